@@ -1,0 +1,17 @@
+// Tests run from TypeScript sources (no build needed for in-process code); tests that
+// spawn real worker processes use the compiled apps, so `npm test` builds first.
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: "node",
+  roots: ["<rootDir>/packages", "<rootDir>/apps", "<rootDir>/docs"],
+  testMatch: ["**/*.test.ts"],
+  testPathIgnorePatterns: ["/node_modules/", "/dist/"],
+  transform: { "^.+\\.ts$": ["@swc/jest", { jsc: { target: "es2022", parser: { syntax: "typescript" } }, module: { type: "commonjs" } }] },
+  moduleNameMapper: {
+    // Prisma's generated client and NodeNext-style imports say ".js" for ".ts" siblings.
+    "^(\\.{1,2}/.*)\\.js$": "$1",
+    "^@fleet/(core|db|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
+  },
+  testTimeout: 60000,
+  maxWorkers: 2,
+};

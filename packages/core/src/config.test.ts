@@ -1,0 +1,59 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { databaseFields, describeConfig, envBool, envDuration, envInt, parseConfig, readEnv, redisFields } from "./config";
+import { ConfigError } from "./errors";
+
+const schema = z.object({
+  ...redisFields,
+  ...databaseFields,
+  WORKERS: envInt(2, 1, 10).describe("worker count"),
+  ENABLED: envBool(true).describe("on or off"),
+  GRACE: envDuration("30s").describe("grace period"),
+});
+
+describe("config", () => {
+  it("applies defaults and types", () => {
+    const c = parseConfig(schema, {});
+    expect(c).toMatchObject({ REDIS_URL: "redis://127.0.0.1:6379", FLEET_PREFIX: "fleet", WORKERS: 2, ENABLED: true, GRACE: 30_000 });
+  });
+
+  it("parses given values", () => {
+    const c = parseConfig(schema, { WORKERS: "7", ENABLED: "no", GRACE: "2m" });
+    expect([c.WORKERS, c.ENABLED, c.GRACE]).toEqual([7, false, 120_000]);
+  });
+
+  it("lists every bad variable with what it expects, and redacts secrets in URLs", () => {
+    let error: unknown;
+    try {
+      parseConfig(schema, { WORKERS: "eleven", ENABLED: "maybe", GRACE: "soon", DATABASE_URL: "mysql://u:hunter2@db/x" });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const issues = (error as ConfigError).issues;
+    expect(issues).toHaveLength(4);
+    expect(issues.find((i) => i.startsWith("WORKERS:"))).toContain("worker count");
+    expect(issues.find((i) => i.startsWith("ENABLED:"))).toContain("expected true or false");
+    expect(issues.find((i) => i.startsWith("GRACE:"))).toContain("is not a duration");
+    const db = issues.find((i) => i.startsWith("DATABASE_URL:"))!;
+    expect(db).toContain("postgresql://");
+    expect(db).not.toContain("hunter2");
+    expect((error as ConfigError).message).toContain("invalid configuration");
+  });
+
+  it("reads an optional .env file under the real environment", () => {
+    const dir = mkdtempSync(join(tmpdir(), "fleet-config-"));
+    const file = join(dir, ".env");
+    writeFileSync(file, "WORKERS=5\nENABLED=false\n");
+    const env = readEnv({ FLEET_ENV_FILE: file, ENABLED: "true" });
+    expect(parseConfig(schema, env)).toMatchObject({ WORKERS: 5, ENABLED: true });
+    expect(readEnv({ FLEET_ENV_FILE: join(dir, "missing.env") })).toEqual({ FLEET_ENV_FILE: join(dir, "missing.env") });
+  });
+
+  it("describes variables for docs", () => {
+    const rows = describeConfig(schema);
+    expect(rows.find((r) => r.name === "WORKERS")).toEqual({ name: "WORKERS", description: "worker count", default: "2" });
+  });
+});

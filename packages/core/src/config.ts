@@ -1,0 +1,141 @@
+import { readFileSync } from "node:fs";
+import { parse as parseDotenv } from "dotenv";
+import { z } from "zod";
+import { parseDuration, parseDurationList } from "./backoff";
+import { ConfigError } from "./errors";
+
+/**
+ * Config is parsed once, in each app's main.ts, from the environment plus an optional .env
+ * file, with one zod schema per app composed of the shared fragments below. Nothing else
+ * reads process.env. Every variable carries a default or a clear error, and a one-line
+ * description (zod `.describe`) that the README's reference and `fleet config` print.
+ */
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * The process environment overlaid on an optional .env file (the real environment wins, as
+ * with dotenv). A missing file is fine; an unreadable one is a config error.
+ */
+export function readEnv(processEnv: Env, envFile = processEnv.FLEET_ENV_FILE ?? ".env"): Env {
+  let fileValues: Record<string, string> = {};
+  try {
+    fileValues = parseDotenv(readFileSync(envFile));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+      throw new ConfigError([`FLEET_ENV_FILE: cannot read ${envFile}: ${(err as Error).message}`]);
+    }
+  }
+  return { ...fileValues, ...processEnv };
+}
+
+/**
+ * Parses env with an app's schema; on failure throws one ConfigError listing every bad
+ * variable with what it expects.
+ */
+export function parseConfig<S extends z.ZodType>(schema: S, env: Env): z.output<S> {
+  const result = schema.safeParse(env);
+  if (result.success) return result.data;
+  const shape = schema instanceof z.ZodObject ? (schema.shape as Record<string, z.ZodType>) : {};
+  const issues = result.error.issues.map((issue) => {
+    const name = issue.path.join(".") || "(config)";
+    const described = shape[name]?.description;
+    const got = typeof issue.path[0] === "string" ? env[issue.path[0]] : undefined;
+    const gotText = got === undefined ? "" : ` (got ${JSON.stringify(redactValue(name, got))})`;
+    return `${name}: ${issue.message}${gotText}${described ? ` — ${described}` : ""}`;
+  });
+  throw new ConfigError(issues);
+}
+
+function redactValue(name: string, value: string): string {
+  if (/PASSWORD|SECRET|TOKEN|KEY/i.test(name)) return "[redacted]";
+  return value.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:[redacted]@");
+}
+
+/** Lists a schema's variables with their descriptions and defaults, for docs and the CLI. */
+export function describeConfig(schema: z.ZodObject): Array<{ name: string; description: string; default?: string }> {
+  return Object.entries(schema.shape as Record<string, z.ZodType>).map(([name, field]) => {
+    const parsed = field.safeParse(undefined);
+    const value = parsed.success && parsed.data !== undefined ? parsed.data : undefined;
+    return {
+      name,
+      description: field.description ?? "",
+      ...(value === undefined ? {} : { default: Array.isArray(value) ? value.join(",") : String(value) }),
+    };
+  });
+}
+
+// ---- field helpers: env values are strings; these give each a type and a default ----
+
+export const envInt = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
+export const envBool = (def: boolean) =>
+  z
+    .enum(["true", "false", "1", "0", "yes", "no", "on", "off"], { message: "expected true or false" })
+    .default(def ? "true" : "false")
+    .transform((v) => ["true", "1", "yes", "on"].includes(v));
+
+/** Comma-separated list, trimmed, empties dropped. */
+export const envList = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean));
+
+// ---- shared fragments, composed into each app's schema ----
+
+export const redisFields = {
+  REDIS_URL: z.string().url().default("redis://127.0.0.1:6379").describe("Redis used by BullMQ (redis:// or rediss://)"),
+  FLEET_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]+$/, "letters, digits and _.:- only")
+    .default("fleet")
+    .describe("Key prefix of every queue in Redis; a hash tag {…} is added around it so queues work on Redis Cluster"),
+};
+
+export const databaseFields = {
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "expected a postgresql:// URL")
+    .default("postgresql://postgres@127.0.0.1:5432/fleet")
+    .describe("PostgreSQL holding Fleet's durable state"),
+  DATABASE_POOL_SIZE: envInt(10, 1, 200).describe("Connections per process"),
+};
+
+export const logFields = {
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info").describe("pino log level"),
+  LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto").describe("auto: pretty on a terminal, JSON otherwise"),
+};
+
+export type RedisConfig = z.output<z.ZodObject<typeof redisFields>>;
+export type DatabaseConfig = z.output<z.ZodObject<typeof databaseFields>>;
+export type LogConfig = z.output<z.ZodObject<typeof logFields>>;
+
+/** A duration such as `30s`, `5m`, `2h`, `500ms` (plain numbers are ms); parsed to ms. */
+export const envDuration = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .transform((value, ctx) => {
+      try {
+        return parseDuration(value);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: err instanceof ConfigError ? err.issues.join("; ") : "expected a duration like 500ms, 30s, 5m, 2h" });
+        return z.NEVER;
+      }
+    });
+
+/** A list of durations: `30s,5m,10m`. */
+export const envDurationList = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .transform((value, ctx) => {
+      try {
+        return parseDurationList(value);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: err instanceof ConfigError ? err.issues.join("; ") : "expected durations separated by commas, like 30s,5m,10m" });
+        return z.NEVER;
+      }
+    });

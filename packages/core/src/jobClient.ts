@@ -1,0 +1,106 @@
+import { Queue } from "bullmq";
+import type { JobsOptions, Job } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Catalogue } from "./catalogue";
+import type { AnyJobDefinition, PayloadOf } from "./jobDefinition";
+import { PermanentError } from "./errors";
+import { formatZodIssues } from "./zodIssues";
+
+export interface EnqueueOptions {
+  /** Run no earlier than this many ms from now. */
+  delayMs?: number;
+  priority?: number;
+  /** Overrides the definition's derived job id. */
+  jobId?: string;
+}
+
+/** The settings every enqueued job gets unless its definition says otherwise. */
+export interface JobDefaults {
+  attempts: number;
+  /** Completed jobs kept this long (seconds) for dashboards, then pruned by BullMQ. */
+  keepCompletedSeconds: number;
+  /** Failed jobs kept this long (seconds). */
+  keepFailedSeconds: number;
+}
+
+/**
+ * Typed producer: `enqueue("migrate-range", { rangeId })` only compiles with that job's
+ * payload; the payload is validated before it reaches Redis, and the job id derived by the
+ * definition makes duplicate submissions no-ops.
+ */
+export class JobClient<Defs extends Record<string, AnyJobDefinition>> {
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(
+    private readonly catalogue: Catalogue<Defs>,
+    private readonly connection: Redis,
+    private readonly prefix: string,
+    private readonly defaults: JobDefaults,
+  ) {}
+
+  queue(name: string): Queue {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  async enqueue<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>, options: EnqueueOptions = {}): Promise<Job> {
+    const { def, data } = this.prepare(name, payload);
+    return this.queue(def.queue).add(name, data, this.jobOptions(def, data, options));
+  }
+
+  /** One round trip for many jobs of one kind. */
+  async enqueueBulk<K extends keyof Defs & string>(name: K, payloads: ReadonlyArray<PayloadOf<Defs[K]>>, options: EnqueueOptions = {}): Promise<Job[]> {
+    if (payloads.length === 0) return [];
+    const prepared = payloads.map((p) => this.prepare(name, p));
+    const queue = this.queue(prepared[0]!.def.queue);
+    return queue.addBulk(prepared.map(({ def, data }) => ({ name, data, opts: this.jobOptions(def, data, options) })));
+  }
+
+  /** The job id a payload would get (to look a job up or check it exists). */
+  jobIdFor<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>): string | undefined {
+    const { def, data } = this.prepare(name, payload);
+    return def.jobId?.(data);
+  }
+
+  /** Validated data and the BullMQ options a job would get (used for job scheduler templates). */
+  prepareJob<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>): { queue: string; data: unknown; opts: JobsOptions } {
+    const { def, data } = this.prepare(name, payload);
+    const { jobId: _jobId, deduplication: _dedupe, ...opts } = this.jobOptions(def, data, {});
+    return { queue: def.queue, data, opts };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+
+  private prepare(name: string, payload: unknown): { def: AnyJobDefinition; data: unknown } {
+    const def = this.catalogue.get(name);
+    if (!def) throw new PermanentError("invalid-payload", `unknown job "${name}"; known jobs: ${this.catalogue.names().join(", ")}`);
+    const parsed = def.schema.safeParse(payload);
+    if (!parsed.success) {
+      throw new PermanentError("invalid-payload", `invalid payload for job "${name}": ${formatZodIssues(parsed.error.issues)}`);
+    }
+    return { def, data: parsed.data };
+  }
+
+  private jobOptions(def: AnyJobDefinition, data: unknown, options: EnqueueOptions): JobsOptions {
+    const jobId = options.jobId ?? def.jobId?.(data);
+    const priority = options.priority ?? def.options?.priority;
+    const dedupeId = def.dedupeId?.(data);
+    return {
+      attempts: def.options?.attempts ?? this.defaults.attempts,
+      backoff: { type: "fleet" },
+      removeOnComplete: { age: this.defaults.keepCompletedSeconds },
+      removeOnFail: { age: this.defaults.keepFailedSeconds },
+      ...(jobId ? { jobId } : {}),
+      ...(dedupeId ? { deduplication: { id: dedupeId } } : {}),
+      ...(priority ? { priority } : {}),
+      ...(options.delayMs ? { delay: options.delayMs } : {}),
+    };
+  }
+}

@@ -1,0 +1,85 @@
+import type { z } from "zod";
+import type { Logger } from "./logger";
+import type { RunWindows } from "./runWindow";
+
+/**
+ * The contract of a processor. A job kind is one file exporting one JobDefinition; the
+ * catalogue lists them and the runner does everything else (validation, windows, logging,
+ * error classification, metrics). Glossary: see packages/jobs/src/glossary.ts.
+ */
+
+/** What a handler gets besides its payload. Handlers touch no globals. */
+export interface JobContext<Deps> {
+  /** Identity of the BullMQ job being run. */
+  job: {
+    id: string;
+    name: string;
+    queue: string;
+    /** 1 on the first run; retries count up. Delays for run windows do not count. */
+    attempt: number;
+    /** When the job was first enqueued (ms epoch). */
+    enqueuedAt: number;
+  };
+  /** A child logger carrying queue, job id, name and attempt. */
+  log: Logger;
+  /** Aborted on cancel or shutdown: stop at the next safe point, leave items done or retryable. */
+  signal: AbortSignal;
+  /** Services the handler may use (database, storage, enqueue, config). */
+  deps: Deps;
+  /**
+   * The run window this job kind is limited to, if any. Long jobs check it between chunks
+   * and throw DelayJob(window.nextOpening(...)) when it closes.
+   */
+  window?: RunWindows;
+  /** Reports progress to BullMQ (shown in bull-board and by the operations API). */
+  progress(value: number | Record<string, unknown>): Promise<void>;
+}
+
+export interface JobOptions {
+  /** Total tries including the first (default 6: the first run plus the 5 backoff steps). */
+  attempts?: number;
+  /** BullMQ lock of a running job; renewed automatically at half this while the job runs. */
+  lockDurationMs?: number;
+  /**
+   * Name of a run window from config (e.g. "migration"). A job taken outside its window is
+   * delayed to the window's next opening, using no attempt.
+   */
+  runWindow?: string;
+  /** Job priority (1 = highest); unset = normal FIFO. */
+  priority?: number;
+}
+
+export interface JobDefinition<Name extends string, Schema extends z.ZodType, Deps, Result = unknown> {
+  name: Name;
+  /** The queue that carries this job kind. */
+  queue: string;
+  /** One line for operators (CLI, dashboards). */
+  description: string;
+  /** Validated when enqueued and again when consumed (a job from an older deploy still arrives). */
+  schema: Schema;
+  options?: JobOptions;
+  /**
+   * A stable job id derived from the payload: enqueueing the same logical work twice is a
+   * no-op while the first job exists. Must not contain ':'.
+   */
+  jobId?: (payload: z.output<Schema>) => string;
+  /**
+   * Ignore new submissions while a job with this id is still waiting or running (BullMQ
+   * deduplication); unlike jobId, finished jobs do not block new ones.
+   */
+  dedupeId?: (payload: z.output<Schema>) => string;
+  handle(payload: z.output<Schema>, ctx: JobContext<Deps>): Promise<Result>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyJobDefinition<Deps = any> = JobDefinition<string, z.ZodType, Deps, unknown>;
+
+/** The payload a producer passes for a definition (zod input: defaults may be omitted). */
+export type PayloadOf<D> = D extends JobDefinition<string, infer S, infer _Deps, infer _R> ? z.input<S> : never;
+
+/** Identity helper that keeps the literal name and schema types of a definition. */
+export function defineJob<Name extends string, Schema extends z.ZodType, Deps, Result>(
+  definition: JobDefinition<Name, Schema, Deps, Result>,
+): JobDefinition<Name, Schema, Deps, Result> {
+  return definition;
+}

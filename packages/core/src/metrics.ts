@@ -1,0 +1,51 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * Every Prometheus metric Fleet exports, on one registry per process (no global registry,
+ * so tests and several apps in one process don't collide).
+ */
+export interface FleetMetrics {
+  registry: Registry;
+  jobsCompleted: Counter<"queue" | "name">;
+  jobsFailed: Counter<"queue" | "name" | "category" | "final">;
+  jobsDelayedByWindow: Counter<"queue" | "name">;
+  jobDuration: Histogram<"queue" | "name" | "outcome">;
+  filesMigrated: Counter<"source" | "destination">;
+  bytesMigrated: Counter<"source" | "destination">;
+  fileFailures: Counter<"category">;
+  activeJobs: Gauge<"queue">;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): FleetMetrics {
+  const registry = new Registry();
+  if (options.labels) registry.setDefaultLabels(options.labels);
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "fleet_process_" });
+  const registers = [registry];
+  return {
+    registry,
+    jobsCompleted: new Counter({ name: "fleet_jobs_completed_total", help: "Jobs completed", labelNames: ["queue", "name"], registers }),
+    jobsFailed: new Counter({
+      name: "fleet_jobs_failed_total",
+      help: "Job runs that failed (final=true when no retry is left)",
+      labelNames: ["queue", "name", "category", "final"],
+      registers,
+    }),
+    jobsDelayedByWindow: new Counter({
+      name: "fleet_jobs_delayed_by_window_total",
+      help: "Jobs taken outside their run window and delayed to its next opening",
+      labelNames: ["queue", "name"],
+      registers,
+    }),
+    jobDuration: new Histogram({
+      name: "fleet_job_duration_seconds",
+      help: "Job run time",
+      labelNames: ["queue", "name", "outcome"],
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+      registers,
+    }),
+    filesMigrated: new Counter({ name: "fleet_files_migrated_total", help: "Files copied and verified", labelNames: ["source", "destination"], registers }),
+    bytesMigrated: new Counter({ name: "fleet_bytes_migrated_total", help: "Bytes copied and verified", labelNames: ["source", "destination"], registers }),
+    fileFailures: new Counter({ name: "fleet_file_failures_total", help: "Files that failed, by error category", labelNames: ["category"], registers }),
+    activeJobs: new Gauge({ name: "fleet_active_jobs", help: "Jobs running in this process", labelNames: ["queue"], registers }),
+  };
+}

@@ -1,0 +1,99 @@
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { Registry } from "prom-client";
+import type { Logger } from "./logger";
+
+/**
+ * The small HTTP server every long-running app exposes: /healthz (the process is alive),
+ * /readyz (its dependencies answer and it is doing its job) and /metrics (Prometheus).
+ */
+export interface Check {
+  name: string;
+  check(): Promise<void>;
+}
+
+export interface OpsServerOptions {
+  port: number;
+  host: string;
+  registry: Registry;
+  readiness: readonly Check[];
+  log: Logger;
+}
+
+export async function startOpsServer(options: OpsServerOptions): Promise<Server> {
+  const server = createServer((req, res) => {
+    const url = req.url?.split("?")[0];
+    if (req.method !== "GET") {
+      res.writeHead(405, { allow: "GET" }).end();
+      return;
+    }
+    if (url === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+      return;
+    }
+    if (url === "/readyz") {
+      void runChecks(options.readiness).then((result) => {
+        res.writeHead(result.ok ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify(result));
+      });
+      return;
+    }
+    if (url === "/metrics") {
+      options.registry.metrics().then(
+        (body) => res.writeHead(200, { "content-type": options.registry.contentType }).end(body),
+        (err: unknown) => {
+          options.log.error({ err }, "metrics collection failed");
+          res.writeHead(500).end();
+        },
+      );
+      return;
+    }
+    res.writeHead(404, { "content-type": "application/json" }).end('{"error":"not found"}');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  const address = server.address();
+  options.log.info({ address }, "ops server listening (/healthz, /readyz, /metrics)");
+  return server;
+}
+
+async function runChecks(checks: readonly Check[]): Promise<{ ok: boolean; checks: Record<string, string> }> {
+  const results: Record<string, string> = {};
+  let ok = true;
+  await Promise.all(
+    checks.map(async (c) => {
+      try {
+        await withTimeout(c.check(), 2_000);
+        results[c.name] = "ok";
+      } catch (err) {
+        ok = false;
+        results[c.name] = err instanceof Error ? err.message : String(err);
+      }
+    }),
+  );
+  return { ok, checks: results };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+export function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
