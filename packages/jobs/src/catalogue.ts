@@ -1,0 +1,36 @@
+import { buildCatalogue } from "@fleet/core/catalogue";
+import type { Catalogue } from "@fleet/core/catalogue";
+import type { AnyJobDefinition } from "@fleet/core/jobDefinition";
+import type { FleetDeps } from "./deps";
+import { recoverStuck } from "./maintenance/recoverStuck";
+import { retention } from "./maintenance/retention";
+import { migrateRange } from "./migration/migrateRange";
+import { retryFailed } from "./migration/retryFailed";
+import { seedRanges } from "./migration/seedRanges";
+import { JOB_NAMES, QUEUES } from "./names";
+import type { JobName } from "./names";
+
+/**
+ * Every processor of the fleet, by name. The mapped type makes a declared job without a
+ * definition a compile error; buildFleetCatalogue repeats the check at startup (with exact
+ * instructions) for definitions added at runtime.
+ */
+export const fleetJobs = {
+  "seed-ranges": seedRanges,
+  "migrate-range": migrateRange,
+  "retry-failed": retryFailed,
+  "recover-stuck": recoverStuck,
+  retention,
+} satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
+
+export type FleetJobs = typeof fleetJobs;
+
+export function buildFleetCatalogue(extra: readonly AnyJobDefinition<FleetDeps>[] = []): Catalogue<FleetJobs> {
+  return buildCatalogue({
+    declaredNames: JOB_NAMES,
+    queues: Object.values(QUEUES),
+    definitions: fleetJobs,
+    extra,
+    sourceHint: "packages/jobs/src/catalogue.ts",
+  });
+}

@@ -1,0 +1,52 @@
+import type { FleetMetrics } from "@fleet/core/metrics";
+import type { JobClient } from "@fleet/core/jobClient";
+import type { DbPool } from "@fleet/db/pool";
+import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
+import type { FleetJobs } from "./catalogue";
+
+/** The tuning knobs of the file-migration pipeline (from the worker's config). */
+export interface MigrationSettings {
+  /** Files per range. */
+  batchSize: number;
+  /** Files copied at once inside one range job. */
+  copyConcurrency: number;
+  /** Outcomes written per statement; also the page size of reading a range. */
+  chunkSize: number;
+  /** Files up to this size are read whole (faster for small files); larger ones are streamed. */
+  smallFileBytes: number;
+  /** How often the owner of a range heartbeats it. */
+  heartbeatMs: number;
+  /** A PROCESSING range whose heartbeat is older than this is presumed orphaned. */
+  staleAfterMs: number;
+  /** "write": size + sha256 of the bytes written; "readback": also re-read the destination. */
+  verify: "write" | "readback";
+  /** What to do when the destination exists with different content. */
+  ifExists: ExistsPolicy;
+  /** After this many consecutive retryable failures the range stops (systemic outage). */
+  breakerThreshold: number;
+  /** Retries of a failed file (retry_count limit). */
+  maxRetries: number;
+  /** Files per retry batch. */
+  retryBatchSize: number;
+  /** Failure categories retry-failed retries. */
+  retryableCategories: readonly string[];
+  /** RETRYING files older than this go back to FAIL. */
+  retryingStaleMs: number;
+  /** migration_log rows older than this are deleted by retention. */
+  logRetentionMs: number;
+  /** Finished BullMQ jobs kept this long. */
+  keepCompletedMs: number;
+  keepFailedMs: number;
+}
+
+/** What every handler of the jobs package receives as `ctx.deps`. */
+export interface FleetDeps {
+  db: DbPool;
+  source: Storage;
+  destination: Storage;
+  jobs: JobClient<FleetJobs>;
+  settings: MigrationSettings;
+  metrics: FleetMetrics;
+  /** Identifies this process in range owners: `<host>:<pid>:<random>`. */
+  workerId: string;
+}

@@ -1,0 +1,29 @@
+/**
+ * Glossary of the jobs package (the words the processors and their docs use).
+ *
+ * - **source file**: a row of `source_files`, the inventory of what is to be migrated; its
+ *   `uri` is a key inside the source storage.
+ * - **range**: a contiguous slice `[min_id, max_id]` of source file ids (BATCH_SIZE files),
+ *   the unit of work of one `migrate-range` job. Ranges tile the id space without gaps.
+ * - **claim**: the conditional UPDATE that makes one worker the owner of a range
+ *   (PENDING → PROCESSING). Two workers racing for a range: exactly one wins.
+ * - **owner**: `<worker id>/<job id>` written on a claimed range; only the owner can
+ *   heartbeat, release or complete it.
+ * - **heartbeat**: the owner refreshing `heartbeat_at` while it works. A PROCESSING range
+ *   whose heartbeat is older than RANGE_STALE_AFTER is presumed orphaned: another claim may
+ *   take it over, and recover-stuck puts it back to PENDING.
+ * - **outcome**: the recorded result of one file (SUCCESS with new uri, size and sha256; or
+ *   FAIL with an error category and message), written in bulk per chunk.
+ * - **window**: a run window ("maintenance window") such as weeknights and weekends; a job
+ *   taken outside it is delayed to the next opening, using no attempt.
+ * - **attempt**: one run of a BullMQ job. Retryable errors use the next attempt after the
+ *   backoff; permanent errors end the job at once. Window delays and shutdown hand-backs do
+ *   not count.
+ * - **retry** (of a file): retry-failed copying a FAIL file again; `retry_count` counts
+ *   these, up to RETRY_MAX.
+ * - **category**: the stable error class stored with a failure (`not-found`, `network`, …;
+ *   see @fleet/core/errors); it decides whether a retry can help.
+ * - **reconcile**: re-deriving BullMQ jobs from Postgres: a range that is not COMPLETE and
+ *   has no live job gets one again (Redis restarted empty, job removed by hand).
+ */
+export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "reconcile"] as const;

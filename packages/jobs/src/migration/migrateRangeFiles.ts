@@ -1,0 +1,208 @@
+import { DelayJob } from "@fleet/core/delayJob";
+import { PermanentError, RetryableError } from "@fleet/core/errors";
+import type { Logger } from "@fleet/core/logger";
+import type { RunWindows } from "@fleet/core/runWindow";
+import { nextPendingFiles, recordOutcomes } from "@fleet/db/sql/files";
+import type { FileOutcome, SourceFileRow } from "@fleet/db/sql/files";
+import { claimRange, completeRange, heartbeatRange, releaseRange } from "@fleet/db/sql/ranges";
+import type { FleetDeps } from "../deps";
+import { copyFile } from "./copyFile";
+import type { CopyResult } from "./copyFile";
+import { runBounded } from "./runBounded";
+
+export interface RangeResult {
+  rangeId: number;
+  status: "completed" | "already-complete";
+  /** Files copied (or found identical) in this run. */
+  succeeded: number;
+  /** Files recorded FAIL in this run. */
+  failed: number;
+  bytes: number;
+  /** Totals of the range after this run. */
+  totals?: { succeeded: number; failed: number; bytes: number };
+}
+
+export interface MigrateRangeInput {
+  rangeId: number;
+  jobId: string;
+  deps: FleetDeps;
+  log: Logger;
+  signal: AbortSignal;
+  window?: RunWindows;
+  now?: () => Date;
+  progress?: (value: Record<string, unknown>) => Promise<void>;
+}
+
+/**
+ * Migrates every file of one range that has no outcome yet:
+ * claim → stream the range's pending files → copy with bounded concurrency → write outcomes
+ * in bulk per chunk → complete. A heartbeat runs meanwhile; losing the range (taken over),
+ * an abort, a closing window or a systemic outage stops taking new files, records what
+ * finished, and gives the range back — every file is left done or still pending.
+ */
+export async function migrateRangeFiles(input: MigrateRangeInput): Promise<RangeResult> {
+  const { deps, log, rangeId } = input;
+  const { db, settings, source, destination, metrics } = deps;
+  const owner = `${deps.workerId}/${input.jobId}`;
+
+  const claim = await claimRange(db, rangeId, owner, settings.staleAfterMs);
+  if (!claim.claimed) {
+    if (claim.reason === "complete") {
+      log.info({ rangeId }, "range already complete: nothing to do");
+      return { rangeId, status: "already-complete", succeeded: 0, failed: 0, bytes: 0 };
+    }
+    if (claim.reason === "missing") throw new PermanentError("not-found", `range ${rangeId} does not exist`);
+    throw new RetryableError("lock-contention", `range ${rangeId} is being migrated by ${claim.range?.owner ?? "another worker"} (heartbeat ${claim.range?.heartbeatAt?.toISOString() ?? "none"})`);
+  }
+  const range = claim.range;
+  log.info({ rangeId, minId: range.minId, maxId: range.maxId, attempt: range.attempts }, "range claimed");
+
+  const stop = new AbortController();
+  let stopReason: "aborted" | "lost" | "window" | "breaker" | undefined;
+  let breakerError: RetryableError | undefined;
+  const halt = (reason: NonNullable<typeof stopReason>) => {
+    stopReason ??= reason;
+    stop.abort(reason);
+  };
+  const onAbort = () => halt("aborted");
+  input.signal.addEventListener("abort", onAbort, { once: true });
+  if (input.signal.aborted) halt("aborted");
+
+  const heartbeat = setInterval(() => {
+    heartbeatRange(db, rangeId, owner).then(
+      (stillOurs) => {
+        if (!stillOurs) {
+          log.warn({ rangeId }, "range no longer ours (taken over or reset): stopping");
+          halt("lost");
+        }
+      },
+      (err: unknown) => log.warn({ err, rangeId }, "heartbeat failed; will try again"),
+    );
+    if (input.window && !input.window.isOpen(input.now?.() ?? new Date())) halt("window");
+  }, settings.heartbeatMs);
+
+  const labels = { source: source.kind, destination: destination.kind };
+  let succeeded = 0, failed = 0, bytes = 0, consecutiveRetryable = 0;
+  let buffer: FileOutcome[] = [];
+  let writing: Promise<void> = Promise.resolve();
+  let writeFailure: unknown;
+  const flush = () => {
+    if (buffer.length === 0) return;
+    const batch = buffer;
+    buffer = [];
+    writing = writing.then(() => recordOutcomes(db, rangeId, batch)).then(
+      () => void input.progress?.({ rangeId, succeeded, failed }).catch(() => {}),
+      (err: unknown) => {
+        writeFailure ??= err;
+        halt("aborted");
+      },
+    );
+  };
+
+  const onResult = (result: CopyResult) => {
+    if (!result.ok && result.error.category === "interrupted") return; // stays pending
+    if (result.ok) {
+      succeeded++;
+      bytes += result.size;
+      consecutiveRetryable = 0;
+      metrics.filesMigrated.inc(labels);
+      metrics.bytesMigrated.inc(labels, result.size);
+      buffer.push({
+        fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "SUCCESS",
+        newUri: result.newUri, size: result.size, sha256: result.sha256, errorCategory: null, errorMessage: null,
+      });
+    } else {
+      if (result.error.retryable) {
+        consecutiveRetryable++;
+        if (consecutiveRetryable >= settings.breakerThreshold) {
+          // A systemic outage (destination down, network gone), not a bad file: stop the
+          // range and let the job back off instead of failing thousands of files.
+          breakerError ??= new RetryableError(result.error.category as never, `${consecutiveRetryable} files in a row failed (${result.error.message}); range paused`);
+          halt("breaker");
+          return; // this file stays pending
+        }
+      } else {
+        consecutiveRetryable = 0;
+      }
+      failed++;
+      metrics.fileFailures.inc({ category: result.error.category });
+      buffer.push({
+        fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "FAIL",
+        newUri: null, size: result.item.size, sha256: null,
+        errorCategory: result.error.category, errorMessage: result.error.message.slice(0, 2000),
+      });
+    }
+    if (buffer.length >= settings.chunkSize) flush();
+  };
+
+  try {
+    await runBounded(
+      pendingFiles(deps, range.minId - 1, range.maxId, settings.chunkSize),
+      settings.copyConcurrency,
+      async (file) => {
+        onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size }, settings, stop.signal));
+      },
+      () => stop.signal.aborted,
+    );
+    flush();
+    await writing;
+  } catch (err) {
+    flush();
+    await writing.catch(() => {});
+    await giveBack();
+    throw err;
+  } finally {
+    clearInterval(heartbeat);
+    input.signal.removeEventListener("abort", onAbort);
+  }
+  if (writeFailure !== undefined) {
+    await giveBack();
+    throw writeFailure;
+  }
+
+  if (stopReason) {
+    await giveBack();
+    log.info({ rangeId, stopReason, succeeded, failed }, "range stopped before the end; unfinished files stay pending");
+    if (stopReason === "breaker" && breakerError) throw breakerError;
+    if (stopReason === "window" && input.window) {
+      throw new DelayJob(input.window.nextOpening(input.now?.() ?? new Date()), "run window closed");
+    }
+    if (stopReason === "lost") throw new RetryableError("lock-contention", `range ${rangeId} was taken over by another worker`);
+    const abortError = new Error(`range ${rangeId} interrupted`);
+    abortError.name = "AbortError";
+    throw abortError;
+  }
+
+  const totals = await completeRange(db, rangeId, owner);
+  if (!totals) throw new RetryableError("lock-contention", `range ${rangeId} was taken over before it could be completed`);
+  log.info({ rangeId, succeeded, failed, bytes, totals }, "range migrated");
+  return { rangeId, status: "completed", succeeded, failed, bytes, totals };
+
+  async function giveBack(): Promise<void> {
+    try {
+      await releaseRange(db, rangeId, owner);
+    } catch (err) {
+      log.warn({ err, rangeId }, "could not release range; recover-stuck will reset it when its heartbeat is stale");
+    }
+  }
+}
+
+/** Streams a range's files without outcomes, one page ahead (keyset paging). */
+async function* pendingFiles(deps: FleetDeps, afterId: number, maxId: number, pageSize: number): AsyncGenerator<SourceFileRow> {
+  let next: Promise<SourceFileRow[]> | undefined = nextPendingFiles(deps.db, afterId, maxId, pageSize);
+  try {
+    while (next) {
+      const rows: SourceFileRow[] = await next;
+      next = undefined;
+      if (rows.length === 0) return;
+      if (rows.length === pageSize) {
+        next = nextPendingFiles(deps.db, rows[rows.length - 1]!.id, maxId, pageSize);
+      }
+      yield* rows;
+    }
+  } finally {
+    // The consumer stopped early: the prefetched page is not needed, but must not be an
+    // unhandled rejection either.
+    next?.catch(() => {});
+  }
+}

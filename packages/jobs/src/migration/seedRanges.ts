@@ -1,0 +1,36 @@
+import { z } from "zod";
+import { seedRanges as seedRangesSql } from "@fleet/db/sql/ranges";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+
+export interface SeedResult {
+  newRanges: number;
+  firstRangeId?: number;
+  lastRangeId?: number;
+}
+
+/**
+ * Extends migration_ranges over new source ids (one statement) and enqueues one
+ * migrate-range job per new range. If Redis fails after the insert, the ranges are PENDING
+ * without jobs and recover-stuck's reconciliation enqueues them: nothing is lost.
+ */
+export const seedRanges = defineFleetJob({
+  name: "seed-ranges",
+  queue: QUEUES.maintenance,
+  description: "Cut new source files into ranges of BATCH_SIZE and enqueue a migrate-range job for each",
+  schema: z.object({ batchSize: z.number().int().min(1).max(1_000_000).optional() }).strict().default({}),
+  dedupeId: () => "seed-ranges",
+  async handle(payload, ctx): Promise<SeedResult> {
+    const { db, jobs, settings } = ctx.deps;
+    const ranges = await seedRangesSql(db, payload.batchSize ?? settings.batchSize);
+    if (ranges.length === 0) {
+      ctx.log.info("no new source files");
+      return { newRanges: 0 };
+    }
+    for (let i = 0; i < ranges.length; i += 1_000) {
+      await jobs.enqueueBulk("migrate-range", ranges.slice(i, i + 1_000).map((r) => ({ rangeId: r.id })));
+    }
+    ctx.log.info({ newRanges: ranges.length, first: ranges[0]!.minId, last: ranges.at(-1)!.maxId }, "ranges seeded and enqueued");
+    return { newRanges: ranges.length, firstRangeId: ranges[0]!.id, lastRangeId: ranges.at(-1)!.id };
+  },
+});

@@ -1,0 +1,87 @@
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { Redis } from "ioredis";
+import { Catalogue } from "@fleet/core/catalogue";
+import { JobClient } from "@fleet/core/jobClient";
+import type { Logger } from "@fleet/core/logger";
+import { createMetrics } from "@fleet/core/metrics";
+import type { FleetMetrics } from "@fleet/core/metrics";
+import { bullPrefix, createRedis } from "@fleet/core/redis";
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { createStorage } from "@fleet/storage/createStorage";
+import type { Storage } from "@fleet/storage/storage";
+import { buildFleetCatalogue } from "../catalogue";
+import type { FleetJobs } from "../catalogue";
+import type { FleetDeps, MigrationSettings } from "../deps";
+import { toMigrationSettings } from "../settings";
+import type { migrationFields } from "../settings";
+import type { z } from "zod";
+import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
+
+export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>>;
+
+/**
+ * Everything a fleet process needs, wired from config: the catalogue, connections, storages
+ * and the typed job client. Apps create one in main.ts; tests create one per test with their
+ * own prefix and database. `close()` releases all of it.
+ */
+export interface FleetRuntime {
+  catalogue: Catalogue<FleetJobs>;
+  deps: FleetDeps;
+  db: DbPool;
+  /** Producer connection (fails fast). */
+  redis: Redis;
+  prefix: string;
+  metrics: FleetMetrics;
+  settings: MigrationSettings;
+  close(): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  config: RuntimeConfig;
+  log: Logger;
+  /** Labels this process in range owners and pg_stat_activity. */
+  role: string;
+  metrics?: FleetMetrics;
+}
+
+export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
+  const { config, log } = options;
+  const catalogue = buildFleetCatalogue();
+  const metrics = options.metrics ?? createMetrics({ defaultMetrics: false });
+  const db = createPool({
+    connectionString: config.DATABASE_URL,
+    max: config.DATABASE_POOL_SIZE,
+    applicationName: `fleet-${options.role}`,
+    onIdleError: (err) => log.warn({ err }, "idle database connection lost; it will be replaced"),
+  });
+  const redis = createRedis(config.REDIS_URL, "producer");
+  redis.on("error", (err) => log.debug({ err }, "redis producer connection error"));
+  const prefix = bullPrefix(config.FLEET_PREFIX);
+  const settings = toMigrationSettings(config);
+  const source: Storage = createStorage(config.SOURCE_URL);
+  const destination: Storage = createStorage(config.DESTINATION_URL);
+  const jobs = new JobClient(catalogue, redis, prefix, {
+    attempts: config.JOB_ATTEMPTS,
+    keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
+    keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
+  });
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  const deps: FleetDeps = { db, source, destination, jobs, settings, metrics, workerId };
+  return {
+    catalogue,
+    deps,
+    db,
+    redis,
+    prefix,
+    metrics,
+    settings,
+    async close() {
+      await jobs.close();
+      await Promise.all([source.close(), destination.close()]);
+      redis.disconnect();
+      await db.end();
+    },
+  };
+}

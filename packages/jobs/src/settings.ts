@@ -1,0 +1,61 @@
+import { z } from "zod";
+import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
+import { RETRYABLE_CATEGORIES } from "@fleet/core/errors";
+import type { MigrationSettings } from "./deps";
+
+/**
+ * Config fragments of the file-migration pipeline, shared by the apps that run or enqueue
+ * its jobs (worker, scheduler, cli). Composed into each app's own schema.
+ */
+export const migrationFields = {
+  SOURCE_URL: z.string().min(1).default("./data/source").describe("Where files are read from: a directory path or file:// URL"),
+  DESTINATION_URL: z.string().min(1).default("./data/destination").describe("Where files are written: a directory path, file:// URL, or null: (discard; benchmarks)"),
+  BATCH_SIZE: envInt(10_000, 1, 1_000_000).describe("Files per range (one migrate-range job each)"),
+  COPY_CONCURRENCY: envInt(64, 1, 1_024).describe("Files copied at once inside one range job"),
+  CHUNK_SIZE: envInt(1_000, 10, 50_000).describe("File outcomes written per SQL statement (and rows read per page)"),
+  SMALL_FILE_BYTES: envInt(1_048_576, 0).describe("Files up to this size are read whole; larger ones are streamed"),
+  HEARTBEAT_INTERVAL: envDuration("10s").describe("How often a worker heartbeats the range it owns"),
+  RANGE_STALE_AFTER: envDuration("2m").describe("A PROCESSING range without heartbeat for this long is taken over / reset"),
+  VERIFY: z.enum(["write", "readback"]).default("readback").describe("write: check size+sha256 of bytes written; readback: also re-read the destination"),
+  IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
+  BREAKER_THRESHOLD: envInt(50, 1).describe("Consecutive retryable file failures that pause a range (systemic outage) instead of failing files"),
+  RETRY_MAX: envInt(3, 0, 100).describe("Times a failed file is retried by retry-failed"),
+  RETRY_BATCH_SIZE: envInt(500, 1, 50_000).describe("Files per retry batch (FOR UPDATE SKIP LOCKED)"),
+  RETRY_CATEGORIES: envList(RETRYABLE_CATEGORIES.join(",")).describe("Error categories retry-failed retries"),
+  RETRYING_STALE_AFTER: envDuration("30m").describe("RETRYING files older than this go back to FAIL (their retry died)"),
+  LOG_RETENTION: envDuration("30d").describe("migration_log rows older than this are pruned daily"),
+  KEEP_COMPLETED: envDuration("24h").describe("Completed BullMQ jobs are kept this long"),
+  KEEP_FAILED: envDuration("14d").describe("Failed BullMQ jobs are kept this long"),
+  JOB_ATTEMPTS: envInt(6, 1, 100).describe("Tries of a job (first run + backoff steps)"),
+  BACKOFF_SCHEDULE: envDurationList("30s,5m,10m,30m,60m").describe("Delays between job attempts; the last repeats"),
+  BACKOFF_JITTER: z.coerce.number().min(0).max(1).default(0.2).describe("Random spread of each backoff delay (0.2 = ±20%)"),
+  RUN_WINDOWS: envBool(true).describe("Limit migration work to MIGRATION_WINDOW (false: run any time)"),
+  MIGRATION_WINDOW: z
+    .string()
+    .default("mon-fri 22:00-06:00; sat-sun 00:00-24:00; mon 00:00-06:00")
+    .describe("When migration jobs may run: weeknights 22:00-06:00 and Friday 22:00 to Monday 06:00 by default"),
+  FLEET_TZ: z.string().default("UTC").describe("IANA time zone of run windows and schedules, e.g. America/New_York"),
+};
+
+type MigrationConfig = z.output<z.ZodObject<typeof migrationFields>>;
+
+export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
+  return {
+    batchSize: c.BATCH_SIZE,
+    copyConcurrency: c.COPY_CONCURRENCY,
+    chunkSize: c.CHUNK_SIZE,
+    smallFileBytes: c.SMALL_FILE_BYTES,
+    heartbeatMs: c.HEARTBEAT_INTERVAL,
+    staleAfterMs: c.RANGE_STALE_AFTER,
+    verify: c.VERIFY,
+    ifExists: c.IF_EXISTS,
+    breakerThreshold: c.BREAKER_THRESHOLD,
+    maxRetries: c.RETRY_MAX,
+    retryBatchSize: c.RETRY_BATCH_SIZE,
+    retryableCategories: c.RETRY_CATEGORIES,
+    retryingStaleMs: c.RETRYING_STALE_AFTER,
+    logRetentionMs: c.LOG_RETENTION,
+    keepCompletedMs: c.KEEP_COMPLETED,
+    keepFailedMs: c.KEEP_FAILED,
+  };
+}

@@ -1,0 +1,89 @@
+import type { Readable } from "node:stream";
+
+/**
+ * The one interface every storage adapter implements (local directory now; S3 and SFTP on
+ * the same contract). Keys are relative, forward-slash paths inside the adapter's root
+ * (`alice/2024/report.pdf`); an adapter rejects any key that would escape its root with a
+ * PermanentError("invalid-key"). Errors leave adapters already classified (FleetError) or
+ * raw, in which case classifyError() in @fleet/core maps them.
+ */
+
+/** What an adapter knows about one stored object. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  modifiedAt?: Date;
+  /** sha256 hex, when the adapter has it without reading the object (e.g. S3 metadata). */
+  sha256?: string;
+}
+
+/** The outcome of a successful write. */
+export interface WriteResult {
+  key: string;
+  /** The canonical location recorded in the database (file:///abs/path, s3://bucket/key, ...). */
+  uri: string;
+  /** Bytes written. */
+  size: number;
+  /** sha256 hex of the bytes written. */
+  sha256: string;
+  /**
+   * True when the destination already held identical content (same size and sha256) and
+   * nothing was written: re-running a transfer is a no-op, counted as success.
+   */
+  unchanged: boolean;
+}
+
+/** What to do when the destination key already exists with different content. */
+export type ExistsPolicy = "fail" | "overwrite";
+
+export interface WriteOptions {
+  signal?: AbortSignal;
+  /** When set, a different byte count fails the write with PermanentError("size-mismatch"). */
+  expectedSize?: number;
+  /** When set, a different checksum fails the write with PermanentError("checksum-mismatch"). */
+  expectedSha256?: string;
+  /** Default "fail": existing different content is PermanentError("destination-exists"). */
+  ifExists?: ExistsPolicy;
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+}
+
+export interface Storage {
+  /** Adapter kind, used in metrics labels: "local", "s3", "sftp", "null". */
+  readonly kind: string;
+  /** A short human label of this location (e.g. `local:/data/source`), safe to log. */
+  readonly label: string;
+
+  /** The canonical URI of a key, as stored in migration_files.old_uri/new_uri. */
+  uri(key: string): string;
+
+  /** Size and modification time; PermanentError("not-found") when absent. */
+  stat(key: string, options?: ReadOptions): Promise<ObjectInfo>;
+
+  /** A stream of the object's bytes; PermanentError("not-found") when absent. */
+  createReadStream(key: string, options?: ReadOptions): Promise<Readable>;
+
+  /**
+   * The whole object in memory. Only for small objects (the caller checks the size first):
+   * for 4 KiB files one read beats a stream's bookkeeping several times over.
+   */
+  readBuffer(key: string, options?: ReadOptions): Promise<Buffer>;
+
+  /**
+   * Writes atomically (readers never see a partial object), hashing while it writes.
+   * Existing identical content → `{ unchanged: true }`; existing different content →
+   * PermanentError("destination-exists") unless `ifExists: "overwrite"`.
+   */
+  write(key: string, body: Readable | Buffer, options?: WriteOptions): Promise<WriteResult>;
+
+  /** Size and sha256 of an existing object, or null. Reads the object when it must. */
+  exists(key: string, options?: ReadOptions): Promise<{ size: number; sha256: string } | null>;
+
+  /** Every object under a key prefix ("" for all), in no particular order, streamed. */
+  list(prefix?: string, options?: ReadOptions): AsyncIterable<ObjectInfo>;
+
+  /** Releases connections, pools, caches. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,39 @@
+import { classifyError } from "@fleet/core/classifyError";
+import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
+import type { PermanentCategory, RetryableCategory } from "@fleet/core/errors";
+
+/**
+ * classifyError() knows the category of a raw fs error but not which object it was about;
+ * a stored failure without the key is useless to an operator, so adapters wrap through here.
+ */
+export function toStorageError(operation: string, key: string, err: unknown): FleetError {
+  if (err instanceof FleetError) return err;
+  const classified = classifyError(err);
+  const message = `${operation} ${JSON.stringify(key)}: ${classified.message}`;
+  return classified.retryable
+    ? new RetryableError(classified.category as RetryableCategory, message, { cause: err })
+    : new PermanentError(classified.category as PermanentCategory, message, { cause: err });
+}
+
+/** Same category as an AbortError (a retry after shutdown is expected), with the key. */
+export function abortedError(operation: string, key: string, signal: AbortSignal): RetryableError {
+  return new RetryableError("interrupted", `${operation} ${JSON.stringify(key)}: aborted`, {
+    cause: signal.reason,
+  });
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined, operation: string, key: string): void {
+  if (signal?.aborted) throw abortedError(operation, key, signal);
+}
+
+/** The errno-style code of a raw error, if any. */
+export function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+export function isNotFound(err: unknown): boolean {
+  if (err instanceof FleetError) return err.category === "not-found";
+  const code = errorCode(err);
+  return code === "ENOENT" || code === "ENOTDIR";
+}
