@@ -1,0 +1,23 @@
+# One image for every Fleet app; the command picks the app
+# (node apps/worker/dist/main.js, apps/scheduler/dist/main.js, apps/cli/dist/main.js).
+FROM node:22-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json .npmrc ./
+COPY apps/cli/package.json apps/cli/
+COPY apps/scheduler/package.json apps/scheduler/
+COPY apps/worker/package.json apps/worker/
+COPY packages/core/package.json packages/core/
+COPY packages/db/package.json packages/db/
+COPY packages/jobs/package.json packages/jobs/
+COPY packages/storage/package.json packages/storage/
+COPY packages/testing/package.json packages/testing/
+RUN npm ci --no-audit --no-fund
+COPY . .
+RUN npm run build && npm prune --omit=dev
+
+FROM node:22-bookworm-slim
+ENV NODE_ENV=production UV_THREADPOOL_SIZE=16
+WORKDIR /app
+COPY --from=build --chown=node:node /app /app
+USER node
+CMD ["node", "apps/worker/dist/main.js"]

@@ -1,0 +1,120 @@
+import { rm } from "node:fs/promises";
+import { resolve } from "node:path";
+import { Queue } from "bullmq";
+import { migrateDatabase } from "@fleet/db/migrate";
+import { bullPrefix } from "@fleet/core/redis";
+import { QUEUES } from "@fleet/jobs/names";
+import type { CliContext } from "../context";
+import { progressBar, seedDemo } from "./seedDemo";
+import { startFleetProcess } from "./fleetProcesses";
+import type { FleetProcess } from "./fleetProcesses";
+import { formatBytes, formatFailures, watchStatus } from "./status";
+import { verifyMigration } from "./verify";
+
+export interface DemoOptions {
+  files: number;
+  workers: number;
+  dataDir: string;
+  /** Keep the scheduler and workers running after the migration (Ctrl-C to stop). */
+  keepRunning: boolean;
+}
+
+/**
+ * The quick start: a fresh demo database and queue prefix, N demo files, the scheduler and
+ * worker processes (run windows off), a live progress bar, the closing line, and an
+ * independent sha256 check of every migrated file.
+ */
+export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<number> {
+  const { config } = ctx;
+  const dataDir = resolve(options.dataDir);
+  const sourceDir = resolve(dataDir, "source");
+  const destDir = resolve(dataDir, "destination");
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+
+  out(`fleet demo: ${options.files} files, scheduler + ${options.workers} workers, database ${redactDb(config.DATABASE_URL)}, queue prefix ${config.FLEET_PREFIX}`);
+  await migrateDatabase({ connectionString: config.DATABASE_URL });
+  const runtime = await ctx.runtime({ withRedis: true });
+
+  // A demo starts from nothing: its own database, prefix and data directory only.
+  await runtime.db.query("TRUNCATE source_files, migration_ranges, migration_files, migration_log RESTART IDENTITY");
+  for (const name of Object.values(QUEUES)) {
+    const q = new Queue(name, { connection: runtime.redis, prefix: bullPrefix(config.FLEET_PREFIX) });
+    await q.obliterate({ force: true });
+    await q.close();
+  }
+  await rm(sourceDir, { recursive: true, force: true });
+  await rm(destDir, { recursive: true, force: true });
+
+  const seedBar = progressBar("seeding", options.files);
+  const seeded = await seedDemo(runtime.db, { files: options.files, dir: sourceDir, onProgress: (n) => seedBar.update(n) });
+  seedBar.stop();
+  out(`created ${seeded.files} files (${formatBytes(seeded.bytes)}) under ${sourceDir}`);
+
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: config.DATABASE_URL,
+    REDIS_URL: config.REDIS_URL,
+    FLEET_PREFIX: config.FLEET_PREFIX,
+    SOURCE_URL: sourceDir,
+    DESTINATION_URL: destDir,
+    RUN_WINDOWS: "false",
+    LOG_FORMAT: "json",
+    METRICS_PORT: "0",
+    SCHEDULER_SYNC_INTERVAL: "5s",
+    UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16",
+  };
+  const logDir = resolve(dataDir, "logs");
+  const processes: FleetProcess[] = [startFleetProcess("scheduler", "scheduler", env, resolve(logDir, "scheduler.log"))];
+  for (let i = 1; i <= options.workers; i++) {
+    processes.push(startFleetProcess("worker", `worker-${i}`, { ...env, WORKER_CONCURRENCY: "migration=2,maintenance=1" }, resolve(logDir, `worker-${i}.log`)));
+  }
+  const abort = new AbortController();
+  const onSigint = () => abort.abort();
+  process.once("SIGINT", onSigint);
+  let exitCode = 0;
+  try {
+    for (const p of processes) {
+      void p.exited.then((code) => {
+        if (!abort.signal.aborted && code !== 0 && code !== null) {
+          process.stderr.write(`\n${p.name} exited with code ${code}; see ${logDir}/${p.name}.log\n`);
+        }
+      });
+    }
+    const started = Date.now();
+    await runtime.deps.jobs.enqueue("seed-ranges", {});
+    const final = await watchStatus(runtime.db, { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES }, abort.signal, 500);
+    const seconds = (Date.now() - started) / 1000;
+    if (!final.done) {
+      out("demo interrupted");
+      return 130;
+    }
+    out(`migrated ${final.files.SUCCESS}/${final.sourceFiles} files, ${final.files.FAIL} failed, in ${seconds.toFixed(1)} s (${Math.round(final.files.SUCCESS / seconds)} files/s)`);
+    const failures = await formatFailures(runtime.db);
+    if (failures) out(failures);
+
+    const verifyBar = progressBar("verifying", final.files.SUCCESS);
+    const verified = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination, (n) => verifyBar.update(n));
+    verifyBar.stop();
+    if (verified.mismatches.length === 0) {
+      out(`verified ${verified.checked} files: every destination sha256 equals its source`);
+    } else {
+      exitCode = 1;
+      out(`VERIFY FAILED: ${verified.mismatches.length} of ${verified.checked} files differ, e.g. ${JSON.stringify(verified.mismatches.slice(0, 3))}`);
+    }
+    if (final.files.FAIL > 0 || final.files.SUCCESS !== final.sourceFiles) exitCode = 1;
+    if (options.keepRunning) {
+      out(`scheduler and workers keep running (logs in ${logDir}); Ctrl-C to stop`);
+      await new Promise<void>((res) => abort.signal.addEventListener("abort", () => res(), { once: true }));
+    }
+  } finally {
+    process.off("SIGINT", onSigint);
+    const codes = await Promise.all(processes.map((p) => p.stop()));
+    const bad = processes.filter((_, i) => codes[i] !== 0);
+    if (bad.length > 0) out(`note: ${bad.map((p) => p.name).join(", ")} did not exit cleanly; logs in ${logDir}`);
+  }
+  return exitCode;
+}
+
+function redactDb(url: string): string {
+  return url.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:[redacted]@");
+}

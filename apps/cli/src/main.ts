@@ -1,0 +1,166 @@
+import { Command, InvalidArgumentError } from "commander";
+import { ConfigError } from "@fleet/core/errors";
+import { describeConfig } from "@fleet/core/config";
+import { describe } from "@fleet/core/classifyError";
+import { migrateDatabase } from "@fleet/db/migrate";
+import { createCliContext } from "./context";
+import type { CliContext } from "./context";
+import { cliSchema } from "./config";
+import { runDemo } from "./commands/demo";
+import { progressBar, seedDemo } from "./commands/seedDemo";
+import { formatFailures, formatStatus, readStatus, watchStatus } from "./commands/status";
+import { verifyMigration } from "./commands/verify";
+
+/** `fleet`: the operator's terminal tool. Every command exits non-zero with a clear message on failure. */
+
+const positiveInt = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+};
+
+async function withContext(env: NodeJS.ProcessEnv, fn: (ctx: CliContext) => Promise<number | void>): Promise<void> {
+  let ctx: CliContext | undefined;
+  try {
+    ctx = createCliContext(env);
+    const code = await fn(ctx);
+    process.exitCode = code ?? 0;
+  } catch (err) {
+    if (err instanceof ConfigError) process.stderr.write(`fleet: ${err.message}\n`);
+    else process.stderr.write(`fleet: ${describe(err)}\n`);
+    process.exitCode = err instanceof ConfigError ? 2 : 1;
+  } finally {
+    await ctx?.close().catch(() => {});
+  }
+}
+
+export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
+  const program = new Command("fleet").description("Operate a Fleet migration: database, demo data, jobs, status").showHelpAfterError();
+
+  program
+    .command("config")
+    .description("list every configuration variable with its default and meaning")
+    .action(() => {
+      for (const v of describeConfig(cliSchema)) process.stdout.write(`${v.name.padEnd(22)} ${(v.default ?? "").padEnd(28)} ${v.description}\n`);
+    });
+
+  const db = program.command("db").description("database schema");
+  db.command("migrate")
+    .description("create the database if needed and apply pending migrations")
+    .action(() =>
+      withContext(env, async (ctx) => {
+        const result = await migrateDatabase({ connectionString: ctx.config.DATABASE_URL, onApplied: (name) => process.stdout.write(`applied ${name}\n`) });
+        process.stdout.write(`database up to date (${result.applied.length} applied, ${result.alreadyApplied} already applied)\n`);
+      }),
+    );
+
+  const migrate = program.command("migrate").description("the file migration");
+  migrate
+    .command("seed-demo")
+    .description("create N real demo files under a directory and their source_files rows")
+    .requiredOption("--files <n>", "how many files", positiveInt)
+    .option("--dir <path>", "where to create them", "./data/source")
+    .option("--missing <n>", "also add rows whose file does not exist (to see failures)", (v) => Number(v), 0)
+    .action((opts: { files: number; dir: string; missing: number }) =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime();
+        const bar = progressBar("seeding", opts.files + opts.missing);
+        const r = await seedDemo(runtime.db, { files: opts.files, dir: opts.dir, missing: opts.missing, onProgress: (n) => bar.update(n) });
+        bar.stop();
+        process.stdout.write(`created ${r.files} files (${r.bytes} bytes) under ${r.dir}; source_files ids ${r.firstId}..${r.lastId}\n`);
+      }),
+    );
+  migrate
+    .command("start")
+    .description("seed ranges over new source files now and enqueue their migration (instead of waiting for the hourly run)")
+    .action(() =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const job = await runtime.deps.jobs.enqueue("seed-ranges", {});
+        process.stdout.write(`enqueued seed-ranges (job ${job.id})\n`);
+      }),
+    );
+  migrate
+    .command("retry")
+    .description("retry failed files with a retryable error now (instead of waiting for the 30-minute run)")
+    .action(() =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const job = await runtime.deps.jobs.enqueue("retry-failed", {});
+        process.stdout.write(`enqueued retry-failed (job ${job.id})\n`);
+      }),
+    );
+  migrate
+    .command("recover")
+    .description("reset stuck ranges/retries and re-enqueue work Redis forgot, now")
+    .action(() =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const job = await runtime.deps.jobs.enqueue("recover-stuck", {});
+        process.stdout.write(`enqueued recover-stuck (job ${job.id})\n`);
+      }),
+    );
+  migrate
+    .command("status")
+    .description("ranges and files by status, rate and ETA")
+    .option("--watch", "live progress bars until the migration is done")
+    .option("--json", "machine-readable output")
+    .action((opts: { watch?: boolean; json?: boolean }) =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime();
+        const options = { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES };
+        let snapshot;
+        if (opts.watch) {
+          const abort = new AbortController();
+          process.once("SIGINT", () => abort.abort());
+          snapshot = await watchStatus(runtime.db, options, abort.signal);
+        } else {
+          snapshot = await readStatus(runtime.db, options);
+        }
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(snapshot)}\n`);
+        } else {
+          process.stdout.write(`${formatStatus(snapshot)}\n`);
+          const failures = await formatFailures(runtime.db);
+          if (failures) process.stdout.write(`${failures}\n`);
+        }
+      }),
+    );
+  migrate
+    .command("verify")
+    .description("re-hash every migrated file at source and destination and compare with the recorded sha256")
+    .action(() =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime();
+        const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination);
+        process.stdout.write(`checked ${r.checked} files, ${r.mismatches.length} mismatches\n`);
+        for (const m of r.mismatches.slice(0, 20)) process.stdout.write(`  ${m.key}: ${m.problem}\n`);
+        return r.mismatches.length === 0 ? 0 : 1;
+      }),
+    );
+
+  program
+    .command("demo")
+    .description("the quick start: N demo files migrated by a scheduler and worker processes, with a progress bar")
+    .option("--files <n>", "how many demo files", positiveInt, 10_000)
+    .option("--workers <n>", "worker processes", positiveInt, 2)
+    .option("--data <dir>", "directory for source/, destination/ and logs/", "./data")
+    .option("--keep-running", "leave the scheduler and workers running afterwards")
+    .action((opts: { files: number; workers: number; data: string; keepRunning?: boolean }) =>
+      withContext(
+        // The demo wipes its state first, so it never uses DATABASE_URL/FLEET_PREFIX (which may be
+        // a real deployment's): only its own database and prefix.
+        {
+          ...env,
+          DATABASE_URL: env.FLEET_DEMO_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/fleet_demo",
+          FLEET_PREFIX: env.FLEET_DEMO_PREFIX ?? "fleet-demo",
+        },
+        (ctx) => runDemo(ctx, { files: opts.files, workers: opts.workers, dataDir: opts.data, keepRunning: opts.keepRunning === true }),
+      ),
+    );
+  return program;
+}
+
+if (require.main === module) {
+  void buildProgram().parseAsync(process.argv);
+}

@@ -1,0 +1,28 @@
+import { readEnv } from "@fleet/core/config";
+import { ConfigError } from "@fleet/core/errors";
+import { createLogger } from "@fleet/core/logger";
+import { loadSchedulerConfig } from "./config";
+import { runScheduler } from "./runScheduler";
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadSchedulerConfig(readEnv(process.env));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`fleet scheduler: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger({ ...config, name: "scheduler", isTty: process.stdout.isTTY });
+  try {
+    const scheduler = await runScheduler(config, log);
+    scheduler.shutdown.listen();
+  } catch (err) {
+    log.fatal({ err }, "scheduler failed to start");
+    process.exit(1);
+  }
+}
+
+void main();

@@ -1,0 +1,56 @@
+import { JobClient } from "@fleet/core/jobClient";
+import type { Logger } from "@fleet/core/logger";
+import { bullPrefix, checkRedisPolicy, createRedis, waitReady } from "@fleet/core/redis";
+import { Shutdown } from "@fleet/core/shutdown";
+import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
+import { SCHEDULES } from "@fleet/jobs/schedules";
+import type { SchedulerConfig } from "./config";
+import { resolveSchedules, syncSchedules } from "./syncSchedules";
+
+export interface RunningScheduler {
+  shutdown: Shutdown;
+  /** Resolves after each sync; for tests. */
+  syncNow(): Promise<void>;
+}
+
+/**
+ * The scheduler process: upserts the declared schedules at start, then re-checks them every
+ * SCHEDULER_SYNC_INTERVAL. When a schedule that existed has vanished (Redis restarted
+ * empty), it is restored and a recover-stuck run is enqueued at once so pending work is
+ * re-derived from Postgres without waiting for the next tick.
+ */
+export async function runScheduler(config: SchedulerConfig, log: Logger): Promise<RunningScheduler> {
+  const catalogue = buildFleetCatalogue();
+  const redis = createRedis(config.REDIS_URL, "producer");
+  redis.on("error", (err) => log.debug({ err }, "redis connection error"));
+  const shutdown = new Shutdown({ log, deadlineMs: 10_000 });
+  shutdown.register("redis", async () => void redis.disconnect());
+  await waitReady(redis, config.REDIS_URL);
+  await checkRedisPolicy(redis, log);
+  const jobs = new JobClient(catalogue, redis, bullPrefix(config.FLEET_PREFIX), {
+    attempts: config.JOB_ATTEMPTS,
+    keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
+    keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
+  });
+  shutdown.register("queues", () => jobs.close());
+  const schedules = resolveSchedules(SCHEDULES, config, config.FLEET_TZ);
+
+  let first = true;
+  const syncNow = async () => {
+    const result = await syncSchedules(jobs, schedules, catalogue.queues, log);
+    if (first) {
+      log.info({ schedules: schedules.map((s) => ({ id: s.id, ...s.repeat })), ...result }, "schedules in place");
+    } else if (result.created.length > 0) {
+      log.warn({ restored: result.created }, "schedules were missing from Redis (restarted empty?): restored; reconciling now");
+      await jobs.enqueue("recover-stuck", {});
+    }
+    first = false;
+  };
+  await syncNow();
+
+  const timer = setInterval(() => {
+    syncNow().catch((err: unknown) => log.warn({ err }, "schedule sync failed; will try again"));
+  }, config.SCHEDULER_SYNC_INTERVAL);
+  shutdown.register("sync-timer", async () => clearInterval(timer));
+  return { shutdown, syncNow };
+}

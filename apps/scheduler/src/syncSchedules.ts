@@ -1,0 +1,77 @@
+import type { JobClient } from "@fleet/core/jobClient";
+import type { Logger } from "@fleet/core/logger";
+import { parseDuration } from "@fleet/core/backoff";
+import type { FleetJobs } from "@fleet/jobs/catalogue";
+import type { JobName } from "@fleet/jobs/names";
+import type { ScheduleSpec } from "@fleet/jobs/schedules";
+
+export interface ResolvedSchedule {
+  id: string;
+  job: JobName;
+  repeat: { pattern: string; tz: string } | { every: number };
+}
+
+/** Applies SCHEDULE_<ID> overrides (`off`, `every:30s`, cron) to the declared table. */
+export function resolveSchedules(table: readonly ScheduleSpec[], config: Record<string, unknown>, tz: string): ResolvedSchedule[] {
+  const out: ResolvedSchedule[] = [];
+  for (const spec of table) {
+    const override = config[`SCHEDULE_${spec.id.toUpperCase().replace(/-/g, "_")}`];
+    if (override === "off") continue;
+    if (typeof override === "string" && override.startsWith("every:")) {
+      out.push({ id: spec.id, job: spec.job, repeat: { every: parseDuration(override.slice(6)) } });
+    } else if (typeof override === "string") {
+      out.push({ id: spec.id, job: spec.job, repeat: { pattern: override, tz } });
+    } else if (spec.cron) {
+      out.push({ id: spec.id, job: spec.job, repeat: { pattern: spec.cron, tz } });
+    } else {
+      out.push({ id: spec.id, job: spec.job, repeat: { every: spec.everyMs ?? 3_600_000 } });
+    }
+  }
+  return out;
+}
+
+export interface SyncResult {
+  created: string[];
+  updated: string[];
+  unchanged: string[];
+  removed: string[];
+}
+
+/**
+ * Makes Redis hold exactly the declared schedules: upserts the missing or changed ones,
+ * removes undeclared ones from Fleet's queues. Idempotent, so any number of scheduler
+ * replicas may run it at any time.
+ */
+export async function syncSchedules(jobs: JobClient<FleetJobs>, schedules: readonly ResolvedSchedule[], queues: readonly string[], log: Logger): Promise<SyncResult> {
+  const result: SyncResult = { created: [], updated: [], unchanged: [], removed: [] };
+  const declared = new Map(schedules.map((s) => [s.id, s]));
+  for (const queueName of queues) {
+    const queue = jobs.queue(queueName);
+    const existing = await queue.getJobSchedulers(0, -1);
+    const existingById = new Map(existing.map((e) => [e.key, e]));
+    for (const s of schedules) {
+      const prepared = jobs.prepareJob(s.job, {} as never);
+      if (prepared.queue !== queueName) continue;
+      const current = existingById.get(s.id);
+      const same =
+        current &&
+        current.name === s.job &&
+        ("pattern" in s.repeat ? current.pattern === s.repeat.pattern && current.tz === s.repeat.tz : Number(current.every) === s.repeat.every);
+      if (same) {
+        result.unchanged.push(s.id);
+        continue;
+      }
+      await queue.upsertJobScheduler(s.id, s.repeat, { name: s.job, data: prepared.data, opts: prepared.opts });
+      (current ? result.updated : result.created).push(s.id);
+      log.info({ schedule: s.id, job: s.job, repeat: s.repeat, queue: queueName }, current ? "schedule updated" : "schedule created");
+    }
+    for (const e of existing) {
+      if (!declared.has(e.key)) {
+        await queue.removeJobScheduler(e.key);
+        result.removed.push(e.key);
+        log.info({ schedule: e.key, queue: queueName }, "schedule removed: no longer declared");
+      }
+    }
+  }
+  return result;
+}

@@ -1,0 +1,42 @@
+import { z } from "zod";
+import { databaseFields, envDuration, envInt, envList, logFields, parseConfig, redisFields } from "@fleet/core/config";
+import type { Env } from "@fleet/core/config";
+import { migrationFields } from "@fleet/jobs/settings";
+
+/** The worker's configuration: every variable, its default and meaning (README lists them). */
+export const workerSchema = z.object({
+  ...redisFields,
+  ...databaseFields,
+  ...logFields,
+  ...migrationFields,
+  WORKER_QUEUES: envList("migration,maintenance").describe("Queues this worker consumes"),
+  WORKER_CONCURRENCY: z
+    .string()
+    .default("migration=2,maintenance=1")
+    .transform((value, ctx) => {
+      const out: Record<string, number> = {};
+      for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
+        const m = /^([A-Za-z0-9_-]+)=(\d+)$/.exec(part);
+        if (!m || Number(m[2]) < 1) {
+          ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (number ≥ 1)` });
+          return z.NEVER;
+        }
+        out[m[1]!] = Number(m[2]);
+      }
+      return out;
+    })
+    .describe("Jobs run at once per queue, e.g. migration=2,maintenance=1 (a range job copies COPY_CONCURRENCY files itself)"),
+  LOCK_DURATION: envDuration("60s").describe("BullMQ lock of a running job; renewed at half this while it runs"),
+  STALLED_INTERVAL: envDuration("30s").describe("How often BullMQ looks for jobs whose worker died"),
+  MAX_STALLED_COUNT: envInt(3, 0).describe("Stalls before a job is failed (0: never re-run a stalled job)"),
+  SHUTDOWN_GRACE: envDuration("30s").describe("On SIGTERM, time active jobs get to finish before they are aborted"),
+  SHUTDOWN_DEADLINE: envDuration("60s").describe("On SIGTERM, hard limit before the process exits anyway"),
+  METRICS_PORT: envInt(9464, 0, 65535).describe("Port of /healthz, /readyz and /metrics (0: pick a free one)"),
+  METRICS_HOST: z.string().default("0.0.0.0").describe("Address the ops server binds"),
+});
+
+export type WorkerConfig = z.output<typeof workerSchema>;
+
+export function loadWorkerConfig(env: Env): WorkerConfig {
+  return parseConfig(workerSchema, env);
+}

@@ -1,0 +1,28 @@
+import { readEnv } from "@fleet/core/config";
+import { ConfigError } from "@fleet/core/errors";
+import { createLogger } from "@fleet/core/logger";
+import { loadWorkerConfig } from "./config";
+import { startWorker } from "./startWorker";
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadWorkerConfig(readEnv(process.env));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`fleet worker: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger({ ...config, name: "worker", isTty: process.stdout.isTTY });
+  try {
+    const worker = await startWorker(config, log);
+    worker.shutdown.listen();
+  } catch (err) {
+    log.fatal({ err }, "worker failed to start");
+    process.exit(1);
+  }
+}
+
+void main();
