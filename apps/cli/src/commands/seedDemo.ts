@@ -11,11 +11,11 @@ import type { DbPool } from "@fleet/db/pool";
 
 /** Size classes: most files are small, a few are large (like a home-directory share). */
 const SIZE_MIX: ReadonlyArray<{ share: number; min: number; max: number }> = [
-  { share: 0.5, min: 512, max: 4_096 },
+  { share: 0.55, min: 512, max: 4_096 },
   { share: 0.3, min: 4_096, max: 32_768 },
-  { share: 0.15, min: 32_768, max: 131_072 },
-  { share: 0.045, min: 131_072, max: 1_048_576 },
-  { share: 0.005, min: 1_048_576, max: 4_194_304 },
+  { share: 0.12, min: 32_768, max: 131_072 },
+  { share: 0.028, min: 131_072, max: 1_048_576 },
+  { share: 0.002, min: 1_048_576, max: 4_194_304 },
 ];
 
 const EXTENSIONS = ["pdf", "docx", "xlsx", "jpg", "png", "txt", "csv", "eml", "zip", "json"];
