@@ -1,0 +1,70 @@
+import pg from "pg";
+
+/**
+ * The pg pool used by the hot-path SQL (claiming, bulk writes, reports). Prisma serves the
+ * simple CRUD; the statements that must be fast or concurrency-safe are plain SQL over this
+ * pool (see ./sql/).
+ */
+export type DbPool = pg.Pool;
+export type DbClient = pg.PoolClient;
+/** Anything that can run a query: the pool or a client inside a transaction. */
+export type Queryable = Pick<pg.Pool, "query">;
+
+const INT8_OID = 20;
+const NUMERIC_OID = 1700;
+
+/**
+ * int8 columns (ids, sizes, counts) come back as JS numbers: ids and byte counts in this
+ * domain stay far below 2^53. The parser is set per pool, never globally (no import-time
+ * side effects on other pg users).
+ */
+const types = {
+  getTypeParser(oid: number, format?: "text" | "binary") {
+    if (oid === INT8_OID || oid === NUMERIC_OID) return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format);
+  },
+} as pg.CustomTypesConfig;
+
+export interface PoolOptions {
+  connectionString: string;
+  /** Maximum connections of this process. */
+  max?: number;
+  /** Name shown in pg_stat_activity, to tell workers apart. */
+  applicationName?: string;
+  /** Upper bound of any single statement (ms); 0 disables. */
+  statementTimeoutMs?: number;
+  /** Told when an idle connection dies (e.g. Postgres restarted); the pool replaces it. */
+  onIdleError?: (err: Error) => void;
+}
+
+export function createPool(options: PoolOptions): DbPool {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? "fleet",
+    statement_timeout: options.statementTimeoutMs ?? 0,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+    types,
+  });
+  // An idle client losing its connection (Postgres restart) must not crash the process:
+  // the pool drops it, the next query reconnects, and the owner logs what happened.
+  pool.on("error", (err) => options.onIdleError?.(err));
+  return pool;
+}
+
+/** Runs fn inside one transaction, rolling back on any error. */
+export async function inTransaction<T>(pool: DbPool, fn: (client: DbClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const result = await fn(client);
+    await client.query("COMMIT");
+    return result;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}

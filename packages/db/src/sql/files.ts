@@ -1,0 +1,206 @@
+import type { Queryable } from "../pool";
+
+/**
+ * SQL over source_files / migration_files. Results are written in bulk (one statement per
+ * chunk of files, arrays passed through unnest) because one statement per file caps a fleet
+ * at a few thousand files/s (see PERFORMANCE.md).
+ */
+
+export interface SourceFileRow {
+  id: number;
+  /** Key inside the source storage. */
+  uri: string;
+  name: string;
+  size: number;
+}
+
+/**
+ * The next files of a range that have no outcome yet, in id order after `afterId` (keyset
+ * paging: a range is streamed, never held in memory). Files already SUCCESS, FAIL or
+ * RETRYING are skipped: re-running a range changes nothing, and failed files belong to
+ * retry-failed.
+ */
+export async function nextPendingFiles(db: Queryable, afterId: number, maxId: number, limit: number): Promise<SourceFileRow[]> {
+  const { rows } = await db.query<SourceFileRow>(
+    `SELECT s.id, s.uri, s.name, s.size FROM source_files s
+      WHERE s.id > $1 AND s.id <= $2
+        AND NOT EXISTS (SELECT 1 FROM migration_files m WHERE m.file_id = s.id)
+      ORDER BY s.id LIMIT $3`,
+    [afterId, maxId, limit],
+  );
+  return rows;
+}
+
+export interface FileOutcome {
+  fileId: number;
+  oldUri: string;
+  fileName: string;
+  status: "SUCCESS" | "FAIL";
+  newUri: string | null;
+  size: number | null;
+  sha256: string | null;
+  errorCategory: string | null;
+  errorMessage: string | null;
+}
+
+/**
+ * Records first outcomes of a chunk of files in one statement. `ON CONFLICT DO NOTHING`:
+ * the first recorded outcome of a file wins, so a duplicate delivery cannot overwrite it.
+ * Returns how many rows were new.
+ */
+export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: readonly FileOutcome[]): Promise<number> {
+  if (outcomes.length === 0) return 0;
+  const n = outcomes.length;
+  const ids = new Array<number>(n), oldUris = new Array<string>(n), newUris = new Array<string | null>(n);
+  const names = new Array<string>(n), sizes = new Array<number | null>(n), shas = new Array<string | null>(n);
+  const statuses = new Array<string>(n), cats = new Array<string | null>(n), msgs = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const o = outcomes[i]!;
+    ids[i] = o.fileId;
+    oldUris[i] = o.oldUri;
+    newUris[i] = o.newUri;
+    names[i] = o.fileName;
+    sizes[i] = o.size;
+    shas[i] = o.sha256;
+    statuses[i] = o.status;
+    cats[i] = o.errorCategory;
+    msgs[i] = o.errorMessage;
+  }
+  const { rowCount } = await db.query(
+    `INSERT INTO migration_files
+       (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, error_category, error_message,
+        retry_count, migration_date, last_attempt_date)
+     SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, r.status, r.category, r.message,
+            0, CASE WHEN r.status = 'SUCCESS' THEN now() END, now()
+       FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[])
+            AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message)
+     ON CONFLICT (file_id) DO NOTHING`,
+    [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs],
+  );
+  return rowCount ?? 0;
+}
+
+export interface RetryCandidate {
+  fileId: number;
+  rangeId: number | null;
+  retryCount: number;
+  /** Source key; null when the source_files row is gone. */
+  key: string | null;
+  name: string;
+  size: number | null;
+  oldUri: string;
+}
+
+/**
+ * Moves up to `limit` retryable FAIL files under the retry limit to RETRYING and returns
+ * them. `FOR UPDATE SKIP LOCKED` lets several retry jobs run side by side, each taking
+ * different files; the status condition makes a second claim of the same file impossible.
+ */
+export async function claimRetryBatch(
+  db: Queryable,
+  opts: { maxRetries: number; categories: readonly string[]; limit: number; attemptedBefore: Date },
+): Promise<RetryCandidate[]> {
+  const { rows } = await db.query<RetryCandidate>(
+    `WITH picked AS (
+       SELECT file_id FROM migration_files
+        WHERE status = 'FAIL' AND retry_count < $1 AND error_category = ANY($2::text[])
+          AND last_attempt_date < $4
+        ORDER BY retry_count, file_id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+     ), claimed AS (
+       UPDATE migration_files m SET status = 'RETRYING', last_attempt_date = now()
+         FROM picked WHERE m.file_id = picked.file_id AND m.status = 'FAIL'
+       RETURNING m.file_id, m.range_id, m.retry_count, m.file_name, m.size, m.old_uri
+     )
+     SELECT c.file_id AS "fileId", c.range_id AS "rangeId", c.retry_count AS "retryCount",
+            s.uri AS key, coalesce(s.name, c.file_name) AS name, coalesce(s.size, c.size) AS size, c.old_uri AS "oldUri"
+       FROM claimed c LEFT JOIN source_files s ON s.id = c.file_id
+      ORDER BY c.file_id`,
+    [opts.maxRetries, opts.categories, opts.limit, opts.attemptedBefore],
+  );
+  return rows;
+}
+
+export interface RetryOutcome {
+  fileId: number;
+  status: "SUCCESS" | "FAIL";
+  newUri: string | null;
+  size: number | null;
+  sha256: string | null;
+  errorCategory: string | null;
+  errorMessage: string | null;
+}
+
+/**
+ * Records the outcomes of retried files (only rows still RETRYING: a file reset by
+ * recover-stuck meanwhile is not overwritten), counts the retry, and moves the range
+ * counters of files that now succeeded — all in one statement.
+ */
+export async function recordRetryOutcomes(db: Queryable, outcomes: readonly RetryOutcome[]): Promise<number> {
+  if (outcomes.length === 0) return 0;
+  const { rows } = await db.query<{ n: number }>(
+    `WITH r AS (
+       SELECT * FROM unnest($1::int8[], $2::file_status[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[])
+         AS r(file_id, status, new_uri, size, sha256, category, message)
+     ), updated AS (
+       UPDATE migration_files m
+          SET status = r.status,
+              new_uri = coalesce(r.new_uri, m.new_uri),
+              size = coalesce(r.size, m.size),
+              sha256 = coalesce(r.sha256, m.sha256),
+              error_category = CASE WHEN r.status = 'SUCCESS' THEN NULL ELSE r.category END,
+              error_message = CASE WHEN r.status = 'SUCCESS' THEN NULL ELSE r.message END,
+              retry_count = m.retry_count + 1,
+              migration_date = CASE WHEN r.status = 'SUCCESS' THEN now() ELSE m.migration_date END,
+              last_attempt_date = now()
+         FROM r WHERE m.file_id = r.file_id AND m.status = 'RETRYING'
+       RETURNING m.range_id, m.status, m.size
+     ), per_range AS (
+       SELECT range_id, count(*)::int AS ok, coalesce(sum(size), 0)::int8 AS bytes
+         FROM updated WHERE status = 'SUCCESS' AND range_id IS NOT NULL GROUP BY range_id
+     ), counters AS (
+       UPDATE migration_ranges g
+          SET files_succeeded = g.files_succeeded + p.ok, files_failed = greatest(g.files_failed - p.ok, 0),
+              bytes_copied = g.bytes_copied + p.bytes, updated_at = now()
+         FROM per_range p WHERE g.id = p.range_id AND g.status = 'COMPLETE'
+       RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM updated)::int AS n, (SELECT count(*) FROM counters)::int AS ranges`,
+    [
+      outcomes.map((o) => o.fileId),
+      outcomes.map((o) => o.status),
+      outcomes.map((o) => o.newUri),
+      outcomes.map((o) => o.size),
+      outcomes.map((o) => o.sha256),
+      outcomes.map((o) => o.errorCategory),
+      outcomes.map((o) => o.errorMessage),
+    ],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** Puts RETRYING files back to FAIL without counting a retry (the run was interrupted). */
+export async function releaseRetrying(db: Queryable, fileIds: readonly number[]): Promise<number> {
+  if (fileIds.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `UPDATE migration_files SET status = 'FAIL' WHERE file_id = ANY($1::int8[]) AND status = 'RETRYING'`,
+    [fileIds],
+  );
+  return rowCount ?? 0;
+}
+
+/**
+ * RETRYING files whose retry died with its worker → FAIL again, the lost attempt counted
+ * (so a file that kills its worker every time cannot loop forever).
+ */
+export async function resetStuckRetries(db: Queryable, olderThanMs: number): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE migration_files
+        SET status = 'FAIL', retry_count = retry_count + 1, last_attempt_date = now(),
+            error_category = 'interrupted', error_message = 'retry interrupted (worker lost); will be retried'
+      WHERE status = 'RETRYING' AND last_attempt_date < now() - make_interval(secs => $1::float8 / 1000)`,
+    [olderThanMs],
+  );
+  return rowCount ?? 0;
+}

@@ -1,0 +1,41 @@
+import type { Queryable } from "../pool";
+
+/** One migration_log entry: what an operator reads to learn what a job did to a subject. */
+export interface LogEntry {
+  level: "debug" | "info" | "warn" | "error";
+  job?: string;
+  /** What the entry is about: `range:12`, `file:345`, `account:alice@example.org`. */
+  subject?: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** Writes entries in one statement. */
+export async function writeLog(db: Queryable, entries: readonly LogEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  await db.query(
+    `INSERT INTO migration_log (level, job, subject, message, details)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])`,
+    [
+      entries.map((e) => e.level),
+      entries.map((e) => e.job ?? null),
+      entries.map((e) => e.subject ?? null),
+      entries.map((e) => e.message),
+      entries.map((e) => (e.details ? JSON.stringify(e.details) : null)),
+    ],
+  );
+}
+
+/** Deletes log rows older than the cutoff in batches (no long lock on a big table). */
+export async function pruneLog(db: Queryable, olderThanMs: number, batch = 10_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const { rowCount } = await db.query(
+      `DELETE FROM migration_log WHERE id IN (
+         SELECT id FROM migration_log WHERE time < now() - make_interval(secs => $1::float8 / 1000) ORDER BY id LIMIT $2)`,
+      [olderThanMs, batch],
+    );
+    total += rowCount ?? 0;
+    if ((rowCount ?? 0) < batch) return total;
+  }
+}

@@ -1,0 +1,141 @@
+import type { Queryable } from "../pool";
+
+/**
+ * SQL over migration_ranges. Every state change is conditional on the state it expects, so
+ * two workers never own one range and a statement that runs twice changes nothing the
+ * second time.
+ */
+
+export interface RangeRow {
+  id: number;
+  minId: number;
+  maxId: number;
+  status: "PENDING" | "PROCESSING" | "COMPLETE";
+  owner: string | null;
+  attempts: number;
+  heartbeatAt: Date | null;
+}
+
+const RANGE_COLUMNS = `id, min_id AS "minId", max_id AS "maxId", status, owner, attempts, heartbeat_at AS "heartbeatAt"`;
+
+/** Arbitrary constant: serialises seeders so two of them cannot leave a hole between ranges. */
+const SEED_LOCK_KEY = 0x666c_6565_7401n;
+
+/**
+ * Extends migration_ranges over source ids not covered yet, `batchSize` files per range, in
+ * one statement. Ranges tile the id space without gaps (each starts right after the previous
+ * one's max), so no file can fall between two ranges. Safe with several schedulers: the
+ * transaction-scoped advisory lock serialises seeders, and `ON CONFLICT (min_id)` makes a
+ * repeat a no-op.
+ */
+export async function seedRanges(db: Queryable, batchSize: number): Promise<RangeRow[]> {
+  const { rows } = await db.query<RangeRow>(
+    `WITH lock AS (SELECT pg_advisory_xact_lock($2::bigint)),
+     last AS (SELECT coalesce(max(max_id), 0) AS hi FROM migration_ranges, lock),
+     numbered AS (
+       SELECT s.id, (row_number() OVER (ORDER BY s.id) - 1) / $1 AS bucket
+       FROM source_files s, last WHERE s.id > last.hi
+     ),
+     chunks AS (SELECT max(id) AS max_id FROM numbered GROUP BY bucket),
+     tiled AS (
+       SELECT coalesce(lag(max_id) OVER (ORDER BY max_id) + 1, (SELECT hi + 1 FROM last)) AS min_id, max_id FROM chunks
+     )
+     INSERT INTO migration_ranges (min_id, max_id)
+     SELECT min_id, max_id FROM tiled ORDER BY min_id
+     ON CONFLICT (min_id) DO NOTHING
+     RETURNING ${RANGE_COLUMNS}`,
+    [batchSize, SEED_LOCK_KEY.toString()],
+  );
+  return rows.sort((a, b) => a.id - b.id);
+}
+
+export type ClaimOutcome =
+  | { claimed: true; range: RangeRow }
+  | { claimed: false; reason: "complete" | "missing" | "owned"; range?: RangeRow };
+
+/**
+ * Takes a range for `owner`. Succeeds when it is PENDING, already ours (a redelivered job of
+ * the same owner), or PROCESSING with a heartbeat older than `staleAfterMs` (its owner died).
+ * Concurrent claimers serialise on the row lock; under READ COMMITTED the loser re-checks
+ * the WHERE clause against the winner's committed row and updates nothing.
+ */
+export async function claimRange(db: Queryable, rangeId: number, owner: string, staleAfterMs: number): Promise<ClaimOutcome> {
+  const { rows } = await db.query<RangeRow>(
+    `UPDATE migration_ranges
+        SET status = 'PROCESSING', owner = $2, heartbeat_at = now(), attempts = attempts + 1,
+            started_at = coalesce(started_at, now()), updated_at = now()
+      WHERE id = $1
+        AND (status = 'PENDING'
+             OR (status = 'PROCESSING' AND (owner = $2 OR heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $3::float8 / 1000))))
+      RETURNING ${RANGE_COLUMNS}`,
+    [rangeId, owner, staleAfterMs],
+  );
+  if (rows[0]) return { claimed: true, range: rows[0] };
+  const current = await getRange(db, rangeId);
+  if (!current) return { claimed: false, reason: "missing" };
+  return { claimed: false, reason: current.status === "COMPLETE" ? "complete" : "owned", range: current };
+}
+
+export async function getRange(db: Queryable, rangeId: number): Promise<RangeRow | undefined> {
+  const { rows } = await db.query<RangeRow>(`SELECT ${RANGE_COLUMNS} FROM migration_ranges WHERE id = $1`, [rangeId]);
+  return rows[0];
+}
+
+/** Refreshes the heartbeat; false when the range is no longer ours (taken over or reset). */
+export async function heartbeatRange(db: Queryable, rangeId: number, owner: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE migration_ranges SET heartbeat_at = now() WHERE id = $1 AND owner = $2 AND status = 'PROCESSING'`,
+    [rangeId, owner],
+  );
+  return rowCount === 1;
+}
+
+/**
+ * Marks the range COMPLETE with its counters recomputed from migration_files (so a range
+ * finished in two attempts still counts every file once). Only the owner can complete it.
+ */
+export async function completeRange(db: Queryable, rangeId: number, owner: string): Promise<{ succeeded: number; failed: number; bytes: number } | undefined> {
+  const { rows } = await db.query<{ succeeded: number; failed: number; bytes: number }>(
+    `UPDATE migration_ranges r
+        SET status = 'COMPLETE', owner = NULL, completed_at = now(), updated_at = now(), heartbeat_at = now(),
+            files_succeeded = c.succeeded, files_failed = c.failed, bytes_copied = c.bytes
+       FROM (SELECT count(*) FILTER (WHERE status = 'SUCCESS')::int AS succeeded,
+                    count(*) FILTER (WHERE status <> 'SUCCESS')::int AS failed,
+                    coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes
+               FROM migration_files WHERE range_id = $1) c
+      WHERE r.id = $1 AND r.owner = $2 AND r.status = 'PROCESSING'
+      RETURNING c.succeeded, c.failed, c.bytes`,
+    [rangeId, owner],
+  );
+  return rows[0];
+}
+
+/** Gives a range back (shutdown, window closing): PENDING again, for anyone to claim. */
+export async function releaseRange(db: Queryable, rangeId: number, owner: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE migration_ranges SET status = 'PENDING', owner = NULL, updated_at = now()
+      WHERE id = $1 AND owner = $2 AND status = 'PROCESSING'`,
+    [rangeId, owner],
+  );
+  return rowCount === 1;
+}
+
+/** PROCESSING ranges whose owner stopped heartbeating → PENDING. Returns their ids. */
+export async function resetStaleRanges(db: Queryable, staleAfterMs: number): Promise<number[]> {
+  const { rows } = await db.query<{ id: number }>(
+    `UPDATE migration_ranges SET status = 'PENDING', owner = NULL, updated_at = now()
+      WHERE status = 'PROCESSING' AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $1::float8 / 1000))
+      RETURNING id`,
+    [staleAfterMs],
+  );
+  return rows.map((r) => r.id).sort((a, b) => a - b);
+}
+
+/** Ids of ranges not yet COMPLETE, in pages (keyset), for the reconciler. */
+export async function unfinishedRangeIds(db: Queryable, afterId: number, limit: number): Promise<Array<{ id: number; status: RangeRow["status"] }>> {
+  const { rows } = await db.query<{ id: number; status: RangeRow["status"] }>(
+    `SELECT id, status FROM migration_ranges WHERE status <> 'COMPLETE' AND id > $1 ORDER BY id LIMIT $2`,
+    [afterId, limit],
+  );
+  return rows;
+}
