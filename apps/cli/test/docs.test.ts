@@ -1,0 +1,49 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse } from "yaml";
+import { describeConfig } from "@fleet/core/config";
+import { workerSchema } from "../../worker/src/config";
+import { schedulerSchema } from "../../scheduler/src/config";
+import { cliSchema } from "../src/config";
+
+const root = join(__dirname, "..", "..", "..");
+const readme = readFileSync(join(root, "README.md"), "utf8");
+
+describe("README", () => {
+  it("documents every configuration variable of every app, with its default", () => {
+    for (const schema of [workerSchema, schedulerSchema, cliSchema]) {
+      for (const v of describeConfig(schema)) {
+        const row = readme.split("\n").find((line) => line.startsWith(`| \`${v.name}\` |`));
+        expect(row ?? `missing row for ${v.name}`).toContain(v.default === undefined ? "—" : `\`${v.default.replace(/\|/g, "\\|")}\``);
+      }
+    }
+  });
+
+  it("has a quick start of exactly two commands", () => {
+    const quick = readme.split("## Quick start")[1]!.split("```sh\n")[1]!.split("```")[0]!;
+    expect(quick.trim().split("\n").map((l) => l.split("#")[0]!.trim())).toEqual(["npm run demo", "npm test"]);
+  });
+});
+
+describe("docker-compose.yml", () => {
+  const compose = parse(readFileSync(join(root, "docker-compose.yml"), "utf8")) as {
+    services: Record<string, { command?: string[]; image?: string; build?: string; depends_on?: Record<string, { condition: string }>; environment?: Record<string, string> }>;
+  };
+
+  it("runs postgres, redis, a one-shot migration, the scheduler and workers", () => {
+    expect(Object.keys(compose.services).sort()).toEqual(["migrate", "postgres", "redis", "scheduler", "worker"]);
+    expect(compose.services.redis!.command).toEqual(expect.arrayContaining(["--maxmemory-policy", "noeviction", "--appendonly", "yes"]));
+    expect(compose.services.worker!.depends_on?.migrate?.condition).toBe("service_completed_successfully");
+  });
+
+  it("starts entry points that the build produces, with config the apps accept", () => {
+    for (const [name, service] of Object.entries(compose.services)) {
+      if (!service.build) continue;
+      const entry = service.command!.find((part) => part.endsWith(".js"))!;
+      expect([name, existsSync(join(root, entry.replace("/dist/", "/src/").replace(/\.js$/, ".ts")))]).toEqual([name, true]);
+      const env = service.environment ?? {};
+      const schema = entry.includes("worker") ? workerSchema : entry.includes("scheduler") ? schedulerSchema : cliSchema;
+      expect(schema.safeParse(env).error?.issues ?? []).toEqual([]);
+    }
+  });
+});
