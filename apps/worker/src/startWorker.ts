@@ -35,6 +35,14 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     throw new Error(`database not ready (${(err as Error).message}): run \`fleet db migrate\` first (DATABASE_URL)`, { cause: err });
   });
 
+  try {
+    await runtime.deps.source.check?.("source");
+    await runtime.deps.destination.check?.("destination");
+  } catch (err) {
+    await runtime.close();
+    throw err;
+  }
+
   const windows = new Map<string, RunWindows>();
   if (config.RUN_WINDOWS) windows.set("migration", parseRunWindows(config.MIGRATION_WINDOW, config.FLEET_TZ));
 

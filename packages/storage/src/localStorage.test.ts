@@ -263,3 +263,22 @@ describe("LocalStorage list", () => {
     expect(seen).toHaveLength(1);
   });
 });
+
+describe("LocalStorage.check", () => {
+  it("refuses a missing source, creates a missing destination, refuses a file as root", async () => {
+    const { mkdtemp, writeFile, stat: statDir, rm: remove } = await import("node:fs/promises");
+    const { tmpdir: tmp } = await import("node:os");
+    const { join: joinPath } = await import("node:path");
+    const dir = await mkdtemp(joinPath(tmp(), "fleet-check-"));
+    try {
+      await expect(new LocalStorage({ root: joinPath(dir, "nope") }).check("source")).rejects.toMatchObject({ category: "bad-config", message: expect.stringContaining("SOURCE_URL") });
+      await new LocalStorage({ root: joinPath(dir, "new", "dest") }).check("destination");
+      expect((await statDir(joinPath(dir, "new", "dest"))).isDirectory()).toBe(true);
+      await writeFile(joinPath(dir, "file"), "x");
+      await expect(new LocalStorage({ root: joinPath(dir, "file") }).check("source")).rejects.toMatchObject({ message: expect.stringContaining("is not a directory") });
+      await new LocalStorage({ root: dir }).check("source");
+    } finally {
+      await remove(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { createReadStream, createWriteStream } from "node:fs";
-import { opendir } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, opendir, stat } from "node:fs/promises";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -43,6 +44,25 @@ export class LocalStorage implements Storage {
   constructor(options: LocalStorageOptions) {
     this.root = new ConfinedRoot(options.root);
     this.label = options.label ?? `local:${this.root.path}`;
+  }
+
+  async check(role: "source" | "destination"): Promise<void> {
+    const path = this.root.path;
+    try {
+      const info = await stat(path);
+      if (!info.isDirectory()) throw new PermanentError("bad-config", `${role} ${path} is not a directory`);
+      await access(path, role === "source" ? constants.R_OK | constants.X_OK : constants.W_OK | constants.X_OK);
+    } catch (err) {
+      if (err instanceof PermanentError) throw err;
+      const code = errorCode(err);
+      if (role === "destination" && code === "ENOENT") {
+        await mkdir(path, { recursive: true }).catch((e: unknown) => {
+          throw new PermanentError("bad-config", `destination ${path} does not exist and cannot be created: ${(e as Error).message}`, { cause: e });
+        });
+        return;
+      }
+      throw new PermanentError("bad-config", `${role} ${path} is not usable (${code ?? (err as Error).message}): check ${role === "source" ? "SOURCE_URL" : "DESTINATION_URL"}`, { cause: err });
+    }
   }
 
   uri(key: string): string {

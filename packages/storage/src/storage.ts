@@ -84,6 +84,14 @@ export interface Storage {
   /** Every object under a key prefix ("" for all), in no particular order, streamed. */
   list(prefix?: string, options?: ReadOptions): AsyncIterable<ObjectInfo>;
 
+  /**
+   * Checks the location is usable before any work starts: a source must exist and be
+   * readable (a mistyped SOURCE_URL must stop the worker, not fail every file as
+   * not-found); a destination must be reachable and writable or creatable.
+   * Throws PermanentError("bad-config") with what is wrong.
+   */
+  check?(role: "source" | "destination"): Promise<void>;
+
   /** Releases connections, pools, caches. */
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import type { RunWindows } from "@fleet/core/runWindow";
 import { nextPendingFiles, recordOutcomes } from "@fleet/db/sql/files";
 import type { FileOutcome, SourceFileRow } from "@fleet/db/sql/files";
 import { claimRange, completeRange, heartbeatRange, releaseRange } from "@fleet/db/sql/ranges";
+import { writeLog } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
 import { copyFile } from "./copyFile";
 import type { CopyResult } from "./copyFile";
@@ -55,6 +56,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
     throw new RetryableError("lock-contention", `range ${rangeId} is being migrated by ${claim.range?.owner ?? "another worker"} (heartbeat ${claim.range?.heartbeatAt?.toISOString() ?? "none"})`);
   }
   const range = claim.range;
+  const startedAt = Date.now();
   log.info({ rangeId, minId: range.minId, maxId: range.maxId, attempt: range.attempts }, "range claimed");
 
   const stop = new AbortController();
@@ -163,6 +165,9 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   if (stopReason) {
     await giveBack();
     log.info({ rangeId, stopReason, succeeded, failed }, "range stopped before the end; unfinished files stay pending");
+    await writeLog(db, [{ level: "warn", job: "migrate-range", subject: `range:${rangeId}`, message: `range released: ${stopReason}`, details: { succeeded, failed, owner } }]).catch(
+      (err: unknown) => log.warn({ err, rangeId }, "could not write migration_log entry"),
+    );
     if (stopReason === "breaker" && breakerError) throw breakerError;
     if (stopReason === "window" && input.window) {
       throw new DelayJob(input.window.nextOpening(input.now?.() ?? new Date()), "run window closed");
@@ -175,7 +180,11 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 
   const totals = await completeRange(db, rangeId, owner);
   if (!totals) throw new RetryableError("lock-contention", `range ${rangeId} was taken over before it could be completed`);
-  log.info({ rangeId, succeeded, failed, bytes, totals }, "range migrated");
+  const seconds = (Date.now() - startedAt) / 1000;
+  log.info({ rangeId, succeeded, failed, bytes, totals, seconds }, "range migrated");
+  await writeLog(db, [{ level: failed > 0 ? "warn" : "info", job: "migrate-range", subject: `range:${rangeId}`, message: "range migrated", details: { succeeded, failed, bytes, seconds, totals, owner } }]).catch(
+    (err: unknown) => log.warn({ err, rangeId }, "could not write migration_log entry"),
+  );
   return { rangeId, status: "completed", succeeded, failed, bytes, totals };
 
   async function giveBack(): Promise<void> {
