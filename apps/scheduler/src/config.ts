@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { envDuration, logFields, parseConfig, redisFields } from "@fleet/core/config";
+import { databaseFields, envBool, envDuration, envDurationList, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
@@ -23,6 +23,9 @@ export const schedulerSchema = z.object({
   KEEP_COMPLETED: migrationFields.KEEP_COMPLETED,
   KEEP_FAILED: migrationFields.KEEP_FAILED,
   FLEET_TZ: migrationFields.FLEET_TZ,
+  ...databaseFields,
+  INVENTORY_WATCH: envBool(true).describe("Poll for new source_files and seed ranges at once, instead of waiting for the hourly seed-ranges"),
+  INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
   ...scheduleOverrides,
 });

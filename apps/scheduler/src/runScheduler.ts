@@ -4,6 +4,8 @@ import { bullPrefix, checkRedisPolicy, createRedis, waitReady } from "@fleet/cor
 import { Shutdown } from "@fleet/core/shutdown";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import { SCHEDULES } from "@fleet/jobs/schedules";
+import { createPool } from "@fleet/db/pool";
+import { watchInventory } from "./inventoryWatcher";
 import type { SchedulerConfig } from "./config";
 import { resolveSchedules, syncSchedules } from "./syncSchedules";
 
@@ -47,6 +49,18 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     first = false;
   };
   await syncNow();
+
+  if (config.INVENTORY_WATCH) {
+    const db = createPool({
+      connectionString: config.DATABASE_URL,
+      max: 2,
+      applicationName: "fleet-scheduler",
+      onIdleError: (err) => log.warn({ err }, "idle database connection lost"),
+    });
+    shutdown.register("database", () => db.end());
+    const watching = watchInventory({ db, jobs, log, signal: shutdown.signal, steps: config.INVENTORY_IDLE_STEPS });
+    shutdown.register("inventory-watcher", () => watching);
+  }
 
   const timer = setInterval(() => {
     syncNow().catch((err: unknown) => log.warn({ err }, "schedule sync failed; will try again"));
