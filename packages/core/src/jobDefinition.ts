@@ -72,7 +72,7 @@ export interface JobDefinition<Name extends string, Schema extends z.ZodType, De
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyJobDefinition<Deps = any> = JobDefinition<string, z.ZodType, Deps, unknown>;
+export type AnyJobDefinition<Deps = any> = JobDefinition<string, any, Deps, any>;
 
 /** The payload a producer passes for a definition (zod input: defaults may be omitted). */
 export type PayloadOf<D> = D extends JobDefinition<string, infer S, infer _Deps, infer _R> ? z.input<S> : never;
