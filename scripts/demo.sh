@@ -10,8 +10,9 @@ if [ "$major" -lt 20 ]; then
   exit 1
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "installing dependencies (npm ci)…"
-  npm ci --no-audit --no-fund --loglevel=error
+  echo "installing dependencies…"
+  # npm install (not ci): see .ci/run for why; it installs the locked versions.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 echo "building…"
 npm run build --silent >/dev/null
