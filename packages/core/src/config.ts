@@ -49,7 +49,7 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Env): z.output<
 
 function redactValue(name: string, value: string): string {
   if (/PASSWORD|SECRET|TOKEN|KEY/i.test(name)) return "[redacted]";
-  return value.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:[redacted]@");
+  return value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@");
 }
 
 /** Lists a schema's variables with their descriptions and defaults, for docs and the CLI. */

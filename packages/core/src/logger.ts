@@ -67,6 +67,6 @@ export function redactUrl(url: string): string {
     if (parsed.password) parsed.password = "[redacted]";
     return parsed.toString();
   } catch {
-    return url.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:[redacted]@");
+    return url.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@");
   }
 }

@@ -19,7 +19,7 @@ export interface FleetMetrics {
 export function createMetrics(options: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): FleetMetrics {
   const registry = new Registry();
   if (options.labels) registry.setDefaultLabels(options.labels);
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "fleet_process_" });
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "fleet_" });
   const registers = [registry];
   return {
     registry,

@@ -111,7 +111,7 @@ export async function createPipelineHarness(label: string, env: Record<string, s
       for (const c of connections) c.disconnect();
       for (const r of extraRuntimes) await r.close().catch(() => {});
       await runtime.close().catch(() => {});
-      await cleanupPrefix(config.REDIS_URL, prefix);
+      await cleanupPrefix(config.REDIS_URL, runtime.prefix);
       await db.drop();
       await rm(root, { recursive: true, force: true });
     },

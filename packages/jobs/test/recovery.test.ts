@@ -15,7 +15,7 @@ describe("recovery", () => {
     await waitFor(async () => (await fileSummary(h.runtime)).SUCCESS > 50 || undefined, 20_000, "the run to be under way");
 
     // Redis restarted empty, as far as this fleet can tell: every key under its prefix is gone.
-    await cleanupPrefix(h.config.REDIS_URL, h.config.FLEET_PREFIX.startsWith("{") ? h.config.FLEET_PREFIX : `{${h.config.FLEET_PREFIX}}`);
+    await cleanupPrefix(h.config.REDIS_URL, h.runtime.prefix);
     expect(await h.runtime.deps.jobs.queue("migration").getJobCounts("waiting", "delayed", "active")).toEqual({ waiting: 0, delayed: 0, active: 0 });
 
     // The scheduler would enqueue this on noticing its schedules vanished (and every 10 min anyway).

@@ -12,7 +12,9 @@ export const migrateRange = defineFleetJob({
   schema: z.object({ rangeId: z.number().int().positive() }).strict(),
   // One job per range: enqueueing a range twice is a no-op while its job exists.
   jobId: (p) => rangeJobId(p.rangeId),
-  options: { runWindow: "migration", lockDurationMs: 120_000 },
+  // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
+  // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
+  options: { runWindow: "migration" },
   handle: (payload, ctx): Promise<RangeResult> =>
     migrateRangeFiles({
       rangeId: payload.rangeId,

@@ -57,7 +57,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   }
   const range = claim.range;
   const startedAt = Date.now();
-  log.info({ rangeId, minId: range.minId, maxId: range.maxId, attempt: range.attempts }, "range claimed");
+  log.info({ rangeId, minId: range.minId, maxId: range.maxId, rangeAttempt: range.attempts }, "range claimed");
 
   const stop = new AbortController();
   let stopReason: "aborted" | "lost" | "window" | "breaker" | undefined;

@@ -27,7 +27,9 @@ export const retryFailed = defineFleetJob({
   description: "Copy again failed files whose error is retryable, up to RETRY_MAX times each",
   schema: z.object({ maxBatches: z.number().int().positive().optional() }).strict().default({}),
   dedupeId: () => "retry-failed",
-  options: { runWindow: "migration", lockDurationMs: 120_000 },
+  // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
+  // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
+  options: { runWindow: "migration" },
   async handle(payload, ctx): Promise<RetryResult> {
     const { db, settings, source, destination, metrics } = ctx.deps;
     const labels = { source: source.kind, destination: destination.kind };
