@@ -118,13 +118,24 @@ export async function createPipelineHarness(label: string, env: Record<string, s
   };
 }
 
-/** Polls until `check` returns a truthy value or the timeout passes. */
+/**
+ * Polls until `check` returns a truthy value or the timeout passes. A check that throws
+ * (e.g. its connection was just killed on purpose) counts as "not yet"; the last error is
+ * reported if time runs out.
+ */
 export async function waitFor<T>(check: () => Promise<T | undefined | false | null>, timeoutMs = 20_000, what = "condition"): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
   for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ""}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -29,6 +29,41 @@ describe("recovery", () => {
     expect(await fileSummary(h.runtime)).toEqual({ SUCCESS: files.length, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
   });
 
+  it("finishes a run whose database connections are killed mid-run (as in a Postgres restart)", async () => {
+    h = await createPipelineHarness("pg-kill", { BATCH_SIZE: "200", COPY_CONCURRENCY: "2", CHUNK_SIZE: "25" });
+    const files = await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 1_000, size: () => 32 * 1024 });
+    await h.runtime.deps.jobs.enqueue("seed-ranges", {});
+    await h.startRunner({ concurrency: 2 });
+    const dbName = new URL(h.config.DATABASE_URL).pathname.slice(1);
+    const admin = new (await import("pg")).Client({ connectionString: h.config.DATABASE_URL.replace(/\/[^/]+$/, "/postgres") });
+    await admin.connect();
+    try {
+      let killed = 0;
+      for (let round = 0; round < 3; round++) {
+        const target = 150 * (round + 1);
+        await waitFor(async () => (await fileSummary(h.runtime)).SUCCESS >= target || undefined, 30_000, `${target} files done`);
+        // Keep killing for a moment so that statements in flight are hit, not only idle connections.
+        for (let i = 0; i < 25; i++) {
+          const r = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND state = 'active'`, [dbName]);
+          killed += r.rowCount ?? 0;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      expect(killed).toBeGreaterThan(0);
+    } finally {
+      await admin.end();
+    }
+    await waitFor(async () => (await fileSummary(h.runtime)).withoutOutcome === 0 || undefined, 60_000, "every file to be migrated");
+    await waitFor(async () => (await h.runtime.db.query(`SELECT 1 FROM migration_ranges WHERE status <> 'COMPLETE'`)).rowCount === 0 || undefined, 30_000, "every range complete");
+    expect(await fileSummary(h.runtime)).toEqual({ SUCCESS: files.length, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
+    const sums = await h.runtime.db.query(`SELECT count(*)::int AS n FROM migration_files m JOIN unnest($1::int8[], $2::text[]) AS f(id, sha) ON f.id = m.file_id WHERE m.sha256 = f.sha`, [files.map((f) => f.id), files.map((f) => f.sha256)]);
+    expect(sums.rows[0].n).toBe(files.length);
+    // The kills did hit running jobs: they failed with a retryable error and were retried.
+    const failures = h.logLines.filter((l) => l.includes('"msg":"job failed"')).map((l) => JSON.parse(l) as { retryable: boolean });
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.every((f) => f.retryable)).toBe(true);
+  });
+
   it("recover-stuck resets stale ranges and stuck retries, then re-enqueues them", async () => {
     h = await createPipelineHarness("stuck", { BATCH_SIZE: "10", RANGE_STALE_AFTER: "1s", RETRYING_STALE_AFTER: "1s" });
     await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 20 });
