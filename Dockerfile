@@ -11,7 +11,10 @@ COPY packages/db/package.json packages/db/
 COPY packages/jobs/package.json packages/jobs/
 COPY packages/storage/package.json packages/storage/
 COPY packages/testing/package.json packages/testing/
-RUN npm ci --no-audit --no-fund
+# npm install, not npm ci: the lockfile was made where the registry serves only this
+# platform's optional binaries (swc, turbo), which npm ci rejects; install keeps the locked
+# versions (see .ci/run).
+RUN npm install --no-audit --no-fund
 COPY . .
 RUN npm run build && npm prune --omit=dev
 
