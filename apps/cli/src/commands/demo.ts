@@ -58,6 +58,8 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
     SOURCE_URL: sourceDir,
     DESTINATION_URL: destDir,
     RUN_WINDOWS: "false",
+    // Ranges of 1,000 so that the demo's files spread over both workers.
+    BATCH_SIZE: process.env.BATCH_SIZE ?? "1000",
     LOG_FORMAT: "json",
     METRICS_PORT: "0",
     SCHEDULER_SYNC_INTERVAL: "5s",
