@@ -41,8 +41,9 @@ describe("run windows", () => {
   afterAll(() => h.close());
 
   it("delays a job taken outside its window to the next opening, using no attempt", async () => {
-    // Tuesday 2026-11-24 12:00 in New York; the window opens at 22:00 local (03:00Z next day).
-    const now = () => new Date("2026-11-24T17:00:00Z");
+    // Tuesday 2036-11-25 12:00 in New York; the window opens at 22:00 local (03:00Z next day).
+    // The clock is injected, but BullMQ delays against the real one: "now" must lie ahead.
+    const now = () => new Date("2036-11-25T17:00:00Z");
     const windows = new Map([["migration", parseRunWindows("mon-fri 22:00-06:00", "America/New_York")]]);
     await h.startRunner({ queues: ["migration"], windows, now });
     const [range] = await seedRanges(h.runtime.db, 20);
@@ -55,7 +56,7 @@ describe("run windows", () => {
     expect(job.attemptsMade).toBe(0);
     // BullMQ scores delayed jobs as timestamp * 4096 + a counter.
     const score = await h.runtime.redis.zscore(`${h.runtime.prefix}:migration:delayed`, job.id!);
-    expect(Math.floor(Number(score) / 4096)).toBe(Date.parse("2026-11-25T03:00:00Z"));
+    expect(Math.floor(Number(score) / 4096)).toBe(Date.parse("2036-11-26T03:00:00Z"));
     expect(await fileSummary(h.runtime)).toMatchObject({ SUCCESS: 0, withoutOutcome: 20 });
     const range2 = await h.runtime.db.query(`SELECT status, attempts FROM migration_ranges WHERE id = $1`, [range!.id]);
     expect(range2.rows[0]).toEqual({ status: "PENDING", attempts: 0 });
