@@ -43,6 +43,65 @@ describe("classifyError", () => {
     expect(classifyError(new Error("LOADING Redis is loading the dataset in memory")).retryable).toBe(true);
   });
 
+  // Shaped like AWS SDK v3 service errors (name = the server's error code); the SDK's own
+  // classes are exercised in @fleet/storage's s3Errors.test.ts.
+  const aws = (name: string, httpStatusCode: number) => Object.assign(new Error(`${name} says no`), { name, $metadata: { httpStatusCode } });
+  it.each([
+    ["SlowDown", 503, "throttled", true],
+    ["ThrottlingException", 400, "throttled", true],
+    ["RequestLimitExceeded", 400, "throttled", true],
+    ["Unknown", 503, "throttled", true],
+    ["InternalError", 500, "unavailable", true],
+    ["ServiceUnavailable", 503, "unavailable", true],
+    ["Unknown", 502, "unavailable", true],
+    ["RequestTimeout", 400, "timeout", true],
+    ["AccessDenied", 403, "permission-denied", false],
+    ["Forbidden", 403, "permission-denied", false],
+    ["InvalidAccessKeyId", 403, "auth-failed", false],
+    ["SignatureDoesNotMatch", 403, "auth-failed", false],
+    ["NoSuchBucket", 404, "bad-config", false],
+    ["NoSuchKey", 404, "not-found", false],
+    ["NotFound", 404, "not-found", false],
+    ["EntityTooLarge", 400, "unsupported", false],
+  ])("maps AWS SDK error %s (HTTP %d) to %s", (name, status, category, retryable) => {
+    const e = classifyError(aws(name, status));
+    expect([e.category, e.retryable]).toEqual([category, retryable]);
+  });
+
+  it("maps the AWS SDK's timeouts to retryable timeout, and its socket errors by their code", () => {
+    const timeout = Object.assign(new Error("the request socket timed out after 100 ms of inactivity"), { name: "TimeoutError" });
+    expect(classifyError(timeout).category).toBe("timeout");
+    const reset = Object.assign(errno("ECONNRESET", "socket hang up"), { $metadata: { attempts: 2 } });
+    expect(classifyError(reset).category).toBe("network");
+    const wrapped = Object.assign(new Error("AWS SDK error wrapper for Error: connect ECONNREFUSED 127.0.0.1:9000"), { $metadata: { attempts: 2 } });
+    expect(classifyError(wrapped).category).toBe("network");
+  });
+
+  // Shaped like ssh2's errors: SFTP status replies carry a numeric `code`, connection
+  // failures a `level`; @fleet/storage's sftp*/remote* tests produce the real ones.
+  const sftpStatus = (code: number, message: string) => Object.assign(new Error(message), { code });
+  const sshLevel = (level: string, message: string) => Object.assign(new Error(message), { level });
+  it.each([
+    [sftpStatus(2, "No such file"), "not-found", false],
+    [sftpStatus(3, "Permission denied"), "permission-denied", false],
+    [sftpStatus(4, "Failure"), "io", true],
+    [sftpStatus(8, "Operation unsupported"), "unsupported", false],
+    [sftpStatus(7, "Connection lost"), "network", true],
+    [sshLevel("client-authentication", "All configured authentication methods failed"), "auth-failed", false],
+    [sshLevel("handshake", "Host denied (verification failed)"), "auth-failed", false],
+    [sshLevel("handshake", "Handshake failed: no matching host key format"), "unsupported", false],
+    [sshLevel("client-timeout", "Timed out while waiting for handshake"), "timeout", true],
+    [sshLevel("client-timeout", "Keepalive timeout"), "timeout", true],
+    [sshLevel("protocol", "Connection lost before handshake"), "network", true],
+    [Object.assign(errno("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:22"), { level: "client-socket" }), "network", true],
+    [new Error("No response from server"), "network", true],
+    [new Error("Not connected"), "network", true],
+    [Object.assign(new Error("Received exit code 1 while establishing SFTP session"), { code: 1 }), "unavailable", true],
+  ])("maps ssh2 error %p to %s", (err, category, retryable) => {
+    const e = classifyError(err);
+    expect([e.category, e.retryable]).toEqual([category, retryable]);
+  });
+
   it("maps aborts to retryable interrupted and zod errors to permanent invalid-payload", () => {
     const abort = new Error("aborted");
     abort.name = "AbortError";

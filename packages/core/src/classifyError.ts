@@ -88,10 +88,104 @@ function classifyMessage(message: string): Verdict | undefined {
   return undefined;
 }
 
+/**
+ * ssh2: SFTP status replies carry the protocol's numeric status as `code` (and no `level`);
+ * connection failures carry a `level` saying which stage failed.
+ */
+function classifySsh(e: { code?: unknown; level?: unknown; message?: unknown }): Verdict | undefined {
+  const message = typeof e.message === "string" ? e.message : "";
+  if (typeof e.code === "number" && e.level === undefined && !message.includes("SFTP session")) {
+    switch (e.code) {
+      case 2: // SSH_FX_NO_SUCH_FILE
+        return p("not-found");
+      case 3: // SSH_FX_PERMISSION_DENIED
+        return p("permission-denied");
+      case 8: // SSH_FX_OP_UNSUPPORTED
+        return p("unsupported");
+      case 6: // SSH_FX_NO_CONNECTION
+      case 7: // SSH_FX_CONNECTION_LOST
+        return r("network");
+      case 1: // SSH_FX_EOF where data was expected
+      case 4: // SSH_FX_FAILURE: OpenSSH's answer for EEXIST, ENOSPC, EIO… (callers that know more decide)
+      case 5: // SSH_FX_BAD_MESSAGE
+        return r("io");
+    }
+  }
+  switch (e.level) {
+    case "client-authentication":
+      return p("auth-failed");
+    case "handshake":
+      // Our hostVerifier refused the server's key: connecting again cannot help.
+      if (message.startsWith("Host denied")) return p("auth-failed");
+      if (message.includes("no matching")) return p("unsupported"); // no common algorithm
+      return r("network");
+    case "client-timeout":
+      return r("timeout");
+    case "client-socket":
+    case "client-dns":
+    case "protocol":
+      return r("network");
+    case "sftp-protocol":
+      return r("io");
+  }
+  if (message === "No response from server" || message === "Not connected") return r("network");
+  if (message.includes("while establishing SFTP session") || message.startsWith("Unable to start subsystem")) return r("unavailable");
+  return undefined;
+}
+
+/**
+ * AWS SDK v3 service errors (S3 and S3-compatible servers), matched by shape so core needs no
+ * SDK: `name` is the server's error code, `$metadata.httpStatusCode` the HTTP status (HEAD
+ * answers carry no body, so only the status says what happened).
+ */
+const AWS_CODES: Record<string, Verdict> = {
+  SlowDown: r("throttled"),
+  Throttling: r("throttled"),
+  ThrottlingException: r("throttled"),
+  RequestLimitExceeded: r("throttled"),
+  TooManyRequestsException: r("throttled"),
+  RequestTimeout: r("timeout"),
+  InternalError: r("unavailable"),
+  ServiceUnavailable: r("unavailable"),
+  BadDigest: r("network"), // the body changed on its way (Content-MD5 mismatch): send it again
+  AccessDenied: p("permission-denied"),
+  AllAccessDisabled: p("permission-denied"),
+  InvalidAccessKeyId: p("auth-failed"),
+  SignatureDoesNotMatch: p("auth-failed"),
+  NoSuchBucket: p("bad-config"),
+  NoSuchKey: p("not-found"),
+  NotFound: p("not-found"),
+  EntityTooLarge: p("unsupported"),
+};
+
+// The SDK replaces anything it does not see as an Error (a socket error from another realm,
+// as under jest's vm) by "AWS SDK error wrapper for Error: connect ECONNREFUSED …": only the
+// text of the errno code survives.
+const AWS_WRAPPED = /^AWS SDK error wrapper for .*?\b(E[A-Z_]+)\b/;
+
+function classifyAws(e: { name?: unknown; message?: unknown; $metadata?: unknown }): Verdict | undefined {
+  if (typeof e.$metadata !== "object" || e.$metadata === null) return undefined;
+  const wrapped = typeof e.message === "string" ? AWS_WRAPPED.exec(e.message)?.[1] : undefined;
+  if (wrapped !== undefined && SYSTEM_CODES[wrapped]) return SYSTEM_CODES[wrapped];
+  const byName = typeof e.name === "string" ? AWS_CODES[e.name] : undefined;
+  if (byName) return byName;
+  const status = (e.$metadata as { httpStatusCode?: unknown }).httpStatusCode;
+  if (typeof status !== "number") return undefined;
+  if (status === 429 || status === 503) return r("throttled"); // S3's 503 is "slow down"
+  if (status >= 500) return r("unavailable");
+  if (status === 401) return p("auth-failed");
+  if (status === 403) return p("permission-denied");
+  if (status === 404) return p("not-found");
+  if (status === 408) return r("timeout");
+  return undefined;
+}
+
 function verdictOf(err: unknown): Verdict | undefined {
   if (typeof err !== "object" || err === null) return undefined;
   const e = err as { name?: unknown; code?: unknown; message?: unknown; issues?: unknown };
   if (e.name === "AbortError") return r("interrupted");
+  // The AWS SDK's connect/idle/request timeouts; also AbortSignal.timeout()'s reason.
+  if (e.name === "TimeoutError") return r("timeout");
   if (e.name === "ZodError" && Array.isArray(e.issues)) return p("invalid-payload");
   if (typeof e.code === "string") {
     const sys = SYSTEM_CODES[e.code];
@@ -101,6 +195,10 @@ function verdictOf(err: unknown): Verdict | undefined {
       if (pg) return pg;
     }
   }
+  const aws = classifyAws(e);
+  if (aws) return aws;
+  const ssh = classifySsh(e);
+  if (ssh) return ssh;
   if (typeof e.message === "string") return classifyMessage(e.message);
   return undefined;
 }
