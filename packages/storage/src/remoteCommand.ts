@@ -1,0 +1,306 @@
+import { randomBytes } from "node:crypto";
+import type { Client, ClientChannel } from "ssh2";
+import { PermanentError, RetryableError } from "@fleet/core/errors";
+import type { FleetError } from "@fleet/core/errors";
+import { DEFAULT_REMOTE_ERROR_PATTERNS, classifyRemoteExit } from "./remoteErrors";
+import type { RemoteErrorPatterns } from "./remoteErrors";
+import { BoundedOutput } from "./remoteOutput";
+import { commandLineOf, commandNameOf, shellQuote } from "./remoteShell";
+import type { RemoteCommandSpec } from "./remoteShell";
+import { connectSsh } from "./sshConnect";
+import { targetLabel } from "./sshTarget";
+import type { SshTarget } from "./sshTarget";
+
+/**
+ * Runs one command on a registered server over SSH (exec channel, no pty) and reports how it
+ * ended. One connection per call: these are occasional administrative commands (start an
+ * export, check free space), not a hot path.
+ *
+ * Killing on timeout or abort: sshd starts each command as a session leader (setsid), and
+ * the 'signal' channel request reaches only that process, not what it started. So the
+ * command line first reports its PID on stderr (a marker line, removed from the captured
+ * output); to stop it we send SIGKILL through the channel and also run
+ * `kill -s KILL -- -PID` on the same connection, which kills its whole process group.
+ */
+
+export interface RemoteCommandOptions {
+  /** The command is killed after this long (connecting is bounded by target.readyTimeoutMs). */
+  timeoutMs: number;
+  /**
+   * Variables for the command. Sent as `export NAME='value';` before it, because sshd drops
+   * SSH environment requests that its AcceptEnv does not list (by default all but LANG/LC_*).
+   */
+  env?: Record<string, string>;
+  /** Bytes kept per stream (stdout and stderr each): the first and last halves. Default 1 MiB. */
+  maxOutputBytes?: number;
+  signal?: AbortSignal;
+  /** Classify a failed exit (default DEFAULT_REMOTE_ERROR_PATTERNS); replaces the defaults. */
+  errorPatterns?: RemoteErrorPatterns;
+  /** Exit codes that count as success (default [0]). */
+  okExitCodes?: readonly number[];
+  /** Names the command in errors (default: the program name; arguments are never shown). */
+  label?: string;
+}
+
+export interface RemoteCommandResult {
+  /** null when the command was killed by a signal. */
+  exitCode: number | null;
+  /** e.g. "SIGKILL", when killed by a signal. */
+  signal?: string;
+  stdout: string;
+  stderr: string;
+  /** True when either stream was longer than maxOutputBytes (head and tail kept). */
+  truncated: boolean;
+  durationMs: number;
+}
+
+/** The cause attached to a remote command's FleetError: carries the full result. */
+export class RemoteCommandFailure extends Error {
+  readonly result: RemoteCommandResult;
+  constructor(message: string, result: RemoteCommandResult) {
+    super(message);
+    this.name = "RemoteCommandFailure";
+    this.result = result;
+  }
+}
+
+const DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
+// How long a killed command may take to report its end before we stop waiting.
+const KILL_GRACE_MS = 3000;
+// Login-shell noise tolerated on stderr before the PID marker is given up on.
+const MARKER_SEARCH_BYTES = 64 * 1024;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Runs `command` and resolves with its result when the exit code is in okExitCodes.
+ * Otherwise rejects with a FleetError (cause: RemoteCommandFailure with the result):
+ * a failed exit as classified by errorPatterns; timeout → RetryableError("timeout");
+ * abort → RetryableError("interrupted"); connection lost → RetryableError("network");
+ * connection refused, auth and host key failures as connectSsh() reports them.
+ */
+export async function runRemoteCommand(
+  target: SshTarget,
+  command: RemoteCommandSpec,
+  options: RemoteCommandOptions,
+): Promise<RemoteCommandResult> {
+  if (!(options.timeoutMs > 0)) throw new PermanentError("invalid-payload", "remote command timeoutMs must be positive");
+  const line = commandLineOf(command);
+  const token = randomBytes(6).toString("hex");
+  const full = `printf 'fleet-pid-${token} %s\\n' "$$" >&2; ${exportsOf(options.env)}${line}`;
+  const describe = `remote command ${options.label ?? commandNameOf(command)} on ${targetLabel(target)}`;
+  if (options.signal?.aborted) throw new RetryableError("interrupted", `${describe}: aborted before it started`);
+  const client = await connectSsh(target, options.signal);
+  try {
+    return await execute(client, full, token, describe, options);
+  } finally {
+    client.end();
+    setTimeout(() => client.destroy(), 1000).unref();
+  }
+}
+
+function exportsOf(env: Record<string, string> | undefined): string {
+  const entries = Object.entries(env ?? {});
+  if (entries.length === 0) return "";
+  for (const [name] of entries) {
+    if (!ENV_NAME.test(name)) throw new PermanentError("invalid-payload", `environment variable name ${JSON.stringify(name)} is not valid`);
+  }
+  return `export ${entries.map(([name, value]) => `${name}=${shellQuote(value)}`).join(" ")}; `;
+}
+
+function execute(
+  client: Client,
+  commandLine: string,
+  token: string,
+  describe: string,
+  options: RemoteCommandOptions,
+): Promise<RemoteCommandResult> {
+  const started = Date.now();
+  const limit = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+  const stdout = new BoundedOutput(limit);
+  const stderr = new BoundedOutput(limit);
+  const marker = new PidMarker(`fleet-pid-${token} `);
+  let exitCode: number | null | undefined;
+  let exitSignal: string | undefined;
+  let stopping: "timeout" | "interrupted" | undefined;
+
+  return new Promise<RemoteCommandResult>((resolve, reject) => {
+    let settled = false;
+    let channel: ClientChannel | undefined;
+    let graceTimer: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => stop("timeout"), options.timeoutMs);
+    const onAbort = (): void => stop("interrupted");
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+
+    const result = (): RemoteCommandResult => {
+      const rest = marker.flush();
+      if (rest.length > 0) stderr.push(rest);
+      return {
+        exitCode: exitCode ?? null,
+        ...(exitSignal ? { signal: exitSignal } : {}),
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        truncated: stdout.truncated || stderr.truncated,
+        durationMs: Date.now() - started,
+      };
+    };
+
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(graceTimer);
+      options.signal?.removeEventListener("abort", onAbort);
+      client.removeListener("close", onClientClose);
+      const outcome = result();
+      const failure = (message: string): RemoteCommandFailure => new RemoteCommandFailure(message, outcome);
+      let error: FleetError | undefined;
+      if (stopping === "timeout") {
+        const message = `${describe} timed out after ${options.timeoutMs} ms and was killed`;
+        error = new RetryableError("timeout", message, { cause: failure(message) });
+      } else if (stopping === "interrupted") {
+        const message = `${describe} was aborted and killed`;
+        error = new RetryableError("interrupted", message, { cause: failure(message) });
+      } else if (exitCode === undefined) {
+        const message = `${describe}: the connection was lost before the command finished`;
+        error = new RetryableError("network", message, { cause: failure(message) });
+      } else if (exitCode === null || !(options.okExitCodes ?? [0]).includes(exitCode)) {
+        error = classifyRemoteExit(
+          { exitCode, signal: exitSignal, stdout: outcome.stdout, stderr: outcome.stderr },
+          options.errorPatterns ?? DEFAULT_REMOTE_ERROR_PATTERNS,
+          describe,
+          failure(`${describe} failed`),
+        );
+      }
+      if (error) reject(error);
+      else resolve(outcome);
+    };
+
+    function stop(reason: "timeout" | "interrupted"): void {
+      if (settled || stopping) return;
+      stopping = reason;
+      killRemote(client, channel, marker.pid);
+      // A server that no longer answers must not keep us waiting for the channel to close.
+      graceTimer = setTimeout(settle, KILL_GRACE_MS);
+    }
+
+    function onClientClose(): void {
+      settle();
+    }
+    client.once("close", onClientClose);
+
+    try {
+      client.exec(commandLine, (err, opened) => {
+        if (err) {
+          settled = true;
+          clearTimeout(timer);
+          options.signal?.removeEventListener("abort", onAbort);
+          client.removeListener("close", onClientClose);
+          reject(new RetryableError("unavailable", `${describe}: the server refused to start it: ${err.message}`, { cause: err }));
+          return;
+        }
+        channel = opened;
+        if (stopping) killRemote(client, channel, marker.pid);
+        opened.on("data", (data: Buffer) => stdout.push(data));
+        opened.stderr.on("data", (data: Buffer) => {
+          const rest = marker.filter(data, MARKER_SEARCH_BYTES);
+          if (rest.length > 0) stderr.push(rest);
+        });
+        opened.on("exit", (code: number | null, signalName?: string) => {
+          exitCode = code;
+          exitSignal = signalName;
+        });
+        opened.on("close", settle);
+      });
+    } catch (err) {
+      settled = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      client.removeListener("close", onClientClose);
+      reject(new RetryableError("network", `${describe}: ${(err as Error).message}`, { cause: err }));
+    }
+  });
+}
+
+/** SIGKILL the command (channel request) and its process group (second exec), then close. */
+function killRemote(client: Client, channel: ClientChannel | undefined, pid: number | undefined): void {
+  if (!channel) return; // not started yet: stop() runs again once it is
+  try {
+    channel.signal("KILL");
+  } catch {
+    // The channel is already closing.
+  }
+  const close = (): void => {
+    try {
+      channel.close();
+    } catch {
+      // Already closed.
+    }
+  };
+  if (pid === undefined) {
+    close();
+    return;
+  }
+  try {
+    client.exec(`kill -s KILL -- -${pid} 2>/dev/null; kill -s KILL ${pid} 2>/dev/null; true`, (err, killer) => {
+      if (err) {
+        close();
+        return;
+      }
+      killer.resume();
+      killer.stderr.resume();
+      killer.on("close", close);
+    });
+  } catch {
+    close();
+  }
+}
+
+/**
+ * Finds our `fleet-pid-<token> <pid>` line in stderr and removes it; everything else passes
+ * through unchanged (login shells may print before it). Gives up after `searchBytes`.
+ */
+class PidMarker {
+  pid: number | undefined;
+  private readonly prefix: string;
+  private pending: Buffer = Buffer.alloc(0);
+  private seen = 0;
+  private done = false;
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+  }
+
+  filter(chunk: Buffer, searchBytes: number): Buffer {
+    if (this.done) return chunk;
+    this.seen += chunk.length;
+    let data = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    const out: Buffer[] = [];
+    for (let newline = data.indexOf(0x0a); newline >= 0; newline = data.indexOf(0x0a)) {
+      const line = data.subarray(0, newline).toString("latin1");
+      if (line.startsWith(this.prefix)) {
+        const pid = Number(line.slice(this.prefix.length));
+        if (Number.isInteger(pid) && pid > 1) this.pid = pid;
+        this.done = true;
+        this.pending = Buffer.alloc(0);
+        out.push(data.subarray(newline + 1));
+        return Buffer.concat(out);
+      }
+      out.push(data.subarray(0, newline + 1));
+      data = data.subarray(newline + 1);
+    }
+    if (this.seen > searchBytes) {
+      this.done = true;
+      out.push(data);
+      data = Buffer.alloc(0);
+    }
+    this.pending = data;
+    return Buffer.concat(out);
+  }
+
+  /** Whatever is still held back (a last line without newline). */
+  flush(): Buffer {
+    const rest = this.pending;
+    this.pending = Buffer.alloc(0);
+    return rest;
+  }
+}

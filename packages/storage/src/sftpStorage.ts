@@ -1,0 +1,426 @@
+import { Readable, addAbortSignal } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { Stats } from "ssh2";
+import { FleetError, PermanentError } from "@fleet/core/errors";
+import { HashingCounter, checkExpected, digestOf } from "./hashing";
+import type { Digest } from "./hashing";
+import { baseName, parentKey, validateKey, validatePrefix } from "./keys";
+import { SftpDirectories, normaliseRemoteRoot } from "./sftpDirectories";
+import { SftpPool } from "./sftpPool";
+import type { SftpPoolStats } from "./sftpPool";
+import { publishRemoteTemp } from "./sftpPublish";
+import { digestOfHandle, readChunks, readWhole } from "./sftpReads";
+import { SFTP_STATUS, openSftpSession, sftpStatusOf } from "./sftpSession";
+import type { SftpSession } from "./sftpSession";
+import { HandleWriter, writeBufferAndClose } from "./sftpWrites";
+import { createHostKeyCheck } from "./sshHostKey";
+import { DEFAULT_SSH_PORT, targetLabel } from "./sshTarget";
+import type { SshTarget } from "./sshTarget";
+import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import { isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
+import { createTempNamer, isTempName } from "./tempNames";
+
+export interface SftpStorageOptions extends SshTarget {
+  /** Absolute folder on the server that every key lives under; created on the first write. */
+  root: string;
+  /** Most SSH connections to the server at once; default 8. */
+  poolSize?: number;
+  /** Most operations sharing one connection (SFTP pipelines them); default 8. */
+  operationsPerConnection?: number;
+  /**
+   * A server that leaves requests unanswered this long has its connection dropped (the
+   * operations fail retryable "timeout"); also the longest wait for a free connection.
+   * Default 60 s.
+   */
+  operationTimeoutMs?: number;
+  /** Connections unused this long are closed; default 60 s. */
+  idleTimeoutMs?: number;
+  /** Shown in logs and metrics; default `sftp://user@host:port/root` (never a secret). */
+  label?: string;
+}
+
+export const SFTP_DEFAULTS = {
+  poolSize: 8,
+  operationsPerConnection: 8,
+  operationTimeoutMs: 60_000,
+  idleTimeoutMs: 60_000,
+} as const;
+
+/**
+ * Objects as files under a folder of an SFTP server (OpenSSH or compatible), over a pool of
+ * ssh2 connections. Same contract as LocalStorage: validated keys confined under the root,
+ * atomic writes through a temp file in the same folder, hashing while streaming,
+ * no-clobber publishing with the destination-exists policy.
+ */
+export class SftpStorage implements Storage {
+  readonly kind = "sftp";
+  readonly label: string;
+  private readonly target: SshTarget;
+  private readonly pool: SftpPool;
+  private readonly dirs: SftpDirectories;
+  private readonly tempName = createTempNamer();
+  private readonly uriBase: string;
+
+  constructor(options: SftpStorageOptions) {
+    if (!options.host) throw new PermanentError("bad-config", "SFTP storage needs a host");
+    if (!options.username) throw new PermanentError("bad-config", "SFTP storage needs a user name");
+    const port = options.port ?? DEFAULT_SSH_PORT;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new PermanentError("bad-config", `SFTP port ${port} is not a TCP port`);
+    if (options.privateKey === undefined && options.password === undefined) {
+      throw new PermanentError("bad-config", `SFTP storage ${targetLabel(options)}: configure a private key or a password`);
+    }
+    // Fails now (bad-config) rather than at the first file when no usable host key is set.
+    createHostKeyCheck(options.hostKey, options.host, port);
+    const root = normaliseRemoteRoot(options.root);
+    const poolSize = positiveInteger(options.poolSize ?? SFTP_DEFAULTS.poolSize, "poolSize");
+    const perSession = positiveInteger(options.operationsPerConnection ?? SFTP_DEFAULTS.operationsPerConnection, "operationsPerConnection");
+    const operationTimeoutMs = positiveInteger(options.operationTimeoutMs ?? SFTP_DEFAULTS.operationTimeoutMs, "operationTimeoutMs");
+
+    this.target = { ...options, port };
+    this.dirs = new SftpDirectories(root);
+    const host = options.host.includes(":") ? `[${options.host}]` : options.host;
+    this.uriBase = `sftp://${encodeURIComponent(options.username)}@${host}:${port}`;
+    this.label = options.label ?? `${this.uriBase}${encodePath(root)}`;
+    this.pool = new SftpPool({
+      connect: (id, onDeath, signal) => openSftpSession(this.target, id, onDeath, signal),
+      size: poolSize,
+      perSession,
+      idleTimeoutMs: options.idleTimeoutMs ?? SFTP_DEFAULTS.idleTimeoutMs,
+      operationTimeoutMs,
+      acquireTimeoutMs: operationTimeoutMs,
+      label: this.label,
+    });
+  }
+
+  /** Connection pool counters (open, active, waiting, created, maxOpen, lost). */
+  poolStats(): SftpPoolStats {
+    return this.pool.stats();
+  }
+
+  uri(key: string): string {
+    return `${this.uriBase}${encodePath(this.dirs.abs(validateKey(key)))}`;
+  }
+
+  async check(role: "source" | "destination"): Promise<void> {
+    const root = this.dirs.root;
+    const setting = role === "source" ? "SOURCE_URL" : "DESTINATION_URL";
+    await this.pool.use(undefined, async (session) => {
+      let info: Stats;
+      try {
+        info = await session.stat(root);
+      } catch (err) {
+        if (role === "destination" && sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE) {
+          await this.dirs.ensureDir(session, "", true, "").catch((e: unknown) => {
+            throw badConfig(`destination ${this.label} does not exist and cannot be created`, e);
+          });
+          info = await session.stat(root);
+        } else {
+          throw badConfig(`${role} ${this.label} is not usable: check ${setting}`, err);
+        }
+      }
+      if (!info.isDirectory()) throw new PermanentError("bad-config", `${role} ${this.label} is not a directory: check ${setting}`);
+      if (role === "source") {
+        try {
+          await session.close(await session.opendir(root));
+        } catch (err) {
+          throw badConfig(`source ${this.label} cannot be listed: check ${setting}`, err);
+        }
+        return;
+      }
+      // Writable is only known by writing: create and remove a temp file.
+      const probe = this.dirs.abs(this.tempName("check"));
+      try {
+        await writeBufferAndClose(session, await session.open(probe, "wx"), Buffer.alloc(0));
+        await session.unlink(probe);
+      } catch (err) {
+        throw badConfig(`destination ${this.label} is not writable: check ${setting}`, err);
+      }
+    });
+  }
+
+  async stat(key: string, options: ReadOptions = {}): Promise<ObjectInfo> {
+    const k = validateKey(key);
+    throwIfAborted(options.signal, "stat", k);
+    return this.withSession("stat", k, options.signal, async (session) => {
+      const info = await this.objectStats(session, k);
+      return { key: k, size: info.size, modifiedAt: new Date(info.mtime * 1000) };
+    });
+  }
+
+  async createReadStream(key: string, options: ReadOptions = {}): Promise<Readable> {
+    const k = validateKey(key);
+    const { signal } = options;
+    throwIfAborted(signal, "read", k);
+    const lease = await this.pool.acquire(signal);
+    let handle: Buffer;
+    let size: number;
+    try {
+      // Opened here so a missing object rejects this promise, not the stream later.
+      ({ handle, size } = await this.openObject(lease.session, k));
+    } catch (err) {
+      lease.release();
+      throw toStorageError("open", k, err);
+    }
+    const stream = Readable.from(this.streamBody(lease.session, handle, size, k), { objectMode: false, highWaterMark: 64 * 1024 });
+    // On 'close', not in the generator's finally: a stream destroyed before its first read
+    // never runs the generator, so its finally would never run either.
+    stream.once("close", () => {
+      closeReadHandle(lease.session, handle);
+      lease.release();
+    });
+    return signal ? addAbortSignal(signal, stream) : stream;
+  }
+
+  async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
+    const k = validateKey(key);
+    const { signal } = options;
+    throwIfAborted(signal, "read", k);
+    return this.withSession("read", k, signal, async (session) => {
+      const { handle, size } = await this.openObject(session, k);
+      try {
+        return await readWhole(session, handle, size, k, signal);
+      } finally {
+        closeReadHandle(session, handle);
+      }
+    });
+  }
+
+  async exists(key: string, options: ReadOptions = {}): Promise<Digest | null> {
+    const k = validateKey(key);
+    const { signal } = options;
+    throwIfAborted(signal, "hash", k);
+    try {
+      return await this.withSession("hash", k, signal, async (session) => {
+        const { handle, size } = await this.openObject(session, k);
+        try {
+          return await digestOfHandle(session, handle, size, k, signal);
+        } finally {
+          closeReadHandle(session, handle);
+        }
+      });
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async write(key: string, body: Readable | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
+    try {
+      return await this.writeBody(key, body, options);
+    } catch (err) {
+      // A stream we never got to consume (bad key, no connection) would keep its source open.
+      if (!Buffer.isBuffer(body) && !body.destroyed) body.destroy();
+      throw err;
+    }
+  }
+
+  /** Every regular file under the prefix (symlinks to files inside the root included). */
+  async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+    const p = validatePrefix(prefix);
+    const slash = p.lastIndexOf("/");
+    const start = slash < 0 ? "" : p.slice(0, slash);
+    // One lease for the whole walk: directory handles belong to the session that opened them.
+    const lease = await this.pool.acquire(options.signal);
+    const session = lease.session;
+    try {
+      try {
+        await this.dirs.ensureDir(session, start, false, p);
+      } catch (err) {
+        if (isNotFound(err)) return;
+        throw err;
+      }
+      // Depth-first with an explicit stack: one directory handle open at a time, however deep.
+      const pending = [start];
+      for (let dirKey = pending.pop(); dirKey !== undefined; dirKey = pending.pop()) {
+        let handle: Buffer;
+        try {
+          handle = await session.opendir(this.dirs.abs(dirKey));
+        } catch (err) {
+          if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE) continue; // removed while we listed
+          throw toStorageError("list", dirKey, err);
+        }
+        try {
+          for (let batch = await session.readdir(handle); batch !== null; batch = await session.readdir(handle)) {
+            for (const entry of batch) {
+              throwIfAborted(options.signal, "list", p);
+              const key = dirKey === "" ? entry.filename : `${dirKey}/${entry.filename}`;
+              const attrs = entry.attrs;
+              if (attrs.isDirectory()) {
+                if (p.startsWith(`${key}/`) || `${key}/`.startsWith(p)) pending.push(key);
+              } else if (key.startsWith(p) && !isTempName(entry.filename)) {
+                const info = attrs.isFile() ? attrs : attrs.isSymbolicLink() ? await this.symlinkedFile(session, key) : null;
+                if (info) yield { key, size: info.size, modifiedAt: new Date(info.mtime * 1000) };
+              }
+            }
+          }
+        } catch (err) {
+          throw toStorageError("list", dirKey, err);
+        } finally {
+          closeReadHandle(session, handle);
+        }
+      }
+    } finally {
+      lease.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+    this.dirs.clear();
+  }
+
+  private async writeBody(key: string, body: Readable | Buffer, options: WriteOptions): Promise<WriteResult> {
+    const k = validateKey(key);
+    const { signal } = options;
+    throwIfAborted(signal, "write", k);
+    // A buffer is checked before any I/O: a mismatch then costs no round trip.
+    const known = Buffer.isBuffer(body) ? digestOf(body) : undefined;
+    if (known) checkExpected(k, known, options);
+
+    const lease = await this.pool.acquire(signal);
+    const session = lease.session;
+    const dirKey = parentKey(k);
+    const temp = this.dirs.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
+    let created = false;
+    try {
+      await this.dirs.ensureDir(session, dirKey, true, k);
+      const handle = await this.openTemp(session, temp, dirKey, k);
+      created = true;
+      let digest: Digest;
+      if (known) {
+        await writeBufferAndClose(session, handle, body as Buffer);
+        digest = known;
+      } else {
+        const counter = new HashingCounter(k, options.expectedSize);
+        try {
+          await pipeline(body as Readable, counter, new HandleWriter(session, handle), { signal });
+        } catch (err) {
+          await session.close(handle).catch(() => undefined); // the pipeline's error is the one to report
+          throw err;
+        }
+        await session.close(handle);
+        digest = counter.digest();
+        checkExpected(k, digest, options);
+      }
+      throwIfAborted(signal, "write", k);
+      const { unchanged } = await publishRemoteTemp(session, temp, this.dirs.abs(k), k, digest, options);
+      created = false;
+      return { key: k, uri: this.uri(k), size: digest.size, sha256: digest.sha256, unchanged };
+    } catch (err) {
+      const error = toStorageError("write", k, err);
+      if (created) await this.discardTemp(session, temp, error);
+      throw error;
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async openTemp(session: SftpSession, temp: string, dirKey: string, k: string): Promise<Buffer> {
+    try {
+      return await session.open(temp, "wx");
+    } catch (err) {
+      if (sftpStatusOf(err) !== SFTP_STATUS.NO_SUCH_FILE) throw err;
+    }
+    // The cached folder was removed behind our back: create it again, once.
+    this.dirs.forget(dirKey);
+    await this.dirs.ensureDir(session, dirKey, true, k);
+    return session.open(temp, "wx");
+  }
+
+  /**
+   * Removes a temp file after a failure; a failed removal is added to the error's message,
+   * never swallowed. When the connection itself died, a fresh one is tried briefly (the
+   * server may be back); if that fails too, the temp file stays (listings skip temp names).
+   */
+  private async discardTemp(session: SftpSession, temp: string, error: FleetError): Promise<void> {
+    try {
+      if (!session.dead) await session.unlink(temp);
+      else await this.pool.use(AbortSignal.timeout(5000), (fresh) => fresh.unlink(temp));
+    } catch (err) {
+      if (sftpStatusOf(err) !== SFTP_STATUS.NO_SUCH_FILE) {
+        error.message += ` (and the temporary file ${temp} could not be removed: ${(err as Error).message})`;
+      }
+    }
+  }
+
+  /** Resolves the object (folder check, symlink check) and opens it for reading. */
+  private async openObject(session: SftpSession, k: string): Promise<{ handle: Buffer; size: number }> {
+    // lstat before open, not together: opening a FIFO would block the server's SFTP process.
+    const info = await this.objectStats(session, k);
+    const handle = await session.open(this.dirs.abs(k), "r");
+    return { handle, size: info.size };
+  }
+
+  /** Stats of a regular file (following a symlink only inside the root), else invalid-key. */
+  private async objectStats(session: SftpSession, k: string): Promise<Stats> {
+    await this.dirs.ensureDir(session, parentKey(k), false, k);
+    const remote = this.dirs.abs(k);
+    let info = await session.lstat(remote);
+    if (info.isSymbolicLink()) info = await session.stat(await this.dirs.resolveInside(session, remote, k));
+    if (!info.isFile()) throw new PermanentError("invalid-key", `${JSON.stringify(k)}: not a regular file`);
+    return info;
+  }
+
+  private async symlinkedFile(session: SftpSession, key: string): Promise<Stats | null> {
+    try {
+      const info = await session.stat(await this.dirs.resolveInside(session, this.dirs.abs(key), key));
+      return info.isFile() ? info : null;
+    } catch (err) {
+      // Dangling, leading outside the root, or not a file: not an object of this storage.
+      if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || (err instanceof FleetError && !err.retryable)) return null;
+      throw err;
+    }
+  }
+
+  private async *streamBody(session: SftpSession, handle: Buffer, size: number, k: string): AsyncGenerator<Buffer> {
+    try {
+      yield* readChunks(session, handle, size, k);
+    } catch (err) {
+      throw toStorageError("read", k, err);
+    }
+  }
+
+  private async withSession<T>(
+    operation: string,
+    k: string,
+    signal: AbortSignal | undefined,
+    work: (session: SftpSession) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await this.pool.use(signal, work);
+    } catch (err) {
+      throw toStorageError(operation, k, err);
+    }
+  }
+}
+
+/**
+ * Closing a read handle is sent without waiting for the answer: nothing depends on it (the
+ * bytes are already read), and waiting would add a round trip per small file. If it fails,
+ * the connection is broken and SftpSession has already retired it.
+ */
+function closeReadHandle(session: SftpSession, handle: Buffer): void {
+  session.close(handle).catch(() => undefined);
+}
+
+function encodePath(remote: string): string {
+  return remote.split("/").map(encodeURIComponent).join("/");
+}
+
+function positiveInteger(value: number, name: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new PermanentError("bad-config", `SFTP ${name} must be a positive integer, not ${value}`);
+  return value;
+}
+
+/**
+ * A path problem found by check() as bad-config naming the setting; a connection that failed
+ * meanwhile (retryable) keeps its own category, so a worker is not told to fix its config
+ * because the network hiccupped.
+ */
+function badConfig(message: string, cause: unknown): FleetError {
+  const classified = toStorageError("check", "", cause);
+  if (classified.retryable) return classified;
+  const status = sftpStatusOf(cause);
+  const detail = status === undefined ? classified.message : `${(cause as Error).message} (SFTP status ${status})`;
+  return new PermanentError("bad-config", `${message}: ${detail}`, { cause });
+}
