@@ -3,7 +3,7 @@ import { PermanentError, RetryableError } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
 import type { RunWindows } from "@fleet/core/runWindow";
 import { nextPendingFiles, recordOutcomes } from "@fleet/db/sql/files";
-import type { FileOutcome, SourceFileRow } from "@fleet/db/sql/files";
+import type { FileOutcome, PendingPage, SourceFileRow } from "@fleet/db/sql/files";
 import { claimRange, completeRange, heartbeatRange, releaseRange } from "@fleet/db/sql/ranges";
 import { writeLog } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
@@ -85,10 +85,17 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 
   const labels = { source: source.kind, destination: destination.kind };
   let succeeded = 0, failed = 0, bytes = 0, consecutiveRetryable = 0;
+  // Counted per chunk, not per file: prom-client hashes the labels on every inc().
+  let unreportedFiles = 0, unreportedBytes = 0;
   let buffer: FileOutcome[] = [];
   let writing: Promise<void> = Promise.resolve();
   let writeFailure: unknown;
   const flush = () => {
+    if (unreportedFiles > 0) {
+      metrics.filesMigrated.inc(labels, unreportedFiles);
+      metrics.bytesMigrated.inc(labels, unreportedBytes);
+      unreportedFiles = unreportedBytes = 0;
+    }
     if (buffer.length === 0) return;
     const batch = buffer;
     buffer = [];
@@ -107,8 +114,8 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       succeeded++;
       bytes += result.size;
       consecutiveRetryable = 0;
-      metrics.filesMigrated.inc(labels);
-      metrics.bytesMigrated.inc(labels, result.size);
+      unreportedFiles++;
+      unreportedBytes += result.size;
       buffer.push({
         fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "SUCCESS",
         newUri: result.newUri, size: result.size, sha256: result.sha256, errorCategory: null, errorMessage: null,
@@ -198,16 +205,12 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 
 /** Streams a range's files without outcomes, one page ahead (keyset paging). */
 async function* pendingFiles(deps: FleetDeps, afterId: number, maxId: number, pageSize: number): AsyncGenerator<SourceFileRow> {
-  let next: Promise<SourceFileRow[]> | undefined = nextPendingFiles(deps.db, afterId, maxId, pageSize);
+  let next: Promise<PendingPage> | undefined = nextPendingFiles(deps.db, afterId, maxId, pageSize);
   try {
     while (next) {
-      const rows: SourceFileRow[] = await next;
-      next = undefined;
-      if (rows.length === 0) return;
-      if (rows.length === pageSize) {
-        next = nextPendingFiles(deps.db, rows[rows.length - 1]!.id, maxId, pageSize);
-      }
-      yield* rows;
+      const page: PendingPage = await next;
+      next = page.nextAfterId === null ? undefined : nextPendingFiles(deps.db, page.nextAfterId, maxId, pageSize);
+      yield* page.files;
     }
   } finally {
     // The consumer stopped early: the prefetched page is not needed, but must not be an
