@@ -1,0 +1,188 @@
+import { resolve } from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { describe } from "@fleet/core/classifyError";
+import { ConfigError } from "@fleet/core/errors";
+import { createCliContext } from "../context";
+import type { CliContext } from "../context";
+import { openBenchState } from "./benchState";
+import type { BenchState } from "./benchState";
+import { measureBookkeeping } from "./bookkeeping";
+import { measureCopyRounds } from "./copyRounds";
+import { buildReport, sayReport } from "./report";
+import type { BenchResults } from "./report";
+import { sayToStderr } from "./say";
+import { prepareSourceTree } from "./sourceTree";
+import { openDestinationTrees } from "./destinationTrees";
+
+/**
+ * `npm run bench`: Fleet against cp and rclone on one file tree, and Fleet's bookkeeping
+ * against the SQL ceiling, in one run on this machine (PERFORMANCE.md's P1, P2, P5). Human
+ * lines on stderr, one JSON line on stdout. A benchmark, not a test: it fails only when a
+ * measurement cannot be made, never because a target was missed.
+ */
+
+/** Longest a Fleet run may take before the bench gives up on it. */
+const TIMEOUT_MS = 600_000;
+
+const MEASUREMENTS = ["cp", "rclone", "fleet", "fleet-write", "bookkeeping"] as const;
+type Measurement = (typeof MEASUREMENTS)[number];
+
+interface BenchOptions {
+  files: number;
+  size: number;
+  rows: number;
+  bookkeepingBytes: number;
+  skipBookkeeping?: boolean;
+  only?: Measurement[];
+  rounds: number;
+  workers: number;
+  uvThreads: number;
+  data: string;
+  set: Record<string, string>;
+  nodeArgs: string[];
+}
+
+const count = (min: number) => (value: string): number => {
+  const n = Number(value.replace(/_/g, ""));
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer ≥ ${min}`);
+  return n;
+};
+
+function buildProgram(run: (options: BenchOptions) => Promise<void>): Command {
+  return new Command("bench")
+    .description("Fleet vs cp/rclone on one file tree, and Fleet's bookkeeping vs INSERT … SELECT (PERFORMANCE.md P1, P2, P5)")
+    .option("--files <n>", "files in the tree", count(1), 20_000)
+    .option("--size <bytes>", "bytes per file", count(0), 4_096)
+    .option("--rows <n>", "source_files rows of the bookkeeping run", count(1), 1_000_000)
+    .option("--bookkeeping-bytes <n>", "bytes each file reads as in the bookkeeping run (null:zero?size=N)", count(0), 0)
+    .option("--skip-bookkeeping", "leave out the bookkeeping run")
+    .addOption(
+      new Option("--only <list>", `comma-separated subset of ${MEASUREMENTS.join(",")}`).argParser((value) => {
+        const names = value.split(",").map((s) => s.trim()).filter(Boolean);
+        const bad = names.filter((n) => !(MEASUREMENTS as readonly string[]).includes(n));
+        if (bad.length > 0) throw new InvalidArgumentError(`unknown: ${bad.join(", ")}`);
+        return names as Measurement[];
+      }),
+    )
+    .option("--rounds <n>", "times each copy is measured, interleaved; the best run counts", count(1), 3)
+    .option("--workers <n>", "worker processes", count(1), 2)
+    .option("--uv-threads <n>", "UV_THREADPOOL_SIZE of the workers (2 was fastest on a 2-core machine; the Dockerfile sets 16)", count(1), 2)
+    .option("--data <dir>", "where source/, destinations and logs/ go", "./bench-data")
+    .option(
+      "--set <KEY=VALUE>",
+      "extra worker environment, e.g. --set CHUNK_SIZE=5000 (repeatable)",
+      (value: string, previous: Record<string, string>) => {
+        const m = /^([A-Z0-9_]+)=(.*)$/.exec(value);
+        if (!m) throw new InvalidArgumentError("expected KEY=VALUE");
+        return { ...previous, [m[1]!]: m[2]! };
+      },
+      {},
+    )
+    .option("--node-args <flags>", 'node flags of the workers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"', (value: string) => value.split(/\s+/).filter(Boolean), [])
+    .action(run);
+}
+
+async function runBench(options: BenchOptions): Promise<void> {
+  const say = sayToStderr;
+  const wanted = (m: Measurement) => (options.only ? options.only.includes(m) : m !== "bookkeeping" || !options.skipBookkeeping);
+  // Its own database and prefix only: every measurement starts by emptying them.
+  const env = {
+    ...process.env,
+    DATABASE_URL: process.env.FLEET_BENCH_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/fleet_bench",
+    FLEET_PREFIX: process.env.FLEET_BENCH_PREFIX ?? "fleet-bench",
+  };
+  let ctx: CliContext | undefined;
+  try {
+    ctx = createCliContext(env);
+    const runtime = await ctx.runtime({ withRedis: true });
+    const bench = await openBenchState(ctx.config, runtime, say);
+    const results = await measureAll(bench, options, wanted);
+    const report = buildReport(results);
+    sayReport(report, say);
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  } catch (err) {
+    say(`bench: ${err instanceof ConfigError ? err.message : describe(err)}`);
+    process.exitCode = err instanceof ConfigError ? 2 : 1;
+  } finally {
+    await ctx?.close().catch((err: unknown) => say(`bench: closing connections failed: ${describe(err)}`));
+  }
+}
+
+async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: Measurement) => boolean): Promise<BenchResults> {
+  const { say, config } = bench;
+  const dataDir = resolve(options.data);
+  const logDir = resolve(dataDir, "logs");
+  const workerEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: config.DATABASE_URL,
+    REDIS_URL: config.REDIS_URL,
+    FLEET_PREFIX: config.FLEET_PREFIX,
+    RUN_WINDOWS: "false",
+    METRICS_PORT: "0",
+    METRICS_HOST: "127.0.0.1",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "info",
+    UV_THREADPOOL_SIZE: String(options.uvThreads),
+    ...options.set,
+  };
+  const results: BenchResults = {
+    files: options.files,
+    fileBytes: options.size,
+    fleet: null,
+    fleetWriteVerify: null,
+    cp: null,
+    rclone: null,
+    bookkeeping: null,
+    skipped: {},
+    settings: tuningSettings(workerEnv, options),
+  };
+  say(`fleet bench: database ${config.DATABASE_URL}, queue prefix ${config.FLEET_PREFIX}, data ${dataDir}, ${options.workers} workers, settings ${JSON.stringify(results.settings)}`);
+
+  const copies = (["cp", "rclone", "fleet", "fleet-write"] as const).some(wanted);
+  const dests = await openDestinationTrees(dataDir, say);
+  try {
+    const tree = copies ? await prepareSourceTree(resolve(dataDir, "source"), options.files, options.size, say, (dir) => dests.discard(dir)) : undefined;
+    if (tree) {
+      const copies = await measureCopyRounds(bench, tree, dests, {
+        rounds: options.rounds,
+        cp: wanted("cp"),
+        rclone: wanted("rclone"),
+        fleet: wanted("fleet"),
+        fleetWrite: wanted("fleet-write"),
+        workers: options.workers,
+        logDir,
+        workerEnv,
+        nodeArgs: options.nodeArgs,
+        timeoutMs: TIMEOUT_MS,
+      });
+      Object.assign(results, { cp: copies.cp, rclone: copies.rclone, fleet: copies.fleet, fleetWriteVerify: copies.fleetWriteVerify });
+      if (copies.rcloneSkipped) results.skipped.rclone = copies.rcloneSkipped;
+    }
+  } finally {
+    await dests.cleanUp();
+  }
+  if (wanted("bookkeeping")) {
+    say(`bookkeeping: ${options.rows} rows, null:zero?size=${options.bookkeepingBytes} → null:`);
+    results.bookkeeping = await measureBookkeeping(bench, { rows: options.rows, bytesPerFile: options.bookkeepingBytes, workers: options.workers, logDir, workerEnv, nodeArgs: options.nodeArgs, timeoutMs: TIMEOUT_MS });
+    say(`bookkeeping: ${results.bookkeeping.rowsPerSec} rows/s, worker peak RSS ${results.bookkeeping.peakWorkerRssMb} MB`);
+  } else {
+    results.skipped.bookkeeping = options.skipBookkeeping ? "--skip-bookkeeping" : "not in --only";
+  }
+  for (const m of ["cp", "rclone", "fleet", "fleet-write"] as const) {
+    if (!wanted(m) && !results.skipped[m]) results.skipped[m] = "not in --only";
+  }
+  return results;
+}
+
+// The pipeline's tuning knobs as the workers see them (defaults unless set), for the record.
+const TUNING = ["BATCH_SIZE", "CHUNK_SIZE", "COPY_CONCURRENCY", "WORKER_CONCURRENCY", "DATABASE_POOL_SIZE", "SMALL_FILE_BYTES", "UV_THREADPOOL_SIZE"];
+
+function tuningSettings(env: NodeJS.ProcessEnv, options: BenchOptions): Record<string, string> {
+  const out: Record<string, string> = { workers: String(options.workers), rounds: String(options.rounds) };
+  for (const name of TUNING) out[name] = env[name] ?? "default";
+  return out;
+}
+
+if (require.main === module) {
+  void buildProgram(runBench).parseAsync(process.argv);
+}
