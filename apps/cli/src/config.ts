@@ -2,6 +2,7 @@ import { z } from "zod";
 import { databaseFields, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
+import { storageFields } from "@fleet/jobs/storageSettings";
 
 /** The CLI talks to the same Redis and Postgres as the fleet and shares the pipeline's settings. */
 export const cliSchema = z.object({
@@ -9,6 +10,7 @@ export const cliSchema = z.object({
   ...databaseFields,
   ...logFields,
   ...migrationFields,
+  ...storageFields,
   LOG_LEVEL: logFields.LOG_LEVEL.default("warn"),
 });
 

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { databaseFields, envDuration, envInt, envList, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
+import { storageFields } from "@fleet/jobs/storageSettings";
 
 /** The worker's configuration: every variable, its default and meaning (README lists them). */
 export const workerSchema = z.object({
@@ -9,6 +10,7 @@ export const workerSchema = z.object({
   ...databaseFields,
   ...logFields,
   ...migrationFields,
+  ...storageFields,
   WORKER_QUEUES: envList("migration,maintenance").describe("Queues this worker consumes"),
   WORKER_CONCURRENCY: z
     .string()

@@ -8,8 +8,8 @@ import type { MigrationSettings } from "./deps";
  * its jobs (worker, scheduler, cli). Composed into each app's own schema.
  */
 export const migrationFields = {
-  SOURCE_URL: z.string().min(1).default("./data/source").describe("Where files are read from: a directory path, file:// URL, or null:zero?size=N (every key reads as N zero bytes; benchmarks)"),
-  DESTINATION_URL: z.string().min(1).default("./data/destination").describe("Where files are written: a directory path, file:// URL, or null: (discard; benchmarks)"),
+  SOURCE_URL: z.string().min(1).default("./data/source").describe("Where files are read from: a directory path, file:///abs/path, s3://bucket/folder?endpoint=…&region=…&pathStyle=true, sftp://user@host:port/abs/path, or null:zero?size=N (every key reads as N zero bytes; benchmarks)"),
+  DESTINATION_URL: z.string().min(1).default("./data/destination").describe("Where files are written: a directory path, file:///abs/path, s3://bucket/folder?…, sftp://user@host:port/abs/path, or null: (discard; benchmarks)"),
   BATCH_SIZE: envInt(10_000, 1, 1_000_000).describe("Files per range (one migrate-range job each)"),
   COPY_CONCURRENCY: envInt(64, 1, 1_024).describe("Files copied at once inside one range job"),
   CHUNK_SIZE: envInt(1_000, 10, 50_000).describe("File outcomes written per SQL statement (and rows read per page)"),

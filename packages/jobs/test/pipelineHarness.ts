@@ -14,9 +14,10 @@ import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRe
 import { createFleetRuntime } from "../src/runtime/fleetRuntime";
 import type { FleetRuntime, RuntimeConfig } from "../src/runtime/fleetRuntime";
 import { migrationFields } from "../src/settings";
+import { storageFields } from "../src/storageSettings";
 import { QUEUES } from "../src/names";
 
-const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields });
+const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields });
 
 /**
  * A real fleet for one test file: its own database (from the migrated template), its own

@@ -3,7 +3,14 @@ import { fileURLToPath } from "node:url";
 import { PermanentError } from "@fleet/core/errors";
 import { LocalStorage } from "./localStorage";
 import { NullStorage } from "./nullStorage";
+import { S3Storage } from "./s3Storage";
+import { parseS3Url } from "./s3Url";
+import { SftpStorage } from "./sftpStorage";
+import { parseSftpUrl } from "./sftpUrl";
 import type { Storage } from "./storage";
+import type { StorageConnection } from "./storageConnection";
+
+export const SUPPORTED_STORAGE_URLS = "a local path, file:///absolute/path, s3://bucket/folder, sftp://user@host:port/path, null:, null:zero?size=N";
 
 // "scheme://" or the bare "null:". Anything else is a path, so a relative folder named like
 // "backup:2024" still works.
@@ -14,10 +21,12 @@ const NULL_ZERO = /^null:zero(?:\?size=(\d{1,10}))?$/i;
 /**
  * The adapter for a storage URL from config: a plain path or `file:///abs` (a local
  * directory), `null:` (keeps nothing, for benchmarks) or `null:zero[?size=N]` (keeps nothing;
- * every key reads as N zero bytes, default 0: a source for benchmarks of the bookkeeping).
- * S3 and SFTP adapters are added here when they exist.
+ * every key reads as N zero bytes, default 0: a source for benchmarks of the bookkeeping),
+ * `s3://bucket/folder?endpoint=…&region=…&pathStyle=true` (an S3 bucket or any S3-compatible
+ * endpoint) or `sftp://user@host:port/absolute/path` (a folder on an SSH server). Credentials
+ * and host keys never come from the URL: they come in `connection`, from config.
  */
-export function createStorage(url: string): Storage {
+export function createStorage(url: string, connection: StorageConnection = {}): Storage {
   if (url.trim() === "") throw new PermanentError("bad-config", "storage URL is empty");
   const zero = NULL_ZERO.exec(url.trim());
   if (zero) return new NullStorage({ zeroBytes: Number(zero[1] ?? 0) });
@@ -36,9 +45,44 @@ export function createStorage(url: string): Storage {
     }
     return new LocalStorage({ root });
   }
-  // The URL itself is left out: sftp:// and s3:// URLs may carry credentials.
-  throw new PermanentError(
-    "bad-config",
-    `storage URL scheme ${scheme} is not supported yet (supported: a local path, file:///absolute/path, null:, null:zero?size=N)`,
-  );
+  if (scheme === "s3") {
+    const location = parseS3Url(url);
+    const s3 = connection.s3 ?? {};
+    return new S3Storage({
+      bucket: location.bucket,
+      prefix: location.prefix,
+      endpoint: location.endpoint,
+      region: location.region ?? s3.region ?? "us-east-1",
+      forcePathStyle: location.forcePathStyle ?? location.endpoint !== undefined,
+      credentials: s3.credentials,
+      multipartThresholdBytes: s3.multipartThresholdBytes,
+      partSizeBytes: s3.partSizeBytes,
+      queueSize: s3.queueSize,
+      maxSockets: s3.maxSockets,
+      requestTimeoutMs: s3.requestTimeoutMs,
+      readBack: s3.readBack,
+    });
+  }
+  if (scheme === "sftp") {
+    const target = parseSftpUrl(url);
+    const ssh = connection.ssh ?? {};
+    return new SftpStorage({
+      host: target.host,
+      port: target.port,
+      username: target.username,
+      root: target.root,
+      privateKey: ssh.privateKey,
+      passphrase: ssh.passphrase,
+      password: ssh.password,
+      // SftpStorage refuses a missing host key with a bad-config error naming what to set.
+      hostKey: ssh.hostKey ?? {},
+      poolSize: ssh.poolSize,
+      operationsPerConnection: ssh.operationsPerConnection,
+      operationTimeoutMs: ssh.operationTimeoutMs,
+      readyTimeoutMs: ssh.readyTimeoutMs,
+      keepaliveIntervalMs: ssh.keepaliveIntervalMs,
+    });
+  }
+  // The URL itself is left out: it is config, and may hold what should not be logged.
+  throw new PermanentError("bad-config", `storage URL scheme ${scheme} is not supported (supported: ${SUPPORTED_STORAGE_URLS})`);
 }

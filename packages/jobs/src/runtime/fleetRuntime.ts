@@ -9,6 +9,7 @@ import type { FleetMetrics } from "@fleet/core/metrics";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
+import { ConfigError, FleetError } from "@fleet/core/errors";
 import { createStorage } from "@fleet/storage/createStorage";
 import type { Storage } from "@fleet/storage/storage";
 import { buildFleetCatalogue } from "../catalogue";
@@ -16,10 +17,12 @@ import type { FleetJobs } from "../catalogue";
 import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
+import { toStorageConnection } from "../storageSettings";
+import type { StorageConfig, StorageRole } from "../storageSettings";
 import type { z } from "zod";
 import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
 
-export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>>;
+export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>> & StorageConfig;
 
 /**
  * Everything a fleet process needs, wired from config: the catalogue, connections, storages
@@ -60,8 +63,14 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   redis.on("error", (err) => log.debug({ err }, "redis producer connection error"));
   const prefix = bullPrefix(config.FLEET_PREFIX);
   const settings = toMigrationSettings(config);
-  const source: Storage = createStorage(config.SOURCE_URL);
-  const destination: Storage = createStorage(config.DESTINATION_URL);
+  const source = openStorage(config, "source");
+  let destination: Storage;
+  try {
+    destination = openStorage(config, "destination");
+  } catch (err) {
+    void source.close();
+    throw err;
+  }
   const jobs = new JobClient(catalogue, redis, prefix, {
     attempts: config.JOB_ATTEMPTS,
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
@@ -84,4 +93,23 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
       await db.end();
     },
   };
+}
+
+/**
+ * The adapter of one role. A bad URL or missing credential names the variable to fix: the
+ * adapters' own messages say what is wrong, never the URL (it is config, and may hold secrets).
+ */
+function openStorage(config: RuntimeConfig, role: StorageRole): Storage {
+  const url = role === "source" ? config.SOURCE_URL : config.DESTINATION_URL;
+  // VERIFY=readback on S3 downloads each object again; elsewhere copyFile re-reads it itself.
+  const connection = toStorageConnection(config, role, { readBack: role === "destination" && config.VERIFY === "readback" });
+  try {
+    return createStorage(url, connection);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    if (err instanceof FleetError && err.category === "bad-config") {
+      throw new ConfigError([`${role === "source" ? "SOURCE_URL" : "DESTINATION_URL"}: ${err.message}`]);
+    }
+    throw err;
+  }
 }

@@ -1,0 +1,38 @@
+import type { SshHostKey } from "./sshHostKey";
+
+/**
+ * What a storage URL cannot say: credentials, host keys and tuning. A URL names a place and is
+ * safe to log; everything secret arrives here, from config, per role (source and destination
+ * may be two different servers with two different logins).
+ */
+export interface StorageConnection {
+  s3?: S3Connection;
+  ssh?: SshConnection;
+}
+
+export interface S3Connection {
+  /** Used when the URL has no `region=`. Default us-east-1. */
+  region?: string;
+  /** Static credentials; absent: the AWS SDK's default chain (env, profile, SSO, instance role). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  multipartThresholdBytes?: number;
+  partSizeBytes?: number;
+  queueSize?: number;
+  maxSockets?: number;
+  requestTimeoutMs?: number;
+  /** Download every object after writing it and compare its sha256. */
+  readBack?: boolean;
+}
+
+export interface SshConnection {
+  privateKey?: Buffer | string;
+  passphrase?: string;
+  password?: string;
+  /** Required by the SFTP adapter: an unknown host key is refused. */
+  hostKey?: SshHostKey;
+  poolSize?: number;
+  operationsPerConnection?: number;
+  operationTimeoutMs?: number;
+  readyTimeoutMs?: number;
+  keepaliveIntervalMs?: number;
+}
