@@ -48,7 +48,7 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Env): z.output<
 }
 
 function redactValue(name: string, value: string): string {
-  if (/PASSWORD|SECRET|TOKEN|KEY/i.test(name)) return "[redacted]";
+  if (/PASSWORD|SECRET|TOKEN|KEY|USERS/i.test(name)) return "[redacted]";
   return value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@");
 }
 
