@@ -7,6 +7,7 @@ import { retention } from "./maintenance/retention";
 import { migrateRange } from "./migration/migrateRange";
 import { retryFailed } from "./migration/retryFailed";
 import { seedRanges } from "./migration/seedRanges";
+import { unpack } from "./migration/unpack";
 import { JOB_NAMES, QUEUES } from "./names";
 import type { JobName } from "./names";
 
@@ -21,6 +22,7 @@ export const fleetJobs = {
   "retry-failed": retryFailed,
   "recover-stuck": recoverStuck,
   retention,
+  unpack,
 } satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
 
 export type FleetJobs = typeof fleetJobs;

@@ -22,6 +22,12 @@ export interface MigrationSettings {
   verify: "write" | "readback";
   /** What to do when the destination exists with different content. */
   ifExists: ExistsPolicy;
+  /** "object": one destination object per file; "packaged": tar packages + manifest per range. */
+  transferMode: "object" | "packaged";
+  /** Packaged mode: a package is cut before it would pass this many bytes (inventory sizes). */
+  packageMaxBytes: number;
+  /** Packaged mode: most files in one package. */
+  packageMaxFiles: number;
   /** After this many consecutive retryable failures the range stops (systemic outage). */
   breakerThreshold: number;
   /** Retries of a failed file (retry_count limit). */
@@ -44,6 +50,11 @@ export interface FleetDeps {
   db: DbPool;
   source: Storage;
   destination: Storage;
+  /**
+   * Opens another location by storage URL (an unpack target) with the destination's
+   * credentials and tuning. The caller closes it.
+   */
+  openStorage(url: string): Storage;
   jobs: JobClient<FleetJobs>;
   settings: MigrationSettings;
   metrics: FleetMetrics;

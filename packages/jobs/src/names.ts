@@ -1,6 +1,6 @@
 /** Queues of the fleet. Plain names; the Redis Cluster hash tag is in the prefix. */
 export const QUEUES = {
-  /** Bulk data work: ranges and retries. Scaled by worker replicas. */
+  /** Bulk data work: ranges, retries, unpacking packages. Scaled by worker replicas. */
   migration: "migration",
   /** Housekeeping: seeding, recovery, retention. Light, one or two per fleet is plenty. */
   maintenance: "maintenance",
@@ -9,6 +9,6 @@ export const QUEUES = {
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 /** Every job kind; a name here without a definition (or the reverse) stops startup. */
-export const JOB_NAMES = ["seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention"] as const;
+export const JOB_NAMES = ["seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack"] as const;
 
 export type JobName = (typeof JOB_NAMES)[number];

@@ -9,6 +9,7 @@ import { writeLog } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
 import { copyFile } from "./copyFile";
 import type { CopyResult } from "./copyFile";
+import { packageRange } from "./packageRange";
 import { runBounded } from "./runBounded";
 
 export interface RangeResult {
@@ -36,8 +37,9 @@ export interface MigrateRangeInput {
 
 /**
  * Migrates every file of one range that has no outcome yet:
- * claim → stream the range's pending files → copy with bounded concurrency → write outcomes
- * in bulk per chunk → complete. A heartbeat runs meanwhile; losing the range (taken over),
+ * claim → stream the range's pending files → copy with bounded concurrency (or, with
+ * TRANSFER_MODE=packaged, ship them as tar packages: see packageRange) → write outcomes in
+ * bulk per chunk → complete. A heartbeat runs meanwhile; losing the range (taken over),
  * an abort, a closing window or a systemic outage stops taking new files, records what
  * finished, and gives the range back — every file is left done or still pending.
  */
@@ -145,14 +147,19 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   };
 
   try {
-    await runBounded(
-      pendingFiles(deps, range.minId - 1, range.maxId, settings.chunkSize),
-      settings.copyConcurrency,
-      async (file) => {
-        onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size }, settings, stop.signal));
-      },
-      () => stop.signal.aborted,
-    );
+    const files = pendingFiles(deps, range.minId - 1, range.maxId, settings.chunkSize);
+    if (settings.transferMode === "packaged") {
+      await packageRange({ rangeId, files, source, destination, settings, log, signal: stop.signal, onResult, onPackageDone: flush });
+    } else {
+      await runBounded(
+        files,
+        settings.copyConcurrency,
+        async (file) => {
+          onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size }, settings, stop.signal));
+        },
+        () => stop.signal.aborted,
+      );
+    }
     flush();
     await writing;
   } catch (err) {

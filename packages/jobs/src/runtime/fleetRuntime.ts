@@ -77,7 +77,8 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
   });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const deps: FleetDeps = { db, source, destination, jobs, settings, metrics, workerId };
+  const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, settings, metrics, workerId };
   return {
     catalogue,
     deps,
