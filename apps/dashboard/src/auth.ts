@@ -1,0 +1,165 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { checkPassword, matchApiToken, sameSecret } from "./credentials";
+import type { LoginLimiter } from "./loginLimiter";
+import type { Session, SessionStore } from "./sessions";
+import type { ApiToken, DashboardUser, Role } from "./users";
+
+/**
+ * Who is calling, and what each route lets them do. Browsers log in and carry a session cookie;
+ * tools send HTTP basic auth (never challenged with WWW-Authenticate, so browsers never cache
+ * it and it cannot be replayed cross-site); the operations API and Prometheus send a bearer
+ * token. Writes with a session cookie need the session's CSRF token (see {@link checkCsrf}).
+ */
+export type Principal =
+  | { kind: "session"; user: string; role: Role; session: Session }
+  | { kind: "basic"; user: string; role: Role }
+  | { kind: "token"; user: string; role: "operator" };
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+export const SESSION_COOKIE = "fleet_session";
+/** Readable by the page's scripts on purpose: bull-board's axios echoes it as X-XSRF-TOKEN. */
+export const CSRF_COOKIE = "XSRF-TOKEN";
+
+export interface AuthOptions {
+  users: ReadonlyMap<string, DashboardUser>;
+  tokens: readonly ApiToken[];
+  sessions: SessionStore;
+  limiter: LoginLimiter;
+}
+
+/** Which credentials a path accepts. */
+type Access = "public" | "api" | "metrics" | "page";
+
+const PUBLIC = new Set(["/healthz", "/readyz", "/login"]);
+
+function accessOf(path: string): Access {
+  if (PUBLIC.has(path)) return "public";
+  if (path === "/api" || path.startsWith("/api/")) return "api";
+  if (path === "/metrics") return "metrics";
+  return "page";
+}
+
+/** Installs authentication (onRequest, before any body is read) and CSRF checks (preHandler). */
+export function installAuth(app: FastifyInstance, options: AuthOptions): void {
+  app.decorateRequest("principal", undefined);
+
+  app.addHook("onRequest", async (req, reply) => {
+    // The matched route's pattern, not the raw path: `/queues/readonly/../api/…` is judged by
+    // the route that will actually answer it.
+    const path = req.routeOptions.url ?? req.url.split("?")[0]!;
+    const access = accessOf(path);
+    if (access === "public") return;
+
+    const authorization = req.headers.authorization ?? "";
+    const scheme = authorization.split(" ", 1)[0]!.toLowerCase();
+    if (scheme === "bearer") {
+      const name = matchApiToken(options.tokens, authorization.slice(7).trim());
+      if (!name || access === "page") return deny(reply, 401, name ? "bearer tokens are for /api and /metrics" : "invalid token");
+      req.principal = { kind: "token", user: name, role: "operator" };
+    } else if (access === "api") {
+      return deny(reply, 401, "an API token is required: Authorization: Bearer <token>");
+    } else if (scheme === "basic") {
+      const principal = await basicAuth(req, reply, options);
+      if (!principal) return reply;
+      req.principal = principal;
+    } else {
+      const session = await sessionOf(req, options);
+      if (!session) {
+        if (req.method === "GET" && access === "page" && acceptsHtml(req)) {
+          return reply.redirect(`/login?next=${encodeURIComponent(req.url)}`, 302);
+        }
+        return deny(reply, 401, "log in first (or use basic auth)");
+      }
+      req.principal = session;
+    }
+    return authorize(req, reply, path);
+  });
+
+  app.addHook("preHandler", async (req, reply) => {
+    if (req.principal?.kind !== "session" || SAFE_METHODS.has(req.method)) return;
+    if (!checkCsrf(req, req.principal.session.csrf)) return deny(reply, 403, "missing or wrong CSRF token");
+  });
+}
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * Double protection for cookie-authenticated writes: the token of the session (header
+ * X-XSRF-TOKEN or X-CSRF-Token, or form field `_csrf`) and, when the browser says where the
+ * request comes from, the same origin. SameSite=Strict cookies are a third line.
+ */
+export function checkCsrf(req: FastifyRequest, expected: string): boolean {
+  const origin = req.headers.origin;
+  if (origin !== undefined && !sameOrigin(origin, req.headers.host)) return false;
+  const header = req.headers["x-xsrf-token"] ?? req.headers["x-csrf-token"];
+  const body = req.body && typeof req.body === "object" ? (req.body as Record<string, unknown>)._csrf : undefined;
+  const given = typeof header === "string" ? header : typeof body === "string" ? body : undefined;
+  return given !== undefined && sameSecret(given, expected);
+}
+
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  try {
+    return host !== undefined && new URL(origin).host === host;
+  } catch {
+    return false;
+  }
+}
+
+/** Role rules: the writable board is the operators'; viewers get the read-only one. */
+function authorize(req: FastifyRequest, reply: FastifyReply, path: string): FastifyReply | undefined {
+  const role = req.principal!.role;
+  if (path.startsWith("/queues/readonly")) {
+    return SAFE_METHODS.has(req.method) ? undefined : deny(reply, 403, "the read-only board accepts no changes");
+  }
+  if (path.startsWith("/queues") && role !== "operator") {
+    if (req.method === "GET" && !path.startsWith("/queues/api")) return reply.redirect("/queues/readonly/", 302);
+    return deny(reply, 403, "operators only");
+  }
+  return undefined;
+}
+
+async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: AuthOptions): Promise<Principal | undefined> {
+  const decoded = Buffer.from((req.headers.authorization ?? "").slice(6).trim(), "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  const name = colon < 0 ? decoded : decoded.slice(0, colon);
+  const password = colon < 0 ? "" : decoded.slice(colon + 1);
+  const wait = await options.limiter.blockedFor(req.ip, name);
+  if (wait > 0) {
+    void reply.header("retry-after", Math.ceil(wait / 1000));
+    deny(reply, 429, "too many failed logins; try again later");
+    return undefined;
+  }
+  const user = await checkPassword(options.users, name, password);
+  if (!user) {
+    await options.limiter.recordFailure(req.ip, name);
+    req.log.warn({ user: name.slice(0, 64), ip: req.ip }, "basic auth failed");
+    deny(reply, 401, "invalid user name or password");
+    return undefined;
+  }
+  return { kind: "basic", user: user.name, role: user.role };
+}
+
+/** The caller's session, if the cookie is genuine, the session alive and the user still configured (with today's role). */
+export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, "users" | "sessions">): Promise<Extract<Principal, { kind: "session" }> | undefined> {
+  const cookie = req.cookies[SESSION_COOKIE];
+  if (!cookie) return undefined;
+  const unsigned = req.unsignCookie(cookie);
+  if (!unsigned.valid || !unsigned.value) return undefined;
+  const session = await options.sessions.get(unsigned.value);
+  const user = session && options.users.get(session.user);
+  if (!session || !user) return undefined;
+  return { kind: "session", user: user.name, role: user.role, session };
+}
+
+function acceptsHtml(req: FastifyRequest): boolean {
+  return (req.headers.accept ?? "").includes("text/html");
+}
+
+export function deny(reply: FastifyReply, status: number, message: string): FastifyReply {
+  return reply.code(status).header("cache-control", "no-store").send({ error: message });
+}

@@ -1,0 +1,197 @@
+import { CookieJar, PASSWORDS, basic, createDashboardFixture, login, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+describe("dashboard authentication and roles", () => {
+  let fx: DashboardFixture;
+  let base: string;
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("auth");
+    base = fx.dashboard.url;
+  });
+  afterAll(() => fx?.close());
+
+  it("/healthz and /readyz answer without credentials", async () => {
+    const health = await send(base, "/healthz");
+    expect([health.status, await health.json()]).toEqual([200, { status: "ok" }]);
+    const ready = await send(base, "/readyz");
+    expect([ready.status, await ready.json()]).toEqual([200, { ok: true, checks: { redis: "ok", postgres: "ok" } }]);
+  });
+
+  it("everything else needs a login: browsers are sent to /login, tools get 401", async () => {
+    const page = await send(base, "/progress?x=1", { headers: { accept: "text/html" } });
+    expect(page.status).toBe(302);
+    expect(page.headers.get("location")).toBe("/login?next=%2Fprogress%3Fx%3D1");
+    for (const path of ["/queues/", "/queues/api/queues", "/queues/readonly/api/queues", "/metrics", "/progress", "/", "/no-such-page"]) {
+      const res = await send(base, path);
+      expect([path, res.status]).toEqual([path, 401]);
+      // Never a basic-auth challenge: a browser must not cache credentials it could replay cross-site.
+      expect(res.headers.get("www-authenticate")).toBeNull();
+      await res.arrayBuffer();
+    }
+  });
+
+  it("logs in with the form: HttpOnly SameSite=Strict signed session cookie, a CSRF cookie, and a redirect to a local next", async () => {
+    const jar = new CookieJar();
+    const form = await send(base, "/login?next=/queues/", { jar });
+    const html = await form.text();
+    expect(form.status).toBe(200);
+    expect(form.headers.get("content-security-policy")).toContain("default-src 'none'");
+    const token = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
+    const res = await send(base, "/login", {
+      jar,
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ username: "alice", password: PASSWORDS.alice, _csrf: token, next: "/queues/" }).toString(),
+    });
+    expect(res.status).toBe(303);
+    expect(res.headers.get("location")).toBe("/queues/");
+    const session = jar.lastSetCookie.find((c) => c.startsWith("fleet_session="))!;
+    expect(session).toMatch(/HttpOnly/i);
+    expect(session).toMatch(/SameSite=Strict/i);
+    expect(jar.get("fleet_session")).toMatch(/\./); // signed: value.signature
+    expect(jar.lastSetCookie.find((c) => c.startsWith("XSRF-TOKEN="))).not.toMatch(/HttpOnly/i);
+    const board = await send(base, "/queues/", { jar });
+    expect(board.status).toBe(200);
+    expect(await board.text()).toContain("Fleet");
+  });
+
+  it("refuses a login without the form's CSRF token, a wrong password, and redirects only to local paths", async () => {
+    const noToken = await send(base, "/login", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ username: "alice", password: PASSWORDS.alice, _csrf: "guess" }).toString(),
+    });
+    expect(noToken.status).toBe(403);
+    expect(noToken.headers.getSetCookie().some((c) => c.startsWith("fleet_session="))).toBe(false);
+
+    const wrong = await login(base, "alice", "not her password");
+    expect(wrong.res.status).toBe(401);
+    expect(await wrong.res.text()).toContain("Wrong user name or password");
+    expect(wrong.jar.get("fleet_session")).toBeUndefined();
+
+    for (const next of ["//evil.example/x", "/\\evil.example", "https://evil.example/"]) {
+      // The login token is good for one login: every attempt starts with the form.
+      const jar = new CookieJar();
+      const form = await send(base, "/login", { jar });
+      const token = /name="_csrf" value="([^"]+)"/.exec(await form.text())![1]!;
+      const res = await send(base, "/login", {
+        jar,
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ username: "victor", password: PASSWORDS.victor, _csrf: token, next }).toString(),
+      });
+      expect([next, res.status, res.headers.get("location")]).toEqual([next, 303, "/"]);
+    }
+  });
+
+  it("operator: the writable board lists every catalogue queue; writes need the CSRF token and the same origin", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const list = await send(base, "/queues/api/queues?activeQueue=migration&status=latest&page=1", { jar });
+    expect(list.status).toBe(200);
+    const body = (await list.json()) as { queues: Array<{ name: string; readOnlyMode: boolean }> };
+    expect(body.queues.map((q) => [q.name, q.readOnlyMode]).sort()).toEqual([["maintenance", false], ["migration", false]]);
+
+    const queue = fx.dashboard.jobs.queue("migration");
+    const noToken = await send(base, "/queues/api/queues/migration/pause", { jar, method: "PUT" });
+    expect(noToken.status).toBe(403);
+    const otherOrigin = await send(base, "/queues/api/queues/migration/pause", {
+      jar,
+      method: "PUT",
+      headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, origin: "https://evil.example" },
+    });
+    expect(otherOrigin.status).toBe(403);
+    expect(await queue.isPaused()).toBe(false);
+
+    const ok = await send(base, "/queues/api/queues/migration/pause", { jar, method: "PUT", headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, origin: base } });
+    expect(ok.status).toBeLessThan(300);
+    expect(await queue.isPaused()).toBe(true);
+    await queue.resume();
+  });
+
+  it("viewer: sent to the read-only board, which shows the queues read-only and accepts no writes", async () => {
+    const { jar } = await login(base, "victor", PASSWORDS.victor);
+    const entry = await send(base, "/queues/", { jar });
+    expect([entry.status, entry.headers.get("location")]).toEqual([302, "/queues/readonly/"]);
+    const board = await send(base, "/queues/readonly/", { jar });
+    expect(board.status).toBe(200);
+    const list = await send(base, "/queues/readonly/api/queues?activeQueue=migration&status=latest&page=1", { jar });
+    const body = (await list.json()) as { queues: Array<{ name: string; readOnlyMode: boolean }> };
+    expect(body.queues.map((q) => [q.name, q.readOnlyMode]).sort()).toEqual([["maintenance", true], ["migration", true]]);
+
+    const headers = { "x-xsrf-token": jar.get("XSRF-TOKEN")! };
+    for (const path of ["/queues/readonly/api/queues/migration/pause", "/queues/api/queues/migration/pause", "/queues/api/queues/pause"]) {
+      const res = await send(base, path, { jar, method: "PUT", headers });
+      expect([path, res.status]).toEqual([path, 403]);
+      await res.arrayBuffer();
+    }
+    expect(await fx.dashboard.jobs.queue("migration").isPaused()).toBe(false);
+  });
+
+  it("basic auth for tools, with the user's role; a wrong password is 401", async () => {
+    const ok = await send(base, "/queues/api/queues?activeQueue=migration&status=latest&page=1", { headers: { authorization: basic("alice", PASSWORDS.alice) } });
+    expect(ok.status).toBe(200);
+    const viewer = await send(base, "/queues/api/queues/migration/pause", { method: "PUT", headers: { authorization: basic("victor", PASSWORDS.victor) } });
+    expect(viewer.status).toBe(403);
+    const wrong = await send(base, "/queues/api/queues", { headers: { authorization: basic("alice", "nope") } });
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers.get("www-authenticate")).toBeNull();
+    const unknown = await send(base, "/queues/api/queues", { headers: { authorization: basic("mallory", "x") } });
+    expect(unknown.status).toBe(401);
+    const token = await send(base, "/queues/api/queues", { headers: { authorization: `Bearer ${fx.apiToken}` } });
+    expect(token.status).toBe(401); // API tokens are for /api and /metrics, not the boards
+  });
+
+  it("a session works on every replica, and logging out ends it on all of them", async () => {
+    const replica = await fx.replica();
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    expect((await send(replica.url, "/queues/api/queues?activeQueue=migration&status=latest&page=1", { jar })).status).toBe(200);
+    const stale = new CookieJar();
+    for (const [k, v] of jar.cookies) stale.cookies.set(k, v);
+
+    const withoutToken = await send(base, "/logout", { jar, method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "" });
+    expect(withoutToken.status).toBe(403);
+    const out = await send(replica.url, "/logout", {
+      jar,
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ _csrf: jar.get("XSRF-TOKEN")! }).toString(),
+    });
+    expect([out.status, out.headers.get("location")]).toEqual([303, "/login"]);
+    expect((await send(base, "/queues/api/queues", { jar: stale })).status).toBe(401);
+  });
+
+  it("a forged or tampered session cookie is no login", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const [id] = jar.get("fleet_session")!.split(".");
+    for (const value of [id!, `${id}.forged`, "x.y"]) {
+      const res = await fetch(`${base}/queues/api/queues`, { headers: { cookie: `fleet_session=${encodeURIComponent(value)}` } });
+      expect([value.length > 0, res.status]).toEqual([true, 401]);
+    }
+  });
+
+  it("no password, token or secret appears in any log line", () => {
+    const text = fx.logText();
+    expect(text).toContain("login failed");
+    for (const secret of fx.secrets) expect(text.includes(secret)).toBe(false);
+  });
+});
+
+describe("login rate limiting", () => {
+  let fx: DashboardFixture;
+  beforeAll(async () => {
+    fx = await createDashboardFixture("ratelimit", { DASHBOARD_LOGIN_LIMIT: "3", DASHBOARD_LOGIN_WINDOW: "10m" });
+  });
+  afterAll(() => fx?.close());
+
+  it("after the limit of failures, even the right password gets 429 with Retry-After, by form and by basic auth", async () => {
+    const base = fx.dashboard.url;
+    for (let i = 0; i < 3; i++) expect((await login(base, "alice", `wrong-${i}`)).res.status).toBe(401);
+    const blocked = await login(base, "alice", PASSWORDS.alice);
+    expect(blocked.res.status).toBe(429);
+    expect(Number(blocked.res.headers.get("retry-after"))).toBeGreaterThan(500);
+    expect(blocked.jar.get("fleet_session")).toBeUndefined();
+    const tool = await send(base, "/metrics", { headers: { authorization: basic("alice", PASSWORDS.alice) } });
+    expect(tool.status).toBe(429);
+  });
+});
