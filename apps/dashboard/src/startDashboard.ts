@@ -4,6 +4,7 @@ import formbody from "@fastify/formbody";
 import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
+import { ApiLock } from "@fleet/core/apiLock";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
@@ -17,6 +18,7 @@ import type { DashboardConfig } from "./config";
 import { healthRoutes } from "./healthRoutes";
 import { LoginLimiter } from "./loginLimiter";
 import { loginRoutes } from "./loginRoutes";
+import { progressRoutes } from "./progressPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
 
@@ -130,6 +132,15 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   ]);
   loginRoutes(app, { ...auth, cookieSecure: config.DASHBOARD_COOKIE_SECURE });
   app.get("/", async (_req, reply) => reply.redirect("/progress", 302));
+  const apiLock = new ApiLock(ctx.redis, ctx.prefix);
+  progressRoutes(app, {
+    db: ctx.db,
+    maxRetries: config.RETRY_MAX,
+    retryableCategories: config.RETRY_CATEGORIES,
+    staleAfterMs: config.RANGE_STALE_AFTER,
+    chartMinutes: 60,
+    lockReason: async () => (await apiLock.get())?.reason ?? null,
+  });
   await mountQueueBoards(app, Object.values(QUEUES).map((name) => ctx.jobs.queue(name)));
   return app;
 }

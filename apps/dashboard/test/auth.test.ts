@@ -1,3 +1,4 @@
+import { QUEUES } from "@fleet/jobs/names";
 import { CookieJar, PASSWORDS, basic, createDashboardFixture, login, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
 
@@ -90,7 +91,7 @@ describe("dashboard authentication and roles", () => {
     const list = await send(base, "/queues/api/queues?activeQueue=migration&status=latest&page=1", { jar });
     expect(list.status).toBe(200);
     const body = (await list.json()) as { queues: Array<{ name: string; readOnlyMode: boolean }> };
-    expect(body.queues.map((q) => [q.name, q.readOnlyMode]).sort()).toEqual([["maintenance", false], ["migration", false]]);
+    expect(body.queues.map((q) => [q.name, q.readOnlyMode]).sort()).toEqual(Object.values(QUEUES).sort().map((name) => [name, false]));
 
     const queue = fx.dashboard.jobs.queue("migration");
     const noToken = await send(base, "/queues/api/queues/migration/pause", { jar, method: "PUT" });
@@ -117,7 +118,7 @@ describe("dashboard authentication and roles", () => {
     expect(board.status).toBe(200);
     const list = await send(base, "/queues/readonly/api/queues?activeQueue=migration&status=latest&page=1", { jar });
     const body = (await list.json()) as { queues: Array<{ name: string; readOnlyMode: boolean }> };
-    expect(body.queues.map((q) => [q.name, q.readOnlyMode]).sort()).toEqual([["maintenance", true], ["migration", true]]);
+    expect(body.queues.map((q) => [q.name, q.readOnlyMode]).sort()).toEqual(Object.values(QUEUES).sort().map((name) => [name, true]));
 
     const headers = { "x-xsrf-token": jar.get("XSRF-TOKEN")! };
     for (const path of ["/queues/readonly/api/queues/migration/pause", "/queues/api/queues/migration/pause", "/queues/api/queues/pause"]) {

@@ -70,3 +70,59 @@ export async function retriesByCount(db: Queryable): Promise<Array<{ retryCount:
   );
   return rows;
 }
+
+export interface StatusCountRow {
+  status: string;
+  count: number;
+  bytes: number;
+}
+
+/** Ranges and files by status in one round trip (the report_* views). */
+export async function statusCounts(db: Queryable): Promise<{ ranges: Array<{ status: string; ranges: number; filesSucceeded: number; filesFailed: number }>; files: StatusCountRow[] }> {
+  const { rows } = await db.query(
+    `SELECT
+       (SELECT coalesce(json_agg(json_build_object('status', status, 'ranges', ranges, 'filesSucceeded', files_succeeded, 'filesFailed', files_failed) ORDER BY status), '[]'::json) FROM report_ranges_by_status) AS ranges,
+       (SELECT coalesce(json_agg(json_build_object('status', status, 'count', files, 'bytes', bytes) ORDER BY status), '[]'::json) FROM report_files_by_status) AS files`,
+  );
+  return { ranges: rows[0].ranges, files: rows[0].files };
+}
+
+export interface ThroughputRow {
+  minute: Date;
+  succeeded: number;
+  failed: number;
+  bytes: number;
+}
+
+/** Files finished per minute over the last `minutes` minutes, oldest first (report_throughput_per_minute). */
+export async function throughputPerMinute(db: Queryable, minutes: number): Promise<ThroughputRow[]> {
+  const { rows } = await db.query<ThroughputRow>(
+    `SELECT minute, succeeded, failed, bytes FROM report_throughput_per_minute
+      WHERE minute >= date_trunc('minute', now()) - make_interval(mins => $1::int) ORDER BY minute`,
+    [minutes],
+  );
+  return rows;
+}
+
+export interface LiveWorkerRow {
+  owner: string;
+  ranges: number;
+  lastHeartbeat: Date | null;
+  stale: boolean;
+}
+
+/**
+ * The workers holding ranges now, from migration_ranges owner/heartbeat_at (a worker that owns
+ * nothing between ranges does not appear). `stale`: its newest heartbeat is older than
+ * staleAfterMs, so recover-stuck or another worker will take its ranges over.
+ */
+export async function liveWorkers(db: Queryable, staleAfterMs: number): Promise<LiveWorkerRow[]> {
+  const { rows } = await db.query<LiveWorkerRow>(
+    `SELECT owner, count(*)::int8 AS ranges, max(heartbeat_at) AS "lastHeartbeat",
+            coalesce(max(heartbeat_at) < now() - make_interval(secs => $1::float8 / 1000), true) AS stale
+       FROM migration_ranges WHERE status = 'PROCESSING' AND owner IS NOT NULL
+      GROUP BY owner ORDER BY owner`,
+    [staleAfterMs],
+  );
+  return rows;
+}

@@ -1,0 +1,110 @@
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { createDashboardFixture, login, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+const HOSTILE_NAME = `<script>alert("name")</script>'"&.dat`;
+const HOSTILE_MESSAGE = `<img src=x onerror=alert(1)> disk said "no" & left`;
+
+/**
+ * The progress page over a database in a known state: 10 source files in 3 ranges (one
+ * complete, one held by a worker with a fresh heartbeat, one by a worker whose heartbeat is
+ * stale), 6 files migrated in the last minutes, 3 failed (one with hostile text), 1 retrying.
+ */
+describe("progress page", () => {
+  let fx: DashboardFixture;
+  let db: DbPool;
+  let base: string;
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("progress");
+    base = fx.dashboard.url;
+    db = createPool({ connectionString: fx.db.url, max: 2 });
+    await db.query(
+      `INSERT INTO source_files (id, uri, name, size)
+       SELECT g, CASE WHEN g = 7 THEN 'in/' || $1 ELSE 'in/f' || g || '.dat' END, CASE WHEN g = 7 THEN $1 ELSE 'f' || g || '.dat' END, 1000
+         FROM generate_series(1, 10) g`,
+      [HOSTILE_NAME],
+    );
+    await db.query(
+      `INSERT INTO migration_ranges (id, min_id, max_id, status, owner, heartbeat_at, files_succeeded, files_failed) VALUES
+         (1, 1, 4, 'COMPLETE', NULL, NULL, 4, 0),
+         (2, 5, 8, 'PROCESSING', 'host-a:101:aaaaaa', now() - interval '5 seconds', 2, 2),
+         (3, 9, 10, 'PROCESSING', 'host-b:202:bbbbbb', now() - interval '1 hour', 0, 1)`,
+    );
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date) VALUES
+         (1, 1, 'in/f1.dat', 'f1.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '3 minutes'),
+         (2, 1, 'in/f2.dat', 'f2.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '2 minutes'),
+         (3, 1, 'in/f3.dat', 'f3.dat', 1000, 'SUCCESS', NULL, NULL, 1, now() - interval '2 minutes'),
+         (4, 1, 'in/f4.dat', 'f4.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '1 minute'),
+         (5, 2, 'in/f5.dat', 'f5.dat', 1000, 'SUCCESS', NULL, NULL, 0, now()),
+         (6, 2, 'in/f6.dat', 'f6.dat', 1000, 'SUCCESS', NULL, NULL, 0, now()),
+         (7, 2, $1, $2, 1000, 'FAIL', 'not-found', $3, 0, now()),
+         (8, 2, 'in/f8.dat', 'f8.dat', 1000, 'FAIL', 'network', 'connection reset', 2, now()),
+         (9, 3, 'in/f9.dat', 'f9.dat', 1000, 'FAIL', 'network', 'connection reset', 3, now()),
+         (10, 3, 'in/f10.dat', 'f10.dat', 1000, 'RETRYING', 'network', 'connection reset', 1, now())`,
+      [`in/${HOSTILE_NAME}`, HOSTILE_NAME, HOSTILE_MESSAGE],
+    );
+  });
+  afterAll(async () => {
+    await db?.end();
+    await fx?.close();
+  });
+
+  it("needs a login", async () => {
+    expect((await send(base, "/progress")).status).toBe(401);
+    expect((await send(base, "/progress.json")).status).toBe(401);
+  });
+
+  it("JSON: statuses, rate and ETA, retries, failures with examples, workers with heartbeats and staleness", async () => {
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    const res = await send(base, "/progress.json", { jar });
+    expect(res.status).toBe(200);
+    const r = (await res.json()) as Record<string, any>;
+    expect(r.progress).toMatchObject({ sourceFiles: 10, files: { SUCCESS: 6, FAIL: 3, RETRYING: 1 }, ranges: { COMPLETE: 1, PROCESSING: 2, PENDING: 0 }, failedFinal: 2 });
+    expect(r.finished).toBe(9);
+    expect(r.files).toEqual([
+      { status: "SUCCESS", count: 6, bytes: 6000 },
+      { status: "FAIL", count: 3, bytes: 3000 },
+      { status: "RETRYING", count: 1, bytes: 1000 },
+    ]);
+    expect(r.ranges.map((x: { status: string; ranges: number }) => [x.status, x.ranges])).toEqual([["PROCESSING", 2], ["COMPLETE", 1]]);
+    // 9 outcomes within the last 5 minutes, the first 3 minutes ago: about 9 / 180 s.
+    expect(r.rate).toBeGreaterThan(9 / 300);
+    expect(r.rate).toBeLessThan(9 / 120);
+    expect(r.etaSeconds).toBeCloseTo(1 / r.rate, 5);
+    expect(r.throughput.reduce((s: number, t: { succeeded: number; failed: number }) => s + t.succeeded + t.failed, 0)).toBe(9); // RETRYING has no outcome yet
+    expect(r.retries).toEqual([
+      { retryCount: 0, status: "FAIL", files: 1 },
+      { retryCount: 1, status: "SUCCESS", files: 1 }, // statuses in the enum's order
+      { retryCount: 1, status: "RETRYING", files: 1 },
+      { retryCount: 2, status: "FAIL", files: 1 },
+      { retryCount: 3, status: "FAIL", files: 1 },
+    ]);
+    expect(r.failures).toEqual([
+      { category: "network", files: 2, exampleMessage: "connection reset", exampleUri: "in/f8.dat" },
+      { category: "not-found", files: 1, exampleMessage: HOSTILE_MESSAGE, exampleUri: `in/${HOSTILE_NAME}` },
+    ]);
+    expect(r.workers.map((w: { owner: string; ranges: number; stale: boolean }) => [w.owner, w.ranges, w.stale])).toEqual([
+      ["host-a:101:aaaaaa", 1, false],
+      ["host-b:202:bbbbbb", 1, true],
+    ]);
+  });
+
+  it("HTML: the numbers, a chart, hostile file names and messages escaped, no script allowed", async () => {
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    const res = await send(base, "/progress", { jar });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-security-policy")).toContain("default-src 'none'");
+    const text = await res.text();
+    expect(text).toContain("9 / 10 (90%)");
+    expect(text).toContain("<svg");
+    expect(text).toContain("host-a:101:aaaaaa");
+    expect(text).toMatch(/host-b:202:bbbbbb.*stale/s);
+    expect(text).not.toContain("<script");
+    expect(text).not.toContain("<img src=x");
+    expect(text).toContain("&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;&#39;&quot;&amp;.dat");
+    expect(text).toContain("&lt;img src=x onerror=alert(1)&gt; disk said &quot;no&quot; &amp; left");
+  });
+});
