@@ -18,6 +18,8 @@ import type { DashboardConfig } from "./config";
 import { healthRoutes } from "./healthRoutes";
 import { LoginLimiter } from "./loginLimiter";
 import { loginRoutes } from "./loginRoutes";
+import { createDashboardMetrics } from "./dashboardMetrics";
+import { metricsRoute } from "./metricsRoute";
 import { progressRoutes } from "./progressPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
@@ -141,7 +143,19 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     chartMinutes: 60,
     lockReason: async () => (await apiLock.get())?.reason ?? null,
   });
-  await mountQueueBoards(app, Object.values(QUEUES).map((name) => ctx.jobs.queue(name)));
+  const queues = Object.values(QUEUES).map((name) => ctx.jobs.queue(name));
+  metricsRoute(
+    app,
+    createDashboardMetrics({
+      db: ctx.db,
+      queues,
+      apiLock,
+      maxRetries: config.RETRY_MAX,
+      retryableCategories: config.RETRY_CATEGORIES,
+      staleAfterMs: config.RANGE_STALE_AFTER,
+    }),
+  );
+  await mountQueueBoards(app, queues);
   return app;
 }
 

@@ -1,6 +1,7 @@
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
-import { createDashboardFixture, login, send } from "./dashboardFixture";
+import { basic, createDashboardFixture, login, send } from "./dashboardFixture";
+import { sample } from "./promText";
 import type { DashboardFixture } from "./dashboardFixture";
 
 const HOSTILE_NAME = `<script>alert("name")</script>'"&.dat`;
@@ -106,5 +107,35 @@ describe("progress page", () => {
     expect(text).not.toContain("<img src=x");
     expect(text).toContain("&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt;&#39;&quot;&amp;.dat");
     expect(text).toContain("&lt;img src=x onerror=alert(1)&gt; disk said &quot;no&quot; &amp; left");
+  });
+
+  it("/metrics: queue depth per state and migration gauges, for a bearer token, basic auth or a session; 401 otherwise", async () => {
+    await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 2 });
+    await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 3 }, { delayMs: 60_000 });
+    await fx.dashboard.jobs.enqueue("seed-ranges", {});
+    const res = await send(base, "/metrics", { headers: { authorization: `Bearer ${fx.apiToken}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(sample(text, "fleet_queue_jobs", { queue: "migration", state: "waiting" })).toBe(1);
+    expect(sample(text, "fleet_queue_jobs", { queue: "migration", state: "delayed" })).toBe(1);
+    expect(sample(text, "fleet_queue_jobs", { queue: "maintenance", state: "waiting" })).toBe(1);
+    expect(sample(text, "fleet_queue_jobs", { queue: "maintenance", state: "failed" })).toBe(0);
+    expect(sample(text, "fleet_queue_paused", { queue: "migration" })).toBe(0);
+    expect(sample(text, "fleet_migration_source_files")).toBe(10);
+    expect(sample(text, "fleet_migration_files", { status: "SUCCESS" })).toBe(6);
+    expect(sample(text, "fleet_migration_files", { status: "FAIL" })).toBe(3);
+    expect(sample(text, "fleet_migration_files_failed_final")).toBe(2);
+    expect(sample(text, "fleet_migration_ranges", { status: "PROCESSING" })).toBe(2);
+    expect(sample(text, "fleet_migration_bytes_migrated")).toBe(6000);
+    expect(sample(text, "fleet_migration_workers")).toBe(1);
+    expect(sample(text, "fleet_api_locked")).toBe(0);
+    expect(text).toMatch(/^fleet_dashboard_process_cpu_user_seconds_total \d/m);
+
+    expect((await send(base, "/metrics", { headers: { authorization: basic("victor", "victor-viewer-pw") } })).status).toBe(200);
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    expect((await send(base, "/metrics", { jar })).status).toBe(200);
+    expect((await send(base, "/metrics", { headers: { authorization: `Bearer ${fx.apiToken}x` } })).status).toBe(401);
+    expect((await send(base, "/metrics")).status).toBe(401);
   });
 });

@@ -1,0 +1,140 @@
+import type { Queue } from "bullmq";
+import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import type { ApiLock } from "@fleet/core/apiLock";
+import type { Queryable } from "@fleet/db/pool";
+import { liveWorkers, migrationProgress } from "@fleet/db/sql/reports";
+
+/**
+ * The dashboard's /metrics: fleet-wide state read at scrape time (queue depth per state from
+ * Redis, migration progress from Postgres), unlike a worker's counters of its own work. One
+ * dashboard replica is enough to scrape; every replica answers the same numbers. A snapshot is
+ * reused for SNAPSHOT_MS so several gauges (and scrapers) cost one round of queries.
+ */
+export const JOB_STATES = ["waiting", "active", "delayed", "prioritized", "waiting-children", "completed", "failed"] as const;
+
+const SNAPSHOT_MS = 5_000;
+
+export interface DashboardMetricsOptions {
+  db: Queryable;
+  queues: readonly Queue[];
+  apiLock: ApiLock;
+  maxRetries: number;
+  retryableCategories: readonly string[];
+  staleAfterMs: number;
+}
+
+interface Snapshot {
+  queues: Array<{ queue: string; counts: Record<string, number>; paused: boolean }>;
+  progress: Awaited<ReturnType<typeof migrationProgress>>;
+  liveWorkers: number;
+  locked: boolean;
+}
+
+export function createDashboardMetrics(options: DashboardMetricsOptions): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "fleet_dashboard_" });
+  let cached: { at: number; snapshot: Promise<Snapshot> } | undefined;
+  const snapshot = (): Promise<Snapshot> => {
+    if (!cached || Date.now() - cached.at > SNAPSHOT_MS) {
+      const pending = readSnapshot(options);
+      // A failed read must not be served again: the next scrape retries.
+      pending.catch(() => (cached = undefined));
+      cached = { at: Date.now(), snapshot: pending };
+    }
+    return cached.snapshot;
+  };
+  const registers = [registry];
+
+  new Gauge({
+    name: "fleet_queue_jobs",
+    help: "Jobs in each queue by state (BullMQ)",
+    labelNames: ["queue", "state"],
+    registers,
+    async collect() {
+      this.reset();
+      for (const { queue, counts } of (await snapshot()).queues) {
+        for (const state of JOB_STATES) this.set({ queue, state }, counts[state] ?? 0);
+      }
+    },
+  });
+  new Gauge({
+    name: "fleet_queue_paused",
+    help: "1 while a queue is paused (its waiting jobs are not taken)",
+    labelNames: ["queue"],
+    registers,
+    async collect() {
+      for (const { queue, paused } of (await snapshot()).queues) this.set({ queue }, paused ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_source_files",
+    help: "Files in the inventory (source_files)",
+    registers,
+    async collect() {
+      this.set((await snapshot()).progress.sourceFiles);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_files",
+    help: "Migration files by status (migration_files)",
+    labelNames: ["status"],
+    registers,
+    async collect() {
+      const { files } = (await snapshot()).progress;
+      for (const [status, n] of Object.entries(files)) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_files_failed_final",
+    help: "Failed files that will not be retried (permanent category or out of retries)",
+    registers,
+    async collect() {
+      this.set((await snapshot()).progress.failedFinal);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_ranges",
+    help: "Migration ranges by status",
+    labelNames: ["status"],
+    registers,
+    async collect() {
+      const { ranges } = (await snapshot()).progress;
+      for (const [status, n] of Object.entries(ranges)) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_bytes_migrated",
+    help: "Bytes of successfully migrated files",
+    registers,
+    async collect() {
+      this.set((await snapshot()).progress.bytesMigrated);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_workers",
+    help: "Workers holding a range with a fresh heartbeat",
+    registers,
+    async collect() {
+      this.set((await snapshot()).liveWorkers);
+    },
+  });
+  new Gauge({
+    name: "fleet_api_locked",
+    help: "1 while the operations API is locked (maintenance mode)",
+    registers,
+    async collect() {
+      this.set((await snapshot()).locked ? 1 : 0);
+    },
+  });
+  return registry;
+}
+
+async function readSnapshot(options: DashboardMetricsOptions): Promise<Snapshot> {
+  const [queues, progress, workers, lock] = await Promise.all([
+    Promise.all(options.queues.map(async (q) => ({ queue: q.name, counts: await q.getJobCounts(...JOB_STATES), paused: await q.isPaused() }))),
+    migrationProgress(options.db, options),
+    liveWorkers(options.db, options.staleAfterMs),
+    options.apiLock.get(),
+  ]);
+  return { queues, progress, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null };
+}
