@@ -5,6 +5,7 @@ import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { ApiLock } from "@fleet/core/apiLock";
+import type { Catalogue } from "@fleet/core/catalogue";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
@@ -20,6 +21,7 @@ import { LoginLimiter } from "./loginLimiter";
 import { loginRoutes } from "./loginRoutes";
 import { createDashboardMetrics } from "./dashboardMetrics";
 import { metricsRoute } from "./metricsRoute";
+import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
@@ -51,7 +53,8 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     onIdleError: (err) => log.warn({ err }, "idle database connection lost; it will be replaced"),
   });
   const prefix = bullPrefix(config.FLEET_PREFIX);
-  const jobs = new JobClient(buildFleetCatalogue(), redis, prefix, {
+  const catalogue = buildFleetCatalogue();
+  const jobs = new JobClient(catalogue, redis, prefix, {
     attempts: config.JOB_ATTEMPTS,
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
@@ -65,7 +68,7 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
   let app: FastifyInstance;
   try {
     await waitReady(redis, config.REDIS_URL);
-    app = await buildDashboardApp({ config, log, db, redis, jobs, prefix });
+    app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix });
     await app.listen({ port: config.DASHBOARD_PORT, host: config.DASHBOARD_HOST });
   } catch (err) {
     await release();
@@ -94,6 +97,7 @@ interface AppContext {
   db: DbPool;
   redis: Redis;
   jobs: JobClient<FleetJobs>;
+  catalogue: Catalogue<FleetJobs>;
   prefix: string;
 }
 
@@ -155,6 +159,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       staleAfterMs: config.RANGE_STALE_AFTER,
     }),
   );
+  operationsApi(app, { catalogue: ctx.catalogue, jobs: ctx.jobs, queues, apiLock });
   await mountQueueBoards(app, queues);
   return app;
 }

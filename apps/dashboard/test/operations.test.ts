@@ -1,0 +1,122 @@
+import { Worker } from "bullmq";
+import { Redis } from "ioredis";
+import { createDashboardFixture, login, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+describe("operations API", () => {
+  let fx: DashboardFixture;
+  let base: string;
+  let auth: Record<string, string>;
+
+  const submit = (body: unknown, headers: Record<string, string> = auth) =>
+    send(base, "/api/operations", { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: JSON.stringify(body) });
+  const waiting = async () => {
+    const counts = await Promise.all(["migration", "maintenance"].map((q) => fx.dashboard.jobs.queue(q).getJobCounts("waiting", "delayed", "prioritized")));
+    return counts.reduce((s, c) => s + Object.values(c).reduce((a, b) => a + b, 0), 0);
+  };
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("operations");
+    base = fx.dashboard.url;
+    auth = { authorization: `Bearer ${fx.apiToken}` };
+  });
+  afterAll(() => fx?.close());
+
+  it("needs a bearer token: none, a wrong one, basic auth or a session cookie get 401", async () => {
+    expect((await submit({ name: "seed-ranges" }, {})).status).toBe(401);
+    expect((await submit({ name: "seed-ranges" }, { authorization: `Bearer ${"0".repeat(48)}` })).status).toBe(401);
+    expect((await submit({ name: "seed-ranges" }, { authorization: `Basic ${Buffer.from("alice:alice-operator-pw-Ϡ").toString("base64")}` })).status).toBe(401);
+    const { jar } = await login(base, "alice", "alice-operator-pw-Ϡ");
+    expect((await send(base, "/api/operations", { jar })).status).toBe(401);
+    expect(await waiting()).toBe(0);
+  });
+
+  it("submits a catalogue job, shows it, lists it by state and cancels it while it waits", async () => {
+    const res = await submit({ name: "migrate-range", data: { rangeId: 5 }, opts: { priority: 3 } });
+    expect(res.status).toBe(202);
+    const op = (await res.json()) as { id: string; state: string; queue: string };
+    expect(op).toMatchObject({ name: "migrate-range", queue: "migration", state: "prioritized", attempts: 0 });
+
+    const shown = await send(base, `/api/operations/${encodeURIComponent(op.id)}`, { headers: auth });
+    expect(shown.status).toBe(200);
+    expect(await shown.json()).toMatchObject({ id: op.id, data: { rangeId: 5 }, result: null, error: null, log: [] });
+
+    const listed = (await (await send(base, "/api/operations?state=prioritized", { headers: auth })).json()) as { operations: Array<{ id: string }> };
+    expect(listed.operations.map((o) => o.id)).toEqual([op.id]);
+    const none = (await (await send(base, "/api/operations?state=failed", { headers: auth })).json()) as { operations: unknown[] };
+    expect(none.operations).toEqual([]);
+
+    const cancel = await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth });
+    expect(await cancel.json()).toEqual({ id: op.id, cancelled: true, was: "prioritized" });
+    expect((await send(base, `/api/operations/${encodeURIComponent(op.id)}`, { headers: auth })).status).toBe(404);
+    expect(await waiting()).toBe(0);
+  });
+
+  it("unknown job names and invalid data: 400 with the issues, nothing enqueued", async () => {
+    const unknown = await submit({ name: "format-disk", data: {} });
+    expect(unknown.status).toBe(400);
+    expect(await unknown.json()).toMatchObject({ error: 'unknown job "format-disk"', known: expect.arrayContaining(["migrate-range", "seed-ranges"]) });
+
+    const bad = await submit({ name: "migrate-range", data: { rangeId: "five", extra: 1 } });
+    expect(bad.status).toBe(400);
+    const body = (await bad.json()) as { error: string; issues: Array<{ path: string; message: string }> };
+    expect(body.error).toBe('invalid data for job "migrate-range"');
+    expect(body.issues.map((i) => i.path)).toEqual(expect.arrayContaining(["rangeId"]));
+
+    for (const wrong of [{ data: {} }, { name: "seed-ranges", unexpected: true }, { name: "seed-ranges", opts: { attempts: 100 } }, { name: "seed-ranges", opts: { jobId: "../x y" } }, [1, 2]]) {
+      const res = await submit(wrong);
+      expect([JSON.stringify(wrong), res.status]).toEqual([JSON.stringify(wrong), 400]);
+      expect(((await res.json()) as { issues: unknown[] }).issues.length).toBeGreaterThan(0);
+    }
+    const query = await send(base, "/api/operations?state=sleeping", { headers: auth });
+    expect(query.status).toBe(400);
+    expect(await waiting()).toBe(0);
+  });
+
+  it("a running operation cannot be cancelled yet (409, left alone); unknown ids are 404", async () => {
+    await submit({ name: "migrate-range", data: { rangeId: 9 } });
+    const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const worker = new Worker("migration", null, { connection, prefix: `{${fx.prefix}}`, autorun: false });
+    try {
+      const job = (await worker.getNextJob("test-token"))!;
+      expect(await job.getState()).toBe("active");
+      const res = await send(base, `/api/operations/${encodeURIComponent(job.id!)}/cancel`, { method: "POST", headers: auth });
+      expect(res.status).toBe(409);
+      expect(await job.getState()).toBe("active");
+      await job.moveToCompleted({ copied: 4 }, "test-token", false);
+      const shown = (await (await send(base, `/api/operations/${encodeURIComponent(job.id!)}`, { headers: auth })).json()) as Record<string, unknown>;
+      expect(shown).toMatchObject({ state: "completed", result: { copied: 4 } });
+      const again = await send(base, `/api/operations/${encodeURIComponent(job.id!)}/cancel`, { method: "POST", headers: auth });
+      expect([again.status, ((await again.json()) as { error: string }).error]).toEqual([409, "the operation has already completed"]);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    expect((await send(base, "/api/operations/no-such-id/cancel", { method: "POST", headers: auth })).status).toBe(404);
+    expect((await send(base, "/api/operations/no-such-id", { headers: auth })).status).toBe(404);
+  });
+
+  it("API lock: submissions get 423 with the reason while status and listing keep working; the progress page shows a banner", async () => {
+    const lock = await send(base, "/api/lock", { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ reason: "upgrading <the> storage" }) });
+    expect(lock.status).toBe(200);
+    const refused = await submit({ name: "seed-ranges" });
+    expect(refused.status).toBe(423);
+    expect(await refused.json()).toMatchObject({ error: "the API is locked", reason: "upgrading <the> storage", lockedBy: "ci" });
+    expect(await waiting()).toBe(0);
+    expect((await send(base, "/api/operations", { headers: auth })).status).toBe(200);
+    expect(await (await send(base, "/api/lock", { headers: auth })).json()).toMatchObject({ locked: { reason: "upgrading <the> storage", by: "ci" } });
+
+    // Another replica sees the same lock: it lives in Redis.
+    const replica = await fx.replica();
+    expect((await send(replica.url, "/api/operations", { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: '{"name":"seed-ranges"}' })).status).toBe(423);
+
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    const progress = await (await send(base, "/progress", { jar })).text();
+    expect(progress).toContain("API locked");
+    expect(progress).toContain("upgrading &lt;the&gt; storage");
+
+    const unlock = await send(base, "/api/lock", { method: "DELETE", headers: auth });
+    expect(await unlock.json()).toEqual({ locked: false, removed: true });
+    expect((await submit({ name: "seed-ranges" })).status).toBe(202);
+  });
+});
