@@ -122,6 +122,8 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   });
   app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: "not found" }));
 
+  // JSON and forms only: a text/plain body is 415, not a string handed to a JSON route.
+  app.removeContentTypeParser("text/plain");
   await app.register(cookie, { secret: config.DASHBOARD_SESSION_SECRET });
   await app.register(formbody, { bodyLimit: config.DASHBOARD_BODY_LIMIT });
 
@@ -167,9 +169,10 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
 /** Fastify's own 4xx errors, in words that neither echo the body nor name internals. */
 function clientMessage(err: { code?: string; message: string; statusCode?: number }): string {
   switch (err.code) {
-    case "FST_ERR_CTP_INVALID_JSON":
-    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
       return "malformed JSON body";
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return "empty JSON body";
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return "request body too large";
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
