@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { DelayedError, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
 import type { Job } from "bullmq";
 import type { Redis } from "ioredis";
@@ -10,6 +11,9 @@ import type { FleetMetrics } from "./metrics";
 import { fleetBackoffStrategy } from "./backoff";
 import type { RunWindows } from "./runWindow";
 import { formatZodIssues } from "./zodIssues";
+
+// Listeners allowed on one job's AbortSignal (copies in flight × listeners per copy).
+const JOB_SIGNAL_MAX_LISTENERS = 10_000;
 
 /**
  * Runs the catalogue's processors on BullMQ workers. Everything a processor should not have
@@ -131,6 +135,9 @@ export class JobRunner<Deps> {
       }
     }
     const abort = signal ?? new AbortController().signal;
+    // One job signal is shared by every copy in flight (COPY_CONCURRENCY of them, each with
+    // its streams and SDK requests listening): dozens of listeners are expected, not a leak.
+    setMaxListeners(JOB_SIGNAL_MAX_LISTENERS, abort);
     const ctx: JobContext<Deps> = {
       job: { id: job.id ?? "", name: job.name, queue, attempt: job.attemptsMade + 1, enqueuedAt: job.timestamp },
       log,

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { DelayJob } from "@fleet/core/delayJob";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
@@ -62,6 +63,8 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   log.info({ rangeId, minId: range.minId, maxId: range.maxId, rangeAttempt: range.attempts }, "range claimed");
 
   const stop = new AbortController();
+  // Every copy in flight listens on it (reads, writes, pool waits): many listeners are expected.
+  setMaxListeners(10_000, stop.signal);
   let stopReason: "aborted" | "lost" | "window" | "breaker" | undefined;
   let breakerError: RetryableError | undefined;
   const halt = (reason: NonNullable<typeof stopReason>) => {

@@ -51,6 +51,15 @@ export interface RuntimeOptions {
 
 export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const { config, log } = options;
+  // Storages first: a bad URL or credential throws before any connection is opened.
+  const source = openStorage(config, "source");
+  let destination: Storage;
+  try {
+    destination = openStorage(config, "destination");
+  } catch (err) {
+    void source.close();
+    throw err;
+  }
   const catalogue = buildFleetCatalogue();
   const metrics = options.metrics ?? createMetrics({ defaultMetrics: false });
   const db = createPool({
@@ -63,14 +72,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   redis.on("error", (err) => log.debug({ err }, "redis producer connection error"));
   const prefix = bullPrefix(config.FLEET_PREFIX);
   const settings = toMigrationSettings(config);
-  const source = openStorage(config, "source");
-  let destination: Storage;
-  try {
-    destination = openStorage(config, "destination");
-  } catch (err) {
-    void source.close();
-    throw err;
-  }
+
   const jobs = new JobClient(catalogue, redis, prefix, {
     attempts: config.JOB_ATTEMPTS,
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
