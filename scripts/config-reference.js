@@ -6,6 +6,7 @@ const apps = {
   worker: require("../apps/worker/dist/config.js").workerSchema,
   scheduler: require("../apps/scheduler/dist/config.js").schedulerSchema,
   cli: require("../apps/cli/dist/config.js").cliSchema,
+  dashboard: require("../apps/dashboard/dist/config.js").dashboardSchema,
 };
 const rows = new Map();
 for (const [app, schema] of Object.entries(apps)) {

@@ -45,8 +45,10 @@ export const usersField = z
 /** `ci:<token>,site-a:<token>`; tokens of at least 32 characters (e.g. `openssl rand -hex 32`). */
 export const apiTokensField = z
   .string()
-  .default("")
+  .optional()
   .transform((value, ctx) => {
+    // Unset stays undefined (no tokens: the API answers 401 to everyone), so docs show no default.
+    if (value === undefined) return undefined;
     const tokens: ApiToken[] = [];
     for (const [i, entry] of value.split(",").map((s) => s.trim()).filter(Boolean).entries()) {
       const colon = entry.indexOf(":");

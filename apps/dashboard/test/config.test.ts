@@ -49,7 +49,7 @@ describe("dashboard config", () => {
       DASHBOARD_API_TOKENS: `ci:${"t".repeat(40)}`,
     });
     expect([...config.DASHBOARD_USERS.values()].map((u) => [u.name, u.role])).toEqual([["alice", "operator"], ["bob", "viewer"]]);
-    expect(config.DASHBOARD_API_TOKENS.map((t) => t.name)).toEqual(["ci"]);
+    expect(config.DASHBOARD_API_TOKENS!.map((t) => t.name)).toEqual(["ci"]);
     expect(config.DASHBOARD_COOKIE_SECURE).toBe(true);
     expect(await verifyPassword("pw-bob-22", config.DASHBOARD_USERS.get("bob")!.password)).toBe(true);
     expect(await verifyPassword("pw-bob-23", config.DASHBOARD_USERS.get("bob")!.password)).toBe(false);
