@@ -8,7 +8,7 @@ import type { CliContext } from "./context";
 import { cliSchema } from "./config";
 import { runDemo } from "./commands/demo";
 import { progressBar, seedDemo } from "./commands/seedDemo";
-import { formatFailures, formatStatus, readStatus, watchStatus } from "./commands/status";
+import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
 import { verifyMigration } from "./commands/verify";
 
 /** `fleet`: the operator's terminal tool. Every command exits non-zero with a clear message on failure. */
@@ -102,7 +102,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     );
   migrate
     .command("status")
-    .description("ranges and files by status, rate and ETA")
+    .description("ranges and files by status, rate and ETA, transfers per link")
     .option("--watch", "live progress bars until the migration is done")
     .option("--json", "machine-readable output")
     .action((opts: { watch?: boolean; json?: boolean }) =>
@@ -117,10 +117,13 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         } else {
           snapshot = await readStatus(runtime.db, options);
         }
+        const links = await readLinks(runtime.db);
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify(snapshot)}\n`);
+          process.stdout.write(`${JSON.stringify({ ...snapshot, links })}\n`);
         } else {
           process.stdout.write(`${formatStatus(snapshot)}\n`);
+          const linkLines = formatLinks(links);
+          if (linkLines) process.stdout.write(`${linkLines}\n`);
           const failures = await formatFailures(runtime.db);
           if (failures) process.stdout.write(`${failures}\n`);
         }

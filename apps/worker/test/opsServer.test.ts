@@ -52,8 +52,9 @@ describe("worker ops server", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
     expect(sample(body, "fleet_jobs_completed_total", { queue: "maintenance", name: "seed-ranges" })).toBe(1);
-    expect(sample(body, "fleet_files_migrated_total", { source: "local", destination: "local" })).toBe(25);
-    expect(sample(body, "fleet_bytes_migrated_total", { source: "local", destination: "local" })).toBeGreaterThan(25 * 1_024);
+    const link = { source: "local", destination: "local", link: `local:${fx.sourceDir} → local:${fx.destDir}` };
+    expect(sample(body, "fleet_files_migrated_total", link)).toBe(25);
+    expect(sample(body, "fleet_bytes_migrated_total", link)).toBeGreaterThan(25 * 1_024);
     // Process metrics are there too (named fleet_process_process_* today: prom-client's own
     // process_ prefix under Fleet's fleet_process_ one).
     expect(body).toMatch(/^fleet_process_\w*cpu_user_seconds_total \d/m);

@@ -10,8 +10,9 @@ export interface FleetMetrics {
   jobsFailed: Counter<"queue" | "name" | "category" | "final">;
   jobsDelayedByWindow: Counter<"queue" | "name">;
   jobDuration: Histogram<"queue" | "name" | "outcome">;
-  filesMigrated: Counter<"source" | "destination">;
-  bytesMigrated: Counter<"source" | "destination">;
+  /** Per link: `source`/`destination` are adapter kinds, `link` the two configured locations. */
+  filesMigrated: Counter<"source" | "destination" | "link">;
+  bytesMigrated: Counter<"source" | "destination" | "link">;
   fileFailures: Counter<"category">;
   activeJobs: Gauge<"queue">;
 }
@@ -43,8 +44,18 @@ export function createMetrics(options: { defaultMetrics?: boolean; labels?: Reco
       buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
       registers,
     }),
-    filesMigrated: new Counter({ name: "fleet_files_migrated_total", help: "Files copied and verified", labelNames: ["source", "destination"], registers }),
-    bytesMigrated: new Counter({ name: "fleet_bytes_migrated_total", help: "Bytes copied and verified", labelNames: ["source", "destination"], registers }),
+    filesMigrated: new Counter({
+      name: "fleet_files_migrated_total",
+      help: "Files copied and verified, per link (source and destination adapter kinds, and the link between the two locations)",
+      labelNames: ["source", "destination", "link"],
+      registers,
+    }),
+    bytesMigrated: new Counter({
+      name: "fleet_bytes_migrated_total",
+      help: "Bytes copied and verified, per link (rate(): bytes/s; sum by (destination): per adapter)",
+      labelNames: ["source", "destination", "link"],
+      registers,
+    }),
     fileFailures: new Counter({ name: "fleet_file_failures_total", help: "Files that failed, by error category", labelNames: ["category"], registers }),
     activeJobs: new Gauge({ name: "fleet_active_jobs", help: "Jobs running in this process", labelNames: ["queue"], registers }),
   };

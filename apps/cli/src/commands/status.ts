@@ -1,5 +1,5 @@
 import { MultiBar, Presets } from "cli-progress";
-import { migrationProgress, failuresByCategory } from "@fleet/db/sql/reports";
+import { migrationProgress, failuresByCategory, transferLinks } from "@fleet/db/sql/reports";
 import type { MigrationProgress } from "@fleet/db/sql/reports";
 import type { DbPool } from "@fleet/db/pool";
 
@@ -55,6 +55,55 @@ export async function formatFailures(db: DbPool): Promise<string> {
   if (rows.length === 0) return "";
   return ["failures by category:", ...rows.map((r) => `  ${r.category.padEnd(20)} ${String(r.files).padStart(8)}  e.g. ${r.exampleMessage ?? ""}`)].join("\n");
 }
+
+/** Seconds of recent history behind a link's current rate. */
+export const LINK_RATE_WINDOW_SECONDS = 60;
+
+export interface LinkStatus {
+  source: string;
+  destination: string;
+  files: number;
+  bytes: number;
+  /** Over the last LINK_RATE_WINDOW_SECONDS. */
+  filesPerSec: number;
+  bytesPerSec: number;
+  /** Over the link's whole history (first to last transfer). */
+  averageFilesPerSec: number | null;
+  averageBytesPerSec: number | null;
+}
+
+/** Succeeded transfers per link (source location → destination location), with rates. */
+export async function readLinks(db: DbPool): Promise<LinkStatus[]> {
+  const rows = await transferLinks(db, LINK_RATE_WINDOW_SECONDS);
+  return rows.map((r) => {
+    const span = r.firstAt && r.lastAt ? (r.lastAt.getTime() - r.firstAt.getTime()) / 1000 : 0;
+    return {
+      source: r.source,
+      destination: r.destination,
+      files: r.files,
+      bytes: r.bytes,
+      filesPerSec: round1(r.recentFiles / LINK_RATE_WINDOW_SECONDS),
+      bytesPerSec: Math.round(r.recentBytes / LINK_RATE_WINDOW_SECONDS),
+      averageFilesPerSec: span > 0 ? round1(r.files / span) : null,
+      averageBytesPerSec: span > 0 ? Math.round(r.bytes / span) : null,
+    };
+  });
+}
+
+export function formatLinks(links: readonly LinkStatus[]): string {
+  if (links.length === 0) return "";
+  return [
+    `transfers by link (now: last ${LINK_RATE_WINDOW_SECONDS} s; avg: whole run):`,
+    ...links.map(
+      (l) =>
+        `  ${l.source} → ${l.destination}  ${l.files.toLocaleString("en-US")} files, ${formatBytes(l.bytes)}` +
+        `  now ${l.filesPerSec} files/s ${formatBytes(l.bytesPerSec)}/s` +
+        `  avg ${l.averageFilesPerSec ?? "-"} files/s ${l.averageBytesPerSec === null ? "-" : `${formatBytes(l.averageBytesPerSec)}/s`}`,
+    ),
+  ].join("\n");
+}
+
+const round1 = (n: number) => Math.round(n * 10) / 10;
 
 /** Live bars until the migration is done or the signal aborts. */
 export async function watchStatus(db: DbPool, options: StatusOptions, signal: AbortSignal, intervalMs = 1_000): Promise<StatusSnapshot> {

@@ -126,3 +126,46 @@ export async function liveWorkers(db: Queryable, staleAfterMs: number): Promise<
   );
   return rows;
 }
+
+/** Transfers between one source location and one destination location. */
+export interface TransferLinkRow {
+  /** Scheme and authority of old_uri: `file://`, `sftp://user@host:22`, `s3://bucket`. */
+  source: string;
+  /** Same for new_uri (a packaged member counts for its package's location). */
+  destination: string;
+  files: number;
+  bytes: number;
+  /** Files and bytes whose last attempt lies in the recent window. */
+  recentFiles: number;
+  recentBytes: number;
+  firstAt: Date | null;
+  lastAt: Date | null;
+}
+
+// scheme:// plus authority (user@host:port, bucket); "file://" for local paths. One capture
+// group around everything: substring(… from …) returns the first group when there is one.
+const LOCATION = String.raw`'^([A-Za-z][A-Za-z0-9+.-]*:(?://[^/]*)?)'`;
+
+/**
+ * Succeeded transfers grouped by link (source location → destination location), with what
+ * finished in the last `windowSeconds` for a current rate. One scan of migration_files, like
+ * the other reports.
+ */
+export async function transferLinks(db: Queryable, windowSeconds: number): Promise<TransferLinkRow[]> {
+  const { rows } = await db.query<TransferLinkRow>(
+    `SELECT coalesce(substring(old_uri from ${LOCATION}), '?') AS source,
+            coalesce(substring(new_uri from ${LOCATION}), '?') AS destination,
+            count(*)::int8 AS files,
+            coalesce(sum(size), 0)::int8 AS bytes,
+            count(*) FILTER (WHERE last_attempt_date > now() - make_interval(secs => $1))::int8 AS "recentFiles",
+            coalesce(sum(size) FILTER (WHERE last_attempt_date > now() - make_interval(secs => $1)), 0)::int8 AS "recentBytes",
+            min(migration_date) AS "firstAt",
+            max(last_attempt_date) AS "lastAt"
+       FROM migration_files
+      WHERE status = 'SUCCESS'
+      GROUP BY 1, 2
+      ORDER BY 3 DESC`,
+    [windowSeconds],
+  );
+  return rows;
+}

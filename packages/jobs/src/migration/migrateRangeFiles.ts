@@ -12,6 +12,7 @@ import { copyFile } from "./copyFile";
 import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
 import { runBounded } from "./runBounded";
+import { transferLabels } from "./transferLabels";
 
 export interface RangeResult {
   rangeId: number;
@@ -88,7 +89,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
     if (input.window && !input.window.isOpen(input.now?.() ?? new Date())) halt("window");
   }, settings.heartbeatMs);
 
-  const labels = { source: source.kind, destination: destination.kind };
+  const labels = transferLabels(source, destination);
   let succeeded = 0, failed = 0, bytes = 0, consecutiveRetryable = 0;
   // Counted per chunk, not per file: prom-client hashes the labels on every inc().
   let unreportedFiles = 0, unreportedBytes = 0;

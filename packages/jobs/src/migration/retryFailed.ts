@@ -7,6 +7,7 @@ import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
 import { copyFile } from "./copyFile";
 import { runBounded } from "./runBounded";
+import { transferLabels } from "./transferLabels";
 
 export interface RetryResult {
   batches: number;
@@ -32,7 +33,7 @@ export const retryFailed = defineFleetJob({
   options: { runWindow: "migration" },
   async handle(payload, ctx): Promise<RetryResult> {
     const { db, settings, source, destination, metrics } = ctx.deps;
-    const labels = { source: source.kind, destination: destination.kind };
+    const labels = transferLabels(source, destination);
     // The database's clock, not ours: last_attempt_date is written with now() there.
     const startedAt = (await db.query<{ now: Date }>("SELECT now() AS now")).rows[0]!.now;
     const result: RetryResult = { batches: 0, retried: 0, succeeded: 0, failed: 0 };

@@ -1,0 +1,71 @@
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { formatLinks, readLinks } from "../src/commands/status";
+
+const run = promisify(execFile);
+const CLI = join(__dirname, "..", "dist", "main.js");
+
+describe("fleet migrate status: transfers per link", () => {
+  let database: TestDatabase;
+  let db: DbPool;
+  const prefix = uniquePrefix("status");
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    db = createPool({ connectionString: database.url, max: 2 });
+    // 30 files local → S3 (10 of them in the last minute), 5 SFTP → local, 2 failures (not a transfer).
+    await db.query(`INSERT INTO source_files (uri, name, size, owner) SELECT 'f' || i, 'f' || i, 1000, 't' FROM generate_series(1, 37) i`);
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, retry_count, migration_date, last_attempt_date)
+       SELECT i, 1, 'file:///data/f' || i, 's3://archive/x/f' || i, 'f' || i, 1000, repeat('0', 64), 'SUCCESS', 0,
+              now() - make_interval(secs => 600 - i * 10), CASE WHEN i <= 10 THEN now() - interval '5 seconds' ELSE now() - interval '10 minutes' END
+         FROM generate_series(1, 30) i`,
+    );
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, retry_count, migration_date, last_attempt_date)
+       SELECT i, 1, 'sftp://alice@nas.example:2222/export/f' || i, 'file:///dest/f' || i, 'f' || i, 4000, repeat('0', 64), 'SUCCESS', 0, now() - interval '1 hour', now() - interval '30 minutes'
+         FROM generate_series(31, 35) i`,
+    );
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date)
+       SELECT i, 1, 'file:///data/f' || i, 'f' || i, 1000, 'FAIL', 'not-found', 'gone', 0, now() FROM generate_series(36, 37) i`,
+    );
+  });
+
+  afterAll(async () => {
+    await db?.end();
+    await database?.drop();
+    await cleanupPrefix(testRedisUrl(), prefix);
+  });
+
+  it("groups succeeded files by source and destination location, with the recent rate", async () => {
+    const links = await readLinks(db);
+    expect(links).toEqual([
+      expect.objectContaining({ source: "file://", destination: "s3://archive", files: 30, bytes: 30_000, filesPerSec: 0.2, bytesPerSec: 167 }),
+      expect.objectContaining({ source: "sftp://alice@nas.example:2222", destination: "file://", files: 5, bytes: 20_000, filesPerSec: 0, bytesPerSec: 0 }),
+    ]);
+    expect(links[0]!.averageFilesPerSec).toBeGreaterThan(0);
+    const text = formatLinks(links);
+    expect(text).toContain("file:// → s3://archive  30 files, 29.3 KiB  now 0.2 files/s");
+    expect(text).toContain("sftp://alice@nas.example:2222 → file://  5 files");
+  });
+
+  it("is in the CLI's --json output and its text output", async () => {
+    const env = { ...process.env, DATABASE_URL: database.url, REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, FLEET_ENV_FILE: "/nonexistent" };
+    const json = await run(process.execPath, [CLI, "migrate", "status", "--json"], { env });
+    const parsed = JSON.parse(json.stdout) as { links: Array<{ source: string; destination: string; files: number }> };
+    expect(parsed.links.map((l) => [l.source, l.destination, l.files])).toEqual([
+      ["file://", "s3://archive", 30],
+      ["sftp://alice@nas.example:2222", "file://", 5],
+    ]);
+    const text = await run(process.execPath, [CLI, "migrate", "status"], { env });
+    expect(text.stdout).toMatch(/transfers by link/);
+    expect(text.stdout).toMatch(/file:\/\/ → s3:\/\/archive {2}30 files/);
+  });
+});
