@@ -1,9 +1,11 @@
 # One image for every Fleet app; the command picks the app
-# (node apps/worker/dist/main.js, apps/scheduler/dist/main.js, apps/cli/dist/main.js).
+# (node apps/worker/dist/main.js, apps/scheduler/dist/main.js, apps/cli/dist/main.js,
+# apps/dashboard/dist/main.js).
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 COPY apps/cli/package.json apps/cli/
+COPY apps/dashboard/package.json apps/dashboard/
 COPY apps/scheduler/package.json apps/scheduler/
 COPY apps/worker/package.json apps/worker/
 COPY packages/core/package.json packages/core/

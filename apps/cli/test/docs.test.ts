@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { describeConfig } from "@fleet/core/config";
@@ -49,5 +49,17 @@ describe("docker-compose.yml", () => {
       // The dashboard's users and session secret come from the operator's .env (no defaults on purpose).
       expect([name, issues]).toEqual([name, entry.includes("dashboard") ? ["DASHBOARD_USERS", "DASHBOARD_SESSION_SECRET"] : []]);
     }
+  });
+});
+
+describe("Dockerfile", () => {
+  it("copies every workspace's package.json before npm install (else its dependencies are missing from the image)", () => {
+    const dockerfile = readFileSync(join(root, "Dockerfile"), "utf8");
+    const beforeInstall = dockerfile.split("RUN npm install")[0]!;
+    const workspaces = ["apps", "packages"].flatMap((dir) =>
+      readdirSync(join(root, dir)).filter((name) => existsSync(join(root, dir, name, "package.json"))).map((name) => `${dir}/${name}`),
+    );
+    expect(workspaces).toContain("apps/dashboard");
+    for (const ws of workspaces) expect([ws, beforeInstall.includes(`COPY ${ws}/package.json ${ws}/`)]).toEqual([ws, true]);
   });
 });
