@@ -71,3 +71,21 @@ describe("hashPassword.js", () => {
     expect(out).not.toContain("a long enough password");
   });
 });
+
+describe("main.js", () => {
+  it("exits 2 and lists every missing variable when users and secret are not set (run after npm run build)", async () => {
+    const child = spawn(process.execPath, [join(__dirname, "..", "dist", "main.js")], {
+      env: { PATH: process.env.PATH, FLEET_ENV_FILE: join(__dirname, "no-such.env"), DASHBOARD_USERS: "alice:root:scrypt.1.2.3" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    expect(code).toBe(2);
+    expect(err).toMatch(/^fleet dashboard: /);
+    expect(err).toContain('DASHBOARD_USERS: user "alice": role must be viewer or operator');
+    expect(err).toContain("DASHBOARD_SESSION_SECRET: required");
+    expect(err).not.toContain("scrypt.1.2.3");
+  });
+});
+
