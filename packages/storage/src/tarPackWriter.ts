@@ -36,6 +36,8 @@ export class TarPackWriter {
 
   constructor(key: string) {
     this.pack = pack();
+    // Errors reach the writer through `body` (Readable.from rethrows them); see destroy().
+    this.pack.on("error", () => {});
     this.counter = new HashingCounter(key);
     // Readable.from pulls from the streamx pack only as fast as the writer reads: backpressure
     // reaches back to addBuffer/addStream through the entry callbacks.
@@ -67,6 +69,9 @@ export class TarPackWriter {
     });
     done.catch(() => {}); // awaited below; never unhandled when we throw first
     const sink = this.pack.entry({ name: path, size, mode: 0o644, mtime: MTIME, type: "file" }, (err) => settle(err));
+    // Its failures reach us through the entry callback and drained(); an 'error' event
+    // without a listener would crash the process instead.
+    sink.on("error", () => {});
     const chunks = source[Symbol.asyncIterator]();
     try {
       await this.copyMember(path, size, chunks, sink, hash, signal);

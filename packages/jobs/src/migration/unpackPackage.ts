@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { PassThrough } from "node:stream";
 import { PermanentError } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
@@ -47,7 +48,10 @@ export interface UnpackResult {
  * on its own, so what was restored is right; the job still fails archive-corrupt.
  */
 export async function unpackPackage(input: UnpackInput): Promise<UnpackResult> {
-  const { packages, target, signal } = input;
+  const { packages, target } = input;
+  // Up to `concurrency` writes listen on it at once, by design: no leak warning for those.
+  const signal = AbortSignal.any([input.signal]);
+  setMaxListeners(input.concurrency + 16, signal);
   const manifest = parseManifest(await packages.readBuffer(input.manifestKey, { signal }), input.manifestKey);
   const tarKey = manifest.tar.key;
   const corrupt = (what: string) => new PermanentError("archive-corrupt", `package ${tarKey}: ${what}`);
