@@ -2,7 +2,7 @@ import type { BenchState } from "./benchState";
 import { measureCp } from "./cpCopy";
 import type { ReferenceCopyResult } from "./cpCopy";
 import type { DestinationTrees } from "./destinationTrees";
-import { measureFleetCopy } from "./fleetCopy";
+import { localDestination, measureFleetCopy } from "./fleetCopy";
 import type { FleetCopyResult } from "./fleetCopy";
 import { RCLONE_INSTALL_HINT, measureRclone, rcloneVersion } from "./rcloneCopy";
 import type { RcloneCopyResult } from "./rcloneCopy";
@@ -68,7 +68,7 @@ export async function measureCopyRounds(bench: BenchState, tree: SourceTree, des
       const r = await measureFleetCopy(bench, tree, {
         verify,
         workers: options.workers,
-        destDir,
+        destination: localDestination(destDir),
         logDir: options.logDir,
         workerEnv: options.workerEnv,
         nodeArgs: options.nodeArgs,
@@ -87,14 +87,14 @@ export async function measureCopyRounds(bench: BenchState, tree: SourceTree, des
   };
 }
 
-function bestOf<T extends { filesPerSec: number }>(runs: T[]): BestOf<T> | null {
+export function bestOf<T extends { filesPerSec: number }>(runs: T[]): BestOf<T> | null {
   if (runs.length === 0) return null;
   const best = runs.reduce((a, b) => (b.filesPerSec > a.filesPerSec ? b : a));
   return { ...best, runsFilesPerSec: runs.map((r) => r.filesPerSec) };
 }
 
 // A run with failed files never counts as the best; memory is the worst of all runs.
-function bestOfFleet(runs: FleetCopyResult[]): BestOf<FleetCopyResult> | null {
+export function bestOfFleet(runs: FleetCopyResult[]): BestOf<FleetCopyResult> | null {
   const clean = runs.filter((r) => r.failed === 0);
   const best = bestOf(clean.length > 0 ? clean : runs);
   if (!best) return null;

@@ -18,11 +18,22 @@ export interface FleetCopyResult {
   peakWorkerRssMb: number;
 }
 
+/**
+ * Where a Fleet run writes: a DESTINATION_URL, the worker environment it needs (credentials,
+ * host keys), and an independent check of what arrived, run after the workers stopped.
+ */
+export interface FleetDestination {
+  url: string;
+  env?: NodeJS.ProcessEnv;
+  /** Names the run in logs and worker log files, e.g. "s3" → `fleet-s3-write-worker-1.log`. */
+  label?: string;
+  check(bench: BenchState, tree: SourceTree): Promise<void>;
+}
+
 export interface FleetCopyOptions {
   verify: "write" | "readback";
   workers: number;
-  /** A directory that does not exist yet. */
-  destDir: string;
+  destination: FleetDestination;
   logDir: string;
   /** Worker environment beyond the bench's own (tuning overrides). */
   workerEnv: NodeJS.ProcessEnv;
@@ -31,9 +42,10 @@ export interface FleetCopyOptions {
 }
 
 /**
- * Fleet end to end, local → local: the tree's source_files rows, N worker processes, one
- * seed-ranges job; timed from the enqueue until every file has an outcome in migration_files.
- * The workers hash every file (sha256) and verify the destination as the product does.
+ * Fleet end to end, from the local tree to a destination: the tree's source_files rows, N
+ * worker processes, one seed-ranges job; timed from the enqueue until every file has an
+ * outcome in migration_files. The workers hash every file (sha256) and verify the destination
+ * as the product does.
  */
 export async function measureFleetCopy(bench: BenchState, tree: SourceTree, options: FleetCopyOptions): Promise<FleetCopyResult> {
   const { db, deps } = bench.runtime;
@@ -42,8 +54,11 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
   await insertTreeRows(db, tree);
   await bench.settle();
 
-  const env = { ...options.workerEnv, SOURCE_URL: tree.root, DESTINATION_URL: options.destDir, VERIFY: options.verify };
-  const fleet = await startWorkerFleet({ count: options.workers, env, logDir: options.logDir, label: `fleet-${options.verify}`, nodeArgs: options.nodeArgs });
+  const { destination } = options;
+  const name = destination.label ? `${destination.label}, ${options.verify}` : options.verify;
+  const env = { ...options.workerEnv, ...destination.env, SOURCE_URL: tree.root, DESTINATION_URL: destination.url, VERIFY: options.verify };
+  const label = `fleet-${destination.label ? `${destination.label}-` : ""}${options.verify}`;
+  const fleet = await startWorkerFleet({ count: options.workers, env, logDir: options.logDir, label, nodeArgs: options.nodeArgs });
   let seconds: number;
   try {
     const started = process.hrtime.bigint();
@@ -54,10 +69,10 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
       const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM migration_files");
       const done = rows[0]!.n;
       if (done >= tree.files) break;
-      if (Date.now() > deadline) throw new Error(`fleet (${options.verify}): only ${done}/${tree.files} files after ${options.timeoutMs / 1000} s`);
+      if (Date.now() > deadline) throw new Error(`fleet (${name}): only ${done}/${tree.files} files after ${options.timeoutMs / 1000} s`);
       if (Date.now() - lastSay > 5_000) {
         lastSay = Date.now();
-        say(`  fleet (${options.verify}): ${done}/${tree.files} files`);
+        say(`  fleet (${name}): ${done}/${tree.files} files`);
       }
       await Promise.race([fleet.sample().then(() => sleep(50)), fleet.crashed]);
     }
@@ -72,7 +87,7 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
   const { rows } = await db.query<{ failed: number }>("SELECT count(*) FILTER (WHERE status <> 'SUCCESS')::int AS failed FROM migration_files");
   const failed = rows[0]!.failed;
   if (failed > 0) say(`  WARNING: ${failed} files failed; see \`SELECT error_category, count(*) FROM migration_files GROUP BY 1\` in ${bench.config.DATABASE_URL}`);
-  await spotCheck(bench, tree, options.destDir);
+  await destination.check(bench, tree);
 
   return {
     files: tree.files,
@@ -86,21 +101,33 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
   };
 }
 
+/** A local directory (which does not exist yet) as the destination. */
+export function localDestination(destDir: string): FleetDestination {
+  return {
+    url: destDir,
+    async check(bench, tree) {
+      const onDisk = await countFiles(destDir);
+      if (onDisk !== tree.files) throw new Error(`fleet left ${onDisk} files in ${destDir}, expected ${tree.files}`);
+      await spotCheck(bench, tree, (key) => readFile(join(destDir, key)), destDir);
+    },
+  };
+}
+
 /**
- * Independent of the workers' own checks: the destination holds one file per source file,
- * and a sample of them hash to the recorded sha256, which is the source's.
+ * Independent of the workers' own checks: a sample of the copies (read with `read`) hash to
+ * the recorded sha256, and so do their source files.
  */
-async function spotCheck(bench: BenchState, tree: SourceTree, destDir: string): Promise<void> {
-  const onDisk = await countFiles(destDir);
-  if (onDisk !== tree.files) throw new Error(`fleet left ${onDisk} files in ${destDir}, expected ${tree.files}`);
+export async function spotCheck(bench: BenchState, tree: SourceTree, read: (key: string) => Promise<Buffer>, where: string): Promise<void> {
   const { rows } = await bench.runtime.db.query<{ uri: string; sha256: string }>(
     `SELECT s.uri, m.sha256 FROM migration_files m JOIN source_files s ON s.id = m.file_id
       WHERE m.status = 'SUCCESS' ORDER BY random() LIMIT 200`,
   );
   for (const row of rows) {
-    for (const root of [tree.root, destDir]) {
-      const sha = createHash("sha256").update(await readFile(join(root, row.uri))).digest("hex");
-      if (sha !== row.sha256) throw new Error(`spot check: ${join(root, row.uri)} has sha256 ${sha}, recorded ${row.sha256}`);
-    }
+    const source = sha256Of(await readFile(join(tree.root, row.uri)));
+    if (source !== row.sha256) throw new Error(`spot check: ${join(tree.root, row.uri)} has sha256 ${source}, recorded ${row.sha256}`);
+    const copy = sha256Of(await read(row.uri));
+    if (copy !== row.sha256) throw new Error(`spot check: ${row.uri} in ${where} has sha256 ${copy}, recorded ${row.sha256}`);
   }
 }
+
+const sha256Of = (bytes: Buffer): string => createHash("sha256").update(bytes).digest("hex");

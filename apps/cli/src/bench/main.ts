@@ -13,22 +13,26 @@ import type { BenchResults } from "./report";
 import { sayToStderr } from "./say";
 import { prepareSourceTree } from "./sourceTree";
 import { openDestinationTrees } from "./destinationTrees";
+import { REMOTE_MEASUREMENTS, measureRemoteRounds } from "./remoteRounds";
 
 /**
- * `npm run bench`: Fleet against cp and rclone on one file tree, and Fleet's bookkeeping
- * against the SQL ceiling, in one run on this machine (PERFORMANCE.md's P1, P2, P5). Human
- * lines on stderr, one JSON line on stdout. A benchmark, not a test: it fails only when a
+ * `npm run bench`: Fleet against cp and rclone on one file tree, Fleet's bookkeeping against
+ * the SQL ceiling, and Fleet to S3 and SFTP (per object, packaged) against rclone to the same
+ * servers, in one run on this machine (PERFORMANCE.md's P1, P2, P4, P5). Human lines on
+ * stderr, one JSON line on stdout. A benchmark, not a test: it fails only when a
  * measurement cannot be made, never because a target was missed.
  */
 
 /** Longest a Fleet run may take before the bench gives up on it. */
 const TIMEOUT_MS = 600_000;
 
-const MEASUREMENTS = ["cp", "rclone", "fleet", "fleet-write", "bookkeeping"] as const;
+const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write"] as const;
+const MEASUREMENTS = [...LOCAL_COPIES, "bookkeeping", ...REMOTE_MEASUREMENTS] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 
 interface BenchOptions {
   files: number;
+  remoteFiles: number;
   size: number;
   rows: number;
   bookkeepingBytes: number;
@@ -50,8 +54,9 @@ const count = (min: number) => (value: string): number => {
 
 function buildProgram(run: (options: BenchOptions) => Promise<void>): Command {
   return new Command("bench")
-    .description("Fleet vs cp/rclone on one file tree, and Fleet's bookkeeping vs INSERT … SELECT (PERFORMANCE.md P1, P2, P5)")
+    .description("Fleet vs cp/rclone on one file tree, Fleet's bookkeeping vs INSERT … SELECT, Fleet vs rclone to S3 and SFTP (PERFORMANCE.md P1, P2, P4, P5)")
     .option("--files <n>", "files in the tree", count(1), 20_000)
+    .option("--remote-files <n>", "files in the tree of the S3 and SFTP measurements (a server on this machine is ~20× slower than a disk)", count(1), 5_000)
     .option("--size <bytes>", "bytes per file", count(0), 4_096)
     .option("--rows <n>", "source_files rows of the bookkeeping run", count(1), 1_000_000)
     .option("--bookkeeping-bytes <n>", "bytes each file reads as in the bookkeeping run (null:zero?size=N)", count(0), 0)
@@ -133,12 +138,19 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     cp: null,
     rclone: null,
     bookkeeping: null,
+    remoteFiles: null,
+    s3: null,
+    s3ReadBack: null,
+    s3Packaged: null,
+    rcloneS3: null,
+    sftp: null,
+    rcloneSftp: null,
     skipped: {},
     settings: tuningSettings(workerEnv, options),
   };
   say(`fleet bench: database ${config.DATABASE_URL}, queue prefix ${config.FLEET_PREFIX}, data ${dataDir}, ${options.workers} workers, settings ${JSON.stringify(results.settings)}`);
 
-  const copies = (["cp", "rclone", "fleet", "fleet-write"] as const).some(wanted);
+  const copies = LOCAL_COPIES.some(wanted);
   const dests = await openDestinationTrees(dataDir, say);
   try {
     const tree = copies ? await prepareSourceTree(resolve(dataDir, "source"), options.files, options.size, say, (dir) => dests.discard(dir)) : undefined;
@@ -158,6 +170,24 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
       Object.assign(results, { cp: copies.cp, rclone: copies.rclone, fleet: copies.fleet, fleetWriteVerify: copies.fleetWriteVerify });
       if (copies.rcloneSkipped) results.skipped.rclone = copies.rcloneSkipped;
     }
+    if (REMOTE_MEASUREMENTS.some(wanted)) {
+      // Its own, smaller tree: the same files would take minutes per run through a server.
+      const remoteRoot = resolve(dataDir, options.remoteFiles === options.files ? "source" : "source-remote");
+      const remoteTree = await prepareSourceTree(remoteRoot, options.remoteFiles, options.size, say, (dir) => dests.discard(dir));
+      const { skipped, ...remote } = await measureRemoteRounds(bench, remoteTree, {
+        rounds: options.rounds,
+        wanted,
+        workers: options.workers,
+        logDir,
+        dests,
+        keyDir: resolve(dataDir, "sftp-client"),
+        workerEnv,
+        nodeArgs: options.nodeArgs,
+        timeoutMs: TIMEOUT_MS,
+      });
+      Object.assign(results, { remoteFiles: remoteTree.files, ...remote });
+      Object.assign(results.skipped, skipped);
+    }
   } finally {
     await dests.cleanUp();
   }
@@ -168,8 +198,8 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
   } else {
     results.skipped.bookkeeping = options.skipBookkeeping ? "--skip-bookkeeping" : "not in --only";
   }
-  for (const m of ["cp", "rclone", "fleet", "fleet-write"] as const) {
-    if (!wanted(m) && !results.skipped[m]) results.skipped[m] = "not in --only";
+  for (const m of MEASUREMENTS) {
+    if (m !== "bookkeeping" && !wanted(m) && !results.skipped[m]) results.skipped[m] = "not in --only";
   }
   return results;
 }

@@ -24,14 +24,24 @@ export function rcloneVersion(): string | undefined {
  * verified copy.
  */
 export async function measureRclone(tree: SourceTree, destDir: string, version: string): Promise<RcloneCopyResult> {
-  const { seconds } = await runTimed("rclone", ["copy", "--transfers", "16", "--checkers", "16", tree.root, destDir], rcloneEnv());
-  return { ...referenceResult(tree, seconds, await countFiles(destDir), "rclone copy"), version };
+  return measureRcloneTo(tree, destDir, {}, () => countFiles(destDir), version);
+}
+
+/**
+ * The same copy to any rclone destination (`remote:path`), the remote configured through
+ * `RCLONE_CONFIG_<NAME>_*` variables in `env` (never a config file in $HOME); `count` says
+ * how many objects arrived.
+ */
+export async function measureRcloneTo(tree: SourceTree, destination: string, env: NodeJS.ProcessEnv, count: () => Promise<number>, version: string): Promise<RcloneCopyResult> {
+  const { seconds } = await runTimed("rclone", ["copy", "--transfers", "16", "--checkers", "16", tree.root, destination], rcloneEnv(env));
+  return { ...referenceResult(tree, seconds, await count(), `rclone copy to ${destination}`), version };
 }
 
 // rclone fails at start (LoadCustomCABundleError) when AWS_CA_BUNDLE is set, as it is on
-// these machines: the same as `env -u AWS_CA_BUNDLE rclone …`.
-function rcloneEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+// these machines: the same as `env -u AWS_CA_BUNDLE rclone …`. Without a config file it
+// says so on every run; the remotes come from the environment anyway.
+function rcloneEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: "/dev/null", ...extra };
   delete env.AWS_CA_BUNDLE;
   return env;
 }

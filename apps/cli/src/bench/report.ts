@@ -1,10 +1,11 @@
 import type { BookkeepingResult } from "./bookkeeping";
 import type { CopyResults } from "./copyRounds";
+import type { RemoteResults } from "./remoteRounds";
 import type { Say } from "./say";
 import { round } from "./say";
 
-/** PERFORMANCE.md's targets P1, P2 and P5 (the goals are 1.0× and 0.5×). */
-export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, rssMb: 300 } as const;
+/** PERFORMANCE.md's targets P1, P2, P4 and P5 (the goals of P1 and P2 are 1.0× and 0.5×). */
+export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300 } as const;
 
 export interface BenchResults {
   files: number;
@@ -14,6 +15,14 @@ export interface BenchResults {
   cp: CopyResults["cp"];
   rclone: CopyResults["rclone"];
   bookkeeping: BookkeepingResult | null;
+  /** Files in the tree of the S3/SFTP measurements (null: none made). */
+  remoteFiles: number | null;
+  s3: RemoteResults["s3"];
+  s3ReadBack: RemoteResults["s3ReadBack"];
+  s3Packaged: RemoteResults["s3Packaged"];
+  rcloneS3: RemoteResults["rcloneS3"];
+  sftp: RemoteResults["sftp"];
+  rcloneSftp: RemoteResults["rcloneSftp"];
   /** Why a measurement is missing (rclone not installed, skipped by an option). */
   skipped: Record<string, string>;
   settings: Record<string, string>;
@@ -21,24 +30,39 @@ export interface BenchResults {
 
 export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> {
   peakWorkerRssMb: number | null;
-  ratios: { fleetVsRclone: number | null; fleetWriteVerifyVsRclone: number | null; fleetVsCp: number | null; bookkeepingVsSql: number | null };
+  ratios: {
+    fleetVsRclone: number | null;
+    fleetWriteVerifyVsRclone: number | null;
+    fleetVsCp: number | null;
+    bookkeepingVsSql: number | null;
+    s3VsRcloneS3: number | null;
+    s3ReadBackVsRcloneS3: number | null;
+    s3PackagedVsS3: number | null;
+    sftpVsRcloneSftp: number | null;
+  };
   targets: typeof TARGETS;
   /** null: not measured in this run. */
-  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; rssMb: boolean | null };
+  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null };
   skipped: Record<string, string>;
   settings: Record<string, string>;
 }
 
 export function buildReport(r: BenchResults): BenchReport {
   const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? round(a / b, 3) : null);
-  const rssFigures = [r.fleet, r.fleetWriteVerify, r.bookkeeping].flatMap((m) => (m ? [m.peakWorkerRssMb] : []));
+  const rssFigures = [r.fleet, r.fleetWriteVerify, r.bookkeeping, r.s3, r.s3ReadBack, r.s3Packaged, r.sftp].flatMap((m) => (m ? [m.peakWorkerRssMb] : []));
   const peakWorkerRssMb = rssFigures.length > 0 ? Math.max(...rssFigures) : null;
   const ratios = {
     fleetVsRclone: ratio(r.fleet?.filesPerSec, r.rclone?.filesPerSec),
     fleetWriteVerifyVsRclone: ratio(r.fleetWriteVerify?.filesPerSec, r.rclone?.filesPerSec),
     fleetVsCp: ratio(r.fleet?.filesPerSec, r.cp?.filesPerSec),
     bookkeepingVsSql: ratio(r.bookkeeping?.rowsPerSec, r.bookkeeping?.sqlRowsPerSec),
+    s3VsRcloneS3: ratio(r.s3?.filesPerSec, r.rcloneS3?.filesPerSec),
+    s3ReadBackVsRcloneS3: ratio(r.s3ReadBack?.filesPerSec, r.rcloneS3?.filesPerSec),
+    s3PackagedVsS3: ratio(r.s3Packaged?.filesPerSec, r.s3?.filesPerSec),
+    sftpVsRcloneSftp: ratio(r.sftp?.filesPerSec, r.rcloneSftp?.filesPerSec),
   };
+  // A run with failed files does not count, however fast.
+  const clean = (m: { failed: number } | null) => m === null || m.failed === 0;
   const atLeast = (value: number | null, target: number) => (value === null ? null : value >= target);
   return {
     files: r.files,
@@ -48,13 +72,21 @@ export function buildReport(r: BenchResults): BenchReport {
     cp: r.cp,
     rclone: r.rclone,
     bookkeeping: r.bookkeeping,
+    remoteFiles: r.remoteFiles,
+    s3: r.s3,
+    s3ReadBack: r.s3ReadBack,
+    s3Packaged: r.s3Packaged,
+    rcloneS3: r.rcloneS3,
+    sftp: r.sftp,
+    rcloneSftp: r.rcloneSftp,
     peakWorkerRssMb,
     ratios,
     targets: TARGETS,
     met: {
-      // A run with failed files does not count, however fast.
-      fleetVsRclone: r.fleet && r.fleet.failed > 0 ? false : atLeast(ratios.fleetVsRclone, TARGETS.fleetVsRclone),
-      bookkeepingVsSql: r.bookkeeping && r.bookkeeping.failed > 0 ? false : atLeast(ratios.bookkeepingVsSql, TARGETS.bookkeepingVsSql),
+      fleetVsRclone: clean(r.fleet) ? atLeast(ratios.fleetVsRclone, TARGETS.fleetVsRclone) : false,
+      bookkeepingVsSql: clean(r.bookkeeping) ? atLeast(ratios.bookkeepingVsSql, TARGETS.bookkeepingVsSql) : false,
+      s3PackagedVsS3: clean(r.s3Packaged) && clean(r.s3) ? atLeast(ratios.s3PackagedVsS3, TARGETS.s3PackagedVsS3) : false,
+      s3VsRcloneS3: clean(r.s3) ? atLeast(ratios.s3VsRcloneS3, TARGETS.s3VsRcloneS3) : false,
       rssMb: peakWorkerRssMb === null ? null : peakWorkerRssMb < TARGETS.rssMb,
     },
     skipped: r.skipped,
@@ -71,7 +103,8 @@ export function sayReport(report: BenchReport, say: Say): void {
     );
   const rss = (mb: number) => `, worker peak RSS ${mb.toFixed(0)} MB`;
   say("");
-  say(`results (${report.files} files of ${report.fileBytes} bytes; copies: best run of ${report.settings.rounds}):`);
+  say(`results (copies: best run of ${report.settings.rounds}):`);
+  if (report.fleet || report.fleetWriteVerify || report.cp || report.rclone) say(`local → local (${report.files} files of ${report.fileBytes} bytes):`);
   line("fleet, VERIFY=readback", report.fleet, report.fleet ? rss(report.fleet.peakWorkerRssMb) : "");
   line("fleet, VERIFY=write", report.fleetWriteVerify, report.fleetWriteVerify ? rss(report.fleetWriteVerify.peakWorkerRssMb) : "");
   line("cp -r", report.cp);
@@ -81,9 +114,22 @@ export function sayReport(report: BenchReport, say: Say): void {
     say(`${"bookkeeping, 2 processes".padEnd(26)} ${String(b.rowsPerSec).padStart(8)} rows/s over ${b.rows} rows in ${b.seconds.toFixed(2)} s${rss(b.peakWorkerRssMb)}`);
     say(`${"INSERT … SELECT ceiling".padEnd(26)} ${String(b.sqlRowsPerSec).padStart(8)} rows/s`);
   }
+  if (report.remoteFiles !== null) {
+    say(`to servers on this machine (${report.remoteFiles} files of ${report.fileBytes} bytes; s3rver, OpenSSH sshd):`);
+    line("fleet → S3, per object", report.s3, report.s3 ? rss(report.s3.peakWorkerRssMb) : "");
+    line("fleet → S3, readback", report.s3ReadBack, report.s3ReadBack ? rss(report.s3ReadBack.peakWorkerRssMb) : "");
+    line("fleet → S3, packaged", report.s3Packaged, report.s3Packaged ? rss(report.s3Packaged.peakWorkerRssMb) : "");
+    line("rclone → S3 (16/16)", report.rcloneS3);
+    line("fleet → SFTP, per object", report.sftp, report.sftp ? rss(report.sftp.peakWorkerRssMb) : "");
+    line("rclone → SFTP (16/16)", report.rcloneSftp);
+  }
   for (const [what, why] of Object.entries(report.skipped)) say(`${what.padEnd(26)} skipped: ${why}`);
   const verdict = (met: boolean | null) => (met === null ? "not measured" : met ? "met" : "MISSED");
   say(`P1 fleet vs rclone        ${report.ratios.fleetVsRclone ?? "-"}× (target ≥ ${TARGETS.fleetVsRclone}×, goal 1.0×): ${verdict(report.met.fleetVsRclone)}`);
   say(`P2 bookkeeping vs SQL     ${report.ratios.bookkeepingVsSql ?? "-"}× (target ≥ ${TARGETS.bookkeepingVsSql}×, goal 0.5×): ${verdict(report.met.bookkeepingVsSql)}`);
+  say(`P4 S3 packaged vs object  ${report.ratios.s3PackagedVsS3 ?? "-"}× (target ≥ ${TARGETS.s3PackagedVsS3}×): ${verdict(report.met.s3PackagedVsS3)}`);
+  say(`P4 S3 object vs rclone    ${report.ratios.s3VsRcloneS3 ?? "-"}× (target ≥ ${TARGETS.s3VsRcloneS3}×; VERIFY=write): ${verdict(report.met.s3VsRcloneS3)}`);
+  say(`   S3 readback vs rclone  ${report.ratios.s3ReadBackVsRcloneS3 ?? "-"}× (VERIFY=readback downloads every object again; no target)`);
+  say(`   SFTP vs rclone         ${report.ratios.sftpVsRcloneSftp ?? "-"}× (no target)`);
   say(`P5 worker peak RSS        ${report.peakWorkerRssMb?.toFixed(0) ?? "-"} MB (target < ${TARGETS.rssMb} MB): ${verdict(report.met.rssMb)}`);
 }
