@@ -4,6 +4,8 @@ import { z } from "zod";
 import type { ApiLock } from "@fleet/core/apiLock";
 import type { Catalogue } from "@fleet/core/catalogue";
 import type { JobClient } from "@fleet/core/jobClient";
+import { requestCancel } from "@fleet/core/jobCancel";
+import type { Redis } from "ioredis";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 
 /**
@@ -16,6 +18,9 @@ export interface OperationsApiOptions {
   jobs: JobClient<FleetJobs>;
   queues: readonly Queue[];
   apiLock: ApiLock;
+  /** Producer connection and BullMQ prefix, to publish cancel requests to the runners. */
+  redis: Redis;
+  prefix: string;
 }
 
 const JOB_ID = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:@-]+$/, "letters, digits and _.:@- only");
@@ -91,9 +96,12 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
       return reply.send({ id: found.job.id, cancelled: true, was: state });
     }
     if (state === "active") {
-      // Workers abort a job only through their own BullMQ Worker; a cross-process cancel
-      // channel is not built yet, so the job is left to finish (or fail) on its own.
-      return reply.code(409).send({ error: "the operation is running; cancelling a running operation is not supported yet", state });
+      // Only the worker running it can abort it: every runner hears the request, the one holding
+      // the job aborts its signal, and the job fails without retry ("cancelled").
+      const receivers = await requestCancel(options.redis, options.prefix, { queue: found.queue.name, jobId: found.job.id! });
+      req.log.warn({ operation: found.job.id, receivers, by: req.principal?.user }, "cancel of a running operation requested");
+      if (receivers === 0) return reply.code(409).send({ error: "the operation is running but no worker is listening for cancel requests", state });
+      return reply.code(202).send({ id: found.job.id, cancelRequested: true, was: state });
     }
     return reply.code(409).send({ error: `the operation has already ${state === "completed" ? "completed" : "failed"}`, state });
   });

@@ -161,7 +161,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       staleAfterMs: config.RANGE_STALE_AFTER,
     }),
   );
-  operationsApi(app, { catalogue: ctx.catalogue, jobs: ctx.jobs, queues, apiLock });
+  operationsApi(app, { catalogue: ctx.catalogue, jobs: ctx.jobs, queues, apiLock, redis: ctx.redis, prefix: ctx.prefix });
   await mountQueueBoards(app, queues);
   return app;
 }

@@ -1,5 +1,12 @@
 import { Worker } from "bullmq";
 import { Redis } from "ioredis";
+import { z } from "zod";
+import { buildCatalogue } from "@fleet/core/catalogue";
+import { RetryableError } from "@fleet/core/errors";
+import type { AnyJobDefinition } from "@fleet/core/jobDefinition";
+import { JobRunner } from "@fleet/core/jobRunner";
+import { createLogger } from "@fleet/core/logger";
+import { createMetrics } from "@fleet/core/metrics";
 import { createDashboardFixture, login, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
 
@@ -73,7 +80,7 @@ describe("operations API", () => {
     expect(await waiting()).toBe(0);
   });
 
-  it("a running operation cannot be cancelled yet (409, left alone); unknown ids are 404", async () => {
+  it("a running operation nobody listens for cannot be cancelled (409, left alone); finished ones neither; unknown ids are 404", async () => {
     await submit({ name: "migrate-range", data: { rangeId: 9 } });
     const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
     const worker = new Worker("migration", null, { connection, prefix: `{${fx.prefix}}`, autorun: false });
@@ -118,5 +125,59 @@ describe("operations API", () => {
     const unlock = await send(base, "/api/lock", { method: "DELETE", headers: auth });
     expect(await unlock.json()).toEqual({ locked: false, removed: true });
     expect((await submit({ name: "seed-ranges" })).status).toBe(202);
+  });
+
+  it("cancels a running operation through its worker's AbortSignal: the job fails as cancelled, without retry", async () => {
+    // A real JobRunner on the fleet's prefix, with a migrate-range stand-in that runs until aborted.
+    let sawAbort: unknown;
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    const standIn: AnyJobDefinition<object> = {
+      name: "migrate-range",
+      queue: "migration",
+      description: "waits for its signal",
+      schema: z.object({ rangeId: z.number() }),
+      async handle(_payload, ctx) {
+        started();
+        await new Promise((_resolve, reject) =>
+          ctx.signal.addEventListener("abort", () => {
+            sawAbort = ctx.signal.reason;
+            reject(new RetryableError("interrupted", "aborted"));
+          }),
+        );
+      },
+    };
+    const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const runner = new JobRunner<object>({
+      catalogue: buildCatalogue({ declaredNames: ["migrate-range"], queues: ["migration"], definitions: { "migrate-range": standIn } }),
+      consumers: [{ queue: "migration", concurrency: 1 }],
+      connection,
+      prefix: `{${fx.prefix}}`,
+      deps: {},
+      log: createLogger({ LOG_LEVEL: "silent", LOG_FORMAT: "json", name: "runner" }),
+      metrics: createMetrics({ defaultMetrics: false }),
+      windows: new Map(),
+      backoff: { scheduleMs: [1_000], jitter: 0 },
+      stalledIntervalMs: 30_000,
+      maxStalledCount: 1,
+      lockDurationMs: 30_000,
+    });
+    try {
+      await runner.start();
+      const op = (await (await submit({ name: "migrate-range", data: { rangeId: 77 } })).json()) as { id: string };
+      await running;
+      const res = await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth });
+      expect([res.status, await res.json()]).toEqual([202, { id: op.id, cancelRequested: true, was: "active" }]);
+      let shown: Record<string, unknown> = {};
+      for (let i = 0; i < 100 && shown.state !== "failed"; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        shown = (await (await send(base, `/api/operations/${encodeURIComponent(op.id)}`, { headers: auth })).json()) as Record<string, unknown>;
+      }
+      expect(sawAbort).toBe("cancelled");
+      expect(shown).toMatchObject({ state: "failed", attempts: 1, error: "cancelled: cancelled on request" });
+    } finally {
+      await runner.stop(1_000);
+      connection.disconnect();
+    }
   });
 });

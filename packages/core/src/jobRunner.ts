@@ -5,6 +5,7 @@ import type { Redis } from "ioredis";
 import type { Catalogue } from "./catalogue";
 import { classifyError } from "./classifyError";
 import { DelayJob } from "./delayJob";
+import { CANCEL_REASON, cancelChannel, parseCancelRequest } from "./jobCancel";
 import type { AnyJobDefinition, JobContext } from "./jobDefinition";
 import type { Logger } from "./logger";
 import type { FleetMetrics } from "./metrics";
@@ -51,6 +52,8 @@ export interface RunnerOptions<Deps> {
 export class JobRunner<Deps> {
   readonly workers: Worker[] = [];
   private shuttingDown = false;
+  /** Listens for cancel requests of running jobs (see jobCancel.ts). */
+  private cancelSubscriber: Redis | undefined;
 
   constructor(private readonly options: RunnerOptions<Deps>) {
     for (const consumer of options.consumers) {
@@ -83,7 +86,24 @@ export class JobRunner<Deps> {
       worker.run().catch((err) => this.options.log.error({ err, queue: worker.name }, "worker stopped with an error"));
     }
     await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+    await this.listenForCancels();
     this.options.log.info({ queues: this.options.consumers }, "consuming");
+  }
+
+  private async listenForCancels(): Promise<void> {
+    const subscriber = this.options.connection.duplicate();
+    this.cancelSubscriber = subscriber;
+    subscriber.on("error", (err) => this.options.log.debug({ err }, "cancel subscriber connection error"));
+    subscriber.on("message", (_channel: string, message: string) => {
+      const request = parseCancelRequest(message);
+      if (!request) return;
+      for (const worker of this.workers) {
+        if (worker.name === request.queue && worker.cancelJob(request.jobId, CANCEL_REASON)) {
+          this.options.log.warn({ queue: request.queue, jobId: request.jobId }, "job cancelled on request: aborting it");
+        }
+      }
+    });
+    await subscriber.subscribe(cancelChannel(this.options.prefix));
   }
 
   /** True while every worker is running (for /readyz). */
@@ -106,6 +126,7 @@ export class JobRunner<Deps> {
       await closing;
     } finally {
       clearTimeout(timer);
+      this.cancelSubscriber?.disconnect();
     }
   }
 
@@ -170,6 +191,11 @@ export class JobRunner<Deps> {
         log.info("interrupted by shutdown: job goes back to the queue");
         await job.moveToDelayed(Date.now() + 1_000, token);
         throw new DelayedError();
+      }
+      if (abort.aborted && abort.reason === CANCEL_REASON) {
+        // Cancelled on request: the handler left its items done or retryable; no retry.
+        log.warn("cancelled on request: failing without retry");
+        throw new UnrecoverableError(`${CANCEL_REASON}: cancelled on request`);
       }
       log.error({ err, category: classified.category, retryable: classified.retryable }, "job failed");
       if (!classified.retryable) throw new UnrecoverableError(`${classified.category}: ${classified.message}`);
