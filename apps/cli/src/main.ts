@@ -9,6 +9,7 @@ import { cliSchema } from "./config";
 import { runDemo } from "./commands/demo";
 import { progressBar, seedDemo } from "./commands/seedDemo";
 import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
+import { listPackageManifests } from "./commands/unpack";
 import { verifyMigration } from "./commands/verify";
 
 /** `fleet`: the operator's terminal tool. Every command exits non-zero with a clear message on failure. */
@@ -88,6 +89,40 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         const runtime = await ctx.runtime({ withRedis: true });
         const job = await runtime.deps.jobs.enqueue("retry-failed", {});
         process.stdout.write(`enqueued retry-failed (job ${job.id})\n`);
+      }),
+    );
+  migrate
+    .command("unpack")
+    .description("restore and verify the files of packages (TRANSFER_MODE=packaged): one manifest, a range's, or all")
+    .argument("[manifest]", "manifest key in the destination, e.g. .fleet-packages/range-3/part-41-90.manifest.json")
+    .option("--range <id>", "every package of this range", positiveInt)
+    .option("--all", "every package in the destination")
+    .option("--target <url>", "where to restore (a path, file://, s3://, sftp://); default: DESTINATION_URL itself")
+    .option("--if-exists <policy>", "a member exists with other content: fail or overwrite (default: IF_EXISTS)")
+    .action((manifest: string | undefined, opts: { range?: number; all?: boolean; target?: string; ifExists?: string }) =>
+      withContext(env, async (ctx) => {
+        if ([manifest !== undefined, opts.range !== undefined, opts.all === true].filter(Boolean).length !== 1) {
+          process.stderr.write("fleet: give exactly one of a manifest key, --range <id> or --all\n");
+          return 2;
+        }
+        if (opts.ifExists !== undefined && opts.ifExists !== "fail" && opts.ifExists !== "overwrite") {
+          process.stderr.write("fleet: --if-exists is fail or overwrite\n");
+          return 2;
+        }
+        const runtime = await ctx.runtime({ withRedis: true });
+        const manifests = manifest !== undefined ? [manifest] : await listPackageManifests(runtime.deps.destination, opts.range);
+        if (manifests.length === 0) {
+          process.stderr.write(`fleet: no packages found in ${runtime.deps.destination.label}\n`);
+          return 1;
+        }
+        for (const key of manifests) {
+          const job = await runtime.deps.jobs.enqueue("unpack", {
+            manifest: key,
+            ...(opts.target ? { target: opts.target } : {}),
+            ...(opts.ifExists ? { ifExists: opts.ifExists as "fail" | "overwrite" } : {}),
+          });
+          process.stdout.write(`enqueued unpack of ${key} (job ${job.id})\n`);
+        }
       }),
     );
   migrate
