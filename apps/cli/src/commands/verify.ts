@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { DbPool } from "@fleet/db/pool";
 import type { Storage } from "@fleet/storage/storage";
+import { PackageChecker } from "./verifyPackages";
 
 export interface VerifyResult {
   checked: number;
@@ -10,14 +11,16 @@ export interface VerifyResult {
 /**
  * Independent end-to-end check: for every SUCCESS file, hashes the source and the
  * destination afresh and compares both with the recorded sha256. Reads in pages; bounded
- * concurrency.
+ * concurrency. A packaged file (TRANSFER_MODE=packaged) is checked inside its package: the
+ * whole package against its manifest, and the manifest's sha256 for the file against its row.
  */
 export async function verifyMigration(db: DbPool, source: Storage, destination: Storage, onProgress?: (n: number) => void): Promise<VerifyResult> {
   const result: VerifyResult = { checked: 0, mismatches: [] };
+  const packages = new PackageChecker(destination);
   let after = 0;
   for (;;) {
-    const { rows } = await db.query<{ file_id: number; key: string; sha256: string; size: number }>(
-      `SELECT m.file_id, s.uri AS key, m.sha256, m.size FROM migration_files m JOIN source_files s ON s.id = m.file_id
+    const { rows } = await db.query<{ file_id: number; key: string; sha256: string; size: number; new_uri: string | null }>(
+      `SELECT m.file_id, s.uri AS key, m.sha256, m.size, m.new_uri FROM migration_files m JOIN source_files s ON s.id = m.file_id
         WHERE m.status = 'SUCCESS' AND m.file_id > $1 ORDER BY m.file_id LIMIT 1000`,
       [after],
     );
@@ -27,7 +30,11 @@ export async function verifyMigration(db: DbPool, source: Storage, destination: 
     await Promise.all(
       Array.from({ length: 32 }, async () => {
         for (let row = queue.shift(); row; row = queue.shift()) {
-          const [src, dst] = await Promise.all([hashOf(source, row.key), hashOf(destination, row.key)]);
+          const inPackage = PackageChecker.isPackaged(row.new_uri);
+          const [src, dst] = await Promise.all([
+            hashOf(source, row.key),
+            inPackage ? packages.memberSha256(row.new_uri!, Number(row.file_id)) : hashOf(destination, row.key),
+          ]);
           if (src !== row.sha256) result.mismatches.push({ fileId: row.file_id, key: row.key, problem: `source sha256 ${src} ≠ recorded ${row.sha256}` });
           else if (dst !== row.sha256) result.mismatches.push({ fileId: row.file_id, key: row.key, problem: `destination sha256 ${dst} ≠ recorded ${row.sha256}` });
           result.checked++;

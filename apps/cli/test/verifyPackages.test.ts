@@ -1,0 +1,72 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { databaseFields, parseConfig, redisFields } from "@fleet/core/config";
+import { createLogger } from "@fleet/core/logger";
+import { seedRanges } from "@fleet/db/sql/ranges";
+import { migrateRangeFiles } from "@fleet/jobs/migration/migrateRangeFiles";
+import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
+import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
+import { migrationFields } from "@fleet/jobs/settings";
+import { storageFields } from "@fleet/jobs/storageSettings";
+import { parseManifest } from "@fleet/storage/packageManifest";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { seedSourceFiles } from "@fleet/testing/sourceFiles";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { listPackageManifests } from "../src/commands/unpack";
+import { verifyMigration } from "../src/commands/verify";
+
+// `fleet migrate verify` on a packaged migration: files are checked inside their packages.
+
+describe("verify with TRANSFER_MODE=packaged", () => {
+  let database: TestDatabase;
+  let runtime: FleetRuntime;
+  let root: string;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    root = await mkdtemp(join(tmpdir(), "fleet-verify-packages-"));
+    const schema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields });
+    const config = parseConfig(schema, {
+      DATABASE_URL: database.url,
+      REDIS_URL: testRedisUrl(),
+      FLEET_PREFIX: uniquePrefix("verify-packages"),
+      SOURCE_URL: join(root, "source"),
+      DESTINATION_URL: join(root, "destination"),
+      TRANSFER_MODE: "packaged",
+      PACKAGE_MAX_FILES: "25",
+    });
+    runtime = createFleetRuntime({ config, log: createLogger({ name: "verify", LOG_LEVEL: "silent", LOG_FORMAT: "json" }), role: "test" });
+    await seedSourceFiles(runtime.db, join(root, "source"), { count: 60, size: (i) => (i === 30 ? 2 * 1024 * 1024 : 500 + i) });
+    const [range] = await seedRanges(runtime.db, 100);
+    const signal = new AbortController().signal;
+    await migrateRangeFiles({ rangeId: range!.id, jobId: "verify", deps: runtime.deps, log: createLogger({ name: "m", LOG_LEVEL: "silent", LOG_FORMAT: "json" }), signal });
+  });
+  afterAll(async () => {
+    await runtime?.close();
+    await cleanupPrefix(testRedisUrl(), runtime.prefix);
+    await database?.drop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("finds every packaged file intact", async () => {
+    expect(await listPackageManifests(runtime.deps.destination, 1)).toHaveLength(3);
+    const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination);
+    expect(r).toEqual({ checked: 60, mismatches: [] });
+  });
+
+  it("reports the files of a package whose tar was damaged, and only those", async () => {
+    const [, second] = await listPackageManifests(runtime.deps.destination);
+    const manifest = parseManifest(await runtime.deps.destination.readBuffer(second!), second!);
+    const tarPath = join(root, "destination", manifest.tar.key);
+    const tar = await readFile(tarPath);
+    tar[600] ^= 0xff;
+    await writeFile(tarPath, tar);
+    const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination);
+    expect(r.checked).toBe(60);
+    expect(r.mismatches.map((m) => m.fileId).sort((a, b) => a - b)).toEqual(manifest.members.map((m) => m.fileId));
+    expect(r.mismatches[0]!.problem).toMatch(/archive-corrupt|sha256/);
+  });
+});
