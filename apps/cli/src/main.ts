@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { ConfigError } from "@fleet/core/errors";
 import { describeConfig } from "@fleet/core/config";
 import { describe } from "@fleet/core/classifyError";
+import { parseDuration } from "@fleet/core/backoff";
 import { migrateDatabase } from "@fleet/db/migrate";
 import { createCliContext } from "./context";
 import type { CliContext } from "./context";
@@ -33,6 +34,12 @@ async function withContext(env: NodeJS.ProcessEnv, fn: (ctx: CliContext) => Prom
   } finally {
     await ctx?.close().catch(() => {});
   }
+}
+
+function collectValue(value: string, previous: Record<string, string>): Record<string, string> {
+  const eq = value.indexOf("=");
+  if (eq < 1) throw new InvalidArgumentError("expected name=value");
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
 }
 
 export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
@@ -174,6 +181,48 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         process.stdout.write(`checked ${r.checked} files, ${r.mismatches.length} mismatches\n`);
         for (const m of r.mismatches.slice(0, 20)) process.stdout.write(`  ${m.key}: ${m.problem}\n`);
         return r.mismatches.length === 0 ? 0 : 1;
+      }),
+    );
+
+  const remote = program.command("remote").description("commands on the registered SSH servers (SSH_SERVERS_FILE)");
+  remote
+    .command("list")
+    .description("registered servers and the commands each may run")
+    .option("--json", "machine-readable output")
+    .action((opts: { json?: boolean }) =>
+      withContext(env, async (ctx) => {
+        const servers = (await ctx.runtime()).deps.remote.list();
+        if (opts.json) process.stdout.write(`${JSON.stringify(servers)}\n`);
+        else if (servers.length === 0) process.stdout.write("no SSH servers registered (set SSH_SERVERS_FILE)\n");
+        else for (const s of servers) process.stdout.write(`${s.name.padEnd(16)} ${s.target.padEnd(32)} ${s.commands.join(", ")}\n`);
+      }),
+    );
+  remote
+    .command("run <server> <command>")
+    .description("run a registered command now and print its output (or --enqueue it as a remote-command job)")
+    .option("--value <name=value>", "a value for a {placeholder} of the command (repeatable)", collectValue, {})
+    .option("--timeout <duration>", "override the server's timeout, e.g. 30s")
+    .option("--enqueue", "submit a remote-command job instead of running here")
+    .option("--json", "machine-readable output")
+    .action((server: string, command: string, opts: { value: Record<string, string>; timeout?: string; enqueue?: boolean; json?: boolean }) =>
+      withContext(env, async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: opts.enqueue === true });
+        const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout);
+        if (opts.enqueue) {
+          const job = await runtime.deps.jobs.enqueue("remote-command", { server, command, values: opts.value, ...(timeoutMs ? { timeoutMs } : {}) });
+          process.stdout.write(opts.json ? `${JSON.stringify({ id: job.id })}\n` : `enqueued remote-command job ${job.id}\n`);
+          return;
+        }
+        const abort = new AbortController();
+        process.once("SIGINT", () => abort.abort());
+        const result = await runtime.deps.remote.run(server, command, opts.value, { signal: abort.signal, ...(timeoutMs ? { timeoutMs } : {}) });
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(result)}\n`);
+        } else {
+          if (result.value !== undefined) process.stdout.write(`${String(result.value)}\n`);
+          process.stdout.write(result.stdout);
+          process.stderr.write(result.stderr);
+        }
       }),
     );
 

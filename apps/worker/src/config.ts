@@ -11,10 +11,10 @@ export const workerSchema = z.object({
   ...logFields,
   ...migrationFields,
   ...storageFields,
-  WORKER_QUEUES: envList("migration,maintenance").describe("Queues this worker consumes"),
+  WORKER_QUEUES: envList("migration,maintenance,remote").describe("Queues this worker consumes"),
   WORKER_CONCURRENCY: z
     .string()
-    .default("migration=2,maintenance=1")
+    .default("migration=2,maintenance=1,remote=2")
     .transform((value, ctx) => {
       const out: Record<string, number> = {};
       for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {

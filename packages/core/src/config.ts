@@ -60,9 +60,16 @@ export function describeConfig(schema: z.ZodObject): Array<{ name: string; descr
     return {
       name,
       description: field.description ?? "",
-      ...(value === undefined ? {} : { default: Array.isArray(value) ? value.join(",") : String(value) }),
+      ...(value === undefined ? {} : { default: formatDefault(value) }),
     };
   });
+}
+
+/** A parsed default as it would be written in the environment: lists and maps back to text. */
+function formatDefault(value: unknown): string {
+  if (Array.isArray(value)) return value.join(",");
+  if (value !== null && typeof value === "object") return Object.entries(value).map(([k, v]) => `${k}=${String(v)}`).join(",");
+  return String(value);
 }
 
 // ---- field helpers: env values are strings; these give each a type and a default ----

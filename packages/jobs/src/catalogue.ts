@@ -9,6 +9,7 @@ import { retryFailed } from "./migration/retryFailed";
 import { seedRanges } from "./migration/seedRanges";
 import { unpack } from "./migration/unpack";
 import { JOB_NAMES, QUEUES } from "./names";
+import { remoteCommand } from "./remote/remoteCommand";
 import type { JobName } from "./names";
 
 /**
@@ -23,6 +24,7 @@ export const fleetJobs = {
   "recover-stuck": recoverStuck,
   retention,
   unpack,
+  "remote-command": remoteCommand,
 } satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
 
 export type FleetJobs = typeof fleetJobs;

@@ -3,6 +3,7 @@ import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
 import type { FleetJobs } from "./catalogue";
+import type { RemoteServers } from "./remote/remoteServers";
 
 /** The tuning knobs of the file-migration pipeline (from the worker's config). */
 export interface MigrationSettings {
@@ -56,6 +57,8 @@ export interface FleetDeps {
    */
   openStorage(url: string): Storage;
   jobs: JobClient<FleetJobs>;
+  /** The registered SSH servers (SSH_SERVERS_FILE) and their commands. */
+  remote: RemoteServers;
   settings: MigrationSettings;
   metrics: FleetMetrics;
   /** Identifies this process in range owners: `<host>:<pid>:<random>`. */

@@ -4,11 +4,13 @@ export const QUEUES = {
   migration: "migration",
   /** Housekeeping: seeding, recovery, retention. Light, one or two per fleet is plenty. */
   maintenance: "maintenance",
+  /** Commands on registered SSH servers: mostly waiting on the remote side. */
+  remote: "remote",
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 /** Every job kind; a name here without a definition (or the reverse) stops startup. */
-export const JOB_NAMES = ["seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack"] as const;
+export const JOB_NAMES = ["seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack", "remote-command"] as const;
 
 export type JobName = (typeof JOB_NAMES)[number];

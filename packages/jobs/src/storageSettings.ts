@@ -51,6 +51,7 @@ export const storageFields = {
   SFTP_TIMEOUT: envDuration("60s").describe("An SFTP server silent this long has its connection dropped (retryable timeout)"),
   SSH_READY_TIMEOUT: envDuration("20s").describe("Connect + handshake + authentication limit of an SSH connection"),
   SSH_KEEPALIVE_INTERVAL: envDuration("15s").describe("SSH keepalive interval (three unanswered drop the connection; 0 disables)"),
+  SSH_SERVERS_FILE: optional().describe("YAML file of the SSH servers remote-command jobs may run their registered commands on (see README, Remote commands)"),
 };
 
 export type StorageConfig = z.output<z.ZodObject<typeof storageFields>>;

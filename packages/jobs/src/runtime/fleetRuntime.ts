@@ -18,6 +18,8 @@ import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
 import { toStorageConnection } from "../storageSettings";
+import { RemoteServers } from "../remote/remoteServers";
+import { loadServersFile } from "../remote/serversFile";
 import type { StorageConfig, StorageRole } from "../storageSettings";
 import type { z } from "zod";
 import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
@@ -52,6 +54,7 @@ export interface RuntimeOptions {
 export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const { config, log } = options;
   // Storages first: a bad URL or credential throws before any connection is opened.
+  const remote = new RemoteServers(config.SSH_SERVERS_FILE ? loadServersFile(config.SSH_SERVERS_FILE) : new Map());
   const source = openStorage(config, "source");
   let destination: Storage;
   try {
@@ -80,7 +83,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
-  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, settings, metrics, workerId };
+  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, metrics, workerId };
   return {
     catalogue,
     deps,

@@ -1,0 +1,126 @@
+import { PermanentError } from "@fleet/core/errors";
+import { runRemoteCommand } from "@fleet/storage/remoteCommand";
+import type { RemoteCommandResult } from "@fleet/storage/remoteCommand";
+import { remoteCommandExists, remoteFolderSize, remoteMkdirP } from "@fleet/storage/remoteOperations";
+import { targetLabel } from "@fleet/storage/sshTarget";
+import type { RegisteredServer } from "./serversFile";
+
+/** Commands every registered server has, besides its own: the old systems' helpers. */
+export const BUILTIN_COMMANDS = {
+  "folder-size": "bytes under {path} (du -sb)",
+  "mkdir-p": "creates {path} and its parents",
+  "command-exists": "whether {name} is a command the login shell can run",
+} as const;
+
+export type BuiltinCommand = keyof typeof BUILTIN_COMMANDS;
+
+export interface RemoteRunOptions {
+  signal?: AbortSignal;
+  /** Overrides the server's timeout for this run. */
+  timeoutMs?: number;
+}
+
+/** What a remote command left: its exit and output (bounded), or a builtin's value. */
+export interface RemoteRunResult {
+  server: string;
+  command: string;
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  truncated: boolean;
+  durationMs: number;
+  /** folder-size: bytes; command-exists: true/false; mkdir-p: true. */
+  value?: number | boolean;
+}
+
+/** Bytes of each output stream kept in results (job return values stay small in Redis). */
+const RESULT_OUTPUT_BYTES = 16 * 1024;
+
+/**
+ * The registered SSH servers (SSH_SERVERS_FILE) and the one way to run something on them:
+ * by server name and command name, with values for the command's `{placeholders}`. A name
+ * that is not registered is a permanent `invalid-payload`: retrying cannot make it exist.
+ */
+export class RemoteServers {
+  constructor(private readonly servers: ReadonlyMap<string, RegisteredServer> = new Map(), private readonly source = "SSH_SERVERS_FILE") {}
+
+  /** Server names with their label and commands (no secrets), for listings. */
+  list(): Array<{ name: string; target: string; commands: string[] }> {
+    return [...this.servers.values()].map((s) => ({
+      name: s.name,
+      target: targetLabel(s.target),
+      commands: [...Object.keys(s.commands), ...Object.keys(BUILTIN_COMMANDS)],
+    }));
+  }
+
+  server(name: string): RegisteredServer {
+    const server = this.servers.get(name);
+    if (!server) {
+      const known = [...this.servers.keys()];
+      throw new PermanentError(
+        "invalid-payload",
+        known.length === 0
+          ? `no SSH server "${name}": none is registered (set ${this.source})`
+          : `no SSH server "${name}" in ${this.source} (registered: ${known.join(", ")})`,
+      );
+    }
+    return server;
+  }
+
+  async run(serverName: string, command: string, values: Record<string, string> = {}, options: RemoteRunOptions = {}): Promise<RemoteRunResult> {
+    const server = this.server(serverName);
+    const timeoutMs = options.timeoutMs ?? server.timeoutMs;
+    const started = Date.now();
+    const builtin = async (value: number | boolean): Promise<RemoteRunResult> => ({
+      server: server.name,
+      command,
+      exitCode: 0,
+      stdout: "",
+      stderr: "",
+      truncated: false,
+      durationMs: Date.now() - started,
+      value,
+    });
+    const template = server.commands[command];
+    if (template === undefined) {
+      const op = { timeoutMs, signal: options.signal };
+      switch (command as BuiltinCommand) {
+        case "folder-size":
+          return builtin(await remoteFolderSize(server.target, required(values, "path", command), op));
+        case "mkdir-p":
+          await remoteMkdirP(server.target, required(values, "path", command), op);
+          return builtin(true);
+        case "command-exists":
+          return builtin(await remoteCommandExists(server.target, required(values, "name", command), op));
+        default:
+          throw new PermanentError(
+            "invalid-payload",
+            `server "${server.name}" has no command "${command}" (its commands: ${[...Object.keys(server.commands), ...Object.keys(BUILTIN_COMMANDS)].join(", ")})`,
+          );
+      }
+    }
+    const result: RemoteCommandResult = await runRemoteCommand(server.target, { template, values }, {
+      timeoutMs,
+      env: { ...server.env },
+      errorPatterns: server.errorPatterns,
+      maxOutputBytes: RESULT_OUTPUT_BYTES,
+      label: command,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return {
+      server: server.name,
+      command,
+      exitCode: result.exitCode,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      truncated: result.truncated,
+      durationMs: result.durationMs,
+    };
+  }
+}
+
+function required(values: Record<string, string>, name: string, command: string): string {
+  const value = values[name];
+  if (typeof value !== "string" || value === "") throw new PermanentError("invalid-payload", `${command} needs a value for {${name}}`);
+  return value;
+}
