@@ -1,0 +1,103 @@
+import { mkdir } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
+import { seedSourceFiles } from "@fleet/testing/sourceFiles";
+import { createPipelineHarness, fileSummary, finishedJob, waitFor } from "../../../packages/jobs/test/pipelineHarness";
+import type { PipelineHarness } from "../../../packages/jobs/test/pipelineHarness";
+import { PASSWORDS, createDashboardFixture } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+/**
+ * Headless Chromium (Debian's, driven by playwright-core) against a dashboard over a real small
+ * migration: 30 files, 3 missing at the source, so ranges complete with failures; plus one
+ * migrate-range job for a range that does not exist, which fails for good. Screenshots go to
+ * test-artifacts/dashboard/.
+ */
+const CHROMIUM = "/usr/bin/chromium";
+const ARTIFACTS = join(__dirname, "..", "..", "..", "test-artifacts", "dashboard");
+
+describe("dashboard in a browser", () => {
+  let harness: PipelineHarness;
+  let fx: DashboardFixture;
+  let browser: Browser;
+  let base: string;
+  let failedJobId: string;
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
+    await mkdir(ARTIFACTS, { recursive: true });
+    harness = await createPipelineHarness("dashboard-browser", { BATCH_SIZE: "10" });
+    await seedSourceFiles(harness.runtime.db, harness.sourceDir, { count: 30, missing: new Set([3, 14, 25]) });
+    const runner = await harness.startRunner();
+    await harness.runtime.deps.jobs.enqueue("seed-ranges", {});
+    await waitFor(async () => (await fileSummary(harness.runtime)).withoutOutcome === 0, 30_000, "the migration to finish");
+    const ghost = await harness.runtime.deps.jobs.enqueue("migrate-range", { rangeId: 999 });
+    failedJobId = ghost.id!;
+    await finishedJob(harness.runtime, "migration", failedJobId);
+    // No runner from here on: a retried job stays waiting, where the test can see it.
+    await runner.stop(1_000);
+    fx = await createDashboardFixture("browser", { DATABASE_URL: harness.config.DATABASE_URL, FLEET_PREFIX: harness.config.FLEET_PREFIX });
+    base = fx.dashboard.url;
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+  }, 90_000);
+  afterAll(async () => {
+    await browser?.close();
+    await fx?.close();
+    await harness?.close();
+  });
+
+  async function signIn(user: string, password: string, next: string): Promise<Page> {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${base}${next}`);
+    expect(new URL(page.url()).pathname).toBe("/login");
+    await page.fill('input[name="username"]', user);
+    await page.fill('input[name="password"]', password);
+    await Promise.all([page.waitForURL((url) => url.pathname !== "/login"), page.click('button[type="submit"]')]);
+    return page;
+  }
+
+  it("viewer: sees the progress page with the migration's numbers and the queues, and has no retry button", async () => {
+    const page = await signIn("victor", PASSWORDS.victor, "/progress");
+    expect(new URL(page.url()).pathname).toBe("/progress");
+    const text = await page.textContent("main");
+    expect(text).toContain("30 / 30 (100%)");
+    expect(text).toContain("27 files");
+    expect(text).toMatch(/not-found\s*3/);
+    await page.screenshot({ path: join(ARTIFACTS, "viewer-progress.png"), fullPage: true });
+
+    await page.goto(`${base}/queues/`);
+    expect(new URL(page.url()).pathname).toBe("/queues/readonly/");
+    await page.getByText("migration", { exact: true }).first().waitFor();
+    await page.goto(`${base}/queues/readonly/queue/migration?status=failed`);
+    await page.getByText(failedJobId, { exact: false }).first().waitFor();
+    await page.screenshot({ path: join(ARTIFACTS, "viewer-failed-jobs.png"), fullPage: true });
+    // The read-only board offers no retry (nor clean) at all; the operator's board does (below).
+    expect(await page.getByRole("button", { name: "Clean all" }).count()).toBe(0);
+    expect(await page.getByRole("button", { name: /^retry/i }).count()).toBe(0);
+  });
+
+  it("operator: retries the failed job from bull-board (the UI's request carries the CSRF token)", async () => {
+    const page = await signIn("alice", PASSWORDS.alice, "/queues/queue/migration?status=failed");
+    const queue = fx.dashboard.jobs.queue("migration");
+    expect(await queue.getJobState(failedJobId)).toBe("failed");
+    await page.getByText(failedJobId, { exact: false }).first().waitFor();
+    await page.screenshot({ path: join(ARTIFACTS, "operator-failed-jobs.png"), fullPage: true });
+    // bull-board's per-job buttons are unnamed icons; "Retry all" of the failed tab retries this job.
+    const writes: Array<{ url: string; status: number; xsrf: string | undefined }> = [];
+    page.on("response", (r) => {
+      if (r.request().method() !== "GET") writes.push({ url: new URL(r.url()).pathname, status: r.status(), xsrf: r.request().headers()["x-xsrf-token"] });
+    });
+    // bull-board's per-job buttons are unnamed icons; "Retry all" of the failed tab retries this job.
+    await page.getByRole("button", { name: "Retry all" }).click();
+    await page.getByRole("alertdialog").getByRole("button", { name: "Confirm" }).click();
+    await waitFor(async () => (await queue.getJobState(failedJobId)) === "waiting", 10_000, "the job to be waiting again");
+    // The UI's write carried the session's CSRF token (axios copies the XSRF-TOKEN cookie).
+    expect(writes).toEqual([{ url: "/queues/api/queues/migration/retry/failed", status: 200, xsrf: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) }]);
+    await page.screenshot({ path: join(ARTIFACTS, "operator-after-retry.png"), fullPage: true });
+  });
+});
