@@ -55,6 +55,8 @@ describe("dashboard authentication and roles", () => {
     const board = await send(base, "/queues/", { jar });
     expect(board.status).toBe(200);
     expect(await board.text()).toContain("Fleet");
+    // bull-board's pages cannot be framed by another site (its buttons would be clickjackable).
+    expect([board.headers.get("x-frame-options"), board.headers.get("x-content-type-options")]).toEqual(["DENY", "nosniff"]);
   });
 
   it("refuses a login without the form's CSRF token, a wrong password, and redirects only to local paths", async () => {
