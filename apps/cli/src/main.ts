@@ -233,7 +233,8 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     .option("--workers <n>", "worker processes", positiveInt, 2)
     .option("--data <dir>", "directory for source/, destination/ and logs/", "./data")
     .option("--keep-running", "leave the scheduler and workers running afterwards")
-    .action((opts: { files: number; workers: number; data: string; keepRunning?: boolean }) =>
+    .option("--destination <url>", "migrate to this s3:// or sftp:// URL instead of <data>/destination (credentials from DESTINATION_* variables; FLEET_DEMO_DESTINATION_URL sets it too)")
+    .action((opts: { files: number; workers: number; data: string; keepRunning?: boolean; destination?: string }) =>
       withContext(
         // The demo wipes its state first, so it never uses DATABASE_URL/FLEET_PREFIX (which may be
         // a real deployment's): only its own database and prefix.
@@ -242,7 +243,10 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
           DATABASE_URL: env.FLEET_DEMO_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/fleet_demo",
           FLEET_PREFIX: env.FLEET_DEMO_PREFIX ?? "fleet-demo",
         },
-        (ctx) => runDemo(ctx, { files: opts.files, workers: opts.workers, dataDir: opts.data, keepRunning: opts.keepRunning === true }),
+        (ctx) => {
+          const destination = opts.destination ?? env.FLEET_DEMO_DESTINATION_URL;
+          return runDemo(ctx, { files: opts.files, workers: opts.workers, dataDir: opts.data, keepRunning: opts.keepRunning === true, ...(destination ? { destination } : {}) });
+        },
       ),
     );
   return program;

@@ -4,6 +4,7 @@ import { Queue } from "bullmq";
 import { migrateDatabase } from "@fleet/db/migrate";
 import { bullPrefix } from "@fleet/core/redis";
 import { QUEUES } from "@fleet/jobs/names";
+import { createStorage } from "@fleet/storage/createStorage";
 import type { CliContext } from "../context";
 import { progressBar, seedDemo } from "./seedDemo";
 import { startFleetProcess } from "./fleetProcesses";
@@ -17,6 +18,12 @@ export interface DemoOptions {
   dataDir: string;
   /** Keep the scheduler and workers running after the migration (Ctrl-C to stop). */
   keepRunning: boolean;
+  /**
+   * Where to migrate to instead of `<data>/destination`: an s3:// or sftp:// URL (credentials
+   * and host keys from the usual DESTINATION_* variables). A scratch location: existing
+   * objects from an earlier demo are overwritten.
+   */
+  destination?: string;
 }
 
 /**
@@ -29,11 +36,23 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
   const dataDir = resolve(options.dataDir);
   const sourceDir = resolve(dataDir, "source");
   const destDir = resolve(dataDir, "destination");
+  const destinationUrl = options.destination ?? destDir;
   const out = (line: string) => process.stdout.write(`${line}\n`);
 
   out(`fleet demo: ${options.files} files, scheduler + ${options.workers} workers, database ${redactDb(config.DATABASE_URL)}, queue prefix ${config.FLEET_PREFIX}`);
   await migrateDatabase({ connectionString: config.DATABASE_URL });
   const runtime = await ctx.runtime({ withRedis: true });
+  // The demo's own two ends (not SOURCE_URL/DESTINATION_URL): checked before any work starts,
+  // so a wrong bucket, key or host key stops the demo with the adapter's message.
+  const source = createStorage(sourceDir);
+  const destination = options.destination ? runtime.deps.openStorage(options.destination) : createStorage(destDir);
+  try {
+    await destination.check?.("destination");
+  } catch (err) {
+    await destination.close();
+    throw err;
+  }
+  if (options.destination) out(`destination ${destination.label} (objects of an earlier demo there are overwritten)`);
 
   // A demo starts from nothing: its own database, prefix and data directory only.
   await runtime.db.query("TRUNCATE source_files, migration_ranges, migration_files, migration_log RESTART IDENTITY");
@@ -43,7 +62,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
     await q.close();
   }
   await rm(sourceDir, { recursive: true, force: true });
-  await rm(destDir, { recursive: true, force: true });
+  if (!options.destination) await rm(destDir, { recursive: true, force: true });
 
   const seedBar = progressBar("seeding", options.files);
   const seeded = await seedDemo(runtime.db, { files: options.files, dir: sourceDir, onProgress: (n) => seedBar.update(n) });
@@ -56,7 +75,10 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
     REDIS_URL: config.REDIS_URL,
     FLEET_PREFIX: config.FLEET_PREFIX,
     SOURCE_URL: sourceDir,
-    DESTINATION_URL: destDir,
+    DESTINATION_URL: destinationUrl,
+    // A remote demo destination is scratch space: a previous demo's objects (other random
+    // bytes under the same keys) are replaced rather than failed as destination-exists.
+    ...(options.destination ? { IF_EXISTS: "overwrite" } : {}),
     RUN_WINDOWS: "false",
     // Ranges of 1,000 so that the demo's files spread over both workers.
     BATCH_SIZE: process.env.BATCH_SIZE ?? "1000",
@@ -68,7 +90,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
   const logDir = resolve(dataDir, "logs");
   const processes: FleetProcess[] = [startFleetProcess("scheduler", "scheduler", env, resolve(logDir, "scheduler.log"))];
   for (let i = 1; i <= options.workers; i++) {
-    processes.push(startFleetProcess("worker", `worker-${i}`, { ...env, WORKER_CONCURRENCY: "migration=2,maintenance=1" }, resolve(logDir, `worker-${i}.log`)));
+    processes.push(startFleetProcess("worker", `worker-${i}`, { ...env, WORKER_CONCURRENCY: "migration=2,maintenance=1,remote=1" }, resolve(logDir, `worker-${i}.log`)));
   }
   const abort = new AbortController();
   const onSigint = () => abort.abort();
@@ -95,7 +117,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
     if (failures) out(failures);
 
     const verifyBar = progressBar("verifying", final.files.SUCCESS);
-    const verified = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination, (n) => verifyBar.update(n));
+    const verified = await verifyMigration(runtime.db, source, destination, (n) => verifyBar.update(n));
     verifyBar.stop();
     if (verified.mismatches.length === 0) {
       out(`verified ${verified.checked} files: every destination sha256 equals its source`);
@@ -111,6 +133,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
   } finally {
     process.off("SIGINT", onSigint);
     const codes = await Promise.all(processes.map((p) => p.stop()));
+    await Promise.all([source.close(), destination.close()]);
     const bad = processes.filter((_, i) => codes[i] !== 0);
     if (bad.length > 0) out(`note: ${bad.map((p) => p.name).join(", ")} did not exit cleanly; logs in ${logDir}`);
   }
