@@ -14,12 +14,22 @@ export interface S3ClientSettings {
   maxAttempts: number;
 }
 
+export interface S3Agents {
+  http: http.Agent;
+  https: https.Agent;
+}
+
+/** The keep-alive connection pool of one storage, shared by its SDK client and its direct requests. */
+export function createS3Agents(maxSockets: number): S3Agents {
+  const agentOptions = { keepAlive: true, maxSockets };
+  return { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
+}
+
 /**
  * One client per storage, shared by every transfer: its keep-alive agents are the connection
  * pool, so 64 files in flight reuse sockets instead of paying a TCP (and TLS) setup per file.
  */
-export function createS3Client(settings: S3ClientSettings): S3Client {
-  const agentOptions = { keepAlive: true, maxSockets: settings.maxSockets };
+export function createS3Client(settings: S3ClientSettings, agents: S3Agents): S3Client {
   return new S3Client({
     region: settings.region,
     endpoint: settings.endpoint,
@@ -36,8 +46,8 @@ export function createS3Client(settings: S3ClientSettings): S3Client {
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
     requestHandler: {
-      httpAgent: new http.Agent(agentOptions),
-      httpsAgent: new https.Agent(agentOptions),
+      httpAgent: agents.http,
+      httpsAgent: agents.https,
       connectionTimeout: settings.connectTimeoutMs,
       // An idle timeout, not a deadline: a 8 MiB part on a slow link may take long, but a
       // socket with no progress for this long is dead.

@@ -1,7 +1,9 @@
+import type { IncomingHttpHeaders } from "node:http";
 import type { Readable } from "node:stream";
 import { CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import type { Digest } from "./hashing";
+import type { S3DirectRequests } from "./s3DirectRequests";
 import { isS3NotFound, s3Failure } from "./s3Errors";
 import { copySourceOf } from "./s3Keys";
 import type { S3Key } from "./s3Keys";
@@ -9,7 +11,8 @@ import { throwIfAborted } from "./storageErrors";
 
 /**
  * The requests S3Storage makes on single objects of one bucket, with "absent" as null and
- * every other failure classified with its key. No policy here: S3Storage decides.
+ * every other failure classified with its key. No policy here: S3Storage decides. HEAD and
+ * small PUTs go direct once the SDK has shown how (see s3DirectRequests.ts).
  */
 
 /** What a HEAD says about an object; `sha256`/`md5` are Fleet's metadata, when present. */
@@ -27,12 +30,19 @@ export class S3Objects {
   constructor(
     private readonly client: S3Client,
     private readonly bucket: string,
+    private readonly direct: S3DirectRequests,
   ) {}
 
   async head(operation: string, target: S3Key, signal?: AbortSignal): Promise<HeadInfo | null> {
     throwIfAborted(signal, operation, target.key);
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: target.objectKey }), { abortSignal: signal });
+      if (this.direct.ready) {
+        const direct = await this.direct.head(target.objectKey, signal);
+        if (direct.handled) return direct.value && headInfoOf(direct.value);
+      }
+      const command = new HeadObjectCommand({ Bucket: this.bucket, Key: target.objectKey });
+      this.direct.learnFrom(command, target.objectKey);
+      const head = await this.client.send(command, { abortSignal: signal });
       return {
         size: head.ContentLength ?? 0,
         modifiedAt: head.LastModified,
@@ -73,6 +83,13 @@ export class S3Objects {
 
   /** One PUT with Fleet's metadata; returns the ETag (lowercase, unquoted). */
   async put(target: S3Key, body: Buffer, digest: Digest, md5: string, signal?: AbortSignal): Promise<string | undefined> {
+    const contentMd5 = Buffer.from(md5, "hex").toString("base64");
+    if (this.direct.ready) {
+      const headers = { "content-type": "application/octet-stream", "content-md5": contentMd5, "x-amz-meta-sha256": digest.sha256, "x-amz-meta-md5": md5 };
+      // The body's sha256 is the digest's: the signature needs no second hash.
+      const direct = await this.direct.put(target.objectKey, body, headers, digest.sha256, signal);
+      if (direct.handled) return etagOf(direct.value);
+    }
     const put = await this.client.send(
       new PutObjectCommand({
         Bucket: this.bucket,
@@ -80,7 +97,7 @@ export class S3Objects {
         Body: body,
         ContentLength: body.length,
         // Servers that check it refuse a body damaged on the way (BadDigest, retried).
-        ContentMD5: Buffer.from(md5, "hex").toString("base64"),
+        ContentMD5: contentMd5,
         Metadata: { sha256: digest.sha256, md5 },
       }),
       { abortSignal: signal },
@@ -110,6 +127,23 @@ export class S3Objects {
       throw s3Failure(operation, target.key, err, signal);
     }
   }
+}
+
+/** A HEAD answer's headers as the SDK would have parsed them. */
+function headInfoOf(headers: IncomingHttpHeaders): HeadInfo {
+  const one = (name: string): string | undefined => {
+    const value = headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  };
+  const modified = one("last-modified");
+  const modifiedAt = modified === undefined ? undefined : new Date(modified);
+  return {
+    size: Number(one("content-length") ?? 0),
+    modifiedAt: modifiedAt && !Number.isNaN(modifiedAt.getTime()) ? modifiedAt : undefined,
+    etag: etagOf(one("etag")),
+    sha256: one("x-amz-meta-sha256")?.toLowerCase(),
+    md5: one("x-amz-meta-md5")?.toLowerCase(),
+  };
 }
 
 /**

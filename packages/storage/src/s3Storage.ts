@@ -6,8 +6,10 @@ import { PermanentError, RetryableError } from "@fleet/core/errors";
 import { checkExpected, digestOf } from "./hashing";
 import type { Digest } from "./hashing";
 import { validatePrefix } from "./keys";
-import { createS3Client } from "./s3Client";
+import { createS3Agents, createS3Client } from "./s3Client";
 import { StreamDigest, digestStream, md5Of } from "./s3Digest";
+import { S3DirectRequests } from "./s3DirectRequests";
+import { S3FolderListings } from "./s3FolderListings";
 import { checkFailure, isS3NotFound, s3Failure } from "./s3Errors";
 import { s3KeyOf, s3Uri } from "./s3Keys";
 import type { S3Key } from "./s3Keys";
@@ -39,9 +41,10 @@ const MAX_COPY_BYTES = 5 * 1024 ** 3;
  * object's ETag still equals the stored md5, so bytes replaced behind Fleet's back are read
  * and hashed instead of trusted.
  *
- * Requests per small file: a HEAD (does the destination exist?) and a PUT. The HEAD-then-PUT
- * is check-then-act: two writers of one key at the same moment can both pass it; Fleet gives
- * each file to one claim, so only an outside writer could race it.
+ * Requests per small file: a PUT, after a HEAD (does the destination exist?) unless a listing
+ * of its folder requested at most `listingTtlMs` before shows it absent (s3FolderListings.ts).
+ * The check before the PUT is check-then-act: two writers of one key at the same moment can
+ * both pass it; Fleet gives each file to one claim, so only an outside writer could race it.
  */
 export class S3Storage implements Storage {
   readonly kind = "s3";
@@ -51,6 +54,7 @@ export class S3Storage implements Storage {
   readonly prefix: string;
   private readonly client: S3Client;
   private readonly objects: S3Objects;
+  private readonly listings: S3FolderListings;
   private readonly endpoint: string | undefined;
   private readonly thresholdBytes: number;
   private readonly partSizeBytes: number;
@@ -67,8 +71,10 @@ export class S3Storage implements Storage {
     this.partSizeBytes = resolved.partSizeBytes;
     this.queueSize = resolved.queueSize;
     this.readBack = resolved.readBack;
-    this.client = createS3Client(resolved.client);
-    this.objects = new S3Objects(this.client, this.bucket);
+    const agents = createS3Agents(resolved.client.maxSockets);
+    this.client = createS3Client(resolved.client, agents);
+    this.objects = new S3Objects(this.client, this.bucket, new S3DirectRequests(this.client, agents, { requestTimeoutMs: resolved.client.requestTimeoutMs }));
+    this.listings = new S3FolderListings(this.client, this.bucket, resolved.listingTtlMs);
   }
 
   uri(key: string): string {
@@ -119,15 +125,19 @@ export class S3Storage implements Storage {
 
   async write(key: string, body: Readable | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
     let shown = key;
+    let release: (() => void) | undefined;
     try {
       const target = this.keyOf(key);
       shown = target.key;
       throwIfAborted(options.signal, "write", target.key);
+      release = this.listings.touch(target.objectKey);
       return Buffer.isBuffer(body) ? await this.writeBuffer(target, body, options) : await this.writeStream(target, body, options);
     } catch (err) {
       // A stream not (fully) consumed would otherwise keep its source open.
       if (!Buffer.isBuffer(body) && !body.destroyed) body.destroy();
       throw s3Failure("write", shown, err, options.signal);
+    } finally {
+      release?.();
     }
   }
 
@@ -186,7 +196,7 @@ export class S3Storage implements Storage {
   private async writeStream(target: S3Key, body: Readable, options: WriteOptions): Promise<WriteResult> {
     const { signal } = options;
     if (signal) addAbortSignal(signal, body);
-    const head = await this.objects.head("write", target, signal);
+    const head = await this.headBeforeWrite(target, signal);
     if (head) {
       const announced = options.expectedSize !== undefined && options.expectedSha256 !== undefined
         ? { size: options.expectedSize, sha256: options.expectedSha256.toLowerCase() }
@@ -254,13 +264,19 @@ export class S3Storage implements Storage {
    * object without trustworthy sha256 metadata but of the same size is downloaded and hashed.
    */
   private async settleExisting(target: S3Key, digest: Digest, options: WriteOptions, known?: HeadInfo): Promise<boolean> {
-    const head = known ?? (await this.objects.head("write", target, options.signal));
+    const head = known ?? (await this.headBeforeWrite(target, options.signal));
     if (!head) return false;
     const existing = await existingDigest(this.objects, target, head, digest.size, options.signal);
     if (existing === "gone") return false;
     if (existing !== "different" && existing.size === digest.size && existing.sha256 === digest.sha256) return true;
     if (options.ifExists === "overwrite") return false;
     throw destinationExists(target);
+  }
+
+  /** The existing object at a key about to be written; null when absent (by a fresh listing, or a HEAD). */
+  private async headBeforeWrite(target: S3Key, signal?: AbortSignal): Promise<HeadInfo | null> {
+    if (await this.listings.knownAbsent(target.objectKey)) return null;
+    return this.objects.head("write", target, signal);
   }
 
   private async putBuffer(target: S3Key, body: Buffer, digest: Digest, md5: string, signal?: AbortSignal): Promise<void> {

@@ -30,6 +30,11 @@ export interface S3StorageOptions {
   connectTimeoutMs?: number;
   /** Attempts per request inside the SDK, before Fleet's own retries. Default 2. */
   maxAttempts?: number;
+  /**
+   * A write needs no HEAD when a listing of its folder requested less than this long ago
+   * shows the key absent (see s3FolderListings.ts). Default 5 s; 0: a HEAD before every write.
+   */
+  listingTtlMs?: number;
   /** Shown in logs and metrics; default `s3://bucket/prefix/`. */
   label?: string;
 }
@@ -43,6 +48,7 @@ export interface ResolvedS3StorageOptions {
   partSizeBytes: number;
   queueSize: number;
   readBack: boolean;
+  listingTtlMs: number;
   client: S3ClientSettings;
 }
 
@@ -68,6 +74,7 @@ export function resolveS3StorageOptions(options: S3StorageOptions): ResolvedS3St
     partSizeBytes: atLeast("partSizeBytes", options.partSizeBytes ?? 8 * MiB, MIN_PART_BYTES),
     queueSize: atLeast("queueSize", options.queueSize ?? 4, 1),
     readBack: options.readBack ?? false,
+    listingTtlMs: atLeast("listingTtlMs", options.listingTtlMs ?? 5_000, 0),
     client: {
       region: options.region,
       endpoint: options.endpoint,
