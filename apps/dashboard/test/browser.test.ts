@@ -88,16 +88,18 @@ describe("dashboard in a browser", () => {
     await page.getByText(failedJobId, { exact: false }).first().waitFor();
     await page.screenshot({ path: join(ARTIFACTS, "operator-failed-jobs.png"), fullPage: true });
     // bull-board's per-job buttons are unnamed icons; "Retry all" of the failed tab retries this job.
-    const writes: Array<{ url: string; status: number; xsrf: string | undefined }> = [];
-    page.on("response", (r) => {
-      if (r.request().method() !== "GET") writes.push({ url: new URL(r.url()).pathname, status: r.status(), xsrf: r.request().headers()["x-xsrf-token"] });
-    });
     // bull-board's per-job buttons are unnamed icons; "Retry all" of the failed tab retries this job.
     await page.getByRole("button", { name: "Retry all" }).click();
+    const write = page.waitForResponse((r) => r.request().method() !== "GET");
     await page.getByRole("alertdialog").getByRole("button", { name: "Confirm" }).click();
+    const response = await write;
+    // The UI's write carried the session's CSRF token (axios copies the XSRF-TOKEN cookie) and was accepted.
+    expect([new URL(response.url()).pathname, response.status(), response.request().headers()["x-xsrf-token"]]).toEqual([
+      "/queues/api/queues/migration/retry/failed",
+      200,
+      expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+    ]);
     await waitFor(async () => (await queue.getJobState(failedJobId)) === "waiting", 10_000, "the job to be waiting again");
-    // The UI's write carried the session's CSRF token (axios copies the XSRF-TOKEN cookie).
-    expect(writes).toEqual([{ url: "/queues/api/queues/migration/retry/failed", status: 200, xsrf: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) }]);
     await page.screenshot({ path: join(ARTIFACTS, "operator-after-retry.png"), fullPage: true });
   });
 });
