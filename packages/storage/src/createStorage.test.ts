@@ -7,6 +7,8 @@ import { pathToFileURL } from "node:url";
 import { PermanentError } from "@fleet/core/errors";
 import { createStorage } from "./createStorage";
 import { NullStorage } from "./nullStorage";
+import { S3Storage } from "./s3Storage";
+import { SftpStorage } from "./sftpStorage";
 
 const sha256 = (data: string): string => createHash("sha256").update(data).digest("hex");
 
@@ -49,11 +51,27 @@ describe("createStorage", () => {
     expect(createStorage("null://")).toBeInstanceOf(NullStorage);
   });
 
-  it("refuses schemes it does not support yet, without echoing credentials", () => {
-    expect(badConfig("s3://bucket/prefix").message).toContain("scheme s3 is not supported yet");
+  it("makes S3 and SFTP adapters from their URLs, with the connection's settings", async () => {
+    const s3 = createStorage("s3://bucket/prefix?endpoint=http%3A%2F%2F127.0.0.1%3A9&region=eu-west-1", {
+      s3: { credentials: { accessKeyId: "AKIAEXAMPLE", secretAccessKey: "s3cr3t" } },
+    });
+    expect(s3).toBeInstanceOf(S3Storage);
+    expect([s3.kind, s3.label, s3.uri("a b.txt")]).toEqual(["s3", "s3://bucket/prefix/", "s3://bucket/prefix/a%20b.txt"]);
+    await s3.close();
+    const sftp = createStorage("sftp://me@nas.example:2222/export", { ssh: { password: "pw", hostKey: { fingerprint: "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } } });
+    expect(sftp).toBeInstanceOf(SftpStorage);
+    expect([sftp.kind, sftp.label]).toEqual(["sftp", "sftp://me@nas.example:2222/export"]);
+    await sftp.close();
+  });
+
+  it("refuses what it cannot use, saying what to fix and never echoing credentials", () => {
+    expect(badConfig("ftp://host/data").message).toMatch(/scheme ftp is not supported \(supported: .*s3:\/\/.*sftp:\/\//);
     const sftp = badConfig("sftp://user:hunter2@host/data");
-    expect(sftp.message).toContain("scheme sftp");
+    expect(sftp.message).toContain("must not contain a password");
     expect(sftp.message).not.toContain("hunter2");
+    // No host key: refused at construction, never "accept any key".
+    expect(badConfig("sftp://user@host/data").message).toMatch(/configure a private key or a password|no host key configured/);
+    expect(badConfig("s3://AKIA:secret@bucket").message).not.toContain("secret@");
     badConfig("file://otherhost/data");
     badConfig("  ");
   });
