@@ -38,7 +38,8 @@ describe("dashboard in a browser", () => {
     await finishedJob(harness.runtime, "migration", failedJobId);
     // No runner from here on: a retried job stays waiting, where the test can see it.
     await runner.stop(1_000);
-    fx = await createDashboardFixture("browser", { DATABASE_URL: harness.config.DATABASE_URL, FLEET_PREFIX: harness.config.FLEET_PREFIX });
+    // Secure cookies, the default: browsers accept them from http://127.0.0.1 and localhost.
+    fx = await createDashboardFixture("browser", { DATABASE_URL: harness.config.DATABASE_URL, FLEET_PREFIX: harness.config.FLEET_PREFIX, DASHBOARD_COOKIE_SECURE: "true" });
     base = fx.dashboard.url;
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -64,6 +65,8 @@ describe("dashboard in a browser", () => {
   it("viewer: sees the progress page with the migration's numbers and the queues, and has no retry button", async () => {
     const page = await signIn("victor", PASSWORDS.victor, "/progress");
     expect(new URL(page.url()).pathname).toBe("/progress");
+    const session = (await page.context().cookies()).find((c) => c.name === "fleet_session");
+    expect(session).toMatchObject({ secure: true, httpOnly: true, sameSite: "Strict" });
     const text = await page.textContent("main");
     expect(text).toContain("30 / 30 (100%)");
     expect(text).toContain("27 files");
