@@ -1,0 +1,96 @@
+import type { Job, Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { requestCancel } from "./jobCancel";
+
+/**
+ * Operations as operators see them (dashboard API, `fleet ops`): a BullMQ job of the catalogue,
+ * found by id in any of the fleet's queues, described in plain JSON, listed by state, cancelled.
+ */
+export const OPERATION_STATES = ["waiting", "active", "delayed", "prioritized", "waiting-children", "completed", "failed"] as const;
+export type OperationState = (typeof OPERATION_STATES)[number];
+
+/** Job ids Fleet derives or accepts: anything else is simply not an operation. */
+export const OPERATION_ID = /^[A-Za-z0-9_.:@-]{1,200}$/;
+
+export interface OperationSummary {
+  id: string | undefined;
+  name: string;
+  queue: string;
+  state: string;
+  progress: unknown;
+  attempts: number;
+  maxAttempts: number;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+}
+
+export interface OperationDetail extends OperationSummary {
+  data: unknown;
+  result: unknown;
+  log: string[];
+  logCount: number;
+}
+
+export async function findOperation(queues: readonly Queue[], id: string): Promise<{ job: Job; queue: Queue } | undefined> {
+  if (!OPERATION_ID.test(id)) return undefined;
+  for (const queue of queues) {
+    const job = await queue.getJob(id);
+    if (job) return { job, queue };
+  }
+  return undefined;
+}
+
+export async function summarizeOperation(job: Job): Promise<OperationSummary> {
+  return {
+    id: job.id,
+    name: job.name,
+    queue: job.queueName,
+    state: await job.getState(),
+    progress: job.progress,
+    attempts: job.attemptsMade,
+    maxAttempts: job.opts.attempts ?? 1,
+    createdAt: new Date(job.timestamp).toISOString(),
+    startedAt: job.processedOn ? new Date(job.processedOn).toISOString() : null,
+    finishedAt: job.finishedOn ? new Date(job.finishedOn).toISOString() : null,
+    error: job.failedReason || null,
+  };
+}
+
+/** The summary plus data, result and the job's log (its last 200 lines). */
+export async function describeOperation(job: Job, queue: Queue): Promise<OperationDetail> {
+  const logs = job.id ? await queue.getJobLogs(job.id, -200, -1) : { logs: [], count: 0 };
+  return { ...(await summarizeOperation(job)), data: job.data, result: job.returnvalue ?? null, log: logs.logs, logCount: logs.count };
+}
+
+/** Newest first, across every queue. */
+export async function listOperations(queues: readonly Queue[], state: OperationState | undefined, limit: number): Promise<OperationSummary[]> {
+  const types = state ? [state] : [...OPERATION_STATES];
+  const found = (await Promise.all(queues.map((q) => q.getJobs(types, 0, limit - 1)))).flat();
+  found.sort((a, b) => b.timestamp - a.timestamp);
+  return Promise.all(found.slice(0, limit).map((job) => summarizeOperation(job)));
+}
+
+export type CancelOutcome =
+  | { kind: "removed"; was: string }
+  | { kind: "requested"; receivers: number }
+  | { kind: "no-listener" }
+  | { kind: "finished"; state: string };
+
+/**
+ * Not started yet: removed. Running: every JobRunner hears the request and the one holding the
+ * job aborts it (it then fails as `cancelled`, without retry). Finished: nothing to do.
+ */
+export async function cancelOperation(redis: Redis, prefix: string, found: { job: Job; queue: Queue }): Promise<CancelOutcome> {
+  const state = await found.job.getState();
+  if (state === "waiting" || state === "delayed" || state === "prioritized" || state === "waiting-children") {
+    await found.job.remove();
+    return { kind: "removed", was: state };
+  }
+  if (state === "active") {
+    const receivers = await requestCancel(redis, prefix, { queue: found.queue.name, jobId: found.job.id! });
+    return receivers > 0 ? { kind: "requested", receivers } : { kind: "no-listener" };
+  }
+  return { kind: "finished", state };
+}
