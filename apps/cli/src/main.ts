@@ -10,6 +10,7 @@ import { cliSchema } from "./config";
 import { runDemo } from "./commands/demo";
 import { progressBar, seedDemo } from "./commands/seedDemo";
 import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
+import { registerOperatorCommands } from "./commands/operatorCommands";
 import { listPackageManifests } from "./commands/unpack";
 import { verifyMigration } from "./commands/verify";
 
@@ -225,6 +226,8 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         }
       }),
     );
+
+  registerOperatorCommands(program, (fn) => withContext(env, fn));
 
   program
     .command("demo")

@@ -1,0 +1,189 @@
+import { userInfo } from "node:os";
+import type { Command } from "commander";
+import { InvalidArgumentError } from "commander";
+import { ApiLock } from "@fleet/core/apiLock";
+import { parseDuration } from "@fleet/core/backoff";
+import type { JobClient } from "@fleet/core/jobClient";
+import { OPERATION_STATES, cancelOperation, describeOperation, findOperation, listOperations } from "@fleet/core/operations";
+import type { OperationState, OperationSummary } from "@fleet/core/operations";
+import { QUEUES } from "@fleet/jobs/names";
+import type { FleetJobs } from "@fleet/jobs/catalogue";
+import type { CliContext } from "../context";
+
+/**
+ * The operator commands of issue 4: queues (counts, pause, resume), the API lock, and
+ * operations (submit, show, list, cancel), each with readable output and `--json`. They act on
+ * Redis directly, as the dashboard does, so they work with or without a dashboard running.
+ */
+type Run = (fn: (ctx: CliContext) => Promise<number | void>) => Promise<void>;
+
+const COUNTED = ["waiting", "active", "delayed", "prioritized", "failed", "completed"] as const;
+
+const print = (json: boolean | undefined, value: unknown, text: string) => process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${text}\n`);
+
+function queueName(value: string): string {
+  const known: readonly string[] = Object.values(QUEUES);
+  if (!known.includes(value)) throw new Error(`unknown queue "${value}"; known: ${known.join(", ")}`);
+  return value;
+}
+
+function stateName(value: string): OperationState {
+  if (!(OPERATION_STATES as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${OPERATION_STATES.join(", ")}`);
+  return value as OperationState;
+}
+
+function jsonData(value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    throw new InvalidArgumentError("expected JSON, e.g. '{\"rangeId\": 12}'");
+  }
+}
+
+export function registerOperatorCommands(program: Command, run: Run): void {
+  program
+    .command("queues")
+    .description("every queue of the fleet with its jobs by state and whether it is paused")
+    .option("--json", "machine-readable output")
+    .action((opts: { json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const rows = await Promise.all(
+          Object.values(QUEUES).map(async (name) => {
+            const queue = runtime.deps.jobs.queue(name);
+            return { queue: name, paused: await queue.isPaused(), counts: await queue.getJobCounts(...COUNTED) };
+          }),
+        );
+        const header = ["queue".padEnd(14), ...COUNTED.map((s) => s.padStart(12)), "  paused"].join("");
+        const lines = rows.map((r) => [r.queue.padEnd(14), ...COUNTED.map((s) => String(r.counts[s] ?? 0).padStart(12)), r.paused ? "  yes" : "  no"].join(""));
+        print(opts.json, rows, [header, ...lines].join("\n"));
+      }),
+    );
+
+  for (const [verb, pause] of [["pause", true], ["resume", false]] as const) {
+    program
+      .command(`${verb} <queue>`)
+      .description(pause ? "stop workers taking new jobs from a queue (running jobs finish)" : "let workers take jobs from a paused queue again")
+      .option("--json", "machine-readable output")
+      .action((queue: string, opts: { json?: boolean }) =>
+        run(async (ctx) => {
+          const name = queueName(queue);
+          const q = (await ctx.runtime({ withRedis: true })).deps.jobs.queue(name);
+          await (pause ? q.pause() : q.resume());
+          print(opts.json, { queue: name, paused: pause }, `${name}: ${pause ? "paused" : "resumed"}`);
+        }),
+      );
+  }
+
+  program
+    .command("lock")
+    .description("lock the operations API (maintenance mode): submissions are refused with the reason until `fleet unlock`")
+    .requiredOption("--reason <text>", "why, shown to everyone who is refused")
+    .option("--json", "machine-readable output")
+    .action((opts: { reason: string; json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const state = await new ApiLock(runtime.redis, runtime.prefix).lock(opts.reason, `cli:${userInfo().username}`);
+        print(opts.json, { locked: state }, `API locked: ${state.reason}`);
+      }),
+    );
+  program
+    .command("unlock")
+    .description("unlock the operations API")
+    .option("--json", "machine-readable output")
+    .action((opts: { json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const removed = await new ApiLock(runtime.redis, runtime.prefix).unlock();
+        print(opts.json, { locked: false, removed }, removed ? "API unlocked" : "the API was not locked");
+      }),
+    );
+
+  const ops = program.command("ops").description("operations: jobs of the catalogue, submitted and followed");
+  ops
+    .command("submit <name>")
+    .description("submit a catalogue job (refused while the API is locked)")
+    .option("--data <json>", "the job's payload", jsonData, {})
+    .option("--delay <duration>", "run no earlier than this from now, e.g. 10m")
+    .option("--json", "machine-readable output")
+    .action((name: string, opts: { data: unknown; delay?: string; json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const lock = await new ApiLock(runtime.redis, runtime.prefix).get();
+        if (lock) {
+          process.stderr.write(`fleet: the API is locked (${lock.reason}, by ${lock.by}); \`fleet unlock\` first\n`);
+          return 1;
+        }
+        const delayMs = opts.delay === undefined ? undefined : parseDuration(opts.delay);
+        // The client checks the name against the catalogue and validates the payload.
+        const job = await runtime.deps.jobs.enqueue(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
+        print(opts.json, { id: job.id, name, queue: job.queueName }, `submitted ${name} as operation ${job.id} (queue ${job.queueName})`);
+      }),
+    );
+  ops
+    .command("show <id>")
+    .description("state, progress, attempts, result or error, and the job's log")
+    .option("--json", "machine-readable output")
+    .action((id: string, opts: { json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const found = await findOperation(queues(runtime.deps.jobs), id);
+        if (!found) {
+          process.stderr.write(`fleet: no operation ${id}\n`);
+          return 1;
+        }
+        const op = await describeOperation(found.job, found.queue);
+        const text = [
+          summaryLine(op),
+          `data      ${JSON.stringify(op.data)}`,
+          ...(op.result !== null ? [`result    ${JSON.stringify(op.result)}`] : []),
+          ...(op.error ? [`error     ${op.error}`] : []),
+          ...op.log.map((l) => `log       ${l}`),
+        ].join("\n");
+        print(opts.json, op, text);
+      }),
+    );
+  ops
+    .command("list")
+    .description("operations, newest first")
+    .option("--state <state>", `only this state (${OPERATION_STATES.join(", ")})`, stateName)
+    .option("--limit <n>", "at most this many", (v) => Math.max(1, Math.min(500, Number.parseInt(v, 10) || 50)), 50)
+    .option("--json", "machine-readable output")
+    .action((opts: { state?: OperationState; limit: number; json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const list = await listOperations(queues(runtime.deps.jobs), opts.state, opts.limit);
+        print(opts.json, list, list.length === 0 ? "no operations" : list.map(summaryLine).join("\n"));
+      }),
+    );
+  ops
+    .command("cancel <id>")
+    .description("remove an operation that has not started, or abort a running one (it fails as cancelled, without retry)")
+    .option("--json", "machine-readable output")
+    .action((id: string, opts: { json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const found = await findOperation(queues(runtime.deps.jobs), id);
+        if (!found) {
+          process.stderr.write(`fleet: no operation ${id}\n`);
+          return 1;
+        }
+        const outcome = await cancelOperation(runtime.redis, runtime.prefix, found);
+        const text =
+          outcome.kind === "removed" ? `removed operation ${id} (it was ${outcome.was})`
+          : outcome.kind === "requested" ? `asked the workers to abort operation ${id}`
+          : outcome.kind === "no-listener" ? `operation ${id} is running but no worker listens for cancel requests`
+          : `operation ${id} has already ${outcome.state === "completed" ? "completed" : "failed"}`;
+        print(opts.json, { id, ...outcome }, text);
+        return outcome.kind === "removed" || outcome.kind === "requested" ? 0 : 1;
+      }),
+    );
+}
+
+function queues(jobs: Pick<JobClient<FleetJobs>, "queue">) {
+  return Object.values(QUEUES).map((name) => jobs.queue(name));
+}
+
+function summaryLine(op: OperationSummary): string {
+  return `${String(op.id).padEnd(24)} ${op.name.padEnd(16)} ${op.queue.padEnd(12)} ${op.state.padEnd(10)} attempt ${op.attempts}/${op.maxAttempts}  ${op.createdAt}`;
+}

@@ -1,0 +1,80 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { bullPrefix } from "@fleet/core/redis";
+import { testDatabaseUrl } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+
+/** The compiled `fleet` (run after npm run build) against its own Redis prefix. */
+const CLI = join(__dirname, "..", "dist", "main.js");
+
+describe("fleet queues, pause/resume, lock/unlock, ops", () => {
+  const prefix = uniquePrefix("cli-ops");
+  const env = { PATH: process.env.PATH, FLEET_ENV_FILE: join(__dirname, "no-such.env"), REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, DATABASE_URL: testDatabaseUrl() };
+  let redis: Redis;
+  let migration: Queue;
+
+  function fleet(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    return new Promise((resolve) => child.on("close", (code) => resolve({ code, out, err })));
+  }
+  const json = async (...args: string[]) => {
+    const r = await fleet(...args, "--json");
+    expect([args.join(" "), r.code, r.err]).toEqual([args.join(" "), 0, ""]);
+    return JSON.parse(r.out) as any;
+  };
+
+  beforeAll(() => {
+    redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    migration = new Queue("migration", { connection: redis, prefix: bullPrefix(prefix) });
+  });
+  afterAll(async () => {
+    await migration.close();
+    redis.disconnect();
+    await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+  });
+
+  it("submits, lists, shows and cancels an operation; bad names and payloads exit 1 with the reason", async () => {
+    expect(await json("ops", "submit", "migrate-range", "--data", '{"rangeId": 4}')).toEqual({ id: "range-4", name: "migrate-range", queue: "migration" });
+    expect(await migration.getJobState("range-4")).toBe("waiting");
+    expect((await json("ops", "list", "--state", "waiting")).map((o: { id: string }) => o.id)).toEqual(["range-4"]);
+    expect(await json("ops", "show", "range-4")).toMatchObject({ id: "range-4", state: "waiting", data: { rangeId: 4 } });
+    const shown = await fleet("ops", "show", "range-4");
+    expect(shown.out).toMatch(/^range-4\s+migrate-range\s+migration\s+waiting\s+attempt 0\/6/);
+
+    const bad = await fleet("ops", "submit", "migrate-range", "--data", '{"rangeId": "x"}');
+    expect([bad.code, bad.err]).toEqual([1, expect.stringContaining('invalid payload for job "migrate-range": rangeId')]);
+    const unknown = await fleet("ops", "submit", "format-disk");
+    expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('unknown job "format-disk"')]);
+
+    expect(await json("ops", "cancel", "range-4")).toEqual({ id: "range-4", kind: "removed", was: "waiting" });
+    expect(await migration.getJobState("range-4")).toBe("unknown");
+    expect((await fleet("ops", "show", "range-4")).code).toBe(1);
+  });
+
+  it("lock refuses submissions with the reason until unlock", async () => {
+    expect(await json("lock", "--reason", "storage upgrade")).toMatchObject({ locked: { reason: "storage upgrade" } });
+    const refused = await fleet("ops", "submit", "seed-ranges");
+    expect([refused.code, refused.err]).toEqual([1, expect.stringContaining("the API is locked (storage upgrade")]);
+    expect(await json("unlock")).toEqual({ locked: false, removed: true });
+    expect((await fleet("ops", "submit", "seed-ranges")).code).toBe(0);
+  });
+
+  it("queues shows counts and pause state; pause and resume act on the queue; unknown queues exit 1", async () => {
+    expect(await json("pause", "migration")).toEqual({ queue: "migration", paused: true });
+    expect(await migration.isPaused()).toBe(true);
+    const rows = (await json("queues")) as Array<{ queue: string; paused: boolean; counts: Record<string, number> }>;
+    expect(rows.find((r) => r.queue === "migration")).toMatchObject({ paused: true });
+    expect(rows.find((r) => r.queue === "maintenance")).toMatchObject({ paused: false, counts: { waiting: 1 } });
+    expect((await fleet("queues")).out.split("\n")[0]).toMatch(/^queue\s+waiting\s+active\s+delayed\s+prioritized\s+failed\s+completed\s+paused$/);
+    expect(await json("resume", "migration")).toEqual({ queue: "migration", paused: false });
+    expect(await migration.isPaused()).toBe(false);
+    const unknown = await fleet("pause", "nope");
+    expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('unknown queue "nope"')]);
+  });
+});
