@@ -3,6 +3,7 @@ import { databaseFields, logFields, parseConfig, redisFields } from "@fleet/core
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
+import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
 /** The CLI talks to the same Redis and Postgres as the fleet and shares the pipeline's settings. */
 export const cliSchema = z.object({
@@ -11,6 +12,7 @@ export const cliSchema = z.object({
   ...logFields,
   ...migrationFields,
   ...storageFields,
+  ...accountFields,
   LOG_LEVEL: logFields.LOG_LEVEL.default("warn"),
 });
 

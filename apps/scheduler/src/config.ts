@@ -3,6 +3,7 @@ import { databaseFields, envBool, envDuration, envDurationList, logFields, parse
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
+import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
 /** SCHEDULE_<ID>: `off`, a cron pattern, or `every:<duration>`; unset = the table's value. */
 const scheduleOverrides = Object.fromEntries(
@@ -26,6 +27,7 @@ export const schedulerSchema = z.object({
   ...databaseFields,
   INVENTORY_WATCH: envBool(true).describe("Poll for new source_files and seed ranges at once, instead of waiting for the hourly seed-ranges"),
   INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
+  ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
   ...scheduleOverrides,
 });

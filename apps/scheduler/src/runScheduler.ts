@@ -5,6 +5,7 @@ import { Shutdown } from "@fleet/core/shutdown";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createPool } from "@fleet/db/pool";
+import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
 import type { SchedulerConfig } from "./config";
 import { resolveSchedules, syncSchedules } from "./syncSchedules";
@@ -37,6 +38,15 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   shutdown.register("queues", () => jobs.close());
   const schedules = resolveSchedules(SCHEDULES, config, config.FLEET_TZ);
 
+  // A pool connects only when queried: the inventory watcher and the daily catch-up use it.
+  const db = createPool({
+    connectionString: config.DATABASE_URL,
+    max: 2,
+    applicationName: "fleet-scheduler",
+    onIdleError: (err) => log.warn({ err }, "idle database connection lost"),
+  });
+  shutdown.register("database", () => db.end());
+
   let first = true;
   const syncNow = async () => {
     const result = await syncSchedules(jobs, schedules, catalogue.queues, log);
@@ -47,17 +57,13 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
       await jobs.enqueue("recover-stuck", {});
     }
     first = false;
+    await catchUpDaily({ db, jobs, schedules, timeZone: config.FLEET_TZ, graceMs: config.ACCOUNTS_CATCHUP_GRACE, log }).catch((err: unknown) =>
+      log.warn({ err }, "daily catch-up check failed; will try again at the next check"),
+    );
   };
   await syncNow();
 
   if (config.INVENTORY_WATCH) {
-    const db = createPool({
-      connectionString: config.DATABASE_URL,
-      max: 2,
-      applicationName: "fleet-scheduler",
-      onIdleError: (err) => log.warn({ err }, "idle database connection lost"),
-    });
-    shutdown.register("database", () => db.end());
     const watching = watchInventory({ db, jobs, log, signal: shutdown.signal, steps: config.INVENTORY_IDLE_STEPS });
     shutdown.register("inventory-watcher", () => watching);
   }

@@ -3,6 +3,7 @@ import { databaseFields, envDuration, envInt, envList, logFields, parseConfig, r
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
+import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
 /** The worker's configuration: every variable, its default and meaning (README lists them). */
 export const workerSchema = z.object({
@@ -11,6 +12,7 @@ export const workerSchema = z.object({
   ...logFields,
   ...migrationFields,
   ...storageFields,
+  ...accountFields,
   WORKER_QUEUES: envList("migration,maintenance,remote").describe("Queues this worker consumes"),
   WORKER_CONCURRENCY: z
     .string()

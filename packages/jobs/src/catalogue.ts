@@ -1,6 +1,14 @@
 import { buildCatalogue } from "@fleet/core/catalogue";
 import type { Catalogue } from "@fleet/core/catalogue";
 import type { AnyJobDefinition } from "@fleet/core/jobDefinition";
+import { accountBatchFinish } from "./accounts/accountBatchFinish";
+import { accountStep } from "./accounts/accountStep";
+import { accountsGroupUpdate } from "./accounts/accountsGroupUpdate";
+import { accountsPrepare } from "./accounts/accountsPrepare";
+import { accountsRun } from "./accounts/accountsRun";
+import { accountsSync } from "./accounts/accountsSync";
+import { notifySend } from "./accounts/notifySend";
+import { notifySweep } from "./accounts/notifySweep";
 import type { FleetDeps } from "./deps";
 import { recoverStuck } from "./maintenance/recoverStuck";
 import { retention } from "./maintenance/retention";
@@ -25,6 +33,14 @@ export const fleetJobs = {
   retention,
   unpack,
   "remote-command": remoteCommand,
+  "accounts-sync": accountsSync,
+  "accounts-prepare": accountsPrepare,
+  "accounts-group-update": accountsGroupUpdate,
+  "accounts-run": accountsRun,
+  "account-step": accountStep,
+  "account-batch-finish": accountBatchFinish,
+  "notify-send": notifySend,
+  "notify-sweep": notifySweep,
 } satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
 
 export type FleetJobs = typeof fleetJobs;

@@ -2,6 +2,7 @@ import type { FleetMetrics } from "@fleet/core/metrics";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
+import type { AccountServices } from "./accounts/accountServices";
 import type { FleetJobs } from "./catalogue";
 import type { RemoteServers } from "./remote/remoteServers";
 
@@ -60,6 +61,8 @@ export interface FleetDeps {
   /** The registered SSH servers (SSH_SERVERS_FILE) and their commands. */
   remote: RemoteServers;
   settings: MigrationSettings;
+  /** Account migrations: settings, the site workflow, SMTP, flows (accounts/). */
+  accounts: AccountServices;
   metrics: FleetMetrics;
   /** Identifies this process in range owners: `<host>:<pid>:<random>`. */
   workerId: string;

@@ -11,6 +11,10 @@ export const QUEUES = {
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 /** Every job kind; a name here without a definition (or the reverse) stops startup. */
-export const JOB_NAMES = ["seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack", "remote-command"] as const;
+export const JOB_NAMES = [
+  "seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack", "remote-command",
+  // Account migrations (accounts/): daily steps, batch run nodes, the notification outbox.
+  "accounts-sync", "accounts-prepare", "accounts-group-update", "accounts-run", "account-step", "account-batch-finish", "notify-send", "notify-sweep",
+] as const;
 
 export type JobName = (typeof JOB_NAMES)[number];

@@ -21,4 +21,15 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "retry-failed", job: "retry-failed", cron: "*/30 * * * *", description: "every 30 min: retry failed files with a retryable error" },
   { id: "recover-stuck", job: "recover-stuck", cron: "*/10 * * * *", description: "every 10 min: recover stuck ranges and retries, re-enqueue forgotten work" },
   { id: "retention", job: "retention", cron: "30 3 * * *", description: "daily 03:30: prune old logs and finished jobs" },
+  // The daily rhythm of account migrations (times of the old orchestrator; FLEET_TZ). Each is
+  // caught up once by the scheduler when missed (see DAILY_ACCOUNT_JOBS).
+  { id: "accounts-sync", job: "accounts-sync", cron: "0 13 * * *", description: "daily 13:00: pull consents into the account queue" },
+  { id: "accounts-prepare", job: "accounts-prepare", cron: "30 13 * * *", description: "daily 13:30: plan tonight's batch, queue pre-migration emails" },
+  { id: "accounts-group-update", job: "accounts-group-update", cron: "30 17 * * *", description: "daily 17:30: tonight's accounts into the directory group" },
+  { id: "accounts-run", job: "accounts-run", cron: "0 18 * * *", description: "daily 18:00: start tonight's account migration run" },
+  { id: "notify-send", job: "notify-send", cron: "* * * * *", description: "every minute: deliver due notifications" },
+  { id: "notify-sweep", job: "notify-sweep", cron: "*/15 * * * *", description: "every 15 min: retry stuck notifications, prune old ones" },
 ];
+
+/** Daily jobs that run once per day and are caught up when the fleet missed their time. */
+export const DAILY_ACCOUNT_JOBS: ReadonlySet<JobName> = new Set(["accounts-sync", "accounts-prepare", "accounts-group-update", "accounts-run"]);

@@ -16,8 +16,9 @@ import type { FleetRuntime, RuntimeConfig } from "../src/runtime/fleetRuntime";
 import { migrationFields } from "../src/settings";
 import { storageFields } from "../src/storageSettings";
 import { QUEUES } from "../src/names";
+import { accountFields } from "../src/accounts/accountSettings";
 
-const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields });
+const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields, ...accountFields });
 
 /**
  * A real fleet for one test file: its own database (from the migrated template), its own

@@ -17,6 +17,7 @@ CREATE TABLE "migration_queue" (
     "attributes" JSONB,
     "status" "account_status" NOT NULL DEFAULT 'QUEUED',
     "batch_id" BIGINT,
+    "steps_done" INTEGER NOT NULL DEFAULT 0,
     "attempts" INTEGER NOT NULL DEFAULT 0,
     "last_error" TEXT,
     "created_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,

@@ -18,13 +18,18 @@ import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
 import { toStorageConnection } from "../storageSettings";
+import { createAccountServices } from "../accounts/accountServices";
+import { toAccountSettings } from "../accounts/accountSettings";
+import type { AccountConfig } from "../accounts/accountSettings";
+import { loadWorkflowFile } from "../accounts/workflowFile";
 import { RemoteServers } from "../remote/remoteServers";
 import { loadServersFile } from "../remote/serversFile";
 import type { StorageConfig, StorageRole } from "../storageSettings";
 import type { z } from "zod";
 import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
 
-export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>> & StorageConfig;
+/** Account variables are optional here: apps that do not compose accountFields get their defaults. */
+export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>> & StorageConfig & Partial<AccountConfig>;
 
 /**
  * Everything a fleet process needs, wired from config: the catalogue, connections, storages
@@ -54,7 +59,11 @@ export interface RuntimeOptions {
 export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const { config, log } = options;
   // Storages first: a bad URL or credential throws before any connection is opened.
-  const remote = new RemoteServers(config.SSH_SERVERS_FILE ? loadServersFile(config.SSH_SERVERS_FILE) : new Map());
+  const sshServers = config.SSH_SERVERS_FILE ? loadServersFile(config.SSH_SERVERS_FILE) : new Map();
+  const remote = new RemoteServers(sshServers);
+  const accountSettings = toAccountSettings(config, config.FLEET_TZ);
+  // Checked at startup, so a bad workflow stops the process now rather than at 18:00.
+  const workflow = accountSettings.workflowFile ? loadWorkflowFile(accountSettings.workflowFile, new Set(sshServers.keys())) : undefined;
   const source = openStorage(config, "source");
   let destination: Storage;
   try {
@@ -83,7 +92,8 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
-  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, metrics, workerId };
+  const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
+  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, workerId };
   return {
     catalogue,
     deps,
@@ -94,6 +104,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     settings,
     async close() {
       await jobs.close();
+      await accounts.close();
       await Promise.all([source.close(), destination.close()]);
       redis.disconnect();
       await db.end();

@@ -1,0 +1,52 @@
+import type { JobClient } from "@fleet/core/jobClient";
+import type { Logger } from "@fleet/core/logger";
+import type { DbPool } from "@fleet/db/pool";
+import { lastDailyRun } from "@fleet/db/sql/accountQueue";
+import { localDate, localMinutes } from "@fleet/jobs/accounts/runDate";
+import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { DAILY_ACCOUNT_JOBS } from "@fleet/jobs/schedules";
+import type { ResolvedSchedule } from "./syncSchedules";
+
+/**
+ * Runs today's missed daily account steps once. A BullMQ job scheduler only produces future
+ * occurrences: if the fleet (or Redis) was down at 13:00, the sync of that day would never
+ * happen. So, on every schedule check, each daily step whose time today passed more than
+ * ACCOUNTS_CATCHUP_GRACE ago and that has not completed for today (sync_state `daily:<job>`)
+ * is enqueued with the job id `daily-<job>-<date>`: any number of scheduler replicas and checks
+ * enqueue it at most once per day, and the job's dedupe id keeps it from running beside a
+ * regular occurrence that is still going. Only today counts: yesterday's 18:00 run is not
+ * started the next morning (users were told "tonight").
+ */
+export async function catchUpDaily(options: {
+  db: DbPool;
+  jobs: JobClient<FleetJobs>;
+  schedules: readonly ResolvedSchedule[];
+  timeZone: string;
+  graceMs: number;
+  log: Logger;
+  now?: Date;
+}): Promise<string[]> {
+  const now = options.now ?? new Date();
+  const today = localDate(now, options.timeZone);
+  const minutesNow = localMinutes(now, options.timeZone);
+  const enqueued: string[] = [];
+  for (const s of options.schedules) {
+    if (!DAILY_ACCOUNT_JOBS.has(s.job) || !("pattern" in s.repeat)) continue;
+    const m = /^(\d{1,2}) (\d{1,2}) \* \* \*$/.exec(s.repeat.pattern.trim());
+    if (!m) continue; // only plain daily patterns have an unambiguous "today's time"
+    const due = Number(m[2]) * 60 + Number(m[1]);
+    if (minutesNow < due + options.graceMs / 60_000) continue;
+    const last = await lastDailyRun(options.db, s.job);
+    if (last !== null && last >= today) continue;
+    const jobId = `daily-${s.job}-${today}`;
+    const queue = options.jobs.queue(options.jobs.prepareJob(s.job, {} as never).queue);
+    if (await queue.getJob(jobId)) continue;
+    // The regular occurrence may be waiting for a worker (workers were down, the scheduler was not).
+    const pending = await queue.getJobs(["active", "waiting", "prioritized"], 0, 500);
+    if (pending.some((j) => j.name === s.job)) continue;
+    await options.jobs.enqueue(s.job, { runDate: today } as never, { jobId });
+    enqueued.push(s.job);
+    options.log.warn({ job: s.job, runDate: today, scheduledAt: s.repeat.pattern }, "daily account step missed today: running it now");
+  }
+  return enqueued;
+}

@@ -1,0 +1,82 @@
+import { Writable } from "node:stream";
+import { JobClient } from "@fleet/core/jobClient";
+import { createLogger } from "@fleet/core/logger";
+import { bullPrefix, createRedis } from "@fleet/core/redis";
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { recordDailyRun } from "@fleet/db/sql/accountQueue";
+import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
+import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { SCHEDULES } from "@fleet/jobs/schedules";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { catchUpDaily } from "../src/catchUpDaily";
+import { resolveSchedules } from "../src/syncSchedules";
+
+/**
+ * The daily account rhythm when the fleet was down at a step's time: real Redis, real
+ * Postgres, two scheduler replicas checking at the same moment.
+ */
+
+const TZ = "America/New_York";
+const log = createLogger({ name: "catch-up-test", LOG_LEVEL: "silent", LOG_FORMAT: "json", destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+let db: TestDatabase;
+let pool: DbPool;
+let redis: ReturnType<typeof createRedis>;
+let prefix: string;
+let jobs: JobClient<FleetJobs>;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = createPool({ connectionString: db.url, max: 4 });
+  redis = createRedis(testRedisUrl(), "producer");
+  prefix = uniquePrefix("catch-up");
+  jobs = new JobClient(buildFleetCatalogue(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+});
+
+afterAll(async () => {
+  await jobs?.close();
+  redis?.disconnect();
+  await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+  await pool?.end();
+  await db?.drop();
+});
+
+const schedules = resolveSchedules(SCHEDULES, {}, TZ);
+// 2026-11-30 13:20 in New York (UTC-5): the 13:00 sync is 20 minutes late, 13:30 not due yet.
+const at1320 = new Date("2026-11-30T18:20:00Z");
+
+async function queued(name: string) {
+  const all = await jobs.queue("maintenance").getJobs(["waiting", "prioritized", "delayed", "active"]);
+  return all.filter((j) => j.name === name && j.id?.startsWith("daily-"));
+}
+
+describe("daily catch-up", () => {
+  it("runs today's missed step once, however many replicas check, and not again once it ran", async () => {
+    const check = () => catchUpDaily({ db: pool, jobs, schedules, timeZone: TZ, graceMs: 15 * 60_000, log, now: at1320 });
+    const results = await Promise.all([check(), check()]);
+    expect(results.flat()).toContain("accounts-sync");
+    expect(results.flat()).not.toContain("accounts-prepare");
+    const jobsNow = await queued("accounts-sync");
+    expect(jobsNow.map((j) => [j.id, j.data])).toEqual([["daily-accounts-sync-2026-11-30", { runDate: "2026-11-30" }]]);
+
+    // Checked again later (every SCHEDULER_SYNC_INTERVAL): still the one job.
+    await check();
+    expect(await queued("accounts-sync")).toHaveLength(1);
+
+    // Once the day's sync has completed, tomorrow's check at the same hour enqueues tomorrow's only.
+    await recordDailyRun(pool, "accounts-sync", "2026-11-30");
+    await jobs.queue("maintenance").obliterate({ force: true });
+    expect(await check()).toEqual([]);
+    const tomorrow = await catchUpDaily({ db: pool, jobs, schedules, timeZone: TZ, graceMs: 15 * 60_000, log, now: new Date(at1320.getTime() + 24 * 3600_000) });
+    expect(tomorrow).toEqual(["accounts-sync"]);
+  });
+
+  it("does nothing inside the grace period or before the step's time", async () => {
+    await jobs.queue("maintenance").obliterate({ force: true });
+    await pool.query(`DELETE FROM sync_state`);
+    const early = new Date("2026-11-30T18:10:00Z"); // 13:10: within the 15 min grace
+    expect(await catchUpDaily({ db: pool, jobs, schedules, timeZone: TZ, graceMs: 15 * 60_000, log, now: early })).toEqual([]);
+  });
+});

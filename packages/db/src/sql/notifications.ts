@@ -1,0 +1,111 @@
+import type { Queryable } from "../pool";
+
+/**
+ * The notification outbox. A message is decided by inserting a row (in the transaction of
+ * the decision, keyed by dedupe_key so deciding twice adds nothing) and delivered later by
+ * the notifier, which claims due rows with FOR UPDATE SKIP LOCKED: two notifiers never hold
+ * the same row. Every transition out of SENDING is fenced on claimed_at, so a sender that
+ * lost its claim to the sweeper cannot overwrite the newer outcome.
+ */
+
+export interface NewNotification {
+  dedupeKey: string;
+  recipient: string;
+  template: string;
+  data: Record<string, unknown>;
+  deliveryWindow?: string | null;
+}
+
+export interface ClaimedNotification {
+  id: number;
+  dedupeKey: string;
+  recipient: string;
+  template: string;
+  data: Record<string, unknown>;
+  attempts: number;
+  deliveryWindow: string | null;
+  claimedAt: Date;
+}
+
+/** Inserts the messages that do not exist yet; returns how many were new. */
+export async function enqueueNotifications(db: Queryable, rows: readonly NewNotification[]): Promise<number> {
+  if (rows.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `INSERT INTO notification (dedupe_key, recipient, template, data, delivery_window)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
+     ON CONFLICT (dedupe_key) DO NOTHING`,
+    [rows.map((r) => r.dedupeKey), rows.map((r) => r.recipient), rows.map((r) => r.template), rows.map((r) => JSON.stringify(r.data)), rows.map((r) => r.deliveryWindow ?? null)],
+  );
+  return rowCount ?? 0;
+}
+
+/** Claims up to `limit` due messages (PENDING, or FAILED whose retry time has come). */
+export async function claimDue(db: Queryable, limit: number): Promise<ClaimedNotification[]> {
+  const { rows } = await db.query<ClaimedNotification>(
+    `UPDATE notification SET status = 'SENDING', claimed_at = clock_timestamp(), attempts = attempts + 1
+     WHERE id IN (SELECT id FROM notification WHERE status IN ('PENDING', 'FAILED') AND next_attempt_at <= now()
+                  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING id, dedupe_key AS "dedupeKey", recipient, template, data, attempts, delivery_window AS "deliveryWindow", claimed_at AS "claimedAt"`,
+    [limit],
+  );
+  return rows.sort((a, b) => a.id - b.id);
+}
+
+/** Gives a claim back without counting the attempt (delivery window closed, SMTP unreachable). */
+export async function releaseClaim(db: Queryable, n: ClaimedNotification, nextAttemptAt: Date, error?: string): Promise<void> {
+  await db.query(
+    `UPDATE notification SET status = CASE WHEN attempts - 1 = 0 THEN 'PENDING'::notification_status ELSE 'FAILED'::notification_status END,
+       attempts = attempts - 1, next_attempt_at = $3, claimed_at = NULL, last_error = coalesce($4, last_error)
+     WHERE id = $1 AND status = 'SENDING' AND claimed_at = $2`,
+    [n.id, n.claimedAt, nextAttemptAt, error ?? null],
+  );
+}
+
+export async function markSent(db: Queryable, n: ClaimedNotification): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE notification SET status = 'SENT', sent_at = now(), last_error = NULL WHERE id = $1 AND status = 'SENDING' AND claimed_at = $2`,
+    [n.id, n.claimedAt],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+export async function markFailed(db: Queryable, n: ClaimedNotification, error: string, nextAttemptAt: Date | null): Promise<void> {
+  await db.query(
+    `UPDATE notification SET status = CASE WHEN $3::timestamptz IS NULL THEN 'UNDELIVERABLE'::notification_status ELSE 'FAILED'::notification_status END,
+       next_attempt_at = coalesce($3, next_attempt_at), last_error = $4, claimed_at = NULL
+     WHERE id = $1 AND status = 'SENDING' AND claimed_at = $2`,
+    [n.id, n.claimedAt, nextAttemptAt, error.slice(0, 2000)],
+  );
+}
+
+/**
+ * SENDING rows older than `staleMs` belong to a sender that died between claiming and
+ * recording. The message may or may not have left: it is tried again (at-least-once; the
+ * stable Message-ID lets mail systems drop the copy). Returns their ids.
+ */
+export async function resetStaleSending(db: Queryable, staleMs: number): Promise<number[]> {
+  const { rows } = await db.query<{ id: number }>(
+    `UPDATE notification SET status = 'FAILED', claimed_at = NULL, next_attempt_at = now(),
+       last_error = 'sender stopped while sending (the message may have been delivered); trying again with the same Message-ID'
+     WHERE status = 'SENDING' AND claimed_at < now() - make_interval(secs => $1::float8 / 1000) RETURNING id`,
+    [staleMs],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Deletes SENT and UNDELIVERABLE rows older than the cutoff. */
+export async function pruneNotifications(db: Queryable, olderThanMs: number): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM notification WHERE status IN ('SENT', 'UNDELIVERABLE') AND created_at < now() - make_interval(secs => $1::float8 / 1000)`,
+    [olderThanMs],
+  );
+  return rowCount ?? 0;
+}
+
+export async function notificationCounts(db: Queryable): Promise<Record<string, number>> {
+  const { rows } = await db.query<{ status: string; n: number }>(
+    `SELECT s.status::text AS status, count(n.id)::int AS n FROM unnest(enum_range(NULL::notification_status)) AS s(status)
+     LEFT JOIN notification n ON n.status = s.status GROUP BY s.status ORDER BY s.status`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}

@@ -1,0 +1,59 @@
+import { FlowProducer } from "bullmq";
+import type { Redis } from "ioredis";
+import { createTransport } from "nodemailer";
+import type { Transporter } from "nodemailer";
+import { PermanentError } from "@fleet/core/errors";
+import type { AccountSettings } from "./accountSettings";
+import type { Workflow } from "./workflowFile";
+
+/**
+ * What the account jobs need besides the shared deps: their settings, the site's workflow
+ * (loaded and checked at startup, absent when ACCOUNTS_WORKFLOW_FILE is empty), a flow
+ * producer for batch runs, and the Redis/prefix that cancel requests are published on.
+ * Nothing connects until used.
+ */
+export interface AccountServices {
+  settings: AccountSettings;
+  workflow: Workflow | undefined;
+  /** The workflow, or a bad-config error naming the variable to set. */
+  requireWorkflow(): Workflow;
+  flows(): FlowProducer;
+  /** A fresh SMTP transport; the caller closes it (one per send round, no idle connections). */
+  openMailer(): Transporter;
+  redis: Redis;
+  prefix: string;
+  close(): Promise<void>;
+}
+
+export function createAccountServices(settings: AccountSettings, workflow: Workflow | undefined, redis: Redis, prefix: string): AccountServices {
+  let flowProducer: FlowProducer | undefined;
+  return {
+    settings,
+    workflow,
+    redis,
+    prefix,
+    requireWorkflow() {
+      if (!workflow) throw new PermanentError("bad-config", "account migrations need ACCOUNTS_WORKFLOW_FILE (servers, steps, templates): it is not set");
+      return workflow;
+    },
+    flows() {
+      flowProducer ??= new FlowProducer({ connection: redis, prefix });
+      return flowProducer;
+    },
+    openMailer() {
+      const { smtp } = settings;
+      return createTransport({
+        host: smtp.host,
+        port: smtp.port,
+        secure: smtp.port === 465,
+        ...(smtp.user ? { auth: { user: smtp.user, pass: smtp.password } } : {}),
+        connectionTimeout: smtp.timeoutMs,
+        greetingTimeout: smtp.timeoutMs,
+        socketTimeout: smtp.timeoutMs,
+      });
+    },
+    async close() {
+      await flowProducer?.close();
+    },
+  };
+}

@@ -1,0 +1,22 @@
+import { recordDailyRun } from "@fleet/db/sql/accountQueue";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+import { dailyPayload, runDateOf } from "./dailyPayload";
+import { updateGroup } from "./groupUpdate";
+
+/** 17:30: tonight's accounts into the directory group (workflow `groupUpdate`). */
+export const accountsGroupUpdate = defineFleetJob({
+  name: "accounts-group-update",
+  queue: QUEUES.maintenance,
+  description: "Add tonight's accounts to the directory group",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-group-update",
+  async handle(payload, ctx) {
+    const { accounts, db, remote } = ctx.deps;
+    if (!accounts.workflow) return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
+    const runDate = runDateOf(payload, accounts.settings.timeZone);
+    const result = await updateGroup({ db, services: accounts, remote, runDate, log: ctx.log, signal: ctx.signal, job: `accounts-group-update:${ctx.job.id}` });
+    await recordDailyRun(db, "accounts-group-update", runDate);
+    return result;
+  },
+});

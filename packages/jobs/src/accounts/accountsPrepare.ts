@@ -1,0 +1,23 @@
+import { recordDailyRun } from "@fleet/db/sql/accountQueue";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+import { dailyPayload, runDateOf } from "./dailyPayload";
+import { prepareBatch } from "./prepareBatch";
+
+/** 13:30: plan tonight's batch and queue the pre-migration emails, then send them. */
+export const accountsPrepare = defineFleetJob({
+  name: "accounts-prepare",
+  queue: QUEUES.maintenance,
+  description: "Plan tonight's account batch and queue the pre-migration emails",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-prepare",
+  async handle(payload, ctx) {
+    const { accounts, db, remote, jobs } = ctx.deps;
+    if (!accounts.workflow) return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
+    const runDate = runDateOf(payload, accounts.settings.timeZone);
+    const result = await prepareBatch({ db, services: accounts, remote, runDate, log: ctx.log, job: `accounts-prepare:${ctx.job.id}` });
+    if (result.emails > 0) await jobs.enqueue("notify-send", {});
+    await recordDailyRun(db, "accounts-prepare", runDate);
+    return result;
+  },
+});

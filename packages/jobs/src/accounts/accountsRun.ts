@@ -1,0 +1,22 @@
+import { recordDailyRun } from "@fleet/db/sql/accountQueue";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+import { dailyPayload, runDateOf } from "./dailyPayload";
+import { startBatchRun } from "./startBatchRun";
+
+/** 18:00: start tonight's batch (planning it first if 13:30 did not). */
+export const accountsRun = defineFleetJob({
+  name: "accounts-run",
+  queue: QUEUES.maintenance,
+  description: "Start tonight's account migration run (one BullMQ flow per batch)",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-run",
+  async handle(payload, ctx) {
+    const { accounts, db, remote, jobs } = ctx.deps;
+    if (!accounts.workflow) return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
+    const runDate = runDateOf(payload, accounts.settings.timeZone);
+    const result = await startBatchRun({ db, services: accounts, remote, jobs, runDate, log: ctx.log, job: `accounts-run:${ctx.job.id}` });
+    await recordDailyRun(db, "accounts-run", runDate);
+    return result;
+  },
+});

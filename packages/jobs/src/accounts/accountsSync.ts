@@ -1,0 +1,26 @@
+import { recordDailyRun } from "@fleet/db/sql/accountQueue";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+import { dailyPayload, runDateOf } from "./dailyPayload";
+import { syncConsents } from "./syncConsents";
+import type { SyncResult } from "./syncConsents";
+
+/** 13:00: pull new consents from the consent API into migration_queue. */
+export const accountsSync = defineFleetJob({
+  name: "accounts-sync",
+  queue: QUEUES.maintenance,
+  description: "Queue sync: pull consents from the consent API into migration_queue",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-sync",
+  async handle(payload, ctx): Promise<SyncResult | { skipped: string }> {
+    const { accounts, db } = ctx.deps;
+    if (!accounts.settings.consent.url) {
+      ctx.log.info("ACCOUNTS_CONSENT_URL is not set: no queue sync");
+      return { skipped: "ACCOUNTS_CONSENT_URL is not set" };
+    }
+    const result = await syncConsents({ db, consent: accounts.settings.consent, log: ctx.log, signal: ctx.signal, job: `accounts-sync:${ctx.job.id}` });
+    await recordDailyRun(db, "accounts-sync", runDateOf(payload, accounts.settings.timeZone));
+    ctx.log.info({ ...result }, "queue sync done");
+    return result;
+  },
+});

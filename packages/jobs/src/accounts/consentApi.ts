@@ -1,0 +1,86 @@
+import { PermanentError, RetryableError } from "@fleet/core/errors";
+import type { AccountSettings } from "./accountSettings";
+
+/**
+ * The external consent API: `GET <url>?limit=N[&cursor=C]` with the configured auth header,
+ * answering `{ "items": [...], "nextCursor": "…" | null }`. nextCursor null means "nothing
+ * more for now". 429, 5xx and network errors are waited out (Retry-After honoured, bounded by
+ * ACCOUNTS_CONSENT_BACKOFF); other 4xx are permanent (wrong URL or credentials).
+ */
+export interface ConsentPage {
+  items: unknown[];
+  nextCursor: string | null;
+}
+
+export interface FetchPageOptions {
+  signal: AbortSignal;
+  /** Told before each wait, for logs. */
+  onRetry?: (info: { status: number | string; waitMs: number; attempt: number }) => void;
+}
+
+export async function fetchConsentPage(consent: AccountSettings["consent"], cursor: string | null, options: FetchPageOptions): Promise<ConsentPage> {
+  const url = new URL(consent.url);
+  url.searchParams.set("limit", String(consent.pageSize));
+  if (cursor !== null) url.searchParams.set("cursor", cursor);
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (consent.token) headers[consent.authHeader] = consent.token;
+
+  for (let attempt = 0; ; attempt++) {
+    options.signal.throwIfAborted();
+    let status: number | string;
+    let retryAfterMs = 0;
+    try {
+      const response = await fetch(url, { headers, signal: AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]) });
+      status = response.status;
+      if (response.ok) return parsePage(await response.json().catch(() => undefined));
+      await response.body?.cancel();
+      if (status !== 429 && status < 500) {
+        throw new PermanentError(status === 401 || status === 403 ? "auth-failed" : "bad-config", `consent API answered ${status} (check ACCOUNTS_CONSENT_URL and the auth header)`);
+      }
+      retryAfterMs = retryAfter(response.headers.get("retry-after"));
+    } catch (err) {
+      if (err instanceof PermanentError || options.signal.aborted) throw err;
+      status = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+    }
+    const step = consent.backoffMs[attempt];
+    if (step === undefined) {
+      throw new RetryableError(status === 429 ? "throttled" : "unavailable", `consent API still failing (${status}) after ${attempt + 1} tries`);
+    }
+    const waitMs = Math.max(step, Math.min(retryAfterMs, 10 * 60_000));
+    options.onRetry?.({ status, waitMs, attempt: attempt + 1 });
+    await sleep(waitMs, options.signal);
+  }
+}
+
+function parsePage(body: unknown): ConsentPage {
+  const b = body as { items?: unknown; nextCursor?: unknown } | undefined;
+  if (!b || !Array.isArray(b.items) || !(b.nextCursor === undefined || b.nextCursor === null || typeof b.nextCursor === "string")) {
+    // A broken page is not a bad record: nothing of it is applied and the cursor stays.
+    throw new RetryableError("unavailable", "consent API answered something that is not {items: [...], nextCursor}");
+  }
+  return { items: b.items, nextCursor: (b.nextCursor as string | null | undefined) ?? null };
+}
+
+function retryAfter(header: string | null): number {
+  if (!header) return 0;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? 0 : Math.max(0, at - Date.now());
+}
+
+/** Resolves after ms, or rejects when the signal aborts. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason instanceof Error ? signal.reason : new RetryableError("interrupted", String(signal.reason)));
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason instanceof Error ? signal.reason : new RetryableError("interrupted", String(signal.reason)));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

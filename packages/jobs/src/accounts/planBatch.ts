@@ -1,0 +1,108 @@
+import type { Logger } from "@fleet/core/logger";
+import type { DbPool } from "@fleet/db/pool";
+import { inTransaction } from "@fleet/db/pool";
+import { batchByDate, createBatch, insertAssignments, listServers, lockPlanning, upsertServers } from "@fleet/db/sql/accountBatches";
+import type { ServerRow } from "@fleet/db/sql/accountBatches";
+import { writeLog } from "@fleet/db/sql/log";
+import type { RemoteServers } from "../remote/remoteServers";
+import type { Workflow } from "./workflowFile";
+
+export interface PlanResult {
+  batchId: number | null;
+  runDate: string;
+  /** False when the batch of this date existed already (planning is once per date). */
+  created: boolean;
+  accounts: number;
+  /** Accounts per server. */
+  perServer: Record<string, number>;
+}
+
+/**
+ * Spreads `accountIds` over the servers of one role so that each server's share of its
+ * nightly capacity stays as even as possible (the next account goes to the server with the
+ * lowest assigned/capacity, ties by name), never past a server's capacity. Accounts beyond
+ * the total capacity are left out (returned as unassigned).
+ */
+export function assignBalanced(accountIds: readonly number[], servers: ReadonlyArray<{ name: string; capacity: number }>): { assigned: Array<{ accountId: number; server: string }>; unassigned: number[] } {
+  const load = new Map(servers.filter((s) => s.capacity > 0).map((s) => [s.name, 0]));
+  const capacity = new Map(servers.map((s) => [s.name, s.capacity]));
+  const assigned: Array<{ accountId: number; server: string }> = [];
+  const unassigned: number[] = [];
+  for (const accountId of accountIds) {
+    let best: string | undefined;
+    let bestRatio = Infinity;
+    for (const [name, n] of load) {
+      const cap = capacity.get(name)!;
+      if (n >= cap) continue;
+      const ratio = n / cap;
+      if (ratio < bestRatio || (ratio === bestRatio && best !== undefined && name < best)) {
+        best = name;
+        bestRatio = ratio;
+      }
+    }
+    if (best === undefined) {
+      unassigned.push(accountId);
+      continue;
+    }
+    load.set(best, load.get(best)! + 1);
+    assigned.push({ accountId, server: best });
+  }
+  return { assigned, unassigned };
+}
+
+/** Roles the workflow's steps use, in step order, each once. */
+export function stepRoles(workflow: Workflow): string[] {
+  return [...new Set(workflow.steps.map((s) => s.role))];
+}
+
+/**
+ * Writes the workflow's servers to migration_server (credential_ref = the SSH_SERVERS_FILE
+ * name; host and port copied from there for display, secrets never).
+ */
+export async function registerServers(db: DbPool, workflow: Workflow, remote: RemoteServers): Promise<void> {
+  await upsertServers(
+    db,
+    workflow.servers.map((s) => {
+      const target = remote.server(s.ssh).target;
+      return { name: s.name, host: target.host, port: target.port ?? 22, role: s.role, capacity: s.capacity, credentialRef: s.ssh };
+    }),
+  );
+}
+
+/**
+ * Tonight's batch: QUEUED accounts, oldest consent first, as many as the enabled servers of
+ * every step role can take (and at most ACCOUNTS_BATCH_MAX), each assigned one server per
+ * role. Once per date: under an advisory lock, a second call (another replica, a re-run)
+ * finds the batch and returns it.
+ */
+export async function planBatch(options: { db: DbPool; workflow: Workflow; remote: RemoteServers; runDate: string; batchMax: number; log: Logger; job?: string }): Promise<PlanResult> {
+  const { db, workflow, runDate, log } = options;
+  await registerServers(db, workflow, options.remote);
+  return inTransaction(db, async (tx) => {
+    await lockPlanning(tx);
+    const existing = await batchByDate(tx, runDate);
+    if (existing) return { batchId: existing.id, runDate, created: false, accounts: existing.planned, perServer: {} };
+    const servers = (await listServers(tx)).filter((s) => s.enabled);
+    const roles = stepRoles(workflow);
+    const byRole = new Map<string, ServerRow[]>(roles.map((r) => [r, servers.filter((s) => s.role === r)]));
+    const capacity = Math.min(options.batchMax, ...roles.map((r) => byRole.get(r)!.reduce((sum, s) => sum + s.capacity, 0)));
+    if (capacity <= 0) {
+      log.warn({ runDate, roles }, "no enabled server capacity for some step role: no batch tonight");
+      return { batchId: null, runDate, created: false, accounts: 0, perServer: {} };
+    }
+    const { rows } = await tx.query<{ queued: boolean }>(`SELECT EXISTS (SELECT 1 FROM migration_queue WHERE status = 'QUEUED') AS queued`);
+    // No batch without accounts: a later call the same day (after more consents) may still plan one.
+    if (!rows[0]!.queued) return { batchId: null, runDate, created: false, accounts: 0, perServer: {} };
+    const { batchId, accountIds } = await createBatch(tx, runDate, capacity);
+    const perServer: Record<string, number> = {};
+    for (const role of roles) {
+      // Capacity was the minimum over roles, so every role can take every account.
+      const { assigned } = assignBalanced(accountIds, byRole.get(role)!);
+      for (const a of assigned) perServer[a.server] = (perServer[a.server] ?? 0) + 1;
+      await insertAssignments(tx, batchId, assigned.map((a) => ({ ...a, role })));
+    }
+    await writeLog(tx, [{ level: "info", ...(options.job ? { job: options.job } : {}), subject: `batch:${batchId}`, message: `planned ${accountIds.length} accounts for ${runDate}`, details: { perServer } }]);
+    log.info({ batchId, runDate, accounts: accountIds.length, perServer }, "batch planned");
+    return { batchId, runDate, created: true, accounts: accountIds.length, perServer };
+  });
+}

@@ -1,0 +1,130 @@
+import { parseRunWindows } from "@fleet/core/runWindow";
+import type { RunWindows } from "@fleet/core/runWindow";
+import { backoffDelay } from "@fleet/core/backoff";
+import type { Logger } from "@fleet/core/logger";
+import type { DbPool } from "@fleet/db/pool";
+import { inTransaction } from "@fleet/db/pool";
+import { markNotified } from "@fleet/db/sql/accountBatches";
+import { writeLog } from "@fleet/db/sql/log";
+import { claimDue, markFailed, markSent, releaseClaim } from "@fleet/db/sql/notifications";
+import type { ClaimedNotification } from "@fleet/db/sql/notifications";
+import type { AccountServices } from "./accountServices";
+import { renderMail } from "./mailTemplates";
+import { DEFAULT_TEMPLATES } from "./workflowFile";
+import type { MailTemplate } from "./workflowFile";
+
+export interface SendResult {
+  sent: number;
+  retryLater: number;
+  undeliverable: number;
+  /** Outside their delivery window: moved to its next opening, no attempt used. */
+  deferred: number;
+  /** The SMTP server could not be reached: the round stopped, claims given back. */
+  smtpDown: boolean;
+}
+
+/** Errors of the connection, not of one message: the server is down, nothing is the message's fault. */
+const CONNECTION_CODES = new Set(["ECONNECTION", "ETIMEDOUT", "ESOCKET", "EDNS", "ECONNREFUSED", "ECONNRESET", "EAUTH", "ETLS", "EPROXY"]);
+
+interface SmtpError {
+  code?: string;
+  responseCode?: number;
+  message: string;
+}
+
+/**
+ * One send round of the outbox: claim due messages, deliver each over SMTP with a stable
+ * Message-ID, record the outcome. A 5xx reply makes a message UNDELIVERABLE at once, other
+ * failures retry with NOTIFY_BACKOFF until NOTIFY_MAX_ATTEMPTS. When the server cannot be
+ * reached, no attempt is counted: the claims go back and the round ends (retried next round).
+ * Nothing is lost: every message stays a row until it is SENT or UNDELIVERABLE (logged).
+ */
+export async function sendNotifications(options: { db: DbPool; services: AccountServices; log: Logger; signal: AbortSignal; now?: () => Date }): Promise<SendResult> {
+  const { db, services, log, signal } = options;
+  const { settings } = services;
+  const now = options.now ?? (() => new Date());
+  const result: SendResult = { sent: 0, retryLater: 0, undeliverable: 0, deferred: 0, smtpDown: false };
+  const templates: Record<string, MailTemplate> = { ...DEFAULT_TEMPLATES, ...(services.workflow?.templates ?? {}) };
+  const windows = new Map<string, RunWindows>();
+  const windowOf = (spec: string) => {
+    let w = windows.get(spec);
+    if (!w) windows.set(spec, (w = parseRunWindows(spec, settings.timeZone)));
+    return w;
+  };
+  const mailer = services.openMailer();
+  try {
+    while (!signal.aborted) {
+      const claimed = await claimDue(db, settings.notifyBatch);
+      if (claimed.length === 0) break;
+      for (let i = 0; i < claimed.length; i++) {
+        const n = claimed[i]!;
+        if (signal.aborted || result.smtpDown) {
+          await releaseClaim(db, n, now());
+          continue;
+        }
+        if (n.deliveryWindow) {
+          const w = windowOf(n.deliveryWindow);
+          if (!w.isOpen(now())) {
+            await releaseClaim(db, n, w.nextOpening(now()));
+            result.deferred++;
+            continue;
+          }
+        }
+        const template = templates[n.template];
+        if (!template) {
+          await undeliverable(n, `no template "${n.template}"`);
+          continue;
+        }
+        const mail = renderMail(template, n.data);
+        try {
+          await mailer.sendMail({
+            from: settings.smtp.from,
+            to: n.recipient,
+            subject: mail.subject,
+            text: mail.text,
+            ...(mail.html ? { html: mail.html } : {}),
+            // Stable per notification: a resend after a crash carries the same id.
+            messageId: `<fleet-${n.id}-${n.dedupeKey.replace(/[^A-Za-z0-9.-]/g, "-")}@fleet.invalid>`,
+          });
+        } catch (err) {
+          const e = err as SmtpError;
+          if (CONNECTION_CODES.has(e.code ?? "")) {
+            result.smtpDown = true;
+            log.warn({ code: e.code, err: e.message }, "SMTP server unreachable: notifications stay queued and are retried");
+            await releaseClaim(db, n, new Date(now().getTime() + (settings.notifyBackoffMs[0] ?? 60_000)), `SMTP unreachable: ${e.message}`);
+            continue;
+          }
+          if (e.responseCode !== undefined && e.responseCode >= 500) {
+            await undeliverable(n, `SMTP ${e.responseCode}: ${e.message}`);
+          } else if (n.attempts >= settings.notifyMaxAttempts) {
+            await undeliverable(n, `gave up after ${n.attempts} attempts: ${e.message}`);
+          } else {
+            const delay = backoffDelay(n.attempts, settings.notifyBackoffMs, 0);
+            await markFailed(db, n, e.message, new Date(now().getTime() + delay));
+            result.retryLater++;
+            log.warn({ notification: n.id, attempt: n.attempts, retryInMs: delay, err: e.message }, "notification failed; will retry");
+          }
+          continue;
+        }
+        await inTransaction(db, async (tx) => {
+          const recorded = await markSent(tx, n);
+          const accountId = Number(n.data.accountId);
+          const batchId = Number(n.data.batchId);
+          if (recorded && n.template === "pre-migration" && Number.isInteger(accountId) && Number.isInteger(batchId)) await markNotified(tx, accountId, batchId);
+        });
+        result.sent++;
+      }
+    }
+  } finally {
+    mailer.close();
+  }
+  if (result.sent + result.undeliverable + result.retryLater > 0) log.info({ ...result }, "notifications sent");
+  return result;
+
+  async function undeliverable(n: ClaimedNotification, reason: string): Promise<void> {
+    await markFailed(db, n, reason, null);
+    result.undeliverable++;
+    log.error({ notification: n.id, recipient: n.recipient, reason }, "notification undeliverable");
+    await writeLog(db, [{ level: "error", job: "notify-send", subject: `notification:${n.dedupeKey}`, message: `undeliverable to ${n.recipient}: ${reason}`, details: { id: n.id, attempts: n.attempts } }]);
+  }
+}
