@@ -74,10 +74,11 @@ export class S3DirectRequests {
 
   /**
    * Has `command` (a HeadObject of `objectKey`, about to be sent by the SDK) teach the direct
-   * path, unless it is ready, disabled, or another command is already teaching it.
+   * path, unless it is ready, disabled, or another command is already teaching it. Call the
+   * result, if any, once the command is settled.
    */
-  learnFrom(command: HeadObjectCommand, objectKey: string): void {
-    if (this.learned || this.disabled || this.learning) return;
+  learnFrom(command: HeadObjectCommand, objectKey: string): (() => void) | undefined {
+    if (this.learned || this.disabled || this.learning) return undefined;
     this.learning = true;
     type Middleware = Parameters<typeof command.middlewareStack.addRelativeTo>[0];
     const capture = (next: (args: { request: unknown }) => Promise<unknown>) => async (args: { request: unknown }) => {
@@ -96,6 +97,10 @@ export class S3DirectRequests {
       name: "fleetLearnDirectRequests",
       override: true,
     });
+    // For a command that failed before it was signed (credentials): the next HEAD teaches.
+    return () => {
+      this.learning = false;
+    };
   }
 
   /** HEAD: the response headers, null when the object does not exist. */

@@ -41,8 +41,8 @@ export class S3Objects {
         if (direct.handled) return direct.value && headInfoOf(direct.value);
       }
       const command = new HeadObjectCommand({ Bucket: this.bucket, Key: target.objectKey });
-      this.direct.learnFrom(command, target.objectKey);
-      const head = await this.client.send(command, { abortSignal: signal });
+      const learnt = this.direct.learnFrom(command, target.objectKey);
+      const head = await this.client.send(command, { abortSignal: signal }).finally(learnt);
       return {
         size: head.ContentLength ?? 0,
         modifiedAt: head.LastModified,
