@@ -52,13 +52,16 @@ export async function sendNotifications(options: { db: DbPool; services: Account
     return w;
   };
   const mailer = services.openMailer();
+  // A message is tried at most once per round, even if its retry comes due while the round runs.
+  const seen = new Set<number>();
   try {
-    while (!signal.aborted) {
+    let more = true;
+    while (more && !signal.aborted && !result.smtpDown) {
       const claimed = await claimDue(db, settings.notifyBatch);
-      if (claimed.length === 0) break;
-      for (let i = 0; i < claimed.length; i++) {
-        const n = claimed[i]!;
-        if (signal.aborted || result.smtpDown) {
+      more = claimed.length === settings.notifyBatch;
+      for (const n of claimed) {
+        if (seen.has(n.id)) more = false;
+        if (signal.aborted || result.smtpDown || seen.has(n.id)) {
           await releaseClaim(db, n, now());
           continue;
         }
@@ -70,6 +73,7 @@ export async function sendNotifications(options: { db: DbPool; services: Account
             continue;
           }
         }
+        seen.add(n.id);
         const template = templates[n.template];
         if (!template) {
           await undeliverable(n, `no template "${n.template}"`);
