@@ -1,5 +1,5 @@
 import type { Queryable } from "@fleet/db/pool";
-import { failuresByCategory, liveWorkers, migrationProgress, retriesByCount, statusCounts, throughputPerMinute } from "@fleet/db/sql/reports";
+import { failuresByCategory, liveWorkers, migrationProgress, retriesByCount, statusCounts, throughputPerMinute, transferLinks } from "@fleet/db/sql/reports";
 import type { FailureCategoryRow, LiveWorkerRow, MigrationProgress, ThroughputRow } from "@fleet/db/sql/reports";
 
 /** Everything the progress page shows, read with a handful of aggregate statements (never per item). */
@@ -17,7 +17,24 @@ export interface ProgressReport {
   retries: Array<{ retryCount: number; status: string; files: number }>;
   failures: FailureCategoryRow[];
   workers: LiveWorkerRow[];
+  /** Succeeded transfers per link (source location → destination location) with current and average rates. */
+  links: LinkRate[];
 }
+
+export interface LinkRate {
+  source: string;
+  destination: string;
+  files: number;
+  bytes: number;
+  /** Over the last LINK_WINDOW_SECONDS. */
+  filesPerSec: number;
+  bytesPerSec: number;
+  /** From the link's first migrated file to its last attempt (null until two moments exist). */
+  averageFilesPerSec: number | null;
+  averageBytesPerSec: number | null;
+}
+
+export const LINK_WINDOW_SECONDS = 60;
 
 export interface ProgressOptions {
   maxRetries: number;
@@ -30,13 +47,14 @@ export interface ProgressOptions {
 const RATE_WINDOW_MINUTES = 5;
 
 export async function readProgress(db: Queryable, options: ProgressOptions): Promise<ProgressReport> {
-  const [progress, counts, throughput, retries, failures, workers] = await Promise.all([
+  const [progress, counts, throughput, retries, failures, workers, links] = await Promise.all([
     migrationProgress(db, options),
     statusCounts(db),
     throughputPerMinute(db, options.chartMinutes),
     retriesByCount(db),
     failuresByCategory(db),
     liveWorkers(db, options.staleAfterMs),
+    transferLinks(db, LINK_WINDOW_SECONDS),
   ]);
   const at = new Date();
   const finished = progress.files.SUCCESS + progress.files.FAIL;
@@ -54,6 +72,19 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     retries,
     failures,
     workers,
+    links: links.map((l) => {
+      const span = l.firstAt && l.lastAt ? (l.lastAt.getTime() - l.firstAt.getTime()) / 1000 : 0;
+      return {
+        source: l.source,
+        destination: l.destination,
+        files: l.files,
+        bytes: l.bytes,
+        filesPerSec: l.recentFiles / LINK_WINDOW_SECONDS,
+        bytesPerSec: l.recentBytes / LINK_WINDOW_SECONDS,
+        averageFilesPerSec: span > 0 ? l.files / span : null,
+        averageBytesPerSec: span > 0 ? l.bytes / span : null,
+      };
+    }),
   };
 }
 

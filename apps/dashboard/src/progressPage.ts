@@ -4,7 +4,7 @@ import { html, page } from "./html";
 import type { SafeHtml } from "./html";
 import { sendPage } from "./loginRoutes";
 import { navigation } from "./navigation";
-import { readProgress } from "./progressData";
+import { LINK_WINDOW_SECONDS, readProgress } from "./progressData";
 import type { ProgressOptions, ProgressReport } from "./progressData";
 import { throughputChart } from "./throughputChart";
 
@@ -46,6 +46,16 @@ function progressBody(r: ProgressReport, chartMinutes: number, lock: string | nu
 <section><h2>Retries by count</h2>${table(["retries", "status", "files"], r.retries.map((x) => [String(x.retryCount), x.status, num(x.files)]))}</section>
 </div>
 <section><h2>Throughput (files per minute, last ${chartMinutes} min)</h2>${throughputChart(r.throughput, chartMinutes, r.at)}</section>
+<section><h2>Transfers by link (now: last ${LINK_WINDOW_SECONDS} s; average: whole run)</h2>${table(
+    ["source → destination", "files", "bytes", "now", "average"],
+    r.links.map((l) => [
+      html`<code>${l.source}</code> → <code>${l.destination}</code>`,
+      num(l.files),
+      bytes(l.bytes),
+      `${l.filesPerSec.toFixed(1)} files/s, ${bytes(l.bytesPerSec)}/s`,
+      l.averageFilesPerSec === null || l.averageBytesPerSec === null ? "–" : `${l.averageFilesPerSec.toFixed(1)} files/s, ${bytes(l.averageBytesPerSec)}/s`,
+    ]),
+  )}</section>
 <section><h2>Failures by category</h2>${table(["category", "files", "example"], r.failures.map((f) => [f.category, num(f.files), html`<code>${f.exampleUri ?? ""}</code><br><span class="muted">${f.exampleMessage ?? ""}</span>`]))}</section>
 <section><h2>Workers holding ranges</h2>${table(["worker", "ranges", "last heartbeat"], r.workers.map((w) => [w.owner, num(w.ranges), html`${w.lastHeartbeat ? w.lastHeartbeat.toISOString() : "never"}${w.stale ? html` <span class="bad">stale</span>` : ""}`]))}</section>
 <p class="muted">As of ${r.at.toISOString()} · refreshes every 10 s · <a href="/progress.json">JSON</a></p>`;

@@ -34,17 +34,17 @@ describe("progress page", () => {
          (3, 9, 10, 'PROCESSING', 'host-b:202:bbbbbb', now() - interval '1 hour', 0, 1)`,
     );
     await db.query(
-      `INSERT INTO migration_files (file_id, range_id, old_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date) VALUES
-         (1, 1, 'in/f1.dat', 'f1.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '3 minutes'),
-         (2, 1, 'in/f2.dat', 'f2.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '2 minutes'),
-         (3, 1, 'in/f3.dat', 'f3.dat', 1000, 'SUCCESS', NULL, NULL, 1, now() - interval '2 minutes'),
-         (4, 1, 'in/f4.dat', 'f4.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '1 minute'),
-         (5, 2, 'in/f5.dat', 'f5.dat', 1000, 'SUCCESS', NULL, NULL, 0, now()),
-         (6, 2, 'in/f6.dat', 'f6.dat', 1000, 'SUCCESS', NULL, NULL, 0, now()),
-         (7, 2, $1, $2, 1000, 'FAIL', 'not-found', $3, 0, now()),
-         (8, 2, 'in/f8.dat', 'f8.dat', 1000, 'FAIL', 'network', 'connection reset', 2, now()),
-         (9, 3, 'in/f9.dat', 'f9.dat', 1000, 'FAIL', 'network', 'connection reset', 3, now()),
-         (10, 3, 'in/f10.dat', 'f10.dat', 1000, 'RETRYING', 'network', 'connection reset', 1, now())`,
+      `INSERT INTO migration_files (file_id, range_id, old_uri, new_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date, migration_date) VALUES
+         (1, 1, 'sftp://u@h:22/in/f1.dat', 's3://bkt/f1.dat', 'f1.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '3 minutes', now() - interval '3 minutes'),
+         (2, 1, 'sftp://u@h:22/in/f2.dat', 's3://bkt/f2.dat', 'f2.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '2 minutes', now() - interval '2 minutes'),
+         (3, 1, 'sftp://u@h:22/in/f3.dat', 's3://bkt/f3.dat', 'f3.dat', 1000, 'SUCCESS', NULL, NULL, 1, now() - interval '2 minutes', now() - interval '2 minutes'),
+         (4, 1, 'sftp://u@h:22/in/f4.dat', 's3://bkt/f4.dat', 'f4.dat', 1000, 'SUCCESS', NULL, NULL, 0, now() - interval '1 minute', now() - interval '1 minute'),
+         (5, 2, 'sftp://u@h:22/in/f5.dat', 's3://bkt/f5.dat', 'f5.dat', 1000, 'SUCCESS', NULL, NULL, 0, now(), now()),
+         (6, 2, 'sftp://u@h:22/in/f6.dat', 's3://bkt/f6.dat', 'f6.dat', 1000, 'SUCCESS', NULL, NULL, 0, now(), now()),
+         (7, 2, $1, NULL, $2, 1000, 'FAIL', 'not-found', $3, 0, now(), NULL),
+         (8, 2, 'in/f8.dat', NULL, 'f8.dat', 1000, 'FAIL', 'network', 'connection reset', 2, now(), NULL),
+         (9, 3, 'in/f9.dat', NULL, 'f9.dat', 1000, 'FAIL', 'network', 'connection reset', 3, now(), NULL),
+         (10, 3, 'in/f10.dat', NULL, 'f10.dat', 1000, 'RETRYING', 'network', 'connection reset', 1, now(), NULL)`,
       [`in/${HOSTILE_NAME}`, HOSTILE_NAME, HOSTILE_MESSAGE],
     );
   });
@@ -87,6 +87,12 @@ describe("progress page", () => {
       { category: "network", files: 2, exampleMessage: "connection reset", exampleUri: "in/f8.dat" },
       { category: "not-found", files: 1, exampleMessage: HOSTILE_MESSAGE, exampleUri: `in/${HOSTILE_NAME}` },
     ]);
+    expect(r.links).toEqual([
+      { source: "sftp://u@h:22", destination: "s3://bkt", files: 6, bytes: 6000, filesPerSec: 2 / 60, bytesPerSec: 2000 / 60, averageFilesPerSec: expect.any(Number), averageBytesPerSec: expect.any(Number) },
+    ]);
+    // 6 files between 3 minutes ago and now.
+    expect(r.links[0].averageFilesPerSec).toBeGreaterThan(6 / 200);
+    expect(r.links[0].averageFilesPerSec).toBeLessThan(6 / 170);
     expect(r.workers.map((w: { owner: string; ranges: number; stale: boolean }) => [w.owner, w.ranges, w.stale])).toEqual([
       ["host-a:101:aaaaaa", 1, false],
       ["host-b:202:bbbbbb", 1, true],
@@ -102,6 +108,7 @@ describe("progress page", () => {
     expect(text).toContain("9 / 10 (90%)");
     expect(text).toContain("<svg");
     expect(text).toContain("host-a:101:aaaaaa");
+    expect(text).toMatch(/sftp:\/\/u@h:22<\/code> → <code>s3:\/\/bkt<\/code>/);
     expect(text).toMatch(/host-b:202:bbbbbb.*stale/s);
     expect(text).not.toContain("<script");
     expect(text).not.toContain("<img src=x");
