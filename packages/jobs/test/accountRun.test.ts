@@ -1,0 +1,223 @@
+import { access, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setServerEnabled } from "@fleet/db/sql/accountBatches";
+import { startSmtpServer } from "@fleet/testing/smtpServer";
+import type { SmtpTestServer } from "@fleet/testing/smtpServer";
+import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";
+import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+import { startConsentApi } from "./consentApiFixture";
+import type { ConsentFixture } from "./consentApiFixture";
+import { accountStates, insertAccounts } from "./accountsFixture";
+import { startAccountSite } from "./accountRunFixture";
+import type { AccountSite } from "./accountRunFixture";
+
+/**
+ * A whole account-migration day on real servers on loopback: the consent API (HTTP), sshd
+ * running scripts that play the export / migration / directory tools, smtp-server capturing
+ * mail, Postgres and Redis. The daily jobs are enqueued as the scheduler would, and run by a
+ * real JobRunner.
+ */
+
+const RUN_DATE = "2026-11-30";
+const HOSTILE = "Eve'; rm -rf / `touch /tmp/fleet-pwned-tick` $(touch /tmp/fleet-pwned-dollar) \"x\"";
+
+let site: AccountSite;
+let smtp: SmtpTestServer;
+let api: ConsentFixture;
+let h: PipelineHarness;
+
+const consent = (id: string, name = `User ${id}`) => ({ id, email: `${id}@example.org`, name, consentedAt: "2026-11-29T09:00:00Z" });
+
+beforeAll(async () => {
+  await rm("/tmp/fleet-pwned-tick", { force: true });
+  await rm("/tmp/fleet-pwned-dollar", { force: true });
+  site = await startAccountSite();
+  smtp = await startSmtpServer();
+  api = await startConsentApi([
+    [consent("ok1"), consent("evil", HOSTILE), consent("fail-export1")],
+    [consent("fail-mig1"), consent("hang-sync1"), consent("ok2")],
+  ]);
+});
+
+afterAll(async () => {
+  await h?.close();
+  await api?.close();
+  await smtp?.stop();
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+});
+
+async function harness(label: string) {
+  return createPipelineHarness(label, {
+    ...site.env,
+    ACCOUNTS_CONSENT_URL: api.url,
+    SMTP_HOST: smtp.host,
+    SMTP_PORT: String(smtp.port),
+    NOTIFY_OPERATORS: "ops@example.org",
+    NOTIFY_BACKOFF: "200ms",
+    FLEET_TZ: "Europe/Berlin",
+  });
+}
+
+async function run(name: "accounts-sync" | "accounts-prepare" | "accounts-group-update" | "accounts-run") {
+  const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-${Math.random().toString(36).slice(2)}` });
+  const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 30_000);
+  if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  return done.returnvalue as Record<string, unknown>;
+}
+
+const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter(Boolean);
+const batch = async () => (await h.runtime.db.query(`SELECT id, status, planned, done, failed, cancelled FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
+
+describe("an account-migration day", () => {
+  it("syncs, plans, emails, updates the group, runs every step and reports — and a re-run changes nothing", async () => {
+    h = await harness("account-day");
+    await h.startRunner({ concurrency: 4 });
+
+    expect(await run("accounts-sync")).toMatchObject({ inserted: 6, rejected: 0 });
+    expect(await run("accounts-prepare")).toMatchObject({ created: true, accounts: 6, emails: 6 });
+    await waitFor(async () => Object.values(await accountStates(h.runtime)).every((s) => s === "NOTIFIED"), 20_000, "pre-migration emails sent");
+    expect(smtp.messages.map((m) => m.to[0]).sort()).toEqual(["evil", "fail-export1", "fail-mig1", "hang-sync1", "ok1", "ok2"].map((id) => `${id}@example.org`).sort());
+
+    expect(await run("accounts-group-update")).toMatchObject({ added: 6, failed: 0 });
+    expect(await run("accounts-run")).toMatchObject({ started: true, accounts: 6 });
+    await waitFor(async () => (await batch())?.status === "DONE", 40_000, "the batch run to finish");
+
+    expect(await accountStates(h.runtime)).toEqual({
+      ok1: "DONE",
+      evil: "DONE",
+      "fail-export1": "FAILED",
+      "fail-mig1": "FAILED",
+      "hang-sync1": "FAILED",
+      ok2: "DONE",
+    });
+    expect(await batch()).toMatchObject({ planned: 6, done: 3, failed: 3, cancelled: 0 });
+    const { rows: errors } = await h.runtime.db.query<{ external_id: string; last_error: string }>(`SELECT external_id, last_error FROM migration_queue WHERE status = 'FAILED' ORDER BY external_id`);
+    expect(errors.map((e) => [e.external_id, e.last_error])).toEqual([
+      ["fail-export1", expect.stringMatching(/^export on exp1: .*mailbox not found/)],
+      ["fail-mig1", expect.stringMatching(/^migrate on mig\d: .*status check reports failure: FAILED: quota/)],
+      ["hang-sync1", expect.stringMatching(/^directory-sync on sync1: .*time/i)],
+    ]);
+
+    // Steps ran in order, and only for accounts whose previous step succeeded.
+    const log = await calls();
+    expect(log.filter((l) => l.startsWith("export")).length).toBe(6);
+    expect(log.filter((l) => l.startsWith("mig-start"))).toHaveLength(5);
+    expect(log.filter((l) => l.startsWith("sync [")).sort()).toEqual(["sync [evil]", "sync [hang-sync1]", "sync [hang-sync1]", "sync [ok1]", "sync [ok2]"]);
+    // The hostile name arrived as one literal word and no shell ran what it holds.
+    expect(log).toContain(`export [evil] [${HOSTILE}]`);
+    await expect(access("/tmp/fleet-pwned-tick")).rejects.toThrow();
+    await expect(access("/tmp/fleet-pwned-dollar")).rejects.toThrow();
+    expect(log.filter((l) => l.startsWith("group [migrating-tonight]"))).toHaveLength(6);
+
+    // Every step's start and end (with the output summary) is in migration_log.
+    const { rows: steps } = await h.runtime.db.query<{ subject: string; message: string; details: { output?: string } | null }>(
+      `SELECT subject, message, details FROM migration_log WHERE subject = 'account:ok1' ORDER BY id`,
+    );
+    expect(steps.map((s) => s.message.replace(/ in \d+ ms$/, "").replace(/mig\d/, "migN"))).toEqual(
+      expect.arrayContaining(["export: started on exp1", "export: done on exp1", "migrate: started on migN", "migrate: done on migN", "directory-sync: started on sync1", "directory-sync: done on sync1"]),
+    );
+    expect(steps.find((s) => s.message.startsWith("export: done"))!.details!.output).toContain("exported ok1");
+    // Balanced: the two migration servers share the accounts.
+    const { rows: perServer } = await h.runtime.db.query<{ server: string; n: number }>(`SELECT server, count(*)::int AS n FROM batch_assignment WHERE role = 'migration' GROUP BY server ORDER BY server`);
+    expect(perServer).toEqual([{ server: "mig1", n: 3 }, { server: "mig2", n: 3 }]);
+
+    // The operators' summary.
+    await waitFor(async () => smtp.messages.find((m) => m.to[0] === "ops@example.org"), 20_000, "the operator summary");
+    const summary = smtp.messages.find((m) => m.to[0] === "ops@example.org")!;
+    expect(summary.header("subject")).toBe(`Batch ${RUN_DATE}: 3 done, 3 failed, 0 cancelled`);
+    expect(summary.raw).toContain("fail-mig1 <fail-mig1@example.org>");
+
+    // The whole day again (a second replica, a re-run by hand): nothing new happens.
+    const before = { calls: (await calls()).length, mails: smtp.messages.length };
+    expect(await run("accounts-sync")).toMatchObject({ inserted: 0, updated: 0 });
+    expect(await run("accounts-prepare")).toMatchObject({ created: false, emails: 0 });
+    expect(await run("accounts-group-update")).toMatchObject({ skipped: "already done" });
+    expect(await run("accounts-run")).toMatchObject({ started: false });
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect({ calls: (await calls()).length, mails: smtp.messages.length }).toEqual(before);
+  }, 120_000);
+});
+
+describe("cancel and servers going away", () => {
+  let other: PipelineHarness | undefined;
+  afterEach(async () => {
+    await other?.close();
+    other = undefined;
+  });
+
+  const prepared = async (label: string, ids: string[]) => {
+    other = await harness(label);
+    await insertAccounts(other.runtime, ids.map((externalId) => ({ externalId })));
+    await other.startRunner({ concurrency: 4 });
+    return other;
+  };
+  const runIn = async (x: PipelineHarness, name: "accounts-prepare" | "accounts-run") => {
+    const job = await x.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE });
+    const { state, job: done } = await finishedJob(x.runtime, "maintenance", job.id!, 30_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+    return done.returnvalue as Record<string, unknown>;
+  };
+  const batchOf = async (x: PipelineHarness) => (await x.runtime.db.query(`SELECT id, status, planned, done, failed, cancelled FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
+
+  it("cancelling an account while its step runs aborts the step; the account and its assignments end CANCELLED and the batch closes", async () => {
+    const x = await prepared("account-cancel", ["hang-mig-c1", "cancel-ok1"]);
+    await runIn(x, "accounts-run");
+    const { rows } = await x.runtime.db.query<{ id: number }>(`SELECT id FROM migration_queue WHERE external_id = 'hang-mig-c1'`);
+    await waitFor(async () => (await x.runtime.db.query(`SELECT 1 FROM migration_log WHERE subject = 'account:hang-mig-c1' AND message LIKE 'migrate: started%'`)).rowCount, 20_000, "the migration step to start");
+    const cancelledAt = Date.now();
+    const result = await cancelAccountMigrations({ db: x.runtime.db, redis: x.runtime.redis, prefix: x.runtime.prefix, target: { accountId: rows[0]!.id }, reason: "operator asked" });
+    expect(result).toEqual({ cancelled: 1, abortRequests: 1 });
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 20_000, "the batch to close");
+    // The check would have run to its 3 s timeout; the abort ended it well before.
+    expect(Date.now() - cancelledAt).toBeLessThan(2_500);
+    expect(await accountStates(x.runtime)).toEqual({ "hang-mig-c1": "CANCELLED", "cancel-ok1": "DONE" });
+    expect(await batchOf(x)).toMatchObject({ done: 1, failed: 0, cancelled: 1 });
+    const { rows: open } = await x.runtime.db.query(`SELECT role, state FROM batch_assignment WHERE account_id = $1 ORDER BY role`, [rows[0]!.id]);
+    expect(open).toEqual([
+      { role: "export", state: "DONE" },
+      { role: "migration", state: "CANCELLED" },
+      { role: "sync", state: "CANCELLED" },
+    ]);
+    expect((await calls()).filter((l) => l === "sync [hang-mig-c1]")).toEqual([]);
+  }, 60_000);
+
+  it("cancelling a batch before its run: nothing starts", async () => {
+    const x = await prepared("account-cancel-batch", ["cb1", "cb2"]);
+    const plan = await runIn(x, "accounts-prepare");
+    const before = (await calls()).length;
+    expect(await cancelAccountMigrations({ db: x.runtime.db, redis: x.runtime.redis, prefix: x.runtime.prefix, target: { batchId: plan.batchId as number }, reason: "maintenance" })).toMatchObject({ cancelled: 2 });
+    expect(await runIn(x, "accounts-run")).toMatchObject({ started: false });
+    expect(await accountStates(x.runtime)).toEqual({ cb1: "CANCELLED", cb2: "CANCELLED" });
+    expect((await batchOf(x))?.status).toBe("CANCELLED");
+    expect((await calls()).length).toBe(before);
+  }, 60_000);
+
+  it("a migration server disabled after planning: its accounts move to the other server of the role; with none left they go back to the queue", async () => {
+    const x = await prepared("account-disabled", ["d1", "d2", "d3", "d4"]);
+    await runIn(x, "accounts-prepare");
+    await setServerEnabled(x.runtime.db, "mig2", false);
+    await runIn(x, "accounts-run");
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the batch to finish");
+    expect(Object.values(await accountStates(x.runtime))).toEqual(["DONE", "DONE", "DONE", "DONE"]);
+    const { rows } = await x.runtime.db.query<{ server: string }>(`SELECT DISTINCT server FROM batch_assignment WHERE role = 'migration'`);
+    expect(rows).toEqual([{ server: "mig1" }]);
+    const { rows: moved } = await x.runtime.db.query(`SELECT count(*)::int AS n FROM migration_log WHERE message = 'migrate: server mig2 is disabled; moved to mig1'`);
+    expect(moved[0]).toEqual({ n: 2 });
+  }, 60_000);
+
+  it("no enabled server left for a role: the accounts return to QUEUED for the next night, with the reason", async () => {
+    const x = await prepared("account-no-server", ["n1", "n2"]);
+    await runIn(x, "accounts-prepare");
+    await setServerEnabled(x.runtime.db, "mig1", false);
+    await setServerEnabled(x.runtime.db, "mig2", false);
+    await runIn(x, "accounts-run");
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the batch to finish");
+    const { rows } = await x.runtime.db.query(`SELECT external_id, status, batch_id, last_error FROM migration_queue ORDER BY id`);
+    expect(rows).toEqual([
+      { external_id: "n1", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
+      { external_id: "n2", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
+    ]);
+  }, 60_000);
+});
