@@ -10,6 +10,7 @@ import { cliSchema } from "./config";
 import { runDemo } from "./commands/demo";
 import { progressBar, seedDemo } from "./commands/seedDemo";
 import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
+import { registerAccountCommands } from "./commands/accounts";
 import { registerOperatorCommands } from "./commands/operatorCommands";
 import { listPackageManifests } from "./commands/unpack";
 import { verifyMigration } from "./commands/verify";
@@ -178,7 +179,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     .action(() =>
       withContext(env, async (ctx) => {
         const runtime = await ctx.runtime();
-        const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination);
+        const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination, undefined, runtime.settings.keyTemplate);
         process.stdout.write(`checked ${r.checked} files, ${r.mismatches.length} mismatches\n`);
         for (const m of r.mismatches.slice(0, 20)) process.stdout.write(`  ${m.key}: ${m.problem}\n`);
         return r.mismatches.length === 0 ? 0 : 1;
@@ -228,6 +229,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     );
 
   registerOperatorCommands(program, (fn) => withContext(env, fn));
+  registerAccountCommands(program, (fn) => withContext(env, fn));
 
   program
     .command("demo")

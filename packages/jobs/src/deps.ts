@@ -1,6 +1,7 @@
 import type { FleetMetrics } from "@fleet/core/metrics";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
+import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
 import type { AccountServices } from "./accounts/accountServices";
 import type { FleetJobs } from "./catalogue";
@@ -24,6 +25,8 @@ export interface MigrationSettings {
   verify: "write" | "readback";
   /** What to do when the destination exists with different content. */
   ifExists: ExistsPolicy;
+  /** DESTINATION_KEY_TEMPLATE: where each file goes in the destination. */
+  keyTemplate: KeyTemplate;
   /** "object": one destination object per file; "packaged": tar packages + manifest per range. */
   transferMode: "object" | "packaged";
   /** Packaged mode: a package is cut before it would pass this many bytes (inventory sizes). */

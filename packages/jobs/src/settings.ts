@@ -2,6 +2,7 @@ import { z } from "zod";
 import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
 import { RETRYABLE_CATEGORIES } from "@fleet/core/errors";
 import type { MigrationSettings } from "./deps";
+import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
 
 /**
  * Config fragments of the file-migration pipeline, shared by the apps that run or enqueue
@@ -20,6 +21,18 @@ export const migrationFields = {
   TRANSFER_MODE: z.enum(["object", "packaged"]).default("object").describe("object: one destination object per file; packaged: a range's files as tar packages plus a JSON manifest (many small files)"),
   PACKAGE_MAX_BYTES: envInt(1_073_741_824, 1).describe("TRANSFER_MODE=packaged: a package is cut before it would pass this many bytes (a larger file gets a package of its own)"),
   PACKAGE_MAX_FILES: envInt(10_000, 1, 1_000_000).describe("TRANSFER_MODE=packaged: most files in one package (bounds the manifest and outcomes held in memory)"),
+  DESTINATION_KEY_TEMPLATE: z
+    .string()
+    .default("{path}")
+    .transform((value, ctx) => {
+      try {
+        return keyTemplate(value);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    })
+    .describe(`Destination key of each file, from ${KEY_FIELDS.map((f) => `{${f}}`).join(" ")} (source_files fields; year/month/day of created_at, UTC), e.g. {owner}/{year}/{path}`),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
   BREAKER_THRESHOLD: envInt(50, 1).describe("Consecutive retryable file failures that pause a range (systemic outage) instead of failing files"),
   RETRY_MAX: envInt(3, 0, 100).describe("Times a failed file is retried by retry-failed"),
@@ -52,6 +65,7 @@ export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
     staleAfterMs: c.RANGE_STALE_AFTER,
     verify: c.VERIFY,
     ifExists: c.IF_EXISTS,
+    keyTemplate: c.DESTINATION_KEY_TEMPLATE,
     transferMode: c.TRANSFER_MODE,
     packageMaxBytes: c.PACKAGE_MAX_BYTES,
     packageMaxFiles: c.PACKAGE_MAX_FILES,

@@ -1,4 +1,5 @@
-import { copySourceOf, normaliseS3Prefix, renderKey, s3KeyOf, s3Uri } from "./s3Keys";
+import { renderKey } from "./keyTemplate";
+import { copySourceOf, normaliseS3Prefix, s3KeyOf, s3Uri } from "./s3Keys";
 
 describe("s3 keys", () => {
   it("puts the prefix in front of a validated key, counting it in S3's 1,024 bytes", () => {

@@ -48,38 +48,3 @@ export function copySourceOf(bucket: string, objectKey: string): string {
 function encodeSegments(objectKey: string): string {
   return objectKey.split("/").map(encodeURIComponent).join("/");
 }
-
-const PLACEHOLDER = /\{([A-Za-z][A-Za-z0-9_]*)\}/g;
-
-/**
- * Renders a key layout such as `{owner}/{year}/{path}` from one file's fields. Pure and
- * predictable: every `{name}` is replaced by its field verbatim ("/" in a value makes
- * segments), empty segments vanish (an empty field leaves no "//" or leading "/"), and the
- * result must then pass validateKey — a value with "..", control characters or too many bytes
- * makes the key invalid (PermanentError "invalid-key"); it is never silently altered. A
- * template naming a field that is not given, or with a stray brace, is PermanentError
- * "bad-config".
- */
-export function renderKey(template: string, fields: Readonly<Record<string, string>>): string {
-  let rendered = "";
-  let from = 0;
-  for (const match of template.matchAll(PLACEHOLDER)) {
-    rendered += literal(template, template.slice(from, match.index)) + field(template, fields, match[1] ?? "");
-    from = match.index + match[0].length;
-  }
-  rendered += literal(template, template.slice(from));
-  return validateKey(rendered.split("/").filter((segment) => segment !== "").join("/"));
-}
-
-function literal(template: string, text: string): string {
-  if (/[{}]/.test(text)) throw new PermanentError("bad-config", `key template ${JSON.stringify(template)} has a brace that is not part of a {field}`);
-  return text;
-}
-
-function field(template: string, fields: Readonly<Record<string, string>>, name: string): string {
-  const value = Object.prototype.hasOwnProperty.call(fields, name) ? fields[name] : undefined;
-  if (value === undefined) {
-    throw new PermanentError("bad-config", `key template ${JSON.stringify(template)} uses {${name}}, which is not one of: ${Object.keys(fields).join(", ")}`);
-  }
-  return value;
-}

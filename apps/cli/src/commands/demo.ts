@@ -117,7 +117,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
     if (failures) out(failures);
 
     const verifyBar = progressBar("verifying", final.files.SUCCESS);
-    const verified = await verifyMigration(runtime.db, source, destination, (n) => verifyBar.update(n));
+    const verified = await verifyMigration(runtime.db, source, destination, (n) => verifyBar.update(n), runtime.settings.keyTemplate);
     verifyBar.stop();
     if (verified.mismatches.length === 0) {
       out(`verified ${verified.checked} files: every destination sha256 equals its source`);

@@ -12,6 +12,8 @@ export interface SourceFileRow {
   uri: string;
   name: string;
   size: number;
+  owner: string | null;
+  createdAt: Date;
 }
 
 /** One page of a range: its files without an outcome, and where the next page starts. */
@@ -41,18 +43,18 @@ export interface PendingPage {
 export async function nextPendingFiles(db: Queryable, afterId: number, maxId: number, limit: number): Promise<PendingPage> {
   const { rows } = await db.query<SourceFileRow & { pending: boolean }>(
     `WITH page AS (
-       SELECT id, uri, name, size FROM source_files
+       SELECT id, uri, name, size, owner, created_at FROM source_files
         WHERE id > $1 AND id <= $2
         ORDER BY id LIMIT $3
      )
-     SELECT p.id, p.uri, p.name, p.size, d.file_id IS NULL AS pending
+     SELECT p.id, p.uri, p.name, p.size, p.owner, p.created_at AS "createdAt", d.file_id IS NULL AS pending
        FROM page p
        LEFT JOIN LATERAL (SELECT m.file_id FROM migration_files m WHERE m.file_id = p.id LIMIT 1) d ON true
       ORDER BY p.id`,
     [afterId, maxId, limit],
   );
   const files: SourceFileRow[] = [];
-  for (const r of rows) if (r.pending) files.push({ id: r.id, uri: r.uri, name: r.name, size: r.size });
+  for (const r of rows) if (r.pending) files.push({ id: r.id, uri: r.uri, name: r.name, size: r.size, owner: r.owner, createdAt: r.createdAt });
   return { files, nextAfterId: rows.length === limit ? rows[rows.length - 1]!.id : null };
 }
 
@@ -114,6 +116,8 @@ export interface RetryCandidate {
   name: string;
   size: number | null;
   oldUri: string;
+  owner: string | null;
+  createdAt: Date | null;
 }
 
 /**
@@ -139,7 +143,8 @@ export async function claimRetryBatch(
        RETURNING m.file_id, m.range_id, m.retry_count, m.file_name, m.size, m.old_uri
      )
      SELECT c.file_id AS "fileId", c.range_id AS "rangeId", c.retry_count AS "retryCount",
-            s.uri AS key, coalesce(s.name, c.file_name) AS name, coalesce(s.size, c.size) AS size, c.old_uri AS "oldUri"
+            s.uri AS key, coalesce(s.name, c.file_name) AS name, coalesce(s.size, c.size) AS size, c.old_uri AS "oldUri",
+            s.owner, s.created_at AS "createdAt"
        FROM claimed c LEFT JOIN source_files s ON s.id = c.file_id
       ORDER BY c.file_id`,
     [opts.maxRetries, opts.categories, opts.limit, opts.attemptedBefore],

@@ -4,7 +4,9 @@ import type { TransformCallback } from "node:stream";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { PermanentError } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
+import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
+import { destinationKeyOf } from "./destinationKey";
 
 /** One file to copy: where it is, and what the inventory says about it. */
 export interface CopyItem {
@@ -12,12 +14,17 @@ export interface CopyItem {
   key: string;
   name: string;
   size: number | null;
+  /** For DESTINATION_KEY_TEMPLATE fields. */
+  owner?: string | null;
+  createdAt?: Date | null;
 }
 
 export interface CopySettings {
   smallFileBytes: number;
   verify: "write" | "readback";
   ifExists: ExistsPolicy;
+  /** DESTINATION_KEY_TEMPLATE; absent or `{path}`: the destination key is the source key. */
+  keyTemplate?: KeyTemplate;
 }
 
 export type CopyResult =
@@ -32,7 +39,8 @@ export type CopyResult =
 export async function copyFile(source: Storage, destination: Storage, item: CopyItem, settings: CopySettings, signal: AbortSignal): Promise<CopyResult> {
   const oldUri = safeUri(source, item.key);
   try {
-    const destKey = item.key;
+    // Inside the try: a field that makes the key invalid fails this file (invalid-key), only it.
+    const destKey = destinationKeyOf(settings.keyTemplate, { id: item.fileId, key: item.key, name: item.name, owner: item.owner, createdAt: item.createdAt });
     let sourceSha: string;
     let sourceSize: number;
     let written;

@@ -159,7 +159,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
         files,
         settings.copyConcurrency,
         async (file) => {
-          onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size }, settings, stop.signal));
+          onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt }, settings, stop.signal));
         },
         () => stop.signal.aborted,
       );

@@ -89,7 +89,7 @@ export const retryFailed = defineFleetJob({
         const error = new PermanentError("not-found", `source_files row ${c.fileId} is gone`);
         return { fileId: c.fileId, status: "FAIL", newUri: null, size: null, sha256: null, errorCategory: error.category, errorMessage: error.message };
       }
-      const r = await copyFile(source, destination, { fileId: c.fileId, key: c.key, name: c.name, size: c.size }, settings, ctx.signal);
+      const r = await copyFile(source, destination, { fileId: c.fileId, key: c.key, name: c.name, size: c.size, owner: c.owner, createdAt: c.createdAt }, settings, ctx.signal);
       if (r.ok) return { fileId: c.fileId, status: "SUCCESS", newUri: r.newUri, size: r.size, sha256: r.sha256, errorCategory: null, errorMessage: null };
       if (r.error.category === "interrupted") return undefined;
       return { fileId: c.fileId, status: "FAIL", newUri: null, size: null, sha256: null, errorCategory: r.error.category, errorMessage: r.error.message.slice(0, 2000) };
