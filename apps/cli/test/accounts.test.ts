@@ -1,0 +1,86 @@
+import { execFile } from "node:child_process";
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { bullPrefix } from "@fleet/core/redis";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { startAccountSite } from "../../../packages/jobs/test/accountRunFixture";
+import type { AccountSite } from "../../../packages/jobs/test/accountRunFixture";
+
+/** `fleet accounts …` as an operator runs it: the built CLI against real Postgres, Redis, HTTP and sshd. */
+
+const exec = promisify(execFile);
+const CLI = join(__dirname, "..", "dist", "main.js");
+
+let db: TestDatabase;
+let site: AccountSite;
+let api: Server;
+let env: NodeJS.ProcessEnv;
+const prefix = uniquePrefix("cli-accounts");
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  site = await startAccountSite();
+  const items = ["ok1", "ok2", "ok3"].map((id) => ({ id, email: `${id}@example.org`, name: `User ${id}`, consentedAt: "2026-11-29T09:00:00Z" }));
+  api = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ items, nextCursor: null }));
+  });
+  await new Promise<void>((r) => api.listen(0, "127.0.0.1", r));
+  env = {
+    PATH: process.env.PATH,
+    FLEET_ENV_FILE: join(__dirname, "no-such.env"),
+    LOG_LEVEL: "silent",
+    REDIS_URL: testRedisUrl(),
+    FLEET_PREFIX: prefix,
+    DATABASE_URL: db.url,
+    ACCOUNTS_CONSENT_URL: `http://127.0.0.1:${(api.address() as AddressInfo).port}/consents`,
+    ...site.env,
+  };
+});
+
+afterAll(async () => {
+  await new Promise((r) => api?.close(r));
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+  await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+  await db?.drop();
+});
+
+const fleet = async (...args: string[]) => JSON.parse((await exec(process.execPath, [CLI, "accounts", ...args, "--json"], { env })).stdout) as Record<string, unknown>;
+
+describe("fleet accounts", () => {
+  it("sync, plan, status, cancel, server, run", async () => {
+    expect(await fleet("sync")).toMatchObject({ pages: 1, inserted: 3 });
+    expect(await fleet("plan", "--date", "2026-11-30")).toMatchObject({ created: true, accounts: 3, emails: 3, perServer: { exp1: 3, sync1: 3 } });
+    expect(await fleet("plan", "--date", "2026-11-30")).toMatchObject({ created: false, emails: 0 });
+
+    const status = await fleet("status");
+    expect(status.accounts).toMatchObject({ SCHEDULED: 3, QUEUED: 0 });
+    expect((status.batches as Array<{ runDate: string; status: string; assignments: unknown[] }>)[0]).toMatchObject({ runDate: "2026-11-30", status: "PLANNED" });
+    expect((status.notifications as Record<string, number>).PENDING).toBe(3);
+
+    expect(await fleet("cancel", "--account", "ok2", "--reason", "user asked")).toEqual({ cancelled: 1, abortRequests: 1 });
+    const { stdout } = await exec(process.execPath, [CLI, "accounts", "server", "mig2", "--disable"], { env });
+    expect(stdout).toBe("mig2 disabled\n");
+
+    expect(await fleet("run", "--date", "2026-11-30")).toMatchObject({ started: true, accounts: 2 });
+    expect(await fleet("run", "--date", "2026-11-30")).toMatchObject({ started: false });
+    const after = await fleet("status");
+    expect(after.accounts).toMatchObject({ SCHEDULED: 2, CANCELLED: 1 });
+    expect((after.servers as Array<{ name: string; enabled: boolean }>).find((s) => s.name === "mig2")!.enabled).toBe(false);
+  });
+
+  it("says what to set when the workflow file is missing, and refuses ambiguous cancels", async () => {
+    const { ACCOUNTS_WORKFLOW_FILE: _unset, ...without } = env;
+    const planned = await exec(process.execPath, [CLI, "accounts", "plan"], { env: without }).catch((err: { code: number; stderr: string }) => err);
+    expect(planned).toMatchObject({ code: 1, stderr: expect.stringContaining("ACCOUNTS_WORKFLOW_FILE") });
+    const cancel = await exec(process.execPath, [CLI, "accounts", "cancel"], { env }).catch((err: { code: number; stderr: string }) => err);
+    expect(cancel).toMatchObject({ code: 2, stderr: expect.stringContaining("exactly one of --account") });
+  });
+});
