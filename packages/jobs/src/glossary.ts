@@ -25,5 +25,12 @@
  *   see @fleet/core/errors); it decides whether a retry can help.
  * - **reconcile**: re-deriving BullMQ jobs from Postgres: a range that is not COMPLETE and
  *   has no live job gets one again (Redis restarted empty, job removed by hand).
+ * - **account**: a row of `migration_queue`, from the consent API (account migrations).
+ * - **batch**: the accounts of one night (`migration_batch`, one per run date).
+ * - **assignment**: which server does an account's steps of one role in a batch.
+ * - **step**: one command of the site's workflow (export, migrate, directory-sync…), run per
+ *   account on its assigned server, with a completion check and a retry policy.
+ * - **outbox**: the `notification` table: messages are rows first and sent afterwards, so none
+ *   is lost when SMTP is down.
  */
-export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "reconcile"] as const;
+export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "reconcile", "account", "batch", "assignment", "step", "outbox"] as const;

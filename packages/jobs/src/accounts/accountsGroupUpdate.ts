@@ -13,8 +13,12 @@ export const accountsGroupUpdate = defineFleetJob({
   dedupeId: () => "accounts-group-update",
   async handle(payload, ctx) {
     const { accounts, db, remote } = ctx.deps;
-    if (!accounts.workflow) return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     const runDate = runDateOf(payload, accounts.settings.timeZone);
+    if (!accounts.workflow) {
+      // A fleet without account migrations: the day counts as done (no catch-up either).
+      await recordDailyRun(db, "accounts-group-update", runDate);
+      return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
+    }
     const result = await updateGroup({ db, services: accounts, remote, runDate, log: ctx.log, signal: ctx.signal, job: `accounts-group-update:${ctx.job.id}` });
     await recordDailyRun(db, "accounts-group-update", runDate);
     return result;

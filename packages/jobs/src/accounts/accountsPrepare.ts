@@ -13,8 +13,12 @@ export const accountsPrepare = defineFleetJob({
   dedupeId: () => "accounts-prepare",
   async handle(payload, ctx) {
     const { accounts, db, remote, jobs } = ctx.deps;
-    if (!accounts.workflow) return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     const runDate = runDateOf(payload, accounts.settings.timeZone);
+    if (!accounts.workflow) {
+      // A fleet without account migrations: the day counts as done (no catch-up either).
+      await recordDailyRun(db, "accounts-prepare", runDate);
+      return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
+    }
     const result = await prepareBatch({ db, services: accounts, remote, runDate, log: ctx.log, job: `accounts-prepare:${ctx.job.id}` });
     if (result.emails > 0) await jobs.enqueue("notify-send", {});
     await recordDailyRun(db, "accounts-prepare", runDate);

@@ -13,8 +13,12 @@ export const accountsRun = defineFleetJob({
   dedupeId: () => "accounts-run",
   async handle(payload, ctx) {
     const { accounts, db, remote, jobs } = ctx.deps;
-    if (!accounts.workflow) return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     const runDate = runDateOf(payload, accounts.settings.timeZone);
+    if (!accounts.workflow) {
+      // A fleet without account migrations: the day counts as done (no catch-up either).
+      await recordDailyRun(db, "accounts-run", runDate);
+      return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
+    }
     const result = await startBatchRun({ db, services: accounts, remote, jobs, runDate, log: ctx.log, job: `accounts-run:${ctx.job.id}` });
     await recordDailyRun(db, "accounts-run", runDate);
     return result;

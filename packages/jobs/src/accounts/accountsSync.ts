@@ -14,12 +14,14 @@ export const accountsSync = defineFleetJob({
   dedupeId: () => "accounts-sync",
   async handle(payload, ctx): Promise<SyncResult | { skipped: string }> {
     const { accounts, db } = ctx.deps;
+    const runDate = runDateOf(payload, accounts.settings.timeZone);
     if (!accounts.settings.consent.url) {
-      ctx.log.info("ACCOUNTS_CONSENT_URL is not set: no queue sync");
+      // A fleet without account migrations: the day counts as done (no catch-up either).
+      await recordDailyRun(db, "accounts-sync", runDate);
       return { skipped: "ACCOUNTS_CONSENT_URL is not set" };
     }
     const result = await syncConsents({ db, consent: accounts.settings.consent, log: ctx.log, signal: ctx.signal, job: `accounts-sync:${ctx.job.id}` });
-    await recordDailyRun(db, "accounts-sync", runDateOf(payload, accounts.settings.timeZone));
+    await recordDailyRun(db, "accounts-sync", runDate);
     ctx.log.info({ ...result }, "queue sync done");
     return result;
   },
