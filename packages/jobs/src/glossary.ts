@@ -25,6 +25,11 @@
  *   see @fleet/core/errors); it decides whether a retry can help.
  * - **reconcile**: re-deriving BullMQ jobs from Postgres: a range that is not COMPLETE and
  *   has no live job gets one again (Redis restarted empty, job removed by hand).
+ * - **package**: with TRANSFER_MODE=packaged, some pending files of one range shipped as one
+ *   tar plus a JSON manifest (`.fleet-packages/range-<id>/part-<first>-<last>.*`); its files'
+ *   outcomes are written only once the package is verified. `unpack` restores it.
+ * - **member**: one file inside a package (a tar entry named by the file's source key, listed
+ *   in the manifest with size, sha256 and file id).
  * - **account**: a row of `migration_queue`, from the consent API (account migrations).
  * - **batch**: the accounts of one night (`migration_batch`, one per run date).
  * - **assignment**: which server does an account's steps of one role in a batch.
@@ -33,4 +38,4 @@
  * - **outbox**: the `notification` table: messages are rows first and sent afterwards, so none
  *   is lost when SMTP is down.
  */
-export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "reconcile", "account", "batch", "assignment", "step", "outbox"] as const;
+export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "reconcile", "package", "member", "account", "batch", "assignment", "step", "outbox"] as const;
