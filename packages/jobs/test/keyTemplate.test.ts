@@ -59,3 +59,27 @@ describe("a migration with DESTINATION_KEY_TEMPLATE={owner}/{year}/{path}", () =
     expect(rows[0]!.new_uri).toContain(`/team-${files[0]!.id % 2}/2023/`);
   });
 });
+
+describe("a packaged migration with DESTINATION_KEY_TEMPLATE={owner}/{path}", () => {
+  let h: PipelineHarness;
+  afterAll(() => h?.close());
+
+  it("names members by their destination keys, so unpacking restores the templated layout", async () => {
+    h = await createPipelineHarness("key-template-packaged", { BATCH_SIZE: "50", TRANSFER_MODE: "packaged", DESTINATION_KEY_TEMPLATE: "{owner}/{path}" });
+    const files = await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 20 });
+    await h.runtime.db.query(`UPDATE source_files SET owner = CASE WHEN id = $1 THEN '..' ELSE 'site-a' END`, [files[3]!.id]);
+    await h.startRunner();
+    await h.runtime.deps.jobs.enqueue("seed-ranges", {});
+    await waitFor(async () => (await fileSummary(h.runtime)).withoutOutcome === 0 || undefined, 30_000, "every file to have an outcome");
+    expect(await fileSummary(h.runtime)).toEqual({ SUCCESS: 19, FAIL: 1, RETRYING: 0, withoutOutcome: 0 });
+    const manifests: string[] = [];
+    for await (const o of h.runtime.deps.destination.list(".fleet-packages/")) if (o.key.endsWith(".manifest.json")) manifests.push(o.key);
+    expect(manifests).toHaveLength(1);
+    const job = await h.runtime.deps.jobs.enqueue("unpack", { manifest: manifests[0]! });
+    await waitFor(async () => (await h.runtime.deps.jobs.queue("migration").getJobState(job.id!)) === "completed" || undefined, 30_000, "the unpack job");
+    for (const [i, f] of files.entries()) {
+      if (i === 3) continue;
+      expect(sha(await readFile(join(h.destDir, "site-a", f.key)))).toBe(f.sha256);
+    }
+  });
+});

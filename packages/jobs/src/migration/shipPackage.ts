@@ -8,6 +8,7 @@ import type { PackageManifest, PackageMember } from "@fleet/storage/packageManif
 import type { Storage, WriteResult } from "@fleet/storage/storage";
 import { MemberSourceError, TarPackWriter } from "@fleet/storage/tarPackWriter";
 import type { CopyResult, CopySettings } from "./copyFile";
+import { destinationKeyOf } from "./destinationKey";
 
 /**
  * Ships one package: the given pending files of a range as one tar plus its manifest in the
@@ -148,6 +149,15 @@ export async function shipPackage(
     while (ahead.length > 0) {
       const { file, read } = ahead.shift()!;
       fill();
+      // The member's path is its destination key (DESTINATION_KEY_TEMPLATE): unpacking
+      // restores the layout a per-object transfer would have written.
+      let path: string;
+      try {
+        path = destinationKeyOf(settings.keyTemplate, { id: file.id, key: file.uri, name: file.name, owner: file.owner, createdAt: file.createdAt });
+      } catch (err) {
+        excluded.set(file.id, classified(err, file.uri));
+        continue;
+      }
       if (read) {
         const body = await read;
         if (!Buffer.isBuffer(body)) {
@@ -156,8 +166,8 @@ export async function shipPackage(
           continue;
         }
         startWriting();
-        await writer.addBuffer(file.uri, body);
-        added.push({ path: file.uri, size: body.length, sha256: createHash("sha256").update(body).digest("hex"), fileId: file.id });
+        await writer.addBuffer(path, body);
+        added.push({ path, size: body.length, sha256: createHash("sha256").update(body).digest("hex"), fileId: file.id });
       } else {
         let size: number;
         let stream;
@@ -172,9 +182,9 @@ export async function shipPackage(
         }
         startWriting();
         current.file = file;
-        const digest = await writer.addStream(file.uri, size, stream, signal);
+        const digest = await writer.addStream(path, size, stream, signal);
         current.file = undefined;
-        added.push({ path: file.uri, size: digest.size, sha256: digest.sha256, fileId: file.id });
+        added.push({ path, size: digest.size, sha256: digest.sha256, fileId: file.id });
       }
     }
   }
