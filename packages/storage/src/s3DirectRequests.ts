@@ -2,8 +2,8 @@ import http from "node:http";
 import https from "node:https";
 import type { HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { RetryableError } from "@fleet/core/errors";
-import { EMPTY_SHA256, SigningKeyCache, authorization, encodeKeyPath, signRequest } from "./s3Signer";
-import type { SigningCredentials, SigningScope } from "./s3Signer";
+import { Sha256 } from "@smithy/core/checksum";
+import { SignatureV4 } from "@smithy/signature-v4";
 
 /**
  * HEAD and single PUT of small objects without the AWS SDK. Per request the SDK spends about
@@ -13,10 +13,11 @@ import type { SigningCredentials, SigningScope } from "./s3Signer";
  *
  * Nothing here decides where or how to sign: the SDK does, once. The first HEAD of a storage
  * goes through the SDK with a middleware that records the signed request (protocol, host,
- * path, region of the credential scope); it is signed again here with the same date and
- * headers, and the direct path is used only when both signatures are equal and the path is
- * the prefix plus this module's encoding of the key. Anything unusual (another signing
- * algorithm, a path it cannot explain) leaves every request on the SDK.
+ * path, region of the credential scope); it is signed again here by the SDK's own SigV4 signer
+ * (@smithy/signature-v4, configured as S3Client configures it) with the same date and signed
+ * headers, and the direct path is used only when both Authorization headers are equal and the
+ * path is the prefix plus this module's encoding of the key. Anything unusual (another signing
+ * algorithm or service, a path it cannot explain) leaves every request on the SDK.
  *
  * Only the expected answers are handled here: 200 (and 404 for a HEAD). Any other status or a
  * broken connection returns "use the SDK", which repeats the request with its own retries,
@@ -33,8 +34,12 @@ interface Learned {
   host: string;
   /** The path before the encoded key: `/bucket/` (path-style) or `/`. */
   pathPrefix: string;
-  scope: SigningScope;
+  /** Scoped to the region the SDK signed for. */
+  signer: SignatureV4;
 }
+
+/** What SignatureV4 needs of credentials; the SDK's provider caches and refreshes them. */
+type CredentialProvider = () => Promise<{ accessKeyId: string; secretAccessKey: string; sessionToken?: string }>;
 
 export interface DirectAgents {
   http: http.Agent;
@@ -54,9 +59,8 @@ export class S3DirectRequests {
   private learned: Learned | undefined;
   private learning = false;
   private disabled = false;
-  private readonly keys = new SigningKeyCache();
-  /** Once learned: the SDK's credential provider (it caches and refreshes). */
-  private readonly credentials: () => Promise<SigningCredentials>;
+  /** The SDK's credential provider (it caches and refreshes). */
+  private readonly credentials: CredentialProvider;
 
   constructor(
     client: S3Client,
@@ -65,7 +69,7 @@ export class S3DirectRequests {
   ) {
     const provider = (client.config as { credentials?: unknown }).credentials;
     if (typeof provider !== "function") this.disabled = true;
-    this.credentials = provider as () => Promise<SigningCredentials>;
+    this.credentials = provider as CredentialProvider;
   }
 
   get ready(): boolean {
@@ -122,23 +126,17 @@ export class S3DirectRequests {
   }
 
   private async learn(request: CapturedRequest, objectKey: string): Promise<void> {
-    const auth = headerOf(request.headers, "authorization");
-    const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/.exec(auth ?? "");
+    const recorded = headerOf(request.headers, "authorization");
+    const region = /^AWS4-HMAC-SHA256 Credential=[^/]+\/\d{8}\/([^/]+)\/s3\/aws4_request, /.exec(recorded ?? "")?.[1];
     const encoded = encodeKeyPath(objectKey);
-    if (!m || request.query && Object.keys(request.query).length > 0 || !request.path.endsWith(encoded)) {
+    const protocol = request.protocol === "https:" ? "https:" : request.protocol === "http:" ? "http:" : undefined;
+    const host = headerOf(request.headers, "host");
+    if (!region || !protocol || !host || !request.path.endsWith(encoded)) {
       this.disabled = true;
       return;
     }
-    const [, accessKeyId, , region, service, signedList, signature] = m as unknown as string[];
-    const credentials = await this.credentials();
-    const date = headerOf(request.headers, "x-amz-date") ?? "";
-    const lower: Record<string, string> = {};
-    for (const [name, value] of Object.entries(request.headers)) lower[name.toLowerCase()] = value;
-    const payloadSha256 = lower["x-amz-content-sha256"] ?? "";
-    const scope = { region: region!, service: service! };
-    const mine = authorization({ method: request.method, path: request.path, headers: lower, payloadSha256 }, credentials, scope, date, signedList!.split(";"), this.keys);
-    const protocol = request.protocol === "https:" ? "https:" : request.protocol === "http:" ? "http:" : undefined;
-    if (!protocol || credentials.accessKeyId !== accessKeyId || !mine.endsWith(`Signature=${signature}`) || !lower["host"]) {
+    const signer = s3RequestSigner(region, this.credentials);
+    if ((await resignAsRecorded(signer, request)) !== recorded) {
       this.disabled = true;
       return;
     }
@@ -146,9 +144,9 @@ export class S3DirectRequests {
       protocol,
       hostname: request.hostname,
       port: request.port === undefined ? "" : String(request.port),
-      host: lower["host"],
+      host,
       pathPrefix: request.path.slice(0, request.path.length - encoded.length),
-      scope,
+      signer,
     };
   }
 
@@ -164,8 +162,10 @@ export class S3DirectRequests {
     const target = this.learned;
     if (!target) return undefined;
     const path = target.pathPrefix + encodeKeyPath(objectKey);
-    const request = { method, path, headers: { host: target.host, ...extra }, payloadSha256: bodySha256 ?? EMPTY_SHA256 };
-    signRequest(request, await this.credentials(), target.scope, new Date(), this.keys);
+    // The body stays out of the signer: its sha256 is known (none: the signer adds that of "").
+    const headers: Record<string, string> = { host: target.host, ...extra };
+    if (bodySha256) headers["x-amz-content-sha256"] = bodySha256;
+    const signed = await target.signer.sign({ method, protocol: target.protocol, hostname: target.hostname, path, query: {}, headers }, { signingDate: new Date() });
     const transport = target.protocol === "https:" ? https : http;
     return new Promise((resolve, reject) => {
       const req = transport.request(
@@ -175,7 +175,7 @@ export class S3DirectRequests {
           port: target.port || undefined,
           method,
           path,
-          headers: request.headers,
+          headers: signed.headers,
           agent: target.protocol === "https:" ? this.agents.https : this.agents.http,
           signal,
         },
@@ -200,8 +200,48 @@ export class S3DirectRequests {
   }
 }
 
+/**
+ * The SDK's own SigV4 signer, configured as S3Client configures it for S3: paths arrive
+ * encoded (encodeKeyPath) and are signed as they are, never encoded again or normalised.
+ * `Sha256` (node:crypto) is the hash S3Client passes it; @smithy/hash-node now lives in @smithy/core.
+ */
+export function s3RequestSigner(region: string, credentials: CredentialProvider): SignatureV4 {
+  return new SignatureV4({ service: "s3", region, credentials, sha256: Sha256, uriEscapePath: false });
+}
+
+/**
+ * The Authorization header `signer` gives a request the SDK signed, at the SDK's x-amz-date and
+ * over the headers the SDK signed; undefined for a request it would not sign the same way
+ * (a query string, no x-amz-date).
+ */
+export async function resignAsRecorded(signer: SignatureV4, request: CapturedRequest): Promise<string | undefined> {
+  const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(headerOf(request.headers, "x-amz-date") ?? "");
+  const signedList = /SignedHeaders=([a-z0-9;-]+),/.exec(headerOf(request.headers, "authorization") ?? "")?.[1];
+  if (!date || !signedList || (request.query && Object.keys(request.query).length > 0)) return undefined;
+  const [, year, month, day, hours, minutes, seconds] = date;
+  const signedNames = new Set(signedList.split(";"));
+  // The signer adds x-amz-date (from the date) and x-amz-security-token (from the credentials).
+  signedNames.delete("x-amz-date");
+  signedNames.delete("x-amz-security-token");
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(request.headers)) if (signedNames.has(name.toLowerCase())) headers[name.toLowerCase()] = value;
+  const signed = await signer.sign(
+    { method: request.method, protocol: request.protocol, hostname: request.hostname, path: request.path, query: {}, headers },
+    { signingDate: new Date(`${year}-${month}-${day}T${hours}:${minutes}:${seconds}Z`) },
+  );
+  return signed.headers["authorization"];
+}
+
+/** S3's encoding of a key in a path: every segment like encodeURIComponent, plus ! ' ( ) *. */
+export function encodeKeyPath(key: string): string {
+  return key
+    .split("/")
+    .map((segment) => encodeURIComponent(segment).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`))
+    .join("/");
+}
+
 /** What the SDK's HttpRequest looks like after signing (the fields used here). */
-interface CapturedRequest {
+export interface CapturedRequest {
   method: string;
   protocol: string;
   hostname: string;
