@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { bullPrefix } from "@fleet/core/redis";
-import { testDatabaseUrl } from "@fleet/testing/testDatabase";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 
 /** The compiled `fleet` (run after npm run build) against its own Redis prefix. */
@@ -11,7 +12,8 @@ const CLI = join(__dirname, "..", "dist", "main.js");
 
 describe("fleet queues, pause/resume, lock/unlock, ops", () => {
   const prefix = uniquePrefix("cli-ops");
-  const env = { PATH: process.env.PATH, FLEET_ENV_FILE: join(__dirname, "no-such.env"), REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, DATABASE_URL: testDatabaseUrl() };
+  const env = { PATH: process.env.PATH, FLEET_ENV_FILE: join(__dirname, "no-such.env"), REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, DATABASE_URL: "" };
+  let database: TestDatabase;
   let redis: Redis;
   let migration: Queue;
 
@@ -29,7 +31,10 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     return JSON.parse(r.out) as any;
   };
 
-  beforeAll(() => {
+  beforeAll(async () => {
+    // ops submit/show/list/cancel write and read the operation history.
+    database = await createTestDatabase();
+    env.DATABASE_URL = database.url;
     redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
     migration = new Queue("migration", { connection: redis, prefix: bullPrefix(prefix) });
   });
@@ -37,6 +42,7 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     await migration.close();
     redis.disconnect();
     await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+    await database?.drop();
   });
 
   it("submits, lists, shows and cancels an operation; bad names and payloads exit 1 with the reason", async () => {
@@ -54,7 +60,11 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
 
     expect(await json("ops", "cancel", "range-4")).toEqual({ id: "range-4", kind: "removed", was: "waiting" });
     expect(await migration.getJobState("range-4")).toBe("unknown");
-    expect((await fleet("ops", "show", "range-4")).code).toBe(1);
+    // BullMQ has forgotten it; the history says who submitted and cancelled it.
+    const past = await json("ops", "show", "range-4");
+    expect(past).toMatchObject({ id: "range-4", state: "removed", source: "history", submittedBy: expect.stringMatching(/^cli:/), data: { rangeId: 4 } });
+    expect(past.log).toEqual([expect.stringMatching(/ waiting: submitted by cli:/), expect.stringMatching(/ removed: cancelled by cli:.* before it started$/)]);
+    expect((await fleet("ops", "show", "range-404")).code).toBe(1);
   });
 
   it("lock refuses submissions with the reason until unlock", async () => {

@@ -4,14 +4,16 @@ import { z } from "zod";
 import type { ApiLock } from "@fleet/core/apiLock";
 import type { Catalogue } from "@fleet/core/catalogue";
 import type { JobClient } from "@fleet/core/jobClient";
-import { OPERATION_ID, OPERATION_STATES, cancelOperation, describeOperation, findOperation, listOperations, summarizeOperation } from "@fleet/core/operations";
+import type { OperationRecorder } from "@fleet/core/operationRecorder";
+import { OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
+import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 
 /**
  * The operations API (JSON, bearer tokens, checked in auth.ts): submit any catalogue job, follow
  * it, list, cancel; and the API lock. An operation is a BullMQ job; its id is the job id, looked
- * up in every catalogue queue.
+ * up in every catalogue queue, then in the Postgres history (operations BullMQ has pruned).
  */
 export interface OperationsApiOptions {
   catalogue: Catalogue<FleetJobs>;
@@ -21,6 +23,8 @@ export interface OperationsApiOptions {
   /** Producer connection and BullMQ prefix, to publish cancel requests to the runners. */
   redis: Redis;
   prefix: string;
+  /** The operation history: submissions and cancels are written to it, look-ups fall back to it. */
+  history: { recorder: OperationRecorder; reader: OperationHistoryReader };
 }
 
 const JOB_ID = z.string().regex(OPERATION_ID, "1 to 200 letters, digits and _.:@-");
@@ -50,7 +54,7 @@ const listQuery = z
 const lockBody = z.object({ reason: z.string().trim().min(1).max(500) }).strict();
 
 export function operationsApi(app: FastifyInstance, options: OperationsApiOptions): void {
-  const { catalogue, jobs, queues, apiLock } = options;
+  const { catalogue, jobs, queues, apiLock, history } = options;
 
   app.post("/api/operations", async (req, reply) => {
     const lock = await apiLock.get();
@@ -65,6 +69,10 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     // The name is checked against the catalogue just above; the client validates the payload again.
     const job = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts ?? {});
     req.log.info({ operation: job.id, name, queue: def.queue, by: req.principal?.user }, "operation submitted");
+    // The job is in Redis either way: a history that cannot be written now is filled in by the runner.
+    await history.recorder
+      .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", req.principal?.user ?? null)
+      .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
     return reply.code(202).send(await summarizeOperation(job));
   });
 
@@ -72,20 +80,27 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     const query = listQuery.safeParse(req.query);
     if (!query.success) return invalid(reply, "invalid query", query.error);
     const { state, limit } = query.data;
-    return reply.send({ operations: await listOperations(queues, state, limit) });
+    return reply.send({ operations: await listOperations(queues, state, limit, history.reader) });
   });
 
   app.get("/api/operations/:id", async (req, reply) => {
-    const found = await findOperation(queues, (req.params as { id: string }).id);
-    if (!found) return reply.code(404).send({ error: "no such operation" });
-    return reply.send(await describeOperation(found.job, found.queue));
+    const operation = await showOperation(queues, history.reader, (req.params as { id: string }).id);
+    if (!operation) return reply.code(404).send({ error: "no such operation" });
+    return reply.send(operation);
   });
 
   app.post("/api/operations/:id/cancel", async (req, reply) => {
-    const found = await findOperation(queues, (req.params as { id: string }).id);
-    if (!found) return reply.code(404).send({ error: "no such operation" });
+    const id = (req.params as { id: string }).id;
+    const found = await findOperation(queues, id);
+    if (!found) {
+      const past = OPERATION_ID.test(id) ? await history.reader.find(id) : undefined;
+      if (!past) return reply.code(404).send({ error: "no such operation" });
+      return reply.code(409).send({ error: `the operation has already ended (${past.state})`, state: past.state });
+    }
     const outcome = await cancelOperation(options.redis, options.prefix, found);
-    const id = found.job.id;
+    if (outcome.kind === "removed") {
+      await history.recorder.removed(operationRef(found.job), req.principal?.user ?? null).catch((err: unknown) => req.log.warn({ err, operation: id }, "operation history not written"));
+    }
     req.log.warn({ operation: id, outcome, by: req.principal?.user }, "operation cancel");
     switch (outcome.kind) {
       case "removed":

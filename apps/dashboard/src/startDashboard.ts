@@ -11,6 +11,7 @@ import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
+import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import { QUEUES } from "@fleet/jobs/names";
@@ -165,7 +166,15 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       staleAfterMs: config.RANGE_STALE_AFTER,
     }),
   );
-  operationsApi(app, { catalogue: ctx.catalogue, jobs: ctx.jobs, queues, apiLock, redis: ctx.redis, prefix: ctx.prefix });
+  operationsApi(app, {
+    catalogue: ctx.catalogue,
+    jobs: ctx.jobs,
+    queues,
+    apiLock,
+    redis: ctx.redis,
+    prefix: ctx.prefix,
+    history: { recorder: new OperationHistory(ctx.db), reader: operationHistoryReader(ctx.db) },
+  });
   await mountQueueBoards(app, queues);
   return app;
 }

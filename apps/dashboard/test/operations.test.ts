@@ -55,8 +55,16 @@ describe("operations API", () => {
 
     const cancel = await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth });
     expect(await cancel.json()).toEqual({ id: op.id, cancelled: true, was: "prioritized" });
-    expect((await send(base, `/api/operations/${encodeURIComponent(op.id)}`, { headers: auth })).status).toBe(404);
     expect(await waiting()).toBe(0);
+    // BullMQ has forgotten it; the Postgres history has not.
+    const gone = await send(base, `/api/operations/${encodeURIComponent(op.id)}`, { headers: auth });
+    expect(gone.status).toBe(200);
+    const past = (await gone.json()) as { log: string[] };
+    expect(past).toMatchObject({ id: op.id, name: "migrate-range", queue: "migration", state: "removed", source: "history", data: { rangeId: 5 }, finishedAt: expect.any(String) });
+    expect(past.log).toEqual([expect.stringMatching(/ waiting: submitted by \S+$/), expect.stringMatching(/ removed: cancelled by \S+ before it started$/)]);
+    const listedPast = (await (await send(base, "/api/operations", { headers: auth })).json()) as { operations: Array<{ id: string; state: string }> };
+    expect(listedPast.operations.find((o) => o.id === op.id)).toMatchObject({ state: "removed" });
+    expect((await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth })).status).toBe(409);
   });
 
   it("unknown job names and invalid data: 400 with the issues, nothing enqueued", async () => {

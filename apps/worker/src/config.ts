@@ -33,6 +33,7 @@ export const workerSchema = z.object({
   LOCK_DURATION: envDuration("60s").describe("BullMQ lock of a running job; renewed at half this while it runs"),
   STALLED_INTERVAL: envDuration("30s").describe("How often BullMQ looks for jobs whose worker died"),
   MAX_STALLED_COUNT: envInt(3, 0).describe("Stalls before a job is failed (0: never re-run a stalled job)"),
+  EXCLUSIVE_RECHECK: envDuration("5s").describe("While an exclusive job holds the fleet, how often a waiting job asks again (it stays delayed, using no attempt)"),
   SHUTDOWN_GRACE: envDuration("30s").describe("On SIGTERM, time active jobs get to finish before they are aborted"),
   SHUTDOWN_DEADLINE: envDuration("60s").describe("On SIGTERM, hard limit before the process exits anyway"),
   METRICS_PORT: envInt(9464, 0, 65535).describe("Port of /healthz, /readyz and /metrics (0: pick a free one)"),

@@ -7,6 +7,7 @@ import { checkRedisPolicy, createRedis, waitReady } from "@fleet/core/redis";
 import { parseRunWindows } from "@fleet/core/runWindow";
 import type { RunWindows } from "@fleet/core/runWindow";
 import { Shutdown } from "@fleet/core/shutdown";
+import { OperationHistory } from "@fleet/db/sql/operations";
 import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { WorkerConfig } from "./config";
@@ -62,6 +63,8 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     stalledIntervalMs: config.STALLED_INTERVAL,
     maxStalledCount: config.MAX_STALLED_COUNT,
     lockDurationMs: config.LOCK_DURATION,
+    history: new OperationHistory(runtime.db),
+    exclusiveRecheckMs: config.EXCLUSIVE_RECHECK,
   });
 
   const server = await startOpsServer({

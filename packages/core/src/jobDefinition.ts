@@ -47,6 +47,13 @@ export interface JobOptions {
   runWindow?: string;
   /** Job priority (1 = highest); unset = normal FIFO. */
   priority?: number;
+  /**
+   * Run alone in the whole fleet (see exclusiveGate.ts): while this job runs, no worker starts
+   * any other job — they are delayed and retried, using no attempt — and it starts only once
+   * the jobs already running have finished. `lockApi: true` also refuses API submissions (423)
+   * for as long as it holds the fleet. An exclusive job must not wait for other jobs (flows).
+   */
+  exclusive?: boolean | { lockApi?: boolean };
 }
 
 export interface JobDefinition<Name extends string, Schema extends z.ZodType, Deps, Result = unknown> {

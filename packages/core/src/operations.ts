@@ -1,6 +1,7 @@
 import type { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { requestCancel } from "./jobCancel";
+import type { OperationRef } from "./operationRecorder";
 
 /**
  * Operations as operators see them (dashboard API, `fleet ops`): a BullMQ job of the catalogue,
@@ -64,12 +65,46 @@ export async function describeOperation(job: Job, queue: Queue): Promise<Operati
   return { ...(await summarizeOperation(job)), data: job.data, result: job.returnvalue ?? null, log: logs.logs, logCount: logs.count };
 }
 
-/** Newest first, across every queue. */
-export async function listOperations(queues: readonly Queue[], state: OperationState | undefined, limit: number): Promise<OperationSummary[]> {
+/**
+ * The Postgres history of operations (packages/db/src/sql/operations.ts), read when BullMQ no
+ * longer has a job (pruned after KEEP_COMPLETED / KEEP_FAILED, removed, Redis emptied).
+ */
+export interface OperationHistoryReader {
+  find(id: string): Promise<OperationDetail | undefined>;
+  /** Newest first; `state` in the API's names ("removed" exists only here). */
+  list(state: string | undefined, limit: number): Promise<OperationSummary[]>;
+}
+
+/** The job in BullMQ if it is still there, else what the history recorded, else undefined. */
+export async function showOperation(queues: readonly Queue[], history: OperationHistoryReader | undefined, id: string): Promise<OperationDetail | undefined> {
+  if (!OPERATION_ID.test(id)) return undefined;
+  const found = await findOperation(queues, id);
+  if (found) return describeOperation(found.job, found.queue);
+  return history?.find(id);
+}
+
+/**
+ * Newest first, across every queue; with a history, operations BullMQ has forgotten are
+ * merged in (BullMQ's view wins for a job both know).
+ */
+export async function listOperations(queues: readonly Queue[], state: OperationState | undefined, limit: number, history?: OperationHistoryReader): Promise<OperationSummary[]> {
   const types = state ? [state] : [...OPERATION_STATES];
   const found = (await Promise.all(queues.map((q) => q.getJobs(types, 0, limit - 1)))).flat();
   found.sort((a, b) => b.timestamp - a.timestamp);
-  return Promise.all(found.slice(0, limit).map((job) => summarizeOperation(job)));
+  const live = await Promise.all(found.slice(0, limit).map((job) => summarizeOperation(job)));
+  if (!history) return live;
+  const seen = new Set(live.map((op) => op.id));
+  const past = (await history.list(state, limit)).filter((op) => !seen.has(op.id));
+  // A job in BullMQ under another state than the history's last record is shown by BullMQ only.
+  const missing = await Promise.all(
+    past.map(async (op) => {
+      const queue = queues.find((q) => q.name === op.queue);
+      return queue && (await queue.getJobState(op.id!)) !== "unknown" ? undefined : op;
+    }),
+  );
+  return [...live, ...missing.filter((op): op is OperationSummary => op !== undefined)]
+    .sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt))
+    .slice(0, limit);
 }
 
 export type CancelOutcome =
@@ -93,4 +128,9 @@ export async function cancelOperation(redis: Redis, prefix: string, found: { job
     return receivers > 0 ? { kind: "requested", receivers } : { kind: "no-listener" };
   }
   return { kind: "finished", state };
+}
+
+/** What the history needs to know of a job. */
+export function operationRef(job: Job): OperationRef {
+  return { id: job.id ?? "", name: job.name, queue: job.queueName, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: job.data };
 }

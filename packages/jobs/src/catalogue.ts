@@ -10,6 +10,7 @@ import { accountsSync } from "./accounts/accountsSync";
 import { notifySend } from "./accounts/notifySend";
 import { notifySweep } from "./accounts/notifySweep";
 import type { FleetDeps } from "./deps";
+import { hold } from "./maintenance/hold";
 import { recoverStuck } from "./maintenance/recoverStuck";
 import { retention } from "./maintenance/retention";
 import { migrateRange } from "./migration/migrateRange";
@@ -33,6 +34,7 @@ export const fleetJobs = {
   retention,
   unpack,
   "remote-command": remoteCommand,
+  hold,
   "accounts-sync": accountsSync,
   "accounts-prepare": accountsPrepare,
   "accounts-group-update": accountsGroupUpdate,

@@ -48,6 +48,10 @@ export interface MigrationSettings {
   /** Finished BullMQ jobs kept this long. */
   keepCompletedMs: number;
   keepFailedMs: number;
+  /** Operation history (operations + operation_status): succeeded ones kept this long… */
+  operationsKeepSucceededMs: number;
+  /** …failed and removed ones this long. */
+  operationsKeepFailedMs: number;
 }
 
 /** What every handler of the jobs package receives as `ctx.deps`. */

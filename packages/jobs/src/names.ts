@@ -2,7 +2,7 @@
 export const QUEUES = {
   /** Bulk data work: ranges, retries, unpacking packages. Scaled by worker replicas. */
   migration: "migration",
-  /** Housekeeping: seeding, recovery, retention. Light, one or two per fleet is plenty. */
+  /** Housekeeping: seeding, recovery, retention, maintenance holds. Light, one or two per fleet is plenty. */
   maintenance: "maintenance",
   /** Commands on registered SSH servers: mostly waiting on the remote side. */
   remote: "remote",
@@ -12,7 +12,7 @@ export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 /** Every job kind; a name here without a definition (or the reverse) stops startup. */
 export const JOB_NAMES = [
-  "seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack", "remote-command",
+  "seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack", "remote-command", "hold",
   // Account migrations (accounts/): daily steps, batch run nodes, the notification outbox.
   "accounts-sync", "accounts-prepare", "accounts-group-update", "accounts-run", "account-step", "account-batch-finish", "notify-send", "notify-sweep",
 ] as const;

@@ -42,6 +42,8 @@ export const migrationFields = {
   LOG_RETENTION: envDuration("30d").describe("migration_log rows older than this are pruned daily"),
   KEEP_COMPLETED: envDuration("24h").describe("Completed BullMQ jobs are kept this long"),
   KEEP_FAILED: envDuration("14d").describe("Failed BullMQ jobs are kept this long"),
+  OPERATIONS_KEEP_SUCCEEDED: envDuration("24h").describe("Succeeded operations and their status rows stay in the Postgres history this long (retention job)"),
+  OPERATIONS_KEEP_FAILED: envDuration("14d").describe("Failed and cancelled-before-start operations and their status rows stay in the Postgres history this long"),
   JOB_ATTEMPTS: envInt(6, 1, 100).describe("Tries of a job (first run + backoff steps)"),
   BACKOFF_SCHEDULE: envDurationList("30s,5m,10m,30m,60m").describe("Delays between job attempts; the last repeats"),
   BACKOFF_JITTER: z.coerce.number().min(0).max(1).default(0.2).describe("Random spread of each backoff delay (0.2 = ±20%)"),
@@ -77,5 +79,7 @@ export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
     logRetentionMs: c.LOG_RETENTION,
     keepCompletedMs: c.KEEP_COMPLETED,
     keepFailedMs: c.KEEP_FAILED,
+    operationsKeepSucceededMs: c.OPERATIONS_KEEP_SUCCEEDED,
+    operationsKeepFailedMs: c.OPERATIONS_KEEP_FAILED,
   };
 }

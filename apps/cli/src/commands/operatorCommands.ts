@@ -4,7 +4,8 @@ import { InvalidArgumentError } from "commander";
 import { ApiLock } from "@fleet/core/apiLock";
 import { parseDuration } from "@fleet/core/backoff";
 import type { JobClient } from "@fleet/core/jobClient";
-import { OPERATION_STATES, cancelOperation, describeOperation, findOperation, listOperations } from "@fleet/core/operations";
+import { OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation } from "@fleet/core/operations";
+import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
 import type { OperationState, OperationSummary } from "@fleet/core/operations";
 import { QUEUES } from "@fleet/jobs/names";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
@@ -117,22 +118,26 @@ export function registerOperatorCommands(program: Command, run: Run): void {
         const delayMs = opts.delay === undefined ? undefined : parseDuration(opts.delay);
         // The client checks the name against the catalogue and validates the payload.
         const job = await runtime.deps.jobs.enqueue(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
+        const by = `cli:${userInfo().username}`;
+        // The job is in Redis either way: a history that cannot be written now is filled in by the runner.
+        await new OperationHistory(runtime.db)
+          .submitted(operationRef(job), delayMs ? "DELAYED" : "WAITING", by)
+          .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
         print(opts.json, { id: job.id, name, queue: job.queueName }, `submitted ${name} as operation ${job.id} (queue ${job.queueName})`);
       }),
     );
   ops
     .command("show <id>")
-    .description("state, progress, attempts, result or error, and the job's log")
+    .description("state, progress, attempts, result or error, and the job's log (from the history once BullMQ has pruned it)")
     .option("--json", "machine-readable output")
     .action((id: string, opts: { json?: boolean }) =>
       run(async (ctx) => {
         const runtime = await ctx.runtime({ withRedis: true });
-        const found = await findOperation(queues(runtime.deps.jobs), id);
-        if (!found) {
+        const op = await showOperation(queues(runtime.deps.jobs), operationHistoryReader(runtime.db), id);
+        if (!op) {
           process.stderr.write(`fleet: no operation ${id}\n`);
           return 1;
         }
-        const op = await describeOperation(found.job, found.queue);
         const text = [
           summaryLine(op),
           `data      ${JSON.stringify(op.data)}`,
@@ -152,7 +157,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
     .action((opts: { state?: OperationState; limit: number; json?: boolean }) =>
       run(async (ctx) => {
         const runtime = await ctx.runtime({ withRedis: true });
-        const list = await listOperations(queues(runtime.deps.jobs), opts.state, opts.limit);
+        const list = await listOperations(queues(runtime.deps.jobs), opts.state, opts.limit, operationHistoryReader(runtime.db));
         print(opts.json, list, list.length === 0 ? "no operations" : list.map(summaryLine).join("\n"));
       }),
     );
@@ -169,6 +174,11 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           return 1;
         }
         const outcome = await cancelOperation(runtime.redis, runtime.prefix, found);
+        if (outcome.kind === "removed") {
+          await new OperationHistory(runtime.db)
+            .removed(operationRef(found.job), `cli:${userInfo().username}`)
+            .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
+        }
         const text =
           outcome.kind === "removed" ? `removed operation ${id} (it was ${outcome.was})`
           : outcome.kind === "requested" ? `asked the workers to abort operation ${id}`

@@ -1,31 +1,41 @@
 import { z } from "zod";
 import { pruneLog } from "@fleet/db/sql/log";
+import { pruneOperations } from "@fleet/db/sql/operations";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
 
 export interface RetentionResult {
   logRows: number;
+  /** Operations deleted from the history, and their status rows. */
+  operations: number;
+  operationStatusRows: number;
   completedJobs: number;
   failedJobs: number;
 }
 
-/** Prunes old migration_log rows and finished BullMQ jobs (completed after 24 h, failed after 14 days by default). */
+/**
+ * Prunes old migration_log rows, the operation history (succeeded operations after 24 h,
+ * failed ones after 14 days by default, with their status rows) and finished BullMQ jobs
+ * (completed after 24 h, failed after 14 days by default).
+ */
 export const retention = defineFleetJob({
   name: "retention",
   queue: QUEUES.maintenance,
-  description: "Delete old log rows and finished jobs",
+  description: "Delete old log rows, operation history and finished jobs",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "retention",
   async handle(_payload, ctx): Promise<RetentionResult> {
     const { db, settings, jobs } = ctx.deps;
     const logRows = await pruneLog(db, settings.logRetentionMs);
+    const history = await pruneOperations(db, settings.operationsKeepSucceededMs, settings.operationsKeepFailedMs);
     let completedJobs = 0, failedJobs = 0;
     for (const name of Object.values(QUEUES)) {
       const queue = jobs.queue(name);
       completedJobs += (await queue.clean(settings.keepCompletedMs, 10_000, "completed")).length;
       failedJobs += (await queue.clean(settings.keepFailedMs, 10_000, "failed")).length;
     }
-    ctx.log.info({ logRows, completedJobs, failedJobs }, "retention done");
-    return { logRows, completedJobs, failedJobs };
+    const result = { logRows, operations: history.operations, operationStatusRows: history.statusRows, completedJobs, failedJobs };
+    ctx.log.info(result, "retention done");
+    return result;
   },
 });

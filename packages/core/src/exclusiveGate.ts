@@ -1,0 +1,145 @@
+import type { Redis } from "ioredis";
+
+/**
+ * The fleet-wide gate of exclusive operations: while an exclusive job runs anywhere, no worker
+ * starts any other job. It is a reader/writer lock in Redis, shared by every JobRunner of the
+ * prefix whatever machine it runs on:
+ *
+ * - `{prefix}:exclusive` holds the exclusive job (JSON, see GateHolder) with a lease (PX). Its
+ *   runner renews the lease while the job runs; a runner that dies (SIGKILL, node lost) stops
+ *   renewing, the key expires, and the fleet goes on — no cleanup by anyone is needed.
+ * - `{prefix}:exclusive:running` is a sorted set of the jobs running now, scored by the end of
+ *   their own lease (renewed by their runner the same way), so jobs of a dead runner age out.
+ *
+ * Every decision is one Lua script, so "is the gate free?" and "I am running" cannot interleave
+ * with an exclusive job taking the gate. An exclusive job that finds other jobs running takes
+ * the gate as `draining` (nothing new starts) and waits until they have finished; only then is
+ * it `running`. Time is Redis's own (TIME), so runners on machines with skewed clocks agree.
+ */
+export interface GateHolder {
+  /** `<queue>:<job id>`: the same job taken again (stalled, redelivered) may re-enter. */
+  id: string;
+  queue: string;
+  jobId: string;
+  name: string;
+  /** The runner holding it. */
+  runner: string;
+  /** ISO time the gate was taken. */
+  since: string;
+  /** The API refuses submissions while this holder has the gate. */
+  lockApi: boolean;
+  state: "draining" | "running";
+}
+
+export type AdmitResult = { admitted: true } | { admitted: false; holder: GateHolder; retryInMs: number };
+export type AcquireResult =
+  | { acquired: true }
+  | { acquired: false; draining: number }
+  | { acquired: false; holder: GateHolder; retryInMs: number };
+
+const NOW = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+// KEYS: gate, running. ARGV: member, leaseMs. A job may start unless the gate is taken.
+const ADMIT = `${NOW}
+local holder = redis.call('GET', KEYS[1])
+if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 2)
+return {1}`;
+
+// KEYS: gate, running. ARGV: holder JSON, leaseMs. Take (or keep) the gate; running only once
+// every other job's lease entry is gone (finished, or its runner died and it aged out).
+const ACQUIRE = `${NOW}
+local mine = cjson.decode(ARGV[1])
+local current = redis.call('GET', KEYS[1])
+if current then
+  local holder = cjson.decode(current)
+  if holder.id ~= mine.id then return {0, redis.call('PTTL', KEYS[1]), current} end
+  mine.since = holder.since
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local busy = redis.call('ZCARD', KEYS[2])
+if busy > 0 then mine.state = 'draining' else mine.state = 'running' end
+redis.call('SET', KEYS[1], cjson.encode(mine), 'PX', tonumber(ARGV[2]))
+if busy > 0 then return {2, busy} end
+return {1}`;
+
+// KEYS: gate, running. ARGV: leaseMs, holder id or '', holder JSON or '', members...
+// Renews this runner's leases. Returns 1 when the runner's gate is still its own (or it has
+// none), 0 when another holder took it after this runner's lease had lapsed.
+const RENEW = `${NOW}
+local lease = tonumber(ARGV[1])
+for i = 4, #ARGV do redis.call('ZADD', KEYS[2], 'XX', now + lease, ARGV[i]) end
+if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[2], lease * 2) end
+if ARGV[2] == '' then return 1 end
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', lease)
+  return 1
+end
+if cjson.decode(current).id ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', KEYS[1], lease)
+return 1`;
+
+// KEYS: gate. ARGV: holder id. Deletes the gate only if it is still this holder's.
+const RELEASE = `
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current).id == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+export class ExclusiveGate {
+  readonly gateKey: string;
+  readonly runningKey: string;
+
+  /** `prefix` is the BullMQ prefix (`{fleet}`): both keys sit in the fleet's Redis Cluster slot. */
+  constructor(
+    private readonly redis: Redis,
+    prefix: string,
+  ) {
+    this.gateKey = `${prefix}:exclusive`;
+    this.runningKey = `${prefix}:exclusive:running`;
+  }
+
+  /** The exclusive job holding the gate, if any (draining or running). */
+  async holder(): Promise<GateHolder | null> {
+    const raw = await this.redis.get(this.gateKey);
+    return raw ? parseHolder(raw) : null;
+  }
+
+  /** A non-exclusive job asks to start; admitted, it is counted as running until `leave`. */
+  async admit(member: string, leaseMs: number): Promise<AdmitResult> {
+    const reply = (await this.redis.eval(ADMIT, 2, this.gateKey, this.runningKey, member, leaseMs)) as [number, number?, string?];
+    if (reply[0] === 1) return { admitted: true };
+    return { admitted: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
+  }
+
+  async leave(member: string): Promise<void> {
+    await this.redis.zrem(this.runningKey, member);
+  }
+
+  /** An exclusive job asks to run alone. */
+  async acquire(holder: Omit<GateHolder, "state">, leaseMs: number): Promise<AcquireResult> {
+    const reply = (await this.redis.eval(ACQUIRE, 2, this.gateKey, this.runningKey, JSON.stringify({ ...holder, state: "draining" }), leaseMs)) as [number, number?, string?];
+    if (reply[0] === 1) return { acquired: true };
+    if (reply[0] === 2) return { acquired: false, draining: reply[1] ?? 0 };
+    return { acquired: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
+  }
+
+  async release(holderId: string): Promise<boolean> {
+    return ((await this.redis.eval(RELEASE, 1, this.gateKey, holderId)) as number) === 1;
+  }
+
+  /** Renews the leases of one runner: its running members and, if it holds it, the gate. */
+  async renew(leaseMs: number, members: readonly string[], held: GateHolder | undefined): Promise<boolean> {
+    const reply = await this.redis.eval(RENEW, 2, this.gateKey, this.runningKey, leaseMs, held?.id ?? "", held ? JSON.stringify(held) : "", ...members);
+    return reply === 1;
+  }
+}
+
+function parseHolder(raw: string): GateHolder {
+  return JSON.parse(raw) as GateHolder;
+}

@@ -1,0 +1,69 @@
+/**
+ * Where the operation history goes (Postgres `operations` / `operation_status`, written by
+ * packages/db/src/sql/operations.ts). Core defines the shape so the JobRunner can record what it
+ * sees without depending on the database package. Every call is one statement; the runner
+ * never lets a failing recorder fail a job (it logs and goes on).
+ */
+export type HistoryState = "WAITING" | "DELAYED" | "ACTIVE" | "COMPLETED" | "FAILED" | "REMOVED";
+
+/** The job an event is about. `createdAt` (BullMQ's job timestamp) tells a recycled id from the same job. */
+export interface OperationRef {
+  id: string;
+  name: string;
+  queue: string;
+  createdAt: number;
+  maxAttempts: number;
+  /** The payload; stored as a summary without secrets (see summarizeForHistory). */
+  data: unknown;
+}
+
+export interface OperationRecorder {
+  /** A job was submitted (API, CLI): state WAITING or DELAYED, who submitted it. */
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null): Promise<void>;
+  /** The runner started an attempt (1-based). */
+  started(op: OperationRef, attempt: number): Promise<void>;
+  /** Put back to delayed without using an attempt (window, exclusive gate, shutdown, DelayJob); recorded once per stretch. */
+  delayed(op: OperationRef, reason: string): Promise<void>;
+  /** Progress reported by the handler (the runner throttles these). */
+  progress(op: OperationRef, value: unknown): Promise<void>;
+  /**
+   * An attempt ended: COMPLETED with its result, FAILED for good, or DELAYED when BullMQ will
+   * retry it after a backoff (the error is kept either way).
+   */
+  finished(op: OperationRef, outcome: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void>;
+  /** Removed before it started (cancelled). */
+  removed(op: OperationRef, by: string | null): Promise<void>;
+}
+
+const SECRET_KEY = /pass(word|phrase)?|secret|token|api[-_]?key|private[-_]?key|credential|authorization|cookie|session/i;
+const MAX_STRING = 500;
+const MAX_ITEMS = 50;
+const MAX_DEPTH = 6;
+
+/**
+ * A payload or result as the history keeps it: values under secret-looking keys replaced by
+ * "[redacted]", credentials in URLs hidden, long strings and lists cut. Operators read it;
+ * nothing re-runs from it (the job itself is in Redis).
+ */
+export function summarizeForHistory(value: unknown, depth = 0): unknown {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "string") {
+    const hidden = value.replace(/\/\/([^:@/\s]*):([^@/\s]+)@/g, "//$1:[redacted]@");
+    return hidden.length > MAX_STRING ? `${hidden.slice(0, MAX_STRING)}…` : hidden;
+  }
+  if (typeof value === "number" || typeof value === "boolean") return value;
+  if (typeof value === "bigint") return value.toString();
+  if (depth >= MAX_DEPTH) return "[…]";
+  if (Array.isArray(value)) {
+    const items = value.slice(0, MAX_ITEMS).map((v) => summarizeForHistory(v, depth + 1));
+    return value.length > MAX_ITEMS ? [...items, `… ${value.length - MAX_ITEMS} more`] : items;
+  }
+  if (typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    const entries = Object.entries(value as Record<string, unknown>);
+    for (const [key, v] of entries.slice(0, MAX_ITEMS)) out[key] = SECRET_KEY.test(key) ? "[redacted]" : summarizeForHistory(v, depth + 1);
+    if (entries.length > MAX_ITEMS) out["…"] = `${entries.length - MAX_ITEMS} more keys`;
+    return out;
+  }
+  return String(value);
+}

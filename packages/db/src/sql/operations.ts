@@ -1,0 +1,281 @@
+import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
+import { summarizeForHistory } from "@fleet/core/operationRecorder";
+import type { OperationDetail, OperationHistoryReader, OperationSummary } from "@fleet/core/operations";
+import type { Queryable } from "../pool";
+
+/**
+ * The operation history: `operations` (one row per BullMQ job id) and `operation_status`
+ * (what happened to it, in order). Every event is ONE statement: an upsert of the operation
+ * plus its status row, chained by a CTE, so the runner pays one round trip per job event.
+ *
+ * Concurrency: the upsert is `INSERT … ON CONFLICT (id) DO UPDATE`, atomic per row, so the
+ * submitter and a runner that picked the job up at once cannot both insert. Job ids can be
+ * recycled (`range-12` enqueued again after the first job was pruned): an event whose job is
+ * newer than the row (`created_at`, BullMQ's job timestamp) resets the row and drops the old
+ * job's status rows; an event of an older job than the row is ignored.
+ */
+type Column = "name" | "queue" | "data" | "state" | "attempts" | "max_attempts" | "submitted_by" | "progress" | "result" | "error" | "created_at" | "started_at" | "finished_at";
+
+const COLUMNS: readonly Column[] = ["name", "queue", "data", "state", "attempts", "max_attempts", "submitted_by", "progress", "result", "error", "created_at", "started_at", "finished_at"];
+
+interface StatusRow {
+  kind: "STATE" | "PROGRESS" | "LOG";
+  state?: HistoryState;
+  attempt?: number;
+  progress?: unknown;
+  message?: string;
+}
+
+interface Event {
+  /** Values of the columns this event sets (others: NULL, or 0 / WAITING). */
+  values: Partial<Record<Column, unknown>>;
+  /** For the same job: SQL per column (`o.` is the row, `EXCLUDED.` the event); others are kept. */
+  update: Partial<Record<Column, string>>;
+  /** Extra condition for the same job (e.g. a delay already recorded is not recorded again). */
+  onlyIf?: string;
+  status: StatusRow;
+}
+
+const CAST: Record<Column, string> = {
+  name: "text", queue: "text", data: "jsonb", state: "operation_state", attempts: "int", max_attempts: "int", submitted_by: "text",
+  progress: "jsonb", result: "jsonb", error: "text", created_at: "timestamptz", started_at: "timestamptz", finished_at: "timestamptz",
+};
+
+/** The database's clock, for the timestamps this process does not know better. */
+const NOW = Symbol("now()");
+
+const json = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(summarizeForHistory(value)));
+
+async function record(db: Queryable, op: OperationRef, event: Event): Promise<void> {
+  const values: Record<Column, unknown> = {
+    name: op.name,
+    queue: op.queue,
+    data: json(op.data),
+    state: "WAITING",
+    attempts: 0,
+    max_attempts: op.maxAttempts,
+    submitted_by: null,
+    progress: null,
+    result: null,
+    error: null,
+    created_at: new Date(op.createdAt),
+    started_at: null,
+    finished_at: null,
+    ...event.values,
+  };
+  const params: unknown[] = [op.id];
+  const placeholder = (column: Column) => {
+    const v = values[column];
+    if (v === NOW) return "now()";
+    params.push(v);
+    return `$${params.length}::${CAST[column]}`;
+  };
+  const inserted = COLUMNS.map(placeholder);
+  const recycled = "o.created_at < EXCLUDED.created_at";
+  const sets = COLUMNS.map((c) => `${c} = CASE WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`);
+  const status = event.status;
+  params.push(status.kind, status.state ?? null, status.attempt ?? null, json(status.progress), status.message ?? null);
+  const s = params.length - 4;
+  await db.query(
+    `WITH stale AS (
+       DELETE FROM operation_status WHERE operation_id = $1
+          AND EXISTS (SELECT 1 FROM operations WHERE id = $1 AND created_at < ${inserted[COLUMNS.indexOf("created_at")]})
+     ), op AS (
+       INSERT INTO operations AS o (id, ${COLUMNS.join(", ")}, updated_at)
+       VALUES ($1, ${inserted.join(", ")}, now())
+       ON CONFLICT (id) DO UPDATE SET ${sets.join(", ")}, updated_at = now()
+       WHERE o.created_at <= EXCLUDED.created_at${event.onlyIf ? ` AND (${recycled} OR ${event.onlyIf})` : ""}
+       RETURNING id
+     )
+     INSERT INTO operation_status (operation_id, kind, state, attempt, progress, message)
+     SELECT id, $${s}::operation_status_kind, $${s + 1}::operation_state, $${s + 2}::int, $${s + 3}::jsonb, $${s + 4}::text FROM op`,
+    params,
+  );
+}
+
+/** Writes the history as the runner and the submitters see jobs change (see OperationRecorder). */
+export class OperationHistory implements OperationRecorder {
+  constructor(private readonly db: Queryable) {}
+
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null): Promise<void> {
+    return record(this.db, op, {
+      values: { state, submitted_by: submittedBy },
+      // A runner may have recorded the job already: keep its state, add who submitted it.
+      update: { submitted_by: "COALESCE(o.submitted_by, EXCLUDED.submitted_by)" },
+      status: { kind: "STATE", state, message: submittedBy ? `submitted by ${submittedBy}` : "submitted" },
+    });
+  }
+
+  started(op: OperationRef, attempt: number): Promise<void> {
+    return record(this.db, op, {
+      values: { state: "ACTIVE", attempts: attempt, started_at: NOW },
+      update: { state: "EXCLUDED.state", attempts: "EXCLUDED.attempts", started_at: "COALESCE(o.started_at, EXCLUDED.started_at)", finished_at: "NULL" },
+      status: { kind: "STATE", state: "ACTIVE", attempt, message: `attempt ${attempt} of ${op.maxAttempts} started` },
+    });
+  }
+
+  delayed(op: OperationRef, reason: string): Promise<void> {
+    return record(this.db, op, {
+      values: { state: "DELAYED" },
+      update: { state: "EXCLUDED.state" },
+      // A job kept waiting (exclusive gate, closed window) comes back again and again: one row per stretch.
+      onlyIf: "o.state <> 'DELAYED'",
+      status: { kind: "STATE", state: "DELAYED", message: reason },
+    });
+  }
+
+  progress(op: OperationRef, value: unknown): Promise<void> {
+    return record(this.db, op, {
+      values: { state: "ACTIVE", progress: json(value) },
+      update: { progress: "EXCLUDED.progress" },
+      status: { kind: "PROGRESS", progress: value },
+    });
+  }
+
+  finished(op: OperationRef, outcome: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void> {
+    const done = outcome.state !== "DELAYED";
+    const message =
+      outcome.state === "COMPLETED" ? `attempt ${outcome.attempts} completed`
+      : outcome.state === "FAILED" ? `attempt ${outcome.attempts} failed for good: ${outcome.error ?? "unknown"}`
+      : `attempt ${outcome.attempts} failed, retried after a backoff: ${outcome.error ?? "unknown"}`;
+    return record(this.db, op, {
+      values: {
+        state: outcome.state,
+        attempts: outcome.attempts,
+        result: json(outcome.result),
+        error: outcome.error ?? null,
+        progress: json(outcome.progress),
+        finished_at: done ? NOW : null,
+      },
+      update: {
+        state: "EXCLUDED.state",
+        attempts: "EXCLUDED.attempts",
+        result: "EXCLUDED.result",
+        error: outcome.state === "COMPLETED" ? "NULL" : "EXCLUDED.error",
+        progress: "COALESCE(EXCLUDED.progress, o.progress)",
+        finished_at: "EXCLUDED.finished_at",
+      },
+      status: { kind: "STATE", state: outcome.state, attempt: outcome.attempts, message },
+    });
+  }
+
+  removed(op: OperationRef, by: string | null): Promise<void> {
+    return record(this.db, op, {
+      values: { state: "REMOVED", finished_at: NOW },
+      update: { state: "EXCLUDED.state", finished_at: "EXCLUDED.finished_at" },
+      status: { kind: "STATE", state: "REMOVED", message: by ? `cancelled by ${by} before it started` : "cancelled before it started" },
+    });
+  }
+}
+
+interface OperationRow {
+  id: string;
+  name: string;
+  queue: string;
+  data: unknown;
+  state: HistoryState;
+  attempts: number;
+  max_attempts: number;
+  submitted_by: string | null;
+  progress: unknown;
+  result: unknown;
+  error: string | null;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** An operation as the API shows it when only the history still knows it. */
+export interface HistoricOperation extends OperationDetail {
+  source: "history";
+  submittedBy: string | null;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+function toSummary(row: OperationRow): OperationSummary & { source: "history"; submittedBy: string | null } {
+  return {
+    id: row.id,
+    name: row.name,
+    queue: row.queue,
+    state: row.state.toLowerCase(),
+    progress: row.progress ?? 0,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    createdAt: row.created_at.toISOString(),
+    startedAt: iso(row.started_at),
+    finishedAt: iso(row.finished_at),
+    error: row.error,
+    source: "history",
+    submittedBy: row.submitted_by,
+  };
+}
+
+const SELECT_OPERATION = `SELECT id, name, queue, data, state, attempts, max_attempts, submitted_by, progress, result, error, created_at, started_at, finished_at FROM operations`;
+
+/** The history of one operation with its last 200 status rows as log lines; undefined if unknown. */
+export async function findOperationHistory(db: Queryable, id: string): Promise<HistoricOperation | undefined> {
+  const { rows } = await db.query<OperationRow>(`${SELECT_OPERATION} WHERE id = $1`, [id]);
+  const row = rows[0];
+  if (!row) return undefined;
+  const status = await db.query<{ at: Date; kind: string; state: string | null; attempt: number | null; progress: unknown; message: string | null; total: number }>(
+    `SELECT at, kind, state, attempt, progress, message, count(*) OVER ()::int AS total
+       FROM operation_status WHERE operation_id = $1 ORDER BY id DESC LIMIT 200`,
+    [id],
+  );
+  const log = status.rows.reverse().map((s) => `${s.at.toISOString()} ${s.kind === "PROGRESS" ? `progress ${JSON.stringify(s.progress)}` : `${s.state ? s.state.toLowerCase() : s.kind.toLowerCase()}: ${s.message ?? ""}`}`);
+  return { ...toSummary(row), data: row.data, result: row.result, log, logCount: status.rows[0]?.total ?? 0 };
+}
+
+/** Newest first; `state` is the API's (lower-case BullMQ) name. */
+export async function listOperationHistory(db: Queryable, state: string | undefined, limit: number): Promise<Array<OperationSummary & { source: "history" }>> {
+  const dbState = state?.toUpperCase();
+  const known: readonly string[] = ["WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "REMOVED"];
+  if (dbState !== undefined && !known.includes(dbState)) return [];
+  const { rows } = await db.query<OperationRow>(
+    `${SELECT_OPERATION} WHERE ($1::operation_state IS NULL OR state = $1::operation_state) ORDER BY created_at DESC, id LIMIT $2`,
+    [dbState ?? null, limit],
+  );
+  return rows.map(toSummary);
+}
+
+export interface PruneOperationsResult {
+  operations: number;
+  statusRows: number;
+}
+
+/**
+ * Deletes finished operations past their retention, with their status rows, in batches (one
+ * statement each: no long lock, and no status row outlives its operation).
+ */
+export async function pruneOperations(db: Queryable, keepSucceededMs: number, keepFailedMs: number, batch = 5_000): Promise<PruneOperationsResult> {
+  const total: PruneOperationsResult = { operations: 0, statusRows: 0 };
+  for (;;) {
+    const { rows } = await db.query<{ operations: number; status_rows: number }>(
+      `WITH gone AS (
+         DELETE FROM operations WHERE id IN (
+           SELECT id FROM operations
+            WHERE (state = 'COMPLETED' AND finished_at < now() - make_interval(secs => $1::float8 / 1000))
+               OR (state IN ('FAILED', 'REMOVED') AND finished_at < now() - make_interval(secs => $2::float8 / 1000))
+            ORDER BY finished_at LIMIT $3)
+         RETURNING id
+       ), statuses AS (
+         DELETE FROM operation_status WHERE operation_id IN (SELECT id FROM gone) RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM gone)::int AS operations, (SELECT count(*) FROM statuses)::int AS status_rows`,
+      [keepSucceededMs, keepFailedMs, batch],
+    );
+    const r = rows[0]!;
+    total.operations += r.operations;
+    total.statusRows += r.status_rows;
+    if (r.operations < batch) return total;
+  }
+}
+
+/** The history as core's operations functions read it (API and CLI fall back to it). */
+export function operationHistoryReader(db: Queryable): OperationHistoryReader {
+  return {
+    find: (id) => findOperationHistory(db, id),
+    list: (state, limit) => listOperationHistory(db, state, limit),
+  };
+}
