@@ -95,7 +95,7 @@ export class JobRunner<Deps> {
       worker.on("failed", (job, err) => this.onFailed(consumer.queue, job, err));
       worker.on("completed", (job) => options.metrics.jobsCompleted.inc({ queue: consumer.queue, name: job.name }));
       worker.on("error", (err) => options.log.error({ err, queue: consumer.queue }, "worker error"));
-      worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again"));
+      worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
       this.workers.push(worker);
     }
   }
@@ -361,5 +361,13 @@ export class JobRunner<Deps> {
     const category = /^([a-z-]+):/.exec(err.message)?.[1] ?? "unknown";
     const final = err instanceof UnrecoverableError || err.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
     this.options.metrics.jobsFailed.inc({ queue, name: job.name, category, final: String(final) });
+    if (/more than allowable limit/.test(err.message)) {
+      // Stalled too often (its workers died): BullMQ fails it when a worker picks it up,
+      // without calling the processor, so the history learns it only here.
+      const op: OperationRef = { id: job.id ?? "", name: job.name, queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: job.data };
+      const log = this.options.log.child({ queue, jobId: job.id, job: job.name });
+      log.error({ reason: err.message }, "job failed: its worker died too often while running it");
+      void this.record(log, (h) => h.finished(op, { state: "FAILED", attempts: job.attemptsMade, error: `stalled: ${err.message}` }));
+    }
   }
 }

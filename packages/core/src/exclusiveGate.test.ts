@@ -1,0 +1,174 @@
+import { Writable } from "node:stream";
+import { Queue } from "bullmq";
+import type { Job } from "bullmq";
+import { Redis } from "ioredis";
+import { z } from "zod";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { ApiLock } from "./apiLock";
+import { buildCatalogue } from "./catalogue";
+import { ExclusiveGate } from "./exclusiveGate";
+import { defineJob } from "./jobDefinition";
+import { JobRunner } from "./jobRunner";
+import { createLogger } from "./logger";
+import { createMetrics } from "./metrics";
+import { bullPrefix } from "./redis";
+
+/**
+ * Two JobRunners (two "workers", each with its own Redis connection) on real Redis share the
+ * exclusive gate. The jobs below wait on promises the test resolves, so the test decides what
+ * is running when.
+ */
+interface Started {
+  name: string;
+  id: string;
+  at: number;
+}
+
+const LEASE_MS = 1_500;
+
+describe("exclusive operations across two runners", () => {
+  const prefix = bullPrefix(uniquePrefix("exclusive"));
+  const started: Started[] = [];
+  const ended = new Map<string, number>();
+  const gates = new Map<string, () => void>();
+  const open = (id: string) => gates.get(id)?.();
+  const waitOn = (id: string) => new Promise<void>((resolve) => gates.set(id, resolve));
+  const body = (name: string) => async (_payload: unknown, ctx: { job: { id: string } }) => {
+    started.push({ name, id: ctx.job.id, at: Date.now() });
+    if (name !== "quick") await waitOn(ctx.job.id);
+    ended.set(ctx.job.id, Date.now());
+    return { name };
+  };
+  const defs = {
+    long: defineJob({ name: "long", queue: "work", description: "runs until told", schema: z.object({}), handle: body("long") }),
+    quick: defineJob({ name: "quick", queue: "work", description: "runs at once", schema: z.object({}), handle: body("quick") }),
+    solo: defineJob({ name: "solo", queue: "admin", description: "exclusive", schema: z.object({}), options: { exclusive: { lockApi: true } }, handle: body("solo") }),
+  };
+  const catalogue = buildCatalogue({ declaredNames: Object.keys(defs), queues: ["work", "admin"], definitions: defs });
+  const connections: Redis[] = [];
+  const runners: JobRunner<unknown>[] = [];
+  let redis: Redis;
+  let work: Queue;
+  let admin: Queue;
+
+  const log = createLogger({ name: "exclusive-test", LOG_LEVEL: "warn", LOG_FORMAT: "json", destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+
+  async function startRunner(): Promise<void> {
+    const connection = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    connections.push(connection);
+    const runner = new JobRunner({
+      catalogue,
+      consumers: [{ queue: "work", concurrency: 3 }, { queue: "admin", concurrency: 1 }],
+      connection,
+      prefix,
+      deps: {},
+      log,
+      metrics: createMetrics({ defaultMetrics: false }),
+      windows: new Map(),
+      backoff: { scheduleMs: [100], jitter: 0 },
+      stalledIntervalMs: 1_000,
+      maxStalledCount: 1,
+      lockDurationMs: LEASE_MS,
+      exclusiveRecheckMs: 200,
+    });
+    await runner.start();
+    runners.push(runner);
+  }
+
+  async function waitFor<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await check();
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; started: ${JSON.stringify(started)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  const add = (queue: Queue, name: string, id: string): Promise<Job> => queue.add(name, {}, { jobId: id, attempts: 2 });
+
+  beforeAll(async () => {
+    redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    work = new Queue("work", { connection: redis, prefix });
+    admin = new Queue("admin", { connection: redis, prefix });
+    await startRunner();
+    await startRunner();
+  });
+
+  afterAll(async () => {
+    for (const open of gates.values()) open();
+    await Promise.all(runners.map((r) => r.stop(1_000)));
+    await Promise.all([work.close(), admin.close()]);
+    for (const c of connections) c.disconnect();
+    redis.disconnect();
+    await cleanupPrefix(testRedisUrl(), prefix);
+  });
+
+  it("an exclusive job waits for the running job, then runs alone; the others wait, none fails or uses an attempt, and run after it", async () => {
+    await add(work, "long", "long-1");
+    await waitFor(() => started.some((s) => s.id === "long-1"), "long-1 to start");
+
+    await add(admin, "solo", "solo-1");
+    // It takes the gate as draining: nothing new starts, and the API is locked already.
+    const gate = new ExclusiveGate(redis, prefix);
+    await waitFor(async () => (await gate.holder())?.state === "draining", "solo-1 to drain the fleet");
+    for (const i of [1, 2, 3, 4]) await add(work, "quick", `quick-${i}`);
+    await new Promise((r) => setTimeout(r, 800));
+    expect(started.map((s) => s.id)).toEqual(["long-1"]);
+    expect(await new ApiLock(redis, prefix).get()).toMatchObject({ reason: "exclusive operation solo (solo-1) is running", by: "exclusive:solo-1" });
+
+    const longEnded = Date.now();
+    open("long-1");
+    await waitFor(() => started.some((s) => s.id === "solo-1"), "solo-1 to start once long-1 ended");
+    expect(await gate.holder()).toMatchObject({ id: "admin:solo-1", name: "solo", state: "running", lockApi: true });
+
+    // While it runs, four quick jobs ask again and again on both runners and are put back.
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(started.map((s) => s.id)).toEqual(["long-1", "solo-1"]);
+    for (const i of [1, 2, 3, 4]) {
+      const job = (await work.getJob(`quick-${i}`))!;
+      expect([await job.getState(), job.attemptsMade]).toEqual(["delayed", 0]);
+    }
+
+    open("solo-1");
+    await waitFor(async () => (await work.getJobCounts("completed")).completed === 5, "every quick job to complete");
+    const soloEnded = ended.get("solo-1")!;
+    expect(soloEnded).toBeGreaterThanOrEqual(longEnded);
+    const quick = started.filter((s) => s.name === "quick");
+    expect(quick).toHaveLength(4);
+    expect(quick.every((s) => s.at >= soloEnded)).toBe(true);
+    for (const i of [1, 2, 3, 4]) {
+      const job = (await work.getJob(`quick-${i}`))!;
+      expect([await job.getState(), job.attemptsMade]).toEqual(["completed", 1]);
+    }
+    expect(await (await admin.getJob("solo-1"))!.getState()).toBe("completed");
+    expect(await gate.holder()).toBeNull();
+    expect(await new ApiLock(redis, prefix).get()).toBeNull();
+    expect(await redis.zcard(gate.runningKey)).toBe(0);
+  });
+
+  it("a holder that stops renewing (its process died) frees the fleet when its lease ends", async () => {
+    const gate = new ExclusiveGate(redis, prefix);
+    // What a SIGKILLed runner leaves behind: the gate, held, that nobody renews.
+    const taken = await gate.acquire({ id: "admin:ghost", queue: "admin", jobId: "ghost", name: "solo", runner: "dead", since: new Date().toISOString(), lockApi: false }, LEASE_MS);
+    expect(taken).toEqual({ acquired: true });
+    const takenAt = Date.now();
+    await add(work, "quick", "quick-after-crash");
+    await waitFor(() => started.some((s) => s.id === "quick-after-crash"), "the quick job to run once the lease lapsed", 10_000);
+    const ranAt = started.find((s) => s.id === "quick-after-crash")!.at;
+    expect(ranAt - takenAt).toBeGreaterThanOrEqual(LEASE_MS - 100);
+    const job = (await work.getJob("quick-after-crash"))!;
+    await waitFor(async () => (await job.getState()) === "completed", "quick-after-crash to complete");
+    expect((await work.getJob("quick-after-crash"))!.attemptsMade).toBe(1);
+  });
+
+  it("a running holder keeps the gate past its lease: the runner renews it", async () => {
+    await add(admin, "solo", "solo-2");
+    await waitFor(() => started.some((s) => s.id === "solo-2"), "solo-2 to start");
+    await add(work, "quick", "quick-during-renewal");
+    await new Promise((r) => setTimeout(r, LEASE_MS * 2.5));
+    expect(started.some((s) => s.id === "quick-during-renewal")).toBe(false);
+    open("solo-2");
+    await waitFor(() => started.some((s) => s.id === "quick-during-renewal"), "the quick job to run after solo-2");
+  });
+});
