@@ -1,3 +1,4 @@
+import { OperationHistory } from "@fleet/db/sql/operations";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -97,6 +98,7 @@ export async function createPipelineHarness(label: string, env: Record<string, s
         stalledIntervalMs: 1_000,
         maxStalledCount: 3,
         lockDurationMs: 5_000,
+        history: new OperationHistory(runtime.db),
         ...(options.now ? { now: options.now } : {}),
       });
       await runner.start();
