@@ -27,12 +27,30 @@ describe("README", () => {
 });
 
 describe("docker-compose.yml", () => {
-  const compose = parse(readFileSync(join(root, "docker-compose.yml"), "utf8")) as {
-    services: Record<string, { command?: string[]; image?: string; build?: string; depends_on?: Record<string, { condition: string }>; environment?: Record<string, string> }>;
+  const compose = parse(readFileSync(join(root, "docker-compose.yml"), "utf8"), { merge: true }) as {
+    services: Record<
+      string,
+      {
+        command?: string[];
+        image?: string;
+        build?: string;
+        depends_on?: Record<string, { condition: string }>;
+        environment?: Record<string, string>;
+        healthcheck?: { test: string[] };
+        deploy?: { replicas?: number };
+        restart?: string;
+        ports?: string[];
+      }
+    >;
+    volumes: Record<string, unknown>;
   };
+  /** What compose passes when the variables are unset: ${NAME:-default} becomes the default. */
+  const defaults = (environment: Record<string, string> = {}) =>
+    Object.fromEntries(Object.entries(environment).map(([k, v]) => [k, String(v).replace(/^\$\{\w+:-([^}]*)\}$/, "$1")]));
 
-  it("runs postgres, redis, a one-shot migration, the scheduler, workers and the dashboard", () => {
-    expect(Object.keys(compose.services).sort()).toEqual(["dashboard", "migrate", "postgres", "redis", "scheduler", "worker"]);
+  it("runs postgres, redis, an S3 store, a one-shot migration, the scheduler, workers and the dashboard", () => {
+    expect(Object.keys(compose.services).sort()).toEqual(["dashboard", "migrate", "minio", "minio-buckets", "postgres", "redis", "scheduler", "worker"]);
+    expect(compose.services.worker!.deploy?.replicas).toBe(3);
     expect(compose.services.redis!.command).toEqual(expect.arrayContaining(["--maxmemory-policy", "noeviction", "--appendonly", "yes"]));
     expect(compose.services.worker!.depends_on?.migrate?.condition).toBe("service_completed_successfully");
   });
@@ -42,13 +60,38 @@ describe("docker-compose.yml", () => {
       if (!service.build) continue;
       const entry = service.command!.find((part) => part.endsWith(".js"))!;
       expect([name, existsSync(join(root, entry.replace("/dist/", "/src/").replace(/\.js$/, ".ts")))]).toEqual([name, true]);
-      // What compose passes when the variables are unset: ${NAME:-default} becomes the default.
-      const env = Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, String(v).replace(/^\$\{\w+:-([^}]*)\}$/, "$1")]));
+      const env = defaults(service.environment);
       const schema = entry.includes("worker") ? workerSchema : entry.includes("scheduler") ? schedulerSchema : entry.includes("dashboard") ? dashboardSchema : cliSchema;
       const issues = (schema.safeParse(env).error?.issues ?? []).map((i) => String(i.path[0]));
       // The dashboard's users and session secret come from the operator's .env (no defaults on purpose).
       expect([name, issues]).toEqual([name, entry.includes("dashboard") ? ["DASHBOARD_USERS", "DASHBOARD_SESSION_SECRET"] : []]);
     }
+  });
+  it("has a healthy S3 store with a one-shot bucket service, and DESTINATION_URL from .env points the workers at that bucket", () => {
+    const { minio, "minio-buckets": buckets, worker } = compose.services;
+    expect(minio!.healthcheck?.test).toEqual(["CMD", "mc", "ready", "local"]);
+    expect(minio!.command).toEqual(expect.arrayContaining(["server", "--address", ":9000"]));
+    expect(compose.volumes).toHaveProperty("miniodata");
+    expect(buckets!.depends_on?.minio?.condition).toBe("service_healthy");
+    expect(buckets!.restart).toBe("no");
+    expect(buckets!.command!.join(" ")).toMatch(/mc mb --ignore-existing store\/\$\$FLEET_BUCKET/);
+    expect(worker!.depends_on?.["minio-buckets"]?.condition).toBe("service_completed_successfully");
+    expect(worker!.environment?.DESTINATION_URL).toBe("${DESTINATION_URL:-/data/destination}");
+
+    // The MinIO lines of .env.example, uncommented, as compose would substitute them.
+    const example = readFileSync(join(root, ".env.example"), "utf8").split("\n");
+    const value = (name: string) => example.map((l) => new RegExp(`^#? ?${name}=(.*)$`).exec(l)?.[1]).find((v) => v !== undefined && v !== "")!;
+    const url = value("DESTINATION_URL");
+    expect(url).toMatch(/^s3:\/\//);
+    const env = { ...defaults(worker!.environment), DESTINATION_URL: url, DESTINATION_S3_ACCESS_KEY_ID: value("MINIO_ROOT_USER"), DESTINATION_S3_SECRET_ACCESS_KEY: value("MINIO_ROOT_PASSWORD") };
+    const parsed = workerSchema.safeParse(env);
+    expect(parsed.error?.issues ?? []).toEqual([]);
+    expect([value("DESTINATION_S3_ACCESS_KEY_ID"), value("DESTINATION_S3_SECRET_ACCESS_KEY")]).toEqual([value("MINIO_ROOT_USER"), value("MINIO_ROOT_PASSWORD")]);
+    // The bucket the one-shot service creates, on the host and port MinIO listens on.
+    const s3 = new URL(url);
+    expect(s3.hostname).toBe(value("FLEET_BUCKET"));
+    expect(new URL(s3.searchParams.get("endpoint")!).host).toBe("minio:9000");
+    expect(s3.searchParams.get("pathStyle")).toBe("true");
   });
 });
 
