@@ -169,9 +169,9 @@ describe("cancel and servers going away", () => {
     const cancelledAt = Date.now();
     const result = await cancelAccountMigrations({ db: x.runtime.db, redis: x.runtime.redis, prefix: x.runtime.prefix, target: { accountId: rows[0]!.id }, reason: "operator asked" });
     expect(result).toEqual({ cancelled: 1, abortRequests: 1 });
-    await waitFor(async () => (await batchOf(x))?.status === "DONE", 20_000, "the batch to close");
-    // The check would have run to its 3 s timeout; the abort ended it well before.
-    expect(Date.now() - cancelledAt).toBeLessThan(2_500);
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 15_000, "the batch to close");
+    // The check would have polled until its 20 s timeout; the abort ended it long before.
+    expect(Date.now() - cancelledAt).toBeLessThan(10_000);
     expect(await accountStates(x.runtime)).toEqual({ "hang-mig-c1": "CANCELLED", "cancel-ok1": "DONE" });
     expect(await batchOf(x)).toMatchObject({ done: 1, failed: 0, cancelled: 1 });
     const { rows: open } = await x.runtime.db.query(`SELECT role, state FROM batch_assignment WHERE account_id = $1 ORDER BY role`, [rows[0]!.id]);

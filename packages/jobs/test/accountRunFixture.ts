@@ -88,7 +88,7 @@ steps:
   - name: migrate
     role: migration
     command: fx-mig-start {externalId}
-    check: { command: "fx-mig-status {externalId}", every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
+    check: { command: "fx-mig-status {externalId}", every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 20s }
   - name: directory-sync
     role: sync
     command: fx-sync {externalId}
