@@ -55,6 +55,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     } else if (result.created.length > 0) {
       log.warn({ restored: result.created }, "schedules were missing from Redis (restarted empty?): restored; reconciling now");
       await jobs.enqueue("recover-stuck", {});
+      await jobs.enqueue("accounts-reconcile", {});
     }
     first = false;
     await catchUpDaily({ db, jobs, schedules, timeZone: config.FLEET_TZ, graceMs: config.ACCOUNTS_CATCHUP_GRACE, log }).catch((err: unknown) =>

@@ -5,6 +5,7 @@ import { accountBatchFinish } from "./accounts/accountBatchFinish";
 import { accountStep } from "./accounts/accountStep";
 import { accountsGroupUpdate } from "./accounts/accountsGroupUpdate";
 import { accountsPrepare } from "./accounts/accountsPrepare";
+import { accountsReconcile } from "./accounts/accountsReconcile";
 import { accountsRun } from "./accounts/accountsRun";
 import { accountsSync } from "./accounts/accountsSync";
 import { notifySend } from "./accounts/notifySend";
@@ -43,6 +44,7 @@ export const fleetJobs = {
   "account-batch-finish": accountBatchFinish,
   "notify-send": notifySend,
   "notify-sweep": notifySweep,
+  "accounts-reconcile": accountsReconcile,
 } satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
 
 export type FleetJobs = typeof fleetJobs;

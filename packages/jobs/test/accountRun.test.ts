@@ -1,6 +1,6 @@
 import { access, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { setServerEnabled } from "@fleet/db/sql/accountBatches";
+import { setServerEnabled, startBatch } from "@fleet/db/sql/accountBatches";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";
@@ -153,8 +153,8 @@ describe("cancel and servers going away", () => {
     await other.startRunner({ concurrency: 4 });
     return other;
   };
-  const runIn = async (x: PipelineHarness, name: "accounts-prepare" | "accounts-run") => {
-    const job = await x.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE });
+  const runIn = async (x: PipelineHarness, name: "accounts-prepare" | "accounts-run" | "accounts-reconcile") => {
+    const job = await x.runtime.deps.jobs.enqueue(name, name === "accounts-reconcile" ? {} : { runDate: RUN_DATE }, { jobId: `${name}-${Math.random().toString(36).slice(2)}` });
     const { state, job: done } = await finishedJob(x.runtime, "maintenance", job.id!, 30_000);
     if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
     return done.returnvalue as Record<string, unknown>;
@@ -219,5 +219,21 @@ describe("cancel and servers going away", () => {
       { external_id: "n1", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
       { external_id: "n2", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
     ]);
+  }, 60_000);
+
+  it("a running batch whose flow Redis lost is re-derived from Postgres: only the steps not yet done run", async () => {
+    const x = await prepared("account-reconcile", ["rc1", "rc2"]);
+    const plan = await runIn(x, "accounts-prepare");
+    // The run had started (RUNNING, rc2's export done) when Redis lost everything.
+    expect(await startBatch(x.runtime.db, plan.batchId as number)).toBe(true);
+    await x.runtime.db.query(`UPDATE migration_queue SET steps_done = 1, status = 'IN_PROGRESS' WHERE external_id = 'rc2'`);
+    expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [plan.batchId] });
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the re-derived run to finish");
+    expect(await accountStates(x.runtime)).toEqual({ rc1: "DONE", rc2: "DONE" });
+    const log = await calls();
+    expect(log.filter((l) => l.startsWith("export [rc"))).toEqual(["export [rc1] [User rc1]"]);
+    expect(log.filter((l) => l.startsWith("sync [rc")).sort()).toEqual(["sync [rc1]", "sync [rc2]"]);
+    // The batch is done now: nothing left to restore.
+    expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [] });
   }, 60_000);
 });

@@ -301,3 +301,8 @@ export async function assignmentSummary(db: Queryable, batchId: number): Promise
 export async function markNotified(db: Queryable, accountId: number, batchId: number): Promise<void> {
   await db.query(`UPDATE migration_queue SET status = 'NOTIFIED', updated_at = now() WHERE id = $1 AND batch_id = $2 AND status = 'SCHEDULED'`, [accountId, batchId]);
 }
+
+export async function runningBatchIds(db: Queryable): Promise<number[]> {
+  const { rows } = await db.query<{ id: number }>(`SELECT id FROM migration_batch WHERE status = 'RUNNING' ORDER BY id`);
+  return rows.map((r) => r.id);
+}

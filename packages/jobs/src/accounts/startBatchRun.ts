@@ -2,7 +2,8 @@ import type { FlowJob } from "bullmq";
 import type { Logger } from "@fleet/core/logger";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
-import { batchAccounts, batchByDate, startBatch } from "@fleet/db/sql/accountBatches";
+import type { PayloadOf } from "@fleet/core/jobDefinition";
+import { batchAccounts, batchByDate, runningBatchIds, startBatch } from "@fleet/db/sql/accountBatches";
 import { writeLog } from "@fleet/db/sql/log";
 import type { FleetJobs } from "../catalogue";
 import type { RemoteServers } from "../remote/remoteServers";
@@ -34,7 +35,18 @@ export async function startBatchRun(options: { db: DbPool; services: AccountServ
   }
   if (!batch || !(await startBatch(db, batch.id))) return { batchId: batch?.id ?? null, started: false, accounts: 0 };
   const accounts = (await batchAccounts(db, batch.id)).filter((a) => a.status === "SCHEDULED" || a.status === "NOTIFIED");
-  const node = (name: "account-step" | "account-batch-finish", payload: never, children?: FlowJob[]): FlowJob => {
+  await addBatchFlow(services, jobs, batch.id, accounts, workflow.steps.length);
+  await writeLog(db, [{ level: "info", ...(options.job ? { job: options.job } : {}), subject: `batch:${batch.id}`, message: `run started: ${accounts.length} accounts, ${workflow.steps.length} steps each` }]);
+  log.info({ batchId: batch.id, accounts: accounts.length }, "batch run started");
+  return { batchId: batch.id, started: true, accounts: accounts.length };
+}
+
+/**
+ * Adds the flow of a batch: for each account, its remaining steps (from steps_done on) as a
+ * chain, all under the batch's finish job. Job ids are derived from batch, account and step.
+ */
+export async function addBatchFlow(services: AccountServices, jobs: JobClient<FleetJobs>, batchId: number, accounts: ReadonlyArray<{ id: number; stepsDone: number }>, stepCount: number): Promise<void> {
+  const node = <K extends "account-step" | "account-batch-finish">(name: K, payload: PayloadOf<FleetJobs[K]>, children?: FlowJob[]): FlowJob => {
     const prepared = jobs.prepareJob(name, payload);
     const jobId = jobs.jobIdFor(name, payload);
     return {
@@ -45,10 +57,31 @@ export async function startBatchRun(options: { db: DbPool; services: AccountServ
       ...(children ? { children } : {}),
     };
   };
-  const chain = (accountId: number, step: number): FlowJob =>
-    node("account-step", { batchId: batch.id, accountId, step } as never, step > 0 ? [chain(accountId, step - 1)] : undefined);
-  await services.flows().add(node("account-batch-finish", { batchId: batch.id } as never, accounts.map((a) => chain(a.id, workflow.steps.length - 1))));
-  await writeLog(db, [{ level: "info", ...(options.job ? { job: options.job } : {}), subject: `batch:${batch.id}`, message: `run started: ${accounts.length} accounts, ${workflow.steps.length} steps each` }]);
-  log.info({ batchId: batch.id, accounts: accounts.length }, "batch run started");
-  return { batchId: batch.id, started: true, accounts: accounts.length };
+  const chain = (accountId: number, step: number, first: number): FlowJob =>
+    node("account-step", { batchId, accountId, step }, step > first ? [chain(accountId, step - 1, first)] : undefined);
+  const children = accounts.filter((a) => a.stepsDone < stepCount).map((a) => chain(a.id, stepCount - 1, a.stepsDone));
+  await services.flows().add(node("account-batch-finish", { batchId }, children));
+}
+
+/**
+ * Re-derives the flow of RUNNING batches that Redis no longer has (restarted empty, removed by
+ * hand): Postgres knows which accounts are unfinished and how many steps each has done. A step
+ * that was running in a worker at that moment may run a second time; the step gate lets only
+ * one of the two advance the account.
+ */
+export async function reconcileRunningBatches(options: { db: DbPool; services: AccountServices; jobs: JobClient<FleetJobs>; log: Logger }): Promise<number[]> {
+  const { db, services, jobs, log } = options;
+  const workflow = services.workflow;
+  if (!workflow) return [];
+  const restored: number[] = [];
+  for (const batchId of await runningBatchIds(db)) {
+    const finish = jobs.queue(jobs.prepareJob("account-batch-finish", { batchId }).queue);
+    if ((await finish.getJobState(jobs.jobIdFor("account-batch-finish", { batchId })!)) !== "unknown") continue;
+    const accounts = (await batchAccounts(db, batchId)).filter((a) => ["SCHEDULED", "NOTIFIED", "IN_PROGRESS"].includes(a.status));
+    await addBatchFlow(services, jobs, batchId, accounts, workflow.steps.length);
+    await writeLog(db, [{ level: "warn", job: "accounts-reconcile", subject: `batch:${batchId}`, message: `run was missing from Redis: re-derived for ${accounts.length} unfinished accounts` }]);
+    log.warn({ batchId, accounts: accounts.length }, "batch run missing from Redis: flow re-derived from Postgres");
+    restored.push(batchId);
+  }
+  return restored;
 }
