@@ -74,6 +74,14 @@ describe("fleet accounts", () => {
     const after = await fleet("status");
     expect(after.accounts).toMatchObject({ SCHEDULED: 2, CANCELLED: 1 });
     expect((after.servers as Array<{ name: string; enabled: boolean }>).find((s) => s.name === "mig2")!.enabled).toBe(false);
+    expect((after.batches as Array<{ steps: unknown }>)[0]!.steps).toEqual([
+      { name: "export", done: 0 },
+      { name: "migrate", done: 0 },
+      { name: "directory-sync", done: 0 },
+    ]);
+    const text = (await exec(process.execPath, [CLI, "accounts", "status"], { env })).stdout;
+    expect(text).toContain("steps: export 0/3, migrate 0/3, directory-sync 0/3");
+    expect(text).toMatch(/migration +mig1 +PLANNED +\d/);
   });
 
   it("says what to set when the workflow file is missing, and refuses ambiguous cancels", async () => {

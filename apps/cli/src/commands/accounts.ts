@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { accountCounts } from "@fleet/db/sql/accountQueue";
-import { assignmentSummary, listServers, recentBatches, setServerEnabled } from "@fleet/db/sql/accountBatches";
+import { assignmentSummary, listServers, recentBatches, setServerEnabled, stepProgress } from "@fleet/db/sql/accountBatches";
 import { notificationCounts } from "@fleet/db/sql/notifications";
 import { cancelAccountMigrations } from "@fleet/jobs/accounts/cancelAccounts";
 import { prepareBatch } from "@fleet/jobs/accounts/prepareBatch";
@@ -43,7 +43,15 @@ export function registerAccountCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         const { db } = await ctx.runtime();
         const counts = await accountCounts(db);
-        const batches = await Promise.all((await recentBatches(db, opts.batches)).map(async (b) => ({ ...b, assignments: await assignmentSummary(db, b.id) })));
+        const stepNames = (await ctx.runtime()).deps.accounts.workflow?.steps.map((s) => s.name) ?? [];
+        const batches = await Promise.all(
+          (await recentBatches(db, opts.batches)).map(async (b) => {
+            const progress = await stepProgress(db, b.id);
+            // Accounts past each step: those whose steps_done is beyond its index.
+            const steps = stepNames.map((name, i) => ({ name, done: progress.filter((p) => p.stepsDone > i).reduce((sum, p) => sum + p.n, 0) }));
+            return { ...b, assignments: await assignmentSummary(db, b.id), steps };
+          }),
+        );
         const servers = await listServers(db);
         const notifications = await notificationCounts(db);
         const { rows } = await db.query<{ cursor: string | null; last_success_at: Date | null; last_error: string | null }>(
@@ -59,6 +67,7 @@ export function registerAccountCommands(program: Command, run: Run): void {
           ...batches.map(
             (b) =>
               `batch ${b.id} ${b.runDate} ${b.status}: ${b.planned} planned, ${b.done} done, ${b.failed} failed, ${b.cancelled} cancelled\n` +
+              (b.steps.length ? `    steps: ${b.steps.map((st) => `${st.name} ${st.done}/${b.planned}`).join(", ")}\n` : "") +
               b.assignments.map((a) => `    ${a.role.padEnd(10)} ${a.server.padEnd(12)} ${a.state.padEnd(10)} ${a.n}`).join("\n"),
           ),
         ];

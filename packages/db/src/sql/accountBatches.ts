@@ -306,3 +306,12 @@ export async function runningBatchIds(db: Queryable): Promise<number[]> {
   const { rows } = await db.query<{ id: number }>(`SELECT id FROM migration_batch WHERE status = 'RUNNING' ORDER BY id`);
   return rows.map((r) => r.id);
 }
+
+/** Accounts of a batch by steps done (step progress: accounts past step i = those with steps_done > i). */
+export async function stepProgress(db: Queryable, batchId: number): Promise<Array<{ stepsDone: number; n: number }>> {
+  const { rows } = await db.query<{ stepsDone: number; n: number }>(
+    `SELECT steps_done AS "stepsDone", count(*)::int AS n FROM migration_queue WHERE batch_id = $1 GROUP BY steps_done ORDER BY steps_done`,
+    [batchId],
+  );
+  return rows;
+}
