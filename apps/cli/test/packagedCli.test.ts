@@ -1,6 +1,8 @@
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { z } from "zod";
 import { databaseFields, parseConfig, redisFields } from "@fleet/core/config";
 import { createLogger } from "@fleet/core/logger";
@@ -18,18 +20,24 @@ import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRe
 import { listPackageManifests } from "../src/commands/unpack";
 import { verifyMigration } from "../src/commands/verify";
 
-// `fleet migrate verify` on a packaged migration: files are checked inside their packages.
+// The CLI on a packaged migration: `fleet migrate verify` checks files inside their packages;
+// `fleet migrate unpack` enqueues unpack jobs (the compiled CLI, as operators run it).
 
-describe("verify with TRANSFER_MODE=packaged", () => {
+const run = promisify(execFile);
+const CLI = join(__dirname, "..", "dist", "main.js");
+
+describe("the CLI with TRANSFER_MODE=packaged", () => {
   let database: TestDatabase;
   let runtime: FleetRuntime;
   let root: string;
+  let env: Record<string, string>;
 
   beforeAll(async () => {
     database = await createTestDatabase();
     root = await mkdtemp(join(tmpdir(), "fleet-verify-packages-"));
     const schema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields });
-    const config = parseConfig(schema, {
+    env = {
+      PATH: process.env.PATH ?? "",
       DATABASE_URL: database.url,
       REDIS_URL: testRedisUrl(),
       FLEET_PREFIX: uniquePrefix("verify-packages"),
@@ -37,7 +45,8 @@ describe("verify with TRANSFER_MODE=packaged", () => {
       DESTINATION_URL: join(root, "destination"),
       TRANSFER_MODE: "packaged",
       PACKAGE_MAX_FILES: "25",
-    });
+    };
+    const config = parseConfig(schema, env);
     runtime = createFleetRuntime({ config, log: createLogger({ name: "verify", LOG_LEVEL: "silent", LOG_FORMAT: "json" }), role: "test" });
     await seedSourceFiles(runtime.db, join(root, "source"), { count: 60, size: (i) => (i === 30 ? 2 * 1024 * 1024 : 500 + i) });
     const [range] = await seedRanges(runtime.db, 100);
@@ -55,6 +64,25 @@ describe("verify with TRANSFER_MODE=packaged", () => {
     expect(await listPackageManifests(runtime.deps.destination, 1)).toHaveLength(3);
     const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination);
     expect(r).toEqual({ checked: 60, mismatches: [] });
+  });
+
+  it("fleet migrate unpack --range enqueues one unpack job per package of the range; bad arguments exit 2", async () => {
+    const out = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "1", "--target", join(root, "restore")], { env });
+    expect(out.stdout.trim().split("\n")).toEqual([
+      expect.stringMatching(/^enqueued unpack of \.fleet-packages\/range-1\/part-1-25\.manifest\.json \(job .+\)$/),
+      expect.stringMatching(/part-26-50\.manifest\.json/),
+      expect.stringMatching(/part-51-60\.manifest\.json/),
+    ]);
+    const waiting = await runtime.deps.jobs.queue("migration").getJobs(["waiting"]);
+    expect(waiting.map((j) => [j.name, j.data.target]).sort()).toEqual([
+      ["unpack", join(root, "restore")],
+      ["unpack", join(root, "restore")],
+      ["unpack", join(root, "restore")],
+    ]);
+    const both = await run(process.execPath, [CLI, "migrate", "unpack", "x.manifest.json", "--all"], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect(both).toMatchObject({ code: 2, stderr: expect.stringMatching(/exactly one of/) });
+    const none = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "99"], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect(none).toMatchObject({ code: 1, stderr: expect.stringMatching(/no packages found/) });
   });
 
   it("reports the files of a package whose tar was damaged, and only those", async () => {
