@@ -1,7 +1,10 @@
 import { ConfigError } from "@fleet/core/errors";
 import { setServerEnabled } from "@fleet/db/sql/accountBatches";
 import { planBatch } from "../src/accounts/planBatch";
-import { parseWorkflow } from "../src/accounts/workflowFile";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadWorkflowFile, parseWorkflow } from "../src/accounts/workflowFile";
 import { RemoteServers } from "../src/remote/remoteServers";
 import type { RegisteredServer } from "../src/remote/serversFile";
 import { DEFAULT_REMOTE_ERROR_PATTERNS } from "@fleet/storage/remoteErrors";
@@ -81,6 +84,31 @@ describe("batch planning", () => {
         `wf: steps.0.role: no server has role "sync" (roles: export)`,
         expect.stringMatching(/steps\.0\.command: .*\{email\} inside '…' quotes/),
       ]);
+    }
+  });
+
+  it("reads the workflow YAML and lists every problem of a bad one with its path", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "fleet-workflow-"));
+    try {
+      const file = join(dir, "workflow.yaml");
+      await writeFile(file, "servers:\n  m1: { ssh: box, role: migration, capacity: 2 }\nsteps:\n  - name: migrate\n    role: migration\n    command: migrate {email}\n    check: { command: \"status {email}\", done: \"^OK\", failed: \"(\", every: soon }\n");
+      let issues: readonly string[] = [];
+      try {
+        loadWorkflowFile(file, new Set(["box"]));
+      } catch (err) {
+        issues = (err as ConfigError).issues;
+      }
+      expect(issues).toEqual([
+        expect.stringMatching(/steps\.0\.check\.every: expected a duration/),
+        expect.stringMatching(/steps\.0\.check\.failed: not a valid regular expression/),
+      ]);
+      await writeFile(file, "servers:\n  m1: { ssh: box, role: migration, capacity: 2 }\nsteps:\n  - { name: migrate, role: migration, command: 'migrate {email}', check: { command: 'status {email}', done: '^OK', failed: '^ERR', every: 5s } }\n");
+      const wf = loadWorkflowFile(file, new Set(["box"]));
+      expect(wf.steps[0]).toMatchObject({ name: "migrate", attempts: 1, timeoutMs: 300_000, check: { everyMs: 5_000, timeoutMs: 4 * 3600_000 } });
+      expect(wf.templates["pre-migration"].subject).toContain("{runDate}");
+      expect(() => loadWorkflowFile(join(dir, "missing.yaml"))).toThrow(/ACCOUNTS_WORKFLOW_FILE .*missing\.yaml: cannot read it/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
