@@ -82,6 +82,12 @@ describe("fleet accounts", () => {
     const text = (await exec(process.execPath, [CLI, "accounts", "status"], { env })).stdout;
     expect(text).toContain("steps: export 0/3, migrate 0/3, directory-sync 0/3");
     expect(text).toMatch(/migration +mig1 +PLANNED +\d/);
+
+    // The cancelled account goes back to the queue; a scheduled one cannot.
+    expect((await exec(process.execPath, [CLI, "accounts", "requeue", "ok2"], { env })).stdout).toBe("ok2 queued again\n");
+    const refused = await exec(process.execPath, [CLI, "accounts", "requeue", "ok1"], { env }).catch((err: { code: number; stderr: string }) => err);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining("ok1 is SCHEDULED") });
+    expect((await fleet("status")).accounts).toMatchObject({ QUEUED: 1, SCHEDULED: 2, CANCELLED: 0 });
   });
 
   it("says what to set when the workflow file is missing, and refuses ambiguous cancels", async () => {

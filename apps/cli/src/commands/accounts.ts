@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { accountCounts } from "@fleet/db/sql/accountQueue";
-import { assignmentSummary, listServers, recentBatches, setServerEnabled, stepProgress } from "@fleet/db/sql/accountBatches";
+import { assignmentSummary, listServers, recentBatches, requeueFinished, setServerEnabled, stepProgress } from "@fleet/db/sql/accountBatches";
 import { notificationCounts } from "@fleet/db/sql/notifications";
 import { cancelAccountMigrations } from "@fleet/jobs/accounts/cancelAccounts";
 import { prepareBatch } from "@fleet/jobs/accounts/prepareBatch";
@@ -151,6 +151,25 @@ export function registerAccountCommands(program: Command, run: Run): void {
         }
         const r = await cancelAccountMigrations({ db: runtime.db, redis: runtime.redis, prefix: runtime.prefix, target, reason: opts.reason, by: "cli" });
         print(opts.json, r, `${r.cancelled} accounts cancelled; ${r.abortRequests} running steps asked to stop`);
+      }),
+    );
+
+  accounts
+    .command("requeue <externalId>")
+    .description("put a FAILED or CANCELLED account back in the queue (the next night's planning takes it)")
+    .action((externalId: string) =>
+      run(async (ctx) => {
+        const { db } = await ctx.runtime();
+        const r = await requeueFinished(db, externalId);
+        if (!r) {
+          process.stderr.write(`fleet: no account with external id ${JSON.stringify(externalId)}\n`);
+          return 1;
+        }
+        if (r.status !== "QUEUED") {
+          process.stderr.write(`fleet: account ${externalId} is ${r.status}; only FAILED or CANCELLED accounts can be requeued\n`);
+          return 1;
+        }
+        process.stdout.write(`${externalId} queued again\n`);
       }),
     );
 

@@ -315,3 +315,19 @@ export async function stepProgress(db: Queryable, batchId: number): Promise<Arra
   );
   return rows;
 }
+
+/**
+ * An operator puts a FAILED or CANCELLED account back in the queue (next night's planning takes
+ * it). Its old batch keeps the assignments and log rows of the earlier try.
+ */
+export async function requeueFinished(db: Queryable, externalId: string): Promise<{ status: string } | undefined> {
+  const { rows } = await db.query<{ status: string }>(
+    `WITH before AS (SELECT id, status FROM migration_queue WHERE external_id = $1),
+     changed AS (
+       UPDATE migration_queue q SET status = 'QUEUED', batch_id = NULL, steps_done = 0, updated_at = now()
+       FROM before WHERE q.id = before.id AND before.status IN ('FAILED', 'CANCELLED') RETURNING q.id)
+     SELECT CASE WHEN EXISTS (SELECT 1 FROM changed) THEN 'QUEUED' ELSE before.status::text END AS status FROM before`,
+    [externalId],
+  );
+  return rows[0];
+}
