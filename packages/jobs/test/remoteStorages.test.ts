@@ -100,7 +100,9 @@ describe("local → S3 when the S3 server is killed mid-run", () => {
       DESTINATION_URL: `s3://outage?endpoint=${encodeURIComponent(s3.endpoint)}&region=${s3.region}`,
       DESTINATION_S3_ACCESS_KEY_ID: s3.accessKeyId,
       DESTINATION_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      S3_REQUEST_TIMEOUT: "3s",
+      S3_REQUEST_TIMEOUT: "10s",
+      // A loaded machine can time out a few retries after the restart too: the point is that none is lost.
+      RETRY_MAX: "20",
     });
     const files = await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 400, size: (i) => 32_768 + i });
     await h.startRunner();
@@ -115,7 +117,10 @@ describe("local → S3 when the S3 server is killed mid-run", () => {
       const s = await fileSummary(h.runtime);
       const open = await h.runtime.db.query("SELECT 1 FROM migration_ranges WHERE status <> 'COMPLETE'");
       if (s.withoutOutcome === 0 && s.FAIL === 0 && s.RETRYING === 0 && open.rowCount === 0) break;
-      if (Date.now() > deadline) throw new Error(`not finished after the outage: ${JSON.stringify(s)}, ${open.rowCount} ranges open`);
+      if (Date.now() > deadline) {
+        const failed = await h.runtime.db.query("SELECT file_id, error_category, retry_count, error_message FROM migration_files WHERE status <> 'SUCCESS'");
+        throw new Error(`not finished after the outage: ${JSON.stringify(s)}, ${open.rowCount} ranges open, not succeeded: ${JSON.stringify(failed.rows)}`);
+      }
       if (s.FAIL > 0 && s.RETRYING === 0) await h.runtime.deps.jobs.enqueue("retry-failed", {});
       await new Promise((r) => setTimeout(r, 500));
     }
