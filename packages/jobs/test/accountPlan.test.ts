@@ -1,5 +1,5 @@
 import { ConfigError } from "@fleet/core/errors";
-import { setServerEnabled } from "@fleet/db/sql/accountBatches";
+import { setServerEnabled } from "@fleet/db/sql/migrationServers";
 import { planBatch } from "../src/accounts/planBatch";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -1,6 +1,7 @@
 import { access, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { setServerEnabled, startBatch } from "@fleet/db/sql/accountBatches";
+import { startBatch } from "@fleet/db/sql/accountBatches";
+import { setServerEnabled } from "@fleet/db/sql/migrationServers";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";

@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { accountCounts } from "@fleet/db/sql/accountQueue";
-import { assignmentSummary, listServers, recentBatches, requeueFinished, setServerEnabled, stepProgress } from "@fleet/db/sql/accountBatches";
+import { assignmentSummary, recentBatches, requeueFinished, stepProgress } from "@fleet/db/sql/accountBatches";
+import { listServers, setServerEnabled } from "@fleet/db/sql/migrationServers";
 import { notificationCounts } from "@fleet/db/sql/notifications";
 import { cancelAccountMigrations } from "@fleet/jobs/accounts/cancelAccounts";
 import { prepareBatch } from "@fleet/jobs/accounts/prepareBatch";

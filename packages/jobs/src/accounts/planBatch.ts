@@ -1,8 +1,9 @@
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
 import { inTransaction } from "@fleet/db/pool";
-import { batchByDate, createBatch, insertAssignments, listServers, lockPlanning, upsertServers } from "@fleet/db/sql/accountBatches";
-import type { ServerRow } from "@fleet/db/sql/accountBatches";
+import { batchByDate, createBatch, insertAssignments, lockPlanning } from "@fleet/db/sql/accountBatches";
+import { listServers, upsertServers } from "@fleet/db/sql/migrationServers";
+import type { ServerRow } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import type { RemoteServers } from "../remote/remoteServers";
 import type { Workflow } from "./workflowFile";
