@@ -5,6 +5,10 @@ import { setServerEnabled } from "@fleet/db/sql/migrationServers";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";
+import { executeWithRetries } from "../src/accounts/runStep";
+import type { WorkflowStep } from "../src/accounts/workflowFile";
+import { RemoteServers } from "../src/remote/remoteServers";
+import { loadServersFile } from "../src/remote/serversFile";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { startConsentApi } from "./consentApiFixture";
@@ -237,4 +241,28 @@ describe("cancel and servers going away", () => {
     // The batch is done now: nothing left to restore.
     expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [] });
   }, 60_000);
+
+  it("a status check that never reports done fails its step with a timeout after its retries", async () => {
+    const box = new RemoteServers(loadServersFile(site.env.SSH_SERVERS_FILE!)).server("box");
+    const step: WorkflowStep = {
+      name: "migrate",
+      role: "migration",
+      command: "fx-mig-start {externalId}",
+      timeoutMs: 10_000,
+      check: { command: "fx-mig-status {externalId}", everyMs: 100, done: /^COMPLETED/m, failed: /^FAILED/m, timeoutMs: 700 },
+      attempts: 2,
+      backoffMs: [50],
+      errorPatterns: { permanent: [], retryable: [] },
+    };
+    const retries: string[] = [];
+    const started = Date.now();
+    const err = await executeWithRetries(step, box, { externalId: "hang-mig-t1" }, {
+      signal: new AbortController().signal,
+      onRetry: async (attempt, error) => void retries.push(`${attempt}:${error.category}`),
+    }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ category: "timeout", retryable: true, message: expect.stringMatching(/not done after 700 ms of status checks \(last: RUNNING \d+\)/) });
+    expect(retries).toEqual(["1:timeout"]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
+    expect((await calls()).filter((l) => l === "mig-start [hang-mig-t1]")).toHaveLength(2);
+  }, 30_000);
 });
