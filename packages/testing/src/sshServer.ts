@@ -210,7 +210,12 @@ function sshdConfig(dir: string, port: number, hostKeyPath: string, binDir: stri
     "LoginGraceTime 30",
     "ClientAliveInterval 0",
     "AcceptEnv LANG LC_*",
-    `SetEnv PATH=${binDir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+    // sshd runs every command through the user's login shell, and Debian's bash sources
+    // ~/.bashrc when it sees it was started by sshd at shell level 1 — whatever that file does
+    // (on the build machine: `pyenv init`, whose rehash lock serialises concurrent sessions for
+    // seconds) would then run before every command. SHLVL=1 makes bash level 2, which skips it:
+    // the fixture server runs the command, not the machine's shell setup.
+    `SetEnv PATH=${binDir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SHLVL=1`,
     "LogLevel INFO",
     "",
   ].join("\n");
