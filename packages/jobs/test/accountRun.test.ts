@@ -67,7 +67,7 @@ async function harness(label: string) {
 
 async function run(name: "accounts-sync" | "accounts-prepare" | "accounts-group-update" | "accounts-run") {
   const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-${Math.random().toString(36).slice(2)}` });
-  const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 30_000);
+  const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 90_000);
   if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
   return done.returnvalue as Record<string, unknown>;
 }
@@ -82,12 +82,12 @@ describe("an account-migration day", () => {
 
     expect(await run("accounts-sync")).toMatchObject({ inserted: 6, rejected: 0 });
     expect(await run("accounts-prepare")).toMatchObject({ created: true, accounts: 6, emails: 6 });
-    await waitFor(async () => Object.values(await accountStates(h.runtime)).every((s) => s === "NOTIFIED"), 20_000, "pre-migration emails sent");
+    await waitFor(async () => Object.values(await accountStates(h.runtime)).every((s) => s === "NOTIFIED"), 60_000, "pre-migration emails sent");
     expect(smtp.messages.map((m) => m.to[0]).sort()).toEqual(["evil", "fail-export1", "fail-mig1", "hang-sync1", "ok1", "ok2"].map((id) => `${id}@example.org`).sort());
 
     expect(await run("accounts-group-update")).toMatchObject({ added: 6, failed: 0 });
     expect(await run("accounts-run")).toMatchObject({ started: true, accounts: 6 });
-    await waitFor(async () => (await batch())?.status === "DONE", 40_000, "the batch run to finish");
+    await waitFor(async () => (await batch())?.status === "DONE", 90_000, "the batch run to finish");
 
     expect(await accountStates(h.runtime)).toEqual({
       ok1: "DONE",
@@ -129,7 +129,7 @@ describe("an account-migration day", () => {
     expect(perServer).toEqual([{ server: "mig1", n: 3 }, { server: "mig2", n: 3 }]);
 
     // The operators' summary.
-    await waitFor(async () => smtp.messages.find((m) => m.to[0] === "ops@example.org"), 20_000, "the operator summary");
+    await waitFor(async () => smtp.messages.find((m) => m.to[0] === "ops@example.org"), 60_000, "the operator summary");
     const summary = smtp.messages.find((m) => m.to[0] === "ops@example.org")!;
     expect(summary.header("subject")).toBe(`Batch ${RUN_DATE}: 3 done, 3 failed, 0 cancelled`);
     expect(summary.raw).toContain("fail-mig1 <fail-mig1@example.org>");
@@ -142,7 +142,7 @@ describe("an account-migration day", () => {
     expect(await run("accounts-run")).toMatchObject({ started: false });
     await new Promise((r) => setTimeout(r, 1_000));
     expect({ calls: (await calls()).length, mails: smtp.messages.length }).toEqual(before);
-  }, 120_000);
+  }, 240_000);
 });
 
 describe("cancel and servers going away", () => {
@@ -160,7 +160,7 @@ describe("cancel and servers going away", () => {
   };
   const runIn = async (x: PipelineHarness, name: "accounts-prepare" | "accounts-run" | "accounts-reconcile") => {
     const job = await x.runtime.deps.jobs.enqueue(name, name === "accounts-reconcile" ? {} : { runDate: RUN_DATE }, { jobId: `${name}-${Math.random().toString(36).slice(2)}` });
-    const { state, job: done } = await finishedJob(x.runtime, "maintenance", job.id!, 30_000);
+    const { state, job: done } = await finishedJob(x.runtime, "maintenance", job.id!, 90_000);
     if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
     return done.returnvalue as Record<string, unknown>;
   };
@@ -170,13 +170,13 @@ describe("cancel and servers going away", () => {
     const x = await prepared("account-cancel", ["hang-mig-c1", "cancel-ok1"]);
     await runIn(x, "accounts-run");
     const { rows } = await x.runtime.db.query<{ id: number }>(`SELECT id FROM migration_queue WHERE external_id = 'hang-mig-c1'`);
-    await waitFor(async () => (await x.runtime.db.query(`SELECT 1 FROM migration_log WHERE subject = 'account:hang-mig-c1' AND message LIKE 'migrate: started%'`)).rowCount, 20_000, "the migration step to start");
+    await waitFor(async () => (await x.runtime.db.query(`SELECT 1 FROM migration_log WHERE subject = 'account:hang-mig-c1' AND message LIKE 'migrate: started%'`)).rowCount, 60_000, "the migration step to start");
     const cancelledAt = Date.now();
     const result = await cancelAccountMigrations({ db: x.runtime.db, redis: x.runtime.redis, prefix: x.runtime.prefix, target: { accountId: rows[0]!.id }, reason: "operator asked" });
     expect(result).toEqual({ cancelled: 1, abortRequests: 1 });
-    await waitFor(async () => (await batchOf(x))?.status === "DONE", 15_000, "the batch to close");
-    // The check would have polled until its 20 s timeout; the abort ended it long before.
-    expect(Date.now() - cancelledAt).toBeLessThan(10_000);
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the batch to close");
+    // The check would have polled until its 60 s timeout; the abort ended it long before.
+    expect(Date.now() - cancelledAt).toBeLessThan(20_000);
     expect(await accountStates(x.runtime)).toEqual({ "hang-mig-c1": "CANCELLED", "cancel-ok1": "DONE" });
     expect(await batchOf(x)).toMatchObject({ done: 1, failed: 0, cancelled: 1 });
     const { rows: open } = await x.runtime.db.query(`SELECT role, state FROM batch_assignment WHERE account_id = $1 ORDER BY role`, [rows[0]!.id]);
@@ -186,7 +186,7 @@ describe("cancel and servers going away", () => {
       { role: "sync", state: "CANCELLED" },
     ]);
     expect((await calls()).filter((l) => l === "sync [hang-mig-c1]")).toEqual([]);
-  }, 60_000);
+  }, 180_000);
 
   it("cancelling a batch before its run: nothing starts", async () => {
     const x = await prepared("account-cancel-batch", ["cb1", "cb2"]);
@@ -197,20 +197,20 @@ describe("cancel and servers going away", () => {
     expect(await accountStates(x.runtime)).toEqual({ cb1: "CANCELLED", cb2: "CANCELLED" });
     expect((await batchOf(x))?.status).toBe("CANCELLED");
     expect((await calls()).length).toBe(before);
-  }, 60_000);
+  }, 180_000);
 
   it("a migration server disabled after planning: its accounts move to the other server of the role; with none left they go back to the queue", async () => {
     const x = await prepared("account-disabled", ["d1", "d2", "d3", "d4"]);
     await runIn(x, "accounts-prepare");
     await setServerEnabled(x.runtime.db, "mig2", false);
     await runIn(x, "accounts-run");
-    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the batch to finish");
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the batch to finish");
     expect(Object.values(await accountStates(x.runtime))).toEqual(["DONE", "DONE", "DONE", "DONE"]);
     const { rows } = await x.runtime.db.query<{ server: string }>(`SELECT DISTINCT server FROM batch_assignment WHERE role = 'migration'`);
     expect(rows).toEqual([{ server: "mig1" }]);
     const { rows: moved } = await x.runtime.db.query(`SELECT count(*)::int AS n FROM migration_log WHERE message = 'migrate: server mig2 is disabled; moved to mig1'`);
     expect(moved[0]).toEqual({ n: 2 });
-  }, 60_000);
+  }, 180_000);
 
   it("no enabled server left for a role: the accounts return to QUEUED for the next night, with the reason", async () => {
     const x = await prepared("account-no-server", ["n1", "n2"]);
@@ -218,13 +218,13 @@ describe("cancel and servers going away", () => {
     await setServerEnabled(x.runtime.db, "mig1", false);
     await setServerEnabled(x.runtime.db, "mig2", false);
     await runIn(x, "accounts-run");
-    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the batch to finish");
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the batch to finish");
     const { rows } = await x.runtime.db.query(`SELECT external_id, status, batch_id, last_error FROM migration_queue ORDER BY id`);
     expect(rows).toEqual([
       { external_id: "n1", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
       { external_id: "n2", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
     ]);
-  }, 60_000);
+  }, 180_000);
 
   it("a running batch whose flow Redis lost is re-derived from Postgres: only the steps not yet done run", async () => {
     const x = await prepared("account-reconcile", ["rc1", "rc2"]);
@@ -233,14 +233,14 @@ describe("cancel and servers going away", () => {
     expect(await startBatch(x.runtime.db, plan.batchId as number)).toBe(true);
     await x.runtime.db.query(`UPDATE migration_queue SET steps_done = 1, status = 'IN_PROGRESS' WHERE external_id = 'rc2'`);
     expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [plan.batchId] });
-    await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the re-derived run to finish");
+    await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the re-derived run to finish");
     expect(await accountStates(x.runtime)).toEqual({ rc1: "DONE", rc2: "DONE" });
     const log = await calls();
     expect(log.filter((l) => l.startsWith("export [rc"))).toEqual(["export [rc1] [User rc1]"]);
     expect(log.filter((l) => l.startsWith("sync [rc")).sort()).toEqual(["sync [rc1]", "sync [rc2]"]);
     // The batch is done now: nothing left to restore.
     expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [] });
-  }, 60_000);
+  }, 180_000);
 
   it("a status check that never reports done fails its step with a timeout after its retries", async () => {
     const box = new RemoteServers(loadServersFile(site.env.SSH_SERVERS_FILE!)).server("box");
@@ -249,7 +249,7 @@ describe("cancel and servers going away", () => {
       role: "migration",
       command: "fx-mig-start {externalId}",
       timeoutMs: 10_000,
-      check: { command: "fx-mig-status {externalId}", everyMs: 100, done: /^COMPLETED/m, failed: /^FAILED/m, timeoutMs: 700 },
+      check: { command: "fx-mig-status {externalId}", everyMs: 100, done: /^COMPLETED/m, failed: /^FAILED/m, timeoutMs: 1_500 },
       attempts: 2,
       backoffMs: [50],
       errorPatterns: { permanent: [], retryable: [] },
@@ -260,9 +260,11 @@ describe("cancel and servers going away", () => {
       signal: new AbortController().signal,
       onRetry: async (attempt, error) => void retries.push(`${attempt}:${error.category}`),
     }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ category: "timeout", retryable: true, message: expect.stringMatching(/not done after 700 ms of status checks \(last: RUNNING \d+\)/) });
+    // Normally "not done after 1500 ms of status checks (last: RUNNING n)"; on a loaded machine the
+    // last poll itself may be what runs out of time. Either way: a retryable timeout.
+    expect(err).toMatchObject({ category: "timeout", retryable: true, message: expect.stringMatching(/not done after 1500 ms of status checks|timed out/) });
     expect(retries).toEqual(["1:timeout"]);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(3_000);
     expect((await calls()).filter((l) => l === "mig-start [hang-mig-t1]")).toHaveLength(2);
-  }, 30_000);
+  }, 60_000);
 });

@@ -82,17 +82,17 @@ steps:
   - name: export
     role: export
     command: fx-export {externalId} {name}
-    timeout: 10s
+    timeout: 60s
     retry: { attempts: 2, backoff: [100ms] }
     errorPatterns: { permanent: ["mailbox not found"] }
   - name: migrate
     role: migration
     command: fx-mig-start {externalId}
-    check: { command: "fx-mig-status {externalId}", every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 20s }
+    check: { command: "fx-mig-status {externalId}", every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }
   - name: directory-sync
     role: sync
     command: fx-sync {externalId}
-    timeout: 2s
+    timeout: 8s
     retry: { attempts: 2, backoff: [100ms] }
 groupUpdate:
   role: sync
