@@ -24,6 +24,7 @@ import { createDashboardMetrics } from "./dashboardMetrics";
 import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
+import { accountsRoutes } from "./accountsPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
 
@@ -154,6 +155,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     chartMinutes: 60,
     lockReason: async () => (await apiLock.get())?.reason ?? null,
   });
+  accountsRoutes(app, ctx.db);
   const queues = Object.values(QUEUES).map((name) => ctx.jobs.queue(name));
   metricsRoute(
     app,

@@ -1,0 +1,77 @@
+import type { FastifyInstance } from "fastify";
+import type { Queryable } from "@fleet/db/pool";
+import { assignmentSummary, recentBatches, stepProgress } from "@fleet/db/sql/accountBatches";
+import type { BatchRow } from "@fleet/db/sql/accountBatches";
+import { accountCounts } from "@fleet/db/sql/accountQueue";
+import { listServers } from "@fleet/db/sql/migrationServers";
+import type { ServerRow } from "@fleet/db/sql/migrationServers";
+import { notificationCounts } from "@fleet/db/sql/notifications";
+import { html, page } from "./html";
+import type { SafeHtml } from "./html";
+import { sendPage } from "./loginRoutes";
+import { navigation } from "./navigation";
+
+/** Recent batches shown; each costs two aggregate statements. */
+const BATCHES_SHOWN = 7;
+
+export interface AccountsReport {
+  at: Date;
+  accounts: Record<string, number>;
+  notifications: Record<string, number>;
+  servers: ServerRow[];
+  batches: Array<BatchRow & { assignments: Array<{ server: string; role: string; state: string; n: number }>; stepsDone: Array<{ stepsDone: number; n: number }> }>;
+}
+
+/** The account migrations at a glance: accounts by status, servers, recent batches with their assignments and step progress. */
+export async function readAccounts(db: Queryable): Promise<AccountsReport> {
+  const [accounts, notifications, servers, batches] = await Promise.all([accountCounts(db), notificationCounts(db), listServers(db), recentBatches(db, BATCHES_SHOWN)]);
+  return {
+    at: new Date(),
+    accounts,
+    notifications,
+    servers,
+    batches: await Promise.all(batches.map(async (b) => ({ ...b, assignments: await assignmentSummary(db, b.id), stepsDone: await stepProgress(db, b.id) }))),
+  };
+}
+
+/** GET /accounts (HTML, refreshes every 30 s) and GET /accounts.json. Read-only for every role. */
+export function accountsRoutes(app: FastifyInstance, db: Queryable): void {
+  app.get("/accounts.json", async (_req, reply) => reply.header("cache-control", "no-store").send(await readAccounts(db)));
+  app.get("/accounts", async (req, reply) => {
+    const report = await readAccounts(db);
+    void reply.header("refresh", "30");
+    return sendPage(reply, 200, page("Accounts", accountsBody(report), navigation(req.principal)));
+  });
+}
+
+function accountsBody(r: AccountsReport): SafeHtml {
+  return html`<h1>Account migrations</h1>
+<div class="grid">
+<section><h2>Accounts by status</h2>${table(["status", "accounts"], Object.entries(r.accounts).map(([s, n]) => [s, num(n)]))}</section>
+<section><h2>Notifications</h2>${table(["status", "messages"], Object.entries(r.notifications).map(([s, n]) => [s, num(n)]))}</section>
+<section><h2>Migration servers</h2>${table(
+    ["server", "role", "capacity / night", "state"],
+    r.servers.map((s) => [s.name, s.role, num(s.capacity), s.enabled ? "enabled" : html`<span class="bad">disabled</span>`]),
+  )}</section>
+</div>
+<section><h2>Recent batches</h2>${
+    r.batches.length === 0
+      ? html`<p class="muted">none planned yet</p>`
+      : r.batches.map(
+          (b) => html`<h3>Batch ${String(b.id)} · ${b.runDate} · ${b.status}</h3>
+<p>${num(b.planned)} planned, ${num(b.done)} done, ${num(b.failed)} failed, ${num(b.cancelled)} cancelled${b.groupUpdatedAt ? html` · group updated ${b.groupUpdatedAt.toISOString()}` : ""}</p>
+<div class="grid">
+<section><h4>Assignments</h4>${table(["role", "server", "state", "accounts"], b.assignments.map((a) => [a.role, a.server, a.state, num(a.n)]))}</section>
+<section><h4>Step progress</h4>${table(["steps done", "accounts"], b.stepsDone.map((p) => [String(p.stepsDone), num(p.n)]))}</section>
+</div>`,
+        )
+  }</section>
+<p class="muted">As of ${r.at.toISOString()} · refreshes every 30 s · <a href="/accounts.json">JSON</a> · <code>fleet accounts status</code> names the steps</p>`;
+}
+
+function table(head: string[], rows: Array<Array<string | SafeHtml>>): SafeHtml {
+  if (rows.length === 0) return html`<p class="muted">none</p>`;
+  return html`<table><tr>${head.map((h) => html`<th>${h}</th>`)}</tr>${rows.map((row) => html`<tr>${row.map((cell) => html`<td>${cell}</td>`)}</tr>`)}</table>`;
+}
+
+const num = (n: number) => n.toLocaleString("en-US");

@@ -1,0 +1,73 @@
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { createDashboardFixture, login, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+const HOSTILE_SERVER = `<img src=x onerror=alert(1)>`;
+
+/** The accounts page over a known state: 5 accounts, 2 servers (one disabled), one running batch. */
+describe("accounts page", () => {
+  let fx: DashboardFixture;
+  let db: DbPool;
+  let base: string;
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("accounts");
+    base = fx.dashboard.url;
+    db = createPool({ connectionString: fx.db.url, max: 2 });
+    await db.query(
+      `INSERT INTO migration_server (name, host, role, capacity, enabled, credential_ref) VALUES
+         ('mig1', 'mig1.lab', 'migration', 50, true, 'mig1'), ($1, 'x.lab', 'export', 10, false, 'x')`,
+      [HOSTILE_SERVER],
+    );
+    await db.query(`INSERT INTO migration_batch (id, run_date, status, planned, done, failed) VALUES (1, '2026-11-30', 'RUNNING', 3, 1, 1)`);
+    await db.query(
+      `INSERT INTO migration_queue (external_id, email, name, consent_at, status, batch_id, steps_done) VALUES
+         ('a', 'a@x.org', 'A', now(), 'DONE', 1, 2), ('b', 'b@x.org', 'B', now(), 'FAILED', 1, 1), ('c', 'c@x.org', 'C', now(), 'IN_PROGRESS', 1, 1),
+         ('d', 'd@x.org', 'D', now(), 'QUEUED', NULL, 0), ('e', 'e@x.org', 'E', now(), 'QUEUED', NULL, 0)`,
+    );
+    await db.query(
+      `INSERT INTO batch_assignment (batch_id, account_id, role, server, state)
+       SELECT 1, id, 'migration', 'mig1', CASE status WHEN 'DONE' THEN 'DONE'::assignment_state WHEN 'FAILED' THEN 'FAILED' ELSE 'RUNNING' END
+         FROM migration_queue WHERE batch_id = 1`,
+    );
+  });
+  afterAll(async () => {
+    await db?.end();
+    await fx?.close();
+  });
+
+  it("needs a login", async () => {
+    expect((await send(base, "/accounts")).status).toBe(401);
+    expect((await send(base, "/accounts.json")).status).toBe(401);
+  });
+
+  it("JSON: accounts by status, servers, the batch with its assignments and step progress", async () => {
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    const r = (await (await send(base, "/accounts.json", { jar })).json()) as Record<string, any>;
+    expect(r.accounts).toMatchObject({ QUEUED: 2, DONE: 1, FAILED: 1, IN_PROGRESS: 1 });
+    expect(r.servers.map((s: { name: string; enabled: boolean }) => [s.name, s.enabled])).toEqual(expect.arrayContaining([["mig1", true], [HOSTILE_SERVER, false]]));
+    expect(r.batches).toHaveLength(1);
+    expect(r.batches[0]).toMatchObject({ id: 1, status: "RUNNING", planned: 3, done: 1, failed: 1 });
+    expect(r.batches[0].assignments).toEqual(
+      expect.arrayContaining([
+        { server: "mig1", role: "migration", state: "DONE", n: 1 },
+        { server: "mig1", role: "migration", state: "FAILED", n: 1 },
+        { server: "mig1", role: "migration", state: "RUNNING", n: 1 },
+      ]),
+    );
+    expect(r.batches[0].stepsDone).toEqual(expect.arrayContaining([{ stepsDone: 1, n: 2 }, { stepsDone: 2, n: 1 }]));
+  });
+
+  it("HTML: the same numbers, every value escaped", async () => {
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    const res = await send(base, "/accounts", { jar, headers: { accept: "text/html" } });
+    expect(res.status).toBe(200);
+    const body = await res.text();
+    expect(body).toContain("Batch 1 · 2026-11-30 · RUNNING");
+    expect(body).toContain("3 planned, 1 done, 1 failed, 0 cancelled");
+    expect(body).not.toContain(HOSTILE_SERVER);
+    expect(body).toContain("&lt;img src=x onerror=alert(1)&gt;");
+    expect(body).toContain('href="/accounts"');
+  });
+});
