@@ -103,6 +103,10 @@ describe("local → S3 when the S3 server is killed mid-run", () => {
       S3_REQUEST_TIMEOUT: "10s",
       // A loaded machine can time out a few retries after the restart too: the point is that none is lost.
       RETRY_MAX: "20",
+      // s3rver's PUTs are not atomic (AWS's and MinIO's are): killed mid-write it can keep a
+      // truncated object, which the retry would rightly refuse as destination-exists. Here the
+      // destination is Fleet's alone, so overwriting is the operator's choice this test makes.
+      IF_EXISTS: "overwrite",
     });
     const files = await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 400, size: (i) => 32_768 + i });
     await h.startRunner();
