@@ -36,6 +36,10 @@ export interface S3Server {
   kill(): void;
   /** Starts the server again on the same port with the same data (after kill() or not). */
   restart(): Promise<void>;
+  /** SIGSTOPs the server: connections stay open, nothing answers (a hung or partitioned server). */
+  pause(): void;
+  /** SIGCONTs what pause() stopped. */
+  resume(): void;
 }
 
 const ACCESS_KEY_ID = "S3RVER";
@@ -120,6 +124,8 @@ async function startIn(dir: string): Promise<S3Server> {
     log: () => log,
     createBucket: (name) => createBucket(port, name),
     kill,
+    pause: () => void child?.kill("SIGSTOP"),
+    resume: () => void child?.kill("SIGCONT"),
     restart: async () => {
       kill();
       await exited;
