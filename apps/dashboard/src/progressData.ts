@@ -1,5 +1,6 @@
 import type { Queryable } from "@fleet/db/pool";
-import { failuresByCategory, liveWorkers, migrationProgress, retriesByCount, statusCounts, throughputPerMinute, transferLinks } from "@fleet/db/sql/reports";
+import { failuresByCategory, liveWorkers, migrationProgress, retriesByCount, statusCounts, throughputPerMinute, transferLinkRates } from "@fleet/db/sql/reports";
+import type { TransferLinkRate } from "@fleet/db/sql/reports";
 import type { FailureCategoryRow, LiveWorkerRow, MigrationProgress, ThroughputRow } from "@fleet/db/sql/reports";
 
 /** Everything the progress page shows, read with a handful of aggregate statements (never per item). */
@@ -21,18 +22,7 @@ export interface ProgressReport {
   links: LinkRate[];
 }
 
-export interface LinkRate {
-  source: string;
-  destination: string;
-  files: number;
-  bytes: number;
-  /** Over the last LINK_WINDOW_SECONDS. */
-  filesPerSec: number;
-  bytesPerSec: number;
-  /** From the link's first migrated file to its last attempt (null until two moments exist). */
-  averageFilesPerSec: number | null;
-  averageBytesPerSec: number | null;
-}
+export type LinkRate = TransferLinkRate;
 
 export const LINK_WINDOW_SECONDS = 60;
 
@@ -54,7 +44,7 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     retriesByCount(db),
     failuresByCategory(db),
     liveWorkers(db, options.staleAfterMs),
-    transferLinks(db, LINK_WINDOW_SECONDS),
+    transferLinkRates(db, LINK_WINDOW_SECONDS),
   ]);
   const at = new Date();
   const finished = progress.files.SUCCESS + progress.files.FAIL;
@@ -72,19 +62,7 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     retries,
     failures,
     workers,
-    links: links.map((l) => {
-      const span = l.firstAt && l.lastAt ? (l.lastAt.getTime() - l.firstAt.getTime()) / 1000 : 0;
-      return {
-        source: l.source,
-        destination: l.destination,
-        files: l.files,
-        bytes: l.bytes,
-        filesPerSec: l.recentFiles / LINK_WINDOW_SECONDS,
-        bytesPerSec: l.recentBytes / LINK_WINDOW_SECONDS,
-        averageFilesPerSec: span > 0 ? l.files / span : null,
-        averageBytesPerSec: span > 0 ? l.bytes / span : null,
-      };
-    }),
+    links,
   };
 }
 

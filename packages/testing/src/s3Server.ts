@@ -2,9 +2,9 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { access, constants, mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./freePort";
 
 /**
  * A real S3-compatible server (s3rver 3.7.1) on loopback for one test file, in a child
@@ -149,17 +149,6 @@ async function scratchBase(): Promise<string> {
   }
 }
 
-/** A port nobody listens on right now (the kernel's choice for port 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 async function waitUntilAnswering(port: number): Promise<void> {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;

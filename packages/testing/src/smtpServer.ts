@@ -1,5 +1,5 @@
 import { SMTPServer } from "smtp-server";
-import net from "node:net";
+import { freePort } from "./freePort";
 
 /**
  * A real SMTP server (the smtp-server package) on loopback for one test file, capturing every
@@ -74,13 +74,3 @@ export async function startSmtpServer(): Promise<SmtpTestServer> {
   return smtp;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}

@@ -6,6 +6,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { freePort } from "./freePort";
 
 /**
  * A real OpenSSH sshd on loopback for one test file: its own host key, client key, config,
@@ -221,17 +222,6 @@ function sshdConfig(dir: string, port: number, hostKeyPath: string, binDir: stri
   ].join("\n");
 }
 
-/** A port nobody listens on right now (the kernel's choice for port 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 /** Resolves once the port accepts connections and sends an SSH banner. */
 async function waitForBanner(port: number): Promise<void> {

@@ -1,6 +1,6 @@
 import { MultiBar, Presets } from "cli-progress";
-import { migrationProgress, failuresByCategory, transferLinks } from "@fleet/db/sql/reports";
-import type { MigrationProgress } from "@fleet/db/sql/reports";
+import { migrationProgress, failuresByCategory, transferLinkRates } from "@fleet/db/sql/reports";
+import type { MigrationProgress, TransferLinkRate } from "@fleet/db/sql/reports";
 import type { DbPool } from "@fleet/db/pool";
 
 export interface StatusSnapshot extends MigrationProgress {
@@ -59,35 +59,17 @@ export async function formatFailures(db: DbPool): Promise<string> {
 /** Seconds of recent history behind a link's current rate. */
 export const LINK_RATE_WINDOW_SECONDS = 60;
 
-export interface LinkStatus {
-  source: string;
-  destination: string;
-  files: number;
-  bytes: number;
-  /** Over the last LINK_RATE_WINDOW_SECONDS. */
-  filesPerSec: number;
-  bytesPerSec: number;
-  /** Over the link's whole history (first to last transfer). */
-  averageFilesPerSec: number | null;
-  averageBytesPerSec: number | null;
-}
+export type LinkStatus = TransferLinkRate;
 
-/** Succeeded transfers per link (source location → destination location), with rates. */
+/** Succeeded transfers per link (source location → destination location), rates rounded for display. */
 export async function readLinks(db: DbPool): Promise<LinkStatus[]> {
-  const rows = await transferLinks(db, LINK_RATE_WINDOW_SECONDS);
-  return rows.map((r) => {
-    const span = r.firstAt && r.lastAt ? (r.lastAt.getTime() - r.firstAt.getTime()) / 1000 : 0;
-    return {
-      source: r.source,
-      destination: r.destination,
-      files: r.files,
-      bytes: r.bytes,
-      filesPerSec: round1(r.recentFiles / LINK_RATE_WINDOW_SECONDS),
-      bytesPerSec: Math.round(r.recentBytes / LINK_RATE_WINDOW_SECONDS),
-      averageFilesPerSec: span > 0 ? round1(r.files / span) : null,
-      averageBytesPerSec: span > 0 ? Math.round(r.bytes / span) : null,
-    };
-  });
+  return (await transferLinkRates(db, LINK_RATE_WINDOW_SECONDS)).map((l) => ({
+    ...l,
+    filesPerSec: round1(l.filesPerSec),
+    bytesPerSec: Math.round(l.bytesPerSec),
+    averageFilesPerSec: l.averageFilesPerSec === null ? null : round1(l.averageFilesPerSec),
+    averageBytesPerSec: l.averageBytesPerSec === null ? null : Math.round(l.averageBytesPerSec),
+  }));
 }
 
 export function formatLinks(links: readonly LinkStatus[]): string {

@@ -169,3 +169,35 @@ export async function transferLinks(db: Queryable, windowSeconds: number): Promi
   );
   return rows;
 }
+
+/** A link's totals with its current rate (over the window) and its average over the whole run. */
+export interface TransferLinkRate {
+  source: string;
+  destination: string;
+  files: number;
+  bytes: number;
+  /** Over the last `windowSeconds`. */
+  filesPerSec: number;
+  bytesPerSec: number;
+  /** From the link's first migrated file to its last attempt (null until two moments exist). */
+  averageFilesPerSec: number | null;
+  averageBytesPerSec: number | null;
+}
+
+/** transferLinks() with its rates worked out: what `fleet migrate status` and the dashboard show. */
+export async function transferLinkRates(db: Queryable, windowSeconds: number): Promise<TransferLinkRate[]> {
+  const rows = await transferLinks(db, windowSeconds);
+  return rows.map((l) => {
+    const span = l.firstAt && l.lastAt ? (l.lastAt.getTime() - l.firstAt.getTime()) / 1000 : 0;
+    return {
+      source: l.source,
+      destination: l.destination,
+      files: l.files,
+      bytes: l.bytes,
+      filesPerSec: l.recentFiles / windowSeconds,
+      bytesPerSec: l.recentBytes / windowSeconds,
+      averageFilesPerSec: span > 0 ? l.files / span : null,
+      averageBytesPerSec: span > 0 ? l.bytes / span : null,
+    };
+  });
+}
