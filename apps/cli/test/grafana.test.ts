@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { parse } from "yaml";
 import { parseScrape } from "@fleet/testing/promScrape";
 import type { MetricFamily } from "@fleet/testing/promScrape";
@@ -7,13 +9,17 @@ import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createDashboardFixture } from "../../dashboard/test/dashboardFixture";
 import type { DashboardFixture } from "../../dashboard/test/dashboardFixture";
 import { createWorkerFixture, outcomeSummary } from "../../worker/test/workerFixture";
+import { createLogger } from "@fleet/core/logger";
+import { loadSchedulerConfig } from "../../scheduler/src/config";
+import { runScheduler } from "../../scheduler/src/runScheduler";
+import type { RunningScheduler } from "../../scheduler/src/runScheduler";
 import type { WorkerFixture, WorkerProcess } from "../../worker/test/workerFixture";
 import { queryProblems } from "./promqlUses";
 
 /**
  * deploy/grafana/fleet.json against the real thing: a compiled worker migrates a small tree
- * (two files missing at the source, one job with a bad payload), a real dashboard reads the
- * same database and Redis prefix, and every query of every panel — and the prometheus-adapter
+ * (two files missing at the source, one job with a bad payload), a real dashboard and a real
+ * scheduler work on the same database and Redis prefix, and every query of every panel — and the prometheus-adapter
  * rule of deploy/k8s/hpa — is parsed with Prometheus' grammar and checked against the two
  * scrapes: each series, label, matcher value and grouping label must exist.
  *
@@ -39,6 +45,7 @@ const promql = (expr: string) => expr.replace(/\$__rate_interval|\$__interval|\$
 describe("Grafana dashboard", () => {
   let worker: WorkerFixture;
   let dash: DashboardFixture;
+  let scheduler: RunningScheduler | undefined;
   let families: Map<string, MetricFamily>;
 
   beforeAll(async () => {
@@ -57,15 +64,23 @@ describe("Grafana dashboard", () => {
     const scrapeWorker = async () => parseScrape(await (await fetch(`${workerUrl}/metrics`)).text());
     await worker.waitFor(async () => (await scrapeWorker()).get("fleet_jobs_failed_total")?.samples.length, 10_000, "the failed job to be counted");
     await worker.waitFor(async () => (await scrapeWorker()).get("fleet_jobs_completed_total")?.samples.some((s) => s.labels.name === "migrate-range"), 10_000, "a completed range to be counted");
+    const quiet = createLogger({ name: "scheduler", LOG_LEVEL: "warn", LOG_FORMAT: "json", destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+    scheduler = await runScheduler(
+      loadSchedulerConfig({ ...worker.env, SCHEDULER_METRICS_PORT: "0", SCHEDULER_METRICS_HOST: "127.0.0.1", INVENTORY_WATCH: "false", SCHEDULER_SYNC_INTERVAL: "1h" }),
+      quiet,
+    );
+    const schedulerUrl = `http://127.0.0.1:${(scheduler.server.address() as AddressInfo).port}`;
     const dashboardText = await (await fetch(`${dash.dashboard.url}/metrics`, { headers: { authorization: `Bearer ${dash.apiToken}` } })).text();
+    const schedulerText = await (await fetch(`${schedulerUrl}/metrics`)).text();
     families = await scrapeWorker();
-    for (const [name, family] of parseScrape(dashboardText)) {
+    for (const [name, family] of [...parseScrape(dashboardText), ...parseScrape(schedulerText)]) {
       const existing = families.get(name);
       if (existing) existing.samples.push(...family.samples);
       else families.set(name, family);
     }
   });
   afterAll(async () => {
+    await scheduler?.shutdown.stop();
     await dash?.close();
     await worker?.close();
   });
