@@ -1,7 +1,8 @@
 # One image for every Fleet app; the command picks the app
 # (node apps/worker/dist/main.js, apps/scheduler/dist/main.js, apps/cli/dist/main.js,
 # apps/dashboard/dist/main.js).
-FROM node:22-bookworm-slim AS build
+# Node pinned to a minor version (22 LTS); bump deliberately.
+FROM node:22.16-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 COPY apps/cli/package.json apps/cli/
@@ -20,9 +21,13 @@ RUN npm install --no-audit --no-fund
 COPY . .
 RUN npm run build && npm prune --omit=dev
 
-FROM node:22-bookworm-slim
-ENV NODE_ENV=production UV_THREADPOOL_SIZE=16
+FROM node:22.16-bookworm-slim
+# The source commit, shown as fleet_build_info{commit}: docker build --build-arg FLEET_COMMIT=$(git rev-parse HEAD) .
+ARG FLEET_COMMIT=unknown
+ENV NODE_ENV=production UV_THREADPOOL_SIZE=16 FLEET_COMMIT=$FLEET_COMMIT
 WORKDIR /app
-COPY --from=build --chown=node:node /app /app
+# Owned by root and read-only to the app: the process cannot rewrite its own code.
+COPY --from=build /app /app
+# The node user (uid/gid 1000): the Kubernetes manifests run as 1000 with a read-only root.
 USER node
 CMD ["node", "apps/worker/dist/main.js"]

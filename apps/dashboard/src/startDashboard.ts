@@ -166,6 +166,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       maxRetries: config.RETRY_MAX,
       retryableCategories: config.RETRY_CATEGORIES,
       staleAfterMs: config.RANGE_STALE_AFTER,
+      commit: config.FLEET_COMMIT,
     }),
   );
   operationsApi(app, {

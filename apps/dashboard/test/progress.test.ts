@@ -1,6 +1,8 @@
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { basic, createDashboardFixture, login, send } from "./dashboardFixture";
+import { fleetVersion } from "@fleet/core/metrics";
+import { namingProblems, parseScrape } from "@fleet/testing/promScrape";
 import { sample } from "./promText";
 import type { DashboardFixture } from "./dashboardFixture";
 
@@ -134,10 +136,14 @@ describe("progress page", () => {
     expect(sample(text, "fleet_migration_files", { status: "FAIL" })).toBe(3);
     expect(sample(text, "fleet_migration_files_failed_final")).toBe(2);
     expect(sample(text, "fleet_migration_ranges", { status: "PROCESSING" })).toBe(2);
-    expect(sample(text, "fleet_migration_bytes_migrated")).toBe(6000);
+    expect(sample(text, "fleet_migration_migrated_bytes")).toBe(6000);
     expect(sample(text, "fleet_migration_workers")).toBe(1);
     expect(sample(text, "fleet_api_locked")).toBe(0);
-    expect(text).toMatch(/^fleet_dashboard_process_cpu_user_seconds_total \d/m);
+    // Standard process/Node metrics under their usual names, the build, and no naming slips.
+    expect(text).toMatch(/^process_cpu_user_seconds_total \d/m);
+    expect(text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+    expect(sample(text, "fleet_build_info", { version: fleetVersion(), commit: "unknown" })).toBe(1);
+    expect(namingProblems(parseScrape(text))).toEqual([]);
 
     expect((await send(base, "/metrics", { headers: { authorization: basic("victor", "victor-viewer-pw") } })).status).toBe(200);
     const { jar } = await login(base, "victor", "victor-viewer-pw");

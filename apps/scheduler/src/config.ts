@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { databaseFields, envBool, envDuration, envDurationList, logFields, parseConfig, redisFields } from "@fleet/core/config";
+import { buildFields, databaseFields, envBool, envDuration, envDurationList, envInt, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
@@ -20,6 +20,7 @@ const scheduleOverrides = Object.fromEntries(
 export const schedulerSchema = z.object({
   ...redisFields,
   ...logFields,
+  ...buildFields,
   JOB_ATTEMPTS: migrationFields.JOB_ATTEMPTS,
   KEEP_COMPLETED: migrationFields.KEEP_COMPLETED,
   KEEP_FAILED: migrationFields.KEEP_FAILED,
@@ -29,6 +30,8 @@ export const schedulerSchema = z.object({
   INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
   ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
+  SCHEDULER_METRICS_PORT: envInt(9465, 0, 65535).describe("Port of the scheduler's /healthz, /readyz and /metrics (0: pick a free one; not the worker's 9464, so both fit on one host)"),
+  SCHEDULER_METRICS_HOST: z.string().default("0.0.0.0").describe("Address the scheduler's ops server binds"),
   ...scheduleOverrides,
 });
 

@@ -1,5 +1,7 @@
+import type { Server } from "node:http";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
+import { closeServer } from "@fleet/core/opsServer";
 import { bullPrefix, checkRedisPolicy, createRedis, waitReady } from "@fleet/core/redis";
 import { Shutdown } from "@fleet/core/shutdown";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
@@ -8,10 +10,13 @@ import { createPool } from "@fleet/db/pool";
 import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
 import type { SchedulerConfig } from "./config";
+import { startSchedulerOps } from "./schedulerOps";
 import { resolveSchedules, syncSchedules } from "./syncSchedules";
 
 export interface RunningScheduler {
   shutdown: Shutdown;
+  /** The ops server (/healthz, /readyz, /metrics). */
+  server: Server;
   /** Resolves after each sync; for tests. */
   syncNow(): Promise<void>;
 }
@@ -46,10 +51,13 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     onIdleError: (err) => log.warn({ err }, "idle database connection lost"),
   });
   shutdown.register("database", () => db.end());
+  const ops = await startSchedulerOps(config, { redis, db, log });
+  shutdown.register("ops-server", () => closeServer(ops.server));
 
   let first = true;
   const syncNow = async () => {
     const result = await syncSchedules(jobs, schedules, catalogue.queues, log);
+    ops.synced(first ? 0 : result.created.length);
     if (first) {
       log.info({ schedules: schedules.map((s) => ({ id: s.id, ...s.repeat })), ...result }, "schedules in place");
     } else if (result.created.length > 0) {
@@ -73,5 +81,5 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     syncNow().catch((err: unknown) => log.warn({ err }, "schedule sync failed; will try again"));
   }, config.SCHEDULER_SYNC_INTERVAL);
   shutdown.register("sync-timer", async () => clearInterval(timer));
-  return { shutdown, syncNow };
+  return { shutdown, syncNow, server: ops.server };
 }

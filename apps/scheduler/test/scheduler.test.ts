@@ -41,7 +41,7 @@ const clients: Array<JobClient<FleetJobs>> = [];
 function setup(env: Record<string, string> = {}): Ctx {
   const prefix = uniquePrefix("scheduler");
   prefixes.push(prefix);
-  const config = loadSchedulerConfig({ REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, SCHEDULER_SYNC_INTERVAL: "1h", ...env });
+  const config = loadSchedulerConfig({ REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, SCHEDULER_SYNC_INTERVAL: "1h", SCHEDULER_METRICS_PORT: "0", SCHEDULER_METRICS_HOST: "127.0.0.1", ...env });
   const logs: Ctx["logs"] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { databaseFields, envDuration, envInt, envList, logFields, parseConfig, redisFields } from "@fleet/core/config";
+import { buildFields, databaseFields, envDuration, envInt, envList, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
@@ -10,6 +10,7 @@ export const workerSchema = z.object({
   ...redisFields,
   ...databaseFields,
   ...logFields,
+  ...buildFields,
   ...migrationFields,
   ...storageFields,
   ...accountFields,

@@ -21,7 +21,7 @@ export interface RunningWorker {
 
 /** Wires and starts a worker process: connections, job runner, ops server, shutdown order. */
 export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
-  const metrics = createMetrics();
+  const metrics = createMetrics({ commit: config.FLEET_COMMIT });
   const runtime = createFleetRuntime({ config, log, role: "worker", metrics });
   const shutdown = new Shutdown({ log, deadlineMs: config.SHUTDOWN_DEADLINE });
   shutdown.register("runtime", () => runtime.close());

@@ -1,3 +1,5 @@
+import { fleetVersion } from "@fleet/core/metrics";
+import { namingProblems, parseScrape } from "@fleet/testing/promScrape";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, outcomeSummary, rangeSummary } from "./workerFixture";
 import type { WorkerFixture, WorkerProcess } from "./workerFixture";
@@ -9,7 +11,7 @@ describe("worker ops server", () => {
   let base: string;
 
   beforeAll(async () => {
-    fx = await createWorkerFixture("ops", { BATCH_SIZE: "10", COPY_CONCURRENCY: "4" });
+    fx = await createWorkerFixture("ops", { BATCH_SIZE: "10", COPY_CONCURRENCY: "4", FLEET_COMMIT: "0123abc" });
     await seedSourceFiles(fx.runtime.db, fx.sourceDir, { count: 25 });
     worker = fx.spawnWorker("ops");
     const listening = await worker.waitForLog((l) => typeof l.msg === "string" && l.msg.startsWith("ops server listening"), 15_000, '"ops server listening"');
@@ -55,9 +57,24 @@ describe("worker ops server", () => {
     const link = { source: "local", destination: "local", link: `local:${fx.sourceDir} → local:${fx.destDir}` };
     expect(sample(body, "fleet_files_migrated_total", link)).toBe(25);
     expect(sample(body, "fleet_bytes_migrated_total", link)).toBeGreaterThan(25 * 1_024);
-    // Process metrics are there too (named fleet_process_process_* today: prom-client's own
-    // process_ prefix under Fleet's fleet_process_ one).
-    expect(body).toMatch(/^fleet_process_\w*cpu_user_seconds_total \d/m);
+    // Standard process/Node metrics under their usual names, the build, and no naming slips.
+    expect(body).toMatch(/^process_cpu_user_seconds_total \d/m);
+    expect(body).toMatch(/^process_resident_memory_bytes \d/m);
+    expect(body).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+    expect(sample(body, "fleet_build_info", { version: fleetVersion(), commit: "0123abc" })).toBe(1);
+    const families = parseScrape(body);
+    expect(namingProblems(families)).toEqual([]);
+    expect([...families.values()].filter((f) => f.name.startsWith("fleet_")).map((f) => `${f.name} ${f.type}`).sort()).toEqual([
+      "fleet_active_jobs gauge",
+      "fleet_build_info gauge",
+      "fleet_bytes_migrated_total counter",
+      "fleet_file_failures_total counter",
+      "fleet_files_migrated_total counter",
+      "fleet_job_duration_seconds histogram",
+      "fleet_jobs_completed_total counter",
+      "fleet_jobs_delayed_by_window_total counter",
+      "fleet_jobs_failed_total counter",
+    ]);
   });
 
   it("unknown paths: 404; other methods: 405 with Allow: GET", async () => {

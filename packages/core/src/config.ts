@@ -3,6 +3,7 @@ import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
 import { parseDuration, parseDurationList } from "./backoff";
 import { ConfigError } from "./errors";
+import { isSecret, readSecretFiles, secret, secretNames } from "./secretFiles";
 
 /**
  * Config is parsed once, in each app's main.ts, from the environment plus an optional .env
@@ -31,20 +32,36 @@ export function readEnv(processEnv: Env, envFile = processEnv.FLEET_ENV_FILE ?? 
 
 /**
  * Parses env with an app's schema; on failure throws one ConfigError listing every bad
- * variable with what it expects.
+ * variable with what it expects. Secret variables may be given as NAME_FILE (see
+ * secretFiles.ts); their values, from the environment or a file, never appear in an error.
  */
 export function parseConfig<S extends z.ZodType>(schema: S, env: Env): z.output<S> {
-  const result = schema.safeParse(env);
-  if (result.success) return result.data;
   const shape = schema instanceof z.ZodObject ? (schema.shape as Record<string, z.ZodType>) : {};
-  const issues = result.error.issues.map((issue) => {
-    const name = issue.path.join(".") || "(config)";
-    const described = shape[name]?.description;
-    const got = typeof issue.path[0] === "string" ? env[issue.path[0]] : undefined;
-    const gotText = got === undefined ? "" : ` (got ${JSON.stringify(redactValue(name, got))})`;
-    return `${name}: ${issue.message}${gotText}${described ? ` — ${described}` : ""}`;
-  });
-  throw new ConfigError(issues);
+  const secrets = secretNames(schema);
+  const files = readSecretFiles(secrets, env);
+  const result = schema.safeParse(files.env);
+  if (result.success && files.issues.length === 0) return result.data;
+  const broken = new Set(files.issues.map((issue) => issue.slice(0, issue.indexOf(":"))));
+  const issues = (result.error?.issues ?? [])
+    .filter((issue) => !broken.has(String(issue.path[0])))
+    .map((issue) => {
+      const name = issue.path.join(".") || "(config)";
+      const described = shape[name]?.description;
+      const got = typeof issue.path[0] === "string" ? files.env[issue.path[0]] : undefined;
+      const gotText = files.fromFile.has(name)
+        ? ` (read from ${name}_FILE)`
+        : got === undefined
+          ? ""
+          : ` (got ${JSON.stringify(secrets.includes(name) ? redactSecret(got) : redactValue(name, got))})`;
+      return `${name}: ${issue.message}${gotText}${described ? ` — ${described}` : ""}`;
+    });
+  throw new ConfigError([...files.issues, ...issues]);
+}
+
+/** A secret URL keeps its scheme and host (what operators need to see), never its password or query. */
+function redactSecret(value: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return "[redacted]";
+  return value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@").replace(/\?.*$/, "");
 }
 
 function redactValue(name: string, value: string): string {
@@ -53,7 +70,7 @@ function redactValue(name: string, value: string): string {
 }
 
 /** Lists a schema's variables with their descriptions and defaults, for docs and the CLI. */
-export function describeConfig(schema: z.ZodObject): Array<{ name: string; description: string; default?: string }> {
+export function describeConfig(schema: z.ZodObject): Array<{ name: string; description: string; default?: string; secret?: true }> {
   return Object.entries(schema.shape as Record<string, z.ZodType>).map(([name, field]) => {
     const parsed = field.safeParse(undefined);
     const value = parsed.success && parsed.data !== undefined ? parsed.data : undefined;
@@ -61,6 +78,7 @@ export function describeConfig(schema: z.ZodObject): Array<{ name: string; descr
       name,
       description: field.description ?? "",
       ...(value === undefined ? {} : { default: formatDefault(value) }),
+      ...(isSecret(field) ? { secret: true as const } : {}),
     };
   });
 }
@@ -93,7 +111,7 @@ export const envList = (def: string) =>
 // ---- shared fragments, composed into each app's schema ----
 
 export const redisFields = {
-  REDIS_URL: z.string().url().default("redis://127.0.0.1:6379").describe("Redis used by BullMQ (redis:// or rediss://)"),
+  REDIS_URL: secret(z.string().url().default("redis://127.0.0.1:6379").describe("Redis used by BullMQ (redis:// or rediss://)")),
   FLEET_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.:-]+$/, "letters, digits and _.:- only")
@@ -102,17 +120,24 @@ export const redisFields = {
 };
 
 export const databaseFields = {
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, "expected a postgresql:// URL")
-    .default("postgresql://postgres@127.0.0.1:5432/fleet")
-    .describe("PostgreSQL holding Fleet's durable state"),
+  DATABASE_URL: secret(
+    z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "expected a postgresql:// URL")
+      .default("postgresql://postgres@127.0.0.1:5432/fleet")
+      .describe("PostgreSQL holding Fleet's durable state"),
+  ),
   DATABASE_POOL_SIZE: envInt(10, 1, 200).describe("Connections per process"),
 };
 
 export const logFields = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info").describe("pino log level"),
   LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto").describe("auto: pretty on a terminal, JSON otherwise"),
+};
+
+/** What the running build is (fleet_build_info); the image build sets it, local builds say "unknown". */
+export const buildFields = {
+  FLEET_COMMIT: z.string().min(1).default("unknown").describe("Source commit of the running build, the commit label of fleet_build_info (the Dockerfile sets it from a build argument)"),
 };
 
 export type RedisConfig = z.output<z.ZodObject<typeof redisFields>>;

@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /**
@@ -17,10 +19,18 @@ export interface FleetMetrics {
   activeJobs: Gauge<"queue">;
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): FleetMetrics {
+export interface MetricsOptions {
+  /** Process and Node.js metrics plus fleet_build_info (off in tests that build several). */
+  defaultMetrics?: boolean;
+  labels?: Record<string, string>;
+  /** The commit the running build was made from (FLEET_COMMIT). */
+  commit?: string;
+}
+
+export function createMetrics(options: MetricsOptions = {}): FleetMetrics {
   const registry = new Registry();
   if (options.labels) registry.setDefaultLabels(options.labels);
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "fleet_" });
+  if (options.defaultMetrics !== false) registerProcessMetrics(registry, options.commit ?? "unknown");
   const registers = [registry];
   return {
     registry,
@@ -59,4 +69,31 @@ export function createMetrics(options: { defaultMetrics?: boolean; labels?: Reco
     fileFailures: new Counter({ name: "fleet_file_failures_total", help: "Files that failed, by error category", labelNames: ["category"], registers }),
     activeJobs: new Gauge({ name: "fleet_active_jobs", help: "Jobs running in this process", labelNames: ["queue"], registers }),
   };
+}
+
+/**
+ * prom-client's gauges that break the naming rules (a gauge must not end in `_total`, which
+ * tells Prometheus tooling "counter"). Their per-type siblings (`nodejs_active_handles{type}`
+ * and so on) carry the same information: sum() them.
+ */
+export const DROPPED_DEFAULT_METRICS = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"] as const;
+
+/**
+ * The standard process_* and nodejs_* metrics under their usual names (dashboards and alerts
+ * written for any Node.js service work unchanged; `job`/`instance` tell the apps apart), and
+ * fleet_build_info{version,commit} = 1, so a graph can show which build ran when.
+ */
+export function registerProcessMetrics(registry: Registry, commit: string): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  const info = new Gauge({ name: "fleet_build_info", help: "The running build: 1, labelled with its version and source commit", labelNames: ["version", "commit"], registers: [registry] });
+  info.set({ version: fleetVersion(), commit }, 1);
+}
+
+let version: string | undefined;
+
+/** Fleet's version, from the package manifest that ships next to the code (src/ or dist/). */
+export function fleetVersion(): string {
+  version ??= (JSON.parse(readFileSync(join(__dirname, "..", "package.json"), "utf8")) as { version: string }).version;
+  return version;
 }

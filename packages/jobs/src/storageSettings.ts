@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { envDuration, envInt } from "@fleet/core/config";
+import { secret } from "@fleet/core/secretFiles";
 import { ConfigError } from "@fleet/core/errors";
 import type { SshHostKey } from "@fleet/storage/sshHostKey";
 import type { StorageConnection } from "@fleet/storage/storageConnection";
@@ -16,12 +17,12 @@ const optional = () => z.string().trim().optional().transform((v) => (v === "" ?
 function roleFields<R extends "SOURCE" | "DESTINATION">(role: R) {
   const where = role === "SOURCE" ? "the source" : "the destination";
   return {
-    [`${role}_S3_ACCESS_KEY_ID`]: optional().describe(`S3 access key of ${where} (unset: the AWS SDK default chain: env, profile, SSO, instance role)`),
-    [`${role}_S3_SECRET_ACCESS_KEY`]: optional().describe(`S3 secret key of ${where} (with ${role}_S3_ACCESS_KEY_ID)`),
-    [`${role}_S3_SESSION_TOKEN`]: optional().describe(`S3 session token of ${where} (temporary credentials)`),
+    [`${role}_S3_ACCESS_KEY_ID`]: secret(optional().describe(`S3 access key of ${where} (unset: the AWS SDK default chain: env, profile, SSO, instance role)`)),
+    [`${role}_S3_SECRET_ACCESS_KEY`]: secret(optional().describe(`S3 secret key of ${where} (with ${role}_S3_ACCESS_KEY_ID)`)),
+    [`${role}_S3_SESSION_TOKEN`]: secret(optional().describe(`S3 session token of ${where} (temporary credentials)`)),
     [`${role}_SSH_KEY_FILE`]: optional().describe(`Private key file (OpenSSH or PEM) for ${where}'s SFTP server`),
-    [`${role}_SSH_KEY_PASSPHRASE`]: optional().describe(`Passphrase of ${role}_SSH_KEY_FILE, when it is encrypted`),
-    [`${role}_SSH_PASSWORD`]: optional().describe(`Password for ${where}'s SFTP server (a key is tried first when both are set)`),
+    [`${role}_SSH_KEY_PASSPHRASE`]: secret(optional().describe(`Passphrase of ${role}_SSH_KEY_FILE, when it is encrypted`)),
+    [`${role}_SSH_PASSWORD`]: secret(optional().describe(`Password for ${where}'s SFTP server (a key is tried first when both are set)`)),
     [`${role}_SSH_KNOWN_HOSTS_FILE`]: optional().describe(`known_hosts file holding the host key of ${where}'s SFTP server (ssh-keyscan -p PORT HOST > file)`),
     [`${role}_SSH_HOST_FINGERPRINT`]: optional().describe(`SHA256:… fingerprint of ${where}'s SFTP host key (alternative to a known_hosts file; unknown keys are always refused)`),
   } as Record<`${R}_${RoleVar}`, ReturnType<typeof optional>>;

@@ -84,6 +84,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
     BATCH_SIZE: process.env.BATCH_SIZE ?? "1000",
     LOG_FORMAT: "json",
     METRICS_PORT: "0",
+    SCHEDULER_METRICS_PORT: "0",
     SCHEDULER_SYNC_INTERVAL: "5s",
     UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "16",
   };

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { envDuration, envDurationList, envInt, envList, parseConfig } from "@fleet/core/config";
+import { secret } from "@fleet/core/secretFiles";
 
 /**
  * Config of account migrations (consent sync, batches, notifications, remote steps), shared
@@ -10,7 +11,7 @@ import { envDuration, envDurationList, envInt, envList, parseConfig } from "@fle
 export const accountFields = {
   ACCOUNTS_CONSENT_URL: z.string().url().or(z.literal("")).default("").describe("Consent API endpoint listing consents (GET, JSON {items, nextCursor}); empty: queue sync refuses to run"),
   ACCOUNTS_CONSENT_AUTH_HEADER: z.string().regex(/^[A-Za-z0-9-]+$/, "an HTTP header name").default("Authorization").describe("Header that carries ACCOUNTS_CONSENT_TOKEN"),
-  ACCOUNTS_CONSENT_TOKEN: z.string().default("").describe("Value of the auth header, e.g. `Bearer …` (secret; empty: no header)"),
+  ACCOUNTS_CONSENT_TOKEN: secret(z.string().default("").describe("Value of the auth header, e.g. `Bearer …` (empty: no header)")),
   ACCOUNTS_CONSENT_PAGE_SIZE: envInt(200, 1, 10_000).describe("Consents asked for per page (`limit` query parameter)"),
   ACCOUNTS_CONSENT_TIMEOUT: envDuration("30s").describe("Per request to the consent API"),
   ACCOUNTS_CONSENT_BACKOFF: envDurationList("1s,5s,30s,2m").describe("Waits after a 429/5xx/network error of the consent API (Retry-After wins when longer); the sync gives up after the last"),
@@ -20,7 +21,7 @@ export const accountFields = {
   SMTP_HOST: z.string().default("127.0.0.1").describe("SMTP server of account notifications"),
   SMTP_PORT: envInt(25, 1, 65_535).describe("SMTP port (465 implies TLS)"),
   SMTP_USER: z.string().default("").describe("SMTP user (empty: no authentication)"),
-  SMTP_PASSWORD: z.string().default("").describe("SMTP password (secret)"),
+  SMTP_PASSWORD: secret(z.string().default("").describe("SMTP password")),
   SMTP_FROM: z.string().default("Fleet <fleet@localhost>").describe("From address of notifications"),
   SMTP_TIMEOUT: envDuration("30s").describe("Connection and command timeout towards the SMTP server"),
   NOTIFY_OPERATORS: envList("").describe("Operator addresses that get the summary after each run (comma-separated; empty: no summary)"),
