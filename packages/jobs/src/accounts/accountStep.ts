@@ -131,10 +131,10 @@ async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
   if (!check) return complete(s, serverName, row.output ?? "", row.exitCode, row.checks);
   if (row.nextCheckAt && row.nextCheckAt.getTime() > Date.now() + 50) throw delay(row.nextCheckAt.getTime() - Date.now(), "status check not due yet");
   if (row.deadlineAt && Date.now() > row.deadlineAt.getTime()) {
-    return attemptFailed(s, new RetryableError("timeout", `${s.step.name}: not done after ${check.timeoutMs} ms of status checks (last: ${tail(row.output ?? "", 200)})`), serverName, row.attempt);
+    return attemptFailed(s, new RetryableError("timeout", `${s.step.name}: not done after ${check.timeoutMs} ms of status checks (last: ${tail(row.output ?? "", 200)})`), serverName, row.attempt, false);
   }
   const server = s.workflow.servers.find((w) => w.name === serverName);
-  if (!server) return attemptFailed(s, new RetryableError("unavailable", `server ${serverName} is no longer in the workflow file`), serverName, row.attempt);
+  if (!server) return attemptFailed(s, new RetryableError("unavailable", `server ${serverName} is no longer in the workflow file`), serverName, row.attempt, false);
   const values = accountValues(s.account, s.batch, { server: serverName, group: s.workflow.groupUpdate?.group ?? "" });
   let result: RemoteCommandResult;
   try {
@@ -158,8 +158,12 @@ async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
   throw delay(check.everyMs, "status check not done yet");
 }
 
-/** A command or check failed: cancelled, a server fault (hold), a retry after backoff, or the account fails. */
-async function attemptFailed(s: StepScope, err: unknown, serverName: string, attempt = 1): Promise<StepJobResult> {
+/**
+ * A command or check failed: cancelled, a server fault (hold), a retry after backoff, or the
+ * account fails. `fromServer` is false for Fleet's own verdicts (poll deadline passed), which
+ * are never server faults.
+ */
+async function attemptFailed(s: StepScope, err: unknown, serverName: string, attempt = 1, fromServer = true): Promise<StepJobResult> {
   const { db, accounts } = s.ctx.deps;
   const signal = s.ctx.signal;
   const now = await accountInBatch(db, s.key.batchId, s.key.accountId);
@@ -169,7 +173,7 @@ async function attemptFailed(s: StepScope, err: unknown, serverName: string, att
     return { outcome: "cancelled", step: s.step.name };
   }
   if (signal.aborted) throw err; // shutdown: the job runs again, and finds its row
-  const fault = serverFault(err);
+  const fault = fromServer ? serverFault(err) : undefined;
   if (fault) {
     await backToWaiting(db, s.key, `server ${serverName}: ${fault.category}`, { message: describe(err), category: fault.category });
     await serverFaultSeen(s, serverName, err, fault.category);

@@ -88,7 +88,7 @@ export async function probeAndRecord(deps: ProbeDeps, workflow: Workflow, server
           dedupeKey: `down:${server.name}:${new Date().toISOString().slice(0, 13)}`,
         },
       );
-    } else {
+    } else if (change.before === "down") {
       await writeLog(deps.db, [{ level: "info", ...(deps.job ? { job: deps.job } : {}), subject: `server:${server.name}`, message: `server ${server.name} is ${change.after} again (probe ${outcome.latencyMs} ms)` }]);
       deps.log.info({ server: server.name, latencyMs: outcome.latencyMs, before: change.before }, "migration server healthy");
     }

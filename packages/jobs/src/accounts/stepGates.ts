@@ -70,7 +70,8 @@ export async function serverGate(s: StepScope): Promise<GateResult | UsableServe
     const from = assignment.server;
     const moved = await reassign(db, assignment.id);
     const why = assignment.enabled ? `is down (${health?.lastError ?? "probe failed"})` : "is disabled";
-    await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: server ${from} ${why}; ${moved ? `moved to ${moved}` : "no other server has room"}` }]);
+    // Logged when something changed: a held step looks again every ACCOUNTS_RECHECK.
+    if (moved || !assignment.enabled) await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: server ${from} ${why}; ${moved ? `moved to ${moved}` : "no other server has room"}` }]);
     if (moved) {
       assignment = (await assignmentOf(db, s.batch.id, s.account.id, s.step.role))!;
       health = await serverHealth(db, assignment.server);
