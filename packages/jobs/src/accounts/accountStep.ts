@@ -205,7 +205,7 @@ async function complete(s: StepScope, serverName: string, output: string, exitCo
   const { db } = s.ctx.deps;
   const last = s.workflow.steps.findLastIndex((x) => x.role === s.step.role) === s.key.step;
   const advanced = await completeStep(db, s.key.batchId, s.key.accountId, s.key.step, s.workflow.steps.length);
-  await finishStepRow(db, s.key, advanced ? "DONE" : "CANCELLED", { output, exitCode });
+  await finishStepRow(db, s.key, advanced ? "DONE" : "CANCELLED", { output, exitCode, checks });
   if (last) {
     const { rows } = await db.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [s.key.batchId, s.key.accountId, s.step.role]);
     if (rows[0]) await setAssignmentState(db, rows[0].id, "DONE");

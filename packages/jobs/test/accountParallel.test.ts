@@ -1,0 +1,99 @@
+import { rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { startSmtpServer } from "@fleet/testing/smtpServer";
+import type { SmtpTestServer } from "@fleet/testing/smtpServer";
+import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+import { insertAccounts } from "./accountsFixture";
+import { startAccountSite } from "./accountRunFixture";
+import type { AccountSite } from "./accountRunFixture";
+
+/**
+ * Polled steps give their worker back between checks: many accounts are in progress at once on
+ * one worker with concurrency 2, and the workflow's per-server `concurrency` bounds how many
+ * run on each server. Real sshd, SMTP, Postgres and Redis.
+ */
+
+const RUN_DATE = "2026-11-30";
+let site: AccountSite;
+let smtp: SmtpTestServer;
+let h: PipelineHarness | undefined;
+
+beforeAll(async () => {
+  site = await startAccountSite();
+  smtp = await startSmtpServer();
+});
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+afterAll(async () => {
+  await smtp?.stop();
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+});
+
+/** One polled step "migrate" on server mig1 (capacity and concurrency given), checked every `every`. */
+async function night(label: string, accounts: number, server: { capacity: number; concurrency: number }, every: string) {
+  const file = join(site.dir, `workflow-${label}.yaml`);
+  await writeFile(
+    file,
+    `servers:
+  mig1: { ssh: box, role: migration, capacity: ${server.capacity}, concurrency: ${server.concurrency} }
+steps:
+  - name: migrate
+    role: migration
+    command: fx-mig-start {externalId}
+    check: { command: "fx-mig-status {externalId}", every: ${every}, done: "^COMPLETED", failed: "^FAILED", timeout: 10m }
+`,
+  );
+  h = await createPipelineHarness(label, { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "1s" });
+  await insertAccounts(h.runtime, Array.from({ length: accounts }, (_, i) => ({ externalId: `${label}-${i}` })));
+  await h.startRunner({ concurrency: 2 });
+  for (const name of ["accounts-prepare", "accounts-run"] as const) {
+    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-${label}` });
+    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  }
+  return h;
+}
+
+const inProgress = async (x: PipelineHarness) => (await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM account_step WHERE phase IN ('RUNNING', 'POLLING')`)).rows[0]!.n;
+const done = async (x: PipelineHarness) => (await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_queue WHERE status = 'DONE'`)).rows[0]!.n;
+
+describe("polled steps without holding workers", () => {
+  it("50 accounts with 30-second polled steps are all in progress at once on one worker with concurrency 2", async () => {
+    const x = await night("fifty", 50, { capacity: 50, concurrency: 50 }, "30s");
+    const started = Date.now();
+    // Each migration needs two status checks 30 s apart. Serially (one slot held per poll) that
+    // would be 25 × 60 s with 2 slots; released between checks, all 50 are polled at once.
+    const all = await waitFor(async () => (await inProgress(x)) === 50 && Date.now() - started, 25_000, "all 50 migrations to be in progress together");
+    expect(all).toBeLessThan(25_000);
+    const active = await x.runtime.deps.jobs.queue("remote").getActiveCount();
+    expect(active).toBeLessThanOrEqual(2);
+    await waitFor(async () => (await done(x)) === 50, 100_000, "all 50 accounts done");
+    // Two check intervals plus the starts: far below the serial 25 minutes.
+    expect(Date.now() - started).toBeLessThan(110_000);
+    const { rows } = await x.runtime.db.query<{ checks: number }>(`SELECT DISTINCT checks FROM account_step`);
+    expect(rows).toEqual([{ checks: 2 }]);
+  }, 180_000);
+
+  it("a server's concurrency bounds the migrations in progress on it; the others wait for a slot and then run", async () => {
+    const x = await night("bounded", 8, { capacity: 8, concurrency: 3 }, "300ms");
+    let most = 0;
+    let waitedForSlot = false;
+    const sampler = setInterval(() => {
+      void inProgress(x).then((n) => (most = Math.max(most, n))).catch(() => undefined);
+      void x.runtime.db.query(`SELECT 1 FROM account_step WHERE waiting_for LIKE 'a free slot on mig1 (3/3 in progress)'`).then((r) => (waitedForSlot ||= (r.rowCount ?? 0) > 0)).catch(() => undefined);
+    }, 50);
+    try {
+      await waitFor(async () => (await done(x)) === 8, 90_000, "all 8 accounts done");
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(most).toBe(3);
+    expect(waitedForSlot).toBe(true);
+    const { rows } = await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_log WHERE message LIKE 'migrate: done on mig1%'`);
+    expect(rows[0]!.n).toBe(8);
+  }, 120_000);
+});
