@@ -1,6 +1,7 @@
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
+import { cleanupPrefix, testRedisUrl } from "@fleet/testing/testRedis";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
@@ -96,4 +97,20 @@ describe("polled steps without holding workers", () => {
     const { rows } = await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_log WHERE message LIKE 'migrate: done on mig1%'`);
     expect(rows[0]!.n).toBe(8);
   }, 120_000);
+
+  it("Redis loses everything mid-night (polled steps delayed, accounts waiting for slots): accounts-reconcile re-derives it from PostgreSQL and the night finishes", async () => {
+    const x = await night("redis-loss", 6, { capacity: 6, concurrency: 2 }, "1s");
+    await waitFor(async () => (await inProgress(x)) === 2 && (await x.runtime.db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "polled steps and waiting accounts");
+    // Every key of this fleet's prefix is gone (what a Redis restart without persistence does to it).
+    await cleanupPrefix(testRedisUrl(), x.runtime.prefix);
+    expect(await x.runtime.deps.jobs.queue("remote").getJobCounts("delayed", "waiting", "active")).toEqual({ delayed: 0, waiting: 0, active: expect.any(Number) });
+    const job = await x.runtime.deps.jobs.enqueue("accounts-reconcile", {}, { jobId: "reconcile-after-loss" });
+    const { job: reconciled } = await finishedJob(x.runtime, "maintenance", job.id!, 30_000);
+    expect(reconciled.returnvalue).toMatchObject({ restored: [expect.any(Number)] });
+    await waitFor(async () => (await done(x)) === 6, 90_000, "all 6 accounts done after the loss");
+    // Each migration was started once: the re-derived jobs resumed polling instead of starting again.
+    const { rows } = await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_log WHERE message LIKE 'migrate: started on%'`);
+    expect(rows[0]!.n).toBe(6);
+    await waitFor(async () => (await x.runtime.db.query(`SELECT 1 FROM migration_batch WHERE status = 'DONE'`)).rowCount, 30_000, "the batch to close");
+  }, 150_000);
 });
