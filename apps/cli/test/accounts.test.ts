@@ -96,7 +96,7 @@ describe("fleet accounts", () => {
     expect(await fleet("group-update", "--date", "2026-11-30")).toMatchObject({ added: 2, held: 0, failed: 0 });
     expect(await fleet("group-update", "--date", "2026-11-30")).toMatchObject({ skipped: "already done" });
     // The worker app itself (no SMTP here: ACCOUNTS_NOTICE_POLICY=none lets steps run without their email).
-    const worker = spawn(process.execPath, [WORKER], { env: { ...env, WORKER_QUEUES: "maintenance,remote", METRICS_PORT: "0", ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] });
+    const worker = spawn(process.execPath, [WORKER], { env: { ...env, WORKER_QUEUES: "maintenance,remote", METRICS_PORT: "0", SOURCE_URL: site.dir, DESTINATION_URL: site.dir, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", LOG_LEVEL: "info" }, stdio: ["ignore", "pipe", "pipe"] });
     const workerLog: string[] = [];
     worker.stdout.on("data", (d: Buffer) => workerLog.push(d.toString()));
     worker.stderr.on("data", (d: Buffer) => workerLog.push(d.toString()));
@@ -105,12 +105,15 @@ describe("fleet accounts", () => {
       for (;;) {
         const s = await fleet("status");
         if ((s.accounts as Record<string, number>).DONE === 2) break;
-        if (Date.now() > deadline) throw new Error(`the run did not finish: ${JSON.stringify(s.accounts)}\n${workerLog.join("").slice(-6000)}`);
+        if (Date.now() > deadline || worker.exitCode !== null) throw new Error(`the run did not finish (worker exit ${worker.exitCode}): ${JSON.stringify(s.accounts)}\n${workerLog.join("").slice(-6000)}`);
         await new Promise((r) => setTimeout(r, 500));
       }
     } finally {
-      worker.kill("SIGTERM");
-      await new Promise((r) => worker.once("exit", r));
+      if (worker.exitCode === null && worker.signalCode === null) {
+        const exited = new Promise((r) => worker.once("exit", r));
+        worker.kill("SIGTERM");
+        await exited;
+      }
     }
     const list = JSON.parse((await exec(process.execPath, [CLI, "accounts", "list", "--batch", "1", "--json"], { env })).stdout) as Array<{ externalId: string; status: string; stepName: string | null; stepPhase: string | null }>;
     expect(list.map((a) => [a.externalId, a.status, a.stepName, a.stepPhase])).toEqual([
