@@ -146,6 +146,19 @@ describe("fleet accounts", () => {
     }
   }, 240_000);
 
+  it("status --watch prints the report again every interval until Ctrl-C", async () => {
+    const watch = spawn(process.execPath, [CLI, "accounts", "status", "--watch", "--interval", "300ms"], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    watch.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const deadline = Date.now() + 60_000;
+    while ((out.match(/^== \d{4}-/gm) ?? []).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const exited = new Promise<number | null>((r) => watch.once("exit", (code) => r(code)));
+    watch.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect((out.match(/^== \d{4}-/gm) ?? []).length).toBeGreaterThanOrEqual(2);
+    expect(out).toContain("accounts: ");
+  }, 90_000);
+
   it("a worker whose workflow file is broken exits 2 with the line of the YAML error", async () => {
     const bad = join(site.dir, "broken.yaml");
     await writeFile(bad, "servers:\n  mig1: { ssh: box\nsteps: []\n");

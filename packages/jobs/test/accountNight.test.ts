@@ -181,6 +181,8 @@ describe("a night left alone", () => {
     const { rows: cancelRow } = await h.runtime.db.query(`SELECT phase, cancel_state, cancel_output FROM account_step WHERE account_id = $1 AND step = 1`, [hang[0]!.id]);
     expect(cancelRow).toEqual([{ phase: "CANCELLED", cancel_state: "DONE", cancel_output: expect.stringContaining("migration of hang-mig-c1 aborted") }]);
     await waitFor(async () => mailsTo(/^hang-mig-c1@/, /cancelled/).length === 1, 30_000, "the cancelled email");
+    const { rows: cancelLog } = await h.runtime.db.query(`SELECT message FROM migration_log WHERE subject = 'account:hang-mig-c1' AND message LIKE 'cancelled:%'`);
+    expect(cancelLog).toEqual([{ message: "cancelled: user asked to stay" }]);
 
     // known_hosts fixed: the SAME runner's held steps see the server back and finish.
     await writeFile(box2KnownHosts, `${site.ssh.knownHostsLine}\n`);

@@ -101,6 +101,12 @@ describe("an account-migration day", () => {
       ["hang-sync1", expect.stringMatching(/^directory-sync on sync1: .*time/i)],
     ]);
 
+    // The roles a failed account never reached are SKIPPED, not CANCELLED (an operator's word).
+    const { rows: skipped } = await h.runtime.db.query(
+      `SELECT a.role, a.state::text AS state FROM batch_assignment a JOIN migration_queue q ON q.id = a.account_id WHERE q.external_id = 'fail-export1' ORDER BY a.role`,
+    );
+    expect(skipped).toEqual([{ role: "export", state: "FAILED" }, { role: "migration", state: "SKIPPED" }, { role: "sync", state: "SKIPPED" }]);
+
     // Steps ran in order, and only for accounts whose previous step succeeded.
     const log = await calls();
     expect(log.filter((l) => l.startsWith("export")).length).toBe(6);
