@@ -16,7 +16,11 @@ import { userNotice } from "./accountOutcomes";
 export async function applyRevocations(tx: Queryable, externalIds: readonly string[], duringRun: "finish" | "stop", notifyWindow: string, job?: string): Promise<{ revoked: number; stopRunning: number[]; cleanup: number[] }> {
   if (externalIds.length === 0) return { revoked: 0, stopRunning: [], cleanup: [] };
   const { rows } = await tx.query<{ id: number; externalId: string; email: string; name: string; batchId: number | null; runDate: string | null; groupAddedAt: Date | null; before: string }>(
-    `WITH before AS (SELECT id, status FROM migration_queue WHERE external_id = ANY($1::text[]) AND revoked_at IS NULL FOR UPDATE)
+    // A HELD account whose migration runs on its server (a polled step cut off by a server
+    // fault) counts as running: revoking it must not forget what runs there.
+    `WITH locked AS (SELECT id, status, batch_id FROM migration_queue WHERE external_id = ANY($1::text[]) AND revoked_at IS NULL FOR UPDATE),
+     before AS (SELECT id, CASE WHEN status = 'HELD' AND EXISTS (SELECT 1 FROM account_step st WHERE st.account_id = locked.id AND st.batch_id = locked.batch_id AND st.phase IN ('RUNNING', 'POLLING'))
+                               THEN 'IN_PROGRESS'::account_status ELSE status END AS status FROM locked)
      UPDATE migration_queue q SET revoked_at = now(), updated_at = now(),
        status = CASE WHEN before.status IN ('QUEUED', 'POSTPONED', 'SCHEDULED', 'NOTIFIED', 'HELD') THEN 'REVOKED'::account_status ELSE q.status END,
        last_error = CASE WHEN before.status IN ('QUEUED', 'POSTPONED', 'SCHEDULED', 'NOTIFIED', 'HELD') THEN 'consent revoked' ELSE q.last_error END
