@@ -31,6 +31,13 @@ describe("accounts page", () => {
        SELECT 1, id, 'migration', 'mig1', CASE status WHEN 'DONE' THEN 'DONE'::assignment_state WHEN 'FAILED' THEN 'FAILED' ELSE 'RUNNING' END
          FROM migration_queue WHERE batch_id = 1`,
     );
+    await db.query(
+      `INSERT INTO account_step (batch_id, account_id, step, name, server, phase, attempt, checks, output, last_error, category, cancel_state, cancel_output)
+       SELECT 1, id, 0, 'export', 'mig1', CASE status WHEN 'FAILED' THEN 'FAILED' WHEN 'IN_PROGRESS' THEN 'POLLING' ELSE 'DONE' END, 1, 2,
+              'stdout: exported <b>' || external_id || '</b>', CASE status WHEN 'FAILED' THEN 'mailbox not found' END, CASE status WHEN 'FAILED' THEN 'not-found' END,
+              CASE status WHEN 'IN_PROGRESS' THEN 'DONE' END, CASE status WHEN 'IN_PROGRESS' THEN 'migration aborted' END
+         FROM migration_queue WHERE batch_id = 1`,
+    );
   });
   afterAll(async () => {
     await db?.end();
@@ -69,5 +76,28 @@ describe("accounts page", () => {
     expect(body).not.toContain(HOSTILE_SERVER);
     expect(body).toContain("&lt;img src=x onerror=alert(1)&gt;");
     expect(body).toContain('href="/accounts"');
+    expect(body).toContain('href="/accounts/batch/1"');
+  });
+
+  it("drill-down: batch → its accounts → one account's steps with output, error and cancel outcome (escaped)", async () => {
+    const { jar } = await login(base, "victor", "victor-viewer-pw");
+    expect((await send(base, "/accounts/batch/1")).status).toBe(401);
+    const batchPage = await (await send(base, "/accounts/batch/1", { jar, headers: { accept: "text/html" } })).text();
+    expect(batchPage).toContain("Batch 1 · 2026-11-30 · RUNNING");
+    const { rows } = await db.query<{ id: number; external_id: string }>(`SELECT id, external_id FROM migration_queue WHERE batch_id = 1 ORDER BY id`);
+    for (const r of rows) expect(batchPage).toContain(`href="/accounts/account/${r.id}"`);
+    const failedOnly = (await (await send(base, "/accounts/json/batch/1?status=FAILED", { jar })).json()) as { accounts: Array<{ externalId: string; lastError: string | null }> };
+    expect(failedOnly.accounts.map((a) => a.externalId)).toEqual(["b"]);
+    const b = rows.find((r) => r.external_id === "b")!;
+    const accountPage = await (await send(base, `/accounts/account/${b.id}`, { jar, headers: { accept: "text/html" } })).text();
+    expect(accountPage).toContain("Account b");
+    expect(accountPage).toContain("step 1 · export · FAILED on mig1");
+    expect(accountPage).toContain("not-found: mailbox not found");
+    expect(accountPage).toContain("stdout: exported &lt;b&gt;b&lt;/b&gt;");
+    const c = rows.find((r) => r.external_id === "c")!;
+    const detail = (await (await send(base, `/accounts/json/account/${c.id}`, { jar })).json()) as { steps: Array<{ phase: string; cancelState: string; cancelOutput: string }> };
+    expect(detail.steps).toEqual([expect.objectContaining({ phase: "POLLING", cancelState: "DONE", cancelOutput: "migration aborted" })]);
+    expect((await send(base, "/accounts/account/999999", { jar, headers: { accept: "text/html" } })).status).toBe(404);
+    expect((await send(base, "/accounts/batch/abc", { jar, headers: { accept: "text/html" } })).status).toBe(404);
   });
 });

@@ -5,6 +5,7 @@ import { lastDailyRun } from "@fleet/db/sql/accountQueue";
 import { localDate, localMinutes } from "@fleet/jobs/accounts/runDate";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import { DAILY_ACCOUNT_JOBS } from "@fleet/jobs/schedules";
+import { alertOperators } from "@fleet/jobs/accounts/operatorAlert";
 import type { ResolvedSchedule } from "./syncSchedules";
 
 /**
@@ -24,6 +25,8 @@ export async function catchUpDaily(options: {
   timeZone: string;
   graceMs: number;
   log: Logger;
+  /** Told (email through the outbox, migration_log, a warn line) when steps are caught up. */
+  operators?: readonly string[];
   now?: Date;
 }): Promise<string[]> {
   const now = options.now ?? new Date();
@@ -47,6 +50,21 @@ export async function catchUpDaily(options: {
     await options.jobs.enqueue(s.job, { runDate: today } as never, { jobId });
     enqueued.push(s.job);
     options.log.warn({ job: s.job, runDate: today, scheduledAt: s.repeat.pattern }, "daily account step missed today: running it now");
+  }
+  if (enqueued.length > 0) {
+    // Started late (after the day's times): the day's steps run now, back to back. Users are
+    // still emailed before their first step (the step gate waits for the delivery), but an
+    // operator should know the night started late.
+    await alertOperators(
+      { db: options.db, jobs: options.jobs, operators: options.operators ?? [], log: options.log, job: "scheduler" },
+      {
+        level: "warn",
+        subject: `day:${today}`,
+        summary: `the fleet started after today's account schedule: running ${enqueued.join(", ")} now (catch-up)`,
+        details: { runDate: today, steps: enqueued.join(", ") },
+        dedupeKey: `catch-up:${today}:${enqueued.join(",")}`,
+      },
+    );
   }
   return enqueued;
 }

@@ -29,6 +29,7 @@ export const schedulerSchema = z.object({
   INVENTORY_WATCH: envBool(true).describe("Poll for new source_files and seed ranges at once, instead of waiting for the hourly seed-ranges"),
   INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
   ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
+  NOTIFY_OPERATORS: accountFields.NOTIFY_OPERATORS,
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
   SCHEDULER_METRICS_PORT: envInt(9465, 0, 65535).describe("Port of the scheduler's /healthz, /readyz and /metrics (0: pick a free one; not the worker's 9464, so both fit on one host)"),
   SCHEDULER_METRICS_HOST: z.string().default("0.0.0.0").describe("Address the scheduler's ops server binds"),

@@ -20,6 +20,12 @@ async function main(): Promise<void> {
     const scheduler = await runScheduler(config, log);
     scheduler.shutdown.listen();
   } catch (err) {
+    // A bad file named by the config (SSH_SERVERS_FILE, ACCOUNTS_WORKFLOW_FILE) is a config
+    // error too: the same exit code 2 and plain message as a bad variable, not a stack.
+    if (err instanceof ConfigError) {
+      process.stderr.write(`fleet scheduler: ${err.message}\n`);
+      process.exit(2);
+    }
     log.fatal({ err }, "scheduler failed to start");
     process.exit(1);
   }

@@ -66,7 +66,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
       await jobs.enqueue("accounts-reconcile", {});
     }
     first = false;
-    await catchUpDaily({ db, jobs, schedules, timeZone: config.FLEET_TZ, graceMs: config.ACCOUNTS_CATCHUP_GRACE, log }).catch((err: unknown) =>
+    await catchUpDaily({ db, jobs, schedules, timeZone: config.FLEET_TZ, graceMs: config.ACCOUNTS_CATCHUP_GRACE, log, operators: config.NOTIFY_OPERATORS }).catch((err: unknown) =>
       log.warn({ err }, "daily catch-up check failed; will try again at the next check"),
     );
   };

@@ -73,6 +73,19 @@ describe("daily catch-up", () => {
     expect(tomorrow).toEqual(["accounts-sync"]);
   });
 
+  it("a first start after 18:00 runs the whole day's steps and alerts the operators once", async () => {
+    await jobs.queue("maintenance").obliterate({ force: true });
+    await pool.query(`DELETE FROM sync_state; DELETE FROM migration_log; DELETE FROM notification`);
+    const at1830 = new Date("2026-11-30T23:30:00Z"); // 18:30 in New York
+    const ran = await catchUpDaily({ db: pool, jobs, schedules, timeZone: TZ, graceMs: 15 * 60_000, log, now: at1830, operators: ["ops@example.org"] });
+    expect(ran.sort()).toEqual(["accounts-group-update", "accounts-prepare", "accounts-run", "accounts-sync"]);
+    const { rows: alerts } = await pool.query(`SELECT level, subject, message FROM migration_log WHERE message LIKE 'alert:%'`);
+    expect(alerts).toEqual([{ level: "warn", subject: "day:2026-11-30", message: expect.stringMatching(/^alert: the fleet started after today's account schedule: running .*accounts-run.* now \(catch-up\)$/) }]);
+    const { rows: mails } = await pool.query(`SELECT recipient, template FROM notification`);
+    expect(mails).toEqual([{ recipient: "ops@example.org", template: "operator-alert" }]);
+    await pool.query(`DELETE FROM notification; DELETE FROM migration_log`);
+  });
+
   it("does nothing inside the grace period or before the step's time", async () => {
     await jobs.queue("maintenance").obliterate({ force: true });
     await pool.query(`DELETE FROM sync_state`);

@@ -17,7 +17,7 @@ export const workerSchema = z.object({
   WORKER_QUEUES: envList("migration,maintenance,remote").describe("Queues this worker consumes"),
   WORKER_CONCURRENCY: z
     .string()
-    .default("migration=2,maintenance=1,remote=2")
+    .default("migration=2,maintenance=3,remote=2")
     .transform((value, ctx) => {
       const out: Record<string, number> = {};
       for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -30,7 +30,7 @@ export const workerSchema = z.object({
       }
       return out;
     })
-    .describe("Jobs run at once per queue, e.g. migration=2,maintenance=1 (a range job copies COPY_CONCURRENCY files itself)"),
+    .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)"),
   LOCK_DURATION: envDuration("60s").describe("BullMQ lock of a running job; renewed at half this while it runs"),
   STALLED_INTERVAL: envDuration("30s").describe("How often BullMQ looks for jobs whose worker died"),
   MAX_STALLED_COUNT: envInt(3, 0).describe("Stalls before a job is failed (0: never re-run a stalled job)"),

@@ -2,6 +2,8 @@ import { buildCatalogue } from "@fleet/core/catalogue";
 import type { Catalogue } from "@fleet/core/catalogue";
 import type { AnyJobDefinition } from "@fleet/core/jobDefinition";
 import { accountBatchFinish } from "./accounts/accountBatchFinish";
+import { accountCleanup } from "./accounts/accountCleanup";
+import { accountsProbe } from "./accounts/accountsProbe";
 import { accountStep } from "./accounts/accountStep";
 import { accountsGroupUpdate } from "./accounts/accountsGroupUpdate";
 import { accountsPrepare } from "./accounts/accountsPrepare";
@@ -45,6 +47,8 @@ export const fleetJobs = {
   "notify-send": notifySend,
   "notify-sweep": notifySweep,
   "accounts-reconcile": accountsReconcile,
+  "account-cleanup": accountCleanup,
+  "accounts-probe": accountsProbe,
 } satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
 
 export type FleetJobs = typeof fleetJobs;

@@ -15,6 +15,7 @@ export const JOB_NAMES = [
   "seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "retention", "unpack", "remote-command", "hold",
   // Account migrations (accounts/): daily steps, batch run nodes, the notification outbox.
   "accounts-sync", "accounts-prepare", "accounts-group-update", "accounts-run", "account-step", "account-batch-finish", "notify-send", "notify-sweep", "accounts-reconcile",
+  "account-cleanup", "accounts-probe",
 ] as const;
 
 export type JobName = (typeof JOB_NAMES)[number];

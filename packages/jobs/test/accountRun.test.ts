@@ -1,14 +1,10 @@
-import { access, readFile, rm } from "node:fs/promises";
+import { access, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startBatch } from "@fleet/db/sql/accountBatches";
 import { setServerEnabled } from "@fleet/db/sql/migrationServers";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";
-import { executeWithRetries } from "../src/accounts/runStep";
-import type { WorkflowStep } from "../src/accounts/workflowFile";
-import { RemoteServers } from "../src/remote/remoteServers";
-import { loadServersFile } from "../src/remote/serversFile";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { startConsentApi } from "./consentApiFixture";
@@ -105,6 +101,12 @@ describe("an account-migration day", () => {
       ["hang-sync1", expect.stringMatching(/^directory-sync on sync1: .*time/i)],
     ]);
 
+    // The roles a failed account never reached are SKIPPED, not CANCELLED (an operator's word).
+    const { rows: skipped } = await h.runtime.db.query(
+      `SELECT a.role, a.state::text AS state FROM batch_assignment a JOIN migration_queue q ON q.id = a.account_id WHERE q.external_id = 'fail-export1' ORDER BY a.role`,
+    );
+    expect(skipped).toEqual([{ role: "export", state: "FAILED" }, { role: "migration", state: "SKIPPED" }, { role: "sync", state: "SKIPPED" }]);
+
     // Steps ran in order, and only for accounts whose previous step succeeded.
     const log = await calls();
     expect(log.filter((l) => l.startsWith("export")).length).toBe(6);
@@ -164,7 +166,7 @@ describe("cancel and servers going away", () => {
     if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
     return done.returnvalue as Record<string, unknown>;
   };
-  const batchOf = async (x: PipelineHarness) => (await x.runtime.db.query(`SELECT id, status, planned, done, failed, cancelled FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
+  const batchOf = async (x: PipelineHarness) => (await x.runtime.db.query(`SELECT id, status, planned, done, failed, cancelled, postponed FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
 
   it("cancelling an account while its step runs aborts the step; the account and its assignments end CANCELLED and the batch closes", async () => {
     const x = await prepared("account-cancel", ["hang-mig-c1", "cancel-ok1"]);
@@ -173,7 +175,7 @@ describe("cancel and servers going away", () => {
     await waitFor(async () => (await x.runtime.db.query(`SELECT 1 FROM migration_log WHERE subject = 'account:hang-mig-c1' AND message LIKE 'migrate: started%'`)).rowCount, 60_000, "the migration step to start");
     const cancelledAt = Date.now();
     const result = await cancelAccountMigrations({ db: x.runtime.db, redis: x.runtime.redis, prefix: x.runtime.prefix, target: { accountId: rows[0]!.id }, reason: "operator asked" });
-    expect(result).toEqual({ cancelled: 1, abortRequests: 1 });
+    expect(result).toMatchObject({ cancelled: 1, abortRequests: 1 });
     await waitFor(async () => (await batchOf(x))?.status === "DONE", 30_000, "the batch to close");
     // The check would have polled until its 60 s timeout; the abort ended it long before.
     expect(Date.now() - cancelledAt).toBeLessThan(20_000);
@@ -212,18 +214,25 @@ describe("cancel and servers going away", () => {
     expect(moved[0]).toEqual({ n: 2 });
   }, 180_000);
 
-  it("no enabled server left for a role: the accounts return to QUEUED for the next night, with the reason", async () => {
+  it("no enabled server left for a role: the accounts are POSTPONED (counted in the batch, told by email) and planned again the next night", async () => {
     const x = await prepared("account-no-server", ["n1", "n2"]);
     await runIn(x, "accounts-prepare");
     await setServerEnabled(x.runtime.db, "mig1", false);
     await setServerEnabled(x.runtime.db, "mig2", false);
     await runIn(x, "accounts-run");
     await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the batch to finish");
-    const { rows } = await x.runtime.db.query(`SELECT external_id, status, batch_id, last_error FROM migration_queue ORDER BY id`);
+    const { rows } = await x.runtime.db.query(`SELECT external_id, status, last_error FROM migration_queue ORDER BY id`);
     expect(rows).toEqual([
-      { external_id: "n1", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
-      { external_id: "n2", status: "QUEUED", batch_id: null, last_error: "migrate: no enabled migration server with room; queued for the next night" },
+      { external_id: "n1", status: "POSTPONED", last_error: "migrate: no enabled migration server with room" },
+      { external_id: "n2", status: "POSTPONED", last_error: "migrate: no enabled migration server with room" },
     ]);
+    expect(await batchOf(x)).toMatchObject({ planned: 2, done: 0, failed: 0, cancelled: 0, postponed: 2 });
+    await waitFor(async () => smtp.messages.filter((m) => /postponed/.test(m.header("subject") ?? "") && /^n\d@/.test(m.to[0] ?? "")).length === 2, 60_000, "the postponed emails");
+    // The next night takes them again, like queued accounts; the old batch still counts them.
+    await setServerEnabled(x.runtime.db, "mig1", true);
+    const next = await x.runtime.deps.jobs.enqueue("accounts-prepare", { runDate: "2026-12-01" }, { jobId: "prepare-next" });
+    expect((await finishedJob(x.runtime, "maintenance", next.id!, 60_000)).job.returnvalue).toMatchObject({ created: true, accounts: 2 });
+    expect(await batchOf(x)).toMatchObject({ postponed: 2 });
   }, 180_000);
 
   it("a running batch whose flow Redis lost is re-derived from Postgres: only the steps not yet done run", async () => {
@@ -243,28 +252,26 @@ describe("cancel and servers going away", () => {
   }, 180_000);
 
   it("a status check that never reports done fails its step with a timeout after its retries", async () => {
-    const box = new RemoteServers(loadServersFile(site.env.SSH_SERVERS_FILE!)).server("box");
-    const step: WorkflowStep = {
-      name: "migrate",
-      role: "migration",
-      command: "fx-mig-start {externalId}",
-      timeoutMs: 10_000,
-      check: { command: "fx-mig-status {externalId}", everyMs: 100, done: /^COMPLETED/m, failed: /^FAILED/m, timeoutMs: 1_500 },
-      attempts: 2,
-      backoffMs: [50],
-      errorPatterns: { permanent: [], retryable: [] },
-    };
-    const retries: string[] = [];
+    // The migrate step of the site's workflow, with a 1.5 s check timeout and 2 attempts.
+    const text = (await readFile(site.env.ACCOUNTS_WORKFLOW_FILE!, "utf8"))
+      .replace('every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }', 'every: 100ms, done: "^COMPLETED", failed: "^FAILED", timeout: 1500ms }\n    retry: { attempts: 2, backoff: [50ms] }');
+    const file = join(site.dir, "workflow-timeout.yaml");
+    await writeFile(file, text);
+    other = await createPipelineHarness("account-check-timeout", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms" });
+    await insertAccounts(other.runtime, [{ externalId: "hang-mig-t1" }]);
+    await other.startRunner({ concurrency: 4 });
     const started = Date.now();
-    const err = await executeWithRetries(step, box, { externalId: "hang-mig-t1" }, {
-      signal: new AbortController().signal,
-      onRetry: async (attempt, error) => void retries.push(`${attempt}:${error.category}`),
-    }).catch((e: unknown) => e);
-    // Normally "not done after 1500 ms of status checks (last: RUNNING n)"; on a loaded machine the
-    // last poll itself may be what runs out of time. Either way: a retryable timeout.
-    expect(err).toMatchObject({ category: "timeout", retryable: true, message: expect.stringMatching(/not done after 1500 ms of status checks|timed out/) });
-    expect(retries).toEqual(["1:timeout"]);
+    await runIn(other, "accounts-prepare");
+    await runIn(other, "accounts-run");
+    await waitFor(async () => (await batchOf(other!))?.status === "DONE", 90_000, "the batch to finish");
+    expect(await accountStates(other.runtime)).toEqual({ "hang-mig-t1": "FAILED" });
+    const { rows } = await other.runtime.db.query(`SELECT name, phase, attempt, category FROM account_step WHERE step = 1`);
+    expect(rows).toEqual([{ name: "migrate", phase: "FAILED", attempt: 2, category: "timeout" }]);
+    const { rows: errors } = await other.runtime.db.query<{ last_error: string }>(`SELECT last_error FROM migration_queue`);
+    expect(errors[0]!.last_error).toMatch(/not done after 1500 ms of status checks/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(3_000);
     expect((await calls()).filter((l) => l === "mig-start [hang-mig-t1]")).toHaveLength(2);
-  }, 60_000);
+    const { rows: retries } = await other.runtime.db.query(`SELECT message FROM migration_log WHERE subject = 'account:hang-mig-t1' AND message LIKE 'migrate: attempt%'`);
+    expect(retries).toEqual([{ message: "migrate: attempt 1 failed (timeout); retrying in 50 ms" }]);
+  }, 120_000);
 });

@@ -40,6 +40,16 @@ echo synced
   "fx-group": `#!/bin/sh
 printf 'group [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
 `,
+  "fx-group-remove": `#!/bin/sh
+printf 'group-remove [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
+`,
+  "fx-mig-cancel": `#!/bin/sh
+printf 'mig-cancel [%s]\\n' "$1" >> "$FX_STATE/calls"
+echo "migration of $1 aborted"
+`,
+  "fx-health": `#!/bin/sh
+echo healthy
+`,
 };
 
 export interface AccountSite {

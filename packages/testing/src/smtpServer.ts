@@ -19,7 +19,8 @@ export interface SmtpTestServer {
   host: "127.0.0.1";
   port: number;
   messages: CapturedMail[];
-  reject: Array<{ recipient: RegExp; code: number }>;
+  /** `times`: reject only the next N matching recipients, then accept again (default: always). */
+  reject: Array<{ recipient: RegExp; code: number; times?: number }>;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -38,8 +39,9 @@ export async function startSmtpServer(): Promise<SmtpTestServer> {
         disabledCommands: ["STARTTLS", "AUTH"],
         logger: false,
         onRcptTo(address, _session, callback) {
-          const rule = smtp.reject.find((r) => r.recipient.test(address.address));
+          const rule = smtp.reject.find((r) => r.recipient.test(address.address) && (r.times === undefined || r.times > 0));
           if (!rule) return callback();
+          if (rule.times !== undefined) rule.times--;
           const err = Object.assign(new Error(rule.code >= 500 ? "mailbox unavailable" : "try again later"), { responseCode: rule.code });
           return callback(err);
         },

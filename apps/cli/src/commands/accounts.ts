@@ -1,21 +1,25 @@
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
-import { accountCounts } from "@fleet/db/sql/accountQueue";
-import { assignmentSummary, recentBatches, requeueFinished, stepProgress } from "@fleet/db/sql/accountBatches";
-import { listServers, setServerEnabled } from "@fleet/db/sql/migrationServers";
-import { notificationCounts } from "@fleet/db/sql/notifications";
+import { requeueFinished, requeueMany } from "@fleet/db/sql/accountBatches";
+import { setServerEnabled } from "@fleet/db/sql/migrationServers";
+import { afterRevocations } from "@fleet/jobs/accounts/afterRevocations";
 import { cancelAccountMigrations } from "@fleet/jobs/accounts/cancelAccounts";
+import { recordDailyRunOf } from "@fleet/jobs/accounts/dailyPayload";
+import { updateGroup } from "@fleet/jobs/accounts/groupUpdate";
 import { prepareBatch } from "@fleet/jobs/accounts/prepareBatch";
 import { localDate } from "@fleet/jobs/accounts/runDate";
 import { startBatchRun } from "@fleet/jobs/accounts/startBatchRun";
-import { CONSENT_CURSOR_KEY, syncConsents } from "@fleet/jobs/accounts/syncConsents";
+import { syncConsents } from "@fleet/jobs/accounts/syncConsents";
 import type { CliContext } from "../context";
+import { registerAccountViewCommands } from "./accountViews";
 
 /**
- * `fleet accounts …`: the account migrations by hand — what the 13:00 / 13:30 / 18:00 jobs do,
- * now, plus status, cancel and switching a migration server on or off. sync/plan/run work
- * in this process (same code and same idempotency as the jobs); the steps of a run are
- * executed by the workers.
+ * `fleet accounts …`: the account migrations by hand — what the 13:00 / 13:30 / 17:30 / 18:00
+ * jobs do, now, plus cancel, requeue and switching a migration server on or off (status, list
+ * and show: accountViews.ts). sync/plan/group-update/run work in this process (same code and
+ * same idempotency as the jobs) and, run for today, record the daily marker as the jobs do, so
+ * the scheduler's catch-up does not run them again; the steps of a run are executed by the
+ * workers.
  */
 type Run = (fn: (ctx: CliContext) => Promise<number | void>) => Promise<void>;
 
@@ -35,46 +39,7 @@ export function registerAccountCommands(program: Command, run: Run): void {
   const accounts = program.command("accounts").description("account migrations: consent sync, nightly batches, remote steps, notifications");
   const today = (ctx: CliContext, given?: string) => given ?? localDate(new Date(), ctx.config.FLEET_TZ);
 
-  accounts
-    .command("status")
-    .description("accounts by status, recent batches with their server assignments, notifications, the consent cursor")
-    .option("--batches <n>", "how many recent batches", positive, 5)
-    .option("--json", "machine-readable output")
-    .action((opts: { batches: number; json?: boolean }) =>
-      run(async (ctx) => {
-        const { db } = await ctx.runtime();
-        const counts = await accountCounts(db);
-        const stepNames = (await ctx.runtime()).deps.accounts.workflow?.steps.map((s) => s.name) ?? [];
-        const batches = await Promise.all(
-          (await recentBatches(db, opts.batches)).map(async (b) => {
-            const progress = await stepProgress(db, b.id);
-            // Accounts past each step: those whose steps_done is beyond its index.
-            const steps = stepNames.map((name, i) => ({ name, done: progress.filter((p) => p.stepsDone > i).reduce((sum, p) => sum + p.n, 0) }));
-            return { ...b, assignments: await assignmentSummary(db, b.id), steps };
-          }),
-        );
-        const servers = await listServers(db);
-        const notifications = await notificationCounts(db);
-        const { rows } = await db.query<{ cursor: string | null; last_success_at: Date | null; last_error: string | null }>(
-          `SELECT cursor, last_success_at, last_error FROM sync_state WHERE key = $1`,
-          [CONSENT_CURSOR_KEY],
-        );
-        const sync = rows[0] ?? null;
-        const lines = [
-          `accounts: ${Object.entries(counts).map(([s, n]) => `${s} ${n}`).join(", ")}`,
-          `consent sync: ${sync ? `cursor ${sync.cursor ?? "(start)"}, last success ${sync.last_success_at?.toISOString() ?? "never"}${sync.last_error ? `, last error: ${sync.last_error}` : ""}` : "never ran"}`,
-          `notifications: ${Object.entries(notifications).map(([s, n]) => `${s} ${n}`).join(", ")}`,
-          `servers: ${servers.map((s) => `${s.name} (${s.role}, ${s.capacity}/night${s.enabled ? "" : ", DISABLED"})`).join(", ") || "none registered yet"}`,
-          ...batches.map(
-            (b) =>
-              `batch ${b.id} ${b.runDate} ${b.status}: ${b.planned} planned, ${b.done} done, ${b.failed} failed, ${b.cancelled} cancelled\n` +
-              (b.steps.length ? `    steps: ${b.steps.map((st) => `${st.name} ${st.done}/${b.planned}`).join(", ")}\n` : "") +
-              b.assignments.map((a) => `    ${a.role.padEnd(10)} ${a.server.padEnd(12)} ${a.state.padEnd(10)} ${a.n}`).join("\n"),
-          ),
-        ];
-        print(opts.json, { accounts: counts, sync, notifications, servers, batches }, lines.join("\n"));
-      }),
-    );
+  registerAccountViewCommands(accounts, run);
 
   accounts
     .command("sync")
@@ -82,11 +47,14 @@ export function registerAccountCommands(program: Command, run: Run): void {
     .option("--json", "machine-readable output")
     .action((opts: { json?: boolean }) =>
       run(async (ctx) => {
-        const runtime = await ctx.runtime();
+        const runtime = await ctx.runtime({ withRedis: true });
         const abort = new AbortController();
         process.once("SIGINT", () => abort.abort());
-        const r = await syncConsents({ db: runtime.db, consent: runtime.deps.accounts.settings.consent, log: ctx.log, signal: abort.signal, job: "cli" });
-        print(opts.json, r, `${r.pages} pages: ${r.inserted} new, ${r.updated} updated, ${r.unchanged} unchanged, ${r.rejected} rejected (see migration_log); cursor ${r.cursor ?? "(start)"}`);
+        const { settings } = runtime.deps.accounts;
+        const r = await syncConsents({ db: runtime.db, consent: settings.consent, log: ctx.log, signal: abort.signal, job: "cli", revokeDuringRun: settings.revokeDuringRun, notifyWindow: settings.notifyWindow });
+        await afterRevocations({ db: runtime.db, jobs: runtime.deps.jobs, accounts: runtime.deps.accounts }, r, "cli");
+        await recordDailyRunOf(runtime.db, "accounts-sync", today(ctx), ctx.config.FLEET_TZ);
+        print(opts.json, r, `${r.pages} pages: ${r.inserted} new, ${r.updated} updated, ${r.unchanged} unchanged, ${r.rejected} rejected, ${r.revoked} revoked (see migration_log); cursor ${r.cursor ?? "(start)"}`);
       }),
     );
 
@@ -101,6 +69,7 @@ export function registerAccountCommands(program: Command, run: Run): void {
         const runDate = today(ctx, opts.date);
         const r = await prepareBatch({ db: runtime.db, services: runtime.deps.accounts, remote: runtime.deps.remote, runDate, log: ctx.log, job: "cli" });
         if (r.emails > 0) await runtime.deps.jobs.enqueue("notify-send", {});
+        await recordDailyRunOf(runtime.db, "accounts-prepare", runDate, ctx.config.FLEET_TZ);
         const text =
           r.batchId === null
             ? `no batch for ${runDate}: no queued accounts, or no enabled server capacity for a step role`
@@ -119,7 +88,9 @@ export function registerAccountCommands(program: Command, run: Run): void {
         const runtime = await ctx.runtime({ withRedis: true });
         const runDate = today(ctx, opts.date);
         const r = await startBatchRun({ db: runtime.db, services: runtime.deps.accounts, remote: runtime.deps.remote, jobs: runtime.deps.jobs, runDate, log: ctx.log, job: "cli" });
-        const text = r.batchId === null ? `no batch for ${runDate}` : r.started ? `batch ${r.batchId}: run started for ${r.accounts} accounts` : `batch ${r.batchId}: not started (already running, done or cancelled)`;
+        await recordDailyRunOf(runtime.db, "accounts-run", runDate, ctx.config.FLEET_TZ);
+        const held = r.held ? `; ${r.held} held by the pre-flight (down: ${Object.keys(r.down ?? {}).join(", ")})` : "";
+        const text = r.batchId === null ? `no batch for ${runDate}` : r.started ? `batch ${r.batchId}: run started for ${r.accounts} accounts${held}` : `batch ${r.batchId}: not started (already running, done or cancelled)`;
         print(opts.json, r, text);
         return r.batchId === null ? 1 : 0;
       }),
@@ -150,18 +121,37 @@ export function registerAccountCommands(program: Command, run: Run): void {
         } else {
           target = { batchId: opts.batch! };
         }
-        const r = await cancelAccountMigrations({ db: runtime.db, redis: runtime.redis, prefix: runtime.prefix, target, reason: opts.reason, by: "cli" });
-        print(opts.json, r, `${r.cancelled} accounts cancelled; ${r.abortRequests} running steps asked to stop`);
+        const { accounts: services } = runtime.deps;
+        const r = await cancelAccountMigrations({ db: runtime.db, redis: runtime.redis, prefix: runtime.prefix, jobs: runtime.deps.jobs, workflow: services.workflow, notifyWindow: services.settings.notifyWindow, target, reason: opts.reason, by: "cli" });
+        print(opts.json, r, `${r.cancelled} accounts cancelled; ${r.abortRequests} running steps asked to stop; ${r.cleanups} accounts get their cancel/group-removal commands run (see \`fleet accounts show\`)`);
       }),
     );
 
   accounts
-    .command("requeue <externalId>")
-    .description("put a FAILED or CANCELLED account back in the queue (the next night's planning takes it)")
-    .action((externalId: string) =>
+    .command("requeue [externalId]")
+    .description("put FAILED or CANCELLED accounts back in the queue (the next night's planning takes them): one, a batch's, or all of a status")
+    .option("--batch <id>", "every FAILED or CANCELLED account of this batch", positive)
+    .option("--status <status>", "every account of this status: FAILED or CANCELLED", (v: string) => {
+      const u = v.toUpperCase();
+      if (u !== "FAILED" && u !== "CANCELLED") throw new InvalidArgumentError("expected FAILED or CANCELLED");
+      return u as "FAILED" | "CANCELLED";
+    })
+    .option("--category <category>", "with --batch/--status: only accounts whose failed step has this error category (e.g. auth-failed, timeout)")
+    .option("--json", "machine-readable output")
+    .action((externalId: string | undefined, opts: { batch?: number; status?: "FAILED" | "CANCELLED"; category?: string; json?: boolean }) =>
       run(async (ctx) => {
+        const bulk = opts.batch !== undefined || opts.status !== undefined;
+        if ((externalId !== undefined) === bulk || (opts.category !== undefined && !bulk)) {
+          process.stderr.write("fleet: give an external id, or --batch <id> and/or --status FAILED|CANCELLED [--category C]\n");
+          return 2;
+        }
         const { db } = await ctx.runtime();
-        const r = await requeueFinished(db, externalId);
+        if (bulk) {
+          const ids = await requeueMany(db, { ...(opts.batch ? { batchId: opts.batch } : {}), ...(opts.status ? { status: opts.status } : {}), ...(opts.category ? { category: opts.category } : {}) });
+          print(opts.json, { requeued: ids }, `${ids.length} accounts queued again${ids.length ? `: ${ids.slice(0, 20).join(", ")}${ids.length > 20 ? ", …" : ""}` : ""}`);
+          return 0;
+        }
+        const r = await requeueFinished(db, externalId!);
         if (!r) {
           process.stderr.write(`fleet: no account with external id ${JSON.stringify(externalId)}\n`);
           return 1;
@@ -170,7 +160,30 @@ export function registerAccountCommands(program: Command, run: Run): void {
           process.stderr.write(`fleet: account ${externalId} is ${r.status}; only FAILED or CANCELLED accounts can be requeued\n`);
           return 1;
         }
-        process.stdout.write(`${externalId} queued again\n`);
+        print(opts.json, { requeued: [externalId] }, `${externalId} queued again`);
+        return 0;
+      }),
+    );
+
+  accounts
+    .command("group-update")
+    .description("put the night's accounts into the directory group now (what the 17:30 job does; a pre-flight probes the servers first)")
+    .option("--date <yyyy-mm-dd>", "the night (default: today in FLEET_TZ)", date)
+    .option("--json", "machine-readable output")
+    .action((opts: { date?: string; json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const runDate = today(ctx, opts.date);
+        const abort = new AbortController();
+        process.once("SIGINT", () => abort.abort());
+        const r = await updateGroup({ db: runtime.db, services: runtime.deps.accounts, remote: runtime.deps.remote, jobs: runtime.deps.jobs, runDate, log: ctx.log, signal: abort.signal, job: "cli" }).catch((err: Error) => ({ error: err.message }));
+        if ("error" in r) {
+          print(opts.json, r, `group update for ${runDate}: ${r.error}`);
+          return 1;
+        }
+        await recordDailyRunOf(runtime.db, "accounts-group-update", runDate, ctx.config.FLEET_TZ);
+        print(opts.json, r, r.skipped ? `group update for ${runDate}: ${r.skipped}` : `group update for ${runDate}: ${r.added} added, ${r.held} held (server down), ${r.failed} failed`);
+        return 0;
       }),
     );
 

@@ -15,6 +15,9 @@ export interface BatchRow {
   done: number;
   failed: number;
   cancelled: number;
+  /** Accounts taken out of this batch for a later night (counted from their assignments). */
+  postponed: number;
+  revoked: number;
   groupUpdatedAt: Date | null;
   startedAt: Date | null;
   finishedAt: Date | null;
@@ -29,9 +32,12 @@ export interface BatchAccount {
   stepsDone: number;
   attributes: Record<string, string> | null;
   lastError: string | null;
+  groupAddedAt: Date | null;
+  heldSince: Date | null;
+  round: number;
 }
 
-const BATCH_COLUMNS = `id, run_date AS "runDate", status, planned, done, failed, cancelled, group_updated_at AS "groupUpdatedAt",
+const BATCH_COLUMNS = `id, run_date AS "runDate", status, planned, done, failed, cancelled, postponed, revoked, group_updated_at AS "groupUpdatedAt",
   started_at AS "startedAt", finished_at AS "finishedAt"`;
 
 export async function batchByDate(db: Queryable, runDate: string): Promise<BatchRow | undefined> {
@@ -55,16 +61,17 @@ export async function lockPlanning(db: Queryable): Promise<void> {
 }
 
 /**
- * Takes up to `limit` QUEUED accounts, oldest consent first, into a new batch of `runDate`.
- * Called under lockPlanning, after checking no batch exists for the date (the unique
- * run_date index would refuse a second one anyway).
+ * Takes up to `limit` QUEUED or POSTPONED accounts, oldest consent first, into a new batch of
+ * `runDate`. Called under lockPlanning, after checking no batch exists for the date (the unique
+ * run_date index would refuse a second one anyway). A postponed account's old batch keeps its
+ * POSTPONED assignments, so it is still counted there.
  */
 export async function createBatch(db: Queryable, runDate: string, limit: number): Promise<{ batchId: number; accountIds: number[] }> {
   const { rows: batch } = await db.query<{ id: number }>(`INSERT INTO migration_batch (run_date) VALUES ($1) RETURNING id`, [runDate]);
   const batchId = batch[0]!.id;
   const { rows } = await db.query<{ id: number }>(
-    `UPDATE migration_queue SET status = 'SCHEDULED', batch_id = $1, steps_done = 0, updated_at = now()
-     WHERE id IN (SELECT id FROM migration_queue WHERE status = 'QUEUED' ORDER BY consent_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+    `UPDATE migration_queue SET status = 'SCHEDULED', batch_id = $1, steps_done = 0, group_added_at = NULL, held_since = NULL, round = 0, updated_at = now()
+     WHERE id IN (SELECT id FROM migration_queue WHERE status IN ('QUEUED', 'POSTPONED') ORDER BY consent_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
      RETURNING id`,
     [batchId, limit],
   );
@@ -82,7 +89,8 @@ export async function insertAssignments(db: Queryable, batchId: number, rows: Re
   );
 }
 
-const ACCOUNT_COLUMNS = `id, external_id AS "externalId", email, name, status, steps_done AS "stepsDone", attributes, last_error AS "lastError"`;
+const ACCOUNT_COLUMNS = `id, external_id AS "externalId", email, name, status, steps_done AS "stepsDone", attributes, last_error AS "lastError",
+  group_added_at AS "groupAddedAt", held_since AS "heldSince", round`;
 
 export async function batchAccounts(db: Queryable, batchId: number): Promise<BatchAccount[]> {
   const { rows } = await db.query<BatchAccount>(`SELECT ${ACCOUNT_COLUMNS} FROM migration_queue WHERE batch_id = $1 ORDER BY id`, [batchId]);
@@ -108,12 +116,23 @@ export async function markGroupUpdated(db: Queryable, batchId: number): Promise<
  * Cancels accounts (all unfinished ones of a batch, or one) and their open assignments.
  * Returns the accounts that were cancelled, with their batch, so running steps can be aborted.
  */
-export async function cancelAccounts(db: Queryable, target: { batchId: number } | { accountId: number }, reason: string): Promise<Array<{ id: number; batchId: number | null; stepsDone: number }>> {
+export interface CancelledAccount {
+  id: number;
+  externalId: string;
+  email: string;
+  name: string;
+  batchId: number | null;
+  stepsDone: number;
+  round: number;
+  groupAddedAt: Date | null;
+}
+
+export async function cancelAccounts(db: Queryable, target: { batchId: number } | { accountId: number }, reason: string): Promise<CancelledAccount[]> {
   const byBatch = "batchId" in target;
-  const { rows } = await db.query<{ id: number; batchId: number | null; stepsDone: number }>(
-    `UPDATE migration_queue SET status = 'CANCELLED', last_error = $2, updated_at = now()
-     WHERE ${byBatch ? "batch_id" : "id"} = $1 AND status NOT IN ('DONE', 'FAILED', 'CANCELLED')
-     RETURNING id, batch_id AS "batchId", steps_done AS "stepsDone"`,
+  const { rows } = await db.query<CancelledAccount>(
+    `UPDATE migration_queue SET status = 'CANCELLED', last_error = $2, held_since = NULL, updated_at = now()
+     WHERE ${byBatch ? "batch_id" : "id"} = $1 AND status NOT IN ('DONE', 'FAILED', 'CANCELLED', 'REVOKED', 'POSTPONED')
+     RETURNING id, external_id AS "externalId", email, name, batch_id AS "batchId", steps_done AS "stepsDone", round, group_added_at AS "groupAddedAt"`,
     [byBatch ? target.batchId : target.accountId, reason],
   );
   if (rows.length > 0) {
@@ -128,29 +147,56 @@ export async function cancelAccounts(db: Queryable, target: { batchId: number } 
   return rows;
 }
 
+/** Accounts of a batch that have not reached an outcome yet (HELD ones included). */
+export async function unfinishedAccounts(db: Queryable, batchId: number): Promise<BatchAccount[]> {
+  const { rows } = await db.query<BatchAccount>(
+    `SELECT ${ACCOUNT_COLUMNS} FROM migration_queue WHERE batch_id = $1 AND status IN ('SCHEDULED', 'NOTIFIED', 'IN_PROGRESS', 'HELD') ORDER BY id`,
+    [batchId],
+  );
+  return rows;
+}
+
 /**
  * The end of a batch run: accounts whose steps ended without an outcome (a job lost) are
  * FAILED, the counts are written, and a RUNNING batch becomes DONE (a CANCELLED one stays so).
+ * Every account of the batch is in exactly one count: done, failed, cancelled, postponed (from
+ * its POSTPONED assignments, so an account already planned again is still counted here) or
+ * revoked.
  */
 export async function finishBatch(db: Queryable, batchId: number): Promise<BatchRow> {
   await db.query(
     `UPDATE migration_queue SET status = 'FAILED', last_error = coalesce(last_error, 'steps ended without an outcome'), updated_at = now()
-     WHERE batch_id = $1 AND status IN ('SCHEDULED', 'NOTIFIED', 'IN_PROGRESS')`,
+     WHERE batch_id = $1 AND status IN ('SCHEDULED', 'NOTIFIED', 'IN_PROGRESS', 'HELD')`,
     [batchId],
   );
   const { rows } = await db.query<BatchRow>(
     `UPDATE migration_batch b SET
-       done = c.done, failed = c.failed, cancelled = c.cancelled, finished_at = coalesce(b.finished_at, now()),
+       done = c.done, failed = c.failed, cancelled = c.cancelled, revoked = c.revoked, postponed = p.postponed, finished_at = coalesce(b.finished_at, now()),
        status = CASE WHEN b.status = 'RUNNING' THEN 'DONE'::batch_status ELSE b.status END
      FROM (SELECT count(*) FILTER (WHERE status = 'DONE')::int AS done, count(*) FILTER (WHERE status = 'FAILED')::int AS failed,
-                  count(*) FILTER (WHERE status = 'CANCELLED')::int AS cancelled
-           FROM migration_queue WHERE batch_id = $1) c
+                  count(*) FILTER (WHERE status = 'CANCELLED')::int AS cancelled, count(*) FILTER (WHERE status = 'REVOKED')::int AS revoked
+           FROM migration_queue WHERE batch_id = $1) c,
+          (SELECT count(DISTINCT account_id)::int AS postponed FROM batch_assignment WHERE batch_id = $1 AND state = 'POSTPONED') p
      WHERE b.id = $1
-     RETURNING b.id, b.run_date AS "runDate", b.status, b.planned, b.done, b.failed, b.cancelled, b.group_updated_at AS "groupUpdatedAt",
+     RETURNING b.id, b.run_date AS "runDate", b.status, b.planned, b.done, b.failed, b.cancelled, b.postponed, b.revoked, b.group_updated_at AS "groupUpdatedAt",
                b.started_at AS "startedAt", b.finished_at AS "finishedAt"`,
     [batchId],
   );
   return rows[0]!;
+}
+
+/**
+ * Live counts of a batch by outcome (what finishBatch will write), for status and dashboards:
+ * every planned account is in one of them.
+ */
+export async function batchCounts(db: Queryable, batchId: number): Promise<Record<string, number>> {
+  const { rows } = await db.query<{ status: string; n: number }>(
+    `SELECT status::text AS status, count(*)::int AS n FROM migration_queue WHERE batch_id = $1 AND status <> 'POSTPONED' GROUP BY 1
+     UNION ALL
+     SELECT 'POSTPONED', count(DISTINCT account_id)::int FROM batch_assignment WHERE batch_id = $1 AND state = 'POSTPONED'`,
+    [batchId],
+  );
+  return Object.fromEntries(rows.filter((r) => r.n > 0).map((r) => [r.status, r.n]));
 }
 
 /** Assignments of a batch by server, role and state (status and dashboards). */
@@ -189,10 +235,28 @@ export async function requeueFinished(db: Queryable, externalId: string): Promis
   const { rows } = await db.query<{ status: string }>(
     `WITH before AS (SELECT id, status FROM migration_queue WHERE external_id = $1),
      changed AS (
-       UPDATE migration_queue q SET status = 'QUEUED', batch_id = NULL, steps_done = 0, updated_at = now()
+       UPDATE migration_queue q SET status = 'QUEUED', batch_id = NULL, steps_done = 0, group_added_at = NULL, held_since = NULL, updated_at = now()
        FROM before WHERE q.id = before.id AND before.status IN ('FAILED', 'CANCELLED') RETURNING q.id)
      SELECT CASE WHEN EXISTS (SELECT 1 FROM changed) THEN 'QUEUED' ELSE before.status::text END AS status FROM before`,
     [externalId],
   );
   return rows[0];
+}
+
+/**
+ * Requeues in bulk, in one statement: the FAILED/CANCELLED accounts of a batch, or every
+ * account of a status (FAILED or CANCELLED), optionally only those whose failed step's error
+ * category is `category`. Returns the external ids requeued.
+ */
+export async function requeueMany(db: Queryable, filter: { batchId?: number; status?: "FAILED" | "CANCELLED"; category?: string }): Promise<string[]> {
+  const { rows } = await db.query<{ externalId: string }>(
+    `UPDATE migration_queue q SET status = 'QUEUED', batch_id = NULL, steps_done = 0, group_added_at = NULL, held_since = NULL, updated_at = now()
+     WHERE q.status IN ('FAILED', 'CANCELLED')
+       AND ($1::bigint IS NULL OR q.batch_id = $1)
+       AND ($2::text IS NULL OR q.status::text = $2)
+       AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM account_step st WHERE st.account_id = q.id AND st.batch_id = q.batch_id AND st.phase = 'FAILED' AND st.category = $3))
+     RETURNING q.external_id AS "externalId"`,
+    [filter.batchId ?? null, filter.status ?? null, filter.category ?? null],
+  );
+  return rows.map((r) => r.externalId).sort();
 }

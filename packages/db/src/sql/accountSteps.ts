@@ -27,7 +27,7 @@ export async function reassign(db: Queryable, assignmentId: number): Promise<str
     `WITH a AS (SELECT id, batch_id, role FROM batch_assignment WHERE id = $1 AND state IN ('PLANNED', 'RUNNING')),
      candidate AS (
        SELECT s.name FROM migration_server s, a
-       WHERE s.role = a.role AND s.enabled AND s.capacity > 0
+       WHERE s.role = a.role AND s.enabled AND s.health <> 'down' AND s.capacity > 0
          AND (SELECT count(*) FROM batch_assignment b WHERE b.batch_id = a.batch_id AND b.server = s.name) < s.capacity
        ORDER BY (SELECT count(*) FROM batch_assignment b WHERE b.batch_id = a.batch_id AND b.server = s.name)::float / s.capacity, s.name
        LIMIT 1)
@@ -45,8 +45,8 @@ export async function reassign(db: Queryable, assignmentId: number): Promise<str
  */
 export async function beginStep(db: Queryable, batchId: number, accountId: number, index: number): Promise<boolean> {
   const { rowCount } = await db.query(
-    `UPDATE migration_queue SET status = 'IN_PROGRESS', updated_at = now()
-     WHERE id = $1 AND batch_id = $2 AND steps_done = $3 AND status IN ('SCHEDULED', 'NOTIFIED', 'IN_PROGRESS')`,
+    `UPDATE migration_queue SET status = 'IN_PROGRESS', held_since = NULL, updated_at = now()
+     WHERE id = $1 AND batch_id = $2 AND steps_done = $3 AND status IN ('SCHEDULED', 'NOTIFIED', 'HELD', 'IN_PROGRESS')`,
     [accountId, batchId, index],
   );
   return (rowCount ?? 0) > 0;
@@ -77,24 +77,45 @@ export async function completeStep(db: Queryable, batchId: number, accountId: nu
 
 export async function failAccount(db: Queryable, batchId: number, accountId: number, error: string): Promise<boolean> {
   const { rowCount } = await db.query(
-    `UPDATE migration_queue SET status = 'FAILED', attempts = attempts + 1, last_error = $3, updated_at = now()
-     WHERE id = $1 AND batch_id = $2 AND status IN ('SCHEDULED', 'NOTIFIED', 'IN_PROGRESS')`,
+    `UPDATE migration_queue SET status = 'FAILED', attempts = attempts + 1, last_error = $3, held_since = NULL, updated_at = now()
+     WHERE id = $1 AND batch_id = $2 AND status IN ('SCHEDULED', 'NOTIFIED', 'HELD', 'IN_PROGRESS')`,
     [accountId, batchId, error.slice(0, 2000)],
   );
-  await db.query(`UPDATE batch_assignment SET state = 'CANCELLED', finished_at = now() WHERE batch_id = $1 AND account_id = $2 AND state = 'PLANNED'`, [batchId, accountId]);
+  // Roles not reached because an earlier step failed: SKIPPED, not an operator's CANCELLED.
+  await db.query(`UPDATE batch_assignment SET state = 'SKIPPED', finished_at = now() WHERE batch_id = $1 AND account_id = $2 AND state = 'PLANNED'`, [batchId, accountId]);
   return (rowCount ?? 0) > 0;
 }
 
-/** No server can take the account tonight: back to QUEUED (next night's planning takes it). */
-export async function requeueAccount(db: Queryable, batchId: number, accountId: number, reason: string): Promise<boolean> {
+/**
+ * The account cannot run tonight (no server, held too long, notice undeliverable): POSTPONED.
+ * It keeps its batch id until the next planning takes it (POSTPONED accounts are planned like
+ * QUEUED ones); its assignments become POSTPONED, which is how the batch keeps counting it.
+ */
+export async function postponeAccount(db: Queryable, batchId: number, accountId: number, reason: string): Promise<boolean> {
   const { rowCount } = await db.query(
-    `UPDATE migration_queue SET status = 'QUEUED', batch_id = NULL, steps_done = 0, last_error = $3, updated_at = now()
-     WHERE id = $1 AND batch_id = $2 AND status IN ('SCHEDULED', 'NOTIFIED', 'IN_PROGRESS')`,
+    `UPDATE migration_queue SET status = 'POSTPONED', steps_done = 0, last_error = $3, held_since = NULL, updated_at = now()
+     WHERE id = $1 AND batch_id = $2 AND status IN ('SCHEDULED', 'NOTIFIED', 'HELD', 'IN_PROGRESS')`,
     [accountId, batchId, reason.slice(0, 2000)],
   );
+  if ((rowCount ?? 0) === 0) return false;
   await db.query(
-    `UPDATE batch_assignment SET state = 'CANCELLED', finished_at = now(), last_error = $3 WHERE batch_id = $1 AND account_id = $2 AND state IN ('PLANNED', 'RUNNING')`,
+    `UPDATE batch_assignment SET state = 'POSTPONED', finished_at = now(), last_error = $3 WHERE batch_id = $1 AND account_id = $2 AND state IN ('PLANNED', 'RUNNING', 'DONE')`,
     [batchId, accountId, reason.slice(0, 2000)],
   );
+  return true;
+}
+
+/** The account waits in its batch for its server: HELD (since the first hold), never failed. */
+export async function holdAccount(db: Queryable, batchId: number, accountId: number, reason: string): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `UPDATE migration_queue SET status = 'HELD', held_since = coalesce(held_since, now()), last_error = $3, updated_at = now()
+     WHERE id = $1 AND batch_id = $2 AND status IN ('SCHEDULED', 'NOTIFIED', 'HELD', 'IN_PROGRESS')`,
+    [accountId, batchId, reason.slice(0, 2000)],
+  );
   return (rowCount ?? 0) > 0;
+}
+
+/** The account is in (or out of) the batch's directory group. */
+export async function setGroupAdded(db: Queryable, accountId: number, added: boolean): Promise<void> {
+  await db.query(`UPDATE migration_queue SET group_added_at = CASE WHEN $2 THEN coalesce(group_added_at, now()) ELSE NULL END WHERE id = $1`, [accountId, added]);
 }

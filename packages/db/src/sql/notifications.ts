@@ -14,6 +14,8 @@ export interface NewNotification {
   template: string;
   data: Record<string, unknown>;
   deliveryWindow?: string | null;
+  /** Not sent before this instant (a night planned in advance: its emails wait for that day). */
+  notBefore?: Date | null;
 }
 
 export interface ClaimedNotification {
@@ -31,10 +33,17 @@ export interface ClaimedNotification {
 export async function enqueueNotifications(db: Queryable, rows: readonly NewNotification[]): Promise<number> {
   if (rows.length === 0) return 0;
   const { rowCount } = await db.query(
-    `INSERT INTO notification (dedupe_key, recipient, template, data, delivery_window)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
+    `INSERT INTO notification (dedupe_key, recipient, template, data, delivery_window, next_attempt_at)
+     SELECT d, r, t, j, w, coalesce(n, now()) FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[]) AS x(d, r, t, j, w, n)
      ON CONFLICT (dedupe_key) DO NOTHING`,
-    [rows.map((r) => r.dedupeKey), rows.map((r) => r.recipient), rows.map((r) => r.template), rows.map((r) => JSON.stringify(r.data)), rows.map((r) => r.deliveryWindow ?? null)],
+    [
+      rows.map((r) => r.dedupeKey),
+      rows.map((r) => r.recipient),
+      rows.map((r) => r.template),
+      rows.map((r) => JSON.stringify(r.data)),
+      rows.map((r) => r.deliveryWindow ?? null),
+      rows.map((r) => r.notBefore ?? null),
+    ],
   );
   return rowCount ?? 0;
 }
@@ -108,4 +117,23 @@ export async function notificationCounts(db: Queryable): Promise<Record<string, 
      LEFT JOIN notification n ON n.status = s.status GROUP BY s.status ORDER BY s.status`,
   );
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+}
+
+/** One message by its dedupe key (has the pre-migration email of an account gone out?). */
+export async function notificationByKey(db: Queryable, dedupeKey: string): Promise<{ id: number; status: string; attempts: number; lastError: string | null; nextAttemptAt: Date; sentAt: Date | null } | undefined> {
+  const { rows } = await db.query<{ id: number; status: string; attempts: number; lastError: string | null; nextAttemptAt: Date; sentAt: Date | null }>(
+    `SELECT id, status::text AS status, attempts, last_error AS "lastError", next_attempt_at AS "nextAttemptAt", sent_at AS "sentAt" FROM notification WHERE dedupe_key = $1`,
+    [dedupeKey],
+  );
+  return rows[0];
+}
+
+/** The messages about one account (pre-migration, postponed, cancelled), oldest first. */
+export async function notificationsOfAccount(db: Queryable, accountId: number): Promise<Array<{ template: string; recipient: string; status: string; attempts: number; lastError: string | null; createdAt: Date; sentAt: Date | null; dedupeKey: string }>> {
+  const { rows } = await db.query<{ template: string; recipient: string; status: string; attempts: number; lastError: string | null; createdAt: Date; sentAt: Date | null; dedupeKey: string }>(
+    `SELECT template, recipient, status::text AS status, attempts, last_error AS "lastError", created_at AS "createdAt", sent_at AS "sentAt", dedupe_key AS "dedupeKey"
+     FROM notification WHERE data->>'accountId' = $1::text ORDER BY id`,
+    [String(accountId)],
+  );
+  return rows;
 }

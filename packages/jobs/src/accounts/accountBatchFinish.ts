@@ -26,12 +26,14 @@ export const accountBatchFinish = defineFleetJob({
       done: batch.done,
       failed: batch.failed,
       cancelled: batch.cancelled,
+      postponed: batch.postponed,
+      revoked: batch.revoked,
       failures: failures.length === 0 ? "No failures." : failures.slice(0, 50).map((a) => `${a.externalId} <${a.email}>: ${a.lastError ?? "?"}`).join("\n"),
     };
     const queued = await enqueueNotifications(db, accounts.settings.operators.map((to) => ({ dedupeKey: `summary:${batch.id}:${to}`, recipient: to, template: "operator-summary", data })));
     if (queued > 0) await jobs.enqueue("notify-send", {});
-    await writeLog(db, [{ level: "info", job: `account-batch-finish:${ctx.job.id}`, subject: `batch:${batch.id}`, message: `run finished: ${batch.done} done, ${batch.failed} failed, ${batch.cancelled} cancelled of ${batch.planned}` }]);
+    await writeLog(db, [{ level: "info", job: `account-batch-finish:${ctx.job.id}`, subject: `batch:${batch.id}`, message: `run finished: ${batch.done} done, ${batch.failed} failed, ${batch.cancelled} cancelled, ${batch.postponed} postponed, ${batch.revoked} revoked of ${batch.planned}` }]);
     ctx.log.info({ ...data, failures: failures.length }, "batch finished");
-    return { batchId: batch.id, status: batch.status, done: batch.done, failed: batch.failed, cancelled: batch.cancelled };
+    return { batchId: batch.id, status: batch.status, done: batch.done, failed: batch.failed, cancelled: batch.cancelled, postponed: batch.postponed, revoked: batch.revoked };
   },
 });

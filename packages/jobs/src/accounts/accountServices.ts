@@ -14,7 +14,8 @@ import type { Workflow } from "./workflowFile";
  */
 export interface AccountServices {
   settings: AccountSettings;
-  workflow: Workflow | undefined;
+  /** The workflow in force now (re-read when ACCOUNTS_WORKFLOW_FILE changes; see configFiles.ts). */
+  readonly workflow: Workflow | undefined;
   /** The workflow, or a bad-config error naming the variable to set. */
   requireWorkflow(): Workflow;
   flows(): FlowProducer;
@@ -25,14 +26,18 @@ export interface AccountServices {
   close(): Promise<void>;
 }
 
-export function createAccountServices(settings: AccountSettings, workflow: Workflow | undefined, redis: Redis, prefix: string): AccountServices {
+export function createAccountServices(settings: AccountSettings, workflowSource: Workflow | undefined | (() => Workflow | undefined), redis: Redis, prefix: string): AccountServices {
   let flowProducer: FlowProducer | undefined;
+  const current = typeof workflowSource === "function" ? workflowSource : () => workflowSource;
   return {
     settings,
-    workflow,
+    get workflow() {
+      return current();
+    },
     redis,
     prefix,
     requireWorkflow() {
+      const workflow = current();
       if (!workflow) throw new PermanentError("bad-config", "account migrations need ACCOUNTS_WORKFLOW_FILE (servers, steps, templates): it is not set");
       return workflow;
     },

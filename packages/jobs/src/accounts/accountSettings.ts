@@ -17,6 +17,13 @@ export const accountFields = {
   ACCOUNTS_CONSENT_BACKOFF: envDurationList("1s,5s,30s,2m").describe("Waits after a 429/5xx/network error of the consent API (Retry-After wins when longer); the sync gives up after the last"),
   ACCOUNTS_WORKFLOW_FILE: z.string().default("").describe("YAML of the site's account workflow: migration servers, steps, group update, mail templates (checked at startup); empty: plan/run refuse"),
   ACCOUNTS_BATCH_MAX: envInt(1_000, 1, 1_000_000).describe("Most accounts in one night's batch (besides the servers' capacity)"),
+  ACCOUNTS_NOTICE_POLICY: z.enum(["require", "none"]).default("require").describe("require: an account's first step waits until its pre-migration email was delivered (undeliverable, or still waiting after ACCOUNTS_HOLD_MAX: postponed); none: steps never wait for the email"),
+  ACCOUNTS_NOTICE_AT: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "expected HH:MM").default("09:00").describe("Time of day (FLEET_TZ) from which the pre-migration email of a night planned in advance is sent on that night's date (plan --date)"),
+  ACCOUNTS_RECHECK: envDuration("30s").describe("How often a waiting account step (held server, notice not delivered, no free server slot) looks again; it holds no worker meanwhile"),
+  ACCOUNTS_HOLD_MAX: envDuration("6h").describe("An account held this long (server down, notice not delivered) is postponed to a later night, with the postponed email"),
+  ACCOUNTS_BREAKER_THRESHOLD: envInt(3, 1, 1_000).describe("Server faults (connect, auth, host key) in a row on one migration server that open its breaker: its steps wait and operators are alerted"),
+  ACCOUNTS_PROBE_TIMEOUT: envDuration("30s").describe("Timeout of one migration-server probe (SSH connect with host-key check plus the role's check command)"),
+  ACCOUNTS_REVOKE_DURING_RUN: z.enum(["finish", "stop"]).default("finish").describe("A consent revoked while the account's steps run: finish (let the migration end, log it) or stop (cancel it like an operator: cancel commands run)"),
   ACCOUNTS_CATCHUP_GRACE: envDuration("15m").describe("A daily account step that has not run this long after its time today (fleet was down) is run once by the scheduler"),
   SMTP_HOST: z.string().default("127.0.0.1").describe("SMTP server of account notifications"),
   SMTP_PORT: envInt(25, 1, 65_535).describe("SMTP port (465 implies TLS)"),
@@ -41,6 +48,13 @@ export interface AccountSettings {
   workflowFile: string;
   batchMax: number;
   catchupGraceMs: number;
+  noticePolicy: "require" | "none";
+  noticeAt: string;
+  recheckMs: number;
+  holdMaxMs: number;
+  breakerThreshold: number;
+  probeTimeoutMs: number;
+  revokeDuringRun: "finish" | "stop";
   smtp: { host: string; port: number; user: string; password: string; from: string; timeoutMs: number };
   operators: readonly string[];
   notifyWindow: string;
@@ -73,6 +87,13 @@ export function toAccountSettings(c: Partial<AccountConfig>, timeZone: string): 
     workflowFile: v.ACCOUNTS_WORKFLOW_FILE,
     batchMax: v.ACCOUNTS_BATCH_MAX,
     catchupGraceMs: v.ACCOUNTS_CATCHUP_GRACE,
+    noticePolicy: v.ACCOUNTS_NOTICE_POLICY,
+    noticeAt: v.ACCOUNTS_NOTICE_AT,
+    recheckMs: v.ACCOUNTS_RECHECK,
+    holdMaxMs: v.ACCOUNTS_HOLD_MAX,
+    breakerThreshold: v.ACCOUNTS_BREAKER_THRESHOLD,
+    probeTimeoutMs: v.ACCOUNTS_PROBE_TIMEOUT,
+    revokeDuringRun: v.ACCOUNTS_REVOKE_DURING_RUN,
     smtp: { host: v.SMTP_HOST, port: v.SMTP_PORT, user: v.SMTP_USER, password: v.SMTP_PASSWORD, from: v.SMTP_FROM, timeoutMs: v.SMTP_TIMEOUT },
     operators: v.NOTIFY_OPERATORS,
     notifyWindow: v.NOTIFY_WINDOW,

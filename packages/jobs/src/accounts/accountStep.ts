@@ -1,95 +1,245 @@
 import { z } from "zod";
 import { CANCEL_REASON } from "@fleet/core/jobCancel";
+import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
-import { describe } from "@fleet/core/classifyError";
+import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
-import { setServerStatus } from "@fleet/db/sql/migrationServers";
-import { assignmentOf, beginStep, completeStep, failAccount, reassign, requeueAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
+import { backToWaiting, ensureStepRow, finishStepRow, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
+import type { StepRow } from "@fleet/db/sql/accountStepRows";
+import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
+import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
+import type { RemoteCommandResult } from "@fleet/storage/remoteCommand";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
+import { postponeWithNotice } from "./accountOutcomes";
 import { accountValues } from "./accountValues";
-import { executeWithRetries, failureOutput } from "./runStep";
+import { alertOperators } from "./operatorAlert";
+import { failureOutput, readCheck, runStepCommand, summary, tail } from "./runStep";
+import { serverFault } from "./serverProbe";
+import { groupGate, noticeGate, serverGate } from "./stepGates";
+import type { GateResult, StepScope, UsableServer } from "./stepGates";
 
-export type StepJobResult = { outcome: "done" | "failed" | "skipped" | "requeued" | "cancelled"; step: string };
+export type StepJobResult = { outcome: "done" | "failed" | "skipped" | "postponed" | "cancelled"; step: string };
+
+/** Accounts whose steps may still run. */
+const OPEN = new Set(["SCHEDULED", "NOTIFIED", "HELD", "IN_PROGRESS"]);
+/** A step waiting for a free server slot looks again this soon (slots free up as steps end). */
+const SLOT_RECHECK_MS = 5_000;
+
+const jitter = (ms: number) => Math.round(ms * (0.8 + Math.random() * 0.4));
+const delay = (ms: number, reason: string) => new DelayJob(new Date(Date.now() + Math.max(50, ms)), reason);
 
 /**
- * One workflow step of one account in a batch run (a node of the batch's BullMQ flow; the
- * account's steps are a chain, so step i runs after step i-1's job). Postgres decides whether
- * it runs: the account must have exactly `step` steps done and be unfinished, so a duplicate
- * delivery, a cancelled or failed account, or a re-run after success all skip. The step's own
- * retry policy runs inside the job; its outcome (start, end, output summary) goes to
- * migration_log and the account's state. A failed step fails the account (later steps skip).
+ * One workflow step of one account in a batch (a node of the batch's BullMQ flow; the
+ * account's steps are a chain). Postgres decides everything: the account must have exactly
+ * `step` steps done and be unfinished, so duplicate deliveries and re-runs skip; the step's
+ * phase, attempt and poll deadline are its account_step row.
+ *
+ * The job never holds its worker while it waits: before the command (notice not delivered,
+ * server down or full, retry backoff) and between status checks of a polled step it throws
+ * DelayJob, and BullMQ gives it back later (no attempt used). So hundreds of accounts can be
+ * in progress on a few workers, bounded per server by the workflow's `concurrency`.
+ *
+ * A server fault (connect, auth, host key: nothing ran) never fails the account: it is HELD,
+ * the fault counts toward the server's breaker, and it goes on once the server answers again.
+ * Held longer than ACCOUNTS_HOLD_MAX, it is postponed to a later night with a notice.
  */
 export const accountStep = defineFleetJob({
   name: "account-step",
   queue: QUEUES.remote,
-  description: "Run one workflow step of one account on its assigned server",
-  schema: z.object({ batchId: z.number().int().positive(), accountId: z.number().int().positive(), step: z.number().int().min(0) }).strict(),
-  jobId: (p) => `account-step-${p.batchId}-${p.accountId}-${p.step}`,
+  description: "Run one workflow step of one account on its assigned server (waits and polls without holding a worker)",
+  schema: z.object({ batchId: z.number().int().positive(), accountId: z.number().int().positive(), step: z.number().int().min(0), round: z.number().int().min(0).default(0) }).strict(),
+  jobId: (p) => `account-step-${p.batchId}-${p.accountId}-${p.step}${p.round ? `-r${p.round}` : ""}`,
   async handle(payload, ctx): Promise<StepJobResult> {
-    const { db, remote, accounts } = ctx.deps;
+    const { db, accounts } = ctx.deps;
     const workflow = accounts.requireWorkflow();
     const step = workflow.steps[payload.step];
     if (!step) return { outcome: "skipped", step: `#${payload.step}` };
-    const { batchId, accountId } = payload;
-    const job = `account-step:${ctx.job.id}`;
-    const account = await accountInBatch(db, batchId, accountId);
-    const subject = `account:${account?.externalId ?? accountId}`;
-    if (!account || !(await beginStep(db, batchId, accountId, payload.step))) {
-      ctx.log.info({ batchId, accountId, step: step.name, status: account?.status, stepsDone: account?.stepsDone }, "step skipped: account not at this step");
+    const key = { batchId: payload.batchId, accountId: payload.accountId, step: payload.step };
+    const account = await accountInBatch(db, key.batchId, key.accountId);
+    if (!account || !OPEN.has(account.status) || account.stepsDone !== key.step) {
+      ctx.log.info({ ...key, step: step.name, status: account?.status, stepsDone: account?.stepsDone }, "step skipped: account not at this step");
       return { outcome: "skipped", step: step.name };
     }
-    const batch = (await batchById(db, batchId))!;
-    let assignment = await assignmentOf(db, batchId, accountId, step.role);
-    if (assignment && !assignment.enabled) {
-      const moved = await reassign(db, assignment.id);
-      await writeLog(db, [{ level: "warn", job, subject, message: `${step.name}: server ${assignment.server} is disabled; ${moved ? `moved to ${moved}` : "no other server has room"}` }]);
-      assignment = moved ? await assignmentOf(db, batchId, accountId, step.role) : undefined;
-      if (!assignment) {
-        await requeueAccount(db, batchId, accountId, `${step.name}: no enabled ${step.role} server with room; queued for the next night`);
-        return { outcome: "requeued", step: step.name };
-      }
+    const row = await ensureStepRow(db, key, step.name);
+    if (!["WAITING", "RUNNING", "POLLING"].includes(row.phase)) return { outcome: "skipped", step: step.name };
+    const s: StepScope = { ctx, workflow, step, key, batch: (await batchById(db, key.batchId))!, account, subject: `account:${account.externalId}`, job: `account-step:${ctx.job.id}` };
+    // Errors of Postgres or Redis fail the job (BullMQ retries it; the row says where it was).
+    if (row.phase === "POLLING") return poll(s, row);
+    if (row.phase === "RUNNING") {
+      // The previous run died with the command in flight (worker killed): run it again.
+      const usable = await serverGate(s);
+      if ("registered" in usable) return runCommand(s, usable, row.attempt);
+      await backToWaiting(db, key, "its server became unusable while the command ran");
     }
-    if (!assignment) {
-      await failAccount(db, batchId, accountId, `${step.name}: no ${step.role} server assigned`);
-      return { outcome: "failed", step: step.name };
-    }
-    const server = remote.server(workflow.servers.find((s) => s.name === assignment.server)?.ssh ?? assignment.server);
-    const values = accountValues(account, batch, { server: assignment.server, group: workflow.groupUpdate?.group ?? "" });
-    await setAssignmentState(db, assignment.id, "RUNNING");
-    await writeLog(db, [{ level: "info", job, subject, message: `${step.name}: started on ${assignment.server}`, details: { batchId, step: payload.step, attempt: ctx.job.attempt } }]);
-    const stillRunning = async () => {
-      const now = await accountInBatch(db, batchId, accountId);
-      if (now?.status !== "IN_PROGRESS") throw new RetryableError("interrupted", `${step.name}: account is ${now?.status ?? "gone"}; stopping`);
-    };
-    try {
-      const outcome = await executeWithRetries(step, server, values, {
-        signal: ctx.signal,
-        beforePoll: stillRunning,
-        onRetry: async (attempt, error, waitMs) => {
-          await writeLog(db, [{ level: "warn", job, subject, message: `${step.name}: attempt ${attempt} failed (${error.category}); retrying in ${waitMs} ms`, details: { error: error.message, output: failureOutput(error) } }]);
-        },
-      });
-      const last = workflow.steps.findLastIndex((s) => s.role === step.role) === payload.step;
-      const advanced = await completeStep(db, batchId, accountId, payload.step, workflow.steps.length);
-      if (last) await setAssignmentState(db, assignment.id, "DONE");
-      await setServerStatus(db, assignment.server, `ok: ${step.name}`);
-      await writeLog(db, [{ level: "info", job, subject, message: `${step.name}: done on ${assignment.server} in ${outcome.durationMs} ms`, details: { exitCode: outcome.exitCode, attempts: outcome.attempts, checks: outcome.checks, output: outcome.output } }]);
-      return { outcome: advanced ? "done" : "cancelled", step: step.name };
-    } catch (err) {
-      const current = await accountInBatch(db, batchId, accountId);
-      if (ctx.signal.aborted && ctx.signal.reason !== CANCEL_REASON) throw err; // shutdown: the job runs again
-      if (ctx.signal.reason === CANCEL_REASON || current?.status === "CANCELLED") {
-        await writeLog(db, [{ level: "warn", job, subject, message: `${step.name}: cancelled on ${assignment.server}` }]);
-        return { outcome: "cancelled", step: step.name };
-      }
-      const message = `${step.name} on ${assignment.server}: ${describe(err)}`;
-      await failAccount(db, batchId, accountId, message);
-      await setAssignmentState(db, assignment.id, "FAILED", message);
-      await setServerStatus(db, assignment.server, `failed: ${step.name}`);
-      await writeLog(db, [{ level: "error", job, subject, message: `${step.name}: failed on ${assignment.server}`, details: { error: describe(err), category: (err as { category?: string }).category ?? "unknown", output: failureOutput(err) } }]);
-      return { outcome: "failed", step: step.name };
-    }
+    return startStep(s);
   },
 });
+
+async function startStep(s: StepScope): Promise<StepJobResult> {
+  const { db, accounts } = s.ctx.deps;
+  if (s.account.status === "HELD" && s.account.heldSince && Date.now() - s.account.heldSince.getTime() > accounts.settings.holdMaxMs) {
+    return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min (${s.account.lastError ?? "?"})`);
+  }
+  const notice = await noticeGate(s);
+  if (!notice.pass) return gateStop(s, notice);
+  const usable = await serverGate(s);
+  if (!("registered" in usable)) {
+    if (usable.pass) throw new Error("unreachable");
+    return gateStop(s, usable);
+  }
+  const group = await groupGate(s);
+  if (!group.pass) return gateStop(s, group);
+  const slot = await takeSlot(db, s.key, usable.server.name, usable.server.concurrency);
+  if (!slot.taken) {
+    await setWaiting(db, s.key, `a free slot on ${usable.server.name} (${slot.busy}/${usable.server.concurrency} in progress)`, usable.server.name);
+    throw delay(jitter(Math.min(SLOT_RECHECK_MS, accounts.settings.recheckMs)), "waiting for a server slot");
+  }
+  if (!(await beginStep(db, s.key.batchId, s.key.accountId, s.key.step))) {
+    await finishStepRow(db, s.key, "CANCELLED", { error: "the account left the run before the step started" });
+    return { outcome: "skipped", step: s.step.name };
+  }
+  await setAssignmentState(db, usable.assignmentId, "RUNNING");
+  await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: started on ${usable.server.name}`, details: { batchId: s.key.batchId, step: s.key.step, attempt: slot.attempt } }]);
+  return runCommand(s, usable, slot.attempt);
+}
+
+/** The step's command, once; a polled step then waits for its first check without its worker. */
+async function runCommand(s: StepScope, usable: UsableServer, attempt: number): Promise<StepJobResult> {
+  const { db } = s.ctx.deps;
+  const values = accountValues(s.account, s.batch, { server: usable.server.name, group: s.workflow.groupUpdate?.group ?? "" });
+  let result: RemoteCommandResult;
+  try {
+    result = await runStepCommand(s.step, usable.registered, s.step.command, values, s.step.timeoutMs, s.ctx.signal);
+  } catch (err) {
+    return attemptFailed(s, err, usable.server.name, attempt);
+  }
+  await recordServerSuccess(db, usable.server.name);
+  const check = s.step.check;
+  if (!check) return complete(s, usable.server.name, summary(result), result.exitCode, 0);
+  const now = Date.now();
+  await startPolling(db, s.key, new Date(now + check.everyMs), new Date(now + check.timeoutMs), summary(result), result.exitCode);
+  await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: command done on ${usable.server.name}; checking every ${check.everyMs} ms`, details: { output: summary(result) } }]);
+  throw delay(check.everyMs, "status check not due yet");
+}
+
+async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
+  const { db, accounts } = s.ctx.deps;
+  const check = s.step.check;
+  const serverName = row.server ?? "?";
+  if (!check) return complete(s, serverName, row.output ?? "", row.exitCode, row.checks);
+  if (row.nextCheckAt && row.nextCheckAt.getTime() > Date.now() + 50) throw delay(row.nextCheckAt.getTime() - Date.now(), "status check not due yet");
+  if (row.deadlineAt && Date.now() > row.deadlineAt.getTime()) {
+    return attemptFailed(s, new RetryableError("timeout", `${s.step.name}: not done after ${check.timeoutMs} ms of status checks (last: ${tail(row.output ?? "", 200)})`), serverName, row.attempt, false);
+  }
+  const server = s.workflow.servers.find((w) => w.name === serverName);
+  if (!server) return attemptFailed(s, new RetryableError("unavailable", `server ${serverName} is no longer in the workflow file`), serverName, row.attempt, false);
+  const values = accountValues(s.account, s.batch, { server: serverName, group: s.workflow.groupUpdate?.group ?? "" });
+  let result: RemoteCommandResult;
+  try {
+    result = await runStepCommand(s.step, s.ctx.deps.remote.server(server.ssh), check.command, values, Math.min(s.step.timeoutMs, check.timeoutMs), s.ctx.signal, `${s.step.name} check`);
+  } catch (err) {
+    const fault = serverFault(err);
+    if (!fault || s.ctx.signal.aborted) return attemptFailed(s, err, serverName, row.attempt);
+    // The migration goes on on the server; only our view of it is cut: keep polling later.
+    await serverFaultSeen(s, serverName, err, fault.category);
+    await holdAccount(db, s.key.batchId, s.key.accountId, `${s.step.name}: status check cannot reach ${serverName}: ${describe(err)}`);
+    throw delay(jitter(accounts.settings.recheckMs), "server fault during status checks");
+  }
+  await recordServerSuccess(db, serverName);
+  const verdict = readCheck(s.step, result);
+  if (verdict === "done") return complete(s, serverName, summary(result), row.exitCode, row.checks + 1);
+  if (verdict === "failed") {
+    return fail(s, serverName, `${s.step.name} on ${serverName}: status check reports failure: ${tail(`${result.stdout}\n${result.stderr}`, 300)}`, "invalid-payload", summary(result));
+  }
+  await beginStep(db, s.key.batchId, s.key.accountId, s.key.step); // HELD by a fault earlier → IN_PROGRESS again
+  await recordCheck(db, s.key, new Date(Date.now() + check.everyMs), summary(result));
+  throw delay(check.everyMs, "status check not done yet");
+}
+
+/**
+ * A command or check failed: cancelled, a server fault (hold), a retry after backoff, or the
+ * account fails. `fromServer` is false for Fleet's own verdicts (poll deadline passed), which
+ * are never server faults.
+ */
+async function attemptFailed(s: StepScope, err: unknown, serverName: string, attempt = 1, fromServer = true): Promise<StepJobResult> {
+  const { db, accounts } = s.ctx.deps;
+  const signal = s.ctx.signal;
+  const now = await accountInBatch(db, s.key.batchId, s.key.accountId);
+  if (signal.reason === CANCEL_REASON || now?.status === "CANCELLED" || now?.status === "REVOKED") {
+    await finishStepRow(db, s.key, "CANCELLED", { error: "cancelled" });
+    await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: cancelled on ${serverName}` }]);
+    return { outcome: "cancelled", step: s.step.name };
+  }
+  if (signal.aborted) throw err; // shutdown: the job runs again, and finds its row
+  const fault = fromServer ? serverFault(err) : undefined;
+  if (fault) {
+    await backToWaiting(db, s.key, `server ${serverName}: ${fault.category}`, { message: describe(err), category: fault.category });
+    await serverFaultSeen(s, serverName, err, fault.category);
+    await holdAccount(db, s.key.batchId, s.key.accountId, `${s.step.name}: server ${serverName} unreachable: ${describe(err)}`);
+    throw delay(jitter(accounts.settings.recheckMs), "server fault: account held");
+  }
+  const error = classifyError(err);
+  if (error.retryable && attempt < s.step.attempts) {
+    const waitMs = s.step.backoffMs[Math.min(attempt - 1, s.step.backoffMs.length - 1)] ?? 30_000;
+    await backToWaiting(db, s.key, `retry ${attempt + 1} of ${s.step.attempts}`, { message: describe(err), category: error.category });
+    await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: attempt ${attempt} failed (${error.category}); retrying in ${waitMs} ms`, details: { error: error.message, output: failureOutput(err) } }]);
+    throw delay(waitMs, "retry backoff");
+  }
+  return fail(s, serverName, `${s.step.name} on ${serverName}: ${describe(err)}`, error.category, failureOutput(err));
+}
+
+async function serverFaultSeen(s: StepScope, serverName: string, err: unknown, category: string): Promise<void> {
+  const { db, accounts, jobs } = s.ctx.deps;
+  await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: server ${serverName} unreachable (${category}): account held`, details: { error: describe(err) } }]);
+  if (await recordServerFault(db, serverName, describe(err), category, accounts.settings.breakerThreshold)) {
+    await alertOperators(
+      { db, jobs, operators: accounts.settings.operators, log: s.ctx.log, job: s.job },
+      { level: "error", subject: `server:${serverName}`, summary: `breaker open on ${serverName} (${category}): its steps wait until a probe succeeds`, details: { error: describe(err) }, dedupeKey: `breaker:${serverName}:${Date.now()}` },
+    );
+  }
+}
+
+async function complete(s: StepScope, serverName: string, output: string, exitCode: number | null, checks: number): Promise<StepJobResult> {
+  const { db } = s.ctx.deps;
+  const last = s.workflow.steps.findLastIndex((x) => x.role === s.step.role) === s.key.step;
+  const advanced = await completeStep(db, s.key.batchId, s.key.accountId, s.key.step, s.workflow.steps.length);
+  await finishStepRow(db, s.key, advanced ? "DONE" : "CANCELLED", { output, exitCode, checks });
+  if (last) {
+    const { rows } = await db.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [s.key.batchId, s.key.accountId, s.step.role]);
+    if (rows[0]) await setAssignmentState(db, rows[0].id, "DONE");
+  }
+  await setServerStatus(db, serverName, `ok: ${s.step.name}`);
+  await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: done on ${serverName}`, details: { exitCode, checks, output } }]);
+  return { outcome: advanced ? "done" : "cancelled", step: s.step.name };
+}
+
+async function fail(s: StepScope, serverName: string, message: string, category: string, output: string): Promise<StepJobResult> {
+  const { db } = s.ctx.deps;
+  await finishStepRow(db, s.key, "FAILED", { error: message, category, output });
+  await failAccount(db, s.key.batchId, s.key.accountId, message);
+  const { rows } = await db.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [s.key.batchId, s.key.accountId, s.step.role]);
+  if (rows[0]) await setAssignmentState(db, rows[0].id, "FAILED", message);
+  await setServerStatus(db, serverName, `failed: ${s.step.name}`);
+  await writeLog(db, [{ level: "error", job: s.job, subject: s.subject, message: `${s.step.name}: failed on ${serverName}`, details: { error: message, category, output } }]);
+  return { outcome: "failed", step: s.step.name };
+}
+
+async function postpone(s: StepScope, reason: string): Promise<StepJobResult> {
+  const { db, jobs, accounts } = s.ctx.deps;
+  await postponeWithNotice({ db, jobs, log: s.ctx.log, workflow: s.workflow, notifyWindow: accounts.settings.notifyWindow }, s.batch, s.account, `${reason}`, s.job);
+  return { outcome: "postponed", step: s.step.name };
+}
+
+/** A gate said no: hold (and look again later, without a worker), postpone or fail. */
+async function gateStop(s: StepScope, gate: Exclude<GateResult, { pass: true }>): Promise<StepJobResult> {
+  const { db, accounts } = s.ctx.deps;
+  if ("postpone" in gate) return postpone(s, gate.postpone);
+  if ("fail" in gate) return fail(s, "-", gate.fail, "bad-config", "");
+  await setWaiting(db, s.key, gate.hold, gate.server);
+  const first = s.account.status !== "HELD" || s.account.lastError !== gate.hold;
+  await holdAccount(db, s.key.batchId, s.key.accountId, gate.hold);
+  if (first) await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `held: ${gate.hold}`.slice(0, 2000) }]);
+  throw delay(jitter(accounts.settings.recheckMs), gate.hold);
+}

@@ -5,7 +5,7 @@ import type { BatchAccount } from "@fleet/db/sql/accountBatches";
  * renderCommand shell-quotes each into its {placeholder}. Attributes of the consent record
  * come as attr_<key>.
  */
-export function accountValues(account: BatchAccount, batch: { id: number; runDate: string }, extra: { server?: string; group?: string } = {}): Record<string, string> {
+export function accountValues(account: Pick<BatchAccount, "id" | "externalId" | "email" | "name" | "attributes">, batch: { id: number; runDate: string }, extra: { server?: string; group?: string } = {}): Record<string, string> {
   const values: Record<string, string> = {
     accountId: String(account.id),
     externalId: account.externalId,

@@ -1,7 +1,6 @@
-import { recordDailyRun } from "@fleet/db/sql/accountQueue";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
-import { dailyPayload, runDateOf } from "./dailyPayload";
+import { dailyPayload, recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { updateGroup } from "./groupUpdate";
 
 /** 17:30: tonight's accounts into the directory group (workflow `groupUpdate`). */
@@ -16,11 +15,11 @@ export const accountsGroupUpdate = defineFleetJob({
     const runDate = runDateOf(payload, accounts.settings.timeZone);
     if (!accounts.workflow) {
       // A fleet without account migrations: the day counts as done (no catch-up either).
-      await recordDailyRun(db, "accounts-group-update", runDate);
+      await recordDailyRunOf(db, "accounts-group-update", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     }
     const result = await updateGroup({ db, services: accounts, remote, runDate, log: ctx.log, signal: ctx.signal, job: `accounts-group-update:${ctx.job.id}` });
-    await recordDailyRun(db, "accounts-group-update", runDate);
+    await recordDailyRunOf(db, "accounts-group-update", runDate, accounts.settings.timeZone);
     return result;
   },
 });

@@ -1,7 +1,6 @@
-import { recordDailyRun } from "@fleet/db/sql/accountQueue";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
-import { dailyPayload, runDateOf } from "./dailyPayload";
+import { dailyPayload, recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { prepareBatch } from "./prepareBatch";
 
 /** 13:30: plan tonight's batch and queue the pre-migration emails, then send them. */
@@ -16,12 +15,12 @@ export const accountsPrepare = defineFleetJob({
     const runDate = runDateOf(payload, accounts.settings.timeZone);
     if (!accounts.workflow) {
       // A fleet without account migrations: the day counts as done (no catch-up either).
-      await recordDailyRun(db, "accounts-prepare", runDate);
+      await recordDailyRunOf(db, "accounts-prepare", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     }
     const result = await prepareBatch({ db, services: accounts, remote, runDate, log: ctx.log, job: `accounts-prepare:${ctx.job.id}` });
     if (result.emails > 0) await jobs.enqueue("notify-send", {});
-    await recordDailyRun(db, "accounts-prepare", runDate);
+    await recordDailyRunOf(db, "accounts-prepare", runDate, accounts.settings.timeZone);
     return result;
   },
 });

@@ -1,7 +1,6 @@
-import { recordDailyRun } from "@fleet/db/sql/accountQueue";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
-import { dailyPayload, runDateOf } from "./dailyPayload";
+import { dailyPayload, recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { startBatchRun } from "./startBatchRun";
 
 /** 18:00: start tonight's batch (planning it first if 13:30 did not). */
@@ -16,11 +15,11 @@ export const accountsRun = defineFleetJob({
     const runDate = runDateOf(payload, accounts.settings.timeZone);
     if (!accounts.workflow) {
       // A fleet without account migrations: the day counts as done (no catch-up either).
-      await recordDailyRun(db, "accounts-run", runDate);
+      await recordDailyRunOf(db, "accounts-run", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     }
     const result = await startBatchRun({ db, services: accounts, remote, jobs, runDate, log: ctx.log, job: `accounts-run:${ctx.job.id}` });
-    await recordDailyRun(db, "accounts-run", runDate);
+    await recordDailyRunOf(db, "accounts-run", runDate, accounts.settings.timeZone);
     return result;
   },
 });

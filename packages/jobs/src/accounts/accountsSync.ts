@@ -1,4 +1,5 @@
-import { recordDailyRun } from "@fleet/db/sql/accountQueue";
+import { afterRevocations } from "./afterRevocations";
+import { recordDailyRunOf } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
 import { dailyPayload, runDateOf } from "./dailyPayload";
@@ -17,11 +18,13 @@ export const accountsSync = defineFleetJob({
     const runDate = runDateOf(payload, accounts.settings.timeZone);
     if (!accounts.settings.consent.url) {
       // A fleet without account migrations: the day counts as done (no catch-up either).
-      await recordDailyRun(db, "accounts-sync", runDate);
+      await recordDailyRunOf(db, "accounts-sync", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_CONSENT_URL is not set" };
     }
-    const result = await syncConsents({ db, consent: accounts.settings.consent, log: ctx.log, signal: ctx.signal, job: `accounts-sync:${ctx.job.id}` });
-    await recordDailyRun(db, "accounts-sync", runDate);
+    const job = `accounts-sync:${ctx.job.id}`;
+    const result = await syncConsents({ db, consent: accounts.settings.consent, log: ctx.log, signal: ctx.signal, job, revokeDuringRun: accounts.settings.revokeDuringRun, notifyWindow: accounts.settings.notifyWindow });
+    await afterRevocations({ db, jobs: ctx.deps.jobs, accounts }, result, job);
+    await recordDailyRunOf(db, "accounts-sync", runDate, accounts.settings.timeZone);
     ctx.log.info({ ...result }, "queue sync done");
     return result;
   },

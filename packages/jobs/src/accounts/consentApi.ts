@@ -3,9 +3,12 @@ import type { AccountSettings } from "./accountSettings";
 
 /**
  * The external consent API: `GET <url>?limit=N[&cursor=C]` with the configured auth header,
- * answering `{ "items": [...], "nextCursor": "…" | null }`. nextCursor null means "nothing
- * more for now". 429, 5xx and network errors are waited out (Retry-After honoured, bounded by
- * ACCOUNTS_CONSENT_BACKOFF); other 4xx are permanent (wrong URL or credentials).
+ * answering `{ "items": [...], "nextCursor": "…" | null }`. nextCursor null means "the end of
+ * the list for now": the cursor stays where the last page started, so the next sync asks for
+ * that page again and picks up what was appended to it (see docs/accounts.md). 429, 5xx and
+ * network errors are waited out (Retry-After honoured, bounded by ACCOUNTS_CONSENT_BACKOFF);
+ * other 4xx are permanent (wrong URL or credentials), and so is a 200 whose body is not that
+ * shape: the message says what was wrong, and retrying a contract violation cannot help.
  */
 export interface ConsentPage {
   items: unknown[];
@@ -32,7 +35,7 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
     try {
       const response = await fetch(url, { headers, signal: AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]) });
       status = response.status;
-      if (response.ok) return parsePage(await response.json().catch(() => undefined));
+      if (response.ok) return parsePage(await response.text(), response.headers.get("content-type"));
       await response.body?.cancel();
       if (status !== 429 && status < 500) {
         throw new PermanentError(status === 401 || status === 403 ? "auth-failed" : "bad-config", `consent API answered ${status} (check ACCOUNTS_CONSENT_URL and the auth header)`);
@@ -52,12 +55,23 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
   }
 }
 
-function parsePage(body: unknown): ConsentPage {
-  const b = body as { items?: unknown; nextCursor?: unknown } | undefined;
-  if (!b || !Array.isArray(b.items) || !(b.nextCursor === undefined || b.nextCursor === null || typeof b.nextCursor === "string")) {
-    // A broken page is not a bad record: nothing of it is applied and the cursor stays.
-    throw new RetryableError("unavailable", "consent API answered something that is not {items: [...], nextCursor}");
+/**
+ * A page, or a PermanentError("invalid-payload") saying what is wrong with it. A broken page is
+ * not a bad record: nothing of it is applied and the cursor stays.
+ */
+export function parsePage(text: string, contentType: string | null): ConsentPage {
+  const where = "consent API answered 200 but not {items: [...], nextCursor: string|null}";
+  const excerpt = JSON.stringify(text.slice(0, 120));
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new PermanentError("invalid-payload", `${where}: the body is not JSON (content-type ${contentType ?? "none"}; ${(err as Error).message}; starts with ${excerpt})`);
   }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new PermanentError("invalid-payload", `${where}: the body is ${Array.isArray(body) ? "an array" : body === null ? "null" : `a ${typeof body}`}, not an object (starts with ${excerpt})`);
+  const b = body as { items?: unknown; nextCursor?: unknown };
+  if (!Array.isArray(b.items)) throw new PermanentError("invalid-payload", `${where}: "items" is ${b.items === undefined ? "missing" : `a ${typeof b.items}, not an array`}`);
+  if (!(b.nextCursor === undefined || b.nextCursor === null || typeof b.nextCursor === "string")) throw new PermanentError("invalid-payload", `${where}: "nextCursor" is a ${typeof b.nextCursor}, not a string or null`);
   return { items: b.items, nextCursor: (b.nextCursor as string | null | undefined) ?? null };
 }
 

@@ -2,15 +2,36 @@ import { z } from "zod";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
 import { sendNotifications } from "./sendNotifications";
+import type { SendResult } from "./sendNotifications";
 
-/** Every minute and after new messages: deliver what the outbox has due. */
+/** Rounds one job runs at most while new messages keep coming due. */
+const MAX_ROUNDS = 5;
+
+/**
+ * Every minute and after new messages: deliver what the outbox has due. While this job runs,
+ * an enqueue of another notify-send is swallowed (deduplication), so a message decided during
+ * the round would wait for the next minute: the job therefore looks again after each round and
+ * goes on while something is due (bounded; the every-minute schedule does the rest).
+ */
 export const notifySend = defineFleetJob({
   name: "notify-send",
   queue: QUEUES.maintenance,
   description: "Deliver due notifications from the outbox over SMTP",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "notify-send",
-  async handle(_payload, ctx) {
-    return sendNotifications({ db: ctx.deps.db, services: ctx.deps.accounts, log: ctx.log, signal: ctx.signal });
+  async handle(_payload, ctx): Promise<SendResult> {
+    const total: SendResult = { sent: 0, retryLater: 0, undeliverable: 0, deferred: 0, smtpDown: false };
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const r = await sendNotifications({ db: ctx.deps.db, services: ctx.deps.accounts, log: ctx.log, signal: ctx.signal });
+      total.sent += r.sent;
+      total.retryLater += r.retryLater;
+      total.undeliverable += r.undeliverable;
+      total.deferred += r.deferred;
+      total.smtpDown ||= r.smtpDown;
+      if (r.smtpDown || ctx.signal.aborted) break;
+      const { rows } = await ctx.deps.db.query<{ due: boolean }>(`SELECT EXISTS (SELECT 1 FROM notification WHERE status IN ('PENDING', 'FAILED') AND next_attempt_at <= now()) AS due`);
+      if (!rows[0]!.due) break;
+    }
+    return total;
   },
 });

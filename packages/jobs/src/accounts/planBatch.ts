@@ -65,13 +65,13 @@ export async function registerServers(db: DbPool, workflow: Workflow, remote: Re
     db,
     workflow.servers.map((s) => {
       const target = remote.server(s.ssh).target;
-      return { name: s.name, host: target.host, port: target.port ?? 22, role: s.role, capacity: s.capacity, credentialRef: s.ssh };
+      return { name: s.name, host: target.host, port: target.port ?? 22, role: s.role, capacity: s.capacity, concurrency: s.concurrency, credentialRef: s.ssh };
     }),
   );
 }
 
 /**
- * Tonight's batch: QUEUED accounts, oldest consent first, as many as the enabled servers of
+ * Tonight's batch: QUEUED and POSTPONED accounts, oldest consent first, as many as the enabled and healthy servers of
  * every step role can take (and at most ACCOUNTS_BATCH_MAX), each assigned one server per
  * role. Once per date: under an advisory lock, a second call (another replica, a re-run)
  * finds the batch and returns it.
@@ -83,7 +83,8 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
     await lockPlanning(tx);
     const existing = await batchByDate(tx, runDate);
     if (existing) return { batchId: existing.id, runDate, created: false, accounts: existing.planned, perServer: {} };
-    const servers = (await listServers(tx)).filter((s) => s.enabled);
+    // A server the last probe found down takes no new accounts (held ones would only wait).
+    const servers = (await listServers(tx)).filter((s) => s.enabled && s.health !== "down");
     const roles = stepRoles(workflow);
     const byRole = new Map<string, ServerRow[]>(roles.map((r) => [r, servers.filter((s) => s.role === r)]));
     const capacity = Math.min(options.batchMax, ...roles.map((r) => byRole.get(r)!.reduce((sum, s) => sum + s.capacity, 0)));
@@ -91,7 +92,7 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
       log.warn({ runDate, roles }, "no enabled server capacity for some step role: no batch tonight");
       return { batchId: null, runDate, created: false, accounts: 0, perServer: {} };
     }
-    const { rows } = await tx.query<{ queued: boolean }>(`SELECT EXISTS (SELECT 1 FROM migration_queue WHERE status = 'QUEUED') AS queued`);
+    const { rows } = await tx.query<{ queued: boolean }>(`SELECT EXISTS (SELECT 1 FROM migration_queue WHERE status IN ('QUEUED', 'POSTPONED')) AS queued`);
     // No batch without accounts: a later call the same day (after more consents) may still plan one.
     if (!rows[0]!.queued) return { batchId: null, runDate, created: false, accounts: 0, perServer: {} };
     const { batchId, accountIds } = await createBatch(tx, runDate, capacity);

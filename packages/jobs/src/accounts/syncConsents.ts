@@ -9,6 +9,7 @@ import type { LogEntry } from "@fleet/db/sql/log";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import type { AccountSettings } from "./accountSettings";
 import { fetchConsentPage } from "./consentApi";
+import { applyRevocations } from "./revocations";
 
 /** The sync_state key of the consent cursor. */
 export const CONSENT_CURSOR_KEY = "accounts:consents";
@@ -20,6 +21,8 @@ const consentRecord = z.object({
   name: z.string().trim().min(1).max(500),
   consentedAt: z.string().datetime({ offset: true }).transform((s) => new Date(s)),
   attributes: z.record(z.string().regex(/^[A-Za-z0-9_]{1,40}$/), z.string().max(1000)).optional(),
+  /** Set when the user withdrew the consent (the record stays in the list, marked). */
+  revokedAt: z.string().datetime({ offset: true }).nullable().optional(),
 });
 
 export interface SyncResult {
@@ -28,6 +31,12 @@ export interface SyncResult {
   updated: number;
   unchanged: number;
   rejected: number;
+  /** Consents marked revoked in this run that took an account out of the queue or its batch. */
+  revoked: number;
+  /** Accounts revoked while their steps ran, to stop (ACCOUNTS_REVOKE_DURING_RUN=stop). */
+  stopRunning: number[];
+  /** Revoked accounts that were in the directory group (group removal to run). */
+  cleanup: number[];
   cursor: string | null;
 }
 
@@ -39,6 +48,9 @@ export interface SyncOptions {
   job?: string;
   /** Safety bound on pages per run (a cursor loop in the API must not spin forever). */
   maxPages?: number;
+  /** What a revocation does to an account whose steps are running. */
+  revokeDuringRun?: "finish" | "stop";
+  notifyWindow?: string;
 }
 
 /**
@@ -47,12 +59,13 @@ export interface SyncOptions {
  * still the one the page was fetched with: a crash loses at most the page in flight (fetched
  * again next time), and a concurrent sync cannot apply a page twice or skip one. Bad records
  * (no or invalid email, an email another account already has, a duplicate id in the page) are
- * logged to migration_log as rejected and the sync goes on.
+ * logged to migration_log as rejected and the sync goes on. A record with `revokedAt` set
+ * withdraws the account (see revocations.ts), in the same transaction.
  */
 export async function syncConsents(options: SyncOptions): Promise<SyncResult> {
   const { db, consent, log, signal } = options;
   if (!consent.url) throw new PermanentError("bad-config", "queue sync needs ACCOUNTS_CONSENT_URL: it is not set");
-  const result: SyncResult = { pages: 0, inserted: 0, updated: 0, unchanged: 0, rejected: 0, cursor: await readCursor(db, CONSENT_CURSOR_KEY) };
+  const result: SyncResult = { pages: 0, inserted: 0, updated: 0, unchanged: 0, rejected: 0, revoked: 0, stopRunning: [], cleanup: [], cursor: await readCursor(db, CONSENT_CURSOR_KEY) };
   const maxPages = options.maxPages ?? 100_000;
   try {
     while (result.pages < maxPages) {
@@ -61,7 +74,7 @@ export async function syncConsents(options: SyncOptions): Promise<SyncResult> {
         signal,
         onRetry: (info) => log.warn(info, "consent API busy or failing: waiting before asking again"),
       });
-      const { good, rejects } = validatePage(page.items);
+      const { good, rejects, revocations } = validatePage(page.items);
       const applied = await inTransaction(db, async (tx) => {
         const current = await lockCursor(tx, CONSENT_CURSOR_KEY);
         if (current !== fetchedWith) return false;
@@ -72,6 +85,10 @@ export async function syncConsents(options: SyncOptions): Promise<SyncResult> {
           if (owner !== undefined && owner !== g.externalId) rejects.push({ id: g.externalId, reason: `duplicate email: ${g.email} belongs to account ${owner}` });
           else rows.push(g);
         }
+        const revoked = await applyRevocations(tx, revocations, options.revokeDuringRun ?? "finish", options.notifyWindow ?? "", options.job);
+        result.revoked += revoked.revoked;
+        result.stopRunning.push(...revoked.stopRunning);
+        result.cleanup.push(...revoked.cleanup);
         const upserted = await upsertConsents(tx, rows);
         result.inserted += upserted.inserted;
         result.updated += upserted.updated;
@@ -107,9 +124,10 @@ interface Reject {
   reason: string;
 }
 
-function validatePage(items: readonly unknown[]): { good: ConsentRow[]; rejects: Reject[] } {
+function validatePage(items: readonly unknown[]): { good: ConsentRow[]; rejects: Reject[]; revocations: string[] } {
   const good: ConsentRow[] = [];
   const rejects: Reject[] = [];
+  const revocations: string[] = [];
   const seenIds = new Set<string>();
   const seenEmails = new Set<string>();
   for (const item of items) {
@@ -121,6 +139,10 @@ function validatePage(items: readonly unknown[]): { good: ConsentRow[]; rejects:
       continue;
     }
     const r = parsed.data;
+    if (r.revokedAt) {
+      revocations.push(r.id);
+      continue;
+    }
     const email = r.email.toLowerCase();
     if (seenIds.has(r.id)) {
       rejects.push({ id: r.id, reason: "duplicate id in the same page" });
@@ -134,5 +156,5 @@ function validatePage(items: readonly unknown[]): { good: ConsentRow[]; rejects:
     seenEmails.add(email);
     good.push({ externalId: r.id, email: r.email, name: r.name, consentAt: r.consentedAt, attributes: r.attributes ?? null });
   }
-  return { good, rejects };
+  return { good, rejects, revocations };
 }

@@ -11,7 +11,11 @@ import { renderCommand } from "@fleet/storage/remoteShell";
  *
  *   servers:                 # migration servers; `ssh` names a server of SSH_SERVERS_FILE
  *     exp1: { ssh: exporter, role: export, capacity: 50 }
- *     mig1: { ssh: migrator, role: migration, capacity: 30 }
+ *     mig1: { ssh: migrator, role: migration, capacity: 30, concurrency: 10 }
+ *                            # capacity: accounts per night; concurrency: commands and polled
+ *                            # migrations in progress at once on it (default: capacity)
+ *   checks:                  # optional health command per role, run by probes and pre-flight
+ *     migration: mig-health
  *   steps:                   # run in order for every account of a batch
  *     - name: export
  *       role: export
@@ -25,13 +29,17 @@ import { renderCommand } from "@fleet/storage/remoteShell";
  *         timeout: 4h
  *       retry: { attempts: 3, backoff: [30s, 5m] }
  *       errorPatterns: { permanent: ["mailbox not found"], retryable: ["server busy"] }
+ *       cancel: mailbox-export-abort --mailbox {email}   # optional; run when an account is
+ *                                            # cancelled after this step's command started
  *   groupUpdate:             # the 17:30 step: tonight's accounts into a directory group
  *     role: sync
  *     group: migrating-tonight
  *     command: add-group-member --group {group} --user {email}
+ *     removeCommand: remove-group-member --group {group} --user {email}   # optional; on cancel
  *   templates:               # {field} placeholders; HTML-escaped in html
  *     pre-migration: { subject: …, text: …, html: … }
- *     operator-summary: { subject: …, text: … }
+ *     postponed / cancelled: { subject: …, text: … }   # to the user
+ *     operator-summary / operator-alert: { subject: …, text: … }
  *
  * Command templates are the administrator's; account fields only ever arrive as values,
  * shell-quoted into {placeholders} by renderCommand (never spliced as raw text).
@@ -43,6 +51,8 @@ export interface WorkflowServer {
   ssh: string;
   role: string;
   capacity: number;
+  /** Commands and polled migrations in progress at once on this server. */
+  concurrency: number;
 }
 
 export interface StatusCheck {
@@ -63,6 +73,8 @@ export interface WorkflowStep {
   attempts: number;
   backoffMs: readonly number[];
   errorPatterns: { permanent: RegExp[]; retryable: RegExp[] };
+  /** Stops what `command` started on the server (run when the account is cancelled). */
+  cancel?: string;
 }
 
 export interface MailTemplate {
@@ -71,11 +83,16 @@ export interface MailTemplate {
   html?: string;
 }
 
+export const TEMPLATE_NAMES = ["pre-migration", "postponed", "cancelled", "operator-summary", "operator-alert"] as const;
+export type TemplateName = (typeof TEMPLATE_NAMES)[number];
+
 export interface Workflow {
   servers: WorkflowServer[];
   steps: WorkflowStep[];
-  groupUpdate?: { role: string; group: string; command: string; timeoutMs: number };
-  templates: Record<"pre-migration" | "operator-summary", MailTemplate>;
+  groupUpdate?: { role: string; group: string; command: string; removeCommand?: string; timeoutMs: number };
+  /** Health command per role (probes and pre-flight); a role without one is probed by connecting. */
+  checks: Record<string, string>;
+  templates: Record<TemplateName, MailTemplate>;
 }
 
 /** Values every step command may use; attributes of the consent record come as attr_<key>. */
@@ -87,9 +104,21 @@ export const DEFAULT_TEMPLATES: Workflow["templates"] = {
     text: "Hello {name},\n\nyour mailbox {email} will be migrated tonight ({runDate}). Please close your mail client before 18:00.\n",
     html: "<p>Hello {name},</p><p>your mailbox <b>{email}</b> will be migrated tonight ({runDate}). Please close your mail client before 18:00.</p>",
   },
+  postponed: {
+    subject: "Your mailbox migration has been postponed",
+    text: "Hello {name},\n\nthe migration of your mailbox {email} planned for {runDate} has been postponed ({reason}). You will be told before the new date.\n",
+  },
+  cancelled: {
+    subject: "Your mailbox migration has been cancelled",
+    text: "Hello {name},\n\nthe migration of your mailbox {email} planned for {runDate} has been cancelled ({reason}). Your mailbox stays where it is.\n",
+  },
   "operator-summary": {
-    subject: "Account migration {runDate}: {done} done, {failed} failed, {cancelled} cancelled",
-    text: "Batch {batchId} of {runDate}: {planned} planned, {done} done, {failed} failed, {cancelled} cancelled.\n\n{failures}\n",
+    subject: "Account migration {runDate}: {done} done, {failed} failed, {cancelled} cancelled, {postponed} postponed",
+    text: "Batch {batchId} of {runDate}: {planned} planned, {done} done, {failed} failed, {cancelled} cancelled, {postponed} postponed, {revoked} revoked.\n\n{failures}\n",
+  },
+  "operator-alert": {
+    subject: "Fleet alert: {summary}",
+    text: "{summary}\n\n{details}\n",
   },
 };
 
@@ -115,7 +144,11 @@ const templateSchema = z.object({ subject: z.string().min(1), text: z.string().m
 
 const fileSchema = z
   .object({
-    servers: z.record(z.string().regex(NAME), z.object({ ssh: z.string().regex(NAME), role: z.string().regex(NAME), capacity: z.number().int().min(0) }).strict()),
+    servers: z.record(
+      z.string().regex(NAME),
+      z.object({ ssh: z.string().regex(NAME), role: z.string().regex(NAME), capacity: z.number().int().min(0), concurrency: z.number().int().min(1).optional() }).strict(),
+    ),
+    checks: z.record(z.string().regex(NAME), z.string().min(1)).default({}),
     steps: z
       .array(
         z
@@ -127,12 +160,16 @@ const fileSchema = z
             check: z.object({ command: z.string().min(1), every: duration.default("30s"), done: regex, failed: regex, timeout: duration.default("4h") }).strict().optional(),
             retry: z.object({ attempts: z.number().int().min(1).max(100).default(1), backoff: z.array(duration).default(["30s"]) }).strict().default({ attempts: 1, backoff: ["30s"] }),
             errorPatterns: z.object({ permanent: z.array(regex).default([]), retryable: z.array(regex).default([]) }).strict().default({ permanent: [], retryable: [] }),
+            cancel: z.string().min(1).optional(),
           })
           .strict(),
       )
       .min(1),
-    groupUpdate: z.object({ role: z.string().regex(NAME), group: z.string().min(1), command: z.string().min(1), timeout: duration.default("5m") }).strict().optional(),
-    templates: z.object({ "pre-migration": templateSchema.optional(), "operator-summary": templateSchema.optional() }).strict().default({}),
+    groupUpdate: z
+      .object({ role: z.string().regex(NAME), group: z.string().min(1), command: z.string().min(1), removeCommand: z.string().min(1).optional(), timeout: duration.default("5m") })
+      .strict()
+      .optional(),
+    templates: z.object(Object.fromEntries(TEMPLATE_NAMES.map((n) => [n, templateSchema.optional()])) as Record<TemplateName, z.ZodOptional<typeof templateSchema>>).strict().default({}),
   })
   .strict();
 
@@ -143,7 +180,10 @@ export function loadWorkflowFile(path: string, sshServers?: ReadonlySet<string>)
   try {
     raw = parseYaml(readFileSync(path, "utf8"));
   } catch (err) {
-    throw new ConfigError([`${where}: cannot read it as YAML (${(err as NodeJS.ErrnoException).code ?? (err as Error).message.split("\n")[0]})`]);
+    const e = err as NodeJS.ErrnoException & { linePos?: Array<{ line: number; col: number }> };
+    // The yaml package's message names the line and column; a file error has only its code.
+    if (e.linePos) throw new ConfigError([`${where}: is not valid YAML: ${e.message.split("\n")[0]}`]);
+    throw new ConfigError([`${where}: cannot read it (${e.code ?? e.message.split("\n")[0]})`]);
   }
   return parseWorkflow(raw, where, sshServers);
 }
@@ -176,14 +216,21 @@ export function parseWorkflow(raw: unknown, where: string, sshServers?: Readonly
     if (!roles.has(s.role)) issues.push(`${where}: steps.${i}.role: no server has role "${s.role}" (roles: ${[...roles].join(", ") || "none"})`);
     checkTemplate(`steps.${i}.command`, s.command);
     if (s.check) checkTemplate(`steps.${i}.check.command`, s.check.command);
+    if (s.cancel) checkTemplate(`steps.${i}.cancel`, s.cancel);
   });
   if (f.groupUpdate) {
     if (!roles.has(f.groupUpdate.role)) issues.push(`${where}: groupUpdate.role: no server has role "${f.groupUpdate.role}"`);
     checkTemplate("groupUpdate.command", f.groupUpdate.command);
+    if (f.groupUpdate.removeCommand) checkTemplate("groupUpdate.removeCommand", f.groupUpdate.removeCommand);
+  }
+  for (const [role, command] of Object.entries(f.checks)) {
+    if (!roles.has(role)) issues.push(`${where}: checks.${role}: no server has role "${role}"`);
+    checkTemplate(`checks.${role}`, command);
   }
   if (issues.length > 0) throw new ConfigError(issues);
   return {
-    servers,
+    servers: servers.map((s) => ({ name: s.name, ssh: s.ssh, role: s.role, capacity: s.capacity, concurrency: s.concurrency ?? Math.max(1, s.capacity) })),
+    checks: f.checks,
     steps: f.steps.map((s) => ({
       name: s.name,
       role: s.role,
@@ -195,8 +242,19 @@ export function parseWorkflow(raw: unknown, where: string, sshServers?: Readonly
       attempts: s.retry.attempts,
       backoffMs: s.retry.backoff.map(parseDuration),
       errorPatterns: { permanent: s.errorPatterns.permanent.map((p) => new RegExp(p, "i")), retryable: s.errorPatterns.retryable.map((p) => new RegExp(p, "i")) },
+      ...(s.cancel ? { cancel: s.cancel } : {}),
     })),
-    ...(f.groupUpdate ? { groupUpdate: { role: f.groupUpdate.role, group: f.groupUpdate.group, command: f.groupUpdate.command, timeoutMs: parseDuration(f.groupUpdate.timeout) } } : {}),
+    ...(f.groupUpdate
+      ? {
+          groupUpdate: {
+            role: f.groupUpdate.role,
+            group: f.groupUpdate.group,
+            command: f.groupUpdate.command,
+            ...(f.groupUpdate.removeCommand ? { removeCommand: f.groupUpdate.removeCommand } : {}),
+            timeoutMs: parseDuration(f.groupUpdate.timeout),
+          },
+        }
+      : {}),
     templates: { ...DEFAULT_TEMPLATES, ...f.templates } as Workflow["templates"],
   };
 }

@@ -42,7 +42,19 @@ const RESULT_OUTPUT_BYTES = 16 * 1024;
  * that is not registered is a permanent `invalid-payload`: retrying cannot make it exist.
  */
 export class RemoteServers {
-  constructor(private readonly servers: ReadonlyMap<string, RegisteredServer> = new Map(), private readonly source = "SSH_SERVERS_FILE") {}
+  private readonly current: () => ReadonlyMap<string, RegisteredServer>;
+
+  /**
+   * `servers` is a map, or a function returning the current one: a running worker then follows
+   * SSH_SERVERS_FILE and the known_hosts/key files it names as they change (configFiles.ts).
+   */
+  constructor(servers: ReadonlyMap<string, RegisteredServer> | (() => ReadonlyMap<string, RegisteredServer>) = new Map(), private readonly source = "SSH_SERVERS_FILE") {
+    this.current = typeof servers === "function" ? servers : () => servers;
+  }
+
+  private get servers(): ReadonlyMap<string, RegisteredServer> {
+    return this.current();
+  }
 
   /** Server names with their label and commands (no secrets), for listings. */
   list(): Array<{ name: string; target: string; commands: string[] }> {

@@ -41,6 +41,8 @@ export interface RegisteredServer {
   errorPatterns: RemoteErrorPatterns;
   /** Environment variables exported before every command. */
   env: Readonly<Record<string, string>>;
+  /** Files this entry was read from (keys, passwords, known_hosts): watched for changes. */
+  files: readonly string[];
 }
 
 const DEFAULT_TIMEOUT = "5m";
@@ -156,6 +158,7 @@ export function loadServersFile(path: string): Map<string, RegisteredServer> {
       commands: s.commands,
       timeoutMs,
       env: s.env,
+      files: [s.keyFile, s.keyPassphraseFile, s.passwordFile, s.knownHostsFile].filter((f): f is string => f !== undefined),
       errorPatterns: {
         permanent: [...patterns(s.errorPatterns.permanent, "permanent"), ...DEFAULT_REMOTE_ERROR_PATTERNS.permanent],
         retryable: [...patterns(s.errorPatterns.retryable, "retryable"), ...DEFAULT_REMOTE_ERROR_PATTERNS.retryable],

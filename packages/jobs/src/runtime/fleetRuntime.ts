@@ -21,9 +21,9 @@ import { toStorageConnection } from "../storageSettings";
 import { createAccountServices } from "../accounts/accountServices";
 import { toAccountSettings } from "../accounts/accountSettings";
 import type { AccountConfig } from "../accounts/accountSettings";
-import { loadWorkflowFile } from "../accounts/workflowFile";
 import { RemoteServers } from "../remote/remoteServers";
-import { loadServersFile } from "../remote/serversFile";
+import { writeLog } from "@fleet/db/sql/log";
+import { ConfigFiles } from "./configFiles";
 import type { StorageConfig, StorageRole } from "../storageSettings";
 import type { z } from "zod";
 import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
@@ -59,11 +59,18 @@ export interface RuntimeOptions {
 export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const { config, log } = options;
   // Storages first: a bad URL or credential throws before any connection is opened.
-  const sshServers = config.SSH_SERVERS_FILE ? loadServersFile(config.SSH_SERVERS_FILE) : new Map();
-  const remote = new RemoteServers(sshServers);
   const accountSettings = toAccountSettings(config, config.FLEET_TZ);
-  // Checked at startup, so a bad workflow stops the process now rather than at 18:00.
-  const workflow = accountSettings.workflowFile ? loadWorkflowFile(accountSettings.workflowFile, new Set(sshServers.keys())) : undefined;
+  // Checked at startup, so a bad servers or workflow file stops the process now rather than at
+  // 18:00; later edits are followed without a restart (a bad edit keeps the last good one).
+  let reportRejected: (message: string) => void = () => undefined;
+  const files = new ConfigFiles({
+    serversFile: config.SSH_SERVERS_FILE ?? "",
+    workflowFile: accountSettings.workflowFile,
+    log,
+    onRejected: (message) => reportRejected(message),
+  });
+  const remote = new RemoteServers(() => files.current().servers);
+  const workflow = () => files.current().workflow;
   const source = openStorage(config, "source");
   let destination: Storage;
   try {
@@ -93,6 +100,9 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
+  reportRejected = (message) => {
+    void writeLog(db, [{ level: "error", job: `config:${options.role}`, subject: "config", message: message.slice(0, 2000) }]).catch((err: unknown) => log.warn({ err }, "could not log the refused configuration"));
+  };
   const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, workerId };
   return {
     catalogue,

@@ -1,0 +1,158 @@
+import type { Queryable } from "../pool";
+import { inTransaction } from "../pool";
+import type { DbPool } from "../pool";
+
+/**
+ * account_step: one row per account, batch and workflow step, the durable state of a step job
+ * between its runs. A step whose completion is polled gives its worker back between checks
+ * (the job is delayed), so where it stands — phase, attempt, poll deadline, last output — lives
+ * here, and a job re-derived after a Redis loss resumes from it. RUNNING and POLLING rows hold
+ * one of their server's concurrency slots.
+ */
+
+export type StepPhase = "WAITING" | "RUNNING" | "POLLING" | "DONE" | "FAILED" | "CANCELLED" | "SKIPPED";
+
+export interface StepRow {
+  batchId: number;
+  accountId: number;
+  step: number;
+  name: string;
+  server: string | null;
+  phase: StepPhase;
+  attempt: number;
+  checks: number;
+  waitingFor: string | null;
+  nextCheckAt: Date | null;
+  deadlineAt: Date | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  exitCode: number | null;
+  output: string | null;
+  lastError: string | null;
+  category: string | null;
+  cancelState: string | null;
+  cancelOutput: string | null;
+}
+
+export const STEP_COLUMNS = `batch_id AS "batchId", account_id AS "accountId", step, name, server, phase, attempt, checks, waiting_for AS "waitingFor",
+  next_check_at AS "nextCheckAt", deadline_at AS "deadlineAt", started_at AS "startedAt", finished_at AS "finishedAt", exit_code AS "exitCode",
+  output, last_error AS "lastError", category, cancel_state AS "cancelState", cancel_output AS "cancelOutput"`;
+
+export interface StepKey {
+  batchId: number;
+  accountId: number;
+  step: number;
+}
+
+const KEY = `batch_id = $1 AND account_id = $2 AND step = $3`;
+const keyArgs = (k: StepKey) => [k.batchId, k.accountId, k.step];
+
+/** The row of a step, created WAITING on first sight (a re-delivered job finds the same row). */
+export async function ensureStepRow(db: Queryable, key: StepKey, name: string): Promise<StepRow> {
+  await db.query(`INSERT INTO account_step (batch_id, account_id, step, name) VALUES ($1, $2, $3, $4) ON CONFLICT (batch_id, account_id, step) DO NOTHING`, [...keyArgs(key), name]);
+  const { rows } = await db.query<StepRow>(`SELECT ${STEP_COLUMNS} FROM account_step WHERE ${KEY}`, keyArgs(key));
+  return rows[0]!;
+}
+
+/** Why the step is not running yet (shown by `fleet accounts show/list` and the dashboard). */
+export async function setWaiting(db: Queryable, key: StepKey, waitingFor: string, server?: string): Promise<void> {
+  await db.query(
+    `UPDATE account_step SET waiting_for = $4, server = coalesce($5, server), updated_at = now() WHERE ${KEY} AND phase = 'WAITING'`,
+    [...keyArgs(key), waitingFor.slice(0, 500), server ?? null],
+  );
+}
+
+/**
+ * Takes one of `server`'s slots for this step (WAITING → RUNNING, attempt + 1) if fewer than
+ * `limit` steps are RUNNING or POLLING there. Counting and taking happen under a transaction
+ * advisory lock per server, so two workers cannot both take the last slot.
+ */
+export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: number): Promise<{ taken: true; attempt: number } | { taken: false; busy: number }> {
+  return inTransaction(db, async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('fleet:server-slots:' || $1))`, [server]);
+    const { rows: busy } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM account_step WHERE server = $1 AND phase IN ('RUNNING', 'POLLING')`, [server]);
+    const n = busy[0]!.n;
+    if (n >= limit) return { taken: false as const, busy: n };
+    const { rows } = await tx.query<{ attempt: number }>(
+      `UPDATE account_step SET phase = 'RUNNING', server = $4, attempt = attempt + 1, started_at = coalesce(started_at, now()), waiting_for = NULL,
+         next_check_at = NULL, deadline_at = NULL, updated_at = now()
+       WHERE ${KEY} AND phase = 'WAITING' RETURNING attempt`,
+      [...keyArgs(key), server],
+    );
+    if (!rows[0]) return { taken: false as const, busy: n };
+    return { taken: true as const, attempt: rows[0].attempt };
+  });
+}
+
+/** The command started the work and its completion is polled: RUNNING → POLLING (slot kept). */
+export async function startPolling(db: Queryable, key: StepKey, nextCheckAt: Date, deadlineAt: Date, output: string, exitCode: number | null): Promise<void> {
+  await db.query(
+    `UPDATE account_step SET phase = 'POLLING', checks = 0, next_check_at = $4, deadline_at = $5, output = $6, exit_code = $7, updated_at = now()
+     WHERE ${KEY} AND phase = 'RUNNING'`,
+    [...keyArgs(key), nextCheckAt, deadlineAt, output.slice(0, 4000), exitCode],
+  );
+}
+
+/** One status check done, not finished yet: the next one is due at `nextCheckAt`. */
+export async function recordCheck(db: Queryable, key: StepKey, nextCheckAt: Date, output: string): Promise<void> {
+  await db.query(
+    `UPDATE account_step SET checks = checks + 1, next_check_at = $4, output = $5, updated_at = now() WHERE ${KEY} AND phase = 'POLLING'`,
+    [...keyArgs(key), nextCheckAt, output.slice(0, 4000)],
+  );
+}
+
+/** Gives the slot back and waits (a retry after backoff, or a server fault): → WAITING. */
+export async function backToWaiting(db: Queryable, key: StepKey, waitingFor: string, error?: { message: string; category: string }): Promise<void> {
+  await db.query(
+    `UPDATE account_step SET phase = 'WAITING', waiting_for = $4, last_error = coalesce($5, last_error), category = coalesce($6, category),
+       next_check_at = NULL, updated_at = now()
+     WHERE ${KEY} AND phase IN ('RUNNING', 'POLLING', 'WAITING')`,
+    [...keyArgs(key), waitingFor.slice(0, 500), error?.message.slice(0, 2000) ?? null, error?.category ?? null],
+  );
+}
+
+/** The step's end (DONE, FAILED, CANCELLED): the slot is free again. */
+export async function finishStepRow(db: Queryable, key: StepKey, phase: "DONE" | "FAILED" | "CANCELLED", fields: { output?: string; exitCode?: number | null; error?: string; category?: string; checks?: number }): Promise<void> {
+  await db.query(
+    `UPDATE account_step SET phase = $4, finished_at = now(), waiting_for = NULL, next_check_at = NULL, output = coalesce($5, output), checks = greatest(checks, coalesce($9, 0)),
+       exit_code = coalesce($6, exit_code), last_error = CASE WHEN $4 = 'DONE' THEN NULL ELSE coalesce($7, last_error) END, category = coalesce($8, category), updated_at = now()
+     WHERE ${KEY} AND phase NOT IN ('DONE', 'FAILED', 'CANCELLED', 'SKIPPED')`,
+    [...keyArgs(key), phase, fields.output?.slice(0, 4000) ?? null, fields.exitCode ?? null, fields.error?.slice(0, 2000) ?? null, fields.category ?? null, fields.checks ?? null],
+  );
+}
+
+/**
+ * Cancel/postpone of accounts: their open step rows end. A row whose command had started
+ * (RUNNING, POLLING) is marked for its cancel command (cancel_state PENDING, or NONE when the
+ * workflow step has none: `hasCancel` says which step indexes have one). Returns the marked rows.
+ */
+export async function closeOpenSteps(db: Queryable, accountIds: readonly number[], phase: "CANCELLED" | "SKIPPED", stepsWithCancel: readonly number[]): Promise<Array<{ batchId: number; accountId: number; step: number; server: string | null; cancelState: string }>> {
+  if (accountIds.length === 0) return [];
+  const { rows } = await db.query<{ batchId: number; accountId: number; step: number; server: string | null; cancelState: string }>(
+    `UPDATE account_step SET
+       cancel_state = CASE WHEN phase IN ('RUNNING', 'POLLING') THEN (CASE WHEN step = ANY($3::int[]) THEN 'PENDING' ELSE 'NONE' END) ELSE cancel_state END,
+       phase = $2, finished_at = now(), waiting_for = NULL, next_check_at = NULL, updated_at = now()
+     WHERE account_id = ANY($1::bigint[]) AND phase IN ('WAITING', 'RUNNING', 'POLLING')
+     RETURNING batch_id AS "batchId", account_id AS "accountId", step, server, coalesce(cancel_state, '') AS "cancelState"`,
+    [accountIds, phase, stepsWithCancel],
+  );
+  return rows.filter((r) => r.cancelState === "PENDING" || r.cancelState === "NONE");
+}
+
+export async function recordCancelOutcome(db: Queryable, key: StepKey, state: "DONE" | "FAILED", output: string): Promise<void> {
+  await db.query(`UPDATE account_step SET cancel_state = $4, cancel_output = $5, updated_at = now() WHERE ${KEY}`, [...keyArgs(key), state, output.slice(0, 4000)]);
+}
+
+/** Cancel commands not run yet (a cleanup job lost with Redis is queued again from these). */
+export async function pendingCancels(db: Queryable): Promise<number[]> {
+  const { rows } = await db.query<{ accountId: number }>(`SELECT DISTINCT account_id AS "accountId" FROM account_step WHERE cancel_state = 'PENDING' ORDER BY 1`);
+  return rows.map((r) => r.accountId);
+}
+
+export async function stepRowsOf(db: Queryable, accountId: number, batchId?: number): Promise<StepRow[]> {
+  const { rows } = await db.query<StepRow>(
+    `SELECT ${STEP_COLUMNS} FROM account_step WHERE account_id = $1 AND ($2::bigint IS NULL OR batch_id = $2) ORDER BY batch_id, step`,
+    [accountId, batchId ?? null],
+  );
+  return rows;
+}
