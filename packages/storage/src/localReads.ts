@@ -2,10 +2,10 @@ import { createReadStream } from "node:fs";
 import type { Stats } from "node:fs";
 import { Transform } from "node:stream";
 import type { Readable, TransformCallback } from "node:stream";
-import { PermanentError, RetryableError } from "@fleet/core/errors";
+import { PermanentError } from "@fleet/core/errors";
 import { fstatFd, readFdAt, statPath } from "./fsCallbacks";
 import type { ObjectVersion } from "./storage";
-import { isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
+import { isNotFound, sourceChanged, throwIfAborted, toStorageError } from "./storageErrors";
 
 /**
  * Reading local source files so that a file changed while it is read is never taken for a
@@ -41,9 +41,6 @@ export function notAFile(operation: string, k: string, info: Stats): PermanentEr
   return new PermanentError("not-a-file", `${operation} ${JSON.stringify(k)}: ${what}, not a file`);
 }
 
-export function sourceChanged(key: string, what: string): RetryableError {
-  return new RetryableError("source-changed", `read ${JSON.stringify(key)}: the file changed while it was read (${what}); it will be copied again`);
-}
 
 /**
  * The whole content of an open regular file whose fstat was `before`; source-changed when a

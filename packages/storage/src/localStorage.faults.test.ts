@@ -47,8 +47,8 @@ describe("a source object that is not a file", () => {
     await new Promise<void>((resolve) => server.listen(path.join(root, "a-socket"), resolve));
     try {
       for (const key of ["a-dir", "a-fifo", "a-socket"]) {
-        for (const read of [storage.readBuffer(key), storage.createReadStream(key), storage.stat(key)]) {
-          const err = await rejectionOf(read);
+        for (const read of [() => storage.readBuffer(key), () => storage.createReadStream(key), () => storage.stat(key)]) {
+          const err = await rejectionOf(read());
           expect([key, err.category, err.retryable]).toEqual([key, "not-a-file", false]);
         }
       }
