@@ -141,6 +141,42 @@ export class LinkBreakers {
   }
 }
 
+/** A link's breaker as `fleet migrate status --json`, /progress.json and the dashboard show it. */
+export interface BreakerView {
+  link: string;
+  open: boolean;
+  reason?: string;
+  category?: string;
+  openedAt?: string;
+  openedBy?: string;
+  /** When the next probe is due (it runs when a job of the link starts after that). */
+  nextProbeAt?: string;
+  /** Seconds until then (0: due now). */
+  nextProbeInSeconds?: number;
+  failedProbes?: number;
+  lastProbeError?: string;
+}
+
+/** Every known link's breaker, open ones first. */
+export async function breakerViews(breakers: LinkBreakers): Promise<BreakerView[]> {
+  const views = (await breakers.list()).map(({ link, state }): BreakerView => {
+    if (!state) return { link, open: false };
+    return {
+      link,
+      open: true,
+      reason: state.reason,
+      category: state.category,
+      openedAt: state.openedAt.toISOString(),
+      openedBy: state.openedBy,
+      nextProbeAt: state.nextProbeAt.toISOString(),
+      nextProbeInSeconds: Math.max(0, Math.ceil(state.probeInMs / 1000)),
+      failedProbes: state.failedProbes,
+      ...(state.lastProbeError ? { lastProbeError: state.lastProbeError } : {}),
+    };
+  });
+  return views.sort((a, b) => Number(b.open) - Number(a.open) || a.link.localeCompare(b.link));
+}
+
 /** Labels may be long and hold any character: keys use a digest of them. */
 function idOf(link: string): string {
   return createHash("sha256").update(link).digest("hex").slice(0, 24);
