@@ -198,3 +198,19 @@ describe("fsync before publication", () => {
     await unsynced.close();
   });
 });
+
+describe("a destination tree deleted while folders are being created in it", () => {
+  it("forgets the parents a failed folder creation left cached, so the tree is re-created once the root is back", async () => {
+    await storage.write("user00/2015/a.pdf", Buffer.from("a"));
+    // user00 is verified (cached) on the way to user00/2016, then vanishes before 2016 is made.
+    await rm(path.join(root, "user00"), { recursive: true });
+    await rm(root, { recursive: true });
+    expect((await rejectionOf(storage.write("user00/2016/b.pdf", Buffer.from("b")))).category).toBe("storage-unavailable");
+    await mkdir(root);
+    storage.invalidate(); // what a link fault does before the copy is tried again
+    await storage.write("user00/2016/b.pdf", Buffer.from("b"));
+    await storage.write("user00/2015/c.pdf", Buffer.from("c"));
+    expect(await readFile(path.join(root, "user00/2016/b.pdf"), "utf8")).toBe("b");
+    expect(await readFile(path.join(root, "user00/2015/c.pdf"), "utf8")).toBe("c");
+  });
+});

@@ -13,6 +13,7 @@ import { HashingCounter, checkExpected, digestOf, digestOfFile } from "./hashing
 import type { Digest } from "./hashing";
 import { baseName, parentKey, validateKey, validatePrefix } from "./keys";
 import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./localReads";
+import { UsedFolders } from "./usedFolders";
 import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
 import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
@@ -42,14 +43,13 @@ export class LocalStorage implements Storage {
   private readonly root: ConfinedRoot;
   private readonly tempName = createTempNamer();
   private readonly fsync: boolean;
-  /** The root existed at some point while we ran (created, checked or written into). */
-  private rootSeen = false;
   /**
-   * Set by invalidate() once the root was seen: writes stat the root first and refuse to
-   * re-create it if it vanished (an unmounted volume would otherwise be filled underneath its
-   * mount point), until it is back.
+   * The root existed at some point while we ran (created, checked or written into). From then
+   * on it is never created again: a root that vanished may be an unmounted volume, which
+   * would otherwise be filled underneath its mount point (see UsedFolders).
    */
-  private mustFindRoot = false;
+  private rootSeen = false;
+  private readonly folders = new UsedFolders();
 
   constructor(options: LocalStorageOptions) {
     this.root = new ConfinedRoot(options.root);
@@ -58,8 +58,7 @@ export class LocalStorage implements Storage {
   }
 
   invalidate(): void {
-    this.root.clear();
-    if (this.rootSeen) this.mustFindRoot = true;
+    this.folders.forgetAll((dirKey) => this.root.forget(dirKey));
   }
 
   /** The root is a usable folder now; a destination also takes a small write (space, read-only, permissions). */
@@ -87,7 +86,6 @@ export class LocalStorage implements Storage {
       if (!info.isDirectory()) throw new PermanentError("bad-config", `${role} ${path} is not a directory`);
       await access(path, role === "source" ? constants.R_OK | constants.X_OK : constants.W_OK | constants.X_OK);
       this.rootSeen = true;
-      this.mustFindRoot = false;
     } catch (err) {
       if (err instanceof PermanentError) throw err;
       const code = errorCode(err);
@@ -96,7 +94,6 @@ export class LocalStorage implements Storage {
           throw new PermanentError("bad-config", `destination ${path} does not exist and cannot be created: ${(e as Error).message}`, { cause: e });
         });
         this.rootSeen = true;
-        this.mustFindRoot = false;
         return;
       }
       throw new PermanentError("bad-config", `${role} ${path} is not usable (${code ?? (err as Error).message}): check ${role === "source" ? "SOURCE_URL" : "DESTINATION_URL"}`, { cause: err });
@@ -307,18 +304,25 @@ export class LocalStorage implements Storage {
 
   /**
    * Creates the temp file, creating its folder first. A folder we remember (created or checked)
-   * may have been removed behind our back, with the root maybe: then forget every folder and
-   * try once more — unless the root itself is gone (findRoot refuses to re-create it).
+   * may have been removed behind our back: then forget every folder and try once more. A root
+   * that was seen is never created again (ensureDir("", false) first): while it is missing,
+   * writes fail storage-unavailable.
    */
   private async openTemp(temp: string, dirKey: string, k: string): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
-        if (this.mustFindRoot) await this.findRoot(k);
+        if (this.rootSeen) await this.root.ensureDir("", false, k);
+        // Noted before: a failed ensureDir may leave the folder's parents cached.
+        this.folders.add(dirKey);
         await this.root.ensureDir(dirKey, true, k);
         this.rootSeen = true;
         return await openFd(temp, "wx");
       } catch (err) {
-        if (attempt > 0 || !isNotFound(err)) throw toStorageError("write", k, err);
+        if (!isNotFound(err)) throw toStorageError("write", k, err);
+        if (attempt > 0) {
+          await this.findRoot(k);
+          throw toStorageError("write", k, err);
+        }
         this.invalidate();
       }
     }
@@ -338,6 +342,5 @@ export class LocalStorage implements Storage {
         `${k}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
       );
     }
-    this.mustFindRoot = false;
   }
 }

@@ -13,6 +13,7 @@ import { HandleWriter, writeBufferAndClose } from "./sftpWrites";
 import type { WriteOptions, WriteResult } from "./storage";
 import { isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { createTempNamer } from "./tempNames";
+import { UsedFolders } from "./usedFolders";
 
 // A write that fails (FAILURE, OpenSSH's answer for ENOSPC among others) with less free space
 // than this left on the server's filesystem is read as a full disk.
@@ -40,22 +41,19 @@ export interface SftpWriterOptions {
  */
 export class SftpWriter {
   readonly tempName = createTempNamer();
-  /** The root existed at some point while we ran (created, checked or written into). */
+  /** The root existed at some point while we ran: from then on it is never created again (see UsedFolders). */
   private rootSeen = false;
-  /** Set by invalidate() once the root was seen: writes check the root is there first. */
-  private mustFindRoot = false;
+  private readonly folders = new UsedFolders();
 
   constructor(private readonly options: SftpWriterOptions) {}
 
   /** check() found (or made) the root. */
   rootFound(): void {
     this.rootSeen = true;
-    this.mustFindRoot = false;
   }
 
   invalidate(): void {
-    this.options.dirs.clear();
-    if (this.rootSeen) this.mustFindRoot = true;
+    this.folders.forgetAll((dirKey) => this.options.dirs.forget(dirKey));
   }
 
   async write(key: string, body: Readable | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
@@ -136,12 +134,18 @@ export class SftpWriter {
   private async openTemp(session: SftpSession, temp: string, dirKey: string, k: string): Promise<Buffer> {
     for (let attempt = 0; ; attempt++) {
       try {
-        if (this.mustFindRoot) await this.findRoot(session, k);
+        if (this.rootSeen) await this.options.dirs.ensureDir(session, "", false, k);
+        // Noted before: a failed ensureDir may leave the folder's parents cached.
+        this.folders.add(dirKey);
         await this.options.dirs.ensureDir(session, dirKey, true, k);
         this.rootSeen = true;
         return await session.open(temp, "wx");
       } catch (err) {
-        if (attempt > 0 || !(sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || isNotFound(err))) throw err;
+        if (!(sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || isNotFound(err))) throw err;
+        if (attempt > 0) {
+          await this.findRoot(session, k);
+          throw err;
+        }
         this.invalidate();
       }
     }
@@ -161,7 +165,6 @@ export class SftpWriter {
         `${k}: the storage root ${this.options.label} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
       );
     }
-    this.mustFindRoot = false;
   }
 
   /**
