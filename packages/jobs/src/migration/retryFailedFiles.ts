@@ -54,7 +54,6 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
       if (batch.length === 0) break;
       result.batches++;
       const outcomes: RetryOutcome[] = [];
-      const untouched: number[] = [];
       try {
         await runBounded(
           items(batch),
@@ -62,14 +61,15 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
           async (c) => {
             const outcome = await retryOne(c);
             if (outcome) outcomes.push(outcome);
-            else untouched.push(c.fileId);
           },
           () => breaker.aborted,
         );
       } finally {
         await recordRetryOutcomes(db, outcomes);
-        // Interrupted (shutdown, cancel, the breaker opening): back to FAIL, no retry used.
-        await releaseRetrying(db, untouched);
+        // Interrupted (shutdown, cancel, the breaker opening) or never started (the breaker
+        // stopped the batch): back to FAIL, no retry used.
+        const recorded = new Set(outcomes.map((o) => o.fileId));
+        await releaseRetrying(db, batch.filter((c) => !recorded.has(c.fileId)).map((c) => c.fileId));
       }
       for (const o of outcomes) {
         result.retried++;
