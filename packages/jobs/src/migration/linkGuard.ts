@@ -195,8 +195,10 @@ export class LinkGuard {
   private markClosed(): void {
     this.state = undefined;
     this.opening = undefined;
-    this.faultsInARow = 0;
+    // Only a breaker that was open starts a fresh count: a job starting while it is closed
+    // must not wipe a run of faults in progress.
     if (!this.openSignal.aborted) return;
+    this.faultsInARow = 0;
     this.options.metrics.linkBreakerOpen.set({ link: this.link }, 0);
     this.openController = new AbortController();
   }
