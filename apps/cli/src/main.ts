@@ -10,6 +10,7 @@ import { cliSchema } from "./config";
 import { runDemo } from "./commands/demo";
 import { progressBar, seedDemo } from "./commands/seedDemo";
 import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
+import { formatBreakers, readBreakers } from "./commands/breakers";
 import { registerAccountCommands } from "./commands/accounts";
 import { registerOperatorCommands } from "./commands/operatorCommands";
 import { listPackageManifests } from "./commands/unpack";
@@ -146,7 +147,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     );
   migrate
     .command("status")
-    .description("ranges and files by status, rate and ETA, transfers per link")
+    .description("ranges and files by status, rate and ETA, transfers per link, link breakers")
     .option("--watch", "live progress bars until the migration is done")
     .option("--json", "machine-readable output")
     .action((opts: { watch?: boolean; json?: boolean }) =>
@@ -162,12 +163,15 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
           snapshot = await readStatus(runtime.db, options);
         }
         const links = await readLinks(runtime.db);
+        const breakers = await readBreakers(runtime.redis, ctx.config.REDIS_URL, runtime.prefix);
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify({ ...snapshot, links })}\n`);
+          process.stdout.write(`${JSON.stringify({ ...snapshot, links, ...breakers })}\n`);
         } else {
           process.stdout.write(`${formatStatus(snapshot)}\n`);
           const linkLines = formatLinks(links);
           if (linkLines) process.stdout.write(`${linkLines}\n`);
+          const breakerLines = formatBreakers(breakers);
+          if (breakerLines) process.stdout.write(`${breakerLines}\n`);
           const failures = await formatFailures(runtime.db);
           if (failures) process.stdout.write(`${failures}\n`);
         }

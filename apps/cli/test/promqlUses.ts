@@ -47,11 +47,9 @@ export const TARGET_LABELS = ["job", "instance"];
 /**
  * Everything `expr` uses that the scraped families do not have: an unknown series, a label no
  * sample of that series carries, an `=` value no sample has, a regex no sample value matches,
- * a grouping label none of the selected series carries. `pending` names series that may be
- * absent (documented, not merged yet) with their planned labels; anything else missing is a
- * problem.
+ * a grouping label none of the selected series carries.
  */
-export function queryProblems(expr: string, families: Map<string, MetricFamily>, pending: Readonly<Record<string, readonly string[]>> = {}): string[] {
+export function queryProblems(expr: string, families: Map<string, MetricFamily>): string[] {
   const uses = queryUses(expr);
   const problems = [...uses.syntaxErrors];
   const samplesOf = (series: string) => [...families.values()].flatMap((f) => f.samples.filter((s) => s.series === series));
@@ -59,8 +57,7 @@ export function queryProblems(expr: string, families: Map<string, MetricFamily>,
   for (const { series, matchers } of uses.selectors) {
     const samples = samplesOf(series);
     if (samples.length === 0) {
-      if (pending[series]) for (const l of pending[series]) selectedLabels.add(l);
-      else problems.push(`${series}: not in any scrape`);
+      problems.push(`${series}: not in any scrape`);
       continue;
     }
     for (const s of samples) for (const l of Object.keys(s.labels)) selectedLabels.add(l);

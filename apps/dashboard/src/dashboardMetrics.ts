@@ -2,6 +2,8 @@ import type { Queue } from "bullmq";
 import { Gauge, Registry } from "prom-client";
 import { registerProcessMetrics } from "@fleet/core/metrics";
 import type { ApiLock } from "@fleet/core/apiLock";
+import { breakerViews } from "@fleet/core/linkBreakers";
+import type { BreakerView, LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Queryable } from "@fleet/db/pool";
 import { liveWorkers, migrationProgress } from "@fleet/db/sql/reports";
 
@@ -19,6 +21,7 @@ export interface DashboardMetricsOptions {
   db: Queryable;
   queues: readonly Queue[];
   apiLock: ApiLock;
+  breakers: LinkBreakers;
   maxRetries: number;
   retryableCategories: readonly string[];
   staleAfterMs: number;
@@ -31,6 +34,7 @@ interface Snapshot {
   progress: Awaited<ReturnType<typeof migrationProgress>>;
   liveWorkers: number;
   locked: boolean;
+  breakers: BreakerView[];
 }
 
 export function createDashboardMetrics(options: DashboardMetricsOptions): Registry {
@@ -122,6 +126,36 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     },
   });
   new Gauge({
+    name: "fleet_link_breaker_open",
+    help: "1 while the link's breaker is open fleet-wide (its work paused after a burst of link faults), 0 when closed",
+    labelNames: ["link"],
+    registers,
+    async collect() {
+      this.reset();
+      for (const b of (await snapshot()).breakers) this.set({ link: b.link }, b.open ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "fleet_link_breaker_next_probe_seconds",
+    help: "Seconds until an open link breaker's next probe (0: due, run when a job of the link starts)",
+    labelNames: ["link"],
+    registers,
+    async collect() {
+      this.reset();
+      for (const b of (await snapshot()).breakers) if (b.open) this.set({ link: b.link }, b.nextProbeInSeconds ?? 0);
+    },
+  });
+  new Gauge({
+    name: "fleet_link_breaker_failed_probes",
+    help: "Probes of an open link breaker that failed since it opened",
+    labelNames: ["link"],
+    registers,
+    async collect() {
+      this.reset();
+      for (const b of (await snapshot()).breakers) if (b.open) this.set({ link: b.link }, b.failedProbes ?? 0);
+    },
+  });
+  new Gauge({
     name: "fleet_api_locked",
     help: "1 while the operations API is locked (maintenance mode)",
     registers,
@@ -133,11 +167,12 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
 }
 
 async function readSnapshot(options: DashboardMetricsOptions): Promise<Snapshot> {
-  const [queues, progress, workers, lock] = await Promise.all([
+  const [queues, progress, workers, lock, breakers] = await Promise.all([
     Promise.all(options.queues.map(async (q) => ({ queue: q.name, counts: await q.getJobCounts(...JOB_STATES), paused: await q.isPaused() }))),
     migrationProgress(options.db, options),
     liveWorkers(options.db, options.staleAfterMs),
     options.apiLock.get(),
+    breakerViews(options.breakers),
   ]);
-  return { queues, progress, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null };
+  return { queues, progress, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null, breakers };
 }

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import type { BreakerView } from "@fleet/core/linkBreakers";
 import type { Queryable } from "@fleet/db/pool";
 import { html, page } from "./html";
 import type { SafeHtml } from "./html";
@@ -12,26 +13,30 @@ export interface ProgressPageOptions extends ProgressOptions {
   db: Queryable;
   /** The API lock's reason while locked (shown as a banner). */
   lockReason(): Promise<string | null>;
+  /** Every known link's breaker (Redis); null when they cannot be read. */
+  breakers(): Promise<BreakerView[] | null>;
 }
 
 /** GET /progress (HTML, refreshes itself every 10 s without script) and GET /progress.json (the same numbers). */
 export function progressRoutes(app: FastifyInstance, options: ProgressPageOptions): void {
   app.get("/progress.json", async (_req, reply) => {
-    const report = await readProgress(options.db, options);
-    return reply.header("cache-control", "no-store").send(report);
+    const [report, breakers] = await Promise.all([readProgress(options.db, options), options.breakers()]);
+    return reply.header("cache-control", "no-store").send({ ...report, breakers });
   });
 
   app.get("/progress", async (req, reply) => {
-    const [report, lock] = await Promise.all([readProgress(options.db, options), options.lockReason()]);
+    const [report, lock, breakers] = await Promise.all([readProgress(options.db, options), options.lockReason(), options.breakers()]);
     void reply.header("refresh", "10");
-    return sendPage(reply, 200, page("Progress", progressBody(report, options.chartMinutes, lock), navigation(req.principal)));
+    return sendPage(reply, 200, page("Progress", progressBody(report, options.chartMinutes, lock, breakers), navigation(req.principal)));
   });
 }
 
-function progressBody(r: ProgressReport, chartMinutes: number, lock: string | null): SafeHtml {
+function progressBody(r: ProgressReport, chartMinutes: number, lock: string | null, breakers: BreakerView[] | null): SafeHtml {
   const p = r.progress;
   const pct = p.sourceFiles > 0 ? Math.floor((r.finished / p.sourceFiles) * 1000) / 10 : 0;
+  const open = (breakers ?? []).filter((b) => b.open);
   return html`${lock === null ? "" : html`<div class="banner" role="status"><strong>API locked</strong> (maintenance): ${lock}</div>`}
+${open.map((b) => html`<div class="banner" role="alert"><strong>Link breaker open</strong>: <code>${b.link}</code> is paused (files stay pending, none fails) since ${b.openedAt ?? "?"}: ${b.reason ?? ""}. Next probe in ${duration(b.nextProbeInSeconds ?? 0)}${b.failedProbes ? ` (${b.failedProbes} failed so far)` : ""}.</div>`)}
 <h1>Migration progress</h1>
 <section><h2>Overall</h2><table>
 <tr><th>files finished</th><td class="n">${num(r.finished)} / ${num(p.sourceFiles)} (${pct}%)</td></tr>
@@ -54,6 +59,17 @@ function progressBody(r: ProgressReport, chartMinutes: number, lock: string | nu
       bytes(l.bytes),
       `${l.filesPerSec.toFixed(1)} files/s, ${bytes(l.bytesPerSec)}/s`,
       l.averageFilesPerSec === null || l.averageBytesPerSec === null ? "–" : `${l.averageFilesPerSec.toFixed(1)} files/s, ${bytes(l.averageBytesPerSec)}/s`,
+    ]),
+  )}</section>
+<section><h2>Link breakers</h2>${breakers === null ? html`<p class="muted">unknown: Redis could not be read</p>` : table(
+    ["link", "state", "since", "reason", "next probe", "failed probes"],
+    breakers.map((b) => [
+      html`<code>${b.link}</code>`,
+      b.open ? html`<span class="bad">open</span>` : "closed",
+      b.openedAt ?? "–",
+      b.reason ?? "–",
+      b.open ? `in ${duration(b.nextProbeInSeconds ?? 0)} (${b.nextProbeAt ?? ""})` : "–",
+      b.open ? `${b.failedProbes ?? 0}${b.lastProbeError ? `: ${b.lastProbeError}` : ""}` : "–",
     ]),
   )}</section>
 <section><h2>Failures by category</h2>${table(["category", "files", "example"], r.failures.map((f) => [f.category, num(f.files), html`<code>${f.exampleUri ?? ""}</code><br><span class="muted">${f.exampleMessage ?? ""}</span>`]))}</section>

@@ -7,6 +7,7 @@ import type { Redis } from "ioredis";
 import { ApiLock } from "@fleet/core/apiLock";
 import type { Catalogue } from "@fleet/core/catalogue";
 import { JobClient } from "@fleet/core/jobClient";
+import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
 import { createPool } from "@fleet/db/pool";
@@ -147,7 +148,13 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   loginRoutes(app, { ...auth, cookieSecure: config.DASHBOARD_COOKIE_SECURE });
   app.get("/", async (_req, reply) => reply.redirect("/progress", 302));
   const apiLock = new ApiLock(ctx.redis, ctx.prefix);
+  const breakers = new LinkBreakers(ctx.redis, ctx.prefix);
   progressRoutes(app, {
+    breakers: () =>
+      breakerViews(breakers).catch((err: unknown) => {
+        ctx.log.warn({ err }, "could not read the link breakers");
+        return null;
+      }),
     db: ctx.db,
     maxRetries: config.RETRY_MAX,
     retryableCategories: config.RETRY_CATEGORIES,
@@ -163,6 +170,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       db: ctx.db,
       queues,
       apiLock,
+      breakers,
       maxRetries: config.RETRY_MAX,
       retryableCategories: config.RETRY_CATEGORIES,
       staleAfterMs: config.RANGE_STALE_AFTER,

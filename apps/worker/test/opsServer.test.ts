@@ -74,6 +74,10 @@ describe("worker ops server", () => {
       "fleet_jobs_completed_total counter",
       "fleet_jobs_delayed_by_window_total counter",
       "fleet_jobs_failed_total counter",
+      "fleet_link_breaker_open gauge",
+      "fleet_link_breaker_openings_total counter",
+      "fleet_link_faults_total counter",
+      "fleet_link_probes_total counter",
     ]);
   });
 

@@ -1,5 +1,5 @@
-import { classifyError } from "./classifyError";
-import { PermanentError, RetryableError, isRetryableCategory } from "./errors";
+import { classifyError, classifyTransferError } from "./classifyError";
+import { LINK_FAULT_CATEGORIES, PermanentError, RetryableError, isLinkFaultCategory, isRetryableCategory } from "./errors";
 
 const errno = (code: string, message = code) => Object.assign(new Error(message), { code });
 
@@ -8,7 +8,12 @@ describe("classifyError", () => {
     ["ENOENT", "not-found", false],
     ["EACCES", "permission-denied", false],
     ["EPERM", "permission-denied", false],
-    ["ENOSPC", "no-space", false],
+    ["ENOSPC", "no-space", true],
+    ["EDQUOT", "no-space", true],
+    ["EROFS", "storage-unavailable", true],
+    ["EFBIG", "unsupported", false],
+    ["EISDIR", "not-a-file", false],
+    ["ENXIO", "not-a-file", false],
     ["ECONNRESET", "network", true],
     ["ECONNREFUSED", "network", true],
     ["ETIMEDOUT", "timeout", true],
@@ -130,4 +135,70 @@ describe("classifyError", () => {
     expect(isRetryableCategory("not-found")).toBe(false);
     expect(isRetryableCategory("checksum-mismatch")).toBe(false);
   });
+
+  it("calls a link fault only what points at the link or a whole storage, and every link fault is retryable", () => {
+    for (const category of LINK_FAULT_CATEGORIES) expect(isRetryableCategory(category)).toBe(true);
+    expect(isLinkFaultCategory("no-space")).toBe(true);
+    expect(isLinkFaultCategory("storage-unavailable")).toBe(true);
+    expect(isLinkFaultCategory("io")).toBe(false);
+    expect(isLinkFaultCategory("source-changed")).toBe(false);
+    expect(isLinkFaultCategory("not-found")).toBe(false);
+  });
 });
+
+describe("classifyTransferError: a file's fault or its link's", () => {
+  const where = (err: unknown, side: "source" | "destination") => {
+    const e = classifyTransferError(err, side);
+    return [e.category, e.retryable, isLinkFaultCategory(e.category)];
+  };
+
+  it("never makes a file permanent for what refuses the destination as a whole", () => {
+    // The issue's case: the destination folder vanished under a stale folder cache.
+    const mkdir = new PermanentError("not-found", 'create folder of "user01/2015/a.pdf": ENOENT: no such file or directory, mkdir', { cause: errno("ENOENT") });
+    expect(where(mkdir, "destination")).toEqual(["storage-unavailable", true, true]);
+    expect(where(errno("EACCES"), "destination")).toEqual(["storage-unavailable", true, true]);
+    expect(where(errno("EPERM"), "destination")).toEqual(["storage-unavailable", true, true]);
+    expect(where(errno("EROFS"), "destination")).toEqual(["storage-unavailable", true, true]);
+    expect(where(errno("ENOSPC"), "destination")).toEqual(["no-space", true, true]);
+    expect(where(aws("AccessDenied", 403), "destination")).toEqual(["storage-unavailable", true, true]);
+    expect(where(aws("NoSuchBucket", 404), "destination")).toEqual(["storage-unavailable", true, true]);
+    expect(where(sshLevelError("client-authentication"), "destination")).toEqual(["storage-unavailable", true, true]);
+  });
+
+  it("keeps connection trouble a link fault on either side", () => {
+    for (const side of ["source", "destination"] as const) {
+      expect(where(errno("ECONNREFUSED"), side)).toEqual(["network", true, true]);
+      expect(where(errno("ECONNRESET"), side)).toEqual(["network", true, true]);
+      expect(where(aws("SlowDown", 503), side)).toEqual(["throttled", true, true]);
+      expect(where(aws("InternalError", 500), side)).toEqual(["unavailable", true, true]);
+      expect(where(Object.assign(new Error("timed out"), { name: "TimeoutError" }), side)).toEqual(["timeout", true, true]);
+    }
+  });
+
+  it("leaves a missing or unreadable source file that file's own fault", () => {
+    expect(where(errno("ENOENT"), "source")).toEqual(["not-found", false, false]);
+    expect(where(errno("EACCES"), "source")).toEqual(["permission-denied", false, false]);
+    expect(where(aws("NoSuchKey", 404), "source")).toEqual(["not-found", false, false]);
+    // …but a bucket or credentials gone are the link's.
+    expect(where(aws("NoSuchBucket", 404), "source")).toEqual(["storage-unavailable", true, true]);
+  });
+
+  it("leaves the file's own faults alone on either side", () => {
+    for (const side of ["source", "destination"] as const) {
+      expect(where(new PermanentError("checksum-mismatch", "x"), side)).toEqual(["checksum-mismatch", false, false]);
+      expect(where(new PermanentError("destination-exists", "x"), side)).toEqual(["destination-exists", false, false]);
+      expect(where(new PermanentError("invalid-key", "x"), side)).toEqual(["invalid-key", false, false]);
+      expect(where(new RetryableError("source-changed", "x"), side)).toEqual(["source-changed", true, false]);
+      expect(where(errno("EIO"), side)).toEqual(["io", true, false]);
+    }
+    expect(where(errno("EISDIR"), "source")).toEqual(["not-a-file", false, false]);
+  });
+});
+
+function sshLevelError(level: string): Error {
+  return Object.assign(new Error("All configured authentication methods failed"), { level });
+}
+
+function aws(name: string, httpStatusCode: number): Error {
+  return Object.assign(new Error(`${name} says no`), { name, $metadata: { httpStatusCode } });
+}

@@ -1,5 +1,5 @@
 import { FleetError, PermanentError, RetryableError } from "./errors";
-import type { PermanentCategory, RetryableCategory } from "./errors";
+import type { ErrorCategory, PermanentCategory, RetryableCategory } from "./errors";
 
 /**
  * The one place where raw errors (Node fs/net, pg, ioredis, zod, aborts) become Fleet errors.
@@ -16,15 +16,20 @@ const p = (category: PermanentCategory): Verdict => ({ retryable: false, categor
 const SYSTEM_CODES: Record<string, Verdict> = {
   ENOENT: p("not-found"),
   ENOTDIR: p("not-found"),
-  EISDIR: p("invalid-key"),
+  // Reading a directory, or opening a socket (ENXIO): the "file" has no bytes to copy.
+  EISDIR: p("not-a-file"),
+  ENXIO: p("not-a-file"),
   ENAMETOOLONG: p("invalid-key"),
   ELOOP: p("invalid-key"),
   EACCES: p("permission-denied"),
   EPERM: p("permission-denied"),
-  EROFS: p("permission-denied"),
-  ENOSPC: p("no-space"),
-  EDQUOT: p("no-space"),
-  EFBIG: p("no-space"),
+  // A read-only filesystem refuses every write, not this one.
+  EROFS: r("storage-unavailable"),
+  // Space can be freed; until then every write fails the same way (a link fault).
+  ENOSPC: r("no-space"),
+  EDQUOT: r("no-space"),
+  // This file is larger than the destination filesystem (or RLIMIT_FSIZE) allows.
+  EFBIG: p("unsupported"),
   EEXIST: p("destination-exists"),
   EMFILE: r("io"),
   ENFILE: r("io"),
@@ -65,7 +70,7 @@ function classifyPg(code: string): Verdict | undefined {
     case "42501": // insufficient_privilege
       return p("permission-denied");
     case "53100": // disk_full
-      return p("no-space");
+      return r("no-space");
   }
   const cls = code.slice(0, 2);
   if (cls === "08") return r("database"); // connection exceptions
@@ -237,4 +242,38 @@ export function describe(err: unknown): string {
   } catch {
     return String(err);
   }
+}
+
+/** Which end of a transfer an operation failed at. */
+export type TransferSide = "source" | "destination";
+
+// Categories that, at the destination, mean the storage as a whole refuses (see below).
+const DESTINATION_WIDE: ReadonlySet<ErrorCategory> = new Set<ErrorCategory>(["permission-denied", "not-found", "bad-config", "auth-failed"]);
+// At the source, only a refusal of the whole storage is the link's: a missing or unreadable
+// file is that file's own fault (a vanished source root is reported by the adapter itself as
+// storage-unavailable, after it checked the root).
+const SOURCE_WIDE: ReadonlySet<ErrorCategory> = new Set<ErrorCategory>(["bad-config", "auth-failed"]);
+
+/**
+ * Tells a file's fault from a link's fault, for an error met while copying one file from a
+ * source storage to a destination storage. The one place that decides it (see docs/architecture.md,
+ * "Errors"): classifyError() gives the category, and the side it happened at decides what it
+ * means for the file.
+ *
+ * - Link faults (isLinkFaultCategory) stay as they are: network, timeout, throttled,
+ *   unavailable, no-space, storage-unavailable.
+ * - At the destination, "permission denied", "not found" (a parent folder or the root that
+ *   vanished, after the adapter invalidated its cache and tried again), "no such bucket" and
+ *   refused credentials say nothing about the file being written: they become retryable
+ *   `storage-unavailable` (a link fault).
+ * - At the source, refused credentials and a vanished bucket are the link's too; a missing or
+ *   unreadable file stays the file's (`not-found`, `permission-denied`: permanent).
+ * - Everything else (checksum mismatch, destination exists, invalid key, not-a-file,
+ *   source-changed, io…) is the file's own.
+ */
+export function classifyTransferError(err: unknown, side: TransferSide): FleetError {
+  const error = classifyError(err);
+  const wide = side === "destination" ? DESTINATION_WIDE : SOURCE_WIDE;
+  if (!wide.has(error.category)) return error;
+  return new RetryableError("storage-unavailable", `${side} refused as a whole (${error.category}): ${error.message}`, { cause: error });
 }

@@ -18,6 +18,15 @@ export const RETRYABLE_CATEGORIES = [
   "io",
   "database",
   "interrupted",
+  // The destination (or the source) as a whole refuses: its root or bucket vanished, it is
+  // read-only, it denies writing, or it refuses our credentials. Never the file's fault.
+  "storage-unavailable",
+  // Disk or quota full: space may be freed, and the files then copied (it was permanent before
+  // issue 9: 26,286 files of a full disk failed for good).
+  "no-space",
+  // The source object changed while it was read (size, mtime/ctime, inode, ETag): what was read
+  // is no version of it; it is copied again later.
+  "source-changed",
   // An error nobody mapped: retried (a bounded number of times) rather than given up at once,
   // and logged with its raw message so it can be mapped properly.
   "unknown",
@@ -33,11 +42,20 @@ export const PERMANENT_CATEGORIES = [
   "invalid-payload",
   "invalid-key",
   "bad-config",
-  "no-space",
   "archive-corrupt",
   "unsupported",
   "auth-failed",
+  // A source "file" that is a directory, socket, FIFO or device: there are no bytes to copy.
+  "not-a-file",
 ] as const;
+
+/**
+ * Categories that point at the link (the path between a source and a destination storage) or
+ * at a storage as a whole, not at one file: every file would fail the same way right now. They
+ * are all retryable; a burst of them on one link opens that link's breaker (see
+ * packages/jobs/src/migration/linkGuard.ts), which pauses the link instead of failing files.
+ */
+export const LINK_FAULT_CATEGORIES = ["network", "timeout", "throttled", "unavailable", "storage-unavailable", "no-space"] as const;
 
 export type RetryableCategory = (typeof RETRYABLE_CATEGORIES)[number];
 export type PermanentCategory = (typeof PERMANENT_CATEGORIES)[number];
@@ -48,6 +66,13 @@ const retryableSet: ReadonlySet<string> = new Set(RETRYABLE_CATEGORIES);
 /** True when an item that failed with this category may be attempted again. */
 export function isRetryableCategory(category: string): boolean {
   return retryableSet.has(category);
+}
+
+const linkFaultSet: ReadonlySet<string> = new Set(LINK_FAULT_CATEGORIES);
+
+/** True when a failure with this category is the link's (or a whole storage's), not the item's. */
+export function isLinkFaultCategory(category: string): boolean {
+  return linkFaultSet.has(category);
 }
 
 /** Base of Fleet's own errors: a category, whether a retry can help, and the cause. */

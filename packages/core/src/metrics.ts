@@ -17,6 +17,14 @@ export interface FleetMetrics {
   bytesMigrated: Counter<"source" | "destination" | "link">;
   fileFailures: Counter<"category">;
   activeJobs: Gauge<"queue">;
+  /** This process's view of each link's breaker: 1 open, 0 closed (the dashboard exports the fleet's). */
+  linkBreakerOpen: Gauge<"link">;
+  /** Breaker openings by this process (the first to open it fleet-wide counts it). */
+  linkBreakerOpenings: Counter<"link">;
+  /** Link faults met by this process's transfers, by category. */
+  linkFaults: Counter<"link" | "category">;
+  /** Breaker probes run by this process: outcome ok or failed. */
+  linkProbes: Counter<"link" | "outcome">;
 }
 
 export interface MetricsOptions {
@@ -68,6 +76,25 @@ export function createMetrics(options: MetricsOptions = {}): FleetMetrics {
     }),
     fileFailures: new Counter({ name: "fleet_file_failures_total", help: "Files that failed, by error category", labelNames: ["category"], registers }),
     activeJobs: new Gauge({ name: "fleet_active_jobs", help: "Jobs running in this process", labelNames: ["queue"], registers }),
+    linkBreakerOpen: new Gauge({
+      name: "fleet_link_breaker_open",
+      help: "1 while the link's breaker is open (its transfers paused after a burst of link faults), as this process knows it",
+      labelNames: ["link"],
+      registers,
+    }),
+    linkBreakerOpenings: new Counter({
+      name: "fleet_link_breaker_openings_total",
+      help: "Times this process opened a link's breaker (fleet-wide: sum over processes)",
+      labelNames: ["link"],
+      registers,
+    }),
+    linkFaults: new Counter({
+      name: "fleet_link_faults_total",
+      help: "Transfers that failed for a fault of the link or a whole storage (network, no-space, storage-unavailable…), not of the file",
+      labelNames: ["link", "category"],
+      registers,
+    }),
+    linkProbes: new Counter({ name: "fleet_link_probes_total", help: "Probes of an open link breaker, by outcome (ok closes it)", labelNames: ["link", "outcome"], registers }),
   };
 }
 

@@ -4,6 +4,7 @@ import type { DbPool } from "@fleet/db/pool";
 import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
 import type { AccountServices } from "./accounts/accountServices";
+import type { LinkGuard } from "./migration/linkGuard";
 import type { FleetJobs } from "./catalogue";
 import type { RemoteServers } from "./remote/remoteServers";
 
@@ -33,8 +34,10 @@ export interface MigrationSettings {
   packageMaxBytes: number;
   /** Packaged mode: most files in one package. */
   packageMaxFiles: number;
-  /** After this many consecutive retryable failures the range stops (systemic outage). */
+  /** Link faults in a row on the link (no transfer succeeding in between) that open its breaker. */
   breakerThreshold: number;
+  /** Delays before the breaker's first probe, after one failed probe, after two…; the last repeats. */
+  breakerProbeScheduleMs: readonly number[];
   /** Retries of a failed file (retry_count limit). */
   maxRetries: number;
   /** Files per retry batch. */
@@ -71,6 +74,8 @@ export interface FleetDeps {
   /** Account migrations: settings, the site workflow, SMTP, flows (accounts/). */
   accounts: AccountServices;
   metrics: FleetMetrics;
+  /** The breaker of the source → destination link (fleet-wide, in Redis), as this process uses it. */
+  link: LinkGuard;
   /** Identifies this process in range owners: `<host>:<pid>:<random>`. */
   workerId: string;
 }

@@ -23,6 +23,15 @@
  *   these, up to RETRY_MAX.
  * - **category**: the stable error class stored with a failure (`not-found`, `network`, …;
  *   see @fleet/core/errors); it decides whether a retry can help.
+ * - **link**: a source storage → destination storage pair, named by both labels
+ *   (`local:/data → s3://archive/x/`), as metrics and status show it.
+ * - **link fault**: a failure of the link or of a storage as a whole (network, timeout,
+ *   throttled, unavailable, no-space, storage-unavailable), never the file's own fault.
+ * - **breaker**: a link's fleet-wide switch: a burst of link faults opens it and the link's work
+ *   pauses (jobs delayed, files pending) until a **probe** — a cheap real check of both storages —
+ *   succeeds and closes it.
+ * - **source version**: what a read saw of a source object (size, mtime, or S3 ETag), recorded
+ *   with its outcome; a source that changes while it is read fails `source-changed`.
  * - **reconcile**: re-deriving BullMQ jobs from Postgres: a range that is not COMPLETE and
  *   has no live job gets one again (Redis restarted empty, job removed by hand).
  * - **package**: with TRANSFER_MODE=packaged, some pending files of one range shipped as one
@@ -38,4 +47,4 @@
  * - **outbox**: the `notification` table: messages are rows first and sent afterwards, so none
  *   is lost when SMTP is down.
  */
-export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "reconcile", "package", "member", "account", "batch", "assignment", "step", "outbox"] as const;
+export const GLOSSARY_TERMS = ["source file", "range", "claim", "owner", "heartbeat", "outcome", "window", "attempt", "retry", "category", "link", "link fault", "breaker", "source version", "reconcile", "package", "member", "account", "batch", "assignment", "step", "outbox"] as const;

@@ -34,7 +34,8 @@ export const migrationFields = {
     })
     .describe(`Destination key of each file, from ${KEY_FIELDS.map((f) => `{${f}}`).join(" ")} (source_files fields; year/month/day of created_at, UTC), e.g. {owner}/{year}/{path}`),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
-  BREAKER_THRESHOLD: envInt(50, 1).describe("Consecutive retryable file failures that pause a range (systemic outage) instead of failing files"),
+  BREAKER_THRESHOLD: envInt(10, 1).describe("Link faults in a row (network, timeout, throttled, unavailable, no-space, storage-unavailable; no transfer succeeding in between) that open the link's breaker: its work pauses, fleet-wide, instead of failing files"),
+  BREAKER_PROBE_SCHEDULE: envDurationList("5s,15s,30s,1m,2m,5m").describe("Delays before an open link breaker's first probe, after one failed probe, after two…; the last repeats"),
   RETRY_MAX: envInt(3, 0, 100).describe("Times a failed file is retried by retry-failed"),
   RETRY_BATCH_SIZE: envInt(500, 1, 50_000).describe("Files per retry batch (FOR UPDATE SKIP LOCKED)"),
   RETRY_CATEGORIES: envList(RETRYABLE_CATEGORIES.join(",")).describe("Error categories retry-failed retries"),
@@ -72,6 +73,7 @@ export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
     packageMaxBytes: c.PACKAGE_MAX_BYTES,
     packageMaxFiles: c.PACKAGE_MAX_FILES,
     breakerThreshold: c.BREAKER_THRESHOLD,
+    breakerProbeScheduleMs: c.BREAKER_PROBE_SCHEDULE,
     maxRetries: c.RETRY_MAX,
     retryBatchSize: c.RETRY_BATCH_SIZE,
     retryableCategories: c.RETRY_CATEGORIES,

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { envDuration, envInt } from "@fleet/core/config";
+import { envBool, envDuration, envInt } from "@fleet/core/config";
 import { secret } from "@fleet/core/secretFiles";
 import { ConfigError } from "@fleet/core/errors";
 import type { SshHostKey } from "@fleet/storage/sshHostKey";
@@ -47,6 +47,7 @@ export const storageFields = {
   S3_QUEUE_SIZE: envInt(4, 1, 64).describe("Parts in flight per multipart upload (memory ≈ part size × (this + 1) per upload)"),
   S3_MAX_SOCKETS: envInt(128, 1, 4096).describe("HTTP keep-alive sockets per S3 endpoint"),
   S3_REQUEST_TIMEOUT: envDuration("60s").describe("An S3 request whose socket makes no progress this long fails (retryable timeout)"),
+  FSYNC_WRITES: envBool(true).describe("fsync each file written to a local or SFTP destination (fsync@openssh.com, when the server offers it) before it is published under its name, so a crash never leaves a published file shorter than what was recorded; false is faster (the bench measures it)"),
   SFTP_POOL_SIZE: envInt(8, 1, 256).describe("Most SSH connections per SFTP server and process"),
   SFTP_OPERATIONS_PER_CONNECTION: envInt(8, 1, 256).describe("SFTP operations pipelined on one connection"),
   SFTP_TIMEOUT: envDuration("60s").describe("An SFTP server silent this long has its connection dropped (retryable timeout)"),
@@ -90,6 +91,7 @@ export function toStorageConnection(c: StorageConfig, role: StorageRole, options
       requestTimeoutMs: c.S3_REQUEST_TIMEOUT,
       readBack: options.readBack ?? false,
     },
+    fsync: c.FSYNC_WRITES,
     ssh: {
       ...(keyFile ? { privateKey: readConfigFile(`${R}_SSH_KEY_FILE`, keyFile) } : {}),
       ...(get("SSH_KEY_PASSPHRASE") ? { passphrase: get("SSH_KEY_PASSPHRASE") } : {}),
@@ -100,6 +102,7 @@ export function toStorageConnection(c: StorageConfig, role: StorageRole, options
       operationTimeoutMs: c.SFTP_TIMEOUT,
       readyTimeoutMs: c.SSH_READY_TIMEOUT,
       keepaliveIntervalMs: c.SSH_KEEPALIVE_INTERVAL,
+      fsync: c.FSYNC_WRITES,
     },
   };
 }

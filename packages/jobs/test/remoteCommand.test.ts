@@ -30,6 +30,7 @@ servers:
       echo-args: fleet-args {first} {second}
       site: echo "site=$FLEET_SITE"
       fill-disk: 'fleet-fail "write failed: No space left on device"'
+      no-access: 'fleet-fail "cp: cannot create /export/x: Permission denied"'
       busy: fleet-fail "export lock held by another run"
       slow: sleep 30
     errorPatterns:
@@ -86,7 +87,9 @@ describe("registered servers", () => {
   });
 
   it("classifies failed exits by the server's patterns, then the defaults", async () => {
-    await expect(servers.run("nas1", "fill-disk")).rejects.toMatchObject({ retryable: false, category: "no-space" });
+    // A full disk can be freed: retryable (permanent before issue 9); a refusal is permanent.
+    await expect(servers.run("nas1", "fill-disk")).rejects.toMatchObject({ retryable: true, category: "no-space" });
+    await expect(servers.run("nas1", "no-access")).rejects.toMatchObject({ retryable: false, category: "permission-denied" });
     await expect(servers.run("nas1", "busy")).rejects.toMatchObject({ retryable: true, category: "unavailable" });
   });
 
@@ -194,12 +197,12 @@ describe("the remote-command job", () => {
   });
 
   it("fails a permanent error at once, with a log row", async () => {
-    const job = await h.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "fill-disk", values: {} });
+    const job = await h.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "no-access", values: {} });
     const done = await finishedJob(h.runtime, "remote", job.id!);
     expect([done.state, done.job.attemptsMade]).toEqual(["failed", 1]);
-    expect(done.job.failedReason).toMatch(/No space left on device/);
-    const log = await h.runtime.db.query("SELECT level, details->>'category' AS category FROM migration_log WHERE subject = 'remote:nas1:fill-disk'");
-    expect(log.rows).toEqual([{ level: "error", category: "no-space" }]);
+    expect(done.job.failedReason).toMatch(/Permission denied/);
+    const log = await h.runtime.db.query("SELECT level, details->>'category' AS category FROM migration_log WHERE subject = 'remote:nas1:no-access'");
+    expect(log.rows).toEqual([{ level: "error", category: "permission-denied" }]);
   });
 
   it("refuses a payload carrying a command line", async () => {

@@ -4,7 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { databaseFields, parseConfig, redisFields } from "@fleet/core/config";
-import { ConfigError } from "@fleet/core/errors";
+import { ConfigError, RETRYABLE_CATEGORIES } from "@fleet/core/errors";
+import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
+import type { BreakerView } from "@fleet/core/linkBreakers";
 import { createLogger } from "@fleet/core/logger";
 import { startS3Server } from "@fleet/testing/s3Server";
 import type { S3Server } from "@fleet/testing/s3Server";
@@ -90,19 +92,18 @@ describe("local → S3 when the S3 server hangs mid-run", () => {
   let h: PipelineHarness;
   afterAll(() => h?.close());
 
-  it("records what failed as retryable, and ends with every file in the bucket exactly once", async () => {
+  it("opens the link's breaker (work paused, nothing failed for good), closes it once the server answers, and ends with every file in the bucket once", async () => {
     await s3.createBucket("outage");
     h = await createPipelineHarness("s3-outage", {
       BATCH_SIZE: "100",
       COPY_CONCURRENCY: "8",
       BREAKER_THRESHOLD: "5",
+      BREAKER_PROBE_SCHEDULE: "500ms,1s",
       VERIFY: "write",
       DESTINATION_URL: `s3://outage?endpoint=${encodeURIComponent(s3.endpoint)}&region=${s3.region}`,
       DESTINATION_S3_ACCESS_KEY_ID: s3.accessKeyId,
       DESTINATION_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
       S3_REQUEST_TIMEOUT: "1s",
-      // A loaded machine can time out a few retries after the resume too: the point is that none is lost.
-      RETRY_MAX: "20",
       // s3rver keeps the body of a PUT whose client gave up (AWS and MinIO never store an
       // aborted PUT), so a timed-out upload leaves a torn object that the retry would rightly
       // refuse as destination-exists. The bucket is Fleet's alone here: overwrite.
@@ -114,13 +115,20 @@ describe("local → S3 when the S3 server hangs mid-run", () => {
     await waitFor(async () => (await fileSummary(h.runtime)).SUCCESS >= 50 || undefined, 30_000, "some files to be migrated");
     // A hung server (SIGSTOP; killing s3rver instead can corrupt its store for the keys being
     // written, which AWS or MinIO would not — the adapter's kill-mid-upload test covers a crash):
-    // requests in flight time out (retryable), the breaker hands the ranges back to backoff.
+    // requests in flight time out (a link fault), a burst of them opens the link's breaker.
+    const breakers = new LinkBreakers(h.runtime.redis, h.runtime.prefix);
     s3.pause();
+    let seenOpen: BreakerView | undefined;
     try {
-      await new Promise((r) => setTimeout(r, 3_000));
+      seenOpen = await waitFor(async () => (await breakerViews(breakers)).find((b) => b.open), 30_000, "the link's breaker to open");
+      // Probes fail while the server hangs: the breaker stays open, nothing fails for good.
+      await waitFor(async () => ((await breakers.get(seenOpen!.link))?.failedProbes ?? 0) >= 1 || undefined, 20_000, "a failed probe");
     } finally {
       s3.resume();
     }
+    expect(seenOpen).toMatchObject({ category: expect.stringMatching(/^(timeout|network|unavailable|throttled)$/), link: expect.stringContaining("s3://outage") });
+    // Nothing to do by hand: the probe closes the breaker, the ranges resume, and the files
+    // that failed before it opened are retried (retry-failed is enqueued on closing).
     const deadline = Date.now() + 90_000;
     for (;;) {
       const s = await fileSummary(h.runtime);
@@ -130,20 +138,48 @@ describe("local → S3 when the S3 server hangs mid-run", () => {
         const failed = await h.runtime.db.query("SELECT file_id, error_category, retry_count, error_message FROM migration_files WHERE status <> 'SUCCESS'");
         throw new Error(`not finished after the outage: ${JSON.stringify(s)}, ${open.rowCount} ranges open, not succeeded: ${JSON.stringify(failed.rows)}`);
       }
-      if (s.FAIL > 0 && s.RETRYING === 0) await h.runtime.deps.jobs.enqueue("retry-failed", {});
+      const permanent = await h.runtime.db.query("SELECT file_id, error_category FROM migration_files WHERE status = 'FAIL' AND NOT (error_category = ANY($1::text[]))", [RETRYABLE_CATEGORIES]);
+      expect(permanent.rows).toEqual([]);
       await new Promise((r) => setTimeout(r, 500));
     }
-    const categories = await h.runtime.db.query<{ retried: number }>("SELECT count(*)::int AS retried FROM migration_files WHERE retry_count > 0");
+    expect(await breakers.get(seenOpen!.link)).toBeNull();
+    expect(h.logLines.some((l) => l.includes('"link breaker opened: work on the link pauses until a probe succeeds"'))).toBe(true);
+    expect(h.logLines.some((l) => l.includes('"link breaker closed: the link works again"'))).toBe(true);
+    // The link's faults used none of the files' retries.
+    const retried = await h.runtime.db.query<{ n: number }>("SELECT count(*)::int AS n FROM migration_files WHERE retry_count > 0");
+    expect(retried.rows[0]!.n).toBe(0);
     const { rows } = await h.runtime.db.query<{ n: number; distinct_files: number }>("SELECT count(*)::int AS n, count(DISTINCT file_id)::int AS distinct_files FROM migration_files");
     expect(rows[0]).toEqual({ n: 400, distinct_files: 400 });
     let objects = 0;
     for await (const _ of h.runtime.deps.destination.list("")) objects++;
     expect(objects).toBe(400);
     for (const f of files) expect(sha(await h.runtime.deps.destination.readBuffer(f.key))).toBe(f.sha256);
-    // The outage was seen: some files failed and were retried, or ranges were handed back.
-    const log = await h.runtime.db.query("SELECT count(*)::int AS n FROM migration_log WHERE level IN ('warn', 'error')");
-    expect(categories.rows[0]!.retried + log.rows[0].n).toBeGreaterThan(0);
-  }, 150_000);
+    const metrics = await h.runtime.metrics.registry.getSingleMetricAsString("fleet_link_breaker_openings_total");
+    expect(metrics).toMatch(/fleet_link_breaker_openings_total\{[^}]*\} [1-9]/);
+  }, 180_000);
+
+  it("records the source version (size, ETag) of what it copies from S3", async () => {
+    const from = await createPipelineHarness("from-s3-version", {
+      BATCH_SIZE: "10",
+      SOURCE_URL: `s3://outage?endpoint=${encodeURIComponent(s3.endpoint)}&region=${s3.region}`,
+      SOURCE_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      SOURCE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    });
+    try {
+      const key = (await (async () => {
+        for await (const o of from.runtime.deps.source.list("")) return o.key;
+        return undefined;
+      })())!;
+      const head = await from.runtime.deps.source.stat(key);
+      await from.runtime.db.query(`INSERT INTO source_files (uri, name, size, owner) VALUES ($1, $1, $2, 't')`, [key, head.size]);
+      await migrateAll(from);
+      const row = (await from.runtime.db.query<{ status: string; source_size: number; source_etag: string; source_mtime: Date }>("SELECT status, source_size, source_etag, source_mtime FROM migration_files")).rows[0]!;
+      expect(row).toMatchObject({ status: "SUCCESS", source_size: head.size, source_etag: expect.stringMatching(/^[0-9a-f]{32}$/) });
+      expect(row.source_mtime).toBeInstanceOf(Date);
+    } finally {
+      await from.close();
+    }
+  });
 });
 
 describe("SFTP → local, configured by URL and SOURCE_SSH_* variables", () => {

@@ -31,7 +31,8 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
   const zero = NULL_ZERO.exec(url.trim());
   if (zero) return new NullStorage({ zeroBytes: Number(zero[1] ?? 0) });
   const match = URL_LIKE.exec(url);
-  if (!match) return new LocalStorage({ root: path.resolve(url) });
+  const fsync = connection.fsync ?? true;
+  if (!match) return new LocalStorage({ root: path.resolve(url), fsync });
   const scheme = (match[1] ?? "").toLowerCase();
   if (scheme === "null") return new NullStorage();
   if (scheme === "file") {
@@ -43,7 +44,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
         cause: err,
       });
     }
-    return new LocalStorage({ root });
+    return new LocalStorage({ root, fsync });
   }
   if (scheme === "s3") {
     const location = parseS3Url(url);
@@ -81,6 +82,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
       operationTimeoutMs: ssh.operationTimeoutMs,
       readyTimeoutMs: ssh.readyTimeoutMs,
       keepaliveIntervalMs: ssh.keepaliveIntervalMs,
+      fsync: ssh.fsync ?? true,
     });
   }
   // The URL itself is left out: it is config, and may hold what should not be logged.

@@ -30,6 +30,12 @@ export const writeFd = (fd: number, buffer: Buffer, offset: number, length: numb
 export const readFd = (fd: number, buffer: Buffer): Promise<number> =>
   call((done) => fs.read(fd, buffer, 0, buffer.length, null, done));
 
+/** Reads up to `length` bytes at file position `position` into `buffer` at `offset`. */
+export const readFdAt = (fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<number> =>
+  call((done) => fs.read(fd, buffer, offset, length, position, done));
+
+export const fsyncFd = (fd: number): Promise<void> => call<void>((done) => fs.fsync(fd, (err) => done(err, undefined)));
+
 export const fstatFd = (fd: number): Promise<Stats> => call((done) => fs.fstat(fd, done));
 
 export const lstatPath = (path: string): Promise<Stats> => call((done) => fs.lstat(path, done));

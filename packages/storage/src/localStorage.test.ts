@@ -129,9 +129,10 @@ describe("LocalStorage write and read", () => {
   it("treats a directory at the key as existing different content", async () => {
     await mkdir(path.join(root, "dir"));
     expect((await rejectionOf(storage.write("dir", Buffer.from("x")))).category).toBe("destination-exists");
-    expect((await rejectionOf(storage.stat("dir"))).category).toBe("invalid-key");
-    expect((await rejectionOf(storage.createReadStream("dir"))).category).toBe("invalid-key");
-    expect((await rejectionOf(storage.exists("dir"))).category).toBe("invalid-key");
+    expect((await rejectionOf(storage.stat("dir"))).category).toBe("not-a-file");
+    expect((await rejectionOf(storage.createReadStream("dir"))).category).toBe("not-a-file");
+    expect((await rejectionOf(storage.readBuffer("dir"))).category).toBe("not-a-file");
+    expect((await rejectionOf(storage.exists("dir"))).category).toBe("not-a-file");
     expect(await filesOnDisk()).toEqual([]);
   });
 
@@ -156,7 +157,10 @@ describe("LocalStorage write and read", () => {
 
   it("creates a missing root on the first write", async () => {
     const nested = new LocalStorage({ root: path.join(root, "not", "yet") });
-    expect((await rejectionOf(nested.readBuffer("f"))).category).toBe("not-found");
+    // A missing root is the storage's fault, not the object's (a source root gone mid-run must
+    // not fail every file as not-found).
+    expect((await rejectionOf(nested.readBuffer("f"))).category).toBe("storage-unavailable");
+    expect(await nested.exists("f")).toBeNull();
     await nested.write("f", Buffer.from("f"));
     expect(await filesOnDisk()).toEqual(["not/yet/f"]);
   });

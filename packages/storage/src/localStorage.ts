@@ -1,27 +1,20 @@
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { constants } from "node:fs";
 import { access, mkdir, opendir, stat } from "node:fs/promises";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { pathToFileURL } from "node:url";
-import { FleetError, PermanentError } from "@fleet/core/errors";
+import type { Stats } from "node:fs";
+import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { ConfinedRoot } from "./confinedRoot";
-import {
-  READ_FOLLOW,
-  READ_NO_FOLLOW,
-  closeFd,
-  fstatFd,
-  lstatPath,
-  openFd,
-  readWholeFile,
-  statPath,
-  unlinkPath,
-  writeFd,
-} from "./fsCallbacks";
+import { READ_FOLLOW, READ_NO_FOLLOW, closeFd, fstatFd, lstatPath, openFd, statPath, unlinkPath } from "./fsCallbacks";
 import { HashingCounter, checkExpected, digestOf, digestOfFile } from "./hashing";
 import type { Digest } from "./hashing";
 import { baseName, parentKey, validateKey, validatePrefix } from "./keys";
+import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./localReads";
+import { UsedFolders } from "./usedFolders";
+import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
 import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
 import { errorCode, isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
@@ -32,7 +25,16 @@ export interface LocalStorageOptions {
   root: string;
   /** Shown in logs and metrics; defaults to `local:<absolute root>`. */
   label?: string;
+  /**
+   * fsync each written file before it is published under its name (default true): after a
+   * crash or power cut a published object is never shorter than what was verified and
+   * recorded. FSYNC_WRITES=false trades that for speed (see the bench's fsync figure).
+   */
+  fsync?: boolean;
 }
+
+// Bytes the destination probe writes (and removes): a full disk or quota shows at once.
+const PROBE_BYTES = 64 * 1024;
 
 /** Objects as files under a local (or mounted) directory. */
 export class LocalStorage implements Storage {
@@ -40,10 +42,41 @@ export class LocalStorage implements Storage {
   readonly label: string;
   private readonly root: ConfinedRoot;
   private readonly tempName = createTempNamer();
+  private readonly fsync: boolean;
+  /**
+   * The root existed at some point while we ran (created, checked or written into). From then
+   * on it is never created again: a root that vanished may be an unmounted volume, which
+   * would otherwise be filled underneath its mount point (see UsedFolders).
+   */
+  private rootSeen = false;
+  private readonly folders = new UsedFolders();
 
   constructor(options: LocalStorageOptions) {
     this.root = new ConfinedRoot(options.root);
     this.label = options.label ?? `local:${this.root.path}`;
+    this.fsync = options.fsync ?? true;
+  }
+
+  invalidate(): void {
+    this.folders.forgetAll((dirKey) => this.root.forget(dirKey));
+  }
+
+  /** The root is a usable folder now; a destination also takes a small write (space, read-only, permissions). */
+  async probe(role: "source" | "destination"): Promise<void> {
+    await this.findRoot(`${role} probe`);
+    if (role === "source") {
+      await access(this.root.path, constants.R_OK | constants.X_OK).catch((err: unknown) => {
+        throw toStorageError("probe", "", err);
+      });
+      return;
+    }
+    const temp = this.root.abs(this.tempName("probe"));
+    try {
+      await writeAll(await openFd(temp, "wx"), Buffer.alloc(PROBE_BYTES), "probe", undefined, this.fsync);
+    } catch (err) {
+      throw await discardTemp(temp, toStorageError("probe", "", err));
+    }
+    await unlinkPath(temp);
   }
 
   async check(role: "source" | "destination"): Promise<void> {
@@ -52,6 +85,7 @@ export class LocalStorage implements Storage {
       const info = await stat(path);
       if (!info.isDirectory()) throw new PermanentError("bad-config", `${role} ${path} is not a directory`);
       await access(path, role === "source" ? constants.R_OK | constants.X_OK : constants.W_OK | constants.X_OK);
+      this.rootSeen = true;
     } catch (err) {
       if (err instanceof PermanentError) throw err;
       const code = errorCode(err);
@@ -59,6 +93,7 @@ export class LocalStorage implements Storage {
         await mkdir(path, { recursive: true }).catch((e: unknown) => {
           throw new PermanentError("bad-config", `destination ${path} does not exist and cannot be created: ${(e as Error).message}`, { cause: e });
         });
+        this.rootSeen = true;
         return;
       }
       throw new PermanentError("bad-config", `${role} ${path} is not usable (${code ?? (err as Error).message}): check ${role === "source" ? "SOURCE_URL" : "DESTINATION_URL"}`, { cause: err });
@@ -72,15 +107,15 @@ export class LocalStorage implements Storage {
   async stat(key: string, options: ReadOptions = {}): Promise<ObjectInfo> {
     const k = validateKey(key);
     throwIfAborted(options.signal, "stat", k);
-    await this.root.ensureDir(parentKey(k), false, k);
     const abs = this.root.abs(k);
     try {
+      await this.root.ensureDir(parentKey(k), false, k);
       let info = await lstatPath(abs);
       if (info.isSymbolicLink()) info = await statPath(await this.root.resolveInside(abs, k));
-      if (!info.isFile()) throw new PermanentError("invalid-key", `stat ${JSON.stringify(k)}: not a regular file`);
+      if (!info.isFile()) throw notAFile("stat", k, info);
       return { key: k, size: info.size, modifiedAt: info.mtime };
     } catch (err) {
-      throw toStorageError("stat", k, err);
+      throw await this.readFailure("stat", k, err);
     }
   }
 
@@ -88,26 +123,23 @@ export class LocalStorage implements Storage {
     const k = validateKey(key);
     // Opened here so that a missing object rejects this promise instead of erroring the
     // stream later, where the caller may already have started a write with it.
-    const fd = await this.openForRead(k, options.signal);
-    const stream = createReadStream("", { fd });
+    const { fd, info, path } = await this.openForRead(k, options.signal);
+    options.onVersion?.(versionOf(info));
+    const stream = checkedReadStream(fd, path, info, k);
     return options.signal ? addAbortSignal(options.signal, stream) : stream;
   }
 
   async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
     const k = validateKey(key);
-    const { signal } = options;
-    throwIfAborted(signal, "read", k);
-    await this.root.ensureDir(parentKey(k), false, k);
-    const abs = this.root.abs(k);
+    const { fd, info } = await this.openForRead(k, options.signal);
     try {
-      return await readWholeFile(abs, READ_NO_FOLLOW, signal);
-    } catch (err) {
-      if (errorCode(err) !== "ELOOP") throw toStorageError("read", k, err);
-    }
-    try {
-      return await readWholeFile(await this.root.resolveInside(abs, k), READ_FOLLOW, signal);
+      const body = await readWholeChecked(fd, info, k, options.signal);
+      options.onVersion?.(versionOf(info));
+      return body;
     } catch (err) {
       throw toStorageError("read", k, err);
+    } finally {
+      await closeFd(fd);
     }
   }
 
@@ -115,9 +147,10 @@ export class LocalStorage implements Storage {
     const k = validateKey(key);
     let fd: number;
     try {
-      fd = await this.openForRead(k, options.signal);
+      ({ fd } = await this.openForRead(k, options.signal));
     } catch (err) {
-      if (isNotFound(err)) return null;
+      // Absent, or its whole root is: either way there is no such object.
+      if (isNotFound(err) || isNotFound((err as Error).cause)) return null;
       throw err;
     }
     try {
@@ -149,19 +182,19 @@ export class LocalStorage implements Storage {
     if (known) checkExpected(k, known, options);
 
     const dirKey = parentKey(k);
-    await this.root.ensureDir(dirKey, true, k);
     const dest = this.root.abs(k);
     const temp = this.root.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
     const fd = await this.openTemp(temp, dirKey, k);
     try {
       let digest: Digest;
       if (Buffer.isBuffer(body) && known) {
-        await writeAll(fd, body, k, signal);
+        await writeAll(fd, body, k, signal, this.fsync);
         digest = known;
       } else {
         const counter = new HashingCounter(k, options.expectedSize);
-        // The write stream owns the descriptor from here: it closes it when done or destroyed.
-        await pipeline(body as Readable, counter, createWriteStream("", { fd }), { signal });
+        // The write stream owns the descriptor from here: it closes it (after an fsync with
+        // `flush`) when done or destroyed.
+        await pipeline(body as Readable, counter, createWriteStream("", { fd, flush: this.fsync }), { signal });
         digest = counter.digest();
         checkExpected(k, digest, options);
       }
@@ -225,74 +258,89 @@ export class LocalStorage implements Storage {
     }
   }
 
-  // For streaming reads, where one more fstat is noise: a directory or FIFO is refused here
-  // rather than failing the stream later.
-  private async openForRead(k: string, signal: AbortSignal | undefined): Promise<number> {
+  /**
+   * Opens a regular file for reading, with its fstat (the "before" of change detection). A
+   * directory, socket or FIFO is refused as not-a-file; a missing file is not-found unless the
+   * root itself is gone (then storage-unavailable: the link's fault, not the file's).
+   */
+  private async openForRead(k: string, signal: AbortSignal | undefined): Promise<{ fd: number; info: Stats; path: string }> {
     throwIfAborted(signal, "read", k);
-    await this.root.ensureDir(parentKey(k), false, k);
-    const abs = this.root.abs(k);
+    let path = this.root.abs(k);
     let fd: number;
     try {
-      fd = await openFd(abs, READ_NO_FOLLOW);
-    } catch (err) {
-      if (errorCode(err) !== "ELOOP") throw toStorageError("open", k, err);
+      await this.root.ensureDir(parentKey(k), false, k);
       try {
-        fd = await openFd(await this.root.resolveInside(abs, k), READ_FOLLOW);
-      } catch (followErr) {
-        throw toStorageError("open", k, followErr);
+        fd = await openFd(path, READ_NO_FOLLOW);
+      } catch (err) {
+        if (errorCode(err) !== "ELOOP") throw err;
+        path = await this.root.resolveInside(path, k);
+        fd = await openFd(path, READ_FOLLOW);
       }
+    } catch (err) {
+      // A Unix socket cannot be opened at all: say what it is, not the errno.
+      if (errorCode(err) === "ENXIO") throw new PermanentError("not-a-file", `open ${JSON.stringify(k)}: a socket (or a device without a driver), not a file`, { cause: err });
+      throw await this.readFailure("open", k, err);
     }
+    let info: Stats;
     try {
-      if ((await fstatFd(fd)).isFile()) return fd;
+      info = await fstatFd(fd);
     } catch (err) {
       await closeFd(fd);
       throw toStorageError("open", k, err);
     }
+    if (info.isFile()) return { fd, info, path };
     await closeFd(fd);
-    throw new PermanentError("invalid-key", `open ${JSON.stringify(k)}: not a regular file`);
+    throw notAFile("open", k, info);
   }
 
+  /** A read's failure, classified; a missing file whose root is gone too is the storage's fault. */
+  private async readFailure(operation: string, k: string, err: unknown): Promise<FleetError> {
+    const error = toStorageError(operation, k, err);
+    if (error.category !== "not-found") return error;
+    const root = await stat(this.root.path).catch(() => undefined);
+    if (root?.isDirectory()) return error;
+    return new RetryableError("storage-unavailable", `${operation} ${JSON.stringify(k)}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?)`, { cause: error });
+  }
+
+  /**
+   * Creates the temp file, creating its folder first. A folder we remember (created or checked)
+   * may have been removed behind our back: then forget every folder and try once more. A root
+   * that was seen is never created again (ensureDir("", false) first): while it is missing,
+   * writes fail storage-unavailable.
+   */
   private async openTemp(temp: string, dirKey: string, k: string): Promise<number> {
-    try {
-      return await openFd(temp, "wx");
-    } catch (err) {
-      if (errorCode(err) !== "ENOENT") throw toStorageError("write", k, err);
-    }
-    // The cached folder was removed behind our back: create it again, once.
-    this.root.forget(dirKey);
-    await this.root.ensureDir(dirKey, true, k);
-    try {
-      return await openFd(temp, "wx");
-    } catch (err) {
-      throw toStorageError("write", k, err);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (this.rootSeen) await this.root.ensureDir("", false, k);
+        // Noted before: a failed ensureDir may leave the folder's parents cached.
+        this.folders.add(dirKey);
+        await this.root.ensureDir(dirKey, true, k);
+        this.rootSeen = true;
+        return await openFd(temp, "wx");
+      } catch (err) {
+        if (!isNotFound(err)) throw toStorageError("write", k, err);
+        if (attempt > 0) {
+          await this.findRoot(k);
+          throw toStorageError("write", k, err);
+        }
+        this.invalidate();
+      }
     }
   }
-}
 
-/** One write for a small buffer; loops only on a short write. The descriptor is always closed. */
-async function writeAll(fd: number, body: Buffer, key: string, signal?: AbortSignal): Promise<void> {
-  try {
-    for (let offset = 0; offset < body.length; ) {
-      throwIfAborted(signal, "write", key);
-      offset += await writeFd(fd, body, offset, body.length - offset);
+  /** Resolves when the root is a folder again; storage-unavailable while it is missing. */
+  private async findRoot(k: string): Promise<void> {
+    let info;
+    try {
+      info = await stat(this.root.path);
+    } catch (err) {
+      if (!isNotFound(err)) throw toStorageError("open storage root for", k, err);
     }
-  } catch (err) {
-    // The write's error is the one worth reporting; the temp file is removed next anyway.
-    await closeFd(fd).catch(() => undefined);
-    throw err;
-  }
-  // Outside the try: on network filesystems a failed close can be the only sign of lost data.
-  await closeFd(fd);
-}
-
-/** Removes a temp file after a failure; a failed removal is reported, never swallowed. */
-async function discardTemp(temp: string, error: FleetError): Promise<FleetError> {
-  try {
-    await unlinkPath(temp);
-  } catch (err) {
-    if (errorCode(err) !== "ENOENT") {
-      error.message += ` (and the temporary file ${temp} could not be removed: ${(err as Error).message})`;
+    if (!info?.isDirectory()) {
+      throw new RetryableError(
+        "storage-unavailable",
+        `${k}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
+      );
     }
   }
-  return error;
 }

@@ -123,7 +123,7 @@ describe("runRemoteCommand", () => {
   it("classifies a failed exit by its output, with the exit code and an excerpt in the message", async () => {
     const cases: Array<[string, string, boolean]> = [
       ["cp: cannot create '/x': Permission denied", "permission-denied", false],
-      ["write error: No space left on device", "no-space", false],
+      ["write error: No space left on device", "no-space", true],
       ["ls: cannot access 'gone': No such file or directory", "not-found", false],
       ["rsync: connection reset by peer", "network", true],
       ["operation timed out", "timeout", true],

@@ -28,13 +28,14 @@ export interface RemoteErrorPatterns {
 export const DEFAULT_REMOTE_ERROR_PATTERNS: RemoteErrorPatterns = {
   permanent: [
     { pattern: /permission denied|operation not permitted/i, category: "permission-denied" },
-    { pattern: /no space left|disk quota exceeded/i, category: "no-space" },
     { pattern: /not found|no such file or directory/i, category: "not-found" },
   ],
   retryable: [
     { pattern: /connection reset|connection refused|broken pipe/i, category: "network" },
     { pattern: /timed out/i, category: "timeout" },
     { pattern: /temporarily unavailable|try again/i, category: "unavailable" },
+    // Space can be freed: retried like any outage (permanent before issue 9).
+    { pattern: /no space left|disk quota exceeded/i, category: "no-space" },
   ],
 };
 

@@ -57,6 +57,11 @@ export class S3FolderListings {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** Forgets every listing (kept: the writes in flight, which still have to be released). */
+  clear(): void {
+    this.folders.clear();
+  }
+
   /** Marks a write of `objectKey` as started; call the result when it ended (either way). */
   touch(objectKey: string): () => void {
     if (this.ttlMs <= 0) return () => undefined;

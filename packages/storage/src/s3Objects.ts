@@ -3,11 +3,13 @@ import type { Readable } from "node:stream";
 import { CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import type { Digest } from "./hashing";
+import type { ObjectVersion } from "./storage";
 import type { S3DirectRequests } from "./s3DirectRequests";
 import { isS3NotFound, s3Failure } from "./s3Errors";
 import { copySourceOf } from "./s3Keys";
 import type { S3Key } from "./s3Keys";
 import { throwIfAborted } from "./storageErrors";
+import { RetryableError } from "@fleet/core/errors";
 
 /**
  * The requests S3Storage makes on single objects of one bucket, with "absent" as null and
@@ -56,11 +58,15 @@ export class S3Objects {
     }
   }
 
-  /** The object's bytes as a stream (resolved once the server answered), or null when absent. */
-  async get(operation: string, target: S3Key, signal?: AbortSignal): Promise<Readable | null> {
+  /**
+   * The object's bytes as a stream (resolved once the server answered), or null when absent.
+   * `onVersion` learns the version being read: one GET is one version of the object.
+   */
+  async get(operation: string, target: S3Key, signal?: AbortSignal, onVersion?: (version: ObjectVersion) => void): Promise<Readable | null> {
     throwIfAborted(signal, operation, target.key);
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: target.objectKey }), { abortSignal: signal });
+      onVersion?.(versionOf(response));
       return response.Body as Readable;
     } catch (err) {
       if (isS3NotFound(err)) return null;
@@ -69,11 +75,17 @@ export class S3Objects {
   }
 
   /** The whole object in memory (small objects), or null when absent. */
-  async getBuffer(operation: string, target: S3Key, signal?: AbortSignal): Promise<Buffer | null> {
+  async getBuffer(operation: string, target: S3Key, signal?: AbortSignal, onVersion?: (version: ObjectVersion) => void): Promise<Buffer | null> {
     throwIfAborted(signal, operation, target.key);
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: target.objectKey }), { abortSignal: signal });
       const bytes = await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+      const version = versionOf(response);
+      // A body cut short (the connection dropped mid-answer) is no version of the object.
+      if (bytes.byteLength !== version.size) {
+        throw new RetryableError("network", `${operation} ${JSON.stringify(target.key)}: received ${bytes.byteLength} of ${version.size} bytes`);
+      }
+      onVersion?.(version);
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } catch (err) {
       if (isS3NotFound(err)) return null;
@@ -127,6 +139,12 @@ export class S3Objects {
       throw s3Failure(operation, target.key, err, signal);
     }
   }
+}
+
+/** What a GET answer says about the version it carries. */
+function versionOf(response: { ContentLength?: number; LastModified?: Date; ETag?: string }): ObjectVersion {
+  const etag = etagOf(response.ETag);
+  return { size: response.ContentLength ?? 0, ...(response.LastModified ? { modifiedAt: response.LastModified } : {}), ...(etag ? { etag } : {}) };
 }
 
 /** A HEAD answer's headers as the SDK would have parsed them. */

@@ -81,6 +81,16 @@ export class S3Storage implements Storage {
     return s3Uri(this.bucket, this.keyOf(key).objectKey);
   }
 
+  /** The link breaker's probe: the same HeadBucket as check(), which creates nothing either. */
+  probe(role: "source" | "destination"): Promise<void> {
+    return this.check(role);
+  }
+
+  /** After a link fault: folder listings may describe a bucket that changed meanwhile. */
+  invalidate(): void {
+    this.listings.clear();
+  }
+
   /** HeadBucket: the bucket must exist and the credentials must reach it. Buckets are never created. */
   async check(role: "source" | "destination"): Promise<void> {
     try {
@@ -102,14 +112,14 @@ export class S3Storage implements Storage {
     const target = this.keyOf(key);
     // Awaited here, so a missing object rejects this promise rather than erroring the stream
     // later, after the caller may have started a write with it.
-    const body = await this.objects.get("read", target, options.signal);
+    const body = await this.objects.get("read", target, options.signal, options.onVersion);
     if (!body) throw this.notFound("read", target);
     return options.signal ? addAbortSignal(options.signal, body) : body;
   }
 
   async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
     const target = this.keyOf(key);
-    const bytes = await this.objects.getBuffer("read", target, options.signal);
+    const bytes = await this.objects.getBuffer("read", target, options.signal, options.onVersion);
     if (!bytes) throw this.notFound("read", target);
     return bytes;
   }

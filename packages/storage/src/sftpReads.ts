@@ -32,16 +32,24 @@ export async function* readChunks(
   expectedSize: number | undefined,
   key: string,
   signal?: AbortSignal,
+  afterLastRequest?: () => void,
 ): AsyncGenerator<Buffer> {
   let chunk = CHUNK;
   let next = 0;
   let inflight: PendingRead[] = [];
+  let lastIssued = false;
   const issue = (length: number): void => {
     const data = session.read(handle, length, next);
     // A read we stop waiting for (after a short answer) must not become an unhandled rejection.
     data.catch(() => undefined);
     inflight.push({ position: next, length, data });
     next += length;
+    // The request that reaches past the expected end is out: whatever the caller sends now is
+    // answered after it (a server handles one file's requests in order), at no extra round trip.
+    if (!lastIssued && expectedSize !== undefined && next > expectedSize) {
+      lastIssued = true;
+      afterLastRequest?.();
+    }
   };
   for (;;) {
     throwIfAborted(signal, "read", key);

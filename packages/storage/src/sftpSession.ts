@@ -109,8 +109,35 @@ export class SftpSession {
 
   /** Whether the server offers posix-rename@openssh.com (atomic replace). */
   get canPosixRename(): boolean {
-    const extensions = (this.sftp as unknown as { _extensions?: Record<string, string> })._extensions;
-    return extensions?.["posix-rename@openssh.com"] === "1";
+    return this.extension("posix-rename@openssh.com") === "1";
+  }
+
+  /** Whether the server offers fsync@openssh.com (OpenSSH ≥ 6.5). */
+  get canFsync(): boolean {
+    return this.extension("fsync@openssh.com") === "1";
+  }
+
+  /** Whether the server offers statvfs@openssh.com (free space of a filesystem). */
+  get canStatvfs(): boolean {
+    return this.extension("statvfs@openssh.com") === "2";
+  }
+
+  /** fsync@openssh.com: the server fsyncs the open file (requests on one file run in order). */
+  fsync(handle: Buffer): Promise<void> {
+    return this.call<void>((done) => this.sftp.ext_openssh_fsync(handle, (err) => done(err)));
+  }
+
+  /** statvfs@openssh.com of a path: bytes available to us (f_bavail × f_frsize). */
+  availableBytes(path: string): Promise<number> {
+    return this.call((done) =>
+      this.sftp.ext_openssh_statvfs(path, (err, info: { f_bavail: number | bigint; f_frsize: number | bigint } | undefined) =>
+        done(err, info ? Number(info.f_bavail) * Number(info.f_frsize) : 0),
+      ),
+    );
+  }
+
+  private extension(name: string): string | undefined {
+    return (this.sftp as unknown as { _extensions?: Record<string, string> })._extensions?.[name];
   }
 
   open(path: string, flags: "r" | "wx"): Promise<Buffer> {

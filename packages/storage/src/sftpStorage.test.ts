@@ -156,8 +156,8 @@ describe("SftpStorage reads and writes", () => {
 
   it("refuses a directory as an object", async () => {
     await mkdir(path.join(root, "adir"));
-    expect(await rejectionOf(storage.readBuffer("adir"))).toMatchObject({ category: "invalid-key" });
-    expect(await rejectionOf(storage.createReadStream("adir"))).toMatchObject({ category: "invalid-key" });
+    expect(await rejectionOf(storage.readBuffer("adir"))).toMatchObject({ category: "not-a-file" });
+    expect(await rejectionOf(storage.createReadStream("adir"))).toMatchObject({ category: "not-a-file" });
   });
 });
 

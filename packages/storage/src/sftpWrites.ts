@@ -10,12 +10,13 @@ const PIECE = 64 * 1024;
 const WRITE_AHEAD = 8;
 
 /**
- * Writes a buffer and closes the handle, sending the close right behind the writes: SFTP
+ * Writes a buffer (then, with `fsync`, asks the server to fsync it) and closes the handle,
+ * sending the close right behind the writes: SFTP
  * servers handle requests on one file in order, so this saves a round trip per small file.
  * The handle is closed whatever happens; a failed close fails the write, because on some
  * servers it is the only sign that the data did not reach the disk.
  */
-export async function writeBufferAndClose(session: SftpSession, handle: Buffer, body: Buffer): Promise<void> {
+export async function writeBufferAndClose(session: SftpSession, handle: Buffer, body: Buffer, fsync: boolean): Promise<void> {
   let writing: Promise<void>;
   try {
     const writes: Promise<void>[] = [];
@@ -23,6 +24,8 @@ export async function writeBufferAndClose(session: SftpSession, handle: Buffer, 
       writes.push(session.write(handle, body.subarray(offset, offset + PIECE), offset));
       if (writes.length >= WRITE_AHEAD) await Promise.all(writes.splice(0));
     }
+    // fsync@openssh.com right behind the writes, before the close: the server runs them in order.
+    if (fsync) writes.push(session.fsync(handle));
     writing = Promise.all(writes).then(() => undefined);
   } catch (err) {
     await session.close(handle).catch(() => undefined);

@@ -46,8 +46,27 @@ export interface WriteOptions {
   ifExists?: ExistsPolicy;
 }
 
+/**
+ * The version of a source object that a read returned, recorded with the file's outcome
+ * (migration_files.source_size / source_mtime / source_etag).
+ */
+export interface ObjectVersion {
+  size: number;
+  modifiedAt?: Date;
+  /** S3: the ETag of the bytes read. */
+  etag?: string;
+}
+
 export interface ReadOptions {
   signal?: AbortSignal;
+  /**
+   * readBuffer / createReadStream: called once, before the bytes are returned (or the stream
+   * is), with the version being read. Adapters check that the object does not change while it
+   * is read (local: size, mtime, ctime and, for streams, the inode; SFTP: size and mtime; S3: a
+   * GET is one version) and fail the read with RetryableError("source-changed") if it did — a
+   * stream errors before its end, so a torn copy is never published.
+   */
+  onVersion?: (version: ObjectVersion) => void;
 }
 
 export interface Storage {
@@ -91,6 +110,20 @@ export interface Storage {
    * Throws PermanentError("bad-config") with what is wrong.
    */
   check?(role: "source" | "destination"): Promise<void>;
+
+  /**
+   * A cheap real check that the location works now, for the link breaker's probes: it never
+   * creates anything that lasts (a vanished destination root stays an outage until someone
+   * brings it back: it may be an unmounted volume). Throws the classified failure.
+   */
+  probe?(role: "source" | "destination"): Promise<void>;
+
+  /**
+   * Forgets what the adapter remembers about the location (folders it created or checked,
+   * listings): called after a link fault, before the operation is tried once more, since the
+   * fault may mean the location changed under us (a folder deleted and re-created).
+   */
+  invalidate?(): void;
 
   /** Releases connections, pools, caches. */
   close(): Promise<void>;

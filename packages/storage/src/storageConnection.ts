@@ -8,6 +8,8 @@ import type { SshHostKey } from "./sshHostKey";
 export interface StorageConnection {
   s3?: S3Connection;
   ssh?: SshConnection;
+  /** Local directories: fsync each written file before publishing it (default true). */
+  fsync?: boolean;
 }
 
 export interface S3Connection {
@@ -35,4 +37,6 @@ export interface SshConnection {
   operationTimeoutMs?: number;
   readyTimeoutMs?: number;
   keepaliveIntervalMs?: number;
+  /** fsync@openssh.com before publishing a written file, when the server offers it (default true). */
+  fsync?: boolean;
 }

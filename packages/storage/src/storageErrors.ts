@@ -37,3 +37,8 @@ export function isNotFound(err: unknown): boolean {
   const code = errorCode(err);
   return code === "ENOENT" || code === "ENOTDIR";
 }
+
+/** The object changed while it was read: what was read is no version of it (retryable). */
+export function sourceChanged(key: string, what: string): RetryableError {
+  return new RetryableError("source-changed", `read ${JSON.stringify(key)}: the file changed while it was read (${what}); it will be copied again`);
+}

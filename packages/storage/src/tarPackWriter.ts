@@ -132,7 +132,7 @@ export class TarPackWriter {
 function changed(path: string, expected: number, got: string): MemberSourceError {
   return new MemberSourceError(
     path,
-    new RetryableError("io", `changed while it was packaged: ${expected} bytes when its header was written, ${got} read`),
+    new RetryableError("source-changed", `changed while it was packaged: ${expected} bytes when its header was written, ${got} read`),
   );
 }
 

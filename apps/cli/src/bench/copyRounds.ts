@@ -16,6 +16,8 @@ export interface CopyResults {
   rclone: BestOf<RcloneCopyResult> | null;
   fleet: BestOf<FleetCopyResult> | null;
   fleetWriteVerify: BestOf<FleetCopyResult> | null;
+  /** VERIFY=readback with FSYNC_WRITES=false: what fsync before publishing costs. */
+  fleetNoFsync: BestOf<FleetCopyResult> | null;
   /** Why rclone is missing, when it is. */
   rcloneSkipped?: string;
 }
@@ -26,6 +28,7 @@ export interface CopyRoundsOptions {
   rclone: boolean;
   fleet: boolean;
   fleetWrite: boolean;
+  fleetNoFsync: boolean;
   workers: number;
   logDir: string;
   workerEnv: NodeJS.ProcessEnv;
@@ -41,7 +44,7 @@ export interface CopyRoundsOptions {
  */
 export async function measureCopyRounds(bench: BenchState, tree: SourceTree, dests: DestinationTrees, options: CopyRoundsOptions): Promise<CopyResults> {
   const { say } = bench;
-  const runs = { cp: [] as ReferenceCopyResult[], rclone: [] as RcloneCopyResult[], fleet: [] as FleetCopyResult[], fleetWrite: [] as FleetCopyResult[] };
+  const runs = { cp: [] as ReferenceCopyResult[], rclone: [] as RcloneCopyResult[], fleet: [] as FleetCopyResult[], fleetWrite: [] as FleetCopyResult[], fleetNoFsync: [] as FleetCopyResult[] };
   const version = options.rclone ? rcloneVersion() : undefined;
   const rcloneSkipped = options.rclone && !version ? `rclone is not installed: ${RCLONE_INSTALL_HINT}` : undefined;
   if (rcloneSkipped) say(`rclone: skipped, not installed; ${RCLONE_INSTALL_HINT}`);
@@ -77,12 +80,27 @@ export async function measureCopyRounds(bench: BenchState, tree: SourceTree, des
       (verify === "readback" ? runs.fleet : runs.fleetWrite).push(r);
       say(`fleet (VERIFY=${verify}): ${r.filesPerSec} files/s, ${r.failed} failed, worker peak RSS ${r.peakWorkerRssMb} MB${tag}`);
     }
+    if (options.fleetNoFsync) {
+      const destDir = await dests.fresh(`dest-fleet-nofsync-${round}`);
+      const r = await measureFleetCopy(bench, tree, {
+        verify: "readback",
+        workers: options.workers,
+        destination: localDestination(destDir),
+        logDir: options.logDir,
+        workerEnv: { ...options.workerEnv, FSYNC_WRITES: "false" },
+        nodeArgs: options.nodeArgs,
+        timeoutMs: options.timeoutMs,
+      });
+      runs.fleetNoFsync.push(r);
+      say(`fleet (VERIFY=readback, FSYNC_WRITES=false): ${r.filesPerSec} files/s, ${r.failed} failed${tag}`);
+    }
   }
   return {
     cp: bestOf(runs.cp),
     rclone: bestOf(runs.rclone),
     fleet: bestOfFleet(runs.fleet),
     fleetWriteVerify: bestOfFleet(runs.fleetWrite),
+    fleetNoFsync: bestOfFleet(runs.fleetNoFsync),
     ...(rcloneSkipped ? { rcloneSkipped } : {}),
   };
 }

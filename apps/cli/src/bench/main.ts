@@ -26,7 +26,8 @@ import { REMOTE_MEASUREMENTS, measureRemoteRounds } from "./remoteRounds";
 /** Longest a Fleet run may take before the bench gives up on it. */
 const TIMEOUT_MS = 600_000;
 
-const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write"] as const;
+// fleet-nofsync: fleet with FSYNC_WRITES=false, for the cost of fsync (compare with fleet).
+const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write", "fleet-nofsync"] as const;
 const MEASUREMENTS = [...LOCAL_COPIES, "bookkeeping", ...REMOTE_MEASUREMENTS] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 
@@ -135,6 +136,7 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     fileBytes: options.size,
     fleet: null,
     fleetWriteVerify: null,
+    fleetNoFsync: null,
     cp: null,
     rclone: null,
     bookkeeping: null,
@@ -161,13 +163,14 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
         rclone: wanted("rclone"),
         fleet: wanted("fleet"),
         fleetWrite: wanted("fleet-write"),
+        fleetNoFsync: wanted("fleet-nofsync"),
         workers: options.workers,
         logDir,
         workerEnv,
         nodeArgs: options.nodeArgs,
         timeoutMs: TIMEOUT_MS,
       });
-      Object.assign(results, { cp: copies.cp, rclone: copies.rclone, fleet: copies.fleet, fleetWriteVerify: copies.fleetWriteVerify });
+      Object.assign(results, { cp: copies.cp, rclone: copies.rclone, fleet: copies.fleet, fleetWriteVerify: copies.fleetWriteVerify, fleetNoFsync: copies.fleetNoFsync });
       if (copies.rcloneSkipped) results.skipped.rclone = copies.rcloneSkipped;
     }
     if (REMOTE_MEASUREMENTS.some(wanted)) {
@@ -205,7 +208,7 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
 }
 
 // The pipeline's tuning knobs as the workers see them (defaults unless set), for the record.
-const TUNING = ["BATCH_SIZE", "CHUNK_SIZE", "COPY_CONCURRENCY", "WORKER_CONCURRENCY", "DATABASE_POOL_SIZE", "SMALL_FILE_BYTES", "UV_THREADPOOL_SIZE"];
+const TUNING = ["BATCH_SIZE", "CHUNK_SIZE", "COPY_CONCURRENCY", "WORKER_CONCURRENCY", "DATABASE_POOL_SIZE", "SMALL_FILE_BYTES", "UV_THREADPOOL_SIZE", "FSYNC_WRITES"];
 
 function tuningSettings(env: NodeJS.ProcessEnv, options: BenchOptions): Record<string, string> {
   const out: Record<string, string> = { workers: String(options.workers), rounds: String(options.rounds) };

@@ -12,6 +12,7 @@ export interface BenchResults {
   fileBytes: number;
   fleet: CopyResults["fleet"];
   fleetWriteVerify: CopyResults["fleetWriteVerify"];
+  fleetNoFsync: CopyResults["fleetNoFsync"];
   cp: CopyResults["cp"];
   rclone: CopyResults["rclone"];
   bookkeeping: BookkeepingResult | null;
@@ -39,6 +40,8 @@ export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> 
     s3ReadBackVsRcloneS3: number | null;
     s3PackagedVsS3: number | null;
     sftpVsRcloneSftp: number | null;
+    /** fleet (fsync before publishing, the default) over fleet with FSYNC_WRITES=false: 1 means free. */
+    fsyncVsNoFsync: number | null;
   };
   targets: typeof TARGETS;
   /** null: not measured in this run. */
@@ -60,6 +63,7 @@ export function buildReport(r: BenchResults): BenchReport {
     s3ReadBackVsRcloneS3: ratio(r.s3ReadBack?.filesPerSec, r.rcloneS3?.filesPerSec),
     s3PackagedVsS3: ratio(r.s3Packaged?.filesPerSec, r.s3?.filesPerSec),
     sftpVsRcloneSftp: ratio(r.sftp?.filesPerSec, r.rcloneSftp?.filesPerSec),
+    fsyncVsNoFsync: ratio(r.fleet?.filesPerSec, r.fleetNoFsync?.filesPerSec),
   };
   // A run with failed files does not count, however fast.
   const clean = (m: { failed: number } | null) => m === null || m.failed === 0;
@@ -69,6 +73,7 @@ export function buildReport(r: BenchResults): BenchReport {
     fileBytes: r.fileBytes,
     fleet: r.fleet,
     fleetWriteVerify: r.fleetWriteVerify,
+    fleetNoFsync: r.fleetNoFsync,
     cp: r.cp,
     rclone: r.rclone,
     bookkeeping: r.bookkeeping,
@@ -107,6 +112,7 @@ export function sayReport(report: BenchReport, say: Say): void {
   if (report.fleet || report.fleetWriteVerify || report.cp || report.rclone) say(`local → local (${report.files} files of ${report.fileBytes} bytes):`);
   line("fleet, VERIFY=readback", report.fleet, report.fleet ? rss(report.fleet.peakWorkerRssMb) : "");
   line("fleet, VERIFY=write", report.fleetWriteVerify, report.fleetWriteVerify ? rss(report.fleetWriteVerify.peakWorkerRssMb) : "");
+  line("fleet, FSYNC_WRITES=false", report.fleetNoFsync);
   line("cp -r", report.cp);
   line("rclone copy (16/16)", report.rclone);
   const b = report.bookkeeping;
@@ -131,5 +137,6 @@ export function sayReport(report: BenchReport, say: Say): void {
   say(`P4 S3 object vs rclone    ${report.ratios.s3VsRcloneS3 ?? "-"}× (target ≥ ${TARGETS.s3VsRcloneS3}×; VERIFY=write): ${verdict(report.met.s3VsRcloneS3)}`);
   say(`   S3 readback vs rclone  ${report.ratios.s3ReadBackVsRcloneS3 ?? "-"}× (VERIFY=readback downloads every object again; no target)`);
   say(`   SFTP vs rclone         ${report.ratios.sftpVsRcloneSftp ?? "-"}× (no target)`);
+  say(`   fsync vs no fsync      ${report.ratios.fsyncVsNoFsync ?? "-"}× (files/s with FSYNC_WRITES=true over false, same tree; 1 = free)`);
   say(`P5 worker peak RSS        ${report.peakWorkerRssMb?.toFixed(0) ?? "-"} MB (target < ${TARGETS.rssMb} MB): ${verdict(report.met.rssMb)}`);
 }

@@ -68,6 +68,15 @@ export interface FileOutcome {
   sha256: string | null;
   errorCategory: string | null;
   errorMessage: string | null;
+  /** The source version read (size, mtime or ETag), when it was read. */
+  source?: SourceVersion;
+}
+
+/** What a read saw of the source object (migration_files.source_size / source_mtime / source_etag). */
+export interface SourceVersion {
+  size: number;
+  modifiedAt?: Date;
+  etag?: string;
 }
 
 /**
@@ -81,6 +90,7 @@ export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: r
   const ids = new Array<number>(n), oldUris = new Array<string>(n), newUris = new Array<string | null>(n);
   const names = new Array<string>(n), sizes = new Array<number | null>(n), shas = new Array<string | null>(n);
   const statuses = new Array<string>(n), cats = new Array<string | null>(n), msgs = new Array<string | null>(n);
+  const sourceSizes = new Array<number | null>(n), sourceMtimes = new Array<Date | null>(n), sourceEtags = new Array<string | null>(n);
   for (let i = 0; i < n; i++) {
     const o = outcomes[i]!;
     ids[i] = o.fileId;
@@ -92,17 +102,21 @@ export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: r
     statuses[i] = o.status;
     cats[i] = o.errorCategory;
     msgs[i] = o.errorMessage;
+    sourceSizes[i] = o.source?.size ?? null;
+    sourceMtimes[i] = o.source?.modifiedAt ?? null;
+    sourceEtags[i] = o.source?.etag ?? null;
   }
   const { rowCount } = await db.query(
     `INSERT INTO migration_files
        (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, error_category, error_message,
-        retry_count, migration_date, last_attempt_date)
+        retry_count, migration_date, last_attempt_date, source_size, source_mtime, source_etag)
      SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, r.status, r.category, r.message,
-            0, CASE WHEN r.status = 'SUCCESS' THEN now() END, now()
-       FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[])
-            AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message)
+            0, CASE WHEN r.status = 'SUCCESS' THEN now() END, now(), r.source_size, r.source_mtime, r.source_etag
+       FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[],
+                   $11::int8[], $12::timestamptz[], $13::text[])
+            AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message, source_size, source_mtime, source_etag)
      ON CONFLICT (file_id) DO NOTHING`,
-    [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs],
+    [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs, sourceSizes, sourceMtimes, sourceEtags],
   );
   return rowCount ?? 0;
 }
@@ -160,19 +174,23 @@ export interface RetryOutcome {
   sha256: string | null;
   errorCategory: string | null;
   errorMessage: string | null;
+  /** False for a failure of the link, not the file: it uses none of the file's RETRY_MAX retries. */
+  countRetry?: boolean;
+  source?: SourceVersion;
 }
 
 /**
  * Records the outcomes of retried files (only rows still RETRYING: a file reset by
- * recover-stuck meanwhile is not overwritten), counts the retry, and moves the range
- * counters of files that now succeeded — all in one statement.
+ * recover-stuck meanwhile is not overwritten), counts the retry (unless the link failed, not
+ * the file), and moves the range counters of files that now succeeded — all in one statement.
  */
 export async function recordRetryOutcomes(db: Queryable, outcomes: readonly RetryOutcome[]): Promise<number> {
   if (outcomes.length === 0) return 0;
   const { rows } = await db.query<{ n: number }>(
     `WITH r AS (
-       SELECT * FROM unnest($1::int8[], $2::file_status[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[])
-         AS r(file_id, status, new_uri, size, sha256, category, message)
+       SELECT * FROM unnest($1::int8[], $2::file_status[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[],
+                            $8::bool[], $9::int8[], $10::timestamptz[], $11::text[])
+         AS r(file_id, status, new_uri, size, sha256, category, message, count_retry, source_size, source_mtime, source_etag)
      ), updated AS (
        UPDATE migration_files m
           SET status = r.status,
@@ -181,7 +199,10 @@ export async function recordRetryOutcomes(db: Queryable, outcomes: readonly Retr
               sha256 = coalesce(r.sha256, m.sha256),
               error_category = CASE WHEN r.status = 'SUCCESS' THEN NULL ELSE r.category END,
               error_message = CASE WHEN r.status = 'SUCCESS' THEN NULL ELSE r.message END,
-              retry_count = m.retry_count + 1,
+              retry_count = m.retry_count + CASE WHEN r.count_retry THEN 1 ELSE 0 END,
+              source_size = coalesce(r.source_size, m.source_size),
+              source_mtime = coalesce(r.source_mtime, m.source_mtime),
+              source_etag = CASE WHEN r.source_size IS NULL THEN m.source_etag ELSE r.source_etag END,
               migration_date = CASE WHEN r.status = 'SUCCESS' THEN now() ELSE m.migration_date END,
               last_attempt_date = now()
          FROM r WHERE m.file_id = r.file_id AND m.status = 'RETRYING'
@@ -205,6 +226,10 @@ export async function recordRetryOutcomes(db: Queryable, outcomes: readonly Retr
       outcomes.map((o) => o.sha256),
       outcomes.map((o) => o.errorCategory),
       outcomes.map((o) => o.errorMessage),
+      outcomes.map((o) => o.countRetry !== false),
+      outcomes.map((o) => o.source?.size ?? null),
+      outcomes.map((o) => o.source?.modifiedAt ?? null),
+      outcomes.map((o) => o.source?.etag ?? null),
     ],
   );
   return rows[0]?.n ?? 0;

@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
 import { Transform } from "node:stream";
 import type { TransformCallback } from "node:stream";
-import { classifyError, describe } from "@fleet/core/classifyError";
-import { PermanentError } from "@fleet/core/errors";
+import { classifyTransferError, describe } from "@fleet/core/classifyError";
+import type { TransferSide } from "@fleet/core/classifyError";
+import { PermanentError, RetryableError, isLinkFaultCategory } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
 import type { KeyTemplate } from "@fleet/storage/keyTemplate";
-import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
+import type { ExistsPolicy, ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage";
 import { destinationKeyOf } from "./destinationKey";
 
 /** One file to copy: where it is, and what the inventory says about it. */
@@ -27,34 +28,58 @@ export interface CopySettings {
   keyTemplate?: KeyTemplate;
 }
 
+/**
+ * A copy's outcome. `version` is the source version read (size, mtime, ETag), recorded with the
+ * outcome; a failure says at which end it happened (`side`) and its error is classified by
+ * classifyTransferError, so a link's fault is never taken for the file's.
+ */
 export type CopyResult =
-  | { ok: true; item: CopyItem; oldUri: string; newUri: string; size: number; sha256: string; unchanged: boolean }
-  | { ok: false; item: CopyItem; oldUri: string; error: FleetError };
+  | { ok: true; item: CopyItem; oldUri: string; newUri: string; size: number; sha256: string; unchanged: boolean; version?: ObjectVersion }
+  | { ok: false; item: CopyItem; oldUri: string; error: FleetError; side: TransferSide; version?: ObjectVersion };
 
 /**
  * Copies one file source → destination, hashing while it streams, and verifies the
- * destination: its size and sha256 must equal what was read from the source. Never throws:
- * the outcome says what happened, with the error classified.
+ * destination: its size and sha256 must equal what was read from the source. A source that
+ * changes while it is read fails retryable `source-changed` before anything is published.
+ * Never throws: the outcome says what happened, with the error classified.
  */
 export async function copyFile(source: Storage, destination: Storage, item: CopyItem, settings: CopySettings, signal: AbortSignal): Promise<CopyResult> {
   const oldUri = safeUri(source, item.key);
+  let side: TransferSide = "source";
+  let version: ObjectVersion | undefined;
+  const onVersion = (v: ObjectVersion) => (version = v);
   try {
     // Inside the try: a field that makes the key invalid fails this file (invalid-key), only it.
     const destKey = destinationKeyOf(settings.keyTemplate, { id: item.fileId, key: item.key, name: item.name, owner: item.owner, createdAt: item.createdAt });
     let sourceSha: string;
     let sourceSize: number;
-    let written;
+    let written: WriteResult;
     if (item.size !== null && item.size <= settings.smallFileBytes) {
       // Small files: one read, one hash, one write — several times faster than streams at 4 KiB.
-      const body = await source.readBuffer(item.key, { signal });
+      const body = await source.readBuffer(item.key, { signal, onVersion });
       sourceSha = createHash("sha256").update(body).digest("hex");
       sourceSize = body.length;
+      side = "destination";
       written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, ifExists: settings.ifExists });
     } else {
-      const hasher = new HashingPassThrough();
-      const stream = await source.createReadStream(item.key, { signal });
-      stream.on("error", (err) => hasher.destroy(err));
-      written = await destination.write(destKey, stream.pipe(hasher), { signal, ifExists: settings.ifExists });
+      const stream = await source.createReadStream(item.key, { signal, onVersion });
+      const hasher = new HashingPassThrough(item.key, version?.size);
+      // A failure of the source (or a source that changed) reaches the write as its error; it
+      // is remembered here so it is classified as the source's, not the destination's.
+      let sourceFailure: unknown;
+      stream.on("error", (err) => {
+        sourceFailure ??= err;
+        hasher.destroy(err);
+      });
+      side = "destination";
+      try {
+        written = await destination.write(destKey, stream.pipe(hasher), { signal, ifExists: settings.ifExists });
+      } catch (err) {
+        const fromSource = sourceFailure ?? hasher.failure;
+        if (fromSource === undefined) throw err;
+        side = "source";
+        throw fromSource;
+      }
       sourceSha = hasher.digest();
       sourceSize = hasher.bytes;
     }
@@ -71,11 +96,43 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
         throw new PermanentError("checksum-mismatch", `destination read back as ${check.size} bytes sha256 ${check.sha256}, expected ${sourceSize} bytes ${sourceSha}`);
       }
     }
-    return { ok: true, item, oldUri, newUri: written.uri, size: sourceSize, sha256: sourceSha, unchanged: written.unchanged };
+    return { ok: true, item, oldUri, newUri: written.uri, size: sourceSize, sha256: sourceSha, unchanged: written.unchanged, ...(version ? { version } : {}) };
   } catch (err) {
-    const error = classifyError(err);
+    const error = classifyTransferError(err, side);
     if (error.message && !error.message.includes(item.key)) error.message = `${item.key}: ${error.message}`;
-    return { ok: false, item, oldUri, error };
+    return { ok: false, item, oldUri, error, side, ...(version ? { version } : {}) };
+  }
+}
+
+/** Where a copy reports link faults and successes (a LinkGuard). */
+export interface LinkFaults {
+  noteSuccess(): void;
+  /** False once the link is known down (its breaker open): no use trying again now. */
+  noteFault(error: FleetError): boolean;
+}
+
+/**
+ * copyFile, tried once more after a link fault — the storage it happened at forgets what it
+ * cached first (a folder deleted and re-created, a stale listing) — unless the link is known
+ * down by then or the copy was stopped. Successes and link faults go to `link`.
+ */
+export async function copyFileRetrying(
+  source: Storage,
+  destination: Storage,
+  item: CopyItem,
+  settings: CopySettings,
+  signal: AbortSignal,
+  link: LinkFaults,
+): Promise<CopyResult> {
+  for (let attempt = 1; ; attempt++) {
+    const result = await copyFile(source, destination, item, settings, signal);
+    if (result.ok) {
+      link.noteSuccess();
+      return result;
+    }
+    if (!isLinkFaultCategory(result.error.category)) return result;
+    if (!link.noteFault(result.error) || attempt >= 2 || signal.aborted) return result;
+    (result.side === "source" ? source : destination).invalidate?.();
   }
 }
 
@@ -87,16 +144,34 @@ function safeUri(storage: Storage, key: string): string {
   }
 }
 
-/** Counts and hashes the bytes flowing through, unchanged. */
+/**
+ * Counts and hashes the bytes flowing through, unchanged; when the source announced its size,
+ * a stream that ends at another size fails (source-changed) instead of ending, so the
+ * destination publishes nothing.
+ */
 class HashingPassThrough extends Transform {
   private readonly hash = createHash("sha256");
   bytes = 0;
+  failure: FleetError | undefined;
   private hex: string | undefined;
+
+  constructor(
+    private readonly key: string,
+    private readonly expectedSize: number | undefined,
+  ) {
+    super();
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.expectedSize === undefined || this.bytes === this.expectedSize) return cb();
+    this.failure = new RetryableError("source-changed", `read ${JSON.stringify(this.key)}: ${this.bytes} bytes where the source announced ${this.expectedSize}; it will be copied again`);
+    cb(this.failure);
   }
 
   digest(): string {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import { DelayJob } from "@fleet/core/delayJob";
-import { PermanentError, RetryableError } from "@fleet/core/errors";
+import { PermanentError, RetryableError, isLinkFaultCategory } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
 import type { RunWindows } from "@fleet/core/runWindow";
 import { nextPendingFiles, recordOutcomes } from "@fleet/db/sql/files";
@@ -8,7 +8,7 @@ import type { FileOutcome, PendingPage, SourceFileRow } from "@fleet/db/sql/file
 import { claimRange, completeRange, heartbeatRange, releaseRange } from "@fleet/db/sql/ranges";
 import { writeLog } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
-import { copyFile } from "./copyFile";
+import { copyFileRetrying } from "./copyFile";
 import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
 import { runBounded } from "./runBounded";
@@ -42,13 +42,18 @@ export interface MigrateRangeInput {
  * claim → stream the range's pending files → copy with bounded concurrency (or, with
  * TRANSFER_MODE=packaged, ship them as tar packages: see packageRange) → write outcomes in
  * bulk per chunk → complete. A heartbeat runs meanwhile; losing the range (taken over),
- * an abort, a closing window or a systemic outage stops taking new files, records what
- * finished, and gives the range back — every file is left done or still pending.
+ * an abort, a closing window or the link's breaker opening (a burst of link faults: see
+ * linkGuard.ts) stops taking new files, records what finished, and gives the range back —
+ * every file is left done or still pending. While the link's breaker is open the job is
+ * delayed (no attempt used) until its next probe, before it claims anything.
  */
 export async function migrateRangeFiles(input: MigrateRangeInput): Promise<RangeResult> {
   const { deps, log, rangeId } = input;
-  const { db, settings, source, destination, metrics } = deps;
+  const { db, settings, source, destination, metrics, link } = deps;
   const owner = `${deps.workerId}/${input.jobId}`;
+
+  const admission = await link.admit();
+  if (admission.open) throw new DelayJob(admission.until, `link breaker open (${admission.reason})`);
 
   const claim = await claimRange(db, rangeId, owner, settings.staleAfterMs);
   if (!claim.claimed) {
@@ -67,7 +72,6 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   // Every copy in flight listens on it (reads, writes, pool waits): many listeners are expected.
   setMaxListeners(10_000, stop.signal);
   let stopReason: "aborted" | "lost" | "window" | "breaker" | undefined;
-  let breakerError: RetryableError | undefined;
   const halt = (reason: NonNullable<typeof stopReason>) => {
     stopReason ??= reason;
     stop.abort(reason);
@@ -75,6 +79,11 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   const onAbort = () => halt("aborted");
   input.signal.addEventListener("abort", onAbort, { once: true });
   if (input.signal.aborted) halt("aborted");
+  // The link's breaker opened (here or, seen at a heartbeat, elsewhere): stop taking files.
+  const breakerSignal = link.openSignal;
+  const onBreaker = () => halt("breaker");
+  breakerSignal.addEventListener("abort", onBreaker, { once: true });
+  if (breakerSignal.aborted) halt("breaker");
 
   const heartbeat = setInterval(() => {
     heartbeatRange(db, rangeId, owner).then(
@@ -87,10 +96,11 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       (err: unknown) => log.warn({ err, rangeId }, "heartbeat failed; will try again"),
     );
     if (input.window && !input.window.isOpen(input.now?.() ?? new Date())) halt("window");
+    void link.refresh();
   }, settings.heartbeatMs);
 
   const labels = transferLabels(source, destination);
-  let succeeded = 0, failed = 0, bytes = 0, consecutiveRetryable = 0;
+  let succeeded = 0, failed = 0, bytes = 0;
   // Counted per chunk, not per file: prom-client hashes the labels on every inc().
   let unreportedFiles = 0, unreportedBytes = 0;
   let buffer: FileOutcome[] = [];
@@ -116,35 +126,26 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 
   const onResult = (result: CopyResult) => {
     if (!result.ok && result.error.category === "interrupted") return; // stays pending
+    // The link is down (its breaker open): not the file's fault, and not worth a FAIL row.
+    if (!result.ok && isLinkFaultCategory(result.error.category) && breakerSignal.aborted) return; // stays pending
     if (result.ok) {
       succeeded++;
       bytes += result.size;
-      consecutiveRetryable = 0;
       unreportedFiles++;
       unreportedBytes += result.size;
       buffer.push({
         fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "SUCCESS",
-        newUri: result.newUri, size: result.size, sha256: result.sha256, errorCategory: null, errorMessage: null,
+        newUri: result.newUri, size: result.size, sha256: result.sha256, errorCategory: null, errorMessage: null, source: result.version,
       });
     } else {
-      if (result.error.retryable) {
-        consecutiveRetryable++;
-        if (consecutiveRetryable >= settings.breakerThreshold) {
-          // A systemic outage (destination down, network gone), not a bad file: stop the
-          // range and let the job back off instead of failing thousands of files.
-          breakerError ??= new RetryableError(result.error.category as never, `${consecutiveRetryable} files in a row failed (${result.error.message}); range paused`);
-          halt("breaker");
-          return; // this file stays pending
-        }
-      } else {
-        consecutiveRetryable = 0;
-      }
+      // A lone link fault (the breaker stayed closed) fails the file with its retryable
+      // category: retry-failed copies it again (a link fault there uses none of its retries).
       failed++;
       metrics.fileFailures.inc({ category: result.error.category });
       buffer.push({
         fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "FAIL",
         newUri: null, size: result.item.size, sha256: null,
-        errorCategory: result.error.category, errorMessage: result.error.message.slice(0, 2000),
+        errorCategory: result.error.category, errorMessage: result.error.message.slice(0, 2000), source: result.version,
       });
     }
     if (buffer.length >= settings.chunkSize) flush();
@@ -153,13 +154,14 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   try {
     const files = pendingFiles(deps, range.minId - 1, range.maxId, settings.chunkSize);
     if (settings.transferMode === "packaged") {
-      await packageRange({ rangeId, files, source, destination, settings, log, signal: stop.signal, onResult, onPackageDone: flush });
+      await packageRange({ rangeId, files, source, destination, settings, log, link, signal: stop.signal, onResult, onPackageDone: flush });
     } else {
       await runBounded(
         files,
         settings.copyConcurrency,
         async (file) => {
-          onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt }, settings, stop.signal));
+          const item = { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt };
+          onResult(await copyFileRetrying(source, destination, item, settings, stop.signal, link));
         },
         () => stop.signal.aborted,
       );
@@ -174,6 +176,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   } finally {
     clearInterval(heartbeat);
     input.signal.removeEventListener("abort", onAbort);
+    breakerSignal.removeEventListener("abort", onBreaker);
   }
   if (writeFailure !== undefined) {
     await giveBack();
@@ -186,7 +189,11 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
     await writeLog(db, [{ level: "warn", job: "migrate-range", subject: `range:${rangeId}`, message: `range released: ${stopReason}`, details: { succeeded, failed, owner } }]).catch(
       (err: unknown) => log.warn({ err, rangeId }, "could not write migration_log entry"),
     );
-    if (stopReason === "breaker" && breakerError) throw breakerError;
+    if (stopReason === "breaker") {
+      // No attempt used: the range comes back when the link's next probe is due.
+      const paused = await link.pausedUntil();
+      throw new DelayJob(paused.until, `link breaker open (${paused.reason})`);
+    }
     if (stopReason === "window" && input.window) {
       throw new DelayJob(input.window.nextOpening(input.now?.() ?? new Date()), "run window closed");
     }

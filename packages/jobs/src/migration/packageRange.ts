@@ -1,10 +1,11 @@
-import { isRetryableCategory } from "@fleet/core/errors";
-import { classifyError } from "@fleet/core/classifyError";
+import { isLinkFaultCategory, isRetryableCategory } from "@fleet/core/errors";
+import { classifyTransferError } from "@fleet/core/classifyError";
 import type { Logger } from "@fleet/core/logger";
 import type { SourceFileRow } from "@fleet/db/sql/files";
 import type { Storage } from "@fleet/storage/storage";
 import type { MigrationSettings } from "../deps";
 import type { CopyResult } from "./copyFile";
+import type { LinkGuard } from "./linkGuard";
 import { shipPackage } from "./shipPackage";
 
 export interface PackageRangeInput {
@@ -15,6 +16,8 @@ export interface PackageRangeInput {
   destination: Storage;
   settings: MigrationSettings;
   log: Logger;
+  /** The link's breaker: a package that fails for the link opens it at once. */
+  link: Pick<LinkGuard, "noteSuccess" | "trip">;
   /** Aborted when the range must stop (shutdown, window, lost claim, breaker). */
   signal: AbortSignal;
   /** Called for every file of a package once the package is verified (or failed for good). */
@@ -28,10 +31,12 @@ export interface PackageRangeInput {
  * packages of at most PACKAGE_MAX_FILES files and PACKAGE_MAX_BYTES bytes (inventory sizes,
  * so the same pending files always give the same cuts and keys) and ships them one at a time.
  *
- * A package that fails for a retryable reason (destination down, timeout) stops the range:
- * its files stay pending and the error goes to the job's backoff, like the outage breaker of
- * per-object copies. A permanent failure (permission denied, checksum mismatch after upload)
- * fails every file of that package with its category, as per-object copies would.
+ * A package that fails for the link (destination down or full, a timeout: a link fault, see
+ * classifyTransferError) opens the link's breaker at once — one package is many files, already
+ * a burst — so the range stops, its files stay pending and the job waits for the breaker's
+ * probe. Another retryable failure stops the range too, its error going to the job's backoff.
+ * A permanent failure (checksum mismatch after upload) fails every file of that package with
+ * its category, as per-object copies would.
  */
 export async function packageRange(input: PackageRangeInput): Promise<void> {
   const { settings, signal } = input;
@@ -59,17 +64,25 @@ async function ship(input: PackageRangeInput, files: SourceFileRow[]): Promise<v
   try {
     shipped = await shipPackage(input.source, input.destination, rangeId, files, { ...input.settings }, signal);
   } catch (err) {
-    const error = classifyError(err);
+    // What escapes shipPackage is the destination's (source failures are per member), or a
+    // link fault of the source, which keeps its category.
+    const error = classifyTransferError(err, "destination");
     // Stopped on purpose: the files stay pending, the caller knows why it stopped.
     if (signal.aborted) return;
+    if (isLinkFaultCategory(error.category)) {
+      log.warn({ err: error, rangeId, firstFileId: files[0]!.id, files: files.length }, "package failed for the link: its files stay pending");
+      input.link.trip(error);
+      return;
+    }
     if (isRetryableCategory(error.category)) throw error;
     log.warn({ err: error, rangeId, firstFileId: files[0]!.id, files: files.length }, "package failed permanently: its files are recorded FAIL");
     for (const f of files) {
-      input.onResult({ ok: false, item: { fileId: f.id, key: f.uri, name: f.name, size: f.size }, oldUri: safeUri(input.source, f.uri), error });
+      input.onResult({ ok: false, item: { fileId: f.id, key: f.uri, name: f.name, size: f.size }, oldUri: safeUri(input.source, f.uri), error, side: "destination" });
     }
     input.onPackageDone();
     return;
   }
+  input.link.noteSuccess();
   let members = 0;
   let packageBytes = 0;
   for (const r of shipped.results) {

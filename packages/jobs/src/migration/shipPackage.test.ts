@@ -39,25 +39,27 @@ afterEach(async () => {
 });
 
 /**
- * A real local source where chosen keys misbehave the way real sources do mid-transfer: the
- * connection drops halfway through the stream, or the file grows after it was stat'ed.
+ * A real local source where chosen keys misbehave the way real sources do mid-transfer: a read
+ * error halfway through the stream (a bad sector: EIO), the connection dropping halfway
+ * (ECONNRESET), or a file bigger than the version announced when it was opened.
  */
 class FlakySource extends LocalStorage {
-  constructor(dir: string, private readonly faults: Map<string, "drops" | "grows">) {
+  constructor(dir: string, private readonly faults: Map<string, "bad-sector" | "drops" | "grows">) {
     super({ root: dir });
   }
-  override async stat(key: string, options?: ReadOptions) {
-    const info = await super.stat(key, options);
-    return this.faults.get(key) === "grows" ? { ...info, size: info.size - 100 } : info;
-  }
-  override async createReadStream(key: string, options?: ReadOptions): Promise<Readable> {
-    const stream = await super.createReadStream(key, options);
-    if (this.faults.get(key) !== "drops") return stream;
+  override async createReadStream(key: string, options: ReadOptions = {}): Promise<Readable> {
+    const fault = this.faults.get(key);
+    const stream = await super.createReadStream(key, {
+      ...options,
+      onVersion: (v) => options.onVersion?.(fault === "grows" ? { ...v, size: v.size - 100 } : v),
+    });
+    if (fault !== "drops" && fault !== "bad-sector") return stream;
+    const code = fault === "drops" ? "ECONNRESET" : "EIO";
     let sent = 0;
     return Readable.from(
       (async function* () {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
-          if (sent > 100_000) throw Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
+          if (sent > 100_000) throw Object.assign(new Error(`read ${code}`), { code });
           sent += chunk.length;
           yield chunk;
         }
@@ -78,16 +80,19 @@ describe("shipPackage", () => {
       await src.write(key, body);
       files.push({ id: 100 + i, uri: key, name: `f-${i}.bin`, size: body.length });
     }
-    const source = new FlakySource(join(root, "src"), new Map([["d/f-5.bin", "drops"], ["d/f-9.bin", "grows"]]));
+    const source = new FlakySource(join(root, "src"), new Map([["d/f-5.bin", "bad-sector"], ["d/f-9.bin", "grows"]]));
     opened.push(source);
     const dest = local("dest");
     const shipped = await shipPackage(source, dest, 7, files, settings, new AbortController().signal);
 
     const failed = shipped.results.filter((r) => !r.ok).map((r) => [r.item.key, !r.ok && r.error.category, !r.ok && r.error.retryable]);
     expect(failed).toEqual([
-      ["d/f-5.bin", "network", true],
-      ["d/f-9.bin", "io", true],
+      ["d/f-5.bin", "io", true],
+      ["d/f-9.bin", "source-changed", true],
     ]);
+    // Members carry the source version they were read from.
+    const shippedOk = shipped.results.find((r) => r.ok && r.item.key === "d/f-1.bin");
+    expect(shippedOk?.version?.size).toBe(300_000);
     expect(shipped.manifestKey).toBe(".fleet-packages/range-7/part-100-111.manifest.json");
     const manifest = parseManifest(await dest.readBuffer(shipped.manifestKey!), shipped.manifestKey!);
     expect(manifest.members.map((m) => m.path)).toEqual(files.filter((f) => f.uri !== "d/f-5.bin" && f.uri !== "d/f-9.bin").map((f) => f.uri));
@@ -98,9 +103,27 @@ describe("shipPackage", () => {
     for (const m of manifest.members) expect(sha(await readFile(join(root, "out", m.path)))).toBe(sha(bodies.get(m.path)!));
   });
 
+  it("stops the package, recording no file, when the source's connection drops mid-member (the link's fault)", async () => {
+    const src = local("src");
+    const files: SourceFileRow[] = [];
+    for (let i = 0; i < 4; i++) {
+      await src.write(`f-${i}.bin`, Buffer.alloc(300_000, i));
+      files.push({ id: 1 + i, uri: `f-${i}.bin`, name: `f-${i}.bin`, size: 300_000 });
+    }
+    const source = new FlakySource(join(root, "src"), new Map([["f-2.bin", "drops"]]));
+    opened.push(source);
+    const dest = local("dest");
+    await expect(shipPackage(source, dest, 3, files, settings, new AbortController().signal)).rejects.toMatchObject({ category: "network", retryable: true });
+    const keys: string[] = [];
+    for await (const o of dest.list("")) keys.push(o.key);
+    expect(keys).toEqual([]);
+  });
+
   it("writes nothing when no file of the slice can be read", async () => {
     const dest = local("dest");
-    const shipped = await shipPackage(local("src"), dest, 1, [{ id: 1, uri: "gone.bin", name: "gone.bin", size: 10 }], settings, new AbortController().signal);
+    const src = local("src");
+    await src.write("other.bin", Buffer.from("the source root exists; this file does not"));
+    const shipped = await shipPackage(src, dest, 1, [{ id: 1, uri: "gone.bin", name: "gone.bin", size: 10 }], settings, new AbortController().signal);
     expect(shipped.results.map((r) => !r.ok && r.error.category)).toEqual(["not-found"]);
     expect(shipped.manifestKey).toBeUndefined();
     const keys: string[] = [];

@@ -1,11 +1,11 @@
 import { createHash } from "node:crypto";
-import { classifyError } from "@fleet/core/classifyError";
-import { PermanentError, RetryableError } from "@fleet/core/errors";
+import { classifyTransferError } from "@fleet/core/classifyError";
+import { PermanentError, RetryableError, isLinkFaultCategory } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
 import type { SourceFileRow } from "@fleet/db/sql/files";
 import { memberUri, packageKeys, serializeManifest } from "@fleet/storage/packageManifest";
 import type { PackageManifest, PackageMember } from "@fleet/storage/packageManifest";
-import type { Storage, WriteResult } from "@fleet/storage/storage";
+import type { ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage";
 import { MemberSourceError, TarPackWriter } from "@fleet/storage/tarPackWriter";
 import type { CopyResult, CopySettings } from "./copyFile";
 import { destinationKeyOf } from "./destinationKey";
@@ -52,6 +52,8 @@ export async function shipPackage(
   // Files whose source failed are left out; a failure after a member's header was written
   // spoils the tar, so the package is built again without that file (at most once per file).
   const excluded = new Map<number, FleetError>();
+  // The source version each member was read from, recorded with its outcome.
+  const versions = new Map<number, ObjectVersion>();
   for (;;) {
     signal.throwIfAborted();
     const attempt = await buildOnce(files.filter((f) => !excluded.has(f.id)));
@@ -65,11 +67,12 @@ export async function shipPackage(
       const item = { fileId: f.id, key: f.uri, name: f.name, size: f.size };
       const oldUri = safeUri(source, f.uri);
       const m = byId.get(f.id);
+      const version = versions.get(f.id);
       if (m && written) {
-        return { ok: true, item, oldUri, newUri: memberUri(written.uri, m.path), size: m.size, sha256: m.sha256, unchanged: written.unchanged };
+        return { ok: true, item, oldUri, newUri: memberUri(written.uri, m.path), size: m.size, sha256: m.sha256, unchanged: written.unchanged, ...(version ? { version } : {}) };
       }
       const error = excluded.get(f.id) ?? new RetryableError("unknown", `${f.uri}: left out of package ${keys.tar} for no recorded reason`);
-      return { ok: false, item, oldUri, error };
+      return { ok: false, item, oldUri, error, side: "source", ...(version ? { version } : {}) };
     });
     return { results, unchanged: written?.unchanged ?? false, ...(manifest ? { manifest, manifestKey: keys.manifest } : {}) };
   }
@@ -106,7 +109,10 @@ export async function shipPackage(
       await writing?.catch(() => {});
       if (writeFailedFirst) throw writeError;
       if (err instanceof MemberSourceError && current.file) {
-        return { kind: "member-failed", fileId: current.file.id, error: classified(err.cause, current.file.uri) };
+        const error = classified(err.cause, current.file.uri);
+        // The source went away mid-member: not this file's fault, and the next would fail too.
+        if (isLinkFaultCategory(error.category)) throw error;
+        return { kind: "member-failed", fileId: current.file.id, error };
       }
       throw err;
     }
@@ -142,7 +148,8 @@ export async function shipPackage(
       while (ahead.length < settings.copyConcurrency && next < members.length) {
         const file = members[next++]!;
         const small = file.size !== null && file.size <= settings.smallFileBytes;
-        ahead.push(small ? { file, read: source.readBuffer(file.uri, { signal }).catch((err: unknown) => classified(err, file.uri)) } : { file });
+        const onVersion = (v: ObjectVersion) => versions.set(file.id, v);
+        ahead.push(small ? { file, read: source.readBuffer(file.uri, { signal, onVersion }).catch((err: unknown) => classified(err, file.uri)) } : { file });
       }
     };
     fill();
@@ -161,7 +168,8 @@ export async function shipPackage(
       if (read) {
         const body = await read;
         if (!Buffer.isBuffer(body)) {
-          if (body.category === "interrupted") throw body;
+          // Stopped, or the source is unreachable (a link fault, not this file's): stop the package.
+          if (body.category === "interrupted" || isLinkFaultCategory(body.category)) throw body;
           excluded.set(file.id, body);
           continue;
         }
@@ -172,11 +180,15 @@ export async function shipPackage(
         let size: number;
         let stream;
         try {
-          size = (await source.stat(file.uri, { signal })).size;
-          stream = await source.createReadStream(file.uri, { signal });
+          // The size for the tar header comes with the read (the version it opened), so a file
+          // that changes between a stat and the read cannot make the header lie.
+          let version: ObjectVersion | undefined;
+          stream = await source.createReadStream(file.uri, { signal, onVersion: (v) => (version = v) });
+          size = version?.size ?? (await source.stat(file.uri, { signal })).size;
+          if (version) versions.set(file.id, version);
         } catch (err) {
           const error = classified(err, file.uri);
-          if (error.category === "interrupted") throw error;
+          if (error.category === "interrupted" || isLinkFaultCategory(error.category)) throw error;
           excluded.set(file.id, error);
           continue;
         }
@@ -206,8 +218,9 @@ export async function shipPackage(
   }
 }
 
+/** A member's source failure, classified as the source's (a missing file stays its own fault). */
 function classified(err: unknown, key: string): FleetError {
-  const error = classifyError(err);
+  const error = classifyTransferError(err, "source");
   if (error.message && !error.message.includes(key)) error.message = `${key}: ${error.message}`;
   return error;
 }

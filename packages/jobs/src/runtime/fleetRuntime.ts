@@ -4,6 +4,7 @@ import type { Redis } from "ioredis";
 import { Catalogue } from "@fleet/core/catalogue";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
+import { LinkBreakers } from "@fleet/core/linkBreakers";
 import { createMetrics } from "@fleet/core/metrics";
 import type { FleetMetrics } from "@fleet/core/metrics";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
@@ -19,6 +20,8 @@ import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
 import { toStorageConnection } from "../storageSettings";
 import { createAccountServices } from "../accounts/accountServices";
+import { LinkGuard } from "../migration/linkGuard";
+import { transferLabels } from "../migration/transferLabels";
 import { toAccountSettings } from "../accounts/accountSettings";
 import type { AccountConfig } from "../accounts/accountSettings";
 import { RemoteServers } from "../remote/remoteServers";
@@ -103,7 +106,20 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   reportRejected = (message) => {
     void writeLog(db, [{ level: "error", job: `config:${options.role}`, subject: "config", message: message.slice(0, 2000) }]).catch((err: unknown) => log.warn({ err }, "could not log the refused configuration"));
   };
-  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, workerId };
+  const link = new LinkGuard({
+    source,
+    destination,
+    link: transferLabels(source, destination).link,
+    breakers: new LinkBreakers(redis, prefix),
+    threshold: settings.breakerThreshold,
+    probeScheduleMs: settings.breakerProbeScheduleMs,
+    owner: workerId,
+    log,
+    metrics,
+    // The files that failed before the breaker opened: copied again now, not in 30 minutes.
+    onClosed: async () => void (await jobs.enqueue("retry-failed", {})),
+  });
+  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, link, workerId };
   return {
     catalogue,
     deps,

@@ -1,0 +1,201 @@
+import { createHash } from "node:crypto";
+import type { Redis } from "ioredis";
+
+/**
+ * The link breakers of a fleet, in Redis, so every worker (and the CLI, the dashboard) sees the
+ * same state. A link is a source storage → destination storage pair, named by its label
+ * (`local:/data → s3://archive/x/`, as transferLabels() makes it and metrics label it).
+ *
+ * - `{prefix}:breaker:<id>` (a hash) exists while the link's breaker is open: why (reason,
+ *   category), since when, who opened it, when the next probe is due, how many probes failed.
+ * - `{prefix}:breaker:<id>:probe` is the probe lease: one prober at a time, fleet-wide.
+ * - `{prefix}:breakers` (a hash) names every link that ever had a breaker: id → label, so a
+ *   closed breaker can be reported as closed (0), not as unknown.
+ *
+ * Every transition is one Lua script using Redis's clock (TIME), so workers with skewed clocks
+ * agree on when a probe is due. The policy (when to open, what a probe checks, how long to wait)
+ * belongs to the caller: packages/jobs/src/migration/linkGuard.ts.
+ */
+
+export interface BreakerState {
+  link: string;
+  reason: string;
+  /** The error category that opened it (no-space, storage-unavailable, network…). */
+  category: string;
+  openedAt: Date;
+  /** Who opened it: `<worker id>`. */
+  openedBy: string;
+  /** When the next probe may run. */
+  nextProbeAt: Date;
+  failedProbes: number;
+  /** What the last failed probe said, if one failed. */
+  lastProbeError?: string;
+  /** Milliseconds from now (Redis's clock) to nextProbeAt, when read; ≤ 0: due. */
+  probeInMs: number;
+}
+
+/** What to do about a due probe: run it (this caller holds the lease), wait, or nothing (closed). */
+export type ProbeClaim = { kind: "closed" } | { kind: "probe" } | { kind: "wait"; waitMs: number; state: BreakerState };
+
+const NOW = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+// Every read answers {now, fields...} so probeInMs is computed against Redis's clock.
+const STATE = `${NOW}
+return {now, redis.call('HGETALL', KEYS[1])}`;
+
+// KEYS: state, links. ARGV: id, link, reason, category, openedBy, firstProbeDelayMs.
+// Opens the breaker unless it is open already; {1 if this call opened it, now, fields}.
+const OPEN = `${NOW}
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, now, redis.call('HGETALL', KEYS[1])} end
+redis.call('HSET', KEYS[1], 'link', ARGV[2], 'reason', ARGV[3], 'category', ARGV[4], 'openedBy', ARGV[5],
+  'openedAt', now, 'nextProbeAt', now + tonumber(ARGV[6]), 'failedProbes', 0)
+return {1, now, redis.call('HGETALL', KEYS[1])}`;
+
+// KEYS: state, probe lease. ARGV: holder, leaseMs. Hands the probe to one caller once it is due.
+const CLAIM = `${NOW}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'closed'} end
+local due = tonumber(redis.call('HGET', KEYS[1], 'nextProbeAt')) or 0
+if now < due then return {'wait', due - now, now, redis.call('HGETALL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {'probe'} end
+return {'wait', math.max(redis.call('PTTL', KEYS[2]), 100), now, redis.call('HGETALL', KEYS[1])}`;
+
+// KEYS: state, probe lease. ARGV: error, delays (ms, comma-separated; the last repeats).
+const PROBE_FAILED = `${NOW}
+redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local failed = redis.call('HINCRBY', KEYS[1], 'failedProbes', 1)
+local delays = {}
+for d in string.gmatch(ARGV[2], '[^,]+') do delays[#delays + 1] = tonumber(d) end
+local delay = delays[math.min(failed + 1, #delays)]
+redis.call('HSET', KEYS[1], 'nextProbeAt', now + delay, 'lastProbeError', ARGV[1])
+return {1, now, redis.call('HGETALL', KEYS[1])}`;
+
+// KEYS: state, probe lease. 1 when it was open.
+const CLOSE = `
+redis.call('DEL', KEYS[2])
+return redis.call('DEL', KEYS[1])`;
+
+export class LinkBreakers {
+  private readonly links: string;
+
+  /** `prefix` is the BullMQ prefix (`{fleet}`), so the keys sit in the fleet's Redis Cluster slot. */
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {
+    this.links = `${prefix}:breakers`;
+  }
+
+  /** The open breaker of a link, or null when it is closed. */
+  async get(link: string): Promise<BreakerState | null> {
+    const [now, fields] = (await this.redis.eval(STATE, 1, this.stateKey(link))) as [number, string[]];
+    return stateOf(fields, now);
+  }
+
+  /**
+   * Opens the link's breaker (first probe after `firstProbeDelayMs`); `opened` is false when it
+   * was open already (another worker was first): the state is then that one's.
+   */
+  async open(link: string, reason: string, category: string, openedBy: string, firstProbeDelayMs: number): Promise<{ opened: boolean; state: BreakerState }> {
+    const [opened, now, fields] = (await this.redis.eval(OPEN, 2, this.stateKey(link), this.links, idOf(link), link, reason, category, openedBy, String(Math.max(0, Math.round(firstProbeDelayMs))))) as [number, number, string[]];
+    return { opened: opened === 1, state: stateOf(fields, now)! };
+  }
+
+  /** Claims the probe when it is due (one caller at a time, for `leaseMs` at most). */
+  async claimProbe(link: string, holder: string, leaseMs: number): Promise<ProbeClaim> {
+    const reply = (await this.redis.eval(CLAIM, 2, this.stateKey(link), this.probeKey(link), holder, String(leaseMs))) as [string, number?, number?, string[]?];
+    if (reply[0] === "closed") return { kind: "closed" };
+    if (reply[0] === "probe") return { kind: "probe" };
+    return { kind: "wait", waitMs: Number(reply[1]), state: stateOf(reply[3] ?? [], Number(reply[2]))! };
+  }
+
+  /** A probe failed: the next one is due after the next delay of `delaysMs` (the last repeats). */
+  async probeFailed(link: string, error: string, delaysMs: readonly number[]): Promise<BreakerState | null> {
+    const reply = (await this.redis.eval(PROBE_FAILED, 2, this.stateKey(link), this.probeKey(link), error.slice(0, 500), delaysMs.map((d) => Math.max(1, Math.round(d))).join(","))) as [number, number?, string[]?];
+    return reply[0] === 1 ? stateOf(reply[2] ?? [], Number(reply[1])) : null;
+  }
+
+  /** Closes the breaker; true when it was open. */
+  async close(link: string): Promise<boolean> {
+    return ((await this.redis.eval(CLOSE, 2, this.stateKey(link), this.probeKey(link))) as number) === 1;
+  }
+
+  /** Every link that ever had a breaker, open ones with their state, by label. */
+  async list(): Promise<Array<{ link: string; state: BreakerState | null }>> {
+    const links = await this.redis.hgetall(this.links);
+    const labels = Object.values(links).sort();
+    return Promise.all(labels.map(async (link) => ({ link, state: await this.get(link) })));
+  }
+
+  private stateKey(link: string): string {
+    return `${this.prefix}:breaker:${idOf(link)}`;
+  }
+
+  private probeKey(link: string): string {
+    return `${this.stateKey(link)}:probe`;
+  }
+}
+
+/** A link's breaker as `fleet migrate status --json`, /progress.json and the dashboard show it. */
+export interface BreakerView {
+  link: string;
+  open: boolean;
+  reason?: string;
+  category?: string;
+  openedAt?: string;
+  openedBy?: string;
+  /** When the next probe is due (it runs when a job of the link starts after that). */
+  nextProbeAt?: string;
+  /** Seconds until then (0: due now). */
+  nextProbeInSeconds?: number;
+  failedProbes?: number;
+  lastProbeError?: string;
+}
+
+/** Every known link's breaker, open ones first. */
+export async function breakerViews(breakers: LinkBreakers): Promise<BreakerView[]> {
+  const views = (await breakers.list()).map(({ link, state }): BreakerView => {
+    if (!state) return { link, open: false };
+    return {
+      link,
+      open: true,
+      reason: state.reason,
+      category: state.category,
+      openedAt: state.openedAt.toISOString(),
+      openedBy: state.openedBy,
+      nextProbeAt: state.nextProbeAt.toISOString(),
+      nextProbeInSeconds: Math.max(0, Math.ceil(state.probeInMs / 1000)),
+      failedProbes: state.failedProbes,
+      ...(state.lastProbeError ? { lastProbeError: state.lastProbeError } : {}),
+    };
+  });
+  return views.sort((a, b) => Number(b.open) - Number(a.open) || a.link.localeCompare(b.link));
+}
+
+/** Labels may be long and hold any character: keys use a digest of them. */
+function idOf(link: string): string {
+  return createHash("sha256").update(link).digest("hex").slice(0, 24);
+}
+
+function stateOf(fields: readonly string[], now: number): BreakerState | null {
+  if (fields.length === 0) return null;
+  const h: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) h[fields[i]!] = fields[i + 1]!;
+  const nextProbeAt = Number(h.nextProbeAt ?? 0);
+  return {
+    link: h.link ?? "",
+    reason: h.reason ?? "",
+    category: h.category ?? "unknown",
+    openedAt: new Date(Number(h.openedAt ?? 0)),
+    openedBy: h.openedBy ?? "",
+    nextProbeAt: new Date(nextProbeAt),
+    failedProbes: Number(h.failedProbes ?? 0),
+    ...(h.lastProbeError ? { lastProbeError: h.lastProbeError } : {}),
+    probeInMs: nextProbeAt - now,
+  };
+}

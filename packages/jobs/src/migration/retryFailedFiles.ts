@@ -1,0 +1,118 @@
+import { DelayJob } from "@fleet/core/delayJob";
+import { PermanentError, isLinkFaultCategory } from "@fleet/core/errors";
+import type { JobContext } from "@fleet/core/jobDefinition";
+import { claimRetryBatch, recordRetryOutcomes, releaseRetrying } from "@fleet/db/sql/files";
+import type { RetryCandidate, RetryOutcome } from "@fleet/db/sql/files";
+import type { FleetDeps } from "../deps";
+import { copyFileRetrying } from "./copyFile";
+import { runBounded } from "./runBounded";
+import { transferLabels } from "./transferLabels";
+
+export interface RetryResult {
+  batches: number;
+  retried: number;
+  succeeded: number;
+  failed: number;
+}
+
+/**
+ * Retries FAIL files whose category is retryable and whose retry_count is under the limit,
+ * in batches taken with FOR UPDATE SKIP LOCKED (FAIL → RETRYING → SUCCESS | FAIL with
+ * retry_count + 1). Only files last attempted before this run started are taken, so a file
+ * is retried at most once per run (the schedule is the backoff), and RETRY_MAX times in all.
+ *
+ * The link's breaker: a failure of the link (not the file) uses none of those retries; while
+ * the breaker is open the job waits for its probe (delayed, no attempt used); a breaker that
+ * opens mid-batch stops the batch and puts the files in flight back to FAIL untouched.
+ */
+export async function retryFailedFiles(maxBatches: number, ctx: JobContext<FleetDeps>): Promise<RetryResult> {
+  const { db, settings, source, destination, metrics, link } = ctx.deps;
+  const labels = transferLabels(source, destination);
+  const admission = await link.admit();
+  if (admission.open) throw new DelayJob(admission.until, `link breaker open (${admission.reason})`);
+
+  // Copies in flight stop when the job is aborted or the link's breaker opens. (Not
+  // AbortSignal.any: the breaker's signal outlives the job and must not collect its listeners.)
+  const stop = new AbortController();
+  const onStop = () => stop.abort();
+  const breaker = link.openSignal;
+  const stopSignals = [ctx.signal, breaker];
+  for (const s of stopSignals) s.addEventListener("abort", onStop, { once: true });
+  if (stopSignals.some((s) => s.aborted)) stop.abort();
+  try {
+    // The database's clock, not ours: last_attempt_date is written with now() there.
+    const startedAt = (await db.query<{ now: Date }>("SELECT now() AS now")).rows[0]!.now;
+    const result: RetryResult = { batches: 0, retried: 0, succeeded: 0, failed: 0 };
+    while (result.batches < maxBatches && !ctx.signal.aborted && !breaker.aborted) {
+      if (ctx.window && !ctx.window.isOpen(new Date())) throw new DelayJob(ctx.window.nextOpening(new Date()), "run window closed");
+      const batch = await claimRetryBatch(db, {
+        maxRetries: settings.maxRetries,
+        categories: settings.retryableCategories,
+        limit: settings.retryBatchSize,
+        attemptedBefore: startedAt,
+      });
+      if (batch.length === 0) break;
+      result.batches++;
+      const outcomes: RetryOutcome[] = [];
+      try {
+        await runBounded(
+          items(batch),
+          settings.copyConcurrency,
+          async (c) => {
+            const outcome = await retryOne(c);
+            if (outcome) outcomes.push(outcome);
+          },
+          () => breaker.aborted,
+        );
+      } finally {
+        await recordRetryOutcomes(db, outcomes);
+        // Interrupted (shutdown, cancel, the breaker opening) or never started (the breaker
+        // stopped the batch): back to FAIL, no retry used.
+        const recorded = new Set(outcomes.map((o) => o.fileId));
+        await releaseRetrying(db, batch.filter((c) => !recorded.has(c.fileId)).map((c) => c.fileId));
+      }
+      for (const o of outcomes) {
+        result.retried++;
+        if (o.status === "SUCCESS") {
+          result.succeeded++;
+          metrics.filesMigrated.inc(labels);
+          metrics.bytesMigrated.inc(labels, o.size ?? 0);
+        } else {
+          result.failed++;
+          metrics.fileFailures.inc({ category: o.errorCategory ?? "unknown" });
+        }
+      }
+      await ctx.progress({ ...result });
+      if (batch.length < settings.retryBatchSize) break;
+    }
+    if (breaker.aborted && !ctx.signal.aborted) {
+      const paused = await link.pausedUntil();
+      throw new DelayJob(paused.until, `link breaker open (${paused.reason})`);
+    }
+    ctx.log.info({ ...result }, "retry run finished");
+    return result;
+  } finally {
+    for (const s of stopSignals) s.removeEventListener("abort", onStop);
+  }
+
+  async function retryOne(c: RetryCandidate): Promise<RetryOutcome | undefined> {
+    if (c.key === null) {
+      const error = new PermanentError("not-found", `source_files row ${c.fileId} is gone`);
+      return { fileId: c.fileId, status: "FAIL", newUri: null, size: null, sha256: null, errorCategory: error.category, errorMessage: error.message };
+    }
+    const item = { fileId: c.fileId, key: c.key, name: c.name, size: c.size, owner: c.owner, createdAt: c.createdAt };
+    const r = await copyFileRetrying(source, destination, item, settings, stop.signal, link);
+    if (r.ok) return { fileId: c.fileId, status: "SUCCESS", newUri: r.newUri, size: r.size, sha256: r.sha256, errorCategory: null, errorMessage: null, source: r.version };
+    const linkFault = isLinkFaultCategory(r.error.category);
+    // Stopped, or the link is down: back to FAIL as it was.
+    if (r.error.category === "interrupted" || (linkFault && breaker.aborted)) return undefined;
+    return {
+      fileId: c.fileId, status: "FAIL", newUri: null, size: null, sha256: null,
+      errorCategory: r.error.category, errorMessage: r.error.message.slice(0, 2000), countRetry: !linkFault, source: r.version,
+    };
+  }
+}
+
+async function* items<T>(list: readonly T[]): AsyncGenerator<T> {
+  yield* list;
+}
