@@ -1,7 +1,10 @@
+import { createHash } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { checkPassword, matchApiToken, sameSecret } from "./credentials";
 import type { LoginLimiter } from "./loginLimiter";
 import type { Session, SessionStore } from "./sessions";
+import { allows, formatScopes, requiredScope } from "./tokenScopes";
+import type { TokenScopes } from "./tokenScopes";
 import type { ApiToken, DashboardUser, Role } from "./users";
 
 /**
@@ -13,7 +16,7 @@ import type { ApiToken, DashboardUser, Role } from "./users";
 export type Principal =
   | { kind: "session"; user: string; role: Role; session: Session }
   | { kind: "basic"; user: string; role: Role }
-  | { kind: "token"; user: string; role: "operator" };
+  | { kind: "token"; user: string; role: "operator"; scopes: TokenScopes };
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -58,9 +61,18 @@ export function installAuth(app: FastifyInstance, options: AuthOptions): void {
     const authorization = req.headers.authorization ?? "";
     const scheme = authorization.split(" ", 1)[0]!.toLowerCase();
     if (scheme === "bearer") {
-      const name = matchApiToken(options.tokens, authorization.slice(7).trim());
-      if (!name || access === "page") return deny(reply, 401, name ? "bearer tokens are for /api and /metrics" : "invalid token");
-      req.principal = { kind: "token", user: name, role: "operator" };
+      const token = matchApiToken(options.tokens, authorization.slice(7).trim());
+      if (!token) return deny(reply, 401, "invalid token");
+      req.principal = { kind: "token", user: token.name, role: "operator", scopes: token.scopes };
+      // Default deny: pages, bull-board and any route not in the scope table need `admin`, and
+      // pages take no tokens at all.
+      const need = requiredScope(req.method, path);
+      if (access === "page") return deny(reply, 403, "bearer tokens are for /api and /metrics");
+      if (!allows(token.scopes, need)) {
+        req.log.warn({ token: token.name, method: req.method, route: path, need: "scope" in need ? need.scope : `submit:<job>`, has: formatScopes(token.scopes) }, "token scope refused");
+        return deny(reply, 403, `this token's scopes (${formatScopes(token.scopes)}) do not allow ${req.method} ${path}`);
+      }
+      return undefined;
     } else if (access === "api") {
       return deny(reply, 401, "an API token is required: Authorization: Bearer <token>");
     } else if (scheme === "basic") {
@@ -137,7 +149,7 @@ async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: Auth
   const user = await checkPassword(options.users, name, password);
   if (!user) {
     await options.limiter.recordFailure(req.ip, name);
-    req.log.warn({ user: name.slice(0, 64), ip: req.ip }, "basic auth failed");
+    req.log.warn({ user: loggableUserName(options.users, name), ip: req.ip }, "basic auth failed");
     deny(reply, 401, "invalid user name or password");
     return undefined;
   }
@@ -156,8 +168,27 @@ export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, 
   return { kind: "session", user: user.name, role: user.role, session };
 }
 
+/**
+ * A user name as it may appear in a log: configured names as they are; anything else (often a
+ * token or a password typed into the wrong field) only as a short digest, enough to correlate
+ * repeated attempts and useless to a reader of the logs.
+ */
+export function loggableUserName(users: ReadonlyMap<string, DashboardUser>, name: string): string {
+  if (users.has(name)) return name;
+  return `unknown:${createHash("sha256").update(name).digest("hex").slice(0, 12)}`;
+}
+
 function acceptsHtml(req: FastifyRequest): boolean {
   return (req.headers.accept ?? "").includes("text/html");
+}
+
+/**
+ * Who did it, for the operation history (submitted_by), the API lock and log lines: a user's
+ * name, or `token:<name>` for an API token, so the two can never be mistaken for each other.
+ */
+export function actorOf(principal: Principal | undefined): string | null {
+  if (!principal) return null;
+  return principal.kind === "token" ? `token:${principal.user}` : principal.user;
 }
 
 export function deny(reply: FastifyReply, status: number, message: string): FastifyReply {

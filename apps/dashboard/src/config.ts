@@ -1,8 +1,10 @@
+import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { ConfigError } from "@fleet/core/errors";
 import { databaseFields, envBool, envDuration, envInt, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
-import { apiTokensField, usersField } from "./users";
+import { apiTokensField, parseApiTokensFile, usersField } from "./users";
 
 // The pipeline settings the dashboard needs: job defaults for submissions (the same a worker's
 // producer uses) and what counts as "failed for good" and "stale" on the progress page.
@@ -34,12 +36,32 @@ export const dashboardSchema = z.object({
   DASHBOARD_TRUST_PROXY: envBool(false).describe("Take the client address from X-Forwarded-For (behind a reverse proxy), for login rate limits"),
   DASHBOARD_LOGIN_LIMIT: envInt(10, 1).describe("Failed logins per client address and per user name before further attempts get 429"),
   DASHBOARD_LOGIN_WINDOW: envDuration("15m").describe("Window of DASHBOARD_LOGIN_LIMIT"),
-  DASHBOARD_API_TOKENS: apiTokensField.describe("Bearer tokens of the operations API and /metrics as name:token, comma-separated (tokens ≥ 32 characters)"),
+  DASHBOARD_API_TOKENS: apiTokensField.describe(
+    "Bearer tokens of the operations API and /metrics as name:scopes:token, comma-separated; scopes joined with + from metrics, read, submit, submit:<job>, admin (tokens ≥ 32 characters, no ':')",
+  ),
+  DASHBOARD_API_TOKENS_FILE: z
+    .string()
+    .optional()
+    .describe("File of more API tokens, one name:scopes:token a line (# comments), e.g. a mounted Kubernetes secret; read at startup"),
   DASHBOARD_BODY_LIMIT: envInt(1_048_576, 1_024, 64 * 1_048_576).describe("Largest request body in bytes (larger: 413)"),
 });
 
 export type DashboardConfig = z.output<typeof dashboardSchema>;
 
+/** Parses the environment, then adds the tokens of DASHBOARD_API_TOKENS_FILE (one error list for both). */
 export function loadDashboardConfig(env: Env): DashboardConfig {
-  return parseConfig(dashboardSchema, env);
+  const config = parseConfig(dashboardSchema, env);
+  const file = config.DASHBOARD_API_TOKENS_FILE;
+  if (file === undefined) return config;
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError([`DASHBOARD_API_TOKENS_FILE: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`]);
+  }
+  const { tokens, problems } = parseApiTokensFile(text);
+  const inline = config.DASHBOARD_API_TOKENS ?? [];
+  for (const t of tokens) if (inline.some((i) => i.name === t.name)) problems.push(`DASHBOARD_API_TOKENS_FILE: token "${t.name}" is also in DASHBOARD_API_TOKENS`);
+  if (problems.length > 0) throw new ConfigError(problems.map((p) => (p.startsWith("DASHBOARD_API_TOKENS_FILE") ? p : `DASHBOARD_API_TOKENS_FILE: ${p}`)));
+  return { ...config, DASHBOARD_API_TOKENS: [...inline, ...tokens] };
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
-import { CSRF_COOKIE, SESSION_COOKIE, deny, sessionOf } from "./auth";
+import { CSRF_COOKIE, SESSION_COOKIE, deny, loggableUserName, sessionOf } from "./auth";
 import type { AuthOptions } from "./auth";
 import { checkPassword, sameSecret } from "./credentials";
 import { PAGE_CSP, html, page } from "./html";
@@ -36,7 +36,7 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
     const expected = unsign(req, req.cookies[LOGIN_COOKIE]);
     if (!expected || !sameSecret(_csrf, expected)) {
       // No secret in the log: neither the password nor the tokens, only who tried.
-      req.log.warn({ user: username.slice(0, 64), ip: req.ip }, "login refused: missing or wrong login CSRF token");
+      req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login refused: missing or wrong login CSRF token");
       return deny(reply, 403, "missing or wrong CSRF token: reload the login page");
     }
     const wait = await options.limiter.blockedFor(req.ip, username);
@@ -47,7 +47,7 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
     const user = await checkPassword(options.users, username, password);
     if (!user) {
       await options.limiter.recordFailure(req.ip, username);
-      req.log.warn({ user: username.slice(0, 64), ip: req.ip }, "login failed");
+      req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login failed");
       return loginPage(reply, parsed.data, 401, "Wrong user name or password.");
     }
     const session = await options.sessions.create(user.name);

@@ -15,7 +15,7 @@ import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operatio
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import { QUEUES } from "@fleet/jobs/names";
-import { installAuth } from "./auth";
+import { actorOf, installAuth } from "./auth";
 import type { DashboardConfig } from "./config";
 import { healthRoutes } from "./healthRoutes";
 import { LoginLimiter } from "./loginLimiter";
@@ -35,6 +35,8 @@ export interface RunningDashboard {
   db: DbPool;
   redis: Redis;
   jobs: JobClient<FleetJobs>;
+  /** Every route the app answers (method and Fastify pattern), for audits of who may call what. */
+  routes: ReadonlyArray<{ method: string; url: string }>;
   /** Stops listening, then releases the connections. */
   close(): Promise<void>;
 }
@@ -68,9 +70,10 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
   };
 
   let app: FastifyInstance;
+  const routes: Array<{ method: string; url: string }> = [];
   try {
     await waitReady(redis, config.REDIS_URL);
-    app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix });
+    app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix, routes });
     await app.listen({ port: config.DASHBOARD_PORT, host: config.DASHBOARD_HOST });
   } catch (err) {
     await release();
@@ -86,6 +89,7 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     db,
     redis,
     jobs,
+    routes,
     async close() {
       await app.close();
       await release();
@@ -101,6 +105,7 @@ interface AppContext {
   jobs: JobClient<FleetJobs>;
   catalogue: Catalogue<FleetJobs>;
   prefix: string;
+  routes: Array<{ method: string; url: string }>;
 }
 
 async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
@@ -114,12 +119,16 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: false },
   });
+  app.addHook("onRoute", (route) => {
+    for (const method of [route.method].flat()) ctx.routes.push({ method, url: route.url });
+  });
   // Every answer, bull-board's included: no framing (clickjacking of operator buttons), no MIME sniffing, no referrer leaving the site.
   app.addHook("onSend", async (_req, reply) => {
     void reply.header("x-frame-options", "DENY").header("x-content-type-options", "nosniff").header("referrer-policy", "same-origin");
   });
   app.addHook("onResponse", async (req, reply) => {
-    req.log.info({ method: req.method, path: req.url.split("?")[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: req.principal?.user }, "request");
+    // Every call, API ones included, names who made it (a user, or token:<name>).
+    req.log.info({ method: req.method, path: req.url.split("?")[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: actorOf(req.principal) }, "request");
   });
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;

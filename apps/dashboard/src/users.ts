@@ -1,6 +1,9 @@
 import { z } from "zod";
 import { parsePasswordHash } from "./passwords";
 import type { PasswordHash } from "./passwords";
+import { JOB_NAMES } from "@fleet/jobs/names";
+import { BASE_SCOPES, parseScopes } from "./tokenScopes";
+import type { TokenScopes } from "./tokenScopes";
 
 /** `viewer` sees everything read-only; `operator` may also act (retry, clean, promote, pause). */
 export const ROLES = ["viewer", "operator"] as const;
@@ -12,9 +15,10 @@ export interface DashboardUser {
   password: PasswordHash;
 }
 
-/** An API caller: a name for logs, and the token's bytes (compared timing-safe). */
+/** An API caller: a name for logs and the history, its scopes, and the token's bytes (compared timing-safe). */
 export interface ApiToken {
   name: string;
+  scopes: TokenScopes;
   token: Buffer;
 }
 
@@ -42,22 +46,48 @@ export const usersField = z
     return users as ReadonlyMap<string, DashboardUser>;
   });
 
-/** `ci:<token>,site-a:<token>`; tokens of at least 32 characters (e.g. `openssl rand -hex 32`). */
+/**
+ * Token entries `name:scopes:token`, scopes joined with `+` (see tokenScopes.ts), e.g.
+ * `prometheus:metrics:<token>` or `ci:read+submit:unpack:<token>`. Tokens have at least 32
+ * characters and no `:` or spaces (`openssl rand -hex 32`). Issues name the entry, never a token.
+ */
+export function parseApiTokens(entries: readonly string[], where: string): { tokens: ApiToken[]; problems: string[] } {
+  const tokens: ApiToken[] = [];
+  const problems: string[] = [];
+  const jobs = new Set<string>(JOB_NAMES);
+  entries.forEach((entry, i) => {
+    const first = entry.indexOf(":");
+    const last = entry.lastIndexOf(":");
+    const name = entry.slice(0, Math.max(first, 0));
+    const label = NAME.test(name) ? `token "${name}"` : `${where} entry ${i + 1}`;
+    if (first < 1 || last === first || !NAME.test(name)) {
+      problems.push(`${label}: expected name:scopes:token, scopes joined with + (${BASE_SCOPES.join(", ")}, submit:<job>), e.g. prometheus:metrics:<token>`);
+      return;
+    }
+    const token = entry.slice(last + 1);
+    const { scopes, problems: scopeProblems } = parseScopes(entry.slice(first + 1, last), jobs);
+    if (token.length < 32 || /\s/.test(token)) problems.push(`${label}: at least 32 characters without spaces or ':' (openssl rand -hex 32)`);
+    else if (scopeProblems.length > 0) problems.push(...scopeProblems.map((p) => `${label}: ${p}`));
+    else if (tokens.some((t) => t.name === name)) problems.push(`${label} appears twice`);
+    else tokens.push({ name, scopes, token: Buffer.from(token) });
+  });
+  return { tokens, problems };
+}
+
+/** DASHBOARD_API_TOKENS: comma-separated entries (see {@link parseApiTokens}). */
 export const apiTokensField = z
   .string()
   .optional()
   .transform((value, ctx) => {
     // Unset stays undefined (no tokens: the API answers 401 to everyone), so docs show no default.
     if (value === undefined) return undefined;
-    const tokens: ApiToken[] = [];
-    for (const [i, entry] of value.split(",").map((s) => s.trim()).filter(Boolean).entries()) {
-      const colon = entry.indexOf(":");
-      const name = entry.slice(0, colon);
-      const token = entry.slice(colon + 1);
-      if (colon < 1 || !NAME.test(name)) ctx.addIssue({ code: "custom", message: `entry ${i + 1}: expected name:token` });
-      else if (token.length < 32 || /\s/.test(token)) ctx.addIssue({ code: "custom", message: `token "${name}": at least 32 characters without spaces (openssl rand -hex 32)` });
-      else if (tokens.some((t) => t.name === name)) ctx.addIssue({ code: "custom", message: `token "${name}" appears twice` });
-      else tokens.push({ name, token: Buffer.from(token) });
-    }
+    const { tokens, problems } = parseApiTokens(value.split(",").map((s) => s.trim()).filter(Boolean), "DASHBOARD_API_TOKENS");
+    for (const message of problems) ctx.addIssue({ code: "custom", message });
     return tokens as readonly ApiToken[];
   });
+
+/** The tokens file: one entry per line, blank lines and `#` comments ignored. */
+export function parseApiTokensFile(text: string): { tokens: ApiToken[]; problems: string[] } {
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+  return parseApiTokens(lines, "DASHBOARD_API_TOKENS_FILE");
+}

@@ -142,7 +142,7 @@ describe("dashboard authentication and roles", () => {
     const unknown = await send(base, "/queues/api/queues", { headers: { authorization: basic("mallory", "x") } });
     expect(unknown.status).toBe(401);
     const token = await send(base, "/queues/api/queues", { headers: { authorization: `Bearer ${fx.apiToken}` } });
-    expect(token.status).toBe(401); // API tokens are for /api and /metrics, not the boards
+    expect(token.status).toBe(403); // API tokens are for /api and /metrics, not the boards
   });
 
   it("a session works on every replica, and logging out ends it on all of them", async () => {
