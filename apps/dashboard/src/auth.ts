@@ -140,7 +140,8 @@ async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: Auth
   const colon = decoded.indexOf(":");
   const name = colon < 0 ? decoded : decoded.slice(0, colon);
   const password = colon < 0 ? "" : decoded.slice(colon + 1);
-  const wait = await options.limiter.blockedFor(req.ip, name);
+  // Counted before the password hash: see LoginLimiter.
+  const wait = await options.limiter.attempt(req.ip, name);
   if (wait > 0) {
     void reply.header("retry-after", Math.ceil(wait / 1000));
     deny(reply, 429, "too many failed logins; try again later");
@@ -148,11 +149,11 @@ async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: Auth
   }
   const user = await checkPassword(options.users, name, password);
   if (!user) {
-    await options.limiter.recordFailure(req.ip, name);
     req.log.warn({ user: loggableUserName(options.users, name), ip: req.ip }, "basic auth failed");
     deny(reply, 401, "invalid user name or password");
     return undefined;
   }
+  await options.limiter.succeeded(req.ip, name);
   return { kind: "basic", user: user.name, role: user.role };
 }
 

@@ -39,17 +39,18 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
       req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login refused: missing or wrong login CSRF token");
       return deny(reply, 403, "missing or wrong CSRF token: reload the login page");
     }
-    const wait = await options.limiter.blockedFor(req.ip, username);
+    // Counted before the password hash: see LoginLimiter.
+    const wait = await options.limiter.attempt(req.ip, username);
     if (wait > 0) {
       void reply.header("retry-after", Math.ceil(wait / 1000));
       return loginPage(reply, parsed.data, 429, "Too many failed logins. Try again later.");
     }
     const user = await checkPassword(options.users, username, password);
     if (!user) {
-      await options.limiter.recordFailure(req.ip, username);
       req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login failed");
       return loginPage(reply, parsed.data, 401, "Wrong user name or password.");
     }
+    await options.limiter.succeeded(req.ip, username);
     const session = await options.sessions.create(user.name);
     req.log.info({ user: user.name, role: user.role, ip: req.ip }, "logged in");
     const maxAge = Math.floor(options.sessions.ttlMs / 1000);
