@@ -11,6 +11,7 @@ import { runDemo } from "./commands/demo";
 import { progressBar, seedDemo } from "./commands/seedDemo";
 import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
 import { registerAccountCommands } from "./commands/accounts";
+import { registerDashboardCommands } from "./commands/dashboardSessions";
 import { registerOperatorCommands } from "./commands/operatorCommands";
 import { listPackageManifests } from "./commands/unpack";
 import { verifyMigration } from "./commands/verify";
@@ -230,6 +231,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
 
   registerOperatorCommands(program, (fn) => withContext(env, fn));
   registerAccountCommands(program, (fn) => withContext(env, fn));
+  registerDashboardCommands(program, (fn) => withContext(env, fn));
 
   program
     .command("demo")

@@ -157,7 +157,7 @@ async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: Auth
   return { kind: "basic", user: user.name, role: user.role };
 }
 
-/** The caller's session, if the cookie is genuine, the session alive and the user still configured (with today's role). */
+/** The caller's session, if the cookie is genuine, the session alive and not revoked, and the user still configured with the same password and role. */
 export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, "users" | "sessions">): Promise<Extract<Principal, { kind: "session" }> | undefined> {
   const cookie = req.cookies[SESSION_COOKIE];
   if (!cookie) return undefined;
@@ -166,6 +166,12 @@ export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, 
   const session = await options.sessions.get(unsigned.value);
   const user = session && options.users.get(session.user);
   if (!session || !user) return undefined;
+  // A new password hash or role since the login ends the session, on whichever replica runs the new config.
+  if (!sameSecret(session.fingerprint, user.fingerprint)) {
+    await options.sessions.destroy(session.id);
+    req.log.info({ user: user.name }, "session ended: the user's password or role changed");
+    return undefined;
+  }
   return { kind: "session", user: user.name, role: user.role, session };
 }
 

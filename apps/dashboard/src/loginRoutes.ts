@@ -51,7 +51,7 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
       return loginPage(reply, parsed.data, 401, "Wrong user name or password.");
     }
     await options.limiter.succeeded(req.ip, username);
-    const session = await options.sessions.create(user.name);
+    const session = await options.sessions.create(user.name, user.fingerprint);
     req.log.info({ user: user.name, role: user.role, ip: req.ip }, "logged in");
     const maxAge = Math.floor(options.sessions.ttlMs / 1000);
     return reply

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { parsePasswordHash } from "./passwords";
 import type { PasswordHash } from "./passwords";
@@ -13,6 +14,8 @@ export interface DashboardUser {
   name: string;
   role: Role;
   password: PasswordHash;
+  /** Digest of the role and password hash: sessions remember it and end when it changes. */
+  fingerprint: string;
 }
 
 /** An API caller: a name for logs and the history, its scopes, and the token's bytes (compared timing-safe). */
@@ -39,7 +42,7 @@ export const usersField = z
       else {
         const password = parsePasswordHash(hash);
         if (!password) ctx.addIssue({ code: "custom", message: `${where}: not a scrypt hash from node apps/dashboard/dist/hashPassword.js` });
-        else users.set(name, { name, role: role as Role, password });
+        else users.set(name, { name, role: role as Role, password, fingerprint: createHash("sha256").update(`${role}\n${hash}`).digest("hex").slice(0, 32) });
       }
     });
     if (entries.length === 0) ctx.addIssue({ code: "custom", message: "at least one user is required (name:role:hash)" });
