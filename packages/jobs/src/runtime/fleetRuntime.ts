@@ -18,6 +18,7 @@ import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
 import { toStorageConnection } from "../storageSettings";
+import { StorageTargets } from "../storageTargets";
 import { createAccountServices } from "../accounts/accountServices";
 import { toAccountSettings } from "../accounts/accountSettings";
 import type { AccountConfig } from "../accounts/accountSettings";
@@ -91,9 +92,10 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
   });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  const targets = new StorageTargets(config.TARGET_STORAGES, config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  checkTargets(targets);
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
-  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, workerId };
+  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, workerId };
   return {
     catalogue,
     deps,
@@ -129,4 +131,17 @@ function openStorage(config: RuntimeConfig, role: StorageRole): Storage {
     }
     throw err;
   }
+}
+
+/** Every TARGET_STORAGES URL is opened (and closed) once now: a typo stops startup, not an unpack at night. */
+function checkTargets(targets: StorageTargets): void {
+  const issues: string[] = [];
+  for (const name of targets.names().slice(1)) {
+    try {
+      void targets.open(name).close();
+    } catch (err) {
+      issues.push(`TARGET_STORAGES: target "${name}": ${(err as Error).message}`);
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
 }
