@@ -51,6 +51,10 @@ export const readWholeFile = (path: string, flags: number, signal?: AbortSignal)
   // @types/node only declares strings for it, hence the cast.
   call((done) => fs.readFile(path, { flag: flags as unknown as string, signal }, done));
 
+/** The whole rest of an open file (the descriptor stays open; the caller closes it). */
+export const readWholeFd = (fd: number, signal?: AbortSignal): Promise<Buffer> =>
+  call((done) => fs.readFile(fd, { signal }, done));
+
 // O_NOFOLLOW: a symlink as the last component fails with ELOOP instead of being followed, so
 // only symlinks pay for a containment check. O_NONBLOCK: opening a FIFO must not park a
 // thread-pool thread forever waiting for a writer (no effect on regular files).

@@ -1,4 +1,5 @@
 import { createReadStream, createWriteStream } from "node:fs";
+import type { Stats } from "node:fs";
 import { constants } from "node:fs";
 import { access, mkdir, opendir, stat } from "node:fs/promises";
 import { addAbortSignal } from "node:stream";
@@ -14,7 +15,7 @@ import {
   fstatFd,
   lstatPath,
   openFd,
-  readWholeFile,
+  readWholeFd,
   statPath,
   unlinkPath,
   writeFd,
@@ -71,17 +72,10 @@ export class LocalStorage implements Storage {
 
   async stat(key: string, options: ReadOptions = {}): Promise<ObjectInfo> {
     const k = validateKey(key);
-    throwIfAborted(options.signal, "stat", k);
-    await this.root.ensureDir(parentKey(k), false, k);
-    const abs = this.root.abs(k);
-    try {
-      let info = await lstatPath(abs);
-      if (info.isSymbolicLink()) info = await statPath(await this.root.resolveInside(abs, k));
-      if (!info.isFile()) throw new PermanentError("invalid-key", `stat ${JSON.stringify(k)}: not a regular file`);
-      return { key: k, size: info.size, modifiedAt: info.mtime };
-    } catch (err) {
-      throw toStorageError("stat", k, err);
-    }
+    // Opened, not lstat'ed by path: the descriptor tells where the file really is (see ConfinedRoot).
+    const { fd, info } = await this.openVerified(k, options.signal);
+    await closeFd(fd);
+    return { key: k, size: info.size, modifiedAt: info.mtime };
   }
 
   async createReadStream(key: string, options: ReadOptions = {}): Promise<Readable> {
@@ -95,19 +89,13 @@ export class LocalStorage implements Storage {
 
   async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
     const k = validateKey(key);
-    const { signal } = options;
-    throwIfAborted(signal, "read", k);
-    await this.root.ensureDir(parentKey(k), false, k);
-    const abs = this.root.abs(k);
+    const fd = await this.openForRead(k, options.signal);
     try {
-      return await readWholeFile(abs, READ_NO_FOLLOW, signal);
-    } catch (err) {
-      if (errorCode(err) !== "ELOOP") throw toStorageError("read", k, err);
-    }
-    try {
-      return await readWholeFile(await this.root.resolveInside(abs, k), READ_FOLLOW, signal);
+      return await readWholeFd(fd, options.signal);
     } catch (err) {
       throw toStorageError("read", k, err);
+    } finally {
+      await closeFd(fd);
     }
   }
 
@@ -153,6 +141,17 @@ export class LocalStorage implements Storage {
     const dest = this.root.abs(k);
     const temp = this.root.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
     const fd = await this.openTemp(temp, dirKey, k);
+    // Where the temp file really is decides, not the folder check cached earlier: a folder
+    // swapped for a symlink since then is caught here, and the file we made there removed.
+    let realTemp: string;
+    try {
+      realTemp = await this.root.verifyOpened(fd, temp, k);
+    } catch (err) {
+      await closeFd(fd).catch(() => undefined);
+      throw await discardTemp(temp, err instanceof FleetError ? err : toStorageError("write", k, err));
+    }
+    // Published by the verified real folder, so a later swap of the logical path does not redirect it.
+    const realDest = `${realTemp.slice(0, realTemp.lastIndexOf("/"))}/${baseName(k)}`;
     try {
       let digest: Digest;
       if (Buffer.isBuffer(body) && known) {
@@ -166,10 +165,10 @@ export class LocalStorage implements Storage {
         checkExpected(k, digest, options);
       }
       throwIfAborted(signal, "write", k);
-      const { unchanged } = await publishTemp(temp, dest, k, digest, options);
+      const { unchanged } = await publishTemp(realTemp, realDest, k, digest, options);
       return { key: k, uri: pathToFileURL(dest).href, size: digest.size, sha256: digest.sha256, unchanged };
     } catch (err) {
-      throw await discardTemp(temp, toStorageError("write", k, err));
+      throw await discardTemp(realTemp, toStorageError("write", k, err));
     }
   }
 
@@ -189,6 +188,8 @@ export class LocalStorage implements Storage {
     for (let dirKey = pending.pop(); dirKey !== undefined; dirKey = pending.pop()) {
       let dir;
       try {
+        // Each folder is checked as it is opened: one cached check could be stale by now.
+        await this.root.verifyDirNow(dirKey, p);
         dir = await opendir(this.root.abs(dirKey));
       } catch (err) {
         if (errorCode(err) === "ENOENT") continue; // removed while we listed
@@ -228,6 +229,14 @@ export class LocalStorage implements Storage {
   // For streaming reads, where one more fstat is noise: a directory or FIFO is refused here
   // rather than failing the stream later.
   private async openForRead(k: string, signal: AbortSignal | undefined): Promise<number> {
+    return (await this.openVerified(k, signal)).fd;
+  }
+
+  /**
+   * Opens an object for reading and checks, through the descriptor, that what was opened is a
+   * regular file inside the root (see ConfinedRoot.verifyOpened). The caller closes `fd`.
+   */
+  private async openVerified(k: string, signal: AbortSignal | undefined): Promise<{ fd: number; info: Stats }> {
     throwIfAborted(signal, "read", k);
     await this.root.ensureDir(parentKey(k), false, k);
     const abs = this.root.abs(k);
@@ -242,12 +251,15 @@ export class LocalStorage implements Storage {
         throw toStorageError("open", k, followErr);
       }
     }
+    let info: Stats;
     try {
-      if ((await fstatFd(fd)).isFile()) return fd;
+      await this.root.verifyOpened(fd, abs, k);
+      info = await fstatFd(fd);
     } catch (err) {
       await closeFd(fd);
-      throw toStorageError("open", k, err);
+      throw err instanceof FleetError ? err : toStorageError("open", k, err);
     }
+    if (info.isFile()) return { fd, info };
     await closeFd(fd);
     throw new PermanentError("invalid-key", `open ${JSON.stringify(k)}: not a regular file`);
   }
