@@ -107,16 +107,22 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  */
 export function checkCsrf(req: FastifyRequest, expected: string): boolean {
   const origin = req.headers.origin;
-  if (origin !== undefined && !sameOrigin(origin, req.headers.host)) return false;
+  if (origin !== undefined && !sameOrigin(origin, req.protocol, req.headers.host)) return false;
   const header = req.headers["x-xsrf-token"] ?? req.headers["x-csrf-token"];
   const body = req.body && typeof req.body === "object" ? (req.body as Record<string, unknown>)._csrf : undefined;
   const given = typeof header === "string" ? header : typeof body === "string" ? body : undefined;
   return given !== undefined && sameSecret(given, expected);
 }
 
-function sameOrigin(origin: string, host: string | undefined): boolean {
+/**
+ * The browser's Origin against where this request arrived, as scheme + host + port: an
+ * `http://` page must not write to the `https://` dashboard of the same host (behind a proxy,
+ * `req.protocol` comes from X-Forwarded-Proto when DASHBOARD_TRUST_PROXY is set).
+ */
+function sameOrigin(origin: string, protocol: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
   try {
-    return host !== undefined && new URL(origin).host === host;
+    return new URL(origin).origin === new URL(`${protocol}://${host}`).origin;
   } catch {
     return false;
   }

@@ -111,9 +111,18 @@ function unsign(req: FastifyRequest, cookie: string | undefined): string | undef
   return result.valid && result.value ? result.value : undefined;
 }
 
-/** Only local paths: `//evil.example` or `/\evil` would leave the site (open redirect). */
+/**
+ * Only local paths: `//evil.example` or `/\evil` would leave the site (open redirect). Any
+ * other character is fine, written percent-encoded: a Location header carries ASCII only
+ * (`/。` raw made the redirect throw, a 500 after the session was created).
+ */
 export function safeNext(source: unknown): string {
   const next = source && typeof source === "object" ? (source as { next?: unknown }).next : undefined;
-  if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//") || next.includes("\\") || /[\0-\x1f]/.test(next)) return "/";
-  return next;
+  if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//") || next.includes("\\") || /[\0-\x1f\x7f]/.test(next)) return "/";
+  // Non-ASCII and space percent-encoded; lone surrogates (not encodable) fall back to "/".
+  try {
+    return next.replace(/[^\x21-\x7e]+/g, (run) => encodeURIComponent(run));
+  } catch {
+    return "/";
+  }
 }

@@ -1,8 +1,9 @@
+import { STATUS_CODES } from "node:http";
 import type { AddressInfo } from "node:net";
 import cookie from "@fastify/cookie";
 import formbody from "@fastify/formbody";
 import Fastify, { LogController } from "fastify";
-import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from "fastify";
 import type { Redis } from "ioredis";
 import { ApiLock } from "@fleet/core/apiLock";
 import type { Catalogue } from "@fleet/core/catalogue";
@@ -118,6 +119,12 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     // Request lines are logged by onResponse below, without query strings (they may carry `next=` paths).
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: false },
+    // Errors before routing (a malformed URL, a bad content type): Fastify's own answer quotes
+    // the whole URL, so an error body could be far larger than the request line.
+    frameworkErrors: (err, _req, res) => {
+      const reply = res as unknown as FastifyReply;
+      void reply.code(err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400).header("cache-control", "no-store").send({ error: clientMessage(err) });
+    },
   });
   app.addHook("onRoute", (route) => {
     for (const method of [route.method].flat()) ctx.routes.push({ method, url: route.url });
@@ -190,7 +197,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   return app;
 }
 
-/** Fastify's own 4xx errors, in words that neither echo the body nor name internals. */
+/** Fastify's own 4xx errors, in words that neither echo the URL or body nor name internals (a constant, so bounded). */
 function clientMessage(err: { code?: string; message: string; statusCode?: number }): string {
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
@@ -201,7 +208,10 @@ function clientMessage(err: { code?: string; message: string; statusCode?: numbe
       return "request body too large";
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return "unsupported content type";
+    case "FST_ERR_BAD_URL":
+      return "malformed URL";
     default:
-      return err.statusCode === 400 ? "bad request" : err.message;
+      // Never err.message: Fastify's and plugins' messages can quote the URL or the body.
+      return STATUS_CODES[err.statusCode ?? 400]?.toLowerCase() ?? "bad request";
   }
 }

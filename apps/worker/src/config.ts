@@ -37,7 +37,15 @@ export const workerSchema = z.object({
   SHUTDOWN_GRACE: envDuration("30s").describe("On SIGTERM, time active jobs get to finish before they are aborted"),
   SHUTDOWN_DEADLINE: envDuration("60s").describe("On SIGTERM, hard limit before the process exits anyway"),
   METRICS_PORT: envInt(9464, 0, 65535).describe("Port of /healthz, /readyz and /metrics (0: pick a free one)"),
-  METRICS_HOST: z.string().default("0.0.0.0").describe("Address the ops server binds"),
+  METRICS_HOST: z
+    .string()
+    .default("127.0.0.1")
+    .describe("Address the ops server binds: loopback by default; 0.0.0.0 for probes and Prometheus from outside the pod/host, then set METRICS_TOKEN"),
+  METRICS_TOKEN: z
+    .string()
+    .min(32, "at least 32 characters (openssl rand -hex 32)")
+    .optional()
+    .describe("Bearer token /metrics of the ops server requires (unset: /metrics is open to whoever reaches METRICS_HOST); /healthz and /readyz stay open"),
 });
 
 export type WorkerConfig = z.output<typeof workerSchema>;

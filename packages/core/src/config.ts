@@ -3,6 +3,7 @@ import { parse as parseDotenv } from "dotenv";
 import { z } from "zod";
 import { parseDuration, parseDurationList } from "./backoff";
 import { ConfigError } from "./errors";
+import { redactCredentials } from "./logger";
 
 /**
  * Config is parsed once, in each app's main.ts, from the environment plus an optional .env
@@ -49,7 +50,7 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Env): z.output<
 
 function redactValue(name: string, value: string): string {
   if (/PASSWORD|SECRET|TOKEN|KEY|USERS/i.test(name)) return "[redacted]";
-  return value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@");
+  return redactCredentials(value);
 }
 
 /** Lists a schema's variables with their descriptions and defaults, for docs and the CLI. */
