@@ -29,8 +29,10 @@ export const targetRefField = z
 /** TARGET_STORAGES: `name=URL` entries, comma-separated; each must be a working storage URL. */
 export const targetStoragesField = z
   .string()
-  .default("")
+  .optional()
   .transform((value, ctx) => {
+    // Unset stays undefined (only `destination`), so the docs show no default.
+    if (value === undefined) return undefined;
     const out = new Map<string, string>();
     for (const entry of value.split(",").map((s) => s.trim()).filter(Boolean)) {
       const eq = entry.indexOf("=");

@@ -92,7 +92,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
   });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const targets = new StorageTargets(config.TARGET_STORAGES, config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
   checkTargets(targets);
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
   const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, workerId };
