@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { PASSWORDS, basic, createDashboardFixture, login, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
 
@@ -6,11 +9,20 @@ describe("dashboard hardening", () => {
   let fx: DashboardFixture;
   let base: string;
 
+  const metricsToken = "m".repeat(40);
+
+  let tokensDir: string;
+
   beforeAll(async () => {
-    fx = await createDashboardFixture("hardening");
+    tokensDir = await mkdtemp(join(tmpdir(), "fleet-hardening-"));
+    await writeFile(join(tokensDir, "tokens"), `prom:metrics:${metricsToken}\n`);
+    fx = await createDashboardFixture("hardening", { DASHBOARD_API_TOKENS_FILE: join(tokensDir, "tokens") });
     base = fx.dashboard.url;
   });
-  afterAll(() => fx?.close());
+  afterAll(async () => {
+    await fx?.close();
+    await rm(tokensDir, { recursive: true, force: true });
+  });
 
   it("logs a user name that is no configured user only as a digest (a token or password typed as the name)", async () => {
     const typed = `tok_${"Z".repeat(40)}`;
@@ -110,6 +122,7 @@ describe("dashboard hardening", () => {
       [`/queues/api/queues/${marker}/x%zz`, { jar }],
       [`/${marker}%E0%A4%A`, { jar }],
       [`/api/operations?state=${marker}`, { headers: { authorization: `Bearer ${fx.apiToken}` } }],
+      [`/api/${marker}`, { headers: { authorization: `Bearer ${metricsToken}` } }],
       [`/queues/static/${marker}`, { jar }],
     ];
     for (const [path, init] of probes) {
