@@ -51,9 +51,9 @@ export const readWholeFile = (path: string, flags: number, signal?: AbortSignal)
   // @types/node only declares strings for it, hence the cast.
   call((done) => fs.readFile(path, { flag: flags as unknown as string, signal }, done));
 
-/** The whole rest of an open file (the descriptor stays open; the caller closes it). */
-export const readWholeFd = (fd: number, signal?: AbortSignal): Promise<Buffer> =>
-  call((done) => fs.readFile(fd, { signal }, done));
+/** Reads up to `length` bytes into `buffer` at `offset`, from the file position. */
+export const readFdInto = (fd: number, buffer: Buffer, offset: number, length: number): Promise<number> =>
+  call((done) => fs.read(fd, buffer, offset, length, null, done));
 
 // O_NOFOLLOW: a symlink as the last component fails with ELOOP instead of being followed, so
 // only symlinks pay for a containment check. O_NONBLOCK: opening a FIFO must not park a
