@@ -12,6 +12,7 @@ import { progressBar, seedDemo } from "./commands/seedDemo";
 import { formatFailures, formatLinks, formatStatus, readLinks, readStatus, watchStatus } from "./commands/status";
 import { formatBreakers, readBreakers } from "./commands/breakers";
 import { registerAccountCommands } from "./commands/accounts";
+import { registerDashboardCommands } from "./commands/dashboardSessions";
 import { registerOperatorCommands } from "./commands/operatorCommands";
 import { listPackageManifests } from "./commands/unpack";
 import { verifyMigration } from "./commands/verify";
@@ -107,7 +108,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     .argument("[manifest]", "manifest key in the destination, e.g. .fleet-packages/range-3/part-41-90.manifest.json")
     .option("--range <id>", "every package of this range", positiveInt)
     .option("--all", "every package in the destination")
-    .option("--target <url>", "where to restore (a path, file://, s3://, sftp://); default: DESTINATION_URL itself")
+    .option("--target <name>", "where to restore: destination or a TARGET_STORAGES name, optionally /folder under it (e.g. restore/alice); default: the destination itself")
     .option("--if-exists <policy>", "a member exists with other content: fail or overwrite (default: IF_EXISTS)")
     .action((manifest: string | undefined, opts: { range?: number; all?: boolean; target?: string; ifExists?: string }) =>
       withContext(env, async (ctx) => {
@@ -234,6 +235,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
 
   registerOperatorCommands(program, (fn) => withContext(env, fn));
   registerAccountCommands(program, (fn) => withContext(env, fn));
+  registerDashboardCommands(program, (fn) => withContext(env, fn));
 
   program
     .command("demo")

@@ -62,7 +62,8 @@ describe("deploy/k8s", () => {
       REDIS_PASSWORD: "pw",
       DASHBOARD_USERS: `alice:operator:${await hashPassword("pw", { N: 1024, r: 8, p: 1 })}`,
       DASHBOARD_SESSION_SECRET: hex,
-      DASHBOARD_API_TOKENS: `prometheus:${hex}`,
+      DASHBOARD_API_TOKENS: `prometheus:metrics:${hex}`,
+      METRICS_TOKEN: hex,
     };
   });
 
@@ -107,7 +108,7 @@ describe("deploy/k8s", () => {
       "TriggerAuthentication/fleet-redis",
     ]);
     expect(documentedSecrets()).toEqual({
-      "fleet-secrets": ["DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD"],
+      "fleet-secrets": ["DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "METRICS_TOKEN"],
       "fleet-dashboard-secrets": ["DASHBOARD_USERS", "DASHBOARD_SESSION_SECRET", "DASHBOARD_API_TOKENS"],
     });
   });

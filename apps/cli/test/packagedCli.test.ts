@@ -45,6 +45,7 @@ describe("the CLI with TRANSFER_MODE=packaged", () => {
       DESTINATION_URL: join(root, "destination"),
       TRANSFER_MODE: "packaged",
       PACKAGE_MAX_FILES: "25",
+      TARGET_STORAGES: `restore=${join(root, "restore")}`,
     };
     const config = parseConfig(schema, env);
     runtime = createFleetRuntime({ config, log: createLogger({ name: "verify", LOG_LEVEL: "silent", LOG_FORMAT: "json" }), role: "test" });
@@ -67,7 +68,7 @@ describe("the CLI with TRANSFER_MODE=packaged", () => {
   });
 
   it("fleet migrate unpack --range enqueues one unpack job per package of the range; bad arguments exit 2", async () => {
-    const out = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "1", "--target", join(root, "restore")], { env });
+    const out = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "1", "--target", "restore/range-1"], { env });
     expect(out.stdout.trim().split("\n")).toEqual([
       expect.stringMatching(/^enqueued unpack of \.fleet-packages\/range-1\/part-1-25\.manifest\.json \(job .+\)$/),
       expect.stringMatching(/part-26-50\.manifest\.json/),
@@ -75,10 +76,13 @@ describe("the CLI with TRANSFER_MODE=packaged", () => {
     ]);
     const waiting = await runtime.deps.jobs.queue("migration").getJobs(["waiting"]);
     expect(waiting.map((j) => [j.name, j.data.target]).sort()).toEqual([
-      ["unpack", join(root, "restore")],
-      ["unpack", join(root, "restore")],
-      ["unpack", join(root, "restore")],
+      ["unpack", "restore/range-1"],
+      ["unpack", "restore/range-1"],
+      ["unpack", "restore/range-1"],
     ]);
+    // A path or URL is no target: refused before anything is enqueued, with the reason.
+    const byPath = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "1", "--target", join(root, "restore")], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect(byPath).toMatchObject({ code: 1, stderr: expect.stringMatching(/must be a configured storage name/) });
     const both = await run(process.execPath, [CLI, "migrate", "unpack", "x.manifest.json", "--all"], { env }).catch((e: { code: number; stderr: string }) => e);
     expect(both).toMatchObject({ code: 2, stderr: expect.stringMatching(/exactly one of/) });
     const none = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "99"], { env }).catch((e: { code: number; stderr: string }) => e);

@@ -1,7 +1,10 @@
+import { createHash } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { checkPassword, matchApiToken, sameSecret } from "./credentials";
 import type { LoginLimiter } from "./loginLimiter";
 import type { Session, SessionStore } from "./sessions";
+import { allows, formatScopes, requiredScope } from "./tokenScopes";
+import type { TokenScopes } from "./tokenScopes";
 import type { ApiToken, DashboardUser, Role } from "./users";
 
 /**
@@ -13,7 +16,7 @@ import type { ApiToken, DashboardUser, Role } from "./users";
 export type Principal =
   | { kind: "session"; user: string; role: Role; session: Session }
   | { kind: "basic"; user: string; role: Role }
-  | { kind: "token"; user: string; role: "operator" };
+  | { kind: "token"; user: string; role: "operator"; scopes: TokenScopes };
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -58,9 +61,19 @@ export function installAuth(app: FastifyInstance, options: AuthOptions): void {
     const authorization = req.headers.authorization ?? "";
     const scheme = authorization.split(" ", 1)[0]!.toLowerCase();
     if (scheme === "bearer") {
-      const name = matchApiToken(options.tokens, authorization.slice(7).trim());
-      if (!name || access === "page") return deny(reply, 401, name ? "bearer tokens are for /api and /metrics" : "invalid token");
-      req.principal = { kind: "token", user: name, role: "operator" };
+      const token = matchApiToken(options.tokens, authorization.slice(7).trim());
+      if (!token) return deny(reply, 401, "invalid token");
+      req.principal = { kind: "token", user: token.name, role: "operator", scopes: token.scopes };
+      // Default deny: pages, bull-board and any route not in the scope table need `admin`, and
+      // pages take no tokens at all.
+      const need = requiredScope(req.method, path);
+      if (access === "page") return deny(reply, 403, "bearer tokens are for /api and /metrics");
+      if (!allows(token.scopes, need)) {
+        req.log.warn({ token: token.name, method: req.method, route: path.slice(0, 200), need: "scope" in need ? need.scope : `submit:<job>`, has: formatScopes(token.scopes) }, "token scope refused");
+        // Not the path in the body: error bodies never echo the URL (it can be kilobytes).
+        return deny(reply, 403, `this token's scopes (${formatScopes(token.scopes)}) do not allow this request (scope needed: ${"scope" in need ? need.scope : "submit or submit:<job>"})`);
+      }
+      return undefined;
     } else if (access === "api") {
       return deny(reply, 401, "an API token is required: Authorization: Bearer <token>");
     } else if (scheme === "basic") {
@@ -95,16 +108,22 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  */
 export function checkCsrf(req: FastifyRequest, expected: string): boolean {
   const origin = req.headers.origin;
-  if (origin !== undefined && !sameOrigin(origin, req.headers.host)) return false;
+  if (origin !== undefined && !sameOrigin(origin, req.protocol, req.headers.host)) return false;
   const header = req.headers["x-xsrf-token"] ?? req.headers["x-csrf-token"];
   const body = req.body && typeof req.body === "object" ? (req.body as Record<string, unknown>)._csrf : undefined;
   const given = typeof header === "string" ? header : typeof body === "string" ? body : undefined;
   return given !== undefined && sameSecret(given, expected);
 }
 
-function sameOrigin(origin: string, host: string | undefined): boolean {
+/**
+ * The browser's Origin against where this request arrived, as scheme + host + port: an
+ * `http://` page must not write to the `https://` dashboard of the same host (behind a proxy,
+ * `req.protocol` comes from X-Forwarded-Proto when DASHBOARD_TRUST_PROXY is set).
+ */
+function sameOrigin(origin: string, protocol: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
   try {
-    return host !== undefined && new URL(origin).host === host;
+    return new URL(origin).origin === new URL(`${protocol}://${host}`).origin;
   } catch {
     return false;
   }
@@ -123,12 +142,29 @@ function authorize(req: FastifyRequest, reply: FastifyReply, path: string): Fast
   return undefined;
 }
 
+/**
+ * Basic-auth credentials verified in the last minute, by digest of the header. A tool that
+ * sends the same header on every request pays scrypt (~50 ms) once a minute instead of per
+ * request, and does not move the login counters, so a burst of its own requests is never
+ * mistaken for guessing. Bounded; dropped wholesale when full.
+ */
+const BASIC_CACHE_MS = 60_000;
+const BASIC_CACHE_MAX = 1_000;
+const verifiedBasic = new Map<string, { user: DashboardUser; until: number }>();
+
 async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: AuthOptions): Promise<Principal | undefined> {
+  const cacheKey = createHash("sha256").update(req.headers.authorization ?? "").digest("base64");
+  const cached = verifiedBasic.get(cacheKey);
+  // The same user object as configured now: a restarted dashboard (new hash or role) starts empty anyway.
+  if (cached && cached.until > Date.now() && options.users.get(cached.user.name) === cached.user) {
+    return { kind: "basic", user: cached.user.name, role: cached.user.role };
+  }
   const decoded = Buffer.from((req.headers.authorization ?? "").slice(6).trim(), "base64").toString("utf8");
   const colon = decoded.indexOf(":");
   const name = colon < 0 ? decoded : decoded.slice(0, colon);
   const password = colon < 0 ? "" : decoded.slice(colon + 1);
-  const wait = await options.limiter.blockedFor(req.ip, name);
+  // Counted before the password hash: see LoginLimiter.
+  const wait = await options.limiter.attempt(req.ip, name);
   if (wait > 0) {
     void reply.header("retry-after", Math.ceil(wait / 1000));
     deny(reply, 429, "too many failed logins; try again later");
@@ -136,15 +172,17 @@ async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: Auth
   }
   const user = await checkPassword(options.users, name, password);
   if (!user) {
-    await options.limiter.recordFailure(req.ip, name);
-    req.log.warn({ user: name.slice(0, 64), ip: req.ip }, "basic auth failed");
+    req.log.warn({ user: loggableUserName(options.users, name), ip: req.ip }, "basic auth failed");
     deny(reply, 401, "invalid user name or password");
     return undefined;
   }
+  await options.limiter.succeeded(req.ip, name);
+  if (verifiedBasic.size >= BASIC_CACHE_MAX) verifiedBasic.clear();
+  verifiedBasic.set(cacheKey, { user, until: Date.now() + BASIC_CACHE_MS });
   return { kind: "basic", user: user.name, role: user.role };
 }
 
-/** The caller's session, if the cookie is genuine, the session alive and the user still configured (with today's role). */
+/** The caller's session, if the cookie is genuine, the session alive and not revoked, and the user still configured with the same password and role. */
 export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, "users" | "sessions">): Promise<Extract<Principal, { kind: "session" }> | undefined> {
   const cookie = req.cookies[SESSION_COOKIE];
   if (!cookie) return undefined;
@@ -153,11 +191,36 @@ export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, 
   const session = await options.sessions.get(unsigned.value);
   const user = session && options.users.get(session.user);
   if (!session || !user) return undefined;
+  // A new password hash or role since the login ends the session, on whichever replica runs the new config.
+  if (!sameSecret(session.fingerprint, user.fingerprint)) {
+    await options.sessions.destroy(session.id);
+    req.log.info({ user: user.name }, "session ended: the user's password or role changed");
+    return undefined;
+  }
   return { kind: "session", user: user.name, role: user.role, session };
+}
+
+/**
+ * A user name as it may appear in a log: configured names as they are; anything else (often a
+ * token or a password typed into the wrong field) only as a short digest, enough to correlate
+ * repeated attempts and useless to a reader of the logs.
+ */
+export function loggableUserName(users: ReadonlyMap<string, DashboardUser>, name: string): string {
+  if (users.has(name)) return name;
+  return `unknown:${createHash("sha256").update(name).digest("hex").slice(0, 12)}`;
 }
 
 function acceptsHtml(req: FastifyRequest): boolean {
   return (req.headers.accept ?? "").includes("text/html");
+}
+
+/**
+ * Who did it, for the operation history (submitted_by), the API lock and log lines: a user's
+ * name, or `token:<name>` for an API token, so the two can never be mistaken for each other.
+ */
+export function actorOf(principal: Principal | undefined): string | null {
+  if (!principal) return null;
+  return principal.kind === "token" ? `token:${principal.user}` : principal.user;
 }
 
 export function deny(reply: FastifyReply, status: number, message: string): FastifyReply {

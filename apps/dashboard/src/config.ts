@@ -38,7 +38,11 @@ export const dashboardSchema = z.object({
   DASHBOARD_TRUST_PROXY: envBool(false).describe("Take the client address from X-Forwarded-For (behind a reverse proxy), for login rate limits"),
   DASHBOARD_LOGIN_LIMIT: envInt(10, 1).describe("Failed logins per client address and per user name before further attempts get 429"),
   DASHBOARD_LOGIN_WINDOW: envDuration("15m").describe("Window of DASHBOARD_LOGIN_LIMIT"),
-  DASHBOARD_API_TOKENS: secret(apiTokensField.describe("Bearer tokens of the operations API and /metrics as name:token, comma-separated (tokens ≥ 32 characters)")),
+  DASHBOARD_API_TOKENS: secret(
+    apiTokensField.describe(
+      "Bearer tokens of the operations API and /metrics as name:scopes:token, separated by commas or newlines (# comments); scopes joined with + from metrics, read, submit, submit:<job>, admin (tokens ≥ 32 characters, no ':')",
+    ),
+  ),
   DASHBOARD_BODY_LIMIT: envInt(1_048_576, 1_024, 64 * 1_048_576).describe("Largest request body in bytes (larger: 413)"),
 });
 

@@ -2,14 +2,14 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { hashPassword, parsePasswordHash, verifyPassword } from "./passwords";
 import type { ApiToken, DashboardUser } from "./users";
 
-/** The token's name when `given` equals one of the configured tokens, compared in constant time. */
-export function matchApiToken(tokens: readonly ApiToken[], given: string): string | undefined {
+/** The configured token equal to `given`, compared in constant time. */
+export function matchApiToken(tokens: readonly ApiToken[], given: string): ApiToken | undefined {
   // Comparing digests keeps the comparison length-independent; every token is compared, so the
   // time taken does not tell which (or whether a) token matched early.
   const digest = sha256(Buffer.from(given));
-  let found: string | undefined;
+  let found: ApiToken | undefined;
   for (const t of tokens) {
-    if (timingSafeEqual(digest, sha256(t.token))) found ??= t.name;
+    if (timingSafeEqual(digest, sha256(t.token))) found ??= t;
   }
   return found;
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
-import { CSRF_COOKIE, SESSION_COOKIE, deny, sessionOf } from "./auth";
+import { CSRF_COOKIE, SESSION_COOKIE, deny, loggableUserName, sessionOf } from "./auth";
 import type { AuthOptions } from "./auth";
 import { checkPassword, sameSecret } from "./credentials";
 import { PAGE_CSP, html, page } from "./html";
@@ -36,21 +36,22 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
     const expected = unsign(req, req.cookies[LOGIN_COOKIE]);
     if (!expected || !sameSecret(_csrf, expected)) {
       // No secret in the log: neither the password nor the tokens, only who tried.
-      req.log.warn({ user: username.slice(0, 64), ip: req.ip }, "login refused: missing or wrong login CSRF token");
+      req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login refused: missing or wrong login CSRF token");
       return deny(reply, 403, "missing or wrong CSRF token: reload the login page");
     }
-    const wait = await options.limiter.blockedFor(req.ip, username);
+    // Counted before the password hash: see LoginLimiter.
+    const wait = await options.limiter.attempt(req.ip, username);
     if (wait > 0) {
       void reply.header("retry-after", Math.ceil(wait / 1000));
       return loginPage(reply, parsed.data, 429, "Too many failed logins. Try again later.");
     }
     const user = await checkPassword(options.users, username, password);
     if (!user) {
-      await options.limiter.recordFailure(req.ip, username);
-      req.log.warn({ user: username.slice(0, 64), ip: req.ip }, "login failed");
+      req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login failed");
       return loginPage(reply, parsed.data, 401, "Wrong user name or password.");
     }
-    const session = await options.sessions.create(user.name);
+    await options.limiter.succeeded(req.ip, username);
+    const session = await options.sessions.create(user.name, user.fingerprint);
     req.log.info({ user: user.name, role: user.role, ip: req.ip }, "logged in");
     const maxAge = Math.floor(options.sessions.ttlMs / 1000);
     return reply
@@ -110,9 +111,18 @@ function unsign(req: FastifyRequest, cookie: string | undefined): string | undef
   return result.valid && result.value ? result.value : undefined;
 }
 
-/** Only local paths: `//evil.example` or `/\evil` would leave the site (open redirect). */
+/**
+ * Only local paths: `//evil.example` or `/\evil` would leave the site (open redirect). Any
+ * other character is fine, written percent-encoded: a Location header carries ASCII only
+ * (`/。` raw made the redirect throw, a 500 after the session was created).
+ */
 export function safeNext(source: unknown): string {
   const next = source && typeof source === "object" ? (source as { next?: unknown }).next : undefined;
-  if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//") || next.includes("\\") || /[\0-\x1f]/.test(next)) return "/";
-  return next;
+  if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//") || next.includes("\\") || /[\0-\x1f\x7f]/.test(next)) return "/";
+  // Non-ASCII and space percent-encoded; lone surrogates (not encodable) fall back to "/".
+  try {
+    return next.replace(/[^\x21-\x7e]+/g, (run) => encodeURIComponent(run));
+  } catch {
+    return "/";
+  }
 }

@@ -9,6 +9,8 @@ import { OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOpe
 import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { actorOf } from "./auth";
+import { formatScopes, mayActOnJob } from "./tokenScopes";
 
 /**
  * The operations API (JSON, bearer tokens, checked in auth.ts): submit any catalogue job, follow
@@ -64,14 +66,19 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     const { name, data, opts } = body.data;
     const def = catalogue.get(name);
     if (!def) return reply.code(400).send({ error: `unknown job "${name}"`, known: catalogue.names() });
+    const principal = req.principal;
+    if (principal?.kind === "token" && !mayActOnJob(principal.scopes, name)) {
+      req.log.warn({ token: principal.user, name }, "token scope refused");
+      return reply.code(403).send({ error: `this token may not submit "${name}" (its scopes: ${formatScopes(principal.scopes)})` });
+    }
     const payload = def.schema.safeParse(data);
     if (!payload.success) return invalid(reply, `invalid data for job "${name}"`, payload.error);
     // The name is checked against the catalogue just above; the client validates the payload again.
     const job = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts ?? {});
-    req.log.info({ operation: job.id, name, queue: def.queue, by: req.principal?.user }, "operation submitted");
+    req.log.info({ operation: job.id, name, queue: def.queue, by: actorOf(req.principal) }, "operation submitted");
     // The job is in Redis either way: a history that cannot be written now is filled in by the runner.
     await history.recorder
-      .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", req.principal?.user ?? null)
+      .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
       .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
     return reply.code(202).send(await summarizeOperation(job));
   });
@@ -97,11 +104,15 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
       if (!past) return reply.code(404).send({ error: "no such operation" });
       return reply.code(409).send({ error: `the operation has already ended (${past.state})`, state: past.state });
     }
+    const principal = req.principal;
+    if (principal?.kind === "token" && !mayActOnJob(principal.scopes, found.job.name)) {
+      return reply.code(403).send({ error: `this token may not cancel "${found.job.name}" operations (its scopes: ${formatScopes(principal.scopes)})` });
+    }
     const outcome = await cancelOperation(options.redis, options.prefix, found);
     if (outcome.kind === "removed") {
-      await history.recorder.removed(operationRef(found.job), req.principal?.user ?? null).catch((err: unknown) => req.log.warn({ err, operation: id }, "operation history not written"));
+      await history.recorder.removed(operationRef(found.job), actorOf(req.principal)).catch((err: unknown) => req.log.warn({ err, operation: id }, "operation history not written"));
     }
-    req.log.warn({ operation: id, outcome, by: req.principal?.user }, "operation cancel");
+    req.log.warn({ operation: id, outcome, by: actorOf(req.principal) }, "operation cancel");
     switch (outcome.kind) {
       case "removed":
         return reply.send({ id, cancelled: true, was: outcome.was });
@@ -118,13 +129,13 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
   app.post("/api/lock", async (req, reply) => {
     const body = lockBody.safeParse(req.body);
     if (!body.success) return invalid(reply, "expected {\"reason\": \"…\"}", body.error);
-    const state = await apiLock.lock(body.data.reason, req.principal?.user ?? "unknown");
+    const state = await apiLock.lock(body.data.reason, actorOf(req.principal) ?? "unknown");
     req.log.warn({ by: state.by, reason: state.reason }, "API locked");
     return reply.send({ locked: state });
   });
   app.delete("/api/lock", async (req, reply) => {
     const removed = await apiLock.unlock();
-    if (removed) req.log.warn({ by: req.principal?.user }, "API unlocked");
+    if (removed) req.log.warn({ by: actorOf(req.principal) }, "API unlocked");
     return reply.send({ locked: false, removed });
   });
 }

@@ -3,6 +3,9 @@ import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
 import type { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
+import { summarizeForHistory } from "@fleet/core/operationRecorder";
+import { deny } from "./auth";
+import { boardFontRoutes, withLocalFonts } from "./boardFonts";
 
 /**
  * bull-board twice over the same queues: operators get the writable board at /queues (retry,
@@ -12,12 +15,55 @@ import type { FastifyInstance } from "fastify";
 export const OPERATOR_BOARD = "/queues";
 export const VIEWER_BOARD = "/queues/readonly";
 
+/**
+ * The board's writes that would create or rewrite jobs and schedules outside the catalogue:
+ * no payload validation, no API lock, no operation history. They are refused; jobs are
+ * submitted through the operations API (`fleet ops submit`), which has all three. The board's
+ * other writes (retry, promote, clean, pause…) act on existing jobs and stay, logged with the
+ * user by the request log.
+ */
+const REFUSED_WRITES = new Set([
+  "POST /queues/api/queues/:queueName/add",
+  "PATCH /queues/api/queues/:queueName/:jobId/update-data",
+  "PATCH /queues/api/queues/:queueName/job-schedulers/:schedulerId",
+  "PUT /queues/api/queues/:queueName/job-schedulers/:schedulerId/remove",
+]);
+
+/**
+ * bull-board's pages: its scripts and styles are files of its own; inline styles are used by
+ * the React app; data: images for icons; fonts from /fonts (see boardFonts.ts).
+ */
+export const BOARD_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'";
+
 export async function mountQueueBoards(app: FastifyInstance, queues: readonly Queue[]): Promise<void> {
+  app.addHook("preHandler", async (req, reply) => {
+    if (REFUSED_WRITES.has(`${req.method} ${req.routeOptions.url ?? ""}`)) {
+      req.log.warn({ user: req.principal?.user, route: req.routeOptions.url }, "board write refused");
+      return deny(reply, 403, "jobs are submitted through the operations API (POST /api/operations or fleet ops submit), which validates them, honours the API lock and records who; not from the board");
+    }
+  });
+  app.addHook("onSend", async (req, reply, payload) => {
+    if (!req.url.startsWith(OPERATOR_BOARD)) return payload;
+    void reply.header("content-security-policy", BOARD_CSP);
+    const type = String(reply.getHeader("content-type") ?? "");
+    return type.startsWith("text/html") && typeof payload === "string" ? withLocalFonts(payload) : payload;
+  });
+  boardFontRoutes(app);
+
   for (const [basePath, readOnlyMode] of [[OPERATOR_BOARD, false], [VIEWER_BOARD, true]] as const) {
     const serverAdapter = new FastifyAdapter();
     serverAdapter.setBasePath(basePath);
     createBullBoard({
-      queues: queues.map((queue) => new BullMQAdapter(queue, { readOnlyMode, allowRetries: !readOnlyMode })),
+      queues: queues.map((queue) => {
+        const adapter = new BullMQAdapter(queue, { readOnlyMode, allowRetries: !readOnlyMode });
+        // Viewers see payloads and results as the operation history keeps them: secrets redacted.
+        if (readOnlyMode) {
+          adapter.setFormatter("data", (data: unknown) => summarizeForHistory(data));
+          adapter.setFormatter("returnValue", (value: unknown) => summarizeForHistory(value));
+        }
+        return adapter;
+      }),
       serverAdapter,
       options: {
         uiConfig: {

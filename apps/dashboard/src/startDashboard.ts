@@ -1,8 +1,9 @@
+import { STATUS_CODES } from "node:http";
 import type { AddressInfo } from "node:net";
 import cookie from "@fastify/cookie";
 import formbody from "@fastify/formbody";
 import Fastify, { LogController } from "fastify";
-import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from "fastify";
 import type { Redis } from "ioredis";
 import { ApiLock } from "@fleet/core/apiLock";
 import type { Catalogue } from "@fleet/core/catalogue";
@@ -16,7 +17,7 @@ import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operatio
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import { QUEUES } from "@fleet/jobs/names";
-import { installAuth } from "./auth";
+import { actorOf, installAuth } from "./auth";
 import type { DashboardConfig } from "./config";
 import { healthRoutes } from "./healthRoutes";
 import { LoginLimiter } from "./loginLimiter";
@@ -36,6 +37,8 @@ export interface RunningDashboard {
   db: DbPool;
   redis: Redis;
   jobs: JobClient<FleetJobs>;
+  /** Every route the app answers (method and Fastify pattern), for audits of who may call what. */
+  routes: ReadonlyArray<{ method: string; url: string }>;
   /** Stops listening, then releases the connections. */
   close(): Promise<void>;
 }
@@ -69,9 +72,10 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
   };
 
   let app: FastifyInstance;
+  const routes: Array<{ method: string; url: string }> = [];
   try {
     await waitReady(redis, config.REDIS_URL);
-    app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix });
+    app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix, routes });
     await app.listen({ port: config.DASHBOARD_PORT, host: config.DASHBOARD_HOST });
   } catch (err) {
     await release();
@@ -87,6 +91,7 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     db,
     redis,
     jobs,
+    routes,
     async close() {
       await app.close();
       await release();
@@ -102,6 +107,7 @@ interface AppContext {
   jobs: JobClient<FleetJobs>;
   catalogue: Catalogue<FleetJobs>;
   prefix: string;
+  routes: Array<{ method: string; url: string }>;
 }
 
 async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
@@ -114,13 +120,23 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     // Request lines are logged by onResponse below, without query strings (they may carry `next=` paths).
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: false },
+    // Errors before routing (a malformed URL, a bad content type): Fastify's own answer quotes
+    // the whole URL, so an error body could be far larger than the request line.
+    frameworkErrors: (err, _req, res) => {
+      const reply = res as unknown as FastifyReply;
+      void reply.code(err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400).header("cache-control", "no-store").send({ error: clientMessage(err) });
+    },
+  });
+  app.addHook("onRoute", (route) => {
+    for (const method of [route.method].flat()) ctx.routes.push({ method, url: route.url });
   });
   // Every answer, bull-board's included: no framing (clickjacking of operator buttons), no MIME sniffing, no referrer leaving the site.
   app.addHook("onSend", async (_req, reply) => {
     void reply.header("x-frame-options", "DENY").header("x-content-type-options", "nosniff").header("referrer-policy", "same-origin");
   });
   app.addHook("onResponse", async (req, reply) => {
-    req.log.info({ method: req.method, path: req.url.split("?")[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: req.principal?.user }, "request");
+    // Every call, API ones included, names who made it (a user, or token:<name>).
+    req.log.info({ method: req.method, path: req.url.split("?")[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: actorOf(req.principal) }, "request");
   });
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
@@ -190,7 +206,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   return app;
 }
 
-/** Fastify's own 4xx errors, in words that neither echo the body nor name internals. */
+/** Fastify's own 4xx errors, in words that neither echo the URL or body nor name internals (a constant, so bounded). */
 function clientMessage(err: { code?: string; message: string; statusCode?: number }): string {
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
@@ -201,7 +217,10 @@ function clientMessage(err: { code?: string; message: string; statusCode?: numbe
       return "request body too large";
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return "unsupported content type";
+    case "FST_ERR_BAD_URL":
+      return "malformed URL";
     default:
-      return err.statusCode === 400 ? "bad request" : err.message;
+      // Never err.message: Fastify's and plugins' messages can quote the URL or the body.
+      return STATUS_CODES[err.statusCode ?? 400]?.toLowerCase() ?? "bad request";
   }
 }

@@ -142,7 +142,7 @@ describe("dashboard authentication and roles", () => {
     const unknown = await send(base, "/queues/api/queues", { headers: { authorization: basic("mallory", "x") } });
     expect(unknown.status).toBe(401);
     const token = await send(base, "/queues/api/queues", { headers: { authorization: `Bearer ${fx.apiToken}` } });
-    expect(token.status).toBe(401); // API tokens are for /api and /metrics, not the boards
+    expect(token.status).toBe(403); // API tokens are for /api and /metrics, not the boards
   });
 
   it("a session works on every replica, and logging out ends it on all of them", async () => {
@@ -196,5 +196,61 @@ describe("login rate limiting", () => {
     expect(blocked.jar.get("fleet_session")).toBeUndefined();
     const tool = await send(base, "/metrics", { headers: { authorization: basic("alice", PASSWORDS.alice) } });
     expect(tool.status).toBe(429);
+  });
+});
+
+describe("login rate limiting under concurrency", () => {
+  let fx: DashboardFixture;
+  beforeAll(async () => {
+    // Behind a proxy, so each request can come from its own address.
+    fx = await createDashboardFixture("ratelimit-burst", { DASHBOARD_LOGIN_LIMIT: "10", DASHBOARD_LOGIN_WINDOW: "10m", DASHBOARD_TRUST_PROXY: "true" });
+  });
+  afterAll(() => fx?.close());
+
+  /** Password checks so far: every verification that fails logs one "basic auth failed" line. */
+  const checks = () => fx.logText().split("\n").filter((l) => l.includes('"basic auth failed"')).length;
+
+  async function burst(requests: Array<{ user: string; ip: string }>): Promise<{ statuses: Record<number, number>; checked: number }> {
+    const before = checks();
+    const responses = await Promise.all(
+      requests.map(({ user, ip }) => send(fx.dashboard.url, "/metrics", { headers: { authorization: basic(user, "wrong password"), "x-forwarded-for": ip } })),
+    );
+    const statuses: Record<number, number> = {};
+    for (const res of responses) {
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      await res.arrayBuffer();
+    }
+    return { statuses, checked: checks() - before };
+  }
+
+  it("lets at most the limit of 40 concurrent wrong passwords reach scrypt: per address, per user, and both", async () => {
+    const n = 40;
+    const sameBoth = await burst(Array.from({ length: n }, () => ({ user: "alice", ip: "198.51.100.1" })));
+    expect(sameBoth).toEqual({ statuses: { 401: 10, 429: 30 }, checked: 10 });
+    // One address trying many names: the address's count stops it.
+    const oneAddress = await burst(Array.from({ length: n }, (_, i) => ({ user: `guess-${i}`, ip: "198.51.100.2" })));
+    expect(oneAddress).toEqual({ statuses: { 401: 10, 429: 30 }, checked: 10 });
+    // Many addresses guessing one name: the name's count stops them.
+    const oneUser = await burst(Array.from({ length: n }, (_, i) => ({ user: "victor", ip: `203.0.113.${i + 1}` })));
+    expect(oneUser).toEqual({ statuses: { 401: 10, 429: 30 }, checked: 10 });
+  });
+
+  it("does not count a correct password against the limit", async () => {
+    for (let i = 0; i < 12; i++) {
+      const res = await send(fx.dashboard.url, "/metrics", { headers: { authorization: basic("alice", PASSWORDS.alice), "x-forwarded-for": "192.0.2.9" } });
+      await res.arrayBuffer();
+      // alice's name was used up by the first test; only a fresh name and address get through.
+      expect(res.status).toBe(429);
+    }
+    const fresh = await createDashboardFixture("ratelimit-ok", { DASHBOARD_LOGIN_LIMIT: "3" });
+    try {
+      for (let i = 0; i < 6; i++) expect((await send(fresh.dashboard.url, "/metrics", { headers: { authorization: basic("alice", PASSWORDS.alice) } })).status).toBe(200);
+      // A tool's burst with a credential verified a moment ago is neither hashed again nor counted.
+      const burst = await Promise.all(Array.from({ length: 30 }, () => send(fresh.dashboard.url, "/metrics", { headers: { authorization: basic("alice", PASSWORDS.alice) } })));
+      expect(burst.map((r) => r.status)).toEqual(Array(30).fill(200));
+      expect((await send(fresh.dashboard.url, "/metrics", { headers: { authorization: basic("alice", "nope") } })).status).toBe(401);
+    } finally {
+      await fresh.close();
+    }
   });
 });

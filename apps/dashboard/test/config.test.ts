@@ -27,7 +27,7 @@ describe("dashboard config", () => {
       loadDashboardConfig({
         DASHBOARD_USERS: `alice:admin:${good},bob:viewer:md5-of-something,alice:viewer:${good}`,
         DASHBOARD_SESSION_SECRET: "short-secret",
-        DASHBOARD_API_TOKENS: "ci:tooshort",
+        DASHBOARD_API_TOKENS: "ci:read:tooshort",
       });
     } catch (err) {
       error = err;
@@ -46,7 +46,7 @@ describe("dashboard config", () => {
     const config = loadDashboardConfig({
       DASHBOARD_USERS: `alice:operator:${await hashPassword("pw-alice-1", cheap)}, bob:viewer:${await hashPassword("pw-bob-22", cheap)}`,
       DASHBOARD_SESSION_SECRET: "x".repeat(32),
-      DASHBOARD_API_TOKENS: `ci:${"t".repeat(40)}`,
+      DASHBOARD_API_TOKENS: `ci:admin:${"t".repeat(40)}`,
     });
     expect([...config.DASHBOARD_USERS.values()].map((u) => [u.name, u.role])).toEqual([["alice", "operator"], ["bob", "viewer"]]);
     expect(config.DASHBOARD_API_TOKENS!.map((t) => t.name)).toEqual(["ci"]);

@@ -49,7 +49,7 @@ export async function createDashboardFixture(label: string, overrides: Env = {})
     DASHBOARD_HOST: "127.0.0.1",
     DASHBOARD_USERS: `alice:operator:${await hashPassword(PASSWORDS.alice, cheap)},victor:viewer:${await hashPassword(PASSWORDS.victor, cheap)}`,
     DASHBOARD_SESSION_SECRET: sessionSecret,
-    DASHBOARD_API_TOKENS: `ci:${apiToken}`,
+    DASHBOARD_API_TOKENS: `ci:admin:${apiToken}`,
     DASHBOARD_COOKIE_SECURE: "false",
     LOG_LEVEL: "debug",
     ...overrides,

@@ -116,10 +116,10 @@ describe("operations API", () => {
     expect(lock.status).toBe(200);
     const refused = await submit({ name: "seed-ranges" });
     expect(refused.status).toBe(423);
-    expect(await refused.json()).toMatchObject({ error: "the API is locked", reason: "upgrading <the> storage", lockedBy: "ci" });
+    expect(await refused.json()).toMatchObject({ error: "the API is locked", reason: "upgrading <the> storage", lockedBy: "token:ci" });
     expect(await waiting()).toBe(0);
     expect((await send(base, "/api/operations", { headers: auth })).status).toBe(200);
-    expect(await (await send(base, "/api/lock", { headers: auth })).json()).toMatchObject({ locked: { reason: "upgrading <the> storage", by: "ci" } });
+    expect(await (await send(base, "/api/lock", { headers: auth })).json()).toMatchObject({ locked: { reason: "upgrading <the> storage", by: "token:ci" } });
 
     // Another replica sees the same lock: it lives in Redis.
     const replica = await fx.replica();

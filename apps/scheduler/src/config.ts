@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { buildFields, databaseFields, envBool, envDuration, envDurationList, envInt, logFields, parseConfig, redisFields } from "@fleet/core/config";
+import { buildFields, databaseFields, envBool, envDuration, envDurationList, envInt, logFields, opsTokenFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
@@ -32,7 +32,11 @@ export const schedulerSchema = z.object({
   NOTIFY_OPERATORS: accountFields.NOTIFY_OPERATORS,
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
   SCHEDULER_METRICS_PORT: envInt(9465, 0, 65535).describe("Port of the scheduler's /healthz, /readyz and /metrics (0: pick a free one; not the worker's 9464, so both fit on one host)"),
-  SCHEDULER_METRICS_HOST: z.string().default("0.0.0.0").describe("Address the scheduler's ops server binds"),
+  SCHEDULER_METRICS_HOST: z
+    .string()
+    .default("127.0.0.1")
+    .describe("Address the scheduler's ops server binds: loopback by default; 0.0.0.0 for probes and Prometheus from outside the pod/host, then set METRICS_TOKEN"),
+  ...opsTokenFields,
   ...scheduleOverrides,
 });
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { buildFields, databaseFields, envDuration, envInt, envList, logFields, parseConfig, redisFields } from "@fleet/core/config";
+import { buildFields, databaseFields, envDuration, envInt, envList, logFields, opsTokenFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
@@ -38,7 +38,11 @@ export const workerSchema = z.object({
   SHUTDOWN_GRACE: envDuration("30s").describe("On SIGTERM, time active jobs get to finish before they are aborted"),
   SHUTDOWN_DEADLINE: envDuration("60s").describe("On SIGTERM, hard limit before the process exits anyway"),
   METRICS_PORT: envInt(9464, 0, 65535).describe("Port of /healthz, /readyz and /metrics (0: pick a free one)"),
-  METRICS_HOST: z.string().default("0.0.0.0").describe("Address the ops server binds"),
+  METRICS_HOST: z
+    .string()
+    .default("127.0.0.1")
+    .describe("Address the ops server binds: loopback by default; 0.0.0.0 for probes and Prometheus from outside the pod/host, then set METRICS_TOKEN"),
+  ...opsTokenFields,
 });
 
 export type WorkerConfig = z.output<typeof workerSchema>;

@@ -72,6 +72,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     host: config.METRICS_HOST,
     registry: metrics.registry,
     log,
+    ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
     readiness: [
       { name: "redis", check: async () => void (await runtime.redis.ping()) },
       { name: "postgres", check: async () => void (await runtime.db.query("SELECT 1")) },

@@ -1,3 +1,4 @@
+import { redactCredentials } from "./logger";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,6 +42,25 @@ describe("config", () => {
     expect(db).toContain("postgresql://");
     expect(db).not.toContain("hunter2");
     expect((error as ConfigError).message).toContain("invalid configuration");
+  });
+
+  it("redacts any credentials in a bad URL: a / or @ in the password, a token as user, password= parameters", () => {
+    const bad = {
+      REDIS_URL: "redis://user:RED/ISPW2@cache:6379",
+      DATABASE_URL: "postgresql://admin:p@ss/w:rd@db:5432/x?sslpassword=KEYPASS&application_name=a b",
+    };
+    let error: unknown;
+    try {
+      parseConfig(z.object({ ...redisFields, ...databaseFields }), bad);
+    } catch (err) {
+      error = err;
+    }
+    const text = (error as ConfigError).message;
+    expect(text).toContain("REDIS_URL:");
+    for (const secret of ["RED/ISPW2", "ISPW2", "p@ss", "w:rd", "KEYPASS"]) expect(text).not.toContain(secret);
+    expect(text).toContain("redis://user:[redacted]@cache:6379");
+    expect(redactCredentials("see s3://AKIA123:abc/def+ghi@bucket/key?X-Amz-Credential=AKIA123%2F&x=1")).toBe("see s3://AKIA123:[redacted]@bucket/key?X-Amz-Credential=[redacted]&x=1");
+    expect(redactCredentials("https://ghp_tokenasuser@host/x")).toBe("https://[redacted]@host/x");
   });
 
   it("reads an optional .env file under the real environment", () => {

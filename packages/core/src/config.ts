@@ -4,6 +4,7 @@ import { z } from "zod";
 import { parseDuration, parseDurationList } from "./backoff";
 import { ConfigError } from "./errors";
 import { isSecret, readSecretFiles, secret, secretNames } from "./secretFiles";
+import { redactCredentials } from "./logger";
 
 /**
  * Config is parsed once, in each app's main.ts, from the environment plus an optional .env
@@ -61,12 +62,13 @@ export function parseConfig<S extends z.ZodType>(schema: S, env: Env): z.output<
 /** A secret URL keeps its scheme and host (what operators need to see), never its password or query. */
 function redactSecret(value: string): string {
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return "[redacted]";
-  return value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@").replace(/\?.*$/, "");
+  // redactCredentials copes with '/' and '@' inside a password, where a simple pattern would not.
+  return redactCredentials(value).replace(/\?.*$/, "");
 }
 
 function redactValue(name: string, value: string): string {
   if (/PASSWORD|SECRET|TOKEN|KEY|USERS/i.test(name)) return "[redacted]";
-  return value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@");
+  return redactCredentials(value);
 }
 
 /** Lists a schema's variables with their descriptions and defaults, for docs and the CLI. */
@@ -136,6 +138,17 @@ export const logFields = {
 };
 
 /** What the running build is (fleet_build_info); the image build sets it, local builds say "unknown". */
+/** The ops servers' (/healthz, /readyz, /metrics) bearer token for /metrics; a secret. */
+export const opsTokenFields = {
+  METRICS_TOKEN: secret(
+    z
+      .string()
+      .min(32, "at least 32 characters (openssl rand -hex 32)")
+      .optional()
+      .describe("Bearer token /metrics of the ops server requires (unset: /metrics is open to whoever reaches the ops address); /healthz and /readyz stay open"),
+  ),
+};
+
 export const buildFields = {
   FLEET_COMMIT: z.string().min(1).default("unknown").describe("Source commit of the running build, the commit label of fleet_build_info (the Dockerfile sets it from a build argument)"),
 };

@@ -60,13 +60,23 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(base);
 }
 
+/**
+ * Hides credentials anywhere in a text: the user-info of every `scheme://user:pass@host` (up to
+ * the LAST `@` of the word, since a password may hold `/`, `:` or `@` unencoded, as in
+ * `redis://user:RED/ISPW2@host`) and `password=`/`token=`-style query parameters. The user
+ * name is kept when it is plainly one; anything odd is hidden whole.
+ */
+export function redactCredentials(text: string): string {
+  return text
+    .replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)(\S*)@/g, (_m, scheme: string, info: string) => {
+      const colon = info.indexOf(":");
+      const user = colon < 0 ? "" : info.slice(0, colon);
+      return /^[A-Za-z0-9._~%-]+$/.test(user) ? `${scheme}${user}:[redacted]@` : `${scheme}[redacted]@`;
+    })
+    .replace(/([?&;](?:password|passwd|pass|secret|token|api[-_]?key|access[-_]?key|sslkey|sslpassword|x-amz-credential|x-amz-signature)=)[^&\s#]*/gi, "$1[redacted]");
+}
+
 /** `redis://user:secret@host` → `redis://user:[redacted]@host`, for logging where a URL is. */
 export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "[redacted]";
-    return parsed.toString();
-  } catch {
-    return url.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@");
-  }
+  return redactCredentials(url);
 }

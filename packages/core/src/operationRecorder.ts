@@ -1,3 +1,4 @@
+import { redactCredentials } from "./logger";
 /**
  * Where the operation history goes (Postgres `operations` / `operation_status`, written by
  * packages/db/src/sql/operations.ts). Core defines the shape so the JobRunner can record what it
@@ -48,7 +49,7 @@ const MAX_DEPTH = 6;
 export function summarizeForHistory(value: unknown, depth = 0): unknown {
   if (value === null || value === undefined) return null;
   if (typeof value === "string") {
-    const hidden = value.replace(/\/\/([^:@/\s]*):([^@/\s]+)@/g, "//$1:[redacted]@");
+    const hidden = redactCredentials(value);
     return hidden.length > MAX_STRING ? `${hidden.slice(0, MAX_STRING)}…` : hidden;
   }
   if (typeof value === "number" || typeof value === "boolean") return value;

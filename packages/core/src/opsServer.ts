@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { Registry } from "prom-client";
@@ -18,7 +19,14 @@ export interface OpsServerOptions {
   registry: Registry;
   readiness: readonly Check[];
   log: Logger;
+  /**
+   * When set, /metrics answers only `Authorization: Bearer <token>` (Prometheus'
+   * `authorization.credentials_file`); /healthz and /readyz stay open for probes.
+   */
+  metricsToken?: string;
 }
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 export async function startOpsServer(options: OpsServerOptions): Promise<Server> {
   const server = createServer((req, res) => {
@@ -38,6 +46,10 @@ export async function startOpsServer(options: OpsServerOptions): Promise<Server>
       return;
     }
     if (url === "/metrics") {
+      if (options.metricsToken !== undefined && !bearerMatches(req.headers.authorization, options.metricsToken)) {
+        res.writeHead(401, { "content-type": "application/json", "cache-control": "no-store" }).end('{"error":"a bearer token is required (METRICS_TOKEN)"}');
+        return;
+      }
       options.registry.metrics().then(
         (body) => res.writeHead(200, { "content-type": options.registry.contentType }).end(body),
         (err: unknown) => {
@@ -54,8 +66,18 @@ export async function startOpsServer(options: OpsServerOptions): Promise<Server>
     server.listen(options.port, options.host, () => resolve());
   });
   const address = server.address();
-  options.log.info({ address }, "ops server listening (/healthz, /readyz, /metrics)");
+  options.log.info({ address, metricsToken: options.metricsToken !== undefined }, "ops server listening (/healthz, /readyz, /metrics)");
+  if (!LOOPBACK.test(options.host) && options.metricsToken === undefined) {
+    options.log.warn({ host: options.host }, "ops server reachable from the network with /metrics open to anyone: set METRICS_TOKEN");
+  }
   return server;
+}
+
+/** The request's bearer token equals `expected` (compared as digests, in constant time). */
+function bearerMatches(header: string | undefined, expected: string): boolean {
+  const given = header?.startsWith("Bearer ") ? header.slice(7).trim() : "";
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  return timingSafeEqual(digest(given), digest(expected));
 }
 
 /** Runs every check at once (2 s each); `ok` only when all pass. Messages say what failed. */

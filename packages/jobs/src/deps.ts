@@ -63,10 +63,11 @@ export interface FleetDeps {
   source: Storage;
   destination: Storage;
   /**
-   * Opens another location by storage URL (an unpack target) with the destination's
-   * credentials and tuning. The caller closes it.
+   * Opens a job target by name (`destination`, a TARGET_STORAGES name, optionally `/folder`
+   * under it; see storageTargets.ts) with the destination's credentials and tuning. Anything
+   * else (a URL, a path) is PermanentError("invalid-payload"). The caller closes it.
    */
-  openStorage(url: string): Storage;
+  openTarget(ref: string): Storage;
   jobs: JobClient<FleetJobs>;
   /** The registered SSH servers (SSH_SERVERS_FILE) and their commands. */
   remote: RemoteServers;

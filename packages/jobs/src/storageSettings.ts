@@ -5,6 +5,7 @@ import { secret } from "@fleet/core/secretFiles";
 import { ConfigError } from "@fleet/core/errors";
 import type { SshHostKey } from "@fleet/storage/sshHostKey";
 import type { StorageConnection } from "@fleet/storage/storageConnection";
+import { targetStoragesField } from "./storageTargets";
 
 /**
  * Config of the storage adapters: what a SOURCE_URL or DESTINATION_URL cannot say. Secrets
@@ -53,6 +54,9 @@ export const storageFields = {
   SFTP_TIMEOUT: envDuration("60s").describe("An SFTP server silent this long has its connection dropped (retryable timeout)"),
   SSH_READY_TIMEOUT: envDuration("20s").describe("Connect + handshake + authentication limit of an SSH connection"),
   SSH_KEEPALIVE_INTERVAL: envDuration("15s").describe("SSH keepalive interval (three unanswered drop the connection; 0 disables)"),
+  TARGET_STORAGES: targetStoragesField.describe(
+    "Storages job payloads may name besides `destination` (e.g. unpack's target), as name=URL, comma-separated; they use the destination's credentials. Payloads name a storage (and a folder under it), never a URL or path",
+  ),
   SSH_SERVERS_FILE: optional().describe("YAML file of the SSH servers remote-command jobs may run their registered commands on (see README, Remote commands)"),
 };
 

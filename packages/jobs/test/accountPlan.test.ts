@@ -29,7 +29,7 @@ const workflow = parseWorkflow(
       mig3: { ssh: "mig-ssh", role: "migration", capacity: 5 },
     },
     steps: [
-      { name: "export", role: "export", command: "export {email}" },
+      { name: "export", role: "export", command: "export-mailbox {email}" },
       { name: "migrate", role: "migration", command: "migrate {email} {batchId}" },
     ],
   },

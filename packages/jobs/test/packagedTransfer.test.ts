@@ -86,7 +86,10 @@ describe("packaged transfer, local → local", () => {
   let restoreDir: string;
 
   beforeAll(async () => {
+    restoreDir = await mkdtemp(join(tmpdir(), "fleet-restore-"));
     h = await createPipelineHarness("packaged-local", {
+      // Payloads name targets; the folder is the operator's allow-list entry.
+      TARGET_STORAGES: `restore=${restoreDir}`,
       TRANSFER_MODE: "packaged",
       BATCH_SIZE: "50",
       PACKAGE_MAX_FILES: "20",
@@ -94,7 +97,6 @@ describe("packaged transfer, local → local", () => {
       VERIFY: "readback",
     });
     files = await seedSourceFiles(h.runtime.db, h.sourceDir, seedOptions());
-    restoreDir = await mkdtemp(join(tmpdir(), "fleet-restore-"));
   });
   afterAll(async () => {
     await h.close();
@@ -120,14 +122,14 @@ describe("packaged transfer, local → local", () => {
 
   it("unpacks every package into another directory, every file byte for byte; a second unpack changes nothing", async () => {
     const manifests = await manifestKeys(h.runtime.deps.destination);
-    const results = await unpackAll(h, manifests, restoreDir);
+    const results = await unpackAll(h, manifests, "restore");
     expect(results.reduce((n, r) => n + (r.restored as number), 0)).toBe(118);
     for (const [i, f] of files.entries()) {
       if (i === 7 || i === 90) continue;
       expect(sha(await readFile(join(restoreDir, f.key)))).toBe(f.sha256);
     }
     const mtimeBefore = (await stat(join(restoreDir, files[0]!.key))).mtimeMs;
-    const again = await unpackAll(h, manifests, restoreDir);
+    const again = await unpackAll(h, manifests, "restore");
     expect(again.reduce((n, r) => n + (r.unchanged as number), 0)).toBe(118);
     expect(again.reduce((n, r) => n + (r.restored as number), 0)).toBe(0);
     expect((await stat(join(restoreDir, files[0]!.key))).mtimeMs).toBe(mtimeBefore);
@@ -341,7 +343,7 @@ describe("crashes, re-runs and corrupt packages", () => {
       bad[512 + 10] ^= 0xff;
       await unpackDamaged("for-job", bad);
       await h.startRunner();
-      const job = await h.runtime.deps.jobs.enqueue("unpack", { manifest: "damaged/for-job.manifest.json", target: targetDir });
+      const job = await h.runtime.deps.jobs.enqueue("unpack", { manifest: "damaged/for-job.manifest.json", target: "destination/restored-damaged" });
       const done = await finishedJob(h.runtime, "migration", job.id!);
       expect(done.state).toBe("failed");
       expect(done.job.attemptsMade).toBe(1);

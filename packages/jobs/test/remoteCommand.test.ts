@@ -106,6 +106,12 @@ describe("registered servers", () => {
     await expect(servers.run("nas1", "folder-size")).rejects.toMatchObject({ category: "invalid-payload", message: expect.stringContaining("{path}") });
   });
 
+  it("looks commands up as own names only: constructor and __proto__ are unknown commands, not network errors", async () => {
+    for (const name of ["constructor", "__proto__", "toString", "hasOwnProperty"]) {
+      await expect(servers.run("nas1", name)).rejects.toMatchObject({ retryable: false, category: "invalid-payload", message: expect.stringContaining(`has no command "${name}"`) });
+    }
+  });
+
   it("lists servers and commands without secrets", () => {
     const listing = JSON.stringify(servers.list());
     expect(servers.list()).toEqual([{ name: "nas1", target: `root@127.0.0.1:${ssh.port}`, commands: expect.arrayContaining(["echo-args", "folder-size"]) }]);
@@ -165,6 +171,30 @@ servers:
         expect.stringMatching(/servers\.b: errorPatterns\.permanent: "\(" is not a regular expression/),
       ]),
     );
+  });
+
+  it("refuses at startup a template whose placeholder quoting cannot protect (the backquote attack of issue 10)", async () => {
+    const err = await load(`
+servers:
+  a:
+    host: h
+    user: u
+    keyFile: ${join(dir, "key")}
+    fingerprint: SHA256:abc
+    commands:
+      base: echo \`basename {p}\`
+      sub: echo "$(basename {p})"
+      prog: "{p} --version"
+      ok: du -sb -- {p}
+`);
+    expect(err.issues).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/servers\.a: commands\.base: .*placeholder \{p\} inside `…` backquotes cannot be quoted safely/),
+        expect.stringMatching(/servers\.a: commands\.sub: .*placeholder \{p\} inside \$\(…\)/),
+        expect.stringMatching(/servers\.a: commands\.prog: .*the program to run/),
+      ]),
+    );
+    expect(err.issues.some((i) => i.includes("commands.ok"))).toBe(false);
   });
 
   it("refuses unknown fields (a typo must not silently drop a setting)", async () => {

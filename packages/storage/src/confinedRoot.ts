@@ -1,3 +1,4 @@
+import { existsSync, readlinkSync } from "node:fs";
 import { mkdir, realpath } from "node:fs/promises";
 import path from "node:path";
 import { PermanentError } from "@fleet/core/errors";
@@ -7,20 +8,23 @@ import { errorCode, toStorageError } from "./storageErrors";
 /**
  * Keeps every path a LocalStorage touches inside its root, symlinks included.
  *
- * Why this shape: a realpath per file would add a thread-pool round trip (several syscalls)
- * to a hot path that is only a handful of syscalls per 4 KiB file. Instead:
+ * Two layers:
  * - Directories are verified once (their realpath must lie inside the root's realpath,
  *   creating them for writes) and remembered in a bounded cache, so a folder of 10,000 files
- *   pays one realpath (and at most one mkdir), and a symlinked directory component pointing
- *   outside is caught by that realpath.
- * - The last component is never followed blindly, at no extra cost: reads open it with
- *   O_NOFOLLOW and pay for a realpath only when that fails with ELOOP (it is a symlink);
- *   writes create a temp file with O_EXCL and publish with link()/rename(), none of which
- *   follow a symlink at the destination.
- * Limit: like any check-then-use, this does not stop someone who swaps a verified directory
- * for a symlink while we run (that needs openat2's RESOLVE_BENEATH, which Node lacks). It
- * does stop the symlinks present in the trees we migrate, which is the real risk.
+ *   pays one realpath (and at most one mkdir). This cache is for speed and for mkdir, NOT for
+ *   safety: a folder checked once may be swapped for a symlink afterwards.
+ * - Safety is decided on what was actually opened: every read and every temp file of a write
+ *   is checked through its descriptor ({@link verifyOpened}: on Linux the kernel's own
+ *   /proc/self/fd/N link, one syscall that touches no disk, measured at ~1-5 µs), so a folder
+ *   swapped for a symlink after its check is caught at the next file. The last component is
+ *   opened with O_NOFOLLOW, so symlinked files pay a realpath only when they are symlinks.
+ * Limit: between the check of a write's temp file and its link() into place there are
+ * microseconds in which a concurrent swap of an ancestor could still redirect the link; the
+ * link uses the verified real folder path, so the swap must happen inside that window.
+ * Closing it fully needs openat2(RESOLVE_BENEATH), which Node lacks.
  */
+const FD_LINKS = existsSync("/proc/self/fd") ? "/proc/self/fd" : undefined;
+
 export class ConfinedRoot {
   /** Absolute root as configured (not resolved): what URIs and labels show. */
   readonly path: string;
@@ -75,6 +79,37 @@ export class ConfinedRoot {
 
   clear(): void {
     this.dirs.clear();
+  }
+
+  /**
+   * The real path of an open descriptor's file, or invalid-key when it lies outside the root
+   * (a folder on its path was swapped for a symlink since it was verified). `absPath` is the
+   * path it was opened by, used where the platform has no /proc/self/fd.
+   */
+  async verifyOpened(fd: number, absPath: string, key: string): Promise<string> {
+    if (this.rootReal === undefined) await this.ensureDir("", false, key);
+    let real: string;
+    try {
+      // Sync on purpose: procfs answers from the kernel's open-file table, no disk or network
+      // I/O, so this costs less than a thread-pool round trip would.
+      real = FD_LINKS ? readlinkSync(`${FD_LINKS}/${fd}`) : await realpath(absPath);
+    } catch (err) {
+      throw toStorageError("resolve", key, err);
+    }
+    this.assertInside(real, key);
+    return real;
+  }
+
+  /** Checks, now, that a folder's real path lies inside the root (for listings, which open folders, not files). */
+  async verifyDirNow(dirKey: string, key: string): Promise<void> {
+    if (this.rootReal === undefined) await this.ensureDir("", false, key);
+    let real: string;
+    try {
+      real = await realpath(this.abs(dirKey));
+    } catch (err) {
+      throw toStorageError("open folder of", key, err);
+    }
+    this.assertInside(real, key);
   }
 
   /** The realpath of a symlinked object, or invalid-key when it leads outside the root. */

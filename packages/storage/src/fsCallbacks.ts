@@ -57,6 +57,10 @@ export const readWholeFile = (path: string, flags: number, signal?: AbortSignal)
   // @types/node only declares strings for it, hence the cast.
   call((done) => fs.readFile(path, { flag: flags as unknown as string, signal }, done));
 
+/** Reads up to `length` bytes into `buffer` at `offset`, from the file position. */
+export const readFdInto = (fd: number, buffer: Buffer, offset: number, length: number): Promise<number> =>
+  call((done) => fs.read(fd, buffer, offset, length, null, done));
+
 // O_NOFOLLOW: a symlink as the last component fails with ELOOP instead of being followed, so
 // only symlinks pay for a containment check. O_NONBLOCK: opening a FIFO must not park a
 // thread-pool thread forever waiting for a writer (no effect on regular files).

@@ -104,4 +104,45 @@ describe("LocalStorage and symlinks", () => {
     for await (const info of storage.list() as AsyncIterable<ObjectInfo>) keys.push(info.key);
     expect(keys.sort()).toEqual(["inside/file-in", "inside/real/ok.txt"]);
   });
+
+  it("a folder swapped for a symlink after it was read once cannot lead the same storage outside", async () => {
+    // Verified and cached by a read and a write…
+    expect((await storage.readBuffer("inside/real/ok.txt")).toString()).toBe("ok");
+    await storage.write("inside/real/before.txt", Buffer.from("before"));
+    // …then replaced by a symlink to a folder outside, holding a file of the same name.
+    await rm(path.join(root, "inside", "real"), { recursive: true });
+    await writeFile(path.join(outside, "ok.txt"), "outside ok");
+    await symlink(outside, path.join(root, "inside", "real"));
+
+    for (const read of [
+      storage.readBuffer("inside/real/ok.txt"),
+      storage.createReadStream("inside/real/ok.txt"),
+      storage.stat("inside/real/ok.txt"),
+      storage.exists("inside/real/ok.txt"),
+    ]) {
+      expect(await category(read)).toBe("invalid-key");
+    }
+    expect(await category(storage.write("inside/real/new.txt", Buffer.from("escaped")))).toBe("invalid-key");
+    expect(await category(storage.write("inside/real/ok.txt", Buffer.from("overwritten"), { ifExists: "overwrite" }))).toBe("invalid-key");
+    const listed: string[] = [];
+    const listing = (async () => {
+      for await (const o of storage.list("inside/real/")) listed.push(o.key);
+    })();
+    expect(await category(listing)).toBe("invalid-key");
+    expect(listed).toEqual([]);
+    // Nothing was written outside, not even a temp file, and the outside file is intact.
+    expect((await readdir(outside)).sort()).toEqual(["ok.txt", "secret.txt"]);
+    expect(await readFile(path.join(outside, "ok.txt"), "utf8")).toBe("outside ok");
+  });
+
+  it("a folder swapped for a symlink to another folder inside the root still works", async () => {
+    expect((await storage.readBuffer("inside/real/ok.txt")).toString()).toBe("ok");
+    await mkdir(path.join(root, "moved"));
+    await writeFile(path.join(root, "moved", "ok.txt"), "moved ok");
+    await rm(path.join(root, "inside", "real"), { recursive: true });
+    await symlink(path.join(root, "moved"), path.join(root, "inside", "real"));
+    expect((await storage.readBuffer("inside/real/ok.txt")).toString()).toBe("moved ok");
+    await storage.write("inside/real/new.txt", Buffer.from("new"));
+    expect(await readFile(path.join(root, "moved", "new.txt"), "utf8")).toBe("new");
+  });
 });

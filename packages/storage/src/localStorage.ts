@@ -106,17 +106,10 @@ export class LocalStorage implements Storage {
 
   async stat(key: string, options: ReadOptions = {}): Promise<ObjectInfo> {
     const k = validateKey(key);
-    throwIfAborted(options.signal, "stat", k);
-    const abs = this.root.abs(k);
-    try {
-      await this.root.ensureDir(parentKey(k), false, k);
-      let info = await lstatPath(abs);
-      if (info.isSymbolicLink()) info = await statPath(await this.root.resolveInside(abs, k));
-      if (!info.isFile()) throw notAFile("stat", k, info);
-      return { key: k, size: info.size, modifiedAt: info.mtime };
-    } catch (err) {
-      throw await this.readFailure("stat", k, err);
-    }
+    // Opened, not lstat'ed by path: the descriptor tells where the file really is (see ConfinedRoot).
+    const { fd, info } = await this.openForRead(k, options.signal);
+    await closeFd(fd);
+    return { key: k, size: info.size, modifiedAt: info.mtime };
   }
 
   async createReadStream(key: string, options: ReadOptions = {}): Promise<Readable> {
@@ -185,6 +178,17 @@ export class LocalStorage implements Storage {
     const dest = this.root.abs(k);
     const temp = this.root.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
     const fd = await this.openTemp(temp, dirKey, k);
+    // Where the temp file really is decides, not the folder check cached earlier: a folder
+    // swapped for a symlink since then is caught here, and the file we made there removed.
+    let realTemp: string;
+    try {
+      realTemp = await this.root.verifyOpened(fd, temp, k);
+    } catch (err) {
+      await closeFd(fd).catch(() => undefined);
+      throw await discardTemp(temp, err instanceof FleetError ? err : toStorageError("write", k, err));
+    }
+    // Published by the verified real folder, so a later swap of the logical path does not redirect it.
+    const realDest = `${realTemp.slice(0, realTemp.lastIndexOf("/"))}/${baseName(k)}`;
     try {
       let digest: Digest;
       if (Buffer.isBuffer(body) && known) {
@@ -199,10 +203,10 @@ export class LocalStorage implements Storage {
         checkExpected(k, digest, options);
       }
       throwIfAborted(signal, "write", k);
-      const { unchanged } = await publishTemp(temp, dest, k, digest, options);
+      const { unchanged } = await publishTemp(realTemp, realDest, k, digest, options);
       return { key: k, uri: pathToFileURL(dest).href, size: digest.size, sha256: digest.sha256, unchanged };
     } catch (err) {
-      throw await discardTemp(temp, toStorageError("write", k, err));
+      throw await discardTemp(realTemp, toStorageError("write", k, err));
     }
   }
 
@@ -222,6 +226,8 @@ export class LocalStorage implements Storage {
     for (let dirKey = pending.pop(); dirKey !== undefined; dirKey = pending.pop()) {
       let dir;
       try {
+        // Each folder is checked as it is opened: one cached check could be stale by now.
+        await this.root.verifyDirNow(dirKey, p);
         dir = await opendir(this.root.abs(dirKey));
       } catch (err) {
         if (errorCode(err) === "ENOENT") continue; // removed while we listed
@@ -283,10 +289,12 @@ export class LocalStorage implements Storage {
     }
     let info: Stats;
     try {
+      // What was opened must lie inside the root (see ConfinedRoot.verifyOpened).
+      await this.root.verifyOpened(fd, path, k);
       info = await fstatFd(fd);
     } catch (err) {
       await closeFd(fd);
-      throw toStorageError("open", k, err);
+      throw err instanceof FleetError ? err : toStorageError("open", k, err);
     }
     if (info.isFile()) return { fd, info, path };
     await closeFd(fd);

@@ -103,9 +103,10 @@ describe("runRemoteCommand", () => {
     expect(viaArgv.stdout).toBe(hostile.map((a) => `<${a}>\n`).join(""));
 
     const values = Object.fromEntries(hostile.map((a, i) => [`v${i}`, a]));
-    const template = `fleet-argv ${hostile.map((_, i) => `{v${i}}`).join(" ")}`;
+    // `--` first: "-n" is a value, and a template must say so (see commandTemplate.ts).
+    const template = `fleet-argv -- ${hostile.map((_, i) => `{v${i}}`).join(" ")}`;
     const viaTemplate = await runRemoteCommand(target, { template, values }, { timeoutMs: 10_000 });
-    expect(viaTemplate.stdout).toBe(viaArgv.stdout);
+    expect(viaTemplate.stdout).toBe(`<-->\n${viaArgv.stdout}`);
     expect(existsSync(marker)).toBe(false);
     expect(existsSync("/tmp/pwned")).toBe(false);
   });

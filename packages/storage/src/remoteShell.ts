@@ -1,4 +1,6 @@
 import { PermanentError } from "@fleet/core/errors";
+import { compileCommandTemplate, fillCommandTemplate } from "./commandTemplate";
+import type { CompiledCommandTemplate } from "./commandTemplate";
 
 /**
  * Building command lines for a remote POSIX shell without ever letting a value be read as
@@ -30,83 +32,37 @@ export function argvToCommand(argv: readonly string[]): string {
   return argv.map(shellQuote).join(" ");
 }
 
-const PLACEHOLDER_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 /**
- * Fills `{name}` placeholders with shell-quoted values: `mkdir -p {dir} && du -sb {dir}`.
- * `{{` and `}}` are literal braces; any other brace is literal too (`${HOME}` must be written
- * `${{HOME}}`, since `{HOME}` would be a placeholder).
- *
- * A placeholder is refused where quoting cannot protect it: inside '…' or "…" (inside double
- * quotes, $( ) in a value would run), right after a backslash (which would escape our
- * opening quote) and inside a # comment (a newline in the value would end the comment).
- * Here-documents are not parsed, so no placeholder may follow a `<<`. Unknown placeholders
- * and missing values are errors, never empty strings. Quoting keeps a value one literal
- * word; it cannot help a template that hands that word to another parser (`eval {x}`,
- * `sh -c {x}`, `$(( {x} ))`): don't write those.
+ * Fills `{name}` placeholders with single-quoted values: `mkdir -p -- {dir} && du -sb -- {dir}`.
+ * The template is compiled first, which refuses every placeholder quoting cannot protect
+ * (inside quotes, backquotes, $(…), ${…}, arithmetic, comments, here-documents; as the
+ * program; as an argument of eval, sh -c, ssh…), and a value that would be read as an option
+ * unless the template put `--` before it. See commandTemplate.ts for the rules. Unknown
+ * placeholders and missing values are errors, never empty strings.
  */
 export function renderCommand(template: string, values: Record<string, string>): string {
-  let out = "";
-  let quote: "'" | '"' | undefined;
-  let comment = false;
-  let escaped = false;
-  let heredoc = false;
-  for (let i = 0; i < template.length; i++) {
-    const ch = template[i] as string;
-    const nextCh = template[i + 1];
-    if ((ch === "{" && nextCh === "{") || (ch === "}" && nextCh === "}")) {
-      out += ch;
-      i++;
-      escaped = false;
-      continue;
-    }
-    if (ch === "{") {
-      const close = template.indexOf("}", i + 1);
-      const name = close < 0 ? "" : template.slice(i + 1, close);
-      if (PLACEHOLDER_NAME.test(name)) {
-        const where = quote
-          ? `inside ${quote}…${quote} quotes`
-          : comment
-            ? "inside a # comment"
-            : escaped
-              ? "after a backslash"
-              : heredoc
-                ? "after a << here-document"
-                : undefined;
-        if (where) throw new PermanentError("invalid-payload", `command template: placeholder {${name}} ${where} cannot be quoted safely`);
-        if (!Object.prototype.hasOwnProperty.call(values, name)) {
-          throw new PermanentError("invalid-payload", `command template: no value for placeholder {${name}}`);
-        }
-        const value = values[name];
-        if (typeof value !== "string") throw new PermanentError("invalid-payload", `command template: value of {${name}} is not a string`);
-        out += shellQuote(value);
-        i = close;
-        escaped = false;
-        continue;
-      }
-    }
-    out += ch;
-    // Track just enough shell syntax to know where a placeholder lands.
-    if (comment) {
-      if (ch === "\n") comment = false;
-    } else if (quote === "'") {
-      if (ch === "'") quote = undefined;
-    } else if (escaped) {
-      escaped = false;
-    } else if (ch === "\\") {
-      escaped = true;
-    } else if (quote === '"') {
-      if (ch === '"') quote = undefined;
-    } else if (ch === "'" || ch === '"') {
-      quote = ch;
-    } else if (ch === "<" && nextCh === "<") {
-      heredoc = true;
-    } else if (ch === "#" && (out.length === 1 || /[\s;&|()]/.test(out[out.length - 2] as string))) {
-      comment = true;
-    }
+  return fillCommandTemplate(compiledTemplate(template), values);
+}
+
+/**
+ * Checks a template without values and returns its placeholder names: for startup (servers
+ * and workflow files) and submission (ad-hoc templates), so a bad template fails before any
+ * value arrives. Throws PermanentError("invalid-payload") naming the placeholder and why.
+ */
+export function checkCommandTemplate(template: string): ReadonlySet<string> {
+  return compiledTemplate(template).names;
+}
+
+// Templates come from a few config files: remembering the compiled ones saves a scan per run.
+const compiled = new Map<string, CompiledCommandTemplate>();
+function compiledTemplate(template: string): CompiledCommandTemplate {
+  let c = compiled.get(template);
+  if (!c) {
+    c = compileCommandTemplate(template);
+    if (compiled.size >= 1_000) compiled.clear();
+    compiled.set(template, c);
   }
-  if (quote) throw new PermanentError("invalid-payload", `command template has an unterminated ${quote} quote`);
-  return out;
+  return c;
 }
 
 /** The command line of either form. */

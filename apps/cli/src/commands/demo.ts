@@ -5,6 +5,7 @@ import { migrateDatabase } from "@fleet/db/migrate";
 import { bullPrefix } from "@fleet/core/redis";
 import { QUEUES } from "@fleet/jobs/names";
 import { createStorage } from "@fleet/storage/createStorage";
+import { toStorageConnection } from "@fleet/jobs/storageSettings";
 import type { CliContext } from "../context";
 import { progressBar, seedDemo } from "./seedDemo";
 import { startFleetProcess } from "./fleetProcesses";
@@ -45,7 +46,8 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
   // The demo's own two ends (not SOURCE_URL/DESTINATION_URL): checked before any work starts,
   // so a wrong bucket, key or host key stops the demo with the adapter's message.
   const source = createStorage(sourceDir);
-  const destination = options.destination ? runtime.deps.openStorage(options.destination) : createStorage(destDir);
+  // The operator's own command line, not a job payload: any storage URL, with the destination's credentials.
+  const destination = options.destination ? createStorage(options.destination, toStorageConnection(config, "destination")) : createStorage(destDir);
   try {
     await destination.check?.("destination");
   } catch (err) {

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { parseDuration } from "@fleet/core/backoff";
 import { ConfigError } from "@fleet/core/errors";
 import type { RemoteErrorPatterns } from "@fleet/storage/remoteErrors";
-import { renderCommand } from "@fleet/storage/remoteShell";
+import { checkCommandTemplate } from "@fleet/storage/remoteShell";
 
 /**
  * A site's account workflow (ACCOUNTS_WORKFLOW_FILE), checked once at startup:
@@ -201,10 +201,11 @@ export function parseWorkflow(raw: unknown, where: string, sshServers?: Readonly
   // Placeholders are checked now with dummy values, so a typo fails at startup, not at 18:00.
   const known = new Set<string>(ACCOUNT_PLACEHOLDERS);
   const checkTemplate = (path: string, template: string) => {
-    const values: Record<string, string> = {};
-    for (const m of template.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)) if (known.has(m[1]!) || m[1]!.startsWith("attr_")) values[m[1]!] = "x";
     try {
-      renderCommand(template, values);
+      // Where each placeholder sits (quotes, backquotes, $(…), the program…): see commandTemplate.ts.
+      for (const name of checkCommandTemplate(template)) {
+        if (!known.has(name) && !name.startsWith("attr_")) issues.push(`${where}: ${path}: command template: no value for placeholder {${name}} (account fields: ${[...known].join(", ")}, attr_<name>)`);
+      }
     } catch (err) {
       issues.push(`${where}: ${path}: ${(err as Error).message}`);
     }

@@ -5,6 +5,7 @@ import { writeLog } from "@fleet/db/sql/log";
 import type { Storage } from "@fleet/storage/storage";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
+import { targetRefField } from "../storageTargets";
 import { unpackPackage } from "./unpackPackage";
 import type { UnpackResult } from "./unpackPackage";
 
@@ -18,13 +19,17 @@ import type { UnpackResult } from "./unpackPackage";
 export const unpack = defineFleetJob({
   name: "unpack",
   queue: QUEUES.migration,
-  description: "Restore and verify the files of one package (manifest key) at DESTINATION_URL or a target URL",
+  description: "Restore and verify the files of one package (manifest key) at the destination or a configured target storage",
   schema: z
     .object({
       /** Key of the package's manifest in the destination, e.g. `.fleet-packages/range-3/part-41-90.manifest.json`. */
       manifest: z.string().min(1).endsWith(".manifest.json"),
-      /** Storage URL to restore into; default: the destination itself (members next to the packages). */
-      target: z.string().min(1).optional(),
+      /**
+       * Where to restore: a configured storage name (`destination` or a TARGET_STORAGES name),
+       * optionally with a folder under it (`restore/alice`); never a URL or a path. Default:
+       * the destination itself (members next to the packages).
+       */
+      target: targetRefField.optional(),
       /** A member that exists at the target with other content: fail (destination-exists) or overwrite; default IF_EXISTS. */
       ifExists: z.enum(["fail", "overwrite"]).optional(),
     })
@@ -37,7 +42,7 @@ export const unpack = defineFleetJob({
     const subject = `package:${payload.manifest}`;
     let target: Storage | undefined;
     try {
-      target = payload.target ? deps.openStorage(payload.target) : deps.destination;
+      target = payload.target ? deps.openTarget(payload.target) : deps.destination;
       const result = await unpackPackage({
         packages: deps.destination,
         manifestKey: payload.manifest,

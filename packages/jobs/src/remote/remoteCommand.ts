@@ -22,7 +22,8 @@ export const remoteCommand = defineFleetJob({
     .object({
       server: z.string().min(1),
       command: z.string().min(1),
-      values: z.record(z.string(), z.string()).default({}),
+      // Refused at submission: no command argument can carry a NUL byte.
+      values: z.record(z.string(), z.string().refine((v) => !v.includes("\0"), "a value cannot contain a NUL byte (no command argument can carry one)")).default({}),
       /** Overrides the server's timeout for this run. */
       timeoutMs: z.number().int().positive().max(DAY_MS).optional(),
     })

@@ -93,7 +93,8 @@ export class RemoteServers {
       durationMs: Date.now() - started,
       value,
     });
-    const template = server.commands[command];
+    // Own properties only: `constructor` or `__proto__` must not find Object's members.
+    const template = Object.hasOwn(server.commands, command) ? server.commands[command] : undefined;
     if (template === undefined) {
       const op = { timeoutMs, signal: options.signal };
       switch (command as BuiltinCommand) {

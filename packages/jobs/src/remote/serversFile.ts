@@ -1,3 +1,4 @@
+import { checkCommandTemplate } from "@fleet/storage/remoteShell";
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -144,6 +145,14 @@ export function loadServersFile(path: string): Map<string, RegisteredServer> {
           return [];
         }
       });
+    // Every template is compiled now: a placeholder quoting cannot protect stops startup.
+    for (const [command, template] of Object.entries(s.commands)) {
+      try {
+        checkCommandTemplate(template);
+      } catch (err) {
+        problem(`commands.${command}: ${(err as Error).message}`);
+      }
+    }
     servers.set(name, {
       name,
       target: {

@@ -19,6 +19,7 @@ import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
 import { toStorageConnection } from "../storageSettings";
+import { StorageTargets } from "../storageTargets";
 import { createAccountServices } from "../accounts/accountServices";
 import { LinkGuard } from "../migration/linkGuard";
 import { transferLabels } from "../migration/transferLabels";
@@ -101,7 +102,8 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
   });
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  checkTargets(targets);
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
   reportRejected = (message) => {
     void writeLog(db, [{ level: "error", job: `config:${options.role}`, subject: "config", message: message.slice(0, 2000) }]).catch((err: unknown) => log.warn({ err }, "could not log the refused configuration"));
@@ -119,7 +121,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     // The files that failed before the breaker opened: copied again now, not in 30 minutes.
     onClosed: async () => void (await jobs.enqueue("retry-failed", {})),
   });
-  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, link, workerId };
+  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, link, workerId };
   return {
     catalogue,
     deps,
@@ -155,4 +157,17 @@ function openStorage(config: RuntimeConfig, role: StorageRole): Storage {
     }
     throw err;
   }
+}
+
+/** Every TARGET_STORAGES URL is opened (and closed) once now: a typo stops startup, not an unpack at night. */
+function checkTargets(targets: StorageTargets): void {
+  const issues: string[] = [];
+  for (const name of targets.names().slice(1)) {
+    try {
+      void targets.open(name).close();
+    } catch (err) {
+      issues.push(`TARGET_STORAGES: target "${name}": ${(err as Error).message}`);
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
 }

@@ -1,0 +1,137 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PASSWORDS, basic, createDashboardFixture, login, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+/** The low findings of issue 10, each replayed. */
+describe("dashboard hardening", () => {
+  let fx: DashboardFixture;
+  let base: string;
+
+  const metricsToken = "m".repeat(40);
+  const adminToken = "a".repeat(40);
+
+  let tokensDir: string;
+
+  beforeAll(async () => {
+    tokensDir = await mkdtemp(join(tmpdir(), "fleet-hardening-"));
+    // The tokens come from a file (NAME_FILE), one entry a line, as a mounted Secret gives them.
+    await writeFile(join(tokensDir, "tokens"), `# scrape\nprom:metrics:${metricsToken}\nci:admin:${adminToken}\n`);
+    fx = await createDashboardFixture("hardening", { DASHBOARD_API_TOKENS: "", DASHBOARD_API_TOKENS_FILE: join(tokensDir, "tokens") });
+    base = fx.dashboard.url;
+  });
+  afterAll(async () => {
+    await fx?.close();
+    await rm(tokensDir, { recursive: true, force: true });
+  });
+
+  it("logs a user name that is no configured user only as a digest (a token or password typed as the name)", async () => {
+    const typed = `tok_${"Z".repeat(40)}`;
+    expect((await send(base, "/metrics", { headers: { authorization: basic(typed, "x") } })).status).toBe(401);
+    const { jar } = await login(base, `${typed}-pw`, "y");
+    expect(jar.get("fleet_session")).toBeUndefined();
+    expect(fx.logText()).not.toContain(typed);
+    expect(fx.logText()).toMatch(/"user":"unknown:[0-9a-f]{12}"/);
+    // Configured names stay readable.
+    await send(base, "/metrics", { headers: { authorization: basic("alice", "wrong") } });
+    expect(fx.logText()).toContain('"user":"alice"');
+  });
+
+  it("redirects to a next path holding any character, percent-encoded, instead of failing with 500", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const again = await send(base, "/login?next=/%E3%80%82", { jar });
+    expect([again.status, again.headers.get("location")]).toEqual([303, "/%E3%80%82"]);
+    const form = await send(base, "/login?next=/%E3%80%82%20x");
+    const html = await form.text();
+    const token = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
+    const fresh = new (jar.constructor as new () => typeof jar)();
+    fresh.take(form);
+    const res = await send(base, "/login", {
+      jar: fresh,
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ username: "alice", password: PASSWORDS.alice, _csrf: token, next: "/\u3002 x\ud83c\udf89" }).toString(),
+    });
+    expect([res.status, res.headers.get("location")]).toEqual([303, "/%E3%80%82%20x%F0%9F%8E%89"]);
+  });
+
+  it("compares the Origin of a cookie write as scheme + host + port", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const host = new URL(base).host;
+    const pause = (origin: string) =>
+      send(base, "/queues/api/queues/remote/pause", { method: "PUT", jar, headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, origin } });
+    expect((await pause(`https://${host}`)).status).toBe(403);
+    expect((await pause(`http://${host.split(":")[0]}:1`)).status).toBe(403);
+    expect((await pause(`http://${host}`)).status).toBe(200);
+    await send(base, "/queues/api/queues/remote/resume", { method: "PUT", jar, headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, origin: `http://${host}` } });
+  });
+
+  it("refuses the board's add-job and edit-data (no catalogue, lock or history there); other board writes stay", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const write = (method: string, path: string, body: unknown) =>
+      send(base, path, { method, jar, headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const add = await write("POST", "/queues/api/queues/migration/add", { name: "unpack", data: { manifest: "x.manifest.json", target: "/root/.ssh" } });
+    expect(add.status).toBe(403);
+    expect(await add.json()).toEqual({ error: expect.stringMatching(/^jobs are submitted through the operations API/) });
+    const job = await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 9 });
+    expect((await write("PATCH", `/queues/api/queues/migration/${job.id}/update-data`, { jobData: { rangeId: 1 } })).status).toBe(403);
+    expect((await fx.dashboard.jobs.queue("migration").getJob(job.id!))!.data).toEqual({ rangeId: 9 });
+    expect(await fx.dashboard.jobs.queue("migration").count()).toBe(1);
+    expect((await write("PUT", "/queues/api/queues/migration/pause", {})).status).toBe(200);
+    expect((await write("PUT", "/queues/api/queues/migration/resume", {})).status).toBe(200);
+    await fx.dashboard.jobs.queue("migration").obliterate({ force: true });
+  });
+
+  it("shows viewers job data redacted like the history; operators see it whole", async () => {
+    await fx.dashboard.jobs.enqueue("remote-command", { server: "nas", command: "login", values: { user: "bob", secret_password: "hunter2-board", url: "sftp://bob:pw-in-url@h/x" } });
+    const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+    const seen = await (await send(base, "/queues/readonly/api/queues?activeQueue=remote&status=waiting&page=1", { jar: viewer })).text();
+    expect(seen).toContain("[redacted]");
+    expect(seen).toContain("bob");
+    expect(seen).not.toContain("hunter2-board");
+    expect(seen).not.toContain("pw-in-url");
+    const operator = (await login(base, "alice", PASSWORDS.alice)).jar;
+    expect(await (await send(base, "/queues/api/queues?activeQueue=remote&status=waiting&page=1", { jar: operator })).text()).toContain("hunter2-board");
+    await fx.dashboard.jobs.queue("remote").obliterate({ force: true });
+  });
+
+  it("sends a CSP on the board's pages and serves its fonts itself (no Google Fonts)", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const pageRes = await send(base, "/queues/", { jar, headers: { accept: "text/html" } });
+    const html = await pageRes.text();
+    expect(pageRes.status).toBe(200);
+    expect(pageRes.headers.get("content-security-policy")).toMatch(/default-src 'none'.*script-src 'self'.*font-src 'self'.*frame-ancestors 'none'/);
+    expect(html).not.toContain("googleapis");
+    expect(html).toContain('<link href="/fonts/plex.css" rel="stylesheet">');
+    const css = await (await send(base, "/fonts/plex.css", { jar })).text();
+    const fonts = [...css.matchAll(/url\((\/fonts\/[^)]+)\)/g)].map((m) => m[1]!);
+    expect(fonts).toHaveLength(5);
+    for (const font of fonts) {
+      const res = await send(base, font, { jar });
+      const body = Buffer.from(await res.arrayBuffer());
+      expect([font, res.status, res.headers.get("content-type"), body.subarray(0, 4).toString("latin1")]).toEqual([font, 200, "font/woff2", "wOF2"]);
+    }
+    expect((await send(base, "/fonts/..%2f..%2fpackage.json", { jar })).status).toBe(404);
+  });
+
+  it("never echoes the URL in an error body, and keeps error bodies small whatever the request", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const marker = `ECHO${"x".repeat(3_000)}`;
+    const probes: Array<[string, RequestInit & { jar?: typeof jar }]> = [
+      [`/api/operations/${marker}%zz`, { headers: { authorization: `Bearer ${adminToken}` } }],
+      [`/queues/api/queues/${marker}`, { jar }],
+      [`/queues/api/queues/${marker}/x%zz`, { jar }],
+      [`/${marker}%E0%A4%A`, { jar }],
+      [`/api/operations?state=${marker}`, { headers: { authorization: `Bearer ${adminToken}` } }],
+      [`/api/${marker}`, { headers: { authorization: `Bearer ${metricsToken}` } }],
+      [`/queues/static/${marker}`, { jar }],
+    ];
+    for (const [path, init] of probes) {
+      const res = await send(base, path, init);
+      const body = await res.text();
+      expect([path.slice(0, 40), res.status >= 400]).toEqual([path.slice(0, 40), true]);
+      expect([path.slice(0, 40), body.includes("ECHO"), body.length <= 300]).toEqual([path.slice(0, 40), false, true]);
+    }
+  });
+});

@@ -1,0 +1,96 @@
+import { z } from "zod";
+import { PermanentError } from "@fleet/core/errors";
+import { createStorage } from "@fleet/storage/createStorage";
+import { validateKey } from "@fleet/storage/keys";
+import { PrefixedStorage } from "@fleet/storage/prefixedStorage";
+import type { Storage } from "@fleet/storage/storage";
+import type { StorageConnection } from "@fleet/storage/storageConnection";
+
+/**
+ * Where a job payload may send data: a configured storage by NAME, optionally a folder under
+ * it (`restore`, `restore/alice/2024`), never a URL or a path. `destination` is
+ * DESTINATION_URL; other names come from TARGET_STORAGES, an explicit allow-list the
+ * operator writes. A payload that could name a URL would let whoever may submit a job point
+ * the worker (and the destination's credentials: S3 keys, SSH key) at any folder, bucket,
+ * endpoint or host; a name cannot. The folder is validated like a key and joined as one, so
+ * the storage's own confinement (symlinks, roots) applies to it.
+ */
+const NAME = /^[a-z][a-z0-9_-]{0,63}$/;
+export const TARGET_REF = /^[a-z][a-z0-9_-]{0,63}(\/[^\0]+)?$/;
+export const DESTINATION_TARGET = "destination";
+
+/** The payload field: refused at submission when it is not a name (URLs, absolute paths, `..`). */
+export const targetRefField = z
+  .string()
+  .max(1_100)
+  .regex(TARGET_REF, "must be a configured storage name (destination, or a name from TARGET_STORAGES), optionally followed by /folder; URLs and paths are not accepted")
+  .refine((ref) => folderOf(ref) === "" || isValidFolder(folderOf(ref)), "the folder after the storage name must be a relative path without '..' or control characters");
+
+/** TARGET_STORAGES: `name=URL` entries, comma-separated; each must be a working storage URL. */
+export const targetStoragesField = z
+  .string()
+  .optional()
+  .transform((value, ctx) => {
+    // Unset stays undefined (only `destination`), so the docs show no default.
+    if (value === undefined) return undefined;
+    const out = new Map<string, string>();
+    for (const entry of value.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const eq = entry.indexOf("=");
+      const name = entry.slice(0, Math.max(eq, 0));
+      if (eq < 1 || !NAME.test(name)) ctx.addIssue({ code: "custom", message: `expected name=URL entries (name: lowercase letters, digits, - and _), got ${JSON.stringify(entry.slice(0, Math.max(eq, 0)) || "an entry without a name")}` });
+      else if (name === DESTINATION_TARGET) ctx.addIssue({ code: "custom", message: `"${DESTINATION_TARGET}" is DESTINATION_URL already; choose another name` });
+      else if (out.has(name)) ctx.addIssue({ code: "custom", message: `target "${name}" appears twice` });
+      else out.set(name, entry.slice(eq + 1));
+    }
+    return out as ReadonlyMap<string, string>;
+  });
+
+function folderOf(ref: string): string {
+  const slash = ref.indexOf("/");
+  return slash < 0 ? "" : ref.slice(slash + 1);
+}
+
+function isValidFolder(folder: string): boolean {
+  try {
+    validateKey(folder);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Opens job targets by name with the destination's credentials and tuning. */
+export class StorageTargets {
+  constructor(
+    private readonly urls: ReadonlyMap<string, string>,
+    private readonly destinationUrl: string,
+    private readonly connection: StorageConnection,
+  ) {}
+
+  /** Every name a payload may use. */
+  names(): string[] {
+    return [DESTINATION_TARGET, ...this.urls.keys()];
+  }
+
+  /**
+   * A new storage for `ref` (the caller closes it), or PermanentError("invalid-payload") for
+   * anything that is not a configured name with an optional folder under it.
+   */
+  open(ref: string): Storage {
+    if (!TARGET_REF.test(ref)) {
+      throw new PermanentError("invalid-payload", `target ${JSON.stringify(ref.slice(0, 200))}: not a configured storage name (${this.names().join(", ")}), optionally followed by /folder; URLs and paths are not accepted in job payloads`);
+    }
+    const slash = ref.indexOf("/");
+    const name = slash < 0 ? ref : ref.slice(0, slash);
+    const url = name === DESTINATION_TARGET ? this.destinationUrl : this.urls.get(name);
+    if (url === undefined) {
+      throw new PermanentError("invalid-payload", `target "${name}" is not a configured storage (known: ${this.names().join(", ")}; add it to TARGET_STORAGES)`);
+    }
+    const folder = folderOf(ref);
+    if (folder !== "" && !isValidFolder(folder)) {
+      throw new PermanentError("invalid-payload", `target ${JSON.stringify(ref.slice(0, 200))}: the folder after "${name}" must be a relative path without '..' or control characters`);
+    }
+    const storage = createStorage(url, this.connection);
+    return folder === "" ? storage : new PrefixedStorage(storage, folder);
+  }
+}
