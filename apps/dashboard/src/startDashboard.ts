@@ -8,7 +8,8 @@ import { ApiLock } from "@fleet/core/apiLock";
 import type { Catalogue } from "@fleet/core/catalogue";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
-import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
+import { bullPrefix, createRedis } from "@fleet/core/redis";
+import { postgresCheck, redisCheck, watchDependencies } from "@fleet/jobs/runtime/dependencies";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
@@ -40,8 +41,9 @@ export interface RunningDashboard {
 }
 
 /**
- * Wires and starts the dashboard: connections (Redis must answer; Postgres is reported by
- * /readyz), the typed job client over the catalogue's queues, the HTTP app, and listens.
+ * Wires and starts the dashboard: connections (neither Redis nor PostgreSQL must answer yet:
+ * /readyz reports them and the log says what is awaited), the typed job client over the
+ * catalogue's queues, the HTTP app, and listens.
  */
 export async function startDashboard(config: DashboardConfig, log: Logger): Promise<RunningDashboard> {
   const redis = createRedis(config.REDIS_URL, "producer");
@@ -61,7 +63,13 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
   });
+  // Serve at once, whatever the state of Redis and PostgreSQL: /healthz answers, /readyz says
+  // which one is missing, and the log says it every few seconds until it is back.
+  const watching = new AbortController();
+  const dependencies = watchDependencies([redisCheck(redis), postgresCheck(db)], { log, signal: watching.signal });
   const release = async () => {
+    watching.abort();
+    await dependencies;
     await jobs.close();
     redis.disconnect();
     await db.end();
@@ -69,7 +77,6 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
 
   let app: FastifyInstance;
   try {
-    await waitReady(redis, config.REDIS_URL);
     app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix });
     await app.listen({ port: config.DASHBOARD_PORT, host: config.DASHBOARD_HOST });
   } catch (err) {

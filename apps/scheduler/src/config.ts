@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { databaseFields, envBool, envDuration, envDurationList, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
-import { migrationFields } from "@fleet/jobs/settings";
+import { migrationFields, recoveryFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
@@ -28,7 +28,12 @@ export const schedulerSchema = z.object({
   INVENTORY_WATCH: envBool(true).describe("Poll for new source_files and seed ranges at once, instead of waiting for the hourly seed-ranges"),
   INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
   ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
-  SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
+  // The scheduler runs the recovery watch too (whoever notices first), so it knows the thresholds.
+  RANGE_STALE_AFTER: migrationFields.RANGE_STALE_AFTER,
+  RETRYING_STALE_AFTER: migrationFields.RETRYING_STALE_AFTER,
+  NOTIFY_SENDING_STALE: accountFields.NOTIFY_SENDING_STALE,
+  ...recoveryFields,
+  SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data; a lost Redis is also noticed within RECOVERY_INTERVAL through the epoch key)"),
   ...scheduleOverrides,
 });
 

@@ -51,7 +51,7 @@ export async function seedRanges(db: Queryable, batchSize: number): Promise<Rang
 
 export type ClaimOutcome =
   | { claimed: true; range: RangeRow }
-  | { claimed: false; reason: "complete" | "missing" | "owned"; range?: RangeRow };
+  | { claimed: false; reason: "complete" | "missing" | "owned"; range?: RangeRow; staleInMs?: number };
 
 /**
  * Takes a range for `owner`. Succeeds when it is PENDING, already ours (a redelivered job of
@@ -71,9 +71,19 @@ export async function claimRange(db: Queryable, rangeId: number, owner: string, 
     [rangeId, owner, staleAfterMs],
   );
   if (rows[0]) return { claimed: true, range: rows[0] };
-  const current = await getRange(db, rangeId);
-  if (!current) return { claimed: false, reason: "missing" };
-  return { claimed: false, reason: current.status === "COMPLETE" ? "complete" : "owned", range: current };
+  // How long the owner's heartbeat stays fresh, by the database's clock (the one that wrote it),
+  // so a claimant can come back exactly when the range may be taken over.
+  const { rows: current } = await db.query<RangeRow & { staleInMs: number }>(
+    `SELECT ${RANGE_COLUMNS},
+            greatest(0, $2::float8 - extract(epoch FROM now() - coalesce(heartbeat_at, now())) * 1000)::float8 AS "staleInMs"
+       FROM migration_ranges WHERE id = $1`,
+    [rangeId, staleAfterMs],
+  );
+  const row = current[0];
+  if (!row) return { claimed: false, reason: "missing" };
+  const { staleInMs, ...range } = row;
+  if (range.status === "COMPLETE") return { claimed: false, reason: "complete", range };
+  return { claimed: false, reason: "owned", range, staleInMs: Math.ceil(staleInMs) };
 }
 
 export async function getRange(db: Queryable, rangeId: number): Promise<RangeRow | undefined> {

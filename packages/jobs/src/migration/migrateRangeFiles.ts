@@ -14,6 +14,10 @@ import { packageRange } from "./packageRange";
 import { runBounded } from "./runBounded";
 import { transferLabels } from "./transferLabels";
 
+// Past the owner's staleness, so the re-check finds the heartbeat stale (clocks of the worker
+// and the database tick apart by a little).
+const CLAIM_RECHECK_MARGIN_MS = 500;
+
 export interface RangeResult {
   rangeId: number;
   status: "completed" | "already-complete";
@@ -57,7 +61,11 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       return { rangeId, status: "already-complete", succeeded: 0, failed: 0, bytes: 0 };
     }
     if (claim.reason === "missing") throw new PermanentError("not-found", `range ${rangeId} does not exist`);
-    throw new RetryableError("lock-contention", `range ${rangeId} is being migrated by ${claim.range?.owner ?? "another worker"} (heartbeat ${claim.range?.heartbeatAt?.toISOString() ?? "none"})`);
+    // Another owner's heartbeat is fresh. Failing would burn a backoff step (30 s, then 5 min)
+    // waiting on a heartbeat that may never come again; instead come back just after it would
+    // go stale, using no attempt: then the range is complete, or its owner is gone and we take it over.
+    const until = new Date(Date.now() + (claim.staleInMs ?? settings.staleAfterMs) + CLAIM_RECHECK_MARGIN_MS);
+    throw new DelayJob(until, `lock-contention: range ${rangeId} is being migrated by ${claim.range?.owner ?? "another worker"} (heartbeat ${claim.range?.heartbeatAt?.toISOString() ?? "none"})`);
   }
   const range = claim.range;
   const startedAt = Date.now();

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { claimRetryBatch, recordRetryOutcomes, releaseRetrying } from "@fleet/db/sql/files";
+import { claimRetryBatch, recordRetryOutcomes, releaseRetrying, touchRetrying } from "@fleet/db/sql/files";
 import type { RetryCandidate, RetryOutcome } from "@fleet/db/sql/files";
 import { DelayJob } from "@fleet/core/delayJob";
 import { PermanentError } from "@fleet/core/errors";
@@ -51,6 +51,12 @@ export const retryFailed = defineFleetJob({
       result.batches++;
       const outcomes: RetryOutcome[] = [];
       const interrupted: number[] = [];
+      // Heartbeat: a batch whose worker dies stops touching its files, and the recovery watch
+      // puts them back within RETRYING_STALE_AFTER (a live batch is never reset under it).
+      const ids = batch.map((c) => c.fileId);
+      const heartbeat = setInterval(() => {
+        touchRetrying(db, ids).catch((err: unknown) => ctx.log.warn({ err }, "retry batch heartbeat failed; will try again"));
+      }, settings.heartbeatMs);
       try {
         await runBounded(
           items(batch),
@@ -63,6 +69,7 @@ export const retryFailed = defineFleetJob({
           () => false,
         );
       } finally {
+        clearInterval(heartbeat);
         await recordRetryOutcomes(db, outcomes);
         // Interrupted by shutdown/cancel: back to FAIL without using up a retry.
         await releaseRetrying(db, interrupted);
