@@ -31,6 +31,7 @@ export const schedulerSchema = z.object({
   // The scheduler runs the recovery watch too (whoever notices first), so it knows the thresholds.
   RANGE_STALE_AFTER: migrationFields.RANGE_STALE_AFTER,
   RETRYING_STALE_AFTER: migrationFields.RETRYING_STALE_AFTER,
+  TEMP_SWEEP_MIN_AGE: migrationFields.TEMP_SWEEP_MIN_AGE,
   NOTIFY_SENDING_STALE: accountFields.NOTIFY_SENDING_STALE,
   ...recoveryFields,
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data; a lost Redis is also noticed within RECOVERY_INTERVAL through the epoch key)"),

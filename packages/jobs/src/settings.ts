@@ -39,6 +39,8 @@ export const migrationFields = {
   RETRY_BATCH_SIZE: envInt(500, 1, 50_000).describe("Files per retry batch (FOR UPDATE SKIP LOCKED)"),
   RETRY_CATEGORIES: envList(RETRYABLE_CATEGORIES.join(",")).describe("Error categories retry-failed retries"),
   RETRYING_STALE_AFTER: envDuration("30s").describe("RETRYING files whose retry batch stopped heartbeating this long ago go back to FAIL (their retry died) and are retried"),
+  TEMP_SWEEP_MIN_AGE: envDuration("1m").describe("sweep-temp removes a temp file (.<name>.fleet-<token>.tmp) of a writer that is no longer alive once it has not been written to for this long"),
+  MULTIPART_SWEEP_MIN_AGE: envDuration("24h").describe("sweep-temp aborts incomplete S3 multipart uploads under the destination folder started longer ago than this"),
   LOG_RETENTION: envDuration("30d").describe("migration_log rows older than this are pruned daily"),
   KEEP_COMPLETED: envDuration("24h").describe("Completed BullMQ jobs are kept this long"),
   KEEP_FAILED: envDuration("14d").describe("Failed BullMQ jobs are kept this long"),
@@ -90,5 +92,7 @@ export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
     keepFailedMs: c.KEEP_FAILED,
     operationsKeepSucceededMs: c.OPERATIONS_KEEP_SUCCEEDED,
     operationsKeepFailedMs: c.OPERATIONS_KEEP_FAILED,
+    tempSweepMinAgeMs: c.TEMP_SWEEP_MIN_AGE,
+    multipartSweepMinAgeMs: c.MULTIPART_SWEEP_MIN_AGE,
   };
 }

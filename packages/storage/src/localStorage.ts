@@ -23,7 +23,8 @@ import { HashingCounter, checkExpected, digestOf, digestOfFile } from "./hashing
 import type { Digest } from "./hashing";
 import { baseName, parentKey, validateKey, validatePrefix } from "./keys";
 import { publishTemp } from "./publishTemp";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import { sweepLocalTemps } from "./tempSweep";
 import { errorCode, isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { createTempNamer, isTempName } from "./tempNames";
 
@@ -174,6 +175,11 @@ export class LocalStorage implements Storage {
   }
 
   /** Every regular file under the prefix (symlinks to files inside the root included). */
+  /** Dead writers' temp files under the root (see Storage.sweepTemps). */
+  sweepTemps(options: SweepOptions): Promise<SweepResult> {
+    return sweepLocalTemps(this.root.abs(""), options);
+  }
+
   async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const slash = p.lastIndexOf("/");

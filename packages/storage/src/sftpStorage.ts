@@ -16,7 +16,8 @@ import { HandleWriter, writeBufferAndClose } from "./sftpWrites";
 import { createHostKeyCheck } from "./sshHostKey";
 import { DEFAULT_SSH_PORT, targetLabel } from "./sshTarget";
 import type { SshTarget } from "./sshTarget";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import { sweepSftpTemps } from "./sftpSweep";
 import { isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { createTempNamer, isTempName } from "./tempNames";
 
@@ -215,6 +216,16 @@ export class SftpStorage implements Storage {
   }
 
   /** Every regular file under the prefix (symlinks to files inside the root included). */
+  /** Dead writers' temp files under the root (see Storage.sweepTemps). */
+  async sweepTemps(options: SweepOptions): Promise<SweepResult> {
+    const lease = await this.pool.acquire(options.signal);
+    try {
+      return await sweepSftpTemps(lease.session, this.dirs.root, options);
+    } finally {
+      lease.release();
+    }
+  }
+
   async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const slash = p.lastIndexOf("/");

@@ -23,6 +23,11 @@ export interface RecoveryThresholds {
   retryingStaleMs: number;
   /** Undefined: notifications are left to notify-sweep (a process without account settings). */
   notifySendingStaleMs?: number;
+  /**
+   * After orphaned work was found, a sweep-temp runs this much later (TEMP_SWEEP_MIN_AGE + the
+   * writer lease): then the dead owner's temp files are old enough and its token has lapsed.
+   */
+  sweepAfterMs?: number;
 }
 
 export interface StaleWorkResult {
@@ -63,6 +68,9 @@ export async function recoverStaleWork(
   // The reset files are due again now (their attempt was counted); a retry run picks them up.
   if (stuckRetries > 0) await jobs.enqueue("retry-failed", {});
   if (staleSending.length > 0) await jobs.enqueue("notify-send", {});
+  if ((staleRanges.length > 0 || stuckRetries > 0) && thresholds.sweepAfterMs !== undefined) {
+    await jobs.enqueue("sweep-temp", {}, { delayMs: thresholds.sweepAfterMs });
+  }
 
   const result: StaleWorkResult = { staleRanges, stuckRetries, staleSending: staleSending.length, rangeJobs };
   if (options.reconcile) {

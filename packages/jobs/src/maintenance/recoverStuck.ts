@@ -26,7 +26,7 @@ export const recoverStuck = defineFleetJob({
     const { settings } = ctx.deps;
     const result = await recoverStaleWork(
       ctx.deps,
-      { rangeStaleMs: settings.staleAfterMs, retryingStaleMs: settings.retryingStaleMs },
+      { rangeStaleMs: settings.staleAfterMs, retryingStaleMs: settings.retryingStaleMs, sweepAfterMs: settings.tempSweepMinAgeMs + ctx.deps.writers.leaseMs },
       ctx.log,
       { reconcile: true, signal: ctx.signal, job: "recover-stuck" },
     );

@@ -11,6 +11,8 @@ import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { ConfigError, FleetError } from "@fleet/core/errors";
 import { createStorage } from "@fleet/storage/createStorage";
+import { writerToken } from "@fleet/storage/tempNames";
+import { WriterRegistry } from "@fleet/core/writerRegistry";
 import type { Storage } from "@fleet/storage/storage";
 import { buildFleetCatalogue } from "../catalogue";
 import type { FleetJobs } from "../catalogue";
@@ -93,7 +95,10 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const openOther = (url: string): Storage => createStorage(url, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
-  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, workerId };
+  // Temp files this process writes carry its token; keeping it registered tells sweepers it lives.
+  const writers = new WriterRegistry(redis, prefix);
+  const lease = writers.keepAlive(writerToken(), log);
+  const deps: FleetDeps = { db, source, destination, openStorage: openOther, jobs, remote, settings, accounts, metrics, workerId, writers };
   return {
     catalogue,
     deps,
@@ -103,6 +108,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     metrics,
     settings,
     async close() {
+      lease.stop();
       await jobs.close();
       await accounts.close();
       await Promise.all([source.close(), destination.close()]);
