@@ -12,6 +12,8 @@ export interface EpochObservation {
   recreated: boolean;
   /** The epoch differs from the one this process saw last (lost, whoever noticed first). */
   changed: boolean;
+  /** This process's first look: a re-created key may also be the fleet's very first start. */
+  first: boolean;
   epoch: string;
   /** Milliseconds since the epoch began (Redis's clock): how long live processes have had to re-register. */
   ageMs: number;
@@ -40,11 +42,12 @@ export class FleetEpoch {
       recreated = (await this.redis.set(this.key, candidate, "NX")) === "OK";
       value = recreated ? candidate : ((await this.redis.get(this.key)) ?? candidate);
     }
-    const changed = this.lastSeen !== undefined && this.lastSeen !== value;
+    const first = this.lastSeen === undefined;
+    const changed = !first && this.lastSeen !== value;
     this.lastSeen = value;
     const [seconds, micros] = await this.redis.time();
     const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const startedMs = Number(value.split("-")[0]);
-    return { recreated, changed, epoch: value, ageMs: Number.isFinite(startedMs) ? Math.max(0, nowMs - startedMs) : 0 };
+    return { recreated, changed, first, epoch: value, ageMs: Number.isFinite(startedMs) ? Math.max(0, nowMs - startedMs) : 0 };
   }
 }

@@ -65,7 +65,10 @@ export function startRecoveryWatch(options: RecoveryWatchOptions): RecoveryWatch
       redisDownSince ??= Date.now();
       return;
     }
-    if (seen.recreated || seen.changed) {
+    if (seen.recreated && seen.first) {
+      // At this process's start: the fleet's first start, or Redis lost its data while it was down.
+      log.info({ epoch: seen.epoch }, "fleet epoch created (first start, or Redis was emptied): reconciling jobs with PostgreSQL");
+    } else if (seen.recreated || seen.changed) {
       log.warn({ epoch: seen.epoch, noticedFirst: seen.recreated }, "Redis lost the fleet's state (epoch key gone): re-deriving jobs from PostgreSQL");
       await options.onEpochChange?.(seen).catch((err: unknown) => log.warn({ err }, "recovery watch: reacting to the new epoch failed; will look again"));
     }

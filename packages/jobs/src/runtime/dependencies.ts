@@ -83,7 +83,8 @@ export async function waitForDependencies(checks: readonly DependencyCheck[], op
       if (loggedAt > 0) options.log.info({ waitedMs: Date.now() - since }, "dependencies available: starting");
       return;
     }
-    if (Date.now() - loggedAt >= logEveryMs) {
+    // Not on the very first look: connections opened a moment ago may simply not be up yet.
+    if (Date.now() - since >= pollMs && Date.now() - loggedAt >= logEveryMs) {
       loggedAt = Date.now();
       const schema = failures.find((f) => f.schemaMissing);
       if (schema) options.log.error({ awaiting: schema.name, reason: schema.reason }, "database schema missing: run `fleet db migrate`; waiting for it");
