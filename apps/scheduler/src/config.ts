@@ -30,6 +30,7 @@ export const schedulerSchema = z.object({
   ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
   // The scheduler runs the recovery watch too (whoever notices first), so it knows the thresholds.
   RANGE_STALE_AFTER: migrationFields.RANGE_STALE_AFTER,
+  HEARTBEAT_INTERVAL: migrationFields.HEARTBEAT_INTERVAL,
   RETRYING_STALE_AFTER: migrationFields.RETRYING_STALE_AFTER,
   TEMP_SWEEP_MIN_AGE: migrationFields.TEMP_SWEEP_MIN_AGE,
   NOTIFY_SENDING_STALE: accountFields.NOTIFY_SENDING_STALE,

@@ -7,6 +7,7 @@ import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createPool } from "@fleet/db/pool";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
+import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
@@ -88,7 +89,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     prefix: bullPrefix(config.FLEET_PREFIX),
     db,
     jobs,
-    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: config.TEMP_SWEEP_MIN_AGE + WRITER_LEASE_MS },
+    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: sweepDelayAfterTakeover({ tempSweepMinAgeMs: config.TEMP_SWEEP_MIN_AGE, staleAfterMs: config.RANGE_STALE_AFTER, heartbeatMs: config.HEARTBEAT_INTERVAL, leaseMs: WRITER_LEASE_MS }) },
     intervalMs: config.RECOVERY_INTERVAL,
     reconcileEveryMs: config.RECONCILE_INTERVAL,
     log,

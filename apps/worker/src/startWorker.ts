@@ -13,6 +13,7 @@ import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
+import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
 import type { WorkerConfig } from "./config";
 
 export interface RunningWorker {
@@ -95,7 +96,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     prefix: runtime.prefix,
     db: runtime.db,
     jobs: runtime.deps.jobs,
-    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: config.TEMP_SWEEP_MIN_AGE + WRITER_LEASE_MS },
+    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: sweepDelayAfterTakeover({ tempSweepMinAgeMs: config.TEMP_SWEEP_MIN_AGE, staleAfterMs: config.RANGE_STALE_AFTER, heartbeatMs: config.HEARTBEAT_INTERVAL, leaseMs: WRITER_LEASE_MS }) },
     intervalMs: config.RECOVERY_INTERVAL,
     reconcileEveryMs: config.RECONCILE_INTERVAL,
     log,

@@ -24,8 +24,8 @@ export interface RecoveryThresholds {
   /** Undefined: notifications are left to notify-sweep (a process without account settings). */
   notifySendingStaleMs?: number;
   /**
-   * After orphaned work was found, a sweep-temp runs this much later (TEMP_SWEEP_MIN_AGE + the
-   * writer lease): then the dead owner's temp files are old enough and its token has lapsed.
+   * After orphaned work was found, a sweep-temp runs this much later (sweepDelayAfterTakeover):
+   * then the dead owner's temp files are old enough and its writer lease has lapsed.
    */
   sweepAfterMs?: number;
 }

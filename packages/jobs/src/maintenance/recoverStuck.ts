@@ -3,6 +3,7 @@ import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
 import type { ReconcileResult } from "./reconcileRanges";
 import { recoverStaleWork } from "./recoverStaleWork";
+import { sweepDelayAfterTakeover } from "./sweepTemp";
 
 export interface RecoverResult extends ReconcileResult {
   staleRanges: number;
@@ -26,7 +27,7 @@ export const recoverStuck = defineFleetJob({
     const { settings } = ctx.deps;
     const result = await recoverStaleWork(
       ctx.deps,
-      { rangeStaleMs: settings.staleAfterMs, retryingStaleMs: settings.retryingStaleMs, sweepAfterMs: settings.tempSweepMinAgeMs + ctx.deps.writers.leaseMs },
+      { rangeStaleMs: settings.staleAfterMs, retryingStaleMs: settings.retryingStaleMs, sweepAfterMs: sweepDelayAfterTakeover({ ...settings, leaseMs: ctx.deps.writers.leaseMs }) },
       ctx.log,
       { reconcile: true, signal: ctx.signal, job: "recover-stuck" },
     );

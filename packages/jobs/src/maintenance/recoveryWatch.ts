@@ -95,7 +95,9 @@ export function startRecoveryWatch(options: RecoveryWatchOptions): RecoveryWatch
     );
     return running;
   };
-  schedule();
+  // A first look at once: this process learns the epoch before any fault can hide a change,
+  // and work orphaned while the fleet was down is picked up without waiting an interval.
+  void checkNow().finally(schedule);
   return {
     checkNow,
     async stop() {

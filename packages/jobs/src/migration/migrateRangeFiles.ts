@@ -11,6 +11,7 @@ import type { FleetDeps } from "../deps";
 import { copyFile } from "./copyFile";
 import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
+import { sweepDelayAfterTakeover } from "../maintenance/sweepTemp";
 import { runBounded } from "./runBounded";
 import { transferLabels } from "./transferLabels";
 
@@ -69,6 +70,14 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   }
   const range = claim.range;
   const startedAt = Date.now();
+  if (claim.takenOverFrom !== undefined) {
+    // Its owner died mid-range: the temp files of its copies in flight are left behind. Sweep
+    // once they are old enough and the dead writer's lease has lapsed.
+    log.warn({ rangeId, previousOwner: claim.takenOverFrom }, "range taken over from an owner that stopped heartbeating");
+    await deps.jobs.enqueue("sweep-temp", {}, { delayMs: sweepDelayAfterTakeover({ ...settings, leaseMs: deps.writers.leaseMs }) }).catch(
+      (err: unknown) => log.warn({ err, rangeId }, "could not enqueue the temp sweep; the daily sweep will do it"),
+    );
+  }
   log.info({ rangeId, minId: range.minId, maxId: range.maxId, rangeAttempt: range.attempts }, "range claimed");
 
   const stop = new AbortController();
