@@ -64,6 +64,9 @@ describe("chaos", () => {
     // The kills stranded ranges that were taken over, and the FLUSHALL was noticed by a process
     // (the epoch key), not by a cron.
     expect(chaos.rangesClaimedMoreThanOnce).toBeGreaterThan(0);
+    // No process died of the faults by itself (only the planned SIGKILLs).
+    expect(clean.crashes).toEqual([]);
+    expect(chaos.crashes).toEqual([]);
     expect(chaos.logCounts["Redis lost the fleet's state (epoch key gone): re-deriving jobs from PostgreSQL"] ?? 0).toBeGreaterThan(0);
     expect(chaos.seconds).toBeLessThanOrEqual(clean.seconds + BOUND_OVER_CLEAN_S);
   }, 480_000);

@@ -40,6 +40,8 @@ export interface RunningDashboard {
   close(): Promise<void>;
 }
 
+const REDIS_GRACE_MS = 3_000;
+
 /**
  * Wires and starts the dashboard: connections (neither Redis nor PostgreSQL must answer yet:
  * /readyz reports them and the log says what is awaited), the typed job client over the
@@ -75,6 +77,20 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     await db.end();
   };
 
+  // Redis normally answers within milliseconds: give the fresh connection that long, so a
+  // dashboard started with Redis up is ready when this resolves; one started while Redis is
+  // down starts anyway and reports it.
+  if (redis.status !== "ready") {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, REDIS_GRACE_MS);
+      function done() {
+        clearTimeout(timer);
+        redis.off("ready", done);
+        resolve();
+      }
+      redis.once("ready", done);
+    });
+  }
   let app: FastifyInstance;
   try {
     app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix });

@@ -53,6 +53,8 @@ export interface ChaosReport {
   wrongRecordedSha: number;
   tempFilesAtFinish: number;
   tempFilesAfterSweep: number;
+  /** Processes that exited without being killed by the plan (each a bug), with their last lines. */
+  crashes: Array<{ name: string; code: number | null; signal: NodeJS.Signals | null; lastLines: string[] }>;
   /** Ranges claimed more than once (taken over after a kill, or re-claimed after an outage). */
   rangesClaimedMoreThanOnce: number;
   /** Counts of recovery log lines over all processes (which path acted). */
@@ -80,6 +82,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const monitor = new pg.Pool({ connectionString: database.url, max: 1, connectionTimeoutMillis: 2_000 });
   monitor.on("error", () => undefined);
   const apps: AppProcess[] = [];
+  let stopping = false;
   try {
     say(`${options.label}: seeding ${options.files} files`);
     const files = await seedSourceFiles(monitor, sourceDir, { count: options.files, size: (i) => 1_024 + ((i * 7_919) % 31_744) });
@@ -102,8 +105,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       ...options.env,
     };
     const started = Date.now();
-    apps.push(startApp("scheduler", "scheduler", env, logDir));
-    for (let i = 1; i <= options.workers; i++) apps.push(startApp("worker", `worker-${i}`, env, logDir));
+    // Processes that die on their own (not SIGKILLed by the plan) are crashes: a bug. They are
+    // counted and, as a process manager would, started again.
+    const crashes: ChaosReport["crashes"] = [];
+    const killedOnPurpose = new Set<AppProcess>();
+    const launch = (kind: "scheduler" | "worker", name: string) => {
+      const app = startApp(kind, name, env, logDir);
+      apps.push(app);
+      void app.exited.then((exit) => {
+        if (stopping || killedOnPurpose.has(app)) return;
+        crashes.push({ name, code: exit.code, signal: exit.signal, lastLines: app.tail.slice(-5) });
+        say(`${options.label}: ${name} exited by itself (code ${exit.code}, signal ${exit.signal}): restarting it`);
+        setTimeout(() => !stopping && launch(kind, `${name}-c${crashes.length}`), 1_000);
+      });
+      return app;
+    };
+    launch("scheduler", "scheduler");
+    for (let i = 1; i <= options.workers; i++) launch("worker", `worker-${i}`);
 
     const faults: ChaosReport["faults"] = [];
     const plan = options.faults ? [...FAULT_PLAN] : [];
@@ -131,11 +149,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           const victim = (await ownerOfARange(monitor, apps)) ?? apps.filter((a) => a.name.startsWith("worker") && a.child.exitCode === null && a.child.signalCode === null).at(0);
           if (victim) {
             killed++;
+            killedOnPurpose.add(victim);
             await killApp(victim, "SIGKILL");
             faults.at(-1)!.fault = `kill-worker ${victim.name}`;
             // A process manager starts it again (a fresh process, a new writer token).
-            const name = `${victim.name.replace(/-r\d+$/, "")}-r${killed}`;
-            setTimeout(() => apps.push(startApp("worker", name, env, logDir)), 1_000);
+            const name = `${victim.name.replace(/-[rc]\d+$/, "")}-r${killed}`;
+            setTimeout(() => !stopping && launch("worker", name), 1_000);
           }        } else if (next.fault === "flushall") {
           await options.redis.flushAll();
         } else {
@@ -176,10 +195,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       tempFilesAtFinish,
       tempFilesAfterSweep,
       rangesClaimedMoreThanOnce: takeovers.rows[0]!.n,
+      crashes,
       logCounts,
       logDir,
     };
   } finally {
+    stopping = true;
     await Promise.all(apps.map((a) => killApp(a, "SIGKILL")));
     await monitor.end().catch(() => undefined);
     await database.drop().catch(() => undefined);

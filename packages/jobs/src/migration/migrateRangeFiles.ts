@@ -233,11 +233,19 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 
 /** Streams a range's files without outcomes, one page ahead (keyset paging). */
 async function* pendingFiles(deps: FleetDeps, afterId: number, maxId: number, pageSize: number): AsyncGenerator<SourceFileRow> {
-  let next: Promise<PendingPage> | undefined = nextPendingFiles(deps.db, afterId, maxId, pageSize);
+  // The page read ahead may fail (database restarting) while the current one is still being
+  // copied, long before it is awaited: mark it handled at once, or Node's unhandled-rejection
+  // rule kills the worker. Awaiting it later still throws the error.
+  const readAhead = (after: number) => {
+    const page = nextPendingFiles(deps.db, after, maxId, pageSize);
+    page.catch(() => {});
+    return page;
+  };
+  let next: Promise<PendingPage> | undefined = readAhead(afterId);
   try {
     while (next) {
       const page: PendingPage = await next;
-      next = page.nextAfterId === null ? undefined : nextPendingFiles(deps.db, page.nextAfterId, maxId, pageSize);
+      next = page.nextAfterId === null ? undefined : readAhead(page.nextAfterId);
       yield* page.files;
     }
   } finally {
