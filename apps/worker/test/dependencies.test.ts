@@ -86,6 +86,9 @@ describe("waiting for dependencies", () => {
       stdio: ["ignore", "pipe", "pipe"],
     });
     const exited = new Promise((r) => child.once("exit", r));
+    const stderr: string[] = [];
+    createInterface({ input: child.stderr! }).on("line", (text) => stderr.push(text));
+    const state = () => `scheduler exit ${child.exitCode}; stdout:\n${logs.map((l) => JSON.stringify(l)).join("\n")}\nstderr:\n${stderr.join("\n")}`;
     createInterface({ input: child.stdout! }).on("line", (text) => {
       try {
         logs.push(JSON.parse(text) as LogLine);
@@ -94,7 +97,10 @@ describe("waiting for dependencies", () => {
       }
     });
     try {
-      await fx.waitFor(async () => logs.some((l) => l.msg === "waiting for dependencies"), 15_000, "the scheduler's waiting line");
+      // 30 s: a Node process needs seconds just to load its modules on a loaded 2-core machine.
+      await fx.waitFor(async () => logs.some((l) => l.msg === "waiting for dependencies"), 30_000, "the scheduler's waiting line").catch((err: Error) => {
+        throw new Error(`${err.message}\n${state()}`);
+      });
       expect(child.exitCode).toBeNull();
       await postgres.startServer();
       await fx.waitFor(async () => logs.some((l) => l.msg === "schedules in place"), 30_000, "the scheduler to put its schedules in place");
