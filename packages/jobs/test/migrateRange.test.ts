@@ -100,7 +100,7 @@ describe("claiming a range", () => {
     const run = (deps: typeof h.runtime.deps, jobId: string) =>
       migrateRangeFiles({ rangeId: range!.id, jobId, deps, log: h.log, signal: new AbortController().signal }).then(
         (r) => ({ ok: true as const, r }),
-        (e: unknown) => ({ ok: false as const, e }),
+        (e: unknown) => ({ ok: false as const, e, at: Date.now() }),
       );
     const results = await Promise.all([run(h.runtime.deps, "a"), run(other.deps, "b")]);
     const winners = results.filter((r) => r.ok);
@@ -109,10 +109,11 @@ describe("claiming a range", () => {
     expect(losers).toHaveLength(1);
     // The loser met the winner's fresh heartbeat: it is told to come back when that heartbeat
     // would be stale (DelayJob: no attempt, no backoff), not failed.
-    const lost = losers[0] as { e: unknown };
+    const lost = losers[0] as { e: unknown; at: number };
     expect(lost.e).toBeInstanceOf(DelayJob);
     expect((lost.e as DelayJob).message).toMatch(/^lock-contention: range \d+ is being migrated by /);
-    const waitMs = (lost.e as DelayJob).until.getTime() - Date.now();
+    // Measured from when the loser gave up (the winner then copies for a while).
+    const waitMs = (lost.e as DelayJob).until.getTime() - lost.at;
     expect(waitMs).toBeGreaterThan(0);
     expect(waitMs).toBeLessThanOrEqual(h.config.RANGE_STALE_AFTER + 1_000);
     expect(await fileSummary(h.runtime)).toEqual({ SUCCESS: 400, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
