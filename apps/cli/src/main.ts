@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from "commander";
-import { ConfigError } from "@fleet/core/errors";
+import { ConfigError, FleetError } from "@fleet/core/errors";
 import { describeConfig } from "@fleet/core/config";
 import { describe } from "@fleet/core/classifyError";
 import { parseDuration } from "@fleet/core/backoff";
@@ -33,11 +33,20 @@ async function withContext(env: NodeJS.ProcessEnv, fn: (ctx: CliContext) => Prom
     process.exitCode = code ?? 0;
   } catch (err) {
     if (err instanceof ConfigError) process.stderr.write(`fleet: ${err.message}\n`);
-    else process.stderr.write(`fleet: ${describe(err)}\n`);
+    else process.stderr.write(`fleet: ${describe(err)}${hintFor(err)}\n`);
     process.exitCode = err instanceof ConfigError ? 2 : 1;
   } finally {
     await ctx?.close().catch(() => {});
   }
+}
+
+/** What the operator can do about a dependency error; the message alone says what happened. */
+function hintFor(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  // 42P01 undefined_table, 3D000 no such database: never migrated (or the wrong DATABASE_URL).
+  if (code === "42P01" || code === "3D000") return " (the database has no Fleet schema: run `fleet db migrate`, or check DATABASE_URL)";
+  if (err instanceof FleetError && err.category === "database") return " (PostgreSQL is down, restarting or still starting up: try again in a moment, or check DATABASE_URL)";
+  return "";
 }
 
 function collectValue(value: string, previous: Record<string, string>): Record<string, string> {

@@ -10,7 +10,8 @@ import type { Catalogue } from "@fleet/core/catalogue";
 import { JobClient } from "@fleet/core/jobClient";
 import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
-import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
+import { bullPrefix, createRedis } from "@fleet/core/redis";
+import { postgresCheck, redisCheck, watchDependencies } from "@fleet/jobs/runtime/dependencies";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
@@ -43,9 +44,12 @@ export interface RunningDashboard {
   close(): Promise<void>;
 }
 
+const REDIS_GRACE_MS = 3_000;
+
 /**
- * Wires and starts the dashboard: connections (Redis must answer; Postgres is reported by
- * /readyz), the typed job client over the catalogue's queues, the HTTP app, and listens.
+ * Wires and starts the dashboard: connections (neither Redis nor PostgreSQL must answer yet:
+ * /readyz reports them and the log says what is awaited), the typed job client over the
+ * catalogue's queues, the HTTP app, and listens.
  */
 export async function startDashboard(config: DashboardConfig, log: Logger): Promise<RunningDashboard> {
   const redis = createRedis(config.REDIS_URL, "producer");
@@ -65,16 +69,35 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
   });
+  // Serve at once, whatever the state of Redis and PostgreSQL: /healthz answers, /readyz says
+  // which one is missing, and the log says it every few seconds until it is back.
+  const watching = new AbortController();
+  const dependencies = watchDependencies([redisCheck(redis), postgresCheck(db)], { log, signal: watching.signal });
   const release = async () => {
+    watching.abort();
+    await dependencies;
     await jobs.close();
     redis.disconnect();
     await db.end();
   };
 
+  // Redis normally answers within milliseconds: give the fresh connection that long, so a
+  // dashboard started with Redis up is ready when this resolves; one started while Redis is
+  // down starts anyway and reports it.
+  if (redis.status !== "ready") {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, REDIS_GRACE_MS);
+      function done() {
+        clearTimeout(timer);
+        redis.off("ready", done);
+        resolve();
+      }
+      redis.once("ready", done);
+    });
+  }
   let app: FastifyInstance;
   const routes: Array<{ method: string; url: string }> = [];
   try {
-    await waitReady(redis, config.REDIS_URL);
     app = await buildDashboardApp({ config, log, db, redis, jobs, catalogue, prefix, routes });
     await app.listen({ port: config.DASHBOARD_PORT, host: config.DASHBOARD_HOST });
   } catch (err) {

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { buildFields, databaseFields, envBool, envDuration, envDurationList, envInt, logFields, opsTokenFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
-import { migrationFields } from "@fleet/jobs/settings";
+import { migrationFields, recoveryFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
@@ -29,8 +29,15 @@ export const schedulerSchema = z.object({
   INVENTORY_WATCH: envBool(true).describe("Poll for new source_files and seed ranges at once, instead of waiting for the hourly seed-ranges"),
   INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
   ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
+  // The scheduler runs the recovery watch too (whoever notices first), so it knows the thresholds.
+  RANGE_STALE_AFTER: migrationFields.RANGE_STALE_AFTER,
+  HEARTBEAT_INTERVAL: migrationFields.HEARTBEAT_INTERVAL,
+  RETRYING_STALE_AFTER: migrationFields.RETRYING_STALE_AFTER,
+  TEMP_SWEEP_MIN_AGE: migrationFields.TEMP_SWEEP_MIN_AGE,
+  NOTIFY_SENDING_STALE: accountFields.NOTIFY_SENDING_STALE,
+  ...recoveryFields,
+  SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data; a lost Redis is also noticed within RECOVERY_INTERVAL through the epoch key)"),
   NOTIFY_OPERATORS: accountFields.NOTIFY_OPERATORS,
-  SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data)"),
   SCHEDULER_METRICS_PORT: envInt(9465, 0, 65535).describe("Port of the scheduler's /healthz, /readyz and /metrics (0: pick a free one; not the worker's 9464, so both fit on one host)"),
   SCHEDULER_METRICS_HOST: z
     .string()

@@ -2,11 +2,15 @@ import type { Server } from "node:http";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import { closeServer } from "@fleet/core/opsServer";
-import { bullPrefix, checkRedisPolicy, createRedis, waitReady } from "@fleet/core/redis";
+import { bullPrefix, checkRedisPolicy, createRedis } from "@fleet/core/redis";
 import { Shutdown } from "@fleet/core/shutdown";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createPool } from "@fleet/db/pool";
+import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
+import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
+import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
+import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
 import type { SchedulerConfig } from "./config";
@@ -22,10 +26,10 @@ export interface RunningScheduler {
 }
 
 /**
- * The scheduler process: upserts the declared schedules at start, then re-checks them every
- * SCHEDULER_SYNC_INTERVAL. When a schedule that existed has vanished (Redis restarted
- * empty), it is restored and a recover-stuck run is enqueued at once so pending work is
- * re-derived from Postgres without waiting for the next tick.
+ * The scheduler process: waits for Redis and PostgreSQL, upserts the declared schedules, then
+ * re-checks them every SCHEDULER_SYNC_INTERVAL — and at once when its recovery watch sees the
+ * fleet epoch change (Redis emptied). When a schedule that existed has vanished, it is restored
+ * and a recover-stuck run is enqueued so pending work is re-derived from Postgres.
  */
 export async function runScheduler(config: SchedulerConfig, log: Logger): Promise<RunningScheduler> {
   const catalogue = buildFleetCatalogue();
@@ -33,7 +37,24 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   redis.on("error", (err) => log.debug({ err }, "redis connection error"));
   const shutdown = new Shutdown({ log, deadlineMs: 10_000 });
   shutdown.register("redis", async () => void redis.disconnect());
-  await waitReady(redis, config.REDIS_URL);
+  // A pool connects only when queried: the inventory watcher, the daily catch-up and the recovery watch use it.
+  const db = createPool({
+    connectionString: config.DATABASE_URL,
+    max: 2,
+    applicationName: "fleet-scheduler",
+    onIdleError: (err) => log.warn({ err }, "idle database connection lost"),
+  });
+  shutdown.register("database", () => db.end());
+  // The ops server comes first, so /healthz answers and /readyz says "not ready" while the
+  // scheduler waits for Redis and PostgreSQL.
+  const ops = await startSchedulerOps(config, { redis, db, log });
+  shutdown.register("ops-server", () => closeServer(ops.server));
+
+  // Redis and PostgreSQL may be restarting or not up yet: wait (and say so), never exit.
+  await waitForDependencies([redisCheck(redis), postgresCheck(db)], { log, signal: shutdown.signal }).catch(async (err: unknown) => {
+    await shutdown.stop().catch(() => undefined);
+    throw err;
+  });
   await checkRedisPolicy(redis, log);
   const jobs = new JobClient(catalogue, redis, bullPrefix(config.FLEET_PREFIX), {
     attempts: config.JOB_ATTEMPTS,
@@ -42,17 +63,6 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   });
   shutdown.register("queues", () => jobs.close());
   const schedules = resolveSchedules(SCHEDULES, config, config.FLEET_TZ);
-
-  // A pool connects only when queried: the inventory watcher and the daily catch-up use it.
-  const db = createPool({
-    connectionString: config.DATABASE_URL,
-    max: 2,
-    applicationName: "fleet-scheduler",
-    onIdleError: (err) => log.warn({ err }, "idle database connection lost"),
-  });
-  shutdown.register("database", () => db.end());
-  const ops = await startSchedulerOps(config, { redis, db, log });
-  shutdown.register("ops-server", () => closeServer(ops.server));
 
   let first = true;
   const syncNow = async () => {
@@ -81,5 +91,20 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     syncNow().catch((err: unknown) => log.warn({ err }, "schedule sync failed; will try again"));
   }, config.SCHEDULER_SYNC_INTERVAL);
   shutdown.register("sync-timer", async () => clearInterval(timer));
+
+  // Whoever notices first: the scheduler looks for a lost Redis and orphaned work too, and
+  // restores its schedules at once when the epoch changed (not at the next sync interval).
+  const watch = startRecoveryWatch({
+    redis,
+    prefix: bullPrefix(config.FLEET_PREFIX),
+    db,
+    jobs,
+    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: sweepDelayAfterTakeover({ tempSweepMinAgeMs: config.TEMP_SWEEP_MIN_AGE, staleAfterMs: config.RANGE_STALE_AFTER, heartbeatMs: config.HEARTBEAT_INTERVAL, leaseMs: WRITER_LEASE_MS }) },
+    intervalMs: config.RECOVERY_INTERVAL,
+    reconcileEveryMs: config.RECONCILE_INTERVAL,
+    log,
+    onEpochChange: () => syncNow(),
+  });
+  shutdown.register("recovery-watch", () => watch.stop());
   return { shutdown, syncNow, server: ops.server };
 }

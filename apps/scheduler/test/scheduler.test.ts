@@ -8,6 +8,8 @@ import { bullPrefix, createRedis } from "@fleet/core/redis";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import { SCHEDULES } from "@fleet/jobs/schedules";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { loadSchedulerConfig } from "../src/config";
 import type { SchedulerConfig } from "../src/config";
@@ -41,7 +43,8 @@ const clients: Array<JobClient<FleetJobs>> = [];
 function setup(env: Record<string, string> = {}): Ctx {
   const prefix = uniquePrefix("scheduler");
   prefixes.push(prefix);
-  const config = loadSchedulerConfig({ REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, SCHEDULER_SYNC_INTERVAL: "1h", SCHEDULER_METRICS_PORT: "0", SCHEDULER_METRICS_HOST: "127.0.0.1", ...env });
+  // The scheduler waits for its database (catch-up, inventory and recovery watches use it).
+  const config = loadSchedulerConfig({ REDIS_URL: testRedisUrl(), DATABASE_URL: database.url, FLEET_PREFIX: prefix, SCHEDULER_SYNC_INTERVAL: "1h", SCHEDULER_METRICS_PORT: "0", SCHEDULER_METRICS_HOST: "127.0.0.1", ...env });
   const logs: Ctx["logs"] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -99,10 +102,15 @@ afterEach(async () => {
   for (const c of clients.splice(0)) await c.close();
   for (const p of prefixes.splice(0)) await cleanupPrefix(testRedisUrl(), bullPrefix(p));
 });
-beforeAll(() => {
+let database: TestDatabase;
+beforeAll(async () => {
   redis = createRedis(testRedisUrl(), "producer");
+  database = await createTestDatabase();
 });
-afterAll(() => redis.quit());
+afterAll(async () => {
+  await redis.quit();
+  await database.drop();
+});
 
 describe("scheduler", () => {
   it("creates each declared schedule once; another sync and a concurrent replica change nothing", async () => {

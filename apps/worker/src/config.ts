@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { buildFields, databaseFields, envDuration, envInt, envList, logFields, opsTokenFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
-import { migrationFields } from "@fleet/jobs/settings";
+import { migrationFields, recoveryFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
@@ -14,6 +14,7 @@ export const workerSchema = z.object({
   ...migrationFields,
   ...storageFields,
   ...accountFields,
+  ...recoveryFields,
   WORKER_QUEUES: envList("migration,maintenance,remote").describe("Queues this worker consumes"),
   WORKER_CONCURRENCY: z
     .string()
@@ -31,8 +32,8 @@ export const workerSchema = z.object({
       return out;
     })
     .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)"),
-  LOCK_DURATION: envDuration("60s").describe("BullMQ lock of a running job; renewed at half this while it runs"),
-  STALLED_INTERVAL: envDuration("30s").describe("How often BullMQ looks for jobs whose worker died"),
+  LOCK_DURATION: envDuration("30s").describe("BullMQ lock of a running job; renewed at half this while it runs (a dead worker's job is handed on within this + STALLED_INTERVAL)"),
+  STALLED_INTERVAL: envDuration("10s").describe("How often BullMQ looks for jobs whose worker died"),
   MAX_STALLED_COUNT: envInt(3, 0).describe("Stalls before a job is failed (0: never re-run a stalled job)"),
   EXCLUSIVE_RECHECK: envDuration("5s").describe("While an exclusive job holds the fleet, how often a waiting job asks again (it stays delayed, using no attempt)"),
   SHUTDOWN_GRACE: envDuration("30s").describe("On SIGTERM, time active jobs get to finish before they are aborted"),

@@ -3,13 +3,17 @@ import { closeServer, startOpsServer } from "@fleet/core/opsServer";
 import { JobRunner } from "@fleet/core/jobRunner";
 import type { Logger } from "@fleet/core/logger";
 import { createMetrics } from "@fleet/core/metrics";
-import { checkRedisPolicy, createRedis, waitReady } from "@fleet/core/redis";
+import { checkRedisPolicy, createRedis } from "@fleet/core/redis";
 import { parseRunWindows } from "@fleet/core/runWindow";
 import type { RunWindows } from "@fleet/core/runWindow";
 import { Shutdown } from "@fleet/core/shutdown";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
+import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
+import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
+import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
+import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
 import type { WorkerConfig } from "./config";
 
 export interface RunningWorker {
@@ -26,15 +30,33 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   const shutdown = new Shutdown({ log, deadlineMs: config.SHUTDOWN_DEADLINE });
   shutdown.register("runtime", () => runtime.close());
 
-  await waitReady(runtime.redis, config.REDIS_URL).catch(async (err: unknown) => {
+  // The ops server comes first, so /healthz answers and /readyz says "not ready" while the
+  // worker waits for Redis and PostgreSQL (restarting, in recovery, or not up yet).
+  let runner: JobRunner<FleetRuntime["deps"]> | undefined;
+  let server: Server;
+  try {
+    server = await startOpsServer({
+      port: config.METRICS_PORT,
+      host: config.METRICS_HOST,
+      registry: metrics.registry,
+      log,
+      ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
+      readiness: [
+        { name: "redis", check: async () => void (await runtime.redis.ping()) },
+        { name: "postgres", check: async () => void (await runtime.db.query("SELECT 1")) },
+        { name: "consuming", check: async () => { if (!runner?.isConsuming()) throw new Error("not consuming"); } },
+      ],
+    });
+  } catch (err) {
     await runtime.close();
+    throw err;
+  }
+  shutdown.register("ops-server", () => closeServer(server));
+  await waitForDependencies([redisCheck(runtime.redis), postgresCheck(runtime.db)], { log, signal: shutdown.signal }).catch(async (err: unknown) => {
+    await shutdown.stop().catch(() => undefined);
     throw err;
   });
   await checkRedisPolicy(runtime.redis, log);
-  await runtime.db.query("SELECT 1 FROM migration_ranges LIMIT 1").catch(async (err: unknown) => {
-    await runtime.close();
-    throw new Error(`database not ready (${(err as Error).message}): run \`fleet db migrate\` first (DATABASE_URL)`, { cause: err });
-  });
 
   try {
     await runtime.deps.source.check?.("source");
@@ -50,7 +72,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   const connection = createRedis(config.REDIS_URL, "worker");
   connection.on("error", (err) => log.debug({ err }, "redis worker connection error"));
   shutdown.register("redis-worker", async () => void connection.disconnect());
-  const runner = new JobRunner({
+  runner = new JobRunner({
     catalogue: runtime.catalogue,
     consumers: config.WORKER_QUEUES.map((queue) => ({ queue, concurrency: config.WORKER_CONCURRENCY[queue] ?? 1 })),
     connection,
@@ -67,21 +89,20 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     exclusiveRecheckMs: config.EXCLUSIVE_RECHECK,
   });
 
-  const server = await startOpsServer({
-    port: config.METRICS_PORT,
-    host: config.METRICS_HOST,
-    registry: metrics.registry,
+  const started = runner;
+  await started.start();
+  shutdown.register("runner", () => started.stop(config.SHUTDOWN_GRACE));
+  const watch = startRecoveryWatch({
+    redis: runtime.redis,
+    prefix: runtime.prefix,
+    db: runtime.db,
+    jobs: runtime.deps.jobs,
+    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: sweepDelayAfterTakeover({ tempSweepMinAgeMs: config.TEMP_SWEEP_MIN_AGE, staleAfterMs: config.RANGE_STALE_AFTER, heartbeatMs: config.HEARTBEAT_INTERVAL, leaseMs: WRITER_LEASE_MS }) },
+    intervalMs: config.RECOVERY_INTERVAL,
+    reconcileEveryMs: config.RECONCILE_INTERVAL,
     log,
-    ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
-    readiness: [
-      { name: "redis", check: async () => void (await runtime.redis.ping()) },
-      { name: "postgres", check: async () => void (await runtime.db.query("SELECT 1")) },
-      { name: "consuming", check: async () => { if (!runner.isConsuming()) throw new Error("not consuming"); } },
-    ],
   });
-  shutdown.register("ops-server", () => closeServer(server));
-  await runner.start();
-  shutdown.register("runner", () => runner.stop(config.SHUTDOWN_GRACE));
+  shutdown.register("recovery-watch", () => watch.stop());
   log.info({ queues: config.WORKER_QUEUES, source: runtime.deps.source.label, destination: runtime.deps.destination.label, windows: [...windows.keys()] }, "worker started");
-  return { runtime, runner, server, shutdown };
+  return { runtime, runner: started, server, shutdown };
 }

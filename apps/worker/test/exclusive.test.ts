@@ -57,6 +57,24 @@ describe("exclusive operations across worker processes", () => {
     const refusedOn = new Set([a, b].filter((w) => w.logs.some((l) => l.msg === "not started: delayed by the exclusive gate")).map((w) => w.name));
     expect(refusedOn.size).toBeGreaterThan(0);
 
+    // Kill the holder between two re-checks. A job it is re-checking at that instant is "active"
+    // on it; with MAX_STALLED_COUNT=0 BullMQ fails such a job when its lock lapses, as it must
+    // (0 means "never run a stalled job again") — that, not the product, was why seed-ranges
+    // sometimes ended failed. So wait until both jobs sit in delayed, neither due for 150 ms.
+    const delayedKey = `${fx.runtime.prefix}:maintenance:delayed`;
+    const dueAt = async (id: string) => {
+      const score = await fx.runtime.redis.zscore(delayedKey, id);
+      return score === null ? undefined : Math.floor(Number(score) / 0x1000); // BullMQ: timestamp * 0x1000 + counter
+    };
+    await fx.waitFor(
+      async () => {
+        const due = await Promise.all([seed.id!, recover.id!].map(dueAt));
+        return due.every((d) => d !== undefined && d - Date.now() > 150) || undefined;
+      },
+      10_000,
+      "both jobs delayed with their next re-check at least 150 ms away",
+      5,
+    );
     holder.signal("SIGKILL");
     const killed = await holder.exited;
     expect(killed.signal).toBe("SIGKILL");

@@ -51,7 +51,7 @@ export async function startDashboardProcess(env: Record<string, string>): Promis
       DASHBOARD_HOST: "127.0.0.1",
       DASHBOARD_USERS: `ops:viewer:${hash}`,
       DASHBOARD_SESSION_SECRET: randomBytes(32).toString("hex"),
-      DASHBOARD_API_TOKENS: `scraper:${token}`,
+      DASHBOARD_API_TOKENS: `scraper:metrics:${token}`,
       LOG_FORMAT: "json",
       LOG_LEVEL: "warn",
     },

@@ -21,6 +21,9 @@ import { formatZodIssues } from "./zodIssues";
 const JOB_SIGNAL_MAX_LISTENERS = 10_000;
 // At most one progress row per job this often in the history (migrate-range reports per chunk).
 const PROGRESS_RECORD_INTERVAL_MS = 5_000;
+// A job that failed because PostgreSQL was unreachable runs again this soon (±20 %), using no
+// attempt: a database restart is a pause of the fleet's dependency, not the job's fault.
+const DATABASE_RECHECK_MS = 2_000;
 
 /**
  * Runs the catalogue's processors on BullMQ workers. Everything a processor should not have
@@ -331,6 +334,15 @@ export class JobRunner<Deps> {
         log.warn("cancelled on request: failing without retry");
         await this.record(log, (h) => h.finished(op, { state: "FAILED", attempts: attempt, error: `${CANCEL_REASON}: cancelled on request`, progress: lastProgress }));
         throw new UnrecoverableError(`${CANCEL_REASON}: cancelled on request`);
+      }
+      if (classified.category === "database") {
+        // PostgreSQL restarting, in recovery or failing over. Backoff (30 s, then 5 min) would
+        // turn a 2-second restart into minutes; attempts would run out in a longer outage.
+        // The history lives in PostgreSQL too: nothing is recorded for this pause.
+        const until = Date.now() + Math.round(DATABASE_RECHECK_MS * (0.8 + Math.random() * 0.4));
+        log.warn({ err: classified.message, until: new Date(until).toISOString() }, "database unavailable: job delayed, no attempt used");
+        await job.moveToDelayed(until, token);
+        throw new DelayedError();
       }
       log.error({ err, category: classified.category, retryable: classified.retryable }, "job failed");
       const error = `${classified.category}: ${classified.message}`;

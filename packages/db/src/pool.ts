@@ -1,4 +1,5 @@
 import pg from "pg";
+import { asDatabaseError } from "./unavailable";
 
 /**
  * The pg pool used by the hot-path SQL (claiming, bulk writes, reports). Prisma serves the
@@ -50,6 +51,18 @@ export function createPool(options: PoolOptions): DbPool {
   // An idle client losing its connection (Postgres restart) must not crash the process:
   // the pool drops it, the next query reconnects, and the owner logs what happened.
   pool.on("error", (err) => options.onIdleError?.(err));
+  // A database that cannot be reached is the fleet's dependency failing, not the statement's:
+  // say so in the error's category (see unavailable.ts), for queries and checked-out clients alike.
+  const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+  pool.query = ((...args: unknown[]) => {
+    const result = query(...args);
+    return result instanceof Promise ? result.catch((err: unknown) => Promise.reject(asDatabaseError(err))) : result;
+  }) as typeof pool.query;
+  const connect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
+  pool.connect = ((...args: unknown[]) => {
+    const result = connect(...args);
+    return result instanceof Promise ? result.catch((err: unknown) => Promise.reject(asDatabaseError(err))) : result;
+  }) as typeof pool.connect;
   return pool;
 }
 

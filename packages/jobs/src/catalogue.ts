@@ -16,6 +16,7 @@ import type { FleetDeps } from "./deps";
 import { hold } from "./maintenance/hold";
 import { recoverStuck } from "./maintenance/recoverStuck";
 import { retention } from "./maintenance/retention";
+import { sweepTemp } from "./maintenance/sweepTemp";
 import { migrateRange } from "./migration/migrateRange";
 import { retryFailed } from "./migration/retryFailed";
 import { seedRanges } from "./migration/seedRanges";
@@ -34,6 +35,7 @@ export const fleetJobs = {
   "migrate-range": migrateRange,
   "retry-failed": retryFailed,
   "recover-stuck": recoverStuck,
+  "sweep-temp": sweepTemp,
   retention,
   unpack,
   "remote-command": remoteCommand,

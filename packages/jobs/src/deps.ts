@@ -1,5 +1,6 @@
 import type { FleetMetrics } from "@fleet/core/metrics";
 import type { JobClient } from "@fleet/core/jobClient";
+import type { WriterRegistry } from "@fleet/core/writerRegistry";
 import type { DbPool } from "@fleet/db/pool";
 import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
@@ -51,6 +52,10 @@ export interface MigrationSettings {
   /** Finished BullMQ jobs kept this long. */
   keepCompletedMs: number;
   keepFailedMs: number;
+  /** Temp files not written to for this long, whose writer is gone, are swept. */
+  tempSweepMinAgeMs: number;
+  /** Incomplete multipart uploads older than this are aborted by the sweep. */
+  multipartSweepMinAgeMs: number;
   /** Operation history (operations + operation_status): succeeded ones kept this long… */
   operationsKeepSucceededMs: number;
   /** …failed and removed ones this long. */
@@ -79,4 +84,6 @@ export interface FleetDeps {
   link: LinkGuard;
   /** Identifies this process in range owners: `<host>:<pid>:<random>`. */
   workerId: string;
+  /** Live writers fleet-wide (their temp files are never swept). */
+  writers: WriterRegistry;
 }

@@ -20,6 +20,7 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "seed-ranges", job: "seed-ranges", cron: "0 * * * *", description: "hourly: cut new source files into ranges and enqueue them" },
   { id: "retry-failed", job: "retry-failed", cron: "*/30 * * * *", description: "every 30 min: retry failed files with a retryable error" },
   { id: "recover-stuck", job: "recover-stuck", cron: "*/10 * * * *", description: "every 10 min: recover stuck ranges and retries, re-enqueue forgotten work" },
+  { id: "sweep-temp", job: "sweep-temp", cron: "45 3 * * *", description: "daily 03:45: remove temp files of dead writers, abort stale multipart uploads (also run after every recovery of a dead owner's work)" },
   { id: "retention", job: "retention", cron: "30 3 * * *", description: "daily 03:30: prune old logs and finished jobs" },
   // The daily rhythm of account migrations (times of the old orchestrator; FLEET_TZ). Each is
   // caught up once by the scheduler when missed (see DAILY_ACCOUNT_JOBS).

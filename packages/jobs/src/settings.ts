@@ -15,8 +15,8 @@ export const migrationFields = {
   COPY_CONCURRENCY: envInt(64, 1, 1_024).describe("Files copied at once inside one range job"),
   CHUNK_SIZE: envInt(1_000, 10, 50_000).describe("File outcomes written per SQL statement (and rows read per page)"),
   SMALL_FILE_BYTES: envInt(1_048_576, 0).describe("Files up to this size are read whole; larger ones are streamed"),
-  HEARTBEAT_INTERVAL: envDuration("10s").describe("How often a worker heartbeats the range it owns"),
-  RANGE_STALE_AFTER: envDuration("2m").describe("A PROCESSING range without heartbeat for this long is taken over / reset"),
+  HEARTBEAT_INTERVAL: envDuration("5s").describe("How often a worker heartbeats the range (and the retry batch) it owns; keep it well under RANGE_STALE_AFTER"),
+  RANGE_STALE_AFTER: envDuration("30s").describe("A PROCESSING range without heartbeat for this long is taken over / reset (its owner is presumed dead)"),
   VERIFY: z.enum(["write", "readback"]).default("readback").describe("write: check size+sha256 of bytes written; readback: also re-read the destination"),
   TRANSFER_MODE: z.enum(["object", "packaged"]).default("object").describe("object: one destination object per file; packaged: a range's files as tar packages plus a JSON manifest (many small files)"),
   PACKAGE_MAX_BYTES: envInt(1_073_741_824, 1).describe("TRANSFER_MODE=packaged: a package is cut before it would pass this many bytes (a larger file gets a package of its own)"),
@@ -39,7 +39,9 @@ export const migrationFields = {
   RETRY_MAX: envInt(3, 0, 100).describe("Times a failed file is retried by retry-failed"),
   RETRY_BATCH_SIZE: envInt(500, 1, 50_000).describe("Files per retry batch (FOR UPDATE SKIP LOCKED)"),
   RETRY_CATEGORIES: envList(RETRYABLE_CATEGORIES.join(",")).describe("Error categories retry-failed retries"),
-  RETRYING_STALE_AFTER: envDuration("30m").describe("RETRYING files older than this go back to FAIL (their retry died)"),
+  RETRYING_STALE_AFTER: envDuration("30s").describe("RETRYING files whose retry batch stopped heartbeating this long ago go back to FAIL (their retry died) and are retried"),
+  TEMP_SWEEP_MIN_AGE: envDuration("1m").describe("sweep-temp removes a temp file (.<name>.fleet-<token>.tmp) of a writer that is no longer alive once it has not been written to for this long"),
+  MULTIPART_SWEEP_MIN_AGE: envDuration("24h").describe("sweep-temp aborts incomplete S3 multipart uploads under the destination folder started longer ago than this"),
   LOG_RETENTION: envDuration("30d").describe("migration_log rows older than this are pruned daily"),
   KEEP_COMPLETED: envDuration("24h").describe("Completed BullMQ jobs are kept this long"),
   KEEP_FAILED: envDuration("14d").describe("Failed BullMQ jobs are kept this long"),
@@ -54,6 +56,15 @@ export const migrationFields = {
     .default("mon-fri 22:00-06:00; sat-sun 00:00-24:00; mon 00:00-06:00")
     .describe("When migration jobs may run: weeknights 22:00-06:00 and Friday 22:00 to Monday 06:00 by default"),
   FLEET_TZ: z.string().default("UTC").describe("IANA time zone of run windows and schedules, e.g. America/New_York"),
+};
+
+/**
+ * The recovery watch every worker and scheduler runs (packages/jobs/src/maintenance/recoveryWatch.ts):
+ * how soon orphaned work and work Redis lost are noticed.
+ */
+export const recoveryFields = {
+  RECOVERY_INTERVAL: envDuration("5s").describe("How often each fleet process checks for a lost Redis (epoch key) and, one process per interval, for ranges, retries and notifications whose owner stopped heartbeating"),
+  RECONCILE_INTERVAL: envDuration("30s").describe("How often (fleet-wide) every unfinished range is checked for a live BullMQ job and re-enqueued if Redis lost it; at once when Redis was emptied"),
 };
 
 type MigrationConfig = z.output<z.ZodObject<typeof migrationFields>>;
@@ -83,5 +94,7 @@ export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
     keepFailedMs: c.KEEP_FAILED,
     operationsKeepSucceededMs: c.OPERATIONS_KEEP_SUCCEEDED,
     operationsKeepFailedMs: c.OPERATIONS_KEEP_FAILED,
+    tempSweepMinAgeMs: c.TEMP_SWEEP_MIN_AGE,
+    multipartSweepMinAgeMs: c.MULTIPART_SWEEP_MIN_AGE,
   };
 }

@@ -1,10 +1,12 @@
 import { access, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { startBatch } from "@fleet/db/sql/accountBatches";
 import { setServerEnabled } from "@fleet/db/sql/migrationServers";
+import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";
+import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
+import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { startConsentApi } from "./consentApiFixture";
@@ -49,8 +51,9 @@ afterAll(async () => {
   if (site) await rm(site.dir, { recursive: true, force: true });
 });
 
-async function harness(label: string) {
+async function harness(label: string, env: Record<string, string> = {}) {
   return createPipelineHarness(label, {
+    ...env,
     ...site.env,
     ACCOUNTS_CONSENT_URL: api.url,
     SMTP_HOST: smtp.host,
@@ -235,20 +238,50 @@ describe("cancel and servers going away", () => {
     expect(await batchOf(x)).toMatchObject({ postponed: 2 });
   }, 180_000);
 
-  it("a running batch whose flow Redis lost is re-derived from Postgres: only the steps not yet done run", async () => {
-    const x = await prepared("account-reconcile", ["rc1", "rc2"]);
-    const plan = await runIn(x, "accounts-prepare");
-    // The run had started (RUNNING, rc2's export done) when Redis lost everything.
-    expect(await startBatch(x.runtime.db, plan.batchId as number)).toBe(true);
-    await x.runtime.db.query(`UPDATE migration_queue SET steps_done = 1, status = 'IN_PROGRESS' WHERE external_id = 'rc2'`);
-    expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [plan.batchId] });
-    await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the re-derived run to finish");
-    expect(await accountStates(x.runtime)).toEqual({ rc1: "DONE", rc2: "DONE" });
-    const log = await calls();
-    expect(log.filter((l) => l.startsWith("export [rc"))).toEqual(["export [rc1] [User rc1]"]);
-    expect(log.filter((l) => l.startsWith("sync [rc")).sort()).toEqual(["sync [rc1]", "sync [rc2]"]);
-    // The batch is done now: nothing left to restore.
-    expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [] });
+  it("a running batch whose flow Redis really lost (FLUSHALL mid-run) is re-derived from Postgres: steps already done do not run again", async () => {
+    // The fleet's own Redis, emptied for real while the flow runs; the recovery watch every
+    // process runs notices (epoch key) and re-derives the flow (accounts-reconcile).
+    const redis = await startPrivateRedis();
+    let watch: RecoveryWatch | undefined;
+    try {
+      other = await harness("account-reconcile", { REDIS_URL: redis.url });
+      const x = other;
+      await insertAccounts(x.runtime, ["rc1", "slow-rc2"].map((externalId) => ({ externalId })));
+      await x.startRunner({ concurrency: 4 });
+      watch = startRecoveryWatch({
+        redis: x.runtime.redis,
+        prefix: x.runtime.prefix,
+        db: x.runtime.db,
+        jobs: x.runtime.deps.jobs,
+        thresholds: { rangeStaleMs: 30_000, retryingStaleMs: 30_000 },
+        intervalMs: 500,
+        reconcileEveryMs: 60_000,
+        log: x.log,
+      });
+      await runIn(x, "accounts-prepare");
+      expect(await runIn(x, "accounts-run")).toMatchObject({ started: true });
+      // slow-rc2 has exported and its migration is under way (it takes ~40 status checks).
+      await waitFor(async () => (await calls()).includes("mig-start [slow-rc2]") || undefined, 60_000, "slow-rc2's migration to start");
+      const before = (await x.runtime.db.query(`SELECT steps_done FROM migration_queue WHERE external_id = 'slow-rc2'`)).rows[0];
+      expect(before.steps_done).toBeGreaterThanOrEqual(1);
+      expect((await batchOf(x))?.status).toBe("RUNNING");
+      await redis.flushAll();
+
+      await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the re-derived run to finish");
+      expect(await accountStates(x.runtime)).toEqual({ rc1: "DONE", "slow-rc2": "DONE" });
+      const log = await calls();
+      // Exports finished before the loss are not run again; every account is synced.
+      expect(log.filter((l) => l.startsWith("export [") && /rc[12]/.test(l)).sort()).toEqual(["export [rc1] [User rc1]", "export [slow-rc2] [User slow-rc2]"]);
+      expect(log.filter((l) => l.startsWith("sync [") && /rc[12]/.test(l)).length).toBeGreaterThanOrEqual(2);
+      expect(x.logLines.some((l) => l.includes("Redis lost the fleet's state"))).toBe(true);
+      // The batch is done now: nothing left to restore.
+      expect(await runIn(x, "accounts-reconcile")).toEqual({ restored: [] });
+    } finally {
+      await watch?.stop();
+      await other?.close();
+      other = undefined;
+      await redis.stop();
+    }
   }, 180_000);
 
   it("a status check that never reports done fails its step with a timeout after its retries", async () => {

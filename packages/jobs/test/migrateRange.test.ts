@@ -1,7 +1,7 @@
+import { DelayJob } from "@fleet/core/delayJob";
 import { readFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { RetryableError } from "@fleet/core/errors";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
 import { migrateRangeFiles } from "../src/migration/migrateRangeFiles";
@@ -100,16 +100,22 @@ describe("claiming a range", () => {
     const run = (deps: typeof h.runtime.deps, jobId: string) =>
       migrateRangeFiles({ rangeId: range!.id, jobId, deps, log: h.log, signal: new AbortController().signal }).then(
         (r) => ({ ok: true as const, r }),
-        (e: unknown) => ({ ok: false as const, e }),
+        (e: unknown) => ({ ok: false as const, e, at: Date.now() }),
       );
     const results = await Promise.all([run(h.runtime.deps, "a"), run(other.deps, "b")]);
     const winners = results.filter((r) => r.ok);
     const losers = results.filter((r) => !r.ok);
     expect(winners).toHaveLength(1);
     expect(losers).toHaveLength(1);
-    const lost = losers[0] as { e: unknown };
-    expect(lost.e).toBeInstanceOf(RetryableError);
-    expect((lost.e as RetryableError).category).toBe("lock-contention");
+    // The loser met the winner's fresh heartbeat: it is told to come back when that heartbeat
+    // would be stale (DelayJob: no attempt, no backoff), not failed.
+    const lost = losers[0] as { e: unknown; at: number };
+    expect(lost.e).toBeInstanceOf(DelayJob);
+    expect((lost.e as DelayJob).message).toMatch(/^lock-contention: range \d+ is being migrated by /);
+    // Measured from when the loser gave up (the winner then copies for a while).
+    const waitMs = (lost.e as DelayJob).until.getTime() - lost.at;
+    expect(waitMs).toBeGreaterThan(0);
+    expect(waitMs).toBeLessThanOrEqual(h.config.RANGE_STALE_AFTER + 1_000);
     expect(await fileSummary(h.runtime)).toEqual({ SUCCESS: 400, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
     const { rows } = await h.runtime.db.query(`SELECT status, attempts, files_succeeded FROM migration_ranges`);
     expect(rows).toEqual([{ status: "COMPLETE", attempts: 1, files_succeeded: 400 }]);

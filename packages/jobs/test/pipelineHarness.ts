@@ -41,8 +41,8 @@ export interface PipelineHarness {
   close(): Promise<void>;
 }
 
-export async function createPipelineHarness(label: string, env: Record<string, string> = {}): Promise<PipelineHarness> {
-  const db = await createTestDatabase();
+export async function createPipelineHarness(label: string, env: Record<string, string> = {}, options: { databaseBaseUrl?: string } = {}): Promise<PipelineHarness> {
+  const db = await createTestDatabase(options.databaseBaseUrl ? { baseUrl: options.databaseBaseUrl } : {});
   const prefix = uniquePrefix(label);
   const root = await mkdtemp(join(tmpdir(), `fleet-${label}-`));
   const sourceDir = join(root, "source");

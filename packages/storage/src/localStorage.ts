@@ -16,7 +16,8 @@ import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./loca
 import { UsedFolders } from "./usedFolders";
 import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import { sweepLocalTemps } from "./tempSweep";
 import { errorCode, isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { createTempNamer, isTempName } from "./tempNames";
 
@@ -208,6 +209,11 @@ export class LocalStorage implements Storage {
     } catch (err) {
       throw await discardTemp(realTemp, toStorageError("write", k, err));
     }
+  }
+
+  /** Dead writers' temp files under the root (see Storage.sweepTemps). */
+  sweepTemps(options: SweepOptions): Promise<SweepResult> {
+    return sweepLocalTemps(this.root.abs(""), options);
   }
 
   /** Every regular file under the prefix (symlinks to files inside the root included). */

@@ -19,7 +19,8 @@ import { resolveS3StorageOptions } from "./s3StorageOptions";
 import type { S3StorageOptions } from "./s3StorageOptions";
 import { startStream, uploadMultipart } from "./s3Upload";
 import { existingDigest, verifyReadBack, verifyStored } from "./s3Verify";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import { sweepMultipartUploads } from "./s3Sweep";
 import { throwIfAborted } from "./storageErrors";
 
 export { parseS3Url } from "./s3Url";
@@ -152,6 +153,11 @@ export class S3Storage implements Storage {
   }
 
   /** Every object under a key prefix, 1,000 per request; "folder" marker objects are skipped. */
+  /** Incomplete multipart uploads under the folder (see Storage.sweepTemps); S3 has no temp objects. */
+  sweepTemps(options: SweepOptions): Promise<SweepResult> {
+    return sweepMultipartUploads(this.client, this.bucket, this.prefix, options);
+  }
+
   async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const listed = this.prefix + p;

@@ -15,7 +15,8 @@ import { SftpWriter } from "./sftpWriter";
 import { createHostKeyCheck } from "./sshHostKey";
 import { DEFAULT_SSH_PORT, targetLabel } from "./sshTarget";
 import type { SshTarget } from "./sshTarget";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import { sweepSftpTemps } from "./sftpSweep";
 import { isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { isTempName } from "./tempNames";
 
@@ -230,6 +231,16 @@ export class SftpStorage implements Storage {
 
   write(key: string, body: Readable | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
     return this.writer.write(key, body, options);
+  }
+
+  /** Dead writers' temp files under the root (see Storage.sweepTemps). */
+  async sweepTemps(options: SweepOptions): Promise<SweepResult> {
+    const lease = await this.pool.acquire(options.signal);
+    try {
+      return await sweepSftpTemps(lease.session, this.dirs.root, options);
+    } finally {
+      lease.release();
+    }
   }
 
   /** Every regular file under the prefix (symlinks to files inside the root included). */

@@ -125,6 +125,30 @@ export interface Storage {
    */
   invalidate?(): void;
 
+  /**
+   * Removes what dead writers left behind: temp files (local, SFTP) whose owner token is not
+   * live and which were last modified at least `minAgeMs` ago; incomplete multipart uploads
+   * (S3) older than `multipartMinAgeMs`. Never a file a live writer is using.
+   */
+  sweepTemps?(options: SweepOptions): Promise<SweepResult>;
+
   /** Releases connections, pools, caches. */
   close(): Promise<void>;
+}
+
+export interface SweepOptions {
+  /** True when the writer with this token is alive (registered; see WriterLease). */
+  isLive(token: string): boolean;
+  minAgeMs: number;
+  multipartMinAgeMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface SweepResult {
+  /** Temp files (or multipart uploads) removed. */
+  removed: number;
+  /** Temp files kept: a live writer's, or too young. */
+  kept: number;
+  /** Set when the adapter cannot list what it would sweep (e.g. a server without ListMultipartUploads). */
+  unsupported?: string;
 }

@@ -17,14 +17,34 @@ export function isTempName(name: string): boolean {
   return TEMP_NAME.test(name);
 }
 
+// The owner token of this process's temp files: 10 hex characters, first in the unique part.
+const WRITER_TOKEN = randomBytes(5).toString("hex");
+const TOKEN_LENGTH = 10;
+let counter = 0;
+
 /**
- * Unique temp names without a random draw per file: a random prefix per generator (other
- * processes and hosts may write into the same directory, e.g. over NFS) plus a counter.
+ * This process's writer token. It is the first part of the unique suffix of every temp name
+ * it writes, and the process keeps it registered as live (WriterLease), so a sweeper can tell
+ * a dead writer's leftovers from a file a live writer is still using.
+ */
+export function writerToken(): string {
+  return WRITER_TOKEN;
+}
+
+/** The writer token of a temp name (undefined for other names). */
+export function tempNameOwner(name: string): string | undefined {
+  if (!TEMP_NAME.test(name)) return undefined;
+  const unique = name.slice(name.lastIndexOf(".fleet-") + 7, -4);
+  return unique.length > TOKEN_LENGTH ? unique.slice(0, TOKEN_LENGTH) : undefined;
+}
+
+/**
+ * Unique temp names without a random draw per file: the process's writer token (other
+ * processes and hosts may write into the same directory, e.g. over NFS) plus a counter shared
+ * by every adapter of the process.
  */
 export function createTempNamer(): (name: string) => string {
-  const prefix = randomBytes(5).toString("hex");
-  let counter = 0;
-  return (name) => `.${shorten(name)}.fleet-${prefix}${(counter++).toString(36)}.tmp`;
+  return (name) => `.${shorten(name)}.fleet-${WRITER_TOKEN}${(counter++).toString(36)}.tmp`;
 }
 
 function shorten(name: string): string {

@@ -235,6 +235,19 @@ export async function recordRetryOutcomes(db: Queryable, outcomes: readonly Retr
   return rows[0]?.n ?? 0;
 }
 
+/**
+ * The heartbeat of a retry batch: its RETRYING files' last_attempt_date moves to now(), so
+ * the recovery watch (RETRYING_STALE_AFTER) can tell a live batch from one whose worker died.
+ */
+export async function touchRetrying(db: Queryable, fileIds: readonly number[]): Promise<number> {
+  if (fileIds.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `UPDATE migration_files SET last_attempt_date = now() WHERE file_id = ANY($1::int8[]) AND status = 'RETRYING'`,
+    [fileIds],
+  );
+  return rowCount ?? 0;
+}
+
 /** Puts RETRYING files back to FAIL without counting a retry (the run was interrupted). */
 export async function releaseRetrying(db: Queryable, fileIds: readonly number[]): Promise<number> {
   if (fileIds.length === 0) return 0;

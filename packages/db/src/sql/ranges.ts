@@ -50,8 +50,9 @@ export async function seedRanges(db: Queryable, batchSize: number): Promise<Rang
 }
 
 export type ClaimOutcome =
-  | { claimed: true; range: RangeRow }
-  | { claimed: false; reason: "complete" | "missing" | "owned"; range?: RangeRow };
+  /** `takenOverFrom`: the owner whose stale range this claim took (it died; its leftovers may need sweeping). */
+  | { claimed: true; range: RangeRow; takenOverFrom?: string }
+  | { claimed: false; reason: "complete" | "missing" | "owned"; range?: RangeRow; staleInMs?: number };
 
 /**
  * Takes a range for `owner`. Succeeds when it is PENDING, already ours (a redelivered job of
@@ -60,20 +61,38 @@ export type ClaimOutcome =
  * the WHERE clause against the winner's committed row and updates nothing.
  */
 export async function claimRange(db: Queryable, rangeId: number, owner: string, staleAfterMs: number): Promise<ClaimOutcome> {
-  const { rows } = await db.query<RangeRow>(
-    `UPDATE migration_ranges
-        SET status = 'PROCESSING', owner = $2, heartbeat_at = now(), attempts = attempts + 1,
-            started_at = coalesce(started_at, now()), updated_at = now()
-      WHERE id = $1
-        AND (status = 'PENDING'
-             OR (status = 'PROCESSING' AND (owner = $2 OR heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $3::float8 / 1000))))
-      RETURNING ${RANGE_COLUMNS}`,
+  // `prev` locks the row first, so it is the state this claim replaced (a concurrent claimer
+  // waits on the lock and then sees the winner's row).
+  const { rows } = await db.query<RangeRow & { previousOwner: string | null; previousStatus: string }>(
+    `WITH prev AS (SELECT id, owner, status FROM migration_ranges WHERE id = $1 FOR UPDATE)
+     UPDATE migration_ranges r
+        SET status = 'PROCESSING', owner = $2, heartbeat_at = now(), attempts = r.attempts + 1,
+            started_at = coalesce(r.started_at, now()), updated_at = now()
+       FROM prev
+      WHERE r.id = prev.id
+        AND (r.status = 'PENDING'
+             OR (r.status = 'PROCESSING' AND (r.owner = $2 OR r.heartbeat_at IS NULL OR r.heartbeat_at < now() - make_interval(secs => $3::float8 / 1000))))
+      RETURNING ${RANGE_COLUMNS.replace(/(^|, )(\w+)/g, "$1r.$2")}, prev.owner AS "previousOwner", prev.status AS "previousStatus"`,
     [rangeId, owner, staleAfterMs],
   );
-  if (rows[0]) return { claimed: true, range: rows[0] };
-  const current = await getRange(db, rangeId);
-  if (!current) return { claimed: false, reason: "missing" };
-  return { claimed: false, reason: current.status === "COMPLETE" ? "complete" : "owned", range: current };
+  if (rows[0]) {
+    const { previousOwner, previousStatus, ...range } = rows[0];
+    const takenOver = previousStatus === "PROCESSING" && previousOwner !== null && previousOwner !== owner;
+    return takenOver ? { claimed: true, range, takenOverFrom: previousOwner } : { claimed: true, range };
+  }
+  // How long the owner's heartbeat stays fresh, by the database's clock (the one that wrote it),
+  // so a claimant can come back exactly when the range may be taken over.
+  const { rows: current } = await db.query<RangeRow & { staleInMs: number }>(
+    `SELECT ${RANGE_COLUMNS},
+            greatest(0, $2::float8 - extract(epoch FROM now() - coalesce(heartbeat_at, now())) * 1000)::float8 AS "staleInMs"
+       FROM migration_ranges WHERE id = $1`,
+    [rangeId, staleAfterMs],
+  );
+  const row = current[0];
+  if (!row) return { claimed: false, reason: "missing" };
+  const { staleInMs, ...range } = row;
+  if (range.status === "COMPLETE") return { claimed: false, reason: "complete", range };
+  return { claimed: false, reason: "owned", range, staleInMs: Math.ceil(staleInMs) };
 }
 
 export async function getRange(db: Queryable, rangeId: number): Promise<RangeRow | undefined> {

@@ -1,6 +1,8 @@
 import type { Logger } from "@fleet/core/logger";
 import { unfinishedRangeIds } from "@fleet/db/sql/ranges";
-import type { FleetDeps } from "../deps";
+import type { JobClient } from "@fleet/core/jobClient";
+import type { DbPool } from "@fleet/db/pool";
+import type { FleetJobs } from "../catalogue";
 import { QUEUES } from "../names";
 import { rangeJobId } from "../migration/migrateRange";
 
@@ -17,7 +19,7 @@ export interface ReconcileResult {
  * PROCESSING ranges are left to their owner unless their heartbeat went stale (then
  * recover-stuck has already put them back to PENDING before calling this).
  */
-export async function reconcileRanges(deps: FleetDeps, log: Logger, signal: AbortSignal): Promise<ReconcileResult> {
+export async function reconcileRanges(deps: { db: DbPool; jobs: JobClient<FleetJobs> }, log: Logger, signal: AbortSignal): Promise<ReconcileResult> {
   const queue = deps.jobs.queue(QUEUES.migration);
   const result: ReconcileResult = { checked: 0, enqueued: 0, revived: 0 };
   let after = 0;

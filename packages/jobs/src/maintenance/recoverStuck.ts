@@ -1,11 +1,9 @@
 import { z } from "zod";
-import { resetStuckRetries } from "@fleet/db/sql/files";
-import { writeLog } from "@fleet/db/sql/log";
-import { resetStaleRanges } from "@fleet/db/sql/ranges";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
-import { reconcileRanges } from "./reconcileRanges";
 import type { ReconcileResult } from "./reconcileRanges";
+import { recoverStaleWork } from "./recoverStaleWork";
+import { sweepDelayAfterTakeover } from "./sweepTemp";
 
 export interface RecoverResult extends ReconcileResult {
   staleRanges: number;
@@ -13,9 +11,11 @@ export interface RecoverResult extends ReconcileResult {
 }
 
 /**
- * The Postgres-side tier of stuck-work recovery (BullMQ's stalled-job check is the other):
- * PROCESSING ranges with a stale heartbeat → PENDING; RETRYING files older than the
- * threshold → FAIL; then every unfinished range without a live job gets one.
+ * The backstop of stuck-work recovery (every 10 min). The mechanism is the recovery watch every
+ * fleet process runs every few seconds (recoveryWatch.ts); this job does the same pass with a
+ * full reconciliation, so even a fleet whose watches all failed catches up: PROCESSING ranges
+ * with a stale heartbeat → PENDING; RETRYING files whose batch stopped heartbeating → FAIL;
+ * then every unfinished range without a live job gets one.
  */
 export const recoverStuck = defineFleetJob({
   name: "recover-stuck",
@@ -24,17 +24,14 @@ export const recoverStuck = defineFleetJob({
   schema: z.object({}).strict().default({}),
   dedupeId: () => "recover-stuck",
   async handle(_payload, ctx): Promise<RecoverResult> {
-    const { db, settings } = ctx.deps;
-    const stale = await resetStaleRanges(db, settings.staleAfterMs);
-    const stuckRetries = await resetStuckRetries(db, settings.retryingStaleMs);
-    if (stale.length > 0 || stuckRetries > 0) {
-      ctx.log.warn({ staleRanges: stale, stuckRetries }, "recovered stuck work");
-      await writeLog(db, [
-        ...stale.map((id) => ({ level: "warn" as const, job: "recover-stuck", subject: `range:${id}`, message: "range heartbeat stale: reset to PENDING" })),
-        ...(stuckRetries > 0 ? [{ level: "warn" as const, job: "recover-stuck", message: "stuck RETRYING files reset to FAIL", details: { files: stuckRetries } }] : []),
-      ]);
-    }
-    const reconciled = await reconcileRanges(ctx.deps, ctx.log, ctx.signal);
-    return { staleRanges: stale.length, stuckRetries, ...reconciled };
+    const { settings } = ctx.deps;
+    const result = await recoverStaleWork(
+      ctx.deps,
+      { rangeStaleMs: settings.staleAfterMs, retryingStaleMs: settings.retryingStaleMs, sweepAfterMs: sweepDelayAfterTakeover({ ...settings, leaseMs: ctx.deps.writers.leaseMs }) },
+      ctx.log,
+      { reconcile: true, signal: ctx.signal, job: "recover-stuck" },
+    );
+    const reconciled = result.reconciled!;
+    return { staleRanges: result.staleRanges.length, stuckRetries: result.stuckRetries, ...reconciled, enqueued: reconciled.enqueued + result.rangeJobs.enqueued };
   },
 });

@@ -11,8 +11,13 @@ import type { FleetDeps } from "../deps";
 import { copyFileRetrying } from "./copyFile";
 import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
+import { sweepDelayAfterTakeover } from "../maintenance/sweepTemp";
 import { runBounded } from "./runBounded";
 import { transferLabels } from "./transferLabels";
+
+// Past the owner's staleness, so the re-check finds the heartbeat stale (clocks of the worker
+// and the database tick apart by a little).
+const CLAIM_RECHECK_MARGIN_MS = 500;
 
 export interface RangeResult {
   rangeId: number;
@@ -62,10 +67,22 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       return { rangeId, status: "already-complete", succeeded: 0, failed: 0, bytes: 0 };
     }
     if (claim.reason === "missing") throw new PermanentError("not-found", `range ${rangeId} does not exist`);
-    throw new RetryableError("lock-contention", `range ${rangeId} is being migrated by ${claim.range?.owner ?? "another worker"} (heartbeat ${claim.range?.heartbeatAt?.toISOString() ?? "none"})`);
+    // Another owner's heartbeat is fresh. Failing would burn a backoff step (30 s, then 5 min)
+    // waiting on a heartbeat that may never come again; instead come back just after it would
+    // go stale, using no attempt: then the range is complete, or its owner is gone and we take it over.
+    const until = new Date(Date.now() + (claim.staleInMs ?? settings.staleAfterMs) + CLAIM_RECHECK_MARGIN_MS);
+    throw new DelayJob(until, `lock-contention: range ${rangeId} is being migrated by ${claim.range?.owner ?? "another worker"} (heartbeat ${claim.range?.heartbeatAt?.toISOString() ?? "none"})`);
   }
   const range = claim.range;
   const startedAt = Date.now();
+  if (claim.takenOverFrom !== undefined) {
+    // Its owner died mid-range: the temp files of its copies in flight are left behind. Sweep
+    // once they are old enough and the dead writer's lease has lapsed.
+    log.warn({ rangeId, previousOwner: claim.takenOverFrom }, "range taken over from an owner that stopped heartbeating");
+    await deps.jobs.enqueue("sweep-temp", {}, { delayMs: sweepDelayAfterTakeover({ ...settings, leaseMs: deps.writers.leaseMs }) }).catch(
+      (err: unknown) => log.warn({ err, rangeId }, "could not enqueue the temp sweep; the daily sweep will do it"),
+    );
+  }
   log.info({ rangeId, minId: range.minId, maxId: range.maxId, rangeAttempt: range.attempts }, "range claimed");
 
   const stop = new AbortController();
@@ -223,11 +240,19 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 
 /** Streams a range's files without outcomes, one page ahead (keyset paging). */
 async function* pendingFiles(deps: FleetDeps, afterId: number, maxId: number, pageSize: number): AsyncGenerator<SourceFileRow> {
-  let next: Promise<PendingPage> | undefined = nextPendingFiles(deps.db, afterId, maxId, pageSize);
+  // The page read ahead may fail (database restarting) while the current one is still being
+  // copied, long before it is awaited: mark it handled at once, or Node's unhandled-rejection
+  // rule kills the worker. Awaiting it later still throws the error.
+  const readAhead = (after: number) => {
+    const page = nextPendingFiles(deps.db, after, maxId, pageSize);
+    page.catch(() => {});
+    return page;
+  };
+  let next: Promise<PendingPage> | undefined = readAhead(afterId);
   try {
     while (next) {
       const page: PendingPage = await next;
-      next = page.nextAfterId === null ? undefined : nextPendingFiles(deps.db, page.nextAfterId, maxId, pageSize);
+      next = page.nextAfterId === null ? undefined : readAhead(page.nextAfterId);
       yield* page.files;
     }
   } finally {

@@ -1,7 +1,7 @@
 import { DelayJob } from "@fleet/core/delayJob";
 import { PermanentError, isLinkFaultCategory } from "@fleet/core/errors";
 import type { JobContext } from "@fleet/core/jobDefinition";
-import { claimRetryBatch, recordRetryOutcomes, releaseRetrying } from "@fleet/db/sql/files";
+import { claimRetryBatch, recordRetryOutcomes, releaseRetrying, touchRetrying } from "@fleet/db/sql/files";
 import type { RetryCandidate, RetryOutcome } from "@fleet/db/sql/files";
 import type { FleetDeps } from "../deps";
 import { copyFileRetrying } from "./copyFile";
@@ -54,6 +54,12 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
       if (batch.length === 0) break;
       result.batches++;
       const outcomes: RetryOutcome[] = [];
+      // Heartbeat: a batch whose worker dies stops touching its files, and the recovery watch
+      // puts them back within RETRYING_STALE_AFTER (a live batch is never reset under it).
+      const ids = batch.map((c) => c.fileId);
+      const heartbeat = setInterval(() => {
+        touchRetrying(db, ids).catch((err: unknown) => ctx.log.warn({ err }, "retry batch heartbeat failed; will try again"));
+      }, settings.heartbeatMs);
       try {
         await runBounded(
           items(batch),
@@ -65,6 +71,7 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
           () => breaker.aborted,
         );
       } finally {
+        clearInterval(heartbeat);
         await recordRetryOutcomes(db, outcomes);
         // Interrupted (shutdown, cancel, the breaker opening) or never started (the breaker
         // stopped the batch): back to FAIL, no retry used.

@@ -12,6 +12,8 @@ import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { ConfigError, FleetError } from "@fleet/core/errors";
 import { createStorage } from "@fleet/storage/createStorage";
+import { writerToken } from "@fleet/storage/tempNames";
+import { WriterRegistry } from "@fleet/core/writerRegistry";
 import type { Storage } from "@fleet/storage/storage";
 import { buildFleetCatalogue } from "../catalogue";
 import type { FleetJobs } from "../catalogue";
@@ -105,6 +107,9 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
   checkTargets(targets);
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
+  // Temp files this process writes carry its token; keeping it registered tells sweepers it lives.
+  const writers = new WriterRegistry(redis, prefix);
+  const lease = writers.keepAlive(writerToken(), log);
   reportRejected = (message) => {
     void writeLog(db, [{ level: "error", job: `config:${options.role}`, subject: "config", message: message.slice(0, 2000) }]).catch((err: unknown) => log.warn({ err }, "could not log the refused configuration"));
   };
@@ -121,7 +126,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     // The files that failed before the breaker opened: copied again now, not in 30 minutes.
     onClosed: async () => void (await jobs.enqueue("retry-failed", {})),
   });
-  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, link, workerId };
+  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, link, workerId, writers };
   return {
     catalogue,
     deps,
@@ -131,6 +136,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     metrics,
     settings,
     async close() {
+      lease.stop();
       await jobs.close();
       await accounts.close();
       await Promise.all([source.close(), destination.close()]);

@@ -1,0 +1,112 @@
+import { spawn } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { createInterface } from "node:readline";
+import { join } from "node:path";
+import pg from "pg";
+import { migrateDatabase } from "@fleet/db/migrate";
+import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
+import { unusedTestDatabase } from "@fleet/testing/testDatabase";
+import { createWorkerFixture } from "./workerFixture";
+import type { LogLine, WorkerFixture } from "./workerFixture";
+
+/**
+ * Dependencies come and go; the apps wait for them, never die on them. A real PostgreSQL
+ * cluster of the test's own is stopped, started and crash-restarted under a running worker.
+ */
+const SCHEDULER_MAIN = join(__dirname, "..", "..", "scheduler", "dist", "main.js");
+
+describe("waiting for dependencies", () => {
+  let postgres: PrivatePostgres;
+  let fx: WorkerFixture;
+  let dbUrl: string;
+
+  beforeAll(async () => {
+    postgres = await startPrivatePostgres();
+    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
+    await migrateDatabase({ connectionString: database.url });
+    dbUrl = database.url;
+    fx = await createWorkerFixture("dependencies", { DATABASE_URL: dbUrl, LOG_LEVEL: "info" });
+    await mkdir(fx.sourceDir, { recursive: true });
+    await mkdir(fx.destDir, { recursive: true });
+  }, 120_000);
+  afterAll(async () => {
+    await fx?.close();
+    await postgres?.destroy();
+  });
+
+  it("a worker started while PostgreSQL is down waits (readiness false, a log line every few seconds), starts when it answers, and survives a crash-restart", async () => {
+    await postgres.stopServer();
+    const w = fx.spawnWorker("W");
+    const listening = await w.waitForLog((l) => l.msg === "ops server listening (/healthz, /readyz, /metrics)", 15_000, "the ops server");
+    const port = (listening.address as { port: number }).port;
+    const waiting = await w.waitForLog((l) => l.msg === "waiting for dependencies", 15_000, '"waiting for dependencies"');
+    expect(waiting.awaiting).toEqual([{ name: "postgres", reason: expect.stringMatching(/ECONNREFUSED|connect/) }]);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(503);
+    // Still waiting a few seconds later, and saying so again; not exited.
+    await fx.waitFor(async () => w.logs.filter((l) => l.msg === "waiting for dependencies").length >= 2, 15_000, "a second waiting line");
+    expect(w.child.exitCode).toBeNull();
+    expect(w.logs.some((l) => /fleet db migrate/.test(String(l.msg)))).toBe(false);
+
+    await postgres.startServer();
+    await w.started(30_000);
+    await fx.waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 15_000, "readyz to turn true");
+
+    // A crash-restart under the running worker: it keeps running and is ready again after.
+    await postgres.crashRestart();
+    await fx.waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 20_000, "readyz true after the crash-restart");
+    expect(w.child.exitCode).toBeNull();
+    w.signal("SIGTERM");
+    expect(await w.exited).toMatchObject({ code: 0 });
+  });
+
+  it("a never-migrated database is the one case that says `fleet db migrate`; the worker starts once it is migrated", async () => {
+    const empty = unusedTestDatabase({ baseUrl: postgres.baseUrl });
+    const admin = new pg.Client({ connectionString: postgres.baseUrl });
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(empty.name)}`);
+    await admin.end();
+    const w = fx.spawnWorker("M", { DATABASE_URL: empty.url });
+    const line = await w.waitForLog((l) => l.msg === "database schema missing: run `fleet db migrate`; waiting for it", 15_000, "the schema-missing line");
+    expect(line.reason).toMatch(/migration_ranges does not exist/);
+    expect(w.child.exitCode).toBeNull();
+    await migrateDatabase({ connectionString: empty.url });
+    await w.started(30_000);
+    w.signal("SIGTERM");
+    expect(await w.exited).toMatchObject({ code: 0 });
+    await empty.drop();
+  });
+
+  it("the scheduler started while PostgreSQL is down waits and then puts its schedules in place", async () => {
+    await postgres.stopServer();
+    const logs: LogLine[] = [];
+    const child = spawn(process.execPath, [SCHEDULER_MAIN], {
+      env: { PATH: process.env.PATH ?? "", ...fx.env, DATABASE_URL: dbUrl, LOG_FORMAT: "json", LOG_LEVEL: "info" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise((r) => child.once("exit", r));
+    const stderr: string[] = [];
+    createInterface({ input: child.stderr! }).on("line", (text) => stderr.push(text));
+    const state = () => `scheduler exit ${child.exitCode}; stdout:\n${logs.map((l) => JSON.stringify(l)).join("\n")}\nstderr:\n${stderr.join("\n")}`;
+    createInterface({ input: child.stdout! }).on("line", (text) => {
+      try {
+        logs.push(JSON.parse(text) as LogLine);
+      } catch {
+        logs.push({ msg: text });
+      }
+    });
+    try {
+      // 30 s: a Node process needs seconds just to load its modules on a loaded 2-core machine.
+      await fx.waitFor(async () => logs.some((l) => l.msg === "waiting for dependencies"), 30_000, "the scheduler's waiting line").catch((err: Error) => {
+        throw new Error(`${err.message}\n${state()}`);
+      });
+      expect(child.exitCode).toBeNull();
+      await postgres.startServer();
+      await fx.waitFor(async () => logs.some((l) => l.msg === "schedules in place"), 30_000, "the scheduler to put its schedules in place");
+    } finally {
+      child.kill("SIGTERM");
+      await exited;
+    }
+  });
+});

@@ -1,0 +1,113 @@
+import type { JobClient } from "@fleet/core/jobClient";
+import type { Logger } from "@fleet/core/logger";
+import type { DbPool } from "@fleet/db/pool";
+import { resetStuckRetries } from "@fleet/db/sql/files";
+import { writeLog } from "@fleet/db/sql/log";
+import { resetStaleSending } from "@fleet/db/sql/notifications";
+import { resetStaleRanges } from "@fleet/db/sql/ranges";
+import type { FleetJobs } from "../catalogue";
+import { QUEUES } from "../names";
+import { rangeJobId } from "../migration/migrateRange";
+import { reconcileRanges } from "./reconcileRanges";
+import type { ReconcileResult } from "./reconcileRanges";
+
+/** What recovery needs: PostgreSQL (the truth) and a producer of jobs (execution). */
+export interface RecoveryDeps {
+  db: DbPool;
+  jobs: JobClient<FleetJobs>;
+}
+
+/** When work is presumed orphaned: its owner stopped heartbeating this long ago. */
+export interface RecoveryThresholds {
+  rangeStaleMs: number;
+  retryingStaleMs: number;
+  /** Undefined: notifications are left to notify-sweep (a process without account settings). */
+  notifySendingStaleMs?: number;
+  /**
+   * After orphaned work was found, a sweep-temp runs this much later (sweepDelayAfterTakeover):
+   * then the dead owner's temp files are old enough and its writer lease has lapsed.
+   */
+  sweepAfterMs?: number;
+}
+
+export interface StaleWorkResult {
+  staleRanges: number[];
+  stuckRetries: number;
+  staleSending: number;
+  /** Jobs of the reset ranges: enqueued anew or promoted from delayed. */
+  rangeJobs: { enqueued: number; promoted: number };
+  /** Present when the full reconciliation ran. */
+  reconciled?: ReconcileResult;
+}
+
+/**
+ * One recovery pass, cheap enough to run every few seconds: orphaned work (stale range
+ * heartbeats, RETRYING files whose batch stopped heartbeating, notifications stuck SENDING)
+ * goes back to where any worker can take it, and each gets a job that runs now. With
+ * `reconcile`, every unfinished range without a live job gets one too (Redis lost jobs).
+ * Every statement is conditional on the stale state, so concurrent passes are harmless.
+ */
+export async function recoverStaleWork(
+  deps: RecoveryDeps,
+  thresholds: RecoveryThresholds,
+  log: Logger,
+  options: { reconcile: boolean; signal: AbortSignal; job: string },
+): Promise<StaleWorkResult> {
+  const { db, jobs } = deps;
+  const staleRanges = await resetStaleRanges(db, thresholds.rangeStaleMs);
+  const stuckRetries = await resetStuckRetries(db, thresholds.retryingStaleMs);
+  const staleSending = thresholds.notifySendingStaleMs === undefined ? [] : await resetStaleSending(db, thresholds.notifySendingStaleMs);
+  if (staleRanges.length > 0 || stuckRetries > 0 || staleSending.length > 0) {
+    log.warn({ staleRanges, stuckRetries, staleSending: staleSending.length }, "recovered orphaned work (owner stopped heartbeating)");
+    await writeLog(db, [
+      ...staleRanges.map((id) => ({ level: "warn" as const, job: options.job, subject: `range:${id}`, message: "range heartbeat stale: reset to PENDING" })),
+      ...(stuckRetries > 0 ? [{ level: "warn" as const, job: options.job, message: "stuck RETRYING files reset to FAIL", details: { files: stuckRetries } }] : []),
+    ]).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
+  }
+  const rangeJobs = staleRanges.length > 0 ? await ensureRangeJobs(deps, staleRanges, log) : { enqueued: 0, promoted: 0 };
+  // The reset files are due again now (their attempt was counted); a retry run picks them up.
+  if (stuckRetries > 0) await jobs.enqueue("retry-failed", {});
+  if (staleSending.length > 0) await jobs.enqueue("notify-send", {});
+  if ((staleRanges.length > 0 || stuckRetries > 0) && thresholds.sweepAfterMs !== undefined) {
+    await jobs.enqueue("sweep-temp", {}, { delayMs: thresholds.sweepAfterMs });
+  }
+
+  const result: StaleWorkResult = { staleRanges, stuckRetries, staleSending: staleSending.length, rangeJobs };
+  if (options.reconcile) {
+    result.reconciled = await reconcileRanges(deps, log, options.signal);
+    // Account batches keep their flows in Redis: re-derive any a loss took (deduplicated job).
+    await jobs.enqueue("accounts-reconcile", {});
+  }
+  return result;
+}
+
+/**
+ * Makes each range's job runnable now: missing → enqueued; delayed (a backoff, or a claim
+ * that waited for the old owner's heartbeat) → promoted; finished in Redis while unfinished in
+ * Postgres → replaced. Active or waiting jobs are left alone: an active one of a dead worker
+ * is handed on by BullMQ's stalled check (LOCK_DURATION).
+ */
+export async function ensureRangeJobs(deps: RecoveryDeps, rangeIds: readonly number[], log: Logger): Promise<{ enqueued: number; promoted: number }> {
+  const queue = deps.jobs.queue(QUEUES.migration);
+  const missing: number[] = [];
+  let promoted = 0;
+  for (const rangeId of rangeIds) {
+    const id = rangeJobId(rangeId);
+    const state = await queue.getJobState(id);
+    if (state === "unknown") {
+      missing.push(rangeId);
+    } else if (state === "delayed") {
+      const job = await queue.getJob(id);
+      await job?.promote().then(
+        () => void promoted++,
+        (err: unknown) => log.debug({ err, rangeId }, "could not promote a delayed range job (it may have started meanwhile)"),
+      );
+    } else if (state === "failed" || state === "completed") {
+      const job = await queue.getJob(id);
+      await job?.remove().catch((err: unknown) => log.warn({ err, rangeId }, "could not remove finished job"));
+      missing.push(rangeId);
+    }
+  }
+  if (missing.length > 0) await deps.jobs.enqueueBulk("migrate-range", missing.map((rangeId) => ({ rangeId })));
+  return { enqueued: missing.length, promoted };
+}

@@ -1,0 +1,58 @@
+import { z } from "zod";
+import { DelayJob } from "@fleet/core/delayJob";
+import { writeLog } from "@fleet/db/sql/log";
+import type { SweepResult } from "@fleet/storage/storage";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+
+/**
+ * How long after a dead owner's work was taken over its temp files are certainly sweepable:
+ * the owner died at most one heartbeat before its last heartbeat went stale, so by then its
+ * files have been untouched for staleAfter − heartbeat, and its writer lease lapsed lease
+ * after its death. Sweep when both TEMP_SWEEP_MIN_AGE and the lease have passed.
+ */
+export function sweepDelayAfterTakeover(t: { tempSweepMinAgeMs: number; staleAfterMs: number; heartbeatMs: number; leaseMs: number }): number {
+  return Math.max(1_000, Math.max(t.tempSweepMinAgeMs, t.leaseMs) - t.staleAfterMs + t.heartbeatMs);
+}
+
+export type SweepTempResult = (SweepResult & { skipped?: undefined }) | { skipped: string };
+
+/**
+ * Removes what dead writers left in the destination: temp files whose owner token is not in
+ * the live-writer registry and that were not written to for TEMP_SWEEP_MIN_AGE, and (S3)
+ * incomplete multipart uploads older than MULTIPART_SWEEP_MIN_AGE. It runs after each
+ * recovery that found a dead owner's work (delayed until that owner's temp files are old
+ * enough) and daily as a backstop. It walks the destination, so it is not run more often.
+ */
+export const sweepTemp = defineFleetJob({
+  name: "sweep-temp",
+  queue: QUEUES.maintenance,
+  description: "Remove temp files of dead writers and abort stale multipart uploads in the destination",
+  schema: z.object({}).strict().default({}),
+  // No dedupe id: each recovery adds its own delayed sweep, due when that dead owner's temp
+  // files are old enough; a sweep already pending may be due too early for them. Two sweeps
+  // at once are harmless (a removed file is simply gone for the other).
+  async handle(_payload, ctx): Promise<SweepTempResult> {
+    const { destination, writers, settings, db } = ctx.deps;
+    if (!destination.sweepTemps) return { skipped: `${destination.kind} storage writes no temp files` };
+    const registry = await writers.snapshot();
+    if (!registry.complete) {
+      // Redis lost its data less than a lease ago: live writers may not have registered yet.
+      ctx.log.info("temp sweep skipped: the writer registry is younger than a lease (Redis was emptied); it runs again later");
+      throw new DelayJob(new Date(Date.now() + writers.leaseMs), "writer registry incomplete");
+    }
+    const result = await destination.sweepTemps({
+      isLive: (token) => registry.live.has(token),
+      minAgeMs: settings.tempSweepMinAgeMs,
+      multipartMinAgeMs: settings.multipartSweepMinAgeMs,
+      signal: ctx.signal,
+    });
+    ctx.log.info({ ...result, destination: destination.label }, "temp sweep finished");
+    if (result.removed > 0) {
+      await writeLog(db, [{ level: "info", job: "sweep-temp", subject: "destination", message: `removed ${result.removed} leftovers of dead writers`, details: { ...result } }]).catch(
+        (err: unknown) => ctx.log.warn({ err }, "could not write migration_log entry"),
+      );
+    }
+    return result;
+  },
+});

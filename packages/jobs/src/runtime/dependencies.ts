@@ -1,0 +1,154 @@
+import type { Redis } from "ioredis";
+import type { Logger } from "@fleet/core/logger";
+import type { Queryable } from "@fleet/db/pool";
+
+/**
+ * The services a fleet process cannot work without, and how to wait for them. A database
+ * restarting or in recovery ("the database system is starting up"), Redis failing over, a
+ * container started before its dependencies: each is a wait, never an exit. Only a schema that
+ * was never migrated asks the operator to act (`fleet db migrate`), and it says so.
+ */
+export interface DependencyCheck {
+  name: string;
+  /** Resolves when the dependency works; throws with what is wrong otherwise. */
+  check(): Promise<void>;
+}
+
+/** Thrown by a check when waiting will not help without the operator: the schema is missing. */
+export class SchemaMissingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SchemaMissingError";
+  }
+}
+
+export function redisCheck(redis: Redis): DependencyCheck {
+  return {
+    name: "redis",
+    check: async () => {
+      // A producer connection fails fast while disconnected; it reconnects on its own.
+      await redis.ping();
+    },
+  };
+}
+
+/** The database answers and holds Fleet's schema (the table every process needs). */
+export function postgresCheck(db: Queryable, table = "migration_ranges"): DependencyCheck {
+  return {
+    name: "postgres",
+    check: async () => {
+      let present: boolean;
+      try {
+        const { rows } = await db.query<{ present: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS present`, [`public.${table}`]);
+        present = rows[0]?.present === true;
+      } catch (err) {
+        // 3D000: the database itself does not exist; `fleet db migrate` creates it.
+        if ((err as { code?: string }).code === "3D000") throw new SchemaMissingError(`${(err as Error).message}: run \`fleet db migrate\` (it creates the database) or fix DATABASE_URL`);
+        throw err;
+      }
+      if (!present) throw new SchemaMissingError(`table ${table} does not exist: the database was never migrated; run \`fleet db migrate\``);
+    },
+  };
+}
+
+/** Why a dependency failed, in a few words (pg and ioredis messages are already readable). */
+export function describeFailure(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const message = e.message ?? String(err);
+  return e.code && !message.includes(e.code) ? `${message} (${e.code})` : message;
+}
+
+export interface WaitOptions {
+  log: Logger;
+  signal?: AbortSignal;
+  /** How often the checks run (default 1 s). */
+  pollMs?: number;
+  /** How often the "waiting" line is logged while something is missing (default 5 s). */
+  logEveryMs?: number;
+}
+
+/**
+ * Resolves once every check passes; until then logs, every few seconds, what is awaited and
+ * why. Rejects only when `signal` aborts (shutdown while waiting).
+ */
+export async function waitForDependencies(checks: readonly DependencyCheck[], options: WaitOptions): Promise<void> {
+  const pollMs = options.pollMs ?? 1_000;
+  const logEveryMs = options.logEveryMs ?? 5_000;
+  const since = Date.now();
+  let loggedAt = 0;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    const failures = await failing(checks);
+    if (failures.length === 0) {
+      if (loggedAt > 0) options.log.info({ waitedMs: Date.now() - since }, "dependencies available: starting");
+      return;
+    }
+    // Not on the very first look: connections opened a moment ago may simply not be up yet.
+    if (Date.now() - since >= pollMs && Date.now() - loggedAt >= logEveryMs) {
+      loggedAt = Date.now();
+      const schema = failures.find((f) => f.schemaMissing);
+      if (schema) options.log.error({ awaiting: schema.name, reason: schema.reason }, "database schema missing: run `fleet db migrate`; waiting for it");
+      else options.log.warn({ awaiting: failures.map((f) => ({ name: f.name, reason: f.reason })), waitedMs: Date.now() - since }, "waiting for dependencies");
+    }
+    await sleep(pollMs, options.signal);
+  }
+}
+
+/** The checks that fail right now, with their reasons (for /readyz and the waiting loop). */
+export async function failing(checks: readonly DependencyCheck[]): Promise<Array<{ name: string; reason: string; schemaMissing: boolean }>> {
+  const results = await Promise.all(
+    checks.map(async (c) => {
+      try {
+        await c.check();
+        return undefined;
+      } catch (err) {
+        return { name: c.name, reason: describeFailure(err), schemaMissing: err instanceof SchemaMissingError };
+      }
+    }),
+  );
+  return results.filter((r): r is NonNullable<typeof r> => r !== undefined);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }
+    function onAbort() {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * For a process that serves while its dependencies come and go (the dashboard): looks every
+ * `pollMs`, logs what is missing every few seconds while it is, and once when it is back.
+ * Stops with `signal`.
+ */
+export function watchDependencies(checks: readonly DependencyCheck[], options: WaitOptions & { signal: AbortSignal }): Promise<void> {
+  const pollMs = options.pollMs ?? 1_000;
+  const logEveryMs = options.logEveryMs ?? 5_000;
+  return (async () => {
+    let downSince: number | undefined;
+    let loggedAt = 0;
+    while (!options.signal.aborted) {
+      const failures = await failing(checks);
+      if (failures.length > 0) {
+        downSince ??= Date.now();
+        if (Date.now() - loggedAt >= logEveryMs) {
+          loggedAt = Date.now();
+          options.log.warn({ awaiting: failures.map((f) => ({ name: f.name, reason: f.reason })), waitedMs: Date.now() - downSince }, "waiting for dependencies");
+        }
+      } else if (downSince !== undefined) {
+        options.log.info({ waitedMs: Date.now() - downSince }, "dependencies available again");
+        downSince = undefined;
+        loggedAt = 0;
+      }
+      await sleep(pollMs, options.signal).catch(() => undefined);
+    }
+  })();
+}

@@ -1,0 +1,99 @@
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { freePort } from "./freePort";
+
+/**
+ * A redis-server of one test's own on a free loopback port, for real Redis faults: FLUSHALL,
+ * a restart that comes back empty, a crash. The shared Redis on 6379 is never touched.
+ */
+export interface PrivateRedis {
+  url: string;
+  port: number;
+  /** FLUSHALL: every key of every process gone, as after a restart without persistence. */
+  flushAll(): Promise<void>;
+  /** SIGKILL: connections drop; nothing answers until start(). */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port (empty). */
+  start(): Promise<void>;
+  /** kill() then start(): a restart without persistence. */
+  restart(): Promise<void>;
+  /** Kills the server and removes its directory. */
+  stop(): Promise<void>;
+}
+
+const STARTUP_TIMEOUT_MS = 10_000;
+
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), "fleet-redis-"));
+  const url = `redis://127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  let output = "";
+
+  const start = async () => {
+    output = "";
+    const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--maxmemory-policy", "noeviction"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    proc.stdout!.on("data", (d: Buffer) => void (output = (output + d.toString()).slice(-8192)));
+    proc.stderr!.on("data", (d: Buffer) => void (output = (output + d.toString()).slice(-8192)));
+    child = proc;
+    const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}:\n${output}`);
+      if (await answers(url)) return;
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within ${STARTUP_TIMEOUT_MS} ms:\n${output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const kill = async () => {
+    const proc = child;
+    child = undefined;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill("SIGKILL");
+    await exited;
+  };
+
+  await start();
+  return {
+    url,
+    port,
+    async flushAll() {
+      const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
+      await redis.connect();
+      try {
+        await redis.flushall();
+      } finally {
+        redis.disconnect();
+      }
+    },
+    kill,
+    start,
+    async restart() {
+      await kill();
+      await start();
+    },
+    async stop() {
+      await kill();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function answers(url: string): Promise<boolean> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true, retryStrategy: () => null, connectTimeout: 500 });
+  redis.on("error", () => undefined);
+  try {
+    await redis.connect();
+    return (await redis.ping()) === "PONG";
+  } catch {
+    return false;
+  } finally {
+    redis.disconnect();
+  }
+}
