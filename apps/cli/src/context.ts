@@ -1,9 +1,11 @@
 import { readEnv } from "@fleet/core/config";
 import { createLogger } from "@fleet/core/logger";
 import type { Logger } from "@fleet/core/logger";
+import { redactUrl } from "@fleet/core/logger";
 import { waitReady } from "@fleet/core/redis";
 import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
+import { QUEUES } from "@fleet/jobs/names";
 import { loadCliConfig } from "./config";
 import type { CliConfig } from "./config";
 
@@ -14,25 +16,72 @@ export interface CliContext {
   /**
    * Connections and the job client; created on first use and closed after the command.
    * `withRedis` waits until Redis answers (commands that enqueue need it; reports don't).
+   * The database is checked first (reachable, Fleet's tables there) unless `database: false`,
+   * so a wrong DATABASE_URL or a missing `fleet db migrate` is said in those words.
    */
-  runtime(options?: { withRedis?: boolean }): Promise<FleetRuntime>;
+  runtime(options?: { withRedis?: boolean; database?: boolean }): Promise<FleetRuntime>;
+  /**
+   * For read-only commands on Redis: fails (exit 1) when no worker or scheduler has ever used
+   * FLEET_PREFIX there — a mistyped prefix would otherwise show an empty fleet. Creates no key.
+   */
+  requireFleet(): Promise<void>;
   close(): Promise<void>;
+}
+
+export class NoFleetError extends Error {
+  override name = "NoFleetError";
 }
 
 export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
   const config = loadCliConfig(readEnv(env));
   const log = createLogger({ ...config, name: "fleet", isTty: process.stderr.isTTY, destination: process.stderr });
   let runtime: FleetRuntime | undefined;
+  let databaseChecked = false;
+  const ensure = () => (runtime ??= createFleetRuntime({ config, log, role: "cli" }));
   return {
     config,
     log,
     async runtime(options = {}) {
-      runtime ??= createFleetRuntime({ config, log, role: "cli" });
-      if (options.withRedis) await waitReady(runtime.redis, config.REDIS_URL);
-      return runtime;
+      const r = ensure();
+      if (options.database !== false && !databaseChecked) {
+        await checkDatabase(r);
+        databaseChecked = true;
+      }
+      if (options.withRedis) await waitReady(r.redis, config.REDIS_URL);
+      return r;
+    },
+    async requireFleet() {
+      const r = ensure();
+      await waitReady(r.redis, config.REDIS_URL);
+      const keys = Object.values(QUEUES).map((q) => `${r.prefix}:${q}:meta`);
+      if ((await r.redis.exists(...keys)) > 0) return;
+      const others = await knownPrefixes(r);
+      throw new NoFleetError(
+        `no fleet under FLEET_PREFIX=${config.FLEET_PREFIX} in Redis at ${redactUrl(config.REDIS_URL)}: no worker or scheduler has used that prefix` +
+          (others.length > 0 ? ` (prefixes with a fleet there: ${others.join(", ")}); check FLEET_PREFIX` : "; check FLEET_PREFIX and REDIS_URL"),
+      );
     },
     async close() {
       await runtime?.close();
     },
   };
+}
+
+/** One round trip: the server answers and the schema is there (else the caller's error handler words it). */
+async function checkDatabase(runtime: FleetRuntime): Promise<void> {
+  const { rows } = await runtime.db.query<{ ok: boolean }>(`SELECT to_regclass('public.migration_files') IS NOT NULL AS ok`);
+  if (!rows[0]?.ok) throw Object.assign(new Error(`relation "migration_files" does not exist`), { code: "42P01" });
+}
+
+/** Other fleets in this Redis, to suggest the prefix meant (a bounded SCAN: suggestions only). */
+async function knownPrefixes(runtime: FleetRuntime): Promise<string[]> {
+  const found = new Set<string>();
+  let cursor = "0";
+  for (let i = 0; i < 20; i++) {
+    const [next, keys] = await runtime.redis.scan(cursor, "MATCH", `{*}:${QUEUES.migration}:meta`, "COUNT", 1_000);
+    for (const key of keys) found.add(key.slice(1, key.indexOf("}")));
+    cursor = next;
+    if (cursor === "0") break;
+  }
+  return [...found].sort().slice(0, 10);
 }

@@ -37,6 +37,9 @@ export const PERMANENT_CATEGORIES = [
   "archive-corrupt",
   "unsupported",
   "auth-failed",
+  // Not a file's error but a range job's outcome: the range completed with failed files, so its
+  // job ends failed (never green in bull-board) with the counts; the files have their own categories.
+  "files-failed",
 ] as const;
 
 export type RetryableCategory = (typeof RETRYABLE_CATEGORIES)[number];

@@ -33,6 +33,8 @@ export interface JobContext<Deps> {
   window?: RunWindows;
   /** Reports progress to BullMQ (shown in bull-board and by the operations API). */
   progress(value: number | Record<string, unknown>): Promise<void>;
+  /** Adds a line to the job's log (bull-board's Logs tab, `fleet ops show`); best effort. */
+  note?(line: string): Promise<void>;
 }
 
 export interface JobOptions {

@@ -23,7 +23,9 @@ import { HashingCounter, checkExpected, digestOf, digestOfFile } from "./hashing
 import type { Digest } from "./hashing";
 import { baseName, parentKey, validateKey, validatePrefix } from "./keys";
 import { publishTemp } from "./publishTemp";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import { sortedWalk } from "./sortedWalk";
+import type { WalkEntry } from "./sortedWalk";
 import { errorCode, isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { createTempNamer, isTempName } from "./tempNames";
 
@@ -32,6 +34,10 @@ export interface LocalStorageOptions {
   root: string;
   /** Shown in logs and metrics; defaults to `local:<absolute root>`. */
   label?: string;
+}
+
+interface LocalEntry extends WalkEntry {
+  symlink: boolean;
 }
 
 /** Objects as files under a local (or mounted) directory. */
@@ -173,8 +179,8 @@ export class LocalStorage implements Storage {
     }
   }
 
-  /** Every regular file under the prefix (symlinks to files inside the root included). */
-  async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+  /** Every regular file under the prefix (symlinks to files inside the root included), in walk order (sortedWalk.ts). */
+  async *list(prefix = "", options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const slash = p.lastIndexOf("/");
     const start = slash < 0 ? "" : p.slice(0, slash);
@@ -184,28 +190,30 @@ export class LocalStorage implements Storage {
       if (isNotFound(err)) return;
       throw err;
     }
-    // Depth-first with an explicit stack: one directory handle open at a time, however deep.
-    const pending = [start];
-    for (let dirKey = pending.pop(); dirKey !== undefined; dirKey = pending.pop()) {
-      let dir;
-      try {
-        dir = await opendir(this.root.abs(dirKey));
-      } catch (err) {
-        if (errorCode(err) === "ENOENT") continue; // removed while we listed
-        throw toStorageError("list", dirKey, err);
-      }
-      // for-await closes the handle on completion, error and early return alike.
-      for await (const entry of dir) {
-        throwIfAborted(options.signal, "list", p);
-        const key = dirKey === "" ? entry.name : `${dirKey}/${entry.name}`;
-        if (entry.isDirectory()) {
-          if (p.startsWith(`${key}/`) || `${key}/`.startsWith(p)) pending.push(key);
-        } else if (key.startsWith(p) && !isTempName(entry.name)) {
-          const info = await this.listedObject(key, entry.isSymbolicLink());
-          if (info) yield info;
-        }
-      }
-    }
+    yield* sortedWalk<LocalEntry>(
+      {
+        readDir: async (dirKey) => {
+          let dir;
+          try {
+            dir = await opendir(this.root.abs(dirKey), { bufferSize: 256 });
+          } catch (err) {
+            if (errorCode(err) === "ENOENT") return null; // removed while we listed
+            throw toStorageError("list", dirKey, err);
+          }
+          const entries: LocalEntry[] = [];
+          // for-await closes the handle on completion, error and early return alike.
+          for await (const entry of dir) {
+            const directory = entry.isDirectory();
+            if (directory || !isTempName(entry.name)) entries.push({ name: entry.name, directory, symlink: entry.isSymbolicLink() });
+          }
+          return entries;
+        },
+        objectOf: (key, entry) => this.listedObject(key, entry.symlink),
+      },
+      start,
+      p,
+      options,
+    );
   }
 
   async close(): Promise<void> {

@@ -12,6 +12,7 @@ import { copyFile } from "./copyFile";
 import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
 import { runBounded } from "./runBounded";
+import { FailureLog, failIfFilesFailed } from "./rangeFailures";
 import { transferLabels } from "./transferLabels";
 
 export interface RangeResult {
@@ -35,6 +36,8 @@ export interface MigrateRangeInput {
   window?: RunWindows;
   now?: () => Date;
   progress?: (value: Record<string, unknown>) => Promise<void>;
+  /** A line for the job's log (the failure summary). */
+  note?: (line: string) => Promise<void>;
 }
 
 /**
@@ -54,6 +57,8 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   if (!claim.claimed) {
     if (claim.reason === "complete") {
       log.info({ rangeId }, "range already complete: nothing to do");
+      // A re-run of a job whose range has failed files stays failed until they are fixed.
+      await failIfFilesFailed(db, rangeId, undefined, input.note);
       return { rangeId, status: "already-complete", succeeded: 0, failed: 0, bytes: 0 };
     }
     if (claim.reason === "missing") throw new PermanentError("not-found", `range ${rangeId} does not exist`);
@@ -90,6 +95,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   }, settings.heartbeatMs);
 
   const labels = transferLabels(source, destination);
+  const failureLog = new FailureLog(log, { rangeId, job: "migrate-range" });
   let succeeded = 0, failed = 0, bytes = 0, consecutiveRetryable = 0;
   // Counted per chunk, not per file: prom-client hashes the labels on every inc().
   let unreportedFiles = 0, unreportedBytes = 0;
@@ -141,6 +147,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       }
       failed++;
       metrics.fileFailures.inc({ category: result.error.category });
+      failureLog.record(result.item.fileId, result.item.key, result.error);
       buffer.push({
         fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "FAIL",
         newUri: null, size: result.item.size, sha256: null,
@@ -159,7 +166,15 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
         files,
         settings.copyConcurrency,
         async (file) => {
-          onResult(await copyFile(source, destination, { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt }, settings, stop.signal));
+          onResult(
+            await copyFile(
+              source,
+              destination,
+              { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt, sha256: file.sha256 ?? null, replaces: file.replaces === true },
+              settings,
+              stop.signal,
+            ),
+          );
         },
         () => stop.signal.aborted,
       );
@@ -174,6 +189,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   } finally {
     clearInterval(heartbeat);
     input.signal.removeEventListener("abort", onAbort);
+    failureLog.flush();
   }
   if (writeFailure !== undefined) {
     await giveBack();
@@ -203,6 +219,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   await writeLog(db, [{ level: failed > 0 ? "warn" : "info", job: "migrate-range", subject: `range:${rangeId}`, message: "range migrated", details: { succeeded, failed, bytes, seconds, totals, owner } }]).catch(
     (err: unknown) => log.warn({ err, rangeId }, "could not write migration_log entry"),
   );
+  await failIfFilesFailed(db, rangeId, totals.succeeded + totals.failed, input.note);
   return { rangeId, status: "completed", succeeded, failed, bytes, totals };
 
   async function giveBack(): Promise<void> {
