@@ -53,11 +53,12 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
     async requireFleet() {
       const r = ensure();
       await waitReady(r.redis, config.REDIS_URL);
-      const keys = Object.values(QUEUES).map((q) => `${r.prefix}:${q}:meta`);
+      // meta: written by every worker and scheduler; id: by the first job ever added.
+      const keys = Object.values(QUEUES).flatMap((q) => [`${r.prefix}:${q}:meta`, `${r.prefix}:${q}:id`]);
       if ((await r.redis.exists(...keys)) > 0) return;
       const others = await knownPrefixes(r);
       throw new NoFleetError(
-        `no fleet under FLEET_PREFIX=${config.FLEET_PREFIX} in Redis at ${redactUrl(config.REDIS_URL)}: no worker or scheduler has used that prefix` +
+        `no fleet under FLEET_PREFIX=${config.FLEET_PREFIX} in Redis at ${redactUrl(config.REDIS_URL)}: no worker, scheduler or job has used that prefix` +
           (others.length > 0 ? ` (prefixes with a fleet there: ${others.join(", ")}); check FLEET_PREFIX` : "; check FLEET_PREFIX and REDIS_URL"),
       );
     },

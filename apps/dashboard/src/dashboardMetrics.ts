@@ -2,7 +2,10 @@ import type { Queue } from "bullmq";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { ApiLock } from "@fleet/core/apiLock";
 import type { Queryable } from "@fleet/db/pool";
-import { liveWorkers, migrationProgress } from "@fleet/db/sql/reports";
+import { liveWorkers } from "@fleet/db/sql/reports";
+import type { BlockerKind, BlockerSource } from "@fleet/jobs/status/blockers";
+import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 
 /**
  * The dashboard's /metrics: fleet-wide state read at scrape time (queue depth per state from
@@ -21,11 +24,15 @@ export interface DashboardMetricsOptions {
   maxRetries: number;
   retryableCategories: readonly string[];
   staleAfterMs: number;
+  /** The reasons for held work (the same list as the progress page's). */
+  blockers: readonly BlockerSource[];
 }
+
+const BLOCKER_KINDS: readonly BlockerKind[] = ["paused", "window-closed", "breaker-open"];
 
 interface Snapshot {
   queues: Array<{ queue: string; counts: Record<string, number>; paused: boolean }>;
-  progress: Awaited<ReturnType<typeof migrationProgress>>;
+  numbers: MigrationNumbers;
   liveWorkers: number;
   locked: boolean;
 }
@@ -68,10 +75,10 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
   });
   new Gauge({
     name: "fleet_migration_source_files",
-    help: "Files in the inventory (source_files)",
+    help: "Files in the inventory to account for (current source_files, vanished-before-migration and old versions left out)",
     registers,
     async collect() {
-      this.set((await snapshot()).progress.sourceFiles);
+      this.set((await snapshot()).numbers.total.files);
     },
   });
   new Gauge({
@@ -80,8 +87,8 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     labelNames: ["status"],
     registers,
     async collect() {
-      const { files } = (await snapshot()).progress;
-      for (const [status, n] of Object.entries(files)) this.set({ status }, n);
+      const n = (await snapshot()).numbers;
+      for (const [status, v] of Object.entries({ SUCCESS: n.succeeded, FAIL: n.failed, RETRYING: n.retrying, KILLED: n.killed })) this.set({ status }, v);
     },
   });
   new Gauge({
@@ -89,7 +96,7 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     help: "Failed files that will not be retried (permanent category or out of retries)",
     registers,
     async collect() {
-      this.set((await snapshot()).progress.failedFinal);
+      this.set((await snapshot()).numbers.failedFinal);
     },
   });
   new Gauge({
@@ -98,7 +105,7 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     labelNames: ["status"],
     registers,
     async collect() {
-      const { ranges } = (await snapshot()).progress;
+      const { ranges } = (await snapshot()).numbers;
       for (const [status, n] of Object.entries(ranges)) this.set({ status }, n);
     },
   });
@@ -107,7 +114,63 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     help: "Bytes of successfully migrated files",
     registers,
     async collect() {
-      this.set((await snapshot()).progress.bytesMigrated);
+      this.set((await snapshot()).numbers.bytesMigrated);
+    },
+  });
+  // The rates, elapsed time and ETA of `fleet migrate status` and /progress: the same object
+  // (migrationNumbers), so a dashboard built on these agrees with both.
+  new Gauge({
+    name: "fleet_migration_files_per_second",
+    help: "Files attempted per second: over the last minute (window=last_minute) and over the whole run (window=run)",
+    labelNames: ["window"],
+    registers,
+    async collect() {
+      this.reset();
+      const { rate } = (await snapshot()).numbers;
+      if (rate.lastMinute) this.set({ window: "last_minute" }, rate.lastMinute.filesPerSec);
+      if (rate.run) this.set({ window: "run" }, rate.run.filesPerSec);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_bytes_per_second",
+    help: "Bytes migrated per second: over the last minute (window=last_minute) and over the whole run (window=run)",
+    labelNames: ["window"],
+    registers,
+    async collect() {
+      this.reset();
+      const { rate } = (await snapshot()).numbers;
+      if (rate.lastMinute) this.set({ window: "last_minute" }, rate.lastMinute.bytesPerSec);
+      if (rate.run) this.set({ window: "run" }, rate.run.bytesPerSec);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_elapsed_seconds",
+    help: "Time since the run's first range was claimed (to its last outcome once done)",
+    registers,
+    async collect() {
+      this.reset();
+      const { elapsedSeconds } = (await snapshot()).numbers;
+      if (elapsedSeconds !== null) this.set(elapsedSeconds);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_eta_seconds",
+    help: "Seconds left at the last minute's rate; absent while held, stalled or unknown",
+    registers,
+    async collect() {
+      this.reset();
+      const { etaSeconds } = (await snapshot()).numbers;
+      if (etaSeconds !== null) this.set(etaSeconds);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_blocked",
+    help: "1 while migration work is held for this reason: paused (queue), window-closed (outside MIGRATION_WINDOW), breaker-open (a link's outage breaker)",
+    labelNames: ["kind"],
+    registers,
+    async collect() {
+      const { blockers } = (await snapshot()).numbers;
+      for (const kind of BLOCKER_KINDS) this.set({ kind }, blockers.some((b) => b.kind === kind) ? 1 : 0);
     },
   });
   new Gauge({
@@ -130,11 +193,11 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
 }
 
 async function readSnapshot(options: DashboardMetricsOptions): Promise<Snapshot> {
-  const [queues, progress, workers, lock] = await Promise.all([
+  const [queues, status, workers, lock] = await Promise.all([
     Promise.all(options.queues.map(async (q) => ({ queue: q.name, counts: await q.getJobCounts(...JOB_STATES), paused: await q.isPaused() }))),
-    migrationProgress(options.db, options),
+    readMigrationStatus(options.db, options),
     liveWorkers(options.db, options.staleAfterMs),
     options.apiLock.get(),
   ]);
-  return { queues, progress, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null };
+  return { queues, numbers: status.numbers, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null };
 }

@@ -24,6 +24,9 @@ import { createDashboardMetrics } from "./dashboardMetrics";
 import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
+import { failuresRoutes } from "./failuresPage";
+import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
+import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import { accountsRoutes } from "./accountsPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
@@ -147,13 +150,22 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   loginRoutes(app, { ...auth, cookieSecure: config.DASHBOARD_COOKIE_SECURE });
   app.get("/", async (_req, reply) => reply.redirect("/progress", 302));
   const apiLock = new ApiLock(ctx.redis, ctx.prefix);
+  // The same reasons for held work as the CLI's status (one list; a link breaker plugs in there).
+  const blockers = migrationBlockerSources({ migrationQueue: ctx.jobs.queue(QUEUES.migration), window: migrationWindow(config) });
   progressRoutes(app, {
     db: ctx.db,
     maxRetries: config.RETRY_MAX,
     retryableCategories: config.RETRY_CATEGORIES,
     staleAfterMs: config.RANGE_STALE_AFTER,
     chartMinutes: 60,
+    blockers,
     lockReason: async () => (await apiLock.get())?.reason ?? null,
+  });
+  failuresRoutes(app, {
+    db: ctx.db,
+    jobs: ctx.jobs,
+    history: new OperationHistory(ctx.db),
+    policy: { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES },
   });
   accountsRoutes(app, ctx.db);
   const queues = Object.values(QUEUES).map((name) => ctx.jobs.queue(name));
@@ -166,6 +178,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       maxRetries: config.RETRY_MAX,
       retryableCategories: config.RETRY_CATEGORIES,
       staleAfterMs: config.RANGE_STALE_AFTER,
+      blockers,
     }),
   );
   operationsApi(app, {

@@ -76,7 +76,7 @@ export interface JobDefinition<Name extends string, Schema extends z.ZodType, De
    * Ignore new submissions while a job with this id is still waiting or running (BullMQ
    * deduplication); unlike jobId, finished jobs do not block new ones.
    */
-  dedupeId?: (payload: z.output<Schema>) => string;
+  dedupeId?: (payload: z.output<Schema>) => string | undefined;
   handle(payload: z.output<Schema>, ctx: JobContext<Deps>): Promise<Result>;
 }
 

@@ -108,3 +108,8 @@ export function describeBlocker(b: Blocker): string {
   const when = [b.since ? `since ${b.since}` : "", b.resumesAt ? `resumes ${b.resumesAt}` : ""].filter(Boolean).join(", ");
   return `${b.kind}: ${b.reason}${when ? ` (${when})` : ""}`;
 }
+
+/** Files/s as every view prints it: whole above 10, one decimal below (the CLI and the dashboard agree to the digit). */
+export function formatFilesPerSec(x: number): string {
+  return x >= 10 ? Math.round(x).toLocaleString("en-US") : (Math.round(x * 10) / 10).toString();
+}
