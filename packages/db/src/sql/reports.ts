@@ -20,7 +20,7 @@ export interface MigrationProgress {
   failedFinal: number;
   /** Failed files an operator asked to retry, not yet taken by retry-failed. */
   retryRequested: number;
-  /** Files attempted (succeeded, failed or retried) in the last minute, and their bytes. */
+  /** Files attempted (succeeded, failed or retried) in the last minute, and the bytes migrated then. */
   lastMinute: number;
   lastMinuteBytes: number;
   /** When the first range of the run was claimed (null before any). */
@@ -53,7 +53,7 @@ export async function migrationProgress(db: Queryable, opts: { maxRetries: numbe
          count(*) FILTER (WHERE status = 'FAIL' AND retry_requested_at IS NULL AND (retry_count >= $1 OR NOT (coalesce(error_category, 'unknown') = ANY($2::text[]))))::int8 AS failed_final,
          count(*) FILTER (WHERE status = 'FAIL' AND retry_requested_at IS NOT NULL)::int8 AS retry_requested,
          count(*) FILTER (WHERE status <> 'KILLED' AND last_attempt_date > now() - interval '1 minute')::int8 AS last_minute,
-         coalesce(sum(size) FILTER (WHERE status <> 'KILLED' AND last_attempt_date > now() - interval '1 minute'), 0)::int8 AS last_minute_bytes,
+         coalesce(sum(size) FILTER (WHERE status = 'SUCCESS' AND last_attempt_date > now() - interval '1 minute'), 0)::int8 AS last_minute_bytes,
          min(last_attempt_date) FILTER (WHERE status <> 'KILLED') AS first_at,
          max(last_attempt_date) FILTER (WHERE status <> 'KILLED') AS last_at
        FROM migration_files m

@@ -30,7 +30,12 @@ const MAX_ERRORS = 1_000;
 const lineSchema = z
   .object({
     uri: z.string().trim().min(1, "required"),
-    size: z.union([z.number(), z.string().trim().regex(/^\d+$/, "expected a whole number of bytes").transform(Number)]).pipe(z.number().int("expected a whole number of bytes").min(0).max(Number.MAX_SAFE_INTEGER)),
+    size: z.unknown().transform((v, ctx) => {
+      const n = typeof v === "number" ? v : typeof v === "string" && /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN;
+      if (Number.isSafeInteger(n) && n >= 0) return n;
+      ctx.addIssue({ code: "custom", message: "expected a whole number of bytes" });
+      return z.NEVER;
+    }),
     owner: z.string().trim().nullish().transform((v) => (v ? v : null)),
     sha256: z
       .string()
