@@ -110,8 +110,9 @@ export function installEpipeGuard(): void {
 /** An integer option within bounds (`--limit abc` or `--limit 0` is a usage error, not a default). */
 export function integerOption(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
-    const n = Number(value.replace(/_/g, ""));
-    if (value.trim() === "" || !Number.isInteger(n) || n < min || n > max) {
+    const digits = value.trim().replace(/_/g, "");
+    const n = /^-?\d+$/.test(digits) ? Number(digits) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
       throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected an integer ≥ ${min}` : `expected an integer from ${min} to ${max}`);
     }
     return n;

@@ -56,7 +56,7 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
       // meta: written by every worker and scheduler; id: by the first job ever added.
       const keys = Object.values(QUEUES).flatMap((q) => [`${r.prefix}:${q}:meta`, `${r.prefix}:${q}:id`]);
       if ((await r.redis.exists(...keys)) > 0) return;
-      const others = await knownPrefixes(r);
+      const others = await knownPrefixes(r, config.FLEET_PREFIX);
       throw new NoFleetError(
         `no fleet under FLEET_PREFIX=${config.FLEET_PREFIX} in Redis at ${redactUrl(config.REDIS_URL)}: no worker, scheduler or job has used that prefix` +
           (others.length > 0 ? ` (prefixes with a fleet there: ${others.join(", ")}); check FLEET_PREFIX` : "; check FLEET_PREFIX and REDIS_URL"),
@@ -74,8 +74,8 @@ async function checkDatabase(runtime: FleetRuntime): Promise<void> {
   if (!rows[0]?.ok) throw Object.assign(new Error(`relation "migration_files" does not exist`), { code: "42P01" });
 }
 
-/** Other fleets in this Redis, to suggest the prefix meant (a bounded SCAN: suggestions only). */
-async function knownPrefixes(runtime: FleetRuntime): Promise<string[]> {
+/** Other fleets in this Redis, likeliest first, to suggest the prefix meant (a bounded SCAN: suggestions only). */
+async function knownPrefixes(runtime: FleetRuntime, typed: string): Promise<string[]> {
   const found = new Set<string>();
   let cursor = "0";
   for (let i = 0; i < 20; i++) {
@@ -84,5 +84,10 @@ async function knownPrefixes(runtime: FleetRuntime): Promise<string[]> {
     cursor = next;
     if (cursor === "0") break;
   }
-  return [...found].sort().slice(0, 10);
+  const common = (p: string) => {
+    let i = 0;
+    while (i < p.length && i < typed.length && p[i] === typed[i]) i++;
+    return i;
+  };
+  return [...found].sort((a, b) => common(b) - common(a) || a.localeCompare(b)).slice(0, 5);
 }

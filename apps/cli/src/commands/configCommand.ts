@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import type { z } from "zod";
 import { readEnvSources } from "@fleet/core/config";
-import { redactUrl } from "@fleet/core/logger";
 import { dashboardSchema } from "@fleet/dashboard/config";
 import { schedulerSchema } from "@fleet/scheduler/config";
 import { workerSchema } from "@fleet/worker/config";
@@ -33,10 +32,10 @@ export interface ConfigRow {
 // Values that grant access: shown as set or not, never their text. URLs keep everything but a password.
 const SECRET = /PASSWORD|SECRET|TOKEN|PASSPHRASE|ACCESS_KEY_ID|SESSION_TOKEN|_USERS$/;
 
-export function configRows(processEnv: NodeJS.ProcessEnv, apps: readonly AppName[] = Object.keys(APP_SCHEMAS) as AppName[]): { rows: ConfigRow[]; envFile: string } {
+export function configRows(processEnv: NodeJS.ProcessEnv, only?: AppName): { rows: ConfigRow[]; envFile: string } {
   const { env, fromFile, envFile } = readEnvSources(processEnv);
   const rows = new Map<string, ConfigRow>();
-  for (const app of apps) {
+  for (const app of Object.keys(APP_SCHEMAS) as AppName[]) {
     const shape = APP_SCHEMAS[app].shape as Record<string, z.ZodType>;
     for (const [name, field] of Object.entries(shape)) {
       const raw = env[name];
@@ -54,13 +53,14 @@ export function configRows(processEnv: NodeJS.ProcessEnv, apps: readonly AppName
       if (!parsed.success) (row.problems ??= {})[app] = raw === undefined ? "required" : parsed.error.issues.map((i) => i.message).join("; ");
     }
   }
-  return { rows: [...rows.values()], envFile };
+  return { rows: [...rows.values()].filter((r) => !only || r.apps.includes(only)), envFile };
 }
 
 function display(name: string, value: string | undefined): string | null {
   if (value === undefined) return null;
   if (SECRET.test(name)) return value === "" ? "" : "[redacted]";
-  return /_URL$/.test(name) ? redactUrl(value) : value;
+  // A password in a URL's user info (the rest of the URL stays as written).
+  return /_URL$/.test(name) ? value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@") : value;
 }
 
 /** The default as it would be written in the environment (before any transform). */
@@ -106,7 +106,7 @@ export function registerConfigCommand(program: Command, env: NodeJS.ProcessEnv):
     .action((opts: { app?: string; json?: boolean }) => {
       try {
         if (opts.app !== undefined && !(opts.app in APP_SCHEMAS)) throw new UsageError(`--app is one of ${Object.keys(APP_SCHEMAS).join(", ")}`);
-        const { rows, envFile } = configRows(env, opts.app ? [opts.app as AppName] : undefined);
+        const { rows, envFile } = configRows(env, opts.app as AppName | undefined);
         print(opts.json, { envFile, variables: rows }, formatConfig(rows, envFile));
       } catch (err) {
         process.exitCode = reportFailure(err, undefined);
