@@ -145,22 +145,20 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
   });
   new Gauge({
     name: "fleet_migration_elapsed_seconds",
-    help: "Time since the run's first range was claimed (to its last outcome once done)",
+    help: "Time since the run's first range was claimed (to its last outcome once done); NaN before any",
     registers,
     async collect() {
-      this.reset();
       const { elapsedSeconds } = (await snapshot()).numbers;
-      if (elapsedSeconds !== null) this.set(elapsedSeconds);
+      this.set(elapsedSeconds ?? Number.NaN);
     },
   });
   new Gauge({
     name: "fleet_migration_eta_seconds",
-    help: "Seconds left at the last minute's rate; absent while held, stalled or unknown",
+    help: "Seconds left at the last minute's rate; 0 when done; NaN while held (fleet_migration_blocked), stalled or unknown",
     registers,
     async collect() {
-      this.reset();
       const { etaSeconds } = (await snapshot()).numbers;
-      if (etaSeconds !== null) this.set(etaSeconds);
+      this.set(etaSeconds ?? Number.NaN);
     },
   });
   new Gauge({
