@@ -119,8 +119,8 @@ describe("fleet migrate failures | retry | kill", () => {
     expect(list.files.map((f: { path: string; state: string; message: string }) => [f.path, f.state, f.message.replace(/cli:\w+/, "cli:U")])).toEqual([
       ["dir1/file-25.bin", "killed", expect.stringMatching(/^killed by cli:U: gone for good \(was not-found: /)],
     ]);
-    const retried = await fleetJson(env, ["migrate", "retry", "--file", String(list.files[0].fileId), "--include-permanent"]).catch((e: Error) => e.message);
-    expect(retried).toContain("exited 1");
+    const retried = await fleet(env, ["migrate", "retry", "--file", String(list.files[0].fileId), "--include-permanent"]);
+    expect([retried.code, retried.out]).toEqual([1, `nothing re-queued: no failed file matches\nfile ${list.files[0].fileId}: not failed (killed), not re-queued\n`]);
 
     const watch = await fleet(env, ["migrate", "status", "--watch"]);
     expect(watch.code).toBe(1);

@@ -110,7 +110,7 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
     req.log.info({ user: req.principal.user, requested: result.requested, operation: result.jobId }, "retry requested");
     const skipped = Object.entries(result.skippedPermanent).map(([c, n]) => `${c} ${n}`).join(", ");
     const done =
-      result.files > 0 ? `re-queued ${result.files} files (operation ${result.jobId})${skipped ? `; left alone, permanent: ${skipped}` : ""}` : `nothing re-queued${skipped ? ` (permanent: ${skipped}; tick "also permanent" once the cause is fixed)` : ""}`;
+      result.files > 0 ? `re-queued ${result.files} files (operation ${result.jobId})${skipped ? `; left alone, permanent: ${skipped}` : ""}` : `nothing re-queued${skipped ? ` (permanent: ${skipped}; tick the box once the cause is fixed)` : ""}`;
     return reply.redirect(`${backTo(req)}${backTo(req).includes("?") ? "&" : "?"}done=${encodeURIComponent(done.slice(0, 290))}`, 303);
   });
 }

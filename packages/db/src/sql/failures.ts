@@ -228,9 +228,9 @@ export async function requestRetry(db: Queryable, selection: RetrySelection, pol
   }
   if (fileIds) {
     const { rows: others } = await db.query<{ fileId: number; state: string }>(
-      `SELECT id AS "fileId", coalesce(m.status::text, CASE WHEN s.id IS NULL THEN 'unknown' ELSE 'pending' END) AS state
-         FROM unnest($1::int8[]) AS id LEFT JOIN migration_files m ON m.file_id = id LEFT JOIN source_files s ON s.id = id
-        WHERE m.status IS DISTINCT FROM 'FAIL' ORDER BY id`,
+      `SELECT x.id AS "fileId", coalesce(m.status::text, CASE WHEN s.id IS NULL THEN 'unknown' ELSE 'pending' END) AS state
+         FROM unnest($1::int8[]) AS x(id) LEFT JOIN migration_files m ON m.file_id = x.id LEFT JOIN source_files s ON s.id = x.id
+        WHERE m.status IS DISTINCT FROM 'FAIL' ORDER BY x.id`,
       [fileIds],
     );
     result.notRetryable = others;
