@@ -5,7 +5,7 @@ import { nextPendingFiles } from "@fleet/db/sql/files";
 import { migrationProgress } from "@fleet/db/sql/reports";
 import { scanInventory } from "../src/inventory/scanInventory";
 import type { ScanProgress } from "../src/inventory/scanInventory";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 
 /**
@@ -142,6 +142,15 @@ describe("inventory scan", () => {
     expect(r).toMatchObject({ files: 200, new: 200, vanished: 0 });
     const { rows } = await h.runtime.db.query(`SELECT count(*)::int AS n, count(DISTINCT uri)::int AS keys FROM source_files WHERE uri LIKE 'resume/%'`);
     expect(rows[0]).toEqual({ n: 200, keys: 200 });
+  });
+
+  it("the inventory-scan job (the opt-in schedule's) runs the same scan on SOURCE_URL", async () => {
+    for (let i = 0; i < 7; i++) await put(`job/${i}.txt`, `j${i}`);
+    const job = await h.runtime.deps.jobs.enqueue("inventory-scan", { prefix: "job/" });
+    const done = await finishedJob(h.runtime, "maintenance", job.id!);
+    expect(done.state).toBe("completed");
+    expect(done.job.returnvalue).toMatchObject({ files: 7, new: 7, vanished: 0, prefix: "job/" });
+    expect((await h.runtime.db.query(`SELECT count(*)::int AS n FROM source_files WHERE uri LIKE 'job/%'`)).rows[0].n).toBe(7);
   });
 
   it("one inventory writer at a time", async () => {
