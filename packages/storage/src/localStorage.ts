@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from "node:fs";
 import { constants } from "node:fs";
-import { access, mkdir, opendir, stat } from "node:fs/promises";
+import { access, mkdir, readdir, stat } from "node:fs/promises";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -193,16 +193,17 @@ export class LocalStorage implements Storage {
     yield* sortedWalk<LocalEntry>(
       {
         readDir: async (dirKey) => {
-          let dir;
+          // The whole folder in one call: the walk sorts it anyway, and it is several times
+          // cheaper than an async iterator that resolves a promise per entry.
+          let dirents;
           try {
-            dir = await opendir(this.root.abs(dirKey), { bufferSize: 256 });
+            dirents = await readdir(this.root.abs(dirKey), { withFileTypes: true });
           } catch (err) {
             if (errorCode(err) === "ENOENT") return null; // removed while we listed
             throw toStorageError("list", dirKey, err);
           }
           const entries: LocalEntry[] = [];
-          // for-await closes the handle on completion, error and early return alike.
-          for await (const entry of dir) {
+          for (const entry of dirents) {
             const directory = entry.isDirectory();
             if (directory || !isTempName(entry.name)) entries.push({ name: entry.name, directory, symlink: entry.isSymbolicLink() });
           }

@@ -36,81 +36,110 @@ export interface MergeCounts {
 export const emptyMergeCounts = (): MergeCounts => ({ new: 0, changed: 0, reappeared: 0, unchanged: 0, bytes: 0 });
 
 /**
- * Merges one batch of listed files into source_files (keys must be unique within the batch).
- * `seenScanId`: record the keys for the vanished-file check at the end of a re-scan.
+ * Merges one batch of listed files into source_files (keys must be unique within the batch),
+ * in a handful of statements, each driven by the batch (never by the table): a scan fills the
+ * table it reads, so its statistics always lag and a planner-chosen join hashed the whole of
+ * source_files for every batch (measured: 120 ms a batch at 50,000 rows, growing with each).
+ *  1. classify: the current row of each key, by one index probe per key (LATERAL … LIMIT 1);
+ *  2. insert the new files and new versions (one INSERT … SELECT FROM unnest);
+ *  3. only when there are some: point old versions at their new rows, close their failures,
+ *     fill in missing metadata, remember the keys for the vanished check — each by primary key.
+ * `seenScanId`: record the keys for the vanished-file check at the end of a re-scan. Run it
+ * inside a transaction (mergeScanBatch, the import do).
  *
  * Safe against a concurrent inventory writer only under the inventory lock (see
  * tryInventoryLock): two writers could both find a key new. Workers only read these rows; a
  * worker copying a file while it is superseded records an outcome for the old row, and the
  * new row is migrated on its own.
  */
-export async function mergeListedFiles(db: Queryable, files: readonly ListedFile[], seenScanId: string | null): Promise<MergeCounts> {
+export async function mergeListedFiles(db: Queryable, files: readonly ListedFile[], seenScanId: string | null, options: { allNew?: boolean } = {}): Promise<MergeCounts> {
   const counts = emptyMergeCounts();
   if (files.length === 0) return counts;
-  const { rows } = await db.query<{ kind: keyof MergeCounts; n: number; bytes: number }>(
-    `WITH b AS (
-       SELECT * FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
-         AS b(uri, size, modified_at, etag, owner, sha256)
-     ), cur AS (
-       SELECT s.id, s.uri, s.size, s.modified_at, s.etag, s.sha256, s.vanished_at, s.owner, s.created_at
-         FROM source_files s JOIN b ON s.uri = b.uri
-        WHERE s.superseded_by IS NULL
-     ), d AS (
-       SELECT b.*, c.id AS old_id, c.owner AS old_owner, c.created_at AS old_created,
-              CASE WHEN c.id IS NULL THEN 'new'
-                   WHEN c.vanished_at IS NOT NULL THEN 'reappeared'
-                   WHEN c.size <> b.size
-                     OR (c.modified_at IS NOT NULL AND b.modified_at IS NOT NULL AND c.modified_at <> b.modified_at)
-                     OR (c.etag IS NOT NULL AND b.etag IS NOT NULL AND c.etag <> b.etag)
-                     OR (c.sha256 IS NOT NULL AND b.sha256 IS NOT NULL AND c.sha256 <> b.sha256) THEN 'changed'
-                   ELSE 'unchanged' END AS kind,
-              (c.modified_at IS NULL AND b.modified_at IS NOT NULL) OR (c.etag IS NULL AND b.etag IS NOT NULL)
-                OR (c.sha256 IS NULL AND b.sha256 IS NOT NULL) AS fill
-         FROM b LEFT JOIN cur c ON c.uri = b.uri
-     ), ins AS (
-       -- A new version keeps the owner and date of the old one: its destination key stays the same.
-       INSERT INTO source_files (uri, name, size, owner, created_at, modified_at, etag, sha256)
-       SELECT uri, regexp_replace(uri, '^.*/', ''), size, coalesce(owner, old_owner), coalesce(old_created, modified_at, now()), modified_at, etag, sha256
-         FROM d WHERE kind <> 'unchanged' ORDER BY uri
-       RETURNING id, uri
-     ), superseded AS (
-       UPDATE source_files s SET superseded_by = ins.id
-         FROM ins JOIN d ON d.uri = ins.uri
-        WHERE s.id = d.old_id AND d.kind IN ('changed', 'reappeared')
-       RETURNING s.id, ins.id AS new_id
-     ), closed AS (
-       -- A failure of the old version no longer matters: the new one will be migrated.
-       UPDATE migration_files m
-          SET status = 'KILLED', retry_requested_at = NULL,
-              error_message = 'superseded: the file changed at the source; its new version is file ' || superseded.new_id
-         FROM superseded WHERE m.file_id = superseded.id AND m.status IN ('FAIL', 'RETRYING')
-       RETURNING 1
-     ), filled AS (
-       UPDATE source_files s
-          SET modified_at = coalesce(s.modified_at, d.modified_at), etag = coalesce(s.etag, d.etag), sha256 = coalesce(s.sha256, d.sha256)
-         FROM d WHERE s.id = d.old_id AND d.kind = 'unchanged' AND d.fill
-       RETURNING 1
-     ), seen AS (
-       INSERT INTO inventory_scan_seen (scan_id, uri)
-       SELECT $7, uri FROM b WHERE $7::text IS NOT NULL
-       ON CONFLICT DO NOTHING
-       RETURNING 1
-     )
-     -- The data-modifying CTEs above run to completion whether or not they are read.
-     SELECT kind, count(*)::int AS n, coalesce(sum(size), 0)::int8 AS bytes FROM d GROUP BY kind`,
-    [
-      files.map((f) => f.uri),
-      files.map((f) => f.size),
-      files.map((f) => f.modifiedAt ?? null),
-      files.map((f) => f.etag ?? null),
-      files.map((f) => f.owner ?? null),
-      files.map((f) => f.sha256 ?? null),
-      seenScanId,
-    ],
+  const uris = files.map((f) => f.uri);
+  // A first scan (no current row under its prefix when it began, and one writer at a time)
+  // finds only new files: no look-up needed, half the statements.
+  type Current = { i: number; id: number; size: number; mtime: number | null; etag: string | null; sha256: string | null; vanished: boolean; owner: string | null; created: number };
+  const { rows: current } = options.allNew ? { rows: [] as Current[] } : await db.query<Current>(
+    `SELECT b.i, c.id, c.size, (extract(epoch FROM c.modified_at) * 1000)::float8 AS mtime, c.etag, c.sha256, c.vanished_at IS NOT NULL AS vanished,
+            c.owner, (extract(epoch FROM c.created_at) * 1000)::float8 AS created
+       FROM unnest($1::text[]) WITH ORDINALITY AS b(uri, i)
+       CROSS JOIN LATERAL (SELECT s.id, s.size, s.modified_at, s.etag, s.sha256, s.vanished_at, s.owner, s.created_at
+                             FROM source_files s WHERE s.uri = b.uri AND s.superseded_by IS NULL
+                            ORDER BY s.id DESC LIMIT 1) c`,
+    [uris],
   );
-  for (const r of rows) {
-    counts[r.kind] += r.n;
-    counts.bytes += r.bytes;
+  const byIndex = new Map(current.map((c) => [c.i - 1, c]));
+  const added: Array<{ file: ListedFile; old?: (typeof current)[number] }> = [];
+  const fills: Array<{ id: number; file: ListedFile }> = [];
+  for (let i = 0; i < files.length; i++) {
+    const f = files[i]!;
+    counts.bytes += f.size;
+    const c = byIndex.get(i);
+    const mtime = f.modifiedAt ? f.modifiedAt.getTime() : null;
+    if (!c) {
+      counts.new++;
+      added.push({ file: f });
+    } else if (c.vanished) {
+      counts.reappeared++;
+      added.push({ file: f, old: c });
+    } else if (
+      c.size !== f.size ||
+      (c.mtime !== null && mtime !== null && Math.round(c.mtime) !== mtime) ||
+      (c.etag !== null && f.etag && c.etag !== f.etag) ||
+      (c.sha256 !== null && f.sha256 && c.sha256 !== f.sha256)
+    ) {
+      counts.changed++;
+      added.push({ file: f, old: c });
+    } else {
+      counts.unchanged++;
+      if ((c.mtime === null && mtime !== null) || (c.etag === null && f.etag) || (c.sha256 === null && f.sha256)) fills.push({ id: c.id, file: f });
+    }
+  }
+  if (added.length > 0) {
+    // A new version keeps the owner and date of the old one: its destination key stays the same.
+    const { rows: inserted } = await db.query<{ id: number; uri: string }>(
+      `INSERT INTO source_files (uri, name, size, owner, created_at, modified_at, etag, sha256)
+       SELECT uri, regexp_replace(uri, '^.*/', ''), size, owner,
+              coalesce(to_timestamp(created_ms / 1000.0), to_timestamp(mtime_ms / 1000.0), now()), to_timestamp(mtime_ms / 1000.0), etag, sha256
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[], $6::text[], $7::text[])
+           AS a(uri, size, owner, created_ms, mtime_ms, etag, sha256)
+       RETURNING id, uri`,
+      [
+        added.map((a) => a.file.uri),
+        added.map((a) => a.file.size),
+        added.map((a) => a.file.owner ?? a.old?.owner ?? null),
+        added.map((a) => a.old?.created ?? null),
+        added.map((a) => (a.file.modifiedAt ? a.file.modifiedAt.getTime() : null)),
+        added.map((a) => a.file.etag ?? null),
+        added.map((a) => a.file.sha256 ?? null),
+      ],
+    );
+    const newIds = new Map(inserted.map((r) => [r.uri, r.id]));
+    const versions = added.flatMap((a) => (a.old ? [{ oldId: a.old.id, newId: newIds.get(a.file.uri)! }] : []));
+    if (versions.length > 0) {
+      await db.query(
+        `WITH v AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS v(old_id, new_id)),
+         superseded AS (UPDATE source_files s SET superseded_by = v.new_id FROM v WHERE s.id = v.old_id RETURNING s.id)
+         -- A failure of the old version no longer matters: the new one will be migrated.
+         UPDATE migration_files m
+            SET status = 'KILLED', retry_requested_at = NULL,
+                error_message = 'superseded: the file changed at the source; its new version is file ' || v.new_id
+           FROM v WHERE m.file_id = v.old_id AND m.status IN ('FAIL', 'RETRYING')`,
+        [versions.map((v) => v.oldId), versions.map((v) => v.newId)],
+      );
+    }
+  }
+  if (fills.length > 0) {
+    await db.query(
+      `UPDATE source_files s
+          SET modified_at = coalesce(s.modified_at, to_timestamp(f.mtime_ms / 1000.0)), etag = coalesce(s.etag, f.etag), sha256 = coalesce(s.sha256, f.sha256)
+         FROM unnest($1::int8[], $2::float8[], $3::text[], $4::text[]) AS f(id, mtime_ms, etag, sha256)
+        WHERE s.id = f.id`,
+      [fills.map((x) => x.id), fills.map((x) => (x.file.modifiedAt ? x.file.modifiedAt.getTime() : null)), fills.map((x) => x.file.etag ?? null), fills.map((x) => x.file.sha256 ?? null)],
+    );
+  }
+  if (seenScanId !== null) {
+    await db.query(`INSERT INTO inventory_scan_seen (scan_id, uri) SELECT $1, uri FROM unnest($2::text[]) AS u(uri) ON CONFLICT DO NOTHING`, [seenScanId, uris]);
   }
   return counts;
 }
@@ -139,7 +168,8 @@ export async function readScanCursor(db: Queryable, key: string): Promise<ScanCu
 /** Merges a batch and moves the cursor past it, atomically. */
 export async function mergeScanBatch(pool: DbPool, key: string, files: readonly ListedFile[], cursor: ScanCursor): Promise<MergeCounts> {
   return inTransaction(pool, async (client) => {
-    const counts = await mergeListedFiles(client, files, cursor.trackSeen ? cursor.scanId : null);
+    // trackSeen is false exactly when the prefix had no current row as the scan began.
+    const counts = await mergeListedFiles(client, files, cursor.trackSeen ? cursor.scanId : null, { allNew: !cursor.trackSeen });
     const next: ScanCursor = {
       ...cursor,
       after: files.at(-1)?.uri ?? cursor.after,
@@ -163,13 +193,17 @@ function addCounts(a: MergeCounts & { files: number }, b: MergeCounts, files: nu
   return { new: a.new + b.new, changed: a.changed + b.changed, reappeared: a.reappeared + b.reappeared, unchanged: a.unchanged + b.unchanged, bytes: a.bytes + b.bytes, files: a.files + files };
 }
 
-/** Current (not superseded, not vanished) rows whose key starts with the prefix. */
-export async function currentFilesUnder(db: Queryable, prefix: string): Promise<number> {
-  const { rows } = await db.query<{ n: number }>(
-    `SELECT count(*)::int8 AS n FROM source_files WHERE superseded_by IS NULL AND vanished_at IS NULL AND starts_with(uri, $1)`,
+/**
+ * Rows whose key starts with the prefix: `present` (current, not vanished: a re-scan's expected
+ * total) and `any` (not superseded, vanished ones included: none means every listed file is new).
+ */
+export async function filesUnder(db: Queryable, prefix: string): Promise<{ present: number; any: number }> {
+  const { rows } = await db.query<{ present: number; any: number }>(
+    `SELECT count(*) FILTER (WHERE vanished_at IS NULL)::int8 AS present, count(*)::int8 AS any
+       FROM source_files WHERE superseded_by IS NULL AND starts_with(uri, $1)`,
     [prefix],
   );
-  return rows[0]!.n;
+  return rows[0]!;
 }
 
 export interface VanishedFile {

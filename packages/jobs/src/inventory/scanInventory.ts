@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { RetryableError } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
-import { currentFilesUnder, dropSeenKeys, emptyMergeCounts, finishScan, mergeScanBatch, readScanCursor, tryInventoryLock, writeCursor } from "@fleet/db/sql/inventory";
+import { dropSeenKeys, filesUnder, emptyMergeCounts, finishScan, mergeScanBatch, readScanCursor, tryInventoryLock, writeCursor } from "@fleet/db/sql/inventory";
 import type { ListedFile, MergeCounts, ScanCursor } from "@fleet/db/sql/inventory";
 import { writeLog } from "@fleet/db/sql/log";
 import type { Storage } from "@fleet/storage/storage";
@@ -74,7 +74,8 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
       cursor = null;
     }
     const resumed = cursor !== null;
-    const expected = await currentFilesUnder(db, prefix);
+    const under = await filesUnder(db, prefix);
+    const expected = under.present;
     if (!cursor) {
       cursor = {
         scanId: randomUUID(),
@@ -82,8 +83,9 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
         prefix,
         after: null,
         startedAt: new Date().toISOString(),
-        // A first scan has nothing that could vanish: it need not remember what it listed.
-        trackSeen: expected > 0,
+        // A first scan has nothing that could vanish (or change): it need not remember what it
+        // listed, nor look keys up.
+        trackSeen: under.any > 0,
         counts: { ...emptyMergeCounts(), files: 0 },
         unreadable: [],
       };
