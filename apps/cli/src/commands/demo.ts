@@ -9,7 +9,7 @@ import type { CliContext } from "../context";
 import { progressBar, seedDemo } from "./seedDemo";
 import { startFleetProcess } from "./fleetProcesses";
 import type { FleetProcess } from "./fleetProcesses";
-import { fmtRate, formatBytes, formatFailures, readStatusReport, watchStatus } from "./status";
+import { formatBytes, formatFailures, readStatusReport, watchStatus } from "./status";
 import { verifyMigration } from "./verify";
 
 export interface DemoOptions {
@@ -112,7 +112,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
       return 130;
     }
     // The same numbers `fleet migrate status` and the dashboard show for this run.
-    out(`migrated ${final.succeeded}/${final.total.files} files, ${final.failed} failed, in ${(final.elapsedSeconds ?? 0).toFixed(1)} s (${fmtRate(final.rate.run?.filesPerSec ?? 0)} files/s)`);
+    out(`migrated ${final.succeeded}/${final.total.files} files, ${final.failed} failed, in ${(final.elapsedSeconds ?? 0).toFixed(1)} s (${Math.round(final.rate.run?.filesPerSec ?? 0)} files/s)`);
     const failures = formatFailures(report.failures);
     if (failures) out(failures);
 
