@@ -3,8 +3,9 @@ import { createLogger } from "@fleet/core/logger";
 import type { Logger } from "@fleet/core/logger";
 import { redactUrl } from "@fleet/core/logger";
 import { waitReady } from "@fleet/core/redis";
-import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
 import { QUEUES } from "@fleet/jobs/names";
 import { loadCliConfig } from "./config";
 import type { CliConfig } from "./config";
@@ -21,6 +22,11 @@ export interface CliContext {
    */
   runtime(options?: { withRedis?: boolean; database?: boolean }): Promise<FleetRuntime>;
   /**
+   * Just the database (checked like runtime's), for commands that need nothing else: the
+   * runtime loads every job, storage SDK and queue client — most of a command's start-up.
+   */
+  database(): Promise<DbPool>;
+  /**
    * For read-only commands on Redis: fails (exit 1) when no worker or scheduler has ever used
    * FLEET_PREFIX there — a mistyped prefix would otherwise show an empty fleet. Creates no key.
    */
@@ -36,22 +42,39 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
   const config = loadCliConfig(readEnv(env));
   const log = createLogger({ ...config, name: "fleet", isTty: process.stderr.isTTY, destination: process.stderr });
   let runtime: FleetRuntime | undefined;
+  let pool: DbPool | undefined;
   let databaseChecked = false;
-  const ensure = () => (runtime ??= createFleetRuntime({ config, log, role: "cli" }));
+  const ensure = async (): Promise<FleetRuntime> => {
+    // Loaded on first use: `fleet --help`, `fleet config` and the database-only commands never pay for it.
+    const { createFleetRuntime } = await import("@fleet/jobs/runtime/fleetRuntime");
+    return (runtime ??= createFleetRuntime({ config, log, role: "cli" }));
+  };
+  const check = async (db: DbPool) => {
+    if (databaseChecked) return;
+    await checkDatabase(db);
+    databaseChecked = true;
+  };
   return {
     config,
     log,
     async runtime(options = {}) {
-      const r = ensure();
-      if (options.database !== false && !databaseChecked) {
-        await checkDatabase(r);
-        databaseChecked = true;
-      }
+      const r = await ensure();
+      if (options.database !== false) await check(r.db);
       if (options.withRedis) await waitReady(r.redis, config.REDIS_URL);
       return r;
     },
+    async database() {
+      const db = runtime?.db ?? (pool ??= createPool({
+          connectionString: config.DATABASE_URL,
+          max: config.DATABASE_POOL_SIZE,
+          applicationName: "fleet-cli",
+          onIdleError: (err) => log.warn({ err }, "idle database connection lost; it will be replaced"),
+        }));
+      await check(db);
+      return db;
+    },
     async requireFleet() {
-      const r = ensure();
+      const r = await ensure();
       await waitReady(r.redis, config.REDIS_URL);
       // meta: written by every worker and scheduler; id: by the first job ever added.
       const keys = Object.values(QUEUES).flatMap((q) => [`${r.prefix}:${q}:meta`, `${r.prefix}:${q}:id`]);
@@ -64,13 +87,14 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
     },
     async close() {
       await runtime?.close();
+      await pool?.end();
     },
   };
 }
 
 /** One round trip: the server answers and the schema is there (else the caller's error handler words it). */
-async function checkDatabase(runtime: FleetRuntime): Promise<void> {
-  const { rows } = await runtime.db.query<{ ok: boolean }>(`SELECT to_regclass('public.migration_files') IS NOT NULL AS ok`);
+async function checkDatabase(db: DbPool): Promise<void> {
+  const { rows } = await db.query<{ ok: boolean }>(`SELECT to_regclass('public.migration_files') IS NOT NULL AS ok`);
   if (!rows[0]?.ok) throw Object.assign(new Error(`relation "migration_files" does not exist`), { code: "42P01" });
 }
 

@@ -6,7 +6,6 @@ import { migrateDatabase } from "@fleet/db/migrate";
 import { databaseTarget } from "@fleet/db/databaseErrors";
 import { exitCodeOf, installEpipeGuard, installUsageErrors, integerOption, makeRun, print, reportFailure } from "./cliRun";
 import { createCliContext } from "./context";
-import { runDemo } from "./commands/demo";
 import { registerAccountCommands } from "./commands/accounts";
 import { registerConfigCommand } from "./commands/configCommand";
 import { registerFailureCommands } from "./commands/failureCommands";
@@ -125,7 +124,8 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         },
       )((ctx) => {
           const destination = opts.destination ?? env.FLEET_DEMO_DESTINATION_URL;
-          return runDemo(ctx, { files: opts.files, workers: opts.workers, dataDir: opts.data, keepRunning: opts.keepRunning === true, ...(destination ? { destination } : {}) });
+          // Loaded on use: the demo brings its own process management and storages.
+          return import("./commands/demo.js").then(({ runDemo }) => runDemo(ctx, { files: opts.files, workers: opts.workers, dataDir: opts.data, keepRunning: opts.keepRunning === true, ...(destination ? { destination } : {}) }));
       }),
     );
   installUsageErrors(program);

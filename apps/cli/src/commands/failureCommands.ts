@@ -50,7 +50,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
     .option("--json", "machine-readable output")
     .action((opts: { category?: string[]; link?: string; since?: Date; state?: FailureState[]; text?: string; range?: number; limit: number; offset: number; json?: boolean }) =>
       run(async (ctx) => {
-        const { db } = await ctx.runtime();
+        const db = await ctx.database();
         const policy = { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES };
         const filter = {
           ...(opts.category ? { categories: opts.category } : {}),
@@ -122,7 +122,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         const given = [opts.file !== undefined, opts.owner !== undefined, opts.prefix !== undefined].filter(Boolean).length;
         if (given !== 1) throw new UsageError("give exactly one of --file (repeatable), --owner or --prefix");
         if (opts.prefix === "") throw new UsageError("--prefix must not be empty (that would kill every file)");
-        const runtime = await ctx.runtime();
+        const db = await ctx.database();
         const by = `cli:${userInfo().username}`;
         const selection: KillSelection = {
           ...(opts.file ? { fileIds: opts.file } : {}),
@@ -130,9 +130,9 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
           ...(opts.prefix !== undefined ? { prefix: opts.prefix } : {}),
           reason: `killed by ${by}${opts.reason ? `: ${opts.reason}` : ""}`,
         };
-        const r = await killFiles(runtime.db, selection);
+        const r = await killFiles(db, selection);
         const subject = opts.file ? `files:${opts.file.slice(0, 20).join(",")}` : opts.owner !== undefined ? `owner:${opts.owner}` : `prefix:${opts.prefix}`;
-        await writeLog(runtime.db, [{ level: "warn", job: "kill", subject, message: selection.reason, details: { ...r } }]);
+        await writeLog(db, [{ level: "warn", job: "kill", subject, message: selection.reason, details: { ...r } }]);
         const text =
           `killed ${r.killed.toLocaleString("en-US")} files (${r.neverAttempted} never attempted, ${r.killed - r.neverAttempted} failed or retrying)` +
           (r.alreadyKilled ? `; ${r.alreadyKilled} were killed already` : "") +

@@ -10,6 +10,8 @@ import type { InventoryFormat } from "@fleet/jobs/inventory/importFormats";
 import { importInventory } from "@fleet/jobs/inventory/importInventory";
 import { scanInventory } from "@fleet/jobs/inventory/scanInventory";
 import type { ScanProgress, ScanResult } from "@fleet/jobs/inventory/scanInventory";
+import { ConfigError, FleetError } from "@fleet/core/errors";
+import type { CliContext } from "../context";
 import type { Run } from "../cliRun";
 import { ReportedFailure, UsageError, print } from "../cliRun";
 import { fmtRate, formatBytes, formatDuration } from "./status";
@@ -34,12 +36,12 @@ export function registerInventoryCommands(program: Command, run: Run): void {
     .option("--json", "machine-readable output")
     .action((opts: { source?: string; prefix?: string; restart?: boolean; json?: boolean }) =>
       run(async (ctx) => {
-        const runtime = await ctx.runtime();
-        let source: Storage = runtime.deps.source;
-        let opened: Storage | undefined;
-        if (opts.source !== undefined && opts.source !== ctx.config.SOURCE_URL) {
-          opened = source = createStorage(opts.source, toStorageConnection(ctx.config, "source"));
-          process.stderr.write(`fleet: note: workers read files from SOURCE_URL (${runtime.deps.source.label}); keys scanned from ${source.label} must exist there too\n`);
+        // The database and the one storage only: no job catalogue, no queues to load.
+        const db = await ctx.database();
+        const url = opts.source ?? ctx.config.SOURCE_URL;
+        const source = openSource(url, ctx);
+        if (url !== ctx.config.SOURCE_URL) {
+          process.stderr.write(`fleet: note: workers read files from SOURCE_URL; keys scanned from ${source.label} must exist there too\n`);
         }
         const abort = new AbortController();
         const onSigint = () => abort.abort();
@@ -48,7 +50,7 @@ export function registerInventoryCommands(program: Command, run: Run): void {
         try {
           await source.check?.("source");
           const result = await scanInventory({
-            db: runtime.db,
+            db,
             source,
             log: ctx.log,
             signal: abort.signal,
@@ -68,7 +70,7 @@ export function registerInventoryCommands(program: Command, run: Run): void {
           throw err;
         } finally {
           process.off("SIGINT", onSigint);
-          await opened?.close();
+          await source.close();
         }
       }),
     );
@@ -83,9 +85,9 @@ export function registerInventoryCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         const format = opts.format ?? formatOf(file);
         if (!format) throw new UsageError(`cannot tell the format of ${JSON.stringify(file)} from its name: add --format csv or --format jsonl`);
-        const runtime = await ctx.runtime();
+        const db = await ctx.database();
         const input = file === "-" ? process.stdin : createReadStream(file);
-        const result = await importInventory(runtime.db, readRecords(input, format), { log: ctx.log, file });
+        const result = await importInventory(db, readRecords(input, format), { log: ctx.log, file });
         const lines = [
           `imported ${result.imported.toLocaleString("en-US")} of ${result.records.toLocaleString("en-US")} records: ${result.new} new, ${result.changed} changed (new versions), ${result.reappeared} back after vanishing, ${result.unchanged} unchanged`,
           ...(result.rejected > 0 ? [`${result.rejected} rejected (fix them and import the file again: lines already imported do not change):`] : []),
@@ -96,6 +98,16 @@ export function registerInventoryCommands(program: Command, run: Run): void {
         return result.rejected > 0 ? 1 : 0;
       }),
     );
+}
+
+/** A storage URL with the source's credentials; a bad URL names the setting, as the apps do. */
+function openSource(url: string, ctx: CliContext): Storage {
+  try {
+    return createStorage(url, toStorageConnection(ctx.config, "source"));
+  } catch (err) {
+    if (err instanceof FleetError && err.category === "bad-config" && !(err instanceof ConfigError)) throw new ConfigError([`${url === ctx.config.SOURCE_URL ? "SOURCE_URL" : "--source"}: ${err.message}`]);
+    throw err;
+  }
 }
 
 function formatScan(r: ScanResult): string {

@@ -95,7 +95,21 @@ export async function mergeListedFiles(db: Queryable, files: readonly ListedFile
       if ((c.mtime === null && mtime !== null) || (c.etag === null && f.etag) || (c.sha256 === null && f.sha256)) fills.push({ id: c.id, file: f });
     }
   }
-  if (added.length > 0) {
+  if (added.length > 0 && options.allNew && added.every((a) => !a.file.owner && !a.file.etag && !a.file.sha256)) {
+    // A first scan of a folder tree: only key, size and mtime to send (a quarter of the work of
+    // the general statement below, which a first scan of 200,000 files spent most of its time in).
+    await db.query(
+      `INSERT INTO source_files (uri, name, size, created_at, modified_at)
+       SELECT uri, name, size, coalesce(to_timestamp(mtime_ms / 1000.0), now()), to_timestamp(mtime_ms / 1000.0)
+         FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[]) AS a(uri, name, size, mtime_ms)`,
+      [
+        added.map((a) => a.file.uri),
+        added.map((a) => a.file.uri.slice(a.file.uri.lastIndexOf("/") + 1)),
+        added.map((a) => a.file.size),
+        added.map((a) => (a.file.modifiedAt ? a.file.modifiedAt.getTime() : null)),
+      ],
+    );
+  } else if (added.length > 0) {
     // A new version keeps the owner and date of the old one: its destination key stays the same.
     const { rows: inserted } = await db.query<{ id: number; uri: string }>(
       `INSERT INTO source_files (uri, name, size, owner, created_at, modified_at, etag, sha256)

@@ -62,7 +62,7 @@ export function scanCursorKey(source: Storage, prefix: string): string {
 export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
   const { db, source, log } = options;
   const prefix = options.prefix ?? "";
-  const batchSize = options.batchSize ?? 5_000;
+  const batchSize = options.batchSize ?? 10_000;
   const startedAt = Date.now();
   const release = await tryInventoryLock(db);
   if (!release) throw new RetryableError("lock-contention", "another inventory scan or import is running; try again when it has finished");
