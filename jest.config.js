@@ -11,6 +11,8 @@ module.exports = {
     // Prisma's generated client and NodeNext-style imports say ".js" for ".ts" siblings.
     "^(\\.{1,2}/.*)\\.js$": "$1",
     "^@fleet/(core|db|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
+    // `fleet config` lists every app's variables from their schemas.
+    "^@fleet/(worker|scheduler|dashboard)/(.*)$": "<rootDir>/apps/$1/src/$2",
   },
   testTimeout: 60000,
   maxWorkers: 2,

@@ -6,6 +6,8 @@ import type { DbPool } from "@fleet/db/pool";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { Queue } from "bullmq";
+import { bullPrefix } from "@fleet/core/redis";
 import { formatLinks, readLinks } from "../src/commands/status";
 
 const run = promisify(execFile);
@@ -17,6 +19,10 @@ describe("fleet migrate status: transfers per link", () => {
   const prefix = uniquePrefix("status");
 
   beforeAll(async () => {
+    // A fleet under this prefix, as a worker leaves one (status refuses a prefix nobody uses).
+    const queue = new Queue("migration", { connection: { url: testRedisUrl() }, prefix: bullPrefix(prefix) });
+    await queue.waitUntilReady();
+    await queue.close();
     database = await createTestDatabase();
     db = createPool({ connectionString: database.url, max: 2 });
     // 30 files local → S3 (10 of them in the last minute), 5 SFTP → local, 2 failures (not a transfer).
@@ -41,7 +47,7 @@ describe("fleet migrate status: transfers per link", () => {
   afterAll(async () => {
     await db?.end();
     await database?.drop();
-    await cleanupPrefix(testRedisUrl(), prefix);
+    await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
   });
 
   it("groups succeeded files by source and destination location, with the recent rate", async () => {

@@ -6,8 +6,9 @@ import { migrationFields } from "@fleet/jobs/settings";
 import { apiTokensField, usersField } from "./users";
 
 // The pipeline settings the dashboard needs: job defaults for submissions (the same a worker's
-// producer uses) and what counts as "failed for good" and "stale" on the progress page.
-const { JOB_ATTEMPTS, KEEP_COMPLETED, KEEP_FAILED, RETRY_MAX, RETRY_CATEGORIES, RANGE_STALE_AFTER } = migrationFields;
+// producer uses), what counts as "failed for good" and "stale" on the progress page, and the
+// run window (the page says when work is held outside it, as the CLI does).
+const { JOB_ATTEMPTS, KEEP_COMPLETED, KEEP_FAILED, RETRY_MAX, RETRY_CATEGORIES, RANGE_STALE_AFTER, RUN_WINDOWS, MIGRATION_WINDOW, FLEET_TZ } = migrationFields;
 
 /**
  * The dashboard's configuration. There is no development mode: without users and a session
@@ -24,6 +25,9 @@ export const dashboardSchema = z.object({
   RETRY_MAX,
   RETRY_CATEGORIES,
   RANGE_STALE_AFTER,
+  RUN_WINDOWS,
+  MIGRATION_WINDOW,
+  FLEET_TZ,
   DASHBOARD_PORT: envInt(3000, 0, 65535).describe("Port of the dashboard (0: pick a free one)"),
   DASHBOARD_HOST: z.string().default("0.0.0.0").describe("Address the dashboard binds"),
   DASHBOARD_USERS: secret(usersField.describe("Dashboard users as name:role:hash, comma-separated; role viewer or operator; hash from node apps/dashboard/dist/hashPassword.js")),

@@ -5,7 +5,10 @@ import type { ApiLock } from "@fleet/core/apiLock";
 import { breakerViews } from "@fleet/core/linkBreakers";
 import type { BreakerView, LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Queryable } from "@fleet/db/pool";
-import { liveWorkers, migrationProgress } from "@fleet/db/sql/reports";
+import { liveWorkers } from "@fleet/db/sql/reports";
+import type { BlockerKind, BlockerSource } from "@fleet/jobs/status/blockers";
+import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 
 /**
  * The dashboard's /metrics: fleet-wide state read at scrape time (queue depth per state from
@@ -27,11 +30,15 @@ export interface DashboardMetricsOptions {
   staleAfterMs: number;
   /** FLEET_COMMIT, for fleet_build_info. */
   commit: string;
+  /** The reasons for held work (the same list as the progress page's). */
+  blockers: readonly BlockerSource[];
 }
+
+const BLOCKER_KINDS: readonly BlockerKind[] = ["paused", "window-closed", "breaker-open"];
 
 interface Snapshot {
   queues: Array<{ queue: string; counts: Record<string, number>; paused: boolean }>;
-  progress: Awaited<ReturnType<typeof migrationProgress>>;
+  numbers: MigrationNumbers;
   liveWorkers: number;
   locked: boolean;
   breakers: BreakerView[];
@@ -75,10 +82,10 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
   });
   new Gauge({
     name: "fleet_migration_source_files",
-    help: "Files in the inventory (source_files)",
+    help: "Files in the inventory to account for (current source_files, vanished-before-migration and old versions left out)",
     registers,
     async collect() {
-      this.set((await snapshot()).progress.sourceFiles);
+      this.set((await snapshot()).numbers.total.files);
     },
   });
   new Gauge({
@@ -87,8 +94,8 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     labelNames: ["status"],
     registers,
     async collect() {
-      const { files } = (await snapshot()).progress;
-      for (const [status, n] of Object.entries(files)) this.set({ status }, n);
+      const n = (await snapshot()).numbers;
+      for (const [status, v] of Object.entries({ SUCCESS: n.succeeded, FAIL: n.failed, RETRYING: n.retrying, KILLED: n.killed })) this.set({ status }, v);
     },
   });
   new Gauge({
@@ -96,7 +103,7 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     help: "Failed files that will not be retried (permanent category or out of retries)",
     registers,
     async collect() {
-      this.set((await snapshot()).progress.failedFinal);
+      this.set((await snapshot()).numbers.failedFinal);
     },
   });
   new Gauge({
@@ -105,7 +112,7 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     labelNames: ["status"],
     registers,
     async collect() {
-      const { ranges } = (await snapshot()).progress;
+      const { ranges } = (await snapshot()).numbers;
       for (const [status, n] of Object.entries(ranges)) this.set({ status }, n);
     },
   });
@@ -114,7 +121,61 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
     help: "Bytes of successfully migrated files",
     registers,
     async collect() {
-      this.set((await snapshot()).progress.bytesMigrated);
+      this.set((await snapshot()).numbers.bytesMigrated);
+    },
+  });
+  // The rates, elapsed time and ETA of `fleet migrate status` and /progress: the same object
+  // (migrationNumbers), so a dashboard built on these agrees with both.
+  new Gauge({
+    name: "fleet_migration_files_per_second",
+    help: "Files attempted per second: over the last minute (window=last_minute) and over the whole run (window=run)",
+    labelNames: ["window"],
+    registers,
+    async collect() {
+      this.reset();
+      const { rate } = (await snapshot()).numbers;
+      if (rate.lastMinute) this.set({ window: "last_minute" }, rate.lastMinute.filesPerSec);
+      if (rate.run) this.set({ window: "run" }, rate.run.filesPerSec);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_bytes_per_second",
+    help: "Bytes migrated per second: over the last minute (window=last_minute) and over the whole run (window=run)",
+    labelNames: ["window"],
+    registers,
+    async collect() {
+      this.reset();
+      const { rate } = (await snapshot()).numbers;
+      if (rate.lastMinute) this.set({ window: "last_minute" }, rate.lastMinute.bytesPerSec);
+      if (rate.run) this.set({ window: "run" }, rate.run.bytesPerSec);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_elapsed_seconds",
+    help: "Time since the run's first range was claimed (to its last outcome once done); NaN before any",
+    registers,
+    async collect() {
+      const { elapsedSeconds } = (await snapshot()).numbers;
+      this.set(elapsedSeconds ?? Number.NaN);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_eta_seconds",
+    help: "Seconds left at the last minute's rate; 0 when done; NaN while held (fleet_migration_blocked), stalled or unknown",
+    registers,
+    async collect() {
+      const { etaSeconds } = (await snapshot()).numbers;
+      this.set(etaSeconds ?? Number.NaN);
+    },
+  });
+  new Gauge({
+    name: "fleet_migration_blocked",
+    help: "1 while migration work is held for this reason: paused (queue), window-closed (outside MIGRATION_WINDOW), breaker-open (a link's outage breaker)",
+    labelNames: ["kind"],
+    registers,
+    async collect() {
+      const { blockers } = (await snapshot()).numbers;
+      for (const kind of BLOCKER_KINDS) this.set({ kind }, blockers.some((b) => b.kind === kind) ? 1 : 0);
     },
   });
   new Gauge({
@@ -167,12 +228,12 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
 }
 
 async function readSnapshot(options: DashboardMetricsOptions): Promise<Snapshot> {
-  const [queues, progress, workers, lock, breakers] = await Promise.all([
+  const [queues, status, workers, lock, breakers] = await Promise.all([
     Promise.all(options.queues.map(async (q) => ({ queue: q.name, counts: await q.getJobCounts(...JOB_STATES), paused: await q.isPaused() }))),
-    migrationProgress(options.db, options),
+    readMigrationStatus(options.db, options),
     liveWorkers(options.db, options.staleAfterMs),
     options.apiLock.get(),
     breakerViews(options.breakers),
   ]);
-  return { queues, progress, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null, breakers };
+  return { queues, numbers: status.numbers, liveWorkers: workers.filter((w) => !w.stale).length, locked: lock !== null, breakers };
 }

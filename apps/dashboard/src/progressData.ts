@@ -1,22 +1,28 @@
 import type { Queryable } from "@fleet/db/pool";
-import { failuresByCategory, liveWorkers, migrationProgress, retriesByCount, statusCounts, throughputPerMinute, transferLinkRates } from "@fleet/db/sql/reports";
-import type { TransferLinkRate } from "@fleet/db/sql/reports";
-import type { FailureCategoryRow, LiveWorkerRow, MigrationProgress, ThroughputRow } from "@fleet/db/sql/reports";
+import { failureSummary } from "@fleet/db/sql/failures";
+import type { FailureCategorySummary } from "@fleet/db/sql/failures";
+import { liveWorkers, retriesByCount, statusCounts, throughputPerMinute, transferLinkRates } from "@fleet/db/sql/reports";
+import type { LiveWorkerRow, ThroughputRow, TransferLinkRate } from "@fleet/db/sql/reports";
+import type { BlockerSource } from "@fleet/jobs/status/blockers";
+import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 
-/** Everything the progress page shows, read with a handful of aggregate statements (never per item). */
+/**
+ * Everything the progress page shows, read with a handful of aggregate statements (never per
+ * item). `numbers` is the one set of numbers (migrationNumbers): the CLI's status and the
+ * dashboard's gauges show the same object.
+ */
 export interface ProgressReport {
   at: Date;
-  progress: MigrationProgress;
+  numbers: MigrationNumbers;
+  /** Reasons for held work that could not be read (Redis down). */
+  warnings: string[];
   ranges: Array<{ status: string; ranges: number; filesSucceeded: number; filesFailed: number }>;
   files: Array<{ status: string; count: number; bytes: number }>;
-  /** Files with an outcome (success or failure) out of the inventory. */
-  finished: number;
-  /** Files per second over the last RATE_WINDOW_MINUTES (null before any outcome). */
-  rate: number | null;
-  etaSeconds: number | null;
   throughput: ThroughputRow[];
   retries: Array<{ retryCount: number; status: string; files: number }>;
-  failures: FailureCategoryRow[];
+  /** Per category: counts, retryable or not, one example file with its own message. */
+  failures: FailureCategorySummary[];
   workers: LiveWorkerRow[];
   /** Succeeded transfers per link (source location → destination location) with current and average rates. */
   links: LinkRate[];
@@ -32,47 +38,31 @@ export interface ProgressOptions {
   staleAfterMs: number;
   /** Minutes of throughput history in the chart. */
   chartMinutes: number;
+  /** Where the reasons for held work come from (queue pause, window, breakers). */
+  blockers: readonly BlockerSource[];
 }
 
-const RATE_WINDOW_MINUTES = 5;
-
 export async function readProgress(db: Queryable, options: ProgressOptions): Promise<ProgressReport> {
-  const [progress, counts, throughput, retries, failures, workers, links] = await Promise.all([
-    migrationProgress(db, options),
+  const policy = { maxRetries: options.maxRetries, retryableCategories: options.retryableCategories };
+  const [status, counts, throughput, retries, failures, workers, links] = await Promise.all([
+    readMigrationStatus(db, { ...policy, blockers: options.blockers }),
     statusCounts(db),
     throughputPerMinute(db, options.chartMinutes),
     retriesByCount(db),
-    failuresByCategory(db),
+    failureSummary(db, {}, policy),
     liveWorkers(db, options.staleAfterMs),
     transferLinkRates(db, LINK_WINDOW_SECONDS),
   ]);
-  const at = new Date();
-  const finished = progress.files.SUCCESS + progress.files.FAIL;
-  const rate = recentRate(throughput, progress.firstAttemptAt, at);
-  const left = Math.max(progress.sourceFiles - finished, 0);
   return {
-    at,
-    progress,
+    at: new Date(status.numbers.at),
+    numbers: status.numbers,
+    warnings: status.warnings,
     ranges: counts.ranges,
     files: counts.files,
-    finished,
-    rate,
-    etaSeconds: rate && rate > 0 ? left / rate : left === 0 ? 0 : null,
     throughput,
     retries,
     failures,
     workers,
     links,
   };
-}
-
-/** Outcomes per second over the last few minutes (or since the first outcome, if later). */
-function recentRate(throughput: readonly ThroughputRow[], firstAttemptAt: Date | null, now: Date): number | null {
-  if (!firstAttemptAt) return null;
-  const since = Math.max(now.getTime() - RATE_WINDOW_MINUTES * 60_000, firstAttemptAt.getTime());
-  const files = throughput
-    .filter((row) => row.minute.getTime() + 60_000 > since)
-    .reduce((sum, row) => sum + row.succeeded + row.failed, 0);
-  const seconds = Math.max((now.getTime() - since) / 1000, 1);
-  return files / seconds;
 }

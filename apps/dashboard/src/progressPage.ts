@@ -8,6 +8,7 @@ import { navigation } from "./navigation";
 import { LINK_WINDOW_SECONDS, readProgress } from "./progressData";
 import type { ProgressOptions, ProgressReport } from "./progressData";
 import { throughputChart } from "./throughputChart";
+import { formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
 
 export interface ProgressPageOptions extends ProgressOptions {
   db: Queryable;
@@ -32,18 +33,24 @@ export function progressRoutes(app: FastifyInstance, options: ProgressPageOption
 }
 
 function progressBody(r: ProgressReport, chartMinutes: number, lock: string | null, breakers: BreakerView[] | null): SafeHtml {
-  const p = r.progress;
-  const pct = p.sourceFiles > 0 ? Math.floor((r.finished / p.sourceFiles) * 1000) / 10 : 0;
-  const open = (breakers ?? []).filter((b) => b.open);
+  const n = r.numbers;
+  const rate = (x: { filesPerSec: number; bytesPerSec: number } | null) => (x === null ? "–" : `${formatFilesPerSec(x.filesPerSec)} files/s, ${bytes(x.bytesPerSec)}/s`);
   return html`${lock === null ? "" : html`<div class="banner" role="status"><strong>API locked</strong> (maintenance): ${lock}</div>`}
-${open.map((b) => html`<div class="banner" role="alert"><strong>Link breaker open</strong>: <code>${b.link}</code> is paused (files stay pending, none fails) since ${b.openedAt ?? "?"}: ${b.reason ?? ""}. Next probe in ${duration(b.nextProbeInSeconds ?? 0)}${b.failedProbes ? ` (${b.failedProbes} failed so far)` : ""}.</div>`)}
+${n.blockers.map((b) => html`<div class="banner" role="status" data-blocker="${b.kind}"><strong>${BLOCKER_TITLES[b.kind]}</strong>: ${b.reason}${b.since ? html` · since ${b.since}` : ""}${b.resumesAt ? html` · resumes ${b.resumesAt}` : ""}</div>`)}
+${r.warnings.map((w) => html`<div class="banner" role="status">${w}</div>`)}
 <h1>Migration progress</h1>
 <section><h2>Overall</h2><table>
-<tr><th>files finished</th><td class="n">${num(r.finished)} / ${num(p.sourceFiles)} (${pct}%)</td></tr>
-<tr><th>migrated</th><td class="n">${num(p.files.SUCCESS)} files, ${bytes(p.bytesMigrated)} of ${bytes(p.sourceBytes)}</td></tr>
-<tr><th>failed</th><td class="n">${num(p.files.FAIL)} (${num(p.failedFinal)} for good)</td></tr>
-<tr><th>rate</th><td class="n">${r.rate === null ? "–" : `${r.rate.toFixed(1)} files/s`}</td></tr>
-<tr><th>ETA</th><td class="n">${r.etaSeconds === null ? "–" : duration(r.etaSeconds)}</td></tr>
+<tr><th>state</th><td class="n" id="state">${stateText(r)}</td></tr>
+<tr><th>files done</th><td class="n">${num(n.done)} / ${num(n.total.files)} (${n.percent}%)</td></tr>
+<tr><th>migrated</th><td class="n">${num(n.succeeded)} files, ${bytes(n.bytesMigrated)} of ${bytes(n.total.bytes)}</td></tr>
+<tr><th>failed</th><td class="n">${num(n.failed)} (${num(n.failedFinal)} for good, ${num(n.retryRequested)} retry requested)${n.failed > 0 ? html` · <a href="/failures">see the files</a>` : ""}</td></tr>
+<tr><th>retrying</th><td class="n">${num(n.retrying)}</td></tr>
+<tr><th>killed</th><td class="n">${num(n.killed)}</td></tr>
+<tr><th>rate, last minute</th><td class="n" id="rate-now">${rate(n.rate.lastMinute)}</td></tr>
+<tr><th>rate, whole run</th><td class="n" id="rate-run">${rate(n.rate.run)}</td></tr>
+<tr><th>elapsed</th><td class="n">${n.elapsedSeconds === null ? "–" : duration(n.elapsedSeconds)}</td></tr>
+<tr><th>ETA</th><td class="n" id="eta">${n.state === "blocked" ? "– (held)" : n.etaSeconds === null ? "–" : duration(n.etaSeconds)}</td></tr>
+${n.vanished + n.superseded > 0 ? html`<tr><th>not counted</th><td class="n">${num(n.vanished)} vanished before migration, ${num(n.superseded)} old versions of changed files</td></tr>` : ""}
 </table></section>
 <div class="grid">
 <section><h2>Ranges by status</h2>${table(["status", "ranges", "files ok", "files failed"], r.ranges.map((x) => [x.status, num(x.ranges), num(x.filesSucceeded), num(x.filesFailed)]))}</section>
@@ -72,9 +79,25 @@ ${open.map((b) => html`<div class="banner" role="alert"><strong>Link breaker ope
       b.open ? `${b.failedProbes ?? 0}${b.lastProbeError ? `: ${b.lastProbeError}` : ""}` : "–",
     ]),
   )}</section>
-<section><h2>Failures by category</h2>${table(["category", "files", "example"], r.failures.map((f) => [f.category, num(f.files), html`<code>${f.exampleUri ?? ""}</code><br><span class="muted">${f.exampleMessage ?? ""}</span>`]))}</section>
+<section><h2>Failures by category</h2>${table(
+    ["category", "files", "example"],
+    r.failures.map((f) => [
+      html`<a href="/failures?category=${encodeURIComponent(f.category)}">${f.category}</a> <span class="muted">${f.retryable ? "retryable" : "permanent"}</span>`,
+      num(f.files),
+      html`<code>${f.example.path}</code><br><span class="muted">${f.example.message ?? ""}</span>`,
+    ]),
+  )}</section>
 <section><h2>Workers holding ranges</h2>${table(["worker", "ranges", "last heartbeat"], r.workers.map((w) => [w.owner, num(w.ranges), html`${w.lastHeartbeat ? w.lastHeartbeat.toISOString() : "never"}${w.stale ? html` <span class="bad">stale</span>` : ""}`]))}</section>
 <p class="muted">As of ${r.at.toISOString()} · refreshes every 10 s · <a href="/progress.json">JSON</a></p>`;
+}
+
+const BLOCKER_TITLES: Record<string, string> = { paused: "Paused", "window-closed": "Outside the migration window", "breaker-open": "Link breaker open" };
+
+function stateText(r: ProgressReport): string {
+  const n = r.numbers;
+  if (n.state === "blocked") return `held: ${n.blockers.map((b) => (b.kind === "paused" ? "paused" : b.kind)).join(", ")}`;
+  if (n.state === "done") return n.failed > 0 ? `done, ${num(n.failed)} failed` : "done";
+  return n.state;
 }
 
 function table(head: string[], rows: Array<Array<string | SafeHtml>>): SafeHtml {

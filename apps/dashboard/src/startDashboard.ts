@@ -27,6 +27,9 @@ import { createDashboardMetrics } from "./dashboardMetrics";
 import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
+import { failuresRoutes } from "./failuresPage";
+import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
+import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import { accountsRoutes } from "./accountsPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
@@ -188,6 +191,8 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   app.get("/", async (_req, reply) => reply.redirect("/progress", 302));
   const apiLock = new ApiLock(ctx.redis, ctx.prefix);
   const breakers = new LinkBreakers(ctx.redis, ctx.prefix);
+  // The same reasons for held work as the CLI's status (one list, link breakers included).
+  const blockers = migrationBlockerSources({ migrationQueue: ctx.jobs.queue(QUEUES.migration), window: migrationWindow(config), breakers });
   progressRoutes(app, {
     breakers: () =>
       breakerViews(breakers).catch((err: unknown) => {
@@ -199,7 +204,14 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     retryableCategories: config.RETRY_CATEGORIES,
     staleAfterMs: config.RANGE_STALE_AFTER,
     chartMinutes: 60,
+    blockers,
     lockReason: async () => (await apiLock.get())?.reason ?? null,
+  });
+  failuresRoutes(app, {
+    db: ctx.db,
+    jobs: ctx.jobs,
+    history: new OperationHistory(ctx.db),
+    policy: { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES },
   });
   accountsRoutes(app, ctx.db);
   const queues = Object.values(QUEUES).map((name) => ctx.jobs.queue(name));
@@ -214,6 +226,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       retryableCategories: config.RETRY_CATEGORIES,
       staleAfterMs: config.RANGE_STALE_AFTER,
       commit: config.FLEET_COMMIT,
+      blockers,
     }),
   );
   operationsApi(app, {

@@ -70,7 +70,7 @@ describe("dashboard in a browser", () => {
     const text = await page.textContent("main");
     expect(text).toContain("30 / 30 (100%)");
     expect(text).toContain("27 files");
-    expect(text).toMatch(/not-found\s*3/);
+    expect(text).toMatch(/not-found\s*permanent\s*3/);
     await page.screenshot({ path: join(ARTIFACTS, "viewer-progress.png"), fullPage: true });
 
     await page.goto(`${base}/queues/`);
@@ -104,5 +104,73 @@ describe("dashboard in a browser", () => {
     ]);
     await waitFor(async () => (await queue.getJobState(failedJobId)) === "waiting", 10_000, "the job to be waiting again");
     await page.screenshot({ path: join(ARTIFACTS, "operator-after-retry.png"), fullPage: true });
+  });
+
+  it("operator: the failures page lists the missing files, filters them, shows a file's attempts, and retries the ticked file (CSRF, operation history)", async () => {
+    const page = await signIn("alice", PASSWORDS.alice, "/failures");
+    expect(new URL(page.url()).pathname).toBe("/failures");
+    expect(await page.textContent("#count")).toBe("3 files");
+    expect(await page.locator("#files tr").count()).toBe(4);
+    await page.screenshot({ path: join(ARTIFACTS, "operator-failures.png"), fullPage: true });
+
+    await page.fill('input[name="text"]', "file-14");
+    await Promise.all([page.waitForURL(/text=file-14/), page.getByRole("button", { name: "Filter" }).click()]);
+    expect(await page.textContent("#count")).toBe("1 files");
+    const fileLink = page.locator("#files td.n a").first();
+    const fileId = Number(await fileLink.textContent());
+    await Promise.all([page.waitForURL(`**/failures/file/${fileId}`), fileLink.click()]);
+    expect(await page.locator("#attempts tr").count()).toBe(2);
+    expect(await page.textContent("#attempts")).toMatch(/FAIL\s*not-found\s*open "dir4\/file-14\.bin": ENOENT/);
+    await page.screenshot({ path: join(ARTIFACTS, "operator-failure-attempts.png"), fullPage: true });
+
+    await page.goBack();
+    await page.check(`input[name="file"][value="${fileId}"]`);
+    await page.locator('form:has(#files) input[name="includePermanent"]').check();
+    const post = page.waitForRequest((r) => r.method() === "POST");
+    await Promise.all([page.waitForURL(/done=/), page.getByRole("button", { name: "Retry selected files" }).click()]);
+    expect((await post).postData()).toMatch(/_csrf=[A-Za-z0-9_-]{43}/);
+    expect(await page.textContent("#done")).toMatch(/^re-queued 1 files \(operation \d+\)$/);
+    const db = harness.runtime.db;
+    const marked = await db.query(`SELECT file_id FROM migration_files WHERE retry_requested_at IS NOT NULL`);
+    expect(marked.rows.map((r) => Number(r.file_id))).toEqual([fileId]);
+    const operation = /operation (\d+)/.exec((await page.textContent("#done"))!)![1]!;
+    const recorded = await db.query(`SELECT name, submitted_by FROM operations WHERE id = $1`, [operation]);
+    expect(recorded.rows).toEqual([{ name: "retry-failed", submitted_by: "dashboard:alice" }]);
+
+    // A whole category, from its summary row (permanent: only once "cause fixed" is ticked).
+    await page.goto(`${base}/failures`);
+    const row = page.locator("section").first().locator("tr", { hasText: "not-found" });
+    await Promise.all([page.waitForURL(/done=/), row.getByRole("button", { name: /^Retry \d+ not-found$/ }).click()]);
+    expect(await page.textContent("#done")).toBe("nothing re-queued (permanent: not-found 3; tick the box once the cause is fixed)");
+    await row.locator('input[name="includePermanent"]').check();
+    await Promise.all([page.waitForURL(/done=/), row.getByRole("button", { name: /^Retry \d+ not-found$/ }).click()]);
+    expect(await page.textContent("#done")).toMatch(/^re-queued 3 files \(operation \d+\)$/);
+    expect((await db.query(`SELECT count(*)::int AS n FROM migration_files WHERE retry_requested_at IS NOT NULL`)).rows[0].n).toBe(3);
+    await page.screenshot({ path: join(ARTIFACTS, "operator-failures-retried.png"), fullPage: true });
+  });
+
+  it("viewer: sees the failures but no retry control; a retry posted anyway is refused", async () => {
+    const page = await signIn("victor", PASSWORDS.victor, "/failures");
+    expect(await page.textContent("#count")).toBe("3 files");
+    expect(await page.getByRole("button", { name: /retry/i }).count()).toBe(0);
+    const refused = await page.evaluate(async () => (await fetch("/failures/retry", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "category=not-found" })).status).catch(() => "blocked");
+    // No script runs on the page (CSP), so the browser itself refuses; the server refuses too:
+    expect(["blocked", 403]).toContain(refused);
+    const server = await fetch(`${base}/failures/retry`, { method: "POST", headers: { authorization: `Basic ${Buffer.from(`victor:${PASSWORDS.victor}`).toString("base64")}`, "content-type": "application/x-www-form-urlencoded" }, body: "category=not-found" });
+    expect(server.status).toBe(403);
+  });
+
+  it("pages through many failures, 50 at a time", async () => {
+    const db = harness.runtime.db;
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, file_name, size, status, error_category, error_message, last_attempt_date)
+       SELECT 100000 + g, NULL, 'file:///gone/x' || g, 'x' || g, 1, 'FAIL', 'io', 'disk error ' || g, now() - make_interval(secs => g) FROM generate_series(1, 60) g`,
+    );
+    const page = await signIn("victor", PASSWORDS.victor, "/failures?category=io");
+    expect(await page.textContent("#count")).toBe("60 files · page 1 of 2");
+    expect(await page.locator("#files tr").count()).toBe(51);
+    await Promise.all([page.waitForURL(/page=2/), page.getByRole("link", { name: "next →" }).click()]);
+    expect(await page.locator("#files tr").count()).toBe(11);
+    expect(await page.textContent("#files")).toContain("file:///gone/x60");
   });
 });

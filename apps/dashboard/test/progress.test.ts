@@ -65,18 +65,32 @@ describe("progress page", () => {
     const res = await send(base, "/progress.json", { jar });
     expect(res.status).toBe(200);
     const r = (await res.json()) as Record<string, any>;
-    expect(r.progress).toMatchObject({ sourceFiles: 10, files: { SUCCESS: 6, FAIL: 3, RETRYING: 1 }, ranges: { COMPLETE: 1, PROCESSING: 2, PENDING: 0 }, failedFinal: 2 });
-    expect(r.finished).toBe(9);
+    // The one set of numbers (migrationNumbers), as the CLI's status shows it.
+    expect(r.numbers).toMatchObject({
+      state: "running",
+      blockers: [],
+      total: { files: 10, bytes: 10_000 },
+      done: 10,
+      pending: 0,
+      succeeded: 6,
+      failed: 3,
+      failedFinal: 2,
+      retrying: 1,
+      killed: 0,
+      ranges: { COMPLETE: 1, PROCESSING: 2, PENDING: 0 },
+    });
     expect(r.files).toEqual([
       { status: "SUCCESS", count: 6, bytes: 6000 },
       { status: "FAIL", count: 3, bytes: 3000 },
       { status: "RETRYING", count: 1, bytes: 1000 },
     ]);
     expect(r.ranges.map((x: { status: string; ranges: number }) => [x.status, x.ranges])).toEqual([["PROCESSING", 2], ["COMPLETE", 1]]);
-    // 9 outcomes within the last 5 minutes, the first 3 minutes ago: about 9 / 180 s.
-    expect(r.rate).toBeGreaterThan(9 / 300);
-    expect(r.rate).toBeLessThan(9 / 120);
-    expect(r.etaSeconds).toBeCloseTo(1 / r.rate, 5);
+    // No range was claimed (no started_at): the run began with its first outcome, 3 minutes ago.
+    expect(r.numbers.elapsedSeconds).toBeGreaterThan(179);
+    expect(r.numbers.elapsedSeconds).toBeLessThan(240);
+    // 10 files attempted over those ~180 s; 6 of them in the last minute, 2 of which migrated (bytes/s counts migrated bytes).
+    expect(r.numbers.rate.run.filesPerSec).toBeCloseTo(10 / r.numbers.elapsedSeconds, 6);
+    expect(r.numbers.rate.lastMinute).toEqual({ filesPerSec: 6 / 60, bytesPerSec: 2000 / 60 });
     expect(r.throughput.reduce((s: number, t: { succeeded: number; failed: number }) => s + t.succeeded + t.failed, 0)).toBe(9); // RETRYING has no outcome yet
     expect(r.retries).toEqual([
       { retryCount: 0, status: "FAIL", files: 1 },
@@ -85,9 +99,10 @@ describe("progress page", () => {
       { retryCount: 2, status: "FAIL", files: 1 },
       { retryCount: 3, status: "FAIL", files: 1 },
     ]);
+    // Each example is one file with its own message.
     expect(r.failures).toEqual([
-      { category: "network", files: 2, exampleMessage: "connection reset", exampleUri: "in/f8.dat" },
-      { category: "not-found", files: 1, exampleMessage: HOSTILE_MESSAGE, exampleUri: `in/${HOSTILE_NAME}` },
+      { category: "network", files: 3, failed: 2, retrying: 1, killed: 0, final: 1, retryable: true, example: { fileId: 8, path: "in/f8.dat", message: "connection reset" } },
+      { category: "not-found", files: 1, failed: 1, retrying: 0, killed: 0, final: 1, retryable: false, example: { fileId: 7, path: `in/${HOSTILE_NAME}`, message: HOSTILE_MESSAGE } },
     ]);
     expect(r.links).toEqual([
       { source: "sftp://u@h:22", destination: "s3://bkt", files: 6, bytes: 6000, filesPerSec: 2 / 60, bytesPerSec: 2000 / 60, averageFilesPerSec: expect.any(Number), averageBytesPerSec: expect.any(Number) },
@@ -107,7 +122,7 @@ describe("progress page", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("content-security-policy")).toContain("default-src 'none'");
     const text = await res.text();
-    expect(text).toContain("9 / 10 (90%)");
+    expect(text).toContain("10 / 10 (100%)");
     expect(text).toContain("<svg");
     expect(text).toContain("host-a:101:aaaaaa");
     expect(text).toMatch(/sftp:\/\/u@h:22<\/code> → <code>s3:\/\/bkt<\/code>/);

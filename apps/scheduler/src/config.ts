@@ -11,9 +11,13 @@ const scheduleOverrides = Object.fromEntries(
     `SCHEDULE_${s.id.toUpperCase().replace(/-/g, "_")}`,
     z
       .string()
-      .regex(/^(off|every:\d+(ms|s|m|h|d)?|(\S+\s+){4,5}\S+)$/, "expected off, every:<duration> or a cron pattern")
+      .regex(/^(off|on|every:\d+(ms|s|m|h|d)?|(\S+\s+){4,5}\S+)$/, "expected off, on, every:<duration> or a cron pattern")
       .optional()
-      .describe(`Override of the ${s.id} schedule (${s.cron ?? `every ${s.everyMs} ms`}): off, every:30s, or a cron pattern`),
+      .describe(
+        s.optIn
+          ? `Opt-in schedule of ${s.id}, off unless set: on (${s.cron ?? `every ${s.everyMs} ms`}), every:30s, or a cron pattern`
+          : `Override of the ${s.id} schedule (${s.cron ?? `every ${s.everyMs} ms`}): off, every:30s, or a cron pattern`,
+      ),
   ]),
 );
 

@@ -11,12 +11,16 @@ export interface ResolvedSchedule {
   repeat: { pattern: string; tz: string } | { every: number };
 }
 
-/** Applies SCHEDULE_<ID> overrides (`off`, `every:30s`, cron) to the declared table. */
+/** Applies SCHEDULE_<ID> overrides (`off`, `on`, `every:30s`, cron) to the declared table; opt-in schedules run only when set. */
 export function resolveSchedules(table: readonly ScheduleSpec[], config: Record<string, unknown>, tz: string): ResolvedSchedule[] {
   const out: ResolvedSchedule[] = [];
   for (const spec of table) {
     const override = config[`SCHEDULE_${spec.id.toUpperCase().replace(/-/g, "_")}`];
-    if (override === "off") continue;
+    if (override === "off" || (spec.optIn && override === undefined)) continue;
+    if (override === "on") {
+      out.push({ id: spec.id, job: spec.job, repeat: spec.cron ? { pattern: spec.cron, tz } : { every: spec.everyMs ?? 3_600_000 } });
+      continue;
+    }
     if (typeof override === "string" && override.startsWith("every:")) {
       out.push({ id: spec.id, job: spec.job, repeat: { every: parseDuration(override.slice(6)) } });
     } else if (typeof override === "string") {

@@ -25,7 +25,8 @@ import { resolveSchedules, syncSchedules } from "../src/syncSchedules";
 
 const catalogue = buildFleetCatalogue();
 let redis: ReturnType<typeof createRedis>;
-const ALL_IDS = SCHEDULES.map((s) => s.id).sort();
+// What runs by default; opt-in schedules (inventory-scan) only when their SCHEDULE_ variable is set.
+const ALL_IDS = SCHEDULES.filter((s) => !s.optIn).map((s) => s.id).sort();
 
 interface Ctx {
   config: SchedulerConfig;
@@ -119,7 +120,7 @@ describe("scheduler", () => {
     const [a] = await Promise.all([ctx.start(), ctx.start()]);
     const first = await snapshot(ctx.jobs);
     expect(Object.keys(first).sort()).toEqual(ALL_IDS);
-    for (const spec of SCHEDULES) {
+    for (const spec of SCHEDULES.filter((x) => !x.optIn)) {
       const s = first[spec.id]!;
       expect({ queue: s.queue, name: s.name, pattern: s.pattern, tz: s.tz }).toEqual({ queue: catalogue.get(spec.job)!.queue, name: spec.job, pattern: spec.cron, tz: "UTC" });
       // One next run waiting, at the time the scheduler says.
@@ -144,14 +145,16 @@ describe("scheduler", () => {
     await ctx.jobs.queue("migration").upsertJobScheduler("hand-made", { pattern: "0 0 1 1 *" }, { name: "retry-failed", data: {} });
     expect(Object.keys(await snapshot(ctx.jobs))).toContain("hand-made");
 
-    const overridden = loadSchedulerConfig({ ...envOf(ctx.config), SCHEDULE_RETENTION: "off", SCHEDULE_SEED_RANGES: "every:30s" });
+    const overridden = loadSchedulerConfig({ ...envOf(ctx.config), SCHEDULE_RETENTION: "off", SCHEDULE_SEED_RANGES: "every:30s", SCHEDULE_INVENTORY_SCAN: "on" });
     const result = await ctx.sync(overridden);
-    expect(result.created).toEqual([]);
+    expect(result.created).toEqual(["inventory-scan"]);
     expect(result.updated).toEqual(["seed-ranges"]);
     expect(result.removed.sort()).toEqual(["hand-made", "retention"]);
 
     const after = await snapshot(ctx.jobs);
-    expect(Object.keys(after).sort()).toEqual(ALL_IDS.filter((id) => id !== "retention"));
+    expect(Object.keys(after).sort()).toEqual([...ALL_IDS.filter((id) => id !== "retention"), "inventory-scan"].sort());
+    // `on` turns an opt-in schedule on at its declared time.
+    expect([after["inventory-scan"]!.name, after["inventory-scan"]!.pattern]).toEqual(["inventory-scan", "0 2 * * *"]);
     expect(Number(after["seed-ranges"]!.every)).toBe(30_000);
     expect(after["seed-ranges"]!.queued).toHaveLength(1);
     // The removed schedulers' future runs are gone with them.

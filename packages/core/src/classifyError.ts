@@ -1,3 +1,4 @@
+import { types } from "node:util";
 import { FleetError, PermanentError, RetryableError } from "./errors";
 import type { ErrorCategory, PermanentCategory, RetryableCategory } from "./errors";
 
@@ -232,9 +233,12 @@ export function classifyError(err: unknown): FleetError {
 
 /** A one-line description of anything thrown, for logs and stored error messages. */
 export function describe(err: unknown): string {
-  if (err instanceof Error) {
+  // Not only `instanceof Error`: an error made in another realm (a vm context, a test runner's
+  // sandbox) is an Error without being an instance of this realm's class.
+  if (err instanceof Error || isErrorLike(err)) {
+    const { message } = err as Error;
     const code = (err as { code?: unknown }).code;
-    return typeof code === "string" && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+    return typeof code === "string" && !message.includes(code) ? `${code}: ${message}` : message;
   }
   if (typeof err === "string") return err;
   try {
@@ -242,6 +246,10 @@ export function describe(err: unknown): string {
   } catch {
     return String(err);
   }
+}
+
+function isErrorLike(err: unknown): boolean {
+  return types.isNativeError(err) || (typeof err === "object" && err !== null && typeof (err as { message?: unknown }).message === "string" && typeof (err as { name?: unknown }).name === "string");
 }
 
 /** Which end of a transfer an operation failed at. */

@@ -20,6 +20,11 @@ export type Env = Readonly<Record<string, string | undefined>>;
  * with dotenv). A missing file is fine; an unreadable one is a config error.
  */
 export function readEnv(processEnv: Env, envFile = processEnv.FLEET_ENV_FILE ?? ".env"): Env {
+  return readEnvSources(processEnv, envFile).env;
+}
+
+/** readEnv, plus where each value came from (`fleet config` shows it). */
+export function readEnvSources(processEnv: Env, envFile = processEnv.FLEET_ENV_FILE ?? ".env"): { env: Env; fromFile: ReadonlySet<string>; envFile: string } {
   let fileValues: Record<string, string> = {};
   try {
     fileValues = parseDotenv(readFileSync(envFile));
@@ -28,7 +33,8 @@ export function readEnv(processEnv: Env, envFile = processEnv.FLEET_ENV_FILE ?? 
       throw new ConfigError([`FLEET_ENV_FILE: cannot read ${envFile}: ${(err as Error).message}`]);
     }
   }
-  return { ...fileValues, ...processEnv };
+  const fromFile = new Set(Object.keys(fileValues).filter((k) => processEnv[k] === undefined));
+  return { env: { ...fileValues, ...processEnv }, fromFile, envFile };
 }
 
 /**

@@ -47,6 +47,9 @@ export const PERMANENT_CATEGORIES = [
   "auth-failed",
   // A source "file" that is a directory, socket, FIFO or device: there are no bytes to copy.
   "not-a-file",
+  // Not a file's error but a range job's outcome: the range completed with failed files, so its
+  // job ends failed (never green in bull-board) with the counts; the files have their own categories.
+  "files-failed",
 ] as const;
 
 /**

@@ -36,12 +36,18 @@ export class JobClient<Defs extends Record<string, AnyJobDefinition>> {
     private readonly connection: Redis,
     private readonly prefix: string,
     private readonly defaults: JobDefaults,
+    /**
+     * `skipMetasUpdate`: do not write each queue's meta key on first use. BullMQ writes it when a
+     * Queue is created; a command that only reads (the CLI) must create no keys, so that a
+     * mistyped prefix stays empty and can be told apart from a real fleet.
+     */
+    private readonly queueOptions: { skipMetasUpdate?: boolean } = {},
   ) {}
 
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
-      q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      q = new Queue(name, { connection: this.connection, prefix: this.prefix, ...(this.queueOptions.skipMetasUpdate ? { skipMetasUpdate: true } : {}) });
       this.queues.set(name, q);
     }
     return q;

@@ -33,6 +33,8 @@ export interface JobContext<Deps> {
   window?: RunWindows;
   /** Reports progress to BullMQ (shown in bull-board and by the operations API). */
   progress(value: number | Record<string, unknown>): Promise<void>;
+  /** Adds a line to the job's log (bull-board's Logs tab, `fleet ops show`); best effort. */
+  note?(line: string): Promise<void>;
 }
 
 export interface JobOptions {
@@ -74,7 +76,7 @@ export interface JobDefinition<Name extends string, Schema extends z.ZodType, De
    * Ignore new submissions while a job with this id is still waiting or running (BullMQ
    * deduplication); unlike jobId, finished jobs do not block new ones.
    */
-  dedupeId?: (payload: z.output<Schema>) => string;
+  dedupeId?: (payload: z.output<Schema>) => string | undefined;
   handle(payload: z.output<Schema>, ctx: JobContext<Deps>): Promise<Result>;
 }
 

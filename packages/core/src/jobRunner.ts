@@ -291,6 +291,9 @@ export class JobRunner<Deps> {
       signal: abort,
       deps,
       ...(window ? { window } : {}),
+      note: async (line) => {
+        await job.log(line).catch((err: unknown) => log.warn({ err }, "could not add a line to the job's log"));
+      },
       progress: async (value) => {
         await job.updateProgress(value);
         lastProgress = value;

@@ -13,6 +13,7 @@ import { accountsSync } from "./accounts/accountsSync";
 import { notifySend } from "./accounts/notifySend";
 import { notifySweep } from "./accounts/notifySweep";
 import type { FleetDeps } from "./deps";
+import { inventoryScan } from "./inventory/inventoryScan";
 import { hold } from "./maintenance/hold";
 import { recoverStuck } from "./maintenance/recoverStuck";
 import { retention } from "./maintenance/retention";
@@ -40,6 +41,7 @@ export const fleetJobs = {
   unpack,
   "remote-command": remoteCommand,
   hold,
+  "inventory-scan": inventoryScan,
   "accounts-sync": accountsSync,
   "accounts-prepare": accountsPrepare,
   "accounts-group-update": accountsGroupUpdate,

@@ -39,6 +39,13 @@
  *   outcomes are written only once the package is verified. `unpack` restores it.
  * - **member**: one file inside a package (a tar entry named by the file's source key, listed
  *   in the manifest with size, sha256 and file id).
+ * - **version** (of a file): a source_files row. A re-scan that finds a file changed adds a new
+ *   row (new id → new range) and points the old one at it (`superseded_by`); **vanished**: a
+ *   current row whose file a re-scan did not find (`vanished_at`).
+ * - **killed**: a file an operator gave up (`fleet migrate kill`), or the failed outcome of a
+ *   superseded version: never copied, never retried.
+ * - **blocker**: a reason migration work is held (queue paused, window closed, breaker open);
+ *   with one, every view says so and shows no ETA (status/blockers.ts).
  * - **account**: a row of `migration_queue`, from the consent API (account migrations).
  * - **batch**: the accounts of one night (`migration_batch`, one per run date).
  * - **assignment**: which server does an account's steps of one role in a batch.

@@ -12,7 +12,7 @@ export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 /** Every job kind; a name here without a definition (or the reverse) stops startup. */
 export const JOB_NAMES = [
-  "seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "sweep-temp", "retention", "unpack", "remote-command", "hold",
+  "seed-ranges", "migrate-range", "retry-failed", "recover-stuck", "sweep-temp", "retention", "unpack", "remote-command", "hold", "inventory-scan",
   // Account migrations (accounts/): daily steps, batch run nodes, the notification outbox.
   "accounts-sync", "accounts-prepare", "accounts-group-update", "accounts-run", "account-step", "account-batch-finish", "notify-send", "notify-sweep", "accounts-reconcile",
   "account-cleanup", "accounts-probe",

@@ -14,6 +14,8 @@ export interface ScheduleSpec {
   cron?: string;
   everyMs?: number;
   description: string;
+  /** Off unless SCHEDULE_<ID> is set (`on` for the cron above, or a cron / every:<duration> of its own). */
+  optIn?: boolean;
 }
 
 export const SCHEDULES: readonly ScheduleSpec[] = [
@@ -22,6 +24,8 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "recover-stuck", job: "recover-stuck", cron: "*/10 * * * *", description: "every 10 min: recover stuck ranges and retries, re-enqueue forgotten work" },
   { id: "sweep-temp", job: "sweep-temp", cron: "45 3 * * *", description: "daily 03:45: remove temp files of dead writers, abort stale multipart uploads (also run after every recovery of a dead owner's work)" },
   { id: "retention", job: "retention", cron: "30 3 * * *", description: "daily 03:30: prune old logs and finished jobs" },
+  // Opt-in: only a live share needs it (SCHEDULE_INVENTORY_SCAN=on, or a cron of its own).
+  { id: "inventory-scan", job: "inventory-scan", cron: "0 2 * * *", optIn: true, description: "daily 02:00 when turned on: re-scan SOURCE_URL (new, changed, vanished files)" },
   // The daily rhythm of account migrations (times of the old orchestrator; FLEET_TZ). Each is
   // caught up once by the scheduler when missed (see DAILY_ACCOUNT_JOBS).
   { id: "accounts-sync", job: "accounts-sync", cron: "0 13 * * *", description: "daily 13:00: pull consents into the account queue" },

@@ -56,9 +56,27 @@ describe("file migration pipeline", () => {
     ]);
   });
 
+  it("a range with failed files ends its job failed (not green), with the counts in the job's log; each failed file is logged at warn", async () => {
+    const queue = h.runtime.deps.jobs.queue("migration");
+    const ranges = (await h.runtime.db.query(`SELECT id FROM migration_ranges ORDER BY id`)).rows.map((r) => r.id as number);
+    const states = await Promise.all(ranges.map((id) => queue.getJobState(`range-${id}`)));
+    expect(states).toEqual(["failed", "failed", "completed"]);
+    const job = (await queue.getJob(`range-${ranges[0]}`))!;
+    expect(job.failedReason).toBe(`files-failed: range ${ranges[0]} completed with 1 of 100 files failed (not-found 1); see \`fleet migrate failures --range ${ranges[0]}\``);
+    expect(job.attemptsMade).toBe(1); // permanent: not retried
+    const { logs } = await queue.getJobLogs(`range-${ranges[0]}`);
+    expect(logs).toEqual([job.failedReason.replace(/^files-failed: /, ""), expect.stringMatching(/^not-found: 1 files, e\.g\. dir2\/file-42\.bin: open "dir2\/file-42\.bin": ENOENT/)]);
+    const warned = h.logLines.map((l) => JSON.parse(l)).filter((l) => l.msg === "file failed");
+    expect(warned.map((l) => [l.level, l.path, l.category]).sort()).toEqual([
+      [40, "dir2/file-142.bin", "not-found"],
+      [40, "dir2/file-42.bin", "not-found"],
+    ]);
+  });
+
   it("re-running a completed range changes nothing", async () => {
     const before = await h.runtime.db.query(`SELECT file_id, status, migration_date, last_attempt_date FROM migration_files ORDER BY file_id`);
-    const rangeId = (await h.runtime.db.query(`SELECT id FROM migration_ranges ORDER BY id LIMIT 1`)).rows[0].id as number;
+    // The last range has no failed file (a range with failures fails its job again on a re-run: see above).
+    const rangeId = (await h.runtime.db.query(`SELECT id FROM migration_ranges ORDER BY id DESC LIMIT 1`)).rows[0].id as number;
     // As if a duplicate delivery arrived after completion…
     const again = await migrateRangeFiles({ rangeId, jobId: "dup", deps: h.runtime.deps, log: h.log, signal: new AbortController().signal });
     expect(again.status).toBe("already-complete");
@@ -66,7 +84,10 @@ describe("file migration pipeline", () => {
     await h.runtime.db.query(`UPDATE migration_ranges SET status = 'PENDING' WHERE id = $1`, [rangeId]);
     const rerun = await migrateRangeFiles({ rangeId, jobId: "rerun", deps: h.runtime.deps, log: h.log, signal: new AbortController().signal });
     expect([rerun.status, rerun.succeeded, rerun.failed]).toEqual(["completed", 0, 0]);
-    expect(rerun.totals?.succeeded).toBe(99);
+    expect(rerun.totals?.succeeded).toBe(50);
+    // A duplicate of a range with a failed file fails again, saying why; it changes nothing either.
+    const first = (await h.runtime.db.query(`SELECT id FROM migration_ranges ORDER BY id LIMIT 1`)).rows[0].id as number;
+    await expect(migrateRangeFiles({ rangeId: first, jobId: "dup", deps: h.runtime.deps, log: h.log, signal: new AbortController().signal })).rejects.toMatchObject({ category: "files-failed" });
     const after = await h.runtime.db.query(`SELECT file_id, status, migration_date, last_attempt_date FROM migration_files ORDER BY file_id`);
     expect(after.rows).toEqual(before.rows);
     // Seeding again finds no new source files.

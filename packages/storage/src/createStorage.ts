@@ -3,9 +3,7 @@ import { fileURLToPath } from "node:url";
 import { PermanentError } from "@fleet/core/errors";
 import { LocalStorage } from "./localStorage";
 import { NullStorage } from "./nullStorage";
-import { S3Storage } from "./s3Storage";
 import { parseS3Url } from "./s3Url";
-import { SftpStorage } from "./sftpStorage";
 import { parseSftpUrl } from "./sftpUrl";
 import type { Storage } from "./storage";
 import type { StorageConnection } from "./storageConnection";
@@ -48,6 +46,9 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
   }
   if (scheme === "s3") {
     const location = parseS3Url(url);
+    // Loaded on use: the AWS SDK (and ssh2 below) are most of a CLI command's start-up when
+    // the storage is a local folder.
+    const { S3Storage } = require("./s3Storage") as typeof import("./s3Storage");
     const s3 = connection.s3 ?? {};
     return new S3Storage({
       bucket: location.bucket,
@@ -66,6 +67,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
   }
   if (scheme === "sftp") {
     const target = parseSftpUrl(url);
+    const { SftpStorage } = require("./sftpStorage") as typeof import("./sftpStorage");
     const ssh = connection.ssh ?? {};
     return new SftpStorage({
       host: target.host,

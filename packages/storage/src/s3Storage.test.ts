@@ -203,6 +203,12 @@ describe("S3Storage on a real S3 server (s3rver)", () => {
     const underD1 = [];
     for await (const info of s3.list("d1/")) underD1.push(info.key);
     expect(underD1).toHaveLength(350);
+    // Key order, resumable after any key (a scan that stopped), across pages; ETags for re-scans.
+    expect(all.map((info) => info.key)).toEqual([...keys].sort());
+    expect(all.every((info) => typeof info.etag === "string" && info.etag.length > 0 && !info.etag.includes('"'))).toBe(true);
+    const rest = [];
+    for await (const info of s3.list("", { startAfter: "d0/k0999" })) rest.push(info.key);
+    expect(rest).toEqual([...keys].sort().filter((k) => k > "d0/k0999"));
   });
 
   it("deletes objects (a missing one is fine)", async () => {

@@ -5,7 +5,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import { checkExpected, digestOf } from "./hashing";
 import type { Digest } from "./hashing";
-import { validatePrefix } from "./keys";
+import { validateKey, validatePrefix } from "./keys";
 import { createS3Agents, createS3Client } from "./s3Client";
 import { StreamDigest, digestStream, md5Of } from "./s3Digest";
 import { S3DirectRequests } from "./s3DirectRequests";
@@ -19,7 +19,7 @@ import { resolveS3StorageOptions } from "./s3StorageOptions";
 import type { S3StorageOptions } from "./s3StorageOptions";
 import { startStream, uploadMultipart } from "./s3Upload";
 import { existingDigest, verifyReadBack, verifyStored } from "./s3Verify";
-import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
 import { sweepMultipartUploads } from "./s3Sweep";
 import { throwIfAborted } from "./storageErrors";
 
@@ -152,15 +152,17 @@ export class S3Storage implements Storage {
     }
   }
 
-  /** Every object under a key prefix, 1,000 per request; "folder" marker objects are skipped. */
   /** Incomplete multipart uploads under the folder (see Storage.sweepTemps); S3 has no temp objects. */
   sweepTemps(options: SweepOptions): Promise<SweepResult> {
     return sweepMultipartUploads(this.client, this.bucket, this.prefix, options);
   }
 
-  async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+  /** Every object under a key prefix, 1,000 per request, in key order; "folder" marker objects are skipped. */
+  async *list(prefix = "", options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const listed = this.prefix + p;
+    // S3 lists in UTF-8 byte order, so StartAfter resumes a listing exactly.
+    const startAfter = options.startAfter ? this.prefix + validateKey(options.startAfter) : undefined;
     let token: string | undefined;
     do {
       throwIfAborted(options.signal, "list", p);
@@ -169,7 +171,7 @@ export class S3Storage implements Storage {
         page = await this.client.send(
           // URL-encoded keys survive XML (a key may hold "\n"); servers that ignore the
           // request say so by not echoing EncodingType, and their keys come raw.
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: listed || undefined, ContinuationToken: token, EncodingType: "url" }),
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: listed || undefined, ContinuationToken: token, StartAfter: token ? undefined : startAfter, EncodingType: "url" }),
           { abortSignal: options.signal },
         );
       } catch (err) {
@@ -181,7 +183,8 @@ export class S3Storage implements Storage {
         const objectKey = encoded ? decodeURIComponent(object.Key.replace(/\+/g, " ")) : object.Key;
         const key = objectKey.startsWith(this.prefix) ? objectKey.slice(this.prefix.length) : "";
         if (key === "" || key.endsWith("/")) continue;
-        yield { key, size: object.Size ?? 0, modifiedAt: object.LastModified };
+        const etag = object.ETag?.replace(/"/g, "");
+        yield { key, size: object.Size ?? 0, modifiedAt: object.LastModified, ...(etag ? { etag } : {}) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);

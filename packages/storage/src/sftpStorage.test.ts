@@ -296,6 +296,9 @@ describe("SftpStorage listing, checks and the pool", () => {
     expect(await collect(storage.list("a"))).toEqual(["a/1", "a/2", "a/b/3", "ab/4"]);
     expect(await collect(storage.list("a/b/"))).toEqual(["a/b/3"]);
     expect(await collect(storage.list("missing/"))).toEqual([]);
+    // Resumable: after any key, exactly the keys that follow in the walk's order.
+    const all = await collect(storage.list());
+    for (let i = 0; i < all.length; i++) expect(await collect(storage.list("", { startAfter: all[i]! }))).toEqual(all.slice(i + 1));
     const info = [];
     for await (const item of storage.list("c/")) info.push(item);
     expect(info).toEqual([{ key: "c/5", size: 3, modifiedAt: expect.any(Date) }]);

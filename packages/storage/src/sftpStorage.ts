@@ -15,8 +15,10 @@ import { SftpWriter } from "./sftpWriter";
 import { createHostKeyCheck } from "./sshHostKey";
 import { DEFAULT_SSH_PORT, targetLabel } from "./sshTarget";
 import type { SshTarget } from "./sshTarget";
-import type { ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "./storage";
 import { sweepSftpTemps } from "./sftpSweep";
+import { sortedWalk } from "./sortedWalk";
+import type { WalkEntry } from "./sortedWalk";
 import { isNotFound, throwIfAborted, toStorageError } from "./storageErrors";
 import { isTempName } from "./tempNames";
 
@@ -52,6 +54,10 @@ export const SFTP_DEFAULTS = {
   operationTimeoutMs: 60_000,
   idleTimeoutMs: 60_000,
 } as const;
+
+interface SftpEntry extends WalkEntry {
+  attrs: Stats;
+}
 
 /**
  * Objects as files under a folder of an SFTP server (OpenSSH or compatible), over a pool of
@@ -243,8 +249,8 @@ export class SftpStorage implements Storage {
     }
   }
 
-  /** Every regular file under the prefix (symlinks to files inside the root included). */
-  async *list(prefix = "", options: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+  /** Every regular file under the prefix (symlinks to files inside the root included), in walk order (sortedWalk.ts). */
+  async *list(prefix = "", options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const p = validatePrefix(prefix);
     const slash = p.lastIndexOf("/");
     const start = slash < 0 ? "" : p.slice(0, slash);
@@ -258,36 +264,41 @@ export class SftpStorage implements Storage {
         if (isNotFound(err)) return;
         throw err;
       }
-      // Depth-first with an explicit stack: one directory handle open at a time, however deep.
-      const pending = [start];
-      for (let dirKey = pending.pop(); dirKey !== undefined; dirKey = pending.pop()) {
-        let handle: Buffer;
-        try {
-          handle = await session.opendir(this.dirs.abs(dirKey));
-        } catch (err) {
-          if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE) continue; // removed while we listed
-          throw toStorageError("list", dirKey, err);
-        }
-        try {
-          for (let batch = await session.readdir(handle); batch !== null; batch = await session.readdir(handle)) {
-            for (const entry of batch) {
-              throwIfAborted(options.signal, "list", p);
-              const key = dirKey === "" ? entry.filename : `${dirKey}/${entry.filename}`;
-              const attrs = entry.attrs;
-              if (attrs.isDirectory()) {
-                if (p.startsWith(`${key}/`) || `${key}/`.startsWith(p)) pending.push(key);
-              } else if (key.startsWith(p) && !isTempName(entry.filename)) {
-                const info = attrs.isFile() ? attrs : attrs.isSymbolicLink() ? await this.symlinkedFile(session, key) : null;
-                if (info) yield { key, size: info.size, modifiedAt: new Date(info.mtime * 1000) };
-              }
+      yield* sortedWalk<SftpEntry>(
+        {
+          readDir: async (dirKey) => {
+            let handle: Buffer;
+            try {
+              handle = await session.opendir(this.dirs.abs(dirKey));
+            } catch (err) {
+              if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE) return null; // removed while we listed
+              throw toStorageError("list", dirKey, err);
             }
-          }
-        } catch (err) {
-          throw toStorageError("list", dirKey, err);
-        } finally {
-          closeReadHandle(session, handle);
-        }
-      }
+            const entries: SftpEntry[] = [];
+            try {
+              for (let batch = await session.readdir(handle); batch !== null; batch = await session.readdir(handle)) {
+                for (const entry of batch) {
+                  const directory = entry.attrs.isDirectory();
+                  if (directory || !isTempName(entry.filename)) entries.push({ name: entry.filename, directory, attrs: entry.attrs });
+                }
+              }
+            } catch (err) {
+              throw toStorageError("list", dirKey, err);
+            } finally {
+              closeReadHandle(session, handle);
+            }
+            return entries;
+          },
+          objectOf: async (key, entry) => {
+            const attrs = entry.attrs;
+            const info = attrs.isFile() ? attrs : attrs.isSymbolicLink() ? await this.symlinkedFile(session, key) : null;
+            return info ? { key, size: info.size, modifiedAt: new Date(info.mtime * 1000) } : null;
+          },
+        },
+        start,
+        p,
+        options,
+      );
     } finally {
       lease.release();
     }

@@ -1,4 +1,5 @@
 import type { Readable } from "node:stream";
+import type { FleetError } from "@fleet/core/errors";
 
 /**
  * The one interface every storage adapter implements (local directory now; S3 and SFTP on
@@ -15,6 +16,8 @@ export interface ObjectInfo {
   modifiedAt?: Date;
   /** sha256 hex, when the adapter has it without reading the object (e.g. S3 metadata). */
   sha256?: string;
+  /** A version tag that changes with the content, where the storage keeps one (S3 ETag). */
+  etag?: string;
 }
 
 /** The outcome of a successful write. */
@@ -69,6 +72,21 @@ export interface ReadOptions {
   onVersion?: (version: ObjectVersion) => void;
 }
 
+/**
+ * A listing's order is stable for a given tree, so a listing can be resumed: local folders and
+ * SFTP walk depth first with each folder's entries in name order (UTF-16 code units); S3 lists
+ * in UTF-8 byte order of the keys.
+ */
+export interface ListOptions extends ReadOptions {
+  /** Resume: only objects after this key in the listing's order (the last key an earlier listing yielded). */
+  startAfter?: string;
+  /**
+   * A folder or file that may not be read (permission denied) is reported here and skipped.
+   * Without it, such an entry fails the listing.
+   */
+  onUnreadable?: (key: string, error: FleetError) => void;
+}
+
 export interface Storage {
   /** Adapter kind, used in metrics labels: "local", "s3", "sftp", "null". */
   readonly kind: string;
@@ -100,8 +118,8 @@ export interface Storage {
   /** Size and sha256 of an existing object, or null. Reads the object when it must. */
   exists(key: string, options?: ReadOptions): Promise<{ size: number; sha256: string } | null>;
 
-  /** Every object under a key prefix ("" for all), in no particular order, streamed. */
-  list(prefix?: string, options?: ReadOptions): AsyncIterable<ObjectInfo>;
+  /** Every object under a key prefix ("" for all), streamed, in the adapter's stable order (see ListOptions). */
+  list(prefix?: string, options?: ListOptions): AsyncIterable<ObjectInfo>;
 
   /**
    * Checks the location is usable before any work starts: a source must exist and be

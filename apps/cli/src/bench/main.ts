@@ -14,11 +14,14 @@ import { sayToStderr } from "./say";
 import { prepareSourceTree } from "./sourceTree";
 import { openDestinationTrees } from "./destinationTrees";
 import { REMOTE_MEASUREMENTS, measureRemoteRounds } from "./remoteRounds";
+import { measureScan } from "./scanBench";
+import { rm } from "node:fs/promises";
 
 /**
  * `npm run bench`: Fleet against cp and rclone on one file tree, Fleet's bookkeeping against
- * the SQL ceiling, and Fleet to S3 and SFTP (per object, packaged) against rclone to the same
- * servers, in one run on this machine (PERFORMANCE.md's P1, P2, P4, P5). Human lines on
+ * the SQL ceiling, Fleet to S3 and SFTP (per object, packaged) against rclone to the same
+ * servers, and `fleet inventory scan` against `rclone lsf -R` and `find`, in one run on this
+ * machine (PERFORMANCE.md's P1, P2, P4, P5; issue 12's scan). Human lines on
  * stderr, one JSON line on stdout. A benchmark, not a test: it fails only when a
  * measurement cannot be made, never because a target was missed.
  */
@@ -28,12 +31,13 @@ const TIMEOUT_MS = 600_000;
 
 // fleet-nofsync: fleet with FSYNC_WRITES=false, for the cost of fsync (compare with fleet).
 const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write", "fleet-nofsync"] as const;
-const MEASUREMENTS = [...LOCAL_COPIES, "bookkeeping", ...REMOTE_MEASUREMENTS] as const;
+const MEASUREMENTS = [...LOCAL_COPIES, "bookkeeping", ...REMOTE_MEASUREMENTS, "scan"] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 
 interface BenchOptions {
   files: number;
   remoteFiles: number;
+  scanFiles: number;
   size: number;
   rows: number;
   bookkeepingBytes: number;
@@ -58,6 +62,7 @@ function buildProgram(run: (options: BenchOptions) => Promise<void>): Command {
     .description("Fleet vs cp/rclone on one file tree, Fleet's bookkeeping vs INSERT … SELECT, Fleet vs rclone to S3 and SFTP (PERFORMANCE.md P1, P2, P4, P5)")
     .option("--files <n>", "files in the tree", count(1), 20_000)
     .option("--remote-files <n>", "files in the tree of the S3 and SFTP measurements (a server on this machine is ~20× slower than a disk)", count(1), 5_000)
+    .option("--scan-files <n>", "files in the tree of the inventory scan measurement (fleet inventory scan vs rclone lsf -R and find)", count(1), 200_000)
     .option("--size <bytes>", "bytes per file", count(0), 4_096)
     .option("--rows <n>", "source_files rows of the bookkeeping run", count(1), 1_000_000)
     .option("--bookkeeping-bytes <n>", "bytes each file reads as in the bookkeeping run (null:zero?size=N)", count(0), 0)
@@ -100,7 +105,8 @@ async function runBench(options: BenchOptions): Promise<void> {
   let ctx: CliContext | undefined;
   try {
     ctx = createCliContext(env);
-    const runtime = await ctx.runtime({ withRedis: true });
+    // The bench migrates its own database (openBenchState): no schema check before that.
+    const runtime = await ctx.runtime({ withRedis: true, database: false });
     const bench = await openBenchState(ctx.config, runtime, say);
     const results = await measureAll(bench, options, wanted);
     const report = buildReport(results);
@@ -147,6 +153,7 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     rcloneS3: null,
     sftp: null,
     rcloneSftp: null,
+    scan: null,
     skipped: {},
     settings: tuningSettings(workerEnv, options),
   };
@@ -193,6 +200,11 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     }
   } finally {
     await dests.cleanUp();
+  }
+  if (wanted("scan")) {
+    // Its own tree of small files: a scan reads names and metadata, not contents.
+    const scanTree = await prepareSourceTree(resolve(dataDir, "scan-source"), options.scanFiles, 64, say, (dir) => rm(dir, { recursive: true, force: true }));
+    results.scan = await measureScan(bench, scanTree, options.rounds, say);
   }
   if (wanted("bookkeeping")) {
     say(`bookkeeping: ${options.rows} rows, null:zero?size=${options.bookkeepingBytes} → null:`);

@@ -40,7 +40,7 @@ export async function measureRcloneTo(tree: SourceTree, destination: string, env
 // rclone fails at start (LoadCustomCABundleError) when AWS_CA_BUNDLE is set, as it is on
 // these machines: the same as `env -u AWS_CA_BUNDLE rclone …`. Without a config file it
 // says so on every run; the remotes come from the environment anyway.
-function rcloneEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+export function rcloneEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, RCLONE_CONFIG: "/dev/null", ...extra };
   delete env.AWS_CA_BUNDLE;
   return env;

@@ -1,11 +1,12 @@
 import type { BookkeepingResult } from "./bookkeeping";
 import type { CopyResults } from "./copyRounds";
 import type { RemoteResults } from "./remoteRounds";
+import type { ScanResults } from "./scanBench";
 import type { Say } from "./say";
 import { round } from "./say";
 
 /** PERFORMANCE.md's targets P1, P2, P4 and P5 (the goals of P1 and P2 are 1.0× and 0.5×). */
-export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300 } as const;
+export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5 } as const;
 
 export interface BenchResults {
   files: number;
@@ -24,6 +25,8 @@ export interface BenchResults {
   rcloneS3: RemoteResults["rcloneS3"];
   sftp: RemoteResults["sftp"];
   rcloneSftp: RemoteResults["rcloneSftp"];
+  /** `fleet inventory scan` vs `rclone lsf -R` and `find -printf` (null: not measured). */
+  scan: ScanResults | null;
   /** Why a measurement is missing (rclone not installed, skipped by an option). */
   skipped: Record<string, string>;
   settings: Record<string, string>;
@@ -42,10 +45,13 @@ export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> 
     sftpVsRcloneSftp: number | null;
     /** fleet (fsync before publishing, the default) over fleet with FSYNC_WRITES=false: 1 means free. */
     fsyncVsNoFsync: number | null;
+    scanVsRcloneLsf: number | null;
+    scanVsFind: number | null;
+    rescanVsRcloneLsf: number | null;
   };
   targets: typeof TARGETS;
   /** null: not measured in this run. */
-  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null };
+  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null };
   skipped: Record<string, string>;
   settings: Record<string, string>;
 }
@@ -64,6 +70,9 @@ export function buildReport(r: BenchResults): BenchReport {
     s3PackagedVsS3: ratio(r.s3Packaged?.filesPerSec, r.s3?.filesPerSec),
     sftpVsRcloneSftp: ratio(r.sftp?.filesPerSec, r.rcloneSftp?.filesPerSec),
     fsyncVsNoFsync: ratio(r.fleet?.filesPerSec, r.fleetNoFsync?.filesPerSec),
+    scanVsRcloneLsf: ratio(r.scan?.fleet.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
+    scanVsFind: ratio(r.scan?.fleet.filesPerSec, r.scan?.find.filesPerSec),
+    rescanVsRcloneLsf: ratio(r.scan?.fleetRescan.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
   };
   // A run with failed files does not count, however fast.
   const clean = (m: { failed: number } | null) => m === null || m.failed === 0;
@@ -84,6 +93,7 @@ export function buildReport(r: BenchResults): BenchReport {
     rcloneS3: r.rcloneS3,
     sftp: r.sftp,
     rcloneSftp: r.rcloneSftp,
+    scan: r.scan,
     peakWorkerRssMb,
     ratios,
     targets: TARGETS,
@@ -93,6 +103,7 @@ export function buildReport(r: BenchResults): BenchReport {
       s3PackagedVsS3: clean(r.s3Packaged) && clean(r.s3) ? atLeast(ratios.s3PackagedVsS3, TARGETS.s3PackagedVsS3) : false,
       s3VsRcloneS3: clean(r.s3) ? atLeast(ratios.s3VsRcloneS3, TARGETS.s3VsRcloneS3) : false,
       rssMb: peakWorkerRssMb === null ? null : peakWorkerRssMb < TARGETS.rssMb,
+      scanVsRcloneLsf: atLeast(ratios.scanVsRcloneLsf, TARGETS.scanVsRcloneLsf),
     },
     skipped: r.skipped,
     settings: r.settings,
@@ -129,6 +140,14 @@ export function sayReport(report: BenchReport, say: Say): void {
     line("fleet → SFTP, per object", report.sftp, report.sftp ? rss(report.sftp.peakWorkerRssMb) : "");
     line("rclone → SFTP (16/16)", report.rcloneSftp);
   }
+  if (report.scan) {
+    const sc = report.scan;
+    say(`inventory scan (${sc.files} files, local; fleet = the compiled CLI, start to exit, rows written):`);
+    line("fleet inventory scan", { ...sc.fleet, mbPerSec: 0 }, ` (scan itself ${sc.fleetScanSecondsInside.toFixed(2)} s)`);
+    line("fleet re-scan, unchanged", { ...sc.fleetRescan, mbPerSec: 0 });
+    line("rclone lsf -R (p,s,t)", sc.rcloneLsf ? { ...sc.rcloneLsf, mbPerSec: 0 } : null);
+    line("find -printf", { ...sc.find, mbPerSec: 0 });
+  }
   for (const [what, why] of Object.entries(report.skipped)) say(`${what.padEnd(26)} skipped: ${why}`);
   const verdict = (met: boolean | null) => (met === null ? "not measured" : met ? "met" : "MISSED");
   say(`P1 fleet vs rclone        ${report.ratios.fleetVsRclone ?? "-"}× (target ≥ ${TARGETS.fleetVsRclone}×, goal 1.0×): ${verdict(report.met.fleetVsRclone)}`);
@@ -139,4 +158,5 @@ export function sayReport(report: BenchReport, say: Say): void {
   say(`   SFTP vs rclone         ${report.ratios.sftpVsRcloneSftp ?? "-"}× (no target)`);
   say(`   fsync vs no fsync      ${report.ratios.fsyncVsNoFsync ?? "-"}× (files/s with FSYNC_WRITES=true over false, same tree; 1 = free)`);
   say(`P5 worker peak RSS        ${report.peakWorkerRssMb?.toFixed(0) ?? "-"} MB (target < ${TARGETS.rssMb} MB): ${verdict(report.met.rssMb)}`);
+  say(`scan vs rclone lsf -R     ${report.ratios.scanVsRcloneLsf ?? "-"}× (goal ≥ ${TARGETS.scanVsRcloneLsf}×): ${verdict(report.met.scanVsRcloneLsf)}; vs find ${report.ratios.scanVsFind ?? "-"}×; re-scan vs rclone ${report.ratios.rescanVsRcloneLsf ?? "-"}×`);
 }

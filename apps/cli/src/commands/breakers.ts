@@ -3,7 +3,7 @@ import { describe } from "@fleet/core/classifyError";
 import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
 import type { BreakerView } from "@fleet/core/linkBreakers";
 import { waitReady } from "@fleet/core/redis";
-import { formatDuration } from "./status";
+import { formatDuration } from "./durations";
 
 /** The link breakers for `fleet migrate status`, or why they could not be read (Redis down). */
 export type BreakerStatus = { breakers: BreakerView[] } | { breakers: null; breakersError: string };

@@ -10,7 +10,7 @@ import type { CliContext } from "../context";
 import { progressBar, seedDemo } from "./seedDemo";
 import { startFleetProcess } from "./fleetProcesses";
 import type { FleetProcess } from "./fleetProcesses";
-import { formatBytes, formatFailures, watchStatus } from "./status";
+import { formatBytes, formatFailures, readStatusReport, watchStatus } from "./status";
 import { verifyMigration } from "./verify";
 
 export interface DemoOptions {
@@ -107,19 +107,19 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
         }
       });
     }
-    const started = Date.now();
     await runtime.deps.jobs.enqueue("seed-ranges", {});
-    const final = await watchStatus(runtime.db, { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES }, abort.signal, 500);
-    const seconds = (Date.now() - started) / 1000;
-    if (!final.done) {
+    const report = await watchStatus(() => readStatusReport(runtime, config), abort.signal, 500);
+    const final = report.numbers;
+    if (final.state !== "done") {
       out("demo interrupted");
       return 130;
     }
-    out(`migrated ${final.files.SUCCESS}/${final.sourceFiles} files, ${final.files.FAIL} failed, in ${seconds.toFixed(1)} s (${Math.round(final.files.SUCCESS / seconds)} files/s)`);
-    const failures = await formatFailures(runtime.db);
+    // The same numbers `fleet migrate status` and the dashboard show for this run.
+    out(`migrated ${final.succeeded}/${final.total.files} files, ${final.failed} failed, in ${(final.elapsedSeconds ?? 0).toFixed(1)} s (${Math.round(final.rate.run?.filesPerSec ?? 0)} files/s)`);
+    const failures = formatFailures(report.failures);
     if (failures) out(failures);
 
-    const verifyBar = progressBar("verifying", final.files.SUCCESS);
+    const verifyBar = progressBar("verifying", final.succeeded);
     const verified = await verifyMigration(runtime.db, source, destination, (n) => verifyBar.update(n), runtime.settings.keyTemplate);
     verifyBar.stop();
     if (verified.mismatches.length === 0) {
@@ -128,7 +128,7 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
       exitCode = 1;
       out(`VERIFY FAILED: ${verified.mismatches.length} of ${verified.checked} files differ, e.g. ${JSON.stringify(verified.mismatches.slice(0, 3))}`);
     }
-    if (final.files.FAIL > 0 || final.files.SUCCESS !== final.sourceFiles) exitCode = 1;
+    if (final.failed > 0 || final.succeeded !== final.total.files) exitCode = 1;
     if (options.keepRunning) {
       out(`scheduler and workers keep running (logs in ${logDir}); Ctrl-C to stop`);
       await new Promise<void>((res) => abort.signal.addEventListener("abort", () => res(), { once: true }));

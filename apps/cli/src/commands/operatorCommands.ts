@@ -10,6 +10,7 @@ import type { OperationState, OperationSummary } from "@fleet/core/operations";
 import { QUEUES } from "@fleet/jobs/names";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import type { CliContext } from "../context";
+import { integerOption } from "../cliRun";
 
 /**
  * The operator commands of issue 4: queues (counts, pause, resume), the API lock, and
@@ -48,6 +49,8 @@ export function registerOperatorCommands(program: Command, run: Run): void {
     .option("--json", "machine-readable output")
     .action((opts: { json?: boolean }) =>
       run(async (ctx) => {
+        // Read-only: a prefix no fleet uses is an error, not an empty fleet (and creates no key).
+        await ctx.requireFleet();
         const runtime = await ctx.runtime({ withRedis: true });
         const rows = await Promise.all(
           Object.values(QUEUES).map(async (name) => {
@@ -132,6 +135,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
     .option("--json", "machine-readable output")
     .action((id: string, opts: { json?: boolean }) =>
       run(async (ctx) => {
+        await ctx.requireFleet();
         const runtime = await ctx.runtime({ withRedis: true });
         const op = await showOperation(queues(runtime.deps.jobs), operationHistoryReader(runtime.db), id);
         if (!op) {
@@ -152,10 +156,11 @@ export function registerOperatorCommands(program: Command, run: Run): void {
     .command("list")
     .description("operations, newest first")
     .option("--state <state>", `only this state (${OPERATION_STATES.join(", ")})`, stateName)
-    .option("--limit <n>", "at most this many", (v) => Math.max(1, Math.min(500, Number.parseInt(v, 10) || 50)), 50)
+    .option("--limit <n>", "at most this many (1 to 500)", integerOption(1, 500), 50)
     .option("--json", "machine-readable output")
     .action((opts: { state?: OperationState; limit: number; json?: boolean }) =>
       run(async (ctx) => {
+        await ctx.requireFleet();
         const runtime = await ctx.runtime({ withRedis: true });
         const list = await listOperations(queues(runtime.deps.jobs), opts.state, opts.limit, operationHistoryReader(runtime.db));
         print(opts.json, list, list.length === 0 ? "no operations" : list.map(summaryLine).join("\n"));

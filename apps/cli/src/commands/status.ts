@@ -1,59 +1,101 @@
 import { MultiBar, Presets } from "cli-progress";
-import { migrationProgress, failuresByCategory, transferLinkRates } from "@fleet/db/sql/reports";
-import type { MigrationProgress, TransferLinkRate } from "@fleet/db/sql/reports";
+import { failureSummary } from "@fleet/db/sql/failures";
+import type { FailureCategorySummary } from "@fleet/db/sql/failures";
+import { transferLinkRates } from "@fleet/db/sql/reports";
+import type { TransferLinkRate } from "@fleet/db/sql/reports";
 import type { DbPool } from "@fleet/db/pool";
+import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
+import { describeBlocker, formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
+import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { migrationWindow, readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
+import { QUEUES } from "@fleet/jobs/names";
+import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
+import { LinkBreakers } from "@fleet/core/linkBreakers";
+import type { CliConfig } from "../config";
+import { formatBreakers, readBreakers } from "./breakers";
+import { formatDuration } from "./durations";
+import type { BreakerStatus } from "./breakers";
 
-export interface StatusSnapshot extends MigrationProgress {
-  /** Files with an outcome (success or final failure) out of the inventory. */
-  finished: number;
-  /** Files per second over the recent window, from successive samples (null until known). */
-  rate: number | null;
-  /** Seconds left at the current rate (null when unknown). */
-  etaSeconds: number | null;
-  done: boolean;
+/**
+ * What `fleet migrate status` shows, text or --json (the JSON carries everything the text
+ * does). The numbers come from migrationNumbers(), the one function the dashboard and the
+ * metrics use too.
+ */
+export interface StatusReport {
+  numbers: MigrationNumbers;
+  /** Something could not be read (Redis down: whether the queue is paused is unknown). */
+  warnings: string[];
+  links: LinkStatus[];
+  failures: FailureCategorySummary[];
+  /** Every link's breaker (open ones first), or why they could not be read. */
+  breakers: BreakerStatus["breakers"];
+  breakersError?: string;
 }
 
-export interface StatusOptions {
-  maxRetries: number;
-  retryableCategories: readonly string[];
+export async function readStatusReport(runtime: FleetRuntime, config: CliConfig): Promise<StatusReport> {
+  const policy = { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES };
+  const breakers = new LinkBreakers(runtime.redis, runtime.prefix);
+  const blockers = migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: migrationWindow(config), breakers });
+  const [status, links, failures, breakerStatus] = await Promise.all([
+    readMigrationStatus(runtime.db, { ...policy, blockers }),
+    readLinks(runtime.db),
+    failureSummary(runtime.db, {}, policy),
+    readBreakers(runtime.redis, config.REDIS_URL, runtime.prefix),
+  ]);
+  return { numbers: status.numbers, warnings: status.warnings, links, failures, ...breakerStatus };
 }
 
-/** Reads progress and derives rate and ETA from the previous snapshot. */
-export async function readStatus(db: DbPool, options: StatusOptions, previous?: { at: number; finished: number; rate: number | null }): Promise<StatusSnapshot> {
-  const p = await migrationProgress(db, options);
-  const finished = p.files.SUCCESS + p.files.FAIL;
-  let rate: number | null = null;
-  if (previous) {
-    const dt = (Date.now() - previous.at) / 1000;
-    const instant = dt > 0 ? (finished - previous.finished) / dt : 0;
-    // Smooth, so the ETA does not jump with every sample.
-    rate = previous.rate === null ? instant : 0.7 * previous.rate + 0.3 * instant;
-  } else if (p.firstAttemptAt && p.lastAttemptAt && finished > 0) {
-    const span = (p.lastAttemptAt.getTime() - p.firstAttemptAt.getTime()) / 1000;
-    rate = span > 0 ? finished / span : null;
-  }
-  const left = Math.max(p.sourceFiles - finished, 0);
-  const etaSeconds = rate && rate > 0 ? left / rate : null;
-  const done = p.sourceFiles > 0 && left === 0 && p.files.RETRYING === 0 && p.ranges.PENDING === 0 && p.ranges.PROCESSING === 0;
-  return { ...p, finished, rate, etaSeconds, done };
-}
-
-export function formatStatus(s: StatusSnapshot): string {
-  const pct = s.sourceFiles ? ((100 * s.finished) / s.sourceFiles).toFixed(1) : "0.0";
+export function formatStatus(r: StatusReport): string {
+  const n = r.numbers;
+  const extra = [n.vanished > 0 ? `${num(n.vanished)} vanished before migration` : "", n.superseded > 0 ? `${num(n.superseded)} old versions` : ""].filter(Boolean);
   const lines = [
-    `source files   ${s.sourceFiles.toLocaleString("en-US")} (${formatBytes(s.sourceBytes)})`,
-    `ranges         pending ${s.ranges.PENDING}  processing ${s.ranges.PROCESSING}  complete ${s.ranges.COMPLETE}`,
-    `files          success ${s.files.SUCCESS.toLocaleString("en-US")}  fail ${s.files.FAIL.toLocaleString("en-US")} (final ${s.failedFinal.toLocaleString("en-US")})  retrying ${s.files.RETRYING}`,
-    `progress       ${pct}%  ${formatBytes(s.bytesMigrated)} migrated`,
-    `rate           ${s.rate === null ? "-" : `${s.rate.toFixed(0)} files/s`}  eta ${s.etaSeconds === null ? "-" : formatDuration(s.etaSeconds)}`,
+    `state          ${stateText(n)}`,
+    `source files   ${num(n.total.files)} (${formatBytes(n.total.bytes)})${extra.length ? `; not counted: ${extra.join(", ")}` : ""}`,
+    `ranges         pending ${n.ranges.PENDING}  processing ${n.ranges.PROCESSING}  complete ${n.ranges.COMPLETE}`,
+    `files          ${num(n.done)}/${num(n.total.files)} done (${n.percent.toFixed(1)}%): success ${num(n.succeeded)}  failed ${num(n.failed)} (final ${num(n.failedFinal)}, retry requested ${num(n.retryRequested)})  retrying ${num(n.retrying)}  killed ${num(n.killed)}`,
+    `migrated       ${formatBytes(n.bytesMigrated)}`,
+    `rate           ${rateText(n)}`,
+    `elapsed        ${n.elapsedSeconds === null ? "-" : formatDuration(n.elapsedSeconds)}  eta ${etaText(n)}`,
+    ...n.blockers.map((b) => `held           ${describeBlocker(b)}`),
+    ...r.warnings.map((w) => `warning        ${w}`),
   ];
+  const links = formatLinks(r.links);
+  if (links) lines.push(links);
+  const breakers = formatBreakers(r.breakers === null ? { breakers: null, breakersError: r.breakersError ?? "unknown" } : { breakers: r.breakers });
+  if (breakers) lines.push(breakers);
+  const failures = formatFailures(r.failures);
+  if (failures) lines.push(failures);
   return lines.join("\n");
 }
 
-export async function formatFailures(db: DbPool): Promise<string> {
-  const rows = await failuresByCategory(db);
+function stateText(n: MigrationNumbers): string {
+  if (n.state === "blocked") return `blocked (${n.blockers.map((b) => b.kind).join(", ")}): no ETA while held`;
+  if (n.state === "done") return n.failed > 0 ? `done, with ${num(n.failed)} failed files (fleet migrate failures)` : "done";
+  if (n.state === "stalled") return "stalled: nothing finished in the last minute (are workers running? fleet queues)";
+  return n.state;
+}
+
+export function rateText(n: MigrationNumbers): string {
+  const r = (x: { filesPerSec: number; bytesPerSec: number } | null) => (x === null ? "-" : `${fmtRate(x.filesPerSec)} files/s ${formatBytes(x.bytesPerSec)}/s`);
+  return `now ${r(n.rate.lastMinute)}  avg ${r(n.rate.run)}`;
+}
+
+export function etaText(n: MigrationNumbers): string {
+  if (n.state === "blocked") return `- (${n.blockers.map(describeBlocker).join("; ")})`;
+  if (n.state === "done") return "done";
+  return n.etaSeconds === null ? "-" : formatDuration(n.etaSeconds);
+}
+
+export function formatFailures(rows: readonly FailureCategorySummary[]): string {
   if (rows.length === 0) return "";
-  return ["failures by category:", ...rows.map((r) => `  ${r.category.padEnd(20)} ${String(r.files).padStart(8)}  e.g. ${r.exampleMessage ?? ""}`)].join("\n");
+  return [
+    "failures by category (fleet migrate failures --category C for the files):",
+    ...rows.map(
+      (r) =>
+        `  ${r.category.padEnd(18)} ${String(r.files).padStart(8)}  ${r.retryable ? "retryable" : "permanent"}` +
+        `${r.retrying ? `, ${r.retrying} retrying` : ""}${r.killed ? `, ${r.killed} killed` : ""}  e.g. ${r.example.path}: ${r.example.message ?? ""}`,
+    ),
+  ].join("\n");
 }
 
 /** Seconds of recent history behind a link's current rate. */
@@ -86,49 +128,76 @@ export function formatLinks(links: readonly LinkStatus[]): string {
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
+const num = (n: number) => n.toLocaleString("en-US");
 
-/** Live bars until the migration is done or the signal aborts. */
-export async function watchStatus(db: DbPool, options: StatusOptions, signal: AbortSignal, intervalMs = 1_000): Promise<StatusSnapshot> {
-  let snapshot = await readStatus(db, options);
+export const fmtRate = formatFilesPerSec;
+
+/**
+ * Live bars (or, without a terminal, a line every few seconds) until the migration is done or
+ * the signal aborts. Failed and retrying counts, bytes/s, elapsed and the ETA — or, while
+ * held, why — on every redraw.
+ */
+export async function watchStatus(read: () => Promise<StatusReport>, signal: AbortSignal, intervalMs = 1_000): Promise<StatusReport> {
+  let report = await read();
   if (!process.stderr.isTTY) {
-    // No terminal (CI, a log file): one line every few seconds instead of redrawn bars.
     let last = 0;
-    while (!snapshot.done && !signal.aborted) {
-      await sleep(intervalMs, signal);
-      snapshot = await readStatus(db, options, { at: Date.now() - intervalMs, finished: snapshot.finished, rate: snapshot.rate });
-      if (Date.now() - last >= 5_000) {
+    for (;;) {
+      if (Date.now() - last >= 5_000 || report.numbers.state === "done") {
         last = Date.now();
-        process.stderr.write(`${snapshot.finished}/${snapshot.sourceFiles} files, ${snapshot.files.FAIL} failed, ${snapshot.rate?.toFixed(0) ?? "-"} files/s\n`);
+        process.stderr.write(`${watchLine(report.numbers)}\n`);
       }
+      if (report.numbers.state === "done" || signal.aborted) return report;
+      await sleep(intervalMs, signal);
+      report = await read();
     }
-    return snapshot;
   }
   const multi = new MultiBar(
-    { format: "{label} [{bar}] {percentage}% | {value}/{total} | {rate} | eta {eta_text}", stream: process.stderr, hideCursor: true, clearOnComplete: false, forceRedraw: true },
+    {
+      format: "{label} [{bar}] {percentage}% | {value}/{total} | failed {failed} retrying {retrying} | {rate} | elapsed {elapsed} | eta {eta_text}",
+      stream: process.stderr,
+      hideCursor: true,
+      clearOnComplete: false,
+      forceRedraw: true,
+    },
     Presets.shades_classic,
   );
-  const files = multi.create(Math.max(snapshot.sourceFiles, 1), snapshot.finished, { label: "files ", rate: "-", eta_text: "-" });
-  const ranges = multi.create(Math.max(totalRanges(snapshot), 1), snapshot.ranges.COMPLETE, { label: "ranges", rate: "", eta_text: "" });
+  const n0 = report.numbers;
+  const files = multi.create(Math.max(n0.total.files, 1), n0.done, { label: "files ", ...barFields(n0) });
+  const ranges = multi.create(Math.max(totalRanges(n0), 1), n0.ranges.COMPLETE, { label: "ranges", failed: "", retrying: "", rate: "", elapsed: "", eta_text: "" });
   try {
-    while (!snapshot.done && !signal.aborted) {
+    while (report.numbers.state !== "done" && !signal.aborted) {
       await sleep(intervalMs, signal);
-      snapshot = await readStatus(db, options, { at: Date.now() - intervalMs, finished: snapshot.finished, rate: snapshot.rate });
-      files.setTotal(Math.max(snapshot.sourceFiles, 1));
-      files.update(snapshot.finished, {
-        rate: snapshot.rate === null ? "-" : `${snapshot.rate.toFixed(0)} files/s`,
-        eta_text: snapshot.etaSeconds === null ? "-" : formatDuration(snapshot.etaSeconds),
-      });
-      ranges.setTotal(Math.max(totalRanges(snapshot), 1));
-      ranges.update(snapshot.ranges.COMPLETE);
+      report = await read();
+      const n = report.numbers;
+      files.setTotal(Math.max(n.total.files, 1));
+      files.update(n.done, barFields(n));
+      ranges.setTotal(Math.max(totalRanges(n), 1));
+      ranges.update(n.ranges.COMPLETE);
     }
   } finally {
     multi.stop();
   }
-  return snapshot;
+  return report;
 }
 
-function totalRanges(s: StatusSnapshot): number {
-  return s.ranges.PENDING + s.ranges.PROCESSING + s.ranges.COMPLETE;
+function barFields(n: MigrationNumbers): Record<string, string> {
+  const now = n.rate.lastMinute;
+  return {
+    failed: num(n.failed),
+    retrying: num(n.retrying),
+    rate: now === null ? "-" : `${fmtRate(now.filesPerSec)} files/s ${formatBytes(now.bytesPerSec)}/s`,
+    elapsed: n.elapsedSeconds === null ? "-" : formatDuration(n.elapsedSeconds),
+    eta_text: etaText(n),
+  };
+}
+
+function watchLine(n: MigrationNumbers): string {
+  const f = barFields(n);
+  return `${num(n.done)}/${num(n.total.files)} files (${n.percent.toFixed(1)}%), ${f.failed} failed, ${f.retrying} retrying, ${f.rate}, elapsed ${f.elapsed}, eta ${f.eta_text}`;
+}
+
+function totalRanges(n: MigrationNumbers): number {
+  return n.ranges.PENDING + n.ranges.PROCESSING + n.ranges.COMPLETE;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -150,10 +219,3 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "-";
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-}

@@ -14,6 +14,13 @@ export interface SourceFileRow {
   size: number;
   owner: string | null;
   createdAt: Date;
+  /** sha256 the inventory promises (an import gave it): the copy must hash to it. */
+  sha256?: string | null;
+  /**
+   * This row is a newer version of a file whose older version may already be at the
+   * destination: its copy replaces that object (it does not fail as destination-exists).
+   */
+  replaces?: boolean;
 }
 
 /** One page of a range: its files without an outcome, and where the next page starts. */
@@ -43,18 +50,23 @@ export interface PendingPage {
 export async function nextPendingFiles(db: Queryable, afterId: number, maxId: number, limit: number): Promise<PendingPage> {
   const { rows } = await db.query<SourceFileRow & { pending: boolean }>(
     `WITH page AS (
-       SELECT id, uri, name, size, owner, created_at FROM source_files
+       SELECT id, uri, name, size, owner, created_at, sha256, superseded_by, vanished_at FROM source_files
         WHERE id > $1 AND id <= $2
         ORDER BY id LIMIT $3
      )
-     SELECT p.id, p.uri, p.name, p.size, p.owner, p.created_at AS "createdAt", d.file_id IS NULL AS pending
+     SELECT p.id, p.uri, p.name, p.size, p.owner, p.created_at AS "createdAt", p.sha256,
+            -- Superseded (a newer version exists) and vanished rows are not to be copied.
+            d.file_id IS NULL AND p.superseded_by IS NULL AND p.vanished_at IS NULL AS pending,
+            EXISTS (SELECT 1 FROM source_files o WHERE o.superseded_by = p.id) AS replaces
        FROM page p
        LEFT JOIN LATERAL (SELECT m.file_id FROM migration_files m WHERE m.file_id = p.id LIMIT 1) d ON true
       ORDER BY p.id`,
     [afterId, maxId, limit],
   );
   const files: SourceFileRow[] = [];
-  for (const r of rows) if (r.pending) files.push({ id: r.id, uri: r.uri, name: r.name, size: r.size, owner: r.owner, createdAt: r.createdAt });
+  for (const r of rows) {
+    if (r.pending) files.push({ id: r.id, uri: r.uri, name: r.name, size: r.size, owner: r.owner, createdAt: r.createdAt, sha256: r.sha256, replaces: r.replaces });
+  }
   return { files, nextAfterId: rows.length === limit ? rows[rows.length - 1]!.id : null };
 }
 
@@ -81,8 +93,9 @@ export interface SourceVersion {
 
 /**
  * Records first outcomes of a chunk of files in one statement. `ON CONFLICT DO NOTHING`:
- * the first recorded outcome of a file wins, so a duplicate delivery cannot overwrite it.
- * Returns how many rows were new.
+ * the first recorded outcome of a file wins, so a duplicate delivery cannot overwrite it (nor
+ * an operator's kill). Failures are also appended to migration_file_attempts (the file's
+ * history), in the same statement. Returns how many rows were new.
  */
 export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: readonly FileOutcome[]): Promise<number> {
   if (outcomes.length === 0) return 0;
@@ -106,19 +119,26 @@ export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: r
     sourceMtimes[i] = o.source?.modifiedAt ?? null;
     sourceEtags[i] = o.source?.etag ?? null;
   }
-  const { rowCount } = await db.query(
-    `INSERT INTO migration_files
-       (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, error_category, error_message,
-        retry_count, migration_date, last_attempt_date, source_size, source_mtime, source_etag)
-     SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, r.status, r.category, r.message,
-            0, CASE WHEN r.status = 'SUCCESS' THEN now() END, now(), r.source_size, r.source_mtime, r.source_etag
-       FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[],
-                   $11::int8[], $12::timestamptz[], $13::text[])
-            AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message, source_size, source_mtime, source_etag)
-     ON CONFLICT (file_id) DO NOTHING`,
+  const { rows } = await db.query<{ n: number }>(
+    `WITH ins AS (
+       INSERT INTO migration_files
+         (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, error_category, error_message,
+          retry_count, migration_date, last_attempt_date, source_size, source_mtime, source_etag)
+       SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, r.status, r.category, r.message,
+              0, CASE WHEN r.status = 'SUCCESS' THEN now() END, now(), r.source_size, r.source_mtime, r.source_etag
+         FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[],
+                     $11::int8[], $12::timestamptz[], $13::text[])
+              AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message, source_size, source_mtime, source_etag)
+       ON CONFLICT (file_id) DO NOTHING
+       RETURNING file_id, status, error_category, error_message
+     ), attempts AS (
+       INSERT INTO migration_file_attempts (file_id, range_id, status, error_category, error_message)
+       SELECT file_id, $1, status, error_category, error_message FROM ins WHERE status = 'FAIL'
+     )
+     SELECT count(*)::int AS n FROM ins`,
     [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs, sourceSizes, sourceMtimes, sourceEtags],
   );
-  return rowCount ?? 0;
+  return rows[0]?.n ?? 0;
 }
 
 export interface RetryCandidate {
@@ -132,36 +152,50 @@ export interface RetryCandidate {
   oldUri: string;
   owner: string | null;
   createdAt: Date | null;
+  sha256?: string | null;
+  replaces?: boolean;
 }
 
 /**
- * Moves up to `limit` retryable FAIL files under the retry limit to RETRYING and returns
- * them. `FOR UPDATE SKIP LOCKED` lets several retry jobs run side by side, each taking
- * different files; the status condition makes a second claim of the same file impossible.
+ * Moves up to `limit` FAIL files to RETRYING and returns them: first those an operator asked
+ * to retry (retry_requested_at: any category, any retry count), then — unless `requestedOnly` —
+ * retryable ones under the retry limit last attempted before `attemptedBefore`. `FOR UPDATE
+ * SKIP LOCKED` lets several retry jobs run side by side, each taking different files; the
+ * status condition makes a second claim of the same file impossible.
  */
 export async function claimRetryBatch(
   db: Queryable,
-  opts: { maxRetries: number; categories: readonly string[]; limit: number; attemptedBefore: Date },
+  opts: { maxRetries: number; categories: readonly string[]; limit: number; attemptedBefore: Date; requestedOnly?: boolean },
 ): Promise<RetryCandidate[]> {
   const { rows } = await db.query<RetryCandidate>(
-    `WITH picked AS (
+    `WITH requested AS (
        SELECT file_id FROM migration_files
-        WHERE status = 'FAIL' AND retry_count < $1 AND error_category = ANY($2::text[])
-          AND last_attempt_date < $4
+        WHERE retry_requested_at IS NOT NULL AND status = 'FAIL'
+        ORDER BY file_id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+     ), scheduled AS (
+       SELECT file_id FROM migration_files
+        WHERE NOT $5::boolean AND status = 'FAIL' AND retry_count < $1 AND error_category = ANY($2::text[])
+          AND last_attempt_date < $4 AND retry_requested_at IS NULL
         ORDER BY retry_count, file_id
         LIMIT $3
         FOR UPDATE SKIP LOCKED
+     ), picked AS (
+       SELECT file_id FROM (SELECT file_id, 0 AS o FROM requested UNION ALL SELECT file_id, 1 FROM scheduled) x
+        ORDER BY o, file_id LIMIT $3
      ), claimed AS (
-       UPDATE migration_files m SET status = 'RETRYING', last_attempt_date = now()
+       UPDATE migration_files m SET status = 'RETRYING', last_attempt_date = now(), retry_requested_at = NULL
          FROM picked WHERE m.file_id = picked.file_id AND m.status = 'FAIL'
        RETURNING m.file_id, m.range_id, m.retry_count, m.file_name, m.size, m.old_uri
      )
      SELECT c.file_id AS "fileId", c.range_id AS "rangeId", c.retry_count AS "retryCount",
             s.uri AS key, coalesce(s.name, c.file_name) AS name, coalesce(s.size, c.size) AS size, c.old_uri AS "oldUri",
-            s.owner, s.created_at AS "createdAt"
+            s.owner, s.created_at AS "createdAt", s.sha256,
+            EXISTS (SELECT 1 FROM source_files o WHERE o.superseded_by = c.file_id) AS replaces
        FROM claimed c LEFT JOIN source_files s ON s.id = c.file_id
       ORDER BY c.file_id`,
-    [opts.maxRetries, opts.categories, opts.limit, opts.attemptedBefore],
+    [opts.maxRetries, opts.categories, opts.limit, opts.attemptedBefore, opts.requestedOnly === true],
   );
   return rows;
 }
@@ -181,8 +215,9 @@ export interface RetryOutcome {
 
 /**
  * Records the outcomes of retried files (only rows still RETRYING: a file reset by
- * recover-stuck meanwhile is not overwritten), counts the retry (unless the link failed, not
- * the file), and moves the range counters of files that now succeeded — all in one statement.
+ * recover-stuck or killed meanwhile is not overwritten), counts the retry (unless the link
+ * failed, not the file), appends each outcome to the file's attempts, and moves the range
+ * counters of files that now succeeded — all in one statement.
  */
 export async function recordRetryOutcomes(db: Queryable, outcomes: readonly RetryOutcome[]): Promise<number> {
   if (outcomes.length === 0) return 0;
@@ -206,7 +241,10 @@ export async function recordRetryOutcomes(db: Queryable, outcomes: readonly Retr
               migration_date = CASE WHEN r.status = 'SUCCESS' THEN now() ELSE m.migration_date END,
               last_attempt_date = now()
          FROM r WHERE m.file_id = r.file_id AND m.status = 'RETRYING'
-       RETURNING m.range_id, m.status, m.size
+       RETURNING m.file_id, m.range_id, m.status, m.size, m.error_category, m.error_message
+     ), attempts AS (
+       INSERT INTO migration_file_attempts (file_id, range_id, status, error_category, error_message)
+       SELECT file_id, range_id, status, error_category, error_message FROM updated
      ), per_range AS (
        SELECT range_id, count(*)::int AS ok, coalesce(sum(size), 0)::int8 AS bytes
          FROM updated WHERE status = 'SUCCESS' AND range_id IS NOT NULL GROUP BY range_id
@@ -263,12 +301,19 @@ export async function releaseRetrying(db: Queryable, fileIds: readonly number[])
  * (so a file that kills its worker every time cannot loop forever).
  */
 export async function resetStuckRetries(db: Queryable, olderThanMs: number): Promise<number> {
-  const { rowCount } = await db.query(
-    `UPDATE migration_files
-        SET status = 'FAIL', retry_count = retry_count + 1, last_attempt_date = now(),
-            error_category = 'interrupted', error_message = 'retry interrupted (worker lost); will be retried'
-      WHERE status = 'RETRYING' AND last_attempt_date < now() - make_interval(secs => $1::float8 / 1000)`,
+  const { rows } = await db.query<{ n: number }>(
+    `WITH reset AS (
+       UPDATE migration_files
+          SET status = 'FAIL', retry_count = retry_count + 1, last_attempt_date = now(),
+              error_category = 'interrupted', error_message = 'retry interrupted (worker lost); will be retried'
+        WHERE status = 'RETRYING' AND last_attempt_date < now() - make_interval(secs => $1::float8 / 1000)
+       RETURNING file_id, range_id, error_category, error_message
+     ), attempts AS (
+       INSERT INTO migration_file_attempts (file_id, range_id, status, error_category, error_message)
+       SELECT file_id, range_id, 'FAIL', error_category, error_message FROM reset
+     )
+     SELECT count(*)::int AS n FROM reset`,
     [olderThanMs],
   );
-  return rowCount ?? 0;
+  return rows[0]?.n ?? 0;
 }

@@ -119,7 +119,7 @@ export async function completeRange(db: Queryable, rangeId: number, owner: strin
         SET status = 'COMPLETE', owner = NULL, completed_at = now(), updated_at = now(), heartbeat_at = now(),
             files_succeeded = c.succeeded, files_failed = c.failed, bytes_copied = c.bytes
        FROM (SELECT count(*) FILTER (WHERE status = 'SUCCESS')::int AS succeeded,
-                    count(*) FILTER (WHERE status <> 'SUCCESS')::int AS failed,
+                    count(*) FILTER (WHERE status IN ('FAIL', 'RETRYING'))::int AS failed,
                     coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes
                FROM migration_files WHERE range_id = $1) c
       WHERE r.id = $1 AND r.owner = $2 AND r.status = 'PROCESSING'

@@ -1,37 +1,74 @@
 import type { Queryable } from "../pool";
 
-/** The numbers `fleet migrate status`, the progress page and the metrics gauges show. */
+/**
+ * The counts behind every view of a migration's progress (`fleet migrate status`, --watch,
+ * /progress, /progress.json, the dashboard's gauges); packages/jobs/src/status/migrationNumbers.ts
+ * turns them into rates, ETA and state — once, for all of them.
+ *
+ * The inventory counted is what is to be migrated: current source_files rows, plus files that
+ * vanished after they were attempted (they stay accounted for); versions a re-scan superseded
+ * are history and count nowhere, their outcomes included.
+ */
 export interface MigrationProgress {
+  /** Files to account for. */
   sourceFiles: number;
   sourceBytes: number;
   ranges: Record<"PENDING" | "PROCESSING" | "COMPLETE", number>;
-  files: Record<"SUCCESS" | "FAIL" | "RETRYING", number>;
+  files: Record<"SUCCESS" | "FAIL" | "RETRYING" | "KILLED", number>;
   bytesMigrated: number;
-  /** Files that failed and will not be retried (permanent, or out of retries). */
+  /** Files that failed and will not be retried on their own (permanent, or out of retries). */
   failedFinal: number;
-  /** Files finished (success or fail) in the last minute. */
+  /** Failed files an operator asked to retry, not yet taken by retry-failed. */
+  retryRequested: number;
+  /** Files attempted (succeeded, failed or retried) in the last minute, and the bytes migrated then. */
   lastMinute: number;
+  lastMinuteBytes: number;
+  /** When the first range of the run was claimed (null before any). */
+  runStartedAt: Date | null;
   firstAttemptAt: Date | null;
   lastAttemptAt: Date | null;
+  /** Files the last scan did not find any more and that were never attempted (not to migrate). */
+  vanished: number;
+  /** Old versions of files that changed at the source (history, not counted above). */
+  superseded: number;
+  /** The database's clock when this was read (rates are computed against it, not the reader's). */
+  at: Date;
 }
 
 /** Reads the whole picture in one round trip. */
 export async function migrationProgress(db: Queryable, opts: { maxRetries: number; retryableCategories: readonly string[] }): Promise<MigrationProgress> {
   const { rows } = await db.query(
-    `SELECT
-       (SELECT count(*) FROM source_files)::int8 AS source_files,
-       (SELECT coalesce(sum(size), 0) FROM source_files)::int8 AS source_bytes,
+    `WITH nc AS MATERIALIZED (
+       -- The few rows that are not inventory any more (partial index source_files_not_current_idx).
+       SELECT s.id, s.size, s.superseded_by IS NOT NULL AS superseded,
+              s.superseded_by IS NULL AND NOT EXISTS (SELECT 1 FROM migration_files m WHERE m.file_id = s.id) AS vanished_unattempted
+         FROM source_files s WHERE s.superseded_by IS NOT NULL OR s.vanished_at IS NOT NULL
+     ), f AS (
+       SELECT
+         count(*) FILTER (WHERE status = 'SUCCESS')::int8 AS success,
+         count(*) FILTER (WHERE status = 'FAIL')::int8 AS fail,
+         count(*) FILTER (WHERE status = 'RETRYING')::int8 AS retrying,
+         count(*) FILTER (WHERE status = 'KILLED')::int8 AS killed,
+         coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes,
+         count(*) FILTER (WHERE status = 'FAIL' AND retry_requested_at IS NULL AND (retry_count >= $1 OR NOT (coalesce(error_category, 'unknown') = ANY($2::text[]))))::int8 AS failed_final,
+         count(*) FILTER (WHERE status = 'FAIL' AND retry_requested_at IS NOT NULL)::int8 AS retry_requested,
+         count(*) FILTER (WHERE status <> 'KILLED' AND last_attempt_date > now() - interval '1 minute')::int8 AS last_minute,
+         coalesce(sum(size) FILTER (WHERE status = 'SUCCESS' AND last_attempt_date > now() - interval '1 minute'), 0)::int8 AS last_minute_bytes,
+         min(last_attempt_date) FILTER (WHERE status <> 'KILLED') AS first_at,
+         max(last_attempt_date) FILTER (WHERE status <> 'KILLED') AS last_at
+       FROM migration_files m
+       WHERE NOT EXISTS (SELECT 1 FROM nc WHERE nc.superseded AND nc.id = m.file_id)
+     )
+     SELECT
+       (SELECT count(*) FROM source_files WHERE superseded_by IS NULL)::int8 - (SELECT count(*) FROM nc WHERE vanished_unattempted)::int8 AS source_files,
+       (SELECT coalesce(sum(size), 0) FROM source_files WHERE superseded_by IS NULL)::int8 - (SELECT coalesce(sum(size), 0) FROM nc WHERE vanished_unattempted)::int8 AS source_bytes,
+       (SELECT count(*) FROM nc WHERE vanished_unattempted)::int8 AS vanished,
+       (SELECT count(*) FROM nc WHERE superseded)::int8 AS superseded,
        (SELECT coalesce(json_object_agg(status, n), '{}'::json) FROM (SELECT status, count(*) AS n FROM migration_ranges GROUP BY status) x) AS ranges,
+       (SELECT min(started_at) FROM migration_ranges) AS run_started_at,
+       now() AS at,
        f.*
-     FROM (SELECT
-       count(*) FILTER (WHERE status = 'SUCCESS')::int8 AS success,
-       count(*) FILTER (WHERE status = 'FAIL')::int8 AS fail,
-       count(*) FILTER (WHERE status = 'RETRYING')::int8 AS retrying,
-       coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes,
-       count(*) FILTER (WHERE status = 'FAIL' AND (retry_count >= $1 OR NOT (error_category = ANY($2::text[]))))::int8 AS failed_final,
-       count(*) FILTER (WHERE last_attempt_date > now() - interval '1 minute')::int8 AS last_minute,
-       min(last_attempt_date) AS first_at, max(last_attempt_date) AS last_at
-     FROM migration_files) f`,
+     FROM f`,
     [opts.maxRetries, opts.retryableCategories],
   );
   const r = rows[0];
@@ -40,12 +77,18 @@ export async function migrationProgress(db: Queryable, opts: { maxRetries: numbe
     sourceFiles: r.source_files,
     sourceBytes: r.source_bytes,
     ranges: { PENDING: ranges.PENDING ?? 0, PROCESSING: ranges.PROCESSING ?? 0, COMPLETE: ranges.COMPLETE ?? 0 },
-    files: { SUCCESS: r.success, FAIL: r.fail, RETRYING: r.retrying },
+    files: { SUCCESS: r.success, FAIL: r.fail, RETRYING: r.retrying, KILLED: r.killed },
     bytesMigrated: r.bytes,
     failedFinal: r.failed_final,
+    retryRequested: r.retry_requested,
     lastMinute: r.last_minute,
+    lastMinuteBytes: r.last_minute_bytes,
+    runStartedAt: r.run_started_at,
     firstAttemptAt: r.first_at,
     lastAttemptAt: r.last_at,
+    vanished: r.vanished,
+    superseded: r.superseded,
+    at: r.at,
   };
 }
 

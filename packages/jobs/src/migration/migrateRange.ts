@@ -4,7 +4,10 @@ import { QUEUES } from "../names";
 import { migrateRangeFiles } from "./migrateRangeFiles";
 import type { RangeResult } from "./migrateRangeFiles";
 
-/** Copies every pending file of one range (see migrateRangeFiles). */
+/**
+ * Copies every pending file of one range (see migrateRangeFiles). A range that completes with
+ * failed files ends its job failed ("files-failed", no retry) with the counts in the job's log.
+ */
 export const migrateRange = defineFleetJob({
   name: "migrate-range",
   queue: QUEUES.migration,
@@ -24,6 +27,7 @@ export const migrateRange = defineFleetJob({
       signal: ctx.signal,
       ...(ctx.window ? { window: ctx.window } : {}),
       progress: (v) => ctx.progress(v),
+      ...(ctx.note ? { note: (line: string) => ctx.note!(line) } : {}),
     }),
 });
 

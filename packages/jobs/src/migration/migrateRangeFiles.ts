@@ -13,6 +13,7 @@ import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
 import { sweepDelayAfterTakeover } from "../maintenance/sweepTemp";
 import { runBounded } from "./runBounded";
+import { FailureLog, failIfFilesFailed } from "./rangeFailures";
 import { transferLabels } from "./transferLabels";
 
 // Past the owner's staleness, so the re-check finds the heartbeat stale (clocks of the worker
@@ -40,6 +41,8 @@ export interface MigrateRangeInput {
   window?: RunWindows;
   now?: () => Date;
   progress?: (value: Record<string, unknown>) => Promise<void>;
+  /** A line for the job's log (the failure summary). */
+  note?: (line: string) => Promise<void>;
 }
 
 /**
@@ -64,6 +67,8 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   if (!claim.claimed) {
     if (claim.reason === "complete") {
       log.info({ rangeId }, "range already complete: nothing to do");
+      // A re-run of a job whose range has failed files stays failed until they are fixed.
+      await failIfFilesFailed(db, rangeId, undefined, input.note);
       return { rangeId, status: "already-complete", succeeded: 0, failed: 0, bytes: 0 };
     }
     if (claim.reason === "missing") throw new PermanentError("not-found", `range ${rangeId} does not exist`);
@@ -117,6 +122,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   }, settings.heartbeatMs);
 
   const labels = transferLabels(source, destination);
+  const failureLog = new FailureLog(log, { rangeId, job: "migrate-range" });
   let succeeded = 0, failed = 0, bytes = 0;
   // Counted per chunk, not per file: prom-client hashes the labels on every inc().
   let unreportedFiles = 0, unreportedBytes = 0;
@@ -159,6 +165,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       // category: retry-failed copies it again (a link fault there uses none of its retries).
       failed++;
       metrics.fileFailures.inc({ category: result.error.category });
+      failureLog.record(result.item.fileId, result.item.key, result.error);
       buffer.push({
         fileId: result.item.fileId, oldUri: result.oldUri, fileName: result.item.name, status: "FAIL",
         newUri: null, size: result.item.size, sha256: null,
@@ -177,7 +184,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
         files,
         settings.copyConcurrency,
         async (file) => {
-          const item = { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt };
+          const item = { fileId: file.id, key: file.uri, name: file.name, size: file.size, owner: file.owner, createdAt: file.createdAt, sha256: file.sha256 ?? null, replaces: file.replaces === true };
           onResult(await copyFileRetrying(source, destination, item, settings, stop.signal, link));
         },
         () => stop.signal.aborted,
@@ -194,6 +201,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
     clearInterval(heartbeat);
     input.signal.removeEventListener("abort", onAbort);
     breakerSignal.removeEventListener("abort", onBreaker);
+    failureLog.flush();
   }
   if (writeFailure !== undefined) {
     await giveBack();
@@ -227,6 +235,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   await writeLog(db, [{ level: failed > 0 ? "warn" : "info", job: "migrate-range", subject: `range:${rangeId}`, message: "range migrated", details: { succeeded, failed, bytes, seconds, totals, owner } }]).catch(
     (err: unknown) => log.warn({ err, rangeId }, "could not write migration_log entry"),
   );
+  await failIfFilesFailed(db, rangeId, totals.succeeded + totals.failed, input.note);
   return { rangeId, status: "completed", succeeded, failed, bytes, totals };
 
   async function giveBack(): Promise<void> {

@@ -1,10 +1,12 @@
 import { DelayJob } from "@fleet/core/delayJob";
-import { PermanentError, isLinkFaultCategory } from "@fleet/core/errors";
+import { PermanentError, RetryableError, isLinkFaultCategory, isRetryableCategory } from "@fleet/core/errors";
+import type { FleetError, PermanentCategory, RetryableCategory } from "@fleet/core/errors";
 import type { JobContext } from "@fleet/core/jobDefinition";
 import { claimRetryBatch, recordRetryOutcomes, releaseRetrying, touchRetrying } from "@fleet/db/sql/files";
 import type { RetryCandidate, RetryOutcome } from "@fleet/db/sql/files";
 import type { FleetDeps } from "../deps";
 import { copyFileRetrying } from "./copyFile";
+import { FailureLog } from "./rangeFailures";
 import { runBounded } from "./runBounded";
 import { transferLabels } from "./transferLabels";
 
@@ -25,7 +27,15 @@ export interface RetryResult {
  * the breaker is open the job waits for its probe (delayed, no attempt used); a breaker that
  * opens mid-batch stops the batch and puts the files in flight back to FAIL untouched.
  */
-export async function retryFailedFiles(maxBatches: number, ctx: JobContext<FleetDeps>): Promise<RetryResult> {
+export interface RetryRun {
+  /** At most this many batches (default: until none is left). */
+  maxBatches?: number;
+  /** Only the files an operator asked to retry (`fleet migrate retry`, the failures page). */
+  requestedOnly?: boolean;
+}
+
+export async function retryFailedFiles(run: RetryRun, ctx: JobContext<FleetDeps>): Promise<RetryResult> {
+  const maxBatches = run.maxBatches ?? Number.MAX_SAFE_INTEGER;
   const { db, settings, source, destination, metrics, link } = ctx.deps;
   const labels = transferLabels(source, destination);
   const admission = await link.admit();
@@ -43,6 +53,7 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
     // The database's clock, not ours: last_attempt_date is written with now() there.
     const startedAt = (await db.query<{ now: Date }>("SELECT now() AS now")).rows[0]!.now;
     const result: RetryResult = { batches: 0, retried: 0, succeeded: 0, failed: 0 };
+    const failureLog = new FailureLog(ctx.log, { job: "retry-failed" });
     while (result.batches < maxBatches && !ctx.signal.aborted && !breaker.aborted) {
       if (ctx.window && !ctx.window.isOpen(new Date())) throw new DelayJob(ctx.window.nextOpening(new Date()), "run window closed");
       const batch = await claimRetryBatch(db, {
@@ -50,6 +61,7 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
         categories: settings.retryableCategories,
         limit: settings.retryBatchSize,
         attemptedBefore: startedAt,
+        requestedOnly: run.requestedOnly === true,
       });
       if (batch.length === 0) break;
       result.batches++;
@@ -89,6 +101,11 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
           metrics.fileFailures.inc({ category: o.errorCategory ?? "unknown" });
         }
       }
+      const failedNow = new Map(outcomes.filter((o) => o.status === "FAIL").map((o) => [o.fileId, o]));
+      for (const c of batch) {
+        const o = failedNow.get(c.fileId);
+        if (o) failureLog.record(c.fileId, c.key ?? c.oldUri, failureOf(o));
+      }
       await ctx.progress({ ...result });
       if (batch.length < settings.retryBatchSize) break;
     }
@@ -96,6 +113,7 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
       const paused = await link.pausedUntil();
       throw new DelayJob(paused.until, `link breaker open (${paused.reason})`);
     }
+    failureLog.flush();
     ctx.log.info({ ...result }, "retry run finished");
     return result;
   } finally {
@@ -107,7 +125,7 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
       const error = new PermanentError("not-found", `source_files row ${c.fileId} is gone`);
       return { fileId: c.fileId, status: "FAIL", newUri: null, size: null, sha256: null, errorCategory: error.category, errorMessage: error.message };
     }
-    const item = { fileId: c.fileId, key: c.key, name: c.name, size: c.size, owner: c.owner, createdAt: c.createdAt };
+    const item = { fileId: c.fileId, key: c.key, name: c.name, size: c.size, owner: c.owner, createdAt: c.createdAt, sha256: c.sha256 ?? null, replaces: c.replaces === true };
     const r = await copyFileRetrying(source, destination, item, settings, stop.signal, link);
     if (r.ok) return { fileId: c.fileId, status: "SUCCESS", newUri: r.newUri, size: r.size, sha256: r.sha256, errorCategory: null, errorMessage: null, source: r.version };
     const linkFault = isLinkFaultCategory(r.error.category);
@@ -118,6 +136,12 @@ export async function retryFailedFiles(maxBatches: number, ctx: JobContext<Fleet
       errorCategory: r.error.category, errorMessage: r.error.message.slice(0, 2000), countRetry: !linkFault, source: r.version,
     };
   }
+}
+
+function failureOf(o: RetryOutcome): FleetError {
+  const category = o.errorCategory ?? "unknown";
+  const message = o.errorMessage ?? "";
+  return isRetryableCategory(category) ? new RetryableError(category as RetryableCategory, message) : new PermanentError(category as PermanentCategory, message);
 }
 
 async function* items<T>(list: readonly T[]): AsyncGenerator<T> {

@@ -98,11 +98,18 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const prefix = bullPrefix(config.FLEET_PREFIX);
   const settings = toMigrationSettings(config);
 
-  const jobs = new JobClient(catalogue, redis, prefix, {
-    attempts: config.JOB_ATTEMPTS,
-    keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
-    keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
-  });
+  const jobs = new JobClient(
+    catalogue,
+    redis,
+    prefix,
+    {
+      attempts: config.JOB_ATTEMPTS,
+      keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
+      keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
+    },
+    // The CLI reads queues (counts, pause state) and must not create their keys by looking.
+    { skipMetasUpdate: options.role === "cli" },
+  );
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
   checkTargets(targets);

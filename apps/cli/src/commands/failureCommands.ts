@@ -1,0 +1,157 @@
+import { userInfo } from "node:os";
+import type { Command } from "commander";
+import { InvalidArgumentError } from "commander";
+import { parseDuration } from "@fleet/core/backoff";
+import { failureSummary, killFiles, listFailures } from "@fleet/db/sql/failures";
+import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
+import type { FailureRow, FailureState, KillSelection } from "@fleet/db/sql/failures";
+import { writeLog } from "@fleet/db/sql/log";
+import { QUEUES } from "@fleet/jobs/names";
+import { migrationBlockerSources, readBlockers } from "@fleet/jobs/status/blockers";
+import { describeBlocker } from "@fleet/jobs/status/migrationNumbers";
+import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
+import type { Run } from "../cliRun";
+import { UsageError, collect, integerOption, print } from "../cliRun";
+import { formatFailures } from "./status";
+
+/**
+ * `fleet migrate failures | retry | kill`: see which files failed and why, re-queue exactly the
+ * ones the operator chose, or give files up for good (KILLED).
+ */
+const STATES: readonly FailureState[] = ["failed", "retrying", "killed"];
+
+function stateOption(value: string): FailureState {
+  if (!(STATES as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${STATES.join(", ")}`);
+  return value as FailureState;
+}
+
+/** An ISO date/time, or a duration ago (`2h`, `30m`). */
+export function sinceOption(value: string): Date {
+  if (/^\d+(\.\d+)?(ms|s|m|h|d)$/.test(value.trim())) return new Date(Date.now() - parseDuration(value.trim()));
+  const at = new Date(value);
+  if (Number.isNaN(at.getTime())) throw new InvalidArgumentError("expected an ISO date/time (2026-12-05T10:00Z) or a duration ago (2h)");
+  return at;
+}
+
+const fileId = integerOption(1);
+
+export function registerFailureCommands(migrate: Command, run: Run): void {
+  migrate
+    .command("failures")
+    .description("failed and retrying files (path, category, message, attempts, last try) with a summary per category")
+    .option("--category <c>", "only this category (repeatable)", collect(String))
+    .option("--link <source>", "only files read from this source location, as status shows links (file://, sftp://user@host:22, s3://bucket)")
+    .option("--since <when>", "last try at or after: an ISO date/time or a duration ago (2h)", sinceOption)
+    .option("--state <s>", `failed, retrying or killed (repeatable; default failed and retrying)`, collect(stateOption))
+    .option("--text <s>", "path or message contains this (any case)")
+    .option("--range <id>", "only files of this range", integerOption(1))
+    .option("--limit <n>", "files listed", integerOption(1, 10_000), 50)
+    .option("--offset <n>", "skip this many first", integerOption(0), 0)
+    .option("--json", "machine-readable output")
+    .action((opts: { category?: string[]; link?: string; since?: Date; state?: FailureState[]; text?: string; range?: number; limit: number; offset: number; json?: boolean }) =>
+      run(async (ctx) => {
+        const db = await ctx.database();
+        const policy = { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES };
+        const filter = {
+          ...(opts.category ? { categories: opts.category } : {}),
+          ...(opts.link ? { link: opts.link } : {}),
+          ...(opts.since ? { since: opts.since } : {}),
+          ...(opts.state ? { states: opts.state } : {}),
+          ...(opts.text ? { text: opts.text } : {}),
+          ...(opts.range !== undefined ? { rangeId: opts.range } : {}),
+        };
+        const { categories: _c, ...summaryFilter } = filter;
+        const [page, summary] = await Promise.all([listFailures(db, filter, policy, { limit: opts.limit, offset: opts.offset }), failureSummary(db, summaryFilter, policy)]);
+        const text = [
+          formatFailures(summary) || "no failed files",
+          ...(page.rows.length > 0 ? ["", formatRows(page.rows)] : []),
+          ...(page.total > page.rows.length ? [`(${opts.offset + 1}–${opts.offset + page.rows.length} of ${page.total.toLocaleString("en-US")}; --limit / --offset for more)`] : []),
+        ].join("\n");
+        print(opts.json, { total: page.total, offset: opts.offset, files: page.rows, summary }, text);
+      }),
+    );
+
+  migrate
+    .command("retry")
+    .description("re-queue failed files now: all retryable ones, or those of --category / --file; permanent ones only with --include-permanent (after fixing the cause)")
+    .option("--category <c>", "only this category (repeatable)", collect(String))
+    .option("--file <id>", "only this file (repeatable)", collect(fileId))
+    .option("--include-permanent", "also files whose category is permanent (not-found, permission-denied, …)")
+    .option("--json", "machine-readable output")
+    .action((opts: { category?: string[]; file?: number[]; includePermanent?: boolean; json?: boolean }) =>
+      run(async (ctx) => {
+        const runtime = await ctx.runtime({ withRedis: true });
+        const result = await requestOperatorRetry({
+          db: runtime.db,
+          jobs: runtime.deps.jobs,
+          selection: { ...(opts.category ? { categories: opts.category } : {}), ...(opts.file ? { fileIds: opts.file } : {}), includePermanent: opts.includePermanent === true },
+          policy: { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES },
+          by: `cli:${userInfo().username}`,
+        });
+        const requested = result.files;
+        const { blockers } = await readBlockers(
+          migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: migrationWindow(ctx.config) }),
+          new Date(),
+        );
+        const skipped = Object.entries(result.skippedPermanent);
+        const lines = [
+          requested > 0
+            ? `re-queued ${requested.toLocaleString("en-US")} files (${Object.entries(result.requested).map(([c, n]) => `${c} ${n}`).join(", ")}) for retry-failed (operation ${result.jobId})`
+            : "nothing re-queued: no failed file matches",
+          ...(skipped.length > 0
+            ? [`left alone, permanent: ${skipped.map(([c, n]) => `${c} ${n}`).join(", ")} — fix the cause, then add --include-permanent`]
+            : []),
+          ...result.notRetryable.map((f) => `file ${f.fileId}: not failed (${f.state.toLowerCase()}), not re-queued`),
+          ...(requested > 0 ? blockers.map((b) => `note: retries wait: ${describeBlocker(b)}`) : []),
+        ];
+        print(opts.json, { requested: result.requested, files: requested, skippedPermanent: result.skippedPermanent, notRetryable: result.notRetryable, job: result.jobId, heldBy: blockers }, lines.join("\n"));
+        return requested > 0 ? 0 : 1;
+      }),
+    );
+
+  migrate
+    .command("kill")
+    .description("give files up (KILLED: never copied, never retried, shown as such): by id, owner or key prefix")
+    .option("--file <id>", "this file (repeatable)", collect(fileId))
+    .option("--owner <owner>", "every file of this owner")
+    .option("--prefix <p>", "every file whose key starts with this")
+    .option("--reason <text>", "recorded with each file")
+    .option("--json", "machine-readable output")
+    .action((opts: { file?: number[]; owner?: string; prefix?: string; reason?: string; json?: boolean }) =>
+      run(async (ctx) => {
+        const given = [opts.file !== undefined, opts.owner !== undefined, opts.prefix !== undefined].filter(Boolean).length;
+        if (given !== 1) throw new UsageError("give exactly one of --file (repeatable), --owner or --prefix");
+        if (opts.prefix === "") throw new UsageError("--prefix must not be empty (that would kill every file)");
+        const db = await ctx.database();
+        const by = `cli:${userInfo().username}`;
+        const selection: KillSelection = {
+          ...(opts.file ? { fileIds: opts.file } : {}),
+          ...(opts.owner !== undefined ? { owner: opts.owner } : {}),
+          ...(opts.prefix !== undefined ? { prefix: opts.prefix } : {}),
+          reason: `killed by ${by}${opts.reason ? `: ${opts.reason}` : ""}`,
+        };
+        const r = await killFiles(db, selection);
+        const subject = opts.file ? `files:${opts.file.slice(0, 20).join(",")}` : opts.owner !== undefined ? `owner:${opts.owner}` : `prefix:${opts.prefix}`;
+        await writeLog(db, [{ level: "warn", job: "kill", subject, message: selection.reason, details: { ...r } }]);
+        const text =
+          `killed ${r.killed.toLocaleString("en-US")} files (${r.neverAttempted} never attempted, ${r.killed - r.neverAttempted} failed or retrying)` +
+          (r.alreadyKilled ? `; ${r.alreadyKilled} were killed already` : "") +
+          (r.alreadySucceeded ? `; ${r.alreadySucceeded} already migrated are left as they are` : "");
+        print(opts.json, r, text);
+      }),
+    );
+}
+
+function formatRows(rows: readonly FailureRow[]): string {
+  const head = `${"file".padStart(10)}  ${"state".padEnd(8)}  ${"category".padEnd(18)}  tries  ${"last try".padEnd(20)}  path: message`;
+  return [
+    head,
+    ...rows.map(
+      (r) =>
+        `${String(r.fileId).padStart(10)}  ${(r.state + (r.retryRequested ? "*" : "")).padEnd(8)}  ${r.category.padEnd(18)}  ${String(r.attempts).padStart(5)}  ${r.lastTry.toISOString().slice(0, 19).padEnd(20)}  ${r.path}: ${oneLine(r.message)}`,
+    ),
+    ...(rows.some((r) => r.retryRequested) ? ["(* retry requested)"] : []),
+  ].join("\n");
+}
+
+const oneLine = (s: string | null) => (s ?? "").replace(/\s+/g, " ").slice(0, 300);

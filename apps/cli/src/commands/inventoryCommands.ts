@@ -1,0 +1,155 @@
+import { createReadStream } from "node:fs";
+import type { Command } from "commander";
+import { Option } from "commander";
+import { Presets, SingleBar } from "cli-progress";
+import { createStorage } from "@fleet/storage/createStorage";
+import type { Storage } from "@fleet/storage/storage";
+import { toStorageConnection } from "@fleet/jobs/storageSettings";
+import { formatOf, readRecords } from "@fleet/jobs/inventory/importFormats";
+import type { InventoryFormat } from "@fleet/jobs/inventory/importFormats";
+import { importInventory } from "@fleet/jobs/inventory/importInventory";
+import { scanInventory } from "@fleet/jobs/inventory/scanInventory";
+import type { ScanProgress, ScanResult } from "@fleet/jobs/inventory/scanInventory";
+import { ConfigError, FleetError } from "@fleet/core/errors";
+import type { CliContext } from "../context";
+import type { Run } from "../cliRun";
+import { ReportedFailure, UsageError, print } from "../cliRun";
+import { formatDuration } from "./durations";
+import { fmtRate, formatBytes } from "./status";
+
+/**
+ * `fleet inventory scan | import`: the ways in besides SQL. A scan lists the source and merges
+ * what it finds into source_files (resumable: run it again after Ctrl-C or a crash); an import
+ * takes a CSV or JSON Lines inventory. The scheduler's inventory watcher seeds ranges over the
+ * new rows as for any other inventory change (or `fleet migrate start` now).
+ */
+const SHOWN = 20;
+
+export function registerInventoryCommands(program: Command, run: Run): void {
+  const inventory = program.command("inventory").description("fill source_files: scan the source, or import an inventory file");
+
+  inventory
+    .command("scan")
+    .description("list the source and bring source_files in line: new files added, changed ones as new versions, vanished ones reported (resumable)")
+    .option("--source <url>", "what to scan (default SOURCE_URL; credentials from the SOURCE_* variables)")
+    .option("--prefix <p>", "only keys starting with this")
+    .option("--restart", "forget an unfinished scan of this source and prefix, and start over")
+    .option("--json", "machine-readable output")
+    .action((opts: { source?: string; prefix?: string; restart?: boolean; json?: boolean }) =>
+      run(async (ctx) => {
+        // The database and the one storage only: no job catalogue, no queues to load.
+        const db = await ctx.database();
+        const url = opts.source ?? ctx.config.SOURCE_URL;
+        const source = openSource(url, ctx);
+        if (url !== ctx.config.SOURCE_URL) {
+          process.stderr.write(`fleet: note: workers read files from SOURCE_URL; keys scanned from ${source.label} must exist there too\n`);
+        }
+        const abort = new AbortController();
+        const onSigint = () => abort.abort();
+        process.once("SIGINT", onSigint);
+        const bar = scanProgress();
+        try {
+          await source.check?.("source");
+          const result = await scanInventory({
+            db,
+            source,
+            log: ctx.log,
+            signal: abort.signal,
+            ...(opts.prefix !== undefined ? { prefix: opts.prefix } : {}),
+            ...(opts.restart ? { restart: true } : {}),
+            onProgress: (p) => bar.update(p),
+          });
+          bar.stop();
+          print(opts.json, result, formatScan(result));
+          for (const key of result.unreadable.slice(0, SHOWN)) process.stderr.write(`fleet: could not read ${key} (skipped)\n`);
+        } catch (err) {
+          bar.stop();
+          if (abort.signal.aborted) {
+            process.stderr.write("fleet: scan interrupted; what was listed so far is saved: run the same command again to go on from there\n");
+            throw new ReportedFailure(130);
+          }
+          throw err;
+        } finally {
+          process.off("SIGINT", onSigint);
+          await source.close();
+        }
+      }),
+    );
+
+  inventory
+    .command("import")
+    .description("merge an inventory file into source_files: CSV with a header (uri,size,owner,sha256) or JSON Lines; bad lines are reported by number")
+    .argument("<file>", "the inventory file ('-' for standard input)")
+    .addOption(new Option("--format <format>", "csv or jsonl (default: from the file name)").choices(["csv", "jsonl"]))
+    .option("--json", "machine-readable output")
+    .action((file: string, opts: { format?: InventoryFormat; json?: boolean }) =>
+      run(async (ctx) => {
+        const format = opts.format ?? formatOf(file);
+        if (!format) throw new UsageError(`cannot tell the format of ${JSON.stringify(file)} from its name: add --format csv or --format jsonl`);
+        const db = await ctx.database();
+        const input = file === "-" ? process.stdin : createReadStream(file);
+        const result = await importInventory(db, readRecords(input, format), { log: ctx.log, file });
+        const lines = [
+          `imported ${result.imported.toLocaleString("en-US")} of ${result.records.toLocaleString("en-US")} records: ${result.new} new, ${result.changed} changed (new versions), ${result.reappeared} back after vanishing, ${result.unchanged} unchanged`,
+          ...(result.rejected > 0 ? [`${result.rejected} rejected (fix them and import the file again: lines already imported do not change):`] : []),
+          ...result.errors.slice(0, 100).map((e) => `  line ${e.line}: ${e.message}`),
+          ...(result.errors.length > 100 ? [`  … and ${result.rejected - 100} more (--json lists up to 1,000)`] : []),
+        ];
+        print(opts.json, result, lines.join("\n"));
+        return result.rejected > 0 ? 1 : 0;
+      }),
+    );
+}
+
+/** A storage URL with the source's credentials; a bad URL names the setting, as the apps do. */
+function openSource(url: string, ctx: CliContext): Storage {
+  try {
+    return createStorage(url, toStorageConnection(ctx.config, "source"));
+  } catch (err) {
+    if (err instanceof FleetError && err.category === "bad-config" && !(err instanceof ConfigError)) throw new ConfigError([`${url === ctx.config.SOURCE_URL ? "SOURCE_URL" : "--source"}: ${err.message}`]);
+    throw err;
+  }
+}
+
+function formatScan(r: ScanResult): string {
+  const lines = [
+    `scanned ${r.files.toLocaleString("en-US")} files (${formatBytes(r.bytes)}) of ${r.source}${r.prefix ? ` under ${r.prefix}` : ""} in ${formatDuration(r.seconds)} (${fmtRate(r.files / Math.max(r.seconds, 0.001))} files/s)${r.resumed ? ", resuming an earlier scan" : ""}`,
+    `  new ${r.new.toLocaleString("en-US")}, changed ${r.changed.toLocaleString("en-US")} (new versions to migrate), back after vanishing ${r.reappeared}, unchanged ${r.unchanged.toLocaleString("en-US")}, vanished ${r.vanished.toLocaleString("en-US")}`,
+  ];
+  if (r.vanished > 0) {
+    lines.push("vanished (in the inventory, no longer at the source):");
+    for (const key of r.vanishedKeys.slice(0, SHOWN)) lines.push(`  ${key}`);
+    if (r.vanished > SHOWN) lines.push(`  … and ${(r.vanished - SHOWN).toLocaleString("en-US")} more (--json lists up to 1,000)`);
+  }
+  if (r.unreadable.length > 0) lines.push(`${r.unreadable.length} folders or files could not be read and were skipped (listed on stderr; fix their permissions and scan again)`);
+  return lines.join("\n");
+}
+
+/** A bar with a total on a re-scan (the files expected), a counter on a first scan; lines without a terminal. */
+function scanProgress(): { update(p: ScanProgress): void; stop(): void } {
+  const started = Date.now();
+  let bar: SingleBar | undefined;
+  let lastLine = started;
+  const rate = (files: number) => `${fmtRate(files / Math.max((Date.now() - started) / 1000, 0.001))} files/s`;
+  return {
+    update(p) {
+      if (!process.stderr.isTTY) {
+        if (Date.now() - lastLine >= 5_000) {
+          lastLine = Date.now();
+          process.stderr.write(`scanning: ${p.files.toLocaleString("en-US")} files, ${formatBytes(p.bytes)}, ${rate(p.files)}\n`);
+        }
+        return;
+      }
+      if (!bar) {
+        const format = p.expected > 0 ? "scanning [{bar}] {percentage}% | {value}/{total} files | {size} | {rate}" : "scanning {value} files | {size} | {rate}";
+        bar = new SingleBar({ format, stream: process.stderr, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
+        bar.start(Math.max(p.expected, p.files, 1), p.files, { size: formatBytes(p.bytes), rate: rate(p.files) });
+      }
+      if (p.files > bar.getTotal()) bar.setTotal(p.files);
+      bar.update(p.files, { size: formatBytes(p.bytes), rate: rate(p.files) });
+    },
+    stop() {
+      bar?.stop();
+    },
+  };
+}

@@ -1,0 +1,133 @@
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { fleet, fleetJson } from "./runFleet";
+
+/**
+ * `fleet inventory scan | import` as an operator runs them (the compiled CLI): a scan as an
+ * unprivileged user skips and reports a folder it may not read and does not follow a symlink
+ * out of the root; a scan interrupted with Ctrl-C says how to go on and the next run resumes;
+ * an import reports bad lines by number and exits 1.
+ */
+const NOBODY = 65534;
+
+describe("fleet inventory", () => {
+  let database: TestDatabase;
+  let db: pg.Client;
+  let root: string;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    db = new pg.Client({ connectionString: database.url });
+    await db.connect();
+    root = await mkdtemp(join(tmpdir(), "fleet-inventory-cli-"));
+    await chmod(root, 0o755);
+    env = { DATABASE_URL: database.url, SOURCE_URL: join(root, "share"), LOG_LEVEL: "warn" };
+  });
+  afterAll(async () => {
+    await db?.end();
+    await database?.drop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("scans as an unprivileged user: an unreadable folder is reported and skipped, a symlink out of the root not followed", async () => {
+    const share = join(root, "share");
+    for (const k of ["a/1.txt", "a/2.txt", "locked/secret.txt", "z.txt"]) {
+      await mkdir(join(share, k, ".."), { recursive: true });
+      await writeFile(join(share, k), k);
+    }
+    await writeFile(join(root, "outside.txt"), "outside");
+    await symlink(join(root, "outside.txt"), join(share, "link-out.txt"));
+    await chmod(join(share, "locked"), 0o000);
+    try {
+      const r = await fleet(env, ["inventory", "scan"], { uid: NOBODY, gid: NOBODY, cwd: root });
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/^scanned 3 files \(\d+ B\) of local:.*share in \d+s \(.* files\/s\)\n {2}new 3, changed 0/);
+      expect(r.out).toContain("1 folders or files could not be read and were skipped");
+      expect(r.err).toContain("fleet: could not read locked (skipped)");
+      const { rows } = await db.query(`SELECT uri FROM source_files ORDER BY uri`);
+      expect(rows.map((x) => x.uri)).toEqual(["a/1.txt", "a/2.txt", "z.txt"]);
+    } finally {
+      await chmod(join(share, "locked"), 0o755);
+    }
+  });
+
+  it("a re-scan reports what changed; --json has the vanished keys", async () => {
+    const share = join(root, "share");
+    await writeFile(join(share, "a/2.txt"), "a/2.txt, longer now");
+    await rm(join(share, "z.txt"));
+    await writeFile(join(share, "b.txt"), "new");
+    const r = await fleetJson(env, ["inventory", "scan"]);
+    // root reads the formerly locked folder now: its file is new too.
+    expect(r).toMatchObject({ new: 2, changed: 1, unchanged: 1, vanished: 1, vanishedKeys: ["z.txt"], resumed: false });
+    const text = await fleet(env, ["inventory", "scan"]);
+    expect(text.out).toMatch(/new 0, changed 0 \(new versions to migrate\), back after vanishing 0, unchanged 4, vanished 0/);
+  });
+
+  it("Ctrl-C stops a scan saying how to go on; the next run resumes after what was written", async () => {
+    const big = join(root, "big");
+    // More than two batches of 10,000: the listing is still going when Ctrl-C arrives.
+    for (let d = 0; d < 30; d++) {
+      await mkdir(join(big, `d${String(d).padStart(2, "0")}`), { recursive: true });
+      await Promise.all(Array.from({ length: 800 }, (_, i) => writeFile(join(big, `d${String(d).padStart(2, "0")}`, `f${i}.bin`), `${d}/${i}`)));
+    }
+    const scanEnv = { ...env, SOURCE_URL: big };
+    // Hold the scan's first batch write (a lock on source_files) so that Ctrl-C lands mid-scan.
+    const blocker = new pg.Client({ connectionString: database.url });
+    await blocker.connect();
+    await blocker.query("BEGIN");
+    await blocker.query("LOCK TABLE source_files IN SHARE ROW EXCLUSIVE MODE");
+    const running = fleet(scanEnv, ["inventory", "scan"]);
+    try {
+      await waitUntil(async () => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'fleet-cli' AND wait_event_type = 'Lock'`)).rowCount === 1);
+      running.child.kill("SIGINT");
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      await blocker.query("COMMIT");
+      await blocker.end();
+    }
+    const stopped = await running;
+    expect([stopped.code, stopped.err]).toEqual([130, expect.stringContaining("scan interrupted; what was listed so far is saved: run the same command again to go on from there")]);
+    const written = (await db.query(`SELECT count(*)::int AS n FROM source_files WHERE uri LIKE 'd%/f%'`)).rows[0].n as number;
+    expect(written).toBeGreaterThan(0);
+    expect(written).toBeLessThan(24_000);
+
+    const resumed = await fleetJson(scanEnv, ["inventory", "scan"]);
+    expect(resumed).toMatchObject({ resumed: true, files: 24_000 });
+    const { rows } = await db.query(`SELECT count(*)::int AS n, count(DISTINCT uri)::int AS keys FROM source_files WHERE uri LIKE 'd%/f%'`);
+    expect(rows[0]).toEqual({ n: 24_000, keys: 24_000 });
+  }, 120_000);
+
+  it("import: bad lines by number (exit 1), good ones imported; importing again changes nothing", async () => {
+    const file = join(root, "inventory.csv");
+    await writeFile(file, ["uri,size,owner,sha256", "imp/a.bin,10,alice,", "imp/b.bin,-1,bob,", "imp/c.bin,30,,zz"].join("\n"));
+    const r = await fleet(env, ["inventory", "import", file]);
+    expect(r.code).toBe(1);
+    expect(r.out).toBe(
+      [
+        "imported 1 of 3 records: 1 new, 0 changed (new versions), 0 back after vanishing, 0 unchanged",
+        "2 rejected (fix them and import the file again: lines already imported do not change):",
+        "  line 3: size: expected a whole number of bytes",
+        "  line 4: sha256: expected 64 hexadecimal digits",
+        "",
+      ].join("\n"),
+    );
+    const jsonl = join(root, "inventory.data");
+    await writeFile(jsonl, `${JSON.stringify({ uri: "imp/a.bin", size: 10, owner: "alice" })}\n${JSON.stringify({ uri: "imp/d.bin", size: 4 })}\n`);
+    expect(await fleetJson(env, ["inventory", "import", jsonl, "--format", "jsonl"])).toMatchObject({ imported: 2, new: 1, unchanged: 1, rejected: 0 });
+    const stdin = await fleet(env, ["inventory", "import", "-", "--format", "jsonl"], { stdin: `${JSON.stringify({ uri: "imp/e.bin", size: 5 })}\n` });
+    expect([stdin.code, stdin.out]).toEqual([0, expect.stringContaining("imported 1 of 1 records: 1 new")]);
+  });
+});
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,38 @@
+import { z } from "zod";
+import { defineFleetJob } from "../defineFleetJob";
+import { QUEUES } from "../names";
+import { scanInventory } from "./scanInventory";
+import type { ScanResult } from "./scanInventory";
+
+/**
+ * The scheduled scan (opt-in: SCHEDULE_INVENTORY_SCAN) that keeps a live share in sync: the
+ * same scan as `fleet inventory scan`, of SOURCE_URL. Interrupted (shutdown, cancel, a crash)
+ * it resumes from its cursor on the next run; the scheduler's inventory watcher then seeds
+ * ranges over the new rows as for any other inventory change.
+ */
+export const inventoryScan = defineFleetJob({
+  name: "inventory-scan",
+  queue: QUEUES.maintenance,
+  description: "List SOURCE_URL and bring source_files in line: new files, changed ones as new versions, vanished ones marked",
+  schema: z
+    .object({
+      prefix: z.string().optional(),
+      restart: z.boolean().optional(),
+    })
+    .strict()
+    .default({}),
+  dedupeId: () => "inventory-scan",
+  async handle(payload, ctx): Promise<Omit<ScanResult, "vanishedKeys" | "unreadable"> & { vanishedKeys: string[]; unreadable: string[] }> {
+    const result = await scanInventory({
+      db: ctx.deps.db,
+      source: ctx.deps.source,
+      log: ctx.log,
+      signal: ctx.signal,
+      ...(payload.prefix !== undefined ? { prefix: payload.prefix } : {}),
+      ...(payload.restart ? { restart: true } : {}),
+      onProgress: (p) => void ctx.progress({ files: p.files, bytes: p.bytes, expected: p.expected }).catch(() => {}),
+    });
+    // The job's return value is kept in Redis: the first keys only (migration_log has the summary too).
+    return { ...result, vanishedKeys: result.vanishedKeys.slice(0, 20), unreadable: result.unreadable.slice(0, 20) };
+  },
+});

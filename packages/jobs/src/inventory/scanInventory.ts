@@ -1,0 +1,163 @@
+import { randomUUID } from "node:crypto";
+import { RetryableError } from "@fleet/core/errors";
+import type { Logger } from "@fleet/core/logger";
+import type { DbPool } from "@fleet/db/pool";
+import { dropSeenKeys, filesUnder, emptyMergeCounts, finishScan, mergeScanBatch, readScanCursor, tryInventoryLock, writeCursor } from "@fleet/db/sql/inventory";
+import type { ListedFile, MergeCounts, ScanCursor } from "@fleet/db/sql/inventory";
+import { writeLog } from "@fleet/db/sql/log";
+import type { Storage } from "@fleet/storage/storage";
+
+/**
+ * Lists a source storage and brings source_files in line with it: new files added, changed
+ * ones added as new versions, vanished ones marked — written in batches, each committed with
+ * the scan's cursor in sync_state, so a scan stopped by a crash, Ctrl-C or shutdown resumes
+ * after the last batch it wrote (the listing is in a stable order and resumes after a key).
+ * `fleet inventory scan` and the `inventory-scan` job both run this.
+ */
+export interface ScanOptions {
+  db: DbPool;
+  source: Storage;
+  /** Only keys starting with this ("" for the whole source). */
+  prefix?: string;
+  log: Logger;
+  signal?: AbortSignal;
+  /** Files per statement (and per cursor move). */
+  batchSize?: number;
+  /** Forget an unfinished scan's cursor and start over. */
+  restart?: boolean;
+  /** Told after each batch is written, and once at the start. */
+  onProgress?: (progress: ScanProgress) => void;
+}
+
+export interface ScanProgress {
+  files: number;
+  bytes: number;
+  /** Current rows under the prefix before the scan (a re-scan's expected total; 0 on a first scan). */
+  expected: number;
+  resumed: boolean;
+}
+
+export interface ScanResult extends MergeCounts {
+  scanId: string;
+  source: string;
+  prefix: string;
+  /** The scan went on from an earlier, unfinished one. */
+  resumed: boolean;
+  /** Files listed (new + changed + reappeared + unchanged). */
+  files: number;
+  vanished: number;
+  /** The first vanished keys (up to 1,000). */
+  vanishedKeys: string[];
+  /** Folders or files that could not be read and were skipped (up to 1,000). */
+  unreadable: string[];
+  seconds: number;
+}
+
+const MAX_LISTED_KEYS = 1_000;
+
+export function scanCursorKey(source: Storage, prefix: string): string {
+  return `inventory-scan:${source.label}${prefix ? `:${prefix}` : ""}`;
+}
+
+export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
+  const { db, source, log } = options;
+  const prefix = options.prefix ?? "";
+  const batchSize = options.batchSize ?? 10_000;
+  const startedAt = Date.now();
+  const release = await tryInventoryLock(db);
+  if (!release) throw new RetryableError("lock-contention", "another inventory scan or import is running; try again when it has finished");
+  try {
+    const key = scanCursorKey(source, prefix);
+    let cursor = await readScanCursor(db, key);
+    if (cursor && options.restart) {
+      await dropSeenKeys(db, cursor.scanId);
+      cursor = null;
+    }
+    const resumed = cursor !== null;
+    const under = await filesUnder(db, prefix);
+    const expected = under.present;
+    if (!cursor) {
+      cursor = {
+        scanId: randomUUID(),
+        source: source.label,
+        prefix,
+        after: null,
+        startedAt: new Date().toISOString(),
+        // A first scan has nothing that could vanish (or change): it need not remember what it
+        // listed, nor look keys up.
+        trackSeen: under.any > 0,
+        counts: { ...emptyMergeCounts(), files: 0 },
+        unreadable: [],
+      };
+      await writeCursor(db, key, cursor);
+    }
+    log.info({ source: source.label, prefix, scanId: cursor.scanId, resumed, after: cursor.after }, resumed ? "inventory scan resumed" : "inventory scan started");
+    const progress = () => options.onProgress?.({ files: cursor!.counts.files, bytes: cursor!.counts.bytes, expected, resumed });
+    progress();
+
+    await listInBatches(options, cursor, batchSize, async (batch) => {
+      await mergeScanBatch(db, key, batch, cursor!);
+      progress();
+    });
+
+    const vanished = await finishScan(db, key, cursor);
+    const result: ScanResult = {
+      scanId: cursor.scanId,
+      source: source.label,
+      prefix,
+      resumed,
+      ...cursor.counts,
+      vanished: vanished.length,
+      vanishedKeys: vanished.slice(0, MAX_LISTED_KEYS).map((v) => v.uri),
+      unreadable: cursor.unreadable,
+      seconds: (Date.now() - startedAt) / 1000,
+    };
+    const { vanishedKeys: _keys, ...summary } = result;
+    log.info(summary, "inventory scan finished");
+    await writeLog(db, [
+      {
+        level: result.unreadable.length > 0 || result.vanished > 0 ? "warn" : "info",
+        job: "inventory-scan",
+        subject: `inventory:${source.label}`,
+        message: "inventory scan finished",
+        details: { ...summary, vanishedKeys: result.vanishedKeys.slice(0, 100), unreadable: result.unreadable.slice(0, 100) },
+      },
+    ]).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
+    return result;
+  } finally {
+    await release();
+  }
+}
+
+/**
+ * Streams the listing into batches of unique keys, writing one batch while the next is listed
+ * (one write in flight, so the cursor only ever moves forward over committed batches).
+ */
+async function listInBatches(options: ScanOptions, cursor: ScanCursor, batchSize: number, write: (batch: ListedFile[]) => Promise<void>): Promise<void> {
+  let batch: ListedFile[] = [];
+  let writing: Promise<void> = Promise.resolve();
+  const flush = async () => {
+    await writing;
+    const full = batch;
+    batch = [];
+    writing = write(full);
+  };
+  try {
+    const listing = options.source.list(options.prefix ?? "", {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(cursor.after !== null ? { startAfter: cursor.after } : {}),
+      onUnreadable: (key, error) => {
+        options.log.warn({ key, err: error.message }, "cannot read this folder or file: skipped");
+        if (cursor.unreadable.length < MAX_LISTED_KEYS) cursor.unreadable.push(key);
+      },
+    });
+    for await (const object of listing) {
+      batch.push({ uri: object.key, size: object.size, modifiedAt: object.modifiedAt ?? null, etag: object.etag ?? null });
+      if (batch.length >= batchSize) await flush();
+    }
+    if (batch.length > 0) await flush();
+  } finally {
+    // Whatever stopped the listing, what was listed and handed over is written (or its error reported).
+    await writing;
+  }
+}

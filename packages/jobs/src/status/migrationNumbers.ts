@@ -1,0 +1,115 @@
+import type { MigrationProgress } from "@fleet/db/sql/reports";
+import type { Blocker } from "./blockers";
+
+/**
+ * THE numbers of a migration: rates, ETA, elapsed time and state, computed here and nowhere
+ * else, from one progress reading and the reasons work is not moving. `fleet migrate status`,
+ * `--watch`, /progress, /progress.json and the dashboard's gauges all show this object, so they
+ * agree by construction (they used to compute rates four ways and disagree 10×).
+ *
+ * Definitions:
+ * - elapsed: from the first range claim of the run (`runStartedAt`; the first outcome when no
+ *   range was ever claimed) to now, or to the last outcome once the run is done. Never the span
+ *   between outcome timestamps: a chunk of outcomes shares one timestamp, and a run written in a
+ *   few chunks looked like 500,000 files/s.
+ * - rate, whole run: files attempted (succeeded, failed, retried; not killed) and bytes migrated,
+ *   per second of elapsed.
+ * - rate, last minute: files attempted in the last 60 s per second, over min(60 s, elapsed).
+ * - ETA: files without an outcome at the last-minute rate; none while the migration is blocked
+ *   (paused, window closed, breaker open), done, or nothing moved in the last minute.
+ */
+export type MigrationState = "not-started" | "running" | "stalled" | "blocked" | "done";
+
+export interface Rate {
+  filesPerSec: number;
+  bytesPerSec: number;
+}
+
+export interface MigrationNumbers {
+  /** When these numbers were read (database clock). */
+  at: string;
+  state: MigrationState;
+  /** Why work is not moving (empty when it may): each says what and, where known, since when and until when. */
+  blockers: Blocker[];
+  total: { files: number; bytes: number };
+  /** Files with an outcome (any), and those without one yet. */
+  done: number;
+  pending: number;
+  percent: number;
+  succeeded: number;
+  bytesMigrated: number;
+  /** FAIL rows (retryable ones included), of them final (not retried on their own), and retry-requested. */
+  failed: number;
+  failedFinal: number;
+  retryRequested: number;
+  retrying: number;
+  killed: number;
+  /** Files the last scan found gone before they were attempted; old versions of changed files. */
+  vanished: number;
+  superseded: number;
+  elapsedSeconds: number | null;
+  rate: { lastMinute: Rate | null; run: Rate | null };
+  etaSeconds: number | null;
+  ranges: MigrationProgress["ranges"];
+}
+
+const WINDOW_SECONDS = 60;
+
+export function migrationNumbers(p: MigrationProgress, blockers: readonly Blocker[]): MigrationNumbers {
+  const now = p.at.getTime();
+  const done = p.files.SUCCESS + p.files.FAIL + p.files.RETRYING + p.files.KILLED;
+  const pending = Math.max(p.sourceFiles - done, 0);
+  const attempted = p.files.SUCCESS + p.files.FAIL + p.files.RETRYING;
+  const finished =
+    p.sourceFiles > 0 && pending === 0 && p.files.RETRYING === 0 && p.retryRequested === 0 && p.ranges.PENDING === 0 && p.ranges.PROCESSING === 0;
+  const start = p.runStartedAt ?? p.firstAttemptAt;
+  const end = finished && p.lastAttemptAt ? Math.max(p.lastAttemptAt.getTime(), start?.getTime() ?? 0) : now;
+  // At least a second: a run of a handful of files is not "infinitely fast".
+  const elapsedSeconds = start ? Math.max((end - start.getTime()) / 1000, 1) : null;
+  const run = elapsedSeconds !== null && attempted > 0 ? { filesPerSec: attempted / elapsedSeconds, bytesPerSec: p.bytesMigrated / elapsedSeconds } : null;
+  const sinceStart = start ? Math.max((now - start.getTime()) / 1000, 1) : null;
+  const window = sinceStart === null ? WINDOW_SECONDS : Math.min(WINDOW_SECONDS, sinceStart);
+  const lastMinute = start ? { filesPerSec: p.lastMinute / window, bytesPerSec: p.lastMinuteBytes / window } : null;
+
+  let state: MigrationState;
+  if (finished) state = "done";
+  else if (blockers.length > 0) state = "blocked";
+  else if (!start) state = "not-started";
+  else if (p.lastMinute === 0) state = "stalled";
+  else state = "running";
+  const etaSeconds = state === "running" && lastMinute && lastMinute.filesPerSec > 0 ? pending / lastMinute.filesPerSec : state === "done" ? 0 : null;
+
+  return {
+    at: p.at.toISOString(),
+    state,
+    blockers: finished ? [] : [...blockers],
+    total: { files: p.sourceFiles, bytes: p.sourceBytes },
+    done,
+    pending,
+    percent: p.sourceFiles > 0 ? Math.floor((done / p.sourceFiles) * 1000) / 10 : 0,
+    succeeded: p.files.SUCCESS,
+    bytesMigrated: p.bytesMigrated,
+    failed: p.files.FAIL,
+    failedFinal: p.failedFinal,
+    retryRequested: p.retryRequested,
+    retrying: p.files.RETRYING,
+    killed: p.files.KILLED,
+    vanished: p.vanished,
+    superseded: p.superseded,
+    elapsedSeconds,
+    rate: { lastMinute, run },
+    etaSeconds,
+    ranges: p.ranges,
+  };
+}
+
+/** "paused: queue migration is paused (fleet resume migration)", for one-line views. */
+export function describeBlocker(b: Blocker): string {
+  const when = [b.since ? `since ${b.since}` : "", b.resumesAt ? `resumes ${b.resumesAt}` : ""].filter(Boolean).join(", ");
+  return `${b.kind}: ${b.reason}${when ? ` (${when})` : ""}`;
+}
+
+/** Files/s as every view prints it: whole above 10, one decimal below (the CLI and the dashboard agree to the digit). */
+export function formatFilesPerSec(x: number): string {
+  return x >= 10 ? Math.round(x).toLocaleString("en-US") : (Math.round(x * 10) / 10).toString();
+}
