@@ -86,7 +86,9 @@ describe("the destination folder is deleted and re-created mid-run", () => {
     // before were deleted by the operator with the folder (fleet migrate verify reports them).
     const { rows } = await fx.runtime.db.query<{ file_id: number; sha256: string; migration_date: Date }>(`SELECT file_id, sha256, migration_date FROM migration_files`);
     const after = rows.filter((r) => r.migration_date >= recreated);
-    expect(after.length).toBeGreaterThan(files.length / 2);
+    // Every file still pending while the breaker was open was migrated after the folder came
+    // back (how many were done before the rm depends on the machine's speed, not on Fleet).
+    expect(after.length).toBeGreaterThanOrEqual(during.withoutOutcome);
     const byId = new Map(files.map((f) => [f.id, f]));
     for (const r of after) {
       const f = byId.get(r.file_id)!;
