@@ -12,6 +12,7 @@ COPY apps/worker/package.json apps/worker/
 COPY packages/core/package.json packages/core/
 COPY packages/db/package.json packages/db/
 COPY packages/jobs/package.json packages/jobs/
+COPY packages/remote/package.json packages/remote/
 COPY packages/storage/package.json packages/storage/
 COPY packages/testing/package.json packages/testing/
 # npm install, not npm ci: the lockfile was made where the registry serves only this

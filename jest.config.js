@@ -10,7 +10,7 @@ module.exports = {
   moduleNameMapper: {
     // Prisma's generated client and NodeNext-style imports say ".js" for ".ts" siblings.
     "^(\\.{1,2}/.*)\\.js$": "$1",
-    "^@fleet/(core|db|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
+    "^@fleet/(core|db|remote|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
     // `fleet config` lists every app's variables from their schemas.
     "^@fleet/(worker|scheduler|dashboard)/(.*)$": "<rootDir>/apps/$1/src/$2",
   },
