@@ -12,7 +12,7 @@ module.exports = {
     "^(\\.{1,2}/.*)\\.js$": "$1",
     "^@fleet/(core|db|remote|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
     // `fleet config` lists every app's variables from their schemas.
-    "^@fleet/(worker|scheduler|dashboard)/(.*)$": "<rootDir>/apps/$1/src/$2",
+    "^@fleet/(worker|scheduler|dashboard|cli)/(.*)$": "<rootDir>/apps/$1/src/$2",
   },
   testTimeout: 60000,
   maxWorkers: 2,

@@ -3,7 +3,7 @@ import type { ChildProcess } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { resolve } from "node:path";
-import { appEntry } from "../commands/fleetProcesses";
+import { appEntry } from "@fleet/cli/commands/fleetProcesses";
 
 /**
  * N compiled worker processes, started the way the demo starts them, plus what the benchmark

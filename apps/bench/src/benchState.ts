@@ -3,7 +3,7 @@ import { bullPrefix } from "@fleet/core/redis";
 import { migrateDatabase } from "@fleet/db/migrate";
 import { QUEUES } from "@fleet/jobs/names";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
-import type { CliConfig } from "../config";
+import type { CliConfig } from "@fleet/cli/config";
 import type { Say } from "./say";
 import { runTimed } from "./timedCommand";
 

@@ -33,7 +33,8 @@ export interface ScanResults {
   fleetScanSecondsInside: number;
 }
 
-const CLI = join(__dirname, "..", "main.js");
+/** The compiled CLI: apps/bench/dist → apps/cli/dist/main.js. */
+const CLI = join(__dirname, "..", "..", "cli", "dist", "main.js");
 
 export async function measureScan(bench: BenchState, tree: SourceTree, rounds: number, say: Say): Promise<ScanResults> {
   const version = rcloneVersion() ?? null;
