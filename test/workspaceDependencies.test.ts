@@ -178,9 +178,11 @@ describe("workspace dependencies match imports", () => {
     });
   });
 
-  it("lists every workspace in the root tsconfig.json and the Dockerfile's dependency layer", () => {
+  it("lists every workspace in the root tsconfig.json, tsconfig.depcruise.json and the Dockerfile's dependency layer", () => {
     const rootRefs = (readJson(join(ROOT, "tsconfig.json")).references as { path: string }[]).map((r) => r.path).sort();
     expect(rootRefs).toEqual(all.map((w) => w.dir).sort());
+    const depcruisePaths = Object.keys(readJson(join(ROOT, "tsconfig.depcruise.json")).compilerOptions.paths).sort();
+    expect(depcruisePaths).toEqual(all.map((w) => `${w.name}/*`).sort());
     const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
     for (const w of all) expect({ dir: w.dir, copied: dockerfile.includes(`COPY ${w.dir}/package.json ${w.dir}/`) }).toEqual({ dir: w.dir, copied: true });
   });
