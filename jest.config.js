@@ -11,7 +11,7 @@ module.exports = {
     // Prisma's generated client and NodeNext-style imports say ".js" for ".ts" siblings.
     "^(\\.{1,2}/.*)\\.js$": "$1",
     "^@fleet/(core|db|remote|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
-    // `fleet config` lists every app's variables from their schemas.
+    // `fleet config` lists every app's variables from their schemas; the bench uses the CLI's context.
     "^@fleet/(worker|scheduler|dashboard|cli)/(.*)$": "<rootDir>/apps/$1/src/$2",
   },
   testTimeout: 60000,
