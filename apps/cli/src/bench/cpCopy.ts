@@ -1,4 +1,4 @@
-import { countFiles } from "./sourceTree";
+import { countFiles, treeBytes } from "./sourceTree";
 import type { SourceTree } from "./sourceTree";
 import { perSecond, round } from "./say";
 import { runTimed } from "./timedCommand";
@@ -22,6 +22,6 @@ export function referenceResult(tree: SourceTree, seconds: number, copied: numbe
     files: tree.files,
     seconds: round(seconds, 3),
     filesPerSec: round(perSecond(tree.files, seconds)),
-    mbPerSec: round(perSecond((tree.files * tree.size) / 1_048_576, seconds), 1),
+    mbPerSec: round(perSecond(treeBytes(tree) / 1_048_576, seconds), 1),
   };
 }

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { BenchState } from "./benchState";
-import { countFiles, insertTreeRows } from "./sourceTree";
+import { countFiles, insertTreeRows, treeBytes } from "./sourceTree";
 import type { SourceTree } from "./sourceTree";
 import { elapsedSeconds, perSecond, round, sleep } from "./say";
 import { startWorkerFleet } from "./workerFleet";
@@ -94,7 +94,7 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
     failed,
     seconds: round(seconds, 3),
     filesPerSec: round(perSecond(tree.files, seconds)),
-    mbPerSec: round(perSecond((tree.files * tree.size) / 1_048_576, seconds), 1),
+    mbPerSec: round(perSecond(treeBytes(tree) / 1_048_576, seconds), 1),
     verify: options.verify,
     workers: options.workers,
     peakWorkerRssMb: round(peakWorkerRssMb, 1),

@@ -23,6 +23,8 @@ export interface WorkerFleet {
   sample(): Promise<void>;
   /** Highest VmHWM / sampled VmRSS of any one worker so far, in MiB. */
   peakRssMb(): Promise<number>;
+  /** The same per worker, in start order (MiB). */
+  peakRssPerWorkerMb(): Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -77,6 +79,11 @@ export async function startWorkerFleet(options: WorkerFleetOptions): Promise<Wor
         peak = Math.max(peak, hwm, peaks.get(p.child.pid ?? -1) ?? 0);
       }
       return peak / 1024;
+    },
+    async peakRssPerWorkerMb() {
+      const out: number[] = [];
+      for (const p of processes) out.push(Math.max((await procStatusKb(p.child.pid, "VmHWM")) ?? 0, peaks.get(p.child.pid ?? -1) ?? 0) / 1024);
+      return out;
     },
     async stop() {
       stopping = true;
