@@ -138,10 +138,12 @@ export function buildReport(r: BenchResults): BenchReport {
 }
 
 export function sayReport(report: BenchReport, say: Say): void {
-  const line = (label: string, m: { filesPerSec: number; mbPerSec: number; seconds: number; runsFilesPerSec: number[] } | null, extra = "") =>
+  const line = (label: string, m: { filesPerSec: number; mbPerSec: number; seconds: number; runsFilesPerSec: number[]; cpuUsPerFile?: number } | null, extra = "") =>
     m &&
     say(
-      `${label.padEnd(26)} ${String(m.filesPerSec).padStart(8)} files/s ${m.mbPerSec.toFixed(1).padStart(7)} MB/s ${m.seconds.toFixed(2).padStart(7)} s${extra}` +
+      `${label.padEnd(26)} ${String(m.filesPerSec).padStart(8)} files/s ${m.mbPerSec.toFixed(1).padStart(7)} MB/s ${m.seconds.toFixed(2).padStart(7)} s` +
+        (m.cpuUsPerFile !== undefined ? ` ${String(m.cpuUsPerFile).padStart(5)} µs CPU/file` : "") +
+        extra +
         (m.runsFilesPerSec.length > 1 ? ` (runs: ${m.runsFilesPerSec.join(", ")})` : ""),
     );
   const rss = (mb: number) => `, worker peak RSS ${mb.toFixed(0)} MB`;

@@ -23,6 +23,8 @@ export interface WorkerFleet {
   sample(): Promise<void>;
   /** Highest VmHWM / sampled VmRSS of any one worker so far, in MiB. */
   peakRssMb(): Promise<number>;
+  /** CPU seconds (user + system) all workers used so far. */
+  cpuSeconds(): Promise<number>;
   /** The same per worker, in start order (MiB). */
   peakRssPerWorkerMb(): Promise<number[]>;
   stop(): Promise<void>;
@@ -79,6 +81,19 @@ export async function startWorkerFleet(options: WorkerFleetOptions): Promise<Wor
         peak = Math.max(peak, hwm, peaks.get(p.child.pid ?? -1) ?? 0);
       }
       return peak / 1024;
+    },
+    async cpuSeconds() {
+      let ticks = 0;
+      for (const p of processes) {
+        try {
+          const text = await readFile(`/proc/${p.child.pid}/stat`, "utf8");
+          const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+          ticks += Number(f[11]) + Number(f[12]);
+        } catch {
+          // gone
+        }
+      }
+      return ticks / 100;
     },
     async peakRssPerWorkerMb() {
       const out: number[] = [];
