@@ -24,6 +24,8 @@ export interface ScalingResults {
   runs: ScalingRun[];
   /** The INSERT … SELECT ceiling on the same cluster (rows/s). */
   sqlRowsPerSec: number;
+  /** Runs that could not be made (e.g. workers that did not start), with why. */
+  failed: Array<{ workers: number; error: string }>;
   /** After the last run: table and index bytes per row. */
   tables: Awaited<ReturnType<typeof tableSizes>>;
 }
@@ -49,13 +51,16 @@ export async function measureScaling(pb: PrivateBench, options: ScalingOptions):
   const { db, redis } = bench.runtime;
   const postmaster = await postmasterPidOf(db);
   const runs: ScalingRun[] = [];
+  const failed: ScalingResults["failed"] = [];
   let sqlRowsPerSec = 0;
   const rangeFiles = Number(options.workerEnv.BATCH_SIZE ?? 10_000);
   for (const [i, workers] of options.workerCounts.entries()) {
     let before: ServerSnapshot | undefined;
     let after: ServerSnapshot | undefined;
     bench.say(`scaling: ${workers} worker process${workers > 1 ? "es" : ""}, ${options.rows} rows`);
-    const r: BookkeepingResult = await measureBookkeeping(bench, {
+    let r: BookkeepingResult;
+    try {
+      r = await measureBookkeeping(bench, {
       rows: options.rows,
       bytesPerFile: options.bytesPerFile,
       workers,
@@ -75,6 +80,11 @@ export async function measureScaling(pb: PrivateBench, options: ScalingOptions):
         },
       },
     });
+    } catch (err) {
+      bench.say(`scaling: ${workers} workers: not measured (${(err as Error).message})`);
+      failed.push({ workers, error: (err as Error).message });
+      continue;
+    }
     if (i === 0) sqlRowsPerSec = r.sqlRowsPerSec;
     const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM migration_ranges");
     const cost = await costBetween(db, before!, after!, options.rows, rows[0]!.n);
@@ -92,5 +102,5 @@ export async function measureScaling(pb: PrivateBench, options: ScalingOptions):
         `${cost.transactionsPerFile} transactions, ${cost.walBytesPerFile} WAL bytes; Redis ${cost.redisCpuUsPerFile} µs CPU, ${cost.redisCommandsPerRange} commands per range`,
     );
   }
-  return { rows: options.rows, bytesPerFile: options.bytesPerFile, rangeFiles, runs, sqlRowsPerSec: round(sqlRowsPerSec), tables: await tableSizes(db) };
+  return { rows: options.rows, bytesPerFile: options.bytesPerFile, rangeFiles, runs, failed, sqlRowsPerSec: round(sqlRowsPerSec), tables: await tableSizes(db) };
 }

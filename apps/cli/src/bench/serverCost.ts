@@ -27,7 +27,7 @@ const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux
 
 export async function serverSnapshot(db: Queryable, redis: Redis, postmasterPid: number | null): Promise<ServerSnapshot> {
   const { rows } = await db.query<{ lsn: string; commit: string; ins: string; upd: string; del: string }>(
-    `SELECT pg_current_wal_lsn()::text AS lsn, xact_commit AS commit, tup_inserted AS ins, tup_updated AS upd, tup_deleted AS del
+    `SELECT pg_current_wal_insert_lsn()::text AS lsn, xact_commit AS commit, tup_inserted AS ins, tup_updated AS upd, tup_deleted AS del
        FROM pg_stat_database WHERE datname = current_database()`,
   );
   const r = rows[0]!;
@@ -142,7 +142,7 @@ export async function costBetween(db: Queryable, before: ServerSnapshot, after: 
       const b = before.statements.get(query);
       const d = { query, calls: s.calls - (b?.calls ?? 0), wal: s.walBytes - (b?.walBytes ?? 0), ms: s.execMs - (b?.execMs ?? 0) };
       // The bench's own polling and snapshots are not the pipeline's.
-      if (d.calls > 0 && !/pg_stat_|pg_current_wal_lsn|pg_backend_pid|FILTER \(WHERE status <> 'COMPLETE'\)/.test(query)) diffs.push(d);
+      if (d.calls > 0 && !/pg_stat_|pg_current_wal_insert_lsn|pg_wal_lsn_diff|pg_backend_pid|FILTER \(WHERE status <> 'COMPLETE'\)/.test(query)) diffs.push(d);
     }
     statementsPerFile = per(diffs.reduce((a, d) => a + d.calls, 0));
     topStatements = diffs

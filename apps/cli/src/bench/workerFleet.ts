@@ -30,7 +30,8 @@ export interface WorkerFleet {
   stop(): Promise<void>;
 }
 
-const READY_TIMEOUT_MS = 30_000;
+// Many processes starting at once on a loaded 2-core machine (the scaling series' 8) take a while.
+const READY_TIMEOUT_MS = 120_000;
 
 export interface WorkerFleetOptions {
   count: number;
