@@ -12,9 +12,15 @@ export interface BookkeepingResult {
   /** One INSERT … SELECT of the same rows into migration_files: the SQL-only ceiling. */
   sqlSeconds: number;
   sqlRowsPerSec: number;
-  verify: "write";
+  verify: "write" | "readback";
   workers: number;
   peakWorkerRssMb: number;
+  /** Each worker's peak RSS (MiB), in start order. */
+  peakRssPerWorkerMb: number[];
+  /** Files/s over the first and the last 10% of the files (from completed ranges), and last/first. */
+  throughput: { first10PctFilesPerSec: number | null; last10PctFilesPerSec: number | null; lastVsFirst: number | null };
+  /** Where the copies went: `null:` or a local directory. */
+  destination: string;
 }
 
 export interface BookkeepingOptions {
@@ -25,6 +31,14 @@ export interface BookkeepingOptions {
   workerEnv: NodeJS.ProcessEnv;
   nodeArgs: readonly string[];
   timeoutMs: number;
+  /** A local directory to write to (VERIFY=readback) instead of `null:` (VERIFY=write). */
+  localDestination?: string;
+  /** Leave out the INSERT … SELECT ceiling (sqlSeconds is then 0). */
+  skipCeiling?: boolean;
+  /** Called right before the seed-ranges job is enqueued, and once the workers stopped after the last range completed. */
+  around?: { before(): Promise<void>; after(): Promise<void> };
+  /** Label of the worker logs (default "bookkeeping"). */
+  label?: string;
 }
 
 // Rows of BATCH_SIZE in the ceiling's range_id, like seed-ranges would cut them; only the
@@ -56,25 +70,33 @@ export async function measureBookkeeping(bench: BenchState, options: Bookkeeping
 
   // The ceiling: the same rows, as the pipeline writes them (uris, name, size, sha256, status,
   // dates), into the same table with the same indexes.
-  await bench.settle();
-  started = process.hrtime.bigint();
-  await db.query(
-    `INSERT INTO migration_files
-       (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, retry_count, migration_date, last_attempt_date)
-     SELECT id, (id - 1) / $1 + 1, 'null:' || uri, 'null:' || uri, name, size,
-            'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'SUCCESS', 0, now(), now()
-       FROM source_files`,
-    [CEILING_RANGE_ROWS],
-  );
-  const sqlSeconds = elapsedSeconds(started);
-  await db.query("TRUNCATE migration_files");
-  say(`  SQL ceiling: INSERT … SELECT of ${options.rows} rows in ${sqlSeconds.toFixed(2)} s (${Math.round(perSecond(options.rows, sqlSeconds))} rows/s)`);
+  let sqlSeconds = 0;
+  if (!options.skipCeiling) {
+    await bench.settle();
+    started = process.hrtime.bigint();
+    await db.query(
+      `INSERT INTO migration_files
+         (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, retry_count, migration_date, last_attempt_date)
+       SELECT id, (id - 1) / $1 + 1, 'null:' || uri, 'null:' || uri, name, size,
+              'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'SUCCESS', 0, now(), now()
+         FROM source_files`,
+      [CEILING_RANGE_ROWS],
+    );
+    sqlSeconds = elapsedSeconds(started);
+    await db.query("TRUNCATE migration_files");
+    say(`  SQL ceiling: INSERT … SELECT of ${options.rows} rows in ${sqlSeconds.toFixed(2)} s (${Math.round(perSecond(options.rows, sqlSeconds))} rows/s)`);
+  }
   await bench.settle();
 
-  const env = { ...options.workerEnv, SOURCE_URL: `null:zero?size=${options.bytesPerFile}`, DESTINATION_URL: "null:", VERIFY: "write" };
-  const fleet = await startWorkerFleet({ count: options.workers, env, logDir: options.logDir, label: "bookkeeping", nodeArgs: options.nodeArgs });
+  const verify = options.localDestination ? "readback" : "write";
+  const destination = options.localDestination ?? "null:";
+  const env = { ...options.workerEnv, SOURCE_URL: `null:zero?size=${options.bytesPerFile}`, DESTINATION_URL: destination, VERIFY: verify };
+  const fleet = await startWorkerFleet({ count: options.workers, env, logDir: options.logDir, label: options.label ?? "bookkeeping", nodeArgs: options.nodeArgs });
   let seconds: number;
+  // (seconds since the enqueue, files of completed ranges): throughput over time.
+  const timeline: Array<[number, number]> = [];
   try {
+    await options.around?.before();
     started = process.hrtime.bigint();
     await deps.jobs.enqueue("seed-ranges", {});
     const deadline = Date.now() + options.timeoutMs;
@@ -83,10 +105,13 @@ export async function measureBookkeeping(bench: BenchState, options: Bookkeeping
     // hundred ms would load the database under test. A range is COMPLETE only after every
     // file of it has an outcome.
     for (;;) {
-      const { rows } = await db.query<{ total: number; open: number }>(
-        `SELECT count(*)::int AS total, count(*) FILTER (WHERE status <> 'COMPLETE')::int AS open FROM migration_ranges`,
+      const { rows } = await db.query<{ total: number; open: number; done: number }>(
+        `SELECT count(*)::int AS total, count(*) FILTER (WHERE status <> 'COMPLETE')::int AS open,
+                coalesce(sum(files_succeeded + files_failed) FILTER (WHERE status = 'COMPLETE'), 0)::int8 AS done
+           FROM migration_ranges`,
       );
       const { total, open } = rows[0]!;
+      timeline.push([elapsedSeconds(started), Number(rows[0]!.done)]);
       if (total > 0 && open === 0) break;
       if (Date.now() > deadline) throw new Error(`bookkeeping: ${open}/${total} ranges still open after ${options.timeoutMs / 1000} s`);
       if (Date.now() - lastSay > 5_000) {
@@ -101,7 +126,10 @@ export async function measureBookkeeping(bench: BenchState, options: Bookkeeping
     throw err;
   }
   const peakWorkerRssMb = await fleet.peakRssMb();
+  const peakRssPerWorkerMb = (await fleet.peakRssPerWorkerMb()).map((mb) => round(mb, 1));
   await fleet.stop();
+  // After the stop: exiting backends flush their statistics, and their CPU time is the postmaster's.
+  await options.around?.after();
 
   const { rows } = await db.query<{ n: number; failed: number }>(
     "SELECT count(*)::int AS n, count(*) FILTER (WHERE status <> 'SUCCESS')::int AS failed FROM migration_files",
@@ -117,8 +145,30 @@ export async function measureBookkeeping(bench: BenchState, options: Bookkeeping
     failed,
     sqlSeconds: round(sqlSeconds, 3),
     sqlRowsPerSec: round(perSecond(options.rows, sqlSeconds)),
-    verify: "write",
+    verify,
     workers: options.workers,
     peakWorkerRssMb: round(peakWorkerRssMb, 1),
+    peakRssPerWorkerMb,
+    throughput: throughputOverTime(timeline, options.rows),
+    destination,
+  };
+}
+
+/**
+ * Files/s while the first 10% of the files completed and while the last 10% did, from
+ * (seconds, files done) samples: a pipeline that slows down as tables grow shows it here.
+ */
+export function throughputOverTime(timeline: ReadonlyArray<readonly [number, number]>, files: number): BookkeepingResult["throughput"] {
+  const when = (share: number) => timeline.find(([, done]) => done >= files * share)?.[0];
+  const t10 = when(0.1), t90 = when(0.9), t100 = when(1);
+  // Completed ranges land in steps: the first step at or past 10% may hold more than 10%.
+  const doneAt = (t: number | undefined) => (t === undefined ? undefined : timeline.find(([s]) => s === t)?.[1]);
+  const first = t10 !== undefined && t10 > 0 ? perSecond(doneAt(t10)!, t10) : null;
+  const lastFiles = t90 !== undefined ? files - doneAt(t90)! : undefined;
+  const last = t90 !== undefined && t100 !== undefined && t100 > t90 && lastFiles! > 0 ? perSecond(lastFiles!, t100 - t90) : null;
+  return {
+    first10PctFilesPerSec: first === null ? null : round(first),
+    last10PctFilesPerSec: last === null ? null : round(last),
+    lastVsFirst: first && last ? round(last / first, 3) : null,
   };
 }

@@ -1,4 +1,4 @@
-import { countFiles } from "./sourceTree";
+import { countFiles, treeBytes } from "./sourceTree";
 import type { SourceTree } from "./sourceTree";
 import { perSecond, round } from "./say";
 import { runTimed } from "./timedCommand";
@@ -8,20 +8,23 @@ export interface ReferenceCopyResult {
   seconds: number;
   filesPerSec: number;
   mbPerSec: number;
+  /** CPU time (user + system) per file, µs: on a machine whose cores are busy, what decides throughput. */
+  cpuUsPerFile?: number;
 }
 
 /** `cp -r` of the tree to a fresh (not yet existing) directory: the floor of what copying files costs here. */
 export async function measureCp(tree: SourceTree, destDir: string): Promise<ReferenceCopyResult> {
-  const { seconds } = await runTimed("cp", ["-r", tree.root, destDir]);
-  return referenceResult(tree, seconds, await countFiles(destDir), "cp -r");
+  const { seconds, cpuSeconds } = await runTimed("cp", ["-r", tree.root, destDir]);
+  return referenceResult(tree, seconds, await countFiles(destDir), "cp -r", cpuSeconds);
 }
 
-export function referenceResult(tree: SourceTree, seconds: number, copied: number, what: string): ReferenceCopyResult {
+export function referenceResult(tree: SourceTree, seconds: number, copied: number, what: string, cpuSeconds?: number): ReferenceCopyResult {
   if (copied !== tree.files) throw new Error(`${what} left ${copied} files, expected ${tree.files}`);
   return {
     files: tree.files,
     seconds: round(seconds, 3),
     filesPerSec: round(perSecond(tree.files, seconds)),
-    mbPerSec: round(perSecond((tree.files * tree.size) / 1_048_576, seconds), 1),
+    mbPerSec: round(perSecond(treeBytes(tree) / 1_048_576, seconds), 1),
+    ...(cpuSeconds !== undefined ? { cpuUsPerFile: round((cpuSeconds * 1e6) / tree.files) } : {}),
   };
 }

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { BenchState } from "./benchState";
-import { countFiles, insertTreeRows } from "./sourceTree";
+import { countFiles, insertTreeRows, treeBytes } from "./sourceTree";
 import type { SourceTree } from "./sourceTree";
 import { elapsedSeconds, perSecond, round, sleep } from "./say";
 import { startWorkerFleet } from "./workerFleet";
@@ -16,6 +16,8 @@ export interface FleetCopyResult {
   verify: "write" | "readback";
   workers: number;
   peakWorkerRssMb: number;
+  /** Worker CPU (user + system, all processes, start-up excluded) per file, µs. */
+  cpuUsPerFile: number;
 }
 
 /**
@@ -60,7 +62,9 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
   const label = `fleet-${destination.label ? `${destination.label}-` : ""}${options.verify}`;
   const fleet = await startWorkerFleet({ count: options.workers, env, logDir: options.logDir, label, nodeArgs: options.nodeArgs });
   let seconds: number;
+  let cpuSeconds: number;
   try {
+    const cpuAtStart = await fleet.cpuSeconds();
     const started = process.hrtime.bigint();
     await deps.jobs.enqueue("seed-ranges", {});
     const deadline = Date.now() + options.timeoutMs;
@@ -77,6 +81,7 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
       await Promise.race([fleet.sample().then(() => sleep(50)), fleet.crashed]);
     }
     seconds = elapsedSeconds(started);
+    cpuSeconds = (await fleet.cpuSeconds()) - cpuAtStart;
   } catch (err) {
     await fleet.stop();
     throw err;
@@ -94,10 +99,11 @@ export async function measureFleetCopy(bench: BenchState, tree: SourceTree, opti
     failed,
     seconds: round(seconds, 3),
     filesPerSec: round(perSecond(tree.files, seconds)),
-    mbPerSec: round(perSecond((tree.files * tree.size) / 1_048_576, seconds), 1),
+    mbPerSec: round(perSecond(treeBytes(tree) / 1_048_576, seconds), 1),
     verify: options.verify,
     workers: options.workers,
     peakWorkerRssMb: round(peakWorkerRssMb, 1),
+    cpuUsPerFile: round((cpuSeconds * 1e6) / tree.files),
   };
 }
 

@@ -16,6 +16,11 @@ import { openDestinationTrees } from "./destinationTrees";
 import { REMOTE_MEASUREMENTS, measureRemoteRounds } from "./remoteRounds";
 import { measureScan } from "./scanBench";
 import { rm } from "node:fs/promises";
+import { cpus, loadavg } from "node:os";
+import { round } from "./say";
+import { prepareDemoMixTree } from "./demoMixTree";
+import { openPrivateBench } from "./privateServers";
+import { measureScaling } from "./scalingSeries";
 
 /**
  * `npm run bench`: Fleet against cp and rclone on one file tree, Fleet's bookkeeping against
@@ -28,10 +33,16 @@ import { rm } from "node:fs/promises";
 
 /** Longest a Fleet run may take before the bench gives up on it. */
 const TIMEOUT_MS = 600_000;
+/** The end-to-end run's limit: a million files at a few thousand a second on a loaded machine. */
+const E2E_TIMEOUT_MS = 4 * 3_600_000;
 
 // fleet-nofsync: fleet with FSYNC_WRITES=false, for the cost of fsync (compare with fleet).
 const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write", "fleet-nofsync"] as const;
-const MEASUREMENTS = [...LOCAL_COPIES, "bookkeeping", ...REMOTE_MEASUREMENTS, "scan"] as const;
+// mix: P1b, cp/rclone/fleet on the demo's size mix; scaling: the null copier with 1..8 worker
+// processes on private servers, with what each file costs them; e2e: one long run (1M files).
+const MEASUREMENTS = [...LOCAL_COPIES, "mix", "bookkeeping", ...REMOTE_MEASUREMENTS, "scan", "scaling", "e2e"] as const;
+// Not in a default run: each takes many minutes (run them with --only).
+const OPT_IN: readonly Measurement[] = ["scaling", "e2e"];
 type Measurement = (typeof MEASUREMENTS)[number];
 
 interface BenchOptions {
@@ -42,6 +53,12 @@ interface BenchOptions {
   rows: number;
   bookkeepingBytes: number;
   skipBookkeeping?: boolean;
+  mixFiles: number;
+  scalingRows: number;
+  scalingWorkers: number[];
+  e2eFiles: number;
+  e2eDestination: "null" | "local";
+  e2eBytes: number;
   only?: Measurement[];
   rounds: number;
   workers: number;
@@ -67,6 +84,12 @@ function buildProgram(run: (options: BenchOptions) => Promise<void>): Command {
     .option("--rows <n>", "source_files rows of the bookkeeping run", count(1), 1_000_000)
     .option("--bookkeeping-bytes <n>", "bytes each file reads as in the bookkeeping run (null:zero?size=N)", count(0), 0)
     .option("--skip-bookkeeping", "leave out the bookkeeping run")
+    .option("--mix-files <n>", "files of the demo-mix tree (P1b: the demo's own generator and size mix)", count(1), 10_000)
+    .option("--scaling-rows <n>", "source rows of each run of the scaling series (--only scaling)", count(1), 200_000)
+    .option("--scaling-workers <list>", "worker processes of each run of the scaling series", (v: string) => v.split(",").map((n) => count(1)(n.trim())), [1, 2, 4, 8])
+    .option("--e2e-files <n>", "files of the end-to-end run (--only e2e)", count(1), 1_000_000)
+    .addOption(new Option("--e2e-destination <kind>", "null: (VERIFY=write) or a local directory under --data (VERIFY=readback)").choices(["null", "local"]).default("null"))
+    .option("--e2e-bytes <n>", "bytes each file of the end-to-end run reads as (null:zero?size=N)", count(0), 4_096)
     .addOption(
       new Option("--only <list>", `comma-separated subset of ${MEASUREMENTS.join(",")}`).argParser((value) => {
         const names = value.split(",").map((s) => s.trim()).filter(Boolean);
@@ -95,7 +118,7 @@ function buildProgram(run: (options: BenchOptions) => Promise<void>): Command {
 
 async function runBench(options: BenchOptions): Promise<void> {
   const say = sayToStderr;
-  const wanted = (m: Measurement) => (options.only ? options.only.includes(m) : m !== "bookkeeping" || !options.skipBookkeeping);
+  const wanted = (m: Measurement) => (options.only ? options.only.includes(m) : !OPT_IN.includes(m) && (m !== "bookkeeping" || !options.skipBookkeeping));
   // Its own database and prefix only: every measurement starts by emptying them.
   const env = {
     ...process.env,
@@ -108,8 +131,10 @@ async function runBench(options: BenchOptions): Promise<void> {
     // The bench migrates its own database (openBenchState): no schema check before that.
     const runtime = await ctx.runtime({ withRedis: true, database: false });
     const bench = await openBenchState(ctx.config, runtime, say);
+    const loadAtStart = loadavg()[0]!;
     const results = await measureAll(bench, options, wanted);
-    const report = buildReport(results);
+    const report = { ...buildReport(results), load: { start: round(loadAtStart, 2), end: round(loadavg()[0]!, 2), cores: cpus().length } };
+    say(`load average (1 min): ${report.load.start} at the start, ${report.load.end} at the end, ${report.load.cores} cores`);
     sayReport(report, say);
     process.stdout.write(`${JSON.stringify(report)}\n`);
   } catch (err) {
@@ -154,6 +179,9 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     sftp: null,
     rcloneSftp: null,
     scan: null,
+    mix: null,
+    scaling: null,
+    e2e: null,
     skipped: {},
     settings: tuningSettings(workerEnv, options),
   };
@@ -179,6 +207,24 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
       });
       Object.assign(results, { cp: copies.cp, rclone: copies.rclone, fleet: copies.fleet, fleetWriteVerify: copies.fleetWriteVerify, fleetNoFsync: copies.fleetNoFsync });
       if (copies.rcloneSkipped) results.skipped.rclone = copies.rcloneSkipped;
+    }
+    if (wanted("mix")) {
+      // P1b: the demo's own tree, so the demo's figure and the bench's are of the same files.
+      const mixTree = await prepareDemoMixTree(resolve(dataDir, "source-mix"), options.mixFiles, say, (dir) => dests.discard(dir));
+      const mix = await measureCopyRounds(bench, mixTree, dests, {
+        rounds: options.rounds,
+        cp: true,
+        rclone: true,
+        fleet: true,
+        fleetWrite: false,
+        fleetNoFsync: false,
+        workers: options.workers,
+        logDir,
+        workerEnv,
+        nodeArgs: options.nodeArgs,
+        timeoutMs: TIMEOUT_MS,
+      });
+      results.mix = { files: mixTree.files, bytes: mixTree.bytes ?? 0, cp: mix.cp, rclone: mix.rclone, fleet: mix.fleet };
     }
     if (REMOTE_MEASUREMENTS.some(wanted)) {
       // Its own, smaller tree: the same files would take minutes per run through a server.
@@ -213,8 +259,44 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
   } else {
     results.skipped.bookkeeping = options.skipBookkeeping ? "--skip-bookkeeping" : "not in --only";
   }
+  if (wanted("e2e")) {
+    const destDir = options.e2eDestination === "local" ? resolve(dataDir, "dest-e2e") : undefined;
+    if (destDir) await rm(destDir, { recursive: true, force: true });
+    say(`e2e: ${options.e2eFiles} files, null:zero?size=${options.e2eBytes} → ${destDir ?? "null:"}`);
+    results.e2e = await measureBookkeeping(bench, {
+      rows: options.e2eFiles,
+      bytesPerFile: options.e2eBytes,
+      workers: options.workers,
+      logDir,
+      workerEnv,
+      nodeArgs: options.nodeArgs,
+      timeoutMs: E2E_TIMEOUT_MS,
+      skipCeiling: true,
+      label: "e2e",
+      ...(destDir ? { localDestination: destDir } : {}),
+    });
+    const t = results.e2e.throughput;
+    say(`e2e: ${results.e2e.rowsPerSec} files/s; first 10% ${t.first10PctFilesPerSec ?? "-"} files/s, last 10% ${t.last10PctFilesPerSec ?? "-"} files/s; peak RSS per worker ${results.e2e.peakRssPerWorkerMb.join(", ")} MB`);
+    if (destDir) await rm(destDir, { recursive: true, force: true });
+  }
+  if (wanted("scaling")) {
+    const pb = await openPrivateBench(process.env, say);
+    try {
+      results.scaling = await measureScaling(pb, {
+        rows: options.scalingRows,
+        bytesPerFile: options.bookkeepingBytes,
+        workerCounts: options.scalingWorkers,
+        logDir,
+        workerEnv,
+        nodeArgs: options.nodeArgs,
+        timeoutMs: TIMEOUT_MS,
+      });
+    } finally {
+      await pb.close();
+    }
+  }
   for (const m of MEASUREMENTS) {
-    if (m !== "bookkeeping" && !wanted(m) && !results.skipped[m]) results.skipped[m] = "not in --only";
+    if (m !== "bookkeeping" && !wanted(m) && !results.skipped[m]) results.skipped[m] = OPT_IN.includes(m) && !options.only ? "opt-in: --only " + m : "not in --only";
   }
   return results;
 }

@@ -33,8 +33,8 @@ export async function measureRclone(tree: SourceTree, destDir: string, version: 
  * how many objects arrived.
  */
 export async function measureRcloneTo(tree: SourceTree, destination: string, env: NodeJS.ProcessEnv, count: () => Promise<number>, version: string): Promise<RcloneCopyResult> {
-  const { seconds } = await runTimed("rclone", ["copy", "--transfers", "16", "--checkers", "16", tree.root, destination], rcloneEnv(env));
-  return { ...referenceResult(tree, seconds, await count(), `rclone copy to ${destination}`), version };
+  const { seconds, cpuSeconds } = await runTimed("rclone", ["copy", "--transfers", "16", "--checkers", "16", tree.root, destination], rcloneEnv(env));
+  return { ...referenceResult(tree, seconds, await count(), `rclone copy to ${destination}`, cpuSeconds), version };
 }
 
 // rclone fails at start (LoadCustomCABundleError) when AWS_CA_BUNDLE is set, as it is on

@@ -2,11 +2,15 @@ import type { BookkeepingResult } from "./bookkeeping";
 import type { CopyResults } from "./copyRounds";
 import type { RemoteResults } from "./remoteRounds";
 import type { ScanResults } from "./scanBench";
+import type { ReferenceCopyResult } from "./cpCopy";
+import type { BestOf } from "./copyRounds";
+import type { RcloneCopyResult } from "./rcloneCopy";
+import type { ScalingResults } from "./scalingSeries";
 import type { Say } from "./say";
 import { round } from "./say";
 
 /** PERFORMANCE.md's targets P1, P2, P4 and P5 (the goals of P1 and P2 are 1.0× and 0.5×). */
-export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5 } as const;
+export const TARGETS = { mixFleetVsRclone: 1.0, fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5 } as const;
 
 export interface BenchResults {
   files: number;
@@ -27,12 +31,20 @@ export interface BenchResults {
   rcloneSftp: RemoteResults["rcloneSftp"];
   /** `fleet inventory scan` vs `rclone lsf -R` and `find -printf` (null: not measured). */
   scan: ScanResults | null;
+  /** P1b: cp, rclone and Fleet (VERIFY=readback) on the demo's tree (its generator and size mix). */
+  mix: { files: number; bytes: number; cp: BestOf<ReferenceCopyResult> | null; rclone: BestOf<RcloneCopyResult> | null; fleet: CopyResults["fleet"] } | null;
+  /** The null copier with 1, 2, 4, 8 worker processes on private servers, and what a file costs them. */
+  scaling: ScalingResults | null;
+  /** One long run (1M files by default) through null: or a local destination. */
+  e2e: BookkeepingResult | null;
   /** Why a measurement is missing (rclone not installed, skipped by an option). */
   skipped: Record<string, string>;
   settings: Record<string, string>;
 }
 
 export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> {
+  /** The 1-minute load average (`uptime`) when the bench started and ended: figures on a loaded machine are depressed; ratios of one run still compare. */
+  load?: { start: number; end: number; cores: number };
   peakWorkerRssMb: number | null;
   ratios: {
     fleetVsRclone: number | null;
@@ -48,17 +60,24 @@ export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> 
     scanVsRcloneLsf: number | null;
     scanVsFind: number | null;
     rescanVsRcloneLsf: number | null;
+    /** P1b: Fleet over rclone on the demo-mix tree. */
+    mixFleetVsRclone: number | null;
+    mixFleetVsCp: number | null;
+    /** Scaling series: rows/s of the largest worker count over that of one worker. */
+    scalingMaxVsOne: number | null;
+    /** e2e: files/s of the last 10% over the first 10%. */
+    e2eLastVsFirst: number | null;
   };
   targets: typeof TARGETS;
   /** null: not measured in this run. */
-  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null };
+  met: { mixFleetVsRclone: boolean | null; fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null };
   skipped: Record<string, string>;
   settings: Record<string, string>;
 }
 
 export function buildReport(r: BenchResults): BenchReport {
   const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? round(a / b, 3) : null);
-  const rssFigures = [r.fleet, r.fleetWriteVerify, r.bookkeeping, r.s3, r.s3ReadBack, r.s3Packaged, r.sftp].flatMap((m) => (m ? [m.peakWorkerRssMb] : []));
+  const rssFigures = [r.fleet, r.fleetWriteVerify, r.bookkeeping, r.s3, r.s3ReadBack, r.s3Packaged, r.sftp, r.mix?.fleet ?? null, r.e2e].flatMap((m) => (m ? [m.peakWorkerRssMb] : []));
   const peakWorkerRssMb = rssFigures.length > 0 ? Math.max(...rssFigures) : null;
   const ratios = {
     fleetVsRclone: ratio(r.fleet?.filesPerSec, r.rclone?.filesPerSec),
@@ -73,6 +92,10 @@ export function buildReport(r: BenchResults): BenchReport {
     scanVsRcloneLsf: ratio(r.scan?.fleet.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
     scanVsFind: ratio(r.scan?.fleet.filesPerSec, r.scan?.find.filesPerSec),
     rescanVsRcloneLsf: ratio(r.scan?.fleetRescan.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
+    mixFleetVsRclone: ratio(r.mix?.fleet?.filesPerSec, r.mix?.rclone?.filesPerSec),
+    mixFleetVsCp: ratio(r.mix?.fleet?.filesPerSec, r.mix?.cp?.filesPerSec),
+    scalingMaxVsOne: ratio(r.scaling?.runs.at(-1)?.rowsPerSec, r.scaling?.runs[0]?.rowsPerSec),
+    e2eLastVsFirst: r.e2e?.throughput.lastVsFirst ?? null,
   };
   // A run with failed files does not count, however fast.
   const clean = (m: { failed: number } | null) => m === null || m.failed === 0;
@@ -94,10 +117,14 @@ export function buildReport(r: BenchResults): BenchReport {
     sftp: r.sftp,
     rcloneSftp: r.rcloneSftp,
     scan: r.scan,
+    mix: r.mix,
+    scaling: r.scaling,
+    e2e: r.e2e,
     peakWorkerRssMb,
     ratios,
     targets: TARGETS,
     met: {
+      mixFleetVsRclone: r.mix?.fleet && r.mix.fleet.failed > 0 ? false : atLeast(ratios.mixFleetVsRclone, TARGETS.mixFleetVsRclone),
       fleetVsRclone: clean(r.fleet) ? atLeast(ratios.fleetVsRclone, TARGETS.fleetVsRclone) : false,
       bookkeepingVsSql: clean(r.bookkeeping) ? atLeast(ratios.bookkeepingVsSql, TARGETS.bookkeepingVsSql) : false,
       s3PackagedVsS3: clean(r.s3Packaged) && clean(r.s3) ? atLeast(ratios.s3PackagedVsS3, TARGETS.s3PackagedVsS3) : false,
@@ -111,10 +138,12 @@ export function buildReport(r: BenchResults): BenchReport {
 }
 
 export function sayReport(report: BenchReport, say: Say): void {
-  const line = (label: string, m: { filesPerSec: number; mbPerSec: number; seconds: number; runsFilesPerSec: number[] } | null, extra = "") =>
+  const line = (label: string, m: { filesPerSec: number; mbPerSec: number; seconds: number; runsFilesPerSec: number[]; cpuUsPerFile?: number } | null, extra = "") =>
     m &&
     say(
-      `${label.padEnd(26)} ${String(m.filesPerSec).padStart(8)} files/s ${m.mbPerSec.toFixed(1).padStart(7)} MB/s ${m.seconds.toFixed(2).padStart(7)} s${extra}` +
+      `${label.padEnd(26)} ${String(m.filesPerSec).padStart(8)} files/s ${m.mbPerSec.toFixed(1).padStart(7)} MB/s ${m.seconds.toFixed(2).padStart(7)} s` +
+        (m.cpuUsPerFile !== undefined ? ` ${String(m.cpuUsPerFile).padStart(5)} µs CPU/file` : "") +
+        extra +
         (m.runsFilesPerSec.length > 1 ? ` (runs: ${m.runsFilesPerSec.join(", ")})` : ""),
     );
   const rss = (mb: number) => `, worker peak RSS ${mb.toFixed(0)} MB`;
@@ -151,6 +180,25 @@ export function sayReport(report: BenchReport, say: Say): void {
   for (const [what, why] of Object.entries(report.skipped)) say(`${what.padEnd(26)} skipped: ${why}`);
   const verdict = (met: boolean | null) => (met === null ? "not measured" : met ? "met" : "MISSED");
   say(`P1 fleet vs rclone        ${report.ratios.fleetVsRclone ?? "-"}× (target ≥ ${TARGETS.fleetVsRclone}×, goal 1.0×): ${verdict(report.met.fleetVsRclone)}`);
+  if (report.mix) {
+    const m = report.mix;
+    say(`P1b the demo's size mix (${m.files} files, ${(m.bytes / 1_048_576).toFixed(0)} MiB):`);
+    line("fleet, VERIFY=readback", m.fleet, m.fleet ? rss(m.fleet.peakWorkerRssMb) : "");
+    line("cp -r", m.cp);
+    line("rclone copy (16/16)", m.rclone);
+  }
+  if (report.scaling) {
+    const sc = report.scaling;
+    say(`scaling series (null copier, ${sc.rows} rows, private PostgreSQL and Redis; INSERT … SELECT ${sc.sqlRowsPerSec} rows/s):`);
+    for (const run of sc.runs) {
+      say(`  ${String(run.workers).padStart(2)} workers ${String(run.rowsPerSec).padStart(8)} rows/s, PostgreSQL ${run.pgCpuUsPerFile ?? "-"} µs CPU/file, Redis ${run.redisCpuUsPerFile} µs CPU/file, ${run.cost.statementsPerFile ?? "-"} statements/file, ${run.cost.walBytesPerFile} WAL bytes/file, ${run.cost.redisCommandsPerRange} Redis commands/range`);
+    }
+  }
+  if (report.e2e) {
+    const e = report.e2e;
+    say(`end to end (${e.rows} files → ${e.destination}, VERIFY=${e.verify}): ${e.rowsPerSec} files/s; first 10% ${e.throughput.first10PctFilesPerSec ?? "-"}, last 10% ${e.throughput.last10PctFilesPerSec ?? "-"} files/s; peak RSS per worker ${e.peakRssPerWorkerMb.join(", ")} MB`);
+  }
+  say(`P1b mix fleet vs rclone   ${report.ratios.mixFleetVsRclone ?? "-"}× (goal 1.0×): ${verdict(report.met.mixFleetVsRclone)}; vs cp ${report.ratios.mixFleetVsCp ?? "-"}×`);
   say(`P2 bookkeeping vs SQL     ${report.ratios.bookkeepingVsSql ?? "-"}× (target ≥ ${TARGETS.bookkeepingVsSql}×, goal 0.5×): ${verdict(report.met.bookkeepingVsSql)}`);
   say(`P4 S3 packaged vs object  ${report.ratios.s3PackagedVsS3 ?? "-"}× (target ≥ ${TARGETS.s3PackagedVsS3}×): ${verdict(report.met.s3PackagedVsS3)}`);
   say(`P4 S3 object vs rclone    ${report.ratios.s3VsRcloneS3 ?? "-"}× (target ≥ ${TARGETS.s3VsRcloneS3}×; VERIFY=write): ${verdict(report.met.s3VsRcloneS3)}`);

@@ -16,7 +16,14 @@ export interface SourceTree {
   size: number;
   /** The key of file number `i` (0-based), as stored in source_files.uri. */
   key(i: number): string;
+  /** Total bytes, when files differ in size (else files × size). */
+  bytes?: number;
+  /** Inserts the tree's source_files rows, when they are not files × size of key(i). */
+  insertRows?(db: Queryable): Promise<void>;
 }
+
+/** Bytes of the whole tree. */
+export const treeBytes = (tree: SourceTree): number => tree.bytes ?? tree.files * tree.size;
 
 const FILES_PER_DIR = 500;
 
@@ -73,6 +80,7 @@ async function forEachFile(tree: SourceTree, fn: (path: string, i: number) => Pr
 
 /** Inserts the tree's source_files rows (ids 1..files after a reset). */
 export async function insertTreeRows(db: Queryable, tree: SourceTree): Promise<void> {
+  if (tree.insertRows) return tree.insertRows(db);
   const CHUNK = 50_000;
   for (let start = 0; start < tree.files; start += CHUNK) {
     const keys: string[] = [];

@@ -23,10 +23,15 @@ export interface WorkerFleet {
   sample(): Promise<void>;
   /** Highest VmHWM / sampled VmRSS of any one worker so far, in MiB. */
   peakRssMb(): Promise<number>;
+  /** CPU seconds (user + system) all workers used so far. */
+  cpuSeconds(): Promise<number>;
+  /** The same per worker, in start order (MiB). */
+  peakRssPerWorkerMb(): Promise<number[]>;
   stop(): Promise<void>;
 }
 
-const READY_TIMEOUT_MS = 30_000;
+// Many processes starting at once on a loaded 2-core machine (the scaling series' 8) take a while.
+const READY_TIMEOUT_MS = 120_000;
 
 export interface WorkerFleetOptions {
   count: number;
@@ -77,6 +82,24 @@ export async function startWorkerFleet(options: WorkerFleetOptions): Promise<Wor
         peak = Math.max(peak, hwm, peaks.get(p.child.pid ?? -1) ?? 0);
       }
       return peak / 1024;
+    },
+    async cpuSeconds() {
+      let ticks = 0;
+      for (const p of processes) {
+        try {
+          const text = await readFile(`/proc/${p.child.pid}/stat`, "utf8");
+          const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+          ticks += Number(f[11]) + Number(f[12]);
+        } catch {
+          // gone
+        }
+      }
+      return ticks / 100;
+    },
+    async peakRssPerWorkerMb() {
+      const out: number[] = [];
+      for (const p of processes) out.push(Math.max((await procStatusKb(p.child.pid, "VmHWM")) ?? 0, peaks.get(p.child.pid ?? -1) ?? 0) / 1024);
+      return out;
     },
     async stop() {
       stopping = true;

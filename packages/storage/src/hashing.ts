@@ -16,6 +16,11 @@ export function digestOf(buffer: Buffer): Digest {
   return { size: buffer.length, sha256: createHash("sha256").update(buffer).digest("hex") };
 }
 
+/** The digest of a buffer being written: the caller's own sha256 of it when given (WriteOptions.bodySha256), else computed. */
+export function digestOfBody(body: Buffer, options: { bodySha256?: string }): Digest {
+  return options.bodySha256 ? { size: body.length, sha256: options.bodySha256.toLowerCase() } : digestOf(body);
+}
+
 /**
  * Passes bytes through while hashing and counting them, so a stream is verified in the same
  * pass that stores it. Fails as soon as more than `expectedSize` bytes arrive: a source that
@@ -73,17 +78,29 @@ export function checkExpected(
  */
 export async function digestOfFile(fd: number, key: string, signal?: AbortSignal): Promise<Digest> {
   const hash = createHash("sha256");
-  const buffer = Buffer.allocUnsafe(64 * 1024);
-  let size = 0;
-  for (;;) {
-    throwIfAborted(signal, "hash", key);
-    const bytesRead = await readFd(fd, buffer);
-    if (bytesRead === 0) break;
-    hash.update(buffer.subarray(0, bytesRead));
-    size += bytesRead;
+  // A reused buffer: every readback hashes a file, and a fresh 64 KiB each time was a large
+  // part of a small file's garbage (and of the worker's GC time) in the bench's profile.
+  const buffer = SPARE_BUFFERS.pop() ?? Buffer.allocUnsafe(HASH_BUFFER_BYTES);
+  try {
+    let size = 0;
+    for (;;) {
+      throwIfAborted(signal, "hash", key);
+      const bytesRead = await readFd(fd, buffer);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+    return { size, sha256: hash.digest("hex") };
+  } finally {
+    // Nothing refers to the buffer any more (the hash copied what it needed).
+    if (SPARE_BUFFERS.length < MAX_SPARE_BUFFERS) SPARE_BUFFERS.push(buffer);
   }
-  return { size, sha256: hash.digest("hex") };
 }
+
+const HASH_BUFFER_BYTES = 64 * 1024;
+// As many as hashes usually run at once (COPY_CONCURRENCY 64): at most 4 MiB kept.
+const MAX_SPARE_BUFFERS = 64;
+const SPARE_BUFFERS: Buffer[] = [];
 
 function sizeMismatch(key: string, expected: number, actual: string): PermanentError {
   return new PermanentError("size-mismatch", `write ${JSON.stringify(key)}: ${actual} bytes, expected ${expected}`);

@@ -47,6 +47,12 @@ export interface WriteOptions {
   expectedSha256?: string;
   /** Default "fail": existing different content is PermanentError("destination-exists"). */
   ifExists?: ExistsPolicy;
+  /**
+   * A Buffer body only: the sha256 the caller computed over these very bytes (copyFile hashes
+   * what it read). The adapter takes it instead of hashing the buffer a second time — a third
+   * of the CPU a small file costs with VERIFY=readback. Not a check: use expectedSha256 for that.
+   */
+  bodySha256?: string;
 }
 
 /**

@@ -39,7 +39,7 @@ export interface SeedDemoResult {
 }
 
 /** A small deterministic PRNG (mulberry32): the same seed gives the same tree. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -64,7 +64,7 @@ export async function seedDemo(db: DbPool, options: SeedDemoOptions): Promise<Se
   const random = prng(options.seed ?? 42);
   // File bodies are slices of one random pool with a unique header, so every file differs
   // without generating gigabytes of randomness.
-  const pool = randomBytes(4 * 1_048_576 + 1);
+  const pool = randomBytes(DEMO_POOL_BYTES);
   const madeDirs = new Set<string>();
   const CHUNK = 2_000;
   let bytes = 0, firstId = 0, lastId = 0, done = 0;
@@ -75,23 +75,15 @@ export async function seedDemo(db: DbPool, options: SeedDemoOptions): Promise<Se
     const writes: Promise<void>[] = [];
     for (let i = 0; i < n; i++) {
       const seq = start + i;
-      const owner = `user${String(Math.floor(random() * 40)).padStart(2, "0")}`;
-      const year = 2015 + Math.floor(random() * 10);
-      const ext = EXTENSIONS[Math.floor(random() * EXTENSIONS.length)]!;
-      // A few names with spaces and non-ASCII letters, as real shares have.
-      const name = seq % 997 === 0 ? `${SPECIAL_NAMES[seq % SPECIAL_NAMES.length]} ${seq}.${ext}` : `file-${String(seq).padStart(7, "0")}.${ext}`;
-      const key = `${owner}/${year}/${name}`;
-      const size = pickSize(random);
-      keys.push(key);
-      names.push(name);
-      sizes.push(size);
-      owners.push(owner);
+      const file = demoFile(seq, random, pool.length);
+      keys.push(file.key);
+      names.push(file.name);
+      sizes.push(file.size);
+      owners.push(file.owner);
       if (seq >= options.files) continue; // deliberately missing on disk
-      const header = Buffer.from(`fleet demo file ${seq}\n`);
-      const offset = Math.floor(random() * (pool.length - size));
-      const body = Buffer.concat([header, pool.subarray(offset, offset + Math.max(0, size - header.length))]).subarray(0, size);
-      bytes += size;
-      const path = join(root, key);
+      const body = demoFileBody(seq, file, pool);
+      bytes += file.size;
+      const path = join(root, file.key);
       writes.push(ensureDir(dirname(path), madeDirs).then(() => writeFile(path, body)));
     }
     await Promise.all(writes);
@@ -109,6 +101,40 @@ export async function seedDemo(db: DbPool, options: SeedDemoOptions): Promise<Se
   }
   return { files: options.files, bytes, dir: root, firstId, lastId };
 }
+
+/** One demo file: where it goes and how big it is (`offset`: where its body starts in the pool). */
+export interface DemoFile {
+  key: string;
+  name: string;
+  size: number;
+  owner: string;
+  offset: number;
+}
+
+/**
+ * File number `seq` of the demo tree, drawing from `random` in a fixed order (so a seed gives
+ * the same tree); `poolBytes` is the length of the random pool bodies are cut from. The bench
+ * (P1b) builds its demo-mix tree with this too, so both measure the same files.
+ */
+export function demoFile(seq: number, random: () => number, poolBytes: number): DemoFile {
+  const owner = `user${String(Math.floor(random() * 40)).padStart(2, "0")}`;
+  const year = 2015 + Math.floor(random() * 10);
+  const ext = EXTENSIONS[Math.floor(random() * EXTENSIONS.length)]!;
+  // A few names with spaces and non-ASCII letters, as real shares have.
+  const name = seq % 997 === 0 ? `${SPECIAL_NAMES[seq % SPECIAL_NAMES.length]} ${seq}.${ext}` : `file-${String(seq).padStart(7, "0")}.${ext}`;
+  const size = pickSize(random);
+  const offset = Math.floor(random() * (poolBytes - size));
+  return { key: `${owner}/${year}/${name}`, name, size, owner, offset };
+}
+
+/** The body of a demo file: a unique header, then a slice of the pool, `size` bytes in all. */
+export function demoFileBody(seq: number, file: DemoFile, pool: Buffer): Buffer {
+  const header = Buffer.from(`fleet demo file ${seq}\n`);
+  return Buffer.concat([header, pool.subarray(file.offset, file.offset + Math.max(0, file.size - header.length))]).subarray(0, file.size);
+}
+
+/** The demo's pool of random bytes file bodies are cut from. */
+export const DEMO_POOL_BYTES = 4 * 1_048_576 + 1;
 
 async function ensureDir(dir: string, made: Set<string>): Promise<void> {
   if (made.has(dir)) return;

@@ -119,6 +119,25 @@ export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: r
     sourceMtimes[i] = o.source?.modifiedAt ?? null;
     sourceEtags[i] = o.source?.etag ?? null;
   }
+  const params = [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs, sourceSizes, sourceMtimes, sourceEtags];
+  if (!statuses.includes("FAIL")) {
+    // The common chunk, all SUCCESS: no attempts to append, so no RETURNING and no CTE over
+    // the inserted rows — the row count says how many were new (issue 15: this statement is
+    // nearly all of a file's WAL and most of its PostgreSQL time).
+    const result = await db.query(
+      `INSERT INTO migration_files
+         (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, error_category, error_message,
+          retry_count, migration_date, last_attempt_date, source_size, source_mtime, source_etag)
+       SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, r.status, r.category, r.message,
+              0, now(), now(), r.source_size, r.source_mtime, r.source_etag
+         FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[],
+                     $11::int8[], $12::timestamptz[], $13::text[])
+              AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message, source_size, source_mtime, source_etag)
+       ON CONFLICT (file_id) DO NOTHING`,
+      params,
+    );
+    return result.rowCount ?? 0;
+  }
   const { rows } = await db.query<{ n: number }>(
     `WITH ins AS (
        INSERT INTO migration_files
@@ -136,7 +155,7 @@ export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: r
        SELECT file_id, $1, status, error_category, error_message FROM ins WHERE status = 'FAIL'
      )
      SELECT count(*)::int AS n FROM ins`,
-    [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs, sourceSizes, sourceMtimes, sourceEtags],
+    params,
   );
   return rows[0]?.n ?? 0;
 }

@@ -66,7 +66,8 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
       sourceSize = body.length;
       if (item.sha256 && item.sha256 !== sourceSha) throw inventoryMismatch(item.sha256, sourceSha);
       side = "destination";
-      written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, ifExists });
+      // bodySha256: the adapter takes our hash of these bytes instead of hashing them again.
+      written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, bodySha256: sourceSha, ifExists });
     } else {
       const stream = await source.createReadStream(item.key, { signal, onVersion });
       const hasher = new HashingPassThrough(item.key, version?.size);

@@ -9,7 +9,7 @@ import type { Stats } from "node:fs";
 import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { ConfinedRoot } from "./confinedRoot";
 import { READ_FOLLOW, READ_NO_FOLLOW, closeFd, fstatFd, lstatPath, openFd, statPath, unlinkPath } from "../fsCallbacks";
-import { HashingCounter, checkExpected, digestOf, digestOfFile } from "../hashing";
+import { HashingCounter, checkExpected, digestOfBody, digestOfFile } from "../hashing";
 import type { Digest } from "../hashing";
 import { baseName, parentKey, validateKey, validatePrefix } from "../keys";
 import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./localReads";
@@ -178,7 +178,7 @@ export class LocalStorage implements Storage {
     const { signal } = options;
     throwIfAborted(signal, "write", k);
     // A buffer is checked before any I/O: a mismatch then costs nothing on disk.
-    const known = Buffer.isBuffer(body) ? digestOf(body) : undefined;
+    const known = Buffer.isBuffer(body) ? digestOfBody(body, options) : undefined;
     if (known) checkExpected(k, known, options);
 
     const dirKey = parentKey(k);

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { PermanentError } from "@fleet/core/errors";
-import { HashingCounter, checkExpected, digestOf } from "../hashing";
+import { HashingCounter, checkExpected, digestOfBody } from "../hashing";
 import type { Digest } from "../hashing";
 import { validateKey, validatePrefix } from "../keys";
 import type { ListOptions, ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "../storage";
@@ -78,7 +78,7 @@ export class NullStorage implements Storage {
     throwIfAborted(options.signal, "write", k);
     let digest;
     if (Buffer.isBuffer(body)) {
-      digest = digestOf(body);
+      digest = digestOfBody(body, options);
     } else {
       const counter = new HashingCounter(k, options.expectedSize);
       const discard = new Writable({ write: (_chunk, _encoding, done) => done() });

@@ -3,7 +3,7 @@ import type { Readable } from "node:stream";
 import { HeadBucketCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
-import { checkExpected, digestOf } from "../hashing";
+import { checkExpected, digestOfBody } from "../hashing";
 import type { Digest } from "../hashing";
 import { validateKey, validatePrefix } from "../keys";
 import { createS3Agents, createS3Client } from "./s3Client";
@@ -204,7 +204,7 @@ export class S3Storage implements Storage {
   }
 
   private async writeBuffer(target: S3Key, body: Buffer, options: WriteOptions): Promise<WriteResult> {
-    const digest = digestOf(body);
+    const digest = digestOfBody(body, options);
     // Before any request: a mismatch costs nothing.
     checkExpected(target.key, digest, options);
     if (await this.settleExisting(target, digest, options)) return this.written(target, digest, true);

@@ -1,7 +1,7 @@
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { FleetError, RetryableError } from "@fleet/core/errors";
-import { HashingCounter, checkExpected, digestOf } from "../hashing";
+import { HashingCounter, checkExpected, digestOfBody } from "../hashing";
 import type { Digest } from "../hashing";
 import { baseName, parentKey, validateKey } from "../keys";
 import type { SftpDirectories } from "./sftpDirectories";
@@ -71,7 +71,7 @@ export class SftpWriter {
     const { signal } = options;
     throwIfAborted(signal, "write", k);
     // A buffer is checked before any I/O: a mismatch then costs no round trip.
-    const known = Buffer.isBuffer(body) ? digestOf(body) : undefined;
+    const known = Buffer.isBuffer(body) ? digestOfBody(body, options) : undefined;
     if (known) checkExpected(k, known, options);
 
     const lease = await this.options.pool.acquire(signal);
