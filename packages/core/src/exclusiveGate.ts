@@ -143,3 +143,116 @@ export class ExclusiveGate {
 function parseHolder(raw: string): GateHolder {
   return JSON.parse(raw) as GateHolder;
 }
+
+/** What one runner's job gets at the gate: in (and a function to give its place back), or kept out for a while. */
+export type GateEntry = { entered: true; release: () => Promise<void> } | { entered: false; delayMs: number; reason: string };
+
+export interface GateJob {
+  queue: string;
+  jobId: string;
+  name: string;
+  /** BullMQ's lock token of this run: a redelivered job is a new member. */
+  token: string;
+  /** The definition's `exclusive` option. */
+  exclusive?: boolean | { lockApi?: boolean };
+}
+
+interface LeaseLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/**
+ * One runner's leases in the ExclusiveGate: the jobs it admitted (running-set members) and the
+ * gate itself while one of its jobs holds it, renewed every third of the lease while they run.
+ * A runner that dies stops renewing, and its entries age out after `leaseMs`.
+ */
+export class GateLeases {
+  private readonly admitted = new Set<string>();
+  private held: GateHolder | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly gate: ExclusiveGate,
+    private readonly runnerId: string,
+    private readonly leaseMs: number,
+    /** How long a job kept out waits before it asks again (before jitter). */
+    private readonly recheckMs: number,
+    private readonly log: LeaseLog,
+  ) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(this.leaseMs / 3)));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /**
+   * Asks the gate whether this job may start now. An exclusive job takes the gate (the fleet
+   * starts nothing else until it ends); any other job is admitted unless the gate is taken.
+   */
+  async enter(job: GateJob, logger: () => LeaseLog): Promise<GateEntry> {
+    const { leaseMs, recheckMs } = this;
+    const exclusive = job.exclusive;
+    if (exclusive) {
+      const holder = {
+        id: `${job.queue}:${job.jobId}`,
+        queue: job.queue,
+        jobId: job.jobId,
+        name: job.name,
+        runner: this.runnerId,
+        since: new Date().toISOString(),
+        lockApi: typeof exclusive === "object" && exclusive.lockApi === true,
+      };
+      const outcome = await this.gate.acquire(holder, leaseMs);
+      if (outcome.acquired) {
+        this.held = { ...holder, state: "running" };
+        const log = logger();
+        log.info({ lockApi: holder.lockApi }, "exclusive job: the fleet starts no other job until it ends");
+        return {
+          entered: true,
+          release: async () => {
+            this.held = undefined;
+            await this.gate.release(holder.id).catch((err: unknown) => log.warn({ err }, "could not release the exclusive gate; it expires with its lease"));
+          },
+        };
+      }
+      if ("draining" in outcome) {
+        // The gate is ours (nothing new starts); come back soon, well within its lease.
+        return { entered: false, delayMs: Math.min(recheckMs, Math.floor(leaseMs / 2)), reason: `exclusive: waiting for ${outcome.draining} running job(s) to finish` };
+      }
+      return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
+    }
+    const member = `${this.runnerId}:${job.queue}:${job.jobId}:${job.token}`;
+    const outcome = await this.gate.admit(member, leaseMs);
+    if (outcome.admitted) {
+      this.admitted.add(member);
+      return {
+        entered: true,
+        release: async () => {
+          this.admitted.delete(member);
+          await this.gate.leave(member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
+        },
+      };
+    }
+    return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
+  }
+
+  /** Keeps this runner's entries alive while their jobs run. */
+  async renew(): Promise<void> {
+    if (this.admitted.size === 0 && !this.held) return;
+    const held = this.held;
+    try {
+      const kept = await this.gate.renew(this.leaseMs, [...this.admitted], held);
+      if (!kept && held) {
+        this.log.error({ jobId: held.jobId, queue: held.queue }, "exclusive gate lost: its lease lapsed (event loop or Redis stalled) and another exclusive job took it");
+      }
+    } catch (err) {
+      this.log.warn({ err }, "could not renew exclusive-gate leases; they expire after LOCK_DURATION unless renewed");
+    }
+  }
+}

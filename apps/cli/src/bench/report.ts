@@ -2,11 +2,12 @@ import type { BookkeepingResult } from "./bookkeeping";
 import type { CopyResults } from "./copyRounds";
 import type { RemoteResults } from "./remoteRounds";
 import type { ScanResults } from "./scanBench";
+import type { RunnerResults } from "./runnerBench";
 import type { Say } from "./say";
 import { round } from "./say";
 
 /** PERFORMANCE.md's targets P1, P2, P4 and P5 (the goals of P1 and P2 are 1.0× and 0.5×). */
-export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5 } as const;
+export const TARGETS = { fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5, runnerVsBullmq: 0.9, runnerHistoryVsBullmq: 0.5 } as const;
 
 export interface BenchResults {
   files: number;
@@ -27,6 +28,8 @@ export interface BenchResults {
   rcloneSftp: RemoteResults["rcloneSftp"];
   /** `fleet inventory scan` vs `rclone lsf -R` and `find -printf` (null: not measured). */
   scan: ScanResults | null;
+  /** P3/P3h: no-op jobs through the JobRunner without/with the history vs a raw BullMQ Worker (null: not measured). */
+  runner: RunnerResults | null;
   /** Why a measurement is missing (rclone not installed, skipped by an option). */
   skipped: Record<string, string>;
   settings: Record<string, string>;
@@ -48,10 +51,12 @@ export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> 
     scanVsRcloneLsf: number | null;
     scanVsFind: number | null;
     rescanVsRcloneLsf: number | null;
+    runnerVsBullmq: number | null;
+    runnerHistoryVsBullmq: number | null;
   };
   targets: typeof TARGETS;
   /** null: not measured in this run. */
-  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null };
+  met: { fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null; runnerVsBullmq: boolean | null; runnerHistoryVsBullmq: boolean | null };
   skipped: Record<string, string>;
   settings: Record<string, string>;
 }
@@ -73,6 +78,8 @@ export function buildReport(r: BenchResults): BenchReport {
     scanVsRcloneLsf: ratio(r.scan?.fleet.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
     scanVsFind: ratio(r.scan?.fleet.filesPerSec, r.scan?.find.filesPerSec),
     rescanVsRcloneLsf: ratio(r.scan?.fleetRescan.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
+    runnerVsBullmq: ratio(r.runner?.fleet.jobsPerSec, r.runner?.raw.jobsPerSec),
+    runnerHistoryVsBullmq: ratio(r.runner?.fleetHistory.jobsPerSec, r.runner?.raw.jobsPerSec),
   };
   // A run with failed files does not count, however fast.
   const clean = (m: { failed: number } | null) => m === null || m.failed === 0;
@@ -94,6 +101,7 @@ export function buildReport(r: BenchResults): BenchReport {
     sftp: r.sftp,
     rcloneSftp: r.rcloneSftp,
     scan: r.scan,
+    runner: r.runner,
     peakWorkerRssMb,
     ratios,
     targets: TARGETS,
@@ -104,6 +112,8 @@ export function buildReport(r: BenchResults): BenchReport {
       s3VsRcloneS3: clean(r.s3) ? atLeast(ratios.s3VsRcloneS3, TARGETS.s3VsRcloneS3) : false,
       rssMb: peakWorkerRssMb === null ? null : peakWorkerRssMb < TARGETS.rssMb,
       scanVsRcloneLsf: atLeast(ratios.scanVsRcloneLsf, TARGETS.scanVsRcloneLsf),
+      runnerVsBullmq: atLeast(ratios.runnerVsBullmq, TARGETS.runnerVsBullmq),
+      runnerHistoryVsBullmq: atLeast(ratios.runnerHistoryVsBullmq, TARGETS.runnerHistoryVsBullmq),
     },
     skipped: r.skipped,
     settings: r.settings,
@@ -148,6 +158,15 @@ export function sayReport(report: BenchReport, say: Say): void {
     line("rclone lsf -R (p,s,t)", sc.rcloneLsf ? { ...sc.rcloneLsf, mbPerSec: 0 } : null);
     line("find -printf", { ...sc.find, mbPerSec: 0 });
   }
+  const rn = report.runner;
+  if (rn) {
+    say(`runner (${rn.jobs} no-op jobs, concurrency ${rn.concurrency}, one process; best round, 1-min load when it ended):`);
+    const jl = (label: string, f: { jobsPerSec: number; seconds: number; load1: number }) => say(`${label.padEnd(26)} ${String(f.jobsPerSec).padStart(8)} jobs/s ${f.seconds.toFixed(2).padStart(7)} s, load ${f.load1}`);
+    jl("raw BullMQ Worker", rn.raw);
+    jl("fleet JobRunner", rn.fleet);
+    jl("fleet JobRunner + history", rn.fleetHistory);
+    say(`${"".padEnd(26)} rounds [raw, fleet, +history]: ${rn.rounds.map((r) => `[${r.join(", ")}]`).join(" ")}`);
+  }
   for (const [what, why] of Object.entries(report.skipped)) say(`${what.padEnd(26)} skipped: ${why}`);
   const verdict = (met: boolean | null) => (met === null ? "not measured" : met ? "met" : "MISSED");
   say(`P1 fleet vs rclone        ${report.ratios.fleetVsRclone ?? "-"}× (target ≥ ${TARGETS.fleetVsRclone}×, goal 1.0×): ${verdict(report.met.fleetVsRclone)}`);
@@ -157,6 +176,8 @@ export function sayReport(report: BenchReport, say: Say): void {
   say(`   S3 readback vs rclone  ${report.ratios.s3ReadBackVsRcloneS3 ?? "-"}× (VERIFY=readback downloads every object again; no target)`);
   say(`   SFTP vs rclone         ${report.ratios.sftpVsRcloneSftp ?? "-"}× (no target)`);
   say(`   fsync vs no fsync      ${report.ratios.fsyncVsNoFsync ?? "-"}× (files/s with FSYNC_WRITES=true over false, same tree; 1 = free)`);
+  say(`P3 runner vs BullMQ       ${report.ratios.runnerVsBullmq ?? "-"}× (target ≥ ${TARGETS.runnerVsBullmq}×): ${verdict(report.met.runnerVsBullmq)}`);
+  say(`P3h runner+history vs BullMQ ${report.ratios.runnerHistoryVsBullmq ?? "-"}× (target ≥ ${TARGETS.runnerHistoryVsBullmq}×): ${verdict(report.met.runnerHistoryVsBullmq)}`);
   say(`P5 worker peak RSS        ${report.peakWorkerRssMb?.toFixed(0) ?? "-"} MB (target < ${TARGETS.rssMb} MB): ${verdict(report.met.rssMb)}`);
   say(`scan vs rclone lsf -R     ${report.ratios.scanVsRcloneLsf ?? "-"}× (goal ≥ ${TARGETS.scanVsRcloneLsf}×): ${verdict(report.met.scanVsRcloneLsf)}; vs find ${report.ratios.scanVsFind ?? "-"}×; re-scan vs rclone ${report.ratios.rescanVsRcloneLsf ?? "-"}×`);
 }
