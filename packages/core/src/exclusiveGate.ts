@@ -51,6 +51,19 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 2)
 return {1}`;
 
+// KEYS: gate, running. ARGV: leaseMs, number of leaving members, leaving..., joining...
+// Many runs of one runner at once: the finished ones leave the running set, then the new ones
+// are admitted unless the gate is taken (all or none: they ask at the same instant).
+const ADMIT_MANY = `${NOW}
+local leaving = tonumber(ARGV[2])
+if leaving > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, 3, 2 + leaving)) end
+if #ARGV <= 2 + leaving then return {1} end
+local holder = redis.call('GET', KEYS[1])
+if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
+for i = 3 + leaving, #ARGV do redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]) * 2)
+return {1}`;
+
 // KEYS: gate, running. ARGV: holder JSON, leaseMs. Take (or keep) the gate; running only once
 // every other job's lease entry is gone (finished, or its runner died and it aged out).
 const ACQUIRE = `${NOW}
@@ -117,6 +130,13 @@ export class ExclusiveGate {
     return { admitted: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
   }
 
+  /** `leaving` leave the running set and `joining` ask to start, in one script (see GateLeases). */
+  async admitMany(leaving: readonly string[], joining: readonly string[], leaseMs: number): Promise<AdmitResult> {
+    const reply = (await this.redis.eval(ADMIT_MANY, 2, this.gateKey, this.runningKey, leaseMs, leaving.length, ...leaving, ...joining)) as [number, number?, string?];
+    if (reply[0] === 1) return { admitted: true };
+    return { admitted: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
+  }
+
   async leave(member: string): Promise<void> {
     await this.redis.zrem(this.runningKey, member);
   }
@@ -172,6 +192,12 @@ export class GateLeases {
   private readonly admitted = new Set<string>();
   private held: GateHolder | undefined;
   private timer: NodeJS.Timeout | undefined;
+  // Admissions and leaves of non-exclusive jobs go to Redis in batches: one script carries
+  // everything that came up while the previous one was in flight (one round trip and one
+  // script per batch instead of two per job; the gate's decision is the same).
+  private joining: Array<{ member: string; done: (result: AdmitResult | Error) => void }> = [];
+  private leaving: Array<{ member: string; done: (result: AdmitResult | Error) => void }> = [];
+  private inFlight = false;
 
   constructor(
     private readonly gate: ExclusiveGate,
@@ -228,18 +254,47 @@ export class GateLeases {
       return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
     }
     const member = `${this.runnerId}:${job.queue}:${job.jobId}:${job.token}`;
-    const outcome = await this.gate.admit(member, leaseMs);
+    const outcome = await this.batched(this.joining, member);
     if (outcome.admitted) {
       this.admitted.add(member);
       return {
         entered: true,
         release: async () => {
           this.admitted.delete(member);
-          await this.gate.leave(member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
+          await this.batched(this.leaving, member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
         },
       };
     }
     return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
+  }
+
+  private batched(list: GateLeases["joining"], member: string): Promise<AdmitResult> {
+    return new Promise((resolve, reject) => {
+      list.push({ member, done: (r) => (r instanceof Error ? reject(r) : resolve(r)) });
+      if (!this.inFlight) void this.sendBatch();
+    });
+  }
+
+  private async sendBatch(): Promise<void> {
+    this.inFlight = true;
+    try {
+      while (this.joining.length > 0 || this.leaving.length > 0) {
+        const joining = this.joining;
+        const leaving = this.leaving;
+        this.joining = [];
+        this.leaving = [];
+        let result: AdmitResult | Error;
+        try {
+          result = await this.gate.admitMany(leaving.map((l) => l.member), joining.map((j) => j.member), this.leaseMs);
+        } catch (err) {
+          result = err instanceof Error ? err : new Error(String(err));
+        }
+        for (const l of leaving) l.done(result instanceof Error ? result : { admitted: true });
+        for (const j of joining) j.done(result);
+      }
+    } finally {
+      this.inFlight = false;
+    }
   }
 
   /** Keeps this runner's entries alive while their jobs run. */

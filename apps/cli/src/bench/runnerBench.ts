@@ -9,7 +9,7 @@ import type { OperationRecorder } from "@fleet/core/operationRecorder";
 import { createLogger } from "@fleet/core/logger";
 import { createMetrics } from "@fleet/core/metrics";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
-import { OperationHistory as BatchedOperationHistory } from "@fleet/db/sql/operations";
+import { BatchedOperationHistory } from "@fleet/db/sql/operationBatch";
 import type { BenchState } from "./benchState";
 import { round } from "./say";
 

@@ -52,7 +52,7 @@ type Event =
   | { type: "progress"; value: unknown; at: Date }
   | { type: "finished"; state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown; at: Date };
 
-interface Buffered {
+export interface Buffered {
   op: OperationRef;
   event: Event;
 }
@@ -146,7 +146,8 @@ const mutableSql = (c: Mutable, i: number) => {
 const CAST: Record<Mutable, string> = { state: "operation_state", attempts: "int", progress: "jsonb", result: "jsonb", error: "text", started_at: "timestamptz", finished_at: "timestamptz" };
 
 // $1..$6 identity, $7..$13 insert values, $14 modes, $15..$21 update values, $22..$28 status rows.
-const FLUSH_SQL = `
+/** The flush statement (exported for EXPLAIN). */
+export const FLUSH_SQL = `
 WITH b AS (
   SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[], $6::int[],
     ${MUTABLE.map((c, i) => `$${7 + i}::${CAST[c]}[]`).join(", ")}, $14::text[],
@@ -176,13 +177,16 @@ WITH b AS (
   RETURNING o.id
 ), applied AS (
   SELECT id FROM upd UNION ALL SELECT id FROM ins
+), was_delayed AS (
+  SELECT prev.id FROM prev JOIN b ON b.id = prev.id WHERE prev.created_at = b.created_at AND prev.state = 'DELAYED'
 ), st AS (
   INSERT INTO operation_status (operation_id, kind, state, attempt, progress, message, at)
   SELECT s.id, s.kind, s.state, s.attempt, s.progress, s.message, s.at
     FROM unnest($22::text[], $23::operation_status_kind[], $24::operation_state[], $25::int[], $26::jsonb[], $27::text[], $28::timestamptz[], $29::bool[])
       WITH ORDINALITY AS s(id, kind, state, attempt, progress, message, at, if_not_delayed, ord)
-   WHERE s.id IN (SELECT id FROM applied)
-     AND NOT (s.if_not_delayed AND EXISTS (SELECT 1 FROM prev JOIN b ON b.id = prev.id WHERE prev.id = s.id AND prev.created_at = b.created_at AND prev.state = 'DELAYED'))
+    JOIN applied a ON a.id = s.id
+    LEFT JOIN was_delayed w ON w.id = s.id
+   WHERE NOT (s.if_not_delayed AND w.id IS NOT NULL)
    ORDER BY s.ord
 )
 SELECT b.id FROM b
@@ -192,7 +196,7 @@ SELECT b.id FROM b
 export interface BatchOptions {
   /** A flush starts at most this long after the first event it carries (default 100 ms). */
   intervalMs?: number;
-  /** A flush starts at once when this many events wait (default 5,000). */
+  /** A flush starts at once when this many events wait (default 2,000). */
   maxEvents?: number;
   /** Events kept while PostgreSQL is unreachable; beyond it the oldest are dropped (default 100,000). */
   maxBuffered?: number;
@@ -218,7 +222,7 @@ export class BatchedOperationHistory implements OperationRecorder {
   ) {
     this.direct = new OperationHistory(db);
     this.intervalMs = options.intervalMs ?? 100;
-    this.maxEvents = options.maxEvents ?? 5_000;
+    this.maxEvents = options.maxEvents ?? 2_000;
     this.maxBuffered = options.maxBuffered ?? 100_000;
   }
 
@@ -302,7 +306,8 @@ export class BatchedOperationHistory implements OperationRecorder {
   }
 
   /** One statement for a batch; resolves to the events to write again (their row appeared meanwhile). */
-  private async write(batch: readonly Buffered[]): Promise<Buffered[]> {
+  /** The statement and parameters of one flush (exported for EXPLAIN). */
+  statementFor(batch: readonly Buffered[]): { groups: Map<string, { op: OperationRef; items: Buffered[] }>; params: unknown[] } {
     // Group by job id, in order; a newer job of a recycled id replaces the older one's events.
     const groups = new Map<string, { op: OperationRef; items: Buffered[] }>();
     for (const item of batch) {
@@ -335,6 +340,11 @@ export class BatchedOperationHistory implements OperationRecorder {
       statuses.map((s) => s.at),
       statuses.map((s) => s.ifNotDelayed),
     ];
+    return { groups, params };
+  }
+
+  private async write(batch: readonly Buffered[]): Promise<Buffered[]> {
+    const { groups, params } = this.statementFor(batch);
     const { rows } = await this.db.query<{ id: string }>(FLUSH_SQL, params);
     if (rows.length === 0) return [];
     const missed = new Set(rows.map((r) => r.id));
