@@ -7,7 +7,7 @@ import { checkRedisPolicy, createRedis } from "@fleet/core/redis";
 import { parseRunWindows } from "@fleet/core/runWindow";
 import type { RunWindows } from "@fleet/core/runWindow";
 import { Shutdown } from "@fleet/core/shutdown";
-import { BatchedOperationHistory } from "@fleet/db/sql/operationBatch";
+import { BatchedOperationHistory, reconcileOperationHistory } from "@fleet/db/sql/operationBatch";
 import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
@@ -92,6 +92,18 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
 
   const started = runner;
   await started.start();
+  // What a killed worker's history lost (its last ~100 ms of events), BullMQ still knows.
+  void reconcileOperationHistory(
+    runtime.db,
+    async (queue, id) => {
+      const job = await runtime.deps.jobs.queue(queue).getJob(id);
+      return job ? { timestamp: job.timestamp, attemptsMade: job.attemptsMade, state: await job.getState(), returnvalue: job.returnvalue as unknown, failedReason: job.failedReason } : undefined;
+    },
+    { minAgeMs: 5_000 },
+  ).then(
+    (fixed) => fixed > 0 && log.info({ fixed }, "operation history: finished jobs a stopped worker had not recorded written from BullMQ"),
+    (err: unknown) => log.warn({ err }, "operation history: reconcile with BullMQ failed"),
+  );
   shutdown.register("runner", () => started.stop(config.SHUTDOWN_GRACE));
   const watch = startRecoveryWatch({
     redis: runtime.redis,

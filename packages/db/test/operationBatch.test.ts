@@ -1,4 +1,4 @@
-import { Queue } from "bullmq";
+import { Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { z } from "zod";
 import { buildCatalogue } from "@fleet/core/catalogue";
@@ -8,7 +8,7 @@ import { createMetrics } from "@fleet/core/metrics";
 import type { OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool, Queryable } from "@fleet/db/pool";
-import { BatchedOperationHistory } from "@fleet/db/sql/operationBatch";
+import { BatchedOperationHistory, reconcileOperationHistory } from "@fleet/db/sql/operationBatch";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
@@ -206,6 +206,44 @@ describe("batched operation history", () => {
       connection.disconnect();
       producer.disconnect();
       await cleanupPrefix(testRedisUrl(), bullPrefix);
+    }
+  });
+
+  it("after a SIGKILL lost the last events, the reconcile writes what BullMQ recorded", async () => {
+    const prefix = `{${uniquePrefix("reconcile")}}`;
+    const redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    const queue = new Queue("migration", { connection: redis, prefix });
+    const worker = new Worker("migration", async (job) => { if (job.data.fail) throw new Error("permission-denied: no"); return { ok: job.data.n }; }, { connection: redis, prefix, autorun: false });
+    try {
+      const done = await queue.add("noop", { n: 1 }, { jobId: "lost-done" });
+      const failed = await queue.add("noop", { n: 2, fail: true }, { jobId: "lost-failed" });
+      const waiting = await queue.add("noop", { n: 3 }, { jobId: "lost-waiting", delay: 60_000 });
+      const history = new OperationHistory(db);
+      // What the history held when the worker was killed: both started, nothing after.
+      for (const job of [done, failed, waiting]) await history.started(ref(job.id!, job.timestamp), 1);
+      let finished = 0;
+      worker.on("completed", () => finished++);
+      worker.on("failed", () => finished++);
+      void worker.run();
+      const t0 = Date.now();
+      while (finished < 2 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 20));
+      await db.query(`UPDATE operations SET updated_at = now() - interval '1 minute' WHERE id LIKE 'lost-%'`);
+      const find = async (q: string, id: string) => {
+        const job = await new Queue(q, { connection: redis, prefix }).getJob(id);
+        return job ? { timestamp: job.timestamp, attemptsMade: job.attemptsMade, state: await job.getState(), returnvalue: job.returnvalue as unknown, failedReason: job.failedReason } : undefined;
+      };
+      // Too recent rows are left alone (a live worker may still hold their events).
+      expect(await reconcileOperationHistory(db, find, { minAgeMs: 3_600_000 })).toBe(0);
+      expect(await reconcileOperationHistory(db, find, { minAgeMs: 5_000 })).toBe(2);
+      expect(await row("lost-done")).toMatchObject({ state: "COMPLETED", attempts: 1, result: { ok: 1 }, finished: true });
+      expect(await row("lost-failed")).toMatchObject({ state: "FAILED", error: "permission-denied: no", finished: true });
+      expect(await row("lost-waiting")).toMatchObject({ state: "ACTIVE" });
+      expect(await reconcileOperationHistory(db, find, { minAgeMs: 0 })).toBe(0); // nothing left to fix
+    } finally {
+      await worker.close();
+      await queue.close();
+      redis.disconnect();
+      await cleanupPrefix(testRedisUrl(), prefix);
     }
   });
 });

@@ -23,8 +23,8 @@ import { OperationHistory } from "./operations";
  * What a SIGKILL loses: the events buffered since the last flush (at most `intervalMs` of
  * them plus one flush in flight). BullMQ's own record of the job is unaffected, and the API
  * reads BullMQ first (core/operations.ts); the history only answers once BullMQ has removed
- * the job, and then shows the last state written (e.g. ACTIVE for a job that completed in
- * the lost 100 ms) until the job runs again or is pruned.
+ * the job (KEEP_COMPLETED, 24 h by default), and by then `reconcileOperationHistory`, run by
+ * every worker at start, has written what BullMQ recorded (COMPLETED, FAILED).
  */
 
 type Op = { m: "k" } | { m: "s"; v: unknown } | { m: "c"; v: unknown };
@@ -350,4 +350,44 @@ export class BatchedOperationHistory implements OperationRecorder {
     const missed = new Set(rows.map((r) => r.id));
     return [...groups.values()].filter((g) => missed.has(g.op.id)).flatMap((g) => g.items);
   }
+}
+
+/** What the reconcile needs to know of a BullMQ job (see reconcileOperationHistory). */
+export interface QueuedJobView {
+  timestamp: number;
+  attemptsMade: number;
+  state: string;
+  returnvalue?: unknown;
+  failedReason?: string;
+}
+
+/**
+ * After a SIGKILL the history may lack the last ~100 ms of a worker's events: a job BullMQ
+ * completed or failed can still read ACTIVE (or DELAYED, WAITING) here. This asks BullMQ about
+ * history rows left unfinished and untouched for `minAgeMs` and writes what BullMQ knows
+ * (COMPLETED with its result, FAILED with its reason). Jobs BullMQ no longer has, or that
+ * are still active or waiting there, are left as they are. Run by every worker at start (a
+ * killed worker's replacement reconciles what it lost); returns the rows corrected.
+ */
+export async function reconcileOperationHistory(db: Queryable, find: (queue: string, id: string) => Promise<QueuedJobView | undefined>, options: { minAgeMs: number; limit?: number }): Promise<number> {
+  const { rows } = await db.query<{ id: string; name: string; queue: string; data: unknown; max_attempts: number; created_at: Date }>(
+    `SELECT id, name, queue, data, max_attempts, created_at FROM operations
+      WHERE state IN ('ACTIVE', 'DELAYED', 'WAITING') AND updated_at < now() - make_interval(secs => $1::float8 / 1000)
+      ORDER BY updated_at LIMIT $2`,
+    [options.minAgeMs, options.limit ?? 1_000],
+  );
+  const history = new OperationHistory(db);
+  let fixed = 0;
+  for (const row of rows) {
+    const job = await find(row.queue, row.id);
+    if (!job || job.timestamp !== row.created_at.getTime()) continue;
+    const op: OperationRef = { id: row.id, name: row.name, queue: row.queue, createdAt: job.timestamp, maxAttempts: row.max_attempts, data: row.data };
+    if (job.state === "completed") {
+      await history.finished(op, { state: "COMPLETED", attempts: job.attemptsMade, result: job.returnvalue });
+    } else if (job.state === "failed") {
+      await history.finished(op, { state: "FAILED", attempts: job.attemptsMade, error: job.failedReason ?? "failed" });
+    } else continue;
+    fixed++;
+  }
+  return fixed;
 }
