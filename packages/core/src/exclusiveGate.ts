@@ -64,6 +64,8 @@ for i = 3 + leaving, #ARGV do redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]) * 2)
 return {1}`;
 
+const ADMIT_MANY_COMMAND = "fleetGateAdmitMany";
+
 // KEYS: gate, running. ARGV: holder JSON, leaseMs. Take (or keep) the gate; running only once
 // every other job's lease entry is gone (finished, or its runner died and it aged out).
 const ACQUIRE = `${NOW}
@@ -115,6 +117,8 @@ export class ExclusiveGate {
   ) {
     this.gateKey = `${prefix}:exclusive`;
     this.runningKey = `${prefix}:exclusive:running`;
+    // The per-job script runs by its SHA (EVALSHA, loaded once), not by sending its text each time.
+    if (!(ADMIT_MANY_COMMAND in redis)) redis.defineCommand(ADMIT_MANY_COMMAND, { numberOfKeys: 2, lua: ADMIT_MANY });
   }
 
   /** The exclusive job holding the gate, if any (draining or running). */
@@ -132,7 +136,8 @@ export class ExclusiveGate {
 
   /** `leaving` leave the running set and `joining` ask to start, in one script (see GateLeases). */
   async admitMany(leaving: readonly string[], joining: readonly string[], leaseMs: number): Promise<AdmitResult> {
-    const reply = (await this.redis.eval(ADMIT_MANY, 2, this.gateKey, this.runningKey, leaseMs, leaving.length, ...leaving, ...joining)) as [number, number?, string?];
+    const run = (this.redis as unknown as Record<string, (...args: Array<string | number>) => Promise<unknown>>)[ADMIT_MANY_COMMAND]!;
+    const reply = (await run.call(this.redis, this.gateKey, this.runningKey, leaseMs, leaving.length, ...leaving, ...joining)) as [number, number?, string?];
     if (reply[0] === 1) return { admitted: true };
     return { admitted: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
   }
@@ -259,9 +264,11 @@ export class GateLeases {
       this.admitted.add(member);
       return {
         entered: true,
+        // The leave goes with the next batch; the job does not wait for it (for at most one
+        // round trip more an exclusive job still counts it as running, and asks again later).
         release: async () => {
           this.admitted.delete(member);
-          await this.batched(this.leaving, member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
+          void this.batched(this.leaving, member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
         },
       };
     }
