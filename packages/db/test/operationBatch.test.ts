@@ -135,6 +135,25 @@ describe("batched operation history", () => {
     expect(counts.rows[0]).toEqual({ ops: 300, states: 600 });
   });
 
+  it("events buffered while a slow flush is in flight are written by the next one, unasked", async () => {
+    let slow = true;
+    const sluggish: Queryable = {
+      query: ((...args: Parameters<DbPool["query"]>) => {
+        if (!slow) return db.query(...args);
+        slow = false;
+        return new Promise((r) => setTimeout(r, 300)).then(() => db.query(...args));
+      }) as DbPool["query"],
+    };
+    const batched = new BatchedOperationHistory(sluggish, { intervalMs: 20 });
+    await batched.started(ref("slow-1", Date.now()), 1);
+    while (batched.pending > 0) await new Promise((r) => setTimeout(r, 5)); // the first flush took it
+    await batched.started(ref("slow-2", Date.now()), 1); // its timer fires while that flush is in flight
+    const t0 = Date.now();
+    while ((await row("slow-2")) === undefined && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+    expect(await row("slow-1")).toMatchObject({ state: "ACTIVE" });
+    expect(await row("slow-2")).toMatchObject({ state: "ACTIVE" });
+  });
+
   it("a failed flush keeps the events and writes them once PostgreSQL answers again", async () => {
     const errors: unknown[] = [];
     let failNext = true;

@@ -22,7 +22,7 @@ import { rm } from "node:fs/promises";
  * `npm run bench`: Fleet against cp and rclone on one file tree, Fleet's bookkeeping against
  * the SQL ceiling, Fleet to S3 and SFTP (per object, packaged) against rclone to the same
  * servers, and `fleet inventory scan` against `rclone lsf -R` and `find`, in one run on this
- * machine (PERFORMANCE.md's P1, P2, P4, P5; issue 12's scan). Human lines on
+ * machine (PERFORMANCE.md's P1–P5, P3 = the job runner's own cost; issue 12's scan). Human lines on
  * stderr, one JSON line on stdout. A benchmark, not a test: it fails only when a
  * measurement cannot be made, never because a target was missed.
  */

@@ -250,6 +250,13 @@ export class BatchedOperationHistory implements OperationRecorder {
     return this.push(op, { type: "finished", ...outcome, at: new Date() });
   }
 
+  // A timer that fired is forgotten first: one that fires while a flush is in flight must not
+  // stay set and keep the next events from scheduling theirs.
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    void this.flushOnce();
+  };
+
   /** Events waiting for a flush. */
   get pending(): number {
     return this.buffer.length;
@@ -275,7 +282,7 @@ export class BatchedOperationHistory implements OperationRecorder {
       this.options.onError?.(new Error(`operation history buffer full: ${dropped} oldest events dropped`), { events: this.buffer.length, dropped });
     }
     if (this.buffer.length >= this.maxEvents && !this.flushing) void this.flushOnce();
-    else this.timer ??= setTimeout(() => void this.flushOnce(), this.intervalMs);
+    else this.timer ??= setTimeout(this.onTimer, this.intervalMs);
     return Promise.resolve();
   }
 
@@ -300,7 +307,7 @@ export class BatchedOperationHistory implements OperationRecorder {
     this.flushing = run.finally(() => {
       this.flushing = undefined;
       // More waiting: the next flush in an interval (a failed one retries no faster than that).
-      if (this.buffer.length > 0) this.timer ??= setTimeout(() => void this.flushOnce(), this.intervalMs);
+      if (this.buffer.length > 0) this.timer ??= setTimeout(this.onTimer, this.intervalMs);
     });
     return this.flushing;
   }
