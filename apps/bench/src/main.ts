@@ -15,6 +15,7 @@ import { prepareSourceTree } from "./sourceTree";
 import { openDestinationTrees } from "./destinationTrees";
 import { REMOTE_MEASUREMENTS, measureRemoteRounds } from "./remoteRounds";
 import { measureScan } from "./scanBench";
+import { measureRunner } from "./runnerBench";
 import { rm } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { round } from "./say";
@@ -26,7 +27,7 @@ import { measureScaling } from "./scalingSeries";
  * `npm run bench`: Fleet against cp and rclone on one file tree, Fleet's bookkeeping against
  * the SQL ceiling, Fleet to S3 and SFTP (per object, packaged) against rclone to the same
  * servers, and `fleet inventory scan` against `rclone lsf -R` and `find`, in one run on this
- * machine (PERFORMANCE.md's P1, P2, P4, P5; issue 12's scan). Human lines on
+ * machine (PERFORMANCE.md's P1–P5, P3 = the job runner's own cost; issue 12's scan). Human lines on
  * stderr, one JSON line on stdout. A benchmark, not a test: it fails only when a
  * measurement cannot be made, never because a target was missed.
  */
@@ -40,7 +41,8 @@ const E2E_TIMEOUT_MS = 4 * 3_600_000;
 const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write", "fleet-nofsync"] as const;
 // mix: P1b, cp/rclone/fleet on the demo's size mix; scaling: the null copier with 1..8 worker
 // processes on private servers, with what each file costs them; e2e: one long run (1M files).
-const MEASUREMENTS = [...LOCAL_COPIES, "mix", "bookkeeping", ...REMOTE_MEASUREMENTS, "scan", "scaling", "e2e"] as const;
+// runner: P3/P3h, no-op jobs through the JobRunner (without/with the history) vs a raw BullMQ Worker.
+const MEASUREMENTS = [...LOCAL_COPIES, "mix", "bookkeeping", ...REMOTE_MEASUREMENTS, "scan", "runner", "scaling", "e2e"] as const;
 // Not in a default run: each takes many minutes (run them with --only).
 const OPT_IN: readonly Measurement[] = ["scaling", "e2e"];
 type Measurement = (typeof MEASUREMENTS)[number];
@@ -49,6 +51,8 @@ interface BenchOptions {
   files: number;
   remoteFiles: number;
   scanFiles: number;
+  runnerJobs: number;
+  runnerConcurrency: number;
   size: number;
   rows: number;
   bookkeepingBytes: number;
@@ -76,10 +80,12 @@ const count = (min: number) => (value: string): number => {
 
 function buildProgram(run: (options: BenchOptions) => Promise<void>): Command {
   return new Command("bench")
-    .description("Fleet vs cp/rclone on one file tree, Fleet's bookkeeping vs INSERT … SELECT, Fleet vs rclone to S3 and SFTP (PERFORMANCE.md P1, P2, P4, P5)")
+    .description("Fleet vs cp/rclone on one file tree, Fleet's bookkeeping vs INSERT … SELECT, Fleet vs rclone to S3 and SFTP (PERFORMANCE.md P1-P5)")
     .option("--files <n>", "files in the tree", count(1), 20_000)
     .option("--remote-files <n>", "files in the tree of the S3 and SFTP measurements (a server on this machine is ~20× slower than a disk)", count(1), 5_000)
     .option("--scan-files <n>", "files in the tree of the inventory scan measurement (fleet inventory scan vs rclone lsf -R and find)", count(1), 200_000)
+    .option("--runner-jobs <n>", "no-op jobs per round of the runner measurement (P3/P3h)", count(1), 50_000)
+    .option("--runner-concurrency <n>", "worker concurrency of the runner measurement, Fleet and raw BullMQ alike", count(1), 100)
     .option("--size <bytes>", "bytes per file", count(0), 4_096)
     .option("--rows <n>", "source_files rows of the bookkeeping run", count(1), 1_000_000)
     .option("--bookkeeping-bytes <n>", "bytes each file reads as in the bookkeeping run (null:zero?size=N)", count(0), 0)
@@ -182,6 +188,7 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     mix: null,
     scaling: null,
     e2e: null,
+    runner: null,
     skipped: {},
     settings: tuningSettings(workerEnv, options),
   };
@@ -251,6 +258,10 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     // Its own tree of small files: a scan reads names and metadata, not contents.
     const scanTree = await prepareSourceTree(resolve(dataDir, "scan-source"), options.scanFiles, 64, say, (dir) => rm(dir, { recursive: true, force: true }));
     results.scan = await measureScan(bench, scanTree, options.rounds, say);
+  }
+  if (wanted("runner")) {
+    say(`runner: ${options.runnerJobs} no-op jobs, concurrency ${options.runnerConcurrency}: raw BullMQ Worker, Fleet's JobRunner, JobRunner + history, interleaved`);
+    results.runner = await measureRunner(bench, { jobs: options.runnerJobs, rounds: options.rounds, concurrency: options.runnerConcurrency });
   }
   if (wanted("bookkeeping")) {
     say(`bookkeeping: ${options.rows} rows, null:zero?size=${options.bookkeepingBytes} → null:`);

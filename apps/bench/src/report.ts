@@ -6,11 +6,12 @@ import type { ReferenceCopyResult } from "./cpCopy";
 import type { BestOf } from "./copyRounds";
 import type { RcloneCopyResult } from "./rcloneCopy";
 import type { ScalingResults } from "./scalingSeries";
+import type { RunnerResults } from "./runnerBench";
 import type { Say } from "./say";
 import { round } from "./say";
 
 /** PERFORMANCE.md's targets P1, P2, P4 and P5 (the goals of P1 and P2 are 1.0× and 0.5×). */
-export const TARGETS = { mixFleetVsRclone: 1.0, fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5 } as const;
+export const TARGETS = { mixFleetVsRclone: 1.0, fleetVsRclone: 0.5, bookkeepingVsSql: 0.2, s3PackagedVsS3: 10, s3VsRcloneS3: 1.5, rssMb: 300, scanVsRcloneLsf: 0.5, runnerVsBullmq: 0.9, runnerHistoryVsBullmq: 0.5 } as const;
 
 export interface BenchResults {
   files: number;
@@ -37,6 +38,8 @@ export interface BenchResults {
   scaling: ScalingResults | null;
   /** One long run (1M files by default) through null: or a local destination. */
   e2e: BookkeepingResult | null;
+  /** P3/P3h: no-op jobs through the JobRunner without/with the history vs a raw BullMQ Worker (null: not measured). */
+  runner: RunnerResults | null;
   /** Why a measurement is missing (rclone not installed, skipped by an option). */
   skipped: Record<string, string>;
   settings: Record<string, string>;
@@ -67,10 +70,12 @@ export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> 
     scalingMaxVsOne: number | null;
     /** e2e: files/s of the last 10% over the first 10%. */
     e2eLastVsFirst: number | null;
+    runnerVsBullmq: number | null;
+    runnerHistoryVsBullmq: number | null;
   };
   targets: typeof TARGETS;
   /** null: not measured in this run. */
-  met: { mixFleetVsRclone: boolean | null; fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null };
+  met: { mixFleetVsRclone: boolean | null; fleetVsRclone: boolean | null; bookkeepingVsSql: boolean | null; s3PackagedVsS3: boolean | null; s3VsRcloneS3: boolean | null; rssMb: boolean | null; scanVsRcloneLsf: boolean | null; runnerVsBullmq: boolean | null; runnerHistoryVsBullmq: boolean | null };
   skipped: Record<string, string>;
   settings: Record<string, string>;
 }
@@ -96,6 +101,8 @@ export function buildReport(r: BenchResults): BenchReport {
     mixFleetVsCp: ratio(r.mix?.fleet?.filesPerSec, r.mix?.cp?.filesPerSec),
     scalingMaxVsOne: ratio(r.scaling?.runs.at(-1)?.rowsPerSec, r.scaling?.runs[0]?.rowsPerSec),
     e2eLastVsFirst: r.e2e?.throughput.lastVsFirst ?? null,
+    runnerVsBullmq: ratio(r.runner?.fleet.jobsPerSec, r.runner?.raw.jobsPerSec),
+    runnerHistoryVsBullmq: ratio(r.runner?.fleetHistory.jobsPerSec, r.runner?.raw.jobsPerSec),
   };
   // A run with failed files does not count, however fast.
   const clean = (m: { failed: number } | null) => m === null || m.failed === 0;
@@ -120,6 +127,7 @@ export function buildReport(r: BenchResults): BenchReport {
     mix: r.mix,
     scaling: r.scaling,
     e2e: r.e2e,
+    runner: r.runner,
     peakWorkerRssMb,
     ratios,
     targets: TARGETS,
@@ -131,6 +139,8 @@ export function buildReport(r: BenchResults): BenchReport {
       s3VsRcloneS3: clean(r.s3) ? atLeast(ratios.s3VsRcloneS3, TARGETS.s3VsRcloneS3) : false,
       rssMb: peakWorkerRssMb === null ? null : peakWorkerRssMb < TARGETS.rssMb,
       scanVsRcloneLsf: atLeast(ratios.scanVsRcloneLsf, TARGETS.scanVsRcloneLsf),
+      runnerVsBullmq: atLeast(ratios.runnerVsBullmq, TARGETS.runnerVsBullmq),
+      runnerHistoryVsBullmq: atLeast(ratios.runnerHistoryVsBullmq, TARGETS.runnerHistoryVsBullmq),
     },
     skipped: r.skipped,
     settings: r.settings,
@@ -177,6 +187,15 @@ export function sayReport(report: BenchReport, say: Say): void {
     line("rclone lsf -R (p,s,t)", sc.rcloneLsf ? { ...sc.rcloneLsf, mbPerSec: 0 } : null);
     line("find -printf", { ...sc.find, mbPerSec: 0 });
   }
+  const rn = report.runner;
+  if (rn) {
+    say(`runner (${rn.jobs} no-op jobs, concurrency ${rn.concurrency}, one process; best round, 1-min load when it ended):`);
+    const jl = (label: string, f: { jobsPerSec: number; seconds: number; load1: number }) => say(`${label.padEnd(26)} ${String(f.jobsPerSec).padStart(8)} jobs/s ${f.seconds.toFixed(2).padStart(7)} s, load ${f.load1}`);
+    jl("raw BullMQ Worker", rn.raw);
+    jl("fleet JobRunner", rn.fleet);
+    jl("fleet JobRunner + history", rn.fleetHistory);
+    say(`${"".padEnd(26)} rounds [raw, fleet, +history]: ${rn.rounds.map((r) => `[${r.join(", ")}]`).join(" ")}`);
+  }
   for (const [what, why] of Object.entries(report.skipped)) say(`${what.padEnd(26)} skipped: ${why}`);
   const verdict = (met: boolean | null) => (met === null ? "not measured" : met ? "met" : "MISSED");
   say(`P1 fleet vs rclone        ${report.ratios.fleetVsRclone ?? "-"}× (target ≥ ${TARGETS.fleetVsRclone}×, goal 1.0×): ${verdict(report.met.fleetVsRclone)}`);
@@ -205,6 +224,8 @@ export function sayReport(report: BenchReport, say: Say): void {
   say(`   S3 readback vs rclone  ${report.ratios.s3ReadBackVsRcloneS3 ?? "-"}× (VERIFY=readback downloads every object again; no target)`);
   say(`   SFTP vs rclone         ${report.ratios.sftpVsRcloneSftp ?? "-"}× (no target)`);
   say(`   fsync vs no fsync      ${report.ratios.fsyncVsNoFsync ?? "-"}× (files/s with FSYNC_WRITES=true over false, same tree; 1 = free)`);
+  say(`P3 runner vs BullMQ       ${report.ratios.runnerVsBullmq ?? "-"}× (target ≥ ${TARGETS.runnerVsBullmq}×): ${verdict(report.met.runnerVsBullmq)}`);
+  say(`P3h runner+history vs BullMQ ${report.ratios.runnerHistoryVsBullmq ?? "-"}× (target ≥ ${TARGETS.runnerHistoryVsBullmq}×): ${verdict(report.met.runnerHistoryVsBullmq)}`);
   say(`P5 worker peak RSS        ${report.peakWorkerRssMb?.toFixed(0) ?? "-"} MB (target < ${TARGETS.rssMb} MB): ${verdict(report.met.rssMb)}`);
   say(`scan vs rclone lsf -R     ${report.ratios.scanVsRcloneLsf ?? "-"}× (goal ≥ ${TARGETS.scanVsRcloneLsf}×): ${verdict(report.met.scanVsRcloneLsf)}; vs find ${report.ratios.scanVsFind ?? "-"}×; re-scan vs rclone ${report.ratios.rescanVsRcloneLsf ?? "-"}×`);
 }

@@ -7,7 +7,7 @@ import { checkRedisPolicy, createRedis } from "@fleet/core/redis";
 import { parseRunWindows } from "@fleet/core/runWindow";
 import type { RunWindows } from "@fleet/core/runWindow";
 import { Shutdown } from "@fleet/core/shutdown";
-import { OperationHistory } from "@fleet/db/sql/operations";
+import { BatchedOperationHistory, reconcileOperationHistory } from "@fleet/db/sql/operationBatch";
 import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
@@ -85,12 +85,25 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     stalledIntervalMs: config.STALLED_INTERVAL,
     maxStalledCount: config.MAX_STALLED_COUNT,
     lockDurationMs: config.LOCK_DURATION,
-    history: new OperationHistory(runtime.db),
+    // Batched: one statement per 100 ms of job events; written on stop (see operationBatch.ts for a SIGKILL).
+    history: new BatchedOperationHistory(runtime.db, { onError: (err, at) => log.warn({ err, ...at }, "operation history: flush failed; events kept and retried") }),
     exclusiveRecheckMs: config.EXCLUSIVE_RECHECK,
   });
 
   const started = runner;
   await started.start();
+  // What a killed worker's history lost (its last ~100 ms of events), BullMQ still knows.
+  void reconcileOperationHistory(
+    runtime.db,
+    async (queue, id) => {
+      const job = await runtime.deps.jobs.queue(queue).getJob(id);
+      return job ? { timestamp: job.timestamp, attemptsMade: job.attemptsMade, state: await job.getState(), returnvalue: job.returnvalue as unknown, failedReason: job.failedReason } : undefined;
+    },
+    { minAgeMs: 5_000 },
+  ).then(
+    (fixed) => fixed > 0 && log.info({ fixed }, "operation history: finished jobs a stopped worker had not recorded written from BullMQ"),
+    (err: unknown) => log.warn({ err }, "operation history: reconcile with BullMQ failed"),
+  );
   shutdown.register("runner", () => started.stop(config.SHUTDOWN_GRACE));
   const watch = startRecoveryWatch({
     redis: runtime.redis,

@@ -173,3 +173,32 @@ describe("exclusive operations across two runners", () => {
     await waitFor(() => started.some((s) => s.id === "quick-during-renewal"), "the quick job to run after solo-2");
   });
 });
+
+describe("ExclusiveGate.admitMany (the runner's batched admissions and leaves)", () => {
+  const prefix = bullPrefix(uniquePrefix("admit-many"));
+  let redis: Redis;
+  beforeAll(() => {
+    redis = new Redis(testRedisUrl());
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await cleanupPrefix(testRedisUrl(), prefix);
+  });
+
+  it("leaves first, then admits all or none; an exclusive holder keeps the joiners out but not the leavers", async () => {
+    const gate = new ExclusiveGate(redis, prefix);
+    expect(await gate.admitMany([], ["r:a", "r:b", "r:c"], 10_000)).toEqual({ admitted: true });
+    expect(await redis.zrange(gate.runningKey, 0, -1)).toEqual(["r:a", "r:b", "r:c"]);
+    expect(await gate.admitMany(["r:a", "r:b"], ["r:d"], 10_000)).toEqual({ admitted: true });
+    expect((await redis.zrange(gate.runningKey, 0, -1)).sort()).toEqual(["r:c", "r:d"]);
+    // An exclusive job arrives: draining while c and d run.
+    const holder = { id: "admin:9", queue: "admin", jobId: "9", name: "solo", runner: "x", since: new Date().toISOString(), lockApi: false };
+    expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: false, draining: 2 });
+    const refused = await gate.admitMany(["r:c", "r:d"], ["r:e", "r:f"], 10_000);
+    expect(refused).toMatchObject({ admitted: false, holder: { id: "admin:9", state: "draining" } });
+    expect(await redis.zcard(gate.runningKey)).toBe(0); // the leavers left, no joiner came in
+    expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: true });
+    // Leaves alone never need the gate.
+    expect(await gate.admitMany(["r:zzz"], [], 10_000)).toEqual({ admitted: true });
+  });
+});

@@ -51,6 +51,21 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 2)
 return {1}`;
 
+// KEYS: gate, running. ARGV: leaseMs, number of leaving members, leaving..., joining...
+// Many runs of one runner at once: the finished ones leave the running set, then the new ones
+// are admitted unless the gate is taken (all or none: they ask at the same instant).
+const ADMIT_MANY = `${NOW}
+local leaving = tonumber(ARGV[2])
+if leaving > 0 then redis.call('ZREM', KEYS[2], unpack(ARGV, 3, 2 + leaving)) end
+if #ARGV <= 2 + leaving then return {1} end
+local holder = redis.call('GET', KEYS[1])
+if holder then return {0, redis.call('PTTL', KEYS[1]), holder} end
+for i = 3 + leaving, #ARGV do redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]) * 2)
+return {1}`;
+
+const ADMIT_MANY_COMMAND = "fleetGateAdmitMany";
+
 // KEYS: gate, running. ARGV: holder JSON, leaseMs. Take (or keep) the gate; running only once
 // every other job's lease entry is gone (finished, or its runner died and it aged out).
 const ACQUIRE = `${NOW}
@@ -102,6 +117,8 @@ export class ExclusiveGate {
   ) {
     this.gateKey = `${prefix}:exclusive`;
     this.runningKey = `${prefix}:exclusive:running`;
+    // The per-job script runs by its SHA (EVALSHA, loaded once), not by sending its text each time.
+    if (!(ADMIT_MANY_COMMAND in redis)) redis.defineCommand(ADMIT_MANY_COMMAND, { numberOfKeys: 2, lua: ADMIT_MANY });
   }
 
   /** The exclusive job holding the gate, if any (draining or running). */
@@ -113,6 +130,14 @@ export class ExclusiveGate {
   /** A non-exclusive job asks to start; admitted, it is counted as running until `leave`. */
   async admit(member: string, leaseMs: number): Promise<AdmitResult> {
     const reply = (await this.redis.eval(ADMIT, 2, this.gateKey, this.runningKey, member, leaseMs)) as [number, number?, string?];
+    if (reply[0] === 1) return { admitted: true };
+    return { admitted: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
+  }
+
+  /** `leaving` leave the running set and `joining` ask to start, in one script (see GateLeases). */
+  async admitMany(leaving: readonly string[], joining: readonly string[], leaseMs: number): Promise<AdmitResult> {
+    const run = (this.redis as unknown as Record<string, (...args: Array<string | number>) => Promise<unknown>>)[ADMIT_MANY_COMMAND]!;
+    const reply = (await run.call(this.redis, this.gateKey, this.runningKey, leaseMs, leaving.length, ...leaving, ...joining)) as [number, number?, string?];
     if (reply[0] === 1) return { admitted: true };
     return { admitted: false, holder: parseHolder(reply[2]!), retryInMs: Math.max(0, reply[1] ?? 0) };
   }
@@ -142,4 +167,154 @@ export class ExclusiveGate {
 
 function parseHolder(raw: string): GateHolder {
   return JSON.parse(raw) as GateHolder;
+}
+
+/** What one runner's job gets at the gate: in (and a function to give its place back), or kept out for a while. */
+export type GateEntry = { entered: true; release: () => Promise<void> } | { entered: false; delayMs: number; reason: string };
+
+export interface GateJob {
+  queue: string;
+  jobId: string;
+  name: string;
+  /** BullMQ's lock token of this run: a redelivered job is a new member. */
+  token: string;
+  /** The definition's `exclusive` option. */
+  exclusive?: boolean | { lockApi?: boolean };
+}
+
+interface LeaseLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/**
+ * One runner's leases in the ExclusiveGate: the jobs it admitted (running-set members) and the
+ * gate itself while one of its jobs holds it, renewed every third of the lease while they run.
+ * A runner that dies stops renewing, and its entries age out after `leaseMs`.
+ */
+export class GateLeases {
+  private readonly admitted = new Set<string>();
+  private held: GateHolder | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  // Admissions and leaves of non-exclusive jobs go to Redis in batches: one script carries
+  // everything that came up while the previous one was in flight (one round trip and one
+  // script per batch instead of two per job; the gate's decision is the same).
+  private joining: Array<{ member: string; done: (result: AdmitResult | Error) => void }> = [];
+  private leaving: Array<{ member: string; done: (result: AdmitResult | Error) => void }> = [];
+  private inFlight = false;
+
+  constructor(
+    private readonly gate: ExclusiveGate,
+    private readonly runnerId: string,
+    private readonly leaseMs: number,
+    /** How long a job kept out waits before it asks again (before jitter). */
+    private readonly recheckMs: number,
+    private readonly log: LeaseLog,
+  ) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(this.leaseMs / 3)));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /**
+   * Asks the gate whether this job may start now. An exclusive job takes the gate (the fleet
+   * starts nothing else until it ends); any other job is admitted unless the gate is taken.
+   */
+  async enter(job: GateJob, logger: () => LeaseLog): Promise<GateEntry> {
+    const { leaseMs, recheckMs } = this;
+    const exclusive = job.exclusive;
+    if (exclusive) {
+      const holder = {
+        id: `${job.queue}:${job.jobId}`,
+        queue: job.queue,
+        jobId: job.jobId,
+        name: job.name,
+        runner: this.runnerId,
+        since: new Date().toISOString(),
+        lockApi: typeof exclusive === "object" && exclusive.lockApi === true,
+      };
+      const outcome = await this.gate.acquire(holder, leaseMs);
+      if (outcome.acquired) {
+        this.held = { ...holder, state: "running" };
+        const log = logger();
+        log.info({ lockApi: holder.lockApi }, "exclusive job: the fleet starts no other job until it ends");
+        return {
+          entered: true,
+          release: async () => {
+            this.held = undefined;
+            await this.gate.release(holder.id).catch((err: unknown) => log.warn({ err }, "could not release the exclusive gate; it expires with its lease"));
+          },
+        };
+      }
+      if ("draining" in outcome) {
+        // The gate is ours (nothing new starts); come back soon, well within its lease.
+        return { entered: false, delayMs: Math.min(recheckMs, Math.floor(leaseMs / 2)), reason: `exclusive: waiting for ${outcome.draining} running job(s) to finish` };
+      }
+      return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
+    }
+    const member = `${this.runnerId}:${job.queue}:${job.jobId}:${job.token}`;
+    const outcome = await this.batched(this.joining, member);
+    if (outcome.admitted) {
+      this.admitted.add(member);
+      return {
+        entered: true,
+        // The leave goes with the next batch; the job does not wait for it (for at most one
+        // round trip more an exclusive job still counts it as running, and asks again later).
+        release: async () => {
+          this.admitted.delete(member);
+          void this.batched(this.leaving, member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
+        },
+      };
+    }
+    return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
+  }
+
+  private batched(list: GateLeases["joining"], member: string): Promise<AdmitResult> {
+    return new Promise((resolve, reject) => {
+      list.push({ member, done: (r) => (r instanceof Error ? reject(r) : resolve(r)) });
+      if (!this.inFlight) void this.sendBatch();
+    });
+  }
+
+  private async sendBatch(): Promise<void> {
+    this.inFlight = true;
+    try {
+      while (this.joining.length > 0 || this.leaving.length > 0) {
+        const joining = this.joining;
+        const leaving = this.leaving;
+        this.joining = [];
+        this.leaving = [];
+        let result: AdmitResult | Error;
+        try {
+          result = await this.gate.admitMany(leaving.map((l) => l.member), joining.map((j) => j.member), this.leaseMs);
+        } catch (err) {
+          result = err instanceof Error ? err : new Error(String(err));
+        }
+        for (const l of leaving) l.done(result instanceof Error ? result : { admitted: true });
+        for (const j of joining) j.done(result);
+      }
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
+  /** Keeps this runner's entries alive while their jobs run. */
+  async renew(): Promise<void> {
+    if (this.admitted.size === 0 && !this.held) return;
+    const held = this.held;
+    try {
+      const kept = await this.gate.renew(this.leaseMs, [...this.admitted], held);
+      if (!kept && held) {
+        this.log.error({ jobId: held.jobId, queue: held.queue }, "exclusive gate lost: its lease lapsed (event loop or Redis stalled) and another exclusive job took it");
+      }
+    } catch (err) {
+      this.log.warn({ err }, "could not renew exclusive-gate leases; they expire after LOCK_DURATION unless renewed");
+    }
+  }
 }

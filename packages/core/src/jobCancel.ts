@@ -1,4 +1,6 @@
+import type { Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import type { Logger } from "./logger";
 
 /**
  * Cancelling a running job across processes: BullMQ can abort a job only in the worker that
@@ -31,4 +33,24 @@ export function parseCancelRequest(message: string): CancelRequest | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Subscribes (on a duplicate of `connection`) to the fleet's cancel requests and aborts the
+ * named job in whichever of `workers` runs it. Resolves to the subscriber once subscribed.
+ */
+export async function listenForCancels(connection: Redis, prefix: string, workers: readonly Worker[], log: Logger): Promise<Redis> {
+  const subscriber = connection.duplicate();
+  subscriber.on("error", (err) => log.debug({ err }, "cancel subscriber connection error"));
+  subscriber.on("message", (_channel: string, message: string) => {
+    const request = parseCancelRequest(message);
+    if (!request) return;
+    for (const worker of workers) {
+      if (worker.name === request.queue && worker.cancelJob(request.jobId, CANCEL_REASON)) {
+        log.warn({ queue: request.queue, jobId: request.jobId }, "job cancelled on request: aborting it");
+      }
+    }
+  });
+  await subscriber.subscribe(cancelChannel(prefix));
+  return subscriber;
 }

@@ -34,6 +34,11 @@ export interface OperationRecorder {
   finished(op: OperationRef, outcome: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void>;
   /** Removed before it started (cancelled). */
   removed(op: OperationRef, by: string | null): Promise<void>;
+  /**
+   * A recorder that buffers (BatchedOperationHistory) writes what it holds; resolves once it
+   * is written (or given up on). The runner calls it when it stops.
+   */
+  flush?(): Promise<void>;
 }
 
 const SECRET_KEY = /pass(word|phrase)?|secret|token|api[-_]?key|private[-_]?key|credential|authorization|cookie|session/i;

@@ -1,0 +1,400 @@
+import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
+import { summarizeForHistory } from "@fleet/core/operationRecorder";
+import type { Queryable } from "../pool";
+import { OperationHistory } from "./operations";
+
+/**
+ * The runner's operation history, written in batches: `started`, `delayed`, `progress` and
+ * `finished` only buffer the event (the job never waits on PostgreSQL) and a flush writes
+ * everything buffered in ONE statement — within `intervalMs` (100 ms) of the first buffered
+ * event, at once when `maxEvents` are waiting, and on `flush()` (the runner's stop).
+ * `submitted` and `removed` (API and CLI, not the hot path) are written at once, as before.
+ *
+ * Hand-written SQL, not Prisma: it is the runner's bulk hot path (one multi-row statement
+ * per flush instead of one statement per job event).
+ *
+ * The statement has the same effect as OperationHistory's per-event statements applied in
+ * order (operationHistory.test.ts compares them): events are folded per job in JS into the
+ * row to insert (no row yet, or an older job of a recycled id) and the change to apply to an
+ * existing row (keep / set / keep-if-set per column); a delay is recorded once per stretch
+ * (its status row only when the row was not DELAYED already). A job whose row a submitter
+ * inserted between our snapshot and our insert is written again in the next flush.
+ *
+ * What a SIGKILL loses: the events buffered since the last flush (at most `intervalMs` of
+ * them plus one flush in flight). BullMQ's own record of the job is unaffected, and the API
+ * reads BullMQ first (core/operations.ts); the history only answers once BullMQ has removed
+ * the job (KEEP_COMPLETED, 24 h by default), and by then `reconcileOperationHistory`, run by
+ * every worker at start, has written what BullMQ recorded (COMPLETED, FAILED).
+ */
+
+type Op = { m: "k" } | { m: "s"; v: unknown } | { m: "c"; v: unknown };
+const KEEP: Op = { m: "k" };
+
+/** Columns a runner event may change on an existing row, in the order of `modes`. */
+const MUTABLE = ["state", "attempts", "progress", "result", "error", "started_at", "finished_at"] as const;
+type Mutable = (typeof MUTABLE)[number];
+type Row = Record<Mutable, unknown>;
+
+interface StatusRow {
+  kind: "STATE" | "PROGRESS";
+  state: HistoryState | null;
+  attempt: number | null;
+  progress: string | null;
+  message: string | null;
+  at: Date;
+  /** Recorded only if the row was not DELAYED before this flush (a delay's first status of a stretch). */
+  ifNotDelayed: boolean;
+}
+
+type Event =
+  | { type: "started"; attempt: number; at: Date }
+  | { type: "delayed"; reason: string; at: Date }
+  | { type: "progress"; value: unknown; at: Date }
+  | { type: "finished"; state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown; at: Date };
+
+export interface Buffered {
+  op: OperationRef;
+  event: Event;
+}
+
+const json = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(summarizeForHistory(value)));
+
+/** What one event does: the values of a first insert, and the change to an existing row. */
+function effect(op: OperationRef, e: Event): { values: Partial<Row>; update: Partial<Record<Mutable, Op>>; status: Omit<StatusRow, "ifNotDelayed" | "at"> } {
+  switch (e.type) {
+    case "started":
+      return {
+        values: { state: "ACTIVE", attempts: e.attempt, started_at: e.at },
+        update: { state: { m: "s", v: "ACTIVE" }, attempts: { m: "s", v: e.attempt }, started_at: { m: "c", v: e.at }, finished_at: { m: "s", v: null } },
+        status: { kind: "STATE", state: "ACTIVE", attempt: e.attempt, progress: null, message: `attempt ${e.attempt} of ${op.maxAttempts} started` },
+      };
+    case "delayed":
+      return { values: { state: "DELAYED" }, update: { state: { m: "s", v: "DELAYED" } }, status: { kind: "STATE", state: "DELAYED", attempt: null, progress: null, message: e.reason } };
+    case "progress": {
+      const progress = json(e.value);
+      return { values: { state: "ACTIVE", progress }, update: { progress: { m: "s", v: progress } }, status: { kind: "PROGRESS", state: null, attempt: null, progress, message: null } };
+    }
+    case "finished": {
+      const done = e.state !== "DELAYED";
+      const progress = json(e.progress);
+      const result = json(e.result);
+      const finishedAt = done ? e.at : null;
+      const message =
+        e.state === "COMPLETED" ? `attempt ${e.attempts} completed`
+        : e.state === "FAILED" ? `attempt ${e.attempts} failed for good: ${e.error ?? "unknown"}`
+        : `attempt ${e.attempts} failed, retried after a backoff: ${e.error ?? "unknown"}`;
+      return {
+        values: { state: e.state, attempts: e.attempts, result, error: e.error ?? null, progress, finished_at: finishedAt },
+        update: {
+          state: { m: "s", v: e.state },
+          attempts: { m: "s", v: e.attempts },
+          result: { m: "s", v: result },
+          error: { m: "s", v: e.state === "COMPLETED" ? null : (e.error ?? null) },
+          progress: progress === null ? KEEP : { m: "s", v: progress },
+          finished_at: { m: "s", v: finishedAt },
+        },
+        status: { kind: "STATE", state: e.state, attempt: e.attempts, progress: null, message },
+      };
+    }
+  }
+}
+
+/** `next` applied after `prev`. */
+function compose(prev: Op, next: Op): Op {
+  if (next.m === "k") return prev;
+  if (next.m === "s") return next;
+  if (prev.m === "k") return next;
+  return { m: prev.m, v: prev.v ?? next.v };
+}
+
+function applyOp(value: unknown, op: Op): unknown {
+  return op.m === "k" ? value : op.m === "s" ? op.v : (value ?? op.v);
+}
+
+/** One job's events of a flush, folded. */
+interface Folded {
+  op: OperationRef;
+  insert: Row;
+  update: Record<Mutable, Op>;
+  statuses: StatusRow[];
+}
+
+function fold(op: OperationRef, events: readonly Event[]): Folded {
+  const defaults: Row = { state: "WAITING", attempts: 0, progress: null, result: null, error: null, started_at: null, finished_at: null };
+  let insert: Row | undefined;
+  const update = Object.fromEntries(MUTABLE.map((c) => [c, KEEP])) as Record<Mutable, Op>;
+  const statuses: StatusRow[] = [];
+  // The state after this flush's earlier events; undefined: whatever the row holds.
+  let state: unknown;
+  for (const e of events) {
+    if (e.type === "delayed" && state === "DELAYED") continue; // once per stretch
+    const { values, update: ops, status } = effect(op, e);
+    if (!insert) insert = { ...defaults, ...values };
+    else for (const c of MUTABLE) insert[c] = applyOp(insert[c], ops[c] ?? KEEP);
+    for (const c of MUTABLE) update[c] = compose(update[c], ops[c] ?? KEEP);
+    statuses.push({ ...status, at: e.at, ifNotDelayed: e.type === "delayed" && state === undefined });
+    if (ops.state?.m === "s") state = ops.state.v;
+  }
+  return { op, insert: insert ?? defaults, update, statuses };
+}
+
+const mutableSql = (c: Mutable, i: number) => {
+  const mode = `substr(b.modes, ${i + 1}, 1)`;
+  return `${c} = CASE WHEN o.created_at < b.created_at THEN b.i_${c} WHEN ${mode} = 's' THEN b.u_${c} WHEN ${mode} = 'c' THEN COALESCE(o.${c}, b.u_${c}) ELSE o.${c} END`;
+};
+
+const CAST: Record<Mutable, string> = { state: "operation_state", attempts: "int", progress: "jsonb", result: "jsonb", error: "text", started_at: "timestamptz", finished_at: "timestamptz" };
+
+// $1..$6 identity, $7..$13 insert values, $14 modes, $15..$21 update values, $22..$28 status rows.
+/** The flush statement (exported for EXPLAIN). */
+export const FLUSH_SQL = `
+WITH b AS (
+  SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[], $6::int[],
+    ${MUTABLE.map((c, i) => `$${7 + i}::${CAST[c]}[]`).join(", ")}, $14::text[],
+    ${MUTABLE.map((c, i) => `$${15 + i}::${CAST[c]}[]`).join(", ")})
+    AS t(id, created_at, name, queue, data, max_attempts, ${MUTABLE.map((c) => `i_${c}`).join(", ")}, modes, ${MUTABLE.map((c) => `u_${c}`).join(", ")})
+), prev AS (
+  SELECT o.id, o.created_at, o.state FROM operations o JOIN b ON b.id = o.id
+), stale AS (
+  DELETE FROM operation_status s USING prev, b WHERE s.operation_id = b.id AND prev.id = b.id AND prev.created_at < b.created_at
+), upd AS (
+  UPDATE operations o SET
+    name = CASE WHEN o.created_at < b.created_at THEN b.name ELSE o.name END,
+    queue = CASE WHEN o.created_at < b.created_at THEN b.queue ELSE o.queue END,
+    data = CASE WHEN o.created_at < b.created_at THEN b.data ELSE o.data END,
+    max_attempts = CASE WHEN o.created_at < b.created_at THEN b.max_attempts ELSE o.max_attempts END,
+    submitted_by = CASE WHEN o.created_at < b.created_at THEN NULL ELSE o.submitted_by END,
+    ${MUTABLE.map(mutableSql).join(",\n    ")},
+    created_at = b.created_at,
+    updated_at = now()
+  FROM b WHERE o.id = b.id AND o.created_at <= b.created_at
+  RETURNING o.id
+), ins AS (
+  INSERT INTO operations AS o (id, name, queue, data, max_attempts, ${MUTABLE.join(", ")}, created_at, updated_at)
+  SELECT b.id, b.name, b.queue, b.data, b.max_attempts, ${MUTABLE.map((c) => `b.i_${c}`).join(", ")}, b.created_at, now()
+    FROM b WHERE NOT EXISTS (SELECT 1 FROM prev WHERE prev.id = b.id)
+  ON CONFLICT (id) DO NOTHING
+  RETURNING o.id
+), applied AS (
+  SELECT id FROM upd UNION ALL SELECT id FROM ins
+), was_delayed AS (
+  SELECT prev.id FROM prev JOIN b ON b.id = prev.id WHERE prev.created_at = b.created_at AND prev.state = 'DELAYED'
+), st AS (
+  INSERT INTO operation_status (operation_id, kind, state, attempt, progress, message, at)
+  SELECT s.id, s.kind, s.state, s.attempt, s.progress, s.message, s.at
+    FROM unnest($22::text[], $23::operation_status_kind[], $24::operation_state[], $25::int[], $26::jsonb[], $27::text[], $28::timestamptz[], $29::bool[])
+      WITH ORDINALITY AS s(id, kind, state, attempt, progress, message, at, if_not_delayed, ord)
+    JOIN applied a ON a.id = s.id
+    LEFT JOIN was_delayed w ON w.id = s.id
+   WHERE NOT (s.if_not_delayed AND w.id IS NOT NULL)
+   ORDER BY s.ord
+)
+SELECT b.id FROM b
+ WHERE b.id NOT IN (SELECT id FROM applied)
+   AND NOT EXISTS (SELECT 1 FROM prev WHERE prev.id = b.id AND prev.created_at > b.created_at)`;
+
+export interface BatchOptions {
+  /** A flush starts at most this long after the first event it carries (default 100 ms). */
+  intervalMs?: number;
+  /** A flush starts at once when this many events wait (default 2,000). */
+  maxEvents?: number;
+  /** Events kept while PostgreSQL is unreachable; beyond it the oldest are dropped (default 100,000). */
+  maxBuffered?: number;
+  /** Told about a failed flush (the events are kept and retried) or dropped events. */
+  onError?: (err: unknown, context: { events: number; dropped: number }) => void;
+}
+
+/** The operation history for the JobRunner, batched (see the file's comment). */
+export class BatchedOperationHistory implements OperationRecorder {
+  private buffer: Buffered[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private readonly direct: OperationHistory;
+  private readonly intervalMs: number;
+  private readonly maxEvents: number;
+  private readonly maxBuffered: number;
+  /** Flushes done and statements sent, for tests and the bench. */
+  readonly stats = { flushes: 0, events: 0, dropped: 0, failures: 0 };
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly options: BatchOptions = {},
+  ) {
+    this.direct = new OperationHistory(db);
+    this.intervalMs = options.intervalMs ?? 100;
+    this.maxEvents = options.maxEvents ?? 2_000;
+    this.maxBuffered = options.maxBuffered ?? 100_000;
+  }
+
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null): Promise<void> {
+    return this.direct.submitted(op, state, submittedBy);
+  }
+
+  removed(op: OperationRef, by: string | null): Promise<void> {
+    return this.direct.removed(op, by);
+  }
+
+  started(op: OperationRef, attempt: number): Promise<void> {
+    return this.push(op, { type: "started", attempt, at: new Date() });
+  }
+
+  delayed(op: OperationRef, reason: string): Promise<void> {
+    return this.push(op, { type: "delayed", reason, at: new Date() });
+  }
+
+  progress(op: OperationRef, value: unknown): Promise<void> {
+    return this.push(op, { type: "progress", value, at: new Date() });
+  }
+
+  finished(op: OperationRef, outcome: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void> {
+    return this.push(op, { type: "finished", ...outcome, at: new Date() });
+  }
+
+  // A timer that fired is forgotten first: one that fires while a flush is in flight must not
+  // stay set and keep the next events from scheduling theirs.
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    void this.flushOnce();
+  };
+
+  /** Events waiting for a flush. */
+  get pending(): number {
+    return this.buffer.length;
+  }
+
+  /** Writes everything buffered now (one statement per `maxEvents`); resolves when done or given up on. */
+  async flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    while (this.flushing) await this.flushing;
+    while (this.buffer.length > 0) {
+      const failuresBefore = this.stats.failures;
+      await this.flushOnce();
+      if (this.stats.failures > failuresBefore) return; // PostgreSQL unreachable: the caller decides
+    }
+  }
+
+  private push(op: OperationRef, event: Event): Promise<void> {
+    this.buffer.push({ op, event });
+    if (this.buffer.length > this.maxBuffered) {
+      const dropped = this.buffer.splice(0, this.buffer.length - this.maxBuffered).length;
+      this.stats.dropped += dropped;
+      this.options.onError?.(new Error(`operation history buffer full: ${dropped} oldest events dropped`), { events: this.buffer.length, dropped });
+    }
+    if (this.buffer.length >= this.maxEvents && !this.flushing) void this.flushOnce();
+    else this.timer ??= setTimeout(this.onTimer, this.intervalMs);
+    return Promise.resolve();
+  }
+
+  private flushOnce(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.buffer.splice(0, this.maxEvents);
+    if (batch.length === 0) return Promise.resolve();
+    const run = this.write(batch).then(
+      (missed) => {
+        this.stats.flushes++;
+        this.stats.events += batch.length - missed.length;
+        if (missed.length > 0) this.buffer.unshift(...missed);
+      },
+      (err: unknown) => {
+        this.stats.failures++;
+        this.buffer.unshift(...batch);
+        this.options.onError?.(err, { events: this.buffer.length, dropped: 0 });
+      },
+    );
+    this.flushing = run.finally(() => {
+      this.flushing = undefined;
+      // More waiting: the next flush in an interval (a failed one retries no faster than that).
+      if (this.buffer.length > 0) this.timer ??= setTimeout(this.onTimer, this.intervalMs);
+    });
+    return this.flushing;
+  }
+
+  /** One statement for a batch; resolves to the events to write again (their row appeared meanwhile). */
+  /** The statement and parameters of one flush (exported for EXPLAIN). */
+  statementFor(batch: readonly Buffered[]): { groups: Map<string, { op: OperationRef; items: Buffered[] }>; params: unknown[] } {
+    // Group by job id, in order; a newer job of a recycled id replaces the older one's events.
+    const groups = new Map<string, { op: OperationRef; items: Buffered[] }>();
+    for (const item of batch) {
+      const group = groups.get(item.op.id);
+      if (!group || group.op.createdAt < item.op.createdAt) groups.set(item.op.id, { op: item.op, items: [item] });
+      else if (group.op.createdAt === item.op.createdAt) group.items.push(item);
+    }
+    const jobs = [...groups.values()].map((g) => fold(g.op, g.items.map((i) => i.event)));
+    const col = <T>(f: (j: Folded) => T) => jobs.map(f);
+    const statuses = jobs.flatMap((j) => j.statuses.map((s) => ({ id: j.op.id, ...s })));
+    const params: unknown[] = [
+      col((j) => j.op.id),
+      col((j) => new Date(j.op.createdAt)),
+      col((j) => j.op.name),
+      col((j) => j.op.queue),
+      col((j) => json(j.op.data)),
+      col((j) => j.op.maxAttempts),
+      ...MUTABLE.map((c) => col((j) => j.insert[c])),
+      col((j) => MUTABLE.map((c) => j.update[c].m).join("")),
+      ...MUTABLE.map((c) => col((j) => {
+        const op = j.update[c];
+        return op.m === "k" ? null : op.v;
+      })),
+      statuses.map((s) => s.id),
+      statuses.map((s) => s.kind),
+      statuses.map((s) => s.state),
+      statuses.map((s) => s.attempt),
+      statuses.map((s) => s.progress),
+      statuses.map((s) => s.message),
+      statuses.map((s) => s.at),
+      statuses.map((s) => s.ifNotDelayed),
+    ];
+    return { groups, params };
+  }
+
+  private async write(batch: readonly Buffered[]): Promise<Buffered[]> {
+    const { groups, params } = this.statementFor(batch);
+    const { rows } = await this.db.query<{ id: string }>(FLUSH_SQL, params);
+    if (rows.length === 0) return [];
+    const missed = new Set(rows.map((r) => r.id));
+    return [...groups.values()].filter((g) => missed.has(g.op.id)).flatMap((g) => g.items);
+  }
+}
+
+/** What the reconcile needs to know of a BullMQ job (see reconcileOperationHistory). */
+export interface QueuedJobView {
+  timestamp: number;
+  attemptsMade: number;
+  state: string;
+  returnvalue?: unknown;
+  failedReason?: string;
+}
+
+/**
+ * After a SIGKILL the history may lack the last ~100 ms of a worker's events: a job BullMQ
+ * completed or failed can still read ACTIVE (or DELAYED, WAITING) here. This asks BullMQ about
+ * history rows left unfinished and untouched for `minAgeMs` and writes what BullMQ knows
+ * (COMPLETED with its result, FAILED with its reason). Jobs BullMQ no longer has, or that
+ * are still active or waiting there, are left as they are. Run by every worker at start (a
+ * killed worker's replacement reconciles what it lost); returns the rows corrected.
+ */
+export async function reconcileOperationHistory(db: Queryable, find: (queue: string, id: string) => Promise<QueuedJobView | undefined>, options: { minAgeMs: number; limit?: number }): Promise<number> {
+  const { rows } = await db.query<{ id: string; name: string; queue: string; data: unknown; max_attempts: number; created_at: Date }>(
+    `SELECT id, name, queue, data, max_attempts, created_at FROM operations
+      WHERE state IN ('ACTIVE', 'DELAYED', 'WAITING') AND updated_at < now() - make_interval(secs => $1::float8 / 1000)
+      ORDER BY updated_at LIMIT $2`,
+    [options.minAgeMs, options.limit ?? 1_000],
+  );
+  const history = new OperationHistory(db);
+  let fixed = 0;
+  for (const row of rows) {
+    const job = await find(row.queue, row.id);
+    if (!job || job.timestamp !== row.created_at.getTime()) continue;
+    const op: OperationRef = { id: row.id, name: row.name, queue: row.queue, createdAt: job.timestamp, maxAttempts: row.max_attempts, data: row.data };
+    if (job.state === "completed") {
+      await history.finished(op, { state: "COMPLETED", attempts: job.attemptsMade, result: job.returnvalue });
+    } else if (job.state === "failed") {
+      await history.finished(op, { state: "FAILED", attempts: job.attemptsMade, error: job.failedReason ?? "failed" });
+    } else continue;
+    fixed++;
+  }
+  return fixed;
+}
