@@ -6,7 +6,7 @@ import { asDatabaseError } from "./unavailable";
 // Only the client type, the enums and the row types: callers build queries through the client
 // and never need Prisma's generated namespace directly.
 export type { PrismaClient } from "./generated/prisma/client";
-export type { MigrationFile, MigrationLog, MigrationRange, SourceFile, SyncState } from "./generated/prisma/client";
+export type { MigrationBatch, MigrationFile, MigrationLog, MigrationRange, SourceFile, SyncState } from "./generated/prisma/client";
 
 /**
  * Data access: Prisma for CRUD, SQL for the hot paths (docs/architecture.md).
