@@ -118,6 +118,34 @@ describe("notifications", () => {
     expect(smtp.messages.map((m) => m.header("message-id"))).toEqual([firstId, firstId]);
   });
 
+  it("a slow but live sender keeps its claims: the sweeper, run every 200 ms with a 900 ms threshold, takes nothing and each message goes out once", async () => {
+    await h.close();
+    h = await createPipelineHarness("account-notify", {
+      SMTP_HOST: smtp.host,
+      SMTP_PORT: String(smtp.port),
+      SMTP_FROM: "Fleet <fleet@example.org>",
+      SMTP_TIMEOUT: "10s",
+      NOTIFY_SENDING_STALE: "900ms",
+    });
+    smtp.dataDelayMs = 1_200; // each message outlasts the stale threshold
+    await enqueueNotifications(h.runtime.db, [preMigration(1), preMigration(2), preMigration(3)]);
+    const swept: number[] = [];
+    let sweeping = true;
+    const sweeper = (async () => {
+      while (sweeping) {
+        swept.push(...(await resetStaleSending(h.runtime.db, 900)));
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    const result = await send();
+    sweeping = false;
+    await sweeper;
+    expect(swept).toEqual([]);
+    expect(result).toMatchObject({ sent: 3, retryLater: 0, undeliverable: 0 });
+    expect((await rows()).map((r) => [r.status, r.attempts])).toEqual([["SENT", 1], ["SENT", 1], ["SENT", 1]]);
+    expect(smtp.messages.map((m) => m.to[0])).toEqual(["user1@example.org", "user2@example.org", "user3@example.org"]);
+  }, 30_000);
+
   it("holds a message outside its delivery window without using an attempt", async () => {
     // A one-minute window on a day that is not today: closed now.
     const otherDay = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"][(new Date().getUTCDay() + 3) % 7];

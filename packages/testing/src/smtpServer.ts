@@ -21,6 +21,8 @@ export interface SmtpTestServer {
   messages: CapturedMail[];
   /** `times`: reject only the next N matching recipients, then accept again (default: always). */
   reject: Array<{ recipient: RegExp; code: number; times?: number }>;
+  /** Delay before the server answers DATA (a slow but live server). */
+  dataDelayMs: number;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -33,6 +35,7 @@ export async function startSmtpServer(): Promise<SmtpTestServer> {
     port,
     messages: [],
     reject: [],
+    dataDelayMs: 0,
     async start() {
       server = new SMTPServer({
         authOptional: true,
@@ -57,7 +60,7 @@ export async function startSmtpServer(): Promise<SmtpTestServer> {
               raw,
               header: (name) => new RegExp(`^${name}:[ \\t]*(.*)$`, "im").exec(head)?.[1]?.trim(),
             });
-            callback();
+            setTimeout(() => callback(), smtp.dataDelayMs);
           });
         },
       });

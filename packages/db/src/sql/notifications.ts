@@ -64,6 +64,32 @@ export async function claimDue(db: Queryable, limit: number): Promise<ClaimedNot
   return rows.sort((a, b) => a.id - b.id);
 }
 
+/**
+ * SQL: many claims renewed in one statement, each fenced on its own claimed_at.
+ * The sender's heartbeat: renews the claims it still holds (each fenced on its own
+ * claimed_at) and moves them forward in `held`, so the sweeper's NOTIFY_SENDING_STALE can be
+ * short without taking a message from a slow but live sender. Returns the ids whose claim
+ * was lost (swept meanwhile): the sender must not send those.
+ */
+export async function renewClaims(db: Queryable, held: readonly ClaimedNotification[]): Promise<number[]> {
+  if (held.length === 0) return [];
+  const { rows } = await db.query<{ id: string; claimedAt: Date }>(
+    `UPDATE notification n SET claimed_at = clock_timestamp()
+       FROM unnest($1::bigint[], $2::timestamptz[]) AS c(id, at)
+      WHERE n.id = c.id AND n.status = 'SENDING' AND n.claimed_at = c.at
+      RETURNING n.id, n.claimed_at AS "claimedAt"`,
+    [held.map((n) => n.id), held.map((n) => n.claimedAt)],
+  );
+  const renewed = new Map(rows.map((r) => [Number(r.id), r.claimedAt]));
+  const lost: number[] = [];
+  for (const n of held) {
+    const at = renewed.get(Number(n.id));
+    if (at) n.claimedAt = at;
+    else lost.push(n.id);
+  }
+  return lost;
+}
+
 /** SQL (as markSent, markFailed): fenced on claimed_at in the statement. Gives a claim back without counting the attempt (delivery window closed, SMTP unreachable). */
 export async function releaseClaim(db: Queryable, n: ClaimedNotification, nextAttemptAt: Date, error?: string): Promise<void> {
   await db.query(

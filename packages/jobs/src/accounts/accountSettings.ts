@@ -36,7 +36,7 @@ export const accountFields = {
   NOTIFY_MAX_ATTEMPTS: envInt(6, 1, 100).describe("Tries of a notification before it is UNDELIVERABLE (a 5xx reply makes it so at once)"),
   NOTIFY_BACKOFF: envDurationList("1m,5m,15m,1h").describe("Waits between tries of a notification; the last repeats"),
   NOTIFY_BATCH: envInt(50, 1, 10_000).describe("Notifications claimed per send round"),
-  NOTIFY_SENDING_STALE: envDuration("10m").describe("A notification SENDING this long (its sender died) is tried again by the sweeper"),
+  NOTIFY_SENDING_STALE: envDuration("30s").describe("A notification SENDING whose claim was not renewed this long (its sender died; live senders renew every third of it) is tried again"),
   NOTIFY_RETENTION: envDuration("30d").describe("SENT and UNDELIVERABLE notifications older than this are deleted by the sweeper"),
 };
 

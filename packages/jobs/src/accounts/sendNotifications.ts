@@ -6,7 +6,7 @@ import type { DbPool } from "@fleet/db/pool";
 import { inTransaction } from "@fleet/db/pool";
 import { markNotified } from "@fleet/db/sql/accountBatches";
 import { writeLog } from "@fleet/db/sql/log";
-import { claimDue, markFailed, markSent, releaseClaim } from "@fleet/db/sql/notifications";
+import { claimDue, markFailed, markSent, releaseClaim, renewClaims } from "@fleet/db/sql/notifications";
 import type { ClaimedNotification } from "@fleet/db/sql/notifications";
 import type { AccountServices } from "./accountServices";
 import { renderMail } from "./mailTemplates";
@@ -38,6 +38,12 @@ interface SmtpError {
  * failures retry with NOTIFY_BACKOFF until NOTIFY_MAX_ATTEMPTS. When the server cannot be
  * reached, no attempt is counted: the claims go back and the round ends (retried next round).
  * Nothing is lost: every message stays a row until it is SENT or UNDELIVERABLE (logged).
+ *
+ * While the round runs, a heartbeat renews the claims it still holds (every third of
+ * NOTIFY_SENDING_STALE, at most 5 s), so the sweeper can take back a dead sender's messages
+ * within seconds without ever taking one from a slow but live sender. Every fenced write
+ * (renewal, sent, failed, released) goes through one queue, so a write never carries a claim
+ * time the heartbeat has just replaced.
  */
 export async function sendNotifications(options: { db: DbPool; services: AccountServices; log: Logger; signal: AbortSignal; now?: () => Date }): Promise<SendResult> {
   const { db, services, log, signal } = options;
@@ -54,21 +60,52 @@ export async function sendNotifications(options: { db: DbPool; services: Account
   const mailer = services.openMailer();
   // A message is tried at most once per round, even if its retry comes due while the round runs.
   const seen = new Set<number>();
+  // Claims this round holds and has not recorded yet; those the sweeper took back meanwhile.
+  const held = new Map<number, ClaimedNotification>();
+  const lost = new Set<number>();
+  let queue: Promise<unknown> = Promise.resolve();
+  const fenced = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = queue.then(fn);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  const settle = async (n: ClaimedNotification, write: () => Promise<unknown>): Promise<void> => {
+    await fenced(write);
+    held.delete(n.id);
+  };
+  const heartbeatMs = Math.max(200, Math.min(5_000, Math.floor(settings.notifySendingStaleMs / 3)));
+  const heartbeat = setInterval(() => {
+    fenced(async () => {
+      for (const id of await renewClaims(db, [...held.values()])) {
+        held.delete(id);
+        lost.add(id);
+      }
+    }).catch((err: unknown) => log.warn({ err }, "could not renew notification claims (retrying at the next beat)"));
+  }, heartbeatMs);
+  heartbeat.unref();
   try {
     let more = true;
     while (more && !signal.aborted && !result.smtpDown) {
       const claimed = await claimDue(db, settings.notifyBatch);
+      for (const n of claimed) {
+        held.set(n.id, n);
+        lost.delete(n.id);
+      }
       more = claimed.length === settings.notifyBatch;
       for (const n of claimed) {
+        if (lost.has(n.id)) {
+          log.warn({ notification: n.id }, "notification claim taken back by the sweeper before sending: skipped (another round sends it)");
+          continue;
+        }
         if (seen.has(n.id)) more = false;
         if (signal.aborted || result.smtpDown || seen.has(n.id)) {
-          await releaseClaim(db, n, now());
+          await settle(n, () => releaseClaim(db, n, now()));
           continue;
         }
         if (n.deliveryWindow) {
           const w = windowOf(n.deliveryWindow);
           if (!w.isOpen(now())) {
-            await releaseClaim(db, n, w.nextOpening(now()));
+            await settle(n, () => releaseClaim(db, n, w.nextOpening(now())));
             result.deferred++;
             continue;
           }
@@ -95,7 +132,7 @@ export async function sendNotifications(options: { db: DbPool; services: Account
           if (CONNECTION_CODES.has(e.code ?? "")) {
             result.smtpDown = true;
             log.warn({ code: e.code, err: e.message }, "SMTP server unreachable: notifications stay queued and are retried");
-            await releaseClaim(db, n, new Date(now().getTime() + (settings.notifyBackoffMs[0] ?? 60_000)), `SMTP unreachable: ${e.message}`);
+            await settle(n, () => releaseClaim(db, n, new Date(now().getTime() + (settings.notifyBackoffMs[0] ?? 60_000)), `SMTP unreachable: ${e.message}`));
             continue;
           }
           if (e.responseCode !== undefined && e.responseCode >= 500) {
@@ -104,29 +141,33 @@ export async function sendNotifications(options: { db: DbPool; services: Account
             await undeliverable(n, `gave up after ${n.attempts} attempts: ${e.message}`);
           } else {
             const delay = backoffDelay(n.attempts, settings.notifyBackoffMs, 0);
-            await markFailed(db, n, e.message, new Date(now().getTime() + delay));
+            await settle(n, () => markFailed(db, n, e.message, new Date(now().getTime() + delay)));
             result.retryLater++;
             log.warn({ notification: n.id, attempt: n.attempts, retryInMs: delay, err: e.message }, "notification failed; will retry");
           }
           continue;
         }
-        await inTransaction(db, async (tx) => {
-          const recorded = await markSent(tx, n);
-          const accountId = Number(n.data.accountId);
-          const batchId = Number(n.data.batchId);
-          if (recorded && n.template === "pre-migration" && Number.isInteger(accountId) && Number.isInteger(batchId)) await markNotified(tx, accountId, batchId);
-        });
+        await settle(n, () =>
+          inTransaction(db, async (tx) => {
+            const recorded = await markSent(tx, n);
+            const accountId = Number(n.data.accountId);
+            const batchId = Number(n.data.batchId);
+            if (recorded && n.template === "pre-migration" && Number.isInteger(accountId) && Number.isInteger(batchId)) await markNotified(tx, accountId, batchId);
+          }),
+        );
         result.sent++;
       }
     }
   } finally {
+    clearInterval(heartbeat);
+    await queue;
     mailer.close();
   }
   if (result.sent + result.undeliverable + result.retryLater > 0) log.info({ ...result }, "notifications sent");
   return result;
 
   async function undeliverable(n: ClaimedNotification, reason: string): Promise<void> {
-    await markFailed(db, n, reason, null);
+    await settle(n, () => markFailed(db, n, reason, null));
     result.undeliverable++;
     log.error({ notification: n.id, recipient: n.recipient, reason }, "notification undeliverable");
     await writeLog(db, [{ level: "error", job: "notify-send", subject: `notification:${n.dedupeKey}`, message: `undeliverable to ${n.recipient}: ${reason}`, details: { id: n.id, attempts: n.attempts } }]);
