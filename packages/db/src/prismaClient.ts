@@ -33,6 +33,16 @@ export function prismaOf(pool: DbPool): PrismaClient {
 }
 
 /**
+ * Loads the client and compiles its query compiler (WebAssembly, compiled synchronously: about
+ * a second of blocked event loop on a busy 2-core machine) now, at a process's start, rather
+ * than in its first request. Not awaited by callers; a failure is left to the first real query.
+ */
+export function warmPrisma(pool: DbPool): void {
+  void prismaOf(pool)
+    .$queryRaw`SELECT 1`.catch(() => undefined);
+}
+
+/**
  * The pool already turns "PostgreSQL cannot be reached" into RetryableError("database"); Prisma
  * wraps what the adapter throws in its own error types. Unwrapped again here, so a Prisma query
  * fails exactly as the pool's SQL does (the job runner delays such jobs, the CLI names
