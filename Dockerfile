@@ -5,6 +5,7 @@
 FROM node:22.16-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
+COPY apps/bench/package.json apps/bench/
 COPY apps/cli/package.json apps/cli/
 COPY apps/dashboard/package.json apps/dashboard/
 COPY apps/scheduler/package.json apps/scheduler/
@@ -12,6 +13,7 @@ COPY apps/worker/package.json apps/worker/
 COPY packages/core/package.json packages/core/
 COPY packages/db/package.json packages/db/
 COPY packages/jobs/package.json packages/jobs/
+COPY packages/remote/package.json packages/remote/
 COPY packages/storage/package.json packages/storage/
 COPY packages/testing/package.json packages/testing/
 # npm install, not npm ci: the lockfile was made where the registry serves only this

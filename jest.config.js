@@ -3,16 +3,16 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: "node",
-  roots: ["<rootDir>/packages", "<rootDir>/apps", "<rootDir>/docs"],
+  roots: ["<rootDir>/packages", "<rootDir>/apps", "<rootDir>/docs", "<rootDir>/test"],
   testMatch: ["**/*.test.ts"],
   testPathIgnorePatterns: ["/node_modules/", "/dist/"],
   transform: { "^.+\\.ts$": ["@swc/jest", { jsc: { target: "es2022", parser: { syntax: "typescript" } }, module: { type: "commonjs" } }] },
   moduleNameMapper: {
     // Prisma's generated client and NodeNext-style imports say ".js" for ".ts" siblings.
     "^(\\.{1,2}/.*)\\.js$": "$1",
-    "^@fleet/(core|db|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
-    // `fleet config` lists every app's variables from their schemas.
-    "^@fleet/(worker|scheduler|dashboard)/(.*)$": "<rootDir>/apps/$1/src/$2",
+    "^@fleet/(core|db|remote|storage|jobs|testing)/(.*)$": "<rootDir>/packages/$1/src/$2",
+    // `fleet config` lists every app's variables from their schemas; the bench uses the CLI's context.
+    "^@fleet/(worker|scheduler|dashboard|cli)/(.*)$": "<rootDir>/apps/$1/src/$2",
   },
   testTimeout: 60000,
   maxWorkers: 2,

@@ -12,7 +12,7 @@ import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { migrationFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
-import { parseManifest } from "@fleet/storage/packageManifest";
+import { parseManifest } from "@fleet/storage/package/packageManifest";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";

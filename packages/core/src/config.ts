@@ -5,6 +5,13 @@ import { parseDuration, parseDurationList } from "./backoff";
 import { ConfigError } from "./errors";
 import { isSecret, readSecretFiles, secret, secretNames } from "./secretFiles";
 import { redactCredentials } from "./logger";
+import type { Env } from "./secretFiles";
+
+// Defined in the modules config.ts imports, so that neither imports config.ts back (no cycle);
+// the apps take them from here.
+export { logFields } from "./logger";
+export type { LogConfig } from "./logger";
+export type { Env } from "./secretFiles";
 
 /**
  * Config is parsed once, in each app's main.ts, from the environment plus an optional .env
@@ -12,8 +19,6 @@ import { redactCredentials } from "./logger";
  * reads process.env. Every variable carries a default or a clear error, and a one-line
  * description (zod `.describe`) that the README's reference and `fleet config` print.
  */
-
-export type Env = Readonly<Record<string, string | undefined>>;
 
 /**
  * The process environment overlaid on an optional .env file (the real environment wins, as
@@ -138,11 +143,6 @@ export const databaseFields = {
   DATABASE_POOL_SIZE: envInt(10, 1, 200).describe("Connections per process"),
 };
 
-export const logFields = {
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info").describe("pino log level"),
-  LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto").describe("auto: pretty on a terminal, JSON otherwise"),
-};
-
 /** What the running build is (fleet_build_info); the image build sets it, local builds say "unknown". */
 /** The ops servers' (/healthz, /readyz, /metrics) bearer token for /metrics; a secret. */
 export const opsTokenFields = {
@@ -161,7 +161,6 @@ export const buildFields = {
 
 export type RedisConfig = z.output<z.ZodObject<typeof redisFields>>;
 export type DatabaseConfig = z.output<z.ZodObject<typeof databaseFields>>;
-export type LogConfig = z.output<z.ZodObject<typeof logFields>>;
 
 /** A duration such as `30s`, `5m`, `2h`, `500ms` (plain numbers are ms); parsed to ms. */
 export const envDuration = (def: string) =>

@@ -5,7 +5,7 @@ import type { RunWindows } from "./runWindow";
 /**
  * The contract of a processor. A job kind is one file exporting one JobDefinition; the
  * catalogue lists them and the runner does everything else (validation, windows, logging,
- * error classification, metrics). Glossary: see packages/jobs/src/glossary.ts.
+ * error classification, metrics). Glossary: see docs/glossary.md.
  */
 
 /** What a handler gets besides its payload. Handlers touch no globals. */

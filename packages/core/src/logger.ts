@@ -1,6 +1,6 @@
 import pino from "pino";
 import type { Logger } from "pino";
-import type { LogConfig } from "./config";
+import { z } from "zod";
 
 export type { Logger };
 
@@ -31,6 +31,14 @@ export const REDACT_PATHS = [
   "REDIS_URL",
   "*.REDIS_URL",
 ];
+
+/** LOG_LEVEL and LOG_FORMAT of every app's config (re-exported by config.ts). */
+export const logFields = {
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info").describe("pino log level"),
+  LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto").describe("auto: pretty on a terminal, JSON otherwise"),
+};
+
+export type LogConfig = z.output<z.ZodObject<typeof logFields>>;
 
 export interface LoggerOptions extends LogConfig {
   name: string;

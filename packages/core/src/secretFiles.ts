@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import type { Env } from "./config";
+
+/** An environment as read (process.env or a parsed .env file); re-exported by config.ts. */
+export type Env = Readonly<Record<string, string | undefined>>;
 
 /**
  * Secret variables may come from a file instead of the environment: `NAME_FILE=/run/secrets/x`

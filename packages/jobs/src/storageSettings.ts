@@ -3,7 +3,7 @@ import { z } from "zod";
 import { envBool, envDuration, envInt } from "@fleet/core/config";
 import { secret } from "@fleet/core/secretFiles";
 import { ConfigError } from "@fleet/core/errors";
-import type { SshHostKey } from "@fleet/storage/sshHostKey";
+import type { SshHostKey } from "@fleet/remote/sshHostKey";
 import type { StorageConnection } from "@fleet/storage/storageConnection";
 import { targetStoragesField } from "./storageTargets";
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { loadWorkflowFile, parseWorkflow } from "../src/accounts/workflowFile";
 import { RemoteServers } from "../src/remote/remoteServers";
 import type { RegisteredServer } from "../src/remote/serversFile";
-import { DEFAULT_REMOTE_ERROR_PATTERNS } from "@fleet/storage/remoteErrors";
+import { DEFAULT_REMOTE_ERROR_PATTERNS } from "@fleet/remote/remoteErrors";
 import { createPipelineHarness } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { insertAccounts } from "./accountsFixture";

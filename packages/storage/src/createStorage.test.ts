@@ -6,9 +6,9 @@ import { Readable } from "node:stream";
 import { pathToFileURL } from "node:url";
 import { PermanentError } from "@fleet/core/errors";
 import { createStorage } from "./createStorage";
-import { NullStorage } from "./nullStorage";
-import { S3Storage } from "./s3Storage";
-import { SftpStorage } from "./sftpStorage";
+import { NullStorage } from "./null/nullStorage";
+import { S3Storage } from "./s3/s3Storage";
+import { SftpStorage } from "./sftp/sftpStorage";
 
 const sha256 = (data: string): string => createHash("sha256").update(data).digest("hex");
 

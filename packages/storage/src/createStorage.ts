@@ -1,10 +1,10 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PermanentError } from "@fleet/core/errors";
-import { LocalStorage } from "./localStorage";
-import { NullStorage } from "./nullStorage";
-import { parseS3Url } from "./s3Url";
-import { parseSftpUrl } from "./sftpUrl";
+import { LocalStorage } from "./local/localStorage";
+import { NullStorage } from "./null/nullStorage";
+import { parseS3Url } from "./s3/s3Url";
+import { parseSftpUrl } from "./sftp/sftpUrl";
 import type { Storage } from "./storage";
 import type { StorageConnection } from "./storageConnection";
 
@@ -48,7 +48,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
     const location = parseS3Url(url);
     // Loaded on use: the AWS SDK (and ssh2 below) are most of a CLI command's start-up when
     // the storage is a local folder.
-    const { S3Storage } = require("./s3Storage") as typeof import("./s3Storage");
+    const { S3Storage } = require("./s3/s3Storage") as typeof import("./s3/s3Storage");
     const s3 = connection.s3 ?? {};
     return new S3Storage({
       bucket: location.bucket,
@@ -67,7 +67,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
   }
   if (scheme === "sftp") {
     const target = parseSftpUrl(url);
-    const { SftpStorage } = require("./sftpStorage") as typeof import("./sftpStorage");
+    const { SftpStorage } = require("./sftp/sftpStorage") as typeof import("./sftp/sftpStorage");
     const ssh = connection.ssh ?? {};
     return new SftpStorage({
       host: target.host,

@@ -1,4 +1,4 @@
-import type { SshHostKey } from "./sshHostKey";
+import type { SshHostKey } from "@fleet/remote/sshHostKey";
 
 /**
  * What a storage URL cannot say: credentials, host keys and tuning. A URL names a place and is

@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
-import { LocalStorage } from "./localStorage";
-import { SftpStorage } from "./sftpStorage";
+import { LocalStorage } from "./local/localStorage";
+import { SftpStorage } from "./sftp/sftpStorage";
 import type { Storage } from "./storage";
 import { createTempNamer, tempNameOwner, writerToken } from "./tempNames";
 

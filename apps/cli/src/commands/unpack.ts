@@ -1,4 +1,4 @@
-import { PACKAGES_PREFIX, rangePackagesPrefix } from "@fleet/storage/packageManifest";
+import { PACKAGES_PREFIX, rangePackagesPrefix } from "@fleet/storage/package/packageManifest";
 import type { Storage } from "@fleet/storage/storage";
 
 /**

@@ -1,8 +1,8 @@
 import { createLogger } from "@fleet/core/logger";
 import { describe } from "@fleet/core/classifyError";
 import { unpackPackage } from "@fleet/jobs/migration/unpackPackage";
-import { NullStorage } from "@fleet/storage/nullStorage";
-import { PACKAGES_PREFIX, parseManifest } from "@fleet/storage/packageManifest";
+import { NullStorage } from "@fleet/storage/null/nullStorage";
+import { PACKAGES_PREFIX, parseManifest } from "@fleet/storage/package/packageManifest";
 import type { Storage } from "@fleet/storage/storage";
 
 /**

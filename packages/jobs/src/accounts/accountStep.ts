@@ -9,7 +9,7 @@ import type { StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
 import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
-import type { RemoteCommandResult } from "@fleet/storage/remoteCommand";
+import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../names";
 import { postponeWithNotice } from "./accountOutcomes";

@@ -8,7 +8,7 @@ import type { BatchAccount } from "@fleet/db/sql/accountBatches";
 import { assignmentOf, holdAccount, setGroupAdded } from "@fleet/db/sql/accountSteps";
 import { listServers, recordServerFault, recordServerSuccess } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
-import { runRemoteCommand } from "@fleet/storage/remoteCommand";
+import { runRemoteCommand } from "@fleet/remote/remoteCommand";
 import type { FleetJobs } from "../catalogue";
 import type { RemoteServers } from "../remote/remoteServers";
 import type { AccountServices } from "./accountServices";

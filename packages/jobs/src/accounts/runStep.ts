@@ -1,6 +1,6 @@
 import { describe } from "@fleet/core/classifyError";
-import { runRemoteCommand } from "@fleet/storage/remoteCommand";
-import type { RemoteCommandResult } from "@fleet/storage/remoteCommand";
+import { runRemoteCommand } from "@fleet/remote/remoteCommand";
+import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
 import type { RegisteredServer } from "../remote/serversFile";
 import { stepErrorPatterns } from "./workflowFile";
 import type { WorkflowStep } from "./workflowFile";

@@ -5,7 +5,7 @@ import type { Logger } from "@fleet/core/logger";
 import type { Queryable } from "@fleet/db/pool";
 import { recordProbe } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
-import { runRemoteCommand } from "@fleet/storage/remoteCommand";
+import { runRemoteCommand } from "@fleet/remote/remoteCommand";
 import type { FleetJobs } from "../catalogue";
 import type { RemoteServers } from "../remote/remoteServers";
 import { alertOperators } from "./operatorAlert";

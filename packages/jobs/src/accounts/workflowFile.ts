@@ -3,8 +3,8 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "@fleet/core/backoff";
 import { ConfigError } from "@fleet/core/errors";
-import type { RemoteErrorPatterns } from "@fleet/storage/remoteErrors";
-import { checkCommandTemplate } from "@fleet/storage/remoteShell";
+import type { RemoteErrorPatterns } from "@fleet/remote/remoteErrors";
+import { checkCommandTemplate } from "@fleet/remote/remoteShell";
 
 /**
  * A site's account workflow (ACCOUNTS_WORKFLOW_FILE), checked once at startup:

@@ -3,16 +3,16 @@ import { classifyTransferError } from "@fleet/core/classifyError";
 import { PermanentError, RetryableError, isLinkFaultCategory } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
 import type { SourceFileRow } from "@fleet/db/sql/files";
-import { memberUri, packageKeys, serializeManifest } from "@fleet/storage/packageManifest";
-import type { PackageManifest, PackageMember } from "@fleet/storage/packageManifest";
+import { memberUri, packageKeys, serializeManifest } from "@fleet/storage/package/packageManifest";
+import type { PackageManifest, PackageMember } from "@fleet/storage/package/packageManifest";
 import type { ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage";
-import { MemberSourceError, TarPackWriter } from "@fleet/storage/tarPackWriter";
+import { MemberSourceError, TarPackWriter } from "@fleet/storage/package/tarPackWriter";
 import type { CopyResult, CopySettings } from "./copyFile";
 import { destinationKeyOf } from "./destinationKey";
 
 /**
  * Ships one package: the given pending files of a range as one tar plus its manifest in the
- * destination (layout and format: @fleet/storage/packageManifest). The tar is streamed
+ * destination (layout and format: @fleet/storage/package/packageManifest). The tar is streamed
  * straight into Storage.write while members are added, so memory holds the read-ahead of
  * small members and one chunk of a large one, never the tar.
  *

@@ -3,10 +3,10 @@ import { setMaxListeners } from "node:events";
 import { PassThrough } from "node:stream";
 import { PermanentError } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
-import { parseManifest } from "@fleet/storage/packageManifest";
-import type { PackageMember } from "@fleet/storage/packageManifest";
+import { parseManifest } from "@fleet/storage/package/packageManifest";
+import type { PackageMember } from "@fleet/storage/package/packageManifest";
 import type { ExistsPolicy, Storage, WriteResult } from "@fleet/storage/storage";
-import { readTarEntries } from "@fleet/storage/tarEntries";
+import { readTarEntries } from "@fleet/storage/package/tarEntries";
 
 export interface UnpackInput {
   /** Where the package lives (the fleet's destination). */

@@ -1,8 +1,8 @@
 import { PermanentError } from "@fleet/core/errors";
-import { runRemoteCommand } from "@fleet/storage/remoteCommand";
-import type { RemoteCommandResult } from "@fleet/storage/remoteCommand";
-import { remoteCommandExists, remoteFolderSize, remoteMkdirP } from "@fleet/storage/remoteOperations";
-import { targetLabel } from "@fleet/storage/sshTarget";
+import { runRemoteCommand } from "@fleet/remote/remoteCommand";
+import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
+import { remoteCommandExists, remoteFolderSize, remoteMkdirP } from "@fleet/remote/remoteOperations";
+import { targetLabel } from "@fleet/remote/sshTarget";
 import type { RegisteredServer } from "./serversFile";
 
 /** Commands every registered server has, besides its own: the old systems' helpers. */

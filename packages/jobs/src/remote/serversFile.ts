@@ -1,14 +1,14 @@
-import { checkCommandTemplate } from "@fleet/storage/remoteShell";
+import { checkCommandTemplate } from "@fleet/remote/remoteShell";
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "@fleet/core/backoff";
 import { ConfigError } from "@fleet/core/errors";
-import { DEFAULT_REMOTE_ERROR_PATTERNS } from "@fleet/storage/remoteErrors";
-import type { RemoteErrorPatterns } from "@fleet/storage/remoteErrors";
-import { createHostKeyCheck } from "@fleet/storage/sshHostKey";
-import type { SshHostKey } from "@fleet/storage/sshHostKey";
-import type { SshTarget } from "@fleet/storage/sshTarget";
+import { DEFAULT_REMOTE_ERROR_PATTERNS } from "@fleet/remote/remoteErrors";
+import type { RemoteErrorPatterns } from "@fleet/remote/remoteErrors";
+import { createHostKeyCheck } from "@fleet/remote/sshHostKey";
+import type { SshHostKey } from "@fleet/remote/sshHostKey";
+import type { SshTarget } from "@fleet/remote/sshTarget";
 
 /**
  * The SSH servers Fleet may run commands on, and the commands it may run there: one YAML

@@ -1,0 +1,194 @@
+import { existsSync, readlinkSync } from "node:fs";
+import { mkdir, realpath } from "node:fs/promises";
+import path from "node:path";
+import { PermanentError } from "@fleet/core/errors";
+import { parentKey } from "../keys";
+import { errorCode, toStorageError } from "../storageErrors";
+
+/**
+ * Keeps every path a LocalStorage touches inside its root, symlinks included.
+ *
+ * Two layers:
+ * - Directories are verified once (their realpath must lie inside the root's realpath,
+ *   creating them for writes) and remembered in a bounded cache, so a folder of 10,000 files
+ *   pays one realpath (and at most one mkdir). This cache is for speed and for mkdir, NOT for
+ *   safety: a folder checked once may be swapped for a symlink afterwards.
+ * - Safety is decided on what was actually opened: every read and every temp file of a write
+ *   is checked through its descriptor ({@link verifyOpened}: on Linux the kernel's own
+ *   /proc/self/fd/N link, one syscall that touches no disk, measured at ~1-5 µs), so a folder
+ *   swapped for a symlink after its check is caught at the next file. The last component is
+ *   opened with O_NOFOLLOW, so symlinked files pay a realpath only when they are symlinks.
+ * Limit: between the check of a write's temp file and its link() into place there are
+ * microseconds in which a concurrent swap of an ancestor could still redirect the link; the
+ * link uses the verified real folder path, so the swap must happen inside that window.
+ * Closing it fully needs openat2(RESOLVE_BENEATH), which Node lacks.
+ */
+const FD_LINKS = existsSync("/proc/self/fd") ? "/proc/self/fd" : undefined;
+
+export class ConfinedRoot {
+  /** Absolute root as configured (not resolved): what URIs and labels show. */
+  readonly path: string;
+  private readonly maxDirs: number;
+  private rootReal: string | undefined;
+  // Directory key → verification (settled or in flight, so concurrent writers into a new
+  // folder share one mkdir). Map order makes eviction first-in-first-out: an evicted hot
+  // folder costs one more realpath, nothing worse.
+  private readonly dirs = new Map<string, Promise<void>>();
+
+  constructor(root: string, maxDirs = 4096) {
+    this.path = path.resolve(root);
+    this.maxDirs = maxDirs;
+  }
+
+  /** The absolute path of a normalised key ("" is the root). */
+  abs(key: string): string {
+    // Keys are already normalised: plain concatenation is enough, and cheaper than join().
+    return key === "" ? this.path : `${this.path}${path.sep}${key}`;
+  }
+
+  /**
+   * Resolves when the folder `dirKey` exists and lies inside the root, creating it (and its
+   * parents) when `create` is set. `key` is the object the caller works on, for messages.
+   */
+  async ensureDir(dirKey: string, create: boolean, key: string): Promise<void> {
+    const known = this.dirs.get(dirKey);
+    if (known) {
+      try {
+        return await known;
+      } catch (err) {
+        // A reader's failed check must not fail a writer that is allowed to create the folder.
+        if (!create) throw err;
+      }
+    }
+    const verifying = this.verify(dirKey, create, key);
+    this.dirs.set(dirKey, verifying);
+    if (this.dirs.size > this.maxDirs) {
+      const oldest = this.dirs.keys().next();
+      if (!oldest.done) this.dirs.delete(oldest.value);
+    }
+    verifying.catch(() => {
+      if (this.dirs.get(dirKey) === verifying) this.dirs.delete(dirKey);
+    });
+    return verifying;
+  }
+
+  /** Drops a folder from the cache, e.g. after it turned out to have been removed. */
+  forget(dirKey: string): void {
+    this.dirs.delete(dirKey);
+  }
+
+  clear(): void {
+    this.dirs.clear();
+  }
+
+  /**
+   * The real path of an open descriptor's file, or invalid-key when it lies outside the root
+   * (a folder on its path was swapped for a symlink since it was verified). `absPath` is the
+   * path it was opened by, used where the platform has no /proc/self/fd.
+   */
+  async verifyOpened(fd: number, absPath: string, key: string): Promise<string> {
+    if (this.rootReal === undefined) await this.ensureDir("", false, key);
+    let real: string;
+    try {
+      // Sync on purpose: procfs answers from the kernel's open-file table, no disk or network
+      // I/O, so this costs less than a thread-pool round trip would.
+      real = FD_LINKS ? readlinkSync(`${FD_LINKS}/${fd}`) : await realpath(absPath);
+    } catch (err) {
+      throw toStorageError("resolve", key, err);
+    }
+    this.assertInside(real, key);
+    return real;
+  }
+
+  /** Checks, now, that a folder's real path lies inside the root (for listings, which open folders, not files). */
+  async verifyDirNow(dirKey: string, key: string): Promise<void> {
+    if (this.rootReal === undefined) await this.ensureDir("", false, key);
+    let real: string;
+    try {
+      real = await realpath(this.abs(dirKey));
+    } catch (err) {
+      throw toStorageError("open folder of", key, err);
+    }
+    this.assertInside(real, key);
+  }
+
+  /** The realpath of a symlinked object, or invalid-key when it leads outside the root. */
+  async resolveInside(absPath: string, key: string): Promise<string> {
+    await this.ensureDir("", false, key);
+    let real: string;
+    try {
+      real = await realpath(absPath);
+    } catch (err) {
+      throw toStorageError("resolve symlink of", key, err);
+    }
+    this.assertInside(real, key);
+    return real;
+  }
+
+  private async verify(dirKey: string, create: boolean, key: string): Promise<void> {
+    if (dirKey === "") {
+      this.rootReal = await this.resolveRoot(create, key);
+      return;
+    }
+    await this.ensureDir("", create, key);
+    const abs = this.abs(dirKey);
+    let real: string;
+    try {
+      real = await realpath(abs);
+    } catch (err) {
+      if (!create || errorCode(err) !== "ENOENT") throw toStorageError("open folder of", key, err);
+      // The parent's check covers the nearest existing ancestor; a folder we create
+      // ourselves is a real directory inside it, so it needs no realpath of its own.
+      await this.ensureDir(parentKey(dirKey), true, key);
+      try {
+        await mkdir(abs);
+        return;
+      } catch (mkdirErr) {
+        if (errorCode(mkdirErr) !== "EEXIST") throw toStorageError("create folder of", key, mkdirErr);
+      }
+      real = await this.realpathOfExisting(abs, key);
+    }
+    this.assertInside(real, key);
+  }
+
+  private async resolveRoot(create: boolean, key: string): Promise<string> {
+    try {
+      return await realpath(this.path);
+    } catch (err) {
+      if (!create || errorCode(err) !== "ENOENT") throw toStorageError(`open storage root ${this.path} for`, key, err);
+    }
+    try {
+      await mkdir(this.path, { recursive: true });
+      return await realpath(this.path);
+    } catch (err) {
+      throw toStorageError(`create storage root ${this.path} for`, key, err);
+    }
+  }
+
+  // Something appeared between our realpath and mkdir: another writer's folder, or a
+  // symlink. ENOENT now means a dangling symlink, which we must not write through.
+  private async realpathOfExisting(abs: string, key: string): Promise<string> {
+    try {
+      return await realpath(abs);
+    } catch (err) {
+      if (errorCode(err) === "ENOENT") {
+        throw new PermanentError("invalid-key", `write ${JSON.stringify(key)}: ${abs} is a dangling symlink`, {
+          cause: err,
+        });
+      }
+      throw toStorageError("open folder of", key, err);
+    }
+  }
+
+  private assertInside(real: string, key: string): void {
+    const root = this.rootReal;
+    if (root === undefined) throw new Error("ConfinedRoot: root checked before it was resolved");
+    const inside = real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+    if (!inside) {
+      throw new PermanentError(
+        "invalid-key",
+        `key ${JSON.stringify(key)} leads outside the storage root ${this.path} through a symlink (to ${real})`,
+      );
+    }
+  }
+}

@@ -1,0 +1,104 @@
+import { createReadStream } from "node:fs";
+import type { Stats } from "node:fs";
+import { Transform } from "node:stream";
+import type { Readable, TransformCallback } from "node:stream";
+import { PermanentError } from "@fleet/core/errors";
+import { fstatFd, readFdAt, statPath } from "../fsCallbacks";
+import type { ObjectVersion } from "../storage";
+import { isNotFound, sourceChanged, throwIfAborted, toStorageError } from "../storageErrors";
+
+/**
+ * Reading local source files so that a file changed while it is read is never taken for a
+ * version of it (issue 9: a 1.5 GB file whose first 10 MB were overwritten mid-copy was
+ * recorded SUCCESS with the sha256 of a torn mix).
+ *
+ * What tells a change, and what it costs:
+ * - Whole reads (small files): the open descriptor's fstat before (needed anyway: size and
+ *   "is it a file") and after the read: size, mtime and ctime. One more thread-pool call per
+ *   file. The descriptor keeps the inode it opened, so a file replaced by a rename meanwhile
+ *   was read whole and consistent: that version is what gets recorded.
+ * - Streams (large files): the path's stat after the last byte, against the descriptor's
+ *   fstat at open: inode (replaced by a rename), size, mtime, ctime, and the byte count. A
+ *   change fails the stream before its end, so the destination discards what it received.
+ */
+
+export function versionOf(info: Stats): ObjectVersion {
+  return { size: info.size, modifiedAt: info.mtime };
+}
+
+/** How `after` differs from `before`, or undefined when it does not. */
+export function changeBetween(before: Stats, after: Stats): string | undefined {
+  if (after.ino !== before.ino || after.dev !== before.dev) return "replaced by another file";
+  if (after.size !== before.size) return `size ${before.size} → ${after.size} bytes`;
+  if (after.mtimeMs !== before.mtimeMs) return "modified (mtime)";
+  if (after.ctimeMs !== before.ctimeMs) return "changed (ctime)";
+  return undefined;
+}
+
+/** A directory, socket or FIFO where a file was expected: nothing to copy, for good. */
+export function notAFile(operation: string, k: string, info: Stats): PermanentError {
+  const what = info.isDirectory() ? "a directory" : info.isFIFO() ? "a FIFO" : info.isSocket() ? "a socket" : "not a regular file";
+  return new PermanentError("not-a-file", `${operation} ${JSON.stringify(k)}: ${what}, not a file`);
+}
+
+
+/**
+ * The whole content of an open regular file whose fstat was `before`; source-changed when a
+ * second fstat after the read disagrees. The caller closes the descriptor.
+ */
+export async function readWholeChecked(fd: number, before: Stats, key: string, signal?: AbortSignal): Promise<Buffer> {
+  const size = before.size;
+  const buffer = Buffer.allocUnsafe(size);
+  let offset = 0;
+  while (offset < size) {
+    throwIfAborted(signal, "read", key);
+    const n = await readFdAt(fd, buffer, offset, size - offset, offset);
+    if (n === 0) break;
+    offset += n;
+  }
+  const after = await fstatFd(fd);
+  const change = offset !== size ? `ended after ${offset} of ${size} bytes` : changeBetween(before, after);
+  if (change) throw sourceChanged(key, change);
+  return buffer;
+}
+
+/**
+ * A stream of an open regular file (fstat `before`, opened as `path`) that ends only when the
+ * file is as it was at open; otherwise it errors with source-changed instead of ending. The
+ * descriptor is closed when the stream ends or is destroyed.
+ */
+export function checkedReadStream(fd: number, path: string, before: Stats, key: string): Readable {
+  const bytes = createReadStream("", { fd });
+  const checked = new EndCheck(path, before, key);
+  bytes.on("error", (err) => checked.destroy(toStorageError("read", key, err)));
+  // A consumer that stops early destroys `checked`: release the descriptor too.
+  checked.on("close", () => bytes.destroy());
+  return bytes.pipe(checked);
+}
+
+class EndCheck extends Transform {
+  private bytes = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly before: Stats,
+    private readonly key: string,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    statPath(this.path).then(
+      (after) => {
+        const change = this.bytes !== this.before.size ? `read ${this.bytes} of ${this.before.size} bytes` : changeBetween(this.before, after);
+        callback(change ? sourceChanged(this.key, change) : null);
+      },
+      (err: unknown) => callback(isNotFound(err) ? sourceChanged(this.key, "removed") : toStorageError("read", this.key, err)),
+    );
+  }
+}

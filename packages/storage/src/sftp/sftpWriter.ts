@@ -1,0 +1,198 @@
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { FleetError, RetryableError } from "@fleet/core/errors";
+import { HashingCounter, checkExpected, digestOf } from "../hashing";
+import type { Digest } from "../hashing";
+import { baseName, parentKey, validateKey } from "../keys";
+import type { SftpDirectories } from "./sftpDirectories";
+import type { SftpPool } from "./sftpPool";
+import { publishRemoteTemp } from "./sftpPublish";
+import { SFTP_STATUS, sftpStatusOf } from "./sftpSession";
+import type { SftpSession } from "./sftpSession";
+import { HandleWriter, writeBufferAndClose } from "./sftpWrites";
+import type { WriteOptions, WriteResult } from "../storage";
+import { isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
+import { createTempNamer } from "../tempNames";
+import { UsedFolders } from "../usedFolders";
+
+// A write that fails (FAILURE, OpenSSH's answer for ENOSPC among others) with less free space
+// than this left on the server's filesystem is read as a full disk.
+const LOW_SPACE_BYTES = 1024 * 1024;
+// Bytes the destination probe writes (and removes): a full disk shows at once.
+const PROBE_BYTES = 64 * 1024;
+
+export interface SftpWriterOptions {
+  pool: SftpPool;
+  dirs: SftpDirectories;
+  label: string;
+  /** fsync@openssh.com before publishing, when the server offers it. */
+  fsync: boolean;
+  uri(key: string): string;
+}
+
+/**
+ * SftpStorage's writes: a temp file in the object's folder, filled (streamed or in one go,
+ * fsynced by the server when it can), then published without clobbering (sftpPublish.ts).
+ *
+ * Folders and the root: the folders it created or checked are remembered (SftpDirectories);
+ * when one turns out to be gone, every folder is forgotten and the write tried once more. A
+ * root that was there and vanished is never re-created while we run (it may be an unmounted
+ * volume): writes fail retryable storage-unavailable until it is back.
+ */
+export class SftpWriter {
+  readonly tempName = createTempNamer();
+  /** The root existed at some point while we ran: from then on it is never created again (see UsedFolders). */
+  private rootSeen = false;
+  private readonly folders = new UsedFolders();
+
+  constructor(private readonly options: SftpWriterOptions) {}
+
+  /** check() found (or made) the root. */
+  rootFound(): void {
+    this.rootSeen = true;
+  }
+
+  invalidate(): void {
+    this.folders.forgetAll((dirKey) => this.options.dirs.forget(dirKey));
+  }
+
+  async write(key: string, body: Readable | Buffer, options: WriteOptions = {}): Promise<WriteResult> {
+    try {
+      return await this.writeBody(key, body, options);
+    } catch (err) {
+      // A stream we never got to consume (bad key, no connection) would keep its source open.
+      if (!Buffer.isBuffer(body) && !body.destroyed) body.destroy();
+      throw err;
+    }
+  }
+
+  private async writeBody(key: string, body: Readable | Buffer, options: WriteOptions): Promise<WriteResult> {
+    const k = validateKey(key);
+    const { signal } = options;
+    throwIfAborted(signal, "write", k);
+    // A buffer is checked before any I/O: a mismatch then costs no round trip.
+    const known = Buffer.isBuffer(body) ? digestOf(body) : undefined;
+    if (known) checkExpected(k, known, options);
+
+    const lease = await this.options.pool.acquire(signal);
+    const session = lease.session;
+    const dirKey = parentKey(k);
+    const temp = this.options.dirs.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
+    let created = false;
+    const fsync = this.options.fsync && session.canFsync;
+    try {
+      const handle = await this.openTemp(session, temp, dirKey, k);
+      created = true;
+      let digest: Digest;
+      if (known) {
+        await writeBufferAndClose(session, handle, body as Buffer, fsync);
+        digest = known;
+      } else {
+        const counter = new HashingCounter(k, options.expectedSize);
+        try {
+          await pipeline(body as Readable, counter, new HandleWriter(session, handle), { signal });
+          if (fsync) await session.fsync(handle);
+        } catch (err) {
+          await session.close(handle).catch(() => undefined); // the pipeline's error is the one to report
+          throw err;
+        }
+        await session.close(handle);
+        digest = counter.digest();
+        checkExpected(k, digest, options);
+      }
+      throwIfAborted(signal, "write", k);
+      const { unchanged } = await publishRemoteTemp(session, temp, this.options.dirs.abs(k), k, digest, options);
+      created = false;
+      return { key: k, uri: this.options.uri(k), size: digest.size, sha256: digest.sha256, unchanged };
+    } catch (err) {
+      const error = await this.writeFailure(session, k, err, known?.size ?? 0);
+      if (created) await this.discardTemp(session, temp, error);
+      throw error;
+    } finally {
+      lease.release();
+    }
+  }
+
+  /**
+   * A write's failure, classified. OpenSSH answers a full disk with a bare FAILURE (as it does
+   * EIO and others): when the server can say, low free space makes it no-space, a link fault.
+   */
+  async writeFailure(session: SftpSession, k: string, err: unknown, size: number): Promise<FleetError> {
+    const error = toStorageError("write", k, err);
+    const bare = sftpStatusOf(err) === SFTP_STATUS.FAILURE || (err instanceof FleetError && err.category === "io");
+    if (!bare || session.dead || !session.canStatvfs) return error;
+    const free = await session.availableBytes(this.options.dirs.root).catch(() => undefined);
+    if (free === undefined || free >= size + LOW_SPACE_BYTES) return error;
+    return new RetryableError("no-space", `${error.message} (${free} bytes free on the server)`, { cause: error });
+  }
+
+  /**
+   * Creates the temp file, creating its folder first. A folder we remember may have been
+   * removed behind our back (the root with it, maybe): then forget every folder and try once
+   * more — unless the root itself is gone, which is never re-created mid-run.
+   */
+  private async openTemp(session: SftpSession, temp: string, dirKey: string, k: string): Promise<Buffer> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (this.rootSeen) await this.options.dirs.ensureDir(session, "", false, k);
+        // Noted before: a failed ensureDir may leave the folder's parents cached.
+        this.folders.add(dirKey);
+        await this.options.dirs.ensureDir(session, dirKey, true, k);
+        this.rootSeen = true;
+        return await session.open(temp, "wx");
+      } catch (err) {
+        if (!(sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || isNotFound(err))) throw err;
+        if (attempt > 0) {
+          await this.findRoot(session, k);
+          throw err;
+        }
+        this.invalidate();
+      }
+    }
+  }
+
+  /** Resolves when the root is a folder; storage-unavailable while it is missing. */
+  async findRoot(session: SftpSession, k: string): Promise<void> {
+    let directory = false;
+    try {
+      directory = (await session.stat(this.options.dirs.root)).isDirectory();
+    } catch (err) {
+      if (sftpStatusOf(err) !== SFTP_STATUS.NO_SUCH_FILE) throw err;
+    }
+    if (!directory) {
+      throw new RetryableError(
+        "storage-unavailable",
+        `${k}: the storage root ${this.options.label} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
+      );
+    }
+  }
+
+  /**
+   * Removes a temp file after a failure; a failed removal is added to the error's message,
+   * never swallowed. When the connection itself died, a fresh one is tried briefly (the
+   * server may be back); if that fails too, the temp file stays (listings skip temp names).
+   */
+  async discardTemp(session: SftpSession, temp: string, error: FleetError): Promise<void> {
+    try {
+      if (!session.dead) await session.unlink(temp);
+      else await this.options.pool.use(AbortSignal.timeout(5000), (fresh) => fresh.unlink(temp));
+    } catch (err) {
+      if (sftpStatusOf(err) !== SFTP_STATUS.NO_SUCH_FILE) {
+        error.message += ` (and the temporary file ${temp} could not be removed: ${(err as Error).message})`;
+      }
+    }
+  }
+
+  /** The probe's write: a small temp file, fsynced and removed (a full disk, a refusal show). */
+  async probeWrite(session: SftpSession): Promise<void> {
+    const temp = this.options.dirs.abs(this.tempName("probe"));
+    try {
+      await writeBufferAndClose(session, await session.open(temp, "wx"), Buffer.alloc(PROBE_BYTES), this.options.fsync && session.canFsync);
+    } catch (err) {
+      const error = await this.writeFailure(session, "probe", err, PROBE_BYTES);
+      await this.discardTemp(session, temp, error);
+      throw error;
+    }
+    await session.unlink(temp);
+  }
+}
