@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Queue } from "bullmq";
@@ -139,6 +139,23 @@ describe("fleet CLI hygiene", () => {
     } finally {
       await bare.drop();
     }
+  });
+
+  it("Prisma is loaded only by commands that read the database through it", async () => {
+    // A preloaded hook lists the modules the process loaded, at its exit.
+    const hook = join(dir, "loaded-modules.js");
+    await writeFile(hook, `process.on("exit", () => require("node:fs").writeFileSync(process.env.LOADED_OUT, Object.keys(require.cache).join("\\n")));`);
+    const loaded = async (args: string[]): Promise<{ code: number | null; prisma: boolean }> => {
+      const out = join(dir, `loaded-${args.join("-")}.txt`);
+      const r = await fleet({ ...env, NODE_OPTIONS: `--require ${hook}`, LOADED_OUT: out }, args);
+      const modules = (await readFile(out, "utf8")).split("\n");
+      expect(modules.some((m) => m.endsWith(join("apps", "cli", "dist", "main.js")))).toBe(true);
+      // The generated client and Prisma's runtime and adapter (its enums, plain constants, may load).
+      return { code: r.code, prisma: modules.some((m) => /[\\/]generated[\\/]prisma[\\/]client\.js$|[\\/]@prisma[\\/]/.test(m)) };
+    };
+    for (const args of [["--version"], ["--help"], ["config"], ["accounts", "--help"]]) expect([args.join(" "), await loaded(args)]).toEqual([args.join(" "), { code: 0, prisma: false }]);
+    // `accounts show` reads the account through Prisma (an unknown one: exit 1 after the query).
+    expect(await loaded(["accounts", "show", "nobody"])).toEqual({ code: 1, prisma: true });
   });
 
   it("a prefix no fleet ever used is reported (exit 1), and looking creates no key", async () => {

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import type { Queryable } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
 import { batchById, batchCounts } from "@fleet/db/sql/accountBatches";
 import { accountDetail, listAccounts } from "@fleet/db/sql/accountViews";
 import { html, page } from "./html";
@@ -16,7 +16,7 @@ import { navigation } from "./navigation";
 const STATUS = /^[A-Z_]{1,20}$/;
 const ID = /^[0-9]{1,15}$/;
 
-export function accountDrillRoutes(app: FastifyInstance, db: Queryable): void {
+export function accountDrillRoutes(app: FastifyInstance, db: DbPool): void {
   const batchData = async (id: string, status: string | undefined) => {
     if (!ID.test(id)) return undefined;
     const batch = await batchById(db, Number(id));

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import type { Queryable } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
 import { assignmentSummary, batchCounts, recentBatches, stepProgress } from "@fleet/db/sql/accountBatches";
 import type { BatchRow } from "@fleet/db/sql/accountBatches";
 import { accountCounts } from "@fleet/db/sql/accountQueue";
@@ -24,7 +24,7 @@ export interface AccountsReport {
 }
 
 /** The account migrations at a glance: accounts by status, servers, recent batches with their assignments and step progress. */
-export async function readAccounts(db: Queryable): Promise<AccountsReport> {
+export async function readAccounts(db: DbPool): Promise<AccountsReport> {
   const [accounts, notifications, servers, batches] = await Promise.all([accountCounts(db), notificationCounts(db), listServers(db), recentBatches(db, BATCHES_SHOWN)]);
   return {
     at: new Date(),
@@ -39,7 +39,7 @@ export async function readAccounts(db: Queryable): Promise<AccountsReport> {
  * GET /accounts (HTML, refreshes every 30 s) and GET /accounts.json, plus the drill-down
  * /accounts/batch/:id → /accounts/account/:id (accountDrillPages.ts). Read-only for every role.
  */
-export function accountsRoutes(app: FastifyInstance, db: Queryable): void {
+export function accountsRoutes(app: FastifyInstance, db: DbPool): void {
   accountDrillRoutes(app, db);
   app.get("/accounts.json", async (_req, reply) => reply.header("cache-control", "no-store").send(await readAccounts(db)));
   app.get("/accounts", async (req, reply) => {

@@ -13,6 +13,7 @@ import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
 import { postgresCheck, redisCheck, watchDependencies } from "@fleet/jobs/runtime/dependencies";
 import { createPool } from "@fleet/db/pool";
+import { warmPrisma } from "@fleet/db/prismaClient";
 import type { DbPool } from "@fleet/db/pool";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
 import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
@@ -65,6 +66,9 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     statementTimeoutMs: 30_000,
     onIdleError: (err) => log.warn({ err }, "idle database connection lost; it will be replaced"),
   });
+  // The account pages and the operation history read through Prisma: its one-off start-up cost
+  // is paid now, not by the first request.
+  warmPrisma(db);
   const prefix = bullPrefix(config.FLEET_PREFIX);
   const catalogue = buildFleetCatalogue();
   const jobs = new JobClient(catalogue, redis, prefix, {

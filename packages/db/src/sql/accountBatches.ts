@@ -1,10 +1,13 @@
-import type { Queryable } from "../pool";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
+import type { MigrationBatch } from "../prismaClient";
 
 /**
  * SQL of nightly account batches: planning, cancel and the batch's end (servers:
  * migrationServers.ts; the step gate of each account: accountSteps.ts). Every state change is conditional on the state it leaves, so a job
  * that runs twice (stalled lock, two scheduler replicas, a re-run by hand) changes nothing
- * the second time.
+ * the second time. The operators' views (recent batches, counts, summaries) are Prisma reads;
+ * the transitions stay SQL.
  */
 
 export interface BatchRow {
@@ -40,6 +43,7 @@ export interface BatchAccount {
 const BATCH_COLUMNS = `id, run_date AS "runDate", status, planned, done, failed, cancelled, postponed, revoked, group_updated_at AS "groupUpdatedAt",
   started_at AS "startedAt", finished_at AS "finishedAt"`;
 
+/** SQL (as batchById): also read inside the planning and cancel pg transactions. */
 export async function batchByDate(db: Queryable, runDate: string): Promise<BatchRow | undefined> {
   const { rows } = await db.query<BatchRow>(`SELECT ${BATCH_COLUMNS} FROM migration_batch WHERE run_date = $1`, [runDate]);
   return rows[0];
@@ -50,9 +54,11 @@ export async function batchById(db: Queryable, id: number): Promise<BatchRow | u
   return rows[0];
 }
 
-export async function recentBatches(db: Queryable, limit: number): Promise<BatchRow[]> {
-  const { rows } = await db.query<BatchRow>(`SELECT ${BATCH_COLUMNS} FROM migration_batch ORDER BY run_date DESC LIMIT $1`, [limit]);
-  return rows;
+const toBatchRow = ({ createdAt: _created, ...b }: MigrationBatch): BatchRow => ({ ...b, id: Number(b.id) });
+
+export async function recentBatches(db: DbPool, limit: number): Promise<BatchRow[]> {
+  const rows = await prismaOf(db).migrationBatch.findMany({ orderBy: { runDate: "desc" }, take: limit });
+  return rows.map(toBatchRow);
 }
 
 /** Serialises planning across processes (transaction-scoped; released at commit). */
@@ -189,23 +195,27 @@ export async function finishBatch(db: Queryable, batchId: number): Promise<Batch
  * Live counts of a batch by outcome (what finishBatch will write), for status and dashboards:
  * every planned account is in one of them.
  */
-export async function batchCounts(db: Queryable, batchId: number): Promise<Record<string, number>> {
-  const { rows } = await db.query<{ status: string; n: number }>(
-    `SELECT status::text AS status, count(*)::int AS n FROM migration_queue WHERE batch_id = $1 AND status <> 'POSTPONED' GROUP BY 1
-     UNION ALL
-     SELECT 'POSTPONED', count(DISTINCT account_id)::int FROM batch_assignment WHERE batch_id = $1 AND state = 'POSTPONED'`,
-    [batchId],
-  );
-  return Object.fromEntries(rows.filter((r) => r.n > 0).map((r) => [r.status, r.n]));
+export async function batchCounts(db: DbPool, batchId: number): Promise<Record<string, number>> {
+  const prisma = prismaOf(db);
+  const id = BigInt(batchId);
+  const [byStatus, postponed] = await Promise.all([
+    prisma.migrationAccount.groupBy({ by: ["status"], where: { batchId: id, status: { not: "POSTPONED" } }, _count: { _all: true } }),
+    prisma.batchAssignment.findMany({ where: { batchId: id, state: "POSTPONED" }, distinct: ["accountId"], select: { accountId: true } }),
+  ]);
+  const counts: Record<string, number> = Object.fromEntries(byStatus.map((g) => [g.status, g._count._all]));
+  if (postponed.length > 0) counts.POSTPONED = postponed.length;
+  return counts;
 }
 
 /** Assignments of a batch by server, role and state (status and dashboards). */
-export async function assignmentSummary(db: Queryable, batchId: number): Promise<Array<{ server: string; role: string; state: string; n: number }>> {
-  const { rows } = await db.query<{ server: string; role: string; state: string; n: number }>(
-    `SELECT server, role, state::text AS state, count(*)::int AS n FROM batch_assignment WHERE batch_id = $1 GROUP BY 1, 2, 3 ORDER BY 2, 1, 3`,
-    [batchId],
-  );
-  return rows;
+export async function assignmentSummary(db: DbPool, batchId: number): Promise<Array<{ server: string; role: string; state: string; n: number }>> {
+  const groups = await prismaOf(db).batchAssignment.groupBy({
+    by: ["server", "role", "state"],
+    where: { batchId: BigInt(batchId) },
+    _count: { _all: true },
+    orderBy: [{ role: "asc" }, { server: "asc" }, { state: "asc" }],
+  });
+  return groups.map((g) => ({ server: g.server, role: g.role, state: g.state, n: g._count._all }));
 }
 
 /** The pre-migration email of an account was sent: SCHEDULED → NOTIFIED (later states stay). */
@@ -213,18 +223,15 @@ export async function markNotified(db: Queryable, accountId: number, batchId: nu
   await db.query(`UPDATE migration_queue SET status = 'NOTIFIED', updated_at = now() WHERE id = $1 AND batch_id = $2 AND status = 'SCHEDULED'`, [accountId, batchId]);
 }
 
-export async function runningBatchIds(db: Queryable): Promise<number[]> {
-  const { rows } = await db.query<{ id: number }>(`SELECT id FROM migration_batch WHERE status = 'RUNNING' ORDER BY id`);
-  return rows.map((r) => r.id);
+export async function runningBatchIds(db: DbPool): Promise<number[]> {
+  const rows = await prismaOf(db).migrationBatch.findMany({ where: { status: "RUNNING" }, select: { id: true }, orderBy: { id: "asc" } });
+  return rows.map((r) => Number(r.id));
 }
 
 /** Accounts of a batch by steps done (step progress: accounts past step i = those with steps_done > i). */
-export async function stepProgress(db: Queryable, batchId: number): Promise<Array<{ stepsDone: number; n: number }>> {
-  const { rows } = await db.query<{ stepsDone: number; n: number }>(
-    `SELECT steps_done AS "stepsDone", count(*)::int AS n FROM migration_queue WHERE batch_id = $1 GROUP BY steps_done ORDER BY steps_done`,
-    [batchId],
-  );
-  return rows;
+export async function stepProgress(db: DbPool, batchId: number): Promise<Array<{ stepsDone: number; n: number }>> {
+  const groups = await prismaOf(db).migrationAccount.groupBy({ by: ["stepsDone"], where: { batchId: BigInt(batchId) }, _count: { _all: true }, orderBy: { stepsDone: "asc" } });
+  return groups.map((g) => ({ stepsDone: g.stepsDone, n: g._count._all }));
 }
 
 /**

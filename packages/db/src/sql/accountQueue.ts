@@ -1,4 +1,6 @@
-import type { Queryable } from "../pool";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
+import { AccountStatus } from "../generated/prisma/enums";
 
 /** One consent as queue sync writes it (already validated). */
 export interface ConsentRow {
@@ -17,6 +19,7 @@ export interface UpsertResult {
 }
 
 /**
+ * SQL: a page of consents in one statement (unnest), with a guard Prisma's upsert cannot say.
  * Idempotent upsert of consents by external_id, in one statement. Only QUEUED rows are
  * updated: an account already in a batch keeps the data its steps and emails use. Run twice
  * with the same page, the second run changes nothing (the IS DISTINCT FROM guard).
@@ -45,7 +48,7 @@ export async function upsertConsents(db: Queryable, rows: readonly ConsentRow[])
   return { inserted, updated: out.length - inserted, unchanged: rows.length - out.length };
 }
 
-/** external_id of the account holding each of these addresses (lower-cased), if any. */
+/** SQL: runs in the page's transaction (pg), matched on lower(email). external_id of the account holding each of these addresses (lower-cased), if any. */
 export async function ownersOfEmails(db: Queryable, emails: readonly string[]): Promise<Map<string, string>> {
   if (emails.length === 0) return new Map();
   const { rows } = await db.query<{ email: string; external_id: string }>(
@@ -56,6 +59,7 @@ export async function ownersOfEmails(db: Queryable, emails: readonly string[]): 
 }
 
 /**
+ * SQL: a row lock (FOR UPDATE) inside the page's pg transaction.
  * Locks the sync_state row of `key` (creating it) and returns its cursor. Called inside the
  * transaction that writes a page: the page is committed only if the cursor is still the one
  * it was fetched with, so two syncs racing cannot both apply (or skip) a page.
@@ -66,11 +70,12 @@ export async function lockCursor(db: Queryable, key: string): Promise<string | n
   return rows[0]?.cursor ?? null;
 }
 
-export async function readCursor(db: Queryable, key: string): Promise<string | null> {
-  const { rows } = await db.query<{ cursor: string | null }>(`SELECT cursor FROM sync_state WHERE key = $1`, [key]);
-  return rows[0]?.cursor ?? null;
+export async function readCursor(db: DbPool, key: string): Promise<string | null> {
+  const row = await prismaOf(db).syncState.findUnique({ where: { key }, select: { cursor: true } });
+  return row?.cursor ?? null;
 }
 
+/** SQL: written in the page's pg transaction, with the cursor lockCursor holds. */
 export async function saveCursor(db: Queryable, key: string, cursor: string | null): Promise<void> {
   await db.query(
     `UPDATE sync_state SET cursor = $2, last_success_at = now(), last_error = NULL, updated_at = now() WHERE key = $1`,
@@ -78,30 +83,25 @@ export async function saveCursor(db: Queryable, key: string, cursor: string | nu
   );
 }
 
-export async function recordSyncError(db: Queryable, key: string, message: string): Promise<void> {
-  await db.query(
-    `INSERT INTO sync_state (key, last_error, last_error_at) VALUES ($1, $2, now())
-     ON CONFLICT (key) DO UPDATE SET last_error = EXCLUDED.last_error, last_error_at = now(), updated_at = now()`,
-    [key, message.slice(0, 2000)],
-  );
+export async function recordSyncError(db: DbPool, key: string, message: string): Promise<void> {
+  const error = { lastError: message.slice(0, 2000), lastErrorAt: new Date() };
+  await prismaOf(db).syncState.upsert({ where: { key }, create: { key, ...error }, update: { ...error, updatedAt: new Date() } });
 }
 
 /** Accounts by status (every status listed, zeros included). */
-export async function accountCounts(db: Queryable): Promise<Record<string, number>> {
-  const { rows } = await db.query<{ status: string; n: number }>(
-    `SELECT s.status::text AS status, count(q.id)::int AS n
-     FROM unnest(enum_range(NULL::account_status)) AS s(status)
-     LEFT JOIN migration_queue q ON q.status = s.status GROUP BY s.status ORDER BY s.status`,
-  );
-  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+export async function accountCounts(db: DbPool): Promise<Record<string, number>> {
+  const groups = await prismaOf(db).migrationAccount.groupBy({ by: ["status"], _count: { _all: true } });
+  const counts: Record<string, number> = Object.fromEntries(Object.values(AccountStatus).map((s) => [s, 0]));
+  for (const g of groups) counts[g.status] = g._count._all;
+  return counts;
 }
 
 /** The date a daily account step last completed (sync_state `daily:<job>`), for catch-up. */
-export async function lastDailyRun(db: Queryable, job: string): Promise<string | null> {
+export async function lastDailyRun(db: DbPool, job: string): Promise<string | null> {
   return readCursor(db, `daily:${job}`);
 }
 
-/** Records that a daily step completed for `runDate` (never moves the date backwards). */
+/** Records that a daily step completed for `runDate` (never moves the date backwards). SQL: greatest() in the upsert keeps that atomic. */
 export async function recordDailyRun(db: Queryable, job: string, runDate: string): Promise<void> {
   await db.query(
     `INSERT INTO sync_state (key, cursor, last_success_at) VALUES ($1, $2, now())

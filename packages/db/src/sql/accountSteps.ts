@@ -1,4 +1,5 @@
-import type { Queryable } from "../pool";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
 
 /**
  * The step gate of account runs: which server an account's step runs on, and the conditional
@@ -115,7 +116,10 @@ export async function holdAccount(db: Queryable, batchId: number, accountId: num
   return (rowCount ?? 0) > 0;
 }
 
-/** The account is in (or out of) the batch's directory group. */
-export async function setGroupAdded(db: Queryable, accountId: number, added: boolean): Promise<void> {
-  await db.query(`UPDATE migration_queue SET group_added_at = CASE WHEN $2 THEN coalesce(group_added_at, now()) ELSE NULL END WHERE id = $1`, [accountId, added]);
+/** The account is in (or out of) the batch's directory group (the first time it went in is kept). */
+export async function setGroupAdded(db: DbPool, accountId: number, added: boolean): Promise<void> {
+  const id = BigInt(accountId);
+  const prisma = prismaOf(db);
+  if (added) await prisma.migrationAccount.updateMany({ where: { id, groupAddedAt: null }, data: { groupAddedAt: new Date() } });
+  else await prisma.migrationAccount.updateMany({ where: { id }, data: { groupAddedAt: null } });
 }

@@ -1,6 +1,6 @@
-import type { Queryable } from "../pool";
-import { STEP_COLUMNS } from "./accountStepRows";
-import type { StepRow } from "./accountStepRows";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
+import type { StepPhase, StepRow } from "./accountStepRows";
 
 /**
  * Read-only views of accounts for operators (`fleet accounts list/show`, the dashboard's
@@ -30,6 +30,7 @@ export interface AccountFilter {
   limit?: number;
 }
 
+/** SQL: each account with its latest step in one statement (a LATERAL join; the schema declares no relations). */
 export async function listAccounts(db: Queryable, filter: AccountFilter): Promise<AccountListRow[]> {
   const { rows } = await db.query<AccountListRow>(
     `SELECT q.id, q.external_id AS "externalId", q.email, q.status::text AS status, q.batch_id AS "batchId", q.steps_done AS "stepsDone",
@@ -53,31 +54,55 @@ export interface AccountDetail {
   log: Array<{ time: Date; level: string; message: string; details: Record<string, unknown> | null }>;
 }
 
-/** Everything about one account, by numeric id or external id. */
-export async function accountDetail(db: Queryable, idOrExternal: string, logLimit = 100): Promise<AccountDetail | undefined> {
-  const { rows } = await db.query<AccountDetail["account"]>(
-    `SELECT id, external_id AS "externalId", email, name, status::text AS status, batch_id AS "batchId", steps_done AS "stepsDone", attempts,
-            last_error AS "lastError", consent_at AS "consentAt", group_added_at AS "groupAddedAt", held_since AS "heldSince", revoked_at AS "revokedAt", updated_at AS "updatedAt"
-     FROM migration_queue WHERE external_id = $1 OR ($1 ~ '^[0-9]{1,18}$' AND id = $1::bigint) ORDER BY (external_id = $1) DESC LIMIT 1`,
-    [idOrExternal],
-  );
-  const account = rows[0];
-  if (!account) return undefined;
+/** Everything about one account, by numeric id or external id (the external id wins). */
+export async function accountDetail(db: DbPool, idOrExternal: string, logLimit = 100): Promise<AccountDetail | undefined> {
+  const prisma = prismaOf(db);
+  const row =
+    (await prisma.migrationAccount.findUnique({ where: { externalId: idOrExternal } })) ??
+    (/^[0-9]{1,18}$/.test(idOrExternal) ? await prisma.migrationAccount.findUnique({ where: { id: BigInt(idOrExternal) } }) : null);
+  if (!row) return undefined;
+  const id = Number(row.id);
+  const account: AccountDetail["account"] = {
+    id,
+    externalId: row.externalId,
+    email: row.email,
+    name: row.name,
+    status: row.status,
+    batchId: row.batchId === null ? null : Number(row.batchId),
+    stepsDone: row.stepsDone,
+    attempts: row.attempts,
+    lastError: row.lastError,
+    consentAt: row.consentAt,
+    groupAddedAt: row.groupAddedAt,
+    heldSince: row.heldSince,
+    revokedAt: row.revokedAt,
+    updatedAt: row.updatedAt,
+  };
   const [assignments, steps, emails, log] = await Promise.all([
-    db.query<AccountDetail["assignments"][number]>(
-      `SELECT batch_id AS "batchId", role, server, state::text AS state, attempts, last_error AS "lastError" FROM batch_assignment WHERE account_id = $1 ORDER BY batch_id, id`,
-      [account.id],
-    ),
-    db.query<StepRow>(`SELECT ${STEP_COLUMNS} FROM account_step WHERE account_id = $1 ORDER BY batch_id, step`, [account.id]),
-    db.query<AccountDetail["emails"][number]>(
-      `SELECT template, status::text AS status, attempts, last_error AS "lastError", created_at AS "createdAt", sent_at AS "sentAt"
-       FROM notification WHERE data->>'accountId' = $1::text ORDER BY id`,
-      [String(account.id)],
-    ),
-    db.query<AccountDetail["log"][number]>(
-      `SELECT time, level, message, details FROM (SELECT id, time, level, message, details FROM migration_log WHERE subject = $1 ORDER BY id DESC LIMIT $2) l ORDER BY id`,
-      [`account:${account.externalId}`, logLimit],
-    ),
+    prisma.batchAssignment.findMany({
+      where: { accountId: row.id },
+      select: { batchId: true, role: true, server: true, state: true, attempts: true, lastError: true },
+      orderBy: [{ batchId: "asc" }, { id: "asc" }],
+    }),
+    prisma.accountStep.findMany({ where: { accountId: row.id }, orderBy: [{ batchId: "asc" }, { step: "asc" }] }),
+    // data.accountId is written as a number (a string one counts too).
+    prisma.notification.findMany({
+      where: { OR: [{ data: { path: ["accountId"], equals: id } }, { data: { path: ["accountId"], equals: String(id) } }] },
+      select: { template: true, status: true, attempts: true, lastError: true, createdAt: true, sentAt: true },
+      orderBy: { id: "asc" },
+    }),
+    prisma.migrationLog.findMany({
+      where: { subject: `account:${row.externalId}` },
+      select: { time: true, level: true, message: true, details: true },
+      orderBy: { id: "desc" },
+      take: logLimit,
+    }),
   ]);
-  return { account, assignments: assignments.rows, steps: steps.rows, emails: emails.rows, log: log.rows };
+  return {
+    account,
+    assignments: assignments.map((a) => ({ ...a, batchId: Number(a.batchId) })),
+    steps: steps.map(({ id: _id, updatedAt: _updated, ...s }): StepRow => ({ ...s, batchId: Number(s.batchId), accountId: Number(s.accountId), phase: s.phase as StepPhase })),
+    emails,
+    log: log.reverse().map((l) => ({ ...l, details: (l.details ?? null) as Record<string, unknown> | null })),
+  };
 }

@@ -47,6 +47,7 @@ export interface PendingPage {
  * stops at `limit`) and probing migration_files per row through a LATERAL … LIMIT 1 (which
  * cannot become a hash) leaves the planner one plan whatever the statistics: 1.5 ms.
  */
+// SQL, not Prisma: the query's shape is its plan (above); an ORM query would be the anti-join that goes wrong.
 export async function nextPendingFiles(db: Queryable, afterId: number, maxId: number, limit: number): Promise<PendingPage> {
   const { rows } = await db.query<SourceFileRow & { pending: boolean }>(
     `WITH page AS (
@@ -92,6 +93,7 @@ export interface SourceVersion {
 }
 
 /**
+ * SQL, not Prisma: a chunk of outcomes, their attempts rows and the conflict rule in one round trip (hot path).
  * Records first outcomes of a chunk of files in one statement. `ON CONFLICT DO NOTHING`:
  * the first recorded outcome of a file wins, so a duplicate delivery cannot overwrite it (nor
  * an operator's kill). Failures are also appended to migration_file_attempts (the file's
@@ -176,6 +178,7 @@ export interface RetryCandidate {
 }
 
 /**
+ * SQL, not Prisma: FOR UPDATE SKIP LOCKED, which Prisma cannot say.
  * Moves up to `limit` FAIL files to RETRYING and returns them: first those an operator asked
  * to retry (retry_requested_at: any category, any retry count), then — unless `requestedOnly` —
  * retryable ones under the retry limit last attempted before `attemptedBefore`. `FOR UPDATE
@@ -233,6 +236,7 @@ export interface RetryOutcome {
 }
 
 /**
+ * SQL, not Prisma: outcomes, attempts and range counters in one statement (bulk).
  * Records the outcomes of retried files (only rows still RETRYING: a file reset by
  * recover-stuck or killed meanwhile is not overwritten), counts the retry (unless the link
  * failed, not the file), appends each outcome to the file's attempts, and moves the range

@@ -1,8 +1,10 @@
-import type { Queryable } from "../pool";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
 
 /**
  * migration_server: the servers of account migrations, written from the workflow file at
- * planning; `enabled` and the last status belong to operators and steps.
+ * planning; `enabled` and the last status belong to operators and steps. CRUD through Prisma;
+ * the probe and fault transitions are SQL (each says why).
  */
 
 export interface ServerRow {
@@ -31,47 +33,40 @@ export interface ServerHealth {
   breakerOpenedAt: Date | null;
 }
 
-const HEALTH_COLUMNS = `name, role, enabled, health, latency_ms AS "latencyMs", last_error AS "lastError", last_category AS "lastCategory",
-  checked_at AS "checkedAt", fault_count AS "faultCount", breaker_opened_at AS "breakerOpenedAt"`;
+const HEALTH_FIELDS = { name: true, role: true, enabled: true, health: true, latencyMs: true, lastError: true, lastCategory: true, checkedAt: true, faultCount: true, breakerOpenedAt: true } as const;
+
+const asHealth = (h: string): ServerHealth["health"] => (h === "healthy" || h === "down" ? h : "unknown");
 
 /**
  * Writes the servers of the workflow file: host, port, role, capacity and credential
  * reference follow the file; `enabled` is the operator's (kept on update), so that
  * `fleet accounts server NAME --disable` survives a restart.
  */
-export async function upsertServers(db: Queryable, servers: readonly Omit<ServerRow, "enabled">[]): Promise<void> {
+export async function upsertServers(db: DbPool, servers: readonly Omit<ServerRow, "enabled">[]): Promise<void> {
   if (servers.length === 0) return;
-  await db.query(
-    `INSERT INTO migration_server (name, host, port, role, capacity, credential_ref, concurrency)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::int[])
-     ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port, role = EXCLUDED.role,
-       capacity = EXCLUDED.capacity, credential_ref = EXCLUDED.credential_ref, concurrency = EXCLUDED.concurrency, updated_at = now()`,
-    [
-      servers.map((s) => s.name),
-      servers.map((s) => s.host),
-      servers.map((s) => s.port),
-      servers.map((s) => s.role),
-      servers.map((s) => s.capacity),
-      servers.map((s) => s.credentialRef),
-      servers.map((s) => s.concurrency),
-    ],
+  const prisma = prismaOf(db);
+  // A handful of rows (the workflow's servers), once per planning: one transaction of upserts.
+  await prisma.$transaction(
+    servers.map(({ name, ...file }) => prisma.migrationServer.upsert({ where: { name }, create: { name, ...file }, update: { ...file, updatedAt: new Date() } })),
   );
 }
 
-export async function listServers(db: Queryable): Promise<Array<ServerRow & ServerHealth>> {
-  const { rows } = await db.query<ServerRow & ServerHealth>(
-    `SELECT host, port, capacity, concurrency, credential_ref AS "credentialRef", ${HEALTH_COLUMNS} FROM migration_server ORDER BY role, name`,
-  );
-  return rows;
+export async function listServers(db: DbPool): Promise<Array<ServerRow & ServerHealth>> {
+  const rows = await prismaOf(db).migrationServer.findMany({
+    select: { ...HEALTH_FIELDS, host: true, port: true, capacity: true, concurrency: true, credentialRef: true },
+    orderBy: [{ role: "asc" }, { name: "asc" }],
+  });
+  return rows.map((r) => ({ ...r, health: asHealth(r.health) }));
 }
 
-export async function serverHealth(db: Queryable, name: string): Promise<ServerHealth | undefined> {
-  const { rows } = await db.query<ServerHealth>(`SELECT ${HEALTH_COLUMNS} FROM migration_server WHERE name = $1`, [name]);
-  return rows[0];
+export async function serverHealth(db: DbPool, name: string): Promise<ServerHealth | undefined> {
+  const row = await prismaOf(db).migrationServer.findUnique({ where: { name }, select: HEALTH_FIELDS });
+  return row ? { ...row, health: asHealth(row.health) } : undefined;
 }
 
 /**
- * A probe's outcome. Success closes the breaker and clears the fault count; failure marks the
+ * SQL: reads the health before and writes the new one under one row lock (FOR UPDATE), so a
+ * transition is reported exactly once. A probe's outcome. Success closes the breaker and clears the fault count; failure marks the
  * server down. Returns the health before, so callers can tell (and alert) a transition once.
  */
 export async function recordProbe(db: Queryable, name: string, outcome: { ok: true; latencyMs: number } | { ok: false; error: string; category: string }): Promise<{ before: string; after: string } | undefined> {
@@ -87,6 +82,7 @@ export async function recordProbe(db: Queryable, name: string, outcome: { ok: tr
 }
 
 /**
+ * SQL: a conditional claim on the database's clock (two probers race: one row update wins).
  * Claims the right to probe a server now: at most one prober per server per `everyMs` (the
  * held steps of a down server would otherwise all probe it at once).
  */
@@ -101,6 +97,7 @@ export async function claimProbe(db: Queryable, name: string, everyMs: number): 
 }
 
 /**
+ * SQL: an atomic increment that tells, in the same statement, whether this fault opened the breaker.
  * A step met a server fault (connect, auth, host key). The `threshold`-th one in a row opens
  * the server's breaker (health down): returns true exactly once, when it opens.
  */
@@ -116,15 +113,15 @@ export async function recordServerFault(db: Queryable, name: string, error: stri
 }
 
 /** A command ran on the server: the fault streak ends (the breaker is closed only by a probe). */
-export async function recordServerSuccess(db: Queryable, name: string): Promise<void> {
-  await db.query(`UPDATE migration_server SET fault_count = 0 WHERE name = $1 AND fault_count <> 0`, [name]);
+export async function recordServerSuccess(db: DbPool, name: string): Promise<void> {
+  await prismaOf(db).migrationServer.updateMany({ where: { name, faultCount: { not: 0 } }, data: { faultCount: 0 } });
 }
 
-export async function setServerEnabled(db: Queryable, name: string, enabled: boolean): Promise<boolean> {
-  const { rowCount } = await db.query(`UPDATE migration_server SET enabled = $2, updated_at = now() WHERE name = $1`, [name, enabled]);
-  return (rowCount ?? 0) > 0;
+export async function setServerEnabled(db: DbPool, name: string, enabled: boolean): Promise<boolean> {
+  const { count } = await prismaOf(db).migrationServer.updateMany({ where: { name }, data: { enabled, updatedAt: new Date() } });
+  return count > 0;
 }
 
-export async function setServerStatus(db: Queryable, name: string, status: string): Promise<void> {
-  await db.query(`UPDATE migration_server SET last_status = $2, last_status_at = now() WHERE name = $1`, [name, status.slice(0, 500)]);
+export async function setServerStatus(db: DbPool, name: string, status: string): Promise<void> {
+  await prismaOf(db).migrationServer.updateMany({ where: { name }, data: { lastStatus: status.slice(0, 500), lastStatusAt: new Date() } });
 }

@@ -1,4 +1,6 @@
-import type { Queryable } from "../pool";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
+import { NotificationStatus } from "../generated/prisma/enums";
 
 /**
  * The notification outbox. A message is decided by inserting a row (in the transaction of
@@ -6,6 +8,8 @@ import type { Queryable } from "../pool";
  * the notifier, which claims due rows with FOR UPDATE SKIP LOCKED: two notifiers never hold
  * the same row. Every transition out of SENDING is fenced on claimed_at, so a sender that
  * lost its claim to the sweeper cannot overwrite the newer outcome.
+ *
+ * Reads through Prisma; the outbox's transitions stay SQL (each says why).
  */
 
 export interface NewNotification {
@@ -29,7 +33,7 @@ export interface ClaimedNotification {
   claimedAt: Date;
 }
 
-/** Inserts the messages that do not exist yet; returns how many were new. */
+/** Inserts the messages that do not exist yet; returns how many were new. SQL: in the deciding pg transaction, many rows in one statement. */
 export async function enqueueNotifications(db: Queryable, rows: readonly NewNotification[]): Promise<number> {
   if (rows.length === 0) return 0;
   const { rowCount } = await db.query(
@@ -48,7 +52,7 @@ export async function enqueueNotifications(db: Queryable, rows: readonly NewNoti
   return rowCount ?? 0;
 }
 
-/** Claims up to `limit` due messages (PENDING, or FAILED whose retry time has come). */
+/** SQL: FOR UPDATE SKIP LOCKED keeps notifiers apart. Claims up to `limit` due messages (PENDING, or FAILED whose retry time has come). */
 export async function claimDue(db: Queryable, limit: number): Promise<ClaimedNotification[]> {
   const { rows } = await db.query<ClaimedNotification>(
     `UPDATE notification SET status = 'SENDING', claimed_at = clock_timestamp(), attempts = attempts + 1
@@ -61,6 +65,7 @@ export async function claimDue(db: Queryable, limit: number): Promise<ClaimedNot
 }
 
 /**
+ * SQL: many claims renewed in one statement, each fenced on its own claimed_at.
  * The sender's heartbeat: renews the claims it still holds (each fenced on its own
  * claimed_at) and moves them forward in `held`, so the sweeper's NOTIFY_SENDING_STALE can be
  * short without taking a message from a slow but live sender. Returns the ids whose claim
@@ -85,7 +90,7 @@ export async function renewClaims(db: Queryable, held: readonly ClaimedNotificat
   return lost;
 }
 
-/** Gives a claim back without counting the attempt (delivery window closed, SMTP unreachable). */
+/** SQL (as markSent, markFailed): fenced on claimed_at in the statement. Gives a claim back without counting the attempt (delivery window closed, SMTP unreachable). */
 export async function releaseClaim(db: Queryable, n: ClaimedNotification, nextAttemptAt: Date, error?: string): Promise<void> {
   await db.query(
     `UPDATE notification SET status = CASE WHEN attempts - 1 = 0 THEN 'PENDING'::notification_status ELSE 'FAILED'::notification_status END,
@@ -113,6 +118,7 @@ export async function markFailed(db: Queryable, n: ClaimedNotification, error: s
 }
 
 /**
+ * SQL: by the database's clock, many rows at once.
  * SENDING rows older than `staleMs` belong to a sender that died between claiming and
  * recording. The message may or may not have left: it is tried again (at-least-once; the
  * stable Message-ID lets mail systems drop the copy). Returns their ids.
@@ -127,7 +133,7 @@ export async function resetStaleSending(db: Queryable, staleMs: number): Promise
   return rows.map((r) => r.id);
 }
 
-/** Deletes SENT and UNDELIVERABLE rows older than the cutoff. */
+/** Deletes SENT and UNDELIVERABLE rows older than the cutoff. SQL: by the database's clock, a bulk delete. */
 export async function pruneNotifications(db: Queryable, olderThanMs: number): Promise<number> {
   const { rowCount } = await db.query(
     `DELETE FROM notification WHERE status IN ('SENT', 'UNDELIVERABLE') AND created_at < now() - make_interval(secs => $1::float8 / 1000)`,
@@ -136,29 +142,28 @@ export async function pruneNotifications(db: Queryable, olderThanMs: number): Pr
   return rowCount ?? 0;
 }
 
-export async function notificationCounts(db: Queryable): Promise<Record<string, number>> {
-  const { rows } = await db.query<{ status: string; n: number }>(
-    `SELECT s.status::text AS status, count(n.id)::int AS n FROM unnest(enum_range(NULL::notification_status)) AS s(status)
-     LEFT JOIN notification n ON n.status = s.status GROUP BY s.status ORDER BY s.status`,
-  );
-  return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+export async function notificationCounts(db: DbPool): Promise<Record<string, number>> {
+  const groups = await prismaOf(db).notification.groupBy({ by: ["status"], _count: { _all: true } });
+  const counts: Record<string, number> = Object.fromEntries(Object.values(NotificationStatus).map((s) => [s, 0]));
+  for (const g of groups) counts[g.status] = g._count._all;
+  return counts;
 }
 
 /** One message by its dedupe key (has the pre-migration email of an account gone out?). */
-export async function notificationByKey(db: Queryable, dedupeKey: string): Promise<{ id: number; status: string; attempts: number; lastError: string | null; nextAttemptAt: Date; sentAt: Date | null } | undefined> {
-  const { rows } = await db.query<{ id: number; status: string; attempts: number; lastError: string | null; nextAttemptAt: Date; sentAt: Date | null }>(
-    `SELECT id, status::text AS status, attempts, last_error AS "lastError", next_attempt_at AS "nextAttemptAt", sent_at AS "sentAt" FROM notification WHERE dedupe_key = $1`,
-    [dedupeKey],
-  );
-  return rows[0];
+export async function notificationByKey(db: DbPool, dedupeKey: string): Promise<{ id: number; status: string; attempts: number; lastError: string | null; nextAttemptAt: Date; sentAt: Date | null } | undefined> {
+  const row = await prismaOf(db).notification.findUnique({
+    where: { dedupeKey },
+    select: { id: true, status: true, attempts: true, lastError: true, nextAttemptAt: true, sentAt: true },
+  });
+  return row ? { ...row, id: Number(row.id) } : undefined;
 }
 
 /** The messages about one account (pre-migration, postponed, cancelled), oldest first. */
-export async function notificationsOfAccount(db: Queryable, accountId: number): Promise<Array<{ template: string; recipient: string; status: string; attempts: number; lastError: string | null; createdAt: Date; sentAt: Date | null; dedupeKey: string }>> {
-  const { rows } = await db.query<{ template: string; recipient: string; status: string; attempts: number; lastError: string | null; createdAt: Date; sentAt: Date | null; dedupeKey: string }>(
-    `SELECT template, recipient, status::text AS status, attempts, last_error AS "lastError", created_at AS "createdAt", sent_at AS "sentAt", dedupe_key AS "dedupeKey"
-     FROM notification WHERE data->>'accountId' = $1::text ORDER BY id`,
-    [String(accountId)],
-  );
-  return rows;
+export async function notificationsOfAccount(db: DbPool, accountId: number): Promise<Array<{ template: string; recipient: string; status: string; attempts: number; lastError: string | null; createdAt: Date; sentAt: Date | null; dedupeKey: string }>> {
+  // data.accountId is written as a number; a string one (older rows, other writers) counts too.
+  return prismaOf(db).notification.findMany({
+    where: { OR: [{ data: { path: ["accountId"], equals: accountId } }, { data: { path: ["accountId"], equals: String(accountId) } }] },
+    select: { template: true, recipient: true, status: true, attempts: true, lastError: true, createdAt: true, sentAt: true, dedupeKey: true },
+    orderBy: { id: "asc" },
+  });
 }

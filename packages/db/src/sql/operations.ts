@@ -1,7 +1,8 @@
 import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
 import { summarizeForHistory } from "@fleet/core/operationRecorder";
 import type { OperationDetail, OperationHistoryReader, OperationSummary } from "@fleet/core/operations";
-import type { Queryable } from "../pool";
+import type { DbPool, Queryable } from "../pool";
+import { prismaOf } from "../prismaClient";
 
 /**
  * The operation history: `operations` (one row per BullMQ job id) and `operation_status`
@@ -168,27 +169,28 @@ export class OperationHistory implements OperationRecorder {
   }
 }
 
-interface OperationRow {
-  id: string;
-  name: string;
-  queue: string;
-  data: unknown;
-  state: HistoryState;
-  attempts: number;
-  max_attempts: number;
-  submitted_by: string | null;
-  progress: unknown;
-  result: unknown;
-  error: string | null;
-  created_at: Date;
-  started_at: Date | null;
-  finished_at: Date | null;
-}
-
 /** An operation as the API shows it when only the history still knows it. */
 export interface HistoricOperation extends OperationDetail {
   source: "history";
   submittedBy: string | null;
+}
+
+// Reads through Prisma (typed rows); the writes above are one SQL statement per event (hot path).
+const SUMMARY_FIELDS = { id: true, name: true, queue: true, state: true, attempts: true, maxAttempts: true, submittedBy: true, progress: true, error: true, createdAt: true, startedAt: true, finishedAt: true } as const;
+
+interface OperationRow {
+  id: string;
+  name: string;
+  queue: string;
+  state: HistoryState;
+  attempts: number;
+  maxAttempts: number;
+  submittedBy: string | null;
+  progress: unknown;
+  error: string | null;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
 }
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -201,41 +203,48 @@ function toSummary(row: OperationRow): OperationSummary & { source: "history"; s
     state: row.state.toLowerCase(),
     progress: row.progress ?? 0,
     attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    createdAt: row.created_at.toISOString(),
-    startedAt: iso(row.started_at),
-    finishedAt: iso(row.finished_at),
+    maxAttempts: row.maxAttempts,
+    createdAt: row.createdAt.toISOString(),
+    startedAt: iso(row.startedAt),
+    finishedAt: iso(row.finishedAt),
     error: row.error,
     source: "history",
-    submittedBy: row.submitted_by,
+    submittedBy: row.submittedBy,
   };
 }
 
-const SELECT_OPERATION = `SELECT id, name, queue, data, state, attempts, max_attempts, submitted_by, progress, result, error, created_at, started_at, finished_at FROM operations`;
+const LOG_LINES = 200;
 
 /** The history of one operation with its last 200 status rows as log lines; undefined if unknown. */
-export async function findOperationHistory(db: Queryable, id: string): Promise<HistoricOperation | undefined> {
-  const { rows } = await db.query<OperationRow>(`${SELECT_OPERATION} WHERE id = $1`, [id]);
-  const row = rows[0];
+export async function findOperationHistory(db: DbPool, id: string): Promise<HistoricOperation | undefined> {
+  const prisma = prismaOf(db);
+  const row = await prisma.operation.findUnique({ where: { id }, select: { ...SUMMARY_FIELDS, data: true, result: true } });
   if (!row) return undefined;
-  const status = await db.query<{ at: Date; kind: string; state: string | null; attempt: number | null; progress: unknown; message: string | null; total: number }>(
-    `SELECT at, kind, state, attempt, progress, message, count(*) OVER ()::int AS total
-       FROM operation_status WHERE operation_id = $1 ORDER BY id DESC LIMIT 200`,
-    [id],
-  );
-  const log = status.rows.reverse().map((s) => `${s.at.toISOString()} ${s.kind === "PROGRESS" ? `progress ${JSON.stringify(s.progress)}` : `${s.state ? s.state.toLowerCase() : s.kind.toLowerCase()}: ${s.message ?? ""}`}`);
-  return { ...toSummary(row), data: row.data, result: row.result, log, logCount: status.rows[0]?.total ?? 0 };
+  const [status, logCount] = await Promise.all([
+    prisma.operationStatus.findMany({
+      where: { operationId: id },
+      select: { at: true, kind: true, state: true, progress: true, message: true },
+      orderBy: { id: "desc" },
+      take: LOG_LINES,
+    }),
+    prisma.operationStatus.count({ where: { operationId: id } }),
+  ]);
+  const log = status.reverse().map((s) => `${s.at.toISOString()} ${s.kind === "PROGRESS" ? `progress ${JSON.stringify(s.progress)}` : `${s.state ? s.state.toLowerCase() : s.kind.toLowerCase()}: ${s.message ?? ""}`}`);
+  return { ...toSummary(row), data: row.data, result: row.result, log, logCount: status.length === 0 ? 0 : logCount };
 }
 
+const STATES: readonly HistoryState[] = ["WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "REMOVED"];
+
 /** Newest first; `state` is the API's (lower-case BullMQ) name. */
-export async function listOperationHistory(db: Queryable, state: string | undefined, limit: number): Promise<Array<OperationSummary & { source: "history" }>> {
-  const dbState = state?.toUpperCase();
-  const known: readonly string[] = ["WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "REMOVED"];
-  if (dbState !== undefined && !known.includes(dbState)) return [];
-  const { rows } = await db.query<OperationRow>(
-    `${SELECT_OPERATION} WHERE ($1::operation_state IS NULL OR state = $1::operation_state) ORDER BY created_at DESC, id LIMIT $2`,
-    [dbState ?? null, limit],
-  );
+export async function listOperationHistory(db: DbPool, state: string | undefined, limit: number): Promise<Array<OperationSummary & { source: "history" }>> {
+  const dbState = STATES.find((s) => s === state?.toUpperCase());
+  if (state !== undefined && dbState === undefined) return [];
+  const rows = await prismaOf(db).operation.findMany({
+    where: dbState ? { state: dbState } : {},
+    select: SUMMARY_FIELDS,
+    orderBy: [{ createdAt: "desc" }, { id: "asc" }],
+    take: limit,
+  });
   return rows.map(toSummary);
 }
 
@@ -273,7 +282,7 @@ export async function pruneOperations(db: Queryable, keepSucceededMs: number, ke
 }
 
 /** The history as core's operations functions read it (API and CLI fall back to it). */
-export function operationHistoryReader(db: Queryable): OperationHistoryReader {
+export function operationHistoryReader(db: DbPool): OperationHistoryReader {
   return {
     find: (id) => findOperationHistory(db, id),
     list: (state, limit) => listOperationHistory(db, state, limit),

@@ -22,6 +22,7 @@ const RANGE_COLUMNS = `id, min_id AS "minId", max_id AS "maxId", status, owner, 
 const SEED_LOCK_KEY = 0x666c_6565_7401n;
 
 /**
+ * SQL, not Prisma: one INSERT … SELECT under an advisory lock, over millions of source ids.
  * Extends migration_ranges over source ids not covered yet, `batchSize` files per range, in
  * one statement. Ranges tile the id space without gaps (each starts right after the previous
  * one's max), so no file can fall between two ranges. Safe with several schedulers: the
@@ -55,6 +56,7 @@ export type ClaimOutcome =
   | { claimed: false; reason: "complete" | "missing" | "owned"; range?: RangeRow; staleInMs?: number };
 
 /**
+ * SQL, not Prisma: the claim is one conditional UPDATE on the database's clock that also reports the previous owner (hot path, concurrency-safe).
  * Takes a range for `owner`. Succeeds when it is PENDING, already ours (a redelivered job of
  * the same owner), or PROCESSING with a heartbeat older than `staleAfterMs` (its owner died).
  * Concurrent claimers serialise on the row lock; under READ COMMITTED the loser re-checks

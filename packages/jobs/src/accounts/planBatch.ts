@@ -79,12 +79,16 @@ export async function registerServers(db: DbPool, workflow: Workflow, remote: Re
 export async function planBatch(options: { db: DbPool; workflow: Workflow; remote: RemoteServers; runDate: string; batchMax: number; log: Logger; job?: string }): Promise<PlanResult> {
   const { db, workflow, runDate, log } = options;
   await registerServers(db, workflow, options.remote);
+  // Read before the planning transaction (Prisma, on the pool): the servers are the workflow
+  // file's, just written; an operator's --disable racing a plan is taken by the next night
+  // either way.
+  const known = await listServers(db);
   return inTransaction(db, async (tx) => {
     await lockPlanning(tx);
     const existing = await batchByDate(tx, runDate);
     if (existing) return { batchId: existing.id, runDate, created: false, accounts: existing.planned, perServer: {} };
     // A server the last probe found down takes no new accounts (held ones would only wait).
-    const servers = (await listServers(tx)).filter((s) => s.enabled && s.health !== "down");
+    const servers = known.filter((s) => s.enabled && s.health !== "down");
     const roles = stepRoles(workflow);
     const byRole = new Map<string, ServerRow[]>(roles.map((r) => [r, servers.filter((s) => s.role === r)]));
     const capacity = Math.min(options.batchMax, ...roles.map((r) => byRole.get(r)!.reduce((sum, s) => sum + s.capacity, 0)));
