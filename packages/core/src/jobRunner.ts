@@ -173,7 +173,9 @@ export class JobRunner<Deps> {
     const { catalogue, metrics } = this.options;
     const def = catalogue.get(job.name);
     if (!def || def.queue !== queue) {
-      throw new UnrecoverableError(`invalid-payload: no handler for job "${job.name}" on queue "${queue}" (known: ${catalogue.onQueue(queue).map((d) => d.name).join(", ")})`);
+      const reason = `no-handler: no handler for job "${job.name}" on queue "${queue}" (known: ${catalogue.onQueue(queue).map((d) => d.name).join(", ")})`;
+      this.options.log.error({ queue, jobId: job.id, job: job.name, reason }, "no handler for this job on this queue (a newer producer, or the wrong queue): failing without retry");
+      throw new UnrecoverableError(reason);
     }
     const log = this.options.log.child({ queue, jobId: job.id, job: job.name, attempt: job.attemptsMade + 1 });
     const op: OperationRef = { id: job.id ?? "", name: job.name, queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: job.data };
