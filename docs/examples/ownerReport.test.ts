@@ -5,7 +5,7 @@ import { JobClient } from "@fleet/core/jobClient";
 import { JobRunner } from "@fleet/core/jobRunner";
 import { createRedis } from "@fleet/core/redis";
 import { fleetJobs } from "@fleet/jobs/catalogue";
-import { JOB_NAMES, QUEUES } from "@fleet/jobs/names";
+import { JOB_NAMES, QUEUES } from "@fleet/jobs/contracts";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createPipelineHarness, finishedJob, waitFor } from "../../packages/jobs/test/pipelineHarness";
 import type { PipelineHarness } from "../../packages/jobs/test/pipelineHarness";

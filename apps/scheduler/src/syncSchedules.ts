@@ -1,8 +1,8 @@
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import { parseDuration } from "@fleet/core/backoff";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
-import type { JobName } from "@fleet/jobs/names";
+import type { FleetJobs } from "@fleet/jobs/contracts";
+import type { JobName } from "@fleet/jobs/contracts";
 import type { ScheduleSpec } from "@fleet/jobs/schedules";
 
 export interface ResolvedSchedule {

@@ -5,8 +5,8 @@ import { JobClient } from "@fleet/core/jobClient";
 import { createLogger } from "@fleet/core/logger";
 import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
@@ -23,7 +23,8 @@ import { resolveSchedules, syncSchedules } from "../src/syncSchedules";
  * happened to Redis meanwhile.
  */
 
-const catalogue = buildFleetCatalogue();
+const contracts = fleetContracts();
+const queues: string[] = Object.values(QUEUES);
 let redis: ReturnType<typeof createRedis>;
 // What runs by default; opt-in schedules (inventory-scan) only when their SCHEDULE_ variable is set.
 const ALL_IDS = SCHEDULES.filter((s) => !s.optIn).map((s) => s.id).sort();
@@ -54,7 +55,7 @@ function setup(env: Record<string, string> = {}): Ctx {
     },
   });
   const log = createLogger({ name: "scheduler-test", LOG_LEVEL: "info", LOG_FORMAT: "json", destination: sink });
-  const jobs = new JobClient(catalogue, redis, bullPrefix(prefix), { attempts: config.JOB_ATTEMPTS, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+  const jobs = new JobClient<FleetJobs>(contracts, redis, bullPrefix(prefix), { attempts: config.JOB_ATTEMPTS, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
   clients.push(jobs);
   return {
     config,
@@ -67,7 +68,7 @@ function setup(env: Record<string, string> = {}): Ctx {
       return running;
     },
     sync(other = config) {
-      return syncSchedules(jobs, resolveSchedules(SCHEDULES, other, other.FLEET_TZ), catalogue.queues, log);
+      return syncSchedules(jobs, resolveSchedules(SCHEDULES, other, other.FLEET_TZ), queues, log);
     },
   };
 }
@@ -75,7 +76,7 @@ function setup(env: Record<string, string> = {}): Ctx {
 /** Every scheduler on every fleet queue, and the next-run job(s) each one has queued (delayed, or waiting for an interval's first run). */
 async function snapshot(jobs: JobClient<FleetJobs>) {
   const out: Record<string, { queue: string; name: string; pattern?: string | null; every?: string | number | null; tz?: string | null; next?: number | null; queued: string[] }> = {};
-  for (const queueName of catalogue.queues) {
+  for (const queueName of queues) {
     const queue = jobs.queue(queueName);
     const queued = await queue.getJobs(["delayed", "waiting", "prioritized"]);
     for (const s of await queue.getJobSchedulers(0, -1)) {
@@ -122,7 +123,7 @@ describe("scheduler", () => {
     expect(Object.keys(first).sort()).toEqual(ALL_IDS);
     for (const spec of SCHEDULES.filter((x) => !x.optIn)) {
       const s = first[spec.id]!;
-      expect({ queue: s.queue, name: s.name, pattern: s.pattern, tz: s.tz }).toEqual({ queue: catalogue.get(spec.job)!.queue, name: spec.job, pattern: spec.cron, tz: "UTC" });
+      expect({ queue: s.queue, name: s.name, pattern: s.pattern, tz: s.tz }).toEqual({ queue: contracts.get(spec.job)!.queue, name: spec.job, pattern: spec.cron, tz: "UTC" });
       // One next run waiting, at the time the scheduler says.
       expect(s.queued).toEqual([`repeat:${spec.id}:${s.next}`]);
     }

@@ -1,10 +1,14 @@
 import type { JobClient } from "@fleet/core/jobClient";
-import type { FleetJobs } from "./catalogue";
+import type { FleetJobs } from "./contracts";
+import { defineFleetJob } from "./defineFleetJob";
+import type { FleetJobDefinition } from "./defineFleetJob";
+import { migrateRange } from "./migration/migrateRange";
+import { seedRanges } from "./migration/seedRanges";
 
 /**
- * Compile-time tests of the typed catalogue: `npm run build` fails if `enqueue` starts
- * accepting what it must refuse (every `@ts-expect-error` below must stay an error).
- * Never called.
+ * Compile-time tests of the contracts and handlers: `npm run build` fails if `enqueue` starts
+ * accepting what it must refuse, or a handler what its contract does not give it (every
+ * `@ts-expect-error` below must stay an error). Never called.
  */
 export async function catalogueTypingChecks(jobs: JobClient<FleetJobs>): Promise<void> {
   await jobs.enqueue("migrate-range", { rangeId: 1 });
@@ -22,3 +26,20 @@ export async function catalogueTypingChecks(jobs: JobClient<FleetJobs>): Promise
   // @ts-expect-error bulk payloads are checked too
   await jobs.enqueueBulk("migrate-range", [{ rangeId: 1 }, { range: 2 }]);
 }
+
+export function handlerTypingChecks(): void {
+  // A handler reads its contract's payload…
+  defineFleetJob("migrate-range", { handle: async (payload) => payload.rangeId + 1 });
+  // @ts-expect-error …and nothing its contract does not declare
+  defineFleetJob("migrate-range", { handle: async (payload) => payload.batchSize });
+  // @ts-expect-error a handler needs a contract (contracts.ts)
+  defineFleetJob("migrate-everything", { handle: async () => 1 });
+  // @ts-expect-error a handler cannot take a payload its contract does not give
+  defineFleetJob("seed-ranges", { handle: async (payload: { rangeId: number }) => payload.rangeId });
+  const ok: FleetJobDefinition<"migrate-range"> = migrateRange;
+  // @ts-expect-error the handler list cannot file a handler under another job's name
+  const wrong: FleetJobDefinition<"migrate-range"> = seedRanges;
+  void ok;
+  void wrong;
+}
+

@@ -1,4 +1,4 @@
-import type { JobName } from "./names";
+import type { JobName } from "./contracts";
 
 /**
  * The one declarative table of recurring jobs. The scheduler upserts exactly these as

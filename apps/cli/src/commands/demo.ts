@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { Queue } from "bullmq";
 import { migrateDatabase } from "@fleet/db/migrate";
 import { bullPrefix } from "@fleet/core/redis";
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import { createStorage } from "@fleet/storage/createStorage";
 import { toStorageConnection } from "@fleet/jobs/storageSettings";
 import type { CliContext } from "../context";
