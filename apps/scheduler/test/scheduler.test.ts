@@ -15,7 +15,8 @@ import { loadSchedulerConfig } from "../src/config";
 import type { SchedulerConfig } from "../src/config";
 import { runScheduler } from "../src/runScheduler";
 import type { RunningScheduler } from "../src/runScheduler";
-import { resolveSchedules, syncSchedules } from "../src/syncSchedules";
+import { InvalidSchedulesError, resolveSchedules, syncSchedules } from "../src/syncSchedules";
+import type { ScheduleSpec } from "@fleet/jobs/schedules";
 
 /**
  * The scheduler in-process against real Redis, a fresh prefix per test: BullMQ Job Schedulers
@@ -188,6 +189,34 @@ describe("scheduler", () => {
     await running.syncNow();
     expect(await waitingJobs(ctx.jobs.queue("maintenance"), "recover-stuck")).toBe(1);
     expect(await snapshot(ctx.jobs)).toEqual(restored);
+  });
+
+  it("gives each occurrence the schedule's payload, and creates nothing while any schedule is invalid", async () => {
+    const ctx = setup();
+    // A job with a required field, scheduled with its payload (the compiler checks the shape: see
+    // packages/jobs/src/catalogueTyping.typecheck.ts); the schema checks what types cannot (positive).
+    const table: ScheduleSpec[] = [
+      { id: "seed-ranges", job: "seed-ranges", cron: "0 * * * *", description: "hourly", payload: { batchSize: 7 } },
+      { id: "one-range", job: "migrate-range", cron: "0 2 * * *", description: "daily", payload: { rangeId: 42 } },
+    ];
+    const invalid: ScheduleSpec[] = [...table, { id: "bad-range", job: "migrate-range", cron: "0 3 * * *", description: "daily", payload: { rangeId: -1 } }];
+    const err = await syncSchedules(ctx.jobs, resolveSchedules(invalid, {}, "UTC"), queues, ctx.log).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidSchedulesError);
+    expect((err as InvalidSchedulesError).problems).toEqual([expect.stringMatching(/^schedule "bad-range": invalid payload for job "migrate-range": rangeId: /)]);
+    // Checked before Redis is touched: not even the valid ones exist.
+    expect(await snapshot(ctx.jobs)).toEqual({});
+
+    const created = await syncSchedules(ctx.jobs, resolveSchedules(table, {}, "UTC"), queues, ctx.log);
+    expect(created.created.sort()).toEqual(["one-range", "seed-ranges"]);
+    const templates = new Map<string, unknown>();
+    for (const q of queues) for (const sch of await ctx.jobs.queue(q).getJobSchedulers(0, -1)) templates.set(sch.key, sch.template?.data);
+    expect(Object.fromEntries(templates)).toEqual({ "seed-ranges": { batchSize: 7 }, "one-range": { rangeId: 42 } });
+    const next = (await ctx.jobs.queue("migration").getJobs(["delayed"])).find((j) => j.repeatJobKey === "one-range");
+    expect(next?.data).toEqual({ rangeId: 42 });
+
+    // A changed payload updates the schedule; the same one leaves it alone.
+    const changed: ScheduleSpec[] = [table[0]!, { id: "one-range", job: "migrate-range", cron: "0 2 * * *", description: "daily", payload: { rangeId: 43 } }];
+    expect(await syncSchedules(ctx.jobs, resolveSchedules(changed, {}, "UTC"), queues, ctx.log)).toMatchObject({ updated: ["one-range"], unchanged: ["seed-ranges"] });
   });
 
   it("evaluates cron patterns in FLEET_TZ", async () => {

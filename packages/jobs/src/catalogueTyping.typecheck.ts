@@ -4,6 +4,7 @@ import { defineFleetJob } from "./defineFleetJob";
 import type { FleetJobDefinition } from "./defineFleetJob";
 import { migrateRange } from "./migration/migrateRange";
 import { seedRanges } from "./migration/seedRanges";
+import type { ScheduleSpec } from "./schedules";
 
 /**
  * Compile-time tests of the contracts and handlers: `npm run build` fails if `enqueue` starts
@@ -43,3 +44,14 @@ export function handlerTypingChecks(): void {
   void wrong;
 }
 
+/** Schedules carry their job's payload, checked like an enqueue. */
+export const scheduleTypingChecks: ScheduleSpec[] = [
+  { id: "a", job: "seed-ranges", cron: "0 * * * *", description: "payload optional: the schema accepts {}" },
+  { id: "b", job: "migrate-range", cron: "0 2 * * *", description: "required payload", payload: { rangeId: 1 } },
+  // @ts-expect-error a job with required fields needs its payload
+  { id: "c", job: "migrate-range", cron: "0 2 * * *", description: "missing payload" },
+  // @ts-expect-error the payload is checked against the job's schema
+  { id: "d", job: "migrate-range", cron: "0 2 * * *", description: "wrong payload", payload: { rangeId: "1" } },
+  // @ts-expect-error nor may it be another job's payload
+  { id: "e", job: "seed-ranges", cron: "0 * * * *", description: "another job's", payload: { rangeId: 1 } },
+];
