@@ -22,6 +22,7 @@ import { migrateRange } from "./migration/migrateRange";
 import { retryFailed } from "./migration/retryFailed";
 import { seedRanges } from "./migration/seedRanges";
 import { unpack } from "./migration/unpack";
+import { checksumAudit } from "./migration/checksumAudit";
 import { JOB_NAMES, QUEUES } from "./contracts";
 import { remoteCommand } from "./remote/remoteCommand";
 import type { JobName } from "./contracts";
@@ -56,6 +57,7 @@ export const fleetHandlers = {
   "accounts-reconcile": accountsReconcile,
   "account-cleanup": accountCleanup,
   "accounts-probe": accountsProbe,
+  "checksum-audit": checksumAudit,
 } satisfies { [K in JobName]: FleetJobDefinition<K> };
 
 export type FleetHandlers = typeof fleetHandlers;

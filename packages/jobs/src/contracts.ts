@@ -262,6 +262,13 @@ export const jobContracts = {
     schema: z.object({}).strict().default({}),
     dedupeId: () => "accounts-probe",
   }),
+  // Handler: migration/checksumAudit.ts (the tutorial's example: docs/add-a-processor.md)
+  "checksum-audit": defineContract({
+    queue: QUEUES.maintenance,
+    description: "Hash migrated files again in the destination and compare with the recorded sha256",
+    schema: z.object({ prefix: z.string().max(1_024), limit: z.number().int().min(1).max(100_000).default(1_000) }).strict(),
+    dedupeId: (p) => `checksum-audit-${createHash("sha256").update(p.prefix).digest("hex").slice(0, 16)}`,
+  }),
 };
 
 /** Every job kind's contract, by name: what JobClient is typed from. */

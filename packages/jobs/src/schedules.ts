@@ -47,6 +47,8 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "notify-sweep", job: "notify-sweep", cron: "*/15 * * * *", description: "every 15 min: retry stuck notifications, prune old ones" },
   { id: "accounts-probe", job: "accounts-probe", cron: "*/5 * * * *", description: "every 5 min: probe the migration servers (SSH, host key, role check): health, latency, last error" },
   { id: "accounts-reconcile", job: "accounts-reconcile", cron: "5-55/10 * * * *", description: "every 10 min: re-derive running account batches Redis lost" },
+  // Opt-in (SCHEDULE_CHECKSUM_AUDIT=on): a daily sample of the destination against the recorded hashes.
+  { id: "checksum-audit", job: "checksum-audit", cron: "15 4 * * *", optIn: true, payload: { prefix: "", limit: 1_000 }, description: "daily 04:15 when turned on: hash 1,000 migrated files again in the destination" },
 ];
 
 /** Daily jobs that run once per day and are caught up when the fleet missed their time. */
