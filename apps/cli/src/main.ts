@@ -1,3 +1,4 @@
+import { assertCompleteBuild } from "@fleet/core/buildStamp";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
@@ -150,6 +151,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
 }
 
 if (require.main === module) {
+  assertCompleteBuild("cli");
   installEpipeGuard();
   buildProgram()
     .parseAsync(process.argv)
