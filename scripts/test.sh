@@ -8,7 +8,9 @@
 #      clusters of the fault tests) and redis-server come with the services themselves;
 #   3. checks that Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432) answer, and says how
 #      to start them if not (.ci/run starts them);
-#   4. builds (tests spawn the compiled apps) and runs jest; arguments go to jest
+#   4. builds (tests spawn the compiled apps), type-checks the tests (tsconfig.test.json: test
+#      files, harnesses and docs/examples, against the built packages' types), and runs jest;
+#      arguments go to jest
 #      (`npm test -- apps/worker/test/crash.test.ts`).
 # `npm test -- --plan` prints what steps 1–3 would do, and does nothing.
 set -euo pipefail
@@ -99,5 +101,8 @@ $services_ok || exit 1
 # ---- 4. build and test ----
 say "building"
 npm run build --silent
+# jest strips types without checking them (swc): a test that does not type-check would pass.
+say "type-checking the tests"
+npx tsc -p tsconfig.test.json
 say "running jest"
 exec npx jest "$@"

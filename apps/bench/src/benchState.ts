@@ -1,7 +1,7 @@
 import { Queue } from "bullmq";
 import { bullPrefix } from "@fleet/core/redis";
 import { migrateDatabase } from "@fleet/db/migrate";
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { CliConfig } from "@fleet/cli/config";
 import type { Say } from "./say";

@@ -6,7 +6,7 @@ import { waitReady } from "@fleet/core/redis";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import { loadCliConfig } from "./config";
 import type { CliConfig } from "./config";
 

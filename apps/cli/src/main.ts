@@ -1,3 +1,4 @@
+import { assertCompleteBuild } from "@fleet/core/buildStamp";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
@@ -115,6 +116,21 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     .option("--data <dir>", "directory for source/, destination/ and logs/", "./data")
     .option("--keep-running", "leave the scheduler and workers running afterwards")
     .option("--destination <url>", "migrate to this s3:// or sftp:// URL instead of <data>/destination (credentials from DESTINATION_* variables; FLEET_DEMO_DESTINATION_URL sets it too)")
+    .addHelpText(
+      "after",
+      [
+        "",
+        "Environment (the demo never uses DATABASE_URL or FLEET_PREFIX, which may be a real fleet's):",
+        "  FLEET_DEMO_DATABASE_URL      its database (default postgresql://postgres@127.0.0.1:5432/fleet_demo). Created and",
+        "                               marked when missing; cleared on every run. A database the demo did not create",
+        "                               (tables and no demo mark) is refused, never cleared.",
+        "  FLEET_DEMO_PREFIX            its Redis queue prefix (default fleet-demo); its queues are emptied on every run",
+        "  FLEET_DEMO_DESTINATION_URL   same as --destination",
+        "  REDIS_URL                    Redis (default redis://127.0.0.1:6379)",
+        "  BATCH_SIZE                   files per range (default 1000 in the demo)",
+        "Data: <data>/source and <data>/destination are deleted and re-created on every run; logs in <data>/logs.",
+      ].join("\n"),
+    )
     .action((opts: { files: number; workers: number; data: string; keepRunning?: boolean; destination?: string }) =>
       makeRun(
         // The demo wipes its state first, so it never uses DATABASE_URL/FLEET_PREFIX (which may be
@@ -135,6 +151,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
 }
 
 if (require.main === module) {
+  assertCompleteBuild("cli");
   installEpipeGuard();
   buildProgram()
     .parseAsync(process.argv)

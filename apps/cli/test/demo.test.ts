@@ -6,7 +6,8 @@ import { promisify } from "node:util";
 import { createStorage } from "@fleet/storage/createStorage";
 import { startS3Server } from "@fleet/testing/s3Server";
 import type { S3Server } from "@fleet/testing/s3Server";
-import { createTestDatabase } from "@fleet/testing/testDatabase";
+import pg from "pg";
+import { createTestDatabase, unusedTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 
@@ -21,7 +22,9 @@ describe("fleet demo --destination s3://…", () => {
   const prefix = uniquePrefix("demo-s3");
 
   beforeAll(async () => {
-    [s3, database] = await Promise.all([startS3Server(), createTestDatabase()]);
+    // A database name that does not exist yet: the demo creates (and marks) its own.
+    database = unusedTestDatabase();
+    s3 = await startS3Server();
     await s3.createBucket("demo");
     dir = await mkdtemp(join(tmpdir(), "fleet-demo-s3-"));
   });
@@ -58,4 +61,37 @@ describe("fleet demo --destination s3://…", () => {
       await bucket.close();
     }
   }, 150_000);
+});
+
+describe("fleet demo and databases it did not create", () => {
+  let database: TestDatabase;
+  afterAll(() => database?.drop());
+
+  it("refuses to clear a database with tables and no demo mark, and touches nothing", async () => {
+    database = await createTestDatabase();
+    const db = new pg.Client({ connectionString: database.url });
+    await db.connect();
+    try {
+      await db.query(`INSERT INTO source_files (uri, name, size) VALUES ('precious.bin', 'precious.bin', 1)`);
+      const prefix = uniquePrefix("demo-refused");
+      const dir = await mkdtemp(join(tmpdir(), "fleet-demo-refused-"));
+      const env = { ...process.env, FLEET_DEMO_DATABASE_URL: database.url, FLEET_DEMO_PREFIX: prefix, REDIS_URL: testRedisUrl(), FLEET_ENV_FILE: "/nonexistent" };
+      const failed = await run(process.execPath, [CLI, "demo", "--files", "10", "--workers", "1", "--data", dir], { env, timeout: 60_000 }).then(
+        () => undefined,
+        (err: { code: number; stderr: string }) => err,
+      );
+      await rm(dir, { recursive: true, force: true });
+      expect(failed?.code).toBe(1);
+      expect(failed?.stderr).toMatch(new RegExp(`refusing to use database "${database.name}": fleet demo did not create it`));
+      expect((await db.query(`SELECT uri FROM source_files`)).rows).toEqual([{ uri: "precious.bin" }]);
+      expect((await db.query(`SELECT shobj_description(oid, 'pg_database') AS c FROM pg_database WHERE datname = current_database()`)).rows[0]?.c).toBeNull();
+    } finally {
+      await db.end();
+    }
+  }, 90_000);
+
+  it("documents its database, prefix and data options in --help", async () => {
+    const { stdout } = await run(process.execPath, [CLI, "demo", "--help"], { env: { ...process.env, FLEET_ENV_FILE: "/nonexistent" } });
+    for (const word of ["FLEET_DEMO_DATABASE_URL", "FLEET_DEMO_PREFIX", "FLEET_DEMO_DESTINATION_URL", "--data", "refused, never cleared"]) expect(stdout).toContain(word);
+  });
 });

@@ -18,7 +18,9 @@ describe("README", () => {
     for (const schema of [workerSchema, schedulerSchema, cliSchema, dashboardSchema]) {
       for (const v of describeConfig(schema)) {
         const row = readme.split("\n").find((line) => line.startsWith(`| \`${v.name}\` |`));
-        expect(row ?? `missing row for ${v.name}`).toContain(v.default === undefined ? "—" : `\`${v.default.replace(/\|/g, "\\|")}\``);
+        // A new variable (e.g. the SCHEDULE_<ID> of a new schedule): `npm run build`, then
+        // `node scripts/config-reference.js` prints the table; replace README's table with it.
+        expect(row ?? `missing row for ${v.name}: regenerate README's configuration table with \`node scripts/config-reference.js\` (after npm run build)`).toContain(v.default === undefined ? "—" : `\`${v.default.replace(/\|/g, "\\|")}\``);
       }
     }
   });

@@ -186,7 +186,7 @@ describe("deploy/k8s", () => {
     expect(so!.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds).toBeGreaterThanOrEqual(300);
     const prefix = bullPrefix(configMap.data.FLEET_PREFIX);
     const triggers = (so!.spec.triggers as Array<{ type: string; metadata: Record<string, string>; authenticationRef: { name: string } }>).map((t) => {
-      const [, queue, list] = new RegExp(`^${prefix.replace(/[{}]/g, "\\$&")}:(\\w+):(wait|active)$`).exec(t.metadata.listName) ?? [];
+      const [, queue, list] = new RegExp(`^${prefix.replace(/[{}]/g, "\\$&")}:(\\w+):(wait|active)$`).exec(t.metadata.listName ?? "") ?? [];
       return { type: t.type, queue, list, target: Number(t.metadata.listLength), concurrency: concurrency[queue!] };
     });
     expect(triggers.map((t) => `${t.queue}:${t.list}`).sort()).toEqual(["migration:active", "migration:wait", "remote:active", "remote:wait"]);

@@ -2,7 +2,8 @@ import { join } from "node:path";
 import { Worker } from "bullmq";
 import { JobClient } from "@fleet/core/jobClient";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
+import { fleetContracts } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { renderKustomization } from "./kustomize";
 
@@ -20,7 +21,7 @@ const triggers = objects.find((o) => o.kind === "ScaledObject")!.spec.triggers a
 describe("the KEDA triggers' Redis lists", () => {
   const prefix = uniquePrefix("keda");
   const redis = createRedis(testRedisUrl(), "producer");
-  const jobs = new JobClient(buildFleetCatalogue(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+  const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
   const consumer = createRedis(testRedisUrl(), "worker");
   let worker: Worker | undefined;
   // The trigger's key under this test's prefix instead of the manifest's.

@@ -94,7 +94,7 @@ describe("the CLI with TRANSFER_MODE=packaged", () => {
     const manifest = parseManifest(await runtime.deps.destination.readBuffer(second!), second!);
     const tarPath = join(root, "destination", manifest.tar.key);
     const tar = await readFile(tarPath);
-    tar[600] ^= 0xff;
+    tar[600] = tar[600]! ^ 0xff;
     await writeFile(tarPath, tar);
     const r = await verifyMigration(runtime.db, runtime.deps.source, runtime.deps.destination);
     expect(r.checked).toBe(60);

@@ -5,7 +5,7 @@ import type { Queryable } from "@fleet/db/pool";
 import { failureSummary, fileAttempts, listFailures } from "@fleet/db/sql/failures";
 import type { FailureFilter, FailureRow, FailureState, RetryPolicy } from "@fleet/db/sql/failures";
 import type { OperationHistory } from "@fleet/db/sql/operations";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import { deny } from "./auth";
 import { html, page } from "./html";

@@ -1,3 +1,4 @@
+import { assertCompleteBuild } from "@fleet/core/buildStamp";
 import { readEnv } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { createLogger } from "@fleet/core/logger";
@@ -6,6 +7,7 @@ import { loadDashboardConfig } from "./config";
 import { startDashboard } from "./startDashboard";
 
 async function main(): Promise<void> {
+  assertCompleteBuild("dashboard");
   let config;
   try {
     config = loadDashboardConfig(readEnv(process.env));

@@ -2,13 +2,13 @@ import type { Queue } from "bullmq";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { z } from "zod";
 import type { ApiLock } from "@fleet/core/apiLock";
-import type { Catalogue } from "@fleet/core/catalogue";
+import type { ContractLookup } from "@fleet/core/jobDefinition";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { OperationRecorder } from "@fleet/core/operationRecorder";
 import { OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
 import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { actorOf } from "./auth";
 import { formatScopes, mayActOnJob } from "./tokenScopes";
 
@@ -18,7 +18,8 @@ import { formatScopes, mayActOnJob } from "./tokenScopes";
  * up in every catalogue queue, then in the Postgres history (operations BullMQ has pruned).
  */
 export interface OperationsApiOptions {
-  catalogue: Catalogue<FleetJobs>;
+  /** The job contracts (no handler is loaded to submit). */
+  catalogue: ContractLookup;
   jobs: JobClient<FleetJobs>;
   queues: readonly Queue[];
   apiLock: ApiLock;

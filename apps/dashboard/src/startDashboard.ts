@@ -6,7 +6,7 @@ import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from "fastify";
 import type { Redis } from "ioredis";
 import { ApiLock } from "@fleet/core/apiLock";
-import type { Catalogue } from "@fleet/core/catalogue";
+import type { ContractLookup } from "@fleet/core/jobDefinition";
 import { JobClient } from "@fleet/core/jobClient";
 import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
@@ -16,9 +16,8 @@ import { createPool } from "@fleet/db/pool";
 import { warmPrisma } from "@fleet/db/prismaClient";
 import type { DbPool } from "@fleet/db/pool";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
-import { QUEUES } from "@fleet/jobs/names";
+import type { FleetJobs } from "@fleet/jobs/contracts";
+import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
 import { actorOf, installAuth } from "./auth";
 import type { DashboardConfig } from "./config";
 import { healthRoutes } from "./healthRoutes";
@@ -70,8 +69,9 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
   // is paid now, not by the first request.
   warmPrisma(db);
   const prefix = bullPrefix(config.FLEET_PREFIX);
-  const catalogue = buildFleetCatalogue();
-  const jobs = new JobClient(catalogue, redis, prefix, {
+  // The contracts alone: the dashboard submits jobs and never loads a handler (SSH, SMTP).
+  const catalogue = fleetContracts();
+  const jobs = new JobClient<FleetJobs>(catalogue, redis, prefix, {
     attempts: config.JOB_ATTEMPTS,
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
@@ -135,7 +135,7 @@ interface AppContext {
   db: DbPool;
   redis: Redis;
   jobs: JobClient<FleetJobs>;
-  catalogue: Catalogue<FleetJobs>;
+  catalogue: ContractLookup;
   prefix: string;
   routes: Array<{ method: string; url: string }>;
 }

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { z } from "zod";
 import { parsePasswordHash } from "./passwords";
 import type { PasswordHash } from "./passwords";
-import { JOB_NAMES } from "@fleet/jobs/names";
+import { JOB_NAMES } from "@fleet/jobs/contracts";
 import { BASE_SCOPES, parseScopes } from "./tokenScopes";
 import type { TokenScopes } from "./tokenScopes";
 

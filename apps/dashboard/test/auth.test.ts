@@ -1,4 +1,4 @@
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import { CookieJar, PASSWORDS, basic, createDashboardFixture, login, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
 

@@ -3,7 +3,7 @@ import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
 import { lastDailyRun } from "@fleet/db/sql/accountQueue";
 import { localDate, localMinutes } from "@fleet/jobs/accounts/runDate";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { DAILY_ACCOUNT_JOBS } from "@fleet/jobs/schedules";
 import { alertOperators } from "@fleet/jobs/accounts/operatorAlert";
 import type { ResolvedSchedule } from "./syncSchedules";

@@ -2,7 +2,7 @@ import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import { IdleBackoff, runPoller } from "@fleet/core/idleBackoff";
 import type { DbPool } from "@fleet/db/pool";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 
 /**
  * Picks up new inventory without waiting for the hourly seed-ranges: polls for source ids

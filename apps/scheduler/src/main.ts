@@ -1,3 +1,4 @@
+import { assertCompleteBuild } from "@fleet/core/buildStamp";
 import { readEnv } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { createLogger } from "@fleet/core/logger";
@@ -5,6 +6,7 @@ import { loadSchedulerConfig } from "./config";
 import { runScheduler } from "./runScheduler";
 
 async function main(): Promise<void> {
+  assertCompleteBuild("scheduler");
   let config;
   try {
     config = loadSchedulerConfig(readEnv(process.env));

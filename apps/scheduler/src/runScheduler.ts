@@ -4,12 +4,13 @@ import type { Logger } from "@fleet/core/logger";
 import { closeServer } from "@fleet/core/opsServer";
 import { bullPrefix, checkRedisPolicy, createRedis } from "@fleet/core/redis";
 import { Shutdown } from "@fleet/core/shutdown";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
+import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createPool } from "@fleet/db/pool";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
-import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
+import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
@@ -32,7 +33,6 @@ export interface RunningScheduler {
  * and a recover-stuck run is enqueued so pending work is re-derived from Postgres.
  */
 export async function runScheduler(config: SchedulerConfig, log: Logger): Promise<RunningScheduler> {
-  const catalogue = buildFleetCatalogue();
   const redis = createRedis(config.REDIS_URL, "producer");
   redis.on("error", (err) => log.debug({ err }, "redis connection error"));
   const shutdown = new Shutdown({ log, deadlineMs: 10_000 });
@@ -56,7 +56,8 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     throw err;
   });
   await checkRedisPolicy(redis, log);
-  const jobs = new JobClient(catalogue, redis, bullPrefix(config.FLEET_PREFIX), {
+  // The contracts alone: the scheduler enqueues and never loads a handler (SSH, SMTP).
+  const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(config.FLEET_PREFIX), {
     attempts: config.JOB_ATTEMPTS,
     keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
     keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
@@ -66,7 +67,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
 
   let first = true;
   const syncNow = async () => {
-    const result = await syncSchedules(jobs, schedules, catalogue.queues, log);
+    const result = await syncSchedules(jobs, schedules, Object.values(QUEUES), log);
     ops.synced(first ? 0 : result.created.length);
     if (first) {
       log.info({ schedules: schedules.map((s) => ({ id: s.id, ...s.repeat })), ...result }, "schedules in place");

@@ -5,8 +5,8 @@ import { bullPrefix, createRedis } from "@fleet/core/redis";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { recordDailyRun } from "@fleet/db/sql/accountQueue";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { fleetContracts } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
@@ -32,7 +32,7 @@ beforeAll(async () => {
   pool = createPool({ connectionString: db.url, max: 4 });
   redis = createRedis(testRedisUrl(), "producer");
   prefix = uniquePrefix("catch-up");
-  jobs = new JobClient(buildFleetCatalogue(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+  jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
 });
 
 afterAll(async () => {

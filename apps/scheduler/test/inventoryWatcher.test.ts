@@ -3,7 +3,8 @@ import { JobClient } from "@fleet/core/jobClient";
 import { createLogger } from "@fleet/core/logger";
 import { bullPrefix, createRedis, waitReady } from "@fleet/core/redis";
 import { createPool } from "@fleet/db/pool";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
+import { fleetContracts } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { watchInventory } from "../src/inventoryWatcher";
@@ -21,7 +22,7 @@ describe("inventory watcher", () => {
       LOG_FORMAT: "json",
       destination: new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }),
     });
-    const jobs = new JobClient(buildFleetCatalogue(), redis, prefix, { attempts: 1, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+    const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, prefix, { attempts: 1, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
     const abort = new AbortController();
     try {
       await waitReady(redis, testRedisUrl());

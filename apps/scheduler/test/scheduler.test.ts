@@ -5,8 +5,8 @@ import { JobClient } from "@fleet/core/jobClient";
 import { createLogger } from "@fleet/core/logger";
 import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
-import { buildFleetCatalogue } from "@fleet/jobs/catalogue";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
@@ -15,7 +15,8 @@ import { loadSchedulerConfig } from "../src/config";
 import type { SchedulerConfig } from "../src/config";
 import { runScheduler } from "../src/runScheduler";
 import type { RunningScheduler } from "../src/runScheduler";
-import { resolveSchedules, syncSchedules } from "../src/syncSchedules";
+import { InvalidSchedulesError, resolveSchedules, syncSchedules } from "../src/syncSchedules";
+import type { ScheduleSpec } from "@fleet/jobs/schedules";
 
 /**
  * The scheduler in-process against real Redis, a fresh prefix per test: BullMQ Job Schedulers
@@ -23,7 +24,8 @@ import { resolveSchedules, syncSchedules } from "../src/syncSchedules";
  * happened to Redis meanwhile.
  */
 
-const catalogue = buildFleetCatalogue();
+const contracts = fleetContracts();
+const queues: string[] = Object.values(QUEUES);
 let redis: ReturnType<typeof createRedis>;
 // What runs by default; opt-in schedules (inventory-scan) only when their SCHEDULE_ variable is set.
 const ALL_IDS = SCHEDULES.filter((s) => !s.optIn).map((s) => s.id).sort();
@@ -54,7 +56,7 @@ function setup(env: Record<string, string> = {}): Ctx {
     },
   });
   const log = createLogger({ name: "scheduler-test", LOG_LEVEL: "info", LOG_FORMAT: "json", destination: sink });
-  const jobs = new JobClient(catalogue, redis, bullPrefix(prefix), { attempts: config.JOB_ATTEMPTS, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+  const jobs = new JobClient<FleetJobs>(contracts, redis, bullPrefix(prefix), { attempts: config.JOB_ATTEMPTS, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
   clients.push(jobs);
   return {
     config,
@@ -67,7 +69,7 @@ function setup(env: Record<string, string> = {}): Ctx {
       return running;
     },
     sync(other = config) {
-      return syncSchedules(jobs, resolveSchedules(SCHEDULES, other, other.FLEET_TZ), catalogue.queues, log);
+      return syncSchedules(jobs, resolveSchedules(SCHEDULES, other, other.FLEET_TZ), queues, log);
     },
   };
 }
@@ -75,7 +77,7 @@ function setup(env: Record<string, string> = {}): Ctx {
 /** Every scheduler on every fleet queue, and the next-run job(s) each one has queued (delayed, or waiting for an interval's first run). */
 async function snapshot(jobs: JobClient<FleetJobs>) {
   const out: Record<string, { queue: string; name: string; pattern?: string | null; every?: string | number | null; tz?: string | null; next?: number | null; queued: string[] }> = {};
-  for (const queueName of catalogue.queues) {
+  for (const queueName of queues) {
     const queue = jobs.queue(queueName);
     const queued = await queue.getJobs(["delayed", "waiting", "prioritized"]);
     for (const s of await queue.getJobSchedulers(0, -1)) {
@@ -122,7 +124,7 @@ describe("scheduler", () => {
     expect(Object.keys(first).sort()).toEqual(ALL_IDS);
     for (const spec of SCHEDULES.filter((x) => !x.optIn)) {
       const s = first[spec.id]!;
-      expect({ queue: s.queue, name: s.name, pattern: s.pattern, tz: s.tz }).toEqual({ queue: catalogue.get(spec.job)!.queue, name: spec.job, pattern: spec.cron, tz: "UTC" });
+      expect({ queue: s.queue, name: s.name, pattern: s.pattern, tz: s.tz }).toEqual({ queue: contracts.get(spec.job)!.queue, name: spec.job, pattern: spec.cron, tz: "UTC" });
       // One next run waiting, at the time the scheduler says.
       expect(s.queued).toEqual([`repeat:${spec.id}:${s.next}`]);
     }
@@ -187,6 +189,34 @@ describe("scheduler", () => {
     await running.syncNow();
     expect(await waitingJobs(ctx.jobs.queue("maintenance"), "recover-stuck")).toBe(1);
     expect(await snapshot(ctx.jobs)).toEqual(restored);
+  });
+
+  it("gives each occurrence the schedule's payload, and creates nothing while any schedule is invalid", async () => {
+    const ctx = setup();
+    // A job with a required field, scheduled with its payload (the compiler checks the shape: see
+    // packages/jobs/src/catalogueTyping.typecheck.ts); the schema checks what types cannot (positive).
+    const table: ScheduleSpec[] = [
+      { id: "seed-ranges", job: "seed-ranges", cron: "0 * * * *", description: "hourly", payload: { batchSize: 7 } },
+      { id: "one-range", job: "migrate-range", cron: "0 2 * * *", description: "daily", payload: { rangeId: 42 } },
+    ];
+    const invalid: ScheduleSpec[] = [...table, { id: "bad-range", job: "migrate-range", cron: "0 3 * * *", description: "daily", payload: { rangeId: -1 } }];
+    const err = await syncSchedules(ctx.jobs, resolveSchedules(invalid, {}, "UTC"), queues, ctx.log).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidSchedulesError);
+    expect((err as InvalidSchedulesError).problems).toEqual([expect.stringMatching(/^schedule "bad-range": invalid payload for job "migrate-range": rangeId: /)]);
+    // Checked before Redis is touched: not even the valid ones exist.
+    expect(await snapshot(ctx.jobs)).toEqual({});
+
+    const created = await syncSchedules(ctx.jobs, resolveSchedules(table, {}, "UTC"), queues, ctx.log);
+    expect(created.created.sort()).toEqual(["one-range", "seed-ranges"]);
+    const templates = new Map<string, unknown>();
+    for (const q of queues) for (const sch of await ctx.jobs.queue(q).getJobSchedulers(0, -1)) templates.set(sch.key, sch.template?.data);
+    expect(Object.fromEntries(templates)).toEqual({ "seed-ranges": { batchSize: 7 }, "one-range": { rangeId: 42 } });
+    const next = (await ctx.jobs.queue("migration").getJobs(["delayed"])).find((j) => j.repeatJobKey === "one-range");
+    expect(next?.data).toEqual({ rangeId: 42 });
+
+    // A changed payload updates the schedule; the same one leaves it alone.
+    const changed: ScheduleSpec[] = [table[0]!, { id: "one-range", job: "migrate-range", cron: "0 2 * * *", description: "daily", payload: { rangeId: 43 } }];
+    expect(await syncSchedules(ctx.jobs, resolveSchedules(changed, {}, "UTC"), queues, ctx.log)).toMatchObject({ updated: ["one-range"], unchanged: ["seed-ranges"] });
   });
 
   it("evaluates cron patterns in FLEET_TZ", async () => {

@@ -1,3 +1,4 @@
+import { assertCompleteBuild } from "@fleet/core/buildStamp";
 import { readEnv } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { createLogger } from "@fleet/core/logger";
@@ -5,6 +6,7 @@ import { loadWorkerConfig } from "./config";
 import { startWorker } from "./startWorker";
 
 async function main(): Promise<void> {
+  assertCompleteBuild("worker");
   let config;
   try {
     config = loadWorkerConfig(readEnv(process.env));

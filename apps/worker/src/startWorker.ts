@@ -13,7 +13,7 @@ import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
-import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
+import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import type { WorkerConfig } from "./config";
 
 export interface RunningWorker {

@@ -68,7 +68,7 @@ export function buildCatalogue<Defs extends Record<string, AnyJobDefinition>>(sp
       problems.push(`job "${def.name}" uses queue "${def.queue}", which is not declared: add it to the queue names or fix the definition`);
     }
     if (!spec.declaredNames.includes(def.name)) {
-      problems.push(`job "${def.name}" is not declared: add "${def.name}" to the job names list next to ${hint}`);
+      problems.push(`job "${def.name}" is not declared: give it a contract in packages/jobs/src/contracts.ts (its handler is listed in ${hint})`);
     }
     if (typeof def.handle !== "function") problems.push(`job "${def.name}" has no handle() function`);
     byName.set(def.name, def);

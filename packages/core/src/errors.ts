@@ -50,6 +50,10 @@ export const PERMANENT_CATEGORIES = [
   // Not a file's error but a range job's outcome: the range completed with failed files, so its
   // job ends failed (never green in bull-board) with the counts; the files have their own categories.
   "files-failed",
+  // A job name this worker has no handler for on this queue: a newer producer (deploy order),
+  // a typo in a hand-made job, or a job on the wrong queue. Not the payload's fault: deploy the
+  // workers that know the job, then retry it (`fleet ops retry`).
+  "no-handler",
 ] as const;
 
 /**

@@ -1,8 +1,7 @@
 import { Queue } from "bullmq";
 import type { JobsOptions, Job } from "bullmq";
 import type { Redis } from "ioredis";
-import type { Catalogue } from "./catalogue";
-import type { AnyJobDefinition, PayloadOf } from "./jobDefinition";
+import type { AnyJobContract, ContractLookup, PayloadOf } from "./jobDefinition";
 import { PermanentError } from "./errors";
 import { formatZodIssues } from "./zodIssues";
 
@@ -28,11 +27,12 @@ export interface JobDefaults {
  * payload; the payload is validated before it reaches Redis, and the job id derived by the
  * definition makes duplicate submissions no-ops.
  */
-export class JobClient<Defs extends Record<string, AnyJobDefinition>> {
+export class JobClient<Defs extends Record<string, AnyJobContract>> {
   private readonly queues = new Map<string, Queue>();
 
   constructor(
-    private readonly catalogue: Catalogue<Defs>,
+    /** The job contracts (a Catalogue of definitions is one too). */
+    private readonly catalogue: ContractLookup,
     private readonly connection: Redis,
     private readonly prefix: string,
     private readonly defaults: JobDefaults,
@@ -84,7 +84,7 @@ export class JobClient<Defs extends Record<string, AnyJobDefinition>> {
     this.queues.clear();
   }
 
-  private prepare(name: string, payload: unknown): { def: AnyJobDefinition; data: unknown } {
+  private prepare(name: string, payload: unknown): { def: AnyJobContract; data: unknown } {
     const def = this.catalogue.get(name);
     if (!def) throw new PermanentError("invalid-payload", `unknown job "${name}"; known jobs: ${this.catalogue.names().join(", ")}`);
     const parsed = def.schema.safeParse(payload);
@@ -94,7 +94,7 @@ export class JobClient<Defs extends Record<string, AnyJobDefinition>> {
     return { def, data: parsed.data };
   }
 
-  private jobOptions(def: AnyJobDefinition, data: unknown, options: EnqueueOptions): JobsOptions {
+  private jobOptions(def: AnyJobContract, data: unknown, options: EnqueueOptions): JobsOptions {
     const jobId = options.jobId ?? def.jobId?.(data);
     const priority = options.priority ?? def.options?.priority;
     const dedupeId = def.dedupeId?.(data);

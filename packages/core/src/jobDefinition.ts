@@ -58,8 +58,12 @@ export interface JobOptions {
   exclusive?: boolean | { lockApi?: boolean };
 }
 
-export interface JobDefinition<Name extends string, Schema extends z.ZodType, Deps, Result = unknown> {
-  name: Name;
+/**
+ * What a producer needs to know about a job kind: its queue, its payload schema and how it is
+ * enqueued. Contracts import no handler, so the scheduler, the dashboard and the CLI enqueue
+ * without loading what handlers use (SSH, SMTP, SDKs).
+ */
+export interface JobContract<Schema extends z.ZodType = z.ZodType> {
   /** The queue that carries this job kind. */
   queue: string;
   /** One line for operators (CLI, dashboards). */
@@ -77,14 +81,41 @@ export interface JobDefinition<Name extends string, Schema extends z.ZodType, De
    * deduplication); unlike jobId, finished jobs do not block new ones.
    */
   dedupeId?: (payload: z.output<Schema>) => string | undefined;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyJobContract = JobContract<any>;
+
+/** A contract with its handler: what a worker runs. */
+export interface JobDefinition<Name extends string, Schema extends z.ZodType, Deps, Result = unknown> extends JobContract<Schema> {
+  name: Name;
   handle(payload: z.output<Schema>, ctx: JobContext<Deps>): Promise<Result>;
+}
+
+/** Identity helper that keeps the schema type of a contract. */
+export function defineContract<Schema extends z.ZodType>(contract: JobContract<Schema>): JobContract<Schema> {
+  return contract;
+}
+
+/** Contracts by job name, as producers (JobClient) look them up. */
+export interface ContractLookup {
+  get(name: string): AnyJobContract | undefined;
+  names(): string[];
+}
+
+/** A lookup over a plain contract map (what producers that run no handler use). */
+export function contractLookup(contracts: Readonly<Record<string, AnyJobContract>>): ContractLookup {
+  return {
+    get: (name) => (Object.prototype.hasOwnProperty.call(contracts, name) ? contracts[name] : undefined),
+    names: () => Object.keys(contracts),
+  };
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyJobDefinition<Deps = any> = JobDefinition<string, any, Deps, any>;
 
 /** The payload a producer passes for a definition (zod input: defaults may be omitted). */
-export type PayloadOf<D> = D extends JobDefinition<string, infer S, infer _Deps, infer _R> ? z.input<S> : never;
+export type PayloadOf<D> = D extends { schema: infer S extends z.ZodType } ? z.input<S> : never;
 
 /** Identity helper that keeps the literal name and schema types of a definition. */
 export function defineJob<Name extends string, Schema extends z.ZodType, Deps, Result>(

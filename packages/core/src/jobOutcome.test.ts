@@ -37,7 +37,7 @@ const table: Row[] = [
   { what: "returned", event: { type: "returned", result: { ok: 1 } }, action: "complete", history: { type: "finished", state: "COMPLETED", result: { ok: 1 } }, metric: "completed" },
   {
     what: "no handler", event: { type: "no-handler", name: "x", queue: "q", known: ["a", "b"] }, action: "fail", history: "none",
-    error: { unrecoverable: true, message: 'invalid-payload: no handler for job "x" on queue "q" (known: a, b)' }, metric: "failed",
+    error: { unrecoverable: true, message: 'no-handler: no handler for job "x" on queue "q" (known: a, b)' }, metric: "failed",
   },
   {
     what: "invalid payload", event: { type: "invalid-payload", issues: "prefix: expected string", attempt: 1 }, action: "fail",

@@ -67,7 +67,7 @@ export function decideOutcome(event: JobEvent, { now, random }: DecideContext): 
     case "no-handler":
       return {
         action: "fail",
-        error: new UnrecoverableError(`invalid-payload: no handler for job "${event.name}" on queue "${event.queue}" (known: ${event.known.join(", ")})`),
+        error: new UnrecoverableError(`no-handler: no handler for job "${event.name}" on queue "${event.queue}" (known: ${event.known.join(", ")})`),
         log: { level: "error", msg: "no handler for this job in this worker's catalogue (an older worker?): failing without retry" },
         metric: "failed",
       };

@@ -205,7 +205,8 @@ async function connectCreatingDatabase(connectionString: string): Promise<pg.Cli
   return connect(connectionString);
 }
 
-async function createDatabase(connectionString: string): Promise<void> {
+/** CREATE DATABASE for the database a connection string names (on its server's `postgres` database); a concurrent creator is fine. */
+export async function createDatabase(connectionString: string): Promise<void> {
   const url = new URL(connectionString);
   const name = decodeURIComponent(url.pathname.replace(/^\//, ""));
   if (!name) throw new PermanentError("bad-config", "the database connection string names no database");

@@ -22,16 +22,20 @@ import { migrateRange } from "./migration/migrateRange";
 import { retryFailed } from "./migration/retryFailed";
 import { seedRanges } from "./migration/seedRanges";
 import { unpack } from "./migration/unpack";
-import { JOB_NAMES, QUEUES } from "./names";
+import { checksumAudit } from "./migration/checksumAudit";
+import { JOB_NAMES, QUEUES } from "./contracts";
 import { remoteCommand } from "./remote/remoteCommand";
-import type { JobName } from "./names";
+import type { JobName } from "./contracts";
+import type { FleetJobDefinition } from "./defineFleetJob";
 
 /**
- * Every processor of the fleet, by name. The mapped type makes a declared job without a
- * definition a compile error; buildFleetCatalogue repeats the check at startup (with exact
+ * Every processor of the fleet, by name: the handler list the worker runs (only the worker
+ * loads this file; producers use contracts.ts). The mapped type makes a contract without a
+ * handler, a handler under another name, or a handler whose payload or queue differs from its
+ * contract a compile error; buildFleetCatalogue repeats the check at startup (with exact
  * instructions) for definitions added at runtime.
  */
-export const fleetJobs = {
+export const fleetHandlers = {
   "seed-ranges": seedRanges,
   "migrate-range": migrateRange,
   "retry-failed": retryFailed,
@@ -53,15 +57,16 @@ export const fleetJobs = {
   "accounts-reconcile": accountsReconcile,
   "account-cleanup": accountCleanup,
   "accounts-probe": accountsProbe,
-} satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
+  "checksum-audit": checksumAudit,
+} satisfies { [K in JobName]: FleetJobDefinition<K> };
 
-export type FleetJobs = typeof fleetJobs;
+export type FleetHandlers = typeof fleetHandlers;
 
-export function buildFleetCatalogue(extra: readonly AnyJobDefinition<FleetDeps>[] = []): Catalogue<FleetJobs> {
+export function buildFleetCatalogue(extra: readonly AnyJobDefinition<FleetDeps>[] = []): Catalogue<FleetHandlers> {
   return buildCatalogue({
     declaredNames: JOB_NAMES,
     queues: Object.values(QUEUES),
-    definitions: fleetJobs,
+    definitions: fleetHandlers,
     extra,
     sourceHint: "packages/jobs/src/catalogue.ts",
   });

@@ -1,10 +1,15 @@
 import type { JobClient } from "@fleet/core/jobClient";
-import type { FleetJobs } from "./catalogue";
+import type { FleetJobs } from "./contracts";
+import { defineFleetJob } from "./defineFleetJob";
+import type { FleetJobDefinition } from "./defineFleetJob";
+import { migrateRange } from "./migration/migrateRange";
+import { seedRanges } from "./migration/seedRanges";
+import type { ScheduleSpec } from "./schedules";
 
 /**
- * Compile-time tests of the typed catalogue: `npm run build` fails if `enqueue` starts
- * accepting what it must refuse (every `@ts-expect-error` below must stay an error).
- * Never called.
+ * Compile-time tests of the contracts and handlers: `npm run build` fails if `enqueue` starts
+ * accepting what it must refuse, or a handler what its contract does not give it (every
+ * `@ts-expect-error` below must stay an error). Never called.
  */
 export async function catalogueTypingChecks(jobs: JobClient<FleetJobs>): Promise<void> {
   await jobs.enqueue("migrate-range", { rangeId: 1 });
@@ -22,3 +27,31 @@ export async function catalogueTypingChecks(jobs: JobClient<FleetJobs>): Promise
   // @ts-expect-error bulk payloads are checked too
   await jobs.enqueueBulk("migrate-range", [{ rangeId: 1 }, { range: 2 }]);
 }
+
+export function handlerTypingChecks(): void {
+  // A handler reads its contract's payload…
+  defineFleetJob("migrate-range", { handle: async (payload) => payload.rangeId + 1 });
+  // @ts-expect-error …and nothing its contract does not declare
+  defineFleetJob("migrate-range", { handle: async (payload) => payload.batchSize });
+  // @ts-expect-error a handler needs a contract (contracts.ts)
+  defineFleetJob("migrate-everything", { handle: async () => 1 });
+  // @ts-expect-error a handler cannot take a payload its contract does not give
+  defineFleetJob("seed-ranges", { handle: async (payload: { rangeId: number }) => payload.rangeId });
+  const ok: FleetJobDefinition<"migrate-range"> = migrateRange;
+  // @ts-expect-error the handler list cannot file a handler under another job's name
+  const wrong: FleetJobDefinition<"migrate-range"> = seedRanges;
+  void ok;
+  void wrong;
+}
+
+/** Schedules carry their job's payload, checked like an enqueue. */
+export const scheduleTypingChecks: ScheduleSpec[] = [
+  { id: "a", job: "seed-ranges", cron: "0 * * * *", description: "payload optional: the schema accepts {}" },
+  { id: "b", job: "migrate-range", cron: "0 2 * * *", description: "required payload", payload: { rangeId: 1 } },
+  // @ts-expect-error a job with required fields needs its payload
+  { id: "c", job: "migrate-range", cron: "0 2 * * *", description: "missing payload" },
+  // @ts-expect-error the payload is checked against the job's schema
+  { id: "d", job: "migrate-range", cron: "0 2 * * *", description: "wrong payload", payload: { rangeId: "1" } },
+  // @ts-expect-error nor may it be another job's payload
+  { id: "e", job: "seed-ranges", cron: "0 * * * *", description: "another job's", payload: { rangeId: 1 } },
+];

@@ -6,7 +6,7 @@ import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, Storage } from "@fleet/storage/storage";
 import type { AccountServices } from "./accounts/accountServices";
 import type { LinkGuard } from "./migration/linkGuard";
-import type { FleetJobs } from "./catalogue";
+import type { FleetJobs } from "./contracts";
 import type { RemoteServers } from "./remote/remoteServers";
 
 /** The tuning knobs of the file-migration pipeline (from the worker's config). */

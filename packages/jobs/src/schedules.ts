@@ -1,4 +1,8 @@
-import type { JobName } from "./names";
+import type { PayloadOf } from "@fleet/core/jobDefinition";
+import type { FleetJobs, JobName } from "./contracts";
+
+/** `payload` may be left out only when the job's schema accepts `{}` (every field optional or defaulted). */
+type PayloadField<P> = {} extends P ? { payload?: P } : { payload: P };
 
 /**
  * The one declarative table of recurring jobs. The scheduler upserts exactly these as
@@ -6,10 +10,10 @@ import type { JobName } from "./names";
  * removes any it finds that are not listed. Each can be overridden or turned off from
  * config (SCHEDULE_<ID>=cron | every:<duration> | off).
  */
-export interface ScheduleSpec {
-  /** Scheduler id in Redis; stable across deploys. */
+interface ScheduleBase<K extends JobName> {
+  /** Scheduler id in Redis; stable across deploys. Its config variable is SCHEDULE_<ID> (upper case, `-` → `_`). */
   id: string;
-  job: JobName;
+  job: K;
   /** Cron pattern (evaluated in SCHEDULE_TZ) or a fixed interval. */
   cron?: string;
   everyMs?: number;
@@ -17,6 +21,13 @@ export interface ScheduleSpec {
   /** Off unless SCHEDULE_<ID> is set (`on` for the cron above, or a cron / every:<duration> of its own). */
   optIn?: boolean;
 }
+
+/**
+ * One schedule: the job and the payload every occurrence gets, checked by the compiler against
+ * the job's contract (a job with required fields needs `payload`), and by its schema before the
+ * scheduler creates any schedule.
+ */
+export type ScheduleSpec = { [K in JobName]: ScheduleBase<K> & PayloadField<PayloadOf<FleetJobs[K]>> }[JobName];
 
 export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "seed-ranges", job: "seed-ranges", cron: "0 * * * *", description: "hourly: cut new source files into ranges and enqueue them" },
@@ -36,6 +47,8 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "notify-sweep", job: "notify-sweep", cron: "*/15 * * * *", description: "every 15 min: retry stuck notifications, prune old ones" },
   { id: "accounts-probe", job: "accounts-probe", cron: "*/5 * * * *", description: "every 5 min: probe the migration servers (SSH, host key, role check): health, latency, last error" },
   { id: "accounts-reconcile", job: "accounts-reconcile", cron: "5-55/10 * * * *", description: "every 10 min: re-derive running account batches Redis lost" },
+  // Opt-in (SCHEDULE_CHECKSUM_AUDIT=on): a daily sample of the destination against the recorded hashes.
+  { id: "checksum-audit", job: "checksum-audit", cron: "15 4 * * *", optIn: true, payload: { prefix: "", limit: 1_000 }, description: "daily 04:15 when turned on: hash 1,000 migrated files again in the destination" },
 ];
 
 /** Daily jobs that run once per day and are caught up when the fleet missed their time. */

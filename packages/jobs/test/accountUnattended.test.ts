@@ -26,7 +26,7 @@ import type { AccountSite } from "./accountRunFixture";
 let site: AccountSite;
 let smtp: SmtpTestServer;
 let h: PipelineHarness | undefined;
-const silent = createLogger({ name: "test", LOG_LEVEL: "silent" });
+const silent = createLogger({ name: "test", LOG_LEVEL: "silent", LOG_FORMAT: "json" });
 
 beforeAll(async () => {
   site = await startAccountSite();

@@ -5,6 +5,8 @@ import { z } from "zod";
 import { parseConfig } from "@fleet/core/config";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { destinationKeyOf, keyTemplate } from "../src/migration/destinationKey";
+import { DestinationHasher, destinationOf, migratedFilesPage } from "../src/migration/migratedFiles";
+import { writeFile } from "node:fs/promises";
 import { migrationFields } from "../src/settings";
 import { createPipelineHarness, fileSummary, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
@@ -57,6 +59,19 @@ describe("a migration with DESTINATION_KEY_TEMPLATE={owner}/{year}/{path}", () =
     }
     const { rows } = await h.runtime.db.query<{ new_uri: string }>("SELECT new_uri FROM migration_files WHERE file_id = $1", [files[0]!.id]);
     expect(rows[0]!.new_uri).toContain(`/team-${files[0]!.id % 2}/2023/`);
+
+    // The shared capabilities a processor (and `fleet migrate verify`) uses: read the migrated
+    // files, resolve each destination key through the template, hash it again there.
+    const migrated = await migratedFilesPage(h.runtime.db, { afterId: 0, limit: 100 });
+    expect(migrated).toHaveLength(29);
+    const first = migrated[0]!;
+    expect(destinationOf(first, h.runtime.settings.keyTemplate)).toEqual({ kind: "object", key: `team-${first.fileId % 2}/2023/${first.key}` });
+    const hasher = new DestinationHasher(h.runtime.deps.destination, h.runtime.settings.keyTemplate);
+    for (const f of migrated) expect(await hasher.sha256(f)).toBe(f.sha256);
+    const prefix = first.key.slice(0, first.key.lastIndexOf("/") + 1);
+    expect((await migratedFilesPage(h.runtime.db, { afterId: 0, limit: 100, prefix })).every((f) => f.key.startsWith(prefix))).toBe(true);
+    await writeFile(join(h.destDir, `team-${first.fileId % 2}`, "2023", first.key), "changed behind the fleet's back");
+    expect(await hasher.sha256(first)).toBe(sha(Buffer.from("changed behind the fleet's back")));
   });
 });
 
@@ -75,6 +90,11 @@ describe("a packaged migration with DESTINATION_KEY_TEMPLATE={owner}/{path}", ()
     const manifests: string[] = [];
     for await (const o of h.runtime.deps.destination.list(".fleet-packages/")) if (o.key.endsWith(".manifest.json")) manifests.push(o.key);
     expect(manifests).toHaveLength(1);
+    // A packaged file is found and hashed inside its package.
+    const migrated = await migratedFilesPage(h.runtime.db, { afterId: 0, limit: 100 });
+    expect(destinationOf(migrated[0]!, h.runtime.settings.keyTemplate)).toMatchObject({ kind: "packaged" });
+    const hasher = new DestinationHasher(h.runtime.deps.destination, h.runtime.settings.keyTemplate);
+    for (const f of migrated) expect(await hasher.sha256(f)).toBe(f.sha256);
     const job = await h.runtime.deps.jobs.enqueue("unpack", { manifest: manifests[0]! });
     await waitFor(async () => (await h.runtime.deps.jobs.queue("migration").getJobState(job.id!)) === "completed" || undefined, 30_000, "the unpack job");
     for (const [i, f] of files.entries()) {

@@ -257,7 +257,7 @@ describe("crashes, re-runs and corrupt packages", () => {
     let targetDir: string;
 
     beforeAll(async () => {
-      [manifestKey] = await manifestKeys(h.runtime.deps.destination);
+      manifestKey = (await manifestKeys(h.runtime.deps.destination))[0]!;
       manifest = parseManifest(await h.runtime.deps.destination.readBuffer(manifestKey!), manifestKey!);
       tarBytes = await readFile(join(h.destDir, manifest.tar.key));
       targetDir = await mkdtemp(join(tmpdir(), "fleet-corrupt-"));
@@ -294,7 +294,7 @@ describe("crashes, re-runs and corrupt packages", () => {
 
     it("a flipped byte inside a member", async () => {
       const bad = Buffer.from(tarBytes);
-      bad[512 + 100] ^= 0xff; // inside the first member's data (after its 512-byte header)
+      bad[512 + 100] = bad[512 + 100]! ^ 0xff; // inside the first member's data (after its 512-byte header)
       expectCorrupt(await unpackDamaged("flipped", bad), /member .* has \d+ bytes sha256 [0-9a-f]+, the manifest says/);
       // The corrupt member was never published.
       await expect(stat(join(targetDir, manifest.members[0]!.path))).rejects.toMatchObject({ code: "ENOENT" });
@@ -302,7 +302,7 @@ describe("crashes, re-runs and corrupt packages", () => {
 
     it("a flipped byte in a header (bad header checksum)", async () => {
       const bad = Buffer.from(tarBytes);
-      bad[1] ^= 0x01; // the first member's name: its header checksum no longer matches
+      bad[1] = bad[1]! ^ 0x01; // the first member's name: its header checksum no longer matches
       expectCorrupt(await unpackDamaged("header", bad), /not a valid tar/);
     });
 
@@ -340,7 +340,7 @@ describe("crashes, re-runs and corrupt packages", () => {
 
     it("the unpack job fails at once (no retries) and logs why", async () => {
       const bad = Buffer.from(tarBytes);
-      bad[512 + 10] ^= 0xff;
+      bad[512 + 10] = bad[512 + 10]! ^ 0xff;
       await unpackDamaged("for-job", bad);
       await h.startRunner();
       const job = await h.runtime.deps.jobs.enqueue("unpack", { manifest: "damaged/for-job.manifest.json", target: "destination/restored-damaged" });

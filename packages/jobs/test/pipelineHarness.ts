@@ -16,7 +16,7 @@ import { createFleetRuntime } from "../src/runtime/fleetRuntime";
 import type { FleetRuntime, RuntimeConfig } from "../src/runtime/fleetRuntime";
 import { migrationFields } from "../src/settings";
 import { storageFields } from "../src/storageSettings";
-import { QUEUES } from "../src/names";
+import { QUEUES } from "../src/contracts";
 import { accountFields } from "../src/accounts/accountSettings";
 
 const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields, ...accountFields });

@@ -28,7 +28,18 @@ describe("job runner", () => {
     const unknown = await queue.add("no-such-job", {}, { attempts: 5 });
     const u = await finishedJob(h.runtime, "migration", unknown.id!);
     expect([u.state, u.job.attemptsMade]).toEqual(["failed", 1]);
-    expect(u.job.failedReason).toContain('no handler for job "no-such-job"');
+    // Its own category, not invalid-payload: the payload may be fine, this worker is older.
+    expect(u.job.failedReason).toMatch(/^no-handler: no handler for job "no-such-job" on queue "migration"/);
+    const logged = h.logLines.map((l) => JSON.parse(l) as { level: number; msg: string; job?: string; jobId?: string }).find((l) => l.job === "no-such-job");
+    expect(logged).toMatchObject({ level: 50, jobId: unknown.id, msg: expect.stringContaining("no handler for this job") });
+  });
+
+  it("fails a known job sent to the wrong queue as no-handler too", async () => {
+    const queue = h.runtime.deps.jobs.queue("migration");
+    const misplaced = await queue.add("seed-ranges", {}, { attempts: 3 });
+    const m = await finishedJob(h.runtime, "migration", misplaced.id!);
+    expect([m.state, m.job.attemptsMade]).toEqual(["failed", 1]);
+    expect(m.job.failedReason).toMatch(/^no-handler: no handler for job "seed-ranges" on queue "migration" \(known: migrate-range, retry-failed, unpack\)/);
   });
 });
 

@@ -2,8 +2,9 @@ import { rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Queue } from "bullmq";
 import { migrateDatabase } from "@fleet/db/migrate";
+import { claimOwnedDatabase } from "@fleet/db/ownedDatabase";
 import { bullPrefix } from "@fleet/core/redis";
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import { createStorage } from "@fleet/storage/createStorage";
 import { toStorageConnection } from "@fleet/jobs/storageSettings";
 import type { CliContext } from "../context";
@@ -12,6 +13,9 @@ import { startFleetProcess } from "./fleetProcesses";
 import type { FleetProcess } from "./fleetProcesses";
 import { formatBytes, formatFailures, readStatusReport, watchStatus } from "./status";
 import { verifyMigration } from "./verify";
+
+/** COMMENT ON DATABASE of a database `fleet demo` created: the only kind it clears. */
+export const DEMO_DATABASE_MARK = "fleet demo database: created by `fleet demo`, which clears it on every run";
 
 export interface DemoOptions {
   files: number;
@@ -41,6 +45,8 @@ export async function runDemo(ctx: CliContext, options: DemoOptions): Promise<nu
   const out = (line: string) => process.stdout.write(`${line}\n`);
 
   out(`fleet demo: ${options.files} files, scheduler + ${options.workers} workers, database ${redactDb(config.DATABASE_URL)}, queue prefix ${config.FLEET_PREFIX}`);
+  // The demo clears its database on every run: only one it created (and marked) itself.
+  await claimOwnedDatabase(config.DATABASE_URL, DEMO_DATABASE_MARK, "fleet demo");
   await migrateDatabase({ connectionString: config.DATABASE_URL });
   const runtime = await ctx.runtime({ withRedis: true });
   // The demo's own two ends (not SOURCE_URL/DESTINATION_URL): checked before any work starts,

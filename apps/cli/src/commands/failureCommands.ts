@@ -6,7 +6,7 @@ import { failureSummary, killFiles, listFailures } from "@fleet/db/sql/failures"
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import type { FailureRow, FailureState, KillSelection } from "@fleet/db/sql/failures";
 import { writeLog } from "@fleet/db/sql/log";
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import { migrationBlockerSources, readBlockers } from "@fleet/jobs/status/blockers";
 import { describeBlocker } from "@fleet/jobs/status/migrationNumbers";
 import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";

@@ -7,8 +7,8 @@ import type { JobClient } from "@fleet/core/jobClient";
 import { OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation } from "@fleet/core/operations";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
 import type { OperationState, OperationSummary } from "@fleet/core/operations";
-import { QUEUES } from "@fleet/jobs/names";
-import type { FleetJobs } from "@fleet/jobs/catalogue";
+import { QUEUES } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
 import type { CliContext } from "../context";
 import { integerOption } from "../cliRun";
 

@@ -8,7 +8,7 @@ import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
 import { describeBlocker, formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
 import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
 import { migrationWindow, readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
-import { QUEUES } from "@fleet/jobs/names";
+import { QUEUES } from "@fleet/jobs/contracts";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { LinkBreakers } from "@fleet/core/linkBreakers";
 import type { CliConfig } from "../config";

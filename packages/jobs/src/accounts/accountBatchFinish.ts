@@ -1,20 +1,13 @@
-import { z } from "zod";
 import { batchAccounts, finishBatch } from "@fleet/db/sql/accountBatches";
 import { writeLog } from "@fleet/db/sql/log";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 
 /**
  * The root of a batch's flow: runs when every account's chain has ended. Writes the counts,
  * closes the batch and queues the operators' summary (once per batch and operator).
  */
-export const accountBatchFinish = defineFleetJob({
-  name: "account-batch-finish",
-  queue: QUEUES.maintenance,
-  description: "Close a batch run: counts, batch state, operator summary email",
-  schema: z.object({ batchId: z.number().int().positive() }).strict(),
-  jobId: (p) => `account-batch-finish-${p.batchId}`,
+export const accountBatchFinish = defineFleetJob("account-batch-finish", {
   async handle(payload, ctx) {
     const { db, accounts, jobs } = ctx.deps;
     const batch = await finishBatch(db, payload.batchId);

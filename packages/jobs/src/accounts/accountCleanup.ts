@@ -1,11 +1,9 @@
-import { z } from "zod";
 import { describe } from "@fleet/core/classifyError";
 import { RetryableError } from "@fleet/core/errors";
 import type { BatchAccount } from "@fleet/db/sql/accountBatches";
 import { recordCancelOutcome } from "@fleet/db/sql/accountStepRows";
 import { writeLog } from "@fleet/db/sql/log";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import { accountValues } from "./accountValues";
 import { runGroupCommand } from "./groupUpdate";
 import { runStepCommand, summary, failureOutput } from "./runStep";
@@ -19,12 +17,7 @@ import { serverFault } from "./serverProbe";
  * cannot be reached makes the job retry with the fleet's backoff; the PENDING rows stay, so
  * accounts-reconcile queues the job again if Redis loses it.
  */
-export const accountCleanup = defineFleetJob({
-  name: "account-cleanup",
-  queue: QUEUES.remote,
-  description: "Run the cancel commands of a cancelled/postponed account's started steps and take it out of the directory group",
-  schema: z.object({ accountId: z.number().int().positive() }).strict(),
-  dedupeId: (p) => `account-cleanup-${p.accountId}`,
+export const accountCleanup = defineFleetJob("account-cleanup", {
   async handle(payload, ctx): Promise<{ cancels: number; group: string }> {
     const { db, accounts, remote, jobs } = ctx.deps;
     const workflow = accounts.requireWorkflow();

@@ -1,4 +1,3 @@
-import { z } from "zod";
 import { CANCEL_REASON } from "@fleet/core/jobCancel";
 import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
@@ -11,7 +10,6 @@ import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/
 import { writeLog } from "@fleet/db/sql/log";
 import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import { postponeWithNotice } from "./accountOutcomes";
 import { accountValues } from "./accountValues";
 import { alertOperators } from "./operatorAlert";
@@ -45,12 +43,7 @@ const delay = (ms: number, reason: string) => new DelayJob(new Date(Date.now() +
  * the fault counts toward the server's breaker, and it goes on once the server answers again.
  * Held longer than ACCOUNTS_HOLD_MAX, it is postponed to a later night with a notice.
  */
-export const accountStep = defineFleetJob({
-  name: "account-step",
-  queue: QUEUES.remote,
-  description: "Run one workflow step of one account on its assigned server (waits and polls without holding a worker)",
-  schema: z.object({ batchId: z.number().int().positive(), accountId: z.number().int().positive(), step: z.number().int().min(0), round: z.number().int().min(0).default(0) }).strict(),
-  jobId: (p) => `account-step-${p.batchId}-${p.accountId}-${p.step}${p.round ? `-r${p.round}` : ""}`,
+export const accountStep = defineFleetJob("account-step", {
   async handle(payload, ctx): Promise<StepJobResult> {
     const { db, accounts } = ctx.deps;
     const workflow = accounts.requireWorkflow();

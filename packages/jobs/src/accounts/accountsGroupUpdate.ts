@@ -1,15 +1,9 @@
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
-import { dailyPayload, recordDailyRunOf, runDateOf } from "./dailyPayload";
+import { recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { updateGroup } from "./groupUpdate";
 
 /** 17:30: tonight's accounts into the directory group (workflow `groupUpdate`). */
-export const accountsGroupUpdate = defineFleetJob({
-  name: "accounts-group-update",
-  queue: QUEUES.maintenance,
-  description: "Add tonight's accounts to the directory group",
-  schema: dailyPayload,
-  dedupeId: () => "accounts-group-update",
+export const accountsGroupUpdate = defineFleetJob("accounts-group-update", {
   async handle(payload, ctx) {
     const { accounts, db, remote } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

@@ -1,15 +1,9 @@
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
-import { dailyPayload, recordDailyRunOf, runDateOf } from "./dailyPayload";
+import { recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { prepareBatch } from "./prepareBatch";
 
 /** 13:30: plan tonight's batch and queue the pre-migration emails, then send them. */
-export const accountsPrepare = defineFleetJob({
-  name: "accounts-prepare",
-  queue: QUEUES.maintenance,
-  description: "Plan tonight's account batch and queue the pre-migration emails",
-  schema: dailyPayload,
-  dedupeId: () => "accounts-prepare",
+export const accountsPrepare = defineFleetJob("accounts-prepare", {
   async handle(payload, ctx) {
     const { accounts, db, remote, jobs } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

@@ -1,7 +1,5 @@
-import { z } from "zod";
 import { registerServers } from "./planBatch";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import { probeAndRecord } from "./serverProbe";
 
 /**
@@ -10,12 +8,7 @@ import { probeAndRecord } from "./serverProbe";
  * migration_server. A server coming back closes its breaker: its held steps go on at their
  * next re-check; one going down alerts the operators once.
  */
-export const accountsProbe = defineFleetJob({
-  name: "accounts-probe",
-  queue: QUEUES.maintenance,
-  description: "Probe the migration servers: health, latency, last error (migration_server)",
-  schema: z.object({}).strict().default({}),
-  dedupeId: () => "accounts-probe",
+export const accountsProbe = defineFleetJob("accounts-probe", {
   async handle(_payload, ctx): Promise<{ probed: number; down: string[] } | { skipped: string }> {
     const { db, accounts, remote, jobs } = ctx.deps;
     const workflow = accounts.workflow;

@@ -1,15 +1,9 @@
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
-import { dailyPayload, recordDailyRunOf, runDateOf } from "./dailyPayload";
+import { recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { startBatchRun } from "./startBatchRun";
 
 /** 18:00: start tonight's batch (planning it first if 13:30 did not). */
-export const accountsRun = defineFleetJob({
-  name: "accounts-run",
-  queue: QUEUES.maintenance,
-  description: "Start tonight's account migration run (one BullMQ flow per batch)",
-  schema: dailyPayload,
-  dedupeId: () => "accounts-run",
+export const accountsRun = defineFleetJob("accounts-run", {
   async handle(payload, ctx) {
     const { accounts, db, remote, jobs } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

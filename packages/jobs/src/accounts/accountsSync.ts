@@ -1,18 +1,12 @@
 import { afterRevocations } from "./afterRevocations";
 import { recordDailyRunOf } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
-import { dailyPayload, runDateOf } from "./dailyPayload";
+import { runDateOf } from "./dailyPayload";
 import { syncConsents } from "./syncConsents";
 import type { SyncResult } from "./syncConsents";
 
 /** 13:00: pull new consents from the consent API into migration_queue. */
-export const accountsSync = defineFleetJob({
-  name: "accounts-sync",
-  queue: QUEUES.maintenance,
-  description: "Queue sync: pull consents from the consent API into migration_queue",
-  schema: dailyPayload,
-  dedupeId: () => "accounts-sync",
+export const accountsSync = defineFleetJob("accounts-sync", {
   async handle(payload, ctx): Promise<SyncResult | { skipped: string }> {
     const { accounts, db } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

@@ -1,6 +1,4 @@
-import { z } from "zod";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import { sendNotifications } from "./sendNotifications";
 import type { SendResult } from "./sendNotifications";
 
@@ -13,12 +11,7 @@ const MAX_ROUNDS = 5;
  * the round would wait for the next minute: the job therefore looks again after each round and
  * goes on while something is due (bounded; the every-minute schedule does the rest).
  */
-export const notifySend = defineFleetJob({
-  name: "notify-send",
-  queue: QUEUES.maintenance,
-  description: "Deliver due notifications from the outbox over SMTP",
-  schema: z.object({}).strict().default({}),
-  dedupeId: () => "notify-send",
+export const notifySend = defineFleetJob("notify-send", {
   async handle(_payload, ctx): Promise<SendResult> {
     const total: SendResult = { sent: 0, retryLater: 0, undeliverable: 0, deferred: 0, smtpDown: false };
     for (let round = 0; round < MAX_ROUNDS; round++) {

@@ -1,19 +1,12 @@
-import { z } from "zod";
 import { writeLog } from "@fleet/db/sql/log";
 import { notificationCounts, pruneNotifications, resetStaleSending } from "@fleet/db/sql/notifications";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 
 /**
  * The notification sweeper: SENDING rows whose sender died go back to be tried again (with
  * the same Message-ID), old SENT/UNDELIVERABLE rows are deleted, and the backlog is logged.
  */
-export const notifySweep = defineFleetJob({
-  name: "notify-sweep",
-  queue: QUEUES.maintenance,
-  description: "Recover stuck notifications, prune old ones, report the backlog",
-  schema: z.object({}).strict().default({}),
-  dedupeId: () => "notify-sweep",
+export const notifySweep = defineFleetJob("notify-sweep", {
   async handle(_payload, ctx) {
     const { db, accounts } = ctx.deps;
     const reset = await resetStaleSending(db, accounts.settings.notifySendingStaleMs);

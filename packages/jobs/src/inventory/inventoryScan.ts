@@ -1,6 +1,4 @@
-import { z } from "zod";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import { scanInventory } from "./scanInventory";
 import type { ScanResult } from "./scanInventory";
 
@@ -10,18 +8,7 @@ import type { ScanResult } from "./scanInventory";
  * it resumes from its cursor on the next run; the scheduler's inventory watcher then seeds
  * ranges over the new rows as for any other inventory change.
  */
-export const inventoryScan = defineFleetJob({
-  name: "inventory-scan",
-  queue: QUEUES.maintenance,
-  description: "List SOURCE_URL and bring source_files in line: new files, changed ones as new versions, vanished ones marked",
-  schema: z
-    .object({
-      prefix: z.string().optional(),
-      restart: z.boolean().optional(),
-    })
-    .strict()
-    .default({}),
-  dedupeId: () => "inventory-scan",
+export const inventoryScan = defineFleetJob("inventory-scan", {
   async handle(payload, ctx): Promise<Omit<ScanResult, "vanishedKeys" | "unreadable"> & { vanishedKeys: string[]; unreadable: string[] }> {
     const result = await scanInventory({
       db: ctx.deps.db,

@@ -2,9 +2,9 @@ import type { Logger } from "@fleet/core/logger";
 import { unfinishedRangeIds } from "@fleet/db/sql/ranges";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
-import type { FleetJobs } from "../catalogue";
-import { QUEUES } from "../names";
-import { rangeJobId } from "../migration/migrateRange";
+import type { FleetJobs } from "../contracts";
+import { QUEUES } from "../contracts";
+import { rangeJobId } from "../contracts";
 
 export interface ReconcileResult {
   checked: number;

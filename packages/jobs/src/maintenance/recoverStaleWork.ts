@@ -5,9 +5,8 @@ import { resetStuckRetries } from "@fleet/db/sql/files";
 import { writeLog } from "@fleet/db/sql/log";
 import { resetStaleSending } from "@fleet/db/sql/notifications";
 import { resetStaleRanges } from "@fleet/db/sql/ranges";
-import type { FleetJobs } from "../catalogue";
-import { QUEUES } from "../names";
-import { rangeJobId } from "../migration/migrateRange";
+import type { FleetJobs } from "../contracts";
+import { QUEUES, rangeJobId } from "../contracts";
 import { reconcileRanges } from "./reconcileRanges";
 import type { ReconcileResult } from "./reconcileRanges";
 

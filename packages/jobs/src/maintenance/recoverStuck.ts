@@ -1,9 +1,7 @@
-import { z } from "zod";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import type { ReconcileResult } from "./reconcileRanges";
 import { recoverStaleWork } from "./recoverStaleWork";
-import { sweepDelayAfterTakeover } from "./sweepTemp";
+import { sweepDelayAfterTakeover } from "./sweepDelay";
 
 export interface RecoverResult extends ReconcileResult {
   staleRanges: number;
@@ -17,12 +15,7 @@ export interface RecoverResult extends ReconcileResult {
  * with a stale heartbeat → PENDING; RETRYING files whose batch stopped heartbeating → FAIL;
  * then every unfinished range without a live job gets one.
  */
-export const recoverStuck = defineFleetJob({
-  name: "recover-stuck",
-  queue: QUEUES.maintenance,
-  description: "Reset ranges and retries whose worker died, and re-enqueue work Redis has forgotten",
-  schema: z.object({}).strict().default({}),
-  dedupeId: () => "recover-stuck",
+export const recoverStuck = defineFleetJob("recover-stuck", {
   async handle(_payload, ctx): Promise<RecoverResult> {
     const { settings } = ctx.deps;
     const result = await recoverStaleWork(

@@ -1,8 +1,7 @@
-import { z } from "zod";
 import { pruneLog } from "@fleet/db/sql/log";
 import { pruneOperations } from "@fleet/db/sql/operations";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
+import { QUEUES } from "../contracts";
 
 export interface RetentionResult {
   logRows: number;
@@ -18,12 +17,7 @@ export interface RetentionResult {
  * failed ones after 14 days by default, with their status rows) and finished BullMQ jobs
  * (completed after 24 h, failed after 14 days by default).
  */
-export const retention = defineFleetJob({
-  name: "retention",
-  queue: QUEUES.maintenance,
-  description: "Delete old log rows, operation history and finished jobs",
-  schema: z.object({}).strict().default({}),
-  dedupeId: () => "retention",
+export const retention = defineFleetJob("retention", {
   async handle(_payload, ctx): Promise<RetentionResult> {
     const { db, settings, jobs } = ctx.deps;
     const logRows = await pruneLog(db, settings.logRetentionMs);

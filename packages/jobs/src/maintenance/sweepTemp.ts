@@ -1,19 +1,9 @@
-import { z } from "zod";
 import { DelayJob } from "@fleet/core/delayJob";
 import { writeLog } from "@fleet/db/sql/log";
 import type { SweepResult } from "@fleet/storage/storage";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 
-/**
- * How long after a dead owner's work was taken over its temp files are certainly sweepable:
- * the owner died at most one heartbeat before its last heartbeat went stale, so by then its
- * files have been untouched for staleAfter − heartbeat, and its writer lease lapsed lease
- * after its death. Sweep when both TEMP_SWEEP_MIN_AGE and the lease have passed.
- */
-export function sweepDelayAfterTakeover(t: { tempSweepMinAgeMs: number; staleAfterMs: number; heartbeatMs: number; leaseMs: number }): number {
-  return Math.max(1_000, Math.max(t.tempSweepMinAgeMs, t.leaseMs) - t.staleAfterMs + t.heartbeatMs);
-}
+export { sweepDelayAfterTakeover } from "./sweepDelay";
 
 export type SweepTempResult = (SweepResult & { skipped?: undefined }) | { skipped: string };
 
@@ -24,14 +14,7 @@ export type SweepTempResult = (SweepResult & { skipped?: undefined }) | { skippe
  * recovery that found a dead owner's work (delayed until that owner's temp files are old
  * enough) and daily as a backstop. It walks the destination, so it is not run more often.
  */
-export const sweepTemp = defineFleetJob({
-  name: "sweep-temp",
-  queue: QUEUES.maintenance,
-  description: "Remove temp files of dead writers and abort stale multipart uploads in the destination",
-  schema: z.object({}).strict().default({}),
-  // No dedupe id: each recovery adds its own delayed sweep, due when that dead owner's temp
-  // files are old enough; a sweep already pending may be due too early for them. Two sweeps
-  // at once are harmless (a removed file is simply gone for the other).
+export const sweepTemp = defineFleetJob("sweep-temp", {
   async handle(_payload, ctx): Promise<SweepTempResult> {
     const { destination, writers, settings, db } = ctx.deps;
     if (!destination.sweepTemps) return { skipped: `${destination.kind} storage writes no temp files` };

@@ -11,7 +11,7 @@ import type { FleetDeps } from "../deps";
 import { copyFileRetrying } from "./copyFile";
 import type { CopyResult } from "./copyFile";
 import { packageRange } from "./packageRange";
-import { sweepDelayAfterTakeover } from "../maintenance/sweepTemp";
+import { sweepDelayAfterTakeover } from "../maintenance/sweepDelay";
 import { runBounded } from "./runBounded";
 import { FailureLog, failIfFilesFailed } from "./rangeFailures";
 import { transferLabels } from "./transferLabels";

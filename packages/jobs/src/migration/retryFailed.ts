@@ -1,6 +1,4 @@
-import { z } from "zod";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 import { retryFailedFiles } from "./retryFailedFiles";
 import type { RetryResult } from "./retryFailedFiles";
 
@@ -16,24 +14,6 @@ export type { RetryResult } from "./retryFailedFiles";
  * whatever their category and count; `requestedOnly` runs (what those submit) take only them,
  * and are not deduplicated, so a running one never swallows a new request.
  */
-export const retryFailed = defineFleetJob({
-  name: "retry-failed",
-  queue: QUEUES.migration,
-  description: "Copy again failed files whose error is retryable, up to RETRY_MAX times each",
-  schema: z
-    .object({
-      maxBatches: z.number().int().positive().optional(),
-      requestedOnly: z.boolean().optional(),
-      // What the operator asked for, kept in the operation history with the job.
-      note: z.string().max(500).optional(),
-    })
-    .strict()
-    .default({}),
-  // Operator runs are never deduplicated: each request is its own operation, and runs side by
-  // side with others safely (SKIP LOCKED).
-  dedupeId: (p) => (p.requestedOnly ? undefined : "retry-failed"),
-  // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
-  // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
-  options: { runWindow: "migration" },
+export const retryFailed = defineFleetJob("retry-failed", {
   handle: (payload, ctx): Promise<RetryResult> => retryFailedFiles(payload, ctx),
 });

@@ -1,7 +1,5 @@
-import { z } from "zod";
 import { seedRanges as seedRangesSql } from "@fleet/db/sql/ranges";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../names";
 
 export interface SeedResult {
   newRanges: number;
@@ -14,12 +12,7 @@ export interface SeedResult {
  * migrate-range job per new range. If Redis fails after the insert, the ranges are PENDING
  * without jobs and recover-stuck's reconciliation enqueues them: nothing is lost.
  */
-export const seedRanges = defineFleetJob({
-  name: "seed-ranges",
-  queue: QUEUES.maintenance,
-  description: "Cut new source files into ranges of BATCH_SIZE and enqueue a migrate-range job for each",
-  schema: z.object({ batchSize: z.number().int().min(1).max(1_000_000).optional() }).strict().default({}),
-  dedupeId: () => "seed-ranges",
+export const seedRanges = defineFleetJob("seed-ranges", {
   async handle(payload, ctx): Promise<SeedResult> {
     const { db, jobs, settings } = ctx.deps;
     const ranges = await seedRangesSql(db, payload.batchSize ?? settings.batchSize);

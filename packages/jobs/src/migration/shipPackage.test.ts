@@ -15,6 +15,9 @@ import { shipPackage } from "./shipPackage";
 import type { PackageSettings } from "./shipPackage";
 import { unpackPackage } from "./unpackPackage";
 
+/** source_files.created_at of the rows below (only a key template would use it). */
+const CREATED = new Date("2024-01-01T00:00:00Z");
+
 // shipPackage and unpackPackage on real directories: the cases a pipeline run cannot stage
 // (a source failing after a member's header was written) and memory with a large member.
 
@@ -78,7 +81,7 @@ describe("shipPackage", () => {
       const body = Buffer.alloc(i % 4 === 1 ? 300_000 : 1_000 + i, i); // every 4th (from 1) is streamed
       bodies.set(key, body);
       await src.write(key, body);
-      files.push({ id: 100 + i, uri: key, name: `f-${i}.bin`, size: body.length });
+      files.push({ id: 100 + i, uri: key, name: `f-${i}.bin`, size: body.length, owner: null, createdAt: CREATED });
     }
     const source = new FlakySource(join(root, "src"), new Map([["d/f-5.bin", "bad-sector"], ["d/f-9.bin", "grows"]]));
     opened.push(source);
@@ -108,7 +111,7 @@ describe("shipPackage", () => {
     const files: SourceFileRow[] = [];
     for (let i = 0; i < 4; i++) {
       await src.write(`f-${i}.bin`, Buffer.alloc(300_000, i));
-      files.push({ id: 1 + i, uri: `f-${i}.bin`, name: `f-${i}.bin`, size: 300_000 });
+      files.push({ id: 1 + i, uri: `f-${i}.bin`, name: `f-${i}.bin`, size: 300_000, owner: null, createdAt: CREATED });
     }
     const source = new FlakySource(join(root, "src"), new Map([["f-2.bin", "drops"]]));
     opened.push(source);
@@ -123,7 +126,7 @@ describe("shipPackage", () => {
     const dest = local("dest");
     const src = local("src");
     await src.write("other.bin", Buffer.from("the source root exists; this file does not"));
-    const shipped = await shipPackage(src, dest, 1, [{ id: 1, uri: "gone.bin", name: "gone.bin", size: 10 }], settings, new AbortController().signal);
+    const shipped = await shipPackage(src, dest, 1, [{ id: 1, uri: "gone.bin", name: "gone.bin", size: 10, owner: null, createdAt: CREATED }], settings, new AbortController().signal);
     expect(shipped.results.map((r) => !r.ok && r.error.category)).toEqual(["not-found"]);
     expect(shipped.manifestKey).toBeUndefined();
     const keys: string[] = [];
@@ -198,21 +201,21 @@ function used(): number {
 
 /** A source whose every key reads as N zero bytes, generated as it is read, and metered. */
 class MeteredZeros extends NullStorage {
-  constructor(size: number, private readonly probe: MemoryProbe) {
+  constructor(size: number, private readonly meter: MemoryProbe) {
     super({ zeroBytes: size });
   }
   override async createReadStream(key: string, options?: ReadOptions): Promise<Readable> {
-    return this.probe.meter(await super.createReadStream(key, options));
+    return this.meter.meter(await super.createReadStream(key, options));
   }
 }
 
 /** A real directory whose reads are metered. */
 class MeteredLocal extends LocalStorage {
-  constructor(dir: string, private readonly probe: MemoryProbe) {
+  constructor(dir: string, private readonly meter: MemoryProbe) {
     super({ root: dir });
   }
   override async createReadStream(key: string, options?: ReadOptions): Promise<Readable> {
-    return this.probe.meter(await super.createReadStream(key, options));
+    return this.meter.meter(await super.createReadStream(key, options));
   }
 }
 
@@ -224,7 +227,7 @@ describe("memory with a large member", () => {
     // A generated source: the test never holds the file either.
     const source = new MeteredZeros(SIZE, packing);
     const dest = local("dest");
-    const files: SourceFileRow[] = [{ id: 1, uri: "big/member.bin", name: "member.bin", size: SIZE }];
+    const files: SourceFileRow[] = [{ id: 1, uri: "big/member.bin", name: "member.bin", size: SIZE, owner: null, createdAt: CREATED }];
     packing.start();
     const shipped = await shipPackage(source, dest, 1, files, { ...settings, verify: "write" }, new AbortController().signal);
     expect(shipped.results.map((r) => r.ok)).toEqual([true]);

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
-import { Catalogue } from "@fleet/core/catalogue";
+import type { Catalogue } from "@fleet/core/catalogue";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import { LinkBreakers } from "@fleet/core/linkBreakers";
@@ -15,8 +15,9 @@ import { createStorage } from "@fleet/storage/createStorage";
 import { writerToken } from "@fleet/storage/tempNames";
 import { WriterRegistry } from "@fleet/core/writerRegistry";
 import type { Storage } from "@fleet/storage/storage";
-import { buildFleetCatalogue } from "../catalogue";
-import type { FleetJobs } from "../catalogue";
+import type { FleetHandlers } from "../catalogue";
+import { fleetContracts } from "../contracts";
+import type { FleetJobs } from "../contracts";
 import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
@@ -43,7 +44,11 @@ export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<
  * own prefix and database. `close()` releases all of it.
  */
 export interface FleetRuntime {
-  catalogue: Catalogue<FleetJobs>;
+  /**
+   * The handlers (what a worker runs), built and checked on first use: only the worker and
+   * tests that run jobs load them; the job client enqueues from the contracts alone.
+   */
+  readonly catalogue: Catalogue<FleetHandlers>;
   deps: FleetDeps;
   db: DbPool;
   /** Producer connection (fails fast). */
@@ -85,7 +90,6 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     void source.close();
     throw err;
   }
-  const catalogue = buildFleetCatalogue();
   const metrics = options.metrics ?? createMetrics({ defaultMetrics: false });
   const db = createPool({
     connectionString: config.DATABASE_URL,
@@ -98,8 +102,8 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const prefix = bullPrefix(config.FLEET_PREFIX);
   const settings = toMigrationSettings(config);
 
-  const jobs = new JobClient(
-    catalogue,
+  const jobs = new JobClient<FleetJobs>(
+    fleetContracts(),
     redis,
     prefix,
     {
@@ -134,8 +138,14 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     onClosed: async () => void (await jobs.enqueue("retry-failed", {})),
   });
   const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, link, workerId, writers };
+  let catalogue: Catalogue<FleetHandlers> | undefined;
   return {
-    catalogue,
+    get catalogue() {
+      // Loaded here, not at the top: the handlers import SSH, SMTP and the jobs' helpers.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const handlers = require("../catalogue") as typeof import("../catalogue");
+      return (catalogue ??= handlers.buildFleetCatalogue());
+    },
     deps,
     db,
     redis,

@@ -1,12 +1,12 @@
 import { createLogger } from "@fleet/core/logger";
 import { describe } from "@fleet/core/classifyError";
-import { unpackPackage } from "@fleet/jobs/migration/unpackPackage";
+import { unpackPackage } from "./unpackPackage";
 import { NullStorage } from "@fleet/storage/null/nullStorage";
 import { PACKAGES_PREFIX, parseManifest } from "@fleet/storage/package/packageManifest";
 import type { Storage } from "@fleet/storage/storage";
 
 /**
- * The destination side of `fleet migrate verify` for packaged files (new_uri
+ * The destination side of re-hashing packaged files (`fleet migrate verify`, checksum-audit) (new_uri
  * `<tar uri>#<member>`): each package they point into is read once, in full, and checked
  * against its manifest exactly as unpack checks it (into a storage that keeps nothing), and
  * the member's manifest sha256 is what the file's row is compared with. Files come in id
