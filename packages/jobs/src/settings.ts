@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
-import { RETRYABLE_CATEGORIES } from "@fleet/core/errors";
+import { ConfigError, RETRYABLE_CATEGORIES } from "@fleet/core/errors";
+import { parseRunWindows } from "@fleet/core/runWindow";
 import type { MigrationSettings } from "./deps";
 import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
 
@@ -33,6 +34,7 @@ export const migrationFields = {
       }
     })
     .describe(`Destination key of each file, from ${KEY_FIELDS.map((f) => `{${f}}`).join(" ")} (source_files fields; year/month/day of created_at, UTC), e.g. {owner}/{year}/{path}`),
+  LINK_PAUSED: envBool(false).describe("Pause the link (source → destination): its range and retry jobs wait, running ones give their range back within a heartbeat; mostly set live, per link, with `fleet settings set LINK_PAUSED true --link …`"),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
   BREAKER_THRESHOLD: envInt(10, 1).describe("Link faults in a row (network, timeout, throttled, unavailable, no-space, storage-unavailable; no transfer succeeding in between) that open the link's breaker: its work pauses, fleet-wide, instead of failing files"),
   BREAKER_PROBE_SCHEDULE: envDurationList("5s,15s,30s,1m,2m,5m").describe("Delays before an open link breaker's first probe, after one failed probe, after two…; the last repeats"),
@@ -54,9 +56,36 @@ export const migrationFields = {
   MIGRATION_WINDOW: z
     .string()
     .default("mon-fri 22:00-06:00; sat-sun 00:00-24:00; mon 00:00-06:00")
+    .superRefine((value, ctx) => {
+      // The spec alone (the zone is FLEET_TZ's own check): a live setting gets the same check.
+      try {
+        parseRunWindows(value, "UTC");
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: err instanceof ConfigError ? err.issues.join("; ") : (err as Error).message });
+      }
+    })
     .describe("When migration jobs may run: weeknights 22:00-06:00 and Friday 22:00 to Monday 06:00 by default"),
+  SETTINGS_REFRESH: envDuration("2s").describe("How often each fleet process re-reads the live settings (fleet settings set, the dashboard's settings page): a change is in effect everywhere within this"),
   FLEET_TZ: z.string().default("UTC").describe("IANA time zone of run windows and schedules, e.g. America/New_York"),
 };
+
+/** WORKER_CONCURRENCY: jobs run at once per queue (`migration=2,maintenance=3`); a live setting too. */
+export const queueConcurrencyField = z
+  .string()
+  .default("migration=2,maintenance=3,remote=2")
+  .transform((value, ctx) => {
+    const out: Record<string, number> = {};
+    for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const m = /^([A-Za-z0-9_-]+)=(\d+)$/.exec(part);
+      if (!m || Number(m[2]) < 1 || Number(m[2]) > 10_000) {
+        ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (1 ≤ number ≤ 10000)` });
+        return z.NEVER;
+      }
+      out[m[1]!] = Number(m[2]);
+    }
+    return out;
+  })
+  .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)");
 
 /**
  * The recovery watch every worker and scheduler runs (packages/jobs/src/maintenance/recoveryWatch.ts):
