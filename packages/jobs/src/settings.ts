@@ -2,6 +2,7 @@ import { z } from "zod";
 import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
 import { ConfigError, RETRYABLE_CATEGORIES } from "@fleet/core/errors";
 import { parseRunWindows } from "@fleet/core/runWindow";
+import { parseBandwidthTimetable } from "@fleet/core/bandwidthTimetable";
 import type { MigrationSettings } from "./deps";
 import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
 
@@ -34,6 +35,8 @@ export const migrationFields = {
       }
     })
     .describe(`Destination key of each file, from ${KEY_FIELDS.map((f) => `{${f}}`).join(" ")} (source_files fields; year/month/day of created_at, UTC), e.g. {owner}/{year}/{path}`),
+  LINK_BWLIMIT: bandwidthField("off").describe("Bytes/s of the link (source → destination), fleet-wide (all workers together), with rclone's --bwlimit syntax: off, 10M (MiB/s; K, M, G, a bare number is KiB/s), or a timetable in FLEET_TZ such as `08:00,10M 18:00,off` or `Mon-08:00,50M Sat-00:00,off`; live, per link"),
+  LINK_MAX_TRANSFERS: envInt(0, 0, 100_000).describe("Files transferred at once on the link, fleet-wide (all workers together; 0: no limit beyond WORKER_CONCURRENCY × COPY_CONCURRENCY per worker); live, per link"),
   LINK_PAUSED: envBool(false).describe("Pause the link (source → destination): its range and retry jobs wait, running ones give their range back within a heartbeat; mostly set live, per link, with `fleet settings set LINK_PAUSED true --link …`"),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
   BREAKER_THRESHOLD: envInt(10, 1).describe("Link faults in a row (network, timeout, throttled, unavailable, no-space, storage-unavailable; no transfer succeeding in between) that open the link's breaker: its work pauses, fleet-wide, instead of failing files"),
@@ -77,8 +80,8 @@ export const queueConcurrencyField = z
     const out: Record<string, number> = {};
     for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
       const m = /^([A-Za-z0-9_-]+)=(\d+)$/.exec(part);
-      if (!m || Number(m[2]) < 1 || Number(m[2]) > 10_000) {
-        ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (1 ≤ number ≤ 10000)` });
+      if (!m || Number(m[2]) < 1) {
+        ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (number ≥ 1)` });
         return z.NEVER;
       }
       out[m[1]!] = Number(m[2]);
@@ -95,6 +98,21 @@ export const recoveryFields = {
   RECOVERY_INTERVAL: envDuration("5s").describe("How often each fleet process checks for a lost Redis (epoch key) and, one process per interval, for ranges, retries and notifications whose owner stopped heartbeating"),
   RECONCILE_INTERVAL: envDuration("30s").describe("How often (fleet-wide) every unfinished range is checked for a live BullMQ job and re-enqueued if Redis lost it; at once when Redis was emptied"),
 };
+
+/** A bandwidth timetable (LINK_BWLIMIT), checked and parsed. */
+export function bandwidthField(def: string) {
+  return z
+    .string()
+    .default(def)
+    .transform((value, ctx) => {
+      try {
+        return parseBandwidthTimetable(value);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
+}
 
 type MigrationConfig = z.output<z.ZodObject<typeof migrationFields>>;
 

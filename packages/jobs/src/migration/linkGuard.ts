@@ -4,6 +4,7 @@ import type { BreakerState, LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import type { FleetMetrics } from "@fleet/core/metrics";
 import type { Storage } from "@fleet/storage/storage";
+import type { LinkThrottle } from "./linkThrottle";
 
 /**
  * The breaker of one link (source storage → destination storage), as one process uses it.
@@ -44,6 +45,8 @@ export interface LinkGuardOptions {
   onClosed?: () => Promise<void>;
   /** Whether an operator paused the link (the live setting LINK_PAUSED, for this link). */
   paused?: () => boolean;
+  /** The link's throttles (LINK_BWLIMIT, LINK_MAX_TRANSFERS). */
+  throttle?: LinkThrottle;
 }
 
 export type Admission = { open: false } | { open: true; until: Date; reason: string; paused?: true };
@@ -57,6 +60,7 @@ const PROBE_TIMEOUT_MS = 30_000;
 
 export class LinkGuard {
   readonly link: string;
+  readonly throttle: LinkThrottle | undefined;
   private faultsInARow = 0;
   private openController = new AbortController();
   private state: BreakerState | undefined;
@@ -68,6 +72,7 @@ export class LinkGuard {
 
   constructor(private readonly options: LinkGuardOptions) {
     this.link = options.link;
+    this.throttle = options.throttle;
     options.metrics.linkBreakerOpen.set({ link: this.link }, 0);
   }
 

@@ -24,6 +24,8 @@ import { toStorageConnection } from "../storageSettings";
 import { StorageTargets } from "../storageTargets";
 import { createAccountServices } from "../accounts/accountServices";
 import { LinkGuard } from "../migration/linkGuard";
+import { LinkThrottle } from "../migration/linkThrottle";
+import { LinkLimits } from "@fleet/core/linkLimits";
 import { transferLabels } from "../migration/transferLabels";
 import { toAccountSettings } from "../accounts/accountSettings";
 import type { AccountConfig } from "../accounts/accountSettings";
@@ -139,6 +141,15 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     // The files that failed before the breaker opened: copied again now, not in 30 minutes.
     onClosed: async () => void (await jobs.enqueue("retry-failed", {})),
     paused: () => live.get("LINK_PAUSED", linkLabel),
+    throttle: new LinkThrottle({
+      limits: new LinkLimits(redis, prefix),
+      link: linkLabel,
+      bandwidth: () => live.get("LINK_BWLIMIT", linkLabel),
+      maxTransfers: () => live.get("LINK_MAX_TRANSFERS", linkLabel),
+      timeZone: config.FLEET_TZ,
+      owner: workerId,
+      log,
+    }),
   });
   // What the pipeline reads per range or per fault follows the live values.
   live.onChange(() => {
