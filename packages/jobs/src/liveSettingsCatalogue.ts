@@ -27,6 +27,8 @@ export const LIVE_SETTINGS = {
   LINK_BWLIMIT: live(fields.LINK_BWLIMIT, true),
   LINK_MAX_TRANSFERS: live(fields.LINK_MAX_TRANSFERS, true),
   LINK_PAUSED: live(fields.LINK_PAUSED, true),
+  FAIR_SHARE: live(fields.FAIR_SHARE),
+  OWNER_WEIGHTS: live(fields.OWNER_WEIGHTS),
 };
 
 export type LiveSettingName = keyof typeof LIVE_SETTINGS;

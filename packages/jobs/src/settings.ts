@@ -37,6 +37,23 @@ export const migrationFields = {
     .describe(`Destination key of each file, from ${KEY_FIELDS.map((f) => `{${f}}`).join(" ")} (source_files fields; year/month/day of created_at, UTC), e.g. {owner}/{year}/{path}`),
   LINK_BWLIMIT: bandwidthField("off").describe("Bytes/s of the link (source → destination), fleet-wide (all workers together), with rclone's --bwlimit syntax: off, 10M (MiB/s; K, M, G, a bare number is KiB/s), or a timetable in FLEET_TZ such as `08:00,10M 18:00,off` or `Mon-08:00,50M Sat-00:00,off`; live, per link"),
   LINK_MAX_TRANSFERS: envInt(0, 0, 100_000).describe("Files transferred at once on the link, fleet-wide (all workers together; 0: no limit beyond WORKER_CONCURRENCY × COPY_CONCURRENCY per worker); live, per link"),
+  FAIR_SHARE: z.enum(["owner", "off"]).default("owner").describe("owner: range jobs of different owners (source_files.owner, else the key's top folder) run in round robin, so a small owner's files finish while a huge one is still running; off: in id order; live"),
+  OWNER_WEIGHTS: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const out: Record<string, number> = {};
+      for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
+        const m = /^(.+)=(\d+)$/.exec(part);
+        if (!m || Number(m[2]) < 1 || Number(m[2]) > 1_000) {
+          ctx.addIssue({ code: "custom", message: `"${part}" is not owner=weight (1 ≤ weight ≤ 1000)` });
+          return z.NEVER;
+        }
+        out[m[1]!.trim()] = Number(m[2]);
+      }
+      return out;
+    })
+    .describe("FAIR_SHARE=owner: ranges per round for some owners (default 1 each), e.g. alice=3,bob=2 — a per-owner priority; applies to ranges seeded after the change; live"),
   LINK_PAUSED: envBool(false).describe("Pause the link (source → destination): its range and retry jobs wait, running ones give their range back within a heartbeat; mostly set live, per link, with `fleet settings set LINK_PAUSED true --link …`"),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
   BREAKER_THRESHOLD: envInt(10, 1).describe("Link faults in a row (network, timeout, throttled, unavailable, no-space, storage-unavailable; no transfer succeeding in between) that open the link's breaker: its work pauses, fleet-wide, instead of failing files"),
