@@ -15,8 +15,8 @@ import { navigation } from "./navigation";
  * Live settings on the dashboard (the same table and checks as `fleet settings`): a page that
  * lists every live setting with its stored values and recent changes; operators change or
  * reset one with a form (the session's CSRF token, no script). The JSON API: GET /api/settings
- * (scope `read`), PUT and DELETE /api/settings/:name (`admin` tokens, or an operator's session
- * or basic auth). Workers pick a change up within SETTINGS_REFRESH.
+ * (scope `read`), PUT and DELETE /api/settings/:name (scope `admin`; the API takes bearer tokens
+ * only). Workers pick a change up within SETTINGS_REFRESH.
  */
 
 const setBody = z.object({ value: z.string().max(2_000), link: z.string().trim().max(500).optional() }).strict();
