@@ -69,5 +69,28 @@ describe("live settings across running worker processes", () => {
     // A value its schema refuses never reaches the table.
     await expect(runCli(fx.env, ["settings", "set", "BREAKER_THRESHOLD", "zero"])).rejects.toMatchObject({ code: 2 });
     process.stdout.write(`live settings: pause picked up after ${pickedUpMs} ms, work resumed ${resumedMs} ms after the reset\n`);
+    for (const w of [a, b]) w.signal("SIGTERM");
+    await Promise.all([a.exited, b.exited]);
+  }, 120_000);
+
+  it("fleet settings set WORKER_CONCURRENCY raises the range jobs a running worker runs at once", async () => {
+    // Slow ranges (the link's bandwidth limited, fleet-wide), so range jobs overlap for seconds.
+    await runCli(fx.env, ["settings", "set", "LINK_BWLIMIT", "1M", "--by", "ops-alice"]);
+    await fx.runtime.db.query(`INSERT INTO source_files (uri, name, size) SELECT 'slow/f-' || i || '.bin', 'f-' || i || '.bin', 65536 FROM generate_series(1, 800) AS i`);
+    const w = fx.spawnWorker("C", { SOURCE_URL: "null:zero?size=65536" });
+    await w.started();
+    await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
+    const processing = async () => Number((await fx.runtime.db.query<{ n: string }>(`SELECT count(*) AS n FROM migration_ranges WHERE status = 'PROCESSING'`)).rows[0]!.n);
+    let most = 0;
+    for (const end = Date.now() + 4_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) most = Math.max(most, await processing());
+    expect(most).toBe(1);
+
+    const { json } = await runCli(fx.env, ["settings", "set", "WORKER_CONCURRENCY", "migration=4,maintenance=2,remote=1", "--by", "ops-alice", "--json"]);
+    const setAt = Date.parse((json as { changedAt: string }).changedAt);
+    await fx.waitFor(async () => (await processing()) >= 3 || undefined, 20_000, "more range jobs at once after the change", 100);
+    const raisedMs = Date.now() - setAt;
+    process.stdout.write(`live settings: WORKER_CONCURRENCY migration 1 → 4 had 3+ ranges running ${raisedMs} ms after the change\n`);
+    // SETTINGS_REFRESH (2 s), then BullMQ takes more jobs when it next looks for work.
+    expect(raisedMs).toBeLessThan(10_000);
   }, 120_000);
 });
