@@ -13,6 +13,8 @@ import type { CliConfig } from "./config";
 /** What a command needs; built lazily so `fleet --help` connects to nothing. */
 export interface CliContext {
   config: CliConfig;
+  /** The variables as text (environment over the .env file), for showing what they say. */
+  env: Readonly<Record<string, string | undefined>>;
   log: Logger;
   /**
    * Connections and the job client; created on first use and closed after the command.
@@ -39,7 +41,8 @@ export class NoFleetError extends Error {
 }
 
 export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
-  const config = loadCliConfig(readEnv(env));
+  const merged = readEnv(env);
+  const config = loadCliConfig(merged);
   const log = createLogger({ ...config, name: "fleet", isTty: process.stderr.isTTY, destination: process.stderr });
   let runtime: FleetRuntime | undefined;
   let pool: DbPool | undefined;
@@ -56,6 +59,7 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
   };
   return {
     config,
+    env: merged,
     log,
     async runtime(options = {}) {
       const r = await ensure();

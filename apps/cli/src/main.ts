@@ -14,6 +14,7 @@ import { registerFailureCommands } from "./commands/failureCommands";
 import { registerInventoryCommands } from "./commands/inventoryCommands";
 import { registerMigrateCommands } from "./commands/migrateCommands";
 import { registerOperatorCommands } from "./commands/operatorCommands";
+import { registerSettingsCommands } from "./commands/settingsCommands";
 
 /**
  * `fleet`: the operator's terminal tool. Exit codes: 0 success, 1 a failure (one line saying
@@ -105,6 +106,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
     );
 
   registerOperatorCommands(program, run);
+  registerSettingsCommands(program, run);
   registerAccountCommands(program, run);
   registerDashboardCommands(program, run);
 

@@ -6,7 +6,7 @@ import type { SafeHtml } from "./html";
 export function navigation(principal: Principal | undefined): SafeHtml {
   if (!principal) return html``;
   const queues = principal.role === "operator" ? "/queues/" : "/queues/readonly/";
-  return html`<a href="/progress">Progress</a><a href="/failures">Failures</a><a href="/accounts">Accounts</a><a href="${queues}">Queues</a><span class="muted">${principal.user} (${principal.role})</span>${
+  return html`<a href="/progress">Progress</a><a href="/failures">Failures</a><a href="/accounts">Accounts</a><a href="/settings">Settings</a><a href="${queues}">Queues</a><span class="muted">${principal.user} (${principal.role})</span>${
     principal.kind === "session" ? html`<a href="/logout">Sign out</a>` : ""
   }`;
 }

@@ -28,6 +28,7 @@ import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
 import { failuresRoutes } from "./failuresPage";
+import { settingsRoutes } from "./settingsPage";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
 import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import { accountsRoutes } from "./accountsPage";
@@ -218,6 +219,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     policy: { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES },
   });
   accountsRoutes(app, ctx.db);
+  settingsRoutes(app, ctx.db);
   const queues = Object.values(QUEUES).map((name) => ctx.jobs.queue(name));
   metricsRoute(
     app,

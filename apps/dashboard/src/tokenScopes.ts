@@ -4,10 +4,10 @@
  * (default deny: a route added later is closed to narrow tokens until someone decides).
  *
  * - `metrics`: GET /metrics, and nothing else (the Prometheus scrape token).
- * - `read`: GET on /api/* (operations, their history, the lock state).
+ * - `read`: GET on /api/* (operations, their history, the lock state, the live settings).
  * - `submit`: read, submit any catalogue job, cancel any operation.
  * - `submit:<job>`: read, submit that job only, cancel operations of that job only.
- * - `admin`: everything, including the API lock.
+ * - `admin`: everything, including the API lock and changing live settings (PUT/DELETE /api/settings/:name).
  */
 export const BASE_SCOPES = ["metrics", "read", "submit", "admin"] as const;
 export type BaseScope = (typeof BASE_SCOPES)[number];
@@ -58,7 +58,7 @@ export function requiredScope(method: string, route: string): Requirement {
   if (route === "/metrics" && m === "GET") return { scope: "metrics" };
   if (route === "/api/operations" && m === "POST") return { job: "submit" };
   if (route === "/api/operations/:id/cancel" && m === "POST") return { job: "cancel" };
-  if ((route === "/api/operations" || route === "/api/operations/:id" || route === "/api/lock") && m === "GET") return { scope: "read" };
+  if ((route === "/api/operations" || route === "/api/operations/:id" || route === "/api/lock" || route === "/api/settings") && m === "GET") return { scope: "read" };
   return { scope: "admin" };
 }
 

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { buildFields, databaseFields, envDuration, envInt, envList, logFields, opsTokenFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
-import { migrationFields, recoveryFields } from "@fleet/jobs/settings";
+import { migrationFields, queueConcurrencyField, recoveryFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 
@@ -16,22 +16,7 @@ export const workerSchema = z.object({
   ...accountFields,
   ...recoveryFields,
   WORKER_QUEUES: envList("migration,maintenance,remote").describe("Queues this worker consumes"),
-  WORKER_CONCURRENCY: z
-    .string()
-    .default("migration=2,maintenance=3,remote=2")
-    .transform((value, ctx) => {
-      const out: Record<string, number> = {};
-      for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
-        const m = /^([A-Za-z0-9_-]+)=(\d+)$/.exec(part);
-        if (!m || Number(m[2]) < 1) {
-          ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (number ≥ 1)` });
-          return z.NEVER;
-        }
-        out[m[1]!] = Number(m[2]);
-      }
-      return out;
-    })
-    .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)"),
+  WORKER_CONCURRENCY: queueConcurrencyField,
   LOCK_DURATION: envDuration("30s").describe("BullMQ lock of a running job; renewed at half this while it runs (a dead worker's job is handed on within this + STALLED_INTERVAL)"),
   STALLED_INTERVAL: envDuration("10s").describe("How often BullMQ looks for jobs whose worker died"),
   MAX_STALLED_COUNT: envInt(3, 0).describe("Stalls before a job is failed (0: never re-run a stalled job)"),

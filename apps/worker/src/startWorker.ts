@@ -67,14 +67,27 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   }
 
   const windows = new Map<string, RunWindows>();
-  if (config.RUN_WINDOWS) windows.set("migration", parseRunWindows(config.MIGRATION_WINDOW, config.FLEET_TZ));
+  const live = runtime.live;
+  try {
+    await live.start();
+  } catch (err) {
+    await shutdown.stop().catch(() => undefined);
+    throw err;
+  }
+  shutdown.register("live-settings", async () => live.stop());
+  // RUN_WINDOWS and MIGRATION_WINDOW are live: the runner reads this map for every job.
+  const applyWindows = () => {
+    if (live.get("RUN_WINDOWS")) windows.set("migration", parseRunWindows(live.get("MIGRATION_WINDOW"), config.FLEET_TZ));
+    else windows.delete("migration");
+  };
+  applyWindows();
 
   const connection = createRedis(config.REDIS_URL, "worker");
   connection.on("error", (err) => log.debug({ err }, "redis worker connection error"));
   shutdown.register("redis-worker", async () => void connection.disconnect());
   runner = new JobRunner({
     catalogue: runtime.catalogue,
-    consumers: config.WORKER_QUEUES.map((queue) => ({ queue, concurrency: config.WORKER_CONCURRENCY[queue] ?? 1 })),
+    consumers: config.WORKER_QUEUES.map((queue) => ({ queue, concurrency: live.get("WORKER_CONCURRENCY")[queue] ?? 1 })),
     connection,
     prefix: runtime.prefix,
     deps: runtime.deps,
@@ -104,6 +117,11 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     (fixed) => fixed > 0 && log.info({ fixed }, "operation history: finished jobs a stopped worker had not recorded written from BullMQ"),
     (err: unknown) => log.warn({ err }, "operation history: reconcile with BullMQ failed"),
   );
+  live.onChange((changed) => {
+    if (changed.has("RUN_WINDOWS") || changed.has("MIGRATION_WINDOW")) applyWindows();
+    if (changed.has("WORKER_CONCURRENCY")) started.setConcurrency(live.get("WORKER_CONCURRENCY"));
+    log.info({ changed: [...changed], windows: windows.get("migration")?.describe() ?? "always", concurrency: live.get("WORKER_CONCURRENCY") }, "live settings applied");
+  });
   shutdown.register("runner", () => started.stop(config.SHUTDOWN_GRACE));
   const watch = startRecoveryWatch({
     redis: runtime.redis,

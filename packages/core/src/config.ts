@@ -99,6 +99,8 @@ export function describeConfig(schema: z.ZodObject): Array<{ name: string; descr
 /** A parsed default as it would be written in the environment: lists and maps back to text. */
 function formatDefault(value: unknown): string {
   if (Array.isArray(value)) return value.join(",");
+  // A parsed value that can write itself back (a bandwidth timetable) says so.
+  if (value !== null && typeof value === "object" && value.toString !== Object.prototype.toString) return String(value);
   if (value !== null && typeof value === "object") return Object.entries(value).map(([k, v]) => `${k}=${String(v)}`).join(",");
   return String(value);
 }

@@ -66,6 +66,14 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     return queue.addBulk(prepared.map(({ def, data }) => ({ name, data, opts: this.jobOptions(def, data, options) })));
   }
 
+  /** One round trip for many jobs of one kind, each with its own options (a priority each). */
+  async enqueueEach<K extends keyof Defs & string>(name: K, items: ReadonlyArray<{ payload: PayloadOf<Defs[K]>; options?: EnqueueOptions }>): Promise<Job[]> {
+    if (items.length === 0) return [];
+    const prepared = items.map((item) => ({ ...this.prepare(name, item.payload), options: item.options ?? {} }));
+    const queue = this.queue(prepared[0]!.def.queue);
+    return queue.addBulk(prepared.map(({ def, data, options }) => ({ name, data, opts: this.jobOptions(def, data, options) })));
+  }
+
   /** The job id a payload would get (to look a job up or check it exists). */
   jobIdFor<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>): string | undefined {
     const { def, data } = this.prepare(name, payload);

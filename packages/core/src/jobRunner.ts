@@ -87,6 +87,17 @@ export class JobRunner<Deps> {
     this.options.log.info({ queues: this.options.consumers }, "consuming");
   }
 
+  /**
+   * Changes how many jobs each queue's worker runs at once, while it runs (a live setting):
+   * more start as soon as the worker next looks for work; fewer as running ones finish.
+   */
+  setConcurrency(perQueue: Readonly<Record<string, number>>): void {
+    for (const worker of this.workers) {
+      const wanted = perQueue[worker.name] ?? 1;
+      if (worker.concurrency !== wanted) worker.concurrency = wanted;
+    }
+  }
+
   /** True while every worker is running (for /readyz). */
   isConsuming(): boolean {
     return !this.shuttingDown && this.workers.every((w) => w.isRunning());

@@ -102,7 +102,7 @@ export class LinkBreakers {
    * was open already (another worker was first): the state is then that one's.
    */
   async open(link: string, reason: string, category: string, openedBy: string, firstProbeDelayMs: number): Promise<{ opened: boolean; state: BreakerState }> {
-    const [opened, now, fields] = (await this.redis.eval(OPEN, 2, this.stateKey(link), this.links, idOf(link), link, reason, category, openedBy, String(Math.max(0, Math.round(firstProbeDelayMs))))) as [number, number, string[]];
+    const [opened, now, fields] = (await this.redis.eval(OPEN, 2, this.stateKey(link), this.links, linkKeyId(link), link, reason, category, openedBy, String(Math.max(0, Math.round(firstProbeDelayMs))))) as [number, number, string[]];
     return { opened: opened === 1, state: stateOf(fields, now)! };
   }
 
@@ -133,7 +133,7 @@ export class LinkBreakers {
   }
 
   private stateKey(link: string): string {
-    return `${this.prefix}:breaker:${idOf(link)}`;
+    return `${this.prefix}:breaker:${linkKeyId(link)}`;
   }
 
   private probeKey(link: string): string {
@@ -178,7 +178,7 @@ export async function breakerViews(breakers: LinkBreakers): Promise<BreakerView[
 }
 
 /** Labels may be long and hold any character: keys use a digest of them. */
-function idOf(link: string): string {
+export function linkKeyId(link: string): string {
   return createHash("sha256").update(link).digest("hex").slice(0, 24);
 }
 

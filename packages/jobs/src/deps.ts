@@ -8,6 +8,7 @@ import type { AccountServices } from "./accounts/accountServices";
 import type { LinkGuard } from "./migration/linkGuard";
 import type { FleetJobs } from "./contracts";
 import type { RemoteServers } from "./remote/remoteServers";
+import type { FleetLiveSettings } from "./liveSettingsCatalogue";
 
 /** The tuning knobs of the file-migration pipeline (from the worker's config). */
 export interface MigrationSettings {
@@ -77,6 +78,8 @@ export interface FleetDeps {
   /** The registered SSH servers (SSH_SERVERS_FILE) and their commands. */
   remote: RemoteServers;
   settings: MigrationSettings;
+  /** Values operators change while the fleet runs (fleet settings); `settings` follows them. */
+  live: FleetLiveSettings;
   /** Account migrations: settings, the site workflow, SMTP, flows (accounts/). */
   accounts: AccountServices;
   metrics: FleetMetrics;

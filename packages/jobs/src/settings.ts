@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
-import { RETRYABLE_CATEGORIES } from "@fleet/core/errors";
+import { ConfigError, RETRYABLE_CATEGORIES } from "@fleet/core/errors";
+import { parseRunWindows } from "@fleet/core/runWindow";
+import { parseBandwidthTimetable } from "@fleet/core/bandwidthTimetable";
 import type { MigrationSettings } from "./deps";
 import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
 
@@ -33,6 +35,26 @@ export const migrationFields = {
       }
     })
     .describe(`Destination key of each file, from ${KEY_FIELDS.map((f) => `{${f}}`).join(" ")} (source_files fields; year/month/day of created_at, UTC), e.g. {owner}/{year}/{path}`),
+  LINK_BWLIMIT: bandwidthField("off").describe("Bytes/s of the link (source → destination), fleet-wide (all workers together), with rclone's --bwlimit syntax: off, 10M (MiB/s; K, M, G, a bare number is KiB/s), or a timetable in FLEET_TZ such as `08:00,10M 18:00,off` or `Mon-08:00,50M Sat-00:00,off`; live, per link"),
+  LINK_MAX_TRANSFERS: envInt(0, 0, 100_000).describe("Files transferred at once on the link, fleet-wide (all workers together; 0: no limit beyond WORKER_CONCURRENCY × COPY_CONCURRENCY per worker); live, per link"),
+  FAIR_SHARE: z.enum(["owner", "off"]).default("owner").describe("owner: range jobs of different owners (source_files.owner, else the key's top folder) run in round robin, so a small owner's files finish while a huge one is still running; off: in id order; live"),
+  OWNER_WEIGHTS: z
+    .string()
+    .default("")
+    .transform((value, ctx) => {
+      const out: Record<string, number> = {};
+      for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
+        const m = /^(.+)=(\d+)$/.exec(part);
+        if (!m || Number(m[2]) < 1 || Number(m[2]) > 1_000) {
+          ctx.addIssue({ code: "custom", message: `"${part}" is not owner=weight (1 ≤ weight ≤ 1000)` });
+          return z.NEVER;
+        }
+        out[m[1]!.trim()] = Number(m[2]);
+      }
+      return out;
+    })
+    .describe("FAIR_SHARE=owner: ranges per round for some owners (default 1 each), e.g. alice=3,bob=2 — a per-owner priority; applies to ranges seeded after the change; live"),
+  LINK_PAUSED: envBool(false).describe("Pause the link (source → destination): its range and retry jobs wait, running ones give their range back within a heartbeat; mostly set live, per link, with `fleet settings set LINK_PAUSED true --link …`"),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
   BREAKER_THRESHOLD: envInt(10, 1).describe("Link faults in a row (network, timeout, throttled, unavailable, no-space, storage-unavailable; no transfer succeeding in between) that open the link's breaker: its work pauses, fleet-wide, instead of failing files"),
   BREAKER_PROBE_SCHEDULE: envDurationList("5s,15s,30s,1m,2m,5m").describe("Delays before an open link breaker's first probe, after one failed probe, after two…; the last repeats"),
@@ -54,9 +76,36 @@ export const migrationFields = {
   MIGRATION_WINDOW: z
     .string()
     .default("mon-fri 22:00-06:00; sat-sun 00:00-24:00; mon 00:00-06:00")
+    .superRefine((value, ctx) => {
+      // The spec alone (the zone is FLEET_TZ's own check): a live setting gets the same check.
+      try {
+        parseRunWindows(value, "UTC");
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: err instanceof ConfigError ? err.issues.join("; ") : (err as Error).message });
+      }
+    })
     .describe("When migration jobs may run: weeknights 22:00-06:00 and Friday 22:00 to Monday 06:00 by default"),
+  SETTINGS_REFRESH: envDuration("2s").describe("How often each fleet process re-reads the live settings (fleet settings set, the dashboard's settings page): a change is in effect everywhere within this"),
   FLEET_TZ: z.string().default("UTC").describe("IANA time zone of run windows and schedules, e.g. America/New_York"),
 };
+
+/** WORKER_CONCURRENCY: jobs run at once per queue (`migration=2,maintenance=3`); a live setting too. */
+export const queueConcurrencyField = z
+  .string()
+  .default("migration=2,maintenance=3,remote=2")
+  .transform((value, ctx) => {
+    const out: Record<string, number> = {};
+    for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const m = /^([A-Za-z0-9_-]+)=(\d+)$/.exec(part);
+      if (!m || Number(m[2]) < 1) {
+        ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (number ≥ 1)` });
+        return z.NEVER;
+      }
+      out[m[1]!] = Number(m[2]);
+    }
+    return out;
+  })
+  .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)");
 
 /**
  * The recovery watch every worker and scheduler runs (packages/jobs/src/maintenance/recoveryWatch.ts):
@@ -66,6 +115,21 @@ export const recoveryFields = {
   RECOVERY_INTERVAL: envDuration("5s").describe("How often each fleet process checks for a lost Redis (epoch key) and, one process per interval, for ranges, retries and notifications whose owner stopped heartbeating"),
   RECONCILE_INTERVAL: envDuration("30s").describe("How often (fleet-wide) every unfinished range is checked for a live BullMQ job and re-enqueued if Redis lost it; at once when Redis was emptied"),
 };
+
+/** A bandwidth timetable (LINK_BWLIMIT), checked and parsed. */
+export function bandwidthField(def: string) {
+  return z
+    .string()
+    .default(def)
+    .transform((value, ctx) => {
+      try {
+        return parseBandwidthTimetable(value);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
+}
 
 type MigrationConfig = z.output<z.ZodObject<typeof migrationFields>>;
 

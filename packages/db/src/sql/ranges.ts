@@ -10,13 +10,21 @@ export interface RangeRow {
   id: number;
   minId: number;
   maxId: number;
+  /** The owner most of its files belong to (fairness between owners). */
+  filesOwner?: string | null;
   status: "PENDING" | "PROCESSING" | "COMPLETE";
   owner: string | null;
   attempts: number;
   heartbeatAt: Date | null;
 }
 
-const RANGE_COLUMNS = `id, min_id AS "minId", max_id AS "maxId", status, owner, attempts, heartbeat_at AS "heartbeatAt"`;
+const RANGE_COLUMNS = `id, min_id AS "minId", max_id AS "maxId", status, owner, attempts, heartbeat_at AS "heartbeatAt", files_owner AS "filesOwner"`;
+
+/**
+ * Whose file it is, for fairness: source_files.owner (an import or scan fills it), else the
+ * key's top-level folder (`alice/2019/x.jpg` → `alice`), else '' (one group for flat trees).
+ */
+const FILES_OWNER = `coalesce(s.owner, CASE WHEN strpos(s.uri, '/') > 0 THEN split_part(s.uri, '/', 1) ELSE '' END)`;
 
 /** Arbitrary constant: serialises seeders so two of them cannot leave a hole between ranges. */
 const SEED_LOCK_KEY = 0x666c_6565_7401n;
@@ -34,15 +42,15 @@ export async function seedRanges(db: Queryable, batchSize: number): Promise<Rang
     `WITH lock AS (SELECT pg_advisory_xact_lock($2::bigint)),
      last AS (SELECT coalesce(max(max_id), 0) AS hi FROM migration_ranges, lock),
      numbered AS (
-       SELECT s.id, (row_number() OVER (ORDER BY s.id) - 1) / $1 AS bucket
+       SELECT s.id, (row_number() OVER (ORDER BY s.id) - 1) / $1 AS bucket, ${FILES_OWNER} AS files_owner
        FROM source_files s, last WHERE s.id > last.hi
      ),
-     chunks AS (SELECT max(id) AS max_id FROM numbered GROUP BY bucket),
+     chunks AS (SELECT max(id) AS max_id, mode() WITHIN GROUP (ORDER BY files_owner) AS files_owner FROM numbered GROUP BY bucket),
      tiled AS (
-       SELECT coalesce(lag(max_id) OVER (ORDER BY max_id) + 1, (SELECT hi + 1 FROM last)) AS min_id, max_id FROM chunks
+       SELECT coalesce(lag(max_id) OVER (ORDER BY max_id) + 1, (SELECT hi + 1 FROM last)) AS min_id, max_id, files_owner FROM chunks
      )
-     INSERT INTO migration_ranges (min_id, max_id)
-     SELECT min_id, max_id FROM tiled ORDER BY min_id
+     INSERT INTO migration_ranges (min_id, max_id, files_owner)
+     SELECT min_id, max_id, files_owner FROM tiled ORDER BY min_id
      ON CONFLICT (min_id) DO NOTHING
      RETURNING ${RANGE_COLUMNS}`,
     [batchSize, SEED_LOCK_KEY.toString()],
@@ -159,4 +167,51 @@ export async function unfinishedRangeIds(db: Queryable, afterId: number, limit: 
     [afterId, limit],
   );
   return rows;
+}
+
+/**
+ * Fairness between owners: gives each of `rangeIds` (new ranges, in id order) a round in the
+ * round robin between owners that still have unfinished ranges. An owner's k-th new range
+ * (from 0) gets round start + floor(k / weight), where start is just after the owner's last
+ * unfinished round, but never before the current round (the lowest unfinished one): an owner
+ * that arrives late joins the round being served instead of jumping ahead of everyone until it
+ * "catches up", and an owner with weight 3 gets three ranges per round. Rounds are the BullMQ
+ * priorities of the range jobs (lower runs first; equal ones in the order enqueued).
+ */
+export async function assignFairRounds(db: Queryable, rangeIds: readonly number[], weightOf: (owner: string) => number): Promise<Map<number, number>> {
+  const rounds = new Map<number, number>();
+  if (rangeIds.length === 0) return rounds;
+  const { rows: state } = await db.query<{ current: number | null; owners: Array<{ owner: string; last: number }> | null }>(
+    `SELECT (SELECT min(fair_round) FROM migration_ranges WHERE status <> 'COMPLETE' AND fair_round IS NOT NULL AND NOT (id = ANY($1::bigint[]))) AS current,
+            (SELECT json_agg(json_build_object('owner', o, 'last', last)) FROM (
+               SELECT coalesce(files_owner, '') AS o, max(fair_round) AS last FROM migration_ranges
+                WHERE status <> 'COMPLETE' AND fair_round IS NOT NULL AND NOT (id = ANY($1::bigint[])) GROUP BY 1) t) AS owners`,
+    [rangeIds],
+  );
+  const current = state[0]?.current ?? 1;
+  const last = new Map((state[0]?.owners ?? []).map((o) => [o.owner, o.last]));
+  const { rows } = await db.query<{ id: number; owner: string }>(`SELECT id, coalesce(files_owner, '') AS owner FROM migration_ranges WHERE id = ANY($1::bigint[]) ORDER BY id`, [rangeIds]);
+  const next = new Map<string, { start: number; k: number }>();
+  for (const r of rows) {
+    let slot = next.get(r.owner);
+    if (!slot) {
+      const previous = last.get(r.owner);
+      slot = { start: Math.max(current, previous === undefined ? current : previous + 1), k: 0 };
+      next.set(r.owner, slot);
+    }
+    const weight = Math.max(1, Math.floor(weightOf(r.owner)));
+    rounds.set(r.id, Math.min(MAX_ROUND, slot.start + Math.floor(slot.k / weight)));
+    slot.k++;
+  }
+  await db.query(`UPDATE migration_ranges m SET fair_round = r.round FROM unnest($1::bigint[], $2::int[]) AS r(id, round) WHERE m.id = r.id`, [[...rounds.keys()], [...rounds.values()]]);
+  return rounds;
+}
+
+/** BullMQ's highest priority number. */
+const MAX_ROUND = 2_097_152;
+
+/** The stored rounds of ranges (for jobs enqueued again by recovery). */
+export async function fairRoundsOf(db: Queryable, rangeIds: readonly number[]): Promise<Map<number, number>> {
+  const { rows } = await db.query<{ id: number; round: number }>(`SELECT id, fair_round AS round FROM migration_ranges WHERE id = ANY($1::bigint[]) AND fair_round IS NOT NULL`, [rangeIds]);
+  return new Map(rows.map((r) => [Number(r.id), r.round]));
 }

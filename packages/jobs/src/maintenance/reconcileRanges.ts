@@ -1,3 +1,4 @@
+import { enqueueRangesAgain } from "../migration/fairShare";
 import type { Logger } from "@fleet/core/logger";
 import { unfinishedRangeIds } from "@fleet/db/sql/ranges";
 import type { JobClient } from "@fleet/core/jobClient";
@@ -46,7 +47,7 @@ export async function reconcileRanges(deps: { db: DbPool; jobs: JobClient<FleetJ
       }
     }
     if (missing.length > 0) {
-      await deps.jobs.enqueueBulk("migrate-range", missing.map((rangeId) => ({ rangeId })));
+      await enqueueRangesAgain(deps, missing);
       result.enqueued += missing.length;
       log.warn({ ranges: missing.length, first: missing[0], last: missing.at(-1) }, "pending ranges had no live job: enqueued again");
     }

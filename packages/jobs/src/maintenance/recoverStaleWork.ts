@@ -1,3 +1,4 @@
+import { enqueueRangesAgain } from "../migration/fairShare";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
@@ -107,6 +108,6 @@ export async function ensureRangeJobs(deps: RecoveryDeps, rangeIds: readonly num
       missing.push(rangeId);
     }
   }
-  if (missing.length > 0) await deps.jobs.enqueueBulk("migrate-range", missing.map((rangeId) => ({ rangeId })));
+  if (missing.length > 0) await enqueueRangesAgain(deps, missing);
   return { enqueued: missing.length, promoted };
 }

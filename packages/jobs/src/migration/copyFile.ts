@@ -8,6 +8,7 @@ import type { FleetError } from "@fleet/core/errors";
 import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage";
 import { destinationKeyOf } from "./destinationKey";
+import type { LinkThrottle, Pacer } from "./linkThrottle";
 
 /** One file to copy: where it is, and what the inventory says about it. */
 export interface CopyItem {
@@ -47,7 +48,7 @@ export type CopyResult =
  * changes while it is read fails retryable `source-changed` before anything is published.
  * Never throws: the outcome says what happened, with the error classified.
  */
-export async function copyFile(source: Storage, destination: Storage, item: CopyItem, settings: CopySettings, signal: AbortSignal): Promise<CopyResult> {
+export async function copyFile(source: Storage, destination: Storage, item: CopyItem, settings: CopySettings, signal: AbortSignal, throttle?: LinkThrottle): Promise<CopyResult> {
   const oldUri = safeUri(source, item.key);
   let side: TransferSide = "source";
   let version: ObjectVersion | undefined;
@@ -65,12 +66,14 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
       sourceSha = createHash("sha256").update(body).digest("hex");
       sourceSize = body.length;
       if (item.sha256 && item.sha256 !== sourceSha) throw inventoryMismatch(item.sha256, sourceSha);
+      // The link's bandwidth limit (LINK_BWLIMIT): the bytes wait for their turn before they go.
+      await throttle?.take(body.length, signal);
       side = "destination";
       // bodySha256: the adapter takes our hash of these bytes instead of hashing them again.
       written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, bodySha256: sourceSha, ifExists });
     } else {
       const stream = await source.createReadStream(item.key, { signal, onVersion });
-      const hasher = new HashingPassThrough(item.key, version?.size);
+      const hasher = new HashingPassThrough(item.key, version?.size, throttle?.pacer(signal));
       // A failure of the source (or a source that changed) reaches the write as its error; it
       // is remembered here so it is classified as the source's, not the destination's.
       let sourceFailure: unknown;
@@ -114,6 +117,8 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
 
 /** Where a copy reports link faults and successes (a LinkGuard). */
 export interface LinkFaults {
+  /** The link's throttles (bandwidth, concurrent transfers), when it has them. */
+  readonly throttle?: LinkThrottle;
   noteSuccess(): void;
   /** False once the link is known down (its breaker open): no use trying again now. */
   noteFault(error: FleetError): boolean;
@@ -132,15 +137,27 @@ export async function copyFileRetrying(
   signal: AbortSignal,
   link: LinkFaults,
 ): Promise<CopyResult> {
-  for (let attempt = 1; ; attempt++) {
-    const result = await copyFile(source, destination, item, settings, signal);
-    if (result.ok) {
-      link.noteSuccess();
-      return result;
+  const throttle = link.throttle;
+  let release: (() => void) | undefined;
+  try {
+    // One of the link's transfer slots (LINK_MAX_TRANSFERS, fleet-wide) for the whole copy.
+    release = await throttle?.slot(signal);
+  } catch (err) {
+    return { ok: false, item, oldUri: safeUri(source, item.key), error: classifyTransferError(err, "source"), side: "source" };
+  }
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const result = await copyFile(source, destination, item, settings, signal, throttle);
+      if (result.ok) {
+        link.noteSuccess();
+        return result;
+      }
+      if (!isLinkFaultCategory(result.error.category)) return result;
+      if (!link.noteFault(result.error) || attempt >= 2 || signal.aborted) return result;
+      (result.side === "source" ? source : destination).invalidate?.();
     }
-    if (!isLinkFaultCategory(result.error.category)) return result;
-    if (!link.noteFault(result.error) || attempt >= 2 || signal.aborted) return result;
-    (result.side === "source" ? source : destination).invalidate?.();
+  } finally {
+    release?.();
   }
 }
 
@@ -170,6 +187,8 @@ class HashingPassThrough extends Transform {
   constructor(
     private readonly key: string,
     private readonly expectedSize: number | undefined,
+    /** The link's bandwidth limit: each chunk waits for its turn before it is passed on. */
+    private readonly pacer?: Pacer,
   ) {
     super();
   }
@@ -177,10 +196,17 @@ class HashingPassThrough extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
-    cb(null, chunk);
+    if (!this.pacer) return cb(null, chunk);
+    this.pacer.take(chunk.length).then(() => cb(null, chunk), (err: unknown) => cb(err as Error));
+  }
+
+  override _destroy(err: Error | null, cb: (error: Error | null) => void): void {
+    this.pacer?.done();
+    cb(err);
   }
 
   override _flush(cb: TransformCallback): void {
+    this.pacer?.done();
     if (this.expectedSize === undefined || this.bytes === this.expectedSize) return cb();
     this.failure = new RetryableError("source-changed", `read ${JSON.stringify(this.key)}: ${this.bytes} bytes where the source announced ${this.expectedSize}; it will be copied again`);
     cb(this.failure);

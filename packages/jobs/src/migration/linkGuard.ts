@@ -4,6 +4,7 @@ import type { BreakerState, LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import type { FleetMetrics } from "@fleet/core/metrics";
 import type { Storage } from "@fleet/storage/storage";
+import type { LinkThrottle } from "./linkThrottle";
 
 /**
  * The breaker of one link (source storage → destination storage), as one process uses it.
@@ -42,17 +43,24 @@ export interface LinkGuardOptions {
   metrics: FleetMetrics;
   /** Called after this process closed the breaker (enqueues retry-failed). */
   onClosed?: () => Promise<void>;
+  /** Whether an operator paused the link (the live setting LINK_PAUSED, for this link). */
+  paused?: () => boolean;
+  /** The link's throttles (LINK_BWLIMIT, LINK_MAX_TRANSFERS). */
+  throttle?: LinkThrottle;
 }
 
-export type Admission = { open: false } | { open: true; until: Date; reason: string };
+export type Admission = { open: false } | { open: true; until: Date; reason: string; paused?: true };
 
 // How often running jobs re-read the fleet-wide state (from their heartbeat), at most.
 const REFRESH_MS = 1_000;
+// A paused link's jobs look again this often (a resume is picked up within it, plus the settings refresh).
+const PAUSE_RECHECK_MS = 2_000;
 // A probe that hangs (a server that accepts and never answers) gives its lease back after this.
 const PROBE_TIMEOUT_MS = 30_000;
 
 export class LinkGuard {
   readonly link: string;
+  readonly throttle: LinkThrottle | undefined;
   private faultsInARow = 0;
   private openController = new AbortController();
   private state: BreakerState | undefined;
@@ -64,12 +72,29 @@ export class LinkGuard {
 
   constructor(private readonly options: LinkGuardOptions) {
     this.link = options.link;
+    this.throttle = options.throttle;
     options.metrics.linkBreakerOpen.set({ link: this.link }, 0);
   }
 
   /** Aborted while this process knows the breaker open: running work on the link stops. */
   get openSignal(): AbortSignal {
     return this.openController.signal;
+  }
+
+  /** Live tuning (BREAKER_THRESHOLD, BREAKER_PROBE_SCHEDULE changed while running). */
+  tune(threshold: number, probeScheduleMs: readonly number[]): void {
+    this.options.threshold = threshold;
+    this.options.probeScheduleMs = probeScheduleMs;
+  }
+
+  /** True while an operator has paused the link. */
+  isPaused(): boolean {
+    return this.options.paused?.() === true;
+  }
+
+  /** For work stopped or kept out because the link is paused: when to look again. */
+  pauseRecheck(): { open: true; until: Date; reason: string; paused: true } {
+    return { open: true, until: spread(PAUSE_RECHECK_MS), reason: "link paused by an operator (LINK_PAUSED)", paused: true };
   }
 
   /** A transfer on the link worked: the run of faults is over. */
@@ -115,6 +140,7 @@ export class LinkGuard {
    */
   async admit(): Promise<Admission> {
     const { breakers, owner, log } = this.options;
+    if (this.isPaused()) return this.pauseRecheck();
     await this.opening;
     let claim;
     try {

@@ -61,7 +61,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   const owner = `${deps.workerId}/${input.jobId}`;
 
   const admission = await link.admit();
-  if (admission.open) throw new DelayJob(admission.until, `link breaker open (${admission.reason})`);
+  if (admission.open) throw new DelayJob(admission.until, admission.paused ? admission.reason : `link breaker open (${admission.reason})`);
 
   const claim = await claimRange(db, rangeId, owner, settings.staleAfterMs);
   if (!claim.claimed) {
@@ -93,7 +93,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   const stop = new AbortController();
   // Every copy in flight listens on it (reads, writes, pool waits): many listeners are expected.
   setMaxListeners(10_000, stop.signal);
-  let stopReason: "aborted" | "lost" | "window" | "breaker" | undefined;
+  let stopReason: "aborted" | "lost" | "window" | "breaker" | "paused" | undefined;
   const halt = (reason: NonNullable<typeof stopReason>) => {
     stopReason ??= reason;
     stop.abort(reason);
@@ -118,6 +118,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       (err: unknown) => log.warn({ err, rangeId }, "heartbeat failed; will try again"),
     );
     if (input.window && !input.window.isOpen(input.now?.() ?? new Date())) halt("window");
+    if (link.isPaused()) halt("paused");
     void link.refresh();
   }, settings.heartbeatMs);
 
@@ -218,6 +219,10 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       // No attempt used: the range comes back when the link's next probe is due.
       const paused = await link.pausedUntil();
       throw new DelayJob(paused.until, `link breaker open (${paused.reason})`);
+    }
+    if (stopReason === "paused") {
+      const paused = link.pauseRecheck();
+      throw new DelayJob(paused.until, paused.reason);
     }
     if (stopReason === "window" && input.window) {
       throw new DelayJob(input.window.nextOpening(input.now?.() ?? new Date()), "run window closed");

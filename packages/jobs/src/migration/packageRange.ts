@@ -17,7 +17,7 @@ export interface PackageRangeInput {
   settings: MigrationSettings;
   log: Logger;
   /** The link's breaker: a package that fails for the link opens it at once. */
-  link: Pick<LinkGuard, "noteSuccess" | "trip">;
+  link: Pick<LinkGuard, "noteSuccess" | "trip" | "throttle">;
   /** Aborted when the range must stop (shutdown, window, lost claim, breaker). */
   signal: AbortSignal;
   /** Called for every file of a package once the package is verified (or failed for good). */
@@ -62,7 +62,7 @@ async function ship(input: PackageRangeInput, files: SourceFileRow[]): Promise<v
   const started = Date.now();
   let shipped;
   try {
-    shipped = await shipPackage(input.source, input.destination, rangeId, files, { ...input.settings }, signal);
+    shipped = await shipPackage(input.source, input.destination, rangeId, files, { ...input.settings }, signal, input.link.throttle);
   } catch (err) {
     // What escapes shipPackage is the destination's (source failures are per member), or a
     // link fault of the source, which keeps its category.

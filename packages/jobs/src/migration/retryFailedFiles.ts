@@ -39,7 +39,7 @@ export async function retryFailedFiles(run: RetryRun, ctx: JobContext<FleetDeps>
   const { db, settings, source, destination, metrics, link } = ctx.deps;
   const labels = transferLabels(source, destination);
   const admission = await link.admit();
-  if (admission.open) throw new DelayJob(admission.until, `link breaker open (${admission.reason})`);
+  if (admission.open) throw new DelayJob(admission.until, admission.paused ? admission.reason : `link breaker open (${admission.reason})`);
 
   // Copies in flight stop when the job is aborted or the link's breaker opens. (Not
   // AbortSignal.any: the breaker's signal outlives the job and must not collect its listeners.)

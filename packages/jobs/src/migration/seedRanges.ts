@@ -1,5 +1,6 @@
 import { seedRanges as seedRangesSql } from "@fleet/db/sql/ranges";
 import { defineFleetJob } from "../defineFleetJob";
+import { enqueueNewRanges } from "./fairShare";
 
 export interface SeedResult {
   newRanges: number;
@@ -14,15 +15,14 @@ export interface SeedResult {
  */
 export const seedRanges = defineFleetJob("seed-ranges", {
   async handle(payload, ctx): Promise<SeedResult> {
-    const { db, jobs, settings } = ctx.deps;
+    const { db, settings } = ctx.deps;
     const ranges = await seedRangesSql(db, payload.batchSize ?? settings.batchSize);
     if (ranges.length === 0) {
       ctx.log.info("no new source files");
       return { newRanges: 0 };
     }
-    for (let i = 0; i < ranges.length; i += 1_000) {
-      await jobs.enqueueBulk("migrate-range", ranges.slice(i, i + 1_000).map((r) => ({ rangeId: r.id })));
-    }
+    // In round robin between owners (FAIR_SHARE), or in id order.
+    await enqueueNewRanges(ctx.deps, ranges.map((r) => r.id));
     ctx.log.info({ newRanges: ranges.length, first: ranges[0]!.minId, last: ranges.at(-1)!.maxId }, "ranges seeded and enqueued");
     return { newRanges: ranges.length, firstRangeId: ranges[0]!.id, lastRangeId: ranges.at(-1)!.id };
   },

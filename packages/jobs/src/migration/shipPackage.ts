@@ -1,4 +1,6 @@
 import { createHash } from "node:crypto";
+import { Transform } from "node:stream";
+import type { Readable } from "node:stream";
 import { classifyTransferError } from "@fleet/core/classifyError";
 import { PermanentError, RetryableError, isLinkFaultCategory } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
@@ -9,6 +11,7 @@ import type { ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage
 import { MemberSourceError, TarPackWriter } from "@fleet/storage/package/tarPackWriter";
 import type { CopyResult, CopySettings } from "./copyFile";
 import { destinationKeyOf } from "./destinationKey";
+import type { LinkThrottle, Pacer } from "./linkThrottle";
 
 /**
  * Ships one package: the given pending files of a range as one tar plus its manifest in the
@@ -45,6 +48,25 @@ export async function shipPackage(
   files: readonly SourceFileRow[],
   settings: PackageSettings,
   signal: AbortSignal,
+  /** The link's throttles: a package takes one transfer slot and its tar stream is paced. */
+  throttle?: LinkThrottle,
+): Promise<ShippedPackage> {
+  const release = await throttle?.slot(signal);
+  try {
+    return await shipPackageHeld(source, destination, rangeId, files, settings, signal, throttle);
+  } finally {
+    release?.();
+  }
+}
+
+async function shipPackageHeld(
+  source: Storage,
+  destination: Storage,
+  rangeId: number,
+  files: readonly SourceFileRow[],
+  settings: PackageSettings,
+  signal: AbortSignal,
+  throttle: LinkThrottle | undefined,
 ): Promise<ShippedPackage> {
   const first = files[0]!.id;
   const last = files[files.length - 1]!.id;
@@ -91,7 +113,7 @@ export async function shipPackage(
     // owns these keys and no outcome points at them yet: overwrite what a crashed or
     // taken-over run left (identical bytes are found unchanged and not written again).
     const startWriting = () => {
-      writing ??= destination.write(keys.tar, writer.body, { signal, ifExists: "overwrite" }).catch((err: unknown) => {
+      writing ??= destination.write(keys.tar, paced(writer.body, throttle?.pacer(signal)), { signal, ifExists: "overwrite" }).catch((err: unknown) => {
         writeError = err;
         writer.destroy(err instanceof Error ? err : new Error(String(err)));
         throw err;
@@ -231,4 +253,21 @@ function safeUri(storage: Storage, key: string): string {
   } catch {
     return `${storage.label}/${key}`;
   }
+}
+
+/** The tar stream, each chunk waiting for its turn under the link's bandwidth limit (none: as is). */
+function paced(body: Readable, pacer: Pacer | undefined): Readable {
+  if (!pacer) return body;
+  const out = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      pacer.take(chunk.length).then(() => cb(null, chunk), (err: unknown) => cb(err as Error));
+    },
+    flush(cb) {
+      pacer.done();
+      cb();
+    },
+  });
+  body.on("error", (err) => out.destroy(err));
+  out.on("close", () => pacer.done());
+  return body.pipe(out);
 }

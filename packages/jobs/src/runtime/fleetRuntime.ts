@@ -25,12 +25,16 @@ import { toStorageConnection } from "../storageSettings";
 import { StorageTargets } from "../storageTargets";
 import { createAccountServices } from "../accounts/accountServices";
 import { LinkGuard } from "../migration/linkGuard";
+import { LinkThrottle } from "../migration/linkThrottle";
+import { LinkLimits } from "@fleet/core/linkLimits";
 import { transferLabels } from "../migration/transferLabels";
 import { toAccountSettings } from "../accounts/accountSettings";
 import type { AccountConfig } from "../accounts/accountSettings";
 import { RemoteServers } from "../remote/remoteServers";
 import { writeLog } from "@fleet/db/sql/log";
 import { ConfigFiles } from "./configFiles";
+import { createLiveSettings } from "../liveSettingsCatalogue";
+import type { FleetLiveSettings } from "../liveSettingsCatalogue";
 import type { StorageConfig, StorageRole } from "../storageSettings";
 import type { z } from "zod";
 import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
@@ -56,6 +60,8 @@ export interface FleetRuntime {
   prefix: string;
   metrics: FleetMetrics;
   settings: MigrationSettings;
+  /** Live settings (the settings table over the environment's defaults); start() follows changes. */
+  live: FleetLiveSettings;
   close(): Promise<void>;
 }
 
@@ -124,10 +130,12 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   reportRejected = (message) => {
     void writeLog(db, [{ level: "error", job: `config:${options.role}`, subject: "config", message: message.slice(0, 2000) }]).catch((err: unknown) => log.warn({ err }, "could not log the refused configuration"));
   };
+  const live = createLiveSettings(db, config, log, config.SETTINGS_REFRESH);
+  const linkLabel = transferLabels(source, destination).link;
   const link = new LinkGuard({
     source,
     destination,
-    link: transferLabels(source, destination).link,
+    link: linkLabel,
     breakers: new LinkBreakers(redis, prefix),
     threshold: settings.breakerThreshold,
     probeScheduleMs: settings.breakerProbeScheduleMs,
@@ -136,8 +144,23 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     metrics,
     // The files that failed before the breaker opened: copied again now, not in 30 minutes.
     onClosed: async () => void (await jobs.enqueue("retry-failed", {})),
+    paused: () => live.get("LINK_PAUSED", linkLabel),
+    throttle: new LinkThrottle({
+      limits: new LinkLimits(redis, prefix),
+      link: linkLabel,
+      bandwidth: () => live.get("LINK_BWLIMIT", linkLabel),
+      maxTransfers: () => live.get("LINK_MAX_TRANSFERS", linkLabel),
+      timeZone: config.FLEET_TZ,
+      owner: workerId,
+      log,
+    }),
   });
-  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, accounts, metrics, link, workerId, writers };
+  // What the pipeline reads per range or per fault follows the live values.
+  live.onChange(() => {
+    settings.copyConcurrency = live.get("COPY_CONCURRENCY");
+    link.tune(live.get("BREAKER_THRESHOLD"), live.get("BREAKER_PROBE_SCHEDULE"));
+  });
+  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, live, accounts, metrics, link, workerId, writers };
   let catalogue: Catalogue<FleetHandlers> | undefined;
   return {
     get catalogue() {
@@ -152,7 +175,9 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     prefix,
     metrics,
     settings,
+    live,
     async close() {
+      live.stop();
       lease.stop();
       await jobs.close();
       await accounts.close();

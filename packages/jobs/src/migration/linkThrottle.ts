@@ -1,0 +1,182 @@
+import type { BandwidthTimetable } from "@fleet/core/bandwidthTimetable";
+import type { LinkLimits } from "@fleet/core/linkLimits";
+import type { Logger } from "@fleet/core/logger";
+
+/**
+ * The throttles of one link as one process uses them (see @fleet/core/linkLimits for the
+ * fleet-wide state in Redis): LINK_BWLIMIT, a rate timetable read in FLEET_TZ, and
+ * LINK_MAX_TRANSFERS, concurrent transfers fleet-wide (0: no limit). Both are live settings
+ * (per link), read at every reservation, so a change or a timetable's next entry applies at once.
+ *
+ * Bytes are reserved in blocks (a tenth of a second's worth, 64 KiB to 4 MiB) so Redis sees a
+ * few calls per second per stream, not one per 64 KiB chunk; what a stream did not use is given
+ * back when it ends. A waiting stream looks every 250 ms whether the limit was lifted, so
+ * lifting it restores full speed at once instead of after the debt is paid.
+ *
+ * If Redis cannot be reached, the throttle fails open (transfers go on unthrottled; BullMQ
+ * itself then waits for Redis anyway) and says so in the log, once a minute at most.
+ */
+export interface LinkThrottleOptions {
+  limits: LinkLimits;
+  link: string;
+  bandwidth: () => BandwidthTimetable;
+  maxTransfers: () => number;
+  timeZone: string;
+  /** Who holds the slots: the worker id. */
+  owner: string;
+  log: Logger;
+  /** Lease of a transfer slot; a dead worker's slots free after it (renewed at a third of it). */
+  slotLeaseMs?: number;
+}
+
+/** Paces one stream's bytes (see LinkThrottle.pacer). */
+export interface Pacer {
+  /** Resolves when `bytes` may be sent; rejects when the signal aborts. */
+  take(bytes: number): Promise<void>;
+  /** The stream ended: unused reserved bytes go back to the link. */
+  done(): void;
+}
+
+const MIN_BLOCK = 64 * 1024;
+const MAX_BLOCK = 4 * 1024 * 1024;
+const WAIT_SLICE_MS = 250;
+const SLOT_POLL_MS = 100;
+const DEFAULT_SLOT_LEASE_MS = 10_000;
+const WARN_EVERY_MS = 60_000;
+
+export class LinkThrottle {
+  private readonly held = new Set<string>();
+  private renewTimer: NodeJS.Timeout | undefined;
+  private counter = 0;
+  private warnedAt = 0;
+
+  constructor(private readonly options: LinkThrottleOptions) {}
+
+  /** Bytes per second allowed now; null when unlimited. */
+  rate(): number | null {
+    return this.options.bandwidth().rateAt(new Date(), this.options.timeZone);
+  }
+
+  /** A pacer for one stream, or undefined when the link has no bandwidth limit now. */
+  pacer(signal: AbortSignal): Pacer | undefined {
+    if (this.rate() === null) return undefined;
+    let credit = 0;
+    let rate: number | null = null;
+    return {
+      take: async (bytes) => {
+        if (credit >= bytes) {
+          credit -= bytes;
+          return;
+        }
+        rate = this.rate();
+        if (rate === null) return;
+        const block = Math.max(bytes - credit, Math.min(MAX_BLOCK, Math.max(MIN_BLOCK, Math.round(rate / 10))));
+        const waitMs = await this.reserve(block, rate);
+        credit += block - bytes;
+        await this.sleep(waitMs, signal);
+      },
+      done: () => {
+        if (credit <= 0 || rate === null) return;
+        const unused = credit;
+        credit = 0;
+        void this.reserve(-unused, rate);
+      },
+    };
+  }
+
+  /** Waits for `bytes` to be allowed (whole small files). */
+  async take(bytes: number, signal: AbortSignal): Promise<void> {
+    const rate = this.rate();
+    if (rate === null) return;
+    await this.sleep(await this.reserve(bytes, rate), signal);
+  }
+
+  /**
+   * Waits for a transfer slot of the link (LINK_MAX_TRANSFERS, fleet-wide); resolves with its
+   * release. No limit: resolves at once. Rejects when the signal aborts.
+   */
+  async slot(signal: AbortSignal): Promise<() => void> {
+    if (this.options.maxTransfers() <= 0) return () => undefined;
+    const holder = `${this.options.owner}:${++this.counter}`;
+    const lease = this.options.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS;
+    for (;;) {
+      if (signal.aborted) throw abortError();
+      const max = this.options.maxTransfers();
+      if (max <= 0) return () => undefined;
+      let got: boolean;
+      try {
+        got = await this.options.limits.acquireSlot(this.options.link, holder, max, lease);
+      } catch (err) {
+        this.failOpen(err);
+        return () => undefined;
+      }
+      if (got) break;
+      await delay(SLOT_POLL_MS + Math.random() * SLOT_POLL_MS, signal);
+    }
+    this.held.add(holder);
+    this.renewTimer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(lease / 3)));
+    this.renewTimer.unref();
+    return () => {
+      if (!this.held.delete(holder)) return;
+      if (this.held.size === 0) {
+        clearInterval(this.renewTimer);
+        this.renewTimer = undefined;
+      }
+      this.options.limits.releaseSlot(this.options.link, holder).catch((err: unknown) => this.options.log.debug({ err, link: this.options.link }, "could not release a transfer slot; its lease expires"));
+    };
+  }
+
+  private async renew(): Promise<void> {
+    try {
+      await this.options.limits.renewSlots(this.options.link, [...this.held], this.options.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS);
+    } catch (err) {
+      this.options.log.debug({ err, link: this.options.link }, "could not renew transfer slots");
+    }
+  }
+
+  private async reserve(bytes: number, rate: number): Promise<number> {
+    try {
+      // Burst: half a second's worth, at least a block, so an idle link starts without a stall.
+      return await this.options.limits.reserve(this.options.link, bytes, rate, Math.max(rate / 2, MAX_BLOCK));
+    } catch (err) {
+      this.failOpen(err);
+      return 0;
+    }
+  }
+
+  /** Sleeps `ms` in slices; ends early when the limit is lifted. */
+  private async sleep(ms: number, signal: AbortSignal): Promise<void> {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      await delay(Math.min(WAIT_SLICE_MS, until - Date.now()), signal);
+      if (this.rate() === null) return;
+    }
+  }
+
+  private failOpen(err: unknown): void {
+    if (Date.now() - this.warnedAt < WARN_EVERY_MS) return;
+    this.warnedAt = Date.now();
+    this.options.log.warn({ err, link: this.options.link }, "could not reach the link's throttle in Redis: transferring unthrottled meanwhile");
+  }
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(abortError());
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, Math.max(0, ms));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError());
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function abortError(): Error {
+  const e = new Error("transfer interrupted while waiting for the link's throttle");
+  e.name = "AbortError";
+  return e;
+}
