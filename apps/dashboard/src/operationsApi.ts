@@ -8,6 +8,7 @@ import type { OperationRecorder } from "@fleet/core/operationRecorder";
 import { OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
 import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
+import { parseRunAt } from "@fleet/core/runAt";
 import type { FleetJobs } from "@fleet/jobs/catalogue";
 import { actorOf } from "./auth";
 import { formatScopes, mayActOnJob } from "./tokenScopes";
@@ -38,10 +39,13 @@ const submitBody = z
     opts: z
       .object({
         delayMs: z.number().int().min(0).max(366 * 24 * 3_600_000).optional(),
+        /** An absolute start: ISO 8601 with an offset, or a local time and an IANA zone (see runAt.ts). */
+        runAt: z.string().min(1).max(100).optional(),
         priority: z.number().int().min(1).max(2_097_152).optional(),
         jobId: JOB_ID.optional(),
       })
       .strict()
+      .refine((o) => o.delayMs === undefined || o.runAt === undefined, { message: "give delayMs or runAt, not both", path: ["runAt"] })
       .optional(),
   })
   .strict();
@@ -63,7 +67,16 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     if (lock) return reply.code(423).send({ error: "the API is locked", reason: lock.reason, lockedBy: lock.by, lockedAt: lock.at });
     const body = submitBody.safeParse(req.body);
     if (!body.success) return invalid(reply, "invalid request body", body.error);
-    const { name, data, opts } = body.data;
+    const { name, data, opts: given } = body.data;
+    let opts: { delayMs?: number; priority?: number; jobId?: string } | undefined = given;
+    let runAt: Date | undefined;
+    if (given?.runAt !== undefined) {
+      const parsed = parseRunAt(given.runAt, new Date());
+      if (!parsed.ok) return reply.code(400).send({ error: parsed.error, issues: [{ path: "opts.runAt", message: parsed.error }] });
+      const { runAt: _text, ...rest } = given;
+      opts = { ...rest, ...(parsed.delayMs > 0 ? { delayMs: parsed.delayMs } : {}) };
+      runAt = parsed.at;
+    }
     const def = catalogue.get(name);
     if (!def) return reply.code(400).send({ error: `unknown job "${name}"`, known: catalogue.names() });
     const principal = req.principal;
@@ -80,7 +93,7 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     await history.recorder
       .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
       .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
-    return reply.code(202).send(await summarizeOperation(job));
+    return reply.code(202).send({ ...(await summarizeOperation(job)), ...(runAt ? { runAt: runAt.toISOString() } : {}) });
   });
 
   app.get("/api/operations", async (req, reply) => {

@@ -15,6 +15,7 @@ import type { FleetMetrics } from "./metrics";
 import type { OperationRecorder, OperationRef } from "./operationRecorder";
 import { fleetBackoffStrategy } from "./backoff";
 import type { RunWindows } from "./runWindow";
+import { LockWait } from "./lockWait";
 import { formatZodIssues } from "./zodIssues";
 
 // Listeners allowed on one job's AbortSignal (copies in flight × listeners per copy).
@@ -76,9 +77,11 @@ export class JobRunner<Deps> {
   private readonly admitted = new Set<string>();
   private held: GateHolder | undefined;
   private leaseTimer: NodeJS.Timeout | undefined;
+  private readonly lockWait: LockWait;
 
   constructor(private readonly options: RunnerOptions<Deps>) {
     this.gate = new ExclusiveGate(options.connection, options.prefix);
+    this.lockWait = new LockWait(options.connection, options.prefix, options.exclusiveRecheckMs ?? 5_000);
     for (const consumer of options.consumers) {
       const defs = options.catalogue.onQueue(consumer.queue);
       if (defs.length === 0) {
@@ -196,6 +199,13 @@ export class JobRunner<Deps> {
         await job.moveToDelayed(opensAt.getTime(), token);
         throw new DelayedError();
       }
+    }
+    const locked = await this.lockWait.check(def);
+    if (locked) {
+      log.info({ until: new Date(locked.until).toISOString(), reason: locked.reason }, "not started: waiting for the API lock to be released");
+      await this.record(log, (h) => h.delayed(op, locked.reason));
+      await job.moveToDelayed(locked.until, token);
+      throw new DelayedError();
     }
     const release = await this.enterGate(def, job, token, op, log);
     try {

@@ -13,6 +13,8 @@ import type { ScanResult } from "./scanInventory";
 export const inventoryScan = defineFleetJob({
   name: "inventory-scan",
   queue: QUEUES.maintenance,
+  // Touches the systems under maintenance: queued ones wait while the API is locked.
+  options: { whileLocked: "wait" },
   description: "List SOURCE_URL and bring source_files in line: new files, changed ones as new versions, vanished ones marked",
   schema: z
     .object({

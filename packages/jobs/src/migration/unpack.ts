@@ -19,6 +19,8 @@ import type { UnpackResult } from "./unpackPackage";
 export const unpack = defineFleetJob({
   name: "unpack",
   queue: QUEUES.migration,
+  // Touches the systems under maintenance: queued ones wait while the API is locked.
+  options: { whileLocked: "wait" },
   description: "Restore and verify the files of one package (manifest key) at the destination or a configured target storage",
   schema: z
     .object({

@@ -17,6 +17,8 @@ const DAY_MS = 24 * 3600 * 1000;
 export const remoteCommand = defineFleetJob({
   name: "remote-command",
   queue: QUEUES.remote,
+  // Touches the systems under maintenance: queued ones wait while the API is locked.
+  options: { whileLocked: "wait" },
   description: "Run a registered command on a registered SSH server",
   schema: z
     .object({
