@@ -14,6 +14,7 @@ import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runt
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepTemp";
+import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks";
 import type { WorkerConfig } from "./config";
 
 export interface RunningWorker {
@@ -85,7 +86,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     stalledIntervalMs: config.STALLED_INTERVAL,
     maxStalledCount: config.MAX_STALLED_COUNT,
     lockDurationMs: config.LOCK_DURATION,
-    history: new OperationHistory(runtime.db),
+    history: withCompletionWebhooks(new OperationHistory(runtime.db), { db: runtime.db, settings: runtime.deps.webhooks, jobs: runtime.deps.jobs, log }),
     exclusiveRecheckMs: config.EXCLUSIVE_RECHECK,
   });
 

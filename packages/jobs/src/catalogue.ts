@@ -23,6 +23,7 @@ import { retryFailed } from "./migration/retryFailed";
 import { seedRanges } from "./migration/seedRanges";
 import { unpack } from "./migration/unpack";
 import { JOB_NAMES, QUEUES } from "./names";
+import { webhookSend } from "./webhooks/webhookSend";
 import { remoteCommand } from "./remote/remoteCommand";
 import type { JobName } from "./names";
 
@@ -53,6 +54,7 @@ export const fleetJobs = {
   "accounts-reconcile": accountsReconcile,
   "account-cleanup": accountCleanup,
   "accounts-probe": accountsProbe,
+  "webhook-send": webhookSend,
 } satisfies { [K in JobName]: AnyJobDefinition<FleetDeps> & { name: K } };
 
 export type FleetJobs = typeof fleetJobs;

@@ -16,6 +16,8 @@ export const JOB_NAMES = [
   // Account migrations (accounts/): daily steps, batch run nodes, the notification outbox.
   "accounts-sync", "accounts-prepare", "accounts-group-update", "accounts-run", "account-step", "account-batch-finish", "notify-send", "notify-sweep", "accounts-reconcile",
   "account-cleanup", "accounts-probe",
+  // Completion webhooks (webhooks/).
+  "webhook-send",
 ] as const;
 
 export type JobName = (typeof JOB_NAMES)[number];
