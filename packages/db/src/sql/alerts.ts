@@ -84,16 +84,17 @@ export async function openBreakerAlerts(db: Queryable): Promise<Array<{ link: st
   return rows.map((r) => ({ link: r.link, openedAt: Number(r.opened_at) }));
 }
 
-/** What the alert checks need of the migration, in one round trip. */
+/**
+ * What the alert checks need of the migration every pass, in one round trip, kept cheap: range
+ * counts (a range is BATCH_SIZE files), RETRYING files (partial index), and the failures of the
+ * period (FAIL rows only). File totals are read by runCounts, only when a run has finished.
+ */
 export interface AlertFigures {
   rangesPending: number;
   rangesProcessing: number;
   rangesComplete: number;
   lastRangeId: number;
-  filesSucceeded: number;
-  filesFailed: number;
   filesRetrying: number;
-  bytesMigrated: number;
   /** Files that failed within the period, by error category. */
   recentFailures: Record<string, number>;
 }
@@ -105,10 +106,7 @@ export async function alertFigures(db: Queryable, failurePeriodMs: number): Prom
        (SELECT count(*) FROM migration_ranges WHERE status = 'PROCESSING')::int8 AS "rangesProcessing",
        (SELECT count(*) FROM migration_ranges WHERE status = 'COMPLETE')::int8 AS "rangesComplete",
        (SELECT coalesce(max(id), 0) FROM migration_ranges)::int8 AS "lastRangeId",
-       (SELECT count(*) FROM migration_files WHERE status = 'SUCCESS')::int8 AS "filesSucceeded",
-       (SELECT count(*) FROM migration_files WHERE status = 'FAIL')::int8 AS "filesFailed",
        (SELECT count(*) FROM migration_files WHERE status = 'RETRYING')::int8 AS "filesRetrying",
-       (SELECT coalesce(sum(size), 0) FROM migration_files WHERE status = 'SUCCESS')::int8 AS "bytesMigrated",
        (SELECT coalesce(jsonb_object_agg(category, n), '{}'::jsonb) FROM (
           SELECT coalesce(error_category, 'unknown') AS category, count(*) AS n FROM migration_files
            WHERE status = 'FAIL' AND last_attempt_date > now() - make_interval(secs => $1::float8 / 1000)
@@ -118,9 +116,21 @@ export async function alertFigures(db: Queryable, failurePeriodMs: number): Prom
   const r = rows[0] as Record<string, unknown>;
   const n = (k: string) => Number(r[k] ?? 0);
   const failures = Object.fromEntries(Object.entries((r.recentFailures ?? {}) as Record<string, unknown>).map(([k, v]) => [k, Number(v)]));
-  return {
-    rangesPending: n("rangesPending"), rangesProcessing: n("rangesProcessing"), rangesComplete: n("rangesComplete"), lastRangeId: n("lastRangeId"),
-    filesSucceeded: n("filesSucceeded"), filesFailed: n("filesFailed"), filesRetrying: n("filesRetrying"), bytesMigrated: n("bytesMigrated"),
-    recentFailures: failures,
-  };
+  return { rangesPending: n("rangesPending"), rangesProcessing: n("rangesProcessing"), rangesComplete: n("rangesComplete"), lastRangeId: n("lastRangeId"), filesRetrying: n("filesRetrying"), recentFailures: failures };
+}
+
+/** The outcome of a finished run: files by status and bytes (a full count: call once per run). */
+export async function runCounts(db: Queryable): Promise<{ filesSucceeded: number; filesFailed: number; filesKilled: number; bytesMigrated: number }> {
+  const { rows } = await db.query(
+    `SELECT count(*) FILTER (WHERE status = 'SUCCESS')::int8 AS s, count(*) FILTER (WHERE status = 'FAIL')::int8 AS f,
+            count(*) FILTER (WHERE status = 'KILLED')::int8 AS k, coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS b
+       FROM migration_files`,
+  );
+  const r = rows[0] as Record<string, unknown>;
+  return { filesSucceeded: Number(r.s), filesFailed: Number(r.f), filesKilled: Number(r.k), bytesMigrated: Number(r.b) };
+}
+
+export async function alertExists(db: Queryable, dedupeKey: string): Promise<boolean> {
+  const { rows } = await db.query(`SELECT 1 FROM alerts WHERE dedupe_key = $1`, [dedupeKey]);
+  return rows.length > 0;
 }

@@ -4,7 +4,7 @@ import type { LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import type { RunWindows } from "@fleet/core/runWindow";
 import type { Queryable } from "@fleet/db/pool";
-import { alertFigures, claimAlertWebhooks, openBreakerAlerts, raiseAlert, recordAlertWebhook } from "@fleet/db/sql/alerts";
+import { alertExists, alertFigures, claimAlertWebhooks, openBreakerAlerts, raiseAlert, recordAlertWebhook, runCounts } from "@fleet/db/sql/alerts";
 import type { AlertFigures, AlertWebhook } from "@fleet/db/sql/alerts";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import type { FleetJobs } from "../catalogue";
@@ -117,12 +117,15 @@ export class AlertWatch {
 
     const f: AlertFigures = await alertFigures(db, settings.failurePeriodMs);
     const left = f.rangesPending + f.rangesProcessing;
-    if (left === 0 && f.filesRetrying === 0 && f.rangesComplete > 0) {
+    const runKey = `run-finished:${f.lastRangeId}:${f.rangesComplete}`;
+    // New ranges (a re-scan, an import) make a new run: its end is alerted again.
+    if (left === 0 && f.filesRetrying === 0 && f.rangesComplete > 0 && !(await alertExists(db, runKey))) {
+      const c = await runCounts(db);
       out.push({
         event: "run-finished",
-        dedupeKey: `run-finished:${f.lastRangeId}:${f.rangesComplete}`,
-        summary: `migration run finished: ${f.filesSucceeded} files migrated, ${f.filesFailed} failed`,
-        details: { ranges: f.rangesComplete, filesSucceeded: f.filesSucceeded, filesFailed: f.filesFailed, bytesMigrated: f.bytesMigrated },
+        dedupeKey: runKey,
+        summary: `migration run finished: ${c.filesSucceeded} files migrated, ${c.filesFailed} failed${c.filesKilled > 0 ? `, ${c.filesKilled} killed` : ""}`,
+        details: { ranges: f.rangesComplete, ...c },
       });
     }
     const period = Math.floor(now.getTime() / settings.failurePeriodMs);
