@@ -23,6 +23,10 @@ describe("completion webhooks from a worker process", () => {
   let base: string;
   const received: Received[] = [];
   const answeredBefore = new Set<string>();
+  // First request to these paths: never answered (the test kills the sender meanwhile).
+  const hangFirst = new Set<string>(["/hooks/slow"]);
+  const hanging: Array<() => void> = [];
+  let onHang: () => void = () => undefined;
 
   beforeAll(async () => {
     // A receiver that answers 500 to the first request of each delivery and 200 afterwards.
@@ -31,6 +35,13 @@ describe("completion webhooks from a worker process", () => {
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
         const delivery = String(req.headers["x-fleet-delivery"]);
+        if (hangFirst.delete(req.url ?? "")) {
+          received.push({ path: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString("utf8"), answered: 0 });
+          answeredBefore.add(delivery);
+          hanging.push(() => res.destroy());
+          onHang();
+          return;
+        }
         const first = !answeredBefore.has(delivery);
         answeredBefore.add(delivery);
         const status = first ? 500 : 200;
@@ -49,11 +60,14 @@ describe("completion webhooks from a worker process", () => {
       WEBHOOK_SECRET_FILE: join(dir, "secret"),
       WEBHOOK_JOBS: `recover-stuck=${base}/hooks/by-name`,
       WEBHOOK_BACKOFF: "300ms",
+      // A claim older than twice this (+5 s) is a dead sender's: short, for the crash test.
+      WEBHOOK_TIMEOUT: "1s",
     });
     await mkdir(fx.sourceDir, { recursive: true });
     await mkdir(fx.destDir, { recursive: true });
   });
   afterAll(async () => {
+    for (const end of hanging) end();
     await fx?.close();
     await new Promise((r) => server?.close(r));
   });
@@ -106,5 +120,33 @@ describe("completion webhooks from a worker process", () => {
     ]);
     worker.signal("SIGTERM");
     expect(await worker.exited).toMatchObject({ code: 0 });
+  });
+
+  it("a worker killed while it POSTs loses nothing: another worker sends the delivery again, same id, and the history says so", async () => {
+    const killer = fx.spawnWorker("K");
+    await killer.started();
+    const hung = new Promise<void>((resolve) => (onHang = resolve));
+    const seed = await fx.runtime.deps.jobs.enqueue("seed-ranges", {}, { delayMs: 500 });
+    await registerCallback(fx.runtime.db, seed.id!, `${base}/hooks/slow`, "token:site");
+    await hung;
+    killer.signal("SIGKILL");
+    await killer.exited;
+    const rescuer = fx.spawnWorker("R");
+    await rescuer.started();
+
+    const tries = await fx.waitFor(async () => {
+      const t = received.filter((r) => r.path === "/hooks/slow");
+      return t.some((r) => r.answered !== 0) ? t : undefined;
+    }, 60_000, "the delivery to be sent again by the other worker");
+    expect(tries.map((r) => r.answered)).toEqual([0, 200]);
+    expect(tries[1]!.headers["x-fleet-delivery"]).toBe(tries[0]!.headers["x-fleet-delivery"]);
+    expect(verifyWebhook(SECRET, { timestamp: tries[1]!.headers["x-fleet-timestamp"] as string, signature: tries[1]!.headers["x-fleet-signature"] as string }, tries[1]!.body)).toBe(true);
+    const history = await fx.waitFor(async () => {
+      const { rows } = await fx.runtime.db.query<{ message: string }>(`SELECT message FROM operation_status WHERE operation_id = $1 AND kind = 'LOG' ORDER BY id`, [seed.id]);
+      return rows.some((r) => r.message.includes("delivered")) ? rows.map((r) => r.message) : undefined;
+    }, 10_000, "the history of the delivery");
+    expect(history).toEqual([`webhook ${base}/hooks/slow: attempt 1 lost (its sender stopped); trying again`, `webhook ${base}/hooks/slow: attempt 2 delivered (HTTP 200)`]);
+    rescuer.signal("SIGTERM");
+    expect(await rescuer.exited).toMatchObject({ code: 0 });
   });
 });

@@ -84,15 +84,25 @@ export async function recordWebhookAttempt(
   return rows.length > 0;
 }
 
-/** SENDING rows older than `staleMs` belong to a sender that died: tried again (same delivery id). */
+/**
+ * SENDING rows claimed more than `staleMs` ago belong to a sender that died (a worker killed
+ * mid-POST): they are tried again, with the same delivery id, and the history says so.
+ */
 export async function resetStaleWebhooks(db: Queryable, staleMs: number): Promise<number> {
-  const { rowCount } = await db.query(
-    `UPDATE webhook_deliveries SET status = 'FAILED', claimed_at = NULL, next_attempt_at = now(),
-       last_error = 'sender stopped while sending (the receiver may have it already): trying again with the same delivery id'
-     WHERE status = 'SENDING' AND claimed_at < now() - make_interval(secs => $1::float8 / 1000)`,
+  const { rows } = await db.query<{ n: number }>(
+    `WITH reset AS (
+       UPDATE webhook_deliveries SET status = 'FAILED', claimed_at = NULL, next_attempt_at = now(),
+         last_error = 'sender stopped while sending (the receiver may have it already): trying again with the same delivery id'
+       WHERE status = 'SENDING' AND claimed_at < now() - make_interval(secs => $1::float8 / 1000)
+       RETURNING operation_id, url, attempts
+     ), logged AS (
+       INSERT INTO operation_status (operation_id, kind, message)
+       SELECT operation_id, 'LOG', 'webhook ' || split_part(split_part(url, '?', 1), '#', 1) || ': attempt ' || attempts || ' lost (its sender stopped); trying again' FROM reset
+     )
+     SELECT count(*)::int AS n FROM reset`,
     [staleMs],
   );
-  return rowCount ?? 0;
+  return rows[0]?.n ?? 0;
 }
 
 /**
@@ -119,9 +129,13 @@ export async function fireMissedCallbacks(db: Queryable): Promise<number> {
   return rowCount ?? 0;
 }
 
-/** When the next delivery is due (null: none waiting). */
-export async function nextWebhookDue(db: Queryable): Promise<Date | null> {
-  const { rows } = await db.query<{ at: Date | null }>(`SELECT min(next_attempt_at) AS at FROM webhook_deliveries WHERE status IN ('PENDING', 'FAILED')`);
+/** When the next delivery is due, counting a SENDING row as due when it turns stale (null: none waiting). */
+export async function nextWebhookDue(db: Queryable, staleMs: number): Promise<Date | null> {
+  const { rows } = await db.query<{ at: Date | null }>(
+    `SELECT min(CASE WHEN status = 'SENDING' THEN claimed_at + make_interval(secs => $1::float8 / 1000) ELSE next_attempt_at END) AS at
+       FROM webhook_deliveries WHERE status IN ('PENDING', 'FAILED', 'SENDING')`,
+    [staleMs],
+  );
   return rows[0]?.at ?? null;
 }
 

@@ -27,7 +27,10 @@ export const webhookSend = defineFleetJob({
   dedupeId: () => "webhook-send",
   async handle(_payload, ctx) {
     const { db, webhooks } = ctx.deps;
-    const reset = await resetStaleWebhooks(db, webhooks.timeoutMs * 3 + 30_000);
+    // A sender still POSTing is bounded by WEBHOOK_TIMEOUT: a claim twice that old (plus slack
+    // for a slow database) is a dead sender's.
+    const staleMs = webhooks.timeoutMs * 2 + 5_000;
+    const reset = await resetStaleWebhooks(db, staleMs);
     const missed = await fireMissedCallbacks(db);
     const total: WebhookRound & { reset: number; missed: number } = { claimed: 0, sent: 0, retryLater: 0, gaveUp: 0, reset, missed };
     for (let round = 0; round < MAX_ROUNDS && !ctx.signal.aborted; round++) {
@@ -38,7 +41,7 @@ export const webhookSend = defineFleetJob({
       total.gaveUp += r.gaveUp;
       if (r.claimed === 0) break;
     }
-    const next = await nextWebhookDue(db);
+    const next = await nextWebhookDue(db, staleMs);
     const now = Date.now();
     if (next && next.getTime() - now <= FOLLOW_RETRIES_MS && !ctx.signal.aborted) {
       throw new DelayJob(new Date(Math.max(now + 100, Math.min(next.getTime(), now + MAX_WAIT_MS))), `webhook retry due at ${next.toISOString()}`);
