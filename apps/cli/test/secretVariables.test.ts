@@ -16,9 +16,9 @@ const ACCOUNTS = ["ACCOUNTS_CONSENT_TOKEN", "SMTP_PASSWORD"];
 
 describe("secret variables", () => {
   it.each([
-    ["worker", workerSchema, [...CONNECTIONS, ...STORAGE, ...ACCOUNTS, "METRICS_TOKEN"]],
+    ["worker", workerSchema, [...CONNECTIONS, ...STORAGE, ...ACCOUNTS, "METRICS_TOKEN", "WEBHOOK_SECRET"]],
     ["cli", cliSchema, [...CONNECTIONS, ...STORAGE, ...ACCOUNTS]],
-    ["scheduler", schedulerSchema, [...CONNECTIONS, "METRICS_TOKEN"]],
+    ["scheduler", schedulerSchema, [...CONNECTIONS, "METRICS_TOKEN", "ALERT_WEBHOOK_URL"]],
     ["dashboard", dashboardSchema, [...CONNECTIONS, "DASHBOARD_USERS", "DASHBOARD_SESSION_SECRET", "DASHBOARD_API_TOKENS"]],
   ] as const)("%s: every secret is marked (NAME_FILE works for it)", (_app, schema, expected) => {
     expect(secretNames(schema).sort()).toEqual([...expected].sort());

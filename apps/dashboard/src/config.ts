@@ -3,6 +3,7 @@ import { buildFields, databaseFields, envBool, envDuration, envInt, logFields, p
 import type { Env } from "@fleet/core/config";
 import { secret } from "@fleet/core/secretFiles";
 import { migrationFields } from "@fleet/jobs/settings";
+import { webhookAllowFields } from "@fleet/jobs/webhooks/webhookSettings";
 import { apiTokensField, usersField } from "./users";
 
 // The pipeline settings the dashboard needs: job defaults for submissions (the same a worker's
@@ -28,6 +29,7 @@ export const dashboardSchema = z.object({
   RUN_WINDOWS,
   MIGRATION_WINDOW,
   FLEET_TZ,
+  ...webhookAllowFields,
   DASHBOARD_PORT: envInt(3000, 0, 65535).describe("Port of the dashboard (0: pick a free one)"),
   DASHBOARD_HOST: z.string().default("0.0.0.0").describe("Address the dashboard binds"),
   DASHBOARD_USERS: secret(usersField.describe("Dashboard users as name:role:hash, comma-separated; role viewer or operator; hash from node apps/dashboard/dist/hashPassword.js")),

@@ -8,6 +8,10 @@ import type { OperationRecorder } from "@fleet/core/operationRecorder";
 import { OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
 import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
+import { parseRunAt } from "@fleet/core/runAt";
+import { webhookUrlProblem } from "@fleet/core/webhookSignature";
+import type { Queryable } from "@fleet/db/pool";
+import { registerCallback } from "@fleet/db/sql/webhooks";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { actorOf } from "./auth";
 import { formatScopes, mayActOnJob } from "./tokenScopes";
@@ -28,6 +32,8 @@ export interface OperationsApiOptions {
   prefix: string;
   /** The operation history: submissions and cancels are written to it, look-ups fall back to it. */
   history: { recorder: OperationRecorder; reader: OperationHistoryReader };
+  /** Completion callbacks: the allow-list, and where a callback is recorded. */
+  callbacks: { allowedUrls: readonly string[]; db: Queryable };
 }
 
 const JOB_ID = z.string().regex(OPERATION_ID, "1 to 200 letters, digits and _.:@-");
@@ -39,10 +45,15 @@ const submitBody = z
     opts: z
       .object({
         delayMs: z.number().int().min(0).max(366 * 24 * 3_600_000).optional(),
+        /** An absolute start: ISO 8601 with an offset, or a local time and an IANA zone (see runAt.ts). */
+        runAt: z.string().min(1).max(100).optional(),
+        /** POSTed (signed) when the operation ends for good; must be allowed by WEBHOOK_ALLOWED_URLS. */
+        callbackUrl: z.string().min(1).max(2000).optional(),
         priority: z.number().int().min(1).max(2_097_152).optional(),
         jobId: JOB_ID.optional(),
       })
       .strict()
+      .refine((o) => o.delayMs === undefined || o.runAt === undefined, { message: "give delayMs or runAt, not both", path: ["runAt"] })
       .optional(),
   })
   .strict();
@@ -64,7 +75,20 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     if (lock) return reply.code(423).send({ error: "the API is locked", reason: lock.reason, lockedBy: lock.by, lockedAt: lock.at });
     const body = submitBody.safeParse(req.body);
     if (!body.success) return invalid(reply, "invalid request body", body.error);
-    const { name, data, opts } = body.data;
+    const { name, data, opts: given } = body.data;
+    const { runAt: runAtText, callbackUrl, ...rest } = given ?? {};
+    let opts: { delayMs?: number; priority?: number; jobId?: string } = rest;
+    let runAt: Date | undefined;
+    if (runAtText !== undefined) {
+      const parsed = parseRunAt(runAtText, new Date());
+      if (!parsed.ok) return reply.code(400).send({ error: parsed.error, issues: [{ path: "opts.runAt", message: parsed.error }] });
+      opts = { ...rest, ...(parsed.delayMs > 0 ? { delayMs: parsed.delayMs } : {}) };
+      runAt = parsed.at;
+    }
+    if (callbackUrl !== undefined) {
+      const problem = webhookUrlProblem(callbackUrl, options.callbacks.allowedUrls);
+      if (problem) return reply.code(400).send({ error: `callbackUrl refused: ${problem}`, issues: [{ path: "opts.callbackUrl", message: problem }] });
+    }
     const def = catalogue.get(name);
     if (!def) return reply.code(400).send({ error: `unknown job "${name}"`, known: catalogue.names() });
     const principal = req.principal;
@@ -75,13 +99,25 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     const payload = def.schema.safeParse(data);
     if (!payload.success) return invalid(reply, `invalid data for job "${name}"`, payload.error);
     // The name is checked against the catalogue just above; the client validates the payload again.
-    const job = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts ?? {});
+    const job = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts);
+    if (callbackUrl !== undefined) {
+      // After the enqueue, under the id BullMQ gave (a derived or deduplicated id included). Should
+      // the job end before this row exists, webhook-send's backstop queues it from the history.
+      try {
+        await registerCallback(options.callbacks.db, job.id ?? "", callbackUrl, actorOf(req.principal) ?? null);
+      } catch (err) {
+        req.log.error({ err, operation: job.id }, "callback not recorded: withdrawing the submission");
+        const removed = await job.remove().then(() => true, () => false);
+        return reply.code(removed ? 503 : 500).send({ error: removed ? "the callback could not be recorded (database unavailable): nothing was submitted" : `the callback could not be recorded and operation ${job.id} has already started` });
+      }
+      if (await job.isCompleted().catch(() => false) || (await job.isFailed().catch(() => false))) await jobs.enqueue("webhook-send", {}).catch(() => undefined);
+    }
     req.log.info({ operation: job.id, name, queue: def.queue, by: actorOf(req.principal) }, "operation submitted");
     // The job is in Redis either way: a history that cannot be written now is filled in by the runner.
     await history.recorder
       .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
       .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
-    return reply.code(202).send(await summarizeOperation(job));
+    return reply.code(202).send({ ...(await summarizeOperation(job)), ...(runAt ? { runAt: runAt.toISOString() } : {}), ...(callbackUrl ? { callbackUrl } : {}) });
   });
 
   app.get("/api/operations", async (req, reply) => {

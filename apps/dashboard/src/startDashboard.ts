@@ -243,6 +243,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     redis: ctx.redis,
     prefix: ctx.prefix,
     history: { recorder: new OperationHistory(ctx.db), reader: operationHistoryReader(ctx.db) },
+    callbacks: { allowedUrls: config.WEBHOOK_ALLOWED_URLS, db: ctx.db },
   });
   await mountQueueBoards(app, queues);
   return app;

@@ -4,6 +4,7 @@ import type { Env } from "@fleet/core/config";
 import { migrationFields, recoveryFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
+import { alertFields } from "@fleet/jobs/alerts/alertSettings";
 
 /** SCHEDULE_<ID>: `off`, a cron pattern, or `every:<duration>`; unset = the table's value. */
 const scheduleOverrides = Object.fromEntries(
@@ -42,6 +43,10 @@ export const schedulerSchema = z.object({
   ...recoveryFields,
   SCHEDULER_SYNC_INTERVAL: envDuration("60s").describe("How often the scheduler re-checks that every schedule exists in Redis (restores them after Redis lost its data; a lost Redis is also noticed within RECOVERY_INTERVAL through the epoch key)"),
   NOTIFY_OPERATORS: accountFields.NOTIFY_OPERATORS,
+  // The alert watch runs here (the fleet having no live worker is one of its alerts).
+  ...alertFields,
+  RUN_WINDOWS: migrationFields.RUN_WINDOWS,
+  MIGRATION_WINDOW: migrationFields.MIGRATION_WINDOW,
   SCHEDULER_METRICS_PORT: envInt(9465, 0, 65535).describe("Port of the scheduler's /healthz, /readyz and /metrics (0: pick a free one; not the worker's 9464, so both fit on one host)"),
   SCHEDULER_METRICS_HOST: z
     .string()

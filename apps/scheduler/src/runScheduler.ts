@@ -12,6 +12,10 @@ import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
+import { LinkBreakers } from "@fleet/core/linkBreakers";
+import { AlertWatch } from "@fleet/jobs/alerts/alertWatch";
+import { toAlertSettings } from "@fleet/jobs/alerts/alertSettings";
+import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
 import type { SchedulerConfig } from "./config";
@@ -107,5 +111,16 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     onEpochChange: () => syncNow(),
   });
   shutdown.register("recovery-watch", () => watch.stop());
+
+  const alerts = new AlertWatch({
+    db,
+    breakers: new LinkBreakers(redis, bullPrefix(config.FLEET_PREFIX)),
+    workersOnline: () => jobs.queue("migration").getWorkersCount(),
+    window: migrationWindow(config),
+    jobs,
+    settings: toAlertSettings(config, config.NOTIFY_OPERATORS),
+    log,
+  }).start();
+  shutdown.register("alert-watch", () => alerts.stop());
   return { shutdown, syncNow, server: ops.server };
 }

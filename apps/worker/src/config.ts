@@ -4,6 +4,7 @@ import type { Env } from "@fleet/core/config";
 import { migrationFields, queueConcurrencyField, recoveryFields } from "@fleet/jobs/settings";
 import { storageFields } from "@fleet/jobs/storageSettings";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
+import { webhookFields } from "@fleet/jobs/webhooks/webhookSettings";
 
 /** The worker's configuration: every variable, its default and meaning (README lists them). */
 export const workerSchema = z.object({
@@ -15,6 +16,7 @@ export const workerSchema = z.object({
   ...storageFields,
   ...accountFields,
   ...recoveryFields,
+  ...webhookFields,
   WORKER_QUEUES: envList("migration,maintenance,remote").describe("Queues this worker consumes"),
   WORKER_CONCURRENCY: queueConcurrencyField,
   LOCK_DURATION: envDuration("30s").describe("BullMQ lock of a running job; renewed at half this while it runs (a dead worker's job is handed on within this + STALLED_INTERVAL)"),

@@ -14,6 +14,7 @@ import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runt
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
+import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks";
 import type { WorkerConfig } from "./config";
 
 export interface RunningWorker {
@@ -99,7 +100,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     maxStalledCount: config.MAX_STALLED_COUNT,
     lockDurationMs: config.LOCK_DURATION,
     // Batched: one statement per 100 ms of job events; written on stop (see operationBatch.ts for a SIGKILL).
-    history: new BatchedOperationHistory(runtime.db, { onError: (err, at) => log.warn({ err, ...at }, "operation history: flush failed; events kept and retried") }),
+    history: withCompletionWebhooks(new BatchedOperationHistory(runtime.db, { onError: (err, at) => log.warn({ err, ...at }, "operation history: flush failed; events kept and retried") }), { db: runtime.db, settings: runtime.deps.webhooks, jobs: runtime.deps.jobs, log }),
     exclusiveRecheckMs: config.EXCLUSIVE_RECHECK,
   });
 

@@ -56,6 +56,13 @@ export interface JobOptions {
    * for as long as it holds the fleet. An exclusive job must not wait for other jobs (flows).
    */
   exclusive?: boolean | { lockApi?: boolean };
+  /**
+   * What a runner does with this job while the API is locked (maintenance mode, `fleet lock`, or
+   * an exclusive job with lockApi): "run" (default) runs it as usual; "wait" puts it back to
+   * delayed, using no attempt, and asks again until the lock is released. The lock always
+   * refuses new submissions; this is about jobs already queued or enqueued by the fleet itself.
+   */
+  whileLocked?: "run" | "wait";
 }
 
 /**

@@ -48,6 +48,7 @@ const table: Row[] = [
     history: { type: "delayed", reason: "outside run window migration: delayed to 2026-12-04T22:00:00.000Z" }, metric: "delayed",
   },
   { what: "gate closed", event: { type: "gate-closed", reason: "exclusive operation hold (7) holds the fleet", delayMs: 5_000 }, action: "delay", until: NOW + 5_000, history: { type: "delayed", reason: "exclusive operation hold (7) holds the fleet" }, metric: "delayed" },
+  { what: "API locked, whileLocked wait: delayed to the re-check", event: { type: "api-locked", reason: "API locked (maintenance)", until: NOW + 5_000 }, action: "delay", until: NOW + 5_000, history: { type: "delayed", reason: "API locked (maintenance)" }, metric: "delayed" },
   { what: "gate closed, tiny delay: at least 50 ms", event: { type: "gate-closed", reason: "r", delayMs: 10 }, action: "delay", until: NOW + 50, history: { type: "delayed", reason: "r" }, metric: "delayed" },
   { what: "handler moved itself (DelayedError)", event: threw(delayed), action: "delay", until: undefined, history: { type: "delayed", reason: "delayed by the job" }, metric: "delayed" },
   { what: "waiting for children", event: threw(children), action: "delay", until: undefined, history: { type: "delayed", reason: "waiting for its children" }, metric: "delayed" },

@@ -26,6 +26,8 @@ export type JobEvent =
   | { type: "window-closed"; window: string; opensAt: Date }
   /** The exclusive gate kept the job out; it asks again after about `delayMs`. */
   | { type: "gate-closed"; reason: string; delayMs: number }
+  /** The API is locked and the job's definition says whileLocked: "wait" (lockWait.ts). */
+  | { type: "api-locked"; reason: string; until: number }
   /** The handler returned. */
   | { type: "returned"; result: unknown }
   /** The handler threw (or rejected). `aborted` is the job signal's reason, if it fired. */
@@ -103,6 +105,14 @@ export function decideOutcome(event: JobEvent, { now, random }: DecideContext): 
         metric: "delayed",
       };
     }
+    case "api-locked":
+      return {
+        action: "delay",
+        until: Math.max(now + 50, event.until),
+        history: { type: "delayed", reason: event.reason },
+        log: { level: "info", msg: "not started: waiting for the API lock to be released", fields: { until: new Date(event.until).toISOString(), reason: event.reason } },
+        metric: "delayed",
+      };
     case "returned":
       return { action: "complete", result: event.result, history: { type: "finished", state: "COMPLETED", result: event.result }, metric: "completed" };
     case "threw":

@@ -13,6 +13,7 @@ import type { OperationRecorder, OperationRef } from "./operationRecorder";
 import type { RunnerOptions } from "./runnerOptions";
 import { fleetBackoffStrategy } from "./backoff";
 import type { RunWindows } from "./runWindow";
+import { LockWait } from "./lockWait";
 import { formatZodIssues } from "./zodIssues";
 
 // Listeners allowed on one job's AbortSignal (copies in flight × listeners per copy).
@@ -48,9 +49,12 @@ export class JobRunner<Deps> {
   private cancelSubscriber: Redis | undefined;
   /** This runner's leases in the fleet-wide gate of exclusive jobs. */
   private readonly leases: GateLeases;
+  /** Jobs whose definition says whileLocked: "wait" are held back while the API is locked. */
+  private readonly lockWait: LockWait;
 
   constructor(private readonly options: RunnerOptions<Deps>) {
     const gate = new ExclusiveGate(options.connection, options.prefix);
+    this.lockWait = new LockWait(options.connection, options.prefix, options.exclusiveRecheckMs ?? 5_000);
     this.leases = new GateLeases(gate, randomBytes(6).toString("hex"), options.lockDurationMs, options.exclusiveRecheckMs ?? 5_000, options.log);
     for (const consumer of options.consumers) {
       const defs = options.catalogue.onQueue(consumer.queue);
@@ -145,6 +149,8 @@ export class JobRunner<Deps> {
       const now = this.options.now?.() ?? new Date();
       if (!window.isOpen(now)) return this.apply(run, def, { type: "window-closed", window: windowName!, opensAt: window.nextOpening(now) });
     }
+    const locked = await this.lockWait.check(def);
+    if (locked) return this.apply(run, def, { type: "api-locked", reason: locked.reason, until: locked.until });
     const entry = await this.leases.enter({ queue, jobId: job.id ?? "", name: job.name, token: token ?? "", exclusive: def.options?.exclusive }, log);
     if (!entry.entered) return this.apply(run, def, { type: "gate-closed", reason: entry.reason, delayMs: entry.delayMs });
     try {

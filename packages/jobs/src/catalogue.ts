@@ -24,6 +24,7 @@ import { seedRanges } from "./migration/seedRanges";
 import { unpack } from "./migration/unpack";
 import { checksumAudit } from "./migration/checksumAudit";
 import { JOB_NAMES, QUEUES } from "./contracts";
+import { webhookSend } from "./webhooks/webhookSend";
 import { remoteCommand } from "./remote/remoteCommand";
 import type { JobName } from "./contracts";
 import type { FleetJobDefinition } from "./defineFleetJob";
@@ -58,6 +59,7 @@ export const fleetHandlers = {
   "account-cleanup": accountCleanup,
   "accounts-probe": accountsProbe,
   "checksum-audit": checksumAudit,
+  "webhook-send": webhookSend,
 } satisfies { [K in JobName]: FleetJobDefinition<K> };
 
 export type FleetHandlers = typeof fleetHandlers;

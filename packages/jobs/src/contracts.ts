@@ -111,6 +111,8 @@ export const jobContracts = {
   // Handler: migration/unpack.ts
   "unpack": defineContract({
     queue: QUEUES.migration,
+    // Touches the systems under maintenance: queued ones wait while the API is locked.
+    options: { whileLocked: "wait" },
     description: "Restore and verify the files of one package (manifest key) at the destination or a configured target storage",
     schema: z
       .object({
@@ -133,6 +135,8 @@ export const jobContracts = {
   // Handler: remote/remoteCommand.ts
   "remote-command": defineContract({
     queue: QUEUES.remote,
+    // Touches the systems under maintenance: queued ones wait while the API is locked.
+    options: { whileLocked: "wait" },
     description: "Run a registered command on a registered SSH server",
     schema: z
       .object({
@@ -175,6 +179,8 @@ export const jobContracts = {
   // Handler: inventory/inventoryScan.ts
   "inventory-scan": defineContract({
     queue: QUEUES.maintenance,
+    // Touches the systems under maintenance: queued ones wait while the API is locked.
+    options: { whileLocked: "wait" },
     description: "List SOURCE_URL and bring source_files in line: new files, changed ones as new versions, vanished ones marked",
     schema: z
       .object({
@@ -263,6 +269,13 @@ export const jobContracts = {
     dedupeId: () => "accounts-probe",
   }),
   // Handler: migration/checksumAudit.ts (the tutorial's example: docs/add-a-processor.md)
+  // Handler: webhooks/webhookSend.ts
+  "webhook-send": defineContract({
+    queue: QUEUES.maintenance,
+    description: "Deliver due completion webhooks from the outbox (signed, retried with backoff)",
+    schema: z.object({}).strict().default({}),
+    dedupeId: () => "webhook-send",
+  }),
   "checksum-audit": defineContract({
     queue: QUEUES.maintenance,
     description: "Hash migrated files again in the destination and compare with the recorded sha256",

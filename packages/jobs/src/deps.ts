@@ -9,6 +9,7 @@ import type { LinkGuard } from "./migration/linkGuard";
 import type { FleetJobs } from "./contracts";
 import type { RemoteServers } from "./remote/remoteServers";
 import type { FleetLiveSettings } from "./liveSettingsCatalogue";
+import type { WebhookSettings } from "./webhooks/webhookSettings";
 
 /** The tuning knobs of the file-migration pipeline (from the worker's config). */
 export interface MigrationSettings {
@@ -89,4 +90,6 @@ export interface FleetDeps {
   workerId: string;
   /** Live writers fleet-wide (their temp files are never swept). */
   writers: WriterRegistry;
+  /** Completion webhooks: allow-list, secret, per-job URLs, retries (webhooks/). */
+  webhooks: WebhookSettings;
 }

@@ -44,6 +44,7 @@ export const SCHEDULES: readonly ScheduleSpec[] = [
   { id: "accounts-group-update", job: "accounts-group-update", cron: "30 17 * * *", description: "daily 17:30: tonight's accounts into the directory group" },
   { id: "accounts-run", job: "accounts-run", cron: "0 18 * * *", description: "daily 18:00: start tonight's account migration run" },
   { id: "notify-send", job: "notify-send", cron: "* * * * *", description: "every minute: deliver due notifications" },
+  { id: "webhook-send", job: "webhook-send", cron: "* * * * *", description: "every minute: deliver due completion webhooks (also woken when an operation with webhooks ends)" },
   { id: "notify-sweep", job: "notify-sweep", cron: "*/15 * * * *", description: "every 15 min: retry stuck notifications, prune old ones" },
   { id: "accounts-probe", job: "accounts-probe", cron: "*/5 * * * *", description: "every 5 min: probe the migration servers (SSH, host key, role check): health, latency, last error" },
   { id: "accounts-reconcile", job: "accounts-reconcile", cron: "5-55/10 * * * *", description: "every 10 min: re-derive running account batches Redis lost" },

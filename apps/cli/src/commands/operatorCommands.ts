@@ -1,3 +1,4 @@
+import { parseRunAt } from "@fleet/core/runAt";
 import { userInfo } from "node:os";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
@@ -109,8 +110,9 @@ export function registerOperatorCommands(program: Command, run: Run): void {
     .description("submit a catalogue job (refused while the API is locked)")
     .option("--data <json>", "the job's payload", jsonData, {})
     .option("--delay <duration>", "run no earlier than this from now, e.g. 10m")
+    .option("--at <time>", "run no earlier than this instant: ISO 8601 with an offset, or a local time and an IANA zone (\"2026-12-05T09:00 Europe/Paris\")")
     .option("--json", "machine-readable output")
-    .action((name: string, opts: { data: unknown; delay?: string; json?: boolean }) =>
+    .action((name: string, opts: { data: unknown; delay?: string; at?: string; json?: boolean }) =>
       run(async (ctx) => {
         const runtime = await ctx.runtime({ withRedis: true });
         const lock = await new ApiLock(runtime.redis, runtime.prefix).get();
@@ -118,7 +120,19 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           process.stderr.write(`fleet: the API is locked (${lock.reason}, by ${lock.by}); \`fleet unlock\` first\n`);
           return 1;
         }
-        const delayMs = opts.delay === undefined ? undefined : parseDuration(opts.delay);
+        if (opts.delay !== undefined && opts.at !== undefined) {
+          process.stderr.write("fleet: give --delay or --at, not both\n");
+          return 1;
+        }
+        let delayMs = opts.delay === undefined ? undefined : parseDuration(opts.delay);
+        if (opts.at !== undefined) {
+          const at = parseRunAt(opts.at, new Date());
+          if (!at.ok) {
+            process.stderr.write(`fleet: ${at.error}\n`);
+            return 1;
+          }
+          delayMs = at.delayMs;
+        }
         // The client checks the name against the catalogue and validates the payload.
         const job = await runtime.deps.jobs.enqueue(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
         const by = `cli:${userInfo().username}`;

@@ -1,5 +1,6 @@
 import { pruneLog } from "@fleet/db/sql/log";
 import { pruneOperations } from "@fleet/db/sql/operations";
+import { pruneWebhooks } from "@fleet/db/sql/webhooks";
 import { defineFleetJob } from "../defineFleetJob";
 import { QUEUES } from "../contracts";
 
@@ -22,13 +23,15 @@ export const retention = defineFleetJob("retention", {
     const { db, settings, jobs } = ctx.deps;
     const logRows = await pruneLog(db, settings.logRetentionMs);
     const history = await pruneOperations(db, settings.operationsKeepSucceededMs, settings.operationsKeepFailedMs);
+    // Delivered and given-up webhooks go with the failed operations' retention (the longer one).
+    const webhooks = await pruneWebhooks(db, settings.operationsKeepFailedMs);
     let completedJobs = 0, failedJobs = 0;
     for (const name of Object.values(QUEUES)) {
       const queue = jobs.queue(name);
       completedJobs += (await queue.clean(settings.keepCompletedMs, 10_000, "completed")).length;
       failedJobs += (await queue.clean(settings.keepFailedMs, 10_000, "failed")).length;
     }
-    const result = { logRows, operations: history.operations, operationStatusRows: history.statusRows, completedJobs, failedJobs };
+    const result = { logRows, operations: history.operations, operationStatusRows: history.statusRows, webhookDeliveries: webhooks, completedJobs, failedJobs };
     ctx.log.info(result, "retention done");
     return result;
   },

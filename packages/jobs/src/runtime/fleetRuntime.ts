@@ -30,6 +30,8 @@ import { LinkLimits } from "@fleet/core/linkLimits";
 import { transferLabels } from "../migration/transferLabels";
 import { toAccountSettings } from "../accounts/accountSettings";
 import type { AccountConfig } from "../accounts/accountSettings";
+import { toWebhookSettings } from "../webhooks/webhookSettings";
+import type { WebhookConfig } from "../webhooks/webhookSettings";
 import { RemoteServers } from "../remote/remoteServers";
 import { writeLog } from "@fleet/db/sql/log";
 import { ConfigFiles } from "./configFiles";
@@ -40,7 +42,7 @@ import type { z } from "zod";
 import type { DatabaseConfig, RedisConfig } from "@fleet/core/config";
 
 /** Account variables are optional here: apps that do not compose accountFields get their defaults. */
-export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>> & StorageConfig & Partial<AccountConfig>;
+export type RuntimeConfig = RedisConfig & DatabaseConfig & z.output<z.ZodObject<typeof migrationFields>> & StorageConfig & Partial<AccountConfig> & Partial<WebhookConfig>;
 
 /**
  * Everything a fleet process needs, wired from config: the catalogue, connections, storages
@@ -77,6 +79,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const { config, log } = options;
   // Storages first: a bad URL or credential throws before any connection is opened.
   const accountSettings = toAccountSettings(config, config.FLEET_TZ);
+  const webhooks = toWebhookSettings(config);
   // Checked at startup, so a bad servers or workflow file stops the process now rather than at
   // 18:00; later edits are followed without a restart (a bad edit keeps the last good one).
   let reportRejected: (message: string) => void = () => undefined;
@@ -160,7 +163,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     settings.copyConcurrency = live.get("COPY_CONCURRENCY");
     link.tune(live.get("BREAKER_THRESHOLD"), live.get("BREAKER_PROBE_SCHEDULE"));
   });
-  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, live, accounts, metrics, link, workerId, writers };
+  const deps: FleetDeps = { db, source, destination, openTarget: (ref) => targets.open(ref), jobs, remote, settings, live, accounts, metrics, link, workerId, writers, webhooks };
   let catalogue: Catalogue<FleetHandlers> | undefined;
   return {
     get catalogue() {

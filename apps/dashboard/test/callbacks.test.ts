@@ -1,0 +1,40 @@
+import { createPool } from "@fleet/db/pool";
+import { createDashboardFixture, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+describe("operations API: callbackUrl", () => {
+  let fx: DashboardFixture;
+  let auth: Record<string, string>;
+  const submit = (body: unknown) => send(fx.dashboard.url, "/api/operations", { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(body) });
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("callbacks", { WEBHOOK_ALLOWED_URLS: "https://site.example/fleet/hooks,http://127.0.0.1:8999/" });
+    auth = { authorization: `Bearer ${fx.apiToken}` };
+  });
+  afterAll(() => fx?.close());
+
+  it("records an allowed callback for the submitted operation; refuses others with a clear error and submits nothing", async () => {
+    const res = await submit({ name: "seed-ranges", opts: { callbackUrl: "https://site.example/fleet/hooks/run?ticket=42", delayMs: 60_000 } });
+    expect(res.status).toBe(202);
+    const op = (await res.json()) as { id: string; callbackUrl: string };
+    expect(op.callbackUrl).toBe("https://site.example/fleet/hooks/run?ticket=42");
+    const db = createPool({ connectionString: fx.db.url, max: 1 });
+    const { rows } = await db.query<{ operation_id: string; url: string; registered_by: string; fired_at: Date | null }>(`SELECT operation_id, url, registered_by, fired_at FROM operation_callbacks`).finally(() => db.end());
+    expect(rows).toEqual([{ operation_id: op.id, url: "https://site.example/fleet/hooks/run?ticket=42", registered_by: "token:ci", fired_at: null }]);
+
+    const refused: Array<[string, RegExp]> = [
+      ["https://site.example/fleet/hooksy", /callbackUrl refused: https:\/\/site\.example\/fleet\/hooksy is not in WEBHOOK_ALLOWED_URLS/],
+      ["https://evil.example/fleet/hooks", /is not in WEBHOOK_ALLOWED_URLS/],
+      ["http://site.example/fleet/hooks", /is not in WEBHOOK_ALLOWED_URLS/],
+      ["https://user:pw@site.example/fleet/hooks", /credentials are not allowed/],
+      ["file:///etc/passwd", /file: URLs are not allowed/],
+      ["not a url", /is not a URL/],
+    ];
+    for (const [callbackUrl, message] of refused) {
+      const r = await submit({ name: "seed-ranges", opts: { callbackUrl } });
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { error: string }).error).toMatch(message);
+    }
+    expect(await fx.dashboard.jobs.queue("maintenance").getJobCounts("waiting", "delayed")).toEqual({ waiting: 0, delayed: 1 });
+  });
+});

@@ -1,0 +1,198 @@
+import { backoffDelay } from "@fleet/core/backoff";
+import type { JobClient } from "@fleet/core/jobClient";
+import type { LinkBreakers } from "@fleet/core/linkBreakers";
+import type { Logger } from "@fleet/core/logger";
+import type { RunWindows } from "@fleet/core/runWindow";
+import type { Queryable } from "@fleet/db/pool";
+import { alertExists, alertFigures, claimAlertWebhooks, openBreakerAlerts, raiseAlert, recordAlertWebhook, runCounts } from "@fleet/db/sql/alerts";
+import type { AlertFigures, AlertWebhook } from "@fleet/db/sql/alerts";
+import { enqueueNotifications } from "@fleet/db/sql/notifications";
+import type { FleetJobs } from "../catalogue";
+import type { AlertChannel, AlertEvent, AlertSettings } from "./alertSettings";
+
+/**
+ * Operators hear about the fleet (issue 13): the scheduler checks, every ALERT_CHECK_INTERVAL,
+ *   breaker-opened / breaker-closed  a link breaker (Redis) opened, or one alerted as open closed;
+ *   run-finished    no range pending or processing, none retrying, some complete (with counts);
+ *   failures        a category's files failed within ALERT_FAILURE_PERIOD over its threshold;
+ *   window-closing  MIGRATION_WINDOW closes within ALERT_WINDOW_LEAD and ranges are left;
+ *   no-worker       ranges are left and no worker has consumed the migration queue for ALERT_NO_WORKER_AFTER.
+ * An alert is raised once per dedupe key (the alerts table), rate-limited per event, and sent on
+ * the channels ALERT_EVENTS gives it: email through the notification outbox (operator-alert
+ * template), webhook POSTed from here with retries. The scheduler, not a worker, checks: the
+ * fleet having no worker is one of the things to tell.
+ */
+export interface AlertWatchOptions {
+  db: Queryable;
+  breakers: LinkBreakers;
+  /** BullMQ workers connected to the migration queue now. */
+  workersOnline: () => Promise<number>;
+  /** The migration run window (undefined: always open). */
+  window: RunWindows | undefined;
+  /** Wakes notify-send after an email alert; the every-minute schedule sends it otherwise. */
+  jobs?: JobClient<FleetJobs>;
+  settings: AlertSettings;
+  log: Logger;
+  now?: () => Date;
+}
+
+interface Candidate {
+  event: AlertEvent;
+  dedupeKey: string;
+  summary: string;
+  details: Record<string, unknown>;
+}
+
+const WEBHOOK_TIMEOUT_MS = 10_000;
+
+export class AlertWatch {
+  private noWorkerSince: number | undefined;
+
+  constructor(private readonly options: AlertWatchOptions) {}
+
+  /** One pass: evaluate, raise what is new, send due webhooks. Returns the keys raised now. */
+  async check(): Promise<string[]> {
+    const { settings, db, log } = this.options;
+    const candidates = await this.evaluate();
+    const raised: string[] = [];
+    for (const c of candidates) {
+      const wanted = settings.routes.get(c.event) ?? [];
+      const channels = wanted.filter((ch: AlertChannel) => (ch === "webhook" ? settings.webhookUrl !== undefined : settings.emailTo.length > 0));
+      if (wanted.length === 0) continue;
+      const alert = await raiseAlert(db, { ...c, channels }, settings.ratePerHour);
+      if (!alert) continue;
+      raised.push(c.dedupeKey);
+      log.warn({ event: c.event, alert: c.summary, suppressed: alert.suppressed, channels: alert.channels }, alert.suppressed ? "operator alert suppressed (rate limit)" : "operator alert");
+      if (alert.channels.includes("email")) {
+        const details = Object.entries(c.details).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n");
+        const queued = await enqueueNotifications(
+          db,
+          settings.emailTo.map((to) => ({ dedupeKey: `alert:${c.dedupeKey}:${to}`, recipient: to, template: "operator-alert", data: { summary: c.summary, subject: c.event, details } })),
+        );
+        if (queued > 0) await this.options.jobs?.enqueue("notify-send", {}).catch((err: unknown) => log.warn({ err }, "could not wake notify-send for an alert; its every-minute schedule sends it"));
+      }
+    }
+    await this.sendWebhooks();
+    return raised;
+  }
+
+  /** Checks every ALERT_CHECK_INTERVAL until stopped; a failing pass is logged and retried next time. */
+  start(): { stop(): Promise<void> } {
+    let running: Promise<unknown> = Promise.resolve();
+    const timer = setInterval(() => {
+      running = this.check().catch((err: unknown) => this.options.log.warn({ err }, "alert check failed; will try again"));
+    }, this.options.settings.checkIntervalMs);
+    return {
+      stop: async () => {
+        clearInterval(timer);
+        await running;
+      },
+    };
+  }
+
+  private async evaluate(): Promise<Candidate[]> {
+    const { db, breakers, settings, window } = this.options;
+    const now = this.options.now?.() ?? new Date();
+    const out: Candidate[] = [];
+
+    const links = await breakers.list();
+    const openNow = new Map(links.filter((l) => l.state).map((l) => [l.link, l.state!]));
+    for (const [link, state] of openNow) {
+      out.push({
+        event: "breaker-opened",
+        dedupeKey: `breaker-opened:${link}:${state.openedAt.getTime()}`,
+        summary: `link ${link}: breaker opened (${state.category}: ${state.reason})`,
+        details: { link, category: state.category, reason: state.reason, openedAt: state.openedAt.toISOString(), openedAtMs: state.openedAt.getTime(), openedBy: state.openedBy },
+      });
+    }
+    for (const a of await openBreakerAlerts(db)) {
+      if (openNow.get(a.link)?.openedAt.getTime() === a.openedAt) continue;
+      out.push({
+        event: "breaker-closed",
+        dedupeKey: `breaker-closed:${a.link}:${a.openedAt}`,
+        summary: `link ${a.link}: breaker closed, transfers resume (open since ${new Date(a.openedAt).toISOString()})`,
+        details: { link: a.link, openedAt: new Date(a.openedAt).toISOString(), closedBy: "a successful probe or an operator" },
+      });
+    }
+
+    const f: AlertFigures = await alertFigures(db, settings.failurePeriodMs);
+    const left = f.rangesPending + f.rangesProcessing;
+    const runKey = `run-finished:${f.lastRangeId}:${f.rangesComplete}`;
+    // New ranges (a re-scan, an import) make a new run: its end is alerted again.
+    if (left === 0 && f.filesRetrying === 0 && f.rangesComplete > 0 && !(await alertExists(db, runKey))) {
+      const c = await runCounts(db);
+      out.push({
+        event: "run-finished",
+        dedupeKey: runKey,
+        summary: `migration run finished: ${c.filesSucceeded} files migrated, ${c.filesFailed} failed${c.filesKilled > 0 ? `, ${c.filesKilled} killed` : ""}`,
+        details: { ranges: f.rangesComplete, ...c },
+      });
+    }
+    const period = Math.floor(now.getTime() / settings.failurePeriodMs);
+    for (const [category, n] of Object.entries(f.recentFailures)) {
+      const threshold = settings.failureThreshold(category);
+      if (n <= threshold) continue;
+      out.push({
+        event: "failures",
+        dedupeKey: `failures:${category}:${period}`,
+        summary: `${n} files failed with ${category} in the last ${Math.round(settings.failurePeriodMs / 60_000)} min (threshold ${threshold})`,
+        details: { category, files: n, threshold, periodMs: settings.failurePeriodMs },
+      });
+    }
+    if (window && left > 0 && window.isOpen(now)) {
+      const closes = window.nextClosing(now);
+      if (closes && closes.getTime() - now.getTime() <= settings.windowLeadMs) {
+        out.push({
+          event: "window-closing",
+          dedupeKey: `window-closing:${closes.toISOString()}`,
+          summary: `the migration window closes at ${closes.toISOString()} with ${left} ranges left`,
+          details: { closesAt: closes.toISOString(), rangesPending: f.rangesPending, rangesProcessing: f.rangesProcessing, window: window.describe() },
+        });
+      }
+    }
+    if (left > 0 && (await this.options.workersOnline()) === 0) {
+      this.noWorkerSince ??= now.getTime();
+      if (now.getTime() - this.noWorkerSince >= settings.noWorkerAfterMs) {
+        out.push({
+          event: "no-worker",
+          dedupeKey: `no-worker:${new Date(this.noWorkerSince).toISOString()}`,
+          summary: `no worker is consuming the migration queue (since ${new Date(this.noWorkerSince).toISOString()}) and ${left} ranges are left`,
+          details: { since: new Date(this.noWorkerSince).toISOString(), rangesPending: f.rangesPending, rangesProcessing: f.rangesProcessing },
+        });
+      }
+    } else {
+      this.noWorkerSince = undefined;
+    }
+    return out;
+  }
+
+  private async sendWebhooks(): Promise<void> {
+    const { db, settings, log } = this.options;
+    const url = settings.webhookUrl;
+    if (!url) return;
+    const due = await claimAlertWebhooks(db, 20, WEBHOOK_TIMEOUT_MS * 3);
+    await Promise.all(
+      due.map(async (a: AlertWebhook) => {
+        let error: string | null = null;
+        try {
+          const res = await fetch(url, {
+            method: "POST",
+            headers: { "content-type": "application/json", "user-agent": "fleet-alerts", "x-fleet-event": `alert.${a.event}`, "x-fleet-alert": String(a.id) },
+            // `text` is what Slack, Mattermost and Teams incoming webhooks show; the rest is for machines.
+            body: JSON.stringify({ text: `Fleet alert: ${a.summary}`, event: a.event, summary: a.summary, details: a.details, raisedAt: a.createdAt.toISOString(), alertId: a.id }),
+            redirect: "manual",
+            signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+          });
+          if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
+          await res.text().catch(() => "");
+        } catch (err) {
+          const e = err as Error & { cause?: { code?: string } };
+          error = `${e.cause?.code ?? e.name}: ${e.message}`;
+        }
+        const nextAt = error === null || a.attempts >= settings.webhookAttempts ? null : new Date(Date.now() + backoffDelay(a.attempts, settings.webhookBackoffMs, 0.1));
+        await recordAlertWebhook(db, a.id, { sent: error === null, error, nextAt });
+        if (error) log.warn({ alert: a.id, event: a.event, error, retry: nextAt !== null }, nextAt ? "alert webhook failed; will retry" : "alert webhook given up");
+      }),
+    );
+  }
+}
