@@ -8,7 +8,7 @@ import { createLogger } from "@fleet/core/logger";
 import { createMetrics } from "@fleet/core/metrics";
 import { createPool } from "@fleet/db/pool";
 import { OperationHistory } from "@fleet/db/sql/operations";
-import { fleetJobs } from "@fleet/jobs/catalogue";
+import { fleetHandlers } from "@fleet/jobs/catalogue";
 import { createDashboardFixture, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
 
@@ -78,7 +78,7 @@ describe("operations: runAt and whileLocked", () => {
   });
 
   it("a job marked whileLocked: wait that is taken while the API is locked waits, uses no attempt, and runs once unlocked; others run", async () => {
-    expect(fleetJobs["inventory-scan"].options?.whileLocked).toBe("wait");
+    expect(fleetHandlers["inventory-scan"].options?.whileLocked).toBe("wait");
     const ran: string[] = [];
     const standIn = (name: string, whileLocked: "run" | "wait"): AnyJobDefinition<object> => ({
       name,

@@ -3,7 +3,7 @@ import { envDuration, envDurationList, envInt, envList } from "@fleet/core/confi
 import { ConfigError } from "@fleet/core/errors";
 import { secret } from "@fleet/core/secretFiles";
 import { webhookUrlProblem } from "@fleet/core/webhookSignature";
-import { JOB_NAMES } from "../names";
+import { JOB_NAMES } from "../contracts";
 
 /**
  * Completion webhooks (issue 13): a POST to a URL when an operation ends for good, per
