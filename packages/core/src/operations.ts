@@ -43,12 +43,12 @@ export async function findOperation(queues: readonly Queue[], id: string): Promi
   return undefined;
 }
 
-export async function summarizeOperation(job: Job): Promise<OperationSummary> {
+export async function summarizeOperation(job: Job, knownState?: string): Promise<OperationSummary> {
   return {
     id: job.id,
     name: job.name,
     queue: job.queueName,
-    state: await job.getState(),
+    state: knownState ?? (await job.getState()),
     progress: job.progress,
     attempts: job.attemptsMade,
     maxAttempts: job.opts.attempts ?? 1,
@@ -61,8 +61,12 @@ export async function summarizeOperation(job: Job): Promise<OperationSummary> {
 
 /** The summary plus data, result and the job's log (its last 200 lines). */
 export async function describeOperation(job: Job, queue: Queue): Promise<OperationDetail> {
-  const logs = job.id ? await queue.getJobLogs(job.id, -200, -1) : { logs: [], count: 0 };
-  return { ...(await summarizeOperation(job)), data: job.data, result: job.returnvalue ?? null, log: logs.logs, logCount: logs.count };
+  // The job's fields were read before its state: a job that finished in between would show
+  // "failed" with the attempts and error of before. A finished state re-reads the fields.
+  const state = await job.getState();
+  const settled = (state === "completed" || state === "failed") && !job.finishedOn && job.id ? ((await queue.getJob(job.id)) ?? job) : job;
+  const logs = settled.id ? await queue.getJobLogs(settled.id, -200, -1) : { logs: [], count: 0 };
+  return { ...(await summarizeOperation(settled, state)), data: settled.data, result: settled.returnvalue ?? null, log: logs.logs, logCount: logs.count };
 }
 
 /**

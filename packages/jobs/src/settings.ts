@@ -3,7 +3,7 @@ import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/c
 import { ConfigError, RETRYABLE_CATEGORIES } from "@fleet/core/errors";
 import { parseRunWindows } from "@fleet/core/runWindow";
 import { parseBandwidthTimetable } from "@fleet/core/bandwidthTimetable";
-import type { MigrationSettings } from "./deps";
+import type { MigrationSettings } from "./migrationSettings";
 import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
 
 /**
