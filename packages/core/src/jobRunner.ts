@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import { DelayedError, UnrecoverableError, Worker } from "bullmq";
-import type { Job } from "bullmq";
+import { DelayedError, UnrecoverableError } from "bullmq";
+import type { Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { ExclusiveGate, GateLeases } from "./exclusiveGate";
 import { listenForCancels } from "./jobCancel";
@@ -11,9 +11,9 @@ import type { JobEvent } from "./jobOutcome";
 import type { Logger } from "./logger";
 import type { OperationRecorder, OperationRef } from "./operationRecorder";
 import type { RunnerOptions } from "./runnerOptions";
-import { fleetBackoffStrategy } from "./backoff";
 import type { RunWindows } from "./runWindow";
 import { LockWait } from "./lockWait";
+import { createQueueWorker } from "./queueWorker";
 import { formatZodIssues } from "./zodIssues";
 
 // Listeners allowed on one job's AbortSignal (copies in flight × listeners per copy).
@@ -57,26 +57,7 @@ export class JobRunner<Deps> {
     this.lockWait = new LockWait(options.connection, options.prefix, options.exclusiveRecheckMs ?? 5_000);
     this.leases = new GateLeases(gate, randomBytes(6).toString("hex"), options.lockDurationMs, options.exclusiveRecheckMs ?? 5_000, options.log);
     for (const consumer of options.consumers) {
-      const defs = options.catalogue.onQueue(consumer.queue);
-      if (defs.length === 0) {
-        throw new Error(`queue "${consumer.queue}" has no jobs in the catalogue; known queues: ${options.catalogue.queues.join(", ")}`);
-      }
-      const lockDuration = Math.max(options.lockDurationMs, ...defs.map((d) => d.options?.lockDurationMs ?? 0));
-      const worker = new Worker(consumer.queue, (job, token, signal) => this.process(consumer.queue, job, token, signal), {
-        connection: options.connection,
-        prefix: options.prefix,
-        concurrency: consumer.concurrency,
-        autorun: false,
-        lockDuration,
-        stalledInterval: options.stalledIntervalMs,
-        maxStalledCount: options.maxStalledCount,
-        settings: { backoffStrategy: fleetBackoffStrategy(options.backoff.scheduleMs, options.backoff.jitter) },
-      });
-      worker.on("failed", (job, err) => this.onFailed(consumer.queue, job, err));
-      worker.on("completed", (job) => options.metrics.jobsCompleted.inc({ queue: consumer.queue, name: job.name }));
-      worker.on("error", (err) => options.log.error({ err, queue: consumer.queue }, "worker error"));
-      worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
-      this.workers.push(worker);
+      this.workers.push(createQueueWorker(options, consumer, (job, token, signal) => this.process(consumer.queue, job, token, signal), (job, err) => this.onFailed(consumer.queue, job, err)));
     }
   }
 

@@ -1,0 +1,36 @@
+import { Worker } from "bullmq";
+import type { Job } from "bullmq";
+import { fleetBackoffStrategy } from "./backoff";
+import type { QueueConsumer, RunnerOptions } from "./runnerOptions";
+
+/**
+ * The BullMQ Worker of one queue, as the JobRunner consumes it: the lock long enough for the
+ * queue's longest-locked job, Fleet's backoff schedule, and its events logged and counted.
+ */
+export function createQueueWorker<Deps>(
+  options: RunnerOptions<Deps>,
+  consumer: QueueConsumer,
+  processor: (job: Job, token: string | undefined, signal: AbortSignal | undefined) => Promise<unknown>,
+  onFailed: (job: Job | undefined, err: Error) => void,
+): Worker {
+  const defs = options.catalogue.onQueue(consumer.queue);
+  if (defs.length === 0) {
+    throw new Error(`queue "${consumer.queue}" has no jobs in the catalogue; known queues: ${options.catalogue.queues.join(", ")}`);
+  }
+  const lockDuration = Math.max(options.lockDurationMs, ...defs.map((d) => d.options?.lockDurationMs ?? 0));
+  const worker = new Worker(consumer.queue, processor, {
+    connection: options.connection,
+    prefix: options.prefix,
+    concurrency: consumer.concurrency,
+    autorun: false,
+    lockDuration,
+    stalledInterval: options.stalledIntervalMs,
+    maxStalledCount: options.maxStalledCount,
+    settings: { backoffStrategy: fleetBackoffStrategy(options.backoff.scheduleMs, options.backoff.jitter) },
+  });
+  worker.on("failed", onFailed);
+  worker.on("completed", (job) => options.metrics.jobsCompleted.inc({ queue: consumer.queue, name: job.name }));
+  worker.on("error", (err) => options.log.error({ err, queue: consumer.queue }, "worker error"));
+  worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
+  return worker;
+}
