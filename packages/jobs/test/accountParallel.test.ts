@@ -104,8 +104,9 @@ describe("polled steps without holding workers", () => {
     const x = await night("redis-loss", 6, { capacity: 6, concurrency: 2 }, "1s");
     await waitFor(async () => (await inProgress(x)) === 2 && (await x.runtime.db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "polled steps and waiting accounts");
     // Every key of this fleet's prefix is gone (what a Redis restart without persistence does to it).
-    await cleanupPrefix(testRedisUrl(), x.runtime.prefix);
-    expect(await x.runtime.deps.jobs.queue("remote").getJobCounts("delayed", "waiting", "active")).toEqual({ delayed: 0, waiting: 0, active: expect.any(Number) });
+    // (Not followed by a count of the queue: a step running at that moment moves itself back to
+    // delayed, and the recovery watch may already be re-deriving the flows.)
+    expect(await cleanupPrefix(testRedisUrl(), x.runtime.prefix)).toBeGreaterThan(0);
     const job = await x.runtime.deps.jobs.enqueue("accounts-reconcile", {}, { jobId: "reconcile-after-loss" });
     const { job: reconciled } = await finishedJob(x.runtime, "maintenance", job.id!, 30_000);
     expect(reconciled.returnvalue).toMatchObject({ restored: [expect.any(Number)] });
