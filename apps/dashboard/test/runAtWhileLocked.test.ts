@@ -123,8 +123,10 @@ describe("operations: runAt and whileLocked", () => {
       // The scan comes back every ~300 ms and is put back each time, for as long as the lock holds.
       await new Promise((r) => setTimeout(r, 1_500));
       expect(ran).toEqual(["recover-stuck"]);
-      const held = (await queue.getJob(scan.id))!;
-      expect([await held.getState(), held.attemptsMade]).toEqual(["delayed", 0]);
+      // At each re-check the scan is "active" for a moment before it is put back: wait for it to
+      // be back in delayed rather than sampling once.
+      await waitFor(async () => ((await queue.getJobState(scan.id)) === "delayed" ? true : undefined), 5_000, "the scan to be back in delayed");
+      expect((await queue.getJob(scan.id))!.attemptsMade).toBe(0);
       const { rows } = await db.query<{ state: string; message: string }>(`SELECT state, message FROM operation_status WHERE operation_id = $1 AND kind = 'STATE' ORDER BY id`, [scan.id]);
       expect(rows).toEqual([
         { state: "WAITING", message: "submitted by token:ci" },
