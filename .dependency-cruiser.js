@@ -2,11 +2,11 @@
 // Adapters of packages/storage live in one folder each; the shared interface and helpers sit
 // at the top of packages/storage/src.
 //
-// Known violations (.dependency-cruiser-known-violations.json, read with --ignore-known): only
-// the type-only import cycles of packages/jobs through its handler catalogue (clients typed
-// from catalogue.ts, which imports every handler). They go when the contract map lands (job
-// names, payload schemas and options in one map that imports no handler): then empty that file.
-// test/layering.test.ts refuses any other entry, and says so when an entry no longer occurs.
+// Known violations (.dependency-cruiser-known-violations.json, read with --ignore-known): none.
+// The type-only cycles packages/jobs once had through its handler catalogue are gone: each
+// processor file registers its contract type in FleetJobRegistry by declaration merging
+// (jobRegistry.ts imports no processor), and processors.ts lists the processors one line each.
+// test/layering.test.ts refuses any entry but such a cycle, and says so when an entry no longer occurs.
 const ADAPTERS = "(local|s3|sftp|package|null)";
 const TESTS = "([.]test[.]ts$|/test/)";
 

@@ -17,16 +17,11 @@ describe("tutorial: add a processor", () => {
   let h: PipelineHarness;
   afterAll(() => h?.close());
 
-  it("shows the contract, the handler file, the registration line and the schedule verbatim", () => {
+  it("shows the processor file, the registration line and the schedule verbatim", () => {
     const doc = read("docs/add-a-processor.md");
-    const contracts = read("packages/jobs/src/contracts.ts");
-    const start = contracts.indexOf('  "checksum-audit": defineContract({');
-    const contract = contracts.slice(start, contracts.indexOf("  }),\n", start) + "  }),\n".length);
-    expect(start).toBeGreaterThan(0);
-    expect(doc).toContain("```ts\n" + contract + "```");
     expect(doc).toContain("```ts\n" + read("packages/jobs/src/migration/checksumAudit.ts") + "```");
-    const registration = '  "checksum-audit": checksumAudit,\n';
-    expect(read("packages/jobs/src/catalogue.ts")).toContain(registration);
+    const registration = 'export { checksumAudit } from "./migration/checksumAudit";\n';
+    expect(read("packages/jobs/src/processors.ts")).toContain(registration);
     expect(doc).toContain("```ts\n" + registration + "```");
     const schedule = read("packages/jobs/src/schedules.ts").split("\n").find((l) => l.includes('id: "checksum-audit"'))!;
     expect(doc).toContain("```ts\n" + schedule.trim() + "\n```");
@@ -35,7 +30,7 @@ describe("tutorial: add a processor", () => {
     expect(doc).toContain("node scripts/config-reference.js");
   });
 
-  it("runs the job through the contracts, the handler list and a real worker", async () => {
+  it("runs the job through the contracts, the processor list and a real worker", async () => {
     h = await createPipelineHarness("tutorial", { BATCH_SIZE: "50", DESTINATION_KEY_TEMPLATE: "{owner}/{path}" });
     const files = await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 30, size: () => 100 });
     await h.runtime.db.query(`UPDATE source_files SET owner = CASE WHEN id % 3 = 0 THEN 'alice' ELSE 'bob' END`);

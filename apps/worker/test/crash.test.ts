@@ -1,6 +1,6 @@
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
-import { rangeJobId } from "@fleet/jobs/migration/migrateRange";
+import { rangeJobId } from "@fleet/jobs/migration/rangeJobId";
 import { createWorkerFixture, destinationMismatches, outcomeSummary, rangeInProgress, rangeSummary, tempFilesUnder } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
 

@@ -15,7 +15,7 @@ describe("buildCatalogue", () => {
 
   it("fails with exact instructions for a declared job without handler", () => {
     expect(() => buildCatalogue({ declaredNames: ["a", "b"], queues: ["q"], definitions: { a: job("a") } })).toThrow(
-      'job "b" is declared but has no handler: write a definition for it and list it in packages/jobs/src/catalogue.ts',
+      'job "b" is declared but has no handler: write a definition for it and list it in packages/jobs/src/processors.ts',
     );
   });
 
@@ -25,7 +25,7 @@ describe("buildCatalogue", () => {
       throw new Error("expected a CatalogueError");
     } catch (err) {
       expect(err).toBeInstanceOf(CatalogueError);
-      expect((err as CatalogueError).problems).toEqual(['job "a" has two handlers: remove one of the definitions named "a" (packages/jobs/src/catalogue.ts)']);
+      expect((err as CatalogueError).problems).toEqual(['job "a" has two handlers: remove one of the definitions named "a" (packages/jobs/src/processors.ts)']);
     }
   });
 

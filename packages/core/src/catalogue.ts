@@ -52,7 +52,7 @@ export interface CatalogueSpec<Defs extends Record<string, AnyJobDefinition>> {
 
 export function buildCatalogue<Defs extends Record<string, AnyJobDefinition>>(spec: CatalogueSpec<Defs>): Catalogue<Defs> {
   const problems: string[] = [];
-  const hint = spec.sourceHint ?? "packages/jobs/src/catalogue.ts";
+  const hint = spec.sourceHint ?? "packages/jobs/src/processors.ts";
   const byName = new Map<string, AnyJobDefinition>();
   const all: Array<[string, AnyJobDefinition]> = [
     ...Object.entries(spec.definitions),
@@ -68,7 +68,7 @@ export function buildCatalogue<Defs extends Record<string, AnyJobDefinition>>(sp
       problems.push(`job "${def.name}" uses queue "${def.queue}", which is not declared: add it to the queue names or fix the definition`);
     }
     if (!spec.declaredNames.includes(def.name)) {
-      problems.push(`job "${def.name}" is not declared: give it a contract in packages/jobs/src/contracts.ts (its handler is listed in ${hint})`);
+      problems.push(`job "${def.name}" is not declared: give its processor file a contract and a FleetJobRegistry entry, and list it in ${hint}`);
     }
     if (typeof def.handle !== "function") problems.push(`job "${def.name}" has no handle() function`);
     byName.set(def.name, def);

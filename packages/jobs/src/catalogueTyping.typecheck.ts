@@ -1,5 +1,6 @@
 import type { JobClient } from "@fleet/core/jobClient";
-import type { FleetJobs } from "./contracts";
+import { jobContracts } from "./contracts";
+import type { FleetJobs } from "./jobRegistry";
 import { defineFleetJob } from "./defineFleetJob";
 import type { FleetJobDefinition } from "./defineFleetJob";
 import { migrateRange } from "./migration/migrateRange";
@@ -29,14 +30,17 @@ export async function catalogueTypingChecks(jobs: JobClient<FleetJobs>): Promise
 }
 
 export function handlerTypingChecks(): void {
+  const rangeContract = jobContracts["migrate-range"];
   // A handler reads its contract's payload…
-  defineFleetJob("migrate-range", { handle: async (payload) => payload.rangeId + 1 });
+  defineFleetJob("migrate-range", rangeContract, { handle: async (payload) => payload.rangeId + 1 });
   // @ts-expect-error …and nothing its contract does not declare
-  defineFleetJob("migrate-range", { handle: async (payload) => payload.batchSize });
-  // @ts-expect-error a handler needs a contract (contracts.ts)
-  defineFleetJob("migrate-everything", { handle: async () => 1 });
+  defineFleetJob("migrate-range", rangeContract, { handle: async (payload) => payload.batchSize });
+  // @ts-expect-error a processor needs its entry in FleetJobRegistry (declare module "../jobRegistry")
+  defineFleetJob("migrate-everything", rangeContract, { handle: async () => 1 });
+  // @ts-expect-error a processor cannot pair its name with another job's contract
+  defineFleetJob("migrate-range", jobContracts["seed-ranges"], { handle: async () => 1 });
   // @ts-expect-error a handler cannot take a payload its contract does not give
-  defineFleetJob("seed-ranges", { handle: async (payload: { rangeId: number }) => payload.rangeId });
+  defineFleetJob("seed-ranges", jobContracts["seed-ranges"], { handle: async (payload: { rangeId: number }) => payload.rangeId });
   const ok: FleetJobDefinition<"migrate-range"> = migrateRange;
   // @ts-expect-error the handler list cannot file a handler under another job's name
   const wrong: FleetJobDefinition<"migrate-range"> = seedRanges;

@@ -1,8 +1,7 @@
 import type { z } from "zod";
 import type { JobContext, JobDefinition } from "@fleet/core/jobDefinition";
-import { jobContracts } from "./contracts";
-import type { FleetJobs, JobName } from "./contracts";
 import type { FleetDeps } from "./deps";
+import type { FleetJobs, JobName } from "./jobRegistry";
 
 /** The payload a handler of `Name` receives (the contract's schema output: defaults applied). */
 export type HandlerPayload<Name extends JobName> = z.output<FleetJobs[Name]["schema"]>;
@@ -11,14 +10,14 @@ export type HandlerPayload<Name extends JobName> = z.output<FleetJobs[Name]["sch
 export type FleetJobDefinition<Name extends JobName, Result = unknown> = JobDefinition<Name, FleetJobs[Name]["schema"], FleetDeps, Result>;
 
 /**
- * A processor: the handler of the job named `name` in contracts.ts, typed from that contract
- * (payload, `ctx.deps`). The queue, schema and options come from the contract, so the handler
- * cannot disagree with what producers enqueue.
+ * A processor: the job named `name`, its contract (the one its file registered in
+ * FleetJobRegistry under that name, so producers and the handler cannot disagree) and its
+ * handler, typed from that contract (payload, `ctx.deps`).
  */
 export function defineFleetJob<Name extends JobName, Result>(
   name: Name,
+  contract: FleetJobs[Name],
   processor: { handle(payload: HandlerPayload<Name>, ctx: JobContext<FleetDeps>): Promise<Result> },
 ): FleetJobDefinition<Name, Result> {
-  const contract = jobContracts[name] as FleetJobs[Name];
   return { ...contract, name, handle: processor.handle } as FleetJobDefinition<Name, Result>;
 }

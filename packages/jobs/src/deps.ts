@@ -5,7 +5,7 @@ import type { DbPool } from "@fleet/db/pool";
 import type { Storage } from "@fleet/storage/storage";
 import type { AccountServices } from "./accounts/accountServices";
 import type { LinkGuard } from "./migration/linkGuard";
-import type { FleetJobs } from "./contracts";
+import type { FleetJobs } from "./jobRegistry";
 import type { RemoteServers } from "./remote/remoteServers";
 import type { FleetLiveSettings } from "./liveSettingsCatalogue";
 import type { WebhookSettings } from "./webhooks/webhookSettings";

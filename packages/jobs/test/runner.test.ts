@@ -1,7 +1,7 @@
 import { parseRunWindows } from "@fleet/core/runWindow";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { seedRanges } from "@fleet/db/sql/ranges";
-import { rangeJobId } from "../src/migration/migrateRange";
+import { rangeJobId } from "../src/migration/rangeJobId";
 import { createPipelineHarness, fileSummary, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 

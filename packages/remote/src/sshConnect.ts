@@ -1,5 +1,4 @@
-import { Client } from "ssh2";
-import type { ConnectConfig } from "ssh2";
+import type { Client, ConnectConfig } from "ssh2";
 import { classifyError } from "@fleet/core/classifyError";
 import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import type { PermanentCategory, RetryableCategory } from "@fleet/core/errors";
@@ -53,7 +52,10 @@ export function connectSsh(target: SshTarget, signal?: AbortSignal): Promise<Cli
   };
 
   return new Promise<Client>((resolve, reject) => {
-    const client = new Client();
+    // ssh2 (and its crypto) is loaded with the first connection, not with this module: code that
+    // only loads the processors' contracts (scheduler, dashboard, CLI) never pays for it.
+    const { Client: SshClient } = require("ssh2") as typeof import("ssh2");
+    const client = new SshClient();
     let settled = false;
     const fail = (err: unknown): void => {
       if (settled) return;

@@ -1,13 +1,29 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { batchAccounts, finishBatch } from "@fleet/db/sql/accountBatches";
 import { writeLog } from "@fleet/db/sql/log";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
+
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Close a batch run: counts, batch state, operator summary email",
+  schema: z.object({ batchId: z.number().int().positive() }).strict(),
+  jobId: (p) => `account-batch-finish-${p.batchId}`,
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "account-batch-finish": typeof contract;
+  }
+}
 
 /**
  * The root of a batch's flow: runs when every account's chain has ended. Writes the counts,
  * closes the batch and queues the operators' summary (once per batch and operator).
  */
-export const accountBatchFinish = defineFleetJob("account-batch-finish", {
+export const accountBatchFinish = defineFleetJob("account-batch-finish", contract, {
   async handle(payload, ctx) {
     const { db, accounts, jobs } = ctx.deps;
     const batch = await finishBatch(db, payload.batchId);

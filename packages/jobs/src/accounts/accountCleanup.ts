@@ -1,13 +1,29 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { describe } from "@fleet/core/classifyError";
 import { RetryableError } from "@fleet/core/errors";
 import type { BatchAccount } from "@fleet/db/sql/accountBatches";
 import { recordCancelOutcome } from "@fleet/db/sql/accountStepRows";
 import { writeLog } from "@fleet/db/sql/log";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { accountValues } from "./accountValues";
 import { runGroupCommand } from "./groupUpdate";
 import { runStepCommand, summary, failureOutput } from "./runStep";
 import { serverFault } from "./serverProbe";
+
+const contract = defineContract({
+  queue: QUEUES.remote,
+  description: "Run the cancel commands of a cancelled/postponed account's started steps and take it out of the directory group",
+  schema: z.object({ accountId: z.number().int().positive() }).strict(),
+  dedupeId: (p) => `account-cleanup-${p.accountId}`,
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "account-cleanup": typeof contract;
+  }
+}
 
 /**
  * What a cancelled, postponed or revoked account left on the servers, undone: the `cancel`
@@ -17,7 +33,7 @@ import { serverFault } from "./serverProbe";
  * cannot be reached makes the job retry with the fleet's backoff; the PENDING rows stay, so
  * accounts-reconcile queues the job again if Redis loses it.
  */
-export const accountCleanup = defineFleetJob("account-cleanup", {
+export const accountCleanup = defineFleetJob("account-cleanup", contract, {
   async handle(payload, ctx): Promise<{ cancels: number; group: string }> {
     const { db, accounts, remote, jobs } = ctx.deps;
     const workflow = accounts.requireWorkflow();

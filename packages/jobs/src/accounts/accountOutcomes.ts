@@ -8,7 +8,7 @@ import { postponeAccount } from "@fleet/db/sql/accountSteps";
 import { writeLog } from "@fleet/db/sql/log";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import type { NewNotification } from "@fleet/db/sql/notifications";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import { accountValues } from "./accountValues";
 import type { Workflow } from "./workflowFile";
 

@@ -1,3 +1,5 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { CANCEL_REASON } from "@fleet/core/jobCancel";
 import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
@@ -9,6 +11,7 @@ import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState }
 import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { postponeWithNotice } from "./accountOutcomes";
 import { accountValues } from "./accountValues";
@@ -28,6 +31,19 @@ const SLOT_RECHECK_MS = 5_000;
 const jitter = (ms: number) => Math.round(ms * (0.8 + Math.random() * 0.4));
 const delay = (ms: number, reason: string) => new DelayJob(new Date(Date.now() + Math.max(50, ms)), reason);
 
+const contract = defineContract({
+  queue: QUEUES.remote,
+  description: "Run one workflow step of one account on its assigned server (waits and polls without holding a worker)",
+  schema: z.object({ batchId: z.number().int().positive(), accountId: z.number().int().positive(), step: z.number().int().min(0), round: z.number().int().min(0).default(0) }).strict(),
+  jobId: (p) => `account-step-${p.batchId}-${p.accountId}-${p.step}${p.round ? `-r${p.round}` : ""}`,
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "account-step": typeof contract;
+  }
+}
+
 /**
  * One workflow step of one account in a batch (a node of the batch's BullMQ flow; the
  * account's steps are a chain). Postgres decides everything: the account must have exactly
@@ -43,7 +59,7 @@ const delay = (ms: number, reason: string) => new DelayJob(new Date(Date.now() +
  * the fault counts toward the server's breaker, and it goes on once the server answers again.
  * Held longer than ACCOUNTS_HOLD_MAX, it is postponed to a later night with a notice.
  */
-export const accountStep = defineFleetJob("account-step", {
+export const accountStep = defineFleetJob("account-step", contract, {
   async handle(payload, ctx): Promise<StepJobResult> {
     const { db, accounts } = ctx.deps;
     const workflow = accounts.requireWorkflow();

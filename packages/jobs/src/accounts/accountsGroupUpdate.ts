@@ -1,9 +1,25 @@
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
+import { dailyPayload } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
 import { recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { updateGroup } from "./groupUpdate";
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Add tonight's accounts to the directory group",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-group-update",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "accounts-group-update": typeof contract;
+  }
+}
+
 /** 17:30: tonight's accounts into the directory group (workflow `groupUpdate`). */
-export const accountsGroupUpdate = defineFleetJob("accounts-group-update", {
+export const accountsGroupUpdate = defineFleetJob("accounts-group-update", contract, {
   async handle(payload, ctx) {
     const { accounts, db, remote } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

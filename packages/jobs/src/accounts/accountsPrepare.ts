@@ -1,9 +1,25 @@
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
+import { dailyPayload } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
 import { recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { prepareBatch } from "./prepareBatch";
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Plan tonight's account batch and queue the pre-migration emails",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-prepare",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "accounts-prepare": typeof contract;
+  }
+}
+
 /** 13:30: plan tonight's batch and queue the pre-migration emails, then send them. */
-export const accountsPrepare = defineFleetJob("accounts-prepare", {
+export const accountsPrepare = defineFleetJob("accounts-prepare", contract, {
   async handle(payload, ctx) {
     const { accounts, db, remote, jobs } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

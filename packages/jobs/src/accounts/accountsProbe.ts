@@ -1,6 +1,22 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
 import { registerServers } from "./planBatch";
 import { defineFleetJob } from "../defineFleetJob";
 import { probeAndRecord } from "./serverProbe";
+
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Probe the migration servers: health, latency, last error (migration_server)",
+  schema: z.object({}).strict().default({}),
+  dedupeId: () => "accounts-probe",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "accounts-probe": typeof contract;
+  }
+}
 
 /**
  * Every few minutes: probes each migration server of the workflow (SSH connect with the host
@@ -8,7 +24,7 @@ import { probeAndRecord } from "./serverProbe";
  * migration_server. A server coming back closes its breaker: its held steps go on at their
  * next re-check; one going down alerts the operators once.
  */
-export const accountsProbe = defineFleetJob("accounts-probe", {
+export const accountsProbe = defineFleetJob("accounts-probe", contract, {
   async handle(_payload, ctx): Promise<{ probed: number; down: string[] } | { skipped: string }> {
     const { db, accounts, remote, jobs } = ctx.deps;
     const workflow = accounts.workflow;

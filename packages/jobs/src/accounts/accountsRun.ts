@@ -1,9 +1,25 @@
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
+import { dailyPayload } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
 import { recordDailyRunOf, runDateOf } from "./dailyPayload";
 import { startBatchRun } from "./startBatchRun";
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Start tonight's account migration run (one BullMQ flow per batch)",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-run",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "accounts-run": typeof contract;
+  }
+}
+
 /** 18:00: start tonight's batch (planning it first if 13:30 did not). */
-export const accountsRun = defineFleetJob("accounts-run", {
+export const accountsRun = defineFleetJob("accounts-run", contract, {
   async handle(payload, ctx) {
     const { accounts, db, remote, jobs } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

@@ -1,3 +1,6 @@
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
+import { dailyPayload } from "./dailyPayload";
 import { afterRevocations } from "./afterRevocations";
 import { recordDailyRunOf } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
@@ -5,8 +8,21 @@ import { runDateOf } from "./dailyPayload";
 import { syncConsents } from "./syncConsents";
 import type { SyncResult } from "./syncConsents";
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Queue sync: pull consents from the consent API into migration_queue",
+  schema: dailyPayload,
+  dedupeId: () => "accounts-sync",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "accounts-sync": typeof contract;
+  }
+}
+
 /** 13:00: pull new consents from the consent API into migration_queue. */
-export const accountsSync = defineFleetJob("accounts-sync", {
+export const accountsSync = defineFleetJob("accounts-sync", contract, {
   async handle(payload, ctx): Promise<SyncResult | { skipped: string }> {
     const { accounts, db } = ctx.deps;
     const runDate = runDateOf(payload, accounts.settings.timeZone);

@@ -1,6 +1,6 @@
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { AccountServices } from "./accountServices";
 import { cancelAccountMigrations } from "./cancelAccounts";
 import type { SyncResult } from "./syncConsents";

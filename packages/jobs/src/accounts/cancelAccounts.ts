@@ -7,8 +7,8 @@ import { batchById, cancelAccounts as cancelRows } from "@fleet/db/sql/accountBa
 import { closeOpenSteps } from "@fleet/db/sql/accountStepRows";
 import { writeLog } from "@fleet/db/sql/log";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
-import type { FleetJobs } from "../contracts";
-import { QUEUES } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
+import { QUEUES } from "../jobRegistry";
 import { stepsWithCancel, userNotice } from "./accountOutcomes";
 import type { Workflow } from "./workflowFile";
 

@@ -1,9 +1,16 @@
+import { z } from "zod";
 import type { Queryable } from "@fleet/db/pool";
 import { recordDailyRun } from "@fleet/db/sql/accountQueue";
 import { localDate } from "./runDate";
 
-/** The daily account jobs' payload schema lives with their contracts. */
-export { dailyPayload } from "../contracts";
+/**
+ * Payload of the daily account jobs: the night they are for. The scheduler's repeatable jobs
+ * send `{}` (meaning "today in FLEET_TZ"); catch-up and the CLI may name a date.
+ */
+export const dailyPayload = z
+  .object({ runDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected YYYY-MM-DD").optional() })
+  .strict()
+  .default({});
 
 export function runDateOf(payload: { runDate?: string | undefined }, timeZone: string, now: Date = new Date()): string {
   return payload.runDate ?? localDate(now, timeZone);

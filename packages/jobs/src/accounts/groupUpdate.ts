@@ -9,7 +9,7 @@ import { assignmentOf, holdAccount, setGroupAdded } from "@fleet/db/sql/accountS
 import { listServers, recordServerFault, recordServerSuccess } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import { runRemoteCommand } from "@fleet/remote/remoteCommand";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { RemoteServers } from "../remote/remoteServers";
 import type { AccountServices } from "./accountServices";
 import { accountValues } from "./accountValues";

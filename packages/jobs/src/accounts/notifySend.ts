@@ -1,3 +1,6 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { sendNotifications } from "./sendNotifications";
 import type { SendResult } from "./sendNotifications";
@@ -5,13 +8,26 @@ import type { SendResult } from "./sendNotifications";
 /** Rounds one job runs at most while new messages keep coming due. */
 const MAX_ROUNDS = 5;
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Deliver due notifications from the outbox over SMTP",
+  schema: z.object({}).strict().default({}),
+  dedupeId: () => "notify-send",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "notify-send": typeof contract;
+  }
+}
+
 /**
  * Every minute and after new messages: deliver what the outbox has due. While this job runs,
  * an enqueue of another notify-send is swallowed (deduplication), so a message decided during
  * the round would wait for the next minute: the job therefore looks again after each round and
  * goes on while something is due (bounded; the every-minute schedule does the rest).
  */
-export const notifySend = defineFleetJob("notify-send", {
+export const notifySend = defineFleetJob("notify-send", contract, {
   async handle(_payload, ctx): Promise<SendResult> {
     const total: SendResult = { sent: 0, retryLater: 0, undeliverable: 0, deferred: 0, smtpDown: false };
     for (let round = 0; round < MAX_ROUNDS; round++) {

@@ -3,7 +3,7 @@ import type { JobClient } from "@fleet/core/jobClient";
 import type { Queryable } from "@fleet/db/pool";
 import { writeLog } from "@fleet/db/sql/log";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 
 export interface OperatorAlert {
   level: "warn" | "error";

@@ -6,7 +6,7 @@ import type { Queryable } from "@fleet/db/pool";
 import { recordProbe } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import { runRemoteCommand } from "@fleet/remote/remoteCommand";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { RemoteServers } from "../remote/remoteServers";
 import { alertOperators } from "./operatorAlert";
 import { ACCOUNT_PLACEHOLDERS } from "./workflowFile";

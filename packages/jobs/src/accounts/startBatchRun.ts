@@ -9,7 +9,7 @@ import { holdAccount, reassign } from "@fleet/db/sql/accountSteps";
 import { writeLog } from "@fleet/db/sql/log";
 import { alertOperators } from "./operatorAlert";
 import { preflight } from "./serverProbe";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { RemoteServers } from "../remote/remoteServers";
 import type { AccountServices } from "./accountServices";
 import { planBatch } from "./planBatch";

@@ -7,7 +7,7 @@ import type { Queryable } from "@fleet/db/pool";
 import { alertExists, alertFigures, claimAlertWebhooks, openBreakerAlerts, raiseAlert, recordAlertWebhook, runCounts } from "@fleet/db/sql/alerts";
 import type { AlertFigures, AlertWebhook } from "@fleet/db/sql/alerts";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { AlertChannel, AlertEvent, AlertSettings } from "./alertSettings";
 
 /**

@@ -1,6 +1,30 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { scanInventory } from "./scanInventory";
 import type { ScanResult } from "./scanInventory";
+
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  // Touches the systems under maintenance: queued ones wait while the API is locked.
+  options: { whileLocked: "wait" },
+  description: "List SOURCE_URL and bring source_files in line: new files, changed ones as new versions, vanished ones marked",
+  schema: z
+    .object({
+      prefix: z.string().optional(),
+      restart: z.boolean().optional(),
+    })
+    .strict()
+    .default({}),
+  dedupeId: () => "inventory-scan",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "inventory-scan": typeof contract;
+  }
+}
 
 /**
  * The scheduled scan (opt-in: SCHEDULE_INVENTORY_SCAN) that keeps a live share in sync: the
@@ -8,7 +32,7 @@ import type { ScanResult } from "./scanInventory";
  * it resumes from its cursor on the next run; the scheduler's inventory watcher then seeds
  * ranges over the new rows as for any other inventory change.
  */
-export const inventoryScan = defineFleetJob("inventory-scan", {
+export const inventoryScan = defineFleetJob("inventory-scan", contract, {
   async handle(payload, ctx): Promise<Omit<ScanResult, "vanishedKeys" | "unreadable"> & { vanishedKeys: string[]; unreadable: string[] }> {
     const result = await scanInventory({
       db: ctx.deps.db,

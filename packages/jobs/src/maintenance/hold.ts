@@ -1,9 +1,49 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { parseDuration } from "@fleet/core/backoff";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 
 export interface HoldResult {
   heldMs: number;
   reason: string;
+}
+
+/** Longest maintenance hold. */
+export const MAX_HOLD_MS = 24 * 3_600_000;
+
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Drain the fleet, then start no other job and lock the API for a while (maintenance)",
+  schema: z
+    .object({
+      duration: z.union([
+        z.number().int().min(1).max(MAX_HOLD_MS),
+        z.string().transform((text, ctx) => {
+          let ms: number | undefined;
+          try {
+            ms = parseDuration(text);
+          } catch {
+            ms = undefined; // reported just below, with the accepted forms
+          }
+          if (ms === undefined || ms < 1 || ms > MAX_HOLD_MS) {
+            ctx.addIssue({ code: "custom", message: `expected a duration up to 24h such as "10m" or milliseconds, got "${text}"` });
+            return z.NEVER;
+          }
+          return ms;
+        }),
+      ]),
+      reason: z.string().trim().min(1).max(500),
+    })
+    .strict(),
+  options: { exclusive: { lockApi: true }, attempts: 1 },
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "hold": typeof contract;
+  }
 }
 
 /**
@@ -13,7 +53,7 @@ export interface HoldResult {
  * database upgrade or a storage switch. If its worker dies, the hold ends with its lease
  * (LOCK_DURATION); BullMQ may then run it again on another worker (stalled job) for its full duration.
  */
-export const hold = defineFleetJob("hold", {
+export const hold = defineFleetJob("hold", contract, {
   async handle(payload, ctx): Promise<HoldResult> {
     const started = Date.now();
     ctx.log.warn({ durationMs: payload.duration, reason: payload.reason }, "holding the fleet");

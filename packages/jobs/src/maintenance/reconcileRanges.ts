@@ -3,9 +3,9 @@ import type { Logger } from "@fleet/core/logger";
 import { unfinishedRangeIds } from "@fleet/db/sql/ranges";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
-import type { FleetJobs } from "../contracts";
-import { QUEUES } from "../contracts";
-import { rangeJobId } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
+import { QUEUES } from "../jobRegistry";
+import { rangeJobId } from "../migration/rangeJobId";
 
 export interface ReconcileResult {
   checked: number;

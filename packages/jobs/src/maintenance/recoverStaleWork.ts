@@ -6,8 +6,9 @@ import { resetStuckRetries } from "@fleet/db/sql/files";
 import { writeLog } from "@fleet/db/sql/log";
 import { resetStaleSending } from "@fleet/db/sql/notifications";
 import { resetStaleRanges } from "@fleet/db/sql/ranges";
-import type { FleetJobs } from "../contracts";
-import { QUEUES, rangeJobId } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
+import { QUEUES } from "../jobRegistry";
+import { rangeJobId } from "../migration/rangeJobId";
 import { reconcileRanges } from "./reconcileRanges";
 import type { ReconcileResult } from "./reconcileRanges";
 

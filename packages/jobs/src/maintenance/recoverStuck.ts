@@ -1,3 +1,6 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import type { ReconcileResult } from "./reconcileRanges";
 import { recoverStaleWork } from "./recoverStaleWork";
@@ -8,6 +11,19 @@ export interface RecoverResult extends ReconcileResult {
   stuckRetries: number;
 }
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Reset ranges and retries whose worker died, and re-enqueue work Redis has forgotten",
+  schema: z.object({}).strict().default({}),
+  dedupeId: () => "recover-stuck",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "recover-stuck": typeof contract;
+  }
+}
+
 /**
  * The backstop of stuck-work recovery (every 10 min). The mechanism is the recovery watch every
  * fleet process runs every few seconds (recoveryWatch.ts); this job does the same pass with a
@@ -15,7 +31,7 @@ export interface RecoverResult extends ReconcileResult {
  * with a stale heartbeat → PENDING; RETRYING files whose batch stopped heartbeating → FAIL;
  * then every unfinished range without a live job gets one.
  */
-export const recoverStuck = defineFleetJob("recover-stuck", {
+export const recoverStuck = defineFleetJob("recover-stuck", contract, {
   async handle(_payload, ctx): Promise<RecoverResult> {
     const { settings } = ctx.deps;
     const result = await recoverStaleWork(

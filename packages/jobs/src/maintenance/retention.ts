@@ -1,8 +1,10 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { pruneLog } from "@fleet/db/sql/log";
 import { pruneOperations } from "@fleet/db/sql/operations";
 import { pruneWebhooks } from "@fleet/db/sql/webhooks";
 import { defineFleetJob } from "../defineFleetJob";
-import { QUEUES } from "../contracts";
+import { QUEUES } from "../jobRegistry";
 
 export interface RetentionResult {
   logRows: number;
@@ -13,12 +15,25 @@ export interface RetentionResult {
   failedJobs: number;
 }
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Delete old log rows, operation history and finished jobs",
+  schema: z.object({}).strict().default({}),
+  dedupeId: () => "retention",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "retention": typeof contract;
+  }
+}
+
 /**
  * Prunes old migration_log rows, the operation history (succeeded operations after 24 h,
  * failed ones after 14 days by default, with their status rows) and finished BullMQ jobs
  * (completed after 24 h, failed after 14 days by default).
  */
-export const retention = defineFleetJob("retention", {
+export const retention = defineFleetJob("retention", contract, {
   async handle(_payload, ctx): Promise<RetentionResult> {
     const { db, settings, jobs } = ctx.deps;
     const logRows = await pruneLog(db, settings.logRetentionMs);

@@ -1,11 +1,29 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { DelayJob } from "@fleet/core/delayJob";
 import { writeLog } from "@fleet/db/sql/log";
 import type { SweepResult } from "@fleet/storage/storage";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 
 export { sweepDelayAfterTakeover } from "./sweepDelay";
 
 export type SweepTempResult = (SweepResult & { skipped?: undefined }) | { skipped: string };
+
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Remove temp files of dead writers and abort stale multipart uploads in the destination",
+  schema: z.object({}).strict().default({}),
+  // No dedupe id: each recovery adds its own delayed sweep, due when that dead owner's temp
+  // files are old enough; a sweep already pending may be due too early for them. Two sweeps
+  // at once are harmless (a removed file is simply gone for the other).
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "sweep-temp": typeof contract;
+  }
+}
 
 /**
  * Removes what dead writers left in the destination: temp files whose owner token is not in
@@ -14,7 +32,7 @@ export type SweepTempResult = (SweepResult & { skipped?: undefined }) | { skippe
  * recovery that found a dead owner's work (delayed until that owner's temp files are old
  * enough) and daily as a backstop. It walks the destination, so it is not run more often.
  */
-export const sweepTemp = defineFleetJob("sweep-temp", {
+export const sweepTemp = defineFleetJob("sweep-temp", contract, {
   async handle(_payload, ctx): Promise<SweepTempResult> {
     const { destination, writers, settings, db } = ctx.deps;
     if (!destination.sweepTemps) return { skipped: `${destination.kind} storage writes no temp files` };

@@ -1,5 +1,9 @@
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { PermanentError } from "@fleet/core/errors";
 import { writeLog } from "@fleet/db/sql/log";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { DestinationHasher, migratedFilesPage } from "./migratedFiles";
 
@@ -8,13 +12,26 @@ export interface AuditResult {
   mismatched: number;
 }
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Hash migrated files again in the destination and compare with the recorded sha256",
+  schema: z.object({ prefix: z.string().max(1_024), limit: z.number().int().min(1).max(100_000).default(1_000) }).strict(),
+  dedupeId: (p) => `checksum-audit-${createHash("sha256").update(p.prefix).digest("hex").slice(0, 16)}`,
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "checksum-audit": typeof contract;
+  }
+}
+
 /**
  * Hashes up to `limit` migrated files under `prefix` (source keys) again where they are in the
  * destination — through DESTINATION_KEY_TEMPLATE, inside their package when packaged — and
  * compares each with the sha256 recorded when it was copied. Every mismatch is a migration_log
  * error; any mismatch fails the job (checksum-mismatch, no retry) so the board shows it red.
  */
-export const checksumAudit = defineFleetJob("checksum-audit", {
+export const checksumAudit = defineFleetJob("checksum-audit", contract, {
   async handle(payload, ctx): Promise<AuditResult> {
     const { db, destination, settings } = ctx.deps;
     const hasher = new DestinationHasher(destination, settings.keyTemplate);

@@ -1,7 +1,7 @@
 import type { JobClient } from "@fleet/core/jobClient";
 import type { DbPool } from "@fleet/db/pool";
 import { assignFairRounds, fairRoundsOf } from "@fleet/db/sql/ranges";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { FleetLiveSettings } from "../liveSettingsCatalogue";
 
 /**

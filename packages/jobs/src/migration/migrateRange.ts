@@ -1,12 +1,33 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
+import { rangeJobId } from "./rangeJobId";
 import { defineFleetJob } from "../defineFleetJob";
 import { migrateRangeFiles } from "./migrateRangeFiles";
 import type { RangeResult } from "./migrateRangeFiles";
+
+const contract = defineContract({
+  queue: QUEUES.migration,
+  description: "Claim one range of source files, copy and verify each, record outcomes in bulk",
+  schema: z.object({ rangeId: z.number().int().positive() }).strict(),
+  // One job per range: enqueueing a range twice is a no-op while its job exists.
+  jobId: (p) => rangeJobId(p.rangeId),
+  // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
+  // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
+  options: { runWindow: "migration" },
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "migrate-range": typeof contract;
+  }
+}
 
 /**
  * Copies every pending file of one range (see migrateRangeFiles). A range that completes with
  * failed files ends its job failed ("files-failed", no retry) with the counts in the job's log.
  */
-export const migrateRange = defineFleetJob("migrate-range", {
+export const migrateRange = defineFleetJob("migrate-range", contract, {
   handle: (payload, ctx): Promise<RangeResult> =>
     migrateRangeFiles({
       rangeId: payload.rangeId,
@@ -20,4 +41,3 @@ export const migrateRange = defineFleetJob("migrate-range", {
     }),
 });
 
-export { rangeJobId } from "../contracts";

@@ -5,7 +5,7 @@ import { requestRetry } from "@fleet/db/sql/failures";
 import type { RetryPolicy, RetryRequestResult, RetrySelection } from "@fleet/db/sql/failures";
 import { writeLog } from "@fleet/db/sql/log";
 import { OperationHistory } from "@fleet/db/sql/operations";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 
 /**
  * An operator's retry (`fleet migrate retry`, the dashboard's failures page): mark exactly the

@@ -1,8 +1,37 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { retryFailedFiles } from "./retryFailedFiles";
 import type { RetryResult } from "./retryFailedFiles";
 
 export type { RetryResult } from "./retryFailedFiles";
+
+const contract = defineContract({
+  queue: QUEUES.migration,
+  description: "Copy again failed files whose error is retryable, up to RETRY_MAX times each",
+  schema: z
+    .object({
+      maxBatches: z.number().int().positive().optional(),
+      requestedOnly: z.boolean().optional(),
+      // What the operator asked for, kept in the operation history with the job.
+      note: z.string().max(500).optional(),
+    })
+    .strict()
+    .default({}),
+  // Operator runs are never deduplicated: each request is its own operation, and runs side by
+  // side with others safely (SKIP LOCKED).
+  dedupeId: (p) => (p.requestedOnly ? undefined : "retry-failed"),
+  // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
+  // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
+  options: { runWindow: "migration" },
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "retry-failed": typeof contract;
+  }
+}
 
 /**
  * Retries FAIL files whose category is retryable and whose retry_count is under the limit,
@@ -14,6 +43,6 @@ export type { RetryResult } from "./retryFailedFiles";
  * whatever their category and count; `requestedOnly` runs (what those submit) take only them,
  * and are not deduplicated, so a running one never swallows a new request.
  */
-export const retryFailed = defineFleetJob("retry-failed", {
+export const retryFailed = defineFleetJob("retry-failed", contract, {
   handle: (payload, ctx): Promise<RetryResult> => retryFailedFiles(payload, ctx),
 });

@@ -1,4 +1,7 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { seedRanges as seedRangesSql } from "@fleet/db/sql/ranges";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { enqueueNewRanges } from "./fairShare";
 
@@ -8,12 +11,25 @@ export interface SeedResult {
   lastRangeId?: number;
 }
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Cut new source files into ranges of BATCH_SIZE and enqueue a migrate-range job for each",
+  schema: z.object({ batchSize: z.number().int().min(1).max(1_000_000).optional() }).strict().default({}),
+  dedupeId: () => "seed-ranges",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "seed-ranges": typeof contract;
+  }
+}
+
 /**
  * Extends migration_ranges over new source ids (one statement) and enqueues one
  * migrate-range job per new range. If Redis fails after the insert, the ranges are PENDING
  * without jobs and recover-stuck's reconciliation enqueues them: nothing is lost.
  */
-export const seedRanges = defineFleetJob("seed-ranges", {
+export const seedRanges = defineFleetJob("seed-ranges", contract, {
   async handle(payload, ctx): Promise<SeedResult> {
     const { db, settings } = ctx.deps;
     const ranges = await seedRangesSql(db, payload.batchSize ?? settings.batchSize);

@@ -1,9 +1,44 @@
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { classifyError } from "@fleet/core/classifyError";
 import { writeLog } from "@fleet/db/sql/log";
 import type { Storage } from "@fleet/storage/storage";
+import { QUEUES } from "../jobRegistry";
+import { targetRefField } from "../targetRef";
 import { defineFleetJob } from "../defineFleetJob";
 import { unpackPackage } from "./unpackPackage";
 import type { UnpackResult } from "./unpackPackage";
+
+const contract = defineContract({
+  queue: QUEUES.migration,
+  // Touches the systems under maintenance: queued ones wait while the API is locked.
+  options: { whileLocked: "wait" },
+  description: "Restore and verify the files of one package (manifest key) at the destination or a configured target storage",
+  schema: z
+    .object({
+      /** Key of the package's manifest in the destination, e.g. `.fleet-packages/range-3/part-41-90.manifest.json`. */
+      manifest: z.string().min(1).endsWith(".manifest.json"),
+      /**
+       * Where to restore: a configured storage name (`destination` or a TARGET_STORAGES name),
+       * optionally with a folder under it (`restore/alice`); never a URL or a path. Default:
+       * the destination itself (members next to the packages).
+       */
+      target: targetRefField.optional(),
+      /** A member that exists at the target with other content: fail (destination-exists) or overwrite; default IF_EXISTS. */
+      ifExists: z.enum(["fail", "overwrite"]).optional(),
+    })
+    .strict(),
+  // The same unpack asked twice while it waits or runs is one job; once finished it can be run
+  // again (a re-run finds identical members unchanged).
+  dedupeId: (p) => `unpack-${createHash("sha256").update(`${p.manifest}\n${p.target ?? ""}`).digest("hex").slice(0, 24)}`,
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "unpack": typeof contract;
+  }
+}
 
 /**
  * Restores the files of one package (TRANSFER_MODE=packaged) from the fleet's destination to
@@ -12,7 +47,7 @@ import type { UnpackResult } from "./unpackPackage";
  * (subject `package:<manifest key>`): the per-file rows describe the migration into the
  * package, which unpacking does not change.
  */
-export const unpack = defineFleetJob("unpack", {
+export const unpack = defineFleetJob("unpack", contract, {
   async handle(payload, ctx): Promise<UnpackResult> {
     const { deps, log, signal } = ctx;
     const subject = `package:${payload.manifest}`;

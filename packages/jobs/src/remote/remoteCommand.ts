@@ -1,8 +1,36 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { writeLog } from "@fleet/db/sql/log";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import type { RemoteRunResult } from "./remoteServers";
 
+
+const DAY_MS = 24 * 3_600_000;
+
+const contract = defineContract({
+  queue: QUEUES.remote,
+  // Touches the systems under maintenance: queued ones wait while the API is locked.
+  options: { whileLocked: "wait" },
+  description: "Run a registered command on a registered SSH server",
+  schema: z
+    .object({
+      server: z.string().min(1),
+      command: z.string().min(1),
+      // Refused at submission: no command argument can carry a NUL byte.
+      values: z.record(z.string(), z.string().refine((v) => !v.includes("\0"), "a value cannot contain a NUL byte (no command argument can carry one)")).default({}),
+      /** Overrides the server's timeout for this run. */
+      timeoutMs: z.number().int().positive().max(DAY_MS).optional(),
+    })
+    .strict(),
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "remote-command": typeof contract;
+  }
+}
 
 /**
  * Runs one registered command on one registered SSH server (SSH_SERVERS_FILE): start an
@@ -11,7 +39,7 @@ import type { RemoteRunResult } from "./remoteServers";
  * is classified by the server's error patterns: permanent → failed at once, retryable → the
  * job's backoff. Every run, successful or not, leaves a migration_log row.
  */
-export const remoteCommand = defineFleetJob("remote-command", {
+export const remoteCommand = defineFleetJob("remote-command", contract, {
   async handle(payload, ctx): Promise<RemoteRunResult> {
     const subject = `remote:${payload.server}:${payload.command}`;
     const job = `remote-command:${ctx.job.id ?? "?"}`;

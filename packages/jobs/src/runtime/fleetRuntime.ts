@@ -16,7 +16,7 @@ import { writerToken } from "@fleet/storage/tempNames";
 import { WriterRegistry } from "@fleet/core/writerRegistry";
 import type { Storage } from "@fleet/storage/storage";
 import type { FleetHandlers } from "../catalogue";
-import { fleetContracts } from "../contracts";
+import { fleetContracts, JOB_NAMES } from "../contracts";
 import type { FleetJobs } from "../contracts";
 import type { FleetDeps, MigrationSettings } from "../deps";
 import { toMigrationSettings } from "../settings";
@@ -79,7 +79,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   const { config, log } = options;
   // Storages first: a bad URL or credential throws before any connection is opened.
   const accountSettings = toAccountSettings(config, config.FLEET_TZ);
-  const webhooks = toWebhookSettings(config);
+  const webhooks = toWebhookSettings(config, JOB_NAMES);
   // Checked at startup, so a bad servers or workflow file stops the process now rather than at
   // 18:00; later edits are followed without a restart (a bad edit keeps the last good one).
   let reportRejected: (message: string) => void = () => undefined;

@@ -4,7 +4,7 @@ import { summarizeForHistory } from "@fleet/core/operationRecorder";
 import type { OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
 import type { Queryable } from "@fleet/db/pool";
 import { queueCompletionWebhooks } from "@fleet/db/sql/webhooks";
-import type { FleetJobs } from "../contracts";
+import type { FleetJobs } from "../jobRegistry";
 import type { WebhookSettings } from "./webhookSettings";
 
 /** What a receiver gets when an operation ends for good (the same bytes on every retry). */

@@ -1,5 +1,8 @@
+import { z } from "zod";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { DelayJob } from "@fleet/core/delayJob";
 import { fireMissedCallbacks, nextWebhookDue, resetStaleWebhooks } from "@fleet/db/sql/webhooks";
+import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import { sendWebhooks } from "./sendWebhooks";
 import type { WebhookRound } from "./sendWebhooks";
@@ -11,13 +14,26 @@ const FOLLOW_RETRIES_MS = 60_000;
 // the deduplication while this job waits) is not held back long.
 const MAX_WAIT_MS = 5_000;
 
+const contract = defineContract({
+  queue: QUEUES.maintenance,
+  description: "Deliver due completion webhooks from the outbox (signed, retried with backoff)",
+  schema: z.object({}).strict().default({}),
+  dedupeId: () => "webhook-send",
+});
+
+declare module "../jobRegistry" {
+  interface FleetJobRegistry {
+    "webhook-send": typeof contract;
+  }
+}
+
 /**
  * Drains the completion-webhook outbox: stuck SENDING rows of a dead sender go back, callbacks
  * whose operation ended without a queued delivery are queued from the history (backstop),
  * then rounds of deliveries while a full batch keeps coming. Woken by the runner when an
  * operation with webhooks ends, and every minute by its schedule.
  */
-export const webhookSend = defineFleetJob("webhook-send", {
+export const webhookSend = defineFleetJob("webhook-send", contract, {
   async handle(_payload, ctx) {
     const { db, webhooks } = ctx.deps;
     // A sender still POSTing is bounded by WEBHOOK_TIMEOUT: a claim twice that old (plus slack

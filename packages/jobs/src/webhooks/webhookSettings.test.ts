@@ -1,5 +1,6 @@
 import { ConfigError } from "@fleet/core/errors";
 import { signWebhook, verifyWebhook, webhookUrlProblem } from "@fleet/core/webhookSignature";
+import { JOB_NAMES } from "../contracts";
 import { toWebhookSettings } from "./webhookSettings";
 
 describe("webhook settings", () => {
@@ -17,7 +18,7 @@ describe("webhook settings", () => {
   it("refuses WEBHOOK_JOBS outside the allow-list, unknown job names, and an allow-list without a secret", () => {
     const issues = (() => {
       try {
-        toWebhookSettings({ WEBHOOK_ALLOWED_URLS: ["https://h.example/hooks"], WEBHOOK_JOBS: "seed-ranges=https://other.example/x nope=https://h.example/hooks bad" });
+        toWebhookSettings({ WEBHOOK_ALLOWED_URLS: ["https://h.example/hooks"], WEBHOOK_JOBS: "seed-ranges=https://other.example/x nope=https://h.example/hooks bad" }, JOB_NAMES);
       } catch (err) {
         return (err as ConfigError).issues;
       }
@@ -29,7 +30,7 @@ describe("webhook settings", () => {
       'WEBHOOK_JOBS: "bad" is not name=url',
       expect.stringMatching(/^WEBHOOK_SECRET: required/),
     ]);
-    const ok = toWebhookSettings({ WEBHOOK_ALLOWED_URLS: ["https://h.example/hooks"], WEBHOOK_SECRET: "s".repeat(32), WEBHOOK_JOBS: "seed-ranges=https://h.example/hooks/a,seed-ranges=https://h.example/hooks/b" });
+    const ok = toWebhookSettings({ WEBHOOK_ALLOWED_URLS: ["https://h.example/hooks"], WEBHOOK_SECRET: "s".repeat(32), WEBHOOK_JOBS: "seed-ranges=https://h.example/hooks/a,seed-ranges=https://h.example/hooks/b" }, JOB_NAMES);
     expect([...ok.jobUrls]).toEqual([["seed-ranges", ["https://h.example/hooks/a", "https://h.example/hooks/b"]]]);
   });
 

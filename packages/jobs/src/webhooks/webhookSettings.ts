@@ -3,7 +3,6 @@ import { envDuration, envDurationList, envInt, envList } from "@fleet/core/confi
 import { ConfigError } from "@fleet/core/errors";
 import { secret } from "@fleet/core/secretFiles";
 import { webhookUrlProblem } from "@fleet/core/webhookSignature";
-import { JOB_NAMES } from "../contracts";
 
 /**
  * Completion webhooks (issue 13): a POST to a URL when an operation ends for good, per
@@ -38,8 +37,11 @@ export interface WebhookSettings {
 
 const DEFAULTS = { WEBHOOK_ALLOWED_URLS: [], WEBHOOK_JOBS: "", WEBHOOK_MAX_ATTEMPTS: 8, WEBHOOK_BACKOFF: [10_000, 60_000, 300_000, 900_000, 3_600_000], WEBHOOK_TIMEOUT: 10_000 };
 
-/** Checks what zod cannot see field by field: URLs against the allow-list, names, the secret. */
-export function toWebhookSettings(given: Partial<WebhookConfig>): WebhookSettings {
+/**
+ * Checks what zod cannot see field by field: URLs against the allow-list, job names (against
+ * `jobNames`, the fleet's: contracts.ts JOB_NAMES), the secret.
+ */
+export function toWebhookSettings(given: Partial<WebhookConfig>, jobNames: readonly string[]): WebhookSettings {
   const c = { ...DEFAULTS, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) } as WebhookConfig;
   const issues: string[] = [];
   const jobUrls = new Map<string, string[]>();
@@ -51,7 +53,7 @@ export function toWebhookSettings(given: Partial<WebhookConfig>): WebhookSetting
       issues.push(`WEBHOOK_JOBS: "${part}" is not name=url`);
       continue;
     }
-    if (!(JOB_NAMES as readonly string[]).includes(name)) issues.push(`WEBHOOK_JOBS: unknown job "${name}" (known: ${JOB_NAMES.join(", ")})`);
+    if (!jobNames.includes(name)) issues.push(`WEBHOOK_JOBS: unknown job "${name}" (known: ${jobNames.join(", ")})`);
     const problem = webhookUrlProblem(url, c.WEBHOOK_ALLOWED_URLS);
     if (problem) issues.push(`WEBHOOK_JOBS: ${name}: ${problem}`);
     jobUrls.set(name, [...(jobUrls.get(name) ?? []), url]);
