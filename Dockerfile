@@ -21,7 +21,10 @@ COPY packages/testing/package.json packages/testing/
 # versions (see .ci/run).
 RUN npm install --no-audit --no-fund
 COPY . .
-RUN npm run build && npm prune --omit=dev
+# The bench and the test servers' workspace (s3rver, smtp-server) are not part of the product:
+# npm prune keeps every workspace that is present, so they go first
+# (test/workspaceDependencies.test.ts derives the list; checked by pruning a built copy).
+RUN npm run build && rm -rf apps/bench packages/testing && npm prune --omit=dev
 
 FROM node:22.16-bookworm-slim
 # The source commit, shown as fleet_build_info{commit}: docker build --build-arg FLEET_COMMIT=$(git rev-parse HEAD) .

@@ -186,4 +186,23 @@ describe("workspace dependencies match imports", () => {
     const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
     for (const w of all) expect({ dir: w.dir, copied: dockerfile.includes(`COPY ${w.dir}/package.json ${w.dir}/`) }).toEqual({ dir: w.dir, copied: true });
   });
+
+  it("ships no dev-only workspace in the image: the ones the four apps do not need are removed before the prune", () => {
+    // What the image runs (its CMD choices) and every workspace those need at run time.
+    const byName = new Map(all.map((w) => [w.name, w]));
+    const needed = new Set<string>();
+    const visit = (name: string) => {
+      const w = byName.get(name);
+      if (!w || needed.has(w.dir)) return;
+      needed.add(w.dir);
+      Object.keys(w.dependencies).forEach(visit);
+    };
+    ["@fleet/worker", "@fleet/scheduler", "@fleet/dashboard", "@fleet/cli"].forEach(visit);
+    const devOnly = all.map((w) => w.dir).filter((dir) => !needed.has(dir));
+    // npm prune --omit=dev keeps every workspace present and its dependencies (s3rver and
+    // smtp-server through @fleet/testing, say): the dev-only ones must be gone first.
+    expect(devOnly.sort()).toEqual(["apps/bench", "packages/testing"]);
+    const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+    expect(dockerfile).toContain(`RUN npm run build && rm -rf ${devOnly.join(" ")} && npm prune --omit=dev`);
+  });
 });
