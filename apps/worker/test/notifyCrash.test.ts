@@ -116,7 +116,6 @@ describe("notification sender SIGKILLed mid-send", () => {
 
     await fx.waitFor(async () => (await rows()).every((r) => r.status === "SENT"), RECOVERY_BOUND_MS, "every notification SENT after the kill", 100);
     const recoveryMs = Date.now() - killedAt;
-    console.log(`notify crash: killed with ${sentAtKill.length} SENT, ${sendingAtKill.length} SENDING (1 delivered unrecorded); all SENT ${recoveryMs} ms after the kill (bound ${RECOVERY_BOUND_MS} ms)`);
     // Not before the claims could be stale: nobody took them from A early.
     expect(recoveryMs).toBeGreaterThanOrEqual(STALE_MS - Math.ceil(STALE_MS / 3) - 100);
 

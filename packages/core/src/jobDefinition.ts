@@ -88,6 +88,15 @@ export interface JobContract<Schema extends z.ZodType = z.ZodType> {
    * deduplication); unlike jobId, finished jobs do not block new ones.
    */
   dedupeId?: (payload: z.output<Schema>) => string | undefined;
+  /**
+   * With dedupeId: merge submissions only within this many ms of the job they merge into
+   * (BullMQ deduplication ttl). Without it a submission is dropped for as long as that job
+   * waits or runs — wrong for a wake-up job ("deliver what is due") whose running round may
+   * already have made its last look: the work a late submission announces would wait for the
+   * next scheduled round. With it, a later submission makes a new job, which can run beside the
+   * first, so such jobs must claim their work safely (FOR UPDATE SKIP LOCKED).
+   */
+  dedupeWindowMs?: number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

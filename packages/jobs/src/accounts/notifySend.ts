@@ -13,6 +13,10 @@ const contract = defineContract({
   description: "Deliver due notifications from the outbox over SMTP",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "notify-send",
+  // A wake-up (a message decided, claims swept) merges into a job made less than a second ago,
+  // never into an older one that may have made its last look already. Senders claim with
+  // FOR UPDATE SKIP LOCKED, so two rounds side by side are safe.
+  dedupeWindowMs: 1_000,
 });
 
 declare module "../jobRegistry" {
@@ -22,10 +26,10 @@ declare module "../jobRegistry" {
 }
 
 /**
- * Every minute and after new messages: deliver what the outbox has due. While this job runs,
- * an enqueue of another notify-send is swallowed (deduplication), so a message decided during
- * the round would wait for the next minute: the job therefore looks again after each round and
- * goes on while something is due (bounded; the every-minute schedule does the rest).
+ * Every minute and after new messages: deliver what the outbox has due, round after round while
+ * something is due (bounded; the every-minute schedule does the rest). A wake-up that arrives
+ * after this job's last look makes a job of its own (dedupeWindowMs), so it is not lost to the
+ * next minute.
  */
 export const notifySend = defineFleetJob("notify-send", contract, {
   async handle(_payload, ctx): Promise<SendResult> {
