@@ -67,8 +67,9 @@ export interface JobOptions {
 
 /**
  * What a producer needs to know about a job kind: its queue, its payload schema and how it is
- * enqueued. Contracts import no handler, so the scheduler, the dashboard and the CLI enqueue
- * without loading what handlers use (SSH, SMTP, SDKs).
+ * enqueued. A contract sits in its processor's file; processor files load what their handlers
+ * use (SSH, SMTP, SDKs) only when a handler runs, so the scheduler, the dashboard and the CLI
+ * enqueue from contracts without loading any of it.
  */
 export interface JobContract<Schema extends z.ZodType = z.ZodType> {
   /** The queue that carries this job kind. */

@@ -42,7 +42,7 @@ export function handlerTypingChecks(): void {
   // @ts-expect-error a handler cannot take a payload its contract does not give
   defineFleetJob("seed-ranges", jobContracts["seed-ranges"], { handle: async (payload: { rangeId: number }) => payload.rangeId });
   const ok: FleetJobDefinition<"migrate-range"> = migrateRange;
-  // @ts-expect-error the handler list cannot file a handler under another job's name
+  // @ts-expect-error one job's processor is not another job's
   const wrong: FleetJobDefinition<"migrate-range"> = seedRanges;
   void ok;
   void wrong;
