@@ -98,7 +98,31 @@ export interface JobContract<Schema extends z.ZodType = z.ZodType> {
    * first, so such jobs must claim their work safely (FOR UPDATE SKIP LOCKED).
    */
   dedupeWindowMs?: number;
+  /**
+   * The job's recurring runs, which the scheduler keeps as BullMQ Job Schedulers; each can be
+   * overridden or turned off from config (SCHEDULE_<ID>=cron | every:<duration> | off).
+   */
+  schedules?: ReadonlyArray<JobSchedule<z.input<Schema>>>;
 }
+
+/** `payload` may be left out only when the job's schema accepts `{}` (every field optional or defaulted). */
+type SchedulePayload<P> = {} extends P ? { payload?: P } : { payload: P };
+
+/**
+ * One recurring run of a job. Its payload is checked by the compiler against the job's schema
+ * (a job with required fields needs `payload`), and by the schema before the scheduler creates
+ * any schedule.
+ */
+export type JobSchedule<Payload = unknown> = {
+  /** Scheduler id in Redis; stable across deploys. Its config variable is SCHEDULE_<ID> (upper case, `-` → `_`). */
+  id: string;
+  /** Cron pattern (evaluated in SCHEDULE_TZ) or a fixed interval. */
+  cron?: string;
+  everyMs?: number;
+  description: string;
+  /** Off unless SCHEDULE_<ID> is set (`on` for the cron above, or a cron / every:<duration> of its own). */
+  optIn?: boolean;
+} & SchedulePayload<Payload>;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyJobContract = JobContract<any>;

@@ -1,4 +1,6 @@
+import { z } from "zod";
 import type { JobClient } from "@fleet/core/jobClient";
+import { defineContract } from "@fleet/core/jobDefinition";
 import { jobContracts } from "./contracts";
 import type { FleetJobs } from "./jobRegistry";
 import { defineFleetJob } from "./defineFleetJob";
@@ -58,4 +60,14 @@ export const scheduleTypingChecks: ScheduleSpec[] = [
   { id: "d", job: "migrate-range", cron: "0 2 * * *", description: "wrong payload", payload: { rangeId: "1" } },
   // @ts-expect-error nor may it be another job's payload
   { id: "e", job: "seed-ranges", cron: "0 * * * *", description: "another job's", payload: { rangeId: 1 } },
+];
+
+/** A contract's schedules carry its payload, checked against its own schema. */
+const auditSchema = z.object({ prefix: z.string(), limit: z.number().default(10) }).strict();
+export const contractScheduleTypingChecks = [
+  defineContract({ queue: "maintenance", description: "ok", schema: auditSchema, schedules: [{ id: "a", cron: "0 * * * *", description: "payload given", payload: { prefix: "" } }] }),
+  // @ts-expect-error a job with required fields needs its payload in its schedule
+  defineContract({ queue: "maintenance", description: "missing", schema: auditSchema, schedules: [{ id: "b", cron: "0 * * * *", description: "no payload" }] }),
+  // @ts-expect-error the payload is checked against the schema
+  defineContract({ queue: "maintenance", description: "wrong", schema: auditSchema, schedules: [{ id: "c", cron: "0 * * * *", description: "wrong type", payload: { prefix: 1 } }] }),
 ];

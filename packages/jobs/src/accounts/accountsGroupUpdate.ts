@@ -10,6 +10,7 @@ const contract = defineContract({
   description: "Add tonight's accounts to the directory group",
   schema: dailyPayload,
   dedupeId: () => "accounts-group-update",
+  schedules: [{ id: "accounts-group-update", cron: "30 17 * * *", description: "daily 17:30: tonight's accounts into the directory group" }],
 });
 
 declare module "../jobRegistry" {

@@ -10,6 +10,7 @@ const contract = defineContract({
   description: "Plan tonight's account batch and queue the pre-migration emails",
   schema: dailyPayload,
   dedupeId: () => "accounts-prepare",
+  schedules: [{ id: "accounts-prepare", cron: "30 13 * * *", description: "daily 13:30: plan tonight's batch, queue pre-migration emails" }],
 });
 
 declare module "../jobRegistry" {

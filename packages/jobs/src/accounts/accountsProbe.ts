@@ -10,6 +10,7 @@ const contract = defineContract({
   description: "Probe the migration servers: health, latency, last error (migration_server)",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "accounts-probe",
+  schedules: [{ id: "accounts-probe", cron: "*/5 * * * *", description: "every 5 min: probe the migration servers (SSH, host key, role check): health, latency, last error" }],
 });
 
 declare module "../jobRegistry" {

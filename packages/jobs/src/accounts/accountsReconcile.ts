@@ -9,6 +9,7 @@ const contract = defineContract({
   description: "Re-derive the BullMQ flow of running account batches that Redis lost",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "accounts-reconcile",
+  schedules: [{ id: "accounts-reconcile", cron: "5-55/10 * * * *", description: "every 10 min: re-derive running account batches Redis lost" }],
 });
 
 declare module "../jobRegistry" {

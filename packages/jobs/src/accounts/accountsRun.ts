@@ -10,6 +10,7 @@ const contract = defineContract({
   description: "Start tonight's account migration run (one BullMQ flow per batch)",
   schema: dailyPayload,
   dedupeId: () => "accounts-run",
+  schedules: [{ id: "accounts-run", cron: "0 18 * * *", description: "daily 18:00: start tonight's account migration run" }],
 });
 
 declare module "../jobRegistry" {

@@ -13,6 +13,9 @@ const contract = defineContract({
   description: "Queue sync: pull consents from the consent API into migration_queue",
   schema: dailyPayload,
   dedupeId: () => "accounts-sync",
+  // The first step of the daily account rhythm (times of the old orchestrator; FLEET_TZ); like
+  // the other three, caught up once by the scheduler when missed (see DAILY_ACCOUNT_JOBS).
+  schedules: [{ id: "accounts-sync", cron: "0 13 * * *", description: "daily 13:00: pull consents into the account queue" }],
 });
 
 declare module "../jobRegistry" {

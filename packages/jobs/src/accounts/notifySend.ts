@@ -17,6 +17,7 @@ const contract = defineContract({
   // never into an older one that may have made its last look already. Senders claim with
   // FOR UPDATE SKIP LOCKED, so two rounds side by side are safe.
   dedupeWindowMs: 1_000,
+  schedules: [{ id: "notify-send", cron: "* * * * *", description: "every minute: deliver due notifications" }],
 });
 
 declare module "../jobRegistry" {

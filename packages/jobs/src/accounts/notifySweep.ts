@@ -10,6 +10,7 @@ const contract = defineContract({
   description: "Recover stuck notifications, prune old ones, report the backlog",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "notify-sweep",
+  schedules: [{ id: "notify-sweep", cron: "*/15 * * * *", description: "every 15 min: retry stuck notifications, prune old ones" }],
 });
 
 declare module "../jobRegistry" {

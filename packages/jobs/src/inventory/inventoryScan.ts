@@ -18,6 +18,8 @@ const contract = defineContract({
     .strict()
     .default({}),
   dedupeId: () => "inventory-scan",
+  // Opt-in: only a live share needs it (SCHEDULE_INVENTORY_SCAN=on, or a cron of its own).
+  schedules: [{ id: "inventory-scan", cron: "0 2 * * *", optIn: true, description: "daily 02:00 when turned on: re-scan SOURCE_URL (new, changed, vanished files)" }],
 });
 
 declare module "../jobRegistry" {

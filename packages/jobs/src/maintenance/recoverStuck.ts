@@ -16,6 +16,7 @@ const contract = defineContract({
   description: "Reset ranges and retries whose worker died, and re-enqueue work Redis has forgotten",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "recover-stuck",
+  schedules: [{ id: "recover-stuck", cron: "*/10 * * * *", description: "every 10 min: recover stuck ranges and retries, re-enqueue forgotten work" }],
 });
 
 declare module "../jobRegistry" {

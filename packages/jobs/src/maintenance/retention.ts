@@ -20,6 +20,7 @@ const contract = defineContract({
   description: "Delete old log rows, operation history and finished jobs",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "retention",
+  schedules: [{ id: "retention", cron: "30 3 * * *", description: "daily 03:30: prune old logs and finished jobs" }],
 });
 
 declare module "../jobRegistry" {

@@ -17,6 +17,7 @@ const contract = defineContract({
   // No dedupe id: each recovery adds its own delayed sweep, due when that dead owner's temp
   // files are old enough; a sweep already pending may be due too early for them. Two sweeps
   // at once are harmless (a removed file is simply gone for the other).
+  schedules: [{ id: "sweep-temp", cron: "45 3 * * *", description: "daily 03:45: remove temp files of dead writers, abort stale multipart uploads (also run after every recovery of a dead owner's work)" }],
 });
 
 declare module "../jobRegistry" {

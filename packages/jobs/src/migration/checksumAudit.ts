@@ -17,6 +17,8 @@ const contract = defineContract({
   description: "Hash migrated files again in the destination and compare with the recorded sha256",
   schema: z.object({ prefix: z.string().max(1_024), limit: z.number().int().min(1).max(100_000).default(1_000) }).strict(),
   dedupeId: (p) => `checksum-audit-${createHash("sha256").update(p.prefix).digest("hex").slice(0, 16)}`,
+  // Opt-in (SCHEDULE_CHECKSUM_AUDIT=on): a daily sample of the destination against the recorded hashes.
+  schedules: [{ id: "checksum-audit", cron: "15 4 * * *", optIn: true, payload: { prefix: "", limit: 1_000 }, description: "daily 04:15 when turned on: hash 1,000 migrated files again in the destination" }],
 });
 
 declare module "../jobRegistry" {

@@ -25,6 +25,7 @@ const contract = defineContract({
   // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
   // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
   options: { runWindow: "migration" },
+  schedules: [{ id: "retry-failed", cron: "*/30 * * * *", description: "every 30 min: retry failed files with a retryable error" }],
 });
 
 declare module "../jobRegistry" {

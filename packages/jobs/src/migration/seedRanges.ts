@@ -16,6 +16,7 @@ const contract = defineContract({
   description: "Cut new source files into ranges of BATCH_SIZE and enqueue a migrate-range job for each",
   schema: z.object({ batchSize: z.number().int().min(1).max(1_000_000).optional() }).strict().default({}),
   dedupeId: () => "seed-ranges",
+  schedules: [{ id: "seed-ranges", cron: "0 * * * *", description: "hourly: cut new source files into ranges and enqueue them" }],
 });
 
 declare module "../jobRegistry" {

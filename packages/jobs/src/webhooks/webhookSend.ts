@@ -19,6 +19,7 @@ const contract = defineContract({
   description: "Deliver due completion webhooks from the outbox (signed, retried with backoff)",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "webhook-send",
+  schedules: [{ id: "webhook-send", cron: "* * * * *", description: "every minute: deliver due completion webhooks (also woken when an operation with webhooks ends)" }],
 });
 
 declare module "../jobRegistry" {
