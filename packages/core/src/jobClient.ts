@@ -112,7 +112,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       removeOnComplete: { age: this.defaults.keepCompletedSeconds },
       removeOnFail: { age: this.defaults.keepFailedSeconds },
       ...(jobId ? { jobId } : {}),
-      ...(dedupeId ? { deduplication: def.dedupeWindowMs ? { id: dedupeId, ttl: def.dedupeWindowMs } : { id: dedupeId } } : {}),
+      ...(dedupeId ? { deduplication: def.dedupeKeepLastIfActive ? { id: dedupeId, keepLastIfActive: true } : { id: dedupeId } } : {}),
       ...(priority ? { priority } : {}),
       ...(options.delayMs ? { delay: options.delayMs } : {}),
     };

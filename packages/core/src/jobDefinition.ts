@@ -90,14 +90,13 @@ export interface JobContract<Schema extends z.ZodType = z.ZodType> {
    */
   dedupeId?: (payload: z.output<Schema>) => string | undefined;
   /**
-   * With dedupeId: merge submissions only within this many ms of the job they merge into
-   * (BullMQ deduplication ttl). Without it a submission is dropped for as long as that job
-   * waits or runs — wrong for a wake-up job ("deliver what is due") whose running round may
-   * already have made its last look: the work a late submission announces would wait for the
-   * next scheduled round. With it, a later submission makes a new job, which can run beside the
-   * first, so such jobs must claim their work safely (FOR UPDATE SKIP LOCKED).
+   * With dedupeId: a submission that arrives while the job it would merge into is already
+   * running is kept (the latest one) and run once that job ends (BullMQ keepLastIfActive).
+   * Without it the submission is dropped for as long as that job waits or runs — wrong for a
+   * wake-up job ("deliver what is due") whose running round may already have made its last
+   * look: the work the submission announces would wait for the next scheduled round.
    */
-  dedupeWindowMs?: number;
+  dedupeKeepLastIfActive?: boolean;
   /**
    * The job's recurring runs, which the scheduler keeps as BullMQ Job Schedulers; each can be
    * overridden or turned off from config (SCHEDULE_<ID>=cron | every:<duration> | off).

@@ -13,10 +13,9 @@ const contract = defineContract({
   description: "Deliver due notifications from the outbox over SMTP",
   schema: z.object({}).strict().default({}),
   dedupeId: () => "notify-send",
-  // A wake-up (a message decided, claims swept) merges into a job made less than a second ago,
-  // never into an older one that may have made its last look already. Senders claim with
-  // FOR UPDATE SKIP LOCKED, so two rounds side by side are safe.
-  dedupeWindowMs: 1_000,
+  // A wake-up (a message decided, claims swept) that arrives while a round runs — maybe past its
+  // last look — is kept and run when that round ends, instead of waiting for the next minute.
+  dedupeKeepLastIfActive: true,
   schedules: [{ id: "notify-send", cron: "* * * * *", description: "every minute: deliver due notifications" }],
 });
 
@@ -29,8 +28,8 @@ declare module "../jobRegistry" {
 /**
  * Every minute and after new messages: deliver what the outbox has due, round after round while
  * something is due (bounded; the every-minute schedule does the rest). A wake-up that arrives
- * after this job's last look makes a job of its own (dedupeWindowMs), so it is not lost to the
- * next minute.
+ * while this job runs makes one more run after it (dedupeKeepLastIfActive), so a message decided
+ * after this job's last look is not left for the next minute.
  */
 export const notifySend = defineFleetJob("notify-send", contract, {
   async handle(_payload, ctx): Promise<SendResult> {
