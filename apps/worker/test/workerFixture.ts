@@ -77,6 +77,9 @@ const FAST_DEFAULTS: Record<string, string> = {
   RUN_WINDOWS: "false",
   METRICS_PORT: "0",
   METRICS_HOST: "127.0.0.1",
+  // For a scheduler started with these settings: its default 9465 may be another suite's.
+  SCHEDULER_METRICS_PORT: "0",
+  SCHEDULER_METRICS_HOST: "127.0.0.1",
   LOG_FORMAT: "json",
   LOG_LEVEL: "debug",
   HEARTBEAT_INTERVAL: "200ms",

@@ -97,8 +97,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       BATCH_SIZE: String(options.batchSize),
       LOG_FORMAT: "json",
       LOG_LEVEL: "info",
+      // Free ports for the ops servers (the scheduler's default 9465 is taken as soon as two
+      // chaos runs, or two copies of the suite, share a host).
       METRICS_PORT: "0",
       METRICS_HOST: "127.0.0.1",
+      SCHEDULER_METRICS_PORT: "0",
+      SCHEDULER_METRICS_HOST: "127.0.0.1",
       // Outcomes written every 100 files (not 1,000): progress moves smoothly, so faults land
       // spread over the run rather than all at one range's end.
       CHUNK_SIZE: "100",
