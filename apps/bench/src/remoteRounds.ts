@@ -9,6 +9,7 @@ import type { FleetCopyResult, FleetDestination } from "./fleetCopy";
 import { RCLONE_INSTALL_HINT, measureRcloneTo, rcloneVersion } from "./rcloneCopy";
 import type { RcloneCopyResult } from "./rcloneCopy";
 import { startS3Endpoint, startSftpEndpoint } from "./remoteEndpoints";
+import { SSHD_INSTALL_HINT, sshdInstalled } from "@fleet/testing/sshServer";
 import type { RemoteEndpoint, RemoteTarget } from "./remoteEndpoints";
 import type { SourceTree } from "./sourceTree";
 
@@ -62,6 +63,9 @@ export async function measureRemoteRounds(bench: BenchState, tree: SourceTree, o
   const version = wanted("rclone-s3") || wanted("rclone-sftp") ? rcloneVersion() : undefined;
   for (const m of ["rclone-s3", "rclone-sftp"] as const) {
     if (wanted(m) && !version) skipped[m] = `rclone is not installed: ${RCLONE_INSTALL_HINT}`;
+  }
+  for (const m of ["sftp", "rclone-sftp"] as const) {
+    if (wanted(m) && !skipped[m] && !sshdInstalled()) skipped[m] = `OpenSSH's sshd is not installed (the SFTP server of this measurement): ${SSHD_INSTALL_HINT}`;
   }
   if (wanted("s3-packaged") && !packagedTransfersBuilt()) skipped["s3-packaged"] = "packaged transfers not built (no TRANSFER_MODE setting)";
   for (const [m, why] of Object.entries(skipped)) say(`${m}: skipped, ${why}`);

@@ -3,7 +3,7 @@ import type { Hash } from "node:crypto";
 import { Transform } from "node:stream";
 import type { TransformCallback } from "node:stream";
 import { PermanentError } from "@fleet/core/errors";
-import { readFd } from "./fsCallbacks";
+import { readFd, readFdAt } from "./fsCallbacks";
 import { throwIfAborted } from "./storageErrors";
 
 /** Size and sha256 (lowercase hex) of some bytes. */
@@ -93,6 +93,30 @@ export async function digestOfFile(fd: number, key: string, signal?: AbortSignal
     return { size, sha256: hash.digest("hex") };
   } finally {
     // Nothing refers to the buffer any more (the hash copied what it needed).
+    if (SPARE_BUFFERS.length < MAX_SPARE_BUFFERS) SPARE_BUFFERS.push(buffer);
+  }
+}
+
+/**
+ * The digest of the first `size` bytes of an open file, read with positional reads (the file
+ * position is left alone) — how a just-written file is read back through its own descriptor.
+ * It stops at `size` bytes without asking for EOF: the caller wrote exactly that many itself,
+ * and a file that came out shorter shows as the size this returns.
+ */
+export async function digestOfWritten(fd: number, size: number, key: string, signal?: AbortSignal): Promise<Digest> {
+  const hash = createHash("sha256");
+  const buffer = SPARE_BUFFERS.pop() ?? Buffer.allocUnsafe(HASH_BUFFER_BYTES);
+  try {
+    let offset = 0;
+    while (offset < size) {
+      throwIfAborted(signal, "read back", key);
+      const bytesRead = await readFdAt(fd, buffer, 0, Math.min(buffer.length, size - offset), offset);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      offset += bytesRead;
+    }
+    return { size: offset, sha256: hash.digest("hex") };
+  } finally {
     if (SPARE_BUFFERS.length < MAX_SPARE_BUFFERS) SPARE_BUFFERS.push(buffer);
   }
 }

@@ -34,6 +34,11 @@ export interface WriteResult {
    * nothing was written: re-running a transfer is a no-op, counted as success.
    */
   unchanged: boolean;
+  /**
+   * True when the adapter read the stored bytes back itself and found the size and sha256 it
+   * wrote (WriteOptions.readBack): the caller need not read the object again.
+   */
+  readBack?: boolean;
 }
 
 /** What to do when the destination key already exists with different content. */
@@ -53,6 +58,13 @@ export interface WriteOptions {
    * of the CPU a small file costs with VERIFY=readback. Not a check: use expectedSha256 for that.
    */
   bodySha256?: string;
+  /**
+   * VERIFY=readback: read what was stored back from the destination and check its size and
+   * sha256 before publishing it. An adapter that can do it cheaper than a second open by name
+   * (local: through the descriptor it wrote with, after the fsync) does, and says so with
+   * WriteResult.readBack; the others ignore it and the caller reads the object back itself.
+   */
+  readBack?: boolean;
 }
 
 /**

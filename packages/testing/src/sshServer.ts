@@ -2,6 +2,7 @@ import { execFile, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -55,6 +56,13 @@ export interface SshServer {
 }
 
 const SSHD = "/usr/sbin/sshd";
+/** How to get sshd where it is missing (Debian's package; `npm test` installs it itself). */
+export const SSHD_INSTALL_HINT = "install it with `apt-get install -y openssh-server` (Debian)";
+
+/** Whether OpenSSH's sshd is on this machine (a test or bench that needs one says so when it is not). */
+export function sshdInstalled(): boolean {
+  return existsSync(SSHD);
+}
 const STARTUP_TIMEOUT_MS = 10_000;
 const LOG_LIMIT = 64 * 1024;
 

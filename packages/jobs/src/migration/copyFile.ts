@@ -70,7 +70,8 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
       await throttle?.take(body.length, signal);
       side = "destination";
       // bodySha256: the adapter takes our hash of these bytes instead of hashing them again.
-      written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, bodySha256: sourceSha, ifExists });
+      // readBack: an adapter that can read the stored bytes back cheaper than exists() below does it.
+      written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, bodySha256: sourceSha, ifExists, readBack: settings.verify === "readback" });
     } else {
       const stream = await source.createReadStream(item.key, { signal, onVersion });
       const hasher = new HashingPassThrough(item.key, version?.size, throttle?.pacer(signal));
@@ -100,7 +101,7 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
     if (written.sha256 !== sourceSha) {
       throw new PermanentError("checksum-mismatch", `destination sha256 ${written.sha256} differs from source ${sourceSha}`);
     }
-    if (settings.verify === "readback" && !written.unchanged) {
+    if (settings.verify === "readback" && !written.unchanged && !written.readBack) {
       const check = await destination.exists(destKey, { signal });
       if (!check) throw new PermanentError("not-found", `destination ${destKey} vanished right after it was written`);
       if (check.size !== sourceSize || check.sha256 !== sourceSha) {

@@ -61,6 +61,31 @@ describe("LocalStorage write and read", () => {
     expect(await filesOnDisk()).toEqual(["a/b/hello.txt"]);
   });
 
+  it("reads a buffer back through the descriptor it wrote with when asked (readBack)", async () => {
+    // Larger than the 64 KiB read-back buffer: several positional reads.
+    const body = Buffer.alloc(200_000, 7);
+    body.write("head");
+    const result = await storage.write("rb/big.bin", body, { readBack: true, bodySha256: sha256(body) });
+    expect(result).toMatchObject({ size: body.length, sha256: sha256(body), unchanged: false, readBack: true });
+    expect(await readFile(path.join(root, "rb/big.bin"))).toEqual(body);
+    // A stream is not read back by the adapter: the caller does it (no readBack in the result).
+    const streamed = await storage.write("rb/stream.bin", Readable.from([Buffer.from("abc")]), { readBack: true });
+    expect(streamed.readBack).toBeUndefined();
+    // An object found identical (hashed where it lies) is left as it was.
+    expect(await storage.write("rb/big.bin", body, { readBack: true })).toMatchObject({ unchanged: true });
+    expect(await filesOnDisk()).toEqual(["rb/big.bin", "rb/stream.bin"]);
+  });
+
+  it("fails checksum-mismatch and publishes nothing when the bytes read back differ from what the writer expected", async () => {
+    const body = Buffer.from("what is really written\n");
+    // The writer's belief about its bytes (bodySha256) is not checked before the write: only the
+    // read-back of what the disk stored can catch the difference.
+    const err = await rejectionOf(storage.write("rb/lie.txt", body, { readBack: true, bodySha256: sha256("something else") }));
+    expect(err.category).toBe("checksum-mismatch");
+    expect(err.message).toContain("read back as");
+    expect(await filesOnDisk()).toEqual([]);
+  });
+
   it("round-trips a stream body and reads it back as a stream", async () => {
     const chunks = Array.from({ length: 50 }, (_, i) => Buffer.alloc(10_000, i));
     const whole = Buffer.concat(chunks);

@@ -184,7 +184,9 @@ export class LocalStorage implements Storage {
     const dirKey = parentKey(k);
     const dest = this.root.abs(k);
     const temp = this.root.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
-    const fd = await this.openTemp(temp, dirKey, k);
+    // Read back through the descriptor that wrote (small files): it must be open for reading too.
+    const readBack = options.readBack === true && known !== undefined;
+    const fd = await this.openTemp(temp, dirKey, k, readBack ? "wx+" : "wx");
     // Where the temp file really is decides, not the folder check cached earlier: a folder
     // swapped for a symlink since then is caught here, and the file we made there removed.
     let realTemp: string;
@@ -199,7 +201,7 @@ export class LocalStorage implements Storage {
     try {
       let digest: Digest;
       if (Buffer.isBuffer(body) && known) {
-        await writeAll(fd, body, k, signal, this.fsync);
+        await writeAll(fd, body, k, signal, this.fsync, readBack ? known : undefined);
         digest = known;
       } else {
         const counter = new HashingCounter(k, options.expectedSize);
@@ -211,7 +213,7 @@ export class LocalStorage implements Storage {
       }
       throwIfAborted(signal, "write", k);
       const { unchanged } = await publishTemp(realTemp, realDest, k, digest, options);
-      return { key: k, uri: pathToFileURL(dest).href, size: digest.size, sha256: digest.sha256, unchanged };
+      return { key: k, uri: pathToFileURL(dest).href, size: digest.size, sha256: digest.sha256, unchanged, ...(readBack ? { readBack } : {}) };
     } catch (err) {
       throw await discardTemp(realTemp, toStorageError("write", k, err));
     }
@@ -337,7 +339,7 @@ export class LocalStorage implements Storage {
    * that was seen is never created again (ensureDir("", false) first): while it is missing,
    * writes fail storage-unavailable.
    */
-  private async openTemp(temp: string, dirKey: string, k: string): Promise<number> {
+  private async openTemp(temp: string, dirKey: string, k: string, flags: "wx" | "wx+"): Promise<number> {
     for (let attempt = 0; ; attempt++) {
       try {
         if (this.rootSeen) await this.root.ensureDir("", false, k);
@@ -345,7 +347,7 @@ export class LocalStorage implements Storage {
         this.folders.add(dirKey);
         await this.root.ensureDir(dirKey, true, k);
         this.rootSeen = true;
-        return await openFd(temp, "wx");
+        return await openFd(temp, flags);
       } catch (err) {
         if (!isNotFound(err)) throw toStorageError("write", k, err);
         if (attempt > 0) {

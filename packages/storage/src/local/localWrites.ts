@@ -1,9 +1,19 @@
+import { PermanentError } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
 import { closeFd, fsyncFd, unlinkPath, writeFd } from "../fsCallbacks";
+import { digestOfWritten } from "../hashing";
+import type { Digest } from "../hashing";
 import { errorCode, throwIfAborted } from "../storageErrors";
 
-/** One write for a small buffer; loops only on a short write. The descriptor is always closed. */
-export async function writeAll(fd: number, body: Buffer, key: string, signal: AbortSignal | undefined, fsync: boolean): Promise<void> {
+/**
+ * One write for a small buffer; loops only on a short write. The descriptor is always closed.
+ * With `readBack` (the body's digest; the descriptor must be open for reading too), the bytes
+ * are read back through the descriptor after the fsync and must match: VERIFY=readback at the
+ * cost of the reads alone, where reading the published file by its name would add an open, a
+ * confinement check, an fstat and a close per file. It reads what the filesystem returns for
+ * this file, like a read by name would (both come from the page cache on a local disk).
+ */
+export async function writeAll(fd: number, body: Buffer, key: string, signal: AbortSignal | undefined, fsync: boolean, readBack?: Digest): Promise<void> {
   try {
     for (let offset = 0; offset < body.length; ) {
       throwIfAborted(signal, "write", key);
@@ -11,6 +21,12 @@ export async function writeAll(fd: number, body: Buffer, key: string, signal: Ab
     }
     // Before publication: the name never points at bytes still only in the page cache.
     if (fsync) await fsyncFd(fd);
+    if (readBack) {
+      const stored = await digestOfWritten(fd, readBack.size, key, signal);
+      if (stored.size !== readBack.size || stored.sha256 !== readBack.sha256) {
+        throw new PermanentError("checksum-mismatch", `write ${JSON.stringify(key)}: read back as ${stored.size} bytes sha256 ${stored.sha256}, expected ${readBack.size} bytes ${readBack.sha256}`);
+      }
+    }
   } catch (err) {
     // The write's error is the one worth reporting; the temp file is removed next anyway.
     await closeFd(fd).catch(() => undefined);
