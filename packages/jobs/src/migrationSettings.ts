@@ -5,6 +5,8 @@ import type { ExistsPolicy } from "@fleet/storage/storage";
 export interface MigrationSettings {
   /** Files per range. */
   batchSize: number;
+  /** RANGE_SPREAD: a seeding of few new files cuts at least this many ranges (see seedRanges). */
+  rangeSpread: number;
   /** Files copied at once inside one range job. */
   copyConcurrency: number;
   /** Outcomes written per statement; also the page size of reading a range. */

@@ -14,6 +14,7 @@ export const migrationFields = {
   SOURCE_URL: z.string().min(1).default("./data/source").describe("Where files are read from: a directory path, file:///abs/path, s3://bucket/folder?endpoint=…&region=…&pathStyle=true, sftp://user@host:port/abs/path, or null:zero?size=N (every key reads as N zero bytes; benchmarks)"),
   DESTINATION_URL: z.string().min(1).default("./data/destination").describe("Where files are written: a directory path, file:///abs/path, s3://bucket/folder?…, sftp://user@host:port/abs/path, or null: (discard; benchmarks)"),
   BATCH_SIZE: envInt(10_000, 1, 1_000_000).describe("Files per range (one migrate-range job each)"),
+  RANGE_SPREAD: envInt(32, 1, 100_000).describe("New files too few to fill this many ranges of BATCH_SIZE are cut into this many smaller ranges (never under 1,000 files each), so a small migration is shared by every worker; 1: always BATCH_SIZE"),
   COPY_CONCURRENCY: envInt(64, 1, 1_024).describe("Files copied at once inside one range job"),
   CHUNK_SIZE: envInt(1_000, 10, 50_000).describe("File outcomes written per SQL statement (and rows read per page)"),
   SMALL_FILE_BYTES: envInt(1_048_576, 0).describe("Files up to this size are read whole; larger ones are streamed"),
@@ -136,6 +137,7 @@ type MigrationConfig = z.output<z.ZodObject<typeof migrationFields>>;
 export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
   return {
     batchSize: c.BATCH_SIZE,
+    rangeSpread: c.RANGE_SPREAD,
     copyConcurrency: c.COPY_CONCURRENCY,
     chunkSize: c.CHUNK_SIZE,
     smallFileBytes: c.SMALL_FILE_BYTES,

@@ -28,6 +28,8 @@ const FILES_OWNER = `coalesce(s.owner, CASE WHEN strpos(s.uri, '/') > 0 THEN spl
 
 /** Arbitrary constant: serialises seeders so two of them cannot leave a hole between ranges. */
 const SEED_LOCK_KEY = 0x666c_6565_7401n;
+/** The smallest range a spread seeding cuts (below it a range's fixed costs start to show). */
+export const SPREAD_MIN_FILES = 1_000;
 
 /**
  * SQL, not Prisma: one INSERT … SELECT under an advisory lock, over millions of source ids.
@@ -36,14 +38,24 @@ const SEED_LOCK_KEY = 0x666c_6565_7401n;
  * one's max), so no file can fall between two ranges. Safe with several schedulers: the
  * transaction-scoped advisory lock serialises seeders, and `ON CONFLICT (min_id)` makes a
  * repeat a no-op.
+ *
+ * `spread`: new files too few to fill `spread` ranges of `batchSize` are cut into `spread`
+ * ranges instead — never under SPREAD_MIN_FILES files each (nor over `batchSize`) — so that a
+ * small migration is shared by the fleet's workers instead of landing whole on one of them
+ * (10,000 files with BATCH_SIZE 10,000 used to be one range: one worker busy, the others idle).
+ * `spread` 1 cuts exactly `batchSize`.
  */
-export async function seedRanges(db: Queryable, batchSize: number): Promise<RangeRow[]> {
+export async function seedRanges(db: Queryable, batchSize: number, spread = 1): Promise<RangeRow[]> {
   const { rows } = await db.query<RangeRow>(
     `WITH lock AS (SELECT pg_advisory_xact_lock($2::bigint)),
      last AS (SELECT coalesce(max(max_id), 0) AS hi FROM migration_ranges, lock),
-     numbered AS (
-       SELECT s.id, (row_number() OVER (ORDER BY s.id) - 1) / $1 AS bucket, ${FILES_OWNER} AS files_owner
+     sized AS (
+       SELECT least($1::bigint, greatest($4::bigint, ceil(count(*)::numeric / $3)::bigint)) AS per_range
        FROM source_files s, last WHERE s.id > last.hi
+     ),
+     numbered AS (
+       SELECT s.id, (row_number() OVER (ORDER BY s.id) - 1) / sized.per_range AS bucket, ${FILES_OWNER} AS files_owner
+       FROM source_files s, last, sized WHERE s.id > last.hi
      ),
      chunks AS (SELECT max(id) AS max_id, mode() WITHIN GROUP (ORDER BY files_owner) AS files_owner FROM numbered GROUP BY bucket),
      tiled AS (
@@ -53,7 +65,7 @@ export async function seedRanges(db: Queryable, batchSize: number): Promise<Rang
      SELECT min_id, max_id, files_owner FROM tiled ORDER BY min_id
      ON CONFLICT (min_id) DO NOTHING
      RETURNING ${RANGE_COLUMNS}`,
-    [batchSize, SEED_LOCK_KEY.toString()],
+    [batchSize, SEED_LOCK_KEY.toString(), Math.max(1, spread), SPREAD_MIN_FILES],
   );
   return rows.sort((a, b) => a.id - b.id);
 }

@@ -13,7 +13,7 @@ export interface SeedResult {
 
 const contract = defineContract({
   queue: QUEUES.maintenance,
-  description: "Cut new source files into ranges of BATCH_SIZE and enqueue a migrate-range job for each",
+  description: "Cut new source files into ranges of BATCH_SIZE (smaller ones for a small batch of files: RANGE_SPREAD) and enqueue a migrate-range job for each",
   schema: z.object({ batchSize: z.number().int().min(1).max(1_000_000).optional() }).strict().default({}),
   dedupeId: () => "seed-ranges",
   schedules: [{ id: "seed-ranges", cron: "0 * * * *", description: "hourly: cut new source files into ranges and enqueue them" }],
@@ -33,7 +33,8 @@ declare module "../jobRegistry" {
 export const seedRanges = defineFleetJob("seed-ranges", contract, {
   async handle(payload, ctx): Promise<SeedResult> {
     const { db, settings } = ctx.deps;
-    const ranges = await seedRangesSql(db, payload.batchSize ?? settings.batchSize);
+    // A batch size given in the payload is taken as it is; BATCH_SIZE is spread (RANGE_SPREAD).
+    const ranges = payload.batchSize ? await seedRangesSql(db, payload.batchSize) : await seedRangesSql(db, settings.batchSize, settings.rangeSpread);
     if (ranges.length === 0) {
       ctx.log.info("no new source files");
       return { newRanges: 0 };
