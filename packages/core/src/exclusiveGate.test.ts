@@ -6,7 +6,7 @@ import { z } from "zod";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { ApiLock } from "./apiLock";
 import { buildCatalogue } from "./catalogue";
-import { ExclusiveGate } from "./exclusiveGate";
+import { ADMISSION_FRESH_MS, ExclusiveGate, GateLeases } from "./exclusiveGate";
 import { defineJob } from "./jobDefinition";
 import { JobRunner } from "./jobRunner";
 import { createLogger } from "./logger";
@@ -183,6 +183,70 @@ describe("ExclusiveGate.admitMany (the runner's batched admissions and leaves)",
   afterAll(async () => {
     redis?.disconnect();
     await cleanupPrefix(testRedisUrl(), prefix);
+  });
+
+  const waitUntil = async (check: () => Promise<boolean>, what: string) => {
+    for (const deadline = Date.now() + 5_000; !(await check()); await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    }
+  };
+
+  it("admits a runner's jobs under one member: asks Redis only when its view of the gate is stale, and a draining gate stops new starts within ADMISSION_FRESH_MS", async () => {
+    const gate = new ExclusiveGate(redis, `${prefix}:fast`);
+    const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+    const leases = new GateLeases(gate, "rfast", 10_000, 200, quiet);
+    const job = (id: string) => ({ queue: "work", jobId: id, name: "quick", token: `t-${id}` });
+    const members = () => redis.zrange(gate.runningKey, 0, -1);
+    // Counts the gate scripts this runner sends.
+    let asked = 0;
+    const admitMany = gate.admitMany.bind(gate);
+    gate.admitMany = (...args) => (asked++, admitMany(...args));
+
+    const a = await leases.enter(job("a"), () => quiet);
+    expect(a.entered).toBe(true);
+    expect(asked).toBe(1);
+    expect(await members()).toEqual(["rfast:jobs"]);
+    // Right after: no round trip, same member.
+    const b = await leases.enter(job("b"), () => quiet);
+    expect(b.entered).toBe(true);
+    expect(asked).toBe(1);
+
+    // An exclusive job takes the gate (draining: this runner's member is in the set).
+    const holder = { id: "admin:fast", queue: "admin", jobId: "fast", name: "solo", runner: "other", since: new Date().toISOString(), lockApi: false };
+    expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: false, draining: 1 });
+    await new Promise((r) => setTimeout(r, ADMISSION_FRESH_MS + 20));
+    // The view is stale: the runner asks, and is kept out.
+    const c = await leases.enter(job("c"), () => quiet);
+    expect(c).toMatchObject({ entered: false, reason: expect.stringContaining("solo") });
+    expect(asked).toBe(2);
+    // While a and b run, the member stays and the exclusive job keeps draining.
+    expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: false, draining: 1 });
+    if (a.entered) await a.release();
+    expect(await members()).toEqual(["rfast:jobs"]);
+    if (b.entered) await b.release();
+    await waitUntil(async () => (await redis.zcard(gate.runningKey)) === 0, "the runner's member to leave");
+    expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: true });
+    expect(await gate.release(holder.id)).toBe(true);
+  });
+
+  it("keeps a runner's member while an admission is in flight, even when its last running job ends meanwhile", async () => {
+    const gate = new ExclusiveGate(redis, `${prefix}:race`);
+    const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+    const leases = new GateLeases(gate, "rrace", 10_000, 200, quiet);
+    const job = (id: string) => ({ queue: "work", jobId: id, name: "quick", token: `t-${id}` });
+    const first = await leases.enter(job("1"), () => quiet);
+    expect(first.entered).toBe(true);
+    await new Promise((r) => setTimeout(r, ADMISSION_FRESH_MS + 20));
+    // The view is stale: job 2 asks Redis; job 1 ends before the answer comes.
+    const second = leases.enter(job("2"), () => quiet);
+    if (first.entered) await first.release();
+    expect((await second).entered).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    // Job 2 runs: the member must be there (a leave sent after its join would have removed it).
+    expect(await redis.zrange(gate.runningKey, 0, -1)).toEqual(["rrace:jobs"]);
+    const entry = await second;
+    if (entry.entered) await entry.release();
+    await waitUntil(async () => (await redis.zcard(gate.runningKey)) === 0, "the runner's member to leave");
   });
 
   it("leaves first, then admits all or none; an exclusive holder keeps the joiners out but not the leavers", async () => {

@@ -15,6 +15,13 @@ import type { Redis } from "ioredis";
  * with an exclusive job taking the gate. An exclusive job that finds other jobs running takes
  * the gate as `draining` (nothing new starts) and waits until they have finished; only then is
  * it `running`. Time is Redis's own (TIME), so runners on machines with skewed clocks agree.
+ *
+ * A runner is one member of the running set, not one per job (GateLeases): while it has jobs
+ * admitted, its member is there and the exclusive job waits for it. New jobs of a runner that
+ * already has some running start without asking Redis for up to ADMISSION_FRESH_MS after the
+ * gate last said "free"; so a draining gate stops new starts within that time, not at once, and
+ * the jobs started meanwhile are waited for like the others (the exclusive job never runs
+ * beside them). That takes the gate's round trip off the path of nearly every job.
  */
 export interface GateHolder {
   /** `<queue>:<job id>`: the same job taken again (stalled, redelivered) may re-enter. */
@@ -189,12 +196,25 @@ interface LeaseLog {
 }
 
 /**
- * One runner's leases in the ExclusiveGate: the jobs it admitted (running-set members) and the
- * gate itself while one of its jobs holds it, renewed every third of the lease while they run.
- * A runner that dies stops renewing, and its entries age out after `leaseMs`.
+ * How long a runner that has jobs running trusts the gate's last "free" for new jobs (see the
+ * ExclusiveGate comment): the most a draining gate can take to stop a runner's new starts.
+ */
+export const ADMISSION_FRESH_MS = 50;
+
+/**
+ * One runner's leases in the ExclusiveGate: its member of the running set while it has jobs
+ * admitted, and the gate itself while one of its jobs holds it, renewed every third of the
+ * lease while they run. A runner that dies stops renewing, and its entries age out after `leaseMs`.
  */
 export class GateLeases {
-  private readonly admitted = new Set<string>();
+  /** This runner's member of the running set: present while `occupancy` or `pendingJoins` > 0. */
+  private readonly member: string;
+  /** Admitted non-exclusive jobs still running. */
+  private occupancy = 0;
+  /** Admissions asked of Redis and not answered yet. */
+  private pendingJoins = 0;
+  /** Until when (performance.now()) new jobs may be admitted without asking, while occupancy > 0. */
+  private freshUntil = 0;
   private held: GateHolder | undefined;
   private timer: NodeJS.Timeout | undefined;
   // Admissions and leaves of non-exclusive jobs go to Redis in batches: one script carries
@@ -211,7 +231,9 @@ export class GateLeases {
     /** How long a job kept out waits before it asks again (before jitter). */
     private readonly recheckMs: number,
     private readonly log: LeaseLog,
-  ) {}
+  ) {
+    this.member = `${runnerId}:jobs`;
+  }
 
   start(): void {
     this.timer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(this.leaseMs / 3)));
@@ -258,21 +280,53 @@ export class GateLeases {
       }
       return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
     }
-    const member = `${this.runnerId}:${job.queue}:${job.jobId}:${job.token}`;
-    const outcome = await this.batched(this.joining, member);
-    if (outcome.admitted) {
-      this.admitted.add(member);
-      return {
-        entered: true,
-        // The leave goes with the next batch; the job does not wait for it (for at most one
-        // round trip more an exclusive job still counts it as running, and asks again later).
-        release: async () => {
-          this.admitted.delete(member);
-          void this.batched(this.leaving, member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
-        },
-      };
+    // The runner's member is in the running set (jobs of ours run) and the gate said "free"
+    // moments ago: start without a round trip (see ADMISSION_FRESH_MS).
+    if (this.occupancy > 0 && performance.now() < this.freshUntil) return this.admitted(logger);
+    const askedAt = performance.now();
+    this.pendingJoins++;
+    let outcome: AdmitResult;
+    try {
+      outcome = await this.batched(this.joining, this.member);
+    } finally {
+      this.pendingJoins--;
     }
+    if (outcome.admitted) {
+      // From when it was asked, not answered: the answer may be older than it looks.
+      this.freshUntil = Math.max(this.freshUntil, askedAt + ADMISSION_FRESH_MS);
+      return this.admitted(logger);
+    }
+    this.freshUntil = 0;
+    // Refused all-or-none: if no job of ours runs any more, our member must not stay behind.
+    this.leaveIfIdle(logger);
     return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
+  }
+
+  private admitted(logger: () => LeaseLog): GateEntry {
+    this.occupancy++;
+    let released = false;
+    return {
+      entered: true,
+      // The leave goes with the next batch; the job does not wait for it (for at most one
+      // round trip more an exclusive job still counts the runner as running, and asks again later).
+      release: async () => {
+        if (released) return;
+        released = true;
+        this.occupancy--;
+        this.leaveIfIdle(logger);
+      },
+    };
+  }
+
+  /**
+   * The runner's member leaves once no job of ours runs and none is being admitted: a join
+   * still in flight would otherwise be undone by a leave sent after it, with its job running.
+   * A join asked later goes in the same or a later batch, after this leave (leaves go first).
+   */
+  private leaveIfIdle(logger: () => LeaseLog): void {
+    if (this.occupancy > 0 || this.pendingJoins > 0) return;
+    this.freshUntil = 0;
+    void this.batched(this.leaving, this.member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
   }
 
   private batched(list: GateLeases["joining"], member: string): Promise<AdmitResult> {
@@ -292,7 +346,9 @@ export class GateLeases {
         this.leaving = [];
         let result: AdmitResult | Error;
         try {
-          result = await this.gate.admitMany(leaving.map((l) => l.member), joining.map((j) => j.member), this.leaseMs);
+          // One runner asks for its one member: once per batch is enough.
+          const unique = (list: Array<{ member: string }>) => [...new Set(list.map((e) => e.member))];
+          result = await this.gate.admitMany(unique(leaving), unique(joining), this.leaseMs);
         } catch (err) {
           result = err instanceof Error ? err : new Error(String(err));
         }
@@ -306,10 +362,11 @@ export class GateLeases {
 
   /** Keeps this runner's entries alive while their jobs run. */
   async renew(): Promise<void> {
-    if (this.admitted.size === 0 && !this.held) return;
+    const running = this.occupancy > 0 || this.pendingJoins > 0;
+    if (!running && !this.held) return;
     const held = this.held;
     try {
-      const kept = await this.gate.renew(this.leaseMs, [...this.admitted], held);
+      const kept = await this.gate.renew(this.leaseMs, running ? [this.member] : [], held);
       if (!kept && held) {
         this.log.error({ jobId: held.jobId, queue: held.queue }, "exclusive gate lost: its lease lapsed (event loop or Redis stalled) and another exclusive job took it");
       }
