@@ -43,14 +43,14 @@ function buildTemplate(): Buffer {
   return t;
 }
 
-/**
- * How many bytes the headers of a member named `path` take (512, or more with a PAX header).
- * `pax` is the PAX record block when one is needed (computed once, reused by writeHeaders).
- */
+/** A member's header block(s), planned once from its path and written by writeHeaders. */
 export interface MemberHeaders {
+  /** Bytes the headers take: 512, or more with a PAX header before the member's own. */
   bytes: number;
+  /** The ustar name and prefix fields ("PaxHeader" and "" when the path went to PAX). */
   name: string;
   prefix: string;
+  /** The PAX record (`path=`), when ustar cannot hold the path. */
   pax?: Buffer;
 }
 
