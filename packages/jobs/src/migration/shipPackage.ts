@@ -196,8 +196,10 @@ async function shipPackageHeld(
           continue;
         }
         startWriting();
-        await writer.addBuffer(path, body);
+        const wantsMore = writer.addBuffer(path, body);
         added.push({ path, size: body.length, sha256: createHash("sha256").update(body).digest("hex"), fileId: file.id });
+        // No promise per member: only a destination that is behind makes us wait.
+        if (!wantsMore) await writer.drained();
       } else {
         let size: number;
         let stream;

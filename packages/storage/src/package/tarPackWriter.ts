@@ -1,20 +1,23 @@
 import { createHash } from "node:crypto";
 import type { Hash } from "node:crypto";
-import { Readable, Transform, pipeline } from "node:stream";
-import type { TransformCallback } from "node:stream";
-import { pack } from "tar-stream";
-import type { Pack } from "tar-stream";
+import { Readable } from "node:stream";
 import { RetryableError } from "@fleet/core/errors";
-import { HashingCounter } from "../hashing";
 import type { Digest } from "../hashing";
+import { BLOCK, END_OF_ARCHIVE_BYTES, paddedSize, planHeaders, writeHeaders, zeroPad } from "./tarHeaders";
 
 /**
- * Builds a tar as a stream, one member at a time, for Storage.write: nothing but the member
- * being added and the pack's small buffer (16 KiB) is ever held, whatever the tar's size.
- * Each member is hashed as it is added, and the tar's own bytes as they leave (`digest()`).
+ * Builds a tar as a stream, one member at a time, for Storage.write: nothing but the chunk
+ * being filled (256 KiB), the stream's buffer (1 MiB) and the member being added is ever held,
+ * whatever the tar's size. The tar's own bytes are hashed as they leave (`digest()`).
  *
  * Members carry mode 0644, no owner and mtime 0: the same files give the same tar bytes,
- * so a re-run of a package finds the destination unchanged.
+ * so a re-run of a package finds the destination unchanged (tarHeaders.ts).
+ *
+ * Why not tar-stream's pack: it emits header, body and padding as three chunks through a
+ * streamx stream and a callback per member; with 4 KiB members that machinery (and joining
+ * its chunks again) cost more than the member's own bytes. Here a small member is one copy
+ * of header + body + padding into the current chunk, with no promise unless the destination
+ * is behind.
  */
 
 /** A member's source failed (read error, or it changed size after its header was written). */
@@ -27,37 +30,71 @@ export class MemberSourceError extends Error {
   }
 }
 
-const MTIME = new Date(0);
-const PACK_BUFFER_BYTES = 1024 * 1024;
-const WRITE_CHUNK_BYTES = 256 * 1024;
+// Buffered ahead of the destination: enough that small members are added without waiting
+// for each write round trip (with 16 KiB, every 4 KiB file waited for one).
+const STREAM_BUFFER_BYTES = 1024 * 1024;
+// Bytes per chunk handed to the destination: few enough chunks that per-chunk costs vanish.
+const CHUNK_BYTES = 256 * 1024;
+// Source chunks at least this large are passed on as they are instead of copied.
+const PASS_THROUGH_BYTES = 64 * 1024;
 
 export class TarPackWriter {
   /** The tar's bytes, for Storage.write. */
   readonly body: Readable;
-  private readonly pack: Pack;
-  private readonly counter: HashingCounter;
+  private readonly key: string;
+  private readonly hash: Hash = createHash("sha256");
+  private size = 0;
+  private chunk: Buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  private used = 0;
+  private finished = false;
+  private sha256: string | undefined;
+  /** Resolves the wait of drained() when the destination asks for more. */
+  private wake: (() => void) | undefined;
 
   constructor(key: string) {
-    // A pack buffer of 1 MiB lets small members be added without waiting on the destination
-    // for each one (with the default 16 KiB, every 4 KiB file waited for a write round trip).
-    this.pack = pack({ highWaterMark: PACK_BUFFER_BYTES });
-    // Errors reach the writer through `body` (Readable.from rethrows them); see destroy().
-    this.pack.on("error", () => {});
-    this.counter = new HashingCounter(key);
-    // Readable.from pulls from the streamx pack only as fast as the writer reads: backpressure
-    // reaches back to addBuffer/addStream through the entry callbacks. tar-stream emits each
-    // header, body and padding as its own chunk: joined into 256 KiB writes, not three per file.
-    pipeline(Readable.from(this.pack), new Coalescer(WRITE_CHUNK_BYTES), this.counter, () => {
-      // Failures reach the writer through `body`; nothing to do here.
+    this.key = key;
+    this.body = new Readable({
+      highWaterMark: STREAM_BUFFER_BYTES,
+      read: () => this.wakeUp(),
+      destroy: (err, callback) => {
+        this.wakeUp();
+        callback(err);
+      },
     });
-    this.body = this.counter;
+    // Errors reach the writer's caller through Storage.write (which consumes `body`) and
+    // through addBuffer/addStream throwing; an 'error' event without a listener would crash.
+    this.body.on("error", () => {});
   }
 
-  /** Adds a member held in memory (small files). Resolves once the pack took it. */
-  addBuffer(path: string, bytes: Buffer): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.pack.entry({ name: path, size: bytes.length, mode: 0o644, mtime: MTIME, type: "file" }, bytes, (err) => (err ? reject(err) : resolve()));
-    });
+  /**
+   * Adds a member held in memory (small files). Returns false when the destination is behind:
+   * await drained() before adding more (like Writable.write). Throws when the tar was abandoned.
+   */
+  addBuffer(path: string, bytes: Buffer): boolean {
+    this.assertOpen(path);
+    const plan = planHeaders(path);
+    const whole = plan.bytes + paddedSize(bytes.length);
+    if (whole <= CHUNK_BYTES) {
+      // The common case: header, body and padding copied into the current chunk in one go.
+      if (this.used + whole > CHUNK_BYTES) this.flush();
+      let at = writeHeaders(this.chunk, this.used, plan, bytes.length);
+      at += bytes.copy(this.chunk, at);
+      this.used = zeroPad(this.chunk, at, bytes.length);
+      return this.wantsMore();
+    }
+    this.reserve(plan.bytes);
+    this.used = writeHeaders(this.chunk, this.used, plan, bytes.length);
+    this.append(bytes);
+    this.pad(bytes.length);
+    return this.wantsMore();
+  }
+
+  /** Resolves when the destination wants more bytes; rejects when the tar was abandoned. */
+  async drained(): Promise<void> {
+    while (!this.body.destroyed && this.body.readableLength >= STREAM_BUFFER_BYTES) {
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+    if (this.body.destroyed) throw abandoned(this.key);
   }
 
   /**
@@ -66,30 +103,25 @@ export class TarPackWriter {
    * header promised `size` bytes), and the caller builds the package again without it.
    */
   async addStream(path: string, size: number, source: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<Digest> {
+    this.assertOpen(path);
     const hash = createHash("sha256");
-    let settle: (err?: Error | null) => void = () => {};
-    const done = new Promise<void>((resolve, reject) => {
-      settle = (err) => (err ? reject(err) : resolve());
-    });
-    done.catch(() => {}); // awaited below; never unhandled when we throw first
-    const sink = this.pack.entry({ name: path, size, mode: 0o644, mtime: MTIME, type: "file" }, (err) => settle(err));
-    // Its failures reach us through the entry callback and drained(); an 'error' event
-    // without a listener would crash the process instead.
-    sink.on("error", () => {});
     const chunks = source[Symbol.asyncIterator]();
     try {
-      await this.copyMember(path, size, chunks, sink, hash, signal);
+      const plan = planHeaders(path);
+      this.reserve(plan.bytes);
+      this.used = writeHeaders(this.chunk, this.used, plan, size);
+      await this.copyMember(path, size, chunks, hash, signal);
     } catch (err) {
       // The source must not stay open (a file descriptor, an HTTP response) when we give up.
       await chunks.return?.(undefined)?.catch(() => {});
       throw err;
     }
-    sink.end(undefined);
-    await done;
+    this.pad(size);
+    if (!this.wantsMore()) await this.drained();
     return { size, sha256: hash.digest("hex") };
   }
 
-  private async copyMember(path: string, size: number, chunks: AsyncIterator<Buffer>, sink: { write(chunk: Buffer): boolean } & Waitable, hash: Hash, signal: AbortSignal | undefined): Promise<void> {
+  private async copyMember(path: string, size: number, chunks: AsyncIterator<Buffer>, hash: Hash, signal: AbortSignal | undefined): Promise<void> {
     let written = 0;
     for (;;) {
       let next: IteratorResult<Buffer>;
@@ -105,27 +137,87 @@ export class TarPackWriter {
       if (written + chunk.length > size) throw changed(path, size, `more than ${size}`);
       hash.update(chunk);
       written += chunk.length;
-      // Only the source's own failures are MemberSourceError; the pack failing (the writer
+      // Only the source's own failures are MemberSourceError; the tar failing (the writer
       // gave up) propagates as it is.
-      if (!sink.write(chunk)) await drained(sink);
+      this.assertOpen(path);
+      this.append(chunk);
+      if (!this.wantsMore()) await this.drained();
     }
     if (written !== size) throw changed(path, size, String(written));
   }
 
-  /** No more members: writes the end-of-archive blocks. */
+  /** No more members: writes the end-of-archive blocks and ends `body`. */
   finish(): void {
-    this.pack.finalize();
+    if (this.finished || this.body.destroyed) return;
+    this.reserve(END_OF_ARCHIVE_BYTES);
+    this.chunk.fill(0, this.used, this.used + END_OF_ARCHIVE_BYTES);
+    this.used += END_OF_ARCHIVE_BYTES;
+    this.flush();
+    this.finished = true;
+    this.body.push(null);
   }
 
   /** Abandons the tar (the writer sees the error and publishes nothing). */
   destroy(err: Error): void {
-    this.pack.destroy(err);
-    this.counter.destroy(err);
+    this.body.destroy(err);
   }
 
   /** Size and sha256 of every byte the tar produced; meaningful once `body` has ended. */
   digest(): Digest {
-    return this.counter.digest();
+    return { size: this.size, sha256: (this.sha256 ??= this.hash.digest("hex")) };
+  }
+
+  private wantsMore(): boolean {
+    return this.body.readableLength < STREAM_BUFFER_BYTES;
+  }
+
+  private wakeUp(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private assertOpen(path: string): void {
+    if (this.finished) throw new Error(`tar ${this.key}: member ${JSON.stringify(path)} added after finish()`);
+    if (this.body.destroyed) throw abandoned(this.key);
+  }
+
+  /** Makes room for `bytes` (≤ one chunk) in the current chunk. */
+  private reserve(bytes: number): void {
+    if (this.used + bytes > CHUNK_BYTES) this.flush();
+  }
+
+  /** Body bytes: copied when small, passed on as they are when large. */
+  private append(bytes: Buffer): void {
+    if (bytes.length >= PASS_THROUGH_BYTES) {
+      this.flush();
+      this.emit(bytes);
+      return;
+    }
+    this.reserve(bytes.length);
+    this.used += bytes.copy(this.chunk, this.used);
+  }
+
+  private pad(length: number): void {
+    const pad = paddedSize(length) - length;
+    if (pad === 0) return;
+    this.reserve(BLOCK);
+    this.used = zeroPad(this.chunk, this.used, length);
+  }
+
+  /** Hands the filled part of the current chunk to `body` and starts a new chunk. */
+  private flush(): void {
+    if (this.used === 0) return;
+    const filled = this.chunk.subarray(0, this.used);
+    this.chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+    this.used = 0;
+    this.emit(filled);
+  }
+
+  private emit(bytes: Buffer): void {
+    this.hash.update(bytes);
+    this.size += bytes.length;
+    this.body.push(bytes);
   }
 }
 
@@ -136,56 +228,6 @@ function changed(path: string, expected: number, got: string): MemberSourceError
   );
 }
 
-/** Waits until a streamx writable wants more, or fails when it is gone. */
-interface Waitable {
-  once(event: string, fn: (...args: unknown[]) => void): unknown;
-  off(event: string, fn: (...args: unknown[]) => void): unknown;
-}
-
-function drained(sink: Waitable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onDrain = () => {
-      cleanup();
-      resolve();
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new Error("tar entry closed before its member was written"));
-    };
-    const cleanup = () => {
-      sink.off("drain", onDrain);
-      sink.off("close", onClose);
-    };
-    sink.once("drain", onDrain);
-    sink.once("close", onClose);
-  });
-}
-
-/** Joins small chunks into writes of about `size` bytes (large chunks pass as they are). */
-class Coalescer extends Transform {
-  private chunks: Buffer[] = [];
-  private bytes = 0;
-
-  constructor(private readonly size: number) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.chunks.push(chunk);
-    this.bytes += chunk.length;
-    if (this.bytes >= this.size) this.push(this.joined());
-    callback();
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.bytes > 0) this.push(this.joined());
-    callback();
-  }
-
-  private joined(): Buffer {
-    const out = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bytes);
-    this.chunks = [];
-    this.bytes = 0;
-    return out;
-  }
+function abandoned(key: string): Error {
+  return new Error(`tar ${key} was abandoned (its write failed or was stopped)`);
 }
