@@ -154,9 +154,13 @@ WITH b AS (
     ${MUTABLE.map((c, i) => `$${15 + i}::${CAST[c]}[]`).join(", ")})
     AS t(id, created_at, name, queue, data, max_attempts, ${MUTABLE.map((c) => `i_${c}`).join(", ")}, modes, ${MUTABLE.map((c) => `u_${c}`).join(", ")})
 ), prev AS (
-  SELECT o.id, o.created_at, o.state FROM operations o JOIN b ON b.id = o.id
+  -- One index probe per job of the batch, whatever the planner thinks of the table's size
+  -- (LIMIT keeps the subquery from being flattened into a join that a young table, whose
+  -- statistics say "small", answers with a sequential scan of all of operations per flush).
+  SELECT o.id, o.created_at, o.state FROM b CROSS JOIN LATERAL (SELECT id, created_at, state FROM operations WHERE id = b.id LIMIT 1) o
 ), stale AS (
-  DELETE FROM operation_status s USING prev, b WHERE s.operation_id = b.id AND prev.id = b.id AND prev.created_at < b.created_at
+  DELETE FROM operation_status s
+   WHERE s.operation_id = ANY (ARRAY(SELECT prev.id FROM prev JOIN b ON b.id = prev.id WHERE prev.created_at < b.created_at))
 ), upd AS (
   UPDATE operations o SET
     name = CASE WHEN o.created_at < b.created_at THEN b.name ELSE o.name END,
@@ -167,7 +171,8 @@ WITH b AS (
     ${MUTABLE.map(mutableSql).join(",\n    ")},
     created_at = b.created_at,
     updated_at = now()
-  FROM b WHERE o.id = b.id AND o.created_at <= b.created_at
+  -- Only rows that exist (prev), by index: most flushes carry only new jobs.
+  FROM b WHERE o.id = ANY (ARRAY(SELECT id FROM prev)) AND o.id = b.id AND o.created_at <= b.created_at
   RETURNING o.id
 ), ins AS (
   INSERT INTO operations AS o (id, name, queue, data, max_attempts, ${MUTABLE.join(", ")}, created_at, updated_at)
