@@ -16,6 +16,7 @@ import { openDestinationTrees } from "./destinationTrees";
 import { REMOTE_MEASUREMENTS, measureRemoteRounds } from "./remoteRounds";
 import { measureScan } from "./scanBench";
 import { measureRunner } from "./runnerBench";
+import { measureIoSequence } from "./ioRounds";
 import { rm } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { round } from "./say";
@@ -38,7 +39,7 @@ const TIMEOUT_MS = 600_000;
 const E2E_TIMEOUT_MS = 4 * 3_600_000;
 
 // fleet-nofsync: fleet with FSYNC_WRITES=false, for the cost of fsync (compare with fleet).
-const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write", "fleet-nofsync"] as const;
+const LOCAL_COPIES = ["cp", "rclone", "fleet", "fleet-write", "fleet-nofsync", "io"] as const;
 // mix: P1b, cp/rclone/fleet on the demo's size mix; scaling: the null copier with 1..8 worker
 // processes on private servers, with what each file costs them; e2e: one long run (1M files).
 // runner: P3/P3h, no-op jobs through the JobRunner (without/with the history) vs a raw BullMQ Worker.
@@ -46,6 +47,8 @@ const MEASUREMENTS = [...LOCAL_COPIES, "mix", "bookkeeping", ...REMOTE_MEASUREME
 // Not in a default run: each takes many minutes (run them with --only).
 const OPT_IN: readonly Measurement[] = ["scaling", "e2e"];
 type Measurement = (typeof MEASUREMENTS)[number];
+// Files in flight in the io measurement's async variant: COPY_CONCURRENCY's default.
+const IO_CONCURRENCY = 64;
 
 interface BenchOptions {
   files: number;
@@ -189,6 +192,7 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
     scaling: null,
     e2e: null,
     runner: null,
+    io: null,
     skipped: {},
     settings: tuningSettings(workerEnv, options),
   };
@@ -214,6 +218,8 @@ async function measureAll(bench: BenchState, options: BenchOptions, wanted: (m: 
       });
       Object.assign(results, { cp: copies.cp, rclone: copies.rclone, fleet: copies.fleet, fleetWriteVerify: copies.fleetWriteVerify, fleetNoFsync: copies.fleetNoFsync });
       if (copies.rcloneSkipped) results.skipped.rclone = copies.rcloneSkipped;
+      // Fleet's per-file system calls alone, on the same tree: where the floor of its way of copying is.
+      if (wanted("io")) results.io = await measureIoSequence(bench, tree, dests, { rounds: options.rounds, uvThreads: options.uvThreads, concurrency: IO_CONCURRENCY });
     }
     if (wanted("mix")) {
       // P1b: the demo's own tree, so the demo's figure and the bench's are of the same files.
