@@ -3,16 +3,20 @@
  * file on a local → local copy with VERIFY=readback (LocalStorage: open O_NOFOLLOW, the
  * /proc/self/fd confinement check, fstat, read, fstat, close; sha256; temp file opened wx+,
  * its confinement check, write, fsync, read back through the descriptor, sha256, close, link,
- * unlink) — and nothing else: no database, no queue, no pipeline. Made either asynchronously
- * through libuv's thread pool, `concurrency` files at a time (as Fleet does), or synchronously
- * one file after another. Its files/s and CPU per file are the floor of what Fleet's way of
- * copying can cost in Node on this machine, to set beside cp -r, rclone and Fleet itself.
+ * unlink) — and nothing else: no database, no queue, no pipeline. Made asynchronously
+ * through libuv's thread pool, `concurrency` files at a time (as Fleet does); synchronously,
+ * one file after another; or synchronously on `concurrency` worker threads, each its share of
+ * the files (fsyncs in flight at once, no thread-pool round trips). Its files/s and CPU per
+ * file are the floor of what Fleet's way of copying can cost in Node on this machine, to set
+ * beside cp -r, rclone and Fleet itself; the threads variant with fsync is the most that one
+ * fsync per file allows on this disk.
  *
- * Usage: node ioSequence.js <source dir> <destination dir> <async|sync> <fsync 0|1> [concurrency]
+ * Usage: node ioSequence.js <source dir> <destination dir> <async|sync|threads> <fsync 0|1> [concurrency]
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { join, relative } from "node:path";
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 
 const READ_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
@@ -70,10 +74,25 @@ function copySync({ from, to, temp }: Paths, fsync: boolean): void {
   fs.unlinkSync(temp);
 }
 
+/** The threads variant: `threads` worker threads copy their shares synchronously. */
+function copyOnThreads(files: Paths[], fsync: boolean, threads: number): Promise<void> {
+  const shares = Array.from({ length: threads }, (_, t) => files.filter((_f, i) => i % threads === t));
+  return Promise.all(
+    shares.map(
+      (share) =>
+        new Promise<void>((resolve, reject) => {
+          const worker = new Worker(__filename, { workerData: { share, fsync } });
+          worker.once("message", (err: string | null) => (err ? reject(new Error(err)) : resolve()));
+          worker.once("error", reject);
+        }),
+    ),
+  ).then(() => undefined);
+}
+
 async function main(): Promise<void> {
   const [source, destination, mode, fsyncArg, concurrencyArg] = process.argv.slice(2);
-  if (!source || !destination || (mode !== "async" && mode !== "sync")) {
-    throw new Error("usage: ioSequence <source dir> <destination dir> <async|sync> <fsync 0|1> [concurrency]");
+  if (!source || !destination || (mode !== "async" && mode !== "sync" && mode !== "threads")) {
+    throw new Error("usage: ioSequence <source dir> <destination dir> <async|sync|threads> <fsync 0|1> [concurrency]");
   }
   const fsync = fsyncArg === "1";
   const concurrency = Number(concurrencyArg ?? 64);
@@ -88,6 +107,8 @@ async function main(): Promise<void> {
   for (const dir of new Set(files.map((f) => join(f.to, "..")))) fs.mkdirSync(dir, { recursive: true });
   if (mode === "sync") {
     for (const f of files) copySync(f, fsync);
+  } else if (mode === "threads") {
+    await copyOnThreads(files, fsync, concurrency);
   } else {
     let next = 0;
     await Promise.all(
@@ -99,7 +120,17 @@ async function main(): Promise<void> {
   process.stdout.write(`${files.length}\n`);
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${(err as Error).message}\n`);
-  process.exit(1);
-});
+if (isMainThread) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${(err as Error).message}\n`);
+    process.exit(1);
+  });
+} else {
+  const { share, fsync } = workerData as { share: Paths[]; fsync: boolean };
+  try {
+    for (const f of share) copySync(f, fsync);
+    parentPort!.postMessage(null);
+  } catch (err) {
+    parentPort!.postMessage((err as Error).message);
+  }
+}

@@ -178,6 +178,8 @@ export function sayReport(report: BenchReport, say: Say): void {
     line("io sequence sync+fsync", report.io.syncFsync);
     line("io sequence async", report.io.asyncNoFsync);
     line("io sequence sync", report.io.syncNoFsync);
+    line("io sequence 4 threads+fsync", report.io.threadsFsync);
+    line("io sequence 4 threads", report.io.threadsNoFsync);
   }
   const b = report.bookkeeping;
   if (b) {
