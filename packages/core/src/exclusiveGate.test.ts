@@ -145,7 +145,10 @@ describe("exclusive operations across two runners", () => {
     expect(await (await admin.getJob("solo-1"))!.getState()).toBe("completed");
     expect(await gate.holder()).toBeNull();
     expect(await new ApiLock(redis, prefix).get()).toBeNull();
-    expect(await redis.zcard(gate.runningKey)).toBe(0);
+    // An idle runner's member lingers while the gate's last "free" is fresh, then leaves.
+    const idleAt = Date.now();
+    await waitFor(async () => (await redis.zcard(gate.runningKey)) === 0, "the runners' members to leave the running set", 2_000);
+    expect(Date.now() - idleAt).toBeLessThan(ADMISSION_FRESH_MS + 500);
   });
 
   it("a holder that stops renewing (its process died) frees the fleet when its lease ends", async () => {
@@ -247,6 +250,43 @@ describe("ExclusiveGate.admitMany (the runner's batched admissions and leaves)",
     const entry = await second;
     if (entry.entered) await entry.release();
     await waitUntil(async () => (await redis.zcard(gate.runningKey)) === 0, "the runner's member to leave");
+  });
+
+  it("an idle runner's member lingers while the gate's last answer is fresh: the next job starts without a round trip; the member leaves once it is stale", async () => {
+    const gate = new ExclusiveGate(redis, `${prefix}:linger`);
+    const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+    const leases = new GateLeases(gate, "rlinger", 10_000, 200, quiet);
+    const job = (id: string) => ({ queue: "work", jobId: id, name: "quick", token: `t-${id}` });
+    const members = () => redis.zrange(gate.runningKey, 0, -1);
+    let asked = 0;
+    const admitMany = gate.admitMany.bind(gate);
+    gate.admitMany = (...args) => (asked++, admitMany(...args));
+
+    const first = await leases.enter(job("1"), () => quiet);
+    const answeredAt = performance.now();
+    expect(asked).toBe(1);
+    if (first.entered) await first.release();
+    // No job of ours runs, yet the member stays and the next job is admitted at once.
+    expect(await members()).toEqual(["rlinger:jobs"]);
+    const second = leases.admitAtOnce(() => quiet);
+    expect(second?.entered).toBe(true);
+    expect(asked).toBe(1);
+    if (second?.entered) await second.release();
+    // Once the answer is stale, the member leaves: an exclusive job waits no longer than that.
+    await waitUntil(async () => (await redis.zcard(gate.runningKey)) === 0, "the idle runner's member to leave");
+    expect(performance.now() - answeredAt).toBeGreaterThanOrEqual(ADMISSION_FRESH_MS - 1);
+    expect(asked).toBe(2); // the leave
+    expect(leases.admitAtOnce(() => quiet)).toBeUndefined();
+    const holder = { id: "admin:linger", queue: "admin", jobId: "linger", name: "solo", runner: "other", since: new Date().toISOString(), lockApi: false };
+    expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: true });
+    expect(await gate.release(holder.id)).toBe(true);
+
+    // stop() does not wait for a lingering member: it leaves at once.
+    const third = await leases.enter(job("3"), () => quiet);
+    if (third.entered) await third.release();
+    expect(await members()).toEqual(["rlinger:jobs"]);
+    leases.stop();
+    await waitUntil(async () => (await redis.zcard(gate.runningKey)) === 0, "the stopped runner's member to leave");
   });
 
   it("leaves first, then admits all or none; an exclusive holder keeps the joiners out but not the leavers", async () => {

@@ -21,7 +21,12 @@ import type { Redis } from "ioredis";
  * already has some running start without asking Redis for up to ADMISSION_FRESH_MS after the
  * gate last said "free"; so a draining gate stops new starts within that time, not at once, and
  * the jobs started meanwhile are waited for like the others (the exclusive job never runs
- * beside them). That takes the gate's round trip off the path of nearly every job.
+ * beside them). A runner whose jobs have all ended keeps its member for the rest of that time
+ * too before it leaves: under load its slots are mostly waiting on BullMQ's round trips, so
+ * "no job of ours runs" holds for microseconds at a time, many times a second, and leaving and
+ * joining again each time cost a round trip per thirty jobs. An exclusive job so waits at most
+ * ADMISSION_FRESH_MS longer for an idle runner. That takes the gate's round trip off the path
+ * of nearly every job.
  */
 export interface GateHolder {
   /** `<queue>:<job id>`: the same job taken again (stalled, redelivered) may re-enter. */
@@ -177,7 +182,7 @@ function parseHolder(raw: string): GateHolder {
 }
 
 /** What one runner's job gets at the gate: in (and a function to give its place back), or kept out for a while. */
-export type GateEntry = { entered: true; release: () => Promise<void> } | { entered: false; delayMs: number; reason: string };
+export type GateEntry = { entered: true; release: () => Promise<void> | void } | { entered: false; delayMs: number; reason: string };
 
 export interface GateJob {
   queue: string;
@@ -213,8 +218,14 @@ export class GateLeases {
   private occupancy = 0;
   /** Admissions asked of Redis and not answered yet. */
   private pendingJoins = 0;
-  /** Until when (performance.now()) new jobs may be admitted without asking, while occupancy > 0. */
+  /**
+   * Until when (performance.now()) new jobs may be admitted without asking. Set from an
+   * admission's answer; 0 from the moment the member leaves or the gate refuses, so while it
+   * is in the future the member is in the running set (with jobs, joins or lingering).
+   */
   private freshUntil = 0;
+  /** Set while no job of ours runs but the member stays (until freshUntil), then leaves. */
+  private lingering: NodeJS.Timeout | undefined;
   private held: GateHolder | undefined;
   private timer: NodeJS.Timeout | undefined;
   // Admissions and leaves of non-exclusive jobs go to Redis in batches: one script carries
@@ -242,6 +253,13 @@ export class GateLeases {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    if (this.lingering) {
+      // Leave now: nothing runs here any more.
+      clearTimeout(this.lingering);
+      this.lingering = undefined;
+      this.freshUntil = 0;
+      this.leaveIfIdle(() => this.log);
+    }
   }
 
   /**
@@ -280,9 +298,8 @@ export class GateLeases {
       }
       return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
     }
-    // The runner's member is in the running set (jobs of ours run) and the gate said "free"
-    // moments ago: start without a round trip (see ADMISSION_FRESH_MS).
-    if (this.occupancy > 0 && performance.now() < this.freshUntil) return this.admitted(logger);
+    const now = this.admitAtOnce(logger);
+    if (now) return now;
     const askedAt = performance.now();
     this.pendingJoins++;
     let outcome: AdmitResult;
@@ -302,14 +319,27 @@ export class GateLeases {
     return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
   }
 
+  /**
+   * A non-exclusive job admitted without asking Redis: the gate said "free" moments ago (see
+   * ADMISSION_FRESH_MS), and the runner's member has been in the running set ever since (a
+   * leave or a refusal makes the answer stale at once). undefined: ask with `enter`.
+   */
+  admitAtOnce(logger: () => LeaseLog): GateEntry | undefined {
+    return performance.now() < this.freshUntil ? this.admitted(logger) : undefined;
+  }
+
   private admitted(logger: () => LeaseLog): GateEntry {
+    if (this.lingering) {
+      clearTimeout(this.lingering);
+      this.lingering = undefined;
+    }
     this.occupancy++;
     let released = false;
     return {
       entered: true,
       // The leave goes with the next batch; the job does not wait for it (for at most one
       // round trip more an exclusive job still counts the runner as running, and asks again later).
-      release: async () => {
+      release: () => {
         if (released) return;
         released = true;
         this.occupancy--;
@@ -322,9 +352,21 @@ export class GateLeases {
    * The runner's member leaves once no job of ours runs and none is being admitted: a join
    * still in flight would otherwise be undone by a leave sent after it, with its job running.
    * A join asked later goes in the same or a later batch, after this leave (leaves go first).
+   * While the gate's last "free" is fresh, the member lingers until it is stale (see the
+   * ExclusiveGate comment) and jobs admitted meanwhile keep it.
    */
-  private leaveIfIdle(logger: () => LeaseLog): void {
-    if (this.occupancy > 0 || this.pendingJoins > 0) return;
+  private leaveIfIdle(logger: () => LeaseLog, lingered = false): void {
+    if (this.occupancy > 0 || this.pendingJoins > 0 || this.lingering) return;
+    const fresh = this.freshUntil - performance.now();
+    if (fresh > 0 && !lingered) {
+      // Stay in until the gate's "free" is stale: the next job most likely comes within microseconds.
+      this.lingering = setTimeout(() => {
+        this.lingering = undefined;
+        this.leaveIfIdle(logger, true);
+      }, Math.ceil(fresh));
+      this.lingering.unref();
+      return;
+    }
     this.freshUntil = 0;
     void this.batched(this.leaving, this.member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
   }
@@ -362,7 +404,7 @@ export class GateLeases {
 
   /** Keeps this runner's entries alive while their jobs run. */
   async renew(): Promise<void> {
-    const running = this.occupancy > 0 || this.pendingJoins > 0;
+    const running = this.occupancy > 0 || this.pendingJoins > 0 || this.lingering !== undefined;
     if (!running && !this.held) return;
     const held = this.held;
     try {

@@ -1,10 +1,10 @@
-import type { Worker } from "bullmq";
+import { setMaxListeners } from "node:events";
 import type { Redis } from "ioredis";
 import type { Logger } from "./logger";
 
 /**
- * Cancelling a running job across processes: BullMQ can abort a job only in the worker that
- * runs it (`Worker.cancelJob`), so a producer (the dashboard, the CLI) publishes the request on
+ * Cancelling a running job across processes: only the runner that runs a job can abort it
+ * (JobSignals), so a producer (the dashboard, the CLI) publishes the request on
  * one channel per fleet prefix, and every JobRunner subscribed to it aborts the job if it holds
  * it. The job's handler sees its AbortSignal fire with reason CANCEL_REASON, leaves every item
  * done or retryable, and the job fails without retry ("cancelled").
@@ -35,21 +35,92 @@ export function parseCancelRequest(message: string): CancelRequest | undefined {
   }
 }
 
+// Listeners allowed on one job's AbortSignal (copies in flight × listeners per copy).
+const JOB_SIGNAL_MAX_LISTENERS = 10_000;
+
+/** A running job's abort: the signal its handler sees, made on first use. */
+export interface JobAbort {
+  /** The job's AbortSignal; created when first asked for (most small jobs never ask). */
+  readonly signal: AbortSignal;
+  /** Why the job was aborted (CANCEL_REASON, "shutdown"), whether or not its signal was made. */
+  readonly reason: unknown;
+}
+
+/** One running job's abort, made lazily (a class: one is made per job). */
+class JobSlot implements JobAbort {
+  private controller: AbortController | undefined;
+  reason: unknown;
+
+  constructor(
+    /** The running jobs of the job's queue, by id. */
+    private readonly owner: Map<string, JobSlot>,
+    private readonly jobId: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      // One job signal is shared by every copy in flight (COPY_CONCURRENCY of them, each with
+      // its streams and SDK requests listening): dozens of listeners are expected, not a leak.
+      setMaxListeners(JOB_SIGNAL_MAX_LISTENERS, this.controller.signal);
+      if (this.reason !== undefined) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: unknown): boolean {
+    if (this.reason !== undefined) return false;
+    this.reason = reason;
+    this.controller?.abort(reason);
+    return true;
+  }
+
+  done(): void {
+    if (this.owner.get(this.jobId) === this) this.owner.delete(this.jobId);
+  }
+}
+
+/**
+ * The abort signals of the jobs one runner runs, by queue and job id. A signal is made only
+ * when the handler first reads it: an AbortController and its listener bookkeeping cost about
+ * a tenth of a whole no-op job (BullMQ makes one per job for a processor that takes a signal,
+ * so the runner gives BullMQ a processor that does not, and keeps its own). An abort that
+ * comes before the signal was read is remembered, and the signal starts out aborted.
+ */
+export class JobSignals {
+  /** By queue, then job id. */
+  private readonly running = new Map<string, Map<string, JobSlot>>();
+
+  /** Starts following a job; `done()` forgets it when the job's run ends. */
+  track(queue: string, jobId: string): JobAbort & { done(): void } {
+    let jobs = this.running.get(queue);
+    if (!jobs) this.running.set(queue, (jobs = new Map()));
+    const slot = new JobSlot(jobs, jobId);
+    jobs.set(jobId, slot);
+    return slot;
+  }
+
+  /** Aborts the job if this runner runs it; true if it did. */
+  cancel(queue: string, jobId: string, reason: unknown): boolean {
+    return this.running.get(queue)?.get(jobId)?.abort(reason) ?? false;
+  }
+
+  /** Aborts every job this runner runs (a shutdown past its grace period). */
+  abortAll(reason: unknown): void {
+    for (const jobs of this.running.values()) for (const slot of jobs.values()) slot.abort(reason);
+  }
+}
+
 /**
  * Subscribes (on a duplicate of `connection`) to the fleet's cancel requests and aborts the
- * named job in whichever of `workers` runs it. Resolves to the subscriber once subscribed.
+ * named job through `cancel` if this runner runs it. Resolves to the subscriber once subscribed.
  */
-export async function listenForCancels(connection: Redis, prefix: string, workers: readonly Worker[], log: Logger): Promise<Redis> {
+export async function listenForCancels(connection: Redis, prefix: string, cancel: (request: CancelRequest) => boolean, log: Logger): Promise<Redis> {
   const subscriber = connection.duplicate();
   subscriber.on("error", (err) => log.debug({ err }, "cancel subscriber connection error"));
   subscriber.on("message", (_channel: string, message: string) => {
     const request = parseCancelRequest(message);
-    if (!request) return;
-    for (const worker of workers) {
-      if (worker.name === request.queue && worker.cancelJob(request.jobId, CANCEL_REASON)) {
-        log.warn({ queue: request.queue, jobId: request.jobId }, "job cancelled on request: aborting it");
-      }
-    }
+    if (request && cancel(request)) log.warn({ queue: request.queue, jobId: request.jobId }, "job cancelled on request: aborting it");
   });
   await subscriber.subscribe(cancelChannel(prefix));
   return subscriber;

@@ -1,36 +1,20 @@
 import { randomBytes } from "node:crypto";
-import { setMaxListeners } from "node:events";
 import { DelayedError, UnrecoverableError } from "bullmq";
 import type { Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { ExclusiveGate, GateLeases } from "./exclusiveGate";
-import { listenForCancels } from "./jobCancel";
-import type { AnyJobDefinition, JobContext } from "./jobDefinition";
+import { CANCEL_REASON, JobSignals, listenForCancels } from "./jobCancel";
+import type { AnyJobDefinition } from "./jobDefinition";
 import { decideOutcome } from "./jobOutcome";
 import type { JobEvent } from "./jobOutcome";
 import type { Logger } from "./logger";
+import { JobRun } from "./jobRun";
+import type { RunHost } from "./jobRun";
 import type { OperationRecorder, OperationRef } from "./operationRecorder";
 import type { RunnerOptions } from "./runnerOptions";
-import type { RunWindows } from "./runWindow";
 import { LockWait } from "./lockWait";
 import { createQueueWorker } from "./queueWorker";
 import { formatZodIssues } from "./zodIssues";
-
-// Listeners allowed on one job's AbortSignal (copies in flight × listeners per copy).
-const JOB_SIGNAL_MAX_LISTENERS = 10_000;
-// At most one progress row per job this often in the history (migrate-range reports per chunk).
-const PROGRESS_RECORD_INTERVAL_MS = 5_000;
-
-/** One run of one job as the runner follows it. */
-interface RunState {
-  job: Job;
-  token: string | undefined;
-  op: OperationRef;
-  /** The job's child logger, made on first use. */
-  log: () => Logger;
-  attempt: number;
-  lastProgress: unknown;
-}
 
 /**
  * Runs the catalogue's processors on BullMQ workers. Everything a processor should not have
@@ -51,13 +35,22 @@ export class JobRunner<Deps> {
   private readonly leases: GateLeases;
   /** Jobs whose definition says whileLocked: "wait" are held back while the API is locked. */
   private readonly lockWait: LockWait;
+  /** The abort signals of the jobs running here (cancel requests, shutdown). */
+  private readonly signals = new JobSignals();
+  /** What each JobRun needs of the runner. */
+  private readonly host: RunHost<Deps>;
 
   constructor(private readonly options: RunnerOptions<Deps>) {
+    this.host = {
+      deps: options.deps,
+      log: options.log,
+      ...(options.history ? { recordProgress: (run: JobRun<Deps>, value: unknown) => this.record(run, (h) => h.progress(run.op, value)) } : {}),
+    };
     const gate = new ExclusiveGate(options.connection, options.prefix);
     this.lockWait = new LockWait(options.connection, options.prefix, options.exclusiveRecheckMs ?? 5_000);
     this.leases = new GateLeases(gate, randomBytes(6).toString("hex"), options.lockDurationMs, options.exclusiveRecheckMs ?? 5_000, options.log);
     for (const consumer of options.consumers) {
-      this.workers.push(createQueueWorker(options, consumer, (job, token, signal) => this.process(consumer.queue, job, token, signal), (job, err) => this.onFailed(consumer.queue, job, err)));
+      this.workers.push(createQueueWorker(options, consumer, (job, token) => this.process(consumer.queue, job, token), (job, err) => this.onFailed(consumer.queue, job, err)));
     }
   }
 
@@ -67,7 +60,7 @@ export class JobRunner<Deps> {
       worker.run().catch((err) => this.options.log.error({ err, queue: worker.name }, "worker stopped with an error"));
     }
     await Promise.all(this.workers.map((w) => w.waitUntilReady()));
-    this.cancelSubscriber = await listenForCancels(this.options.connection, this.options.prefix, this.workers, this.options.log);
+    this.cancelSubscriber = await listenForCancels(this.options.connection, this.options.prefix, (r) => this.signals.cancel(r.queue, r.jobId, CANCEL_REASON), this.options.log);
     this.leases.start();
     this.options.log.info({ queues: this.options.consumers }, "consuming");
   }
@@ -97,7 +90,7 @@ export class JobRunner<Deps> {
     const closing = Promise.all(this.workers.map((w) => w.close()));
     const timer = setTimeout(() => {
       this.options.log.warn({ graceMs }, "active jobs still running after the grace period: aborting them");
-      for (const w of this.workers) w.cancelAllJobs("shutdown");
+      this.signals.abortAll("shutdown");
     }, graceMs);
     try {
       await closing;
@@ -110,95 +103,68 @@ export class JobRunner<Deps> {
     }
   }
 
-  private async process(queue: string, job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> {
+  private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
     const { catalogue } = this.options;
     const def = catalogue.get(job.name);
-    const attempt = job.attemptsMade + 1;
-    // The child logger is made only when something is logged: most jobs log nothing.
-    let child: Logger | undefined;
-    const log = () => (child ??= this.options.log.child({ queue, jobId: job.id, job: job.name, attempt }));
-    const op: OperationRef = { id: job.id ?? "", name: job.name, queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: job.data };
-    const run: RunState = { job, token, op, log, attempt, lastProgress: null };
+    const run = new JobRun(this.host, queue, job, token);
     if (!def || def.queue !== queue) {
       return this.apply(run, def, { type: "no-handler", name: job.name, queue, known: catalogue.onQueue(queue).map((d) => d.name) });
     }
     const parsed = def.schema.safeParse(job.data);
-    if (!parsed.success) return this.apply(run, def, { type: "invalid-payload", issues: formatZodIssues(parsed.error.issues), attempt });
+    if (!parsed.success) return this.apply(run, def, { type: "invalid-payload", issues: formatZodIssues(parsed.error.issues), attempt: run.attempt });
     const windowName = def.options?.runWindow;
     const window = windowName ? this.options.windows.get(windowName) : undefined;
     if (window) {
       const now = this.options.now?.() ?? new Date();
       if (!window.isOpen(now)) return this.apply(run, def, { type: "window-closed", window: windowName!, opensAt: window.nextOpening(now) });
+      run.window = window;
     }
-    const locked = await this.lockWait.check(def);
-    if (locked) return this.apply(run, def, { type: "api-locked", reason: locked.reason, until: locked.until });
-    const entry = await this.leases.enter({ queue, jobId: job.id ?? "", name: job.name, token: token ?? "", exclusive: def.options?.exclusive }, log);
+    if (this.lockWait.applies(def)) {
+      const locked = await this.lockWait.check();
+      if (locked) return this.apply(run, def, { type: "api-locked", reason: locked.reason, until: locked.until });
+    }
+    const exclusive = def.options?.exclusive;
+    const log = () => run.log;
+    // Most starts are admitted without a round trip (see GateLeases.admitAtOnce).
+    const entry = (!exclusive && this.leases.admitAtOnce(log)) || (await this.leases.enter({ queue, jobId: job.id ?? "", name: job.name, token: token ?? "", exclusive }, log));
     if (!entry.entered) return this.apply(run, def, { type: "gate-closed", reason: entry.reason, delayMs: entry.delayMs });
+    const abort = (run.abort = this.signals.track(queue, job.id ?? ""));
+    const { metrics, history } = this.options;
     try {
-      return await this.run(run, def, parsed.data, signal, window);
+      if (history) await this.record(run, (h) => h.started(run.op, run.attempt));
+      const started = performance.now();
+      metrics.activeJobs.inc({ queue });
+      let event: JobEvent;
+      try {
+        event = { type: "returned", result: await def.handle(parsed.data, run) };
+      } catch (err) {
+        event = { type: "threw", err, aborted: abort.reason, attempt: run.attempt, maxAttempts: job.opts.attempts ?? 1 };
+      } finally {
+        metrics.activeJobs.dec({ queue });
+      }
+      return await this.apply(run, def, event, started);
     } finally {
+      abort.done();
       await entry.release();
     }
-  }
-
-  private async run(run: RunState, def: AnyJobDefinition, payload: unknown, signal: AbortSignal | undefined, window: RunWindows | undefined): Promise<unknown> {
-    const { deps, metrics } = this.options;
-    const { job, op, attempt } = run;
-    const queue = op.queue;
-    await this.record(run, (h) => h.started(op, attempt));
-    let progressRecordedAt = 0;
-    const abort = signal ?? new AbortController().signal;
-    // One job signal is shared by every copy in flight (COPY_CONCURRENCY of them, each with
-    // its streams and SDK requests listening): dozens of listeners are expected, not a leak.
-    setMaxListeners(JOB_SIGNAL_MAX_LISTENERS, abort);
-    const ctx: JobContext<Deps> = {
-      job: { id: op.id, name: job.name, queue, attempt, enqueuedAt: job.timestamp },
-      get log() {
-        return run.log();
-      },
-      signal: abort,
-      deps,
-      ...(window ? { window } : {}),
-      note: async (line) => {
-        await job.log(line).catch((err: unknown) => run.log().warn({ err }, "could not add a line to the job's log"));
-      },
-      progress: async (value) => {
-        await job.updateProgress(value);
-        run.lastProgress = value;
-        if (Date.now() - progressRecordedAt >= PROGRESS_RECORD_INTERVAL_MS) {
-          progressRecordedAt = Date.now();
-          await this.record(run, (h) => h.progress(op, value));
-        }
-      },
-    };
-    const started = performance.now();
-    metrics.activeJobs.inc({ queue });
-    let event: JobEvent;
-    try {
-      event = { type: "returned", result: await def.handle(payload, ctx) };
-    } catch (err) {
-      event = { type: "threw", err, aborted: abort.aborted ? abort.reason : undefined, attempt, maxAttempts: job.opts.attempts ?? 1 };
-    } finally {
-      metrics.activeJobs.dec({ queue });
-    }
-    return this.apply(run, def, event, started);
   }
 
   /**
    * The one place an outcome takes effect: metrics, log line, history event, BullMQ move, and
    * then the return value or the error BullMQ acts on (see jobOutcome.ts).
    */
-  private async apply(run: RunState, def: AnyJobDefinition | undefined, event: JobEvent, startedAt?: number): Promise<unknown> {
+  private async apply(run: JobRun<Deps>, def: AnyJobDefinition | undefined, event: JobEvent, startedAt?: number): Promise<unknown> {
     const { metrics } = this.options;
-    const { job, op } = run;
+    const { queue, bullJob: job } = run;
     const outcome = decideOutcome(event, { now: Date.now(), random: Math.random() });
     if (startedAt !== undefined) {
-      metrics.jobDuration.observe({ queue: op.queue, name: job.name, outcome: outcome.metric }, (performance.now() - startedAt) / 1000);
+      metrics.jobDuration.observe({ queue, name: job.name, outcome: outcome.metric }, (performance.now() - startedAt) / 1000);
     }
-    if (outcome.action === "delay" && outcome.delayedByWindow) metrics.jobsDelayedByWindow.inc({ queue: op.queue, name: job.name });
-    if (outcome.log) run.log()[outcome.log.level](outcome.log.fields ?? {}, outcome.log.msg);
+    if (outcome.action === "delay" && outcome.delayedByWindow) metrics.jobsDelayedByWindow.inc({ queue, name: job.name });
+    if (outcome.log) run.log[outcome.log.level](outcome.log.fields ?? {}, outcome.log.msg);
     const history = outcome.history;
-    if (history && def) {
+    if (history && def && this.options.history) {
+      const op = run.op;
       const progress = startedAt !== undefined ? { progress: run.lastProgress } : {};
       await this.record(run, (h) =>
         history.type === "delayed" ? h.delayed(op, history.reason) : h.finished(op, { state: history.state, attempts: run.attempt, ...(history.result !== undefined ? { result: history.result } : {}), ...(history.error ? { error: history.error } : {}), ...progress }),
@@ -217,13 +183,13 @@ export class JobRunner<Deps> {
   }
 
   /** Writes to the operation history; a failure there is logged, never fails the job. */
-  private async record(run: Pick<RunState, "log">, write: (history: OperationRecorder) => Promise<void>): Promise<void> {
+  private async record(run: { log: Logger }, write: (history: OperationRecorder) => Promise<void>): Promise<void> {
     const history = this.options.history;
     if (!history) return;
     try {
       await write(history);
     } catch (err) {
-      run.log().warn({ err }, "operation history not written");
+      run.log.warn({ err }, "operation history not written");
     }
   }
 
@@ -238,7 +204,7 @@ export class JobRunner<Deps> {
       const op: OperationRef = { id: job.id ?? "", name: job.name, queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: job.data };
       const log = this.options.log.child({ queue, jobId: job.id, job: job.name });
       log.error({ reason: err.message }, "job failed: its worker died too often while running it");
-      void this.record({ log: () => log }, (h) => h.finished(op, { state: "FAILED", attempts: job.attemptsMade, error: `stalled: ${err.message}` }));
+      void this.record({ log }, (h) => h.finished(op, { state: "FAILED", attempts: job.attemptsMade, error: `stalled: ${err.message}` }));
     }
   }
 }

@@ -21,9 +21,13 @@ export class LockWait {
     this.lock = new ApiLock(redis, prefix);
   }
 
-  /** undefined: the job may start; otherwise when to ask again (ms epoch) and why. */
-  async check(def: AnyJobDefinition): Promise<{ until: number; reason: string } | undefined> {
-    if (def.options?.whileLocked !== "wait") return undefined;
+  /** True if jobs of `def` wait while the API is locked (then `check` before each start). */
+  applies(def: AnyJobDefinition): boolean {
+    return def.options?.whileLocked === "wait";
+  }
+
+  /** For a job that `applies`: undefined, it may start; otherwise when to ask again (ms epoch) and why. */
+  async check(): Promise<{ until: number; reason: string } | undefined> {
     const lock = await this.lock.get();
     if (!lock) return undefined;
     const until = Date.now() + Math.max(50, Math.round(this.recheckMs * (0.8 + Math.random() * 0.4)));

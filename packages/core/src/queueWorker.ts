@@ -10,7 +10,9 @@ import type { QueueConsumer, RunnerOptions } from "./runnerOptions";
 export function createQueueWorker<Deps>(
   options: RunnerOptions<Deps>,
   consumer: QueueConsumer,
-  processor: (job: Job, token: string | undefined, signal: AbortSignal | undefined) => Promise<unknown>,
+  // Two parameters: BullMQ makes an AbortController per job for a processor that takes a third
+  // (the signal); the runner makes its own, only for handlers that use it (see JobSignals).
+  processor: (job: Job, token: string | undefined) => Promise<unknown>,
   onFailed: (job: Job | undefined, err: Error) => void,
 ): Worker {
   const defs = options.catalogue.onQueue(consumer.queue);
