@@ -61,6 +61,8 @@ export async function measureRunner(bench: BenchState, options: RunnerBenchOptio
   let historyRows = 0;
   try {
     for (let r = 1; r <= options.rounds; r++) {
+      // Seconds-long rounds: let the previous round's (and measurement's) PostgreSQL aftermath finish first.
+      await bench.settle({ quiet: true });
       const row: number[] = [];
       for (const kind of ["raw", "fleet", "fleetHistory"] as const) {
         await queue.obliterate({ force: true });
