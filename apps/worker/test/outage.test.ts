@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
@@ -56,7 +56,11 @@ describe("the destination folder is deleted and re-created mid-run", () => {
     await fx.waitFor(async () => (await outcomeSummary(fx.runtime)).SUCCESS >= 200, 60_000, "200 files migrated", 20);
 
     // The operator's mistake: the whole destination tree goes, while the worker writes into it.
-    await rm(fx.destDir, { recursive: true, force: true, maxRetries: 20, retryDelay: 10 });
+    // Moved away in one step, then deleted: a recursive rm races the writer (folders it creates
+    // meanwhile make rm retry), and a fast worker finished the run before rm won — once, in CI.
+    const gone = `${fx.destDir}.deleted`;
+    await rename(fx.destDir, gone);
+    await rm(gone, { recursive: true, force: true, maxRetries: 20, retryDelay: 10 });
     const open = await fx.waitFor(() => openBreaker(fx), 30_000, "the link's breaker to open");
     expect(open).toMatchObject({ link: `local:${fx.sourceDir} → local:${fx.destDir}`, category: "storage-unavailable" });
     // The worker does not re-create a root that vanished (it might be an unmounted volume).

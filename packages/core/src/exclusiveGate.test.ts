@@ -268,7 +268,7 @@ describe("ExclusiveGate.admitMany (the runner's batched admissions and leaves)",
     if (first.entered) await first.release();
     // No job of ours runs, yet the member stays and the next job is admitted at once.
     expect(await members()).toEqual(["rlinger:jobs"]);
-    const second = leases.admitAtOnce(() => quiet);
+    const second = leases.admitAtOnce();
     expect(second?.entered).toBe(true);
     expect(asked).toBe(1);
     if (second?.entered) await second.release();
@@ -276,7 +276,7 @@ describe("ExclusiveGate.admitMany (the runner's batched admissions and leaves)",
     await waitUntil(async () => (await redis.zcard(gate.runningKey)) === 0, "the idle runner's member to leave");
     expect(performance.now() - answeredAt).toBeGreaterThanOrEqual(ADMISSION_FRESH_MS - 1);
     expect(asked).toBe(2); // the leave
-    expect(leases.admitAtOnce(() => quiet)).toBeUndefined();
+    expect(leases.admitAtOnce()).toBeUndefined();
     const holder = { id: "admin:linger", queue: "admin", jobId: "linger", name: "solo", runner: "other", since: new Date().toISOString(), lockApi: false };
     expect(await gate.acquire(holder, 10_000)).toEqual({ acquired: true });
     expect(await gate.release(holder.id)).toBe(true);

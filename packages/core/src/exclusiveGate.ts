@@ -258,7 +258,7 @@ export class GateLeases {
       clearTimeout(this.lingering);
       this.lingering = undefined;
       this.freshUntil = 0;
-      this.leaveIfIdle(() => this.log);
+      this.leaveIfIdle();
     }
   }
 
@@ -298,7 +298,7 @@ export class GateLeases {
       }
       return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
     }
-    const now = this.admitAtOnce(logger);
+    const now = this.admitAtOnce();
     if (now) return now;
     const askedAt = performance.now();
     this.pendingJoins++;
@@ -311,11 +311,11 @@ export class GateLeases {
     if (outcome.admitted) {
       // From when it was asked, not answered: the answer may be older than it looks.
       this.freshUntil = Math.max(this.freshUntil, askedAt + ADMISSION_FRESH_MS);
-      return this.admitted(logger);
+      return this.admitted();
     }
     this.freshUntil = 0;
     // Refused all-or-none: if no job of ours runs any more, our member must not stay behind.
-    this.leaveIfIdle(logger);
+    this.leaveIfIdle();
     return { entered: false, delayMs: Math.min(recheckMs, outcome.retryInMs + 100), reason: `exclusive operation ${outcome.holder.name} (${outcome.holder.jobId}) holds the fleet` };
   }
 
@@ -324,11 +324,11 @@ export class GateLeases {
    * ADMISSION_FRESH_MS), and the runner's member has been in the running set ever since (a
    * leave or a refusal makes the answer stale at once). undefined: ask with `enter`.
    */
-  admitAtOnce(logger: () => LeaseLog): GateEntry | undefined {
-    return performance.now() < this.freshUntil ? this.admitted(logger) : undefined;
+  admitAtOnce(): GateEntry | undefined {
+    return performance.now() < this.freshUntil ? this.admitted() : undefined;
   }
 
-  private admitted(logger: () => LeaseLog): GateEntry {
+  private admitted(): GateEntry {
     if (this.lingering) {
       clearTimeout(this.lingering);
       this.lingering = undefined;
@@ -343,7 +343,7 @@ export class GateLeases {
         if (released) return;
         released = true;
         this.occupancy--;
-        this.leaveIfIdle(logger);
+        this.leaveIfIdle();
       },
     };
   }
@@ -355,20 +355,20 @@ export class GateLeases {
    * While the gate's last "free" is fresh, the member lingers until it is stale (see the
    * ExclusiveGate comment) and jobs admitted meanwhile keep it.
    */
-  private leaveIfIdle(logger: () => LeaseLog, lingered = false): void {
+  private leaveIfIdle(lingered = false): void {
     if (this.occupancy > 0 || this.pendingJoins > 0 || this.lingering) return;
     const fresh = this.freshUntil - performance.now();
     if (fresh > 0 && !lingered) {
       // Stay in until the gate's "free" is stale: the next job most likely comes within microseconds.
       this.lingering = setTimeout(() => {
         this.lingering = undefined;
-        this.leaveIfIdle(logger, true);
+        this.leaveIfIdle(true);
       }, Math.ceil(fresh));
       this.lingering.unref();
       return;
     }
     this.freshUntil = 0;
-    void this.batched(this.leaving, this.member).catch((err: unknown) => logger().warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
+    void this.batched(this.leaving, this.member).catch((err: unknown) => this.log.warn({ err }, "could not leave the exclusive gate's running set; the entry expires with its lease"));
   }
 
   private batched(list: GateLeases["joining"], member: string): Promise<AdmitResult> {

@@ -124,23 +124,22 @@ export class JobRunner<Deps> {
       if (locked) return this.apply(run, def, { type: "api-locked", reason: locked.reason, until: locked.until });
     }
     const exclusive = def.options?.exclusive;
-    const log = () => run.log;
     // Most starts are admitted without a round trip (see GateLeases.admitAtOnce).
-    const entry = (!exclusive && this.leases.admitAtOnce(log)) || (await this.leases.enter({ queue, jobId: job.id ?? "", name: job.name, token: token ?? "", exclusive }, log));
+    const entry = (!exclusive && this.leases.admitAtOnce()) || (await this.leases.enter({ queue, jobId: job.id ?? "", name: job.name, token: token ?? "", exclusive }, () => run.log));
     if (!entry.entered) return this.apply(run, def, { type: "gate-closed", reason: entry.reason, delayMs: entry.delayMs });
     const abort = (run.abort = this.signals.track(queue, job.id ?? ""));
     const { metrics, history } = this.options;
     try {
       if (history) await this.record(run, (h) => h.started(run.op, run.attempt));
       const started = performance.now();
-      metrics.activeJobs.inc({ queue });
+      metrics.jobTally.jobStarted(queue);
       let event: JobEvent;
       try {
         event = { type: "returned", result: await def.handle(parsed.data, run) };
       } catch (err) {
         event = { type: "threw", err, aborted: abort.reason, attempt: run.attempt, maxAttempts: job.opts.attempts ?? 1 };
       } finally {
-        metrics.activeJobs.dec({ queue });
+        metrics.jobTally.jobEnded(queue);
       }
       return await this.apply(run, def, event, started);
     } finally {

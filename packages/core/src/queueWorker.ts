@@ -31,7 +31,7 @@ export function createQueueWorker<Deps>(
     settings: { backoffStrategy: fleetBackoffStrategy(options.backoff.scheduleMs, options.backoff.jitter) },
   });
   worker.on("failed", onFailed);
-  worker.on("completed", (job) => options.metrics.jobsCompleted.inc({ queue: consumer.queue, name: job.name }));
+  worker.on("completed", (job) => options.metrics.jobTally.jobCompleted(consumer.queue, job.name));
   worker.on("error", (err) => options.log.error({ err, queue: consumer.queue }, "worker error"));
   worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
   return worker;
