@@ -153,7 +153,10 @@ asRoot("the destination disk fills up mid-run", () => {
     expect(text).toMatch(/next probe in/);
     const workerMetrics = await (await fetch(`http://127.0.0.1:${metricsAddress.port}/metrics`)).text();
     expect(workerMetrics).toContain(`fleet_link_breaker_open{link="${link}"} 1`);
-    expect(workerMetrics).toMatch(new RegExp(`fleet_link_breaker_openings_total\\{link="[^"]+"\\} 1`));
+    // At least once: a probe can find room for its 64 KB while files still do not fit (the
+    // paused copies' temp files were just removed), close the breaker, and the next file opens it
+    // again — seen once in four runs. The files stay pending either way (checked above and below).
+    expect(workerMetrics).toMatch(new RegExp(`fleet_link_breaker_openings_total\\{link="[^"]+"\\} [1-9]`));
     expect(workerMetrics).toMatch(/fleet_link_faults_total\{link="[^"]+",category="no-space"\} [1-9]/);
     const dashboard = await startDashboardProcess(fx.env);
     try {
