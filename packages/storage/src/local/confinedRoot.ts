@@ -1,7 +1,7 @@
 import { existsSync, readlinkSync } from "node:fs";
 import { mkdir, realpath } from "node:fs/promises";
 import path from "node:path";
-import { PermanentError } from "@fleet/core/errors";
+import { PermanentError, RetryableError } from "@fleet/core/errors";
 import { parentKey } from "../keys";
 import { errorCode, toStorageError } from "../storageErrors";
 
@@ -96,7 +96,7 @@ export class ConfinedRoot {
     } catch (err) {
       throw toStorageError("resolve", key, err);
     }
-    this.assertInside(real, key);
+    if (!this.isInside(real)) await this.throwOutside(real, key);
     return real;
   }
 
@@ -109,7 +109,7 @@ export class ConfinedRoot {
     } catch (err) {
       throw toStorageError("open folder of", key, err);
     }
-    this.assertInside(real, key);
+    if (!this.isInside(real)) await this.throwOutside(real, key);
   }
 
   /** The realpath of a symlinked object, or invalid-key when it leads outside the root. */
@@ -121,7 +121,7 @@ export class ConfinedRoot {
     } catch (err) {
       throw toStorageError("resolve symlink of", key, err);
     }
-    this.assertInside(real, key);
+    if (!this.isInside(real)) await this.throwOutside(real, key);
     return real;
   }
 
@@ -148,7 +148,7 @@ export class ConfinedRoot {
       }
       real = await this.realpathOfExisting(abs, key);
     }
-    this.assertInside(real, key);
+    if (!this.isInside(real)) await this.throwOutside(real, key);
   }
 
   private async resolveRoot(create: boolean, key: string): Promise<string> {
@@ -180,15 +180,22 @@ export class ConfinedRoot {
     }
   }
 
-  private assertInside(real: string, key: string): void {
+  private isInside(real: string): boolean {
     const root = this.rootReal;
     if (root === undefined) throw new Error("ConfinedRoot: root checked before it was resolved");
-    const inside = real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
-    if (!inside) {
-      throw new PermanentError(
-        "invalid-key",
-        `key ${JSON.stringify(key)} leads outside the storage root ${this.path} through a symlink (to ${real})`,
-      );
+    return real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+  }
+
+  /**
+   * A real path outside the root: a symlink out of it (invalid-key, the key's fault), or the
+   * root itself moved or deleted while the file was open (a descriptor follows its folder when
+   * the tree is renamed away): storage-unavailable, a fault of the storage, retried.
+   */
+  private async throwOutside(real: string, key: string): Promise<never> {
+    const rootNow = await realpath(this.path).catch(() => undefined);
+    if (rootNow !== this.rootReal) {
+      throw new RetryableError("storage-unavailable", `${JSON.stringify(key)}: the storage root ${this.path} was moved or deleted (its folder is now ${real})`);
     }
+    throw new PermanentError("invalid-key", `key ${JSON.stringify(key)} leads outside the storage root ${this.path} through a symlink (to ${real})`);
   }
 }

@@ -1,6 +1,7 @@
-import { mkdtemp, mkdir, readdir, readFile, lstat, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, open, readdir, readFile, lstat, realpath, rename, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { ConfinedRoot } from "./confinedRoot";
 import { LocalStorage } from "./localStorage";
 import type { ObjectInfo } from "../storage";
 
@@ -144,5 +145,37 @@ describe("LocalStorage and symlinks", () => {
     expect((await storage.readBuffer("inside/real/ok.txt")).toString()).toBe("moved ok");
     await storage.write("inside/real/new.txt", Buffer.from("new"));
     expect(await readFile(path.join(root, "moved", "new.txt"), "utf8")).toBe("new");
+  });
+});
+
+describe("the whole root moved away while a file is open in it", () => {
+  it("is the storage's fault (storage-unavailable, retried), not the key's (invalid-key): the descriptor follows its folder", async () => {
+    const confined = new ConfinedRoot(root);
+    await confined.ensureDir("inside", true, "inside/new.txt");
+    const file = path.join(root, "inside", "new.txt");
+    const fd = await open(file, "wx");
+    try {
+      // The operator renames (or deletes) the destination between the temp file's open and its check.
+      await rename(root, path.join(base, "moved"));
+      await expect(confined.verifyOpened(fd.fd, file, "inside/new.txt")).rejects.toMatchObject({ category: "storage-unavailable", retryable: true });
+      // Back where it was: the same descriptor checks out again.
+      await rename(path.join(base, "moved"), root);
+      await expect(confined.verifyOpened(fd.fd, file, "inside/new.txt")).resolves.toBe(await realpath(file));
+    } finally {
+      await fd.close();
+    }
+  });
+
+  it("a symlink out of a root that is still in place stays the key's fault (invalid-key)", async () => {
+    const confined = new ConfinedRoot(root);
+    await confined.ensureDir("", false, "dir-out/secret.txt");
+    const viaLink = path.join(root, "dir-out", "secret.txt");
+    const fd = await open(viaLink, "r");
+    try {
+      await expect(confined.verifyOpened(fd.fd, viaLink, "dir-out/secret.txt")).rejects.toMatchObject({ category: "invalid-key", retryable: false });
+    } finally {
+      await fd.close();
+    }
+    await outsideUntouched();
   });
 });
