@@ -71,7 +71,8 @@ async function ship(input: PackageRangeInput, files: SourceFileRow[]): Promise<v
     if (signal.aborted) return;
     if (isLinkFaultCategory(error.category)) {
       log.warn({ err: error, rangeId, firstFileId: files[0]!.id, files: files.length }, "package failed for the link: its files stay pending");
-      input.link.trip(error);
+      // A package is written whole: with no-space, the probes need room for all of it.
+      input.link.trip(error, undefined, files.reduce((sum, f) => sum + (f.size ?? 0), 0));
       return;
     }
     if (isRetryableCategory(error.category)) throw error;
