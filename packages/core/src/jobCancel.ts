@@ -50,11 +50,19 @@ export interface JobAbort {
 class JobSlot implements JobAbort {
   private controller: AbortController | undefined;
   reason: unknown;
+  /** The run has ended (done()). */
+  ended = false;
 
   constructor(
     /** The running jobs of the job's queue, by id. */
     private readonly owner: Map<string, JobSlot>,
     private readonly jobId: string,
+    /**
+     * An older run of the same job id still in this process: a job whose lock lapsed (the event
+     * loop or Redis stalled) can be taken again by another slot while its first handler runs.
+     * Aborts reach every run of the id.
+     */
+    readonly older: JobSlot | undefined,
   ) {}
 
   get signal(): AbortSignal {
@@ -75,8 +83,20 @@ class JobSlot implements JobAbort {
     return true;
   }
 
+  /** Aborts this run and every older run of the id still going; true if any was aborted now. */
+  abortAll(reason: unknown): boolean {
+    let any = false;
+    for (let slot: JobSlot | undefined = this; slot; slot = slot.older) if (!slot.ended && slot.abort(reason)) any = true;
+    return any;
+  }
+
   done(): void {
-    if (this.owner.get(this.jobId) === this) this.owner.delete(this.jobId);
+    this.ended = true;
+    if (this.owner.get(this.jobId) !== this) return; // an older run: the newest one holds the entry
+    let live = this.older;
+    while (live?.ended) live = live.older;
+    if (live) this.owner.set(this.jobId, live);
+    else this.owner.delete(this.jobId);
   }
 }
 
@@ -95,19 +115,19 @@ export class JobSignals {
   track(queue: string, jobId: string): JobAbort & { done(): void } {
     let jobs = this.running.get(queue);
     if (!jobs) this.running.set(queue, (jobs = new Map()));
-    const slot = new JobSlot(jobs, jobId);
+    const slot = new JobSlot(jobs, jobId, jobs.get(jobId));
     jobs.set(jobId, slot);
     return slot;
   }
 
-  /** Aborts the job if this runner runs it; true if it did. */
+  /** Aborts the job (every run of it) if this runner runs it; true if it did. */
   cancel(queue: string, jobId: string, reason: unknown): boolean {
-    return this.running.get(queue)?.get(jobId)?.abort(reason) ?? false;
+    return this.running.get(queue)?.get(jobId)?.abortAll(reason) ?? false;
   }
 
   /** Aborts every job this runner runs (a shutdown past its grace period). */
   abortAll(reason: unknown): void {
-    for (const jobs of this.running.values()) for (const slot of jobs.values()) slot.abort(reason);
+    for (const jobs of this.running.values()) for (const slot of jobs.values()) slot.abortAll(reason);
   }
 }
 

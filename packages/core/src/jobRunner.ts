@@ -2,8 +2,10 @@ import { randomBytes } from "node:crypto";
 import { DelayedError, UnrecoverableError } from "bullmq";
 import type { Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import { RetryableError } from "./errors";
 import { ExclusiveGate, GateLeases } from "./exclusiveGate";
 import { CANCEL_REASON, JobSignals, listenForCancels } from "./jobCancel";
+import type { JobAbort } from "./jobCancel";
 import type { AnyJobDefinition } from "./jobDefinition";
 import { decideOutcome } from "./jobOutcome";
 import type { JobEvent } from "./jobOutcome";
@@ -104,6 +106,17 @@ export class JobRunner<Deps> {
   }
 
   private async process(queue: string, job: Job, token: string | undefined): Promise<unknown> {
+    // Followed from the moment BullMQ hands it over: a cancel or a shutdown that comes while it
+    // still waits for admission (a gate or lock round trip) is remembered, not lost.
+    const abort = this.signals.track(queue, job.id ?? "");
+    try {
+      return await this.admitAndRun(queue, job, token, abort);
+    } finally {
+      abort.done();
+    }
+  }
+
+  private async admitAndRun(queue: string, job: Job, token: string | undefined, abort: JobAbort): Promise<unknown> {
     const { catalogue } = this.options;
     const def = catalogue.get(job.name);
     const run = new JobRun(this.host, queue, job, token);
@@ -127,9 +140,15 @@ export class JobRunner<Deps> {
     // Most starts are admitted without a round trip (see GateLeases.admitAtOnce).
     const entry = (!exclusive && this.leases.admitAtOnce()) || (await this.leases.enter({ queue, jobId: job.id ?? "", name: job.name, token: token ?? "", exclusive }, () => run.log));
     if (!entry.entered) return this.apply(run, def, { type: "gate-closed", reason: entry.reason, delayMs: entry.delayMs });
-    const abort = (run.abort = this.signals.track(queue, job.id ?? ""));
+    run.abort = abort;
     const { metrics, history } = this.options;
     try {
+      if (abort.reason !== undefined) {
+        // Cancelled or shut down while it waited for admission: the handler never starts.
+        const why = abort.reason === CANCEL_REASON ? "cancelled" : "stopped by the shutdown";
+        const err = new RetryableError("interrupted", `${why} before its handler started`);
+        return await this.apply(run, def, { type: "threw", err, aborted: abort.reason, attempt: run.attempt, maxAttempts: job.opts.attempts ?? 1 });
+      }
       if (history) await this.record(run, (h) => h.started(run.op, run.attempt));
       const started = performance.now();
       metrics.jobTally.jobStarted(queue);
@@ -143,7 +162,6 @@ export class JobRunner<Deps> {
       }
       return await this.apply(run, def, event, started);
     } finally {
-      abort.done();
       await entry.release();
     }
   }
