@@ -55,7 +55,10 @@ export function summarizeForHistory(value: unknown, depth = 0): unknown {
   if (value === null || value === undefined) return null;
   if (typeof value === "string") {
     const hidden = redactCredentials(value);
-    return hidden.length > MAX_STRING ? `${hidden.slice(0, MAX_STRING)}…` : hidden;
+    if (hidden.length <= MAX_STRING) return historyText(hidden);
+    // Never between the two halves of a surrogate pair (half an emoji cannot be stored).
+    const end = isHighSurrogate(hidden.charCodeAt(MAX_STRING - 1)) ? MAX_STRING - 1 : MAX_STRING;
+    return `${historyText(hidden.slice(0, end))}…`;
   }
   if (typeof value === "number" || typeof value === "boolean") return value;
   if (typeof value === "bigint") return value.toString();
@@ -67,9 +70,28 @@ export function summarizeForHistory(value: unknown, depth = 0): unknown {
   if (typeof value === "object") {
     const out: Record<string, unknown> = {};
     const entries = Object.entries(value as Record<string, unknown>);
-    for (const [key, v] of entries.slice(0, MAX_ITEMS)) out[key] = SECRET_KEY.test(key) ? "[redacted]" : summarizeForHistory(v, depth + 1);
+    for (const [key, v] of entries.slice(0, MAX_ITEMS)) out[historyText(key)] = SECRET_KEY.test(key) ? "[redacted]" : summarizeForHistory(v, depth + 1);
     if (entries.length > MAX_ITEMS) out["…"] = `${entries.length - MAX_ITEMS} more keys`;
     return out;
   }
   return String(value);
+}
+
+// NUL, and UTF-16 surrogates (paired or not: the slow path tells them apart).
+// eslint-disable-next-line no-control-regex
+const UNSTORABLE = /[\u0000\uD800-\uDFFF]/;
+
+/**
+ * Text as PostgreSQL can store it: NUL (which text and json cannot hold) and lone surrogates
+ * (half an emoji: not valid UTF-8) become U+FFFD. Every string the history stores goes through
+ * it, on the per-event and the batched path alike, so one odd error message costs nothing —
+ * before, it failed its statement (per event) or a whole batch of jobs (batched).
+ */
+export function historyText(text: string): string {
+  if (!UNSTORABLE.test(text)) return text;
+  return (text as string & { toWellFormed(): string }).toWellFormed().replace(/\u0000/g, "\uFFFD");
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
 }

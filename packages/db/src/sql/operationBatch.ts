@@ -1,5 +1,5 @@
 import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
-import { summarizeForHistory } from "@fleet/core/operationRecorder";
+import { historyText, summarizeForHistory } from "@fleet/core/operationRecorder";
 import type { Queryable } from "../pool";
 import { OperationHistory } from "./operations";
 
@@ -19,6 +19,15 @@ import { OperationHistory } from "./operations";
  * existing row (keep / set / keep-if-set per column); a delay is recorded once per stretch
  * (its status row only when the row was not DELAYED already). A job whose row a submitter
  * inserted between our snapshot and our insert is written again in the next flush.
+ *
+ * Failures: a flush PostgreSQL refuses (down, failing over) keeps its events, in order, and the
+ * next attempt backs off (an interval, doubling to 5 s; `flush()` on stop tries at once). A
+ * batch refused for its data (SQLSTATE class 22, or a value JSON cannot carry) is cut in halves
+ * until the one event PostgreSQL cannot take is alone; only that event is dropped and reported.
+ * Strings are made storable first on both paths (historyText: NUL and lone surrogates become
+ * U+FFFD), so in practice that takes a job id with a NUL or a date out of range. A row already
+ * REMOVED (the API cancelled the job before it started) is final: a runner event of the same
+ * job still in the buffer is older than the removal and is not applied.
  *
  * What a SIGKILL loses: the events buffered since the last flush (at most `intervalMs` of
  * them plus one flush in flight). BullMQ's own record of the job is unaffected, and the API
@@ -240,6 +249,9 @@ WITH b AS (
     updated_at = now()
   -- Only rows that exist (prev), by index: most flushes carry only new jobs.
   FROM b WHERE o.id = ANY (ARRAY(SELECT id FROM prev)) AND o.id = b.id AND o.created_at <= b.created_at
+    -- Removed (cancelled before it started, written at once by the API): final. A runner event
+    -- of the same job still in a buffer is older than that, so it must not reopen the row.
+    AND NOT (o.state = 'REMOVED' AND o.created_at = b.created_at)
   RETURNING o.id
 ), ins AS (
   INSERT INTO operations AS o (id, name, queue, data, max_attempts, ${MUTABLE.join(", ")}, created_at, updated_at)
@@ -264,7 +276,8 @@ WITH b AS (
 )
 SELECT b.id FROM b
  WHERE b.id NOT IN (SELECT id FROM applied)
-   AND NOT EXISTS (SELECT 1 FROM prev WHERE prev.id = b.id AND prev.created_at > b.created_at)`;
+   AND NOT EXISTS (SELECT 1 FROM prev WHERE prev.id = b.id
+                    AND (prev.created_at > b.created_at OR (prev.created_at = b.created_at AND prev.state = 'REMOVED')))`;
 
 export interface BatchOptions {
   /** A flush starts at most this long after the first event it carries (default 100 ms). */
@@ -277,6 +290,26 @@ export interface BatchOptions {
   onError?: (err: unknown, context: { events: number; dropped: number }) => void;
 }
 
+// The longest wait between flush attempts while PostgreSQL fails them.
+const MAX_BACKOFF_MS = 5_000;
+
+/** Events PostgreSQL rejects as data (not a failure of the connection). */
+class UnstorableEvents extends Error {
+  constructor(override readonly cause: unknown) {
+    super("events PostgreSQL cannot store");
+  }
+}
+
+/** A flush that failed for PostgreSQL (not its data), with the events it did not write. */
+class FlushFailed extends Error {
+  constructor(
+    override readonly cause: unknown,
+    readonly unwritten: Buffered[],
+  ) {
+    super("operation history flush failed");
+  }
+}
+
 /** The operation history for the JobRunner, batched (see the file's comment). */
 export class BatchedOperationHistory implements OperationRecorder {
   private buffer: Buffered[] = [];
@@ -286,6 +319,9 @@ export class BatchedOperationHistory implements OperationRecorder {
   private readonly intervalMs: number;
   private readonly maxEvents: number;
   private readonly maxBuffered: number;
+  /** After a failed flush: the next one waits until then (backing off while PostgreSQL is down). */
+  private retryAt = 0;
+  private backoffMs = 0;
   /** Flushes done and statements sent, for tests and the bench. */
   readonly stats = { flushes: 0, events: 0, dropped: 0, failures: 0 };
 
@@ -312,7 +348,7 @@ export class BatchedOperationHistory implements OperationRecorder {
   }
 
   delayed(op: OperationRef, reason: string): Promise<void> {
-    return this.push(op, { type: "delayed", reason, at: new Date() });
+    return this.push(op, { type: "delayed", reason: historyText(reason), at: new Date() });
   }
 
   progress(op: OperationRef, value: unknown): Promise<void> {
@@ -320,7 +356,8 @@ export class BatchedOperationHistory implements OperationRecorder {
   }
 
   finished(op: OperationRef, outcome: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void> {
-    return this.push(op, { type: "finished", ...outcome, at: new Date() });
+    const error = outcome.error === undefined ? undefined : historyText(outcome.error);
+    return this.push(op, { type: "finished", ...outcome, error, at: new Date() });
   }
 
   // A timer that fired is forgotten first: one that fires while a flush is in flight must not
@@ -354,9 +391,15 @@ export class BatchedOperationHistory implements OperationRecorder {
       this.stats.dropped += dropped;
       this.options.onError?.(new Error(`operation history buffer full: ${dropped} oldest events dropped`), { events: this.buffer.length, dropped });
     }
-    if (this.buffer.length >= this.maxEvents && !this.flushing) void this.flushOnce();
-    else this.timer ??= setTimeout(this.onTimer, this.intervalMs);
+    // A full batch goes at once — unless PostgreSQL just failed: then the retry waits its turn.
+    if (this.buffer.length >= this.maxEvents && !this.flushing && Date.now() >= this.retryAt) void this.flushOnce();
+    else this.timer ??= setTimeout(this.onTimer, this.nextDelay());
     return Promise.resolve();
+  }
+
+  /** The next flush's delay: an interval, or longer while a failed flush backs off. */
+  private nextDelay(): number {
+    return Math.max(this.intervalMs, this.retryAt - Date.now());
   }
 
   private flushOnce(): Promise<void> {
@@ -365,24 +408,62 @@ export class BatchedOperationHistory implements OperationRecorder {
     this.timer = undefined;
     const batch = this.buffer.splice(0, this.maxEvents);
     if (batch.length === 0) return Promise.resolve();
-    const run = this.write(batch).then(
-      (missed) => {
+    const run = this.writeIsolating(batch).then(
+      ({ missed, written }) => {
         this.stats.flushes++;
-        this.stats.events += batch.length - missed.length;
+        this.stats.events += written;
+        this.backoffMs = 0;
+        this.retryAt = 0;
         if (missed.length > 0) this.buffer.unshift(...missed);
       },
       (err: unknown) => {
+        const { cause, unwritten } = err instanceof FlushFailed ? err : { cause: err, unwritten: batch };
         this.stats.failures++;
-        this.buffer.unshift(...batch);
-        this.options.onError?.(err, { events: this.buffer.length, dropped: 0 });
+        // Backs off (an interval, doubling up to MAX_BACKOFF_MS): a refused connection answers in a
+        // millisecond, and events keep coming.
+        this.backoffMs = Math.min(Math.max(this.intervalMs, this.backoffMs * 2), MAX_BACKOFF_MS);
+        this.retryAt = Date.now() + this.backoffMs;
+        this.buffer.unshift(...unwritten);
+        this.options.onError?.(cause, { events: this.buffer.length, dropped: 0 });
       },
     );
     this.flushing = run.finally(() => {
       this.flushing = undefined;
-      // More waiting: the next flush in an interval (a failed one retries no faster than that).
-      if (this.buffer.length > 0) this.timer ??= setTimeout(this.onTimer, this.intervalMs);
+      if (this.buffer.length > 0) this.timer ??= setTimeout(this.onTimer, this.nextDelay());
     });
     return this.flushing;
+  }
+
+  /**
+   * Writes a batch; one PostgreSQL cannot take (a value its JSON input rejects, a date out of
+   * range) is cut in halves until the offending event is alone, and only that event is dropped
+   * (counted and reported) — the rest of the batch is written, in order, as the per-event path
+   * would have. Any other failure (PostgreSQL unreachable) throws FlushFailed with the events not
+   * written yet, after the missed ones of the parts already written.
+   */
+  private async writeIsolating(batch: Buffered[]): Promise<{ missed: Buffered[]; written: number }> {
+    const missed: Buffered[] = [];
+    let written = 0;
+    const parts: Buffered[][] = [batch];
+    while (parts.length > 0) {
+      const part = parts.shift()!;
+      try {
+        const again = await this.write(part);
+        missed.push(...again);
+        written += part.length - again.length;
+      } catch (err) {
+        if (!(err instanceof UnstorableEvents)) throw new FlushFailed(err, [...missed, ...part, ...parts.flat()]);
+        if (part.length === 1) {
+          this.stats.dropped++;
+          const { op } = part[0]!;
+          this.options.onError?.(new Error(`operation history: an event of job ${op.queue}/${op.id} PostgreSQL cannot store was dropped: ${(err.cause as Error)?.message ?? err.cause}`), { events: this.buffer.length, dropped: 1 });
+          continue;
+        }
+        const mid = part.length >> 1;
+        parts.unshift(part.slice(0, mid), part.slice(mid));
+      }
+    }
+    return { missed, written };
   }
 
   /** One statement for a batch; resolves to the events to write again (their row appeared meanwhile). */
@@ -437,8 +518,21 @@ export class BatchedOperationHistory implements OperationRecorder {
   }
 
   private async write(batch: readonly Buffered[]): Promise<Buffered[]> {
-    const { groups, params } = this.statementFor(batch);
-    const { rows } = await this.db.query<{ id: string }>(FLUSH_SQL, params);
+    let statement;
+    try {
+      statement = this.statementFor(batch);
+    } catch (err) {
+      throw new UnstorableEvents(err); // e.g. a date out of range
+    }
+    const { groups, params } = statement;
+    let rows: Array<{ id: string }>;
+    try {
+      ({ rows } = await this.db.query<{ id: string }>(FLUSH_SQL, params));
+    } catch (err) {
+      // SQLSTATE class 22, data exception: the input, not the connection.
+      if (typeof (err as { code?: unknown }).code === "string" && (err as { code: string }).code.startsWith("22")) throw new UnstorableEvents(err);
+      throw err;
+    }
     if (rows.length === 0) return [];
     const missed = new Set(rows.map((r) => r.id));
     return [...groups.values()].filter((g) => missed.has(g.op.id)).flatMap((g) => g.items);

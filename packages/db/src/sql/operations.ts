@@ -1,5 +1,5 @@
 import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
-import { summarizeForHistory } from "@fleet/core/operationRecorder";
+import { historyText, summarizeForHistory } from "@fleet/core/operationRecorder";
 import type { OperationDetail, OperationHistoryReader, OperationSummary } from "@fleet/core/operations";
 import type { DbPool, Queryable } from "../pool";
 import { prismaOf } from "../prismaClient";
@@ -98,7 +98,8 @@ async function record(db: Queryable, op: OperationRef, event: Event): Promise<vo
 export class OperationHistory implements OperationRecorder {
   constructor(private readonly db: Queryable) {}
 
-  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null): Promise<void> {
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", by: string | null): Promise<void> {
+    const submittedBy = by === null ? null : historyText(by);
     return record(this.db, op, {
       values: { state, submitted_by: submittedBy },
       // A runner may have recorded the job already: keep its state, add who submitted it.
@@ -115,7 +116,8 @@ export class OperationHistory implements OperationRecorder {
     });
   }
 
-  delayed(op: OperationRef, reason: string): Promise<void> {
+  delayed(op: OperationRef, why: string): Promise<void> {
+    const reason = historyText(why);
     return record(this.db, op, {
       values: { state: "DELAYED" },
       update: { state: "EXCLUDED.state" },
@@ -133,7 +135,8 @@ export class OperationHistory implements OperationRecorder {
     });
   }
 
-  finished(op: OperationRef, outcome: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void> {
+  finished(op: OperationRef, ended: { state: "COMPLETED" | "FAILED" | "DELAYED"; attempts: number; result?: unknown; error?: string; progress?: unknown }): Promise<void> {
+    const outcome = ended.error === undefined ? ended : { ...ended, error: historyText(ended.error) };
     const done = outcome.state !== "DELAYED";
     const message =
       outcome.state === "COMPLETED" ? `attempt ${outcome.attempts} completed`
@@ -160,7 +163,8 @@ export class OperationHistory implements OperationRecorder {
     });
   }
 
-  removed(op: OperationRef, by: string | null): Promise<void> {
+  removed(op: OperationRef, who: string | null): Promise<void> {
+    const by = who === null ? null : historyText(who);
     return record(this.db, op, {
       values: { state: "REMOVED", finished_at: NOW },
       update: { state: "EXCLUDED.state", finished_at: "EXCLUDED.finished_at" },
