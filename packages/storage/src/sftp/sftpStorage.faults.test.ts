@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readFile, readdir, rm, statfs, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -130,15 +130,6 @@ describe("SFTP destination folders that vanish", () => {
     await rm(path.join(root, "user01"), { recursive: true });
     await storage.write("user01/2015/b.pdf", Buffer.from("b"));
     expect(await readFile(path.join(root, "user01/2015/b.pdf"), "utf8")).toBe("b");
-  });
-
-  it("probes for the space the waiting files need (statvfs@openssh.com), not only for its own small write", async () => {
-    const { bavail, bsize } = await statfs(root);
-    await storage.probe("destination", { freeBytes: 1024 * 1024 });
-    const full = await rejectionOf(storage.probe("destination", { freeBytes: bavail * bsize + 1024 ** 3 }));
-    expect([full.category, full.retryable]).toEqual(["no-space", true]);
-    expect(full.message).toMatch(/on the server has \d+ bytes free; the files waiting for it need/);
-    expect(await readdir(root)).toEqual([]);
   });
 
   it("never re-creates a vanished root: storage-unavailable until it is back, for writes, reads and the probe", async () => {
