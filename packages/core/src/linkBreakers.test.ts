@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
-import { LinkBreakers, breakerViews } from "./linkBreakers";
+import { LinkBreakers } from "./linkBreakers";
 import { bullPrefix } from "./redis";
 
 // Two "workers" (two connections, two LinkBreakers) on real Redis share one breaker per link.
@@ -76,25 +76,5 @@ describe("LinkBreakers", () => {
     // A new outage opens it again, with a fresh count of probes.
     const again = await two.open(LINK, "ECONNREFUSED", "network", "worker-2", 1_000);
     expect(again).toMatchObject({ opened: true, state: { failedProbes: 0, category: "network" } });
-  });
-
-  it("keeps the largest write that failed for lack of space, for the probe and the views", async () => {
-    const link = `${LINK} (space)`;
-    // Closed: nothing to raise.
-    expect(await one.needBytes(link, 5_000)).toBe(false);
-    const opened = await one.open(link, "ENOSPC", "no-space", "worker-1", 0, 262_144);
-    expect(opened.state.needBytes).toBe(262_144);
-    // Another worker's bigger file raises it, a smaller one does not lower it.
-    expect(await two.needBytes(link, 4_194_304)).toBe(true);
-    expect(await one.needBytes(link, 1_024)).toBe(true);
-    // An opening that comes second only raises it too.
-    expect((await two.open(link, "ENOSPC", "no-space", "worker-2", 0, 2_048)).state.needBytes).toBe(4_194_304);
-    const claim = await one.claimProbe(link, "worker-1", 5_000);
-    expect(claim).toMatchObject({ kind: "probe", state: { needBytes: 4_194_304, category: "no-space" } });
-    expect((await breakerViews(two)).find((v) => v.link === link)).toMatchObject({ open: true, needBytes: 4_194_304 });
-    // A new outage starts from nothing.
-    await one.close(link);
-    expect((await one.open(link, "ECONNREFUSED", "network", "worker-1", 1_000)).state.needBytes).toBeUndefined();
-    await one.close(link);
   });
 });

@@ -30,17 +30,12 @@ export interface BreakerState {
   failedProbes: number;
   /** What the last failed probe said, if one failed. */
   lastProbeError?: string;
-  /**
-   * no-space: the largest write that failed for lack of space while it was open (bytes); a
-   * probe needs that much free before it may close the breaker.
-   */
-  needBytes?: number;
   /** Milliseconds from now (Redis's clock) to nextProbeAt, when read; ≤ 0: due. */
   probeInMs: number;
 }
 
 /** What to do about a due probe: run it (this caller holds the lease), wait, or nothing (closed). */
-export type ProbeClaim = { kind: "closed" } | { kind: "probe"; state: BreakerState } | { kind: "wait"; waitMs: number; state: BreakerState };
+export type ProbeClaim = { kind: "closed" } | { kind: "probe" } | { kind: "wait"; waitMs: number; state: BreakerState };
 
 const NOW = `
 if redis.replicate_commands then redis.replicate_commands() end
@@ -52,38 +47,21 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 const STATE = `${NOW}
 return {now, redis.call('HGETALL', KEYS[1])}`;
 
-// Raises the breaker's needBytes (KEYS[1]) to ARGV[n] when that is larger.
-const RAISE_NEED = `
-local function raiseNeed(key, bytes)
-  if bytes > (tonumber(redis.call('HGET', key, 'needBytes')) or 0) then redis.call('HSET', key, 'needBytes', bytes) end
-end
-`;
-
-// KEYS: state, links. ARGV: id, link, reason, category, openedBy, firstProbeDelayMs, needBytes.
-// Opens the breaker unless it is open already (then only raises needBytes); {1 if this call opened it, now, fields}.
-const OPEN = `${NOW}${RAISE_NEED}
+// KEYS: state, links. ARGV: id, link, reason, category, openedBy, firstProbeDelayMs.
+// Opens the breaker unless it is open already; {1 if this call opened it, now, fields}.
+const OPEN = `${NOW}
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  raiseNeed(KEYS[1], tonumber(ARGV[7]))
-  return {0, now, redis.call('HGETALL', KEYS[1])}
-end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, now, redis.call('HGETALL', KEYS[1])} end
 redis.call('HSET', KEYS[1], 'link', ARGV[2], 'reason', ARGV[3], 'category', ARGV[4], 'openedBy', ARGV[5],
   'openedAt', now, 'nextProbeAt', now + tonumber(ARGV[6]), 'failedProbes', 0)
-raiseNeed(KEYS[1], tonumber(ARGV[7]))
 return {1, now, redis.call('HGETALL', KEYS[1])}`;
-
-// KEYS: state. ARGV: needBytes. Only while open: 1 when it was.
-const NEED = `${RAISE_NEED}
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-raiseNeed(KEYS[1], tonumber(ARGV[1]))
-return 1`;
 
 // KEYS: state, probe lease. ARGV: holder, leaseMs. Hands the probe to one caller once it is due.
 const CLAIM = `${NOW}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'closed'} end
 local due = tonumber(redis.call('HGET', KEYS[1], 'nextProbeAt')) or 0
 if now < due then return {'wait', due - now, now, redis.call('HGETALL', KEYS[1])} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {'probe', 0, now, redis.call('HGETALL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {'probe'} end
 return {'wait', math.max(redis.call('PTTL', KEYS[2]), 100), now, redis.call('HGETALL', KEYS[1])}`;
 
 // KEYS: state, probe lease. ARGV: error, delays (ms, comma-separated; the last repeats).
@@ -123,24 +101,16 @@ export class LinkBreakers {
    * Opens the link's breaker (first probe after `firstProbeDelayMs`); `opened` is false when it
    * was open already (another worker was first): the state is then that one's.
    */
-  async open(link: string, reason: string, category: string, openedBy: string, firstProbeDelayMs: number, needBytes = 0): Promise<{ opened: boolean; state: BreakerState }> {
-    const [opened, now, fields] = (await this.redis.eval(OPEN, 2, this.stateKey(link), this.links, linkKeyId(link), link, reason, category, openedBy, String(Math.max(0, Math.round(firstProbeDelayMs))), String(Math.max(0, Math.round(needBytes))))) as [number, number, string[]];
+  async open(link: string, reason: string, category: string, openedBy: string, firstProbeDelayMs: number): Promise<{ opened: boolean; state: BreakerState }> {
+    const [opened, now, fields] = (await this.redis.eval(OPEN, 2, this.stateKey(link), this.links, linkKeyId(link), link, reason, category, openedBy, String(Math.max(0, Math.round(firstProbeDelayMs))))) as [number, number, string[]];
     return { opened: opened === 1, state: stateOf(fields, now)! };
-  }
-
-  /**
-   * A write failed for lack of space while the breaker is open: its probes then need this many
-   * bytes free (the largest such write wins). False when the breaker is closed.
-   */
-  async needBytes(link: string, bytes: number): Promise<boolean> {
-    return ((await this.redis.eval(NEED, 1, this.stateKey(link), String(Math.max(0, Math.round(bytes))))) as number) === 1;
   }
 
   /** Claims the probe when it is due (one caller at a time, for `leaseMs` at most). */
   async claimProbe(link: string, holder: string, leaseMs: number): Promise<ProbeClaim> {
     const reply = (await this.redis.eval(CLAIM, 2, this.stateKey(link), this.probeKey(link), holder, String(leaseMs))) as [string, number?, number?, string[]?];
     if (reply[0] === "closed") return { kind: "closed" };
-    if (reply[0] === "probe") return { kind: "probe", state: stateOf(reply[3] ?? [], Number(reply[2]))! };
+    if (reply[0] === "probe") return { kind: "probe" };
     return { kind: "wait", waitMs: Number(reply[1]), state: stateOf(reply[3] ?? [], Number(reply[2]))! };
   }
 
@@ -185,8 +155,6 @@ export interface BreakerView {
   nextProbeInSeconds?: number;
   failedProbes?: number;
   lastProbeError?: string;
-  /** no-space: bytes the destination must have free before a probe closes it. */
-  needBytes?: number;
 }
 
 /** Every known link's breaker, open ones first. */
@@ -204,7 +172,6 @@ export async function breakerViews(breakers: LinkBreakers): Promise<BreakerView[
       nextProbeInSeconds: Math.max(0, Math.ceil(state.probeInMs / 1000)),
       failedProbes: state.failedProbes,
       ...(state.lastProbeError ? { lastProbeError: state.lastProbeError } : {}),
-      ...(state.needBytes ? { needBytes: state.needBytes } : {}),
     };
   });
   return views.sort((a, b) => Number(b.open) - Number(a.open) || a.link.localeCompare(b.link));
@@ -229,7 +196,6 @@ function stateOf(fields: readonly string[], now: number): BreakerState | null {
     nextProbeAt: new Date(nextProbeAt),
     failedProbes: Number(h.failedProbes ?? 0),
     ...(h.lastProbeError ? { lastProbeError: h.lastProbeError } : {}),
-    ...(Number(h.needBytes) > 0 ? { needBytes: Number(h.needBytes) } : {}),
     probeInMs: nextProbeAt - now,
   };
 }

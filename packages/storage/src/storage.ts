@@ -151,12 +151,8 @@ export interface Storage {
    * A cheap real check that the location works now, for the link breaker's probes: it never
    * creates anything that lasts (a vanished destination root stays an outage until someone
    * brings it back: it may be an unmounted volume). Throws the classified failure.
-   * `needs.freeBytes` (a destination's, after writes failed for lack of space): the probe
-   * fails no-space unless at least that much is free, where the adapter can tell — so a probe
-   * that finds room for its own small write does not reopen the link for files that still
-   * cannot fit.
    */
-  probe?(role: "source" | "destination", needs?: ProbeNeeds): Promise<void>;
+  probe?(role: "source" | "destination"): Promise<void>;
 
   /**
    * Forgets what the adapter remembers about the location (folders it created or checked,
@@ -191,10 +187,4 @@ export interface SweepResult {
   kept: number;
   /** Set when the adapter cannot list what it would sweep (e.g. a server without ListMultipartUploads). */
   unsupported?: string;
-}
-
-/** What a link's work needs of a location before the breaker's probe may call it usable again. */
-export interface ProbeNeeds {
-  /** Bytes that must be free: the largest write that failed for lack of space since the breaker opened. */
-  freeBytes?: number;
 }

@@ -34,7 +34,6 @@ export function formatBreakers(status: BreakerStatus): string {
     lines.push(`          reason: ${b.reason ?? "-"}`);
     const failed = b.failedProbes ? `, ${b.failedProbes} failed (last: ${b.lastProbeError ?? "-"})` : "";
     lines.push(`          next probe in ${formatDuration(b.nextProbeInSeconds ?? 0)} (${b.nextProbeAt ?? "-"})${failed}`);
-    if (b.needBytes) lines.push(`          reopens once the destination has ${(b.needBytes / 1024 / 1024).toFixed(1)} MiB free (the largest file that did not fit)`);
   }
   return lines.join("\n");
 }

@@ -121,11 +121,8 @@ export interface LinkFaults {
   /** The link's throttles (bandwidth, concurrent transfers), when it has them. */
   readonly throttle?: LinkThrottle;
   noteSuccess(): void;
-  /**
-   * False once the link is known down (its breaker open): no use trying again now. `bytes`:
-   * the file's size, when known (a no-space breaker's probes need that much free).
-   */
-  noteFault(error: FleetError, bytes?: number): boolean;
+  /** False once the link is known down (its breaker open): no use trying again now. */
+  noteFault(error: FleetError): boolean;
 }
 
 /**
@@ -157,7 +154,7 @@ export async function copyFileRetrying(
         return result;
       }
       if (!isLinkFaultCategory(result.error.category)) return result;
-      if (!link.noteFault(result.error, item.size ?? undefined) || attempt >= 2 || signal.aborted) return result;
+      if (!link.noteFault(result.error) || attempt >= 2 || signal.aborted) return result;
       (result.side === "source" ? source : destination).invalidate?.();
     }
   } finally {

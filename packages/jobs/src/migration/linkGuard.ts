@@ -3,7 +3,7 @@ import type { FleetError } from "@fleet/core/errors";
 import type { BreakerState, LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import type { FleetMetrics } from "@fleet/core/metrics";
-import type { ProbeNeeds, Storage } from "@fleet/storage/storage";
+import type { Storage } from "@fleet/storage/storage";
 import type { LinkThrottle } from "./linkThrottle";
 
 /**
@@ -69,8 +69,6 @@ export class LinkGuard {
   private openingPending = false;
   private refreshedAt = 0;
   private refreshing: Promise<void> | undefined;
-  /** The largest write that failed here for lack of space since the breaker last closed. */
-  private needBytes = 0;
 
   constructor(private readonly options: LinkGuardOptions) {
     this.link = options.link;
@@ -102,28 +100,22 @@ export class LinkGuard {
   /** A transfer on the link worked: the run of faults is over. */
   noteSuccess(): void {
     this.faultsInARow = 0;
-    this.needBytes = 0;
   }
 
   /**
    * A transfer failed with a link fault. True while the link is still worth another try; false
    * once its breaker is open (this fault may have been the one that opened it).
    */
-  noteFault(error: FleetError, bytes?: number): boolean {
+  noteFault(error: FleetError): boolean {
     this.options.metrics.linkFaults.inc({ link: this.link, category: error.category });
-    this.noteNeed(error, bytes);
     if (this.openSignal.aborted) return false;
     if (++this.faultsInARow < this.options.threshold) return true;
     this.trip(error, `${this.faultsInARow} transfers in a row failed for the link`);
     return false;
   }
 
-  /**
-   * Opens the breaker now: one failure that is already a burst (a whole package), or a run of
-   * faults. `bytes`: the size of what failed to be written (no-space: probes then need that much free).
-   */
-  trip(error: FleetError, why = "a package failed for the link", bytes?: number): void {
-    this.noteNeed(error, bytes);
+  /** Opens the breaker now: one failure that is already a burst (a whole package), or a run of faults. */
+  trip(error: FleetError, why = "a package failed for the link"): void {
     if (this.openSignal.aborted) return;
     const { options } = this;
     const reason = `${error.category}: ${error.message}`.slice(0, 1_000);
@@ -131,7 +123,7 @@ export class LinkGuard {
     // Stop local work at once; Redis learns it a moment later.
     this.markOpen({ link: this.link, reason, category: error.category, openedAt: new Date(), openedBy: options.owner, nextProbeAt: new Date(Date.now() + firstDelay), failedProbes: 0, probeInMs: firstDelay });
     this.openingPending = true;
-    this.opening = options.breakers.open(this.link, reason, error.category, options.owner, firstDelay, this.needBytes).then(
+    this.opening = options.breakers.open(this.link, reason, error.category, options.owner, firstDelay).then(
       ({ opened, state }) => {
         this.markOpen(state);
         if (!opened) return;
@@ -165,7 +157,7 @@ export class LinkGuard {
       this.markOpen(claim.state);
       return { open: true, until: spread(claim.waitMs), reason: claim.state.reason };
     }
-    return this.probe(claim.state);
+    return this.probe();
   }
 
   /** Re-reads the fleet-wide state (at most every second): a breaker opened elsewhere stops work here too. */
@@ -194,28 +186,11 @@ export class LinkGuard {
     return { open: true, until: spread(wait), reason: state?.reason ?? "link breaker open" };
   }
 
-  /**
-   * A write failed for lack of space: the breaker's probes must find room for it, not only for
-   * their own small write — else a probe that finds 64 KB free (the paused copies' temp files
-   * just removed) closes the breaker, the next big file opens it again, and the link flaps.
-   * Recorded with the opening, or added to a breaker already open.
-   */
-  private noteNeed(error: FleetError, bytes: number | undefined): void {
-    if (error.category !== "no-space" || bytes === undefined || bytes <= this.needBytes) return;
-    this.needBytes = bytes;
-    if (!this.openSignal.aborted) return; // the opening to come records it
-    void (async () => {
-      await this.opening;
-      await this.options.breakers.needBytes(this.link, bytes);
-    })().catch((err: unknown) => this.options.log.debug({ err, link: this.link }, "could not record the space a write needs"));
-  }
-
-  private async probe(state: BreakerState): Promise<Admission> {
+  private async probe(): Promise<Admission> {
     const { source, destination, breakers, log, metrics } = this.options;
     const started = Date.now();
-    const needs = { freeBytes: Math.max(state.needBytes ?? 0, this.needBytes) };
     try {
-      await withTimeout(Promise.all([probeOf(source, "source"), probeOf(destination, "destination", needs)]), PROBE_TIMEOUT_MS);
+      await withTimeout(Promise.all([probeOf(source, "source"), probeOf(destination, "destination")]), PROBE_TIMEOUT_MS);
     } catch (err) {
       metrics.linkProbes.inc({ link: this.link, outcome: "failed" });
       const error = describe(err);
@@ -250,14 +225,13 @@ export class LinkGuard {
     // must not wipe a run of faults in progress.
     if (!this.openSignal.aborted) return;
     this.faultsInARow = 0;
-    this.needBytes = 0;
     this.options.metrics.linkBreakerOpen.set({ link: this.link }, 0);
     this.openController = new AbortController();
   }
 }
 
-async function probeOf(storage: Storage, role: "source" | "destination", needs?: ProbeNeeds): Promise<void> {
-  if (storage.probe) await storage.probe(role, needs);
+async function probeOf(storage: Storage, role: "source" | "destination"): Promise<void> {
+  if (storage.probe) await storage.probe(role);
   else if (storage.check) await storage.check(role);
 }
 

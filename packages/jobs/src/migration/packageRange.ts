@@ -71,8 +71,7 @@ async function ship(input: PackageRangeInput, files: SourceFileRow[]): Promise<v
     if (signal.aborted) return;
     if (isLinkFaultCategory(error.category)) {
       log.warn({ err: error, rangeId, firstFileId: files[0]!.id, files: files.length }, "package failed for the link: its files stay pending");
-      // A package is written whole: with no-space, the probes need room for all of it.
-      input.link.trip(error, undefined, files.reduce((sum, f) => sum + (f.size ?? 0), 0));
+      input.link.trip(error);
       return;
     }
     if (isRetryableCategory(error.category)) throw error;

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readFile, readdir, rename, rm, statfs, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -172,21 +172,6 @@ describe("a destination whose folders vanish while it is written", () => {
     await storage.write("user01/b.pdf", Buffer.from("b"));
     expect(await readFile(path.join(root, "user01/b.pdf"), "utf8")).toBe("b");
     expect(await readdir(root)).toEqual(["user01"]); // the probe left nothing behind
-  });
-
-  it("probes for the space the waiting files need, not only for its own small write (no-space)", async () => {
-    const { bavail, bsize, blocks } = await statfs(root);
-    const free = bavail * bsize;
-    const total = blocks * bsize;
-    // Room for the probe's 64 KB and for a file of a megabyte: usable.
-    await storage.probe("destination", { freeBytes: 1024 * 1024 });
-    // A file that needs more than is free (but would fit on an emptier disk) keeps it shut.
-    const full = await rejectionOf(storage.probe("destination", { freeBytes: free + Math.min(1024 ** 3, Math.floor((total - free) / 2)) }));
-    expect([full.category, full.retryable]).toEqual(["no-space", true]);
-    expect(full.message).toMatch(/bytes free; the files waiting for it need/);
-    // One larger than the whole filesystem can never fit: it does not hold the link shut.
-    await storage.probe("destination", { freeBytes: total + 1 });
-    expect(await readdir(root)).toEqual([]); // the probes left nothing behind
   });
 
   it("tells a source file that is missing from a source root that is gone", async () => {

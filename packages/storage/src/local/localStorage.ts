@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream, lstatSync } from "node:fs";
 import { constants } from "node:fs";
-import { access, mkdir, readdir, stat, statfs } from "node:fs/promises";
+import { access, mkdir, readdir, stat } from "node:fs/promises";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -16,7 +16,7 @@ import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./loca
 import { UsedFolders } from "../usedFolders";
 import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
-import type { ListOptions, ObjectInfo, ProbeNeeds, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
 import { sweepLocalTemps } from "../tempSweep";
 import { sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
@@ -68,11 +68,8 @@ export class LocalStorage implements Storage {
     this.folders.forgetAll((dirKey) => this.root.forget(dirKey));
   }
 
-  /**
-   * The root is a usable folder now; a destination also takes a small write (space, read-only,
-   * permissions) and, with `needs.freeBytes`, must have that much free (statfs).
-   */
-  async probe(role: "source" | "destination", needs: ProbeNeeds = {}): Promise<void> {
+  /** The root is a usable folder now; a destination also takes a small write (space, read-only, permissions). */
+  async probe(role: "source" | "destination"): Promise<void> {
     await this.findRoot(`${role} probe`);
     if (role === "source") {
       await access(this.root.path, constants.R_OK | constants.X_OK).catch((err: unknown) => {
@@ -87,16 +84,6 @@ export class LocalStorage implements Storage {
       throw await discardTemp(temp, toStorageError("probe", "", err));
     }
     await unlinkPath(temp);
-    const wanted = needs.freeBytes ?? 0;
-    if (wanted > PROBE_BYTES) {
-      const { free, total } = await spaceOf(this.root.path).catch((err: unknown) => {
-        throw toStorageError("probe", "", err);
-      });
-      // A file larger than the whole filesystem can never fit: it must not hold the link shut.
-      if (free < wanted && wanted <= total) {
-        throw new RetryableError("no-space", `${this.root.path} has ${free} bytes free; the files waiting for it need ${wanted}`);
-      }
-    }
   }
 
   async check(role: "source" | "destination"): Promise<void> {
@@ -387,10 +374,4 @@ export class LocalStorage implements Storage {
       );
     }
   }
-}
-
-/** Bytes an unprivileged writer may still use on the filesystem holding `path`, and its size. */
-async function spaceOf(path: string): Promise<{ free: number; total: number }> {
-  const info = await statfs(path);
-  return { free: info.bavail * info.bsize, total: info.blocks * info.bsize };
 }

@@ -15,7 +15,7 @@ import { SftpWriter } from "./sftpWriter";
 import { createHostKeyCheck } from "@fleet/remote/sshHostKey";
 import { DEFAULT_SSH_PORT, targetLabel } from "@fleet/remote/sshTarget";
 import type { SshTarget } from "@fleet/remote/sshTarget";
-import type { ListOptions, ObjectInfo, ProbeNeeds, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
+import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
 import { sweepSftpTemps } from "./sftpSweep";
 import { sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
@@ -157,15 +157,12 @@ export class SftpStorage implements Storage {
     this.writer.invalidate();
   }
 
-  /**
-   * The root is a folder now (never created here); a destination also takes a small write and,
-   * with `needs.freeBytes`, must have that much free when the server can say (statvfs@openssh.com).
-   */
-  async probe(role: "source" | "destination", needs: ProbeNeeds = {}): Promise<void> {
+  /** The root is a folder now (never created here); a destination also takes a small write. */
+  async probe(role: "source" | "destination"): Promise<void> {
     await this.withSession("probe", "", undefined, async (session) => {
       await this.writer.findRoot(session, `${role} probe`);
       if (role === "source") await session.close(await session.opendir(this.dirs.root));
-      else await this.writer.probeWrite(session, needs.freeBytes ?? 0);
+      else await this.writer.probeWrite(session);
     });
   }
 

@@ -183,11 +183,8 @@ export class SftpWriter {
     }
   }
 
-  /**
-   * The probe's write: a small temp file, fsynced and removed (a full disk, a refusal show);
-   * then, when `freeBytes` is more than that and the server can say, at least that much free.
-   */
-  async probeWrite(session: SftpSession, freeBytes = 0): Promise<void> {
+  /** The probe's write: a small temp file, fsynced and removed (a full disk, a refusal show). */
+  async probeWrite(session: SftpSession): Promise<void> {
     const temp = this.options.dirs.abs(this.tempName("probe"));
     try {
       await writeBufferAndClose(session, await session.open(temp, "wx"), Buffer.alloc(PROBE_BYTES), this.options.fsync && session.canFsync);
@@ -197,11 +194,5 @@ export class SftpWriter {
       throw error;
     }
     await session.unlink(temp);
-    if (freeBytes <= PROBE_BYTES || !session.canStatvfs) return;
-    const root = this.options.dirs.root;
-    const free = await session.availableBytes(root).catch((err: unknown) => {
-      throw toStorageError("probe", "", err);
-    });
-    if (free < freeBytes) throw new RetryableError("no-space", `${root} on the server has ${free} bytes free; the files waiting for it need ${freeBytes}`);
   }
 }
