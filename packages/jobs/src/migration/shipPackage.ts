@@ -129,7 +129,11 @@ async function shipPackageHeld(
       const writeFailedFirst = writeError !== undefined;
       writer.destroy(err instanceof Error ? err : new Error(String(err)));
       await writing?.catch(() => {});
-      if (writeFailedFirst) throw writeError;
+      // The destination's failure is the one to report: when its write fails, the tar's body is
+      // destroyed and the next member can fail ("abandoned") before the write's own error —
+      // ENOSPC, a refused connection — has been seen. Unless a member's source failed: then our
+      // destroy is what failed the write.
+      if (writeFailedFirst || (writeError !== undefined && !(err instanceof MemberSourceError))) throw writeError;
       if (err instanceof MemberSourceError && current.file) {
         const error = classified(err.cause, current.file.uri);
         // The source went away mid-member: not this file's fault, and the next would fail too.
