@@ -1,6 +1,6 @@
 import { PermanentError } from "@fleet/core/errors";
 import { baseName, parentKey, validateKey, validatePrefix } from "./keys";
-import { createTempNamer, isTempName } from "./tempNames";
+import { createTempNamer, isTempName, tempNameOwner, unguessableTempName } from "./tempNames";
 
 function rejection(key: string): PermanentError {
   try {
@@ -58,7 +58,7 @@ describe("validateKey", () => {
     ["del\u007f", "U+007f"],
     ["c1\u0085", "U+0085"],
     ["lone\ud800surrogate", "U+d800"],
-    ["a/.b.fleet-1a2b3c.tmp", "reserved"],
+    ["a/.b.fleet-1a2b3c4d5e6.tmp", "reserved"],
   ])("rejects %j (%s)", (key, reason) => {
     expect(rejection(key).message).toContain(reason);
   });
@@ -117,5 +117,12 @@ describe("temp names", () => {
     expect(isTempName(namer("multi\nline"))).toBe(true);
     expect(isTempName("file.txt")).toBe(false);
     expect(isTempName(".file.fleet-.tmp")).toBe(false);
+    // A user's own file that merely looks like one (no 10-hex writer token) is an object.
+    expect(isTempName(".notes.fleet-2024.tmp")).toBe(false);
+    // The retry name after a planted collision: still ours (the sweep knows its writer), not guessable.
+    const random = unguessableTempName("file.txt");
+    expect(isTempName(random)).toBe(true);
+    expect(tempNameOwner(random)).toBe(tempNameOwner(namer("file.txt")));
+    expect(unguessableTempName("file.txt")).not.toBe(random);
   });
 });

@@ -6,8 +6,10 @@ import { randomBytes } from "node:crypto";
  * adapter's key space so that a listing can skip them without ever hiding a real object.
  */
 
-// "s": a name may legitimately contain newlines.
-const TEMP_NAME = /^\..*\.fleet-[0-9a-z]+\.tmp$/s;
+// "s": a name may legitimately contain newlines. The unique part starts with a writer token (10
+// hex digits): a user's own ".notes.fleet-2024.tmp" is a file like any other, listed and copied
+// (found by review: the looser pattern hid such files from listings, never migrated, never reported).
+const TEMP_NAME = /^\..*\.fleet-[0-9a-f]{10}[0-9a-z]+\.tmp$/s;
 
 // Keeps the temp name under the usual 255-byte limit for a name, whatever the object's name.
 const MAX_NAME_PART_BYTES = 200;
@@ -45,6 +47,14 @@ export function tempNameOwner(name: string): string | undefined {
  */
 export function createTempNamer(): (name: string) => string {
   return (name) => `.${shorten(name)}.fleet-${WRITER_TOKEN}${(counter++).toString(36)}.tmp`;
+}
+
+/**
+ * A temp name nobody can guess (the counter's names can be): for a second try when the first
+ * name was taken. Still this process's token first, so the sweep knows whose it is.
+ */
+export function unguessableTempName(name: string): string {
+  return `.${shorten(name)}.fleet-${WRITER_TOKEN}${(counter++).toString(36)}${randomBytes(8).toString("hex")}.tmp`;
 }
 
 function shorten(name: string): string {

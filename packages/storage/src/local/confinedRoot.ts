@@ -1,5 +1,5 @@
 import { existsSync, readlinkSync } from "node:fs";
-import { mkdir, realpath } from "node:fs/promises";
+import { mkdir, realpath, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import { parentKey } from "../keys";
@@ -18,10 +18,12 @@ import { errorCode, toStorageError } from "../storageErrors";
  *   /proc/self/fd/N link, one syscall that touches no disk, measured at ~1-5 µs), so a folder
  *   swapped for a symlink after its check is caught at the next file. The last component is
  *   opened with O_NOFOLLOW, so symlinked files pay a realpath only when they are symlinks.
- * Limit: between the check of a write's temp file and its link() into place there are
- * microseconds in which a concurrent swap of an ancestor could still redirect the link; the
- * link uses the verified real folder path, so the swap must happen inside that window.
- * Closing it fully needs openat2(RESOLVE_BENEATH), which Node lacks.
+ * A write's temp file is checked when it is opened and again just before it is published
+ * ({@link verifyStill}): a folder moved out of the root and replaced by a symlink while the body
+ * was written (which can take minutes) is caught then. Limit: between that last check and the
+ * link() into place there are microseconds in which a concurrent swap of an ancestor could
+ * still redirect the link; the link uses the verified real folder path, so the swap must happen
+ * inside that window. Closing it fully needs openat2(RESOLVE_BENEATH), which Node lacks.
  */
 const FD_LINKS = existsSync("/proc/self/fd") ? "/proc/self/fd" : undefined;
 
@@ -30,6 +32,8 @@ export class ConfinedRoot {
   readonly path: string;
   private readonly maxDirs: number;
   private rootReal: string | undefined;
+  /** The root directory's device and inode when it was resolved. */
+  private rootId: string | undefined;
   // Directory key → verification (settled or in flight, so concurrent writers into a new
   // folder share one mkdir). Map order makes eviction first-in-first-out: an evicted hot
   // folder costs one more realpath, nothing worse.
@@ -100,6 +104,22 @@ export class ConfinedRoot {
     return real;
   }
 
+  /**
+   * Just before a written temp file is published: it is still where it was verified when it
+   * was opened (its folder was not moved out of the root and replaced by a symlink while the
+   * body was written — a write can take minutes). Throws like verifyOpened otherwise. Through
+   * the descriptor when there is one (no thread-pool call), else by the folder's realpath.
+   */
+  async verifyStill(fd: number | undefined, real: string, key: string): Promise<void> {
+    let now: string;
+    try {
+      now = FD_LINKS && fd !== undefined ? readlinkSync(`${FD_LINKS}/${fd}`) : `${await realpath(path.dirname(real))}/${path.basename(real)}`;
+    } catch (err) {
+      throw toStorageError("resolve", key, err);
+    }
+    if (now !== real) await this.throwOutside(now, key);
+  }
+
   /** Checks, now, that a folder's real path lies inside the root (for listings, which open folders, not files). */
   async verifyDirNow(dirKey: string, key: string): Promise<void> {
     if (this.rootReal === undefined) await this.ensureDir("", false, key);
@@ -135,34 +155,50 @@ export class ConfinedRoot {
     let real: string;
     try {
       real = await realpath(abs);
+      // A file where a write needs a folder: that one key's conflict (destination-exists), not
+      // a missing folder — which at the destination reads as the storage's fault and would
+      // pause the whole link, again after every probe (found by review).
+      if (create && !(await stat(real)).isDirectory()) throw inTheWay(key, dirKey);
     } catch (err) {
+      if (err instanceof PermanentError) throw err;
+      if (create && errorCode(err) === "ENOTDIR") throw inTheWay(key, dirKey);
       if (!create || errorCode(err) !== "ENOENT") throw toStorageError("open folder of", key, err);
-      // The parent's check covers the nearest existing ancestor; a folder we create
-      // ourselves is a real directory inside it, so it needs no realpath of its own.
-      await this.ensureDir(parentKey(dirKey), true, key);
+      const parent = parentKey(dirKey);
+      await this.ensureDir(parent, true, key);
+      // The parent's cached check may be stale (swapped for a symlink since): checked again
+      // now, and the new folder after it is made — a folder created through a swapped parent
+      // lies outside the root and is removed again (found by review). Only new folders pay this.
+      await this.verifyDirNow(parent, key);
       try {
         await mkdir(abs);
-        return;
       } catch (mkdirErr) {
         if (errorCode(mkdirErr) !== "EEXIST") throw toStorageError("create folder of", key, mkdirErr);
       }
       real = await this.realpathOfExisting(abs, key);
+      if (!this.isInside(real)) {
+        await rmdir(abs).catch(() => undefined);
+        await this.throwOutside(real, key);
+      }
+      return;
     }
     if (!this.isInside(real)) await this.throwOutside(real, key);
   }
 
   private async resolveRoot(create: boolean, key: string): Promise<string> {
+    let real: string;
     try {
-      return await realpath(this.path);
+      real = await realpath(this.path);
     } catch (err) {
       if (!create || errorCode(err) !== "ENOENT") throw toStorageError(`open storage root ${this.path} for`, key, err);
+      try {
+        await mkdir(this.path, { recursive: true });
+        real = await realpath(this.path);
+      } catch (mkdirErr) {
+        throw toStorageError(`create storage root ${this.path} for`, key, mkdirErr);
+      }
     }
-    try {
-      await mkdir(this.path, { recursive: true });
-      return await realpath(this.path);
-    } catch (err) {
-      throw toStorageError(`create storage root ${this.path} for`, key, err);
-    }
+    this.rootId = await identityOf(real);
+    return real;
   }
 
   // Something appeared between our realpath and mkdir: another writer's folder, or a
@@ -193,9 +229,21 @@ export class ConfinedRoot {
    */
   private async throwOutside(real: string, key: string): Promise<never> {
     const rootNow = await realpath(this.path).catch(() => undefined);
-    if (rootNow !== this.rootReal) {
+    // Replaced by another folder at the same path (mv root root.old && mkdir root; a lazy
+    // unmount leaving the mount point) is moved too: the same path, another directory.
+    const idNow = rootNow === undefined ? undefined : await identityOf(rootNow).catch(() => undefined);
+    if (rootNow !== this.rootReal || idNow !== this.rootId) {
       throw new RetryableError("storage-unavailable", `${JSON.stringify(key)}: the storage root ${this.path} was moved or deleted (its folder is now ${real})`);
     }
     throw new PermanentError("invalid-key", `key ${JSON.stringify(key)} leads outside the storage root ${this.path} through a symlink (to ${real})`);
   }
+}
+
+function inTheWay(key: string, dirKey: string): PermanentError {
+  return new PermanentError("destination-exists", `write ${JSON.stringify(key)}: a file is in the way of the folder ${JSON.stringify(dirKey)} (or of one above it)`);
+}
+
+async function identityOf(real: string): Promise<string> {
+  const info = await stat(real);
+  return `${info.dev}:${info.ino}`;
 }

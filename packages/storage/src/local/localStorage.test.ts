@@ -254,7 +254,7 @@ describe("LocalStorage list", () => {
       await storage.write(key, Buffer.from(key));
     }
     // A leftover from a crashed writer must never show up as an object.
-    await writeFile(path.join(root, "a", ".1.txt.fleet-abc123.tmp"), "partial");
+    await writeFile(path.join(root, "a", ".1.txt.fleet-abc1234567a.tmp"), "partial");
   });
 
   it("lists every object recursively with its size", async () => {

@@ -21,7 +21,7 @@ import { sweepLocalTemps } from "../tempSweep";
 import { sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
 import { errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
-import { createTempNamer, isTempName } from "../tempNames";
+import { createTempNamer, isTempName, unguessableTempName } from "../tempNames";
 
 export interface LocalStorageOptions {
   /** The directory every key lives under; created on the first write if missing. */
@@ -183,10 +183,10 @@ export class LocalStorage implements Storage {
 
     const dirKey = parentKey(k);
     const dest = this.root.abs(k);
-    const temp = this.root.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
+    const tempFor = (name: (n: string) => string) => this.root.abs(dirKey === "" ? name(k) : `${dirKey}/${name(baseName(k))}`);
     // Read back through the descriptor that wrote (small files): it must be open for reading too.
     const readBack = options.readBack === true && known !== undefined;
-    const fd = await this.openTemp(temp, dirKey, k, readBack ? "wx+" : "wx");
+    const { fd, temp } = await this.openTemp(tempFor(this.tempName), dirKey, k, readBack ? "wx+" : "wx", () => tempFor(unguessableTempName));
     // Where the temp file really is decides, not the folder check cached earlier: a folder
     // swapped for a symlink since then is caught here, and the file we made there removed.
     let realTemp: string;
@@ -201,7 +201,7 @@ export class LocalStorage implements Storage {
     try {
       let digest: Digest;
       if (Buffer.isBuffer(body) && known) {
-        await writeAll(fd, body, k, signal, this.fsync, readBack ? known : undefined);
+        await writeAll(fd, body, k, signal, this.fsync, readBack ? known : undefined, () => this.root.verifyStill(fd, realTemp, k));
         digest = known;
       } else {
         const counter = new HashingCounter(k, options.expectedSize);
@@ -210,6 +210,7 @@ export class LocalStorage implements Storage {
         await pipeline(body as Readable, counter, createWriteStream("", { fd, flush: this.fsync }), { signal });
         digest = counter.digest();
         checkExpected(k, digest, options);
+        await this.root.verifyStill(undefined, realTemp, k); // the stream closed its descriptor
       }
       throwIfAborted(signal, "write", k);
       const { unchanged } = await publishTemp(realTemp, realDest, k, digest, options);
@@ -247,6 +248,10 @@ export class LocalStorage implements Storage {
             dirents = await readdir(this.root.abs(dirKey), { withFileTypes: true });
           } catch (err) {
             if (errorCode(err) === "ENOENT") return null; // removed while we listed
+            // Swapped for a symlink out of the root since it was listed: like any symlinked
+            // folder, not followed — the rest of the listing goes on (found by review).
+            // (The folder the listing starts from still fails: its caller asked for it.)
+            if (dirKey !== start && err instanceof FleetError && err.category === "invalid-key") return null;
             throw toStorageError("list", dirKey, err);
           }
           const entries: LocalEntry[] = [];
@@ -339,16 +344,24 @@ export class LocalStorage implements Storage {
    * that was seen is never created again (ensureDir("", false) first): while it is missing,
    * writes fail storage-unavailable.
    */
-  private async openTemp(temp: string, dirKey: string, k: string, flags: "wx" | "wx+"): Promise<number> {
-    for (let attempt = 0; ; attempt++) {
+  private async openTemp(first: string, dirKey: string, k: string, flags: "wx" | "wx+", another: () => string): Promise<{ fd: number; temp: string }> {
+    let temp = first;
+    for (let attempt = 0, taken = 0; ; attempt++) {
       try {
         if (this.rootSeen) await this.root.ensureDir("", false, k);
         // Noted before: a failed ensureDir may leave the folder's parents cached.
         this.folders.add(dirKey);
         await this.root.ensureDir(dirKey, true, k);
         this.rootSeen = true;
-        return await openFd(temp, flags);
+        return { fd: await openFd(temp, flags), temp };
       } catch (err) {
+        // Our temp name is taken: names are predictable (a token and a counter), so someone who
+        // can write in the destination could plant the next ones. Another, random name then.
+        if (errorCode(err) === "EEXIST" && taken++ < 3) {
+          temp = another();
+          attempt--;
+          continue;
+        }
         if (!isNotFound(err)) throw toStorageError("write", k, err);
         if (attempt > 0) {
           await this.findRoot(k);

@@ -13,7 +13,7 @@ import { errorCode, throwIfAborted } from "../storageErrors";
  * confinement check, an fstat and a close per file. It reads what the filesystem returns for
  * this file, like a read by name would (both come from the page cache on a local disk).
  */
-export async function writeAll(fd: number, body: Buffer, key: string, signal: AbortSignal | undefined, fsync: boolean, readBack?: Digest): Promise<void> {
+export async function writeAll(fd: number, body: Buffer, key: string, signal: AbortSignal | undefined, fsync: boolean, readBack?: Digest, beforeClose?: () => Promise<void>): Promise<void> {
   try {
     for (let offset = 0; offset < body.length; ) {
       throwIfAborted(signal, "write", key);
@@ -27,6 +27,7 @@ export async function writeAll(fd: number, body: Buffer, key: string, signal: Ab
         throw new PermanentError("checksum-mismatch", `write ${JSON.stringify(key)}: read back as ${stored.size} bytes sha256 ${stored.sha256}, expected ${readBack.size} bytes ${readBack.sha256}`);
       }
     }
+    await beforeClose?.();
   } catch (err) {
     // The write's error is the one worth reporting; the temp file is removed next anyway.
     await closeFd(fd).catch(() => undefined);

@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import type { ExistsPolicy } from "../storage";
 import {
@@ -50,6 +51,11 @@ export async function publishTemp(
         continue;
       }
       if (code !== undefined && NO_HARD_LINKS.has(code)) return publishWithoutLink(temp, dest, key, digest, options);
+      // The temp file is gone but its folder is there: someone removed it while we wrote — this
+      // file's write to try again, not a missing destination (which pauses the link).
+      if (code === "ENOENT" && (await isFolder(dest.slice(0, dest.lastIndexOf("/"))))) {
+        throw new RetryableError("io", `write ${JSON.stringify(key)}: its temporary file was removed before it could be published`, { cause: err });
+      }
       throw err;
     }
     await unlinkPath(temp);
@@ -138,4 +144,8 @@ async function publishWithoutLink(
   if (settled) return settled;
   await renamePath(temp, dest);
   return { unchanged: false };
+}
+
+async function isFolder(dir: string): Promise<boolean> {
+  return (await stat(dir).catch(() => undefined))?.isDirectory() ?? false;
 }

@@ -175,7 +175,7 @@ describe("SftpStorage keys", () => {
   it("rejects '..', absolute keys and reserved temp names without touching the server", async () => {
     const fresh = new SftpStorage(optionsFor());
     try {
-      for (const key of ["../escape.txt", "a/../../b", "/etc/passwd", "a/.x.fleet-abc1.tmp"]) {
+      for (const key of ["../escape.txt", "a/../../b", "/etc/passwd", "a/.x.fleet-abc12345671.tmp"]) {
         expect(await rejectionOf(fresh.write(key, Buffer.from("x")))).toMatchObject({ category: "invalid-key", retryable: false });
         expect(await rejectionOf(fresh.readBuffer(key))).toMatchObject({ category: "invalid-key" });
       }
@@ -290,7 +290,7 @@ describe("SftpStorage publishing", () => {
 describe("SftpStorage listing, checks and the pool", () => {
   it("lists recursively by prefix, skipping temp files and folders outside the prefix", async () => {
     for (const key of ["a/1", "a/2", "a/b/3", "ab/4", "c/5", "top"]) await storage.write(key, Buffer.from(key));
-    await writeFile(path.join(root, "a", ".x.fleet-abc123.tmp"), "partial");
+    await writeFile(path.join(root, "a", ".x.fleet-abc1234567a.tmp"), "partial");
     expect(await collect(storage.list())).toEqual(["a/1", "a/2", "a/b/3", "ab/4", "c/5", "top"]);
     expect(await collect(storage.list("a/"))).toEqual(["a/1", "a/2", "a/b/3"]);
     expect(await collect(storage.list("a"))).toEqual(["a/1", "a/2", "a/b/3", "ab/4"]);
