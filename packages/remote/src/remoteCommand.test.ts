@@ -9,6 +9,7 @@ import { RemoteCommandFailure, runRemoteCommand } from "./remoteCommand";
 import { DEFAULT_REMOTE_ERROR_PATTERNS } from "./remoteErrors";
 import { remoteCommandExists, remoteFolderSize, remoteMkdirP } from "./remoteOperations";
 import type { SshTarget } from "./sshTarget";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 let server: SshServer;
 let target: SshTarget;
@@ -46,15 +47,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(work, { recursive: true, force: true });
 });
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; message: string; retryable: boolean; cause?: unknown }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as { category: string; message: string; retryable: boolean; cause?: unknown };
-  }
-  throw new Error("expected a rejection");
-}
 
 /** A sleep duration of about 30 s that no other process uses: `sleep <it>` is findable in /proc. */
 function uniqueSleep(): string {

@@ -6,6 +6,7 @@ import { classifyTransferError } from "@fleet/core/classifyError";
 import { ConfinedRoot } from "./confinedRoot";
 import { LocalStorage } from "./localStorage";
 import { createTempNamer } from "../tempNames";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 // The local adapter's confinement against a hostile or changing tree: a review's probes (those
 // under "found by review" failed before their fixes).
@@ -28,15 +29,6 @@ afterEach(async () => {
   await storage.close();
   await rm(base, { recursive: true, force: true });
 });
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; retryable: boolean; message: string }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as { category: string; retryable: boolean; message: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 describe("confinement that held", () => {
   it("a source subfolder swapped for a symlink out of the root after it was checked: invalid-key (the file's fault), never storage-unavailable", async () => {

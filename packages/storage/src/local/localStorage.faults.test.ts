@@ -7,6 +7,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import { LocalStorage } from "./localStorage";
 import type { ObjectVersion } from "../storage";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 // Issue 9's local faults: things that are not files, files that change while they are read,
 // and a destination whose folders (or root) vanish under the adapter's folder cache.
@@ -23,15 +24,6 @@ afterEach(async () => {
   await storage.close();
   await rm(root, { recursive: true, force: true });
 });
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; retryable: boolean; message: string }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as { category: string; retryable: boolean; message: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 async function drain(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];

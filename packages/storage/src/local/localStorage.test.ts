@@ -7,6 +7,7 @@ import { pathToFileURL } from "node:url";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import { LocalStorage } from "./localStorage";
 import type { ObjectInfo } from "../storage";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 const sha256 = (data: Buffer | string): string => createHash("sha256").update(data).digest("hex");
 
@@ -27,15 +28,6 @@ afterEach(async () => {
 async function filesOnDisk(): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
   return entries.filter((e) => !e.isDirectory()).map((e) => path.relative(root, path.join(e.parentPath, e.name)));
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; message: string; retryable: boolean }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as PermanentError;
-  }
-  throw new Error("expected a rejection");
 }
 
 async function collect(iterable: AsyncIterable<ObjectInfo>): Promise<string[]> {

@@ -9,6 +9,7 @@ import { fingerprintOf } from "@fleet/remote/sshHostKey";
 import { SftpStorage } from "./sftpStorage";
 import type { SftpStorageOptions } from "./sftpStorage";
 import { isTempName } from "../tempNames";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 const sha256 = (data: Buffer | string): string => createHash("sha256").update(data).digest("hex");
 
@@ -35,15 +36,6 @@ function otherHostKey(): { line: string; fingerprint: string } {
   const { public: publicKey } = utils.generateKeyPairSync("ed25519");
   const base64 = publicKey.split(" ")[1] as string;
   return { line: `[127.0.0.1]:${server.port} ssh-ed25519 ${base64}`, fingerprint: fingerprintOf(Buffer.from(base64, "base64")) };
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; message: string; retryable: boolean }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as { category: string; message: string; retryable: boolean };
-  }
-  throw new Error("expected a rejection");
 }
 
 const accepted = (): number => (server.log().match(/Accepted (publickey|password)/g) ?? []).length;

@@ -9,6 +9,7 @@ import type { SshServer } from "@fleet/testing/sshServer";
 import { openSftpSession } from "./sftpSession";
 import { SftpStorage } from "./sftpStorage";
 import type { ObjectVersion } from "../storage";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 // Issue 9's faults over SFTP (a real OpenSSH sshd serving this machine's disk): objects that
 // are not files, files changed while read, a destination whose folders or root vanish.
@@ -41,15 +42,6 @@ afterEach(async () => {
   await storage.close();
   await rm(root, { recursive: true, force: true });
 });
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; retryable: boolean; message: string }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as { category: string; retryable: boolean; message: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 const MiB = 1024 * 1024;
 

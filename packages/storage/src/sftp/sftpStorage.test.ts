@@ -12,6 +12,7 @@ import { SftpStorage } from "./sftpStorage";
 import type { SftpStorageOptions } from "./sftpStorage";
 import type { ObjectInfo } from "../storage";
 import { isTempName } from "../tempNames";
+import { rejectionOf } from "@fleet/testing/rejections";
 
 const sha256 = (data: Buffer | string): string => createHash("sha256").update(data).digest("hex");
 
@@ -56,15 +57,6 @@ async function filesOnDisk(dir = root): Promise<string[]> {
     .filter((e) => !e.isDirectory())
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
     .sort();
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<{ category: string; message: string; retryable: boolean }> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as { category: string; message: string; retryable: boolean };
-  }
-  throw new Error("expected a rejection");
 }
 
 async function collect(iterable: AsyncIterable<ObjectInfo>): Promise<string[]> {
