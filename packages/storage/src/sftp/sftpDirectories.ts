@@ -1,5 +1,5 @@
 import path from "node:path";
-import { PermanentError } from "@fleet/core/errors";
+import { PermanentError, RetryableError } from "@fleet/core/errors";
 import { parentKey } from "../keys";
 import { SFTP_STATUS, sftpStatusOf } from "./sftpSession";
 import type { SftpSession } from "./sftpSession";
@@ -14,8 +14,11 @@ import { toStorageError } from "../storageErrors";
  * inside the root. What remains is symlinks on the server: each folder is checked once with
  * the server's realpath (it must lie inside the root's realpath) and cached; an object that
  * is itself a symlink is resolved and checked by the adapter (resolveInside) before use.
- * Folders we create ourselves need no check. Limit: someone swapping a checked folder for a
- * symlink while we run is not caught (SFTP v3 has no O_NOFOLLOW or openat).
+ * A folder we create is checked after mkdir (and removed if a parent swapped for a symlink put
+ * it outside), and every write's temp file is checked by the server's realpath right after it
+ * is opened (SftpWriter), so a checked folder swapped for a symlink while we run is caught at
+ * the next file. Limit: SFTP v3 has no O_NOFOLLOW or openat, so a swap between that check and
+ * the rename into place could still redirect one file.
  */
 export class SftpDirectories {
   /** Normalised absolute root on the server. */
@@ -96,25 +99,43 @@ export class SftpDirectories {
     try {
       real = await realDirectory(session, remote);
     } catch (err) {
+      // A file where a write needs a folder: that key's conflict, not a missing folder (which at
+      // the destination pauses the whole link, again after every probe).
+      if (create && (err as { code?: string }).code === "ENOTDIR") throw inTheWay(key, dirKey);
       throw toStorageError("open folder of", key, err);
     }
     if (real === null) {
       if (!create) throw toStorageError("open folder of", key, notFound(remote));
       await this.ensureDir(session, parentKey(dirKey), true, key);
+      let made = false;
       try {
         await session.mkdir(remote);
-        // A folder we create ourselves is a real directory inside a checked parent.
-        return;
+        made = true;
       } catch (mkdirErr) {
         // OpenSSH answers FAILURE for EEXIST: another writer made it first (or a symlink is there).
         if (sftpStatusOf(mkdirErr) !== SFTP_STATUS.FAILURE) throw toStorageError("create folder of", key, mkdirErr);
       }
       try {
-        real = (await realDirectory(session, remote)) ?? "";
+        real = await realDirectory(session, remote);
       } catch (err) {
+        if (create && (err as { code?: string }).code === "ENOTDIR") throw inTheWay(key, dirKey);
         throw toStorageError("create folder of", key, err);
       }
+      // FAILURE and still nothing there: not EEXIST but a full or read-only disk, EIO… —
+      // the caller's failure check asks the server (statvfs) which; never the key's fault.
+      if (real === null) throw new RetryableError("io", `write ${JSON.stringify(key)}: the server could not create the folder ${remote}`);
+      // Made through a parent checked earlier and swapped for a symlink since: it lies outside.
+      if (made && !this.isInside(real)) {
+        await session.rmdir(real).catch(() => undefined);
+        this.clear();
+      }
     }
+    this.assertInside(real, key);
+  }
+
+  /** invalid-key unless the server's real path of something we opened lies inside the root. */
+  checkOpened(real: string, key: string): void {
+    if (!this.isInside(real)) this.clear();
     this.assertInside(real, key);
   }
 
@@ -151,11 +172,14 @@ export class SftpDirectories {
     }
   }
 
-  private assertInside(real: string, key: string): void {
+  private isInside(real: string): boolean {
     const root = this.rootReal;
     if (root === undefined) throw new Error("SftpDirectories: root checked before it was resolved");
-    const inside = real === root || real.startsWith(root === "/" ? "/" : `${root}/`);
-    if (!inside) {
+    return real === root || real.startsWith(root === "/" ? "/" : `${root}/`);
+  }
+
+  private assertInside(real: string, key: string): void {
+    if (!this.isInside(real)) {
       throw new PermanentError(
         "invalid-key",
         `key ${JSON.stringify(key)} leads outside the storage root ${this.root} through a symlink (to ${real})`,
@@ -193,4 +217,8 @@ export function normaliseRemoteRoot(root: string): string {
   if (/[\u0000-\u001f]/.test(root)) throw new PermanentError("bad-config", "SFTP root contains control characters");
   const normalised = path.posix.normalize(root);
   return normalised.length > 1 && normalised.endsWith("/") ? normalised.slice(0, -1) : normalised;
+}
+
+function inTheWay(key: string, dirKey: string): PermanentError {
+  return new PermanentError("destination-exists", `write ${JSON.stringify(key)}: a file is in the way of the folder ${JSON.stringify(dirKey)} (or of one above it)`);
 }

@@ -36,6 +36,11 @@ export async function publishRemoteTemp(
       await session.rename(temp, dest);
       return { unchanged: false };
     } catch (err) {
+      // The temp file is gone but its folder is there: someone removed it while we wrote — this
+      // file's write to try again, not a missing destination (which pauses the link).
+      if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE && (await isFolder(session, dest.slice(0, dest.lastIndexOf("/")) || "/"))) {
+        throw new RetryableError("io", `write ${JSON.stringify(key)}: its temporary file was removed before it could be published`, { cause: err });
+      }
       if (sftpStatusOf(err) !== SFTP_STATUS.FAILURE) throw err;
     }
     const existing = await digestOfExisting(session, dest, key, digest.size, options.signal);
@@ -96,5 +101,13 @@ async function digestOfExisting(
     return await digestOfHandle(session, handle, size, key, signal);
   } finally {
     await session.close(handle).catch(() => undefined);
+  }
+}
+
+async function isFolder(session: SftpSession, remote: string): Promise<boolean> {
+  try {
+    return (await session.stat(remote)).isDirectory();
+  } catch {
+    return false;
   }
 }

@@ -128,10 +128,23 @@ export class SftpSession {
   }
 
   /** statvfs@openssh.com of a path: bytes available to us (f_bavail × f_frsize). */
-  availableBytes(path: string): Promise<number> {
+  async availableBytes(path: string): Promise<number> {
+    return (await this.space(path)).freeBytes;
+  }
+
+  /** statvfs@openssh.com of a path: free bytes and inodes available to us, and whether it is read-only. */
+  space(path: string): Promise<{ freeBytes: number; freeInodes: number; readOnly: boolean; filesystem: string }> {
+    type Info = { f_bavail: number | bigint; f_frsize: number | bigint; f_favail: number | bigint; f_flag: number | bigint; f_sid: number | bigint };
     return this.call((done) =>
-      this.sftp.ext_openssh_statvfs(path, (err, info: { f_bavail: number | bigint; f_frsize: number | bigint } | undefined) =>
-        done(err, info ? Number(info.f_bavail) * Number(info.f_frsize) : 0),
+      this.sftp.ext_openssh_statvfs(path, (err, info: Info | undefined) =>
+        done(err, {
+          freeBytes: info ? Number(info.f_bavail) * Number(info.f_frsize) : 0,
+          freeInodes: info ? Number(info.f_favail) : 0,
+          // ST_RDONLY, as statvfs@openssh.com passes it.
+          readOnly: info ? (Number(info.f_flag) & 1) === 1 : false,
+          // f_fsid: which filesystem (a volume unmounted from under a path changes it).
+          filesystem: info ? String(info.f_sid) : "",
+        }),
       ),
     );
   }
@@ -188,6 +201,10 @@ export class SftpSession {
 
   mkdir(path: string): Promise<void> {
     return this.call<void>((done) => this.sftp.mkdir(path, (err) => done(err)));
+  }
+
+  rmdir(path: string): Promise<void> {
+    return this.call<void>((done) => this.sftp.rmdir(path, (err) => done(err)));
   }
 
   realpath(path: string): Promise<string> {

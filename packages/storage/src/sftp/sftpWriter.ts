@@ -12,12 +12,14 @@ import type { SftpSession } from "./sftpSession";
 import { HandleWriter, writeBufferAndClose } from "./sftpWrites";
 import type { WriteOptions, WriteResult } from "../storage";
 import { isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
-import { createTempNamer } from "../tempNames";
+import { createTempNamer, unguessableTempName } from "../tempNames";
 import { UsedFolders } from "../usedFolders";
 
 // A write that fails (FAILURE, OpenSSH's answer for ENOSPC among others) with less free space
 // than this left on the server's filesystem is read as a full disk.
 const LOW_SPACE_BYTES = 1024 * 1024;
+// The root's filesystem could not be learned (no statvfs answer): not compared.
+const UNKNOWN = "?";
 // Bytes the destination probe writes (and removes): a full disk shows at once.
 const PROBE_BYTES = 64 * 1024;
 
@@ -43,6 +45,8 @@ export class SftpWriter {
   readonly tempName = createTempNamer();
   /** The root existed at some point while we ran: from then on it is never created again (see UsedFolders). */
   private rootSeen = false;
+  /** statvfs f_fsid of the root when first seen (see sameRootFilesystem). */
+  private rootFilesystem: string | undefined;
   private readonly folders = new UsedFolders();
 
   constructor(private readonly options: SftpWriterOptions) {}
@@ -77,11 +81,13 @@ export class SftpWriter {
     const lease = await this.options.pool.acquire(signal);
     const session = lease.session;
     const dirKey = parentKey(k);
-    const temp = this.options.dirs.abs(dirKey === "" ? this.tempName(k) : `${dirKey}/${this.tempName(baseName(k))}`);
+    const tempFor = (name: (n: string) => string) => this.options.dirs.abs(dirKey === "" ? name(k) : `${dirKey}/${name(baseName(k))}`);
+    let temp = tempFor(this.tempName);
     let created = false;
     const fsync = this.options.fsync && session.canFsync;
     try {
-      const handle = await this.openTemp(session, temp, dirKey, k);
+      let handle: Buffer;
+      ({ handle, temp } = await this.openTemp(session, temp, dirKey, k, () => tempFor(unguessableTempName)));
       created = true;
       let digest: Digest;
       if (known) {
@@ -121,9 +127,22 @@ export class SftpWriter {
     const error = toStorageError("write", k, err);
     const bare = sftpStatusOf(err) === SFTP_STATUS.FAILURE || (err instanceof FleetError && err.category === "io");
     if (!bare || session.dead || !session.canStatvfs) return error;
-    const free = await session.availableBytes(this.options.dirs.root).catch(() => undefined);
-    if (free === undefined || free >= size + LOW_SPACE_BYTES) return error;
-    return new RetryableError("no-space", `${error.message} (${free} bytes free on the server)`, { cause: error });
+    const space = await session.space(this.options.dirs.root).catch(() => undefined);
+    if (space === undefined) return error;
+    // A read-only filesystem (remounted after errors, a snapshot) is the storage's state, not this file's.
+    if (space.readOnly) return new RetryableError("storage-unavailable", `${error.message} (the server's filesystem is read-only)`, { cause: error });
+    if (space.freeInodes === 0) return new RetryableError("no-space", `${error.message} (no free inodes on the server)`, { cause: error });
+    if (space.freeBytes >= size + LOW_SPACE_BYTES) return error;
+    return new RetryableError("no-space", `${error.message} (${space.freeBytes} bytes free on the server)`, { cause: error });
+  }
+
+  private insideRoot(real: string, k: string): boolean {
+    try {
+      this.options.dirs.checkOpened(real, k);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -131,23 +150,66 @@ export class SftpWriter {
    * removed behind our back (the root with it, maybe): then forget every folder and try once
    * more — unless the root itself is gone, which is never re-created mid-run.
    */
-  private async openTemp(session: SftpSession, temp: string, dirKey: string, k: string): Promise<Buffer> {
-    for (let attempt = 0; ; attempt++) {
+  private async openTemp(session: SftpSession, first: string, dirKey: string, k: string, another: () => string): Promise<{ handle: Buffer; temp: string }> {
+    let temp = first;
+    for (let attempt = 0, taken = 0; ; attempt++) {
       try {
         if (this.rootSeen) await this.options.dirs.ensureDir(session, "", false, k);
         // Noted before: a failed ensureDir may leave the folder's parents cached.
         this.folders.add(dirKey);
         await this.options.dirs.ensureDir(session, dirKey, true, k);
         this.rootSeen = true;
-        return await session.open(temp, "wx");
+        // The root's filesystem, learned at the first write (one statvfs per process).
+        if (this.rootFilesystem === undefined) await this.sameRootFilesystem(session, k);
+        // Where the temp file really is, asked right behind the open (the server answers in
+        // order: no extra round trip): a checked folder swapped for a symlink since is caught.
+        const [opened, real] = await Promise.allSettled([session.open(temp, "wx"), session.realpath(temp)]);
+        if (opened.status === "rejected") throw opened.reason;
+        if (real.status === "rejected" || !this.insideRoot(real.value, k)) {
+          await session.close(opened.value).catch(() => undefined);
+          await session.unlink(real.status === "fulfilled" ? real.value : temp).catch(() => undefined);
+          if (real.status === "rejected") throw real.reason;
+          this.options.dirs.checkOpened(real.value, k); // throws invalid-key
+        }
+        return { handle: opened.value, temp };
       } catch (err) {
+        // Our temp name is taken (OpenSSH answers FAILURE for EEXIST): names are predictable, so
+        // someone who can write there could plant the next ones. Another, random name then.
+        if (sftpStatusOf(err) === SFTP_STATUS.FAILURE && taken < 3 && (await exists(session, temp))) {
+          taken++;
+          temp = another();
+          attempt--;
+          continue;
+        }
         if (!(sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || isNotFound(err))) throw err;
         if (attempt > 0) {
           await this.findRoot(session, k);
           throw err;
         }
+        // Folders gone: re-created below — unless the root is now another filesystem (its volume
+        // unmounted, leaving the mount point), which must never be written into.
+        await this.sameRootFilesystem(session, k);
         this.invalidate();
       }
+    }
+  }
+
+  /**
+   * The filesystem of the root as first seen (statvfs@openssh.com's f_fsid, when offered);
+   * storage-unavailable once it changed. Learned on the first call.
+   */
+  private async sameRootFilesystem(session: SftpSession, k: string): Promise<void> {
+    if (!session.canStatvfs || this.rootFilesystem === UNKNOWN) return;
+    const now = (await session.space(this.options.dirs.root).catch(() => undefined))?.filesystem;
+    if (this.rootFilesystem === undefined) {
+      this.rootFilesystem = now || UNKNOWN;
+      return;
+    }
+    if (now !== undefined && now !== this.rootFilesystem) {
+      throw new RetryableError(
+        "storage-unavailable",
+        `${k}: the storage root ${this.options.label} is on another filesystem than when Fleet started writing (its volume unmounted?); Fleet does not write into it: remount it, or restart the worker`,
+      );
     }
   }
 
@@ -194,5 +256,14 @@ export class SftpWriter {
       throw error;
     }
     await session.unlink(temp);
+  }
+}
+
+async function exists(session: SftpSession, remote: string): Promise<boolean> {
+  try {
+    await session.lstat(remote);
+    return true;
+  } catch {
+    return false;
   }
 }
