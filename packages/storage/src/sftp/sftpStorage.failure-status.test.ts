@@ -7,6 +7,9 @@ import type { SshServer } from "@fleet/testing/sshServer";
 import { rejectionOf } from "@fleet/testing/rejections";
 import { SftpStorage } from "./sftpStorage";
 
+// Mounting a tmpfs needs root.
+const asRoot = process.getuid?.() === 0 ? describe : describe.skip;
+
 // OpenSSH's bare SSH_FX_FAILURE (EROFS, ENOSPC for inodes, EEXIST…) and how the adapter
 // reads it; a destination root that is a mount point. Real tmpfs mounts: needs root.
 
@@ -54,7 +57,7 @@ const atDestination = (err: unknown): { category: string; retryable: boolean } =
   return { category: e.category, retryable: e.retryable };
 };
 
-describe("a read-only destination filesystem (EROFS → SSH_FX_FAILURE)", () => {
+asRoot("a read-only destination filesystem (EROFS → SSH_FX_FAILURE)", () => {
   it("is the storage's fault (storage-unavailable, as EROFS is for local), for a new folder and an existing one", async () => {
     mountTmpfs("size=4m");
     const s = sftp(path.join(mount, "archive"));
@@ -73,7 +76,7 @@ describe("a read-only destination filesystem (EROFS → SSH_FX_FAILURE)", () => 
   });
 });
 
-describe("a destination out of inodes (ENOSPC → SSH_FX_FAILURE, bytes still free)", () => {
+asRoot("a destination out of inodes (ENOSPC → SSH_FX_FAILURE, bytes still free)", () => {
   it("is no-space (a link fault), for a new folder and an existing one", async () => {
     mountTmpfs("size=4m,nr_inodes=16");
     const s = sftp(path.join(mount, "archive"));
@@ -96,7 +99,7 @@ describe("a destination out of inodes (ENOSPC → SSH_FX_FAILURE, bytes still fr
   });
 });
 
-describe("a destination root that is a mount point, unmounted mid-run", () => {
+asRoot("a destination root that is a mount point, unmounted mid-run", () => {
   it("is not written into (the empty mount point is not the root that was used)", async () => {
     mountTmpfs("size=4m");
     const s = sftp(mount);
