@@ -1,7 +1,7 @@
 import { existsSync, readlinkSync } from "node:fs";
 import { mkdir, realpath, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
-import { PermanentError, RetryableError } from "@fleet/core/errors";
+import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { parentKey } from "../keys";
 import { errorCode, toStorageError } from "../storageErrors";
 
@@ -158,10 +158,10 @@ export class ConfinedRoot {
       // A file where a write needs a folder: that one key's conflict (destination-exists), not
       // a missing folder — which at the destination reads as the storage's fault and would
       // pause the whole link, again after every probe (found by review).
-      if (create && !(await stat(real)).isDirectory()) throw inTheWay(key, dirKey);
+      if (create && !(await stat(real)).isDirectory()) await this.inTheWay(key, dirKey);
     } catch (err) {
-      if (err instanceof PermanentError) throw err;
-      if (create && errorCode(err) === "ENOTDIR") throw inTheWay(key, dirKey);
+      if (err instanceof FleetError) throw err;
+      if (create && errorCode(err) === "ENOTDIR") await this.inTheWay(key, dirKey);
       if (!create || errorCode(err) !== "ENOENT") throw toStorageError("open folder of", key, err);
       const parent = parentKey(dirKey);
       await this.ensureDir(parent, true, key);
@@ -182,6 +182,19 @@ export class ConfinedRoot {
       return;
     }
     if (!this.isInside(real)) await this.throwOutside(real, key);
+  }
+
+  /**
+   * Something other than a folder where a write needs one: that key's conflict
+   * (destination-exists) — unless it is the root itself that is not a folder (replaced by a
+   * file, say), which is the storage's fault.
+   */
+  private async inTheWay(key: string, dirKey: string): Promise<never> {
+    const root = await stat(this.path).catch(() => undefined);
+    if (!root?.isDirectory()) {
+      throw new RetryableError("storage-unavailable", `write ${JSON.stringify(key)}: the storage root ${this.path} is not a folder`);
+    }
+    throw new PermanentError("destination-exists", `write ${JSON.stringify(key)}: a file is in the way of the folder ${JSON.stringify(dirKey)} (or of one above it)`);
   }
 
   private async resolveRoot(create: boolean, key: string): Promise<string> {
@@ -239,9 +252,7 @@ export class ConfinedRoot {
   }
 }
 
-function inTheWay(key: string, dirKey: string): PermanentError {
-  return new PermanentError("destination-exists", `write ${JSON.stringify(key)}: a file is in the way of the folder ${JSON.stringify(dirKey)} (or of one above it)`);
-}
+
 
 async function identityOf(real: string): Promise<string> {
   const info = await stat(real);
