@@ -1,7 +1,6 @@
 import http from "node:http";
 import https from "node:https";
 import type { HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { RetryableError } from "@fleet/core/errors";
 import { Sha256 } from "@smithy/core/checksum";
 import { SignatureV4 } from "@smithy/signature-v4";
 
@@ -62,8 +61,11 @@ export class S3DirectRequests {
   /** The SDK's credential provider (it caches and refreshes). */
   private readonly credentials: CredentialProvider;
 
+  /** After a 429 or 5xx: the direct path rests until then and the SDK's backoff governs. */
+  private restingUntil = 0;
+
   constructor(
-    client: S3Client,
+    private readonly client: S3Client,
     private readonly agents: DirectAgents,
     private readonly settings: DirectSettings,
   ) {
@@ -113,6 +115,7 @@ export class S3DirectRequests {
     if (!answer) return NOT_HANDLED;
     if (answer.status === 200) return { handled: true, value: answer.headers };
     if (answer.status === 404) return { handled: true, value: null };
+    this.restIfOverloaded(answer.status);
     return NOT_HANDLED;
   }
 
@@ -120,9 +123,15 @@ export class S3DirectRequests {
   async put(objectKey: string, body: Buffer, headers: Record<string, string>, bodySha256: string, signal?: AbortSignal): Promise<Direct<string | undefined>> {
     if (body.length > DIRECT_PUT_MAX_BYTES) return NOT_HANDLED;
     const answer = await this.send("PUT", objectKey, { ...headers, "content-length": String(body.length) }, body, bodySha256, signal);
+    if (answer && answer.status !== 200) this.restIfOverloaded(answer.status);
     if (answer?.status !== 200) return NOT_HANDLED;
     const etag = answer.headers.etag;
     return { handled: true, value: Array.isArray(etag) ? etag[0] : etag };
+  }
+
+  /** 429 / 5xx: the server asks for less, so no extra direct attempt ahead of the SDK's backed-off retries for a while. */
+  private restIfOverloaded(status: number): void {
+    if (status === 429 || status >= 500) this.restingUntil = Date.now() + OVERLOAD_REST_MS;
   }
 
   private async learn(request: CapturedRequest, objectKey: string): Promise<void> {
@@ -160,12 +169,15 @@ export class S3DirectRequests {
     signal?: AbortSignal,
   ): Promise<{ status: number; headers: http.IncomingHttpHeaders } | undefined> {
     const target = this.learned;
-    if (!target) return undefined;
+    if (!target || Date.now() < this.restingUntil) return undefined;
     const path = target.pathPrefix + encodeKeyPath(objectKey);
     // The body stays out of the signer: its sha256 is known (none: the signer adds that of "").
     const headers: Record<string, string> = { host: target.host, ...extra };
     if (bodySha256) headers["x-amz-content-sha256"] = bodySha256;
-    const signed = await target.signer.sign({ method, protocol: target.protocol, hostname: target.hostname, path, query: {}, headers }, { signingDate: new Date() });
+    // The SDK's clock correction (learned from a RequestTimeTooSkewed answer), read each time: a
+    // host whose clock is off would otherwise have every direct request refused and sent again.
+    const offset = Number((this.client.config as { systemClockOffset?: number }).systemClockOffset ?? 0);
+    const signed = await target.signer.sign({ method, protocol: target.protocol, hostname: target.hostname, path, query: {}, headers }, { signingDate: new Date(Date.now() + offset) });
     const transport = target.protocol === "https:" ? https : http;
     return new Promise((resolve, reject) => {
       const req = transport.request(
@@ -187,12 +199,13 @@ export class S3DirectRequests {
         },
       );
       req.setTimeout(this.settings.requestTimeoutMs, () => {
-        req.destroy(new RetryableError("timeout", `${method} ${objectKey}: no answer for ${this.settings.requestTimeoutMs} ms`));
+        // A TimeoutError (classified timeout) that the adapter names with its operation and key.
+        req.destroy(Object.assign(new Error(`no answer for ${this.settings.requestTimeoutMs} ms`), { name: "TimeoutError" }));
       });
       req.once("error", (err) => {
         // An abort is the caller's; a timeout is final (the SDK would wait as long again);
         // anything else (a reused socket the server had closed) is worth one SDK attempt.
-        if (signal?.aborted || err instanceof RetryableError) reject(err);
+        if (signal?.aborted || err.name === "TimeoutError") reject(err);
         else resolve(undefined);
       });
       req.end(body);
@@ -250,6 +263,9 @@ export interface CapturedRequest {
   query?: Record<string, unknown>;
   headers: Record<string, string>;
 }
+
+// How long the direct path rests after the server said it is overloaded.
+const OVERLOAD_REST_MS = 5_000;
 
 function headerOf(headers: Record<string, string>, name: string): string | undefined {
   for (const [key, value] of Object.entries(headers)) if (key.toLowerCase() === name) return value;

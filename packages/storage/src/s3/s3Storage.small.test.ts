@@ -77,14 +77,14 @@ describe("S3Storage with many small files (direct requests, folder listings) on 
     await server?.stop();
   });
 
-  it("sends one PUT per file once the folder is listed, without the SDK once it has signed a first HEAD, and stores every byte", async () => {
+  it("with ifExists overwrite, sends one PUT per file once the folder is listed, without the SDK once it has signed a first HEAD, and stores every byte", async () => {
     // A listing lives 5 s by default; 60 writes may take longer on a loaded machine, and then
     // the folder is listed again, rightly. What is measured here is one listing per folder.
     const storage = open({ prefix: "bulk", listingTtlMs: 600_000 });
     const files = Array.from({ length: 60 }, (_, i) => ({ key: `d/f ${i} (+é).bin`, body: randomBytes(4096) }));
     const from = recorder.seen.length;
     // One at a time: each write sees what the ones before it left.
-    for (const f of files) expect(await storage.write(f.key, f.body)).toMatchObject({ unchanged: false, sha256: sha256(f.body) });
+    for (const f of files) expect(await storage.write(f.key, f.body, { ifExists: "overwrite" })).toMatchObject({ unchanged: false, sha256: sha256(f.body) });
     const seen = recorder.seen.slice(from);
     const count = (method: string, sdk?: boolean) => seen.filter((s) => s.method === method && (sdk === undefined || s.sdk === sdk)).length;
     expect(count("PUT")).toBe(60);
@@ -92,6 +92,17 @@ describe("S3Storage with many small files (direct requests, folder listings) on 
     expect(count("HEAD")).toBeLessThanOrEqual(2);
     expect(count("GET")).toBe(1); // the folder listing
     for (const f of files) expect(sha256(await storage.readBuffer(f.key))).toBe(sha256(f.body));
+  });
+
+  it("with ifExists fail (the default), HEADs before every PUT: a listing seconds old does not protect an object another writer made since", async () => {
+    const storage = open({ prefix: "guarded", listingTtlMs: 600_000 });
+    const files = Array.from({ length: 20 }, (_, i) => ({ key: `d/g ${i}.bin`, body: randomBytes(512) }));
+    const from = recorder.seen.length;
+    for (const f of files) await storage.write(f.key, f.body);
+    const seen = recorder.seen.slice(from);
+    const count = (method: string, sdk?: boolean) => seen.filter((s) => s.method === method && (sdk === undefined || s.sdk === sdk)).length;
+    expect([count("HEAD"), count("PUT"), count("GET")]).toEqual([20, 20, 0]);
+    expect(count("HEAD", false)).toBeGreaterThanOrEqual(19); // still without the SDK
   });
 
   it("still meets objects that existed before the listing: same bytes unchanged, different bytes destination-exists", async () => {

@@ -42,10 +42,14 @@ const MAX_COPY_BYTES = 5 * 1024 ** 3;
  * object's ETag still equals the stored md5, so bytes replaced behind Fleet's back are read
  * and hashed instead of trusted.
  *
- * Requests per small file: a PUT, after a HEAD (does the destination exist?) unless a listing
- * of its folder requested at most `listingTtlMs` before shows it absent (s3FolderListings.ts).
- * The check before the PUT is check-then-act: two writers of one key at the same moment can
- * both pass it; Fleet gives each file to one claim, so only an outside writer could race it.
+ * Requests per small file: a PUT, after a HEAD (does the destination exist?). With
+ * ifExists "overwrite", a listing of its folder requested at most `listingTtlMs` before that
+ * shows it absent replaces the HEAD (s3FolderListings.ts): nothing is protected by the HEAD
+ * there, it only spares uploading identical bytes. Under "fail" every write HEADs: a listing
+ * up to seconds old would let a write replace an object another worker created since — two
+ * source files mapped to one key by DESTINATION_KEY_TEMPLATE, given to two claims (found by
+ * review). The HEAD before the PUT is still check-then-act: two writers of one key within a
+ * round trip can both pass it (S3 has no rename; conditional writes are not used yet).
  */
 export class S3Storage implements Storage {
   readonly kind = "s3";
@@ -215,7 +219,7 @@ export class S3Storage implements Storage {
   private async writeStream(target: S3Key, body: Readable, options: WriteOptions): Promise<WriteResult> {
     const { signal } = options;
     if (signal) addAbortSignal(signal, body);
-    const head = await this.headBeforeWrite(target, signal);
+    const head = await this.headBeforeWrite(target, options.ifExists, signal);
     if (head) {
       const announced = options.expectedSize !== undefined && options.expectedSha256 !== undefined
         ? { size: options.expectedSize, sha256: options.expectedSha256.toLowerCase() }
@@ -283,7 +287,7 @@ export class S3Storage implements Storage {
    * object without trustworthy sha256 metadata but of the same size is downloaded and hashed.
    */
   private async settleExisting(target: S3Key, digest: Digest, options: WriteOptions, known?: HeadInfo): Promise<boolean> {
-    const head = known ?? (await this.headBeforeWrite(target, options.signal));
+    const head = known ?? (await this.headBeforeWrite(target, options.ifExists, options.signal));
     if (!head) return false;
     const existing = await existingDigest(this.objects, target, head, digest.size, options.signal);
     if (existing === "gone") return false;
@@ -293,8 +297,8 @@ export class S3Storage implements Storage {
   }
 
   /** The existing object at a key about to be written; null when absent (by a fresh listing, or a HEAD). */
-  private async headBeforeWrite(target: S3Key, signal?: AbortSignal): Promise<HeadInfo | null> {
-    if (await this.listings.knownAbsent(target.objectKey)) return null;
+  private async headBeforeWrite(target: S3Key, ifExists: WriteOptions["ifExists"], signal?: AbortSignal): Promise<HeadInfo | null> {
+    if (ifExists === "overwrite" && (await this.listings.knownAbsent(target.objectKey))) return null;
     return this.objects.head("write", target, signal);
   }
 
