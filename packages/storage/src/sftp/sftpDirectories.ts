@@ -172,6 +172,11 @@ export class SftpDirectories {
     }
   }
 
+  /** Whether a real path the server gave lies inside the root (resolved by an earlier check). */
+  contains(real: string): boolean {
+    return this.isInside(real);
+  }
+
   private isInside(real: string): boolean {
     const root = this.rootReal;
     if (root === undefined) throw new Error("SftpDirectories: root checked before it was resolved");

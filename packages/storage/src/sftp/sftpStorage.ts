@@ -243,6 +243,7 @@ export class SftpStorage implements Storage {
   async sweepTemps(options: SweepOptions): Promise<SweepResult> {
     const lease = await this.pool.acquire(options.signal);
     try {
+      await this.writer.removeStranded(lease.session);
       return await sweepSftpTemps(lease.session, this.dirs.root, options);
     } finally {
       lease.release();
@@ -267,12 +268,20 @@ export class SftpStorage implements Storage {
       yield* sortedWalk<SftpEntry>(
         {
           readDir: async (dirKey) => {
-            let handle: Buffer;
-            try {
-              handle = await session.opendir(this.dirs.abs(dirKey));
-            } catch (err) {
-              if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE) return null; // removed while we listed
-              throw toStorageError("list", dirKey, err);
+            // The folder's real path is asked right behind its opendir (answered in order, no
+            // extra round trip): a folder swapped for a symlink out of the root since its parent
+            // was read is skipped (the start folder was checked by ensureDir, and fails).
+            const remote = this.dirs.abs(dirKey);
+            const [opened, real] = await Promise.allSettled([session.opendir(remote), session.realpath(remote)]);
+            if (opened.status === "rejected") {
+              if (sftpStatusOf(opened.reason) === SFTP_STATUS.NO_SUCH_FILE) return null; // removed while we listed
+              throw toStorageError("list", dirKey, opened.reason);
+            }
+            const handle = opened.value;
+            if (real.status === "rejected" || !this.dirs.contains(real.value)) {
+              closeReadHandle(session, handle);
+              if (dirKey === start) this.dirs.checkOpened(real.status === "fulfilled" ? real.value : remote, p === "" ? "." : p);
+              return null;
             }
             const entries: SftpEntry[] = [];
             try {

@@ -22,6 +22,8 @@ const LOW_SPACE_BYTES = 1024 * 1024;
 const UNKNOWN = "?";
 // Bytes the destination probe writes (and removes): a full disk shows at once.
 const PROBE_BYTES = 64 * 1024;
+// Temp files remembered for removal after a dead connection (writes in flight when it died).
+const MAX_STRANDED = 10_000;
 
 export interface SftpWriterOptions {
   pool: SftpPool;
@@ -48,6 +50,12 @@ export class SftpWriter {
   /** statvfs f_fsid of the root when first seen (see sameRootFilesystem). */
   private rootFilesystem: string | undefined;
   private readonly folders = new UsedFolders();
+  /**
+   * Temp files a dead connection kept us from removing (or may have created: an open whose
+   * answer never came). Removed through the next session that works: the temp sweep keeps
+   * them, since their writer — this process — is alive.
+   */
+  private readonly stranded = new Set<string>();
 
   constructor(private readonly options: SftpWriterOptions) {}
 
@@ -80,6 +88,7 @@ export class SftpWriter {
 
     const lease = await this.options.pool.acquire(signal);
     const session = lease.session;
+    if (this.stranded.size > 0) await this.removeStranded(session);
     const dirKey = parentKey(k);
     const tempFor = (name: (n: string) => string) => this.options.dirs.abs(dirKey === "" ? name(k) : `${dirKey}/${name(baseName(k))}`);
     let temp = tempFor(this.tempName);
@@ -113,6 +122,8 @@ export class SftpWriter {
     } catch (err) {
       const error = await this.writeFailure(session, k, err, known?.size ?? 0);
       if (created) await this.discardTemp(session, temp, error);
+      // The connection died with the open unanswered: the server may have made the file.
+      else if (session.dead) this.strand(temp);
       throw error;
     } finally {
       lease.release();
@@ -239,10 +250,40 @@ export class SftpWriter {
       if (!session.dead) await session.unlink(temp);
       else await this.options.pool.use(AbortSignal.timeout(5000), (fresh) => fresh.unlink(temp));
     } catch (err) {
-      if (sftpStatusOf(err) !== SFTP_STATUS.NO_SUCH_FILE) {
-        error.message += ` (and the temporary file ${temp} could not be removed: ${(err as Error).message})`;
-      }
+      if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE) return;
+      error.message += ` (and the temporary file ${temp} could not be removed: ${(err as Error).message}`;
+      // No answer from a server (connection refused, dropped, timed out): tried again later.
+      if (sftpStatusOf(err) === undefined && this.strand(temp)) error.message += "; it will be removed once the server answers again";
+      error.message += ")";
     }
+  }
+
+  /** Remembers a temp file to remove later; false when too many are remembered already. */
+  private strand(temp: string): boolean {
+    if (this.stranded.size >= MAX_STRANDED) return false;
+    this.stranded.add(temp);
+    return true;
+  }
+
+  /**
+   * Removes the temp files a dead connection left, through a working session: each one's real
+   * path is checked to lie inside the root first (its folder may have been swapped for a
+   * symlink since), all pipelined. Forgotten once the server answered for it (removed, gone,
+   * or refused); kept for the next session while the server does not answer.
+   */
+  async removeStranded(session: SftpSession): Promise<void> {
+    const temps = [...this.stranded];
+    await Promise.all(
+      temps.map(async (temp) => {
+        try {
+          const real = await session.realpath(temp);
+          if (this.options.dirs.contains(real)) await session.unlink(real);
+          this.stranded.delete(temp);
+        } catch (err) {
+          if (sftpStatusOf(err) !== undefined) this.stranded.delete(temp);
+        }
+      }),
+    );
   }
 
   /** The probe's write: a small temp file, fsynced and removed (a full disk, a refusal show). */
