@@ -34,7 +34,7 @@ export interface BenchResults {
   /** `fleet inventory scan` vs `rclone lsf -R` and `find -printf` (null: not measured). */
   scan: ScanResults | null;
   /** P1b: cp, rclone and Fleet (VERIFY=readback) on the demo's tree (its generator and size mix). */
-  mix: { files: number; bytes: number; cp: BestOf<ReferenceCopyResult> | null; rclone: BestOf<RcloneCopyResult> | null; fleet: CopyResults["fleet"] } | null;
+  mix: { files: number; bytes: number; cp: BestOf<ReferenceCopyResult> | null; rclone: BestOf<RcloneCopyResult> | null; fleet: CopyResults["fleet"]; fleetNoFsync: CopyResults["fleetNoFsync"] } | null;
   /** The null copier with 1, 2, 4, 8 worker processes on private servers, and what a file costs them. */
   scaling: ScalingResults | null;
   /** One long run (1M files by default) through null: or a local destination. */
@@ -63,6 +63,8 @@ export interface BenchReport extends Omit<BenchResults, "skipped" | "settings"> 
     sftpVsRcloneSftp: number | null;
     /** fleet (fsync before publishing, the default) over fleet with FSYNC_WRITES=false: 1 means free. */
     fsyncVsNoFsync: number | null;
+    /** The same on the demo-mix tree (P1b). */
+    mixFsyncVsNoFsync: number | null;
     scanVsRcloneLsf: number | null;
     scanVsFind: number | null;
     rescanVsRcloneLsf: number | null;
@@ -99,6 +101,7 @@ export function buildReport(r: BenchResults): BenchReport {
     s3PackagedVsS3: ratio(r.s3Packaged?.filesPerSec, r.s3?.filesPerSec),
     sftpVsRcloneSftp: ratio(r.sftp?.filesPerSec, r.rcloneSftp?.filesPerSec),
     fsyncVsNoFsync: ratio(r.fleet?.filesPerSec, r.fleetNoFsync?.filesPerSec),
+    mixFsyncVsNoFsync: ratio(r.mix?.fleet?.filesPerSec, r.mix?.fleetNoFsync?.filesPerSec),
     scanVsRcloneLsf: ratio(r.scan?.fleet.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
     scanVsFind: ratio(r.scan?.fleet.filesPerSec, r.scan?.find.filesPerSec),
     rescanVsRcloneLsf: ratio(r.scan?.fleetRescan.filesPerSec, r.scan?.rcloneLsf?.filesPerSec),
@@ -219,6 +222,7 @@ export function sayReport(report: BenchReport, say: Say): void {
     const m = report.mix;
     say(`P1b the demo's size mix (${m.files} files, ${(m.bytes / 1_048_576).toFixed(0)} MiB):`);
     line("fleet, VERIFY=readback", m.fleet, m.fleet ? rss(m.fleet.peakWorkerRssMb) : "");
+    if (m.fleetNoFsync) line("fleet, FSYNC_WRITES=false", m.fleetNoFsync);
     line("cp -r", m.cp);
     line("rclone copy (16/16)", m.rclone);
   }
@@ -239,7 +243,7 @@ export function sayReport(report: BenchReport, say: Say): void {
   say(`P4 S3 object vs rclone    ${report.ratios.s3VsRcloneS3 ?? "-"}× (target ≥ ${TARGETS.s3VsRcloneS3}×; VERIFY=write): ${verdict(report.met.s3VsRcloneS3)}`);
   say(`   S3 readback vs rclone  ${report.ratios.s3ReadBackVsRcloneS3 ?? "-"}× (VERIFY=readback downloads every object again; no target)`);
   say(`   SFTP vs rclone         ${report.ratios.sftpVsRcloneSftp ?? "-"}× (no target)`);
-  say(`   fsync vs no fsync      ${report.ratios.fsyncVsNoFsync ?? "-"}× (files/s with FSYNC_WRITES=true over false, same tree; 1 = free)`);
+  say(`   fsync vs no fsync      ${report.ratios.fsyncVsNoFsync ?? "-"}× (files/s with FSYNC_WRITES=true over false, same tree; 1 = free); demo mix ${report.ratios.mixFsyncVsNoFsync ?? "-"}×`);
   say(`   fleet vs its syscalls  ${report.ratios.fleetVsIoSequence ?? "-"}× (P1 over the io sequence alone, async + fsync; 1 = the pipeline costs nothing on top)`);
   say(`P3 runner vs BullMQ       ${report.ratios.runnerVsBullmq ?? "-"}× (target ≥ ${TARGETS.runnerVsBullmq}×): ${verdict(report.met.runnerVsBullmq)}`);
   say(`P3h runner+history vs BullMQ ${report.ratios.runnerHistoryVsBullmq ?? "-"}× (target ≥ ${TARGETS.runnerHistoryVsBullmq}×): ${verdict(report.met.runnerHistoryVsBullmq)}`);

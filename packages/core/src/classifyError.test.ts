@@ -68,6 +68,7 @@ describe("classifyError", () => {
     ["NoSuchKey", 404, "not-found", false],
     ["NotFound", 404, "not-found", false],
     ["EntityTooLarge", 400, "unsupported", false],
+    ["ConditionalRequestConflict", 409, "lock-contention", true],
   ])("maps AWS SDK error %s (HTTP %d) to %s", (name, status, category, retryable) => {
     const e = classifyError(aws(name, status));
     expect([e.category, e.retryable]).toEqual([category, retryable]);

@@ -162,6 +162,8 @@ const AWS_CODES: Record<string, Verdict> = {
   NoSuchKey: p("not-found"),
   NotFound: p("not-found"),
   EntityTooLarge: p("unsupported"),
+  // A conditional write (If-None-Match) raced another write of the same key in flight: try again.
+  ConditionalRequestConflict: r("lock-contention"),
 };
 
 // The SDK replaces anything it does not see as an Error (a socket error from another realm,

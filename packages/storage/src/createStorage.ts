@@ -56,6 +56,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
       endpoint: location.endpoint,
       region: location.region ?? s3.region ?? "us-east-1",
       forcePathStyle: location.forcePathStyle ?? location.endpoint !== undefined,
+      conditionalWrites: location.conditionalWrites,
       credentials: s3.credentials,
       multipartThresholdBytes: s3.multipartThresholdBytes,
       partSizeBytes: s3.partSizeBytes,

@@ -54,6 +54,9 @@ export const DIRECT_PUT_MAX_BYTES = 1024 * 1024;
 
 const NOT_HANDLED = { handled: false } as const;
 
+/** A conditional PUT's answer when the key already exists (412 Precondition Failed). */
+export const EXISTS = Symbol("exists");
+
 export class S3DirectRequests {
   private learned: Learned | undefined;
   private learning = false;
@@ -119,10 +122,14 @@ export class S3DirectRequests {
     return NOT_HANDLED;
   }
 
-  /** A single PUT; the ETag header of a 200. */
-  async put(objectKey: string, body: Buffer, headers: Record<string, string>, bodySha256: string, signal?: AbortSignal): Promise<Direct<string | undefined>> {
+  /**
+   * A single PUT; the ETag header of a 200. With `if-none-match: *` among the headers (a
+   * conditional write), a 412 is an answer too: EXISTS, the key was taken.
+   */
+  async put(objectKey: string, body: Buffer, headers: Record<string, string>, bodySha256: string, signal?: AbortSignal): Promise<Direct<string | undefined | typeof EXISTS>> {
     if (body.length > DIRECT_PUT_MAX_BYTES) return NOT_HANDLED;
     const answer = await this.send("PUT", objectKey, { ...headers, "content-length": String(body.length) }, body, bodySha256, signal);
+    if (answer?.status === 412 && headers["if-none-match"] === "*") return { handled: true, value: EXISTS };
     if (answer && answer.status !== 200) this.restIfOverloaded(answer.status);
     if (answer?.status !== 200) return NOT_HANDLED;
     const etag = answer.headers.etag;

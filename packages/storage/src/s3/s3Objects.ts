@@ -4,6 +4,7 @@ import { CopyObjectCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCom
 import type { S3Client } from "@aws-sdk/client-s3";
 import type { Digest } from "../hashing";
 import type { ObjectVersion } from "../storage";
+import { EXISTS } from "./s3DirectRequests";
 import type { S3DirectRequests } from "./s3DirectRequests";
 import { isS3NotFound, s3Failure } from "./s3Errors";
 import { copySourceOf } from "./s3Keys";
@@ -93,28 +94,39 @@ export class S3Objects {
     }
   }
 
-  /** One PUT with Fleet's metadata; returns the ETag (lowercase, unquoted). */
-  async put(target: S3Key, body: Buffer, digest: Digest, md5: string, signal?: AbortSignal): Promise<string | undefined> {
+  /**
+   * One PUT with Fleet's metadata; returns the ETag (lowercase, unquoted). With `ifAbsent`, a
+   * conditional write (`If-None-Match: *`): EXISTS, and nothing written, when the key exists —
+   * atomic on servers that honour it (AWS S3, MinIO); see s3ConditionalWrites.ts for the others.
+   */
+  async put(target: S3Key, body: Buffer, digest: Digest, md5: string, signal?: AbortSignal, ifAbsent = false): Promise<string | undefined | typeof EXISTS> {
     const contentMd5 = Buffer.from(md5, "hex").toString("base64");
     if (this.direct.ready) {
-      const headers = { "content-type": "application/octet-stream", "content-md5": contentMd5, "x-amz-meta-sha256": digest.sha256, "x-amz-meta-md5": md5 };
+      const headers: Record<string, string> = { "content-type": "application/octet-stream", "content-md5": contentMd5, "x-amz-meta-sha256": digest.sha256, "x-amz-meta-md5": md5 };
+      if (ifAbsent) headers["if-none-match"] = "*";
       // The body's sha256 is the digest's: the signature needs no second hash.
       const direct = await this.direct.put(target.objectKey, body, headers, digest.sha256, signal);
-      if (direct.handled) return etagOf(direct.value);
+      if (direct.handled) return direct.value === EXISTS ? EXISTS : etagOf(direct.value);
     }
-    const put = await this.client.send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: target.objectKey,
-        Body: body,
-        ContentLength: body.length,
-        // Servers that check it refuse a body damaged on the way (BadDigest, retried).
-        ContentMD5: contentMd5,
-        Metadata: { sha256: digest.sha256, md5 },
-      }),
-      { abortSignal: signal },
-    );
-    return etagOf(put.ETag);
+    try {
+      const put = await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: target.objectKey,
+          Body: body,
+          ContentLength: body.length,
+          // Servers that check it refuse a body damaged on the way (BadDigest, retried).
+          ContentMD5: contentMd5,
+          Metadata: { sha256: digest.sha256, md5 },
+          ...(ifAbsent ? { IfNoneMatch: "*" } : {}),
+        }),
+        { abortSignal: signal },
+      );
+      return etagOf(put.ETag);
+    } catch (err) {
+      if (ifAbsent && statusOf(err) === 412) return EXISTS;
+      throw err;
+    }
   }
 
   /** Copies the object onto itself with Fleet's metadata replaced (≤ 5 GiB; server-side). */
@@ -177,4 +189,9 @@ export function trustedSha256(head: HeadInfo): string | undefined {
 
 export function etagOf(etag: string | undefined): string | undefined {
   return etag?.replace(/"/g, "").toLowerCase();
+}
+
+function statusOf(err: unknown): number | undefined {
+  const status = (err as { $metadata?: { httpStatusCode?: unknown } } | null)?.$metadata?.httpStatusCode;
+  return typeof status === "number" ? status : undefined;
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { HeadBucketCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
@@ -8,7 +9,8 @@ import type { Digest } from "../hashing";
 import { validateKey, validatePrefix } from "../keys";
 import { createS3Agents, createS3Client } from "./s3Client";
 import { StreamDigest, digestStream, md5Of } from "./s3Digest";
-import { S3DirectRequests } from "./s3DirectRequests";
+import { ConditionalWrites } from "./s3ConditionalWrites";
+import { EXISTS, S3DirectRequests } from "./s3DirectRequests";
 import { S3FolderListings } from "./s3FolderListings";
 import { checkFailure, isS3NotFound, s3Failure } from "./s3Errors";
 import { s3KeyOf, s3Uri } from "./s3Keys";
@@ -48,8 +50,10 @@ const MAX_COPY_BYTES = 5 * 1024 ** 3;
  * there, it only spares uploading identical bytes. Under "fail" every write HEADs: a listing
  * up to seconds old would let a write replace an object another worker created since — two
  * source files mapped to one key by DESTINATION_KEY_TEMPLATE, given to two claims (found by
- * review). The HEAD before the PUT is still check-then-act: two writers of one key within a
- * round trip can both pass it (S3 has no rename; conditional writes are not used yet).
+ * review). The HEAD before the PUT is check-then-act: two writers of one key within a
+ * round trip can both pass it (S3 has no rename). On servers seen to honour conditional writes
+ * (s3ConditionalWrites.ts: AWS S3, MinIO) a small object under "fail" is instead one PUT with
+ * `If-None-Match: *`, atomic, and a HEAD only when the key turns out to be taken.
  */
 export class S3Storage implements Storage {
   readonly kind = "s3";
@@ -65,6 +69,7 @@ export class S3Storage implements Storage {
   private readonly partSizeBytes: number;
   private readonly queueSize: number;
   private readonly readBack: boolean;
+  private readonly conditional: ConditionalWrites;
 
   constructor(options: S3StorageOptions) {
     const resolved = resolveS3StorageOptions(options);
@@ -80,6 +85,12 @@ export class S3Storage implements Storage {
     this.client = createS3Client(resolved.client, agents);
     this.objects = new S3Objects(this.client, this.bucket, new S3DirectRequests(this.client, agents, { requestTimeoutMs: resolved.client.requestTimeoutMs }));
     this.listings = new S3FolderListings(this.client, this.bucket, resolved.listingTtlMs);
+    this.conditional = new ConditionalWrites(resolved.conditionalWrites, () => this.probeConditionalWrites());
+  }
+
+  /** Whether writes under IF_EXISTS=fail are conditional PUTs (learned by a probe; see s3ConditionalWrites.ts). */
+  get conditionalWrites(): ConditionalWrites["state"] {
+    return this.conditional.state;
   }
 
   uri(key: string): string {
@@ -211,9 +222,51 @@ export class S3Storage implements Storage {
     const digest = digestOfBody(body, options);
     // Before any request: a mismatch costs nothing.
     checkExpected(target.key, digest, options);
+    if (options.ifExists !== "overwrite" && (await this.conditional.usable())) {
+      return this.writeBufferIfAbsent(target, body, digest, options);
+    }
     if (await this.settleExisting(target, digest, options)) return this.written(target, digest, true);
     await this.putBuffer(target, body, digest, md5Of(body), options.signal);
     return this.written(target, digest, false);
+  }
+
+  /**
+   * IF_EXISTS=fail on a server that honours conditional writes: the PUT first, with
+   * `If-None-Match: *`; only when the key is taken, a HEAD to tell our own bytes (a retry, a
+   * re-run: unchanged) from another object (destination-exists).
+   */
+  private async writeBufferIfAbsent(target: S3Key, body: Buffer, digest: Digest, options: WriteOptions): Promise<WriteResult> {
+    const md5 = md5Of(body);
+    for (let attempt = 1; ; attempt++) {
+      if (await this.putBuffer(target, body, digest, md5, options.signal, true)) return this.written(target, digest, false);
+      const head = await this.objects.head("write", target, options.signal);
+      if (head && (await this.settleExisting(target, digest, options, head))) return this.written(target, digest, true);
+      // Removed between the refused PUT and the HEAD: the PUT is tried again.
+      if (attempt === 3) throw new RetryableError("io", `write ${JSON.stringify(target.key)}: the destination key was taken and freed again three times in a row`);
+    }
+  }
+
+  /**
+   * The conditional-write probe: a random key under the folder, PUT twice with
+   * `If-None-Match: *` (true when the second is refused with 412), then deleted. A HEAD first
+   * teaches the direct requests (s3DirectRequests.ts) when no HEAD has yet. An object that
+   * cannot be deleted stays (zero bytes, named .fleet-conditional-write-probe-…); the verdict
+   * stands, so it is not tried again.
+   */
+  private async probeConditionalWrites(): Promise<boolean> {
+    const target = this.keyOf(`.fleet-conditional-write-probe-${randomBytes(8).toString("hex")}`);
+    const empty = Buffer.alloc(0);
+    const digest = digestOfBody(empty, {});
+    const md5 = md5Of(empty);
+    await this.objects.head("probe conditional writes at", target);
+    const first = await this.objects.put(target, empty, digest, md5, undefined, true);
+    let second: Awaited<ReturnType<S3Objects["put"]>>;
+    try {
+      second = await this.objects.put(target, empty, digest, md5, undefined, true);
+    } finally {
+      await this.objects.delete("probe conditional writes at", target).catch(() => undefined);
+    }
+    return first !== EXISTS && second === EXISTS;
   }
 
   private async writeStream(target: S3Key, body: Readable, options: WriteOptions): Promise<WriteResult> {
@@ -302,12 +355,15 @@ export class S3Storage implements Storage {
     return this.objects.head("write", target, signal);
   }
 
-  private async putBuffer(target: S3Key, body: Buffer, digest: Digest, md5: string, signal?: AbortSignal): Promise<void> {
-    const etag = await this.objects.put(target, body, digest, md5, signal);
+  /** One PUT, verified; false (nothing written) when `ifAbsent` and the key exists. */
+  private async putBuffer(target: S3Key, body: Buffer, digest: Digest, md5: string, signal?: AbortSignal, ifAbsent = false): Promise<boolean> {
+    const etag = await this.objects.put(target, body, digest, md5, signal, ifAbsent);
+    if (etag === EXISTS) return false;
     // A single PUT's ETag is the MD5 of the bytes the server stored: ours, nothing more to
     // check. Otherwise (SSE-KMS, some gateways, or a server that stored something else) HEAD.
     if (etag !== md5) await verifyStored(this.objects, target, digest, signal);
     if (this.readBack) await verifyReadBack(this.objects, target, digest, signal);
+    return true;
   }
 
   /**

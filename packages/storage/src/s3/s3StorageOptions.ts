@@ -1,5 +1,6 @@
 import { PermanentError } from "@fleet/core/errors";
 import type { S3ClientSettings } from "./s3Client";
+import type { ConditionalWritesSetting } from "./s3ConditionalWrites";
 import { normaliseS3Prefix } from "./s3Keys";
 
 /** How to reach one bucket (or a folder of it) and how to move bytes there. */
@@ -35,6 +36,11 @@ export interface S3StorageOptions {
    * shows the key absent (see s3FolderListings.ts). Default 5 s; 0: a HEAD before every write.
    */
   listingTtlMs?: number;
+  /**
+   * Conditional writes (`If-None-Match: *`) under IF_EXISTS=fail: "auto" (default) uses them
+   * once a probe saw the server honour them; true without a probe; false never (a HEAD first).
+   */
+  conditionalWrites?: ConditionalWritesSetting;
   /** Shown in logs and metrics; default `s3://bucket/prefix/`. */
   label?: string;
 }
@@ -49,6 +55,7 @@ export interface ResolvedS3StorageOptions {
   queueSize: number;
   readBack: boolean;
   listingTtlMs: number;
+  conditionalWrites: ConditionalWritesSetting;
   client: S3ClientSettings;
 }
 
@@ -75,6 +82,7 @@ export function resolveS3StorageOptions(options: S3StorageOptions): ResolvedS3St
     queueSize: atLeast("queueSize", options.queueSize ?? 4, 1),
     readBack: options.readBack ?? false,
     listingTtlMs: atLeast("listingTtlMs", options.listingTtlMs ?? 5_000, 0),
+    conditionalWrites: options.conditionalWrites ?? "auto",
     client: {
       region: options.region,
       endpoint: options.endpoint,

@@ -17,6 +17,9 @@ describe("parseS3Url", () => {
       forcePathStyle: true,
     });
     expect(parseS3Url("s3://bkt?endpoint=https://minio.example.com/&pathStyle=false")).toMatchObject({ endpoint: "https://minio.example.com", forcePathStyle: false });
+    expect(parseS3Url("s3://bkt?conditionalWrites=false").conditionalWrites).toBe(false);
+    expect(parseS3Url("s3://bkt?conditionalWrites=true").conditionalWrites).toBe(true);
+    expect(parseS3Url("s3://bkt?conditionalWrites=auto").conditionalWrites).toBe("auto");
   });
 
   it.each([
@@ -31,6 +34,7 @@ describe("parseS3Url", () => {
     ["an unknown setting", "s3://bkt?acl=private", 'unknown setting "acl"'],
     ["a bad endpoint", "s3://bkt?endpoint=ftp://x", "not http:// or https://"],
     ["a bad pathStyle", "s3://bkt?pathStyle=yes", "true or false"],
+    ["a bad conditionalWrites", "s3://bkt?conditionalWrites=yes", "auto, true or false"],
   ])("refuses %s as bad-config", (_label, url, message) => {
     expect(() => parseS3Url(url)).toThrow(expect.objectContaining({ category: "bad-config", message: expect.stringContaining(message) }));
   });

@@ -1,4 +1,5 @@
 import { PermanentError } from "@fleet/core/errors";
+import type { ConditionalWritesSetting } from "./s3ConditionalWrites";
 import { normaliseS3Prefix } from "./s3Keys";
 
 /**
@@ -8,6 +9,7 @@ import { normaliseS3Prefix } from "./s3Keys";
  *   s3://bucket                      the whole bucket
  *   s3://bucket/some/folder          keys live under `some/folder/`
  *   s3://bucket/folder?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1&pathStyle=true
+ *   s3://bucket/folder?conditionalWrites=false   never If-None-Match (see s3ConditionalWrites.ts)
  *
  * Credentials are never read from the URL (URLs end up in logs and process lists): they come
  * from config or the SDK's default chain.
@@ -22,9 +24,11 @@ export interface S3Location {
   region?: string;
   /** `pathStyle=true|false`: path-style addressing (`endpoint/bucket/key`), needed by most non-AWS servers. */
   forcePathStyle?: boolean;
+  /** `conditionalWrites=auto|true|false`: whether writes under IF_EXISTS=fail use `If-None-Match: *` (s3ConditionalWrites.ts). */
+  conditionalWrites?: ConditionalWritesSetting;
 }
 
-const QUERY_KEYS = ["endpoint", "region", "pathStyle"] as const;
+const QUERY_KEYS = ["endpoint", "region", "pathStyle", "conditionalWrites"] as const;
 // S3's rules for new buckets, plus the uppercase and "_" that legacy us-east-1 buckets may have.
 const BUCKET = /^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$/;
 const REGION = /^[a-z0-9-]{1,64}$/;
@@ -70,6 +74,10 @@ export function parseS3Url(url: string): S3Location {
       case "pathStyle":
         if (value !== "true" && value !== "false") throw badUrl("has pathStyle=, which must be true or false");
         location.forcePathStyle = value === "true";
+        break;
+      case "conditionalWrites":
+        if (value !== "auto" && value !== "true" && value !== "false") throw badUrl("has conditionalWrites=, which must be auto, true or false");
+        location.conditionalWrites = value === "auto" ? "auto" : value === "true";
         break;
       default:
         throw badUrl(`has the unknown setting ${JSON.stringify(name)} (known: ${QUERY_KEYS.join(", ")})`);
