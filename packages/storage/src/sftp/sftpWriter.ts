@@ -56,6 +56,7 @@ export class SftpWriter {
    * them, since their writer — this process — is alive.
    */
   private readonly stranded = new Set<string>();
+  private removing: Promise<void> | undefined;
 
   constructor(private readonly options: SftpWriterOptions) {}
 
@@ -271,7 +272,15 @@ export class SftpWriter {
    * symlink since), all pipelined. Forgotten once the server answered for it (removed, gone,
    * or refused); kept for the next session while the server does not answer.
    */
-  async removeStranded(session: SftpSession): Promise<void> {
+  removeStranded(session: SftpSession): Promise<void> {
+    // One removal at a time: the writes that start together after a reconnect share it.
+    this.removing ??= this.removeStrandedNow(session).finally(() => {
+      this.removing = undefined;
+    });
+    return this.removing;
+  }
+
+  private async removeStrandedNow(session: SftpSession): Promise<void> {
     const temps = [...this.stranded];
     await Promise.all(
       temps.map(async (temp) => {
