@@ -82,8 +82,9 @@ export function zeroPad(out: Buffer, offset: number, length: number): number {
   return offset + pad;
 }
 
+/** `length` rounded up to whole blocks. Plain arithmetic: bitwise operators cut to 32 bits, and members reach terabytes. */
 export function paddedSize(length: number): number {
-  return (length + BLOCK - 1) & ~(BLOCK - 1);
+  return Math.ceil(length / BLOCK) * BLOCK;
 }
 
 function writeHeader(out: Buffer, offset: number, name: string, prefix: string, size: number, type: number): number {
