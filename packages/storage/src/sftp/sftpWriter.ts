@@ -1,3 +1,4 @@
+import { posix } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { FleetError, RetryableError } from "@fleet/core/errors";
@@ -24,6 +25,11 @@ const UNKNOWN = "?";
 const PROBE_BYTES = 64 * 1024;
 // Temp files remembered for removal after a dead connection (writes in flight when it died).
 const MAX_STRANDED = 10_000;
+
+/** What openTemp leaves for its caller when it throws: see writeBody. */
+interface Opening {
+  unanswered?: string;
+}
 
 export interface SftpWriterOptions {
   pool: SftpPool;
@@ -94,10 +100,13 @@ export class SftpWriter {
     const tempFor = (name: (n: string) => string) => this.options.dirs.abs(dirKey === "" ? name(k) : `${dirKey}/${name(baseName(k))}`);
     let temp = tempFor(this.tempName);
     let created = false;
+    // The temp name whose open was sent and never answered (the connection died): the server
+    // may have created it. A name refused as taken is someone else's and never lands here.
+    const opening: Opening = {};
     const fsync = this.options.fsync && session.canFsync;
     try {
       let handle: Buffer;
-      ({ handle, temp } = await this.openTemp(session, temp, dirKey, k, () => tempFor(unguessableTempName)));
+      ({ handle, temp } = await this.openTemp(session, temp, dirKey, k, () => tempFor(unguessableTempName), opening));
       created = true;
       let digest: Digest;
       if (known) {
@@ -124,7 +133,7 @@ export class SftpWriter {
       const error = await this.writeFailure(session, k, err, known?.size ?? 0);
       if (created) await this.discardTemp(session, temp, error);
       // The connection died with the open unanswered: the server may have made the file.
-      else if (session.dead) this.strand(temp);
+      else if (opening.unanswered !== undefined && session.dead) this.strand(opening.unanswered);
       throw error;
     } finally {
       lease.release();
@@ -162,7 +171,7 @@ export class SftpWriter {
    * removed behind our back (the root with it, maybe): then forget every folder and try once
    * more — unless the root itself is gone, which is never re-created mid-run.
    */
-  private async openTemp(session: SftpSession, first: string, dirKey: string, k: string, another: () => string): Promise<{ handle: Buffer; temp: string }> {
+  private async openTemp(session: SftpSession, first: string, dirKey: string, k: string, another: () => string, opening: Opening): Promise<{ handle: Buffer; temp: string }> {
     let temp = first;
     for (let attempt = 0, taken = 0; ; attempt++) {
       try {
@@ -175,7 +184,10 @@ export class SftpWriter {
         if (this.rootFilesystem === undefined) await this.sameRootFilesystem(session, k);
         // Where the temp file really is, asked right behind the open (the server answers in
         // order: no extra round trip): a checked folder swapped for a symlink since is caught.
+        opening.unanswered = temp;
         const [opened, real] = await Promise.allSettled([session.open(temp, "wx"), session.realpath(temp)]);
+        // Answered (opened, or refused: nothing created) — or the connection died first.
+        if (opened.status === "fulfilled" || sftpStatusOf(opened.reason) !== undefined) opening.unanswered = undefined;
         if (opened.status === "rejected") throw opened.reason;
         if (real.status === "rejected" || !this.insideRoot(real.value, k)) {
           await session.close(opened.value).catch(() => undefined);
@@ -267,10 +279,12 @@ export class SftpWriter {
   }
 
   /**
-   * Removes the temp files a dead connection left, through a working session: each one's real
-   * path is checked to lie inside the root first (its folder may have been swapped for a
-   * symlink since), all pipelined. Forgotten once the server answered for it (removed, gone,
-   * or refused); kept for the next session while the server does not answer.
+   * Removes the temp files a dead connection left, through a working session: each one's
+   * folder's real path is checked to lie inside the root first (it may have been swapped for
+   * a symlink since), and the name is unlinked in that folder — unlink never follows a
+   * symlink, so a temp name replaced by a link to a published object removes only the link.
+   * All pipelined. Forgotten once the server answered for it (removed, gone, or refused);
+   * kept for the next session while the server does not answer.
    */
   removeStranded(session: SftpSession): Promise<void> {
     // One removal at a time: the writes that start together after a reconnect share it.
@@ -285,8 +299,8 @@ export class SftpWriter {
     await Promise.all(
       temps.map(async (temp) => {
         try {
-          const real = await session.realpath(temp);
-          if (this.options.dirs.contains(real)) await session.unlink(real);
+          const folder = await session.realpath(posix.dirname(temp));
+          if (this.options.dirs.contains(folder)) await session.unlink(posix.join(folder, posix.basename(temp)));
           this.stranded.delete(temp);
         } catch (err) {
           if (sftpStatusOf(err) !== undefined) this.stranded.delete(temp);
