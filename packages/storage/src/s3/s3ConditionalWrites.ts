@@ -27,11 +27,20 @@ export class ConditionalWrites {
     private readonly probe: () => Promise<boolean>,
   ) {}
 
-  /** True once the server was seen to honour `If-None-Match: *` (or the setting says so). */
-  async usable(): Promise<boolean> {
+  /**
+   * True once the server was seen to honour `If-None-Match: *` (or the setting says so). A
+   * write that is aborted while the probe runs stops waiting for it (the probe runs on, bounded
+   * by its requests' timeout, for the writes after it).
+   */
+  async usable(signal?: AbortSignal): Promise<boolean> {
     if (this.setting !== "auto") return this.setting;
     if (this.verdict !== undefined) return this.verdict;
     if (Date.now() < this.retryAt) return false;
+    const probing = this.probeOnce();
+    return signal ? untilAborted(probing, signal) : probing;
+  }
+
+  private probeOnce(): Promise<boolean> {
     this.probing ??= this.probe()
       .then(
         (honoured) => {
@@ -54,4 +63,23 @@ export class ConditionalWrites {
     const known = this.setting !== "auto" ? this.setting : this.verdict;
     return known === undefined ? "unknown" : known ? "honoured" : "ignored";
   }
+}
+
+/** `promise`, or a rejection with the signal's reason as soon as it aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
 }

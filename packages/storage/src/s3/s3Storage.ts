@@ -55,6 +55,10 @@ const MAX_COPY_BYTES = 5 * 1024 ** 3;
  * (s3ConditionalWrites.ts: AWS S3, MinIO) a small object under "fail" is instead one PUT with
  * `If-None-Match: *`, atomic, and a HEAD only when the key turns out to be taken.
  */
+/** The conditional-write probe's objects (probeConditionalWrites): not listed. */
+const PROBE_KEY_PREFIX = ".fleet-conditional-write-probe-";
+const PROBE_KEY = /^\.fleet-conditional-write-probe-[0-9a-f]{16}$/;
+
 export class S3Storage implements Storage {
   readonly kind = "s3";
   readonly label: string;
@@ -197,7 +201,7 @@ export class S3Storage implements Storage {
         if (object.Key === undefined) continue;
         const objectKey = encoded ? decodeURIComponent(object.Key.replace(/\+/g, " ")) : object.Key;
         const key = objectKey.startsWith(this.prefix) ? objectKey.slice(this.prefix.length) : "";
-        if (key === "" || key.endsWith("/")) continue;
+        if (key === "" || key.endsWith("/") || PROBE_KEY.test(key)) continue;
         const etag = object.ETag?.replace(/"/g, "");
         yield { key, size: object.Size ?? 0, modifiedAt: object.LastModified, ...(etag ? { etag } : {}) };
       }
@@ -222,7 +226,7 @@ export class S3Storage implements Storage {
     const digest = digestOfBody(body, options);
     // Before any request: a mismatch costs nothing.
     checkExpected(target.key, digest, options);
-    if (options.ifExists !== "overwrite" && (await this.conditional.usable())) {
+    if (options.ifExists !== "overwrite" && (await this.conditional.usable(options.signal))) {
       return this.writeBufferIfAbsent(target, body, digest, options);
     }
     if (await this.settleExisting(target, digest, options)) return this.written(target, digest, true);
@@ -235,8 +239,7 @@ export class S3Storage implements Storage {
    * `If-None-Match: *`; only when the key is taken, a HEAD to tell our own bytes (a retry, a
    * re-run: unchanged) from another object (destination-exists).
    */
-  private async writeBufferIfAbsent(target: S3Key, body: Buffer, digest: Digest, options: WriteOptions): Promise<WriteResult> {
-    const md5 = md5Of(body);
+  private async writeBufferIfAbsent(target: S3Key, body: Buffer, digest: Digest, options: WriteOptions, md5 = md5Of(body)): Promise<WriteResult> {
     for (let attempt = 1; ; attempt++) {
       if (await this.putBuffer(target, body, digest, md5, options.signal, true)) return this.written(target, digest, false);
       const head = await this.objects.head("write", target, options.signal);
@@ -249,24 +252,23 @@ export class S3Storage implements Storage {
   /**
    * The conditional-write probe: a random key under the folder, PUT twice with
    * `If-None-Match: *` (true when the second is refused with 412), then deleted. A HEAD first
-   * teaches the direct requests (s3DirectRequests.ts) when no HEAD has yet. An object that
-   * cannot be deleted stays (zero bytes, named .fleet-conditional-write-probe-…); the verdict
-   * stands, so it is not tried again.
+   * teaches the direct requests (s3DirectRequests.ts) when no HEAD has yet. The object is
+   * deleted whenever its first PUT was sent (its answer may be lost while the server stored
+   * it); one that cannot be deleted stays, zero bytes, and listings skip its name.
    */
   private async probeConditionalWrites(): Promise<boolean> {
-    const target = this.keyOf(`.fleet-conditional-write-probe-${randomBytes(8).toString("hex")}`);
+    const target = this.keyOf(`${PROBE_KEY_PREFIX}${randomBytes(8).toString("hex")}`);
     const empty = Buffer.alloc(0);
     const digest = digestOfBody(empty, {});
     const md5 = md5Of(empty);
     await this.objects.head("probe conditional writes at", target);
-    const first = await this.objects.put(target, empty, digest, md5, undefined, true);
-    let second: Awaited<ReturnType<S3Objects["put"]>>;
     try {
-      second = await this.objects.put(target, empty, digest, md5, undefined, true);
+      const first = await this.objects.put(target, empty, digest, md5, undefined, true);
+      const second = await this.objects.put(target, empty, digest, md5, undefined, true);
+      return first !== EXISTS && second === EXISTS;
     } finally {
       await this.objects.delete("probe conditional writes at", target).catch(() => undefined);
     }
-    return first !== EXISTS && second === EXISTS;
   }
 
   private async writeStream(target: S3Key, body: Readable, options: WriteOptions): Promise<WriteResult> {
@@ -327,6 +329,11 @@ export class S3Storage implements Storage {
     }
     if (!finished) throw new RetryableError("io", `write ${JSON.stringify(target.key)}: the upload finished before the stream ended`);
     if (start.ended) {
+      // Under "fail" the HEAD before this stream said "absent"; on a server that honours
+      // conditional writes the PUT makes sure it still is (another worker may be writing the key).
+      if (options.ifExists !== "overwrite" && (await this.conditional.usable(signal))) {
+        return this.writeBufferIfAbsent(target, start.body, finished.digest, options, finished.md5);
+      }
       await this.putBuffer(target, start.body, finished.digest, finished.md5, signal);
     } else {
       await this.sealMultipart(target, finished.digest, finished.md5, signal);
