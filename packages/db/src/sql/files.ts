@@ -1,4 +1,5 @@
-import type { Queryable } from "../pool";
+import { inTransaction } from "../pool";
+import type { DbPool, Queryable } from "../pool";
 
 /**
  * SQL over source_files / migration_files. Results are written in bulk (one statement per
@@ -242,9 +243,28 @@ export interface RetryOutcome {
  * failed, not the file), appends each outcome to the file's attempts, and moves the range
  * counters of files that now succeeded — all in one statement.
  */
-export async function recordRetryOutcomes(db: Queryable, outcomes: readonly RetryOutcome[]): Promise<number> {
+export async function recordRetryOutcomes(pool: DbPool, outcomes: readonly RetryOutcome[]): Promise<number> {
   if (outcomes.length === 0) return 0;
-  const { rows } = await db.query<{ n: number }>(
+  return inTransaction(pool, (tx) => recordRetryOutcomesInTransaction(tx, outcomes));
+}
+
+/**
+ * recordRetryOutcomes inside the caller's open transaction. The ranges of the files are locked
+ * first, by a statement of their own, in id order (completeRange locks its range the same way):
+ * a range completing at the same time either counts these outcomes from the rows or is
+ * COMPLETE by the time the counters below are moved — never neither (found by review: a retry
+ * that succeeded while its range completed was counted nowhere, and the range showed a failure
+ * for good).
+ */
+export async function recordRetryOutcomesInTransaction(tx: Queryable, outcomes: readonly RetryOutcome[]): Promise<number> {
+  if (outcomes.length === 0) return 0;
+  await tx.query(
+    `SELECT id FROM migration_ranges
+      WHERE id IN (SELECT range_id FROM migration_files WHERE file_id = ANY($1::int8[]) AND range_id IS NOT NULL)
+      ORDER BY id FOR UPDATE`,
+    [outcomes.map((o) => o.fileId)],
+  );
+  const { rows } = await tx.query<{ n: number }>(
     `WITH r AS (
        SELECT * FROM unnest($1::int8[], $2::file_status[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[],
                             $8::bool[], $9::int8[], $10::timestamptz[], $11::text[])

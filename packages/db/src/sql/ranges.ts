@@ -1,4 +1,5 @@
-import type { Queryable } from "../pool";
+import { inTransaction } from "../pool";
+import type { DbPool, Queryable } from "../pool";
 
 /**
  * SQL over migration_ranges. Every state change is conditional on the state it expects, so
@@ -34,10 +35,13 @@ export const SPREAD_MIN_FILES = 1_000;
 /**
  * SQL, not Prisma: one INSERT … SELECT under an advisory lock, over millions of source ids.
  * Extends migration_ranges over source ids not covered yet, `batchSize` files per range, in
- * one statement. Ranges tile the id space without gaps (each starts right after the previous
- * one's max), so no file can fall between two ranges. Safe with several schedulers: the
- * transaction-scoped advisory lock serialises seeders, and `ON CONFLICT (min_id)` makes a
- * repeat a no-op.
+ * one transaction. Ranges tile the id space without gaps (each starts right after the previous
+ * one's max), so no file can fall between two ranges. Safe with several seeders (two schedulers;
+ * a seed job redelivered while its killed worker's statement still runs): the lock is taken by
+ * a statement of its own before the INSERT, so the INSERT's snapshot is taken after the previous
+ * seeder committed — taken inside the INSERT, a waiting seeder went on with the snapshot from
+ * before it waited, and cut ranges over files already in ranges, or left a hole (found by
+ * review). `ON CONFLICT (min_id)` makes a repeat a no-op.
  *
  * `spread`: new files too few to fill `spread` ranges of `batchSize` are cut into `spread`
  * ranges instead — never under SPREAD_MIN_FILES files each (nor over `batchSize`) — so that a
@@ -45,12 +49,17 @@ export const SPREAD_MIN_FILES = 1_000;
  * (10,000 files with BATCH_SIZE 10,000 used to be one range: one worker busy, the others idle).
  * `spread` 1 cuts exactly `batchSize`.
  */
-export async function seedRanges(db: Queryable, batchSize: number, spread = 1): Promise<RangeRow[]> {
-  const { rows } = await db.query<RangeRow>(
-    `WITH lock AS (SELECT pg_advisory_xact_lock($2::bigint)),
-     last AS (SELECT coalesce(max(max_id), 0) AS hi FROM migration_ranges, lock),
+export async function seedRanges(pool: DbPool, batchSize: number, spread = 1): Promise<RangeRow[]> {
+  return inTransaction(pool, (tx) => seedRangesInTransaction(tx, batchSize, spread));
+}
+
+/** seedRanges inside the caller's open transaction (which holds the seeding lock until it ends). */
+export async function seedRangesInTransaction(tx: Queryable, batchSize: number, spread = 1): Promise<RangeRow[]> {
+  await tx.query(`SELECT pg_advisory_xact_lock($1::bigint)`, [SEED_LOCK_KEY.toString()]);
+  const { rows } = await tx.query<RangeRow>(
+    `WITH last AS (SELECT coalesce(max(max_id), 0) AS hi FROM migration_ranges),
      sized AS (
-       SELECT least($1::bigint, greatest($4::bigint, ceil(count(*)::numeric / $3)::bigint)) AS per_range
+       SELECT least($1::bigint, greatest($3::bigint, ceil(count(*)::numeric / $2)::bigint)) AS per_range
        FROM source_files s, last WHERE s.id > last.hi
      ),
      numbered AS (
@@ -65,7 +74,7 @@ export async function seedRanges(db: Queryable, batchSize: number, spread = 1): 
      SELECT min_id, max_id, files_owner FROM tiled ORDER BY min_id
      ON CONFLICT (min_id) DO NOTHING
      RETURNING ${RANGE_COLUMNS}`,
-    [batchSize, SEED_LOCK_KEY.toString(), Math.max(1, spread), SPREAD_MIN_FILES],
+    [batchSize, Math.max(1, spread), SPREAD_MIN_FILES],
   );
   return rows.sort((a, b) => a.id - b.id);
 }
@@ -135,7 +144,16 @@ export async function heartbeatRange(db: Queryable, rangeId: number, owner: stri
  * Marks the range COMPLETE with its counters recomputed from migration_files (so a range
  * finished in two attempts still counts every file once). Only the owner can complete it.
  */
-export async function completeRange(db: Queryable, rangeId: number, owner: string): Promise<{ succeeded: number; failed: number; bytes: number } | undefined> {
+export async function completeRange(pool: DbPool, rangeId: number, owner: string): Promise<{ succeeded: number; failed: number; bytes: number } | undefined> {
+  return inTransaction(pool, async (tx) => {
+    // The range row first, by a statement of its own: a retry of its files holding it
+    // (recordRetryOutcomes) commits before the rows are counted below, with a fresh snapshot.
+    await tx.query(`SELECT id FROM migration_ranges WHERE id = $1 FOR UPDATE`, [rangeId]);
+    return completeRangeCounted(tx, rangeId, owner);
+  });
+}
+
+async function completeRangeCounted(db: Queryable, rangeId: number, owner: string): Promise<{ succeeded: number; failed: number; bytes: number } | undefined> {
   const { rows } = await db.query<{ succeeded: number; failed: number; bytes: number }>(
     `UPDATE migration_ranges r
         SET status = 'COMPLETE', owner = NULL, completed_at = now(), updated_at = now(), heartbeat_at = now(),
