@@ -35,6 +35,34 @@ export function changeBetween(before: Stats, after: Stats): string | undefined {
   return undefined;
 }
 
+/**
+ * File timestamps come from the kernel's coarse clock, which moves once per tick (1–10 ms): a
+ * write in the same tick as the previous one leaves mtime and ctime as they were, so "same
+ * fstat before and after the read" proves nothing for a file modified within a tick of the
+ * first fstat (found by review: a 64 KiB file rewritten in place while read was recorded
+ * SUCCESS with a mix of two versions). Git's "racy" rule: such a file is waited out — once the
+ * clock has moved past its ctime by more than a tick, any further write moves ctime — and
+ * stat'ed again. Only recently modified files pay (at most ~20 ms each).
+ */
+const RACY_MS = 20;
+// A ctime this far ahead of our clock (a skewed file server) cannot be waited out: not judged.
+const FUTURE_MS = 1_000;
+// A file modified again each time it is waited out is being written: copied later.
+const RACY_ROUNDS = 3;
+
+/** `info` (fstat'ed at `statAt`, by Date.now() taken before the call), or a fresh fstat once a recent change is waited out. */
+export async function settleRecentChange(fd: number, info: Stats, statAt: number, key: string): Promise<Stats> {
+  let current = info;
+  let at = statAt;
+  for (let round = 0; current.ctimeMs >= at - RACY_MS && current.ctimeMs <= at + FUTURE_MS; round++) {
+    if (round === RACY_ROUNDS) throw sourceChanged(key, `modified again and again while Fleet waited to read it (last at ${new Date(current.ctimeMs).toISOString()})`);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.ceil(current.ctimeMs + RACY_MS - Date.now()) + 1)));
+    at = Date.now();
+    current = await fstatFd(fd);
+  }
+  return current;
+}
+
 /** A directory, socket or FIFO where a file was expected: nothing to copy, for good. */
 export function notAFile(operation: string, k: string, info: Stats): PermanentError {
   const what = info.isDirectory() ? "a directory" : info.isFIFO() ? "a FIFO" : info.isSocket() ? "a socket" : "not a regular file";

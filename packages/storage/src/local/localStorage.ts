@@ -12,7 +12,7 @@ import { READ_FOLLOW, READ_NO_FOLLOW, closeFd, fstatFd, lstatPath, openFd, statP
 import { HashingCounter, checkExpected, digestOfBody, digestOfFile } from "../hashing";
 import type { Digest } from "../hashing";
 import { baseName, parentKey, validateKey, validatePrefix } from "../keys";
-import { checkedReadStream, notAFile, readWholeChecked, versionOf } from "./localReads";
+import { checkedReadStream, notAFile, readWholeChecked, settleRecentChange, versionOf } from "./localReads";
 import { UsedFolders } from "../usedFolders";
 import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
@@ -20,7 +20,7 @@ import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, Sweep
 import { sweepLocalTemps } from "../tempSweep";
 import { sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
-import { errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
+import { checkBufferSize, errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { createTempNamer, isTempName, unguessableTempName } from "../tempNames";
 
 export interface LocalStorageOptions {
@@ -133,6 +133,7 @@ export class LocalStorage implements Storage {
     const k = validateKey(key);
     const { fd, info } = await this.openForRead(k, options.signal);
     try {
+      checkBufferSize(k, info.size, options.maxBytes);
       const body = await readWholeChecked(fd, info, k, options.signal);
       options.onVersion?.(versionOf(info));
       return body;
@@ -319,7 +320,9 @@ export class LocalStorage implements Storage {
     try {
       // What was opened must lie inside the root (see ConfinedRoot.verifyOpened).
       await this.root.verifyOpened(fd, path, k);
+      const statAt = Date.now();
       info = await fstatFd(fd);
+      if (info.isFile()) info = await settleRecentChange(fd, info, statAt, k);
     } catch (err) {
       await closeFd(fd);
       throw err instanceof FleetError ? err : toStorageError("open", k, err);
