@@ -51,12 +51,6 @@ export const unlinkPath = (path: string): Promise<void> =>
 export const renamePath = (from: string, to: string): Promise<void> =>
   call<void>((done) => fs.rename(from, to, (err) => done(err, undefined)));
 
-/** The whole file in one call (open, fstat, read, close happen inside fs). */
-export const readWholeFile = (path: string, flags: number, signal?: AbortSignal): Promise<Buffer> =>
-  // fs.readFile accepts numeric open flags like fs.open (both go through stringToFlags);
-  // @types/node only declares strings for it, hence the cast.
-  call((done) => fs.readFile(path, { flag: flags as unknown as string, signal }, done));
-
 /** Reads up to `length` bytes into `buffer` at `offset`, from the file position. */
 export const readFdInto = (fd: number, buffer: Buffer, offset: number, length: number): Promise<number> =>
   call((done) => fs.read(fd, buffer, offset, length, null, done));

@@ -88,6 +88,12 @@ export interface ReadOptions {
    * stream errors before its end, so a torn copy is never published.
    */
   onVersion?: (version: ObjectVersion) => void;
+  /**
+   * readBuffer: the most bytes to read into memory. A larger object is not read: the call
+   * fails with ObjectTooLarge (retryable source-changed), so a caller that chose readBuffer
+   * from a listing's size — the file grew since — can stream it instead of allocating it whole.
+   */
+  maxBytes?: number;
 }
 
 /**

@@ -39,6 +39,18 @@ export function isNotFound(err: unknown): boolean {
 }
 
 /** The object changed while it was read: what was read is no version of it (retryable). */
+/** readBuffer's refusal of an object over ReadOptions.maxBytes (see there). */
+export class ObjectTooLarge extends RetryableError {
+  constructor(key: string, size: number, maxBytes: number) {
+    super("source-changed", `read ${JSON.stringify(key)}: ${size} bytes, more than the ${maxBytes} read into memory at once (it grew since it was listed?)`);
+  }
+}
+
+/** ObjectTooLarge unless `size` fits under `maxBytes` (none: no limit). */
+export function checkBufferSize(key: string, size: number, maxBytes: number | undefined): void {
+  if (maxBytes !== undefined && size > maxBytes) throw new ObjectTooLarge(key, size, maxBytes);
+}
+
 export function sourceChanged(key: string, what: string): RetryableError {
   return new RetryableError("source-changed", `read ${JSON.stringify(key)}: the file changed while it was read (${what}); it will be copied again`);
 }

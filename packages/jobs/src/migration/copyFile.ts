@@ -7,6 +7,7 @@ import { PermanentError, RetryableError, isLinkFaultCategory } from "@fleet/core
 import type { FleetError } from "@fleet/core/errors";
 import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage";
+import { ObjectTooLarge } from "@fleet/storage/storageErrors";
 import { destinationKeyOf } from "./destinationKey";
 import type { LinkThrottle, Pacer } from "./linkThrottle";
 
@@ -60,9 +61,11 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
     let sourceSize: number;
     let written: WriteResult;
     const ifExists = item.replaces ? "overwrite" : settings.ifExists;
-    if (item.size !== null && item.size <= settings.smallFileBytes) {
-      // Small files: one read, one hash, one write — several times faster than streams at 4 KiB.
-      const body = await source.readBuffer(item.key, { signal, onVersion });
+    // Small files: one read, one hash, one write — several times faster than streams at 4 KiB.
+    // The size is the listing's: a file that has grown past the limit since is not read whole
+    // (it could be gigabytes in one buffer) but streamed like any large file.
+    const body = item.size !== null && item.size <= settings.smallFileBytes ? await readSmall(source, item.key, settings.smallFileBytes, signal, onVersion) : undefined;
+    if (body) {
       sourceSha = createHash("sha256").update(body).digest("hex");
       sourceSize = body.length;
       if (item.sha256 && item.sha256 !== sourceSha) throw inventoryMismatch(item.sha256, sourceSha);
@@ -113,6 +116,16 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
     const error = classifyTransferError(err, side);
     if (error.message && !error.message.includes(item.key)) error.message = `${item.key}: ${error.message}`;
     return { ok: false, item, oldUri, error, side, ...(version ? { version } : {}) };
+  }
+}
+
+/** The whole file, or undefined when it is now larger than `maxBytes` (stream it instead). */
+async function readSmall(source: Storage, key: string, maxBytes: number, signal: AbortSignal, onVersion: (v: ObjectVersion) => void): Promise<Buffer | undefined> {
+  try {
+    return await source.readBuffer(key, { signal, onVersion, maxBytes });
+  } catch (err) {
+    if (err instanceof ObjectTooLarge) return undefined;
+    throw err;
   }
 }
 

@@ -8,11 +8,11 @@ import {
   linkPath,
   lstatPath,
   openFd,
-  readWholeFile,
   renamePath,
   unlinkPath,
 } from "../fsCallbacks";
 import { digestOf, digestOfFile } from "../hashing";
+import { readWholeChecked } from "./localReads";
 import type { Digest } from "../hashing";
 import { errorCode } from "../storageErrors";
 
@@ -103,14 +103,13 @@ async function digestOfExisting(
   signal: AbortSignal | undefined,
 ): Promise<Digest | "different" | "gone"> {
   try {
-    if (size <= WHOLE_READ_LIMIT) {
-      const existing = await readWholeFile(dest, READ_NO_FOLLOW, signal);
-      return existing.length === size ? digestOf(existing) : "different";
-    }
     const fd = await openFd(dest, READ_NO_FOLLOW);
     try {
+      // Not a regular file (a FIFO, a socket, a device: opened without blocking, a FIFO reads
+      // as empty — a zero-byte source would take it for its own content): never ours.
       const info = await fstatFd(fd);
       if (!info.isFile() || info.size !== size) return "different";
+      if (size <= WHOLE_READ_LIMIT) return digestOf(await readWholeChecked(fd, info, key, signal));
       return await digestOfFile(fd, key, signal);
     } finally {
       await closeFd(fd);

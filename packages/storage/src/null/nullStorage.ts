@@ -6,7 +6,7 @@ import { HashingCounter, checkExpected, digestOfBody } from "../hashing";
 import type { Digest } from "../hashing";
 import { validateKey, validatePrefix } from "../keys";
 import type { ListOptions, ObjectInfo, ReadOptions, Storage, WriteOptions, WriteResult } from "../storage";
-import { throwIfAborted, toStorageError } from "../storageErrors";
+import { checkBufferSize, throwIfAborted, toStorageError } from "../storageErrors";
 
 export interface NullStorageOptions {
   label?: string;
@@ -51,7 +51,9 @@ export class NullStorage implements Storage {
 
   async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
     // A fresh buffer each time: callers may keep or modify what they read.
-    return Buffer.alloc(this.zeroObject(key, "read", options).size);
+    const { size } = this.zeroObject(key, "read", options);
+    checkBufferSize(key, size, options.maxBytes);
+    return Buffer.alloc(size);
   }
 
   async exists(key: string, options: ReadOptions = {}): Promise<Digest | null> {

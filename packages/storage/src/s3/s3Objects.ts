@@ -9,7 +9,7 @@ import type { S3DirectRequests } from "./s3DirectRequests";
 import { isS3NotFound, s3Failure } from "./s3Errors";
 import { copySourceOf } from "./s3Keys";
 import type { S3Key } from "./s3Keys";
-import { throwIfAborted } from "../storageErrors";
+import { checkBufferSize, throwIfAborted } from "../storageErrors";
 import { RetryableError } from "@fleet/core/errors";
 
 /**
@@ -76,10 +76,14 @@ export class S3Objects {
   }
 
   /** The whole object in memory (small objects), or null when absent. */
-  async getBuffer(operation: string, target: S3Key, signal?: AbortSignal, onVersion?: (version: ObjectVersion) => void): Promise<Buffer | null> {
+  async getBuffer(operation: string, target: S3Key, signal?: AbortSignal, onVersion?: (version: ObjectVersion) => void, maxBytes?: number): Promise<Buffer | null> {
     throwIfAborted(signal, operation, target.key);
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: target.objectKey }), { abortSignal: signal });
+      if (maxBytes !== undefined && (response.ContentLength ?? 0) > maxBytes) {
+        (response.Body as { destroy?: () => void } | undefined)?.destroy?.();
+        checkBufferSize(target.key, response.ContentLength ?? 0, maxBytes);
+      }
       const bytes = await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
       const version = versionOf(response);
       // A body cut short (the connection dropped mid-answer) is no version of the object.

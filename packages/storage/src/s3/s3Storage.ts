@@ -139,7 +139,7 @@ export class S3Storage implements Storage {
 
   async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
     const target = this.keyOf(key);
-    const bytes = await this.objects.getBuffer("read", target, options.signal, options.onVersion);
+    const bytes = await this.objects.getBuffer("read", target, options.signal, options.onVersion, options.maxBytes);
     if (!bytes) throw this.notFound("read", target);
     return bytes;
   }

@@ -19,7 +19,7 @@ import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, Sweep
 import { sweepSftpTemps } from "./sftpSweep";
 import { sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
-import { isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
+import { checkBufferSize, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { isTempName } from "../tempNames";
 
 export interface SftpStorageOptions extends SshTarget {
@@ -207,6 +207,7 @@ export class SftpStorage implements Storage {
     return this.withSession("read", k, signal, async (session) => {
       const { handle, info } = await this.openObject(session, k);
       try {
+        checkBufferSize(k, info.size, options.maxBytes);
         const body = await readWholeChecked(session, handle, info, k, signal);
         options.onVersion?.(remoteVersionOf(info));
         return body;
