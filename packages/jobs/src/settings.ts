@@ -20,7 +20,7 @@ export const migrationFields = {
   SMALL_FILE_BYTES: envInt(1_048_576, 0).describe("Files up to this size are read whole; larger ones are streamed"),
   HEARTBEAT_INTERVAL: envDuration("5s").describe("How often a worker heartbeats the range (and the retry batch) it owns; keep it well under RANGE_STALE_AFTER"),
   RANGE_STALE_AFTER: envDuration("30s").describe("A PROCESSING range without heartbeat for this long is taken over / reset (its owner is presumed dead)"),
-  VERIFY: z.enum(["write", "readback"]).default("readback").describe("write: check size+sha256 of bytes written; readback: also re-read the destination"),
+  VERIFY: z.enum(["write", "readback"]).default("readback").describe("write: check size+sha256 of bytes written; readback: also read the written bytes back and hash them (local small files: through the temp file after its fsync, before it is published; others: by name after the write)"),
   TRANSFER_MODE: z.enum(["object", "packaged"]).default("object").describe("object: one destination object per file; packaged: a range's files as tar packages plus a JSON manifest (many small files)"),
   PACKAGE_MAX_BYTES: envInt(1_073_741_824, 1).describe("TRANSFER_MODE=packaged: a package is cut before it would pass this many bytes (a larger file gets a package of its own)"),
   PACKAGE_MAX_FILES: envInt(10_000, 1, 1_000_000).describe("TRANSFER_MODE=packaged: most files in one package (bounds the manifest and outcomes held in memory)"),
@@ -135,6 +135,13 @@ export function bandwidthField(def: string) {
 type MigrationConfig = z.output<z.ZodObject<typeof migrationFields>>;
 
 export function toMigrationSettings(c: MigrationConfig): MigrationSettings {
+  if (c.IF_EXISTS === "overwrite" && !c.DESTINATION_KEY_TEMPLATE.unique) {
+    // Under "fail" a collision fails the second file (destination-exists, listed and retryable);
+    // under "overwrite" both would be recorded SUCCESS and the first file's bytes be gone.
+    throw new ConfigError([
+      `DESTINATION_KEY_TEMPLATE ${JSON.stringify(c.DESTINATION_KEY_TEMPLATE.template)} can give two files one key (two folders' report.pdf), and IF_EXISTS=overwrite would then replace one file with the other, both recorded as copied: add {path} or {id} (or {dir} with {name}) to the template, or keep IF_EXISTS=fail (a collision then fails the second file as destination-exists)`,
+    ]);
+  }
   return {
     batchSize: c.BATCH_SIZE,
     rangeSpread: c.RANGE_SPREAD,

@@ -44,6 +44,11 @@ export class KeyTemplate {
   readonly template: string;
   /** The template is `{path}`: the destination key is the source key, nothing to render. */
   readonly isIdentity: boolean;
+  /**
+   * Two files can never get one key: the template holds `{path}` or `{id}`, or `{dir}` with
+   * `{name}`. `{owner}/{name}` is not: two folders' report.pdf meet at one key.
+   */
+  readonly unique: boolean;
 
   constructor(template: string, known: readonly string[]) {
     const used = templateFields(template);
@@ -52,14 +57,20 @@ export class KeyTemplate {
       throw new PermanentError("bad-config", `key template ${JSON.stringify(template)} uses ${unknown.map((n) => `{${n}}`).join(", ")}, not one of: ${known.map((n) => `{${n}}`).join(", ")}`);
     }
     if (!used.includes("path") && !used.includes("id") && !used.includes("name")) {
-      throw new PermanentError("bad-config", `key template ${JSON.stringify(template)} must contain {path}, {name} or {id}, or files would overwrite each other`);
+      throw new PermanentError("bad-config", `key template ${JSON.stringify(template)} must contain {path}, {name} or {id}, or every file would go to the same few keys`);
     }
     this.template = template;
     this.isIdentity = template === "{path}";
+    this.unique = used.includes("path") || used.includes("id") || (used.includes("dir") && used.includes("name"));
   }
 
   render(fields: Readonly<Record<string, string>>): string {
     return renderKey(this.template, fields);
+  }
+
+  /** The template as written (the config reference shows it as the default). */
+  toString(): string {
+    return this.template;
   }
 }
 
