@@ -16,7 +16,7 @@ import { insertAccounts } from "./accountsFixture";
 
 const sshServer = (name: string, port: number): [string, RegisteredServer] => [
   name,
-  { name, target: { host: `${name}.example.org`, port, username: "m", hostKey: { fingerprint: "SHA256:x" } }, commands: {}, timeoutMs: 1000, errorPatterns: DEFAULT_REMOTE_ERROR_PATTERNS, env: {}, files: [] },
+  { name, target: { host: `${name}.example.org`, port, username: "m", hostKey: { fingerprint: "SHA256:x" } }, commands: {}, timeoutMs: 1000, errorPatterns: DEFAULT_REMOTE_ERROR_PATTERNS, env: {}, files: [], builtinPaths: [] },
 ];
 const remote = new RemoteServers(new Map([sshServer("exp-ssh", 22), sshServer("mig-ssh", 2222)]));
 

@@ -24,6 +24,7 @@ servers:
     keyFile: ${join(dir, "key")}
     knownHostsFile: ${join(dir, "known_hosts")}
     timeout: 20s
+    builtinPaths: [${s.root}]
     env:
       FLEET_SITE: lab
     commands:
@@ -84,6 +85,15 @@ describe("registered servers", () => {
     expect((await servers.run("nas1", "folder-size", { path: join(ssh.root, "x y", "z") })).value).toBeGreaterThan(0);
     expect((await servers.run("nas1", "command-exists", { name: "fleet-args" })).value).toBe(true);
     expect((await servers.run("nas1", "command-exists", { name: "no-such-tool" })).value).toBe(false);
+  });
+
+  it("confines the path builtins to the server's builtinPaths", async () => {
+    for (const path of ["/etc", "/", `${ssh.root}/../etc`, "relative/path", `${ssh.root}-other`]) {
+      for (const command of ["folder-size", "mkdir-p"]) {
+        await expect(servers.run("nas1", command, { path })).rejects.toMatchObject({ category: "invalid-payload", retryable: false, message: expect.stringContaining("builtinPaths") });
+      }
+    }
+    expect((await servers.run("nas1", "folder-size", { path: ssh.root })).value).toBeGreaterThanOrEqual(0);
   });
 
   it("classifies failed exits by the server's patterns, then the defaults", async () => {

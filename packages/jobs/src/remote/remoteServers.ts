@@ -5,7 +5,12 @@ import { remoteCommandExists, remoteFolderSize, remoteMkdirP } from "@fleet/remo
 import { targetLabel } from "@fleet/remote/sshTarget";
 import type { RegisteredServer } from "./serversFile";
 
-/** Commands every registered server has, besides its own: the old systems' helpers. */
+/**
+ * Helpers a registered server has besides its own commands (the old systems'). The two that
+ * name a path only work at or under the server's `builtinPaths` (none by default): a job may
+ * not name any path it likes (found by review: any remote-command submitter could run
+ * `mkdir -p` and `du -sb` anywhere as the SSH user).
+ */
 export const BUILTIN_COMMANDS = {
   "folder-size": "bytes under {path} (du -sb)",
   "mkdir-p": "creates {path} and its parents",
@@ -61,7 +66,7 @@ export class RemoteServers {
     return [...this.servers.values()].map((s) => ({
       name: s.name,
       target: targetLabel(s.target),
-      commands: [...Object.keys(s.commands), ...Object.keys(BUILTIN_COMMANDS)],
+      commands: [...Object.keys(s.commands), ...builtinsOf(s)],
     }));
   }
 
@@ -97,18 +102,18 @@ export class RemoteServers {
     const template = Object.hasOwn(server.commands, command) ? server.commands[command] : undefined;
     if (template === undefined) {
       const op = { timeoutMs, signal: options.signal };
-      switch (command as BuiltinCommand) {
+      switch (builtinsOf(server).includes(command) ? (command as BuiltinCommand) : undefined) {
         case "folder-size":
-          return builtin(await remoteFolderSize(server.target, required(values, "path", command), op));
+          return builtin(await remoteFolderSize(server.target, allowedPath(server, values, command), op));
         case "mkdir-p":
-          await remoteMkdirP(server.target, required(values, "path", command), op);
+          await remoteMkdirP(server.target, allowedPath(server, values, command), op);
           return builtin(true);
         case "command-exists":
           return builtin(await remoteCommandExists(server.target, required(values, "name", command), op));
         default:
           throw new PermanentError(
             "invalid-payload",
-            `server "${server.name}" has no command "${command}" (its commands: ${[...Object.keys(server.commands), ...Object.keys(BUILTIN_COMMANDS)].join(", ")})`,
+            `server "${server.name}" has no command "${command}" (its commands: ${[...Object.keys(server.commands), ...builtinsOf(server)].join(", ")}${server.builtinPaths.length === 0 && (command === "folder-size" || command === "mkdir-p") ? `; ${command} works only under the server's builtinPaths in ${this.source}, and it lists none` : ""})`,
           );
       }
     }
@@ -130,6 +135,21 @@ export class RemoteServers {
       durationMs: result.durationMs,
     };
   }
+}
+
+/** The builtins a server offers: command-exists always, the path ones when it has builtinPaths. */
+function builtinsOf(server: RegisteredServer): string[] {
+  return server.builtinPaths.length > 0 ? Object.keys(BUILTIN_COMMANDS) : ["command-exists"];
+}
+
+/** The `path` value, absolute, without `..`, at or under one of the server's builtinPaths; invalid-payload otherwise. */
+function allowedPath(server: RegisteredServer, values: Record<string, string>, command: string): string {
+  const path = required(values, "path", command);
+  const inside = path.startsWith("/") && !path.split("/").includes("..") && server.builtinPaths.some((root) => path === root || path.startsWith(root === "/" ? "/" : `${root}/`));
+  if (!inside) {
+    throw new PermanentError("invalid-payload", `${command}: ${JSON.stringify(path)} is not at or under the server's builtinPaths (${server.builtinPaths.join(", ")})`);
+  }
+  return path;
 }
 
 function required(values: Record<string, string>, name: string, command: string): string {

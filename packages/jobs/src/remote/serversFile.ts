@@ -1,5 +1,6 @@
 import { checkCommandTemplate } from "@fleet/remote/remoteShell";
 import { readFileSync } from "node:fs";
+import { posix } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "@fleet/core/backoff";
@@ -31,6 +32,7 @@ import type { SshTarget } from "@fleet/remote/sshTarget";
  *       errorPatterns:                 # added to the defaults (case-insensitive regexes)
  *         permanent: ["quota exceeded"]
  *         retryable: ["export lock held"]
+ *       builtinPaths: [/export, /srv/home]  # where folder-size and mkdir-p may work (default: nowhere)
  */
 
 export interface RegisteredServer {
@@ -44,6 +46,8 @@ export interface RegisteredServer {
   env: Readonly<Record<string, string>>;
   /** Files this entry was read from (keys, passwords, known_hosts): watched for changes. */
   files: readonly string[];
+  /** Absolute folders the path builtins (folder-size, mkdir-p) may name, at or under; none: they are off. */
+  builtinPaths: readonly string[];
 }
 
 const DEFAULT_TIMEOUT = "5m";
@@ -65,6 +69,9 @@ const serverSchema = z
     commands: z.record(z.string().regex(NAME, "command names: letters, digits, . _ -"), z.string().min(1)).default({}),
     env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "variable names: letters, digits, _"), z.string()).default({}),
     errorPatterns: z.object({ permanent: regexList, retryable: regexList }).strict().default({ permanent: [], retryable: [] }),
+    builtinPaths: z
+      .array(z.string().refine((p) => p.startsWith("/") && !p.split("/").includes("..") && !p.includes("\0"), "an absolute path without '..'"))
+      .default([]),
   })
   .strict();
 
@@ -168,6 +175,7 @@ export function loadServersFile(path: string): Map<string, RegisteredServer> {
       timeoutMs,
       env: s.env,
       files: [s.keyFile, s.keyPassphraseFile, s.passwordFile, s.knownHostsFile].filter((f): f is string => f !== undefined),
+      builtinPaths: s.builtinPaths.map((p) => posix.normalize(p).replace(/(.)\/$/, "$1")),
       errorPatterns: {
         permanent: [...patterns(s.errorPatterns.permanent, "permanent"), ...DEFAULT_REMOTE_ERROR_PATTERNS.permanent],
         retryable: [...patterns(s.errorPatterns.retryable, "retryable"), ...DEFAULT_REMOTE_ERROR_PATTERNS.retryable],
