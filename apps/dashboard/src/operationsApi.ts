@@ -36,7 +36,8 @@ export interface OperationsApiOptions {
   callbacks: { allowedUrls: readonly string[]; db: Queryable };
 }
 
-const JOB_ID = z.string().regex(OPERATION_ID, "1 to 200 letters, digits and _.:@-");
+// A client's id (opts.jobId): no ":" (BullMQ refuses it in custom ids); stored as api-<job>-<id>.
+const JOB_ID = z.string().regex(/^[A-Za-z0-9_.@-]{1,150}$/, "1 to 150 letters, digits and _.@-");
 
 const submitBody = z
   .object({
@@ -98,6 +99,15 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     }
     const payload = def.schema.safeParse(data);
     if (!payload.success) return invalid(reply, `invalid data for job "${name}"`, payload.error);
+    if (opts.jobId !== undefined) {
+      // A client's id lives in its own namespace, per job: it makes a submission idempotent but
+      // can never take an id Fleet gives its own jobs (range-7, account-step-…) — a token allowed
+      // one job could otherwise park a job under another's id, and BullMQ drops the real one.
+      if (def.jobId || def.dedupeId) {
+        return reply.code(400).send({ error: `job "${name}" derives its own id from its data: leave opts.jobId out`, issues: [{ path: "opts.jobId", message: "not accepted for this job" }] });
+      }
+      opts = { ...opts, jobId: clientJobId(name, opts.jobId) };
+    }
     // The name is checked against the catalogue just above; the client validates the payload again.
     const job = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts);
     if (callbackUrl !== undefined) {
@@ -179,4 +189,9 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
 
 function invalid(reply: FastifyReply, error: string, zodError: z.ZodError): FastifyReply {
   return reply.code(400).send({ error, issues: zodError.issues.map((i) => ({ path: i.path.join("."), message: i.message })) });
+}
+
+/** Where a client's opts.jobId goes: `api-<job>-<id>`, never one of Fleet's own ids. */
+export function clientJobId(name: string, id: string): string {
+  return `api-${name}-${id}`;
 }

@@ -1,0 +1,53 @@
+import { QUEUES } from "@fleet/jobs/contracts";
+import { createDashboardFixture, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+/**
+ * `opts.jobId` of POST /api/operations: a client's id makes a submission idempotent, in a
+ * namespace of its own (`api-<job>-<id>`). It used to override the contract's own id in
+ * whatever queue the job lives, so a token allowed only `submit:unpack` could take the
+ * deterministic id of another job kind in the migration queue (`range-<id>` of migrate-range),
+ * delayed for a year: BullMQ then silently dropped the real migrate-range job (same id), and the
+ * reconcilers saw a "delayed" job under that id and left it alone — the range never migrated.
+ */
+describe("opts.jobId", () => {
+  let fx: DashboardFixture;
+  const unpackToken = "u".repeat(40);
+  const submit = (body: unknown) =>
+    send(fx.dashboard.url, "/api/operations", {
+      method: "POST",
+      headers: { authorization: `Bearer ${unpackToken}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("jobid-squat", { DASHBOARD_API_TOKENS: `narrow:submit:unpack+submit:hold:${unpackToken}` });
+  });
+  afterAll(() => fx?.close());
+
+  it("a narrow token cannot take migrate-range's id range-7 (with any job of the migration queue)", async () => {
+    // unpack derives its own id from its data: a client id is refused outright.
+    const refused = await submit({ name: "unpack", data: { manifest: "x/p.manifest.json" }, opts: { jobId: "range-7", delayMs: 366 * 24 * 3_600_000 } });
+    expect(refused.status).toBe(400);
+    // hold takes one, in its own namespace.
+    const res = await submit({ name: "hold", data: { duration: 60_000, reason: "squat" }, opts: { jobId: "range-7", delayMs: 366 * 24 * 3_600_000 } });
+    expect(res.status).toBe(202);
+    expect(((await res.json()) as { id: string }).id).toBe("api-hold-range-7");
+    // What seed-ranges / reconcile do for range 7:
+    await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 7 });
+    const job = await fx.dashboard.jobs.queue(QUEUES.migration).getJob("range-7");
+    expect(job?.name).toBe("migrate-range");
+  });
+
+  it("makes a submission idempotent: the same id twice is one operation", async () => {
+    const body = { name: "hold", data: { duration: 60_000, reason: "nightly" }, opts: { jobId: "nightly-2026-12-05", delayMs: 3_600_000 } };
+    const first = (await (await submit(body)).json()) as { id: string };
+    const again = (await (await submit(body)).json()) as { id: string };
+    expect([first.id, again.id]).toEqual(["api-hold-nightly-2026-12-05", "api-hold-nightly-2026-12-05"]);
+  });
+
+  it("refuses ids BullMQ cannot hold (':')", async () => {
+    const res = await submit({ name: "hold", data: { duration: 60_000, reason: "x" }, opts: { jobId: "a:b" } });
+    expect(res.status).toBe(400);
+  });
+});
