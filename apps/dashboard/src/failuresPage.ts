@@ -45,6 +45,9 @@ const retrySchema = z.object({
   category: many,
   file: many.pipe(z.array(z.string().regex(/^\d{1,15}$/).transform(Number))),
   includePermanent: z.enum(["on"]).optional(),
+  // The list's filter, sent with a category's button: it retries what the page counted.
+  link: z.string().trim().max(500).optional(),
+  text: z.string().trim().max(500).optional(),
   _csrf: z.string().optional(),
 });
 
@@ -99,11 +102,21 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
     const parsed = retrySchema.safeParse(req.body ?? {});
     if (!parsed.success) return deny(reply, 400, "expected category or file fields");
     const { category, file, includePermanent } = parsed.data;
+    // The list's filter: sent with the button, else read from the page it was pressed on.
+    const onPage = new URL(backTo(req), "http://dashboard").searchParams;
+    const link = parsed.data.link ?? (onPage.get("link")?.trim() || undefined);
+    const text = parsed.data.text ?? (onPage.get("text")?.trim() || undefined);
     if (category.length === 0 && file.length === 0) return reply.redirect(`/failures?done=${encodeURIComponent("nothing selected: tick files or use a category's button")}`, 303);
     const result = await requestOperatorRetry({
       db,
       jobs: options.jobs,
-      selection: { ...(category.length > 0 ? { categories: category } : {}), ...(file.length > 0 ? { fileIds: file } : {}), includePermanent: includePermanent === "on" },
+      selection: {
+        ...(category.length > 0 ? { categories: category } : {}),
+        ...(file.length > 0 ? { fileIds: file } : {}),
+        ...(link ? { link } : {}),
+        ...(text ? { text } : {}),
+        includePermanent: includePermanent === "on",
+      },
       policy,
       by: `dashboard:${req.principal.user}`,
     });
@@ -133,7 +146,7 @@ function failuresBody(q: Query, list: { total: number; rows: FailureRow[] }, sum
 <section><h2>By category</h2>${summary.length === 0 ? html`<p class="muted">no failed files</p>` : html`<table><tr><th>category</th><th class="n">files</th><th class="n">failed</th><th class="n">retrying</th><th class="n">killed</th><th>example</th>${operator ? html`<th></th>` : ""}</tr>${summary.map(
     (c) => html`<tr><td><a href="/failures?category=${encodeURIComponent(c.category)}">${c.category}</a> <span class="muted">${c.retryable ? "retryable" : "permanent"}</span></td><td class="n">${c.files}</td><td class="n">${c.failed}</td><td class="n">${c.retrying}</td><td class="n">${c.killed}</td><td><code>${c.example.path}</code><br><span class="muted">${c.example.message ?? ""}</span></td>${
       operator
-        ? html`<td><form method="post" action="/failures/retry"><input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="back" value="${self}"><input type="hidden" name="category" value="${c.category}">${c.retryable ? "" : html`<label><input type="checkbox" name="includePermanent" value="on"> cause fixed</label> `}<button type="submit" name="retry-category" value="${c.category}">Retry ${c.failed} ${c.category}</button></form></td>`
+        ? html`<td><form method="post" action="/failures/retry"><input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="back" value="${self}"><input type="hidden" name="category" value="${c.category}">${q.link ? html`<input type="hidden" name="link" value="${q.link}">` : ""}${q.text ? html`<input type="hidden" name="text" value="${q.text}">` : ""}${c.retryable ? "" : html`<label><input type="checkbox" name="includePermanent" value="on"> cause fixed</label> `}<button type="submit" name="retry-category" value="${c.category}">Retry ${c.failed} ${c.category}</button></form></td>`
         : ""
     }</tr>`,
   )}</table>`}</section>

@@ -1,4 +1,5 @@
-import type { Queryable } from "../pool";
+import { inTransaction } from "../pool";
+import type { DbPool, Queryable } from "../pool";
 
 /**
  * Failed, retrying and killed files, for operators: list and filter them, see one file's
@@ -72,7 +73,11 @@ function where(filter: FailureFilter, params: unknown[]): string {
   return clauses.join(" AND ");
 }
 
-/** A page of matching files, newest last try first, and how many match in all. */
+/**
+ * A page of matching files, by file id (newest files first), and how many match in all. Not by
+ * last try: a retry's claim and heartbeats rewrite it, so pages taken while retry-failed ran
+ * showed files twice and skipped others (found by review); the id never changes.
+ */
 export async function listFailures(db: Queryable, filter: FailureFilter, policy: RetryPolicy, page: { limit: number; offset?: number }): Promise<{ total: number; rows: FailureRow[] }> {
   const params: unknown[] = [policy.maxRetries, policy.retryableCategories];
   const condition = where(filter, params);
@@ -87,7 +92,7 @@ export async function listFailures(db: Queryable, filter: FailureFilter, policy:
             count(*) OVER ()::int8 AS total
        FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
       WHERE ${condition}
-      ORDER BY m.last_attempt_date DESC, m.file_id DESC
+      ORDER BY m.file_id DESC
       LIMIT $${params.length - 1} OFFSET $${params.length}`,
     params,
   );
@@ -179,6 +184,9 @@ export async function fileAttempts(db: Queryable, fileId: number): Promise<FileA
 export interface RetrySelection {
   categories?: readonly string[];
   fileIds?: readonly number[];
+  /** As FailureFilter's: the link (source location) and text the list was filtered by. */
+  link?: string;
+  text?: string;
   /** Also permanent categories (the operator fixed the cause). */
   includePermanent?: boolean;
 }
@@ -202,12 +210,14 @@ export async function requestRetry(db: Queryable, selection: RetrySelection, pol
   const fileIds = selection.fileIds && selection.fileIds.length > 0 ? selection.fileIds : null;
   const { rows } = await db.query<{ category: string; marked: number; permanent: number }>(
     `WITH candidates AS (
-       SELECT file_id, coalesce(error_category, 'unknown') AS category,
-              coalesce(error_category, 'unknown') = ANY($3::text[]) AS retryable
-         FROM migration_files
-        WHERE status = 'FAIL'
-          AND ($1::text[] IS NULL OR coalesce(error_category, 'unknown') = ANY($1::text[]))
-          AND ($2::int8[] IS NULL OR file_id = ANY($2::int8[]))
+       SELECT m.file_id, coalesce(m.error_category, 'unknown') AS category,
+              coalesce(m.error_category, 'unknown') = ANY($3::text[]) AS retryable
+         FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
+        WHERE m.status = 'FAIL'
+          AND ($1::text[] IS NULL OR coalesce(m.error_category, 'unknown') = ANY($1::text[]))
+          AND ($2::int8[] IS NULL OR m.file_id = ANY($2::int8[]))
+          AND ($5::text IS NULL OR coalesce(substring(m.old_uri from ${LOCATION}), '?') = $5)
+          AND ($6::text IS NULL OR strpos(lower(coalesce(s.uri, m.old_uri)), $6) > 0 OR strpos(lower(coalesce(m.error_message, '')), $6) > 0)
      ), marked AS (
        UPDATE migration_files m SET retry_requested_at = coalesce(m.retry_requested_at, now())
          FROM candidates c
@@ -219,7 +229,14 @@ export async function requestRetry(db: Queryable, selection: RetrySelection, pol
        UNION ALL
        SELECT category, 0, 1 FROM candidates WHERE NOT retryable AND NOT $4::boolean
      ) x GROUP BY category ORDER BY category`,
-    [categories, fileIds, policy.retryableCategories, selection.includePermanent === true],
+    [
+      categories,
+      fileIds,
+      policy.retryableCategories,
+      selection.includePermanent === true,
+      selection.link ? selection.link.split("→")[0]!.trim() : null,
+      selection.text ? selection.text.toLowerCase() : null,
+    ],
   );
   const result: RetryRequestResult = { requested: {}, skippedPermanent: {}, notRetryable: [] };
   for (const r of rows) {
@@ -261,18 +278,37 @@ export interface KillResult {
  * skips them); FAIL and RETRYING ones become KILLED (a retry in flight then records nothing).
  * A file being copied at this very moment may still land at the destination; it stays KILLED.
  */
-export async function killFiles(db: Queryable, selection: KillSelection): Promise<KillResult> {
+export async function killFiles(pool: DbPool, selection: KillSelection): Promise<KillResult> {
+  const params = [selection.fileIds && selection.fileIds.length > 0 ? selection.fileIds : null, selection.owner ?? null, selection.prefix ?? null, selection.reason];
+  return inTransaction(pool, async (tx) => {
+    // The ranges of the selected failures first, in id order (as completeRange and
+    // recordRetryOutcomes lock them): a range completing meanwhile counts after this commits.
+    await tx.query(
+      `SELECT id FROM migration_ranges
+        WHERE id IN (SELECT m.range_id FROM migration_files m JOIN source_files s ON s.id = m.file_id
+                      WHERE m.status IN ('FAIL', 'RETRYING') AND m.range_id IS NOT NULL AND s.superseded_by IS NULL
+                        AND ($1::int8[] IS NULL OR s.id = ANY($1::int8[])) AND ($2::text IS NULL OR s.owner = $2)
+                        AND ($3::text IS NULL OR starts_with(s.uri, $3)))
+        ORDER BY id FOR UPDATE`,
+      params.slice(0, 3),
+    );
+    return killSelected(tx, params);
+  });
+}
+
+async function killSelected(db: Queryable, params: unknown[]): Promise<KillResult> {
   const { rows } = await db.query<KillResult>(
     `WITH target AS (
-       SELECT s.id, s.uri, s.name, s.size FROM source_files s
+       SELECT s.id, s.uri, s.name, s.size, s.vanished_at FROM source_files s
         WHERE s.superseded_by IS NULL
           AND ($1::int8[] IS NULL OR s.id = ANY($1::int8[]))
           AND ($2::text IS NULL OR s.owner = $2)
           AND ($3::text IS NULL OR starts_with(s.uri, $3))
      ), fresh AS (
+       -- Files a re-scan no longer found, never attempted, are not files to account for.
        INSERT INTO migration_files (file_id, range_id, old_uri, file_name, size, status, error_category, error_message, last_attempt_date)
        SELECT t.id, (SELECT r.id FROM migration_ranges r WHERE t.id BETWEEN r.min_id AND r.max_id), t.uri, t.name, t.size, 'KILLED', 'killed', $4, now()
-         FROM target t WHERE NOT EXISTS (SELECT 1 FROM migration_files m WHERE m.file_id = t.id)
+         FROM target t WHERE t.vanished_at IS NULL AND NOT EXISTS (SELECT 1 FROM migration_files m WHERE m.file_id = t.id)
        ON CONFLICT (file_id) DO NOTHING
        RETURNING file_id, range_id
      ), changed AS (
@@ -280,6 +316,12 @@ export async function killFiles(db: Queryable, selection: KillSelection): Promis
               error_message = $4 || coalesce(' (was ' || m.error_category || ': ' || left(m.error_message, 500) || ')', '')
          FROM target t WHERE m.file_id = t.id AND m.status IN ('FAIL', 'RETRYING')
        RETURNING m.file_id, m.range_id
+     ), counters AS (
+       -- A COMPLETE range counted these files failed; killed, they are not (completeRange's count).
+       UPDATE migration_ranges g SET files_failed = greatest(g.files_failed - c.n, 0), updated_at = now()
+         FROM (SELECT range_id, count(*)::int AS n FROM changed WHERE range_id IS NOT NULL GROUP BY range_id) c
+        WHERE g.id = c.range_id AND g.status = 'COMPLETE'
+       RETURNING 1
      ), history AS (
        INSERT INTO migration_file_attempts (file_id, range_id, status, error_category, error_message)
        SELECT file_id, range_id, 'KILLED', 'killed', $4 FROM (SELECT * FROM fresh UNION ALL SELECT * FROM changed) k
@@ -289,7 +331,7 @@ export async function killFiles(db: Queryable, selection: KillSelection): Promis
             (SELECT count(*) FROM fresh)::int8 AS "neverAttempted",
             (SELECT count(*) FROM target t JOIN migration_files m ON m.file_id = t.id WHERE m.status = 'KILLED')::int8 AS "alreadyKilled",
             (SELECT count(*) FROM target t JOIN migration_files m ON m.file_id = t.id WHERE m.status = 'SUCCESS')::int8 AS "alreadySucceeded"`,
-    [selection.fileIds && selection.fileIds.length > 0 ? selection.fileIds : null, selection.owner ?? null, selection.prefix ?? null, selection.reason],
+    params,
   );
   return rows[0]!;
 }

@@ -184,7 +184,12 @@ export interface RetryCandidate {
  * to retry (retry_requested_at: any category, any retry count), then — unless `requestedOnly` —
  * retryable ones under the retry limit last attempted before `attemptedBefore`. `FOR UPDATE
  * SKIP LOCKED` lets several retry jobs run side by side, each taking different files; the
- * status condition makes a second claim of the same file impossible.
+ * status condition makes a second claim of the same file impossible. An operator's mark stays
+ * until an attempt that counts is recorded (recordRetryOutcomes): a retry given back
+ * (releaseRetrying: shutdown, cancel, the link's breaker) or failed by the link keeps it —
+ * clearing it at the claim lost the request of a permanent-category file for good. A retry
+ * whose worker died (resetStuckRetries) clears it: a file that kills its worker must not be
+ * retried forever.
  */
 export async function claimRetryBatch(
   db: Queryable,
@@ -208,7 +213,7 @@ export async function claimRetryBatch(
        SELECT file_id FROM (SELECT file_id, 0 AS o FROM requested UNION ALL SELECT file_id, 1 FROM scheduled) x
         ORDER BY o, file_id LIMIT $3
      ), claimed AS (
-       UPDATE migration_files m SET status = 'RETRYING', last_attempt_date = now(), retry_requested_at = NULL
+       UPDATE migration_files m SET status = 'RETRYING', last_attempt_date = now()
          FROM picked WHERE m.file_id = picked.file_id AND m.status = 'FAIL'
        RETURNING m.file_id, m.range_id, m.retry_count, m.file_name, m.size, m.old_uri
      )
@@ -282,7 +287,9 @@ export async function recordRetryOutcomesInTransaction(tx: Queryable, outcomes: 
               source_mtime = coalesce(r.source_mtime, m.source_mtime),
               source_etag = CASE WHEN r.source_size IS NULL THEN m.source_etag ELSE r.source_etag END,
               migration_date = CASE WHEN r.status = 'SUCCESS' THEN now() ELSE m.migration_date END,
-              last_attempt_date = now()
+              last_attempt_date = now(),
+              -- An operator's request is honoured by an attempt that counts; a link fault keeps it.
+              retry_requested_at = CASE WHEN r.count_retry THEN NULL ELSE m.retry_requested_at END
          FROM r WHERE m.file_id = r.file_id AND m.status = 'RETRYING'
        RETURNING m.file_id, m.range_id, m.status, m.size, m.error_category, m.error_message
      ), attempts AS (
@@ -347,7 +354,7 @@ export async function resetStuckRetries(db: Queryable, olderThanMs: number): Pro
   const { rows } = await db.query<{ n: number }>(
     `WITH reset AS (
        UPDATE migration_files
-          SET status = 'FAIL', retry_count = retry_count + 1, last_attempt_date = now(),
+          SET status = 'FAIL', retry_count = retry_count + 1, last_attempt_date = now(), retry_requested_at = NULL,
               error_category = 'interrupted', error_message = 'retry interrupted (worker lost); will be retried'
         WHERE status = 'RETRYING' AND last_attempt_date < now() - make_interval(secs => $1::float8 / 1000)
        RETURNING file_id, range_id, error_category, error_message

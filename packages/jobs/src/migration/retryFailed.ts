@@ -22,6 +22,11 @@ const contract = defineContract({
   // Operator runs are never deduplicated: each request is its own operation, and runs side by
   // side with others safely (SKIP LOCKED).
   dedupeId: (p) => (p.requestedOnly ? undefined : "retry-failed"),
+  // A run asked for while one runs (recovery after a lost worker reset its files, the breaker
+  // closing) makes one more run after it: the running one only takes files last attempted
+  // before it started, so folding the request into it left those files to the next cron tick
+  // (found by review: a killed worker's retry batch waited up to 30 min).
+  dedupeKeepLastIfActive: true,
   // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
   // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
   options: { runWindow: "migration" },

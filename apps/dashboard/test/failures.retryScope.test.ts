@@ -8,13 +8,13 @@ import type { DashboardFixture } from "./dashboardFixture";
  * whose N counts the filtered files. Pressing it must re-queue those N files — not every failed
  * file of the category in the whole migration.
  */
-describe("review: the failures page's per-category retry under a filter", () => {
+describe("the failures page's per-category retry under a filter", () => {
   let f: DashboardFixture;
   let db: DbPool;
   let base: string;
 
   beforeAll(async () => {
-    f = await createDashboardFixture("review-retry-scope");
+    f = await createDashboardFixture("retry-scope");
     db = createPool({ connectionString: f.db.url, max: 2 });
     base = f.dashboard.url;
   });
