@@ -181,7 +181,9 @@ export async function finishBatch(db: Queryable, batchId: number): Promise<Batch
        status = CASE WHEN b.status = 'RUNNING' THEN 'DONE'::batch_status ELSE b.status END
      FROM (SELECT count(*) FILTER (WHERE status = 'DONE')::int AS done, count(*) FILTER (WHERE status = 'FAILED')::int AS failed,
                   count(*) FILTER (WHERE status = 'CANCELLED')::int AS cancelled, count(*) FILTER (WHERE status = 'REVOKED')::int AS revoked
-           FROM migration_queue WHERE batch_id = $1) c,
+           FROM migration_queue q WHERE batch_id = $1
+             -- Postponed from this batch wins: revoked later, it was still postponed here (found by review: counted twice).
+             AND NOT EXISTS (SELECT 1 FROM batch_assignment a WHERE a.batch_id = $1 AND a.account_id = q.id AND a.state = 'POSTPONED')) c,
           (SELECT count(DISTINCT account_id)::int AS postponed FROM batch_assignment WHERE batch_id = $1 AND state = 'POSTPONED') p
      WHERE b.id = $1
      RETURNING b.id, b.run_date AS "runDate", b.status, b.planned, b.done, b.failed, b.cancelled, b.postponed, b.revoked, b.group_updated_at AS "groupUpdatedAt",
@@ -198,10 +200,14 @@ export async function finishBatch(db: Queryable, batchId: number): Promise<Batch
 export async function batchCounts(db: DbPool, batchId: number): Promise<Record<string, number>> {
   const prisma = prismaOf(db);
   const id = BigInt(batchId);
-  const [byStatus, postponed] = await Promise.all([
-    prisma.migrationAccount.groupBy({ by: ["status"], where: { batchId: id, status: { not: "POSTPONED" } }, _count: { _all: true } }),
-    prisma.batchAssignment.findMany({ where: { batchId: id, state: "POSTPONED" }, distinct: ["accountId"], select: { accountId: true } }),
-  ]);
+  // An account postponed from this batch counts as postponed whatever its status now (revoked
+  // later, planned again): every account in exactly one count, as finishBatch writes them.
+  const postponed = await prisma.batchAssignment.findMany({ where: { batchId: id, state: "POSTPONED" }, distinct: ["accountId"], select: { accountId: true } });
+  const byStatus = await prisma.migrationAccount.groupBy({
+    by: ["status"],
+    where: { batchId: id, status: { not: "POSTPONED" }, id: { notIn: postponed.map((p) => p.accountId) } },
+    _count: { _all: true },
+  });
   const counts: Record<string, number> = Object.fromEntries(byStatus.map((g) => [g.status, g._count._all]));
   if (postponed.length > 0) counts.POSTPONED = postponed.length;
   return counts;

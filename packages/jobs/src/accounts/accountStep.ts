@@ -149,20 +149,31 @@ async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
   try {
     result = await runStepCommand(s.step, s.ctx.deps.remote.server(server.ssh), check.command, values, Math.min(s.step.timeoutMs, check.timeoutMs), s.ctx.signal, `${s.step.name} check`);
   } catch (err) {
+    if (s.ctx.signal.aborted) return attemptFailed(s, err, serverName, row.attempt);
     const fault = serverFault(err);
-    if (!fault || s.ctx.signal.aborted) return attemptFailed(s, err, serverName, row.attempt);
+    if (!fault) {
+      // The check itself failed (timed out, exited non-zero): that says nothing about the
+      // migration, which goes on on the server — never a reason to start it again (found by
+      // review: a check that timed out once re-ran the step's command). Checked again later;
+      // the step ends at its deadline or on the check's `failed` pattern.
+      await recordCheck(db, s.key, new Date(Date.now() + check.everyMs), `status check failed: ${describe(err)}`);
+      await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: status check on ${serverName} failed; checking again in ${check.everyMs} ms`, details: { error: describe(err), output: failureOutput(err) } }]);
+      throw delay(check.everyMs, "status check failed; checking again");
+    }
     // The migration goes on on the server; only our view of it is cut: keep polling later.
     await serverFaultSeen(s, serverName, err, fault.category);
     await holdAccount(db, s.key.batchId, s.key.accountId, `${s.step.name}: status check cannot reach ${serverName}: ${describe(err)}`);
     throw delay(jitter(accounts.settings.recheckMs), "server fault during status checks");
   }
   await recordServerSuccess(db, serverName);
+  // HELD by a fault earlier → IN_PROGRESS again, whatever the verdict: a "done" on a HELD
+  // account was not recorded (found by review: the migration done, the account FAILED).
+  await beginStep(db, s.key.batchId, s.key.accountId, s.key.step);
   const verdict = readCheck(s.step, result);
   if (verdict === "done") return complete(s, serverName, summary(result), row.exitCode, row.checks + 1);
   if (verdict === "failed") {
     return fail(s, serverName, `${s.step.name} on ${serverName}: status check reports failure: ${tail(`${result.stdout}\n${result.stderr}`, 300)}`, "invalid-payload", summary(result));
   }
-  await beginStep(db, s.key.batchId, s.key.accountId, s.key.step); // HELD by a fault earlier → IN_PROGRESS again
   await recordCheck(db, s.key, new Date(Date.now() + check.everyMs), summary(result));
   throw delay(check.everyMs, "status check not done yet");
 }

@@ -1,0 +1,61 @@
+import { rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+import { accountStates, insertAccounts } from "./accountsFixture";
+import { startAccountSite } from "./accountRunFixture";
+import type { AccountSite } from "./accountRunFixture";
+
+/**
+ * a polled step whose status check hit a server fault (account HELD), and whose next
+ * check — the server back — reports the migration done. The migration finished on the server,
+ * so the account must end DONE, not be burned as "steps ended without an outcome".
+ */
+
+const RUN_DATE = "2026-11-30";
+let site: AccountSite;
+let h: PipelineHarness | undefined;
+
+beforeAll(async () => {
+  site = await startAccountSite();
+});
+afterAll(async () => {
+  await h?.close();
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+});
+
+it("a check that reports done after a fault-held check completes the step (account DONE)", async () => {
+  const file = join(site.dir, "workflow-heldpoll.yaml");
+  await writeFile(
+    file,
+    `servers:
+  mig1: { ssh: box, role: migration, capacity: 5 }
+steps:
+  - name: migrate
+    role: migration
+    command: fx-mig-start {externalId}
+    check: { command: "fx-health", every: 4s, done: "^healthy", failed: "^FAILED", timeout: 10m }
+`,
+  );
+  h = await createPipelineHarness("heldpoll", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
+  await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
+  await h.startRunner({ concurrency: 2 });
+  for (const name of ["accounts-prepare", "accounts-run"] as const) {
+    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-heldpoll` });
+    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  }
+  const db = h.runtime.db;
+  // The migration was started on the server; its status is now polled.
+  await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
+  // The migration server's sshd dies before the first check: the check cannot connect.
+  await site.ssh.kill();
+  await waitFor(async () => (await accountStates(h!.runtime)).acc1 === "HELD", 30_000, "account HELD by the check's server fault");
+  // sshd is back; the next check reports the migration done.
+  await site.ssh.restart();
+  await waitFor(async () => (await db.query(`SELECT status FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0]?.status === "DONE", 60_000, "batch finished");
+  const { rows } = await db.query(`SELECT status, steps_done, last_error FROM migration_queue WHERE external_id = 'acc1'`);
+  const { rows: step } = await db.query(`SELECT phase FROM account_step`);
+  expect({ account: rows[0], step: step[0] }).toEqual({ account: { status: "DONE", steps_done: 1, last_error: null }, step: { phase: "DONE" } });
+}, 120_000);
