@@ -168,6 +168,12 @@ export interface ScanCursor {
   startedAt: string;
   /** Whether listed keys are recorded to find vanished files (false on a first scan). */
   trackSeen: boolean;
+  /**
+   * A first scan that was resumed: its keys are looked up like a re-scan's (not inserted
+   * blindly), since another scan or import may have written rows under its prefix between the
+   * interruption and the resume (found by review: their files got a second current row).
+   */
+  lookUp?: boolean;
   counts: MergeCounts & { files: number };
   /** Folders or files that could not be read (first ones). */
   unreadable: string[];
@@ -183,7 +189,7 @@ export async function readScanCursor(db: Queryable, key: string): Promise<ScanCu
 export async function mergeScanBatch(pool: DbPool, key: string, files: readonly ListedFile[], cursor: ScanCursor): Promise<MergeCounts> {
   return inTransaction(pool, async (client) => {
     // trackSeen is false exactly when the prefix had no current row as the scan began.
-    const counts = await mergeListedFiles(client, files, cursor.trackSeen ? cursor.scanId : null, { allNew: !cursor.trackSeen });
+    const counts = await mergeListedFiles(client, files, cursor.trackSeen ? cursor.scanId : null, { allNew: !cursor.trackSeen && cursor.lookUp !== true });
     const next: ScanCursor = {
       ...cursor,
       after: files.at(-1)?.uri ?? cursor.after,
@@ -231,16 +237,25 @@ export interface VanishedFile {
  * (returned, oldest id first), the scan's seen keys are dropped, the cursor is cleared and the
  * success recorded — one transaction, so a crash here leaves the scan to be finished again.
  */
+/** The scan keeps up to this many unreadable keys (ScanCursor.unreadable); a full list means some were not kept. */
+export const MAX_UNREADABLE_TRACKED = 1_000;
+
 export async function finishScan(pool: DbPool, key: string, cursor: ScanCursor): Promise<VanishedFile[]> {
   return inTransaction(pool, async (client) => {
     let vanished: VanishedFile[] = [];
-    if (cursor.trackSeen) {
+    // What could not be read was not seen, and has not vanished: rows under an unreadable
+    // folder or file are left as they are (found by review: a folder that was unreadable for
+    // one scan had all its files marked vanished, then copied again as new versions). When the
+    // list of unreadable keys is full, nothing is marked vanished at all.
+    const unreadable = cursor.unreadable ?? [];
+    if (cursor.trackSeen && unreadable.length < MAX_UNREADABLE_TRACKED) {
       const { rows } = await client.query<VanishedFile>(
         `UPDATE source_files s SET vanished_at = now()
           WHERE s.superseded_by IS NULL AND s.vanished_at IS NULL AND starts_with(s.uri, $1)
             AND NOT EXISTS (SELECT 1 FROM inventory_scan_seen v WHERE v.scan_id = $2 AND v.uri = s.uri)
+            AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) u(k) WHERE s.uri = u.k OR starts_with(s.uri, u.k || '/'))
           RETURNING s.id, s.uri, s.size`,
-        [cursor.prefix, cursor.scanId],
+        [cursor.prefix, cursor.scanId, unreadable],
       );
       vanished = rows.sort((a, b) => a.id - b.id);
       await client.query(`DELETE FROM inventory_scan_seen WHERE scan_id = $1`, [cursor.scanId]);

@@ -2,10 +2,11 @@ import { randomUUID } from "node:crypto";
 import { RetryableError } from "@fleet/core/errors";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
-import { dropSeenKeys, filesUnder, emptyMergeCounts, finishScan, mergeScanBatch, readScanCursor, tryInventoryLock, writeCursor } from "@fleet/db/sql/inventory";
+import { MAX_UNREADABLE_TRACKED, dropSeenKeys, filesUnder, emptyMergeCounts, finishScan, mergeScanBatch, readScanCursor, tryInventoryLock, writeCursor } from "@fleet/db/sql/inventory";
 import type { ListedFile, MergeCounts, ScanCursor } from "@fleet/db/sql/inventory";
 import { writeLog } from "@fleet/db/sql/log";
 import type { Storage } from "@fleet/storage/storage";
+import { validatePrefix } from "@fleet/storage/keys";
 
 /**
  * Lists a source storage and brings source_files in line with it: new files added, changed
@@ -53,7 +54,7 @@ export interface ScanResult extends MergeCounts {
   seconds: number;
 }
 
-const MAX_LISTED_KEYS = 1_000;
+const MAX_LISTED_KEYS = MAX_UNREADABLE_TRACKED;
 
 export function scanCursorKey(source: Storage, prefix: string): string {
   return `inventory-scan:${source.label}${prefix ? `:${prefix}` : ""}`;
@@ -61,7 +62,10 @@ export function scanCursorKey(source: Storage, prefix: string): string {
 
 export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
   const { db, source, log } = options;
-  const prefix = options.prefix ?? "";
+  // Normalised as the listing normalises it ("./photos/" is "photos/"): the rows, the cursor and
+  // the vanished check must all use the same prefix (found by review: "./photos/" looked like a
+  // first scan and added every file under photos/ a second time).
+  const prefix = validatePrefix(options.prefix ?? "");
   const batchSize = options.batchSize ?? 10_000;
   const startedAt = Date.now();
   const release = await tryInventoryLock(db);
@@ -74,6 +78,7 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
       cursor = null;
     }
     const resumed = cursor !== null;
+    if (cursor && !cursor.trackSeen && !cursor.lookUp) cursor = { ...cursor, lookUp: true };
     const under = await filesUnder(db, prefix);
     const expected = under.present;
     if (!cursor) {
@@ -143,7 +148,7 @@ async function listInBatches(options: ScanOptions, cursor: ScanCursor, batchSize
     writing = write(full);
   };
   try {
-    const listing = options.source.list(options.prefix ?? "", {
+    const listing = options.source.list(cursor.prefix, {
       ...(options.signal ? { signal: options.signal } : {}),
       ...(cursor.after !== null ? { startAfter: cursor.after } : {}),
       onUnreadable: (key, error) => {

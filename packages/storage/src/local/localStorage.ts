@@ -18,7 +18,7 @@ import { discardTemp, writeAll } from "./localWrites";
 import { publishTemp } from "./publishTemp";
 import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
 import { sweepLocalTemps } from "../tempSweep";
-import { sortedWalk } from "../sortedWalk";
+import { skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
 import { checkBufferSize, errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { createTempNamer, isTempName, unguessableTempName } from "../tempNames";
@@ -257,6 +257,7 @@ export class LocalStorage implements Storage {
           }
           const entries: LocalEntry[] = [];
           for (const entry of dirents) {
+            if (skipUndecodableName(dirKey, entry.name, options)) continue;
             const directory = entry.isDirectory();
             if (directory || !isTempName(entry.name)) entries.push({ name: entry.name, directory, symlink: entry.isSymbolicLink() });
           }

@@ -181,7 +181,10 @@ export class S3Storage implements Storage {
     const p = validatePrefix(prefix);
     const listed = this.prefix + p;
     // S3 lists in UTF-8 byte order, so StartAfter resumes a listing exactly.
-    const startAfter = options.startAfter ? this.prefix + validateKey(options.startAfter) : undefined;
+    // Raw, as a listing gave it: only a position, and a key S3 holds but Fleet refuses (a tab,
+    // "..") must not stop a scan from ever resuming (found by review), nor be normalised into
+    // another position ("a//b" → "a/b" would skip the keys between).
+    const startAfter = options.startAfter ? this.prefix + options.startAfter : undefined;
     let token: string | undefined;
     do {
       throwIfAborted(options.signal, "list", p);

@@ -17,7 +17,7 @@ import { DEFAULT_SSH_PORT, targetLabel } from "@fleet/remote/sshTarget";
 import type { SshTarget } from "@fleet/remote/sshTarget";
 import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
 import { sweepSftpTemps } from "./sftpSweep";
-import { sortedWalk } from "../sortedWalk";
+import { skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
 import { checkBufferSize, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { isTempName } from "../tempNames";
@@ -288,6 +288,7 @@ export class SftpStorage implements Storage {
             try {
               for (let batch = await session.readdir(handle); batch !== null; batch = await session.readdir(handle)) {
                 for (const entry of batch) {
+                  if (skipUndecodableName(dirKey, entry.filename, options)) continue;
                   const directory = entry.attrs.isDirectory();
                   if (directory || !isTempName(entry.filename)) entries.push({ name: entry.filename, directory, attrs: entry.attrs });
                 }

@@ -1,0 +1,65 @@
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { fleet, fleetJson } from "./runFleet";
+
+/**
+ * a re-scan that cannot read a folder "reports and skips" it (README) — but the files
+ * in it did not vanish: they must not be marked vanished, and when the folder is readable
+ * again they must not come back as new versions (migrated again although nothing changed).
+ */
+const NOBODY = 65534;
+
+describe("fleet inventory re-scan with an unreadable folder", () => {
+  let database: TestDatabase;
+  let db: pg.Client;
+  let root: string;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    db = new pg.Client({ connectionString: database.url });
+    await db.connect();
+    root = await mkdtemp(join(tmpdir(), "fleet-unreadable-"));
+    await chmod(root, 0o755);
+    env = { DATABASE_URL: database.url, SOURCE_URL: join(root, "share"), LOG_LEVEL: "warn" };
+  });
+  afterAll(async () => {
+    await db?.end();
+    await database?.drop();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("files of a folder the re-scan could not read are neither vanished nor new versions afterwards", async () => {
+    const share = join(root, "share");
+    for (const k of ["a/1.txt", "locked/secret.txt", "locked/other.txt", "z.txt"]) {
+      await mkdir(join(share, k, ".."), { recursive: true });
+      await writeFile(join(share, k), k);
+    }
+    await chmod(share, 0o755);
+    await expect(fleetJson(env, ["inventory", "scan"])).resolves.toMatchObject({ new: 4 });
+
+    // The nightly re-scan runs while the folder is (temporarily) unreadable to it.
+    await chmod(join(share, "locked"), 0o000);
+    let r;
+    try {
+      r = await fleet(env, ["inventory", "scan", "--json"], { uid: NOBODY, gid: NOBODY, cwd: root });
+    } finally {
+      await chmod(join(share, "locked"), 0o755);
+    }
+    expect(r.code).toBe(0);
+    const rescan = JSON.parse(r.out);
+    expect(rescan.unreadable).toEqual(["locked"]);
+    // Nothing was deleted at the source.
+    expect({ vanished: rescan.vanished, vanishedKeys: rescan.vanishedKeys }).toEqual({ vanished: 0, vanishedKeys: [] });
+
+    // Readable again: nothing changed, so nothing is a new version (nothing to migrate again).
+    const again = await fleetJson(env, ["inventory", "scan"]);
+    expect(again).toMatchObject({ new: 0, changed: 0, reappeared: 0, unchanged: 4 });
+    const { rows } = await db.query(`SELECT count(*)::int AS n FROM source_files`);
+    expect(rows[0].n).toBe(4);
+  });
+});
