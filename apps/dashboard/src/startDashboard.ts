@@ -30,7 +30,7 @@ import { progressRoutes } from "./progressPage";
 import { failuresRoutes } from "./failuresPage";
 import { settingsRoutes } from "./settingsPage";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
-import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
+import { liveMigrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import { accountsRoutes } from "./accountsPage";
 import { mountQueueBoards } from "./queueBoards";
 import { SessionStore } from "./sessions";
@@ -197,7 +197,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   const apiLock = new ApiLock(ctx.redis, ctx.prefix);
   const breakers = new LinkBreakers(ctx.redis, ctx.prefix);
   // The same reasons for held work as the CLI's status (one list, link breakers included).
-  const blockers = migrationBlockerSources({ migrationQueue: ctx.jobs.queue(QUEUES.migration), window: migrationWindow(config), breakers });
+  const blockers = migrationBlockerSources({ migrationQueue: ctx.jobs.queue(QUEUES.migration), window: liveMigrationWindow(ctx.db, config), breakers });
   progressRoutes(app, {
     breakers: () =>
       breakerViews(breakers).catch((err: unknown) => {

@@ -15,7 +15,7 @@ import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runt
 import { LinkBreakers } from "@fleet/core/linkBreakers";
 import { AlertWatch } from "@fleet/jobs/alerts/alertWatch";
 import { toAlertSettings } from "@fleet/jobs/alerts/alertSettings";
-import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
+import { liveMigrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import { catchUpDaily } from "./catchUpDaily";
 import { watchInventory } from "./inventoryWatcher";
 import type { SchedulerConfig } from "./config";
@@ -116,7 +116,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     db,
     breakers: new LinkBreakers(redis, bullPrefix(config.FLEET_PREFIX)),
     workersOnline: () => jobs.queue("migration").getWorkersCount(),
-    window: migrationWindow(config),
+    window: liveMigrationWindow(db, config),
     jobs,
     settings: toAlertSettings(config, config.NOTIFY_OPERATORS),
     log,

@@ -16,6 +16,7 @@ import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks";
 import type { WorkerConfig } from "./config";
+import { QUEUES } from "@fleet/jobs/jobRegistry";
 
 export interface RunningWorker {
   runtime: FleetRuntime;
@@ -119,7 +120,18 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     (err: unknown) => log.warn({ err }, "operation history: reconcile with BullMQ failed"),
   );
   live.onChange((changed) => {
-    if (changed.has("RUN_WINDOWS") || changed.has("MIGRATION_WINDOW")) applyWindows();
+    if (changed.has("RUN_WINDOWS") || changed.has("MIGRATION_WINDOW")) {
+      applyWindows();
+      // Jobs parked until the old window's opening look again now: each one that finds the new
+      // window closed parks itself until its opening (found by review: widening the window
+      // tonight, or switching it off, left the parked ranges waiting for the old opening).
+      if (config.WORKER_QUEUES.includes(QUEUES.migration)) {
+        void runtime.deps.jobs.queue(QUEUES.migration).promoteJobs().then(
+          () => log.info("run window changed: parked migration jobs look at it again"),
+          (err: unknown) => log.warn({ err }, "run window changed, but the parked migration jobs could not be woken; they start at the old opening"),
+        );
+      }
+    }
     if (changed.has("WORKER_CONCURRENCY")) started.setConcurrency(live.get("WORKER_CONCURRENCY"));
     log.info({ changed: [...changed], windows: windows.get("migration")?.describe() ?? "always", concurrency: live.get("WORKER_CONCURRENCY") }, "live settings applied");
   });

@@ -15,6 +15,7 @@ import type { RunHost } from "./jobRun";
 import type { OperationRecorder, OperationRef } from "./operationRecorder";
 import type { RunnerOptions } from "./runnerOptions";
 import { LockWait } from "./lockWait";
+import { followWindow } from "./runWindow";
 import { createQueueWorker } from "./queueWorker";
 import { formatZodIssues } from "./zodIssues";
 
@@ -130,7 +131,7 @@ export class JobRunner<Deps> {
     if (window) {
       const now = this.options.now?.() ?? new Date();
       if (!window.isOpen(now)) return this.apply(run, def, { type: "window-closed", window: windowName!, opensAt: window.nextOpening(now) });
-      run.window = window;
+      run.window = followWindow(this.options.windows, windowName!);
     }
     if (this.lockWait.applies(def)) {
       const locked = await this.lockWait.check();

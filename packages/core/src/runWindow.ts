@@ -294,3 +294,29 @@ function formatDays(days: readonly number[]): string {
   }
   return runs.join(",");
 }
+
+/**
+ * The window `name` of `windows` as it is at each call: a job that runs for hours sees the
+ * window an operator set live meanwhile (closed early, widened, or switched off: RUN_WINDOWS=false
+ * removes it, and a removed window is always open). Found by review: running ranges kept the
+ * window they started with — not stopped when it was closed live, and stopped at the old end and
+ * parked for a week after RUN_WINDOWS=false.
+ */
+export function followWindow(windows: ReadonlyMap<string, RunWindows>, name: string): RunWindows {
+  const current = (): RunWindows | undefined => windows.get(name);
+  return {
+    get timeZone() {
+      return current()?.timeZone ?? "UTC";
+    },
+    get alwaysOpen() {
+      return current()?.alwaysOpen ?? true;
+    },
+    get spans() {
+      return current()?.spans ?? [];
+    },
+    isOpen: (at) => current()?.isOpen(at) ?? true,
+    nextOpening: (at) => current()?.nextOpening(at) ?? at,
+    nextClosing: (at) => current()?.nextClosing(at) ?? null,
+    describe: () => current()?.describe() ?? "always",
+  };
+}

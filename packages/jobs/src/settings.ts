@@ -5,6 +5,7 @@ import { parseRunWindows } from "@fleet/core/runWindow";
 import { parseBandwidthTimetable } from "@fleet/core/bandwidthTimetable";
 import type { MigrationSettings } from "./migrationSettings";
 import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
+import { QUEUES } from "./jobRegistry";
 
 /**
  * Config fragments of the file-migration pipeline, shared by the apps that run or enqueue
@@ -91,22 +92,32 @@ export const migrationFields = {
 };
 
 /** WORKER_CONCURRENCY: jobs run at once per queue (`migration=2,maintenance=3`); a live setting too. */
+const DEFAULT_QUEUE_CONCURRENCY: Readonly<Record<string, number>> = { migration: 2, maintenance: 3, remote: 2 };
+
 export const queueConcurrencyField = z
   .string()
   .default("migration=2,maintenance=3,remote=2")
   .transform((value, ctx) => {
-    const out: Record<string, number> = {};
+    // A queue the value leaves out keeps its default (it was 1: "migration=4" set maintenance to
+    // 1 job at once); a name that is not a queue is refused (a typo was stored and silently
+    // changed nothing but the others). Found by review.
+    const out: Record<string, number> = { ...DEFAULT_QUEUE_CONCURRENCY };
+    const known = Object.values(QUEUES) as string[];
     for (const part of value.split(",").map((s) => s.trim()).filter(Boolean)) {
       const m = /^([A-Za-z0-9_-]+)=(\d+)$/.exec(part);
       if (!m || Number(m[2]) < 1) {
         ctx.addIssue({ code: "custom", message: `"${part}" is not queue=number (number ≥ 1)` });
         return z.NEVER;
       }
+      if (!known.includes(m[1]!)) {
+        ctx.addIssue({ code: "custom", message: `"${m[1]}" is not a queue (queues: ${known.join(", ")})` });
+        return z.NEVER;
+      }
       out[m[1]!] = Number(m[2]);
     }
     return out;
   })
-  .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)");
+  .describe("Jobs run at once per queue, e.g. migration=2,maintenance=3 (queues left out keep their default; a range job copies COPY_CONCURRENCY files itself; maintenance ≥ 2 so a slow consent sync never holds the notification sender back; account steps on remote give their slot back while they wait, see docs/accounts.md)");
 
 /**
  * The recovery watch every worker and scheduler runs (packages/jobs/src/maintenance/recoveryWatch.ts):

@@ -9,7 +9,7 @@ import { writeLog } from "@fleet/db/sql/log";
 import { QUEUES } from "@fleet/jobs/contracts";
 import { migrationBlockerSources, readBlockers } from "@fleet/jobs/status/blockers";
 import { describeBlocker } from "@fleet/jobs/status/migrationNumbers";
-import { migrationWindow } from "@fleet/jobs/status/readMigrationStatus";
+import { liveMigrationWindow } from "@fleet/jobs/status/readMigrationStatus";
 import type { Run } from "../cliRun";
 import { UsageError, collect, integerOption, print } from "../cliRun";
 import { formatFailures } from "./status";
@@ -90,7 +90,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         });
         const requested = result.files;
         const { blockers } = await readBlockers(
-          migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: migrationWindow(ctx.config) }),
+          migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: liveMigrationWindow(runtime.db, ctx.config) }),
           new Date(),
         );
         const skipped = Object.entries(result.skippedPermanent);

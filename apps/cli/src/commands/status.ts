@@ -7,7 +7,7 @@ import type { DbPool } from "@fleet/db/pool";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
 import { describeBlocker, formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
 import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
-import { migrationWindow, readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
+import { liveMigrationWindow, readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 import { QUEUES } from "@fleet/jobs/contracts";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { LinkBreakers } from "@fleet/core/linkBreakers";
@@ -35,7 +35,7 @@ export interface StatusReport {
 export async function readStatusReport(runtime: FleetRuntime, config: CliConfig): Promise<StatusReport> {
   const policy = { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES };
   const breakers = new LinkBreakers(runtime.redis, runtime.prefix);
-  const blockers = migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: migrationWindow(config), breakers });
+  const blockers = migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: liveMigrationWindow(runtime.db, config), breakers });
   const [status, links, failures, breakerStatus] = await Promise.all([
     readMigrationStatus(runtime.db, { ...policy, blockers }),
     readLinks(runtime.db),

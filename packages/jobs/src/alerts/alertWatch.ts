@@ -27,8 +27,8 @@ export interface AlertWatchOptions {
   breakers: LinkBreakers;
   /** BullMQ workers connected to the migration queue now. */
   workersOnline: () => Promise<number>;
-  /** The migration run window (undefined: always open). */
-  window: RunWindows | undefined;
+  /** The migration run window (undefined: always open), or a reader of it as it is now (liveMigrationWindow). */
+  window: RunWindows | undefined | (() => Promise<RunWindows | undefined>);
   /** Wakes notify-send after an email alert; the every-minute schedule sends it otherwise. */
   jobs?: JobClient<FleetJobs>;
   settings: AlertSettings;
@@ -91,7 +91,8 @@ export class AlertWatch {
   }
 
   private async evaluate(): Promise<Candidate[]> {
-    const { db, breakers, settings, window } = this.options;
+    const { db, breakers, settings } = this.options;
+    const window = typeof this.options.window === "function" ? await this.options.window().catch(() => undefined) : this.options.window;
     const now = this.options.now?.() ?? new Date();
     const out: Candidate[] = [];
 

@@ -31,8 +31,9 @@ export function pausedQueueBlocker(queue: Pick<Queue, "name" | "isPaused">): Blo
 }
 
 /** Outside MIGRATION_WINDOW (when RUN_WINDOWS is on): jobs wait for the next opening. */
-export function runWindowBlocker(window: RunWindows | undefined): BlockerSource {
+export function runWindowBlocker(windowOrLive: RunWindows | undefined | (() => Promise<RunWindows | undefined>)): BlockerSource {
   return async (now) => {
+    const window = typeof windowOrLive === "function" ? await windowOrLive() : windowOrLive;
     if (!window || window.isOpen(now)) return [];
     return [{ kind: "window-closed", reason: `outside the migration window (${window.describe()})`, resumesAt: window.nextOpening(now).toISOString() }];
   };
@@ -69,7 +70,8 @@ export async function readBlockers(sources: readonly BlockerSource[], now: Date)
 /** The standard sources of a fleet's migration work: queue pause, run window, link breakers. */
 export function migrationBlockerSources(options: {
   migrationQueue: Pick<Queue, "name" | "isPaused">;
-  window?: RunWindows;
+  /** The window, or a reader of the window as it is now (liveMigrationWindow). */
+  window?: RunWindows | (() => Promise<RunWindows | undefined>);
   breakers?: LinkBreakers;
   extra?: readonly BlockerSource[];
 }): BlockerSource[] {
