@@ -1,4 +1,3 @@
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { S3Storage } from "@fleet/storage/s3/s3Storage";
 import { startS3Server } from "@fleet/testing/s3Server";
 import type { S3Server } from "@fleet/testing/s3Server";
@@ -21,10 +20,8 @@ describe("S3 inventory scan resumed after an unusual key", () => {
   beforeAll(async () => {
     [h, s3] = await Promise.all([createPipelineHarness("inv-s3keys"), startS3Server()]);
     await s3.createBucket(BUCKET);
-    const client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
     const keys = [...Array.from({ length: 10 }, (_, i) => `k${String(i).padStart(2, "0")}`), "k10\tnotes.txt", ...Array.from({ length: 9 }, (_, i) => `k${i + 11}`)];
-    for (const Key of keys) await client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: Key }));
-    client.destroy();
+    for (const key of keys) await s3.putObject(BUCKET, key, key);
     source = new S3Storage({ bucket: BUCKET, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
   }, 60_000);
   afterAll(async () => {

@@ -28,6 +28,8 @@ export interface S3Server {
   dir: string;
   /** Creates a bucket (idempotent). */
   createBucket(name: string): Promise<void>;
+  /** Stores an object under any key s3rver takes (keys Fleet itself refuses included: a tab, ".."). */
+  putObject(bucket: string, key: string, body: string | Buffer): Promise<void>;
   /** What the server printed so far, for failure messages. */
   log(): string;
   /** Stops the server and removes its data. */
@@ -123,6 +125,11 @@ async function startIn(dir: string): Promise<S3Server> {
     dir,
     log: () => log,
     createBucket: (name) => createBucket(port, name),
+    putObject: async (bucket, key, body) => {
+      const path = `/${encodeURIComponent(bucket)}/${key.split("/").map(encodeURIComponent).join("/")}`;
+      const { status, body: answer } = await request(port, "PUT", path, body);
+      if (status !== 200) throw new Error(`s3rver refused to store ${bucket}/${key}: ${status} ${answer}`);
+    },
     kill,
     pause: () => void child?.kill("SIGSTOP"),
     resume: () => void child?.kill("SIGCONT"),
@@ -170,7 +177,7 @@ async function createBucket(port: number, name: string): Promise<void> {
   if (status !== 200 && status !== 409) throw new Error(`s3rver refused to create bucket ${name}: ${status} ${body}`);
 }
 
-function request(port: number, method: string, path: string): Promise<{ status: number; body: string }> {
+function request(port: number, method: string, path: string, payload?: string | Buffer): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, method, path, agent: false, timeout: 2_000 }, (res) => {
       let body = "";
@@ -181,6 +188,6 @@ function request(port: number, method: string, path: string): Promise<{ status: 
     });
     req.on("timeout", () => req.destroy(new Error("timed out")));
     req.on("error", reject);
-    req.end();
+    req.end(payload);
   });
 }
