@@ -69,15 +69,24 @@ export function createPool(options: PoolOptions): DbPool {
 /** Runs fn inside one transaction, rolling back on any error. */
 export async function inTransaction<T>(pool: DbPool, fn: (client: DbClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  // A checked-out client whose connection dies (a failover, a terminated backend) emits "error"
+  // besides failing its query; with no listener that event would crash the process (found by a
+  // review's test). The query's rejection reports it; the broken client is discarded, not reused.
+  let lost: Error | undefined;
+  const onError = (err: Error): void => {
+    lost ??= err;
+  };
+  client.on("error", onError);
   try {
     await client.query("BEGIN");
     const result = await fn(client);
     await client.query("COMMIT");
     return result;
   } catch (err) {
-    await client.query("ROLLBACK").catch(() => {});
+    if (!lost) await client.query("ROLLBACK").catch(() => {});
     throw err;
   } finally {
-    client.release();
+    client.removeListener("error", onError);
+    client.release(lost);
   }
 }

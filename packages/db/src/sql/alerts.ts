@@ -134,3 +134,23 @@ export async function alertExists(db: Queryable, dedupeKey: string): Promise<boo
   const { rows } = await db.query(`SELECT 1 FROM alerts WHERE dedupe_key = $1`, [dedupeKey]);
   return rows.length > 0;
 }
+
+const NO_WORKER_KEY = "alerts:no-worker-since";
+
+/**
+ * The start of the current stretch without a worker on the migration queue, shared by every
+ * scheduler through PostgreSQL: the first to notice sets it, the others (and a restarted one)
+ * read it, so the stretch has one dedupe key and is alerted once (found by review: each replica
+ * kept its own start in memory and raised its own alert).
+ */
+export async function noWorkerSince(db: Queryable, now: Date): Promise<Date> {
+  await db.query(`INSERT INTO sync_state (key, cursor, updated_at) VALUES ($1, $2, now()) ON CONFLICT (key) DO NOTHING`, [NO_WORKER_KEY, now.toISOString()]);
+  const { rows } = await db.query<{ cursor: string | null }>(`SELECT cursor FROM sync_state WHERE key = $1`, [NO_WORKER_KEY]);
+  const at = rows[0]?.cursor ? new Date(rows[0].cursor) : now;
+  return Number.isNaN(at.getTime()) ? now : at;
+}
+
+/** A worker is back (or nothing is left to do): the stretch without one is over. */
+export async function workerSeen(db: Queryable): Promise<void> {
+  await db.query(`DELETE FROM sync_state WHERE key = $1`, [NO_WORKER_KEY]);
+}

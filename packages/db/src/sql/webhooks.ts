@@ -109,19 +109,21 @@ export async function resetStaleWebhooks(db: Queryable, staleMs: number): Promis
  * Backstop for a callback whose operation ended while its delivery could not be queued (the
  * database hiccuped at that moment, or the job had already ended when the callback was
  * registered): the history says it ended, so the delivery is queued from the history's row.
+ * An operation cancelled before it started (REMOVED) ends for good too: its callback says
+ * `cancelled` (found by review: the submitter waited forever).
  */
 export async function fireMissedCallbacks(db: Queryable): Promise<number> {
   const { rowCount } = await db.query(
     `WITH due AS (
        SELECT c.id AS callback_id, c.url, o.* FROM operation_callbacks c JOIN operations o ON o.id = c.operation_id
-        WHERE c.fired_at IS NULL AND o.state IN ('COMPLETED', 'FAILED') AND o.finished_at >= c.created_at - interval '10 seconds'
+        WHERE c.fired_at IS NULL AND o.state IN ('COMPLETED', 'FAILED', 'REMOVED') AND o.finished_at >= c.created_at - interval '10 seconds'
         FOR UPDATE OF c SKIP LOCKED
      ), fired AS (
        UPDATE operation_callbacks SET fired_at = now() WHERE id IN (SELECT callback_id FROM due)
      )
      INSERT INTO webhook_deliveries (operation_id, operation_created_at, url, source, body)
      SELECT id, created_at, url, 'submission', jsonb_build_object('event', 'operation.finished', 'operation', jsonb_build_object(
-              'id', id, 'name', name, 'queue', queue, 'state', lower(state::text), 'attempts', attempts, 'maxAttempts', max_attempts,
+              'id', id, 'name', name, 'queue', queue, 'state', CASE WHEN state = 'REMOVED' THEN 'cancelled' ELSE lower(state::text) END, 'attempts', attempts, 'maxAttempts', max_attempts,
               'result', result, 'error', error, 'createdAt', created_at, 'finishedAt', finished_at))
        FROM due
      ON CONFLICT (operation_id, operation_created_at, url) DO NOTHING`,

@@ -3,8 +3,9 @@ import type { JobClient } from "@fleet/core/jobClient";
 import type { LinkBreakers } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import type { RunWindows } from "@fleet/core/runWindow";
-import type { Queryable } from "@fleet/db/pool";
-import { alertExists, alertFigures, claimAlertWebhooks, openBreakerAlerts, raiseAlert, recordAlertWebhook, runCounts } from "@fleet/db/sql/alerts";
+import { inTransaction } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { alertExists, alertFigures, claimAlertWebhooks, noWorkerSince, openBreakerAlerts, raiseAlert, recordAlertWebhook, runCounts, workerSeen } from "@fleet/db/sql/alerts";
 import type { AlertFigures, AlertWebhook } from "@fleet/db/sql/alerts";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import type { FleetJobs } from "../jobRegistry";
@@ -23,7 +24,7 @@ import type { AlertChannel, AlertEvent, AlertSettings } from "./alertSettings";
  * fleet having no worker is one of the things to tell.
  */
 export interface AlertWatchOptions {
-  db: Queryable;
+  db: DbPool;
   breakers: LinkBreakers;
   /** BullMQ workers connected to the migration queue now. */
   workersOnline: () => Promise<number>;
@@ -46,7 +47,6 @@ interface Candidate {
 const WEBHOOK_TIMEOUT_MS = 10_000;
 
 export class AlertWatch {
-  private noWorkerSince: number | undefined;
 
   constructor(private readonly options: AlertWatchOptions) {}
 
@@ -59,18 +59,23 @@ export class AlertWatch {
       const wanted = settings.routes.get(c.event) ?? [];
       const channels = wanted.filter((ch: AlertChannel) => (ch === "webhook" ? settings.webhookUrl !== undefined : settings.emailTo.length > 0));
       if (wanted.length === 0) continue;
-      const alert = await raiseAlert(db, { ...c, channels }, settings.ratePerHour);
-      if (!alert) continue;
-      raised.push(c.dedupeKey);
-      log.warn({ event: c.event, alert: c.summary, suppressed: alert.suppressed, channels: alert.channels }, alert.suppressed ? "operator alert suppressed (rate limit)" : "operator alert");
-      if (alert.channels.includes("email")) {
+      // The alert and its emails in one transaction: a check that dies between them left an
+      // alert raised (never raised again) whose email was never queued (found by review).
+      const done = await inTransaction(db, async (tx) => {
+        const alert = await raiseAlert(tx, { ...c, channels }, settings.ratePerHour);
+        if (!alert || !alert.channels.includes("email")) return alert && { alert, queued: 0 };
         const details = Object.entries(c.details).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n");
         const queued = await enqueueNotifications(
-          db,
+          tx,
           settings.emailTo.map((to) => ({ dedupeKey: `alert:${c.dedupeKey}:${to}`, recipient: to, template: "operator-alert", data: { summary: c.summary, subject: c.event, details } })),
         );
-        if (queued > 0) await this.options.jobs?.enqueue("notify-send", {}).catch((err: unknown) => log.warn({ err }, "could not wake notify-send for an alert; its every-minute schedule sends it"));
-      }
+        return { alert, queued };
+      });
+      if (!done) continue;
+      const { alert, queued } = done;
+      raised.push(c.dedupeKey);
+      log.warn({ event: c.event, alert: c.summary, suppressed: alert.suppressed, channels: alert.channels }, alert.suppressed ? "operator alert suppressed (rate limit)" : "operator alert");
+      if (queued > 0) await this.options.jobs?.enqueue("notify-send", {}).catch((err: unknown) => log.warn({ err }, "could not wake notify-send for an alert; its every-minute schedule sends it"));
     }
     await this.sendWebhooks();
     return raised;
@@ -152,17 +157,17 @@ export class AlertWatch {
       }
     }
     if (left > 0 && (await this.options.workersOnline()) === 0) {
-      this.noWorkerSince ??= now.getTime();
-      if (now.getTime() - this.noWorkerSince >= settings.noWorkerAfterMs) {
+      const since = await noWorkerSince(db, now);
+      if (now.getTime() - since.getTime() >= settings.noWorkerAfterMs) {
         out.push({
           event: "no-worker",
-          dedupeKey: `no-worker:${new Date(this.noWorkerSince).toISOString()}`,
-          summary: `no worker is consuming the migration queue (since ${new Date(this.noWorkerSince).toISOString()}) and ${left} ranges are left`,
-          details: { since: new Date(this.noWorkerSince).toISOString(), rangesPending: f.rangesPending, rangesProcessing: f.rangesProcessing },
+          dedupeKey: `no-worker:${since.toISOString()}`,
+          summary: `no worker is consuming the migration queue (since ${since.toISOString()}) and ${left} ranges are left`,
+          details: { since: since.toISOString(), rangesPending: f.rangesPending, rangesProcessing: f.rangesProcessing },
         });
       }
     } else {
-      this.noWorkerSince = undefined;
+      await workerSeen(db);
     }
     return out;
   }

@@ -14,7 +14,8 @@ export interface CompletionBody {
     id: string;
     name: string;
     queue: string;
-    state: "completed" | "failed";
+    /** cancelled: removed before it started (POST /api/operations/:id/cancel, `fleet ops cancel`). */
+    state: "completed" | "failed" | "cancelled";
     attempts: number;
     maxAttempts: number;
     result: unknown;
