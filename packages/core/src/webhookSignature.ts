@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 
 /**
- * How Fleet signs what it POSTs (completion webhooks, alert webhooks):
+ * How Fleet signs what it POSTs (completion webhooks; alert webhooks are unsigned, see docs/architecture.md):
  *   X-Fleet-Timestamp: <unix seconds>
  *   X-Fleet-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>
  * The timestamp is inside the signed text, so a captured request cannot be replayed later than

@@ -15,7 +15,7 @@ export const webhookAllowFields = {
 
 export const webhookFields = {
   ...webhookAllowFields,
-  WEBHOOK_SECRET: secret(z.string().min(16, "at least 16 characters (openssl rand -hex 32)").optional().describe("HMAC-SHA256 key of the X-Fleet-Signature header of every webhook and alert webhook; required when WEBHOOK_ALLOWED_URLS is set")),
+  WEBHOOK_SECRET: secret(z.string().min(16, "at least 16 characters (openssl rand -hex 32)").optional().describe("HMAC-SHA256 key of the X-Fleet-Signature header of every completion webhook (alert webhooks are unsigned: their URL is the secret, as Slack's are); required when WEBHOOK_ALLOWED_URLS is set")),
   WEBHOOK_JOBS: z.string().default("").describe("Completion webhooks per job name, as name=url separated by commas or spaces (a name may repeat); every URL must be allowed by WEBHOOK_ALLOWED_URLS"),
   WEBHOOK_MAX_ATTEMPTS: envInt(8, 1, 100).describe("Tries of one webhook delivery before it is given up (recorded in the operation's history)"),
   WEBHOOK_BACKOFF: envDurationList("10s,1m,5m,15m,1h").describe("Delays between tries of a webhook delivery that failed (no answer, or not 2xx); the last repeats"),
