@@ -1,6 +1,6 @@
 import { createServer } from "node:http";
 import type { Server } from "node:http";
-import { Pool } from "pg";
+import { createPool } from "@fleet/db/pool";
 import { z } from "zod";
 import { LinkBreakers } from "@fleet/core/linkBreakers";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
@@ -99,9 +99,9 @@ describe("operator alerts", () => {
     const breakers = new LinkBreakers(h.runtime.redis, h.runtime.prefix);
     const link = "local:/src -> local:/dst";
     // The scheduler's own pool (its connection is what dies).
-    const schedulerDb = new Pool({ connectionString: h.env.DATABASE_URL, max: 1, application_name: "alert-scheduler" });
-    schedulerDb.on("error", () => undefined); // its connection is terminated on purpose below
-    const locker = new Pool({ connectionString: h.env.DATABASE_URL, max: 1 });
+    // Its connection is terminated on purpose below.
+    const schedulerDb = createPool({ connectionString: h.env.DATABASE_URL!, max: 1, applicationName: "alert-scheduler", onIdleError: () => undefined });
+    const locker = createPool({ connectionString: h.env.DATABASE_URL!, max: 1 });
     const clock = { now: new Date() };
     const watch = new AlertWatch({
       db: schedulerDb,
