@@ -30,6 +30,12 @@ describe("operations API: callbackUrl", () => {
       ["file:///etc/passwd", /file: URLs are not allowed/],
       ["not a url", /is not a URL/],
     ];
+    // A value that does not parse is not echoed: it may carry a token.
+    const unparsed = await submit({ name: "seed-ranges", opts: { callbackUrl: "https//site.example/fleet/hooks?token=s3cr3t-t0ken" } });
+    expect(unparsed.status).toBe(400);
+    const unparsedBody = await unparsed.text();
+    expect(unparsedBody).toMatch(/is not a URL/);
+    expect(unparsedBody).not.toContain("s3cr3t-t0ken");
     for (const [callbackUrl, message] of refused) {
       const r = await submit({ name: "seed-ranges", opts: { callbackUrl } });
       expect(r.status).toBe(400);

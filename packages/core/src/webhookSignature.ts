@@ -35,7 +35,8 @@ export function webhookUrlProblem(url: string, allowed: readonly string[]): stri
   try {
     u = new URL(url);
   } catch {
-    return `"${url}" is not a URL`;
+    // Not echoed: a URL that fails to parse may still carry a token (logs, 400 bodies, history).
+    return "the value is not a URL";
   }
   if (u.protocol !== "http:" && u.protocol !== "https:") return `${u.protocol} URLs are not allowed (http or https only)`;
   if (u.username || u.password) return "URLs with credentials are not allowed";
