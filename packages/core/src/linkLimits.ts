@@ -12,7 +12,9 @@ import { linkKeyId } from "./linkBreakers";
  *   ask at once. At most `burst` bytes accumulate while the link is idle.
  * - **concurrent transfers**: a semaphore of leases, `{prefix}:throttle:<id>:slots` (a sorted
  *   set: holder → lease expiry). A holder renews its leases while it transfers; a worker that
- *   dies stops renewing and its slots expire after the lease, freeing them for the others.
+ *   dies stops renewing and its slots expire after the lease, freeing them for the others. A
+ *   holder that finds its lease gone (its process was stopped past it, or Redis lost its keys)
+ *   takes it again only while there is room, and otherwise waits for one (LinkThrottle).
  *
  * The policy (which rate when, how long to sleep, when to give up) is the caller's:
  * packages/jobs/src/migration/linkThrottle.ts.
@@ -33,7 +35,8 @@ local n = tonumber(ARGV[3])
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
 local ts = tonumber(redis.call('HGET', KEYS[1], 'ts'))
 if tokens == nil or ts == nil then tokens = burst; ts = now end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000) - n
+-- Unused bytes given back (n < 0) never fill the bucket past the burst either.
+tokens = math.min(burst, math.min(burst, tokens + math.max(0, now - ts) * rate / 1000) - n)
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], 600000)
 if tokens >= 0 then return 0 end
@@ -50,18 +53,30 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
 end
 return 0`;
 
-// KEYS: slots. ARGV: leaseMs, holders… Renews the leases still held; how many were.
+// KEYS: slots. ARGV: leaseMs, max, holders… Renews the leases still held; a holder whose lease
+// is gone (it expired while its process was stopped, or Redis lost its keys) takes it again if
+// fewer than `max` are live, else is told it lost it. One 1/0 per holder.
 const RENEW = `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local lease = tonumber(ARGV[1])
-local kept = 0
-for i = 2, #ARGV do
+local max = tonumber(ARGV[2])
+local held = {}
+for i = 3, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
-    kept = kept + 1
+    held[i - 2] = 1
+  else
+    held[i - 2] = 0
   end
 end
-if kept > 0 then redis.call('PEXPIRE', KEYS[1], lease * 2) end
-return kept`;
+for i = 3, #ARGV do
+  if held[i - 2] == 0 and redis.call('ZCARD', KEYS[1]) < max then
+    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+    held[i - 2] = 1
+  end
+end
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return held`;
 
 // KEYS: slots. Live slots.
 const COUNT = `${NOW}
@@ -83,10 +98,14 @@ export class LinkLimits {
     return Number(await this.redis.eval(ACQUIRE, 1, this.key(link, "slots"), holder, String(max), String(leaseMs))) === 1;
   }
 
-  /** Renews the leases of `holders` (those not expired yet); how many were renewed. */
-  async renewSlots(link: string, holders: readonly string[], leaseMs: number): Promise<number> {
-    if (holders.length === 0) return 0;
-    return Number(await this.redis.eval(RENEW, 1, this.key(link, "slots"), String(leaseMs), ...holders));
+  /**
+   * Renews the leases of `holders`; one boolean per holder: true when it holds its slot now
+   * (renewed, or taken again while fewer than `max` are live), false when it lost it.
+   */
+  async renewSlots(link: string, holders: readonly string[], leaseMs: number, max: number): Promise<boolean[]> {
+    if (holders.length === 0) return [];
+    const held = (await this.redis.eval(RENEW, 1, this.key(link, "slots"), String(leaseMs), String(max), ...holders)) as number[];
+    return held.map((h) => Number(h) === 1);
   }
 
   async releaseSlot(link: string, holder: string): Promise<void> {

@@ -203,16 +203,26 @@ export async function unfinishedRangeIds(db: Queryable, afterId: number, limit: 
  * Fairness between owners: gives each of `rangeIds` (new ranges, in id order) a round in the
  * round robin between owners that still have unfinished ranges. An owner's k-th new range
  * (from 0) gets round start + floor(k / weight), where start is just after the owner's last
- * unfinished round, but never before the current round (the lowest unfinished one): an owner
- * that arrives late joins the round being served instead of jumping ahead of everyone until it
- * "catches up", and an owner with weight 3 gets three ranges per round. Rounds are the BullMQ
- * priorities of the range jobs (lower runs first; equal ones in the order enqueued).
+ * unfinished round, but never before the current round: an owner that arrives late joins the
+ * round being served instead of jumping ahead of everyone until it "catches up", and an owner
+ * with weight 3 gets three ranges per round. Rounds are the BullMQ priorities of the range jobs
+ * (lower runs first; equal ones in the order enqueued).
+ *
+ * The round being served is the lowest round of the ranges still waiting for their first
+ * claim — not of every unfinished range: a straggler of an early round (a range of big files
+ * still running, or given back) would pin it there, and a late owner's ranges would all go
+ * before every waiting range of the others (found by review). With none waiting, it is the
+ * highest unfinished round (any round runs at once then).
  */
 export async function assignFairRounds(db: Queryable, rangeIds: readonly number[], weightOf: (owner: string) => number): Promise<Map<number, number>> {
   const rounds = new Map<number, number>();
   if (rangeIds.length === 0) return rounds;
   const { rows: state } = await db.query<{ current: number | null; owners: Array<{ owner: string; last: number }> | null }>(
-    `SELECT (SELECT min(fair_round) FROM migration_ranges WHERE status <> 'COMPLETE' AND fair_round IS NOT NULL AND NOT (id = ANY($1::bigint[]))) AS current,
+    `SELECT coalesce(
+              (SELECT min(fair_round) FROM migration_ranges
+                WHERE status = 'PENDING' AND started_at IS NULL AND fair_round IS NOT NULL AND NOT (id = ANY($1::bigint[]))),
+              (SELECT max(fair_round) FROM migration_ranges WHERE status <> 'COMPLETE' AND fair_round IS NOT NULL AND NOT (id = ANY($1::bigint[])))
+            ) AS current,
             (SELECT json_agg(json_build_object('owner', o, 'last', last)) FROM (
                SELECT coalesce(files_owner, '') AS o, max(fair_round) AS last FROM migration_ranges
                 WHERE status <> 'COMPLETE' AND fair_round IS NOT NULL AND NOT (id = ANY($1::bigint[])) GROUP BY 1) t) AS owners`,

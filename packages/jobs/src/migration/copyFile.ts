@@ -9,7 +9,7 @@ import type { KeyTemplate } from "@fleet/storage/keyTemplate";
 import type { ExistsPolicy, ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage";
 import { ObjectTooLarge } from "@fleet/storage/storageErrors";
 import { destinationKeyOf } from "./destinationKey";
-import type { LinkThrottle, Pacer } from "./linkThrottle";
+import type { LinkThrottle, Pacer, TransferSlot } from "./linkThrottle";
 
 /** One file to copy: where it is, and what the inventory says about it. */
 export interface CopyItem {
@@ -49,7 +49,16 @@ export type CopyResult =
  * changes while it is read fails retryable `source-changed` before anything is published.
  * Never throws: the outcome says what happened, with the error classified.
  */
-export async function copyFile(source: Storage, destination: Storage, item: CopyItem, settings: CopySettings, signal: AbortSignal, throttle?: LinkThrottle): Promise<CopyResult> {
+export async function copyFile(
+  source: Storage,
+  destination: Storage,
+  item: CopyItem,
+  settings: CopySettings,
+  signal: AbortSignal,
+  throttle?: LinkThrottle,
+  /** The transfer's slot of the link (LINK_MAX_TRANSFERS): the bytes go out only while it is held. */
+  slot?: TransferSlot,
+): Promise<CopyResult> {
   const oldUri = safeUri(source, item.key);
   let side: TransferSide = "source";
   let version: ObjectVersion | undefined;
@@ -69,15 +78,18 @@ export async function copyFile(source: Storage, destination: Storage, item: Copy
       sourceSha = createHash("sha256").update(body).digest("hex");
       sourceSize = body.length;
       if (item.sha256 && item.sha256 !== sourceSha) throw inventoryMismatch(item.sha256, sourceSha);
-      // The link's bandwidth limit (LINK_BWLIMIT): the bytes wait for their turn before they go.
+      // The link's bandwidth limit (LINK_BWLIMIT), then its slot if the lease lapsed meanwhile
+      // (the process was stopped, Redis lost it): the bytes wait for their turn before they go.
       await throttle?.take(body.length, signal);
+      const slotWait = slot?.held(signal);
+      if (slotWait) await slotWait;
       side = "destination";
       // bodySha256: the adapter takes our hash of these bytes instead of hashing them again.
       // readBack: an adapter that can read the stored bytes back cheaper than exists() below does it.
       written = await destination.write(destKey, body, { signal, expectedSha256: sourceSha, expectedSize: sourceSize, bodySha256: sourceSha, ifExists, readBack: settings.verify === "readback" });
     } else {
       const stream = await source.createReadStream(item.key, { signal, onVersion });
-      const hasher = new HashingPassThrough(item.key, version?.size, throttle?.pacer(signal));
+      const hasher = new HashingPassThrough(item.key, version?.size, throttle?.pacer(signal, slot));
       // A failure of the source (or a source that changed) reaches the write as its error; it
       // is remembered here so it is classified as the source's, not the destination's.
       let sourceFailure: unknown;
@@ -152,16 +164,16 @@ export async function copyFileRetrying(
   link: LinkFaults,
 ): Promise<CopyResult> {
   const throttle = link.throttle;
-  let release: (() => void) | undefined;
+  let slot: TransferSlot | undefined;
   try {
     // One of the link's transfer slots (LINK_MAX_TRANSFERS, fleet-wide) for the whole copy.
-    release = await throttle?.slot(signal);
+    slot = await throttle?.slot(signal);
   } catch (err) {
     return { ok: false, item, oldUri: safeUri(source, item.key), error: classifyTransferError(err, "source"), side: "source" };
   }
   try {
     for (let attempt = 1; ; attempt++) {
-      const result = await copyFile(source, destination, item, settings, signal, throttle);
+      const result = await copyFile(source, destination, item, settings, signal, throttle, slot);
       if (result.ok) {
         link.noteSuccess();
         return result;
@@ -171,7 +183,7 @@ export async function copyFileRetrying(
       (result.side === "source" ? source : destination).invalidate?.();
     }
   } finally {
-    release?.();
+    slot?.release();
   }
 }
 

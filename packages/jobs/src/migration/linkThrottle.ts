@@ -29,6 +29,20 @@ export interface LinkThrottleOptions {
   slotLeaseMs?: number;
 }
 
+/**
+ * One transfer's slot of the link (LINK_MAX_TRANSFERS). Its lease is renewed in the background;
+ * `held` is checked before bytes go out: a lease that may have lapsed (the process was stopped
+ * past it, Redis lost its keys) is confirmed or taken again first, and while the link's slots
+ * are all taken by others the transfer waits — it never goes on beside them.
+ */
+export interface TransferSlot {
+  /** Undefined while the lease is held (the common case, no promise); else resolves once it is held again. */
+  held(signal: AbortSignal): Promise<void> | undefined;
+  release(): void;
+}
+
+const NO_SLOT: TransferSlot = { held: () => undefined, release: () => undefined };
+
 /** Paces one stream's bytes (see LinkThrottle.pacer). */
 export interface Pacer {
   /** Resolves when `bytes` may be sent; rejects when the signal aborts. */
@@ -45,8 +59,10 @@ const DEFAULT_SLOT_LEASE_MS = 10_000;
 const WARN_EVERY_MS = 60_000;
 
 export class LinkThrottle {
-  private readonly held = new Set<string>();
+  /** Holders of slots → when their lease was last confirmed (performance.now() when the request went out; -Infinity: lost). */
+  private readonly held = new Map<string, number>();
   private renewTimer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
   private counter = 0;
   private warnedAt = 0;
 
@@ -57,23 +73,31 @@ export class LinkThrottle {
     return this.options.bandwidth().rateAt(new Date(), this.options.timeZone);
   }
 
-  /** A pacer for one stream, or undefined when the link has no bandwidth limit now. */
-  pacer(signal: AbortSignal): Pacer | undefined {
-    if (this.rate() === null) return undefined;
+  /**
+   * A pacer for one stream, or undefined when the link has no bandwidth limit now and the
+   * stream holds no transfer slot. With a slot, every chunk first makes sure the slot is held.
+   */
+  pacer(signal: AbortSignal, slot: TransferSlot = NO_SLOT): Pacer | undefined {
+    const slotted = slot !== NO_SLOT;
+    if (!slotted && this.rate() === null) return undefined;
     let credit = 0;
     let rate: number | null = null;
     return {
       take: async (bytes) => {
         if (credit >= bytes) {
           credit -= bytes;
-          return;
+        } else {
+          rate = this.rate();
+          if (rate !== null) {
+            const block = Math.max(bytes - credit, blockSize(rate));
+            const waitMs = await this.reserve(block, rate);
+            credit += block - bytes;
+            await this.sleep(waitMs, signal);
+          }
         }
-        rate = this.rate();
-        if (rate === null) return;
-        const block = Math.max(bytes - credit, Math.min(MAX_BLOCK, Math.max(MIN_BLOCK, Math.round(rate / 10))));
-        const waitMs = await this.reserve(block, rate);
-        credit += block - bytes;
-        await this.sleep(waitMs, signal);
+        // Last, right before the bytes go: a wait above may have outlasted the slot's lease.
+        const waiting = slot.held(signal);
+        if (waiting) await waiting;
       },
       done: () => {
         if (credit <= 0 || rate === null) return;
@@ -92,52 +116,101 @@ export class LinkThrottle {
   }
 
   /**
-   * Waits for a transfer slot of the link (LINK_MAX_TRANSFERS, fleet-wide); resolves with its
-   * release. No limit: resolves at once. Rejects when the signal aborts.
+   * Waits for a transfer slot of the link (LINK_MAX_TRANSFERS, fleet-wide). No limit: a slot
+   * that is always held. Rejects when the signal aborts.
    */
-  async slot(signal: AbortSignal): Promise<() => void> {
-    if (this.options.maxTransfers() <= 0) return () => undefined;
+  async slot(signal: AbortSignal): Promise<TransferSlot> {
+    if (this.options.maxTransfers() <= 0) return NO_SLOT;
     const holder = `${this.options.owner}:${++this.counter}`;
-    const lease = this.options.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS;
     for (;;) {
       if (signal.aborted) throw abortError();
       const max = this.options.maxTransfers();
-      if (max <= 0) return () => undefined;
+      if (max <= 0) return NO_SLOT;
+      const askedAt = performance.now();
       let got: boolean;
       try {
-        got = await this.options.limits.acquireSlot(this.options.link, holder, max, lease);
+        got = await this.options.limits.acquireSlot(this.options.link, holder, max, this.lease());
       } catch (err) {
         this.failOpen(err);
-        return () => undefined;
+        return NO_SLOT;
       }
-      if (got) break;
+      if (got) {
+        this.held.set(holder, askedAt);
+        break;
+      }
       await delay(SLOT_POLL_MS + Math.random() * SLOT_POLL_MS, signal);
     }
-    this.held.add(holder);
-    this.renewTimer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(lease / 3)));
+    this.renewTimer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(this.lease() / 3)));
     this.renewTimer.unref();
-    return () => {
-      if (!this.held.delete(holder)) return;
-      if (this.held.size === 0) {
-        clearInterval(this.renewTimer);
-        this.renewTimer = undefined;
-      }
-      this.options.limits.releaseSlot(this.options.link, holder).catch((err: unknown) => this.options.log.debug({ err, link: this.options.link }, "could not release a transfer slot; its lease expires"));
+    return {
+      held: (waitSignal) => {
+        const confirmedAt = this.held.get(holder);
+        // Released, or given up on Redis (fail open): nothing to wait for.
+        if (confirmedAt === undefined || this.options.maxTransfers() <= 0) return undefined;
+        // The lease runs from when its renewal was asked for, by Redis's clock: a margin of a
+        // tenth keeps this side of it.
+        if (performance.now() - confirmedAt < this.lease() * 0.9) return undefined;
+        return this.regain(holder, waitSignal);
+      },
+      release: () => {
+        if (!this.held.delete(holder)) return;
+        if (this.held.size === 0) {
+          clearInterval(this.renewTimer);
+          this.renewTimer = undefined;
+        }
+        this.options.limits.releaseSlot(this.options.link, holder).catch((err: unknown) => this.options.log.debug({ err, link: this.options.link }, "could not release a transfer slot; its lease expires"));
+      },
     };
   }
 
-  private async renew(): Promise<void> {
-    try {
-      await this.options.limits.renewSlots(this.options.link, [...this.held], this.options.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS);
-    } catch (err) {
-      this.options.log.debug({ err, link: this.options.link }, "could not renew transfer slots");
+  /** Waits until `holder`'s slot is confirmed or taken again (renewals, every SLOT_POLL_MS or so). */
+  private async regain(holder: string, signal: AbortSignal): Promise<void> {
+    let warned = false;
+    for (;;) {
+      await this.renew();
+      const confirmedAt = this.held.get(holder);
+      if (confirmedAt === undefined || performance.now() - confirmedAt < this.lease() * 0.9 || this.options.maxTransfers() <= 0) return;
+      if (!warned) {
+        warned = true;
+        this.options.log.warn({ link: this.options.link, holder }, "a transfer's slot lapsed (the process was stopped, or Redis lost it) and the link's slots are taken: the transfer waits for one");
+      }
+      await delay(SLOT_POLL_MS + Math.random() * SLOT_POLL_MS, signal);
     }
+  }
+
+  /** One renewal of every slot held at a time; callers that come meanwhile share it. */
+  private renew(): Promise<void> {
+    this.renewing ??= this.renewNow().finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
+  private async renewNow(): Promise<void> {
+    const holders = [...this.held.keys()];
+    if (holders.length === 0) return;
+    const askedAt = performance.now();
+    let held: boolean[];
+    try {
+      held = await this.options.limits.renewSlots(this.options.link, holders, this.lease(), Math.max(1, this.options.maxTransfers()));
+    } catch (err) {
+      // Fail open, as acquiring does: Redis is out of reach, transfers go on unthrottled.
+      this.failOpen(err);
+      held = holders.map(() => true);
+    }
+    holders.forEach((holder, i) => {
+      if (!this.held.has(holder)) return; // released meanwhile
+      this.held.set(holder, held[i] ? askedAt : -Infinity);
+    });
+  }
+
+  private lease(): number {
+    return this.options.slotLeaseMs ?? DEFAULT_SLOT_LEASE_MS;
   }
 
   private async reserve(bytes: number, rate: number): Promise<number> {
     try {
-      // Burst: half a second's worth, at least a block, so an idle link starts without a stall.
-      return await this.options.limits.reserve(this.options.link, bytes, rate, Math.max(rate / 2, MAX_BLOCK));
+      // Burst: half a second's worth, at least a block at this rate, so an idle link starts
+      // without a stall (a fixed 4 MiB floor let a 256 KiB/s link burst 16 s' worth).
+      return await this.options.limits.reserve(this.options.link, bytes, rate, Math.max(rate / 2, blockSize(rate)));
     } catch (err) {
       this.failOpen(err);
       return 0;
@@ -158,6 +231,11 @@ export class LinkThrottle {
     this.warnedAt = Date.now();
     this.options.log.warn({ err, link: this.options.link }, "could not reach the link's throttle in Redis: transferring unthrottled meanwhile");
   }
+}
+
+/** Bytes reserved at once at `rate`: a tenth of a second's worth, 64 KiB to 4 MiB. */
+function blockSize(rate: number): number {
+  return Math.min(MAX_BLOCK, Math.max(MIN_BLOCK, Math.round(rate / 10)));
 }
 
 function delay(ms: number, signal: AbortSignal): Promise<void> {

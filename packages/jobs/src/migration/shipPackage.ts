@@ -11,7 +11,7 @@ import type { ObjectVersion, Storage, WriteResult } from "@fleet/storage/storage
 import { MemberSourceError, TarPackWriter } from "@fleet/storage/package/tarPackWriter";
 import type { CopyResult, CopySettings } from "./copyFile";
 import { destinationKeyOf } from "./destinationKey";
-import type { LinkThrottle, Pacer } from "./linkThrottle";
+import type { LinkThrottle, Pacer, TransferSlot } from "./linkThrottle";
 
 /**
  * Ships one package: the given pending files of a range as one tar plus its manifest in the
@@ -51,11 +51,11 @@ export async function shipPackage(
   /** The link's throttles: a package takes one transfer slot and its tar stream is paced. */
   throttle?: LinkThrottle,
 ): Promise<ShippedPackage> {
-  const release = await throttle?.slot(signal);
+  const slot = await throttle?.slot(signal);
   try {
-    return await shipPackageHeld(source, destination, rangeId, files, settings, signal, throttle);
+    return await shipPackageHeld(source, destination, rangeId, files, settings, signal, throttle, slot);
   } finally {
-    release?.();
+    slot?.release();
   }
 }
 
@@ -67,6 +67,7 @@ async function shipPackageHeld(
   settings: PackageSettings,
   signal: AbortSignal,
   throttle: LinkThrottle | undefined,
+  slot: TransferSlot | undefined,
 ): Promise<ShippedPackage> {
   const first = files[0]!.id;
   const last = files[files.length - 1]!.id;
@@ -113,7 +114,7 @@ async function shipPackageHeld(
     // owns these keys and no outcome points at them yet: overwrite what a crashed or
     // taken-over run left (identical bytes are found unchanged and not written again).
     const startWriting = () => {
-      writing ??= destination.write(keys.tar, paced(writer.body, throttle?.pacer(signal)), { signal, ifExists: "overwrite" }).catch((err: unknown) => {
+      writing ??= destination.write(keys.tar, paced(writer.body, throttle?.pacer(signal, slot)), { signal, ifExists: "overwrite" }).catch((err: unknown) => {
         writeError = err;
         writer.destroy(err instanceof Error ? err : new Error(String(err)));
         throw err;
