@@ -8,7 +8,7 @@ import type { WorkerFixture } from "./workerFixture";
  * RETRYING_STALE_AFTER. The recovery watch resets its RETRYING files to FAIL (the attempt
  * counted) and another worker (B) claims them again (RETRYING, B's). Then the hung worker is
  * continued. It must not touch B's claim: its outcomes and its give-back are for a claim it
- * no longer holds (recordRetryOutcomes / releaseRetrying fence only on status = 'RETRYING').
+ * no longer holds (each batch's claim token, retry_claim, fences them).
  */
 const FILES = 40;
 

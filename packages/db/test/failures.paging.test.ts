@@ -39,9 +39,9 @@ describe("paging the failures list while a retry run works", () => {
     expect(seen).toEqual([6, 5, 4]);
 
     // Meanwhile retry-failed takes the two retryable files (1 and 2, on page 2) and heartbeats them.
-    const claimed = await claimRetryBatch(db, { maxRetries: 3, categories: ["timeout"], limit: 10, attemptedBefore: new Date(Date.now() + 60_000) });
+    const claimed = await claimRetryBatch(db, { maxRetries: 3, categories: ["timeout"], limit: 10, attemptedBefore: new Date(Date.now() + 60_000), claim: "batch-1" });
     expect(claimed.map((c) => Number(c.fileId))).toEqual([1, 2]);
-    await touchRetrying(db, [1, 2]);
+    await touchRetrying(db, [1, 2], "batch-1");
 
     const page2 = await listFailures(db, {}, policy, { limit: 3, offset: 3 });
     seen.push(...page2.rows.map((r) => Number(r.fileId)));

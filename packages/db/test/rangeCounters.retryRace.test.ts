@@ -40,7 +40,7 @@ describe("range counters vs a concurrent retry", () => {
     // First chunk: file 1 copied, file 2 failed for a retryable reason.
     await recordOutcomes(db, range!.id, [outcome(1, "SUCCESS"), outcome(2, "FAIL")]);
     // retry-failed (every 30 min) takes file 2 while the range is still being migrated.
-    const claimed = await claimRetryBatch(db, { maxRetries: 3, categories: ["timeout"], limit: 10, attemptedBefore: new Date(Date.now() + 60_000) });
+    const claimed = await claimRetryBatch(db, { maxRetries: 3, categories: ["timeout"], limit: 10, attemptedBefore: new Date(Date.now() + 60_000), claim: "batch-1" });
     expect(claimed.map((c) => Number(c.fileId))).toEqual([2]);
     await recordOutcomes(db, range!.id, [outcome(3, "SUCCESS")]);
 
@@ -50,7 +50,7 @@ describe("range counters vs a concurrent retry", () => {
     await retry.connect();
     try {
       await retry.query("BEGIN");
-      expect(await recordRetryOutcomesInTransaction(retry, [{ fileId: 2, status: "SUCCESS", newUri: "file:///dst/f2", size: 10, sha256: "a".repeat(64), errorCategory: null, errorMessage: null }])).toBe(1);
+      expect(await recordRetryOutcomesInTransaction(retry, [{ fileId: 2, status: "SUCCESS", newUri: "file:///dst/f2", size: 10, sha256: "a".repeat(64), errorCategory: null, errorMessage: null }], "batch-1")).toBe(1);
       // The range completes meanwhile: it waits for the retry's commit, then counts its rows.
       const completing = completeRange(db, range!.id, "w/1");
       await new Promise((r) => setTimeout(r, 300));

@@ -190,10 +190,13 @@ export interface RetryCandidate {
  * clearing it at the claim lost the request of a permanent-category file for good. A retry
  * whose worker died (resetStuckRetries) clears it: a file that kills its worker must not be
  * retried forever.
+ *
+ * `claim` is the batch's token (retry_claim): the batch's heartbeat, outcomes and give-back
+ * apply only to the files it still holds (touchRetrying, recordRetryOutcomes, releaseRetrying).
  */
 export async function claimRetryBatch(
   db: Queryable,
-  opts: { maxRetries: number; categories: readonly string[]; limit: number; attemptedBefore: Date; requestedOnly?: boolean },
+  opts: { maxRetries: number; categories: readonly string[]; limit: number; attemptedBefore: Date; requestedOnly?: boolean; claim: string },
 ): Promise<RetryCandidate[]> {
   const { rows } = await db.query<RetryCandidate>(
     `WITH requested AS (
@@ -213,7 +216,7 @@ export async function claimRetryBatch(
        SELECT file_id FROM (SELECT file_id, 0 AS o FROM requested UNION ALL SELECT file_id, 1 FROM scheduled) x
         ORDER BY o, file_id LIMIT $3
      ), claimed AS (
-       UPDATE migration_files m SET status = 'RETRYING', last_attempt_date = now()
+       UPDATE migration_files m SET status = 'RETRYING', retry_claim = $6, last_attempt_date = now()
          FROM picked WHERE m.file_id = picked.file_id AND m.status = 'FAIL'
        RETURNING m.file_id, m.range_id, m.retry_count, m.file_name, m.size, m.old_uri
      )
@@ -223,7 +226,7 @@ export async function claimRetryBatch(
             EXISTS (SELECT 1 FROM source_files o WHERE o.superseded_by = c.file_id) AS replaces
        FROM claimed c LEFT JOIN source_files s ON s.id = c.file_id
       ORDER BY c.file_id`,
-    [opts.maxRetries, opts.categories, opts.limit, opts.attemptedBefore, opts.requestedOnly === true],
+    [opts.maxRetries, opts.categories, opts.limit, opts.attemptedBefore, opts.requestedOnly === true, opts.claim],
   );
   return rows;
 }
@@ -243,14 +246,20 @@ export interface RetryOutcome {
 
 /**
  * SQL, not Prisma: outcomes, attempts and range counters in one statement (bulk).
- * Records the outcomes of retried files (only rows still RETRYING: a file reset by
- * recover-stuck or killed meanwhile is not overwritten), counts the retry (unless the link
+ * Records the outcomes of the files batch `claim` retried, counts the retry (unless the link
  * failed, not the file), appends each outcome to the file's attempts, and moves the range
  * counters of files that now succeeded — all in one statement.
+ *
+ * Only files the claim still holds: RETRYING under it, or put back to FAIL `interrupted` by
+ * recovery (resetStuckRetries: the batch stopped heartbeating, e.g. while the database was
+ * down) and not claimed again since — the real outcome replaces "interrupted", and the retry
+ * the reset counted is not counted twice. A file claimed by another batch since, or killed, is
+ * left alone (found by review: a worker stopped past RETRYING_STALE_AFTER and continued wrote
+ * its outcomes over another worker's claim, whose own outcomes were then dropped).
  */
-export async function recordRetryOutcomes(pool: DbPool, outcomes: readonly RetryOutcome[]): Promise<number> {
+export async function recordRetryOutcomes(pool: DbPool, outcomes: readonly RetryOutcome[], claim: string): Promise<number> {
   if (outcomes.length === 0) return 0;
-  return inTransaction(pool, (tx) => recordRetryOutcomesInTransaction(tx, outcomes));
+  return inTransaction(pool, (tx) => recordRetryOutcomesInTransaction(tx, outcomes, claim));
 }
 
 /**
@@ -261,7 +270,7 @@ export async function recordRetryOutcomes(pool: DbPool, outcomes: readonly Retry
  * that succeeded while its range completed was counted nowhere, and the range showed a failure
  * for good).
  */
-export async function recordRetryOutcomesInTransaction(tx: Queryable, outcomes: readonly RetryOutcome[]): Promise<number> {
+export async function recordRetryOutcomesInTransaction(tx: Queryable, outcomes: readonly RetryOutcome[], claim: string): Promise<number> {
   if (outcomes.length === 0) return 0;
   await tx.query(
     `SELECT id FROM migration_ranges
@@ -282,15 +291,18 @@ export async function recordRetryOutcomesInTransaction(tx: Queryable, outcomes: 
               sha256 = coalesce(r.sha256, m.sha256),
               error_category = CASE WHEN r.status = 'SUCCESS' THEN NULL ELSE r.category END,
               error_message = CASE WHEN r.status = 'SUCCESS' THEN NULL ELSE r.message END,
-              retry_count = m.retry_count + CASE WHEN r.count_retry THEN 1 ELSE 0 END,
+              -- A reset (status FAIL here) counted this attempt already.
+              retry_count = m.retry_count + CASE WHEN r.count_retry AND m.status = 'RETRYING' THEN 1 ELSE 0 END,
               source_size = coalesce(r.source_size, m.source_size),
               source_mtime = coalesce(r.source_mtime, m.source_mtime),
               source_etag = CASE WHEN r.source_size IS NULL THEN m.source_etag ELSE r.source_etag END,
               migration_date = CASE WHEN r.status = 'SUCCESS' THEN now() ELSE m.migration_date END,
               last_attempt_date = now(),
               -- An operator's request is honoured by an attempt that counts; a link fault keeps it.
-              retry_requested_at = CASE WHEN r.count_retry THEN NULL ELSE m.retry_requested_at END
-         FROM r WHERE m.file_id = r.file_id AND m.status = 'RETRYING'
+              retry_requested_at = CASE WHEN r.count_retry THEN NULL ELSE m.retry_requested_at END,
+              retry_claim = NULL
+         FROM r WHERE m.file_id = r.file_id AND m.retry_claim = $12
+          AND (m.status = 'RETRYING' OR (m.status = 'FAIL' AND m.error_category = 'interrupted'))
        RETURNING m.file_id, m.range_id, m.status, m.size, m.error_category, m.error_message
      ), attempts AS (
        INSERT INTO migration_file_attempts (file_id, range_id, status, error_category, error_message)
@@ -318,37 +330,51 @@ export async function recordRetryOutcomesInTransaction(tx: Queryable, outcomes: 
       outcomes.map((o) => o.source?.size ?? null),
       outcomes.map((o) => o.source?.modifiedAt ?? null),
       outcomes.map((o) => o.source?.etag ?? null),
+      claim,
     ],
   );
   return rows[0]?.n ?? 0;
 }
 
 /**
+ * Whether some FAIL file carries an operator's retry request (retry_requested_at) still to be
+ * honoured: work only PostgreSQL knows of once Redis lost the job that was to take it.
+ */
+export async function hasRequestedRetries(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ due: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM migration_files WHERE retry_requested_at IS NOT NULL AND status = 'FAIL') AS due`,
+  );
+  return rows[0]?.due === true;
+}
+
+/**
  * The heartbeat of a retry batch: its RETRYING files' last_attempt_date moves to now(), so
  * the recovery watch (RETRYING_STALE_AFTER) can tell a live batch from one whose worker died.
  */
-export async function touchRetrying(db: Queryable, fileIds: readonly number[]): Promise<number> {
+export async function touchRetrying(db: Queryable, fileIds: readonly number[], claim: string): Promise<number> {
   if (fileIds.length === 0) return 0;
   const { rowCount } = await db.query(
-    `UPDATE migration_files SET last_attempt_date = now() WHERE file_id = ANY($1::int8[]) AND status = 'RETRYING'`,
-    [fileIds],
+    `UPDATE migration_files SET last_attempt_date = now() WHERE file_id = ANY($1::int8[]) AND status = 'RETRYING' AND retry_claim = $2`,
+    [fileIds, claim],
   );
   return rowCount ?? 0;
 }
 
-/** Puts RETRYING files back to FAIL without counting a retry (the run was interrupted). */
-export async function releaseRetrying(db: Queryable, fileIds: readonly number[]): Promise<number> {
+/** Puts the files `claim` still holds back to FAIL without counting a retry (the run was interrupted). */
+export async function releaseRetrying(db: Queryable, fileIds: readonly number[], claim: string): Promise<number> {
   if (fileIds.length === 0) return 0;
   const { rowCount } = await db.query(
-    `UPDATE migration_files SET status = 'FAIL' WHERE file_id = ANY($1::int8[]) AND status = 'RETRYING'`,
-    [fileIds],
+    `UPDATE migration_files SET status = 'FAIL', retry_claim = NULL WHERE file_id = ANY($1::int8[]) AND status = 'RETRYING' AND retry_claim = $2`,
+    [fileIds, claim],
   );
   return rowCount ?? 0;
 }
 
 /**
  * RETRYING files whose retry died with its worker → FAIL again, the lost attempt counted
- * (so a file that kills its worker every time cannot loop forever).
+ * (so a file that kills its worker every time cannot loop forever). The claim stays: a batch
+ * that was only stopped (or cut off from the database) records its real outcome over this one
+ * later, unless another batch claimed the file meanwhile (recordRetryOutcomes).
  */
 export async function resetStuckRetries(db: Queryable, olderThanMs: number): Promise<number> {
   const { rows } = await db.query<{ n: number }>(

@@ -2,7 +2,7 @@ import { enqueueRangesAgain } from "../migration/fairShare";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
-import { resetStuckRetries } from "@fleet/db/sql/files";
+import { hasRequestedRetries, resetStuckRetries } from "@fleet/db/sql/files";
 import { writeLog } from "@fleet/db/sql/log";
 import { resetStaleSending } from "@fleet/db/sql/notifications";
 import { resetStaleRanges } from "@fleet/db/sql/ranges";
@@ -76,6 +76,9 @@ export async function recoverStaleWork(
   const result: StaleWorkResult = { staleRanges, stuckRetries, staleSending: staleSending.length, rangeJobs };
   if (options.reconcile) {
     result.reconciled = await reconcileRanges(deps, log, options.signal);
+    // Files an operator asked to retry whose job Redis lost: a retry run takes them first
+    // (deduplicated; found by review: they waited for the next 30-minute tick).
+    if (await hasRequestedRetries(db)) await jobs.enqueue("retry-failed", {});
     // Account batches keep their flows in Redis: re-derive any a loss took (deduplicated job).
     await jobs.enqueue("accounts-reconcile", {});
   }

@@ -1,3 +1,5 @@
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { DelayJob } from "@fleet/core/delayJob";
 import { PermanentError, RetryableError, isLinkFaultCategory, isRetryableCategory } from "@fleet/core/errors";
 import type { FleetError, PermanentCategory, RetryableCategory } from "@fleet/core/errors";
@@ -56,7 +58,10 @@ export async function retryFailedFiles(run: RetryRun, ctx: JobContext<FleetDeps>
     const failureLog = new FailureLog(ctx.log, { job: "retry-failed" });
     while (result.batches < maxBatches && !ctx.signal.aborted && !breaker.aborted) {
       if (ctx.window && !ctx.window.isOpen(new Date())) throw new DelayJob(ctx.window.nextOpening(new Date()), "run window closed");
+      // The batch's token: what it does later applies only to the files it still holds.
+      const claim = randomUUID();
       const batch = await claimRetryBatch(db, {
+        claim,
         maxRetries: settings.maxRetries,
         categories: settings.retryableCategories,
         limit: settings.retryBatchSize,
@@ -70,7 +75,7 @@ export async function retryFailedFiles(run: RetryRun, ctx: JobContext<FleetDeps>
       // puts them back within RETRYING_STALE_AFTER (a live batch is never reset under it).
       const ids = batch.map((c) => c.fileId);
       const heartbeat = setInterval(() => {
-        touchRetrying(db, ids).catch((err: unknown) => ctx.log.warn({ err }, "retry batch heartbeat failed; will try again"));
+        touchRetrying(db, ids, claim).catch((err: unknown) => ctx.log.warn({ err }, "retry batch heartbeat failed; will try again"));
       }, settings.heartbeatMs);
       try {
         await runBounded(
@@ -83,12 +88,19 @@ export async function retryFailedFiles(run: RetryRun, ctx: JobContext<FleetDeps>
           () => breaker.aborted,
         );
       } finally {
-        clearInterval(heartbeat);
-        await recordRetryOutcomes(db, outcomes);
-        // Interrupted (shutdown, cancel, the breaker opening) or never started (the breaker
-        // stopped the batch): back to FAIL, no retry used.
-        const recorded = new Set(outcomes.map((o) => o.fileId));
-        await releaseRetrying(db, batch.filter((c) => !recorded.has(c.fileId)).map((c) => c.fileId));
+        // The heartbeat goes on until the outcomes are in: while the database is unreachable
+        // they are kept and written once it answers (found by review: one failed write dropped
+        // the outcomes of copies that had succeeded, and recovery recorded them "interrupted").
+        try {
+          await whileDatabaseDown("record the retry batch's outcomes", () => recordRetryOutcomes(db, outcomes, claim));
+          // Interrupted (shutdown, cancel, the breaker opening) or never started (the breaker
+          // stopped the batch): back to FAIL, no retry used.
+          const recorded = new Set(outcomes.map((o) => o.fileId));
+          const unfinished = batch.filter((c) => !recorded.has(c.fileId)).map((c) => c.fileId);
+          await whileDatabaseDown("give back the retry batch's unfinished files", () => releaseRetrying(db, unfinished, claim));
+        } finally {
+          clearInterval(heartbeat);
+        }
       }
       for (const o of outcomes) {
         result.retried++;
@@ -118,6 +130,26 @@ export async function retryFailedFiles(run: RetryRun, ctx: JobContext<FleetDeps>
     return result;
   } finally {
     for (const s of stopSignals) s.removeEventListener("abort", onStop);
+  }
+
+  /**
+   * `write`, tried again while the database is unavailable (down, restarting, failing over):
+   * every 0.5 s at first, then every 10 s at most, for as long as it takes — the batch's files
+   * stay claimed meanwhile — unless the job is stopped (shutdown, cancel): then the error is
+   * thrown, and recovery puts the files back (interrupted, the attempt counted) once their
+   * heartbeat is stale. Other errors are thrown at once.
+   */
+  async function whileDatabaseDown<T>(what: string, write: () => Promise<T>): Promise<T> {
+    for (let waitMs = 500, warned = false; ; waitMs = Math.min(waitMs * 2, 10_000)) {
+      try {
+        return await write();
+      } catch (err) {
+        if (!(err instanceof RetryableError && err.category === "database") || ctx.signal.aborted) throw err;
+        if (!warned) ctx.log.warn({ err }, `could not ${what}: the database is unavailable; trying again until it answers`);
+        warned = true;
+        await sleep(waitMs, undefined, { signal: ctx.signal }).catch(() => undefined);
+      }
+    }
   }
 
   async function retryOne(c: RetryCandidate): Promise<RetryOutcome | undefined> {
