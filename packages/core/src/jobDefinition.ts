@@ -130,6 +130,22 @@ export type AnyJobContract = JobContract<any>;
 export interface JobDefinition<Name extends string, Schema extends z.ZodType, Deps, Result = unknown> extends JobContract<Schema> {
   name: Name;
   handle(payload: z.output<Schema>, ctx: JobContext<Deps>): Promise<Result>;
+  /**
+   * Called when a run of this job fails for good: its attempts used up, an unrecoverable error,
+   * or BullMQ giving up on it because its workers died too often (stalled past
+   * maxStalledCount) — then the handler never learns of it. For processors that hold something
+   * in PostgreSQL across runs (a server slot, an item in progress): give it back and record the
+   * item's failure, or nothing else ever will. Errors are logged, not thrown.
+   */
+  onFailedForGood?(payload: z.output<Schema>, ctx: FailedForGoodContext<Deps>): Promise<void>;
+}
+
+/** What onFailedForGood gets: the job's identity, why it failed, the services. */
+export interface FailedForGoodContext<Deps> {
+  jobId: string;
+  error: string;
+  log: Logger;
+  deps: Deps;
 }
 
 /** Identity helper that keeps the schema type of a contract. */

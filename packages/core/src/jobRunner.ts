@@ -196,7 +196,20 @@ export class JobRunner<Deps> {
         await job.moveToDelayed(outcome.until, run.token);
         throw new DelayedError();
       default:
+        if (outcome.action === "fail" && def) await this.failedForGood(def, job, run.log, outcome.error.message);
         throw outcome.error;
+    }
+  }
+
+  /** The definition's onFailedForGood, if it has one; its errors are logged. */
+  private async failedForGood(def: AnyJobDefinition, job: Job, log: Logger, error: string): Promise<void> {
+    if (!def.onFailedForGood) return;
+    const parsed = def.schema.safeParse(job.data);
+    if (!parsed.success) return;
+    try {
+      await def.onFailedForGood(parsed.data, { jobId: job.id ?? "", error, log, deps: this.options.deps });
+    } catch (err) {
+      log.error({ err }, "could not clean up after the job failed for good");
     }
   }
 
@@ -223,6 +236,8 @@ export class JobRunner<Deps> {
       const log = this.options.log.child({ queue, jobId: job.id, job: job.name });
       log.error({ reason: err.message }, "job failed: its worker died too often while running it");
       void this.record({ log }, (h) => h.finished(op, { state: "FAILED", attempts: job.attemptsMade, error: `stalled: ${err.message}` }));
+      const def = this.options.catalogue.get(job.name);
+      if (def && def.queue === queue) void this.failedForGood(def, job, log, `its worker died too often while running it (${err.message})`);
     }
   }
 }

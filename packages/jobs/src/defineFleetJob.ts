@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { JobContext, JobDefinition } from "@fleet/core/jobDefinition";
+import type { FailedForGoodContext, JobContext, JobDefinition } from "@fleet/core/jobDefinition";
 import type { FleetDeps } from "./deps";
 import type { FleetJobs, JobName } from "./jobRegistry";
 
@@ -17,7 +17,11 @@ export type FleetJobDefinition<Name extends JobName, Result = unknown> = JobDefi
 export function defineFleetJob<Name extends JobName, Result>(
   name: Name,
   contract: FleetJobs[Name],
-  processor: { handle(payload: HandlerPayload<Name>, ctx: JobContext<FleetDeps>): Promise<Result> },
+  processor: {
+    handle(payload: HandlerPayload<Name>, ctx: JobContext<FleetDeps>): Promise<Result>;
+    /** See JobDefinition.onFailedForGood. */
+    onFailedForGood?(payload: HandlerPayload<Name>, ctx: FailedForGoodContext<FleetDeps>): Promise<void>;
+  },
 ): FleetJobDefinition<Name, Result> {
-  return { ...contract, name, handle: processor.handle } as FleetJobDefinition<Name, Result>;
+  return { ...contract, name, handle: processor.handle, ...(processor.onFailedForGood ? { onFailedForGood: processor.onFailedForGood } : {}) } as FleetJobDefinition<Name, Result>;
 }

@@ -143,6 +143,14 @@ export async function recordCancelOutcome(db: Queryable, key: StepKey, state: "D
   await db.query(`UPDATE account_step SET cancel_state = $4, cancel_output = $5, updated_at = now() WHERE ${KEY}`, [...keyArgs(key), state, output.slice(0, 4000)]);
 }
 
+/**
+ * A step abandoned with its command started (RUNNING or POLLING when it was failed): its
+ * `cancel` command is to be run (account-cleanup), as for a cancelled account.
+ */
+export async function markCancelPending(db: Queryable, key: StepKey): Promise<void> {
+  await db.query(`UPDATE account_step SET cancel_state = 'PENDING', updated_at = now() WHERE ${KEY}`, keyArgs(key));
+}
+
 /** Cancel commands not run yet (a cleanup job lost with Redis is queued again from these). */
 export async function pendingCancels(db: Queryable): Promise<number[]> {
   const { rows } = await db.query<{ accountId: number }>(`SELECT DISTINCT account_id AS "accountId" FROM account_step WHERE cancel_state = 'PENDING' ORDER BY 1`);

@@ -5,7 +5,7 @@ import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
-import { backToWaiting, ensureStepRow, finishStepRow, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
+import { backToWaiting, ensureStepRow, finishStepRow, markCancelPending, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
 import type { StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
 import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
@@ -77,12 +77,46 @@ export const accountStep = defineFleetJob("account-step", contract, {
     // Errors of Postgres or Redis fail the job (BullMQ retries it; the row says where it was).
     if (row.phase === "POLLING") return poll(s, row);
     if (row.phase === "RUNNING") {
-      // The previous run died with the command in flight (worker killed): run it again.
+      // The previous run died with the command in flight (worker killed): run it again — on
+      // the same server. If the assignment moved (its server was disabled meanwhile), the
+      // step starts over on the new one: a slot there, and the row naming it, so its status
+      // checks and its slot are that server's (found by review: they stayed on the old one).
       const usable = await serverGate(s);
-      if ("registered" in usable) return runCommand(s, usable, row.attempt);
-      await backToWaiting(db, key, "its server became unusable while the command ran");
+      if ("registered" in usable && usable.server.name === row.server) return runCommand(s, usable, row.attempt);
+      await backToWaiting(db, key, "registered" in usable ? `moved from ${row.server ?? "?"} to ${usable.server.name}` : "its server became unusable while the command ran");
     }
     return startStep(s);
+  },
+
+  /**
+   * The step's job failed for good without its handler deciding the account: its workers died
+   * too often (stalled past MAX_STALLED_COUNT: BullMQ fails it without calling the handler), or
+   * errors of PostgreSQL or Redis used up its attempts. Its row would stay RUNNING and hold one
+   * of its server's slots for good — the server's other accounts waiting, the batch never
+   * finishing (found by review). The account fails with the reason; a command that had started
+   * is cancelled on its server (account-cleanup), as for a cancelled account.
+   */
+  async onFailedForGood(payload, ctx): Promise<void> {
+    const { db, accounts, jobs } = ctx.deps;
+    const workflow = accounts.requireWorkflow();
+    const step = workflow.steps[payload.step];
+    if (!step) return;
+    const key = { batchId: payload.batchId, accountId: payload.accountId, step: payload.step };
+    const account = await accountInBatch(db, key.batchId, key.accountId);
+    if (!account || !OPEN.has(account.status) || account.stepsDone !== key.step) return;
+    const row = await ensureStepRow(db, key, step.name);
+    if (!["WAITING", "RUNNING", "POLLING"].includes(row.phase)) return;
+    const server = row.server ?? "-";
+    const message = `${step.name} on ${server}: its job failed for good (${ctx.error})`;
+    const started = row.phase !== "WAITING";
+    await finishStepRow(db, key, "FAILED", { error: message, category: "interrupted" });
+    if (started && step.cancel) await markCancelPending(db, key);
+    await failAccount(db, key.batchId, key.accountId, message);
+    const { rows } = await db.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [key.batchId, key.accountId, step.role]);
+    if (rows[0]) await setAssignmentState(db, rows[0].id, "FAILED", message);
+    await writeLog(db, [{ level: "error", job: `account-step:${ctx.jobId}`, subject: `account:${account.externalId}`, message: `${step.name}: failed on ${server}: its job failed for good`, details: { error: ctx.error } }]);
+    if (started && step.cancel) await jobs.enqueue("account-cleanup", { accountId: account.id });
+    ctx.log.error({ ...key, step: step.name, server }, "account failed: its step's job failed for good");
   },
 });
 

@@ -1,0 +1,128 @@
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+import { insertAccounts } from "./accountsFixture";
+import { startAccountSite } from "./accountRunFixture";
+import type { AccountSite } from "./accountRunFixture";
+
+/**
+ * An account step job that BullMQ fails for good without its handler finishing (its worker
+ * SIGKILLed more often than MAX_STALLED_COUNT). Real worker processes (the compiled worker app),
+ * real sshd, Postgres and Redis. Found by review: its step row stayed RUNNING and held the
+ * server's only slot for good; the server's other account waited and the batch never finished.
+ */
+
+const WORKER_MAIN = join(__dirname, "..", "..", "..", "apps", "worker", "dist", "main.js");
+const RUN_DATE = "2026-11-30";
+
+let site: AccountSite;
+let h: PipelineHarness | undefined;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  site = await startAccountSite();
+});
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  await h?.close();
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+});
+
+function spawnWorker(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<void> } {
+  const child = spawn(process.execPath, [WORKER_MAIN], { cwd: site.dir, env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  let out = "";
+  const started = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker did not start: ${out.slice(-2000)}`)), 30_000);
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (out.includes("worker started")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  child.stderr!.on("data", () => {});
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return { child, started, exited };
+}
+
+describe("a step job failed by BullMQ without its handler finishing", () => {
+  it("frees its server slot and records the account, so the server's other accounts run and the batch finishes", async () => {
+    // One step on one server that runs one account at a time; hang-sync1's command never returns.
+    const file = join(site.dir, "workflow-slots.yaml");
+    await writeFile(
+      file,
+      `servers:
+  sync1: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
+steps:
+  - name: directory-sync
+    role: sync
+    command: fx-sync {externalId}
+    cancel: fx-mig-cancel {externalId}
+    timeout: 10m
+`,
+    );
+    h = await createPipelineHarness("step-failed-for-good", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s" });
+    await insertAccounts(h.runtime, [{ externalId: "hang-sync1" }, { externalId: "ok1" }]);
+    const env = {
+      ...h.env,
+      FLEET_ENV_FILE: join(site.dir, "no.env"),
+      METRICS_PORT: "0",
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      STALLED_INTERVAL: "1s",
+      LOCK_DURATION: "2s",
+      MAX_STALLED_COUNT: "1",
+      WORKER_CONCURRENCY: "remote=2,maintenance=2",
+      SHUTDOWN_GRACE: "1s",
+      DATABASE_POOL_SIZE: "4",
+    };
+    await mkdir(h.sourceDir, { recursive: true });
+    await mkdir(h.destDir, { recursive: true });
+    const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => l === "sync [hang-sync1]").length;
+    const before = await calls();
+    const stepRow = async (ext: string) =>
+      (await h!.runtime.db.query<{ phase: string; server: string | null; waiting_for: string | null }>(
+        `SELECT s.phase, s.server, s.waiting_for FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = $1`,
+        [ext],
+      )).rows[0];
+
+    let w = spawnWorker(env);
+    await w.started;
+    await h.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-step-failed" });
+    // Kill the worker running hang-sync1's command; twice (MAX_STALLED_COUNT 1): BullMQ then fails the job.
+    for (let kill = 1; kill <= 2; kill++) {
+      await waitFor(async () => (await calls()) >= before + kill && (await stepRow("hang-sync1"))?.phase === "RUNNING", 60_000, `hang-sync1's command in flight (run ${kill})`);
+      w.child.kill("SIGKILL");
+      await w.exited;
+      w = spawnWorker(env);
+      await w.started;
+    }
+    const remote = h.runtime.deps.jobs.queue("remote");
+    await waitFor(async () => (await remote.getJobs(["failed"], 0, 50)).some((j) => /stalled|allowable limit/.test(j.failedReason ?? "")), 30_000, "BullMQ to fail the stalled step job for good");
+
+    // From here, nothing runs hang-sync1's command any more. Expected within seconds: its slot
+    // given back (ok1 runs), the account recorded as failed, and the batch finished.
+    const deadline = Date.now() + 30_000;
+    let state: Record<string, unknown> = {};
+    while (Date.now() < deadline) {
+      const batch = (await h.runtime.db.query<{ status: string }>(`SELECT status FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
+      const accounts = Object.fromEntries((await h.runtime.db.query<{ external_id: string; status: string }>(`SELECT external_id, status FROM migration_queue ORDER BY id`)).rows.map((r) => [r.external_id, r.status]));
+      state = { batch: batch?.status, accounts, hangStep: (await stepRow("hang-sync1"))?.phase, okStep: await stepRow("ok1") };
+      if (batch?.status === "DONE" && (await stepRow("hang-sync1"))?.phase !== "RUNNING") break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(state).toMatchObject({ batch: "DONE", accounts: { "hang-sync1": "FAILED", ok1: "DONE" }, hangStep: "FAILED", okStep: { phase: "DONE" } });
+    // The step row of the account whose job died must not keep its server slot.
+    expect(state.hangStep).not.toBe("RUNNING");
+    const busy = (await h.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM account_step WHERE server = 'sync1' AND phase IN ('RUNNING', 'POLLING')`)).rows[0]!.n;
+    expect(busy).toBe(0);
+    // The command it had started is cancelled on its server, as for a cancelled account.
+    await waitFor(async () => (await readFile(join(site.state, "calls"), "utf8")).includes("mig-cancel [hang-sync1]"), 30_000, "the cancel command of hang-sync1's step");
+  }, 180_000);
+});
