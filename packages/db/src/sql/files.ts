@@ -49,21 +49,28 @@ export interface PendingPage {
  * cannot become a hash) leaves the planner one plan whatever the statistics: 1.5 ms.
  */
 // SQL, not Prisma: the query's shape is its plan (above); an ORM query would be the anti-join that goes wrong.
-export async function nextPendingFiles(db: Queryable, afterId: number, maxId: number, limit: number): Promise<PendingPage> {
+export async function nextPendingFiles(
+  db: Queryable,
+  afterId: number,
+  maxId: number,
+  limit: number,
+  /** False: `createdAt` is left null (only a key template's {year}/{month}/{day} need it; parsing it cost ~2% of a worker's CPU). */
+  withCreatedAt = true,
+): Promise<PendingPage> {
   const { rows } = await db.query<SourceFileRow & { pending: boolean }>(
     `WITH page AS (
        SELECT id, uri, name, size, owner, created_at, sha256, superseded_by, vanished_at FROM source_files
         WHERE id > $1 AND id <= $2
         ORDER BY id LIMIT $3
      )
-     SELECT p.id, p.uri, p.name, p.size, p.owner, p.created_at AS "createdAt", p.sha256,
+     SELECT p.id, p.uri, p.name, p.size, p.owner, CASE WHEN $4 THEN p.created_at END AS "createdAt", p.sha256,
             -- Superseded (a newer version exists) and vanished rows are not to be copied.
             d.file_id IS NULL AND p.superseded_by IS NULL AND p.vanished_at IS NULL AS pending,
             EXISTS (SELECT 1 FROM source_files o WHERE o.superseded_by = p.id) AS replaces
        FROM page p
        LEFT JOIN LATERAL (SELECT m.file_id FROM migration_files m WHERE m.file_id = p.id LIMIT 1) d ON true
       ORDER BY p.id`,
-    [afterId, maxId, limit],
+    [afterId, maxId, limit, withCreatedAt],
   );
   const files: SourceFileRow[] = [];
   for (const r of rows) {
@@ -122,25 +129,28 @@ export async function recordOutcomes(db: Queryable, rangeId: number, outcomes: r
     sourceMtimes[i] = o.source?.modifiedAt ?? null;
     sourceEtags[i] = o.source?.etag ?? null;
   }
-  const params = [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs, sourceSizes, sourceMtimes, sourceEtags];
   if (!statuses.includes("FAIL")) {
     // The common chunk, all SUCCESS: no attempts to append, so no RETURNING and no CTE over
     // the inserted rows — the row count says how many were new (issue 15: this statement is
-    // nearly all of a file's WAL and most of its PostgreSQL time).
+    // nearly all of a file's WAL and most of its PostgreSQL time). The status is a constant
+    // and the error columns are null, so they are not sent; a column that is null in every
+    // row (S3 has no mtime, local files no ETag) goes as one NULL array, which unnest pads
+    // with nulls — less for the driver to encode and for PostgreSQL to parse.
+    const allNull = <T>(values: T[]) => (values.every((v) => v === null) ? null : values);
     const result = await db.query(
       `INSERT INTO migration_files
-         (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, error_category, error_message,
+         (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status,
           retry_count, migration_date, last_attempt_date, source_size, source_mtime, source_etag)
-       SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, r.status, r.category, r.message,
+       SELECT r.file_id, $1, r.old_uri, r.new_uri, r.file_name, r.size, r.sha256, 'SUCCESS',
               0, now(), now(), r.source_size, r.source_mtime, r.source_etag
-         FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::file_status[], $9::text[], $10::text[],
-                     $11::int8[], $12::timestamptz[], $13::text[])
-              AS r(file_id, old_uri, new_uri, file_name, size, sha256, status, category, message, source_size, source_mtime, source_etag)
+         FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::int8[], $9::timestamptz[], $10::text[])
+              AS r(file_id, old_uri, new_uri, file_name, size, sha256, source_size, source_mtime, source_etag)
        ON CONFLICT (file_id) DO NOTHING`,
-      params,
+      [rangeId, ids, oldUris, newUris, names, sizes, shas, allNull(sourceSizes), allNull(sourceMtimes), allNull(sourceEtags)],
     );
     return result.rowCount ?? 0;
   }
+  const params = [rangeId, ids, oldUris, newUris, names, sizes, shas, statuses, cats, msgs, sourceSizes, sourceMtimes, sourceEtags];
   const { rows } = await db.query<{ n: number }>(
     `WITH ins AS (
        INSERT INTO migration_files

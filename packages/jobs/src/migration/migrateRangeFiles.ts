@@ -177,7 +177,9 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   };
 
   try {
-    const files = pendingFiles(deps, range.minId - 1, range.maxId, settings.chunkSize);
+    // created_at only for a key template's {year}/{month}/{day}.
+    const withCreatedAt = settings.keyTemplate !== undefined && !settings.keyTemplate.isIdentity;
+    const files = pendingFiles(deps, range.minId - 1, range.maxId, settings.chunkSize, withCreatedAt);
     if (settings.transferMode === "packaged") {
       await packageRange({ rangeId, files, source, destination, settings, log, link, signal: stop.signal, onResult, onPackageDone: flush });
     } else {
@@ -253,12 +255,12 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
 }
 
 /** Streams a range's files without outcomes, one page ahead (keyset paging). */
-async function* pendingFiles(deps: FleetDeps, afterId: number, maxId: number, pageSize: number): AsyncGenerator<SourceFileRow> {
+async function* pendingFiles(deps: FleetDeps, afterId: number, maxId: number, pageSize: number, withCreatedAt: boolean): AsyncGenerator<SourceFileRow> {
   // The page read ahead may fail (database restarting) while the current one is still being
   // copied, long before it is awaited: mark it handled at once, or Node's unhandled-rejection
   // rule kills the worker. Awaiting it later still throws the error.
   const readAhead = (after: number) => {
-    const page = nextPendingFiles(deps.db, after, maxId, pageSize);
+    const page = nextPendingFiles(deps.db, after, maxId, pageSize, withCreatedAt);
     page.catch(() => {});
     return page;
   };
