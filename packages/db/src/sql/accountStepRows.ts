@@ -112,13 +112,15 @@ export async function backToWaiting(db: Queryable, key: StepKey, waitingFor: str
 }
 
 /** The step's end (DONE, FAILED, CANCELLED): the slot is free again. */
-export async function finishStepRow(db: Queryable, key: StepKey, phase: "DONE" | "FAILED" | "CANCELLED", fields: { output?: string; exitCode?: number | null; error?: string; category?: string; checks?: number }): Promise<void> {
-  await db.query(
+/** Finishes the step's row unless it is finished already; true when this call finished it. */
+export async function finishStepRow(db: Queryable, key: StepKey, phase: "DONE" | "FAILED" | "CANCELLED", fields: { output?: string; exitCode?: number | null; error?: string; category?: string; checks?: number }): Promise<boolean> {
+  const { rowCount } = await db.query(
     `UPDATE account_step SET phase = $4, finished_at = now(), waiting_for = NULL, next_check_at = NULL, output = coalesce($5, output), checks = greatest(checks, coalesce($9, 0)),
        exit_code = coalesce($6, exit_code), last_error = CASE WHEN $4 = 'DONE' THEN NULL ELSE coalesce($7, last_error) END, category = coalesce($8, category), updated_at = now()
      WHERE ${KEY} AND phase NOT IN ('DONE', 'FAILED', 'CANCELLED', 'SKIPPED')`,
     [...keyArgs(key), phase, fields.output?.slice(0, 4000) ?? null, fields.exitCode ?? null, fields.error?.slice(0, 2000) ?? null, fields.category ?? null, fields.checks ?? null],
   );
+  return (rowCount ?? 0) > 0;
 }
 
 /**

@@ -219,7 +219,9 @@ export async function requestRetry(db: Queryable, selection: RetrySelection, pol
           AND ($5::text IS NULL OR coalesce(substring(m.old_uri from ${LOCATION}), '?') = $5)
           AND ($6::text IS NULL OR strpos(lower(coalesce(s.uri, m.old_uri)), $6) > 0 OR strpos(lower(coalesce(m.error_message, '')), $6) > 0)
      ), marked AS (
-       UPDATE migration_files m SET retry_requested_at = coalesce(m.retry_requested_at, now())
+       -- The request ends any old batch's hold on the file (retry_claim): a batch that was only
+       -- stopped, and records its attempt late, must not clear a request made after it.
+       UPDATE migration_files m SET retry_requested_at = coalesce(m.retry_requested_at, now()), retry_claim = NULL
          FROM candidates c
         WHERE m.file_id = c.file_id AND m.status = 'FAIL' AND (c.retryable OR $4::boolean)
        RETURNING c.category

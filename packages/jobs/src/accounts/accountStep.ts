@@ -10,6 +10,7 @@ import type { StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
 import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
+import { inTransaction } from "@fleet/db/pool";
 import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
 import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
@@ -95,6 +96,12 @@ export const accountStep = defineFleetJob("account-step", contract, {
    * of its server's slots for good — the server's other accounts waiting, the batch never
    * finishing (found by review). The account fails with the reason; a command that had started
    * is cancelled on its server (account-cleanup), as for a cancelled account.
+   *
+   * One transaction, the account's row locked first: a handler still running the step (a
+   * worker whose lock lapsed: BullMQ fails the job while it runs) completes it either before —
+   * then nothing is failed here — or after, when its completeStep finds the account failed
+   * (found by review: checked first and written after, a step completed in between was
+   * failed, and its cancel command queued).
    */
   async onFailedForGood(payload, ctx): Promise<void> {
     const { db, accounts, jobs } = ctx.deps;
@@ -102,21 +109,29 @@ export const accountStep = defineFleetJob("account-step", contract, {
     const step = workflow.steps[payload.step];
     if (!step) return;
     const key = { batchId: payload.batchId, accountId: payload.accountId, step: payload.step };
-    const account = await accountInBatch(db, key.batchId, key.accountId);
-    if (!account || !OPEN.has(account.status) || account.stepsDone !== key.step) return;
-    const row = await ensureStepRow(db, key, step.name);
-    if (!["WAITING", "RUNNING", "POLLING"].includes(row.phase)) return;
-    const server = row.server ?? "-";
-    const message = `${step.name} on ${server}: its job failed for good (${ctx.error})`;
-    const started = row.phase !== "WAITING";
-    await finishStepRow(db, key, "FAILED", { error: message, category: "interrupted" });
-    if (started && step.cancel) await markCancelPending(db, key);
-    await failAccount(db, key.batchId, key.accountId, message);
-    const { rows } = await db.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [key.batchId, key.accountId, step.role]);
-    if (rows[0]) await setAssignmentState(db, rows[0].id, "FAILED", message);
-    await writeLog(db, [{ level: "error", job: `account-step:${ctx.jobId}`, subject: `account:${account.externalId}`, message: `${step.name}: failed on ${server}: its job failed for good`, details: { error: ctx.error } }]);
-    if (started && step.cancel) await jobs.enqueue("account-cleanup", { accountId: account.id });
-    ctx.log.error({ ...key, step: step.name, server }, "account failed: its step's job failed for good");
+    const failed = await inTransaction(db, async (tx) => {
+      const { rows: locked } = await tx.query<{ id: number; status: string; stepsDone: number; externalId: string }>(
+        `SELECT id, status, steps_done AS "stepsDone", external_id AS "externalId" FROM migration_queue WHERE id = $1 AND batch_id = $2 FOR UPDATE`,
+        [key.accountId, key.batchId],
+      );
+      const account = locked[0];
+      if (!account || !OPEN.has(account.status) || account.stepsDone !== key.step) return undefined;
+      const row = await ensureStepRow(tx, key, step.name);
+      if (!["WAITING", "RUNNING", "POLLING"].includes(row.phase)) return undefined;
+      const server = row.server ?? "-";
+      const message = `${step.name} on ${server}: its job failed for good (${ctx.error})`;
+      if (!(await finishStepRow(tx, key, "FAILED", { error: message, category: "interrupted" }))) return undefined;
+      const cancel = row.phase !== "WAITING" && step.cancel !== undefined;
+      if (cancel) await markCancelPending(tx, key);
+      await failAccount(tx, key.batchId, key.accountId, message);
+      const { rows } = await tx.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [key.batchId, key.accountId, step.role]);
+      if (rows[0]) await setAssignmentState(tx, rows[0].id, "FAILED", message);
+      await writeLog(tx, [{ level: "error", job: `account-step:${ctx.jobId}`, subject: `account:${account.externalId}`, message: `${step.name}: failed on ${server}: its job failed for good`, details: { error: ctx.error } }]);
+      return { server, cancel };
+    });
+    if (!failed) return;
+    if (failed.cancel) await jobs.enqueue("account-cleanup", { accountId: key.accountId });
+    ctx.log.error({ ...key, step: step.name, server: failed.server }, "account failed: its step's job failed for good");
   },
 });
 

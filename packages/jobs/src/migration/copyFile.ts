@@ -223,7 +223,9 @@ class HashingPassThrough extends Transform {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     if (!this.pacer) return cb(null, chunk);
-    this.pacer.take(chunk.length).then(() => cb(null, chunk), (err: unknown) => cb(err as Error));
+    const waiting = this.pacer.take(chunk.length);
+    if (!waiting) return cb(null, chunk);
+    waiting.then(() => cb(null, chunk), (err: unknown) => cb(err as Error));
   }
 
   override _destroy(err: Error | null, cb: (error: Error | null) => void): void {

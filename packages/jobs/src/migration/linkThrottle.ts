@@ -45,8 +45,11 @@ const NO_SLOT: TransferSlot = { held: () => undefined, release: () => undefined 
 
 /** Paces one stream's bytes (see LinkThrottle.pacer). */
 export interface Pacer {
-  /** Resolves when `bytes` may be sent; rejects when the signal aborts. */
-  take(bytes: number): Promise<void>;
+  /**
+   * Undefined when `bytes` may be sent now (the common case, no promise per chunk); else
+   * resolves when they may, and rejects when the signal aborts.
+   */
+  take(bytes: number): Promise<void> | undefined;
   /** The stream ended: unused reserved bytes go back to the link. */
   done(): void;
 }
@@ -54,6 +57,8 @@ export interface Pacer {
 const MIN_BLOCK = 64 * 1024;
 const MAX_BLOCK = 4 * 1024 * 1024;
 const WAIT_SLICE_MS = 250;
+/** A stream on a link without a limit now looks again this often whether one began (a timetable's next entry, a live change). */
+const RATE_RECHECK_MS = 250;
 const SLOT_POLL_MS = 100;
 const DEFAULT_SLOT_LEASE_MS = 10_000;
 const WARN_EVERY_MS = 60_000;
@@ -82,22 +87,31 @@ export class LinkThrottle {
     if (!slotted && this.rate() === null) return undefined;
     let credit = 0;
     let rate: number | null = null;
+    // No limit now: the timetable (a time-zone conversion) is read every RATE_RECHECK_MS, not
+    // per chunk (a stream holding a slot gets a pacer even on an unlimited link).
+    let unlimitedSince = -Infinity;
+    const paced = async (bytes: number, at: number): Promise<void> => {
+      const block = Math.max(bytes - credit, blockSize(at));
+      const waitMs = await this.reserve(block, at);
+      credit += block - bytes;
+      await this.sleep(waitMs, signal);
+      // Last, right before the bytes go: the wait may have outlasted the slot's lease.
+      const waiting = slot.held(signal);
+      if (waiting) await waiting;
+    };
     return {
-      take: async (bytes) => {
+      take: (bytes) => {
         if (credit >= bytes) {
           credit -= bytes;
-        } else {
-          rate = this.rate();
-          if (rate !== null) {
-            const block = Math.max(bytes - credit, blockSize(rate));
-            const waitMs = await this.reserve(block, rate);
-            credit += block - bytes;
-            await this.sleep(waitMs, signal);
-          }
+          return slot.held(signal);
         }
-        // Last, right before the bytes go: a wait above may have outlasted the slot's lease.
-        const waiting = slot.held(signal);
-        if (waiting) await waiting;
+        const now = performance.now();
+        if (rate !== null || now - unlimitedSince >= RATE_RECHECK_MS) {
+          rate = this.rate();
+          unlimitedSince = rate === null ? now : -Infinity;
+        }
+        if (rate === null) return slot.held(signal);
+        return paced(bytes, rate);
       },
       done: () => {
         if (credit <= 0 || rate === null) return;
@@ -146,10 +160,11 @@ export class LinkThrottle {
       held: (waitSignal) => {
         const confirmedAt = this.held.get(holder);
         // Released, or given up on Redis (fail open): nothing to wait for.
-        if (confirmedAt === undefined || this.options.maxTransfers() <= 0) return undefined;
+        if (confirmedAt === undefined) return undefined;
         // The lease runs from when its renewal was asked for, by Redis's clock: a margin of a
         // tenth keeps this side of it.
         if (performance.now() - confirmedAt < this.lease() * 0.9) return undefined;
+        if (this.options.maxTransfers() <= 0) return undefined; // the limit was lifted
         return this.regain(holder, waitSignal);
       },
       release: () => {

@@ -267,7 +267,9 @@ function paced(body: Readable, pacer: Pacer | undefined): Readable {
   if (!pacer) return body;
   const out = new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      pacer.take(chunk.length).then(() => cb(null, chunk), (err: unknown) => cb(err as Error));
+      const waiting = pacer.take(chunk.length);
+      if (!waiting) return cb(null, chunk);
+      waiting.then(() => cb(null, chunk), (err: unknown) => cb(err as Error));
     },
     flush(cb) {
       pacer.done();
