@@ -119,18 +119,30 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     (fixed) => fixed > 0 && log.info({ fixed }, "operation history: finished jobs a stopped worker had not recorded written from BullMQ"),
     (err: unknown) => log.warn({ err }, "operation history: reconcile with BullMQ failed"),
   );
+  // Jobs parked until the old window's opening look again when the window changes: each one
+  // that finds the new window closed parks itself until its opening (found by review: widening
+  // the window tonight, or switching it off, left the parked ranges waiting for the old opening).
+  // The window in force is kept in Redis, so a change made by redeploying with another
+  // MIGRATION_WINDOW wakes them too, once, whichever worker starts first (found by review: they
+  // waited for the old opening, up to a week).
+  const windowKey = `${runtime.prefix}:run-window:migration`;
+  const windowInForce = () => `${windows.get("migration")?.describe() ?? "always"} (${config.FLEET_TZ})`;
+  const wakeParkedIfWindowChanged = async (why: string) => {
+    if (!config.WORKER_QUEUES.includes(QUEUES.migration)) return;
+    try {
+      const before = await runtime.redis.set(windowKey, windowInForce(), "GET");
+      if (before === windowInForce()) return;
+      await runtime.deps.jobs.queue(QUEUES.migration).promoteJobs();
+      log.info({ window: windowInForce(), before }, `${why}: parked migration jobs look at the run window again`);
+    } catch (err) {
+      log.warn({ err }, `${why}, but the parked migration jobs could not be woken; they start at the old opening`);
+    }
+  };
+  void wakeParkedIfWindowChanged("run window differs from the one jobs were parked by");
   live.onChange((changed) => {
     if (changed.has("RUN_WINDOWS") || changed.has("MIGRATION_WINDOW")) {
       applyWindows();
-      // Jobs parked until the old window's opening look again now: each one that finds the new
-      // window closed parks itself until its opening (found by review: widening the window
-      // tonight, or switching it off, left the parked ranges waiting for the old opening).
-      if (config.WORKER_QUEUES.includes(QUEUES.migration)) {
-        void runtime.deps.jobs.queue(QUEUES.migration).promoteJobs().then(
-          () => log.info("run window changed: parked migration jobs look at it again"),
-          (err: unknown) => log.warn({ err }, "run window changed, but the parked migration jobs could not be woken; they start at the old opening"),
-        );
-      }
+      void wakeParkedIfWindowChanged("run window changed");
     }
     if (changed.has("WORKER_CONCURRENCY")) started.setConcurrency(live.get("WORKER_CONCURRENCY"));
     log.info({ changed: [...changed], windows: windows.get("migration")?.describe() ?? "always", concurrency: live.get("WORKER_CONCURRENCY") }, "live settings applied");

@@ -75,11 +75,44 @@ export function parseBandwidthTimetable(text: string): BandwidthTimetable {
     text: parts.join(" "),
     toString: () => parts.join(" "),
     rateAt(at, timeZone) {
-      const local = DateTime.fromJSDate(at, { zone: timeZone });
+      let local: DateTime = DateTime.fromJSDate(at, { zone: timeZone });
+      // An unknown zone would read as no weekday at all, and the last entry would apply at
+      // every hour (found by review); FLEET_TZ is checked at start, so this is a program error.
+      if (!local.isValid) throw new Error(`LINK_BWLIMIT timetable: unknown time zone "${timeZone}"`);
+      // In the hour repeated when clocks go back, the clock reads times it has read already:
+      // an entry starts at the first of them (as run windows read it), so the time that
+      // counts is the latest the clock had reached (found by review: an entry of that hour
+      // was undone during its second pass).
+      const reached = latestWallReached(at, timeZone);
+      if (reached) local = reached;
       const now = (local.weekday - 1) * MINUTES_PER_DAY + local.hour * 60 + local.minute;
       let current = entries[entries.length - 1]!;
       for (const e of entries) if (e.minute <= now) current = e;
       return current.rate;
     },
   };
+}
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * During the second pass of a wall time repeated when the clocks went back (at most 3 h ago):
+ * the local time just before they went back, the latest the clock had read. Otherwise undefined.
+ */
+function latestWallReached(at: Date, timeZone: string): DateTime | undefined {
+  const t = at.getTime();
+  const offsetAt = (ms: number) => DateTime.fromMillis(ms, { zone: timeZone }).offset;
+  const now = offsetAt(t);
+  const back = offsetAt(t - 3 * HOUR_MS) - now; // minutes the clocks went back since then
+  if (back <= 0) return undefined;
+  // The instant they went back: the first with today's offset.
+  let lo = t - 3 * HOUR_MS;
+  let hi = t;
+  while (hi - lo > 1_000) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (offsetAt(mid) === now) hi = mid;
+    else lo = mid;
+  }
+  if (t >= hi + back * 60_000) return undefined; // past the repeated stretch
+  return DateTime.fromMillis(lo, { zone: timeZone }); // still the old offset: the clock's furthest
 }

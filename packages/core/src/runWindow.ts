@@ -252,24 +252,50 @@ class ZonedRunWindows implements RunWindows {
    * gap when `wall` is skipped on spring-forward.
    */
   private firstInstantAtWall(wall: number): number {
-    const before = this.zone.offset(wall - OFFSET_PROBE_MS);
-    const after = this.zone.offset(wall + OFFSET_PROBE_MS);
-    const valid = [before, after]
-      .map((offset) => ({ offset, t: wall - offset * MINUTE_MS }))
-      .filter(({ offset, t }) => this.zone.offset(t) === offset)
-      .map(({ t }) => t);
-    if (valid.length > 0) return Math.min(...valid);
-    if (after <= before) return wall - before * MINUTE_MS;
-    // Skipped wall time: bisect for the transition instant, where the clock resumes past it.
-    let lo = wall - after * MINUTE_MS;
-    let hi = wall - before * MINUTE_MS;
-    while (hi - lo > 1) {
-      const mid = Math.floor((lo + hi) / 2);
-      if (this.zone.offset(mid) === before) lo = mid;
-      else hi = mid;
-    }
-    return hi;
+    return firstInstantAtWall(this.zone, wall);
   }
+}
+
+/**
+ * The first instant (epoch ms) at which the clock of `zone` reads `wall` (a local time encoded
+ * as if it were UTC epoch ms) or later: the earlier of two occurrences on fall-back, the end of
+ * the gap when `wall` is skipped on spring-forward.
+ */
+function firstInstantAtWall(zone: IANAZone, wall: number): number {
+  const before = zone.offset(wall - OFFSET_PROBE_MS);
+  const after = zone.offset(wall + OFFSET_PROBE_MS);
+  const valid = [before, after]
+    .map((offset) => ({ offset, t: wall - offset * MINUTE_MS }))
+    .filter(({ offset, t }) => zone.offset(t) === offset)
+    .map(({ t }) => t);
+  if (valid.length > 0) return Math.min(...valid);
+  if (after <= before) return wall - before * MINUTE_MS;
+  // Skipped wall time: bisect for the transition instant, where the clock resumes past it.
+  let lo = wall - after * MINUTE_MS;
+  let hi = wall - before * MINUTE_MS;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (zone.offset(mid) === before) lo = mid;
+    else hi = mid;
+  }
+  return hi;
+}
+
+/** Whether `name` is an IANA time zone this runtime knows (FLEET_TZ, runAt's zones). */
+export function isTimeZone(name: string): boolean {
+  return IANAZone.isValidZone(name);
+}
+
+/**
+ * The instant a local date and time of day (`2026-03-08`, `02:30`) happens in `timeZone`, by
+ * the rule run windows use: the first occurrence of a time repeated when clocks go back, the
+ * moment the clocks jump when it is skipped (02:30 on a spring-forward night is 03:00 local).
+ */
+export function instantOfLocalTime(date: string, hhmm: string, timeZone: string): Date {
+  if (!isTimeZone(timeZone)) throw new ConfigError([`unknown time zone "${timeZone}" (an IANA name such as Europe/Berlin)`]);
+  const [y, m, d] = date.split("-").map(Number) as [number, number, number];
+  const [hh, mm] = hhmm.split(":").map(Number) as [number, number];
+  return new Date(firstInstantAtWall(IANAZone.create(timeZone), Date.UTC(y, m - 1, d, hh, mm)));
 }
 
 function isoWeekday(day: number): number {

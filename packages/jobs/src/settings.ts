@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { envBool, envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
 import { ConfigError, RETRYABLE_CATEGORIES } from "@fleet/core/errors";
-import { parseRunWindows } from "@fleet/core/runWindow";
+import { isTimeZone, parseRunWindows } from "@fleet/core/runWindow";
 import { parseBandwidthTimetable } from "@fleet/core/bandwidthTimetable";
 import type { MigrationSettings } from "./migrationSettings";
 import { KEY_FIELDS, keyTemplate } from "./migration/destinationKey";
@@ -88,7 +88,16 @@ export const migrationFields = {
     })
     .describe("When migration jobs may run: weeknights 22:00-06:00 and Friday 22:00 to Monday 06:00 by default"),
   SETTINGS_REFRESH: envDuration("2s").describe("How often each fleet process re-reads the live settings (fleet settings set, the dashboard's settings page): a change is in effect everywhere within this"),
-  FLEET_TZ: z.string().default("UTC").describe("IANA time zone of run windows and schedules, e.g. America/New_York"),
+  FLEET_TZ: z
+    .string()
+    .default("UTC")
+    .superRefine((value, ctx) => {
+      // Checked here, not when a window, a timetable or a cron first reads it: a typo crashed
+      // the worker at start, the scheduler at its first sync, and made a bandwidth timetable
+      // apply its last entry at every hour (found by review).
+      if (!isTimeZone(value)) ctx.addIssue({ code: "custom", message: `unknown time zone "${value}" (an IANA name such as Europe/Berlin or America/New_York)` });
+    })
+    .describe("IANA time zone of run windows and schedules, e.g. America/New_York"),
 };
 
 /** WORKER_CONCURRENCY: jobs run at once per queue (`migration=2,maintenance=3`); a live setting too. */

@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { envDuration, envDurationList, envInt, envList, parseConfig } from "@fleet/core/config";
 import { secret } from "@fleet/core/secretFiles";
+import { ConfigError } from "@fleet/core/errors";
+import { parseRunWindows } from "@fleet/core/runWindow";
 
 /**
  * Config of account migrations (consent sync, batches, notifications, remote steps), shared
@@ -32,7 +34,20 @@ export const accountFields = {
   SMTP_FROM: z.string().default("Fleet <fleet@localhost>").describe("From address of notifications"),
   SMTP_TIMEOUT: envDuration("30s").describe("Connection and command timeout towards the SMTP server"),
   NOTIFY_OPERATORS: envList("").describe("Operator addresses that get the summary after each run (comma-separated; empty: no summary)"),
-  NOTIFY_WINDOW: z.string().default("").describe("When account emails may be delivered (run-window syntax in FLEET_TZ, e.g. mon-fri 08:00-20:00); empty: any time"),
+  NOTIFY_WINDOW: z
+    .string()
+    .default("")
+    .superRefine((value, ctx) => {
+      // Run-window syntax, checked at start like MIGRATION_WINDOW (found by review: a typo made
+      // every send round throw and no notice was ever delivered).
+      if (value.trim() === "") return;
+      try {
+        parseRunWindows(value, "UTC");
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: err instanceof ConfigError ? err.issues.join("; ") : (err as Error).message });
+      }
+    })
+    .describe("When account emails may be delivered (run-window syntax in FLEET_TZ, e.g. mon-fri 08:00-20:00); empty: any time"),
   NOTIFY_MAX_ATTEMPTS: envInt(6, 1, 100).describe("Tries of a notification before it is UNDELIVERABLE (a 5xx reply makes it so at once)"),
   NOTIFY_BACKOFF: envDurationList("1m,5m,15m,1h").describe("Waits between tries of a notification; the last repeats"),
   NOTIFY_BATCH: envInt(50, 1, 10_000).describe("Notifications claimed per send round"),

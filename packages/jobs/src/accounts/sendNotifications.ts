@@ -51,10 +51,25 @@ export async function sendNotifications(options: { db: DbPool; services: Account
   const now = options.now ?? (() => new Date());
   const result: SendResult = { sent: 0, retryLater: 0, undeliverable: 0, deferred: 0, smtpDown: false };
   const templates: Record<string, MailTemplate> = { ...DEFAULT_TEMPLATES, ...(services.workflow?.templates ?? {}) };
-  const windows = new Map<string, RunWindows>();
-  const windowOf = (spec: string) => {
-    let w = windows.get(spec);
-    if (!w) windows.set(spec, (w = parseRunWindows(spec, settings.timeZone)));
+  // A message's delivery window, as stored with it. One that does not parse (stored before
+  // NOTIFY_WINDOW was checked at start) falls back to today's NOTIFY_WINDOW, with an error in
+  // the log: it must not fail the whole round and strand every other message (found by review).
+  const windows = new Map<string, RunWindows | undefined>();
+  const parseWindow = (spec: string): RunWindows | undefined => (spec.trim() === "" ? undefined : parseRunWindows(spec, settings.timeZone));
+  const windowOf = (spec: string): RunWindows | undefined => {
+    if (windows.has(spec)) return windows.get(spec);
+    let w: RunWindows | undefined;
+    try {
+      w = parseWindow(spec);
+    } catch (err) {
+      log.error({ err, deliveryWindow: spec }, "a notification's delivery window is not valid: today's NOTIFY_WINDOW applies to it");
+      try {
+        w = parseWindow(settings.notifyWindow);
+      } catch {
+        w = undefined;
+      }
+    }
+    windows.set(spec, w);
     return w;
   };
   const mailer = services.openMailer();
@@ -104,7 +119,7 @@ export async function sendNotifications(options: { db: DbPool; services: Account
         }
         if (n.deliveryWindow) {
           const w = windowOf(n.deliveryWindow);
-          if (!w.isOpen(now())) {
+          if (w && !w.isOpen(now())) {
             await settle(n, () => releaseClaim(db, n, w.nextOpening(now())));
             result.deferred++;
             continue;
