@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { Redis } from "ioredis";
 import { createWorkerFixture } from "./workerFixture";
 import type { WorkerFixture, WorkerProcess } from "./workerFixture";
 
@@ -23,7 +22,6 @@ const MAX = 4;
 describe("LINK_MAX_TRANSFERS slots with worker processes killed or stopped", () => {
   let fx: WorkerFixture;
   let dest: string;
-  let redis: Redis;
 
   beforeAll(async () => {
     dest = join("/dev/shm", `fleet-link-slots-${randomBytes(4).toString("hex")}`);
@@ -43,14 +41,12 @@ describe("LINK_MAX_TRANSFERS slots with worker processes killed or stopped", () 
       STALLED_INTERVAL: "30s",
       LOG_LEVEL: "info",
     });
-    redis = new Redis(fx.env.REDIS_URL!);
     await fx.runtime.db.query(
       `INSERT INTO source_files (uri, name, size) SELECT 'f-' || i || '.bin', 'f-' || i || '.bin', $1 FROM generate_series(1, 400) AS i`,
       [FILE_BYTES],
     );
   });
   afterAll(async () => {
-    redis?.disconnect();
     await fx?.close();
     await rm(dest, { recursive: true, force: true });
   });
@@ -60,15 +56,15 @@ describe("LINK_MAX_TRANSFERS slots with worker processes killed or stopped", () 
     const keys: string[] = [];
     let cursor = "0";
     do {
-      const [next, found] = await redis.scan(cursor, "MATCH", `*${fx.prefix}*:slots`, "COUNT", 1000);
+      const [next, found] = await fx.runtime.redis.scan(cursor, "MATCH", `*${fx.prefix}*:slots`, "COUNT", 1000);
       cursor = next;
       keys.push(...found);
     } while (cursor !== "0");
-    const [sec, usec] = await redis.time();
+    const [sec, usec] = await fx.runtime.redis.time();
     const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
     const out = new Map<string, number>();
     for (const key of keys) {
-      const entries = await redis.zrange(key, 0, -1, "WITHSCORES");
+      const entries = await fx.runtime.redis.zrange(key, 0, -1, "WITHSCORES");
       for (let i = 0; i < entries.length; i += 2) {
         if (Number(entries[i + 1]) < now) continue;
         const pid = entries[i]!.split(":")[1]!;

@@ -83,8 +83,11 @@ export function registerMigrateCommands(migrate: Command, run: Run): void {
         const runtime = await ctx.runtime();
         // A prefix no fleet ever used would show an empty, healthy-looking fleet: say so (exit 1).
         let noFleet: string | undefined;
+        // Anything else (Redis not answering) is the command's error: the report needs Redis
+        // too, and waited on it for good (found by a new operator's walkthrough).
         await ctx.requireFleet().catch((err: unknown) => {
-          noFleet = err instanceof NoFleetError ? err.message : undefined;
+          if (!(err instanceof NoFleetError)) throw err;
+          noFleet = err.message;
         });
         const read = () => readStatusReport(runtime, ctx.config);
         let report;

@@ -137,8 +137,19 @@ export const fmtRate = formatFilesPerSec;
  * the signal aborts. Failed and retrying counts, bytes/s, elapsed and the ETA — or, while
  * held, why — on every redraw.
  */
-export async function watchStatus(read: () => Promise<StatusReport>, signal: AbortSignal, intervalMs = 1_000): Promise<StatusReport> {
-  let report = await read();
+export async function watchStatus(readReport: () => Promise<StatusReport>, signal: AbortSignal, intervalMs = 1_000): Promise<StatusReport> {
+  let report = await readReport();
+  // Ctrl-C ends the watch also while a read waits (Redis or PostgreSQL gone mid-watch): the
+  // last report stands (found by a new operator's walkthrough: Ctrl-C was ignored for good).
+  const read = (): Promise<StatusReport> => {
+    if (signal.aborted) return Promise.resolve(report);
+    const last = report;
+    return new Promise<StatusReport>((resolve, reject) => {
+      const onAbort = () => resolve(last);
+      signal.addEventListener("abort", onAbort, { once: true });
+      readReport().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  };
   if (!process.stderr.isTTY) {
     let last = 0;
     for (;;) {
