@@ -2,6 +2,8 @@ import { MultiBar, Presets } from "cli-progress";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
 import { transferLinkRates } from "@fleet/db/sql/reports";
+import type { NamedLink } from "@fleet/db/sql/reports";
+import { namedLink } from "@fleet/jobs/migration/transferLabels";
 import type { TransferLinkRate } from "@fleet/db/sql/reports";
 import type { DbPool } from "@fleet/db/pool";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
@@ -38,7 +40,7 @@ export async function readStatusReport(runtime: FleetRuntime, config: CliConfig)
   const blockers = migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: liveMigrationWindow(runtime.db, config), breakers });
   const [status, links, failures, breakerStatus] = await Promise.all([
     readMigrationStatus(runtime.db, { ...policy, blockers }),
-    readLinks(runtime.db),
+    readLinks(runtime.db, [namedLink(runtime.deps.source, runtime.deps.destination)]),
     failureSummary(runtime.db, {}, policy),
     readBreakers(runtime.redis, config.REDIS_URL, runtime.prefix),
   ]);
@@ -104,8 +106,8 @@ export const LINK_RATE_WINDOW_SECONDS = 60;
 export type LinkStatus = TransferLinkRate;
 
 /** Succeeded transfers per link (source location → destination location), rates rounded for display. */
-export async function readLinks(db: DbPool): Promise<LinkStatus[]> {
-  return (await transferLinkRates(db, LINK_RATE_WINDOW_SECONDS)).map((l) => ({
+export async function readLinks(db: DbPool, named: readonly NamedLink[] = []): Promise<LinkStatus[]> {
+  return (await transferLinkRates(db, LINK_RATE_WINDOW_SECONDS, named)).map((l) => ({
     ...l,
     filesPerSec: round1(l.filesPerSec),
     bytesPerSec: Math.round(l.bytesPerSec),

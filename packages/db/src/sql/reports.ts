@@ -190,25 +190,49 @@ export interface TransferLinkRow {
 const LOCATION = String.raw`'^([A-Za-z][A-Za-z0-9+.-]*:(?://[^/]*)?)'`;
 
 /**
- * Succeeded transfers grouped by link (source location → destination location), with what
- * finished in the last `windowSeconds` for a current rate. One scan of migration_files, like
- * the other reports.
+ * A link the caller knows by name (the label metrics and `fleet settings --link` use, e.g.
+ * `local:/data → s3://archive/x/`): outcomes whose URIs start with its roots are counted under
+ * it. Without one, every local path reads as "file://".
  */
-export async function transferLinks(db: Queryable, windowSeconds: number): Promise<TransferLinkRow[]> {
+export interface NamedLink {
+  /** Labels of its two ends (storage.label). */
+  source: string;
+  destination: string;
+  /** URI prefixes of its two ends (storage.uri of a key, minus the key). */
+  sourceRoot: string;
+  destinationRoot: string;
+}
+
+/**
+ * Succeeded transfers grouped by link — a named link when the outcome's URIs are under its
+ * roots, else source location → destination location — with what finished in the last
+ * `windowSeconds` for a current rate. Current versions only: an old version a re-scan
+ * superseded is not counted twice (found by a new operator: the links showed more files than
+ * the migration). One scan of migration_files, like the other reports.
+ */
+export async function transferLinks(db: Queryable, windowSeconds: number, named: readonly NamedLink[] = []): Promise<TransferLinkRow[]> {
   const { rows } = await db.query<TransferLinkRow>(
-    `SELECT coalesce(substring(old_uri from ${LOCATION}), '?') AS source,
-            coalesce(substring(new_uri from ${LOCATION}), '?') AS destination,
+    `WITH named AS (
+       SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS n(source, destination, src_root, dst_root, o)
+     ), superseded AS (
+       SELECT id FROM source_files WHERE superseded_by IS NOT NULL
+     ), current AS (
+       SELECT m.*, (SELECT n.o FROM named n WHERE starts_with(m.old_uri, n.src_root) AND starts_with(coalesce(m.new_uri, ''), n.dst_root) ORDER BY n.o LIMIT 1) AS link
+         FROM migration_files m
+        WHERE m.status = 'SUCCESS' AND m.file_id NOT IN (SELECT id FROM superseded)
+     )
+     SELECT coalesce((SELECT n.source FROM named n WHERE n.o = c.link), substring(old_uri from ${LOCATION}), '?') AS source,
+            coalesce((SELECT n.destination FROM named n WHERE n.o = c.link), substring(new_uri from ${LOCATION}), '?') AS destination,
             count(*)::int8 AS files,
             coalesce(sum(size), 0)::int8 AS bytes,
             count(*) FILTER (WHERE last_attempt_date > now() - make_interval(secs => $1))::int8 AS "recentFiles",
             coalesce(sum(size) FILTER (WHERE last_attempt_date > now() - make_interval(secs => $1)), 0)::int8 AS "recentBytes",
             min(migration_date) AS "firstAt",
             max(last_attempt_date) AS "lastAt"
-       FROM migration_files
-      WHERE status = 'SUCCESS'
+       FROM current c
       GROUP BY 1, 2
       ORDER BY 3 DESC`,
-    [windowSeconds],
+    [windowSeconds, named.map((n) => n.source), named.map((n) => n.destination), named.map((n) => n.sourceRoot), named.map((n) => n.destinationRoot)],
   );
   return rows;
 }
@@ -228,8 +252,8 @@ export interface TransferLinkRate {
 }
 
 /** transferLinks() with its rates worked out: what `fleet migrate status` and the dashboard show. */
-export async function transferLinkRates(db: Queryable, windowSeconds: number): Promise<TransferLinkRate[]> {
-  const rows = await transferLinks(db, windowSeconds);
+export async function transferLinkRates(db: Queryable, windowSeconds: number, named: readonly NamedLink[] = []): Promise<TransferLinkRate[]> {
+  const rows = await transferLinks(db, windowSeconds, named);
   return rows.map((l) => {
     const span = l.firstAt && l.lastAt ? (l.lastAt.getTime() - l.firstAt.getTime()) / 1000 : 0;
     return {

@@ -28,13 +28,17 @@ export interface MigratedFile {
 
 /**
  * One page of migrated (SUCCESS) files after `afterId`, in file id order; `prefix` keeps
- * those whose source key starts with it. Reads migration_files joined to source_files only.
+ * those whose source key starts with it. Current versions only: a superseded one's object was
+ * replaced by its successor's. Reads migration_files joined to source_files only.
  */
 export async function migratedFilesPage(db: Queryable, options: { afterId: number; limit: number; prefix?: string }): Promise<MigratedFile[]> {
   const { rows } = await db.query<{ file_id: string; key: string; name: string; owner: string | null; created_at: Date | null; sha256: string; size: string; new_uri: string | null }>(
     `SELECT m.file_id, s.uri AS key, s.name, s.owner, s.created_at, m.sha256, m.size, m.new_uri
        FROM migration_files m JOIN source_files s ON s.id = m.file_id
       WHERE m.status = 'SUCCESS' AND m.file_id > $1 AND ($3::text IS NULL OR starts_with(s.uri, $3::text))
+        -- An older version of a file that changed: its object was replaced by the new version's
+        -- (found by a new operator: verify reported the new bytes as a mismatch of the old row).
+        AND s.superseded_by IS NULL
       ORDER BY m.file_id LIMIT $2`,
     [options.afterId, options.limit, options.prefix ?? null],
   );
