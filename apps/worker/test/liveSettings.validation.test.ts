@@ -11,7 +11,7 @@ import type { WorkerFixture } from "./workerFixture";
 describe("WORKER_CONCURRENCY set live is checked against the fleet's queues", () => {
   let fx: WorkerFixture;
   beforeAll(async () => {
-    fx = await createWorkerFixture("rv-wcval");
+    fx = await createWorkerFixture("settings-validation");
   });
   afterAll(() => fx?.close());
 
@@ -24,6 +24,20 @@ describe("WORKER_CONCURRENCY set live is checked against the fleet's queues", ()
     process.stdout.write(`WORKER_CONCURRENCY=migraton=8: exit ${outcome.code}; stored ${JSON.stringify(stored.rows)}\n`);
     expect(outcome.code).toBe(2);
     expect(stored.rows).toEqual([]);
+  }, 60_000);
+
+  it("a --link label that is not the configuration's link is refused (it would change nothing), unless --any-link", async () => {
+    const attempt = (args: string[]) =>
+      runCli(fx.env, ["settings", "set", "LINK_PAUSED", "true", ...args, "--by", "test"]).then(
+        () => ({ code: 0, err: "" }),
+        (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, err: err.stderr ?? "" }),
+      );
+    const typo = await attempt(["--link", "file:// → file://"]);
+    expect(typo.code).toBe(2);
+    expect(typo.err).toContain(`its link is "${fx.runtime.deps.link.link}"`);
+    expect((await fx.runtime.db.query(`SELECT 1 FROM settings WHERE name = 'LINK_PAUSED'`)).rows).toEqual([]);
+    expect((await attempt(["--link", "s3://other → s3://elsewhere", "--any-link"])).code).toBe(0);
+    expect((await fx.runtime.db.query<{ scope: string }>(`SELECT scope FROM settings WHERE name = 'LINK_PAUSED'`)).rows).toEqual([{ scope: "s3://other → s3://elsewhere" }]);
   }, 60_000);
 
   it("queues a value leaves out keep their default (not 1)", () => {

@@ -4,6 +4,7 @@ import { readSettings, resetSetting, settingHistory, writeSetting } from "@fleet
 import type { SettingChangeRow, StoredSetting } from "@fleet/db/sql/settings";
 import { LIVE_SETTINGS, checkLiveValue, isLiveSettingName } from "@fleet/jobs/liveSettingsCatalogue";
 import type { LiveSettingName } from "@fleet/jobs/liveSettingsCatalogue";
+import { transferLabels } from "@fleet/jobs/migration/transferLabels";
 import type { Run } from "../cliRun";
 import { UsageError, print } from "../cliRun";
 import type { CliContext } from "../context";
@@ -99,12 +100,22 @@ export function registerSettingsCommands(program: Command, run: Run): void {
     .command("set <name> <value>")
     .description("set a live setting for the fleet (or one --link); checked like its environment variable")
     .option("--link <label>", "only for this link (its label as `fleet migrate status` shows it: source → destination)")
+    .option("--any-link", "with --link: a link other than this configuration's (workers configured with other storages)")
     .option("--by <who>", "who makes the change, for the history (default: user@host)")
     .option("--json", "machine-readable output")
-    .action((name: string, value: string, opts: { link?: string; by?: string; json?: boolean }) =>
+    .action((name: string, value: string, opts: { link?: string; anyLink?: boolean; by?: string; json?: boolean }) =>
       run(async (ctx) => {
         const setting = settingName(name);
         if (opts.link !== undefined && !LIVE_SETTINGS[setting].perLink) throw new UsageError(`${setting} is fleet-wide: it cannot be set per link`);
+        if (opts.link !== undefined && !opts.anyLink) {
+          // A label no worker uses was accepted and did nothing (found by a new operator's
+          // walkthrough): the link must be this configuration's, unless --any-link says otherwise.
+          const { deps } = await ctx.runtime({ database: false });
+          const configured = transferLabels(deps.source, deps.destination).link;
+          if (opts.link !== configured) {
+            throw new UsageError(`no link "${opts.link}" in this configuration: its link is "${configured}" (as fleet migrate status and the metrics name it); for workers configured with other storages add --any-link`);
+          }
+        }
         const issue = checkLiveValue(setting, value);
         if (issue) throw new UsageError(`${setting}: ${issue} (got ${JSON.stringify(value)})`);
         const change = await writeSetting(await ctx.database(), setting, opts.link ?? "", value, whoAmI(opts.by));
