@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { fleet, fleetJson } from "./runFleet";
 
@@ -19,6 +20,7 @@ describe("fleet inventory", () => {
   let db: pg.Client;
   let root: string;
   let env: Record<string, string>;
+  const prefix = uniquePrefix("cli-inventory");
 
   beforeAll(async () => {
     database = await createTestDatabase();
@@ -26,9 +28,10 @@ describe("fleet inventory", () => {
     await db.connect();
     root = await mkdtemp(join(tmpdir(), "fleet-inventory-cli-"));
     await chmod(root, 0o755);
-    env = { DATABASE_URL: database.url, SOURCE_URL: join(root, "share"), LOG_LEVEL: "warn" };
+    env = { DATABASE_URL: database.url, REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, SOURCE_URL: join(root, "share"), LOG_LEVEL: "warn" };
   });
   afterAll(async () => {
+    await cleanupPrefix(testRedisUrl(), prefix);
     await db?.end();
     await database?.drop();
     await rm(root, { recursive: true, force: true });
@@ -49,6 +52,8 @@ describe("fleet inventory", () => {
       expect(r.out).toMatch(/^scanned 3 files \(\d+ B\) of local:.*share in \d+s \(.* files\/s\)\n {2}new 3, changed 0/);
       expect(r.out).toContain("1 folders or files could not be read and were skipped");
       expect(r.err).toContain("fleet: could not read locked (skipped)");
+      // The new files go into ranges now, not when the scheduler's idle watcher next looks.
+      expect(r.err).toContain("fleet: 3 new or changed files: their migration is queued (seed-ranges)");
       const { rows } = await db.query(`SELECT uri FROM source_files ORDER BY uri`);
       expect(rows.map((x) => x.uri)).toEqual(["a/1.txt", "a/2.txt", "z.txt"]);
     } finally {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { fleet, fleetJson } from "./runFleet";
 
 /**
@@ -18,6 +19,7 @@ describe("fleet inventory re-scan with an unreadable folder", () => {
   let db: pg.Client;
   let root: string;
   let env: Record<string, string>;
+  const prefix = uniquePrefix("cli-inventory-unreadable");
 
   beforeAll(async () => {
     database = await createTestDatabase();
@@ -25,9 +27,10 @@ describe("fleet inventory re-scan with an unreadable folder", () => {
     await db.connect();
     root = await mkdtemp(join(tmpdir(), "fleet-unreadable-"));
     await chmod(root, 0o755);
-    env = { DATABASE_URL: database.url, SOURCE_URL: join(root, "share"), LOG_LEVEL: "warn" };
+    env = { DATABASE_URL: database.url, REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, SOURCE_URL: join(root, "share"), LOG_LEVEL: "warn" };
   });
   afterAll(async () => {
+    await cleanupPrefix(testRedisUrl(), prefix);
     await db?.end();
     await database?.drop();
     await rm(root, { recursive: true, force: true });

@@ -45,6 +45,9 @@ export const inventoryScan = defineFleetJob("inventory-scan", contract, {
       ...(payload.restart ? { restart: true } : {}),
       onProgress: (p) => void ctx.progress({ files: p.files, bytes: p.bytes, expected: p.expected }).catch(() => {}),
     });
+    // New files (and new versions) go into ranges now, not when the scheduler's idle watcher
+    // next looks (up to an hour after a quiet spell).
+    if (result.new + result.changed > 0) await ctx.deps.jobs.enqueue("seed-ranges", {});
     // The job's return value is kept in Redis: the first keys only (migration_log has the summary too).
     return { ...result, vanishedKeys: result.vanishedKeys.slice(0, 20), unreadable: result.unreadable.slice(0, 20) };
   },
