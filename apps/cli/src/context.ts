@@ -1,4 +1,4 @@
-import { readEnv } from "@fleet/core/config";
+import { misspelledVariables, readEnv } from "@fleet/core/config";
 import { createLogger } from "@fleet/core/logger";
 import type { Logger } from "@fleet/core/logger";
 import { redactUrl } from "@fleet/core/logger";
@@ -7,7 +7,10 @@ import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { createPool } from "@fleet/db/pool";
 import type { DbPool } from "@fleet/db/pool";
 import { QUEUES } from "@fleet/jobs/contracts";
-import { loadCliConfig } from "./config";
+import { dashboardSchema } from "@fleet/dashboard/config";
+import { schedulerSchema } from "@fleet/scheduler/config";
+import { workerSchema } from "@fleet/worker/config";
+import { cliSchema, loadCliConfig } from "./config";
 import type { CliConfig } from "./config";
 
 /** What a command needs; built lazily so `fleet --help` connects to nothing. */
@@ -44,6 +47,8 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
   const merged = readEnv(env);
   const config = loadCliConfig(merged);
   const log = createLogger({ ...config, name: "fleet", isTty: process.stderr.isTTY, destination: process.stderr });
+  // Against every app's variables: one environment often serves them all.
+  for (const warning of misspelledVariables([cliSchema, workerSchema, schedulerSchema, dashboardSchema], merged)) process.stderr.write(`fleet: warning: ${warning}\n`);
   let runtime: FleetRuntime | undefined;
   let pool: DbPool | undefined;
   let databaseChecked = false;

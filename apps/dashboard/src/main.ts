@@ -1,16 +1,19 @@
 import { assertCompleteBuild } from "@fleet/core/buildStamp";
-import { readEnv } from "@fleet/core/config";
+import { misspelledVariables, readEnv } from "@fleet/core/config";
+import type { Env } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { createLogger } from "@fleet/core/logger";
 import { Shutdown } from "@fleet/core/shutdown";
-import { loadDashboardConfig } from "./config";
+import { loadDashboardConfig, dashboardSchema } from "./config";
 import { startDashboard } from "./startDashboard";
 
 async function main(): Promise<void> {
   assertCompleteBuild("dashboard");
   let config;
+  let env: Env = {};
   try {
-    config = loadDashboardConfig(readEnv(process.env));
+    env = readEnv(process.env);
+    config = loadDashboardConfig(env);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`fleet dashboard: ${err.message}\n`);
@@ -19,6 +22,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger({ ...config, name: "dashboard", isTty: process.stdout.isTTY });
+  for (const warning of misspelledVariables(dashboardSchema, env)) log.warn(warning);
   try {
     const dashboard = await startDashboard(config, log);
     const shutdown = new Shutdown({ log, deadlineMs: 15_000 });

@@ -1,15 +1,18 @@
 import { assertCompleteBuild } from "@fleet/core/buildStamp";
-import { readEnv } from "@fleet/core/config";
+import { misspelledVariables, readEnv } from "@fleet/core/config";
+import type { Env } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { createLogger } from "@fleet/core/logger";
-import { loadSchedulerConfig } from "./config";
+import { loadSchedulerConfig, schedulerSchema } from "./config";
 import { runScheduler } from "./runScheduler";
 
 async function main(): Promise<void> {
   assertCompleteBuild("scheduler");
   let config;
+  let env: Env = {};
   try {
-    config = loadSchedulerConfig(readEnv(process.env));
+    env = readEnv(process.env);
+    config = loadSchedulerConfig(env);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`fleet scheduler: ${err.message}\n`);
@@ -18,6 +21,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger({ ...config, name: "scheduler", isTty: process.stdout.isTTY });
+  for (const warning of misspelledVariables(schedulerSchema, env)) log.warn(warning);
   try {
     const scheduler = await runScheduler(config, log);
     scheduler.shutdown.listen();

@@ -1,15 +1,18 @@
 import { assertCompleteBuild } from "@fleet/core/buildStamp";
-import { readEnv } from "@fleet/core/config";
+import { misspelledVariables, readEnv } from "@fleet/core/config";
+import type { Env } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { createLogger } from "@fleet/core/logger";
-import { loadWorkerConfig } from "./config";
+import { loadWorkerConfig, workerSchema } from "./config";
 import { startWorker } from "./startWorker";
 
 async function main(): Promise<void> {
   assertCompleteBuild("worker");
   let config;
+  let env: Env = {};
   try {
-    config = loadWorkerConfig(readEnv(process.env));
+    env = readEnv(process.env);
+    config = loadWorkerConfig(env);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`fleet worker: ${err.message}\n`);
@@ -18,6 +21,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger({ ...config, name: "worker", isTty: process.stdout.isTTY });
+  for (const warning of misspelledVariables(workerSchema, env)) log.warn(warning);
   try {
     const worker = await startWorker(config, log);
     worker.shutdown.listen();

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
-import { databaseFields, describeConfig, envBool, envDuration, envInt, parseConfig, readEnv, redisFields } from "./config";
+import { databaseFields, describeConfig, envBool, envDuration, envInt, misspelledVariables, parseConfig, readEnv, redisFields } from "./config";
 import { ConfigError } from "./errors";
 
 const schema = z.object({
@@ -75,5 +75,25 @@ describe("config", () => {
   it("describes variables for docs", () => {
     const rows = describeConfig(schema);
     expect(rows.find((r) => r.name === "WORKERS")).toEqual({ name: "WORKERS", description: "worker count", default: "2" });
+  });
+
+  it("names variables that look like misspellings of known ones (a typo silently left the default in force)", () => {
+    const known = z.object({ RUN_WINDOWS: envBool(true), COPY_CONCURRENCY: envInt(16, 1), BATCH_SIZE: envInt(10_000, 1), ...databaseFields });
+    const env = {
+      RUN_WINDOW: "false", // one letter short
+      COPY_CONCURENCY: "8", // one letter dropped
+      BACTH_SIZE: "500", // two letters swapped
+      BATCH_SIZE: "100", // known
+      DATABASE_URL_FILE: "/run/secrets/db", // a secret given as a file
+      HOSTNAME: "vm", // not Fleet's, and not close to a Fleet variable
+      lower_case: "x",
+    };
+    expect(misspelledVariables(known, env)).toEqual([
+      "RUN_WINDOW is not a Fleet variable (ignored): did you mean RUN_WINDOWS?",
+      "COPY_CONCURENCY is not a Fleet variable (ignored): did you mean COPY_CONCURRENCY?",
+      "BACTH_SIZE is not a Fleet variable (ignored): did you mean BATCH_SIZE?",
+    ]);
+    // Another app's variable is not a misspelling of this one's.
+    expect(misspelledVariables(known, { RUN_WINDOW: "x" }, ["RUN_WINDOW"])).toEqual([]);
   });
 });

@@ -191,3 +191,40 @@ export const envDurationList = (def: string) =>
         return z.NEVER;
       }
     });
+
+/**
+ * Variables of `env` that look like misspellings of the schema's (`RUN_WINDOW` for
+ * RUN_WINDOWS, `COPY_CONCURENCY`): upper-case names one or two edits away from a variable of
+ * the schemas, which is not one itself (nor one of `alsoKnown`: another app's variables) nor a
+ * secret's NAME_FILE. Fleet ignores variables it
+ * does not know, so a typo silently left the default in force (found by a new operator's
+ * walkthrough); the apps log these as warnings at start.
+ */
+export function misspelledVariables(schemas: z.ZodObject | readonly z.ZodObject[], env: Env, alsoKnown: readonly string[] = []): string[] {
+  const list = Array.isArray(schemas) ? (schemas as readonly z.ZodObject[]) : [schemas as z.ZodObject];
+  const known = [...new Set(list.flatMap((schema) => Object.keys(schema.shape as Record<string, z.ZodType>)))];
+  const knownSet = new Set([...known, ...alsoKnown]);
+  const secretFiles = new Set(list.flatMap((schema) => secretNames(schema)).map((name) => `${name}_FILE`));
+  const warnings: string[] = [];
+  for (const name of Object.keys(env)) {
+    if (knownSet.has(name) || secretFiles.has(name) || name.length < 6 || !/^[A-Z][A-Z0-9_]*$/.test(name)) continue;
+    const near = known.filter((k) => Math.abs(k.length - name.length) <= 2 && editDistance(k, name) <= 2);
+    if (near.length > 0) warnings.push(`${name} is not a Fleet variable (ignored): did you mean ${near.join(" or ")}?`);
+  }
+  return warnings;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}

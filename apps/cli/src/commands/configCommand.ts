@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import type { z } from "zod";
-import { readEnvSources } from "@fleet/core/config";
+import { misspelledVariables, readEnvSources } from "@fleet/core/config";
 import { dashboardSchema } from "@fleet/dashboard/config";
 import { schedulerSchema } from "@fleet/scheduler/config";
 import { workerSchema } from "@fleet/worker/config";
@@ -107,7 +107,8 @@ export function registerConfigCommand(program: Command, env: NodeJS.ProcessEnv):
       try {
         if (opts.app !== undefined && !(opts.app in APP_SCHEMAS)) throw new UsageError(`--app is one of ${Object.keys(APP_SCHEMAS).join(", ")}`);
         const { rows, envFile } = configRows(env, opts.app as AppName | undefined);
-        print(opts.json, { envFile, variables: rows }, formatConfig(rows, envFile));
+        const warnings = misspelledVariables(Object.values(APP_SCHEMAS), readEnvSources(env).env);
+        print(opts.json, { envFile, variables: rows, warnings }, [formatConfig(rows, envFile), ...warnings.map((w) => `warning: ${w}`)].join("\n"));
       } catch (err) {
         process.exitCode = reportFailure(err, undefined);
       }
