@@ -42,9 +42,16 @@ export function changeBetween(before: Stats, after: Stats): string | undefined {
  * first fstat (found by review: a 64 KiB file rewritten in place while read was recorded
  * SUCCESS with a mix of two versions). Git's "racy" rule: such a file is waited out — once the
  * clock has moved past its ctime by more than a tick, any further write moves ctime — and
- * stat'ed again. Only recently modified files pay (at most ~20 ms each).
+ * stat'ed again. Only recently modified files pay (at most ~100 ms each).
+ *
+ * Why 100 ms, not a tick or two: the kernel sets ctime when a write *starts*, before it copies
+ * the bytes. A writer preempted in the middle of a write leaves ctime old while its bytes are
+ * still landing; a wait shorter than that preemption lets a torn read through with every
+ * timestamp unchanged (seen in CI on a loaded 2-core machine: 1 torn copy with a 20 ms wait).
+ * No timestamp can rule it out entirely: a writer stopped mid-write for longer than this is
+ * not seen (docs/architecture.md).
  */
-const RACY_MS = 20;
+const RACY_MS = 100;
 // A ctime this far ahead of our clock (a skewed file server) cannot be waited out: not judged.
 const FUTURE_MS = 1_000;
 // A file modified again each time it is waited out is being written: copied later.
