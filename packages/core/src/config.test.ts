@@ -77,6 +77,12 @@ describe("config", () => {
     expect(rows.find((r) => r.name === "WORKERS")).toEqual({ name: "WORKERS", description: "worker count", default: "2" });
   });
 
+  it("REDIS_URL must be a redis:// or rediss:// URL (an http:// one was taken, then reported as Redis not answering)", () => {
+    const parse = (url: string) => () => parseConfig(z.object({ ...redisFields }), { REDIS_URL: url });
+    expect(parse("http://127.0.0.1:6379")).toThrow(/REDIS_URL: expected a redis:\/\/ or rediss:\/\/ URL/);
+    expect(parse("rediss://cache.example:6380/2")).not.toThrow();
+  });
+
   it("names variables that look like misspellings of known ones (a typo silently left the default in force)", () => {
     const known = z.object({ RUN_WINDOWS: envBool(true), COPY_CONCURRENCY: envInt(16, 1), BATCH_SIZE: envInt(10_000, 1), ...databaseFields });
     const env = {

@@ -126,7 +126,14 @@ export const envList = (def: string) =>
 // ---- shared fragments, composed into each app's schema ----
 
 export const redisFields = {
-  REDIS_URL: secret(z.string().url().default("redis://127.0.0.1:6379").describe("Redis used by BullMQ (redis:// or rediss://)")),
+  REDIS_URL: secret(
+    z
+      .string()
+      .url()
+      .regex(/^rediss?:\/\//, "expected a redis:// or rediss:// URL")
+      .default("redis://127.0.0.1:6379")
+      .describe("Redis used by BullMQ (redis:// or rediss://)"),
+  ),
   FLEET_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.:-]+$/, "letters, digits and _.:- only")

@@ -97,7 +97,9 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         const lines = [
           requested > 0
             ? `re-queued ${requested.toLocaleString("en-US")} files (${Object.entries(result.requested).map(([c, n]) => `${c} ${n}`).join(", ")}) for retry-failed (operation ${result.jobId})`
-            : "nothing re-queued: no failed file matches",
+            : skipped.length > 0
+              ? "nothing re-queued: every matching file failed for a permanent reason"
+              : "nothing re-queued: no failed file matches",
           ...(skipped.length > 0
             ? [`left alone, permanent: ${skipped.map(([c, n]) => `${c} ${n}`).join(", ")} — fix the cause, then add --include-permanent`]
             : []),

@@ -98,7 +98,8 @@ export class LocalStorage implements Storage {
       const code = errorCode(err);
       if (role === "destination" && code === "ENOENT") {
         await mkdir(path, { recursive: true }).catch((e: unknown) => {
-          throw new PermanentError("bad-config", `destination ${path} does not exist and cannot be created: ${(e as Error).message}`, { cause: e });
+          // The cause's own message is shown with it: naming only its code here (it was said twice).
+          throw new PermanentError("bad-config", `destination ${path} does not exist and cannot be created (${errorCode(e) ?? "error"}): check DESTINATION_URL and the permissions of its parent folder`, { cause: e });
         });
         this.rootSeen = true;
         return;
