@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,6 +46,8 @@ describe("fleet inventory", () => {
     }
     await writeFile(join(root, "outside.txt"), "outside");
     await symlink(join(root, "outside.txt"), join(share, "link-out.txt"));
+    await symlink(join(share, "gone.txt"), join(share, "dangling.txt"));
+    execFileSync("mkfifo", [join(share, "a", "pipe")]);
     await chmod(join(share, "locked"), 0o000);
     try {
       const r = await fleet(env, ["inventory", "scan"], { uid: NOBODY, gid: NOBODY, cwd: root });
@@ -52,6 +55,11 @@ describe("fleet inventory", () => {
       expect(r.out).toMatch(/^scanned 3 files \(\d+ B\) of local:.*share in \d+s \(.* files\/s\)\n {2}new 3, changed 0/);
       expect(r.out).toContain("1 folders or files could not be read and were skipped");
       expect(r.err).toContain("fleet: could not read locked (skipped)");
+      // Entries that are not files are skipped, and said so (they used to be left out without a word).
+      expect(r.out).toContain("3 entries are not files and were skipped");
+      expect(r.err).toContain("fleet: not a file, skipped: a/pipe (a FIFO)");
+      expect(r.err).toContain("fleet: not a file, skipped: dangling.txt (a dangling symlink)");
+      expect(r.err).toContain("fleet: not a file, skipped: link-out.txt (a symlink out of the root)");
       // The new files go into ranges now, not when the scheduler's idle watcher next looks.
       expect(r.err).toContain("fleet: 3 new or changed files: their migration is queued (seed-ranges)");
       const { rows } = await db.query(`SELECT uri FROM source_files ORDER BY uri`);

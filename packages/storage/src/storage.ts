@@ -109,6 +109,12 @@ export interface ListOptions extends ReadOptions {
    * Without it, such an entry fails the listing.
    */
   onUnreadable?: (key: string, error: FleetError) => void;
+  /**
+   * An entry that is not an object of this storage — a symlink that dangles or leads out of
+   * the root, a FIFO, socket or device — is reported here with what it is. It is skipped
+   * either way (adapters that have no such entries never call it).
+   */
+  onSkipped?: (key: string, what: string) => void;
 }
 
 export interface Storage {

@@ -63,6 +63,7 @@ export function registerInventoryCommands(program: Command, run: Run): void {
           bar.stop();
           print(opts.json, result, formatScan(result));
           for (const key of result.unreadable.slice(0, SHOWN)) process.stderr.write(`fleet: could not read ${key} (skipped)\n`);
+          for (const entry of result.skipped.slice(0, SHOWN)) process.stderr.write(`fleet: not a file, skipped: ${entry}\n`);
           await queueMigrationOfNew(ctx, result.new + result.changed);
         } catch (err) {
           bar.stop();
@@ -142,6 +143,7 @@ function formatScan(r: ScanResult): string {
     if (r.vanished > SHOWN) lines.push(`  … and ${(r.vanished - SHOWN).toLocaleString("en-US")} more (--json lists up to 1,000)`);
   }
   if (r.unreadable.length > 0) lines.push(`${r.unreadable.length} folders or files could not be read and were skipped (listed on stderr; fix their permissions and scan again)`);
+  if (r.skipped.length > 0) lines.push(`${r.skipped.length} entries are not files and were skipped: symlinks that dangle or lead out of the source, FIFOs, sockets, devices (listed on stderr; --json lists up to 1,000)`);
   return lines.join("\n");
 }
 

@@ -175,6 +175,8 @@ export interface ScanCursor {
    */
   lookUp?: boolean;
   counts: MergeCounts & { files: number };
+  /** Entries that are not files, with what they are ("key (a FIFO)"; first ones; absent in cursors of older versions). */
+  skipped?: string[];
   /** Folders or files that could not be read (first ones). */
   unreadable: string[];
 }

@@ -49,6 +49,6 @@ export const inventoryScan = defineFleetJob("inventory-scan", contract, {
     // next looks (up to an hour after a quiet spell).
     if (result.new + result.changed > 0) await ctx.deps.jobs.enqueue("seed-ranges", {});
     // The job's return value is kept in Redis: the first keys only (migration_log has the summary too).
-    return { ...result, vanishedKeys: result.vanishedKeys.slice(0, 20), unreadable: result.unreadable.slice(0, 20) };
+    return { ...result, vanishedKeys: result.vanishedKeys.slice(0, 20), unreadable: result.unreadable.slice(0, 20), skipped: result.skipped.slice(0, 20) };
   },
 });

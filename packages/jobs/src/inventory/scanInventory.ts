@@ -51,6 +51,8 @@ export interface ScanResult extends MergeCounts {
   vanishedKeys: string[];
   /** Folders or files that could not be read and were skipped (up to 1,000). */
   unreadable: string[];
+  /** Entries that are not files and were skipped, with what they are: `key (a dangling symlink)` (up to 1,000). */
+  skipped: string[];
   seconds: number;
 }
 
@@ -115,6 +117,7 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
       vanished: vanished.length,
       vanishedKeys: vanished.slice(0, MAX_LISTED_KEYS).map((v) => v.uri),
       unreadable: cursor.unreadable,
+      skipped: cursor.skipped ?? [],
       seconds: (Date.now() - startedAt) / 1000,
     };
     const { vanishedKeys: _keys, ...summary } = result;
@@ -125,7 +128,7 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
         job: "inventory-scan",
         subject: `inventory:${source.label}`,
         message: "inventory scan finished",
-        details: { ...summary, vanishedKeys: result.vanishedKeys.slice(0, 100), unreadable: result.unreadable.slice(0, 100) },
+        details: { ...summary, vanishedKeys: result.vanishedKeys.slice(0, 100), unreadable: result.unreadable.slice(0, 100), skipped: result.skipped.slice(0, 100) },
       },
     ]).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
     return result;
@@ -154,6 +157,10 @@ async function listInBatches(options: ScanOptions, cursor: ScanCursor, batchSize
       onUnreadable: (key, error) => {
         options.log.warn({ key, err: error.message }, "cannot read this folder or file: skipped");
         if (cursor.unreadable.length < MAX_LISTED_KEYS) cursor.unreadable.push(key);
+      },
+      onSkipped: (key, what) => {
+        const skipped = (cursor.skipped ??= []);
+        if (skipped.length < MAX_LISTED_KEYS) skipped.push(`${key} (${what})`);
       },
     });
     for await (const object of listing) {

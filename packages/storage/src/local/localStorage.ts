@@ -264,7 +264,7 @@ export class LocalStorage implements Storage {
           }
           return entries;
         },
-        objectOf: (key, entry) => this.listedObject(key, entry.symlink),
+        objectOf: (key, entry) => this.listedObject(key, entry.symlink, options.onSkipped),
       },
       start,
       p,
@@ -278,7 +278,7 @@ export class LocalStorage implements Storage {
 
   // Symlinked directories are not followed (cycles); symlinks that dangle, leave the root or
   // name something other than a file are not objects of this storage; nor are FIFOs etc.
-  private async listedObject(key: string, symlink: boolean): Promise<ObjectInfo | null> {
+  private async listedObject(key: string, symlink: boolean, onSkipped?: (key: string, what: string) => void): Promise<ObjectInfo | null> {
     const abs = this.root.abs(key);
     try {
       // A plain entry is stat'ed synchronously: a listing stats every file, and on a local disk
@@ -287,10 +287,21 @@ export class LocalStorage implements Storage {
       // The walk stats at most STAT_BATCH entries between yields, so on a slow network mount
       // the event loop is held for at most that many round trips at a time.
       const info = symlink ? await statPath(await this.root.resolveInside(abs, key)) : lstatSync(abs, { throwIfNoEntry: false });
-      if (!info) return null;
-      return info.isFile() ? { key, size: info.size, modifiedAt: info.mtime } : null;
+      if (!info) return null; // removed while we listed
+      if (info.isFile()) return { key, size: info.size, modifiedAt: info.mtime };
+      // Not silently: an operator reconciling counts must see what the scan left out (found by
+      // a new operator's walkthrough: a FIFO and two symlinks were missing without a word).
+      onSkipped?.(key, symlink ? (info.isDirectory() ? "a symlink to a folder (not followed)" : "a symlink to something other than a file") : kindOf(info));
+      return null;
     } catch (err) {
-      if (isNotFound(err) || (err instanceof FleetError && err.category === "invalid-key")) return null;
+      if (err instanceof FleetError && err.category === "invalid-key") {
+        onSkipped?.(key, "a symlink out of the root");
+        return null;
+      }
+      if (isNotFound(err)) {
+        if (symlink) onSkipped?.(key, "a dangling symlink");
+        return null;
+      }
       throw toStorageError("list", key, err);
     }
   }
@@ -392,4 +403,12 @@ export class LocalStorage implements Storage {
       );
     }
   }
+}
+
+/** What a directory entry that is not a file is, in words. */
+function kindOf(info: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): string {
+  if (info.isFIFO()) return "a FIFO";
+  if (info.isSocket()) return "a socket";
+  if (info.isBlockDevice() || info.isCharacterDevice()) return "a device";
+  return "not a regular file";
 }
