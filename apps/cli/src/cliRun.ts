@@ -41,10 +41,18 @@ export function makeRun(env: NodeJS.ProcessEnv): Run {
     } catch (err) {
       process.exitCode = reportFailure(err, ctx?.config.DATABASE_URL ?? env.DATABASE_URL);
     } finally {
-      await ctx?.close().catch(() => {});
+      // A connection whose server stopped answering (a read abandoned by Ctrl-C) would keep
+      // the pool's close waiting for good (found by review: --watch hung after Ctrl-C).
+      const closed = ctx ? await Promise.race([ctx.close().then(() => true, () => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), CLOSE_WAIT_MS).unref())]) : true;
+      if (!closed) {
+        process.stderr.write(`fleet: a connection did not close within ${CLOSE_WAIT_MS / 1000} s (its server stopped answering): exiting anyway\n`);
+        process.exit(process.exitCode ?? 1);
+      }
     }
   };
 }
+
+const CLOSE_WAIT_MS = 5_000;
 
 /** Prints why a command failed and returns its exit code. */
 export function reportFailure(err: unknown, databaseUrl: string | undefined): number {

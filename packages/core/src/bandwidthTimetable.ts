@@ -1,4 +1,4 @@
-import { DateTime } from "luxon";
+import { DateTime, IANAZone } from "luxon";
 
 /**
  * A bandwidth limit with a timetable, written as rclone's `--bwlimit`:
@@ -100,19 +100,23 @@ const HOUR_MS = 3_600_000;
  * the local time just before they went back, the latest the clock had read. Otherwise undefined.
  */
 function latestWallReached(at: Date, timeZone: string): DateTime | undefined {
+  const zone = IANAZone.create(timeZone);
   const t = at.getTime();
-  const offsetAt = (ms: number) => DateTime.fromMillis(ms, { zone: timeZone }).offset;
-  const now = offsetAt(t);
-  const back = offsetAt(t - 3 * HOUR_MS) - now; // minutes the clocks went back since then
+  const now = zone.offset(t);
+  const old = zone.offset(t - 3 * HOUR_MS);
+  const back = old - now; // minutes the clocks went back since then
   if (back <= 0) return undefined;
-  // The instant they went back: the first with today's offset.
-  let lo = t - 3 * HOUR_MS;
+  // Past the repeated stretch, exactly: `back` minutes ago the offset was already today's
+  // (found by review: judging it from the search below, at 1 s precision, kept the old entry
+  // up to ~0.4 s into the new one).
+  if (zone.offset(t - back * 60_000) !== old) return undefined;
+  // Inside it: the instant they went back, the first with today's offset.
+  let lo = t - back * 60_000;
   let hi = t;
   while (hi - lo > 1_000) {
     const mid = Math.floor((lo + hi) / 2);
-    if (offsetAt(mid) === now) hi = mid;
+    if (zone.offset(mid) === now) hi = mid;
     else lo = mid;
   }
-  if (t >= hi + back * 60_000) return undefined; // past the repeated stretch
   return DateTime.fromMillis(lo, { zone: timeZone }); // still the old offset: the clock's furthest
 }

@@ -130,7 +130,7 @@ export const redisFields = {
     z
       .string()
       .url()
-      .regex(/^rediss?:\/\//, "expected a redis:// or rediss:// URL")
+      .regex(/^rediss?:\/\//i, "expected a redis:// or rediss:// URL")
       .default("redis://127.0.0.1:6379")
       .describe("Redis used by BullMQ (redis:// or rediss://)"),
   ),
@@ -212,9 +212,15 @@ export function misspelledVariables(schemas: z.ZodObject | readonly z.ZodObject[
   const known = [...new Set(list.flatMap((schema) => Object.keys(schema.shape as Record<string, z.ZodType>)))];
   const knownSet = new Set([...known, ...alsoKnown]);
   const secretFiles = new Set(list.flatMap((schema) => secretNames(schema)).map((name) => `${name}_FILE`));
+  // Kubernetes injects service links for every Service in the namespace (`sftp` → SFTP_PORT=
+  // tcp://…, SFTP_SERVICE_HOST, SFTP_PORT_22_TCP_ADDR…): not typos (found by review: "did you
+  // mean SMTP_PORT?" at every start of a worker next to an SFTP server's Service).
+  const services = new Set(Object.keys(env).flatMap((name) => /^(.+)_SERVICE_HOST$/.exec(name)?.[1] ?? []));
+  const serviceLink = (name: string) =>
+    /^tcp:\/\/|^udp:\/\//.test(env[name] ?? "") || /_PORT_\d+_(TCP|UDP|SCTP)/.test(name) || [...services].some((service) => name.startsWith(`${service}_`));
   const warnings: string[] = [];
   for (const name of Object.keys(env)) {
-    if (knownSet.has(name) || secretFiles.has(name) || name.length < 6 || !/^[A-Z][A-Z0-9_]*$/.test(name)) continue;
+    if (knownSet.has(name) || secretFiles.has(name) || name.length < 6 || !/^[A-Z][A-Z0-9_]*$/.test(name) || serviceLink(name)) continue;
     const near = known.filter((k) => Math.abs(k.length - name.length) <= 2 && editDistance(k, name) <= 2);
     if (near.length > 0) warnings.push(`${name} is not a Fleet variable (ignored): did you mean ${near.join(" or ")}?`);
   }

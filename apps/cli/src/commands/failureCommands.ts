@@ -10,6 +10,8 @@ import { QUEUES } from "@fleet/jobs/contracts";
 import { migrationBlockerSources, readBlockers } from "@fleet/jobs/status/blockers";
 import { describeBlocker } from "@fleet/jobs/status/migrationNumbers";
 import { liveMigrationWindow } from "@fleet/jobs/status/readMigrationStatus";
+import { namedLink } from "@fleet/jobs/migration/transferLabels";
+import type { CliContext } from "../context";
 import type { Run } from "../cliRun";
 import { UsageError, collect, integerOption, print } from "../cliRun";
 import { formatFailures } from "./status";
@@ -40,7 +42,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
     .command("failures")
     .description("failed and retrying files (path, category, message, attempts, last try) with a summary per category")
     .option("--category <c>", "only this category (repeatable)", collect(String))
-    .option("--link <source>", "only files read from this source location, as status shows links (file://, sftp://user@host:22, s3://bucket)")
+    .option("--link <link>", "only files of this link as status shows it (this configuration's link label, or a source location: file://, sftp://user@host:22, s3://bucket)")
     .option("--since <when>", "last try at or after: an ISO date/time or a duration ago (2h)", sinceOption)
     .option("--state <s>", `failed, retrying or killed (repeatable; default failed and retrying)`, collect(stateOption))
     .option("--text <s>", "path or message contains this (any case)")
@@ -54,7 +56,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         const policy = { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES };
         const filter = {
           ...(opts.category ? { categories: opts.category } : {}),
-          ...(opts.link ? { link: opts.link } : {}),
+          ...(opts.link ? await linkFilter(ctx, opts.link) : {}),
           ...(opts.since ? { since: opts.since } : {}),
           ...(opts.state ? { states: opts.state } : {}),
           ...(opts.text ? { text: opts.text } : {}),
@@ -157,3 +159,16 @@ function formatRows(rows: readonly FailureRow[]): string {
 }
 
 const oneLine = (s: string | null) => (s ?? "").replace(/\s+/g, " ").slice(0, 300);
+
+/**
+ * `--link` as status shows it: this configuration's link label (or its source's label) means
+ * the files read from under its source root; anything else is a source location (`file://`,
+ * `s3://bucket`). Found by review: status names the configured link by its label now, and that
+ * label found no failures.
+ */
+async function linkFilter(ctx: CliContext, link: string): Promise<{ link: string } | { sourceRoot: string }> {
+  const { deps } = await ctx.runtime({ database: false });
+  const named = namedLink(deps.source, deps.destination);
+  const source = link.split("→")[0]!.trim();
+  return source === named.source ? { sourceRoot: named.sourceRoot } : { link };
+}

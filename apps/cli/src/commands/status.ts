@@ -1,4 +1,5 @@
 import { MultiBar, Presets } from "cli-progress";
+import { ReportedFailure } from "../cliRun";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
 import { transferLinkRates } from "@fleet/db/sql/reports";
@@ -140,7 +141,13 @@ export const fmtRate = formatFilesPerSec;
  * held, why — on every redraw.
  */
 export async function watchStatus(readReport: () => Promise<StatusReport>, signal: AbortSignal, intervalMs = 1_000): Promise<StatusReport> {
-  let report = await readReport();
+  // Ctrl-C before the first report: nothing to show, exit 130.
+  let report = await new Promise<StatusReport>((resolve, reject) => {
+    const onAbort = () => reject(new ReportedFailure(130));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    readReport().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
   // Ctrl-C ends the watch also while a read waits (Redis or PostgreSQL gone mid-watch): the
   // last report stands (found by a new operator's walkthrough: Ctrl-C was ignored for good).
   const read = (): Promise<StatusReport> => {

@@ -15,8 +15,10 @@ const STATUS_OF: Record<FailureState, string> = { failed: "FAIL", retrying: "RET
 
 export interface FailureFilter {
   categories?: readonly string[];
-  /** Source location of the file, as `fleet migrate status` shows links: `file://`, `sftp://user@host:22`, `s3://bucket`. */
+  /** Source location of the file: `file://`, `sftp://user@host:22`, `s3://bucket`. */
   link?: string;
+  /** Files read from under this URI prefix: a named link's source root (see reports.ts NamedLink). */
+  sourceRoot?: string;
   /** Last attempt at or after. */
   since?: Date;
   /** Case-insensitive substring of the path or the message. */
@@ -63,6 +65,7 @@ function where(filter: FailureFilter, params: unknown[]): string {
   clauses.push(`m.status = ANY(${add(states)}::file_status[])`);
   if (filter.categories && filter.categories.length > 0) clauses.push(`coalesce(m.error_category, 'unknown') = ANY(${add(filter.categories)}::text[])`);
   if (filter.link) clauses.push(`coalesce(substring(m.old_uri from ${LOCATION}), '?') = ${add(filter.link.split("→")[0]!.trim())}`);
+  if (filter.sourceRoot) clauses.push(`starts_with(m.old_uri, ${add(filter.sourceRoot)})`);
   if (filter.since) clauses.push(`m.last_attempt_date >= ${add(filter.since)}`);
   if (filter.text) {
     const t = add(filter.text.toLowerCase());
