@@ -6,6 +6,7 @@ import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from "fastify";
 import type { Redis } from "ioredis";
 import { ApiLock } from "@fleet/core/apiLock";
+import { RetryableError } from "@fleet/core/errors";
 import type { ContractLookup } from "@fleet/core/jobDefinition";
 import { JobClient } from "@fleet/core/jobClient";
 import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
@@ -13,6 +14,7 @@ import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
 import { postgresCheck, redisCheck, watchDependencies } from "@fleet/jobs/runtime/dependencies";
 import { createPool } from "@fleet/db/pool";
+import { isDatabaseUnavailable } from "@fleet/db/unavailable";
 import { warmPrisma } from "@fleet/db/prismaClient";
 import type { DbPool } from "@fleet/db/pool";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
@@ -56,7 +58,9 @@ const REDIS_GRACE_MS = 3_000;
  * catalogue's queues, the HTTP app, and listens.
  */
 export async function startDashboard(config: DashboardConfig, log: Logger): Promise<RunningDashboard> {
-  const redis = createRedis(config.REDIS_URL, "producer");
+  // A Redis that is frozen rather than down answers nothing and refuses nothing: requests give
+  // up after 3 s (503) instead of hanging (found by review).
+  const redis = createRedis(config.REDIS_URL, "producer", { commandTimeout: 3_000 });
   redis.on("error", (err) => log.debug({ err }, "redis connection error"));
   const db = createPool({
     connectionString: config.DATABASE_URL,
@@ -64,6 +68,7 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
     applicationName: "fleet-dashboard",
     // Reports must not hold a connection forever when a table is locked.
     statementTimeoutMs: 30_000,
+    connectionTimeoutMs: 3_000,
     onIdleError: (err) => log.warn({ err }, "idle database connection lost; it will be replaced"),
   });
   // The account pages and the operation history read through Prisma: its one-off start-up cost
@@ -170,6 +175,13 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     req.log.info({ method: req.method, path: req.url.split("?")[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime), user: actorOf(req.principal) }, "request");
   });
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
+    // PostgreSQL or Redis out of reach: 503 naming it, as /readyz does, not "internal error"
+    // (found by review: every page answered 500 while a dependency was down).
+    const unavailable = dependencyUnavailable(err);
+    if (unavailable) {
+      req.log.warn({ err }, `request failed: ${unavailable}`);
+      return reply.code(503).header("cache-control", "no-store").header("retry-after", "5").send({ error: unavailable });
+    }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     if (status === 500) req.log.error({ err }, "request failed");
     return reply.code(status).header("cache-control", "no-store").send({ error: status === 500 ? "internal error" : clientMessage(err) });
@@ -266,4 +278,13 @@ function clientMessage(err: { code?: string; message: string; statusCode?: numbe
       // Never err.message: Fastify's and plugins' messages can quote the URL or the body.
       return STATUS_CODES[err.statusCode ?? 400]?.toLowerCase() ?? "bad request";
   }
+}
+
+/** "database unavailable" / "redis unavailable" for an error that says the dependency is out of reach, else undefined. */
+function dependencyUnavailable(err: unknown): string | undefined {
+  if (err instanceof RetryableError && err.category === "database") return "database unavailable: try again shortly (see /readyz)";
+  if (isDatabaseUnavailable(err) || /query read timeout|Query read timeout/.test((err as Error)?.message ?? "")) return "database unavailable: try again shortly (see /readyz)";
+  const message = (err as Error)?.message ?? "";
+  if (/Stream isn't writeable|Connection is closed|Command timed out|enableOfflineQueue|ECONNREFUSED.*6379|max retries per request/i.test(message)) return "redis unavailable: try again shortly (see /readyz)";
+  return undefined;
 }

@@ -190,6 +190,17 @@ export interface TransferLinkRow {
 const LOCATION = String.raw`'^([A-Za-z][A-Za-z0-9+.-]*:(?://[^/]*)?)'`;
 
 /**
+ * LOCATION of a URI column without a regex per row where it can (found by review: two regexes
+ * per succeeded file were most of the progress page's 3.3 s at 1M files): `scheme://authority`
+ * by split_part when the first "/" of the URI starts its "://"; the regex otherwise.
+ */
+function location(column: string): string {
+  return `CASE WHEN strpos(${column}, '://') > 0 AND strpos(${column}, '/') = strpos(${column}, '://') + 1
+                THEN split_part(${column}, '/', 1) || '//' || split_part(${column}, '/', 3)
+                ELSE substring(${column} from ${LOCATION}) END`;
+}
+
+/**
  * A link the caller knows by name (the label metrics and `fleet settings --link` use, e.g.
  * `local:/data → s3://archive/x/`): outcomes whose URIs start with its roots are counted under
  * it. Without one, every local path reads as "file://".
@@ -216,15 +227,15 @@ export async function transferLinks(db: Queryable, windowSeconds: number, named:
        SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS n(source, destination, src_root, dst_root, o)
      ), current AS (
        SELECT m.old_uri, m.new_uri, m.size, m.last_attempt_date, m.migration_date,
-              (SELECT n.o FROM named n WHERE starts_with(m.old_uri, n.src_root) AND starts_with(coalesce(m.new_uri, ''), n.dst_root) ORDER BY n.o LIMIT 1) AS link
+              ${named.length === 0 ? "NULL::int8" : "(SELECT n.o FROM named n WHERE starts_with(m.old_uri, n.src_root) AND starts_with(coalesce(m.new_uri, ''), n.dst_root) ORDER BY n.o LIMIT 1)"} AS link
          FROM migration_files m
         WHERE m.status = 'SUCCESS'
           -- An anti-join, not NOT IN (…): with more superseded versions than fit in work_mem,
           -- NOT IN became a subplan scanned per row (found by review: quadratic at 800k).
           AND NOT EXISTS (SELECT 1 FROM source_files s WHERE s.id = m.file_id AND s.superseded_by IS NOT NULL)
      )
-     SELECT coalesce(n.source, substring(c.old_uri from ${LOCATION}), '?') AS source,
-            coalesce(n.destination, substring(c.new_uri from ${LOCATION}), '?') AS destination,
+     SELECT coalesce(n.source, ${location("c.old_uri")}, '?') AS source,
+            coalesce(n.destination, ${location("c.new_uri")}, '?') AS destination,
             count(*)::int8 AS files,
             coalesce(sum(c.size), 0)::int8 AS bytes,
             count(*) FILTER (WHERE c.last_attempt_date > now() - make_interval(secs => $1))::int8 AS "recentFiles",

@@ -1,0 +1,87 @@
+import { migrateDatabase } from "@fleet/db/migrate";
+import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateRedis } from "@fleet/testing/privateRedis";
+import type { PrivateRedis } from "@fleet/testing/privateRedis";
+import { unusedTestDatabase } from "@fleet/testing/testDatabase";
+import { createDashboardFixture, login, send, PASSWORDS } from "./dashboardFixture";
+import type { CookieJar, DashboardFixture } from "./dashboardFixture";
+
+/**
+ * While PostgreSQL or Redis is down the dashboard answers fast and recovers by itself; its pages
+ * and API answer 503 naming the missing dependency, as /readyz does. Found by review: they all
+ * said 500 {"error":"internal error"}.
+ */
+describe("dashboard with PostgreSQL down", () => {
+  let postgres: PrivatePostgres;
+  let fx: DashboardFixture;
+  let base: string;
+  let viewer: CookieJar;
+
+  beforeAll(async () => {
+    postgres = await startPrivatePostgres();
+    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
+    await migrateDatabase({ connectionString: database.url });
+    fx = await createDashboardFixture("dash-pgdown", { DATABASE_URL: database.url });
+    base = fx.dashboard.url;
+    viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+  }, 120_000);
+  afterAll(async () => {
+    await fx?.close();
+    await postgres?.destroy();
+  });
+
+  it("pages answer 503 naming the database while it is down", async () => {
+    expect((await send(base, "/progress.json", { jar: viewer })).status).toBe(200);
+    await postgres.stopServer("fast");
+    try {
+      expect((await send(base, "/readyz")).status).toBe(503);
+      for (const path of ["/progress.json", "/progress", "/failures"]) {
+        const res = await send(base, path, { jar: viewer, headers: { accept: "text/html" } });
+        const body = await res.text();
+        expect({ path, status: res.status, namesDatabase: /database|postgres/i.test(body), body }).toEqual({ path, status: 503, namesDatabase: true, body });
+      }
+    } finally {
+      await postgres.startServer();
+    }
+  }, 60_000);
+});
+
+describe("dashboard with Redis down", () => {
+  let redis: PrivateRedis;
+  let fx: DashboardFixture;
+  let base: string;
+  let viewer: CookieJar;
+
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    fx = await createDashboardFixture("dash-redisdown", { REDIS_URL: redis.url });
+    base = fx.dashboard.url;
+    viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+  }, 120_000);
+  afterAll(async () => {
+    await fx?.close();
+    await redis?.stop();
+  });
+
+  it("pages and the operations API answer 503 naming Redis while it is down", async () => {
+    expect((await send(base, "/progress.json", { jar: viewer })).status).toBe(200);
+    await redis.kill();
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await send(base, "/readyz")).status).toBe(503);
+      const answers = [
+        await send(base, "/progress.json", { jar: viewer }),
+        await send(base, "/api/operations", { headers: { authorization: `Bearer ${fx.apiToken}` } }),
+      ];
+      // The login form itself needs no Redis: it is still shown (signing in then answers 503).
+      expect((await send(base, "/login", { headers: { accept: "text/html" } })).status).toBe(200);
+      for (const res of answers) {
+        const body = await res.text();
+        expect({ url: res.url, status: res.status, namesRedis: /redis|queue/i.test(body), body }).toEqual({ url: res.url, status: 503, namesRedis: true, body });
+      }
+    } finally {
+      await redis.start();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,81 @@
+import { createPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
+import { createDashboardFixture, login, send, PASSWORDS } from "./dashboardFixture";
+import type { CookieJar, DashboardFixture } from "./dashboardFixture";
+
+/**
+ * The dashboard at a real migration's scale. 1,000,000 source files in 1,000 ranges, 800,000
+ * migrated, 200,000 unsuccessful (150k FAIL, 40k RETRYING, 10k KILLED) over four categories and
+ * two links. Every page an operator uses during the run must answer within a few seconds. Found
+ * by review: /progress took ~3.3 s, 2.9 s of it one statement (transferLinks: two regexes and a
+ * correlated subquery per succeeded row); 1.8 s after the fix on a quiet machine. The limit
+ * leaves room for a loaded CI machine; a cost per row that grows (a quadratic plan) breaks it.
+ */
+const LIMIT_MS = 6_000;
+
+describe("dashboard at 1M files / 200k failures", () => {
+  let fx: DashboardFixture;
+  let db: DbPool;
+  let base: string;
+  let viewer: CookieJar;
+  const timings: Record<string, number> = {};
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("dash-scale");
+    base = fx.dashboard.url;
+    db = createPool({ connectionString: fx.db.url, max: 2 });
+    await db.query(`INSERT INTO source_files (id, uri, name, size) SELECT g, 'in/d' || (g % 100) || '/f' || g || '.dat', 'f' || g || '.dat', 4096 FROM generate_series(1, 1000000) g`);
+    await db.query(
+      `INSERT INTO migration_ranges (id, min_id, max_id, status, owner, heartbeat_at, files_succeeded, files_failed)
+       SELECT r, (r - 1) * 1000 + 1, r * 1000, CASE WHEN r <= 990 THEN 'COMPLETE' ELSE 'PROCESSING' END::range_status,
+              CASE WHEN r <= 990 THEN NULL ELSE 'host-' || (r % 5) || ':1:abc' END, CASE WHEN r <= 990 THEN NULL ELSE now() END, 800, 200
+         FROM generate_series(1, 1000) r`,
+    );
+    await db.query(`SELECT setval(pg_get_serial_sequence('migration_ranges', 'id'), 1000)`);
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, new_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date, migration_date)
+       SELECT g, (g - 1) / 1000 + 1,
+              CASE WHEN g % 2 = 0 THEN 'sftp://u@h:22/in/d' || (g % 100) || '/f' || g || '.dat' ELSE 'file:///in/d' || (g % 100) || '/f' || g || '.dat' END,
+              CASE WHEN g % 5 <> 0 THEN 's3://bkt/f' || g || '.dat' END,
+              'f' || g || '.dat', 4096,
+              (CASE WHEN g % 5 <> 0 THEN 'SUCCESS' WHEN g % 100 = 5 THEN 'KILLED' WHEN g % 25 = 10 THEN 'RETRYING' ELSE 'FAIL' END)::file_status,
+              CASE WHEN g % 5 = 0 THEN (ARRAY['network', 'timeout', 'not-found', 'checksum-mismatch'])[1 + (g / 5) % 4] END,
+              CASE WHEN g % 5 = 0 THEN 'error on file ' || g END,
+              CASE WHEN g % 5 = 0 THEN (g / 5) % 4 ELSE 0 END,
+              now() - make_interval(secs => (1000000 - g) / 100.0),
+              CASE WHEN g % 5 <> 0 THEN now() - make_interval(secs => (1000000 - g) / 100.0) END
+         FROM generate_series(1, 1000000) g`,
+    );
+    await db.query(`INSERT INTO migration_file_attempts (file_id, range_id, at, status, error_category, error_message) SELECT g, (g - 1) / 1000 + 1, now(), 'FAIL', 'network', 'x' FROM generate_series(5, 1000000, 5) g`);
+    await db.query("ANALYZE");
+    viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+  }, 300_000);
+  afterAll(async () => {
+    // eslint-disable-next-line no-console
+    console.log("timings (ms):", JSON.stringify(timings, null, 1));
+    await db?.end();
+    await fx?.close();
+  }, 120_000);
+
+  async function timed(name: string, path: string, jar: CookieJar, init: RequestInit = {}): Promise<{ res: Response; ms: number; body: string }> {
+    const t0 = performance.now();
+    const res = await send(base, path, { ...init, jar });
+    const body = await res.text();
+    const ms = Math.round(performance.now() - t0);
+    timings[name] = ms;
+    return { res, ms, body };
+  }
+
+  it("GET /progress.json answers within a few seconds", async () => {
+    const { res, ms } = await timed("progress.json", "/progress.json", viewer);
+    expect(res.status).toBe(200);
+    expect(ms).toBeLessThan(LIMIT_MS);
+  }, 120_000);
+
+  it("GET /progress answers within a few seconds", async () => {
+    const { res, ms } = await timed("progress", "/progress", viewer);
+    expect(res.status).toBe(200);
+    expect(ms).toBeLessThan(LIMIT_MS);
+  }, 120_000);
+
+});
