@@ -14,8 +14,8 @@ import type { ResolvedSchedule } from "./syncSchedules";
  * happen. So, on every schedule check, each daily step whose time today passed more than
  * ACCOUNTS_CATCHUP_GRACE ago and that has not completed for today (sync_state `daily:<job>`)
  * is enqueued with the job id `daily-<job>-<date>`: any number of scheduler replicas and checks
- * enqueue it at most once per day, and the job's dedupe id keeps it from running beside a
- * regular occurrence that is still going. Only today counts: yesterday's 18:00 run is not
+ * enqueue it at most once per day; a regular occurrence of today that is pending (waiting, or
+ * delayed though already due) is left to run instead. Only today counts: yesterday's 18:00 run is not
  * started the next morning (users were told "tonight").
  */
 export async function catchUpDaily(options: {
@@ -44,9 +44,13 @@ export async function catchUpDaily(options: {
     const jobId = `daily-${s.job}-${today}`;
     const queue = options.jobs.queue(options.jobs.prepareJob(s.job, {} as never).queue);
     if (await queue.getJob(jobId)) continue;
-    // The regular occurrence may be waiting for a worker (workers were down, the scheduler was not).
+    // The regular occurrence may be waiting for a worker (workers were down, the scheduler was
+    // not) — also still "delayed" though due: without a worker BullMQ never moves it on (found
+    // by review: the step then ran twice, the catch-up and the overdue regular run).
     const pending = await queue.getJobs(["active", "waiting", "prioritized"], 0, 500);
     if (pending.some((j) => j.name === s.job)) continue;
+    const delayed = await queue.getJobs(["delayed"], 0, 500);
+    if (delayed.some((j) => j.name === s.job && j.timestamp + (j.delay ?? 0) <= now.getTime())) continue;
     await options.jobs.enqueue(s.job, { runDate: today } as never, { jobId });
     enqueued.push(s.job);
     options.log.warn({ job: s.job, runDate: today, scheduledAt: s.repeat.pattern }, "daily account step missed today: running it now");

@@ -1,10 +1,30 @@
+import { CronExpressionParser } from "cron-parser";
 import { z } from "zod";
+import { parseDuration } from "@fleet/core/backoff";
 import { buildFields, databaseFields, envBool, envDuration, envDurationList, envInt, logFields, opsTokenFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
 import { migrationFields, recoveryFields } from "@fleet/jobs/settings";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { accountFields } from "@fleet/jobs/accounts/accountSettings";
 import { alertFields } from "@fleet/jobs/alerts/alertSettings";
+
+/** Why a SCHEDULE_<ID> value cannot run (a pattern no date matches, a zero interval), or undefined. */
+function scheduleValueProblem(value: string): string | undefined {
+  if (value === "off" || value === "on") return undefined;
+  if (value.startsWith("every:")) {
+    try {
+      return parseDuration(value.slice("every:".length)) > 0 ? undefined : "every: needs an interval above 0";
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+  try {
+    CronExpressionParser.parse(value, { tz: "UTC" }).next();
+    return undefined;
+  } catch (err) {
+    return `not a cron pattern that ever runs: ${(err as Error).message}`;
+  }
+}
 
 /** SCHEDULE_<ID>: `off`, a cron pattern, or `every:<duration>`; unset = the table's value. */
 const scheduleOverrides = Object.fromEntries(
@@ -13,6 +33,13 @@ const scheduleOverrides = Object.fromEntries(
     z
       .string()
       .regex(/^(off|on|every:\d+(ms|s|m|h|d)?|(\S+\s+){4,5}\S+)$/, "expected off, on, every:<duration> or a cron pattern")
+      .superRefine((value, ctx) => {
+        // Checked here, not by BullMQ in the middle of the sync: an impossible pattern used to
+        // crash the scheduler (exit 1, a crash loop) with part of the table already written
+        // (found by review).
+        const problem = scheduleValueProblem(value);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
       .optional()
       .describe(
         s.optIn

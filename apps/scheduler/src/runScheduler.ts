@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Server } from "node:http";
 import { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
@@ -69,12 +70,45 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   shutdown.register("queues", () => jobs.close());
   const schedules = resolveSchedules(SCHEDULES, config, config.FLEET_TZ);
 
+  // Replicas may run different schedule configurations for a while (a rolling update) or for
+  // good (a misconfigured pod). Each used to make Redis match its own table at every sync, so
+  // the schedules flipped back and forth, and each removal looked like Redis restarted empty
+  // (found by review: 17 rewrites in 8 s). The configuration started last decides: Redis keeps
+  // its hash and its start; a replica whose table differs from a newer one's leaves the
+  // schedules alone (and says so once).
+  const startedAt = Date.now();
+  const configHash = createHash("sha256").update(JSON.stringify(schedules.map((s) => [s.id, s.job, s.repeat]))).digest("hex").slice(0, 16);
+  const desiredKey = `${bullPrefix(config.FLEET_PREFIX)}:schedules:desired`;
+  let deferring = false;
+  /** True when this replica's table is the one to apply (and records it), false when a newer replica's differs. */
+  const ours = async (): Promise<{ apply: boolean; tookOver: boolean }> => {
+    const raw = await redis.get(desiredKey);
+    let theirs: { hash: string; startedAt: number } | undefined;
+    try {
+      theirs = raw ? (JSON.parse(raw) as { hash: string; startedAt: number }) : undefined;
+    } catch {
+      theirs = undefined;
+    }
+    if (theirs && theirs.hash !== configHash && theirs.startedAt > startedAt) {
+      if (!deferring) log.warn({ ours: configHash, theirs: theirs.hash }, "a scheduler started later runs another schedule configuration: leaving the schedules to it (check SCHEDULE_* of the replicas)");
+      deferring = true;
+      return { apply: false, tookOver: false };
+    }
+    deferring = false;
+    if (!theirs || theirs.hash !== configHash || theirs.startedAt < startedAt) await redis.set(desiredKey, JSON.stringify({ hash: configHash, startedAt: Math.max(startedAt, theirs?.hash === configHash ? theirs.startedAt : 0) }));
+    return { apply: true, tookOver: theirs !== undefined && theirs.hash !== configHash };
+  };
+
   let first = true;
   const syncNow = async () => {
+    const decision = await ours();
+    if (!decision.apply) return;
     const result = await syncSchedules(jobs, schedules, Object.values(QUEUES), log);
-    ops.synced(first ? 0 : result.created.length);
+    ops.synced(first || decision.tookOver ? 0 : result.created.length);
     if (first) {
       log.info({ schedules: schedules.map((s) => ({ id: s.id, ...s.repeat })), ...result }, "schedules in place");
+    } else if (decision.tookOver) {
+      log.info({ ...result }, "schedules set to this replica's configuration (it replaced an older one's)");
     } else if (result.created.length > 0) {
       log.warn({ restored: result.created }, "schedules were missing from Redis (restarted empty?): restored; reconciling now");
       await jobs.enqueue("recover-stuck", {});

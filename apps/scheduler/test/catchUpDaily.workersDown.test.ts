@@ -1,0 +1,146 @@
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { Worker } from "bullmq";
+import { Redis } from "ioredis";
+import { createTestDatabase } from "@fleet/testing/testDatabase";
+import type { TestDatabase } from "@fleet/testing/testDatabase";
+import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { bullPrefix } from "@fleet/core/redis";
+import { JobClient } from "@fleet/core/jobClient";
+import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
+import type { FleetJobs } from "@fleet/jobs/contracts";
+const MAIN = join(__dirname, "..", "dist", "main.js");
+
+
+interface Proc {
+  child: ChildProcess;
+  output: string[];
+  lines: Array<Record<string, unknown>>;
+  exited: Promise<number | null>;
+  line(match: (l: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>;
+}
+
+function startScheduler(env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const output: string[] = [];
+  const lines: Array<Record<string, unknown>> = [];
+  const waiters = new Set<() => void>();
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on("line", (text) => {
+      output.push(text);
+      try {
+        lines.push(JSON.parse(text) as Record<string, unknown>);
+      } catch {
+        /* plain text */
+      }
+      for (const w of waiters) w();
+    });
+  }
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return {
+    child,
+    output,
+    lines,
+    exited,
+    line(match, what, ms = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = lines.find(match);
+          if (found) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(found);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no ${what} within ${ms} ms:\n${output.slice(-20).join("\n")}`));
+        }, ms);
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+async function stopAll(procs: Proc[]): Promise<void> {
+  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+  await Promise.all(procs.map((p) => p.exited));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Workers down at a daily step's time, the scheduler up (catchUpDaily's own comment: "The
+ * regular occurrence may be waiting for a worker"): the regular occurrence sits overdue in
+ * BullMQ's delayed set (nothing promotes it without a worker), the catch-up adds its own job,
+ * and when a worker came back the day's step ran twice (found by review). Now the overdue regular
+ * occurrence is found and left to run.
+ */
+describe("daily catch-up while workers are down", () => {
+  let db: TestDatabase;
+  const procs: Proc[] = [];
+  const prefix = uniquePrefix("sched-daily");
+  let conn: Redis;
+  let worker: Worker | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    conn = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await stopAll(procs);
+    conn.disconnect();
+    await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+    await db?.drop();
+  });
+
+  it("accounts-sync runs once for the day when its regular occurrence was only waiting for a worker", async () => {
+    // A daily time one or two minutes from now (UTC), so the regular occurrence is created for today.
+    const now = new Date();
+    const due = new Date(Math.ceil((now.getTime() + (now.getUTCSeconds() > 45 ? 60_000 : 0)) / 60_000) * 60_000);
+    const today = due.toISOString().slice(0, 10);
+    const pattern = `${due.getUTCMinutes()} ${due.getUTCHours()} * * *`;
+    const p = startScheduler({
+      REDIS_URL: testRedisUrl(),
+      DATABASE_URL: db.url,
+      FLEET_PREFIX: prefix,
+      FLEET_ENV_FILE: "/nonexistent/no.env",
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      SCHEDULER_METRICS_PORT: "0",
+      INVENTORY_WATCH: "false",
+      FLEET_TZ: "UTC",
+      SCHEDULER_SYNC_INTERVAL: "2s",
+      ACCOUNTS_CATCHUP_GRACE: "1s",
+      SCHEDULE_ACCOUNTS_SYNC: pattern,
+    });
+    procs.push(p);
+    await p.line((l) => l.msg === "schedules in place", "in place");
+    // No worker yet: wait past the step's time, the grace and two schedule checks (every 2 s),
+    // so the catch-up has looked at least twice with the regular occurrence overdue.
+    await sleep(Math.max(0, due.getTime() - Date.now()) + 6_000);
+    expect(p.output.some((line) => line.includes("daily account step missed today") && line.includes("accounts-sync"))).toBe(false);
+
+    const jobs = new JobClient<FleetJobs>(fleetContracts(), conn, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+    const queued = (await jobs.queue(QUEUES.maintenance).getJobs(["delayed", "waiting", "prioritized"])).filter((j) => j.name === "accounts-sync");
+    const queuedSummary = await Promise.all(queued.map(async (j) => `${j.id} (${await j.getState()}, due ${new Date(j.timestamp + (j.opts.delay ?? 0)).toISOString()})`));
+    await jobs.close();
+
+    // A worker comes back.
+    const ran: string[] = [];
+    worker = new Worker(
+      QUEUES.maintenance,
+      async (job) => {
+        if (job.name === "accounts-sync") ran.push(job.id!);
+      },
+      { connection: conn, prefix: bullPrefix(prefix) },
+    );
+    await sleep(4_000);
+    await worker.close();
+    worker = undefined;
+    // Expected: one accounts-sync job for today (the overdue regular occurrence, or the catch-up), run once.
+    expect(ran.length === 1 ? "once" : `ran ${ran.length} times: ${ran.join(" + ")}; queued before the worker came: ${queuedSummary.join(" + ")}`).toBe("once");
+  }, 240_000);
+});
