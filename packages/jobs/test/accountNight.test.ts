@@ -131,6 +131,9 @@ describe("a night left alone", () => {
     expect(await run("accounts-prepare")).toMatchObject({ created: true, accounts: 6, emails: 6 });
     // mig2's machine got a new host key: known_hosts no longer matches (the running worker re-reads it).
     await writeFile(box2KnownHosts, wrongKnownHosts);
+    // A running worker looks at its configuration files at most once a second (configFiles.ts);
+    // the pre-flight must not come before that look.
+    await sleep(1_100);
     expect(await run("accounts-group-update")).toMatchObject({ added: 6, held: 0, failed: 0 });
     const started = await run("accounts-run");
     expect(started).toMatchObject({ started: true, accounts: 6, held: 3 });

@@ -1,7 +1,9 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "@fleet/core/logger";
@@ -22,6 +24,8 @@ import { startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
 
 /** The smaller items of an unattended night (issue 14, item 7), each on real files and servers. */
+
+const exec = promisify(execFile);
 
 let site: AccountSite;
 let smtp: SmtpTestServer;
@@ -85,6 +89,23 @@ describe("configuration that follows its files", () => {
     await writeFile(knownHosts, line);
     await writeFile(file, good);
     expect(files.current().workflow!.steps.map((s) => s.name)).toEqual(["export", "migrate", "directory-sync"]);
+  });
+
+  it("an edit that keeps the file's size and mtime is still seen (a host key replaced within one clock tick)", async () => {
+    const file = join(site.dir, "workflow-same-size.yaml");
+    const good = await readFile(site.env.ACCOUNTS_WORKFLOW_FILE!, "utf8");
+    // One instant, to the nanosecond, for both versions (as two writes within one tick get).
+    const tick = ["-m", "-d", "@1796000000.123456789", file];
+    await writeFile(file, good);
+    await exec("touch", tick);
+    const files = new ConfigFiles({ serversFile: site.env.SSH_SERVERS_FILE!, workflowFile: file, log: silent, checkEveryMs: 0 });
+    expect(files.current().workflow!.steps.map((s) => s.name)).toEqual(["export", "migrate", "directory-sync"]);
+    const before = await stat(file);
+    await writeFile(file, good.replace("name: directory-sync", "name: directory-synk"));
+    await exec("touch", tick);
+    const after = await stat(file);
+    expect([after.ino, after.size, after.mtimeMs]).toEqual([before.ino, before.size, before.mtimeMs]);
+    expect(files.current().workflow!.steps.map((s) => s.name)).toEqual(["export", "migrate", "directory-synk"]);
   });
 });
 

@@ -1,4 +1,5 @@
-import { statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { Logger } from "@fleet/core/logger";
 import { loadWorkflowFile } from "../accounts/workflowFile";
 import type { Workflow } from "../accounts/workflowFile";
@@ -12,9 +13,11 @@ import { loadServersFile } from "../remote/serversFile";
  * set is validated whole before it replaces the current one; a bad edit keeps the last good
  * configuration, and is reported once per version (log + `onRejected`).
  *
- * Changes are noticed by polling file signatures (inode, size, mtime) at most every
+ * Changes are noticed by polling the files' contents (a hash; they are a few KiB) at most every
  * `checkEveryMs` when the configuration is used: reliable with editors that replace files and
  * with Kubernetes ConfigMap symlink swaps, where fs.watch is not, and free when nothing runs.
+ * Contents rather than mtimes: a rewrite of the same size within one tick of the kernel's coarse
+ * clock (a host key replaced by another of its type) keeps inode, size and mtime.
  */
 export interface ConfigFilesOptions {
   serversFile: string;
@@ -60,6 +63,7 @@ export class ConfigFiles {
   refresh(): boolean {
     const signature = this.signatureOf(this.snapshot);
     if (signature === this.signature) return false;
+    const filesBefore = this.filesOf(this.snapshot).join("|");
     let next: ConfigSnapshot;
     try {
       next = this.load();
@@ -73,7 +77,9 @@ export class ConfigFiles {
       return false;
     }
     this.snapshot = next;
-    this.signature = this.signatureOf(next);
+    // The signature taken before the load when it covers the same files: an edit made while
+    // loading then shows as a change at the next look instead of being taken as loaded.
+    this.signature = this.filesOf(next).join("|") === filesBefore ? signature : this.signatureOf(next);
     this.rejected = undefined;
     const files = this.filesOf(next);
     this.options.log.warn({ files }, "configuration files changed: reloaded");
@@ -99,8 +105,7 @@ export class ConfigFiles {
     return this.filesOf(snapshot)
       .map((f) => {
         try {
-          const st = statSync(f);
-          return `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+          return `${f}:${createHash("sha1").update(readFileSync(f)).digest("hex")}`;
         } catch (err) {
           return `${f}:${(err as NodeJS.ErrnoException).code ?? "?"}`;
         }
