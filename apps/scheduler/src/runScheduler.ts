@@ -31,6 +31,11 @@ export interface RunningScheduler {
   syncNow(): Promise<void>;
 }
 
+/** How long the schedule configuration in force stays recorded without its replica renewing it. */
+function desiredLeaseMs(syncIntervalMs: number): number {
+  return Math.max(5 * syncIntervalMs, 5_000);
+}
+
 /**
  * The scheduler process: waits for Redis and PostgreSQL, upserts the declared schedules, then
  * re-checks them every SCHEDULER_SYNC_INTERVAL — and at once when its recovery watch sees the
@@ -75,10 +80,13 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   // the schedules flipped back and forth, and each removal looked like Redis restarted empty
   // (found by review: 17 rewrites in 8 s). The configuration started last decides: Redis keeps
   // its hash and its start; a replica whose table differs from a newer one's leaves the
-  // schedules alone (and says so once).
+  // schedules alone (and says so once). The record is a lease the applying replica renews at
+  // every sync: when that replica is gone (a newer pod deleted, not replaced), the record
+  // lapses after a few sync intervals and a remaining replica's configuration takes over.
   const startedAt = Date.now();
   const configHash = createHash("sha256").update(JSON.stringify(schedules.map((s) => [s.id, s.job, s.repeat]))).digest("hex").slice(0, 16);
   const desiredKey = `${bullPrefix(config.FLEET_PREFIX)}:schedules:desired`;
+  const leaseMs = desiredLeaseMs(config.SCHEDULER_SYNC_INTERVAL);
   let deferring = false;
   /** True when this replica's table is the one to apply (and records it), false when a newer replica's differs. */
   const ours = async (): Promise<{ apply: boolean; tookOver: boolean }> => {
@@ -94,9 +102,13 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
       deferring = true;
       return { apply: false, tookOver: false };
     }
+    const wasDeferring = deferring;
     deferring = false;
-    if (!theirs || theirs.hash !== configHash || theirs.startedAt < startedAt) await redis.set(desiredKey, JSON.stringify({ hash: configHash, startedAt: Math.max(startedAt, theirs?.hash === configHash ? theirs.startedAt : 0) }));
-    return { apply: true, tookOver: theirs !== undefined && theirs.hash !== configHash };
+    if (wasDeferring && !theirs) log.warn({ ours: configHash }, "the scheduler whose schedule configuration was in force stopped renewing it (gone?): applying this replica's");
+    // Same configuration: the latest start of its replicas stays recorded.
+    const record = { hash: configHash, startedAt: theirs?.hash === configHash ? Math.max(theirs.startedAt, startedAt) : startedAt };
+    await redis.set(desiredKey, JSON.stringify(record), "PX", leaseMs);
+    return { apply: true, tookOver: wasDeferring || (theirs !== undefined && theirs.hash !== configHash) };
   };
 
   let first = true;

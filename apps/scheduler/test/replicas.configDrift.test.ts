@@ -140,4 +140,33 @@ describe("two scheduler replicas with different schedule config", () => {
     const settled = summary.scheduleWrites <= 2 && distinct <= 1 && restoredWarnings === 0;
     expect(settled ? "settled" : `fighting: ${JSON.stringify(summary, null, 1)}`).toBe("settled");
   });
+
+  it("the newer replica is gone for good (its pod deleted, not replaced): the remaining one's configuration takes over within a few sync intervals", async () => {
+    const prefix = uniquePrefix("sched-gone");
+    prefixes.push(prefix);
+    const oldReplica = startScheduler(env(prefix));
+    procs.push(oldReplica);
+    await oldReplica.line((l) => l.msg === "schedules in place", "old replica in place");
+    const newReplica = startScheduler(env(prefix, { SCHEDULE_RETRY_FAILED: "*/5 * * * *" }));
+    procs.push(newReplica);
+    await newReplica.line((l) => l.msg === "schedules in place", "new replica in place");
+    await oldReplica.line((l) => typeof l.msg === "string" && l.msg.startsWith("a scheduler started later runs another schedule configuration"), "old replica deferring");
+    const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+    const pattern = async () => String((await jobs.queue("migration").getJobSchedulers(0, -1)).find((x) => x.key === "retry-failed")?.pattern);
+    try {
+      expect(await pattern()).toBe("*/5 * * * *");
+      newReplica.child.kill("SIGKILL");
+      await newReplica.exited;
+      const killedAt = Date.now();
+      // Lease: 5 sync intervals (1 s here), at least 5 s.
+      await oldReplica.line((l) => typeof l.msg === "string" && l.msg.startsWith("the scheduler whose schedule configuration was in force stopped renewing it"), "old replica taking over", 20_000);
+      await oldReplica.line((l) => typeof l.msg === "string" && l.msg.startsWith("schedules set to this replica's configuration"), "old replica's schedules applied", 10_000);
+      expect(Date.now() - killedAt).toBeGreaterThanOrEqual(3_000);
+      expect(await pattern()).not.toBe("*/5 * * * *");
+      // A takeover, not a Redis that lost its data: no recovery run is triggered by it.
+      expect(oldReplica.lines.filter((l) => typeof l.msg === "string" && l.msg.startsWith("schedules were missing from Redis"))).toEqual([]);
+    } finally {
+      await jobs.close();
+    }
+  });
 });
