@@ -20,6 +20,7 @@ import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, Sweep
 import { sweepLocalTemps } from "../tempSweep";
 import { skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
+import { DANGLING_SYMLINK, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
 import { checkBufferSize, errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { createTempNamer, isTempName, unguessableTempName } from "../tempNames";
 
@@ -291,15 +292,15 @@ export class LocalStorage implements Storage {
       if (info.isFile()) return { key, size: info.size, modifiedAt: info.mtime };
       // Not silently: an operator reconciling counts must see what the scan left out (found by
       // a new operator's walkthrough: a FIFO and two symlinks were missing without a word).
-      onSkipped?.(key, symlink ? (info.isDirectory() ? "a symlink to a folder (not followed)" : "a symlink to something other than a file") : kindOf(info));
+      onSkipped?.(key, symlink ? symlinkKindOf(info) : kindOf(info));
       return null;
     } catch (err) {
       if (err instanceof FleetError && err.category === "invalid-key") {
-        onSkipped?.(key, "a symlink out of the root");
+        onSkipped?.(key, SYMLINK_OUT_OF_ROOT);
         return null;
       }
       if (isNotFound(err)) {
-        if (symlink) onSkipped?.(key, "a dangling symlink");
+        if (symlink) onSkipped?.(key, DANGLING_SYMLINK);
         return null;
       }
       throw toStorageError("list", key, err);
@@ -403,12 +404,4 @@ export class LocalStorage implements Storage {
       );
     }
   }
-}
-
-/** What a directory entry that is not a file is, in words. */
-function kindOf(info: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): string {
-  if (info.isFIFO()) return "a FIFO";
-  if (info.isSocket()) return "a socket";
-  if (info.isBlockDevice() || info.isCharacterDevice()) return "a device";
-  return "not a regular file";
 }

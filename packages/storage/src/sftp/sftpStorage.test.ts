@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { promisify } from "node:util";
 import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -15,6 +17,8 @@ import { isTempName } from "../tempNames";
 import { rejectionOf } from "@fleet/testing/rejections";
 
 const sha256 = (data: Buffer | string): string => createHash("sha256").update(data).digest("hex");
+
+const exec = promisify(execFile);
 
 let server: SshServer;
 let root: string;
@@ -194,6 +198,31 @@ describe("SftpStorage keys", () => {
       expect((await storage.readBuffer("alias.txt")).toString()).toBe("inside");
       expect(await collect(storage.list())).toEqual(["alias.txt", "real.txt"]);
       expect(await readdir(outside)).toEqual(["secret"]);
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it("reports the entries it leaves out: FIFOs, dangling symlinks, symlinks out of the root or to a folder", async () => {
+    const outside = await mkdtemp(path.join(server.root, "outside-"));
+    try {
+      await writeFile(path.join(outside, "secret"), "secret");
+      await writeFile(path.join(root, "real.txt"), "inside");
+      await mkdir(path.join(root, "a"));
+      await exec("mkfifo", [path.join(root, "a", "pipe")]);
+      await symlink(path.join(root, "nowhere.txt"), path.join(root, "dangling.txt"));
+      await symlink(path.join(outside, "secret"), path.join(root, "leak"));
+      await symlink(path.join(root, "a"), path.join(root, "folder-link"));
+      await symlink(path.join(root, "real.txt"), path.join(root, "alias.txt"));
+      const skipped: string[] = [];
+      const listed = await collect(storage.list("", { onSkipped: (key, what) => skipped.push(`${key}: ${what}`) }));
+      expect(listed).toEqual(["alias.txt", "real.txt"]);
+      expect(skipped.sort()).toEqual([
+        "a/pipe: a FIFO",
+        "dangling.txt: a dangling symlink",
+        "folder-link: a symlink to a folder (not followed)",
+        "leak: a symlink out of the root",
+      ]);
     } finally {
       await rm(outside, { recursive: true, force: true });
     }

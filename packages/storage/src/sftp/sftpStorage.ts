@@ -21,6 +21,7 @@ import { skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
 import { checkBufferSize, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { isTempName } from "../tempNames";
+import { DANGLING_SYMLINK, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
 
 export interface SftpStorageOptions extends SshTarget {
   /** Absolute folder on the server that every key lives under; created on the first write. */
@@ -302,7 +303,12 @@ export class SftpStorage implements Storage {
           },
           objectOf: async (key, entry) => {
             const attrs = entry.attrs;
-            const info = attrs.isFile() ? attrs : attrs.isSymbolicLink() ? await this.symlinkedFile(session, key) : null;
+            if (!attrs.isFile() && !attrs.isSymbolicLink()) {
+              // Not silently: an operator reconciling counts must see what the scan left out.
+              options.onSkipped?.(key, kindOf(attrs));
+              return null;
+            }
+            const info = attrs.isFile() ? attrs : await this.symlinkedFile(session, key, options.onSkipped);
             return info ? { key, size: info.size, modifiedAt: new Date(info.mtime * 1000) } : null;
           },
         },
@@ -350,13 +356,22 @@ export class SftpStorage implements Storage {
     return info;
   }
 
-  private async symlinkedFile(session: SftpSession, key: string): Promise<Stats | null> {
+  private async symlinkedFile(session: SftpSession, key: string, onSkipped?: (key: string, what: string) => void): Promise<Stats | null> {
     try {
       const info = await session.stat(await this.dirs.resolveInside(session, this.dirs.abs(key), key));
-      return info.isFile() ? info : null;
+      if (info.isFile()) return info;
+      onSkipped?.(key, symlinkKindOf(info));
+      return null;
     } catch (err) {
       // Dangling, leading outside the root, or not a file: not an object of this storage.
-      if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || (err instanceof FleetError && !err.retryable)) return null;
+      if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || (err instanceof FleetError && err.category === "not-found")) {
+        onSkipped?.(key, DANGLING_SYMLINK);
+        return null;
+      }
+      if (err instanceof FleetError && !err.retryable) {
+        onSkipped?.(key, err.category === "invalid-key" ? SYMLINK_OUT_OF_ROOT : `a symlink that cannot be followed (${err.message})`);
+        return null;
+      }
       throw err;
     }
   }
