@@ -97,9 +97,10 @@ describe("daily catch-up while workers are down", () => {
   });
 
   it("accounts-sync runs once for the day when its regular occurrence was only waiting for a worker", async () => {
-    // A daily time one or two minutes from now (UTC), so the regular occurrence is created for today.
+    // A daily time 30 to 90 s from now (UTC), so the regular occurrence is created for today
+    // even when the scheduler is slow to start on a loaded machine.
     const now = new Date();
-    const due = new Date(Math.ceil((now.getTime() + (now.getUTCSeconds() > 45 ? 60_000 : 0)) / 60_000) * 60_000);
+    const due = new Date(Math.ceil((now.getTime() + (now.getUTCSeconds() > 30 ? 60_000 : 0)) / 60_000) * 60_000);
     const today = due.toISOString().slice(0, 10);
     const pattern = `${due.getUTCMinutes()} ${due.getUTCHours()} * * *`;
     const p = startScheduler({
@@ -137,7 +138,10 @@ describe("daily catch-up while workers are down", () => {
       },
       { connection: conn, prefix: bullPrefix(prefix) },
     );
-    await sleep(4_000);
+    // It runs (however slowly the worker starts), then nothing more for over two schedule checks.
+    const deadline = Date.now() + 30_000;
+    while (ran.length === 0 && Date.now() < deadline) await sleep(100);
+    await sleep(5_000);
     await worker.close();
     worker = undefined;
     // Expected: one accounts-sync job for today (the overdue regular occurrence, or the catch-up), run once.

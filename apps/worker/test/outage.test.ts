@@ -64,9 +64,10 @@ describe("the destination folder is deleted and re-created mid-run", () => {
     const open = await fx.waitFor(() => openBreaker(fx), 30_000, "the link's breaker to open");
     expect(open).toMatchObject({ link: `local:${fx.sourceDir} → local:${fx.destDir}`, category: "storage-unavailable" });
     // The worker does not re-create a root that vanished (it might be an unmounted volume).
-    await new Promise((r) => setTimeout(r, 1_500));
+    // At least one probe failed meanwhile (the first is due 400 ms after the breaker opened).
+    await fx.waitFor(async () => ((await openBreaker(fx))?.failedProbes ?? 0) > 0, 30_000, "a probe of the vanished destination to fail");
+    await new Promise((r) => setTimeout(r, 500));
     await expect(readFile(join(fx.destDir, files[0]!.key))).rejects.toMatchObject({ code: "ENOENT" });
-    expect((await openBreaker(fx))?.failedProbes).toBeGreaterThan(0);
     expect(await permanentFailures(fx)).toEqual([]);
     const during = await outcomeSummary(fx.runtime);
     expect(during.withoutOutcome).toBeGreaterThan(0); // paused: files stay pending, not FAIL

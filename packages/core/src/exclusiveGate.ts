@@ -242,6 +242,8 @@ export class GateLeases {
     /** How long a job kept out waits before it asks again (before jitter). */
     private readonly recheckMs: number,
     private readonly log: LeaseLog,
+    /** How long the gate's last answer is trusted (ADMISSION_FRESH_MS; tests of other timings lengthen it). */
+    private readonly freshMs: number = ADMISSION_FRESH_MS,
   ) {
     this.member = `${runnerId}:jobs`;
   }
@@ -310,7 +312,7 @@ export class GateLeases {
     }
     if (outcome.admitted) {
       // From when it was asked, not answered: the answer may be older than it looks.
-      this.freshUntil = Math.max(this.freshUntil, askedAt + ADMISSION_FRESH_MS);
+      this.freshUntil = Math.max(this.freshUntil, askedAt + this.freshMs);
       return this.admitted();
     }
     this.freshUntil = 0;

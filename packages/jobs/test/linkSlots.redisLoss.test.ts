@@ -35,8 +35,15 @@ describe("transfer slots after Redis loses its keys", () => {
     await server?.stop();
   });
 
-  const throttle = (owner: string, limits: LinkLimits) =>
-    new LinkThrottle({ limits, link: LINK, bandwidth: () => parseBandwidthTimetable("off"), maxTransfers: () => MAX, timeZone: "UTC", owner, log, slotLeaseMs: LEASE_MS });
+  const throttle = (owner: string, limits: LinkLimits, slotLeaseMs = LEASE_MS) =>
+    new LinkThrottle({ limits, link: LINK, bandwidth: () => parseBandwidthTimetable("off"), maxTransfers: () => MAX, timeZone: "UTC", owner, log, slotLeaseMs });
+  const until = async (check: () => boolean | Promise<boolean>, what: string, ms = 10_000) => {
+    const deadline = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
 
   /** Asks for MAX slots during `ms`; the ones given. */
   const askFor = async (w: LinkThrottle, ms: number): Promise<TransferSlot[]> => {
@@ -73,8 +80,11 @@ describe("transfer slots after Redis loses its keys", () => {
 
   it("a holder that finds its slots taken by others waits before sending more, and goes on once one is free", async () => {
     const limits = new LinkLimits(redis, uniquePrefix("link-slots"));
-    const w1 = throttle("worker-1", limits);
-    const w2 = throttle("worker-2", limits);
+    // Renewals every 1.5 s: worker 2's asking below must come before worker 1's next one, and a
+    // loaded machine may stall this test for a few hundred ms.
+    const lease = 4_500;
+    const w1 = throttle("worker-1", limits, lease);
+    const w2 = throttle("worker-2", limits, lease);
     const signal = new AbortController().signal;
 
     const held1 = await Promise.all(Array.from({ length: MAX }, () => w1.slot(signal)));
@@ -84,7 +94,7 @@ describe("transfer slots after Redis loses its keys", () => {
     expect(got2).toHaveLength(MAX);
 
     // Worker 1's next renewal finds its leases gone and no room: its transfers must wait.
-    await new Promise((r) => setTimeout(r, LEASE_MS));
+    await new Promise((r) => setTimeout(r, lease / 3 + 1_000));
     const waits = held1.map((s) => s.held(signal));
     expect(waits.every((w) => w instanceof Promise)).toBe(true);
     let resumed = 0;
@@ -95,11 +105,11 @@ describe("transfer slots after Redis loses its keys", () => {
 
     // Worker 2 finishes one transfer: exactly one of worker 1's goes on.
     got2[0]!.release();
-    await new Promise((r) => setTimeout(r, 1_000));
+    await until(() => resumed >= 1, "one of worker 1's transfers to go on");
+    await new Promise((r) => setTimeout(r, 500));
     expect(resumed).toBe(1);
     expect(await limits.slotsInUse(LINK)).toBe(MAX);
     for (const slot of [...got2, ...held1]) slot.release();
-    await new Promise((r) => setTimeout(r, 500));
-    expect(resumed).toBe(MAX);
+    await until(() => resumed === MAX, "every transfer of worker 1 to go on");
   }, 30_000);
 });
