@@ -63,18 +63,19 @@ describe("narrowing MIGRATION_WINDOW live stops a running range", () => {
 describe("RUN_WINDOWS=false set live keeps a running range going past the old closing", () => {
   let fx: WorkerFixture;
   beforeAll(async () => {
-    fx = await createWorkerFixture("rv-winopen", { BATCH_SIZE: "1000", COPY_CONCURRENCY: "4", WORKER_CONCURRENCY: "migration=1,maintenance=2,remote=1", RUN_WINDOWS: "true", MIGRATION_WINDOW: "always" });
+    fx = await createWorkerFixture("rv-winopen", { BATCH_SIZE: "2000", COPY_CONCURRENCY: "4", WORKER_CONCURRENCY: "migration=1,maintenance=2,remote=1", RUN_WINDOWS: "true", MIGRATION_WINDOW: "always" });
     await mkdir(fx.destDir, { recursive: true });
   });
   afterAll(() => fx?.close());
 
   it("after RUN_WINDOWS=false, the range is not stopped at the old window's end and parked until tomorrow", async () => {
-    // A window open now that closes at a minute boundary 20–80 s from now (UTC).
+    // A window open now that closes at a minute boundary 60–120 s from now (UTC): time for a
+    // worker to start and the setting to be applied on a loaded machine before it closes.
     const now = new Date();
-    const close = new Date(Math.ceil((now.getTime() + 20_000) / 60_000) * 60_000);
+    const close = new Date(Math.ceil((now.getTime() + 60_000) / 60_000) * 60_000);
     const open = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
     const spec = `${DAYS[open.getUTCDay()]} ${hhmm(open)}-${hhmm(close)}`;
-    await insertFiles(fx, 1000); // one range: 62.5 MiB at 512 KiB/s ≈ 2 min
+    await insertFiles(fx, 2000); // one range: 125 MiB at 512 KiB/s ≈ 4 min, past the closing
     const w = fx.spawnWorker("A", { ...SLOW, MIGRATION_WINDOW: spec });
     await w.started();
     await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
@@ -97,7 +98,7 @@ describe("RUN_WINDOWS=false set live keeps a running range going past the old cl
     expect(b).toBeGreaterThan(a);
     w.signal("SIGKILL");
     await w.exited;
-  }, 180_000);
+  }, 240_000);
 });
 
 describe("widening the window live reaches jobs already waiting for the opening", () => {
