@@ -66,15 +66,24 @@ describe("exclusive operations across worker processes", () => {
       const score = await fx.runtime.redis.zscore(delayedKey, id);
       return score === null ? undefined : Math.floor(Number(score) / 0x1000); // BullMQ: timestamp * 0x1000 + counter
     };
-    await fx.waitFor(
-      async () => {
-        const due = await Promise.all([seed.id!, recover.id!].map(dueAt));
-        return due.every((d) => d !== undefined && d - Date.now() > 150) || undefined;
-      },
-      10_000,
-      "both jobs delayed with their next re-check at least 150 ms away",
-      5,
-    );
+    // The holder is stopped first and the jobs looked at again: a stall of this test between the
+    // look and the kill must not let the holder take one of them meanwhile.
+    for (let attempt = 0; ; attempt++) {
+      await fx.waitFor(
+        async () => {
+          const due = await Promise.all([seed.id!, recover.id!].map(dueAt));
+          return due.every((d) => d !== undefined && d - Date.now() > 150) || undefined;
+        },
+        10_000,
+        "both jobs delayed with their next re-check at least 150 ms away",
+        5,
+      );
+      holder.signal("SIGSTOP");
+      const states = await Promise.all([seed, recover].map((j) => maintenance.getJobState(j.id!)));
+      if (states.every((state) => state === "delayed")) break;
+      holder.signal("SIGCONT");
+      if (attempt === 10) throw new Error(`the jobs never sat in delayed while the holder was stopped: ${states.join(", ")}`);
+    }
     holder.signal("SIGKILL");
     const killed = await holder.exited;
     expect(killed.signal).toBe("SIGKILL");

@@ -118,6 +118,9 @@ describe("claiming a range", () => {
   it("gives a range to exactly one of two racing workers; every file is migrated once", async () => {
     const [range] = await seedRanges(h.runtime.db, 400);
     const other = h.secondRuntime();
+    // Its connections open before the race: otherwise a fast machine lets the first worker copy
+    // all 400 files while the second is still connecting, and both "win" (one finds it complete).
+    await Promise.all([other.db.query("SELECT 1"), other.redis.status === "ready" ? undefined : new Promise((r) => other.redis.once("ready", r))]);
     const run = (deps: typeof h.runtime.deps, jobId: string) =>
       migrateRangeFiles({ rangeId: range!.id, jobId, deps, log: h.log, signal: new AbortController().signal }).then(
         (r) => ({ ok: true as const, r }),
