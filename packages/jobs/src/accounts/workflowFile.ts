@@ -174,11 +174,11 @@ const fileSchema = z
   .strict();
 
 /** Reads and checks the workflow; every problem is listed in one ConfigError. */
-export function loadWorkflowFile(path: string, sshServers?: ReadonlySet<string>): Workflow {
+export function loadWorkflowFile(path: string, sshServers?: ReadonlySet<string>, read: (file: string) => string = (file) => readFileSync(file, "utf8")): Workflow {
   const where = `ACCOUNTS_WORKFLOW_FILE ${path}`;
   let raw: unknown;
   try {
-    raw = parseYaml(readFileSync(path, "utf8"));
+    raw = parseYaml(read(path));
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { linePos?: Array<{ line: number; col: number }> };
     // The yaml package's message names the line and column; a file error has only its code.

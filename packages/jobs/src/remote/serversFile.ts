@@ -84,11 +84,11 @@ const fileSchema = z
  * fingerprint) and a key or password; every file it names must be readable.
  * Any problem is a ConfigError listing each, with the server it belongs to.
  */
-export function loadServersFile(path: string): Map<string, RegisteredServer> {
+export function loadServersFile(path: string, read: (file: string) => string = (file) => readFileSync(file, "utf8")): Map<string, RegisteredServer> {
   const where = `SSH_SERVERS_FILE ${path}`;
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = read(path);
   } catch (err) {
     throw new ConfigError([`${where}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`]);
   }
@@ -109,7 +109,7 @@ export function loadServersFile(path: string): Map<string, RegisteredServer> {
     const problem = (text: string) => issues.push(`${where}: servers.${name}: ${text}`);
     const readFile = (field: string, file: string): string | undefined => {
       try {
-        return readFileSync(file, "utf8");
+        return read(file);
       } catch (err) {
         problem(`${field} ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
         return undefined;

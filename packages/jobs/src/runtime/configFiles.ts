@@ -37,6 +37,8 @@ export interface ConfigSnapshot {
 
 export class ConfigFiles {
   private snapshot: ConfigSnapshot;
+  /** The files the configuration in force was read from, and the hash of what was read. */
+  private files: string[];
   private signature: string;
   private checkedAt = 0;
   private rejected: string | undefined;
@@ -44,8 +46,10 @@ export class ConfigFiles {
 
   constructor(private readonly options: ConfigFilesOptions) {
     this.checkEveryMs = options.checkEveryMs ?? 1_000;
-    this.snapshot = this.load();
-    this.signature = this.signatureOf(this.snapshot);
+    const loaded = this.load();
+    this.snapshot = loaded.snapshot;
+    this.files = loaded.files;
+    this.signature = loaded.signature;
     this.checkedAt = Date.now();
   }
 
@@ -61,12 +65,16 @@ export class ConfigFiles {
 
   /** Looks at the files now (whatever the interval); true when a new configuration was applied. */
   refresh(): boolean {
-    const signature = this.signatureOf(this.snapshot);
-    if (signature === this.signature) return false;
-    const filesBefore = this.filesOf(this.snapshot).join("|");
-    let next: ConfigSnapshot;
+    const signature = signatureOf(this.files);
+    if (signature === this.signature) {
+      // Back to the configuration in force (a bad edit reverted): the same bad edit made again
+      // later is reported again.
+      this.rejected = undefined;
+      return false;
+    }
+    let loaded: ReturnType<ConfigFiles["load"]>;
     try {
-      next = this.load();
+      loaded = this.load();
     } catch (err) {
       const message = (err as Error).message;
       if (this.rejected !== signature) {
@@ -76,40 +84,50 @@ export class ConfigFiles {
       }
       return false;
     }
-    this.snapshot = next;
-    // The signature taken before the load when it covers the same files: an edit made while
-    // loading then shows as a change at the next look instead of being taken as loaded.
-    this.signature = this.filesOf(next).join("|") === filesBefore ? signature : this.signatureOf(next);
+    this.snapshot = loaded.snapshot;
+    this.files = loaded.files;
+    this.signature = loaded.signature;
     this.rejected = undefined;
-    const files = this.filesOf(next);
-    this.options.log.warn({ files }, "configuration files changed: reloaded");
-    this.options.onReloaded?.(files);
+    this.options.log.warn({ files: loaded.files }, "configuration files changed: reloaded");
+    this.options.onReloaded?.(loaded.files);
     return true;
   }
 
-  private load(): ConfigSnapshot {
-    const servers = this.options.serversFile ? loadServersFile(this.options.serversFile) : new Map<string, RegisteredServer>();
-    const workflow = this.options.workflowFile ? loadWorkflowFile(this.options.workflowFile, new Set(servers.keys())) : undefined;
-    return { servers, workflow };
-  }
-
-  private filesOf(snapshot: ConfigSnapshot): string[] {
-    const files = new Set<string>();
-    if (this.options.serversFile) files.add(this.options.serversFile);
-    if (this.options.workflowFile) files.add(this.options.workflowFile);
-    for (const s of snapshot.servers.values()) for (const f of s.files) files.add(f);
-    return [...files].sort();
-  }
-
-  private signatureOf(snapshot: ConfigSnapshot): string {
-    return this.filesOf(snapshot)
-      .map((f) => {
-        try {
-          return `${f}:${createHash("sha1").update(readFileSync(f)).digest("hex")}`;
-        } catch (err) {
-          return `${f}:${(err as NodeJS.ErrnoException).code ?? "?"}`;
-        }
-      })
-      .join("|");
+  /**
+   * Reads and validates every file. The signature is of the bytes that were parsed, file by
+   * file, so an edit made while loading (at start too, or in a file the new version names)
+   * differs from it and is read at the next look.
+   */
+  private load(): { snapshot: ConfigSnapshot; files: string[]; signature: string } {
+    const read = new Map<string, string>();
+    const reader = (file: string): string => {
+      try {
+        const bytes = readFileSync(file);
+        read.set(file, hashOf(bytes));
+        return bytes.toString("utf8");
+      } catch (err) {
+        read.set(file, errorSignature(err));
+        throw err;
+      }
+    };
+    const servers = this.options.serversFile ? loadServersFile(this.options.serversFile, reader) : new Map<string, RegisteredServer>();
+    const workflow = this.options.workflowFile ? loadWorkflowFile(this.options.workflowFile, new Set(servers.keys()), reader) : undefined;
+    const files = [...read.keys()].sort();
+    return { snapshot: { servers, workflow }, files, signature: files.map((f) => `${f}:${read.get(f)}`).join("|") };
   }
 }
+
+function signatureOf(files: readonly string[]): string {
+  return files
+    .map((f) => {
+      try {
+        return `${f}:${hashOf(readFileSync(f))}`;
+      } catch (err) {
+        return `${f}:${errorSignature(err)}`;
+      }
+    })
+    .join("|");
+}
+
+const hashOf = (bytes: Buffer): string => createHash("sha1").update(bytes).digest("hex");
+const errorSignature = (err: unknown): string => `error ${(err as NodeJS.ErrnoException).code ?? "?"}`;
