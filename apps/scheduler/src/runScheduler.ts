@@ -80,35 +80,49 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   // the schedules flipped back and forth, and each removal looked like Redis restarted empty
   // (found by review: 17 rewrites in 8 s). The configuration started last decides: Redis keeps
   // its hash and its start; a replica whose table differs from a newer one's leaves the
-  // schedules alone (and says so once). The record is a lease the applying replica renews at
-  // every sync: when that replica is gone (a newer pod deleted, not replaced), the record
-  // lapses after a few sync intervals and a remaining replica's configuration takes over.
+  // schedules alone (and says so once). The replica applying it also renews a lease (a key of
+  // its own, so that a lapsed lease and a Redis that lost its data stay apart): when that
+  // replica is gone for good (a newer pod deleted, not replaced), the lease lapses after a few
+  // sync intervals and a remaining replica's configuration takes over. When the record itself
+  // is gone (Redis emptied), a deferring replica waits one lease period for the newer one to
+  // record it again, and then restores the schedules as a loss (recover-stuck), not a takeover.
   const startedAt = Date.now();
   const configHash = createHash("sha256").update(JSON.stringify(schedules.map((s) => [s.id, s.job, s.repeat]))).digest("hex").slice(0, 16);
   const desiredKey = `${bullPrefix(config.FLEET_PREFIX)}:schedules:desired`;
+  const aliveKey = `${desiredKey}:alive`;
   const leaseMs = desiredLeaseMs(config.SCHEDULER_SYNC_INTERVAL);
   let deferring = false;
-  /** True when this replica's table is the one to apply (and records it), false when a newer replica's differs. */
+  let recordMissingSince: number | undefined;
+  /** Whether this replica's table is the one to apply (and records it), and whether it replaces another configuration. */
   const ours = async (): Promise<{ apply: boolean; tookOver: boolean }> => {
-    const raw = await redis.get(desiredKey);
+    const [raw, alive] = await Promise.all([redis.get(desiredKey), redis.exists(aliveKey)]);
     let theirs: { hash: string; startedAt: number } | undefined;
     try {
       theirs = raw ? (JSON.parse(raw) as { hash: string; startedAt: number }) : undefined;
     } catch {
       theirs = undefined;
     }
-    if (theirs && theirs.hash !== configHash && theirs.startedAt > startedAt) {
-      if (!deferring) log.warn({ ours: configHash, theirs: theirs.hash }, "a scheduler started later runs another schedule configuration: leaving the schedules to it (check SCHEDULE_* of the replicas)");
+    const newerOther = theirs !== undefined && theirs.hash !== configHash && theirs.startedAt > startedAt;
+    if (newerOther && alive) {
+      if (!deferring) log.warn({ ours: configHash, theirs: theirs!.hash }, "a scheduler started later runs another schedule configuration: leaving the schedules to it (check SCHEDULE_* of the replicas)");
       deferring = true;
+      recordMissingSince = undefined;
       return { apply: false, tookOver: false };
     }
-    const wasDeferring = deferring;
+    if (deferring && !theirs) {
+      // Redis lost the record (and maybe the schedules): the newer replica records it again at
+      // its next sync; if it has not within a lease period, it is gone too.
+      recordMissingSince ??= Date.now();
+      if (Date.now() - recordMissingSince < leaseMs) return { apply: false, tookOver: false };
+    }
+    const tookOver = newerOther || (theirs !== undefined && theirs.hash !== configHash);
+    if (newerOther) log.warn({ ours: configHash, theirs: theirs!.hash }, "the scheduler whose schedule configuration was in force stopped renewing it (gone?): applying this replica's");
     deferring = false;
-    if (wasDeferring && !theirs) log.warn({ ours: configHash }, "the scheduler whose schedule configuration was in force stopped renewing it (gone?): applying this replica's");
+    recordMissingSince = undefined;
     // Same configuration: the latest start of its replicas stays recorded.
     const record = { hash: configHash, startedAt: theirs?.hash === configHash ? Math.max(theirs.startedAt, startedAt) : startedAt };
-    await redis.set(desiredKey, JSON.stringify(record), "PX", leaseMs);
-    return { apply: true, tookOver: wasDeferring || (theirs !== undefined && theirs.hash !== configHash) };
+    await redis.multi().set(desiredKey, JSON.stringify(record)).set(aliveKey, configHash, "PX", leaseMs).exec();
+    return { apply: true, tookOver };
   };
 
   let first = true;
