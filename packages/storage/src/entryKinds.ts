@@ -26,4 +26,5 @@ export function symlinkKindOf(target: Pick<EntryTypes, "isDirectory">): string {
 }
 
 export const DANGLING_SYMLINK = "a dangling symlink";
+export const SYMLINK_LOOP = "a symlink loop";
 export const SYMLINK_OUT_OF_ROOT = "a symlink out of the root";

@@ -20,7 +20,7 @@ import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, Sweep
 import { sweepLocalTemps } from "../tempSweep";
 import { skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
-import { DANGLING_SYMLINK, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
+import { DANGLING_SYMLINK, SYMLINK_LOOP, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
 import { checkBufferSize, errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { createTempNamer, isTempName, unguessableTempName } from "../tempNames";
 
@@ -296,7 +296,7 @@ export class LocalStorage implements Storage {
       return null;
     } catch (err) {
       if (err instanceof FleetError && err.category === "invalid-key") {
-        onSkipped?.(key, SYMLINK_OUT_OF_ROOT);
+        onSkipped?.(key, errorCode(err.cause) === "ELOOP" ? SYMLINK_LOOP : SYMLINK_OUT_OF_ROOT);
         return null;
       }
       if (isNotFound(err)) {

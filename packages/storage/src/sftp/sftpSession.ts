@@ -173,6 +173,10 @@ export class SftpSession {
     return this.call<void>((done) => this.sftp.write(handle, data, 0, data.length, position, (err) => done(err)));
   }
 
+  readlink(path: string): Promise<string> {
+    return this.call((done) => this.sftp.readlink(path, done));
+  }
+
   lstat(path: string): Promise<Stats> {
     return this.call((done) => this.sftp.lstat(path, done));
   }

@@ -1,3 +1,4 @@
+import { posix } from "node:path";
 import { Readable, addAbortSignal } from "node:stream";
 import type { Stats } from "ssh2";
 import { FleetError, PermanentError } from "@fleet/core/errors";
@@ -21,7 +22,7 @@ import { skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
 import { checkBufferSize, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { isTempName } from "../tempNames";
-import { DANGLING_SYMLINK, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
+import { DANGLING_SYMLINK, SYMLINK_LOOP, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
 
 export interface SftpStorageOptions extends SshTarget {
   /** Absolute folder on the server that every key lives under; created on the first write. */
@@ -363,17 +364,41 @@ export class SftpStorage implements Storage {
       onSkipped?.(key, symlinkKindOf(info));
       return null;
     } catch (err) {
-      // Dangling, leading outside the root, or not a file: not an object of this storage.
+      // Dangling, looping, leading outside the root, or not a file: not an object of this storage.
       if (sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE || (err instanceof FleetError && err.category === "not-found")) {
-        onSkipped?.(key, DANGLING_SYMLINK);
+        if (onSkipped) onSkipped(key, await this.brokenLinkKind(session, this.dirs.abs(key)));
         return null;
       }
+      // Not looked at, not "not a file": the listing reports it as unreadable (ListOptions.onUnreadable), as local scans do.
+      if (err instanceof FleetError && err.category === "permission-denied") throw err;
       if (err instanceof FleetError && !err.retryable) {
         onSkipped?.(key, err.category === "invalid-key" ? SYMLINK_OUT_OF_ROOT : `a symlink that cannot be followed (${err.message})`);
         return null;
       }
       throw err;
     }
+  }
+
+  /**
+   * Why a symlink cannot be followed when the server says "no such file": OpenSSH answers that
+   * for a loop too (ELOOP), so the chain is followed by readlink/lstat to tell the two apart
+   * (only broken symlinks pay for it).
+   */
+  private async brokenLinkKind(session: SftpSession, remote: string): Promise<string> {
+    const seen = new Set<string>();
+    let current = remote;
+    for (let hop = 0; hop < 40; hop++) {
+      if (seen.has(current)) return SYMLINK_LOOP;
+      seen.add(current);
+      try {
+        const target = await session.readlink(current);
+        current = posix.isAbsolute(target) ? posix.normalize(target) : posix.join(posix.dirname(current), target);
+        if (!(await session.lstat(current)).isSymbolicLink()) return DANGLING_SYMLINK;
+      } catch {
+        return DANGLING_SYMLINK;
+      }
+    }
+    return SYMLINK_LOOP;
   }
 
   private async *streamBody(session: SftpSession, handle: Buffer, before: Stats, k: string): AsyncGenerator<Buffer> {
