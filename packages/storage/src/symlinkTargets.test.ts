@@ -4,10 +4,10 @@ import { FleetError } from "@fleet/core/errors";
 import { classifyError } from "@fleet/core/classifyError";
 import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
-import { LocalStorage } from "../local/localStorage";
-import type { ObjectInfo, Storage } from "../storage";
-import { SftpSession } from "./sftpSession";
-import { SftpStorage } from "./sftpStorage";
+import { LocalStorage } from "./local/localStorage";
+import type { ObjectInfo, Storage } from "./storage";
+import { SftpSession } from "./sftp/sftpSession";
+import { SftpStorage } from "./sftp/sftpStorage";
 
 /** What an SFTP scan says of symlinks whose target cannot be looked at, and that a local scan says the same. */
 
