@@ -84,6 +84,8 @@ it("a connection drop while the symlink's target is stat'ed fails the scan as re
   const c = classifyError(err);
   expect(skipped).toEqual([]);
   expect(c.retryable).toBe(true);
+  expect(err).toBeInstanceOf(FleetError);
+  expect((err as Error).message).toContain("guarded.txt");
 });
 
 it("a symlink loop and a dangling symlink: the same words from both adapters", async () => {

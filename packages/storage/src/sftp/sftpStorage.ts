@@ -375,7 +375,8 @@ export class SftpStorage implements Storage {
         onSkipped?.(key, err.category === "invalid-key" ? SYMLINK_OUT_OF_ROOT : `a symlink that cannot be followed (${err.message})`);
         return null;
       }
-      throw err;
+      // A fault of the connection or the server: the listing fails (retryable), naming the entry.
+      throw err instanceof FleetError ? err : toStorageError("list", key, err);
     }
   }
 
