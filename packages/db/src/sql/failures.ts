@@ -80,26 +80,36 @@ function where(filter: FailureFilter, params: unknown[]): string {
  * A page of matching files, by file id (newest files first), and how many match in all. Not by
  * last try: a retry's claim and heartbeats rewrite it, so pages taken while retry-failed ran
  * showed files twice and skipped others (found by review); the id never changes.
+ *
+ * Without a text filter the total is a count of its own, beside the page, over the outcome
+ * table alone: a window count over the page's query made PostgreSQL join every matching failure
+ * to its inventory row before returning 50 (0.75 s at 200,000 failures). A text filter needs
+ * that join for every row anyway, so there the window count is the cheaper way.
  */
 export async function listFailures(db: Queryable, filter: FailureFilter, policy: RetryPolicy, page: { limit: number; offset?: number }): Promise<{ total: number; rows: FailureRow[] }> {
   const params: unknown[] = [policy.maxRetries, policy.retryableCategories];
   const condition = where(filter, params);
   params.push(page.limit, page.offset ?? 0);
-  const { rows } = await db.query<FailureRow & { total: number }>(
-    `SELECT m.file_id AS "fileId", m.range_id AS "rangeId", coalesce(s.uri, m.old_uri) AS path, m.old_uri AS "oldUri",
-            CASE m.status WHEN 'FAIL' THEN 'failed' WHEN 'RETRYING' THEN 'retrying' ELSE 'killed' END AS state,
-            coalesce(m.error_category, 'unknown') AS category, m.error_message AS message,
-            m.retry_count + 1 AS attempts, m.last_attempt_date AS "lastTry",
-            (m.status = 'KILLED' OR m.retry_count >= $1 OR NOT (coalesce(m.error_category, 'unknown') = ANY($2::text[]))) AS final,
-            m.retry_requested_at IS NOT NULL AS "retryRequested", m.size,
-            count(*) OVER ()::int8 AS total
-       FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
-      WHERE ${condition}
-      ORDER BY m.file_id DESC
-      LIMIT $${params.length - 1} OFFSET $${params.length}`,
-    params,
-  );
-  const total = rows[0]?.total ?? (page.offset ? await countFailures(db, filter) : 0);
+  const windowCount = filter.text !== undefined && filter.text !== "";
+  const [{ rows }, counted] = await Promise.all([
+    db.query<FailureRow & { total?: number }>(
+      `SELECT m.file_id AS "fileId", m.range_id AS "rangeId", coalesce(s.uri, m.old_uri) AS path, m.old_uri AS "oldUri",
+              CASE m.status WHEN 'FAIL' THEN 'failed' WHEN 'RETRYING' THEN 'retrying' ELSE 'killed' END AS state,
+              coalesce(m.error_category, 'unknown') AS category, m.error_message AS message,
+              m.retry_count + 1 AS attempts, m.last_attempt_date AS "lastTry",
+              (m.status = 'KILLED' OR m.retry_count >= $1 OR NOT (coalesce(m.error_category, 'unknown') = ANY($2::text[]))) AS final,
+              m.retry_requested_at IS NOT NULL AS "retryRequested", m.size${windowCount ? `,
+              count(*) OVER ()::int8 AS total` : ""}
+         FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
+        WHERE ${condition}
+        ORDER BY m.file_id DESC
+        LIMIT $${params.length - 1} OFFSET $${params.length}`,
+      params,
+    ),
+    windowCount ? undefined : countFailures(db, filter),
+  ]);
+  // A window count is in every row, so a page past the end has none: counted on its own then.
+  const total = counted ?? rows[0]?.total ?? (page.offset ? await countFailures(db, filter) : 0);
   return { total, rows: rows.map(({ total: _t, ...r }) => ({ ...r, path: readablePath(r.path) })) };
 }
 
@@ -119,8 +129,13 @@ export function readablePath(pathOrUri: string): string {
 async function countFailures(db: Queryable, filter: FailureFilter): Promise<number> {
   const params: unknown[] = [];
   const condition = where(filter, params);
-  const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int8 AS n FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id WHERE ${condition}`, params);
+  const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int8 AS n FROM ${outcomesFor(filter)} WHERE ${condition}`, params);
   return rows[0]!.n;
+}
+
+/** The outcome table, joined to the inventory only when a text filter needs the path. */
+function outcomesFor(filter: Omit<FailureFilter, "categories">): string {
+  return filter.text ? "migration_files m LEFT JOIN source_files s ON s.id = m.file_id" : "migration_files m";
 }
 
 export interface FailureCategorySummary {
@@ -137,29 +152,32 @@ export interface FailureCategorySummary {
   example: { fileId: number; path: string; message: string | null };
 }
 
-/** Per category: counts by state and one example (path and message of the same file). */
+/**
+ * Per category: counts by state and one example (path and message of the same file, the
+ * category's lowest file id). The counts read the outcome table alone (the inventory only for a
+ * text filter); the examples' paths are looked up for those few files afterwards. Joining every
+ * failure to its inventory row first cost 1.5 s at 200,000 failures, against 0.4 s now.
+ */
 export async function failureSummary(db: Queryable, filter: Omit<FailureFilter, "categories">, policy: RetryPolicy): Promise<FailureCategorySummary[]> {
   const params: unknown[] = [policy.maxRetries, policy.retryableCategories];
   const condition = where(filter, params);
   const { rows } = await db.query<FailureCategorySummary>(
-    `WITH f AS (
-       SELECT coalesce(m.error_category, 'unknown') AS category, m.status, m.retry_count, m.file_id,
-              coalesce(s.uri, m.old_uri) AS path, m.error_message
-         FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
+    `WITH counts AS (
+       SELECT coalesce(m.error_category, 'unknown') AS category, count(*)::int8 AS files,
+              count(*) FILTER (WHERE m.status = 'FAIL')::int8 AS failed,
+              count(*) FILTER (WHERE m.status = 'RETRYING')::int8 AS retrying,
+              count(*) FILTER (WHERE m.status = 'KILLED')::int8 AS killed,
+              count(*) FILTER (WHERE m.status = 'FAIL' AND (m.retry_count >= $1 OR NOT (coalesce(m.error_category, 'unknown') = ANY($2::text[]))))::int8 AS final,
+              min(m.file_id) AS example_id
+         FROM ${outcomesFor(filter)}
         WHERE ${condition}
-     ), counts AS (
-       SELECT category, count(*)::int8 AS files,
-              count(*) FILTER (WHERE status = 'FAIL')::int8 AS failed,
-              count(*) FILTER (WHERE status = 'RETRYING')::int8 AS retrying,
-              count(*) FILTER (WHERE status = 'KILLED')::int8 AS killed,
-              count(*) FILTER (WHERE status = 'FAIL' AND (retry_count >= $1 OR NOT (category = ANY($2::text[]))))::int8 AS final
-         FROM f GROUP BY category
-     ), examples AS (
-       SELECT DISTINCT ON (category) category, json_build_object('fileId', file_id, 'path', path, 'message', error_message) AS example
-         FROM f ORDER BY category, file_id
+        GROUP BY 1
      )
-     SELECT c.*, c.category = ANY($2::text[]) AS retryable, e.example
-       FROM counts c JOIN examples e USING (category)
+     SELECT c.category, c.files, c.failed, c.retrying, c.killed, c.final, c.category = ANY($2::text[]) AS retryable,
+            json_build_object('fileId', e.file_id, 'path', coalesce(s.uri, e.old_uri), 'message', e.error_message) AS example
+       FROM counts c
+       JOIN migration_files e ON e.file_id = c.example_id
+       LEFT JOIN source_files s ON s.id = e.file_id
       ORDER BY c.files DESC, c.category`,
     params,
   );
