@@ -57,17 +57,20 @@ export async function startRecorder(
 
 /**
  * An intercept that gives s3rver (which ignores the header) AWS S3's conditional writes: a PUT
- * of an object with `If-None-Match: *` is answered 412 PreconditionFailed, with nothing
- * written, when the key exists — checked with `exists` (the test's own client) and forwarded
- * otherwise, one such PUT per key at a time, so the check and the write are atomic as on AWS.
- * Path-style addressing (`/bucket/key`); uploads of parts (`?uploadId=`) are forwarded.
+ * of an object, or the completion of a multipart upload (POST `?uploadId=`), with
+ * `If-None-Match: *` is answered 412 PreconditionFailed, with nothing written, when the key
+ * exists — checked with `exists` (the test's own client) and forwarded otherwise, one such
+ * request per key at a time, so the check and the write are atomic as on AWS. Path-style
+ * addressing (`/bucket/key`); uploads of parts are forwarded.
  */
 export function honourIfNoneMatch(exists: (bucket: string, key: string) => Promise<boolean>) {
   const turns = new Map<string, Promise<void>>();
   return (req: http.IncomingMessage, res: http.ServerResponse, seen: Seen, forward: Forward): boolean => {
-    if (req.method !== "PUT" || req.headers["if-none-match"] !== "*") return false;
+    if (req.headers["if-none-match"] !== "*") return false;
     const url = new URL(req.url ?? "/", "http://proxy");
-    if (url.searchParams.has("uploadId")) return false;
+    // A PUT of a whole object, or the completion of a multipart upload (POST ?uploadId=).
+    const completion = url.searchParams.has("uploadId");
+    if (req.method !== (completion ? "POST" : "PUT")) return false;
     const [bucket = "", ...rest] = url.pathname.slice(1).split("/");
     const key = rest.map(decodeURIComponent).join("/");
     req.pause();

@@ -27,6 +27,11 @@ export function isS3NotFound(err: unknown): boolean {
   return e.$metadata?.httpStatusCode === 404 && e.name !== "NoSuchBucket";
 }
 
+/** A conditional request refused (HTTP 412): with `If-None-Match: *`, the key exists. */
+export function isS3PreconditionFailed(err: unknown): boolean {
+  return (err as { $metadata?: { httpStatusCode?: unknown } } | null)?.$metadata?.httpStatusCode === 412;
+}
+
 /** The SDK's error name is the server's error code: worth keeping next to its message. */
 export function describeS3(err: unknown): string {
   const e = err as { name?: unknown; message?: unknown; $metadata?: { httpStatusCode?: unknown } } | null;

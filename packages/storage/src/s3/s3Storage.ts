@@ -12,7 +12,7 @@ import { StreamDigest, digestStream, md5Of } from "./s3Digest";
 import { ConditionalWrites } from "./s3ConditionalWrites";
 import { EXISTS, S3DirectRequests } from "./s3DirectRequests";
 import { S3FolderListings } from "./s3FolderListings";
-import { checkFailure, isS3NotFound, s3Failure } from "./s3Errors";
+import { checkFailure, isS3NotFound, isS3PreconditionFailed, s3Failure } from "./s3Errors";
 import { s3KeyOf, s3Uri } from "./s3Keys";
 import type { S3Key } from "./s3Keys";
 import { S3Objects, trustedSha256 } from "./s3Objects";
@@ -325,10 +325,20 @@ export class S3Storage implements Storage {
     if (start.ended) {
       atEnd();
     } else {
-      const params = { Bucket: this.bucket, Key: target.objectKey };
-      await uploadMultipart(this.client, params, start.rest, { partSizeBytes, queueSize: this.queueSize }, signal).catch((err: unknown) => {
-        throw start.failure() ?? err;
-      });
+      // Under "fail" the HEAD before this stream said "absent"; on a server that honours
+      // conditional writes the upload's completion makes sure it still is: S3 then refuses to
+      // complete it (412) when another writer took the key meanwhile.
+      const ifAbsent = options.ifExists !== "overwrite" && (await this.conditional.usable(signal));
+      const params = { Bucket: this.bucket, Key: target.objectKey, ...(ifAbsent ? { IfNoneMatch: "*" } : {}) };
+      try {
+        await uploadMultipart(this.client, params, start.rest, { partSizeBytes, queueSize: this.queueSize }, signal);
+      } catch (err) {
+        const failure = start.failure();
+        if (failure !== undefined) throw failure;
+        if (!ifAbsent || !finished || !isS3PreconditionFailed(err)) throw err;
+        // Not completed (the parts were discarded): the key holds another upload's object.
+        return this.settleTaken(target, finished.digest, options);
+      }
     }
     if (!finished) throw new RetryableError("io", `write ${JSON.stringify(target.key)}: the upload finished before the stream ended`);
     if (start.ended) {
@@ -357,6 +367,17 @@ export class S3Storage implements Storage {
     if (existing !== "different" && existing.size === digest.size && existing.sha256 === digest.sha256) return true;
     if (options.ifExists === "overwrite") return false;
     throw destinationExists(target);
+  }
+
+  /**
+   * A conditional write refused because the key exists, its bytes not written: unchanged when the
+   * object there holds the same bytes (a retry, a re-run), destination-exists when it holds
+   * others. Gone again by the time it is looked at: retryable (the bytes of a stream are spent).
+   */
+  private async settleTaken(target: S3Key, digest: Digest, options: WriteOptions): Promise<WriteResult> {
+    const head = await this.objects.head("write", target, options.signal);
+    if (head && (await this.settleExisting(target, digest, options, head))) return this.written(target, digest, true);
+    throw new RetryableError("io", `write ${JSON.stringify(target.key)}: the destination key was taken by another upload and freed again; the file will be copied again`);
   }
 
   /** The existing object at a key about to be written; null when absent (by a fresh listing, or a HEAD). */
