@@ -4,7 +4,8 @@
 #   1. npm dependencies, if missing or older than package-lock.json (as `npm run demo` does);
 #   2. the system packages the tests use as real servers, installed with apt when missing
 #      (as root): openssh-server (a private sshd per SFTP/SSH test file), chromium (the
-#      dashboard's browser test); PostgreSQL's server binaries (initdb/pg_ctl for the private
+#      dashboard's browser test), faketime (libfaketime: a scheduler replica on a host whose
+#      clock is off); PostgreSQL's server binaries (initdb/pg_ctl for the private
 #      clusters of the fault tests) and redis-server come with the services themselves;
 #   3. checks that Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432) answer, and says how
 #      to start them if not (.ci/run starts them);
@@ -56,6 +57,7 @@ fi
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing+=(faketime)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${PG_BIN:-}" ]; then
   # initdb/pg_ctl come with PostgreSQL's server package; only a machine whose PostgreSQL runs
   # elsewhere (FLEET_TEST_DATABASE_URL) lacks them.
@@ -75,7 +77,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
   fi
 else
-  say "system packages present (sshd, chromium, initdb, redis-server)"
+  say "system packages present (sshd, chromium, faketime, initdb, redis-server)"
 fi
 # sshd refuses to start without its privilege-separation directory.
 if $plan; then [ -d /run/sshd ] || say "would create /run/sshd"; elif [ "$(id -u)" -eq 0 ]; then mkdir -p /run/sshd; fi

@@ -86,7 +86,9 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   // sync intervals and a remaining replica's configuration takes over. When the record itself
   // is gone (Redis emptied), a deferring replica waits one lease period for the newer one to
   // record it again, and then restores the schedules as a loss (recover-stuck), not a takeover.
-  const startedAt = Date.now();
+  // A start is stamped by Redis's clock, the one clock every replica shares: by its pod's own,
+  // a replica on a host whose clock runs behind took itself for the older one.
+  const startedAt = await redisNow(redis);
   const configHash = createHash("sha256").update(JSON.stringify(schedules.map((s) => [s.id, s.job, s.repeat]))).digest("hex").slice(0, 16);
   const desiredKey = `${bullPrefix(config.FLEET_PREFIX)}:schedules:desired`;
   const aliveKey = `${desiredKey}:alive`;
@@ -183,4 +185,10 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   }).start();
   shutdown.register("alert-watch", () => alerts.stop());
   return { shutdown, syncNow, server: ops.server };
+}
+
+/** Redis's time in ms (TIME: seconds and microseconds of the server's clock). */
+async function redisNow(redis: { time(): Promise<Array<string | number>> }): Promise<number> {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }

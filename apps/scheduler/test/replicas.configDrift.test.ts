@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -70,6 +71,14 @@ async function stopAll(procs: Proc[]): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// libfaketime (Debian package faketime; .ci/run installs it): a process whose wall clock is off.
+const LIBFAKETIME = ["x86_64-linux-gnu", "aarch64-linux-gnu"].map((arch) => `/usr/lib/${arch}/faketime/libfaketime.so.1`).find(existsSync);
+/** The environment of a process whose wall clock runs `offset` (libfaketime's syntax: "-1h") off; its timers are left alone. */
+function skewedClock(offset: string): Record<string, string> {
+  if (!LIBFAKETIME) throw new Error("libfaketime is missing: apt-get install faketime (npm test does, as root)");
+  return { LD_PRELOAD: LIBFAKETIME, FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: "1" };
+}
+
 /**
  * Rolling config change (deploy/k8s runs 2 replicas): one scheduler already has the new
  * SCHEDULE_<ID>, the other still runs the old one. The fleet settles (the configuration started
@@ -139,6 +148,29 @@ describe("two scheduler replicas with different schedule config", () => {
     // most once, no replica treats the other's removal as "Redis lost its data").
     const settled = summary.scheduleWrites <= 2 && distinct <= 1 && restoredWarnings === 0;
     expect(settled ? "settled" : `fighting: ${JSON.stringify(summary, null, 1)}`).toBe("settled");
+  });
+
+  it("the newer replica runs on a host whose clock is an hour behind: it is still the newer one (starts are stamped by Redis's clock)", async () => {
+    const prefix = uniquePrefix("sched-skew");
+    prefixes.push(prefix);
+    const oldReplica = startScheduler(env(prefix));
+    procs.push(oldReplica);
+    await oldReplica.line((l) => l.msg === "schedules in place", "old replica in place");
+    const newReplica = startScheduler({ ...env(prefix, { SCHEDULE_RETRY_FAILED: "*/5 * * * *" }), ...skewedClock("-1h") });
+    procs.push(newReplica);
+    await newReplica.line((l) => l.msg === "schedules in place", "new replica in place");
+    // The clock really is off in that process (its log lines carry its time).
+    const stamp = newReplica.lines.find((l) => l.msg === "schedules in place")!.time;
+    expect(Date.now() - (typeof stamp === "number" ? stamp : Date.parse(String(stamp)))).toBeGreaterThan(50 * 60_000);
+    await oldReplica.line((l) => typeof l.msg === "string" && l.msg.startsWith("a scheduler started later runs another schedule configuration"), "old replica deferring");
+    const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
+    try {
+      await sleep(3_000); // three sync intervals: the newer configuration stays in force
+      expect(String((await jobs.queue("migration").getJobSchedulers(0, -1)).find((x) => x.key === "retry-failed")?.pattern)).toBe("*/5 * * * *");
+      expect(newReplica.lines.filter((l) => typeof l.msg === "string" && l.msg.startsWith("a scheduler started later"))).toEqual([]);
+    } finally {
+      await jobs.close();
+    }
   });
 
   it("the newer replica is gone for good (its pod deleted, not replaced): the remaining one's configuration takes over within a few sync intervals", async () => {
