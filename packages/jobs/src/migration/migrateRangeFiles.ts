@@ -19,6 +19,10 @@ import { transferLabels } from "./transferLabels";
 // Past the owner's staleness, so the re-check finds the heartbeat stale (clocks of the worker
 // and the database tick apart by a little).
 const CLAIM_RECHECK_MARGIN_MS = 500;
+// Outcomes are written per CHUNK_SIZE files, and at least this often while files finish: with
+// large files or a bandwidth limit a chunk takes minutes, and progress, ETA and the "stalled"
+// state read these rows (found by review: "stalled" while files were being copied).
+const OUTCOME_FLUSH_MS = 2_000;
 
 export interface RangeResult {
   rangeId: number;
@@ -128,9 +132,11 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
   // Counted per chunk, not per file: prom-client hashes the labels on every inc().
   let unreportedFiles = 0, unreportedBytes = 0;
   let buffer: FileOutcome[] = [];
+  let flushedAt = Date.now();
   let writing: Promise<void> = Promise.resolve();
   let writeFailure: unknown;
   const flush = () => {
+    flushedAt = Date.now();
     if (unreportedFiles > 0) {
       metrics.filesMigrated.inc(labels, unreportedFiles);
       metrics.bytesMigrated.inc(labels, unreportedBytes);
@@ -173,7 +179,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
         errorCategory: result.error.category, errorMessage: result.error.message.slice(0, 2000), source: result.version,
       });
     }
-    if (buffer.length >= settings.chunkSize) flush();
+    if (buffer.length >= settings.chunkSize || Date.now() - flushedAt >= OUTCOME_FLUSH_MS) flush();
   };
 
   try {

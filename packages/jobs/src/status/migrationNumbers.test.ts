@@ -38,6 +38,7 @@ describe("migrationNumbers", () => {
     expect(n.rate.run!.filesPerSec).toBeCloseTo(10_000 / 7, 6);
     expect(n.rate.run!.bytesPerSec).toBeCloseTo((10_000 * 4096) / 7, 3);
     expect(formatFilesPerSec(n.rate.run!.filesPerSec)).toBe("1,429");
+    expect([12.4, 3.46, 0.1, 1 / 60, 0.00042, 0].map(formatFilesPerSec)).toEqual(["12", "3.5", "0.1", "0.017", "0.00042", "0"]);
     // Stable once done: read again ten minutes later, the same.
     expect(migrationNumbers(progress({ runStartedAt: ago(607), firstAttemptAt: ago(600.02), lastAttemptAt: ago(600), at: new Date(at.getTime() + 600_000) }), []).rate.run).toEqual(n.rate.run);
     expect(n.etaSeconds).toBe(0);

@@ -111,5 +111,8 @@ export function describeBlocker(b: Blocker): string {
 
 /** Files/s as every view prints it: whole above 10, one decimal below (the CLI and the dashboard agree to the digit). */
 export function formatFilesPerSec(x: number): string {
-  return x >= 10 ? Math.round(x).toLocaleString("en-US") : (Math.round(x * 10) / 10).toString();
+  if (x >= 10) return Math.round(x).toLocaleString("en-US");
+  if (x >= 0.1 || x === 0) return (Math.round(x * 10) / 10).toString();
+  // A file a minute is not "0 files/s" (found by review: next to an ETA of a day).
+  return Number(x.toPrecision(2)).toString();
 }

@@ -1,0 +1,45 @@
+import { createPipelineHarness, fileSummary, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+
+/**
+ * A range whose files trickle in (large files, a bandwidth limit) records its outcomes as they
+ * come, not only per CHUNK_SIZE files: progress, ETA and the "stalled" state read them. Found by
+ * review: under LINK_BWLIMIT=100K `fleet migrate status` said "stalled: nothing finished in the
+ * last minute" while 74 files had been copied.
+ */
+describe("outcomes of a slow range", () => {
+  let h: PipelineHarness;
+  const KiB = 1024;
+
+  beforeAll(async () => {
+    h = await createPipelineHarness("outcomeflush", {
+      SOURCE_URL: `null:zero?size=${64 * KiB}`,
+      VERIFY: "write",
+      BATCH_SIZE: "1000",
+      CHUNK_SIZE: "1000",
+      LINK_BWLIMIT: "256K",
+    });
+  });
+  afterAll(() => h?.close());
+
+  it("are recorded every few seconds while the range runs, long before its end", async () => {
+    // 48 files of 64 KiB at 256 KiB/s: ~10 s for the range (after the bucket's burst of 2 s).
+    await h.runtime.db.query(`INSERT INTO source_files (uri, name, size) SELECT 'slow/f-' || i || '.bin', 'f-' || i || '.bin', $1 FROM generate_series(1, 48) AS i`, [64 * KiB]);
+    await h.startRunner();
+    await h.runtime.deps.jobs.enqueue("seed-ranges", {});
+    const seen = await waitFor(async () => {
+      const { rows } = await h.runtime.db.query<{ recorded: number; open: number }>(
+        `SELECT (SELECT count(*)::int FROM migration_files) AS recorded, (SELECT count(*)::int FROM migration_ranges WHERE status <> 'COMPLETE') AS open`,
+      );
+      return rows[0]!.recorded > 0 && rows[0]!;
+    }, 20_000, "the first outcomes");
+    // Written while the range still runs, and far from all of its files.
+    expect(seen.open).toBe(1);
+    expect(seen.recorded).toBeLessThan(40);
+    const summary = await waitFor(async () => {
+      const s = await fileSummary(h.runtime);
+      return s.withoutOutcome === 0 && s;
+    }, 90_000, "every file to have an outcome");
+    expect(summary).toMatchObject({ SUCCESS: 48, FAIL: 0, withoutOutcome: 0 });
+  }, 120_000);
+});
