@@ -113,6 +113,13 @@ describe("fleet migrate failures | retry | kill", () => {
   it("kill gives files up: KILLED, never retried, listed as killed; status --watch on the ended run exits 1", async () => {
     const usage = await fleet(env, ["migrate", "kill"]);
     expect([usage.code, usage.err]).toEqual([2, expect.stringContaining("give exactly one of --file (repeatable), --owner or --prefix\nusage: fleet migrate kill [options]")]);
+    const bogus = await fleet(env, ["migrate", "failures", "--category", "bogus"]);
+    expect([bogus.code, bogus.err]).toEqual([2, expect.stringContaining('unknown category "bogus"; the categories are network, timeout,')]);
+    // A selection that names nothing is an error (a typo in a script), as for retry.
+    const typo = await fleet(env, ["migrate", "kill", "--file", "999999"]);
+    expect([typo.code, typo.out]).toEqual([1, expect.stringMatching(/^no file matches --file .*: nothing killed\nfile 999999: no such file in the inventory/)]);
+    const nothing = await fleet(env, ["migrate", "kill", "--prefix", "no-such-dir/"]);
+    expect([nothing.code, nothing.out]).toEqual([1, expect.stringMatching(/^no file matches --prefix "no-such-dir\/"/)]);
     const killed = await fleetJson(env, ["migrate", "kill", "--prefix", "dir1/", "--reason", "gone for good"]);
     expect(killed).toMatchObject({ killed: 1, neverAttempted: 0, alreadySucceeded: 9 });
     const list = await fleetJson(env, ["migrate", "failures", "--state", "killed"]);

@@ -1,3 +1,5 @@
+import { FILE_CATEGORIES } from "@fleet/core/errors";
+import { formatZodIssues } from "@fleet/core/zodIssues";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { JobClient } from "@fleet/core/jobClient";
@@ -32,8 +34,10 @@ const STATES = ["failed", "retrying", "killed"] as const;
 
 const many = z.union([z.string(), z.array(z.string())]).optional().transform((v) => (v === undefined ? [] : (Array.isArray(v) ? v : [v]).map((s) => s.trim()).filter(Boolean)));
 
+const categories = many.pipe(z.array(z.string().refine((c) => FILE_CATEGORIES.includes(c), { message: `unknown category; the categories are ${FILE_CATEGORIES.join(", ")}` })));
+
 const querySchema = z.object({
-  category: many,
+  category: categories,
   link: z.string().trim().max(500).optional(),
   text: z.string().trim().max(500).optional(),
   state: many.pipe(z.array(z.enum(STATES))),
@@ -42,7 +46,7 @@ const querySchema = z.object({
 });
 
 const retrySchema = z.object({
-  category: many,
+  category: categories,
   file: many.pipe(z.array(z.string().regex(/^\d{1,15}$/).transform(Number))),
   includePermanent: z.enum(["on"]).optional(),
   // The list's filter, sent with a category's button: it retries what the page counted.
@@ -67,7 +71,7 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
 
   app.get("/failures.json", async (req, reply) => {
     const parsed = querySchema.safeParse(req.query);
-    if (!parsed.success) return deny(reply, 400, "bad filter");
+    if (!parsed.success) return deny(reply, 400, `bad filter: ${formatZodIssues(parsed.error.issues)}`);
     const filter = filterOf(parsed.data);
     const { categories: _c, ...summaryFilter } = filter;
     const [list, summary] = await Promise.all([listFailures(db, filter, policy, { limit: PAGE_SIZE, offset: (parsed.data.page - 1) * PAGE_SIZE }), failureSummary(db, summaryFilter, policy)]);
@@ -76,7 +80,7 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
 
   app.get("/failures", async (req, reply) => {
     const parsed = querySchema.safeParse(req.query);
-    if (!parsed.success) return deny(reply, 400, "bad filter");
+    if (!parsed.success) return deny(reply, 400, `bad filter: ${formatZodIssues(parsed.error.issues)}`);
     const q = parsed.data;
     const filter = filterOf(q);
     const { categories: _c, ...summaryFilter } = filter;

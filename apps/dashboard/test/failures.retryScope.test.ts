@@ -50,4 +50,14 @@ describe("the failures page's per-category retry under a filter", () => {
     const marked = await db.query<{ file_id: string }>(`SELECT file_id FROM migration_files WHERE retry_requested_at IS NOT NULL ORDER BY file_id`);
     expect(marked.rows.map((r) => Number(r.file_id))).toEqual([1, 2]);
   });
+
+  it("refuses a category filter that names no category, saying which ones exist", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    for (const path of ["/failures.json?category=nonsense", "/failures?category=network&category=nonsense"]) {
+      const res = await send(base, path, { jar });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: string }).error).toMatch(/^bad filter: .*unknown category; the categories are network, timeout, .*not-found/);
+    }
+    expect((await send(base, "/failures.json?category=killed", { jar })).status).toBe(200);
+  });
 });

@@ -56,6 +56,9 @@ export const PERMANENT_CATEGORIES = [
   "no-handler",
 ] as const;
 
+/** Every category a file's outcome can carry: the error categories, and `killed` (fleet migrate kill). For filters. */
+export const FILE_CATEGORIES: readonly string[] = [...RETRYABLE_CATEGORIES, ...PERMANENT_CATEGORIES, "killed"];
+
 /**
  * Categories that point at the link (the path between a source and a destination storage) or
  * at a storage as a whole, not at one file: every file would fail the same way right now. They

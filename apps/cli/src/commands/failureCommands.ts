@@ -2,6 +2,7 @@ import { userInfo } from "node:os";
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { parseDuration } from "@fleet/core/backoff";
+import { FILE_CATEGORIES } from "@fleet/core/errors";
 import { failureSummary, killFiles, listFailures } from "@fleet/db/sql/failures";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import type { FailureRow, FailureState, KillSelection } from "@fleet/db/sql/failures";
@@ -22,6 +23,11 @@ import { formatFailures } from "./status";
  */
 const STATES: readonly FailureState[] = ["failed", "retrying", "killed"];
 
+function categoryOption(value: string): string {
+  if (!FILE_CATEGORIES.includes(value)) throw new InvalidArgumentError(`unknown category ${JSON.stringify(value)}; the categories are ${FILE_CATEGORIES.join(", ")}`);
+  return value;
+}
+
 function stateOption(value: string): FailureState {
   if (!(STATES as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${STATES.join(", ")}`);
   return value as FailureState;
@@ -41,7 +47,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
   migrate
     .command("failures")
     .description("failed and retrying files (path, category, message, attempts, last try) with a summary per category")
-    .option("--category <c>", "only this category (repeatable)", collect(String))
+    .option("--category <c>", "only this category (repeatable)", collect(categoryOption))
     .option("--link <link>", "only files of this link as status shows it (this configuration's link label, or a source location: file://, sftp://user@host:22, s3://bucket)")
     .option("--since <when>", "last try at or after: an ISO date/time or a duration ago (2h)", sinceOption)
     .option("--state <s>", `failed, retrying or killed (repeatable; default failed and retrying)`, collect(stateOption))
@@ -76,7 +82,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
   migrate
     .command("retry")
     .description("re-queue failed files now: all retryable ones, or those of --category / --file; permanent ones only with --include-permanent (after fixing the cause)")
-    .option("--category <c>", "only this category (repeatable)", collect(String))
+    .option("--category <c>", "only this category (repeatable)", collect(categoryOption))
     .option("--file <id>", "only this file (repeatable)", collect(fileId))
     .option("--include-permanent", "also files whose category is permanent (not-found, permission-denied, …)")
     .option("--json", "machine-readable output")
@@ -137,11 +143,18 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         const r = await killFiles(db, selection);
         const subject = opts.file ? `files:${opts.file.slice(0, 20).join(",")}` : opts.owner !== undefined ? `owner:${opts.owner}` : `prefix:${opts.prefix}`;
         await writeLog(db, [{ level: "warn", job: "kill", subject, message: selection.reason, details: { ...r } }]);
-        const text =
-          `killed ${r.killed.toLocaleString("en-US")} files (${r.neverAttempted} never attempted, ${r.killed - r.neverAttempted} failed or retrying)` +
-          (r.alreadyKilled ? `; ${r.alreadyKilled} were killed already` : "") +
-          (r.alreadySucceeded ? `; ${r.alreadySucceeded} already migrated are left as they are` : "");
-        print(opts.json, r, text);
+        const unknown = r.unknownIds.map(Number);
+        const text = [
+          r.matched === 0
+            ? `no file matches ${opts.file ? "--file" : opts.owner !== undefined ? `--owner ${JSON.stringify(opts.owner)}` : `--prefix ${JSON.stringify(opts.prefix)}`} (keys as scanned; fleet migrate failures lists failed files with their ids): nothing killed`
+            : `killed ${r.killed.toLocaleString("en-US")} files (${r.neverAttempted} never attempted, ${r.killed - r.neverAttempted} failed or retrying)` +
+              (r.alreadyKilled ? `; ${r.alreadyKilled} were killed already` : "") +
+              (r.alreadySucceeded ? `; ${r.alreadySucceeded} already migrated are left as they are` : ""),
+          ...unknown.map((id) => `file ${id}: no such file in the inventory (or an old version of a changed file), not killed`),
+        ].join("\n");
+        print(opts.json, { ...r, unknownIds: unknown }, text);
+        // A selection that names nothing (a typo in a script) is an error, as for retry.
+        return r.matched === 0 || unknown.length > 0 ? 1 : 0;
       }),
     );
 }

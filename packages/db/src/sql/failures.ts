@@ -293,6 +293,10 @@ export interface KillResult {
   alreadyKilled: number;
   /** Migrated already: a kill does not undo a copy. */
   alreadySucceeded: number;
+  /** Current inventory files the selection matched (killed or not). */
+  matched: number;
+  /** Ids of `fileIds` that name no current inventory file (a typo, or an old version of a changed file). */
+  unknownIds: number[];
 }
 
 /**
@@ -353,7 +357,9 @@ async function killSelected(db: Queryable, params: unknown[]): Promise<KillResul
      SELECT (SELECT count(*) FROM fresh)::int8 + (SELECT count(*) FROM changed)::int8 AS killed,
             (SELECT count(*) FROM fresh)::int8 AS "neverAttempted",
             (SELECT count(*) FROM target t JOIN migration_files m ON m.file_id = t.id WHERE m.status = 'KILLED')::int8 AS "alreadyKilled",
-            (SELECT count(*) FROM target t JOIN migration_files m ON m.file_id = t.id WHERE m.status = 'SUCCESS')::int8 AS "alreadySucceeded"`,
+            (SELECT count(*) FROM target t JOIN migration_files m ON m.file_id = t.id WHERE m.status = 'SUCCESS')::int8 AS "alreadySucceeded",
+            (SELECT count(*) FROM target)::int8 AS matched,
+            ARRAY(SELECT u FROM unnest($1::int8[]) u WHERE NOT EXISTS (SELECT 1 FROM target t WHERE t.id = u) ORDER BY u) AS "unknownIds"`,
     params,
   );
   return rows[0]!;
