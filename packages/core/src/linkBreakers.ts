@@ -34,6 +34,9 @@ export interface BreakerState {
   probeInMs: number;
 }
 
+/** While another caller's probe runs, how soon the others look again (a probe answers in about a second). */
+export const PROBE_RECHECK_MS = 2_000;
+
 /** What to do about a due probe: run it (this caller holds the lease), wait, or nothing (closed). */
 export type ProbeClaim = { kind: "closed" } | { kind: "probe" } | { kind: "wait"; waitMs: number; state: BreakerState };
 
@@ -56,13 +59,17 @@ redis.call('HSET', KEYS[1], 'link', ARGV[2], 'reason', ARGV[3], 'category', ARGV
   'openedAt', now, 'nextProbeAt', now + tonumber(ARGV[6]), 'failedProbes', 0)
 return {1, now, redis.call('HGETALL', KEYS[1])}`;
 
-// KEYS: state, probe lease. ARGV: holder, leaseMs. Hands the probe to one caller once it is due.
+// KEYS: state, probe lease. ARGV: holder, leaseMs, recheckMs. Hands the probe to one caller once
+// it is due. While another caller's probe runs, the others look again after recheckMs (at most
+// the lease's rest): the lease is the worst case of a probe that hangs, while a probe usually
+// answers within a second (found by review: jobs that came up during a probe slept the whole
+// 35 s lease after the link was back).
 const CLAIM = `${NOW}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'closed'} end
 local due = tonumber(redis.call('HGET', KEYS[1], 'nextProbeAt')) or 0
 if now < due then return {'wait', due - now, now, redis.call('HGETALL', KEYS[1])} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return {'probe'} end
-return {'wait', math.max(redis.call('PTTL', KEYS[2]), 100), now, redis.call('HGETALL', KEYS[1])}`;
+return {'wait', math.max(math.min(redis.call('PTTL', KEYS[2]), tonumber(ARGV[3])), 100), now, redis.call('HGETALL', KEYS[1])}`;
 
 // KEYS: state, probe lease. ARGV: error, delays (ms, comma-separated; the last repeats).
 const PROBE_FAILED = `${NOW}
@@ -106,9 +113,12 @@ export class LinkBreakers {
     return { opened: opened === 1, state: stateOf(fields, now)! };
   }
 
-  /** Claims the probe when it is due (one caller at a time, for `leaseMs` at most). */
-  async claimProbe(link: string, holder: string, leaseMs: number): Promise<ProbeClaim> {
-    const reply = (await this.redis.eval(CLAIM, 2, this.stateKey(link), this.probeKey(link), holder, String(leaseMs))) as [string, number?, number?, string[]?];
+  /**
+   * Claims the probe when it is due (one caller at a time, for `leaseMs` at most). While another
+   * caller probes, the answer is to wait `recheckMs` (or the rest of its lease, if shorter).
+   */
+  async claimProbe(link: string, holder: string, leaseMs: number, recheckMs = PROBE_RECHECK_MS): Promise<ProbeClaim> {
+    const reply = (await this.redis.eval(CLAIM, 2, this.stateKey(link), this.probeKey(link), holder, String(leaseMs), String(Math.max(1, Math.round(recheckMs))))) as [string, number?, number?, string[]?];
     if (reply[0] === "closed") return { kind: "closed" };
     if (reply[0] === "probe") return { kind: "probe" };
     return { kind: "wait", waitMs: Number(reply[1]), state: stateOf(reply[3] ?? [], Number(reply[2]))! };
