@@ -58,11 +58,18 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     const unknown = await fleet("ops", "submit", "format-disk");
     expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('unknown job "format-disk"')]);
 
-    expect(await json("ops", "cancel", "range-4")).toEqual({ id: "range-4", kind: "removed", was: "waiting" });
-    expect(await migration.getJobState("range-4")).toBe("unknown");
+    // A range's job is re-created by the fleet while the range has files left: not cancellable,
+    // and the answer says how to stop copying (found by review: it was back within seconds).
+    const refused = await fleet("ops", "cancel", "range-4");
+    expect([refused.code, refused.out]).toEqual([1, expect.stringMatching(/^operation range-4 is not cancelled: a range's job is re-created by the fleet .*fleet pause migration/)]);
+    expect(await migration.getJobState("range-4")).toBe("waiting");
+
+    const retry = await json("ops", "submit", "retry-failed");
+    expect(await json("ops", "cancel", retry.id)).toEqual({ id: retry.id, kind: "removed", was: "waiting" });
+    expect(await migration.getJobState(retry.id)).toBe("unknown");
     // BullMQ has forgotten it; the history says who submitted and cancelled it.
-    const past = await json("ops", "show", "range-4");
-    expect(past).toMatchObject({ id: "range-4", state: "removed", source: "history", submittedBy: expect.stringMatching(/^cli:/), data: { rangeId: 4 } });
+    const past = await json("ops", "show", retry.id);
+    expect(past).toMatchObject({ id: retry.id, state: "removed", source: "history", submittedBy: expect.stringMatching(/^cli:/), name: "retry-failed" });
     expect(past.log).toEqual([expect.stringMatching(/ waiting: submitted by cli:/), expect.stringMatching(/ removed: cancelled by cli:.* before it started$/)]);
     expect((await fleet("ops", "show", "range-404")).code).toBe(1);
   });

@@ -155,7 +155,7 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     if (principal?.kind === "token" && !mayActOnJob(principal.scopes, found.job.name)) {
       return reply.code(403).send({ error: `this token may not cancel "${found.job.name}" operations (its scopes: ${formatScopes(principal.scopes)})` });
     }
-    const outcome = await cancelOperation(options.redis, options.prefix, found);
+    const outcome = await cancelOperation(options.redis, options.prefix, found, catalogue.get(found.job.name));
     if (outcome.kind === "removed") {
       await history.recorder.removed(operationRef(found.job), actorOf(req.principal)).catch((err: unknown) => req.log.warn({ err, operation: id }, "operation history not written"));
     }
@@ -165,6 +165,8 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
         return reply.send({ id, cancelled: true, was: outcome.was });
       case "requested":
         return reply.code(202).send({ id, cancelRequested: true, was: "active" });
+      case "refused":
+        return reply.code(409).send({ error: `not cancelled: ${outcome.reason}`, state: await found.job.getState() });
       case "no-listener":
         return reply.code(409).send({ error: "the operation is running but no worker is listening for cancel requests", state: "active" });
       case "finished":

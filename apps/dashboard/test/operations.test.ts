@@ -38,7 +38,7 @@ describe("operations API", () => {
     expect(await waiting()).toBe(0);
   });
 
-  it("submits a catalogue job, shows it, lists it by state and cancels it while it waits", async () => {
+  it("submits a catalogue job, shows it, lists it by state and cancels it while it waits (not a range's job: the fleet re-creates those)", async () => {
     const res = await submit({ name: "migrate-range", data: { rangeId: 5 }, opts: { priority: 3 } });
     expect(res.status).toBe(202);
     const op = (await res.json()) as { id: string; state: string; queue: string };
@@ -53,18 +53,26 @@ describe("operations API", () => {
     const none = (await (await send(base, "/api/operations?state=failed", { headers: auth })).json()) as { operations: unknown[] };
     expect(none.operations).toEqual([]);
 
-    const cancel = await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth });
-    expect(await cancel.json()).toEqual({ id: op.id, cancelled: true, was: "prioritized" });
+    // A range's job is re-created by the fleet while the range has files left: refused, with
+    // what to do instead (found by review: a cancelled range was back within seconds).
+    const refused = await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth });
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toEqual({ error: expect.stringMatching(/^not cancelled: a range's job is re-created by the fleet .*fleet pause migration/), state: "prioritized" });
+    await (await fx.dashboard.jobs.queue("migration").getJob(op.id))!.remove();
+
+    const retry = (await (await submit({ name: "retry-failed", data: { requestedOnly: true }, opts: { priority: 3 } })).json()) as { id: string };
+    const cancel = await send(base, `/api/operations/${encodeURIComponent(retry.id)}/cancel`, { method: "POST", headers: auth });
+    expect(await cancel.json()).toEqual({ id: retry.id, cancelled: true, was: "prioritized" });
     expect(await waiting()).toBe(0);
     // BullMQ has forgotten it; the Postgres history has not.
-    const gone = await send(base, `/api/operations/${encodeURIComponent(op.id)}`, { headers: auth });
+    const gone = await send(base, `/api/operations/${encodeURIComponent(retry.id)}`, { headers: auth });
     expect(gone.status).toBe(200);
     const past = (await gone.json()) as { log: string[] };
-    expect(past).toMatchObject({ id: op.id, name: "migrate-range", queue: "migration", state: "removed", source: "history", data: { rangeId: 5 }, finishedAt: expect.any(String) });
+    expect(past).toMatchObject({ id: retry.id, name: "retry-failed", queue: "migration", state: "removed", source: "history", finishedAt: expect.any(String) });
     expect(past.log).toEqual([expect.stringMatching(/ waiting: submitted by \S+$/), expect.stringMatching(/ removed: cancelled by \S+ before it started$/)]);
     const listedPast = (await (await send(base, "/api/operations", { headers: auth })).json()) as { operations: Array<{ id: string; state: string }> };
-    expect(listedPast.operations.find((o) => o.id === op.id)).toMatchObject({ state: "removed" });
-    expect((await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth })).status).toBe(409);
+    expect(listedPast.operations.find((o) => o.id === retry.id)).toMatchObject({ state: "removed" });
+    expect((await send(base, `/api/operations/${encodeURIComponent(retry.id)}/cancel`, { method: "POST", headers: auth })).status).toBe(409);
   });
 
   it("unknown job names and invalid data: 400 with the issues, nothing enqueued", async () => {
@@ -136,15 +144,15 @@ describe("operations API", () => {
   });
 
   it("cancels a running operation through its worker's AbortSignal: the job fails as cancelled, without retry", async () => {
-    // A real JobRunner on the fleet's prefix, with a migrate-range stand-in that runs until aborted.
+    // A real JobRunner on the fleet's prefix, with a retry-failed stand-in that runs until aborted.
     let sawAbort: unknown;
     let started!: () => void;
     const running = new Promise<void>((resolve) => (started = resolve));
     const standIn: AnyJobDefinition<object> = {
-      name: "migrate-range",
+      name: "retry-failed",
       queue: "migration",
       description: "waits for its signal",
-      schema: z.object({ rangeId: z.number() }),
+      schema: z.object({ requestedOnly: z.boolean().optional() }),
       async handle(_payload, ctx) {
         started();
         await new Promise((_resolve, reject) =>
@@ -157,7 +165,7 @@ describe("operations API", () => {
     };
     const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
     const runner = new JobRunner<object>({
-      catalogue: buildCatalogue({ declaredNames: ["migrate-range"], queues: ["migration"], definitions: { "migrate-range": standIn } }),
+      catalogue: buildCatalogue({ declaredNames: ["retry-failed"], queues: ["migration"], definitions: { "retry-failed": standIn } }),
       consumers: [{ queue: "migration", concurrency: 1 }],
       connection,
       prefix: `{${fx.prefix}}`,
@@ -172,7 +180,7 @@ describe("operations API", () => {
     });
     try {
       await runner.start();
-      const op = (await (await submit({ name: "migrate-range", data: { rangeId: 77 } })).json()) as { id: string };
+      const op = (await (await submit({ name: "retry-failed", data: { requestedOnly: true } })).json()) as { id: string };
       await running;
       const res = await send(base, `/api/operations/${encodeURIComponent(op.id)}/cancel`, { method: "POST", headers: auth });
       expect([res.status, await res.json()]).toEqual([202, { id: op.id, cancelRequested: true, was: "active" }]);

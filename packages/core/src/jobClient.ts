@@ -44,6 +44,11 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     private readonly queueOptions: { skipMetasUpdate?: boolean } = {},
   ) {}
 
+  /** A job kind's contract, by name (undefined for a name outside the catalogue). */
+  contractOf(name: string): AnyJobContract | undefined {
+    return this.catalogue.get(name);
+  }
+
   queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {

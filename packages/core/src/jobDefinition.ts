@@ -102,6 +102,12 @@ export interface JobContract<Schema extends z.ZodType = z.ZodType> {
    * overridden or turned off from config (SCHEDULE_<ID>=cron | every:<duration> | off).
    */
   schedules?: ReadonlyArray<JobSchedule<z.input<Schema>>>;
+  /**
+   * Set for a job the fleet re-creates from PostgreSQL while its work is unfinished (a range's
+   * job): a cancel would be undone within seconds by the reconciliation, so `fleet ops cancel`
+   * and the operations API refuse it with this text, which says how to stop the work instead.
+   */
+  notCancellable?: string;
 }
 
 /** `payload` may be left out only when the job's schema accepts `{}` (every field optional or defaulted). */

@@ -2,6 +2,7 @@ import type { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { requestCancel } from "./jobCancel";
 import type { OperationRef } from "./operationRecorder";
+import type { AnyJobContract } from "./jobDefinition";
 
 /**
  * Operations as operators see them (dashboard API, `fleet ops`): a BullMQ job of the catalogue,
@@ -113,16 +114,20 @@ export async function listOperations(queues: readonly Queue[], state: OperationS
 
 export type CancelOutcome =
   | { kind: "removed"; was: string }
+  /** A job the fleet would re-create (its contract's notCancellable): left alone. */
+  | { kind: "refused"; reason: string }
   | { kind: "requested"; receivers: number }
   | { kind: "no-listener" }
   | { kind: "finished"; state: string };
 
 /**
  * Not started yet: removed. Running: every JobRunner hears the request and the one holding the
- * job aborts it (it then fails as `cancelled`, without retry). Finished: nothing to do.
+ * job aborts it (it then fails as `cancelled`, without retry). Finished: nothing to do. A job
+ * whose contract says it is not cancellable (the fleet would re-create it): refused.
  */
-export async function cancelOperation(redis: Redis, prefix: string, found: { job: Job; queue: Queue }): Promise<CancelOutcome> {
+export async function cancelOperation(redis: Redis, prefix: string, found: { job: Job; queue: Queue }, contract?: AnyJobContract): Promise<CancelOutcome> {
   const state = await found.job.getState();
+  if (contract?.notCancellable && state !== "completed" && state !== "failed") return { kind: "refused", reason: contract.notCancellable };
   if (state === "waiting" || state === "delayed" || state === "prioritized" || state === "waiting-children") {
     await found.job.remove();
     return { kind: "removed", was: state };

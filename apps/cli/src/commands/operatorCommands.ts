@@ -192,7 +192,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           process.stderr.write(`fleet: no operation ${id}\n`);
           return 1;
         }
-        const outcome = await cancelOperation(runtime.redis, runtime.prefix, found);
+        const outcome = await cancelOperation(runtime.redis, runtime.prefix, found, runtime.deps.jobs.contractOf(found.job.name));
         if (outcome.kind === "removed") {
           await new OperationHistory(runtime.db)
             .removed(operationRef(found.job), `cli:${userInfo().username}`)
@@ -202,6 +202,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           outcome.kind === "removed" ? `removed operation ${id} (it was ${outcome.was})`
           : outcome.kind === "requested" ? `asked the workers to abort operation ${id}`
           : outcome.kind === "no-listener" ? `operation ${id} is running but no worker listens for cancel requests`
+          : outcome.kind === "refused" ? `operation ${id} is not cancelled: ${outcome.reason}`
           : `operation ${id} has already ${outcome.state === "completed" ? "completed" : "failed"}`;
         print(opts.json, { id, ...outcome }, text);
         return outcome.kind === "removed" || outcome.kind === "requested" ? 0 : 1;

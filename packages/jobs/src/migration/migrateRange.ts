@@ -15,6 +15,11 @@ const contract = defineContract({
   // No lockDurationMs: BullMQ renews the lock on a timer however long the job runs, and a
   // longer lock only delays the redelivery of a job whose worker died (LOCK_DURATION decides).
   options: { runWindow: "migration" },
+  // Found by an operator walkthrough: a cancelled range was back within seconds (recover-stuck
+  // re-creates the job of every range with files left), while the cancel said it had worked.
+  notCancellable:
+    "a range's job is re-created by the fleet for as long as the range has files to copy. To stop copying: `fleet pause migration` " +
+    "(and `fleet resume migration`), or a run window; to give files up: `fleet migrate kill --prefix …`",
 });
 
 declare module "../jobRegistry" {
