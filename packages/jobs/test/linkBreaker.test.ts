@@ -74,6 +74,31 @@ describe("retry-failed while the link's breaker is open", () => {
   }, 120_000);
 });
 
+describe("per-object copies while the destination refuses", () => {
+  let h: PipelineHarness;
+  afterAll(() => h?.close());
+
+  it("opens the breaker, leaves every file pending (also the ones whose faults opened it), and copies everything afterwards", async () => {
+    h = await createPipelineHarness("breaker-objects", { ...BREAKER, BATCH_SIZE: "40", COPY_CONCURRENCY: "2" });
+    const files = await seedSourceFiles(h.runtime.db, h.sourceDir, { count: 40 });
+    await breakDestination(h);
+    await h.startRunner();
+    await h.runtime.deps.jobs.enqueue("seed-ranges", {});
+    const breakers = new LinkBreakers(h.runtime.redis, h.runtime.prefix);
+    await waitFor(() => breakers.get(h.runtime.deps.link.link), 20_000, "the breaker to open");
+    await new Promise((r) => setTimeout(r, 1_000));
+    // The faults that opened the breaker were the link's, not their files': no FAIL rows (they
+    // used to be recorded FAIL, and the range's job ended failed, until a retry ran).
+    expect(await fileSummary(h.runtime)).toEqual({ SUCCESS: 0, FAIL: 0, RETRYING: 0, withoutOutcome: 40 });
+
+    await repairDestination(h);
+    await waitFor(async () => (await fileSummary(h.runtime)).SUCCESS === files.length || undefined, 60_000, "every file copied");
+    await expectAllAtDestination(h, files);
+    const { rows } = await h.runtime.db.query<{ n: number }>("SELECT count(*)::int AS n FROM migration_file_attempts");
+    expect(rows[0]!.n).toBe(0);
+  }, 120_000);
+});
+
 describe("packaged transfers while the destination refuses", () => {
   let h: PipelineHarness;
   afterAll(() => h?.close());

@@ -154,10 +154,23 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
     );
   };
 
+  // Files whose copy met a link fault, held until the range ends: if the link's breaker opens
+  // meanwhile (a burst: the link is down) they stay pending like every file after them; if the
+  // range runs to its end with the breaker closed, each was a lone fault and is recorded FAIL
+  // with its retryable category (retry-failed copies it again). Recorded at once, the faults
+  // that opened the breaker were FAIL rows until a retry ran (found by fault injection: 10
+  // files FAIL "network" after an sshd restart, the range's job failed).
+  const heldLinkFaults: CopyResult[] = [];
   const onResult = (result: CopyResult) => {
     if (!result.ok && result.error.category === "interrupted") return; // stays pending
-    // The link is down (its breaker open): not the file's fault, and not worth a FAIL row.
-    if (!result.ok && isLinkFaultCategory(result.error.category) && breakerSignal.aborted) return; // stays pending
+    if (!result.ok && isLinkFaultCategory(result.error.category)) {
+      // The link is down (its breaker open): not the file's fault, and not worth a FAIL row.
+      if (!breakerSignal.aborted) heldLinkFaults.push(result);
+      return;
+    }
+    record(result);
+  };
+  const record = (result: CopyResult) => {
     if (result.ok) {
       succeeded++;
       bytes += result.size;
@@ -168,8 +181,9 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
         newUri: result.newUri, size: result.size, sha256: result.sha256, errorCategory: null, errorMessage: null, source: result.version,
       });
     } else {
-      // A lone link fault (the breaker stayed closed) fails the file with its retryable
-      // category: retry-failed copies it again (a link fault there uses none of its retries).
+      // A lone link fault (held until the range's end, the breaker stayed closed) fails the file
+      // with its retryable category: retry-failed copies it again (a link fault there uses none
+      // of its retries).
       failed++;
       metrics.fileFailures.inc({ category: result.error.category });
       failureLog.record(result.item.fileId, result.item.key, result.error);
@@ -180,6 +194,10 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
       });
     }
     if (buffer.length >= settings.chunkSize || Date.now() - flushedAt >= OUTCOME_FLUSH_MS) flush();
+  };
+  const recordLoneLinkFaults = () => {
+    if (stopReason) return; // the range is given back: they stay pending
+    for (const result of heldLinkFaults.splice(0)) record(result);
   };
 
   try {
@@ -199,6 +217,7 @@ export async function migrateRangeFiles(input: MigrateRangeInput): Promise<Range
         () => stop.signal.aborted,
       );
     }
+    recordLoneLinkFaults();
     flush();
     await writing;
   } catch (err) {
