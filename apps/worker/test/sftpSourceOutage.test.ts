@@ -82,8 +82,9 @@ for (const mode of MODES) {
         );
         done = true;
       } finally {
+        // What happened, for a failure (the worker logs are gone with the fixture).
         // eslint-disable-next-line no-console
-        console.log(JSON.stringify({
+        if (!done) console.log(JSON.stringify({
           mode,
           done,
           atKill,
