@@ -36,8 +36,6 @@ describe("per-chunk cost of the slot check when the link has no bandwidth limit 
       log,
     });
     const signal = new AbortController().signal;
-    // Without a slot (what every stream got before the commit when the limit was off): no pacer.
-    expect(throttle.pacer(signal)).toBeUndefined();
     const slot = await throttle.slot(signal);
     try {
       const pacer = throttle.pacer(signal, slot)!;
@@ -58,5 +56,33 @@ describe("per-chunk cost of the slot check when the link has no bandwidth limit 
     } finally {
       slot.release();
     }
+  });
+
+  it("a stream started while the link has no limit is paced once a limit is set (a live change), without a slot too", async () => {
+    let timetable = parseBandwidthTimetable("off");
+    const throttle = new LinkThrottle({
+      limits: new LinkLimits(redis, uniquePrefix("throttle-live")),
+      link: "local:/src → local:/dst",
+      bandwidth: () => timetable,
+      maxTransfers: () => 0,
+      timeZone: "UTC",
+      owner: "w1",
+      log,
+    });
+    const signal = new AbortController().signal;
+    const pacer = throttle.pacer(signal);
+    // Unlimited: chunks go at once, no promise.
+    for (let i = 0; i < 64; i++) expect(pacer.take(64 * 1024)).toBeUndefined();
+    // `fleet settings set LINK_BWLIMIT 1M` while the stream runs (a large file: it used to go
+    // out at full speed to its end).
+    timetable = parseBandwidthTimetable("1M");
+    await new Promise((r) => setTimeout(r, 300)); // past the unlimited stream's recheck (250 ms)
+    const started = performance.now();
+    for (let i = 0; i < 64; i++) await pacer.take(64 * 1024); // 4 MiB at 1 MiB/s
+    pacer.done();
+    const seconds = (performance.now() - started) / 1000;
+    process.stdout.write(`4 MiB after a live 1M limit: ${seconds.toFixed(2)} s\n`);
+    // 4 MiB less the bucket's burst (2 s of the rate) at 1 MiB/s: about 2 s, never at once.
+    expect(seconds).toBeGreaterThan(1.5);
   });
 });

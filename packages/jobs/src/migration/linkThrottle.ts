@@ -79,12 +79,12 @@ export class LinkThrottle {
   }
 
   /**
-   * A pacer for one stream, or undefined when the link has no bandwidth limit now and the
-   * stream holds no transfer slot. With a slot, every chunk first makes sure the slot is held.
+   * A pacer for one stream. With a slot, every chunk first makes sure the slot is held. Also on a
+   * link without a bandwidth limit now: a limit set while the stream runs (a live change, the
+   * timetable's next entry) applies to its next chunks (found by review: a large file started
+   * just before `fleet settings set LINK_BWLIMIT` went out at full speed to its end).
    */
-  pacer(signal: AbortSignal, slot: TransferSlot = NO_SLOT): Pacer | undefined {
-    const slotted = slot !== NO_SLOT;
-    if (!slotted && this.rate() === null) return undefined;
+  pacer(signal: AbortSignal, slot: TransferSlot = NO_SLOT): Pacer {
     let credit = 0;
     let rate: number | null = null;
     // No limit now: the timetable (a time-zone conversion) is read every RATE_RECHECK_MS, not
