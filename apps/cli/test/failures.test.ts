@@ -126,6 +126,14 @@ describe("fleet migrate failures | retry | kill", () => {
     expect(list.files.map((f: { path: string; state: string; message: string }) => [f.path, f.state, f.message.replace(/cli:\w+/, "cli:U")])).toEqual([
       ["dir1/file-25.bin", "killed", expect.stringMatching(/^killed by cli:U: gone for good \(was not-found: /)],
     ]);
+    // One file's attempts, as the dashboard's file page shows them.
+    const attempts = await fleetJson(env, ["migrate", "attempts", String(list.files[0].fileId)]);
+    expect(attempts.file).toMatchObject({ fileId: list.files[0].fileId, state: "killed", path: "dir1/file-25.bin" });
+    // Its failed tries first, the kill last.
+    expect(attempts.attempts[0]).toMatchObject({ status: "FAIL", category: "not-found" });
+    expect(attempts.attempts.at(-1)).toMatchObject({ status: "KILLED", category: "killed" });
+    const none = await fleet(env, ["migrate", "attempts", "999999"]);
+    expect([none.code, none.err]).toEqual([1, expect.stringContaining("file 999999 is not failed, retrying or killed")]);
     const retried = await fleet(env, ["migrate", "retry", "--file", String(list.files[0].fileId), "--include-permanent"]);
     expect([retried.code, retried.out]).toEqual([1, `nothing re-queued: no failed file matches\nfile ${list.files[0].fileId}: not failed (killed), not re-queued\n`]);
 

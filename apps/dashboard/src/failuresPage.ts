@@ -90,6 +90,15 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
     return sendPage(reply, 200, page("Failures", failuresBody(q, list, summary, operator, csrf), navigation(req.principal)));
   });
 
+  // One file's state and every recorded attempt, as JSON (what the page below shows).
+  app.get<{ Params: { id: string } }>("/failures/file/:id.json", async (req, reply) => {
+    if (!/^\d{1,15}$/.test(req.params.id)) return deny(reply, 404, "no such file");
+    const fileId = Number(req.params.id);
+    const [{ rows }, attempts] = await Promise.all([listFailures(db, { fileIds: [fileId], states: [...STATES] }, policy, { limit: 1 }), fileAttempts(db, fileId)]);
+    if (!rows[0]) return deny(reply, 404, "no failed, retrying or killed file with this id");
+    return reply.header("cache-control", "no-store").send({ file: rows[0], attempts });
+  });
+
   app.get<{ Params: { id: string } }>("/failures/file/:id", async (req, reply) => {
     if (!/^\d{1,15}$/.test(req.params.id)) return deny(reply, 404, "no such file");
     const fileId = Number(req.params.id);

@@ -59,5 +59,9 @@ describe("the failures page's per-category retry under a filter", () => {
       expect(((await res.json()) as { error: string }).error).toMatch(/^bad filter: .*unknown category; the categories are network, timeout, .*not-found/);
     }
     expect((await send(base, "/failures.json?category=killed", { jar })).status).toBe(200);
+    // One file's attempts as JSON.
+    const file = (await (await send(base, "/failures/file/3.json", { jar })).json()) as { file: { fileId: string | number; category: string }; attempts: unknown[] };
+    expect([Number(file.file.fileId), file.file.category, file.attempts]).toEqual([3, "network", []]);
+    expect((await send(base, "/failures/file/999.json", { jar })).status).toBe(404);
   });
 });

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { parseDuration } from "@fleet/core/backoff";
 import { FILE_CATEGORIES } from "@fleet/core/errors";
-import { failureSummary, killFiles, listFailures } from "@fleet/db/sql/failures";
+import { failureSummary, fileAttempts, killFiles, listFailures } from "@fleet/db/sql/failures";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import type { FailureRow, FailureState, KillSelection } from "@fleet/db/sql/failures";
 import { writeLog } from "@fleet/db/sql/log";
@@ -76,6 +76,33 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
           ...(page.total > page.rows.length ? [`(${opts.offset + 1}–${opts.offset + page.rows.length} of ${page.total.toLocaleString("en-US")}; --limit / --offset for more)`] : []),
         ].join("\n");
         print(opts.json, { total: page.total, offset: opts.offset, files: page.rows, summary }, text);
+      }),
+    );
+
+  migrate
+    .command("attempts <fileId>")
+    .description("one failed, retrying or killed file: its state and every recorded attempt (when, outcome, category, message, range)")
+    .option("--json", "machine-readable output")
+    .action((id: string, opts: { json?: boolean }) =>
+      run(async (ctx) => {
+        const file = fileId(id);
+        const db = await ctx.database();
+        const policy = { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES };
+        const [{ rows }, attempts] = await Promise.all([listFailures(db, { fileIds: [file], states: [...STATES] }, policy, { limit: 1 }), fileAttempts(db, file)]);
+        const row = rows[0];
+        if (!row) {
+          process.stderr.write(`fleet: file ${file} is not failed, retrying or killed (fleet migrate failures lists those)\n`);
+          return 1;
+        }
+        const text = [
+          formatRows([row]),
+          "",
+          attempts.length === 0
+            ? "no attempt recorded"
+            : attempts.map((a) => `${a.at.toISOString().slice(0, 19)}  ${a.status.padEnd(8)}  ${(a.category ?? "-").padEnd(18)}  range ${a.rangeId ?? "-"}  ${oneLine(a.message)}`).join("\n"),
+        ].join("\n");
+        print(opts.json, { file: row, attempts }, text);
+        return 0;
       }),
     );
 
