@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -42,6 +42,7 @@ describe("fleet inventory re-scan with an unreadable folder", () => {
       await mkdir(join(share, k, ".."), { recursive: true });
       await writeFile(join(share, k), k);
     }
+    await symlink("nowhere", join(share, "dangling"));
     await chmod(share, 0o755);
     await expect(fleetJson(env, ["inventory", "scan"])).resolves.toMatchObject({ new: 4 });
 
@@ -58,6 +59,12 @@ describe("fleet inventory re-scan with an unreadable folder", () => {
     expect(rescan.unreadable).toEqual(["locked"]);
     // Nothing was deleted at the source.
     expect({ vanished: rescan.vanished, vanishedKeys: rescan.vanishedKeys }).toEqual({ vanished: 0, vanishedKeys: [] });
+
+    // What it skipped stays on record after the terminal is gone.
+    const last = await fleetJson(env, ["inventory", "last-scan"]);
+    expect(last).toMatchObject({ unreadable: ["locked"], skipped: [expect.stringMatching(/^dangling \(/)], vanished: 0, files: 2 });
+    const lastText = await fleet(env, ["inventory", "last-scan"]);
+    expect([lastText.code, lastText.out]).toEqual([0, expect.stringMatching(/unreadable 1, skipped 1\nnot files, skipped:\n {2}dangling \(.*\)\ncould not be read, skipped:\n {2}locked\n$/)]);
 
     // Readable again: nothing changed, so nothing is a new version (nothing to migrate again).
     const again = await fleetJson(env, ["inventory", "scan"]);

@@ -9,6 +9,7 @@ import { formatOf, readRecords } from "@fleet/jobs/inventory/importFormats";
 import type { InventoryFormat } from "@fleet/jobs/inventory/importFormats";
 import { importInventory } from "@fleet/jobs/inventory/importInventory";
 import { scanInventory } from "@fleet/jobs/inventory/scanInventory";
+import { lastLogEntry } from "@fleet/db/sql/log";
 import type { ScanProgress, ScanResult } from "@fleet/jobs/inventory/scanInventory";
 import { ConfigError, FleetError } from "@fleet/core/errors";
 import { describe } from "@fleet/core/classifyError";
@@ -28,6 +29,33 @@ const SHOWN = 20;
 
 export function registerInventoryCommands(program: Command, run: Run): void {
   const inventory = program.command("inventory").description("fill source_files: scan the source, or import an inventory file");
+
+  inventory
+    .command("last-scan")
+    .description("what the last finished scan reported (kept in the database): counts, and the entries it skipped, could not read or found vanished")
+    .option("--source <label>", "the last scan of this source (as scans name it: local:/data, s3://bucket, sftp://user@host:22/path)")
+    .option("--json", "machine-readable output")
+    .action((opts: { source?: string; json?: boolean }) =>
+      run(async (ctx) => {
+        const db = await ctx.database();
+        const entry = await lastLogEntry(db, "inventory-scan", "inventory scan finished", opts.source !== undefined ? `inventory:${opts.source}` : undefined);
+        if (!entry) {
+          process.stderr.write(`fleet: no finished inventory scan${opts.source !== undefined ? ` of ${opts.source}` : ""} on record (fleet inventory scan)\n`);
+          return 1;
+        }
+        const d = (entry.details ?? {}) as Partial<ScanResult> & { vanishedKeys?: string[] };
+        const list = (title: string, keys: readonly string[] | undefined, total: number) =>
+          keys && keys.length > 0 ? [`${title}:`, ...keys.map((k) => `  ${k}`), ...(total > keys.length ? [`  … and ${(total - keys.length).toLocaleString("en-US")} more (in the scan's own output)`] : [])] : [];
+        const text = [
+          `last scan of ${d.source ?? "?"}${d.prefix ? ` under ${d.prefix}` : ""}, finished ${entry.at.toISOString().slice(0, 19)}Z: ${(d.files ?? 0).toLocaleString("en-US")} files (${formatBytes(d.bytes ?? 0)}), new ${d.new ?? 0}, changed ${d.changed ?? 0}, vanished ${d.vanished ?? 0}, unreadable ${d.unreadable?.length ?? 0}, skipped ${d.skipped?.length ?? 0}`,
+          ...list("not files, skipped", d.skipped, d.skipped?.length ?? 0),
+          ...list("could not be read, skipped", d.unreadable, d.unreadable?.length ?? 0),
+          ...list("vanished", d.vanishedKeys, d.vanished ?? 0),
+        ].join("\n");
+        print(opts.json, { at: entry.at, ...d }, text);
+        return 0;
+      }),
+    );
 
   inventory
     .command("scan")
@@ -142,8 +170,8 @@ function formatScan(r: ScanResult): string {
     for (const key of r.vanishedKeys.slice(0, SHOWN)) lines.push(`  ${key}`);
     if (r.vanished > SHOWN) lines.push(`  … and ${(r.vanished - SHOWN).toLocaleString("en-US")} more (--json lists up to 1,000)`);
   }
-  if (r.unreadable.length > 0) lines.push(`${r.unreadable.length} folders or files could not be read and were skipped (listed on stderr; fix their permissions and scan again)`);
-  if (r.skipped.length > 0) lines.push(`${r.skipped.length} entries are not files and were skipped: symlinks that dangle or lead out of the source, FIFOs, sockets, devices (listed on stderr; --json lists up to 1,000)`);
+  if (r.unreadable.length > 0) lines.push(`${r.unreadable.length} folders or files could not be read and were skipped (listed on stderr with why, and by fleet inventory last-scan; fix the cause — permissions, a name that is not valid UTF-8 — and scan again)`);
+  if (r.skipped.length > 0) lines.push(`${r.skipped.length} entries are not files and were skipped: symlinks that dangle or lead out of the source, FIFOs, sockets, devices (listed on stderr and by fleet inventory last-scan; --json lists up to 1,000)`);
   return lines.join("\n");
 }
 

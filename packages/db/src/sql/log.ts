@@ -39,3 +39,14 @@ export async function pruneLog(db: Queryable, olderThanMs: number, batch = 10_00
     if ((rowCount ?? 0) < batch) return total;
   }
 }
+
+/** The newest entry of a job with this message (and subject, when given): what the last run of something reported. */
+export async function lastLogEntry(db: Queryable, job: string, message: string, subject?: string): Promise<(LogEntry & { at: Date }) | undefined> {
+  const { rows } = await db.query<LogEntry & { at: Date }>(
+    `SELECT time AS at, level, job, subject, message, details FROM migration_log
+      WHERE job = $1 AND message = $2 AND ($3::text IS NULL OR subject = $3)
+      ORDER BY id DESC LIMIT 1`,
+    [job, message, subject ?? null],
+  );
+  return rows[0];
+}
