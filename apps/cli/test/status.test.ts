@@ -73,5 +73,7 @@ describe("fleet migrate status: transfers per link", () => {
     const text = await run(process.execPath, [CLI, "migrate", "status"], { env });
     expect(text.stdout).toMatch(/transfers by link/);
     expect(text.stdout).toMatch(/file:\/\/ → s3:\/\/archive {2}30 files/);
+    // Every failed file is named by one of the three: not-found is permanent, so both are final.
+    expect(text.stdout).toMatch(/failed 2 \(final 2, retried later 0, retry requested 0\)/);
   });
 });

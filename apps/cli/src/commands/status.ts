@@ -55,7 +55,7 @@ export function formatStatus(r: StatusReport): string {
     `state          ${stateText(n)}`,
     `source files   ${num(n.total.files)} (${formatBytes(n.total.bytes)})${extra.length ? `; not counted: ${extra.join(", ")}` : ""}`,
     `ranges         pending ${n.ranges.PENDING}  processing ${n.ranges.PROCESSING}  complete ${n.ranges.COMPLETE}`,
-    `files          ${num(n.done)}/${num(n.total.files)} done (${n.percent.toFixed(1)}%): success ${num(n.succeeded)}  failed ${num(n.failed)} (final ${num(n.failedFinal)}, retry requested ${num(n.retryRequested)})  retrying ${num(n.retrying)}  killed ${num(n.killed)}`,
+    `files          ${num(n.done)}/${num(n.total.files)} done (${n.percent.toFixed(1)}%): success ${num(n.succeeded)}  failed ${num(n.failed)} (final ${num(n.failedFinal)}, retried later ${num(Math.max(n.failed - n.failedFinal - n.retryRequested, 0))}, retry requested ${num(n.retryRequested)})  retrying ${num(n.retrying)}  killed ${num(n.killed)}`,
     `migrated       ${formatBytes(n.bytesMigrated)}`,
     `rate           ${rateText(n)}`,
     `elapsed        ${n.elapsedSeconds === null ? "-" : formatDuration(n.elapsedSeconds)}  eta ${etaText(n)}`,
