@@ -4,8 +4,8 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Queryable } from "@fleet/db/pool";
-import { failureSummary, fileAttempts, listFailures } from "@fleet/db/sql/failures";
-import type { FailureFilter, FailureRow, FailureState, RetryPolicy } from "@fleet/db/sql/failures";
+import { failedFileWithAttempts, failureSummary, listFailures } from "@fleet/db/sql/failures";
+import type { FailureFilter, FailureRow, FailureState, FileAttempt, RetryPolicy } from "@fleet/db/sql/failures";
 import type { OperationHistory } from "@fleet/db/sql/operations";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
@@ -93,21 +93,19 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
   // One file's state and every recorded attempt, as JSON (what the page below shows).
   app.get<{ Params: { id: string } }>("/failures/file/:id.json", async (req, reply) => {
     if (!/^\d{1,15}$/.test(req.params.id)) return deny(reply, 404, "no such file");
-    const fileId = Number(req.params.id);
-    const [{ rows }, attempts] = await Promise.all([listFailures(db, { fileIds: [fileId], states: [...STATES] }, policy, { limit: 1 }), fileAttempts(db, fileId)]);
-    if (!rows[0]) return deny(reply, 404, "no failed, retrying or killed file with this id");
-    return reply.header("cache-control", "no-store").send({ file: rows[0], attempts });
+    const found = await failedFileWithAttempts(db, Number(req.params.id), policy);
+    if (!found) return deny(reply, 404, "no failed, retrying or killed file with this id");
+    return reply.header("cache-control", "no-store").send(found);
   });
 
   app.get<{ Params: { id: string } }>("/failures/file/:id", async (req, reply) => {
     if (!/^\d{1,15}$/.test(req.params.id)) return deny(reply, 404, "no such file");
     const fileId = Number(req.params.id);
-    const [{ rows }, attempts] = await Promise.all([listFailures(db, { fileIds: [fileId], states: [...STATES] }, policy, { limit: 1 }), fileAttempts(db, fileId)]);
-    const row = rows[0];
-    if (!row) return deny(reply, 404, "no failed, retrying or killed file with this id");
+    const found = await failedFileWithAttempts(db, fileId, policy);
+    if (!found) return deny(reply, 404, "no failed, retrying or killed file with this id");
     const operator = req.principal?.role === "operator";
     const csrf = req.principal?.kind === "session" ? req.principal.session.csrf : "";
-    return sendPage(reply, 200, page(`File ${fileId}`, fileBody(row, attempts, operator, csrf), navigation(req.principal)));
+    return sendPage(reply, 200, page(`File ${fileId}`, fileBody(found.file, found.attempts, operator, csrf), navigation(req.principal)));
   });
 
   app.post("/failures/retry", async (req, reply) => {
@@ -187,7 +185,7 @@ function filesTable(rows: readonly FailureRow[], operator: boolean, csrf: string
 <p><label><input type="checkbox" name="includePermanent" value="on"> also permanent categories (the cause is fixed)</label> <button type="submit" name="retry-selected" value="1">Retry selected files</button></p></form>`;
 }
 
-function fileBody(row: FailureRow, attempts: Awaited<ReturnType<typeof fileAttempts>>, operator: boolean, csrf: string): SafeHtml {
+function fileBody(row: FailureRow, attempts: readonly FileAttempt[], operator: boolean, csrf: string): SafeHtml {
   return html`<h1>File ${row.fileId}</h1>
 <section><table>
 <tr><th>path</th><td><code>${row.path}</code></td></tr>

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { parseDuration } from "@fleet/core/backoff";
 import { FILE_CATEGORIES } from "@fleet/core/errors";
-import { failureSummary, fileAttempts, killFiles, listFailures } from "@fleet/db/sql/failures";
+import { failedFileWithAttempts, failureSummary, killFiles, listFailures } from "@fleet/db/sql/failures";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import type { FailureRow, FailureState, KillSelection } from "@fleet/db/sql/failures";
 import { writeLog } from "@fleet/db/sql/log";
@@ -88,12 +88,12 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         const file = fileId(id);
         const db = await ctx.database();
         const policy = { maxRetries: ctx.config.RETRY_MAX, retryableCategories: ctx.config.RETRY_CATEGORIES };
-        const [{ rows }, attempts] = await Promise.all([listFailures(db, { fileIds: [file], states: [...STATES] }, policy, { limit: 1 }), fileAttempts(db, file)]);
-        const row = rows[0];
-        if (!row) {
+        const found = await failedFileWithAttempts(db, file, policy);
+        if (!found) {
           process.stderr.write(`fleet: file ${file} is not failed, retrying or killed (fleet migrate failures lists those)\n`);
           return 1;
         }
+        const { file: row, attempts } = found;
         const text = [
           formatRows([row]),
           "",

@@ -202,6 +202,12 @@ export async function fileAttempts(db: Queryable, fileId: number): Promise<FileA
   return rows;
 }
 
+/** One failed, retrying or killed file with its recorded attempts (the CLI's `migrate attempts`, the dashboard's file page); undefined for any other file. */
+export async function failedFileWithAttempts(db: Queryable, fileId: number, policy: RetryPolicy): Promise<{ file: FailureRow; attempts: FileAttempt[] } | undefined> {
+  const [{ rows }, attempts] = await Promise.all([listFailures(db, { fileIds: [fileId], states: ["failed", "retrying", "killed"] }, policy, { limit: 1 }), fileAttempts(db, fileId)]);
+  return rows[0] ? { file: rows[0], attempts } : undefined;
+}
+
 export interface RetrySelection {
   categories?: readonly string[];
   fileIds?: readonly number[];
