@@ -1,7 +1,7 @@
 import type { Queryable } from "@fleet/db/pool";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
-import { liveWorkers, retriesByCount, statusCounts, throughputPerMinute, transferLinkRates } from "@fleet/db/sql/reports";
+import { liveWorkers, rangesByStatus, transferLinkRates } from "@fleet/db/sql/reports";
 import type { LiveWorkerRow, ThroughputRow, TransferLinkRate } from "@fleet/db/sql/reports";
 import type { BlockerSource } from "@fleet/jobs/status/blockers";
 import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
@@ -9,7 +9,8 @@ import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 
 /**
  * Everything the progress page shows, read with a handful of aggregate statements (never per
- * item). `numbers` is the one set of numbers (migrationNumbers): the CLI's status and the
+ * item); one scan of the outcomes for the numbers and tables, one for the links, one of the
+ * failures. `numbers` is the one set of numbers (migrationNumbers): the CLI's status and the
  * dashboard's gauges show the same object.
  */
 export interface ProgressReport {
@@ -44,11 +45,9 @@ export interface ProgressOptions {
 
 export async function readProgress(db: Queryable, options: ProgressOptions): Promise<ProgressReport> {
   const policy = { maxRetries: options.maxRetries, retryableCategories: options.retryableCategories };
-  const [status, counts, throughput, retries, failures, workers, links] = await Promise.all([
-    readMigrationStatus(db, { ...policy, blockers: options.blockers }),
-    statusCounts(db),
-    throughputPerMinute(db, options.chartMinutes),
-    retriesByCount(db),
+  const [status, ranges, failures, workers, links] = await Promise.all([
+    readMigrationStatus(db, { ...policy, blockers: options.blockers, chartMinutes: options.chartMinutes }),
+    rangesByStatus(db),
     failureSummary(db, {}, policy),
     liveWorkers(db, options.staleAfterMs),
     transferLinkRates(db, LINK_WINDOW_SECONDS),
@@ -57,10 +56,10 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     at: new Date(status.numbers.at),
     numbers: status.numbers,
     warnings: status.warnings,
-    ranges: counts.ranges,
-    files: counts.files,
-    throughput,
-    retries,
+    ranges,
+    files: status.progress.filesByStatus,
+    throughput: status.progress.throughput,
+    retries: status.progress.retries,
     failures,
     workers,
     links,

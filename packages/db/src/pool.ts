@@ -41,6 +41,14 @@ export interface PoolOptions {
   connectionTimeoutMs?: number;
   /** Told when an idle connection dies (e.g. Postgres restarted); the pool replaces it. */
   onIdleError?: (err: Error) => void;
+  /**
+   * PostgreSQL's JIT compilation for this pool's sessions (default off). Fleet's statements are
+   * short, or reports whose work per row is a few comparisons: compiling them costs more than
+   * it saves. Measured on the progress page's statements at 1M files: the status scan 500 ms
+   * without JIT, 700–940 ms with it; the whole page 1.45 s without, 1.6–2.2 s with. The
+   * bookkeeping bench (P2) is the same either way (61,117 and 62,287 rows/s).
+   */
+  jit?: boolean;
 }
 
 export function createPool(options: PoolOptions): DbPool {
@@ -49,6 +57,7 @@ export function createPool(options: PoolOptions): DbPool {
     max: options.max ?? 10,
     application_name: options.applicationName ?? "fleet",
     statement_timeout: options.statementTimeoutMs ?? 0,
+    ...(options.jit ? {} : { options: "-c jit=off" }),
     // The server enforces statement_timeout, so a frozen server never does: with one set, the
     // client gives up a little after it (found by review: a dashboard request waited for good).
     ...(options.statementTimeoutMs ? { query_timeout: options.statementTimeoutMs + 5_000 } : {}),

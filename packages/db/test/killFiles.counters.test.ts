@@ -4,7 +4,7 @@ import { killFiles } from "@fleet/db/sql/failures";
 import { recordOutcomes } from "@fleet/db/sql/files";
 import type { FileOutcome } from "@fleet/db/sql/files";
 import { claimRange, completeRange, seedRanges } from "@fleet/db/sql/ranges";
-import { migrationProgress, statusCounts } from "@fleet/db/sql/reports";
+import { migrationProgress, rangesByStatus } from "@fleet/db/sql/reports";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 
@@ -44,8 +44,7 @@ describe("kill vs the counts", () => {
     // One FAIL row is left; completeRange's own rule (FAIL + RETRYING) counts 1.
     const rows = await db.query(`SELECT count(*) FILTER (WHERE status IN ('FAIL','RETRYING'))::int AS failed FROM migration_files WHERE range_id = $1`, [range!.id]);
     expect(rows.rows[0].failed).toBe(1);
-    const counters = await statusCounts(db);
-    const complete = counters.ranges.find((r) => r.status === "COMPLETE")!;
+    const complete = (await rangesByStatus(db)).find((r) => r.status === "COMPLETE")!;
     expect(complete.filesFailed).toBe(1);
   });
 

@@ -24,6 +24,9 @@ function progress(over: Partial<MigrationProgress>): MigrationProgress {
     vanished: 0,
     superseded: 0,
     at,
+    filesByStatus: [],
+    retries: [],
+    throughput: [],
     ...over,
   };
 }

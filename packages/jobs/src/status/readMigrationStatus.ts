@@ -2,6 +2,7 @@ import { parseRunWindows } from "@fleet/core/runWindow";
 import type { RunWindows } from "@fleet/core/runWindow";
 import type { Queryable } from "@fleet/db/pool";
 import { migrationProgress } from "@fleet/db/sql/reports";
+import type { MigrationProgress } from "@fleet/db/sql/reports";
 import { readSettings } from "@fleet/db/sql/settings";
 import { LIVE_SETTINGS } from "../liveSettingsCatalogue";
 import { readBlockers } from "./blockers";
@@ -14,12 +15,16 @@ export interface StatusReadOptions {
   retryableCategories: readonly string[];
   /** Where reasons for held work come from (migrationBlockerSources). */
   blockers: readonly BlockerSource[];
+  /** Minutes of per-minute throughput to read with the numbers (the progress page's chart). */
+  chartMinutes?: number;
 }
 
 export interface MigrationStatus {
   numbers: MigrationNumbers;
   /** Reasons that could not be read (Redis down): the numbers stand, a block may be unknown. */
   warnings: string[];
+  /** The counts the numbers were worked out from, with the per-status, retry and throughput tables. */
+  progress: MigrationProgress;
 }
 
 /** One reading of the numbers every view shows (see migrationNumbers.ts). */
@@ -27,7 +32,7 @@ export async function readMigrationStatus(db: Queryable, options: StatusReadOpti
   const progress = await migrationProgress(db, options);
   // The database's clock, as for the rates: a reader with a skewed clock sees the same state.
   const { blockers, warnings } = await readBlockers(options.blockers, progress.at);
-  return { numbers: migrationNumbers(progress, blockers), warnings };
+  return { numbers: migrationNumbers(progress, blockers), warnings, progress };
 }
 
 /** The migration window as the workers apply it (undefined when RUN_WINDOWS is off). */
