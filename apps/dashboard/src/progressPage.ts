@@ -7,6 +7,8 @@ import { sendPage } from "./loginRoutes";
 import { navigation } from "./navigation";
 import { LINK_WINDOW_SECONDS, readProgress } from "./progressData";
 import type { ProgressOptions, ProgressReport } from "./progressData";
+import { sharedRead } from "./sharedRead";
+import type { SharedRead } from "./sharedRead";
 import { throughputChart } from "./throughputChart";
 import { formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
 
@@ -18,18 +20,24 @@ export interface ProgressPageOptions extends ProgressOptions {
   breakers(): Promise<BreakerView[] | null>;
 }
 
-/** GET /progress (HTML, refreshes itself every 10 s without script) and GET /progress.json (the same numbers). */
-export function progressRoutes(app: FastifyInstance, options: ProgressPageOptions): void {
+/**
+ * GET /progress (HTML, refreshes itself every 10 s without script) and GET /progress.json (the
+ * same numbers), from one reading shared by the requests that want it at about the same time
+ * (sharedRead.ts); the caller invalidates it when the dashboard changes something.
+ */
+export function progressRoutes(app: FastifyInstance, options: ProgressPageOptions): SharedRead<ProgressReport> {
+  const reading = sharedRead(() => readProgress(options.db, options));
   app.get("/progress.json", async (_req, reply) => {
-    const [report, breakers] = await Promise.all([readProgress(options.db, options), options.breakers()]);
+    const [report, breakers] = await Promise.all([reading.get(), options.breakers()]);
     return reply.header("cache-control", "no-store").send({ ...report, breakers });
   });
 
   app.get("/progress", async (req, reply) => {
-    const [report, lock, breakers] = await Promise.all([readProgress(options.db, options), options.lockReason(), options.breakers()]);
+    const [report, lock, breakers] = await Promise.all([reading.get(), options.lockReason(), options.breakers()]);
     void reply.header("refresh", "10");
     return sendPage(reply, 200, page("Progress", progressBody(report, options.chartMinutes, lock, breakers), navigation(req.principal)));
   });
+  return reading;
 }
 
 function progressBody(r: ProgressReport, chartMinutes: number, lock: string | null, breakers: BreakerView[] | null): SafeHtml {

@@ -29,6 +29,7 @@ import { createDashboardMetrics } from "./dashboardMetrics";
 import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
+import type { SharedRead } from "./sharedRead";
 import { failuresRoutes } from "./failuresPage";
 import { settingsRoutes } from "./settingsPage";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
@@ -167,7 +168,11 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     for (const method of [route.method].flat()) ctx.routes.push({ method, url: route.url });
   });
   // Every answer, bull-board's included: no framing (clickjacking of operator buttons), no MIME sniffing, no referrer leaving the site.
-  app.addHook("onSend", async (_req, reply) => {
+  let progressReading: SharedRead<unknown> | undefined;
+  app.addHook("onSend", async (req, reply) => {
+    // A change made here (a retry, a kill, a setting) shows on the next progress reading: its
+    // handler has committed by now, before the client can follow a redirect to the page.
+    if (req.method !== "GET" && req.method !== "HEAD") progressReading?.invalidate();
     void reply.header("x-frame-options", "DENY").header("x-content-type-options", "nosniff").header("referrer-policy", "same-origin");
   });
   app.addHook("onResponse", async (req, reply) => {
@@ -210,7 +215,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   const breakers = new LinkBreakers(ctx.redis, ctx.prefix);
   // The same reasons for held work as the CLI's status (one list, link breakers included).
   const blockers = migrationBlockerSources({ migrationQueue: ctx.jobs.queue(QUEUES.migration), window: liveMigrationWindow(ctx.db, config), breakers });
-  progressRoutes(app, {
+  progressReading = progressRoutes(app, {
     breakers: () =>
       breakerViews(breakers).catch((err: unknown) => {
         ctx.log.warn({ err }, "could not read the link breakers");
