@@ -8,7 +8,7 @@ import { navigation } from "./navigation";
 import { LINK_WINDOW_SECONDS, readProgress } from "./progressData";
 import type { ProgressOptions, ProgressReport } from "./progressData";
 import { sharedRead } from "./sharedRead";
-import type { SharedRead } from "./sharedRead";
+import type { ReadingVersion, SharedRead } from "./sharedRead";
 import { throughputChart } from "./throughputChart";
 import { formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
 
@@ -18,6 +18,8 @@ export interface ProgressPageOptions extends ProgressOptions {
   lockReason(): Promise<string | null>;
   /** Every known link's breaker (Redis); null when they cannot be read. */
   breakers(): Promise<BreakerView[] | null>;
+  /** The version the dashboard replicas share for their progress readings (sharedRead.ts). */
+  readingVersion?: ReadingVersion;
 }
 
 /**
@@ -26,7 +28,7 @@ export interface ProgressPageOptions extends ProgressOptions {
  * (sharedRead.ts); the caller invalidates it when the dashboard changes something.
  */
 export function progressRoutes(app: FastifyInstance, options: ProgressPageOptions): SharedRead<ProgressReport> {
-  const reading = sharedRead(() => readProgress(options.db, options));
+  const reading = sharedRead(() => readProgress(options.db, options), { version: options.readingVersion });
   app.get("/progress.json", async (_req, reply) => {
     const [report, breakers] = await Promise.all([reading.get(), options.breakers()]);
     return reply.header("cache-control", "no-store").send({ ...report, breakers });

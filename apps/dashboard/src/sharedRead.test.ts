@@ -13,7 +13,7 @@ describe("sharedRead", () => {
       if (fail) throw new Error(`reading ${n} failed`);
       return n;
     };
-    return { read, calls: () => calls };
+    return { read, calls: () => calls, reset: () => void (calls = 0) };
   }
 
   beforeEach(() => {
@@ -51,15 +51,16 @@ describe("sharedRead", () => {
     const c = counter(1_500);
     const shared = sharedRead(c.read, { now });
     expect(await shared.get()).toBe(1);
-    shared.invalidate();
+    await shared.invalidate();
     expect(await shared.get()).toBe(2);
     clock += 10_000; // reading 2 is too old to answer again
     const before = shared.get(); // reading 3 runs…
-    shared.invalidate(); // …a retry is posted meanwhile
+    await new Promise((resolve) => setImmediate(resolve));
+    await shared.invalidate(); // …a retry is posted meanwhile
     const after = shared.get();
     expect(await before).toBe(3);
     expect(await after).toBe(4);
-    // Reading 3, started before the change, is not kept for later requests either.
+    // Reading 3, started before the change, is not answered again; reading 4 is.
     expect(await shared.get()).toBe(4);
   });
 
@@ -70,5 +71,29 @@ describe("sharedRead", () => {
     expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : r.value))).toEqual(["reading 1 failed", "reading 1 failed"]);
     await expect(shared.get()).rejects.toThrow("reading 2 failed");
     expect(failing.calls()).toBe(2);
+  });
+
+  it("a shared version (another replica's change) stops the reuse; one that cannot be read reuses nothing", async () => {
+    const c = counter(1_500);
+    let shared: number | null = null; // no replica moved it on yet
+    const fresh = sharedRead(c.read, { now, version: { read: async () => null, bump: async () => undefined } });
+    expect(await fresh.get()).toBe(1);
+    expect(await fresh.get()).toBe(1);
+    c.reset();
+    shared = 7;
+    let down = false;
+    const version = { read: async () => (down ? Promise.reject(new Error("redis down")) : String(shared)), bump: async () => void (shared = (shared ?? 0) + 1) };
+    const a = sharedRead(c.read, { now, version });
+    expect(await a.get()).toBe(1);
+    expect(await a.get()).toBe(1); // reused
+    shared = 8; // another replica's invalidate()
+    expect(await a.get()).toBe(2);
+    expect(await a.get()).toBe(2);
+    down = true;
+    expect(await a.get()).toBe(3);
+    expect(await a.get()).toBe(4);
+    down = false;
+    expect(await a.get()).toBe(5);
+    expect(await a.get()).toBe(5);
   });
 });

@@ -8,49 +8,70 @@
  *   duration has passed since it ended (the page says "as of" when): the page then costs at
  *   most 1 / (1 + reuseFactor) of one connection, however many are watching. Quicker readings
  *   are never answered again: at small scale every request sees the latest state.
- * - `invalidate()` (the dashboard changed something: a retry, a kill) makes the next request
- *   read anew. Changes made elsewhere (the CLI, the workers) show within the reuse window.
+ * - Either only while the version is the one the reading started under. `invalidate()` (the
+ *   dashboard changed something: a retry, a setting, a lock) moves it on; with a shared
+ *   `version` (Redis), a change made through one dashboard replica reaches the others' next
+ *   request too. Changes made elsewhere (the CLI, the workers, an operation the workers carry
+ *   out later) show within the reuse window. A version that cannot be read reuses nothing.
  * - A failed reading is not kept.
  */
 export interface SharedRead<T> {
   get(): Promise<T>;
-  invalidate(): void;
+  invalidate(): Promise<void>;
 }
 
-export function sharedRead<T>(read: () => Promise<T>, options: { reuseFactor?: number; slowMs?: number; now?: () => number } = {}): SharedRead<T> {
+/** A version shared by every process that answers the same readings (a Redis counter). */
+export interface ReadingVersion {
+  /** null: never moved on yet (counts as version 0); a rejection: unknown. */
+  read(): Promise<string | null>;
+  bump(): Promise<void>;
+}
+
+export function sharedRead<T>(
+  read: () => Promise<T>,
+  options: { reuseFactor?: number; slowMs?: number; now?: () => number; version?: ReadingVersion } = {},
+): SharedRead<T> {
   const reuseFactor = options.reuseFactor ?? 3;
   const slowMs = options.slowMs ?? 250;
   const now = options.now ?? (() => performance.now());
-  let running: Promise<T> | undefined;
-  let last: { value: T; endedAt: number; took: number } | undefined;
-  let generation = 0;
+  let local = 0;
+  const version = async (): Promise<string | null> => {
+    if (!options.version) return String(local);
+    try {
+      return `${local}:${(await options.version.read()) ?? "0"}`;
+    } catch {
+      return null;
+    }
+  };
+  let running: { version: string | null; promise: Promise<T> } | undefined;
+  let last: { version: string; value: T; endedAt: number; took: number } | undefined;
   return {
-    get() {
-      if (running) return running;
+    async get() {
+      const v = await version();
+      // Changes made while the version could not be read may not have moved it on.
+      if (v === null) last = undefined;
+      if (running && v !== null && running.version === v) return running.promise;
       const startedAt = now();
-      if (last && last.took > slowMs && startedAt - last.endedAt < reuseFactor * last.took) return Promise.resolve(last.value);
-      const ours = generation;
-      const reading = read().then(
-        (value) => {
+      if (last && last.version === v && last.took > slowMs && startedAt - last.endedAt < reuseFactor * last.took) return last.value;
+      const entry = {
+        version: v,
+        promise: read().then((value) => {
           const endedAt = now();
-          if (ours === generation) last = { value, endedAt, took: endedAt - startedAt };
+          if (v !== null) last = { version: v, value, endedAt, took: endedAt - startedAt };
           return value;
-        },
-        (err: unknown) => {
-          if (ours === generation) last = undefined;
-          throw err;
-        },
+        }),
+      };
+      running = entry;
+      // Settled either way: later requests start their own reading (a failed one is not kept).
+      entry.promise.then(
+        () => (running === entry ? (running = undefined) : undefined),
+        () => (running === entry ? (running = undefined) : undefined),
       );
-      const shared: Promise<T> = reading.finally(() => {
-        if (running === shared) running = undefined;
-      });
-      running = shared;
-      return shared;
+      return entry.promise;
     },
-    invalidate() {
-      generation++;
-      running = undefined;
-      last = undefined;
+    async invalidate() {
+      local++;
+      await options.version?.bump();
     },
   };
 }

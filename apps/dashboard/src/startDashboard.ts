@@ -170,9 +170,12 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
   // Every answer, bull-board's included: no framing (clickjacking of operator buttons), no MIME sniffing, no referrer leaving the site.
   let progressReading: SharedRead<unknown> | undefined;
   app.addHook("onSend", async (req, reply) => {
-    // A change made here (a retry, a kill, a setting) shows on the next progress reading: its
-    // handler has committed by now, before the client can follow a redirect to the page.
-    if (req.method !== "GET" && req.method !== "HEAD") progressReading?.invalidate();
+    // A change made here (a retry, a setting, the lock, bull-board's buttons) shows on the next
+    // progress reading, on every replica: its handler has committed by now, before the client
+    // can follow a redirect to the page. Refused and anonymous requests changed nothing.
+    if (req.method !== "GET" && req.method !== "HEAD" && req.principal && reply.statusCode < 400) {
+      await progressReading?.invalidate().catch((err: unknown) => req.log.warn({ err }, "could not tell the other dashboards that the progress changed"));
+    }
     void reply.header("x-frame-options", "DENY").header("x-content-type-options", "nosniff").header("referrer-policy", "same-origin");
   });
   app.addHook("onResponse", async (req, reply) => {
@@ -228,6 +231,10 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     chartMinutes: 60,
     blockers,
     lockReason: async () => (await apiLock.get())?.reason ?? null,
+    readingVersion: {
+      read: () => ctx.redis.get(`${ctx.prefix}:dashboard:progress-version`),
+      bump: async () => void (await ctx.redis.incr(`${ctx.prefix}:dashboard:progress-version`)),
+    },
   });
   failuresRoutes(app, {
     db: ctx.db,

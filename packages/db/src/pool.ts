@@ -57,7 +57,6 @@ export function createPool(options: PoolOptions): DbPool {
     max: options.max ?? 10,
     application_name: options.applicationName ?? "fleet",
     statement_timeout: options.statementTimeoutMs ?? 0,
-    ...(options.jit ? {} : { options: "-c jit=off" }),
     // The server enforces statement_timeout, so a frozen server never does: with one set, the
     // client gives up a little after it (found by review: a dashboard request waited for good).
     ...(options.statementTimeoutMs ? { query_timeout: options.statementTimeoutMs + 5_000 } : {}),
@@ -65,6 +64,10 @@ export function createPool(options: PoolOptions): DbPool {
     keepAlive: true,
     idleTimeoutMillis: 30_000,
     types,
+    // JIT is set per connection, before the pool hands it out, not as a startup option: that
+    // would replace PGOPTIONS and lose to a URL's own options=, and PgBouncer refuses startup
+    // settings it does not track. A server that refuses the statement keeps its own setting.
+    ...(options.jit ? {} : { onConnect: async (client: pg.ClientBase) => void (await client.query("SET jit = off").catch(() => undefined)) }),
   });
   // An idle client losing its connection (Postgres restart) must not crash the process:
   // the pool drops it, the next query reconnects, and the owner logs what happened.
