@@ -23,8 +23,15 @@ export interface MigrationProgress {
   /** Files attempted (succeeded, failed or retried) in the last minute, and the bytes migrated then. */
   lastMinute: number;
   lastMinuteBytes: number;
-  /** When the first range of the run was claimed (null before any). */
+  /**
+   * When the current run's first range was claimed (null before any). A run ends when every
+   * range claimed so far has completed; a range created and claimed after that (a re-scan days
+   * later) starts the next one, so elapsed time and the run's rate do not stretch over the gap.
+   */
   runStartedAt: Date | null;
+  /** Files attempted (not killed) since the run started, and the bytes migrated since (all of them when no range was claimed). */
+  runAttempted: number;
+  runBytes: number;
   firstAttemptAt: Date | null;
   lastAttemptAt: Date | null;
   /** Files the last scan did not find any more and that were never attempted (not to migrate). */
@@ -61,7 +68,17 @@ export async function migrationProgress(
   opts: { maxRetries: number; retryableCategories: readonly string[]; chartMinutes?: number },
 ): Promise<MigrationProgress> {
   const { rows } = await db.query(
-    `WITH nc AS MATERIALIZED (
+    `WITH run AS MATERIALIZED (
+       -- The latest range that was created and claimed after every range claimed before it had
+       -- completed: the current run's first (the first range ever, without such a gap).
+       SELECT max(started_at) FILTER (WHERE before = 0 OR (all_complete AND created_at > done_at AND started_at > done_at)) AS started_at
+         FROM (SELECT started_at, created_at,
+                      count(*) OVER earlier AS before,
+                      bool_and(status = 'COMPLETE') OVER earlier AS all_complete,
+                      max(completed_at) OVER earlier AS done_at
+                 FROM migration_ranges WHERE started_at IS NOT NULL
+               WINDOW earlier AS (ORDER BY started_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) x
+     ), nc AS MATERIALIZED (
        -- The few rows that are not inventory any more (partial index source_files_not_current_idx).
        SELECT s.id, s.size, s.superseded_by IS NOT NULL AS superseded,
               s.superseded_by IS NULL AND NOT EXISTS (SELECT 1 FROM migration_files m WHERE m.file_id = s.id) AS vanished_unattempted
@@ -76,13 +93,14 @@ export async function migrationProgress(
               m.last_attempt_date > now() - interval '1 minute' AS last_minute,
               CASE WHEN m.last_attempt_date >= date_trunc('minute', now()) - make_interval(mins => $3::int)
                    THEN date_trunc('minute', m.last_attempt_date) END AS minute,
+              coalesce(m.last_attempt_date >= (SELECT started_at FROM run), true) AS in_run,
               count(*)::int8 AS files,
               coalesce(sum(m.size), 0)::int8 AS bytes,
               min(m.last_attempt_date) AS first_at,
               max(m.last_attempt_date) AS last_at
          FROM migration_files m
         WHERE NOT EXISTS (SELECT 1 FROM nc WHERE nc.superseded AND nc.id = m.file_id)
-        GROUP BY 1, 2, 3, 4, 5, 6
+        GROUP BY 1, 2, 3, 4, 5, 6, 7
      ), f AS (
        SELECT
          coalesce(sum(files) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS success,
@@ -94,6 +112,8 @@ export async function migrationProgress(
          coalesce(sum(files) FILTER (WHERE retry_requested), 0)::int8 AS retry_requested,
          coalesce(sum(files) FILTER (WHERE status <> 'KILLED' AND last_minute), 0)::int8 AS last_minute,
          coalesce(sum(bytes) FILTER (WHERE status = 'SUCCESS' AND last_minute), 0)::int8 AS last_minute_bytes,
+         coalesce(sum(files) FILTER (WHERE status <> 'KILLED' AND in_run), 0)::int8 AS run_attempted,
+         coalesce(sum(bytes) FILTER (WHERE status = 'SUCCESS' AND in_run), 0)::int8 AS run_bytes,
          min(first_at) FILTER (WHERE status <> 'KILLED') AS first_at,
          max(last_at) FILTER (WHERE status <> 'KILLED') AS last_at
        FROM g
@@ -104,7 +124,7 @@ export async function migrationProgress(
        (SELECT count(*) FROM nc WHERE vanished_unattempted)::int8 AS vanished,
        (SELECT count(*) FROM nc WHERE superseded)::int8 AS superseded,
        (SELECT coalesce(json_object_agg(status, n), '{}'::json) FROM (SELECT status, count(*) AS n FROM migration_ranges GROUP BY status) x) AS ranges,
-       (SELECT min(started_at) FROM migration_ranges) AS run_started_at,
+       (SELECT started_at FROM run) AS run_started_at,
        (SELECT coalesce(json_agg(json_build_object('status', status, 'count', files, 'bytes', bytes) ORDER BY status), '[]'::json)
           FROM (SELECT status, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes FROM g GROUP BY status) x) AS files_by_status,
        (SELECT coalesce(json_agg(json_build_object('retryCount', retry_count, 'status', status, 'files', files) ORDER BY retry_count, status), '[]'::json)
@@ -131,6 +151,8 @@ export async function migrationProgress(
     lastMinute: r.last_minute,
     lastMinuteBytes: r.last_minute_bytes,
     runStartedAt: r.run_started_at,
+    runAttempted: r.run_attempted,
+    runBytes: r.run_bytes,
     firstAttemptAt: r.first_at,
     lastAttemptAt: r.last_at,
     vanished: r.vanished,

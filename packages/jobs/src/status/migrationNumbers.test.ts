@@ -8,6 +8,12 @@ const at = new Date("2026-12-05T12:00:00.000Z");
 const ago = (s: number) => new Date(at.getTime() - s * 1000);
 
 function progress(over: Partial<MigrationProgress>): MigrationProgress {
+  const p = progressOf(over);
+  // Without a gap, the run is every attempt so far.
+  return { ...p, runAttempted: over.runAttempted ?? p.files.SUCCESS + p.files.FAIL + p.files.RETRYING, runBytes: over.runBytes ?? p.bytesMigrated };
+}
+
+function progressOf(over: Partial<MigrationProgress>): MigrationProgress {
   return {
     sourceFiles: 10_000,
     sourceBytes: 10_000 * 4096,
@@ -27,6 +33,8 @@ function progress(over: Partial<MigrationProgress>): MigrationProgress {
     filesByStatus: [],
     retries: [],
     throughput: [],
+    runAttempted: 0,
+    runBytes: 0,
     ...over,
   };
 }

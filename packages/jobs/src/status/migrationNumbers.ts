@@ -8,12 +8,14 @@ import type { Blocker } from "./blockers";
  * agree by construction (they used to compute rates four ways and disagree 10×).
  *
  * Definitions:
- * - elapsed: from the first range claim of the run (`runStartedAt`; the first outcome when no
- *   range was ever claimed) to now, or to the last outcome once the run is done. Never the span
- *   between outcome timestamps: a chunk of outcomes shares one timestamp, and a run written in a
- *   few chunks looked like 500,000 files/s.
- * - rate, whole run: files attempted (succeeded, failed, retried; not killed) and bytes migrated,
- *   per second of elapsed.
+ * - elapsed: from the first range claim of the current run (`runStartedAt`; the first outcome
+ *   when no range was ever claimed) to now, or to the last outcome once the run is done. Never
+ *   the span between outcome timestamps: a chunk of outcomes shares one timestamp, and a run
+ *   written in a few chunks looked like 500,000 files/s. A run ends when every range claimed so
+ *   far has completed: a re-scan's files migrated days later are a new run, not the old one
+ *   stretched over the idle days (it used to say "elapsed 3 d, 0.04 files/s").
+ * - rate, whole run: files attempted (succeeded, failed, retried; not killed) and bytes migrated
+ *   since the run started, per second of elapsed.
  * - rate, last minute: files attempted in the last 60 s per second, over min(60 s, elapsed).
  * - ETA: files without an outcome at the last-minute rate; none while the migration is blocked
  *   (paused, window closed, breaker open), done, or nothing moved in the last minute.
@@ -59,14 +61,13 @@ export function migrationNumbers(p: MigrationProgress, blockers: readonly Blocke
   const now = p.at.getTime();
   const done = p.files.SUCCESS + p.files.FAIL + p.files.RETRYING + p.files.KILLED;
   const pending = Math.max(p.sourceFiles - done, 0);
-  const attempted = p.files.SUCCESS + p.files.FAIL + p.files.RETRYING;
   const finished =
     p.sourceFiles > 0 && pending === 0 && p.files.RETRYING === 0 && p.retryRequested === 0 && p.ranges.PENDING === 0 && p.ranges.PROCESSING === 0;
   const start = p.runStartedAt ?? p.firstAttemptAt;
   const end = finished && p.lastAttemptAt ? Math.max(p.lastAttemptAt.getTime(), start?.getTime() ?? 0) : now;
   // At least a second: a run of a handful of files is not "infinitely fast".
   const elapsedSeconds = start ? Math.max((end - start.getTime()) / 1000, 1) : null;
-  const run = elapsedSeconds !== null && attempted > 0 ? { filesPerSec: attempted / elapsedSeconds, bytesPerSec: p.bytesMigrated / elapsedSeconds } : null;
+  const run = elapsedSeconds !== null && p.runAttempted > 0 ? { filesPerSec: p.runAttempted / elapsedSeconds, bytesPerSec: p.runBytes / elapsedSeconds } : null;
   const sinceStart = start ? Math.max((now - start.getTime()) / 1000, 1) : null;
   const window = sinceStart === null ? WINDOW_SECONDS : Math.min(WINDOW_SECONDS, sinceStart);
   const lastMinute = start ? { filesPerSec: p.lastMinute / window, bytesPerSec: p.lastMinuteBytes / window } : null;
