@@ -1,0 +1,78 @@
+import { migrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { watchStatus } from "../src/commands/status";
+import type { StatusReport } from "../src/commands/status";
+
+/**
+ * `fleet migrate status --watch` paces itself by its readings' cost: at scale a reading takes
+ * seconds, and a fixed second between readings kept a database core busy per watcher.
+ */
+describe("status --watch pacing", () => {
+  const at = new Date();
+  const report: StatusReport = {
+    numbers: migrationNumbers(
+      {
+        sourceFiles: 100,
+        sourceBytes: 100,
+        ranges: { PENDING: 0, PROCESSING: 1, COMPLETE: 0 },
+        files: { SUCCESS: 10, FAIL: 0, RETRYING: 0, KILLED: 0 },
+        bytesMigrated: 10,
+        failedFinal: 0,
+        retryRequested: 0,
+        lastMinute: 10,
+        lastMinuteBytes: 10,
+        runStartedAt: new Date(at.getTime() - 10_000),
+        runAttempted: 10,
+        runBytes: 10,
+        firstAttemptAt: new Date(at.getTime() - 9_000),
+        lastAttemptAt: at,
+        vanished: 0,
+        superseded: 0,
+        at,
+        filesByStatus: [],
+        retries: [],
+        throughput: [],
+      },
+      [],
+    ),
+    warnings: [],
+    links: [],
+    failures: [],
+    breakers: [],
+  };
+
+  async function readingsIn(windowMs: number, readingMs: number, intervalMs: number): Promise<number[]> {
+    const starts: number[] = [];
+    const t0 = performance.now();
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), windowMs);
+    const stderr = jest.spyOn(process.stderr, "write").mockImplementation(() => true);
+    try {
+      await watchStatus(
+        async () => {
+          starts.push(Math.round(performance.now() - t0));
+          await new Promise((resolve) => setTimeout(resolve, readingMs));
+          return report;
+        },
+        abort.signal,
+        intervalMs,
+      );
+    } finally {
+      clearTimeout(timer);
+      stderr.mockRestore();
+    }
+    return starts;
+  }
+
+  it("waits three times a slow reading's duration between readings", async () => {
+    // 400 ms readings, a 100 ms interval: every 500 ms unpaced, every 1.6 s paced.
+    const starts = await readingsIn(3_000, 400, 100);
+    expect(starts.length).toBeGreaterThanOrEqual(2);
+    expect(starts.length).toBeLessThanOrEqual(3);
+    for (let i = 1; i < starts.length; i++) expect(starts[i]! - starts[i - 1]!).toBeGreaterThanOrEqual(1_550);
+  }, 10_000);
+
+  it("quick readings keep the interval", async () => {
+    const starts = await readingsIn(2_000, 5, 100);
+    expect(starts.length).toBeGreaterThanOrEqual(5);
+  }, 10_000);
+});
