@@ -41,6 +41,10 @@ describe("status --watch pacing", () => {
   };
 
   async function readingsIn(windowMs: number, readingMs: number, intervalMs: number): Promise<number[]> {
+    return (await watchFor(windowMs, readingMs, intervalMs)).starts;
+  }
+
+  async function watchFor(windowMs: number, readingMs: number, intervalMs: number): Promise<{ starts: number[]; returnedAfterAbortMs: number }> {
     const starts: number[] = [];
     const t0 = performance.now();
     const abort = new AbortController();
@@ -60,12 +64,12 @@ describe("status --watch pacing", () => {
       clearTimeout(timer);
       stderr.mockRestore();
     }
-    return starts;
+    return { starts, returnedAfterAbortMs: performance.now() - t0 - windowMs };
   }
 
   it("waits three times a slow reading's duration between readings", async () => {
-    // 400 ms readings, a 100 ms interval: every 500 ms unpaced, every 1.6 s paced.
-    const starts = await readingsIn(3_000, 400, 100);
+    // 400 ms readings, a 100 ms interval: every 500 ms unpaced (8 in 4 s), every 1.6 s paced.
+    const starts = await readingsIn(4_000, 400, 100);
     expect(starts.length).toBeGreaterThanOrEqual(2);
     expect(starts.length).toBeLessThanOrEqual(3);
     for (let i = 1; i < starts.length; i++) expect(starts[i]! - starts[i - 1]!).toBeGreaterThanOrEqual(1_550);
@@ -74,5 +78,12 @@ describe("status --watch pacing", () => {
   it("quick readings keep the interval", async () => {
     const starts = await readingsIn(2_000, 5, 100);
     expect(starts.length).toBeGreaterThanOrEqual(5);
+  }, 10_000);
+
+  it("Ctrl-C during a long pause ends the watch at once", async () => {
+    // 500 ms readings: a 1.5 s pause after the first; the abort comes 0.5 s into it.
+    const { starts, returnedAfterAbortMs } = await watchFor(1_500, 500, 100);
+    expect(starts).toHaveLength(1);
+    expect(returnedAfterAbortMs).toBeLessThan(500); // the pause had 1 s left
   }, 10_000);
 });

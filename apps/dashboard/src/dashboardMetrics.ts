@@ -152,7 +152,7 @@ export function createDashboardMetrics(options: DashboardMetricsOptions): Regist
   });
   new Gauge({
     name: "fleet_migration_elapsed_seconds",
-    help: "Time since the current run's first range was claimed (to its last outcome once done; a range claimed after every earlier one completed starts a new run); NaN before any",
+    help: "Time since the current run's first range was claimed (to its last outcome once done; a range created ten minutes after every earlier one completed starts a new run); NaN before any",
     registers,
     async collect() {
       const { elapsedSeconds } = (await snapshot()).numbers;

@@ -172,7 +172,8 @@ export async function watchStatus(readReport: () => Promise<StatusReport>, signa
         .finally(() => signal.removeEventListener("abort", onAbort));
     });
   };
-  const pause = () => sleep(Math.max(intervalMs, 3 * readMs), signal);
+  // At most 30 s: one reading that hung on a Redis or PostgreSQL hiccup must not freeze the view.
+  const pause = () => sleep(Math.max(intervalMs, Math.min(3 * readMs, 30_000)), signal);
   if (!process.stderr.isTTY) {
     let last = 0;
     for (;;) {

@@ -25,8 +25,9 @@ export interface MigrationProgress {
   lastMinuteBytes: number;
   /**
    * When the current run's first range was claimed (null before any). A run ends when every
-   * range claimed so far has completed; a range created and claimed after that (a re-scan days
-   * later) starts the next one, so elapsed time and the run's rate do not stretch over the gap.
+   * range claimed so far has completed; a range created more than ten minutes after that (a
+   * re-scan days later) starts the next one, so elapsed time and the run's rate do not stretch
+   * over the gap. Retries of files (they claim no range) stay in the run they follow.
    */
   runStartedAt: Date | null;
   /** Files attempted (not killed) since the run started, and the bytes migrated since (all of them when no range was claimed). */
@@ -63,18 +64,27 @@ export interface RetryCountRow {
  * took 2.7 s at 1M files on a quiet 2-core machine and 6.1 s in a loaded CI run; 1.7 s after
  * (with the pool's JIT off). Superseded versions count nowhere, in the tables as in the numbers.
  */
+/**
+ * How long every claimed range must have been complete before a new range starts a new run: a
+ * re-scan's files days later are a new run; ranges seeded a few seconds or minutes apart while
+ * the fleet keeps up are one.
+ */
+const RUN_GAP = "10 minutes";
+
 export async function migrationProgress(
   db: Queryable,
   opts: { maxRetries: number; retryableCategories: readonly string[]; chartMinutes?: number },
 ): Promise<MigrationProgress> {
   const { rows } = await db.query(
     `WITH run AS MATERIALIZED (
-       -- The latest range that was created and claimed after every range claimed before it had
-       -- completed: the current run's first (the first range ever, without such a gap).
-       SELECT max(started_at) FILTER (WHERE before = 0 OR (all_complete AND created_at > done_at AND started_at > done_at)) AS started_at
+       -- The latest range created more than RUN_GAP after every range claimed before it had
+       -- completed: the current run's first (the first range ever, without such a gap). Ranges
+       -- seeded while work goes on (the inventory watcher, every 30 s) stay in the run; a
+       -- completion time that is not known (NULL) never opens a gap.
+       SELECT max(started_at) FILTER (WHERE before = 0 OR (all_complete AND created_at > done_at + interval '${RUN_GAP}')) AS started_at
          FROM (SELECT started_at, created_at,
                       count(*) OVER earlier AS before,
-                      bool_and(status = 'COMPLETE') OVER earlier AS all_complete,
+                      bool_and(status = 'COMPLETE' AND completed_at IS NOT NULL) OVER earlier AS all_complete,
                       max(completed_at) OVER earlier AS done_at
                  FROM migration_ranges WHERE started_at IS NOT NULL
                WINDOW earlier AS (ORDER BY started_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) x
@@ -90,7 +100,8 @@ export async function migrationProgress(
               -- Failed and not retried on its own: permanent, or out of retries (and no one asked).
               CASE WHEN m.status = 'FAIL' THEN m.retry_requested_at IS NULL
                         AND (m.retry_count >= $1 OR NOT (coalesce(m.error_category, 'unknown') = ANY($2::text[]))) END AS final,
-              m.last_attempt_date > now() - interval '1 minute' AS last_minute,
+              -- The last minute of this run (the divisor of its rate is at most the run's age).
+              m.last_attempt_date > now() - interval '1 minute' AND coalesce(m.last_attempt_date >= (SELECT started_at FROM run), true) AS last_minute,
               CASE WHEN m.last_attempt_date >= date_trunc('minute', now()) - make_interval(mins => $3::int)
                    THEN date_trunc('minute', m.last_attempt_date) END AS minute,
               coalesce(m.last_attempt_date >= (SELECT started_at FROM run), true) AS in_run,

@@ -12,8 +12,8 @@ import type { Blocker } from "./blockers";
  *   when no range was ever claimed) to now, or to the last outcome once the run is done. Never
  *   the span between outcome timestamps: a chunk of outcomes shares one timestamp, and a run
  *   written in a few chunks looked like 500,000 files/s. A run ends when every range claimed so
- *   far has completed: a re-scan's files migrated days later are a new run, not the old one
- *   stretched over the idle days (it used to say "elapsed 3 d, 0.04 files/s").
+ *   far has been complete for ten minutes: a re-scan's files migrated days later are a new run,
+ *   not the old one stretched over the idle days (it used to say "elapsed 3 d, 0.04 files/s").
  * - rate, whole run: files attempted (succeeded, failed, retried; not killed) and bytes migrated
  *   since the run started, per second of elapsed.
  * - rate, last minute: files attempted in the last 60 s per second, over min(60 s, elapsed).
