@@ -112,7 +112,9 @@ describe("LINK_MAX_TRANSFERS slots with worker processes killed or stopped", () 
     const allAt = await fx.waitFor(async () => ((await heldBy(b)) === MAX ? Date.now() : undefined), 30_000, "B holding every slot", 100);
     process.stdout.write(`permits after SIGKILL: B got its first slot ${firstAt - killedAt} ms and all ${MAX} ${allAt - killedAt} ms after A died (0 transfers fleet-wide meanwhile)\n`);
     // README: "a worker that dies stops renewing and its slots free themselves after 10 s".
-    expect(allAt - killedAt).toBeLessThan(13_000);
+    // 9.6 s in a loaded CI run: the lease is fixed, the polls (B's and this test's) are what load
+    // stretches. 16 s still tells a lapsed lease from a slot held until some other timeout.
+    expect(allAt - killedAt).toBeLessThan(16_000);
   }, 90_000);
 
   it("a worker SIGSTOPped past the slot lease waits for a slot after SIGCONT: never more than LINK_MAX_TRANSFERS in transfer", async () => {
