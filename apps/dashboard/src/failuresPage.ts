@@ -4,8 +4,8 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Queryable } from "@fleet/db/pool";
-import { failedFileWithAttempts, failureSummary, listFailures } from "@fleet/db/sql/failures";
-import type { FailureFilter, FailureRow, FailureState, FileAttempt, RetryPolicy } from "@fleet/db/sql/failures";
+import { failedFileWithAttempts, failuresOverview } from "@fleet/db/sql/failures";
+import type { FailureCategorySummary, FailureFilter, FailureRow, FailureState, FileAttempt, RetryPolicy } from "@fleet/db/sql/failures";
 import type { OperationHistory } from "@fleet/db/sql/operations";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
@@ -72,19 +72,15 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
   app.get("/failures.json", async (req, reply) => {
     const parsed = querySchema.safeParse(req.query);
     if (!parsed.success) return deny(reply, 400, `bad filter: ${formatZodIssues(parsed.error.issues)}`);
-    const filter = filterOf(parsed.data);
-    const { categories: _c, ...summaryFilter } = filter;
-    const [list, summary] = await Promise.all([listFailures(db, filter, policy, { limit: PAGE_SIZE, offset: (parsed.data.page - 1) * PAGE_SIZE }), failureSummary(db, summaryFilter, policy)]);
-    return reply.header("cache-control", "no-store").send({ total: list.total, page: parsed.data.page, pageSize: PAGE_SIZE, files: list.rows, summary });
+    const { total, rows, summary } = await failuresOverview(db, filterOf(parsed.data), policy, { limit: PAGE_SIZE, offset: (parsed.data.page - 1) * PAGE_SIZE });
+    return reply.header("cache-control", "no-store").send({ total, page: parsed.data.page, pageSize: PAGE_SIZE, files: rows, summary });
   });
 
   app.get("/failures", async (req, reply) => {
     const parsed = querySchema.safeParse(req.query);
     if (!parsed.success) return deny(reply, 400, `bad filter: ${formatZodIssues(parsed.error.issues)}`);
     const q = parsed.data;
-    const filter = filterOf(q);
-    const { categories: _c, ...summaryFilter } = filter;
-    const [list, summary] = await Promise.all([listFailures(db, filter, policy, { limit: PAGE_SIZE, offset: (q.page - 1) * PAGE_SIZE }), failureSummary(db, summaryFilter, policy)]);
+    const { summary, ...list } = await failuresOverview(db, filterOf(q), policy, { limit: PAGE_SIZE, offset: (q.page - 1) * PAGE_SIZE });
     const operator = req.principal?.role === "operator";
     const csrf = req.principal?.kind === "session" ? req.principal.session.csrf : "";
     return sendPage(reply, 200, page("Failures", failuresBody(q, list, summary, operator, csrf), navigation(req.principal)));
@@ -145,7 +141,7 @@ function backTo(req: FastifyRequest): string {
   return typeof from === "string" && /^\/failures(\?[^#]*)?$/.test(from) ? from.replace(/[?&]done=[^&]*/g, "") : "/failures";
 }
 
-function failuresBody(q: Query, list: { total: number; rows: FailureRow[] }, summary: Awaited<ReturnType<typeof failureSummary>>, operator: boolean, csrf: string): SafeHtml {
+function failuresBody(q: Query, list: { total: number; rows: FailureRow[] }, summary: FailureCategorySummary[], operator: boolean, csrf: string): SafeHtml {
   const params: Array<[string, string]> = [...q.category.map((c): [string, string] => ["category", c]), ...q.state.map((s): [string, string] => ["state", s])];
   if (q.link) params.push(["link", q.link]);
   if (q.text) params.push(["text", q.text]);

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { parseDuration } from "@fleet/core/backoff";
 import { FILE_CATEGORIES } from "@fleet/core/errors";
-import { failedFileWithAttempts, failureSummary, killFiles, listFailures } from "@fleet/db/sql/failures";
+import { failedFileWithAttempts, failuresOverview, killFiles } from "@fleet/db/sql/failures";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import type { FailureRow, FailureState, KillSelection } from "@fleet/db/sql/failures";
 import { writeLog } from "@fleet/db/sql/log";
@@ -68,8 +68,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
           ...(opts.text ? { text: opts.text } : {}),
           ...(opts.range !== undefined ? { rangeId: opts.range } : {}),
         };
-        const { categories: _c, ...summaryFilter } = filter;
-        const [page, summary] = await Promise.all([listFailures(db, filter, policy, { limit: opts.limit, offset: opts.offset }), failureSummary(db, summaryFilter, policy)]);
+        const { summary, ...page } = await failuresOverview(db, filter, policy, { limit: opts.limit, offset: opts.offset });
         const text = [
           formatFailures(summary) || "no failed files",
           ...(page.rows.length > 0 ? ["", formatRows(page.rows)] : []),

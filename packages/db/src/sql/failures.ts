@@ -84,33 +84,56 @@ function where(filter: FailureFilter, params: unknown[]): string {
  * Without a text filter the total is a count of its own, beside the page, over the outcome
  * table alone: a window count over the page's query made PostgreSQL join every matching failure
  * to its inventory row before returning 50 (0.75 s at 200,000 failures). A text filter needs
- * that join for every row anyway, so there the window count is the cheaper way.
+ * that join for every row anyway, so there the window count is the cheaper way. Pages that also
+ * show the per-category summary take their total from it instead: see failuresOverview.
  */
 export async function listFailures(db: Queryable, filter: FailureFilter, policy: RetryPolicy, page: { limit: number; offset?: number }): Promise<{ total: number; rows: FailureRow[] }> {
+  const windowCount = filter.text !== undefined && filter.text !== "";
+  const [rows, counted] = await Promise.all([failureRows(db, filter, policy, page, windowCount), windowCount ? undefined : countFailures(db, filter)]);
+  // A window count is in every row, so a page past the end has none: counted on its own then.
+  const total = counted ?? rows[0]?.total ?? (page.offset ? await countFailures(db, filter) : 0);
+  return { total, rows: rows.map(({ total: _t, ...r }) => r) };
+}
+
+/**
+ * What a failures page shows: a page of matching files, the summary per category (of the
+ * filter without its categories, so the page can offer the others), and the total, summed from
+ * that summary's categories the filter keeps. Both count the same outcomes under the same
+ * conditions, so the total needs no scan of its own: one pass over the failures instead of two
+ * (a count of 200,000 failures took 0.5–1.3 s beside the summary's 0.4 s).
+ */
+export async function failuresOverview(
+  db: Queryable,
+  filter: FailureFilter,
+  policy: RetryPolicy,
+  page: { limit: number; offset?: number },
+): Promise<{ total: number; rows: FailureRow[]; summary: FailureCategorySummary[] }> {
+  const { categories, ...summaryFilter } = filter;
+  const [rows, summary] = await Promise.all([failureRows(db, filter, policy, page, false), failureSummary(db, summaryFilter, policy)]);
+  const kept = categories && categories.length > 0 ? new Set(categories) : undefined;
+  const total = summary.filter((c) => !kept || kept.has(c.category)).reduce((n, c) => n + c.files, 0);
+  return { total, rows, summary };
+}
+
+async function failureRows(db: Queryable, filter: FailureFilter, policy: RetryPolicy, page: { limit: number; offset?: number }, windowCount: boolean): Promise<Array<FailureRow & { total?: number }>> {
   const params: unknown[] = [policy.maxRetries, policy.retryableCategories];
   const condition = where(filter, params);
   params.push(page.limit, page.offset ?? 0);
-  const windowCount = filter.text !== undefined && filter.text !== "";
-  const [{ rows }, counted] = await Promise.all([
-    db.query<FailureRow & { total?: number }>(
-      `SELECT m.file_id AS "fileId", m.range_id AS "rangeId", coalesce(s.uri, m.old_uri) AS path, m.old_uri AS "oldUri",
-              CASE m.status WHEN 'FAIL' THEN 'failed' WHEN 'RETRYING' THEN 'retrying' ELSE 'killed' END AS state,
-              coalesce(m.error_category, 'unknown') AS category, m.error_message AS message,
-              m.retry_count + 1 AS attempts, m.last_attempt_date AS "lastTry",
-              (m.status = 'KILLED' OR m.retry_count >= $1 OR NOT (coalesce(m.error_category, 'unknown') = ANY($2::text[]))) AS final,
-              m.retry_requested_at IS NOT NULL AS "retryRequested", m.size${windowCount ? `,
-              count(*) OVER ()::int8 AS total` : ""}
-         FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
-        WHERE ${condition}
-        ORDER BY m.file_id DESC
-        LIMIT $${params.length - 1} OFFSET $${params.length}`,
-      params,
-    ),
-    windowCount ? undefined : countFailures(db, filter),
-  ]);
-  // A window count is in every row, so a page past the end has none: counted on its own then.
-  const total = counted ?? rows[0]?.total ?? (page.offset ? await countFailures(db, filter) : 0);
-  return { total, rows: rows.map(({ total: _t, ...r }) => ({ ...r, path: readablePath(r.path) })) };
+  const { rows } = await db.query<FailureRow & { total?: number }>(
+    `SELECT m.file_id AS "fileId", m.range_id AS "rangeId", coalesce(s.uri, m.old_uri) AS path, m.old_uri AS "oldUri",
+            CASE m.status WHEN 'FAIL' THEN 'failed' WHEN 'RETRYING' THEN 'retrying' ELSE 'killed' END AS state,
+            coalesce(m.error_category, 'unknown') AS category, m.error_message AS message,
+            m.retry_count + 1 AS attempts, m.last_attempt_date AS "lastTry",
+            (m.status = 'KILLED' OR m.retry_count >= $1 OR NOT (coalesce(m.error_category, 'unknown') = ANY($2::text[]))) AS final,
+            m.retry_requested_at IS NOT NULL AS "retryRequested", m.size${windowCount ? `,
+            count(*) OVER ()::int8 AS total` : ""}
+       FROM migration_files m LEFT JOIN source_files s ON s.id = m.file_id
+      WHERE ${condition}
+      ORDER BY m.file_id DESC
+      LIMIT $${params.length - 1} OFFSET $${params.length}`,
+    params,
+  );
+  return rows.map((r) => ({ ...r, path: readablePath(r.path) }));
 }
 
 /**
