@@ -11,12 +11,15 @@ describe("shared progress readings", () => {
   let fx: DashboardFixture;
   let b: RunningDashboard;
   let admin: pg.Client;
+  let watcher: pg.Client;
 
   beforeAll(async () => {
     fx = await createDashboardFixture("shared-readings");
     b = await fx.replica();
     admin = new pg.Client({ connectionString: fx.db.url });
     await admin.connect();
+    watcher = new pg.Client({ connectionString: fx.db.url });
+    await watcher.connect();
     await admin.query(`INSERT INTO source_files (id, uri, name, size) SELECT g, 'in/f' || g, 'f' || g, 10 FROM generate_series(1, 5) g`);
     await admin.query(
       `INSERT INTO migration_files (file_id, old_uri, file_name, size, status, error_category, error_message, retry_count)
@@ -25,20 +28,53 @@ describe("shared progress readings", () => {
   }, 60_000);
   afterAll(async () => {
     await admin?.end();
+    await watcher?.end();
     await fx?.close();
   }, 60_000);
 
   type Progress = { at: string; numbers: { retryRequested: number } };
   const json = async (base: string, jar: CookieJar) => (await (await send(base, "/progress.json", { jar })).json()) as Progress;
 
-  /** One slow reading on each given dashboard (the lock held for 600 ms while they run). */
+  /**
+   * One slow reading on each given dashboard: the lock is held until every reading is seen waiting
+   * for it, then 600 ms more, so each takes > 600 ms however long its request took to reach its
+   * query (a fixed 600 ms from the requests' start made a reading that started late a fast one).
+   */
   async function slowReadings(bases: string[], jar: CookieJar): Promise<Progress[]> {
     await admin.query("BEGIN");
-    await admin.query("LOCK TABLE migration_ranges IN ACCESS EXCLUSIVE MODE");
-    const pending = bases.map((base) => json(base, jar));
-    await new Promise((r) => setTimeout(r, 600));
-    await admin.query("COMMIT");
+    let pending: Array<Promise<Progress>> = [];
+    try {
+      await admin.query("LOCK TABLE migration_ranges IN ACCESS EXCLUSIVE MODE");
+      pending = bases.map((base) => json(base, jar));
+      await readingsBlocked(bases.length, pending);
+      await new Promise((r) => setTimeout(r, 600));
+    } finally {
+      await admin.query("COMMIT");
+    }
     return Promise.all(pending);
+  }
+
+  /**
+   * Until `count` readings wait for the lock: as many dashboard sessions of this database waiting
+   * for a lock with the same statement (each reading runs each of its statements once). Asked
+   * outside the admin's transaction, which would see one snapshot of pg_stat_activity.
+   */
+  async function readingsBlocked(count: number, pending: Array<Promise<Progress>>): Promise<void> {
+    let answered = false;
+    for (const p of pending) p.then(() => (answered = true), () => (answered = true));
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const { rows } = await watcher.query<{ n: number }>(
+        `SELECT coalesce(max(n), 0)::int AS n
+           FROM (SELECT count(*) AS n FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name = 'fleet-dashboard' AND wait_event_type = 'Lock'
+                  GROUP BY query) waiting`,
+      );
+      if (rows[0]!.n >= count) return;
+      if (answered) throw new Error("a progress request was answered while migration_ranges was locked: it did not read");
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} progress reading(s) to wait for the lock (seen: ${rows[0]!.n})`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   async function retryFile(base: string, jar: CookieJar, file: string): Promise<void> {

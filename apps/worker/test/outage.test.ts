@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rename, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open as openFile, readFile, rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
@@ -36,6 +36,21 @@ async function openBreaker(fx: WorkerFixture): Promise<BreakerView | undefined> 
 
 function sha(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Appends to `path` until the filesystem has no room left (what fitted stays); the bytes written. */
+async function fillUp(path: string): Promise<number> {
+  const file = await openFile(path, "a");
+  const chunk = Buffer.alloc(64 * 1024, 2);
+  let written = 0;
+  try {
+    for (;;) written += (await file.write(chunk)).bytesWritten;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
+  } finally {
+    await file.close();
+  }
+  return written;
 }
 
 describe("the destination folder is deleted and re-created mid-run", () => {
@@ -138,6 +153,18 @@ asRoot("the destination disk fills up mid-run", () => {
     expect(open.category).toBe("no-space");
     expect(open.reason).toMatch(/ENOSPC|no space/i);
     const link = open.link;
+    // The paused copies' temp files are removed: the room they held is free again, and a probe
+    // finding room for its 64 KB there closed the breaker while files still did not fit (the next
+    // ones opened it again), so a read below could see it closed — once in four runs. That room is
+    // filled too, and again until it stays full (a copy let through by such a probe, or a temp file
+    // removed late, frees more): from then on no probe succeeds until the space is freed below.
+    const archive = join(mountDir, "archive");
+    for (let pass = 1; ; pass++) {
+      await fx.waitFor(async () => (await openBreaker(fx)) !== undefined && (await tempFilesUnder(archive)).length === 0, 60_000, "the breaker open with no copy in flight");
+      if ((await fillUp(join(mountDir, "filler-rest"))) === 0) break;
+      if (pass === 20) throw new Error("the full disk keeps getting room back");
+      await new Promise((r) => setTimeout(r, 500));
+    }
 
     // Paused, not failed: some files are in, the rest pending; none is a permanent failure.
     await new Promise((r) => setTimeout(r, 1_500));
@@ -154,9 +181,9 @@ asRoot("the destination disk fills up mid-run", () => {
     expect(text).toMatch(/next probe in/);
     const workerMetrics = await (await fetch(`http://127.0.0.1:${metricsAddress.port}/metrics`)).text();
     expect(workerMetrics).toContain(`fleet_link_breaker_open{link="${link}"} 1`);
-    // At least once: a probe can find room for its 64 KB while files still do not fit (the
-    // paused copies' temp files were just removed), close the breaker, and the next file opens it
-    // again — seen once in four runs. The files stay pending either way (checked above and below).
+    // At least once: before the room the paused copies gave back was filled (above), a probe may
+    // have found it, closed the breaker, and the next file opened it again. The files stay pending
+    // either way (checked above and below).
     expect(workerMetrics).toMatch(new RegExp(`fleet_link_breaker_openings_total\\{link="[^"]+"\\} [1-9]`));
     expect(workerMetrics).toMatch(/fleet_link_faults_total\{link="[^"]+",category="no-space"\} [1-9]/);
     const dashboard = await startDashboardProcess(fx.env);
@@ -175,6 +202,7 @@ asRoot("the destination disk fills up mid-run", () => {
 
     // Space is freed: the next probe succeeds, the breaker closes, everything lands.
     await rm(join(mountDir, "filler"));
+    await rm(join(mountDir, "filler-rest"), { force: true });
     await fx.waitFor(
       async () => {
         const o = await outcomeSummary(fx.runtime);
