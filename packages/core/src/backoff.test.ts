@@ -154,7 +154,9 @@ describe("fleetBackoffStrategy", () => {
         startedAt.push(Date.now());
         throw new Error("still failing");
       },
-      { connection, prefix, settings: { backoffStrategy: fleetBackoffStrategy([300, 700], 0) } },
+      // Steps far apart (10×), so each gap's window has seconds of slack for a delayed job's
+      // promotion on a loaded machine, yet tells the two steps apart.
+      { connection, prefix, settings: { backoffStrategy: fleetBackoffStrategy([300, 3_000], 0) } },
     );
     try {
       const finalFailure = new Promise<void>((resolve) => {
@@ -166,10 +168,12 @@ describe("fleetBackoffStrategy", () => {
       await finalFailure;
       const [first = 0, second = 0, third = 0] = startedAt;
       expect(startedAt).toHaveLength(3);
+      // First retry after schedule[0] (not at once, not schedule[1])...
       expect(second - first).toBeGreaterThanOrEqual(300);
-      expect(second - first).toBeLessThan(700);
-      expect(third - second).toBeGreaterThanOrEqual(700);
-      expect(third - second).toBeLessThan(1_400);
+      expect(second - first).toBeLessThan(3_000);
+      // ...the second after schedule[1] (not schedule[0] again, nor twice schedule[1]).
+      expect(third - second).toBeGreaterThanOrEqual(3_000);
+      expect(third - second).toBeLessThan(6_000);
     } finally {
       await worker.close();
       await queue.obliterate({ force: true });

@@ -45,7 +45,7 @@ export function postgresBinDir(): string {
 
 export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   const bin = postgresBinDir();
-  const port = await freePort();
+  let port = await freePort();
   const root = await mkdtemp(join(tmpdir(), "fleet-pg-"));
   const dataDir = join(root, "data");
   const logFile = join(root, "server.log");
@@ -59,9 +59,9 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   };
   await exec([join(bin, "initdb"), "-D", dataDir, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
   // fsync off: a crash of the server's processes (not of the machine) loses nothing, and tests run faster.
-  const options = `-p ${port} -k ${root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_buffers=32MB`;
-  const pgCtl = (...args: string[]) => exec([join(bin, "pg_ctl"), "-D", dataDir, "-o", options, "-l", logFile, ...args]);
-  const baseUrl = `postgresql://postgres@127.0.0.1:${port}/postgres`;
+  const options = () => `-p ${port} -k ${root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_buffers=32MB`;
+  const pgCtl = (...args: string[]) => exec([join(bin, "pg_ctl"), "-D", dataDir, "-o", options(), "-l", logFile, ...args]);
+  let baseUrl = `postgresql://postgres@127.0.0.1:${port}/postgres`;
 
   const waitAccepting = async (timeoutMs = 60_000) => {
     const deadline = Date.now() + timeoutMs;
@@ -83,7 +83,29 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     }
   };
 
-  await pgCtl("-w", "start");
+  // The port was free a moment ago; if someone took it meanwhile (the postmaster then exits,
+  // logging "could not bind … Address already in use", and pg_ctl fails), pick another. pg_ctl -w
+  // waits for this data directory's postmaster, so a server of someone else's on the port never
+  // passes for ours.
+  for (let attempt = 1; ; attempt++) {
+    const logBefore = (await readFile(logFile, "utf8").catch(() => "")).length;
+    try {
+      await pgCtl("-w", "start");
+      break;
+    } catch (err) {
+      const logged = (await readFile(logFile, "utf8").catch(() => "")).slice(logBefore);
+      if (!/Address already in use/.test(logged) || attempt >= 3) {
+        await pgCtl("-m", "immediate", "-w", "stop").catch(() => undefined);
+        await rm(root, { recursive: true, force: true });
+        // (Not `instanceof Error`: execFile's errors come from another realm under jest.)
+        const failure = err as { message?: unknown };
+        if (typeof failure?.message === "string") failure.message += `\nserver log:\n${logged.slice(-8192)}`;
+        throw err;
+      }
+      port = await freePort();
+      baseUrl = `postgresql://postgres@127.0.0.1:${port}/postgres`;
+    }
+  }
   await waitAccepting();
   return {
     baseUrl,

@@ -28,9 +28,9 @@ export interface PrivateRedis {
 const STARTUP_TIMEOUT_MS = 10_000;
 
 export async function startPrivateRedis(): Promise<PrivateRedis> {
-  const port = await freePort();
+  let port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), "fleet-redis-"));
-  const url = `redis://127.0.0.1:${port}`;
+  let url = `redis://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   let output = "";
 
@@ -41,11 +41,16 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     });
     proc.stdout!.on("data", (d: Buffer) => void (output = (output + d.toString()).slice(-8192)));
     proc.stderr!.on("data", (d: Buffer) => void (output = (output + d.toString()).slice(-8192)));
+    const closed = new Promise<void>((r) => proc.once("close", () => r()));
     child = proc;
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}:\n${output}`);
-      if (await answers(url)) return;
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        await closed; // all of its output read
+        throw new Error(`redis-server exited with ${proc.exitCode ?? proc.signalCode}:\n${output}`);
+      }
+      // Our server, not another one that holds the port (ours then exits: "Address already in use").
+      if (await answers(url, proc.pid)) return;
       if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within ${STARTUP_TIMEOUT_MS} ms:\n${output}`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -59,7 +64,22 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     await exited;
   };
 
-  await start();
+  // The port was free a moment ago; if someone took it meanwhile, pick another.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      break;
+    } catch (err) {
+      const portTaken = /Address already in use/.test(output);
+      await kill();
+      if (!portTaken || attempt >= 3) {
+        await rm(dir, { recursive: true, force: true });
+        throw err;
+      }
+      port = await freePort();
+      url = `redis://127.0.0.1:${port}`;
+    }
+  }
   return {
     url,
     port,
@@ -85,12 +105,13 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   };
 }
 
-async function answers(url: string): Promise<boolean> {
+/** Whether the redis-server with process id `pid` answers at `url`. */
+async function answers(url: string, pid: number | undefined): Promise<boolean> {
   const redis = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true, retryStrategy: () => null, connectTimeout: 500 });
   redis.on("error", () => undefined);
   try {
     await redis.connect();
-    return (await redis.ping()) === "PONG";
+    return /^process_id:(\d+)\r?$/m.exec(await redis.info("server"))?.[1] === String(pid);
   } catch {
     return false;
   } finally {

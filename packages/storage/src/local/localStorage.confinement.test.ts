@@ -5,7 +5,7 @@ import { PassThrough } from "node:stream";
 import { classifyTransferError } from "@fleet/core/classifyError";
 import { ConfinedRoot } from "./confinedRoot";
 import { LocalStorage } from "./localStorage";
-import { createTempNamer } from "../tempNames";
+import { createTempNamer, isTempName } from "../tempNames";
 import { rejectionOf } from "@fleet/testing/rejections";
 
 // The local adapter's confinement against a hostile or changing tree: a review's probes (those
@@ -29,6 +29,23 @@ afterEach(async () => {
   await storage.close();
   await rm(base, { recursive: true, force: true });
 });
+
+/**
+ * The name of the write's temp file in `dir` once `bytes` of the body are in it: the file was
+ * opened, verified (the body flows only after verifyOpened) and is being written. Polled, not a
+ * fixed sleep: on a loaded machine the write may take longer than any guess to get there.
+ */
+async function tempBeingWritten(dir: string, bytes: number): Promise<string> {
+  for (let i = 0; i < 500; i++) {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (!isTempName(name)) continue;
+      const info = await stat(path.join(dir, name)).catch(() => undefined);
+      if (info && info.size >= bytes) return name;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`no temp file with ${bytes} bytes written in ${dir} within 5 s`);
+}
 
 describe("confinement that held", () => {
   it("a source subfolder swapped for a symlink out of the root after it was checked: invalid-key (the file's fault), never storage-unavailable", async () => {
@@ -62,7 +79,7 @@ describe("confinement that held", () => {
     const body = new PassThrough();
     const writing = storage.write("dir/big.bin", body);
     body.write(Buffer.alloc(1024));
-    await new Promise((r) => setTimeout(r, 50)); // temp opened and verified
+    await tempBeingWritten(path.join(root, "dir"), 1024); // temp opened, verified, the body streaming
     await rename(root, path.join(base, "moved"));
     body.end(Buffer.alloc(1024));
     const err = await rejectionOf(writing);
@@ -134,8 +151,8 @@ describe("found by review", () => {
     const body = new PassThrough();
     const writing = storage.write("d/x.bin", body);
     body.write(Buffer.alloc(1024));
-    await new Promise((r) => setTimeout(r, 50));
-    for (const name of await readdir(path.join(root, "d"))) await unlink(path.join(root, "d", name));
+    const temp = await tempBeingWritten(path.join(root, "d"), 1024);
+    await unlink(path.join(root, "d", temp));
     body.end(Buffer.alloc(1024));
     const err = await rejectionOf(writing);
     expect(classifyTransferError(err, "destination").category).not.toBe("storage-unavailable");
@@ -189,7 +206,7 @@ describe("found by review", () => {
     const body = new PassThrough();
     const writing = storage.write("d/x.bin", body);
     body.write(Buffer.alloc(1024));
-    await new Promise((r) => setTimeout(r, 50));
+    await tempBeingWritten(path.join(root, "d"), 1024);
     // The temp file's folder goes outside (same filesystem), a symlink to it takes its place.
     await rename(path.join(root, "d"), path.join(outside, "d"));
     await symlink(path.join(outside, "d"), path.join(root, "d"));
