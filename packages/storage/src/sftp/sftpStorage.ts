@@ -10,7 +10,7 @@ import type { SftpPoolStats } from "./sftpPool";
 import { digestOfHandle } from "./sftpReads";
 import { SFTP_STATUS, openSftpSession, sftpStatusOf } from "./sftpSession";
 import type { SftpSession } from "./sftpSession";
-import { checkedChunks, readWholeChecked, remoteNotAFile, remoteVersionOf } from "./sftpVersions";
+import { checkedChunks, readWholeChecked, remoteNotAFile, remoteVersionOf, settleRecentRemoteChange } from "./sftpVersions";
 import { writeBufferAndClose } from "./sftpWrites";
 import { SftpWriter } from "./sftpWriter";
 import { createHostKeyCheck } from "@fleet/remote/sshHostKey";
@@ -186,7 +186,7 @@ export class SftpStorage implements Storage {
     let info: Stats;
     try {
       // Opened here so a missing object rejects this promise, not the stream later.
-      ({ handle, info } = await this.openObject(lease.session, k));
+      ({ handle, info } = await this.openSettled(lease.session, k, signal));
     } catch (err) {
       lease.release();
       throw await this.readFailure("open", k, err);
@@ -207,7 +207,7 @@ export class SftpStorage implements Storage {
     const { signal } = options;
     throwIfAborted(signal, "read", k);
     return this.withSession("read", k, signal, async (session) => {
-      const { handle, info } = await this.openObject(session, k);
+      const { handle, info } = await this.openSettled(session, k, signal);
       try {
         checkBufferSize(k, info.size, options.maxBytes);
         const body = await readWholeChecked(session, handle, info, k, signal);
@@ -345,6 +345,21 @@ export class SftpStorage implements Storage {
     const info = await this.objectStats(session, k);
     const handle = await session.open(this.dirs.abs(k), "r");
     return { handle, info };
+  }
+
+  /**
+   * openObject for reading a source's bytes: a file modified within the current second is waited
+   * out first (settleRecentRemoteChange), so its stats vouch for what is read. Not for `exists`,
+   * which hashes what Fleet itself just wrote (VERIFY=readback).
+   */
+  private async openSettled(session: SftpSession, k: string, signal: AbortSignal | undefined): Promise<{ handle: Buffer; info: Stats }> {
+    const { handle, info } = await this.openObject(session, k);
+    try {
+      return { handle, info: await settleRecentRemoteChange(session, handle, info, k, signal) };
+    } catch (err) {
+      closeReadHandle(session, handle);
+      throw err;
+    }
   }
 
   /** Stats of a regular file (following a symlink only inside the root), else invalid-key. */

@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Stats } from "ssh2";
 import { PermanentError } from "@fleet/core/errors";
 import { readChunks } from "./sftpReads";
 import type { SftpSession } from "./sftpSession";
 import type { ObjectVersion } from "../storage";
-import { sourceChanged } from "../storageErrors";
+import { sourceChanged, throwIfAborted } from "../storageErrors";
 
 /**
  * Reading remote source files so that one changed while it is read is never taken for a
@@ -14,6 +15,41 @@ import { sourceChanged } from "../storageErrors";
 
 export function remoteVersionOf(info: Stats): ObjectVersion {
   return { size: info.size, modifiedAt: new Date(info.mtime * 1000) };
+}
+
+/**
+ * SFTP's racy rule (as git's, and as local reads do with ctime: localReads.ts). mtime is in whole
+ * seconds, so a file rewritten in place within the second of the lstat keeps its size and mtime:
+ * "same stat before and after the read" proves nothing for a file modified in the current second,
+ * and a torn read of it (half old, half new bytes) would be recorded as a version of it. Such a
+ * file is waited out, until the clock is past the end of its mtime's second by RACY_MARGIN_MS,
+ * and fstat'ed again: from then on any write moves mtime. Only files modified within the last
+ * ~2 s pay, at most ~2 s each (their waits overlap under COPY_CONCURRENCY).
+ *
+ * The margin covers a writer preempted mid-write and a server clock up to a second behind ours.
+ * A server whose clock is further behind is not covered (its fresh files look old), nor is one
+ * more than FUTURE_MS ahead (its files cannot be waited out): keep the clocks in sync (NTP).
+ */
+export const RACY_MARGIN_MS = 1_000;
+const FUTURE_MS = 5_000;
+// A file modified again each time it is waited out is being written: copied later.
+const RACY_ROUNDS = 3;
+
+/** `info` (the lstat of the file open as `handle`), or a fresh fstat once a change in its mtime's second is waited out. */
+export async function settleRecentRemoteChange(session: SftpSession, handle: Buffer, info: Stats, key: string, signal?: AbortSignal): Promise<Stats> {
+  let current = info;
+  for (let round = 0; ; round++) {
+    const settledAt = (current.mtime + 1) * 1000 + RACY_MARGIN_MS;
+    const now = Date.now();
+    if (now >= settledAt || current.mtime * 1000 > now + FUTURE_MS) return current;
+    if (round === RACY_ROUNDS) throw sourceChanged(key, `modified again and again while Fleet waited to read it (last at ${new Date(current.mtime * 1000).toISOString()})`);
+    try {
+      await sleep(settledAt - now, undefined, { signal });
+    } catch {
+      throwIfAborted(signal, "read", key);
+    }
+    current = await session.fstat(handle);
+  }
 }
 
 /** The open file's bytes, failing with source-changed instead of ending when it changed since `before`. */
