@@ -10,7 +10,7 @@ import type { SftpPoolStats } from "./sftpPool";
 import { digestOfHandle } from "./sftpReads";
 import { SFTP_STATUS, openSftpSession, sftpStatusOf } from "./sftpSession";
 import type { SftpSession } from "./sftpSession";
-import { checkedChunks, readWholeChecked, remoteNotAFile, remoteVersionOf, settleRecentRemoteChange } from "./sftpVersions";
+import { RACY_ROUNDS, checkedChunks, modifiedAgainAndAgain, racyWaitMs, readWholeChecked, remoteNotAFile, remoteVersionOf, waitOutRacy } from "./sftpVersions";
 import { writeBufferAndClose } from "./sftpWrites";
 import { SftpWriter } from "./sftpWriter";
 import { createHostKeyCheck } from "@fleet/remote/sshHostKey";
@@ -180,43 +180,62 @@ export class SftpStorage implements Storage {
   async createReadStream(key: string, options: ReadOptions = {}): Promise<Readable> {
     const k = validateKey(key);
     const { signal } = options;
-    throwIfAborted(signal, "read", k);
-    const lease = await this.pool.acquire(signal);
-    let handle: Buffer;
-    let info: Stats;
-    try {
-      // Opened here so a missing object rejects this promise, not the stream later.
-      ({ handle, info } = await this.openSettled(lease.session, k, signal));
-    } catch (err) {
-      lease.release();
-      throw await this.readFailure("open", k, err);
+    for (let round = 0; ; round++) {
+      throwIfAborted(signal, "read", k);
+      const lease = await this.pool.acquire(signal);
+      let handle: Buffer;
+      let info: Stats;
+      try {
+        // Opened here so a missing object rejects this promise, not the stream later.
+        ({ handle, info } = await this.openObject(lease.session, k));
+      } catch (err) {
+        lease.release();
+        throw await this.readFailure("open", k, err);
+      }
+      const waitMs = racyWaitMs(info);
+      if (waitMs > 0) {
+        // Modified in the current second: waited out without holding the connection (sftpVersions.ts).
+        closeReadHandle(lease.session, handle);
+        lease.release();
+        if (round === RACY_ROUNDS) throw modifiedAgainAndAgain(k, info.mtime);
+        await waitOutRacy(waitMs, k, signal);
+        continue;
+      }
+      options.onVersion?.(remoteVersionOf(info));
+      const stream = Readable.from(this.streamBody(lease.session, handle, info, k), { objectMode: false, highWaterMark: 64 * 1024 });
+      // On 'close', not in the generator's finally: a stream destroyed before its first read
+      // never runs the generator, so its finally would never run either.
+      stream.once("close", () => {
+        closeReadHandle(lease.session, handle);
+        lease.release();
+      });
+      return signal ? addAbortSignal(signal, stream) : stream;
     }
-    options.onVersion?.(remoteVersionOf(info));
-    const stream = Readable.from(this.streamBody(lease.session, handle, info, k), { objectMode: false, highWaterMark: 64 * 1024 });
-    // On 'close', not in the generator's finally: a stream destroyed before its first read
-    // never runs the generator, so its finally would never run either.
-    stream.once("close", () => {
-      closeReadHandle(lease.session, handle);
-      lease.release();
-    });
-    return signal ? addAbortSignal(signal, stream) : stream;
   }
 
   async readBuffer(key: string, options: ReadOptions = {}): Promise<Buffer> {
     const k = validateKey(key);
     const { signal } = options;
-    throwIfAborted(signal, "read", k);
-    return this.withSession("read", k, signal, async (session) => {
-      const { handle, info } = await this.openSettled(session, k, signal);
-      try {
-        checkBufferSize(k, info.size, options.maxBytes);
-        const body = await readWholeChecked(session, handle, info, k, signal);
-        options.onVersion?.(remoteVersionOf(info));
-        return body;
-      } finally {
-        closeReadHandle(session, handle);
-      }
-    }, true);
+    for (let round = 0; ; round++) {
+      throwIfAborted(signal, "read", k);
+      const read = await this.withSession("read", k, signal, async (session): Promise<{ body: Buffer } | { waitMs: number; mtime: number }> => {
+        const { handle, info } = await this.openObject(session, k);
+        try {
+          // Modified in the current second: waited out below, without holding the connection (sftpVersions.ts).
+          const waitMs = racyWaitMs(info);
+          if (waitMs > 0) return { waitMs, mtime: info.mtime };
+          checkBufferSize(k, info.size, options.maxBytes);
+          const body = await readWholeChecked(session, handle, info, k, signal);
+          options.onVersion?.(remoteVersionOf(info));
+          return { body };
+        } finally {
+          closeReadHandle(session, handle);
+        }
+      }, true);
+      if ("body" in read) return read.body;
+      if (round === RACY_ROUNDS) throw modifiedAgainAndAgain(k, read.mtime);
+      await waitOutRacy(read.waitMs, k, signal);
+    }
   }
 
   async exists(key: string, options: ReadOptions = {}): Promise<Digest | null> {
@@ -345,21 +364,6 @@ export class SftpStorage implements Storage {
     const info = await this.objectStats(session, k);
     const handle = await session.open(this.dirs.abs(k), "r");
     return { handle, info };
-  }
-
-  /**
-   * openObject for reading a source's bytes: a file modified within the current second is waited
-   * out first (settleRecentRemoteChange), so its stats vouch for what is read. Not for `exists`,
-   * which hashes what Fleet itself just wrote (VERIFY=readback).
-   */
-  private async openSettled(session: SftpSession, k: string, signal: AbortSignal | undefined): Promise<{ handle: Buffer; info: Stats }> {
-    const { handle, info } = await this.openObject(session, k);
-    try {
-      return { handle, info: await settleRecentRemoteChange(session, handle, info, k, signal) };
-    } catch (err) {
-      closeReadHandle(session, handle);
-      throw err;
-    }
   }
 
   /** Stats of a regular file (following a symlink only inside the root), else invalid-key. */

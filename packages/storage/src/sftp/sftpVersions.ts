@@ -23,8 +23,9 @@ export function remoteVersionOf(info: Stats): ObjectVersion {
  * "same stat before and after the read" proves nothing for a file modified in the current second,
  * and a torn read of it (half old, half new bytes) would be recorded as a version of it. Such a
  * file is waited out, until the clock is past the end of its mtime's second by RACY_MARGIN_MS,
- * and fstat'ed again: from then on any write moves mtime. Only files modified within the last
- * ~2 s pay, at most ~2 s each (their waits overlap under COPY_CONCURRENCY).
+ * and opened and stat'ed again: from then on any write moves mtime. Only files modified within
+ * the last ~2 s pay. The wait holds no connection of the pool (found by review: a slot held idle
+ * while waiting made other operations queue, and past SFTP_TIMEOUT fail as a link fault).
  *
  * The margin covers a writer preempted mid-write and a server clock up to a second behind ours.
  * A server whose clock is further behind is not covered (its fresh files look old), nor is one
@@ -33,22 +34,26 @@ export function remoteVersionOf(info: Stats): ObjectVersion {
 export const RACY_MARGIN_MS = 1_000;
 const FUTURE_MS = 5_000;
 // A file modified again each time it is waited out is being written: copied later.
-const RACY_ROUNDS = 3;
+export const RACY_ROUNDS = 3;
 
-/** `info` (the lstat of the file open as `handle`), or a fresh fstat once a change in its mtime's second is waited out. */
-export async function settleRecentRemoteChange(session: SftpSession, handle: Buffer, info: Stats, key: string, signal?: AbortSignal): Promise<Stats> {
-  let current = info;
-  for (let round = 0; ; round++) {
-    const settledAt = (current.mtime + 1) * 1000 + RACY_MARGIN_MS;
-    const now = Date.now();
-    if (now >= settledAt || current.mtime * 1000 > now + FUTURE_MS) return current;
-    if (round === RACY_ROUNDS) throw sourceChanged(key, `modified again and again while Fleet waited to read it (last at ${new Date(current.mtime * 1000).toISOString()})`);
-    try {
-      await sleep(settledAt - now, undefined, { signal });
-    } catch {
-      throwIfAborted(signal, "read", key);
-    }
-    current = await session.fstat(handle);
+/** How long to wait before a file with these stats can be read (0: now). */
+export function racyWaitMs(info: Stats, now = Date.now()): number {
+  const settledAt = (info.mtime + 1) * 1000 + RACY_MARGIN_MS;
+  if (now >= settledAt || info.mtime * 1000 > now + FUTURE_MS) return 0;
+  return settledAt - now;
+}
+
+/** A file still racy after RACY_ROUNDS waits: being written, copied later (source-changed, retryable). */
+export function modifiedAgainAndAgain(key: string, mtime: number): Error {
+  return sourceChanged(key, `modified again and again while Fleet waited to read it (last at ${new Date(mtime * 1000).toISOString()})`);
+}
+
+/** Sleeps `ms`, ending early (interrupted) when `signal` aborts. */
+export async function waitOutRacy(ms: number, key: string, signal?: AbortSignal): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal });
+  } catch {
+    throwIfAborted(signal, "read", key);
   }
 }
 
