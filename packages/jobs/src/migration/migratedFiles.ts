@@ -62,7 +62,7 @@ export function destinationOf(file: Pick<MigratedFile, "fileId" | "key" | "name"
 export async function sha256Of(storage: Storage, key: string, signal?: AbortSignal): Promise<string> {
   try {
     const hash = createHash("sha256");
-    for await (const chunk of await storage.createReadStream(key)) {
+    for await (const chunk of await storage.createReadStream(key, { signal })) {
       signal?.throwIfAborted();
       hash.update(chunk as Buffer);
     }
