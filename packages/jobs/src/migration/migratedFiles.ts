@@ -92,6 +92,6 @@ export class DestinationHasher {
   /** The destination's sha256 of the file now, or `unreadable (…)`. */
   async sha256(file: MigratedFile, signal?: AbortSignal): Promise<string> {
     const where = destinationOf(file, this.keyTemplate);
-    return where.kind === "packaged" ? this.packages.memberSha256(where.newUri, file.fileId) : sha256Of(this.destination, where.key, signal);
+    return where.kind === "packaged" ? this.packages.memberSha256(where.newUri, file.fileId, signal) : sha256Of(this.destination, where.key, signal);
   }
 }
