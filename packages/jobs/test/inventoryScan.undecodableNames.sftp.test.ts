@@ -24,7 +24,7 @@ describe("SFTP inventory scan of file names that are not UTF-8", () => {
     const dirBytes = Buffer.from(join(root, "legacy") + "/");
     await writeFile(Buffer.concat([dirBytes, Buffer.from([0x63, 0x61, 0x66, 0xe9]), Buffer.from(".txt")]), "e-acute");
     await writeFile(Buffer.concat([dirBytes, Buffer.from([0x63, 0x61, 0x66, 0xe8]), Buffer.from(".txt")]), "e-grave");
-    source = new SftpStorage({ host: ssh.host, port: ssh.port, username: ssh.user, privateKey: ssh.privateKey, hostKey: { knownHostsLine: ssh.knownHostsLine }, root });
+    source = new SftpStorage(ssh.sftpOptions(root));
   }, 60_000);
   afterAll(async () => {
     await source?.close();

@@ -19,7 +19,7 @@ let storage: SftpStorage;
 beforeAll(async () => {
   server = await startSshServer();
   root = await mkdtemp(path.join(server.root, "sha-abort-"));
-  storage = new SftpStorage({ host: server.host, port: server.port, username: server.user, privateKey: server.privateKey, hostKey: { knownHostsLine: server.knownHostsLine }, root });
+  storage = new SftpStorage(server.sftpOptions(root));
 });
 afterAll(async () => {
   await storage?.close();

@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   root = await mkdtemp(path.join(server.root, "links-"));
-  storage = new SftpStorage({ host: server.host, port: server.port, username: server.user, privateKey: server.privateKey, hostKey: { knownHostsLine: server.knownHostsLine }, root });
+  storage = new SftpStorage(server.sftpOptions(root));
   await writeFile(path.join(root, "real.txt"), "inside");
   await writeFile(path.join(root, "target.txt"), "t");
   await symlink(path.join(root, "target.txt"), path.join(root, "guarded.txt"));

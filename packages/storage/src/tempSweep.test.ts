@@ -54,7 +54,7 @@ describe("temp names", () => {
 
 describe.each([
   ["local", async (root: string) => new LocalStorage({ root }) as Storage],
-  ["sftp", async (root: string) => new SftpStorage({ host: server.host, port: server.port, username: server.user, privateKey: server.privateKey, hostKey: { knownHostsLine: server.knownHostsLine }, root }) as Storage],
+  ["sftp", async (root: string) => new SftpStorage(server.sftpOptions(root)) as Storage],
 ])("sweeping dead writers' temp files (%s)", (_kind, open) => {
   let root: string;
   let storage: Storage;

@@ -23,6 +23,19 @@ export interface SshServerOptions {
   fixtures?: Record<string, string>;
 }
 
+/**
+ * What the SFTP adapter needs to reach a test server as its user, rooted at `root`: the shape
+ * `SftpStorageOptions` takes (declared here so this package does not depend on @fleet/storage).
+ */
+export interface SshServerSftpOptions {
+  host: "127.0.0.1";
+  port: number;
+  username: "root";
+  privateKey: Buffer;
+  hostKey: { knownHostsLine: string };
+  root: string;
+}
+
 export interface SshServer {
   host: "127.0.0.1";
   port: number;
@@ -41,6 +54,8 @@ export interface SshServer {
   binDir: string;
   /** The temp dir holding everything (keys, config, root); removed by stop(). */
   dir: string;
+  /** Options for an SftpStorage on this server (client key, pinned host key) rooted at `root`. */
+  sftpOptions(root: string): SshServerSftpOptions;
   /** The sshd log so far (sshd -e), for failure messages. */
   log(): string;
   /** Kills sshd and every session process, and removes the temp dir. */
@@ -166,6 +181,7 @@ async function startIn(dir: string, options: SshServerOptions): Promise<SshServe
     }
   }
 
+  const knownHostsLine = `[127.0.0.1]:${port} ${hostPublicKey}`;
   return {
     host: "127.0.0.1",
     port,
@@ -173,10 +189,11 @@ async function startIn(dir: string, options: SshServerOptions): Promise<SshServe
     privateKey,
     hostPublicKey,
     hostFingerprint,
-    knownHostsLine: `[127.0.0.1]:${port} ${hostPublicKey}`,
+    knownHostsLine,
     root,
     binDir,
     dir,
+    sftpOptions: (sftpRoot) => ({ host: "127.0.0.1", port, username: "root", privateKey, hostKey: { knownHostsLine }, root: sftpRoot }),
     log: () => log,
     kill: killAll,
     pause: () => signalAll("SIGSTOP"),

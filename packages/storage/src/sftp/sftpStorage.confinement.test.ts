@@ -24,14 +24,7 @@ afterAll(async () => {
 beforeEach(async () => {
   root = await mkdtemp(path.join(server.root, "conf-"));
   outside = await mkdtemp(path.join(server.root, "outside-"));
-  storage = new SftpStorage({
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-  });
+  storage = new SftpStorage(server.sftpOptions(root));
 });
 afterEach(async () => {
   await storage.close();

@@ -19,14 +19,7 @@ let mounted = false;
 let storage: SftpStorage | undefined;
 
 function sftp(root: string): SftpStorage {
-  storage = new SftpStorage({
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-  });
+  storage = new SftpStorage(server.sftpOptions(root));
   return storage;
 }
 

@@ -18,15 +18,7 @@ let root: string;
 const opened: SftpStorage[] = [];
 
 function sftp(overrides: Partial<SftpStorageOptions> = {}): SftpStorage {
-  const storage = new SftpStorage({
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-    ...overrides,
-  });
+  const storage = new SftpStorage({ ...server.sftpOptions(root), ...overrides });
   opened.push(storage);
   return storage;
 }

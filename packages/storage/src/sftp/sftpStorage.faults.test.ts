@@ -28,14 +28,7 @@ afterAll(async () => {
 
 beforeEach(async () => {
   root = await mkdtemp(path.join(server.root, "faults-"));
-  storage = new SftpStorage({
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-  });
+  storage = new SftpStorage(server.sftpOptions(root));
 });
 
 afterEach(async () => {
@@ -144,7 +137,7 @@ describe("SFTP destination folders that vanish", () => {
 
 describe("fsync@openssh.com", () => {
   it("is offered by OpenSSH and used by writes, which land whole", async () => {
-    const session = await openSftpSession({ host: server.host, port: server.port, username: server.user, privateKey: server.privateKey, hostKey: { knownHostsLine: server.knownHostsLine } }, 1, () => undefined);
+    const session = await openSftpSession(server.sftpOptions(root), 1, () => undefined);
     try {
       expect(session.canFsync).toBe(true);
       expect(await session.availableBytes(root)).toBeGreaterThan(0);

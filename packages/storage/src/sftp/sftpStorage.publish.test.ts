@@ -13,7 +13,7 @@ let root: string;
 let outside: string;
 const opened: SftpStorage[] = [];
 const sftp = (): SftpStorage => {
-  const s = new SftpStorage({ host: server.host, port: server.port, username: server.user, privateKey: server.privateKey, hostKey: { knownHostsLine: server.knownHostsLine }, root });
+  const s = new SftpStorage(server.sftpOptions(root));
   opened.push(s);
   return s;
 };

@@ -24,14 +24,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   root = await mkdtemp(path.join(server.root, "racy-"));
-  storage = new SftpStorage({
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-  });
+  storage = new SftpStorage(server.sftpOptions(root));
 });
 afterEach(async () => {
   await storage.close();
@@ -173,12 +166,7 @@ describe("the wait holds no connection", () => {
     // SFTP_POOL_SIZE=1, SFTP_OPERATIONS_PER_CONNECTION=1, SFTP_TIMEOUT=3s: all accepted settings,
     // and 3 s is above the "at most ~2 s" the racy rule documents for a recently modified file.
     const storage = new SftpStorage({
-      host: server.host,
-      port: server.port,
-      username: server.user,
-      privateKey: server.privateKey,
-      hostKey: { knownHostsLine: server.knownHostsLine },
-      root,
+      ...server.sftpOptions(root),
       poolSize: 1,
       operationsPerConnection: 1,
       operationTimeoutMs: 3_000,

@@ -17,16 +17,7 @@ let root: string;
 const opened: SftpStorage[] = [];
 
 function sftp(overrides: Partial<SftpStorageOptions> = {}): SftpStorage {
-  const storage = new SftpStorage({
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-    readyTimeoutMs: 3000,
-    ...overrides,
-  });
+  const storage = new SftpStorage({ ...server.sftpOptions(root), readyTimeoutMs: 3000, ...overrides });
   opened.push(storage);
   return storage;
 }

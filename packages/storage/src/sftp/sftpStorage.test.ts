@@ -25,15 +25,7 @@ let root: string;
 let storage: SftpStorage;
 
 function optionsFor(overrides: Partial<SftpStorageOptions> = {}): SftpStorageOptions {
-  return {
-    host: server.host,
-    port: server.port,
-    username: server.user,
-    privateKey: server.privateKey,
-    hostKey: { knownHostsLine: server.knownHostsLine },
-    root,
-    ...overrides,
-  };
+  return { ...server.sftpOptions(root), ...overrides };
 }
 
 beforeAll(async () => {
