@@ -1,4 +1,5 @@
 import { setServerEnabled } from "@fleet/db/sql/migrationServers";
+import { freePort } from "@fleet/testing/freePort";
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -46,6 +47,14 @@ if [ -e "$FX_STATE/run-$1-$2" ]; then echo COMPLETED; else echo "FAILED: no migr
 `,
     { mode: 0o755 },
   );
+  await writeFile(
+    join(site.ssh.binDir, "fx-cancel"),
+    `#!/bin/sh
+printf 'cancel [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
+echo "migration of $1 on $2 aborted"
+`,
+    { mode: 0o755 },
+  );
 });
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
@@ -73,63 +82,95 @@ function spawnWorker(env: Record<string, string>): { child: ChildProcess; starte
   return { child, started, exited };
 }
 
-describe("a step re-run after its server was disabled while its command was in flight", () => {
-  it("records, polls and counts the step on the server it was moved to", async () => {
-    const file = join(site.dir, "workflow-move.yaml");
-    await writeFile(
-      file,
-      `servers:
-  m1: { ssh: box, role: migration, capacity: 10, concurrency: 1 }
+/** servers.yaml with `box` (as the site's) and `box-m1` for m1 only, whose port can be changed to make m1 unreachable. */
+async function serversFile(m1Port: number): Promise<string> {
+  const file = join(site.dir, "servers-move.yaml");
+  const entry = (name: string, port: number) => `  ${name}:
+    host: ${site.ssh.host}
+    port: ${port}
+    user: ${site.ssh.user}
+    keyFile: ${join(site.dir, "key")}
+    knownHostsFile: ${join(site.dir, "known_hosts-move")}
+    env:
+      FX_STATE: ${site.state}
+`;
+  await writeFile(join(site.dir, "known_hosts-move"), `${site.ssh.knownHostsLine}\n[127.0.0.1]:${m1Port} ${site.ssh.hostPublicKey}\n`);
+  await writeFile(file, `servers:\n${entry("box", site.ssh.port)}${entry("box-m1", m1Port)}`);
+  return file;
+}
+
+/**
+ * acc's command hangs on m1, its worker is SIGKILLed, the operator disables m1, and a new
+ * worker runs the step again. `whileRestarting` runs between the kill and the new worker.
+ */
+async function moveScenario(label: string, acc: string, whileRestarting: () => Promise<void> = async () => {}) {
+  const file = join(site.dir, `workflow-${label}.yaml`);
+  await writeFile(
+    file,
+    `servers:
+  m1: { ssh: box-m1, role: migration, capacity: 10, concurrency: 1 }
   m2: { ssh: box, role: migration, capacity: 10, concurrency: 1 }
 steps:
   - name: migrate
     role: migration
     command: fx-run {externalId} {server}
+    cancel: fx-cancel {externalId} {server}
     timeout: 10m
     check: { command: "fx-check {externalId} {server}", every: 300ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }
 `,
-    );
-    h = await createPipelineHarness("step-server-move", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s" });
-    await mkdir(h.sourceDir, { recursive: true });
-    await mkdir(h.destDir, { recursive: true });
-    await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
-    await writeFile(join(site.state, "hang-acc1"), "");
-    const env = {
-      ...h.env,
-      FLEET_ENV_FILE: join(site.dir, "no.env"),
-      METRICS_PORT: "0",
-      LOG_FORMAT: "json",
-      LOG_LEVEL: "info",
-      STALLED_INTERVAL: "1s",
-      LOCK_DURATION: "2s",
-      WORKER_CONCURRENCY: "remote=2,maintenance=2",
-      SHUTDOWN_GRACE: "1s",
-      DATABASE_POOL_SIZE: "4",
-    };
-    const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => l.includes("[acc1]"));
-    const stepRow = async () =>
-      (await h!.runtime.db.query<{ phase: string; server: string | null }>(`SELECT s.phase, s.server FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = 'acc1'`)).rows[0];
+  );
+  await h?.close();
+  h = await createPipelineHarness(label, { ...site.env, SSH_SERVERS_FILE: await serversFile(site.ssh.port), ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s" });
+  const x = h;
+  await mkdir(x.sourceDir, { recursive: true });
+  await mkdir(x.destDir, { recursive: true });
+  await insertAccounts(x.runtime, [{ externalId: acc }]);
+  await writeFile(join(site.state, `hang-${acc}`), "");
+  const env = {
+    ...x.env,
+    FLEET_ENV_FILE: join(site.dir, "no.env"),
+    METRICS_PORT: "0",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "info",
+    STALLED_INTERVAL: "1s",
+    LOCK_DURATION: "2s",
+    WORKER_CONCURRENCY: "remote=2,maintenance=2",
+    SHUTDOWN_GRACE: "1s",
+    DATABASE_POOL_SIZE: "4",
+  };
+  const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => l.includes(`[${acc}]`));
+  const stepRow = async () =>
+    (await x.runtime.db.query<{ phase: string; server: string | null }>(`SELECT s.phase, s.server FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = $1`, [acc])).rows[0];
+  const account = async () => (await x.runtime.db.query<{ status: string; last_error: string | null }>(`SELECT status, last_error FROM migration_queue WHERE external_id = $1`, [acc])).rows[0]!;
 
-    const a = spawnWorker(env);
-    await a.started;
-    await h.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-server-move" });
-    await waitFor(async () => (await calls()).includes("run [acc1] [m1]") && (await stepRow())?.phase === "RUNNING", 60_000, "acc1's command in flight on m1");
-    a.child.kill("SIGKILL");
-    await a.exited;
-    // The operator takes m1 out (it is why the worker hung, say); the migration tool is fine again.
-    expect(await setServerEnabled(h.runtime.db, "m1", false)).toBe(true);
-    await rm(join(site.state, "hang-acc1"));
-    const b = spawnWorker(env);
-    await b.started;
+  const a = spawnWorker(env);
+  await a.started;
+  await x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: `accounts-run-${label}` });
+  await waitFor(async () => (await calls()).includes(`run [${acc}] [m1]`) && (await stepRow())?.phase === "RUNNING", 60_000, `${acc}'s command in flight on m1`);
+  a.child.kill("SIGKILL");
+  await a.exited;
+  // The operator takes m1 out (it is why the worker hung, say); the migration tool is fine again.
+  expect(await setServerEnabled(x.runtime.db, "m1", false)).toBe(true);
+  await rm(join(site.state, `hang-${acc}`));
+  await whileRestarting();
+  const b = spawnWorker(env);
+  await b.started;
+  return { x, calls, stepRow, account };
+}
 
-    const status = await waitFor(async () => {
-      const s = (await h!.runtime.db.query<{ status: string; last_error: string | null }>(`SELECT status, last_error FROM migration_queue WHERE external_id = 'acc1'`)).rows[0]!;
-      return ["DONE", "FAILED"].includes(s.status) ? s : undefined;
-    }, 60_000, "acc1 to finish");
-    const assignment = (await h.runtime.db.query<{ server: string }>(`SELECT server FROM batch_assignment WHERE role = 'migration'`)).rows[0]!;
+const finished = async (account: () => Promise<{ status: string; last_error: string | null }>) =>
+  waitFor(async () => {
+    const s = await account();
+    return ["DONE", "FAILED", "POSTPONED"].includes(s.status) ? s : undefined;
+  }, 60_000, "the account to finish");
+
+describe("a step re-run after its server was disabled while its command was in flight", () => {
+  it("cancels the command on the old server, then records, polls and counts the step on the server it was moved to", async () => {
+    const { x, calls, stepRow, account } = await moveScenario("step-server-move", "acc1");
+    const status = await finished(account);
+    const assignment = (await x.runtime.db.query<{ server: string }>(`SELECT server FROM batch_assignment WHERE role = 'migration'`)).rows[0]!;
     // The re-run moved the account to m2 and started the migration there.
     expect(assignment.server).toBe("m2");
-    expect(await calls()).toContain("run [acc1] [m2]");
     // Expected: the step row names m2 (where its slot counts), its status checks ask m2, and
     // the account is DONE.
     expect({ status: status.status, lastError: status.last_error, stepServer: (await stepRow())?.server, checks: (await calls()).filter((l) => l.startsWith("check")) }).toEqual({
@@ -139,5 +180,34 @@ steps:
       checks: expect.arrayContaining(["check [acc1] [m2]"]),
     });
     expect((await calls()).filter((l) => l === "check [acc1] [m1]")).toEqual([]);
+    // The command left on m1 was cancelled there before the step started over on m2.
+    expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc1] [m1]", "cancel [acc1] [m1]", "run [acc1] [m2]"]);
+    const { rows: log } = await x.runtime.db.query<{ message: string }>(`SELECT message FROM migration_log WHERE subject = 'account:acc1' AND message LIKE '%cancel%'`);
+    expect(log.map((l) => l.message)).toEqual(["migrate: moved from m1 to m2; cancel command done on m1 first"]);
+  }, 180_000);
+
+  it("while the old server cannot be reached the account is held and nothing starts on the new one; once it answers, the cancel runs there first", async () => {
+    const closed = await freePort();
+    const { x, calls, account } = await moveScenario("step-server-move-unreachable", "acc2", async () => {
+      // m1's machine is gone from the network as the new worker starts.
+      await serversFile(closed);
+    });
+    const held = await waitFor(async () => {
+      const s = await account();
+      return s.status === "HELD" && /waiting to cancel the command started on m1/.test(s.last_error ?? "") ? s : undefined;
+    }, 30_000, "acc2 held until m1 answers");
+    expect(held.last_error).toMatch(/before starting over on m2: m1 unreachable/);
+    // It keeps looking (ACCOUNTS_RECHECK 1 s) without starting on m2.
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc2] [m1]"]);
+    expect((await account()).status).toBe("HELD");
+
+    // m1 is back: the cancel runs there, then the step starts over on m2 and finishes.
+    await serversFile(site.ssh.port);
+    const status = await finished(account);
+    expect(status).toEqual({ status: "DONE", last_error: null });
+    expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc2] [m1]", "cancel [acc2] [m1]", "run [acc2] [m2]"]);
+    const { rows: log } = await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_log WHERE subject = 'account:acc2' AND message LIKE 'held: migrate: waiting to cancel%'`);
+    expect(log[0]!.n).toBeGreaterThanOrEqual(1);
   }, 180_000);
 });

@@ -84,6 +84,10 @@ export const accountStep = defineFleetJob("account-step", contract, {
       // checks and its slot are that server's (found by review: they stayed on the old one).
       const usable = await serverGate(s);
       if ("registered" in usable && usable.server.name === row.server) return runCommand(s, usable, row.attempt);
+      if ("registered" in usable && row.server) {
+        const stopped = await cancelLeftBehind(s, row.server, usable.server.name);
+        if (stopped) return stopped;
+      }
       await backToWaiting(db, key, "registered" in usable ? `moved from ${row.server ?? "?"} to ${usable.server.name}` : "its server became unusable while the command ran");
     }
     return startStep(s);
@@ -161,6 +165,50 @@ async function startStep(s: StepScope): Promise<StepJobResult> {
   await setAssignmentState(db, usable.assignmentId, "RUNNING");
   await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: started on ${usable.server.name}`, details: { batchId: s.key.batchId, step: s.key.step, attempt: slot.attempt } }]);
   return runCommand(s, usable, slot.attempt);
+}
+
+/**
+ * The step moved to another server while its command was in flight on `from` (its worker died,
+ * then the operator disabled `from`): the command may still be running there — the end of an SSH
+ * session does not stop a command that ignores SIGHUP or runs detached, as migration tools do.
+ * Before the step starts over on `to`, the step's `cancel` command runs on `from`, so an account
+ * is never migrated on two servers at once (found by review: it started on the new server with
+ * the old one still at work). While `from` cannot be reached the account is held and looks again
+ * every ACCOUNTS_RECHECK; its row stays RUNNING on `from`, so every look tries the cancel first.
+ * Held past ACCOUNTS_HOLD_MAX it is postponed, and the cancel stays PENDING for account-cleanup
+ * on `from`, as for a cancelled account. A cancel command that ran and failed (non-zero exit) is
+ * the site tool's answer: logged as an error with its output, and the step goes on on `to`. A
+ * step without a cancel command goes on with a warning that the old command may still run.
+ * Returns the job's result when the account was postponed; undefined when the step may start on `to`.
+ */
+async function cancelLeftBehind(s: StepScope, from: string, to: string): Promise<StepJobResult | undefined> {
+  const { db, accounts, remote } = s.ctx.deps;
+  const old = s.workflow.servers.find((w) => w.name === from);
+  if (!s.step.cancel || !old) {
+    const why = !s.step.cancel ? "the step has no cancel command" : `${from} is no longer in the workflow file`;
+    await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the command started on ${from} may still be running there (${why})` }]);
+    return undefined;
+  }
+  if (s.account.status === "HELD" && s.account.heldSince && Date.now() - s.account.heldSince.getTime() > accounts.settings.holdMaxMs) {
+    return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min (${s.account.lastError ?? "?"})`);
+  }
+  const values = accountValues(s.account, s.batch, { server: from, group: s.workflow.groupUpdate?.group ?? "" });
+  try {
+    const r = await runStepCommand(s.step, remote.server(old.ssh), s.step.cancel, values, s.step.timeoutMs, s.ctx.signal, `${s.step.name} cancel`);
+    await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; cancel command done on ${from} first`, details: { output: summary(r) } }]);
+  } catch (err) {
+    s.ctx.signal.throwIfAborted(); // shutdown: the job runs again and finds its row RUNNING on `from`
+    const fault = serverFault(err);
+    if (fault) {
+      const hold = `${s.step.name}: waiting to cancel the command started on ${from} before starting over on ${to}: ${from} unreachable (${describe(err)})`;
+      const first = s.account.status !== "HELD" || s.account.lastError !== hold;
+      await holdAccount(db, s.key.batchId, s.key.accountId, hold);
+      if (first) await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `held: ${hold}`.slice(0, 2000) }]);
+      throw delay(jitter(accounts.settings.recheckMs), "waiting to cancel the command on the old server");
+    }
+    await writeLog(db, [{ level: "error", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the cancel command failed on ${from}, the command started there may still be running`, details: { error: describe(err), output: failureOutput(err) } }]);
+  }
+  return undefined;
 }
 
 /** The step's command, once; a polled step then waits for its first check without its worker. */
