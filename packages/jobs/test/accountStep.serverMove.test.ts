@@ -103,7 +103,7 @@ async function serversFile(m1Port: number): Promise<string> {
  * acc's command hangs on m1, its worker is SIGKILLed, the operator disables m1, and a new
  * worker runs the step again. `whileRestarting` runs between the kill and the new worker.
  */
-async function moveScenario(label: string, acc: string, whileRestarting: () => Promise<void> = async () => {}) {
+async function moveScenario(label: string, acc: string, whileRestarting: () => Promise<void> = async () => {}, extraEnv: Record<string, string> = {}) {
   const file = join(site.dir, `workflow-${label}.yaml`);
   await writeFile(
     file,
@@ -120,7 +120,7 @@ steps:
 `,
   );
   await h?.close();
-  h = await createPipelineHarness(label, { ...site.env, SSH_SERVERS_FILE: await serversFile(site.ssh.port), ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s" });
+  h = await createPipelineHarness(label, { ...site.env, SSH_SERVERS_FILE: await serversFile(site.ssh.port), ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ...extraEnv });
   const x = h;
   await mkdir(x.sourceDir, { recursive: true });
   await mkdir(x.destDir, { recursive: true });
@@ -209,5 +209,20 @@ describe("a step re-run after its server was disabled while its command was in f
     expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc2] [m1]", "cancel [acc2] [m1]", "run [acc2] [m2]"]);
     const { rows: log } = await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_log WHERE subject = 'account:acc2' AND message LIKE 'held: migrate: waiting to cancel%'`);
     expect(log[0]!.n).toBeGreaterThanOrEqual(1);
+  }, 180_000);
+
+  it("held past ACCOUNTS_HOLD_MAX: the account is postponed and the cancel stays PENDING on the old server, run by account-cleanup once it answers", async () => {
+    const closed = await freePort();
+    const { x, calls, account } = await moveScenario("step-server-move-postponed", "acc3", async () => serversFile(closed).then(() => undefined), { ACCOUNTS_HOLD_MAX: "3s" });
+    const status = await finished(account);
+    expect(status.status).toBe("POSTPONED");
+    const cancelRow = async () =>
+      (await x.runtime.db.query<{ server: string; cancel_state: string | null }>(`SELECT s.server, s.cancel_state FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = 'acc3'`)).rows[0];
+    expect(await cancelRow()).toEqual({ server: "m1", cancel_state: "PENDING" });
+    expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc3] [m1]"]);
+    // m1 is back: account-cleanup (retrying with the fleet's backoff) cancels the command there.
+    await serversFile(site.ssh.port);
+    await waitFor(async () => (await cancelRow())?.cancel_state === "DONE" || undefined, 60_000, "the cancel to run on m1");
+    expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc3] [m1]", "cancel [acc3] [m1]"]);
   }, 180_000);
 });
