@@ -61,6 +61,10 @@ export const schedulerSchema = z.object({
   INVENTORY_WATCH: envBool(true).describe("Poll for new source_files and seed ranges at once, instead of waiting for the hourly seed-ranges"),
   INVENTORY_IDLE_STEPS: envDurationList("30s,5m,10m,30m,60m").describe("Back-off of the inventory poll while nothing new arrives; snaps back on new rows"),
   ACCOUNTS_CATCHUP_GRACE: accountFields.ACCOUNTS_CATCHUP_GRACE,
+  // Whether this fleet migrates accounts at all: a file-only fleet's daily account steps are
+  // not caught up (they would only skip) and its operators get no catch-up alerts.
+  ACCOUNTS_CONSENT_URL: accountFields.ACCOUNTS_CONSENT_URL,
+  ACCOUNTS_WORKFLOW_FILE: accountFields.ACCOUNTS_WORKFLOW_FILE,
   // The scheduler runs the recovery watch too (whoever notices first), so it knows the thresholds.
   RANGE_STALE_AFTER: migrationFields.RANGE_STALE_AFTER,
   HEARTBEAT_INTERVAL: migrationFields.HEARTBEAT_INTERVAL,

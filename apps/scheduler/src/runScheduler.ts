@@ -127,6 +127,10 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     return { apply: true, tookOver };
   };
 
+  // A fleet that migrates no accounts (neither a consent API nor a workflow file) has daily
+  // account steps that would only skip: they are not caught up, and nobody is alerted about them.
+  const accountsConfigured = config.ACCOUNTS_CONSENT_URL !== "" || config.ACCOUNTS_WORKFLOW_FILE !== "";
+  if (!accountsConfigured) log.info("account migrations are not configured (ACCOUNTS_CONSENT_URL, ACCOUNTS_WORKFLOW_FILE): missed daily account steps are not caught up");
   let first = true;
   const syncNow = async () => {
     const decision = await ours();
@@ -143,6 +147,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
       await jobs.enqueue("accounts-reconcile", {});
     }
     first = false;
+    if (!accountsConfigured) return;
     await catchUpDaily({ db, jobs, schedules, timeZone: config.FLEET_TZ, graceMs: config.ACCOUNTS_CATCHUP_GRACE, log, operators: config.NOTIFY_OPERATORS }).catch((err: unknown) =>
       log.warn({ err }, "daily catch-up check failed; will try again at the next check"),
     );

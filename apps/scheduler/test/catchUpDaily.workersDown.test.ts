@@ -11,6 +11,7 @@ import { bullPrefix } from "@fleet/core/redis";
 import { JobClient } from "@fleet/core/jobClient";
 import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
 import type { FleetJobs } from "@fleet/jobs/contracts";
+import { createPool } from "@fleet/db/pool";
 const MAIN = join(__dirname, "..", "dist", "main.js");
 
 
@@ -115,6 +116,8 @@ describe("daily catch-up while workers are down", () => {
       FLEET_TZ: "UTC",
       SCHEDULER_SYNC_INTERVAL: "2s",
       ACCOUNTS_CATCHUP_GRACE: "1s",
+      // An account fleet: a file-only one does not catch up (the next test).
+      ACCOUNTS_CONSENT_URL: "http://127.0.0.1:9/consents",
       SCHEDULE_ACCOUNTS_SYNC: pattern,
     });
     procs.push(p);
@@ -147,4 +150,67 @@ describe("daily catch-up while workers are down", () => {
     // Expected: one accounts-sync job for today (the overdue regular occurrence, or the catch-up), run once.
     expect(ran.length === 1 ? "once" : `ran ${ran.length} times: ${ran.join(" + ")}; queued before the worker came: ${queuedSummary.join(" + ")}`).toBe("once");
   }, 240_000);
+});
+
+/**
+ * A fleet that migrates only files (no ACCOUNTS_CONSENT_URL, no ACCOUNTS_WORKFLOW_FILE) started
+ * after the day's account times: nothing to catch up, and no alert for operators (found by a
+ * new operator: every restart of a file-only fleet in the afternoon emailed a catch-up alert
+ * for account steps that then only skipped). The same start with a consent API configured is
+ * the control: it catches up.
+ */
+describe("daily catch-up on a file-only fleet", () => {
+  let db: TestDatabase;
+  const procs: Proc[] = [];
+  const prefixes = [uniquePrefix("sched-fileonly"), uniquePrefix("sched-accounts")];
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await stopAll(procs);
+    for (const prefix of prefixes) await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+    await db?.drop();
+  });
+
+  it("is not caught up and raises no alert without account configuration; with a consent API it is", async () => {
+    const start = (prefix: string, extra: Record<string, string>) => {
+      const p = startScheduler({
+        REDIS_URL: testRedisUrl(),
+        DATABASE_URL: db.url,
+        FLEET_PREFIX: prefix,
+        FLEET_ENV_FILE: "/nonexistent/no.env",
+        LOG_FORMAT: "json",
+        LOG_LEVEL: "info",
+        SCHEDULER_METRICS_PORT: "0",
+        INVENTORY_WATCH: "false",
+        FLEET_TZ: "UTC",
+        SCHEDULER_SYNC_INTERVAL: "1s",
+        ACCOUNTS_CATCHUP_GRACE: "1s",
+        // Midnight UTC: today's time has passed (but for the day's first second).
+        SCHEDULE_ACCOUNTS_SYNC: "0 0 * * *",
+        NOTIFY_OPERATORS: "ops@example.org",
+        ...extra,
+      });
+      procs.push(p);
+      return p;
+    };
+    const missed = (p: Proc) => p.lines.filter((l) => l.msg === "daily account step missed today: running it now").map((l) => l.job);
+
+    const fileOnly = start(prefixes[0]!, {});
+    await fileOnly.line((l) => l.msg === "schedules in place", "in place");
+    await fileOnly.line((l) => typeof l.msg === "string" && l.msg.startsWith("account migrations are not configured"), "the not-configured line");
+    await sleep(3_000); // three schedule checks
+    expect(missed(fileOnly)).toEqual([]);
+    const pool = createPool({ connectionString: db.url, max: 1 });
+    const alerts = async () => Number((await pool.query<{ n: string }>(`SELECT count(*) AS n FROM migration_log WHERE message LIKE '%(catch-up)%'`)).rows[0]!.n);
+    expect(await alerts()).toBe(0);
+    await stopAll([fileOnly]);
+
+    const accounts = start(prefixes[1]!, { ACCOUNTS_CONSENT_URL: "http://127.0.0.1:9/consents" });
+    await accounts.line((l) => l.msg === "daily account step missed today: running it now", "the catch-up of accounts-sync");
+    expect(missed(accounts)).toContain("accounts-sync");
+    await sleep(500);
+    expect(await alerts()).toBeGreaterThan(0);
+    await pool.end();
+  }, 120_000);
 });
