@@ -48,6 +48,22 @@ describe("startS3Server", () => {
     expect(listing.status).toBe(200);
   });
 
+  it("restart() on a port another server took meanwhile fails, rather than calling the other server ready", async () => {
+    const port = Number(new URL(server.endpoint).port);
+    server.kill();
+    await new Promise((r) => setTimeout(r, 300));
+    // Someone else's HTTP server on the port, answering every request.
+    const thief = http.createServer((_req, res) => res.end("not s3rver"));
+    await new Promise<void>((resolve, reject) => thief.once("error", reject).listen(port, "127.0.0.1", () => resolve()));
+    try {
+      await expect(server.restart()).rejects.toThrow(/s3rver exited at startup|EADDRINUSE/);
+    } finally {
+      await new Promise((r) => thief.close(r));
+    }
+    await server.restart();
+    expect((await get(server.endpoint, "/")).status).toBe(200);
+  });
+
   it("removes its data directory on stop", async () => {
     const other = await startS3Server();
     await other.createBucket("short-lived");

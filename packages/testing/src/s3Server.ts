@@ -88,14 +88,22 @@ async function startIn(dir: string): Promise<S3Server> {
     });
     child = proc;
     exited = new Promise((resolve) => proc.once("exit", () => resolve()));
-    proc.stdout?.setEncoding("utf8").on("data", append);
+    // What this process printed (the log spans restarts): whether *it* listens.
+    let startup = "";
+    proc.stdout?.setEncoding("utf8").on("data", (text: string) => {
+      append(text);
+      if (startup.length < 64 * 1024) startup += text;
+    });
     proc.stderr?.setEncoding("utf8").on("data", append);
     const failed = new Promise<never>((_, reject) => {
       proc.once("exit", (code, signal) => reject(new Error(`s3rver exited at startup (code ${code}, signal ${signal}):\n${log}`)));
       proc.once("error", reject);
     });
     failed.catch(() => undefined);
-    await Promise.race([waitUntilAnswering(port), failed]);
+    // Ready when our s3rver says it listens on the port (another server that took the port
+    // meanwhile could answer HTTP) and the port answers.
+    const listening = `s3rver listening on 127.0.0.1:${port}`;
+    await Promise.race([waitUntilAnswering(port, () => startup.includes(listening)), failed]);
   };
 
   const kill = (): void => {
@@ -157,14 +165,16 @@ async function scratchBase(): Promise<string> {
 }
 
 
-async function waitUntilAnswering(port: number): Promise<void> {
+/** Resolves once our s3rver said it listens (`owned`) and the port answers HTTP. */
+async function waitUntilAnswering(port: number, owned: () => boolean): Promise<void> {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   for (;;) {
     try {
+      if (!owned()) throw new Error("not listening yet");
       await request(port, "GET", "/");
       return;
     } catch {
-      if (Date.now() > deadline) throw new Error(`s3rver did not answer on 127.0.0.1:${port} within ${STARTUP_TIMEOUT_MS} ms`);
+      if (Date.now() > deadline) throw new Error(`s3rver did not ${owned() ? "answer" : "say it listens"} on 127.0.0.1:${port} within ${STARTUP_TIMEOUT_MS} ms`);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

@@ -72,6 +72,20 @@ describe("startSshServer", () => {
     expect(await ssh(server, "echo back")).toBe("back\n");
   });
 
+  it("restart() on a port another server took meanwhile fails, rather than calling the other server ready", async () => {
+    await server.kill();
+    // Someone else's SSH server on the port: it sends a banner like any sshd.
+    const thief = net.createServer((socket) => socket.end("SSH-2.0-NotOurs\r\n"));
+    await new Promise<void>((resolve, reject) => thief.once("error", reject).listen(server.port, "127.0.0.1", () => resolve()));
+    try {
+      await expect(server.restart()).rejects.toThrow(/sshd exited at startup/);
+    } finally {
+      await new Promise((r) => thief.close(r));
+    }
+    await server.restart();
+    expect(await ssh(server, "echo back")).toBe("back\n");
+  });
+
   it("stop() removes its temp dir; two servers never share a port", async () => {
     const other = await startSshServer();
     expect(other.port).not.toBe(server.port);

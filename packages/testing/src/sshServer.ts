@@ -127,16 +127,22 @@ async function startIn(dir: string, options: SshServerOptions): Promise<SshServe
     await writeFile(configPath, sshdConfig(dir, port, hostKeyPath, binDir));
     const proc = spawn(SSHD, ["-D", "-e", "-f", configPath], { stdio: ["ignore", "ignore", "pipe"] });
     child = proc;
+    // What this process said at startup (the log spans restarts): whether *it* listens.
+    let startup = "";
     proc.stderr?.setEncoding("utf8");
     proc.stderr?.on("data", (text: string) => {
       log = (log + text).slice(-LOG_LIMIT);
+      if (startup.length < 64 * 1024) startup += text;
     });
     const exited = new Promise<never>((_, reject) => {
       proc.once("exit", (code, signal) => reject(new Error(`sshd exited at startup (code ${code}, signal ${signal}):\n${log}`)));
       proc.once("error", reject);
     });
     exited.catch(() => undefined);
-    await Promise.race([waitForBanner(port), exited]);
+    // Ready when our sshd says it listens on the port (another server that took the port
+    // meanwhile could answer with a banner of its own) and the port answers.
+    const listening = `Server listening on 127.0.0.1 port ${port}.`;
+    await Promise.race([waitForBanner(port, () => startup.includes(listening)), exited]);
   };
 
   const signalAll = async (signal: NodeJS.Signals): Promise<void> => {
@@ -248,12 +254,12 @@ function sshdConfig(dir: string, port: number, hostKeyPath: string, binDir: stri
 }
 
 
-/** Resolves once the port accepts connections and sends an SSH banner. */
-async function waitForBanner(port: number): Promise<void> {
+/** Resolves once our sshd said it listens (`owned`) and the port sends an SSH banner. */
+async function waitForBanner(port: number, owned: () => boolean): Promise<void> {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   for (;;) {
-    if (await bannerArrives(port)) return;
-    if (Date.now() > deadline) throw new Error(`sshd did not answer on 127.0.0.1:${port} within ${STARTUP_TIMEOUT_MS} ms`);
+    if (owned() && (await bannerArrives(port))) return;
+    if (Date.now() > deadline) throw new Error(`sshd did not ${owned() ? "answer" : "say it listens"} on 127.0.0.1:${port} within ${STARTUP_TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
