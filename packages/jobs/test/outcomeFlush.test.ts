@@ -36,10 +36,21 @@ describe("outcomes of a slow range", () => {
     // Written while the range still runs, and far from all of its files.
     expect(seen.open).toBe(1);
     expect(seen.recorded).toBeLessThan(40);
+    // Every file ends SUCCESS. A file that met a passing fault on the way (seen once in a CI
+    // run: 3 of 48 were being retried when every file first had an outcome) is copied again by
+    // retry-failed; what it met is printed, so a run that shows it says why.
+    const setbacks = new Map<string, string>();
     const summary = await waitFor(async () => {
+      const { rows } = await h.runtime.db.query<{ file_id: string; status: string; error_category: string | null; error_message: string | null }>(
+        `SELECT file_id, status, error_category, error_message FROM migration_files WHERE status <> 'SUCCESS'`,
+      );
+      for (const r of rows) setbacks.set(r.file_id, `${r.status} ${r.error_category ?? ""}: ${r.error_message ?? ""}`);
       const s = await fileSummary(h.runtime);
-      return s.withoutOutcome === 0 && s;
-    }, 90_000, "every file to have an outcome");
-    expect(summary).toMatchObject({ SUCCESS: 48, FAIL: 0, withoutOutcome: 0 });
+      return s.SUCCESS === 48 && s;
+    }, 90_000, "every file to be copied").catch(async (err: Error) => {
+      throw new Error(`${err.message}; ${JSON.stringify(await fileSummary(h.runtime))}; setbacks: ${JSON.stringify([...setbacks])}`);
+    });
+    if (setbacks.size > 0) process.stdout.write(`outcome flush: files copied again after a setback: ${JSON.stringify([...setbacks])}\n`);
+    expect(summary).toMatchObject({ SUCCESS: 48, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
   }, 120_000);
 });
