@@ -158,7 +158,8 @@ describe("cancel and servers going away", () => {
   });
 
   const prepared = async (label: string, ids: string[]) => {
-    other = await harness(label);
+    // A held step (waiting for its pre-migration email) looks again after 1 s, not 30.
+    other = await harness(label, { ACCOUNTS_RECHECK: "1s" });
     await insertAccounts(other.runtime, ids.map((externalId) => ({ externalId })));
     await other.startRunner({ concurrency: 4 });
     return other;

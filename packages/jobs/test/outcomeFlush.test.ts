@@ -50,6 +50,12 @@ describe("outcomes of a slow range", () => {
     }, 90_000, "every file to be copied").catch(async (err: Error) => {
       throw new Error(`${err.message}; ${JSON.stringify(await fileSummary(h.runtime))}; setbacks: ${JSON.stringify([...setbacks])}`);
     });
+    // TEMP-DIAG
+    {
+      const att = await h.runtime.db.query(`SELECT file_id, status, error_category, error_message, at FROM migration_file_attempts ORDER BY 1`).catch((e: Error) => ({ rows: [{ err: e.message }] }));
+      const warns = h.logLines.filter((l) => { try { return JSON.parse(l).level >= 40; } catch { return false; } });
+      require("fs").appendFileSync("/tmp/outcomeflush-diag.log", `${new Date().toISOString()} setbacks=${JSON.stringify([...setbacks])}\nattempts=${JSON.stringify(att.rows)}\nwarns=${warns.join("\n")}\n---\n`);
+    }
     if (setbacks.size > 0) process.stdout.write(`outcome flush: files copied again after a setback: ${JSON.stringify([...setbacks])}\n`);
     expect(summary).toMatchObject({ SUCCESS: 48, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
   }, 120_000);
