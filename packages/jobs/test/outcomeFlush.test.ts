@@ -26,6 +26,10 @@ describe("outcomes of a slow range", () => {
     // 48 files of 64 KiB at 256 KiB/s: ~10 s for the range (after the bucket's burst of 2 s).
     await h.runtime.db.query(`INSERT INTO source_files (uri, name, size) SELECT 'slow/f-' || i || '.bin', 'f-' || i || '.bin', $1 FROM generate_series(1, 48) AS i`, [64 * KiB]);
     await h.startRunner();
+    // TEMP-DIAG blocker
+    const blockMs = Number(process.env.OF_BLOCK_MS ?? 0);
+    const blocker = blockMs > 0 ? setInterval(() => { const end = Date.now() + blockMs; while (Date.now() < end); }, Number(process.env.OF_BLOCK_EVERY ?? 3000)) : undefined;
+    setTimeout(() => clearInterval(blocker), Number(process.env.OF_BLOCK_FOR ?? 15000));
     await h.runtime.deps.jobs.enqueue("seed-ranges", {});
     const seen = await waitFor(async () => {
       const { rows } = await h.runtime.db.query<{ recorded: number; open: number }>(
