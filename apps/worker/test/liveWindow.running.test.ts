@@ -69,17 +69,21 @@ describe("RUN_WINDOWS=false set live keeps a running range going past the old cl
   afterAll(() => fx?.close());
 
   it("after RUN_WINDOWS=false, the range is not stopped at the old window's end and parked until tomorrow", async () => {
-    // A window open now that closes at a minute boundary 60–120 s from now (UTC): time for a
-    // worker to start and the setting to be applied on a loaded machine before it closes.
-    const now = new Date();
-    const close = new Date(Math.ceil((now.getTime() + 60_000) / 60_000) * 60_000);
-    const open = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
-    const spec = `${DAYS[open.getUTCDay()]} ${hhmm(open)}-${hhmm(close)}`;
     await insertFiles(fx, 2000); // one range: 125 MiB at 512 KiB/s ≈ 4 min, past the closing
-    const w = fx.spawnWorker("A", { ...SLOW, MIGRATION_WINDOW: spec });
+    const w = fx.spawnWorker("A", SLOW);
     await w.started();
     await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
     await fx.waitFor(async () => (await migrated(fx)) > 0 || undefined, 20_000, "first files");
+
+    // Tonight's window, set live while the range runs: open now, closing at a minute boundary
+    // 15–75 s from now (UTC) — time for both changes to be applied on a loaded machine before it
+    // closes, without waiting minutes for a boundary.
+    const now = new Date();
+    const close = new Date(Math.ceil((now.getTime() + 15_000) / 60_000) * 60_000);
+    const open = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
+    const spec = `${DAYS[open.getUTCDay()]} ${hhmm(open)}-${hhmm(close)}`;
+    await runCli(fx.env, ["settings", "set", "MIGRATION_WINDOW", spec, "--by", "test"]);
+    await w.waitForLog((l) => l.msg === "live settings applied" && (l.changed as string[]).includes("MIGRATION_WINDOW"), 10_000, "the window applied");
 
     // The operator lifts the window for tonight, well before it closes.
     await runCli(fx.env, ["settings", "set", "RUN_WINDOWS", "false", "--by", "test"]);
@@ -98,7 +102,7 @@ describe("RUN_WINDOWS=false set live keeps a running range going past the old cl
     expect(b).toBeGreaterThan(a);
     w.signal("SIGKILL");
     await w.exited;
-  }, 240_000);
+  }, 180_000);
 });
 
 describe("widening the window live reaches jobs already waiting for the opening", () => {
