@@ -98,10 +98,10 @@ describe("daily catch-up while workers are down", () => {
   });
 
   it("accounts-sync runs once for the day when its regular occurrence was only waiting for a worker", async () => {
-    // A daily time 30 to 90 s from now (UTC), so the regular occurrence is created for today
-    // even when the scheduler is slow to start on a loaded machine.
+    // A daily time 20 to 80 s from now (UTC), so the regular occurrence is created for today
+    // even when the scheduler is slow to start on a loaded machine (it starts in ~2 s).
     const now = new Date();
-    const due = new Date(Math.ceil((now.getTime() + (now.getUTCSeconds() > 30 ? 60_000 : 0)) / 60_000) * 60_000);
+    const due = new Date(Math.ceil((now.getTime() + 20_000) / 60_000) * 60_000);
     const today = due.toISOString().slice(0, 10);
     const pattern = `${due.getUTCMinutes()} ${due.getUTCHours()} * * *`;
     const p = startScheduler({
