@@ -26,10 +26,6 @@ describe("outcomes of a slow range", () => {
     // 48 files of 64 KiB at 256 KiB/s: ~10 s for the range (after the bucket's burst of 2 s).
     await h.runtime.db.query(`INSERT INTO source_files (uri, name, size) SELECT 'slow/f-' || i || '.bin', 'f-' || i || '.bin', $1 FROM generate_series(1, 48) AS i`, [64 * KiB]);
     await h.startRunner();
-    // TEMP-DIAG blocker
-    const blockMs = Number(process.env.OF_BLOCK_MS ?? 0);
-    const blocker = blockMs > 0 ? setInterval(() => { const end = Date.now() + blockMs; while (Date.now() < end); }, Number(process.env.OF_BLOCK_EVERY ?? 3000)) : undefined;
-    setTimeout(() => clearInterval(blocker), Number(process.env.OF_BLOCK_FOR ?? 15000));
     await h.runtime.deps.jobs.enqueue("seed-ranges", {});
     const seen = await waitFor(async () => {
       const { rows } = await h.runtime.db.query<{ recorded: number; open: number }>(
@@ -54,12 +50,6 @@ describe("outcomes of a slow range", () => {
     }, 90_000, "every file to be copied").catch(async (err: Error) => {
       throw new Error(`${err.message}; ${JSON.stringify(await fileSummary(h.runtime))}; setbacks: ${JSON.stringify([...setbacks])}`);
     });
-    // TEMP-DIAG
-    {
-      const att = await h.runtime.db.query(`SELECT file_id, status, error_category, error_message, at FROM migration_file_attempts ORDER BY 1`).catch((e: Error) => ({ rows: [{ err: e.message }] }));
-      const warns = h.logLines.filter((l) => { try { return JSON.parse(l).level >= 40; } catch { return false; } });
-      require("fs").appendFileSync("/tmp/outcomeflush-diag.log", `${new Date().toISOString()} setbacks=${JSON.stringify([...setbacks])}\nattempts=${JSON.stringify(att.rows)}\nwarns=${warns.join("\n")}\n---\n`);
-    }
     if (setbacks.size > 0) process.stdout.write(`outcome flush: files copied again after a setback: ${JSON.stringify([...setbacks])}\n`);
     expect(summary).toMatchObject({ SUCCESS: 48, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
   }, 120_000);
