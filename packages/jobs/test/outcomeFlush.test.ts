@@ -50,7 +50,13 @@ describe("outcomes of a slow range", () => {
     }, 90_000, "every file to be copied").catch(async (err: Error) => {
       throw new Error(`${err.message}; ${JSON.stringify(await fileSummary(h.runtime))}; setbacks: ${JSON.stringify([...setbacks])}`);
     });
-    if (setbacks.size > 0) process.stdout.write(`outcome flush: files copied again after a setback: ${JSON.stringify([...setbacks])}\n`);
+    if (setbacks.size > 0) {
+      // What failed them (every FAIL is kept in migration_file_attempts) and what the link's
+      // breaker said (its record in Redis is gone once it closed; the log keeps it).
+      const { rows: attempts } = await h.runtime.db.query(`SELECT file_id, status, error_category, error_message FROM migration_file_attempts WHERE status <> 'SUCCESS' ORDER BY id`);
+      const warnings = h.logLines.filter((l) => /"level":(4|5)\d/.test(l)).slice(-20);
+      process.stdout.write(`outcome flush: files copied again after a setback: ${JSON.stringify({ setbacks: [...setbacks], attempts, warnings })}\n`);
+    }
     expect(summary).toMatchObject({ SUCCESS: 48, FAIL: 0, RETRYING: 0, withoutOutcome: 0 });
   }, 120_000);
 });
