@@ -54,6 +54,9 @@ const table: Row[] = [
   { what: "waiting for children", event: threw(children), action: "delay", until: undefined, history: { type: "delayed", reason: "waiting for its children" }, metric: "delayed" },
   { what: "DelayJob", event: threw(delayJob), action: "delay", until: NOW + 60_000, history: { type: "delayed", reason: "source busy: delayed to 2026-12-04T12:01:00.000Z" }, metric: "delayed" },
   { what: "interrupted by our shutdown", event: threw(interrupted, 1, 3, "shutdown"), action: "delay", until: NOW + SHUTDOWN_REQUEUE_MS, history: { type: "delayed", reason: "interrupted by shutdown: back to the queue" }, metric: "failed" },
+  // `ctx.signal.throwIfAborted()` throws the signal's reason itself, the bare "shutdown" — on the
+  // last attempt too: back to the queue, not failed for good.
+  { what: "the shutdown signal's own reason thrown (throwIfAborted), last attempt", event: threw("shutdown", 3, 3, "shutdown"), action: "delay", until: NOW + SHUTDOWN_REQUEUE_MS, history: { type: "delayed", reason: "interrupted by shutdown: back to the queue" }, metric: "failed" },
   {
     what: "cancelled on request", event: threw(interrupted, 1, 3, CANCEL_REASON), action: "fail",
     history: { type: "finished", state: "FAILED", error: `${CANCEL_REASON}: cancelled on request` }, error: { unrecoverable: true, message: `${CANCEL_REASON}: cancelled on request` }, metric: "failed",

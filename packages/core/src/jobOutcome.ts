@@ -136,7 +136,10 @@ function decideFailure(event: Extract<JobEvent, { type: "threw" }>, now: number,
     };
   }
   const classified = classifyError(err);
-  if (aborted === "shutdown" && classified.category === "interrupted") {
+  // The signal's own reason counts too: `ctx.signal.throwIfAborted()` throws the bare "shutdown"
+  // (found by review: a handler that checked its signal that way used up an attempt, and on its
+  // last one failed for good, when a rolling deploy stopped its worker).
+  if (aborted === "shutdown" && (classified.category === "interrupted" || err === aborted)) {
     // Stopped by our own shutdown: back to the queue at once, costing no attempt.
     return {
       action: "delay",
