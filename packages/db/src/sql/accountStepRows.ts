@@ -32,11 +32,18 @@ export interface StepRow {
   category: string | null;
   cancelState: string | null;
   cancelOutput: string | null;
+  /**
+   * The server where the command last started and may still be running (set when a slot is
+   * taken, kept while the row waits): before the step starts on another server its cancel runs
+   * there first (a step moved off a disabled server), and a cancel or postpone of the account
+   * runs it there (account-cleanup). Null once that cancel ran.
+   */
+  startedOn: string | null;
 }
 
 export const STEP_COLUMNS = `batch_id AS "batchId", account_id AS "accountId", step, name, server, phase, attempt, checks, waiting_for AS "waitingFor",
   next_check_at AS "nextCheckAt", deadline_at AS "deadlineAt", started_at AS "startedAt", finished_at AS "finishedAt", exit_code AS "exitCode",
-  output, last_error AS "lastError", category, cancel_state AS "cancelState", cancel_output AS "cancelOutput"`;
+  output, last_error AS "lastError", category, cancel_state AS "cancelState", cancel_output AS "cancelOutput", started_on AS "startedOn"`;
 
 export interface StepKey {
   batchId: number;
@@ -74,7 +81,7 @@ export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: 
     const n = busy[0]!.n;
     if (n >= limit) return { taken: false as const, busy: n };
     const { rows } = await tx.query<{ attempt: number }>(
-      `UPDATE account_step SET phase = 'RUNNING', server = $4, attempt = attempt + 1, started_at = coalesce(started_at, now()), waiting_for = NULL,
+      `UPDATE account_step SET phase = 'RUNNING', server = $4, started_on = $4, attempt = attempt + 1, started_at = coalesce(started_at, now()), waiting_for = NULL,
          next_check_at = NULL, deadline_at = NULL, updated_at = now()
        WHERE ${KEY} AND phase = 'WAITING' RETURNING attempt`,
       [...keyArgs(key), server],
@@ -125,20 +132,28 @@ export async function finishStepRow(db: Queryable, key: StepKey, phase: "DONE" |
 
 /**
  * Cancel/postpone of accounts: their open step rows end. A row whose command had started
- * (RUNNING, POLLING) is marked for its cancel command (cancel_state PENDING, or NONE when the
+ * (RUNNING, POLLING, or WAITING with a command that may still run where it last started:
+ * `started_on`, whose server the row then names) is marked for its cancel command (cancel_state PENDING, or NONE when the
  * workflow step has none: `hasCancel` says which step indexes have one). Returns the marked rows.
  */
 export async function closeOpenSteps(db: Queryable, accountIds: readonly number[], phase: "CANCELLED" | "SKIPPED", stepsWithCancel: readonly number[]): Promise<Array<{ batchId: number; accountId: number; step: number; server: string | null; cancelState: string }>> {
   if (accountIds.length === 0) return [];
   const { rows } = await db.query<{ batchId: number; accountId: number; step: number; server: string | null; cancelState: string }>(
     `UPDATE account_step SET
-       cancel_state = CASE WHEN phase IN ('RUNNING', 'POLLING') THEN (CASE WHEN step = ANY($3::int[]) THEN 'PENDING' ELSE 'NONE' END) ELSE cancel_state END,
+       cancel_state = CASE WHEN phase IN ('RUNNING', 'POLLING') OR started_on IS NOT NULL THEN (CASE WHEN step = ANY($3::int[]) THEN 'PENDING' ELSE 'NONE' END) ELSE cancel_state END,
+       -- A waiting row's command may still run where it last started (a retry, a move): the cancel goes there.
+       server = CASE WHEN phase = 'WAITING' AND started_on IS NOT NULL THEN started_on ELSE server END,
        phase = $2, finished_at = now(), waiting_for = NULL, next_check_at = NULL, updated_at = now()
      WHERE account_id = ANY($1::bigint[]) AND phase IN ('WAITING', 'RUNNING', 'POLLING')
      RETURNING batch_id AS "batchId", account_id AS "accountId", step, server, coalesce(cancel_state, '') AS "cancelState"`,
     [accountIds, phase, stepsWithCancel],
   );
   return rows.filter((r) => r.cancelState === "PENDING" || r.cancelState === "NONE");
+}
+
+/** The command left on `startedOn` was cancelled there (or cannot be): the step may start elsewhere. */
+export async function clearStartedOn(db: Queryable, key: StepKey): Promise<void> {
+  await db.query(`UPDATE account_step SET started_on = NULL, updated_at = now() WHERE ${KEY}`, keyArgs(key));
 }
 
 export async function recordCancelOutcome(db: Queryable, key: StepKey, state: "DONE" | "FAILED", output: string): Promise<void> {

@@ -65,7 +65,7 @@ export const accountCleanup = defineFleetJob("account-cleanup", contract, {
         await recordCancelOutcome(db, key, "DONE", summary(r));
         await writeLog(db, [{ level: "info", job, subject, message: `${step.name}: cancel command done on ${server.name}`, details: { output: summary(r) } }]);
       } catch (err) {
-        ctx.signal.throwIfAborted();
+        if (ctx.signal.aborted) throw err; // shutdown: back to the queue, no attempt used
         if (serverFault(err)) {
           unreachable++;
           await writeLog(db, [{ level: "warn", job, subject, message: `${step.name}: cancel command cannot reach ${server.name}; will retry`, details: { error: describe(err) } }]);

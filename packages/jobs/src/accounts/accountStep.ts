@@ -5,7 +5,7 @@ import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
-import { backToWaiting, ensureStepRow, finishStepRow, markCancelPending, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
+import { backToWaiting, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
 import type { StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
 import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
@@ -83,14 +83,16 @@ export const accountStep = defineFleetJob("account-step", contract, {
       // step starts over on the new one: a slot there, and the row naming it, so its status
       // checks and its slot are that server's (found by review: they stayed on the old one).
       const usable = await serverGate(s);
-      if ("registered" in usable && usable.server.name === row.server) return runCommand(s, usable, row.attempt);
-      if ("registered" in usable && row.server) {
-        const stopped = await cancelLeftBehind(s, row.server, usable.server.name);
-        if (stopped) return stopped;
+      if ("registered" in usable && usable.server.name === row.server) {
+        // Held meanwhile (a hold before this run): in progress again, or its completion is refused.
+        await beginStep(db, key.batchId, key.accountId, key.step);
+        return runCommand(s, usable, row.attempt);
       }
+      // Started over where it can run now; the command left on row.server is cancelled there
+      // first (started_on, in startStep).
       await backToWaiting(db, key, "registered" in usable ? `moved from ${row.server ?? "?"} to ${usable.server.name}` : "its server became unusable while the command ran");
     }
-    return startStep(s);
+    return startStep(s, row.startedOn);
   },
 
   /**
@@ -139,7 +141,7 @@ export const accountStep = defineFleetJob("account-step", contract, {
   },
 });
 
-async function startStep(s: StepScope): Promise<StepJobResult> {
+async function startStep(s: StepScope, startedOn: string | null): Promise<StepJobResult> {
   const { db, accounts } = s.ctx.deps;
   if (s.account.status === "HELD" && s.account.heldSince && Date.now() - s.account.heldSince.getTime() > accounts.settings.holdMaxMs) {
     return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min (${s.account.lastError ?? "?"})`);
@@ -151,6 +153,7 @@ async function startStep(s: StepScope): Promise<StepJobResult> {
     if (usable.pass) throw new Error("unreachable");
     return gateStop(s, usable);
   }
+  if (startedOn && startedOn !== usable.server.name) await cancelLeftBehind(s, startedOn, usable.server.name);
   const group = await groupGate(s);
   if (!group.pass) return gateStop(s, group);
   const slot = await takeSlot(db, s.key, usable.server.name, usable.server.concurrency);
@@ -168,47 +171,50 @@ async function startStep(s: StepScope): Promise<StepJobResult> {
 }
 
 /**
- * The step moved to another server while its command was in flight on `from` (its worker died,
- * then the operator disabled `from`): the command may still be running there — the end of an SSH
- * session does not stop a command that ignores SIGHUP or runs detached, as migration tools do.
- * Before the step starts over on `to`, the step's `cancel` command runs on `from`, so an account
- * is never migrated on two servers at once (found by review: it started on the new server with
- * the old one still at work). While `from` cannot be reached the account is held and looks again
- * every ACCOUNTS_RECHECK; its row stays RUNNING on `from`, so every look tries the cancel first.
- * Held past ACCOUNTS_HOLD_MAX it is postponed, and the cancel stays PENDING for account-cleanup
- * on `from`, as for a cancelled account. A cancel command that ran and failed (non-zero exit) is
- * the site tool's answer: logged as an error with its output, and the step goes on on `to`. A
- * step without a cancel command goes on with a warning that the old command may still run.
- * Returns the job's result when the account was postponed; undefined when the step may start on `to`.
+ * The step is about to start on `to`, and its command last started on `from` and may still be
+ * running there (account_step.started_on): its worker died with the command in flight, a polled
+ * migration never reported done, or a retry — and the operator disabled `from` meanwhile, or it
+ * went down before anything ran. The end of an SSH session does not stop a command that ignores
+ * SIGHUP or runs detached, as migration tools do. So the step's `cancel` command runs on `from`
+ * first, and an account is never migrated on two servers at once (found by review: it started on
+ * the new server with the old one still at work). started_on is durable: whatever happens to
+ * `to` meanwhile (down, disabled, full), the cancel stays owed until it ran.
+ *
+ * While `from` cannot be reached the account is held and looks again every ACCOUNTS_RECHECK;
+ * held past ACCOUNTS_HOLD_MAX it is postponed (startStep), and the postpone leaves the cancel
+ * PENDING for account-cleanup on `from` (closeOpenSteps), as for a cancelled account. A cancel
+ * that ran and failed (a non-zero exit, its timeout) is the site tool's answer: logged as an
+ * error with its output, and the step goes on on `to`. A step without a cancel command goes on
+ * with a warning that the old command may still be running. Returns when the step may start;
+ * throws DelayJob while held.
  */
-async function cancelLeftBehind(s: StepScope, from: string, to: string): Promise<StepJobResult | undefined> {
+async function cancelLeftBehind(s: StepScope, from: string, to: string): Promise<void> {
   const { db, accounts, remote } = s.ctx.deps;
   const old = s.workflow.servers.find((w) => w.name === from);
   if (!s.step.cancel || !old) {
     const why = !s.step.cancel ? "the step has no cancel command" : `${from} is no longer in the workflow file`;
     await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the command started on ${from} may still be running there (${why})` }]);
-    return undefined;
-  }
-  if (s.account.status === "HELD" && s.account.heldSince && Date.now() - s.account.heldSince.getTime() > accounts.settings.holdMaxMs) {
-    return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min (${s.account.lastError ?? "?"})`);
+    await clearStartedOn(db, s.key);
+    return;
   }
   const values = accountValues(s.account, s.batch, { server: from, group: s.workflow.groupUpdate?.group ?? "" });
   try {
     const r = await runStepCommand(s.step, remote.server(old.ssh), s.step.cancel, values, s.step.timeoutMs, s.ctx.signal, `${s.step.name} cancel`);
     await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; cancel command done on ${from} first`, details: { output: summary(r) } }]);
   } catch (err) {
-    s.ctx.signal.throwIfAborted(); // shutdown: the job runs again and finds its row RUNNING on `from`
+    if (s.ctx.signal.aborted) throw err; // shutdown: the job runs again (no attempt used) and finds started_on
     const fault = serverFault(err);
     if (fault) {
       const hold = `${s.step.name}: waiting to cancel the command started on ${from} before starting over on ${to}: ${from} unreachable (${describe(err)})`;
       const first = s.account.status !== "HELD" || s.account.lastError !== hold;
+      await setWaiting(db, s.key, hold);
       await holdAccount(db, s.key.batchId, s.key.accountId, hold);
       if (first) await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `held: ${hold}`.slice(0, 2000) }]);
       throw delay(jitter(accounts.settings.recheckMs), "waiting to cancel the command on the old server");
     }
     await writeLog(db, [{ level: "error", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the cancel command failed on ${from}, the command started there may still be running`, details: { error: describe(err), output: failureOutput(err) } }]);
   }
-  return undefined;
+  await clearStartedOn(db, s.key);
 }
 
 /** The step's command, once; a polled step then waits for its first check without its worker. */
@@ -298,6 +304,9 @@ async function attemptFailed(s: StepScope, err: unknown, serverName: string, att
     throw delay(jitter(accounts.settings.recheckMs), "server fault: account held");
   }
   const error = classifyError(err);
+  // A step without status checks whose command exited (not timed out): nothing of it runs on
+  // the server any more, so a move or a cancel owes that server no cancel command.
+  if (!s.step.check && fromServer && error.category !== "timeout" && exitedWithResult(err)) await clearStartedOn(db, s.key);
   if (error.retryable && attempt < s.step.attempts) {
     const waitMs = s.step.backoffMs[Math.min(attempt - 1, s.step.backoffMs.length - 1)] ?? 30_000;
     await backToWaiting(db, s.key, `retry ${attempt + 1} of ${s.step.attempts}`, { message: describe(err), category: error.category });
@@ -305,6 +314,16 @@ async function attemptFailed(s: StepScope, err: unknown, serverName: string, att
     throw delay(waitMs, "retry backoff");
   }
   return fail(s, serverName, `${s.step.name} on ${serverName}: ${describe(err)}`, error.category, failureOutput(err));
+}
+
+/** Whether the error carries the command's result (it ran and exited), as serverFault looks for it. */
+function exitedWithResult(err: unknown): boolean {
+  let current: unknown = err;
+  for (let i = 0; i < 6 && current; i++) {
+    if ((current as { result?: unknown }).result !== undefined) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 async function serverFaultSeen(s: StepScope, serverName: string, err: unknown, category: string): Promise<void> {
