@@ -9,6 +9,7 @@ import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createPool } from "@fleet/db/pool";
+import { accountsInUse } from "@fleet/db/sql/accountQueue";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
@@ -127,10 +128,21 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
     return { apply: true, tookOver };
   };
 
-  // A fleet that migrates no accounts (neither a consent API nor a workflow file) has daily
-  // account steps that would only skip: they are not caught up, and nobody is alerted about them.
-  const accountsConfigured = config.ACCOUNTS_CONSENT_URL !== "" || config.ACCOUNTS_WORKFLOW_FILE !== "";
-  if (!accountsConfigured) log.info("account migrations are not configured (ACCOUNTS_CONSENT_URL, ACCOUNTS_WORKFLOW_FILE): missed daily account steps are not caught up");
+  // A fleet that migrates no accounts has daily account steps that would only skip: they are not
+  // caught up, and nobody is alerted about them. It migrates accounts when the scheduler is
+  // configured for them (a consent API, a workflow file) or, for a site that gave those to the
+  // workers only, when its database holds accounts or migration servers.
+  let accountsConfigured = config.ACCOUNTS_CONSENT_URL !== "" || config.ACCOUNTS_WORKFLOW_FILE !== "";
+  let saidNotConfigured = false;
+  const migratesAccounts = async (): Promise<boolean> => {
+    if (accountsConfigured) return true;
+    accountsConfigured = await accountsInUse(db);
+    if (!accountsConfigured && !saidNotConfigured) {
+      saidNotConfigured = true;
+      log.info("account migrations are not configured (ACCOUNTS_CONSENT_URL, ACCOUNTS_WORKFLOW_FILE) and the database holds no accounts: missed daily account steps are not caught up");
+    }
+    return accountsConfigured;
+  };
   let first = true;
   const syncNow = async () => {
     const decision = await ours();
@@ -147,7 +159,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
       await jobs.enqueue("accounts-reconcile", {});
     }
     first = false;
-    if (!accountsConfigured) return;
+    if (!(await migratesAccounts().catch(() => true))) return;
     await catchUpDaily({ db, jobs, schedules, timeZone: config.FLEET_TZ, graceMs: config.ACCOUNTS_CATCHUP_GRACE, log, operators: config.NOTIFY_OPERATORS }).catch((err: unknown) =>
       log.warn({ err }, "daily catch-up check failed; will try again at the next check"),
     );

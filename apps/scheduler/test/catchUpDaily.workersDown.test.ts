@@ -162,7 +162,7 @@ describe("daily catch-up while workers are down", () => {
 describe("daily catch-up on a file-only fleet", () => {
   let db: TestDatabase;
   const procs: Proc[] = [];
-  const prefixes = [uniquePrefix("sched-fileonly"), uniquePrefix("sched-accounts")];
+  const prefixes = [uniquePrefix("sched-fileonly"), uniquePrefix("sched-accounts"), uniquePrefix("sched-accounts-db")];
   beforeAll(async () => {
     db = await createTestDatabase();
   });
@@ -172,7 +172,7 @@ describe("daily catch-up on a file-only fleet", () => {
     await db?.drop();
   });
 
-  it("is not caught up and raises no alert without account configuration; with a consent API it is", async () => {
+  it("is not caught up and raises no alert without account configuration; with a consent API, or accounts in the database, it is", async () => {
     const start = (prefix: string, extra: Record<string, string>) => {
       const p = startScheduler({
         REDIS_URL: testRedisUrl(),
@@ -211,6 +211,14 @@ describe("daily catch-up on a file-only fleet", () => {
     expect(missed(accounts)).toContain("accounts-sync");
     await sleep(500);
     expect(await alerts()).toBeGreaterThan(0);
+    await stopAll([accounts]);
+
+    // A site that configured accounts on its workers only: the scheduler sees accounts in the
+    // database, and catches up as before.
+    await pool.query(`INSERT INTO migration_queue (external_id, email, name, consent_at) VALUES ('u1', 'u1@example.org', 'U 1', now())`);
+    const byData = start(prefixes[2]!, {});
+    await byData.line((l) => l.msg === "daily account step missed today: running it now", "the catch-up of accounts-sync (accounts in the database)");
+    expect(missed(byData)).toContain("accounts-sync");
     await pool.end();
   }, 120_000);
 });

@@ -96,6 +96,16 @@ export async function accountCounts(db: DbPool): Promise<Record<string, number>>
   return counts;
 }
 
+/**
+ * Whether this fleet migrates accounts, by its data: any account in the queue or any migration
+ * server planned. The scheduler's catch-up asks it when its own configuration names neither a
+ * consent API nor a workflow file (a site that gave those to the workers only).
+ */
+export async function accountsInUse(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ used: boolean }>(`SELECT EXISTS (SELECT 1 FROM migration_queue) OR EXISTS (SELECT 1 FROM migration_server) AS used`);
+  return rows[0]?.used === true;
+}
+
 /** The date a daily account step last completed (sync_state `daily:<job>`), for catch-up. */
 export async function lastDailyRun(db: DbPool, job: string): Promise<string | null> {
   return readCursor(db, `daily:${job}`);
