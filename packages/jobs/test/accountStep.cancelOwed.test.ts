@@ -1,14 +1,12 @@
 import { setServerEnabled } from "@fleet/db/sql/migrationServers";
 import { freePort } from "@fleet/testing/freePort";
-import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
-import { insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
+import { POLLED_CHECK, killInFlightAndRestart, killWorkers, moveAccount, moveWorkflow as workflowText, openMoveHarness, spawnCompiledWorker, startMoveSite, stopMoveSite, writeMoveServersFile } from "./accountStepMoveFixture";
 
 /**
  * The cancel a step owes the server where its command last started (account_step.started_on)
@@ -20,150 +18,29 @@ import type { AccountSite } from "./accountRunFixture";
  * accountStep.serverMove.test.ts (compiled worker processes, real sshd, Postgres, Redis).
  */
 
-const WORKER_MAIN = join(__dirname, "..", "..", "..", "apps", "worker", "dist", "main.js");
-const RUN_DATE = "2026-11-30";
-
 let site: AccountSite;
 let h: PipelineHarness | undefined;
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
-  site = await startAccountSite();
-  await writeFile(
-    join(site.ssh.binDir, "fx-run"),
-    `#!/bin/sh
-printf 'run [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
-if [ -e "$FX_STATE/hang-$1" ]; then sleep 600; fi
-echo started > "$FX_STATE/run-$1-$2"
-echo started
-`,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.ssh.binDir, "fx-check"),
-    `#!/bin/sh
-printf 'check [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
-if [ -e "$FX_STATE/never-$1" ]; then echo "RUNNING"; exit 0; fi
-if [ -e "$FX_STATE/run-$1-$2" ]; then echo COMPLETED; else echo "FAILED: no migration of $1 on $2"; fi
-`,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.ssh.binDir, "fx-cancel"),
-    `#!/bin/sh
-printf 'cancel [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
-echo "migration of $1 on $2 aborted"
-`,
-    { mode: 0o755 },
-  );
+  site = await startMoveSite();
 });
-afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
-});
-afterEach(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-});
+afterAll(() => stopMoveSite(site, h, children));
+afterEach(() => killWorkers(children));
 
-function spawnWorker(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<void> } {
-  const child = spawn(process.execPath, [WORKER_MAIN], { cwd: site.dir, env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
-  let out = "";
-  const started = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start: ${out.slice(-2000)}`)), 30_000);
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.includes("worker started")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  child.stderr!.on("data", () => {});
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  return { child, started, exited };
-}
-
+const spawnWorker = (env: Record<string, string>) => spawnCompiledWorker(site.dir, env, children);
 /** servers.yaml: `box` (m2) and `box-m1` (m1), each on a port that can be changed to make it unreachable. */
-async function serversFile(m1Port: number, m2Port: number = site.ssh.port): Promise<string> {
-  const file = join(site.dir, "servers-owed.yaml");
-  const entry = (name: string, port: number) => `  ${name}:
-    host: ${site.ssh.host}
-    port: ${port}
-    user: ${site.ssh.user}
-    keyFile: ${join(site.dir, "key")}
-    knownHostsFile: ${join(site.dir, "known_hosts-owed")}
-    env:
-      FX_STATE: ${site.state}
-`;
-  await writeFile(join(site.dir, "known_hosts-owed"), `${site.ssh.knownHostsLine}\n[127.0.0.1]:${m1Port} ${site.ssh.hostPublicKey}\n[127.0.0.1]:${m2Port} ${site.ssh.hostPublicKey}\n`);
-  await writeFile(file, `servers:\n${entry("box", m2Port)}${entry("box-m1", m1Port)}`);
-  return file;
-}
-
-const workflowText = (opts: { check?: string; retry?: string }) => `servers:
-  m1: { ssh: box-m1, role: migration, capacity: 10, concurrency: 1 }
-  m2: { ssh: box, role: migration, capacity: 10, concurrency: 1 }
-steps:
-  - name: migrate
-    role: migration
-    command: fx-run {externalId} {server}
-    cancel: fx-cancel {externalId} {server}
-    timeout: 10m
-${opts.retry ? `    retry: ${opts.retry}\n` : ""}${opts.check ? `    check: ${opts.check}\n` : ""}`;
+const serversFile = (m1Port: number, m2Port: number = site.ssh.port) => writeMoveServersFile(site, m1Port, m2Port);
 
 async function setup(label: string, acc: string, workflow: string, extraEnv: Record<string, string> = {}) {
-  const file = join(site.dir, `workflow-${label}.yaml`);
-  await writeFile(file, workflow);
-  await h?.close();
-  h = await createPipelineHarness(label, { ...site.env, SSH_SERVERS_FILE: await serversFile(site.ssh.port), ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ...extraEnv });
-  const x = h;
-  await mkdir(x.sourceDir, { recursive: true });
-  await mkdir(x.destDir, { recursive: true });
-  await insertAccounts(x.runtime, [{ externalId: acc }]);
-  const env = {
-    ...x.env,
-    FLEET_ENV_FILE: join(site.dir, "no.env"),
-    METRICS_PORT: "0",
-    LOG_FORMAT: "json",
-    LOG_LEVEL: "info",
-    STALLED_INTERVAL: "1s",
-    LOCK_DURATION: "2s",
-    WORKER_CONCURRENCY: "remote=2,maintenance=2",
-    SHUTDOWN_GRACE: "1s",
-    DATABASE_POOL_SIZE: "4",
-  };
-  const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => l.includes(`[${acc}]`));
-  const runsAndCancels = async () => (await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"));
-  const stepRow = async () =>
-    (
-      await x.runtime.db.query<{ phase: string; server: string | null; cancel_state: string | null }>(
-        `SELECT s.phase, s.server, s.cancel_state FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = $1`,
-        [acc],
-      )
-    ).rows[0];
-  const account = async () => (await x.runtime.db.query<{ status: string; last_error: string | null }>(`SELECT status, last_error FROM migration_queue WHERE external_id = $1`, [acc])).rows[0]!;
-  const start = () => x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: `accounts-run-${label}` });
-  return { x, env, calls, runsAndCancels, stepRow, account, start };
+  h = await openMoveHarness(site, h, label, workflow, extraEnv);
+  return moveAccount(site, h, label, acc);
 }
 
 /** acc's command hangs on m1; its worker is SIGKILLed; m1 is disabled; `whileRestarting`; a new worker runs the step again. */
-async function killedInFlight(label: string, acc: string, whileRestarting: () => Promise<void>, workflow = workflowText({ check: `{ command: "fx-check {externalId} {server}", every: 300ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }` }), extraEnv: Record<string, string> = {}) {
+async function killedInFlight(label: string, acc: string, whileRestarting: () => Promise<void>, workflow = workflowText({ check: POLLED_CHECK }), extraEnv: Record<string, string> = {}) {
   const t = await setup(label, acc, workflow, extraEnv);
-  await writeFile(join(site.state, `hang-${acc}`), "");
-  const a = spawnWorker(t.env);
-  await a.started;
-  await t.start();
-  await waitFor(async () => (await t.calls()).includes(`run [${acc}] [m1]`) && (await t.stepRow())?.phase === "RUNNING", 60_000, `${acc}'s command in flight on m1`);
-  a.child.kill("SIGKILL");
-  await a.exited;
-  expect(await setServerEnabled(t.x.runtime.db, "m1", false)).toBe(true);
-  await rm(join(site.state, `hang-${acc}`));
-  await whileRestarting();
-  const b = spawnWorker(t.env);
-  await b.started;
+  await killInFlightAndRestart(site, t, spawnWorker, whileRestarting);
   return t;
 }
 

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -7,6 +6,7 @@ import type { PipelineHarness } from "./pipelineHarness";
 import { insertAccounts } from "./accountsFixture";
 import { startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
+import { spawnCompiledWorker } from "./accountStepMoveFixture";
 
 /**
  * An account step job that BullMQ fails for good without its handler finishing (its worker
@@ -15,7 +15,6 @@ import type { AccountSite } from "./accountRunFixture";
  * server's only slot for good; the server's other account waited and the batch never finished.
  */
 
-const WORKER_MAIN = join(__dirname, "..", "..", "..", "apps", "worker", "dist", "main.js");
 const RUN_DATE = "2026-11-30";
 
 let site: AccountSite;
@@ -32,24 +31,7 @@ afterAll(async () => {
   if (site) await rm(site.dir, { recursive: true, force: true });
 });
 
-function spawnWorker(env: Record<string, string>): { child: ChildProcess; started: Promise<void>; exited: Promise<void> } {
-  const child = spawn(process.execPath, [WORKER_MAIN], { cwd: site.dir, env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
-  let out = "";
-  const started = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not start: ${out.slice(-2000)}`)), 30_000);
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (out.includes("worker started")) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  child.stderr!.on("data", () => {});
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  return { child, started, exited };
-}
+const spawnWorker = (env: Record<string, string>) => spawnCompiledWorker(site.dir, env, children);
 
 describe("a step job failed by BullMQ without its handler finishing", () => {
   it("frees its server slot and records the account, so the server's other accounts run and the batch finishes", async () => {
