@@ -75,9 +75,12 @@ describe("a step re-run after its server was disabled while its command was in f
       const s = await account();
       return s.status === "HELD" && /waiting to cancel the command started on m1/.test(s.last_error ?? "") ? s : undefined;
     }, 30_000, "acc2 held until m1 answers");
-    expect(held.last_error).toMatch(/before starting over on m2: m1 unreachable/);
-    // It keeps looking (ACCOUNTS_RECHECK 1 s) without starting on m2.
-    await new Promise((r) => setTimeout(r, 3_000));
+    expect(held.last_error).toMatch(/before starting over on m2: m1 (unreachable|is down)/);
+    // It keeps looking (ACCOUNTS_RECHECK 1 s) without starting on m2; its faults open m1's
+    // breaker (ACCOUNTS_BREAKER_THRESHOLD 3), after which one look per recheck probes m1 for all.
+    const health = async () => (await x.runtime.db.query<{ health: string }>(`SELECT health FROM migration_server WHERE name = 'm1'`)).rows[0]?.health;
+    await waitFor(async () => (await health()) === "down" || undefined, 20_000, "m1's breaker to open");
+    await new Promise((r) => setTimeout(r, 2_000));
     expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc2] [m1]"]);
     expect((await account()).status).toBe("HELD");
 
@@ -86,6 +89,8 @@ describe("a step re-run after its server was disabled while its command was in f
     const status = await finished(account);
     expect(status).toEqual({ status: "DONE", last_error: null });
     expect((await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"))).toEqual(["run [acc2] [m1]", "cancel [acc2] [m1]", "run [acc2] [m2]"]);
+    // A probe found m1 back, which closed its breaker.
+    expect(await health()).toBe("healthy");
     const { rows: log } = await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_log WHERE subject = 'account:acc2' AND message LIKE 'held: migrate: waiting to cancel%'`);
     expect(log[0]!.n).toBeGreaterThanOrEqual(1);
   }, 180_000);

@@ -8,7 +8,7 @@ import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
 import { backToWaiting, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
 import type { StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
-import { recordServerFault, recordServerSuccess, setServerStatus } from "@fleet/db/sql/migrationServers";
+import { claimProbe, recordServerFault, recordServerSuccess, serverHealth, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import { inTransaction } from "@fleet/db/pool";
 import type { RemoteCommandResult } from "@fleet/remote/remoteCommand";
@@ -18,7 +18,7 @@ import { postponeWithNotice } from "./accountOutcomes";
 import { accountValues } from "./accountValues";
 import { alertOperators } from "./operatorAlert";
 import { failureOutput, readCheck, runStepCommand, summary, tail } from "./runStep";
-import { serverFault } from "./serverProbe";
+import { probeAndRecord, serverFault } from "./serverProbe";
 import { groupGate, noticeGate, serverGate } from "./stepGates";
 import type { GateResult, StepScope, UsableServer } from "./stepGates";
 
@@ -180,7 +180,9 @@ async function startStep(s: StepScope, startedOn: string | null): Promise<StepJo
  * the new server with the old one still at work). started_on is durable: whatever happens to
  * `to` meanwhile (down, disabled, full), the cancel stays owed until it ran.
  *
- * While `from` cannot be reached the account is held and looks again every ACCOUNTS_RECHECK;
+ * While `from` cannot be reached the account is held and looks again every ACCOUNTS_RECHECK (its
+ * faults count toward `from`'s breaker; once it is open, one held step per ACCOUNTS_RECHECK
+ * probes it for all, as serverGate does for a step's own server);
  * held past ACCOUNTS_HOLD_MAX it is postponed (startStep), and the postpone leaves the cancel
  * PENDING for account-cleanup on `from` (closeOpenSteps), as for a cancelled account. A cancel
  * that ran and failed (a non-zero exit, its timeout) is the site tool's answer: logged as an
@@ -197,20 +199,34 @@ async function cancelLeftBehind(s: StepScope, from: string, to: string): Promise
     await clearStartedOn(db, s.key);
     return;
   }
+  const hold = async (why: string): Promise<never> => {
+    const reason = `${s.step.name}: waiting to cancel the command started on ${from} before starting over on ${to}: ${why}`;
+    const first = s.account.status !== "HELD" || s.account.lastError !== reason;
+    await setWaiting(db, s.key, reason);
+    await holdAccount(db, s.key.batchId, s.key.accountId, reason);
+    if (first) await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `held: ${reason}`.slice(0, 2000) }]);
+    throw delay(jitter(accounts.settings.recheckMs), "waiting to cancel the command on the old server");
+  };
+  // A server whose breaker is open (its faults below, or probes) is looked at by one held step
+  // per ACCOUNTS_RECHECK, for all: the accounts of a dead server do not each spend a remote
+  // worker on a connect timeout at every look.
+  const health = await serverHealth(db, from);
+  if (health?.health === "down") {
+    if (!(await claimProbe(db, from, accounts.settings.recheckMs))) return hold(`${from} is down (${health.lastError ?? "probe failed"})`);
+    const probe = await probeAndRecord({ db, remote, jobs: s.ctx.deps.jobs, operators: accounts.settings.operators, log: s.ctx.log, timeoutMs: accounts.settings.probeTimeoutMs, job: s.job }, s.workflow, old, s.ctx.signal);
+    if (!probe.ok) return hold(`${from} is down (${probe.error})`);
+  }
   const values = accountValues(s.account, s.batch, { server: from, group: s.workflow.groupUpdate?.group ?? "" });
   try {
     const r = await runStepCommand(s.step, remote.server(old.ssh), s.step.cancel, values, s.step.timeoutMs, s.ctx.signal, `${s.step.name} cancel`);
+    await recordServerSuccess(db, from);
     await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; cancel command done on ${from} first`, details: { output: summary(r) } }]);
   } catch (err) {
     if (s.ctx.signal.aborted) throw err; // shutdown: the job runs again (no attempt used) and finds started_on
     const fault = serverFault(err);
     if (fault) {
-      const hold = `${s.step.name}: waiting to cancel the command started on ${from} before starting over on ${to}: ${from} unreachable (${describe(err)})`;
-      const first = s.account.status !== "HELD" || s.account.lastError !== hold;
-      await setWaiting(db, s.key, hold);
-      await holdAccount(db, s.key.batchId, s.key.accountId, hold);
-      if (first) await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `held: ${hold}`.slice(0, 2000) }]);
-      throw delay(jitter(accounts.settings.recheckMs), "waiting to cancel the command on the old server");
+      await serverFaultSeen(s, from, err, fault.category);
+      return hold(`${from} unreachable (${describe(err)})`);
     }
     await writeLog(db, [{ level: "error", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the cancel command failed on ${from}, the command started there may still be running`, details: { error: describe(err), output: failureOutput(err) } }]);
   }
