@@ -17,9 +17,12 @@ export async function applyRevocations(tx: Queryable, externalIds: readonly stri
   if (externalIds.length === 0) return { revoked: 0, stopRunning: [], cleanup: [] };
   const { rows } = await tx.query<{ id: number; externalId: string; email: string; name: string; batchId: number | null; runDate: string | null; groupAddedAt: Date | null; before: string }>(
     // A HELD account whose migration runs on its server (a polled step cut off by a server
-    // fault) counts as running: revoking it must not forget what runs there.
+    // fault, or a waiting step whose command may still run where it last started: started_on)
+    // counts as running: revoking it must not forget what runs there (with `stop` its cancel
+    // command runs there; revoked as not started, nothing would cancel it).
     `WITH locked AS (SELECT id, status, batch_id FROM migration_queue WHERE external_id = ANY($1::text[]) AND revoked_at IS NULL FOR UPDATE),
-     before AS (SELECT id, CASE WHEN status = 'HELD' AND EXISTS (SELECT 1 FROM account_step st WHERE st.account_id = locked.id AND st.batch_id = locked.batch_id AND st.phase IN ('RUNNING', 'POLLING'))
+     before AS (SELECT id, CASE WHEN status = 'HELD' AND EXISTS (SELECT 1 FROM account_step st WHERE st.account_id = locked.id AND st.batch_id = locked.batch_id
+                                                                   AND (st.phase IN ('RUNNING', 'POLLING') OR (st.phase = 'WAITING' AND st.started_on IS NOT NULL)))
                                THEN 'IN_PROGRESS'::account_status ELSE status END AS status FROM locked)
      UPDATE migration_queue q SET revoked_at = now(), updated_at = now(),
        status = CASE WHEN before.status IN ('QUEUED', 'POSTPONED', 'SCHEDULED', 'NOTIFIED', 'HELD') THEN 'REVOKED'::account_status ELSE q.status END,
