@@ -131,4 +131,43 @@ steps:
     const rowAfter = (await db.query<{ phase: string; cancel_state: string | null }>(`SELECT phase, cancel_state FROM account_step WHERE batch_id = $1 AND account_id = $2 AND step = 0`, [batchId, accountId])).rows[0]!;
     expect({ after, rowAfter }).toEqual({ after: { status: "IN_PROGRESS", steps_done: 1 }, rowAfter: { phase: "DONE", cancel_state: null } });
   }, 60_000);
+
+  it("a waiting step that owes a cancel where its command last started gets it there when its job fails for good", async () => {
+    // The step moved (sync1 → sync2) while its command may still run on sync1 (started_on), and
+    // its job failed for good before the cancel ran: account-cleanup must cancel on sync1.
+    const file = join(site.dir, "workflow-owed.yaml");
+    await writeFile(
+      file,
+      `servers:
+  sync1: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
+  sync2: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
+steps:
+  - name: directory-sync
+    role: sync
+    command: fx-sync {externalId}
+    cancel: fx-mig-cancel {externalId}
+    timeout: 10m
+`,
+    );
+    await h?.close();
+    h = await createPipelineHarness("ffg-owed", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none" });
+    const db = h.runtime.db;
+    const [accountId] = await insertAccounts(h.runtime, [{ externalId: "acc2" }]);
+    const batchId = Number((await db.query<{ id: string }>(`INSERT INTO migration_batch (run_date, status, planned) VALUES ($1, 'RUNNING', 1) RETURNING id`, [RUN_DATE])).rows[0]!.id);
+    await db.query(`UPDATE migration_queue SET batch_id = $1, status = 'HELD', held_since = now(), steps_done = 0 WHERE id = $2`, [batchId, accountId]);
+    await db.query(`INSERT INTO batch_assignment (batch_id, account_id, role, server, state) VALUES ($1, $2, 'sync', 'sync2', 'RUNNING')`, [batchId, accountId]);
+    await db.query(
+      `INSERT INTO account_step (batch_id, account_id, step, name, server, phase, attempt, started_at, started_on) VALUES ($1, $2, 0, 'directory-sync', 'sync2', 'WAITING', 1, now(), 'sync1')`,
+      [batchId, accountId],
+    );
+    await accountStep.onFailedForGood!(
+      { batchId, accountId: accountId!, step: 0, round: 0 },
+      { jobId: `account-step-${batchId}-${accountId}-0`, error: "job stalled more than allowable limit", log: h.log, deps: h.runtime.deps },
+    );
+    const row = (await db.query<{ phase: string; server: string; cancel_state: string | null }>(`SELECT phase, server, cancel_state FROM account_step WHERE batch_id = $1 AND account_id = $2 AND step = 0`, [batchId, accountId])).rows[0]!;
+    expect(row).toEqual({ phase: "FAILED", server: "sync1", cancel_state: "PENDING" });
+    const cleanup = await h.runtime.deps.jobs.queue("remote").getJob(`account-cleanup-${accountId}`);
+    const queued = cleanup ?? (await h.runtime.deps.jobs.queue("remote").getJobs(["waiting", "delayed", "prioritized"])).find((j) => j.name === "account-cleanup");
+    expect(queued?.data).toEqual({ accountId });
+  });
 });

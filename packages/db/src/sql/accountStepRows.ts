@@ -161,11 +161,13 @@ export async function recordCancelOutcome(db: Queryable, key: StepKey, state: "D
 }
 
 /**
- * A step abandoned with its command started (RUNNING or POLLING when it was failed): its
- * `cancel` command is to be run (account-cleanup), as for a cancelled account.
+ * A step abandoned with its command started (RUNNING or POLLING when it was failed, or waiting
+ * with a command that may still run where it last started): its `cancel` command is to be run
+ * there (account-cleanup), as for a cancelled account.
  */
 export async function markCancelPending(db: Queryable, key: StepKey): Promise<void> {
-  await db.query(`UPDATE account_step SET cancel_state = 'PENDING', updated_at = now() WHERE ${KEY}`, keyArgs(key));
+  // Where the command last started (a waiting row's `server` is where it would run next).
+  await db.query(`UPDATE account_step SET cancel_state = 'PENDING', server = coalesce(started_on, server), updated_at = now() WHERE ${KEY}`, keyArgs(key));
 }
 
 /** Cancel commands not run yet (a cleanup job lost with Redis is queued again from these). */

@@ -127,7 +127,9 @@ export const accountStep = defineFleetJob("account-step", contract, {
       const server = row.server ?? "-";
       const message = `${step.name} on ${server}: its job failed for good (${ctx.error})`;
       if (!(await finishStepRow(tx, key, "FAILED", { error: message, category: "interrupted" }))) return undefined;
-      const cancel = row.phase !== "WAITING" && step.cancel !== undefined;
+      // A command started (RUNNING, POLLING), or one that may still run where it last started
+      // while the row waits (started_on: a move, a retry): its cancel runs there.
+      const cancel = (row.phase !== "WAITING" || row.startedOn !== null) && step.cancel !== undefined;
       if (cancel) await markCancelPending(tx, key);
       await failAccount(tx, key.batchId, key.accountId, message);
       const { rows } = await tx.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [key.batchId, key.accountId, step.role]);
