@@ -288,7 +288,7 @@ describe("cancel and servers going away", () => {
   it("a status check that never reports done fails its step with a timeout after its retries", async () => {
     // The migrate step of the site's workflow, with a 1.5 s check timeout and 2 attempts.
     const text = (await readFile(site.env.ACCOUNTS_WORKFLOW_FILE!, "utf8"))
-      .replace('every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }', 'every: 100ms, done: "^COMPLETED", failed: "^FAILED", timeout: 1500ms }\n    retry: { attempts: 2, backoff: [50ms] }');
+      .replace('every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }', 'every: 100ms, done: "^COMPLETED", failed: "^FAILED", timeout: 1500ms }\n    cancel: fx-mig-cancel {externalId}\n    retry: { attempts: 2, backoff: [50ms] }');
     const file = join(site.dir, "workflow-timeout.yaml");
     await writeFile(file, text);
     other = await createPipelineHarness("account-check-timeout", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms" });
@@ -307,5 +307,9 @@ describe("cancel and servers going away", () => {
     expect((await calls()).filter((l) => l === "mig-start [hang-mig-t1]")).toHaveLength(2);
     const { rows: retries } = await other.runtime.db.query(`SELECT message FROM migration_log WHERE subject = 'account:hang-mig-t1' AND message LIKE 'migrate: attempt%'`);
     expect(retries).toEqual([{ message: "migrate: attempt 1 failed (timeout); retrying in 50 ms" }]);
+    // The migration never reported done, so it may still run on its server: the account's
+    // cancel runs there (account-cleanup), as for a cancelled account.
+    await waitFor(async () => (await other!.runtime.db.query(`SELECT 1 FROM account_step WHERE step = 1 AND cancel_state = 'DONE'`)).rowCount || undefined, 30_000, "the cancel of the unfinished migration");
+    expect((await calls()).filter((l) => l === "mig-cancel [hang-mig-t1]")).toHaveLength(1);
   }, 120_000);
 });

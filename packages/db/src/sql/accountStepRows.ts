@@ -170,6 +170,16 @@ export async function markCancelPending(db: Queryable, key: StepKey): Promise<vo
   await db.query(`UPDATE account_step SET cancel_state = 'PENDING', server = coalesce(started_on, server), updated_at = now() WHERE ${KEY}`, keyArgs(key));
 }
 
+/**
+ * A step that failed while its command may still run where it last started (started_on: a
+ * polled migration past its deadline, a command killed at its timeout): its `cancel` is to run
+ * there (account-cleanup). True when one is owed.
+ */
+export async function markOwedCancel(db: Queryable, key: StepKey): Promise<boolean> {
+  const { rowCount } = await db.query(`UPDATE account_step SET cancel_state = 'PENDING', server = started_on, updated_at = now() WHERE ${KEY} AND started_on IS NOT NULL`, keyArgs(key));
+  return (rowCount ?? 0) > 0;
+}
+
 /** Cancel commands not run yet (a cleanup job lost with Redis is queued again from these). */
 export async function pendingCancels(db: Queryable): Promise<number[]> {
   const { rows } = await db.query<{ accountId: number }>(`SELECT DISTINCT account_id AS "accountId" FROM account_step WHERE cancel_state = 'PENDING' ORDER BY 1`);

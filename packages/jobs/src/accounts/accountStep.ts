@@ -5,7 +5,7 @@ import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
-import { backToWaiting, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
+import { backToWaiting, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, markOwedCancel, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
 import type { StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
 import { claimProbe, recordServerFault, recordServerSuccess, serverHealth, setServerStatus } from "@fleet/db/sql/migrationServers";
@@ -293,6 +293,7 @@ async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
   const verdict = readCheck(s.step, result);
   if (verdict === "done") return complete(s, serverName, summary(result), row.exitCode, row.checks + 1);
   if (verdict === "failed") {
+    await clearStartedOn(db, s.key); // the migration ended there: nothing to cancel
     return fail(s, serverName, `${s.step.name} on ${serverName}: status check reports failure: ${tail(`${result.stdout}\n${result.stderr}`, 300)}`, "invalid-payload", summary(result));
   }
   await recordCheck(db, s.key, new Date(Date.now() + check.everyMs), summary(result));
@@ -370,8 +371,12 @@ async function complete(s: StepScope, serverName: string, output: string, exitCo
 }
 
 async function fail(s: StepScope, serverName: string, message: string, category: string, output: string): Promise<StepJobResult> {
-  const { db } = s.ctx.deps;
-  await finishStepRow(db, s.key, "FAILED", { error: message, category, output });
+  const { db, jobs } = s.ctx.deps;
+  const finished = await finishStepRow(db, s.key, "FAILED", { error: message, category, output });
+  // The command may still be running where it last started (a polled migration past its
+  // deadline, a command killed at its timeout that left a detached tool behind): the account is
+  // FAILED, and its cancel runs there as for a cancelled account.
+  if (finished && s.step.cancel && (await markOwedCancel(db, s.key))) await jobs.enqueue("account-cleanup", { accountId: s.key.accountId });
   await failAccount(db, s.key.batchId, s.key.accountId, message);
   const { rows } = await db.query<{ id: number }>(`SELECT id FROM batch_assignment WHERE batch_id = $1 AND account_id = $2 AND role = $3`, [s.key.batchId, s.key.accountId, s.step.role]);
   if (rows[0]) await setAssignmentState(db, rows[0].id, "FAILED", message);
