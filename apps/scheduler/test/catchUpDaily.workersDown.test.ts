@@ -66,6 +66,23 @@ function startScheduler(env: Record<string, string>): Proc {
   };
 }
 
+/** A scheduler of one test: its own database and prefix, JSON logs, catch-up after 1 s of grace, UTC. */
+function schedulerEnv(databaseUrl: string, prefix: string, extra: Record<string, string>): Record<string, string> {
+  return {
+    REDIS_URL: testRedisUrl(),
+    DATABASE_URL: databaseUrl,
+    FLEET_PREFIX: prefix,
+    FLEET_ENV_FILE: "/nonexistent/no.env",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "info",
+    SCHEDULER_METRICS_PORT: "0",
+    INVENTORY_WATCH: "false",
+    FLEET_TZ: "UTC",
+    ACCOUNTS_CATCHUP_GRACE: "1s",
+    ...extra,
+  };
+}
+
 async function stopAll(procs: Proc[]): Promise<void> {
   for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
   await Promise.all(procs.map((p) => p.exited));
@@ -104,22 +121,14 @@ describe("daily catch-up while workers are down", () => {
     const due = new Date(Math.ceil((now.getTime() + 20_000) / 60_000) * 60_000);
     const today = due.toISOString().slice(0, 10);
     const pattern = `${due.getUTCMinutes()} ${due.getUTCHours()} * * *`;
-    const p = startScheduler({
-      REDIS_URL: testRedisUrl(),
-      DATABASE_URL: db.url,
-      FLEET_PREFIX: prefix,
-      FLEET_ENV_FILE: "/nonexistent/no.env",
-      LOG_FORMAT: "json",
-      LOG_LEVEL: "info",
-      SCHEDULER_METRICS_PORT: "0",
-      INVENTORY_WATCH: "false",
-      FLEET_TZ: "UTC",
-      SCHEDULER_SYNC_INTERVAL: "2s",
-      ACCOUNTS_CATCHUP_GRACE: "1s",
-      // An account fleet: a file-only one does not catch up (the next test).
-      ACCOUNTS_CONSENT_URL: "http://127.0.0.1:9/consents",
-      SCHEDULE_ACCOUNTS_SYNC: pattern,
-    });
+    const p = startScheduler(
+      schedulerEnv(db.url, prefix, {
+        SCHEDULER_SYNC_INTERVAL: "2s",
+        // An account fleet: a file-only one does not catch up (the next test).
+        ACCOUNTS_CONSENT_URL: "http://127.0.0.1:9/consents",
+        SCHEDULE_ACCOUNTS_SYNC: pattern,
+      }),
+    );
     procs.push(p);
     await p.line((l) => l.msg === "schedules in place", "in place");
     // No worker yet: wait past the step's time, the grace and two schedule checks (every 2 s),
@@ -174,23 +183,15 @@ describe("daily catch-up on a file-only fleet", () => {
 
   it("is not caught up and raises no alert without account configuration; with a consent API, or accounts in the database, it is", async () => {
     const start = (prefix: string, extra: Record<string, string>) => {
-      const p = startScheduler({
-        REDIS_URL: testRedisUrl(),
-        DATABASE_URL: db.url,
-        FLEET_PREFIX: prefix,
-        FLEET_ENV_FILE: "/nonexistent/no.env",
-        LOG_FORMAT: "json",
-        LOG_LEVEL: "info",
-        SCHEDULER_METRICS_PORT: "0",
-        INVENTORY_WATCH: "false",
-        FLEET_TZ: "UTC",
-        SCHEDULER_SYNC_INTERVAL: "1s",
-        ACCOUNTS_CATCHUP_GRACE: "1s",
-        // Midnight UTC: today's time has passed (but for the day's first second).
-        SCHEDULE_ACCOUNTS_SYNC: "0 0 * * *",
-        NOTIFY_OPERATORS: "ops@example.org",
-        ...extra,
-      });
+      const p = startScheduler(
+        schedulerEnv(db.url, prefix, {
+          SCHEDULER_SYNC_INTERVAL: "1s",
+          // Midnight UTC: today's time has passed (but for the day's first second).
+          SCHEDULE_ACCOUNTS_SYNC: "0 0 * * *",
+          NOTIFY_OPERATORS: "ops@example.org",
+          ...extra,
+        }),
+      );
       procs.push(p);
       return p;
     };
