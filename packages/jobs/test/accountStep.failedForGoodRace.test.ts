@@ -30,11 +30,29 @@ afterAll(async () => {
   if (site) await rm(site.dir, { recursive: true, force: true });
 });
 
+/**
+ * A harness on `workflow` (its servers and steps, YAML) with one account in a RUNNING batch,
+ * assigned to `server` for role sync, and its step 0 row as given (an INSERT's column list and
+ * SQL values after batch_id, account_id).
+ */
+async function seededStep(label: string, workflow: string, account: { externalId: string; status: string; server: string }, stepColumns: string, stepValues: string) {
+  const file = join(site.dir, `workflow-${label}.yaml`);
+  await writeFile(file, workflow);
+  await h?.close();
+  h = await createPipelineHarness(label, { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none" });
+  const db = h.runtime.db;
+  const [accountId] = await insertAccounts(h.runtime, [{ externalId: account.externalId }]);
+  const batchId = Number((await db.query<{ id: string }>(`INSERT INTO migration_batch (run_date, status, planned) VALUES ($1, 'RUNNING', 1) RETURNING id`, [RUN_DATE])).rows[0]!.id);
+  await db.query(`UPDATE migration_queue SET batch_id = $1, status = $3::account_status, held_since = CASE WHEN $3::text = 'HELD' THEN now() END, steps_done = 0 WHERE id = $2`, [batchId, accountId, account.status]);
+  await db.query(`INSERT INTO batch_assignment (batch_id, account_id, role, server, state) VALUES ($1, $2, 'sync', $3, 'RUNNING')`, [batchId, accountId, account.server]);
+  await db.query(`INSERT INTO account_step (batch_id, account_id, ${stepColumns}) VALUES ($1, $2, ${stepValues})`, [batchId, accountId]);
+  return { h, db, batchId, accountId: accountId! };
+}
+
 describe("onFailedForGood racing the step's completion", () => {
   it("fails the account before or after a concurrent completion, never in between", async () => {
-    const file = join(site.dir, "workflow-race.yaml");
-    await writeFile(
-      file,
+    const { h, db, batchId, accountId } = await seededStep(
+      "ffg-race",
       `servers:
   sync1: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
 steps:
@@ -48,16 +66,9 @@ steps:
     command: fx-sync {externalId}
     timeout: 10m
 `,
-    );
-    h = await createPipelineHarness("ffg-race", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none" });
-    const db = h.runtime.db;
-    const [accountId] = await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
-    const batchId = Number((await db.query<{ id: string }>(`INSERT INTO migration_batch (run_date, status, planned) VALUES ($1, 'RUNNING', 1) RETURNING id`, [RUN_DATE])).rows[0]!.id);
-    await db.query(`UPDATE migration_queue SET batch_id = $1, status = 'IN_PROGRESS', steps_done = 0 WHERE id = $2`, [batchId, accountId]);
-    await db.query(`INSERT INTO batch_assignment (batch_id, account_id, role, server, state) VALUES ($1, $2, 'sync', 'sync1', 'RUNNING')`, [batchId, accountId]);
-    await db.query(
-      `INSERT INTO account_step (batch_id, account_id, step, name, server, phase, attempt, started_at) VALUES ($1, $2, 0, 'directory-sync', 'sync1', 'RUNNING', 1, now())`,
-      [batchId, accountId],
+      { externalId: "acc1", status: "IN_PROGRESS", server: "sync1" },
+      "step, name, server, phase, attempt, started_at",
+      "0, 'directory-sync', 'sync1', 'RUNNING', 1, now()",
     );
     const key = { batchId, accountId: accountId!, step: 0 };
 
@@ -135,9 +146,8 @@ steps:
   it("a waiting step that owes a cancel where its command last started gets it there when its job fails for good", async () => {
     // The step moved (sync1 → sync2) while its command may still run on sync1 (started_on), and
     // its job failed for good before the cancel ran: account-cleanup must cancel on sync1.
-    const file = join(site.dir, "workflow-owed.yaml");
-    await writeFile(
-      file,
+    const { h, db, batchId, accountId } = await seededStep(
+      "ffg-owed",
       `servers:
   sync1: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
   sync2: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
@@ -148,17 +158,9 @@ steps:
     cancel: fx-mig-cancel {externalId}
     timeout: 10m
 `,
-    );
-    await h?.close();
-    h = await createPipelineHarness("ffg-owed", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none" });
-    const db = h.runtime.db;
-    const [accountId] = await insertAccounts(h.runtime, [{ externalId: "acc2" }]);
-    const batchId = Number((await db.query<{ id: string }>(`INSERT INTO migration_batch (run_date, status, planned) VALUES ($1, 'RUNNING', 1) RETURNING id`, [RUN_DATE])).rows[0]!.id);
-    await db.query(`UPDATE migration_queue SET batch_id = $1, status = 'HELD', held_since = now(), steps_done = 0 WHERE id = $2`, [batchId, accountId]);
-    await db.query(`INSERT INTO batch_assignment (batch_id, account_id, role, server, state) VALUES ($1, $2, 'sync', 'sync2', 'RUNNING')`, [batchId, accountId]);
-    await db.query(
-      `INSERT INTO account_step (batch_id, account_id, step, name, server, phase, attempt, started_at, started_on) VALUES ($1, $2, 0, 'directory-sync', 'sync2', 'WAITING', 1, now(), 'sync1')`,
-      [batchId, accountId],
+      { externalId: "acc2", status: "HELD", server: "sync2" },
+      "step, name, server, phase, attempt, started_at, started_on",
+      "0, 'directory-sync', 'sync2', 'WAITING', 1, now(), 'sync1'",
     );
     await accountStep.onFailedForGood!(
       { batchId, accountId: accountId!, step: 0, round: 0 },
