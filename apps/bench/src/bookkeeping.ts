@@ -69,21 +69,28 @@ export async function measureBookkeeping(bench: BenchState, options: Bookkeeping
   say(`  inserted ${options.rows} source_files rows in ${elapsedSeconds(started).toFixed(1)} s`);
 
   // The ceiling: the same rows, as the pipeline writes them (uris, name, size, sha256, status,
-  // dates), into the same table with the same indexes.
+  // dates), into the same table with the same indexes — without the triggers that keep the
+  // progress counts (migration_file_counts), as the ceiling was measured before they existed:
+  // the workers pay for the counts, the ceiling does not, so the ratio includes their cost.
   let sqlSeconds = 0;
   if (!options.skipCeiling) {
     await bench.settle();
-    started = process.hrtime.bigint();
-    await db.query(
-      `INSERT INTO migration_files
-         (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, retry_count, migration_date, last_attempt_date)
-       SELECT id, (id - 1) / $1 + 1, 'null:' || uri, 'null:' || uri, name, size,
-              'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'SUCCESS', 0, now(), now()
-         FROM source_files`,
-      [CEILING_RANGE_ROWS],
-    );
-    sqlSeconds = elapsedSeconds(started);
-    await db.query("TRUNCATE migration_files");
+    await db.query("ALTER TABLE migration_files DISABLE TRIGGER USER");
+    try {
+      started = process.hrtime.bigint();
+      await db.query(
+        `INSERT INTO migration_files
+           (file_id, range_id, old_uri, new_uri, file_name, size, sha256, status, retry_count, migration_date, last_attempt_date)
+         SELECT id, (id - 1) / $1 + 1, 'null:' || uri, 'null:' || uri, name, size,
+                'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'SUCCESS', 0, now(), now()
+           FROM source_files`,
+        [CEILING_RANGE_ROWS],
+      );
+      sqlSeconds = elapsedSeconds(started);
+      await db.query("TRUNCATE migration_files");
+    } finally {
+      await db.query("ALTER TABLE migration_files ENABLE TRIGGER USER");
+    }
     say(`  SQL ceiling: INSERT … SELECT of ${options.rows} rows in ${sqlSeconds.toFixed(2)} s (${Math.round(perSecond(options.rows, sqlSeconds))} rows/s)`);
   }
   await bench.settle();

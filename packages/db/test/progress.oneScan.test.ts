@@ -148,12 +148,14 @@ describe("migrationProgress: one scan gives what the four statements gave", () =
     const c = await db.connect();
     try {
       await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ");
-      // Rows exactly on the boundaries of this transaction's now().
+      // Rows on the boundaries of this transaction's now(). The last minute is counted from
+      // the kept counts, exact to the second (a second counts when its latest attempt is in
+      // the minute): b3 is just before the second of the edge, b4 just after the edge.
       await c.query(
         `INSERT INTO migration_files (file_id, old_uri, file_name, size, status, retry_count, last_attempt_date)
          VALUES (3601, 'b1', 'b1', 1, 'SUCCESS', 0, date_trunc('minute', now()) - interval '60 minutes'),
                 (3602, 'b2', 'b2', 2, 'FAIL', 3, date_trunc('minute', now()) - interval '60 minutes' - interval '1 millisecond'),
-                (3603, 'b3', 'b3', 3, 'SUCCESS', 0, date_trunc('milliseconds', now()) - interval '1 minute'),
+                (3603, 'b3', 'b3', 3, 'SUCCESS', 0, date_trunc('second', now()) - interval '1 minute' - interval '1 millisecond'),
                 (3604, 'b4', 'b4', 4, 'SUCCESS', 0, date_trunc('milliseconds', now()) - interval '1 minute' + interval '1 millisecond'),
                 (3605, 'b5', 'b5', 5, 'FAIL', 1, date_trunc('minute', now())),
                 (3606, 'b6', 'b6', 6, 'KILLED', 0, date_trunc('minute', now()) - interval '1 minute')`,
