@@ -1,5 +1,6 @@
 import { createPool } from "@fleet/db/pool";
 import type { DbPool, Queryable } from "@fleet/db/pool";
+import { failureSummary } from "@fleet/db/sql/failures";
 import { recordOutcomes } from "@fleet/db/sql/files";
 import type { FileOutcome } from "@fleet/db/sql/files";
 import { foldFileCounts, transferLinks } from "@fleet/db/sql/reports";
@@ -18,7 +19,7 @@ import type { TestDatabase } from "@fleet/testing/testDatabase";
 /** The same groups computed from every outcome, at `grain` ('second' or 'minute'). */
 const SCAN = (grain: "second" | "minute") => `
   SELECT status::text, retry_count, status = 'FAIL' AND retry_requested_at IS NOT NULL AS retry_requested,
-         CASE WHEN status = 'FAIL' THEN coalesce(error_category, 'unknown') ELSE '' END AS error_category,
+         CASE WHEN status <> 'SUCCESS' THEN coalesce(error_category, 'unknown') ELSE '' END AS error_category,
          CASE WHEN status = 'SUCCESS' THEN fleet_location(old_uri) ELSE '' END AS source,
          CASE WHEN status = 'SUCCESS' THEN fleet_location(new_uri) ELSE '' END AS destination,
          date_trunc('${grain}', last_attempt_date) AS at, count(*)::int8 AS files, coalesce(sum(size), 0)::int8 AS bytes
@@ -193,5 +194,38 @@ describe("the progress counts kept as outcomes are written", () => {
     expect((await db.query(`SELECT array_agg(shard)::int[] AS shards FROM source_file_counts`)).rows[0].shards).toEqual([-1]);
     await db.query(`TRUNCATE source_files CASCADE`);
     expect(await expectInventoryExact()).toBe(0);
+  });
+  it("the failures summary from the counts is the summary from a scan of the failures, examples included", async () => {
+    await db.query(`INSERT INTO source_files (id, uri, name, size) SELECT g, 'in/f' || g, 'f' || g, 10 FROM generate_series(1, 3000) g`);
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, new_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date)
+       SELECT g, 1, 'file:///in/f' || g, CASE WHEN g % 4 = 3 THEN 's3://b/f' || g END, 'f' || g, g,
+              (ARRAY['FAIL', 'RETRYING', 'KILLED', 'SUCCESS'])[1 + g % 4]::file_status,
+              CASE WHEN g % 4 <> 3 THEN (ARRAY[NULL, 'unknown', 'network', 'not-found', 'timeout'])[1 + (g / 4) % 5] END,
+              'error ' || g, (g / 3) % 5, now() - make_interval(secs => g)
+         FROM generate_series(1, 3000) g`,
+    );
+    // Killed and moved around after the fact; superseded versions count here as in the scan.
+    await db.query(`UPDATE migration_files SET status = 'KILLED' WHERE file_id % 17 = 1`);
+    await db.query(`UPDATE migration_files SET error_category = 'network' WHERE file_id % 13 = 2 AND status <> 'SUCCESS'`);
+    await db.query(`UPDATE source_files SET superseded_by = id + 5000 WHERE id % 10 = 3`);
+    await db.query(`SELECT fold_file_counts(interval '0')`);
+    const policies = [
+      { maxRetries: 3, retryableCategories: ["network", "timeout", "unknown"] },
+      { maxRetries: 0, retryableCategories: [] as string[] },
+    ];
+    const stateSets = [undefined, ["failed"], ["retrying", "killed"], ["failed", "retrying", "killed"]] as const;
+    const seen: string[] = [];
+    for (const policy of policies) {
+      for (const states of stateSets) {
+        const counted = await failureSummary(db, { states }, policy);
+        // Since the epoch: every failure, through the scan (a filter the counts do not keep).
+        const scanned = await failureSummary(db, { states, since: new Date(0) }, policy);
+        expect(counted).toEqual(scanned);
+        seen.push(`${states?.join("+") ?? "default"}: ${counted.map((c) => c.category).sort().join(",")}`);
+      }
+    }
+    // Every category in every state set (NULL and a stored 'unknown' are one), both policies.
+    expect(seen).toEqual(policies.flatMap(() => stateSets.map((st) => `${st?.join("+") ?? "default"}: network,not-found,timeout,unknown`)));
   });
 });

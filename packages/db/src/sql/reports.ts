@@ -55,6 +55,19 @@ export interface RetryCountRow {
   files: number;
 }
 
+/** How old kept counts must be before fold_file_counts() merges them per minute. */
+const FOLD_AFTER = "5 minutes";
+
+/**
+ * The moment a kept count is summed under: its second (`at` of a writer's row), or its minute
+ * when that minute is older than FOLD_AFTER — every second a fold may have merged into its
+ * minute is read as that minute, so a count taken away later at the second (a retry of a
+ * folded failure, a superseded version) meets the one it takes away from.
+ */
+function countedAt(at: string): string {
+  return `CASE WHEN date_trunc('minute', ${at}) < now() - interval '${FOLD_AFTER}' THEN date_trunc('minute', ${at}) ELSE ${at} END`;
+}
+
 /**
  * How long every claimed range must have been complete before a new range starts a new run: a
  * re-scan's files days later are a new run; ranges seeded a few seconds or minutes apart while
@@ -99,20 +112,20 @@ export async function migrationProgress(
          FROM source_files s WHERE s.superseded_by IS NOT NULL OR s.vanished_at IS NOT NULL
      ), b AS MATERIALIZED (
        -- The kept counts (migration_file_counts: per second, per minute once folded), summed
-       -- over the writers' shards, minus the outcomes of superseded versions (few: nc). A
-       -- subtracted version whose second was folded into its minute stays a negative row of
-       -- its own; every total still comes out exact.
-       SELECT status, retry_count, retry_requested, error_category, at,
+       -- over the writers' shards, minus the outcomes of superseded versions (few: nc), each
+       -- under countedAt(): a count taken away meets the one it takes away from, and a group
+       -- left with no file is dropped with its moments.
+       SELECT status, retry_count, retry_requested, error_category, ${countedAt("at")} AS at,
               sum(files)::int8 AS files, sum(bytes)::int8 AS bytes, min(first_at) AS first_at, max(last_at) AS last_at
          FROM (SELECT status, retry_count, retry_requested, error_category, at, files, bytes, first_at, last_at
                  FROM migration_file_counts
                UNION ALL
                SELECT m.status, m.retry_count, m.status = 'FAIL' AND m.retry_requested_at IS NOT NULL,
-                      CASE WHEN m.status = 'FAIL' THEN coalesce(m.error_category, 'unknown') ELSE '' END,
+                      CASE WHEN m.status <> 'SUCCESS' THEN coalesce(m.error_category, 'unknown') ELSE '' END,
                       date_trunc('second', m.last_attempt_date), -1, -coalesce(m.size, 0), NULL, NULL
                  FROM nc JOIN migration_files m ON m.file_id = nc.id WHERE nc.superseded) u
         GROUP BY 1, 2, 3, 4, 5
-       HAVING sum(files) <> 0 OR sum(bytes) <> 0
+       HAVING sum(files) <> 0
      ), g AS MATERIALIZED (
        -- A group's moment: its last attempt (exact per second), else its second or minute.
        SELECT b.status,
@@ -157,13 +170,13 @@ export async function migrationProgress(
        (SELECT coalesce(json_object_agg(status, n), '{}'::json) FROM (SELECT status, count(*) AS n FROM migration_ranges GROUP BY status) x) AS ranges,
        (SELECT started_at FROM run) AS run_started_at,
        (SELECT coalesce(json_agg(json_build_object('status', status, 'count', files, 'bytes', bytes) ORDER BY status), '[]'::json)
-          FROM (SELECT status, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes FROM g GROUP BY status) x) AS files_by_status,
+          FROM (SELECT status, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes FROM g GROUP BY status HAVING sum(files) <> 0) x) AS files_by_status,
        (SELECT coalesce(json_agg(json_build_object('retryCount', retry_count, 'status', status, 'files', files) ORDER BY retry_count, status), '[]'::json)
-          FROM (SELECT retry_count, status, sum(files)::int8 AS files FROM g WHERE retry_count > 0 OR status <> 'SUCCESS' GROUP BY 1, 2) x) AS retries,
+          FROM (SELECT retry_count, status, sum(files)::int8 AS files FROM g WHERE retry_count > 0 OR status <> 'SUCCESS' GROUP BY 1, 2 HAVING sum(files) <> 0) x) AS retries,
        (SELECT coalesce(json_agg(json_build_object('minute', minute, 'succeeded', succeeded, 'failed', failed, 'bytes', bytes) ORDER BY minute), '[]'::json)
           FROM (SELECT minute, coalesce(sum(files) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS succeeded, coalesce(sum(files) FILTER (WHERE status = 'FAIL'), 0)::int8 AS failed,
                        coalesce(sum(bytes) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes
-                  FROM g WHERE minute IS NOT NULL GROUP BY minute) x) AS throughput,
+                  FROM g WHERE minute IS NOT NULL GROUP BY minute HAVING sum(files) <> 0) x) AS throughput,
        now() AS at,
        f.*
      FROM f`,
@@ -329,7 +342,7 @@ export async function transferLinks(db: Queryable, windowSeconds: number, named:
 async function countedLinks(db: Queryable, windowSeconds: number): Promise<TransferLinkRow[]> {
   const { rows } = await db.query<TransferLinkRow>(
     `WITH b AS (
-       SELECT source, destination, at, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes,
+       SELECT source, destination, ${countedAt("at")} AS at, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes,
               min(first_migrated_at) AS first_migrated_at, max(last_at) AS last_at
          FROM (SELECT source, destination, at, files, bytes, first_migrated_at, last_at
                  FROM migration_file_counts WHERE status = 'SUCCESS'
@@ -339,7 +352,7 @@ async function countedLinks(db: Queryable, windowSeconds: number): Promise<Trans
                  FROM source_files s JOIN migration_files m ON m.file_id = s.id
                 WHERE s.superseded_by IS NOT NULL AND m.status = 'SUCCESS') u
         GROUP BY 1, 2, 3
-       HAVING sum(files) <> 0 OR sum(bytes) <> 0
+       HAVING sum(files) <> 0
      )
      SELECT source, destination,
             sum(files)::int8 AS files,
@@ -356,9 +369,6 @@ async function countedLinks(db: Queryable, windowSeconds: number): Promise<Trans
   );
   return rows;
 }
-
-/** How old kept counts must be before fold_file_counts() merges them per minute. */
-const FOLD_AFTER = "5 minutes";
 
 /**
  * Merges the kept counts older than FOLD_AFTER, of every writer, into one row per group and
