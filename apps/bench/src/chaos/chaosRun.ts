@@ -51,6 +51,11 @@ export interface ChaosReport {
   outcomeRows: number;
   successRows: number;
   wrongRecordedSha: number;
+  /**
+   * Statuses whose kept progress counts (migration_file_counts), and inventory whose kept size
+   * (source_file_counts), differ from a scan of the rows: 0 when the counts survived the faults.
+   */
+  countsOff: number;
   tempFilesAtFinish: number;
   tempFilesAfterSweep: number;
   /** Processes that exited without being killed by the plan (each a bug), with their last lines. */
@@ -183,6 +188,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
          FROM migration_files m LEFT JOIN unnest($1::int8[], $2::text[]) AS f(id, sha) ON f.id = m.file_id`,
       [files.map((f) => f.id), files.map((f) => f.sha256)],
     );
+    const countsOff = await monitor.query<{ n: number }>(
+      `WITH kept AS (SELECT status::text, sum(files)::int8 AS f, sum(bytes)::int8 AS b FROM migration_file_counts GROUP BY 1 HAVING sum(files) <> 0),
+            scan AS (SELECT status::text, count(*)::int8 AS f, coalesce(sum(size), 0)::int8 AS b FROM migration_files GROUP BY 1)
+       SELECT (SELECT count(*) FROM kept FULL JOIN scan USING (status) WHERE kept.f IS DISTINCT FROM scan.f OR kept.b IS DISTINCT FROM scan.b)::int
+            + (SELECT CASE WHEN (SELECT (coalesce(sum(files), 0)::int8, coalesce(sum(bytes), 0)::int8) FROM source_file_counts)
+                            = (SELECT (count(*)::int8, coalesce(sum(size), 0)::int8) FROM source_files WHERE superseded_by IS NULL) THEN 0 ELSE 1 END) AS n`,
+    );
     const takeovers = await monitor.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_ranges WHERE attempts > 1`);
     const logCounts: Record<string, number> = {};
     for (const app of apps) for (const [msg, n] of app.seen) logCounts[msg] = (logCounts[msg] ?? 0) + n;
@@ -196,6 +208,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       outcomeRows: rows.rows[0]!.n,
       successRows: rows.rows[0]!.ok,
       wrongRecordedSha: rows.rows[0]!.wrong,
+      countsOff: countsOff.rows[0]!.n,
       tempFilesAtFinish,
       tempFilesAfterSweep,
       rangesClaimedMoreThanOnce: takeovers.rows[0]!.n,

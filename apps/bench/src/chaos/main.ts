@@ -47,6 +47,7 @@ async function main(): Promise<void> {
       withinCleanPlus60s: chaos.finished && chaos.seconds <= clean.seconds + 60,
       nothingLost: chaos.lost === 0 && chaos.differing === 0 && chaos.wrongRecordedSha === 0 && chaos.successRows === chaos.files && chaos.outcomeRows === chaos.files,
       noTempFiles: chaos.tempFilesAfterSweep === 0,
+      countsExact: clean.countsOff === 0 && chaos.countsOff === 0,
       noCrashes: clean.crashes.length === 0 && chaos.crashes.length === 0,
     };
     process.stdout.write(`${JSON.stringify({ clean, chaos, verdict }, null, 2)}\n`);
