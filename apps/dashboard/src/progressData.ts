@@ -9,9 +9,10 @@ import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 
 /**
  * Everything the progress page shows, read with a handful of aggregate statements (never per
- * item); one scan of the outcomes for the numbers and tables, one for the links, one of the
- * failures. `numbers` is the one set of numbers (migrationNumbers): the CLI's status and the
- * dashboard's gauges show the same object.
+ * item): the numbers and tables, the links and the failures by category from the counts kept as
+ * outcomes are written (no scan of the outcomes), the ranges and the live workers from
+ * migration_ranges. `numbers` is the one set of numbers (migrationNumbers): the CLI's status and
+ * the dashboard's gauges show the same object.
  */
 export interface ProgressReport {
   at: Date;

@@ -190,8 +190,8 @@ describe("dashboard at 1M files / 200k failures", () => {
   });
 
   // Requests at about the same time share one reading, and a change made through the dashboard
-  // shows on the next request all the same. (A reading here takes a few hundred ms since the
-  // counts are kept as outcomes are written, mostly the failures summary, so whether one right
+  // shows on the next request all the same. (A reading here takes ~0.2 s since the counts are
+  // kept as outcomes are written, near the 250 ms above which one is reused, so whether one right
   // after is answered again depends on the machine's load: progress.sharedReadings.test.ts
   // checks that reuse with a reading made slow on purpose.)
   it("progress readings are shared at scale, and a retry posted from the dashboard shows at once", async () => {

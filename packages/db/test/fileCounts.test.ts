@@ -93,9 +93,18 @@ describe("the progress counts kept as outcomes are written", () => {
     expect(after.n).toBeLessThan(before);
     // Writes after a fold, to folded minutes too, and a second fold of everything.
     await db.query(`UPDATE migration_files SET status = 'FAIL', error_category = 'network', new_uri = NULL WHERE status = 'SUCCESS' AND file_id % 8 = 0`);
+    // Every file of some folded minutes' groups moved to another group: once folded, those
+    // minutes' rows hold nothing, and the fold removes them (only those it emptied).
+    await db.query(`UPDATE migration_files SET status = 'KILLED' WHERE status = 'SUCCESS' AND new_uri LIKE 's3://c/%'`);
     await expectCountsExact(db, "minute");
+    const emptied = `SELECT count(*)::int AS n FROM (SELECT 1 FROM migration_file_counts WHERE at < now()
+                       GROUP BY status, retry_count, retry_requested, error_category, source, destination, date_trunc('minute', at)
+                       HAVING sum(files) = 0 AND bool_or(shard = -1)) x`;
+    expect((await db.query(emptied)).rows[0].n).toBeGreaterThan(0);
     await db.query(`SELECT fold_file_counts(interval '0')`);
     await expectCountsExact(db, "minute");
+    expect((await db.query(emptied)).rows[0].n).toBe(0);
+    expect((await db.query(`SELECT count(*)::int AS n FROM migration_file_counts WHERE shard = -1 AND files = 0 AND bytes = 0`)).rows[0].n).toBe(0);
     // (The retries' heartbeat above went 2 s into the future: those rows are not due yet.)
     expect((await db.query(`SELECT count(*)::int AS n FROM migration_file_counts WHERE shard <> -1 AND at < now()`)).rows[0].n).toBe(0);
 

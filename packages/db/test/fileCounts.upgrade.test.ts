@@ -2,7 +2,7 @@ import { cp, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createPool } from "@fleet/db/pool";
-import type { DbPool } from "@fleet/db/pool";
+import type { DbPool, Queryable } from "@fleet/db/pool";
 import { findMigrationsDir, migrateDatabase } from "@fleet/db/migrate";
 import { failureSummary } from "@fleet/db/sql/failures";
 import { recordOutcomes } from "@fleet/db/sql/files";
@@ -81,6 +81,29 @@ describe("kept counts: upgrading a database that already holds a migration", () 
     expect(progress.files).toEqual({ SUCCESS: 360, FAIL: 375, RETRYING: 360, KILLED: 375 });
     expect(progress.sourceFiles).toBe(1960);
     expect(await failureSummary(db, {}, policy)).toEqual(await failureSummary(db, { since: new Date(0) }, policy));
+
+    // As the readers sum them (reports.ts countedAt): per minute once older than 5 minutes, per
+    // second in the last minutes — where a retry right after the upgrade takes its file away.
+    const moments = async (q: Queryable, table: "kept" | "scan") => {
+      const sql =
+        table === "kept"
+          ? `SELECT status::text, CASE WHEN date_trunc('minute', at) < now() - interval '5 minutes' THEN date_trunc('minute', at) ELSE at END AS t, sum(files)::int8 AS n
+               FROM migration_file_counts GROUP BY 1, 2 HAVING sum(files) <> 0 ORDER BY 1, 2`
+          : `SELECT status::text, CASE WHEN date_trunc('minute', last_attempt_date) < now() - interval '5 minutes' THEN date_trunc('minute', last_attempt_date)
+                                      ELSE date_trunc('second', last_attempt_date) END AS t, count(*)::int8 AS n
+               FROM migration_files GROUP BY 1, 2 ORDER BY 1, 2`;
+      return (await q.query(sql)).rows;
+    };
+    await db.query(`UPDATE migration_files SET status = 'SUCCESS', new_uri = 's3://b/' || file_name, retry_count = retry_count + 1 WHERE status = 'FAIL' AND last_attempt_date > now() - interval '4 minutes'`);
+    expect((await db.query(`SELECT count(*)::int AS n FROM migration_files WHERE last_attempt_date > now() - interval '4 minutes' AND retry_count > 0 AND status = 'SUCCESS'`)).rows[0].n).toBeGreaterThan(0);
+    const client = await db.connect();
+    try {
+      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ");
+      expect(await moments(client, "kept")).toEqual(await moments(client, "scan"));
+      await client.query("COMMIT");
+    } finally {
+      client.release();
+    }
 
     // The upgraded fleet goes on: new outcomes, a retry, a kill.
     await recordOutcomes(

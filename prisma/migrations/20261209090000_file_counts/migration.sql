@@ -180,7 +180,7 @@ CREATE INDEX "migration_files_category_idx" ON "migration_files"("error_category
 -- waits on a writer and never deadlocks with one; one fold at a time (an advisory lock);
 -- returns the rows of migration_file_counts folded (0: another fold runs).
 CREATE FUNCTION "fold_file_counts"(horizon INTERVAL) RETURNS BIGINT LANGUAGE plpgsql AS $$
-DECLARE folded BIGINT;
+DECLARE folded BIGINT; emptied TID[];
 BEGIN
   IF NOT pg_try_advisory_xact_lock(hashtext('fold_file_counts')) THEN RETURN 0; END IF;
   WITH taken AS (
@@ -199,10 +199,12 @@ BEGIN
       SET files = c.files + excluded.files, bytes = c.bytes + excluded.bytes,
           first_at = least(c.first_at, excluded.first_at), last_at = greatest(c.last_at, excluded.last_at),
           first_migrated_at = least(c.first_migrated_at, excluded.first_migrated_at)
-    RETURNING 1
+    RETURNING c.ctid, c.files, c.bytes
   )
-  SELECT count(*) INTO folded FROM gone;
-  DELETE FROM migration_file_counts WHERE shard = -1 AND files = 0 AND bytes = 0 AND at < now() - horizon;
+  SELECT (SELECT count(*) FROM gone), (SELECT array_agg(ctid) FROM merged WHERE files = 0 AND bytes = 0) INTO folded, emptied;
+  -- Minutes this fold left with nothing (a folded failure retried since, say): only those, not
+  -- a pass over the folded history (the fold runs each time a range completes).
+  DELETE FROM migration_file_counts WHERE ctid = ANY(emptied) AND shard = -1 AND files = 0 AND bytes = 0;
   -- The inventory's shards, likewise (rows a writer holds now are merged next time).
   WITH taken AS (
     SELECT shard FROM source_file_counts WHERE shard <> -1 FOR UPDATE SKIP LOCKED
@@ -216,18 +218,22 @@ BEGIN
 END
 $$;
 
--- What is already there (a fleet upgraded mid-migration), folded per minute.
+-- What is already there (a fleet upgraded mid-migration): folded per minute, except the last
+-- minutes, kept per second as the triggers keep them (in shard 0, which no backend has, so that
+-- the fold merges them once they are old): a retry of one of them takes it away at its second,
+-- and the readers must find it there (reports.ts countedAt, the same 5 minutes).
 INSERT INTO "migration_file_counts"
   (shard, status, retry_count, retry_requested, error_category, source, destination, at, files, bytes, first_at, last_at, first_migrated_at)
-SELECT -1, status, retry_count,
-       status = 'FAIL' AND retry_requested_at IS NOT NULL,
-       CASE WHEN status <> 'SUCCESS' THEN coalesce(error_category, 'unknown') ELSE '' END,
-       CASE WHEN status = 'SUCCESS' THEN fleet_location(old_uri) ELSE '' END,
-       CASE WHEN status = 'SUCCESS' THEN fleet_location(new_uri) ELSE '' END,
-       date_trunc('minute', last_attempt_date),
+SELECT CASE WHEN recent THEN 0 ELSE -1 END, status, retry_count, rr, cat, src, dst,
+       CASE WHEN recent THEN date_trunc('second', last_attempt_date) ELSE date_trunc('minute', last_attempt_date) END,
        count(*), coalesce(sum(size), 0), min(last_attempt_date), max(last_attempt_date), min(migration_date)
-  FROM "migration_files"
- GROUP BY 2, 3, 4, 5, 6, 7, 8;
+  FROM (SELECT m.*, date_trunc('minute', last_attempt_date) >= now() - interval '5 minutes' AS recent,
+               status = 'FAIL' AND retry_requested_at IS NOT NULL AS rr,
+               CASE WHEN status <> 'SUCCESS' THEN coalesce(error_category, 'unknown') ELSE '' END AS cat,
+               CASE WHEN status = 'SUCCESS' THEN fleet_location(old_uri) ELSE '' END AS src,
+               CASE WHEN status = 'SUCCESS' THEN fleet_location(new_uri) ELSE '' END AS dst
+          FROM "migration_files" m) x
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
 
 INSERT INTO "source_file_counts" (shard, files, bytes)
 SELECT -1, count(*), coalesce(sum(size), 0) FROM "source_files" WHERE superseded_by IS NULL;

@@ -140,7 +140,8 @@ export const fmtRate = formatFilesPerSec;
  * the signal aborts. Failed and retrying counts, bytes/s, elapsed and the ETA — or, while
  * held, why — on every redraw.
  *
- * A reading scans every outcome (about a second at 1M files): between two, the watch waits
+ * A reading scans the succeeded outcomes for the configured link's transfers (the rest comes
+ * from the kept counts; about half a second at 1M files): between two, the watch waits
  * at least three times the last one's duration, so a watcher keeps the database busy a quarter
  * of the time at most, however large the migration (with a fixed second between readings, a
  * watch of a 10M-file migration read back to back).

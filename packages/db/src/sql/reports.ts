@@ -83,8 +83,9 @@ const RUN_GAP = "10 minutes";
  * figure, table and chart is summed from those groups. Superseded versions count nowhere, in
  * the tables as in the numbers.
  *
- * The totals and tables are exact. What depends on a moment is exact to the second: a second
- * counts in the last minute, or in the current run, when its latest attempt does. Before
+ * The totals and tables are exact. What depends on a moment is exact to the second in the last
+ * 5 minutes and to the minute before (countedAt): a second, or an older minute, counts in the
+ * last minute, or in the current run, when its latest attempt does. Before
  * (issue 15), this was one scan of every outcome: ~1.8 s of CPU per million files per reading
  * with the links, minutes at 100M files; now it reads a few rows per minute of the migration.
  */
@@ -301,7 +302,8 @@ export interface NamedLink {
  * roots, else source location → destination location — with what finished in the last
  * `windowSeconds` for a current rate. Current versions only: an old version a re-scan
  * superseded is not counted twice (found by a new operator: the links showed more files than
- * the migration). One scan of migration_files, like the other reports.
+ * the migration). Without named links, from the kept counts (countedLinks); a named link needs
+ * the URIs' prefixes, which the counts do not keep: one scan of the succeeded outcomes.
  */
 export async function transferLinks(db: Queryable, windowSeconds: number, named: readonly NamedLink[] = []): Promise<TransferLinkRow[]> {
   if (named.length === 0) return countedLinks(db, windowSeconds);
