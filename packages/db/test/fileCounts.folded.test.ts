@@ -1,9 +1,10 @@
 import { createPool } from "@fleet/db/pool";
-import type { DbClient, DbPool } from "@fleet/db/pool";
+import type { DbPool } from "@fleet/db/pool";
 import { claimRetryBatch, recordOutcomes, recordRetryOutcomes } from "@fleet/db/sql/files";
 import type { FileOutcome } from "@fleet/db/sql/files";
 import { mergeListedFiles } from "@fleet/db/sql/inventory";
 import { foldFileCounts, migrationProgress, transferLinks } from "@fleet/db/sql/reports";
+import { inOneSnapshot } from "@fleet/testing/snapshot";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 
@@ -27,18 +28,6 @@ const outcome = (id: number, status: "SUCCESS" | "FAIL"): FileOutcome => ({
   errorCategory: status === "FAIL" ? "network" : null,
   errorMessage: status === "FAIL" ? "x" : null,
 });
-
-/** Runs fn in one REPEATABLE READ transaction (one snapshot, one now()), then rolls back. */
-async function inOneTransaction<T>(db: DbPool, fn: (c: DbClient) => Promise<T>): Promise<T> {
-  const c = await db.connect();
-  try {
-    await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ");
-    return await fn(c);
-  } finally {
-    await c.query("ROLLBACK");
-    c.release();
-  }
-}
 
 const NEVER = [{ source: "never", destination: "never", sourceRoot: "never://", destinationRoot: "never://" }];
 const POLICY = { maxRetries: 3, retryableCategories: ["network"], chartMinutes: 180 };
@@ -71,7 +60,7 @@ describe("kept counts: superseded versions whose outcome minute was folded", () 
 
   it("transferLinks: the link's firstAt is that of a current version (a scan, to the second), not the superseded one's", async () => {
     expect((await db.query(`SELECT count(*)::int AS n FROM source_files WHERE superseded_by IS NOT NULL`)).rows[0].n).toBe(2);
-    await inOneTransaction(db, async (c) => {
+    await inOneSnapshot(db, async (c) => {
       const toSecond = (links: Awaited<ReturnType<typeof transferLinks>>) =>
         links.map((l) => ({ ...l, firstAt: l.firstAt && Math.floor(l.firstAt.getTime() / 1000), lastAt: l.lastAt && Math.floor(l.lastAt.getTime() / 1000) }));
       const counted = await transferLinks(c, 60);
@@ -82,7 +71,7 @@ describe("kept counts: superseded versions whose outcome minute was folded", () 
   });
 
   it("migrationProgress: firstAttemptAt is the current versions' first attempt (a scan), to the second", async () => {
-    await inOneTransaction(db, async (c) => {
+    await inOneSnapshot(db, async (c) => {
       const p = await migrationProgress(c, POLICY);
       const scan = (
         await c.query(
@@ -96,7 +85,7 @@ describe("kept counts: superseded versions whose outcome minute was folded", () 
   });
 
   it("migrationProgress: the tables list no status, retry count or chart minute that no current outcome has", async () => {
-    await inOneTransaction(db, async (c) => {
+    await inOneSnapshot(db, async (c) => {
       const p = await migrationProgress(c, POLICY);
       expect({ filesByStatus: p.filesByStatus, retries: p.retries, chart: p.throughput.map((t) => t.succeeded) }).toEqual({
         filesByStatus: [{ status: "SUCCESS", count: 1, bytes: 10 }],
@@ -140,7 +129,7 @@ describe("kept counts: a retry of a failure whose minute was folded, before the 
 
 
   it("firstAttemptAt and the tables are a scan's", async () => {
-    await inOneTransaction(db, async (c) => {
+    await inOneSnapshot(db, async (c) => {
       const p = await migrationProgress(c, { maxRetries: 3, retryableCategories: ["network"], chartMinutes: 180 });
       const first = (await c.query(`SELECT min(last_attempt_date) AS first FROM migration_files WHERE status <> 'KILLED'`)).rows[0].first;
       expect(p.files).toEqual({ SUCCESS: 2, FAIL: 0, RETRYING: 0, KILLED: 0 }); // totals: exact

@@ -45,7 +45,7 @@ export interface MigrationProgress {
   filesByStatus: StatusCountRow[];
   /** Files per retry count and status, where a file was retried or is not a success. */
   retries: RetryCountRow[];
-  /** Files finished per minute over the last `chartMinutes` minutes, oldest first (empty without). */
+  /** Files finished per minute over the last `chartMinutes` minutes (at most CHART_MAX_MINUTES), oldest first (empty without). */
   throughput: ThroughputRow[];
 }
 
@@ -59,13 +59,28 @@ export interface RetryCountRow {
 const FOLD_AFTER = "5 minutes";
 
 /**
- * The moment a kept count is summed under: its second (`at` of a writer's row), or its minute
- * when that minute is older than FOLD_AFTER — every second a fold may have merged into its
- * minute is read as that minute, so a count taken away later at the second (a retry of a
- * folded failure, a superseded version) meets the one it takes away from.
+ * How old folded minutes must be before fold_file_counts_hourly() merges them per hour (UTC),
+ * but for the hour of the current run's start. The progress chart shows at most the last
+ * CHART_MAX_MINUTES minutes: every minute of those lies in an hour younger than this (3 hours,
+ * plus the hour a minute may be into its hour, plus a margin), so it is never read as an hour.
  */
-function countedAt(at: string): string {
-  return `CASE WHEN date_trunc('minute', ${at}) < now() - interval '${FOLD_AFTER}' THEN date_trunc('minute', ${at}) ELSE ${at} END`;
+const FOLD_HOURLY_AFTER = "5 hours";
+export const CHART_MAX_MINUTES = 180;
+
+/**
+ * The moment a kept count is summed under: its second (`at` of a writer's row); its minute when
+ * that minute is older than FOLD_AFTER; its UTC hour when that hour is older than
+ * FOLD_HOURLY_AFTER and is not the hour of `runStart` (an SQL expression; the hourly fold keeps
+ * that hour per minute). Every moment a fold may have merged is read as what it was merged
+ * into, so a count taken away later at the second (a retry of a folded failure, a superseded
+ * version) meets the one it takes away from. Readers that do not tell runs apart pass no
+ * runStart: the hour holds the run's start minutes too.
+ */
+function countedAt(at: string, runStart?: string): string {
+  const hour = `date_trunc('hour', ${at}, 'UTC')`;
+  const keep = runStart ? ` AND ${hour} IS DISTINCT FROM date_trunc('hour', ${runStart}, 'UTC')` : "";
+  return `CASE WHEN ${hour} < now() - interval '${FOLD_HOURLY_AFTER}'${keep} THEN ${hour}
+               WHEN date_trunc('minute', ${at}) < now() - interval '${FOLD_AFTER}' THEN date_trunc('minute', ${at}) ELSE ${at} END`;
 }
 
 /**
@@ -76,6 +91,21 @@ function countedAt(at: string): string {
 const RUN_GAP = "10 minutes";
 
 /**
+ * The current run's start (one row, `started_at`; NULL before any range started): the latest
+ * range created more than RUN_GAP after every range claimed before it had completed (the first
+ * range ever, without such a gap). Ranges seeded while work goes on (the inventory watcher,
+ * every 30 s) stay in the run; a completion time that is not known (NULL) never opens a gap.
+ */
+const RUN_START = `
+       SELECT max(started_at) FILTER (WHERE before = 0 OR (all_complete AND created_at > done_at + interval '${RUN_GAP}')) AS started_at
+         FROM (SELECT started_at, created_at,
+                      count(*) OVER earlier AS before,
+                      bool_and(status = 'COMPLETE' AND completed_at IS NOT NULL) OVER earlier AS all_complete,
+                      max(completed_at) OVER earlier AS done_at
+                 FROM migration_ranges WHERE started_at IS NOT NULL
+               WINDOW earlier AS (ORDER BY started_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) x`;
+
+/**
  * Reads the whole picture in one round trip, without reading migration_files or every
  * source_files row: the counts kept as they are written (source_file_counts for the inventory;
  * migration_file_counts for the outcomes, per second of last attempt, per minute once folded) are grouped by the few things any view tells apart (status, retry count, whether a
@@ -84,39 +114,29 @@ const RUN_GAP = "10 minutes";
  * the tables as in the numbers.
  *
  * The totals and tables are exact. What depends on a moment is exact to the second in the last
- * 5 minutes and to the minute before (countedAt): a second, or an older minute, counts in the
- * last minute, or in the current run, when its latest attempt does. Before
+ * 5 minutes, to the minute before, and to the hour after 5 hours but in the hour of the run's
+ * start (countedAt): a second, a minute or an hour counts in the last minute, or in the current
+ * run, when its latest attempt does. The chart covers at most CHART_MAX_MINUTES. Before
  * (issue 15), this was one scan of every outcome: ~1.8 s of CPU per million files per reading
- * with the links, minutes at 100M files; now it reads a few rows per minute of the migration.
+ * with the links, minutes at 100M files; now it reads a few rows per hour of the migration.
  */
 export async function migrationProgress(
   db: Queryable,
   opts: { maxRetries: number; retryableCategories: readonly string[]; chartMinutes?: number },
 ): Promise<MigrationProgress> {
   const { rows } = await db.query(
-    `WITH run AS MATERIALIZED (
-       -- The latest range created more than RUN_GAP after every range claimed before it had
-       -- completed: the current run's first (the first range ever, without such a gap). Ranges
-       -- seeded while work goes on (the inventory watcher, every 30 s) stay in the run; a
-       -- completion time that is not known (NULL) never opens a gap.
-       SELECT max(started_at) FILTER (WHERE before = 0 OR (all_complete AND created_at > done_at + interval '${RUN_GAP}')) AS started_at
-         FROM (SELECT started_at, created_at,
-                      count(*) OVER earlier AS before,
-                      bool_and(status = 'COMPLETE' AND completed_at IS NOT NULL) OVER earlier AS all_complete,
-                      max(completed_at) OVER earlier AS done_at
-                 FROM migration_ranges WHERE started_at IS NOT NULL
-               WINDOW earlier AS (ORDER BY started_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) x
-     ), nc AS MATERIALIZED (
+    `WITH run AS MATERIALIZED (${RUN_START}), nc AS MATERIALIZED (
        -- The few rows that are not inventory any more (partial index source_files_not_current_idx).
        SELECT s.id, s.size, s.superseded_by IS NOT NULL AS superseded,
               s.superseded_by IS NULL AND NOT EXISTS (SELECT 1 FROM migration_files m WHERE m.file_id = s.id) AS vanished_unattempted
          FROM source_files s WHERE s.superseded_by IS NOT NULL OR s.vanished_at IS NOT NULL
      ), b AS MATERIALIZED (
-       -- The kept counts (migration_file_counts: per second, per minute once folded), summed
-       -- over the writers' shards, minus the outcomes of superseded versions (few: nc), each
-       -- under countedAt(): a count taken away meets the one it takes away from, and a group
-       -- left with no file is dropped with its moments.
-       SELECT status, retry_count, retry_requested, error_category, ${countedAt("at")} AS at,
+       -- The kept counts (migration_file_counts: per second, per minute once folded, per hour
+       -- once old), summed over the writers' shards, minus the outcomes of superseded versions
+       -- (few: nc), each under countedAt(): a count taken away meets the one it takes away
+       -- from, and a group left with no file is dropped with its moments. The hour of the
+       -- run's start stays per minute, so the run's files are told from the last run's.
+       SELECT status, retry_count, retry_requested, error_category, ${countedAt("at", "(SELECT started_at FROM run)")} AS at,
               sum(files)::int8 AS files, sum(bytes)::int8 AS bytes, min(first_at) AS first_at, max(last_at) AS last_at
          FROM (SELECT status, retry_count, retry_requested, error_category, at, files, bytes, first_at, last_at
                  FROM migration_file_counts
@@ -181,7 +201,7 @@ export async function migrationProgress(
        now() AS at,
        f.*
      FROM f`,
-    [opts.maxRetries, opts.retryableCategories, opts.chartMinutes ?? null],
+    [opts.maxRetries, opts.retryableCategories, opts.chartMinutes == null ? null : Math.min(opts.chartMinutes, CHART_MAX_MINUTES)],
   );
   const r = rows[0];
   const ranges = (r.ranges ?? {}) as Record<string, number>;
@@ -375,13 +395,25 @@ async function countedLinks(db: Queryable, windowSeconds: number): Promise<Trans
 /**
  * Merges the kept counts older than FOLD_AFTER, of every writer, into one row per group and
  * minute (fold_file_counts(), in the migration 20261209090000_file_counts): the table then holds
- * a few rows per minute of the migration, plus each writer's last few minutes per second. Never
- * waits on a writer; one fold at a time (a second caller returns 0 at once). A worker runs it
- * when it completes a range. Returns the rows folded.
+ * a few rows per minute of the migration, plus each writer's last few minutes per second. With
+ * `hourly`, also merges minutes older than FOLD_HOURLY_AFTER into one row per group and UTC hour,
+ * but for the hour of the current run's start (fold_file_counts_hourly(), migration
+ * 20261210090000_file_counts_hourly): a few rows per hour of the migration. Never waits on a
+ * writer; one fold at a time (a second caller returns 0 at once). A worker runs the minute fold
+ * when it completes a range; recover-stuck runs both every 10 minutes (the hourly one reads the
+ * ranges for the run's start, which a fold per range would repeat for nothing). Returns the
+ * rows folded.
  */
-export async function foldFileCounts(db: Queryable): Promise<number> {
+export async function foldFileCounts(db: Queryable, opts: { hourly?: boolean } = {}): Promise<number> {
   const { rows } = await db.query<{ folded: string }>(`SELECT fold_file_counts(interval '${FOLD_AFTER}') AS folded`);
-  return Number(rows[0]?.folded ?? 0);
+  let folded = Number(rows[0]?.folded ?? 0);
+  if (opts.hourly) {
+    const hourly = await db.query<{ folded: string }>(
+      `WITH run AS MATERIALIZED (${RUN_START}) SELECT fold_file_counts_hourly(interval '${FOLD_HOURLY_AFTER}', (SELECT started_at FROM run)) AS folded`,
+    );
+    folded += Number(hourly.rows[0]?.folded ?? 0);
+  }
+  return folded;
 }
 
 /** A link's totals with its current rate (over the window) and its average over the whole run. */

@@ -31,8 +31,8 @@ declare module "../jobRegistry" {
  * fleet process runs every few seconds (recoveryWatch.ts); this job does the same pass with a
  * full reconciliation, so even a fleet whose watches all failed catches up: PROCESSING ranges
  * with a stale heartbeat → PENDING; RETRYING files whose batch stopped heartbeating → FAIL;
- * then every unfinished range without a live job gets one. It also folds the progress counts
- * (foldFileCounts).
+ * then every unfinished range without a live job gets one. It also folds the progress counts,
+ * per minute and old minutes per hour (foldFileCounts).
  */
 export const recoverStuck = defineFleetJob("recover-stuck", contract, {
   async handle(_payload, ctx): Promise<RecoverResult> {
@@ -45,8 +45,9 @@ export const recoverStuck = defineFleetJob("recover-stuck", contract, {
     );
     const reconciled = result.reconciled!;
     // The progress counts of writes that completed no range (retries, an operator's kills) are
-    // folded here too; the migration's own are folded as its ranges complete.
-    await foldFileCounts(ctx.deps.db).catch((err: unknown) => ctx.log.warn({ err }, "could not fold the progress counts"));
+    // folded here too; the migration's own are folded as its ranges complete. Old minutes are
+    // folded into hours only here.
+    await foldFileCounts(ctx.deps.db, { hourly: true }).catch((err: unknown) => ctx.log.warn({ err }, "could not fold the progress counts"));
     return { staleRanges: result.staleRanges.length, stuckRetries: result.stuckRetries, ...reconciled, enqueued: reconciled.enqueued + result.rangeJobs.enqueued };
   },
 });
