@@ -46,11 +46,18 @@ export async function catchUpDaily(options: {
     if (await queue.getJob(jobId)) continue;
     // The regular occurrence may be waiting for a worker (workers were down, the scheduler was
     // not) — also still "delayed" though due: without a worker BullMQ never moves it on (found
-    // by review: the step then ran twice, the catch-up and the overdue regular run).
-    const pending = await queue.getJobs(["active", "waiting", "prioritized"], 0, 500);
-    if (pending.some((j) => j.name === s.job)) continue;
-    const delayed = await queue.getJobs(["delayed"], 0, 500);
-    if (delayed.some((j) => j.name === s.job && j.timestamp + (j.delay ?? 0) <= now.getTime())) continue;
+    // by review: the step then ran twice, the catch-up and the overdue regular run). Or it may
+    // have finished since the day's mark was read above. One listing (BullMQ
+    // lists every state in one script): with one read per state, a worker coming back could
+    // move the occurrence from "delayed" to "waiting", or finish it, between two reads, and
+    // neither would see it (found by review).
+    const listed = await queue.getJobs(["active", "waiting", "prioritized", "delayed", "completed"], 0, 500);
+    const regular = listed.filter((j) => j.name === s.job && j.id !== jobId);
+    const isDue = (j: (typeof regular)[number]) => j.timestamp + (j.delay ?? 0) <= now.getTime();
+    // A finished one counts if it was today's occurrence (by its time, not its end: yesterday's
+    // 23:59 run may end after midnight).
+    const todays = (j: (typeof regular)[number]) => localDate(new Date(j.timestamp + (j.delay ?? 0)), options.timeZone) === today;
+    if (regular.some((j) => (j.finishedOn === undefined ? isDue(j) : todays(j)))) continue;
     await options.jobs.enqueue(s.job, { runDate: today } as never, { jobId });
     enqueued.push(s.job);
     options.log.warn({ job: s.job, runDate: today, scheduledAt: s.repeat.pattern }, "daily account step missed today: running it now");

@@ -1,4 +1,6 @@
 import { Writable } from "node:stream";
+import { Worker } from "bullmq";
+import { Redis } from "ioredis";
 import { JobClient } from "@fleet/core/jobClient";
 import { createLogger } from "@fleet/core/logger";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
@@ -84,6 +86,33 @@ describe("daily catch-up", () => {
     const { rows: mails } = await pool.query(`SELECT recipient, template FROM notification`);
     expect(mails).toEqual([{ recipient: "ops@example.org", template: "operator-alert" }]);
     await pool.query(`DELETE FROM notification; DELETE FROM migration_log`);
+  });
+
+  it("leaves the day alone when today's regular occurrence has finished but its mark is not read yet; yesterday's late finish does not count", async () => {
+    const queue = jobs.queue("maintenance");
+    const finish = async (scheduledAt: string) => {
+      await queue.obliterate({ force: true });
+      await pool.query(`DELETE FROM sync_state`);
+      // A regular occurrence (not a catch-up) of the given time, run to completion by a worker
+      // that does not write the day's mark (as if the check below read it just before).
+      await queue.add("accounts-sync", {}, { timestamp: Date.parse(scheduledAt) });
+      const connection = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+      const w = new Worker("maintenance", async () => undefined, { connection, prefix: bullPrefix(prefix) });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          w.on("completed", () => resolve());
+          w.on("failed", (_job, err) => reject(err));
+        });
+      } finally {
+        await w.close();
+        connection.disconnect();
+      }
+      expect(await queue.getCompletedCount()).toBe(1);
+    };
+    await finish("2026-11-30T18:00:00Z"); // today's 13:00 in New York
+    expect(await catchUpDaily({ db: pool, jobs, schedules: schedules.filter((x) => x.job === "accounts-sync"), timeZone: TZ, graceMs: 15 * 60_000, log, now: at1320 })).toEqual([]);
+    await finish("2026-11-30T04:59:00Z"); // yesterday's 23:59, finished now
+    expect(await catchUpDaily({ db: pool, jobs, schedules: schedules.filter((x) => x.job === "accounts-sync"), timeZone: TZ, graceMs: 15 * 60_000, log, now: at1320 })).toEqual(["accounts-sync"]);
   });
 
   it("does nothing inside the grace period or before the step's time", async () => {

@@ -12,6 +12,7 @@ import { JobClient } from "@fleet/core/jobClient";
 import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { createPool } from "@fleet/db/pool";
+import { recordDailyRunOf } from "@fleet/jobs/accounts/dailyPayload";
 const MAIN = join(__dirname, "..", "dist", "main.js");
 
 
@@ -115,15 +116,19 @@ describe("daily catch-up while workers are down", () => {
   });
 
   it("accounts-sync runs once for the day when its regular occurrence was only waiting for a worker", async () => {
-    // A daily time 20 to 80 s from now (UTC), so the regular occurrence is created for today
+    // A daily time 10 to 70 s from now (UTC), so the regular occurrence is created for today
     // even when the scheduler is slow to start on a loaded machine (it starts in ~2 s).
     const now = new Date();
-    const due = new Date(Math.ceil((now.getTime() + 20_000) / 60_000) * 60_000);
+    const due = new Date(Math.ceil((now.getTime() + 10_000) / 60_000) * 60_000);
     const today = due.toISOString().slice(0, 10);
     const pattern = `${due.getUTCMinutes()} ${due.getUTCHours()} * * *`;
     const p = startScheduler(
       schedulerEnv(db.url, prefix, {
-        SCHEDULER_SYNC_INTERVAL: "2s",
+        SCHEDULER_SYNC_INTERVAL: "1s",
+        // The catch-up compares whole minutes: with schedulerEnv's 1 s of grace it would first look a
+        // minute after the step's time, long after the worker below came back; with none it
+        // looks from the step's minute on, at every check, while the regular occurrence is overdue.
+        ACCOUNTS_CATCHUP_GRACE: "0s",
         // An account fleet: a file-only one does not catch up (the next test).
         ACCOUNTS_CONSENT_URL: "http://127.0.0.1:9/consents",
         SCHEDULE_ACCOUNTS_SYNC: pattern,
@@ -131,9 +136,12 @@ describe("daily catch-up while workers are down", () => {
     );
     procs.push(p);
     await p.line((l) => l.msg === "schedules in place", "in place");
-    // No worker yet: wait past the step's time, the grace and two schedule checks (every 2 s),
-    // so the catch-up has looked at least twice with the regular occurrence overdue.
-    await sleep(Math.max(0, due.getTime() - Date.now()) + 6_000);
+    // The schedules were in place before the step's time: its regular occurrence is today's.
+    expect(Date.now()).toBeLessThan(due.getTime());
+    // No worker yet: wait past the step's time and two schedule checks (every 1 s) with two
+    // seconds to spare, so the catch-up has looked at least twice with the regular occurrence
+    // overdue.
+    await sleep(Math.max(0, due.getTime() - Date.now()) + 4_000);
     expect(p.output.some((line) => line.includes("daily account step missed today") && line.includes("accounts-sync"))).toBe(false);
 
     const jobs = new JobClient<FleetJobs>(fleetContracts(), conn, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
@@ -141,21 +149,26 @@ describe("daily catch-up while workers are down", () => {
     const queuedSummary = await Promise.all(queued.map(async (j) => `${j.id} (${await j.getState()}, due ${new Date(j.timestamp + (j.opts.delay ?? 0)).toISOString()})`));
     await jobs.close();
 
-    // A worker comes back.
+    // A worker comes back. Like the real accounts-sync, the step records today's daily marker
+    // when it has run (the catch-up, which looks every second here, must then leave the day alone).
+    const pool = createPool({ connectionString: db.url, max: 1 });
     const ran: string[] = [];
     worker = new Worker(
       QUEUES.maintenance,
       async (job) => {
-        if (job.name === "accounts-sync") ran.push(job.id!);
+        if (job.name !== "accounts-sync") return;
+        ran.push(job.id!);
+        await recordDailyRunOf(pool, "accounts-sync", today, "UTC");
       },
       { connection: conn, prefix: bullPrefix(prefix) },
     );
-    // It runs (however slowly the worker starts), then nothing more for over two schedule checks.
+    // It runs (however slowly the worker starts), then nothing more for three schedule checks.
     const deadline = Date.now() + 30_000;
     while (ran.length === 0 && Date.now() < deadline) await sleep(100);
-    await sleep(5_000);
+    await sleep(3_000);
     await worker.close();
     worker = undefined;
+    await pool.end();
     // Expected: one accounts-sync job for today (the overdue regular occurrence, or the catch-up), run once.
     expect(ran.length === 1 ? "once" : `ran ${ran.length} times: ${ran.join(" + ")}; queued before the worker came: ${queuedSummary.join(" + ")}`).toBe("once");
   }, 240_000);
@@ -210,7 +223,8 @@ describe("daily catch-up on a file-only fleet", () => {
     const accounts = start(prefixes[1]!, { ACCOUNTS_CONSENT_URL: "http://127.0.0.1:9/consents" });
     await accounts.line((l) => l.msg === "daily account step missed today: running it now", "the catch-up of accounts-sync");
     expect(missed(accounts)).toContain("accounts-sync");
-    await sleep(500);
+    // The alert is written just after the catch-up's log line.
+    for (const until = Date.now() + 10_000; (await alerts()) === 0 && Date.now() < until; ) await sleep(50);
     expect(await alerts()).toBeGreaterThan(0);
     await stopAll([accounts]);
 
