@@ -122,20 +122,22 @@ describe("two scheduler replicas with different schedule config", () => {
   ])("SCHEDULE_RETRY_FAILED=%s on one replica only: the schedule is not flipped back and forth every sync", async (_label, override) => {
     const prefix = uniquePrefix("sched-drift");
     prefixes.push(prefix);
-    const oldReplica = startScheduler(env(prefix));
+    // Both replicas sync every 500 ms here, so 8 sync intervals are watched in 4 s.
+    const fast = { SCHEDULER_SYNC_INTERVAL: "500ms" };
+    const oldReplica = startScheduler(env(prefix, fast));
     procs.push(oldReplica);
     await oldReplica.line((l) => l.msg === "schedules in place", "old replica in place");
-    const newReplica = startScheduler(env(prefix, override));
+    const newReplica = startScheduler(env(prefix, { ...fast, ...override }));
     procs.push(newReplica);
     await newReplica.line((l) => l.msg === "schedules in place", "new replica in place");
 
-    // Watch retry-failed's scheduler for 8 sync intervals.
+    // Watch retry-failed's scheduler for 8 sync intervals, twice per interval.
     const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(prefix), { attempts: 3, keepCompletedSeconds: 60, keepFailedSeconds: 60 });
     const seen: string[] = [];
     for (let i = 0; i < 16; i++) {
       const s = (await jobs.queue("migration").getJobSchedulers(0, -1)).find((x) => x.key === "retry-failed");
       seen.push(s ? String(s.pattern) : "absent");
-      await sleep(500);
+      await sleep(250);
     }
     const recoverStuck = (await jobs.queue("maintenance").getJobs(["waiting", "prioritized", "completed", "active"])).filter((j) => j.name === "recover-stuck" && !j.repeatJobKey);
     await jobs.close();

@@ -76,10 +76,10 @@ describe("RUN_WINDOWS=false set live keeps a running range going past the old cl
     await fx.waitFor(async () => (await migrated(fx)) > 0 || undefined, 20_000, "first files");
 
     // Tonight's window, set live while the range runs: open now, closing at a minute boundary
-    // 15–75 s from now (UTC) — time for both changes to be applied on a loaded machine before it
-    // closes, without waiting minutes for a boundary.
+    // 10–70 s from now (UTC) — time for both changes to be applied on a loaded machine before it
+    // closes (they take ~2 s), without waiting minutes for a boundary.
     const now = new Date();
-    const close = new Date(Math.ceil((now.getTime() + 15_000) / 60_000) * 60_000);
+    const close = new Date(Math.ceil((now.getTime() + 10_000) / 60_000) * 60_000);
     const open = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
     const spec = `${DAYS[open.getUTCDay()]} ${hhmm(open)}-${hhmm(close)}`;
     await runCli(fx.env, ["settings", "set", "MIGRATION_WINDOW", spec, "--by", "test"]);

@@ -63,21 +63,21 @@ const inProgress = async (x: PipelineHarness) => (await x.runtime.db.query<{ n: 
 const done = async (x: PipelineHarness) => (await x.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_queue WHERE status = 'DONE'`)).rows[0]!.n;
 
 describe("polled steps without holding workers", () => {
-  it("50 accounts with 15-second polled steps are all in progress at once on one worker with concurrency 2", async () => {
-    const x = await night("fifty", 50, { capacity: 50, concurrency: 50 }, "15s");
+  it("50 accounts with 10-second polled steps are all in progress at once on one worker with concurrency 2", async () => {
+    const x = await night("fifty", 50, { capacity: 50, concurrency: 50 }, "10s");
     const started = Date.now();
-    // Each migration needs two status checks 15 s apart, so none ends before ~30 s after it
-    // started. Holding a slot per poll, 2 slots would serve 2 accounts at a time (25 × 30 s);
+    // Each migration needs two status checks 10 s apart, so none ends before ~20 s after it
+    // started. Holding a slot per poll, 2 slots would serve 2 accounts at a time (25 × 20 s);
     // released between checks, all 50 are in progress together (starting them takes a few
-    // seconds) and the night takes ~30 s more than starting them.
-    await waitFor(async () => (await inProgress(x)) === 50, 29_000, "all 50 migrations to be in progress together");
+    // seconds) and the night takes ~20 s more than starting them.
+    await waitFor(async () => (await inProgress(x)) === 50, 19_000, "all 50 migrations to be in progress together");
     process.stdout.write(`50 polled accounts: all in progress ${Date.now() - started} ms after the run started\n`);
     expect(await done(x)).toBe(0);
     const active = await x.runtime.deps.jobs.queue("remote").getActiveCount();
     expect(active).toBeLessThanOrEqual(2);
     await waitFor(async () => (await done(x)) === 50, 150_000, "all 50 accounts done");
     const elapsed = Date.now() - started;
-    expect(elapsed).toBeLessThan(3 * 60_000); // the serial way: 12.5 minutes
+    expect(elapsed).toBeLessThan(2 * 60_000); // the serial way: 8.3 minutes
     const { rows } = await x.runtime.db.query<{ checks: number }>(`SELECT DISTINCT checks FROM account_step`);
     expect(rows).toEqual([{ checks: 2 }]);
   }, 300_000);

@@ -53,8 +53,8 @@ afterAll(async () => {
 
 async function harness(label: string, env: Record<string, string> = {}) {
   return createPipelineHarness(label, {
-    ...env,
     ...site.env,
+    ...env,
     ACCOUNTS_CONSENT_URL: api.url,
     SMTP_HOST: smtp.host,
     SMTP_PORT: String(smtp.port),
@@ -245,7 +245,13 @@ describe("cancel and servers going away", () => {
     const redis = await startPrivateRedis();
     let watch: RecoveryWatch | undefined;
     try {
-      other = await harness("account-reconcile", { REDIS_URL: redis.url });
+      // The site's workflow with status checks every 100 ms instead of 200 ms: slow-rc2's ~40
+      // checks take ~4 s instead of ~8 s, still long after the loss below (right after its start).
+      const workflow = (await readFile(site.env.ACCOUNTS_WORKFLOW_FILE!, "utf8")).replace('every: 200ms, done: "^COMPLETED"', 'every: 100ms, done: "^COMPLETED"');
+      expect(workflow).toContain('every: 100ms, done: "^COMPLETED"');
+      const workflowFile = join(site.dir, "workflow-reconcile.yaml");
+      await writeFile(workflowFile, workflow);
+      other = await harness("account-reconcile", { REDIS_URL: redis.url, ACCOUNTS_WORKFLOW_FILE: workflowFile });
       const x = other;
       await insertAccounts(x.runtime, ["rc1", "slow-rc2"].map((externalId) => ({ externalId })));
       await x.startRunner({ concurrency: 4 });
@@ -266,6 +272,9 @@ describe("cancel and servers going away", () => {
       const before = (await x.runtime.db.query(`SELECT steps_done FROM migration_queue WHERE external_id = 'slow-rc2'`)).rows[0];
       expect(before.steps_done).toBeGreaterThanOrEqual(1);
       expect((await batchOf(x))?.status).toBe("RUNNING");
+      // Its migration is still under way as Redis loses everything.
+      const { rows: migrating } = await x.runtime.db.query(`SELECT s.phase FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = 'slow-rc2' AND s.name = 'migrate'`);
+      expect(migrating).toEqual([{ phase: expect.stringMatching(/^(RUNNING|POLLING)$/) }]);
       await redis.flushAll();
 
       await waitFor(async () => (await batchOf(x))?.status === "DONE", 90_000, "the re-derived run to finish");

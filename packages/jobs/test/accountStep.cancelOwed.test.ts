@@ -111,8 +111,9 @@ describe("the command left on a disabled server", () => {
       },
       // No status check: the step is done when its command exits.
       workflowText({}),
-      // Looks ~10 s apart, so the operator's changes below land between two looks.
-      { ACCOUNTS_RECHECK: "10s" },
+      // Looks ~5 s apart (4-6 s with jitter), so the operator's changes below, and the worker's
+      // re-read of the servers file (checked every 1 s while used), land between two looks.
+      { ACCOUNTS_RECHECK: "5s" },
     );
     await waitFor(async () => {
       const s = await t.account();
@@ -122,7 +123,8 @@ describe("the command left on a disabled server", () => {
     await t.x.runtime.db.query(`UPDATE migration_server SET enabled = (name = 'm1') WHERE name IN ('m1', 'm2')`);
     await serversFile(site.ssh.port);
     await waitFor(async () => (await t.runsAndCancels()).filter((l) => l === "run [rv3] [m1]").length >= 2 || undefined, 30_000, "the step to run again on m1");
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Polled (up to 10 s) until the account and its step row are DONE, then compared whole.
+    await waitFor(async () => ((await t.account()).status === "DONE" && (await t.stepRow())?.phase === "DONE") || undefined, 10_000, "rv3 and its step DONE").catch(() => undefined);
     // The command ran to its end on m1; today completeStep (status = 'IN_PROGRESS' only) refuses
     // the HELD account: the row is CANCELLED and the account stays HELD (FAILED at batch end).
     expect({ account: await t.account(), row: await t.stepRow() }).toEqual({

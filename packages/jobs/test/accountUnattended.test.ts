@@ -234,7 +234,8 @@ describe("maintenance queue", () => {
 
 describe("CLI-free run planned by the run itself", () => {
   it("a run that plans its own batch (13:30 missed) queues the emails and waits for them before step 1", async () => {
-    h = await harness("account-run-plans");
+    // A step held for its pre-migration email looks again after 1 s, not 30.
+    h = await harness("account-run-plans", { ACCOUNTS_RECHECK: "1s" });
     await insertAccounts(h.runtime, [{ externalId: "late1" }]);
     await h.startRunner({ concurrency: 2 });
     expect(await runJob(h, "accounts-run", "2026-11-30")).toMatchObject({ started: true, accounts: 1 });
