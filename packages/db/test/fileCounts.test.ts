@@ -85,10 +85,16 @@ describe("the progress counts kept as outcomes are written", () => {
     await expectCountsExact(db);
 
     // A fold merges what is older than its horizon per minute, of every writer, into shard -1.
-    const before = (await db.query(`SELECT count(*)::int AS n FROM migration_file_counts`)).rows[0].n;
+    // Its horizon is its own now() less 5 minutes: what was older than that before it ran must
+    // be folded (a horizon read after it would take in moments that became due meanwhile).
+    const { n: before, t: foldStart } = (await db.query(`SELECT count(*)::int AS n, now() AS t FROM migration_file_counts`)).rows[0];
     expect(await foldFileCounts(db)).toBeGreaterThan(0);
     await expectCountsExact(db, "minute");
-    const after = (await db.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE shard <> -1 AND at < now() - interval '5 minutes')::int AS unfolded FROM migration_file_counts`)).rows[0];
+    const after = (
+      await db.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE shard <> -1 AND at < $1::timestamptz - interval '5 minutes')::int AS unfolded FROM migration_file_counts`, [
+        foldStart,
+      ])
+    ).rows[0];
     expect(after.unfolded).toBe(0);
     expect(after.n).toBeLessThan(before);
     // Writes after a fold, to folded minutes too, and a second fold of everything.
