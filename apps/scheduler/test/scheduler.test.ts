@@ -224,19 +224,23 @@ describe("scheduler", () => {
     const ctx = setup({ FLEET_TZ: zone });
     const before = Date.now();
     await ctx.start();
+    const after = Date.now();
     const retention = (await snapshot(ctx.jobs)).retention!;
     expect(SCHEDULES.find((s) => s.id === "retention")!.cron).toBe("30 3 * * *");
     expect(retention.tz).toBe(zone);
 
-    // The next 03:30 on New York's clock (never 03:30 UTC: New York is 4 or 5 hours behind).
-    const local = DateTime.fromMillis(before, { zone });
-    let expected = local.set({ hour: 3, minute: 30, second: 0, millisecond: 0 });
-    if (expected.toMillis() <= before) expected = expected.plus({ days: 1 });
-    expect(retention.next).toBe(expected.toMillis());
+    // The next 03:30 on New York's clock (never 03:30 UTC: New York is 4 or 5 hours behind), from
+    // the scheduler's moment of syncing, somewhere between `before` and `after` (a start that
+    // straddles 03:30 New York time, 08:30 UTC in winter, sees tomorrow's).
+    const nextFrom = (at: number) => {
+      const expected = DateTime.fromMillis(at, { zone }).set({ hour: 3, minute: 30, second: 0, millisecond: 0 });
+      return (expected.toMillis() <= at ? expected.plus({ days: 1 }) : expected).toMillis();
+    };
+    expect([nextFrom(before), nextFrom(after)]).toContain(retention.next);
     const next = DateTime.fromMillis(retention.next!, { zone });
     expect([next.hour, next.minute]).toEqual([3, 30]);
     expect(DateTime.fromMillis(retention.next!, { zone: "UTC" }).hour).not.toBe(3);
-    expect(retention.queued).toEqual([`repeat:retention:${expected.toMillis()}`]);
+    expect(retention.queued).toEqual([`repeat:retention:${retention.next}`]);
   });
 });
 

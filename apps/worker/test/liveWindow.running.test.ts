@@ -76,10 +76,12 @@ describe("RUN_WINDOWS=false set live keeps a running range going past the old cl
     await fx.waitFor(async () => (await migrated(fx)) > 0 || undefined, 20_000, "first files");
 
     // Tonight's window, set live while the range runs: open now, closing at a minute boundary
-    // 10–70 s from now (UTC) — time for both changes to be applied on a loaded machine before it
-    // closes (they take ~2 s), without waiting minutes for a boundary.
+    // 20–80 s from now (UTC) — time for both changes to be applied on a loaded machine before it
+    // closes, without waiting minutes for a boundary. Both changes are two CLI processes and two
+    // settings re-reads (SETTINGS_REFRESH 2 s) and must be in force 3 s before the closing: ~2 s
+    // on an idle machine, several on a loaded one, where 10 s ahead left ~7 s for all four.
     const now = new Date();
-    const close = new Date(Math.ceil((now.getTime() + 10_000) / 60_000) * 60_000);
+    const close = new Date(Math.ceil((now.getTime() + 20_000) / 60_000) * 60_000);
     const open = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
     const spec = `${DAYS[open.getUTCDay()]} ${hhmm(open)}-${hhmm(close)}`;
     await runCli(fx.env, ["settings", "set", "MIGRATION_WINDOW", spec, "--by", "test"]);

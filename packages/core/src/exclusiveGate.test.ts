@@ -155,10 +155,12 @@ describe("exclusive operations across two runners", () => {
 
   it("a holder that stops renewing (its process died) frees the fleet when its lease ends", async () => {
     const gate = new ExclusiveGate(redis, prefix);
-    // What a SIGKILLed runner leaves behind: the gate, held, that nobody renews.
+    // What a SIGKILLed runner leaves behind: the gate, held, that nobody renews. Its lease starts
+    // when Redis runs the acquire, after this moment (a moment read after the reply could be
+    // late by however long this process took to see it).
+    const takenAt = Date.now();
     const taken = await gate.acquire({ id: "admin:ghost", queue: "admin", jobId: "ghost", name: "solo", runner: "dead", since: new Date().toISOString(), lockApi: false }, LEASE_MS);
     expect(taken).toEqual({ acquired: true });
-    const takenAt = Date.now();
     await add(work, "quick", "quick-after-crash");
     await waitFor(() => started.some((s) => s.id === "quick-after-crash"), "the quick job to run once the lease lapsed", 10_000);
     const ranAt = started.find((s) => s.id === "quick-after-crash")!.at;

@@ -62,6 +62,9 @@ describe("the command left on a disabled server", () => {
     // cancel must stay PENDING on m1 (or have run): today the RUNNING row was set back to WAITING
     // before the postpone, so closeOpenSteps sees no started command and nothing cancels it.
     await new Promise((r) => setTimeout(r, 3_000));
+    // The cancel is run by the account-cleanup job the postpone enqueued (an SSH command on m1):
+    // a moment after the postpone, not a bounded one on a loaded machine; polled past the 3 s.
+    await waitFor(async () => (await t.runsAndCancels()).includes("cancel [rv1] [m1]") || undefined, 30_000, "the cancel on m1").catch(() => undefined);
     expect({ row: await t.stepRow(), calls: await t.runsAndCancels() }).toEqual({
       row: { phase: "SKIPPED", server: "m1", cancel_state: expect.stringMatching(/^(PENDING|DONE)$/) },
       calls: ["run [rv1] [m1]", "cancel [rv1] [m1]"],
