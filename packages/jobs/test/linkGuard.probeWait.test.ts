@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { Writable } from "node:stream";
 import { Redis } from "ioredis";
 import { RetryableError } from "@fleet/core/errors";
-import { LinkBreakers } from "@fleet/core/linkBreakers";
+import { LinkBreakers, linkKeyId } from "@fleet/core/linkBreakers";
 import { createLogger } from "@fleet/core/logger";
 import { testRedisUrl } from "@fleet/testing/testRedis";
 import { startS3Server } from "@fleet/testing/s3Server";
@@ -62,7 +62,13 @@ describe("a job that starts while another process probes the link", () => {
     // The destination hangs for 1.5 s: A's probe is in flight that long.
     s3.pause();
     const probing = a.admit();
-    await new Promise((r) => setTimeout(r, 200));
+    // A holds the probe lease before B asks (a fixed pause assumed A's claim reached Redis in
+    // 200 ms; on a loaded machine B could have claimed the probe itself).
+    const lease = `${h.runtime.prefix}:breaker:${linkKeyId(link.link)}:probe`;
+    for (const until = Date.now() + 10_000; (await redis.get(lease)) !== "worker-a"; ) {
+      if (Date.now() > until) throw new Error(`A never claimed the probe lease ${lease}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
     const bAsked = Date.now();
     const bAdmission = await b.admit();
     setTimeout(() => s3.resume(), 1_300);
