@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { createWorkerFixture } from "./workerFixture";
-import type { WorkerFixture, WorkerProcess } from "./workerFixture";
+import type { LogLine, WorkerFixture, WorkerProcess } from "./workerFixture";
 
 /**
  * LINK_MAX_TRANSFERS (transfer slots, leases in a Redis sorted set) with real worker processes.
@@ -129,7 +129,12 @@ describe("LINK_MAX_TRANSFERS slots with worker processes killed or stopped", () 
     // Bytes that passed B's gate before it was stopped (a chunk or two in its write buffers)
     // land as soon as it runs again: not a transfer going on. Seen once in CI as a 5th file
     // growing in the first window. Looked at after they landed; a transfer that really went on
-    // would grow through every window below.
+    // would grow through every window below. B runs again once it logs that its slots lapsed
+    // (its transfers then wait for one: C holds them all); a fixed pause alone assumed B was
+    // scheduled within it on a loaded machine.
+    await fx
+      .waitFor(async () => b.logs.some((l: LogLine) => typeof l.msg === "string" && l.msg.startsWith("a transfer's slot lapsed")) || undefined, 10_000, "B noticing its slots lapsed", 50)
+      .catch(() => undefined);
     await new Promise((r) => setTimeout(r, 500));
     await growing();
     const windows: Array<{ growing: number; slots: Record<string, number> }> = [];
