@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { validateKey } from "@fleet/storage/keys";
+import { MAX_KEY_BYTES, validateKey, validatePrefix } from "@fleet/storage/keys";
 
 /**
  * Where a job payload may send data: a configured storage by NAME, optionally a folder under
@@ -34,3 +34,28 @@ export function isValidFolder(folder: string): boolean {
   }
 }
 
+
+/**
+ * A key of an object in a storage (a package's manifest), refused at submission as the worker's
+ * adapters would refuse it (absolute, `..`, control characters, longer than S3 allows): the
+ * request gets a 400 naming the field instead of a job that fails, and a log line the database
+ * cannot store (a NUL byte), later.
+ */
+export const storageKeyField = z
+  .string()
+  .min(1)
+  .max(MAX_KEY_BYTES)
+  .refine(isValidFolder, "must be a key: a relative path without '..', a leading '/' or control characters, at most 1024 bytes");
+
+/** A listing prefix ("" or a folder, `a/` meaning inside `a`), refused at submission likewise. */
+export const storagePrefixField = z
+  .string()
+  .max(MAX_KEY_BYTES + 1)
+  .refine((prefix) => {
+    try {
+      validatePrefix(prefix);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "must be a relative folder without '..', a leading '/' or control characters");

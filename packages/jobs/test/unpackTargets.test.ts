@@ -72,6 +72,21 @@ describe("unpack targets are configured storage names, never URLs or paths", () 
     }
   });
 
+  it("refuses a manifest or a scan prefix that is not a key, and oversized remote-command values, at submission", async () => {
+    const refused = async (name: "unpack" | "inventory-scan" | "remote-command", payload: Record<string, unknown>) =>
+      h.runtime.deps.jobs.enqueue(name, payload as never).then(
+        () => "accepted",
+        (e: { category?: string; message?: string }) => `${e.category}: ${e.message?.slice(0, 120)}`,
+      );
+    for (const manifest of ["/etc/x.manifest.json", "../../../etc/passwd\u0000.manifest.json", "a/../b.manifest.json", `${"a".repeat(2_000)}.manifest.json`]) {
+      expect([manifest.slice(0, 40), await refused("unpack", { manifest })]).toEqual([manifest.slice(0, 40), expect.stringMatching(/^invalid-payload: invalid payload for job "unpack": manifest: /)]);
+    }
+    for (const prefix of ["../../etc/", "/etc/", "a/\u0000/"]) {
+      expect([prefix, await refused("inventory-scan", { prefix })]).toEqual([prefix, expect.stringMatching(/^invalid-payload: invalid payload for job "inventory-scan": prefix: /)]);
+    }
+    expect(await refused("remote-command", { server: "s", command: "c", values: { v: "x".repeat(70_000) } })).toMatch(/^invalid-payload: invalid payload for job "remote-command": values/);
+  });
+
   it("fails each attack at the worker too, for a job that reached Redis without the client, touching nothing", async () => {
     const producer = createRedis(h.config.REDIS_URL, "producer");
     const queue = new Queue("migration", { connection: producer, prefix: h.runtime.prefix });

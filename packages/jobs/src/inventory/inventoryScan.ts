@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { defineContract } from "@fleet/core/jobDefinition";
 import { QUEUES } from "../jobRegistry";
+import { storagePrefixField } from "../targetRef";
 import { defineFleetJob } from "../defineFleetJob";
 import { scanInventory } from "./scanInventory";
 import type { ScanResult } from "./scanInventory";
@@ -12,7 +13,7 @@ const contract = defineContract({
   description: "List SOURCE_URL and bring source_files in line: new files, changed ones as new versions, vanished ones marked",
   schema: z
     .object({
-      prefix: z.string().optional(),
+      prefix: storagePrefixField.optional(),
       restart: z.boolean().optional(),
     })
     .strict()

@@ -5,7 +5,7 @@ import { classifyError } from "@fleet/core/classifyError";
 import { writeLog } from "@fleet/db/sql/log";
 import type { Storage } from "@fleet/storage/storage";
 import { QUEUES } from "../jobRegistry";
-import { targetRefField } from "../targetRef";
+import { storageKeyField, targetRefField } from "../targetRef";
 import { defineFleetJob } from "../defineFleetJob";
 import { unpackPackage } from "./unpackPackage";
 import type { UnpackResult } from "./unpackPackage";
@@ -18,7 +18,7 @@ const contract = defineContract({
   schema: z
     .object({
       /** Key of the package's manifest in the destination, e.g. `.fleet-packages/range-3/part-41-90.manifest.json`. */
-      manifest: z.string().min(1).endsWith(".manifest.json"),
+      manifest: storageKeyField.endsWith(".manifest.json"),
       /**
        * Where to restore: a configured storage name (`destination` or a TARGET_STORAGES name),
        * optionally with a folder under it (`restore/alice`); never a URL or a path. Default:

@@ -16,10 +16,14 @@ const contract = defineContract({
   description: "Run a registered command on a registered SSH server",
   schema: z
     .object({
-      server: z.string().min(1),
-      command: z.string().min(1),
-      // Refused at submission: no command argument can carry a NUL byte.
-      values: z.record(z.string(), z.string().refine((v) => !v.includes("\0"), "a value cannot contain a NUL byte (no command argument can carry one)")).default({}),
+      server: z.string().min(1).max(256),
+      command: z.string().min(1).max(256),
+      // Refused at submission: no command argument can carry a NUL byte, and none is longer
+      // than 64 KiB (Linux refuses arguments over 128 KiB; a payload's text is bounded anyway).
+      values: z
+        .record(z.string().max(256), z.string().max(65_536).refine((v) => !v.includes("\0"), "a value cannot contain a NUL byte (no command argument can carry one)"))
+        .refine((values) => Object.keys(values).length <= 256, "at most 256 values")
+        .default({}),
       /** Overrides the server's timeout for this run. */
       timeoutMs: z.number().int().positive().max(DAY_MS).optional(),
     })
