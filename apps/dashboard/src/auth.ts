@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { checkPassword, matchApiToken, sameSecret } from "./credentials";
 import type { LoginLimiter } from "./loginLimiter";
@@ -30,6 +30,8 @@ export const CSRF_COOKIE = "XSRF-TOKEN";
 
 export interface AuthOptions {
   users: ReadonlyMap<string, DashboardUser>;
+  /** Keys the digest of unknown user names in logs (DASHBOARD_SESSION_SECRET: the same on every replica). */
+  logKey: string;
   tokens: readonly ApiToken[];
   sessions: SessionStore;
   limiter: LoginLimiter;
@@ -172,7 +174,7 @@ async function basicAuth(req: FastifyRequest, reply: FastifyReply, options: Auth
   }
   const user = await checkPassword(options.users, name, password);
   if (!user) {
-    req.log.warn({ user: loggableUserName(options.users, name), ip: req.ip }, "basic auth failed");
+    req.log.warn({ user: loggableUserName(options.users, name, options.logKey), ip: req.ip }, "basic auth failed");
     deny(reply, 401, "invalid user name or password");
     return undefined;
   }
@@ -201,13 +203,15 @@ export async function sessionOf(req: FastifyRequest, options: Pick<AuthOptions, 
 }
 
 /**
- * A user name as it may appear in a log: configured names as they are; anything else (often a
- * token or a password typed into the wrong field) only as a short digest, enough to correlate
- * repeated attempts and useless to a reader of the logs.
+ * A user name as it may appear in a log line: configured names as they are, anything else (a
+ * token or a password typed into the wrong field) only as a short keyed digest (HMAC-SHA256
+ * with DASHBOARD_SESSION_SECRET), enough to correlate repeated attempts across replicas and
+ * useless to a reader of the logs: a plain hash could be checked against a dictionary of
+ * passwords offline (found by a security review).
  */
-export function loggableUserName(users: ReadonlyMap<string, DashboardUser>, name: string): string {
+export function loggableUserName(users: ReadonlyMap<string, DashboardUser>, name: string, key: string): string {
   if (users.has(name)) return name;
-  return `unknown:${createHash("sha256").update(name).digest("hex").slice(0, 12)}`;
+  return `unknown:${createHmac("sha256", key).update(name).digest("hex").slice(0, 12)}`;
 }
 
 function acceptsHtml(req: FastifyRequest): boolean {

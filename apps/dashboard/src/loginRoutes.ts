@@ -36,7 +36,7 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
     const expected = unsign(req, req.cookies[LOGIN_COOKIE]);
     if (!expected || !sameSecret(_csrf, expected)) {
       // No secret in the log: neither the password nor the tokens, only who tried.
-      req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login refused: missing or wrong login CSRF token");
+      req.log.warn({ user: loggableUserName(options.users, username, options.logKey), ip: req.ip }, "login refused: missing or wrong login CSRF token");
       return deny(reply, 403, "missing or wrong CSRF token: reload the login page");
     }
     // Counted before the password hash: see LoginLimiter.
@@ -47,7 +47,7 @@ export function loginRoutes(app: FastifyInstance, options: LoginOptions): void {
     }
     const user = await checkPassword(options.users, username, password);
     if (!user) {
-      req.log.warn({ user: loggableUserName(options.users, username), ip: req.ip }, "login failed");
+      req.log.warn({ user: loggableUserName(options.users, username, options.logKey), ip: req.ip }, "login failed");
       return loginPage(reply, parsed.data, 401, "Wrong user name or password.");
     }
     await options.limiter.succeeded(req.ip, username);

@@ -203,6 +203,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
 
   const auth = {
     users: config.DASHBOARD_USERS,
+    logKey: config.DASHBOARD_SESSION_SECRET,
     tokens: config.DASHBOARD_API_TOKENS ?? [],
     sessions: new SessionStore(ctx.redis, ctx.prefix, config.DASHBOARD_SESSION_TTL),
     limiter: new LoginLimiter(ctx.redis, ctx.prefix, config.DASHBOARD_LOGIN_LIMIT, config.DASHBOARD_LOGIN_WINDOW),

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,6 +34,9 @@ describe("dashboard hardening", () => {
     expect(jar.get("fleet_session")).toBeUndefined();
     expect(fx.logText()).not.toContain(typed);
     expect(fx.logText()).toMatch(/"user":"unknown:[0-9a-f]{12}"/);
+    // Keyed: not the plain SHA-256 of what was typed, which a reader of the logs could test a
+    // dictionary of passwords against.
+    expect(fx.logText()).not.toContain(`unknown:${createHash("sha256").update(typed).digest("hex").slice(0, 12)}`);
     // Configured names stay readable.
     await send(base, "/metrics", { headers: { authorization: basic("alice", "wrong") } });
     expect(fx.logText()).toContain('"user":"alice"');
@@ -94,6 +98,19 @@ describe("dashboard hardening", () => {
     const operator = (await login(base, "alice", PASSWORDS.alice)).jar;
     expect(await (await send(base, "/queues/api/queues?activeQueue=remote&status=waiting&page=1", { jar: operator })).text()).toContain("hunter2-board");
     await fx.dashboard.jobs.queue("remote").obliterate({ force: true });
+  });
+
+  it("lists at most 300 jobs on a board page: a larger jobsPerPage is refused, not built", async () => {
+    const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+    const operator = (await login(base, "alice", PASSWORDS.alice)).jar;
+    for (const [board, jar] of [["/queues/readonly", viewer], ["/queues", operator]] as const) {
+      const page = (perPage: string) => send(base, `${board}/api/queues?activeQueue=remote&status=waiting&page=1&jobsPerPage=${perPage}`, { jar });
+      expect([board, (await page("300")).status]).toEqual([board, 200]);
+      for (const perPage of ["301", "100000000", "0", "-5", "x"]) {
+        const res = await page(perPage);
+        expect([board, perPage, res.status, await res.json()]).toEqual([board, perPage, 400, { error: "jobsPerPage must be between 1 and 300" }]);
+      }
+    }
   });
 
   it("sends a CSP on the board's pages and serves its fonts itself (no Google Fonts)", async () => {
