@@ -86,7 +86,7 @@ describe("fleet migrate failures | retry | kill", () => {
 
     const all = await fleet(env, ["migrate", "retry", "--category", "not-found", "--include-permanent"]);
     expect(all.code).toBe(0);
-    expect(all.out).toMatch(/^re-queued 3 files \(not-found 3\) for retry-failed \(operation \d+\)/);
+    expect(all.out).toMatch(/^re-queued 3 files \(not-found 3\) for retry-failed \(operation [0-9a-z]+-[0-9a-f]{10}\)/);
     expect((await h.runtime.db.query(`SELECT count(*)::int AS n FROM migration_files WHERE retry_requested_at IS NOT NULL`)).rows[0].n).toBe(4);
 
     const unknown = await fleetJson(env, ["migrate", "failures", "--state", "failed", "--limit", "10"]);

@@ -109,7 +109,14 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
       opts = { ...opts, jobId: clientJobId(name, opts.jobId) };
     }
     // The name is checked against the catalogue just above; the client validates the payload again.
-    const job = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts);
+    const added = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts);
+    // A submission BullMQ took as a duplicate (the same unpack while one waits, a client id or a
+    // derived id already queued) gets the queued job's id, while the Job it returns still holds
+    // this request's data: answer and record the job that is queued, not a payload that will
+    // never run (found by a security review: a second submission rewrote the history's record).
+    const stored = added.id ? await jobs.queue(def.queue).getJob(added.id) : undefined;
+    const job = stored ?? added;
+    const deduplicated = stored !== undefined && (stored.timestamp !== added.timestamp || JSON.stringify(stored.data) !== JSON.stringify(added.data));
     if (callbackUrl !== undefined) {
       // After the enqueue, under the id BullMQ gave (a derived or deduplicated id included). Should
       // the job end before this row exists, webhook-send's backstop queues it from the history.
@@ -122,12 +129,17 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
       }
       if (await job.isCompleted().catch(() => false) || (await job.isFailed().catch(() => false))) await jobs.enqueue("webhook-send", {}).catch(() => undefined);
     }
-    req.log.info({ operation: job.id, name, queue: def.queue, by: actorOf(req.principal) }, "operation submitted");
-    // The job is in Redis either way: a history that cannot be written now is filled in by the runner.
-    await history.recorder
-      .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
-      .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
-    return reply.code(202).send({ ...(await summarizeOperation(job)), ...(runAt ? { runAt: runAt.toISOString() } : {}), ...(callbackUrl ? { callbackUrl } : {}) });
+    req.log.info({ operation: job.id, name, queue: def.queue, by: actorOf(req.principal), ...(deduplicated ? { deduplicated } : {}) }, "operation submitted");
+    // The job is in Redis either way: a history that cannot be written now is filled in by the
+    // runner. A duplicate leaves the record of the submission that queued the job as it is.
+    if (!deduplicated) {
+      await history.recorder
+        .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
+        .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
+    }
+    return reply
+      .code(202)
+      .send({ ...(await summarizeOperation(job)), ...(deduplicated ? { deduplicated: true } : {}), ...(runAt ? { runAt: runAt.toISOString() } : {}), ...(callbackUrl ? { callbackUrl } : {}) });
   });
 
   app.get("/api/operations", async (req, reply) => {

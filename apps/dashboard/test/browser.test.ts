@@ -129,11 +129,11 @@ describe("dashboard in a browser", () => {
     const post = page.waitForRequest((r) => r.method() === "POST");
     await Promise.all([page.waitForURL(/done=/), page.getByRole("button", { name: "Retry selected files" }).click()]);
     expect((await post).postData()).toMatch(/_csrf=[A-Za-z0-9_-]{43}/);
-    expect(await page.textContent("#done")).toMatch(/^re-queued 1 files \(operation \d+\)$/);
+    expect(await page.textContent("#done")).toMatch(/^re-queued 1 files \(operation [0-9a-z]+-[0-9a-f]{10}\)$/);
     const db = harness.runtime.db;
     const marked = await db.query(`SELECT file_id FROM migration_files WHERE retry_requested_at IS NOT NULL`);
     expect(marked.rows.map((r) => Number(r.file_id))).toEqual([fileId]);
-    const operation = /operation (\d+)/.exec((await page.textContent("#done"))!)![1]!;
+    const operation = /operation ([0-9a-z]+-[0-9a-f]{10})/.exec((await page.textContent("#done"))!)![1]!;
     const recorded = await db.query(`SELECT name, submitted_by FROM operations WHERE id = $1`, [operation]);
     expect(recorded.rows).toEqual([{ name: "retry-failed", submitted_by: "dashboard:alice" }]);
 
@@ -144,7 +144,7 @@ describe("dashboard in a browser", () => {
     expect(await page.textContent("#done")).toBe("nothing re-queued (permanent: not-found 3; tick the box once the cause is fixed)");
     await row.locator('input[name="includePermanent"]').check();
     await Promise.all([page.waitForURL(/done=/), row.getByRole("button", { name: /^Retry \d+ not-found$/ }).click()]);
-    expect(await page.textContent("#done")).toMatch(/^re-queued 3 files \(operation \d+\)$/);
+    expect(await page.textContent("#done")).toMatch(/^re-queued 3 files \(operation [0-9a-z]+-[0-9a-f]{10}\)$/);
     expect((await db.query(`SELECT count(*)::int AS n FROM migration_files WHERE retry_requested_at IS NOT NULL`)).rows[0].n).toBe(3);
     await page.screenshot({ path: join(ARTIFACTS, "operator-failures-retried.png"), fullPage: true });
   });

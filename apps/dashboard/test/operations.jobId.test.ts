@@ -1,3 +1,4 @@
+import { createPool } from "@fleet/db/pool";
 import { QUEUES } from "@fleet/jobs/contracts";
 import { createDashboardFixture, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
@@ -44,6 +45,36 @@ describe("opts.jobId", () => {
     const first = (await (await submit(body)).json()) as { id: string };
     const again = (await (await submit(body)).json()) as { id: string };
     expect([first.id, again.id]).toEqual(["api-hold-nightly-2026-12-05", "api-hold-nightly-2026-12-05"]);
+  });
+
+  it("gives jobs ids unique across queues: a cancel by id removes that job, not another queue's namesake", async () => {
+    // BullMQ numbers jobs per queue: "3" used to name a job in each queue, and a cancel of the
+    // maintenance queue's hold removed the migration queue's unpack (found by a security review).
+    const unpack = (await (await submit({ name: "unpack", data: { manifest: "ids/a.manifest.json" }, opts: { delayMs: 3_600_000 } })).json()) as { id: string; queue: string };
+    const hold = (await (await submit({ name: "hold", data: { duration: 60_000, reason: "ids" }, opts: { delayMs: 3_600_000 } })).json()) as { id: string; queue: string };
+    expect([unpack.queue, hold.queue]).toEqual([QUEUES.migration, QUEUES.maintenance]);
+    expect(unpack.id).not.toBe(hold.id);
+    for (const id of [unpack.id, hold.id]) expect(id).toMatch(/^[0-9a-z]+-[0-9a-f]{10}$/);
+    const cancel = await send(fx.dashboard.url, `/api/operations/${hold.id}/cancel`, { method: "POST", headers: { authorization: `Bearer ${unpackToken}` } });
+    expect(cancel.status).toBe(200);
+    expect(await fx.dashboard.jobs.queue(QUEUES.maintenance).getJob(hold.id)).toBeUndefined();
+    expect((await fx.dashboard.jobs.queue(QUEUES.migration).getJob(unpack.id))?.name).toBe("unpack");
+  });
+
+  it("answers a duplicate submission with the queued job, and keeps the record of what was queued", async () => {
+    const pg = createPool({ connectionString: fx.db.url, max: 1 });
+    try {
+      const manifest = "dupes/p.manifest.json";
+      const first = (await (await submit({ name: "unpack", data: { manifest, target: "destination/restore", ifExists: "overwrite" }, opts: { delayMs: 3_600_000 } })).json()) as { id: string; deduplicated?: boolean };
+      const again = (await (await submit({ name: "unpack", data: { manifest, target: "destination/restore" } })).json()) as { id: string; deduplicated?: boolean };
+      expect([again.id, first.deduplicated, again.deduplicated]).toEqual([first.id, undefined, true]);
+      const shown = (await (await send(fx.dashboard.url, `/api/operations/${first.id}`, { headers: { authorization: `Bearer ${unpackToken}` } })).json()) as { data: unknown };
+      expect(shown.data).toEqual({ manifest, target: "destination/restore", ifExists: "overwrite" });
+      const recorded = await pg.query(`SELECT data FROM operations WHERE id = $1`, [first.id]);
+      expect(recorded.rows).toEqual([{ data: { manifest, target: "destination/restore", ifExists: "overwrite" } }]);
+    } finally {
+      await pg.end();
+    }
   });
 
   it("refuses ids BullMQ cannot hold (':')", async () => {

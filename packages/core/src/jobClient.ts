@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { Queue } from "bullmq";
 import type { JobsOptions, Job } from "bullmq";
 import type { Redis } from "ioredis";
@@ -108,7 +109,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
   }
 
   private jobOptions(def: AnyJobContract, data: unknown, options: EnqueueOptions): JobsOptions {
-    const jobId = options.jobId ?? def.jobId?.(data);
+    const jobId = options.jobId ?? def.jobId?.(data) ?? newOperationId();
     const priority = options.priority ?? def.options?.priority;
     const dedupeId = def.dedupeId?.(data);
     return {
@@ -122,4 +123,15 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       ...(options.delayMs ? { delay: options.delayMs } : {}),
     };
   }
+}
+
+/**
+ * The id of a job whose definition derives none: unique across the fleet's queues, where
+ * BullMQ's own ids are a counter per queue, so that "3" named a job in each queue (found by a
+ * security review: a cancel of the maintenance queue's job 3 removed the migration queue's, and
+ * the operation history, keyed by id, kept only one of them). Time-ordered (base-36
+ * milliseconds, then 40 random bits) and never all digits (BullMQ refuses integer ids).
+ */
+export function newOperationId(now = Date.now()): string {
+  return `${now.toString(36)}-${randomBytes(5).toString("hex")}`;
 }
