@@ -5,8 +5,14 @@ import { runChecks } from "@fleet/core/opsServer";
 /** /healthz (alive) and /readyz (Redis and Postgres answer), open to probes without credentials. */
 export function healthRoutes(app: FastifyInstance, readiness: readonly Check[]): void {
   app.get("/healthz", async (_req, reply) => reply.header("cache-control", "no-store").send({ status: "ok" }));
-  app.get("/readyz", async (_req, reply) => {
+  // Open without a login (probes), so a failing dependency is named but its error is not: that
+  // would show anyone the database's role, name or host:port (found by a security review). The
+  // error goes to the log.
+  app.get("/readyz", async (req, reply) => {
     const result = await runChecks(readiness);
-    return reply.code(result.ok ? 200 : 503).header("cache-control", "no-store").send(result);
+    const failed = Object.entries(result.checks).filter(([, outcome]) => outcome !== "ok");
+    if (failed.length > 0) req.log.warn({ failed: Object.fromEntries(failed) }, "not ready");
+    const checks = Object.fromEntries(Object.entries(result.checks).map(([name, outcome]) => [name, outcome === "ok" ? "ok" : "failed"]));
+    return reply.code(result.ok ? 200 : 503).header("cache-control", "no-store").send({ ok: result.ok, checks });
   });
 }

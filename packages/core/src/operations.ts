@@ -38,10 +38,22 @@ export interface OperationDetail extends OperationSummary {
 export async function findOperation(queues: readonly Queue[], id: string): Promise<{ job: Job; queue: Queue } | undefined> {
   if (!OPERATION_ID.test(id)) return undefined;
   for (const queue of queues) {
-    const job = await queue.getJob(id);
-    if (job) return { job, queue };
+    // BullMQ keeps its own keys beside the jobs' (`meta`, `events`, `wait`, `id`…): getJob of
+    // such a name reads that key as a job with no name or time, or fails on a key of another
+    // type (found by a security review: 500s on GET /api/operations/meta, cancel of `id`).
+    // Those are no operation.
+    const job = await queue.getJob(id).catch((err: unknown) => {
+      if (String((err as Error)?.message ?? err).startsWith("WRONGTYPE")) return undefined;
+      throw err;
+    });
+    if (job && isJob(job)) return { job, queue };
   }
   return undefined;
+}
+
+/** A job BullMQ stored (a name and a creation time), not one of its own keys read as one. */
+export function isJob(job: Job): boolean {
+  return typeof job.name === "string" && job.name.length > 0 && Number.isFinite(job.timestamp) && job.timestamp > 0;
 }
 
 export async function summarizeOperation(job: Job, knownState?: string): Promise<OperationSummary> {
