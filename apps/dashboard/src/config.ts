@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 import { buildFields, databaseFields, envBool, envDuration, envInt, logFields, parseConfig, redisFields } from "@fleet/core/config";
 import type { Env } from "@fleet/core/config";
@@ -10,6 +11,34 @@ import { apiTokensField, usersField } from "./users";
 // producer uses), what counts as "failed for good" and "stale" on the progress page, and the
 // run window (the page says when work is held outside it, as the CLI does).
 const { JOB_ATTEMPTS, KEEP_COMPLETED, KEEP_FAILED, RETRY_MAX, RETRY_CATEGORIES, RANGE_STALE_AFTER, RUN_WINDOWS, MIGRATION_WINDOW, FLEET_TZ } = migrationFields;
+
+/**
+ * DASHBOARD_TRUST_PROXY: `false`; `true` (one proxy) or a number of proxies in front; or the
+ * proxies' addresses / CIDRs. Fastify then takes the client's address that many hops back in
+ * X-Forwarded-For (or the first address not of a listed proxy). It used to be a boolean given to
+ * Fastify as is, which takes the leftmost address — the one the client wrote itself (found by a
+ * security review: a rotating forged header made the per-address login limit nothing, and put
+ * forged addresses in the logs).
+ */
+const trustProxyField = z
+  .string()
+  .default("false")
+  .transform((value, ctx): false | number | string => {
+    const v = value.trim().toLowerCase();
+    if (["false", "0", "no", "off", ""].includes(v)) return false;
+    if (["true", "yes", "on"].includes(v)) return 1;
+    if (/^[1-9][0-9]?$/.test(v)) return Number(v);
+    const entries = v.split(",").map((e) => e.trim()).filter(Boolean);
+    const bad = entries.filter((e) => {
+      const [address, bits, ...rest] = e.split("/");
+      return rest.length > 0 || isIP(address ?? "") === 0 || (bits !== undefined && !(/^[0-9]{1,3}$/.test(bits) && Number(bits) <= (isIP(address!) === 4 ? 32 : 128)));
+    });
+    if (bad.length > 0) {
+      ctx.addIssue({ code: "custom", message: `expected false, true, a number of proxies (1-99), or proxy addresses/CIDRs separated by commas; not an address: ${bad.join(", ")}` });
+      return z.NEVER;
+    }
+    return entries.join(",");
+  });
 
 /**
  * The dashboard's configuration. There is no development mode: without users and a session
@@ -41,7 +70,9 @@ export const dashboardSchema = z.object({
   ),
   DASHBOARD_SESSION_TTL: envDuration("8h").describe("A login lasts this long (sessions live in Redis, so every replica knows them)"),
   DASHBOARD_COOKIE_SECURE: envBool(true).describe("Mark cookies Secure (HTTPS only; browsers also accept them on http://localhost); false only behind plain HTTP"),
-  DASHBOARD_TRUST_PROXY: envBool(false).describe("Take the client address from X-Forwarded-For (behind a reverse proxy), for login rate limits"),
+  DASHBOARD_TRUST_PROXY: trustProxyField.describe(
+    "Behind reverse proxies: how many (true = 1), or their addresses/CIDRs comma-separated; the client address is then read from X-Forwarded-For that many hops back (login limits, logs), never the part a client wrote; false: the socket's",
+  ),
   DASHBOARD_LOGIN_LIMIT: envInt(10, 1).describe("Failed logins per client address and per user name before further attempts get 429"),
   DASHBOARD_LOGIN_WINDOW: envDuration("15m").describe("Window of DASHBOARD_LOGIN_LIMIT"),
   DASHBOARD_API_TOKENS: secret(

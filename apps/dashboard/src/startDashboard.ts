@@ -153,7 +153,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     // pino's Logger and Fastify's base logger type differ only in generics; the instance is the same pino.
     loggerInstance: ctx.log.child({ component: "http" }) as unknown as FastifyBaseLogger,
     bodyLimit: config.DASHBOARD_BODY_LIMIT,
-    trustProxy: config.DASHBOARD_TRUST_PROXY,
+    trustProxy: trustProxyOption(config.DASHBOARD_TRUST_PROXY),
     // Request lines are logged by onResponse below, without query strings (they may carry `next=` paths).
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: false },
@@ -300,4 +300,9 @@ function dependencyUnavailable(err: unknown): string | undefined {
   const message = (err as Error)?.message ?? "";
   if (/Stream isn't writeable|Connection is closed|Command timed out|enableOfflineQueue|ECONNREFUSED.*6379|max retries per request/i.test(message)) return "redis unavailable: try again shortly (see /readyz)";
   return undefined;
+}
+
+/** DASHBOARD_TRUST_PROXY as Fastify takes it: N proxies as "trust the N nearest hops" (proxy-addr's hop count). */
+function trustProxyOption(trust: false | number | string): boolean | string | ((address: string, hop: number) => boolean) {
+  return typeof trust === "number" ? (_address: string, hop: number) => hop < trust : trust;
 }

@@ -235,6 +235,15 @@ describe("login rate limiting under concurrency", () => {
     expect(oneUser).toEqual({ statuses: { 401: 10, 429: 30 }, checked: 10 });
   });
 
+  it("counts the address the proxy saw, not the part of X-Forwarded-For a client wrote", async () => {
+    // What an appending proxy forwards: the client's own header, then the address it saw. A
+    // client rotating the part it writes used to get a fresh per-address limit each time.
+    const forged = await burst(Array.from({ length: 14 }, (_, i) => ({ user: `forged-${i}`, ip: `198.51.100.${100 + i}, 192.0.2.77` })));
+    expect(forged).toEqual({ statuses: { 401: 10, 429: 4 }, checked: 10 });
+    expect(fx.logText()).not.toMatch(/"ip":"198\.51\.100\.1[01][0-9]"/);
+    expect(fx.logText()).toMatch(/"ip":"192\.0\.2\.77"/);
+  });
+
   it("does not count a correct password against the limit", async () => {
     for (let i = 0; i < 12; i++) {
       const res = await send(fx.dashboard.url, "/metrics", { headers: { authorization: basic("alice", PASSWORDS.alice), "x-forwarded-for": "192.0.2.9" } });

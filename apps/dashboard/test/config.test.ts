@@ -54,6 +54,15 @@ describe("dashboard config", () => {
     expect(await verifyPassword("pw-bob-22", config.DASHBOARD_USERS.get("bob")!.password)).toBe(true);
     expect(await verifyPassword("pw-bob-23", config.DASHBOARD_USERS.get("bob")!.password)).toBe(false);
   });
+
+  it("DASHBOARD_TRUST_PROXY: false, a number of proxies (true is one), or their addresses; anything else is refused by name", async () => {
+    const base = { DASHBOARD_USERS: `alice:operator:${await hashPassword("pw-alice-1", cheap)}`, DASHBOARD_SESSION_SECRET: "x".repeat(32) };
+    const trust = (value?: string) => loadDashboardConfig({ ...base, ...(value === undefined ? {} : { DASHBOARD_TRUST_PROXY: value }) }).DASHBOARD_TRUST_PROXY;
+    expect([trust(), trust("false"), trust("true"), trust("2"), trust("10.0.0.0/8, 192.168.1.1 ,::1/128")]).toEqual([false, false, 1, 2, "10.0.0.0/8,192.168.1.1,::1/128"]);
+    for (const bad of ["proxy.example", "10.0.0.0/33", "100", "1.2.3.4/8/9"]) {
+      expect(() => trust(bad)).toThrow(ConfigError);
+    }
+  });
 });
 
 describe("hashPassword.js", () => {
