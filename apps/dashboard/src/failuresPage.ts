@@ -138,7 +138,10 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
 /** Back to the list the form was on (same-origin path only). */
 function backTo(req: FastifyRequest): string {
   const from = (req.body as Record<string, unknown> | undefined)?.back;
-  return typeof from === "string" && /^\/failures(\?[^#]*)?$/.test(from) ? from.replace(/[?&]done=[^&]*/g, "") : "/failures";
+  // Printable ASCII only: the page's own links are percent-encoded, and a CR/LF or other
+  // character a Location header cannot carry failed the redirect after the retry had run
+  // (found by a security review).
+  return typeof from === "string" && /^\/failures(\?[\x21-\x22\x24-\x7e]*)?$/.test(from) ? from.replace(/[?&]done=[^&]*/g, "") : "/failures";
 }
 
 function failuresBody(q: Query, list: { total: number; rows: FailureRow[] }, summary: FailureCategorySummary[], operator: boolean, csrf: string): SafeHtml {

@@ -49,6 +49,18 @@ describe("the failures page's per-category retry under a filter", () => {
     expect(res.status).toBe(303);
     const marked = await db.query<{ file_id: string }>(`SELECT file_id FROM migration_files WHERE retry_requested_at IS NOT NULL ORDER BY file_id`);
     expect(marked.rows.map((r) => Number(r.file_id))).toEqual([1, 2]);
+
+    // A `back` no Location header can carry (CR/LF, a character outside printable ASCII) goes
+    // back to /failures: the redirect used to fail after the retry had run.
+    for (const bad of ["/failures?x=\r\nSet-Cookie: a=b", "/failures?x=é"]) {
+      const again = await send(base, "/failures/retry", {
+        jar,
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ _csrf: csrf, back: bad, category: "network", "retry-category": "network" }).toString(),
+      });
+      expect([again.status, again.headers.get("location")?.startsWith("/failures?done="), again.headers.get("set-cookie") ?? ""]).toEqual([303, true, expect.not.stringContaining("a=b")]);
+    }
   });
 
   it("refuses a category filter that names no category, saying which ones exist", async () => {
