@@ -36,6 +36,9 @@ const REFUSED_WRITES = new Set([
 export const BOARD_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'";
 
+/** Names of a queue's own Redis keys, beside its jobs' (found by a security review: 500s). */
+const BULLMQ_KEYS = new Set(["meta", "id", "events", "wait", "paused", "active", "delayed", "prioritized", "completed", "failed", "stalled", "stalled-check", "limiter", "marker", "repeat", "pc", "metrics"]);
+
 /** The most jobs one page of a board lists (bull-board's own settings offer up to 300). */
 export const MAX_JOBS_PER_PAGE = 300;
 
@@ -48,6 +51,9 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
     if (req.url.startsWith(OPERATOR_BOARD) && perPage !== undefined && !(Number(perPage) >= 1 && Number(perPage) <= MAX_JOBS_PER_PAGE)) {
       return deny(reply, 400, `jobsPerPage must be between 1 and ${MAX_JOBS_PER_PAGE}`);
     }
+    // BullMQ's own keys read as jobs: bull-board answered 500 with Redis's error (WRONGTYPE).
+    const jobId = (req.params as Record<string, unknown> | undefined)?.jobId;
+    if (req.url.startsWith(OPERATOR_BOARD) && typeof jobId === "string" && BULLMQ_KEYS.has(jobId)) return deny(reply, 404, "no such job");
     if (REFUSED_WRITES.has(`${req.method} ${req.routeOptions.url ?? ""}`)) {
       req.log.warn({ user: req.principal?.user, route: req.routeOptions.url }, "board write refused");
       return deny(reply, 403, "jobs are submitted through the operations API (POST /api/operations or fleet ops submit), which validates them, honours the API lock and records who; not from the board");

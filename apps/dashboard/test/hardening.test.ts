@@ -1,4 +1,7 @@
 import { createHash } from "node:crypto";
+import { Redis } from "ioredis";
+import { bullPrefix } from "@fleet/core/redis";
+import { testRedisUrl } from "@fleet/testing/testRedis";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -100,7 +103,7 @@ describe("dashboard hardening", () => {
     await fx.dashboard.jobs.queue("remote").obliterate({ force: true });
   });
 
-  it("lists at most 300 jobs on a board page: a larger jobsPerPage is refused, not built", async () => {
+  it("lists at most 300 jobs on a board page (a larger jobsPerPage is refused, not built) and no queue key as a job", async () => {
     const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
     const operator = (await login(base, "alice", PASSWORDS.alice)).jar;
     for (const [board, jar] of [["/queues/readonly", viewer], ["/queues", operator]] as const) {
@@ -110,6 +113,21 @@ describe("dashboard hardening", () => {
         const res = await page(perPage);
         expect([board, perPage, res.status, await res.json()]).toEqual([board, perPage, 400, { error: "jobsPerPage must be between 1 and 300" }]);
       }
+      // A queue's own keys are no jobs (bull-board answered 500 with Redis's WRONGTYPE): with a
+      // job queued, the queue has its id counter, meta and events keys.
+      const queued = await fx.dashboard.jobs.enqueue("remote-command", { server: "nas", command: "login", values: {} }, { delayMs: 3_600_000 });
+      const redis = new Redis(testRedisUrl());
+      try {
+        expect(await redis.exists(...["id", "meta", "events"].map((k) => `${bullPrefix(fx.prefix)}:remote:${k}`))).toBe(3);
+      } finally {
+        redis.disconnect();
+      }
+      for (const key of ["id", "meta", "events"]) {
+        const res = await send(base, `${board}/api/queues/remote/${key}`, { jar });
+        expect([board, key, res.status]).toEqual([board, key, 404]);
+        await res.arrayBuffer();
+      }
+      await queued.remove();
     }
   });
 
