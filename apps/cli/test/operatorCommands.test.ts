@@ -48,6 +48,9 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
   it("submits, lists, shows and cancels an operation; bad names and payloads exit 1 with the reason", async () => {
     expect(await json("ops", "submit", "migrate-range", "--data", '{"rangeId": 4}')).toEqual({ id: "range-4", name: "migrate-range", queue: "migration" });
     expect(await migration.getJobState("range-4")).toBe("waiting");
+    // The same range again is a duplicate: said so, nothing new queued, its record left as it is.
+    expect(await json("ops", "submit", "migrate-range", "--data", '{"rangeId": 4}')).toEqual({ id: "range-4", name: "migrate-range", queue: "migration", deduplicated: true });
+    expect((await fleet("ops", "submit", "migrate-range", "--data", '{"rangeId": 4}')).out).toMatch(/^migrate-range is already queued as operation range-4 \(queue migration\): this submission was a duplicate/);
     expect((await json("ops", "list", "--state", "waiting")).map((o: { id: string }) => o.id)).toEqual(["range-4"]);
     expect(await json("ops", "show", "range-4")).toMatchObject({ id: "range-4", state: "waiting", data: { rangeId: 4 } });
     const shown = await fleet("ops", "show", "range-4");

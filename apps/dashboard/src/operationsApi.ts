@@ -109,37 +109,35 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
       opts = { ...opts, jobId: clientJobId(name, opts.jobId) };
     }
     // The name is checked against the catalogue just above; the client validates the payload again.
-    const added = await jobs.enqueue(name as keyof FleetJobs & string, payload.data as never, opts);
-    // A submission BullMQ took as a duplicate (the same unpack while one waits, a client id or a
-    // derived id already queued) gets the queued job's id, while the Job it returns still holds
-    // this request's data: answer and record the job that is queued, not a payload that will
-    // never run (found by a security review: a second submission rewrote the history's record).
-    const stored = added.id ? await jobs.queue(def.queue).getJob(added.id) : undefined;
-    const job = stored ?? added;
-    const deduplicated = stored !== undefined && (stored.timestamp !== added.timestamp || JSON.stringify(stored.data) !== JSON.stringify(added.data));
+    // What is queued may be another submission's job (a duplicate), or this request may wait for
+    // a running job (JobClient.submit): answered and recorded as it is.
+    const submission = await jobs.submit(name as keyof FleetJobs & string, payload.data as never, opts);
+    const { job, deduplicated, queuedAfter } = submission;
     if (callbackUrl !== undefined) {
-      // After the enqueue, under the id BullMQ gave (a derived or deduplicated id included). Should
-      // the job end before this row exists, webhook-send's backstop queues it from the history.
+      // After the enqueue, under the id of the job that carries the request. Should the job end
+      // before this row exists, webhook-send's backstop queues it from the history.
       try {
-        await registerCallback(options.callbacks.db, job.id ?? "", callbackUrl, actorOf(req.principal) ?? null);
+        await registerCallback(options.callbacks.db, submission.id, callbackUrl, actorOf(req.principal) ?? null);
       } catch (err) {
-        req.log.error({ err, operation: job.id }, "callback not recorded: withdrawing the submission");
-        const removed = await job.remove().then(() => true, () => false);
-        return reply.code(removed ? 503 : 500).send({ error: removed ? "the callback could not be recorded (database unavailable): nothing was submitted" : `the callback could not be recorded and operation ${job.id} has already started` });
+        req.log.error({ err, operation: submission.id }, "callback not recorded: withdrawing the submission");
+        // Never another submitter's job (a duplicate), nor one that is not there yet.
+        const removed = !deduplicated && !queuedAfter && (await job.remove().then(() => true, () => false));
+        return reply.code(removed ? 503 : 500).send({ error: removed ? "the callback could not be recorded (database unavailable): nothing was submitted" : `the callback could not be recorded and operation ${submission.id} is queued` });
       }
-      if (await job.isCompleted().catch(() => false) || (await job.isFailed().catch(() => false))) await jobs.enqueue("webhook-send", {}).catch(() => undefined);
+      if (!queuedAfter && ((await job.isCompleted().catch(() => false)) || (await job.isFailed().catch(() => false)))) await jobs.enqueue("webhook-send", {}).catch(() => undefined);
     }
-    req.log.info({ operation: job.id, name, queue: def.queue, by: actorOf(req.principal), ...(deduplicated ? { deduplicated } : {}) }, "operation submitted");
+    req.log.info({ operation: submission.id, name, queue: def.queue, by: actorOf(req.principal), ...(deduplicated ? { deduplicated } : {}), ...(queuedAfter ? { queuedAfter } : {}) }, "operation submitted");
     // The job is in Redis either way: a history that cannot be written now is filled in by the
-    // runner. A duplicate leaves the record of the submission that queued the job as it is.
-    if (!deduplicated) {
+    // runner. A duplicate leaves the record of the submission that queued the job as it is; a
+    // request waiting for a running job is recorded by the runner when its job starts.
+    if (!deduplicated && !queuedAfter) {
       await history.recorder
         .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
         .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
     }
-    return reply
-      .code(202)
-      .send({ ...(await summarizeOperation(job)), ...(deduplicated ? { deduplicated: true } : {}), ...(runAt ? { runAt: runAt.toISOString() } : {}), ...(callbackUrl ? { callbackUrl } : {}) });
+    const extra = { ...(runAt ? { runAt: runAt.toISOString() } : {}), ...(callbackUrl ? { callbackUrl } : {}) };
+    if (queuedAfter) return reply.code(202).send({ id: submission.id, name, queue: def.queue, state: "deferred", queuedAfter, ...extra });
+    return reply.code(202).send({ ...(await summarizeOperation(job)), ...(deduplicated ? { deduplicated: true } : {}), ...extra });
   });
 
   app.get("/api/operations", async (req, reply) => {

@@ -122,12 +122,22 @@ describe("dashboard hardening", () => {
       } finally {
         redis.disconnect();
       }
-      for (const key of ["id", "meta", "events"]) {
+      for (const key of ["id", "meta", "events", `${queued.id}:lock`, "de%3Aretention", `${queued.id}%3Alogs`]) {
         const res = await send(base, `${board}/api/queues/remote/${key}`, { jar });
         expect([board, key, res.status]).toEqual([board, key, 404]);
         await res.arrayBuffer();
       }
+      // The job itself is still shown.
+      expect((await send(base, `${board}/api/queues/remote/${queued.id}`, { jar })).status).toBe(200);
       await queued.remove();
+      // The same checks on a percent-encoded path the router decodes to the board's.
+      const encoded = `/%71ueues${board.slice("/queues".length)}`;
+      const sneaky = await send(base, `${encoded}/api/queues?activeQueue=remote&status=waiting&page=1&jobsPerPage=100000000`, { jar });
+      expect([encoded, sneaky.status]).toEqual([encoded, 400]);
+      await sneaky.arrayBuffer();
+      const shown = await send(base, `${encoded}`, { jar });
+      expect([encoded, shown.status, shown.headers.get("content-security-policy")]).toEqual([encoded, 200, expect.stringContaining("script-src 'self'")]);
+      await shown.arrayBuffer();
     }
   });
 

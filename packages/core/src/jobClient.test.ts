@@ -62,6 +62,8 @@ describe("JobClient deduplication", () => {
   it("merges while waiting, whatever the kind", async () => {
     const a = await client.enqueue("sweep", {});
     expect((await client.enqueue("sweep", {})).id).toBe(a.id);
+    // submit() tells the duplicate and answers with the queued job, as stored.
+    expect(await client.submit("sweep", {})).toMatchObject({ id: a.id, deduplicated: true, job: { id: a.id, timestamp: a.timestamp } });
     const w = await client.enqueue("wake", {});
     expect((await client.enqueue("wake", {})).id).toBe(w.id);
     expect(await client.queue("q").getJobCountByTypes("waiting")).toBe(2);
@@ -71,17 +73,23 @@ describe("JobClient deduplication", () => {
     startWorker();
     // sweep runs first: a submission now is dropped for good.
     await until(() => runs.length === 1, "sweep to start");
-    const active = await client.enqueue("sweep", {});
-    expect(`sweep:${active.id}`).toBe(runs[0]);
+    // submit() says so: the request is a duplicate of the running job, shown as it is stored.
+    const active = await client.submit("sweep", {});
+    expect([`sweep:${active.id}`, active.deduplicated, active.queuedAfter]).toEqual([runs[0], true, undefined]);
     await finishRunning();
-    // wake runs: two submissions now are kept as one more run after it.
+    // wake runs: two submissions now are kept as one more run after it, under the id submit()
+    // gave the request, not the running job's that BullMQ answers with.
     await until(() => runs.length === 2, "wake to start");
     expect(runs[1]).toMatch(/^wake:/);
-    await client.enqueue("wake", {});
-    await client.enqueue("wake", {});
+    const kept = await client.submit("wake", {});
+    expect([kept.deduplicated, `wake:${kept.queuedAfter}`]).toEqual([false, runs[1]]);
+    const keptAgain = await client.submit("wake", {});
+    expect([keptAgain.deduplicated, `wake:${keptAgain.queuedAfter}`]).toEqual([false, runs[1]]);
     await finishRunning();
     await until(() => runs.length === 3, "the kept wake-up to run");
-    expect(runs[2]).toMatch(/^wake:/);
+    // The last request made during the run is the one kept (BullMQ's keepLastIfActive): both
+    // requests are served by that one run, under the last one's id; the first id never runs.
+    expect(`wake:${keptAgain.id}`).toBe(runs[2]);
     expect(runs[2]).not.toBe(runs[1]);
     await finishRunning();
     await sleep(300);

@@ -14,6 +14,18 @@ export interface EnqueueOptions {
   jobId?: string;
 }
 
+/** What `JobClient.submit` did with a request. */
+export interface Submission {
+  /** The id of the job that carries (or will carry) this request. */
+  id: string;
+  /** That job; under `queuedAfter`, the job BullMQ answered with (the active one). */
+  job: Job;
+  /** BullMQ kept a job already queued and dropped this request: `job` is that job, as stored. */
+  deduplicated: boolean;
+  /** The request waits under `id` until this active job ends (the contract's dedupeKeepLastIfActive). */
+  queuedAfter?: string;
+}
+
 /** The settings every enqueued job gets unless its definition says otherwise. */
 export interface JobDefaults {
   attempts: number;
@@ -62,6 +74,33 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
   async enqueue<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>, options: EnqueueOptions = {}): Promise<Job> {
     const { def, data } = this.prepare(name, payload);
     return this.queue(def.queue).add(name, data, this.jobOptions(def, data, options));
+  }
+
+  /**
+   * An operator's or a client's submission (the operations API, `fleet ops submit`): enqueue,
+   * and say which job carries the request. BullMQ may keep a job already queued instead — one
+   * with the same derived or client id, or the contract's deduplication — and return it with
+   * this request's data and time, which is not what is queued (found by a security review: the
+   * history recorded a payload that never ran). Under `dedupeKeepLastIfActive`, a request made
+   * while the job runs waits under its own id until that job ends (`queuedAfter`).
+   */
+  async submit<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>, options: EnqueueOptions = {}): Promise<Submission> {
+    const { def, data } = this.prepare(name, payload);
+    const opts = this.jobOptions(def, data, options);
+    const requested = String(opts.jobId);
+    const queue = this.queue(def.queue);
+    const added = await queue.add(name, data, opts);
+    if (added.id !== requested && def.dedupeKeepLastIfActive) {
+      // Kept for after the active job: created already if that one has ended since.
+      const own = await queue.getJob(requested);
+      if (own) return { id: requested, job: own, deduplicated: false };
+      const running = await queue.getJob(added.id!);
+      if (running && (await running.isActive())) return { id: requested, job: added, deduplicated: false, queuedAfter: added.id! };
+    }
+    const stored = added.id ? await queue.getJob(added.id) : undefined;
+    const job = stored ?? added;
+    const deduplicated = added.id !== requested || (stored !== undefined && (stored.timestamp !== added.timestamp || JSON.stringify(stored.data) !== JSON.stringify(added.data)));
+    return { id: job.id ?? requested, job, deduplicated };
   }
 
   /** One round trip for many jobs of one kind. */

@@ -134,13 +134,23 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           delayMs = at.delayMs;
         }
         // The client checks the name against the catalogue and validates the payload.
-        const job = await runtime.deps.jobs.enqueue(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
+        const { id, job, deduplicated, queuedAfter } = await runtime.deps.jobs.submit(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
         const by = `cli:${userInfo().username}`;
-        // The job is in Redis either way: a history that cannot be written now is filled in by the runner.
-        await new OperationHistory(runtime.db)
-          .submitted(operationRef(job), delayMs ? "DELAYED" : "WAITING", by)
-          .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
-        print(opts.json, { id: job.id, name, queue: job.queueName }, `submitted ${name} as operation ${job.id} (queue ${job.queueName})`);
+        // The job is in Redis either way: a history that cannot be written now is filled in by
+        // the runner. A duplicate leaves the record of the submission that queued the job as it
+        // is; a request waiting for a running job is recorded by the runner when it starts.
+        if (!deduplicated && !queuedAfter) {
+          await new OperationHistory(runtime.db)
+            .submitted(operationRef(job), delayMs ? "DELAYED" : "WAITING", by)
+            .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
+        }
+        const queue = job.queueName;
+        const text = deduplicated
+          ? `${name} is already queued as operation ${id} (queue ${queue}): this submission was a duplicate, nothing new was queued`
+          : queuedAfter
+            ? `submitted ${name} as operation ${id} (queue ${queue}); it runs once operation ${queuedAfter}, running now, has ended`
+            : `submitted ${name} as operation ${id} (queue ${queue})`;
+        print(opts.json, { id, name, queue, ...(deduplicated ? { deduplicated } : {}), ...(queuedAfter ? { queuedAfter } : {}) }, text);
       }),
     );
   ops
