@@ -17,18 +17,30 @@ export const OPERATOR_BOARD = "/queues";
 export const VIEWER_BOARD = "/queues/readonly";
 
 /**
- * The board's writes that would create or rewrite jobs and schedules outside the catalogue:
- * no payload validation, no API lock, no operation history. They are refused; jobs are
- * submitted through the operations API (`fleet ops submit`), which has all three. The board's
- * other writes (retry, promote, clean, pause…) act on existing jobs and stay, logged with the
- * user by the request log.
+ * The board's writes operators may use: retry, promote and clean jobs, pause and resume queues
+ * — acting on jobs that exist, logged with the user by the request log. Every other write of
+ * bull-board is refused: adding jobs or editing their data, delay or priority, job schedulers
+ * (no payload validation, no API lock, no operation history: jobs are submitted through the
+ * operations API, which has all three), and the queue-wide ones the fleet's settings own or
+ * that destroy unrecorded (concurrency, rate limits, empty, obliterate, metrics purge). An
+ * allow-list, so that a write a new bull-board adds is refused until it is looked at (found by a
+ * security review: empty and obliterate were reachable).
  */
-const REFUSED_WRITES = new Set([
-  "POST /queues/api/queues/:queueName/add",
-  "PATCH /queues/api/queues/:queueName/:jobId/update-data",
-  "PATCH /queues/api/queues/:queueName/job-schedulers/:schedulerId",
-  "PUT /queues/api/queues/:queueName/job-schedulers/:schedulerId/remove",
+const ALLOWED_WRITES = new Set([
+  "PUT /api/queues/pause",
+  "PUT /api/queues/resume",
+  "PUT /api/queues/:queueName/pause",
+  "PUT /api/queues/:queueName/resume",
+  "PUT /api/queues/:queueName/promote",
+  "PUT /api/queues/:queueName/retry/:queueStatus",
+  "PUT /api/queues/:queueName/clean/:queueStatus",
+  "PUT /api/queues/:queueName/:jobId/retry",
+  "PUT /api/queues/:queueName/:jobId/promote",
+  "PUT /api/queues/:queueName/:jobId/clean",
 ]);
+
+/** Writes that add or rewrite jobs: refused with where to submit instead. */
+const SUBMISSION_WRITES = new Set(["POST /api/queues/:queueName/add", "PATCH /api/queues/:queueName/:jobId/update-data"]);
 
 /**
  * bull-board's pages: its scripts and styles are files of its own; inline styles are used by
@@ -64,9 +76,19 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
       });
       if (job === null || (job !== undefined && !isJob(job))) return deny(reply, 404, "no such job");
     }
-    if (REFUSED_WRITES.has(`${req.method} ${req.routeOptions.url ?? ""}`)) {
-      req.log.warn({ user: req.principal?.user, route: req.routeOptions.url }, "board write refused");
-      return deny(reply, 403, "jobs are submitted through the operations API (POST /api/operations or fleet ops submit), which validates them, honours the API lock and records who; not from the board");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      const route = req.routeOptions.url ?? "";
+      const write = `${req.method} ${route.slice(route.startsWith(VIEWER_BOARD) ? VIEWER_BOARD.length : OPERATOR_BOARD.length)}`;
+      if (!ALLOWED_WRITES.has(write)) {
+        req.log.warn({ user: req.principal?.user, route }, "board write refused");
+        return deny(
+          reply,
+          403,
+          SUBMISSION_WRITES.has(write)
+            ? "jobs are submitted through the operations API (POST /api/operations or fleet ops submit), which validates them, honours the API lock and records who; not from the board"
+            : "the board retries, promotes and cleans jobs and pauses queues; other writes are not allowed here (concurrency: WORKER_CONCURRENCY with fleet settings; cancelling jobs: fleet ops cancel)",
+        );
+      }
     }
   });
   app.addHook("onSend", async (req, reply, payload) => {

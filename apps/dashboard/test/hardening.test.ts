@@ -74,7 +74,7 @@ describe("dashboard hardening", () => {
     await send(base, "/queues/api/queues/remote/resume", { method: "PUT", jar, headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, origin: `http://${host}` } });
   });
 
-  it("refuses the board's add-job and edit-data (no catalogue, lock or history there); other board writes stay", async () => {
+  it("refuses the board's add-job and edit-data (no catalogue, lock or history there) and every write but retry, promote, clean, pause", async () => {
     const { jar } = await login(base, "alice", PASSWORDS.alice);
     const write = (method: string, path: string, body: unknown) =>
       send(base, path, { method, jar, headers: { "x-xsrf-token": jar.get("XSRF-TOKEN")!, "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -86,6 +86,21 @@ describe("dashboard hardening", () => {
     expect((await fx.dashboard.jobs.queue("migration").getJob(job.id!))!.data).toEqual({ rangeId: 9 });
     expect(await fx.dashboard.jobs.queue("migration").count()).toBe(1);
     expect((await write("PUT", "/queues/api/queues/migration/pause", {})).status).toBe(200);
+    // Only the writes the board is for: the queue-wide ones the fleet's settings own or that
+    // destroy unrecorded are refused (an allow-list; empty and obliterate were reachable).
+    for (const [method, path, body] of [
+      ["PUT", "/queues/api/queues/migration/obliterate", {}],
+      ["PUT", "/queues/api/queues/migration/empty", {}],
+      ["PUT", "/queues/api/queues/migration/concurrency", { concurrency: 1000 }],
+      ["PUT", "/queues/api/queues/migration/rate-limit", { max: 1, duration: 1000 }],
+      ["PATCH", `/queues/api/queues/migration/${job.id}/delay`, { delay: 1_000_000 }],
+      ["PATCH", `/queues/api/queues/migration/${job.id}/priority`, { priority: 1 }],
+      ["PUT", "/queues/api/queues/maintenance/job-schedulers/retention/run", {}],
+    ] as const) {
+      const res = await write(method, path, body);
+      expect([method, path, res.status, await res.json()]).toEqual([method, path, 403, { error: expect.stringMatching(/^the board retries, promotes and cleans jobs and pauses queues/) }]);
+    }
+    expect(await fx.dashboard.jobs.queue("migration").count()).toBe(1);
     expect((await write("PUT", "/queues/api/queues/migration/resume", {})).status).toBe(200);
     await fx.dashboard.jobs.queue("migration").obliterate({ force: true });
   });
