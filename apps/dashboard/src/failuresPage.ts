@@ -10,6 +10,7 @@ import type { OperationHistory } from "@fleet/db/sql/operations";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import { deny } from "./auth";
+import type { DoneNotices } from "./doneNotice";
 import { html, page } from "./html";
 import type { SafeHtml } from "./html";
 import { sendPage } from "./loginRoutes";
@@ -27,6 +28,8 @@ export interface FailuresPageOptions {
   jobs: JobClient<FleetJobs>;
   history: OperationHistory;
   policy: RetryPolicy;
+  /** The signed notice shown after a retry's redirect. */
+  notices: DoneNotices;
 }
 
 const PAGE_SIZE = 50;
@@ -43,6 +46,7 @@ const querySchema = z.object({
   state: many.pipe(z.array(z.enum(STATES))),
   page: z.coerce.number().int().min(1).max(1_000_000).default(1),
   done: z.string().max(300).optional(),
+  sig: z.string().max(64).optional(),
 });
 
 const retrySchema = z.object({
@@ -79,7 +83,8 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
   app.get("/failures", async (req, reply) => {
     const parsed = querySchema.safeParse(req.query);
     if (!parsed.success) return deny(reply, 400, `bad filter: ${formatZodIssues(parsed.error.issues)}`);
-    const q = parsed.data;
+    // The notice only if the dashboard wrote it (doneNotice.ts).
+    const q = { ...parsed.data, done: options.notices.read(req.query) || undefined };
     const { summary, ...list } = await failuresOverview(db, filterOf(q), policy, { limit: PAGE_SIZE, offset: (q.page - 1) * PAGE_SIZE });
     const operator = req.principal?.role === "operator";
     const csrf = req.principal?.kind === "session" ? req.principal.session.csrf : "";
@@ -113,7 +118,7 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
     const onPage = new URL(backTo(req), "http://dashboard").searchParams;
     const link = parsed.data.link ?? (onPage.get("link")?.trim() || undefined);
     const text = parsed.data.text ?? (onPage.get("text")?.trim() || undefined);
-    if (category.length === 0 && file.length === 0) return reply.redirect(`/failures?done=${encodeURIComponent("nothing selected: tick files or use a category's button")}`, 303);
+    if (category.length === 0 && file.length === 0) return reply.redirect(`/failures?${options.notices.query("nothing selected: tick files or use a category's button")}`, 303);
     const result = await requestOperatorRetry({
       db,
       jobs: options.jobs,
@@ -131,7 +136,7 @@ export function failuresRoutes(app: FastifyInstance, options: FailuresPageOption
     const skipped = Object.entries(result.skippedPermanent).map(([c, n]) => `${c} ${n}`).join(", ");
     const done =
       result.files > 0 ? `re-queued ${result.files} files (operation ${result.jobId})${skipped ? `; left alone, permanent: ${skipped}` : ""}` : `nothing re-queued${skipped ? ` (permanent: ${skipped}; tick the box once the cause is fixed)` : ""}`;
-    return reply.redirect(`${backTo(req)}${backTo(req).includes("?") ? "&" : "?"}done=${encodeURIComponent(done.slice(0, 290))}`, 303);
+    return reply.redirect(`${backTo(req)}${backTo(req).includes("?") ? "&" : "?"}${options.notices.query(done)}`, 303);
   });
 }
 
@@ -141,7 +146,7 @@ function backTo(req: FastifyRequest): string {
   // Printable ASCII only: the page's own links are percent-encoded, and a CR/LF or other
   // character a Location header cannot carry failed the redirect after the retry had run
   // (found by a security review).
-  return typeof from === "string" && /^\/failures(\?[\x21-\x22\x24-\x7e]*)?$/.test(from) ? from.replace(/[?&]done=[^&]*/g, "") : "/failures";
+  return typeof from === "string" && /^\/failures(\?[\x21-\x22\x24-\x7e]*)?$/.test(from) ? from.replace(/[?&](?:done|sig)=[^&]*/g, "") : "/failures";
 }
 
 function failuresBody(q: Query, list: { total: number; rows: FailureRow[] }, summary: FailureCategorySummary[], operator: boolean, csrf: string): SafeHtml {

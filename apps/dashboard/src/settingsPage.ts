@@ -6,6 +6,7 @@ import type { SettingChangeRow, StoredSetting } from "@fleet/db/sql/settings";
 import { LIVE_SETTINGS, checkLiveValue, isLiveSettingName } from "@fleet/jobs/liveSettingsCatalogue";
 import type { LiveSettingName } from "@fleet/jobs/liveSettingsCatalogue";
 import { actorOf, deny } from "./auth";
+import type { DoneNotices } from "./doneNotice";
 import { html, page } from "./html";
 import type { SafeHtml } from "./html";
 import { sendPage } from "./loginRoutes";
@@ -51,7 +52,7 @@ async function change(db: Queryable, name: string, link: string | undefined, val
   return { ok: true, change: await writeSetting(db, name, scope, value, by) };
 }
 
-export function settingsRoutes(app: FastifyInstance, db: Queryable): void {
+export function settingsRoutes(app: FastifyInstance, db: Queryable, notices: DoneNotices): void {
   app.get("/api/settings", async (_req, reply) => {
     const [rows, history] = await Promise.all([readSettings(db), settingHistory(db, { limit: 50 })]);
     return reply.header("cache-control", "no-store").send({ settings: views(rows), history });
@@ -75,7 +76,8 @@ export function settingsRoutes(app: FastifyInstance, db: Queryable): void {
     const [rows, history] = await Promise.all([readSettings(db), settingHistory(db, { limit: 20 })]);
     const operator = req.principal?.role === "operator";
     const csrf = req.principal?.kind === "session" ? req.principal.session.csrf : "";
-    const done = typeof (req.query as Record<string, unknown>)?.done === "string" ? String((req.query as Record<string, unknown>).done).slice(0, 300) : "";
+    // The notice only if the dashboard wrote it (doneNotice.ts).
+    const done = notices.read(req.query);
     return sendPage(reply, 200, page("Settings", settingsBody(views(rows), history, operator, csrf, done), navigation(req.principal)));
   });
 
@@ -87,7 +89,7 @@ export function settingsRoutes(app: FastifyInstance, db: Queryable): void {
     const outcome = await change(db, name, link || undefined, action === "reset" ? null : (value ?? "").trim(), by(req));
     const done = outcome.ok ? (outcome.change ? `${name}: ${outcome.change.oldValue ?? "(environment)"} → ${outcome.change.newValue ?? "(environment)"}` : `${name} was not set`) : `not changed: ${outcome.error}`;
     if (outcome.ok) req.log.info({ user: req.principal.user, setting: name, link, value: outcome.change?.newValue ?? null }, "live setting changed");
-    return reply.redirect(`/settings?done=${encodeURIComponent(done.slice(0, 290))}`, 303);
+    return reply.redirect(`/settings?${notices.query(done)}`, 303);
   });
 }
 

@@ -30,6 +30,7 @@ import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
 import { progressRoutes } from "./progressPage";
 import type { SharedRead } from "./sharedRead";
+import { DoneNotices } from "./doneNotice";
 import { failuresRoutes } from "./failuresPage";
 import { settingsRoutes } from "./settingsPage";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
@@ -237,14 +238,16 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
       bump: async () => void (await ctx.redis.incr(`${ctx.prefix}:dashboard:progress-version`)),
     },
   });
+  const notices = new DoneNotices(config.DASHBOARD_SESSION_SECRET);
   failuresRoutes(app, {
     db: ctx.db,
     jobs: ctx.jobs,
     history: new OperationHistory(ctx.db),
     policy: { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES },
+    notices,
   });
   accountsRoutes(app, ctx.db);
-  settingsRoutes(app, ctx.db);
+  settingsRoutes(app, ctx.db, notices);
   const queues = Object.values(QUEUES).map((name) => ctx.jobs.queue(name));
   metricsRoute(
     app,

@@ -156,6 +156,24 @@ describe("dashboard hardening", () => {
     }
   });
 
+  it("shows a page's notice only when the dashboard wrote it (a crafted ?done= link shows nothing)", async () => {
+    const { jar } = await login(base, "alice", PASSWORDS.alice);
+    const fake = "Your session expired: sign in again at evil.example";
+    for (const path of ["/failures", "/settings"]) {
+      for (const query of [`done=${encodeURIComponent(fake)}`, `done=${encodeURIComponent(fake)}&sig=AAAAAAAAAAAAAAAAAAAAAA`]) {
+        const res = await send(base, `${path}?${query}`, { jar });
+        expect([path, query.slice(-30), res.status, (await res.text()).includes("evil.example")]).toEqual([path, query.slice(-30), 200, false]);
+      }
+    }
+    // What the dashboard writes is shown: the notice after a retry with nothing ticked.
+    const page = await (await send(base, "/failures", { jar })).text();
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(page)?.[1] ?? jar.get("XSRF-TOKEN")!;
+    const retried = await send(base, "/failures/retry", { jar, method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: new URLSearchParams({ _csrf: csrf }).toString() });
+    expect(retried.status).toBe(303);
+    const shown = await (await send(base, retried.headers.get("location")!, { jar })).text();
+    expect(shown).toContain("nothing selected: tick files or use a category&#39;s button");
+  });
+
   it("sends a CSP on the board's pages and serves its fonts itself (no Google Fonts)", async () => {
     const { jar } = await login(base, "alice", PASSWORDS.alice);
     const pageRes = await send(base, "/queues/", { jar, headers: { accept: "text/html" } });
