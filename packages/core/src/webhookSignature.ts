@@ -40,6 +40,10 @@ export function webhookUrlProblem(url: string, allowed: readonly string[]): stri
   }
   if (u.protocol !== "http:" && u.protocol !== "https:") return `${u.protocol} URLs are not allowed (http or https only)`;
   if (u.username || u.password) return "URLs with credentials are not allowed";
+  // An encoded '/', '\' or '.' in the path: many servers decode it and then resolve `..`, so
+  // `/hooks/..%2fadmin` would pass the prefix check below and reach /admin (found by a security
+  // review). No webhook needs one.
+  if (/%(2f|5c|2e)/i.test(u.pathname)) return "encoded '/', '\\' or '.' in the path are not allowed";
   if (allowed.length === 0) return "webhooks are not enabled (WEBHOOK_ALLOWED_URLS is empty)";
   for (const entry of allowed) {
     let a: URL;

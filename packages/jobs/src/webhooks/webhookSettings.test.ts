@@ -13,6 +13,12 @@ describe("webhook settings", () => {
     expect(webhookUrlProblem("https://h.example:444/hooks", allowed)).toMatch(/not in WEBHOOK_ALLOWED_URLS/);
     expect(webhookUrlProblem("http://127.0.0.1:8081/", allowed)).toMatch(/not in WEBHOOK_ALLOWED_URLS/);
     expect(webhookUrlProblem("https://h.example/hooks", [])).toMatch(/not enabled/);
+    // Encoded separators a server may decode and resolve out of the allowed prefix.
+    // (A whole encoded segment, `/hooks/%2E%2E/admin`, is resolved by the URL parser itself to /admin: not in the list.)
+    expect(webhookUrlProblem("https://h.example/hooks/%2E%2E/admin", allowed)).toMatch(/^https:\/\/h\.example\/admin is not in WEBHOOK_ALLOWED_URLS$/);
+    for (const url of ["https://h.example/hooks/..%2fadmin", "https://h.example/hooks/%2e.%2Fadmin", "https://h.example/hooks/..%5Cadmin"]) {
+      expect([url, webhookUrlProblem(url, allowed)]).toEqual([url, expect.stringMatching(/^encoded '\/', '\\' or '\.' in the path are not allowed$/)]);
+    }
   });
 
   it("refuses WEBHOOK_JOBS outside the allow-list, unknown job names, and an allow-list without a secret", () => {
