@@ -5,7 +5,7 @@ import type { ApiLock } from "@fleet/core/apiLock";
 import type { ContractLookup } from "@fleet/core/jobDefinition";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { OperationRecorder } from "@fleet/core/operationRecorder";
-import { OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
+import { AmbiguousOperationError, OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
 import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
 import { parseRunAt } from "@fleet/core/runAt";
@@ -148,14 +148,16 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
   });
 
   app.get("/api/operations/:id", async (req, reply) => {
-    const operation = await showOperation(queues, history.reader, (req.params as { id: string }).id);
+    const operation = await showOperation(queues, history.reader, (req.params as { id: string }).id).catch(ambiguous(reply));
+    if (operation === AMBIGUOUS) return reply;
     if (!operation) return reply.code(404).send({ error: "no such operation" });
     return reply.send(operation);
   });
 
   app.post("/api/operations/:id/cancel", async (req, reply) => {
     const id = (req.params as { id: string }).id;
-    const found = await findOperation(queues, id);
+    const found = await findOperation(queues, id).catch(ambiguous(reply));
+    if (found === AMBIGUOUS) return reply;
     if (!found) {
       const past = OPERATION_ID.test(id) ? await history.reader.find(id) : undefined;
       if (!past) return reply.code(404).send({ error: "no such operation" });
@@ -206,4 +208,15 @@ function invalid(reply: FastifyReply, error: string, zodError: z.ZodError): Fast
 /** Where a client's opts.jobId goes: `api-<job>-<id>`, never one of Fleet's own ids. */
 export function clientJobId(name: string, id: string): string {
   return `api-${name}-${id}`;
+}
+
+const AMBIGUOUS = Symbol("ambiguous");
+
+/** An id that names jobs in several queues (AmbiguousOperationError): 409 naming them. */
+function ambiguous(reply: FastifyReply): (err: unknown) => typeof AMBIGUOUS {
+  return (err: unknown) => {
+    if (!(err instanceof AmbiguousOperationError)) throw err;
+    void reply.code(409).send({ error: err.message, queues: err.queues });
+    return AMBIGUOUS;
+  };
 }

@@ -61,6 +61,21 @@ describe("opts.jobId", () => {
     expect((await fx.dashboard.jobs.queue(QUEUES.migration).getJob(unpack.id))?.name).toBe("unpack");
   });
 
+  it("refuses to act on an id that names a job in two queues (jobs from before ids were unique)", async () => {
+    // What BullMQ's per-queue numbers left behind: one id in two queues.
+    const unpack = await fx.dashboard.jobs.queue(QUEUES.migration).add("unpack", { manifest: "old/a.manifest.json" }, { jobId: "legacy-1", delay: 3_600_000 });
+    const hold = await fx.dashboard.jobs.queue(QUEUES.maintenance).add("hold", { duration: 60_000, reason: "old" }, { jobId: "legacy-1", delay: 3_600_000 });
+    const auth = { authorization: `Bearer ${unpackToken}` };
+    const shown = await send(fx.dashboard.url, "/api/operations/legacy-1", { headers: auth });
+    const cancel = await send(fx.dashboard.url, "/api/operations/legacy-1/cancel", { method: "POST", headers: auth });
+    for (const res of [shown, cancel]) {
+      expect([res.status, await res.json()]).toEqual([409, { error: expect.stringMatching(/^operation legacy-1 names a job in each of the queues migration, maintenance/), queues: ["migration", "maintenance"] }]);
+    }
+    expect([await unpack.getState(), await hold.getState()]).toEqual(["delayed", "delayed"]);
+    await unpack.remove();
+    await hold.remove();
+  });
+
   it("answers a duplicate submission with the queued job, and keeps the record of what was queued", async () => {
     const pg = createPool({ connectionString: fx.db.url, max: 1 });
     try {

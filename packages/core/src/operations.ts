@@ -35,8 +35,25 @@ export interface OperationDetail extends OperationSummary {
   logCount: number;
 }
 
+/**
+ * An id that names a job in more than one queue: BullMQ numbers jobs per queue, and jobs queued
+ * before Fleet gave ids unique across queues (JobClient) may share one. Acting on the first
+ * found would act on the wrong job (found by a security review: a cancel removed another
+ * queue's job).
+ */
+export class AmbiguousOperationError extends Error {
+  constructor(
+    readonly id: string,
+    readonly queues: string[],
+  ) {
+    super(`operation ${id} names a job in each of the queues ${queues.join(", ")} (jobs queued before ids were unique across queues): act on it from the board (/queues), which shows each queue's`);
+  }
+}
+
+/** The job an id names, in whichever queue; throws AmbiguousOperationError when it names several. */
 export async function findOperation(queues: readonly Queue[], id: string): Promise<{ job: Job; queue: Queue } | undefined> {
   if (!OPERATION_ID.test(id)) return undefined;
+  const found: Array<{ job: Job; queue: Queue }> = [];
   for (const queue of queues) {
     // BullMQ keeps its own keys beside the jobs' (`meta`, `events`, `wait`, `id`…): getJob of
     // such a name reads that key as a job with no name or time, or fails on a key of another
@@ -46,9 +63,10 @@ export async function findOperation(queues: readonly Queue[], id: string): Promi
       if (String((err as Error)?.message ?? err).startsWith("WRONGTYPE")) return undefined;
       throw err;
     });
-    if (job && isJob(job)) return { job, queue };
+    if (job && isJob(job)) found.push({ job, queue });
   }
-  return undefined;
+  if (found.length > 1) throw new AmbiguousOperationError(id, found.map((f) => f.queue.name));
+  return found[0];
 }
 
 /** A job BullMQ stored (a name and a creation time), not one of its own keys read as one. */
