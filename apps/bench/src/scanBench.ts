@@ -77,7 +77,17 @@ const rate = (files: number, seconds: number) => round(perSecond(files, seconds)
 
 /** The compiled `fleet inventory scan --json`, timed from spawn to exit. */
 function fleetScan(bench: BenchState, tree: SourceTree): Promise<{ seconds: number; result: { new: number; unchanged: number; seconds: number } }> {
-  const env = { ...process.env, DATABASE_URL: bench.config.DATABASE_URL, SOURCE_URL: tree.root, FLEET_ENV_FILE: "/nonexistent", LOG_LEVEL: "warn" };
+  // The bench's own database, Redis and prefix: without the last two the CLI queued its
+  // seed-ranges in the default prefix, i.e. into whatever fleet runs on this Redis.
+  const env = {
+    ...process.env,
+    DATABASE_URL: bench.config.DATABASE_URL,
+    REDIS_URL: bench.config.REDIS_URL,
+    FLEET_PREFIX: bench.config.FLEET_PREFIX,
+    SOURCE_URL: tree.root,
+    FLEET_ENV_FILE: "/nonexistent",
+    LOG_LEVEL: "warn",
+  };
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
     const child = spawn(process.execPath, [CLI, "inventory", "scan", "--json"], { env, stdio: ["ignore", "pipe", "pipe"] });
