@@ -61,7 +61,7 @@ export function describeFailure(err: unknown): string {
 export interface WaitOptions {
   log: Logger;
   signal?: AbortSignal;
-  /** How often the checks run (default 1 s). */
+  /** How often the checks run once a dependency has been missing for a while (default 1 s). */
   pollMs?: number;
   /** How often the "waiting" line is logged while something is missing (default 5 s). */
   logEveryMs?: number;
@@ -70,12 +70,18 @@ export interface WaitOptions {
 /**
  * Resolves once every check passes; until then logs, every few seconds, what is awaited and
  * why. Rejects only when `signal` aborts (shutdown while waiting).
+ *
+ * The first looks come quickly (after 25, 50, 100 … ms, then every `pollMs`): at a start the
+ * first check usually fails only because the connections opened a moment ago are not up yet,
+ * and a full poll interval there made every worker and scheduler start — a restart after a
+ * crash too — a second late (found by a startup profile: 1.1 s of 1.5 s idle in that sleep).
  */
 export async function waitForDependencies(checks: readonly DependencyCheck[], options: WaitOptions): Promise<void> {
   const pollMs = options.pollMs ?? 1_000;
   const logEveryMs = options.logEveryMs ?? 5_000;
   const since = Date.now();
   let loggedAt = 0;
+  let nextWaitMs = FIRST_RETRY_MS;
   for (;;) {
     options.signal?.throwIfAborted();
     const failures = await failing(checks);
@@ -90,9 +96,13 @@ export async function waitForDependencies(checks: readonly DependencyCheck[], op
       if (schema) options.log.error({ awaiting: schema.name, reason: schema.reason }, "database schema missing: run `fleet db migrate`; waiting for it");
       else options.log.warn({ awaiting: failures.map((f) => ({ name: f.name, reason: f.reason })), waitedMs: Date.now() - since }, "waiting for dependencies");
     }
-    await sleep(pollMs, options.signal);
+    await sleep(Math.min(nextWaitMs, pollMs), options.signal);
+    nextWaitMs *= 2;
   }
 }
+
+/** The first wait of waitForDependencies, doubled at each look up to its poll interval. */
+const FIRST_RETRY_MS = 25;
 
 /** The checks that fail right now, with their reasons (for /readyz and the waiting loop). */
 export async function failing(checks: readonly DependencyCheck[]): Promise<Array<{ name: string; reason: string; schemaMissing: boolean }>> {
