@@ -221,23 +221,40 @@ export function misspelledVariables(schemas: z.ZodObject | readonly z.ZodObject[
   const warnings: string[] = [];
   for (const name of Object.keys(env)) {
     if (knownSet.has(name) || secretFiles.has(name) || name.length < 6 || !/^[A-Z][A-Z0-9_]*$/.test(name) || serviceLink(name)) continue;
-    const near = known.filter((k) => Math.abs(k.length - name.length) <= 2 && editDistance(k, name) <= 2);
+    const near = known.filter((k) => withinEdits(k, name, 2));
     if (near.length > 0) warnings.push(`${name} is not a Fleet variable (ignored): did you mean ${near.join(" or ")}?`);
   }
   return warnings;
 }
 
-/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps. */
-function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+/**
+ * Whether the optimal string alignment distance (insertions, deletions, substitutions, adjacent
+ * swaps) of `a` and `b` is at most `max`. Every process start compares each environment
+ * variable with every known name: three rows allocated once and a stop once a whole row exceeds
+ * `max` (a full matrix per pair took 25–300 ms of a start with a hundred variables, most of it
+ * the garbage collector's).
+ */
+function withinEdits(a: string, b: string, max: number): boolean {
+  if (Math.abs(a.length - b.length) > max) return false;
+  const width = b.length + 1;
+  if (editRows[0]!.length < width) editRows = [0, 1, 2].map(() => new Int32Array(width * 2));
+  let [before, previous, current] = editRows as [Int32Array, Int32Array, Int32Array];
+  for (let j = 0; j < width; j++) previous[j] = j;
   for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = v;
+    current[0] = i;
+    let rowMin = i;
+    for (let j = 1; j < width; j++) {
+      const cost = a.charCodeAt(i - 1) === b.charCodeAt(j - 1) ? 0 : 1;
+      let v = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + cost);
+      if (i > 1 && j > 1 && a.charCodeAt(i - 1) === b.charCodeAt(j - 2) && a.charCodeAt(i - 2) === b.charCodeAt(j - 1)) v = Math.min(v, before[j - 2]! + 1);
+      current[j] = v;
+      if (v < rowMin) rowMin = v;
     }
+    if (rowMin > max) return false;
+    [before, previous, current] = [previous, current, before];
   }
-  return d[a.length]![b.length]!;
+  return previous[width - 1]! <= max;
 }
+
+/** withinEdits' rows, reused across calls (grown for a longer name). */
+let editRows: Int32Array[] = [0, 1, 2].map(() => new Int32Array(64));
