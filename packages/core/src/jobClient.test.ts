@@ -5,7 +5,8 @@ import { Redis } from "ioredis";
 import { z } from "zod";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { contractLookup, defineContract } from "./jobDefinition";
-import { JobClient } from "./jobClient";
+import { JobClient, deferredJobId, newOperationId } from "./jobClient";
+import { OPERATION_ID } from "./operations";
 
 const empty = z.object({}).strict().default({});
 const contracts = {
@@ -77,23 +78,47 @@ describe("JobClient deduplication", () => {
     const active = await client.submit("sweep", {});
     expect([`sweep:${active.id}`, active.deduplicated, active.queuedAfter]).toEqual([runs[0], true, undefined]);
     await finishRunning();
-    // wake runs: two submissions now are kept as one more run after it, under the id submit()
-    // gave the request, not the running job's that BullMQ answers with.
+    // wake runs: submissions now are kept as one more run after it, all under one id derived
+    // from the running job's (BullMQ creates the kept run under the last request's id).
     await until(() => runs.length === 2, "wake to start");
     expect(runs[1]).toMatch(/^wake:/);
+    const runningId = runs[1]!.slice("wake:".length);
     const kept = await client.submit("wake", {});
-    expect([kept.deduplicated, `wake:${kept.queuedAfter}`]).toEqual([false, runs[1]]);
+    expect([kept.id, kept.deduplicated, kept.queuedAfter]).toEqual([`wake-after-${runningId}`, false, runningId]);
+    // The fleet's own wake-up (enqueue) in between does not rename the kept run.
+    await client.enqueue("wake", {});
     const keptAgain = await client.submit("wake", {});
-    expect([keptAgain.deduplicated, `wake:${keptAgain.queuedAfter}`]).toEqual([false, runs[1]]);
+    expect([keptAgain.id, keptAgain.deduplicated, keptAgain.queuedAfter]).toEqual([kept.id, false, runningId]);
     await finishRunning();
     await until(() => runs.length === 3, "the kept wake-up to run");
-    // The last request made during the run is the one kept (BullMQ's keepLastIfActive): both
-    // requests are served by that one run, under the last one's id; the first id never runs.
-    expect(`wake:${keptAgain.id}`).toBe(runs[2]);
-    expect(runs[2]).not.toBe(runs[1]);
+    // Every request made during the run is served by that one run, under the id each was told.
+    expect(runs[2]).toBe(`wake:${kept.id}`);
+
+    // A request during the kept run: the next one is numbered, not nested.
+    const next = await client.submit("wake", {});
+    expect([next.id, next.queuedAfter]).toEqual([`${kept.id}.2`, kept.id]);
+    // The race: the look-up saw the first run active, but by the add the kept run has started
+    // under the derived id. The request must not fold into a run that began before it.
+    const queue = client.queue("q");
+    const lookUp = jest.spyOn(queue, "getDeduplicationJobId").mockResolvedValueOnce(runningId);
+    const state = jest.spyOn(queue, "getJobState").mockResolvedValueOnce("active");
+    const raced = await client.submit("wake", {});
+    lookUp.mockRestore();
+    state.mockRestore();
+    expect([raced.id, raced.deduplicated, raced.queuedAfter]).toEqual([`${kept.id}.2`, false, kept.id]);
+    await finishRunning();
+    await until(() => runs.length === 4, "the second kept wake-up to run");
+    expect(runs[3]).toBe(`wake:${kept.id}.2`);
     await finishRunning();
     await sleep(300);
-    // Nothing else: the dropped sweep never ran, the two wake-ups ran once.
-    expect(runs.map((r) => r.split(":")[0])).toEqual(["sweep", "wake", "wake"]);
+    // Nothing else: the dropped sweep never ran, each kept wake-up ran once.
+    expect(runs.map((r) => r.split(":")[0])).toEqual(["sweep", "wake", "wake", "wake"]);
+  });
+
+  it("derives one id per run, numbering runs that are themselves kept ones", () => {
+    expect(deferredJobId("notify-send", "m1x2y3-0a1b2c3d4e")).toBe("notify-send-after-m1x2y3-0a1b2c3d4e");
+    expect(deferredJobId("notify-send", "notify-send-after-m1x2y3-0a1b2c3d4e")).toBe("notify-send-after-m1x2y3-0a1b2c3d4e.2");
+    expect(deferredJobId("notify-send", "notify-send-after-m1x2y3-0a1b2c3d4e.9")).toBe("notify-send-after-m1x2y3-0a1b2c3d4e.10");
+    expect(OPERATION_ID.test(deferredJobId("retry-failed", newOperationId()))).toBe(true);
   });
 });

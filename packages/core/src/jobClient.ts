@@ -73,7 +73,11 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
 
   async enqueue<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>, options: EnqueueOptions = {}): Promise<Job> {
     const { def, data } = this.prepare(name, payload);
-    return this.queue(def.queue).add(name, data, this.jobOptions(def, data, options));
+    const opts = this.jobOptions(def, data, options);
+    // The fleet's own wake-ups of a keep-last kind take the shared id too: BullMQ keeps only the
+    // last request's id, and one under a fresh id would leave an API submitter's id unrun.
+    if (opts.deduplication?.keepLastIfActive) return (await this.addKeepLast(name, def, data, opts)).job;
+    return this.queue(def.queue).add(name, data, opts);
   }
 
   /**
@@ -82,25 +86,79 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
    * with the same derived or client id, or the contract's deduplication — and return it with
    * this request's data and time, which is not what is queued (found by a security review: the
    * history recorded a payload that never ran). Under `dedupeKeepLastIfActive`, a request made
-   * while the job runs waits under its own id until that job ends (`queuedAfter`).
+   * while the job runs waits until that job ends (`queuedAfter`), under the id every request of
+   * that run shares (see addKeepLast).
    */
   async submit<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>, options: EnqueueOptions = {}): Promise<Submission> {
     const { def, data } = this.prepare(name, payload);
     const opts = this.jobOptions(def, data, options);
-    const requested = String(opts.jobId);
-    const queue = this.queue(def.queue);
-    const added = await queue.add(name, data, opts);
-    if (added.id !== requested && def.dedupeKeepLastIfActive) {
-      // Kept for after the active job: created already if that one has ended since.
-      const own = await queue.getJob(requested);
-      if (own) return { id: requested, job: own, deduplicated: false };
-      const running = await queue.getJob(added.id!);
-      if (running && (await running.isActive())) return { id: requested, job: added, deduplicated: false, queuedAfter: added.id! };
-    }
+    if (opts.deduplication?.keepLastIfActive) return this.addKeepLast(name, def, data, opts);
+    return this.added(this.queue(def.queue), String(opts.jobId), await this.queue(def.queue).add(name, data, opts));
+  }
+
+  /** What became of an add under `requested`: a new job, or one BullMQ kept instead, as stored. */
+  private async added(queue: Queue, requested: string, added: Job): Promise<Submission> {
     const stored = added.id ? await queue.getJob(added.id) : undefined;
     const job = stored ?? added;
     const deduplicated = added.id !== requested || (stored !== undefined && (stored.timestamp !== added.timestamp || JSON.stringify(stored.data) !== JSON.stringify(added.data)));
     return { id: job.id ?? requested, job, deduplicated };
+  }
+
+  /**
+   * An add of a keep-last kind (`dedupeKeepLastIfActive`). BullMQ keeps a request made while
+   * the job holding the dedupe key is ACTIVE in one slot per dedupe id (`dn:<id>`, overwritten
+   * by each such request) and creates it, under the jobId of the LAST request, when that job
+   * ends. With a fresh id per request every earlier requester held an id that never existed
+   * (404 forever, its callbackUrl never fired). So a request made during run A is added under
+   * `deferredJobId(dedupeId, A)`: every request of that run — API, CLI, the fleet's wake-ups —
+   * names the same job, the one that runs.
+   *
+   * The look-up (who holds the key, is it active) and the add are two steps; what moves in
+   * between, and how each ends:
+   * - A ends after the look-up and the slot was filled: BullMQ has created the deferred job;
+   *   our add finds its id taken and returns it. Waiting: this request is carried by it (a
+   *   duplicate, as for any waiting job). Already ACTIVE or ended: it started before this
+   *   request, which must not be lost: look again (it now holds the key) and add after it.
+   * - A ends after the look-up and the slot was empty: our add is a plain new job (the key is
+   *   free), under the deferred id; it simply runs.
+   * - Another job took the key meanwhile and is ACTIVE: BullMQ kept our request in the slot
+   *   under the id derived from A, which would never run if a later request renames the slot:
+   *   add again under the id derived from that job (the slot is overwritten with the same data).
+   *   Waiting: a duplicate of it.
+   * - Two submitters at once during A: both add under the same id; BullMQ keeps the data of the
+   *   last (keepLastIfActive's rule) and both answer that id.
+   * Each retry follows a job starting or ending within the window; after a few the last
+   * answer is given as it is (a slot named by another id would still run, unnamed).
+   */
+  private async addKeepLast(name: string, def: AnyJobContract, data: unknown, opts: JobsOptions): Promise<Submission> {
+    const queue = this.queue(def.queue);
+    const dedupeId = opts.deduplication!.id;
+    const requested = String(opts.jobId);
+    let last: Submission | undefined;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const holder = await queue.getDeduplicationJobId(dedupeId);
+      const running = holder && (await queue.getJobState(holder)) === "active" ? holder : undefined;
+      const jobId = running ? deferredJobId(dedupeId, running) : requested;
+      const added = await queue.add(name, data, { ...opts, jobId });
+      if (added.id === jobId) {
+        // Created by this add, or found under its id (the deferred job, created meanwhile).
+        last = await this.added(queue, jobId, added);
+        if (!last.deduplicated) return last;
+        const state = await queue.getJobState(jobId);
+        // Not started yet: it carries this request. Started or ended: look again.
+        if (state !== "active" && state !== "completed" && state !== "failed") return last;
+        continue;
+      }
+      // BullMQ answered with the job holding the key.
+      const keptFor = added.id!;
+      if ((await queue.getJobState(keptFor)) !== "active") {
+        last = await this.added(queue, jobId, added);
+        return last;
+      }
+      last = { id: jobId, job: added, deduplicated: false, queuedAfter: keptFor };
+      if (jobId === deferredJobId(dedupeId, keptFor)) return last;
+    }
+    return last!;
   }
 
   /** One round trip for many jobs of one kind. */
@@ -108,7 +166,8 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     if (payloads.length === 0) return [];
     const prepared = payloads.map((p) => this.prepare(name, p));
     const queue = this.queue(prepared[0]!.def.queue);
-    return queue.addBulk(prepared.map(({ def, data }) => ({ name, data, opts: this.jobOptions(def, data, options) })));
+    const bulk = prepared.map(({ def, data }) => ({ name, data, opts: this.jobOptions(def, data, options) }));
+    return this.addAll(queue, prepared[0]!.def, bulk);
   }
 
   /** One round trip for many jobs of one kind, each with its own options (a priority each). */
@@ -116,7 +175,15 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     if (items.length === 0) return [];
     const prepared = items.map((item) => ({ ...this.prepare(name, item.payload), options: item.options ?? {} }));
     const queue = this.queue(prepared[0]!.def.queue);
-    return queue.addBulk(prepared.map(({ def, data, options }) => ({ name, data, opts: this.jobOptions(def, data, options) })));
+    return this.addAll(queue, prepared[0]!.def, prepared.map(({ def, data, options }) => ({ name, data, opts: this.jobOptions(def, data, options) })));
+  }
+
+  /** addBulk, except for a keep-last kind: one at a time, each under the shared id (addKeepLast). */
+  private async addAll(queue: Queue, def: AnyJobContract, bulk: Array<{ name: string; data: unknown; opts: JobsOptions }>): Promise<Job[]> {
+    if (!bulk.some((b) => b.opts.deduplication?.keepLastIfActive)) return queue.addBulk(bulk);
+    const jobs: Job[] = [];
+    for (const b of bulk) jobs.push(b.opts.deduplication?.keepLastIfActive ? (await this.addKeepLast(b.name, def, b.data, b.opts)).job : await queue.add(b.name, b.data, b.opts));
+    return jobs;
   }
 
   /** The job id a payload would get (to look a job up or check it exists). */
@@ -173,4 +240,19 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
  */
 export function newOperationId(now = Date.now()): string {
   return `${now.toString(36)}-${randomBytes(5).toString("hex")}`;
+}
+
+/**
+ * The id of the job a keep-last request made while `activeId` runs waits under (see
+ * JobClient.addKeepLast): `<dedupeId>-after-<activeId>`, the same for every request of that
+ * run. A run that is itself such a job numbers the next one instead of nesting the ids
+ * (`notify-send-after-X`, then `notify-send-after-X.2`, `.3` …): the job that holds a keep-last
+ * key has a fresh operation id (these kinds derive none), which holds no "." to confuse the
+ * count. Never ":" (BullMQ refuses it in custom ids) unless the ids given hold one.
+ */
+export function deferredJobId(dedupeId: string, activeId: string): string {
+  const own = `${dedupeId}-after-`;
+  if (!activeId.startsWith(own)) return `${own}${activeId}`;
+  const chained = /^(.*)\.(\d+)$/.exec(activeId.slice(own.length));
+  return chained ? `${own}${chained[1]}.${Number(chained[2]) + 1}` : `${activeId}.2`;
 }
