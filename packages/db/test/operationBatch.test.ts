@@ -91,7 +91,36 @@ describe("batched operation history", () => {
       before: [],
       batch: [(h, op) => h.started(op(T0 - 1_000), 1), (h, op) => h.started(op(), 1), (h, op) => h.finished(op(T0 - 1_000), { state: "COMPLETED", attempts: 1 })],
     },
+    {
+      what: "a deferred request's row (keep-last kinds) is taken over by its job, keeping the first submitter",
+      before: [(h, op) => h.deferred!(op(T0 + 5_000), "m1-aaaa", "alice"), (h, op) => h.deferred!({ ...op(T0 + 6_000), data: { n: 2 } }, "m1-aaaa", "bob")],
+      batch: [(h, op) => h.started(op(), 1), (h, op) => h.finished(op(), { state: "COMPLETED", attempts: 1, result: 1 })],
+    },
+    {
+      what: "a deferred request's row is taken over by a job with a later timestamp too",
+      before: [(h, op) => h.deferred!(op(T0 - 60_000), "m1-aaaa", "alice")],
+      batch: [(h, op) => h.progress(op(), 1), (h, op) => h.started(op(), 1)],
+    },
   ];
+
+  it("a deferred request's row answers before its job exists; its job's events keep who submitted it", async () => {
+    const history = new OperationHistory(db);
+    const op = (createdAt: number, data: unknown = { n: 1 }) => ref("dx", createdAt, data);
+    await history.deferred(op(T0 + 5_000), "m1-aaaa", "alice");
+    await history.deferred(op(T0 + 6_000, { n: 2 }), "m1-aaaa", "bob");
+    expect(await row("dx")).toMatchObject({ state: "WAITING", submitted_by: "alice", data: { n: 2 }, created_at: new Date(T0 + 5_000) });
+    // The job BullMQ creates when m1-aaaa ends: its own timestamp, older than the row's here (clocks).
+    await history.started(op(T0), 1);
+    await history.finished(op(T0), { state: "COMPLETED", attempts: 1 });
+    expect(await row("dx")).toMatchObject({ state: "COMPLETED", submitted_by: "alice", created_at: new Date(T0) });
+    expect((await db.query(`SELECT queued_after FROM operations WHERE id = 'dx'`)).rows).toEqual([{ queued_after: null }]);
+    expect((await statuses("dx")).map((s) => s.message)).toEqual([
+      "submitted by alice; runs once operation m1-aaaa has ended",
+      "submitted by bob; runs once operation m1-aaaa has ended",
+      "attempt 1 of 3 started",
+      "attempt 1 completed",
+    ]);
+  });
 
   it.each(scenarios.map((s, i) => [s.what, i] as const))("same rows as the per-event history: %s", async (_what, i) => {
     const s = scenarios[i]!;

@@ -195,10 +195,13 @@ function fold(op: OperationRef, items: readonly Buffered[]): Folded {
 
 // Modes as sent: k keep; s / c set / coalesce with u_<column>; S / C the same with the insert's
 // value i_<column> (the common case, sent once: a job's whole life in one flush).
+// The row is an older job's (a recycled id) or a deferred request's, whose job this is (see
+// OperationHistory): the batch's values replace it.
+const TAKEN_OVER = "(o.created_at < b.created_at OR o.queued_after IS NOT NULL)";
 const mutableSql = (c: Mutable, i: number) => {
   const mode = `substr(b.modes, ${i + 1}, 1)`;
   return (
-    `${c} = CASE WHEN o.created_at < b.created_at THEN b.i_${c} WHEN ${mode} = 's' THEN b.u_${c} WHEN ${mode} = 'S' THEN b.i_${c}` +
+    `${c} = CASE WHEN ${TAKEN_OVER} THEN b.i_${c} WHEN ${mode} = 's' THEN b.u_${c} WHEN ${mode} = 'S' THEN b.i_${c}` +
     ` WHEN ${mode} = 'c' THEN COALESCE(o.${c}, b.u_${c}) WHEN ${mode} = 'C' THEN COALESCE(o.${c}, b.i_${c}) ELSE o.${c} END`
   );
 };
@@ -233,22 +236,24 @@ WITH b AS (
   -- One index probe per job of the batch, whatever the planner thinks of the table's size
   -- (LIMIT keeps the subquery from being flattened into a join that a young table, whose
   -- statistics say "small", answers with a sequential scan of all of operations per flush).
-  SELECT o.id, o.created_at, o.state FROM b CROSS JOIN LATERAL (SELECT id, created_at, state FROM operations WHERE id = b.id LIMIT 1) o
+  SELECT o.id, o.created_at, o.state, o.queued_after FROM b CROSS JOIN LATERAL (SELECT id, created_at, state, queued_after FROM operations WHERE id = b.id LIMIT 1) o
 ), stale AS (
   DELETE FROM operation_status s
-   WHERE s.operation_id = ANY (ARRAY(SELECT prev.id FROM prev JOIN b ON b.id = prev.id WHERE prev.created_at < b.created_at))
+   WHERE s.operation_id = ANY (ARRAY(SELECT prev.id FROM prev JOIN b ON b.id = prev.id WHERE prev.created_at < b.created_at AND prev.queued_after IS NULL))
 ), upd AS (
   UPDATE operations o SET
-    name = CASE WHEN o.created_at < b.created_at THEN b.name ELSE o.name END,
-    queue = CASE WHEN o.created_at < b.created_at THEN b.queue ELSE o.queue END,
-    data = CASE WHEN o.created_at < b.created_at THEN b.data ELSE o.data END,
-    max_attempts = CASE WHEN o.created_at < b.created_at THEN b.max_attempts ELSE o.max_attempts END,
-    submitted_by = CASE WHEN o.created_at < b.created_at THEN NULL ELSE o.submitted_by END,
+    name = CASE WHEN ${TAKEN_OVER} THEN b.name ELSE o.name END,
+    queue = CASE WHEN ${TAKEN_OVER} THEN b.queue ELSE o.queue END,
+    data = CASE WHEN ${TAKEN_OVER} THEN b.data ELSE o.data END,
+    max_attempts = CASE WHEN ${TAKEN_OVER} THEN b.max_attempts ELSE o.max_attempts END,
+    -- A deferred request's row keeps its submitter; an older job's row gives it up.
+    submitted_by = CASE WHEN o.queued_after IS NULL AND o.created_at < b.created_at THEN NULL ELSE o.submitted_by END,
+    queued_after = NULL,
     ${MUTABLE.map(mutableSql).join(",\n    ")},
     created_at = b.created_at,
     updated_at = now()
   -- Only rows that exist (prev), by index: most flushes carry only new jobs.
-  FROM b WHERE o.id = ANY (ARRAY(SELECT id FROM prev)) AND o.id = b.id AND o.created_at <= b.created_at
+  FROM b WHERE o.id = ANY (ARRAY(SELECT id FROM prev)) AND o.id = b.id AND (o.created_at <= b.created_at OR o.queued_after IS NOT NULL)
     -- Removed (cancelled before it started, written at once by the API): final. A runner event
     -- of the same job still in a buffer is older than that, so it must not reopen the row.
     AND NOT (o.state = 'REMOVED' AND o.created_at = b.created_at)
@@ -277,7 +282,7 @@ WITH b AS (
 SELECT b.id FROM b
  WHERE b.id NOT IN (SELECT id FROM applied)
    AND NOT EXISTS (SELECT 1 FROM prev WHERE prev.id = b.id
-                    AND (prev.created_at > b.created_at OR (prev.created_at = b.created_at AND prev.state = 'REMOVED')))`;
+                    AND ((prev.created_at > b.created_at AND prev.queued_after IS NULL) OR (prev.created_at = b.created_at AND prev.state = 'REMOVED')))`;
 
 export interface BatchOptions {
   /** A flush starts at most this long after the first event it carries (default 100 ms). */
@@ -341,6 +346,10 @@ export class BatchedOperationHistory implements OperationRecorder {
 
   removed(op: OperationRef, by: string | null): Promise<void> {
     return this.direct.removed(op, by);
+  }
+
+  deferred(op: OperationRef, queuedAfter: string, by: string | null): Promise<void> {
+    return this.direct.deferred(op, queuedAfter, by);
   }
 
   started(op: OperationRef, attempt: number): Promise<void> {
@@ -557,8 +566,8 @@ export interface QueuedJobView {
  * killed worker's replacement reconciles what it lost); returns the rows corrected.
  */
 export async function reconcileOperationHistory(db: Queryable, find: (queue: string, id: string) => Promise<QueuedJobView | undefined>, options: { minAgeMs: number; limit?: number }): Promise<number> {
-  const { rows } = await db.query<{ id: string; name: string; queue: string; data: unknown; max_attempts: number; created_at: Date }>(
-    `SELECT id, name, queue, data, max_attempts, created_at FROM operations
+  const { rows } = await db.query<{ id: string; name: string; queue: string; data: unknown; max_attempts: number; created_at: Date; queued_after: string | null }>(
+    `SELECT id, name, queue, data, max_attempts, created_at, queued_after FROM operations
       WHERE state IN ('ACTIVE', 'DELAYED', 'WAITING') AND updated_at < now() - make_interval(secs => $1::float8 / 1000)
       ORDER BY updated_at LIMIT $2`,
     [options.minAgeMs, options.limit ?? 1_000],
@@ -567,7 +576,8 @@ export async function reconcileOperationHistory(db: Queryable, find: (queue: str
   let fixed = 0;
   for (const row of rows) {
     const job = await find(row.queue, row.id);
-    if (!job || job.timestamp !== row.created_at.getTime()) continue;
+    // A deferred request's row is its job's, whatever the job's timestamp (see OperationHistory).
+    if (!job || (row.queued_after === null && job.timestamp !== row.created_at.getTime())) continue;
     const op: OperationRef = { id: row.id, name: row.name, queue: row.queue, createdAt: job.timestamp, maxAttempts: row.max_attempts, data: row.data };
     if (job.state === "completed") {
       await history.finished(op, { state: "COMPLETED", attempts: job.attemptsMade, result: job.returnvalue });

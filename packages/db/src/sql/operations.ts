@@ -14,6 +14,12 @@ import { prismaOf } from "../prismaClient";
  * recycled (`range-12` enqueued again after the first job was pruned): an event whose job is
  * newer than the row (`created_at`, BullMQ's job timestamp) resets the row and drops the old
  * job's status rows; an event of an older job than the row is ignored.
+ *
+ * A deferred request's row (`queued_after` set, written by `deferred`) stands in for a job
+ * BullMQ has not created yet: the first event of the job under that id takes it over whatever
+ * its timestamp — its values replace the row's, as for a recycled id, but who submitted it and
+ * the status rows stay (the id is derived from one run of another job, so no other job can
+ * ever carry it).
  */
 type Column = "name" | "queue" | "data" | "state" | "attempts" | "max_attempts" | "submitted_by" | "progress" | "result" | "error" | "created_at" | "started_at" | "finished_at";
 
@@ -72,20 +78,24 @@ async function record(db: Queryable, op: OperationRef, event: Event): Promise<vo
     return `$${params.length}::${CAST[column]}`;
   };
   const inserted = COLUMNS.map(placeholder);
-  const recycled = "o.created_at < EXCLUDED.created_at";
-  const sets = COLUMNS.map((c) => `${c} = CASE WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`);
+  const recycled = "(o.created_at < EXCLUDED.created_at OR o.queued_after IS NOT NULL)";
+  const sets = COLUMNS.map((c) =>
+    c === "submitted_by"
+      ? `${c} = CASE WHEN o.queued_after IS NOT NULL THEN COALESCE(o.${c}, EXCLUDED.${c}) WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`
+      : `${c} = CASE WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`,
+  );
   const status = event.status;
   params.push(status.kind, status.state ?? null, status.attempt ?? null, json(status.progress), status.message ?? null);
   const s = params.length - 4;
   await db.query(
     `WITH stale AS (
        DELETE FROM operation_status WHERE operation_id = $1
-          AND EXISTS (SELECT 1 FROM operations WHERE id = $1 AND created_at < ${inserted[COLUMNS.indexOf("created_at")]})
+          AND EXISTS (SELECT 1 FROM operations WHERE id = $1 AND created_at < ${inserted[COLUMNS.indexOf("created_at")]} AND queued_after IS NULL)
      ), op AS (
        INSERT INTO operations AS o (id, ${COLUMNS.join(", ")}, updated_at)
        VALUES ($1, ${inserted.join(", ")}, now())
-       ON CONFLICT (id) DO UPDATE SET ${sets.join(", ")}, updated_at = now()
-       WHERE o.created_at <= EXCLUDED.created_at${event.onlyIf ? ` AND (${recycled} OR ${event.onlyIf})` : ""}
+       ON CONFLICT (id) DO UPDATE SET ${sets.join(", ")}, queued_after = NULL, updated_at = now()
+       WHERE (o.created_at <= EXCLUDED.created_at OR o.queued_after IS NOT NULL)${event.onlyIf ? ` AND (${recycled} OR ${event.onlyIf})` : ""}
        RETURNING id
      )
      INSERT INTO operation_status (operation_id, kind, state, attempt, progress, message)
@@ -106,6 +116,29 @@ export class OperationHistory implements OperationRecorder {
       update: { submitted_by: "COALESCE(o.submitted_by, EXCLUDED.submitted_by)" },
       status: { kind: "STATE", state, message: submittedBy ? `submitted by ${submittedBy}` : "submitted" },
     });
+  }
+
+  /**
+   * Several requests of one run share the row: the first submitter is kept (the one the row
+   * was written for; the others are in its status rows), the data is the last one's (what
+   * BullMQ runs). A row of the job itself (created meanwhile) only gains a submitter if it has none.
+   */
+  async deferred(op: OperationRef, queuedAfter: string, by: string | null): Promise<void> {
+    const submittedBy = by === null ? null : historyText(by);
+    const message = `${submittedBy ? `submitted by ${submittedBy}` : "submitted"}; runs once operation ${historyText(queuedAfter)} has ended`;
+    await this.db.query(
+      `WITH op AS (
+         INSERT INTO operations AS o (id, name, queue, data, state, attempts, max_attempts, submitted_by, created_at, queued_after, updated_at)
+         VALUES ($1, $2, $3, $4::jsonb, 'WAITING', 0, $5, $6, $7, $8, now())
+         ON CONFLICT (id) DO UPDATE SET
+           data = CASE WHEN o.queued_after IS NOT NULL THEN EXCLUDED.data ELSE o.data END,
+           submitted_by = COALESCE(o.submitted_by, EXCLUDED.submitted_by),
+           updated_at = now()
+         RETURNING id
+       )
+       INSERT INTO operation_status (operation_id, kind, state, message) SELECT id, 'STATE', 'WAITING', $9 FROM op`,
+      [op.id, op.name, op.queue, json(op.data), op.maxAttempts, submittedBy, new Date(op.createdAt), historyText(queuedAfter), message],
+    );
   }
 
   started(op: OperationRef, attempt: number): Promise<void> {
@@ -177,10 +210,12 @@ export class OperationHistory implements OperationRecorder {
 export interface HistoricOperation extends OperationDetail {
   source: "history";
   submittedBy: string | null;
+  /** A deferred request whose job does not exist yet: the running job it waits for. */
+  queuedAfter?: string;
 }
 
 // Reads through Prisma (typed rows); the writes above are one SQL statement per event (hot path).
-const SUMMARY_FIELDS = { id: true, name: true, queue: true, state: true, attempts: true, maxAttempts: true, submittedBy: true, progress: true, error: true, createdAt: true, startedAt: true, finishedAt: true } as const;
+const SUMMARY_FIELDS = { id: true, name: true, queue: true, state: true, attempts: true, maxAttempts: true, submittedBy: true, progress: true, error: true, createdAt: true, startedAt: true, finishedAt: true, queuedAfter: true } as const;
 
 interface OperationRow {
   id: string;
@@ -195,11 +230,12 @@ interface OperationRow {
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
+  queuedAfter: string | null;
 }
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
-function toSummary(row: OperationRow): OperationSummary & { source: "history"; submittedBy: string | null } {
+function toSummary(row: OperationRow): OperationSummary & { source: "history"; submittedBy: string | null; queuedAfter?: string } {
   return {
     id: row.id,
     name: row.name,
@@ -214,6 +250,7 @@ function toSummary(row: OperationRow): OperationSummary & { source: "history"; s
     error: row.error,
     source: "history",
     submittedBy: row.submittedBy,
+    ...(row.queuedAfter !== null ? { queuedAfter: row.queuedAfter } : {}),
   };
 }
 

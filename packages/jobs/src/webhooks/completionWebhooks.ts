@@ -61,6 +61,7 @@ export function withCompletionWebhooks(inner: OperationRecorder, options: { db: 
     delayed: (op, reason) => inner.delayed(op, reason),
     progress: (op, value) => inner.progress(op, value),
     removed: (op, by) => inner.removed(op, by),
+    ...(inner.deferred ? { deferred: (op: OperationRef, after: string, by: string | null) => inner.deferred!(op, after, by) } : {}),
     // A buffering history (the worker's) writes what it holds when the runner stops.
     ...(inner.flush ? { flush: () => inner.flush!() } : {}),
     async finished(op, outcome) {
