@@ -110,7 +110,8 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     }
     // The name is checked against the catalogue just above; the client validates the payload again.
     // What is queued may be another submission's job (a duplicate), or this request may wait for
-    // a running job (JobClient.submit): answered and recorded as it is.
+    // a running job under the id every request of that run shares (JobClient.submit): answered
+    // and recorded as it is.
     const submission = await jobs.submit(name as keyof FleetJobs & string, payload.data as never, opts);
     const { job, deduplicated, queuedAfter } = submission;
     if (callbackUrl !== undefined) {
@@ -128,9 +129,16 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     }
     req.log.info({ operation: submission.id, name, queue: def.queue, by: actorOf(req.principal), ...(deduplicated ? { deduplicated } : {}), ...(queuedAfter ? { queuedAfter } : {}) }, "operation submitted");
     // The job is in Redis either way: a history that cannot be written now is filled in by the
-    // runner. A duplicate leaves the record of the submission that queued the job as it is; a
-    // request waiting for a running job is recorded by the runner when its job starts.
-    if (!deduplicated && !queuedAfter) {
+    // runner. A duplicate leaves the record of the submission that queued the job as it is. A
+    // request waiting for a running job has no job yet: its row (WAITING, who submitted it) is
+    // what GET answers until the job exists; the job's first event takes it over. Several
+    // requests of one run share it, and the first submitter is the one kept.
+    if (queuedAfter) {
+      const ref = { ...operationRef(job), id: submission.id, createdAt: Date.now(), data: payload.data };
+      await history.recorder
+        .deferred?.(ref, queuedAfter, actorOf(req.principal))
+        .catch((err: unknown) => req.log.warn({ err, operation: submission.id }, "operation history not written"));
+    } else if (!deduplicated) {
       await history.recorder
         .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
         .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
@@ -161,6 +169,9 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     if (!found) {
       const past = OPERATION_ID.test(id) ? await history.reader.find(id) : undefined;
       if (!past) return reply.code(404).send({ error: "no such operation" });
+      // A deferred request: its job is created when the one it waits for ends.
+      const waitsFor = (past as { queuedAfter?: string }).queuedAfter;
+      if (waitsFor) return reply.code(409).send({ error: `the operation has not been queued yet: it is created once operation ${waitsFor} has ended; cancel it then`, state: "deferred", queuedAfter: waitsFor });
       return reply.code(409).send({ error: `the operation has already ended (${past.state})`, state: past.state });
     }
     const principal = req.principal;

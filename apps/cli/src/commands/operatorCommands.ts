@@ -138,8 +138,13 @@ export function registerOperatorCommands(program: Command, run: Run): void {
         const by = `cli:${userInfo().username}`;
         // The job is in Redis either way: a history that cannot be written now is filled in by
         // the runner. A duplicate leaves the record of the submission that queued the job as it
-        // is; a request waiting for a running job is recorded by the runner when it starts.
-        if (!deduplicated && !queuedAfter) {
+        // is. A request waiting for a running job has no job yet: its row is what `ops show`
+        // answers until the job exists (the first submitter of that run is kept).
+        if (queuedAfter) {
+          await new OperationHistory(runtime.db)
+            .deferred({ ...operationRef(job), id, createdAt: Date.now() }, queuedAfter, by)
+            .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
+        } else if (!deduplicated) {
           await new OperationHistory(runtime.db)
             .submitted(operationRef(job), delayMs ? "DELAYED" : "WAITING", by)
             .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
