@@ -91,7 +91,8 @@ export interface JobContract<Schema extends z.ZodType = z.ZodType> {
   dedupeId?: (payload: z.output<Schema>) => string | undefined;
   /**
    * With dedupeId: a submission that arrives while the job it would merge into is already
-   * running is kept (the latest one) and run once that job ends (BullMQ keepLastIfActive).
+   * running is kept (the latest one) and run once that job ends (BullMQ keepLastIfActive),
+   * under one id shared by every submission made during that run (JobClient.addKeepLast).
    * Without it the submission is dropped for as long as that job waits or runs — wrong for a
    * wake-up job ("deliver what is due") whose running round may already have made its last
    * look: the work the submission announces would wait for the next scheduled round.
