@@ -257,6 +257,35 @@ describe("batched operation history", () => {
     }
   });
 
+  it("a deferred request whose job was never created (the job it waited for ended or went with Redis) is recorded REMOVED, not left WAITING", async () => {
+    const prefix = `{${uniquePrefix("neverqueued")}}`;
+    const redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    const queue = new Queue("migration", { connection: redis, prefix });
+    try {
+      const history = new OperationHistory(db);
+      // One waits for a job still queued (its request is still in BullMQ's slot); one for a job
+      // Redis no longer has (emptied), so its own job can never be created.
+      const pending = await queue.add("noop", {}, { jobId: "awaited-pending", delay: 60_000 });
+      await history.deferred(ref("unpack-after-awaited-pending", Date.now()), pending.id!, "alice");
+      await history.deferred(ref("unpack-after-awaited-gone", Date.now()), "awaited-gone", "bob");
+      await db.query(`UPDATE operations SET updated_at = now() - interval '1 minute' WHERE id LIKE 'unpack-after-awaited-%'`);
+      const find = async (q: string, id: string) => {
+        const job = await new Queue(q, { connection: redis, prefix }).getJob(id);
+        return job ? { timestamp: job.timestamp, attemptsMade: job.attemptsMade, state: await job.getState() } : undefined;
+      };
+      expect(await reconcileOperationHistory(db, find, { minAgeMs: 5_000 })).toBe(1);
+      expect(await row("unpack-after-awaited-pending")).toMatchObject({ state: "WAITING", submitted_by: "alice" });
+      expect(await row("unpack-after-awaited-gone")).toMatchObject({ state: "REMOVED", submitted_by: "bob", finished: true });
+      const { rows } = await db.query<{ message: string }>(`SELECT message FROM operation_status WHERE operation_id = 'unpack-after-awaited-gone' ORDER BY id DESC LIMIT 1`);
+      expect(rows[0]!.message).toMatch(/^never queued: operation awaited-gone/);
+      expect(await reconcileOperationHistory(db, find, { minAgeMs: 0 })).toBe(0); // once
+    } finally {
+      await queue.close();
+      redis.disconnect();
+      await cleanupPrefix(testRedisUrl(), prefix);
+    }
+  });
+
   it("after a SIGKILL lost the last events, the reconcile writes what BullMQ recorded", async () => {
     const prefix = `{${uniquePrefix("reconcile")}}`;
     const redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });

@@ -576,6 +576,15 @@ export async function reconcileOperationHistory(db: Queryable, find: (queue: str
   let fixed = 0;
   for (const row of rows) {
     const job = await find(row.queue, row.id);
+    if (!job && row.queued_after !== null) {
+      // A deferred request whose job was never created: BullMQ creates it in the same step that
+      // ends the job it waits for, so once that one has ended (or is gone) without it, the
+      // request went with Redis (emptied, the job removed). Recorded, not left WAITING forever.
+      const awaited = await find(row.queue, row.queued_after);
+      if (awaited && awaited.state !== "completed" && awaited.state !== "failed") continue;
+      if (await neverQueued(db, row.id, row.queued_after, awaited ? awaited.state : "gone from Redis")) fixed++;
+      continue;
+    }
     // A deferred request's row is its job's, whatever the job's timestamp (see OperationHistory).
     if (!job || (row.queued_after === null && job.timestamp !== row.created_at.getTime())) continue;
     const op: OperationRef = { id: row.id, name: row.name, queue: row.queue, createdAt: job.timestamp, maxAttempts: row.max_attempts, data: row.data };
@@ -587,4 +596,18 @@ export async function reconcileOperationHistory(db: Queryable, find: (queue: str
     fixed++;
   }
   return fixed;
+}
+
+/** A deferred request's row whose job was never created: REMOVED, with why. */
+async function neverQueued(db: Queryable, id: string, awaited: string, awaitedState: string): Promise<boolean> {
+  const message = `never queued: operation ${awaited}, which it waited for, is ${awaitedState} and its job was not created (Redis emptied or the job removed); submit it again`;
+  const { rowCount } = await db.query(
+    `WITH op AS (
+       UPDATE operations SET state = 'REMOVED', finished_at = now(), queued_after = NULL, updated_at = now()
+        WHERE id = $1 AND queued_after = $2 AND state = 'WAITING' RETURNING id
+     )
+     INSERT INTO operation_status (operation_id, kind, state, message) SELECT id, 'STATE', 'REMOVED', $3 FROM op`,
+    [id, awaited, message],
+  );
+  return (rowCount ?? 0) > 0;
 }
