@@ -280,6 +280,9 @@ describe("batched operation history", () => {
       expect(rows[0]!.message).toMatch(/^never queued: operation awaited-gone/);
       expect(await reconcileOperationHistory(db, find, { minAgeMs: 0 })).toBe(0); // once
     } finally {
+      // The pending one still waits: other tests' reconciles (another prefix) must not see it.
+      await db.query(`DELETE FROM operation_status WHERE operation_id LIKE 'unpack-after-awaited-%'`);
+      await db.query(`DELETE FROM operations WHERE id LIKE 'unpack-after-awaited-%'`);
       await queue.close();
       redis.disconnect();
       await cleanupPrefix(testRedisUrl(), prefix);
