@@ -120,5 +120,6 @@ describe("JobClient deduplication", () => {
     expect(deferredJobId("notify-send", "notify-send-after-m1x2y3-0a1b2c3d4e")).toBe("notify-send-after-m1x2y3-0a1b2c3d4e.2");
     expect(deferredJobId("notify-send", "notify-send-after-m1x2y3-0a1b2c3d4e.9")).toBe("notify-send-after-m1x2y3-0a1b2c3d4e.10");
     expect(OPERATION_ID.test(deferredJobId("retry-failed", newOperationId()))).toBe(true);
+    expect(deferredJobId("notify-send", "repeat:abc:1733")).toBe("notify-send-after-repeat_abc_1733");
   });
 });

@@ -248,11 +248,12 @@ export function newOperationId(now = Date.now()): string {
  * run. A run that is itself such a job numbers the next one instead of nesting the ids
  * (`notify-send-after-X`, then `notify-send-after-X.2`, `.3` …): the job that holds a keep-last
  * key has a fresh operation id (these kinds derive none), which holds no "." to confuse the
- * count. Never ":" (BullMQ refuses it in custom ids) unless the ids given hold one.
+ * count. Never ":" (BullMQ refuses it in custom ids): a running job's id holding one (left by
+ * an older version, say) is named with "_" instead.
  */
 export function deferredJobId(dedupeId: string, activeId: string): string {
   const own = `${dedupeId}-after-`;
-  if (!activeId.startsWith(own)) return `${own}${activeId}`;
+  if (!activeId.startsWith(own)) return `${own}${activeId.replaceAll(":", "_")}`;
   const chained = /^(.*)\.(\d+)$/.exec(activeId.slice(own.length));
   return chained ? `${own}${chained[1]}.${Number(chained[2]) + 1}` : `${activeId}.2`;
 }
