@@ -94,6 +94,19 @@ describe("operation history", () => {
     expect(await findOperationHistory(db, "range-9")).toMatchObject({ state: "delayed", createdAt: "2026-11-30T10:00:00.000Z" });
   });
 
+  it("an operator's note goes to the job the history has, never to an older job of a recycled id, and makes up no operation", async () => {
+    const now = ref("range-9", Date.parse("2026-11-30T10:00:00Z"));
+    expect(await history.note(now, "promoted from the board by alice (it was delayed)")).toBe(true);
+    expect((await statuses("range-9")).at(-1)).toEqual({ kind: "LOG", state: null, attempt: null, message: "promoted from the board by alice (it was delayed)" });
+    expect((await findOperationHistory(db, "range-9"))!.log.at(-1)).toMatch(/ log: promoted from the board by alice \(it was delayed\)$/);
+    const before = await statuses("range-9");
+    expect(await history.note(ref("range-9", Date.parse("2026-11-29T10:00:00Z")), "retried from the board by alice (it was failed)")).toBe(false);
+    expect(await statuses("range-9")).toEqual(before);
+    expect(await history.note(ref("never-recorded", Date.now()), "removed from the board by alice (it was waiting)")).toBe(false);
+    expect(await findOperationHistory(db, "never-recorded")).toBeUndefined();
+    expect(await statuses("never-recorded")).toEqual([]);
+  });
+
   it("lists newest first, by state", async () => {
     const all = await listOperationHistory(db, undefined, 10);
     expect(all.map((o) => o.id).sort()).toEqual(["op-1", "op-2", "range-9"]);

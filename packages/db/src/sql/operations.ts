@@ -204,6 +204,21 @@ export class OperationHistory implements OperationRecorder {
       status: { kind: "STATE", state: "REMOVED", message: by ? `cancelled by ${by} before it started` : "cancelled before it started" },
     });
   }
+
+  /**
+   * A LOG row (an operator's action on the job, e.g. a retry from the board) in the history of
+   * this job, if the history has it: same id and same BullMQ timestamp, so an older job of a
+   * recycled id never gets it. Creates no operation: false when there is none, and the caller
+   * records the action elsewhere.
+   */
+  async note(op: Pick<OperationRef, "id" | "createdAt">, message: string): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      `INSERT INTO operation_status (operation_id, kind, message)
+       SELECT id, 'LOG', $3 FROM operations WHERE id = $1 AND created_at = $2`,
+      [op.id, new Date(op.createdAt), historyText(message)],
+    );
+    return (rowCount ?? 0) > 0;
+  }
 }
 
 /** An operation as the API shows it when only the history still knows it. */
