@@ -1,11 +1,13 @@
 import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
-import type { Queue } from "bullmq";
-import type { FastifyInstance } from "fastify";
+import type { Job, Queue } from "bullmq";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import { summarizeForHistory } from "@fleet/core/operationRecorder";
 import { isJob } from "@fleet/core/operations";
 import { deny } from "./auth";
+import { prepareBoardWrite, recordBoardWrite } from "./boardAudit";
+import type { BoardRecords, PendingWrite } from "./boardAudit";
 import { boardFontRoutes, withLocalFonts } from "./boardFonts";
 
 /**
@@ -18,7 +20,8 @@ export const VIEWER_BOARD = "/queues/readonly";
 
 /**
  * The board's writes operators may use: retry, promote and clean jobs, pause and resume queues
- * — acting on jobs that exist, logged with the user by the request log. Every other write of
+ * — acting on jobs that exist, logged with the user by the request log and, once done,
+ * recorded with the user in PostgreSQL (boardAudit.ts). Every other write of
  * bull-board is refused: adding jobs or editing their data, delay or priority, job schedulers
  * (no payload validation, no API lock, no operation history: jobs are submitted through the
  * operations API, which has all three), and the queue-wide ones the fleet's settings own or
@@ -52,8 +55,10 @@ export const BOARD_CSP =
 /** The most jobs one page of a board lists (bull-board's own settings offer up to 300). */
 export const MAX_JOBS_PER_PAGE = 300;
 
-export async function mountQueueBoards(app: FastifyInstance, queues: readonly Queue[]): Promise<void> {
+export async function mountQueueBoards(app: FastifyInstance, queues: readonly Queue[], records: BoardRecords): Promise<void> {
   const byName = new Map(queues.map((q) => [q.name, q]));
+  // Allowed writes on their way through bull-board, to be recorded once they succeeded.
+  const pending = new WeakMap<FastifyRequest, PendingWrite>();
   app.addHook("preHandler", async (req, reply) => {
     // By route, not req.url: the router decodes what the raw URL may percent-encode
     // (`/%71ueues/…` is /queues; found by review: it skipped these checks and the CSP).
@@ -69,12 +74,14 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
     // 500 with Redis's error (WRONGTYPE). Looked up as findOperation does.
     const params = req.params as Record<string, unknown> | undefined;
     const queue = typeof params?.queueName === "string" ? byName.get(params.queueName) : undefined;
+    let job: Job | undefined;
     if (queue && typeof params?.jobId === "string") {
-      const job = await queue.getJob(params.jobId).catch((err: unknown) => {
+      const found = await queue.getJob(params.jobId).catch((err: unknown) => {
         if (String((err as Error)?.message ?? err).startsWith("WRONGTYPE")) return null;
         throw err;
       });
-      if (job === null || (job !== undefined && !isJob(job))) return deny(reply, 404, "no such job");
+      if (found === null || (found !== undefined && !isJob(found))) return deny(reply, 404, "no such job");
+      job = found;
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
       const route = req.routeOptions.url ?? "";
@@ -89,10 +96,16 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
             : "the board retries, promotes and cleans jobs and pauses queues; other writes are not allowed here (concurrency: WORKER_CONCURRENCY with fleet settings; cancelling jobs: fleet ops cancel)",
         );
       }
+      // What the record needs and bull-board may take away (a cleaned job, the count it cleaned).
+      pending.set(req, await prepareBoardWrite(req, write, queue, job));
     }
   });
   app.addHook("onSend", async (req, reply, payload) => {
     if (!(req.routeOptions.url ?? "").startsWith(OPERATOR_BOARD)) return payload;
+    // Before the answer leaves: the operator who sees the change can find its record. A failed
+    // write (4xx, 5xx) changed nothing and is not recorded as done.
+    const write = pending.get(req);
+    if (write && reply.statusCode >= 200 && reply.statusCode < 300) await recordBoardWrite(req, reply.statusCode, payload, write, records);
     void reply.header("content-security-policy", BOARD_CSP);
     const type = String(reply.getHeader("content-type") ?? "");
     return type.startsWith("text/html") && typeof payload === "string" ? withLocalFonts(payload) : payload;

@@ -273,7 +273,8 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     history: { recorder: new OperationHistory(ctx.db), reader: operationHistoryReader(ctx.db) },
     callbacks: { allowedUrls: config.WEBHOOK_ALLOWED_URLS, db: ctx.db },
   });
-  await mountQueueBoards(app, queues);
+  // The board's writes are recorded like the API's: per job in the operation history, queue-wide in migration_log.
+  await mountQueueBoards(app, queues, { history: new OperationHistory(ctx.db), db: ctx.db });
   return app;
 }
 

@@ -45,6 +45,23 @@ describe("dashboard with PostgreSQL down", () => {
       await postgres.startServer();
     }
   }, 60_000);
+
+  it("a board write is done and answered while the database cannot record it; the log says what went unrecorded", async () => {
+    const operator = (await login(base, "alice", PASSWORDS.alice)).jar;
+    await postgres.stopServer("fast");
+    try {
+      const started = Date.now();
+      const res = await send(base, "/queues/api/queues/migration/pause", { method: "PUT", jar: operator, headers: { "x-xsrf-token": operator.get("XSRF-TOKEN")!, origin: base } });
+      expect(res.status).toBe(200);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(await fx.dashboard.jobs.queue("migration").isPaused()).toBe(true);
+      const line = fx.logText().split("\n").find((l) => l.includes("board action done but not recorded in the database"));
+      expect(JSON.parse(line!)).toMatchObject({ level: 40, write: "PUT /api/queues/:queueName/pause", queue: "migration", by: "alice" });
+    } finally {
+      await postgres.startServer();
+      await fx.dashboard.jobs.queue("migration").resume();
+    }
+  }, 60_000);
 });
 
 describe("dashboard with Redis down", () => {

@@ -1,0 +1,141 @@
+import type { Queue } from "bullmq";
+import type { FastifyRequest } from "fastify";
+import type { Queryable } from "@fleet/db/pool";
+import { writeLog } from "@fleet/db/sql/log";
+import type { LogEntry } from "@fleet/db/sql/log";
+import { actorOf } from "./auth";
+
+/**
+ * The board's writes, recorded in PostgreSQL with who made them, like every other operator
+ * action (submissions and cancels in the operation history, kills in migration_log, settings in
+ * settings_history): an auditor asking who retried a job or paused a queue finds it there, not
+ * only in the request log.
+ *
+ * - A job's retry, promote or clean: a LOG row in that operation's history ("retried from the
+ *   board by alice"), and for retry and promote a line in the job's own BullMQ log too, so
+ *   `fleet ops show`, the API and the board's Logs tab show it while BullMQ still has the job.
+ *   A job the history does not know (queued by the fleet and never started, or an older job of
+ *   a recycled id) gets no operation row made up for it: the action goes to migration_log,
+ *   subject `operation:<id>`.
+ * - A queue-wide write (pause, resume, promote all, retry or clean by status): one migration_log
+ *   row, job `board`, subject `queue:<name>` (`queues` for all of them): one row for a bulk
+ *   retry or clean, with the count, not one per job.
+ *
+ * Only writes that succeeded (2xx): a refused or failed one changed nothing, and the request
+ * log has it with the user. Rows hold user names, queue names, job ids, the route pattern and
+ * counts: never the URL, a header or a body, where a token could be.
+ */
+export interface BoardRecords {
+  /** The operation history (OperationHistory.note). */
+  history: { note(op: { id: string; createdAt: number }, message: string): Promise<boolean> };
+  /** Where queue-wide actions go (migration_log). */
+  db: Queryable;
+}
+
+/** An allowed write, as learnt before bull-board runs it (a cleaned job is gone afterwards). */
+export interface PendingWrite {
+  /** `PUT /api/queues/:queueName/pause`: the route pattern, as ALLOWED_WRITES names it. */
+  write: string;
+  queue: Queue | undefined;
+  job: { id: string; name: string; createdAt: number; state: string } | undefined;
+  /** Jobs in the cleaned status before a clean (bull-board's answer has no count). */
+  before: number | undefined;
+}
+
+/**
+ * How long the operator's answer waits for the record. Normally a few milliseconds, and the
+ * record then exists when the board shows the change; a database that hangs must not hold the
+ * answer to an action already done in Redis: the write goes on without it (and a failure is
+ * logged with the action).
+ */
+const RECORD_WAIT_MS = 2_000;
+
+const params = (req: FastifyRequest) => (req.params ?? {}) as Record<string, string | undefined>;
+
+export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: { id?: string; name: string; timestamp: number; getState(): Promise<string> } | undefined): Promise<PendingWrite> {
+  const status = params(req).queueStatus;
+  return {
+    write,
+    queue,
+    job: job?.id === undefined ? undefined : { id: job.id, name: job.name, createdAt: job.timestamp, state: await job.getState() },
+    before: write.endsWith("/clean/:queueStatus") && queue && status ? await countOf(queue, status) : undefined,
+  };
+}
+
+/** Records a board write that succeeded; never throws (the action is done whatever happens here). */
+export async function recordBoardWrite(req: FastifyRequest, statusCode: number, payload: unknown, pending: PendingWrite, records: BoardRecords): Promise<void> {
+  const by = actorOf(req.principal) ?? "unknown";
+  const recording = record(req, statusCode, payload, pending, records, by).catch((err: unknown) =>
+    // The action happened in Redis; only its record is missing. The request log keeps the
+    // request line with the user; this line says what it was.
+    req.log.warn({ err, write: pending.write, queue: pending.queue?.name, job: pending.job?.id, by }, "board action done but not recorded in the database"),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([recording, new Promise((resolve) => (timer = setTimeout(resolve, RECORD_WAIT_MS)))]);
+  clearTimeout(timer);
+}
+
+async function record(req: FastifyRequest, statusCode: number, payload: unknown, pending: PendingWrite, records: BoardRecords, by: string): Promise<void> {
+  const { write, queue, job } = pending;
+  const action = write.slice(write.lastIndexOf("/") + 1);
+  const details: Record<string, unknown> = { route: write, status: statusCode, by };
+  if (job && queue) {
+    const done = action === "retry" ? "retried" : action === "promote" ? "promoted" : "removed";
+    const message = `${done} from the board by ${by} (it was ${job.state})`;
+    if (action !== "clean") {
+      // Still in BullMQ: its own log is what `fleet ops show` and the board show first.
+      await queue.addJobLog(job.id, message).catch((err: unknown) => req.log.warn({ err, job: job.id }, "could not add the board action to the job's log"));
+    }
+    if (await records.history.note(job, message)) return;
+    await writeLog(records.db, [
+      { level: action === "clean" ? "warn" : "info", job: "board", subject: `operation:${job.id}`, message: `operation ${job.id} (${job.name}, queue ${queue.name}) ${message}`, details: { ...details, queue: queue.name, name: job.name, state: job.state } },
+    ]);
+    return;
+  }
+  await writeLog(records.db, [await queueEntry(write, action, payload, pending, details, by, req)]);
+}
+
+async function queueEntry(write: string, action: string, payload: unknown, pending: PendingWrite, details: Record<string, unknown>, by: string, req: FastifyRequest): Promise<LogEntry> {
+  const { queue } = pending;
+  const status = params(req).queueStatus;
+  if (!queue) {
+    // PUT /api/queues/pause|resume: every queue of the operator's board.
+    return { level: "info", job: "board", subject: "queues", message: `all queues ${action === "pause" ? "paused" : "resumed"} from the board by ${by}`, details };
+  }
+  const subject = `queue:${queue.name}`;
+  details.queue = queue.name;
+  if (action === "pause" || action === "resume") {
+    return { level: "info", job: "board", subject, message: `queue ${queue.name} ${action === "pause" ? "paused" : "resumed"} from the board by ${by}`, details };
+  }
+  if (action === "promote") {
+    return { level: "info", job: "board", subject, message: `delayed jobs of queue ${queue.name} promoted from the board by ${by}`, details };
+  }
+  details.queueStatus = status;
+  if (write.includes("/retry/")) {
+    // bull-board answers {retried, skipped}.
+    const answer = parsed(payload);
+    const retried = typeof answer?.retried === "number" ? answer.retried : undefined;
+    if (retried !== undefined) details.retried = retried;
+    if (typeof answer?.skipped === "number") details.skipped = answer.skipped;
+    return { level: "info", job: "board", subject, message: `${status} jobs of queue ${queue.name} retried from the board by ${by}${retried === undefined ? "" : `: ${retried} retried`}`, details };
+  }
+  // Clean: BullMQ keeps jobs younger than bull-board's 5 s grace, so before - after is what went.
+  const after = status ? await countOf(queue, status) : undefined;
+  if (pending.before !== undefined) details.before = pending.before;
+  if (after !== undefined) details.after = after;
+  return { level: "warn", job: "board", subject, message: `${status} jobs of queue ${queue.name} cleaned from the board by ${by}${pending.before === undefined || after === undefined ? "" : ` (${pending.before} before, ${after} after)`}`, details };
+}
+
+async function countOf(queue: Queue, status: string): Promise<number | undefined> {
+  return queue.getJobCountByTypes(status as never).catch(() => undefined);
+}
+
+function parsed(payload: unknown): Record<string, unknown> | undefined {
+  if (typeof payload !== "string") return undefined;
+  try {
+    const value: unknown = JSON.parse(payload);
+    return value && typeof value === "object" ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

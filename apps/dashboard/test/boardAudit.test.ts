@@ -1,0 +1,151 @@
+import { UnrecoverableError, Worker } from "bullmq";
+import { Redis } from "ioredis";
+import { PASSWORDS, createDashboardFixture, login, send } from "./dashboardFixture";
+import type { CookieJar, DashboardFixture } from "./dashboardFixture";
+
+/**
+ * The board's writes are recorded in PostgreSQL with who made them (they were in the request log
+ * only): a job's retry, promote or clean in its operation's history, a queue's pause, resume,
+ * promote, retry or clean by status in migration_log. Refused and failed writes are not recorded
+ * as done.
+ */
+describe("board writes recorded with the operator", () => {
+  let fx: DashboardFixture;
+  let base: string;
+  let jar: CookieJar;
+
+  const write = (method: string, path: string, as = jar) => send(base, path, { method, jar: as, headers: { "x-xsrf-token": as.get("XSRF-TOKEN") ?? "", origin: base } });
+  const boardRows = async () =>
+    (await fx.dashboard.db.query<{ level: string; job: string; subject: string; message: string; details: Record<string, unknown> }>(`SELECT level, job, subject, message, details FROM migration_log WHERE job = 'board' ORDER BY id`)).rows;
+  const statusRows = async (id: string) => (await fx.dashboard.db.query<{ kind: string; message: string | null }>(`SELECT kind, message FROM operation_status WHERE operation_id = $1 ORDER BY id`, [id])).rows;
+  /** Submitted through the API (so the history has it, as for any operator's submission), then failed for good. */
+  const failedOperation = async (rangeId: number) => {
+    const res = await send(base, "/api/operations", { method: "POST", headers: { authorization: `Bearer ${fx.apiToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "migrate-range", data: { rangeId } }) });
+    expect(res.status).toBe(202);
+    const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const worker = new Worker("migration", null, { connection, prefix: `{${fx.prefix}}`, autorun: false });
+    try {
+      const job = (await worker.getNextJob("test-token"))!;
+      await job.moveToFailed(new UnrecoverableError("io: disk gone"), "test-token", false);
+      expect(await job.getState()).toBe("failed");
+      return job.id!;
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+  };
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("board-audit");
+    base = fx.dashboard.url;
+    jar = (await login(base, "alice", PASSWORDS.alice)).jar;
+  });
+  afterAll(() => fx?.close());
+  afterEach(async () => {
+    await fx.dashboard.jobs.queue("migration").obliterate({ force: true });
+    await fx.dashboard.db.query("DELETE FROM migration_log");
+  });
+
+  it("a queue paused and resumed from the board, one or all: a migration_log row each, naming the operator", async () => {
+    expect((await write("PUT", "/queues/api/queues/migration/pause")).status).toBe(200);
+    expect(await fx.dashboard.jobs.queue("migration").isPaused()).toBe(true);
+    expect((await write("PUT", "/queues/api/queues/migration/resume")).status).toBe(200);
+    expect((await write("PUT", "/queues/api/queues/pause")).status).toBe(200);
+    expect((await write("PUT", "/queues/api/queues/resume")).status).toBe(200);
+    const rows = await boardRows();
+    expect(rows).toEqual([
+      { level: "info", job: "board", subject: "queue:migration", message: "queue migration paused from the board by alice", details: { route: "PUT /api/queues/:queueName/pause", status: 200, by: "alice", queue: "migration" } },
+      { level: "info", job: "board", subject: "queue:migration", message: "queue migration resumed from the board by alice", details: { route: "PUT /api/queues/:queueName/resume", status: 200, by: "alice", queue: "migration" } },
+      { level: "info", job: "board", subject: "queues", message: "all queues paused from the board by alice", details: { route: "PUT /api/queues/pause", status: 200, by: "alice" } },
+      { level: "info", job: "board", subject: "queues", message: "all queues resumed from the board by alice", details: { route: "PUT /api/queues/resume", status: 200, by: "alice" } },
+    ]);
+    // No secret: not the password, the session, its CSRF token or an API token.
+    const text = JSON.stringify(rows);
+    for (const secret of [...fx.secrets, jar.get("fleet_session")!, jar.get("XSRF-TOKEN")!]) expect(text).not.toContain(secret);
+  });
+
+  it("a job retried from the board: a LOG row in its operation's history and a line in its log, naming the operator", async () => {
+    const id = await failedOperation(7);
+    expect((await write("PUT", `/queues/api/queues/migration/${id}/retry`)).status).toBe(204);
+    expect(await fx.dashboard.jobs.queue("migration").getJobState(id)).toBe("waiting");
+    expect(await statusRows(id)).toEqual([
+      { kind: "STATE", message: "submitted by token:ci" },
+      { kind: "LOG", message: "retried from the board by alice (it was failed)" },
+    ]);
+    // Where operators look: the API and `fleet ops show` (BullMQ's log while it has the job, the
+    // history's once it has pruned it).
+    const shown = (await (await send(base, `/api/operations/${id}`, { headers: { authorization: `Bearer ${fx.apiToken}` } })).json()) as { log: string[] };
+    expect(shown.log).toEqual(["retried from the board by alice (it was failed)"]);
+    await fx.dashboard.jobs.queue("migration").remove(id);
+    const past = (await (await send(base, `/api/operations/${id}`, { headers: { authorization: `Bearer ${fx.apiToken}` } })).json()) as { source: string; log: string[] };
+    expect(past.source).toBe("history");
+    expect(past.log.at(-1)).toMatch(/ log: retried from the board by alice \(it was failed\)$/);
+    expect(await boardRows()).toEqual([]);
+  });
+
+  it("a job the history does not know (queued by the fleet, never started): recorded in migration_log, no operation made up", async () => {
+    const job = await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 8 });
+    expect((await write("PUT", `/queues/api/queues/migration/${job.id}/clean`)).status).toBe(204);
+    expect(await fx.dashboard.jobs.queue("migration").getJob(job.id!)).toBeUndefined();
+    expect((await fx.dashboard.db.query(`SELECT 1 FROM operations WHERE id = $1`, [job.id])).rowCount).toBe(0);
+    expect(await statusRows(job.id!)).toEqual([]);
+    expect(await boardRows()).toEqual([
+      {
+        level: "warn",
+        job: "board",
+        subject: `operation:${job.id}`,
+        message: `operation ${job.id} (migrate-range, queue migration) removed from the board by alice (it was waiting)`,
+        details: { route: "PUT /api/queues/:queueName/:jobId/clean", status: 204, by: "alice", queue: "migration", name: "migrate-range", state: "waiting" },
+      },
+    ]);
+  });
+
+  it("a bulk retry or clean by status is one row with the count, not one per job", async () => {
+    const ids = [await failedOperation(11), await failedOperation(12)];
+    expect((await write("PUT", "/queues/api/queues/migration/retry/failed")).status).toBe(200);
+    for (const id of ids) expect(await fx.dashboard.jobs.queue("migration").getJobState(id)).toBe("waiting");
+    expect(await boardRows()).toEqual([
+      {
+        level: "info",
+        job: "board",
+        subject: "queue:migration",
+        message: "failed jobs of queue migration retried from the board by alice: 2 retried",
+        details: { route: "PUT /api/queues/:queueName/retry/:queueStatus", status: 200, by: "alice", queue: "migration", queueStatus: "failed", retried: 2, skipped: 0 },
+      },
+    ]);
+    // The bulk retry is in each job's history only as its next attempts: one row says who.
+    for (const id of ids) expect((await statusRows(id)).filter((r) => r.kind === "LOG")).toEqual([]);
+
+    await fx.dashboard.db.query("DELETE FROM migration_log");
+    expect((await write("PUT", "/queues/api/queues/migration/clean/waiting")).status).toBe(200);
+    expect(await boardRows()).toEqual([
+      expect.objectContaining({ level: "warn", subject: "queue:migration", message: expect.stringMatching(/^waiting jobs of queue migration cleaned from the board by alice \(2 before, \d after\)$/) }),
+    ]);
+  });
+
+  it("refused and failed writes leave no record of being done", async () => {
+    const logRows = async () => (await fx.dashboard.db.query(`SELECT 1 FROM operation_status WHERE kind = 'LOG'`)).rowCount;
+    const logged = await logRows();
+    const job = await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 9 });
+    const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+    const answers = [
+      // Not on the allow-list.
+      await write("PUT", "/queues/api/queues/migration/obliterate"),
+      await write("PUT", "/queues/api/queues/migration/empty"),
+      // A viewer; the read-only board.
+      await write("PUT", "/queues/api/queues/migration/pause", viewer),
+      await write("PUT", "/queues/readonly/api/queues/migration/pause"),
+      // No CSRF token.
+      await send(base, "/queues/api/queues/migration/pause", { method: "PUT", jar }),
+      // Allowed, but bull-board refuses: a waiting job is not retriable; no such job or queue.
+      await write("PUT", `/queues/api/queues/migration/${job.id}/retry`),
+      await write("PUT", "/queues/api/queues/migration/no-such-job/retry"),
+      await write("PUT", "/queues/api/queues/no-such-queue/pause"),
+    ];
+    expect(answers.map((r) => r.status)).toEqual([403, 403, 403, 403, 403, 400, 404, 404]);
+    expect(await fx.dashboard.jobs.queue("migration").isPaused()).toBe(false);
+    expect(await fx.dashboard.jobs.queue("migration").count()).toBe(1);
+    expect(await boardRows()).toEqual([]);
+    expect(await logRows()).toBe(logged);
+  });
+});
