@@ -3,6 +3,8 @@ import { join } from "node:path";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { bullPrefix } from "@fleet/core/redis";
+import { createPool } from "@fleet/db/pool";
+import { writeLog } from "@fleet/db/sql/log";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
@@ -96,5 +98,30 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     expect(await migration.isPaused()).toBe(false);
     const unknown = await fleet("pause", "nope");
     expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('unknown queue "nope"')]);
+  });
+
+  it("log shows migration_log newest last, by job or subject: the board's actions with who made them", async () => {
+    const db = createPool({ connectionString: database.url, max: 1 });
+    try {
+      // As the dashboard records a pause and a clean from the board (apps/dashboard/src/boardAudit.ts).
+      await writeLog(db, [
+        { level: "info", job: "kill", subject: "file:3", message: "killed by bob" },
+        { level: "info", job: "board", subject: "queue:migration", message: "queue migration paused from the board by alice", details: { route: "PUT /api/queues/:queueName/pause", status: 200, by: "alice", queue: "migration" } },
+        { level: "warn", job: "board", subject: "queue:migration", message: "failed jobs of queue migration cleaned from the board by alice (3 before, 0 after)" },
+      ]);
+    } finally {
+      await db.end();
+    }
+    const board = await fleet("log", "--job", "board");
+    expect(board.code).toBe(0);
+    expect(board.out.trimEnd().split("\n")).toEqual([
+      expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  info   board  queue:migration  queue migration paused from the board by alice$/),
+      expect.stringMatching(/Z  warn   board  queue:migration  failed jobs of queue migration cleaned from the board by alice \(3 before, 0 after\)$/),
+    ]);
+    expect(await json("log", "--subject", "queue:migration", "--limit", "1")).toEqual([
+      { at: expect.any(String), level: "warn", job: "board", subject: "queue:migration", message: "failed jobs of queue migration cleaned from the board by alice (3 before, 0 after)", details: null },
+    ]);
+    expect((await json("log")).map((e: { subject: string }) => e.subject)).toEqual(["file:3", "queue:migration", "queue:migration"]);
+    expect((await fleet("log", "--subject", "queue:none")).out).toBe("no entries\n");
   });
 });

@@ -6,6 +6,7 @@ import { ApiLock } from "@fleet/core/apiLock";
 import { parseDuration } from "@fleet/core/backoff";
 import type { JobClient } from "@fleet/core/jobClient";
 import { OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation } from "@fleet/core/operations";
+import { readLog } from "@fleet/db/sql/log";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
 import type { OperationState, OperationSummary } from "@fleet/core/operations";
 import { QUEUES } from "@fleet/jobs/contracts";
@@ -79,6 +80,21 @@ export function registerOperatorCommands(program: Command, run: Run): void {
         }),
       );
   }
+
+  program
+    .command("log")
+    .description("migration_log, newest last: what jobs did to which subject, and operators' actions (the board's: --job board)")
+    .option("--job <job>", "only this job's entries (board, kill, unpack, …)")
+    .option("--subject <subject>", "only entries about this subject (queue:migration, queues, operation:range-12, file:345, …)")
+    .option("--limit <n>", "at most this many, the newest (1 to 1000)", integerOption(1, 1000), 50)
+    .option("--json", "machine-readable output")
+    .action((opts: { job?: string; subject?: string; limit: number; json?: boolean }) =>
+      run(async (ctx) => {
+        const entries = await readLog(await ctx.database(), opts);
+        const lines = entries.map((e) => [`${e.at.toISOString().slice(0, 19)}Z`, e.level.padEnd(5), e.job ?? "-", e.subject ?? "-", e.message].join("  "));
+        print(opts.json, entries, lines.length === 0 ? "no entries" : lines.join("\n"));
+      }),
+    );
 
   program
     .command("lock")

@@ -50,3 +50,16 @@ export async function lastLogEntry(db: Queryable, job: string, message: string, 
   );
   return rows[0];
 }
+
+/** The newest `limit` entries (of a job, about a subject, when given), oldest first: `fleet log`. */
+export async function readLog(db: Queryable, filter: { job?: string; subject?: string; limit: number }): Promise<Array<LogEntry & { at: Date }>> {
+  const { rows } = await db.query<LogEntry & { at: Date }>(
+    `SELECT * FROM (
+       SELECT id, time AS at, level, job, subject, message, details FROM migration_log
+        WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR subject = $2)
+        ORDER BY id DESC LIMIT $3) newest
+      ORDER BY id`,
+    [filter.job ?? null, filter.subject ?? null, filter.limit],
+  );
+  return rows.map(({ id: _id, ...entry }: LogEntry & { at: Date; id?: unknown }) => entry);
+}
