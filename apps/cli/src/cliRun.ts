@@ -4,6 +4,7 @@ import { ConfigError } from "@fleet/core/errors";
 import { describeDatabaseError } from "@fleet/db/databaseErrors";
 import { createCliContext } from "./context";
 import type { CliContext } from "./context";
+import { jsonText, terminalSafe } from "./terminalText";
 
 /**
  * How every `fleet` command runs and ends. Exit codes: 0 success, 1 a runtime failure (with a
@@ -58,15 +59,15 @@ const CLOSE_WAIT_MS = 5_000;
 export function reportFailure(err: unknown, databaseUrl: string | undefined): number {
   if (err instanceof ReportedFailure) return err.exitCode;
   if (err instanceof UsageError) {
-    process.stderr.write(`fleet: ${err.message}\n${currentCommand ? `${usageLine(currentCommand)}\n` : ""}`);
+    process.stderr.write(`fleet: ${terminalSafe(err.message)}\n${currentCommand ? `${usageLine(currentCommand)}\n` : ""}`);
     return 2;
   }
   if (err instanceof ConfigError) {
-    process.stderr.write(`fleet: ${err.message}\n`);
+    process.stderr.write(`fleet: ${terminalSafe(err.message)}\n`);
     return 2;
   }
   const database = databaseUrl ? describeDatabaseError(err, databaseUrl) : undefined;
-  process.stderr.write(`fleet: ${database ?? describe(err)}\n`);
+  process.stderr.write(`fleet: ${terminalSafe(database ?? describe(err))}\n`);
   return 1;
 }
 
@@ -132,7 +133,7 @@ export function collect<T>(parse: (value: string) => T): (value: string, previou
   return (value, previous) => [...(previous ?? []), parse(value)];
 }
 
-/** One line of JSON, or the text. */
+/** One line of JSON, or the text (control characters shown escaped: terminalSafe). */
 export function print(json: boolean | undefined, value: unknown, text: string): void {
-  process.stdout.write(json ? `${JSON.stringify(value)}\n` : text === "" ? "" : `${text}\n`);
+  process.stdout.write(json ? `${jsonText(value)}\n` : text === "" ? "" : `${terminalSafe(text)}\n`);
 }

@@ -15,6 +15,7 @@ import { registerInventoryCommands } from "./commands/inventoryCommands";
 import { registerMigrateCommands } from "./commands/migrateCommands";
 import { registerOperatorCommands } from "./commands/operatorCommands";
 import { registerSettingsCommands } from "./commands/settingsCommands";
+import { jsonText, terminalSafe } from "./terminalText";
 
 /**
  * `fleet`: the operator's terminal tool. Exit codes: 0 success, 1 a failure (one line saying
@@ -73,7 +74,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         const servers = (await ctx.runtime({ database: false })).deps.remote.list();
         if (opts.json) process.stdout.write(`${JSON.stringify(servers)}\n`);
         else if (servers.length === 0) process.stdout.write("no SSH servers registered (set SSH_SERVERS_FILE)\n");
-        else for (const s of servers) process.stdout.write(`${s.name.padEnd(16)} ${s.target.padEnd(32)} ${s.commands.join(", ")}\n`);
+        else for (const s of servers) process.stdout.write(terminalSafe(`${s.name.padEnd(16)} ${s.target.padEnd(32)} ${s.commands.join(", ")}\n`));
       }),
     );
   remote
@@ -96,11 +97,12 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
         process.once("SIGINT", () => abort.abort());
         const result = await runtime.deps.remote.run(server, command, opts.value, { signal: abort.signal, ...(timeoutMs ? { timeoutMs } : {}) });
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify(result)}\n`);
+          process.stdout.write(`${jsonText(result)}\n`);
         } else {
-          if (result.value !== undefined) process.stdout.write(`${String(result.value)}\n`);
-          process.stdout.write(result.stdout);
-          process.stderr.write(result.stderr);
+          // What the remote command printed, as text: its control characters escaped like ours.
+          if (result.value !== undefined) process.stdout.write(`${terminalSafe(String(result.value))}\n`);
+          process.stdout.write(terminalSafe(result.stdout));
+          process.stderr.write(terminalSafe(result.stderr));
         }
       }),
     );

@@ -124,4 +124,24 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     expect((await json("log")).map((e: { subject: string }) => e.subject)).toEqual(["file:3", "queue:migration", "queue:migration"]);
     expect((await fleet("log", "--subject", "queue:none")).out).toBe("no entries\n");
   });
+
+  it("text from outside reaches the terminal with its control characters escaped, and --json stays JSON that reads back the same", async () => {
+    // A file name or a consent record can carry escape sequences: OSC 52 writes the clipboard,
+    // ESC [ 2 J clears the screen, CR hides what came before, U+202E reverses what follows, and
+    // C1's CSI (U+009B) is ESC [ to some terminals.
+    const hostile = "evil\u001b]52;c;ZXZpbA==\u0007 \u001b[2J\rhidden \u202efdp.exe \u009b31m";
+    const db = createPool({ connectionString: database.url, max: 1 });
+    try {
+      await writeLog(db, [{ level: "warn", job: "scan", subject: "file:hostile", message: hostile }]);
+    } finally {
+      await db.end();
+    }
+    const text = await fleet("log", "--subject", "file:hostile");
+    expect(text.code).toBe(0);
+    expect(text.out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e]/);
+    expect(text.out).toContain("evil\\x1b]52;c;ZXZpbA==\\x07 \\x1b[2J\\x0dhidden \\u202efdp.exe \\x9b31m");
+    const raw = await fleet("log", "--subject", "file:hostile", "--json");
+    expect(raw.out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e]/);
+    expect((JSON.parse(raw.out) as Array<{ message: string }>)[0]!.message).toBe(hostile);
+  });
 });

@@ -9,6 +9,7 @@ import { parseDuration } from "@fleet/core/backoff";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { CONSENT_CURSOR_KEY } from "@fleet/jobs/accounts/syncConsents";
 import type { CliContext } from "../context";
+import { jsonText, terminalSafe } from "../terminalText";
 
 /**
  * `fleet accounts status [--watch]`, `list` and `show`: what an operator reads during and after
@@ -53,8 +54,8 @@ export function registerAccountViewCommands(accounts: Command, run: Run): void {
         process.once("SIGINT", () => stop.abort());
         for (;;) {
           const report = await statusReport(runtime, opts.batches);
-          if (opts.json) process.stdout.write(`${JSON.stringify(report.data)}\n`);
-          else process.stdout.write(`${opts.watch ? `\n== ${new Date().toISOString()} ==\n` : ""}${report.text}\n`);
+          if (opts.json) process.stdout.write(`${jsonText(report.data)}\n`);
+          else process.stdout.write(`${opts.watch ? `\n== ${new Date().toISOString()} ==\n` : ""}${terminalSafe(report.text)}\n`);
           if (!opts.watch || stop.signal.aborted) return 0;
           await new Promise<void>((resolve) => {
             const t = setTimeout(resolve, opts.interval);
@@ -77,7 +78,7 @@ export function registerAccountViewCommands(accounts: Command, run: Run): void {
         const { db } = await ctx.runtime();
         const rows = await listAccounts(db, { ...(opts.status ? { status: opts.status } : {}), ...(opts.batch ? { batchId: opts.batch } : {}), limit: opts.limit });
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify(rows)}\n`);
+          process.stdout.write(`${jsonText(rows)}\n`);
           return 0;
         }
         const lines = rows.map((r) => {
@@ -85,7 +86,7 @@ export function registerAccountViewCommands(accounts: Command, run: Run): void {
           const why = r.stepPhase === "WAITING" && r.waitingFor ? `waiting for ${r.waitingFor}` : (r.lastError ?? "");
           return `${r.externalId.padEnd(16)} ${r.status.padEnd(11)} batch ${String(r.batchId ?? "-").padEnd(4)} steps ${r.stepsDone}  ${step.padEnd(28)} ${why}`;
         });
-        process.stdout.write(`${lines.join("\n") || "no accounts"}\n`);
+        process.stdout.write(`${terminalSafe(lines.join("\n")) || "no accounts"}\n`);
         return 0;
       }),
     );
@@ -103,7 +104,7 @@ export function registerAccountViewCommands(accounts: Command, run: Run): void {
           return 1;
         }
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify(d)}\n`);
+          process.stdout.write(`${jsonText(d)}\n`);
           return 0;
         }
         const a = d.account;
@@ -125,7 +126,7 @@ export function registerAccountViewCommands(accounts: Command, run: Run): void {
           "log:",
           ...d.log.map((l) => `  ${iso(l.time)} ${l.level.padEnd(5)} ${l.message}`),
         ];
-        process.stdout.write(`${out.join("\n")}\n`);
+        process.stdout.write(`${terminalSafe(out.join("\n"))}\n`);
         return 0;
       }),
     );

@@ -12,6 +12,7 @@ import { startBatchRun } from "@fleet/jobs/accounts/startBatchRun";
 import { syncConsents } from "@fleet/jobs/accounts/syncConsents";
 import type { CliContext } from "../context";
 import { registerAccountViewCommands } from "./accountViews";
+import { jsonText, terminalSafe } from "../terminalText";
 
 /**
  * `fleet accounts …`: the account migrations by hand — what the 13:00 / 13:30 / 17:30 / 18:00
@@ -23,7 +24,7 @@ import { registerAccountViewCommands } from "./accountViews";
  */
 type Run = (fn: (ctx: CliContext) => Promise<number | void>) => Promise<void>;
 
-const print = (json: boolean | undefined, value: unknown, text: string) => process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${text}\n`);
+const print = (json: boolean | undefined, value: unknown, text: string) => process.stdout.write(json ? `${jsonText(value)}\n` : `${terminalSafe(text)}\n`);
 
 const date = (value: string): string => {
   if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) throw new InvalidArgumentError("expected YYYY-MM-DD");

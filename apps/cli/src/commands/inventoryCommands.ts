@@ -18,6 +18,7 @@ import type { Run } from "../cliRun";
 import { ReportedFailure, UsageError, print } from "../cliRun";
 import { formatDuration } from "./durations";
 import { fmtRate, formatBytes } from "./status";
+import { terminalSafe } from "../terminalText";
 
 /**
  * `fleet inventory scan | import`: the ways in besides SQL. A scan lists the source and merges
@@ -90,8 +91,8 @@ export function registerInventoryCommands(program: Command, run: Run): void {
           });
           bar.stop();
           print(opts.json, result, formatScan(result));
-          for (const key of result.unreadable.slice(0, SHOWN)) process.stderr.write(`fleet: could not read ${key} (skipped)\n`);
-          for (const entry of result.skipped.slice(0, SHOWN)) process.stderr.write(`fleet: not a file, skipped: ${entry}\n`);
+          for (const key of result.unreadable.slice(0, SHOWN)) process.stderr.write(`fleet: could not read ${terminalSafe(key)} (skipped)\n`);
+          for (const entry of result.skipped.slice(0, SHOWN)) process.stderr.write(`fleet: not a file, skipped: ${terminalSafe(entry)}\n`);
           await queueMigrationOfNew(ctx, result.new + result.changed);
         } catch (err) {
           bar.stop();

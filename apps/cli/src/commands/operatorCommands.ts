@@ -13,6 +13,7 @@ import { QUEUES } from "@fleet/jobs/contracts";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import type { CliContext } from "../context";
 import { integerOption } from "../cliRun";
+import { jsonText, terminalSafe } from "../terminalText";
 
 /**
  * The operator commands of issue 4: queues (counts, pause, resume), the API lock, and
@@ -23,7 +24,7 @@ type Run = (fn: (ctx: CliContext) => Promise<number | void>) => Promise<void>;
 
 const COUNTED = ["waiting", "active", "delayed", "prioritized", "failed", "completed"] as const;
 
-const print = (json: boolean | undefined, value: unknown, text: string) => process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${text}\n`);
+const print = (json: boolean | undefined, value: unknown, text: string) => process.stdout.write(json ? `${jsonText(value)}\n` : `${terminalSafe(text)}\n`);
 
 function queueName(value: string): string {
   const known: readonly string[] = Object.values(QUEUES);
@@ -133,7 +134,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
         const runtime = await ctx.runtime({ withRedis: true });
         const lock = await new ApiLock(runtime.redis, runtime.prefix).get();
         if (lock) {
-          process.stderr.write(`fleet: the API is locked (${lock.reason}, by ${lock.by}); \`fleet unlock\` first\n`);
+          process.stderr.write(terminalSafe(`fleet: the API is locked (${lock.reason}, by ${lock.by}); \`fleet unlock\` first\n`));
           return 1;
         }
         if (opts.delay !== undefined && opts.at !== undefined) {
