@@ -24,6 +24,8 @@ export interface Submission {
   deduplicated: boolean;
   /** The request waits under `id` until this active job ends (the contract's dedupeKeepLastIfActive). */
   queuedAfter?: string;
+  /** The request's payload as validated (under `queuedAfter`, `job` is the active job, with its own). */
+  data: unknown;
 }
 
 /** The settings every enqueued job gets unless its definition says otherwise. */
@@ -93,15 +95,15 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     const { def, data } = this.prepare(name, payload);
     const opts = this.jobOptions(def, data, options);
     if (opts.deduplication?.keepLastIfActive) return this.addKeepLast(name, def, data, opts);
-    return this.added(this.queue(def.queue), String(opts.jobId), await this.queue(def.queue).add(name, data, opts));
+    return this.added(this.queue(def.queue), String(opts.jobId), await this.queue(def.queue).add(name, data, opts), data);
   }
 
   /** What became of an add under `requested`: a new job, or one BullMQ kept instead, as stored. */
-  private async added(queue: Queue, requested: string, added: Job): Promise<Submission> {
+  private async added(queue: Queue, requested: string, added: Job, data: unknown): Promise<Submission> {
     const stored = added.id ? await queue.getJob(added.id) : undefined;
     const job = stored ?? added;
     const deduplicated = added.id !== requested || (stored !== undefined && (stored.timestamp !== added.timestamp || JSON.stringify(stored.data) !== JSON.stringify(added.data)));
-    return { id: job.id ?? requested, job, deduplicated };
+    return { id: job.id ?? requested, job, deduplicated, data };
   }
 
   /**
@@ -129,6 +131,14 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
    *   last (keepLastIfActive's rule) and both answer that id.
    * Each retry follows a job starting or ending within the window; after a few the last
    * answer is given as it is (a slot named by another id would still run, unnamed).
+   *
+   * What is left (found by review, not closed): the look-up and the add are not one step. A
+   * request whose look-up saw run A, delayed until A ended and B started, renames the slot to
+   * A's derived id over the B-derived id already answered to a request made during B; it
+   * names it back on its next look, unless B ends first — within those two round trips — and
+   * then the earlier requester's id never exists (its request still runs, under the other id;
+   * the history's reconcile records that id REMOVED, "never queued"). Closing it needs the
+   * look-up inside BullMQ's add script.
    */
   private async addKeepLast(name: string, def: AnyJobContract, data: unknown, opts: JobsOptions): Promise<Submission> {
     const queue = this.queue(def.queue);
@@ -142,7 +152,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       const added = await queue.add(name, data, { ...opts, jobId });
       if (added.id === jobId) {
         // Created by this add, or found under its id (the deferred job, created meanwhile).
-        last = await this.added(queue, jobId, added);
+        last = await this.added(queue, jobId, added, data);
         if (!last.deduplicated) return last;
         const state = await queue.getJobState(jobId);
         // Not started yet: it carries this request. Started or ended: look again.
@@ -152,10 +162,10 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       // BullMQ answered with the job holding the key.
       const keptFor = added.id!;
       if ((await queue.getJobState(keptFor)) !== "active") {
-        last = await this.added(queue, jobId, added);
+        last = await this.added(queue, jobId, added, data);
         return last;
       }
-      last = { id: jobId, job: added, deduplicated: false, queuedAfter: keptFor };
+      last = { id: jobId, job: added, deduplicated: false, queuedAfter: keptFor, data };
       if (jobId === deferredJobId(dedupeId, keptFor)) return last;
     }
     return last!;
@@ -217,7 +227,12 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
   private jobOptions(def: AnyJobContract, data: unknown, options: EnqueueOptions): JobsOptions {
     const jobId = options.jobId ?? def.jobId?.(data) ?? newOperationId();
     const priority = options.priority ?? def.options?.priority;
-    const dedupeId = def.dedupeId?.(data);
+    // A keep-last kind asked for later or with a priority is a job of its own, not folded into
+    // the run after the active one: BullMQ keeps one request per run, with the last request's
+    // delay and priority counted from that run's end, so a delayed request would have delayed
+    // the wake-ups of the same run, or a wake-up run a delayed request at once (found by
+    // review). These kinds run side by side safely (the scheduler's runs are not deduplicated).
+    const dedupeId = def.dedupeKeepLastIfActive && (options.delayMs || options.priority) ? undefined : def.dedupeId?.(data);
     return {
       attempts: def.options?.attempts ?? this.defaults.attempts,
       backoff: { type: "fleet" },

@@ -13,7 +13,7 @@ import { QUEUES } from "@fleet/jobs/contracts";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import type { CliContext } from "../context";
 import { integerOption } from "../cliRun";
-import { jsonText, terminalSafe } from "../terminalText";
+import { jsonText, oneLine, terminalSafe } from "../terminalText";
 
 /**
  * The operator commands of issue 4: queues (counts, pause, resume), the API lock, and
@@ -92,7 +92,8 @@ export function registerOperatorCommands(program: Command, run: Run): void {
     .action((opts: { job?: string; subject?: string; limit: number; json?: boolean }) =>
       run(async (ctx) => {
         const entries = await readLog(await ctx.database(), opts);
-        const lines = entries.map((e) => [`${e.at.toISOString().slice(0, 19)}Z`, e.level.padEnd(5), e.job ?? "-", e.subject ?? "-", e.message].join("  "));
+        // One entry, one line: its text, from jobs and operators, cannot print a line of its own.
+        const lines = entries.map((e) => [`${e.at.toISOString().slice(0, 19)}Z`, e.level.padEnd(5), e.job ?? "-", e.subject ?? "-", e.message].map(oneLine).join("  "));
         print(opts.json, entries, lines.length === 0 ? "no entries" : lines.join("\n"));
       }),
     );
@@ -151,7 +152,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           delayMs = at.delayMs;
         }
         // The client checks the name against the catalogue and validates the payload.
-        const { id, job, deduplicated, queuedAfter } = await runtime.deps.jobs.submit(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
+        const { id, job, deduplicated, queuedAfter, data } = await runtime.deps.jobs.submit(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
         const by = `cli:${userInfo().username}`;
         // The job is in Redis either way: a history that cannot be written now is filled in by
         // the runner. A duplicate leaves the record of the submission that queued the job as it
@@ -159,7 +160,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
         // answers until the job exists (the first submitter of that run is kept).
         if (queuedAfter) {
           await new OperationHistory(runtime.db)
-            .deferred({ ...operationRef(job), id, createdAt: Date.now() }, queuedAfter, by)
+            .deferred({ ...operationRef(job), id, createdAt: Date.now(), data }, queuedAfter, by)
             .catch((err: unknown) => process.stderr.write(`fleet: operation history not written (${(err as Error).message})\n`));
         } else if (!deduplicated) {
           await new OperationHistory(runtime.db)
