@@ -575,13 +575,19 @@ export async function reconcileOperationHistory(db: Queryable, find: (queue: str
   const history = new OperationHistory(db);
   let fixed = 0;
   for (const row of rows) {
+    let awaited: QueuedJobView | undefined;
+    if (row.queued_after !== null) {
+      // A deferred request: BullMQ creates its job in the same step that ends the job it waits
+      // for. That one first: still there and not ended, the request waits in its slot. Looked
+      // up the other way round, that job could end between the two look-ups and its new job be
+      // missed (found by review).
+      awaited = await find(row.queue, row.queued_after);
+      if (awaited && awaited.state !== "completed" && awaited.state !== "failed") continue;
+    }
     const job = await find(row.queue, row.id);
     if (!job && row.queued_after !== null) {
-      // A deferred request whose job was never created: BullMQ creates it in the same step that
-      // ends the job it waits for, so once that one has ended (or is gone) without it, the
-      // request went with Redis (emptied, the job removed). Recorded, not left WAITING forever.
-      const awaited = await find(row.queue, row.queued_after);
-      if (awaited && awaited.state !== "completed" && awaited.state !== "failed") continue;
+      // Ended (or gone) without creating it: the request went with Redis (emptied, the job
+      // removed). Recorded, not left WAITING forever.
       if (await neverQueued(db, row.id, row.queued_after, awaited ? awaited.state : "gone from Redis")) fixed++;
       continue;
     }
