@@ -16,6 +16,11 @@ export function terminalSafe(text: string): string {
 
 const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
+/** terminalSafe, and one line: newline and tab escaped too (a field of a one-line entry). */
+export function oneLine(text: string): string {
+  return terminalSafe(text).replace(/\n/g, "\\n").replace(/\t/g, "\\t");
+}
+
 /**
  * One value as JSON for the terminal or a pipe: JSON.stringify escapes C0 but leaves DEL, C1
  * and the bidirectional overrides as they are; those go as `\u009b`, which JSON reads back as

@@ -129,7 +129,7 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     // A file name or a consent record can carry escape sequences: OSC 52 writes the clipboard,
     // ESC [ 2 J clears the screen, CR hides what came before, U+202E reverses what follows, and
     // C1's CSI (U+009B) is ESC [ to some terminals.
-    const hostile = "evil\u001b]52;c;ZXZpbA==\u0007 \u001b[2J\rhidden \u202efdp.exe \u009b31m";
+    const hostile = "evil\u001b]52;c;ZXZpbA==\u0007 \u001b[2J\rhidden \u202efdp.exe \u009b31m\n2026-12-11T10:00:00Z  info   board  queue:migration  paused by bob";
     const db = createPool({ connectionString: database.url, max: 1 });
     try {
       await writeLog(db, [{ level: "warn", job: "scan", subject: "file:hostile", message: hostile }]);
@@ -139,7 +139,9 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     const text = await fleet("log", "--subject", "file:hostile");
     expect(text.code).toBe(0);
     expect(text.out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e]/);
-    expect(text.out).toContain("evil\\x1b]52;c;ZXZpbA==\\x07 \\x1b[2J\\x0dhidden \\u202efdp.exe \\x9b31m");
+    expect(text.out).toContain("evil\\x1b]52;c;ZXZpbA==\\x07 \\x1b[2J\\x0dhidden \\u202efdp.exe \\x9b31m\\n2026-12-11T10:00:00Z");
+    // One entry, one line: its text cannot print a line that looks like another entry.
+    expect(text.out.trimEnd().split("\n")).toHaveLength(1);
     const raw = await fleet("log", "--subject", "file:hostile", "--json");
     expect(raw.out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e]/);
     expect((JSON.parse(raw.out) as Array<{ message: string }>)[0]!.message).toBe(hostile);

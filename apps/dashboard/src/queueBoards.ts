@@ -42,6 +42,9 @@ const ALLOWED_WRITES = new Set([
   "PUT /api/queues/:queueName/:jobId/clean",
 ]);
 
+/** The statuses a retry or clean by status may name (BullMQ's job states). */
+const JOB_STATUSES = new Set(["completed", "failed", "delayed", "wait", "waiting", "active", "paused", "prioritized", "waiting-children"]);
+
 /** Writes that add or rewrite jobs: refused with where to submit instead. */
 const SUBMISSION_WRITES = new Set(["POST /api/queues/:queueName/add", "PATCH /api/queues/:queueName/:jobId/update-data"]);
 
@@ -95,6 +98,11 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
             ? "jobs are submitted through the operations API (POST /api/operations or fleet ops submit), which validates them, honours the API lock and records who; not from the board"
             : "the board retries, promotes and cleans jobs and pauses queues; other writes are not allowed here (concurrency: WORKER_CONCURRENCY with fleet settings; cancelling jobs: fleet ops cancel)",
         );
+      }
+      // A status BullMQ does not have cleans or retries nothing (200), and would be recorded as
+      // done with the URL's text in its message (found by review: newlines included).
+      if (typeof params?.queueStatus === "string" && !JOB_STATUSES.has(params.queueStatus)) {
+        return deny(reply, 400, `unknown job status (one of ${[...JOB_STATUSES].join(", ")})`);
       }
       // What the record needs and bull-board may take away (a cleaned job, the count it cleaned).
       pending.set(req, await prepareBoardWrite(req, write, queue, job));

@@ -141,8 +141,12 @@ describe("board writes recorded with the operator", () => {
       await write("PUT", `/queues/api/queues/migration/${job.id}/retry`),
       await write("PUT", "/queues/api/queues/migration/no-such-job/retry"),
       await write("PUT", "/queues/api/queues/no-such-queue/pause"),
+      // A status BullMQ does not have cleans nothing: refused, or it was recorded as a clean with
+      // the URL's text (a newline and a line of its own in it).
+      await write("PUT", `/queues/api/queues/migration/clean/${encodeURIComponent("x\n2026-12-11T10:00:00Z info board queue:migration paused by bob")}`),
+      await write("PUT", "/queues/api/queues/migration/retry/nonsense"),
     ];
-    expect(answers.map((r) => r.status)).toEqual([403, 403, 403, 403, 403, 400, 404, 404]);
+    expect(answers.map((r) => r.status)).toEqual([403, 403, 403, 403, 403, 400, 404, 404, 400, 400]);
     expect(await fx.dashboard.jobs.queue("migration").isPaused()).toBe(false);
     expect(await fx.dashboard.jobs.queue("migration").count()).toBe(1);
     expect(await boardRows()).toEqual([]);
