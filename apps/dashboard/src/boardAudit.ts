@@ -1,5 +1,7 @@
-import type { Queue } from "bullmq";
+import type { Job, Queue } from "bullmq";
 import type { FastifyRequest } from "fastify";
+import { operationRef } from "@fleet/core/operations";
+import type { OperationRef } from "@fleet/core/operationRecorder";
 import type { Queryable } from "@fleet/db/pool";
 import { writeLog } from "@fleet/db/sql/log";
 import type { LogEntry } from "@fleet/db/sql/log";
@@ -14,6 +16,7 @@ import { actorOf } from "./auth";
  * - A job's retry, promote or clean: a LOG row in that operation's history ("retried from the
  *   board by alice"), and for retry and promote a line in the job's own BullMQ log too, so
  *   `fleet ops show`, the API and the board's Logs tab show it while BullMQ still has the job.
+ *   A clean of a job that had not started also ends its history REMOVED, as a cancel does.
  *   A job the history does not know (queued by the fleet and never started, or an older job of
  *   a recycled id) gets no operation row made up for it: the action goes to migration_log,
  *   subject `operation:<id>`.
@@ -27,7 +30,11 @@ import { actorOf } from "./auth";
  */
 export interface BoardRecords {
   /** The operation history (OperationHistory.note). */
-  history: { note(op: { id: string; createdAt: number }, message: string): Promise<boolean> };
+  history: {
+    note(op: { id: string; createdAt: number }, message: string): Promise<boolean>;
+    /** A job removed before it started, as a cancel records it (state REMOVED, by whom). */
+    removed(op: OperationRef, by: string | null): Promise<void>;
+  };
   /** Where queue-wide actions go (migration_log). */
   db: Queryable;
 }
@@ -37,7 +44,7 @@ export interface PendingWrite {
   /** `PUT /api/queues/:queueName/pause`: the route pattern, as ALLOWED_WRITES names it. */
   write: string;
   queue: Queue | undefined;
-  job: { id: string; name: string; createdAt: number; state: string } | undefined;
+  job: { id: string; name: string; createdAt: number; state: string; ref: OperationRef } | undefined;
   /** Jobs in the cleaned status before a clean (bull-board's answer has no count). */
   before: number | undefined;
 }
@@ -50,14 +57,17 @@ export interface PendingWrite {
  */
 const RECORD_WAIT_MS = 2_000;
 
+/** States of a job that has not started (what a cancel removes, recording REMOVED). */
+const NOT_STARTED = new Set(["waiting", "delayed", "prioritized", "waiting-children", "paused"]);
+
 const params = (req: FastifyRequest) => (req.params ?? {}) as Record<string, string | undefined>;
 
-export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: { id?: string; name: string; timestamp: number; getState(): Promise<string> } | undefined): Promise<PendingWrite> {
+export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: Job | undefined): Promise<PendingWrite> {
   const status = params(req).queueStatus;
   return {
     write,
     queue,
-    job: job?.id === undefined ? undefined : { id: job.id, name: job.name, createdAt: job.timestamp, state: await job.getState() },
+    job: job?.id === undefined ? undefined : { id: job.id, name: job.name, createdAt: job.timestamp, state: await job.getState(), ref: operationRef(job) },
     before: write.endsWith("/clean/:queueStatus") && queue && status ? await countOf(queue, status) : undefined,
   };
 }
@@ -86,7 +96,12 @@ async function record(req: FastifyRequest, statusCode: number, payload: unknown,
       // Still in BullMQ: its own log is what `fleet ops show` and the board show first.
       await queue.addJobLog(job.id, message).catch((err: unknown) => req.log.warn({ err, job: job.id }, "could not add the board action to the job's log"));
     }
-    if (await records.history.note(job, message)) return;
+    if (await records.history.note(job, message)) {
+      // Removed before it started: the history's state says so, as after a cancel (the row
+      // stayed WAITING for good: nothing else ends a job that is gone).
+      if (action === "clean" && NOT_STARTED.has(job.state)) await records.history.removed(job.ref, `${by} from the board`);
+      return;
+    }
     await writeLog(records.db, [
       { level: action === "clean" ? "warn" : "info", job: "board", subject: `operation:${job.id}`, message: `operation ${job.id} (${job.name}, queue ${queue.name}) ${message}`, details: { ...details, queue: queue.name, name: job.name, state: job.state } },
     ]);

@@ -83,6 +83,21 @@ describe("board writes recorded with the operator", () => {
     expect(await boardRows()).toEqual([]);
   });
 
+  it("a submitted job removed from the board before it started: its history says REMOVED and by whom, as after a cancel", async () => {
+    const res = await send(base, "/api/operations", { method: "POST", headers: { authorization: `Bearer ${fx.apiToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "migrate-range", data: { rangeId: 6 } }) });
+    const { id } = (await res.json()) as { id: string };
+    expect((await write("PUT", `/queues/api/queues/migration/${id}/clean`)).status).toBe(204);
+    expect(await fx.dashboard.jobs.queue("migration").getJob(id)).toBeUndefined();
+    expect((await fx.dashboard.db.query(`SELECT state::text, finished_at IS NOT NULL AS finished FROM operations WHERE id = $1`, [id])).rows[0]).toEqual({ state: "REMOVED", finished: true });
+    expect(await statusRows(id)).toEqual([
+      { kind: "STATE", message: "submitted by token:ci" },
+      { kind: "LOG", message: "removed from the board by alice (it was waiting)" },
+      { kind: "STATE", message: "cancelled by alice from the board before it started" },
+    ]);
+    const past = (await (await send(base, `/api/operations/${id}`, { headers: { authorization: `Bearer ${fx.apiToken}` } })).json()) as { source: string; state: string };
+    expect([past.source, past.state]).toEqual(["history", "removed"]);
+  });
+
   it("a job the history does not know (queued by the fleet, never started): recorded in migration_log, no operation made up", async () => {
     const job = await fx.dashboard.jobs.enqueue("migrate-range", { rangeId: 8 });
     expect((await write("PUT", `/queues/api/queues/migration/${job.id}/clean`)).status).toBe(204);
