@@ -1,3 +1,4 @@
+import { userInfo } from "node:os";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { Queue } from "bullmq";
@@ -96,6 +97,12 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     expect((await fleet("queues")).out.split("\n")[0]).toMatch(/^queue\s+waiting\s+active\s+delayed\s+prioritized\s+failed\s+completed\s+paused$/);
     expect(await json("resume", "migration")).toEqual({ queue: "migration", paused: false });
     expect(await migration.isPaused()).toBe(false);
+    // Recorded with who did it, as the board's are.
+    const user = userInfo().username;
+    expect(((await json("log", "--subject", "queue:migration")) as Array<{ job: string; message: string }>).filter((e) => e.job === "cli").map((e) => e.message)).toEqual([
+      `queue migration paused by cli:${user}`,
+      `queue migration resumed by cli:${user}`,
+    ]);
     const unknown = await fleet("pause", "nope");
     expect([unknown.code, unknown.err]).toEqual([1, expect.stringContaining('unknown queue "nope"')]);
   });
@@ -103,7 +110,9 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
   it("log shows migration_log newest last, by job or subject: the board's actions with who made them", async () => {
     const db = createPool({ connectionString: database.url, max: 1 });
     try {
-      // As the dashboard records a pause and a clean from the board (apps/dashboard/src/boardAudit.ts).
+      // As the dashboard records a pause and a clean from the board (apps/dashboard/src/boardAudit.ts);
+      // only these (the earlier tests' pause and resume are recorded too).
+      await db.query("DELETE FROM migration_log");
       await writeLog(db, [
         { level: "info", job: "kill", subject: "file:3", message: "killed by bob" },
         { level: "info", job: "board", subject: "queue:migration", message: "queue migration paused from the board by alice", details: { route: "PUT /api/queues/:queueName/pause", status: 200, by: "alice", queue: "migration" } },

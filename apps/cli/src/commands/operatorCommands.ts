@@ -6,7 +6,7 @@ import { ApiLock } from "@fleet/core/apiLock";
 import { parseDuration } from "@fleet/core/backoff";
 import type { JobClient } from "@fleet/core/jobClient";
 import { OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation } from "@fleet/core/operations";
-import { readLog } from "@fleet/db/sql/log";
+import { readLog, writeLog } from "@fleet/db/sql/log";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
 import type { OperationState, OperationSummary } from "@fleet/core/operations";
 import { QUEUES } from "@fleet/jobs/contracts";
@@ -75,8 +75,14 @@ export function registerOperatorCommands(program: Command, run: Run): void {
       .action((queue: string, opts: { json?: boolean }) =>
         run(async (ctx) => {
           const name = queueName(queue);
-          const q = (await ctx.runtime({ withRedis: true })).deps.jobs.queue(name);
-          await (pause ? q.pause() : q.resume());
+          const runtime = await ctx.runtime({ withRedis: true });
+          await (pause ? runtime.deps.jobs.queue(name).pause() : runtime.deps.jobs.queue(name).resume());
+          // Recorded with who did it, as the board's pauses are (migration_log, `fleet log
+          // --subject queue:NAME`); the queue is paused either way.
+          const by = `cli:${userInfo().username}`;
+          await writeLog(runtime.db, [{ level: "info", job: "cli", subject: `queue:${name}`, message: `queue ${name} ${pause ? "paused" : "resumed"} by ${by}`, details: { by } }]).catch((err: unknown) =>
+            process.stderr.write(terminalSafe(`fleet: warning: the ${verb} is done but not recorded in migration_log (${(err as Error).message})\n`)),
+          );
           print(opts.json, { queue: name, paused: pause }, `${name}: ${pause ? "paused" : "resumed"}`);
         }),
       );
