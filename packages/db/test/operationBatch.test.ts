@@ -10,6 +10,7 @@ import { createPool } from "@fleet/db/pool";
 import type { DbPool, Queryable } from "@fleet/db/pool";
 import { BatchedOperationHistory, reconcileOperationHistory } from "@fleet/db/sql/operationBatch";
 import { OperationHistory } from "@fleet/db/sql/operations";
+import { fireMissedCallbacks, registerCallback } from "@fleet/db/sql/webhooks";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
@@ -268,6 +269,8 @@ describe("batched operation history", () => {
       const pending = await queue.add("noop", {}, { jobId: "awaited-pending", delay: 60_000 });
       await history.deferred(ref("unpack-after-awaited-pending", Date.now()), pending.id!, "alice");
       await history.deferred(ref("unpack-after-awaited-gone", Date.now()), "awaited-gone", "bob");
+      await registerCallback(db, "unpack-after-awaited-pending", "https://site.example/hooks/a", "alice");
+      await registerCallback(db, "unpack-after-awaited-gone", "https://site.example/hooks/b", "bob");
       await db.query(`UPDATE operations SET updated_at = now() - interval '1 minute' WHERE id LIKE 'unpack-after-awaited-%'`);
       const find = async (q: string, id: string) => {
         const job = await new Queue(q, { connection: redis, prefix }).getJob(id);
@@ -279,8 +282,16 @@ describe("batched operation history", () => {
       const { rows } = await db.query<{ message: string }>(`SELECT message FROM operation_status WHERE operation_id = 'unpack-after-awaited-gone' ORDER BY id DESC LIMIT 1`);
       expect(rows[0]!.message).toMatch(/^never queued: operation awaited-gone/);
       expect(await reconcileOperationHistory(db, find, { minAgeMs: 0 })).toBe(0); // once
+      // Its submitter's callback goes out (webhook-send's backstop), saying why.
+      expect(await fireMissedCallbacks(db)).toBe(1);
+      const delivery = await db.query<{ body: { operation: { id: string; state: string; error: string | null } } }>(`SELECT body FROM webhook_deliveries WHERE operation_id LIKE 'unpack-after-awaited-%'`);
+      expect(delivery.rows.map((d) => d.body.operation)).toEqual([
+        expect.objectContaining({ id: "unpack-after-awaited-gone", state: "cancelled", error: expect.stringMatching(/^never queued: .*submit it again$/) }),
+      ]);
     } finally {
       // The pending one still waits: other tests' reconciles (another prefix) must not see it.
+      await db.query(`DELETE FROM webhook_deliveries WHERE operation_id LIKE 'unpack-after-awaited-%'`);
+      await db.query(`DELETE FROM operation_callbacks WHERE operation_id LIKE 'unpack-after-awaited-%'`);
       await db.query(`DELETE FROM operation_status WHERE operation_id LIKE 'unpack-after-awaited-%'`);
       await db.query(`DELETE FROM operations WHERE id LIKE 'unpack-after-awaited-%'`);
       await queue.close();

@@ -604,12 +604,16 @@ export async function reconcileOperationHistory(db: Queryable, find: (queue: str
   return fixed;
 }
 
-/** A deferred request's row whose job was never created: REMOVED, with why. */
+/**
+ * A deferred request's row whose job was never created: REMOVED, with why — in its history and
+ * as its error, which `GET /api/operations/:id` and its callback (webhook-send's backstop
+ * queues it as `cancelled`) carry, so a submitter learns to submit it again.
+ */
 async function neverQueued(db: Queryable, id: string, awaited: string, awaitedState: string): Promise<boolean> {
   const message = `never queued: operation ${awaited}, which it waited for, is ${awaitedState} and its job was not created (Redis emptied or the job removed); submit it again`;
   const { rowCount } = await db.query(
     `WITH op AS (
-       UPDATE operations SET state = 'REMOVED', finished_at = now(), queued_after = NULL, updated_at = now()
+       UPDATE operations SET state = 'REMOVED', error = $3, finished_at = now(), queued_after = NULL, updated_at = now()
         WHERE id = $1 AND queued_after = $2 AND state = 'WAITING' RETURNING id
      )
      INSERT INTO operation_status (operation_id, kind, state, message) SELECT id, 'STATE', 'REMOVED', $3 FROM op`,
