@@ -430,9 +430,28 @@ export interface TransferLinkRate {
   averageBytesPerSec: number | null;
 }
 
-/** transferLinks() with its rates worked out: what `fleet migrate status` and the dashboard show. */
+/**
+ * What `fleet migrate status` and the dashboard show: the links from the kept counts, with their
+ * rates worked out, never a scan of the outcomes (at 100M files transferLinks() with a named
+ * link read every succeeded row at every status, and at every reading of `--watch`). A named
+ * link takes over the row of its roots' locations (scheme and authority: `file://`,
+ * `s3://bucket`, `sftp://user@host:port`), since the counts keep locations, not prefixes:
+ * another prefix of the same locations migrated into this database (a second tree of the same
+ * disk, a second prefix of the same bucket) counts under it too. transferLinks() with the
+ * link is the exact figure.
+ */
 export async function transferLinkRates(db: Queryable, windowSeconds: number, named: readonly NamedLink[] = []): Promise<TransferLinkRate[]> {
-  return linkRates(await transferLinks(db, windowSeconds, named), windowSeconds);
+  const rows = await countedLinks(db, windowSeconds);
+  if (named.length === 0 || rows.length === 0) return linkRates(rows, windowSeconds);
+  const { rows: ends } = await db.query<{ source: string | null; destination: string | null }>(
+    `SELECT fleet_location(s) AS source, fleet_location(d) AS destination FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(s, d, o) ORDER BY o`,
+    [named.map((n) => n.sourceRoot), named.map((n) => n.destinationRoot)],
+  );
+  const labelled = rows.map((row) => {
+    const i = ends.findIndex((e) => e.source === row.source && e.destination === row.destination);
+    return i < 0 ? row : { ...row, source: named[i]!.source, destination: named[i]!.destination };
+  });
+  return linkRates(labelled, windowSeconds);
 }
 
 /** Current and average rates of links counted over a window of `windowSeconds`. */
