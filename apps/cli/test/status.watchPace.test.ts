@@ -31,6 +31,7 @@ describe("status --watch pacing", () => {
         filesByStatus: [],
         retries: [],
         throughput: [],
+        throughputHourly: [],
       },
       [],
     ),

@@ -2,7 +2,7 @@ import type { Queryable } from "@fleet/db/pool";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
 import { liveWorkers, rangesByStatus, transferLinkRates } from "@fleet/db/sql/reports";
-import type { LiveWorkerRow, ThroughputRow, TransferLinkRate } from "@fleet/db/sql/reports";
+import type { LiveWorkerRow, ThroughputHourRow, ThroughputRow, TransferLinkRate } from "@fleet/db/sql/reports";
 import type { BlockerSource } from "@fleet/jobs/status/blockers";
 import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
 import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
@@ -22,6 +22,8 @@ export interface ProgressReport {
   ranges: Array<{ status: string; ranges: number; filesSucceeded: number; filesFailed: number }>;
   files: Array<{ status: string; count: number; bytes: number }>;
   throughput: ThroughputRow[];
+  /** Per UTC hour over the last `chartHours` hours. */
+  throughputHourly: ThroughputHourRow[];
   retries: Array<{ retryCount: number; status: string; files: number }>;
   /** Per category: counts, retryable or not, one example file with its own message. */
   failures: FailureCategorySummary[];
@@ -40,6 +42,8 @@ export interface ProgressOptions {
   staleAfterMs: number;
   /** Minutes of throughput history in the chart. */
   chartMinutes: number;
+  /** Hours of throughput history in the hourly chart. */
+  chartHours: number;
   /** Where the reasons for held work come from (queue pause, window, breakers). */
   blockers: readonly BlockerSource[];
 }
@@ -47,7 +51,7 @@ export interface ProgressOptions {
 export async function readProgress(db: Queryable, options: ProgressOptions): Promise<ProgressReport> {
   const policy = { maxRetries: options.maxRetries, retryableCategories: options.retryableCategories };
   const [status, ranges, failures, workers, links] = await Promise.all([
-    readMigrationStatus(db, { ...policy, blockers: options.blockers, chartMinutes: options.chartMinutes }),
+    readMigrationStatus(db, { ...policy, blockers: options.blockers, chartMinutes: options.chartMinutes, chartHours: options.chartHours }),
     rangesByStatus(db),
     failureSummary(db, {}, policy),
     liveWorkers(db, options.staleAfterMs),
@@ -60,6 +64,7 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     ranges,
     files: status.progress.filesByStatus,
     throughput: status.progress.throughput,
+    throughputHourly: status.progress.throughputHourly,
     retries: status.progress.retries,
     failures,
     workers,

@@ -37,12 +37,12 @@ export function progressRoutes(app: FastifyInstance, options: ProgressPageOption
   app.get("/progress", async (req, reply) => {
     const [report, lock, breakers] = await Promise.all([reading.get(), options.lockReason(), options.breakers()]);
     void reply.header("refresh", "10");
-    return sendPage(reply, 200, page("Progress", progressBody(report, options.chartMinutes, lock, breakers), navigation(req.principal)));
+    return sendPage(reply, 200, page("Progress", progressBody(report, options, lock, breakers), navigation(req.principal)));
   });
   return reading;
 }
 
-function progressBody(r: ProgressReport, chartMinutes: number, lock: string | null, breakers: BreakerView[] | null): SafeHtml {
+function progressBody(r: ProgressReport, charts: { chartMinutes: number; chartHours: number }, lock: string | null, breakers: BreakerView[] | null): SafeHtml {
   const n = r.numbers;
   const rate = (x: { filesPerSec: number; bytesPerSec: number } | null) => (x === null ? "–" : `${formatFilesPerSec(x.filesPerSec)} files/s, ${bytes(x.bytesPerSec)}/s`);
   return html`${lock === null ? "" : html`<div class="banner" role="status"><strong>API locked</strong> (maintenance): ${lock}</div>`}
@@ -67,7 +67,8 @@ ${n.vanished + n.superseded > 0 ? html`<tr><th>not counted</th><td class="n">${n
 <section><h2>Files by status</h2>${table(["status", "files", "bytes"], r.files.map((x) => [x.status, num(x.count), bytes(x.bytes)]))}</section>
 <section><h2>Retries by count</h2>${table(["retries", "status", "files"], r.retries.map((x) => [String(x.retryCount), x.status, num(x.files)]))}</section>
 </div>
-<section><h2>Throughput (files per minute, last ${chartMinutes} min)</h2>${throughputChart(r.throughput, chartMinutes, r.at)}</section>
+<section><h2>Throughput (files per minute, last ${charts.chartMinutes} min)</h2>${throughputChart(r.throughput.map((t) => ({ ...t, at: t.minute })), { buckets: charts.chartMinutes, unit: "minute" }, r.at)}</section>
+<section><h2>Throughput (files per hour, last ${charts.chartHours} h)</h2>${throughputChart(r.throughputHourly.map((t) => ({ ...t, at: t.hour })), { buckets: charts.chartHours, unit: "hour" }, r.at)}</section>
 <section><h2>Transfers by link (now: last ${LINK_WINDOW_SECONDS} s; average: whole run)</h2>${table(
     ["source → destination", "files", "bytes", "now", "average"],
     r.links.map((l) => [

@@ -231,6 +231,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     retryableCategories: config.RETRY_CATEGORIES,
     staleAfterMs: config.RANGE_STALE_AFTER,
     chartMinutes: 60,
+    chartHours: 48,
     blockers,
     lockReason: async () => (await apiLock.get())?.reason ?? null,
     readingVersion: {

@@ -92,6 +92,9 @@ describe("progress page", () => {
     expect(r.numbers.rate.run.filesPerSec).toBeCloseTo(10 / r.numbers.elapsedSeconds, 6);
     expect(r.numbers.rate.lastMinute).toEqual({ filesPerSec: 6 / 60, bytesPerSec: 2000 / 60 });
     expect(r.throughput.reduce((s: number, t: { succeeded: number; failed: number }) => s + t.succeeded + t.failed, 0)).toBe(9); // RETRYING has no outcome yet
+    // The same files per hour, over the last 48 hours (all within the last few minutes: one or two hours).
+    expect(r.throughputHourly.reduce((s: number, t: { succeeded: number; failed: number }) => s + t.succeeded + t.failed, 0)).toBe(9);
+    for (const t of r.throughputHourly as Array<{ hour: string }>) expect(new Date(t.hour).getUTCMinutes()).toBe(0);
     expect(r.retries).toEqual([
       { retryCount: 0, status: "FAIL", files: 1 },
       { retryCount: 1, status: "SUCCESS", files: 1 }, // statuses in the enum's order
@@ -123,7 +126,9 @@ describe("progress page", () => {
     expect(res.headers.get("content-security-policy")).toContain("default-src 'none'");
     const text = await res.text();
     expect(text).toContain("10 / 10 (100%)");
-    expect(text).toContain("<svg");
+    expect(text).toContain("Throughput (files per minute, last 60 min)");
+    expect(text).toContain("Throughput (files per hour, last 48 h)");
+    expect(text).toMatch(/aria-label="files finished per hour, last 48 h"[^]*?<title>\d{4}-\d\d-\d\d \d\d:00 UTC: \d+ succeeded, \d+ failed<\/title>/);
     expect(text).toContain("host-a:101:aaaaaa");
     expect(text).toMatch(/sftp:\/\/u@h:22<\/code> → <code>s3:\/\/bkt<\/code>/);
     expect(text).toMatch(/host-b:202:bbbbbb.*stale/s);

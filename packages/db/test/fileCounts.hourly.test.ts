@@ -39,7 +39,7 @@ const outcome = (id: number, status: "SUCCESS" | "FAIL"): FileOutcome => ({
   errorMessage: status === "FAIL" ? "x" : null,
 });
 
-const POLICY = { maxRetries: 3, retryableCategories: ["network"], chartMinutes: 180 };
+const POLICY = { maxRetries: 3, retryableCategories: ["network"], chartMinutes: 180, chartHours: 12 };
 const NEVER = [{ source: "never", destination: "never", sourceRoot: "never://", destinationRoot: "never://" }];
 
 /** What a scan of the current versions' outcomes says (the readers before the kept counts). */
@@ -55,14 +55,23 @@ async function scanned(c: Queryable, runStart: Date) {
     )
   ).rows[0];
   const retries = (await c.query(`SELECT retry_count AS "retryCount", status::text, count(*)::int AS files ${current} AND (retry_count > 0 OR status <> 'SUCCESS') GROUP BY 1, 2 ORDER BY 1, 2`)).rows;
-  return { filesByStatus: byStatus, runAttempted: r.run as number, firstAttemptAt: r.first as Date, lastAttemptAt: r.last as Date, retries };
+  // The hourly chart: every hour of the last 12 (H0 is 8–9 hours ago).
+  const throughputHourly = (
+    await c.query(
+      `SELECT date_trunc('hour', last_attempt_date, 'UTC') AS hour, count(*) FILTER (WHERE status = 'SUCCESS')::int AS succeeded,
+              count(*) FILTER (WHERE status = 'FAIL')::int AS failed, coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::int AS bytes
+         ${current} AND last_attempt_date >= date_trunc('hour', now(), 'UTC') - interval '11 hours' GROUP BY 1 ORDER BY 1`,
+    )
+  ).rows;
+  return { filesByStatus: byStatus, runAttempted: r.run as number, firstAttemptAt: r.first as Date, lastAttemptAt: r.last as Date, retries, throughputHourly };
 }
 
 async function expectAScan(c: Queryable): Promise<void> {
   const p = await migrationProgress(c, POLICY);
   expect(p.runStartedAt).not.toBeNull();
   const scan = await scanned(c, p.runStartedAt!);
-  expect({ filesByStatus: p.filesByStatus, runAttempted: p.runAttempted, firstAttemptAt: p.firstAttemptAt, lastAttemptAt: p.lastAttemptAt, retries: p.retries }).toEqual(scan);
+  expect(scan.throughputHourly.length).toBeGreaterThanOrEqual(3); // H0, H0+2h and now's hour at least
+  expect({ filesByStatus: p.filesByStatus, runAttempted: p.runAttempted, firstAttemptAt: p.firstAttemptAt, lastAttemptAt: p.lastAttemptAt, retries: p.retries, throughputHourly: p.throughputHourly }).toEqual(scan);
   const toSecond = (links: Awaited<ReturnType<typeof transferLinks>>) =>
     links.map((l) => ({ ...l, firstAt: l.firstAt && Math.floor(l.firstAt.getTime() / 1000), lastAt: l.lastAt && Math.floor(l.lastAt.getTime() / 1000) }));
   expect(toSecond(await transferLinks(c, 60))).toEqual(toSecond(await transferLinks(c, 60, NEVER)));

@@ -65,6 +65,20 @@ async function oldProgress(db: Queryable, opts: { maxRetries: number; retryableC
 }
 
 /** The old statusCounts().files / retriesByCount() / throughputPerMinute(), verbatim (the views). */
+/** Files per UTC hour over the last `hours` hours (at most a week), as the minute view counts them. */
+async function hourlyScan(db: Queryable, hours: number, currentOnly: boolean) {
+  const from = currentOnly ? `(SELECT m.* FROM migration_files m WHERE NOT EXISTS (SELECT 1 FROM source_files s WHERE s.id = m.file_id AND s.superseded_by IS NOT NULL))` : "migration_files";
+  return (
+    await db.query(
+      `SELECT * FROM (SELECT date_trunc('hour', last_attempt_date, 'UTC') AS hour,
+              count(*) FILTER (WHERE status = 'SUCCESS')::bigint AS succeeded, count(*) FILTER (WHERE status = 'FAIL')::bigint AS failed,
+              coalesce(sum(size) FILTER (WHERE status = 'SUCCESS'), 0)::bigint AS bytes FROM ${from} mf GROUP BY 1) v
+        WHERE hour >= date_trunc('hour', now(), 'UTC') - make_interval(hours => least($1::int, 168) - 1) ORDER BY hour`,
+      [hours],
+    )
+  ).rows;
+}
+
 async function oldTables(db: Queryable, chartMinutes: number) {
   const files = (
     await db.query(
@@ -176,11 +190,14 @@ describe("migrationProgress: one scan gives what the four statements gave", () =
   it("without superseded versions: every number and table as before (views verbatim)", async () => {
     await inOneTransaction(async (c) => {
       for (const policy of policies) {
-        for (const chartMinutes of [60, 1, 0, 500]) {
-          const now = await migrationProgress(c, { ...policy, chartMinutes });
+        for (const [chartMinutes, chartHours] of [[60, 48], [1, 1], [0, 2], [500, 500]] as const) {
+          const now = await migrationProgress(c, { ...policy, chartMinutes, chartHours });
           const before = await oldProgress(c, policy);
           const tables = await oldTables(c, chartMinutes);
-          const { filesByStatus, retries, throughput, runAttempted, runBytes, ...numbers } = now; // the run's own counts: status.runAfterGap.test.ts
+          const { filesByStatus, retries, throughput, throughputHourly, runAttempted, runBytes, ...numbers } = now; // the run's own counts: status.runAfterGap.test.ts
+          expect(throughputHourly).toEqual(await hourlyScan(c, chartHours, false));
+          expect(throughputHourly.length).toBeGreaterThan(0);
+          for (const t of throughputHourly) expect(t.hour).toBeInstanceOf(Date);
           expect(numbers).toEqual(before);
           expect(filesByStatus).toEqual(tables.files);
           expect(retries).toEqual(tables.retries);
@@ -197,6 +214,7 @@ describe("migrationProgress: one scan gives what the four statements gave", () =
         expect(before_sanity(await oldProgress(c, policy))).toBe(true);
         const without = await migrationProgress(c, policy);
         expect(without.throughput).toEqual([]);
+        expect(without.throughputHourly).toEqual([]);
       }
     });
   });
@@ -206,9 +224,10 @@ describe("migrationProgress: one scan gives what the four statements gave", () =
     try {
       await inOneTransaction(async (c) => {
         for (const policy of policies) {
-          const now = await migrationProgress(c, { ...policy, chartMinutes: 60 });
-          const { filesByStatus, retries, throughput, runAttempted, runBytes, ...numbers } = now; // the run's own counts: status.runAfterGap.test.ts
+          const now = await migrationProgress(c, { ...policy, chartMinutes: 60, chartHours: 48 });
+          const { filesByStatus, retries, throughput, throughputHourly, runAttempted, runBytes, ...numbers } = now; // the run's own counts: status.runAfterGap.test.ts
           expect(numbers).toEqual(await oldProgress(c, policy));
+          expect(throughputHourly).toEqual(await hourlyScan(c, 48, true));
           const tables = await oldTablesCurrentOnly(c, 60);
           expect((await oldTables(c, 60)).files).not.toEqual(tables.files); // the views did count them
           expect(filesByStatus).toEqual(tables.files);
@@ -227,8 +246,9 @@ describe("migrationProgress: one scan gives what the four statements gave", () =
     await inOneTransaction(async (c) => {
       for (const tz of ["Asia/Kathmandu", "America/St_Johns", "Australia/Lord_Howe"]) {
         await c.query(`SET LOCAL TimeZone = '${tz}'`);
-        const now = await migrationProgress(c, { ...policies[0]!, chartMinutes: 60 });
+        const now = await migrationProgress(c, { ...policies[0]!, chartMinutes: 60, chartHours: 48 });
         expect(now.throughput).toEqual((await oldTables(c, 60)).throughput);
+        expect(now.throughputHourly).toEqual(await hourlyScan(c, 48, false));
       }
     });
   });
@@ -239,11 +259,11 @@ describe("migrationProgress: one scan gives what the four statements gave", () =
       await c.query("BEGIN");
       await c.query("DELETE FROM migration_files");
       await c.query("DELETE FROM migration_ranges");
-      const now = await migrationProgress(c, { ...policies[0]!, chartMinutes: 60 });
-      const { filesByStatus, retries, throughput, runAttempted, runBytes, ...numbers } = now; // the run's own counts: status.runAfterGap.test.ts
+      const now = await migrationProgress(c, { ...policies[0]!, chartMinutes: 60, chartHours: 48 });
+      const { filesByStatus, retries, throughput, throughputHourly, runAttempted, runBytes, ...numbers } = now; // the run's own counts: status.runAfterGap.test.ts
       expect(numbers).toEqual(await oldProgress(c, policies[0]!));
       const tables = await oldTables(c, 60);
-      expect({ filesByStatus, retries, throughput }).toEqual({ filesByStatus: tables.files, retries: tables.retries, throughput: tables.throughput });
+      expect({ filesByStatus, retries, throughput, throughputHourly }).toEqual({ filesByStatus: tables.files, retries: tables.retries, throughput: tables.throughput, throughputHourly: [] });
       expect(numbers.files).toEqual({ SUCCESS: 0, FAIL: 0, RETRYING: 0, KILLED: 0 });
       expect(numbers.firstAttemptAt).toBeNull();
     } finally {

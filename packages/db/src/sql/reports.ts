@@ -47,6 +47,12 @@ export interface MigrationProgress {
   retries: RetryCountRow[];
   /** Files finished per minute over the last `chartMinutes` minutes (at most CHART_MAX_MINUTES), oldest first (empty without). */
   throughput: ThroughputRow[];
+  /**
+   * Files finished per UTC hour over the last `chartHours` hours (at most CHART_MAX_HOURS; the
+   * current hour so far included), oldest first (empty without): the night an operator was not
+   * watching. By latest attempt, exact to the hour whatever the fold.
+   */
+  throughputHourly: ThroughputHourRow[];
 }
 
 export interface RetryCountRow {
@@ -66,6 +72,8 @@ const FOLD_AFTER = "5 minutes";
  */
 const FOLD_HOURLY_AFTER = "5 hours";
 export const CHART_MAX_MINUTES = 180;
+/** The hourly chart's longest span: a week. */
+export const CHART_MAX_HOURS = 168;
 
 /**
  * The moment a kept count is summed under: its second (`at` of a writer's row); its minute when
@@ -122,7 +130,7 @@ const RUN_START = `
  */
 export async function migrationProgress(
   db: Queryable,
-  opts: { maxRetries: number; retryableCategories: readonly string[]; chartMinutes?: number },
+  opts: { maxRetries: number; retryableCategories: readonly string[]; chartMinutes?: number; chartHours?: number },
 ): Promise<MigrationProgress> {
   const { rows } = await db.query(
     `WITH run AS MATERIALIZED (${RUN_START}), nc AS MATERIALIZED (
@@ -159,13 +167,15 @@ export async function migrationProgress(
               coalesce(b.last_at, b.at) > now() - interval '1 minute' AND coalesce(coalesce(b.last_at, b.at) >= (SELECT started_at FROM run), true) AS last_minute,
               CASE WHEN b.at >= date_trunc('minute', now()) - make_interval(mins => $3::int)
                    THEN date_trunc('minute', b.at) END AS minute,
+              CASE WHEN b.at >= date_trunc('hour', now(), 'UTC') - make_interval(hours => $4::int - 1)
+                   THEN date_trunc('hour', b.at, 'UTC') END AS hour,
               coalesce(coalesce(b.last_at, b.at) >= (SELECT started_at FROM run), true) AS in_run,
               sum(b.files)::int8 AS files,
               sum(b.bytes)::int8 AS bytes,
               min(b.first_at) AS first_at,
               max(b.last_at) AS last_at
          FROM b
-        GROUP BY 1, 2, 3, 4, 5, 6, 7
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
      ), f AS (
        SELECT
          coalesce(sum(files) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS success,
@@ -198,10 +208,19 @@ export async function migrationProgress(
           FROM (SELECT minute, coalesce(sum(files) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS succeeded, coalesce(sum(files) FILTER (WHERE status = 'FAIL'), 0)::int8 AS failed,
                        coalesce(sum(bytes) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes
                   FROM g WHERE minute IS NOT NULL GROUP BY minute HAVING sum(files) <> 0) x) AS throughput,
+       (SELECT coalesce(json_agg(json_build_object('hour', hour, 'succeeded', succeeded, 'failed', failed, 'bytes', bytes) ORDER BY hour), '[]'::json)
+          FROM (SELECT hour, coalesce(sum(files) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS succeeded, coalesce(sum(files) FILTER (WHERE status = 'FAIL'), 0)::int8 AS failed,
+                       coalesce(sum(bytes) FILTER (WHERE status = 'SUCCESS'), 0)::int8 AS bytes
+                  FROM g WHERE hour IS NOT NULL GROUP BY hour HAVING sum(files) <> 0) x) AS throughput_hourly,
        now() AS at,
        f.*
      FROM f`,
-    [opts.maxRetries, opts.retryableCategories, opts.chartMinutes == null ? null : Math.min(opts.chartMinutes, CHART_MAX_MINUTES)],
+    [
+      opts.maxRetries,
+      opts.retryableCategories,
+      opts.chartMinutes == null ? null : Math.min(opts.chartMinutes, CHART_MAX_MINUTES),
+      opts.chartHours == null ? null : Math.min(opts.chartHours, CHART_MAX_HOURS),
+    ],
   );
   const r = rows[0];
   const ranges = (r.ranges ?? {}) as Record<string, number>;
@@ -226,6 +245,7 @@ export async function migrationProgress(
     filesByStatus: r.files_by_status,
     retries: r.retries,
     throughput: (r.throughput as Array<Omit<ThroughputRow, "minute"> & { minute: string }>).map((x) => ({ ...x, minute: new Date(x.minute) })),
+    throughputHourly: (r.throughput_hourly as Array<Omit<ThroughputHourRow, "hour"> & { hour: string }>).map((x) => ({ ...x, hour: new Date(x.hour) })),
   };
 }
 
@@ -245,6 +265,14 @@ export async function rangesByStatus(db: Queryable): Promise<Array<{ status: str
 
 export interface ThroughputRow {
   minute: Date;
+  succeeded: number;
+  failed: number;
+  bytes: number;
+}
+
+export interface ThroughputHourRow {
+  /** The UTC hour's start. */
+  hour: Date;
   succeeded: number;
   failed: number;
   bytes: number;

@@ -33,6 +33,7 @@ function progressOf(over: Partial<MigrationProgress>): MigrationProgress {
     filesByStatus: [],
     retries: [],
     throughput: [],
+    throughputHourly: [],
     runAttempted: 0,
     runBytes: 0,
     ...over,

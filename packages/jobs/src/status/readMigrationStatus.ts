@@ -17,6 +17,8 @@ export interface StatusReadOptions {
   blockers: readonly BlockerSource[];
   /** Minutes of per-minute throughput to read with the numbers (the progress page's chart). */
   chartMinutes?: number;
+  /** Hours of per-hour throughput to read with them (the progress page's second chart). */
+  chartHours?: number;
 }
 
 export interface MigrationStatus {
