@@ -34,9 +34,138 @@ const EVALUATING = new Set(["eval", "source", ".", "trap", "alias", "let", "sh",
 const DECLARING = new Set(["declare", "typeset", "local", "export", "readonly", "read", "unset", "mapfile", "readarray"]);
 /** …and those that do so only for the argument after `-v`. */
 const DASH_V_NAME = new Set(["printf", "test", "[", "[["]);
+/**
+ * `[[ … ]]` operators that evaluate both operands as arithmetic: bash then runs `$(…)` inside
+ * an array subscript of a quoted operand (`[[ 'a[$(id)]' -gt 0 ]]` runs id), so no placeholder
+ * may be an operand of a `[[` command that uses one (found by a security review).
+ */
+const ARITHMETIC_TEST = new Set(["-eq", "-ne", "-lt", "-le", "-gt", "-ge"]);
+/** Options of declare/typeset/local/export/readonly that give a variable the integer attribute: assigning it evaluates arithmetic. */
+const INTEGER_ATTRIBUTE = /^-[A-Za-z]*i/;
+
+/**
+ * Programs that run another program named in their arguments (`sudo -u app ls {x}`): the rules
+ * for programs apply to the one they finally run, found by skipping the wrapper's options
+ * (`optionsWithValue` take the next word, or the rest of their word), its `operands` (timeout's
+ * duration, chroot's root) and, for env, assignments. A placeholder where that program would
+ * be is refused, and so is one in a command whose wrapped program evaluates its arguments
+ * (`timeout 10 ssh h ls {x}`, `env sh -c {x}`). Options in `evaluating` run the command
+ * through a shell (`sudo -s`, `flock -c`, `env -S`). Found by a security review: before, only
+ * the first word was looked at, so `exec {x}` let a value choose the program and `sudo -u app
+ * sh -c {x}` ran a value as code.
+ */
+interface Wrapper {
+  optionsWithValue?: readonly string[];
+  operands?: number;
+  assignments?: boolean;
+  evaluating?: readonly string[];
+  /** Options after which nothing is run (`command -v {x}` only looks the name up). */
+  noRun?: readonly string[];
+}
+const WRAPPERS = new Map<string, Wrapper>([
+  ["exec", { optionsWithValue: ["-a"] }],
+  ["command", { noRun: ["-v", "-V"] }],
+  ["builtin", {}],
+  ["nohup", {}],
+  ["setsid", {}],
+  ["unbuffer", {}],
+  ["time", { optionsWithValue: ["-f", "-o", "--format", "--output"] }],
+  ["stdbuf", { optionsWithValue: ["-i", "-o", "-e", "--input", "--output", "--error"] }],
+  ["nice", { optionsWithValue: ["-n", "--adjustment"] }],
+  ["ionice", { optionsWithValue: ["-c", "-n", "-p", "-P", "-u", "--class", "--classdata", "--pid", "--pgid", "--uid"] }],
+  ["env", { optionsWithValue: ["-u", "-C", "--unset", "--chdir"], assignments: true, evaluating: ["-S", "--split-string"] }],
+  ["sudo", { optionsWithValue: ["-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T", "-R", "--user", "--group", "--host", "--prompt", "--close-from", "--chdir", "--role", "--type", "--other-user", "--command-timeout", "--chroot"], evaluating: ["-s", "-i", "--shell", "--login"] }],
+  ["doas", { optionsWithValue: ["-u", "-C"], evaluating: ["-s"] }],
+  ["runuser", { optionsWithValue: ["-u", "-g", "-G", "-s", "-w", "--user", "--group", "--supp-group", "--shell", "--whitelist-environment"], evaluating: ["-c", "-l", "--command", "--session-command", "--login"] }],
+  ["timeout", { optionsWithValue: ["-s", "-k", "--signal", "--kill-after"], operands: 1 }],
+  ["chroot", { optionsWithValue: ["--userspec", "--groups"], operands: 1 }],
+  ["flock", { optionsWithValue: ["-w", "-E", "--timeout", "--wait", "--conflict-exit-code"], operands: 1, evaluating: ["-c", "--command"] }],
+  ["taskset", { operands: 1 }],
+  ["chrt", { operands: 1 }],
+  ["xargs", { optionsWithValue: ["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--arg-file", "--delimiter", "--max-args", "--max-procs", "--max-chars", "--max-lines", "--process-slot-var"] }],
+]);
+
+const basename = (word: string) => word.replace(/^.*\//, "");
+
+/**
+ * The program a command finally runs when its first word is a wrapper, as seen from a
+ * placeholder in the word after `words` (whose text so far is `current`): the program's name,
+ * or why the placeholder is refused. Undecidable cases are refused.
+ */
+function wrappedProgram(words: readonly string[], current: string): { program: string } | { refuse: string } {
+  let i = 0;
+  let program = basename(words[0] ?? "");
+  for (let wrapper = WRAPPERS.get(program); wrapper; wrapper = WRAPPERS.get(program)) {
+    const name = program;
+    i++;
+    let operands = wrapper.operands ?? 0;
+    let optionsDone = false;
+    let valueNext = false;
+    let noRun = false;
+    for (;;) {
+      if (i >= words.length) {
+        // The placeholder is in the wrapper's own arguments.
+        if (valueNext || operands > 0 || noRun) return current.startsWith("-") && !valueNext ? { refuse: `is (part of) an option of ${name}, which decides what ${name} runs` } : { program: name };
+        if (!optionsDone && current.startsWith("-")) return { refuse: `is (part of) an option of ${name}, which decides what ${name} runs` };
+        return { refuse: `is (part of) the program ${name} runs: a value must not choose the command` };
+      }
+      const word = words[i]!;
+      if (valueNext) {
+        valueNext = false;
+        i++;
+        continue;
+      }
+      if (!optionsDone && word === "--") {
+        optionsDone = true;
+        i++;
+        continue;
+      }
+      if (!optionsDone && wrapper.assignments && ASSIGNMENT.test(word)) {
+        i++;
+        continue;
+      }
+      if (!optionsDone && word.startsWith("-") && word !== "-") {
+        const option = optionOf(word, wrapper);
+        if (option.evaluating) return { refuse: `is in a command run by ${name} ${option.evaluating}, which hands it to a shell: quoting cannot protect it there` };
+        if (wrapper.noRun?.includes(word)) noRun = true;
+        valueNext = option.valueNext;
+        i++;
+        continue;
+      }
+      if (operands > 0) {
+        operands--;
+        i++;
+        continue;
+      }
+      break;
+    }
+    if (noRun) return { program: name };
+    program = basename(words[i]!);
+  }
+  return { program };
+}
+
+/** One option word of a wrapper: whether the next word is its value, and whether it makes the wrapper use a shell. */
+function optionOf(word: string, wrapper: Wrapper): { valueNext: boolean; evaluating?: string } {
+  const withValue = wrapper.optionsWithValue ?? [];
+  const evaluating = wrapper.evaluating ?? [];
+  if (word.startsWith("--")) {
+    const [long] = word.split("=", 1) as [string];
+    if (evaluating.includes(long)) return { valueNext: false, evaluating: long };
+    return { valueNext: !word.includes("=") && withValue.includes(long) };
+  }
+  // Short options, possibly grouped (`-Eu app`, `-uapp`): the first that takes a value ends the group.
+  for (let k = 1; k < word.length; k++) {
+    const flag = `-${word[k]}`;
+    if (evaluating.includes(flag)) return { valueNext: false, evaluating: flag };
+    if (withValue.includes(flag)) return { valueNext: k === word.length - 1 };
+  }
+  return { valueNext: false };
+}
 
 // Reserved words after which a command (its program) is still to come.
-const LEADING_KEYWORDS = new Set(["if", "then", "else", "elif", "do", "while", "until", "!", "{", "time"]);
+// (`time` is a wrapper below: `time -p {x}` must not make the value the program.)
+const LEADING_KEYWORDS = new Set(["if", "then", "else", "elif", "do", "while", "until", "!", "{"]);
 const ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=/;
 const PLACEHOLDER_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -80,9 +209,12 @@ interface Frame {
   wordHasContent: boolean;
   /** The word being read is the target of a redirection (`> file`), not an argument. */
   redirectTarget: boolean;
+  /** Placeholders of the current command, and whether it is a `[[` using an arithmetic operator (see ARITHMETIC_TEST). */
+  slots: string[];
+  arithmeticTest: boolean;
 }
 
-const newFrame = (kind: FrameKind, outerQuote: Frame["outerQuote"]): Frame => ({ kind, outerQuote, words: [], word: "", wordHasContent: false, redirectTarget: false });
+const newFrame = (kind: FrameKind, outerQuote: Frame["outerQuote"]): Frame => ({ kind, outerQuote, words: [], word: "", wordHasContent: false, redirectTarget: false, slots: [], arithmeticTest: false });
 
 function refuse(template: string, message: string): PermanentError {
   const shown = template.length > 120 ? `${template.slice(0, 120)}…` : template;
@@ -103,19 +235,40 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
   let literal = "";
   let prev = "";
 
+  // An assignment taking a placeholder, and a declaration of an integer variable (`declare -i n`):
+  // assigning such a variable evaluates the value as arithmetic, so the two never go together.
+  let assignmentSlot: string | undefined;
+  let integerDeclared = false;
+
   const top = () => stack[stack.length - 1]!;
+  const arithmeticTestSlot = (f: Frame) => {
+    if (f.arithmeticTest && f.slots.length > 0) {
+      throw refuse(template, `placeholder {${f.slots[0]}} is an operand of [[ … ]] with an arithmetic comparison (${[...ARITHMETIC_TEST].join(" ")}), where bash evaluates array subscripts in it as code: compare with == or use [ … ]`);
+    }
+  };
   const endWord = () => {
     const f = top();
     if (f.word !== "" || f.wordHasContent) {
       if (f.redirectTarget) f.redirectTarget = false;
-      else if (!(f.words.length === 0 && (LEADING_KEYWORDS.has(f.word) || ASSIGNMENT.test(f.word)))) f.words.push(f.word);
+      else if (!(f.words.length === 0 && (LEADING_KEYWORDS.has(f.word) || ASSIGNMENT.test(f.word)))) {
+        f.words.push(f.word);
+        if (f.words[0] === "[[" && ARITHMETIC_TEST.has(f.word)) {
+          f.arithmeticTest = true;
+          arithmeticTestSlot(f);
+        }
+        const program = WRAPPERS.has(basename(f.words[0]!)) ? wrappedProgram(f.words.slice(0, -1), f.word) : { program: basename(f.words[0]!) };
+        if ("program" in program && DECLARING.has(program.program) && INTEGER_ATTRIBUTE.test(f.word)) integerDeclared = true;
+      }
     }
     f.word = "";
     f.wordHasContent = false;
   };
   const endCommand = () => {
     endWord();
-    top().words = [];
+    const f = top();
+    f.words = [];
+    f.slots = [];
+    f.arithmeticTest = false;
   };
   const push = (kind: FrameKind) => {
     stack.push(newFrame(kind, quote));
@@ -221,7 +374,17 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     if (f.words.length === 0 && !f.redirectTarget && !ASSIGNMENT.test(f.word)) {
       throw refuse(template, `placeholder {${name}} is (part of) the program to run: a value must not choose the command`);
     }
-    const program = (f.words[0] ?? "").replace(/^.*\//, "");
+    if (ASSIGNMENT.test(f.word) && (f.words.length === 0 || DECLARING.has(basename(f.words[0]!)))) assignmentSlot ??= name;
+    let program = basename(f.words[0] ?? "");
+    if (WRAPPERS.has(program) && !f.redirectTarget) {
+      const wrapped = wrappedProgram(f.words, f.word);
+      if ("refuse" in wrapped) throw refuse(template, `placeholder {${name}} ${wrapped.refuse}`);
+      program = wrapped.program;
+    }
+    if (program === "[[") {
+      f.slots.push(name);
+      arithmeticTestSlot(f);
+    }
     if (EVALUATING.has(program)) {
       throw refuse(template, `placeholder {${name}} is an argument of ${program}, which runs its arguments as code or hands them to a shell: quoting cannot protect it there`);
     }
@@ -262,6 +425,9 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     feed(ch, nextCh);
   }
   if (literal) parts.push(literal);
+  if (assignmentSlot !== undefined && integerDeclared) {
+    throw refuse(template, `placeholder {${assignmentSlot}} is assigned to a variable while the template declares integer variables (declare -i): bash evaluates such an assignment as arithmetic, array subscripts as code`);
+  }
   if (quote) throw refuse(template, `has an unterminated ${quote} quote`);
   const open = stack.find((fr) => UNSAFE.has(fr.kind));
   if (open) throw refuse(template, `has an unterminated construct (${DESCRIBE[open.kind].replace("inside ", "")})`);

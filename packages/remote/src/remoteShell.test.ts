@@ -105,6 +105,68 @@ describe("renderCommand", () => {
     expect(() => renderCommand(`echo {x}`, { constructor: "x" } as Record<string, string>)).toThrow(/no value for placeholder \{x\}/);
   });
 
+  it("refuses a value as an operand of [[ … ]] arithmetic, assigned to an integer variable, or as the program behind a wrapper (security review)", () => {
+    const marker = `/tmp/pwned-template-${process.pid}`;
+    const payload = `a[$(touch ${marker})]`;
+    // What these templates let a value do before: bash evaluates `[[ 'a[$(cmd)]' -gt 0 ]]`'s
+    // operands as arithmetic, running cmd; a wrapper made the value the program or handed it to a shell.
+    if (existsSync("/bin/bash")) {
+      execFileSync("/bin/bash", ["-c", `[[ ${shellQuote(payload)} -gt 0 ]] || true`]);
+      expect(existsSync(marker)).toBe(true);
+      execFileSync("rm", ["-f", marker]);
+    }
+    const bad: Array<[string, RegExp]> = [
+      ["[[ {n} -gt 0 ]] && echo big", /operand of \[\[ … \]\] with an arithmetic comparison/],
+      ["if [[ 0 -lt {n} ]]; then echo; fi", /arithmetic comparison/],
+      ["declare -i n=0; n={n}", /declares integer variables/],
+      ["exec {x}", /the program exec runs/],
+      ["command {x}", /the program command runs/],
+      ["nohup {x} &", /the program nohup runs/],
+      ["xargs {x}", /the program xargs runs/],
+      ["time -p {x}", /the program time runs/],
+      ["sudo -u app {x}", /the program sudo runs/],
+      ["sudo --user app {x}", /the program sudo runs/],
+      ["timeout 5 {x}", /the program timeout runs/],
+      ["sudo -{x} ls", /an option of sudo/],
+      ["sudo -u app sh -c {x}", /argument of sh/],
+      ["/usr/bin/env LANG=C bash -c {x}", /argument of bash/],
+      ["timeout 10 ssh other du -sb {x}", /argument of ssh/],
+      ["sudo env timeout 5 bash -c {x}", /argument of bash/],
+      ["nice -n 5 eval {x}", /argument of eval/],
+      ["sudo -s ls {x}", /sudo -s, which hands it to a shell/],
+      ["flock /tmp/l -c {x}", /flock -c/],
+      ["env -S {x}", /env -S/],
+      ["command declare {x}=1", /starts an argument of declare/],
+    ];
+    for (const [template, message] of bad) {
+      expect(() => checkCommandTemplate(template)).toThrow(message);
+      expect(() => renderCommand(template, { n: payload, x: payload })).toThrow(message);
+    }
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it.each(SHELLS)("still fills wrapped commands and string tests, which %s reads back literally", (shell) => {
+    const accepted = [
+      "env LANG=C printf '%s\\0' -- {x}",
+      "timeout 5 printf '%s\\0' -- {x}",
+      "nice -n 5 printf '%s\\0' -- {x}",
+      "command printf '%s\\0' -- {x}",
+      "time printf '%s\\0' -- {x}",
+      "[ {x} = b ] || printf '%s\\0' -- {x}",
+    ];
+    const bashOnly = ["[[ {x} == b ]] || printf '%s\\0' -- {x}", "[[ -n {x} ]] && printf '%s\\0' -- {x}"];
+    for (const template of shell.endsWith("bash") ? [...accepted, ...bashOnly] : accepted) {
+      for (const value of HOSTILE.filter((v) => v !== "" && !v.startsWith("-"))) {
+        const out = execFileSync(shell, ["-c", renderCommand(template, { x: value })], { encoding: "utf8" });
+        // printf prints the `--` after its format as an argument.
+        expect([template, out.split("\0").slice(0, -1)]).toEqual([template, ["--", value]]);
+      }
+    }
+    expect(renderCommand("command -v {name} >/dev/null 2>&1", { name: "$(id)" })).toBe("command -v '$(id)' >/dev/null 2>&1");
+    expect(renderCommand("sudo -u {user} /opt/export.sh -- {x}", { user: "app", x: "p" })).toBe("sudo -u 'app' /opt/export.sh -- 'p'");
+    expect(existsSync("/tmp/pwned-quote-test")).toBe(false);
+  });
+
   it("refuses a NUL byte and an option-like value unless the template put -- before it", () => {
     expect(() => renderCommand("rm -r -- {p}", { p: "a\0b" })).toThrow(/contains a NUL byte/);
     expect(() => renderCommand("rm -r {p}", { p: "-rf" })).toThrow(/starts with '-' and would be read as an option; put -- before the placeholder/);
