@@ -33,7 +33,7 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
     let status: number | string;
     let retryAfterMs = 0;
     try {
-      const response = await fetch(url, { headers, signal: AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]) });
+      const response = await fetchSameOrigin(url, { headers, signal: AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]) });
       status = response.status;
       if (response.ok) return parsePage(await response.text(), response.headers.get("content-type"));
       await response.body?.cancel();
@@ -52,6 +52,37 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
     const waitMs = Math.max(step, Math.min(retryAfterMs, 10 * 60_000));
     options.onRetry?.({ status, waitMs, attempt: attempt + 1 });
     await sleep(waitMs, options.signal);
+  }
+}
+
+const MAX_REDIRECTS = 5;
+
+/**
+ * fetch that follows redirects within the consent API's origin only. fetch itself follows any
+ * redirect and drops only `Authorization` on the way to another origin: a token in another
+ * header (ACCOUNTS_CONSENT_AUTH_HEADER=X-Api-Key) went to wherever a redirect pointed, to
+ * another host or from https to plain http (found by a security review). A redirect out of the
+ * origin is a configuration error: the token is never sent there.
+ */
+async function fetchSameOrigin(url: URL, init: { headers: Record<string, string>; signal: AbortSignal }): Promise<Response> {
+  let current = url;
+  for (let hop = 0; ; hop++) {
+    const response = await fetch(current, { ...init, redirect: "manual" });
+    if (response.status < 300 || response.status > 399 || response.status === 304) return response;
+    await response.body?.cancel();
+    const location = response.headers.get("location");
+    let next: URL | undefined;
+    try {
+      next = location === null ? undefined : new URL(location, current);
+    } catch {
+      next = undefined;
+    }
+    if (!next) throw new PermanentError("bad-config", `consent API answered ${response.status} without a usable Location (check ACCOUNTS_CONSENT_URL)`);
+    if (next.origin !== url.origin) {
+      throw new PermanentError("bad-config", `consent API redirected (${response.status}) to another origin, ${next.origin}: the auth header is not sent there; set ACCOUNTS_CONSENT_URL to the URL to use`);
+    }
+    if (hop >= MAX_REDIRECTS) throw new PermanentError("bad-config", `consent API redirected more than ${MAX_REDIRECTS} times (check ACCOUNTS_CONSENT_URL)`);
+    current = next;
   }
 }
 
