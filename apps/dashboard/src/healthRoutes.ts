@@ -1,6 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { Check } from "@fleet/core/opsServer";
-import { runChecks } from "@fleet/core/opsServer";
+import { publicReadiness, runChecks } from "@fleet/core/opsServer";
 
 /** /healthz (alive) and /readyz (Redis and Postgres answer), open to probes without credentials. */
 export function healthRoutes(app: FastifyInstance, readiness: readonly Check[]): void {
@@ -12,7 +12,6 @@ export function healthRoutes(app: FastifyInstance, readiness: readonly Check[]):
     const result = await runChecks(readiness);
     const failed = Object.entries(result.checks).filter(([, outcome]) => outcome !== "ok");
     if (failed.length > 0) req.log.warn({ failed: Object.fromEntries(failed) }, "not ready");
-    const checks = Object.fromEntries(Object.entries(result.checks).map(([name, outcome]) => [name, outcome === "ok" ? "ok" : "failed"]));
-    return reply.code(result.ok ? 200 : 503).header("cache-control", "no-store").send({ ok: result.ok, checks });
+    return reply.code(result.ok ? 200 : 503).header("cache-control", "no-store").send(publicReadiness(result));
   });
 }

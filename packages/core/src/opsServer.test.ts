@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import { connect as netConnect } from "node:net";
 import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { Registry } from "prom-client";
@@ -21,6 +23,39 @@ describe("ops server", () => {
     } finally {
       await closeServer(server);
     }
+  });
+
+  it("/readyz names a failing check but never its error, which goes to the log (security review)", async () => {
+    // A real failure: a TCP connect to a port nothing listens on (as a database or Redis out of reach).
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const deadPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const connect = () =>
+      new Promise<void>((resolve, reject) => {
+        const socket = netConnect(deadPort, "127.0.0.1", () => (socket.destroy(), resolve()));
+        socket.once("error", reject);
+      });
+    const readiness = [
+      { name: "postgres", check: connect },
+      { name: "redis", check: async () => {} },
+      { name: "consuming", check: async () => Promise.reject(new Error('role "fleet_internal_admin" does not exist')) },
+    ];
+    const server = await startOpsServer({ port: 0, host: "127.0.0.1", registry: new Registry(), readiness, log, metricsToken: token });
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const res = await fetch(`${base}/readyz`);
+      const text = await res.text();
+      expect(res.status).toBe(503);
+      expect(JSON.parse(text)).toEqual({ ok: false, checks: { postgres: "failed", redis: "ok", consuming: "failed" } });
+      expect(text).not.toMatch(/ECONNREFUSED|fleet_internal_admin|127\.0\.0\.1/);
+      expect(res.headers.get("cache-control")).toBe("no-store");
+    } finally {
+      await closeServer(server);
+    }
+    const logged = lines.join("");
+    expect(logged).toContain(`ECONNREFUSED 127.0.0.1:${deadPort}`);
+    expect(logged).toContain("fleet_internal_admin");
   });
 
   it("warns when it listens beyond loopback with /metrics open", async () => {

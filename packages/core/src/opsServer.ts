@@ -41,7 +41,12 @@ export async function startOpsServer(options: OpsServerOptions): Promise<Server>
     }
     if (url === "/readyz") {
       void runChecks(options.readiness).then((result) => {
-        res.writeHead(result.ok ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify(result));
+        // Open to probes without a token: a failing check is named, its error only logged
+        // (found by a security review: the answer showed anyone who reached the port the
+        // database's role, name or host:port, as the dashboard's /readyz once did).
+        const failed = Object.entries(result.checks).filter(([, outcome]) => outcome !== "ok");
+        if (failed.length > 0) options.log.warn({ failed: Object.fromEntries(failed) }, "not ready");
+        res.writeHead(result.ok ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" }).end(JSON.stringify(publicReadiness(result)));
       });
       return;
     }
@@ -80,7 +85,12 @@ function bearerMatches(header: string | undefined, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
-/** Runs every check at once (2 s each); `ok` only when all pass. Messages say what failed. */
+/** A readiness result as an unauthenticated caller may see it: each check "ok" or "failed", never the error. */
+export function publicReadiness(result: { ok: boolean; checks: Record<string, string> }): { ok: boolean; checks: Record<string, "ok" | "failed"> } {
+  return { ok: result.ok, checks: Object.fromEntries(Object.entries(result.checks).map(([name, outcome]) => [name, outcome === "ok" ? "ok" : "failed"])) };
+}
+
+/** Runs every check at once (2 s each); `ok` only when all pass. Messages say what failed (for logs). */
 export async function runChecks(checks: readonly Check[]): Promise<{ ok: boolean; checks: Record<string, string> }> {
   const results: Record<string, string> = {};
   let ok = true;
