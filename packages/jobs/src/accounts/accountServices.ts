@@ -51,7 +51,10 @@ export function createAccountServices(settings: AccountSettings, workflowSource:
         host: smtp.host,
         port: smtp.port,
         secure: smtp.port === 465,
-        ...(smtp.user ? { auth: { user: smtp.user, pass: smtp.password } } : {}),
+        // With credentials, STARTTLS is required on the other ports: nodemailer otherwise sends
+        // AUTH in clear text to a server that does not offer it (or whose offer was stripped on
+        // the way), password included (found by a security review).
+        ...(smtp.user ? { auth: { user: smtp.user, pass: smtp.password }, requireTLS: smtp.port !== 465 } : {}),
         connectionTimeout: smtp.timeoutMs,
         greetingTimeout: smtp.timeoutMs,
         socketTimeout: smtp.timeoutMs,
