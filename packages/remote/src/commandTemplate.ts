@@ -66,6 +66,8 @@ const WRAPPERS = new Map<string, Wrapper>([
   ["exec", { optionsWithValue: ["-a"] }],
   ["command", { noRun: ["-v", "-V"] }],
   ["builtin", {}],
+  // bash's `coproc [NAME] command`: the NAME form takes a compound command, so a word after coproc is read as the program.
+  ["coproc", {}],
   ["nohup", {}],
   ["setsid", {}],
   ["unbuffer", {}],

@@ -121,6 +121,7 @@ describe("renderCommand", () => {
       ["declare -i n=0; n={n}", /declares integer variables/],
       ["exec {x}", /the program exec runs/],
       ["command {x}", /the program command runs/],
+      ["coproc {x}", /the program coproc runs/],
       ["nohup {x} &", /the program nohup runs/],
       ["xargs {x}", /the program xargs runs/],
       ["time -p {x}", /the program time runs/],
