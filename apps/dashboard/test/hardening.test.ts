@@ -118,6 +118,19 @@ describe("dashboard hardening", () => {
     await fx.dashboard.jobs.queue("remote").obliterate({ force: true });
   });
 
+  it("hides tokens in the query strings of payload URLs from viewers: access_token, client_secret, SAS sig, key (security review)", async () => {
+    await fx.dashboard.jobs.enqueue("remote-command", {
+      server: "nas",
+      command: "fetch",
+      values: { blob: "https://blob.example/c/f?sv=2024-01-01&sig=SAS-SIG-VIEWER-LEAK", hook: "https://api.example/x?access_token=OAUTH-VIEWER-LEAK&client_secret=CLIENT-VIEWER-LEAK&page=2", maps: "https://maps.example/api?key=APIKEY-VIEWER-LEAK" },
+    });
+    const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+    const seen = await (await send(base, "/queues/readonly/api/queues?activeQueue=remote&status=waiting&page=1", { jar: viewer })).text();
+    expect(seen).toContain("https://api.example/x?access_token=[redacted]&client_secret=[redacted]&page=2");
+    expect(seen.match(/[A-Z-]+-VIEWER-LEAK/g) ?? []).toEqual([]);
+    await fx.dashboard.jobs.queue("remote").obliterate({ force: true });
+  });
+
   it("lists at most 300 jobs on a board page (a larger jobsPerPage is refused, not built) and no queue key as a job", async () => {
     const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
     const operator = (await login(base, "alice", PASSWORDS.alice)).jar;

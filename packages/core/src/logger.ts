@@ -82,10 +82,20 @@ export function createLogger(options: LoggerOptions): Logger {
  */
 export function redactCredentials(text: string): string {
   const hidden = text.includes("://") && text.includes("@") ? text.replace(/\S+/g, redactUserInfo) : text;
-  return hidden.replace(SECRET_PARAMETER, "$1[redacted]");
+  return hidden.replace(QUERY_PARAMETER, (whole: string, separator: string, name: string) => (SECRET_PARAMETER_NAME.test(name) ? `${separator}${name}=[redacted]` : whole));
 }
 
-const SECRET_PARAMETER = /([?&;](?:password|passwd|pass|secret|token|api[-_]?key|access[-_]?key|sslkey|sslpassword|x-amz-credential|x-amz-signature)=)[^&\s#]*/gi;
+// Every `name=value` after `?`, `&` or `;`; the name decides (below). Linear: a name cannot
+// contain a separator, so matches never overlap, and a name without `=` is given up in one pass.
+const QUERY_PARAMETER = /([?&;])([^=&\s#?;]+)=[^&\s#]*/g;
+/**
+ * Parameter names that carry secrets: any name containing password, secret, token, key,
+ * credential, signature, session, auth… — `access_token`, `client_secret`, `refresh_token`,
+ * `X-Goog-Signature`, Azure SAS `sig`, `key` (API keys). Before (2026-12-06 review) only a few
+ * exact names were hidden, so a viewer of the board read `access_token=` and SAS signatures
+ * in job payloads.
+ */
+const SECRET_PARAMETER_NAME = /pass|secret|token|key|credential|signature|^sig$|session|auth|private|jwt|bearer/i;
 const PLAIN_USER = /^[A-Za-z0-9._~%-]+$/;
 
 /**

@@ -47,7 +47,7 @@ export interface OperationRecorder {
   flush?(): Promise<void>;
 }
 
-const SECRET_KEY = /pass(word|phrase)?|secret|token|api[-_]?key|private[-_]?key|credential|authorization|cookie|session/i;
+const SECRET_KEY = /pass(word|phrase)?|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|credential|authorization|cookie|session|signature|^sig$/i;
 const MAX_STRING = 500;
 const MAX_ITEMS = 50;
 const MAX_DEPTH = 6;

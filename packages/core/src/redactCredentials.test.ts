@@ -16,7 +16,9 @@ function quadraticReference(text: string): string {
       const user = colon < 0 ? "" : info.slice(0, colon);
       return /^[A-Za-z0-9._~%-]+$/.test(user) ? `${scheme}${user}:[redacted]@` : `${scheme}[redacted]@`;
     })
-    .replace(/([?&;](?:password|passwd|pass|secret|token|api[-_]?key|access[-_]?key|sslkey|sslpassword|x-amz-credential|x-amz-signature)=)[^&\s#]*/gi, "$1[redacted]");
+    .replace(/([?&;])([^=&\s#?;]+)=[^&\s#]*/g, (whole: string, separator: string, name: string) =>
+      /pass|secret|token|key|credential|signature|^sig$|session|auth|private|jwt|bearer/i.test(name) ? `${separator}${name}=[redacted]` : whole,
+    );
 }
 
 /** Deterministic pseudo-random numbers (mulberry32). */
@@ -54,12 +56,29 @@ describe("redactCredentials", () => {
     }
   });
 
+  it("hides every query parameter whose name says it is a secret, not only a few exact names (security review)", () => {
+    const cases: Array<[string, string]> = [
+      ["https://api.example/x?access_token=A1&page=2", "https://api.example/x?access_token=[redacted]&page=2"],
+      ["https://idp.example/t?client_id=app&client_secret=A2", "https://idp.example/t?client_id=app&client_secret=[redacted]"],
+      ["https://blob.example/c/f?sv=2024-01-01&se=2026&sig=A3%2Bx", "https://blob.example/c/f?sv=2024-01-01&se=2026&sig=[redacted]"],
+      ["https://maps.example/api?key=A4", "https://maps.example/api?key=[redacted]"],
+      ["https://x/a?refresh_token=A5&private_token=A6", "https://x/a?refresh_token=[redacted]&private_token=[redacted]"],
+      ["https://storage.example/o?X-Goog-Signature=A7&X-Goog-Credential=A8", "https://storage.example/o?X-Goog-Signature=[redacted]&X-Goog-Credential=[redacted]"],
+      ["https://x/cb?auth=A9&sessionid=B1&jwt=B2", "https://x/cb?auth=[redacted]&sessionid=[redacted]&jwt=[redacted]"],
+      ["https://x/a?password=B3&token=B4&api_key=B5", "https://x/a?password=[redacted]&token=[redacted]&api_key=[redacted]"],
+      ["https://x/list?page=2&sort=name&q=report", "https://x/list?page=2&sort=name&q=report"],
+    ];
+    for (const [text, hidden] of cases) expect(redactCredentials(text)).toBe(hidden);
+  });
+
   it("is linear: a megabyte of one long word, of schemes without user-info, of @s takes milliseconds", () => {
     const inputs = {
       letters: "a".repeat(1_000_000),
       schemes: "a://".repeat(250_000),
       ats: "a://" + "b@".repeat(500_000),
       mixed: "x".repeat(300_000) + "://" + "y:".repeat(200_000) + "@h " + "z".repeat(300_000),
+      parameterNames: "?" + "a".repeat(1_000_000),
+      parameters: "?token=x&a=".repeat(100_000),
     };
     const timings: Record<string, number> = {};
     for (const [name, text] of Object.entries(inputs)) {
