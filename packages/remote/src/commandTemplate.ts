@@ -87,7 +87,9 @@ const WRAPPERS = new Map<string, Wrapper>([
   ["xargs", { optionsWithValue: ["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--arg-file", "--delimiter", "--max-args", "--max-procs", "--max-chars", "--max-lines", "--process-slot-var"] }],
 ]);
 
-const basename = (word: string) => word.replace(/^.*\//, "");
+// The name the shell runs: quotes and backslashes removed (`'sh'`, `e''val`, `\eval` and
+// `"sudo"` are sh, eval and sudo to the shell; found by a security review), then the folder.
+const basename = (word: string) => word.replace(/['"\\]/g, "").replace(/^.*\//, "");
 
 /**
  * The program a command finally runs when its first word is a wrapper, as seen from a

@@ -138,6 +138,12 @@ describe("renderCommand", () => {
       ["flock /tmp/l -c {x}", /flock -c/],
       ["env -S {x}", /env -S/],
       ["command declare {x}=1", /starts an argument of declare/],
+      // Quoting the program's name does not change what the shell runs.
+      ["'sh' -c {x}", /argument of sh/],
+      ["e''val echo {x}", /argument of eval/],
+      ["\\eval echo {x}", /argument of eval/],
+      [`"sudo" sh -c {x}`, /argument of sh/],
+      [`s""udo -u app {x}`, /the program sudo runs/],
     ];
     for (const [template, message] of bad) {
       expect(() => checkCommandTemplate(template)).toThrow(message);
