@@ -30,6 +30,8 @@ import { PermanentError } from "@fleet/core/errors";
 
 /** Programs that run their arguments as shell code, or hand them to a shell elsewhere. */
 const EVALUATING = new Set(["eval", "source", ".", "trap", "alias", "let", "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "su", "ssh", "watch"]);
+/** Words that, anywhere in a command's arguments, mean a later argument may be run by a shell. */
+const NESTED_EVALUATING = new Set(["eval", "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "su", "ssh"]);
 /** Builtins that evaluate a NAME argument (bash evaluates array subscripts: `declare 'a[$(cmd)]'`): no placeholder may start a word there. */
 const DECLARING = new Set(["declare", "typeset", "local", "export", "readonly", "read", "unset", "mapfile", "readarray"]);
 /** …and those that do so only for the argument after `-v`. */
@@ -391,6 +393,12 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     }
     if (EVALUATING.has(program)) {
       throw refuse(template, `placeholder {${name}} is an argument of ${program}, which runs its arguments as code or hands them to a shell: quoting cannot protect it there`);
+    }
+    // A shell or ssh further along the command runs what follows it: `find … -exec sh -c {x}`,
+    // `rsync -e ssh … {x}`, `docker exec c sh -c {x}` (found by a security review).
+    const nested = f.words.slice(1).map(basename).find((w) => NESTED_EVALUATING.has(w));
+    if (nested !== undefined && !f.redirectTarget) {
+      throw refuse(template, `placeholder {${name}} comes after ${nested} in the same command, which may run it as code (find -exec sh -c, rsync -e ssh…): quoting cannot protect it there`);
     }
     const startsArgument = !f.wordHasContent && !f.redirectTarget;
     if ((DECLARING.has(program) || (DASH_V_NAME.has(program) && f.words[f.words.length - 1] === "-v")) && startsArgument) {

@@ -138,6 +138,9 @@ describe("renderCommand", () => {
       ["flock /tmp/l -c {x}", /flock -c/],
       ["env -S {x}", /env -S/],
       ["command declare {x}=1", /starts an argument of declare/],
+      ["find /srv -maxdepth 0 -exec sh -c {x} \\;", /comes after sh in the same command/],
+      ["rsync -a -e ssh /src {x}", /comes after ssh in the same command/],
+      ["docker exec box bash -c {x}", /comes after bash in the same command/],
       // Quoting the program's name does not change what the shell runs.
       ["'sh' -c {x}", /argument of sh/],
       ["e''val echo {x}", /argument of eval/],
