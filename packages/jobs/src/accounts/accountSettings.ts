@@ -28,7 +28,7 @@ export const accountFields = {
   ACCOUNTS_REVOKE_DURING_RUN: z.enum(["finish", "stop"]).default("finish").describe("A consent revoked while the account's steps run: finish (let the migration end, log it) or stop (cancel it like an operator: cancel commands run)"),
   ACCOUNTS_CATCHUP_GRACE: envDuration("15m").describe("A daily account step that has not run this long after its time today (fleet was down) is run once by the scheduler"),
   SMTP_HOST: z.string().default("127.0.0.1").describe("SMTP server of account notifications"),
-  SMTP_PORT: envInt(25, 1, 65_535).describe("SMTP port (465 implies TLS)"),
+  SMTP_PORT: envInt(25, 1, 65_535).describe("SMTP port (465 implies TLS; on any other port, SMTP_USER requires STARTTLS)"),
   SMTP_USER: z.string().default("").describe("SMTP user (empty: no authentication)"),
   SMTP_PASSWORD: secret(z.string().default("").describe("SMTP password")),
   SMTP_FROM: z.string().default("Fleet <fleet@localhost>").describe("From address of notifications"),
