@@ -91,7 +91,7 @@ describe("fleet CLI hygiene", () => {
     const envFile = join(dir, "fleet.env");
     await writeFile(envFile, ["BATCH_SIZE=2500", "DASHBOARD_SESSION_SECRET=from-the-file-very-secret-value-000000", "SMTP_PASSWORD=hunter2", "WORKER_QUEUES=migration"].join("\n"));
     const r = await fleet(
-      { ...env, FLEET_ENV_FILE: envFile, WORKER_QUEUES: "migration,remote", DATABASE_URL: "postgresql://fleet:s3cret@db.example:5432/fleet", ACCOUNTS_CONSENT_TOKEN: "Bearer abc", SCHEDULE_INVENTORY_SCAN: "on", METRICS_PORT: "abc" },
+      { ...env, FLEET_ENV_FILE: envFile, WORKER_QUEUES: "migration,remote", DATABASE_URL: "postgresql://fleet:s3cret@db.example:5432/fleet", ACCOUNTS_CONSENT_TOKEN: "Bearer abc", ACCOUNTS_CONSENT_URL: "https://consent.example/api/v1/consents?access_token=tok123&page=1", SCHEDULE_INVENTORY_SCAN: "on", METRICS_PORT: "abc" },
       ["config", "--json"],
     );
     expect(r.code).toBe(0);
@@ -105,13 +105,14 @@ describe("fleet CLI hygiene", () => {
     expect(v.DASHBOARD_SESSION_SECRET).toMatchObject({ value: "[redacted]", source: ".env", apps: ["dashboard"] });
     expect(v.SMTP_PASSWORD).toMatchObject({ value: "[redacted]", source: ".env" });
     expect(v.ACCOUNTS_CONSENT_TOKEN).toMatchObject({ value: "[redacted]", source: "env" });
+    expect(v.ACCOUNTS_CONSENT_URL).toMatchObject({ value: "https://consent.example/api/v1/consents?access_token=[redacted]&page=1", source: "env" });
     expect(v.SCHEDULE_INVENTORY_SCAN).toMatchObject({ value: "on", source: "env", apps: ["scheduler"] });
     expect(v.DESTINATION_KEY_TEMPLATE).toMatchObject({ value: "{path}", source: "default" });
     expect(v.LOG_LEVEL).toMatchObject({ value: "warn", source: "env" });
     expect(v.METRICS_PORT).toMatchObject({ value: "abc", problems: { worker: expect.stringMatching(/number/i) } });
     expect(v.DASHBOARD_USERS).toMatchObject({ value: null, source: "unset", problems: { dashboard: "required" } });
     for (const name of ["WORKER_CONCURRENCY", "DASHBOARD_PORT", "METRICS_HOST", "SCHEDULE_SEED_RANGES", "SCHEDULER_SYNC_INTERVAL", "INVENTORY_WATCH"]) expect(v[name]).toBeDefined();
-    expect(r.out).not.toMatch(/hunter2|s3cret|very-secret|Bearer abc/);
+    expect(r.out).not.toMatch(/hunter2|s3cret|very-secret|Bearer abc|tok123/);
     const text = await fleet({ ...env, FLEET_ENV_FILE: envFile }, ["config", "--app", "cli"]);
     expect(text.out).toMatch(/^BATCH_SIZE\s+2500\s+\.env\s+worker,cli/m);
     expect(text.out).not.toMatch(/^DASHBOARD_PORT/m);

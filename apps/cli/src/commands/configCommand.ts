@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import type { z } from "zod";
 import { misspelledVariables, readEnvSources } from "@fleet/core/config";
+import { redactCredentials } from "@fleet/core/logger";
 import { dashboardSchema } from "@fleet/dashboard/config";
 import { schedulerSchema } from "@fleet/scheduler/config";
 import { workerSchema } from "@fleet/worker/config";
@@ -29,7 +30,8 @@ export interface ConfigRow {
   problems?: Partial<Record<AppName, string>>;
 }
 
-// Values that grant access: shown as set or not, never their text. URLs keep everything but a password.
+// Values that grant access: shown as set or not, never their text. URLs keep everything but
+// their credentials: a password in the user info, a token in the query (`?access_token=…`).
 const SECRET = /PASSWORD|SECRET|TOKEN|PASSPHRASE|ACCESS_KEY_ID|SESSION_TOKEN|_USERS$/;
 
 export function configRows(processEnv: NodeJS.ProcessEnv, only?: AppName): { rows: ConfigRow[]; envFile: string } {
@@ -59,8 +61,9 @@ export function configRows(processEnv: NodeJS.ProcessEnv, only?: AppName): { row
 function display(name: string, value: string | undefined): string | null {
   if (value === undefined) return null;
   if (SECRET.test(name)) return value === "" ? "" : "[redacted]";
-  // A password in a URL's user info (the rest of the URL stays as written).
-  return /_URL$/.test(name) ? value.replace(/\/\/([^:@/]*):([^@/]+)@/, "//$1:[redacted]@") : value;
+  // A URL's credentials, wherever a value holds one (ACCOUNTS_CONSENT_URL with a token in its
+  // query string was printed whole: found by a security review); the rest stays as written.
+  return value.includes("://") ? redactCredentials(value) : value;
 }
 
 /** The default as it would be written in the environment (before any transform). */
