@@ -133,10 +133,50 @@ describe("consent API contract", () => {
   ])("a 200 with %s fails at once (permanent, not retried) saying what is wrong", async (answer, message) => {
     body = answer;
     requests = 0;
-    const consent = { url, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 5_000, backoffMs: [10, 10, 10] };
+    const consent = { url, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 5_000, backoffMs: [10, 10, 10], maxPageBytes: 1024 * 1024 };
     await expect(fetchConsentPage(consent, null, { signal: new AbortController().signal })).rejects.toMatchObject({ category: "invalid-payload", retryable: false, message });
     expect(requests).toBe(1);
   });
+
+  // Found by probing: an API that ignores `limit` (or a proxy that never ends its body) was read
+  // whole into memory: a 700 MB answer took a worker to 1.5 GB (its container has 1 GiB: killed,
+  // the job handed to the next worker, which dies too), and past V8's longest string the error
+  // was retried as "consent API still failing (Error)". Now the read stops at
+  // ACCOUNTS_CONSENT_MAX_PAGE_BYTES and the sync fails at once, saying why.
+  it.each([
+    ["without a length (an endless body)", false],
+    ["with a Content-Length over the bound", true],
+  ])("a 200 whose body is larger than ACCOUNTS_CONSENT_MAX_PAGE_BYTES fails at once %s, without reading it all", async (_what, withLength) => {
+    const chunk = Buffer.from(`${JSON.stringify({ id: "x", email: "x@example.org", name: "X", consentedAt: "2026-11-29T09:00:00Z" })},`.repeat(1_000));
+    let sentBytes = 0;
+    const endless = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json", ...(withLength ? { "content-length": String(64 * 1024 * 1024) } : {}) });
+      res.write('{"items":[');
+      const pump = () => {
+        while (!res.destroyed && sentBytes < 64 * 1024 * 1024) {
+          sentBytes += chunk.length;
+          if (!res.write(chunk)) return void res.once("drain", pump);
+        }
+        res.end();
+      };
+      res.on("close", () => res.destroy());
+      pump();
+    });
+    await new Promise<void>((r) => endless.listen(0, "127.0.0.1", r));
+    try {
+      const consent = { url: `http://127.0.0.1:${(endless.address() as AddressInfo).port}/c`, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 30_000, backoffMs: [10, 10], maxPageBytes: 1024 * 1024 };
+      await expect(fetchConsentPage(consent, null, { signal: new AbortController().signal })).rejects.toMatchObject({
+        category: "invalid-payload",
+        retryable: false,
+        message: expect.stringMatching(/consent API answered a page larger than 1048576 bytes \(ACCOUNTS_CONSENT_MAX_PAGE_BYTES; limit=10 asked\)/),
+      });
+      // Stopped near the bound, not at the end of the 64 MiB.
+      expect(sentBytes).toBeLessThan(32 * 1024 * 1024);
+    } finally {
+      endless.closeAllConnections();
+      await new Promise<void>((r) => endless.close(() => r()));
+    }
+  }, 60_000);
 });
 
 describe("notices and daily markers", () => {

@@ -16,6 +16,7 @@ export const accountFields = {
   ACCOUNTS_CONSENT_TOKEN: secret(z.string().default("").describe("Value of the auth header, e.g. `Bearer …` (empty: no header)")),
   ACCOUNTS_CONSENT_PAGE_SIZE: envInt(200, 1, 10_000).describe("Consents asked for per page (`limit` query parameter)"),
   ACCOUNTS_CONSENT_TIMEOUT: envDuration("30s").describe("Per request to the consent API"),
+  ACCOUNTS_CONSENT_MAX_PAGE_BYTES: envInt(32 * 1024 * 1024, 1024, 1024 * 1024 * 1024).describe("Largest consent API answer read, in bytes: a bigger page (an API that ignores `limit`, a body that never ends) fails the sync at once instead of filling the worker's memory"),
   ACCOUNTS_CONSENT_BACKOFF: envDurationList("1s,5s,30s,2m").describe("Waits after a 429/5xx/network error of the consent API (Retry-After wins when longer); the sync gives up after the last"),
   ACCOUNTS_WORKFLOW_FILE: z.string().default("").describe("YAML of the site's account workflow: migration servers, steps, group update, mail templates (checked at startup); empty: plan/run refuse"),
   ACCOUNTS_BATCH_MAX: envInt(1_000, 1, 1_000_000).describe("Most accounts in one night's batch (besides the servers' capacity)"),
@@ -59,7 +60,7 @@ export type AccountConfig = z.output<z.ZodObject<typeof accountFields>>;
 
 /** What the account jobs read, in their own words (from the config above). */
 export interface AccountSettings {
-  consent: { url: string; authHeader: string; token: string; pageSize: number; timeoutMs: number; backoffMs: readonly number[] };
+  consent: { url: string; authHeader: string; token: string; pageSize: number; timeoutMs: number; backoffMs: readonly number[]; maxPageBytes: number };
   workflowFile: string;
   batchMax: number;
   catchupGraceMs: number;
@@ -98,6 +99,7 @@ export function toAccountSettings(c: Partial<AccountConfig>, timeZone: string): 
       pageSize: v.ACCOUNTS_CONSENT_PAGE_SIZE,
       timeoutMs: v.ACCOUNTS_CONSENT_TIMEOUT,
       backoffMs: v.ACCOUNTS_CONSENT_BACKOFF,
+      maxPageBytes: v.ACCOUNTS_CONSENT_MAX_PAGE_BYTES,
     },
     workflowFile: v.ACCOUNTS_WORKFLOW_FILE,
     batchMax: v.ACCOUNTS_BATCH_MAX,

@@ -8,7 +8,10 @@ import type { AccountSettings } from "./accountSettings";
  * that page again and picks up what was appended to it (see docs/accounts.md). 429, 5xx and
  * network errors are waited out (Retry-After honoured, bounded by ACCOUNTS_CONSENT_BACKOFF);
  * other 4xx are permanent (wrong URL or credentials), and so is a 200 whose body is not that
- * shape: the message says what was wrong, and retrying a contract violation cannot help.
+ * shape: the message says what was wrong, and retrying a contract violation cannot help. So is
+ * a page larger than ACCOUNTS_CONSENT_MAX_PAGE_BYTES: the body is read up to that bound and no
+ * further (found by probing: an API that ignored `limit` answered 700 MB, read whole into a
+ * worker of 1 GiB, which the kernel killed; the job's next worker died the same way).
  */
 export interface ConsentPage {
   items: unknown[];
@@ -35,7 +38,7 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
     try {
       const response = await fetchSameOrigin(url, { headers, signal: AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]) });
       status = response.status;
-      if (response.ok) return parsePage(await response.text(), response.headers.get("content-type"));
+      if (response.ok) return parsePage(await readBounded(response, consent), response.headers.get("content-type"));
       await response.body?.cancel();
       if (status !== 429 && status < 500) {
         throw new PermanentError(status === 401 || status === 403 ? "auth-failed" : "bad-config", `consent API answered ${status} (check ACCOUNTS_CONSENT_URL and the auth header)`);
@@ -104,6 +107,33 @@ export function parsePage(text: string, contentType: string | null): ConsentPage
   if (!Array.isArray(b.items)) throw new PermanentError("invalid-payload", `${where}: "items" is ${b.items === undefined ? "missing" : `a ${typeof b.items}, not an array`}`);
   if (!(b.nextCursor === undefined || b.nextCursor === null || typeof b.nextCursor === "string")) throw new PermanentError("invalid-payload", `${where}: "nextCursor" is a ${typeof b.nextCursor}, not a string or null`);
   return { items: b.items, nextCursor: (b.nextCursor as string | null | undefined) ?? null };
+}
+
+/** The body as text, or a PermanentError("invalid-payload") as soon as it is larger than the bound (the rest is not read). */
+async function readBounded(response: Response, consent: AccountSettings["consent"]): Promise<string> {
+  const max = consent.maxPageBytes;
+  const tooLarge = () =>
+    new PermanentError("invalid-payload", `consent API answered a page larger than ${max} bytes (ACCOUNTS_CONSENT_MAX_PAGE_BYTES; limit=${consent.pageSize} asked): does it honour \`limit\`?`);
+  const declared = Number(response.headers.get("content-length") ?? NaN);
+  if (declared > max) {
+    await response.body?.cancel();
+    throw tooLarge();
+  }
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel();
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, size).toString("utf8");
 }
 
 function retryAfter(header: string | null): number {
