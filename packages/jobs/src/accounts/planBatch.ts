@@ -1,11 +1,15 @@
 import type { Logger } from "@fleet/core/logger";
-import type { DbPool } from "@fleet/db/pool";
+import type { DbPool, Queryable } from "@fleet/db/pool";
 import { inTransaction } from "@fleet/db/pool";
-import { batchByDate, createBatch, insertAssignments, lockPlanning } from "@fleet/db/sql/accountBatches";
+import { batchAccounts, batchByDate, createBatch, finishBatch, insertAssignments, lockPlanning } from "@fleet/db/sql/accountBatches";
+import { closeOpenSteps } from "@fleet/db/sql/accountStepRows";
+import { postponeAccount } from "@fleet/db/sql/accountSteps";
+import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import { listServers, upsertServers } from "@fleet/db/sql/migrationServers";
 import type { ServerRow } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import type { RemoteServers } from "../remote/remoteServers";
+import { stepsWithCancel, userNotice } from "./accountOutcomes";
 import type { Workflow } from "./workflowFile";
 
 export interface PlanResult {
@@ -75,8 +79,11 @@ export async function registerServers(db: DbPool, workflow: Workflow, remote: Re
  * every step role can take (and at most ACCOUNTS_BATCH_MAX), each assigned one server per
  * role. Once per date: under an advisory lock, a second call (another replica, a re-run)
  * finds the batch and returns it.
+ *
+ * With `today` (the date now in FLEET_TZ), a batch of an earlier date still PLANNED first gives
+ * its accounts back (releaseMissedBatches), so that they are planned again.
  */
-export async function planBatch(options: { db: DbPool; workflow: Workflow; remote: RemoteServers; runDate: string; batchMax: number; log: Logger; job?: string }): Promise<PlanResult> {
+export async function planBatch(options: { db: DbPool; workflow: Workflow; remote: RemoteServers; runDate: string; batchMax: number; log: Logger; job?: string; today?: string; notifyWindow?: string }): Promise<PlanResult> {
   const { db, workflow, runDate, log } = options;
   await registerServers(db, workflow, options.remote);
   // Read before the planning transaction (Prisma, on the pool): the servers are the workflow
@@ -85,6 +92,7 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
   const known = await listServers(db);
   return inTransaction(db, async (tx) => {
     await lockPlanning(tx);
+    if (options.today) await releaseMissedBatches(tx, workflow, options.today, options.notifyWindow ?? "", log, options.job);
     const existing = await batchByDate(tx, runDate);
     if (existing) return { batchId: existing.id, runDate, created: false, accounts: existing.planned, perServer: {} };
     // A server the last probe found down takes no new accounts (held ones would only wait).
@@ -111,4 +119,37 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
     log.info({ batchId, runDate, accounts: accountIds.length, perServer }, "batch planned");
     return { batchId, runDate, created: true, accounts: accountIds.length, perServer };
   });
+}
+
+/**
+ * A batch of a date before `today` that is still PLANNED never ran: the fleet was down at its
+ * 18:00 and came back the next day, and yesterday's run is not started the next morning (its
+ * users were told "tonight"). Its accounts are postponed out of it (counted there as postponed,
+ * told by the postponed email) and the batch is closed CANCELLED, so tonight's planning takes
+ * them again, oldest consent first (found by probing: they stayed SCHEDULED or NOTIFIED in a
+ * batch that would never run, never migrated nor told, counted "in progress" for good). They
+ * stay in the directory group: they are planned again. In the planning transaction, under its
+ * lock: a batch is released once.
+ */
+async function releaseMissedBatches(tx: Queryable, workflow: Workflow, today: string, notifyWindow: string, log: Logger, job: string | undefined): Promise<void> {
+  const { rows: missed } = await tx.query<{ id: number; runDate: string }>(
+    `SELECT id, run_date AS "runDate" FROM migration_batch WHERE status = 'PLANNED' AND run_date < $1 ORDER BY run_date FOR UPDATE`,
+    [today],
+  );
+  for (const batch of missed) {
+    const reason = `the run of ${batch.runDate} never started (the fleet was down at its time): planned again`;
+    const postponed = [];
+    for (const a of await batchAccounts(tx, batch.id)) {
+      if (["SCHEDULED", "NOTIFIED", "HELD"].includes(a.status) && (await postponeAccount(tx, batch.id, a.id, reason))) postponed.push(a);
+    }
+    await closeOpenSteps(tx, postponed.map((a) => a.id), "SKIPPED", stepsWithCancel(workflow));
+    await enqueueNotifications(tx, postponed.map((a) => userNotice("postponed", a, batch, reason, notifyWindow || null)));
+    await finishBatch(tx, batch.id);
+    await tx.query(`UPDATE migration_batch SET status = 'CANCELLED' WHERE id = $1 AND status = 'PLANNED'`, [batch.id]);
+    await writeLog(tx, [
+      ...postponed.map((a) => ({ level: "warn" as const, ...(job ? { job } : {}), subject: `account:${a.externalId}`, message: `postponed to a later night: ${reason}`, details: { batchId: batch.id } })),
+      { level: "error", ...(job ? { job } : {}), subject: `batch:${batch.id}`, message: `the run of ${batch.runDate} never started: ${postponed.length} accounts postponed and planned again` },
+    ]);
+    log.warn({ batchId: batch.id, runDate: batch.runDate, postponed: postponed.length }, "a past night's batch never ran: its accounts are planned again");
+  }
 }

@@ -48,7 +48,8 @@ export function noticeDueAt(runDate: string, settings: Pick<AccountSettings, "ti
 export async function prepareBatch(options: { db: DbPool; services: AccountServices; remote: RemoteServers; runDate: string; log: Logger; job?: string }): Promise<PlanResult & { emails: number }> {
   const { db, services, runDate } = options;
   const workflow = services.requireWorkflow();
-  const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: services.settings.batchMax, log: options.log, ...(options.job ? { job: options.job } : {}) });
+  const { settings } = services;
+  const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: settings.batchMax, log: options.log, today: localDate(new Date(), settings.timeZone), notifyWindow: settings.notifyWindow, ...(options.job ? { job: options.job } : {}) });
   if (plan.batchId === null) return { ...plan, emails: 0 };
   const batch = { id: plan.batchId, runDate };
   const accounts = (await batchAccounts(db, plan.batchId)).filter((a) => a.status === "SCHEDULED" || a.status === "HELD");

@@ -13,6 +13,7 @@ import type { FleetJobs } from "../jobRegistry";
 import type { RemoteServers } from "../remote/remoteServers";
 import type { AccountServices } from "./accountServices";
 import { planBatch } from "./planBatch";
+import { localDate } from "./runDate";
 
 export interface RunResult {
   batchId: number | null;
@@ -41,7 +42,7 @@ export async function startBatchRun(options: { db: DbPool; services: AccountServ
   let batch = await batchByDate(db, runDate);
   if (!batch) {
     // Planned now (13:30 did not run): the step gate queues and awaits each account's email.
-    const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: services.settings.batchMax, log });
+    const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: services.settings.batchMax, log, today: localDate(new Date(), services.settings.timeZone), notifyWindow: services.settings.notifyWindow });
     if (plan.batchId === null) return { batchId: null, started: false, accounts: 0 };
     batch = await batchByDate(db, runDate);
   }

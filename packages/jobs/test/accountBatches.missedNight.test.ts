@@ -1,0 +1,77 @@
+import { rm } from "node:fs/promises";
+import { startSmtpServer } from "@fleet/testing/smtpServer";
+import type { SmtpTestServer } from "@fleet/testing/smtpServer";
+import { localDate } from "../src/accounts/runDate";
+import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+import { accountStates, insertAccounts } from "./accountsFixture";
+import { startAccountSite } from "./accountRunFixture";
+import type { AccountSite } from "./accountRunFixture";
+
+/**
+ * The fleet was down from before yesterday's 18:00 until today (a long outage, a weekend): the
+ * batch planned at yesterday's 13:30 never ran, and its users were told "tonight". Yesterday's
+ * run is not started the next morning (README), but its accounts must not stay SCHEDULED or
+ * NOTIFIED for good in a batch that will never run (found by probing: tonight's planning took
+ * only QUEUED and POSTPONED accounts, so they were never migrated, never told, and `fleet
+ * accounts status` counted them "in progress" forever). Tonight's planning postpones them out
+ * of the missed batch (counted there, told by the postponed email) and plans them again.
+ */
+
+const TZ = "Europe/Berlin";
+const TODAY = localDate(new Date(), TZ);
+const YESTERDAY = localDate(new Date(Date.now() - 24 * 3_600_000), TZ);
+
+let site: AccountSite;
+let smtp: SmtpTestServer;
+let h: PipelineHarness;
+
+beforeAll(async () => {
+  site = await startAccountSite();
+  smtp = await startSmtpServer();
+  h = await createPipelineHarness("probe-c-missed-night", { ...site.env, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "500ms", FLEET_TZ: TZ });
+  await h.startRunner({ concurrency: 2 });
+}, 60_000);
+afterAll(async () => {
+  await h?.close();
+  await smtp?.stop();
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+});
+
+async function run(name: "accounts-prepare" | "accounts-run" | "notify-send", runDate?: string) {
+  const job = await h.runtime.deps.jobs.enqueue(name, runDate ? { runDate } : {}, { jobId: `${name}-${Math.random().toString(36).slice(2)}` });
+  const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
+  if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  return done.returnvalue as Record<string, unknown>;
+}
+const mailsTo = (who: string, subject: RegExp) => smtp.messages.filter((m) => m.to[0] === `${who}@example.org` && subject.test(m.header("subject") ?? ""));
+
+describe("a night the fleet missed", () => {
+  it("yesterday's batch that never ran gives its accounts back: postponed there (told), planned and migrated tonight", async () => {
+    await insertAccounts(h.runtime, [{ externalId: "m1" }, { externalId: "m2" }]);
+    // Yesterday 13:30: planned, emails out. Then the fleet went down until today.
+    expect(await run("accounts-prepare", YESTERDAY)).toMatchObject({ created: true, accounts: 2 });
+    await run("notify-send");
+    expect(await accountStates(h.runtime)).toEqual({ m1: "NOTIFIED", m2: "NOTIFIED" });
+    await insertAccounts(h.runtime, [{ externalId: "m3" }]);
+
+    // Today: the day's steps run (on time, or caught up by the scheduler).
+    const tonight = await run("accounts-prepare", TODAY);
+    expect(tonight).toMatchObject({ created: true, accounts: 3 });
+    const { rows: missed } = await h.runtime.db.query(`SELECT status, planned, postponed, done, failed FROM migration_batch WHERE run_date = $1`, [YESTERDAY]);
+    expect(missed).toEqual([{ status: "CANCELLED", planned: 2, postponed: 2, done: 0, failed: 0 }]);
+    expect(await run("accounts-run", TODAY)).toMatchObject({ started: true, accounts: 3 });
+    await waitFor(async () => {
+      const s = await accountStates(h.runtime);
+      return Object.values(s).every((x) => x === "DONE") && s;
+    }, 60_000, "every account DONE tonight");
+    // Told of each change of plan once: yesterday's "tonight", the postponement, tonight's "tonight".
+    await waitFor(async () => mailsTo("m1", /postponed/i).length === 1 && mailsTo("m2", /postponed/i).length === 1, 30_000, "the postponed emails");
+    await run("notify-send");
+    for (const id of ["m1", "m2"]) expect(mailsTo(id, /postponed/i)).toHaveLength(1);
+    expect(mailsTo("m3", /postponed/i)).toHaveLength(0);
+    const { rows: notices } = await h.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM notification WHERE template = 'pre-migration'`);
+    expect(notices[0]!.n).toBe(5);
+  }, 120_000);
+});
