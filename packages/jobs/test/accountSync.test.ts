@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { syncConsents, CONSENT_CURSOR_KEY } from "../src/accounts/syncConsents";
 import { createPipelineHarness } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
@@ -112,5 +114,34 @@ describe("queue sync", () => {
     api.failures.set("c0", [401]);
     await expect(sync()).rejects.toMatchObject({ category: "auth-failed" });
     expect(api.requests).toHaveLength(1);
+  });
+
+  // Found by probing: an API that marks the end of its list by answering the cursor it was asked
+  // with (not null) kept the sync asking for the same page up to 100,000 times, holding a
+  // maintenance slot for hours and hammering the API. The same cursor back is the end for now.
+  it("stops when the API answers the cursor it was asked with: the end of the list for now, asked again next sync", async () => {
+    let requests = 0;
+    const looping = createServer((req, res) => {
+      requests++;
+      const cursor = new URL(req.url ?? "/", "http://x").searchParams.get("cursor");
+      if (requests > 20) {
+        res.writeHead(401).end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ items: cursor ? [] : [consent("l1", "l1@example.org")], nextCursor: "end-1" }));
+    });
+    await new Promise<void>((r) => looping.listen(0, "127.0.0.1", r));
+    try {
+      const settings = { ...h.runtime.deps.accounts.settings.consent, url: `http://127.0.0.1:${(looping.address() as AddressInfo).port}/c` };
+      const run = () => syncConsents({ db: h.runtime.db, consent: settings, log: h.log, signal: new AbortController().signal, job: "test" });
+      expect(await run()).toMatchObject({ pages: 2, inserted: 1, cursor: "end-1" });
+      expect(requests).toBe(2);
+      expect(await run()).toMatchObject({ pages: 1, inserted: 0, cursor: "end-1" });
+      expect(requests).toBe(3);
+      expect((await queue()).map((r) => r.external_id)).toEqual(["l1"]);
+    } finally {
+      await new Promise<void>((r) => looping.close(() => r()));
+    }
   });
 });

@@ -109,6 +109,13 @@ export async function syncConsents(options: SyncOptions): Promise<SyncResult> {
       if (rejects.length > 0) log.warn({ rejected: rejects.length, examples: rejects.slice(0, 3) }, "consent records rejected");
       log.info({ page: result.pages, items: page.items.length, rejected: rejects.length }, "consent page committed");
       if (page.nextCursor === null) break;
+      // The cursor it was asked with, back: some APIs mark the end of their list so. Asking again
+      // would get the same page for ever (found by probing: up to maxPages requests, for hours).
+      // The end for now, as null is: the next sync asks there again.
+      if (page.nextCursor === fetchedWith) {
+        log.info({ cursor: fetchedWith }, "consent API answered the cursor it was asked with: the end of the list for now");
+        break;
+      }
       result.cursor = page.nextCursor;
     }
     result.cursor = await readCursor(db, CONSENT_CURSOR_KEY);
