@@ -19,6 +19,12 @@ export interface JobContext<Deps> {
     attempt: number;
     /** When the job was first enqueued (ms epoch). */
     enqueuedAt: number;
+    /**
+     * When the job was meant to run (ms epoch): a job scheduler's occurrence time (BullMQ's
+     * prevMillis), else its enqueue time plus its initial delay. Not moved by retries or by
+     * the wait for a worker: a daily job that runs late knows which day it was for.
+     */
+    dueAt: number;
   };
   /** A child logger carrying queue, job id, name and attempt. */
   log: Logger;

@@ -53,7 +53,8 @@ export class JobRun<Deps> implements JobContext<Deps> {
 
   get job(): JobContext<Deps>["job"] {
     const { bullJob } = this;
-    return (this.identity ??= { id: bullJob.id ?? "", name: bullJob.name, queue: this.queue, attempt: this.attempt, enqueuedAt: bullJob.timestamp });
+    const dueAt = bullJob.opts.prevMillis ?? bullJob.timestamp + (bullJob.opts.delay ?? 0);
+    return (this.identity ??= { id: bullJob.id ?? "", name: bullJob.name, queue: this.queue, attempt: this.attempt, enqueuedAt: bullJob.timestamp, dueAt });
   }
 
   /** The job as the operation history knows it. */

@@ -1,7 +1,7 @@
 import { rm } from "node:fs/promises";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
-import { localDate } from "../src/accounts/runDate";
+import { localDate, zonedTime } from "../src/accounts/runDate";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
@@ -73,5 +73,41 @@ describe("a night the fleet missed", () => {
     expect(mailsTo("m3", /postponed/i)).toHaveLength(0);
     const { rows: notices } = await h.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM notification WHERE template = 'pre-migration'`);
     expect(notices[0]!.n).toBe(5);
+  }, 120_000);
+});
+
+// Found by probing: the 18:00 occurrence of the scheduler carries `{}` ("today"), and one that
+// waited for a worker past midnight (workers down or busy from 17:55 to 00:10) read "today" when
+// it ran: it planned the NEXT day's batch at once and started it (its users emailed "tonight"
+// after midnight, that day's 13:30 and 18:00 pre-empted), while the night it was for was left
+// unrun. Its date is the occurrence's own (the job scheduler's prevMillis), as the scheduler's
+// catch-up reads it.
+describe("an 18:00 occurrence run after midnight", () => {
+  let late: PipelineHarness;
+  beforeAll(async () => {
+    late = await createPipelineHarness("probe-c-late-occurrence", { ...site.env, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "500ms", FLEET_TZ: TZ });
+    await late.startRunner({ concurrency: 2 });
+  }, 60_000);
+  afterAll(async () => {
+    await late?.close();
+  });
+
+  it("starts the batch of its own night, not a new one for the next day", async () => {
+    await insertAccounts(late.runtime, [{ externalId: "late1" }, { externalId: "late2" }]);
+    const prepare = await late.runtime.deps.jobs.enqueue("accounts-prepare", { runDate: YESTERDAY }, { jobId: "prepare-yesterday" });
+    expect((await finishedJob(late.runtime, "maintenance", prepare.id!, 60_000)).state).toBe("completed");
+    // Yesterday's 18:00 occurrence, as the job scheduler made it, run by a worker only now.
+    const occurrence = zonedTime(YESTERDAY, "18:00", TZ).getTime();
+    const prepared = late.runtime.deps.jobs.prepareJob("accounts-run", {});
+    const job = await late.runtime.deps.jobs.queue(prepared.queue).add("accounts-run", prepared.data, { ...prepared.opts, jobId: `repeat:accounts-run:${occurrence}`, prevMillis: occurrence, timestamp: occurrence - 60_000 });
+    const { state, job: done } = await finishedJob(late.runtime, "maintenance", job.id!, 60_000);
+    expect(state).toBe("completed");
+    const { rows: batches } = await late.runtime.db.query<{ id: number; run_date: string; status: string }>(`SELECT id, run_date, status FROM migration_batch ORDER BY id`);
+    expect(batches).toEqual([{ id: expect.anything(), run_date: YESTERDAY, status: "RUNNING" }]);
+    expect(done.returnvalue).toMatchObject({ started: true, accounts: 2 });
+    await waitFor(async () => {
+      const s = await accountStates(late.runtime);
+      return s.late1 === "DONE" && s.late2 === "DONE" && s;
+    }, 60_000, "the night's accounts DONE");
   }, 120_000);
 });

@@ -23,7 +23,7 @@ declare module "../jobRegistry" {
 export const accountsGroupUpdate = defineFleetJob("accounts-group-update", contract, {
   async handle(payload, ctx) {
     const { accounts, db, remote } = ctx.deps;
-    const runDate = runDateOf(payload, accounts.settings.timeZone);
+    const runDate = runDateOf(payload, accounts.settings.timeZone, new Date(ctx.job.dueAt));
     if (!accounts.workflow) {
       // A fleet without account migrations: the day counts as done (no catch-up either).
       await recordDailyRunOf(db, "accounts-group-update", runDate, accounts.settings.timeZone);

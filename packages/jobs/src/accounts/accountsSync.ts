@@ -28,7 +28,7 @@ declare module "../jobRegistry" {
 export const accountsSync = defineFleetJob("accounts-sync", contract, {
   async handle(payload, ctx): Promise<SyncResult | { skipped: string }> {
     const { accounts, db } = ctx.deps;
-    const runDate = runDateOf(payload, accounts.settings.timeZone);
+    const runDate = runDateOf(payload, accounts.settings.timeZone, new Date(ctx.job.dueAt));
     if (!accounts.settings.consent.url) {
       // A fleet without account migrations: the day counts as done (no catch-up either).
       await recordDailyRunOf(db, "accounts-sync", runDate, accounts.settings.timeZone);

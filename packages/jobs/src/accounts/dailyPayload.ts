@@ -5,15 +5,21 @@ import { localDate } from "./runDate";
 
 /**
  * Payload of the daily account jobs: the night they are for. The scheduler's repeatable jobs
- * send `{}` (meaning "today in FLEET_TZ"); catch-up and the CLI may name a date.
+ * send `{}` (meaning "the day of the occurrence in FLEET_TZ"); catch-up and the CLI may name a date.
  */
 export const dailyPayload = z
   .object({ runDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected YYYY-MM-DD").optional() })
   .strict()
   .default({});
 
-export function runDateOf(payload: { runDate?: string | undefined }, timeZone: string, now: Date = new Date()): string {
-  return payload.runDate ?? localDate(now, timeZone);
+/**
+ * The night a daily job is for: its payload's date, else the date of `dueAt` (the job's
+ * occurrence: ctx.job.dueAt), not of the moment it runs (found by probing: the 18:00 run that
+ * waited for a worker past midnight planned and started the next day's batch at once, and left
+ * its own night unrun).
+ */
+export function runDateOf(payload: { runDate?: string | undefined }, timeZone: string, dueAt: Date = new Date()): string {
+  return payload.runDate ?? localDate(dueAt, timeZone);
 }
 
 /**
