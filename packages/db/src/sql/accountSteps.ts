@@ -40,6 +40,14 @@ export async function reassign(db: Queryable, assignmentId: number): Promise<str
 }
 
 /**
+ * A step's try met a server fault before anything ran there: its assignment is PLANNED again
+ * (not started on that server), so serverGate may move it off a down server.
+ */
+export async function unstartAssignment(db: Queryable, assignmentId: number): Promise<void> {
+  await db.query(`UPDATE batch_assignment SET state = 'PLANNED', finished_at = NULL WHERE id = $1 AND state = 'RUNNING'`, [assignmentId]);
+}
+
+/**
  * The gate of step `index`: the account must be in this batch, not finished, with exactly
  * `index` steps done. Moves it to IN_PROGRESS. False means: skip (already done, cancelled,
  * failed, or a duplicate delivery of the job).

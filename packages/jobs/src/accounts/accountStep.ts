@@ -7,7 +7,7 @@ import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
 import { backToWaiting, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, markOwedCancel, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
 import type { StepRow } from "@fleet/db/sql/accountStepRows";
-import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState } from "@fleet/db/sql/accountSteps";
+import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState, unstartAssignment } from "@fleet/db/sql/accountSteps";
 import { claimProbe, recordServerFault, recordServerSuccess, serverHealth, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
 import { inTransaction } from "@fleet/db/pool";
@@ -156,6 +156,9 @@ async function startStep(s: StepScope, startedOn: string | null): Promise<StepJo
     return gateStop(s, usable);
   }
   if (startedOn && startedOn !== usable.server.name) await cancelLeftBehind(s, startedOn, usable.server.name);
+  // Whether an earlier attempt's command may still run on this server (a retry after a
+  // timeout): then a server fault of this attempt must not let the step move without its cancel.
+  const leftBehind = startedOn === usable.server.name;
   const group = await groupGate(s);
   if (!group.pass) return gateStop(s, group);
   const slot = await takeSlot(db, s.key, usable.server.name, usable.server.concurrency);
@@ -169,7 +172,7 @@ async function startStep(s: StepScope, startedOn: string | null): Promise<StepJo
   }
   await setAssignmentState(db, usable.assignmentId, "RUNNING");
   await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: started on ${usable.server.name}`, details: { batchId: s.key.batchId, step: s.key.step, attempt: slot.attempt } }]);
-  return runCommand(s, usable, slot.attempt);
+  return runCommand(s, usable, slot.attempt, !leftBehind);
 }
 
 /**
@@ -236,14 +239,14 @@ async function cancelLeftBehind(s: StepScope, from: string, to: string): Promise
 }
 
 /** The step's command, once; a polled step then waits for its first check without its worker. */
-async function runCommand(s: StepScope, usable: UsableServer, attempt: number): Promise<StepJobResult> {
+async function runCommand(s: StepScope, usable: UsableServer, attempt: number, freshStart = false): Promise<StepJobResult> {
   const { db } = s.ctx.deps;
   const values = accountValues(s.account, s.batch, { server: usable.server.name, group: s.workflow.groupUpdate?.group ?? "" });
   let result: RemoteCommandResult;
   try {
     result = await runStepCommand(s.step, usable.registered, s.step.command, values, s.step.timeoutMs, s.ctx.signal);
   } catch (err) {
-    return attemptFailed(s, err, usable.server.name, attempt);
+    return attemptFailed(s, err, usable.server.name, attempt, true, freshStart ? usable.assignmentId : undefined);
   }
   await recordServerSuccess(db, usable.server.name);
   const check = s.step.check;
@@ -305,7 +308,7 @@ async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
  * account fails. `fromServer` is false for Fleet's own verdicts (poll deadline passed), which
  * are never server faults.
  */
-async function attemptFailed(s: StepScope, err: unknown, serverName: string, attempt = 1, fromServer = true): Promise<StepJobResult> {
+async function attemptFailed(s: StepScope, err: unknown, serverName: string, attempt = 1, fromServer = true, unstartedAssignment?: number): Promise<StepJobResult> {
   const { db, accounts } = s.ctx.deps;
   const signal = s.ctx.signal;
   const now = await accountInBatch(db, s.key.batchId, s.key.accountId);
@@ -318,6 +321,15 @@ async function attemptFailed(s: StepScope, err: unknown, serverName: string, att
   const fault = fromServer ? serverFault(err) : undefined;
   if (fault) {
     await backToWaiting(db, s.key, `server ${serverName}: ${fault.category}`, { message: describe(err), category: fault.category });
+    if (unstartedAssignment !== undefined) {
+      // Nothing ran (a server fault carries no result) and no earlier attempt left a command
+      // there: the step has not started on the server, so once its breaker opens serverGate may
+      // move it to a server of the role with room, like the steps that had not tried yet (found
+      // by probing: the accounts whose first try met the fault stayed RUNNING on the dead
+      // server, HELD until it came back or ACCOUNTS_HOLD_MAX, while the others moved on).
+      await clearStartedOn(db, s.key);
+      await unstartAssignment(db, unstartedAssignment);
+    }
     await serverFaultSeen(s, serverName, err, fault.category);
     await holdAccount(db, s.key.batchId, s.key.accountId, `${s.step.name}: server ${serverName} unreachable: ${describe(err)}`);
     throw delay(jitter(accounts.settings.recheckMs), "server fault: account held");
