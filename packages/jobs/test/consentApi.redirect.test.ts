@@ -37,7 +37,7 @@ afterEach(async () => {
 });
 
 function settings(url: string) {
-  return { url, pageSize: 10, authHeader: "X-Api-Key", token: "consent-s3cret-token", timeoutMs: 5_000, backoffMs: [10] };
+  return { url, pageSize: 10, authHeader: "X-Api-Key", token: "consent-s3cret-token", timeoutMs: 5_000, backoffMs: [10], maxPageBytes: 1024 * 1024 };
 }
 
 describe("consent API redirects", () => {
