@@ -85,7 +85,8 @@ describe("a night the fleet missed", () => {
 describe("an 18:00 occurrence run after midnight", () => {
   let late: PipelineHarness;
   beforeAll(async () => {
-    late = await createPipelineHarness("probe-c-late-occurrence", { ...site.env, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "500ms", FLEET_TZ: TZ });
+    // Yesterday's 18:00 is 6 to 30 hours ago whenever this runs: a night that may run that late.
+    late = await createPipelineHarness("probe-c-late-occurrence", { ...site.env, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "500ms", FLEET_TZ: TZ, ACCOUNTS_HOLD_MAX: "36h" });
     await late.startRunner({ concurrency: 2 });
   }, 60_000);
   afterAll(async () => {
@@ -109,5 +110,22 @@ describe("an 18:00 occurrence run after midnight", () => {
       const s = await accountStates(late.runtime);
       return s.late1 === "DONE" && s.late2 === "DONE" && s;
     }, 60_000, "the night's accounts DONE");
+  }, 120_000);
+
+  it("an occurrence later than ACCOUNTS_HOLD_MAX after its time does nothing: its night is over (not started the next morning)", async () => {
+    const night = localDate(new Date(Date.now() - 3 * 24 * 3_600_000), TZ);
+    const occurrence = zonedTime(night, "18:00", TZ).getTime(); // 2.5 to 3.5 days ago: past 36 h
+    for (const name of ["accounts-prepare", "accounts-group-update", "accounts-run"] as const) {
+      const prepared = late.runtime.deps.jobs.prepareJob(name, {});
+      const job = await late.runtime.deps.jobs.queue(prepared.queue).add(name, prepared.data, { ...prepared.opts, jobId: `repeat:${name}:${occurrence}`, prevMillis: occurrence, timestamp: occurrence - 60_000 });
+      const { state, job: done } = await finishedJob(late.runtime, "maintenance", job.id!, 60_000);
+      expect(state).toBe("completed");
+      expect(done.returnvalue).toEqual({ skipped: expect.stringMatching(new RegExp(`^the occurrence for ${night} started \\d+\\.\\d h after its time, past ACCOUNTS_HOLD_MAX \\(36\\.0 h\\): its night is over`)) });
+    }
+    // Nothing planned, emailed or started for that night; the log says why, once per job.
+    const { rows: batches } = await late.runtime.db.query(`SELECT 1 FROM migration_batch WHERE run_date = $1`, [night]);
+    expect(batches).toEqual([]);
+    const { rows: logged } = await late.runtime.db.query<{ job: string }>(`SELECT job FROM migration_log WHERE subject = $1 ORDER BY id`, [`night:${night}`]);
+    expect(logged.map((r) => r.job.split(":")[0])).toEqual(["accounts-prepare", "accounts-group-update", "accounts-run"]);
   }, 120_000);
 });

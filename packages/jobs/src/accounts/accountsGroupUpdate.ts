@@ -1,8 +1,7 @@
 import { defineContract } from "@fleet/core/jobDefinition";
 import { QUEUES } from "../jobRegistry";
-import { dailyPayload } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
-import { recordDailyRunOf, runDateOf } from "./dailyPayload";
+import { dailyPayload, recordDailyRunOf, runDateOf, skipTooLate } from "./dailyPayload";
 import { updateGroup } from "./groupUpdate";
 
 const contract = defineContract({
@@ -29,6 +28,8 @@ export const accountsGroupUpdate = defineFleetJob("accounts-group-update", contr
       await recordDailyRunOf(db, "accounts-group-update", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     }
+    const late = await skipTooLate(db, ctx.log, payload, ctx.job, runDate, accounts.settings);
+    if (late) return late;
     const result = await updateGroup({ db, services: accounts, remote, runDate, log: ctx.log, signal: ctx.signal, job: `accounts-group-update:${ctx.job.id}` });
     await recordDailyRunOf(db, "accounts-group-update", runDate, accounts.settings.timeZone);
     return result;

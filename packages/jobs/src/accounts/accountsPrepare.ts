@@ -1,8 +1,7 @@
 import { defineContract } from "@fleet/core/jobDefinition";
 import { QUEUES } from "../jobRegistry";
-import { dailyPayload } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
-import { recordDailyRunOf, runDateOf } from "./dailyPayload";
+import { dailyPayload, recordDailyRunOf, runDateOf, skipTooLate } from "./dailyPayload";
 import { prepareBatch } from "./prepareBatch";
 
 const contract = defineContract({
@@ -29,6 +28,8 @@ export const accountsPrepare = defineFleetJob("accounts-prepare", contract, {
       await recordDailyRunOf(db, "accounts-prepare", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     }
+    const late = await skipTooLate(db, ctx.log, payload, ctx.job, runDate, accounts.settings);
+    if (late) return late;
     const result = await prepareBatch({ db, services: accounts, remote, runDate, log: ctx.log, job: `accounts-prepare:${ctx.job.id}` });
     if (result.emails > 0) await jobs.enqueue("notify-send", {});
     await recordDailyRunOf(db, "accounts-prepare", runDate, accounts.settings.timeZone);

@@ -1,8 +1,7 @@
 import { defineContract } from "@fleet/core/jobDefinition";
 import { QUEUES } from "../jobRegistry";
-import { dailyPayload } from "./dailyPayload";
 import { defineFleetJob } from "../defineFleetJob";
-import { recordDailyRunOf, runDateOf } from "./dailyPayload";
+import { dailyPayload, recordDailyRunOf, runDateOf, skipTooLate } from "./dailyPayload";
 import { startBatchRun } from "./startBatchRun";
 
 const contract = defineContract({
@@ -29,6 +28,8 @@ export const accountsRun = defineFleetJob("accounts-run", contract, {
       await recordDailyRunOf(db, "accounts-run", runDate, accounts.settings.timeZone);
       return { skipped: "ACCOUNTS_WORKFLOW_FILE is not set" };
     }
+    const late = await skipTooLate(db, ctx.log, payload, ctx.job, runDate, accounts.settings);
+    if (late) return late;
     const result = await startBatchRun({ db, services: accounts, remote, jobs, runDate, log: ctx.log, job: `accounts-run:${ctx.job.id}` });
     await recordDailyRunOf(db, "accounts-run", runDate, accounts.settings.timeZone);
     return result;

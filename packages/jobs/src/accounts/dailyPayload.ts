@@ -1,5 +1,7 @@
 import { z } from "zod";
+import type { Logger } from "@fleet/core/logger";
 import type { Queryable } from "@fleet/db/pool";
+import { writeLog } from "@fleet/db/sql/log";
 import { recordDailyRun } from "@fleet/db/sql/accountQueue";
 import { localDate } from "./runDate";
 
@@ -20,6 +22,39 @@ export const dailyPayload = z
  */
 export function runDateOf(payload: { runDate?: string | undefined }, timeZone: string, dueAt: Date = new Date()): string {
   return payload.runDate ?? localDate(dueAt, timeZone);
+}
+
+/**
+ * Why a scheduled occurrence (no date in its payload) is too late to do its night's work: it
+ * starts more than `maxLateMs` (ACCOUNTS_HOLD_MAX, how long an account may wait before it is
+ * postponed) after its time — workers were down or busy all night. Its users were told "tonight"
+ * and the night is over: the run is not started in the morning; the next planning postpones
+ * that batch's accounts and plans them again (releaseMissedBatches). Undefined when it is in time,
+ * or when a date was named (catch-up, the CLI: on purpose).
+ */
+export function tooLate(payload: { runDate?: string | undefined }, dueAt: number, maxLateMs: number, timeZone: string, now: number = Date.now()): string | undefined {
+  if (payload.runDate !== undefined || now - dueAt <= maxLateMs) return undefined;
+  const hours = ((now - dueAt) / 3_600_000).toFixed(1);
+  return `the occurrence for ${localDate(new Date(dueAt), timeZone)} started ${hours} h after its time, past ACCOUNTS_HOLD_MAX (${(maxLateMs / 3_600_000).toFixed(1)} h): its night is over, so it does nothing; the next planning plans that night's accounts again`;
+}
+
+/**
+ * tooLate() for a daily job: when its occurrence is too late, says so (its log, migration_log
+ * under `night:<date>`) and returns the job's result; undefined when the job should go on.
+ */
+export async function skipTooLate(
+  db: Queryable,
+  log: Logger,
+  payload: { runDate?: string | undefined },
+  job: { name: string; id: string; dueAt: number },
+  runDate: string,
+  settings: { holdMaxMs: number; timeZone: string },
+): Promise<{ skipped: string } | undefined> {
+  const late = tooLate(payload, job.dueAt, settings.holdMaxMs, settings.timeZone);
+  if (!late) return undefined;
+  log.warn({ runDate }, late);
+  await writeLog(db, [{ level: "warn", job: `${job.name}:${job.id}`, subject: `night:${runDate}`, message: late }]);
+  return { skipped: late };
 }
 
 /**
