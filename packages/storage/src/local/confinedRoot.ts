@@ -34,6 +34,12 @@ export class ConfinedRoot {
   private rootReal: string | undefined;
   /** The root directory's device and inode when it was resolved. */
   private rootId: string | undefined;
+  /**
+   * Whether the root was a mount point (on another device than its parent folder) when it was
+   * first resolved: then a root found on its parent's device later is a volume unmounted under
+   * us — its mount point, an empty folder at the same path (see {@link verifyVolume}).
+   */
+  private mountPoint: boolean | undefined;
   // Directory key → verification (settled or in flight, so concurrent writers into a new
   // folder share one mkdir). Map order makes eviction first-in-first-out: an evicted hot
   // folder costs one more realpath, nothing worse.
@@ -118,6 +124,27 @@ export class ConfinedRoot {
       throw toStorageError("resolve", key, err);
     }
     if (now !== real) await this.throwOutside(now, key);
+  }
+
+  /**
+   * The root that was a mount point when first seen still is one. A volume unmounted while the
+   * fleet runs (a lazy unmount, an automount expiring, a dropped network mount) leaves its mount
+   * point at the same path: an empty folder of the filesystem above, where a write would land on
+   * the wrong disk (recorded as migrated, missing from the volume) and a read would find every
+   * file missing (failed as not-found for good). Both are the storage's fault: storage-unavailable,
+   * retried once the volume is back (mounted again, whatever its device number then). A root that
+   * was not a mount point at first is not checked (nothing to compare with); no-op until resolved.
+   */
+  async verifyVolume(operation: string, key: string): Promise<void> {
+    const real = this.rootReal;
+    if (!this.mountPoint || real === undefined) return;
+    const [root, parent] = await Promise.all([stat(real).catch(() => undefined), stat(path.dirname(real)).catch(() => undefined)]);
+    // A root that is gone altogether is reported by the callers' own checks.
+    if (!root || !parent || root.dev !== parent.dev) return;
+    throw new RetryableError(
+      "storage-unavailable",
+      `${operation} ${JSON.stringify(key)}: the storage root ${this.path} is no longer the volume mounted there (its mount point is left: unmounted?); Fleet neither reads nor writes under a mount point: mount it again`,
+    );
   }
 
   /** Checks, now, that a folder's real path lies inside the root (for listings, which open folders, not files). */
@@ -211,6 +238,10 @@ export class ConfinedRoot {
       }
     }
     this.rootId = await identityOf(real);
+    if (this.mountPoint === undefined) {
+      const [root, parent] = await Promise.all([stat(real), stat(path.dirname(real))]).catch(() => [undefined, undefined]);
+      if (root && parent) this.mountPoint = root.dev !== parent.dev;
+    }
     return real;
   }
 

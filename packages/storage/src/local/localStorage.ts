@@ -351,7 +351,14 @@ export class LocalStorage implements Storage {
     const error = toStorageError(operation, k, err);
     if (error.category !== "not-found") return error;
     const root = await stat(this.root.path).catch(() => undefined);
-    if (root?.isDirectory()) return error;
+    if (root?.isDirectory()) {
+      try {
+        await this.root.verifyVolume(operation, k);
+      } catch (err) {
+        return err as FleetError;
+      }
+      return error;
+    }
     return new RetryableError("storage-unavailable", `${operation} ${JSON.stringify(k)}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?)`, { cause: error });
   }
 
@@ -365,7 +372,11 @@ export class LocalStorage implements Storage {
     let temp = first;
     for (let attempt = 0, taken = 0; ; attempt++) {
       try {
-        if (this.rootSeen) await this.root.ensureDir("", false, k);
+        if (this.rootSeen) {
+          await this.root.ensureDir("", false, k);
+          // Before any folder is made: never under the mount point of a volume that went away.
+          await this.root.verifyVolume("write", k);
+        }
         // Noted before: a failed ensureDir may leave the folder's parents cached.
         this.folders.add(dirKey);
         await this.root.ensureDir(dirKey, true, k);
@@ -403,5 +414,6 @@ export class LocalStorage implements Storage {
         `${k}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
       );
     }
+    await this.root.verifyVolume("open", k);
   }
 }
