@@ -64,8 +64,9 @@ export function registerInventoryCommands(program: Command, run: Run): void {
     .option("--source <url>", "what to scan (default SOURCE_URL; credentials from the SOURCE_* variables)")
     .option("--prefix <p>", "only keys starting with this")
     .option("--restart", "forget an unfinished scan of this source and prefix, and start over")
+    .option("--allow-empty", "a listing with no file at all marks every known file vanished (else such a scan fails: an unmounted volume?)")
     .option("--json", "machine-readable output")
-    .action((opts: { source?: string; prefix?: string; restart?: boolean; json?: boolean }) =>
+    .action((opts: { source?: string; prefix?: string; restart?: boolean; allowEmpty?: boolean; json?: boolean }) =>
       run(async (ctx) => {
         // The database and the one storage only: no job catalogue, no queues to load.
         const db = await ctx.database();
@@ -87,6 +88,7 @@ export function registerInventoryCommands(program: Command, run: Run): void {
             signal: abort.signal,
             ...(opts.prefix !== undefined ? { prefix: opts.prefix } : {}),
             ...(opts.restart ? { restart: true } : {}),
+            ...(opts.allowEmpty ? { allowEmpty: true } : {}),
             onProgress: (p) => bar.update(p),
           });
           bar.stop();

@@ -26,6 +26,11 @@ export interface ScanOptions {
   batchSize?: number;
   /** Forget an unfinished scan's cursor and start over. */
   restart?: boolean;
+  /**
+   * Let a scan that listed no file at all mark every known file under the prefix vanished
+   * (a source really emptied). Without it such a scan fails: see scanInventory.
+   */
+  allowEmpty?: boolean;
   /** Told after each batch is written, and once at the start. */
   onProgress?: (progress: ScanProgress) => void;
 }
@@ -107,6 +112,18 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
       progress();
     });
 
+    // Nothing listed where the inventory holds files: far more likely a volume unmounted under
+    // its mount point (an empty folder), or a source that did not answer with its files, than a
+    // source emptied on purpose. Taking every file for vanished would make the migration skip
+    // them all (and report done) until a later scan saw them again (found by a fault-injection
+    // run: a scan of an unmounted source marked 40,000 files vanished). The scan fails
+    // retryable instead, marking nothing; --allow-empty says the source really is empty.
+    if (cursor.counts.files === 0 && expected > 0 && !options.allowEmpty) {
+      throw new RetryableError(
+        "storage-unavailable",
+        `inventory scan of ${source.label}${prefix ? ` (prefix ${JSON.stringify(prefix)})` : ""} listed no file, while ${expected} known files are there: nothing was marked vanished (is its volume mounted?); if the source really is empty, scan again with --allow-empty`,
+      );
+    }
     const vanished = await finishScan(db, key, cursor);
     const result: ScanResult = {
       scanId: cursor.scanId,
