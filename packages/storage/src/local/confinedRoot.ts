@@ -40,6 +40,8 @@ export class ConfinedRoot {
    * us — its mount point, an empty folder at the same path (see {@link verifyVolume}).
    */
   private mountPoint: boolean | undefined;
+  /** The device of the root's parent folder when the root was a mount point: where its mount point lies. */
+  private parentDev: number | undefined;
   // Directory key → verification (settled or in flight, so concurrent writers into a new
   // folder share one mkdir). Map order makes eviction first-in-first-out: an evicted hot
   // folder costs one more realpath, nothing worse.
@@ -138,9 +140,11 @@ export class ConfinedRoot {
   async verifyVolume(operation: string, key: string): Promise<void> {
     const real = this.rootReal;
     if (!this.mountPoint || real === undefined) return;
-    const [root, parent] = await Promise.all([stat(real).catch(() => undefined), stat(path.dirname(real)).catch(() => undefined)]);
+    // One stat per write (the parent's device is the one seen at first): on the write path of
+    // every file whose root is a mount point.
+    const root = await stat(real).catch(() => undefined);
     // A root that is gone altogether is reported by the callers' own checks.
-    if (!root || !parent || root.dev !== parent.dev) return;
+    if (!root || root.dev !== this.parentDev) return;
     throw new RetryableError(
       "storage-unavailable",
       `${operation} ${JSON.stringify(key)}: the storage root ${this.path} is no longer the volume mounted there (its mount point is left: unmounted?); Fleet neither reads nor writes under a mount point: mount it again`,
@@ -240,7 +244,10 @@ export class ConfinedRoot {
     this.rootId = await identityOf(real);
     if (this.mountPoint === undefined) {
       const [root, parent] = await Promise.all([stat(real), stat(path.dirname(real))]).catch(() => [undefined, undefined]);
-      if (root && parent) this.mountPoint = root.dev !== parent.dev;
+      if (root && parent) {
+        this.mountPoint = root.dev !== parent.dev;
+        this.parentDev = parent.dev;
+      }
     }
     return real;
   }
