@@ -80,8 +80,9 @@ export async function registerServers(db: DbPool, workflow: Workflow, remote: Re
  * role. Once per date: under an advisory lock, a second call (another replica, a re-run)
  * finds the batch and returns it.
  *
- * With `today` (the date now in FLEET_TZ), a batch of an earlier date still PLANNED first gives
- * its accounts back (releaseMissedBatches), so that they are planned again.
+ * With `today` (the date now in FLEET_TZ) and a `runDate` not before it, a batch of an earlier
+ * date still PLANNED first gives its accounts back (releaseMissedBatches), so that they are
+ * planned again.
  */
 export async function planBatch(options: { db: DbPool; workflow: Workflow; remote: RemoteServers; runDate: string; batchMax: number; log: Logger; job?: string; today?: string; notifyWindow?: string }): Promise<PlanResult> {
   const { db, workflow, runDate, log } = options;
@@ -92,7 +93,11 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
   const known = await listServers(db);
   return inTransaction(db, async (tx) => {
     await lockPlanning(tx);
-    if (options.today) await releaseMissedBatches(tx, workflow, options.today, options.notifyWindow ?? "", log, options.job);
+    // Only the planning of tonight (or a later night) gives a past night up: a night planned by
+    // hand for an earlier date (`fleet accounts plan --date`), or an 18:00 run that got its
+    // worker after midnight, plans or runs that night itself (found by CI: the planning of a
+    // past date cancelled the batch it had just made, when called again).
+    if (options.today && runDate >= options.today) await releaseMissedBatches(tx, workflow, options.today, options.notifyWindow ?? "", log, options.job);
     const existing = await batchByDate(tx, runDate);
     if (existing) return { batchId: existing.id, runDate, created: false, accounts: existing.planned, perServer: {} };
     // A server the last probe found down takes no new accounts (held ones would only wait).
