@@ -178,6 +178,28 @@ describe("runRemoteCommand", () => {
     expect(await processRunning(tag)).toBe(false);
   });
 
+  it("an abort at any moment of the start leaves nothing running (before its PID is known too)", async () => {
+    // Aborts spread over the connect, the channel's opening and the first output: one that came
+    // after the channel opened but before the command's PID line left `sleep` running (the
+    // channel was closed with only its session leader signalled; found by CI on a loaded machine,
+    // then here: 3 of 40 aborts between 151 and 222 ms).
+    const tags: Array<[string, number]> = [];
+    for (let i = 0; i < 24; i++) {
+      const tag = uniqueSleep();
+      const delay = (i * 29) % 480;
+      tags.push([tag, delay]);
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), delay);
+      await runRemoteCommand(target, ["sleep", tag], { timeoutMs: 60_000, signal: controller.signal }).catch(() => undefined);
+    }
+    const left: number[] = [];
+    for (const [tag, delay] of tags) {
+      for (let i = 0; i < 30 && (await processRunning(tag)); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (await processRunning(tag)) left.push(delay);
+    }
+    expect(left).toEqual([]);
+  }, 120_000);
+
   it("kills a command when aborted", async () => {
     const tag = uniqueSleep();
     const controller = new AbortController();

@@ -122,6 +122,8 @@ function execute(
   let exitCode: number | null | undefined;
   let exitSignal: string | undefined;
   let stopping: "timeout" | "interrupted" | undefined;
+  // Whether the kill of the command's process group went out (it needs the PID from the marker).
+  let groupKilled = false;
 
   return new Promise<RemoteCommandResult>((resolve, reject) => {
     let settled = false;
@@ -178,9 +180,26 @@ function execute(
     function stop(reason: "timeout" | "interrupted"): void {
       if (settled || stopping) return;
       stopping = reason;
-      killRemote(client, channel, marker.pid);
+      kill();
       // A server that no longer answers must not keep us waiting for the channel to close.
       graceTimer = setTimeout(settle, KILL_GRACE_MS);
+    }
+
+    /**
+     * Kills what runs, as far as is known yet: before the marker has told the PID (a stop right
+     * after the channel opened) only the session leader can be signalled, and the channel stays
+     * open until the PID arrives, then the whole group is killed. Closing it at once left the
+     * command's children running (found by CI: an abort 500 ms after the start, on a loaded
+     * machine, left `sleep` running).
+     */
+    function kill(): void {
+      if (!channel || groupKilled) return; // not started yet: the exec callback calls again
+      if (marker.pid === undefined) {
+        signalLeader(channel);
+        return;
+      }
+      groupKilled = true;
+      killRemote(client, channel, marker.pid);
     }
 
     function onClientClose(): void {
@@ -199,11 +218,12 @@ function execute(
           return;
         }
         channel = opened;
-        if (stopping) killRemote(client, channel, marker.pid);
+        if (stopping) kill();
         opened.on("data", (data: Buffer) => stdout.push(data));
         opened.stderr.on("data", (data: Buffer) => {
           const rest = marker.filter(data, MARKER_SEARCH_BYTES);
           if (rest.length > 0) stderr.push(rest);
+          if (stopping && marker.pid !== undefined) kill(); // the PID a stop was waiting for
         });
         opened.on("exit", (code: number | null, signalName?: string) => {
           exitCode = code;
@@ -221,14 +241,18 @@ function execute(
   });
 }
 
-/** SIGKILL the command (channel request) and its process group (second exec), then close. */
-function killRemote(client: Client, channel: ClientChannel | undefined, pid: number | undefined): void {
-  if (!channel) return; // not started yet: stop() runs again once it is
+/** SIGKILL to the channel's session leader (a channel request). */
+function signalLeader(channel: ClientChannel): void {
   try {
     channel.signal("KILL");
   } catch {
     // The channel is already closing.
   }
+}
+
+/** SIGKILL the command (channel request) and its process group (second exec), then close. */
+function killRemote(client: Client, channel: ClientChannel, pid: number): void {
+  signalLeader(channel);
   const close = (): void => {
     try {
       channel.close();
@@ -236,10 +260,6 @@ function killRemote(client: Client, channel: ClientChannel | undefined, pid: num
       // Already closed.
     }
   };
-  if (pid === undefined) {
-    close();
-    return;
-  }
   try {
     client.exec(`kill -s KILL -- -${pid} 2>/dev/null; kill -s KILL ${pid} 2>/dev/null; true`, (err, killer) => {
       if (err) {
