@@ -59,7 +59,7 @@ export const migrationFields = {
   LINK_PAUSED: envBool(false).describe("Pause the link (source → destination): its range and retry jobs wait, running ones give their range back within a heartbeat; mostly set live, per link, with `fleet settings set LINK_PAUSED true --link …`"),
   IF_EXISTS: z.enum(["fail", "overwrite"]).default("fail").describe("Destination exists with different content: fail (destination-exists) or overwrite"),
   BREAKER_THRESHOLD: envInt(10, 1).describe("Link faults in a row (network, timeout, throttled, unavailable, no-space, storage-unavailable; no transfer succeeding in between) that open the link's breaker: its work pauses, fleet-wide, instead of failing files"),
-  BREAKER_PROBE_SCHEDULE: envDurationList("5s,15s,30s,1m,2m,5m").describe("Delays before an open link breaker's first probe, after one failed probe, after two…; the last repeats"),
+  BREAKER_PROBE_SCHEDULE: envDurationList("5s,10s,20s,30s").describe("Delays before an open link breaker's first probe, after one failed probe, after two…; the last repeats (one prober fleet-wide: a long outage is noticed as over within the last delay)"),
   RETRY_MAX: envInt(3, 0, 100).describe("Times a failed file is retried by retry-failed"),
   RETRY_BATCH_SIZE: envInt(500, 1, 50_000).describe("Files per retry batch (FOR UPDATE SKIP LOCKED)"),
   RETRY_CATEGORIES: envList(RETRYABLE_CATEGORIES.join(",")).describe("Error categories retry-failed retries"),
