@@ -1,5 +1,5 @@
 import { types } from "node:util";
-import { FleetError, PermanentError, RetryableError } from "./errors";
+import { FleetError, ItemScopedError, PermanentError, RetryableError } from "./errors";
 import type { ErrorCategory, PermanentCategory, RetryableCategory } from "./errors";
 
 /**
@@ -278,10 +278,13 @@ const SOURCE_WIDE: ReadonlySet<ErrorCategory> = new Set<ErrorCategory>(["bad-con
  *   `storage-unavailable` (a link fault).
  * - At the source, refused credentials and a vanished bucket are the link's too; a missing or
  *   unreadable file stays the file's (`not-found`, `permission-denied`: permanent).
+ * - An ItemScopedError (the adapter checked that the storage as a whole accepts the operation)
+ *   stays the file's, whatever its category.
  * - Everything else (checksum mismatch, destination exists, invalid key, not-a-file,
  *   source-changed, io…) is the file's own.
  */
 export function classifyTransferError(err: unknown, side: TransferSide): FleetError {
+  if (err instanceof ItemScopedError) return err;
   const error = classifyError(err);
   const wide = side === "destination" ? DESTINATION_WIDE : SOURCE_WIDE;
   if (!wide.has(error.category)) return error;

@@ -113,6 +113,17 @@ export class PermanentError extends FleetError {
   }
 }
 
+/**
+ * A failure the storage adapter has established as this one item's own, although its category
+ * alone would point at the storage as a whole: a destination folder that refuses writes while
+ * the storage's root accepts them (its permissions, an immutable folder). classifyTransferError
+ * keeps it the file's, so one locked folder fails its own files instead of opening the link's
+ * breaker for every file (found by a fault-injection run: a quarter of the user folders made
+ * read-only stopped the whole migration, the breaker's probe of the root closing and the
+ * folders opening it again).
+ */
+export class ItemScopedError extends PermanentError {}
+
 /** Invalid configuration. Startup prints every issue and exits non-zero. */
 export class ConfigError extends PermanentError {
   readonly issues: readonly string[];

@@ -6,7 +6,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { pathToFileURL } from "node:url";
 import type { Stats } from "node:fs";
-import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
+import { FleetError, ItemScopedError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { ConfinedRoot } from "./confinedRoot";
 import { READ_FOLLOW, READ_NO_FOLLOW, closeFd, fstatFd, lstatPath, openFd, statPath, unlinkPath } from "../fsCallbacks";
 import { HashingCounter, checkExpected, digestOfBody, digestOfFile } from "../hashing";
@@ -363,6 +363,27 @@ export class LocalStorage implements Storage {
   }
 
   /**
+   * A write refused inside a folder of the root (EACCES, EPERM: its permissions, an immutable
+   * folder) while the root itself takes writes is that folder's files' own failure
+   * (ItemScopedError, permanent: fix the folder, then `fleet migrate retry`), not the
+   * destination's as a whole — which would open the link's breaker for every file, and its
+   * probe of the root would close it again, over and over. Anything else, or a refusing root,
+   * is classified as before.
+   */
+  private async folderRefused(dirKey: string, k: string, err: unknown): Promise<FleetError> {
+    const error = toStorageError("write", k, err);
+    // The folder's creation reports a FleetError already, with the system error as its cause.
+    const code = errorCode(err) ?? errorCode(err instanceof FleetError ? err.cause : undefined);
+    if (dirKey === "" || (code !== "EACCES" && code !== "EPERM")) return error;
+    const rootTakesWrites = await access(this.root.path, constants.W_OK | constants.X_OK).then(
+      () => true,
+      () => false,
+    );
+    if (!rootTakesWrites) return error;
+    return new ItemScopedError("permission-denied", `${k}: the destination folder ${JSON.stringify(dirKey)} refuses writes (${code}) while the storage root takes them: fix that folder's permissions, then retry its files (fleet migrate retry)`, { cause: err });
+  }
+
+  /**
    * Creates the temp file, creating its folder first. A folder we remember (created or checked)
    * may have been removed behind our back: then forget every folder and try once more. A root
    * that was seen is never created again (ensureDir("", false) first): while it is missing,
@@ -390,7 +411,7 @@ export class LocalStorage implements Storage {
           attempt--;
           continue;
         }
-        if (!isNotFound(err)) throw toStorageError("write", k, err);
+        if (!isNotFound(err)) throw await this.folderRefused(dirKey, k, err);
         if (attempt > 0) {
           await this.findRoot(k);
           throw toStorageError("write", k, err);
