@@ -2,6 +2,7 @@ import { existsSync, readlinkSync } from "node:fs";
 import { mkdir, realpath, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
+import { statPath } from "../fsCallbacks";
 import { parentKey } from "../keys";
 import { errorCode, toStorageError } from "../storageErrors";
 
@@ -42,6 +43,9 @@ export class ConfinedRoot {
   private mountPoint: boolean | undefined;
   /** The device of the root's parent folder when the root was a mount point: where its mount point lies. */
   private parentDev: number | undefined;
+  /** Whether a volume check runs, and who waits for the next one (see volumeLeft). */
+  private volumeChecking = false;
+  private volumeWaiters: Array<(left: boolean) => void> = [];
   // Directory key → verification (settled or in flight, so concurrent writers into a new
   // folder share one mkdir). Map order makes eviction first-in-first-out: an evicted hot
   // folder costs one more realpath, nothing worse.
@@ -140,15 +144,41 @@ export class ConfinedRoot {
   async verifyVolume(operation: string, key: string): Promise<void> {
     const real = this.rootReal;
     if (!this.mountPoint || real === undefined) return;
-    // One stat per write (the parent's device is the one seen at first): on the write path of
-    // every file whose root is a mount point.
-    const root = await stat(real).catch(() => undefined);
-    // A root that is gone altogether is reported by the callers' own checks.
-    if (!root || root.dev !== this.parentDev) return;
+    if (!(await this.volumeLeft(real))) return;
     throw new RetryableError(
       "storage-unavailable",
       `${operation} ${JSON.stringify(key)}: the storage root ${this.path} is no longer the volume mounted there (its mount point is left: unmounted?); Fleet neither reads nor writes under a mount point: mount it again`,
     );
+  }
+
+  /**
+   * Whether the root now lies on its parent's device (its volume went away), by a stat that
+   * starts after this call: callers that arrive while a stat is under way share the next one.
+   * With 64 writes in flight that is a stat per round trip instead of one per file (one each
+   * cost ~23 µs of CPU per 4 KiB file, +15% in a write-only loop).
+   */
+  private volumeLeft(real: string): Promise<boolean> {
+    return new Promise((resolve) => {
+      this.volumeWaiters.push(resolve);
+      if (!this.volumeChecking) void this.checkVolume(real);
+    });
+  }
+
+  private async checkVolume(real: string): Promise<void> {
+    this.volumeChecking = true;
+    try {
+      while (this.volumeWaiters.length > 0) {
+        const asked = this.volumeWaiters.splice(0); // every one of them asked before this stat
+        // A root that is gone altogether is reported by the callers' own checks.
+        const left = await statPath(real).then(
+          (root) => root.dev === this.parentDev,
+          () => false,
+        );
+        for (const answer of asked) answer(left);
+      }
+    } finally {
+      this.volumeChecking = false;
+    }
   }
 
   /** Checks, now, that a folder's real path lies inside the root (for listings, which open folders, not files). */
