@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { scanInventory } from "../src/inventory/scanInventory";
 import { createPipelineHarness } from "./pipelineHarness";
@@ -47,7 +47,22 @@ asRoot("inventory scan of a source whose volume is unmounted", () => {
     await expect(scan()).rejects.toMatchObject({ category: "storage-unavailable", retryable: true, message: expect.stringContaining(`while ${FILES} known files are there`) });
     expect(await vanishedRows()).toBe(0);
 
-    expect(await scan({ allowEmpty: true })).toMatchObject({ files: 0, vanished: FILES });
-    expect(await vanishedRows()).toBe(FILES);
+    // Not empty either: a file lies under the mount point (written there while it was unmounted).
+    // The listing finds one file; the source's check after it finds the volume gone.
+    await writeFile(join(h.sourceDir, "stray.txt"), "under the mount point");
+    await expect(scan({ restart: true })).rejects.toMatchObject({ category: "storage-unavailable", retryable: true, message: expect.stringContaining("no longer the volume mounted there") });
+    expect(await vanishedRows()).toBe(0);
+    await rm(join(h.sourceDir, "stray.txt"));
+    // --allow-empty does not make a missing volume an empty source either.
+    await expect(scan({ allowEmpty: true, restart: true })).rejects.toMatchObject({ category: "storage-unavailable" });
+    expect(await vanishedRows()).toBe(0);
+
+    // A source really emptied: a volume mounted there again, with nothing on it.
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", h.sourceDir]);
+    mounted = true;
+    await expect(scan({ restart: true })).rejects.toMatchObject({ category: "storage-unavailable", message: expect.stringContaining("listed no file") });
+    // The stray file, listed (and taken in as new) before the check failed, is gone too.
+    expect(await scan({ allowEmpty: true, restart: true })).toMatchObject({ files: 0, vanished: FILES + 1 });
+    expect(await vanishedRows()).toBe(FILES + 1);
   });
 });

@@ -124,6 +124,19 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
         `inventory scan of ${source.label}${prefix ? ` (prefix ${JSON.stringify(prefix)})` : ""} listed no file, while ${expected} known files are there: nothing was marked vanished (is its volume mounted?); if the source really is empty, scan again with --allow-empty`,
       );
     }
+    // A listing can also come back short without coming back empty: a volume unmounted partway
+    // (the rest listed from its mount point, where stray files may lie). The source must pass
+    // its check (the link breaker's probe: for a local root, that its volume is still mounted)
+    // after the listing, before anything it did not list is taken for vanished.
+    try {
+      await source.probe?.("source");
+    } catch (err) {
+      throw new RetryableError(
+        "storage-unavailable",
+        `inventory scan of ${source.label}: the source failed its check after the listing (${err instanceof Error ? err.message : String(err)}): nothing was marked vanished; scan again once it is back`,
+        { cause: err },
+      );
+    }
     const vanished = await finishScan(db, key, cursor);
     const result: ScanResult = {
       scanId: cursor.scanId,
