@@ -8,6 +8,12 @@ import type { DbPool } from "../pool";
  * (the job is delayed), so where it stands — phase, attempt, poll deadline, last output — lives
  * here, and a job re-derived after a Redis loss resumes from it. RUNNING and POLLING rows hold
  * one of their server's concurrency slots.
+ *
+ * A RUNNING row has an owner lease (lease_owner, lease_at): the run that is running the step's
+ * command renews it while the command runs. Another run of the step (a job re-derived after a
+ * Redis loss, a stalled job handed on) runs the command only once the lease is stale — its
+ * owner died — never at the same time as a live one (claimRunningStep). Every move out of
+ * RUNNING clears it.
  */
 
 export type StepPhase = "WAITING" | "RUNNING" | "POLLING" | "DONE" | "FAILED" | "CANCELLED" | "SKIPPED";
@@ -74,7 +80,7 @@ export async function setWaiting(db: Queryable, key: StepKey, waitingFor: string
  * `limit` steps are RUNNING or POLLING there. Counting and taking happen under a transaction
  * advisory lock per server, so two workers cannot both take the last slot.
  */
-export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: number): Promise<{ taken: true; attempt: number } | { taken: false; busy: number }> {
+export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: number, owner: string): Promise<{ taken: true; attempt: number } | { taken: false; busy: number }> {
   return inTransaction(db, async (tx) => {
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext('fleet:server-slots:' || $1))`, [server]);
     const { rows: busy } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM account_step WHERE server = $1 AND phase IN ('RUNNING', 'POLLING')`, [server]);
@@ -82,19 +88,77 @@ export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: 
     if (n >= limit) return { taken: false as const, busy: n };
     const { rows } = await tx.query<{ attempt: number }>(
       `UPDATE account_step SET phase = 'RUNNING', server = $4, started_on = $4, attempt = attempt + 1, started_at = coalesce(started_at, now()), waiting_for = NULL,
-         next_check_at = NULL, deadline_at = NULL, updated_at = now()
+         next_check_at = NULL, deadline_at = NULL, lease_owner = $5, lease_at = now(), updated_at = now()
        WHERE ${KEY} AND phase = 'WAITING' RETURNING attempt`,
-      [...keyArgs(key), server],
+      [...keyArgs(key), server, owner],
     );
     if (!rows[0]) return { taken: false as const, busy: n };
     return { taken: true as const, attempt: rows[0].attempt };
   });
 }
 
+/** Whether a run may run a RUNNING step's command: see claimRunningStep. */
+export type LeaseClaim =
+  | { claimed: true; takenOverFrom?: { owner: string; leaseAt: Date | null } }
+  | { claimed: false; phase: StepPhase | undefined; owner: string | null; leaseAt: Date | null; staleInMs: number };
+
+/**
+ * A run found the step RUNNING (its command started by an earlier run): it becomes the row's
+ * owner if no other run holds a fresh lease — none is recorded (a row from before leases, a
+ * run that stopped), or the owner's last renewal is older than `staleAfterMs` (its worker
+ * died: the command runs again, at least once). Otherwise the owner is alive and its command
+ * may still be running: not claimed, with how long until the lease would be stale, by the
+ * database's clock (the one that wrote it). The row locked first, so of two claimants one wins.
+ */
+export async function claimRunningStep(db: Queryable, key: StepKey, owner: string, staleAfterMs: number): Promise<LeaseClaim> {
+  const { rows } = await db.query<{ previousOwner: string | null; previousAt: Date | null }>(
+    `WITH prev AS (SELECT id, lease_owner, lease_at FROM account_step WHERE ${KEY} FOR UPDATE)
+     UPDATE account_step s SET lease_owner = $4, lease_at = now(), updated_at = now()
+       FROM prev
+      WHERE s.id = prev.id AND s.phase = 'RUNNING'
+        AND (s.lease_owner IS NULL OR s.lease_owner = $4 OR s.lease_at IS NULL OR s.lease_at < now() - make_interval(secs => $5::float8 / 1000))
+      RETURNING prev.lease_owner AS "previousOwner", prev.lease_at AS "previousAt"`,
+    [...keyArgs(key), owner, staleAfterMs],
+  );
+  if (rows[0]) {
+    const { previousOwner, previousAt } = rows[0];
+    return previousOwner !== null && previousOwner !== owner ? { claimed: true, takenOverFrom: { owner: previousOwner, leaseAt: previousAt } } : { claimed: true };
+  }
+  const { rows: current } = await db.query<{ phase: StepPhase; owner: string | null; leaseAt: Date | null; staleInMs: number }>(
+    `SELECT phase, lease_owner AS owner, lease_at AS "leaseAt",
+            greatest(0, $4::float8 - extract(epoch FROM now() - coalesce(lease_at, now())) * 1000)::float8 AS "staleInMs"
+       FROM account_step WHERE ${KEY}`,
+    [...keyArgs(key), staleAfterMs],
+  );
+  const c = current[0];
+  return { claimed: false, phase: c?.phase, owner: c?.owner ?? null, leaseAt: c?.leaseAt ?? null, staleInMs: c?.staleInMs ?? 0 };
+}
+
+/**
+ * The owner's heartbeat while its command runs. "held": renewed; "taken": another run took the
+ * step over (this one's renewals stopped for longer than the lease: a frozen process, a
+ * database it could not reach) and runs the command itself; "gone": the row left RUNNING
+ * (cancelled, failed for good) — what ends this run is decided elsewhere (its cancel signal).
+ */
+export async function renewStepLease(db: Queryable, key: StepKey, owner: string): Promise<"held" | "taken" | "gone"> {
+  const { rowCount } = await db.query(
+    `UPDATE account_step SET lease_owner = $4, lease_at = now() WHERE ${KEY} AND phase = 'RUNNING' AND (lease_owner = $4 OR lease_owner IS NULL)`,
+    [...keyArgs(key), owner],
+  );
+  if ((rowCount ?? 0) > 0) return "held";
+  const { rows } = await db.query<{ phase: string; owner: string | null }>(`SELECT phase, lease_owner AS owner FROM account_step WHERE ${KEY}`, keyArgs(key));
+  return rows[0]?.phase === "RUNNING" && rows[0].owner !== null && rows[0].owner !== owner ? "taken" : "gone";
+}
+
+/** The run stops without running (or finishing) the command: the next run may take the step at once. */
+export async function releaseStepLease(db: Queryable, key: StepKey, owner: string): Promise<void> {
+  await db.query(`UPDATE account_step SET lease_owner = NULL, lease_at = NULL WHERE ${KEY} AND lease_owner = $4`, [...keyArgs(key), owner]);
+}
+
 /** The command started the work and its completion is polled: RUNNING → POLLING (slot kept). */
 export async function startPolling(db: Queryable, key: StepKey, nextCheckAt: Date, deadlineAt: Date, output: string, exitCode: number | null): Promise<void> {
   await db.query(
-    `UPDATE account_step SET phase = 'POLLING', checks = 0, next_check_at = $4, deadline_at = $5, output = $6, exit_code = $7, updated_at = now()
+    `UPDATE account_step SET phase = 'POLLING', checks = 0, next_check_at = $4, deadline_at = $5, output = $6, exit_code = $7, lease_owner = NULL, lease_at = NULL, updated_at = now()
      WHERE ${KEY} AND phase = 'RUNNING'`,
     [...keyArgs(key), nextCheckAt, deadlineAt, output.slice(0, 4000), exitCode],
   );
@@ -112,7 +176,7 @@ export async function recordCheck(db: Queryable, key: StepKey, nextCheckAt: Date
 export async function backToWaiting(db: Queryable, key: StepKey, waitingFor: string, error?: { message: string; category: string }): Promise<void> {
   await db.query(
     `UPDATE account_step SET phase = 'WAITING', waiting_for = $4, last_error = coalesce($5, last_error), category = coalesce($6, category),
-       next_check_at = NULL, updated_at = now()
+       next_check_at = NULL, lease_owner = NULL, lease_at = NULL, updated_at = now()
      WHERE ${KEY} AND phase IN ('RUNNING', 'POLLING', 'WAITING')`,
     [...keyArgs(key), waitingFor.slice(0, 500), error?.message.slice(0, 2000) ?? null, error?.category ?? null],
   );
@@ -123,7 +187,8 @@ export async function backToWaiting(db: Queryable, key: StepKey, waitingFor: str
 export async function finishStepRow(db: Queryable, key: StepKey, phase: "DONE" | "FAILED" | "CANCELLED", fields: { output?: string; exitCode?: number | null; error?: string; category?: string; checks?: number }): Promise<boolean> {
   const { rowCount } = await db.query(
     `UPDATE account_step SET phase = $4, finished_at = now(), waiting_for = NULL, next_check_at = NULL, output = coalesce($5, output), checks = greatest(checks, coalesce($9, 0)),
-       exit_code = coalesce($6, exit_code), last_error = CASE WHEN $4 = 'DONE' THEN NULL ELSE coalesce($7, last_error) END, category = coalesce($8, category), updated_at = now()
+       exit_code = coalesce($6, exit_code), last_error = CASE WHEN $4 = 'DONE' THEN NULL ELSE coalesce($7, last_error) END, category = coalesce($8, category),
+       lease_owner = NULL, lease_at = NULL, updated_at = now()
      WHERE ${KEY} AND phase NOT IN ('DONE', 'FAILED', 'CANCELLED', 'SKIPPED')`,
     [...keyArgs(key), phase, fields.output?.slice(0, 4000) ?? null, fields.exitCode ?? null, fields.error?.slice(0, 2000) ?? null, fields.category ?? null, fields.checks ?? null],
   );
@@ -143,7 +208,7 @@ export async function closeOpenSteps(db: Queryable, accountIds: readonly number[
        cancel_state = CASE WHEN phase IN ('RUNNING', 'POLLING') OR started_on IS NOT NULL THEN (CASE WHEN step = ANY($3::int[]) THEN 'PENDING' ELSE 'NONE' END) ELSE cancel_state END,
        -- A waiting row's command may still run where it last started (a retry, a move): the cancel goes there.
        server = CASE WHEN phase = 'WAITING' AND started_on IS NOT NULL THEN started_on ELSE server END,
-       phase = $2, finished_at = now(), waiting_for = NULL, next_check_at = NULL, updated_at = now()
+       phase = $2, finished_at = now(), waiting_for = NULL, next_check_at = NULL, lease_owner = NULL, lease_at = NULL, updated_at = now()
      WHERE account_id = ANY($1::bigint[]) AND phase IN ('WAITING', 'RUNNING', 'POLLING')
      RETURNING batch_id AS "batchId", account_id AS "accountId", step, server, coalesce(cancel_state, '') AS "cancelState"`,
     [accountIds, phase, stepsWithCancel],

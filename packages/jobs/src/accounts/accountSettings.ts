@@ -23,6 +23,7 @@ export const accountFields = {
   ACCOUNTS_NOTICE_POLICY: z.enum(["require", "none"]).default("require").describe("require: an account's first step waits until its pre-migration email was delivered (undeliverable, or still waiting after ACCOUNTS_HOLD_MAX: postponed); none: steps never wait for the email"),
   ACCOUNTS_NOTICE_AT: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "expected HH:MM").default("09:00").describe("Time of day (FLEET_TZ) from which the pre-migration email of a night planned in advance is sent on that night's date (plan --date)"),
   ACCOUNTS_RECHECK: envDuration("30s").describe("How often a waiting account step (held server, notice not delivered, no free server slot) looks again; it holds no worker meanwhile"),
+  ACCOUNTS_STEP_LEASE: envDuration("30s").describe("A step whose command is running is leased by its worker, renewed every third of this (5 s at most): another run of the step (a job re-derived after a Redis loss, a stalled job) waits while the lease is fresh and runs the command again only once it is this old (the worker died)"),
   ACCOUNTS_HOLD_MAX: envDuration("6h").describe("An account held this long (server down, notice not delivered) is postponed to a later night, with the postponed email; a scheduled 13:30, 17:30 or 18:00 step that starts this long after its time (no worker all night) does nothing: its night is over"),
   ACCOUNTS_BREAKER_THRESHOLD: envInt(3, 1, 1_000).describe("Server faults (connect, auth, host key) in a row on one migration server that open its breaker: its steps wait and operators are alerted"),
   ACCOUNTS_PROBE_TIMEOUT: envDuration("30s").describe("Timeout of one migration-server probe (SSH connect with host-key check plus the role's check command)"),
@@ -67,6 +68,8 @@ export interface AccountSettings {
   noticePolicy: "require" | "none";
   noticeAt: string;
   recheckMs: number;
+  /** ACCOUNTS_STEP_LEASE: a RUNNING step's owner lease is stale after this long without renewal. */
+  stepLeaseMs: number;
   holdMaxMs: number;
   breakerThreshold: number;
   probeTimeoutMs: number;
@@ -107,6 +110,7 @@ export function toAccountSettings(c: Partial<AccountConfig>, timeZone: string): 
     noticePolicy: v.ACCOUNTS_NOTICE_POLICY,
     noticeAt: v.ACCOUNTS_NOTICE_AT,
     recheckMs: v.ACCOUNTS_RECHECK,
+    stepLeaseMs: v.ACCOUNTS_STEP_LEASE,
     holdMaxMs: v.ACCOUNTS_HOLD_MAX,
     breakerThreshold: v.ACCOUNTS_BREAKER_THRESHOLD,
     probeTimeoutMs: v.ACCOUNTS_PROBE_TIMEOUT,

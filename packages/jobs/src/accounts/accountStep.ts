@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { defineContract } from "@fleet/core/jobDefinition";
 import { CANCEL_REASON } from "@fleet/core/jobCancel";
@@ -5,8 +6,8 @@ import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
-import { backToWaiting, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, markOwedCancel, recordCheck, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
-import type { StepRow } from "@fleet/db/sql/accountStepRows";
+import { backToWaiting, claimRunningStep, clearStartedOn, ensureStepRow, finishStepRow, markCancelPending, markOwedCancel, recordCheck, releaseStepLease, renewStepLease, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
+import type { LeaseClaim, StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState, unstartAssignment } from "@fleet/db/sql/accountSteps";
 import { claimProbe, recordServerFault, recordServerSuccess, serverHealth, setServerStatus } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
@@ -28,6 +29,17 @@ export type StepJobResult = { outcome: "done" | "failed" | "skipped" | "postpone
 const OPEN = new Set(["SCHEDULED", "NOTIFIED", "HELD", "IN_PROGRESS"]);
 /** A step waiting for a free server slot looks again this soon (slots free up as steps end). */
 const SLOT_RECHECK_MS = 5_000;
+/** Past the owner's lease going stale, so the re-check finds it stale (worker and database clocks tick apart a little). */
+const LEASE_RECHECK_MARGIN_MS = 500;
+
+/** How often the owner of a RUNNING step renews its lease: a third of ACCOUNTS_STEP_LEASE, 5 s at most (as notification claims). */
+export const leaseHeartbeatMs = (leaseMs: number) => Math.max(200, Math.min(5_000, Math.floor(leaseMs / 3)));
+
+/** This run of a step job as the owner of its RUNNING row (lease_owner), and whether it ran the command. */
+interface StepRun {
+  owner: string;
+  ranCommand: boolean;
+}
 
 const jitter = (ms: number) => Math.round(ms * (0.8 + Math.random() * 0.4));
 const delay = (ms: number, reason: string) => new DelayJob(new Date(Date.now() + Math.max(50, ms)), reason);
@@ -77,22 +89,17 @@ export const accountStep = defineFleetJob("account-step", contract, {
     const s: StepScope = { ctx, workflow, step, key, batch: (await batchById(db, key.batchId))!, account, subject: `account:${account.externalId}`, job: `account-step:${ctx.job.id}` };
     // Errors of Postgres or Redis fail the job (BullMQ retries it; the row says where it was).
     if (row.phase === "POLLING") return poll(s, row);
-    if (row.phase === "RUNNING") {
-      // The previous run died with the command in flight (worker killed): run it again — on
-      // the same server. If the assignment moved (its server was disabled meanwhile), the
-      // step starts over on the new one: a slot there, and the row naming it, so its status
-      // checks and its slot are that server's (found by review: they stayed on the old one).
-      const usable = await serverGate(s);
-      if ("registered" in usable && usable.server.name === row.server) {
-        // Held meanwhile (a hold before this run): in progress again, or its completion is refused.
-        await beginStep(db, key.batchId, key.accountId, key.step);
-        return runCommand(s, usable, row.attempt);
-      }
-      // Started over where it can run now; the command left on row.server is cancelled there
-      // first (started_on, in startStep).
-      await backToWaiting(db, key, "registered" in usable ? `moved from ${row.server ?? "?"} to ${usable.server.name}` : "its server became unusable while the command ran");
+    // This run's id as the owner of the RUNNING row (per run: a job handed on while its first
+    // run still goes on in the same process is another owner).
+    const run: StepRun = { owner: `${ctx.deps.workerId}/${ctx.job.id}/${randomBytes(4).toString("hex")}`, ranCommand: false };
+    try {
+      return await runOrStart(s, row, run);
+    } finally {
+      // Stopped without finishing the command (shutdown, an error, a gate that said wait): the
+      // next run may take the step at once instead of waiting for the lease to lapse.
+      await releaseStepLease(db, key, run.owner).catch((err: unknown) => ctx.log.warn({ err, ...key }, "could not release the step's lease; it lapses after ACCOUNTS_STEP_LEASE"));
+      if (run.ranCommand) await wakeWaitingRun(s);
     }
-    return startStep(s, row.startedOn);
   },
 
   /**
@@ -143,7 +150,110 @@ export const accountStep = defineFleetJob("account-step", contract, {
   },
 });
 
-async function startStep(s: StepScope, startedOn: string | null): Promise<StepJobResult> {
+async function runOrStart(s: StepScope, row: StepRow, run: StepRun): Promise<StepJobResult> {
+  const { db, accounts } = s.ctx.deps;
+  const { key } = s;
+  if (row.phase === "RUNNING") {
+    // An earlier run started the command. If that run is alive (a job re-derived after a Redis
+    // loss while the first one's command still runs, a job handed on while its worker was
+    // frozen), its command must not run twice at the same time (found by probing: a FLUSHALL
+    // mid-run ran directory syncs and an export twice at once): wait, without a worker, until
+    // it ends — then this job finds the step done (or polled) and goes on from its outcome —
+    // or until its lease lapses: its worker died with the command in flight.
+    const lease = await claimRunningStep(db, key, run.owner, accounts.settings.stepLeaseMs);
+    if (!lease.claimed) return waitForOwner(s, lease);
+    if (lease.takenOverFrom) {
+      await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: the run that started it on ${row.server ?? "?"} stopped renewing its lease (last ${lease.takenOverFrom.leaseAt?.toISOString() ?? "never"}): its worker died; running the command again`, details: { previousOwner: lease.takenOverFrom.owner } }]);
+    }
+    // Run it again — on the same server. If the assignment moved (its server was disabled
+    // meanwhile), the step starts over on the new one: a slot there, and the row naming it, so
+    // its status checks and its slot are that server's (found by review: they stayed on the old one).
+    const usable = await serverGate(s);
+    if ("registered" in usable && usable.server.name === row.server) {
+      // Held meanwhile (a hold before this run): in progress again, or its completion is refused.
+      await beginStep(db, key.batchId, key.accountId, key.step);
+      return runCommand(s, usable, row.attempt, run);
+    }
+    // Started over where it can run now; the command left on row.server is cancelled there
+    // first (started_on, in startStep).
+    await backToWaiting(db, key, "registered" in usable ? `moved from ${row.server ?? "?"} to ${usable.server.name}` : "its server became unusable while the command ran");
+  }
+  return startStep(s, row.startedOn, run);
+}
+
+/**
+ * Another run holds the RUNNING step's lease: look again within a heartbeat, and just after the
+ * lease would lapse. The owner, once its command ended and its outcome is recorded, wakes this
+ * job at once (wakeWaitingRun), so the account goes on without waiting for the next look.
+ */
+function waitForOwner(s: StepScope, lease: Extract<LeaseClaim, { claimed: false }>): never {
+  // The row moved on between the look and the claim (its owner finished): look again now.
+  if (lease.phase !== "RUNNING") throw delay(50, "the step's row changed; looking again");
+  const leaseMs = s.ctx.deps.accounts.settings.stepLeaseMs;
+  const waitMs = Math.min(lease.staleInMs + LEASE_RECHECK_MARGIN_MS, leaseHeartbeatMs(leaseMs));
+  s.ctx.log.info({ ...s.key, step: s.step.name, owner: lease.owner, leaseAt: lease.leaseAt, staleInMs: Math.round(lease.staleInMs) }, "step's command running in another run: waiting for it");
+  throw delay(waitMs, `${s.step.name}: its command is running in another run (${lease.owner ?? "?"}, lease renewed ${lease.leaseAt?.toISOString() ?? "?"}): waiting for it to end or its lease to lapse`);
+}
+
+/**
+ * The command of this run ended and its outcome is recorded. If a job of the same id waits
+ * delayed meanwhile, it is another incarnation of this step waiting for this run's lease (its
+ * flow re-derived after Redis lost it; this run's own job is active, not delayed): it runs now
+ * and goes on from the outcome. Best effort: without it, it looks again within a heartbeat.
+ */
+async function wakeWaitingRun(s: StepScope): Promise<void> {
+  const id = s.ctx.job.id;
+  try {
+    const queue = s.ctx.deps.jobs.queue(QUEUES.remote);
+    if ((await queue.getJobState(id)) !== "delayed") return;
+    const job = await queue.getJob(id);
+    await job?.promote();
+    s.ctx.log.info({ ...s.key, step: s.step.name, jobId: id }, "woke the run of this step that waited for this one's command");
+  } catch (err) {
+    s.ctx.log.debug({ err, jobId: id }, "could not wake a waiting run of the step; it looks again within a heartbeat");
+  }
+}
+
+/**
+ * Renews the step's lease while its command runs (leaseHeartbeatMs). `signal` aborts when
+ * another run took the step over: this run's renewals stopped for longer than the lease (a
+ * frozen process, a database out of reach) and that run runs the command itself — this one
+ * stops its own at once, and its outcome is not recorded. A failed renewal is tried again at
+ * the next beat.
+ */
+function keepLease(s: StepScope, owner: string): { signal: AbortSignal; takenOver: () => boolean; stop: () => Promise<void> } {
+  const { db, accounts } = s.ctx.deps;
+  const lost = new AbortController();
+  let stopped = false;
+  let inFlight: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    if (stopped) return;
+    inFlight = renewStepLease(db, s.key, owner).then(
+      (state) => {
+        if (state === "held" || stopped) return;
+        // "gone": cancelled or failed for good meanwhile; its cancel signal ends this run.
+        clearInterval(timer);
+        if (state === "taken") {
+          s.ctx.log.warn({ ...s.key, step: s.step.name }, "the step was taken over by another run (this run's lease lapsed): stopping its command");
+          lost.abort("lease-lost");
+        }
+      },
+      (err: unknown) => s.ctx.log.warn({ err, ...s.key }, "could not renew the step's lease; trying again at the next beat"),
+    );
+  }, leaseHeartbeatMs(accounts.settings.stepLeaseMs));
+  timer.unref();
+  return {
+    signal: lost.signal,
+    takenOver: () => lost.signal.aborted,
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await inFlight;
+    },
+  };
+}
+
+async function startStep(s: StepScope, startedOn: string | null, run: StepRun): Promise<StepJobResult> {
   const { db, accounts } = s.ctx.deps;
   if (s.account.status === "HELD" && s.account.heldSince && Date.now() - s.account.heldSince.getTime() > accounts.settings.holdMaxMs) {
     return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min (${s.account.lastError ?? "?"})`);
@@ -161,7 +271,7 @@ async function startStep(s: StepScope, startedOn: string | null): Promise<StepJo
   const leftBehind = startedOn === usable.server.name;
   const group = await groupGate(s);
   if (!group.pass) return gateStop(s, group);
-  const slot = await takeSlot(db, s.key, usable.server.name, usable.server.concurrency);
+  const slot = await takeSlot(db, s.key, usable.server.name, usable.server.concurrency, run.owner);
   if (!slot.taken) {
     await setWaiting(db, s.key, `a free slot on ${usable.server.name} (${slot.busy}/${usable.server.concurrency} in progress)`, usable.server.name);
     throw delay(jitter(Math.min(SLOT_RECHECK_MS, accounts.settings.recheckMs)), "waiting for a server slot");
@@ -172,7 +282,7 @@ async function startStep(s: StepScope, startedOn: string | null): Promise<StepJo
   }
   await setAssignmentState(db, usable.assignmentId, "RUNNING");
   await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: started on ${usable.server.name}`, details: { batchId: s.key.batchId, step: s.key.step, attempt: slot.attempt } }]);
-  return runCommand(s, usable, slot.attempt, !leftBehind);
+  return runCommand(s, usable, slot.attempt, run, !leftBehind);
 }
 
 /**
@@ -238,16 +348,27 @@ async function cancelLeftBehind(s: StepScope, from: string, to: string): Promise
   await clearStartedOn(db, s.key);
 }
 
-/** The step's command, once; a polled step then waits for its first check without its worker. */
-async function runCommand(s: StepScope, usable: UsableServer, attempt: number, freshStart = false): Promise<StepJobResult> {
+/**
+ * The step's command, once, with this run holding the row's lease (renewed while it runs); a
+ * polled step then waits for its first check without its worker. The outcome is written to
+ * PostgreSQL by this run whatever became of its BullMQ job meanwhile (Redis emptied: its
+ * completion in BullMQ then fails, and the job re-derived for the step finds the outcome here).
+ */
+async function runCommand(s: StepScope, usable: UsableServer, attempt: number, run: StepRun, freshStart = false): Promise<StepJobResult> {
   const { db } = s.ctx.deps;
   const values = accountValues(s.account, s.batch, { server: usable.server.name, group: s.workflow.groupUpdate?.group ?? "" });
   let result: RemoteCommandResult;
+  run.ranCommand = true;
+  const lease = keepLease(s, run.owner);
   try {
-    result = await runStepCommand(s.step, usable.registered, s.step.command, values, s.step.timeoutMs, s.ctx.signal);
+    result = await runStepCommand(s.step, usable.registered, s.step.command, values, s.step.timeoutMs, AbortSignal.any([s.ctx.signal, lease.signal]));
   } catch (err) {
+    await lease.stop();
+    if (lease.takenOver()) return takenOver(s, usable.server.name, failureOutput(err));
     return attemptFailed(s, err, usable.server.name, attempt, true, freshStart ? usable.assignmentId : undefined);
   }
+  await lease.stop();
+  if (lease.takenOver()) return takenOver(s, usable.server.name, summary(result));
   await recordServerSuccess(db, usable.server.name);
   const check = s.step.check;
   if (!check) return complete(s, usable.server.name, summary(result), result.exitCode, 0);
@@ -255,6 +376,12 @@ async function runCommand(s: StepScope, usable: UsableServer, attempt: number, f
   await startPolling(db, s.key, new Date(now + check.everyMs), new Date(now + check.timeoutMs), summary(result), result.exitCode);
   await writeLog(db, [{ level: "info", job: s.job, subject: s.subject, message: `${s.step.name}: command done on ${usable.server.name}; checking every ${check.everyMs} ms`, details: { output: summary(result) } }]);
   throw delay(check.everyMs, "status check not due yet");
+}
+
+/** Another run took the step over while this one's command ran (keepLease): that run records the step, not this one. */
+async function takenOver(s: StepScope, serverName: string, output: string): Promise<StepJobResult> {
+  await writeLog(s.ctx.deps.db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: taken over by another run while its command ran on ${serverName} (this run's lease lapsed): this run's command stopped, its outcome not recorded`, details: { output } }]);
+  return { outcome: "skipped", step: s.step.name };
 }
 
 async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
