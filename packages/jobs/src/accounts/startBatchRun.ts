@@ -124,8 +124,10 @@ export async function addBatchFlow(services: AccountServices, jobs: JobClient<Fl
  * Re-derives the flow of RUNNING batches that Redis no longer has (restarted empty, removed by
  * hand): Postgres knows which accounts are unfinished (held ones included) and how many steps
  * each has done, and account_step where a polled step stands (its re-created job resumes the
- * checks). A step that was running in a worker at that moment may run a second time; the step
- * gate lets only one of the two advance the account. Cleanups whose cancel commands have not
+ * checks). A step whose command a live worker is still running (its BullMQ job gone with Redis)
+ * is not run again at the same time: the re-created job waits while that run renews the step's
+ * lease, and goes on from the outcome it records; only a step whose worker died (lease lapsed)
+ * runs a second time, and the step gate lets only one run advance the account. Cleanups whose cancel commands have not
  * run (account_step.cancel_state PENDING) are queued again too (deduplicated while queued).
  */
 export async function reconcileRunningBatches(options: { db: DbPool; services: AccountServices; jobs: JobClient<FleetJobs>; log: Logger }): Promise<number[]> {
