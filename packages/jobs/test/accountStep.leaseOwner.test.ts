@@ -1,0 +1,238 @@
+import type { ChildProcess } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { startPrivateRedis } from "@fleet/testing/privateRedis";
+import type { PrivateRedis } from "@fleet/testing/privateRedis";
+import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
+import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
+import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+import { accountStates, insertAccounts } from "./accountsFixture";
+import { startAccountSite } from "./accountRunFixture";
+import type { AccountSite } from "./accountRunFixture";
+import { killWorkers, spawnCompiledWorker } from "./accountStepMoveFixture";
+
+/**
+ * The owner lease of a RUNNING step, on real servers (sshd running the site's tools, Postgres,
+ * Redis, the compiled worker app). Found by probing: with Redis emptied mid-run, the flow
+ * re-derived from PostgreSQL ran the commands still running in a live worker a second time, at
+ * the same time (two migrations of one mailbox at once). A run that finds a step RUNNING waits
+ * while the run that started it renews its lease, and goes on from its outcome; only a run
+ * whose worker died (the lease lapsed) is run again.
+ *
+ * `fx-slow ID` appends `start [ID] PID NS` to $FX_STATE/runs, runs for FX_SLOW (seconds, in
+ * the servers file) or while $FX_STATE/hang-ID exists, and appends `end [ID] PID NS`.
+ */
+
+const RUN_DATE = "2026-11-30";
+const SLOW_SECONDS = 6;
+
+let site: AccountSite;
+let h: PipelineHarness | undefined;
+let redis: PrivateRedis | undefined;
+let watch: RecoveryWatch | undefined;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  site = await startAccountSite();
+  await writeFile(
+    join(site.ssh.binDir, "fx-slow"),
+    `#!/bin/sh
+printf 'start [%s] %s %s\\n' "$1" "$$" "$(date +%s%N)" >> "$FX_STATE/runs"
+if [ -e "$FX_STATE/hang-$1" ]; then
+  while [ -e "$FX_STATE/hang-$1" ]; do sleep 0.2; done
+else
+  sleep ${SLOW_SECONDS}
+fi
+printf 'end [%s] %s %s\\n' "$1" "$$" "$(date +%s%N)" >> "$FX_STATE/runs"
+echo "synced $1"
+`,
+    { mode: 0o755 },
+  );
+  await writeFile(
+    join(site.dir, "workflow-lease.yaml"),
+    `servers:
+  sync1: { ssh: box, role: sync, capacity: 20 }
+  exp1: { ssh: box, role: export, capacity: 20 }
+steps:
+  - name: directory-sync
+    role: sync
+    command: fx-slow {externalId}
+    timeout: 5m
+  - name: export
+    role: export
+    command: fx-export {externalId} {name}
+    timeout: 30s
+`,
+  );
+});
+
+afterEach(async () => {
+  killWorkers(children);
+  await watch?.stop();
+  watch = undefined;
+  await h?.close();
+  h = undefined;
+  await redis?.stop();
+  redis = undefined;
+});
+
+afterAll(async () => {
+  await site?.ssh.stop();
+  if (site) await rm(site.dir, { recursive: true, force: true });
+});
+
+interface Run {
+  id: string;
+  pid: string;
+  start: number;
+  end?: number;
+}
+
+/** The runs of fx-slow per account, from $FX_STATE/runs (times in ms). */
+async function runs(): Promise<Record<string, Run[]>> {
+  const text = await readFile(join(site.state, "runs"), "utf8").catch(() => "");
+  const out: Record<string, Run[]> = {};
+  for (const line of text.split("\n").filter(Boolean)) {
+    const [kind, bracketed, pid, ns] = line.split(" ");
+    const id = bracketed!.slice(1, -1);
+    const at = Number(BigInt(ns!) / 1_000_000n);
+    const list = (out[id] ??= []);
+    if (kind === "start") list.push({ id, pid: pid!, start: at });
+    else {
+      const run = list.find((r) => r.pid === pid);
+      if (run) run.end = at;
+    }
+  }
+  return out;
+}
+
+/** Pairs of runs of the same account whose [start, end] overlap (an unfinished run lasts until now). */
+function overlapping(all: Record<string, Run[]>): string[] {
+  const found: string[] = [];
+  for (const [id, list] of Object.entries(all)) {
+    for (let i = 0; i < list.length; i++) {
+      for (let j = i + 1; j < list.length; j++) {
+        const a = list[i]!, b = list[j]!;
+        if (a.start < (b.end ?? Infinity) && b.start < (a.end ?? Infinity)) found.push(`${id}: pid ${a.pid} and pid ${b.pid}`);
+      }
+    }
+  }
+  return found;
+}
+
+const batchOf = async (x: PipelineHarness) => (await x.runtime.db.query<{ status: string; finished_at: Date | null }>(`SELECT status, finished_at FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
+
+describe("the owner lease of a running step", () => {
+  it("Redis emptied while step commands run: the re-derived flow waits for the live runs instead of running them again at the same time", async () => {
+    redis = await startPrivateRedis();
+    h = await createPipelineHarness("step-lease-flush", {
+      ...site.env,
+      REDIS_URL: redis.url,
+      ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
+      ACCOUNTS_NOTICE_POLICY: "none",
+      ACCOUNTS_RECHECK: "1s",
+      ACCOUNTS_STEP_LEASE: "3s",
+    });
+    const x = h;
+    const ids = ["lf1", "lf2", "lf3"];
+    await insertAccounts(x.runtime, ids.map((externalId) => ({ externalId })));
+    await x.startRunner({ concurrency: 6 });
+    // Every fleet process runs the recovery watch: it notices the emptied Redis (epoch key) and
+    // re-derives the flow (accounts-reconcile).
+    watch = startRecoveryWatch({
+      redis: x.runtime.redis,
+      prefix: x.runtime.prefix,
+      db: x.runtime.db,
+      jobs: x.runtime.deps.jobs,
+      thresholds: { rangeStaleMs: 30_000, retryingStaleMs: 30_000 },
+      intervalMs: 500,
+      reconcileEveryMs: 60_000,
+      log: x.log,
+    });
+    await x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-lease-flush" });
+    // Every account's sync is running (each takes SLOW_SECONDS) when Redis loses everything.
+    await waitFor(async () => Object.keys(await runs()).length === ids.length || undefined, 60_000, "every account's sync to start");
+    const started = await runs();
+    expect(Object.values(started).every((l) => l.length === 1 && l[0]!.end === undefined)).toBe(true);
+    await redis.flushAll();
+    const flushedAt = Date.now();
+
+    await waitFor(async () => (await batchOf(x))?.status === "DONE" || undefined, 60_000, "the re-derived run to finish");
+    const doneAt = Date.now();
+    const all = await runs();
+    // Never twice at the same time; in fact once: the live runs recorded their outcomes.
+    expect(overlapping(all)).toEqual([]);
+    expect(Object.fromEntries(Object.entries(all).map(([id, l]) => [id, l.length]))).toEqual({ lf1: 1, lf2: 1, lf3: 1 });
+    expect(await accountStates(x.runtime)).toEqual({ lf1: "DONE", lf2: "DONE", lf3: "DONE" });
+    const exports = (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => /^export \[lf\d\]/.test(l));
+    expect(exports.sort()).toEqual(["export [lf1] [User lf1]", "export [lf2] [User lf2]", "export [lf3] [User lf3]"]);
+    // The flow was re-derived while the commands ran, and its jobs waited for them.
+    expect(x.logLines.some((l) => l.includes("Redis lost the fleet's state"))).toBe(true);
+    expect(x.logLines.some((l) => l.includes("step's command running in another run: waiting for it"))).toBe(true);
+    // The batch finishes within seconds of the last command's end.
+    const lastEnd = Math.max(...Object.values(all).flat().map((r) => r.end!));
+    const finishedAt = (await batchOf(x))!.finished_at!.getTime();
+    // eslint-disable-next-line no-console
+    console.log(`flush → done ${doneAt - flushedAt} ms; last command end → batch finished ${finishedAt - lastEnd} ms`);
+    expect(finishedAt - lastEnd).toBeLessThan(5_000);
+  }, 120_000);
+
+  it("the worker running a step is SIGKILLed: the step runs again once its lease lapses, and the account is done", async () => {
+    const leaseMs = 6_000;
+    h = await createPipelineHarness("step-lease-kill", {
+      ...site.env,
+      ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
+      ACCOUNTS_NOTICE_POLICY: "none",
+      ACCOUNTS_RECHECK: "1s",
+      ACCOUNTS_STEP_LEASE: `${leaseMs}ms`,
+    });
+    const x = h;
+    await mkdir(x.sourceDir, { recursive: true });
+    await mkdir(x.destDir, { recursive: true });
+    await insertAccounts(x.runtime, [{ externalId: "lk1" }]);
+    // BullMQ hands a dead worker's job on within ~3 s (LOCK_DURATION + STALLED_INTERVAL), before the lease lapses.
+    const env = {
+      ...x.env,
+      FLEET_ENV_FILE: join(site.dir, "no.env"),
+      METRICS_PORT: "0",
+      LOG_FORMAT: "json",
+      LOG_LEVEL: "info",
+      STALLED_INTERVAL: "1s",
+      LOCK_DURATION: "2s",
+      WORKER_CONCURRENCY: "remote=2,maintenance=2",
+      SHUTDOWN_GRACE: "1s",
+      DATABASE_POOL_SIZE: "4",
+    };
+    await writeFile(join(site.state, "hang-lk1"), "");
+    const a = spawnCompiledWorker(site.dir, env, children);
+    await a.started;
+    await x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-lease-kill" });
+    const stepPhase = async () => (await x.runtime.db.query<{ phase: string }>(`SELECT s.phase FROM account_step s JOIN migration_queue q ON q.id = s.account_id WHERE q.external_id = 'lk1' AND s.step = 0`)).rows[0]?.phase;
+    await waitFor(async () => ((await runs()).lk1?.length === 1 && (await stepPhase()) === "RUNNING") || undefined, 60_000, "lk1's sync in flight");
+    // Let the lease be renewed at least once, then kill -9 the worker running it.
+    await new Promise((r) => setTimeout(r, 2_500));
+    const { rows: lease } = await x.runtime.db.query<{ lease_at: Date }>(`SELECT lease_at FROM account_step WHERE step = 0`);
+    a.child.kill("SIGKILL");
+    await a.exited;
+    const killedAt = Date.now();
+    // The command it left behind ends (in real life a tool that outlives its SSH session).
+    await rm(join(site.state, "hang-lk1"));
+    const b = spawnCompiledWorker(site.dir, env, children);
+    await b.started;
+
+    await waitFor(async () => ((await runs()).lk1?.length ?? 0) >= 2 || undefined, 30_000, "lk1's sync to run again");
+    const second = (await runs()).lk1![1]!;
+    const staleAt = lease[0]!.lease_at.getTime() + leaseMs;
+    // eslint-disable-next-line no-console
+    console.log(`kill → re-run ${second.start - killedAt} ms; lease stale → re-run ${second.start - staleAt} ms`);
+    // Not before the lease lapsed (the dead run might have been alive), and within seconds after.
+    expect(second.start).toBeGreaterThanOrEqual(staleAt - 200);
+    expect(second.start - killedAt).toBeLessThan(leaseMs + 5_000);
+    await waitFor(async () => (await accountStates(x.runtime)).lk1 === "DONE" || undefined, 30_000, "lk1 to be done");
+    await waitFor(async () => (await batchOf(x))?.status === "DONE" || undefined, 30_000, "the batch to finish");
+    expect(overlapping(await runs())).toEqual([]);
+    const { rows: log } = await x.runtime.db.query<{ message: string }>(`SELECT message FROM migration_log WHERE subject = 'account:lk1' AND message LIKE '%stopped renewing its lease%'`);
+    expect(log).toHaveLength(1);
+  }, 120_000);
+});
