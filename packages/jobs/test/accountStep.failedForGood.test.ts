@@ -59,6 +59,7 @@ steps:
       LOG_LEVEL: "info",
       STALLED_INTERVAL: "1s",
       LOCK_DURATION: "2s",
+      ACCOUNTS_STEP_LEASE: "3s",
       MAX_STALLED_COUNT: "1",
       WORKER_CONCURRENCY: "remote=2,maintenance=2",
       SHUTDOWN_GRACE: "1s",

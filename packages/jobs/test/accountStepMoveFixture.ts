@@ -156,7 +156,7 @@ export type MoveAccount = Awaited<ReturnType<typeof moveAccount>>;
 
 /**
  * Adds the account `acc` to harness `x` and returns, for it: the worker env (the harness's env
- * with fast stall detection, 2 remote slots and a 1 s shutdown grace), its lines of the calls
+ * with fast stall detection and step leases, 2 remote slots and a 1 s shutdown grace), its lines of the calls
  * log (`calls`, and only its runs and cancels: `runsAndCancels`), its step row, its queue row,
  * and `start`, which enqueues the `accounts-run` job of RUN_DATE.
  */
@@ -172,6 +172,9 @@ export async function moveAccount(site: AccountSite, x: PipelineHarness, label: 
     LOG_LEVEL: "info",
     STALLED_INTERVAL: "1s",
     LOCK_DURATION: "2s",
+    // Scaled with LOCK_DURATION as in production (30 s each): a killed worker's step is run
+    // again within seconds of its job being handed on.
+    ACCOUNTS_STEP_LEASE: "3s",
     WORKER_CONCURRENCY: "remote=2,maintenance=2",
     SHUTDOWN_GRACE: "1s",
     DATABASE_POOL_SIZE: "4",
