@@ -132,7 +132,9 @@ describe("the owner lease of a running step", () => {
       ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
       ACCOUNTS_NOTICE_POLICY: "none",
       ACCOUNTS_RECHECK: "1s",
-      ACCOUNTS_STEP_LEASE: "3s",
+      // The default (30 s, renewed every 5 s): a waiting job looks again only every 5 s, so the
+      // end below within seconds is the owner waking it.
+      ACCOUNTS_STEP_LEASE: "30s",
     });
     const x = h;
     const ids = ["lf1", "lf2", "lf3"];
@@ -175,7 +177,8 @@ describe("the owner lease of a running step", () => {
     const finishedAt = (await batchOf(x))!.finished_at!.getTime();
     // eslint-disable-next-line no-console
     console.log(`flush → done ${doneAt - flushedAt} ms; last command end → batch finished ${finishedAt - lastEnd} ms`);
-    expect(finishedAt - lastEnd).toBeLessThan(5_000);
+    expect(x.logLines.some((l) => l.includes("woke the run of this step"))).toBe(true);
+    expect(finishedAt - lastEnd).toBeLessThan(3_000);
   }, 120_000);
 
   it("the worker running a step is SIGKILLed: the step runs again once its lease lapses, and the account is done", async () => {
@@ -234,5 +237,53 @@ describe("the owner lease of a running step", () => {
     expect(overlapping(await runs())).toEqual([]);
     const { rows: log } = await x.runtime.db.query<{ message: string }>(`SELECT message FROM migration_log WHERE subject = 'account:lk1' AND message LIKE '%stopped renewing its lease%'`);
     expect(log).toHaveLength(1);
+  }, 120_000);
+
+  it("Redis emptied, then the worker running the step SIGKILLed: the re-derived job waits for the lease to lapse, then runs the step again", async () => {
+    const leaseMs = 6_000;
+    redis = await startPrivateRedis();
+    h = await createPipelineHarness("step-lease-flush-kill", {
+      ...site.env,
+      REDIS_URL: redis.url,
+      ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
+      ACCOUNTS_NOTICE_POLICY: "none",
+      ACCOUNTS_RECHECK: "1s",
+      ACCOUNTS_STEP_LEASE: `${leaseMs}ms`,
+    });
+    const x = h;
+    await mkdir(x.sourceDir, { recursive: true });
+    await mkdir(x.destDir, { recursive: true });
+    await insertAccounts(x.runtime, [{ externalId: "lfk1" }]);
+    // The worker's own recovery watch notices the emptied Redis and re-derives the flow.
+    const env = { ...x.env, FLEET_ENV_FILE: join(site.dir, "no.env"), METRICS_PORT: "0", LOG_FORMAT: "json", LOG_LEVEL: "info", STALLED_INTERVAL: "1s", LOCK_DURATION: "2s", RECOVERY_INTERVAL: "500ms", WORKER_CONCURRENCY: "remote=2,maintenance=2", SHUTDOWN_GRACE: "1s", DATABASE_POOL_SIZE: "4" };
+    await writeFile(join(site.state, "hang-lfk1"), "");
+    const a = spawnCompiledWorker(site.dir, env, children);
+    await a.started;
+    await x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-lease-flush-kill" });
+    await waitFor(async () => (await runs()).lfk1?.length === 1 || undefined, 60_000, "lfk1's sync in flight");
+    await redis.flushAll();
+    // The flow is back (re-derived from PostgreSQL) while the first run's command still runs.
+    const { rows: batchRows } = await x.runtime.db.query<{ id: number }>(`SELECT id FROM migration_batch WHERE run_date = $1`, [RUN_DATE]);
+    const finishJob = `account-batch-finish-${batchRows[0]!.id}`;
+    await waitFor(async () => (await x.runtime.deps.jobs.queue("maintenance").getJobState(finishJob)) !== "unknown" || undefined, 30_000, "the flow to be re-derived");
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect((await runs()).lfk1).toHaveLength(1);
+    const { rows: lease } = await x.runtime.db.query<{ lease_at: Date }>(`SELECT lease_at FROM account_step WHERE step = 0`);
+    a.child.kill("SIGKILL");
+    await a.exited;
+    const killedAt = Date.now();
+    await rm(join(site.state, "hang-lfk1"));
+    const b = spawnCompiledWorker(site.dir, env, children);
+    await b.started;
+    await waitFor(async () => ((await runs()).lfk1?.length ?? 0) >= 2 || undefined, 30_000, "lfk1's sync to run again");
+    const second = (await runs()).lfk1![1]!;
+    const staleAt = lease[0]!.lease_at.getTime() + leaseMs;
+    // eslint-disable-next-line no-console
+    console.log(`(Redis emptied) kill → re-run ${second.start - killedAt} ms; lease stale → re-run ${second.start - staleAt} ms`);
+    expect(second.start).toBeGreaterThanOrEqual(staleAt - 200);
+    expect(second.start - killedAt).toBeLessThan(leaseMs + 5_000);
+    await waitFor(async () => (await batchOf(x))?.status === "DONE" || undefined, 30_000, "the batch to finish");
+    expect(await accountStates(x.runtime)).toEqual({ lfk1: "DONE" });
+    expect(overlapping(await runs())).toEqual([]);
   }, 120_000);
 });
