@@ -59,3 +59,44 @@ steps:
   const { rows: step } = await db.query(`SELECT phase FROM account_step`);
   expect({ account: rows[0], step: step[0] }).toEqual({ account: { status: "DONE", steps_done: 1, last_error: null }, step: { phase: "DONE" } });
 }, 120_000);
+
+it("a server down across the status checks' deadline holds the account, not fails it; the first check after it decides", async () => {
+  await h?.close();
+  const file = join(site.dir, "workflow-helddeadline.yaml");
+  // fx-mig-status reports COMPLETED from its second call on; the deadline is 3 s.
+  await writeFile(
+    file,
+    `servers:
+  mig1: { ssh: box, role: migration, capacity: 5 }
+steps:
+  - name: migrate
+    role: migration
+    command: fx-mig-start {externalId}
+    check: { command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
+`,
+  );
+  h = await createPipelineHarness("helddeadline", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
+  await insertAccounts(h.runtime, [{ externalId: "acc2" }]);
+  await h.startRunner({ concurrency: 2 });
+  const db = h.runtime.db;
+  for (const name of ["accounts-prepare", "accounts-run"] as const) {
+    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-helddeadline` });
+    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  }
+  await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
+  // The server dies before the first check and stays down past the 3 s deadline.
+  await site.ssh.kill();
+  await waitFor(async () => (await accountStates(h!.runtime)).acc2 === "HELD", 30_000, "account HELD by the check's server fault");
+  const { rows: deadline } = await db.query<{ deadline_at: Date }>(`SELECT deadline_at FROM account_step`);
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline[0]!.deadline_at.getTime() - Date.now()) + 3_000));
+  expect((await accountStates(h.runtime)).acc2).toBe("HELD");
+  expect((await db.query(`SELECT phase FROM account_step`)).rows).toEqual([{ phase: "POLLING" }]);
+  // The migration went on meanwhile (one more status call and fx-mig-status says COMPLETED).
+  // Back: the first check after the deadline finds it done.
+  await writeFile(join(site.state, "mig-acc2"), "1\n");
+  await site.ssh.restart();
+  await waitFor(async () => (await db.query(`SELECT status FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0]?.status === "DONE", 60_000, "batch finished");
+  const { rows } = await db.query(`SELECT status, last_error FROM migration_queue WHERE external_id = 'acc2'`);
+  expect(rows[0]).toEqual({ status: "DONE", last_error: null });
+}, 120_000);
