@@ -48,6 +48,8 @@ export const storageFields = {
   S3_QUEUE_SIZE: envInt(4, 1, 64).describe("Parts in flight per multipart upload (memory ≈ part size × (this + 1) per upload)"),
   S3_MAX_SOCKETS: envInt(128, 1, 4096).describe("HTTP keep-alive sockets per S3 endpoint"),
   S3_REQUEST_TIMEOUT: envDuration("60s").describe("An S3 request whose socket makes no progress this long fails (retryable timeout)"),
+  SOURCE_REQUIRE_MOUNT: envBool(false).describe("The source (a local folder) must lie on a mounted volume (its root or a folder above it is a mount point other than /): while it is not, its files are not read and the link waits (storage-unavailable), even for a worker started while the volume was away; without it, a volume is watched only once seen mounted"),
+  DESTINATION_REQUIRE_MOUNT: envBool(false).describe("The destination (a local folder) must lie on a mounted volume, as SOURCE_REQUIRE_MOUNT: nothing is written under an empty mount point, even by a worker started while the volume was away"),
   FSYNC_WRITES: envBool(true).describe("fsync each file written to a local or SFTP destination (fsync@openssh.com, when the server offers it) before it is published under its name, so a crash never leaves a published file shorter than what was recorded; false is faster (the bench measures it)"),
   SFTP_POOL_SIZE: envInt(8, 1, 256).describe("Most SSH connections per SFTP server and process"),
   SFTP_OPERATIONS_PER_CONNECTION: envInt(8, 1, 256).describe("SFTP operations pipelined on one connection"),
@@ -96,6 +98,7 @@ export function toStorageConnection(c: StorageConfig, role: StorageRole, options
       readBack: options.readBack ?? false,
     },
     fsync: c.FSYNC_WRITES,
+    ...(c[`${R}_REQUIRE_MOUNT`] ? { mountRequiredBy: `${R}_REQUIRE_MOUNT` } : {}),
     ssh: {
       ...(keyFile ? { privateKey: readConfigFile(`${R}_SSH_KEY_FILE`, keyFile) } : {}),
       ...(get("SSH_KEY_PASSPHRASE") ? { passphrase: get("SSH_KEY_PASSPHRASE") } : {}),

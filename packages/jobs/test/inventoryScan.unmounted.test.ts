@@ -50,7 +50,7 @@ asRoot("inventory scan of a source whose volume is unmounted", () => {
     // Not empty either: a file lies under the mount point (written there while it was unmounted).
     // The listing finds one file; the source's check after it finds the volume gone.
     await writeFile(join(h.sourceDir, "stray.txt"), "under the mount point");
-    await expect(scan({ restart: true })).rejects.toMatchObject({ category: "storage-unavailable", retryable: true, message: expect.stringContaining("no longer the volume mounted there") });
+    await expect(scan({ restart: true })).rejects.toMatchObject({ category: "storage-unavailable", retryable: true, message: expect.stringContaining("no longer on the volume mounted at") });
     expect(await vanishedRows()).toBe(0);
     await rm(join(h.sourceDir, "stray.txt"));
     // --allow-empty does not make a missing volume an empty source either.

@@ -30,8 +30,12 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
   if (zero) return new NullStorage({ zeroBytes: Number(zero[1] ?? 0) });
   const match = URL_LIKE.exec(url);
   const fsync = connection.fsync ?? true;
-  if (!match) return new LocalStorage({ root: path.resolve(url), fsync });
+  const mount = connection.mountRequiredBy !== undefined ? { mountRequiredBy: connection.mountRequiredBy } : {};
+  if (!match) return new LocalStorage({ root: path.resolve(url), fsync, ...mount });
   const scheme = (match[1] ?? "").toLowerCase();
+  if (scheme !== "file" && connection.mountRequiredBy !== undefined) {
+    throw new PermanentError("bad-config", `${connection.mountRequiredBy} requires a local folder on a mounted volume, and ${url} is not a local folder: unset ${connection.mountRequiredBy}, or point the URL at the mounted folder`);
+  }
   if (scheme === "null") return new NullStorage();
   if (scheme === "file") {
     let root: string;
@@ -42,7 +46,7 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
         cause: err,
       });
     }
-    return new LocalStorage({ root, fsync });
+    return new LocalStorage({ root, fsync, ...mount });
   }
   if (scheme === "s3") {
     const location = parseS3Url(url);

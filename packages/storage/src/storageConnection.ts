@@ -10,6 +10,11 @@ export interface StorageConnection {
   ssh?: SshConnection;
   /** Local directories: fsync each written file before publishing it (default true). */
   fsync?: boolean;
+  /**
+   * Local directories: the setting that requires the root to lie on a mounted volume (named in
+   * errors, e.g. "SOURCE_REQUIRE_MOUNT"); unset: not required. Other storages refuse it.
+   */
+  mountRequiredBy?: string;
 }
 
 export interface S3Connection {

@@ -156,7 +156,9 @@ async function queueMigrationOfNew(ctx: CliContext, files: number): Promise<void
 /** A storage URL with the source's credentials; a bad URL names the setting, as the apps do. */
 function openSource(url: string, ctx: CliContext): Storage {
   try {
-    return createStorage(url, toStorageConnection(ctx.config, "source"));
+    // SOURCE_REQUIRE_MOUNT is about SOURCE_URL's folder, not another one named by --source.
+    const { mountRequiredBy, ...connection } = toStorageConnection(ctx.config, "source");
+    return createStorage(url, url === ctx.config.SOURCE_URL && mountRequiredBy !== undefined ? { ...connection, mountRequiredBy } : connection);
   } catch (err) {
     if (err instanceof FleetError && err.category === "bad-config" && !(err instanceof ConfigError)) throw new ConfigError([`${url === ctx.config.SOURCE_URL ? "SOURCE_URL" : "--source"}: ${err.message}`]);
     throw err;

@@ -4,6 +4,7 @@ import path from "node:path";
 import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { statPath } from "../fsCallbacks";
 import { parentKey } from "../keys";
+import { HAS_MOUNT_TABLE, mountPointOf } from "./mounts";
 import { errorCode, toStorageError } from "../storageErrors";
 
 /**
@@ -36,13 +37,14 @@ export class ConfinedRoot {
   /** The root directory's device and inode when it was resolved. */
   private rootId: string | undefined;
   /**
-   * Whether the root was a mount point (on another device than its parent folder) when it was
-   * first resolved: then a root found on its parent's device later is a volume unmounted under
-   * us — its mount point, an empty folder at the same path (see {@link verifyVolume}).
+   * The mounted volume the root lies on (the root itself is its mount point, or one of its
+   * folders is) when it was first resolved: a volume unmounted later leaves its mount point, a
+   * folder of the filesystem beneath at the same path (see {@link verifyVolume}). null: the root
+   * lies on the root filesystem, nothing to watch; undefined: not resolved yet.
    */
-  private mountPoint: boolean | undefined;
-  /** The device of the root's parent folder when the root was a mount point: where its mount point lies. */
-  private parentDev: number | undefined;
+  private volume: VolumeWatch | null | undefined;
+  /** The setting that requires the root to lie on a mounted volume from the first look on (named in errors); undefined: not required. */
+  private readonly mountRequiredBy: string | undefined;
   /** Whether a volume check runs, and who waits for the next one (see volumeLeft). */
   private volumeChecking = false;
   private volumeWaiters: Array<(left: boolean) => void> = [];
@@ -51,9 +53,15 @@ export class ConfinedRoot {
   // folder costs one more realpath, nothing worse.
   private readonly dirs = new Map<string, Promise<void>>();
 
-  constructor(root: string, maxDirs = 4096) {
+  constructor(root: string, options: { maxDirs?: number; mountRequiredBy?: string } = {}) {
     this.path = path.resolve(root);
-    this.maxDirs = maxDirs;
+    this.maxDirs = options.maxDirs ?? 4096;
+    this.mountRequiredBy = options.mountRequiredBy;
+  }
+
+  /** Whether the root must lie on a mounted volume (see verifyVolume). */
+  get requiresMount(): boolean {
+    return this.mountRequiredBy !== undefined;
   }
 
   /** The absolute path of a normalised key ("" is the root). */
@@ -133,45 +141,49 @@ export class ConfinedRoot {
   }
 
   /**
-   * The root that was a mount point when first seen still is one. A volume unmounted while the
+   * The volume the root lay on when first seen is still mounted. A volume unmounted while the
    * fleet runs (a lazy unmount, an automount expiring, a dropped network mount) leaves its mount
-   * point at the same path: an empty folder of the filesystem above, where a write would land on
+   * point at the same path: an empty folder of the filesystem beneath, where a write would land on
    * the wrong disk (recorded as migrated, missing from the volume) and a read would find every
    * file missing (failed as not-found for good). Both are the storage's fault: storage-unavailable,
-   * retried once the volume is back (mounted again, whatever its device number then). A root that
-   * was not a mount point at first is not checked (nothing to compare with); no-op until resolved.
+   * retried once the volume is back (mounted again, whatever its device number then). The volume
+   * may be mounted at the root or at one of its folders (a container's /data holding the root
+   * /data/in), and be a bind mount of the same filesystem. A root on the root filesystem is not
+   * checked, unless a mount is required (mountRequiredBy: then it is refused from the first look, so
+   * a worker started while the volume is away does not take the empty folder for it).
+   * No-op until the root is resolved.
    */
   async verifyVolume(operation: string, key: string): Promise<void> {
-    const real = this.rootReal;
-    if (!this.mountPoint || real === undefined) return;
-    if (!(await this.volumeLeft(real))) return;
+    const volume = this.volume;
+    if (!volume || this.rootReal === undefined) return;
+    if (!(await this.volumeLeft(volume))) return;
     throw new RetryableError(
       "storage-unavailable",
-      `${operation} ${JSON.stringify(key)}: the storage root ${this.path} is no longer the volume mounted there (its mount point is left: unmounted?); Fleet neither reads nor writes under a mount point: mount it again`,
+      `${operation} ${JSON.stringify(key)}: the storage root ${this.path} is no longer on the volume mounted at ${volume.mountPath} (unmounted?); Fleet neither reads nor writes under a mount point: mount it again`,
     );
   }
 
   /**
-   * Whether the root now lies on its parent's device (its volume went away), by a stat that
-   * starts after this call: callers that arrive while a stat is under way share the next one.
-   * With 64 writes in flight that is a stat per round trip instead of one per file (one each
-   * cost ~23 µs of CPU per 4 KiB file, +15% in a write-only loop).
+   * Whether the volume's mount point no longer holds it, by a stat that starts after this call:
+   * callers that arrive while a stat is under way share the next one. With 64 writes in flight
+   * that is a stat per round trip instead of one per file (one each cost ~23 µs of CPU per 4 KiB
+   * file, +15% in a write-only loop).
    */
-  private volumeLeft(real: string): Promise<boolean> {
+  private volumeLeft(volume: VolumeWatch): Promise<boolean> {
     return new Promise((resolve) => {
       this.volumeWaiters.push(resolve);
-      if (!this.volumeChecking) void this.checkVolume(real);
+      if (!this.volumeChecking) void this.checkVolume(volume);
     });
   }
 
-  private async checkVolume(real: string): Promise<void> {
+  private async checkVolume(volume: VolumeWatch): Promise<void> {
     this.volumeChecking = true;
     try {
       while (this.volumeWaiters.length > 0) {
         const asked = this.volumeWaiters.splice(0); // every one of them asked before this stat
-        // A root that is gone altogether is reported by the callers' own checks.
-        const left = await statPath(real).then(
-          (root) => root.dev === this.parentDev,
+        // A mount point that is gone altogether is reported by the callers' own checks.
+        const left = await statPath(volume.mountPath).then(
+          (now) => volumeGone(volume, now),
           () => false,
         );
         for (const answer of asked) answer(left);
@@ -264,6 +276,8 @@ export class ConfinedRoot {
       real = await realpath(this.path);
     } catch (err) {
       if (!create || errorCode(err) !== "ENOENT") throw toStorageError(`open storage root ${this.path} for`, key, err);
+      // Not created under the mount point of a volume that is away.
+      if (this.mountRequiredBy !== undefined) await this.requireVolume(await nearestExisting(this.path), key);
       try {
         await mkdir(this.path, { recursive: true });
         real = await realpath(this.path);
@@ -272,14 +286,22 @@ export class ConfinedRoot {
       }
     }
     this.rootId = await identityOf(real);
-    if (this.mountPoint === undefined) {
-      const [root, parent] = await Promise.all([stat(real), stat(path.dirname(real))]).catch(() => [undefined, undefined]);
-      if (root && parent) {
-        this.mountPoint = root.dev !== parent.dev;
-        this.parentDev = parent.dev;
-      }
+    if (this.volume === undefined) {
+      const volume = await watchVolume(real);
+      // Left unresolved: the next look tries again (the volume may be mounted by then).
+      if (!volume && this.mountRequiredBy !== undefined) await this.requireVolume(real, key);
+      this.volume = volume;
     }
     return real;
+  }
+
+  /** storage-unavailable unless `real` lies on a mounted volume (mountRequiredBy). */
+  private async requireVolume(real: string, key: string): Promise<void> {
+    if (await watchVolume(real)) return;
+    throw new RetryableError(
+      "storage-unavailable",
+      `${key === "" ? "open" : JSON.stringify(key)}: the storage root ${this.path} must lie on a mounted volume (${this.mountRequiredBy}), and ${real} is on the root filesystem: mount the volume; Fleet neither reads nor writes until it is there`,
+    );
   }
 
   // Something appeared between our realpath and mkdir: another writer's folder, or a
@@ -325,4 +347,55 @@ export class ConfinedRoot {
 async function identityOf(real: string): Promise<string> {
   const info = await stat(real);
   return `${info.dev}:${info.ino}`;
+}
+
+/** The mounted volume a root lies on, as first seen. */
+interface VolumeWatch {
+  /** Where it is mounted: the root or one of its folders. */
+  mountPath: string;
+  /** The device and inode of the mount point's folder as mounted, and of the folder above it. */
+  dev: number;
+  ino: number;
+  parentDev: number;
+  /** A bind mount of a folder of the same filesystem: only the inode tells it from its mount point. */
+  sameDevice: boolean;
+}
+
+/**
+ * The mounted volume `real` lies on, or null when it lies on the root filesystem. With a mount
+ * table (Linux) its nearest mounted folder; without one, only the root itself on another device
+ * than its parent is known to be a mount point.
+ */
+async function watchVolume(real: string): Promise<VolumeWatch | null> {
+  const point = HAS_MOUNT_TABLE ? await mountPointOf(real) : undefined;
+  const mountPath = point ?? real;
+  if (mountPath === "/") return null;
+  const [mounted, parent] = await Promise.all([stat(mountPath), stat(path.dirname(mountPath))]).catch(() => [undefined, undefined]);
+  if (!mounted || !parent) return null;
+  const sameDevice = mounted.dev === parent.dev;
+  if (point === undefined && sameDevice) return null;
+  return { mountPath, dev: mounted.dev, ino: mounted.ino, parentDev: parent.dev, sameDevice };
+}
+
+/**
+ * Whether what is at the mount point now is no longer the volume: back on the device of the
+ * folder above (any other device is the volume, mounted again), or for a bind mount of the same
+ * filesystem, another folder than the one bound there.
+ */
+function volumeGone(volume: VolumeWatch, now: { dev: number; ino: number }): boolean {
+  return volume.sameDevice ? now.dev !== volume.dev || now.ino !== volume.ino : now.dev === volume.parentDev;
+}
+
+/** The real path of `p`'s nearest existing folder (itself or an ancestor), with the rest joined on. */
+async function nearestExisting(p: string): Promise<string> {
+  for (let dir = p, rest = ""; ; ) {
+    try {
+      return path.join(await realpath(dir), rest);
+    } catch {
+      const up = path.dirname(dir);
+      if (up === dir) return p;
+      rest = path.join(path.basename(dir), rest);
+      dir = up;
+    }
+  }
 }

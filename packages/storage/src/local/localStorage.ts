@@ -35,6 +35,11 @@ export interface LocalStorageOptions {
    * recorded. FSYNC_WRITES=false trades that for speed (see the bench's fsync figure).
    */
   fsync?: boolean;
+  /**
+   * The setting that requires the root to lie on a mounted volume (named in errors), e.g.
+   * "DESTINATION_REQUIRE_MOUNT"; unset: not required (a volume seen mounted is still watched).
+   */
+  mountRequiredBy?: string;
 }
 
 // Bytes the destination probe writes (and removes): a full disk or quota shows at once.
@@ -60,7 +65,7 @@ export class LocalStorage implements Storage {
   private readonly folders = new UsedFolders();
 
   constructor(options: LocalStorageOptions) {
-    this.root = new ConfinedRoot(options.root);
+    this.root = new ConfinedRoot(options.root, options.mountRequiredBy !== undefined ? { mountRequiredBy: options.mountRequiredBy } : {});
     this.label = options.label ?? `local:${this.root.path}`;
     this.fsync = options.fsync ?? true;
   }
@@ -71,7 +76,7 @@ export class LocalStorage implements Storage {
 
   /** The root is a usable folder now; a destination also takes a small write (space, read-only, permissions). */
   async probe(role: "source" | "destination"): Promise<void> {
-    await this.findRoot(`${role} probe`);
+    await this.findRoot(`${role} probe`, role);
     if (role === "source") {
       await access(this.root.path, constants.R_OK | constants.X_OK).catch((err: unknown) => {
         throw toStorageError("probe", "", err);
@@ -97,6 +102,10 @@ export class LocalStorage implements Storage {
     } catch (err) {
       if (err instanceof PermanentError) throw err;
       const code = errorCode(err);
+      // A root that must lie on a mounted volume may be missing because the volume is away: not
+      // a configuration error (the worker starts, its reads and writes wait storage-unavailable),
+      // and not created on the filesystem beneath (the first write creates it on the volume).
+      if (code === "ENOENT" && this.root.requiresMount) return;
       if (role === "destination" && code === "ENOENT") {
         await mkdir(path, { recursive: true }).catch((e: unknown) => {
           // The cause's own message is shown with it: naming only its code here (it was said twice).
@@ -421,13 +430,22 @@ export class LocalStorage implements Storage {
     }
   }
 
-  /** Resolves when the root is a folder again; storage-unavailable while it is missing. */
-  private async findRoot(k: string): Promise<void> {
+  /**
+   * Resolves when the root is a folder again; storage-unavailable while it is missing. A
+   * destination root that must lie on a mounted volume and was never seen (the volume was away
+   * when the worker started, see check) is created on the volume once it is there.
+   */
+  private async findRoot(k: string, role?: "source" | "destination"): Promise<void> {
     let info;
     try {
       info = await stat(this.root.path);
     } catch (err) {
       if (!isNotFound(err)) throw toStorageError("open storage root for", k, err);
+    }
+    if (!info && role === "destination" && this.root.requiresMount && !this.rootSeen) {
+      await this.root.ensureDir("", true, k);
+      this.rootSeen = true;
+      return;
     }
     if (!info?.isDirectory()) {
       throw new RetryableError(
@@ -435,6 +453,9 @@ export class LocalStorage implements Storage {
         `${k}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
       );
     }
+    // A root that must be on a mounted volume and was never found on one (the worker started
+    // while it was away) has no volume to check yet: resolving it decides.
+    if (this.root.requiresMount) await this.root.ensureDir("", false, k);
     await this.root.verifyVolume("open", k);
   }
 }
