@@ -258,6 +258,9 @@ export class LocalStorage implements Storage {
             // Each folder is checked as it is opened: one cached check could be stale by now.
             await this.root.verifyDirNow(dirKey, p);
             dirents = await readdir(this.root.abs(dirKey), { withFileTypes: true });
+            // Read from the volume, not from its mount point left behind by an unmount: stray
+            // files there would enter the inventory, and fail as not-found once it is back.
+            await this.root.verifyVolume("list", dirKey);
           } catch (err) {
             if (errorCode(err) === "ENOENT") return null; // removed while we listed
             // Swapped for a symlink out of the root since it was listed: like any symlinked

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { LocalStorage } from "./localStorage";
@@ -82,6 +82,27 @@ asRoot("a storage root whose volume is unmounted while it runs", () => {
     mountVolume();
     await storage.probe("source");
     expect((await storage.readBuffer("user01/a.txt")).toString()).toBe("a");
+    await storage.close();
+  });
+  it("a listing does not take the files under the mount point for the volume's", async () => {
+    const storage = new LocalStorage({ root });
+    await storage.write("user01/a.txt", Buffer.from("a"));
+    const keys = async () => {
+      const out: string[] = [];
+      for await (const o of storage.list("")) out.push(o.key);
+      return out;
+    };
+    expect(await keys()).toEqual(["user01/a.txt"]);
+    unmountVolume();
+    // What an earlier mistake may have left on the disk beneath.
+    await mkdir(path.join(root, "user09"));
+    await writeFile(path.join(root, "user09", "stray.txt"), "stray");
+
+    const listing = await rejectionOf(keys());
+    expect([listing.category, listing.retryable]).toEqual(["storage-unavailable", true]);
+    await rm(path.join(root, "user09"), { recursive: true });
+    mountVolume();
+    expect(await keys()).toEqual(["user01/a.txt"]);
     await storage.close();
   });
 });
