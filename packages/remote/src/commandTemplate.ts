@@ -16,7 +16,10 @@ import { PermanentError } from "@fleet/core/errors";
  *   whose quoting the renderer does not model;
  * - as the program (in the first word of a command): a value must not choose what runs;
  * - anywhere in a command whose program evaluates its arguments as code (eval, sh -c, ssh,
- *   declare …; see EVALUATING): quoting protects a word from this shell, not from that one.
+ *   declare …; see EVALUATING): quoting protects a word from this shell, not from that one;
+ * - anywhere in a template that does arithmetic on a variable or parameter (`$((x))`, `let`,
+ *   `[[ $x -gt 0 ]]`, `${a[$i]}`…): a value may have reached that variable, and bash evaluates
+ *   it there as an expression (see arithmeticRead).
  *
  * Values: always single-quoted (a `'` inside is written `'\''`); a NUL byte is refused (no
  * argv can carry it). A value that starts with `-` at the start of an argument would be read
@@ -44,6 +47,13 @@ const DASH_V_NAME = new Set(["printf", "test", "[", "[["]);
 const ARITHMETIC_TEST = new Set(["-eq", "-ne", "-lt", "-le", "-gt", "-ge"]);
 /** Options of declare/typeset/local/export/readonly that give a variable the integer attribute: assigning it evaluates arithmetic. */
 const INTEGER_ATTRIBUTE = /^-[A-Za-z]*i/;
+/** A character by which arithmetic reads a variable or parameter: a name (`x`, `a[…]`) or an expansion (`$x`, `$1`). */
+const READS_VARIABLE = /[A-Za-z_$]/;
+/** An array element assigned (`a[i]=…`, also after declare/local): bash evaluates an indexed array's subscript as arithmetic. */
+const SUBSCRIPT_ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*\[([^\]]*)\]\+?=/;
+/** What a `${…}` holds before a `[` (an array's subscript follows) or a `:` (an offset follows, unless `:-`, `:=`, `:?`, `:+`). */
+const SUBSCRIPTED = /^[#!]?[A-Za-z_][A-Za-z0-9_]*$/;
+const OFFSET_AFTER = /^[#!]?(?:[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?|[0-9]+|[@*])$/;
 
 /**
  * Programs that run another program named in their arguments (`sudo -u app ls {x}`): the rules
@@ -218,9 +228,23 @@ interface Frame {
   /** Placeholders of the current command, and whether it is a `[[` using an arithmetic operator (see ARITHMETIC_TEST). */
   slots: string[];
   arithmeticTest: boolean;
+  /** A `${…}`'s text so far, and whether it is in an array subscript or an offset (arithmetic) now. */
+  param: string;
+  paramArithmetic: "subscript" | "offset" | undefined;
 }
 
-const newFrame = (kind: FrameKind, outerQuote: Frame["outerQuote"]): Frame => ({ kind, outerQuote, words: [], word: "", wordHasContent: false, redirectTarget: false, slots: [], arithmeticTest: false });
+const newFrame = (kind: FrameKind, outerQuote: Frame["outerQuote"]): Frame => ({
+  kind,
+  outerQuote,
+  words: [],
+  word: "",
+  wordHasContent: false,
+  redirectTarget: false,
+  slots: [],
+  arithmeticTest: false,
+  param: "",
+  paramArithmetic: undefined,
+});
 
 function refuse(template: string, message: string): PermanentError {
   const shown = template.length > 120 ? `${template.slice(0, 120)}…` : template;
@@ -245,6 +269,13 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
   // assigning such a variable evaluates the value as arithmetic, so the two never go together.
   let assignmentSlot: string | undefined;
   let integerDeclared = false;
+  // Where the template does arithmetic on a variable or parameter (the first place), and the
+  // `[[ … ]]` being read (it goes on after && and ||): checked against placeholders at the end.
+  let arithmeticRead: string | undefined;
+  const test = { open: false, arithmetic: false, variableOperand: false };
+  const readsArithmetic = (where: string) => {
+    arithmeticRead ??= where;
+  };
 
   const top = () => stack[stack.length - 1]!;
   const arithmeticTestSlot = (f: Frame) => {
@@ -264,6 +295,11 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
         }
         const program = WRAPPERS.has(basename(f.words[0]!)) ? wrappedProgram(f.words.slice(0, -1), f.word) : { program: basename(f.words[0]!) };
         if ("program" in program && DECLARING.has(program.program) && INTEGER_ATTRIBUTE.test(f.word)) integerDeclared = true;
+        if ("program" in program && program.program === "let" && f.words.length > 1) readsArithmetic("let");
+        if (f.words.length > 1 && "program" in program && DECLARING.has(program.program)) subscriptAssigned(f.word);
+        testWord(f.words.length === 1, f.word);
+      } else if (ASSIGNMENT.test(f.word)) {
+        subscriptAssigned(f.word);
       }
     }
     f.word = "";
@@ -275,6 +311,35 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     f.words = [];
     f.slots = [];
     f.arithmeticTest = false;
+  };
+  /** `a[i]=…`: an indexed array's subscript is arithmetic. */
+  const subscriptAssigned = (word: string) => {
+    const subscript = SUBSCRIPT_ASSIGNMENT.exec(word)?.[1];
+    if (subscript !== undefined && READS_VARIABLE.test(subscript)) readsArithmetic("an array subscript");
+  };
+  /** The words of a `[[ … ]]`: with -eq, -gt… its operands are arithmetic, a name or an expansion among them reads a variable. */
+  const testWord = (first: boolean, word: string) => {
+    if (first && word === "[[") {
+      Object.assign(test, { open: true, arithmetic: false, variableOperand: false });
+      return;
+    }
+    if (!test.open) return;
+    if (word === "]]") test.open = false;
+    else if (ARITHMETIC_TEST.has(word)) test.arithmetic = true;
+    else if (!/^-[A-Za-z]{1,2}$/.test(word) && READS_VARIABLE.test(word)) test.variableOperand = true;
+    if (test.arithmetic && test.variableOperand) readsArithmetic("[[ … ]] with an arithmetic comparison");
+  };
+  /** A character of a `${…}`: an array subscript (`${a[i]}`) and an offset (`${s:i}`) are arithmetic. */
+  const paramChar = (f: Frame, ch: string, next: string | undefined) => {
+    if (f.paramArithmetic !== undefined) {
+      if (READS_VARIABLE.test(ch)) readsArithmetic(f.paramArithmetic === "subscript" ? "an array subscript" : "a ${…:offset}");
+      if (ch === "]" && f.paramArithmetic === "subscript") f.paramArithmetic = undefined;
+    } else if (ch === "[" && SUBSCRIPTED.test(f.param)) {
+      f.paramArithmetic = "subscript";
+    } else if (ch === ":" && OFFSET_AFTER.test(f.param) && next !== undefined && !"-=?+".includes(next)) {
+      f.paramArithmetic = "offset";
+    }
+    f.param += ch;
   };
   const push = (kind: FrameKind) => {
     stack.push(newFrame(kind, quote));
@@ -291,6 +356,9 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
 
   const feed = (ch: string, next: string | undefined) => {
     const f = top();
+    if (!comment && f.kind !== "backtick" && READS_VARIABLE.test(ch) && stack.some((fr) => fr.kind === "arith" || fr.kind === "bracket-arith")) {
+      readsArithmetic("$((…)), ((…)) or $[…]");
+    }
     if (comment) {
       if (ch === "\n") {
         comment = false;
@@ -320,6 +388,7 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     } else if (f.kind === "param") {
       if (ch === "}") pop();
       else if (ch === "{" && prev === "$") push("param");
+      else paramChar(f, ch, next);
     } else if (f.kind === "bracket-arith") {
       if (ch === "]") pop();
     } else if (ch === "'" || ch === '"') {
@@ -351,6 +420,8 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
       wordChar(ch); // `2>&1`: part of the redirection, not a separator
     } else if (ch === "\n" || ch === ";" || ch === "&" || ch === "|") {
       endCommand();
+      // A `[[ … ]]` goes on after && and ||, not after a newline or `;`.
+      if (ch === "\n" || ch === ";") test.open = false;
     } else if (ch === "<" || ch === ">") {
       endWord();
       if (ch === "<" && next === "<") heredoc = true;
@@ -437,8 +508,19 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     feed(ch, nextCh);
   }
   if (literal) parts.push(literal);
+  endWord(); // the template's last word, read as if a newline followed
   if (assignmentSlot !== undefined && integerDeclared) {
     throw refuse(template, `placeholder {${assignmentSlot}} is assigned to a variable while the template declares integer variables (declare -i): bash evaluates such an assignment as arithmetic, array subscripts as code`);
+  }
+  if (integerDeclared) readsArithmetic("an integer variable (declare -i)");
+  // A value reaches variables in many ways the scan does not follow (NAME={x}, for, printf -v,
+  // read, a function's arguments), and wherever bash does arithmetic on a variable it evaluates
+  // the variable's value as an expression, array subscripts in it as code: `x={x}; echo $((x))`
+  // ran a value `a[$(cmd)]` (found by review). So a template with placeholders does arithmetic on
+  // literal numbers only.
+  const first = names.values().next();
+  if (!first.done && arithmeticRead !== undefined) {
+    throw refuse(template, `placeholder {${first.value}} is in a template that evaluates arithmetic on a variable or parameter (${arithmeticRead}): a value may reach that variable (NAME={x}, for, printf -v, a function's arguments), and bash evaluates its value there as an expression, array subscripts as code; do arithmetic on literal numbers only, or compare numbers with [ … -gt … ]`);
   }
   if (quote) throw refuse(template, `has an unterminated ${quote} quote`);
   const open = stack.find((fr) => UNSAFE.has(fr.kind));

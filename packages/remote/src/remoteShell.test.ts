@@ -155,6 +155,63 @@ describe("renderCommand", () => {
     expect(existsSync(marker)).toBe(false);
   });
 
+  it("refuses a template that evaluates arithmetic on a variable or parameter, where a value reaches it through a variable", () => {
+    // A value assigned to a variable (or a loop variable, printf -v, a function's argument) is
+    // evaluated as an expression wherever bash does arithmetic on that variable — array
+    // subscripts in it as code — however it was quoted when assigned. Each of these ran the
+    // payload's command in real bash before; the checks of a placeholder's own position saw nothing.
+    const marker = `/tmp/pwned-template-arith-${process.pid}`;
+    const payload = `a[$(touch ${marker})]`;
+    const bad = [
+      "x={n}; echo $((x + 1))",
+      "x={n}; echo $(( $x ))",
+      "x={n}; (( x > 0 )) && echo big",
+      "x={n}; echo $[x]",
+      "x={n}; [[ $x -gt 0 ]] && echo big",
+      "x={n}; [[ x -gt 0 ]] && echo big",
+      "x={n}; [[ -n $x && $x -gt 0 ]] && echo big",
+      "x={n}; let y=x",
+      "x={n}; command let y=x",
+      "x={n}; arr[x]=1",
+      "x={n}; declare arr[$x]=1",
+      "x={n}; arr=(1); echo ${arr[$x]}",
+      "x={n}; s=abc; echo ${s:x}",
+      "for x in {n}; do echo $((x)); done",
+      "printf -v x %s {n}; echo $((x))",
+      "f() { echo $(( $1 + 1 )); }; f {n}",
+      "declare -i y; for y in {n}; do :; done",
+    ];
+    const REFUSED = /evaluates arithmetic on a variable or parameter|declares integer variables/;
+    const outcome = (check: () => unknown) => {
+      try {
+        check();
+        return "accepted";
+      } catch (err) {
+        return REFUSED.test((err as Error).message) ? "refused" : (err as Error).message;
+      }
+    };
+    expect(bad.map((t) => [t, outcome(() => checkCommandTemplate(t)), outcome(() => renderCommand(t, { n: payload }))])).toEqual(bad.map((t) => [t, "refused", "refused"]));
+    // That each is a real attack: the same template, filled by hand as the renderer would, runs it.
+    if (existsSync("/bin/bash")) {
+      for (const template of bad) {
+        execFileSync("/bin/bash", ["-c", `${template.replaceAll("{n}", shellQuote(payload))} 2>/dev/null || true`]);
+        expect([template, existsSync(marker)]).toEqual([template, true]);
+        execFileSync("rm", ["-f", marker]);
+      }
+    }
+    // Arithmetic on literal numbers, parameter expansions that do none, and templates without
+    // placeholders stay allowed.
+    for (const template of [
+      "sleep $((2 * 60)); du -sb -- {n}",
+      "x={n}; printf '%s\\0' \"${x:-none}\" \"${x#a}\" \"${x:0:1}\" \"${#x}\" \"${@:2}\"",
+      "printf '%s\\0' {n} \"${BASH_VERSINFO[@]}\" \"${#BASH_VERSINFO[*]}\" \"${PATH:0:4}\"",
+      "[ {n} -gt 0 ] && echo big",
+      "n=$(nproc); echo $((n * 2))",
+    ]) {
+      expect([template, outcome(() => checkCommandTemplate(template))]).toEqual([template, "accepted"]);
+    }
+  });
+
   it.each(SHELLS)("still fills wrapped commands and string tests, which %s reads back literally", (shell) => {
     const accepted = [
       "env LANG=C printf '%s\\0' -- {x}",
