@@ -100,3 +100,40 @@ steps:
   const { rows } = await db.query(`SELECT status, last_error FROM migration_queue WHERE external_id = 'acc2'`);
   expect(rows[0]).toEqual({ status: "DONE", last_error: null });
 }, 120_000);
+
+it("a server that stays down past the status checks' deadline holds the account at most ACCOUNTS_HOLD_MAX: then it is postponed", async () => {
+  await h?.close();
+  const file = join(site.dir, "workflow-helddeadline-max.yaml");
+  await writeFile(
+    file,
+    `servers:
+  mig1: { ssh: box, role: migration, capacity: 5 }
+steps:
+  - name: migrate
+    role: migration
+    command: fx-mig-start {externalId}
+    check: { command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
+`,
+  );
+  h = await createPipelineHarness("helddeadlinemax", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s", ACCOUNTS_HOLD_MAX: "4s" });
+  await insertAccounts(h.runtime, [{ externalId: "acc3" }]);
+  await h.startRunner({ concurrency: 2 });
+  const db = h.runtime.db;
+  for (const name of ["accounts-prepare", "accounts-run"] as const) {
+    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-helddeadlinemax` });
+    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  }
+  await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
+  // The server dies before the first check and never comes back (decommissioned, say).
+  await site.ssh.kill();
+  try {
+    await waitFor(async () => (await accountStates(h!.runtime)).acc3 === "HELD", 30_000, "account HELD by the check's server fault");
+    // Past the 3 s deadline and 4 s held: postponed (to be planned again), not held for good with
+    // its server's slot and its batch kept open, nor failed for its server's outage.
+    await waitFor(async () => (await accountStates(h!.runtime)).acc3 === "POSTPONED", 60_000, "account POSTPONED once held past ACCOUNTS_HOLD_MAX");
+    expect((await db.query(`SELECT phase FROM account_step`)).rows).toEqual([{ phase: "SKIPPED" }]);
+  } finally {
+    await site.ssh.restart();
+  }
+}, 150_000);

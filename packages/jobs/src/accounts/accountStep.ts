@@ -253,9 +253,15 @@ function keepLease(s: StepScope, owner: string): { signal: AbortSignal; takenOve
   };
 }
 
+/** The account has been HELD longer than ACCOUNTS_HOLD_MAX: it is postponed to a later night. */
+function heldTooLong(s: StepScope): boolean {
+  const { account } = s;
+  return account.status === "HELD" && account.heldSince !== null && Date.now() - account.heldSince.getTime() > s.ctx.deps.accounts.settings.holdMaxMs;
+}
+
 async function startStep(s: StepScope, startedOn: string | null, run: StepRun): Promise<StepJobResult> {
   const { db, accounts } = s.ctx.deps;
-  if (s.account.status === "HELD" && s.account.heldSince && Date.now() - s.account.heldSince.getTime() > accounts.settings.holdMaxMs) {
+  if (heldTooLong(s)) {
     return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min (${s.account.lastError ?? "?"})`);
   }
   const notice = await noticeGate(s);
@@ -416,7 +422,13 @@ async function poll(s: StepScope, row: StepRow): Promise<StepJobResult> {
       await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: status check on ${serverName} failed; checking again in ${check.everyMs} ms`, details: { error: describe(err), output: failureOutput(err) } }]);
       throw delay(check.everyMs, "status check failed; checking again");
     }
-    // The migration goes on on the server; only our view of it is cut: keep polling later.
+    // The migration goes on on the server; only our view of it is cut: keep polling later —
+    // but past the deadline no longer than any held account waits (ACCOUNTS_HOLD_MAX): a server
+    // that never comes back must not keep the account, its slot and its batch open for good
+    // (found by review: the deadline no longer ended it). Postponed, its cancel is owed there.
+    if (pastDeadline && heldTooLong(s)) {
+      return postpone(s, `held for more than ${Math.round(accounts.settings.holdMaxMs / 60_000)} min, past the status checks' deadline: ${serverName} cannot be reached (${describe(err)})`);
+    }
     await serverFaultSeen(s, serverName, err, fault.category);
     await holdAccount(db, s.key.batchId, s.key.accountId, `${s.step.name}: status check cannot reach ${serverName}: ${describe(err)}`);
     throw delay(jitter(accounts.settings.recheckMs), "server fault during status checks");
