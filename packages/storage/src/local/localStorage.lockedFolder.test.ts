@@ -38,6 +38,8 @@ describe("a destination folder that refuses writes", () => {
       const asCopied = classifyTransferError(err, "destination");
       expect([key, asCopied.category, asCopied.retryable]).toEqual([key, "permission-denied", false]);
       expect(asCopied.message).toContain(`the destination folder "users/locked${key.includes("new-folder") ? "/new-folder" : ""}" refuses writes`);
+      // Permanent: a plain `fleet migrate retry` leaves it; the message says what retries it.
+      expect(asCopied.message).toContain("fleet migrate retry --category permission-denied --include-permanent");
     }
     await storage.write("users/open/c.txt", Buffer.from("c"));
     expect(await readFile(path.join(base, "users/open/c.txt"), "utf8")).toBe("c");

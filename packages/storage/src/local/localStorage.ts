@@ -377,7 +377,8 @@ export class LocalStorage implements Storage {
   /**
    * A write refused inside a folder of the root (EACCES, EPERM: its permissions, an immutable
    * folder) while the root itself takes writes is that folder's files' own failure
-   * (ItemScopedError, permanent: fix the folder, then `fleet migrate retry`), not the
+   * (ItemScopedError, permanent: fix the folder, then `fleet migrate retry --category
+   * permission-denied --include-permanent`; a plain retry leaves permanent failures), not the
    * destination's as a whole — which would open the link's breaker for every file, and its
    * probe of the root would close it again, over and over. Anything else, or a refusing root,
    * is classified as before.
@@ -392,7 +393,7 @@ export class LocalStorage implements Storage {
       () => false,
     );
     if (!rootTakesWrites) return error;
-    return new ItemScopedError("permission-denied", `${k}: the destination folder ${JSON.stringify(dirKey)} refuses writes (${code}) while the storage root takes them: fix that folder's permissions, then retry its files (fleet migrate retry)`, { cause: err });
+    return new ItemScopedError("permission-denied", `${k}: the destination folder ${JSON.stringify(dirKey)} refuses writes (${code}) while the storage root takes them: fix that folder's permissions, then retry its files (fleet migrate retry --category permission-denied --include-permanent)`, { cause: err });
   }
 
   /**
