@@ -164,6 +164,21 @@ export class ConfinedRoot {
   }
 
   /**
+   * Whether a file found under the root may be a stray file underneath the mount point of a
+   * volume that went away (written there meanwhile), not the volume's: it lies on the device of
+   * the folder above the mount point, or the volume is a bind mount of the same filesystem (the
+   * device cannot tell them apart). Read as the volume's file, its wrong content would be copied
+   * and the file recorded migrated (found by review: verifyVolume ran only when a read found its
+   * file missing). Callers then check the volume (verifyVolume; a folder bind-mounted from the
+   * filesystem above into a volume still there passes). Synchronous: `dev` comes from the
+   * fstat every read makes anyway, so a volume on its own device costs reads nothing.
+   */
+  mayBeUnderMountPoint(dev: number): boolean {
+    const volume = this.volume;
+    return volume !== null && volume !== undefined && (volume.sameDevice || dev === volume.parentDev);
+  }
+
+  /**
    * Whether the volume's mount point no longer holds it, by a stat that starts after this call:
    * callers that arrive while a stat is under way share the next one. With 64 writes in flight
    * that is a stat per round trip instead of one per file (one each cost ~23 µs of CPU per 4 KiB

@@ -348,6 +348,8 @@ export class LocalStorage implements Storage {
       await this.root.verifyOpened(fd, path, k);
       const statAt = Date.now();
       info = await fstatFd(fd);
+      // Not a stray file under the mount point of a volume that went away (see mayBeUnderMountPoint).
+      if (this.root.mayBeUnderMountPoint(info.dev)) await this.root.verifyVolume("open", k);
       if (info.isFile()) info = await settleRecentChange(fd, info, statAt, k);
     } catch (err) {
       await closeFd(fd);

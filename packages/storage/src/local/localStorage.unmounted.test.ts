@@ -105,4 +105,34 @@ asRoot("a storage root whose volume is unmounted while it runs", () => {
     expect(await keys()).toEqual(["user01/a.txt"]);
     await storage.close();
   });
+
+  it("a stray file under the mount point (written there while the volume was away) is never read as the volume's file", async () => {
+    const storage = new LocalStorage({ root });
+    await storage.write("user01/a.txt", Buffer.from("on the volume"));
+    unmountVolume();
+    // Something wrote at the same path while the volume was away (a user's program, a sync):
+    // reading it would copy the wrong content and record the file migrated.
+    await mkdir(path.join(root, "user01"));
+    await writeFile(path.join(root, "user01/a.txt"), "stray, under the mount point");
+
+    const stray = await rejectionOf(storage.readBuffer("user01/a.txt"));
+    expect([stray.category, stray.retryable]).toEqual(["storage-unavailable", true]);
+    expect((await rejectionOf(storage.createReadStream("user01/a.txt"))).category).toBe("storage-unavailable");
+    expect((await rejectionOf(storage.stat("user01/a.txt"))).category).toBe("storage-unavailable");
+    // A destination's check of what it holds says the same, not "there, with other content".
+    expect((await rejectionOf(storage.exists("user01/a.txt"))).category).toBe("storage-unavailable");
+
+    await rm(path.join(root, "user01"), { recursive: true });
+    mountVolume();
+    expect((await storage.readBuffer("user01/a.txt")).toString()).toBe("on the volume");
+    // A folder of the filesystem above bind-mounted into the volume (still there) is read.
+    const outside = path.join(base, "outside");
+    await mkdir(outside);
+    await writeFile(path.join(outside, "b.txt"), "bound in");
+    await mkdir(path.join(root, "shared"));
+    execFileSync("mount", ["--bind", outside, path.join(root, "shared")]);
+    mounted.push(path.join(root, "shared"));
+    expect((await storage.readBuffer("shared/b.txt")).toString()).toBe("bound in");
+    await storage.close();
+  });
 });
