@@ -67,3 +67,28 @@ describe("LocalStorage.list order and resume", () => {
     expect(await keys("a/", "a/x/deep/1.bin")).toEqual(["a/x/deep/2.bin", "a/y.txt"]);
   });
 });
+
+describe("a folder removed after a listing saw it", () => {
+  it("lists as empty (its files vanished), not as a not-found failure of the listing", async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), "fleet-list-removed-"));
+    const local = new LocalStorage({ root });
+    try {
+      await mkdir(path.join(root, "job", "sub"), { recursive: true });
+      await writeFile(path.join(root, "job", "sub", "a.txt"), "a");
+      await writeFile(path.join(root, "keep.txt"), "k");
+      const keys = async (prefix: string) => {
+        const out: string[] = [];
+        for await (const o of local.list(prefix)) out.push(o.key);
+        return out;
+      };
+      expect(await keys("job/")).toEqual(["job/sub/a.txt"]);
+      // The storage remembers the folders it checked (a long-running worker's scheduled scans).
+      await rm(path.join(root, "job"), { recursive: true });
+      expect(await keys("job/")).toEqual([]);
+      expect(await keys("")).toEqual(["keep.txt"]);
+    } finally {
+      await local.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -262,7 +262,10 @@ export class LocalStorage implements Storage {
             // files there would enter the inventory, and fail as not-found once it is back.
             await this.root.verifyVolume("list", dirKey);
           } catch (err) {
-            if (errorCode(err) === "ENOENT") return null; // removed while we listed
+            // Removed while we listed, or since a check we remember: its realpath check reports
+            // not-found too (a removed prefix folder failed the re-scan of a long-running worker,
+            // which remembered the folder, as not-found for good, instead of finding its files vanished).
+            if (isNotFound(err)) return null;
             // Swapped for a symlink out of the root since it was listed: like any symlinked
             // folder, not followed — the rest of the listing goes on (found by review).
             // (The folder the listing starts from still fails: its caller asked for it.)
