@@ -153,6 +153,14 @@ describe("inventory scan", () => {
     expect((await h.runtime.db.query(`SELECT count(*)::int AS n FROM source_files WHERE uri LIKE 'job/%'`)).rows[0].n).toBe(7);
   });
 
+  it("the inventory-scan job takes allowEmpty, as the CLI takes --allow-empty: a prefix really emptied", async () => {
+    await rm(join(h.sourceDir, "job"), { recursive: true });
+    const job = await h.runtime.deps.jobs.enqueue("inventory-scan", { prefix: "job/", allowEmpty: true });
+    const done = await finishedJob(h.runtime, "maintenance", job.id!);
+    expect([done.state, done.job.failedReason]).toEqual(["completed", undefined]);
+    expect(done.job.returnvalue).toMatchObject({ files: 0, vanished: 7, prefix: "job/" });
+  });
+
   it("one inventory writer at a time", async () => {
     const release = await tryInventoryLock(h.runtime.db);
     try {

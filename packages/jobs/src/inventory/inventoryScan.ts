@@ -15,6 +15,9 @@ const contract = defineContract({
     .object({
       prefix: storagePrefixField.optional(),
       restart: z.boolean().optional(),
+      // A listing with no file at all, where files are known, fails (an unmounted volume?)
+      // unless the source really is empty: then this marks them vanished (as --allow-empty).
+      allowEmpty: z.boolean().optional(),
     })
     .strict()
     .default({}),
@@ -44,6 +47,7 @@ export const inventoryScan = defineFleetJob("inventory-scan", contract, {
       signal: ctx.signal,
       ...(payload.prefix !== undefined ? { prefix: payload.prefix } : {}),
       ...(payload.restart ? { restart: true } : {}),
+      ...(payload.allowEmpty ? { allowEmpty: true } : {}),
       onProgress: (p) => void ctx.progress({ files: p.files, bytes: p.bytes, expected: p.expected }).catch(() => {}),
     });
     // New files (and new versions) go into ranges now, not when the scheduler's idle watcher

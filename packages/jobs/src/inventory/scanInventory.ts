@@ -121,7 +121,7 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
     if (cursor.counts.files === 0 && expected > 0 && !options.allowEmpty) {
       throw new RetryableError(
         "storage-unavailable",
-        `inventory scan of ${source.label}${prefix ? ` (prefix ${JSON.stringify(prefix)})` : ""} listed no file, while ${expected} known files are there: nothing was marked vanished (is its volume mounted?); if the source really is empty, scan again with --allow-empty`,
+        `inventory scan of ${source.label}${prefix ? ` (prefix ${JSON.stringify(prefix)})` : ""} listed no file, while ${expected} known files are there: nothing was marked vanished (is its volume mounted?); if the source really is empty, scan again with --allow-empty (the inventory-scan job: allowEmpty: true)`,
       );
     }
     // A listing can also come back short without coming back empty: a volume unmounted partway
