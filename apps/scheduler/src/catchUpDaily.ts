@@ -58,7 +58,8 @@ export async function catchUpDaily(options: {
     // 23:59 run may end after midnight).
     const todays = (j: (typeof regular)[number]) => localDate(new Date(j.timestamp + (j.delay ?? 0)), options.timeZone) === today;
     if (regular.some((j) => (j.finishedOn === undefined ? isDue(j) : todays(j)))) continue;
-    await options.jobs.enqueue(s.job, { runDate: today } as never, { jobId });
+    // Marked as the catch-up: if no worker takes it before ACCOUNTS_HOLD_MAX, it does nothing.
+    await options.jobs.enqueue(s.job, { runDate: today, catchUp: true } as never, { jobId });
     enqueued.push(s.job);
     options.log.warn({ job: s.job, runDate: today, scheduledAt: s.repeat.pattern }, "daily account step missed today: running it now");
   }

@@ -61,7 +61,7 @@ describe("daily catch-up", () => {
     expect(results.flat()).toContain("accounts-sync");
     expect(results.flat()).not.toContain("accounts-prepare");
     const jobsNow = await queued("accounts-sync");
-    expect(jobsNow.map((j) => [j.id, j.data])).toEqual([["daily-accounts-sync-2026-11-30", { runDate: "2026-11-30" }]]);
+    expect(jobsNow.map((j) => [j.id, j.data])).toEqual([["daily-accounts-sync-2026-11-30", { runDate: "2026-11-30", catchUp: true }]]);
 
     // Checked again later (every SCHEDULER_SYNC_INTERVAL): still the one job.
     await check();

@@ -128,4 +128,16 @@ describe("an 18:00 occurrence run after midnight", () => {
     const { rows: logged } = await late.runtime.db.query<{ job: string }>(`SELECT job FROM migration_log WHERE subject = $1 ORDER BY id`, [`night:${night}`]);
     expect(logged.map((r) => r.job.split(":")[0])).toEqual(["accounts-prepare", "accounts-group-update", "accounts-run"]);
   }, 120_000);
+
+  it("the scheduler's catch-up of a night, taken by a worker only past ACCOUNTS_HOLD_MAX, does nothing either", async () => {
+    const night = localDate(new Date(Date.now() - 5 * 24 * 3_600_000), TZ);
+    const queuedAt = zonedTime(night, "18:20", TZ).getTime(); // queued after the grace, days ago
+    const prepared = late.runtime.deps.jobs.prepareJob("accounts-run", { runDate: night, catchUp: true });
+    const job = await late.runtime.deps.jobs.queue(prepared.queue).add("accounts-run", prepared.data, { ...prepared.opts, jobId: `daily-accounts-run-${night}`, timestamp: queuedAt });
+    const { state, job: done } = await finishedJob(late.runtime, "maintenance", job.id!, 60_000);
+    expect(state).toBe("completed");
+    expect(done.returnvalue).toEqual({ skipped: expect.stringMatching(new RegExp(`^the occurrence for ${night} started \\d+\\.\\d h after its time, past ACCOUNTS_HOLD_MAX`)) });
+    const { rows: batches } = await late.runtime.db.query(`SELECT 1 FROM migration_batch WHERE run_date = $1`, [night]);
+    expect(batches).toEqual([]);
+  }, 120_000);
 });

@@ -10,7 +10,12 @@ import { localDate } from "./runDate";
  * send `{}` (meaning "the day of the occurrence in FLEET_TZ"); catch-up and the CLI may name a date.
  */
 export const dailyPayload = z
-  .object({ runDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected YYYY-MM-DD").optional() })
+  .object({
+    runDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "expected YYYY-MM-DD").optional(),
+    // Set by the scheduler's catch-up (today's occurrence, run late): judged late as a scheduled
+    // occurrence is, from when it was queued (see tooLate).
+    catchUp: z.literal(true).optional(),
+  })
   .strict()
   .default({});
 
@@ -30,10 +35,13 @@ export function runDateOf(payload: { runDate?: string | undefined }, timeZone: s
  * postponed) after its time — workers were down or busy all night. Its users were told "tonight"
  * and the night is over: the run is not started in the morning; the next planning postpones
  * that batch's accounts and plans them again (releaseMissedBatches). Undefined when it is in time,
- * or when a date was named (catch-up, the CLI: on purpose).
+ * or when a date was named on purpose (the CLI, the API). The scheduler's catch-up names today's
+ * date but is an occurrence too, due when it was queued: one that waited for a worker past
+ * ACCOUNTS_HOLD_MAX (workers down all night) does nothing either (found by review: it started
+ * last night's batch the next morning).
  */
-export function tooLate(payload: { runDate?: string | undefined }, dueAt: number, maxLateMs: number, timeZone: string, now: number = Date.now()): string | undefined {
-  if (payload.runDate !== undefined || now - dueAt <= maxLateMs) return undefined;
+export function tooLate(payload: { runDate?: string | undefined; catchUp?: true | undefined }, dueAt: number, maxLateMs: number, timeZone: string, now: number = Date.now()): string | undefined {
+  if ((payload.runDate !== undefined && payload.catchUp !== true) || now - dueAt <= maxLateMs) return undefined;
   const hours = ((now - dueAt) / 3_600_000).toFixed(1);
   return `the occurrence for ${localDate(new Date(dueAt), timeZone)} started ${hours} h after its time, past ACCOUNTS_HOLD_MAX (${(maxLateMs / 3_600_000).toFixed(1)} h): its night is over, so it does nothing; the next planning plans that night's accounts again`;
 }
@@ -45,7 +53,7 @@ export function tooLate(payload: { runDate?: string | undefined }, dueAt: number
 export async function skipTooLate(
   db: Queryable,
   log: Logger,
-  payload: { runDate?: string | undefined },
+  payload: { runDate?: string | undefined; catchUp?: true | undefined },
   job: { name: string; id: string; dueAt: number },
   runDate: string,
   settings: { holdMaxMs: number; timeZone: string },
