@@ -1,4 +1,5 @@
-import { rm } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { localDate, zonedTime } from "../src/accounts/runDate";
@@ -139,5 +140,51 @@ describe("an 18:00 occurrence run after midnight", () => {
     expect(done.returnvalue).toEqual({ skipped: expect.stringMatching(new RegExp(`^the occurrence for ${night} started \\d+\\.\\d h after its time, past ACCOUNTS_HOLD_MAX`)) });
     const { rows: batches } = await late.runtime.db.query(`SELECT 1 FROM migration_batch WHERE run_date = $1`, [night]);
     expect(batches).toEqual([]);
+  }, 120_000);
+});
+
+// Found by review: the accounts a missed night gave back stayed in the directory group its 17:30
+// update had added them to, while they waited for a later night (any other postponement queues
+// account-cleanup, which removes them). One planned again tonight stays in the group.
+describe("a missed night's accounts in the directory group", () => {
+  let g: PipelineHarness;
+  let calls: string;
+  beforeAll(async () => {
+    const workflow = (await readFile(site.env.ACCOUNTS_WORKFLOW_FILE!, "utf8")).replace("  command: fx-group {group} {email}\n", "  command: fx-group {group} {email}\n  removeCommand: fx-group-remove {group} {email}\n");
+    const workflowFile = join(site.dir, "workflow-group-remove.yaml");
+    await writeFile(workflowFile, workflow);
+    calls = join(site.state, "calls");
+    g = await createPipelineHarness("probe-missed-group", { ...site.env, ACCOUNTS_WORKFLOW_FILE: workflowFile, ACCOUNTS_BATCH_MAX: "2", SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "500ms", FLEET_TZ: TZ });
+    await g.startRunner({ concurrency: 2 });
+  }, 60_000);
+  afterAll(async () => {
+    await g?.close();
+  });
+
+  async function runIn(name: "accounts-prepare" | "accounts-group-update" | "notify-send", runDate?: string) {
+    const job = await g.runtime.deps.jobs.enqueue(name, runDate ? { runDate } : {}, { jobId: `${name}-${Math.random().toString(36).slice(2)}` });
+    const { state, job: done } = await finishedJob(g.runtime, "maintenance", job.id!, 60_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+    return done.returnvalue as Record<string, unknown>;
+  }
+
+  it("are taken out of it when they wait for a later night, and stay in it when planned again tonight", async () => {
+    await insertAccounts(g.runtime, [{ externalId: "grp1" }, { externalId: "grp2" }]);
+    expect(await runIn("accounts-prepare", YESTERDAY)).toMatchObject({ created: true, accounts: 2 });
+    await runIn("notify-send");
+    expect(await runIn("accounts-group-update", YESTERDAY)).toMatchObject({ added: 2 });
+    // Then the fleet was down until today; an account that consented earlier than both comes in.
+    await insertAccounts(g.runtime, [{ externalId: "grp0" }]);
+    await g.runtime.db.query(`UPDATE migration_queue SET consent_at = now() - interval '1 day' WHERE external_id = 'grp0'`);
+
+    // Tonight takes two (grp0, grp1, oldest consent first); grp2 waits for a later night.
+    expect(await runIn("accounts-prepare", TODAY)).toMatchObject({ created: true, accounts: 2 });
+    expect(await accountStates(g.runtime)).toMatchObject({ grp0: "SCHEDULED", grp1: "SCHEDULED", grp2: "POSTPONED" });
+    const removed = () => readFile(calls, "utf8").then((text) => text.split("\n").filter((l) => l.startsWith("group-remove [migrating-tonight]")));
+    await waitFor(async () => (await removed()).length > 0, 30_000, "grp2 removed from the group");
+    // Both cleanups ran (grp1's found it planned again): nothing else is removed after them.
+    const cleanups = async () => (await g.runtime.deps.jobs.queue("remote").getJobs(["completed"], 0, 1_000)).filter((j) => j.name === "account-cleanup").map((j) => (j.data as { accountId: number }).accountId);
+    await waitFor(async () => (await cleanups()).length === 2, 30_000, "both accounts' cleanups to finish");
+    expect(await removed()).toEqual(["group-remove [migrating-tonight] [grp2@example.org]"]);
   }, 120_000);
 });

@@ -68,7 +68,7 @@ export function registerAccountCommands(program: Command, run: Run): void {
       run(async (ctx) => {
         const runtime = await ctx.runtime({ withRedis: true });
         const runDate = today(ctx, opts.date);
-        const r = await prepareBatch({ db: runtime.db, services: runtime.deps.accounts, remote: runtime.deps.remote, runDate, log: ctx.log, job: "cli" });
+        const r = await prepareBatch({ db: runtime.db, services: runtime.deps.accounts, remote: runtime.deps.remote, runDate, log: ctx.log, job: "cli", jobs: runtime.deps.jobs });
         if (r.emails > 0) await runtime.deps.jobs.enqueue("notify-send", {});
         await recordDailyRunOf(runtime.db, "accounts-prepare", runDate, ctx.config.FLEET_TZ);
         const text =

@@ -30,7 +30,7 @@ export const accountsPrepare = defineFleetJob("accounts-prepare", contract, {
     }
     const late = await skipTooLate(db, ctx.log, payload, ctx.job, runDate, accounts.settings);
     if (late) return late;
-    const result = await prepareBatch({ db, services: accounts, remote, runDate, log: ctx.log, job: `accounts-prepare:${ctx.job.id}` });
+    const result = await prepareBatch({ db, services: accounts, remote, runDate, log: ctx.log, job: `accounts-prepare:${ctx.job.id}`, jobs });
     if (result.emails > 0) await jobs.enqueue("notify-send", {});
     await recordDailyRunOf(db, "accounts-prepare", runDate, accounts.settings.timeZone);
     return result;

@@ -1,3 +1,4 @@
+import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool, Queryable } from "@fleet/db/pool";
 import { inTransaction } from "@fleet/db/pool";
@@ -8,6 +9,7 @@ import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import { listServers, upsertServers } from "@fleet/db/sql/migrationServers";
 import type { ServerRow } from "@fleet/db/sql/migrationServers";
 import { writeLog } from "@fleet/db/sql/log";
+import type { FleetJobs } from "../jobRegistry";
 import type { RemoteServers } from "../remote/remoteServers";
 import { stepsWithCancel, userNotice } from "./accountOutcomes";
 import type { Workflow } from "./workflowFile";
@@ -84,20 +86,34 @@ export async function registerServers(db: DbPool, workflow: Workflow, remote: Re
  * date still PLANNED first gives its accounts back (releaseMissedBatches), so that they are
  * planned again.
  */
-export async function planBatch(options: { db: DbPool; workflow: Workflow; remote: RemoteServers; runDate: string; batchMax: number; log: Logger; job?: string; today?: string; notifyWindow?: string }): Promise<PlanResult> {
+export async function planBatch(options: {
+  db: DbPool;
+  workflow: Workflow;
+  remote: RemoteServers;
+  runDate: string;
+  batchMax: number;
+  log: Logger;
+  job?: string;
+  today?: string;
+  notifyWindow?: string;
+  /** Queues account-cleanup for accounts a missed night gave back (see releaseMissedBatches). */
+  jobs?: JobClient<FleetJobs>;
+}): Promise<PlanResult> {
   const { db, workflow, runDate, log } = options;
   await registerServers(db, workflow, options.remote);
   // Read before the planning transaction (Prisma, on the pool): the servers are the workflow
   // file's, just written; an operator's --disable racing a plan is taken by the next night
   // either way.
   const known = await listServers(db);
-  return inTransaction(db, async (tx) => {
+  let released: number[] = [];
+  const plan = await inTransaction(db, async (tx) => {
+    released = [];
     await lockPlanning(tx);
     // Only the planning of tonight (or a later night) gives a past night up: a night planned by
     // hand for an earlier date (`fleet accounts plan --date`), or an 18:00 run that got its
     // worker after midnight, plans or runs that night itself (found by CI: the planning of a
     // past date cancelled the batch it had just made, when called again).
-    if (options.today && runDate >= options.today) await releaseMissedBatches(tx, workflow, options.today, options.notifyWindow ?? "", log, options.job);
+    if (options.today && runDate >= options.today) released = await releaseMissedBatches(tx, workflow, options.today, options.notifyWindow ?? "", log, options.job);
     const existing = await batchByDate(tx, runDate);
     if (existing) return { batchId: existing.id, runDate, created: false, accounts: existing.planned, perServer: {} };
     // A server the last probe found down takes no new accounts (held ones would only wait).
@@ -124,6 +140,10 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
     log.info({ batchId, runDate, accounts: accountIds.length, perServer }, "batch planned");
     return { batchId, runDate, created: true, accounts: accountIds.length, perServer };
   });
+  // After the commit: cleanup reads the accounts as planned (one taken into tonight's batch
+  // stays in the group; one left postponed leaves it).
+  for (const accountId of released) await options.jobs?.enqueue("account-cleanup", { accountId });
+  return plan;
 }
 
 /**
@@ -132,11 +152,14 @@ export async function planBatch(options: { db: DbPool; workflow: Workflow; remot
  * users were told "tonight"). Its accounts are postponed out of it (counted there as postponed,
  * told by the postponed email) and the batch is closed CANCELLED, so tonight's planning takes
  * them again, oldest consent first (found by probing: they stayed SCHEDULED or NOTIFIED in a
- * batch that would never run, never migrated nor told, counted "in progress" for good). They
- * stay in the directory group: they are planned again. In the planning transaction, under its
- * lock: a batch is released once.
+ * batch that would never run, never migrated nor told, counted "in progress" for good). In the
+ * planning transaction, under its lock: a batch is released once. Returns the accounts that need
+ * account-cleanup, as any postponed account does: a cancel owed on a server, or the directory
+ * group its 17:30 update added it to (found by review: they stayed in the group while waiting
+ * for a later night; one planned again tonight is not removed, see accountCleanup).
  */
-async function releaseMissedBatches(tx: Queryable, workflow: Workflow, today: string, notifyWindow: string, log: Logger, job: string | undefined): Promise<void> {
+async function releaseMissedBatches(tx: Queryable, workflow: Workflow, today: string, notifyWindow: string, log: Logger, job: string | undefined): Promise<number[]> {
+  const cleanup = new Set<number>();
   const { rows: missed } = await tx.query<{ id: number; runDate: string }>(
     `SELECT id, run_date AS "runDate" FROM migration_batch WHERE status = 'PLANNED' AND run_date < $1 ORDER BY run_date FOR UPDATE`,
     [today],
@@ -147,7 +170,9 @@ async function releaseMissedBatches(tx: Queryable, workflow: Workflow, today: st
     for (const a of await batchAccounts(tx, batch.id)) {
       if (["SCHEDULED", "NOTIFIED", "HELD"].includes(a.status) && (await postponeAccount(tx, batch.id, a.id, reason))) postponed.push(a);
     }
-    await closeOpenSteps(tx, postponed.map((a) => a.id), "SKIPPED", stepsWithCancel(workflow));
+    const closed = await closeOpenSteps(tx, postponed.map((a) => a.id), "SKIPPED", stepsWithCancel(workflow));
+    for (const r of closed) if (r.cancelState === "PENDING") cleanup.add(r.accountId);
+    for (const a of postponed) if (a.groupAddedAt) cleanup.add(a.id);
     await enqueueNotifications(tx, postponed.map((a) => userNotice("postponed", a, batch, reason, notifyWindow || null)));
     await finishBatch(tx, batch.id);
     await tx.query(`UPDATE migration_batch SET status = 'CANCELLED' WHERE id = $1 AND status = 'PLANNED'`, [batch.id]);
@@ -157,4 +182,5 @@ async function releaseMissedBatches(tx: Queryable, workflow: Workflow, today: st
     ]);
     log.warn({ batchId: batch.id, runDate: batch.runDate, postponed: postponed.length }, "a past night's batch never ran: its accounts are planned again");
   }
+  return [...cleanup];
 }

@@ -1,9 +1,11 @@
+import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool, Queryable } from "@fleet/db/pool";
 import { batchAccounts } from "@fleet/db/sql/accountBatches";
 import type { BatchAccount } from "@fleet/db/sql/accountBatches";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import type { NewNotification } from "@fleet/db/sql/notifications";
+import type { FleetJobs } from "../jobRegistry";
 import type { RemoteServers } from "../remote/remoteServers";
 import type { AccountServices } from "./accountServices";
 import type { AccountSettings } from "./accountSettings";
@@ -45,11 +47,11 @@ export function noticeDueAt(runDate: string, settings: Pick<AccountSettings, "ti
  * scheduled accounts into the outbox (once per account and batch: the dedupe key). The
  * notifier delivers them within NOTIFY_WINDOW, not before the night's date.
  */
-export async function prepareBatch(options: { db: DbPool; services: AccountServices; remote: RemoteServers; runDate: string; log: Logger; job?: string }): Promise<PlanResult & { emails: number }> {
+export async function prepareBatch(options: { db: DbPool; services: AccountServices; remote: RemoteServers; runDate: string; log: Logger; job?: string; jobs?: JobClient<FleetJobs> }): Promise<PlanResult & { emails: number }> {
   const { db, services, runDate } = options;
   const workflow = services.requireWorkflow();
   const { settings } = services;
-  const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: settings.batchMax, log: options.log, today: localDate(new Date(), settings.timeZone), notifyWindow: settings.notifyWindow, ...(options.job ? { job: options.job } : {}) });
+  const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: settings.batchMax, log: options.log, today: localDate(new Date(), settings.timeZone), notifyWindow: settings.notifyWindow, ...(options.job ? { job: options.job } : {}), ...(options.jobs ? { jobs: options.jobs } : {}) });
   if (plan.batchId === null) return { ...plan, emails: 0 };
   const batch = { id: plan.batchId, runDate };
   const accounts = (await batchAccounts(db, plan.batchId)).filter((a) => a.status === "SCHEDULED" || a.status === "HELD");

@@ -42,7 +42,7 @@ export async function startBatchRun(options: { db: DbPool; services: AccountServ
   let batch = await batchByDate(db, runDate);
   if (!batch) {
     // Planned now (13:30 did not run): the step gate queues and awaits each account's email.
-    const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: services.settings.batchMax, log, today: localDate(new Date(), services.settings.timeZone), notifyWindow: services.settings.notifyWindow });
+    const plan = await planBatch({ db, workflow, remote: options.remote, runDate, batchMax: services.settings.batchMax, log, today: localDate(new Date(), services.settings.timeZone), notifyWindow: services.settings.notifyWindow, jobs });
     if (plan.batchId === null) return { batchId: null, started: false, accounts: 0 };
     batch = await batchByDate(db, runDate);
   }
