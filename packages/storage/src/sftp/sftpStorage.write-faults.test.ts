@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PassThrough } from "node:stream";
@@ -93,5 +94,37 @@ describe("a cached folder swapped for a symlink out of the root", () => {
     const leaked = await readdir(outside, { recursive: true });
     // Before the fix (found by review): both are "written" and `outside` holds y.txt, new/ and new/z.txt.
     expect({ direct, nested, leaked }).toEqual({ direct: "invalid-key", nested: "invalid-key", leaked: [] });
+  });
+});
+
+// As for local folders (localStorage.lockedFolder.test.ts): a folder that refuses writes while
+// the root takes them fails its own files, not the link (found by review: over SFTP every such
+// refusal opened the link's breaker, whose probe in the root closed it again, over and over). A
+// real immutable folder on the server (chattr +i: refused even to root).
+describe("a destination folder that refuses writes", () => {
+  const locked: string[] = [];
+  const lock = (dir: string) => {
+    execFileSync("chattr", ["+i", dir]);
+    locked.push(dir);
+  };
+  afterEach(() => {
+    for (const dir of locked.splice(0)) execFileSync("chattr", ["-i", dir]);
+  });
+
+  it("fails its own files (permission-denied, permanent); a root that refuses is still the link's", async () => {
+    await mkdir(path.join(root, "users/locked"), { recursive: true });
+    await mkdir(path.join(root, "users/open"), { recursive: true });
+    lock(path.join(root, "users/locked"));
+    for (const key of ["users/locked/a.txt", "users/locked/new-folder/b.txt"]) {
+      const copied = classifyTransferError(await rejectionOf(storage.write(key, Buffer.from("x"))), "destination");
+      expect([key, copied.category, copied.retryable]).toEqual([key, "permission-denied", false]);
+      expect(copied.message).toContain("fleet migrate retry --category permission-denied --include-permanent");
+    }
+    await storage.write("users/open/c.txt", Buffer.from("c"));
+    expect(await readdir(root)).toEqual(["users"]); // the root's check left nothing behind
+
+    lock(root);
+    lock(path.join(root, "users/open"));
+    expect(atDestination(await rejectionOf(storage.write("users/open/d.txt", Buffer.from("d"))))).toBe("storage-unavailable");
   });
 });

@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { FleetError, RetryableError } from "@fleet/core/errors";
+import { FleetError, ItemScopedError, RetryableError } from "@fleet/core/errors";
 import { HashingCounter, checkExpected, digestOfBody } from "../hashing";
 import type { Digest } from "../hashing";
 import { baseName, parentKey, validateKey } from "../keys";
@@ -130,7 +130,7 @@ export class SftpWriter {
       created = false;
       return { key: k, uri: this.options.uri(k), size: digest.size, sha256: digest.sha256, unchanged };
     } catch (err) {
-      const error = await this.writeFailure(session, k, err, known?.size ?? 0);
+      const error = await this.folderRefused(session, dirKey, k, await this.writeFailure(session, k, err, known?.size ?? 0));
       if (created) await this.discardTemp(session, temp, error);
       // The connection died with the open unanswered: the server may have made the file.
       else if (opening.unanswered !== undefined && session.dead) this.strand(opening.unanswered);
@@ -155,6 +155,30 @@ export class SftpWriter {
     if (space.freeInodes === 0) return new RetryableError("no-space", `${error.message} (no free inodes on the server)`, { cause: error });
     if (space.freeBytes >= size + LOW_SPACE_BYTES) return error;
     return new RetryableError("no-space", `${error.message} (${space.freeBytes} bytes free on the server)`, { cause: error });
+  }
+
+  /**
+   * A write refused inside a folder of the root (its permissions, an immutable folder) while
+   * the root itself takes writes is that folder's files' own failure (ItemScopedError, permanent),
+   * not the destination's as a whole — which would open the link's breaker for every file, and
+   * its probe (a write in the root) would close it again, over and over (as for local folders:
+   * LocalStorage.folderRefused). Whether the root takes writes is asked on this failure's path
+   * only: an empty temp file opened and removed there.
+   */
+  private async folderRefused(session: SftpSession, dirKey: string, k: string, error: FleetError): Promise<FleetError> {
+    if (dirKey === "" || error.category !== "permission-denied" || session.dead) return error;
+    const probe = this.options.dirs.abs(this.tempName("probe"));
+    try {
+      await session.close(await session.open(probe, "wx"));
+    } catch {
+      return error;
+    }
+    await session.unlink(probe).catch(() => undefined);
+    return new ItemScopedError(
+      "permission-denied",
+      `${k}: the destination folder ${JSON.stringify(dirKey)} refuses writes while the storage root takes them: fix that folder's permissions, then retry its files (fleet migrate retry --category permission-denied --include-permanent)`,
+      { cause: error },
+    );
   }
 
   private insideRoot(real: string, k: string): boolean {
