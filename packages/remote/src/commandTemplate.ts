@@ -1,4 +1,5 @@
 import { PermanentError } from "@fleet/core/errors";
+import { codeArgumentRefusal } from "./codeArguments";
 
 /**
  * Command templates (`mkdir -p -- {dir} && du -sb -- {dir}`) compiled once: the template is
@@ -19,7 +20,9 @@ import { PermanentError } from "@fleet/core/errors";
  *   declare …; see EVALUATING): quoting protects a word from this shell, not from that one;
  * - anywhere in a template that does arithmetic on a variable or parameter (`$((x))`, `let`,
  *   `[[ $x -gt 0 ]]`, `${a[$i]}`…): a value may have reached that variable, and bash evaluates
- *   it there as an expression (see arithmeticRead).
+ *   it there as an expression (see arithmeticRead);
+ * - as the code an interpreter or tool runs (`python3 -c {x}`, `awk {x}`, `sed -e {x}`,
+ *   `tar --to-command={x}`, `find -exec {x} ;`; see codeArguments.ts).
  *
  * Values: always single-quoted (a `'` inside is written `'\''`); a NUL byte is refused (no
  * argv can carry it). A value that starts with `-` at the start of an argument would be read
@@ -108,7 +111,7 @@ const basename = (word: string) => word.replace(/['"\\]/g, "").replace(/^.*\//, 
  * placeholder in the word after `words` (whose text so far is `current`): the program's name,
  * or why the placeholder is refused. Undecidable cases are refused.
  */
-function wrappedProgram(words: readonly string[], current: string): { program: string } | { refuse: string } {
+function wrappedProgram(words: readonly string[], current: string): { program: string; index: number } | { refuse: string } {
   let i = 0;
   let program = basename(words[0] ?? "");
   for (let wrapper = WRAPPERS.get(program); wrapper; wrapper = WRAPPERS.get(program)) {
@@ -121,7 +124,7 @@ function wrappedProgram(words: readonly string[], current: string): { program: s
     for (;;) {
       if (i >= words.length) {
         // The placeholder is in the wrapper's own arguments.
-        if (valueNext || operands > 0 || noRun) return current.startsWith("-") && !valueNext ? { refuse: `is (part of) an option of ${name}, which decides what ${name} runs` } : { program: name };
+        if (valueNext || operands > 0 || noRun) return current.startsWith("-") && !valueNext ? { refuse: `is (part of) an option of ${name}, which decides what ${name} runs` } : { program: name, index: words.length };
         if (!optionsDone && current.startsWith("-")) return { refuse: `is (part of) an option of ${name}, which decides what ${name} runs` };
         return { refuse: `is (part of) the program ${name} runs: a value must not choose the command` };
       }
@@ -155,10 +158,27 @@ function wrappedProgram(words: readonly string[], current: string): { program: s
       }
       break;
     }
-    if (noRun) return { program: name };
+    if (noRun) return { program: name, index: words.length };
     program = basename(words[i]!);
   }
-  return { program };
+  return { program, index: i };
+}
+
+/**
+ * The rules for a command run by another program without a shell (find's `-exec`): a
+ * placeholder may not be its program, an argument of a shell or eval it runs, or code of an
+ * interpreter it runs (wrappers looked through).
+ */
+function runCommandRefusal(words: readonly string[], current: string): string | undefined {
+  let program = basename(words[0]!);
+  let index = 0;
+  if (WRAPPERS.has(program)) {
+    const wrapped = wrappedProgram(words, current);
+    if ("refuse" in wrapped) return wrapped.refuse;
+    ({ program, index } = wrapped);
+  }
+  if (EVALUATING.has(program)) return `is an argument of ${program}, which runs its arguments as code or hands them to a shell: quoting cannot protect it there`;
+  return codeArgumentRefusal(program, words.slice(index + 1), current, runCommandRefusal);
 }
 
 /** One option word of a wrapper: whether the next word is its value, and whether it makes the wrapper use a shell. */
@@ -453,10 +473,11 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     }
     if (ASSIGNMENT.test(f.word) && (f.words.length === 0 || DECLARING.has(basename(f.words[0]!)))) assignmentSlot ??= name;
     let program = basename(f.words[0] ?? "");
+    let programIndex = 0;
     if (WRAPPERS.has(program) && !f.redirectTarget) {
       const wrapped = wrappedProgram(f.words, f.word);
       if ("refuse" in wrapped) throw refuse(template, `placeholder {${name}} ${wrapped.refuse}`);
-      program = wrapped.program;
+      ({ program, index: programIndex } = wrapped);
     }
     if (program === "[[") {
       f.slots.push(name);
@@ -471,6 +492,8 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     if (nested !== undefined && !f.redirectTarget) {
       throw refuse(template, `placeholder {${name}} comes after ${nested} in the same command, which may run it as code (find -exec sh -c, rsync -e ssh…): quoting cannot protect it there`);
     }
+    const code = f.redirectTarget ? undefined : codeArgumentRefusal(program, f.words.slice(programIndex + 1), f.word, runCommandRefusal);
+    if (code !== undefined) throw refuse(template, `placeholder {${name}} ${code}`);
     const startsArgument = !f.wordHasContent && !f.redirectTarget;
     if ((DECLARING.has(program) || (DASH_V_NAME.has(program) && f.words[f.words.length - 1] === "-v")) && startsArgument) {
       throw refuse(template, `placeholder {${name}} starts an argument of ${program}, which may evaluate it as a name with an arithmetic subscript: write NAME={${name}} or pass it after a literal word`);

@@ -212,6 +212,102 @@ describe("renderCommand", () => {
     }
   });
 
+  it("refuses a value as the code an interpreter or tool runs, through any wrapper and find -exec (security review)", () => {
+    const marker = `/tmp/pwned-interpreter-${process.pid}`;
+    // What these templates let a value do before: single quotes keep it one argument, and the
+    // interpreter runs that argument as code.
+    const demos: Array<[string, string]> = [
+      ["python3 -c {x}", `__import__('os').system('touch ${marker}')`],
+      ["perl -e {x}", `system("touch ${marker}")`],
+      ["awk {x}", `BEGIN {system("touch ${marker}")}`],
+      ["sed -n -e {x} /dev/null", `1e touch ${marker}`],
+      ["find /dev/null -exec {x} ;", `/usr/bin/touch`],
+    ];
+    for (const [template, payload] of demos) {
+      const program = template.split(" ")[0]!;
+      if (execFileSync("/bin/sh", ["-c", `command -v ${program} || true`], { encoding: "utf8" }) === "") continue;
+      const line = template.replace("{x}", shellQuote(payload)).replace(" ;", ` ${marker} ';'`);
+      execFileSync("/bin/sh", ["-c", program === "sed" ? `echo | sed -n -e ${shellQuote(payload)}` : line], { stdio: "ignore" });
+      expect([template, existsSync(marker)]).toEqual([template, true]);
+      execFileSync("rm", ["-f", marker]);
+    }
+    const bad: Array<[string, RegExp]> = [
+      ["python3 -c {x}", /value of python3 -c, which is code python3 runs/],
+      ["python -Ic {x}", /value of python -c/],
+      ["python3.12 -c {x}", /value of python3.12 -c/],
+      ["python3 {x}", /is the script python3 runs/],
+      ["python3 -- {x}", /is the script python3 runs/],
+      ["python3 -m {x}", /names the module python3 -m runs/],
+      ["python3 -{x}", /part of\) an option of python3/],
+      ["perl -e {x}", /value of perl -e/],
+      ["perl -E {x}", /value of perl -E/],
+      ["perl -lne {x}", /value of perl -e/],
+      ["perl -M{x} -e 1", /part of\) the code perl -M runs/],
+      ["perl -ne 'print' {x}", /operand of perl -n, which opens it with two-argument open/],
+      ["ruby -e {x}", /value of ruby -e/],
+      ["node -e {x}", /value of node -e/],
+      ["node -p {x}", /value of node -p/],
+      ["node --eval={x}", /part of\) the code node --eval runs/],
+      ["node --require {x} app.js", /value of node --require/],
+      ["php -r {x}", /value of php -r/],
+      ["lua -e {x}", /value of lua -e/],
+      ["awk {x}", /is the program awk runs/],
+      ["gawk -F: {x} /etc/passwd", /is the program gawk runs/],
+      ["awk -f {x} data", /value of awk -f/],
+      ["sed -e {x} file", /value of sed -e/],
+      ["sed {x} file", /is the program sed runs/],
+      ["sed -n s/a/{x}/p file", /is the program sed runs/],
+      ["tar -cf a.tar --to-command={x} .", /the code tar --to-command runs/],
+      ["tar -I {x} -cf a.tar .", /value of tar -I/],
+      ["rsync -e {x} a b", /value of rsync -e/],
+      ["git -c {x} log", /value of git -c/],
+      ["zip a.zip b -T -TT {x}", /value of zip -TT/],
+      ["find /srv -exec {x} \\;", /is the program find -exec runs/],
+      ["find /srv -execdir {x} {{}} +", /is the program find -execdir runs/],
+      ["find /srv -exec python3 -c {x} \\;", /value of python3 -c/],
+      ["find /srv -exec sudo -u app {x} \\;", /the program sudo runs/],
+      // Wrappers are looked through to the interpreter they run.
+      ["env python3 -c {x}", /value of python3 -c/],
+      ["nice -n 5 perl -e {x}", /value of perl -e/],
+      ["nohup ruby -e {x} &", /value of ruby -e/],
+      ["stdbuf -o0 node -e {x}", /value of node -e/],
+      ["ionice -c3 php -r {x}", /value of php -r/],
+      ["chroot /srv awk {x}", /is the program awk runs/],
+      ["setsid sed -e {x}", /value of sed -e/],
+      ["timeout 5 /usr/bin/python3 -c {x}", /value of python3 -c/],
+      ["sudo -u app xargs perl -e {x}", /value of perl -e/],
+    ];
+    for (const [template, message] of bad) {
+      expect(() => checkCommandTemplate(template)).toThrow(message);
+      expect(() => renderCommand(template, { x: "1" })).toThrow(message);
+    }
+  });
+
+  it.each(SHELLS)("still fills arguments of interpreters and tools after their code, which %s hands over literally", (shell) => {
+    // Each prints its argument followed by a NUL (the code is the template's own).
+    const accepted = [
+      "python3 -c 'import sys; sys.stdout.write(sys.argv[1] + chr(0))' {x}",
+      "perl -e 'print $ARGV[0], chr(0)' {x}",
+      "awk 'BEGIN {{ printf \"%s%c\", ARGV[1], 0 }}' {x}",
+      "env LANG=C awk -v v={x} 'BEGIN {{ printf \"%s%c\", v, 0 }}'",
+      "printf '%s\\0' {x} | sed -n p",
+      "find /dev/null -maxdepth 0 -exec printf '%s\\0' {x} \\;",
+    ];
+    for (const template of accepted) {
+      const program = template.replace(/^env LANG=C /, "").split(" ")[0]!;
+      if (program !== "printf" && execFileSync("/bin/sh", ["-c", `command -v ${program} || true`], { encoding: "utf8" }) === "") continue;
+      // awk -v processes backslash escapes: only values without them there.
+      for (const value of HOSTILE.filter((v) => v !== "" && !v.startsWith("-") && !(template.includes("-v v=") && v.includes("\\")))) {
+        const out = execFileSync(shell, ["-c", renderCommand(template, { x: value })], { encoding: "utf8" });
+        expect([template, out.split("\0").slice(0, -1)]).toEqual([template, [value]]);
+      }
+    }
+    for (const template of ["python3 /opt/report.py -- {x}", "python3 -m report {x}", "perl -- /opt/r.pl {x}", "node --title={x} app.js", "sed -n 1p -- {x}", "awk -F{x} '{{print}}' f", "tar -C {x} -cf - .", "tar --exclude={x} -cf a.tar .", "rsync -a -- {x} /dst/", "git -C {x} log", "find {x} -name a -exec rm -- {{}} +"]) {
+      expect(() => checkCommandTemplate(template)).not.toThrow();
+    }
+    expect(existsSync("/tmp/pwned-quote-test")).toBe(false);
+  });
+
   it.each(SHELLS)("still fills wrapped commands and string tests, which %s reads back literally", (shell) => {
     const accepted = [
       "env LANG=C printf '%s\\0' -- {x}",
