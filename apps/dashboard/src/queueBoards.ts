@@ -13,7 +13,8 @@ import { boardFontRoutes, withLocalFonts } from "./boardFonts";
 /**
  * bull-board twice over the same queues: operators get the writable board at /queues (retry,
  * clean, promote, pause), viewers the read-only one at /queues/readonly (bull-board hides the
- * buttons and its API refuses writes with 405; the auth hook refuses them before that).
+ * buttons and its API refuses writes with 405; the auth hook refuses them before that), without
+ * the Redis server's details and worker connections (HIDDEN_FROM_VIEWERS).
  */
 export const OPERATOR_BOARD = "/queues";
 export const VIEWER_BOARD = "/queues/readonly";
@@ -45,6 +46,17 @@ const ALLOWED_WRITES = new Set([
 /** The statuses a retry or clean by status may name (BullMQ's job states). */
 const JOB_STATUSES = new Set(["completed", "failed", "delayed", "wait", "waiting", "active", "paused", "prioritized", "waiting-children"]);
 
+/**
+ * What the read-only board does not show: the Redis server's INFO (version, OS, port, uptime,
+ * memory, connected and blocked clients) and each queue's worker connections from `CLIENT
+ * LIST` (connection ids and the host:port of every worker as Redis sees it). Viewers see
+ * queues and jobs; how Redis and the fleet's hosts are laid out is the operators' (found by a
+ * security review: bull-board showed viewers the Redis card). bull-board is told so
+ * (`hideRedisDetails`, `showWorkers`), and these routes are refused here as well, so that a
+ * bull-board upgrade that drops or renames a flag does not bring them back.
+ */
+const HIDDEN_FROM_VIEWERS = new Set([`GET ${VIEWER_BOARD}/api/redis/stats`, `GET ${VIEWER_BOARD}/api/queues/:queueName/workers`]);
+
 /** Writes that add or rewrite jobs: refused with where to submit instead. */
 const SUBMISSION_WRITES = new Set(["POST /api/queues/:queueName/add", "PATCH /api/queues/:queueName/:jobId/update-data"]);
 
@@ -69,6 +81,9 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
     // bull-board takes any page size (found by a security review: one viewer's request for
     // 100,000,000 jobs per page built a 36 MB answer in 93 s, the event loop blocked throughout).
     // Its own settings go up to 300.
+    if (HIDDEN_FROM_VIEWERS.has(`${req.method === "HEAD" ? "GET" : req.method} ${req.routeOptions.url}`)) {
+      return deny(reply, 403, "the read-only board does not show Redis server details or worker connections");
+    }
     const perPage = (req.query as Record<string, unknown> | undefined)?.jobsPerPage;
     if (perPage !== undefined && !(Number(perPage) >= 1 && Number(perPage) <= MAX_JOBS_PER_PAGE)) {
       return deny(reply, 400, `jobsPerPage must be between 1 and ${MAX_JOBS_PER_PAGE}`);
@@ -137,6 +152,8 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
       options: {
         uiConfig: {
           boardTitle: "Fleet",
+          hideRedisDetails: readOnlyMode,
+          showWorkers: !readOnlyMode,
           miscLinks: [
             { text: "Progress", url: "/progress" },
             { text: "Sign out", url: "/logout" },

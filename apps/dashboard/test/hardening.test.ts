@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { bullPrefix } from "@fleet/core/redis";
 import { testRedisUrl } from "@fleet/testing/testRedis";
@@ -129,6 +130,52 @@ describe("dashboard hardening", () => {
     expect(seen).toContain("https://api.example/x?access_token=[redacted]&client_secret=[redacted]&page=2");
     expect(seen.match(/[A-Z-]+-VIEWER-LEAK/g) ?? []).toEqual([]);
     await fx.dashboard.jobs.queue("remote").obliterate({ force: true });
+  });
+
+  it("shows Redis server details and worker connections on the operators' board only, not to viewers (security review)", async () => {
+    // A worker on a board queue, so that CLIENT LIST has a connection to show.
+    const queue = fx.dashboard.jobs.queue("maintenance");
+    const connection = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    const worker = new Worker(queue.name, async () => undefined, { connection, prefix: bullPrefix(fx.prefix), autorun: false });
+    try {
+      void worker.run();
+      const operator = (await login(base, "alice", PASSWORDS.alice)).jar;
+      const stats = await send(base, "/queues/api/redis/stats", { jar: operator });
+      expect(stats.status).toBe(200);
+      expect(await stats.json()).toMatchObject({ version: expect.stringMatching(/^\d+\.\d+/), clients: { connected: expect.any(Number) }, memory: { used: expect.any(Number) } });
+      // Polled: the worker's blocking connection names itself once it runs.
+      const deadline = Date.now() + 30_000;
+      let workers: unknown[] = [];
+      while (workers.length === 0 && Date.now() < deadline) {
+        const res = await send(base, `/queues/api/queues/${queue.name}/workers`, { jar: operator });
+        expect(res.status).toBe(200);
+        workers = ((await res.json()) as { workers: unknown[] | null }).workers ?? [];
+        if (workers.length === 0) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(workers[0]).toMatchObject({ addr: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+
+      // Viewers, by session and by basic auth: neither the INFO card nor CLIENT LIST, and the
+      // page tells bull-board not to ask.
+      const viewer = (await login(base, "victor", PASSWORDS.victor)).jar;
+      for (const auth of [{ jar: viewer }, { headers: { authorization: basic("victor", PASSWORDS.victor) } }]) {
+        for (const path of ["/queues/readonly/api/redis/stats", `/queues/readonly/api/queues/${queue.name}/workers`]) {
+          const res = await send(base, path, auth);
+          const body = await res.text();
+          expect([path, res.status]).toEqual([path, 403]);
+          expect(body).not.toMatch(/version|connected|127\.0\.0\.1/);
+        }
+        // The operators' API stays closed to viewers.
+        expect((await send(base, "/queues/api/redis/stats", auth)).status).toBe(403);
+        const listing = await send(base, "/queues/readonly/api/queues", auth);
+        expect(listing.status).toBe(200);
+        expect(await listing.text()).not.toContain("127.0.0.1:");
+      }
+      const page = await (await send(base, "/queues/readonly/", { jar: viewer })).text();
+      expect(page).toContain('"hideRedisDetails":true');
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
   });
 
   it("lists at most 300 jobs on a board page (a larger jobsPerPage is refused, not built) and no queue key as a job", async () => {
