@@ -1,3 +1,4 @@
+import { BlockList } from "node:net";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import { createPool } from "@fleet/db/pool";
@@ -50,7 +51,7 @@ describe("callbackUrl of a cancelled operation", () => {
     const db = createPool({ connectionString: fx.db.url });
     try {
       await fireMissedCallbacks(db);
-      const settings = { allowedUrls: [`${base}/hooks`], secret: "s".repeat(32), jobUrls: new Map(), maxAttempts: 3, backoffMs: [100], timeoutMs: 5_000 };
+      const settings = { allowedUrls: [`${base}/hooks`], secret: "s".repeat(32), jobUrls: new Map(), maxAttempts: 3, backoffMs: [100], timeoutMs: 5_000, privateNetworks: new BlockList() };
       await sendWebhooks({ db, settings, log: createLogger({ name: "test", LOG_LEVEL: "error", LOG_FORMAT: "json" } as never), signal: new AbortController().signal });
       const { rows } = await db.query<{ fired_at: Date | null }>(`SELECT fired_at FROM operation_callbacks WHERE operation_id = $1`, [id]);
       // The operation is over (its history says REMOVED); the callback must not wait forever.

@@ -1,3 +1,4 @@
+import { BlockList } from "node:net";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -123,7 +124,7 @@ describe("operations API: requests made while a keep-last job runs", () => {
     // Both callbacks were registered under that id and fire now that it has ended (what
     // webhook-send does each minute: the backstop, then a round of deliveries).
     await fireMissedCallbacks(db);
-    const settings = { allowedUrls: [`${base}/hooks`], secret: "s".repeat(32), jobUrls: new Map(), maxAttempts: 3, backoffMs: [100], timeoutMs: 5_000 };
+    const settings = { allowedUrls: [`${base}/hooks`], secret: "s".repeat(32), jobUrls: new Map(), maxAttempts: 3, backoffMs: [100], timeoutMs: 5_000, privateNetworks: new BlockList() };
     await sendWebhooks({ db, settings, log: createLogger({ name: "test", LOG_LEVEL: "error", LOG_FORMAT: "json" } as never), signal: new AbortController().signal });
     const callbacks = await db.query<{ url: string; fired: boolean }>(`SELECT url, fired_at IS NOT NULL AS fired FROM operation_callbacks WHERE operation_id = $1 ORDER BY id`, [answerA.id]);
     expect(callbacks.rows).toEqual([

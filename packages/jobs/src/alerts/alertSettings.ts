@@ -2,6 +2,9 @@ import { z } from "zod";
 import { envDuration, envDurationList, envInt, envList } from "@fleet/core/config";
 import { ConfigError } from "@fleet/core/errors";
 import { secret } from "@fleet/core/secretFiles";
+import type { BlockList } from "node:net";
+import { parsePrivateNetworks } from "../webhooks/webhookAddress";
+import { webhookNetworkFields } from "../webhooks/webhookSettings";
 
 /** The events an alert is raised for (issue 13). */
 export const ALERT_EVENTS = ["breaker-opened", "breaker-closed", "run-finished", "failures", "window-closing", "no-worker"] as const;
@@ -23,6 +26,7 @@ export const alertFields = {
   ALERT_CHECK_INTERVAL: envDuration("30s").describe("How often the scheduler checks the alert conditions and retries alert webhooks"),
   ALERT_WEBHOOK_ATTEMPTS: envInt(5, 1, 100).describe("Tries of one alert webhook before it is given up"),
   ALERT_WEBHOOK_BACKOFF: envDurationList("10s,1m,5m").describe("Delays between tries of an alert webhook; the last repeats"),
+  ...webhookNetworkFields,
 };
 
 export type AlertConfig = z.output<z.ZodObject<typeof alertFields>>;
@@ -39,6 +43,8 @@ export interface AlertSettings {
   checkIntervalMs: number;
   webhookAttempts: number;
   webhookBackoffMs: readonly number[];
+  /** Internal addresses the alert webhook may reach by name (WEBHOOK_PRIVATE_NETWORKS; see webhookAddress.ts). */
+  privateNetworks: BlockList;
 }
 
 export function toAlertSettings(c: AlertConfig, operators: readonly string[] = []): AlertSettings {
@@ -62,6 +68,8 @@ export function toAlertSettings(c: AlertConfig, operators: readonly string[] = [
     if (!m) issues.push(`ALERT_FAILURE_THRESHOLD: "${part}" is not N or category=N`);
     else thresholds.set(m[1] ?? "*", Number(m[2]));
   }
+  const { networks: privateNetworks, issues: networkIssues } = parsePrivateNetworks(c.WEBHOOK_PRIVATE_NETWORKS ?? []);
+  issues.push(...networkIssues);
   if (issues.length > 0) throw new ConfigError(issues);
   const fallback = thresholds.get("*") ?? Number.POSITIVE_INFINITY;
   return {
@@ -76,5 +84,6 @@ export function toAlertSettings(c: AlertConfig, operators: readonly string[] = [
     checkIntervalMs: c.ALERT_CHECK_INTERVAL,
     webhookAttempts: c.ALERT_WEBHOOK_ATTEMPTS,
     webhookBackoffMs: c.ALERT_WEBHOOK_BACKOFF,
+    privateNetworks,
   };
 }

@@ -9,6 +9,8 @@ import { alertExists, alertFigures, claimAlertWebhooks, noWorkerSince, openBreak
 import type { AlertFigures, AlertWebhook } from "@fleet/db/sql/alerts";
 import { enqueueNotifications } from "@fleet/db/sql/notifications";
 import type { FleetJobs } from "../jobRegistry";
+import { postPinned, systemLookup, webhookAddress } from "../webhooks/webhookAddress";
+import type { HostLookup } from "../webhooks/webhookAddress";
 import type { AlertChannel, AlertEvent, AlertSettings } from "./alertSettings";
 
 /**
@@ -35,6 +37,8 @@ export interface AlertWatchOptions {
   settings: AlertSettings;
   log: Logger;
   now?: () => Date;
+  /** The resolver of the webhook's host (tests inject one; see webhookAddress.ts). */
+  lookup?: HostLookup;
 }
 
 interface Candidate {
@@ -181,19 +185,24 @@ export class AlertWatch {
       due.map(async (a: AlertWebhook) => {
         let error: string | null = null;
         try {
-          const res = await fetch(url, {
-            method: "POST",
-            headers: { "content-type": "application/json", "user-agent": "fleet-alerts", "x-fleet-event": `alert.${a.event}`, "x-fleet-alert": String(a.id) },
-            // `text` is what Slack, Mattermost and Teams incoming webhooks show; the rest is for machines.
-            body: JSON.stringify({ text: `Fleet alert: ${a.summary}`, event: a.event, summary: a.summary, details: a.details, raisedAt: a.createdAt.toISOString(), alertId: a.id }),
-            redirect: "manual",
-            signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
-          });
-          if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
-          await res.text().catch(() => "");
+          // Resolved once and connected to the address checked, as completion webhooks are: a
+          // name whose record now points inside (169.254.169.254) is refused (webhookAddress.ts).
+          const target = await webhookAddress(new URL(url), { lookup: this.options.lookup ?? systemLookup, privateNetworks: settings.privateNetworks });
+          if ("refused" in target) {
+            error = `refused: ${target.refused}`;
+          } else {
+            const res = await postPinned(new URL(url), target, {
+              headers: { "content-type": "application/json", "user-agent": "fleet-alerts", "x-fleet-event": `alert.${a.event}`, "x-fleet-alert": String(a.id) },
+              // `text` is what Slack, Mattermost and Teams incoming webhooks show; the rest is for machines.
+              body: JSON.stringify({ text: `Fleet alert: ${a.summary}`, event: a.event, summary: a.summary, details: a.details, raisedAt: a.createdAt.toISOString(), alertId: a.id }),
+              signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+              maxChars: 0,
+            });
+            if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;
+          }
         } catch (err) {
-          const e = err as Error & { cause?: { code?: string } };
-          error = `${e.cause?.code ?? e.name}: ${e.message}`;
+          const e = err as Error & { code?: string; cause?: { code?: string } };
+          error = `${e.code ?? e.cause?.code ?? e.name}: ${e.message}`;
         }
         const nextAt = error === null || a.attempts >= settings.webhookAttempts ? null : new Date(Date.now() + backoffDelay(a.attempts, settings.webhookBackoffMs, 0.1));
         await recordAlertWebhook(db, a.id, { sent: error === null, error, nextAt });

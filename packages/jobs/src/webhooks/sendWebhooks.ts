@@ -4,6 +4,8 @@ import { SIGNATURE_HEADER, TIMESTAMP_HEADER, displayUrl, signWebhook, webhookUrl
 import type { Queryable } from "@fleet/db/pool";
 import { claimDueWebhooks, recordWebhookAttempt } from "@fleet/db/sql/webhooks";
 import type { ClaimedWebhook } from "@fleet/db/sql/webhooks";
+import { postPinned, systemLookup, webhookAddress } from "./webhookAddress";
+import type { HostLookup } from "./webhookAddress";
 import type { WebhookSettings } from "./webhookSettings";
 
 export interface WebhookRound {
@@ -24,9 +26,13 @@ const MAX_ANSWER_CHARS = 300;
  * history. 2xx is delivered; anything else (no answer, timeout, 4xx, 5xx) is tried again after
  * WEBHOOK_BACKOFF until WEBHOOK_MAX_ATTEMPTS. A URL no longer in the allow-list is given up.
  * At-least-once: a crash between the receiver's 2xx and the SENT update sends it again.
+ * Each attempt resolves the host once and connects to that address, refused when it is
+ * internal and not in WEBHOOK_PRIVATE_NETWORKS (a failed attempt: webhookAddress.ts).
+ * `lookup` is the resolver (tests inject one).
  */
-export async function sendWebhooks(options: { db: Queryable; settings: WebhookSettings; log: Logger; signal: AbortSignal }): Promise<WebhookRound> {
+export async function sendWebhooks(options: { db: Queryable; settings: WebhookSettings; log: Logger; signal: AbortSignal; lookup?: HostLookup }): Promise<WebhookRound> {
   const { db, settings, log, signal } = options;
+  const lookup = options.lookup ?? systemLookup;
   const round: WebhookRound = { claimed: 0, sent: 0, retryLater: 0, gaveUp: 0 };
   // One batch per round: the job runs rounds while deliveries are due, so a delivery that comes
   // due again during a round (a short backoff) is tried in the next one, not twice in this one.
@@ -52,26 +58,30 @@ export async function sendWebhooks(options: { db: Queryable; settings: WebhookSe
     let httpStatus: number | null = null;
     let error: string | null = null;
     try {
-      const res = await fetch(w.url, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          "user-agent": "fleet-webhooks",
-          "x-fleet-event": String((w.body as { event?: unknown }).event ?? "operation.finished"),
-          "x-fleet-delivery": String(w.id),
-          [TIMESTAMP_HEADER]: String(timestamp),
-          [SIGNATURE_HEADER]: signWebhook(settings.secret, timestamp, body),
-        },
-        body,
-        redirect: "manual",
-        signal: AbortSignal.any([signal, AbortSignal.timeout(settings.timeoutMs)]),
-      });
-      httpStatus = res.status;
-      const answer = (await res.text().catch(() => "")).slice(0, MAX_ANSWER_CHARS);
-      if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}${answer ? `: ${answer}` : ""}`;
+      const url = new URL(w.url);
+      const target = await webhookAddress(url, { lookup, privateNetworks: settings.privateNetworks });
+      if ("refused" in target) {
+        error = `refused: ${target.refused}`;
+      } else {
+        const res = await postPinned(url, target, {
+          headers: {
+            "content-type": "application/json",
+            "user-agent": "fleet-webhooks",
+            "x-fleet-event": String((w.body as { event?: unknown }).event ?? "operation.finished"),
+            "x-fleet-delivery": String(w.id),
+            [TIMESTAMP_HEADER]: String(timestamp),
+            [SIGNATURE_HEADER]: signWebhook(settings.secret, timestamp, body),
+          },
+          body,
+          signal: AbortSignal.any([signal, AbortSignal.timeout(settings.timeoutMs)]),
+          maxChars: MAX_ANSWER_CHARS,
+        });
+        httpStatus = res.status;
+        if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}${res.text ? `: ${res.text}` : ""}`;
+      }
     } catch (err) {
-      const e = err as Error & { cause?: { code?: string; message?: string } };
-      error = e.name === "TimeoutError" ? `no answer within ${settings.timeoutMs} ms` : `${e.cause?.code ?? e.name}: ${e.cause?.message ?? e.message}`;
+      const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
+      error = e.name === "TimeoutError" ? `no answer within ${settings.timeoutMs} ms` : `${e.code ?? e.cause?.code ?? e.name}: ${e.cause?.message ?? e.message}`;
     }
     if (error === null) {
       await recordWebhookAttempt(db, w, { sent: true, httpStatus, error: null, nextAttemptAt: null, message: `webhook ${where}: attempt ${w.attempts} delivered (HTTP ${httpStatus})` });
