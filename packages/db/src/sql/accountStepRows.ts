@@ -9,11 +9,14 @@ import type { DbPool } from "../pool";
  * here, and a job re-derived after a Redis loss resumes from it. RUNNING and POLLING rows hold
  * one of their server's concurrency slots.
  *
- * A RUNNING row has an owner lease (lease_owner, lease_at): the run that is running the step's
- * command renews it while the command runs. Another run of the step (a job re-derived after a
- * Redis loss, a stalled job handed on) runs the command only once the lease is stale — its
- * owner died — never at the same time as a live one (claimRunningStep). Every move out of
- * RUNNING clears it.
+ * A row has an owner lease (lease_owner, lease_at) while a run does remote work for it: the
+ * step's command (RUNNING), a status check (POLLING), or the cancel of a command left on the
+ * server the step moves away from (WAITING with started_on). The owner renews it while that
+ * work runs. Another run of the step (a job re-derived after a Redis loss, a stalled job handed
+ * on) does that work only once the lease is stale — its owner died or froze — never at the same
+ * time as a live one (claimStepLease). What the owner's work decides is recorded only while it
+ * still owns the row (lockOwnedStep, ownedStartedOnClear): a run whose lease was taken over
+ * records nothing. Every move out of RUNNING clears it.
  */
 
 export type StepPhase = "WAITING" | "RUNNING" | "POLLING" | "DONE" | "FAILED" | "CANCELLED" | "SKIPPED";
@@ -75,12 +78,17 @@ export async function setWaiting(db: Queryable, key: StepKey, waitingFor: string
   );
 }
 
+/** The lease is free for run $5 (none, its own, or stale: older than $6 ms by the database's clock). */
+const FREE_FOR_OWNER = `(lease_owner IS NULL OR lease_owner = $5 OR lease_at IS NULL OR lease_at < now() - make_interval(secs => $6::float8 / 1000))`;
+
 /**
  * Takes one of `server`'s slots for this step (WAITING → RUNNING, attempt + 1) if fewer than
  * `limit` steps are RUNNING or POLLING there. Counting and taking happen under a transaction
- * advisory lock per server, so two workers cannot both take the last slot.
+ * advisory lock per server, so two workers cannot both take the last slot. Not while another
+ * run holds a fresh lease on the waiting row (it is cancelling the command left on the server
+ * the step moves away from: the step starts only after that cancel).
  */
-export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: number, owner: string): Promise<{ taken: true; attempt: number } | { taken: false; busy: number }> {
+export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: number, owner: string, staleAfterMs: number): Promise<{ taken: true; attempt: number } | { taken: false; busy: number }> {
   return inTransaction(db, async (tx) => {
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext('fleet:server-slots:' || $1))`, [server]);
     const { rows: busy } = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM account_step WHERE server = $1 AND phase IN ('RUNNING', 'POLLING')`, [server]);
@@ -89,36 +97,40 @@ export async function takeSlot(db: DbPool, key: StepKey, server: string, limit: 
     const { rows } = await tx.query<{ attempt: number }>(
       `UPDATE account_step SET phase = 'RUNNING', server = $4, started_on = $4, attempt = attempt + 1, started_at = coalesce(started_at, now()), waiting_for = NULL,
          next_check_at = NULL, deadline_at = NULL, lease_owner = $5, lease_at = now(), updated_at = now()
-       WHERE ${KEY} AND phase = 'WAITING' RETURNING attempt`,
-      [...keyArgs(key), server, owner],
+       WHERE ${KEY} AND phase = 'WAITING' AND ${FREE_FOR_OWNER}
+       RETURNING attempt`,
+      [...keyArgs(key), server, owner, staleAfterMs],
     );
     if (!rows[0]) return { taken: false as const, busy: n };
     return { taken: true as const, attempt: rows[0].attempt };
   });
 }
 
-/** Whether a run may run a RUNNING step's command: see claimRunningStep. */
+/** Whether a run may do the remote work of a step in `phase`: see claimStepLease. */
 export type LeaseClaim =
   | { claimed: true; takenOverFrom?: { owner: string; leaseAt: Date | null } }
   | { claimed: false; phase: StepPhase | undefined; owner: string | null; leaseAt: Date | null; staleInMs: number };
 
 /**
- * A run found the step RUNNING (its command started by an earlier run): it becomes the row's
- * owner if no other run holds a fresh lease — none is recorded (a row from before leases, a
- * run that stopped), or the owner's last renewal is older than `staleAfterMs` (its worker
- * died: the command runs again, at least once). Otherwise the owner is alive and its command
- * may still be running: not claimed, with how long until the lease would be stale, by the
- * database's clock (the one that wrote it). The row locked first, so of two claimants one wins.
+ * A run is about to do remote work for a step in `phase` — run the command of a RUNNING step
+ * an earlier run started, a status check of a POLLING one, the cancel of the command a WAITING
+ * one left on `startedOn`: it becomes the row's owner if no other run holds a fresh lease —
+ * none is recorded (a row from before leases, a run that stopped), or the owner's last renewal
+ * is older than `staleAfterMs` (its worker died or froze: the work runs again, at least once).
+ * Otherwise the owner is alive and its work may still be running: not claimed, with how long
+ * until the lease would be stale, by the database's clock (the one that wrote it). The row
+ * locked first, so of two claimants one wins. Not claimed either when the row left `phase` (or,
+ * for a cancel, its started_on changed) meanwhile.
  */
-export async function claimRunningStep(db: Queryable, key: StepKey, owner: string, staleAfterMs: number): Promise<LeaseClaim> {
+export async function claimStepLease(db: Queryable, key: StepKey, owner: string, staleAfterMs: number, phase: "RUNNING" | "POLLING" | "WAITING", startedOn?: string): Promise<LeaseClaim> {
   const { rows } = await db.query<{ previousOwner: string | null; previousAt: Date | null }>(
     `WITH prev AS (SELECT id, lease_owner, lease_at FROM account_step WHERE ${KEY} FOR UPDATE)
-     UPDATE account_step s SET lease_owner = $4, lease_at = now(), updated_at = now()
+     UPDATE account_step s SET lease_owner = $5, lease_at = now(), updated_at = now()
        FROM prev
-      WHERE s.id = prev.id AND s.phase = 'RUNNING'
-        AND (s.lease_owner IS NULL OR s.lease_owner = $4 OR s.lease_at IS NULL OR s.lease_at < now() - make_interval(secs => $5::float8 / 1000))
+      WHERE s.id = prev.id AND s.phase = $4 AND ($7::text IS NULL OR s.started_on = $7)
+        AND (s.lease_owner IS NULL OR s.lease_owner = $5 OR s.lease_at IS NULL OR s.lease_at < now() - make_interval(secs => $6::float8 / 1000))
       RETURNING prev.lease_owner AS "previousOwner", prev.lease_at AS "previousAt"`,
-    [...keyArgs(key), owner, staleAfterMs],
+    [...keyArgs(key), phase, owner, staleAfterMs, startedOn ?? null],
   );
   if (rows[0]) {
     const { previousOwner, previousAt } = rows[0];
@@ -134,20 +146,38 @@ export async function claimRunningStep(db: Queryable, key: StepKey, owner: strin
   return { claimed: false, phase: c?.phase, owner: c?.owner ?? null, leaseAt: c?.leaseAt ?? null, staleInMs: c?.staleInMs ?? 0 };
 }
 
+/** A run found the step RUNNING (its command started by an earlier run): claimStepLease. */
+export function claimRunningStep(db: Queryable, key: StepKey, owner: string, staleAfterMs: number): Promise<LeaseClaim> {
+  return claimStepLease(db, key, owner, staleAfterMs, "RUNNING");
+}
+
 /**
- * The owner's heartbeat while its command runs. "held": renewed; "taken": another run took the
- * step over (this one's renewals stopped for longer than the lease: a frozen process, a
- * database it could not reach) and runs the command itself; "gone": the row left RUNNING
- * (cancelled, failed for good) — what ends this run is decided elsewhere (its cancel signal).
+ * The owner's heartbeat while its work runs. "held": renewed; "taken": the row is still open
+ * but no longer this run's — another run took it over (this one's renewals stopped for longer
+ * than the lease: a frozen process, a database it could not reach) and does the work itself, or
+ * released it after doing so; "gone": the row was finished (cancelled, failed for good) — what
+ * ends this run is decided elsewhere (its cancel signal). Only the owner renews: a run whose
+ * lease another run held meanwhile never takes it back by renewing (found by probing: a frozen
+ * status check resumed after the new owner released the row renewed it, and recorded).
  */
 export async function renewStepLease(db: Queryable, key: StepKey, owner: string): Promise<"held" | "taken" | "gone"> {
   const { rowCount } = await db.query(
-    `UPDATE account_step SET lease_owner = $4, lease_at = now() WHERE ${KEY} AND phase = 'RUNNING' AND (lease_owner = $4 OR lease_owner IS NULL)`,
+    `UPDATE account_step SET lease_at = now() WHERE ${KEY} AND phase IN ('WAITING', 'RUNNING', 'POLLING') AND lease_owner = $4`,
     [...keyArgs(key), owner],
   );
   if ((rowCount ?? 0) > 0) return "held";
-  const { rows } = await db.query<{ phase: string; owner: string | null }>(`SELECT phase, lease_owner AS owner FROM account_step WHERE ${KEY}`, keyArgs(key));
-  return rows[0]?.phase === "RUNNING" && rows[0].owner !== null && rows[0].owner !== owner ? "taken" : "gone";
+  const { rows } = await db.query<{ phase: string }>(`SELECT phase FROM account_step WHERE ${KEY}`, keyArgs(key));
+  return ["WAITING", "RUNNING", "POLLING"].includes(rows[0]?.phase ?? "") ? "taken" : "gone";
+}
+
+/**
+ * The fence of an owner's outcome: locks the step's row if `owner` still owns it (in a
+ * transaction: a takeover waits for its commit, and then finds the outcome). False when another
+ * run took it over, or it was finished meanwhile: this run must record nothing.
+ */
+export async function lockOwnedStep(tx: Queryable, key: StepKey, owner: string): Promise<boolean> {
+  const { rowCount } = await tx.query(`SELECT 1 FROM account_step WHERE ${KEY} AND lease_owner = $4 AND phase IN ('WAITING', 'RUNNING', 'POLLING') FOR UPDATE`, [...keyArgs(key), owner]);
+  return (rowCount ?? 0) > 0;
 }
 
 /** The run stops without running (or finishing) the command: the next run may take the step at once. */
@@ -219,6 +249,22 @@ export async function closeOpenSteps(db: Queryable, accountIds: readonly number[
 /** The command left on `startedOn` was cancelled there (or cannot be): the step may start elsewhere. */
 export async function clearStartedOn(db: Queryable, key: StepKey): Promise<void> {
   await db.query(`UPDATE account_step SET started_on = NULL, updated_at = now() WHERE ${KEY}`, keyArgs(key));
+}
+
+/**
+ * The cancel of the command left on `from` ran, by `owner`, which still owns the waiting row:
+ * the step may start elsewhere. False when another run took the cancel over meanwhile (this
+ * run froze past its lease), or started_on changed: this run records nothing — a stale run
+ * clearing started_on after the step started on its new server would lose the cancel owed
+ * there (found by probing).
+ */
+export async function ownedStartedOnClear(db: Queryable, key: StepKey, owner: string, from: string): Promise<boolean> {
+  const { rowCount } = await db.query(`UPDATE account_step SET started_on = NULL, updated_at = now() WHERE ${KEY} AND lease_owner = $4 AND started_on = $5 AND phase = 'WAITING'`, [
+    ...keyArgs(key),
+    owner,
+    from,
+  ]);
+  return (rowCount ?? 0) > 0;
 }
 
 export async function recordCancelOutcome(db: Queryable, key: StepKey, state: "DONE" | "FAILED", output: string): Promise<void> {
