@@ -246,6 +246,16 @@ export async function closeOpenSteps(db: Queryable, accountIds: readonly number[
   return rows.filter((r) => r.cancelState === "PENDING" || r.cancelState === "NONE");
 }
 
+/**
+ * A try that met a server fault (the server could not be reached or used: no result came back)
+ * does not count against the step's retries (`retry.attempts`): takeSlot counted it when it
+ * started. The server's outage is bounded by ACCOUNTS_HOLD_MAX instead (the account is held,
+ * then postponed), as a link fault never spends a file job's attempts.
+ */
+export async function returnAttempt(db: Queryable, key: StepKey): Promise<void> {
+  await db.query(`UPDATE account_step SET attempt = greatest(attempt - 1, 0), updated_at = now() WHERE ${KEY}`, keyArgs(key));
+}
+
 /** The command left on `startedOn` was cancelled there (or cannot be): the step may start elsewhere. */
 export async function clearStartedOn(db: Queryable, key: StepKey): Promise<void> {
   await db.query(`UPDATE account_step SET started_on = NULL, updated_at = now() WHERE ${KEY}`, keyArgs(key));

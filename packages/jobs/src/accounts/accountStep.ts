@@ -6,7 +6,7 @@ import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import { classifyError, describe } from "@fleet/core/classifyError";
 import { accountInBatch, batchById } from "@fleet/db/sql/accountBatches";
-import { backToWaiting, claimRunningStep, claimStepLease, clearStartedOn, ensureStepRow, finishStepRow, lockOwnedStep, markCancelPending, markOwedCancel, ownedStartedOnClear, recordCheck, releaseStepLease, renewStepLease, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
+import { backToWaiting, claimRunningStep, claimStepLease, clearStartedOn, ensureStepRow, finishStepRow, lockOwnedStep, markCancelPending, markOwedCancel, ownedStartedOnClear, recordCheck, releaseStepLease, renewStepLease, returnAttempt, setWaiting, startPolling, takeSlot } from "@fleet/db/sql/accountStepRows";
 import type { LeaseClaim, StepRow } from "@fleet/db/sql/accountStepRows";
 import { beginStep, completeStep, failAccount, holdAccount, setAssignmentState, unstartAssignment } from "@fleet/db/sql/accountSteps";
 import { claimProbe, recordServerFault, recordServerSuccess, serverHealth, setServerStatus } from "@fleet/db/sql/migrationServers";
@@ -553,6 +553,9 @@ async function attemptFailed(s: StepScope, err: unknown, serverName: string, att
   if (fault) {
     const held = await asOwner(s, run, async (tx) => {
       await backToWaiting(tx, s.key, `server ${serverName}: ${fault.category}`, { message: describe(err), category: fault.category });
+      // The server's fault, not the step's: no retry of the step is used up (found by review:
+      // with retry.attempts 2, a server fault then one real retryable failure failed the account).
+      await returnAttempt(tx, s.key);
       if (unstartedAssignment !== undefined) {
         // Nothing ran (a server fault carries no result) and no earlier attempt left a command
         // there: the step has not started on the server, so once its breaker opens serverGate may
