@@ -107,18 +107,37 @@ async function runs(): Promise<Record<string, Run[]>> {
   return out;
 }
 
-/** Pairs of runs of the same account whose [start, end] overlap (an unfinished run lasts until now). */
+/**
+ * Pairs of runs of the same account whose [start, end] overlap (an unfinished run lasts until
+ * now, or until deathOf() saw its process gone: a run killed with its connection writes no end).
+ */
 function overlapping(all: Record<string, Run[]>): string[] {
   const found: string[] = [];
   for (const [id, list] of Object.entries(all)) {
     for (let i = 0; i < list.length; i++) {
       for (let j = i + 1; j < list.length; j++) {
         const a = list[i]!, b = list[j]!;
-        if (a.start < (b.end ?? Infinity) && b.start < (a.end ?? Infinity)) found.push(`${id}: pid ${a.pid} and pid ${b.pid}`);
+        if (a.start < (b.end ?? diedAt[b.pid] ?? Infinity) && b.start < (a.end ?? diedAt[a.pid] ?? Infinity)) found.push(`${id}: pid ${a.pid} and pid ${b.pid}`);
       }
     }
   }
   return found;
+}
+
+/** When deathOf() saw each run's process gone, by pid (the runs file spans this file's tests). */
+const diedAt: Record<string, number> = {};
+
+/** Waits until the run's process is gone: a worker's SIGKILL drops its connection, and the command's watchdog kills it. */
+async function deathOf(run: Run): Promise<void> {
+  const alive = (): boolean => {
+    try {
+      process.kill(Number(run.pid), 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  diedAt[run.pid] = await waitFor(async () => (alive() ? undefined : Date.now()), 20_000, `run ${run.pid} of ${run.id} to die with its connection`);
 }
 
 const batchOf = async (x: PipelineHarness) => (await x.runtime.db.query<{ status: string; finished_at: Date | null }>(`SELECT status, finished_at FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0];
@@ -219,7 +238,8 @@ describe("the owner lease of a running step", () => {
     a.child.kill("SIGKILL");
     await a.exited;
     const killedAt = Date.now();
-    // The command it left behind ends (in real life a tool that outlives its SSH session).
+    // The command dies with the connection (it used to run on, orphaned, until it ended).
+    await deathOf((await runs()).lk1![0]!);
     await rm(join(site.state, "hang-lk1"));
     const b = spawnCompiledWorker(site.dir, env, children);
     await b.started;
@@ -272,6 +292,7 @@ describe("the owner lease of a running step", () => {
     a.child.kill("SIGKILL");
     await a.exited;
     const killedAt = Date.now();
+    await deathOf((await runs()).lfk1![0]!);
     await rm(join(site.state, "hang-lfk1"));
     const b = spawnCompiledWorker(site.dir, env, children);
     await b.started;

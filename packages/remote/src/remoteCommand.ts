@@ -21,6 +21,13 @@ import type { SshTarget } from "./sshTarget";
  * command line first reports its PID on stderr (a marker line, removed from the captured
  * output); to stop it we send SIGKILL through the channel and also run
  * `kill -s KILL -- -PID` on the same connection, which kills its whole process group.
+ *
+ * A connection that drops (the worker SIGKILLed, its host gone) stops no one: without a pty
+ * sshd signals nothing, so the command ran on to its end while the job, redelivered, ran it a
+ * second time beside it (found by the fault probe: SIGKILL mid-command, 11 s of two runs at
+ * once, the first one recorded nowhere). So the command runs in the background of a shell
+ * whose watchdog reads the channel's stdin, which we never write to nor close: sshd closes it
+ * only when the connection is gone, and the watchdog then kills the whole process group.
  */
 
 export interface RemoteCommandOptions {
@@ -86,7 +93,7 @@ export async function runRemoteCommand(
   if (!(options.timeoutMs > 0)) throw new PermanentError("invalid-payload", "remote command timeoutMs must be positive");
   const line = commandLineOf(command);
   const token = randomBytes(6).toString("hex");
-  const full = `printf 'fleet-pid-${token} %s\\n' "$$" >&2; ${exportsOf(options.env)}${line}`;
+  const full = guardedCommandLine(token, `${exportsOf(options.env)}${line}`);
   const describe = `remote command ${options.label ?? commandNameOf(command)} on ${targetLabel(target)}`;
   if (options.signal?.aborted) throw new RetryableError("interrupted", `${describe}: aborted before it started`);
   const client = await connectSsh(target, options.signal);
@@ -96,6 +103,24 @@ export async function runRemoteCommand(
     client.end();
     setTimeout(() => client.destroy(), 1000).unref();
   }
+}
+
+/**
+ * The line sshd's shell runs: the PID marker, then `line` in the background (stdin /dev/null:
+ * Fleet never sends input) while a watchdog waits for the channel's stdin to end, which only
+ * a lost connection does, and then kills the process group. The shell exits with the
+ * command's status (a command killed by a signal: 128 + its number), the watchdog killed.
+ * `line` ends with a newline of its own before `}` so a trailing comment or here-document in a
+ * template stays closed.
+ */
+function guardedCommandLine(token: string, line: string): string {
+  return [
+    `printf 'fleet-pid-${token} %s\\n' "$$" >&2; exec 3<&0 </dev/null`,
+    `{ ${line}`,
+    `} 3<&- & fleet_command=$!`,
+    `{ while read -r fleet_line <&3; do :; done; kill -s KILL -- -$$; } >/dev/null 2>&1 & fleet_watchdog=$!`,
+    `exec 3<&-; wait "$fleet_command"; fleet_status=$?; kill -s KILL "$fleet_watchdog" 2>/dev/null; exit "$fleet_status"`,
+  ].join("\n");
 }
 
 function exportsOf(env: Record<string, string> | undefined): string {

@@ -1,0 +1,89 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startSshServer } from "@fleet/testing/sshServer";
+import type { SshServer } from "@fleet/testing/sshServer";
+import { createWorkerFixture } from "./workerFixture";
+import type { WorkerFixture } from "./workerFixture";
+
+/**
+ * A remote-command job whose worker is SIGKILLed while its command runs on a real sshd. The
+ * connection drops with the worker; the command must die with it, before BullMQ hands the
+ * job to another worker: two runs of a command never overlap, and none runs on unwatched
+ * (found by the fault probe: the first run went on to its end, 11 s of it beside the second).
+ */
+
+describe("remote command, its worker SIGKILLed mid-command", () => {
+  let ssh: SshServer;
+  let dir: string;
+  let fx: WorkerFixture;
+  let runs: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "fleet-remote-killed-"));
+    runs = join(dir, "runs.log");
+    // The first run lasts a minute; any later run of the same job one second. Each records
+    // its start and end, and its PID where the test can see whether it still lives.
+    ssh = await startSshServer({
+      fixtures: {
+        "fleet-long-export": [
+          "#!/bin/sh",
+          `if [ -e ${dir}/first.pid ]; then secs=1; else echo $$ > ${dir}/first.pid; secs=60; fi`,
+          `echo "start $$" >> ${runs}`,
+          'sleep "$secs"',
+          `echo "end $$" >> ${runs}`,
+        ].join("\n"),
+      },
+    });
+    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
+    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
+    await writeFile(
+      join(dir, "servers.yaml"),
+      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 2m\n    commands:\n      export: fleet-long-export {project}\n`,
+    );
+    fx = await createWorkerFixture("remote-killed", { SSH_SERVERS_FILE: join(dir, "servers.yaml"), WORKER_QUEUES: "remote" });
+    await mkdir(fx.sourceDir, { recursive: true });
+    await mkdir(fx.destDir, { recursive: true });
+  }, 60_000);
+  afterAll(async () => {
+    await fx?.close();
+    await ssh?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it("kills the command with the connection; the redelivered job runs it again alone", async () => {
+    const a = fx.spawnWorker("A");
+    await a.started();
+    const job = await fx.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project: "p1" } });
+    const first = await fx.waitFor(async () => Number(await readFile(join(dir, "first.pid"), "utf8").catch(() => "")) || undefined, 30_000, "the command to start");
+
+    a.signal("SIGKILL");
+    await a.exited;
+    // The connection is gone: sshd closes the command's stdin, and its watchdog kills it. The
+    // job comes back after LOCK_DURATION + STALLED_INTERVAL (3 s here, 40 s by default).
+    await fx.waitFor(async () => !alive(first), 20_000, `the first run (pid ${first}) to die with its connection`, 100);
+    expect((await readFile(runs, "utf8")).trim().split("\n")).toEqual([`start ${first}`]);
+
+    const b = fx.spawnWorker("B");
+    await b.started();
+    const done = await fx.waitFor(async () => {
+      const state = await (await fx.runtime.deps.jobs.queue("remote").getJob(job.id!))?.getState();
+      return state === "completed" || state === "failed" ? state : undefined;
+    }, 60_000, "the redelivered job to finish");
+    expect(done).toBe("completed");
+    const lines = (await readFile(runs, "utf8")).trim().split("\n");
+    expect(lines).toEqual([`start ${first}`, expect.stringMatching(/^start \d+$/), expect.stringMatching(/^end \d+$/)]);
+    expect(lines[1]!.slice(6)).toBe(lines[2]!.slice(4));
+    const log = await fx.runtime.db.query<{ level: string; message: string }>("SELECT level, message FROM migration_log WHERE subject = 'remote:nas1:export'");
+    expect(log.rows).toEqual([{ level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) }]);
+  });
+});
