@@ -1,7 +1,12 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { defineContract } from "@fleet/core/jobDefinition";
+import type { JobContext } from "@fleet/core/jobDefinition";
 import { classifyError, describe } from "@fleet/core/classifyError";
+import { RetryableError } from "@fleet/core/errors";
 import { writeLog } from "@fleet/db/sql/log";
+import type { LogEntry } from "@fleet/db/sql/log";
+import type { FleetDeps } from "../deps";
 import { QUEUES } from "../jobRegistry";
 import { defineFleetJob } from "../defineFleetJob";
 import type { RemoteRunResult } from "./remoteServers";
@@ -47,22 +52,46 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
   async handle(payload, ctx): Promise<RemoteRunResult> {
     const subject = `remote:${payload.server}:${payload.command}`;
     const job = `remote-command:${ctx.job.id ?? "?"}`;
+    let result: RemoteRunResult;
     try {
-      const result = await ctx.deps.remote.run(payload.server, payload.command, payload.values, {
+      result = await ctx.deps.remote.run(payload.server, payload.command, payload.values, {
         signal: ctx.signal,
         ...(payload.timeoutMs ? { timeoutMs: payload.timeoutMs } : {}),
       });
-      ctx.log.info({ server: payload.server, command: payload.command, exitCode: result.exitCode, durationMs: result.durationMs }, "remote command done");
-      await writeLog(ctx.deps.db, [
-        { level: "info", job, subject, message: `exit ${result.exitCode} in ${result.durationMs} ms`, details: { value: result.value ?? null, truncated: result.truncated } },
-      ]);
-      return result;
     } catch (err) {
       const error = classifyError(err);
-      await writeLog(ctx.deps.db, [
-        { level: "error", job, subject, message: describe(error), details: { category: error.category, retryable: error.retryable, attempt: ctx.job.attempt } },
-      ]).catch((logErr: unknown) => ctx.log.warn({ err: logErr }, "could not log the remote command's failure"));
+      await recordRun(ctx, { level: "error", job, subject, message: describe(error), details: { category: error.category, retryable: error.retryable, attempt: ctx.job.attempt } });
       throw error;
     }
+    ctx.log.info({ server: payload.server, command: payload.command, exitCode: result.exitCode, durationMs: result.durationMs }, "remote command done");
+    await recordRun(ctx, { level: "info", job, subject, message: `exit ${result.exitCode} in ${result.durationMs} ms`, details: { value: result.value ?? null, truncated: result.truncated } });
+    return result;
   },
 });
+
+/**
+ * The row of a run, written before the job ends. Nothing after a command that ran may throw a
+ * retryable error of its own: the job would run again, and so would the command (found by the
+ * fault probe: PostgreSQL down for 8 s as a 4 s export ended ran it three times, "database
+ * unavailable: job delayed, no attempt used" after each). So the row is tried again while the
+ * database is unavailable, every 0.5 s at first and 10 s at most, for as long as it takes; a
+ * job stopped meanwhile (shutdown, cancel) ends without it, the outcome in the worker's log
+ * (and, for a command that succeeded, the job's return value).
+ */
+async function recordRun(ctx: JobContext<FleetDeps>, row: LogEntry): Promise<void> {
+  for (let waitMs = 500, warned = false; ; waitMs = Math.min(waitMs * 2, 10_000)) {
+    try {
+      await writeLog(ctx.deps.db, [row]);
+      return;
+    } catch (err) {
+      const down = err instanceof RetryableError && err.category === "database";
+      if (!down || ctx.signal.aborted) {
+        ctx.log.error({ err, row }, "could not write the remote command's migration_log row (its outcome is in this line); the command is not run again for it");
+        return;
+      }
+      if (!warned) ctx.log.warn({ err }, "could not log the remote command's run: the database is unavailable; trying again until it answers");
+      warned = true;
+      await sleep(waitMs, undefined, { signal: ctx.signal }).catch(() => undefined);
+    }
+  }
+}
