@@ -3,8 +3,10 @@ import { z } from "zod";
 import { defineContract } from "@fleet/core/jobDefinition";
 import type { JobContext } from "@fleet/core/jobDefinition";
 import { classifyError, describe } from "@fleet/core/classifyError";
+import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
-import { writeLog } from "@fleet/db/sql/log";
+import type { FleetError } from "@fleet/core/errors";
+import { readLog, writeLog } from "@fleet/db/sql/log";
 import type { LogEntry } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
 import { QUEUES } from "../jobRegistry";
@@ -46,7 +48,8 @@ declare module "../jobRegistry" {
  * export, watch a sync, check free space. The payload names both and gives values for the
  * command's `{placeholders}` (each shell-quoted); it never carries a command line. The exit
  * is classified by the server's error patterns: permanent → failed at once, retryable → the
- * job's backoff. Every run, successful or not, leaves a migration_log row.
+ * job's backoff. A server that cannot be reached (nothing ran) is waited for, no attempt used.
+ * Every run, successful or not, and every wait leaves a migration_log row.
  */
 export const remoteCommand = defineFleetJob("remote-command", contract, {
   async handle(payload, ctx): Promise<RemoteRunResult> {
@@ -59,6 +62,8 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
         ...(payload.timeoutMs ? { timeoutMs: payload.timeoutMs } : {}),
       });
     } catch (err) {
+      const unreachable = serverUnreachable(err, ctx.signal);
+      if (unreachable) throw await waitForServer(ctx, payload.server, { job, subject }, unreachable);
       const error = classifyError(err);
       await recordRun(ctx, { level: "error", job, subject, message: describe(error), details: { category: error.category, retryable: error.retryable, attempt: ctx.job.attempt } });
       throw error;
@@ -68,6 +73,43 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
     return result;
   },
 });
+
+/** Failures to reach the server at all; never the command's own. */
+const UNREACHABLE_CATEGORIES = new Set(["network", "timeout", "unavailable"]);
+
+/**
+ * The error as the server being unreachable, nothing run (refused, unreachable, handshake timed
+ * out, the server refusing a session), or undefined. An error carrying the command's result (it
+ * ran: exited, timed out, or its connection dropped midway) is the run's own: a retry of it uses
+ * an attempt, as does a job stopped (interrupted).
+ */
+function serverUnreachable(err: unknown, signal: AbortSignal): FleetError | undefined {
+  const error = classifyError(err);
+  if (signal.aborted || !UNREACHABLE_CATEGORIES.has(error.category)) return undefined;
+  for (let current: unknown = err, depth = 0; current && depth < 6; current = (current as { cause?: unknown }).cause, depth++) {
+    if ((current as { result?: unknown }).result !== undefined) return undefined;
+  }
+  return error;
+}
+
+/**
+ * A server that cannot be reached is not the command's failure: the job waits for it without
+ * using an attempt, looking again after each delay of BREAKER_PROBE_SCHEDULE (the last repeats),
+ * for as long as the outage lasts, and says so in migration_log at each look. With the job's
+ * backoff instead (found by the fault probe) an sshd back after a minute was tried again only at
+ * the next step of BACKOFF_SCHEDULE (5 min, then 10, 30, 60), and an outage of ~1 h 45 min
+ * failed the job for good. The count of looks so far is the last log row of the job's.
+ */
+async function waitForServer(ctx: JobContext<FleetDeps>, server: string, row: { job: string; subject: string }, unreachable: FleetError): Promise<DelayJob> {
+  const [last] = await readLog(ctx.deps.db, { job: row.job, limit: 1 });
+  const waits = (typeof last?.details?.serverWaits === "number" ? last.details.serverWaits : 0) + 1;
+  const schedule = ctx.deps.settings.breakerProbeScheduleMs;
+  const delayMs = schedule[Math.min(waits, schedule.length) - 1] ?? 30_000;
+  const message = `server ${server} unreachable, nothing ran (${describe(unreachable)}): trying again in ${delayMs} ms, no attempt used`;
+  ctx.log.warn({ server, category: unreachable.category, waits, delayMs }, "remote command's server unreachable: waiting for it");
+  await writeLog(ctx.deps.db, [{ level: "warn", ...row, message, details: { category: unreachable.category, serverWaits: waits, attempt: ctx.job.attempt } }]);
+  return new DelayJob(new Date(Date.now() + delayMs), message);
+}
 
 /**
  * The row of a run, written before the job ends. Nothing after a command that ran may throw a

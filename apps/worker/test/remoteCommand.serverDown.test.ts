@@ -1,0 +1,79 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startSshServer } from "@fleet/testing/sshServer";
+import type { SshServer } from "@fleet/testing/sshServer";
+import { createWorkerFixture } from "./workerFixture";
+import type { WorkerFixture } from "./workerFixture";
+
+/**
+ * A remote-command job whose server (a real sshd) is down when it runs, and comes back. Nothing
+ * ran, so nothing failed: the job waits for the server without using an attempt, looking again
+ * on BREAKER_PROBE_SCHEDULE, and runs the command within a look of the server's return. With
+ * the job's backoff (here one step of an hour, two attempts) it had been tried again only an
+ * hour later, and failed for good the time after (found by the fault probe).
+ */
+describe("remote command, its server down and back", () => {
+  let ssh: SshServer;
+  let dir: string;
+  let fx: WorkerFixture;
+  let runs: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "fleet-remote-down-"));
+    runs = join(dir, "runs.log");
+    ssh = await startSshServer({ fixtures: { "fleet-export": `#!/bin/sh\necho "start $$" >> ${runs}\necho "end $$" >> ${runs}\n` } });
+    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
+    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
+    await writeFile(
+      join(dir, "servers.yaml"),
+      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 1m\n    commands:\n      export: fleet-export {project}\n`,
+    );
+    fx = await createWorkerFixture("remote-down", {
+      SSH_SERVERS_FILE: join(dir, "servers.yaml"),
+      WORKER_QUEUES: "remote",
+      JOB_ATTEMPTS: "2",
+      BACKOFF_SCHEDULE: "1h",
+      BREAKER_PROBE_SCHEDULE: "300ms,600ms,1s",
+    });
+    await mkdir(fx.sourceDir, { recursive: true });
+    await mkdir(fx.destDir, { recursive: true });
+  }, 60_000);
+  afterAll(async () => {
+    await fx?.close();
+    await ssh?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const logRows = async () =>
+    (await fx.runtime.db.query<{ level: string; message: string; waits: number | null; category: string | null }>(
+      `SELECT level, message, (details->>'serverWaits')::int AS waits, details->>'category' AS category FROM migration_log WHERE subject = 'remote:nas1:export' ORDER BY id`,
+    )).rows;
+
+  it("waits for the server without using an attempt, then runs the command once", async () => {
+    await ssh.kill();
+    const a = fx.spawnWorker("A");
+    await a.started();
+    const job = await fx.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project: "p1" } });
+    // Four looks at the dead server: more than the job's two attempts.
+    await fx.waitFor(async () => (await logRows()).length >= 4, 30_000, "the job to look at the server four times", 100);
+    const remote = fx.runtime.deps.jobs.queue("remote");
+    expect(await (await remote.getJob(job.id!))?.getState()).not.toBe("failed");
+
+    await ssh.restart();
+    const back = Date.now();
+    await fx.waitFor(async () => ((await (await remote.getJob(job.id!))?.getState()) === "completed" ? true : undefined), 20_000, "the job to complete once sshd is back");
+    // Within a look (1 s here; 30 s by default) of the server's return.
+    expect(Date.now() - back).toBeLessThan(10_000);
+    const done = await remote.getJob(job.id!);
+    expect(done?.attemptsMade).toBe(1);
+    expect((await readFile(runs, "utf8")).trim().split("\n")).toHaveLength(2);
+
+    const rows = await logRows();
+    const waits = rows.slice(0, -1);
+    expect(waits.length).toBeGreaterThanOrEqual(4);
+    expect(waits.map((r) => [r.level, r.waits, r.category])).toEqual(waits.map((_, i) => ["warn", i + 1, "network"]));
+    expect(waits[0]!.message).toMatch(/^server nas1 unreachable, nothing ran \(.*ECONNREFUSED.*\): trying again in 300 ms, no attempt used$/);
+    expect(rows.at(-1)).toMatchObject({ level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) });
+  });
+});
