@@ -72,7 +72,7 @@ describe("remote command, PostgreSQL down when it ends", () => {
     expect(done).toBe("completed");
     const lines = await runLines();
     expect(lines).toEqual([expect.stringMatching(/^start \d+$/), expect.stringMatching(/^end \d+$/)]);
-    const log = await fx.runtime.db.query<{ level: string; message: string }>("SELECT level, message FROM migration_log WHERE subject = 'remote:nas1:export'");
-    expect(log.rows).toEqual([{ level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) }]);
+    const log = await fx.runtime.db.query<{ level: string; message: string }>("SELECT level, message FROM migration_log WHERE subject = 'remote:nas1:export' ORDER BY id");
+    expect(log.rows).toEqual([{ level: "info", message: "starting (attempt 1)" }, { level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) }]);
   });
 });

@@ -232,8 +232,11 @@ describe("the remote-command job", () => {
     const done = await finishedJob(h.runtime, "remote", job.id!);
     expect(done.state).toBe("completed");
     expect(done.job.returnvalue).toMatchObject({ server: "nas1", command: "echo-args", exitCode: 0, stdout: "[a b]\n[c]\n" });
-    const log = await h.runtime.db.query("SELECT level, subject, message FROM migration_log WHERE subject = 'remote:nas1:echo-args'");
-    expect(log.rows).toEqual([{ level: "info", subject: "remote:nas1:echo-args", message: expect.stringMatching(/^exit 0 in \d+ ms$/) }]);
+    const log = await h.runtime.db.query("SELECT level, subject, message FROM migration_log WHERE subject = 'remote:nas1:echo-args' ORDER BY id");
+    expect(log.rows).toEqual([
+      { level: "info", subject: "remote:nas1:echo-args", message: "starting (attempt 1)" },
+      { level: "info", subject: "remote:nas1:echo-args", message: expect.stringMatching(/^exit 0 in \d+ ms$/) },
+    ]);
   });
 
   it("fails a permanent error at once, with a log row", async () => {
@@ -241,8 +244,8 @@ describe("the remote-command job", () => {
     const done = await finishedJob(h.runtime, "remote", job.id!);
     expect([done.state, done.job.attemptsMade]).toEqual(["failed", 1]);
     expect(done.job.failedReason).toMatch(/Permission denied/);
-    const log = await h.runtime.db.query("SELECT level, details->>'category' AS category FROM migration_log WHERE subject = 'remote:nas1:no-access'");
-    expect(log.rows).toEqual([{ level: "error", category: "permission-denied" }]);
+    const log = await h.runtime.db.query("SELECT level, details->>'category' AS category FROM migration_log WHERE subject = 'remote:nas1:no-access' ORDER BY id");
+    expect(log.rows).toEqual([{ level: "info", category: null }, { level: "error", category: "permission-denied" }]);
   });
 
   it("refuses a payload carrying a command line", async () => {

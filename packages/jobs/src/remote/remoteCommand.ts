@@ -49,12 +49,14 @@ declare module "../jobRegistry" {
  * command's `{placeholders}` (each shell-quoted); it never carries a command line. The exit
  * is classified by the server's error patterns: permanent → failed at once, retryable → the
  * job's backoff. A server that cannot be reached (nothing ran) is waited for, no attempt used.
- * Every run, successful or not, and every wait leaves a migration_log row.
+ * Every start, every run's outcome, successful or not, and every wait leaves a migration_log row.
  */
 export const remoteCommand = defineFleetJob("remote-command", contract, {
   async handle(payload, ctx): Promise<RemoteRunResult> {
     const subject = `remote:${payload.server}:${payload.command}`;
     const job = `remote-command:${ctx.job.id ?? "?"}`;
+    const [previous] = await readLog(ctx.deps.db, { job, limit: 1 });
+    await recordStart(ctx, { job, subject }, previous);
     let result: RemoteRunResult;
     try {
       result = await ctx.deps.remote.run(payload.server, payload.command, payload.values, {
@@ -63,7 +65,7 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
       });
     } catch (err) {
       const unreachable = serverUnreachable(err, ctx.signal);
-      if (unreachable) throw await waitForServer(ctx, payload.server, { job, subject }, unreachable);
+      if (unreachable) throw await waitForServer(ctx, payload.server, { job, subject }, unreachable, previous);
       const error = classifyError(err);
       await recordRun(ctx, { level: "error", job, subject, message: describe(error), details: { category: error.category, retryable: error.retryable, attempt: ctx.job.attempt } });
       throw error;
@@ -73,6 +75,26 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
     return result;
   },
 });
+
+/**
+ * Writes, before the command may run, that it starts: a run whose worker dies mid-command (its
+ * command killed with the connection) leaves this row as the job's last, and the run that
+ * BullMQ hands the job on to says so before it runs the command again. Without it the first
+ * run was recorded nowhere (found by the fault probe: SIGKILL mid-command, one `exit 0` row for
+ * two runs). PostgreSQL down here delays the job, nothing run.
+ */
+async function recordStart(ctx: JobContext<FleetDeps>, row: { job: string; subject: string }, previous: JobLogRow | undefined): Promise<void> {
+  const entries: LogEntry[] = [];
+  if (previous?.details?.starting === true) {
+    const message = `the run that started at ${previous.at.toISOString()} (attempt ${String(previous.details.attempt ?? "?")}) left no outcome: its worker died mid-command, its command killed with the connection; running it again`;
+    ctx.log.warn({ job: row.job, startedAt: previous.at }, "remote command's previous run left no outcome (its worker died): running it again");
+    entries.push({ level: "warn", ...row, message, details: { previousStart: previous.at.toISOString(), attempt: ctx.job.attempt } });
+  }
+  entries.push({ level: "info", ...row, message: `starting (attempt ${ctx.job.attempt})`, details: { starting: true, attempt: ctx.job.attempt } });
+  await writeLog(ctx.deps.db, entries);
+}
+
+type JobLogRow = LogEntry & { at: Date };
 
 /** Failures to reach the server at all; never the command's own. */
 const UNREACHABLE_CATEGORIES = new Set(["network", "timeout", "unavailable"]);
@@ -98,11 +120,11 @@ function serverUnreachable(err: unknown, signal: AbortSignal): FleetError | unde
  * for as long as the outage lasts, and says so in migration_log at each look. With the job's
  * backoff instead (found by the fault probe) an sshd back after a minute was tried again only at
  * the next step of BACKOFF_SCHEDULE (5 min, then 10, 30, 60), and an outage of ~1 h 45 min
- * failed the job for good. The count of looks so far is the last log row of the job's.
+ * failed the job for good. The count of looks so far is in the job's last log row before this
+ * try's start (`previous`).
  */
-async function waitForServer(ctx: JobContext<FleetDeps>, server: string, row: { job: string; subject: string }, unreachable: FleetError): Promise<DelayJob> {
-  const [last] = await readLog(ctx.deps.db, { job: row.job, limit: 1 });
-  const waits = (typeof last?.details?.serverWaits === "number" ? last.details.serverWaits : 0) + 1;
+async function waitForServer(ctx: JobContext<FleetDeps>, server: string, row: { job: string; subject: string }, unreachable: FleetError, previous: JobLogRow | undefined): Promise<DelayJob> {
+  const waits = (typeof previous?.details?.serverWaits === "number" ? previous.details.serverWaits : 0) + 1;
   const schedule = ctx.deps.settings.breakerProbeScheduleMs;
   const delayMs = schedule[Math.min(waits, schedule.length) - 1] ?? 30_000;
   const message = `server ${server} unreachable, nothing ran (${describe(unreachable)}): trying again in ${delayMs} ms, no attempt used`;
