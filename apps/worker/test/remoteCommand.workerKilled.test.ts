@@ -87,9 +87,87 @@ describe("remote command, its worker SIGKILLed mid-command", () => {
     const log = await fx.runtime.db.query<{ level: string; message: string }>("SELECT level, message FROM migration_log WHERE subject = 'remote:nas1:export' ORDER BY id");
     expect(log.rows).toEqual([
       { level: "info", message: "starting (attempt 1)" },
-      { level: "warn", message: expect.stringMatching(/^the run that started at \S+ \(attempt 1\) left no outcome: its worker died mid-command, its command killed with the connection; running it again$/) },
+      { level: "warn", message: expect.stringMatching(/^the run that started at \S+ \(attempt 1\) left no outcome: its worker died or stopped answering mid-command; running it again$/) },
       { level: "info", message: "starting (attempt 1)" },
       { level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) },
     ]);
+  });
+});
+
+/**
+ * The worker freezes (SIGSTOP: a VM paused, a process stuck) while its command runs: its
+ * connection stays open, so only the server can tell. With sshd's ClientAliveInterval set (here
+ * 1 s, ClientAliveCountMax 1) sshd drops the silent client after a few seconds, and the
+ * command's watchdog kills it — before BullMQ hands the job on (LOCK_DURATION 8 s here): the two
+ * runs never overlap (found by the fault probe: without the watchdog, 9.5 s of two runs at once).
+ */
+describe("remote command, its worker frozen mid-command, sshd's ClientAliveInterval set", () => {
+  let ssh: SshServer;
+  let dir: string;
+  let fx: WorkerFixture;
+  let runs: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "fleet-remote-frozen-"));
+    runs = join(dir, "runs.log");
+    ssh = await startSshServer({
+      clientAliveSeconds: 1,
+      fixtures: {
+        "fleet-long-export": [
+          "#!/bin/sh",
+          `if [ -e ${dir}/first.pid ]; then secs=1; else echo $$ > ${dir}/first.pid; secs=60; fi`,
+          `echo "start $$ $(date +%s%N)" >> ${runs}`,
+          'sleep "$secs"',
+          `echo "end $$ $(date +%s%N)" >> ${runs}`,
+        ].join("\n"),
+      },
+    });
+    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
+    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
+    await writeFile(
+      join(dir, "servers.yaml"),
+      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 2m\n    commands:\n      export: fleet-long-export {project}\n`,
+    );
+    fx = await createWorkerFixture("remote-frozen", { SSH_SERVERS_FILE: join(dir, "servers.yaml"), WORKER_QUEUES: "remote", LOCK_DURATION: "8s" });
+    await mkdir(fx.sourceDir, { recursive: true });
+    await mkdir(fx.destDir, { recursive: true });
+  }, 60_000);
+  afterAll(async () => {
+    await fx?.close();
+    await ssh?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("sshd drops the frozen worker and the command dies before the job is handed on", async () => {
+    const a = fx.spawnWorker("A");
+    await a.started();
+    const job = await fx.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project: "p1" } });
+    const first = await fx.waitFor(async () => Number(await readFile(join(dir, "first.pid"), "utf8").catch(() => "")) || undefined, 30_000, "the command to start");
+    const b = fx.spawnWorker("B");
+    await b.started();
+    a.signal("SIGSTOP");
+    let diedAt = 0;
+    const died = fx.waitFor(async () => {
+      const gone = (() => {
+        try {
+          process.kill(first, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      })();
+      if (gone && !diedAt) diedAt = Date.now();
+      return gone;
+    }, 30_000, `the frozen worker's run (pid ${first}) to die`, 50);
+    await fx.waitFor(async () => {
+      const state = await (await fx.runtime.deps.jobs.queue("remote").getJob(job.id!))?.getState();
+      return state === "completed" ? true : undefined;
+    }, 60_000, "B to run the job to its end");
+    await died;
+    a.signal("SIGCONT");
+    const lines = (await readFile(runs, "utf8")).trim().split("\n").map((l) => l.split(" "));
+    expect(lines.map(([kind, pid]) => `${kind} ${pid === String(first) ? "first" : "second"}`)).toEqual(["start first", "start second", "end second"]);
+    // The second run started after the first was gone.
+    expect(Number(BigInt(lines[1]![2]!) / 1_000_000n)).toBeGreaterThanOrEqual(diedAt - 100);
   });
 });

@@ -21,6 +21,11 @@ import { freePort } from "./freePort";
 export interface SshServerOptions {
   /** Scripts to install in `binDir` (on the sessions' PATH), name → body; made executable. */
   fixtures?: Record<string, string>;
+  /**
+   * sshd's ClientAliveInterval in seconds, with ClientAliveCountMax 1: a client that stops
+   * answering (frozen, cut off) is disconnected after about twice this. Default 0: never.
+   */
+  clientAliveSeconds?: number;
 }
 
 /**
@@ -124,7 +129,7 @@ async function startIn(dir: string, options: SshServerOptions): Promise<SshServe
   const configPath = join(dir, "sshd_config");
 
   const launch = async (): Promise<void> => {
-    await writeFile(configPath, sshdConfig(dir, port, hostKeyPath, binDir));
+    await writeFile(configPath, sshdConfig(dir, port, hostKeyPath, binDir, options.clientAliveSeconds ?? 0));
     const proc = spawn(SSHD, ["-D", "-e", "-f", configPath], { stdio: ["ignore", "ignore", "pipe"] });
     child = proc;
     // What this process said at startup (the log spans restarts): whether *it* listens.
@@ -215,7 +220,7 @@ async function startIn(dir: string, options: SshServerOptions): Promise<SshServe
   };
 }
 
-function sshdConfig(dir: string, port: number, hostKeyPath: string, binDir: string): string {
+function sshdConfig(dir: string, port: number, hostKeyPath: string, binDir: string, clientAliveSeconds: number): string {
   return [
     `Port ${port}`,
     "ListenAddress 127.0.0.1",
@@ -240,7 +245,8 @@ function sshdConfig(dir: string, port: number, hostKeyPath: string, binDir: stri
     "MaxSessions 64",
     "MaxAuthTries 10",
     "LoginGraceTime 30",
-    "ClientAliveInterval 0",
+    `ClientAliveInterval ${clientAliveSeconds}`,
+    "ClientAliveCountMax 1",
     "AcceptEnv LANG LC_*",
     // sshd runs every command through the user's login shell, and Debian's bash sources
     // ~/.bashrc when it sees it was started by sshd at shell level 1 — whatever that file does

@@ -77,17 +77,18 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
 });
 
 /**
- * Writes, before the command may run, that it starts: a run whose worker dies mid-command (its
- * command killed with the connection) leaves this row as the job's last, and the run that
- * BullMQ hands the job on to says so before it runs the command again. Without it the first
+ * Writes, before the command may run, that it starts: a run whose worker dies or stops
+ * answering mid-command (its command killed when the connection drops) leaves this row as the
+ * job's last, and the run that BullMQ hands the job on to says so before it runs the command
+ * again. Without it the first
  * run was recorded nowhere (found by the fault probe: SIGKILL mid-command, one `exit 0` row for
  * two runs). PostgreSQL down here delays the job, nothing run.
  */
 async function recordStart(ctx: JobContext<FleetDeps>, row: { job: string; subject: string }, previous: JobLogRow | undefined): Promise<void> {
   const entries: LogEntry[] = [];
   if (previous?.details?.starting === true) {
-    const message = `the run that started at ${previous.at.toISOString()} (attempt ${String(previous.details.attempt ?? "?")}) left no outcome: its worker died mid-command, its command killed with the connection; running it again`;
-    ctx.log.warn({ job: row.job, startedAt: previous.at }, "remote command's previous run left no outcome (its worker died): running it again");
+    const message = `the run that started at ${previous.at.toISOString()} (attempt ${String(previous.details.attempt ?? "?")}) left no outcome: its worker died or stopped answering mid-command; running it again`;
+    ctx.log.warn({ job: row.job, startedAt: previous.at }, "remote command's previous run left no outcome (its worker died or stopped answering): running it again");
     entries.push({ level: "warn", ...row, message, details: { previousStart: previous.at.toISOString(), attempt: ctx.job.attempt } });
   }
   entries.push({ level: "info", ...row, message: `starting (attempt ${ctx.job.attempt})`, details: { starting: true, attempt: ctx.job.attempt } });
