@@ -166,6 +166,23 @@ describe("runRemoteCommand", () => {
     expect(ok).toMatchObject({ exitCode: 1, stderr: "diff found\n" });
   });
 
+  it("a command killed by a signal: its output is its own, no shell job report naming its arguments or environment", async () => {
+    // bash (the fixture user's login shell) reports a job killed by a signal as
+    // `bash: line 3: PID Killed <the command line>`: the watchdog's background job added it to
+    // stderr, so the excerpt showed the arguments (and exported variables), and the error
+    // patterns read them — an argument with "not found" in it made a crash permanent.
+    const err = await rejectionOf(
+      runRemoteCommand(target, ["sh", "-c", "kill -s KILL $$", "sh", "/srv/archive/not found-arg-secret"], { timeoutMs: 10_000, env: { FLEET_TOKEN: "env-secret" } }),
+    );
+    const { result } = err.cause as RemoteCommandFailure;
+    expect(result.stderr).toBe("");
+    expect(err.message).not.toContain("arg-secret");
+    expect(err.message).not.toContain("env-secret");
+    // A crash of its own: retried (nothing in its output says otherwise), with 128 + SIGKILL.
+    expect(err).toMatchObject({ category: "unknown", retryable: true });
+    expect(result.exitCode).toBe(137);
+  });
+
   it("kills a command that runs past its timeout, children included", async () => {
     const tag = uniqueSleep();
     const started = Date.now();

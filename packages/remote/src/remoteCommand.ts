@@ -110,16 +110,23 @@ export async function runRemoteCommand(
  * Fleet never sends input) while a watchdog waits for the channel's stdin to end, which only
  * a lost connection does, and then kills the process group. The shell exits with the
  * command's status (a command killed by a signal: 128 + its number), the watchdog killed.
- * `line` ends with a newline of its own before `}` so a trailing comment or here-document in a
+ * `line` ends with a newline of its own before `)` so a trailing comment or here-document in a
  * template stays closed.
+ *
+ * A subshell `( … )`, not a group `{ … }`, and the wait's stderr discarded: bash reports a job
+ * killed by a signal on stderr with its command line (`bash: line 3: PID Killed  pg_dump … 'value'`).
+ * In a group, the forked shell ran a one-command template as its child and reported it; a
+ * subshell execs it, and the report of the subshell's end goes to the wait's /dev/null. That
+ * report put the arguments, and exported variables, into the captured stderr, the error's
+ * excerpt (arguments are never shown) and the error patterns' input (found by review).
  */
 function guardedCommandLine(token: string, line: string): string {
   return [
     `printf 'fleet-pid-${token} %s\\n' "$$" >&2; exec 3<&0 </dev/null`,
-    `{ ${line}`,
-    `} 3<&- & fleet_command=$!`,
+    `( ${line}`,
+    `) 3<&- & fleet_command=$!`,
     `{ while read -r fleet_line <&3; do :; done; kill -s KILL -- -$$; } >/dev/null 2>&1 & fleet_watchdog=$!`,
-    `exec 3<&-; wait "$fleet_command"; fleet_status=$?; kill -s KILL "$fleet_watchdog" 2>/dev/null; exit "$fleet_status"`,
+    `exec 3<&-; wait "$fleet_command" 2>/dev/null; fleet_status=$?; kill -s KILL "$fleet_watchdog" 2>/dev/null; exit "$fleet_status"`,
   ].join("\n");
 }
 
