@@ -18,7 +18,7 @@ import { queueCompletionWebhooks } from "@fleet/db/sql/webhooks";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { sendWebhooks } from "../src/webhooks/sendWebhooks";
-import { internalAddressKind } from "../src/webhooks/webhookAddress";
+import { internalAddressKind, webhookAddress } from "../src/webhooks/webhookAddress";
 import type { HostLookup } from "../src/webhooks/webhookAddress";
 import { toWebhookSettings } from "../src/webhooks/webhookSettings";
 
@@ -166,6 +166,23 @@ describe("webhooks to a host name that resolves to an internal address (security
       await cleanupPrefix(testRedisUrl(), prefix);
       redis.disconnect();
     }
+  });
+
+  it("judges NAT64 and 6to4 addresses by the IPv4 address they carry (an IPv6-only network with DNS64)", async () => {
+    // DNS64 answers an IPv4-only receiver (8.8.8.8 here) as 64:ff9b::808:808: the whole prefix
+    // was refused, so no webhook of such a network reached an IPv4-only receiver.
+    for (const address of ["64:ff9b::808:808", "64:ff9b::8.8.8.8", "2002:808:808::1", "2002:5db8:d822:1::"]) {
+      expect([address, internalAddressKind(address)]).toEqual([address, undefined]);
+    }
+    for (const address of ["64:ff9b::a9fe:a9fe", "64:ff9b::127.0.0.1", "64:ff9b::a00:5", "2002:a9fe:a9fe::", "2002:c0a8:101::1", "64:ff9b:1::a00:5"]) {
+      expect([address, internalAddressKind(address)]).toEqual([address, expect.any(String)]);
+    }
+    expect(internalAddressKind("64:ff9b::a9fe:a9fe")).toMatch(/NAT64 of 169\.254\.169\.254, link-local/);
+    const policy = { privateNetworks: toWebhookSettings({}, []).privateNetworks };
+    const dns64: HostLookup = async () => [{ address: "64:ff9b::808:808", family: 6 }];
+    expect(await webhookAddress(new URL("https://hooks.probe.invalid/x"), { ...policy, lookup: dns64 })).toEqual({ address: "64:ff9b::808:808", family: 6 });
+    const metadata: HostLookup = async () => [{ address: "64:ff9b::a9fe:a9fe", family: 6 }];
+    expect(await webhookAddress(new URL("https://hooks.probe.invalid/x"), { ...policy, lookup: metadata })).toMatchObject({ refused: expect.stringMatching(/169\.254\.169\.254/) });
   });
 
   it("knows the internal ranges and refuses a malformed WEBHOOK_PRIVATE_NETWORKS", () => {

@@ -35,10 +35,10 @@ const INTERNAL: ReadonlyArray<[string, number, "ipv4" | "ipv6", string]> = [
   ["fc00::", 7, "ipv6", "unique local (private; fd00:ec2::254 is cloud metadata)"],
   ["fe80::", 10, "ipv6", "link-local"],
   ["ff00::", 8, "ipv6", "multicast"],
-  // Addresses that carry an IPv4 address inside: judged by it (NAT64, 6to4). IPv4-mapped
-  // (::ffff:a.b.c.d) are matched against the IPv4 ranges by BlockList itself.
-  ["64:ff9b::", 96, "ipv6", "NAT64 of an IPv4 address"],
-  ["2002::", 16, "ipv6", "6to4 of an IPv4 address"],
+  // NAT64 for the network's own use (RFC 8215): where it leads is the network's choice.
+  ["64:ff9b:1::", 48, "ipv6", "local-use NAT64"],
+  // IPv4-mapped (::ffff:a.b.c.d) are matched against the IPv4 ranges by BlockList itself;
+  // NAT64 and 6to4 addresses are judged by the IPv4 address they carry (see EMBEDDING).
 ];
 const INTERNAL_LISTS = INTERNAL.map(([net, prefix, type, kind]) => {
   const list = new BlockList();
@@ -46,10 +46,45 @@ const INTERNAL_LISTS = INTERNAL.map(([net, prefix, type, kind]) => {
   return { list, kind };
 });
 
+/**
+ * IPv6 ranges that carry an IPv4 address (its first hextet's index in the address): the
+ * well-known NAT64 prefix (64:ff9b::a.b.c.d, the last 32 bits) and 6to4 (2002:AABB:CCDD::,
+ * bits 16-47). Such an address reaches that IPv4 host, so it is as internal as the host: an
+ * IPv6-only network with DNS64 answers every IPv4-only receiver as 64:ff9b::…, and refusing the
+ * whole range refused every such webhook (found by review).
+ */
+const EMBEDDING: ReadonlyArray<{ list: BlockList; at: number; kind: string }> = [
+  { net: "64:ff9b::", prefix: 96, at: 6, kind: "NAT64" },
+  { net: "2002::", prefix: 16, at: 1, kind: "6to4" },
+].map(({ net, prefix, at, kind }) => {
+  const list = new BlockList();
+  list.addSubnet(net, prefix, "ipv6");
+  return { list, at, kind };
+});
+
 /** What kind of internal address this is, or undefined for a public one. */
 export function internalAddressKind(address: string): string | undefined {
   const type = isIP(address) === 6 ? "ipv6" : "ipv4";
-  return INTERNAL_LISTS.find(({ list }) => list.check(address, type))?.kind;
+  const kind = INTERNAL_LISTS.find(({ list }) => list.check(address, type))?.kind;
+  if (kind !== undefined || type === "ipv4") return kind;
+  const embedding = EMBEDDING.find(({ list }) => list.check(address, "ipv6"));
+  if (embedding === undefined) return undefined;
+  const hextets = ipv6Hextets(address);
+  const ipv4 = [hextets[embedding.at]! >> 8, hextets[embedding.at]! & 0xff, hextets[embedding.at + 1]! >> 8, hextets[embedding.at + 1]! & 0xff].join(".");
+  const inner = internalAddressKind(ipv4);
+  return inner === undefined ? undefined : `${embedding.kind} of ${ipv4}, ${inner}`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a trailing dotted IPv4 read as two). */
+function ipv6Hextets(address: string): number[] {
+  const text = address.replace(/%.*$/, "");
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  const words = dotted ? `${text.slice(0, dotted.index)}${((Number(dotted[1]) << 8) | Number(dotted[2])).toString(16)}:${((Number(dotted[3]) << 8) | Number(dotted[4])).toString(16)}` : text;
+  const [head = "", tail] = words.split("::");
+  const parse = (part: string) => (part === "" ? [] : part.split(":").map((h) => parseInt(h, 16)));
+  const first = parse(head);
+  const last = tail === undefined ? [] : parse(tail);
+  return [...first, ...new Array<number>(8 - first.length - last.length).fill(0), ...last];
 }
 
 /** WEBHOOK_PRIVATE_NETWORKS: addresses and CIDR ranges (`10.20.0.0/16`, `fd00:1::/64`, `192.168.1.5`) webhooks may reach by name. */
