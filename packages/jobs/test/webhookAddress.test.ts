@@ -168,6 +168,28 @@ describe("webhooks to a host name that resolves to an internal address (security
     }
   });
 
+  it("bounds the host's lookup by WEBHOOK_TIMEOUT: a resolver that does not answer fails the attempt in time", async () => {
+    // The system resolver answers a dead DNS server only after its own timeouts (5 s per try
+    // and server); past twice WEBHOOK_TIMEOUT the claim is reset as a dead sender's and the
+    // delivery sent a second time. Here it never answers.
+    const silentDns: HostLookup = () => new Promise(() => undefined);
+    const settings = toWebhookSettings({ WEBHOOK_ALLOWED_URLS: [`http://hooks.probe.invalid:${port}/hooks`], WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF: [60_000], WEBHOOK_TIMEOUT: 300 }, []);
+    const id = `probe-op-${++operation}`;
+    await queueCompletionWebhooks(db, { id, createdAt: Date.now() }, [`http://hooks.probe.invalid:${port}/hooks/dns`], { event: "operation.finished", operation: { id } });
+    const before = received.length;
+    const started = Date.now();
+    const unanswered = Symbol("no answer");
+    const round = await Promise.race([
+      sendWebhooks({ db, settings, log: silent, signal: new AbortController().signal, lookup: silentDns }),
+      new Promise<typeof unanswered>((resolve) => setTimeout(() => resolve(unanswered), 15_000).unref()),
+    ]);
+    expect(round).toEqual({ claimed: 1, sent: 0, retryLater: 1, gaveUp: 0 });
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const { rows } = await db.query<{ status: string; last_error: string | null }>(`SELECT status::text AS status, last_error FROM webhook_deliveries WHERE operation_id = $1`, [id]);
+    expect(rows[0]).toEqual({ status: "FAILED", last_error: "no answer within 300 ms" });
+    expect(received.length).toBe(before);
+  });
+
   it("judges NAT64 and 6to4 addresses by the IPv4 address they carry (an IPv6-only network with DNS64)", async () => {
     // DNS64 answers an IPv4-only receiver (8.8.8.8 here) as 64:ff9b::808:808: the whole prefix
     // was refused, so no webhook of such a network reached an IPv4-only receiver.

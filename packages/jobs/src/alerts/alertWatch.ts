@@ -187,7 +187,9 @@ export class AlertWatch {
         try {
           // Resolved once and connected to the address checked, as completion webhooks are: a
           // name whose record now points inside (169.254.169.254) is refused (webhookAddress.ts).
-          const target = await webhookAddress(new URL(url), { lookup: this.options.lookup ?? systemLookup, privateNetworks: settings.privateNetworks });
+          // One deadline for the lookup and the POST (see webhookAddress).
+          const attemptSignal = AbortSignal.timeout(WEBHOOK_TIMEOUT_MS);
+          const target = await webhookAddress(new URL(url), { lookup: this.options.lookup ?? systemLookup, privateNetworks: settings.privateNetworks }, attemptSignal);
           if ("refused" in target) {
             error = `refused: ${target.refused}`;
           } else {
@@ -195,7 +197,7 @@ export class AlertWatch {
               headers: { "content-type": "application/json", "user-agent": "fleet-alerts", "x-fleet-event": `alert.${a.event}`, "x-fleet-alert": String(a.id) },
               // `text` is what Slack, Mattermost and Teams incoming webhooks show; the rest is for machines.
               body: JSON.stringify({ text: `Fleet alert: ${a.summary}`, event: a.event, summary: a.summary, details: a.details, raisedAt: a.createdAt.toISOString(), alertId: a.id }),
-              signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+              signal: attemptSignal,
               maxChars: 0,
             });
             if (res.status < 200 || res.status >= 300) error = `HTTP ${res.status}`;

@@ -59,7 +59,9 @@ export async function sendWebhooks(options: { db: Queryable; settings: WebhookSe
     let error: string | null = null;
     try {
       const url = new URL(w.url);
-      const target = await webhookAddress(url, { lookup, privateNetworks: settings.privateNetworks });
+      // One deadline for the lookup and the POST: WEBHOOK_TIMEOUT bounds the whole attempt.
+      const attemptSignal = AbortSignal.any([signal, AbortSignal.timeout(settings.timeoutMs)]);
+      const target = await webhookAddress(url, { lookup, privateNetworks: settings.privateNetworks }, attemptSignal);
       if ("refused" in target) {
         error = `refused: ${target.refused}`;
       } else {
@@ -73,7 +75,7 @@ export async function sendWebhooks(options: { db: Queryable; settings: WebhookSe
             [SIGNATURE_HEADER]: signWebhook(settings.secret, timestamp, body),
           },
           body,
-          signal: AbortSignal.any([signal, AbortSignal.timeout(settings.timeoutMs)]),
+          signal: attemptSignal,
           maxChars: MAX_ANSWER_CHARS,
         });
         httpStatus = res.status;

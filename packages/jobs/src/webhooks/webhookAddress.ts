@@ -120,15 +120,21 @@ const isLocalhostName = (host: string) => host === "localhost" || host.endsWith(
 /**
  * The one address a send to `url` connects to, or why none may be used. Every answer of the
  * name must pass (an attacker who controls the record can mix a public and an internal one).
+ * `signal` (the send's WEBHOOK_TIMEOUT and shutdown) bounds the lookup too, rejecting with its
+ * reason: the system resolver answers only after its own timeouts (5 s per try and server), and
+ * a send must not outlive WEBHOOK_TIMEOUT — twice that and its claim is reset as a dead sender's,
+ * and the delivery is sent a second time beside it (found by review: fetch's timeout covered the
+ * lookup, this one did not).
  */
-export async function webhookAddress(url: URL, policy: AddressPolicy): Promise<{ address: string; family: number } | { refused: string }> {
+export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: AbortSignal): Promise<{ address: string; family: number } | { refused: string }> {
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
   const literal = isIP(host);
   if (literal !== 0) return { address: host, family: literal };
   let answers: ReadonlyArray<{ address: string; family: number }>;
   try {
-    answers = await policy.lookup(host);
+    answers = await abortable(policy.lookup(host), signal);
   } catch (err) {
+    if (signal?.aborted) throw signal.reason;
     const e = err as Error & { code?: string };
     return { refused: `${host} does not resolve (${e.code ?? e.message})` };
   }
@@ -143,6 +149,17 @@ export async function webhookAddress(url: URL, policy: AddressPolicy): Promise<{
     };
   }
   return answers[0]!;
+}
+
+/** `promise`, or the signal's reason once it aborts (what it waits for is left to finish on its own). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /** A connection lookup that answers `address` whatever it is asked: the socket connects where the check looked. */
