@@ -21,6 +21,9 @@ import { codeArgumentRefusal } from "./codeArguments";
  * - anywhere in a template that does arithmetic on a variable or parameter (`$((x))`, `let`,
  *   `[[ $x -gt 0 ]]`, `${a[$i]}`…): a value may have reached that variable, and bash evaluates
  *   it there as an expression (see arithmeticRead);
+ * - anywhere in a template that takes a variable's value as a variable's name (`${!x}`,
+ *   `declare -n`, `read "$x"`, `printf -v "$x"`, `test -v "$x"`…): bash evaluates an array
+ *   subscript in a name as code, `a[$(cmd)]` (see nameRead);
  * - as the code an interpreter or tool runs (`python3 -c {x}`, `awk {x}`, `sed -e {x}`,
  *   `tar --to-command={x}`, `find -exec {x} ;`; see codeArguments.ts).
  *
@@ -56,6 +59,20 @@ const READS_VARIABLE = /[A-Za-z_$]/;
 const SUBSCRIPT_ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*\[([^\]]*)\]\+?=/;
 /** What a `${…}` holds before a `[` (an array's subscript follows) or a `:` (an offset follows, unless `:-`, `:=`, `:?`, `:+`). */
 const SUBSCRIPTED = /^[#!]?[A-Za-z_][A-Za-z0-9_]*$/;
+/**
+ * A `${!…}` that lists names or keys (`${!prefix*}`, `${!prefix@}`, `${!a[@]}`) or is `$!`:
+ * any other `${!name…}` is an indirection, which reads the variable named by name's value.
+ */
+const NOT_INDIRECTION = /^!(?:[A-Za-z_][A-Za-z0-9_]*(?:[*@]|\[[*@]\]))?$/;
+/** declare/typeset/local options that make a nameref (`-n`): the variable's value names another. */
+const NAMEREF_DECLARING = new Set(["declare", "typeset", "local"]);
+const NAMEREF_ATTRIBUTE = /^-[A-Za-z]*n/;
+/** Options of the DECLARING builtins whose next word is a plain value, not a name (`read -p PROMPT`, `mapfile -d DELIM`). */
+const DECLARING_VALUE_OPTIONS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ["read", new Set(["-d", "-i", "-n", "-N", "-p", "-t", "-u"])],
+  ["mapfile", new Set(["-d", "-n", "-O", "-s", "-u", "-C", "-c"])],
+  ["readarray", new Set(["-d", "-n", "-O", "-s", "-u", "-C", "-c"])],
+]);
 const OFFSET_AFTER = /^[#!]?(?:[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?|[0-9]+|[@*])$/;
 
 /**
@@ -296,6 +313,12 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
   const readsArithmetic = (where: string) => {
     arithmeticRead ??= where;
   };
+  // Where the template takes a variable's value as the name of a variable (the first place):
+  // bash evaluates an array subscript in such a name as arithmetic, `$(…)` in it included.
+  let nameRead: string | undefined;
+  const readsName = (where: string) => {
+    nameRead ??= where;
+  };
 
   const top = () => stack[stack.length - 1]!;
   const arithmeticTestSlot = (f: Frame) => {
@@ -317,6 +340,7 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
         if ("program" in program && DECLARING.has(program.program) && INTEGER_ATTRIBUTE.test(f.word)) integerDeclared = true;
         if ("program" in program && program.program === "let" && f.words.length > 1) readsArithmetic("let");
         if (f.words.length > 1 && "program" in program && DECLARING.has(program.program)) subscriptAssigned(f.word);
+        if (f.words.length > 1 && "program" in program) expandedName(program.program, f.words);
         testWord(f.words.length === 1, f.word);
       } else if (ASSIGNMENT.test(f.word)) {
         subscriptAssigned(f.word);
@@ -331,6 +355,25 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
     f.words = [];
     f.slots = [];
     f.arithmeticTest = false;
+  };
+  /**
+   * A word that is an expansion where a builtin takes a variable's *name*: `read "$x"`, `unset
+   * "$x"`, `declare "$x"=1`, `printf -v "$x"`, `test -v "$x"`, and any `declare -n` (a nameref).
+   * `words` ends with the word just read.
+   */
+  const expandedName = (program: string, words: readonly string[]) => {
+    const word = words[words.length - 1]!;
+    const before = words[words.length - 2]!;
+    // The name before any `=` and `[` (an expansion in a subscript is the arithmetic rule's).
+    const expands = (w: string) => w.split("=", 1)[0]!.replace(/\[.*$/, "").includes("$");
+    if (DECLARING.has(program)) {
+      if (NAMEREF_DECLARING.has(program) && NAMEREF_ATTRIBUTE.test(word)) readsName(`${program} -n (a nameref)`);
+      const options = DECLARING_VALUE_OPTIONS.get(program);
+      const afterValueOption = options !== undefined && options.has(before.replace(/['"]/g, ""));
+      if (!/^['"]?-/.test(word) && !afterValueOption && expands(word)) readsName(`an expansion as the name ${program} takes`);
+    } else if (DASH_V_NAME.has(program) && before === "-v" && expands(word)) {
+      readsName(`an expansion after ${program} -v`);
+    }
   };
   /** `a[i]=…`: an indexed array's subscript is arithmetic. */
   const subscriptAssigned = (word: string) => {
@@ -406,7 +449,10 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
       else if (ch === "[" && prev === "$") push("bracket-arith");
       else wordChar(ch);
     } else if (f.kind === "param") {
-      if (ch === "}") pop();
+      if (ch === "}") {
+        if (f.param.startsWith("!") && !NOT_INDIRECTION.test(f.param)) readsName("${!name}, an indirection");
+        pop();
+      }
       else if (ch === "{" && prev === "$") push("param");
       else paramChar(f, ch, next);
     } else if (f.kind === "bracket-arith") {
@@ -542,6 +588,9 @@ export function compileCommandTemplate(template: string): CompiledCommandTemplat
   // ran a value `a[$(cmd)]` (found by review). So a template with placeholders does arithmetic on
   // literal numbers only.
   const first = names.values().next();
+  if (!first.done && nameRead !== undefined) {
+    throw refuse(template, `placeholder {${first.value}} is in a template that takes a variable's value as a variable's name (${nameRead}): a value may reach that variable (NAME={x}, for, a function's arguments), and bash evaluates an array subscript in a name as code (\`a[$(cmd)]\`); name variables literally`);
+  }
   if (!first.done && arithmeticRead !== undefined) {
     throw refuse(template, `placeholder {${first.value}} is in a template that evaluates arithmetic on a variable or parameter (${arithmeticRead}): a value may reach that variable (NAME={x}, for, printf -v, a function's arguments), and bash evaluates its value there as an expression, array subscripts as code; do arithmetic on literal numbers only, or compare numbers with [ … -gt … ]`);
   }

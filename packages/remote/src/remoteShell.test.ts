@@ -212,6 +212,59 @@ describe("renderCommand", () => {
     }
   });
 
+  it("refuses a template that takes a variable's value as a variable's name, where a value reaches it through a variable", () => {
+    // The arithmetic rule's twin: bash evaluates an array subscript in a variable *name* as
+    // arithmetic, `$(…)` in it included, and these take a name from a variable's value. A
+    // placeholder directly there was refused (`printf -v {n}`, `declare {n}`); through a
+    // variable each of these ran the payload's command (found by review).
+    const marker = `/tmp/pwned-template-name-${process.pid}`;
+    const payload = `a[$(touch ${marker})]`;
+    const bad = [
+      'x={n}; echo "${!x}"',
+      'x={n}; echo "${!x:-none}"',
+      "x={n}; [[ -v $x ]] && echo set",
+      'x={n}; test -v "$x" && echo set',
+      'x={n}; [ -v "$x" ] && echo set',
+      'x={n}; printf -v "$x" %s 1',
+      'x={n}; read -r "$x" < /dev/null',
+      'x={n}; declare "$x"=1',
+      'x={n}; declare -n r="$x"; echo "$r"',
+      'f() { local -n r=$1; echo "$r"; }; f {n}',
+      'for x in {n}; do echo "${!x}"; done',
+    ];
+    const REFUSED = /takes a variable's value as a variable's name/;
+    const outcome = (check: () => unknown) => {
+      try {
+        check();
+        return "accepted";
+      } catch (err) {
+        return REFUSED.test((err as Error).message) ? "refused" : (err as Error).message;
+      }
+    };
+    expect(bad.map((t) => [t, outcome(() => checkCommandTemplate(t)), outcome(() => renderCommand(t, { n: payload }))])).toEqual(bad.map((t) => [t, "refused", "refused"]));
+    // That each is a real attack: the same template, filled by hand as the renderer would, runs it.
+    if (existsSync("/bin/bash")) {
+      for (const template of bad) {
+        execFileSync("/bin/bash", ["-c", `${template.replaceAll("{n}", shellQuote(payload))} 2>/dev/null || true`]);
+        expect([template, existsSync(marker)]).toEqual([template, true]);
+        execFileSync("rm", ["-f", marker]);
+      }
+    }
+    // Names written literally, name listings and values (not names) from expansions stay allowed.
+    for (const template of [
+      'echo "${!FLEET_*}" "${!BASH_VERSINFO[@]}" {n}',
+      'sleep 0 & echo "${!}" {n}',
+      'read -r -p "$PS1" -u "$fd" line < {n}',
+      'mapfile -t -u "$fd" lines; echo {n}',
+      'export PATH="$PATH:/opt/bin"; du -sb -- {n}',
+      'printf -v out %s "$HOME"; echo "$out" {n}',
+      'test -v HOME && echo {n}',
+      'x="$1"; declare -a arr=("$@"); readonly DIR="$HOME/x"; ls -- {n}',
+    ]) {
+      expect([template, outcome(() => checkCommandTemplate(template))]).toEqual([template, "accepted"]);
+    }
+  });
+
   it("refuses a value as the code an interpreter or tool runs, through any wrapper and find -exec (security review)", () => {
     const marker = `/tmp/pwned-interpreter-${process.pid}`;
     // What these templates let a value do before: single quotes keep it one argument, and the
