@@ -21,9 +21,13 @@ interface CodeRunner {
   /** Options after which the next word names the code and the options end (`python -m MODULE args…`). */
   ending?: readonly string[];
   /** What the first operand is when no code option gave the code: the code itself (awk, sed) or a script file to run (python). */
-  firstOperand?: "code" | "script";
+  firstOperand?: "code" | "script" | "data";
   /** Options that make the operands be opened with perl's two-argument open. */
   twoArgumentOpen?: readonly string[];
+  /** Operands from this one on (1-based) are code (`sqlite3 DB SQL…`: SQL and dot-commands, `.shell CMD` among them). */
+  codeFromOperand?: number;
+  /** Operands before `--` are read as commands when they start with `+` (vim's `+CMD`): a value may not be one there. */
+  plusCommands?: boolean;
 }
 
 const PYTHON: CodeRunner = { code: ["-c"], ending: ["-m"], withValue: ["-W", "-X", "-Q", "--check-hash-based-pycs"], firstOperand: "script" };
@@ -45,6 +49,27 @@ const AWK: CodeRunner = {
   firstOperand: "code",
 };
 const SED: CodeRunner = { code: ["-e", "--expression", "-f", "--file"], withValue: ["-l", "--line-length"], firstOperand: "code" };
+// Database shells and editors whose commands run shell commands (psql `\!`, mysql `system`,
+// sqlite3 `.shell`, vim `:!`, gdb `shell`): their code options are code like `python -c`.
+const PSQL: CodeRunner = {
+  code: ["-c", "--command", "-f", "--file"],
+  withValue: ["-d", "--dbname", "-h", "--host", "-p", "--port", "-U", "--username", "-v", "--set", "--variable", "-o", "--output", "-L", "--log-file", "-P", "--pset", "-F", "--field-separator", "-R", "--record-separator", "-T", "--table-attr"],
+};
+const MYSQL: CodeRunner = {
+  code: ["-e", "--execute", "--init-command"],
+  withValue: ["-h", "--host", "-u", "--user", "-P", "--port", "-D", "--database", "-S", "--socket", "--defaults-file", "--defaults-extra-file"],
+};
+const SQLITE: CodeRunner = {
+  code: ["-cmd", "--cmd", "-init", "--init"],
+  withValue: ["-separator", "--separator", "-newline", "--newline", "-nullvalue", "--nullvalue", "-vfs", "--vfs", "-mmap", "--mmap", "-maxsize", "--maxsize", "-heap", "--heap", "-lookaside", "--lookaside", "-pagecache", "--pagecache"],
+  firstOperand: "data",
+  codeFromOperand: 2,
+};
+const VIM: CodeRunner = { code: ["-c", "--cmd", "-S", "-u", "-U"], withValue: ["-T", "-i", "-t", "-q", "-w", "-W"], firstOperand: "data", plusCommands: true };
+const GDB: CodeRunner = {
+  code: ["-ex", "--ex", "-eval-command", "--eval-command", "-iex", "--iex", "-init-eval-command", "--init-eval-command", "-x", "--x", "-command", "--command", "-ix", "--ix", "-init-command", "--init-command"],
+  withValue: ["-p", "--pid", "-cd", "--cd", "-d", "--directory", "-core", "--core", "-c"],
+};
 
 const RUNNERS = new Map<string, CodeRunner>([
   ...["python", "python2", "python3", "pypy", "pypy3"].map((n) => [n, PYTHON] as const),
@@ -59,6 +84,11 @@ const RUNNERS = new Map<string, CodeRunner>([
   ...["tclsh", "wish", "expect", "osascript", "php-cgi"].map((n) => [n, { code: ["-e", "-c", "-f"], firstOperand: "script" } as CodeRunner] as const),
   ...["awk", "gawk", "mawk", "nawk"].map((n) => [n, AWK] as const),
   ...["sed", "gsed"].map((n) => [n, SED] as const),
+  ["psql", PSQL],
+  ...["mysql", "mariadb"].map((n) => [n, MYSQL] as const),
+  ...["sqlite3", "sqlite"].map((n) => [n, SQLITE] as const),
+  ...["vim", "vi", "nvim", "ex", "view", "vimdiff", "rvim", "gvim"].map((n) => [n, VIM] as const),
+  ["gdb", GDB],
   // Tools whose options name a command they run (GNU tools read options after operands too).
   ["tar", { code: ["-I", "--use-compress-program", "--to-command", "--checkpoint-action", "-F", "--info-script", "--new-volume-script", "--rsh-command", "--rmt-command"], withValue: ["-C", "-f", "-b", "-g", "-K", "-L", "-N", "-T", "-V", "-X", "--directory", "--file"] }],
   ["rsync", { code: ["-e", "--rsh", "--rsync-path"], withValue: ["-B", "-f", "-M", "-T", "--filter", "--temp-dir"] }],
@@ -151,6 +181,13 @@ export function codeArgumentRefusal(program: string, args: readonly string[], cu
     }
     if (runner.firstOperand === undefined) continue; // a tool: options decide, operands are data
     operands++;
+    if (isCurrent && runner.codeFromOperand !== undefined && operands >= runner.codeFromOperand) {
+      return `is an operand of ${program} after the ${runner.codeFromOperand - 1 === 1 ? "first" : `first ${runner.codeFromOperand - 1}`}, which is code ${program} runs (its commands run shell commands): quoting cannot protect it there`;
+    }
+    if (isCurrent && runner.plusCommands && !optionsDone) {
+      return `is an operand of ${program} before --, where a value starting with + is a command ${program} runs: write -- before it`;
+    }
+    if (runner.firstOperand === "data") continue;
     if (operands === 1 && !codeGiven) {
       if (isCurrent) return runner.firstOperand === "code" ? `is the program ${program} runs: quoting cannot protect it there` : `is the script ${program} runs: a value must not choose the code`;
       codeGiven = true;

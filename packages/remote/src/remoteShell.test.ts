@@ -336,6 +336,52 @@ describe("renderCommand", () => {
     }
   });
 
+  it("refuses a value as the commands of a database shell, an editor or a debugger, whose commands run shell commands (review)", () => {
+    // psql's `\!`, mysql's `system`, sqlite3's `.shell`, vim's `:!`, gdb's `shell`: each of
+    // these ran a value as a shell command like `python3 -c {x}`, and was accepted.
+    const marker = `/tmp/pwned-dbshell-${process.pid}`;
+    const demos: Array<[string, string, string]> = [
+      ["sqlite3", "sqlite3 :memory: {x}", `.shell touch ${marker}`],
+      ["vim", "vim -es -c {x} -c 'q!'", `!touch ${marker}`],
+      ["vim", "vim -es {x} -c 'q!'", `+!touch ${marker}`],
+      ["gdb", "gdb -batch -nx -ex {x}", `shell touch ${marker}`],
+    ];
+    for (const [program, template, payload] of demos) {
+      if (execFileSync("/bin/sh", ["-c", `command -v ${program} || true`], { encoding: "utf8" }) === "") continue;
+      execFileSync("/bin/sh", ["-c", `${template.replace("{x}", shellQuote(payload))} </dev/null >/dev/null 2>&1 || true`], { timeout: 20_000 });
+      expect([template, existsSync(marker)]).toEqual([template, true]);
+      execFileSync("rm", ["-f", marker]);
+    }
+    const bad: Array<[string, RegExp]> = [
+      ["psql -c {x}", /value of psql -c, which is code psql runs/],
+      ["psql -d app -Xqc {x}", /value of psql -c/],
+      ["psql --command={x}", /the code psql --command runs/],
+      ["psql -f {x}", /value of psql -f/],
+      ["mysql -e {x}", /value of mysql -e/],
+      ["mariadb --execute={x}", /the code mariadb --execute runs/],
+      ["sqlite3 /srv/app.db {x}", /operand of sqlite3 after the first, which is code/],
+      ["sqlite3 -cmd {x} /srv/app.db", /value of sqlite3 -cmd/],
+      ["vim -es -c {x} file", /value of vim -c/],
+      ["ex -s {x}", /operand of ex before --, where a value starting with \+ is a command/],
+      ["gdb -batch -ex {x}", /value of gdb -ex/],
+      ["sudo -u postgres psql -c {x}", /value of psql -c/],
+    ];
+    for (const [template, message] of bad) {
+      expect(() => checkCommandTemplate(template)).toThrow(message);
+    }
+    // Their data stays fillable: names of databases, users, files after --, options' values.
+    for (const template of [
+      "psql -d {db} -U {user} -v name={x} -c 'select 1'",
+      "psql {db}",
+      "mysql -u {user} -D {db} -e 'show tables'",
+      "sqlite3 -separator , {db} .tables",
+      "vim -es -c '%s/a/b/|x' -- {file}",
+      "gdb -batch -ex bt -p {pid}",
+    ]) {
+      expect(() => checkCommandTemplate(template)).not.toThrow();
+    }
+  });
+
   it.each(SHELLS)("still fills arguments of interpreters and tools after their code, which %s hands over literally", (shell) => {
     // Each prints its argument followed by a NUL (the code is the template's own).
     const accepted = [
