@@ -129,6 +129,14 @@ describe("webhooks to a host name that resolves to an internal address (security
     expect(received).toHaveLength(3);
   });
 
+  it("tries every checked answer in turn: a first answer that cannot be reached does not fail the send (as fetch did)", async () => {
+    // The receiver listens on 127.0.0.1 only: ::1 (or 127.0.0.2, where IPv6 is off) refuses at once.
+    const before = received.length;
+    const { row } = await sendOnce(`http://hooks.probe.invalid:${port}/hooks/second`, `http://hooks.probe.invalid:${port}/hooks`, resolver(["::1", "127.0.0.1"]).lookup, ["::1/128", "127.0.0.0/8"]);
+    expect(row).toEqual({ status: "SENT", last_error: null, last_status: 200 });
+    expect(received.slice(before)).toEqual([`hooks.probe.invalid:${port} /hooks/second`]);
+  });
+
   it("refuses an alert webhook whose host name resolves to an internal address, and sends it once the address is listed", async () => {
     const prefix = uniquePrefix("probe-alert-address");
     const redis = new Redis(testRedisUrl());
@@ -202,7 +210,7 @@ describe("webhooks to a host name that resolves to an internal address (security
     expect(internalAddressKind("64:ff9b::a9fe:a9fe")).toMatch(/NAT64 of 169\.254\.169\.254, link-local/);
     const policy = { privateNetworks: toWebhookSettings({}, []).privateNetworks };
     const dns64: HostLookup = async () => [{ address: "64:ff9b::808:808", family: 6 }];
-    expect(await webhookAddress(new URL("https://hooks.probe.invalid/x"), { ...policy, lookup: dns64 })).toEqual({ address: "64:ff9b::808:808", family: 6 });
+    expect(await webhookAddress(new URL("https://hooks.probe.invalid/x"), { ...policy, lookup: dns64 })).toMatchObject({ address: "64:ff9b::808:808", family: 6 });
     const metadata: HostLookup = async () => [{ address: "64:ff9b::a9fe:a9fe", family: 6 }];
     expect(await webhookAddress(new URL("https://hooks.probe.invalid/x"), { ...policy, lookup: metadata })).toMatchObject({ refused: expect.stringMatching(/169\.254\.169\.254/) });
   });

@@ -126,10 +126,10 @@ const isLocalhostName = (host: string) => host === "localhost" || host.endsWith(
  * and the delivery is sent a second time beside it (found by review: fetch's timeout covered the
  * lookup, this one did not).
  */
-export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: AbortSignal): Promise<{ address: string; family: number } | { refused: string }> {
+export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: AbortSignal): Promise<WebhookTarget | { refused: string }> {
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
   const literal = isIP(host);
-  if (literal !== 0) return { address: host, family: literal };
+  if (literal !== 0) return { address: host, family: literal, all: [{ address: host, family: literal }] };
   let answers: ReadonlyArray<{ address: string; family: number }>;
   try {
     answers = await abortable(policy.lookup(host), signal);
@@ -148,7 +148,19 @@ export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: A
       refused: `${host} resolves to ${address}, a ${kind} address: webhooks reach internal addresses by name only when WEBHOOK_PRIVATE_NETWORKS lists them (or name the IP in WEBHOOK_ALLOWED_URLS)`,
     };
   }
-  return answers[0]!;
+  return { ...answers[0]!, all: answers };
+}
+
+/**
+ * Where a send connects: the first checked answer, and every checked answer in the resolver's
+ * order, which the connection tries in turn (Node's autoSelectFamily, on by default since Node 20: RFC 8305's happy
+ * eyeballs), as fetch did: a host answering IPv6 first reaches a worker without an IPv6 route
+ * through its IPv4 answer (found by review: only the first answer was tried).
+ */
+export interface WebhookTarget {
+  address: string;
+  family: number;
+  all: ReadonlyArray<{ address: string; family: number }>;
 }
 
 /** `promise`, or the signal's reason once it aborts (what it waits for is left to finish on its own). */
@@ -162,11 +174,11 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
-/** A connection lookup that answers `address` whatever it is asked: the socket connects where the check looked. */
-export function pinnedLookup(address: string, family: number): LookupFunction {
+/** A connection lookup that answers the checked addresses whatever it is asked: the socket connects where the check looked. */
+export function pinnedLookup(target: WebhookTarget): LookupFunction {
   return ((_hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
-    if (options?.all) callback(null, [{ address, family }]);
-    else callback(null, address, family);
+    if (options?.all) callback(null, target.all.map((a) => ({ ...a })));
+    else callback(null, target.address, target.family);
   }) as LookupFunction;
 }
 
@@ -181,10 +193,10 @@ export interface PostAnswer {
  * a redirect (a 3xx is an answer like any other). TLS still verifies the certificate against
  * the URL's host name.
  */
-export function postPinned(url: URL, target: { address: string; family: number }, init: { headers: Record<string, string>; body: string; signal: AbortSignal; maxChars: number }): Promise<PostAnswer> {
+export function postPinned(url: URL, target: WebhookTarget, init: { headers: Record<string, string>; body: string; signal: AbortSignal; maxChars: number }): Promise<PostAnswer> {
   const client = url.protocol === "https:" ? https : http;
   return new Promise<PostAnswer>((resolve, reject) => {
-    const req = client.request(url, { method: "POST", headers: { ...init.headers, "content-length": String(Buffer.byteLength(init.body)) }, lookup: pinnedLookup(target.address, target.family), signal: init.signal, agent: false }, (res) => {
+    const req = client.request(url, { method: "POST", headers: { ...init.headers, "content-length": String(Buffer.byteLength(init.body)) }, lookup: pinnedLookup(target), signal: init.signal, agent: false }, (res) => {
       let text = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => {
