@@ -77,5 +77,30 @@ describe("remote command, its server down and back", () => {
     expect(waits.map((r) => [r.level, r.waits, r.category])).toEqual(waits.map((_, i) => ["warn", i + 1, "network"]));
     expect(waits[0]!.message).toMatch(/^server nas1 unreachable, nothing ran \(.*ECONNREFUSED.*\): trying again in 300 ms, no attempt used$/);
     expect(rows.at(-1)).toMatchObject({ level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) });
+    a.signal("SIGTERM");
+    expect(await a.exited).toMatchObject({ code: 0 });
+  });
+
+  it("past REMOTE_SERVER_WAIT_MAX the looks use attempts: a server that never comes back fails the job in the end", async () => {
+    await ssh.kill();
+    const b = fx.spawnWorker("B", { REMOTE_SERVER_WAIT_MAX: "2s", BACKOFF_SCHEDULE: "300ms" });
+    await b.started();
+    const remote = fx.runtime.deps.jobs.queue("remote");
+    const before = (await logRows()).length;
+    const job = await fx.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project: "p2" } });
+    await fx.waitFor(async () => ((await (await remote.getJob(job.id!))?.getState()) === "failed" ? true : undefined), 30_000, "the job to fail once the wait is over and its attempts are used");
+    const failed = await remote.getJob(job.id!);
+    expect(failed?.attemptsMade).toBe(2);
+    expect(failed?.failedReason).toMatch(/ECONNREFUSED/);
+    const rows = (await logRows()).slice(before);
+    // Looks without attempts for ~2 s, then one error row per attempt (JOB_ATTEMPTS 2).
+    const waits = rows.filter((r) => r.level === "warn");
+    expect(waits.length).toBeGreaterThanOrEqual(3);
+    expect(rows.slice(waits.length).map((r) => [r.level, r.category])).toEqual([
+      ["error", "network"],
+      ["error", "network"],
+    ]);
+    b.signal("SIGTERM");
+    expect(await b.exited).toMatchObject({ code: 0 });
   });
 });

@@ -33,6 +33,8 @@ export interface MigrationSettings {
   breakerThreshold: number;
   /** Delays before the breaker's first probe, after one failed probe, after two…; the last repeats. */
   breakerProbeScheduleMs: readonly number[];
+  /** How long a remote-command job waits for a server it cannot reach without using attempts (REMOTE_SERVER_WAIT_MAX). */
+  remoteServerWaitMaxMs: number;
   /** Retries of a failed file (retry_count limit). */
   maxRetries: number;
   /** Files per retry batch. */

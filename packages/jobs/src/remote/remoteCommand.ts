@@ -65,9 +65,12 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
       });
     } catch (err) {
       const unreachable = serverUnreachable(err, ctx.signal);
-      if (unreachable) throw await waitForServer(ctx, payload.server, { job, subject }, unreachable, previous);
+      const wait = unreachable && (await waitForServer(ctx, payload.server, { job, subject }, unreachable, previous));
+      if (wait) throw wait;
       const error = classifyError(err);
-      await recordRun(ctx, { level: "error", job, subject, message: describe(error), details: { category: error.category, retryable: error.retryable, attempt: ctx.job.attempt } });
+      // Past REMOTE_SERVER_WAIT_MAX: the wait's start is kept, so the next try uses an attempt too.
+      const waitingSince = unreachable ? waitingSinceOf(previous) : undefined;
+      await recordRun(ctx, { level: "error", job, subject, message: describe(error), details: { category: error.category, retryable: error.retryable, attempt: ctx.job.attempt, ...(waitingSince !== undefined ? { waitingSince: new Date(waitingSince).toISOString() } : {}) } });
       throw error;
     }
     ctx.log.info({ server: payload.server, command: payload.command, exitCode: result.exitCode, durationMs: result.durationMs }, "remote command done");
@@ -97,6 +100,13 @@ async function recordStart(ctx: JobContext<FleetDeps>, row: { job: string; subje
 
 type JobLogRow = LogEntry & { at: Date };
 
+/** When the job began waiting for its unreachable server, from its last row (a wait, or a try past the wait's limit). */
+function waitingSinceOf(previous: JobLogRow | undefined): number | undefined {
+  const text = previous?.details?.waitingSince;
+  const at = typeof text === "string" ? Date.parse(text) : Number.NaN;
+  return Number.isNaN(at) ? undefined : at;
+}
+
 /** Failures to reach the server at all; never the command's own. */
 const UNREACHABLE_CATEGORIES = new Set(["network", "timeout", "unavailable"]);
 
@@ -118,19 +128,25 @@ function serverUnreachable(err: unknown, signal: AbortSignal): FleetError | unde
 /**
  * A server that cannot be reached is not the command's failure: the job waits for it without
  * using an attempt, looking again after each delay of BREAKER_PROBE_SCHEDULE (the last repeats),
- * for as long as the outage lasts, and says so in migration_log at each look. With the job's
+ * for as long as the outage lasts (up to REMOTE_SERVER_WAIT_MAX: then undefined, and the looks
+ * use attempts again), and says so in migration_log at each look. With the job's
  * backoff instead (found by the fault probe) an sshd back after a minute was tried again only at
  * the next step of BACKOFF_SCHEDULE (5 min, then 10, 30, 60), and an outage of ~1 h 45 min
  * failed the job for good. The count of looks so far is in the job's last log row before this
  * try's start (`previous`).
  */
-async function waitForServer(ctx: JobContext<FleetDeps>, server: string, row: { job: string; subject: string }, unreachable: FleetError, previous: JobLogRow | undefined): Promise<DelayJob> {
+async function waitForServer(ctx: JobContext<FleetDeps>, server: string, row: { job: string; subject: string }, unreachable: FleetError, previous: JobLogRow | undefined): Promise<DelayJob | undefined> {
   const waits = (typeof previous?.details?.serverWaits === "number" ? previous.details.serverWaits : 0) + 1;
+  // Since the first look that found it unreachable; past REMOTE_SERVER_WAIT_MAX the looks use
+  // attempts again (the caller records the run's error and throws it): a server retired or
+  // mistyped must end the job some day, not leave it looking (and logging) every 30 s for good.
+  const since = waitingSinceOf(previous) ?? Date.now();
+  if (Date.now() - since > ctx.deps.settings.remoteServerWaitMaxMs) return undefined;
   const schedule = ctx.deps.settings.breakerProbeScheduleMs;
   const delayMs = schedule[Math.min(waits, schedule.length) - 1] ?? 30_000;
   const message = `server ${server} unreachable, nothing ran (${describe(unreachable)}): trying again in ${delayMs} ms, no attempt used`;
   ctx.log.warn({ server, category: unreachable.category, waits, delayMs }, "remote command's server unreachable: waiting for it");
-  await writeLog(ctx.deps.db, [{ level: "warn", ...row, message, details: { category: unreachable.category, serverWaits: waits, attempt: ctx.job.attempt } }]);
+  await writeLog(ctx.deps.db, [{ level: "warn", ...row, message, details: { category: unreachable.category, serverWaits: waits, waitingSince: new Date(since).toISOString(), attempt: ctx.job.attempt } }]);
   return new DelayJob(new Date(Date.now() + delayMs), message);
 }
 
