@@ -18,6 +18,7 @@ import { isDatabaseUnavailable } from "@fleet/db/unavailable";
 import { warmPrisma } from "@fleet/db/prismaClient";
 import type { DbPool } from "@fleet/db/pool";
 import { OperationHistory, operationHistoryReader } from "@fleet/db/sql/operations";
+import { jobRequestStore } from "@fleet/db/sql/jobRequests";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
 import { actorOf, installAuth } from "./auth";
@@ -79,11 +80,18 @@ export async function startDashboard(config: DashboardConfig, log: Logger): Prom
   const prefix = bullPrefix(config.FLEET_PREFIX);
   // The contracts alone: the dashboard submits jobs and never loads a handler (SSH, SMTP).
   const catalogue = fleetContracts();
-  const jobs = new JobClient<FleetJobs>(catalogue, redis, prefix, {
-    attempts: config.JOB_ATTEMPTS,
-    keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
-    keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
-  });
+  const jobs = new JobClient<FleetJobs>(
+    catalogue,
+    redis,
+    prefix,
+    {
+      attempts: config.JOB_ATTEMPTS,
+      keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
+      keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
+    },
+    // Durable kinds' requests (remote commands) are kept in PostgreSQL before they reach Redis.
+    { durableRequests: jobRequestStore(db) },
+  );
   // Serve at once, whatever the state of Redis and PostgreSQL: /healthz answers, /readyz says
   // which one is missing, and the log says it every few seconds until it is back.
   const watching = new AbortController();

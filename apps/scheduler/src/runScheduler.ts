@@ -10,6 +10,7 @@ import type { FleetJobs } from "@fleet/jobs/contracts";
 import { SCHEDULES } from "@fleet/jobs/schedules";
 import { createPool } from "@fleet/db/pool";
 import { accountsInUse } from "@fleet/db/sql/accountQueue";
+import { jobRequestStore } from "@fleet/db/sql/jobRequests";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
@@ -68,11 +69,17 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   });
   await checkRedisPolicy(redis, log);
   // The contracts alone: the scheduler enqueues and never loads a handler (SSH, SMTP).
-  const jobs = new JobClient<FleetJobs>(fleetContracts(), redis, bullPrefix(config.FLEET_PREFIX), {
-    attempts: config.JOB_ATTEMPTS,
-    keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
-    keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
-  });
+  const jobs = new JobClient<FleetJobs>(
+    fleetContracts(),
+    redis,
+    bullPrefix(config.FLEET_PREFIX),
+    {
+      attempts: config.JOB_ATTEMPTS,
+      keepCompletedSeconds: Math.round(config.KEEP_COMPLETED / 1000),
+      keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
+    },
+    { durableRequests: jobRequestStore(db) },
+  );
   shutdown.register("queues", () => jobs.close());
   const schedules = resolveSchedules(SCHEDULES, config, config.FLEET_TZ);
 

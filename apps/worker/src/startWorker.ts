@@ -153,7 +153,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     prefix: runtime.prefix,
     db: runtime.db,
     jobs: runtime.deps.jobs,
-    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: sweepDelayAfterTakeover({ tempSweepMinAgeMs: config.TEMP_SWEEP_MIN_AGE, staleAfterMs: config.RANGE_STALE_AFTER, heartbeatMs: config.HEARTBEAT_INTERVAL, leaseMs: WRITER_LEASE_MS }) },
+    thresholds: { rangeStaleMs: config.RANGE_STALE_AFTER, retryingStaleMs: config.RETRYING_STALE_AFTER, notifySendingStaleMs: config.NOTIFY_SENDING_STALE, sweepAfterMs: sweepDelayAfterTakeover({ tempSweepMinAgeMs: config.TEMP_SWEEP_MIN_AGE, staleAfterMs: config.RANGE_STALE_AFTER, heartbeatMs: config.HEARTBEAT_INTERVAL, leaseMs: WRITER_LEASE_MS }), requestMissingMs: config.LOCK_DURATION },
     intervalMs: config.RECOVERY_INTERVAL,
     reconcileEveryMs: config.RECONCILE_INTERVAL,
     log,

@@ -11,6 +11,13 @@ import type { Logger } from "./logger";
  */
 export const CANCEL_REASON = "cancelled";
 
+/**
+ * The reason a durable kind's run (a remote command) is aborted with when BullMQ could not renew
+ * its lock: Redis lost the job, or handed it on as stalled. Its job may run elsewhere now (queued
+ * again from PostgreSQL, or by another worker), so this run stops and records no outcome of its own.
+ */
+export const LOCK_LOST_REASON = "lock-lost";
+
 export interface CancelRequest {
   queue: string;
   jobId: string;

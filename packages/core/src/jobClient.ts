@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Queue } from "bullmq";
 import type { JobsOptions, Job } from "bullmq";
 import type { Redis } from "ioredis";
+import type { DurableRequest, DurableRequestStore } from "./durableRequests";
 import type { AnyJobContract, ContractLookup, PayloadOf } from "./jobDefinition";
 import { PermanentError } from "./errors";
 import { formatZodIssues } from "./zodIssues";
@@ -56,7 +57,15 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
      * Queue is created; a command that only reads (the CLI) must create no keys, so that a
      * mistyped prefix stays empty and can be told apart from a real fleet.
      */
-    private readonly queueOptions: { skipMetasUpdate?: boolean } = {},
+    private readonly queueOptions: {
+      skipMetasUpdate?: boolean;
+      /**
+       * Where requests of durable kinds (a contract's `durable`) are kept before they reach
+       * Redis. Without it such a kind is refused: a request Redis could lose with nothing to
+       * bring it back is not taken.
+       */
+      durableRequests?: DurableRequestStore;
+    } = {},
   ) {}
 
   /** A job kind's contract, by name (undefined for a name outside the catalogue). */
@@ -79,7 +88,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     // The fleet's own wake-ups of a keep-last kind take the shared id too: BullMQ keeps only the
     // last request's id, and one under a fresh id would leave an API submitter's id unrun.
     if (opts.deduplication?.keepLastIfActive) return (await this.addKeepLast(name, def, data, opts)).job;
-    return this.queue(def.queue).add(name, data, opts);
+    return this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts));
   }
 
   /**
@@ -95,7 +104,36 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     const { def, data } = this.prepare(name, payload);
     const opts = this.jobOptions(def, data, options);
     if (opts.deduplication?.keepLastIfActive) return this.addKeepLast(name, def, data, opts);
-    return this.added(this.queue(def.queue), String(opts.jobId), await this.queue(def.queue).add(name, data, opts), data);
+    const added = await this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts));
+    return this.added(this.queue(def.queue), String(opts.jobId), added, data);
+  }
+
+  /**
+   * Adds a durable kind's jobs (a contract's `durable`) only once their requests are kept in
+   * PostgreSQL; any other kind's at once. PostgreSQL first: a request whose job reached Redis
+   * but not the table could be lost with Redis. The add failing, the requests are forgotten
+   * (best effort: one left over is queued by the recovery watch, as a request the caller was
+   * told failed — the lesser harm than losing one it was told was taken).
+   */
+  private async durably<T>(def: AnyJobContract, name: string, jobs: ReadonlyArray<{ data: unknown; opts: JobsOptions }>, add: () => Promise<T>): Promise<T> {
+    if (!def.durable) return add();
+    const store = this.queueOptions.durableRequests;
+    if (!store) throw new PermanentError("bad-config", `job "${name}" is kept in PostgreSQL until it ends, and this producer has no database to keep it in`);
+    const requests: DurableRequest[] = jobs.map(({ data, opts }) => ({
+      id: String(opts.jobId),
+      name,
+      queue: def.queue,
+      data,
+      runAt: opts.delay ? new Date(Date.now() + opts.delay) : null,
+      priority: opts.priority ?? null,
+    }));
+    await store.keep(requests);
+    try {
+      return await add();
+    } catch (err) {
+      await store.forget(requests.map((r) => r.id)).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** What became of an add under `requested`: a new job, or one BullMQ kept instead, as stored. */
@@ -209,7 +247,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
 
   /** addBulk, except for a keep-last kind: one at a time, each under the shared id (addKeepLast). */
   private async addAll(queue: Queue, def: AnyJobContract, bulk: Array<{ name: string; data: unknown; opts: JobsOptions }>): Promise<Job[]> {
-    if (!bulk.some((b) => b.opts.deduplication?.keepLastIfActive)) return queue.addBulk(bulk);
+    if (!bulk.some((b) => b.opts.deduplication?.keepLastIfActive)) return this.durably(def, bulk[0]!.name, bulk, async () => queue.addBulk(bulk));
     const jobs: Job[] = [];
     for (const b of bulk) jobs.push(b.opts.deduplication?.keepLastIfActive ? (await this.addKeepLast(b.name, def, b.data, b.opts)).job : await queue.add(b.name, b.data, b.opts));
     return jobs;

@@ -115,6 +115,14 @@ export interface JobContract<Schema extends z.ZodType = z.ZodType> {
    * and the operations API refuse it with this text, which says how to stop the work instead.
    */
   notCancellable?: string;
+  /**
+   * Set for a job kind nothing in PostgreSQL re-derives (a remote command): each request is
+   * kept in PostgreSQL (job_requests) before its job reaches Redis and until it ends, and the
+   * recovery watch queues it again under its id when Redis loses it. A run whose BullMQ lock is
+   * lost (Redis emptied, or the job handed on as stalled) is stopped through its signal, since
+   * its job may run elsewhere now. Not for keep-last kinds.
+   */
+  durable?: boolean;
 }
 
 /** `payload` may be left out only when the job's schema accepts `{}` (every field optional or defaulted). */

@@ -1,7 +1,7 @@
 import { DelayedError, UnrecoverableError, WaitingChildrenError } from "bullmq";
 import { classifyError } from "./classifyError";
 import { DelayJob } from "./delayJob";
-import { CANCEL_REASON } from "./jobCancel";
+import { CANCEL_REASON, LOCK_LOST_REASON } from "./jobCancel";
 
 /**
  * What becomes of one job run, decided without touching Redis or PostgreSQL: the JobRunner
@@ -146,6 +146,17 @@ function decideFailure(event: Extract<JobEvent, { type: "threw" }>, now: number,
       until: now + SHUTDOWN_REQUEUE_MS,
       history: { type: "delayed", reason: "interrupted by shutdown: back to the queue" },
       log: { level: "info", msg: "interrupted by shutdown: job goes back to the queue" },
+      metric: "failed",
+    };
+  }
+  if (aborted === LOCK_LOST_REASON) {
+    // Its lock is gone: the job is not this run's any more (Redis lost it, or BullMQ handed it
+    // on). No history: the run that has the job now writes it. The BullMQ move is refused (no
+    // lock); rethrowing lets BullMQ say so.
+    return {
+      action: "delay",
+      rethrow: err,
+      log: { level: "warn", msg: "stopped: the job's lock was lost (Redis lost the job, or handed it on); the run that has it now records its outcome" },
       metric: "failed",
     };
   }

@@ -4,7 +4,7 @@ import type { Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { RetryableError } from "./errors";
 import { ExclusiveGate, GateLeases } from "./exclusiveGate";
-import { CANCEL_REASON, JobSignals, listenForCancels } from "./jobCancel";
+import { CANCEL_REASON, JobSignals, LOCK_LOST_REASON, listenForCancels } from "./jobCancel";
 import type { JobAbort } from "./jobCancel";
 import type { AnyJobDefinition } from "./jobDefinition";
 import { decideOutcome } from "./jobOutcome";
@@ -40,6 +40,8 @@ export class JobRunner<Deps> {
   private readonly lockWait: LockWait;
   /** The abort signals of the jobs running here (cancel requests, shutdown). */
   private readonly signals = new JobSignals();
+  /** The runs of durable kinds here (`queue\0jobId`): stopped when their lock is lost. */
+  private readonly durableRuns = new Set<string>();
   /** What each JobRun needs of the runner. */
   private readonly host: RunHost<Deps>;
 
@@ -53,7 +55,15 @@ export class JobRunner<Deps> {
     this.lockWait = new LockWait(options.connection, options.prefix, options.exclusiveRecheckMs ?? 5_000);
     this.leases = new GateLeases(gate, randomBytes(6).toString("hex"), options.lockDurationMs, options.exclusiveRecheckMs ?? 5_000, options.log);
     for (const consumer of options.consumers) {
-      this.workers.push(createQueueWorker(options, consumer, (job, token) => this.process(consumer.queue, job, token), (job, err) => this.onFailed(consumer.queue, job, err)));
+      this.workers.push(
+        createQueueWorker(
+          options,
+          consumer,
+          (job, token) => this.process(consumer.queue, job, token),
+          (job, err) => this.onFailed(consumer.queue, job, err),
+          (jobIds) => this.onLockLost(consumer.queue, jobIds),
+        ),
+      );
     }
   }
 
@@ -110,10 +120,27 @@ export class JobRunner<Deps> {
     // Followed from the moment BullMQ hands it over: a cancel or a shutdown that comes while it
     // still waits for admission (a gate or lock round trip) is remembered, not lost.
     const abort = this.signals.track(queue, job.id ?? "");
+    const durable = this.options.catalogue.get(job.name)?.durable === true ? `${queue}\0${job.id ?? ""}` : undefined;
+    if (durable) this.durableRuns.add(durable);
     try {
       return await this.admitAndRun(queue, job, token, abort);
     } finally {
+      if (durable) this.durableRuns.delete(durable);
       abort.done();
+    }
+  }
+
+  /**
+   * BullMQ could not renew these jobs' locks: Redis lost them, or handed them on as stalled (a
+   * worker frozen past LOCK_DURATION). A durable kind's run (a remote command) is stopped: its
+   * job may already run elsewhere — queued again from PostgreSQL, or by another worker — and
+   * two runs of a command must not overlap. Other kinds keep running: their work is fenced in
+   * PostgreSQL (range claims, heartbeats), and stopping them would only redo it.
+   */
+  private onLockLost(queue: string, jobIds: readonly string[]): void {
+    for (const id of jobIds) {
+      if (!this.durableRuns.has(`${queue}\0${id}`)) continue;
+      if (this.signals.cancel(queue, id, LOCK_LOST_REASON)) this.options.log.warn({ queue, jobId: id }, "job's lock lost (Redis lost it, or it was handed on): stopping this run");
     }
   }
 

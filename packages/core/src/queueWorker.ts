@@ -14,6 +14,8 @@ export function createQueueWorker<Deps>(
   // (the signal); the runner makes its own, only for handlers that use it (see JobSignals).
   processor: (job: Job, token: string | undefined) => Promise<unknown>,
   onFailed: (job: Job | undefined, err: Error) => void,
+  /** Jobs whose lock BullMQ could not renew (Redis lost them, or they were handed on as stalled). */
+  onLockLost: (jobIds: string[]) => void,
 ): Worker {
   const defs = options.catalogue.onQueue(consumer.queue);
   if (defs.length === 0) {
@@ -33,6 +35,7 @@ export function createQueueWorker<Deps>(
   worker.on("failed", onFailed);
   worker.on("completed", (job) => options.metrics.jobTally.jobCompleted(consumer.queue, job.name));
   worker.on("error", (err) => options.log.error({ err, queue: consumer.queue }, "worker error"));
+  worker.on("lockRenewalFailed", onLockLost);
   worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
   return worker;
 }

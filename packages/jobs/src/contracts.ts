@@ -30,8 +30,8 @@ type Unlisted = Exclude<JobName, Processor["name"]>;
 const everyRegisteredJobIsListed: [Unlisted] extends [never] ? true : { unlisted: Unlisted } = true;
 void everyRegisteredJobIsListed;
 
-function contractOf({ queue, description, schema, options, jobId, dedupeId, dedupeKeepLastIfActive, notCancellable }: AnyJobContract): AnyJobContract {
-  return { queue, description, schema, options, jobId, dedupeId, dedupeKeepLastIfActive, ...(notCancellable ? { notCancellable } : {}) };
+function contractOf({ queue, description, schema, options, jobId, dedupeId, dedupeKeepLastIfActive, notCancellable, durable }: AnyJobContract): AnyJobContract {
+  return { queue, description, schema, options, jobId, dedupeId, dedupeKeepLastIfActive, ...(notCancellable ? { notCancellable } : {}), ...(durable ? { durable } : {}) };
 }
 
 /** Every job kind's contract, by name (the handlers stripped off). */

@@ -5,12 +5,15 @@ import type { DbPool } from "@fleet/db/pool";
 import { hasRequestedRetries, resetStuckRetries } from "@fleet/db/sql/files";
 import { writeLog } from "@fleet/db/sql/log";
 import { resetStaleSending } from "@fleet/db/sql/notifications";
+import { hasMissingJobRequests } from "@fleet/db/sql/jobRequests";
 import { resetStaleRanges } from "@fleet/db/sql/ranges";
 import type { FleetJobs } from "../jobRegistry";
 import { QUEUES } from "../jobRegistry";
 import { rangeJobId } from "../migration/rangeJobId";
 import { reconcileRanges } from "./reconcileRanges";
 import type { ReconcileResult } from "./reconcileRanges";
+import { replayLostRequests } from "./replayRequests";
+import type { ReplayResult } from "./replayRequests";
 
 /** What recovery needs: PostgreSQL (the truth) and a producer of jobs (execution). */
 export interface RecoveryDeps {
@@ -29,6 +32,12 @@ export interface RecoveryThresholds {
    * then the dead owner's temp files are old enough and its writer lease has lapsed.
    */
   sweepAfterMs?: number;
+  /**
+   * How long a durable kind's request (a remote command) must have had no job in Redis before it
+   * is queued again (the workers' LOCK_DURATION: a run that lost its job stops within it).
+   * Undefined: this process leaves the requests to the workers' passes.
+   */
+  requestMissingMs?: number;
 }
 
 export interface StaleWorkResult {
@@ -39,6 +48,8 @@ export interface StaleWorkResult {
   rangeJobs: { enqueued: number; promoted: number };
   /** Present when the full reconciliation ran. */
   reconciled?: ReconcileResult;
+  /** Present when the durable requests were checked (with the reconciliation, or while some are missing). */
+  requests?: ReplayResult;
 }
 
 /**
@@ -81,6 +92,12 @@ export async function recoverStaleWork(
     if (await hasRequestedRetries(db)) await jobs.enqueue("retry-failed", {});
     // Account batches keep their flows in Redis: re-derive any a loss took (deduplicated job).
     await jobs.enqueue("accounts-reconcile", {});
+  }
+  // Requests nothing else re-derives (remote commands): checked with the reconciliation, and at
+  // every pass while some were found missing, so a lost one is queued again a lock period after
+  // it was first missed, not a reconcile interval later.
+  if (thresholds.requestMissingMs !== undefined && (options.reconcile || (await hasMissingJobRequests(db)))) {
+    result.requests = await replayLostRequests(deps, log, { missingMs: thresholds.requestMissingMs, job: options.job });
   }
   return result;
 }

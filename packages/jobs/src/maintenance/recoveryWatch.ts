@@ -76,7 +76,7 @@ export function startRecoveryWatch(options: RecoveryWatchOptions): RecoveryWatch
     if (!lead) return;
     const reconcile = seen.recreated || (await redis.set(reconcileKey, me, "PX", options.reconcileEveryMs, "NX")) === "OK";
     const result = await recoverStaleWork(options, options.thresholds, log, { reconcile, signal: stopping.signal, job: "recovery-watch" });
-    const found = result.staleRanges.length + result.stuckRetries + result.staleSending + (result.reconciled?.enqueued ?? 0);
+    const found = result.staleRanges.length + result.stuckRetries + result.staleSending + (result.reconciled?.enqueued ?? 0) + (result.requests?.replayed ?? 0);
     if (found > 0) log.info({ ...result, reconciled: result.reconciled }, "recovery pass re-enqueued orphaned work");
     if (found > 0 || reconcile) await options.onRecovered?.(result);
   };

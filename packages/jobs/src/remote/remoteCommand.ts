@@ -6,6 +6,7 @@ import { classifyError, describe } from "@fleet/core/classifyError";
 import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
+import { forgetJobRequests } from "@fleet/db/sql/jobRequests";
 import { readLog, writeLog } from "@fleet/db/sql/log";
 import type { LogEntry } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
@@ -21,6 +22,9 @@ const contract = defineContract({
   // Touches the systems under maintenance: queued ones wait while the API is locked.
   options: { whileLocked: "wait" },
   description: "Run a registered command on a registered SSH server",
+  // Nothing in PostgreSQL re-derives a request: it is kept there until it ends, and queued
+  // again when Redis loses its job (see replayRequests.ts).
+  durable: true,
   schema: z
     .object({
       server: z.string().min(1).max(256),
@@ -75,6 +79,9 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
     }
     ctx.log.info({ server: payload.server, command: payload.command, exitCode: result.exitCode, durationMs: result.durationMs }, "remote command done");
     await recordRun(ctx, { level: "info", job, subject, message: `exit ${result.exitCode} in ${result.durationMs} ms`, details: { value: result.value ?? null, truncated: result.truncated } });
+    // Done: the kept request goes now (a failure's goes once BullMQ or the history says the job
+    // ended for good). Left behind (the database down), the recovery pass forgets it then.
+    await forgetJobRequests(ctx.deps.db, [ctx.job.id]).catch((err: unknown) => ctx.log.warn({ err }, "could not forget the finished request; the recovery pass will"));
     return result;
   },
 });

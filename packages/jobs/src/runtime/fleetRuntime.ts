@@ -34,6 +34,7 @@ import { toWebhookSettings } from "../webhooks/webhookSettings";
 import type { WebhookConfig } from "../webhooks/webhookSettings";
 import { RemoteServers } from "../remote/remoteServers";
 import { writeLog } from "@fleet/db/sql/log";
+import { jobRequestStore } from "@fleet/db/sql/jobRequests";
 import { ConfigFiles } from "./configFiles";
 import { createLiveSettings } from "../liveSettingsCatalogue";
 import type { FleetLiveSettings } from "../liveSettingsCatalogue";
@@ -121,7 +122,8 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
       keepFailedSeconds: Math.round(config.KEEP_FAILED / 1000),
     },
     // The CLI reads queues (counts, pause state) and must not create their keys by looking.
-    { skipMetasUpdate: options.role === "cli" },
+    // Durable kinds' requests (remote commands) are kept in PostgreSQL before they reach Redis.
+    { skipMetasUpdate: options.role === "cli", durableRequests: jobRequestStore(db) },
   );
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));

@@ -1,0 +1,24 @@
+/**
+ * Requests of durable job kinds (a contract's `durable`): kept in PostgreSQL from before their
+ * job reaches Redis until they end, so that a Redis that loses the job does not lose the request
+ * (the recovery watch queues it again under its id). JobClient writes them through this store;
+ * the database package implements it (packages/db/src/sql/jobRequests.ts).
+ */
+export interface DurableRequest {
+  /** The BullMQ job id the request runs under (and is queued again under). */
+  id: string;
+  name: string;
+  queue: string;
+  /** The payload as validated. */
+  data: unknown;
+  /** A delayed submission's time to run; null: at once. */
+  runAt: Date | null;
+  priority: number | null;
+}
+
+export interface DurableRequestStore {
+  /** Keeps the requests (a request already kept under its id stays as it is). */
+  keep(requests: readonly DurableRequest[]): Promise<void>;
+  /** Forgets requests (ended, or never queued). */
+  forget(ids: readonly string[]): Promise<void>;
+}

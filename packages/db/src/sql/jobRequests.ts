@@ -1,0 +1,89 @@
+import type { DurableRequest, DurableRequestStore } from "@fleet/core/durableRequests";
+import type { Queryable } from "../pool";
+
+/**
+ * `job_requests`: the requests of durable job kinds (a remote command), kept from before their
+ * job reaches Redis until they end. Redis is execution; this table is what a Redis that lost
+ * the jobs is refilled from (packages/jobs/src/maintenance/replayRequests.ts). Rows are few
+ * (the requests in flight), and every statement here is one round trip for any number of them.
+ */
+export function jobRequestStore(db: Queryable): DurableRequestStore {
+  return {
+    async keep(requests: readonly DurableRequest[]): Promise<void> {
+      if (requests.length === 0) return;
+      // A request already kept under its id stays as it is: BullMQ, too, keeps the first job
+      // under an id and drops a second add (a replay, or a submission deduplicated by its id).
+      await db.query(
+        `INSERT INTO job_requests (id, name, queue, data, run_at, priority)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[])
+         ON CONFLICT (id) DO NOTHING`,
+        [
+          requests.map((r) => r.id),
+          requests.map((r) => r.name),
+          requests.map((r) => r.queue),
+          requests.map((r) => JSON.stringify(r.data ?? null)),
+          requests.map((r) => r.runAt),
+          requests.map((r) => r.priority),
+        ],
+      );
+    },
+    async forget(ids) {
+      await forgetJobRequests(db, ids);
+    },
+  };
+}
+
+/** Forgets requests (ended, or never queued); one statement. */
+export async function forgetJobRequests(db: Queryable, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const { rowCount } = await db.query("DELETE FROM job_requests WHERE id = ANY($1::text[])", [ids]);
+  return rowCount ?? 0;
+}
+
+/** A kept request as the recovery pass sees it, with what the operation history says of its job. */
+export interface OpenJobRequest extends DurableRequest {
+  createdAt: Date;
+  /** How long recovery passes have found no job for it in Redis (the database's clock); null: not missing. */
+  missingForMs: number | null;
+  replays: number;
+  /** The history's state of its job (COMPLETED, FAILED, REMOVED: it ended), if it has a row. */
+  historyState: string | null;
+  /** Who submitted it, from the history. */
+  submittedBy: string | null;
+}
+
+/** Every kept request, oldest first (at most `limit`). */
+export async function openJobRequests(db: Queryable, limit = 10_000): Promise<OpenJobRequest[]> {
+  const { rows } = await db.query<OpenJobRequest>(
+    `SELECT r.id, r.name, r.queue, r.data, r.run_at AS "runAt", r.priority, r.created_at AS "createdAt",
+            (EXTRACT(EPOCH FROM (now() - r.missing_since)) * 1000)::float8 AS "missingForMs", r.replays,
+            o.state::text AS "historyState", o.submitted_by AS "submittedBy"
+       FROM job_requests r LEFT JOIN operations o ON o.id = r.id
+      ORDER BY r.created_at, r.id
+      LIMIT $1`,
+    [limit],
+  );
+  return rows;
+}
+
+/** True when some request was found missing from Redis by an earlier pass (a pass must look again soon). */
+export async function hasMissingJobRequests(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ found: boolean }>("SELECT EXISTS (SELECT 1 FROM job_requests WHERE missing_since IS NOT NULL) AS found");
+  return rows[0]?.found === true;
+}
+
+/** Marks requests found without a job (keeping an earlier mark), or clears the mark of those found again. */
+export async function markJobRequestsMissing(db: Queryable, missing: readonly string[], found: readonly string[]): Promise<void> {
+  if (missing.length === 0 && found.length === 0) return;
+  await db.query(
+    `UPDATE job_requests SET missing_since = CASE WHEN id = ANY($1::text[]) THEN COALESCE(missing_since, now()) ELSE NULL END
+      WHERE id = ANY($1::text[]) OR (id = ANY($2::text[]) AND missing_since IS NOT NULL)`,
+    [missing, found],
+  );
+}
+
+/** Counts a replay of each request (its job queued again) and clears its missing mark. */
+export async function countJobRequestReplays(db: Queryable, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.query("UPDATE job_requests SET missing_since = NULL, replays = replays + 1 WHERE id = ANY($1::text[])", [ids]);
+}

@@ -1,0 +1,70 @@
+import { cancelOperation, findOperation, operationRef } from "@fleet/core/operations";
+import { OperationHistory } from "@fleet/db/sql/operations";
+import { replayLostRequests } from "../src/maintenance/replayRequests";
+import { createPipelineHarness } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
+
+/**
+ * The rules of job_requests (remote commands kept in PostgreSQL), against real Redis and
+ * PostgreSQL: a request is kept before its job is queued; one whose job ended is forgotten, never
+ * queued again (a cancelled command must stay cancelled); one missing from Redis is queued again
+ * only once passes have found it missing for the lock period, under its id, its submitter kept.
+ */
+describe("durable requests (job_requests)", () => {
+  let h: PipelineHarness;
+  beforeEach(async () => {
+    h = await createPipelineHarness("durable-requests");
+  });
+  afterEach(async () => {
+    await h.close();
+  });
+
+  const submit = async (project: string) => {
+    const { id, job } = await h.runtime.deps.jobs.submit("remote-command", { server: "nas1", command: "export", values: { project } });
+    await new OperationHistory(h.runtime.db).submitted(operationRef(job), "WAITING", "alice");
+    return id;
+  };
+  const kept = async () => (await h.runtime.db.query<{ id: string; replays: number; missing: boolean }>("SELECT id, replays, missing_since IS NOT NULL AS missing FROM job_requests ORDER BY id")).rows;
+  const queue = () => h.runtime.deps.jobs.queue("remote");
+
+  it("forgets what ended, leaves what waits, and queues again what Redis lost, after the lock period", async () => {
+    const cancelled = await submit("cancelled");
+    const waiting = await submit("waiting");
+    const lost = await submit("lost");
+    expect((await kept()).map((r) => r.id).sort()).toEqual([cancelled, waiting, lost].sort());
+
+    // Cancelled by an operator: BullMQ removes the job and the history says REMOVED.
+    const found = await findOperation([queue()], cancelled);
+    expect(await cancelOperation(h.runtime.redis, h.runtime.prefix, found!)).toEqual({ kind: "removed", was: "waiting" });
+    await new OperationHistory(h.runtime.db).removed(operationRef(found!.job), "bob");
+    // Lost: the job is gone from Redis, nothing in the history says it ended.
+    await (await queue().getJob(lost))!.remove();
+
+    const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
+    // First pass: the cancelled one is forgotten; the lost one is only marked missing.
+    expect(await replayLostRequests(deps, h.log, { missingMs: 1_500, job: "test" })).toEqual({ ended: 1, missing: 1, replayed: 0 });
+    expect(await kept()).toEqual(expect.arrayContaining([{ id: lost, replays: 0, missing: true }, { id: waiting, replays: 0, missing: false }]));
+    expect((await kept()).length).toBe(2);
+    // Still inside the lock period: not queued again yet.
+    expect(await replayLostRequests(deps, h.log, { missingMs: 1_500, job: "test" })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    expect(await queue().getJobState(lost)).toBe("unknown");
+
+    await new Promise((r) => setTimeout(r, 1_600));
+    expect(await replayLostRequests(deps, h.log, { missingMs: 1_500, job: "test" })).toEqual({ ended: 0, missing: 0, replayed: 1 });
+    const again = await queue().getJob(lost);
+    expect(again?.data).toEqual({ server: "nas1", command: "export", values: { project: "lost" } });
+    expect(await again!.getState()).toBe("waiting");
+    expect(await queue().getJobState(cancelled)).toBe("unknown");
+    expect(await kept()).toEqual(expect.arrayContaining([{ id: lost, replays: 1, missing: false }]));
+    const history = await h.runtime.db.query<{ state: string; submitted_by: string }>("SELECT state::text, submitted_by FROM operations WHERE id = $1", [lost]);
+    expect(history.rows).toEqual([{ state: "WAITING", submitted_by: "alice" }]);
+
+  });
+
+  it("forgets a kept request whose job Redis refused", async () => {
+    // BullMQ refuses a custom id with ':' once the request is kept: the caller is told it
+    // failed, and nothing is left to be queued later behind its back.
+    await expect(h.runtime.deps.jobs.submit("remote-command", { server: "nas1", command: "export", values: {} }, { jobId: "bad:id" })).rejects.toThrow();
+    expect(await kept()).toEqual([]);
+  });
+});
