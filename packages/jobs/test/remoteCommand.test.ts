@@ -6,7 +6,7 @@ import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
 import { RemoteServers } from "../src/remote/remoteServers";
 import { loadServersFile } from "../src/remote/serversFile";
-import { createPipelineHarness, finishedJob } from "./pipelineHarness";
+import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 
 /** Registered servers and the remote-command job, against a real OpenSSH sshd on loopback. */
@@ -34,6 +34,7 @@ servers:
       no-access: 'fleet-fail "cp: cannot create /export/x: Permission denied"'
       busy: fleet-fail "export lock held by another run"
       slow: sleep 30
+      crash: sh -c 'echo "half done"; kill -s TERM $$'
     errorPatterns:
       retryable: ["lock held"]
 ${extra}`;
@@ -246,6 +247,17 @@ describe("the remote-command job", () => {
     expect(done.job.failedReason).toMatch(/Permission denied/);
     const log = await h.runtime.db.query("SELECT level, details->>'category' AS category FROM migration_log WHERE subject = 'remote:nas1:no-access' ORDER BY id");
     expect(log.rows).toEqual([{ level: "info", category: null }, { level: "error", category: "permission-denied" }]);
+  });
+
+  it("logs a command killed by a signal as killed by it, a retryable failure of its own", async () => {
+    // The watchdog's shell exits with 128 + N for a command killed by signal N: the row said
+    // "exited with code 143".
+    await h.runtime.deps.jobs.enqueue("remote-command", { server: "nas1", command: "crash", values: {} });
+    const row = await waitFor(async () => {
+      const log = await h.runtime.db.query("SELECT message, details->>'category' AS category, details->>'retryable' AS retryable FROM migration_log WHERE subject = 'remote:nas1:crash' AND level = 'error'");
+      return log.rows[0];
+    });
+    expect(row).toEqual({ message: expect.stringMatching(/ was killed by SIGTERM: half done$/), category: "unknown", retryable: "true" });
   });
 
   it("refuses a payload carrying a command line", async () => {

@@ -178,9 +178,27 @@ describe("runRemoteCommand", () => {
     expect(result.stderr).toBe("");
     expect(err.message).not.toContain("arg-secret");
     expect(err.message).not.toContain("env-secret");
-    // A crash of its own: retried (nothing in its output says otherwise), with 128 + SIGKILL.
+    // A crash of its own: retried (nothing in its output says otherwise), reported as the signal.
     expect(err).toMatchObject({ category: "unknown", retryable: true });
-    expect(result.exitCode).toBe(137);
+    expect(result).toMatchObject({ exitCode: null, signal: "SIGKILL" });
+  });
+
+  it("reports a command killed by a signal as killed by it, not as exit code 128 + its number", async () => {
+    // The watchdog's shell runs the command in the background and exits with 128 + N when it
+    // dies of signal N: sshd saw an exit code, and the error said "exited with code 143".
+    const err = await rejectionOf(runRemoteCommand(target, ["sh", "-c", "echo half done; kill -s TERM $$"], { timeoutMs: 10_000 }));
+    expect(err.message).toMatch(/ was killed by SIGTERM: half done$/);
+    expect(err).toMatchObject({ category: "unknown", retryable: true });
+    expect((err.cause as RemoteCommandFailure).result).toMatchObject({ exitCode: null, signal: "SIGTERM", stdout: "half done\n" });
+    // The signal's output is still read by the patterns: a permanent one makes it permanent.
+    const denied = await rejectionOf(runRemoteCommand(target, ["sh", "-c", "echo Permission denied >&2; kill -s HUP $$"], { timeoutMs: 10_000 }));
+    expect(denied).toMatchObject({ category: "permission-denied", retryable: false });
+    expect(denied.message).toContain("was killed by SIGHUP");
+    // A status that is no killing signal's stays an exit code (145 = 128 + SIGCHLD), and one the
+    // caller lists as fine is taken as its exit code.
+    expect((await rejectionOf(runRemoteCommand(target, ["fleet-fail", "odd", "145"], { timeoutMs: 10_000 }))).message).toContain("exited with code 145");
+    const listed = await runRemoteCommand(target, ["fleet-fail", "stopped", "143"], { timeoutMs: 10_000, okExitCodes: [0, 143] });
+    expect([listed.exitCode, listed.signal]).toEqual([143, undefined]);
   });
 
   it("kills a command that runs past its timeout, children included", async () => {

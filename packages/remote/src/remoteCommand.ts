@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { constants } from "node:os";
 import type { Client, ClientChannel } from "ssh2";
 import { PermanentError, RetryableError } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
@@ -50,7 +51,10 @@ export interface RemoteCommandOptions {
 }
 
 export interface RemoteCommandResult {
-  /** null when the command was killed by a signal. */
+  /**
+   * null when the command was killed by a signal. A status of 128 + N, N a signal that kills,
+   * counts as killed by signal N unless okExitCodes lists it: see signalOfShellStatus().
+   */
   exitCode: number | null;
   /** e.g. "SIGKILL", when killed by a signal. */
   signal?: string;
@@ -109,7 +113,8 @@ export async function runRemoteCommand(
  * The line sshd's shell runs: the PID marker, then `line` in the background (stdin /dev/null:
  * Fleet never sends input) while a watchdog waits for the channel's stdin to end, which only
  * a lost connection does, and then kills the process group. The shell exits with the
- * command's status (a command killed by a signal: 128 + its number), the watchdog killed.
+ * command's status (a command killed by a signal: 128 + its number, which execute() reads back
+ * as the signal), the watchdog killed.
  * `line` ends with a newline of its own before `)` so a trailing comment or here-document in a
  * template stays closed.
  *
@@ -258,8 +263,9 @@ function execute(
           if (stopping && marker.pid !== undefined) kill(); // the PID a stop was waiting for
         });
         opened.on("exit", (code: number | null, signalName?: string) => {
-          exitCode = code;
-          exitSignal = signalName;
+          const killedBy = code === null ? undefined : signalOfShellStatus(code, options.okExitCodes ?? [0]);
+          exitCode = killedBy ? null : code;
+          exitSignal = killedBy ?? signalName;
         });
         opened.on("close", settle);
       });
@@ -271,6 +277,29 @@ function execute(
       reject(new RetryableError("network", `${describe}: ${(err as Error).message}`, { cause: err }));
     }
   });
+}
+
+// Signals whose default action ends a process (stop, continue and ignored ones cannot kill it),
+// by number. Numbers are the worker's platform's: the servers are GNU/Linux like the workers,
+// and the common ones (HUP, INT, QUIT, ABRT, KILL, SEGV, PIPE, ALRM, TERM) are the same everywhere.
+const NOT_KILLING = new Set(["SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH"]);
+const KILLING_SIGNALS = new Map<number, string>();
+for (const [name, number] of Object.entries(constants.signals)) {
+  if (!NOT_KILLING.has(name) && !KILLING_SIGNALS.has(number)) KILLING_SIGNALS.set(number, name); // SIGABRT before its alias SIGIOT
+}
+
+/**
+ * The signal a shell status of 128 + N stands for, or undefined. The command runs in the
+ * background of the watchdog's shell, and a shell reports a child killed by signal N as status
+ * 128 + N: sshd saw that shell exit with 143, never the SIGTERM, so a command killed by a
+ * signal was reported as "exited with code 143" (a known weakness of the watchdog). No shell
+ * can tell that status from a command that itself exits with 128 + N, so the status is read as
+ * the signal, as it always was for a compound command under sshd's `sh -c`; a caller for whom
+ * such a code means something lists it in okExitCodes and gets it back as the exit code.
+ */
+function signalOfShellStatus(status: number, okExitCodes: readonly number[]): string | undefined {
+  if (status <= 128 || okExitCodes.includes(status)) return undefined;
+  return KILLING_SIGNALS.get(status - 128);
 }
 
 /** SIGKILL to the channel's session leader (a channel request). */

@@ -30,6 +30,8 @@ export interface RemoteRunResult {
   server: string;
   command: string;
   exitCode: number | null;
+  /** e.g. "SIGTERM", when the command was killed by a signal (exitCode null). */
+  signal?: string;
   stdout: string;
   stderr: string;
   truncated: boolean;
@@ -129,6 +131,7 @@ export class RemoteServers {
       server: server.name,
       command,
       exitCode: result.exitCode,
+      ...(result.signal ? { signal: result.signal } : {}),
       stdout: result.stdout,
       stderr: result.stderr,
       truncated: result.truncated,
