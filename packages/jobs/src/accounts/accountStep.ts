@@ -342,17 +342,21 @@ async function startStep(s: StepScope, startedOn: string | null, run: StepRun): 
 async function cancelLeftBehind(s: StepScope, from: string, to: string, run: StepRun): Promise<boolean> {
   const { db, accounts, remote } = s.ctx.deps;
   const old = s.workflow.servers.find((w) => w.name === from);
-  if (!s.step.cancel || !old) {
-    const why = !s.step.cancel ? "the step has no cancel command" : `${from} is no longer in the workflow file`;
-    await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the command started on ${from} may still be running there (${why})` }]);
-    await clearStartedOn(db, s.key);
-    return true;
-  }
   const lease = await claimStepLease(db, s.key, run.owner, accounts.settings.stepLeaseMs, "WAITING", from);
   if (!lease.claimed) {
     // Cancelled by another run meanwhile (started_on moved on), or it is cancelling now.
     if (lease.owner === null) throw delay(50, "the step's row changed; looking again");
     return waitForOwner(s, lease, "WAITING");
+  }
+  if (!s.step.cancel || !old) {
+    // Nothing to cancel, but started_on is cleared under the lease all the same: a run that read
+    // it before another run started the step on `to` cleared it there (found by review: the
+    // clear was the one unfenced write of the move), and a later move or cancel of the account
+    // no longer knew where the command runs.
+    if (!(await ownedStartedOnClear(db, s.key, run.owner, from))) return false;
+    const why = !s.step.cancel ? "the step has no cancel command" : `${from} is no longer in the workflow file`;
+    await writeLog(db, [{ level: "warn", job: s.job, subject: s.subject, message: `${s.step.name}: moved from ${from} to ${to}; the command started on ${from} may still be running there (${why})` }]);
+    return true;
   }
   const hold = async (why: string): Promise<never> => {
     const reason = `${s.step.name}: waiting to cancel the command started on ${from} before starting over on ${to}: ${why}`;
