@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -87,6 +87,32 @@ describe("the CLI with TRANSFER_MODE=packaged", () => {
     expect(both).toMatchObject({ code: 2, stderr: expect.stringMatching(/exactly one of/) });
     const none = await run(process.execPath, [CLI, "migrate", "unpack", "--range", "99"], { env }).catch((e: { code: number; stderr: string }) => e);
     expect(none).toMatchObject({ code: 1, stderr: expect.stringMatching(/no packages found/) });
+  });
+
+  it("fleet migrate unpack --all and --range skip a package no row points at (an orphan of a crashed pack), and say so", async () => {
+    // A pack that crashed after writing its tar and manifest, before its rows: the re-run cut
+    // its files into other packages. Its files are counted nowhere; unpack --all restored them.
+    const dest = join(root, "destination", ".fleet-packages", "range-1");
+    await copyFile(join(dest, "part-1-25.tar"), join(dest, "part-1-24.tar"));
+    await copyFile(join(dest, "part-1-25.manifest.json"), join(dest, "part-1-24.manifest.json"));
+    try {
+      for (const args of [["--all"], ["--range", "1"]]) {
+        const out = await run(process.execPath, [CLI, "migrate", "unpack", ...args, "--target", "restore/orphans", "--json"], { env });
+        const r = JSON.parse(out.stdout) as { jobs: Array<{ manifest: string; id: string }>; skippedOrphans: string[] };
+        expect(r.jobs.map((j) => j.manifest)).toEqual([".fleet-packages/range-1/part-1-25.manifest.json", ".fleet-packages/range-1/part-26-50.manifest.json", ".fleet-packages/range-1/part-51-60.manifest.json"]);
+        expect(r.skippedOrphans).toEqual([".fleet-packages/range-1/part-1-24.manifest.json"]);
+      }
+      const text = await run(process.execPath, [CLI, "migrate", "unpack", "--all", "--target", "restore/orphans"], { env });
+      expect(text.stdout).toMatch(/^skipped 1 orphan package\(s\) that no migration_files row points at .*: \.fleet-packages\/range-1\/part-1-24\.manifest\.json$/m);
+      const queued = await runtime.deps.jobs.queue("migration").getJobs(["waiting"]);
+      expect(queued.filter((j) => j.data.target === "restore/orphans").map((j) => j.data.manifest)).not.toContain(".fleet-packages/range-1/part-1-24.manifest.json");
+      // Named, it is the operator's choice.
+      const named = await run(process.execPath, [CLI, "migrate", "unpack", ".fleet-packages/range-1/part-1-24.manifest.json", "--target", "restore/orphans"], { env });
+      expect(named.stdout).toMatch(/^enqueued unpack of \.fleet-packages\/range-1\/part-1-24\.manifest\.json/);
+    } finally {
+      await rm(join(dest, "part-1-24.tar"));
+      await rm(join(dest, "part-1-24.manifest.json"));
+    }
   });
 
   it("reports the files of a package whose tar was damaged, and only those", async () => {

@@ -5,7 +5,7 @@ import { UsageError, integerOption, print } from "../cliRun";
 import { NoFleetError } from "../context";
 import { progressBar, seedDemo } from "./seedDemo";
 import { formatStatus, readStatusReport, watchStatus } from "./status";
-import { listPackageManifests } from "./unpack";
+import { listMigratedPackages } from "./unpack";
 import { verifyMigration } from "./verify";
 
 /** `fleet migrate …`: the file migration's commands (failures, retry and kill: failureCommands.ts). */
@@ -59,9 +59,12 @@ export function registerMigrateCommands(migrate: Command, run: Run): void {
           throw new UsageError("give exactly one of a manifest key, --range <id> or --all");
         }
         const runtime = await ctx.runtime({ withRedis: true });
-        const manifests = manifest !== undefined ? [manifest] : await listPackageManifests(runtime.deps.destination, opts.range);
+        // Listed, only the packages rows point at: an orphan of a crashed pack is skipped (and
+        // said); one named on the command line is the operator's choice.
+        const { manifests, orphans } = manifest !== undefined ? { manifests: [manifest], orphans: [] } : await listMigratedPackages(runtime.db, runtime.deps.destination, opts.range);
+        const skipped = orphans.length === 0 ? "" : `skipped ${orphans.length} orphan package(s) that no migration_files row points at (left by a pack that did not finish; name one to unpack it anyway): ${orphans.slice(0, 5).join(", ")}${orphans.length > 5 ? ", …" : ""}`;
         if (manifests.length === 0) {
-          process.stderr.write(`fleet: no packages found in ${runtime.deps.destination.label}\n`);
+          process.stderr.write(`fleet: no packages found in ${runtime.deps.destination.label}${skipped ? `; ${skipped}` : ""}\n`);
           return 1;
         }
         const jobs: Array<{ manifest: string; id: string | undefined }> = [];
@@ -69,7 +72,7 @@ export function registerMigrateCommands(migrate: Command, run: Run): void {
           const job = await runtime.deps.jobs.enqueue("unpack", { manifest: key, ...(opts.target ? { target: opts.target } : {}), ...(opts.ifExists ? { ifExists: opts.ifExists } : {}) });
           jobs.push({ manifest: key, id: job.id });
         }
-        print(opts.json, { jobs }, jobs.map((j) => `enqueued unpack of ${j.manifest} (job ${j.id})`).join("\n"));
+        print(opts.json, { jobs, skippedOrphans: orphans }, [...jobs.map((j) => `enqueued unpack of ${j.manifest} (job ${j.id})`), ...(skipped ? [skipped] : [])].join("\n"));
       }),
     );
 
