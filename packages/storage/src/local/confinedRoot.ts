@@ -4,7 +4,7 @@ import path from "node:path";
 import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { statPath } from "../fsCallbacks";
 import { parentKey } from "../keys";
-import { HAS_MOUNT_TABLE, mountPointOf } from "./mounts";
+import { HAS_MOUNT_TABLE, danglingLinkOf, danglingRootMessage, mountPointOf } from "./mounts";
 import { errorCode, toStorageError } from "../storageErrors";
 
 /**
@@ -290,6 +290,7 @@ export class ConfinedRoot {
     try {
       real = await realpath(this.path);
     } catch (err) {
+      if (errorCode(err) === "ENOENT") await this.throwIfDangling(key === "" ? "open" : JSON.stringify(key));
       if (!create || errorCode(err) !== "ENOENT") throw toStorageError(`open storage root ${this.path} for`, key, err);
       // Not created under the mount point of a volume that is away.
       if (this.mountRequiredBy !== undefined) await this.requireVolume(await nearestExisting(this.path), key);
@@ -308,6 +309,17 @@ export class ConfinedRoot {
       this.volume = volume;
     }
     return real;
+  }
+
+  /**
+   * storage-unavailable naming the link when the root is missing because it is (or lies under)
+   * a dangling symlink: typically a link into a volume that is not mounted. The mount check
+   * said the link's own folder "is on the root filesystem", and the plain checks that the root
+   * was missing or gone, both sending the operator to the wrong folder.
+   */
+  async throwIfDangling(prefix: string): Promise<void> {
+    const dangling = await danglingLinkOf(this.path);
+    if (dangling) throw new RetryableError("storage-unavailable", `${prefix}: ${danglingRootMessage(this.path, dangling, this.mountRequiredBy)}`);
   }
 
   /** storage-unavailable unless `real` lies on a mounted volume (mountRequiredBy). */

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { LocalStorage } from "./localStorage";
@@ -112,6 +112,56 @@ asRoot("volumes of a local storage root beyond a mount point at the root", () =>
     await storage.write("a.txt", Buffer.from("a"));
     expect(await readFile(path.join(root, "a.txt"), "utf8")).toBe("a");
     await storage.close();
+  });
+
+  it("with a mount required, a root that is a dangling symlink is said to be one, with where it leads and what to do", async () => {
+    // /srv/out -> /mnt/vol/out with /mnt/vol not mounted: the error said the root "is on the
+    // root filesystem", which sent the operator looking at the wrong folder.
+    const volume = path.join(base, "vol");
+    await mkdir(volume);
+    const target = path.join(volume, "out");
+    const root = path.join(base, "out");
+    await symlink(target, root);
+    for (const setting of ["DESTINATION_REQUIRE_MOUNT", "SOURCE_REQUIRE_MOUNT"]) {
+      const storage = new LocalStorage({ root, mountRequiredBy: setting });
+      for (const attempt of [storage.write("a.txt", Buffer.from("a")), storage.readBuffer("a.txt"), storage.probe(setting.startsWith("SOURCE") ? "source" : "destination")]) {
+        const err = await rejectionOf(attempt);
+        expect([err.category, err.retryable]).toEqual(["storage-unavailable", true]);
+        expect(err.message).toContain(`the storage root ${root} is a symlink to ${target}, which does not exist`);
+        expect(err.message).toContain(setting);
+        expect(err.message).not.toContain("root filesystem");
+      }
+      await storage.close();
+    }
+    expect(await readdir(volume)).toEqual([]);
+
+    // The volume mounted and the folder there: the link leads somewhere, and it is used.
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", volume);
+    await mkdir(target);
+    const storage = new LocalStorage({ root, mountRequiredBy: "DESTINATION_REQUIRE_MOUNT" });
+    await storage.write("a.txt", Buffer.from("a"));
+    expect(await readFile(path.join(target, "a.txt"), "utf8")).toBe("a");
+    await storage.close();
+  });
+
+  it("a root that is a dangling symlink, no mount required: said so too, and nothing is created through it", async () => {
+    const target = path.join(base, "gone", "out");
+    const root = path.join(base, "out");
+    await symlink(target, root);
+    const storage = new LocalStorage({ root });
+    for (const attempt of [storage.write("a.txt", Buffer.from("a")), storage.readBuffer("a.txt")]) {
+      const err = await rejectionOf(attempt);
+      expect([err.category, err.retryable]).toEqual(["storage-unavailable", true]);
+      expect(err.message).toContain(`the storage root ${root} is a symlink to ${target}, which does not exist`);
+    }
+    expect(await readdir(base)).toEqual(["out"]);
+    await storage.close();
+    // A folder above the root is the dangling link.
+    await symlink(path.join(base, "gone2"), path.join(base, "data"));
+    const below = new LocalStorage({ root: path.join(base, "data", "in") });
+    const err = await rejectionOf(below.readBuffer("a.txt"));
+    expect(err.message).toContain(`the storage root ${path.join(base, "data", "in")} lies under ${path.join(base, "data")}, a symlink to ${path.join(base, "gone2")}, which does not exist`);
+    await below.close();
   });
 
   it("the mount table names the nearest mounted folder, escapes decoded", async () => {

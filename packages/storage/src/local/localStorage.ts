@@ -376,6 +376,11 @@ export class LocalStorage implements Storage {
       }
       return error;
     }
+    try {
+      await this.root.throwIfDangling(`${operation} ${JSON.stringify(k)}`);
+    } catch (err) {
+      return err as FleetError;
+    }
     return new RetryableError("storage-unavailable", `${operation} ${JSON.stringify(k)}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?)`, { cause: error });
   }
 
@@ -457,6 +462,7 @@ export class LocalStorage implements Storage {
       return;
     }
     if (!info?.isDirectory()) {
+      if (!info) await this.root.throwIfDangling(k);
       throw new RetryableError(
         "storage-unavailable",
         `${k}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
