@@ -74,10 +74,12 @@ it("a run that read the row before another run started the step on the new serve
     await writeMoveServersFile(site, site.ssh.port, m2.port);
     await db.query(`UPDATE account_step SET phase = 'WAITING', waiting_for = 'moved from m1 to m2', lease_owner = NULL, lease_at = NULL`);
     await db.query(`UPDATE batch_assignment SET server = 'm2' WHERE role = 'migration'`);
-    await db.query(`UPDATE migration_server SET health = 'down', last_error = 'test: marked down' WHERE name = 'm2'`);
+    await db.query(`UPDATE migration_server SET health = 'down', last_error = 'test: marked down', checked_at = NULL, probing_at = NULL WHERE name = 'm2'`);
   });
   expect(await startedOn()).toBe("m1");
+  // The step's run is in serverGate's probe of m2 (claimed, its connection held), past its look at the row.
   await m2.connected;
+  expect((await db.query(`SELECT 1 FROM migration_server WHERE name = 'm2' AND probing_at IS NOT NULL`)).rowCount).toBe(1);
 
   // Meanwhile another run starts the step on m2 (takeSlot: RUNNING, started_on m2, its lease).
   await db.query(`UPDATE account_step SET phase = 'RUNNING', server = 'm2', started_on = 'm2', attempt = attempt + 1, waiting_for = NULL, lease_owner = 'another-run', lease_at = now()`);
