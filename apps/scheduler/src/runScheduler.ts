@@ -14,7 +14,7 @@ import { jobRequestStore } from "@fleet/db/sql/jobRequests";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
-import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
+import { postgresCheck, redisCheck, untilDependencies, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { LinkBreakers } from "@fleet/core/linkBreakers";
 import { AlertWatch } from "@fleet/jobs/alerts/alertWatch";
 import { toAlertSettings } from "@fleet/jobs/alerts/alertSettings";
@@ -63,11 +63,14 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   shutdown.register("ops-server", () => closeServer(ops.server));
 
   // Redis and PostgreSQL may be restarting or not up yet: wait (and say so), never exit.
-  await waitForDependencies([redisCheck(redis), postgresCheck(db)], { log, signal: shutdown.signal }).catch(async (err: unknown) => {
+  const dependencies = [redisCheck(redis), postgresCheck(db)];
+  await waitForDependencies(dependencies, { log, signal: shutdown.signal }).catch(async (err: unknown) => {
     await shutdown.stop().catch(() => undefined);
     throw err;
   });
-  await checkRedisPolicy(redis, log);
+  // Each start-up read waits for its dependency again if it goes away meanwhile (a crash-restart).
+  const untilUp = <T>(what: string, step: () => Promise<T>) => untilDependencies(what, step, dependencies, { log, signal: shutdown.signal });
+  await untilUp("redis policy", () => checkRedisPolicy(redis, log));
   // The contracts alone: the scheduler enqueues and never loads a handler (SSH, SMTP).
   const jobs = new JobClient<FleetJobs>(
     fleetContracts(),
@@ -96,7 +99,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
   // record it again, and then restores the schedules as a loss (recover-stuck), not a takeover.
   // A start is stamped by Redis's clock, the one clock every replica shares: by its pod's own,
   // a replica on a host whose clock runs behind took itself for the older one.
-  const startedAt = await redisNow(redis);
+  const startedAt = await untilUp("redis clock", () => redisNow(redis));
   const configHash = createHash("sha256").update(JSON.stringify(schedules.map((s) => [s.id, s.job, s.repeat]))).digest("hex").slice(0, 16);
   const desiredKey = `${bullPrefix(config.FLEET_PREFIX)}:schedules:desired`;
   const aliveKey = `${desiredKey}:alive`;
@@ -171,7 +174,7 @@ export async function runScheduler(config: SchedulerConfig, log: Logger): Promis
       log.warn({ err }, "daily catch-up check failed; will try again at the next check"),
     );
   };
-  await syncNow();
+  await untilUp("first schedule sync", syncNow);
 
   if (config.INVENTORY_WATCH) {
     const watching = watchInventory({ db, jobs, log, signal: shutdown.signal, steps: config.INVENTORY_IDLE_STEPS });

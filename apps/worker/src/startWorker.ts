@@ -10,7 +10,7 @@ import { Shutdown } from "@fleet/core/shutdown";
 import { BatchedOperationHistory, reconcileOperationHistory } from "@fleet/db/sql/operationBatch";
 import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
-import { postgresCheck, redisCheck, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
+import { postgresCheck, redisCheck, untilDependencies, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
@@ -54,11 +54,12 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     throw err;
   }
   shutdown.register("ops-server", () => closeServer(server));
-  await waitForDependencies([redisCheck(runtime.redis), postgresCheck(runtime.db)], { log, signal: shutdown.signal }).catch(async (err: unknown) => {
+  const dependencies = [redisCheck(runtime.redis), postgresCheck(runtime.db)];
+  await waitForDependencies(dependencies, { log, signal: shutdown.signal }).catch(async (err: unknown) => {
     await shutdown.stop().catch(() => undefined);
     throw err;
   });
-  await checkRedisPolicy(runtime.redis, log);
+  await untilDependencies("redis policy", () => checkRedisPolicy(runtime.redis, log), dependencies, { log, signal: shutdown.signal });
 
   try {
     await runtime.deps.source.check?.("source");
@@ -71,7 +72,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   const windows = new Map<string, RunWindows>();
   const live = runtime.live;
   try {
-    await live.start();
+    await untilDependencies("live settings", () => live.start(), dependencies, { log, signal: shutdown.signal });
   } catch (err) {
     await shutdown.stop().catch(() => undefined);
     throw err;

@@ -101,6 +101,27 @@ export async function waitForDependencies(checks: readonly DependencyCheck[], op
   }
 }
 
+/**
+ * Runs a start-up step that reads Redis or PostgreSQL after waitForDependencies: either may go
+ * away again in between (a crash-restart under way). A step that fails while a dependency check
+ * fails too is run again once they all answer; a failure with every dependency up is the step's
+ * own, and is thrown. Found by the chaos test: a worker restarted into a PostgreSQL
+ * crash-restart passed its wait, failed to read the live settings a moment later, and exited 1.
+ */
+export async function untilDependencies<T>(what: string, step: () => Promise<T>, checks: readonly DependencyCheck[], options: WaitOptions): Promise<T> {
+  for (;;) {
+    try {
+      return await step();
+    } catch (err) {
+      options.signal?.throwIfAborted();
+      const down = await failing(checks);
+      if (down.length === 0) throw err;
+      options.log.warn({ err, step: what, awaiting: down.map((f) => ({ name: f.name, reason: f.reason })) }, "a dependency went away during start-up: waiting for it, then trying again");
+      await waitForDependencies(checks, options);
+    }
+  }
+}
+
 /** The first wait of waitForDependencies, doubled at each look up to its poll interval. */
 const FIRST_RETRY_MS = 25;
 
