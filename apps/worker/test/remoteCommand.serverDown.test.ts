@@ -1,9 +1,7 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { startSshServer } from "@fleet/testing/sshServer";
+import { readFile } from "node:fs/promises";
 import type { SshServer } from "@fleet/testing/sshServer";
-import { createWorkerFixture } from "./workerFixture";
+import { openRemoteCommandSite } from "./remoteCommandFixture";
+import type { RemoteCommandSite } from "./remoteCommandFixture";
 import type { WorkerFixture } from "./workerFixture";
 
 /**
@@ -14,36 +12,20 @@ import type { WorkerFixture } from "./workerFixture";
  * hour later, and failed for good the time after (found by the fault probe).
  */
 describe("remote command, its server down and back", () => {
+  let site: RemoteCommandSite;
   let ssh: SshServer;
-  let dir: string;
   let fx: WorkerFixture;
   let runs: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "fleet-remote-down-"));
-    runs = join(dir, "runs.log");
-    ssh = await startSshServer({ fixtures: { "fleet-export": `#!/bin/sh\necho "start $$" >> ${runs}\necho "end $$" >> ${runs}\n` } });
-    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
-    await writeFile(
-      join(dir, "servers.yaml"),
-      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 1m\n    commands:\n      export: fleet-export {project}\n`,
-    );
-    fx = await createWorkerFixture("remote-down", {
-      SSH_SERVERS_FILE: join(dir, "servers.yaml"),
-      WORKER_QUEUES: "remote",
-      JOB_ATTEMPTS: "2",
-      BACKOFF_SCHEDULE: "1h",
-      BREAKER_PROBE_SCHEDULE: "300ms,600ms,1s",
+    site = await openRemoteCommandSite("remote-down", {
+      script: (_, runs) => `#!/bin/sh\necho "start $$" >> ${runs}\necho "end $$" >> ${runs}\n`,
+      timeout: "1m",
+      env: { JOB_ATTEMPTS: "2", BACKOFF_SCHEDULE: "1h", BREAKER_PROBE_SCHEDULE: "300ms,600ms,1s" },
     });
-    await mkdir(fx.sourceDir, { recursive: true });
-    await mkdir(fx.destDir, { recursive: true });
+    ({ ssh, fx, runs } = site);
   }, 60_000);
-  afterAll(async () => {
-    await fx?.close();
-    await ssh?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => site?.close());
 
   // The job's rows but its starts (one before each look).
   const logRows = async () =>

@@ -1,9 +1,7 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { startSshServer } from "@fleet/testing/sshServer";
-import type { SshServer } from "@fleet/testing/sshServer";
-import { createWorkerFixture } from "./workerFixture";
+import { openRemoteCommandSite } from "./remoteCommandFixture";
+import type { RemoteCommandSite } from "./remoteCommandFixture";
 import type { WorkerFixture } from "./workerFixture";
 
 /**
@@ -14,42 +12,28 @@ import type { WorkerFixture } from "./workerFixture";
  */
 
 describe("remote command, its worker SIGKILLed mid-command", () => {
-  let ssh: SshServer;
+  let site: RemoteCommandSite;
   let dir: string;
   let fx: WorkerFixture;
   let runs: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "fleet-remote-killed-"));
-    runs = join(dir, "runs.log");
     // The first run lasts a minute; any later run of the same job one second. Each records
     // its start and end, and its PID where the test can see whether it still lives.
-    ssh = await startSshServer({
-      fixtures: {
-        "fleet-long-export": [
+    site = await openRemoteCommandSite("remote-killed", {
+      script: (dir, runs) =>
+        [
           "#!/bin/sh",
           `if [ -e ${dir}/first.pid ]; then secs=1; else echo $$ > ${dir}/first.pid; secs=60; fi`,
           `echo "start $$" >> ${runs}`,
           'sleep "$secs"',
           `echo "end $$" >> ${runs}`,
         ].join("\n"),
-      },
+      timeout: "2m",
     });
-    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
-    await writeFile(
-      join(dir, "servers.yaml"),
-      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 2m\n    commands:\n      export: fleet-long-export {project}\n`,
-    );
-    fx = await createWorkerFixture("remote-killed", { SSH_SERVERS_FILE: join(dir, "servers.yaml"), WORKER_QUEUES: "remote" });
-    await mkdir(fx.sourceDir, { recursive: true });
-    await mkdir(fx.destDir, { recursive: true });
+    ({ dir, fx, runs } = site);
   }, 60_000);
-  afterAll(async () => {
-    await fx?.close();
-    await ssh?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => site?.close());
 
   const alive = (pid: number): boolean => {
     try {
@@ -75,10 +59,7 @@ describe("remote command, its worker SIGKILLed mid-command", () => {
 
     const b = fx.spawnWorker("B");
     await b.started();
-    const done = await fx.waitFor(async () => {
-      const state = await (await fx.runtime.deps.jobs.queue("remote").getJob(job.id!))?.getState();
-      return state === "completed" || state === "failed" ? state : undefined;
-    }, 60_000, "the redelivered job to finish");
+    const done = await site.finished(job.id!, 60_000, "the redelivered job to finish");
     expect(done).toBe("completed");
     const lines = (await readFile(runs, "utf8")).trim().split("\n");
     expect(lines).toEqual([`start ${first}`, expect.stringMatching(/^start \d+$/), expect.stringMatching(/^end \d+$/)]);
@@ -102,41 +83,28 @@ describe("remote command, its worker SIGKILLed mid-command", () => {
  * runs never overlap (found by the fault probe: without the watchdog, 9.5 s of two runs at once).
  */
 describe("remote command, its worker frozen mid-command, sshd's ClientAliveInterval set", () => {
-  let ssh: SshServer;
+  let site: RemoteCommandSite;
   let dir: string;
   let fx: WorkerFixture;
   let runs: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "fleet-remote-frozen-"));
-    runs = join(dir, "runs.log");
-    ssh = await startSshServer({
+    site = await openRemoteCommandSite("remote-frozen", {
       clientAliveSeconds: 1,
-      fixtures: {
-        "fleet-long-export": [
+      script: (dir, runs) =>
+        [
           "#!/bin/sh",
           `if [ -e ${dir}/first.pid ]; then secs=1; else echo $$ > ${dir}/first.pid; secs=60; fi`,
           `echo "start $$ $(date +%s%N)" >> ${runs}`,
           'sleep "$secs"',
           `echo "end $$ $(date +%s%N)" >> ${runs}`,
         ].join("\n"),
-      },
+      timeout: "2m",
+      env: { LOCK_DURATION: "8s" },
     });
-    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
-    await writeFile(
-      join(dir, "servers.yaml"),
-      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 2m\n    commands:\n      export: fleet-long-export {project}\n`,
-    );
-    fx = await createWorkerFixture("remote-frozen", { SSH_SERVERS_FILE: join(dir, "servers.yaml"), WORKER_QUEUES: "remote", LOCK_DURATION: "8s" });
-    await mkdir(fx.sourceDir, { recursive: true });
-    await mkdir(fx.destDir, { recursive: true });
+    ({ dir, fx, runs } = site);
   }, 60_000);
-  afterAll(async () => {
-    await fx?.close();
-    await ssh?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => site?.close());
 
   it("sshd drops the frozen worker and the command dies before the job is handed on", async () => {
     const a = fx.spawnWorker("A");
