@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
+import { writeSshServersFile } from "@fleet/testing/sshServersFile";
 import { createPipelineHarness, finishedJob } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 
@@ -20,15 +21,9 @@ let h: PipelineHarness;
 beforeAll(async () => {
   ssh = await startSshServer({ fixtures: { "fleet-args": '#!/bin/sh\nfor a in "$@"; do printf "[%s]\\n" "$a"; done\n' } });
   dir = await mkdtemp(join(tmpdir(), "fleet-remote-builtins-"));
-  await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-  await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
   // A "secret" file outside anything the administrator registered.
   await writeFile(join(dir, "private.bin"), Buffer.alloc(123_457));
-  serversFile = join(dir, "servers.yaml");
-  await writeFile(
-    serversFile,
-    `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    commands:\n      echo-args: fleet-args {first}\n`,
-  );
+  serversFile = await writeSshServersFile(ssh, dir, { nas1: { commands: { "echo-args": "fleet-args {first}" } } });
   h = await createPipelineHarness("remote-builtins", { SSH_SERVERS_FILE: serversFile });
   await h.startRunner({ queues: ["remote"] });
 }, 60_000);

@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { ConfigError } from "@fleet/core/errors";
 import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
+import { sshServerEntry, writeServersFile, writeSshClientFiles } from "@fleet/testing/sshServersFile";
+import type { SshClientFiles } from "@fleet/testing/sshServersFile";
 import { RemoteServers } from "../src/remote/remoteServers";
 import { loadServersFile } from "../src/remote/serversFile";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
@@ -13,31 +15,26 @@ import type { PipelineHarness } from "./pipelineHarness";
 
 let ssh: SshServer;
 let dir: string;
+let client: SshClientFiles;
 let serversFile: string;
 
-const yaml = (s: SshServer, extra = "") => `
-servers:
-  nas1:
-    host: ${s.host}
-    port: ${s.port}
-    user: ${s.user}
-    keyFile: ${join(dir, "key")}
-    knownHostsFile: ${join(dir, "known_hosts")}
-    timeout: 20s
-    builtinPaths: [${s.root}]
-    env:
-      FLEET_SITE: lab
-    commands:
-      echo-args: fleet-args {first} {second}
-      site: echo "site=$FLEET_SITE"
-      fill-disk: 'fleet-fail "write failed: No space left on device"'
-      no-access: 'fleet-fail "cp: cannot create /export/x: Permission denied"'
-      busy: fleet-fail "export lock held by another run"
-      slow: sleep 30
-      crash: sh -c 'echo "half done"; kill -s TERM $$'
-    errorPatterns:
-      retryable: ["lock held"]
-${extra}`;
+/** nas1: `s`, registered with its environment, commands and error patterns. */
+const nas1 = (s: SshServer) =>
+  sshServerEntry(s, client, {
+    timeout: "20s",
+    builtinPaths: [s.root],
+    env: { FLEET_SITE: "lab" },
+    commands: {
+      "echo-args": "fleet-args {first} {second}",
+      site: 'echo "site=$FLEET_SITE"',
+      "fill-disk": 'fleet-fail "write failed: No space left on device"',
+      "no-access": 'fleet-fail "cp: cannot create /export/x: Permission denied"',
+      busy: 'fleet-fail "export lock held by another run"',
+      slow: "sleep 30",
+      crash: `sh -c 'echo "half done"; kill -s TERM $$'`,
+    },
+    errorPatterns: { retryable: ["lock held"] },
+  });
 
 beforeAll(async () => {
   ssh = await startSshServer({
@@ -47,10 +44,8 @@ beforeAll(async () => {
     },
   });
   dir = await mkdtemp(join(tmpdir(), "fleet-servers-"));
-  await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-  await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
-  serversFile = join(dir, "servers.yaml");
-  await writeFile(serversFile, yaml(ssh));
+  client = await writeSshClientFiles(ssh, dir);
+  serversFile = await writeServersFile(join(dir, "servers.yaml"), { nas1: nas1(ssh) });
 });
 
 afterAll(async () => {
@@ -134,7 +129,7 @@ describe("registered servers", () => {
     try {
       const file = join(dir, "swapped.yaml");
       // nas1's known host key, but the port of a server with a different key: a man in the middle.
-      await writeFile(file, yaml(ssh).replace(`port: ${ssh.port}`, `port: ${other.port}`).replace(`[127.0.0.1]:${ssh.port}`, `[127.0.0.1]:${other.port}`));
+      await writeServersFile(file, { nas1: { ...nas1(ssh), port: other.port } });
       await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n${ssh.knownHostsLine.replace(`:${ssh.port}]`, `:${other.port}]`).replace(`]:${ssh.port}`, `]:${other.port}`)}\n`);
       const swapped = new RemoteServers(loadServersFile(file));
       await expect(swapped.run("nas1", "site")).rejects.toMatchObject({ retryable: false, message: expect.stringMatching(/host key/i) });
