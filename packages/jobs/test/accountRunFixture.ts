@@ -1,8 +1,14 @@
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
+import { sshServerEntry, writeServersFile, writeSshClientFiles } from "@fleet/testing/sshServersFile";
+import type { ServerEntry } from "@fleet/testing/sshServersFile";
+import { createPipelineHarness, finishedJob } from "./pipelineHarness";
+import type { PipelineHarness } from "./pipelineHarness";
 
 /**
  * Scripts that play a site's tools on a real sshd: a mailbox export, a migration tool with a
@@ -57,30 +63,24 @@ export interface AccountSite {
   dir: string;
   state: string;
   env: Record<string, string>;
+  /** The entries of servers.yaml (`box`: the site's sshd, FX_STATE set), to write a servers file with more. */
+  servers: Record<string, ServerEntry>;
+  /** Stops sshd and removes the site's folder. */
+  stop(): Promise<void>;
 }
 
-/** Starts sshd with the tools and writes SSH_SERVERS_FILE and ACCOUNTS_WORKFLOW_FILE for it. */
-export async function startAccountSite(): Promise<AccountSite> {
-  const ssh = await startSshServer({ fixtures: TOOL_SCRIPTS });
+/**
+ * Starts sshd with the tools, and `scripts` besides (name → body, on the sessions' PATH), and
+ * writes SSH_SERVERS_FILE and ACCOUNTS_WORKFLOW_FILE for it.
+ */
+export async function startAccountSite(scripts: Record<string, string> = {}): Promise<AccountSite> {
+  const ssh = await startSshServer({ fixtures: { ...TOOL_SCRIPTS, ...scripts } });
   const dir = await mkdtemp(join(tmpdir(), "fleet-accounts-"));
   const state = join(ssh.root, "state");
   await mkdir(state, { recursive: true });
   await writeFile(join(state, "calls"), "");
-  await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-  await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
-  await writeFile(
-    join(dir, "servers.yaml"),
-    `servers:
-  box:
-    host: ${ssh.host}
-    port: ${ssh.port}
-    user: ${ssh.user}
-    keyFile: ${join(dir, "key")}
-    knownHostsFile: ${join(dir, "known_hosts")}
-    env:
-      FX_STATE: ${state}
-`,
-  );
+  const servers = { box: sshServerEntry(ssh, await writeSshClientFiles(ssh, dir), { env: { FX_STATE: state } }) };
+  await writeServersFile(join(dir, "servers.yaml"), servers);
   await writeFile(
     join(dir, "workflow.yaml"),
     `servers:
@@ -114,5 +114,57 @@ templates:
     text: "{failures}"
 `,
   );
-  return { ssh, dir, state, env: { SSH_SERVERS_FILE: join(dir, "servers.yaml"), ACCOUNTS_WORKFLOW_FILE: join(dir, "workflow.yaml") } };
+  return {
+    ssh,
+    dir,
+    state,
+    env: { SSH_SERVERS_FILE: join(dir, "servers.yaml"), ACCOUNTS_WORKFLOW_FILE: join(dir, "workflow.yaml") },
+    servers,
+    stop: async () => {
+      await ssh.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Writes `workflow` to workflow-<label>.yaml and opens a pipeline harness named `label` on the
+ * site with that workflow and no notices, then `extraEnv`.
+ */
+export async function openSiteHarness(site: AccountSite, label: string, workflow: string, extraEnv: Record<string, string> = {}): Promise<PipelineHarness> {
+  const file = join(site.dir, `workflow-${label}.yaml`);
+  await writeFile(file, workflow);
+  return createPipelineHarness(label, { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ...extraEnv });
+}
+
+/** Runs the night's `accounts-prepare`, then `accounts-run`, for `runDate` (job ids `<name>-<label>`), each to its completion. */
+export async function prepareAndRun(h: PipelineHarness, runDate: string, label: string): Promise<void> {
+  for (const name of ["accounts-prepare", "accounts-run"] as const) {
+    const job = await h.runtime.deps.jobs.enqueue(name, { runDate }, { jobId: `${name}-${label}` });
+    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
+    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
+  }
+}
+
+/** A second SSH entry for the site's sshd, with a known_hosts of its own: "another machine" a test can cut off. */
+export interface SecondEntry {
+  /** servers-<label>.yaml: the site's entries and this one. */
+  serversFile: string;
+  /** Swaps the entry's known_hosts for a host key the sshd does not have: its connections are refused at the handshake, nothing runs there. */
+  refuse(): Promise<void>;
+  /** Trusts the sshd's own host key again. */
+  admit(): Promise<void>;
+}
+
+/** Adds the entry `name` (as `box`, but its own known_hosts) in servers-<label>.yaml. */
+export async function addSecondEntry(site: AccountSite, name: string, label: string): Promise<SecondEntry> {
+  const knownHostsFile = join(site.dir, `known_hosts_${name}`);
+  const admit = () => writeFile(knownHostsFile, `${site.ssh.knownHostsLine}\n`);
+  await admit();
+  const otherKeyFile = join(site.dir, `other_host_key_${name}`);
+  await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", otherKeyFile]);
+  const otherKey = (await readFile(`${otherKeyFile}.pub`, "utf8")).trim().split(/\s+/).slice(0, 2).join(" ");
+  const wrongKnownHosts = `${site.ssh.knownHostsLine.split(" ")[0]} ${otherKey}\n`;
+  const serversFile = await writeServersFile(join(site.dir, `servers-${label}.yaml`), { ...site.servers, [name]: { ...site.servers.box!, knownHostsFile } });
+  return { serversFile, refuse: () => writeFile(knownHostsFile, wrongKnownHosts), admit };
 }

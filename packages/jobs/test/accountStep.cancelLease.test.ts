@@ -28,18 +28,15 @@ let redis: PrivateRedis | undefined;
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
-  site = await startMoveSite();
-  await writeFile(
-    join(site.ssh.binDir, "fx-cancel-nth"),
-    `#!/bin/sh
+  site = await startMoveSite({
+    "fx-cancel-nth": `#!/bin/sh
 n=$(cat "$FX_STATE/cn-$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FX_STATE/cn-$1"
 printf 'cancel-start [%s] [%s] %s\\n' "$1" "$2" "$n" >> "$FX_STATE/cancels"
 while [ -e "$FX_STATE/hang-cancel-$1-$n" ]; do sleep 0.1; done
 printf 'cancel-end [%s] [%s] %s\\n' "$1" "$2" "$n" >> "$FX_STATE/cancels"
 echo "migration of $1 on $2 aborted"
 `,
-    { mode: 0o755 },
-  );
+  });
 });
 afterAll(async () => {
   await stopMoveSite(site, h, children);

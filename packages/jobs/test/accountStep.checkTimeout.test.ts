@@ -1,9 +1,9 @@
-import { chmod, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, prepareAndRun, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
 
 /**
@@ -17,29 +17,22 @@ let site: AccountSite;
 let h: PipelineHarness | undefined;
 
 beforeAll(async () => {
-  site = await startAccountSite();
-  // Status tool: the first call hangs (slow server), later calls report the migration done.
-  await writeFile(
-    join(site.ssh.binDir, "rv-status"),
-    `#!/bin/sh
+  site = await startAccountSite({
+    // Status tool: the first call hangs (slow server), later calls report the migration done.
+    "rv-status": `#!/bin/sh
 n=$(cat "$FX_STATE/rv-$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FX_STATE/rv-$1"
 if [ $n -eq 1 ]; then sleep 20; fi
 echo COMPLETED
 `,
-  );
-  await chmod(join(site.ssh.binDir, "rv-status"), 0o755);
+  });
 });
 afterAll(async () => {
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 it("a status check that times out once neither restarts the migration nor fails the account", async () => {
-  const file = join(site.dir, "workflow-checktimeout.yaml");
-  await writeFile(
-    file,
-    `servers:
+  h = await openSiteHarness(site, "checktimeout", `servers:
   mig1: { ssh: box, role: migration, capacity: 5 }
 steps:
   - name: migrate
@@ -48,16 +41,10 @@ steps:
     timeout: 2s
     retry: { attempts: 2, backoff: [100ms] }
     check: { command: "rv-status {externalId}", every: 300ms, done: "^COMPLETED", failed: "^FAILED", timeout: 10m }
-`,
-  );
-  h = await createPipelineHarness("checktimeout", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s" });
+`, { ACCOUNTS_RECHECK: "1s" });
   await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
   await h.startRunner({ concurrency: 2 });
-  for (const name of ["accounts-prepare", "accounts-run"] as const) {
-    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-checktimeout` });
-    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
-    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
-  }
+  await prepareAndRun(h, RUN_DATE, "checktimeout");
   await waitFor(async () => (await h!.runtime.db.query(`SELECT status FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0]?.status === "DONE", 60_000, "batch finished");
   const calls = (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter(Boolean);
   expect({ state: (await accountStates(h.runtime)).acc1, migrationStarts: calls.filter((c) => c.startsWith("mig-start")).length }).toEqual({ state: "DONE", migrationStarts: 1 });

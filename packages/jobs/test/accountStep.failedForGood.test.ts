@@ -1,12 +1,12 @@
 import type { ChildProcess } from "node:child_process";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
-import { spawnCompiledWorker } from "./accountStepMoveFixture";
+import { fastWorkerEnv, killWorkers, spawnCompiledWorker } from "./accountStepMoveFixture";
 
 /**
  * An account step job that BullMQ fails for good without its handler finishing (its worker
@@ -25,10 +25,9 @@ beforeAll(async () => {
   site = await startAccountSite();
 });
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  killWorkers(children);
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 const spawnWorker = (env: Record<string, string>) => spawnCompiledWorker(site.dir, env, children);
@@ -36,10 +35,7 @@ const spawnWorker = (env: Record<string, string>) => spawnCompiledWorker(site.di
 describe("a step job failed by BullMQ without its handler finishing", () => {
   it("frees its server slot and records the account, so the server's other accounts run and the batch finishes", async () => {
     // One step on one server that runs one account at a time; hang-sync1's command never returns.
-    const file = join(site.dir, "workflow-slots.yaml");
-    await writeFile(
-      file,
-      `servers:
+    h = await openSiteHarness(site, "step-failed-for-good", `servers:
   sync1: { ssh: box, role: sync, capacity: 10, concurrency: 1 }
 steps:
   - name: directory-sync
@@ -47,24 +43,9 @@ steps:
     command: fx-sync {externalId}
     cancel: fx-mig-cancel {externalId}
     timeout: 10m
-`,
-    );
-    h = await createPipelineHarness("step-failed-for-good", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s" });
+`, { ACCOUNTS_RECHECK: "1s" });
     await insertAccounts(h.runtime, [{ externalId: "hang-sync1" }, { externalId: "ok1" }]);
-    const env = {
-      ...h.env,
-      FLEET_ENV_FILE: join(site.dir, "no.env"),
-      METRICS_PORT: "0",
-      LOG_FORMAT: "json",
-      LOG_LEVEL: "info",
-      STALLED_INTERVAL: "1s",
-      LOCK_DURATION: "2s",
-      ACCOUNTS_STEP_LEASE: "3s",
-      MAX_STALLED_COUNT: "1",
-      WORKER_CONCURRENCY: "remote=2,maintenance=2",
-      SHUTDOWN_GRACE: "1s",
-      DATABASE_POOL_SIZE: "4",
-    };
+    const env = fastWorkerEnv(site, h, { ACCOUNTS_STEP_LEASE: "3s", MAX_STALLED_COUNT: "1" });
     await mkdir(h.sourceDir, { recursive: true });
     await mkdir(h.destDir, { recursive: true });
     const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => l === "sync [hang-sync1]").length;

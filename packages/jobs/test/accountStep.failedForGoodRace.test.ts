@@ -1,13 +1,10 @@
-import { rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import type { DbPool } from "@fleet/db/pool";
 import { completeStep } from "@fleet/db/sql/accountSteps";
 import { finishStepRow } from "@fleet/db/sql/accountStepRows";
 import { accountStep } from "../src/accounts/accountStep";
 import { insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
-import { createPipelineHarness } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 
 /**
@@ -26,8 +23,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 /**
@@ -36,10 +32,8 @@ afterAll(async () => {
  * SQL values after batch_id, account_id).
  */
 async function seededStep(label: string, workflow: string, account: { externalId: string; status: string; server: string }, stepColumns: string, stepValues: string) {
-  const file = join(site.dir, `workflow-${label}.yaml`);
-  await writeFile(file, workflow);
   await h?.close();
-  h = await createPipelineHarness(label, { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none" });
+  h = await openSiteHarness(site, label, workflow);
   const db = h.runtime.db;
   const [accountId] = await insertAccounts(h.runtime, [{ externalId: account.externalId }]);
   const batchId = Number((await db.query<{ id: string }>(`INSERT INTO migration_batch (run_date, status, planned) VALUES ($1, 'RUNNING', 1) RETURNING id`, [RUN_DATE])).rows[0]!.id);

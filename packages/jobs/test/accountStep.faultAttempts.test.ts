@@ -1,11 +1,8 @@
-import { execFile } from "node:child_process";
-import { readFile, readdir, rm, writeFile } from "node:fs/promises";
-import { promisify } from "node:util";
-import { join } from "node:path";
-import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import { readdir } from "node:fs/promises";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
-import { accountStates, insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { insertAccounts } from "./accountsFixture";
+import { addSecondEntry, openSiteHarness, prepareAndRun, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
 
 /**
@@ -17,7 +14,6 @@ import type { AccountSite } from "./accountRunFixture";
  */
 
 const RUN_DATE = "2026-11-30";
-const execFileAsync = promisify(execFile);
 let site: AccountSite;
 let h: PipelineHarness | undefined;
 
@@ -26,27 +22,18 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 it("a server fault does not count against the step's retries: fault, then a retryable failure, then done", async () => {
   // A second SSH entry for the same sshd, with its own known_hosts: "sync1's machine". Swapped
   // for a wrong host key, its connections are refused at the handshake: nothing runs there.
-  const box2KnownHosts = join(site.dir, "known_hosts_box2");
-  await writeFile(box2KnownHosts, `${site.ssh.knownHostsLine}\n`);
-  await execFileAsync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", join(site.dir, "other_host_key")]);
-  const otherKey = (await readFile(join(site.dir, "other_host_key.pub"), "utf8")).trim().split(/\s+/).slice(0, 2).join(" ");
-  const wrongKnownHosts = `${site.ssh.knownHostsLine.split(" ")[0]} ${otherKey}\n`;
-  const servers = await readFile(site.env.SSH_SERVERS_FILE!, "utf8");
-  const box2 = servers.replace(/^ {2}box:/m, "  box2:").replace(join(site.dir, "known_hosts"), box2KnownHosts).replace(/^servers:\n/, "");
-  const serversFile = join(site.dir, "servers-faultattempts.yaml");
-  await writeFile(serversFile, `${servers}${box2}`);
-  const file = join(site.dir, "workflow-faultattempts.yaml");
+  const box2 = await addSecondEntry(site, "box2", "faultattempts");
   // The sync's first run fails (retryable), its second is done; the export before it gives the
   // test time to make sync1 unreachable before the sync's first try.
-  await writeFile(
-    file,
+  h = await openSiteHarness(
+    site,
+    "faultattempts",
     `servers:
   exp1: { ssh: box, role: export, capacity: 5 }
   sync1: { ssh: box2, role: sync, capacity: 5 }
@@ -60,22 +47,18 @@ steps:
     timeout: 30s
     retry: { attempts: 2, backoff: [200ms] }
 `,
+    { SSH_SERVERS_FILE: box2.serversFile, ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" },
   );
-  h = await createPipelineHarness("faultattempts", { ...site.env, SSH_SERVERS_FILE: serversFile, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
   await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
   await h.startRunner({ concurrency: 2 });
-  for (const name of ["accounts-prepare", "accounts-run"] as const) {
-    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-faultattempts` });
-    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
-    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
-  }
+  await prepareAndRun(h, RUN_DATE, "faultattempts");
   const db = h.runtime.db;
   await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE step = 0 AND phase = 'RUNNING'`)).rowCount, 30_000, "the export running");
-  await writeFile(box2KnownHosts, wrongKnownHosts);
+  await box2.refuse();
   // The sync's first try cannot reach sync1 (its host key refused): a server fault, account held.
   await waitFor(async () => (await db.query(`SELECT 1 FROM migration_log WHERE message LIKE 'sync: server sync1 unreachable%'`)).rowCount, 60_000, "the sync's try refused by sync1");
   expect(await readdir(site.state)).not.toContain("busy-acc1");
-  await writeFile(box2KnownHosts, `${site.ssh.knownHostsLine}\n`);
+  await box2.admit();
   await waitFor(async () => (await db.query(`SELECT status FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0]?.status === "DONE", 60_000, "batch finished");
   const { rows } = await db.query(`SELECT status, last_error FROM migration_queue WHERE external_id = 'acc1'`);
   const { rows: step } = await db.query(`SELECT phase, attempt, output FROM account_step WHERE step = 1`);

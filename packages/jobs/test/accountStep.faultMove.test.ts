@@ -1,9 +1,10 @@
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { startSshServer } from "@fleet/testing/sshServer";
 import type { SshServer } from "@fleet/testing/sshServer";
+import { sshServerEntry, writeServersFile, writeSshClientFiles } from "@fleet/testing/sshServersFile";
 import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
@@ -28,13 +29,10 @@ beforeAll(async () => {
   site = await startAccountSite();
   box2 = await startSshServer({ fixtures: TOOL_SCRIPTS });
   smtp = await startSmtpServer();
-  await writeFile(join(site.dir, "box2.key"), box2.privateKey, { mode: 0o600 });
-  await writeFile(join(site.dir, "box2.known_hosts"), `${box2.knownHostsLine}\n`);
-  const servers = await readFile(site.env.SSH_SERVERS_FILE!, "utf8");
-  await writeFile(
-    join(site.dir, "servers-fault.yaml"),
-    `${servers}  box2:\n    host: ${box2.host}\n    port: ${box2.port}\n    user: ${box2.user}\n    keyFile: ${join(site.dir, "box2.key")}\n    knownHostsFile: ${join(site.dir, "box2.known_hosts")}\n    env:\n      FX_STATE: ${site.state}\n`,
-  );
+  await writeServersFile(join(site.dir, "servers-fault.yaml"), {
+    ...site.servers,
+    box2: sshServerEntry(box2, await writeSshClientFiles(box2, site.dir, "box2."), { env: { FX_STATE: site.state } }),
+  });
   await writeFile(
     join(site.dir, "workflow-fault.yaml"),
     `servers:
@@ -75,8 +73,7 @@ afterAll(async () => {
   await h?.close();
   await smtp?.stop();
   await box2?.stop();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 async function run(name: "accounts-prepare" | "accounts-run" | "notify-send") {

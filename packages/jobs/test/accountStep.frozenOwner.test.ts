@@ -1,12 +1,12 @@
 import type { ChildProcess } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
-import { killWorkers, spawnCompiledWorker } from "./accountStepMoveFixture";
+import { fastWorkerEnv, killWorkers, spawnCompiledWorker } from "./accountStepMoveFixture";
 
 /**
  * The owner of a RUNNING step frozen (SIGSTOP, not dead) past its lease, on real processes: the
@@ -27,33 +27,8 @@ let site: AccountSite;
 let h: PipelineHarness | undefined;
 const children: ChildProcess[] = [];
 
-beforeAll(async () => {
-  site = await startAccountSite();
-  await writeFile(
-    join(site.ssh.binDir, "fx-nth"),
-    `#!/bin/sh
-n=$(cat "$FX_STATE/n-$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FX_STATE/n-$1"
-printf 'start [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
-while [ -e "$FX_STATE/hang-$1-$n" ]; do sleep 0.1; done
-printf 'end [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
-echo "synced $1 run $n"
-`,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.ssh.binDir, "fx-nth-check"),
-    `#!/bin/sh
-n=$(cat "$FX_STATE/cn-$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FX_STATE/cn-$1"
-printf 'check-start [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
-while [ -e "$FX_STATE/hang-check-$1-$n" ]; do sleep 0.1; done
-printf 'check-end [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
-if [ "$n" = 1 ]; then echo "FAILED: the answer of check 1"; elif [ -e "$FX_STATE/never-$1" ]; then echo RUNNING; else echo COMPLETED; fi
-`,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.dir, "workflow-frozen-check.yaml"),
-    `servers:
+/** A polled migrate step checked by fx-nth-check. */
+const FROZEN_CHECK_WORKFLOW = `servers:
   mig1: { ssh: box, role: migration, capacity: 20 }
 steps:
   - name: migrate
@@ -61,27 +36,42 @@ steps:
     command: fx-mig-start {externalId}
     timeout: 5m
     check: { command: "fx-nth-check {externalId}", every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 5m }
-`,
-  );
-  await writeFile(
-    join(site.dir, "workflow-frozen.yaml"),
-    `servers:
+`;
+
+/** One sync step running fx-nth. */
+const FROZEN_WORKFLOW = `servers:
   sync1: { ssh: box, role: sync, capacity: 20 }
 steps:
   - name: directory-sync
     role: sync
     command: fx-nth {externalId}
     timeout: 5m
+`;
+
+beforeAll(async () => {
+  site = await startAccountSite({
+    "fx-nth": `#!/bin/sh
+n=$(cat "$FX_STATE/n-$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FX_STATE/n-$1"
+printf 'start [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
+while [ -e "$FX_STATE/hang-$1-$n" ]; do sleep 0.1; done
+printf 'end [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
+echo "synced $1 run $n"
 `,
-  );
+    "fx-nth-check": `#!/bin/sh
+n=$(cat "$FX_STATE/cn-$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$FX_STATE/cn-$1"
+printf 'check-start [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
+while [ -e "$FX_STATE/hang-check-$1-$n" ]; do sleep 0.1; done
+printf 'check-end [%s] %s\\n' "$1" "$n" >> "$FX_STATE/runs"
+if [ "$n" = 1 ]; then echo "FAILED: the answer of check 1"; elif [ -e "$FX_STATE/never-$1" ]; then echo RUNNING; else echo COMPLETED; fi
+`,
+  });
 });
 
 afterAll(async () => {
   for (const c of children) if (c.signalCode === null && c.exitCode === null) c.kill("SIGCONT");
   killWorkers(children);
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 const runLines = async () => (await readFile(join(site.state, "runs"), "utf8").catch(() => "")).split("\n").filter(Boolean);
@@ -90,34 +80,17 @@ const runLines = async () => (await readFile(join(site.state, "runs"), "utf8").c
 async function frozenScenario(label: string, workflow: string, acc: string) {
   killWorkers(children);
   await h?.close();
-  h = await createPipelineHarness(label, {
-    ...site.env,
-    ACCOUNTS_WORKFLOW_FILE: join(site.dir, workflow),
-    ACCOUNTS_NOTICE_POLICY: "none",
-    ACCOUNTS_RECHECK: "1s",
-  });
+  h = await openSiteHarness(site, label, workflow, { ACCOUNTS_RECHECK: "1s" });
   const x = h;
   await mkdir(x.sourceDir, { recursive: true });
   await mkdir(x.destDir, { recursive: true });
   await insertAccounts(x.runtime, [{ externalId: acc }]);
-  const env = {
-    ...x.env,
-    FLEET_ENV_FILE: join(site.dir, "no.env"),
-    METRICS_PORT: "0",
-    LOG_FORMAT: "json",
-    LOG_LEVEL: "info",
-    STALLED_INTERVAL: "1s",
-    LOCK_DURATION: "2s",
-    ACCOUNTS_STEP_LEASE: "3s",
-    WORKER_CONCURRENCY: "remote=2,maintenance=2",
-    SHUTDOWN_GRACE: "1s",
-    DATABASE_POOL_SIZE: "4",
-  };
+  const env = fastWorkerEnv(site, x, { ACCOUNTS_STEP_LEASE: "3s" });
   return { x, env };
 }
 
 it("a frozen owner resumed after its lease was taken over records nothing: the new owner's run decides the step", async () => {
-  const { x, env } = await frozenScenario("step-frozen-owner", "workflow-frozen.yaml", "fz1");
+  const { x, env } = await frozenScenario("step-frozen-owner", FROZEN_WORKFLOW, "fz1");
   await writeFile(join(site.state, "hang-fz1-1"), "");
   await writeFile(join(site.state, "hang-fz1-2"), "");
   const a = spawnCompiledWorker(site.dir, env, children);
@@ -156,7 +129,7 @@ it("a frozen owner resumed after its lease was taken over records nothing: the n
 }, 150_000);
 
 it("a status check frozen past its lease, resumed after another run took the checks over: its answer is not recorded", async () => {
-  const { x, env } = await frozenScenario("step-frozen-check", "workflow-frozen-check.yaml", "fc1");
+  const { x, env } = await frozenScenario("step-frozen-check", FROZEN_CHECK_WORKFLOW, "fc1");
   // Check 1 hangs, and would answer FAILED; the later ones answer RUNNING until never-fc1 goes.
   await writeFile(join(site.state, "hang-check-fc1-1"), "");
   await writeFile(join(site.state, "never-fc1"), "");

@@ -1,9 +1,9 @@
-import { rm, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, prepareAndRun, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
 
 /**
@@ -21,31 +21,21 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 it("a check that reports done after a fault-held check completes the step (account DONE)", async () => {
-  const file = join(site.dir, "workflow-heldpoll.yaml");
-  await writeFile(
-    file,
-    `servers:
+  h = await openSiteHarness(site, "heldpoll", `servers:
   mig1: { ssh: box, role: migration, capacity: 5 }
 steps:
   - name: migrate
     role: migration
     command: fx-mig-start {externalId}
     check: { command: "fx-health", every: 4s, done: "^healthy", failed: "^FAILED", timeout: 10m }
-`,
-  );
-  h = await createPipelineHarness("heldpoll", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
+`, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
   await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
   await h.startRunner({ concurrency: 2 });
-  for (const name of ["accounts-prepare", "accounts-run"] as const) {
-    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-heldpoll` });
-    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
-    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
-  }
+  await prepareAndRun(h, RUN_DATE, "heldpoll");
   const db = h.runtime.db;
   // The migration was started on the server; its status is now polled.
   await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
@@ -62,28 +52,19 @@ steps:
 
 it("a server down across the status checks' deadline holds the account, not fails it; the first check after it decides", async () => {
   await h?.close();
-  const file = join(site.dir, "workflow-helddeadline.yaml");
   // fx-mig-status reports COMPLETED from its second call on; the deadline is 3 s.
-  await writeFile(
-    file,
-    `servers:
+  h = await openSiteHarness(site, "helddeadline", `servers:
   mig1: { ssh: box, role: migration, capacity: 5 }
 steps:
   - name: migrate
     role: migration
     command: fx-mig-start {externalId}
     check: { command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
-`,
-  );
-  h = await createPipelineHarness("helddeadline", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
+`, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
   await insertAccounts(h.runtime, [{ externalId: "acc2" }]);
   await h.startRunner({ concurrency: 2 });
   const db = h.runtime.db;
-  for (const name of ["accounts-prepare", "accounts-run"] as const) {
-    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-helddeadline` });
-    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
-    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
-  }
+  await prepareAndRun(h, RUN_DATE, "helddeadline");
   await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
   // The server dies before the first check and stays down past the 3 s deadline.
   await site.ssh.kill();
@@ -103,27 +84,18 @@ steps:
 
 it("a server that stays down past the status checks' deadline holds the account at most ACCOUNTS_HOLD_MAX: then it is postponed", async () => {
   await h?.close();
-  const file = join(site.dir, "workflow-helddeadline-max.yaml");
-  await writeFile(
-    file,
-    `servers:
+  h = await openSiteHarness(site, "helddeadlinemax", `servers:
   mig1: { ssh: box, role: migration, capacity: 5 }
 steps:
   - name: migrate
     role: migration
     command: fx-mig-start {externalId}
     check: { command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
-`,
-  );
-  h = await createPipelineHarness("helddeadlinemax", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s", ACCOUNTS_HOLD_MAX: "4s" });
+`, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s", ACCOUNTS_HOLD_MAX: "4s" });
   await insertAccounts(h.runtime, [{ externalId: "acc3" }]);
   await h.startRunner({ concurrency: 2 });
   const db = h.runtime.db;
-  for (const name of ["accounts-prepare", "accounts-run"] as const) {
-    const job = await h.runtime.deps.jobs.enqueue(name, { runDate: RUN_DATE }, { jobId: `${name}-helddeadlinemax` });
-    const { state, job: done } = await finishedJob(h.runtime, "maintenance", job.id!, 60_000);
-    if (state !== "completed") throw new Error(`${name} ${state}: ${done.failedReason}`);
-  }
+  await prepareAndRun(h, RUN_DATE, "helddeadlinemax");
   await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
   // The server dies before the first check and never comes back (decommissioned, say).
   await site.ssh.kill();

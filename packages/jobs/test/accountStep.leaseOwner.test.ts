@@ -5,12 +5,12 @@ import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
 import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
 import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
-import { killWorkers, spawnCompiledWorker } from "./accountStepMoveFixture";
+import { fastWorkerEnv, killWorkers, spawnCompiledWorker } from "./accountStepMoveFixture";
 
 /**
  * The owner lease of a RUNNING step, on real servers (sshd running the site's tools, Postgres,
@@ -33,25 +33,8 @@ let redis: PrivateRedis | undefined;
 let watch: RecoveryWatch | undefined;
 const children: ChildProcess[] = [];
 
-beforeAll(async () => {
-  site = await startAccountSite();
-  await writeFile(
-    join(site.ssh.binDir, "fx-slow"),
-    `#!/bin/sh
-printf 'start [%s] %s %s\\n' "$1" "$$" "$(date +%s%N)" >> "$FX_STATE/runs"
-if [ -e "$FX_STATE/hang-$1" ]; then
-  while [ -e "$FX_STATE/hang-$1" ]; do sleep 0.2; done
-else
-  sleep ${SLOW_SECONDS}
-fi
-printf 'end [%s] %s %s\\n' "$1" "$$" "$(date +%s%N)" >> "$FX_STATE/runs"
-echo "synced $1"
-`,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.dir, "workflow-lease.yaml"),
-    `servers:
+/** A sync step running fx-slow, then an export. */
+const LEASE_WORKFLOW = `servers:
   sync1: { ssh: box, role: sync, capacity: 20 }
   exp1: { ssh: box, role: export, capacity: 20 }
 steps:
@@ -63,8 +46,21 @@ steps:
     role: export
     command: fx-export {externalId} {name}
     timeout: 30s
+`;
+
+beforeAll(async () => {
+  site = await startAccountSite({
+    "fx-slow": `#!/bin/sh
+printf 'start [%s] %s %s\\n' "$1" "$$" "$(date +%s%N)" >> "$FX_STATE/runs"
+if [ -e "$FX_STATE/hang-$1" ]; then
+  while [ -e "$FX_STATE/hang-$1" ]; do sleep 0.2; done
+else
+  sleep ${SLOW_SECONDS}
+fi
+printf 'end [%s] %s %s\\n' "$1" "$$" "$(date +%s%N)" >> "$FX_STATE/runs"
+echo "synced $1"
 `,
-  );
+  });
 });
 
 afterEach(async () => {
@@ -78,8 +74,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 interface Run {
@@ -145,11 +140,8 @@ const batchOf = async (x: PipelineHarness) => (await x.runtime.db.query<{ status
 describe("the owner lease of a running step", () => {
   it("Redis emptied while step commands run: the re-derived flow waits for the live runs instead of running them again at the same time", async () => {
     redis = await startPrivateRedis();
-    h = await createPipelineHarness("step-lease-flush", {
-      ...site.env,
+    h = await openSiteHarness(site, "step-lease-flush", LEASE_WORKFLOW, {
       REDIS_URL: redis.url,
-      ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
-      ACCOUNTS_NOTICE_POLICY: "none",
       ACCOUNTS_RECHECK: "1s",
       // The default (30 s, renewed every 5 s): a waiting job looks again only every 5 s, so the
       // end below within seconds is the owner waking it.
@@ -202,10 +194,7 @@ describe("the owner lease of a running step", () => {
 
   it("the worker running a step is SIGKILLed: the step runs again once its lease lapses, and the account is done", async () => {
     const leaseMs = 6_000;
-    h = await createPipelineHarness("step-lease-kill", {
-      ...site.env,
-      ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
-      ACCOUNTS_NOTICE_POLICY: "none",
+    h = await openSiteHarness(site, "step-lease-kill", LEASE_WORKFLOW, {
       ACCOUNTS_RECHECK: "1s",
       ACCOUNTS_STEP_LEASE: `${leaseMs}ms`,
     });
@@ -214,18 +203,7 @@ describe("the owner lease of a running step", () => {
     await mkdir(x.destDir, { recursive: true });
     await insertAccounts(x.runtime, [{ externalId: "lk1" }]);
     // BullMQ hands a dead worker's job on within ~3 s (LOCK_DURATION + STALLED_INTERVAL), before the lease lapses.
-    const env = {
-      ...x.env,
-      FLEET_ENV_FILE: join(site.dir, "no.env"),
-      METRICS_PORT: "0",
-      LOG_FORMAT: "json",
-      LOG_LEVEL: "info",
-      STALLED_INTERVAL: "1s",
-      LOCK_DURATION: "2s",
-      WORKER_CONCURRENCY: "remote=2,maintenance=2",
-      SHUTDOWN_GRACE: "1s",
-      DATABASE_POOL_SIZE: "4",
-    };
+    const env = fastWorkerEnv(site, x);
     await writeFile(join(site.state, "hang-lk1"), "");
     const a = spawnCompiledWorker(site.dir, env, children);
     await a.started;
@@ -262,11 +240,8 @@ describe("the owner lease of a running step", () => {
   it("Redis emptied, then the worker running the step SIGKILLed: the re-derived job waits for the lease to lapse, then runs the step again", async () => {
     const leaseMs = 6_000;
     redis = await startPrivateRedis();
-    h = await createPipelineHarness("step-lease-flush-kill", {
-      ...site.env,
+    h = await openSiteHarness(site, "step-lease-flush-kill", LEASE_WORKFLOW, {
       REDIS_URL: redis.url,
-      ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-lease.yaml"),
-      ACCOUNTS_NOTICE_POLICY: "none",
       ACCOUNTS_RECHECK: "1s",
       ACCOUNTS_STEP_LEASE: `${leaseMs}ms`,
     });
@@ -275,7 +250,7 @@ describe("the owner lease of a running step", () => {
     await mkdir(x.destDir, { recursive: true });
     await insertAccounts(x.runtime, [{ externalId: "lfk1" }]);
     // The worker's own recovery watch notices the emptied Redis and re-derives the flow.
-    const env = { ...x.env, FLEET_ENV_FILE: join(site.dir, "no.env"), METRICS_PORT: "0", LOG_FORMAT: "json", LOG_LEVEL: "info", STALLED_INTERVAL: "1s", LOCK_DURATION: "2s", RECOVERY_INTERVAL: "500ms", WORKER_CONCURRENCY: "remote=2,maintenance=2", SHUTDOWN_GRACE: "1s", DATABASE_POOL_SIZE: "4" };
+    const env = fastWorkerEnv(site, x, { RECOVERY_INTERVAL: "500ms" });
     await writeFile(join(site.state, "hang-lfk1"), "");
     const a = spawnCompiledWorker(site.dir, env, children);
     await a.started;

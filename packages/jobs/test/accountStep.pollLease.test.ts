@@ -4,10 +4,10 @@ import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
 import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
 import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
 
 /**
@@ -27,21 +27,8 @@ let h: PipelineHarness | undefined;
 let redis: PrivateRedis | undefined;
 let watch: RecoveryWatch | undefined;
 
-beforeAll(async () => {
-  site = await startAccountSite();
-  await writeFile(
-    join(site.ssh.binDir, "fx-slow-check"),
-    `#!/bin/sh
-printf 'check-start [%s] %s\\n' "$1" "$$" >> "$FX_STATE/checks"
-while [ -e "$FX_STATE/hang-check-$1" ]; do sleep 0.1; done
-printf 'check-end [%s] %s\\n' "$1" "$$" >> "$FX_STATE/checks"
-echo COMPLETED
-`,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.dir, "workflow-polllease.yaml"),
-    `servers:
+/** A polled migrate step checked by fx-slow-check. */
+const POLL_LEASE_WORKFLOW = `servers:
   mig1: { ssh: box, role: migration, capacity: 5 }
 steps:
   - name: migrate
@@ -49,27 +36,32 @@ steps:
     command: fx-mig-start {externalId}
     timeout: 5m
     check: { command: "fx-slow-check {externalId}", every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 5m }
+`;
+
+beforeAll(async () => {
+  site = await startAccountSite({
+    "fx-slow-check": `#!/bin/sh
+printf 'check-start [%s] %s\\n' "$1" "$$" >> "$FX_STATE/checks"
+while [ -e "$FX_STATE/hang-check-$1" ]; do sleep 0.1; done
+printf 'check-end [%s] %s\\n' "$1" "$$" >> "$FX_STATE/checks"
+echo COMPLETED
 `,
-  );
+  });
 });
 
 afterAll(async () => {
   await watch?.stop();
   await h?.close();
   await redis?.stop();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 });
 
 const checkLines = async () => (await readFile(join(site.state, "checks"), "utf8").catch(() => "")).split("\n").filter(Boolean);
 
 it("Redis emptied while a status check runs: the re-derived job waits for it instead of checking at the same time, and the step is recorded done once", async () => {
   redis = await startPrivateRedis();
-  h = await createPipelineHarness("step-poll-lease", {
-    ...site.env,
+  h = await openSiteHarness(site, "step-poll-lease", POLL_LEASE_WORKFLOW, {
     REDIS_URL: redis.url,
-    ACCOUNTS_WORKFLOW_FILE: join(site.dir, "workflow-polllease.yaml"),
-    ACCOUNTS_NOTICE_POLICY: "none",
     ACCOUNTS_RECHECK: "1s",
     ACCOUNTS_STEP_LEASE: "30s",
   });

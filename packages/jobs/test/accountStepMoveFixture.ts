@@ -3,10 +3,11 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createPipelineHarness, waitFor } from "./pipelineHarness";
+import { writeServersFile } from "@fleet/testing/sshServersFile";
+import { waitFor } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { insertAccounts } from "./accountsFixture";
-import { startAccountSite } from "./accountRunFixture";
+import { openSiteHarness, startAccountSite } from "./accountRunFixture";
 import type { AccountSite } from "./accountRunFixture";
 
 /**
@@ -51,57 +52,67 @@ export function spawnCompiledWorker(cwd: string, env: Record<string, string>, ch
   return { child, started, exited };
 }
 
+/**
+ * The env of a compiled worker on harness `x` of `site`: the harness's env, no env file, no
+ * metrics port, JSON logs at info, fast stall detection (a dead worker's job is handed on within
+ * ~3 s: LOCK_DURATION 2s + STALLED_INTERVAL 1s), 2 remote slots, a 1 s shutdown grace and a pool of
+ * 4; then `extra`.
+ */
+export function fastWorkerEnv(site: AccountSite, x: PipelineHarness, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...x.env,
+    FLEET_ENV_FILE: join(site.dir, "no.env"),
+    METRICS_PORT: "0",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "info",
+    STALLED_INTERVAL: "1s",
+    LOCK_DURATION: "2s",
+    WORKER_CONCURRENCY: "remote=2,maintenance=2",
+    SHUTDOWN_GRACE: "1s",
+    DATABASE_POOL_SIZE: "4",
+    ...extra,
+  };
+}
+
 /** SIGKILLs those of `children` that are still running. */
 export function killWorkers(children: ChildProcess[]): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
 }
 
 /**
- * Starts the account site (startAccountSite) and adds the move scripts to its sshd's binDir.
+ * Starts the account site (startAccountSite) with the move scripts (and `scripts`) besides its tools.
  * Each server is a machine of its own in real life: the scripts take the external id and the
  * server's name, append `run|check|cancel [id] [server]` to $FX_STATE/calls and keep their state
  * per server, so a status check only knows migrations started on its server. `fx-run` hangs
  * while $FX_STATE/hang-<id> exists; `fx-check` answers RUNNING while $FX_STATE/never-<id> exists,
  * else COMPLETED where the migration was started and FAILED elsewhere.
  */
-export async function startMoveSite(): Promise<AccountSite> {
-  const site = await startAccountSite();
-  await writeFile(
-    join(site.ssh.binDir, "fx-run"),
-    `#!/bin/sh
+export function startMoveSite(scripts: Record<string, string> = {}): Promise<AccountSite> {
+  return startAccountSite({
+    ...scripts,
+    "fx-run": `#!/bin/sh
 printf 'run [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
 if [ -e "$FX_STATE/hang-$1" ]; then sleep 600; fi
 echo started > "$FX_STATE/run-$1-$2"
 echo started
 `,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.ssh.binDir, "fx-check"),
-    `#!/bin/sh
+    "fx-check": `#!/bin/sh
 printf 'check [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
 if [ -e "$FX_STATE/never-$1" ]; then echo "RUNNING"; exit 0; fi
 if [ -e "$FX_STATE/run-$1-$2" ]; then echo COMPLETED; else echo "FAILED: no migration of $1 on $2"; fi
 `,
-    { mode: 0o755 },
-  );
-  await writeFile(
-    join(site.ssh.binDir, "fx-cancel"),
-    `#!/bin/sh
+    "fx-cancel": `#!/bin/sh
 printf 'cancel [%s] [%s]\\n' "$1" "$2" >> "$FX_STATE/calls"
 echo "migration of $1 on $2 aborted"
 `,
-    { mode: 0o755 },
-  );
-  return site;
+  });
 }
 
 /** SIGKILLs the workers still running, closes the harness, stops sshd and removes the site's folder (for afterAll). */
 export async function stopMoveSite(site: AccountSite | undefined, h: PipelineHarness | undefined, children: ChildProcess[]): Promise<void> {
   killWorkers(children);
   await h?.close();
-  await site?.ssh.stop();
-  if (site) await rm(site.dir, { recursive: true, force: true });
+  await site?.stop();
 }
 
 /**
@@ -109,19 +120,10 @@ export async function stopMoveSite(site: AccountSite | undefined, h: PipelineHar
  * own port, which can be changed to make that server unreachable; returns its path.
  */
 export async function writeMoveServersFile(site: AccountSite, m1Port: number, m2Port: number = site.ssh.port): Promise<string> {
-  const file = join(site.dir, "servers-move.yaml");
-  const entry = (name: string, port: number) => `  ${name}:
-    host: ${site.ssh.host}
-    port: ${port}
-    user: ${site.ssh.user}
-    keyFile: ${join(site.dir, "key")}
-    knownHostsFile: ${join(site.dir, "known_hosts-move")}
-    env:
-      FX_STATE: ${site.state}
-`;
-  await writeFile(join(site.dir, "known_hosts-move"), `${site.ssh.knownHostsLine}\n[127.0.0.1]:${m1Port} ${site.ssh.hostPublicKey}\n[127.0.0.1]:${m2Port} ${site.ssh.hostPublicKey}\n`);
-  await writeFile(file, `servers:\n${entry("box", m2Port)}${entry("box-m1", m1Port)}`);
-  return file;
+  const knownHostsFile = join(site.dir, "known_hosts-move");
+  await writeFile(knownHostsFile, `${site.ssh.knownHostsLine}\n[127.0.0.1]:${m1Port} ${site.ssh.hostPublicKey}\n[127.0.0.1]:${m2Port} ${site.ssh.hostPublicKey}\n`);
+  const entry = (port: number) => ({ ...site.servers.box!, port, knownHostsFile });
+  return writeServersFile(join(site.dir, "servers-move.yaml"), { box: entry(m2Port), "box-m1": entry(m1Port) });
 }
 
 /** The `check` of a polled migrate step: fx-check every 300 ms, for 60 s at the most. */
@@ -145,10 +147,8 @@ ${opts.retry ? `    retry: ${opts.retry}\n` : ""}${opts.check ? `    check: ${op
  * reachable), that workflow, no notices and ACCOUNTS_RECHECK 1s, then `extraEnv`.
  */
 export async function openMoveHarness(site: AccountSite, prev: PipelineHarness | undefined, label: string, workflow: string, extraEnv: Record<string, string> = {}): Promise<PipelineHarness> {
-  const file = join(site.dir, `workflow-${label}.yaml`);
-  await writeFile(file, workflow);
   await prev?.close();
-  return createPipelineHarness(label, { ...site.env, SSH_SERVERS_FILE: await writeMoveServersFile(site, site.ssh.port), ACCOUNTS_WORKFLOW_FILE: file, ACCOUNTS_NOTICE_POLICY: "none", ACCOUNTS_RECHECK: "1s", ...extraEnv });
+  return openSiteHarness(site, label, workflow, { SSH_SERVERS_FILE: await writeMoveServersFile(site, site.ssh.port), ACCOUNTS_RECHECK: "1s", ...extraEnv });
 }
 
 /** One account of a move test and what a test looks at: see moveAccount. */
@@ -164,21 +164,9 @@ export async function moveAccount(site: AccountSite, x: PipelineHarness, label: 
   await mkdir(x.sourceDir, { recursive: true });
   await mkdir(x.destDir, { recursive: true });
   await insertAccounts(x.runtime, [{ externalId: acc }]);
-  const env = {
-    ...x.env,
-    FLEET_ENV_FILE: join(site.dir, "no.env"),
-    METRICS_PORT: "0",
-    LOG_FORMAT: "json",
-    LOG_LEVEL: "info",
-    STALLED_INTERVAL: "1s",
-    LOCK_DURATION: "2s",
-    // Scaled with LOCK_DURATION as in production (30 s each): a killed worker's step is run
-    // again within seconds of its job being handed on.
-    ACCOUNTS_STEP_LEASE: "3s",
-    WORKER_CONCURRENCY: "remote=2,maintenance=2",
-    SHUTDOWN_GRACE: "1s",
-    DATABASE_POOL_SIZE: "4",
-  };
+  // The step lease scaled with LOCK_DURATION as in production (30 s each): a killed worker's
+  // step is run again within seconds of its job being handed on.
+  const env = fastWorkerEnv(site, x, { ACCOUNTS_STEP_LEASE: "3s" });
   const calls = async () => (await readFile(join(site.state, "calls"), "utf8")).split("\n").filter((l) => l.includes(`[${acc}]`));
   const runsAndCancels = async () => (await calls()).filter((l) => l.startsWith("run") || l.startsWith("cancel"));
   const stepRow = async () =>
