@@ -1,9 +1,7 @@
-import { migrateDatabase } from "@fleet/db/migrate";
-import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
-import { unusedTestDatabase } from "@fleet/testing/testDatabase";
 import { createDashboardFixture, login, send, PASSWORDS } from "./dashboardFixture";
 import type { CookieJar, DashboardFixture } from "./dashboardFixture";
 
@@ -19,9 +17,8 @@ describe("dashboard with PostgreSQL down", () => {
   let viewer: CookieJar;
 
   beforeAll(async () => {
-    postgres = await startPrivatePostgres();
-    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
-    await migrateDatabase({ connectionString: database.url });
+    const database = await startPrivateDatabase();
+    postgres = database.postgres;
     fx = await createDashboardFixture("dash-pgdown", { DATABASE_URL: database.url });
     base = fx.dashboard.url;
     viewer = (await login(base, "victor", PASSWORDS.victor)).jar;

@@ -2,12 +2,10 @@ import { readFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { migrateDatabase } from "@fleet/db/migrate";
-import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
-import { unusedTestDatabase } from "@fleet/testing/testDatabase";
 import { createDashboardFixture, login, send, PASSWORDS } from "./dashboardFixture";
 import type { CookieJar, DashboardFixture } from "./dashboardFixture";
 
@@ -49,9 +47,8 @@ describe("dashboard with PostgreSQL frozen (SIGSTOP)", () => {
   let postmaster = 0;
 
   beforeAll(async () => {
-    postgres = await startPrivatePostgres();
-    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
-    await migrateDatabase({ connectionString: database.url });
+    const database = await startPrivateDatabase();
+    postgres = database.postgres;
     const c = new pg.Client({ connectionString: postgres.baseUrl });
     await c.connect();
     const dir = (await c.query<{ data_directory: string }>("SHOW data_directory")).rows[0]!.data_directory;

@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 import { join } from "node:path";
 import pg from "pg";
 import { migrateDatabase } from "@fleet/db/migrate";
-import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { unusedTestDatabase } from "@fleet/testing/testDatabase";
 import { createWorkerFixture } from "./workerFixture";
@@ -22,9 +22,8 @@ describe("waiting for dependencies", () => {
   let dbUrl: string;
 
   beforeAll(async () => {
-    postgres = await startPrivatePostgres();
-    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
-    await migrateDatabase({ connectionString: database.url });
+    const database = await startPrivateDatabase();
+    postgres = database.postgres;
     dbUrl = database.url;
     fx = await createWorkerFixture("dependencies", { DATABASE_URL: dbUrl, LOG_LEVEL: "info" });
     await mkdir(fx.sourceDir, { recursive: true });

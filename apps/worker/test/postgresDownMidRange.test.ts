@@ -1,9 +1,7 @@
-import { migrateDatabase } from "@fleet/db/migrate";
-import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
-import { unusedTestDatabase } from "@fleet/testing/testDatabase";
 import { createWorkerFixture, destinationMismatches, outcomeSummary, rangeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
 
@@ -24,9 +22,8 @@ for (const mode of MODES) {
     let files: SeededFile[];
 
     beforeAll(async () => {
-      postgres = await startPrivatePostgres();
-      const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
-      await migrateDatabase({ connectionString: database.url });
+      const database = await startPrivateDatabase();
+      postgres = database.postgres;
       fx = await createWorkerFixture(`pgdown-${mode}`, {
         DATABASE_URL: database.url,
         TRANSFER_MODE: mode,

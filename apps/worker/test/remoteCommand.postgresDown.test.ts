@@ -1,7 +1,5 @@
-import { migrateDatabase } from "@fleet/db/migrate";
-import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
-import { unusedTestDatabase } from "@fleet/testing/testDatabase";
 import { openRemoteCommandSite } from "./remoteCommandFixture";
 import type { RemoteCommandSite } from "./remoteCommandFixture";
 import type { WorkerFixture } from "./workerFixture";
@@ -18,9 +16,8 @@ describe("remote command, PostgreSQL down when it ends", () => {
   let fx: WorkerFixture;
 
   beforeAll(async () => {
-    postgres = await startPrivatePostgres();
-    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
-    await migrateDatabase({ connectionString: database.url });
+    const database = await startPrivateDatabase();
+    postgres = database.postgres;
     site = await openRemoteCommandSite("remote-pgdown", {
       script: (_, runs) => `#!/bin/sh\necho "start $$" >> ${runs}\nsleep 2\necho "end $$" >> ${runs}\n`,
       timeout: "1m",

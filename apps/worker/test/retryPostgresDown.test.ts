@@ -1,10 +1,8 @@
 import { mkdir, rm } from "node:fs/promises";
-import { migrateDatabase } from "@fleet/db/migrate";
-import { startPrivatePostgres } from "@fleet/testing/privatePostgres";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
-import { unusedTestDatabase } from "@fleet/testing/testDatabase";
 import { createWorkerFixture, destinationMismatches, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
 
@@ -23,9 +21,8 @@ describe("PostgreSQL down while a retry batch records its outcomes", () => {
   let seeded: SeededFile[];
 
   beforeAll(async () => {
-    postgres = await startPrivatePostgres();
-    const database = unusedTestDatabase({ baseUrl: postgres.baseUrl });
-    await migrateDatabase({ connectionString: database.url });
+    const database = await startPrivateDatabase();
+    postgres = database.postgres;
     fx = await createWorkerFixture("rv-retrypg", {
       DATABASE_URL: database.url,
       BATCH_SIZE: "24",
