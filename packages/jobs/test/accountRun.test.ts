@@ -5,9 +5,8 @@ import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import { startSmtpServer } from "@fleet/testing/smtpServer";
 import type { SmtpTestServer } from "@fleet/testing/smtpServer";
 import { cancelAccountMigrations } from "../src/accounts/cancelAccounts";
-import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
 import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
-import { createPipelineHarness, finishedJob, waitFor } from "./pipelineHarness";
+import { createPipelineHarness, finishedJob, waitFor, watchRecovery } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { startConsentApi } from "./consentApiFixture";
 import type { ConsentFixture } from "./consentApiFixture";
@@ -255,16 +254,7 @@ describe("cancel and servers going away", () => {
       const x = other;
       await insertAccounts(x.runtime, ["rc1", "slow-rc2"].map((externalId) => ({ externalId })));
       await x.startRunner({ concurrency: 4 });
-      watch = startRecoveryWatch({
-        redis: x.runtime.redis,
-        prefix: x.runtime.prefix,
-        db: x.runtime.db,
-        jobs: x.runtime.deps.jobs,
-        thresholds: { rangeStaleMs: 30_000, retryingStaleMs: 30_000 },
-        intervalMs: 500,
-        reconcileEveryMs: 60_000,
-        log: x.log,
-      });
+      watch = watchRecovery(x);
       await runIn(x, "accounts-prepare");
       expect(await runIn(x, "accounts-run")).toMatchObject({ started: true });
       // slow-rc2 has exported and its migration is under way (it takes ~40 status checks).

@@ -24,24 +24,39 @@ afterAll(async () => {
   await site?.stop();
 });
 
-it("a check that reports done after a fault-held check completes the step (account DONE)", async () => {
-  h = await openSiteHarness(site, "heldpoll", `servers:
+/** A migrate step on mig1 (box) whose status check is `check`. */
+const polledWorkflow = (check: string) => `servers:
   mig1: { ssh: box, role: migration, capacity: 5 }
 steps:
   - name: migrate
     role: migration
     command: fx-mig-start {externalId}
-    check: { command: "fx-health", every: 4s, done: "^healthy", failed: "^FAILED", timeout: 10m }
-`, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
-  await insertAccounts(h.runtime, [{ externalId: "acc1" }]);
+    check: ${check}
+`;
+
+/**
+ * Opens the harness `label` on `workflow` with `env`, runs the night for the account `acc` until
+ * its migration's status is polled, then kills the site's sshd before the first check: the check
+ * cannot connect.
+ */
+async function pollingThenServerDown(label: string, workflow: string, acc: string, env: Record<string, string>): Promise<PipelineHarness> {
+  await h?.close();
+  h = await openSiteHarness(site, label, workflow, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s", ...env });
+  await insertAccounts(h.runtime, [{ externalId: acc }]);
   await h.startRunner({ concurrency: 2 });
-  await prepareAndRun(h, RUN_DATE, "heldpoll");
+  await prepareAndRun(h, RUN_DATE, label);
   const db = h.runtime.db;
   // The migration was started on the server; its status is now polled.
   await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
-  // The migration server's sshd dies before the first check: the check cannot connect.
   await site.ssh.kill();
-  await waitFor(async () => (await accountStates(h!.runtime)).acc1 === "HELD", 30_000, "account HELD by the check's server fault");
+  return h;
+}
+
+it("a check that reports done after a fault-held check completes the step (account DONE)", async () => {
+  // The migration server's sshd dies before the first check: the check cannot connect.
+  const x = await pollingThenServerDown("heldpoll", polledWorkflow(`{ command: "fx-health", every: 4s, done: "^healthy", failed: "^FAILED", timeout: 10m }`), "acc1", {});
+  const db = x.runtime.db;
+  await waitFor(async () => (await accountStates(x.runtime)).acc1 === "HELD", 30_000, "account HELD by the check's server fault");
   // sshd is back; the next check reports the migration done.
   await site.ssh.restart();
   await waitFor(async () => (await db.query(`SELECT status FROM migration_batch WHERE run_date = $1`, [RUN_DATE])).rows[0]?.status === "DONE", 60_000, "batch finished");
@@ -51,27 +66,14 @@ steps:
 }, 120_000);
 
 it("a server down across the status checks' deadline holds the account, not fails it; the first check after it decides", async () => {
-  await h?.close();
-  // fx-mig-status reports COMPLETED from its second call on; the deadline is 3 s.
-  h = await openSiteHarness(site, "helddeadline", `servers:
-  mig1: { ssh: box, role: migration, capacity: 5 }
-steps:
-  - name: migrate
-    role: migration
-    command: fx-mig-start {externalId}
-    check: { command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
-`, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s" });
-  await insertAccounts(h.runtime, [{ externalId: "acc2" }]);
-  await h.startRunner({ concurrency: 2 });
-  const db = h.runtime.db;
-  await prepareAndRun(h, RUN_DATE, "helddeadline");
-  await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
-  // The server dies before the first check and stays down past the 3 s deadline.
-  await site.ssh.kill();
-  await waitFor(async () => (await accountStates(h!.runtime)).acc2 === "HELD", 30_000, "account HELD by the check's server fault");
+  // fx-mig-status reports COMPLETED from its second call on; the deadline is 3 s. The server
+  // dies before the first check and stays down past the deadline.
+  const x = await pollingThenServerDown("helddeadline", polledWorkflow(`{ command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }`), "acc2", {});
+  const db = x.runtime.db;
+  await waitFor(async () => (await accountStates(x.runtime)).acc2 === "HELD", 30_000, "account HELD by the check's server fault");
   const { rows: deadline } = await db.query<{ deadline_at: Date }>(`SELECT deadline_at FROM account_step`);
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline[0]!.deadline_at.getTime() - Date.now()) + 3_000));
-  expect((await accountStates(h.runtime)).acc2).toBe("HELD");
+  expect((await accountStates(x.runtime)).acc2).toBe("HELD");
   expect((await db.query(`SELECT phase FROM account_step`)).rows).toEqual([{ phase: "POLLING" }]);
   // The migration went on meanwhile (one more status call and fx-mig-status says COMPLETED).
   // Back: the first check after the deadline finds it done.
@@ -83,27 +85,14 @@ steps:
 }, 120_000);
 
 it("a server that stays down past the status checks' deadline holds the account at most ACCOUNTS_HOLD_MAX: then it is postponed", async () => {
-  await h?.close();
-  h = await openSiteHarness(site, "helddeadlinemax", `servers:
-  mig1: { ssh: box, role: migration, capacity: 5 }
-steps:
-  - name: migrate
-    role: migration
-    command: fx-mig-start {externalId}
-    check: { command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }
-`, { ACCOUNTS_RECHECK: "1s", ACCOUNTS_PROBE_TIMEOUT: "5s", ACCOUNTS_HOLD_MAX: "4s" });
-  await insertAccounts(h.runtime, [{ externalId: "acc3" }]);
-  await h.startRunner({ concurrency: 2 });
-  const db = h.runtime.db;
-  await prepareAndRun(h, RUN_DATE, "helddeadlinemax");
-  await waitFor(async () => (await db.query(`SELECT 1 FROM account_step WHERE phase = 'POLLING'`)).rowCount, 30_000, "step POLLING");
   // The server dies before the first check and never comes back (decommissioned, say).
-  await site.ssh.kill();
+  const x = await pollingThenServerDown("helddeadlinemax", polledWorkflow(`{ command: "fx-mig-status {externalId}", every: 1s, done: "^COMPLETED", failed: "^FAILED", timeout: 3s }`), "acc3", { ACCOUNTS_HOLD_MAX: "4s" });
+  const db = x.runtime.db;
   try {
-    await waitFor(async () => (await accountStates(h!.runtime)).acc3 === "HELD", 30_000, "account HELD by the check's server fault");
+    await waitFor(async () => (await accountStates(x.runtime)).acc3 === "HELD", 30_000, "account HELD by the check's server fault");
     // Past the 3 s deadline and 4 s held: postponed (to be planned again), not held for good with
     // its server's slot and its batch kept open, nor failed for its server's outage.
-    await waitFor(async () => (await accountStates(h!.runtime)).acc3 === "POSTPONED", 60_000, "account POSTPONED once held past ACCOUNTS_HOLD_MAX");
+    await waitFor(async () => (await accountStates(x.runtime)).acc3 === "POSTPONED", 60_000, "account POSTPONED once held past ACCOUNTS_HOLD_MAX");
     expect((await db.query(`SELECT phase FROM account_step`)).rows).toEqual([{ phase: "SKIPPED" }]);
   } finally {
     await site.ssh.restart();

@@ -3,9 +3,8 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
-import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
 import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
-import { waitFor } from "./pipelineHarness";
+import { waitFor, watchRecovery } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
 import { openSiteHarness, startAccountSite } from "./accountRunFixture";
@@ -153,16 +152,7 @@ describe("the owner lease of a running step", () => {
     await x.startRunner({ concurrency: 6 });
     // Every fleet process runs the recovery watch: it notices the emptied Redis (epoch key) and
     // re-derives the flow (accounts-reconcile).
-    watch = startRecoveryWatch({
-      redis: x.runtime.redis,
-      prefix: x.runtime.prefix,
-      db: x.runtime.db,
-      jobs: x.runtime.deps.jobs,
-      thresholds: { rangeStaleMs: 30_000, retryingStaleMs: 30_000 },
-      intervalMs: 500,
-      reconcileEveryMs: 60_000,
-      log: x.log,
-    });
+    watch = watchRecovery(x);
     await x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-lease-flush" });
     // Every account's sync is running (each takes SLOW_SECONDS) when Redis loses everything.
     await waitFor(async () => Object.keys(await runs()).length === ids.length || undefined, 60_000, "every account's sync to start");

@@ -2,9 +2,8 @@ import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
-import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
 import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
-import { waitFor } from "./pipelineHarness";
+import { waitFor, watchRecovery } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
 import { accountStates, insertAccounts } from "./accountsFixture";
 import { openSiteHarness, startAccountSite } from "./accountRunFixture";
@@ -69,16 +68,7 @@ it("Redis emptied while a status check runs: the re-derived job waits for it ins
   await insertAccounts(x.runtime, [{ externalId: "pl1" }]);
   await writeFile(join(site.state, "hang-check-pl1"), "");
   await x.startRunner({ concurrency: 4 });
-  watch = startRecoveryWatch({
-    redis: x.runtime.redis,
-    prefix: x.runtime.prefix,
-    db: x.runtime.db,
-    jobs: x.runtime.deps.jobs,
-    thresholds: { rangeStaleMs: 30_000, retryingStaleMs: 30_000 },
-    intervalMs: 500,
-    reconcileEveryMs: 60_000,
-    log: x.log,
-  });
+  watch = watchRecovery(x);
   await x.runtime.deps.jobs.enqueue("accounts-run", { runDate: RUN_DATE }, { jobId: "accounts-run-poll-lease" });
   await waitFor(async () => (await checkLines()).length === 1 || undefined, 60_000, "pl1's first status check in flight");
   await redis.flushAll();

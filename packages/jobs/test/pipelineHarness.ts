@@ -18,6 +18,8 @@ import { migrationFields } from "../src/settings";
 import { storageFields } from "../src/storageSettings";
 import { QUEUES } from "../src/contracts";
 import { accountFields } from "../src/accounts/accountSettings";
+import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
+import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
 
 const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields, ...accountFields });
 
@@ -165,4 +167,22 @@ export async function finishedJob(runtime: FleetRuntime, queue: string, jobId: s
     const job = await q.getJob(jobId);
     return job ? { state, job } : undefined;
   }, timeoutMs, `job ${jobId} to finish`);
+}
+
+/**
+ * The recovery watch every worker and scheduler runs, on harness `x`, looking every 500 ms: it
+ * notices an emptied Redis (its epoch key) and re-derives the flow. Stale thresholds 30 s, a
+ * reconcile every minute.
+ */
+export function watchRecovery(x: PipelineHarness): RecoveryWatch {
+  return startRecoveryWatch({
+    redis: x.runtime.redis,
+    prefix: x.runtime.prefix,
+    db: x.runtime.db,
+    jobs: x.runtime.deps.jobs,
+    thresholds: { rangeStaleMs: 30_000, retryingStaleMs: 30_000 },
+    intervalMs: 500,
+    reconcileEveryMs: 60_000,
+    log: x.log,
+  });
 }
