@@ -1,7 +1,3 @@
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
@@ -13,59 +9,8 @@ import { fleetContracts, QUEUES } from "@fleet/jobs/contracts";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { createPool } from "@fleet/db/pool";
 import { recordDailyRunOf } from "@fleet/jobs/accounts/dailyPayload";
-const MAIN = join(__dirname, "..", "dist", "main.js");
-
-
-interface Proc {
-  child: ChildProcess;
-  output: string[];
-  lines: Array<Record<string, unknown>>;
-  exited: Promise<number | null>;
-  line(match: (l: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>;
-}
-
-function startScheduler(env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const output: string[] = [];
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on("line", (text) => {
-      output.push(text);
-      try {
-        lines.push(JSON.parse(text) as Record<string, unknown>);
-      } catch {
-        /* plain text */
-      }
-      for (const w of waiters) w();
-    });
-  }
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return {
-    child,
-    output,
-    lines,
-    exited,
-    line(match, what, ms = 20_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const found = lines.find(match);
-          if (found) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(found);
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no ${what} within ${ms} ms:\n${output.slice(-20).join("\n")}`));
-        }, ms);
-        waiters.add(check);
-        check();
-      });
-    },
-  };
-}
+import { startScheduler, stopAll } from "./schedulerFixture";
+import type { SchedulerProcess } from "./schedulerFixture";
 
 /** A scheduler of one test: its own database and prefix, JSON logs, catch-up after 1 s of grace, UTC. */
 function schedulerEnv(databaseUrl: string, prefix: string, extra: Record<string, string>): Record<string, string> {
@@ -84,11 +29,6 @@ function schedulerEnv(databaseUrl: string, prefix: string, extra: Record<string,
   };
 }
 
-async function stopAll(procs: Proc[]): Promise<void> {
-  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
-  await Promise.all(procs.map((p) => p.exited));
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * Workers down at a daily step's time, the scheduler up (catchUpDaily's own comment: "The
@@ -99,7 +39,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 describe("daily catch-up while workers are down", () => {
   let db: TestDatabase;
-  const procs: Proc[] = [];
+  const procs: SchedulerProcess[] = [];
   const prefix = uniquePrefix("sched-daily");
   let conn: Redis;
   let worker: Worker | undefined;
@@ -183,7 +123,7 @@ describe("daily catch-up while workers are down", () => {
  */
 describe("daily catch-up on a file-only fleet", () => {
   let db: TestDatabase;
-  const procs: Proc[] = [];
+  const procs: SchedulerProcess[] = [];
   const prefixes = [uniquePrefix("sched-fileonly"), uniquePrefix("sched-accounts"), uniquePrefix("sched-accounts-db")];
   beforeAll(async () => {
     db = await createTestDatabase();
@@ -208,7 +148,7 @@ describe("daily catch-up on a file-only fleet", () => {
       procs.push(p);
       return p;
     };
-    const missed = (p: Proc) => p.lines.filter((l) => l.msg === "daily account step missed today: running it now").map((l) => l.job);
+    const missed = (p: SchedulerProcess) => p.lines.filter((l) => l.msg === "daily account step missed today: running it now").map((l) => l.job);
 
     const fileOnly = start(prefixes[0]!, {});
     await fileOnly.line((l) => l.msg === "schedules in place", "in place");

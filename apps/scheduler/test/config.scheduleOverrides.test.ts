@@ -1,70 +1,10 @@
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
 import { bullPrefix } from "@fleet/core/redis";
 import { Redis } from "ioredis";
-const MAIN = join(__dirname, "..", "dist", "main.js");
-
-
-interface Proc {
-  child: ChildProcess;
-  output: string[];
-  lines: Array<Record<string, unknown>>;
-  exited: Promise<number | null>;
-  line(match: (l: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>;
-}
-
-function startScheduler(env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const output: string[] = [];
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on("line", (text) => {
-      output.push(text);
-      try {
-        lines.push(JSON.parse(text) as Record<string, unknown>);
-      } catch {
-        /* plain text */
-      }
-      for (const w of waiters) w();
-    });
-  }
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return {
-    child,
-    output,
-    lines,
-    exited,
-    line(match, what, ms = 20_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const found = lines.find(match);
-          if (found) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(found);
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no ${what} within ${ms} ms:\n${output.slice(-20).join("\n")}`));
-        }, ms);
-        waiters.add(check);
-        check();
-      });
-    },
-  };
-}
-
-async function stopAll(procs: Proc[]): Promise<void> {
-  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
-  await Promise.all(procs.map((p) => p.exited));
-}
+import { startScheduler, stopAll } from "./schedulerFixture";
+import type { SchedulerProcess } from "./schedulerFixture";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
@@ -73,7 +13,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 describe("scheduler started with a bad SCHEDULE_<ID>", () => {
   let db: TestDatabase;
-  const procs: Proc[] = [];
+  const procs: SchedulerProcess[] = [];
   const prefixes: string[] = [];
   beforeAll(async () => {
     db = await createTestDatabase();

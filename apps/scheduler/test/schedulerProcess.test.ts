@@ -1,83 +1,32 @@
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { fleetVersion } from "@fleet/core/metrics";
 import { namingProblems, parseScrape } from "@fleet/testing/promScrape";
 import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { cleanupPrefix, testRedisUrl, uniquePrefix } from "@fleet/testing/testRedis";
+import { SCHEDULER_MAIN, startScheduler } from "./schedulerFixture";
+import type { SchedulerProcess } from "./schedulerFixture";
 
 /**
  * The compiled scheduler as a process: its ops server (/healthz, /readyz, /metrics, found
  * through its "ops server listening" line with SCHEDULER_METRICS_PORT=0), and its secrets read
  * from DATABASE_URL_FILE / REDIS_URL_FILE, never printed.
  */
-const MAIN = join(__dirname, "..", "dist", "main.js");
 const DB_SECRET = "hunter2-db-secret";
 const REDIS_SECRET = "hunter2-redis-secret";
-
-interface Running {
-  child: ChildProcess;
-  output: string[];
-  exited: Promise<number | null>;
-  line(match: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>>;
-}
-
-function start(env: Record<string, string>, cwd: string): Running {
-  const child = spawn(process.execPath, [MAIN], { cwd, env: { PATH: process.env.PATH ?? "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const output: string[] = [];
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on("line", (text) => {
-      output.push(text);
-      try {
-        lines.push(JSON.parse(text) as Record<string, unknown>);
-      } catch {
-        // stderr text (config errors) stays in output only
-      }
-      for (const w of waiters) w();
-    });
-  }
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return {
-    child,
-    output,
-    exited,
-    line(match, what) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const found = lines.find(match);
-          if (found) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(found);
-          }
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no ${what} within 15 s:\n${output.slice(-20).join("\n")}`));
-        }, 15_000);
-        waiters.add(check);
-        check();
-      });
-    },
-  };
-}
 
 describe("scheduler process", () => {
   let db: TestDatabase;
   let dir: string;
   const prefix = uniquePrefix("scheduler-process");
-  const running: Running[] = [];
+  const running: SchedulerProcess[] = [];
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` first`);
+    if (!existsSync(SCHEDULER_MAIN)) throw new Error(`${SCHEDULER_MAIN} is missing: run \`npm run build\` first`);
     db = await createTestDatabase();
     dir = await mkdtemp(join(tmpdir(), "fleet-scheduler-process-"));
     const dbFile = join(dir, "database_url");
@@ -107,11 +56,11 @@ describe("scheduler process", () => {
   });
 
   it("serves /healthz, /readyz and /metrics, with its secrets read from files and never printed", async () => {
-    const r = start(env, dir);
+    const r = startScheduler(env, dir);
     running.push(r);
-    const listening = await r.line((l) => typeof l.msg === "string" && l.msg.startsWith("ops server listening"), "ops server line");
+    const listening = await r.line((l) => typeof l.msg === "string" && l.msg.startsWith("ops server listening"), "ops server line", 15_000);
     const base = `http://127.0.0.1:${(listening.address as { port: number }).port}`;
-    await r.line((l) => l.msg === "schedules in place", '"schedules in place"');
+    await r.line((l) => l.msg === "schedules in place", '"schedules in place"', 15_000);
 
     expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: "ok" });
     const ready = await fetch(`${base}/readyz`);
@@ -135,13 +84,13 @@ describe("scheduler process", () => {
   });
 
   it("refuses NAME and NAME_FILE together, and an unreadable file, naming the variable but never the value (exit 2)", async () => {
-    const both = start({ ...env, DATABASE_URL: `postgresql://postgres:${DB_SECRET}@127.0.0.1/x` }, dir);
+    const both = startScheduler({ ...env, DATABASE_URL: `postgresql://postgres:${DB_SECRET}@127.0.0.1/x` }, dir);
     running.push(both);
     expect(await both.exited).toBe(2);
     expect(both.output.join("\n")).toContain("DATABASE_URL: both DATABASE_URL and DATABASE_URL_FILE are set; set one");
 
     const missing = join(dir, "missing");
-    const unreadable = start({ ...env, REDIS_URL_FILE: missing }, dir);
+    const unreadable = startScheduler({ ...env, REDIS_URL_FILE: missing }, dir);
     running.push(unreadable);
     expect(await unreadable.exited).toBe(2);
     expect(unreadable.output.join("\n")).toContain(`REDIS_URL: cannot read REDIS_URL_FILE ${missing} (ENOENT)`);
