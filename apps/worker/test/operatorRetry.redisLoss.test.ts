@@ -1,10 +1,10 @@
-import { mkdir, rm } from "node:fs/promises";
 import { requestOperatorRetry } from "@fleet/jobs/migration/operatorRetry";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { failEveryFile } from "./failEveryFile";
 
 /**
  * An operator's retry (`fleet migrate retry`) marks failed files in PostgreSQL and
@@ -41,14 +41,7 @@ describe("an operator's retry whose job Redis lost", () => {
   });
 
   it("the marked files are retried within seconds of a worker running after the FLUSHALL", async () => {
-    const p = fx.spawnWorker("P");
-    await p.started();
-    await rm(fx.destDir, { recursive: true, force: true });
-    await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
-    await fx.waitFor(async () => (await outcomeSummary(fx.runtime)).FAIL === FILES || undefined, 60_000, "every file FAIL while the destination is gone", 200);
-    p.signal("SIGTERM");
-    await p.exited;
-    await mkdir(fx.destDir, { recursive: true });
+    await failEveryFile(fx, FILES);
 
     const retry = await requestOperatorRetry({
       db: fx.runtime.db,

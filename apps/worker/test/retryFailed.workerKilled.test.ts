@@ -1,7 +1,7 @@
-import { mkdir, rm } from "node:fs/promises";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { failEveryFile } from "./failEveryFile";
 
 /**
  * Fault injection: a worker SIGKILLed while it holds a retry-failed batch.
@@ -38,14 +38,7 @@ describe("worker killed mid retry-failed", () => {
 
   it("retries the dead batch's files within seconds, not at the next scheduled run", async () => {
     // 1. A real outage of the destination: every file fails retryable (storage-unavailable).
-    const p = fx.spawnWorker("P");
-    await p.started();
-    await rm(fx.destDir, { recursive: true, force: true });
-    await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
-    await fx.waitFor(async () => (await outcomeSummary(fx.runtime)).FAIL === FILES || undefined, 60_000, "every file FAIL while the destination is gone", 200);
-    p.signal("SIGTERM");
-    await p.exited;
-    await mkdir(fx.destDir, { recursive: true });
+    await failEveryFile(fx, FILES);
 
     // 2. The destination is back; a (scheduled-style, deduplicated) retry run, throttled so it lasts.
     const slow = { LINK_BWLIMIT: "1M" };

@@ -1,7 +1,7 @@
-import { mkdir, rm } from "node:fs/promises";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { failEveryFile } from "./failEveryFile";
 
 /**
  * As retryTakeover.sigstop.test.ts, but the hung worker A, once continued, is stopped by its
@@ -38,14 +38,7 @@ describe("hung retry worker continued, then stopped: B's claim is not given back
   afterAll(() => fx?.close());
 
   it("every file SUCCESS after A (continued, then SIGTERMed) gave back its batch while B holds the files", async () => {
-    const p = fx.spawnWorker("P");
-    await p.started();
-    await rm(fx.destDir, { recursive: true, force: true });
-    await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
-    await fx.waitFor(async () => (await outcomeSummary(fx.runtime)).FAIL === FILES || undefined, 60_000, "every file FAIL while the destination is gone", 200);
-    p.signal("SIGTERM");
-    await p.exited;
-    await mkdir(fx.destDir, { recursive: true });
+    await failEveryFile(fx, FILES);
 
     const slow = { LINK_BWLIMIT: "512K" };
     const a = fx.spawnWorker("A", { ...slow, SHUTDOWN_GRACE: "1s" });

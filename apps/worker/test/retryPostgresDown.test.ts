@@ -1,10 +1,10 @@
-import { mkdir, rm } from "node:fs/promises";
 import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, destinationMismatches, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { failEveryFile } from "./failEveryFile";
 
 /**
  * PostgreSQL crashes (pg_ctl -m immediate stop) while a retry-failed batch is copying, and is
@@ -45,14 +45,7 @@ describe("PostgreSQL down while a retry batch records its outcomes", () => {
   });
 
   it("every file SUCCESS after PostgreSQL comes back (its copies succeeded)", async () => {
-    const p = fx.spawnWorker("P");
-    await p.started();
-    await rm(fx.destDir, { recursive: true, force: true });
-    await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
-    await fx.waitFor(async () => (await outcomeSummary(fx.runtime)).FAIL === FILES || undefined, 60_000, "every file FAIL while the destination is gone", 200);
-    p.signal("SIGTERM");
-    await p.exited;
-    await mkdir(fx.destDir, { recursive: true });
+    await failEveryFile(fx, FILES);
 
     // 24 × 256 KiB at 384 KiB/s: the batch copies for ~16 s.
     const a = fx.spawnWorker("A", { LINK_BWLIMIT: "384K" });

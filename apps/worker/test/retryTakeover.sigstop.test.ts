@@ -1,7 +1,7 @@
-import { mkdir, rm } from "node:fs/promises";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { failEveryFile } from "./failEveryFile";
 
 /**
  * a worker hung (SIGSTOP) while it holds a retry-failed batch, just past
@@ -32,14 +32,7 @@ describe("hung retry batch resumes after its files were reset and re-claimed", (
   afterAll(() => fx?.close());
 
   it("B's retries of the reset files are recorded; the resumed A neither overwrites nor gives back B's claim", async () => {
-    const p = fx.spawnWorker("P");
-    await p.started();
-    await rm(fx.destDir, { recursive: true, force: true });
-    await fx.runtime.deps.jobs.enqueue("seed-ranges", {});
-    await fx.waitFor(async () => (await outcomeSummary(fx.runtime)).FAIL === FILES || undefined, 60_000, "every file FAIL while the destination is gone", 200);
-    p.signal("SIGTERM");
-    await p.exited;
-    await mkdir(fx.destDir, { recursive: true });
+    await failEveryFile(fx, FILES);
 
     const slow = { LINK_BWLIMIT: "512K" };
     const a = fx.spawnWorker("A", slow);
