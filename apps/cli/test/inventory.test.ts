@@ -115,6 +115,63 @@ describe("fleet inventory", () => {
     expect(rows[0]).toEqual({ n: 24_000, keys: 24_000 });
   }, 120_000);
 
+  it("SIGKILL with two batch writes in flight, the later one merged and the earlier one held: the resumed scan ends with exactly the tree's rows", async () => {
+    // Three folders of one batch (10,000 files) each, listed in that order. A file of the
+    // second batch changed since the last scan: its old row is held (FOR UPDATE), so the
+    // second batch's write waits on it while the third is merged beside it. The cursor must
+    // stay after the first batch: the third may not commit (and move the cursor) before the
+    // second, or a resumed scan would never list the second batch's files again.
+    const tree = join(root, "killed");
+    const held = "k/d1/f05000.bin";
+    const scanEnv = { ...env, SOURCE_URL: tree };
+    await mkdir(join(tree, "k", "d1"), { recursive: true });
+    await writeFile(join(tree, held), "old");
+    expect(await fleetJson(scanEnv, ["inventory", "scan", "--prefix", "k/"])).toMatchObject({ new: 1 });
+    const expected: Array<{ uri: string; size: number }> = [];
+    for (let d = 0; d < 3; d++) {
+      await mkdir(join(tree, "k", `d${d}`), { recursive: true });
+      const keys = Array.from({ length: 10_000 }, (_, i) => `k/d${d}/f${String(i).padStart(5, "0")}.bin`);
+      await Promise.all(keys.map((k) => writeFile(join(tree, k), k === held ? "changed: longer" : k)));
+      expected.push(...keys.map((uri) => ({ uri, size: uri === held ? 15 : uri.length })));
+    }
+    const blocker = new pg.Client({ connectionString: database.url });
+    await blocker.connect();
+    await blocker.query("BEGIN");
+    await blocker.query(`SELECT id FROM source_files WHERE uri = $1 FOR UPDATE`, [held]);
+    const backends = async (where: string) => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'fleet-cli' AND ${where}`)).rowCount ?? 0;
+    const running = fleet(scanEnv, ["inventory", "scan", "--prefix", "k/"]);
+    let thirdMergedBesideSecond = false;
+    try {
+      await waitUntil(async () => (await backends("wait_event_type = 'Lock'")) === 1);
+      // The third batch, merged, waiting for the second to commit first.
+      thirdMergedBesideSecond = await waitUntil(async () => (await backends("state = 'idle in transaction'")) === 1, 10_000).then(
+        () => true,
+        () => false,
+      );
+      running.child.kill("SIGKILL");
+      expect((await running).signal).toBe("SIGKILL");
+    } finally {
+      await blocker.query("ROLLBACK");
+      await blocker.end();
+    }
+    // The killed process's backends roll back and go.
+    await waitUntil(async () => (await backends("true")) === 0);
+    const cursor = JSON.parse((await db.query(`SELECT cursor FROM sync_state WHERE key LIKE 'inventory-scan:%:k/'`)).rows[0].cursor as string);
+    expect(cursor).toMatchObject({ after: "k/d0/f09999.bin", counts: { files: 10_000, new: 10_000 } });
+    const committed = await db.query(`SELECT uri FROM source_files WHERE uri LIKE 'k/%' ORDER BY uri`);
+    expect(committed.rows.map((r) => r.uri)).toEqual([...expected.slice(0, 10_000).map((e) => e.uri), held]);
+
+    const resumed = await fleetJson(scanEnv, ["inventory", "scan", "--prefix", "k/"]);
+    expect(resumed).toMatchObject({ resumed: true, files: 30_000, new: 29_999, changed: 1, unchanged: 0, vanished: 0 });
+    const current = await db.query(`SELECT uri, size::int AS size FROM source_files WHERE uri LIKE 'k/%' AND superseded_by IS NULL ORDER BY uri`);
+    expect(current.rows).toEqual(expected.sort((a, b) => (a.uri < b.uri ? -1 : 1)));
+    // And nothing else: the held file's old version, superseded by its new one.
+    const old = await db.query(`SELECT uri, size::int AS size FROM source_files WHERE uri LIKE 'k/%' AND superseded_by IS NOT NULL`);
+    expect(old.rows).toEqual([{ uri: held, size: 3 }]);
+    // Last, so that a scan writing one batch at a time still shows the rows above right.
+    expect(thirdMergedBesideSecond).toBe(true);
+  }, 180_000);
+
   it("import: bad lines by number (exit 1), good ones imported; importing again changes nothing", async () => {
     const file = join(root, "inventory.csv");
     await writeFile(file, ["uri,size,owner,sha256", "imp/a.bin,10,alice,", "imp/b.bin,-1,bob,", "imp/c.bin,30,,zz"].join("\n"));

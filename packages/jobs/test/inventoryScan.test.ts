@@ -130,8 +130,10 @@ describe("inventory scan", () => {
         prefix: "resume/",
         batchSize: 40,
         signal: abort.signal,
+        // At the first commit: with two writes in flight the listing runs further ahead than
+        // it did with one, and a folder's last run of entries is listed without a check.
         onProgress: (p) => {
-          if (p.files >= 80) abort.abort();
+          if (p.files >= 40) abort.abort();
         },
       }),
     ).rejects.toMatchObject({ category: "interrupted" });

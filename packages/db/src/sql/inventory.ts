@@ -187,20 +187,34 @@ export async function readScanCursor(db: Queryable, key: string): Promise<ScanCu
   return text ? (JSON.parse(text) as ScanCursor) : null;
 }
 
-/** Merges a batch and moves the cursor past it, atomically. */
-export async function mergeScanBatch(pool: DbPool, key: string, files: readonly ListedFile[], cursor: ScanCursor): Promise<MergeCounts> {
-  return inTransaction(pool, async (client) => {
+/**
+ * Merges a batch and moves the cursor past it, atomically. `previous` is the write of the batch
+ * listed just before this one, when it is still in flight: this batch's rows are merged at once,
+ * on a connection of its own, but its transaction writes the cursor and commits only after
+ * `previous` has committed (and rolls back if it failed). Commits therefore land in listing
+ * order, and the cursor in sync_state always covers exactly the batches committed — a prefix of
+ * the listing with no gap — so a process killed with several batches in flight resumes after
+ * the last committed one, and every batch still open is rolled back with its connection.
+ * Merges of batches in flight touch disjoint rows (a listing's keys are unique and each batch
+ * holds different ones), and the cursor row is written by one transaction at a time.
+ */
+export async function mergeScanBatch(pool: DbPool, key: string, files: readonly ListedFile[], cursor: ScanCursor, previous?: Promise<unknown>): Promise<MergeCounts> {
+  const { counts, next } = await inTransaction(pool, async (client) => {
     // trackSeen is false exactly when the prefix had no current row as the scan began.
-    const counts = await mergeListedFiles(client, files, cursor.trackSeen ? cursor.scanId : null, { allNew: !cursor.trackSeen && cursor.lookUp !== true });
-    const next: ScanCursor = {
+    const merged = await mergeListedFiles(client, files, cursor.trackSeen ? cursor.scanId : null, { allNew: !cursor.trackSeen && cursor.lookUp !== true });
+    await previous;
+    // Read only now: the previous batch's commit has moved the cursor.
+    const moved: ScanCursor = {
       ...cursor,
       after: files.at(-1)?.uri ?? cursor.after,
-      counts: addCounts(cursor.counts, counts, files.length),
+      counts: addCounts(cursor.counts, merged, files.length),
     };
-    await writeCursor(client, key, next);
-    Object.assign(cursor, next);
-    return counts;
+    await writeCursor(client, key, moved);
+    return { counts: merged, next: moved };
   });
+  // Moved in memory once committed: the next batch's transaction builds its cursor on this one.
+  Object.assign(cursor, next);
+  return counts;
 }
 
 export async function writeCursor(db: Queryable, key: string, cursor: ScanCursor | null): Promise<void> {

@@ -24,6 +24,8 @@ export interface ScanOptions {
   signal?: AbortSignal;
   /** Files per statement (and per cursor move). */
   batchSize?: number;
+  /** Batches written at once, each on a connection of its own (default WRITES_IN_FLIGHT; at most the pool's size less one). */
+  writesInFlight?: number;
   /** Forget an unfinished scan's cursor and start over. */
   restart?: boolean;
   /**
@@ -107,8 +109,10 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
     const progress = () => options.onProgress?.({ files: cursor!.counts.files, bytes: cursor!.counts.bytes, expected, resumed });
     progress();
 
-    await listInBatches(options, cursor, batchSize, async (batch) => {
-      await mergeScanBatch(db, key, batch, cursor!);
+    // One connection holds the inventory lock; the writes in flight use the rest of the pool.
+    const inFlight = Math.max(1, Math.min(options.writesInFlight ?? WRITES_IN_FLIGHT, (db.options.max ?? 10) - 1));
+    await listInBatches(options, cursor, batchSize, inFlight, async (batch, previous) => {
+      await mergeScanBatch(db, key, batch, cursor!, previous);
       progress();
     });
 
@@ -168,17 +172,39 @@ export async function scanInventory(options: ScanOptions): Promise<ScanResult> {
 }
 
 /**
- * Streams the listing into batches of unique keys, writing one batch while the next is listed
- * (one write in flight, so the cursor only ever moves forward over committed batches).
+ * Batch writes in flight at once. One left the scan's main thread idle 40% of the time, waiting
+ * for PostgreSQL to insert the previous batch (docs/performance.md, the sixteenth and seventeenth
+ * passes): with more, the listing goes on while several backends insert.
  */
-async function listInBatches(options: ScanOptions, cursor: ScanCursor, batchSize: number, write: (batch: ListedFile[]) => Promise<void>): Promise<void> {
+export const WRITES_IN_FLIGHT = 2;
+
+/**
+ * Streams the listing into batches of unique keys and hands each to `write` as soon as it is
+ * full, with up to `inFlight` writes running while the listing goes on. Each write gets the
+ * promise of the one before it (`previous`), and must not commit before it has: the cursor then
+ * only ever moves forward over committed batches, in listing order (see mergeScanBatch).
+ */
+async function listInBatches(
+  options: ScanOptions,
+  cursor: ScanCursor,
+  batchSize: number,
+  inFlight: number,
+  write: (batch: ListedFile[], previous: Promise<void>) => Promise<void>,
+): Promise<void> {
   let batch: ListedFile[] = [];
-  let writing: Promise<void> = Promise.resolve();
+  // Writes not yet awaited here, oldest first; the last is the next batch's `previous`.
+  const writes: Array<Promise<void>> = [];
+  let previous: Promise<void> = Promise.resolve();
   const flush = async () => {
-    await writing;
+    // A write that failed stops the listing here (the next batches roll back on it too).
+    if (writes.length >= inFlight) await writes.shift();
     const full = batch;
     batch = [];
-    writing = write(full);
+    const written = write(full, previous);
+    // Awaited below and by the next batch: marked handled so that failing before either looks is no crash.
+    written.catch(() => undefined);
+    writes.push(written);
+    previous = written;
   };
   try {
     const listing = options.source.list(cursor.prefix, {
@@ -199,7 +225,10 @@ async function listInBatches(options: ScanOptions, cursor: ScanCursor, batchSize
     }
     if (batch.length > 0) await flush();
   } finally {
-    // Whatever stopped the listing, what was listed and handed over is written (or its error reported).
-    await writing;
+    // Whatever stopped the listing, what was listed and handed over is written (or its error
+    // reported: the first batch's that failed, which the later ones share).
+    const settled = await Promise.allSettled(writes);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed) throw failed.reason;
   }
 }
