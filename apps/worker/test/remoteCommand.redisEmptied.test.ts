@@ -1,11 +1,9 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
-import { startSshServer } from "@fleet/testing/sshServer";
-import type { SshServer } from "@fleet/testing/sshServer";
-import { createWorkerFixture } from "./workerFixture";
+import { openRemoteCommandSite } from "./remoteCommandFixture";
+import type { RemoteCommandSite } from "./remoteCommandFixture";
 import type { WorkerFixture, WorkerProcess } from "./workerFixture";
 
 /**
@@ -20,47 +18,30 @@ import type { WorkerFixture, WorkerProcess } from "./workerFixture";
 const LOCK_MS = 4_000;
 
 describe("remote-command requests when Redis is emptied", () => {
-  let ssh: SshServer;
   let redis: PrivateRedis;
-  let dir: string;
+  let site: RemoteCommandSite;
   let fx: WorkerFixture;
-  let runs: string;
+  let dir: string;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "fleet-remote-flush-"));
-    runs = join(dir, "runs.log");
+    redis = await startPrivateRedis();
     // `export {project}`: the first run of project "long" lasts a minute, any later one a
     // second; every run of any project one second. Each records its start (and whether the
     // first run of "long" still lives then) and its end.
-    ssh = await startSshServer({
-      fixtures: {
-        "fleet-export": [
+    site = await openRemoteCommandSite("remote-flush", {
+      timeout: "2m",
+      script: (d, runs) =>
+        [
           "#!/bin/sh",
-          `if [ "$1" = long ] && [ ! -e ${dir}/first.pid ]; then echo $$ > ${dir}/first.pid; secs=60; else secs=1; fi`,
-          `if [ -e ${dir}/first.pid ] && [ "$(cat ${dir}/first.pid)" != $$ ] && kill -0 "$(cat ${dir}/first.pid)" 2>/dev/null; then echo "overlap $1" >> ${runs}; fi`,
+          `if [ "$1" = long ] && [ ! -e ${d}/first.pid ]; then echo $$ > ${d}/first.pid; secs=60; else secs=1; fi`,
+          `if [ -e ${d}/first.pid ] && [ "$(cat ${d}/first.pid)" != $$ ] && kill -0 "$(cat ${d}/first.pid)" 2>/dev/null; then echo "overlap $1" >> ${runs}; fi`,
           `echo "start $1 $$ $(date +%s%3N)" >> ${runs}`,
           'sleep "$secs"',
           `echo "end $1 $$" >> ${runs}`,
         ].join("\n"),
-      },
+      env: { REDIS_URL: redis.url, LOCK_DURATION: `${LOCK_MS}ms`, RECOVERY_INTERVAL: "500ms", RECONCILE_INTERVAL: "1s" },
     });
-    redis = await startPrivateRedis();
-    await writeFile(join(dir, "key"), ssh.privateKey, { mode: 0o600 });
-    await writeFile(join(dir, "known_hosts"), `${ssh.knownHostsLine}\n`);
-    await writeFile(
-      join(dir, "servers.yaml"),
-      `servers:\n  nas1:\n    host: ${ssh.host}\n    port: ${ssh.port}\n    user: ${ssh.user}\n    keyFile: ${join(dir, "key")}\n    knownHostsFile: ${join(dir, "known_hosts")}\n    timeout: 2m\n    commands:\n      export: fleet-export {project}\n`,
-    );
-    fx = await createWorkerFixture("remote-flush", {
-      REDIS_URL: redis.url,
-      SSH_SERVERS_FILE: join(dir, "servers.yaml"),
-      WORKER_QUEUES: "remote",
-      LOCK_DURATION: `${LOCK_MS}ms`,
-      RECOVERY_INTERVAL: "500ms",
-      RECONCILE_INTERVAL: "1s",
-    });
-    await mkdir(fx.sourceDir, { recursive: true });
-    await mkdir(fx.destDir, { recursive: true });
+    ({ fx, dir } = site);
   }, 60_000);
   // A test that failed leaves its worker running; the next test must not share the queue with it.
   const running: WorkerProcess[] = [];
@@ -71,12 +52,11 @@ describe("remote-command requests when Redis is emptied", () => {
     }
   });
   afterAll(async () => {
-    await fx?.close();
-    await Promise.all([ssh?.stop(), redis?.stop()]);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await site?.close();
+    await redis?.stop();
   });
 
-  const runLines = async (): Promise<string[]> => (await readFile(runs, "utf8").catch(() => "")).trim().split("\n").filter(Boolean);
+  const runLines = () => site.runLines();
   const stateOf = async (id: string) => (await (await fx.runtime.deps.jobs.queue("remote").getJob(id))?.getState()) ?? "missing";
   const kept = async (): Promise<string[]> => (await fx.runtime.db.query<{ id: string }>("SELECT id FROM job_requests ORDER BY id")).rows.map((r) => r.id);
 
@@ -91,10 +71,7 @@ describe("remote-command requests when Redis is emptied", () => {
 
     await redis.flushAll();
     expect(await stateOf(job.id!)).toBe("missing");
-    const state = await fx.waitFor(async () => {
-      const s = await stateOf(job.id!);
-      return s === "completed" || s === "failed" ? s : undefined;
-    }, 40_000, "the request to be queued again and run");
+    const state = await site.finished(job.id!, 40_000, "the request to be queued again and run");
     expect(state).toBe("completed");
     const lines = await runLines();
     expect(lines).toEqual([expect.stringMatching(/^start delayed \d+ \d+$/), expect.stringMatching(/^end delayed \d+$/)]);
@@ -122,10 +99,7 @@ describe("remote-command requests when Redis is emptied", () => {
 
     await redis.flushAll();
     await worker.waitForLog((l) => l.msg === "job's lock lost (Redis lost it, or it was handed on): stopping this run", LOCK_MS * 2, "the run to stop with its lost lock");
-    const state = await fx.waitFor(async () => {
-      const s = await stateOf(job.id!);
-      return s === "completed" || s === "failed" ? s : undefined;
-    }, 40_000, "the request to be queued again and run");
+    const state = await site.finished(job.id!, 40_000, "the request to be queued again and run");
     expect(state).toBe("completed");
 
     const lines = (await runLines()).filter((l) => / long /.test(l));
