@@ -17,8 +17,11 @@ export interface DurableRequest {
 }
 
 export interface DurableRequestStore {
-  /** Keeps the requests (a request already kept under its id stays as it is). */
-  keep(requests: readonly DurableRequest[]): Promise<void>;
+  /**
+   * Keeps the requests (a request already kept under its id stays as it is); the ids this call
+   * kept, so that a failed add forgets only those, never a request kept before (a replay's).
+   */
+  keep(requests: readonly DurableRequest[]): Promise<string[]>;
   /** Forgets requests (ended, or never queued). */
   forget(ids: readonly string[]): Promise<void>;
 }

@@ -111,9 +111,11 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
   /**
    * Adds a durable kind's jobs (a contract's `durable`) only once their requests are kept in
    * PostgreSQL; any other kind's at once. PostgreSQL first: a request whose job reached Redis
-   * but not the table could be lost with Redis. The add failing, the requests are forgotten
-   * (best effort: one left over is queued by the recovery watch, as a request the caller was
-   * told failed — the lesser harm than losing one it was told was taken).
+   * but not the table could be lost with Redis. The add failing, the requests this call kept
+   * are forgotten (best effort: one left over is queued by the recovery watch, as a request the
+   * caller was told failed — the lesser harm than losing one it was told was taken). One kept
+   * before stays: a replay's add failing (Redis gone again) must not delete the only copy of a
+   * request Redis lost.
    */
   private async durably<T>(def: AnyJobContract, name: string, jobs: ReadonlyArray<{ data: unknown; opts: JobsOptions }>, add: () => Promise<T>): Promise<T> {
     if (!def.durable) return add();
@@ -127,11 +129,11 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       runAt: opts.delay ? new Date(Date.now() + opts.delay) : null,
       priority: opts.priority ?? null,
     }));
-    await store.keep(requests);
+    const keptNow = await store.keep(requests);
     try {
       return await add();
     } catch (err) {
-      await store.forget(requests.map((r) => r.id)).catch(() => undefined);
+      await store.forget(keptNow).catch(() => undefined);
       throw err;
     }
   }

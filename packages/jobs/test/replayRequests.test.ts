@@ -1,5 +1,11 @@
 import { cancelOperation, findOperation, operationRef } from "@fleet/core/operations";
+import { Redis } from "ioredis";
+import { JobClient } from "@fleet/core/jobClient";
+import { jobRequestStore } from "@fleet/db/sql/jobRequests";
 import { OperationHistory } from "@fleet/db/sql/operations";
+import { testRedisUrl } from "@fleet/testing/testRedis";
+import { fleetContracts } from "../src/contracts";
+import type { FleetJobs } from "../src/contracts";
 import { replayLostRequests } from "../src/maintenance/replayRequests";
 import { createPipelineHarness } from "./pipelineHarness";
 import type { PipelineHarness } from "./pipelineHarness";
@@ -60,6 +66,23 @@ describe("durable requests (job_requests)", () => {
     expect(history.rows).toEqual([{ state: "WAITING", submitted_by: "alice" }]);
 
   });
+
+  it("keeps a request kept before a replay (or a resubmission under its id) whose add Redis refuses", async () => {
+    // Found by review: the failed add forgot every id it had asked to keep, the ones already
+    // kept too. A replay (recovery pass) whose add fails — Redis gone again, or failed over to
+    // a replica that refuses writes — deleted the only copy of a request Redis had lost.
+    const lost = await submit("lost");
+    await (await queue().getJob(lost))!.remove();
+    // The replay's producer loses its connection to Redis between the pass's look and its add.
+    const connection = new Redis(testRedisUrl(), { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+    connection.on("error", () => undefined);
+    const producer = new JobClient<FleetJobs>(fleetContracts(), connection, h.runtime.prefix, { attempts: 1, keepCompletedSeconds: 60, keepFailedSeconds: 60 }, { durableRequests: jobRequestStore(h.runtime.db) });
+    await producer.queue("remote").waitUntilReady();
+    connection.disconnect();
+    await expect(producer.enqueue("remote-command", { server: "nas1", command: "export", values: { project: "lost" } }, { jobId: lost })).rejects.toThrow();
+    expect(await kept()).toEqual([{ id: lost, replays: 0, missing: false }]);
+    await producer.close().catch(() => undefined);
+  }, 30_000);
 
   it("forgets a kept request whose job Redis refused", async () => {
     // BullMQ refuses a custom id with ':' once the request is kept: the caller is told it

@@ -9,14 +9,15 @@ import type { Queryable } from "../pool";
  */
 export function jobRequestStore(db: Queryable): DurableRequestStore {
   return {
-    async keep(requests: readonly DurableRequest[]): Promise<void> {
-      if (requests.length === 0) return;
+    async keep(requests: readonly DurableRequest[]): Promise<string[]> {
+      if (requests.length === 0) return [];
       // A request already kept under its id stays as it is: BullMQ, too, keeps the first job
       // under an id and drops a second add (a replay, or a submission deduplicated by its id).
-      await db.query(
+      const { rows } = await db.query<{ id: string }>(
         `INSERT INTO job_requests (id, name, queue, data, run_at, priority)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[])
-         ON CONFLICT (id) DO NOTHING`,
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id`,
         [
           requests.map((r) => r.id),
           requests.map((r) => r.name),
@@ -26,6 +27,7 @@ export function jobRequestStore(db: Queryable): DurableRequestStore {
           requests.map((r) => r.priority),
         ],
       );
+      return rows.map((r) => r.id);
     },
     async forget(ids) {
       await forgetJobRequests(db, ids);
