@@ -178,7 +178,7 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     if (principal?.kind === "token" && !mayActOnJob(principal.scopes, found.job.name)) {
       return reply.code(403).send({ error: `this token may not cancel "${found.job.name}" operations (its scopes: ${formatScopes(principal.scopes)})` });
     }
-    const outcome = await cancelOperation(options.redis, options.prefix, found, catalogue.get(found.job.name));
+    const outcome = await cancelOperation(options.redis, options.prefix, found, catalogue.get(found.job.name), jobs);
     if (outcome.kind === "removed") {
       await history.recorder.removed(operationRef(found.job), actorOf(req.principal)).catch((err: unknown) => req.log.warn({ err, operation: id }, "operation history not written"));
     }

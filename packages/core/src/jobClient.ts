@@ -268,6 +268,18 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     return { queue: def.queue, data, opts };
   }
 
+  /**
+   * Forgets the kept request of a durable kind's job removed before it ran (cancelled); nothing
+   * for any other kind. Throws when it cannot (the database down): the job must then stay, or
+   * the recovery pass would queue the cancelled request again.
+   */
+  async forgetRequest(name: string, id: string): Promise<void> {
+    if (!this.catalogue.get(name)?.durable) return;
+    const store = this.queueOptions.durableRequests;
+    if (!store) throw new PermanentError("bad-config", `job "${name}" is kept in PostgreSQL until it ends, and this producer has no database to forget it in`);
+    await store.forget([id]);
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();

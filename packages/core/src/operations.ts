@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import { requestCancel } from "./jobCancel";
 import type { OperationRef } from "./operationRecorder";
 import type { AnyJobContract } from "./jobDefinition";
+import type { JobClient } from "./jobClient";
 
 /**
  * Operations as operators see them (dashboard API, `fleet ops`): a BullMQ job of the catalogue,
@@ -155,10 +156,23 @@ export type CancelOutcome =
  * job aborts it (it then fails as `cancelled`, without retry). Finished: nothing to do. A job
  * whose contract says it is not cancellable (the fleet would re-create it): refused.
  */
-export async function cancelOperation(redis: Redis, prefix: string, found: { job: Job; queue: Queue }, contract?: AnyJobContract): Promise<CancelOutcome> {
+export async function cancelOperation(
+  redis: Redis,
+  prefix: string,
+  found: { job: Job; queue: Queue },
+  contract?: AnyJobContract,
+  requests?: Pick<JobClient<Record<string, AnyJobContract>>, "forgetRequest">,
+): Promise<CancelOutcome> {
   const state = await found.job.getState();
   if (contract?.notCancellable && state !== "completed" && state !== "failed") return { kind: "refused", reason: contract.notCancellable };
   if (state === "waiting" || state === "delayed" || state === "prioritized" || state === "waiting-children") {
+    // A durable kind's kept request (a remote command) goes first, and a cancel that cannot
+    // forget it fails: left behind, the recovery pass would find its job missing and queue the
+    // cancelled command again (the history's REMOVED, written after, is best effort).
+    if (contract?.durable) {
+      if (!requests) throw new Error(`cancelling "${found.job.name}" needs its kept request forgotten, and no job client was given to do it`);
+      await requests.forgetRequest(found.job.name, found.job.id!);
+    }
     await found.job.remove();
     return { kind: "removed", was: state };
   }

@@ -67,6 +67,22 @@ describe("durable requests (job_requests)", () => {
 
   });
 
+  it("a cancelled request is forgotten by the cancel itself, never queued again when its history write fails", async () => {
+    // Found by review: the cancel removed the job and left the kept request; only the history's
+    // REMOVED (written after, best effort: "operation history not written") told the recovery
+    // pass it had ended. Without it, a lock period later the cancelled command was queued again.
+    const cancelled = await submit("cancelled");
+    const found = await findOperation([queue()], cancelled);
+    expect(await cancelOperation(h.runtime.redis, h.runtime.prefix, found!, h.runtime.deps.jobs.contractOf("remote-command"), h.runtime.deps.jobs)).toEqual({ kind: "removed", was: "waiting" });
+    // The history's REMOVED is not written (the database refused it a moment).
+    expect(await kept()).toEqual([]);
+    const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
+    await replayLostRequests(deps, h.log, { missingMs: 100, job: "test" });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { missingMs: 100, job: "test" })).toEqual({ ended: 0, missing: 0, replayed: 0 });
+    expect(await queue().getJobState(cancelled)).toBe("unknown");
+  });
+
   it("keeps a request kept before a replay (or a resubmission under its id) whose add Redis refuses", async () => {
     // Found by review: the failed add forgot every id it had asked to keep, the ones already
     // kept too. A replay (recovery pass) whose add fails — Redis gone again, or failed over to

@@ -231,7 +231,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           process.stderr.write(`fleet: no operation ${id}\n`);
           return 1;
         }
-        const outcome = await cancelOperation(runtime.redis, runtime.prefix, found, runtime.deps.jobs.contractOf(found.job.name));
+        const outcome = await cancelOperation(runtime.redis, runtime.prefix, found, runtime.deps.jobs.contractOf(found.job.name), runtime.deps.jobs);
         if (outcome.kind === "removed") {
           await new OperationHistory(runtime.db)
             .removed(operationRef(found.job), `cli:${userInfo().username}`)
