@@ -32,6 +32,9 @@ describe("durable requests (job_requests)", () => {
   };
   const kept = async () => (await h.runtime.db.query<{ id: string; replays: number; missing: boolean }>("SELECT id, replays, missing_since IS NOT NULL AS missing FROM job_requests ORDER BY id")).rows;
   const queue = () => h.runtime.deps.jobs.queue("remote");
+  /** A pass that follows a detected loss of Redis, and one of the passes after it (the epoch kept since). */
+  const afterLoss = { job: "test", redisLost: true, epochUnchanged: async () => true };
+  const later = { job: "test", redisLost: false, epochUnchanged: async () => true };
 
   it("forgets what ended, leaves what waits, and queues again what Redis lost, after the lock period", async () => {
     const cancelled = await submit("cancelled");
@@ -47,16 +50,16 @@ describe("durable requests (job_requests)", () => {
     await (await queue().getJob(lost))!.remove();
 
     const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
-    // First pass: the cancelled one is forgotten; the lost one is only marked missing.
-    expect(await replayLostRequests(deps, h.log, { missingMs: 1_500, job: "test" })).toEqual({ ended: 1, missing: 1, replayed: 0 });
+    // First pass, after the loss was seen: the cancelled one is forgotten; the lost one is only marked missing.
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 1_500 })).toEqual({ ended: 1, missing: 1, replayed: 0 });
     expect(await kept()).toEqual(expect.arrayContaining([{ id: lost, replays: 0, missing: true }, { id: waiting, replays: 0, missing: false }]));
     expect((await kept()).length).toBe(2);
     // Still inside the lock period: not queued again yet.
-    expect(await replayLostRequests(deps, h.log, { missingMs: 1_500, job: "test" })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 1_500 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
     expect(await queue().getJobState(lost)).toBe("unknown");
 
     await new Promise((r) => setTimeout(r, 1_600));
-    expect(await replayLostRequests(deps, h.log, { missingMs: 1_500, job: "test" })).toEqual({ ended: 0, missing: 0, replayed: 1 });
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 1_500 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
     const again = await queue().getJob(lost);
     expect(again?.data).toEqual({ server: "nas1", command: "export", values: { project: "lost" } });
     expect(await again!.getState()).toBe("waiting");
@@ -65,6 +68,30 @@ describe("durable requests (job_requests)", () => {
     const history = await h.runtime.db.query<{ state: string; submitted_by: string }>("SELECT state::text, submitted_by FROM operations WHERE id = $1", [lost]);
     expect(history.rows).toEqual([{ state: "WAITING", submitted_by: "alice" }]);
 
+  });
+
+  it("a job removed with no Redis loss (a board clean, by hand) has its request forgotten, never run again, even at a later loss", async () => {
+    // Found by review: a bull-board clean of the remote queue removed waiting commands and left
+    // their requests; a later pass queued every one of them again.
+    const cleaned = await submit("cleaned");
+    const young = await submit("young");
+    await (await queue().getJob(cleaned))!.remove();
+    await (await queue().getJob(young))!.remove();
+    const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
+    // The epoch changed during the pass: a loss, not a removal; nothing is forgotten yet.
+    expect(await replayLostRequests(deps, h.log, { ...later, epochUnchanged: async () => false, missingMs: 100, removedAfterMs: 0 })).toEqual({ ended: 0, missing: 2, replayed: 0 });
+    expect((await kept()).map((r) => r.id).sort()).toEqual([cleaned, young].sort());
+    // With the epoch kept: the old one is forgotten; a young one may be between its row and its job.
+    await h.runtime.db.query("UPDATE job_requests SET created_at = now() - interval '1 hour' WHERE id = $1", [cleaned]);
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100, removedAfterMs: 60_000 })).toEqual({ ended: 1, missing: 1, replayed: 0 });
+    expect((await kept()).map((r) => r.id)).toEqual([young]);
+    const log = await h.runtime.db.query<{ message: string }>("SELECT message FROM migration_log WHERE subject = $1", [`operation:${cleaned}`]);
+    expect(log.rows).toEqual([{ message: expect.stringContaining("its request is forgotten and not run again") }]);
+    // A real loss later does not bring it back.
+    await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 });
+    await new Promise((r) => setTimeout(r, 200));
+    await replayLostRequests(deps, h.log, { ...later, missingMs: 100 });
+    expect(await queue().getJobState(cleaned)).toBe("unknown");
   });
 
   it("a cancelled request is forgotten by the cancel itself, never queued again when its history write fails", async () => {
@@ -77,9 +104,9 @@ describe("durable requests (job_requests)", () => {
     // The history's REMOVED is not written (the database refused it a moment).
     expect(await kept()).toEqual([]);
     const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
-    await replayLostRequests(deps, h.log, { missingMs: 100, job: "test" });
+    await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 });
     await new Promise((r) => setTimeout(r, 200));
-    expect(await replayLostRequests(deps, h.log, { missingMs: 100, job: "test" })).toEqual({ ended: 0, missing: 0, replayed: 0 });
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 0 });
     expect(await queue().getJobState(cancelled)).toBe("unknown");
   });
 

@@ -63,7 +63,15 @@ export async function recoverStaleWork(
   deps: RecoveryDeps,
   thresholds: RecoveryThresholds,
   log: Logger,
-  options: { reconcile: boolean; signal: AbortSignal; job: string },
+  options: {
+    reconcile: boolean;
+    signal: AbortSignal;
+    job: string;
+    /** This pass follows a detected loss of Redis (the fleet epoch gone or changed). */
+    redisLost?: boolean;
+    /** Whether the fleet epoch is still the one this pass began with (a loss during the pass). */
+    epochUnchanged?: () => Promise<boolean>;
+  },
 ): Promise<StaleWorkResult> {
   const { db, jobs } = deps;
   const staleRanges = await resetStaleRanges(db, thresholds.rangeStaleMs);
@@ -97,7 +105,12 @@ export async function recoverStaleWork(
   // every pass while some were found missing, so a lost one is queued again a lock period after
   // it was first missed, not a reconcile interval later.
   if (thresholds.requestMissingMs !== undefined && (options.reconcile || (await hasMissingJobRequests(db)))) {
-    result.requests = await replayLostRequests(deps, log, { missingMs: thresholds.requestMissingMs, job: options.job });
+    result.requests = await replayLostRequests(deps, log, {
+      missingMs: thresholds.requestMissingMs,
+      job: options.job,
+      redisLost: options.redisLost === true,
+      epochUnchanged: options.epochUnchanged ?? (async () => false),
+    });
   }
   return result;
 }

@@ -75,7 +75,14 @@ export function startRecoveryWatch(options: RecoveryWatchOptions): RecoveryWatch
     const lead = seen.recreated || (await redis.set(leaseKey, me, "PX", Math.max(100, Math.floor(options.intervalMs * 0.8)), "NX")) === "OK";
     if (!lead) return;
     const reconcile = seen.recreated || (await redis.set(reconcileKey, me, "PX", options.reconcileEveryMs, "NX")) === "OK";
-    const result = await recoverStaleWork(options, options.thresholds, log, { reconcile, signal: stopping.signal, job: "recovery-watch" });
+    const result = await recoverStaleWork(options, options.thresholds, log, {
+      reconcile,
+      signal: stopping.signal,
+      job: "recovery-watch",
+      // The process that re-created the epoch (or saw it change) knows Redis lost its jobs.
+      redisLost: seen.recreated || seen.changed,
+      epochUnchanged: async () => (await redis.get(epoch.key)) === seen.epoch,
+    });
     const found = result.staleRanges.length + result.stuckRetries + result.staleSending + (result.reconciled?.enqueued ?? 0) + (result.requests?.replayed ?? 0);
     if (found > 0) log.info({ ...result, reconciled: result.reconciled }, "recovery pass re-enqueued orphaned work");
     if (found > 0 || reconcile) await options.onRecovered?.(result);

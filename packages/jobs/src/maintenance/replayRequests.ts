@@ -1,3 +1,4 @@
+import { PermanentError } from "@fleet/core/errors";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
@@ -18,6 +19,19 @@ export interface ReplayResult {
 
 const ENDED = new Set(["COMPLETED", "FAILED", "REMOVED"]);
 
+/** A request older than this whose job vanished with no Redis loss was removed on purpose (see below). */
+const REMOVED_AFTER_MS = 60_000;
+
+/** Forgets requests whose jobs were removed outside Fleet's cancel (bull-board, by hand), saying so. */
+async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobRequest[], job: string): Promise<void> {
+  await forgetJobRequests(db, removed.map((r) => r.id));
+  log.warn({ removed: removed.map((r) => r.id) }, "requests whose jobs were removed (not by a Redis loss) forgotten: they are not run again");
+  await writeLog(
+    db,
+    removed.map((r) => ({ level: "warn" as const, job, subject: `operation:${r.id}`, message: `${r.name} ${r.id}: its job was removed from Redis (the fleet epoch unchanged: by hand or by a board clean, not a Redis loss); its request is forgotten and not run again` })),
+  ).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
+}
+
 /**
  * Requests of durable job kinds (a remote command) whose job Redis lost are queued again under
  * their id, from `job_requests`; those whose job ended are forgotten. A request is queued again
@@ -26,12 +40,24 @@ const ENDED = new Set(["COMPLETED", "FAILED", "REMOVED"]);
  * runner aborts a durable kind's run whose lock is lost), so the command never runs twice at
  * once. The same wait covers a submission between its row and its job (kept first, then added).
  *
+ * Only a detected loss of Redis (the fleet epoch gone: `redisLost`) starts that wait. A job that
+ * vanished while the epoch stayed (removed by hand, a bull-board clean of the queue) was removed
+ * on purpose: replaying it would run a command someone took away, so its request is forgotten
+ * instead, once it is older than a minute (a younger one may be between its row and its job) and
+ * the epoch is still the same after the look (`epochUnchanged`: a loss during the pass counts as
+ * a loss; the next pass sees it). A partial loss that kept the epoch key (a failover that lost
+ * the last writes) is not seen: its requests are forgotten like removed ones.
+ *
  * A request whose run had started and left no outcome runs again, as a job whose worker died
  * does (the handler says so in its log; remote commands are meant to be safe to run again).
  * BullMQ's attempt count starts over with the new job; the history's row of the job is taken
  * over by the new one, with who submitted it.
  */
-export async function replayLostRequests(deps: { db: DbPool; jobs: JobClient<FleetJobs> }, log: Logger, options: { missingMs: number; job: string }): Promise<ReplayResult> {
+export async function replayLostRequests(
+  deps: { db: DbPool; jobs: JobClient<FleetJobs> },
+  log: Logger,
+  options: { missingMs: number; job: string; redisLost: boolean; epochUnchanged: () => Promise<boolean>; removedAfterMs?: number },
+): Promise<ReplayResult> {
   const { db, jobs } = deps;
   const open = await openJobRequests(db);
   const ended = open.filter((r) => r.historyState !== null && ENDED.has(r.historyState)).map((r) => r.id);
@@ -47,7 +73,11 @@ export async function replayLostRequests(deps: { db: DbPool; jobs: JobClient<Fle
   });
   await forgetJobRequests(db, ended);
   const due = missing.filter((r) => r.missingForMs !== null && r.missingForMs >= options.missingMs);
-  await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r)).map((r) => r.id), found);
+  const unmarked = missing.filter((r) => r.missingForMs === null);
+  const vanished = options.redisLost ? [] : unmarked.filter((r) => Date.now() - r.createdAt.getTime() > (options.removedAfterMs ?? REMOVED_AFTER_MS));
+  await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r) && (options.redisLost || r.missingForMs !== null)).map((r) => r.id), found);
+  const removed = vanished.length > 0 && (await options.epochUnchanged()) ? vanished : [];
+  if (removed.length > 0) await forgetRemoved(db, log, removed, options.job);
   const replayed: string[] = [];
   for (const request of due) {
     try {
@@ -62,8 +92,15 @@ export async function replayLostRequests(deps: { db: DbPool; jobs: JobClient<Fle
         .submitted({ id: request.id, name: request.name, queue: request.queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: request.data }, runAt > 0 ? "DELAYED" : "WAITING", request.submittedBy)
         .catch((err: unknown) => log.warn({ err, id: request.id }, "could not record the re-queued request in the operation history"));
     } catch (err) {
-      // A payload a newer deploy no longer accepts: said once per pass, kept for an operator.
-      log.error({ err, id: request.id, name: request.name }, "could not queue a lost request again; it stays in job_requests");
+      if (err instanceof PermanentError) {
+        // A payload this deploy no longer accepts (or a kind it no longer knows): it could never
+        // be queued again, and looking at it every pass helps nobody.
+        log.error({ err, id: request.id, name: request.name }, "a lost request can never be queued again (refused by this deploy): forgotten");
+        await forgetJobRequests(db, [request.id]);
+        await writeLog(db, [{ level: "error", job: options.job, subject: `operation:${request.id}`, message: `${request.name} ${request.id}: Redis lost its job and it cannot be queued again: ${err.message}; forgotten (submit it again if it is still wanted)` }]).catch(() => undefined);
+      } else {
+        log.warn({ err, id: request.id, name: request.name }, "could not queue a lost request again; the next pass tries again");
+      }
     }
   }
   await countJobRequestReplays(db, replayed);
@@ -82,5 +119,5 @@ export async function replayLostRequests(deps: { db: DbPool; jobs: JobClient<Fle
         })),
     ).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
   }
-  return { ended: ended.length, missing: missing.length - replayed.length, replayed: replayed.length };
+  return { ended: ended.length + removed.length, missing: missing.length - replayed.length - removed.length, replayed: replayed.length };
 }
