@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
+import { BlockList } from "node:net";
 import type { AddressInfo } from "node:net";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -133,7 +134,7 @@ describe("consent API contract", () => {
   ])("a 200 with %s fails at once (permanent, not retried) saying what is wrong", async (answer, message) => {
     body = answer;
     requests = 0;
-    const consent = { url, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 5_000, backoffMs: [10, 10, 10], maxPageBytes: 1024 * 1024 };
+    const consent = { url, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 5_000, backoffMs: [10, 10, 10], maxPageBytes: 1024 * 1024, privateNetworks: new BlockList() };
     await expect(fetchConsentPage(consent, null, { signal: new AbortController().signal })).rejects.toMatchObject({ category: "invalid-payload", retryable: false, message });
     expect(requests).toBe(1);
   });
@@ -164,7 +165,7 @@ describe("consent API contract", () => {
     });
     await new Promise<void>((r) => endless.listen(0, "127.0.0.1", r));
     try {
-      const consent = { url: `http://127.0.0.1:${(endless.address() as AddressInfo).port}/c`, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 30_000, backoffMs: [10, 10], maxPageBytes: 1024 * 1024 };
+      const consent = { url: `http://127.0.0.1:${(endless.address() as AddressInfo).port}/c`, authHeader: "Authorization", token: "", pageSize: 10, timeoutMs: 30_000, backoffMs: [10, 10], maxPageBytes: 1024 * 1024, privateNetworks: new BlockList() };
       await expect(fetchConsentPage(consent, null, { signal: new AbortController().signal })).rejects.toMatchObject({
         category: "invalid-payload",
         retryable: false,

@@ -1,5 +1,6 @@
 import { createServer } from "node:http";
 import type { IncomingHttpHeaders, Server } from "node:http";
+import { BlockList } from "node:net";
 import type { AddressInfo } from "node:net";
 import { fetchConsentPage } from "../src/accounts/consentApi";
 
@@ -37,7 +38,7 @@ afterEach(async () => {
 });
 
 function settings(url: string) {
-  return { url, pageSize: 10, authHeader: "X-Api-Key", token: "consent-s3cret-token", timeoutMs: 5_000, backoffMs: [10], maxPageBytes: 1024 * 1024 };
+  return { url, pageSize: 10, authHeader: "X-Api-Key", token: "consent-s3cret-token", timeoutMs: 5_000, backoffMs: [10], maxPageBytes: 1024 * 1024, privateNetworks: new BlockList() };
 }
 
 describe("consent API redirects", () => {

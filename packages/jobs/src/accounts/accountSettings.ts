@@ -3,6 +3,9 @@ import { envDuration, envDurationList, envInt, envList, parseConfig } from "@fle
 import { secret } from "@fleet/core/secretFiles";
 import { ConfigError } from "@fleet/core/errors";
 import { parseRunWindows } from "@fleet/core/runWindow";
+import type { BlockList } from "node:net";
+import { parsePrivateNetworks } from "../webhooks/webhookAddress";
+import type { HostLookup } from "../webhooks/webhookAddress";
 
 /**
  * Config of account migrations (consent sync, batches, notifications, remote steps), shared
@@ -11,7 +14,16 @@ import { parseRunWindows } from "@fleet/core/runWindow";
  * message naming it.
  */
 export const accountFields = {
-  ACCOUNTS_CONSENT_URL: z.string().url().or(z.literal("")).default("").describe("Consent API endpoint listing consents (GET, JSON {items, nextCursor}); empty: queue sync refuses to run"),
+  ACCOUNTS_CONSENT_URL: z
+    .string()
+    .url()
+    // http(s) only, and no user:password@ (it would end up in logs; the token has its own variable).
+    .refine((u) => /^https?:$/i.test(new URL(u).protocol), "an http(s) URL")
+    .refine((u) => new URL(u).username === "" && new URL(u).password === "", "no credentials in the URL: put the token in ACCOUNTS_CONSENT_TOKEN")
+    .or(z.literal(""))
+    .default("")
+    .describe("Consent API endpoint listing consents (GET, JSON {items, nextCursor}); empty: queue sync refuses to run"),
+  ACCOUNTS_CONSENT_PRIVATE_NETWORKS: envList("").describe("Internal addresses or CIDR ranges (10.20.0.0/16, fd00:1::/64) the consent API's host name may resolve to, comma-separated; by default a name resolving to a loopback, private, link-local (169.254.169.254) or other internal address is refused (an IP literal in ACCOUNTS_CONSENT_URL is taken as written, and localhost reaches loopback)"),
   ACCOUNTS_CONSENT_AUTH_HEADER: z.string().regex(/^[A-Za-z0-9-]+$/, "an HTTP header name").default("Authorization").describe("Header that carries ACCOUNTS_CONSENT_TOKEN"),
   ACCOUNTS_CONSENT_TOKEN: secret(z.string().default("").describe("Value of the auth header, e.g. `Bearer …` (empty: no header)")),
   ACCOUNTS_CONSENT_PAGE_SIZE: envInt(200, 1, 10_000).describe("Consents asked for per page (`limit` query parameter)"),
@@ -61,7 +73,19 @@ export type AccountConfig = z.output<z.ZodObject<typeof accountFields>>;
 
 /** What the account jobs read, in their own words (from the config above). */
 export interface AccountSettings {
-  consent: { url: string; authHeader: string; token: string; pageSize: number; timeoutMs: number; backoffMs: readonly number[]; maxPageBytes: number };
+  consent: {
+    url: string;
+    authHeader: string;
+    token: string;
+    pageSize: number;
+    timeoutMs: number;
+    backoffMs: readonly number[];
+    maxPageBytes: number;
+    /** Internal addresses the consent API's name may resolve to (ACCOUNTS_CONSENT_PRIVATE_NETWORKS; see consentApi.ts). */
+    privateNetworks: BlockList;
+    /** The resolver (the system's when absent; tests inject one). */
+    lookup?: HostLookup;
+  };
   workflowFile: string;
   batchMax: number;
   catchupGraceMs: number;
@@ -94,6 +118,8 @@ let defaults: AccountConfig | undefined;
 export function toAccountSettings(c: Partial<AccountConfig>, timeZone: string): AccountSettings {
   defaults ??= parseConfig(z.object(accountFields), {});
   const v: AccountConfig = { ...defaults, ...Object.fromEntries(Object.entries(c).filter(([k, x]) => k in accountFields && x !== undefined)) };
+  const { networks: privateNetworks, issues } = parsePrivateNetworks(v.ACCOUNTS_CONSENT_PRIVATE_NETWORKS, "ACCOUNTS_CONSENT_PRIVATE_NETWORKS");
+  if (issues.length > 0) throw new ConfigError(issues);
   return {
     consent: {
       url: v.ACCOUNTS_CONSENT_URL,
@@ -103,6 +129,7 @@ export function toAccountSettings(c: Partial<AccountConfig>, timeZone: string): 
       timeoutMs: v.ACCOUNTS_CONSENT_TIMEOUT,
       backoffMs: v.ACCOUNTS_CONSENT_BACKOFF,
       maxPageBytes: v.ACCOUNTS_CONSENT_MAX_PAGE_BYTES,
+      privateNetworks,
     },
     workflowFile: v.ACCOUNTS_WORKFLOW_FILE,
     batchMax: v.ACCOUNTS_BATCH_MAX,

@@ -1,4 +1,7 @@
 import { PermanentError, RetryableError } from "@fleet/core/errors";
+import type { IncomingMessage } from "node:http";
+import { getPinned, systemLookup, webhookAddress } from "../webhooks/webhookAddress";
+import type { AddressPolicy } from "../webhooks/webhookAddress";
 import type { AccountSettings } from "./accountSettings";
 
 /**
@@ -30,23 +33,26 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
   if (cursor !== null) url.searchParams.set("cursor", cursor);
   const headers: Record<string, string> = { accept: "application/json" };
   if (consent.token) headers[consent.authHeader] = consent.token;
+  const policy = { lookup: consent.lookup ?? systemLookup, privateNetworks: consent.privateNetworks, remedy: CONSENT_REMEDY };
 
   for (let attempt = 0; ; attempt++) {
     options.signal.throwIfAborted();
     let status: number | string;
     let retryAfterMs = 0;
     try {
-      const response = await fetchSameOrigin(url, { headers, signal: AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]) });
-      status = response.status;
-      if (response.ok) return parsePage(await readBounded(response, consent), response.headers.get("content-type"));
-      await response.body?.cancel();
+      const signal = AbortSignal.any([options.signal, AbortSignal.timeout(consent.timeoutMs)]);
+      const response = await fetchSameOrigin(url, { headers, signal }, policy);
+      status = response.statusCode ?? 0;
+      if (status >= 200 && status < 300) return parsePage(await readBounded(response, consent), response.headers["content-type"] ?? null);
+      response.destroy();
       if (status !== 429 && status < 500) {
         throw new PermanentError(status === 401 || status === 403 ? "auth-failed" : "bad-config", `consent API answered ${status} (check ACCOUNTS_CONSENT_URL and the auth header)`);
       }
-      retryAfterMs = retryAfter(response.headers.get("retry-after"));
+      retryAfterMs = retryAfter(headerText(response.headers["retry-after"]));
     } catch (err) {
       if (err instanceof PermanentError || options.signal.aborted) throw err;
-      status = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+      const e = err as Error & { code?: string; cause?: { code?: string } };
+      status = e.code ?? e.cause?.code ?? e.name;
     }
     const step = consent.backoffMs[attempt];
     if (step === undefined) {
@@ -60,33 +66,58 @@ export async function fetchConsentPage(consent: AccountSettings["consent"], curs
 
 const MAX_REDIRECTS = 5;
 
+const CONSENT_REMEDY =
+  "the consent API reaches internal addresses by name only when ACCOUNTS_CONSENT_PRIVATE_NETWORKS lists them (or name the IP in ACCOUNTS_CONSENT_URL)";
+
 /**
- * fetch that follows redirects within the consent API's origin only. fetch itself follows any
- * redirect and drops only `Authorization` on the way to another origin: a token in another
- * header (ACCOUNTS_CONSENT_AUTH_HEADER=X-Api-Key) went to wherever a redirect pointed, to
- * another host or from https to plain http (found by a security review). A redirect out of the
- * origin is a configuration error: the token is never sent there.
+ * GET that follows redirects within the consent API's origin only, every hop connected to the
+ * one address checked for this request. fetch itself follows any redirect and drops only
+ * `Authorization` on the way to another origin: a token in another header
+ * (ACCOUNTS_CONSENT_AUTH_HEADER=X-Api-Key) went to wherever a redirect pointed, to another
+ * host or from https to plain http (found by a security review). A redirect out of the origin
+ * is a configuration error: the token is never sent there.
+ *
+ * Where it connects: the host is resolved once per request and every answer must be outside the
+ * internal ranges (loopback, private, link-local with the cloud metadata service, …; see
+ * webhookAddress.ts) unless ACCOUNTS_CONSENT_PRIVATE_NETWORKS lists it; an IP literal in
+ * ACCOUNTS_CONSENT_URL is taken as written and `localhost` reaches loopback. Before, fetch
+ * resolved the name at each request and hop: whoever holds the consent API's DNS (often another
+ * organisation) could point it, or rebind it between two hops, at an internal service, which a
+ * sync triggered at will (`accounts-sync` by any `submit` token) then asked with the consent
+ * token, and whose first 120 characters the error quoted into the operation's history, readable
+ * with a `read` token (found by probing).
  */
-async function fetchSameOrigin(url: URL, init: { headers: Record<string, string>; signal: AbortSignal }): Promise<Response> {
+async function fetchSameOrigin(url: URL, init: { headers: Record<string, string>; signal: AbortSignal }, policy: AddressPolicy): Promise<IncomingMessage> {
+  const target = await webhookAddress(url, policy, init.signal);
+  if ("refused" in target) {
+    // A name that does not resolve now may later (a DNS outage): waited out like a network error.
+    if (target.unresolved !== undefined) throw Object.assign(new Error(target.refused), { code: target.unresolved });
+    throw new PermanentError("bad-config", `consent API refused: ${target.refused}`);
+  }
   let current = url;
   for (let hop = 0; ; hop++) {
-    const response = await fetch(current, { ...init, redirect: "manual" });
-    if (response.status < 300 || response.status > 399 || response.status === 304) return response;
-    await response.body?.cancel();
-    const location = response.headers.get("location");
+    const response = await getPinned(current, target, init);
+    const status = response.statusCode ?? 0;
+    if (status < 300 || status > 399 || status === 304) return response;
+    response.destroy();
+    const location = headerText(response.headers.location);
     let next: URL | undefined;
     try {
       next = location === null ? undefined : new URL(location, current);
     } catch {
       next = undefined;
     }
-    if (!next) throw new PermanentError("bad-config", `consent API answered ${response.status} without a usable Location (check ACCOUNTS_CONSENT_URL)`);
+    if (!next) throw new PermanentError("bad-config", `consent API answered ${status} without a usable Location (check ACCOUNTS_CONSENT_URL)`);
     if (next.origin !== url.origin) {
-      throw new PermanentError("bad-config", `consent API redirected (${response.status}) to another origin, ${next.origin}: the auth header is not sent there; set ACCOUNTS_CONSENT_URL to the URL to use`);
+      throw new PermanentError("bad-config", `consent API redirected (${status}) to another origin, ${next.origin}: the auth header is not sent there; set ACCOUNTS_CONSENT_URL to the URL to use`);
     }
     if (hop >= MAX_REDIRECTS) throw new PermanentError("bad-config", `consent API redirected more than ${MAX_REDIRECTS} times (check ACCOUNTS_CONSENT_URL)`);
     current = next;
   }
+}
+
+function headerText(value: string | string[] | undefined): string | null {
+  return value === undefined ? null : Array.isArray(value) ? (value[0] ?? null) : value;
 }
 
 /**
@@ -110,29 +141,27 @@ export function parsePage(text: string, contentType: string | null): ConsentPage
 }
 
 /** The body as text, or a PermanentError("invalid-payload") as soon as it is larger than the bound (the rest is not read). */
-async function readBounded(response: Response, consent: AccountSettings["consent"]): Promise<string> {
+async function readBounded(response: IncomingMessage, consent: AccountSettings["consent"]): Promise<string> {
   const max = consent.maxPageBytes;
   const tooLarge = () =>
     new PermanentError("invalid-payload", `consent API answered a page larger than ${max} bytes (ACCOUNTS_CONSENT_MAX_PAGE_BYTES; limit=${consent.pageSize} asked): does it honour \`limit\`?`);
-  const declared = Number(response.headers.get("content-length") ?? NaN);
+  const declared = Number(response.headers["content-length"] ?? NaN);
   if (declared > max) {
-    await response.body?.cancel();
+    response.destroy();
     throw tooLarge();
   }
-  if (!response.body) return "";
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
+  const chunks: Buffer[] = [];
   let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
+  for await (const chunk of response as AsyncIterable<Buffer>) {
+    size += chunk.byteLength;
     if (size > max) {
-      await reader.cancel();
+      response.destroy();
       throw tooLarge();
     }
-    chunks.push(value);
+    chunks.push(chunk);
   }
+  // Cut off mid-answer (the timeout, the server closing): an error, not a short page.
+  if (!response.complete) throw Object.assign(new Error("the connection closed before the answer ended"), { code: "ECONNRESET" });
   return Buffer.concat(chunks, size).toString("utf8");
 }
 

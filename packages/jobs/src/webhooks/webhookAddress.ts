@@ -1,5 +1,6 @@
 import { promises as dns } from "node:dns";
 import http from "node:http";
+import type { IncomingMessage } from "node:http";
 import https from "node:https";
 import type { LookupFunction } from "node:net";
 import { BlockList, isIP } from "node:net";
@@ -87,8 +88,11 @@ function ipv6Hextets(address: string): number[] {
   return [...first, ...new Array<number>(8 - first.length - last.length).fill(0), ...last];
 }
 
-/** WEBHOOK_PRIVATE_NETWORKS: addresses and CIDR ranges (`10.20.0.0/16`, `fd00:1::/64`, `192.168.1.5`) webhooks may reach by name. */
-export function parsePrivateNetworks(entries: readonly string[]): { networks: BlockList; issues: string[] } {
+/**
+ * WEBHOOK_PRIVATE_NETWORKS (or ACCOUNTS_CONSENT_PRIVATE_NETWORKS, named by `variable`): addresses
+ * and CIDR ranges (`10.20.0.0/16`, `fd00:1::/64`, `192.168.1.5`) a name may resolve to.
+ */
+export function parsePrivateNetworks(entries: readonly string[], variable = "WEBHOOK_PRIVATE_NETWORKS"): { networks: BlockList; issues: string[] } {
   const networks = new BlockList();
   const issues: string[] = [];
   for (const entry of entries) {
@@ -97,7 +101,7 @@ export function parsePrivateNetworks(entries: readonly string[]): { networks: Bl
     const max = family === 6 ? 128 : 32;
     const prefix = prefixText === undefined ? max : Number(prefixText);
     if (family === 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > max || (prefixText !== undefined && !/^\d+$/.test(prefixText))) {
-      issues.push(`WEBHOOK_PRIVATE_NETWORKS: "${entry}" is not an IP address or CIDR range (10.20.0.0/16, fd00:1::/64)`);
+      issues.push(`${variable}: "${entry}" is not an IP address or CIDR range (10.20.0.0/16, fd00:1::/64)`);
       continue;
     }
     networks.addSubnet(address, prefix, family === 6 ? "ipv6" : "ipv4");
@@ -113,6 +117,8 @@ export interface AddressPolicy {
   lookup: HostLookup;
   /** Internal addresses webhooks may reach by name (WEBHOOK_PRIVATE_NETWORKS). */
   privateNetworks: BlockList;
+  /** How a refusal ends: what lets the address through (the webhooks' variables by default). */
+  remedy?: string;
 }
 
 const isLocalhostName = (host: string) => host === "localhost" || host.endsWith(".localhost");
@@ -126,7 +132,7 @@ const isLocalhostName = (host: string) => host === "localhost" || host.endsWith(
  * and the delivery is sent a second time beside it (found by review: fetch's timeout covered the
  * lookup, this one did not).
  */
-export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: AbortSignal): Promise<WebhookTarget | { refused: string }> {
+export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: AbortSignal): Promise<WebhookTarget | AddressRefused> {
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
   const literal = isIP(host);
   if (literal !== 0) return { address: host, family: literal, all: [{ address: host, family: literal }] };
@@ -136,19 +142,25 @@ export async function webhookAddress(url: URL, policy: AddressPolicy, signal?: A
   } catch (err) {
     if (signal?.aborted) throw signal.reason;
     const e = err as Error & { code?: string };
-    return { refused: `${host} does not resolve (${e.code ?? e.message})` };
+    return { refused: `${host} does not resolve (${e.code ?? e.message})`, unresolved: e.code ?? e.message };
   }
-  if (answers.length === 0) return { refused: `${host} does not resolve (no address)` };
+  if (answers.length === 0) return { refused: `${host} does not resolve (no address)`, unresolved: "no address" };
   for (const { address, family } of answers) {
     const kind = internalAddressKind(address);
     if (kind === undefined) continue;
     if (isLocalhostName(host) && kind === "loopback") continue;
     if (policy.privateNetworks.check(address, family === 6 ? "ipv6" : "ipv4")) continue;
     return {
-      refused: `${host} resolves to ${address}, a ${kind} address: webhooks reach internal addresses by name only when WEBHOOK_PRIVATE_NETWORKS lists them (or name the IP in WEBHOOK_ALLOWED_URLS)`,
+      refused: `${host} resolves to ${address}, a ${kind} address: ${policy.remedy ?? "webhooks reach internal addresses by name only when WEBHOOK_PRIVATE_NETWORKS lists them (or name the IP in WEBHOOK_ALLOWED_URLS)"}`,
     };
   }
   return { ...answers[0]!, all: answers };
+}
+
+/** Why no address may be used; `unresolved` (the resolver's code) when the name did not resolve at all, which may pass. */
+export interface AddressRefused {
+  refused: string;
+  unresolved?: string;
 }
 
 /**
@@ -180,6 +192,20 @@ export function pinnedLookup(target: WebhookTarget): LookupFunction {
     if (options?.all) callback(null, target.all.map((a) => ({ ...a })));
     else callback(null, target.address, target.family);
   }) as LookupFunction;
+}
+
+/**
+ * GET `url` connected to `target` (already checked), as postPinned: no redirect is followed and
+ * nothing resolves again. Resolves with the answer's head; its body is the caller's to read or
+ * destroy.
+ */
+export function getPinned(url: URL, target: WebhookTarget, init: { headers: Record<string, string>; signal: AbortSignal }): Promise<IncomingMessage> {
+  const client = url.protocol === "https:" ? https : http;
+  return new Promise<IncomingMessage>((resolve, reject) => {
+    const req = client.request(url, { method: "GET", headers: init.headers, lookup: pinnedLookup(target), signal: init.signal, agent: false }, resolve);
+    req.on("error", (err) => reject(init.signal.aborted ? init.signal.reason : err));
+    req.end();
+  });
 }
 
 export interface PostAnswer {
