@@ -186,6 +186,13 @@ export class S3Storage implements Storage {
     // another position ("a//b" → "a/b" would skip the keys between).
     const startAfter = options.startAfter ? this.prefix + options.startAfter : undefined;
     let token: string | undefined;
+    // A listing moves forward or fails: a server that hands a continuation token back, or a page
+    // whose keys do not come after the last one, would otherwise be listed for ever, the same
+    // keys again and again (found by probing with a hostile server: a scan of such a source never
+    // ended and held its job; docs/security.md). S3 lists in UTF-8 byte order, which the scan's
+    // resumption relies on anyway.
+    const tokens = new Set<string>();
+    let last: Buffer | undefined;
     do {
       throwIfAborted(options.signal, "list", p);
       let page;
@@ -203,12 +210,21 @@ export class S3Storage implements Storage {
       for (const object of page.Contents ?? []) {
         if (object.Key === undefined) continue;
         const objectKey = encoded ? decodeURIComponent(object.Key.replace(/\+/g, " ")) : object.Key;
+        const bytes = Buffer.from(objectKey);
+        if (last !== undefined && Buffer.compare(bytes, last) <= 0) {
+          throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server listed ${quoted(objectKey)} not after ${quoted(last.toString())}: its listing is not in key order or went back (a broken or hostile S3 server); stopped`);
+        }
+        last = bytes;
         const key = objectKey.startsWith(this.prefix) ? objectKey.slice(this.prefix.length) : "";
         if (key === "" || key.endsWith("/") || PROBE_KEY.test(key)) continue;
         const etag = object.ETag?.replace(/"/g, "");
         yield { key, size: object.Size ?? 0, modifiedAt: object.LastModified, ...(etag ? { etag } : {}) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      if (token !== undefined) {
+        if (tokens.has(token)) throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server gave the continuation token ${quoted(token)} again: its listing would never end (a broken or hostile S3 server); stopped`);
+        tokens.add(token);
+      }
     } while (token);
   }
 
@@ -429,4 +445,9 @@ export class S3Storage implements Storage {
 
 function destinationExists(target: S3Key): PermanentError {
   return new PermanentError("destination-exists", `write ${JSON.stringify(target.key)}: the destination already exists with different content`);
+}
+
+/** A server's text in a message: quoted, and at most 200 characters of it. */
+function quoted(text: string): string {
+  return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
 }

@@ -1,0 +1,90 @@
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { S3Storage } from "./s3Storage";
+
+/**
+ * An S3 server that answers ListObjectsV2 maliciously (or with a bug): a listing must end, or
+ * fail, instead of going on for ever. A real HTTP server on loopback answering ListObjectsV2
+ * XML of its own making.
+ */
+interface Hostile {
+  server: Server;
+  endpoint: string;
+  lists: number;
+}
+
+async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }): Promise<Hostile> {
+  const state = { lists: 0 } as Hostile;
+  state.server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (!url.searchParams.has("list-type")) {
+      res.writeHead(404).end();
+      return;
+    }
+    const n = state.lists++;
+    const { keys, next } = page(n, url.searchParams.get("continuation-token"));
+    const contents = keys.map((k) => `<Contents><Key>${encodeURIComponent(k)}</Key><LastModified>2026-12-01T00:00:00.000Z</LastModified><ETag>"e"</ETag><Size>1</Size></Contents>`).join("");
+    res.writeHead(200, { "content-type": "application/xml" });
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><KeyCount>${keys.length}</KeyCount><MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>${next !== null}</IsTruncated>${contents}${next !== null ? `<NextContinuationToken>${next}</NextContinuationToken>` : ""}</ListBucketResult>`,
+    );
+  });
+  await new Promise<void>((resolve) => state.server.listen(0, "127.0.0.1", resolve));
+  state.endpoint = `http://127.0.0.1:${(state.server.address() as AddressInfo).port}`;
+  return state;
+}
+
+const servers: Hostile[] = [];
+const storages: S3Storage[] = [];
+afterEach(async () => {
+  await Promise.all(storages.splice(0).map((s) => s.close()));
+  for (const s of servers.splice(0)) await new Promise((r) => s.server.close(r));
+});
+
+function open(h: Hostile): S3Storage {
+  const s3 = new S3Storage({ bucket: "b", endpoint: h.endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "k", secretAccessKey: "s" }, maxAttempts: 1 });
+  storages.push(s3);
+  return s3;
+}
+
+/** Lists until the listing ends, fails, or has asked 50 pages (the probe's own bound). */
+async function listAll(s3: Storage, h: Hostile): Promise<{ keys: string[]; error?: { category?: string; message: string } }> {
+  const keys: string[] = [];
+  try {
+    for await (const o of s3.list("")) {
+      keys.push(o.key);
+      if (h.lists > 50) return { keys, error: { message: "still listing after 50 pages" } };
+    }
+  } catch (err) {
+    return { keys, error: { category: (err as { category?: string }).category, message: (err as Error).message } };
+  }
+  return { keys };
+}
+type Storage = Pick<S3Storage, "list">;
+
+describe("S3 listings from a server that answers maliciously", () => {
+  it("a continuation token that comes back (empty pages for ever) fails the listing", async () => {
+    const h = await hostileS3((n) => ({ keys: n === 0 ? ["a", "b"] : [], next: "same" }));
+    servers.push(h);
+    const { keys, error } = await listAll(open(h), h);
+    expect(error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/continuation token .* again/) });
+    expect(h.lists).toBe(2);
+    expect(keys).toEqual(["a", "b"]);
+  });
+
+  it("fresh tokens that give keys again (the listing goes back) fail the listing", async () => {
+    const h = await hostileS3((n) => ({ keys: ["a", "b"], next: `t${n}` }));
+    servers.push(h);
+    const { keys, error } = await listAll(open(h), h);
+    expect(error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/not after "b"/) });
+    expect(h.lists).toBe(2);
+    expect(keys).toEqual(["a", "b"]);
+  });
+
+  it("control: an honest listing of three pages ends", async () => {
+    const h = await hostileS3((n) => ({ keys: [`k${n}a`, `k${n}b`], next: n < 2 ? `t${n}` : null }));
+    servers.push(h);
+    expect(await listAll(open(h), h)).toEqual({ keys: ["k0a", "k0b", "k1a", "k1b", "k2a", "k2b"] });
+  });
+});
