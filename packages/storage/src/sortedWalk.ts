@@ -97,6 +97,25 @@ export function skipUndecodableName(dirKey: string, name: string, options: ListO
   return true;
 }
 
+/**
+ * A folder entry whose name no filesystem gives: empty, `.`, `..`, or holding `/` or NUL. An
+ * SFTP server is free to send any string (a hostile or broken one), and such a name, joined to
+ * its folder, names another place: `sub/..` listed as a folder was walked as the folder itself,
+ * again and again, each time one level deeper (found by probing). Reported with the unreadable
+ * entries and skipped; true when the name is skipped.
+ */
+export function skipImpossibleName(dirKey: string, name: string, options: ListOptions): boolean {
+  if (isPlainName(name)) return false;
+  const key = dirKey === "" ? name : `${dirKey}/${name}`;
+  options.onUnreadable?.(key.slice(0, 300), new PermanentError("invalid-key", `list ${JSON.stringify(dirKey)}: the server listed ${JSON.stringify(name.slice(0, 200))}, which is not a name (empty, "." or "..", or holding "/" or NUL): skipped`));
+  return true;
+}
+
+/** A name a folder can hold: not empty, `.` or `..`, without `/` or NUL. */
+export function isPlainName(name: string): boolean {
+  return name !== "" && name !== "." && name !== ".." && !name.includes("/") && !name.includes("\0");
+}
+
 /** Reports a folder or file we may not read, when the caller asked to skip those; true if skipped. */
 function reportUnreadable(key: string, err: unknown, options: ListOptions): boolean {
   if (!options.onUnreadable) return false;

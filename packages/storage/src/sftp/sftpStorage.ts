@@ -1,7 +1,7 @@
 import { posix } from "node:path";
 import { Readable, addAbortSignal } from "node:stream";
 import type { Stats } from "ssh2";
-import { FleetError, PermanentError } from "@fleet/core/errors";
+import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import type { Digest } from "../hashing";
 import { parentKey, validateKey, validatePrefix } from "../keys";
 import { SftpDirectories, normaliseRemoteRoot } from "./sftpDirectories";
@@ -18,7 +18,7 @@ import { DEFAULT_SSH_PORT, targetLabel } from "@fleet/remote/sshTarget";
 import type { SshTarget } from "@fleet/remote/sshTarget";
 import type { ListOptions, ObjectInfo, ReadOptions, Storage, SweepOptions, SweepResult, WriteOptions, WriteResult } from "../storage";
 import { sweepSftpTemps } from "./sftpSweep";
-import { skipUndecodableName, sortedWalk } from "../sortedWalk";
+import { skipImpossibleName, skipUndecodableName, sortedWalk } from "../sortedWalk";
 import type { WalkEntry } from "../sortedWalk";
 import { checkBufferSize, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { isTempName } from "../tempNames";
@@ -306,10 +306,20 @@ export class SftpStorage implements Storage {
               return null;
             }
             const entries: SftpEntry[] = [];
+            // A folder's names are unique: one listed again means a READDIR that would never
+            // end (found by probing with a hostile server: the same batch for ever, every copy
+            // kept until the worker ran out of memory).
+            const seen = new Set<string>();
             try {
               for (let batch = await session.readdir(handle); batch !== null; batch = await session.readdir(handle)) {
                 for (const entry of batch) {
+                  if (skipImpossibleName(dirKey, entry.filename, options)) continue;
+                  // Before the check of names seen: two names that are not UTF-8 may decode alike.
                   if (skipUndecodableName(dirKey, entry.filename, options)) continue;
+                  if (seen.has(entry.filename)) {
+                    throw new RetryableError("storage-unavailable", `list ${JSON.stringify(dirKey)}: the server listed ${JSON.stringify(entry.filename.slice(0, 200))} again in the same folder: its listing would never end (a broken or hostile SFTP server); stopped`);
+                  }
+                  seen.add(entry.filename);
                   const directory = entry.attrs.isDirectory();
                   if (directory || !isTempName(entry.filename)) entries.push({ name: entry.filename, directory, attrs: entry.attrs });
                 }

@@ -3,6 +3,8 @@ import type { SftpSession } from "./sftpSession";
 import { SFTP_STATUS, sftpStatusOf } from "./sftpSession";
 import { tempNameOwner } from "../tempNames";
 import { isDeadTemp } from "../tempSweep";
+import { isPlainName } from "../sortedWalk";
+import { RetryableError } from "@fleet/core/errors";
 
 /**
  * Walks a remote tree over one SFTP session and removes dead writers' temp files.
@@ -38,10 +40,19 @@ export async function sweepSftpTemps(session: SftpSession, rootPath: string, opt
       continue; // removed, or swapped for a symlink out of the root, since its parent was read
     }
     const dead: string[] = [];
+    // As the listing (sftpStorage.ts): a name that is not one (`sub/..` as a folder) would be
+    // walked for ever, one level deeper each time, and a name listed twice means a READDIR that
+    // never ends (found by probing with a hostile server).
+    const seen = new Set<string>();
     try {
       for (let batch = await session.readdir(handle); batch !== null; batch = await session.readdir(handle)) {
         for (const entry of batch) {
-          if (entry.filename === "." || entry.filename === "..") continue;
+          if (!isPlainName(entry.filename)) continue;
+          // Names that are not UTF-8 may decode alike (U+FFFD): not counted as seen twice.
+          if (seen.has(entry.filename)) {
+            throw new RetryableError("storage-unavailable", `sweep ${JSON.stringify(dir)}: the server listed ${JSON.stringify(entry.filename.slice(0, 200))} again in the same folder: its listing would never end (a broken or hostile SFTP server); stopped`);
+          }
+          if (!entry.filename.includes("\uFFFD")) seen.add(entry.filename);
           const path = dir.endsWith("/") ? `${dir}${entry.filename}` : `${dir}/${entry.filename}`;
           if (entry.attrs.isDirectory()) {
             pending.push(path);
