@@ -67,6 +67,10 @@ export async function* checkedChunks(session: SftpSession, handle: Buffer, befor
   let bytes = 0;
   for await (const chunk of readChunks(session, handle, before.size, key, signal, sendFstat)) {
     bytes += chunk.length;
+    // Past the size it had when opened: changed, whatever follows, so not read on to its end (a
+    // file growing without end, or a server answering reads for ever, was kept whole in memory
+    // by readBuffer, past its maxBytes, or streamed on to the destination; found by probing).
+    if (bytes > before.size) throw sourceChanged(key, `read more than ${before.size} bytes`);
     yield chunk;
   }
   const now = await (after ?? session.fstat(handle));

@@ -5,10 +5,12 @@ import { fingerprintOf } from "@fleet/remote/sshHostKey";
 import { SftpStorage } from "./sftpStorage";
 
 /**
- * An SFTP server that answers listings maliciously (or with a bug): a listing must end, or
- * fail, and never walk a folder the server made up out of a name. A real SSH server on
+ * An SFTP server that answers listings and reads maliciously (or with a bug): a listing must
+ * end, or fail, and never walk a folder the server made up out of a name; a read stops where
+ * the file's size said it ends. A real SSH server on
  * loopback (ssh2's server: real key exchange, host key checked by the adapter as any other)
- * whose SFTP answers are its own: `/srv` holds one folder whose READDIR answer `entries` gives.
+ * whose SFTP answers are its own: `/srv` holds one folder whose READDIR answer `entries` gives,
+ * and every file answers READ with `readAnswer`.
  */
 interface Hostile {
   port: number;
@@ -23,7 +25,11 @@ const ROOT = "/srv";
 const dirAttrs = { mode: 0o40755, uid: 0, gid: 0, size: 4096, atime: 1_700_000_000, mtime: 1_700_000_000 };
 const fileAttrs = { mode: 0o100644, uid: 0, gid: 0, size: 3, atime: 1_700_000_000, mtime: 1_700_000_000 };
 
-async function hostileSftp(entries: (path: string, batch: number) => Entry[] | null): Promise<Hostile> {
+/** What a READ of a file answers: bytes, or null for end of file. Default: three bytes, then the end. */
+type ReadAnswer = (offset: number, length: number) => Buffer | null;
+const threeBytes: ReadAnswer = (offset) => (offset === 0 ? Buffer.from("abc") : null);
+
+async function hostileSftp(entries: (path: string, batch: number) => Entry[] | null, readAnswer: ReadAnswer = threeBytes): Promise<Hostile> {
   const { private: privateKey } = utils.generateKeyPairSync("ed25519");
   const hostKey = utils.parseKey(privateKey);
   if (hostKey instanceof Error) throw hostKey;
@@ -36,7 +42,7 @@ async function hostileSftp(entries: (path: string, batch: number) => Entry[] | n
     client.on("authentication", (ctx) => ctx.accept());
     client.on("ready", () => {
       client.on("session", (accept) => {
-        accept().on("sftp", (acceptSftp) => serve(acceptSftp(), entries, requests));
+        accept().on("sftp", (acceptSftp) => serve(acceptSftp(), entries, requests, readAnswer));
       });
     });
   });
@@ -53,7 +59,7 @@ async function hostileSftp(entries: (path: string, batch: number) => Entry[] | n
   };
 }
 
-function serve(sftp: SFTPWrapper, entries: (path: string, batch: number) => Entry[] | null, requests: string[]): void {
+function serve(sftp: SFTPWrapper, entries: (path: string, batch: number) => Entry[] | null, requests: string[], readAnswer: ReadAnswer): void {
   const STATUS = utils.sftp.STATUS_CODE;
   const handles = new Map<string, { path: string; batch: number }>();
   let next = 0;
@@ -84,6 +90,16 @@ function serve(sftp: SFTPWrapper, entries: (path: string, batch: number) => Entr
       list.map((e) => ({ filename: e.filename, longname: e.filename, attrs: (e.directory ? dirAttrs : fileAttrs) as never })),
     );
   });
+  sftp.on("OPEN", (id, path) => {
+    requests.push(`open ${path}`);
+    sftp.handle(id, Buffer.from(`f${next++}`));
+  });
+  sftp.on("FSTAT", (id) => sftp.attrs(id, fileAttrs as never));
+  sftp.on("READ", (id, _handle, offset, length) => {
+    const data = readAnswer(offset, length);
+    if (data === null) sftp.status(id, STATUS.EOF);
+    else sftp.data(id, data);
+  });
   sftp.on("CLOSE", (id, handle) => {
     handles.delete(handle.toString());
     sftp.status(id, STATUS.OK);
@@ -99,8 +115,8 @@ afterEach(async () => {
   }
 });
 
-async function open(entries: (path: string, batch: number) => Entry[] | null) {
-  const server = await hostileSftp(entries);
+async function open(entries: (path: string, batch: number) => Entry[] | null, readAnswer?: ReadAnswer) {
+  const server = await hostileSftp(entries, readAnswer);
   const storage = new SftpStorage({ host: "127.0.0.1", port: server.port, username: "probe", password: "x", hostKey: { fingerprint: server.fingerprint }, root: ROOT, operationTimeoutMs: 5_000 });
   opened.push({ storage, server });
   return { storage, server };
@@ -168,5 +184,32 @@ describe("the SFTP temp sweep on a server that answers maliciously", () => {
     const { storage } = await open(() => [{ filename: "a.txt", directory: false }]);
     const outcome = await within(sweep(storage), 5_000);
     expect(outcome).toEqual({ result: undefined, error: expect.stringMatching(/^storage-unavailable: .*"a\.txt" again/) });
+  });
+});
+
+describe("SFTP reads from a server that answers maliciously", () => {
+  it("a file that stats as 3 bytes but reads on for ever fails source-changed, read no further than the size and a chunk", async () => {
+    let served = 0;
+    const { storage } = await open(
+      () => null,
+      (_offset, length) => {
+        served += length;
+        return Buffer.alloc(length, 0x61);
+      },
+    );
+    const outcome = await within(
+      storage.readBuffer("a.txt", { maxBytes: 1024 }).then(
+        (b) => `read ${b.length} bytes`,
+        (err: Error & { category?: string }) => `${err.category}: ${err.message}`,
+      ),
+      5_000,
+    );
+    expect(outcome).toMatch(/^source-changed: .*more than 3 bytes/);
+    expect(served).toBeLessThan(1024 * 1024);
+  });
+
+  it("control: a file of its stat size is read", async () => {
+    const { storage } = await open(() => null);
+    expect((await storage.readBuffer("a.txt")).toString()).toBe("abc");
   });
 });
