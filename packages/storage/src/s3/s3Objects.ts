@@ -67,6 +67,8 @@ export class S3Objects {
     throwIfAborted(signal, operation, target.key);
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: target.objectKey }), { abortSignal: signal });
+      // As getBuffer: without Content-Length nothing ends the body (streamed on to the destination).
+      if (response.ContentLength === undefined) throw withoutLength(operation, target, response.Body);
       onVersion?.(versionOf(response));
       return response.Body as Readable;
     } catch (err) {
@@ -80,9 +82,13 @@ export class S3Objects {
     throwIfAborted(signal, operation, target.key);
     try {
       const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: target.objectKey }), { abortSignal: signal });
-      if (maxBytes !== undefined && (response.ContentLength ?? 0) > maxBytes) {
+      // S3 always says how long an object is. Without it the body would be read whole before
+      // any bound applied, and a server whose body never ends filled the worker's memory, past
+      // maxBytes (found by probing with a hostile server); with it, HTTP ends the body there.
+      if (response.ContentLength === undefined) throw withoutLength(operation, target, response.Body);
+      if (maxBytes !== undefined && response.ContentLength > maxBytes) {
         (response.Body as { destroy?: () => void } | undefined)?.destroy?.();
-        checkBufferSize(target.key, response.ContentLength ?? 0, maxBytes);
+        checkBufferSize(target.key, response.ContentLength, maxBytes);
       }
       const bytes = await (response.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
       const version = versionOf(response);
@@ -158,6 +164,12 @@ export class S3Objects {
 }
 
 /** What a GET answer says about the version it carries. */
+/** A GET answered without Content-Length: its body is dropped unread. */
+function withoutLength(operation: string, target: S3Key, body: unknown): RetryableError {
+  (body as { destroy?: () => void } | undefined)?.destroy?.();
+  return new RetryableError("storage-unavailable", `${operation} ${JSON.stringify(target.key)}: the server answered without Content-Length (not S3's answer to GetObject); not read`);
+}
+
 function versionOf(response: { ContentLength?: number; LastModified?: Date; ETag?: string }): ObjectVersion {
   const etag = etagOf(response.ETag);
   return { size: response.ContentLength ?? 0, ...(response.LastModified ? { modifiedAt: response.LastModified } : {}), ...(etag ? { etag } : {}) };

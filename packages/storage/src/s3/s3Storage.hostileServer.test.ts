@@ -4,9 +4,9 @@ import type { AddressInfo } from "node:net";
 import { S3Storage } from "./s3Storage";
 
 /**
- * An S3 server that answers ListObjectsV2 maliciously (or with a bug): a listing must end, or
- * fail, instead of going on for ever. A real HTTP server on loopback answering ListObjectsV2
- * XML of its own making.
+ * An S3 server that answers maliciously (or with a bug): a listing must end, or fail, instead
+ * of going on for ever; a read must not take a body without end. A real HTTP server on
+ * loopback answering ListObjectsV2 XML and GetObject bodies of its own making.
  */
 interface Hostile {
   server: Server;
@@ -14,12 +14,16 @@ interface Hostile {
   lists: number;
 }
 
-async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }): Promise<Hostile> {
+/** Answers a GET of an object (not a listing), or undefined for 404. */
+type GetAnswer = (res: import("node:http").ServerResponse) => void;
+
+async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }, get?: GetAnswer): Promise<Hostile> {
   const state = { lists: 0 } as Hostile;
   state.server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (!url.searchParams.has("list-type")) {
-      res.writeHead(404).end();
+      if (req.method === "GET" && get) get(res);
+      else res.writeHead(404).end();
       return;
     }
     const n = state.lists++;
@@ -86,5 +90,44 @@ describe("S3 listings from a server that answers maliciously", () => {
     const h = await hostileS3((n) => ({ keys: [`k${n}a`, `k${n}b`], next: n < 2 ? `t${n}` : null }));
     servers.push(h);
     expect(await listAll(open(h), h)).toEqual({ keys: ["k0a", "k0b", "k1a", "k1b", "k2a", "k2b"] });
+  });
+});
+
+describe("S3 reads from a server that answers maliciously", () => {
+  it.each(["readBuffer", "createReadStream"] as const)("%s: a GET answered without Content-Length, its body never ending, fails without reading it", async (method) => {
+    let sent = 0;
+    const h = await hostileS3(
+      () => ({ keys: [], next: null }),
+      (res) => {
+        res.writeHead(200, { "content-type": "application/octet-stream", "last-modified": new Date(0).toUTCString(), etag: '"e"' });
+        const chunk = Buffer.alloc(64 * 1024, 0x61);
+        const pump = () => {
+          while (!res.destroyed && sent < 512 * 1024 * 1024 && res.write(chunk)) sent += chunk.length;
+          if (!res.destroyed && sent < 512 * 1024 * 1024) res.once("drain", pump);
+        };
+        res.on("close", () => undefined);
+        pump();
+      },
+    );
+    servers.push(h);
+    const s3 = open(h);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      (method === "readBuffer"
+        ? s3.readBuffer("a.txt", { maxBytes: 1024 }).then((b) => b.length)
+        : s3.createReadStream("a.txt").then(async (stream) => {
+            let n = 0;
+            for await (const chunk of stream) n += (chunk as Buffer).length;
+            return n;
+          })
+      ).then(
+        (n) => `read ${n} bytes`,
+        (err: Error & { category?: string }) => `${err.category}: ${err.message}`,
+      ),
+      new Promise<string>((r) => (timer = setTimeout(() => r("still reading after 5 s"), 5_000))),
+    ]);
+    clearTimeout(timer);
+    expect(outcome).toMatch(/without Content-Length/);
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
   });
 });
