@@ -18,6 +18,13 @@ export const CANCEL_REASON = "cancelled";
  */
 export const LOCK_LOST_REASON = "lock-lost";
 
+/**
+ * The reason a durable kind's run is aborted with when Redis has not confirmed a renewal of its
+ * lock for most of the lock period (lockDeadlines.ts): the worker cannot reach Redis, and the
+ * lock may lapse there unseen. The job goes back to the queue if the lock is still held.
+ */
+export const LOCK_UNRENEWED_REASON = "lock-unrenewed";
+
 export interface CancelRequest {
   queue: string;
   jobId: string;

@@ -1,6 +1,6 @@
 import { DelayedError, UnrecoverableError, WaitingChildrenError } from "bullmq";
 import { DelayJob } from "./delayJob";
-import { CANCEL_REASON } from "./jobCancel";
+import { CANCEL_REASON, LOCK_UNRENEWED_REASON } from "./jobCancel";
 import { DATABASE_RECHECK_MS, SHUTDOWN_REQUEUE_MS, decideOutcome } from "./jobOutcome";
 import type { JobEvent, Outcome } from "./jobOutcome";
 
@@ -61,6 +61,9 @@ const table: Row[] = [
     what: "cancelled on request", event: threw(interrupted, 1, 3, CANCEL_REASON), action: "fail",
     history: { type: "finished", state: "FAILED", error: `${CANCEL_REASON}: cancelled on request` }, error: { unrecoverable: true, message: `${CANCEL_REASON}: cancelled on request` }, metric: "failed",
   },
+  // Stopped because Redis did not answer its lock renewals: even on its last attempt it goes back
+  // to the queue (no attempt used), and the history is left to whoever holds the job by then.
+  { what: "lock not renewed (Redis unreachable), last attempt: back to the queue, nothing recorded", event: threw(transient, 3, 3, LOCK_UNRENEWED_REASON), action: "delay", until: NOW + SHUTDOWN_REQUEUE_MS, history: "none", metric: "failed" },
   { what: "database down: no attempt, nothing recorded", event: threw(pgDown, 3, 3), action: "delay", until: NOW + DATABASE_RECHECK_MS, history: "none", metric: "failed" },
   {
     what: "transient, attempts left", event: threw(transient, 1, 3), action: "retry",

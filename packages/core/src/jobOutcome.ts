@@ -1,7 +1,7 @@
 import { DelayedError, UnrecoverableError, WaitingChildrenError } from "bullmq";
 import { classifyError } from "./classifyError";
 import { DelayJob } from "./delayJob";
-import { CANCEL_REASON, LOCK_LOST_REASON } from "./jobCancel";
+import { CANCEL_REASON, LOCK_LOST_REASON, LOCK_UNRENEWED_REASON } from "./jobCancel";
 
 /**
  * What becomes of one job run, decided without touching Redis or PostgreSQL: the JobRunner
@@ -157,6 +157,18 @@ function decideFailure(event: Extract<JobEvent, { type: "threw" }>, now: number,
       action: "delay",
       rethrow: err,
       log: { level: "warn", msg: "stopped: the job's lock was lost (Redis lost the job, or handed it on); the run that has it now records its outcome" },
+      metric: "failed",
+    };
+  }
+  if (aborted === LOCK_UNRENEWED_REASON) {
+    // Stopped because Redis did not answer its lock renewals (a precaution, not the job's
+    // fault): back to the queue, costing no attempt, once Redis answers — if the lock is still
+    // this run's; otherwise the move is refused and the job is the stalled check's. No history:
+    // the job may be another run's by then.
+    return {
+      action: "delay",
+      until: now + SHUTDOWN_REQUEUE_MS,
+      log: { level: "warn", msg: "stopped: Redis did not renew the job's lock; the job goes back to the queue (or to whoever holds it now)" },
       metric: "failed",
     };
   }

@@ -4,7 +4,7 @@ import type { Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { RetryableError } from "./errors";
 import { ExclusiveGate, GateLeases } from "./exclusiveGate";
-import { CANCEL_REASON, JobSignals, LOCK_LOST_REASON, listenForCancels } from "./jobCancel";
+import { CANCEL_REASON, JobSignals, LOCK_LOST_REASON, LOCK_UNRENEWED_REASON, listenForCancels } from "./jobCancel";
 import type { JobAbort } from "./jobCancel";
 import type { AnyJobDefinition } from "./jobDefinition";
 import { decideOutcome } from "./jobOutcome";
@@ -14,6 +14,7 @@ import { JobRun } from "./jobRun";
 import type { RunHost } from "./jobRun";
 import type { OperationRecorder, OperationRef } from "./operationRecorder";
 import type { RunnerOptions } from "./runnerOptions";
+import { LockDeadlines } from "./lockDeadlines";
 import { LockWait } from "./lockWait";
 import { followWindow } from "./runWindow";
 import { createQueueWorker } from "./queueWorker";
@@ -42,6 +43,8 @@ export class JobRunner<Deps> {
   private readonly signals = new JobSignals();
   /** The runs of durable kinds here (`queue\0jobId`): stopped when their lock is lost. */
   private readonly durableRuns = new Set<string>();
+  /** The durable runs' lock deadlines: stopped before a lock Redis did not renew can lapse. */
+  private readonly lockDeadlines = new LockDeadlines((queue, jobId, unrenewedForMs) => this.onLockUnrenewed(queue, jobId, unrenewedForMs));
   /** What each JobRun needs of the runner. */
   private readonly host: RunHost<Deps>;
 
@@ -62,6 +65,7 @@ export class JobRunner<Deps> {
           (job, token) => this.process(consumer.queue, job, token),
           (job, err) => this.onFailed(consumer.queue, job, err),
           (jobIds) => this.onLockLost(consumer.queue, jobIds),
+          (jobIds, sentAt) => this.lockDeadlines.renewed(consumer.queue, jobIds, sentAt),
         ),
       );
     }
@@ -110,6 +114,7 @@ export class JobRunner<Deps> {
     } finally {
       clearTimeout(timer);
       this.leases.stop();
+      this.lockDeadlines.stop();
       this.cancelSubscriber?.disconnect();
       // A buffering history writes what it holds before the process goes.
       await this.options.history?.flush?.().catch((err: unknown) => this.options.log.warn({ err }, "operation history: last events not written"));
@@ -121,12 +126,38 @@ export class JobRunner<Deps> {
     // still waits for admission (a gate or lock round trip) is remembered, not lost.
     const abort = this.signals.track(queue, job.id ?? "");
     const durable = this.options.catalogue.get(job.name)?.durable === true ? `${queue}\0${job.id ?? ""}` : undefined;
-    if (durable) this.durableRuns.add(durable);
+    if (durable) {
+      this.durableRuns.add(durable);
+      // The lock was taken by the fetch, whose send time BullMQ stamps as processedOn.
+      this.lockDeadlines.track(queue, job.id ?? "", job.processedOn ?? Date.now(), this.lockDurationOf(queue));
+    }
     try {
       return await this.admitAndRun(queue, job, token, abort);
     } finally {
-      if (durable) this.durableRuns.delete(durable);
+      if (durable) {
+        this.durableRuns.delete(durable);
+        this.lockDeadlines.untrack(queue, job.id ?? "");
+      }
       abort.done();
+    }
+  }
+
+  /** The lock of a queue's jobs, as its BullMQ worker takes it (see queueWorker.ts). */
+  private lockDurationOf(queue: string): number {
+    return this.workers.find((w) => w.name === queue)?.opts.lockDuration ?? this.options.lockDurationMs;
+  }
+
+  /**
+   * A durable run's lock was not renewed for most of its period: Redis does not answer this
+   * worker (a network cut, Redis stopped), so BullMQ says nothing, while the lock may soon lapse
+   * in Redis and the job start elsewhere. The run stops now, before anyone can take it over; the
+   * job goes back to the queue if the lock is still this run's when Redis answers again, and is
+   * otherwise the stalled check's (or the recovery pass's) to run again.
+   */
+  private onLockUnrenewed(queue: string, jobId: string, unrenewedForMs: number): void {
+    if (!this.durableRuns.has(`${queue}\0${jobId}`)) return;
+    if (this.signals.cancel(queue, jobId, LOCK_UNRENEWED_REASON)) {
+      this.options.log.warn({ queue, jobId, unrenewedForMs: Math.round(unrenewedForMs) }, "job's lock not renewed (Redis does not answer): stopping this run before the lock can lapse");
     }
   }
 

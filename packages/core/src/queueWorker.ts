@@ -1,5 +1,5 @@
 import { Worker } from "bullmq";
-import type { Job } from "bullmq";
+import type { Job, Processor, WorkerOptions } from "bullmq";
 import { fleetBackoffStrategy } from "./backoff";
 import type { QueueConsumer, RunnerOptions } from "./runnerOptions";
 
@@ -16,13 +16,15 @@ export function createQueueWorker<Deps>(
   onFailed: (job: Job | undefined, err: Error) => void,
   /** Jobs whose lock BullMQ could not renew (Redis lost them, or they were handed on as stalled). */
   onLockLost: (jobIds: string[]) => void,
+  /** Jobs whose lock Redis renewed, with when the renewal was sent (see lockDeadlines.ts). */
+  onLocksRenewed: (jobIds: string[], sentAt: number) => void,
 ): Worker {
   const defs = options.catalogue.onQueue(consumer.queue);
   if (defs.length === 0) {
     throw new Error(`queue "${consumer.queue}" has no jobs in the catalogue; known queues: ${options.catalogue.queues.join(", ")}`);
   }
   const lockDuration = Math.max(options.lockDurationMs, ...defs.map((d) => d.options?.lockDurationMs ?? 0));
-  const worker = new Worker(consumer.queue, processor, {
+  const worker = new RenewalReportingWorker(onLocksRenewed, consumer.queue, processor, {
     connection: options.connection,
     prefix: options.prefix,
     concurrency: consumer.concurrency,
@@ -38,4 +40,28 @@ export function createQueueWorker<Deps>(
   worker.on("lockRenewalFailed", onLockLost);
   worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
   return worker;
+}
+
+/**
+ * A Worker that says which lock renewals Redis confirmed and when each was sent. BullMQ's
+ * `locksRenewed` event comes when the answer does; the lock's new expiry was set in between, so
+ * only the send time bounds it from below (a slow answer must not make a lock look younger).
+ */
+class RenewalReportingWorker extends Worker {
+  constructor(
+    private readonly onLocksRenewed: (jobIds: string[], sentAt: number) => void,
+    name: string,
+    processor: Processor,
+    opts: WorkerOptions,
+  ) {
+    super(name, processor, opts);
+  }
+
+  override async extendJobLocks(jobIds: string[], tokens: string[], duration: number): Promise<string[]> {
+    const sentAt = Date.now();
+    const failed = await super.extendJobLocks(jobIds, tokens, duration);
+    const renewed = jobIds.filter((id) => !failed.includes(id));
+    if (renewed.length > 0) this.onLocksRenewed(renewed, sentAt);
+    return failed;
+  }
 }

@@ -17,6 +17,13 @@ export interface PrivateRedis {
   flushAll(): Promise<void>;
   /** SIGKILL: connections drop; nothing answers until start(). */
   kill(): Promise<void>;
+  /**
+   * SIGSTOP: the server keeps its keys and its connections, but answers nothing (commands wait
+   * in its sockets) until resume(): what a client cut off from Redis sees.
+   */
+  pause(): void;
+  /** SIGCONT after pause(): the waiting commands run, keys whose expiry passed meanwhile are gone. */
+  resume(): void;
   /** Starts the server again on the same port (empty). */
   start(): Promise<void>;
   /** kill() then start(): a restart without persistence. */
@@ -93,6 +100,12 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       }
     },
     kill,
+    pause() {
+      if (!child?.kill("SIGSTOP")) throw new Error("redis-server is not running: cannot pause it");
+    },
+    resume() {
+      if (!child?.kill("SIGCONT")) throw new Error("redis-server is not running: cannot resume it");
+    },
     start,
     async restart() {
       await kill();
