@@ -71,10 +71,10 @@ describe("a remote command when Redis stops answering", () => {
     const pausedAt = Date.now();
     // Stopped by the worker's own clock, before the lock could lapse: the last renewal Redis
     // confirmed was sent before the pause, so its lock lapses by pausedAt + LOCK_MS at the latest.
-    const stopped = await worker.waitForLog((l) => l.msg === "job's lock not renewed (Redis does not answer): stopping this run before the lock can lapse", LOCK_MS, "the run to stop while Redis does not answer");
-    expect(stopped.unrenewedForMs).toBeLessThan(LOCK_MS);
-    await fx.waitFor(async () => !alive(first), LOCK_MS, "the first run's command to be killed");
+    await fx.waitFor(async () => !alive(first), LOCK_MS, "the first run's command to be killed while Redis does not answer");
     expect(Date.now()).toBeLessThan(pausedAt + LOCK_MS);
+    const stopped = await worker.waitForLog((l) => l.msg === "job's lock not renewed (Redis does not answer): stopping this run before the lock can lapse", 2_000, "the worker to say why it stopped the run");
+    expect(stopped.unrenewedForMs).toBeLessThan(LOCK_MS);
 
     // Redis answers again once the lock has surely lapsed: the job is handed on as stalled.
     await new Promise((r) => setTimeout(r, pausedAt + LOCK_MS + 1_000 - Date.now()));
