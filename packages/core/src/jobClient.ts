@@ -88,7 +88,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     // The fleet's own wake-ups of a keep-last kind take the shared id too: BullMQ keeps only the
     // last request's id, and one under a fresh id would leave an API submitter's id unrun.
     if (opts.deduplication?.keepLastIfActive) return (await this.addKeepLast(name, def, data, opts)).job;
-    return this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts));
+    return this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts), (job) => [job.id]);
   }
 
   /**
@@ -104,7 +104,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     const { def, data } = this.prepare(name, payload);
     const opts = this.jobOptions(def, data, options);
     if (opts.deduplication?.keepLastIfActive) return this.addKeepLast(name, def, data, opts);
-    const added = await this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts));
+    const added = await this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts), (job) => [job.id]);
     return this.added(this.queue(def.queue), String(opts.jobId), added, data);
   }
 
@@ -115,9 +115,11 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
    * are forgotten (best effort: one left over is queued by the recovery watch, as a request the
    * caller was told failed — the lesser harm than losing one it was told was taken). One kept
    * before stays: a replay's add failing (Redis gone again) must not delete the only copy of a
-   * request Redis lost.
+   * request Redis lost. A request BullMQ deduplicated onto another job (a dedupe kind's job
+   * already waiting or running: `createdIds` does not name it) is forgotten too: its id never
+   * gets a job, and the job that carries it is not its to replay.
    */
-  private async durably<T>(def: AnyJobContract, name: string, jobs: ReadonlyArray<{ data: unknown; opts: JobsOptions }>, add: () => Promise<T>): Promise<T> {
+  private async durably<T>(def: AnyJobContract, name: string, jobs: ReadonlyArray<{ data: unknown; opts: JobsOptions }>, add: () => Promise<T>, createdIds: (added: T) => ReadonlyArray<string | undefined>): Promise<T> {
     if (!def.durable) return add();
     const store = this.queueOptions.durableRequests;
     if (!store) throw new PermanentError("bad-config", `job "${name}" is kept in PostgreSQL until it ends, and this producer has no database to keep it in`);
@@ -130,12 +132,18 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       priority: opts.priority ?? null,
     }));
     const keptNow = await store.keep(requests);
+    let added: T;
     try {
-      return await add();
+      added = await add();
     } catch (err) {
       await store.forget(keptNow).catch(() => undefined);
       throw err;
     }
+    const created = new Set(createdIds(added));
+    const deduplicated = keptNow.filter((id) => !created.has(id));
+    // Best effort: one left over is forgotten by the recovery pass a minute later (its job never existed).
+    if (deduplicated.length > 0) await store.forget(deduplicated).catch(() => undefined);
+    return added;
   }
 
   /** What became of an add under `requested`: a new job, or one BullMQ kept instead, as stored. */
@@ -249,7 +257,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
 
   /** addBulk, except for a keep-last kind: one at a time, each under the shared id (addKeepLast). */
   private async addAll(queue: Queue, def: AnyJobContract, bulk: Array<{ name: string; data: unknown; opts: JobsOptions }>): Promise<Job[]> {
-    if (!bulk.some((b) => b.opts.deduplication?.keepLastIfActive)) return this.durably(def, bulk[0]!.name, bulk, async () => queue.addBulk(bulk));
+    if (!bulk.some((b) => b.opts.deduplication?.keepLastIfActive)) return this.durably(def, bulk[0]!.name, bulk, async () => queue.addBulk(bulk), (jobs) => jobs.map((j) => j.id));
     const jobs: Job[] = [];
     for (const b of bulk) jobs.push(b.opts.deduplication?.keepLastIfActive ? (await this.addKeepLast(b.name, def, b.data, b.opts)).job : await queue.add(b.name, b.data, b.opts));
     return jobs;

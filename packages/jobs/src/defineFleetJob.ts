@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import type { FailedForGoodContext, JobContext, JobDefinition } from "@fleet/core/jobDefinition";
+import { forgetJobRequests } from "@fleet/db/sql/jobRequests";
 import type { FleetDeps } from "./deps";
 import type { FleetJobs, JobName } from "./jobRegistry";
 
@@ -12,7 +13,10 @@ export type FleetJobDefinition<Name extends JobName, Result = unknown> = JobDefi
 /**
  * A processor: the job named `name`, its contract (the one its file registered in
  * FleetJobRegistry under that name, so producers and the handler cannot disagree) and its
- * handler, typed from that contract (payload, `ctx.deps`).
+ * handler, typed from that contract (payload, `ctx.deps`). A durable kind's kept request
+ * (job_requests) is forgotten as soon as its handler succeeds; a failure's goes once BullMQ or
+ * the history says the job ended for good (the recovery pass), as does one left behind here
+ * (the database down).
  */
 export function defineFleetJob<Name extends JobName, Result>(
   name: Name,
@@ -23,5 +27,14 @@ export function defineFleetJob<Name extends JobName, Result>(
     onFailedForGood?(payload: HandlerPayload<Name>, ctx: FailedForGoodContext<FleetDeps>): Promise<void>;
   },
 ): FleetJobDefinition<Name, Result> {
-  return { ...contract, name, handle: processor.handle, ...(processor.onFailedForGood ? { onFailedForGood: processor.onFailedForGood } : {}) } as FleetJobDefinition<Name, Result>;
+  const handle = contract.durable ? forgettingRequest(processor.handle) : processor.handle;
+  return { ...contract, name, handle, ...(processor.onFailedForGood ? { onFailedForGood: processor.onFailedForGood } : {}) } as FleetJobDefinition<Name, Result>;
+}
+
+function forgettingRequest<Payload, Result>(handle: (payload: Payload, ctx: JobContext<FleetDeps>) => Promise<Result>): (payload: Payload, ctx: JobContext<FleetDeps>) => Promise<Result> {
+  return async (payload, ctx) => {
+    const result = await handle(payload, ctx);
+    await forgetJobRequests(ctx.deps.db, [ctx.job.id]).catch((err: unknown) => ctx.log.warn({ err }, "could not forget the finished request; the recovery pass will"));
+    return result;
+  };
 }

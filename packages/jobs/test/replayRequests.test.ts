@@ -70,6 +70,41 @@ describe("durable requests (job_requests)", () => {
 
   });
 
+  it("an operator's unpack, checksum audit and inventory scan are kept and queued again after a loss; a deduplicated submission keeps nothing", async () => {
+    // Nothing in PostgreSQL re-derives these either: before, a loss of Redis lost them for good.
+    const jobs = h.runtime.deps.jobs;
+    const unpack = await jobs.submit("unpack", { manifest: "range-1/part-1-9.manifest.json" });
+    const audit = await jobs.submit("checksum-audit", { prefix: "a/", limit: 10 });
+    const scan = await jobs.submit("inventory-scan", { prefix: "in/" });
+    expect((await kept()).map((r) => r.id).sort()).toEqual([unpack.id, audit.id, scan.id].sort());
+    // The same unpack again while the first waits: BullMQ keeps one job, and one request.
+    const again = await jobs.submit("unpack", { manifest: "range-1/part-1-9.manifest.json" });
+    expect(again).toMatchObject({ id: unpack.id, deduplicated: true });
+    expect((await kept()).map((r) => r.id).sort()).toEqual([unpack.id, audit.id, scan.id].sort());
+
+    for (const { job } of [unpack, audit, scan]) await job.remove();
+    const deps = { db: h.runtime.db, jobs };
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 })).toEqual({ ended: 0, missing: 3, replayed: 0 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 3 });
+    expect((await jobs.queue("migration").getJob(unpack.id))?.data).toEqual({ manifest: "range-1/part-1-9.manifest.json" });
+    expect((await jobs.queue("maintenance").getJob(audit.id))?.data).toEqual({ prefix: "a/", limit: 10 });
+    expect((await jobs.queue("maintenance").getJob(scan.id))?.data).toEqual({ prefix: "in/" });
+
+    // Lost again, and the same unpack submitted anew before the pass: the new job carries it,
+    // and the lost request is forgotten, not queued beside it.
+    await (await jobs.queue("migration").getJob(unpack.id))!.remove();
+    const anew = await jobs.submit("unpack", { manifest: "range-1/part-1-9.manifest.json" });
+    expect(anew.deduplicated).toBe(false);
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 1, missing: 0, replayed: 0 });
+    expect((await kept()).map((r) => r.id).sort()).toEqual([anew.id, audit.id, scan.id].sort());
+    expect(await jobs.queue("migration").getJobState(unpack.id)).toBe("unknown");
+    const log = await h.runtime.db.query<{ message: string }>("SELECT message FROM migration_log WHERE subject = $1 ORDER BY id", [`operation:${unpack.id}`]);
+    expect(log.rows.at(-1)).toEqual({ message: expect.stringContaining(`the same work is queued already as ${anew.id}`) });
+  });
+
   it("a job removed with no Redis loss (a board clean, by hand) has its request forgotten, never run again, even at a later loss", async () => {
     // Found by review: a bull-board clean of the remote queue removed waiting commands and left
     // their requests; a later pass queued every one of them again.

@@ -22,6 +22,11 @@ const contract = defineContract({
     .strict()
     .default({}),
   dedupeId: () => "inventory-scan",
+  // An operator's scan (API, CLI) is kept in PostgreSQL until it ends and queued again if Redis
+  // loses it (replayRequests.ts): a scan resumes from its cursor, brings source_files in line
+  // whatever ran before, and two never overlap (the inventory lock). The opt-in schedule's runs
+  // come back with the scheduler's schedules.
+  durable: true,
   // Opt-in: only a live share needs it (SCHEDULE_INVENTORY_SCAN=on, or a cron of its own).
   schedules: [{ id: "inventory-scan", cron: "0 2 * * *", optIn: true, description: "daily 02:00 when turned on: re-scan SOURCE_URL (new, changed, vanished files)" }],
 });

@@ -33,7 +33,8 @@ async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobR
 }
 
 /**
- * Requests of durable job kinds (a remote command) whose job Redis lost are queued again under
+ * Requests of durable job kinds (a remote command, an operator's unpack, checksum audit or
+ * inventory scan) whose job Redis lost are queued again under
  * their id, from `job_requests`; those whose job ended are forgotten. A request is queued again
  * only after recovery passes have found it missing for `missingMs` (the workers' LOCK_DURATION):
  * by then a run that held its job when Redis lost it has seen its lock fail and stopped (the
@@ -79,6 +80,7 @@ export async function replayLostRequests(
   const removed = vanished.length > 0 && (await options.epochUnchanged()) ? vanished : [];
   if (removed.length > 0) await forgetRemoved(db, log, removed, options.job);
   const replayed: string[] = [];
+  const covered: string[] = [];
   for (const request of due) {
     try {
       const runAt = request.runAt ? request.runAt.getTime() - Date.now() : 0;
@@ -87,6 +89,15 @@ export async function replayLostRequests(
         ...(runAt > 0 ? { delayMs: runAt } : {}),
         ...(request.priority ? { priority: request.priority } : {}),
       });
+      if (job.id !== request.id) {
+        // A dedupe kind (an unpack, an audit) whose same work is queued or running already
+        // under another job (one queued since the loss): that job carries the request.
+        covered.push(request.id);
+        log.warn({ id: request.id, name: request.name, by: job.id }, "a lost request's work is queued already under another job: forgotten");
+        await forgetJobRequests(db, [request.id]);
+        await writeLog(db, [{ level: "warn", job: options.job, subject: `operation:${request.id}`, message: `${request.name} ${request.id}: Redis lost its job; the same work is queued already as ${job.id ?? "?"}, which carries it; forgotten` }]).catch(() => undefined);
+        continue;
+      }
       replayed.push(request.id);
       await new OperationHistory(db)
         .submitted({ id: request.id, name: request.name, queue: request.queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: request.data }, runAt > 0 ? "DELAYED" : "WAITING", request.submittedBy)
@@ -119,5 +130,5 @@ export async function replayLostRequests(
         })),
     ).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
   }
-  return { ended: ended.length + removed.length, missing: missing.length - replayed.length - removed.length, replayed: replayed.length };
+  return { ended: ended.length + removed.length + covered.length, missing: missing.length - replayed.length - removed.length - covered.length, replayed: replayed.length };
 }

@@ -17,6 +17,10 @@ const contract = defineContract({
   description: "Hash migrated files again in the destination and compare with the recorded sha256",
   schema: z.object({ prefix: z.string().max(1_024), limit: z.number().int().min(1).max(100_000).default(1_000) }).strict(),
   dedupeId: (p) => `checksum-audit-${createHash("sha256").update(p.prefix).digest("hex").slice(0, 16)}`,
+  // An operator's audit is kept in PostgreSQL until it ends and queued again if Redis loses it
+  // (replayRequests.ts): it only reads the destination, so running it again costs time, and
+  // at most repeats a mismatch's migration_log row.
+  durable: true,
   // Opt-in (SCHEDULE_CHECKSUM_AUDIT=on): a daily sample of the destination against the recorded hashes.
   schedules: [{ id: "checksum-audit", cron: "15 4 * * *", optIn: true, payload: { prefix: "", limit: 1_000 }, description: "daily 04:15 when turned on: hash 1,000 migrated files again in the destination" }],
 });

@@ -32,6 +32,10 @@ const contract = defineContract({
   // The same unpack asked twice while it waits or runs is one job; once finished it can be run
   // again (a re-run finds identical members unchanged).
   dedupeId: (p) => `unpack-${createHash("sha256").update(`${p.manifest}\n${p.target ?? ""}`).digest("hex").slice(0, 24)}`,
+  // Kept in PostgreSQL until it ends and queued again if Redis loses it (replayRequests.ts):
+  // nothing else re-derives an operator's unpack, and a re-run is safe (members already
+  // restored are found identical and left; each is verified against the manifest).
+  durable: true,
 });
 
 declare module "../jobRegistry" {

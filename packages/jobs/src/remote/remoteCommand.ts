@@ -6,7 +6,6 @@ import { classifyError, describe } from "@fleet/core/classifyError";
 import { DelayJob } from "@fleet/core/delayJob";
 import { RetryableError } from "@fleet/core/errors";
 import type { FleetError } from "@fleet/core/errors";
-import { forgetJobRequests } from "@fleet/db/sql/jobRequests";
 import { readLog, writeLog } from "@fleet/db/sql/log";
 import type { LogEntry } from "@fleet/db/sql/log";
 import type { FleetDeps } from "../deps";
@@ -79,9 +78,7 @@ export const remoteCommand = defineFleetJob("remote-command", contract, {
     }
     ctx.log.info({ server: payload.server, command: payload.command, exitCode: result.exitCode, durationMs: result.durationMs }, "remote command done");
     await recordRun(ctx, { level: "info", job, subject, message: `exit ${result.exitCode} in ${result.durationMs} ms`, details: { value: result.value ?? null, truncated: result.truncated } });
-    // Done: the kept request goes now (a failure's goes once BullMQ or the history says the job
-    // ended for good). Left behind (the database down), the recovery pass forgets it then.
-    await forgetJobRequests(ctx.deps.db, [ctx.job.id]).catch((err: unknown) => ctx.log.warn({ err }, "could not forget the finished request; the recovery pass will"));
+    // Done: defineFleetJob forgets the kept request (a durable kind's).
     return result;
   },
 });
