@@ -121,8 +121,9 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
         await registerCallback(options.callbacks.db, submission.id, callbackUrl, actorOf(req.principal) ?? null);
       } catch (err) {
         req.log.error({ err, operation: submission.id }, "callback not recorded: withdrawing the submission");
-        // Never another submitter's job (a duplicate), nor one that is not there yet.
-        const removed = !deduplicated && !queuedAfter && (await job.remove().then(() => true, () => false));
+        // Never another submitter's job (a duplicate), nor one that is not there yet. A durable
+        // kind's kept request goes with it (see JobClient.withdraw).
+        const removed = !deduplicated && !queuedAfter && (await jobs.withdraw(job));
         return reply.code(removed ? 503 : 500).send({ error: removed ? "the callback could not be recorded (database unavailable): nothing was submitted" : `the callback could not be recorded and operation ${submission.id} is queued` });
       }
       if (!queuedAfter && ((await job.isCompleted().catch(() => false)) || (await job.isFailed().catch(() => false)))) await jobs.enqueue("webhook-send", {}).catch(() => undefined);

@@ -43,4 +43,36 @@ describe("operations API: callbackUrl", () => {
     }
     expect(await fx.dashboard.jobs.queue("maintenance").getJobCounts("waiting", "delayed")).toEqual({ waiting: 0, delayed: 1 });
   });
+
+  it("a submission withdrawn because its callback could not be recorded leaves no kept request (a durable kind's)", async () => {
+    // Found by review: the job was removed and its job_requests row left, so the recovery pass
+    // looked at it for a minute, and a Redis loss in that minute queued the withdrawn command.
+    const db = createPool({ connectionString: fx.db.url, max: 1 });
+    try {
+      // The database refuses the callback's row (a real refusal: a constraint no row meets).
+      await db.query("ALTER TABLE operation_callbacks ADD CONSTRAINT b_refuse_all CHECK (false) NOT VALID");
+      const res = await submit({ name: "remote-command", data: { server: "nas1", command: "export" }, opts: { callbackUrl: "https://site.example/fleet/hooks/x" } });
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: string }).error).toMatch(/nothing was submitted/);
+      expect(await fx.dashboard.jobs.queue("remote").getJobCounts("waiting", "delayed", "active")).toEqual({ waiting: 0, delayed: 0, active: 0 });
+      expect((await db.query("SELECT id FROM job_requests")).rows).toEqual([]);
+
+      // The request cannot be forgotten either: the job stays queued with its request, and the
+      // caller is told so (never "nothing was submitted" with a request left to be replayed).
+      await db.query(`CREATE FUNCTION b_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'b: refused'; END $$`);
+      await db.query("CREATE TRIGGER b_refuse_delete BEFORE DELETE ON job_requests FOR EACH ROW EXECUTE FUNCTION b_refuse_delete()");
+      const kept = await submit({ name: "remote-command", data: { server: "nas1", command: "export" }, opts: { callbackUrl: "https://site.example/fleet/hooks/x" } });
+      expect(kept.status).toBe(500);
+      const { error } = (await kept.json()) as { error: string };
+      const id = /operation (\S+) is queued/.exec(error)?.[1];
+      expect(id).toBeDefined();
+      expect(await fx.dashboard.jobs.queue("remote").getJobState(id!)).toBe("waiting");
+      expect((await db.query("SELECT id FROM job_requests")).rows).toEqual([{ id }]);
+    } finally {
+      await db.query("DROP TRIGGER IF EXISTS b_refuse_delete ON job_requests").catch(() => undefined);
+      await db.query("DROP FUNCTION IF EXISTS b_refuse_delete()").catch(() => undefined);
+      await db.query("ALTER TABLE operation_callbacks DROP CONSTRAINT IF EXISTS b_refuse_all").catch(() => undefined);
+      await db.end();
+    }
+  });
 });

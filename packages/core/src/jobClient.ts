@@ -288,6 +288,30 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     await store.forget([id]);
   }
 
+  /**
+   * Takes back a job this producer has just added (its submission withdrawn: the API could not
+   * record its callback) with its kept request, if its kind is durable: the request first, so
+   * that a request whose job is gone is never left for the recovery pass to queue again. False
+   * when it cannot: the request could not be forgotten (the job is left queued, its request
+   * kept), or the job could not be removed (started meanwhile: its request is kept again, best
+   * effort).
+   */
+  async withdraw(job: Job): Promise<boolean> {
+    const id = job.id ?? "";
+    const def = this.catalogue.get(job.name);
+    try {
+      await this.forgetRequest(job.name, id);
+    } catch {
+      return false;
+    }
+    if (await job.remove().then(() => true, () => false)) return true;
+    if (def?.durable) {
+      const runAt = job.delay > 0 ? new Date(job.timestamp + job.delay) : null;
+      await this.queueOptions.durableRequests?.keep([{ id, name: job.name, queue: def.queue, data: job.data, runAt, priority: job.opts.priority ?? null }]).catch(() => undefined);
+    }
+    return false;
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();
