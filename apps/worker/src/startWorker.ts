@@ -12,6 +12,7 @@ import { createFleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
 import { postgresCheck, redisCheck, untilDependencies, waitForDependencies } from "@fleet/jobs/runtime/dependencies";
 import { startRecoveryWatch } from "@fleet/jobs/maintenance/recoveryWatch";
+import { durableAttemptRecorder } from "@fleet/jobs/maintenance/replayRequests";
 import { WRITER_LEASE_MS } from "@fleet/core/writerRegistry";
 import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks";
@@ -104,6 +105,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     // Batched: one statement per 100 ms of job events; written on stop (see operationBatch.ts for a SIGKILL).
     history: withCompletionWebhooks(new BatchedOperationHistory(runtime.db, { onError: (err, at) => log.warn({ err, ...at }, "operation history: flush failed; events kept and retried") }), { db: runtime.db, settings: runtime.deps.webhooks, jobs: runtime.deps.jobs, log }),
     exclusiveRecheckMs: config.EXCLUSIVE_RECHECK,
+    onDurableAttemptFailed: durableAttemptRecorder(runtime.db, log),
   });
 
   const started = runner;

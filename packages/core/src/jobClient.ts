@@ -13,6 +13,8 @@ export interface EnqueueOptions {
   priority?: number;
   /** Overrides the definition's derived job id. */
   jobId?: string;
+  /** Overrides the tries the job gets (a replayed request gets those it has left). */
+  attempts?: number;
 }
 
 /** What `JobClient.submit` did with a request. */
@@ -337,7 +339,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     // review). These kinds run side by side safely (the scheduler's runs are not deduplicated).
     const dedupeId = def.dedupeKeepLastIfActive && (options.delayMs || options.priority) ? undefined : def.dedupeId?.(data);
     return {
-      attempts: def.options?.attempts ?? this.defaults.attempts,
+      attempts: options.attempts ?? def.options?.attempts ?? this.defaults.attempts,
       backoff: { type: "fleet" },
       removeOnComplete: { age: this.defaults.keepCompletedSeconds },
       removeOnFail: { age: this.defaults.keepFailedSeconds },

@@ -287,6 +287,9 @@ export class JobRunner<Deps> {
     const category = /^([a-z-]+):/.exec(err.message)?.[1] ?? "unknown";
     const final = err instanceof UnrecoverableError || err.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
     this.options.metrics.jobsFailed.inc({ queue, name: job.name, category, final: String(final) });
+    if (this.options.onDurableAttemptFailed && this.options.catalogue.get(job.name)?.durable) {
+      this.options.onDurableAttemptFailed({ id: job.id ?? "", name: job.name, queue, attemptsMade: job.attemptsMade });
+    }
     if (/more than allowable limit/.test(err.message)) {
       // Stalled too often (its workers died): BullMQ fails it when a worker picks it up,
       // without calling the processor, so the history learns it only here.

@@ -38,4 +38,9 @@ export interface RunnerOptions<Deps> {
    * ±20 %). The gate's lease is `lockDurationMs`: a dead holder frees the fleet after that.
    */
   exclusiveRecheckMs?: number;
+  /**
+   * An attempt of a durable kind's job failed (retried or failed for good): BullMQ's count of
+   * its attempts so far, for the kept request (a replayed job's count starts over in Redis).
+   */
+  onDurableAttemptFailed?: (job: { id: string; name: string; queue: string; attemptsMade: number }) => void;
 }

@@ -19,6 +19,7 @@ import { storageFields } from "../src/storageSettings";
 import { QUEUES } from "../src/contracts";
 import { accountFields } from "../src/accounts/accountSettings";
 import { startRecoveryWatch } from "../src/maintenance/recoveryWatch";
+import { durableAttemptRecorder } from "../src/maintenance/replayRequests";
 import type { RecoveryWatch } from "../src/maintenance/recoveryWatch";
 
 const runtimeSchema = z.object({ ...redisFields, ...databaseFields, ...migrationFields, ...storageFields, ...accountFields });
@@ -101,6 +102,7 @@ export async function createPipelineHarness(label: string, env: Record<string, s
         maxStalledCount: 3,
         lockDurationMs: 5_000,
         history: new OperationHistory(runtime.db),
+        onDurableAttemptFailed: durableAttemptRecorder(runtime.db, log),
         ...(options.now ? { now: options.now } : {}),
       });
       await runner.start();

@@ -1,6 +1,7 @@
 import { cancelOperation, findOperation, operationRef } from "@fleet/core/operations";
 import { Redis } from "ioredis";
 import { JobClient } from "@fleet/core/jobClient";
+import { tryInventoryLock } from "@fleet/db/sql/inventory";
 import { jobRequestStore } from "@fleet/db/sql/jobRequests";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { testRedisUrl } from "@fleet/testing/testRedis";
@@ -104,6 +105,62 @@ describe("durable requests (job_requests)", () => {
     const log = await h.runtime.db.query<{ message: string }>("SELECT message FROM migration_log WHERE subject = $1 ORDER BY id", [`operation:${unpack.id}`]);
     expect(log.rows.at(-1)).toEqual({ message: expect.stringContaining(`the same work is queued already as ${anew.id}`) });
   });
+
+  it("a request queued again gets only the attempts it has left; one that used them all is forgotten", async () => {
+    // Found by review: the replayed job started BullMQ's count over, so a request Redis lost
+    // while it backed off got a fresh set of attempts (JOB_ATTEMPTS 6: up to 11 tries).
+    const jobs = h.runtime.deps.jobs;
+    const attempts = jobs.prepareJob("inventory-scan", {}).opts.attempts!;
+    expect(attempts).toBeGreaterThanOrEqual(3);
+    // Another scan holds the inventory lock: each attempt fails (lock-contention) and is retried.
+    const release = (await tryInventoryLock(h.runtime.db))!;
+    try {
+      const runner = await h.startRunner({ queues: ["maintenance"] });
+      const { id, job } = await jobs.submit("inventory-scan", { prefix: "in/" });
+      const made = async () => (await h.runtime.db.query<{ attempts_made: number }>("SELECT attempts_made FROM job_requests WHERE id = $1", [id])).rows[0]?.attempts_made ?? 0;
+      const deadline = Date.now() + 20_000;
+      while ((await made()) < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await runner.stop(1_000);
+      const used = (await jobs.queue("maintenance").getJob(id))!.attemptsMade;
+      expect(used).toBeGreaterThanOrEqual(2);
+      expect(used).toBeLessThan(attempts);
+      await new Promise((r) => setTimeout(r, 200)); // the last failure's count written
+      expect(await made()).toBe(used);
+
+      await job.remove();
+      const deps = { db: h.runtime.db, jobs };
+      await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
+      const again = (await jobs.queue("maintenance").getJob(id))!;
+      expect([again.opts.attempts, again.attemptsMade]).toEqual([attempts - used, 0]);
+
+      // The new job's failures add to the count; lost again once none is left, it is not queued again.
+      const second = await h.startRunner({ queues: ["maintenance"] });
+      const state = await (async () => {
+        const until = Date.now() + 20_000;
+        for (;;) {
+          const s = await jobs.queue("maintenance").getJobState(id);
+          if (s === "failed" || Date.now() > until) return s;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      expect(state).toBe("failed");
+      await second.stop(1_000);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await made()).toBe(attempts);
+      // Redis loses the failed job before the history or a pass saw it end.
+      await h.runtime.db.query("DELETE FROM operations WHERE id = $1", [id]);
+      await (await jobs.queue("maintenance").getJob(id))!.remove();
+      await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 1, missing: 0, replayed: 0 });
+      expect(await kept()).toEqual([]);
+      expect(await jobs.queue("maintenance").getJobState(id)).toBe("unknown");
+    } finally {
+      await release();
+    }
+  }, 60_000);
 
   it("a job removed with no Redis loss (a board clean, by hand) has its request forgotten, never run again, even at a later loss", async () => {
     // Found by review: a bull-board clean of the remote queue removed waiting commands and left

@@ -48,6 +48,8 @@ export interface OpenJobRequest extends DurableRequest {
   /** How long recovery passes have found no job for it in Redis (the database's clock); null: not missing. */
   missingForMs: number | null;
   replays: number;
+  /** Attempts it has used across every job it was queued as (see recordJobRequestAttempts). */
+  attemptsMade: number;
   /** The history's state of its job (COMPLETED, FAILED, REMOVED: it ended), if it has a row. */
   historyState: string | null;
   /** Who submitted it, from the history. */
@@ -58,7 +60,7 @@ export interface OpenJobRequest extends DurableRequest {
 export async function openJobRequests(db: Queryable, limit = 10_000): Promise<OpenJobRequest[]> {
   const { rows } = await db.query<OpenJobRequest>(
     `SELECT r.id, r.name, r.queue, r.data, r.run_at AS "runAt", r.priority, r.created_at AS "createdAt",
-            (EXTRACT(EPOCH FROM (now() - r.missing_since)) * 1000)::float8 AS "missingForMs", r.replays,
+            (EXTRACT(EPOCH FROM (now() - r.missing_since)) * 1000)::float8 AS "missingForMs", r.replays, r.attempts_made AS "attemptsMade",
             o.state::text AS "historyState", o.submitted_by AS "submittedBy"
        FROM job_requests r LEFT JOIN operations o ON o.id = r.id
       ORDER BY r.created_at, r.id
@@ -84,8 +86,20 @@ export async function markJobRequestsMissing(db: Queryable, missing: readonly st
   );
 }
 
-/** Counts a replay of each request (its job queued again) and clears its missing mark. */
+/**
+ * Counts a replay of each request (its job queued again) and clears its missing mark; the
+ * attempts used so far become those of the jobs before the new one.
+ */
 export async function countJobRequestReplays(db: Queryable, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return;
-  await db.query("UPDATE job_requests SET missing_since = NULL, replays = replays + 1 WHERE id = ANY($1::text[])", [ids]);
+  await db.query("UPDATE job_requests SET missing_since = NULL, replays = replays + 1, attempts_before = attempts_made WHERE id = ANY($1::text[])", [ids]);
+}
+
+/**
+ * A request's current job has used `jobAttemptsMade` attempts (BullMQ's count, which starts at
+ * 0 for a replayed job): with its earlier jobs', that is what the request has used. Written as
+ * each attempt fails, so that Redis losing the job does not lose the count.
+ */
+export async function recordJobRequestAttempts(db: Queryable, id: string, jobAttemptsMade: number): Promise<void> {
+  await db.query("UPDATE job_requests SET attempts_made = attempts_before + $2 WHERE id = $1", [id, jobAttemptsMade]);
 }

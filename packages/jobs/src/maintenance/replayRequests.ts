@@ -2,7 +2,7 @@ import { PermanentError } from "@fleet/core/errors";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
-import { forgetJobRequests, countJobRequestReplays, markJobRequestsMissing, openJobRequests } from "@fleet/db/sql/jobRequests";
+import { forgetJobRequests, countJobRequestReplays, markJobRequestsMissing, openJobRequests, recordJobRequestAttempts } from "@fleet/db/sql/jobRequests";
 import type { OpenJobRequest } from "@fleet/db/sql/jobRequests";
 import { writeLog } from "@fleet/db/sql/log";
 import { OperationHistory } from "@fleet/db/sql/operations";
@@ -21,6 +21,16 @@ const ENDED = new Set(["COMPLETED", "FAILED", "REMOVED"]);
 
 /** A request older than this whose job vanished with no Redis loss was removed on purpose (see below). */
 const REMOVED_AFTER_MS = 60_000;
+
+/**
+ * The runner's `onDurableAttemptFailed`: writes the attempts a durable kind's request has used
+ * (best effort: with PostgreSQL down the count lags, and a replay may get an attempt or two more).
+ */
+export function durableAttemptRecorder(db: DbPool, log: Logger): (job: { id: string; name: string; attemptsMade: number }) => void {
+  return (job) => {
+    recordJobRequestAttempts(db, job.id, job.attemptsMade).catch((err: unknown) => log.warn({ err, id: job.id, name: job.name }, "could not record the attempts a kept request used"));
+  };
+}
 
 /** Forgets requests whose jobs were removed outside Fleet's cancel (bull-board, by hand), saying so. */
 async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobRequest[], job: string): Promise<void> {
@@ -51,8 +61,9 @@ async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobR
  *
  * A request whose run had started and left no outcome runs again, as a job whose worker died
  * does (the handler says so in its log; remote commands are meant to be safe to run again).
- * BullMQ's attempt count starts over with the new job; the history's row of the job is taken
- * over by the new one, with who submitted it.
+ * The new job gets only the attempts the request has left (`attempts_made`, written by the
+ * runner as each attempt fails): BullMQ's count starts at 0 with it, so its attempt numbers do
+ * too. The history's row of the job is taken over by the new one, with who submitted it.
  */
 export async function replayLostRequests(
   deps: { db: DbPool; jobs: JobClient<FleetJobs> },
@@ -81,11 +92,24 @@ export async function replayLostRequests(
   if (removed.length > 0) await forgetRemoved(db, log, removed, options.job);
   const replayed: string[] = [];
   const covered: string[] = [];
+  const spent: string[] = [];
   for (const request of due) {
     try {
+      const name = request.name as keyof FleetJobs & string;
+      // The attempts it has left: the new job's count starts at 0 in Redis.
+      const attempts = (jobs.prepareJob(name, request.data as never).opts.attempts ?? 1) - request.attemptsMade;
+      if (attempts < 1) {
+        // Its last attempt failed and Redis lost the job before anyone recorded it ended.
+        spent.push(request.id);
+        log.warn({ id: request.id, name: request.name, attemptsMade: request.attemptsMade }, "a lost request had used all its attempts: forgotten, not queued again");
+        await forgetJobRequests(db, [request.id]);
+        await writeLog(db, [{ level: "warn", job: options.job, subject: `operation:${request.id}`, message: `${request.name} ${request.id}: Redis lost its job after its last attempt (${request.attemptsMade}) failed; not queued again` }]).catch(() => undefined);
+        continue;
+      }
       const runAt = request.runAt ? request.runAt.getTime() - Date.now() : 0;
-      const job = await jobs.enqueue(request.name as keyof FleetJobs & string, request.data as never, {
+      const job = await jobs.enqueue(name, request.data as never, {
         jobId: request.id,
+        attempts,
         ...(runAt > 0 ? { delayMs: runAt } : {}),
         ...(request.priority ? { priority: request.priority } : {}),
       });
@@ -130,5 +154,6 @@ export async function replayLostRequests(
         })),
     ).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
   }
-  return { ended: ended.length + removed.length + covered.length, missing: missing.length - replayed.length - removed.length - covered.length, replayed: replayed.length };
+  const forgotten = removed.length + covered.length + spent.length;
+  return { ended: ended.length + forgotten, missing: missing.length - replayed.length - forgotten, replayed: replayed.length };
 }
