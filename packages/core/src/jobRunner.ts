@@ -44,7 +44,10 @@ export class JobRunner<Deps> {
   /** The runs of durable kinds here (`queue\0jobId`): stopped when their lock is lost. */
   private readonly durableRuns = new Set<string>();
   /** The durable runs' lock deadlines: stopped before a lock Redis did not renew can lapse. */
-  private readonly lockDeadlines = new LockDeadlines((queue, jobId, unrenewedForMs) => this.onLockUnrenewed(queue, jobId, unrenewedForMs));
+  private readonly lockDeadlines = new LockDeadlines(
+    (queue, jobId, unrenewedForMs) => this.onLockUnrenewed(queue, jobId, unrenewedForMs),
+    (queue, timeoutMs) => this.redisAnswers(queue, timeoutMs),
+  );
   /** What each JobRun needs of the runner. */
   private readonly host: RunHost<Deps>;
 
@@ -139,6 +142,21 @@ export class JobRunner<Deps> {
         this.lockDeadlines.untrack(queue, job.id ?? "");
       }
       abort.done();
+    }
+  }
+
+  /** Whether Redis answers a PING within `timeoutMs` on the connection the queue's worker renews its locks on. */
+  private async redisAnswers(queue: string, timeoutMs: number): Promise<boolean> {
+    const worker = this.workers.find((w) => w.name === queue);
+    if (!worker) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      return await Promise.race([worker.getBackend().client.then((c) => (c as unknown as Redis).ping()).then(() => true as const), late]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -7,10 +7,23 @@
  * command) must stop before that: each gets a deadline, the lock period less a margin after
  * the last renewal Redis confirmed — counted from when that renewal was *sent*, since Redis
  * set the lock's expiry no earlier — and is stopped when the deadline passes unrenewed.
+ *
+ * A renewal can also be late because this process was (a busy event loop, a starved CPU sends
+ * it late and the deadline's timer fires right behind it): with the tests' 2 s lock a
+ * 0.5 s stall before the first renewal stopped a healthy command, which then ran twice. So a
+ * deadline first asks Redis itself, on the worker's own connection, behind any renewal
+ * already sent: an answer within PROBE_FRACTION of the lock means Redis is there (a renewal in
+ * flight has had its answer by then, and a lock Redis did lose is reported by BullMQ's
+ * `lockRenewalFailed`); the run then gets until FINAL_FRACTION of the lock for its renewal. No
+ * answer in time, or still no renewal at that point: the run is stopped.
  */
 
-/** The part of the lock period kept in hand: the run is stopped this long before its lock could lapse. */
+/** The part of the lock period kept in hand: the first check comes this long before the lock could lapse. */
 export const LOCK_MARGIN_FRACTION = 0.25;
+/** How long the check waits for Redis to answer, as a part of the lock period. */
+export const PROBE_FRACTION = 0.1;
+/** The latest point, as a part of the lock period, that a run whose Redis answered may wait for its renewal. */
+export const FINAL_FRACTION = 0.9;
 
 interface Deadline {
   lockMs: number;
@@ -26,6 +39,8 @@ export class LockDeadlines {
   constructor(
     /** Called once a run's deadline passes with no renewal (its lock may lapse soon). */
     private readonly onDeadline: (queue: string, jobId: string, unrenewedForMs: number) => void,
+    /** Whether the queue's Redis answers within `timeoutMs` (on the connection that renews the locks). */
+    private readonly probe: (queue: string, timeoutMs: number) => Promise<boolean> = async () => false,
   ) {}
 
   /** Follows a run whose lock was taken at `lockedAt` (its fetch was sent then) for `lockMs`. */
@@ -55,12 +70,27 @@ export class LockDeadlines {
   private arm(queue: string, jobId: string, since: number, lockMs: number): void {
     const key = `${queue}\0${jobId}`;
     clearTimeout(this.deadlines.get(key)?.timer);
-    const allowed = lockMs * (1 - LOCK_MARGIN_FRACTION);
-    const timer = setTimeout(() => {
-      this.deadlines.delete(key);
-      this.onDeadline(queue, jobId, Date.now() - since);
-    }, Math.max(0, since + allowed - Date.now()));
+    const timer = setTimeout(() => void this.check(key, queue, jobId, since, lockMs), Math.max(0, since + lockMs * (1 - LOCK_MARGIN_FRACTION) - Date.now()));
     timer.unref();
     this.deadlines.set(key, { lockMs, since, timer });
+  }
+
+  /** The first deadline passed unrenewed: stop the run unless Redis answers (then wait until the final one). */
+  private async check(key: string, queue: string, jobId: string, since: number, lockMs: number): Promise<void> {
+    const answered = await this.probe(queue, lockMs * PROBE_FRACTION).catch(() => false);
+    const current = this.deadlines.get(key);
+    // Untracked meanwhile (the run ended), or renewed meanwhile (re-armed from the new renewal).
+    if (current?.since !== since || current.lockMs !== lockMs) return;
+    const final = since + lockMs * FINAL_FRACTION - Date.now();
+    if (!answered || final <= 0) return this.expire(key, queue, jobId, since);
+    const timer = setTimeout(() => this.expire(key, queue, jobId, since), final);
+    timer.unref();
+    this.deadlines.set(key, { lockMs, since, timer });
+  }
+
+  private expire(key: string, queue: string, jobId: string, since: number): void {
+    if (this.deadlines.get(key)?.since !== since) return;
+    this.deadlines.delete(key);
+    this.onDeadline(queue, jobId, Date.now() - since);
   }
 }
