@@ -85,7 +85,9 @@ describe("inventory scan", () => {
     const touched = new Set([...byUri(key(3)), ...byUri(key(7)), ...byUri(key(5)), ...byUri(key(11))].map((x) => x.id));
     for (const [id, version] of before) if (!touched.has(id)) expect([id, after.get(id)]).toEqual([id, version]);
     // The old version's failure no longer matters: killed as superseded; its success history stays.
-    const outcomes = await h.runtime.db.query(`SELECT file_id, status, error_message FROM migration_files WHERE file_id = ANY($1::int8[]) ORDER BY file_id`, [[byUri(key(3))[0]!.id, f7]]);
+    // In that order, not by id: the scan inserts two batches at a time, so ids need not follow the listing (f-0003 and f-0007 are in different batches).
+    const oldIds = [byUri(key(3))[0]!.id, f7];
+    const outcomes = await h.runtime.db.query(`SELECT file_id, status, error_message FROM migration_files WHERE file_id = ANY($1::int8[]) ORDER BY array_position($1::int8[], file_id)`, [oldIds]);
     expect(outcomes.rows.map((o) => [o.status, o.error_message?.replace(/\d+$/, "N") ?? null])).toEqual([
       ["SUCCESS", null],
       ["KILLED", "superseded: the file changed at the source; its new version is file N"],
