@@ -1,7 +1,7 @@
 import type { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { requestCancel } from "./jobCancel";
-import type { OperationRef } from "./operationRecorder";
+import type { HistoryState, OperationRef } from "./operationRecorder";
 import type { AnyJobContract } from "./jobDefinition";
 import type { JobClient } from "./jobClient";
 
@@ -109,6 +109,10 @@ export interface OperationHistoryReader {
   find(id: string): Promise<OperationDetail | undefined>;
   /** Newest first; `state` in the API's names ("removed" exists only here). */
   list(state: string | undefined, limit: number): Promise<OperationSummary[]>;
+  /** The operations one of `submittedBy` submitted (the history's submitted_by), newest first, in the given states (all: undefined), after skipping `skip`. */
+  listSubmittedBy(submittedBy: readonly string[], states: readonly HistoryState[] | undefined, limit: number, skip: number): Promise<OperationSummary[]>;
+  /** Who submitted the operation recorded under `id`, and when its job was created; undefined if none is recorded. */
+  submitter(id: string): Promise<{ submittedBy: string | null; createdAt: number } | undefined>;
 }
 
 /** The job in BullMQ if it is still there, else what the history recorded, else undefined. */
@@ -141,6 +145,48 @@ export async function listOperations(queues: readonly Queue[], state: OperationS
   return [...live, ...missing.filter((op): op is OperationSummary => op !== undefined)]
     .sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt))
     .slice(0, limit);
+}
+
+/**
+ * The operations the given submitters submitted (the API's view for a site's token), newest
+ * first. Read from the history, the one place that records who submitted a job, with BullMQ's
+ * live view of each job still there (same id, same creation time; a row whose id BullMQ now
+ * gives another job is left out, as GET answers 404 for it). The history's state can be
+ * behind BullMQ's (a delayed job BullMQ has since promoted is still DELAYED there, a finish is
+ * written a moment later), so a state filter takes every unfinished row as a candidate, filters
+ * on the live state, and reads on page by page until it has `limit` or has read `maxRows` (a
+ * filtered list of a site with more unfinished operations than that can come back short).
+ */
+export async function listOperationsSubmittedBy(
+  queues: readonly Queue[],
+  history: OperationHistoryReader,
+  submittedBy: readonly string[],
+  state: OperationState | undefined,
+  limit: number,
+  maxRows = 2_000,
+): Promise<OperationSummary[]> {
+  if (submittedBy.length === 0) return [];
+  // Filtered, pages of at least 200: a filter that matches few of the site's operations reads on in few round trips.
+  const page = state === undefined ? limit : Math.max(limit, 200);
+  const unfinished: HistoryState[] = ["WAITING", "DELAYED", "ACTIVE"];
+  const candidates = state === undefined ? undefined : state === "completed" ? [...unfinished, "COMPLETED" as const] : state === "failed" ? [...unfinished, "FAILED" as const] : unfinished;
+  const shown: OperationSummary[] = [];
+  for (let skip = 0; shown.length < limit && skip < maxRows; skip += page) {
+    const rows = await history.listSubmittedBy(submittedBy, candidates, page, skip);
+    const live = await Promise.all(
+      rows.map(async (op) => {
+        const queue = queues.find((q) => q.name === op.queue);
+        const job = queue && op.id ? await queue.getJob(op.id).catch(() => undefined) : undefined;
+        if (!job || !isJob(job)) return op;
+        // Another job under a recycled id: the row is about one that is gone, and the id names the new one now.
+        return new Date(job.timestamp).toISOString() === op.createdAt ? summarizeOperation(job) : undefined;
+      }),
+    );
+    const known = live.filter((op): op is OperationSummary => op !== undefined);
+    shown.push(...(state ? known.filter((op) => op.state === state) : known));
+    if (rows.length < page) break;
+  }
+  return shown.slice(0, limit);
 }
 
 export type CancelOutcome =

@@ -304,6 +304,31 @@ export async function listOperationHistory(db: DbPool, state: string | undefined
   return rows.map(toSummary);
 }
 
+/**
+ * A site's operations (submitted_by one of `submittedBy`), newest first: one query per
+ * submitter, each a backward walk of operations_submitted_by_idx reading `skip + limit` rows,
+ * merged here. Not `submitted_by IN (…) ORDER BY created_at` (Prisma's), nor one LATERAL join:
+ * for those the planner walks operations_created_at_idx and filters, which for a site whose
+ * operations are old reads most of the table (160–440 ms on 500,000 rows; 0.1–5 ms this way).
+ */
+async function listOperationsSubmittedBy(db: Queryable, submittedBy: readonly string[], states: readonly HistoryState[] | undefined, limit: number, skip: number): Promise<Array<OperationSummary & { source: "history" }>> {
+  const each = await Promise.all(
+    [...new Set(submittedBy)].map(async (by) => {
+      const { rows } = await db.query<OperationRow>(
+        `SELECT id, name, queue, state, attempts, max_attempts AS "maxAttempts", submitted_by AS "submittedBy", progress, error,
+                created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", queued_after AS "queuedAfter"
+           FROM operations
+          WHERE submitted_by = $1 ${states ? "AND state = ANY ($3::operation_state[])" : ""}
+          ORDER BY created_at DESC, id DESC LIMIT $2`,
+        [by, skip + limit, ...(states ? [[...states]] : [])],
+      );
+      return rows;
+    }),
+  );
+  const newestFirst = (a: OperationRow, b: OperationRow) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+  return each.flat().sort(newestFirst).slice(skip, skip + limit).map(toSummary);
+}
+
 export interface PruneOperationsResult {
   operations: number;
   statusRows: number;
@@ -342,5 +367,10 @@ export function operationHistoryReader(db: DbPool): OperationHistoryReader {
   return {
     find: (id) => findOperationHistory(db, id),
     list: (state, limit) => listOperationHistory(db, state, limit),
+    listSubmittedBy: (submittedBy, states, limit, skip) => listOperationsSubmittedBy(db, submittedBy, states, limit, skip),
+    submitter: async (id) => {
+      const row = await prismaOf(db).operation.findUnique({ where: { id }, select: { submittedBy: true, createdAt: true } });
+      return row ? { submittedBy: row.submittedBy, createdAt: row.createdAt.getTime() } : undefined;
+    },
   };
 }
