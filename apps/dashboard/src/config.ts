@@ -77,7 +77,7 @@ export const dashboardSchema = z.object({
   DASHBOARD_LOGIN_WINDOW: envDuration("15m").describe("Window of DASHBOARD_LOGIN_LIMIT"),
   DASHBOARD_API_TOKENS: secret(
     apiTokensField.describe(
-      "Bearer tokens of the operations API and /metrics as name:scopes:token, separated by commas or newlines (# comments); scopes joined with + from metrics, read, submit, submit:<job>, admin (tokens ≥ 32 characters, no ':')",
+      "Bearer tokens of the operations API and /metrics as name:scopes:token, separated by commas or newlines (# comments); scopes joined with + from metrics, read, submit, submit:<job>, admin, and site:<name> to confine read/submit to the operations that site's tokens submitted (tokens ≥ 32 characters, no ':')",
     ),
   ),
   DASHBOARD_BODY_LIMIT: envInt(1_048_576, 1_024, 64 * 1_048_576).describe("Largest request body in bytes (larger: 413)"),

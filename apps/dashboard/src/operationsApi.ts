@@ -5,7 +5,7 @@ import type { ApiLock } from "@fleet/core/apiLock";
 import type { ContractLookup } from "@fleet/core/jobDefinition";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { OperationRecorder } from "@fleet/core/operationRecorder";
-import { AmbiguousOperationError, OPERATION_ID, OPERATION_STATES, cancelOperation, findOperation, listOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
+import { AmbiguousOperationError, OPERATION_ID, OPERATION_STATES, cancelOperation, describeOperation, findOperation, listOperations, listOperationsSubmittedBy, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
 import type { OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
 import { parseRunAt } from "@fleet/core/runAt";
@@ -14,6 +14,7 @@ import type { Queryable } from "@fleet/db/pool";
 import { registerCallback } from "@fleet/db/sql/webhooks";
 import type { FleetJobs } from "@fleet/jobs/contracts";
 import { actorOf } from "./auth";
+import { siteClientJobId, siteSubmitted, siteViewOf } from "./siteScope";
 import { formatScopes, mayActOnJob } from "./tokenScopes";
 
 /**
@@ -34,6 +35,8 @@ export interface OperationsApiOptions {
   history: { recorder: OperationRecorder; reader: OperationHistoryReader };
   /** Completion callbacks: the allow-list, and where a callback is recorded. */
   callbacks: { allowedUrls: readonly string[]; db: Queryable };
+  /** Each site's submitters (`token:<name>`), see siteScope.ts: a site's token sees only theirs. */
+  sites: ReadonlyMap<string, readonly string[]>;
 }
 
 // A client's id (opts.jobId): no ":" (BullMQ refuses it in custom ids); stored as api-<job>-<id>.
@@ -93,9 +96,15 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     const def = catalogue.get(name);
     if (!def) return reply.code(400).send({ error: `unknown job "${name}"`, known: catalogue.names() });
     const principal = req.principal;
+    const site = siteViewOf(principal, options.sites);
     if (principal?.kind === "token" && !mayActOnJob(principal.scopes, name)) {
       req.log.warn({ token: principal.user, name }, "token scope refused");
       return reply.code(403).send({ error: `this token may not submit "${name}" (its scopes: ${formatScopes(principal.scopes)})` });
+    }
+    if (site && def.dedupeKeepLastIfActive) {
+      // Its requests made during one run become one shared run (the last one's data, every
+      // requester's callback): a site would share it with, and learn of, every other submitter.
+      return reply.code(403).send({ error: `"${name}" merges the requests made while it runs into one run shared by every submitter: a site's token (site:${site.site}) may not submit it` });
     }
     const payload = def.schema.safeParse(data);
     if (!payload.success) return invalid(reply, `invalid data for job "${name}"`, payload.error);
@@ -106,7 +115,7 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
       if (def.jobId || def.dedupeId) {
         return reply.code(400).send({ error: `job "${name}" derives its own id from its data: leave opts.jobId out`, issues: [{ path: "opts.jobId", message: "not accepted for this job" }] });
       }
-      opts = { ...opts, jobId: clientJobId(name, opts.jobId) };
+      opts = { ...opts, jobId: site ? siteClientJobId(site.site, name, opts.jobId) : clientJobId(name, opts.jobId) };
     }
     // The name is checked against the catalogue just above; the client validates the payload again.
     // What is queued may be another submission's job (a duplicate), or this request may wait for
@@ -114,6 +123,12 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     // and recorded as it is.
     const submission = await jobs.submit(name as keyof FleetJobs & string, payload.data as never, opts);
     const { job, deduplicated, queuedAfter } = submission;
+    // A job that derives its id from its data (unpack of one manifest, the fleet's singletons)
+    // can be one another submitter queued: a site's token is told so and shown nothing of it,
+    // and its callback is not registered on it.
+    if (site && deduplicated && !(await siteSubmitted(site, history.reader, submission.id, job))) {
+      return reply.code(409).send({ error: `an identical "${name}" operation (same id, derived from its data) was queued by another submitter: nothing new was queued, and this token cannot see it` });
+    }
     if (callbackUrl !== undefined) {
       // After the enqueue, under the id of the job that carries the request. Should the job end
       // before this row exists, webhook-send's backstop queues it from the history.
@@ -134,15 +149,33 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     // request waiting for a running job has no job yet: its row (WAITING, who submitted it) is
     // what GET answers until the job exists; the job's first event takes it over. Several
     // requests of one run share it, and the first submitter is the one kept.
+    const notWritten = (err: unknown) => {
+      req.log.warn({ err, operation: submission.id }, "operation history not written");
+      return false;
+    };
+    let written = true;
     if (queuedAfter) {
       const ref = { ...operationRef(job), id: submission.id, createdAt: Date.now(), data: payload.data };
-      await history.recorder
-        .deferred?.(ref, queuedAfter, actorOf(req.principal))
-        .catch((err: unknown) => req.log.warn({ err, operation: submission.id }, "operation history not written"));
+      written = (await history.recorder.deferred?.(ref, queuedAfter, actorOf(req.principal)).then(() => true, notWritten)) ?? true;
     } else if (!deduplicated) {
-      await history.recorder
-        .submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal))
-        .catch((err: unknown) => req.log.warn({ err, operation: job.id }, "operation history not written"));
+      written = await history.recorder.submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal)).then(() => true, notWritten);
+    }
+    if (site && !written) {
+      // Only the history says an operation is the site's: unrecorded, its site could never see
+      // or cancel it, so it is withdrawn (a durable kind's kept request first, as a cancel does).
+      const withdrawn =
+        !queuedAfter &&
+        (await (async () => {
+          if (def.durable) await jobs.forgetRequest(name, job.id!);
+          await job.remove();
+          return true;
+        })().catch(() => false));
+      req.log.warn({ operation: submission.id, withdrawn }, "site operation not recorded as the site's");
+      return reply.code(withdrawn ? 503 : 500).send({
+        error: withdrawn
+          ? "the operation could not be recorded as this site's (database unavailable): nothing was submitted"
+          : `operation ${submission.id} is queued but could not be recorded as this site's: this token cannot see or cancel it`,
+      });
     }
     const extra = { ...(runAt ? { runAt: runAt.toISOString() } : {}), ...(callbackUrl ? { callbackUrl } : {}) };
     if (queuedAfter) return reply.code(202).send({ id: submission.id, name, queue: def.queue, state: "deferred", queuedAfter, ...extra });
@@ -153,11 +186,24 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     const query = listQuery.safeParse(req.query);
     if (!query.success) return invalid(reply, "invalid query", query.error);
     const { state, limit } = query.data;
+    const site = siteViewOf(req.principal, options.sites);
+    if (site) return reply.send({ operations: await listOperationsSubmittedBy(queues, history.reader, site.submitters, state, limit) });
     return reply.send({ operations: await listOperations(queues, state, limit, history.reader) });
   });
 
   app.get("/api/operations/:id", async (req, reply) => {
-    const operation = await showOperation(queues, history.reader, (req.params as { id: string }).id).catch(ambiguous(reply));
+    const id = (req.params as { id: string }).id;
+    const site = siteViewOf(req.principal, options.sites);
+    if (site) {
+      // Answered as for an unknown id whenever the site did not submit it (an id naming jobs
+      // in several queues included: which queues hold it is not the site's to know).
+      const found = OPERATION_ID.test(id) ? await findOperation(queues, id).catch(notFoundIfAmbiguous) : undefined;
+      if (found === AMBIGUOUS || !(OPERATION_ID.test(id) && (await siteSubmitted(site, history.reader, id, found?.job)))) return reply.code(404).send({ error: "no such operation" });
+      const operation = found ? await describeOperation(found.job, found.queue) : await history.reader.find(id);
+      if (!operation) return reply.code(404).send({ error: "no such operation" });
+      return reply.send(operation);
+    }
+    const operation = await showOperation(queues, history.reader, id).catch(ambiguous(reply));
     if (operation === AMBIGUOUS) return reply;
     if (!operation) return reply.code(404).send({ error: "no such operation" });
     return reply.send(operation);
@@ -165,8 +211,11 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
 
   app.post("/api/operations/:id/cancel", async (req, reply) => {
     const id = (req.params as { id: string }).id;
-    const found = await findOperation(queues, id).catch(ambiguous(reply));
-    if (found === AMBIGUOUS) return reply;
+    const site = siteViewOf(req.principal, options.sites);
+    const found = await findOperation(queues, id).catch(site ? notFoundIfAmbiguous : ambiguous(reply));
+    if (found === AMBIGUOUS) return site ? reply.code(404).send({ error: "no such operation" }) : reply;
+    // Before anything that tells what the operation is (its state, its job): another site's is unknown here.
+    if (site && !(OPERATION_ID.test(id) && (await siteSubmitted(site, history.reader, id, found?.job)))) return reply.code(404).send({ error: "no such operation" });
     if (!found) {
       const past = OPERATION_ID.test(id) ? await history.reader.find(id) : undefined;
       if (!past) return reply.code(404).send({ error: "no such operation" });
@@ -223,6 +272,12 @@ export function clientJobId(name: string, id: string): string {
 }
 
 const AMBIGUOUS = Symbol("ambiguous");
+
+/** For a site's token: an ambiguous id is answered like an unknown one (see the routes). */
+function notFoundIfAmbiguous(err: unknown): typeof AMBIGUOUS {
+  if (!(err instanceof AmbiguousOperationError)) throw err;
+  return AMBIGUOUS;
+}
 
 /** An id that names jobs in several queues (AmbiguousOperationError): 409 naming them. */
 function ambiguous(reply: FastifyReply): (err: unknown) => typeof AMBIGUOUS {

@@ -8,6 +8,9 @@
  * - `submit`: read, submit any catalogue job, cancel any operation.
  * - `submit:<job>`: read, submit that job only, cancel operations of that job only.
  * - `admin`: everything, including the API lock and changing live settings (PUT/DELETE /api/settings/:name).
+ * - `site:<name>`: narrows `read`, `submit` and `submit:<job>` to the operations submitted by the
+ *   tokens of that site (every token configured with the same `site:<name>`), see siteScope.ts.
+ *   A token without it sees every operation, as before; `admin` cannot be narrowed.
  */
 export const BASE_SCOPES = ["metrics", "read", "submit", "admin"] as const;
 export type BaseScope = (typeof BASE_SCOPES)[number];
@@ -16,9 +19,13 @@ export interface TokenScopes {
   readonly base: ReadonlySet<BaseScope>;
   /** Job names this token may submit and cancel (from `submit:<job>`). */
   readonly jobs: ReadonlySet<string>;
+  /** The site (`site:<name>`) whose operations alone this token sees and acts on; none: every operation. */
+  readonly site?: string;
 }
 
 const JOB_NAME = /^[a-z0-9][a-z0-9-]{0,99}$/;
+/** No `-`: a site's client ids are `site-<site>-<job>-<id>`, and the site must end at the first `-`. */
+export const SITE_NAME = /^[a-z0-9][a-z0-9_]{0,31}$/;
 
 /**
  * Parses `read+submit:unpack`. `knownJobs` is the catalogue's names: a `submit:<job>` naming
@@ -28,22 +35,33 @@ const JOB_NAME = /^[a-z0-9][a-z0-9-]{0,99}$/;
 export function parseScopes(text: string, knownJobs: ReadonlySet<string> | undefined): { scopes: TokenScopes; problems: string[] } {
   const base = new Set<BaseScope>();
   const jobs = new Set<string>();
+  const sites: string[] = [];
   const problems: string[] = [];
   const parts = text.split("+").map((s) => s.trim());
-  if (parts.length === 0 || parts.some((p) => p === "")) problems.push(`scopes ${JSON.stringify(text)}: expected scopes joined with + (${BASE_SCOPES.join(", ")}, submit:<job>)`);
+  if (parts.length === 0 || parts.some((p) => p === "")) problems.push(`scopes ${JSON.stringify(text)}: expected scopes joined with + (${KNOWN})`);
   for (const part of parts.filter(Boolean)) {
     if ((BASE_SCOPES as readonly string[]).includes(part)) base.add(part as BaseScope);
     else if (part.startsWith("submit:") && JOB_NAME.test(part.slice(7))) {
       const job = part.slice(7);
       if (knownJobs && !knownJobs.has(job)) problems.push(`scope ${JSON.stringify(part)}: no job "${job}" in the catalogue`);
       else jobs.add(job);
-    } else problems.push(`unknown scope ${JSON.stringify(part)} (known: ${BASE_SCOPES.join(", ")}, submit:<job>)`);
+    } else if (part.startsWith("site:")) {
+      if (SITE_NAME.test(part.slice(5))) sites.push(part.slice(5));
+      else problems.push(`scope ${JSON.stringify(part)}: a site name is 1 to 32 lower-case letters, digits and _`);
+    } else problems.push(`unknown scope ${JSON.stringify(part)} (known: ${KNOWN})`);
   }
-  return { scopes: { base, jobs }, problems };
+  // A site narrows what the token reads and acts on. Anything that would leave it unclear what
+  // the token sees is refused at startup rather than guessed.
+  if (sites.length > 1) problems.push(`scopes ${JSON.stringify(text)}: one site:<name> per token`);
+  if (sites.length > 0 && base.has("admin")) problems.push(`scopes ${JSON.stringify(text)}: admin sees and does everything, site:${sites[0]} cannot narrow it`);
+  else if (sites.length > 0 && !base.has("read") && !base.has("submit") && jobs.size === 0) problems.push(`scopes ${JSON.stringify(text)}: site:${sites[0]} narrows read, submit or submit:<job>, and the token has none of them`);
+  return { scopes: { base, jobs, ...(sites[0] !== undefined ? { site: sites[0] } : {}) }, problems };
 }
 
+const KNOWN = `${BASE_SCOPES.join(", ")}, submit:<job>, site:<name>`;
+
 export function formatScopes(scopes: TokenScopes): string {
-  return [...scopes.base, ...[...scopes.jobs].map((j) => `submit:${j}`)].join("+");
+  return [...scopes.base, ...[...scopes.jobs].map((j) => `submit:${j}`), ...(scopes.site !== undefined ? [`site:${scopes.site}`] : [])].join("+");
 }
 
 /** What a request needs: a base scope, or the right to submit/cancel one job. */

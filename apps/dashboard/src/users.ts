@@ -64,7 +64,7 @@ export function parseApiTokens(entries: readonly string[], where: string): { tok
     const name = entry.slice(0, Math.max(first, 0));
     const label = NAME.test(name) ? `token "${name}"` : `${where} entry ${i + 1}`;
     if (first < 1 || last === first || !NAME.test(name)) {
-      problems.push(`${label}: expected name:scopes:token, scopes joined with + (${BASE_SCOPES.join(", ")}, submit:<job>), e.g. prometheus:metrics:<token>`);
+      problems.push(`${label}: expected name:scopes:token, scopes joined with + (${BASE_SCOPES.join(", ")}, submit:<job>, site:<name>), e.g. prometheus:metrics:<token>`);
       return;
     }
     const token = entry.slice(last + 1);

@@ -28,7 +28,7 @@ describe("API token scopes: config", () => {
   it("refuses unknown scopes, unknown jobs and the old name:token form at startup, never echoing a token", () => {
     const t = secret();
     const issues = configIssues({ DASHBOARD_API_TOKENS: `a:reed:${t},b:submit:no-such-job:${t}1,c:${t}2,d:read++admin:${t}3` });
-    expect(issues).toContain('token "a": unknown scope "reed" (known: metrics, read, submit, admin, submit:<job>)');
+    expect(issues).toContain('token "a": unknown scope "reed" (known: metrics, read, submit, admin, submit:<job>, site:<name>)');
     expect(issues).toContain('token "b": scope "submit:no-such-job": no job "no-such-job" in the catalogue');
     expect(issues).toContain('token "c": expected name:scopes:token');
     expect(issues).toContain('token "d": scopes "read++admin": expected scopes joined with +');
