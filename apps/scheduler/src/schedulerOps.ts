@@ -37,6 +37,7 @@ export async function startSchedulerOps(config: SchedulerConfig, deps: { redis: 
   const server = await startOpsServer({
     port: config.SCHEDULER_METRICS_PORT,
     host: config.SCHEDULER_METRICS_HOST,
+    variables: { port: "SCHEDULER_METRICS_PORT", host: "SCHEDULER_METRICS_HOST" },
     ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
     registry,
     log: deps.log,

@@ -41,6 +41,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     server = await startOpsServer({
       port: config.METRICS_PORT,
       host: config.METRICS_HOST,
+      variables: { port: "METRICS_PORT", host: "METRICS_HOST" },
       registry: metrics.registry,
       log,
       ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),

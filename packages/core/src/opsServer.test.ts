@@ -3,6 +3,7 @@ import { connect as netConnect } from "node:net";
 import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { Registry } from "prom-client";
+import { ConfigError } from "./errors";
 import { createLogger } from "./logger";
 import { closeServer, startOpsServer } from "./opsServer";
 
@@ -62,5 +63,24 @@ describe("ops server", () => {
     const server = await startOpsServer({ port: 0, host: "0.0.0.0", registry: new Registry(), readiness: [], log });
     await closeServer(server);
     expect(lines.join("")).toContain("ops server reachable from the network with /metrics open to anyone: set METRICS_TOKEN");
+  });
+
+  it("a port another process holds (a second worker on the host) is a configuration error naming the variable and the way out, not a bare EADDRINUSE", async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const port = (holder.address() as AddressInfo).port;
+    try {
+      const started = startOpsServer({ port, host: "127.0.0.1", variables: { port: "SCHEDULER_METRICS_PORT", host: "SCHEDULER_METRICS_HOST" }, registry: new Registry(), readiness: [], log });
+      const err = await started.then(
+        (server) => closeServer(server).then(() => undefined),
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).issues).toEqual([
+        `SCHEDULER_METRICS_PORT: 127.0.0.1:${port} is already in use (another Fleet process on this host?): give each process on a host its own SCHEDULER_METRICS_PORT, or SCHEDULER_METRICS_PORT=0 to pick a free one (the address is logged at start); SCHEDULER_METRICS_HOST sets the address`,
+      ]);
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
   });
 });

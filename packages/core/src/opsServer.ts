@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { Registry } from "prom-client";
+import { ConfigError } from "./errors";
 import type { Logger } from "./logger";
 
 /**
@@ -16,6 +17,8 @@ export interface Check {
 export interface OpsServerOptions {
   port: number;
   host: string;
+  /** The variables that set port and host, named when the port is taken (default: the worker's METRICS_PORT, METRICS_HOST). */
+  variables?: { port: string; host: string };
   registry: Registry;
   readiness: readonly Check[];
   log: Logger;
@@ -67,7 +70,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<Server>
     res.writeHead(404, { "content-type": "application/json" }).end('{"error":"not found"}');
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" ? portTaken(options, err) : err));
     server.listen(options.port, options.host, () => resolve());
   });
   const address = server.address();
@@ -76,6 +79,19 @@ export async function startOpsServer(options: OpsServerOptions): Promise<Server>
     options.log.warn({ host: options.host }, "ops server reachable from the network with /metrics open to anyone: set METRICS_TOKEN");
   }
   return server;
+}
+
+/**
+ * The port is another process's: a second worker started on the same host, as the README's
+ * "scale these" invites (found by a new operator's walkthrough: the worker died with a bare
+ * `listen EADDRINUSE` stack that named neither the variable nor the way out).
+ */
+function portTaken(options: OpsServerOptions, cause: Error): ConfigError {
+  const { port, host } = options.variables ?? { port: "METRICS_PORT", host: "METRICS_HOST" };
+  const err = new ConfigError([
+    `${port}: ${options.host}:${options.port} is already in use (another Fleet process on this host?): give each process on a host its own ${port}, or ${port}=0 to pick a free one (the address is logged at start); ${host} sets the address`,
+  ]);
+  return Object.assign(err, { cause });
 }
 
 /** The request's bearer token equals `expected` (compared as digests, in constant time). */
