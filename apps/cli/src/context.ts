@@ -91,7 +91,8 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
       const others = await knownPrefixes(r, config.FLEET_PREFIX);
       throw new NoFleetError(
         `no fleet under FLEET_PREFIX=${config.FLEET_PREFIX} in Redis at ${redactUrl(config.REDIS_URL)}: no worker, scheduler or job has used that prefix` +
-          (others.length > 0 ? ` (prefixes with a fleet there: ${others.join(", ")}); check FLEET_PREFIX` : "; check FLEET_PREFIX and REDIS_URL"),
+          (others.length > 0 ? ` (prefixes with a fleet there: ${others.join(", ")}); check FLEET_PREFIX` : "; check FLEET_PREFIX and REDIS_URL") +
+          ((await databaseHasWork(r.db)) ? EMPTIED_REDIS : ""),
       );
     },
     async close() {
@@ -99,6 +100,23 @@ export function createCliContext(env: NodeJS.ProcessEnv): CliContext {
       await pool?.end();
     },
   };
+}
+
+// Found by a fault walk: right after a FLUSHALL (or a Redis restarted without persistence) the
+// message above sent the operator hunting for a typo in a fleet whose work PostgreSQL still holds.
+const EMPTIED_REDIS =
+  ". The database holds this fleet's ranges, so if REDIS_URL and FLEET_PREFIX are the workers' own, Redis was emptied or restarted without persistence: " +
+  "a running worker or scheduler notices within RECOVERY_INTERVAL (5 s by default) and re-creates the fleet's jobs from PostgreSQL (run this again then); with none running, start one";
+
+/** Whether the database holds a migration's ranges (a fleet has run there); false when it cannot tell. */
+async function databaseHasWork(db: DbPool): Promise<boolean> {
+  try {
+    const { rows } = await db.query<{ work: boolean }>(`SELECT EXISTS (SELECT 1 FROM migration_ranges) AS work`);
+    return rows[0]?.work === true;
+  } catch {
+    // No database, or no schema: the command's own database check says so.
+    return false;
+  }
 }
 
 /** One round trip: the server answers and the schema is there (else the caller's error handler words it). */

@@ -169,6 +169,30 @@ describe("fleet CLI hygiene", () => {
     // Nothing was there to delete: looking created no key.
     expect(await cleanupPrefix(testRedisUrl(), bullPrefix(typo))).toBe(0);
   });
+
+  it("a prefix with nothing in Redis while the database holds the fleet's ranges says Redis was likely emptied, and what brings it back", async () => {
+    // What a FLUSHALL (or a Redis restarted without persistence) leaves for the seconds before a
+    // worker notices: the database of a fleet that ran, and no key of it in Redis.
+    const ran = await createTestDatabase();
+    const emptied = uniquePrefix("cli-hygiene-emptied");
+    try {
+      const pg = await import("pg");
+      const client = new pg.default.Client({ connectionString: ran.url });
+      await client.connect();
+      await client.query(`INSERT INTO migration_ranges (min_id, max_id) VALUES (1, 1000)`);
+      await client.end();
+      const r = await fleet({ ...env, DATABASE_URL: ran.url, FLEET_PREFIX: emptied }, ["migrate", "status"]);
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(`no fleet under FLEET_PREFIX=${emptied} in Redis at ${testRedisUrl()}: no worker, scheduler or job has used that prefix`);
+      expect(r.err).toContain("Redis was emptied or restarted without persistence: a running worker or scheduler notices within RECOVERY_INTERVAL");
+      // The typo's own case (a database without ranges) does not say so: the test above's database.
+      const typo = await fleet({ ...env, FLEET_PREFIX: emptied }, ["migrate", "status"]);
+      expect([typo.code, typo.err.includes("Redis was emptied")]).toEqual([1, false]);
+      expect(await cleanupPrefix(testRedisUrl(), bullPrefix(emptied))).toBe(0);
+    } finally {
+      await ran.drop();
+    }
+  });
 });
 
 /** An empty database (no Fleet schema), created and dropped here. */
