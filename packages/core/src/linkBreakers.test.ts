@@ -85,4 +85,32 @@ describe("LinkBreakers", () => {
     const again = await two.open(LINK, "ECONNREFUSED", "network", "worker-2", 1_000);
     expect(again).toMatchObject({ opened: true, state: { failedProbes: 0, category: "network" } });
   });
+
+  it("re-opened soon after a probe closed it (the probe passed, transfers did not), goes on backing off along the schedule; a close without memory, or one whose memory lapsed, starts afresh", async () => {
+    // A full disk: the probe's small write fits, the files do not (found by a fault walk).
+    const schedule = [1_000, 4_000, 9_000];
+    const delayOf = (s: { nextProbeAt: Date; openedAt: Date }) => s.nextProbeAt.getTime() - s.openedAt.getTime();
+    await one.close(LINK);
+    const first = await one.open(LINK, "no-space: ENOSPC", "no-space", "worker-1", schedule);
+    expect([first.opened, first.state.failedProbes, delayOf(first.state)]).toEqual([true, 0, 1_000]);
+    const seen: Array<[number, number]> = [];
+    for (let i = 0; i < 3; i++) {
+      expect(await one.close(LINK, 60_000)).toBe(true); // the probe passed
+      const again = await two.open(LINK, "no-space: ENOSPC", "no-space", "worker-2", schedule);
+      expect(again.opened).toBe(true);
+      expect(again.state.lastProbeError).toMatch(/^the last probe passed, but transfers failed again \d+ s after it closed the breaker$/);
+      seen.push([again.state.failedProbes, delayOf(again.state)]);
+    }
+    // 4 s, 9 s, then the last delay repeats — not 1 s after 1 s.
+    expect(seen).toEqual([[1, 4_000], [2, 9_000], [3, 9_000]]);
+    // An operator's (or any) close without memory: the next opening is a new outage.
+    await one.close(LINK);
+    expect((await one.open(LINK, "EIO", "io", "worker-1", schedule)).state).toMatchObject({ failedProbes: 0 });
+    // A close whose memory lapsed before the link failed again: a new outage too.
+    await one.close(LINK, 200);
+    await sleep(400);
+    const fresh = await one.open(LINK, "EIO", "io", "worker-1", schedule);
+    expect([fresh.state.failedProbes, delayOf(fresh.state), fresh.state.lastProbeError]).toEqual([0, 1_000, undefined]);
+    await one.close(LINK);
+  });
 });

@@ -9,6 +9,9 @@ import type { Redis } from "ioredis";
  * - `{prefix}:breaker:<id>` (a hash) exists while the link's breaker is open: why (reason,
  *   category), since when, who opened it, when the next probe is due, how many probes failed.
  * - `{prefix}:breaker:<id>:probe` is the probe lease: one prober at a time, fleet-wide.
+ * - `{prefix}:breaker:<id>:closed` remembers, for a while after a probe closed the breaker, how
+ *   many probes had failed: a re-opening within that while goes on along the probe schedule
+ *   where it was, instead of starting it afresh.
  * - `{prefix}:breakers` (a hash) names every link that ever had a breaker: id → label, so a
  *   closed breaker can be reported as closed (0), not as unknown.
  *
@@ -50,13 +53,29 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 const STATE = `${NOW}
 return {now, redis.call('HGETALL', KEYS[1])}`;
 
-// KEYS: state, links. ARGV: id, link, reason, category, openedBy, firstProbeDelayMs.
-// Opens the breaker unless it is open already; {1 if this call opened it, now, fields}.
+// KEYS: state, links, closed memory. ARGV: id, link, reason, category, openedBy, probe delays
+// (ms, comma-separated; the last repeats). Opens the breaker unless it is open already; {1 if
+// this call opened it, now, fields}. A breaker a probe closed a moment ago (the memory is still
+// there) re-opens with the probe that let transfers through counted as failed, so the probes back
+// off along the schedule. (It is a new opening all the same, with its own time: an alert raised
+// for the close is followed by one for this opening.) Found by a fault walk on
+// a full disk: the probe's small write fitted where files did not, so every probe closed the
+// breaker, transfers failed again at once and it re-opened afresh, 5 s after 5 s for as long as
+// the disk stayed full (a new "opening" each time, never backing off).
 const OPEN = `${NOW}
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, now, redis.call('HGETALL', KEYS[1])} end
+local delays = {}
+for d in string.gmatch(ARGV[6], '[^,]+') do delays[#delays + 1] = tonumber(d) end
+local failed = 0
+local before = redis.call('HMGET', KEYS[3], 'failedProbes', 'closedAt')
+if before[2] then failed = (tonumber(before[1]) or 0) + 1 end
+redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[1], 'link', ARGV[2], 'reason', ARGV[3], 'category', ARGV[4], 'openedBy', ARGV[5],
-  'openedAt', now, 'nextProbeAt', now + tonumber(ARGV[6]), 'failedProbes', 0)
+  'openedAt', now, 'nextProbeAt', now + delays[math.min(failed + 1, #delays)], 'failedProbes', failed)
+if before[2] then
+  redis.call('HSET', KEYS[1], 'lastProbeError', 'the last probe passed, but transfers failed again ' .. math.floor((now - tonumber(before[2])) / 1000) .. ' s after it closed the breaker')
+end
 return {1, now, redis.call('HGETALL', KEYS[1])}`;
 
 // KEYS: state, probe lease. ARGV: holder, leaseMs, recheckMs. Hands the probe to one caller once
@@ -82,9 +101,15 @@ local delay = delays[math.min(failed + 1, #delays)]
 redis.call('HSET', KEYS[1], 'nextProbeAt', now + delay, 'lastProbeError', ARGV[1])
 return {1, now, redis.call('HGETALL', KEYS[1])}`;
 
-// KEYS: state, probe lease. 1 when it was open.
-const CLOSE = `
-redis.call('DEL', KEYS[2])
+// KEYS: state, probe lease, closed memory. ARGV: how long to remember the closed outage (ms; 0:
+// not at all). 1 when it was open.
+const CLOSE = `${NOW}
+redis.call('DEL', KEYS[2], KEYS[3])
+local remember = tonumber(ARGV[1])
+if remember > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[3], 'failedProbes', redis.call('HGET', KEYS[1], 'failedProbes') or 0, 'closedAt', now)
+  redis.call('PEXPIRE', KEYS[3], remember)
+end
 return redis.call('DEL', KEYS[1])`;
 
 export class LinkBreakers {
@@ -105,11 +130,14 @@ export class LinkBreakers {
   }
 
   /**
-   * Opens the link's breaker (first probe after `firstProbeDelayMs`); `opened` is false when it
-   * was open already (another worker was first): the state is then that one's.
+   * Opens the link's breaker, its first probe after the first delay of `probeScheduleMs` (a
+   * number: that delay); `opened` is false when it was open already (another worker was first):
+   * the state is then that one's. Re-opened within the memory a probe's close() asked for, the
+   * probe that closed it counts as failed: the first probe comes after the schedule's next delay.
    */
-  async open(link: string, reason: string, category: string, openedBy: string, firstProbeDelayMs: number): Promise<{ opened: boolean; state: BreakerState }> {
-    const [opened, now, fields] = (await this.redis.eval(OPEN, 2, this.stateKey(link), this.links, linkKeyId(link), link, reason, category, openedBy, String(Math.max(0, Math.round(firstProbeDelayMs))))) as [number, number, string[]];
+  async open(link: string, reason: string, category: string, openedBy: string, probeScheduleMs: number | readonly number[]): Promise<{ opened: boolean; state: BreakerState }> {
+    const delays = (typeof probeScheduleMs === "number" ? [probeScheduleMs] : probeScheduleMs.length > 0 ? probeScheduleMs : [5_000]).map((d) => Math.max(0, Math.round(d)));
+    const [opened, now, fields] = (await this.redis.eval(OPEN, 3, this.stateKey(link), this.links, this.closedKey(link), linkKeyId(link), link, reason, category, openedBy, delays.join(","))) as [number, number, string[]];
     return { opened: opened === 1, state: stateOf(fields, now)! };
   }
 
@@ -130,9 +158,12 @@ export class LinkBreakers {
     return reply[0] === 1 ? stateOf(reply[2] ?? [], Number(reply[1])) : null;
   }
 
-  /** Closes the breaker; true when it was open. */
-  async close(link: string): Promise<boolean> {
-    return ((await this.redis.eval(CLOSE, 2, this.stateKey(link), this.probeKey(link))) as number) === 1;
+  /**
+   * Closes the breaker; true when it was open. With `rememberMs` (a probe's close), an opening
+   * within that time goes on along the probe schedule (see open()).
+   */
+  async close(link: string, rememberMs = 0): Promise<boolean> {
+    return ((await this.redis.eval(CLOSE, 3, this.stateKey(link), this.probeKey(link), this.closedKey(link), String(Math.max(0, Math.round(rememberMs))))) as number) === 1;
   }
 
   /** Every link that ever had a breaker, open ones with their state, by label. */
@@ -148,6 +179,10 @@ export class LinkBreakers {
 
   private probeKey(link: string): string {
     return `${this.stateKey(link)}:probe`;
+  }
+
+  private closedKey(link: string): string {
+    return `${this.stateKey(link)}:closed`;
   }
 }
 

@@ -123,7 +123,7 @@ export class LinkGuard {
     // Stop local work at once; Redis learns it a moment later.
     this.markOpen({ link: this.link, reason, category: error.category, openedAt: new Date(), openedBy: options.owner, nextProbeAt: new Date(Date.now() + firstDelay), failedProbes: 0, probeInMs: firstDelay });
     this.openingPending = true;
-    this.opening = options.breakers.open(this.link, reason, error.category, options.owner, firstDelay).then(
+    this.opening = options.breakers.open(this.link, reason, error.category, options.owner, options.probeScheduleMs).then(
       ({ opened, state }) => {
         this.markOpen(state);
         if (!opened) return;
@@ -201,7 +201,9 @@ export class LinkGuard {
       return { open: true, until: spread(Math.max(state.probeInMs, 0)), reason: state.reason };
     }
     metrics.linkProbes.inc({ link: this.link, outcome: "ok" });
-    const wasOpen = await breakers.close(this.link).catch(() => true);
+    // A probe proves less than transfers do (a small write fits on a disk where files no longer
+    // do): should the link fail again soon after, the probes go on backing off (see LinkBreakers).
+    const wasOpen = await breakers.close(this.link, reopenMemoryMs(this.options.probeScheduleMs)).catch(() => true);
     const since = this.state?.openedAt;
     this.markClosed();
     if (wasOpen) {
@@ -228,6 +230,11 @@ export class LinkGuard {
     this.options.metrics.linkBreakerOpen.set({ link: this.link }, 0);
     this.openController = new AbortController();
   }
+}
+
+/** How long after a probe closed the breaker a re-opening goes on along the probe schedule: twice its longest delay, a minute at least. */
+export function reopenMemoryMs(probeScheduleMs: readonly number[]): number {
+  return Math.max(60_000, 2 * Math.max(0, ...probeScheduleMs));
 }
 
 async function probeOf(storage: Storage, role: "source" | "destination"): Promise<void> {
