@@ -199,7 +199,9 @@ export async function watchStatus(readReport: () => Promise<StatusReport>, signa
   );
   const n0 = report.numbers;
   const files = multi.create(Math.max(n0.total.files, 1), n0.done, { label: "files ", ...barFields(n0) });
-  const ranges = multi.create(Math.max(totalRanges(n0), 1), n0.ranges.COMPLETE, { label: "ranges", failed: "", retrying: "", rate: "", elapsed: "", eta_text: "" });
+  // Its own format: the files bar's, fed empty fields, drew "failed  retrying  |  | elapsed  | eta"
+  // (found by a new operator's walkthrough).
+  const ranges = multi.create(Math.max(totalRanges(n0), 1), n0.ranges.COMPLETE, { label: "ranges" }, { format: RANGES_BAR });
   try {
     while (report.numbers.state !== "done" && !signal.aborted) {
       await pause();
@@ -215,6 +217,9 @@ export async function watchStatus(readReport: () => Promise<StatusReport>, signa
   }
   return report;
 }
+
+/** The ranges bar under the files bar: the counts only (failures, rates and the ETA are the files'). */
+export const RANGES_BAR = "{label} [{bar}] {percentage}% | {value}/{total} complete";
 
 function barFields(n: MigrationNumbers): Record<string, string> {
   const now = n.rate.lastMinute;
