@@ -234,6 +234,21 @@ export async function runningBatchIds(db: DbPool): Promise<number[]> {
   return rows.map((r) => Number(r.id));
 }
 
+/**
+ * Whether accounts-reconcile has anything to look at: a RUNNING batch (its flow may be lost) or
+ * a cancel command still owed (account_step.cancel_state PENDING). One round trip for the
+ * recovery pass, which asked for an accounts-reconcile job every RECONCILE_INTERVAL whatever
+ * the answer (found by an operator walkthrough: on a file-only fleet one job every 30 s,
+ * 2,880 rows a day in the operation history, most of `fleet ops list`).
+ */
+export async function hasAccountRunsToReconcile(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ work: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM migration_batch WHERE status = 'RUNNING')
+         OR EXISTS (SELECT 1 FROM account_step WHERE cancel_state = 'PENDING') AS work`,
+  );
+  return rows[0]?.work === true;
+}
+
 /** Accounts of a batch by steps done (step progress: accounts past step i = those with steps_done > i). */
 export async function stepProgress(db: DbPool, batchId: number): Promise<Array<{ stepsDone: number; n: number }>> {
   const groups = await prismaOf(db).migrationAccount.groupBy({ by: ["stepsDone"], where: { batchId: BigInt(batchId) }, _count: { _all: true }, orderBy: { stepsDone: "asc" } });

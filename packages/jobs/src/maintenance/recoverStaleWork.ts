@@ -2,6 +2,7 @@ import { enqueueRangesAgain } from "../migration/fairShare";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
+import { hasAccountRunsToReconcile } from "@fleet/db/sql/accountBatches";
 import { hasRequestedRetries, resetStuckRetries } from "@fleet/db/sql/files";
 import { writeLog } from "@fleet/db/sql/log";
 import { resetStaleSending } from "@fleet/db/sql/notifications";
@@ -98,8 +99,9 @@ export async function recoverStaleWork(
     // Files an operator asked to retry whose job Redis lost: a retry run takes them first
     // (deduplicated; found by review: they waited for the next 30-minute tick).
     if (await hasRequestedRetries(db)) await jobs.enqueue("retry-failed", {});
-    // Account batches keep their flows in Redis: re-derive any a loss took (deduplicated job).
-    await jobs.enqueue("accounts-reconcile", {});
+    // Account batches keep their flows in Redis: re-derive any a loss took (deduplicated job),
+    // when there is a running batch or an owed cancel for it to look at.
+    if (await hasAccountRunsToReconcile(db)) await jobs.enqueue("accounts-reconcile", {});
   }
   // Requests nothing else re-derives (remote commands): checked with the reconciliation, and at
   // every pass while some were found missing, so a lost one is queued again a lock period after
