@@ -35,7 +35,9 @@ export function runWindowBlocker(windowOrLive: RunWindows | undefined | (() => P
   return async (now) => {
     const window = typeof windowOrLive === "function" ? await windowOrLive() : windowOrLive;
     if (!window || window.isOpen(now)) return [];
-    return [{ kind: "window-closed", reason: `outside the migration window (${window.describe()})`, resumesAt: window.nextOpening(now).toISOString() }];
+    // The way out, as the paused queue's reason gives one (found by a new operator's walkthrough:
+    // the default window is closed on weekdays from 06:00 to 22:00, and the status said only that).
+    return [{ kind: "window-closed", reason: `outside the migration window (${window.describe()}); to copy now: \`fleet settings set RUN_WINDOWS false\` or widen MIGRATION_WINDOW`, resumesAt: window.nextOpening(now).toISOString() }];
   };
 }
 

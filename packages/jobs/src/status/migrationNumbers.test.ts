@@ -129,7 +129,7 @@ describe("blockers", () => {
     );
     expect(blockers).toEqual([
       { kind: "paused", reason: "queue migration is paused: no new range starts until `fleet resume migration`" },
-      { kind: "window-closed", reason: "outside the migration window (mon-fri 22:00-06:00 (UTC))", resumesAt: "2026-12-07T22:00:00.000Z" },
+      { kind: "window-closed", reason: "outside the migration window (mon-fri 22:00-06:00 (UTC)); to copy now: `fleet settings set RUN_WINDOWS false` or widen MIGRATION_WINDOW", resumesAt: "2026-12-07T22:00:00.000Z" },
     ]);
     expect(warnings).toEqual(["could not tell whether work is held: Redis down"]);
     expect(await runWindowBlocker(undefined)(saturdayNoon)).toEqual([]);
