@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { DelayedError, UnrecoverableError } from "bullmq";
+import { DelayedError, Queue, UnrecoverableError } from "bullmq";
+import type { JobsOptions } from "bullmq";
 import type { Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { RetryableError } from "./errors";
@@ -50,6 +51,8 @@ export class JobRunner<Deps> {
   );
   /** What each JobRun needs of the runner. */
   private readonly host: RunHost<Deps>;
+  /** Producers for queueAgain(), one per queue, made when first needed. */
+  private readonly producers = new Map<string, Queue>();
 
   constructor(private readonly options: RunnerOptions<Deps>) {
     this.host = {
@@ -119,6 +122,7 @@ export class JobRunner<Deps> {
       this.leases.stop();
       this.lockDeadlines.stop();
       this.cancelSubscriber?.disconnect();
+      await Promise.all([...this.producers.values()].map((q) => q.close().catch(() => undefined)));
       // A buffering history writes what it holds before the process goes.
       await this.options.history?.flush?.().catch((err: unknown) => this.options.log.warn({ err }, "operation history: last events not written"));
     }
@@ -269,12 +273,34 @@ export class JobRunner<Deps> {
         return outcome.result;
       case "delay":
         if (outcome.until === undefined) throw outcome.rethrow;
-        await job.moveToDelayed(outcome.until, run.token);
+        await job.moveToDelayed(outcome.until, run.token).catch((err: unknown) => this.queueAgain(run, outcome.until!, err));
         throw new DelayedError();
       default:
         if (outcome.action === "fail" && def) await this.failedForGood(def, job, run.log, outcome.error.message);
         throw outcome.error;
     }
+  }
+
+  /**
+   * The job to delay is gone from Redis (emptied while it ran: a FLUSHALL, a restart without
+   * persistence, a failover): it is added again under its id, delayed the same, so it comes back
+   * as a delayed job does. Found by a fault walk: a range job that ran through a FLUSHALL and was
+   * then delayed by a PostgreSQL restart ("Missing key for job range-12. moveToDelayed") was lost,
+   * its range left PROCESSING without a heartbeat until RANGE_STALE_AFTER, where the same worker
+   * would have claimed it again ~2 s later. Jobs of a job scheduler (`repeat:…`) are left to it.
+   * Any other failure of the move is BullMQ's to report.
+   */
+  private async queueAgain(run: JobRun<Deps>, until: number, err: unknown): Promise<void> {
+    const job = run.bullJob;
+    if (!(err instanceof Error) || !/^Missing key for job/.test(err.message) || !job.id || job.id.startsWith("repeat:")) throw err;
+    let producer = this.producers.get(job.queueName);
+    if (!producer) {
+      producer = new Queue(job.queueName, { connection: this.options.connection, prefix: this.options.prefix });
+      this.producers.set(job.queueName, producer);
+    }
+    const { repeat: _repeat, repeatJobKey: _key, ...opts } = job.opts as JobsOptions & { repeat?: unknown; repeatJobKey?: string };
+    await producer.add(job.name, job.data, { ...opts, jobId: job.id, delay: Math.max(0, until - Date.now()) });
+    run.log.warn({ until: new Date(until).toISOString() }, "the job was gone from Redis (emptied while it ran): queued again under its id, delayed");
   }
 
   /** The definition's onFailedForGood, if it has one; its errors are logged. */
