@@ -299,7 +299,10 @@ export class JobRunner<Deps> {
       this.producers.set(job.queueName, producer);
     }
     const { repeat: _repeat, repeatJobKey: _key, ...opts } = job.opts as JobsOptions & { repeat?: unknown; repeatJobKey?: string };
-    await producer.add(job.name, job.data, { ...opts, jobId: job.id, delay: Math.max(0, until - Date.now()) });
+    // With the attempts it had left: a new job's count starts at 0, and a job that had failed
+    // before its delay must not get a fresh set (its attempt numbers in logs start again at 1).
+    const attempts = opts.attempts === undefined ? undefined : Math.max(1, opts.attempts - job.attemptsMade);
+    await producer.add(job.name, job.data, { ...opts, ...(attempts === undefined ? {} : { attempts }), jobId: job.id, delay: Math.max(0, until - Date.now()) });
     run.log.warn({ until: new Date(until).toISOString() }, "the job was gone from Redis (emptied while it ran): queued again under its id, delayed");
   }
 
