@@ -162,6 +162,62 @@ describe("durable requests (job_requests)", () => {
     }
   }, 60_000);
 
+  it("a replayed job's attempt that fails while the pass is still queueing others adds to the attempts used, not replaces them", async () => {
+    // Found by review: the pass set attempts_before = attempts_made only after queueing every
+    // lost request, so the new job's first failure, written before that (its count on top of
+    // the old attempts_before), became the "attempts before" and the old job's count was lost:
+    // a later replay got attempts already spent. Workers run while the pass does (the recovery
+    // watch runs in the worker); here another request's history write is held by a row lock,
+    // as a slow database would, so that the replayed scan fails once in between.
+    const jobs = h.runtime.deps.jobs;
+    const attempts = jobs.prepareJob("inventory-scan", {}).opts.attempts!;
+    const release = (await tryInventoryLock(h.runtime.db))!; // each scan attempt fails (lock-contention)
+    const holder = await h.runtime.db.connect();
+    try {
+      const runner = await h.startRunner({ queues: ["maintenance"] });
+      const { id, job } = await jobs.submit("inventory-scan", { prefix: "in/" });
+      const made = async () => (await h.runtime.db.query<{ attempts_made: number }>("SELECT attempts_made FROM job_requests WHERE id = $1", [id])).rows[0]?.attempts_made ?? 0;
+      const until = async (done: () => Promise<boolean>) => {
+        const deadline = Date.now() + 20_000;
+        while (!(await done()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      };
+      await until(async () => (await made()) >= 2);
+      await runner.stop(1_000);
+      const used = (await jobs.queue("maintenance").getJob(id))!.attemptsMade;
+      expect(used).toBeGreaterThanOrEqual(2);
+      expect(used).toBeLessThan(attempts);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await made()).toBe(used);
+      const other = await submit("other"); // lost too, queued after the scan by the same pass
+      await job.remove();
+      await (await queue().getJob(other))!.remove();
+      const deps = { db: h.runtime.db, jobs };
+      await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 });
+      await new Promise((r) => setTimeout(r, 200));
+
+      const second = await h.startRunner({ queues: ["maintenance"] });
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM operations WHERE id = $1 FOR UPDATE", [other]);
+      const pass = replayLostRequests(deps, h.log, { ...later, missingMs: 100 });
+      // The replayed scan's first attempt fails while the pass waits on the other request.
+      // (Its next comes after the 200 ms backoff: the pass ends before it.)
+      await until(async () => (await jobs.queue("maintenance").getJob(id))?.attemptsMade === 1);
+      await until(async () => (await made()) !== used); // its count written
+      await holder.query("ROLLBACK");
+      expect(await pass).toEqual({ ended: 0, missing: 0, replayed: 2 });
+
+      await until(async () => (await jobs.queue("maintenance").getJobState(id)) === "failed");
+      expect(await jobs.queue("maintenance").getJobState(id)).toBe("failed");
+      await second.stop(1_000);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await made()).toBe(attempts);
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      holder.release();
+      await release();
+    }
+  }, 60_000);
+
   it("a job removed with no Redis loss (a board clean, by hand) has its request forgotten, never run again, even at a later loss", async () => {
     // Found by review: a bull-board clean of the remote queue removed waiting commands and left
     // their requests; a later pass queued every one of them again.

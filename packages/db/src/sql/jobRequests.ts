@@ -86,13 +86,21 @@ export async function markJobRequestsMissing(db: Queryable, missing: readonly st
   );
 }
 
-/**
- * Counts a replay of each request (its job queued again) and clears its missing mark; the
- * attempts used so far become those of the jobs before the new one.
- */
+/** Counts a replay of each request (its job queued again) and clears its missing mark. */
 export async function countJobRequestReplays(db: Queryable, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return;
-  await db.query("UPDATE job_requests SET missing_since = NULL, replays = replays + 1, attempts_before = attempts_made WHERE id = ANY($1::text[])", [ids]);
+  await db.query("UPDATE job_requests SET missing_since = NULL, replays = replays + 1 WHERE id = ANY($1::text[])", [ids]);
+}
+
+/**
+ * Before a request's new job is queued (a replay): the `attemptsMade` its attempts left were
+ * counted from become those of the jobs before it. Written *before* the add: the new job can
+ * start and fail at once (a worker runs beside the recovery pass), and its count must land on
+ * top of these, not be taken for them (found by review). Harmless if the add then fails: no job
+ * of it has counted anything.
+ */
+export async function startJobRequestReplay(db: Queryable, id: string, attemptsMade: number): Promise<void> {
+  await db.query("UPDATE job_requests SET attempts_before = $2, attempts_made = $2 WHERE id = $1", [id, attemptsMade]);
 }
 
 /**

@@ -2,7 +2,7 @@ import { PermanentError } from "@fleet/core/errors";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
-import { forgetJobRequests, countJobRequestReplays, markJobRequestsMissing, openJobRequests, recordJobRequestAttempts } from "@fleet/db/sql/jobRequests";
+import { forgetJobRequests, countJobRequestReplays, markJobRequestsMissing, openJobRequests, recordJobRequestAttempts, startJobRequestReplay } from "@fleet/db/sql/jobRequests";
 import type { OpenJobRequest } from "@fleet/db/sql/jobRequests";
 import { writeLog } from "@fleet/db/sql/log";
 import { OperationHistory } from "@fleet/db/sql/operations";
@@ -107,6 +107,8 @@ export async function replayLostRequests(
         continue;
       }
       const runAt = request.runAt ? request.runAt.getTime() - Date.now() : 0;
+      // The new job's failures count on from here (before the add: it may fail at once).
+      await startJobRequestReplay(db, request.id, request.attemptsMade);
       const job = await jobs.enqueue(name, request.data as never, {
         jobId: request.id,
         attempts,
