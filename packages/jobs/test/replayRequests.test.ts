@@ -106,6 +106,41 @@ describe("durable requests (job_requests)", () => {
     expect(log.rows.at(-1)).toEqual({ message: expect.stringContaining(`the same work is queued already as ${anew.id}`) });
   });
 
+  it("a lost request whose dedupe key another job with other work holds waits for it, not forgotten as covered", async () => {
+    // Found by review: a replay that BullMQ deduplicated onto any other job was forgotten as
+    // "the same work queued already", but a kind's dedupe id need not name all its work: every
+    // inventory scan shares one (whatever its prefix), an audit's is its prefix (not its limit),
+    // an unpack's its manifest and target (not ifExists). A lost scan of in/ was forgotten for
+    // a scan of other/ and never ran.
+    const jobs = h.runtime.deps.jobs;
+    const maintenance = jobs.queue("maintenance");
+    const lost = await jobs.submit("inventory-scan", { prefix: "in/", restart: true });
+    await lost.job.remove();
+    const deps = { db: h.runtime.db, jobs };
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    // Another operator's scan of another prefix, submitted since the loss, holds the key.
+    const other = await jobs.submit("inventory-scan", { prefix: "other/" });
+    expect(other.deduplicated).toBe(false);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    expect((await kept()).map((r) => r.id).sort()).toEqual([lost.id, other.id].sort());
+    expect(await maintenance.getJobState(lost.id)).toBe("unknown");
+
+    // That scan ends (its request with it): the lost one is queued again under its id, as it was asked.
+    await other.job.remove();
+    await h.runtime.db.query("DELETE FROM job_requests WHERE id = $1", [other.id]);
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
+    expect((await maintenance.getJob(lost.id))?.data).toEqual({ prefix: "in/", restart: true });
+
+    // The same work under another job (the same scan submitted anew) still carries a lost one.
+    await (await maintenance.getJob(lost.id))!.remove();
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    const same = await jobs.submit("inventory-scan", { restart: true, prefix: "in/" });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 1, missing: 0, replayed: 0 });
+    expect((await kept()).map((r) => r.id)).toEqual([same.id]);
+  });
+
   it("a request queued again gets only the attempts it has left; one that used them all is forgotten", async () => {
     // Found by review: the replayed job started BullMQ's count over, so a request Redis lost
     // while it backed off got a fresh set of attempts (JOB_ATTEMPTS 6: up to 11 tries).

@@ -32,6 +32,13 @@ export function durableAttemptRecorder(db: DbPool, log: Logger): (job: { id: str
   };
 }
 
+/** Whether two payloads are the same, whatever the order of their keys (a jsonb column keeps none). */
+function sameData(a: unknown, b: unknown): boolean {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(canonical) : v !== null && typeof v === "object" ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([k, x]) => [k, canonical(x)])) : v;
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
 /** Forgets requests whose jobs were removed outside Fleet's cancel (bull-board, by hand), saying so. */
 async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobRequest[], job: string): Promise<void> {
   await forgetJobRequests(db, removed.map((r) => r.id));
@@ -116,8 +123,16 @@ export async function replayLostRequests(
         ...(request.priority ? { priority: request.priority } : {}),
       });
       if (job.id !== request.id) {
-        // A dedupe kind (an unpack, an audit) whose same work is queued or running already
-        // under another job (one queued since the loss): that job carries the request.
+        // BullMQ deduplicated it onto another job (a dedupe kind: an unpack, an audit, a scan,
+        // queued since the loss). That job carries the request only if it does the same work:
+        // a dedupe id need not name all of it (every scan shares one, whatever its prefix; an
+        // audit's leaves out its limit, an unpack's its ifExists). Other work: the request
+        // waits, missing, and is queued once that job has let go of the key (a later pass).
+        const carrier = job.id ? await jobs.queue(request.queue).getJob(job.id) : undefined;
+        if (!carrier || !sameData(carrier.data, jobs.prepareJob(name, request.data as never).data)) {
+          log.info({ id: request.id, name: request.name, by: job.id }, "a lost request waits to be queued again: another job with other work holds its dedupe key");
+          continue;
+        }
         covered.push(request.id);
         log.warn({ id: request.id, name: request.name, by: job.id }, "a lost request's work is queued already under another job: forgotten");
         await forgetJobRequests(db, [request.id]);
