@@ -42,8 +42,12 @@ export class JobRunner<Deps> {
   private readonly lockWait: LockWait;
   /** The abort signals of the jobs running here (cancel requests, shutdown). */
   private readonly signals = new JobSignals();
-  /** The runs of durable kinds here (`queue\0jobId`): stopped when their lock is lost. */
-  private readonly durableRuns = new Set<string>();
+  /**
+   * The runs of durable kinds here (`queue\0jobId`), counted: stopped when their lock is lost. Two
+   * runs of one id can be here at once (a stopped run still ending while the stalled check's
+   * hand-back is taken by another slot): the first one's end must not forget the second.
+   */
+  private readonly durableRuns = new Map<string, number>();
   /** The durable runs' lock deadlines: stopped before a lock Redis did not renew can lapse. */
   private readonly lockDeadlines = new LockDeadlines(
     (queue, jobId, unrenewedForMs) => this.onLockUnrenewed(queue, jobId, unrenewedForMs),
@@ -134,7 +138,7 @@ export class JobRunner<Deps> {
     const abort = this.signals.track(queue, job.id ?? "");
     const durable = this.options.catalogue.get(job.name)?.durable === true ? `${queue}\0${job.id ?? ""}` : undefined;
     if (durable) {
-      this.durableRuns.add(durable);
+      this.durableRuns.set(durable, (this.durableRuns.get(durable) ?? 0) + 1);
       // The lock was taken by the fetch, whose send time BullMQ stamps as processedOn.
       this.lockDeadlines.track(queue, job.id ?? "", job.processedOn ?? Date.now(), this.lockDurationOf(queue));
     }
@@ -142,7 +146,9 @@ export class JobRunner<Deps> {
       return await this.admitAndRun(queue, job, token, abort);
     } finally {
       if (durable) {
-        this.durableRuns.delete(durable);
+        const left = (this.durableRuns.get(durable) ?? 1) - 1;
+        if (left > 0) this.durableRuns.set(durable, left);
+        else this.durableRuns.delete(durable);
         this.lockDeadlines.untrack(queue, job.id ?? "");
       }
       abort.done();

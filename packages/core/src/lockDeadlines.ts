@@ -35,6 +35,13 @@ interface Deadline {
 export class LockDeadlines {
   /** By `queue\0jobId`. */
   private readonly deadlines = new Map<string, Deadline>();
+  /**
+   * How many runs of each `queue\0jobId` are followed. Two can be at once in one worker (a run
+   * stopped for a lost lock still ending while the stalled check's hand-back runs in another
+   * slot); the lock, and BullMQ's renewals, are by job id, so the deadline is the newest run's,
+   * and the first run's end must not drop it: BullMQ's own renewals of the id stop then.
+   */
+  private readonly runs = new Map<string, number>();
 
   constructor(
     /** Called once a run's deadline passes with no renewal (its lock may lapse soon). */
@@ -45,6 +52,8 @@ export class LockDeadlines {
 
   /** Follows a run whose lock was taken at `lockedAt` (its fetch was sent then) for `lockMs`. */
   track(queue: string, jobId: string, lockedAt: number, lockMs: number): void {
+    const key = `${queue}\0${jobId}`;
+    this.runs.set(key, (this.runs.get(key) ?? 0) + 1);
     this.arm(queue, jobId, lockedAt, lockMs);
   }
 
@@ -56,8 +65,15 @@ export class LockDeadlines {
     }
   }
 
+  /** A run of the job ended; its deadline goes with the last one. */
   untrack(queue: string, jobId: string): void {
     const key = `${queue}\0${jobId}`;
+    const left = (this.runs.get(key) ?? 1) - 1;
+    if (left > 0) {
+      this.runs.set(key, left);
+      return;
+    }
+    this.runs.delete(key);
     clearTimeout(this.deadlines.get(key)?.timer);
     this.deadlines.delete(key);
   }
@@ -65,6 +81,7 @@ export class LockDeadlines {
   stop(): void {
     for (const deadline of this.deadlines.values()) clearTimeout(deadline.timer);
     this.deadlines.clear();
+    this.runs.clear();
   }
 
   private arm(queue: string, jobId: string, since: number, lockMs: number): void {
