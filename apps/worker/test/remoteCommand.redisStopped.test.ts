@@ -12,7 +12,7 @@ import type { WorkerFixture, WorkerProcess } from "./workerFixture";
  * just wait, so the worker heard nothing (no `lockRenewalFailed`) and the command ran on while
  * its lock ran out in Redis: a stalled-job check or a replay could start it a second time
  * beside it. The worker now stops a durable run whose lock Redis has not confirmed for the
- * lock period less a quarter, by its own clock: the command is dead while Redis is still
+ * lock period less four tenths (and a PING unanswered), by its own clock: the command is dead while Redis is still
  * stopped, and once Redis answers again the job runs again, alone, and ends once.
  */
 

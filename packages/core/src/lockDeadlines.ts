@@ -18,8 +18,15 @@
  * answer in time, or still no renewal at that point: the run is stopped.
  */
 
-/** The part of the lock period kept in hand: the first check comes this long before the lock could lapse. */
-export const LOCK_MARGIN_FRACTION = 0.25;
+/**
+ * The part of the lock period kept in hand: the first check comes this long before the lock
+ * could lapse (at 0.6 of it). BullMQ renews at half the lock, then every quarter, so a healthy
+ * run's renewal is confirmed before this; one that is only late is kept by the check's PING. A
+ * run cut off from Redis is stopped at 0.7 of the lock, leaving 0.3 (9 s of the default 30 s)
+ * for its command to be killed before the lock can lapse: a quarter left too little under load
+ * (remoteCommand.redisStopped, 6 s lock, missed the lapse once in eight runs).
+ */
+export const LOCK_MARGIN_FRACTION = 0.4;
 /** How long the check waits for Redis to answer, as a part of the lock period. */
 export const PROBE_FRACTION = 0.1;
 /** The latest point, as a part of the lock period, that a run whose Redis answered may wait for its renewal. */
