@@ -3,6 +3,8 @@ import type { FastifyRequest } from "fastify";
 import { operationRef } from "@fleet/core/operations";
 import type { OperationRef } from "@fleet/core/operationRecorder";
 import type { Queryable } from "@fleet/db/pool";
+import { restoreJobRequests, takeJobRequests } from "@fleet/db/sql/jobRequests";
+import type { TakenJobRequest } from "@fleet/db/sql/jobRequests";
 import { writeLog } from "@fleet/db/sql/log";
 import type { LogEntry } from "@fleet/db/sql/log";
 import { actorOf } from "./auth";
@@ -23,6 +25,15 @@ import { actorOf } from "./auth";
  * - A queue-wide write (pause, resume, promote all, retry or clean by status): one migration_log
  *   row, job `board`, subject `queue:<name>` (`queues` for all of them): one row for a bulk
  *   retry or clean, with the count, not one per job.
+ *
+ * - A clean (a job's, or a queue's by status) forgets the kept requests (job_requests) of the
+ *   durable jobs it removes, as a cancel does: taken out before bull-board removes anything
+ *   (prepareBoardWrite; a database that cannot forget them refuses the clean), put back after
+ *   for the jobs still in Redis (settleBoardWrite). Before, not after: a request left behind by
+ *   a failure after the removal would be found missing and queued again — the removed command
+ *   run after all — while one taken out for a job that stays only leaves that job without its
+ *   copy in PostgreSQL until it ends or the restore succeeds. A request whose job vanished
+ *   otherwise is a loss and is queued again (replayRequests.ts).
  *
  * Only writes that succeeded (2xx): a refused or failed one changed nothing, and the request
  * log has it with the user. Rows hold user names, queue names, job ids, the route pattern and
@@ -47,6 +58,10 @@ export interface PendingWrite {
   job: { id: string; name: string; createdAt: number; state: string; ref: OperationRef } | undefined;
   /** Jobs in the cleaned status before a clean (bull-board's answer has no count). */
   before: number | undefined;
+  /** A clean's kept requests, taken out before it (settleBoardWrite puts back those whose job stayed). */
+  taken: TakenJobRequest[];
+  /** Ids of the requests the clean forgot (its jobs removed), once settled. */
+  forgotten?: string[];
 }
 
 /**
@@ -60,16 +75,56 @@ const RECORD_WAIT_MS = 2_000;
 /** States of a job that has not started (what a cancel removes, recording REMOVED). */
 const NOT_STARTED = new Set(["waiting", "delayed", "prioritized", "waiting-children", "paused"]);
 
+/**
+ * bull-board's clean by status spares jobs younger than this (its GRACE_TIME_MS): their requests
+ * are not taken out, so that a submission between its kept request and its job is left alone.
+ */
+const CLEAN_GRACE_MS = 5_000;
+
+/** A clean whose kept requests could not be taken out: it must be refused. */
+export class RequestsNotForgotten extends Error {}
+
 const params = (req: FastifyRequest) => (req.params ?? {}) as Record<string, string | undefined>;
 
-export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: Job | undefined): Promise<PendingWrite> {
+/**
+ * What the record needs, learnt before bull-board runs the write; for a clean, the kept requests
+ * of the jobs it may remove are taken out first. Throws when they cannot be (the database down):
+ * the clean must then be refused, or the recovery pass would queue the removed jobs again.
+ */
+export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: Job | undefined, records: Pick<BoardRecords, "db">): Promise<PendingWrite> {
   const status = params(req).queueStatus;
-  return {
+  const pending: PendingWrite = {
     write,
     queue,
     job: job?.id === undefined ? undefined : { id: job.id, name: job.name, createdAt: job.timestamp, state: await job.getState(), ref: operationRef(job) },
     before: write.endsWith("/clean/:queueStatus") && queue && status ? await countOf(queue, status) : undefined,
+    taken: [],
   };
+  const which = !queue ? undefined : write.endsWith("/:jobId/clean") && pending.job ? { ids: [pending.job.id] } : write.endsWith("/clean/:queueStatus") ? { olderThanMs: CLEAN_GRACE_MS } : undefined;
+  if (queue && which) {
+    pending.taken = await takeJobRequests(records.db, queue.name, which).catch((err: unknown) => {
+      throw new RequestsNotForgotten("the kept requests of the jobs to clean could not be forgotten", { cause: err });
+    });
+  }
+  return pending;
+}
+
+/**
+ * After the write ran (whatever its answer): puts back the taken requests whose job is still in
+ * Redis (not in the cleaned status, younger than the grace, or a clean that failed), and notes
+ * the ones forgotten. Never throws. A job whose state cannot be read (Redis down) is counted as
+ * removed: a request put back for a removed job would run it again, while one not put back only
+ * leaves a job that stayed without its copy in PostgreSQL until it ends.
+ */
+export async function settleBoardWrite(req: FastifyRequest, pending: PendingWrite, records: Pick<BoardRecords, "db">): Promise<void> {
+  if (pending.taken.length === 0 || !pending.queue) return;
+  const queue = pending.queue;
+  const states = await Promise.all(pending.taken.map((t) => queue.getJobState(t.id).catch(() => "unknown")));
+  const stayed = pending.taken.filter((_, i) => states[i] !== "unknown");
+  pending.forgotten = pending.taken.filter((_, i) => states[i] === "unknown").map((t) => t.id);
+  await restoreJobRequests(records.db, stayed).catch((err: unknown) =>
+    req.log.error({ err, jobs: stayed.map((t) => t.id), queue: queue.name }, "the kept requests of jobs a board clean did not remove could not be put back: Redis losing those jobs would lose them"),
+  );
 }
 
 /** Records a board write that succeeded; never throws (the action is done whatever happens here). */
@@ -91,7 +146,7 @@ async function record(req: FastifyRequest, statusCode: number, payload: unknown,
   const details: Record<string, unknown> = { route: write, status: statusCode, by };
   if (job && queue) {
     const done = action === "retry" ? "retried" : action === "promote" ? "promoted" : "removed";
-    const message = `${done} from the board by ${by} (it was ${job.state})`;
+    const message = `${done} from the board by ${by} (it was ${job.state})${pending.forgotten?.includes(job.id) ? "; its kept request forgotten" : ""}`;
     if (action !== "clean") {
       // Still in BullMQ: its own log is what `fleet ops show` and the board show first.
       await queue.addJobLog(job.id, message).catch((err: unknown) => req.log.warn({ err, job: job.id }, "could not add the board action to the job's log"));
@@ -138,6 +193,7 @@ async function queueEntry(write: string, action: string, payload: unknown, pendi
   const after = status ? await countOf(queue, status) : undefined;
   if (pending.before !== undefined) details.before = pending.before;
   if (after !== undefined) details.after = after;
+  if (pending.forgotten?.length) details.requestsForgotten = pending.forgotten;
   return { level: "warn", job: "board", subject, message: `${status} jobs of queue ${queue.name} cleaned from the board by ${by}${pending.before === undefined || after === undefined ? "" : ` (${pending.before} before, ${after} after)`}`, details };
 }
 

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { summarizeForHistory } from "@fleet/core/operationRecorder";
 import { isJob } from "@fleet/core/operations";
 import { deny } from "./auth";
-import { prepareBoardWrite, recordBoardWrite } from "./boardAudit";
+import { RequestsNotForgotten, prepareBoardWrite, recordBoardWrite, settleBoardWrite } from "./boardAudit";
 import type { BoardRecords, PendingWrite } from "./boardAudit";
 import { boardFontRoutes, withLocalFonts } from "./boardFonts";
 
@@ -120,7 +120,14 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
         return deny(reply, 400, `unknown job status (one of ${[...JOB_STATUSES].join(", ")})`);
       }
       // What the record needs and bull-board may take away (a cleaned job, the count it cleaned).
-      pending.set(req, await prepareBoardWrite(req, write, queue, job));
+      // A clean's kept requests are forgotten first: one that cannot be refuses the clean.
+      const prepared = await prepareBoardWrite(req, write, queue, job, records).catch((err: unknown) => {
+        if (!(err instanceof RequestsNotForgotten)) throw err;
+        req.log.warn({ err, route }, "board clean refused: the kept requests of its jobs could not be forgotten");
+        return undefined;
+      });
+      if (!prepared) return deny(reply, 503, "the jobs' kept requests could not be forgotten (database unavailable): nothing was removed; try again");
+      pending.set(req, prepared);
     }
   });
   app.addHook("onSend", async (req, reply, payload) => {
@@ -128,6 +135,8 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
     // Before the answer leaves: the operator who sees the change can find its record. A failed
     // write (4xx, 5xx) changed nothing and is not recorded as done.
     const write = pending.get(req);
+    // A clean's requests taken out before it: those whose job stayed go back, failed or not.
+    if (write) await settleBoardWrite(req, write, records);
     if (write && reply.statusCode >= 200 && reply.statusCode < 300) await recordBoardWrite(req, reply.statusCode, payload, write, records);
     void reply.header("content-security-policy", BOARD_CSP);
     const type = String(reply.getHeader("content-type") ?? "");

@@ -1,5 +1,8 @@
 import { UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
+import { createPool } from "@fleet/db/pool";
+import { replayLostRequests } from "@fleet/jobs/maintenance/replayRequests";
+import { createLogger } from "@fleet/core/logger";
 import { PASSWORDS, createDashboardFixture, login, send } from "./dashboardFixture";
 import type { CookieJar, DashboardFixture } from "./dashboardFixture";
 
@@ -137,6 +140,68 @@ describe("board writes recorded with the operator", () => {
       expect.objectContaining({ level: "warn", subject: "queue:migration", message: expect.stringMatching(/^waiting jobs of queue migration cleaned from the board by alice \(2 before, \d after\)$/) }),
     ]);
   });
+
+  it("a board clean of queued durable jobs forgets their kept requests first; none is queued again; one that cannot be forgotten refuses the clean", async () => {
+    // A clean left the requests of the remote commands it removed in job_requests; the recovery
+    // pass took them for a removal on purpose only while the fleet epoch stayed, so a partial
+    // loss of Redis lost requests for good. Every removal through Fleet now forgets its request,
+    // so a missing job is a loss and is queued again: a board clean must forget, or the commands
+    // it removed would run.
+    const remote = fx.dashboard.jobs.queue("remote");
+    const enqueue = async (project: string, delayMs?: number) =>
+      (await fx.dashboard.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project } }, delayMs ? { delayMs } : {})).id!;
+    const kept = async () => (await fx.dashboard.db.query<{ id: string }>("SELECT id FROM job_requests ORDER BY id")).rows.map((r) => r.id);
+    const one = await enqueue("one");
+    const old = await enqueue("old");
+    const later = await enqueue("later", 3_600_000);
+    // bull-board's clean by status spares jobs younger than 5 s.
+    await new Promise((r) => setTimeout(r, 5_500));
+    const young = await enqueue("young");
+    expect(await kept()).toEqual([one, old, later, young].sort());
+
+    // One job cleaned from the board: its request goes with it, and the record says so.
+    expect((await write("PUT", `/queues/api/queues/remote/${one}/clean`)).status).toBe(204);
+    expect(await remote.getJobState(one)).toBe("unknown");
+    expect(await kept()).toEqual([old, later, young].sort());
+    expect(await boardRows()).toEqual([expect.objectContaining({ subject: `operation:${one}`, message: expect.stringMatching(/removed from the board by alice \(it was waiting\); its kept request forgotten$/) })]);
+
+    // The waiting jobs cleaned by status: the old one and its request go; the young one (spared
+    // by the grace) and the delayed one keep theirs.
+    await fx.dashboard.db.query("DELETE FROM migration_log");
+    expect((await write("PUT", "/queues/api/queues/remote/clean/waiting")).status).toBe(200);
+    expect(await remote.getJobState(old)).toBe("unknown");
+    expect(await remote.getJobState(young)).toBe("waiting");
+    expect(await remote.getJobState(later)).toBe("delayed");
+    expect(await kept()).toEqual([later, young].sort());
+    expect(await boardRows()).toEqual([expect.objectContaining({ subject: "queue:remote", details: expect.objectContaining({ requestsForgotten: [old] }) })]);
+
+    // The recovery pass after a loss of Redis, its lock period over: nothing to queue again (without the clean's
+    // forgetting, both removed commands came back here).
+    const log = createLogger({ LOG_LEVEL: "silent", LOG_FORMAT: "json", name: "test" });
+    const deps = { db: fx.dashboard.db, jobs: fx.dashboard.jobs };
+    await replayLostRequests(deps, log, { job: "test", missingMs: 100, redisLost: true, epochUnchanged: async () => true });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, log, { job: "test", missingMs: 100, redisLost: true, epochUnchanged: async () => true })).toEqual({ ended: 0, missing: 0, replayed: 0 });
+    for (const id of [one, old]) expect(await remote.getJobState(id)).toBe("unknown");
+
+    // A database that cannot forget a request refuses the clean: the job stays, with its request.
+    const db = createPool({ connectionString: fx.db.url, max: 1 });
+    try {
+      await db.query(`CREATE FUNCTION b_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'b: refused'; END $$`);
+      await db.query("CREATE TRIGGER b_refuse_delete BEFORE DELETE ON job_requests FOR EACH ROW EXECUTE FUNCTION b_refuse_delete()");
+      const refused = await write("PUT", `/queues/api/queues/remote/${later}/clean`);
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: string }).error).toMatch(/nothing was removed/);
+      expect(await remote.getJobState(later)).toBe("delayed");
+      expect(await kept()).toEqual([later, young].sort());
+    } finally {
+      await db.query("DROP TRIGGER IF EXISTS b_refuse_delete ON job_requests");
+      await db.query("DROP FUNCTION IF EXISTS b_refuse_delete()");
+      await db.end();
+    }
+    await remote.obliterate({ force: true });
+    await fx.dashboard.db.query("DELETE FROM job_requests");
+  }, 30_000);
 
   it("refused and failed writes leave no record of being done", async () => {
     const logRows = async () => (await fx.dashboard.db.query(`SELECT 1 FROM operation_status WHERE kind = 'LOG'`)).rowCount;

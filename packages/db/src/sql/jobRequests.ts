@@ -111,3 +111,31 @@ export async function startJobRequestReplay(db: Queryable, id: string, attemptsM
 export async function recordJobRequestAttempts(db: Queryable, id: string, jobAttemptsMade: number): Promise<void> {
   await db.query("UPDATE job_requests SET attempts_made = attempts_before + $2 WHERE id = $1", [id, jobAttemptsMade]);
 }
+
+/** A kept request taken out whole (every column, as JSON), to be put back as it was. */
+export interface TakenJobRequest {
+  id: string;
+  row: Record<string, unknown>;
+}
+
+/**
+ * Takes out the kept requests of a queue's jobs that are about to be removed on purpose (a
+ * board clean): `ids`, or every request of the queue kept more than `olderThanMs` ago. One
+ * statement; the rows are returned whole so that those whose job was not removed after all can
+ * be put back as they were (restoreJobRequests).
+ */
+export async function takeJobRequests(db: Queryable, queue: string, which: { ids: readonly string[] } | { olderThanMs: number }): Promise<TakenJobRequest[]> {
+  const { rows } = await db.query<TakenJobRequest>(
+    "ids" in which
+      ? "DELETE FROM job_requests WHERE queue = $1 AND id = ANY($2::text[]) RETURNING id, to_jsonb(job_requests) AS row"
+      : "DELETE FROM job_requests WHERE queue = $1 AND created_at < now() - make_interval(secs => $2::float8 / 1000) RETURNING id, to_jsonb(job_requests) AS row",
+    [queue, "ids" in which ? which.ids : which.olderThanMs],
+  );
+  return rows;
+}
+
+/** Puts taken requests back as they were (one already kept again under its id is left as it is). */
+export async function restoreJobRequests(db: Queryable, taken: readonly TakenJobRequest[]): Promise<void> {
+  if (taken.length === 0) return;
+  await db.query("INSERT INTO job_requests SELECT * FROM jsonb_populate_recordset(NULL::job_requests, $1::jsonb) ON CONFLICT (id) DO NOTHING", [JSON.stringify(taken.map((t) => t.row))]);
+}
