@@ -175,13 +175,13 @@ describe("board writes recorded with the operator", () => {
     expect(await kept()).toEqual([later, young].sort());
     expect(await boardRows()).toEqual([expect.objectContaining({ subject: "queue:remote", details: expect.objectContaining({ requestsForgotten: [old] }) })]);
 
-    // The recovery pass after a loss of Redis, its lock period over: nothing to queue again (without the clean's
+    // The recovery pass, its lock period over: nothing to queue again (without the clean's
     // forgetting, both removed commands came back here).
     const log = createLogger({ LOG_LEVEL: "silent", LOG_FORMAT: "json", name: "test" });
     const deps = { db: fx.dashboard.db, jobs: fx.dashboard.jobs };
-    await replayLostRequests(deps, log, { job: "test", missingMs: 100, redisLost: true, epochUnchanged: async () => true });
+    await replayLostRequests(deps, log, { job: "test", missingMs: 100 });
     await new Promise((r) => setTimeout(r, 200));
-    expect(await replayLostRequests(deps, log, { job: "test", missingMs: 100, redisLost: true, epochUnchanged: async () => true })).toEqual({ ended: 0, missing: 0, replayed: 0 });
+    expect(await replayLostRequests(deps, log, { job: "test", missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 0 });
     for (const id of [one, old]) expect(await remote.getJobState(id)).toBe("unknown");
 
     // A database that cannot forget a request refuses the clean: the job stays, with its request.

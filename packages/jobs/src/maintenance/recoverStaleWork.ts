@@ -68,10 +68,6 @@ export async function recoverStaleWork(
     reconcile: boolean;
     signal: AbortSignal;
     job: string;
-    /** This pass follows a detected loss of Redis (the fleet epoch gone or changed). */
-    redisLost?: boolean;
-    /** Whether the fleet epoch is still the one this pass began with (a loss during the pass). */
-    epochUnchanged?: () => Promise<boolean>;
   },
 ): Promise<StaleWorkResult> {
   const { db, jobs } = deps;
@@ -107,12 +103,7 @@ export async function recoverStaleWork(
   // every pass while some were found missing, so a lost one is queued again a lock period after
   // it was first missed, not a reconcile interval later.
   if (thresholds.requestMissingMs !== undefined && (options.reconcile || (await hasMissingJobRequests(db)))) {
-    result.requests = await replayLostRequests(deps, log, {
-      missingMs: thresholds.requestMissingMs,
-      job: options.job,
-      redisLost: options.redisLost === true,
-      epochUnchanged: options.epochUnchanged ?? (async () => false),
-    });
+    result.requests = await replayLostRequests(deps, log, { missingMs: thresholds.requestMissingMs, job: options.job });
   }
   return result;
 }

@@ -79,9 +79,6 @@ export function startRecoveryWatch(options: RecoveryWatchOptions): RecoveryWatch
       reconcile,
       signal: stopping.signal,
       job: "recovery-watch",
-      // The process that re-created the epoch (or saw it change) knows Redis lost its jobs.
-      redisLost: seen.recreated || seen.changed,
-      epochUnchanged: async () => (await redis.get(epoch.key)) === seen.epoch,
     });
     const found = result.staleRanges.length + result.stuckRetries + result.staleSending + (result.reconciled?.enqueued ?? 0) + (result.requests?.replayed ?? 0);
     if (found > 0) log.info({ ...result, reconciled: result.reconciled }, "recovery pass re-enqueued orphaned work");

@@ -19,9 +19,6 @@ export interface ReplayResult {
 
 const ENDED = new Set(["COMPLETED", "FAILED", "REMOVED"]);
 
-/** A request older than this whose job vanished with no Redis loss was removed on purpose (see below). */
-const REMOVED_AFTER_MS = 60_000;
-
 /**
  * The runner's `onDurableAttemptFailed`: writes the attempts a durable kind's request has used
  * (best effort: with PostgreSQL down the count lags, and a replay may get an attempt or two more).
@@ -39,16 +36,6 @@ function sameData(a: unknown, b: unknown): boolean {
   return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
 }
 
-/** Forgets requests whose jobs were removed outside Fleet's cancel (bull-board, by hand), saying so. */
-async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobRequest[], job: string): Promise<void> {
-  await forgetJobRequests(db, removed.map((r) => r.id));
-  log.warn({ removed: removed.map((r) => r.id) }, "requests whose jobs were removed (not by a Redis loss) forgotten: they are not run again");
-  await writeLog(
-    db,
-    removed.map((r) => ({ level: "warn" as const, job, subject: `operation:${r.id}`, message: `${r.name} ${r.id}: its job was removed from Redis (the fleet epoch unchanged: by hand or by a board clean, not a Redis loss); its request is forgotten and not run again` })),
-  ).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
-}
-
 /**
  * Requests of durable job kinds (a remote command, an operator's unpack, checksum audit or
  * inventory scan) whose job Redis lost are queued again under
@@ -58,13 +45,13 @@ async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobR
  * runner aborts a durable kind's run whose lock is lost), so the command never runs twice at
  * once. The same wait covers a submission between its row and its job (kept first, then added).
  *
- * Only a detected loss of Redis (the fleet epoch gone: `redisLost`) starts that wait. A job that
- * vanished while the epoch stayed (removed by hand, a bull-board clean of the queue) was removed
- * on purpose: replaying it would run a command someone took away, so its request is forgotten
- * instead, once it is older than a minute (a younger one may be between its row and its job) and
- * the epoch is still the same after the look (`epochUnchanged`: a loss during the pass counts as
- * a loss; the next pass sees it). A partial loss that kept the epoch key (a failover that lost
- * the last writes) is not seen: its requests are forgotten like removed ones.
+ * Every removal through Fleet forgets the request with the job, first: a cancel (API, `fleet ops
+ * cancel`), the API's withdrawal, a clean from the board (apps/dashboard/src/boardAudit.ts).
+ * So a request whose job is missing is a loss, whether the fleet epoch went with it (Redis
+ * emptied) or stayed (a partial loss: a failover to a replica that lacked the last writes, an
+ * eviction, a lost AOF rewrite), and is queued again after the same wait. A job removed by hand
+ * (redis-cli DEL, a script) is taken for a loss too and runs again: remove jobs with `fleet ops
+ * cancel` or the board.
  *
  * A request whose run had started and left no outcome runs again, as a job whose worker died
  * does (the handler says so in its log; remote commands are meant to be safe to run again).
@@ -75,7 +62,7 @@ async function forgetRemoved(db: DbPool, log: Logger, removed: readonly OpenJobR
 export async function replayLostRequests(
   deps: { db: DbPool; jobs: JobClient<FleetJobs> },
   log: Logger,
-  options: { missingMs: number; job: string; redisLost: boolean; epochUnchanged: () => Promise<boolean>; removedAfterMs?: number },
+  options: { missingMs: number; job: string },
 ): Promise<ReplayResult> {
   const { db, jobs } = deps;
   const open = await openJobRequests(db);
@@ -92,11 +79,7 @@ export async function replayLostRequests(
   });
   await forgetJobRequests(db, ended);
   const due = missing.filter((r) => r.missingForMs !== null && r.missingForMs >= options.missingMs);
-  const unmarked = missing.filter((r) => r.missingForMs === null);
-  const vanished = options.redisLost ? [] : unmarked.filter((r) => Date.now() - r.createdAt.getTime() > (options.removedAfterMs ?? REMOVED_AFTER_MS));
-  await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r) && (options.redisLost || r.missingForMs !== null)).map((r) => r.id), found);
-  const removed = vanished.length > 0 && (await options.epochUnchanged()) ? vanished : [];
-  if (removed.length > 0) await forgetRemoved(db, log, removed, options.job);
+  await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r)).map((r) => r.id), found);
   const replayed: string[] = [];
   const covered: string[] = [];
   const spent: string[] = [];
@@ -171,6 +154,6 @@ export async function replayLostRequests(
         })),
     ).catch((err: unknown) => log.warn({ err }, "could not write migration_log entry"));
   }
-  const forgotten = removed.length + covered.length + spent.length;
+  const forgotten = covered.length + spent.length;
   return { ended: ended.length + forgotten, missing: missing.length - replayed.length - forgotten, replayed: replayed.length };
 }
