@@ -4,7 +4,7 @@ import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
 import { openRemoteCommandSite } from "./remoteCommandFixture";
 import type { RemoteCommandSite } from "./remoteCommandFixture";
-import type { WorkerFixture, WorkerProcess } from "./workerFixture";
+import type { LogLine, WorkerFixture, WorkerProcess } from "./workerFixture";
 
 /**
  * Redis (a private redis-server) stops answering (SIGSTOP: its keys and connections kept) while
@@ -93,6 +93,14 @@ describe("a remote command when Redis stops answering", () => {
       { level: "info", message: expect.stringMatching(/^exit 0 in \d+ ms$/) },
     ]);
     expect((await fx.runtime.db.query("SELECT id FROM job_requests")).rows).toEqual([]);
+    // The stopped run's move to delayed, refused once Redis answered (its lock had lapsed), is
+    // an expected outcome: one warning with the job, not a worker error (it was "worker error:
+    // Missing lock for job … moveToDelayed").
+    const errorText = (l: LogLine) => String((l.err as { message?: unknown } | undefined)?.message ?? "");
+    expect(worker.logs.filter((l) => (l.level ?? 0) >= 50 && /^(Missing lock|Missing key|Lock mismatch) for job/.test(errorText(l)))).toEqual([]);
+    expect(worker.logs.filter((l) => /could not be put back for later/.test(String(l.msg)))).toEqual([
+      expect.objectContaining({ level: 40, jobId: job.id, job: "remote-command", reason: `Missing lock for job ${job.id}. moveToDelayed` }),
+    ]);
     worker.signal("SIGTERM");
     expect(await worker.exited).toMatchObject({ code: 0 });
   }, 120_000);

@@ -279,7 +279,19 @@ export class JobRunner<Deps> {
         return outcome.result;
       case "delay":
         if (outcome.until === undefined) throw outcome.rethrow;
-        await job.moveToDelayed(outcome.until, run.token).catch((err: unknown) => this.queueAgain(run, outcome.until!, err));
+        try {
+          await job.moveToDelayed(outcome.until, run.token);
+        } catch (err) {
+          if (!notThisRunsJob(err)) throw err;
+          // Redis lost the job (emptied while it ran): added again under its id, delayed the same.
+          // Otherwise its lock lapsed before the move reached Redis (a run stopped while Redis
+          // did not answer, whose lock ran out meanwhile), or it was handed on: it is no longer
+          // this run's to move. The stalled check hands it on, or a replay queues it again;
+          // failing it here would be refused the same way (BullMQ logged both as worker errors).
+          if (!(await this.queueAgain(run, outcome.until, err))) {
+            run.log.warn({ reason: (err as Error).message, until: new Date(outcome.until).toISOString() }, "the job could not be put back for later: it is no longer this run's (its lock lapsed, or Redis lost it); whoever holds it now runs it");
+          }
+        }
         throw new DelayedError();
       default:
         if (outcome.action === "fail" && def) await this.failedForGood(def, job, run.log, outcome.error.message);
@@ -294,11 +306,11 @@ export class JobRunner<Deps> {
    * then delayed by a PostgreSQL restart ("Missing key for job range-12. moveToDelayed") was lost,
    * its range left PROCESSING without a heartbeat until RANGE_STALE_AFTER, where the same worker
    * would have claimed it again ~2 s later. Jobs of a job scheduler (`repeat:…`) are left to it.
-   * Any other failure of the move is BullMQ's to report.
+   * False for any other refusal of the move (the caller says so).
    */
-  private async queueAgain(run: JobRun<Deps>, until: number, err: unknown): Promise<void> {
+  private async queueAgain(run: JobRun<Deps>, until: number, err: unknown): Promise<boolean> {
     const job = run.bullJob;
-    if (!(err instanceof Error) || !/^Missing key for job/.test(err.message) || !job.id || job.id.startsWith("repeat:")) throw err;
+    if (!(err instanceof Error) || !/^Missing key for job/.test(err.message) || !job.id || job.id.startsWith("repeat:")) return false;
     let producer = this.producers.get(job.queueName);
     if (!producer) {
       producer = new Queue(job.queueName, { connection: this.options.connection, prefix: this.options.prefix });
@@ -310,6 +322,7 @@ export class JobRunner<Deps> {
     const attempts = opts.attempts === undefined ? undefined : Math.max(1, opts.attempts - job.attemptsMade);
     await producer.add(job.name, job.data, { ...opts, ...(attempts === undefined ? {} : { attempts }), jobId: job.id, delay: Math.max(0, until - Date.now()) });
     run.log.warn({ until: new Date(until).toISOString() }, "the job was gone from Redis (emptied while it ran): queued again under its id, delayed");
+    return true;
   }
 
   /** The definition's onFailedForGood, if it has one; its errors are logged. */
@@ -354,4 +367,14 @@ export class JobRunner<Deps> {
       if (def && def.queue === queue) void this.failedForGood(def, job, log, `its worker died too often while running it (${err.message})`);
     }
   }
+}
+
+/**
+ * BullMQ's refusals of a move by a run that no longer holds its job: the job's key is gone
+ * (JobNotExist, -1), its lock is gone (JobLockNotExist, -2) or another run holds it
+ * (JobLockMismatch, -6).
+ */
+function notThisRunsJob(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === -1 || code === -2 || code === -6;
 }
