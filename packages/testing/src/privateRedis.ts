@@ -71,6 +71,21 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     await exited;
   };
 
+  // Started again on the same port, as a restarted server is. The port came from the kernel's
+  // ephemeral range, so while the server was down an outgoing connection (any process's) may
+  // have been given it as its local port: wait for that to go rather than fail the test.
+  const startAgain = async () => {
+    for (const deadline = Date.now() + 10_000; ; ) {
+      try {
+        return await start();
+      } catch (err) {
+        await kill();
+        if (!/Address already in use/.test(output) || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  };
+
   // The port was free a moment ago; if someone took it meanwhile, pick another.
   for (let attempt = 1; ; attempt++) {
     try {
@@ -106,10 +121,10 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     resume() {
       if (!child?.kill("SIGCONT")) throw new Error("redis-server is not running: cannot resume it");
     },
-    start,
+    start: startAgain,
     async restart() {
       await kill();
-      await start();
+      await startAgain();
     },
     async stop() {
       await kill();
