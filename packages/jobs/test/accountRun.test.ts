@@ -250,7 +250,9 @@ describe("cancel and servers going away", () => {
       expect(workflow).toContain('every: 100ms, done: "^COMPLETED"');
       const workflowFile = join(site.dir, "workflow-reconcile.yaml");
       await writeFile(workflowFile, workflow);
-      other = await harness("account-reconcile", { REDIS_URL: redis.url, ACCOUNTS_WORKFLOW_FILE: workflowFile });
+      // A step held for its pre-migration email (the run can start before the sender has sent
+      // it: nothing wakes the held step) looks again after 1 s, not the default 30.
+      other = await harness("account-reconcile", { REDIS_URL: redis.url, ACCOUNTS_WORKFLOW_FILE: workflowFile, ACCOUNTS_RECHECK: "1s" });
       const x = other;
       await insertAccounts(x.runtime, ["rc1", "slow-rc2"].map((externalId) => ({ externalId })));
       await x.startRunner({ concurrency: 4 });
@@ -290,7 +292,8 @@ describe("cancel and servers going away", () => {
       .replace('every: 200ms, done: "^COMPLETED", failed: "^FAILED", timeout: 60s }', 'every: 100ms, done: "^COMPLETED", failed: "^FAILED", timeout: 1500ms }\n    cancel: fx-mig-cancel {externalId}\n    retry: { attempts: 2, backoff: [50ms] }');
     const file = join(site.dir, "workflow-timeout.yaml");
     await writeFile(file, text);
-    other = await createPipelineHarness("account-check-timeout", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms" });
+    // ACCOUNTS_RECHECK 1 s: a step held for its pre-migration email looks again after 1 s, not 30.
+    other = await createPipelineHarness("account-check-timeout", { ...site.env, ACCOUNTS_WORKFLOW_FILE: file, SMTP_HOST: smtp.host, SMTP_PORT: String(smtp.port), NOTIFY_BACKOFF: "200ms", ACCOUNTS_RECHECK: "1s" });
     await insertAccounts(other.runtime, [{ externalId: "hang-mig-t1" }]);
     await other.startRunner({ concurrency: 4 });
     const started = Date.now();
