@@ -98,7 +98,7 @@ describe("fleet inventory", () => {
     await blocker.query("LOCK TABLE source_files IN SHARE ROW EXCLUSIVE MODE");
     const running = fleet(scanEnv, ["inventory", "scan"]);
     try {
-      await waitUntil(async () => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'fleet-cli' AND wait_event_type = 'Lock'`)).rowCount! >= 1);
+      await waitUntil(async () => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'fleet-cli' AND wait_event_type = 'Lock'`)).rowCount! >= 1);
       running.child.kill("SIGINT");
       await new Promise((r) => setTimeout(r, 300));
     } finally {
@@ -140,7 +140,7 @@ describe("fleet inventory", () => {
     await blocker.connect();
     await blocker.query("BEGIN");
     await blocker.query(`SELECT id FROM source_files WHERE uri = $1 FOR UPDATE`, [held]);
-    const backends = async (where: string) => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'fleet-cli' AND ${where}`)).rowCount ?? 0;
+    const backends = async (where: string) => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'fleet-cli' AND ${where}`)).rowCount ?? 0;
     const running = fleet(scanEnv, ["inventory", "scan", "--prefix", "k/"]);
     let thirdMergedBesideSecond = false;
     try {

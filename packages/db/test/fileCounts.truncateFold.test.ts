@@ -35,7 +35,7 @@ describe("kept counts: TRUNCATE migration_files racing fold_file_counts", () => 
       expect(Number((await folder.query(`SELECT fold_file_counts(interval '-1 hour') AS n`)).rows[0].n)).toBeGreaterThan(0);
       const truncating = db.query("TRUNCATE migration_files");
       for (let i = 0; i < 100; i++) {
-        const { rows } = await db.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'TRUNCATE migration_files' AND wait_event_type = 'Lock'`);
+        const { rows } = await db.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query = 'TRUNCATE migration_files' AND wait_event_type = 'Lock'`);
         if (rows[0].n > 0) break;
         await new Promise((r) => setTimeout(r, 20));
       }

@@ -125,7 +125,7 @@ describe("operator alerts", () => {
         (err: Error) => `failed: ${err.message}`,
       );
       await waitFor(async () => {
-        const { rows } = await h.runtime.db.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = 'alert-scheduler' AND wait_event_type = 'Lock'`);
+        const { rows } = await h.runtime.db.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'alert-scheduler' AND wait_event_type = 'Lock'`);
         if (rows.length === 0) return undefined;
         await h.runtime.db.query(`SELECT pg_terminate_backend($1)`, [rows[0]!.pid]);
         return true;
