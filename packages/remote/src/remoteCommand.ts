@@ -124,13 +124,19 @@ export async function runRemoteCommand(
  * subshell execs it, and the report of the subshell's end goes to the wait's /dev/null. That
  * report put the arguments, and exported variables, into the captured stderr, the error's
  * excerpt (arguments are never shown) and the error patterns' input (found by review).
+ * The wait's /dev/null was not enough: bash reports a job's end when it notices it, and a
+ * command that died before the shell reached `wait` (at once, on a loaded host) was reported
+ * on the shell's own stderr — the captured one (found by a test run under load). So the
+ * shell's stderr is /dev/null from the launch on (`exec 4>&2 2>/dev/null`, on the line that
+ * launches, so a template's parse error, reported while that line is read, still reaches the
+ * captured stderr), and only the command gets the real one back (`2>&4`).
  */
-function guardedCommandLine(token: string, line: string): string {
+export function guardedCommandLine(token: string, line: string): string {
   return [
     `printf 'fleet-pid-${token} %s\\n' "$$" >&2; exec 3<&0 </dev/null`,
-    `( ${line}`,
-    `) 3<&- & fleet_command=$!`,
-    `{ while read -r fleet_line <&3; do :; done; kill -s KILL -- -$$; } >/dev/null 2>&1 & fleet_watchdog=$!`,
+    `exec 4>&2 2>/dev/null; ( ${line}`,
+    `) 2>&4 3<&- 4>&- & fleet_command=$!`,
+    `{ while read -r fleet_line <&3; do :; done; kill -s KILL -- -$$; } >/dev/null 2>&1 4>&- & fleet_watchdog=$!`,
     `exec 3<&-; wait "$fleet_command" 2>/dev/null; fleet_status=$?; kill -s KILL "$fleet_watchdog" 2>/dev/null; exit "$fleet_status"`,
   ].join("\n");
 }
