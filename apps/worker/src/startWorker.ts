@@ -18,6 +18,7 @@ import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks";
 import type { WorkerConfig } from "./config";
 import { QUEUES } from "@fleet/jobs/jobRegistry";
+import { wakeWindowParked, windowFromDescription } from "./windowParkedJobs";
 
 export interface RunningWorker {
   runtime: FleetRuntime;
@@ -128,16 +129,22 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   // the window tonight, or switching it off, left the parked ranges waiting for the old opening).
   // The window in force is kept in Redis, so a change made by redeploying with another
   // MIGRATION_WINDOW wakes them too, once, whichever worker starts first (found by review: they
-  // waited for the old opening, up to a week).
+  // waited for the old opening, up to a week). Only the jobs the old window parked are woken:
+  // other delayed jobs (backing off, scheduled) keep their time (see windowParkedJobs.ts).
   const windowKey = `${runtime.prefix}:run-window:migration`;
-  const windowInForce = () => `${windows.get("migration")?.describe() ?? "always"} (${config.FLEET_TZ})`;
+  const windowInForce = () => windows.get("migration")?.describe() ?? "always";
   const wakeParkedIfWindowChanged = async (why: string) => {
     if (!config.WORKER_QUEUES.includes(QUEUES.migration)) return;
     try {
       const before = await runtime.redis.set(windowKey, windowInForce(), "GET");
-      if (before === windowInForce()) return;
-      await runtime.deps.jobs.queue(QUEUES.migration).promoteJobs();
-      log.info({ window: windowInForce(), before }, `${why}: parked migration jobs look at the run window again`);
+      if (before === null || before === windowInForce()) return;
+      const parkedBy = windowFromDescription(before);
+      if (parkedBy === undefined) {
+        log.warn({ window: windowInForce(), before }, `${why}, but the old window cannot be read: jobs it parked start at its opening`);
+        return;
+      }
+      const woken = parkedBy === "always" ? 0 : await wakeWindowParked(runtime.deps.jobs.queue(QUEUES.migration), runtime.redis, parkedBy, new Date());
+      log.info({ window: windowInForce(), before, woken }, `${why}: migration jobs it parked look at the run window again`);
     } catch (err) {
       log.warn({ err }, `${why}, but the parked migration jobs could not be woken; they start at the old opening`);
     }
