@@ -1,10 +1,11 @@
 import type { Queryable } from "@fleet/db/pool";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
-import { liveWorkers, rangesByStatus, transferLinkRates } from "@fleet/db/sql/reports";
-import type { LiveWorkerRow, ThroughputHourRow, ThroughputRow, TransferLinkRate } from "@fleet/db/sql/reports";
+import { liveWorkers, rangesByStatus, transferLinkCounts } from "@fleet/db/sql/reports";
+import type { LiveWorkerRow, ThroughputHourRow, ThroughputRow } from "@fleet/db/sql/reports";
 import type { BlockerSource } from "@fleet/jobs/status/blockers";
-import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { linkRates } from "@fleet/jobs/status/migrationNumbers";
+import type { LinkRates, MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
 import { readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 
 /**
@@ -28,13 +29,9 @@ export interface ProgressReport {
   /** Per category: counts, retryable or not, one example file with its own message. */
   failures: FailureCategorySummary[];
   workers: LiveWorkerRow[];
-  /** Succeeded transfers per link (source location → destination location) with current and average rates. */
-  links: LinkRate[];
+  /** Succeeded transfers per link (source location → destination location), with rates that mean what the run's mean. */
+  links: LinkRates[];
 }
-
-export type LinkRate = TransferLinkRate;
-
-export const LINK_WINDOW_SECONDS = 60;
 
 export interface ProgressOptions {
   maxRetries: number;
@@ -55,7 +52,7 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     rangesByStatus(db),
     failureSummary(db, {}, policy),
     liveWorkers(db, options.staleAfterMs),
-    transferLinkRates(db, LINK_WINDOW_SECONDS),
+    transferLinkCounts(db),
   ]);
   return {
     at: new Date(status.numbers.at),
@@ -68,6 +65,6 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     retries: status.progress.retries,
     failures,
     workers,
-    links,
+    links: linkRates(links, status.numbers),
   };
 }

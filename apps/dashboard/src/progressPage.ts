@@ -5,7 +5,7 @@ import { html, page } from "./html";
 import type { SafeHtml } from "./html";
 import { sendPage } from "./loginRoutes";
 import { navigation } from "./navigation";
-import { LINK_WINDOW_SECONDS, readProgress } from "./progressData";
+import { readProgress } from "./progressData";
 import type { ProgressOptions, ProgressReport } from "./progressData";
 import { sharedRead } from "./sharedRead";
 import type { ReadingVersion, SharedRead } from "./sharedRead";
@@ -69,14 +69,14 @@ ${n.vanished + n.superseded > 0 ? html`<tr><th>not counted</th><td class="n">${n
 </div>
 <section><h2>Throughput (files per minute, last ${charts.chartMinutes} min)</h2>${throughputChart(r.throughput.map((t) => ({ ...t, at: t.minute })), { buckets: charts.chartMinutes, unit: "minute" }, r.at)}</section>
 <section><h2>Throughput (files per hour, last ${charts.chartHours} h)</h2>${throughputChart(r.throughputHourly.map((t) => ({ ...t, at: t.hour })), { buckets: charts.chartHours, unit: "hour" }, r.at)}</section>
-<section><h2>Transfers by link (now: last ${LINK_WINDOW_SECONDS} s; average: whole run)</h2>${table(
+<section><h2>Transfers by link (succeeded; rates as the run's: now over the last minute, average over the whole run)</h2>${table(
     ["source → destination", "files", "bytes", "now", "average"],
     r.links.map((l) => [
       html`<code>${l.source}</code> → <code>${l.destination}</code>`,
       num(l.files),
       bytes(l.bytes),
-      `${l.filesPerSec.toFixed(1)} files/s, ${bytes(l.bytesPerSec)}/s`,
-      l.averageFilesPerSec === null || l.averageBytesPerSec === null ? "–" : `${l.averageFilesPerSec.toFixed(1)} files/s, ${bytes(l.averageBytesPerSec)}/s`,
+      rate(l.rate.lastMinute),
+      rate(l.rate.run),
     ]),
   )}</section>
 <section><h2>Link breakers</h2>${breakers === null ? html`<p class="muted">unknown: Redis could not be read</p>` : table(

@@ -107,12 +107,11 @@ describe("progress page", () => {
       { category: "network", files: 3, failed: 2, retrying: 1, killed: 0, final: 1, retryable: true, example: { fileId: 8, path: "in/f8.dat", message: "connection reset" } },
       { category: "not-found", files: 1, failed: 1, retrying: 0, killed: 0, final: 1, retryable: false, example: { fileId: 7, path: `in/${HOSTILE_NAME}`, message: HOSTILE_MESSAGE } },
     ]);
-    expect(r.links).toEqual([
-      { source: "sftp://u@h:22", destination: "s3://bkt", files: 6, bytes: 6000, filesPerSec: 2 / 60, bytesPerSec: 2000 / 60, averageFilesPerSec: expect.any(Number), averageBytesPerSec: expect.any(Number) },
-    ]);
-    // 6 files between 3 minutes ago and now.
-    expect(r.links[0].averageFilesPerSec).toBeGreaterThan(6 / 200);
-    expect(r.links[0].averageFilesPerSec).toBeLessThan(6 / 170);
+    expect(r.links).toEqual([expect.objectContaining({ source: "sftp://u@h:22", destination: "s3://bkt", files: 6, bytes: 6000, runFiles: 6, lastMinuteFiles: 2, lastMinuteBytes: 2000 })]);
+    // The run's divisors: the link is all of the run's succeeded files.
+    const n = r.numbers as { lastMinuteSeconds: number; elapsedSeconds: number };
+    expect(r.links[0].rate.lastMinute).toEqual({ filesPerSec: 2 / n.lastMinuteSeconds, bytesPerSec: 2000 / n.lastMinuteSeconds });
+    expect(r.links[0].rate.run).toEqual({ filesPerSec: 6 / n.elapsedSeconds, bytesPerSec: 6000 / n.elapsedSeconds });
     expect(r.workers.map((w: { owner: string; ranges: number; stale: boolean }) => [w.owner, w.ranges, w.stale])).toEqual([
       ["host-a:101:aaaaaa", 1, false],
       ["host-b:202:bbbbbb", 1, true],

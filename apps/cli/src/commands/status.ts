@@ -2,14 +2,11 @@ import { MultiBar, Presets } from "cli-progress";
 import { ReportedFailure } from "../cliRun";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
-import { transferLinkRates } from "@fleet/db/sql/reports";
-import type { NamedLink } from "@fleet/db/sql/reports";
+import { transferLinkCounts } from "@fleet/db/sql/reports";
 import { namedLink } from "@fleet/jobs/migration/transferLabels";
-import type { TransferLinkRate } from "@fleet/db/sql/reports";
-import type { DbPool } from "@fleet/db/pool";
 import { migrationBlockerSources } from "@fleet/jobs/status/blockers";
-import { describeBlocker, formatFilesPerSec } from "@fleet/jobs/status/migrationNumbers";
-import type { MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
+import { describeBlocker, formatFilesPerSec, linkRates } from "@fleet/jobs/status/migrationNumbers";
+import type { LinkRates, MigrationNumbers, Rate } from "@fleet/jobs/status/migrationNumbers";
 import { liveMigrationWindow, readMigrationStatus } from "@fleet/jobs/status/readMigrationStatus";
 import { QUEUES } from "@fleet/jobs/contracts";
 import type { FleetRuntime } from "@fleet/jobs/runtime/fleetRuntime";
@@ -28,7 +25,8 @@ export interface StatusReport {
   numbers: MigrationNumbers;
   /** Something could not be read (Redis down: whether the queue is paused is unknown). */
   warnings: string[];
-  links: LinkStatus[];
+  /** Succeeded transfers per link, with rates that mean what the run's mean (linkRates). */
+  links: LinkRates[];
   failures: FailureCategorySummary[];
   /** Every link's breaker (open ones first), or why they could not be read. */
   breakers: BreakerStatus["breakers"];
@@ -41,11 +39,11 @@ export async function readStatusReport(runtime: FleetRuntime, config: CliConfig)
   const blockers = migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: liveMigrationWindow(runtime.db, config), breakers });
   const [status, links, failures, breakerStatus] = await Promise.all([
     readMigrationStatus(runtime.db, { ...policy, blockers }),
-    readLinks(runtime.db, [namedLink(runtime.deps.source, runtime.deps.destination)]),
+    transferLinkCounts(runtime.db, [namedLink(runtime.deps.source, runtime.deps.destination)]),
     failureSummary(runtime.db, {}, policy),
     readBreakers(runtime.redis, config.REDIS_URL, runtime.prefix),
   ]);
-  return { numbers: status.numbers, warnings: status.warnings, links, failures, ...breakerStatus };
+  return { numbers: status.numbers, warnings: status.warnings, links: linkRates(links, status.numbers), failures, ...breakerStatus };
 }
 
 export function formatStatus(r: StatusReport): string {
@@ -78,8 +76,9 @@ function stateText(n: MigrationNumbers): string {
   return n.state;
 }
 
-export function rateText(n: MigrationNumbers): string {
-  const r = (x: { filesPerSec: number; bytesPerSec: number } | null) => (x === null ? "-" : `${fmtRate(x.filesPerSec)} files/s ${formatBytes(x.bytesPerSec)}/s`);
+/** "now 1,234 files/s 5.0 MiB/s  avg …": the run's rates, or a link's (the same two, linkRates). */
+export function rateText(n: { rate: { lastMinute: Rate | null; run: Rate | null } }): string {
+  const r = (x: Rate | null) => (x === null ? "-" : `${fmtRate(x.filesPerSec)} files/s ${formatBytes(x.bytesPerSec)}/s`);
   return `now ${r(n.rate.lastMinute)}  avg ${r(n.rate.run)}`;
 }
 
@@ -101,36 +100,14 @@ export function formatFailures(rows: readonly FailureCategorySummary[]): string 
   ].join("\n");
 }
 
-/** Seconds of recent history behind a link's current rate. */
-export const LINK_RATE_WINDOW_SECONDS = 60;
-
-export type LinkStatus = TransferLinkRate;
-
-/** Succeeded transfers per link (source location → destination location), rates rounded for display. */
-export async function readLinks(db: DbPool, named: readonly NamedLink[] = []): Promise<LinkStatus[]> {
-  return (await transferLinkRates(db, LINK_RATE_WINDOW_SECONDS, named)).map((l) => ({
-    ...l,
-    filesPerSec: round1(l.filesPerSec),
-    bytesPerSec: Math.round(l.bytesPerSec),
-    averageFilesPerSec: l.averageFilesPerSec === null ? null : round1(l.averageFilesPerSec),
-    averageBytesPerSec: l.averageBytesPerSec === null ? null : Math.round(l.averageBytesPerSec),
-  }));
-}
-
-export function formatLinks(links: readonly LinkStatus[]): string {
+export function formatLinks(links: readonly LinkRates[]): string {
   if (links.length === 0) return "";
   return [
-    `transfers by link (now: last ${LINK_RATE_WINDOW_SECONDS} s; avg: whole run):`,
-    ...links.map(
-      (l) =>
-        `  ${l.source} → ${l.destination}  ${l.files.toLocaleString("en-US")} files, ${formatBytes(l.bytes)}` +
-        `  now ${l.filesPerSec} files/s ${formatBytes(l.bytesPerSec)}/s` +
-        `  avg ${l.averageFilesPerSec ?? "-"} files/s ${l.averageBytesPerSec === null ? "-" : `${formatBytes(l.averageBytesPerSec)}/s`}`,
-    ),
+    "transfers by link (succeeded; rates as the run's: now over the last minute, avg over the whole run):",
+    ...links.map((l) => `  ${l.source} → ${l.destination}  ${num(l.files)} files, ${formatBytes(l.bytes)}  ${rateText(l)}`),
   ].join("\n");
 }
 
-const round1 = (n: number) => Math.round(n * 10) / 10;
 const num = (n: number) => n.toLocaleString("en-US");
 
 export const fmtRate = formatFilesPerSec;

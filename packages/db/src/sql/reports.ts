@@ -444,57 +444,73 @@ export async function foldFileCounts(db: Queryable, opts: { hourly?: boolean } =
   return folded;
 }
 
-/** A link's totals with its current rate (over the window) and its average over the whole run. */
-export interface TransferLinkRate {
+/**
+ * A link's succeeded transfers (current versions): all of them, those of the current run, and
+ * those of the run's last minute — the moments and the run exactly as migrationProgress tells
+ * them, so a link's rates (linkRates in @fleet/jobs/status/migrationNumbers) are the run's rates
+ * for that link.
+ */
+export interface TransferLinkCounts {
   source: string;
   destination: string;
   files: number;
   bytes: number;
-  /** Over the last `windowSeconds`. */
-  filesPerSec: number;
-  bytesPerSec: number;
-  /** From the link's first migrated file to its last attempt (null until two moments exist). */
-  averageFilesPerSec: number | null;
-  averageBytesPerSec: number | null;
+  runFiles: number;
+  runBytes: number;
+  lastMinuteFiles: number;
+  lastMinuteBytes: number;
 }
 
 /**
- * What `fleet migrate status` and the dashboard show: the links from the kept counts, with their
- * rates worked out, never a scan of the outcomes (at 100M files transferLinks() with a named
- * link read every succeeded row at every status, and at every reading of `--watch`). A named
- * link takes over the row of its roots' locations (scheme and authority: `file://`,
- * `s3://bucket`, `sftp://user@host:port`), since the counts keep locations, not prefixes:
- * another prefix of the same locations migrated into this database (a second tree of the same
- * disk, a second prefix of the same bucket) counts under it too. transferLinks() with the
- * link is the exact figure.
+ * What `fleet migrate status` and the dashboard show: the links from the kept counts, never a
+ * scan of the outcomes (at 100M files transferLinks() with a named link read every succeeded
+ * row at every status, and at every reading of `--watch`). A named link takes over the row of
+ * its roots' locations (scheme and authority: `file://`, `s3://bucket`,
+ * `sftp://user@host:port`), since the counts keep locations, not prefixes: another prefix of the
+ * same locations migrated into this database (a second tree of the same disk, a second prefix
+ * of the same bucket) counts under it too. transferLinks() with the link is the exact figure.
+ * The run's figures are read as migrationProgress reads the run's (RUN_START, countedAt, a
+ * moment in the run or in its last minute by its latest attempt). Found by a walk: the links'
+ * "avg" ran from the link's first file ever and their "now" always divided by 60 s, so a link
+ * disagreed with the run it was all of.
  */
-export async function transferLinkRates(db: Queryable, windowSeconds: number, named: readonly NamedLink[] = []): Promise<TransferLinkRate[]> {
-  const rows = await countedLinks(db, windowSeconds);
-  if (named.length === 0 || rows.length === 0) return linkRates(rows, windowSeconds);
+export async function transferLinkCounts(db: Queryable, named: readonly NamedLink[] = []): Promise<TransferLinkCounts[]> {
+  const { rows } = await db.query<TransferLinkCounts>(
+    `WITH run AS MATERIALIZED (${RUN_START}), b AS (
+       SELECT source, destination, ${countedAt("at", "(SELECT started_at FROM run)")} AS at, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes, max(last_at) AS last_at
+         FROM (SELECT source, destination, at, files, bytes, last_at
+                 FROM migration_file_counts WHERE status = 'SUCCESS'
+               UNION ALL
+               SELECT fleet_location(m.old_uri), fleet_location(m.new_uri), date_trunc('second', m.last_attempt_date), -1, -coalesce(m.size, 0), NULL
+                 FROM source_files s JOIN migration_files m ON m.file_id = s.id
+                WHERE s.superseded_by IS NOT NULL AND m.status = 'SUCCESS') u
+        GROUP BY 1, 2, 3
+       HAVING sum(files) <> 0
+     ), m AS (
+       SELECT source, destination, files, bytes,
+              coalesce(coalesce(last_at, at) >= (SELECT started_at FROM run), true) AS in_run,
+              coalesce(last_at, at) > now() - interval '1 minute' AS last_minute
+         FROM b
+     )
+     SELECT source, destination,
+            sum(files)::int8 AS files,
+            sum(bytes)::int8 AS bytes,
+            coalesce(sum(files) FILTER (WHERE in_run), 0)::int8 AS "runFiles",
+            coalesce(sum(bytes) FILTER (WHERE in_run), 0)::int8 AS "runBytes",
+            coalesce(sum(files) FILTER (WHERE in_run AND last_minute), 0)::int8 AS "lastMinuteFiles",
+            coalesce(sum(bytes) FILTER (WHERE in_run AND last_minute), 0)::int8 AS "lastMinuteBytes"
+       FROM m
+      GROUP BY 1, 2
+     HAVING sum(files) <> 0
+      ORDER BY 3 DESC`,
+  );
+  if (named.length === 0 || rows.length === 0) return rows;
   const { rows: ends } = await db.query<{ source: string | null; destination: string | null }>(
     `SELECT fleet_location(s) AS source, fleet_location(d) AS destination FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(s, d, o) ORDER BY o`,
     [named.map((n) => n.sourceRoot), named.map((n) => n.destinationRoot)],
   );
-  const labelled = rows.map((row) => {
+  return rows.map((row) => {
     const i = ends.findIndex((e) => e.source === row.source && e.destination === row.destination);
     return i < 0 ? row : { ...row, source: named[i]!.source, destination: named[i]!.destination };
-  });
-  return linkRates(labelled, windowSeconds);
-}
-
-/** Current and average rates of links counted over a window of `windowSeconds`. */
-export function linkRates(rows: readonly TransferLinkRow[], windowSeconds: number): TransferLinkRate[] {
-  return rows.map((l) => {
-    const span = l.firstAt && l.lastAt ? (l.lastAt.getTime() - l.firstAt.getTime()) / 1000 : 0;
-    return {
-      source: l.source,
-      destination: l.destination,
-      files: l.files,
-      bytes: l.bytes,
-      filesPerSec: l.recentFiles / windowSeconds,
-      bytesPerSec: l.recentBytes / windowSeconds,
-      averageFilesPerSec: span > 0 ? l.files / span : null,
-      averageBytesPerSec: span > 0 ? l.bytes / span : null,
-    };
   });
 }

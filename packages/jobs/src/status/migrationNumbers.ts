@@ -1,4 +1,4 @@
-import type { MigrationProgress } from "@fleet/db/sql/reports";
+import type { MigrationProgress, TransferLinkCounts } from "@fleet/db/sql/reports";
 import type { Blocker } from "./blockers";
 
 /**
@@ -17,6 +17,8 @@ import type { Blocker } from "./blockers";
  * - rate, whole run: files attempted (succeeded, failed, retried; not killed) and bytes migrated
  *   since the run started, per second of elapsed.
  * - rate, last minute: files attempted in the last 60 s per second, over min(60 s, elapsed).
+ * - a link's rates: the same two over its succeeded transfers (the run's files of a link that
+ *   fails none), with the run's divisors (linkRates).
  * - ETA: files without an outcome at the last-minute rate; none while the migration is blocked
  *   (paused, window closed, breaker open), done, or nothing moved in the last minute.
  */
@@ -50,6 +52,8 @@ export interface MigrationNumbers {
   vanished: number;
   superseded: number;
   elapsedSeconds: number | null;
+  /** The last-minute rate's divisor: 60 s, or the run's age while it is younger. */
+  lastMinuteSeconds: number | null;
   rate: { lastMinute: Rate | null; run: Rate | null };
   etaSeconds: number | null;
   ranges: MigrationProgress["ranges"];
@@ -98,10 +102,27 @@ export function migrationNumbers(p: MigrationProgress, blockers: readonly Blocke
     vanished: p.vanished,
     superseded: p.superseded,
     elapsedSeconds,
+    lastMinuteSeconds: start ? window : null,
     rate: { lastMinute, run },
     etaSeconds,
     ranges: p.ranges,
   };
+}
+
+/** A link's succeeded transfers with its rates, which mean what the run's rates mean. */
+export interface LinkRates extends TransferLinkCounts {
+  rate: { lastMinute: Rate | null; run: Rate | null };
+}
+
+/** Each link's rates over the run's last minute and the whole run, with the run's divisors. */
+export function linkRates(links: readonly TransferLinkCounts[], n: MigrationNumbers): LinkRates[] {
+  return links.map((l) => ({
+    ...l,
+    rate: {
+      lastMinute: n.lastMinuteSeconds === null ? null : { filesPerSec: l.lastMinuteFiles / n.lastMinuteSeconds, bytesPerSec: l.lastMinuteBytes / n.lastMinuteSeconds },
+      run: n.elapsedSeconds === null || l.runFiles === 0 ? null : { filesPerSec: l.runFiles / n.elapsedSeconds, bytesPerSec: l.runBytes / n.elapsedSeconds },
+    },
+  }));
 }
 
 /** "paused: queue migration is paused (fleet resume migration)", for one-line views. */
