@@ -79,7 +79,8 @@ describe("operator alerts", () => {
     await h.startRunner({ queues: ["maintenance"] });
     const seed = await runtime.deps.jobs.enqueue("seed-ranges", {});
     await finishedJob(runtime, "maintenance", seed.id!);
-    await breakers.open("local:/src -> local:/dst", "destination root is gone", "storage-unavailable", "worker-1", 60_000);
+    // The reason as a worker records it (linkGuard): its category first.
+    await breakers.open("local:/src -> local:/dst", "storage-unavailable: destination root is gone", "storage-unavailable", "worker-1", 60_000);
     failNext = 1; // the first webhook POST meets a 500 and is retried at the next check
 
     const first = await watch.check();

@@ -111,7 +111,9 @@ export class AlertWatch {
       out.push({
         event: "breaker-opened",
         dedupeKey: `breaker-opened:${link}:${state.openedAt.getTime()}`,
-        summary: `link ${link}: breaker opened (${state.category}: ${state.reason})`,
+        // A worker's reason starts with its category already ("no-space: write …"; linkGuard):
+        // said twice, it read "no-space: no-space: write …" (found by a walk).
+        summary: `link ${link}: breaker opened (${state.reason.startsWith(`${state.category}: `) ? state.reason : `${state.category}: ${state.reason}`})`,
         details: { link, category: state.category, reason: state.reason, openedAt: state.openedAt.toISOString(), openedAtMs: state.openedAt.getTime(), openedBy: state.openedBy },
       });
     }
