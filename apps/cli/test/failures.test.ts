@@ -56,6 +56,11 @@ describe("fleet migrate failures | retry | kill", () => {
     expect((await fleetJson(env, ["migrate", "failures", "--since", "2999-01-01T00:00Z"])).total).toBe(0);
     const bad = await fleet(env, ["migrate", "failures", "--since", "yesterday-ish"]);
     expect([bad.code, bad.err]).toEqual([2, expect.stringContaining("usage: fleet migrate failures [options]")]);
+    // Nothing listed: says what was looked for.
+    const noKilled = await fleet(env, ["migrate", "failures", "--state", "killed"]);
+    expect([noKilled.code, noKilled.out]).toEqual([0, "no killed files\n"]);
+    const noMatch = await fleet(env, ["migrate", "failures", "--text", "no-such-name", "--category", "network"]);
+    expect(noMatch.out).toBe('no failed or retrying files matching --category network --text "no-such-name"\n');
   });
 
   it("names show decoded even when only the stored URI is left", async () => {

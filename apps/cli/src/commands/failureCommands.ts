@@ -43,6 +43,24 @@ export function sinceOption(value: string): Date {
 
 const fileId = integerOption(1);
 
+/**
+ * What a listing that found nothing looked for: "no killed files", "no failed or retrying files
+ * matching --since …". It said "no failed files" whatever was asked (found by a walk: `--state
+ * killed` with no killed file).
+ */
+function nothingListed(opts: { category?: string[]; link?: string; since?: Date; state?: FailureState[]; text?: string; range?: number }): string {
+  const states = [...new Set(opts.state ?? ["failed", "retrying"])];
+  const matching = [
+    ...(opts.category ?? []).map((c) => `--category ${c}`),
+    opts.link === undefined ? "" : `--link ${JSON.stringify(opts.link)}`,
+    opts.since === undefined ? "" : `--since ${opts.since.toISOString()}`,
+    opts.text === undefined ? "" : `--text ${JSON.stringify(opts.text)}`,
+    opts.range === undefined ? "" : `--range ${opts.range}`,
+  ].filter(Boolean);
+  const which = states.length > 1 ? `${states.slice(0, -1).join(", ")} or ${states.at(-1)}` : states[0];
+  return `no ${which} files${matching.length > 0 ? ` matching ${matching.join(" ")}` : ""}`;
+}
+
 export function registerFailureCommands(migrate: Command, run: Run): void {
   migrate
     .command("failures")
@@ -70,7 +88,7 @@ export function registerFailureCommands(migrate: Command, run: Run): void {
         };
         const { summary, ...page } = await failuresOverview(db, filter, policy, { limit: opts.limit, offset: opts.offset });
         const text = [
-          formatFailures(summary) || "no failed files",
+          formatFailures(summary) || nothingListed(opts),
           ...(page.rows.length > 0 ? ["", formatRows(page.rows)] : []),
           ...(page.total > page.rows.length ? [`(${opts.offset + 1}–${opts.offset + page.rows.length} of ${page.total.toLocaleString("en-US")}; --limit / --offset for more)`] : []),
         ].join("\n");
