@@ -55,6 +55,12 @@ describe("fleet queues, pause/resume, lock/unlock, ops", () => {
     expect(await json("ops", "submit", "migrate-range", "--data", '{"rangeId": 4}')).toEqual({ id: "range-4", name: "migrate-range", queue: "migration", deduplicated: true });
     expect((await fleet("ops", "submit", "migrate-range", "--data", '{"rangeId": 4}')).out).toMatch(/^migrate-range is already queued as operation range-4 \(queue migration\): this submission was a duplicate/);
     expect((await json("ops", "list", "--state", "waiting")).map((o: { id: string }) => o.id)).toEqual(["range-4"]);
+    // A long id (a script's own) keeps the list in columns.
+    await migration.add("migrate-range", { rangeId: 5 }, { jobId: "nightly-export-2026-12-06-range-0005-retry", attempts: 12 });
+    const listed = (await fleet("ops", "list", "--state", "waiting")).out.trimEnd().split("\n");
+    expect(listed).toHaveLength(2);
+    for (const column of [/ migrate-range /, / migration /, / waiting /, / attempt /, / \d{4}-\d\d-\d\dT/]) expect([listed, new Set(listed.map((l) => column.exec(l)?.index)).size]).toEqual([listed, 1]);
+    await migration.remove("nightly-export-2026-12-06-range-0005-retry");
     expect(await json("ops", "show", "range-4")).toMatchObject({ id: "range-4", state: "waiting", data: { rangeId: 4 } });
     const shown = await fleet("ops", "show", "range-4");
     expect(shown.out).toMatch(/^range-4\s+migrate-range\s+migration\s+waiting\s+attempt 0\/6/);

@@ -196,7 +196,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           return 1;
         }
         const text = [
-          summaryLine(op),
+          ...summaryLines([op]),
           `data      ${JSON.stringify(op.data)}`,
           ...(op.result !== null ? [`result    ${JSON.stringify(op.result)}`] : []),
           ...(op.error ? [`error     ${op.error}`] : []),
@@ -216,7 +216,7 @@ export function registerOperatorCommands(program: Command, run: Run): void {
         await ctx.requireFleet();
         const runtime = await ctx.runtime({ withRedis: true });
         const list = await listOperations(queues(runtime.deps.jobs), opts.state, opts.limit, operationHistoryReader(runtime.db));
-        print(opts.json, list, list.length === 0 ? "no operations" : list.map(summaryLine).join("\n"));
+        print(opts.json, list, list.length === 0 ? "no operations" : summaryLines(list).join("\n"));
       }),
     );
   ops
@@ -253,6 +253,15 @@ function queues(jobs: Pick<JobClient<FleetJobs>, "queue">) {
   return Object.values(QUEUES).map((name) => jobs.queue(name));
 }
 
-function summaryLine(op: OperationSummary): string {
-  return `${String(op.id).padEnd(24)} ${op.name.padEnd(16)} ${op.queue.padEnd(12)} ${op.state.padEnd(10)} attempt ${op.attempts}/${op.maxAttempts}  ${op.createdAt}`;
+/**
+ * One line per operation, in columns as wide as their longest value (at least the usual
+ * widths): an id past 24 characters (a script's own job id) pushed the rest of its line out of
+ * the columns (found by a walk).
+ */
+function summaryLines(ops: readonly OperationSummary[]): string[] {
+  const cells = ops.map((op) => [String(op.id), op.name, op.queue, op.state, `attempt ${op.attempts}/${op.maxAttempts}`, op.createdAt]);
+  const widths = [24, 16, 12, 10, 0].map((min, i) => Math.max(min, ...cells.map((row) => row[i]!.length)));
+  return cells.map(([id, name, queue, state, attempt, createdAt]) =>
+    `${id!.padEnd(widths[0]!)} ${name!.padEnd(widths[1]!)} ${queue!.padEnd(widths[2]!)} ${state!.padEnd(widths[3]!)} ${attempt!.padEnd(widths[4]!)}  ${createdAt}`,
+  );
 }
