@@ -165,18 +165,25 @@ export function watchDependencies(checks: readonly DependencyCheck[], options: W
   const logEveryMs = options.logEveryMs ?? 5_000;
   return (async () => {
     let downSince: number | undefined;
+    let failedLooks = 0;
     let loggedAt = 0;
     while (!options.signal.aborted) {
       const failures = await failing(checks);
       if (failures.length > 0) {
         downSince ??= Date.now();
-        if (Date.now() - loggedAt >= logEveryMs) {
+        failedLooks++;
+        // Said once a dependency has failed two looks in a row: the first look comes as the
+        // connections open, and a Redis connection not up yet refuses at once ("Stream isn't
+        // writeable"), so every dashboard start with a healthy Redis said it waited for it
+        // (found by a walk), as waitForDependencies' first look would without its own rule.
+        if (failedLooks >= 2 && Date.now() - loggedAt >= logEveryMs) {
           loggedAt = Date.now();
           options.log.warn({ awaiting: failures.map((f) => ({ name: f.name, reason: f.reason })), waitedMs: Date.now() - downSince }, "waiting for dependencies");
         }
       } else if (downSince !== undefined) {
-        options.log.info({ waitedMs: Date.now() - downSince }, "dependencies available again");
+        if (loggedAt > 0) options.log.info({ waitedMs: Date.now() - downSince }, "dependencies available again");
         downSince = undefined;
+        failedLooks = 0;
         loggedAt = 0;
       }
       await sleep(pollMs, options.signal).catch(() => undefined);
