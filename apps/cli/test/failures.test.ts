@@ -94,6 +94,11 @@ describe("fleet migrate failures | retry | kill", () => {
     expect(all.out).toMatch(/^re-queued 3 files \(not-found 3\) for retry-failed \(operation [0-9a-z]+-[0-9a-f]{10}\)/);
     expect((await h.runtime.db.query(`SELECT count(*)::int AS n FROM migration_files WHERE retry_requested_at IS NOT NULL`)).rows[0].n).toBe(4);
 
+    // Nothing to retry is no error for a script: a category with no failed file; a --file that
+    // is not failed is (a typo).
+    const noTimeouts = await fleet(env, ["migrate", "retry", "--category", "timeout"]);
+    expect([noTimeouts.code, noTimeouts.out]).toEqual([0, "nothing re-queued: no failed file matches\n"]);
+    expect((await fleet(env, ["migrate", "retry", "--file", "999999"])).code).toBe(1);
     const unknown = await fleetJson(env, ["migrate", "failures", "--state", "failed", "--limit", "10"]);
     expect(unknown.files.every((f: { retryRequested: boolean }) => f.retryRequested)).toBe(true);
     const bogus = await fleet(env, ["migrate", "retry", "--file", "abc"]);
@@ -139,6 +144,9 @@ describe("fleet migrate failures | retry | kill", () => {
     expect(attempts.attempts.at(-1)).toMatchObject({ status: "KILLED", category: "killed" });
     const none = await fleet(env, ["migrate", "attempts", "999999"]);
     expect([none.code, none.err]).toEqual([1, expect.stringContaining("file 999999 is not failed, retrying or killed")]);
+    // Only permanent failures are left: a bare retry has nothing to do, and says why (exit 0).
+    const bare = await fleet(env, ["migrate", "retry"]);
+    expect([bare.code, bare.out]).toEqual([0, expect.stringMatching(/^nothing re-queued: every matching file failed for a permanent reason\nleft alone, permanent: not-found \d+ /)]);
     const retried = await fleet(env, ["migrate", "retry", "--file", String(list.files[0].fileId), "--include-permanent"]);
     expect([retried.code, retried.out]).toEqual([1, `nothing re-queued: no failed file matches\nfile ${list.files[0].fileId}: not failed (killed), not re-queued\n`]);
 
