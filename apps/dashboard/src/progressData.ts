@@ -2,7 +2,7 @@ import type { Queryable } from "@fleet/db/pool";
 import { failureSummary } from "@fleet/db/sql/failures";
 import type { FailureCategorySummary } from "@fleet/db/sql/failures";
 import { liveWorkers, rangesByStatus, transferLinkCounts } from "@fleet/db/sql/reports";
-import type { LiveWorkerRow, ThroughputHourRow, ThroughputRow } from "@fleet/db/sql/reports";
+import type { LiveWorkerRow, NamedLink, ThroughputHourRow, ThroughputRow } from "@fleet/db/sql/reports";
 import type { BlockerSource } from "@fleet/jobs/status/blockers";
 import { linkRates } from "@fleet/jobs/status/migrationNumbers";
 import type { LinkRates, MigrationNumbers } from "@fleet/jobs/status/migrationNumbers";
@@ -43,6 +43,8 @@ export interface ProgressOptions {
   chartHours: number;
   /** Where the reasons for held work come from (queue pause, window, breakers). */
   blockers: readonly BlockerSource[];
+  /** The links the workers run, by their labels (readNamedLinks); without them links show by location. */
+  namedLinks?: () => Promise<NamedLink[]>;
 }
 
 export async function readProgress(db: Queryable, options: ProgressOptions): Promise<ProgressReport> {
@@ -52,7 +54,7 @@ export async function readProgress(db: Queryable, options: ProgressOptions): Pro
     rangesByStatus(db),
     failureSummary(db, {}, policy),
     liveWorkers(db, options.staleAfterMs),
-    transferLinkCounts(db),
+    (options.namedLinks?.() ?? Promise.resolve([])).then((named) => transferLinkCounts(db, named)),
   ]);
   return {
     at: new Date(status.numbers.at),

@@ -13,6 +13,7 @@ import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
 import type { Logger } from "@fleet/core/logger";
 import { bullPrefix, createRedis } from "@fleet/core/redis";
 import { postgresCheck, redisCheck, watchDependencies } from "@fleet/jobs/runtime/dependencies";
+import { readNamedLinks } from "@fleet/jobs/migration/transferLabels";
 import { createPool } from "@fleet/db/pool";
 import { isDatabaseUnavailable } from "@fleet/db/unavailable";
 import { warmPrisma } from "@fleet/db/prismaClient";
@@ -242,6 +243,11 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     chartMinutes: 60,
     chartHours: 48,
     blockers,
+    namedLinks: () =>
+      readNamedLinks(ctx.redis, ctx.prefix).catch((err: unknown) => {
+        ctx.log.debug({ err }, "could not read the workers' links; links show by location");
+        return [];
+      }),
     lockReason: async () => (await apiLock.get())?.reason ?? null,
     readingVersion: {
       read: () => ctx.redis.get(`${ctx.prefix}:dashboard:progress-version`),

@@ -19,6 +19,7 @@ import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks"
 import type { WorkerConfig } from "./config";
 import { QUEUES } from "@fleet/jobs/jobRegistry";
 import { wakeWindowParked, windowFromDescription } from "./windowParkedJobs";
+import { namedLink, recordNamedLink } from "@fleet/jobs/migration/transferLabels";
 
 export interface RunningWorker {
   runtime: FleetRuntime;
@@ -112,6 +113,10 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
 
   const started = runner;
   await started.start();
+  // The dashboard names this link's outcomes by it, as the CLI does from its own configuration.
+  void recordNamedLink(runtime.redis, runtime.prefix, namedLink(runtime.deps.source, runtime.deps.destination)).catch((err: unknown) =>
+    log.warn({ err }, "could not record this worker's link for the dashboard; it shows the link by its locations"),
+  );
   // What a killed worker's history lost (its last ~100 ms of events), BullMQ still knows.
   void reconcileOperationHistory(
     runtime.db,

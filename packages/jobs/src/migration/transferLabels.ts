@@ -1,4 +1,5 @@
 import type { NamedLink } from "@fleet/db/sql/reports";
+import type { Redis } from "ioredis";
 import type { Storage } from "@fleet/storage/storage";
 
 /**
@@ -22,4 +23,31 @@ export function namedLink(source: Storage, destination: Storage): NamedLink {
     return uri.endsWith(probe) ? uri.slice(0, -probe.length) : uri;
   };
   return { source: source.label, destination: destination.label, sourceRoot: root(source), destinationRoot: root(destination) };
+}
+
+// The links the workers run, as `namedLink` gives them (a hash: "source → destination" → JSON).
+const namedLinksKey = (prefix: string) => `${prefix}:named-links`;
+
+/**
+ * Records the link a worker runs, so views without the storage configuration (the dashboard)
+ * name its outcomes as the CLI does: the dashboard's progress page said `file:// → file://`
+ * where `fleet migrate status` said `local:/data → local:/archive` (found by a walk). Labels and
+ * roots hold no secrets (storage labels never do).
+ */
+export async function recordNamedLink(redis: Redis, prefix: string, link: NamedLink): Promise<void> {
+  await redis.hset(namedLinksKey(prefix), `${link.source} → ${link.destination}`, JSON.stringify(link));
+}
+
+/** The links workers recorded (recordNamedLink); an entry that does not read as one is skipped. */
+export async function readNamedLinks(redis: Redis, prefix: string): Promise<NamedLink[]> {
+  const entries = Object.values(await redis.hgetall(namedLinksKey(prefix)));
+  return entries.flatMap((text) => {
+    try {
+      const l = JSON.parse(text) as Partial<NamedLink>;
+      const fields = [l.source, l.destination, l.sourceRoot, l.destinationRoot];
+      return fields.every((f) => typeof f === "string") ? [l as NamedLink] : [];
+    } catch {
+      return [];
+    }
+  });
 }
