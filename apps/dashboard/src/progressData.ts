@@ -49,12 +49,14 @@ export interface ProgressOptions {
 
 export async function readProgress(db: Queryable, options: ProgressOptions): Promise<ProgressReport> {
   const policy = { maxRetries: options.maxRetries, retryableCategories: options.retryableCategories };
-  const [status, ranges, failures, workers, links] = await Promise.all([
-    readMigrationStatus(db, { ...policy, blockers: options.blockers, chartMinutes: options.chartMinutes, chartHours: options.chartHours }),
+  const [[status, links], ranges, failures, workers] = await Promise.all([
+    // The links of the run the numbers are about.
+    Promise.all([readMigrationStatus(db, { ...policy, blockers: options.blockers, chartMinutes: options.chartMinutes, chartHours: options.chartHours }), options.namedLinks?.() ?? Promise.resolve([])]).then(
+      async ([read, named]) => [read, await transferLinkCounts(db, read.progress.runStartedAt, named)] as const,
+    ),
     rangesByStatus(db),
     failureSummary(db, {}, policy),
     liveWorkers(db, options.staleAfterMs),
-    (options.namedLinks?.() ?? Promise.resolve([])).then((named) => transferLinkCounts(db, named)),
   ]);
   return {
     at: new Date(status.numbers.at),

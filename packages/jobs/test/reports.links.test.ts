@@ -73,7 +73,7 @@ describe("the links of fleet migrate status at scale, and their names in fleet m
         return db.query(text, values);
       }) as unknown as Queryable["query"],
     } as Queryable;
-    const rates = await transferLinkCounts(analysing, [link]);
+    const rates = await transferLinkCounts(analysing, null, [link]);
     // Only the superseded versions' outcomes are read (to take them away), not the 100k.
     expect(outcomesRead.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(100);
     expect(rates.map((r) => [r.source, r.destination, r.files, r.bytes])).toEqual([["local:/srv/src", "local:/srv/dst", 99_900, 9_990_000]]);
@@ -84,7 +84,7 @@ describe("the links of fleet migrate status at scale, and their names in fleet m
     expect(exact.map((r) => [r.source, r.destination, r.files, r.bytes])).toEqual([["local:/srv/src", "local:/srv/dst", 99_900, 9_990_000]]);
     expect(Math.max(...outcomesRead)).toBeGreaterThanOrEqual(99_900);
     // ...and a link of other locations leaves the row as it is, named by its locations.
-    const elsewhere = await transferLinkCounts(db, [{ ...link, source: "s3:archive", sourceRoot: "s3://archive/x/" }]);
+    const elsewhere = await transferLinkCounts(db, null, [{ ...link, source: "s3:archive", sourceRoot: "s3://archive/x/" }]);
     expect(elsewhere.map((r) => [r.source, r.destination, r.files])).toEqual([["file://", "file://", 99_900]]);
   }, 120_000);
 

@@ -37,9 +37,9 @@ export async function readStatusReport(runtime: FleetRuntime, config: CliConfig)
   const policy = { maxRetries: config.RETRY_MAX, retryableCategories: config.RETRY_CATEGORIES };
   const breakers = new LinkBreakers(runtime.redis, runtime.prefix);
   const blockers = migrationBlockerSources({ migrationQueue: runtime.deps.jobs.queue(QUEUES.migration), window: liveMigrationWindow(runtime.db, config), breakers });
-  const [status, links, failures, breakerStatus] = await Promise.all([
-    readMigrationStatus(runtime.db, { ...policy, blockers }),
-    transferLinkCounts(runtime.db, [namedLink(runtime.deps.source, runtime.deps.destination)]),
+  const [[status, links], failures, breakerStatus] = await Promise.all([
+    // The links of the run the numbers are about.
+    readMigrationStatus(runtime.db, { ...policy, blockers }).then(async (read) => [read, await transferLinkCounts(runtime.db, read.progress.runStartedAt, [namedLink(runtime.deps.source, runtime.deps.destination)])] as const),
     failureSummary(runtime.db, {}, policy),
     readBreakers(runtime.redis, config.REDIS_URL, runtime.prefix),
   ]);
