@@ -162,14 +162,9 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     }
     if (site && !written) {
       // Only the history says an operation is the site's: unrecorded, its site could never see
-      // or cancel it, so it is withdrawn (a durable kind's kept request first, as a cancel does).
-      const withdrawn =
-        !queuedAfter &&
-        (await (async () => {
-          if (def.durable) await jobs.forgetRequest(name, job.id!);
-          await job.remove();
-          return true;
-        })().catch(() => false));
+      // or cancel it, so it is withdrawn (a durable kind's kept request first, as a cancel does,
+      // and kept again if the job cannot be removed: see JobClient.withdraw).
+      const withdrawn = !queuedAfter && (await jobs.withdraw(job).catch(() => false));
       req.log.warn({ operation: submission.id, withdrawn }, "site operation not recorded as the site's");
       return reply.code(withdrawn ? 503 : 500).send({
         error: withdrawn
