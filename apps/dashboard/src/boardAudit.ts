@@ -32,8 +32,10 @@ import { actorOf } from "./auth";
  *   for the jobs still in Redis (settleBoardWrite). Before, not after: a request left behind by
  *   a failure after the removal would be found missing and queued again — the removed command
  *   run after all — while one taken out for a job that stays only leaves that job without its
- *   copy in PostgreSQL until it ends or the restore succeeds. A request whose job vanished
- *   otherwise is a loss and is queued again (replayRequests.ts).
+ *   copy in PostgreSQL until it ends or the restore succeeds. Hence a clean of completed or
+ *   failed jobs takes out the requests of the jobs in that status only, not those of the
+ *   queue's waiting and delayed jobs (ENDED_STATUSES). A request whose job vanished otherwise
+ *   is a loss and is queued again (replayRequests.ts).
  *
  * Only writes that succeeded (2xx): a refused or failed one changed nothing, and the request
  * log has it with the user. Rows hold user names, queue names, job ids, the route pattern and
@@ -81,6 +83,16 @@ const NOT_STARTED = new Set(["waiting", "delayed", "prioritized", "waiting-child
  */
 const CLEAN_GRACE_MS = 5_000;
 
+/**
+ * Statuses a clean may empty whose jobs ended: a job only enters them by ending, and a durable
+ * job that ends forgets its request (a success) or is counted ended by the recovery pass from
+ * its history (a failure): a clean of them takes out the requests of the jobs in the status
+ * only. A clean of a status a job can enter meanwhile (a retry's delay, a promotion, a stalled
+ * job put back) still takes every request of the queue older than the grace: a request left for
+ * a job that entered it between a listing and the clean would be queued again once removed.
+ */
+const ENDED_STATUSES = new Set(["completed", "failed"]);
+
 /** A clean whose kept requests could not be taken out: it must be refused. */
 export class RequestsNotForgotten extends Error {}
 
@@ -100,9 +112,21 @@ export async function prepareBoardWrite(req: FastifyRequest, write: string, queu
     before: write.endsWith("/clean/:queueStatus") && queue && status ? await countOf(queue, status) : undefined,
     taken: [],
   };
-  const which = !queue ? undefined : write.endsWith("/:jobId/clean") && pending.job ? { ids: [pending.job.id] } : write.endsWith("/clean/:queueStatus") ? { olderThanMs: CLEAN_GRACE_MS } : undefined;
-  if (queue && which) {
-    pending.taken = await takeJobRequests(records.db, queue.name, which).catch((err: unknown) => {
+  if (!queue) return pending;
+  const which = async (): Promise<{ ids: readonly string[] } | { olderThanMs: number } | undefined> => {
+    if (write.endsWith("/:jobId/clean")) return pending.job ? { ids: [pending.job.id] } : undefined;
+    if (!write.endsWith("/clean/:queueStatus") || !status) return undefined;
+    // Ended jobs: the requests of those in the status only. Every request of the queue taken
+    // out by age took those of its waiting and delayed jobs too, which a dashboard killed before
+    // the put-back (or a put-back refused) left without their copy (found by a review).
+    if (ENDED_STATUSES.has(status)) return { ids: await queue.getRanges([status as "completed" | "failed"]) };
+    return { olderThanMs: CLEAN_GRACE_MS };
+  };
+  const taking = await which().catch((err: unknown) => {
+    throw new RequestsNotForgotten("the jobs to clean could not be listed, so their kept requests could not be forgotten", { cause: err });
+  });
+  if (taking) {
+    pending.taken = await takeJobRequests(records.db, queue.name, taking).catch((err: unknown) => {
       throw new RequestsNotForgotten("the kept requests of the jobs to clean could not be forgotten", { cause: err });
     });
   }

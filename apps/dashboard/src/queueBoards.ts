@@ -126,7 +126,7 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
         req.log.warn({ err, route }, "board clean refused: the kept requests of its jobs could not be forgotten");
         return undefined;
       });
-      if (!prepared) return deny(reply, 503, "the jobs' kept requests could not be forgotten (database unavailable): nothing was removed; try again");
+      if (!prepared) return deny(reply, 503, "the jobs' kept requests could not be forgotten (database or Redis unavailable): nothing was removed; try again");
       pending.set(req, prepared);
     }
   });

@@ -203,6 +203,61 @@ describe("board writes recorded with the operator", () => {
     await fx.dashboard.db.query("DELETE FROM job_requests");
   }, 30_000);
 
+  it("a board clean of completed or failed jobs leaves the kept requests of the queue's other jobs where they are (a put-back that fails loses none)", async () => {
+    // Found by a review: a clean by status took out every kept request of the queue older than
+    // the grace, whatever its job's status, and put back those whose job stayed afterwards. A
+    // clean of the completed jobs thus took out the requests of the waiting and delayed remote
+    // commands, and a dashboard killed during the clean (or a database that refused the put-back)
+    // left those commands in Redis without their copy: a later loss of Redis lost them for good.
+    // Only the requests of jobs in the cleaned status are now taken out.
+    const remote = fx.dashboard.jobs.queue("remote");
+    const enqueue = async (project: string, delayMs?: number) =>
+      (await fx.dashboard.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project } }, delayMs ? { delayMs } : {})).id!;
+    const kept = async () => (await fx.dashboard.db.query<{ id: string }>("SELECT id FROM job_requests ORDER BY id")).rows.map((r) => r.id);
+    // A command that failed for good keeps its request (only a success forgets it): cleaning the
+    // failed jobs forgets it with its job.
+    const broken = await enqueue("broken");
+    const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const worker = new Worker("remote", null, { connection, prefix: `{${fx.prefix}}`, autorun: false });
+    try {
+      const job = (await worker.getNextJob("test-token"))!;
+      expect(job.id).toBe(broken);
+      await job.moveToFailed(new UnrecoverableError("exit 2"), "test-token", false);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    const waiting = await enqueue("waiting");
+    const later = await enqueue("later", 3_600_000);
+    // Kept long ago, as a command queued an hour ago (past the clean's 5 s grace); the failed
+    // job ended long ago too (bull-board's clean spares jobs finished in the last 5 s).
+    await fx.dashboard.db.query("UPDATE job_requests SET created_at = now() - interval '1 hour'");
+    await new Promise((r) => setTimeout(r, 5_500));
+    expect(await kept()).toEqual([broken, waiting, later].sort());
+    // The put-back refused, as the database refuses it in a blip (the same loss as a dashboard
+    // killed between the take and the put-back).
+    const db = createPool({ connectionString: fx.db.url, max: 1 });
+    try {
+      await db.query(`CREATE FUNCTION e_refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'e: refused'; END $$`);
+      await db.query("CREATE TRIGGER e_refuse_insert BEFORE INSERT ON job_requests FOR EACH ROW EXECUTE FUNCTION e_refuse_insert()");
+      for (const status of ["completed", "failed"]) expect((await write("PUT", `/queues/api/queues/remote/clean/${status}`)).status).toBe(200);
+    } finally {
+      await db.query("DROP TRIGGER IF EXISTS e_refuse_insert ON job_requests");
+      await db.query("DROP FUNCTION IF EXISTS e_refuse_insert()");
+      await db.end();
+    }
+    expect(await remote.getJobState(broken)).toBe("unknown");
+    expect(await remote.getJobState(waiting)).toBe("waiting");
+    expect(await remote.getJobState(later)).toBe("delayed");
+    expect(await kept()).toEqual([waiting, later].sort());
+    expect(await boardRows()).toEqual([
+      expect.objectContaining({ subject: "queue:remote", message: expect.stringMatching(/^completed jobs of queue remote cleaned/) }),
+      expect.objectContaining({ subject: "queue:remote", message: expect.stringMatching(/^failed jobs of queue remote cleaned/), details: expect.objectContaining({ requestsForgotten: [broken] }) }),
+    ]);
+    await remote.obliterate({ force: true });
+    await fx.dashboard.db.query("DELETE FROM job_requests");
+  }, 30_000);
+
   it("refused and failed writes leave no record of being done", async () => {
     const logRows = async () => (await fx.dashboard.db.query(`SELECT 1 FROM operation_status WHERE kind = 'LOG'`)).rowCount;
     const logged = await logRows();
