@@ -36,3 +36,21 @@ it("links show under the label a worker recorded (a recorded link no outcome is 
   const r = (await res.json()) as { links: Array<{ source: string; destination: string; files: number }> };
   expect(r.links.map((l) => [l.source, l.destination, l.files])).toEqual([["local:/data", "local:/archive", 3]]);
 });
+
+it("a link recorded since under the same locations (a worker redeployed on other folders) names them, as the CLI of that configuration does", async () => {
+  // Found by a review: the first link ever recorded for a pair of locations named it for good
+  // (the hash keeps its fields in the order they were first set), so after a redeploy from
+  // /data → /archive to /srv/in → /srv/out the page still said local:/data → local:/archive
+  // where `fleet migrate status` said local:/srv/in → local:/srv/out.
+  await new Promise((r) => setTimeout(r, 5));
+  await recordNamedLink(fx.dashboard.redis, bullPrefix(fx.prefix), { source: "local:/srv/in", destination: "local:/srv/out", sourceRoot: "file:///srv/in/", destinationRoot: "file:///srv/out/" });
+  await fx.dashboard.redis.incr(`${bullPrefix(fx.prefix)}:dashboard:progress-version`);
+  const { jar } = await login(fx.dashboard.url, "victor", PASSWORDS.victor);
+  const r = (await (await send(fx.dashboard.url, "/progress.json", { jar })).json()) as { links: Array<{ source: string; destination: string; files: number }> };
+  expect(r.links.map((l) => [l.source, l.destination, l.files])).toEqual([["local:/srv/in", "local:/srv/out", 3]]);
+  // A worker of the first configuration started again names them again.
+  await recordNamedLink(fx.dashboard.redis, bullPrefix(fx.prefix), { source: "local:/data", destination: "local:/archive", sourceRoot: "file:///data/", destinationRoot: "file:///archive/" });
+  await fx.dashboard.redis.incr(`${bullPrefix(fx.prefix)}:dashboard:progress-version`);
+  const again = (await (await send(fx.dashboard.url, "/progress.json", { jar })).json()) as { links: Array<{ source: string; destination: string; files: number }> };
+  expect(again.links.map((l) => [l.source, l.destination, l.files])).toEqual([["local:/data", "local:/archive", 3]]);
+});

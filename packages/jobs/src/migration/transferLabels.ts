@@ -25,29 +25,42 @@ export function namedLink(source: Storage, destination: Storage): NamedLink {
   return { source: source.label, destination: destination.label, sourceRoot: root(source), destinationRoot: root(destination) };
 }
 
-// The links the workers run, as `namedLink` gives them (a hash: "source → destination" → JSON).
+// The links the workers run, as `namedLink` gives them (a hash: "source → destination" →
+// JSON, with `recordedAt`, ms since the epoch).
 const namedLinksKey = (prefix: string) => `${prefix}:named-links`;
 
 /**
  * Records the link a worker runs, so views without the storage configuration (the dashboard)
  * name its outcomes as the CLI does: the dashboard's progress page said `file:// → file://`
  * where `fleet migrate status` said `local:/data → local:/archive` (found by a walk). Labels and
- * roots hold no secrets (storage labels never do).
+ * roots hold no secrets (storage labels never do). With when it was recorded: the counts know
+ * locations only, so of two links under the same locations the latest recorded names them.
  */
-export async function recordNamedLink(redis: Redis, prefix: string, link: NamedLink): Promise<void> {
-  await redis.hset(namedLinksKey(prefix), `${link.source} → ${link.destination}`, JSON.stringify(link));
+export async function recordNamedLink(redis: Redis, prefix: string, link: NamedLink, now = Date.now()): Promise<void> {
+  const { source, destination, sourceRoot, destinationRoot } = link;
+  await redis.hset(namedLinksKey(prefix), `${source} → ${destination}`, JSON.stringify({ source, destination, sourceRoot, destinationRoot, recordedAt: now }));
 }
 
-/** The links workers recorded (recordNamedLink); an entry that does not read as one is skipped. */
+/**
+ * The links workers recorded (recordNamedLink), the latest recorded first (one recorded before
+ * `recordedAt` was kept last): the first of them under a pair of locations names it, and the
+ * hash keeps its fields in the order they were first set, so a link recorded once, long ago,
+ * named for good the locations of every link recorded since (found by a review: a worker
+ * redeployed from /data to /srv/in still showed as local:/data). An entry that does not read
+ * as one is skipped.
+ */
 export async function readNamedLinks(redis: Redis, prefix: string): Promise<NamedLink[]> {
   const entries = Object.values(await redis.hgetall(namedLinksKey(prefix)));
-  return entries.flatMap((text) => {
+  const links = entries.flatMap((text) => {
     try {
-      const l = JSON.parse(text) as Partial<NamedLink>;
+      const l = JSON.parse(text) as Partial<NamedLink> & { recordedAt?: unknown };
       const fields = [l.source, l.destination, l.sourceRoot, l.destinationRoot];
-      return fields.every((f) => typeof f === "string") ? [l as NamedLink] : [];
+      if (!fields.every((f) => typeof f === "string")) return [];
+      const link = { source: l.source, destination: l.destination, sourceRoot: l.sourceRoot, destinationRoot: l.destinationRoot } as NamedLink;
+      return [{ link, at: typeof l.recordedAt === "number" ? l.recordedAt : 0 }];
     } catch {
       return [];
     }
   });
+  return links.sort((a, b) => b.at - a.at).map((l) => l.link);
 }
