@@ -113,10 +113,14 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
 
   const started = runner;
   await started.start();
-  // The dashboard names this link's outcomes by it, as the CLI does from its own configuration.
-  void recordNamedLink(runtime.redis, runtime.prefix, namedLink(runtime.deps.source, runtime.deps.destination)).catch((err: unknown) =>
-    log.warn({ err }, "could not record this worker's link for the dashboard; it shows the link by its locations"),
-  );
+  // The dashboard names this link's outcomes by it, as the CLI does from its own configuration;
+  // recorded again when Redis lost its data (the recovery watch's new epoch), or the page named
+  // the links by their locations until every worker restarted (found by a review).
+  const recordLink = () =>
+    recordNamedLink(runtime.redis, runtime.prefix, namedLink(runtime.deps.source, runtime.deps.destination)).catch((err: unknown) =>
+      log.warn({ err }, "could not record this worker's link for the dashboard; it shows the link by its locations"),
+    );
+  void recordLink();
   // What a killed worker's history lost (its last ~100 ms of events), BullMQ still knows.
   void reconcileOperationHistory(
     runtime.db,
@@ -173,6 +177,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     intervalMs: config.RECOVERY_INTERVAL,
     reconcileEveryMs: config.RECONCILE_INTERVAL,
     log,
+    onEpochChange: recordLink,
   });
   shutdown.register("recovery-watch", () => watch.stop());
   log.info({ queues: config.WORKER_QUEUES, source: runtime.deps.source.label, destination: runtime.deps.destination.label, windows: [...windows.keys()] }, "worker started");

@@ -24,3 +24,24 @@ it("a started worker has recorded its link", async () => {
   await w.exited;
   expect(recorded).toEqual(expected);
 });
+
+it("a worker records its link again once Redis lost its data", async () => {
+  // Found by a review: the link was recorded at start only, so after Redis was emptied the
+  // progress page named the links by their locations until every worker restarted. Emptied as
+  // a FLUSHALL empties it, for this fleet's keys only (the Redis is shared): every key under
+  // the prefix, the fleet epoch and the recorded links with them.
+  const w = fx.spawnWorker("B", { RECOVERY_INTERVAL: "500" });
+  await w.started();
+  const expected = namedLink(fx.runtime.deps.source, fx.runtime.deps.destination);
+  const recorded = async () => (await readNamedLinks(fx.runtime.redis, fx.runtime.prefix)).find((l) => l.source === expected.source) ?? undefined;
+  await fx.waitFor(recorded, 5_000, "the worker's link");
+  // The epoch seen first: the loss is then a change of it, as for a FLUSHALL under a running fleet.
+  await new Promise((r) => setTimeout(r, 1_500));
+  const keys = await fx.runtime.redis.keys(`${fx.runtime.prefix}:*`);
+  expect(keys).toContain(`${fx.runtime.prefix}:named-links`);
+  await fx.runtime.redis.del(...keys);
+  const again = await fx.waitFor(recorded, 10_000, "the worker's link recorded again").catch((err: unknown) => err);
+  w.signal("SIGKILL");
+  await w.exited;
+  expect(again).toEqual(expected);
+}, 30_000);
