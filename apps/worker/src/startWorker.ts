@@ -18,7 +18,7 @@ import { sweepDelayAfterTakeover } from "@fleet/jobs/maintenance/sweepDelay";
 import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks";
 import type { WorkerConfig } from "./config";
 import { QUEUES } from "@fleet/jobs/jobRegistry";
-import { wakeWindowParked, windowFromDescription } from "./windowParkedJobs";
+import { noteParkingWindow, wakeOtherWindowsParked, wakeWindowParked, windowFromDescription } from "./windowParkedJobs";
 import { namedLink, recordNamedLink } from "@fleet/jobs/migration/transferLabels";
 
 export interface RunningWorker {
@@ -159,6 +159,23 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     }
   };
   void wakeParkedIfWindowChanged("run window differs from the one jobs were parked by");
+  // Jobs parked by another worker's window (a rolling deploy that changes it: a worker of the
+  // old configuration parks again what the first new one woke) are woken each interval.
+  const wakeOthersParked = async () => {
+    if (!config.WORKER_QUEUES.includes(QUEUES.migration)) return;
+    try {
+      const now = new Date();
+      await noteParkingWindow(runtime.redis, runtime.prefix, windowInForce(), now);
+      const woken = await wakeOtherWindowsParked(runtime.deps.jobs.queue(QUEUES.migration), runtime.redis, runtime.prefix, windowInForce(), now);
+      if (Object.keys(woken).length > 0) log.info({ window: windowInForce(), woken }, "migration jobs parked by another worker's run window look at the run window again");
+    } catch (err) {
+      log.warn({ err }, "jobs parked by other workers' run windows could not be looked at");
+    }
+  };
+  void wakeOthersParked();
+  const othersParkedTimer = setInterval(() => void wakeOthersParked(), config.RECOVERY_INTERVAL);
+  othersParkedTimer.unref();
+  shutdown.register("window-sweep", async () => clearInterval(othersParkedTimer));
   live.onChange((changed) => {
     if (changed.has("RUN_WINDOWS") || changed.has("MIGRATION_WINDOW")) {
       applyWindows();

@@ -61,8 +61,10 @@ export function openingsAfter(window: RunWindows, from: Date): Date[] {
  * returns how many; the others keep their time. A job that starts meanwhile is left to run.
  * `redis` is a connection to the queue's Redis (the delayed set is read by score).
  */
-export async function wakeWindowParked(queue: Queue, redis: FleetRuntime["redis"], parkedBy: RunWindows, now: Date): Promise<number> {
-  const openings = openingsAfter(parkedBy, now);
+export async function wakeWindowParked(queue: Queue, redis: FleetRuntime["redis"], parkedBy: RunWindows, now: Date, inForce?: RunWindows): Promise<number> {
+  // An opening the window in force shares holds jobs it would park there again: left alone.
+  const shared = new Set(inForce ? openingsAfter(inForce, now).map((d) => d.getTime()) : []);
+  const openings = openingsAfter(parkedBy, now).filter((d) => !shared.has(d.getTime()));
   if (openings.length === 0) return 0;
   const delayedKey = queue.toKey("delayed");
   const pipeline = redis.pipeline();
@@ -79,6 +81,46 @@ export async function wakeWindowParked(queue: Queue, redis: FleetRuntime["redis"
     const job = await queue.getJob(id);
     // Promote fails for a job no longer delayed (started, removed): nothing to wake then.
     if (job && (await job.promote().then(() => true, () => false))) woken++;
+  }
+  return woken;
+}
+
+/**
+ * The windows that parked jobs lately, fleet-wide: each worker notes the window it runs by
+ * (`noteParkingWindow`), and every worker, each RECOVERY_INTERVAL, wakes the jobs parked by a
+ * window other than its own (`wakeOtherWindowsParked`). Found by a review: in a rolling deploy
+ * that changed MIGRATION_WINDOW, a worker of the old configuration still running took the jobs
+ * the first new worker had woken and parked them again at its opening; the workers started
+ * after that found the new window already recorded and woke nothing, so the ranges waited for
+ * the old window's opening (up to days) after the deploy. A window is forgotten once no worker
+ * has run by it for the horizon: no job it parked can still be waiting.
+ */
+export function parkingWindowsKey(prefix: string): string {
+  return `${prefix}:run-window:migration:parked-by`;
+}
+
+/** Notes that this worker runs by `described` (a window's describe()), now. */
+export async function noteParkingWindow(redis: FleetRuntime["redis"], prefix: string, described: string, now: Date): Promise<void> {
+  if (windowFromDescription(described) === "always") return;
+  await redis.hset(parkingWindowsKey(prefix), described, String(now.getTime()));
+}
+
+/** Wakes the jobs parked by the windows other workers ran by (not `own`); returns how many, by window. */
+export async function wakeOtherWindowsParked(queue: Queue, redis: FleetRuntime["redis"], prefix: string, own: string, now: Date): Promise<Record<string, number>> {
+  const key = parkingWindowsKey(prefix);
+  const seen = await redis.hgetall(key);
+  const ownWindow = windowFromDescription(own);
+  const woken: Record<string, number> = {};
+  for (const [described, at] of Object.entries(seen)) {
+    if (described === own) continue;
+    if (now.getTime() - Number(at) > HORIZON_MS) {
+      await redis.hdel(key, described);
+      continue;
+    }
+    const parkedBy = windowFromDescription(described);
+    if (parkedBy === undefined || parkedBy === "always") continue;
+    const n = await wakeWindowParked(queue, redis, parkedBy, now, ownWindow === undefined || ownWindow === "always" ? undefined : ownWindow);
+    if (n > 0) woken[described] = n;
   }
   return woken;
 }
