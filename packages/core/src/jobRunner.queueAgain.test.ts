@@ -18,7 +18,8 @@ import { bullPrefix } from "./redis";
  */
 describe("a job Redis lost while it ran, then delayed", () => {
   const prefix = bullPrefix(uniquePrefix("runner-again"));
-  const log = createLogger({ name: "runner-again", LOG_LEVEL: "error", LOG_FORMAT: "json", destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+  const lines: Array<Record<string, unknown>> = [];
+  const log = createLogger({ name: "runner-again", LOG_LEVEL: "warn", LOG_FORMAT: "json", destination: new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)), cb()) }) });
   const runs: number[] = [];
   const defs = {
     lost: defineJob({
@@ -54,6 +55,12 @@ describe("a job Redis lost while it ran, then delayed", () => {
 
   it("is queued again under its id with the attempts it had left, and completes", async () => {
     await work.add("lost", {}, { jobId: "l1", attempts: 3 });
+    // Added again, delayed: due when the delay said, to the millisecond (its score in the delayed
+    // set; a job a run window parked is known by being due exactly at an opening).
+    const again = async () => lines.find((l) => String(l.msg).startsWith("the job was gone from Redis"));
+    for (const deadline = Date.now() + 10_000; !(await again()); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > deadline) throw new Error("not queued again");
+    const score = Number(await redis.zscore(work.toKey("delayed"), "l1"));
+    expect(Math.floor(score / 0x1000)).toBe(Date.parse(String((await again())!.until)));
     for (const deadline = Date.now() + 15_000; (await work.getJobState("l1")) !== "completed"; await new Promise((r) => setTimeout(r, 50))) {
       if (Date.now() > deadline) throw new Error(`l1 not completed: runs ${JSON.stringify(runs)}, state ${await work.getJobState("l1")}`);
     }

@@ -320,7 +320,10 @@ export class JobRunner<Deps> {
     // With the attempts it had left: a new job's count starts at 0, and a job that had failed
     // before its delay must not get a fresh set (its attempt numbers in logs start again at 1).
     const attempts = opts.attempts === undefined ? undefined : Math.max(1, opts.attempts - job.attemptsMade);
-    await producer.add(job.name, job.data, { ...opts, ...(attempts === undefined ? {} : { attempts }), jobId: job.id, delay: Math.max(0, until - Date.now()) });
+    // Due at `until` to the millisecond (its timestamp and delay from one clock reading): a job a
+    // run window parked is told apart by being due exactly at an opening (windowParkedJobs.ts).
+    const now = Date.now();
+    await producer.add(job.name, job.data, { ...opts, ...(attempts === undefined ? {} : { attempts }), jobId: job.id, timestamp: now, delay: Math.max(0, until - now) });
     run.log.warn({ until: new Date(until).toISOString() }, "the job was gone from Redis (emptied while it ran): queued again under its id, delayed");
     return true;
   }
