@@ -5,8 +5,8 @@ import type { ApiLock } from "@fleet/core/apiLock";
 import type { ContractLookup } from "@fleet/core/jobDefinition";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { OperationRecorder } from "@fleet/core/operationRecorder";
-import { AmbiguousOperationError, OPERATION_ID, OPERATION_STATES, cancelOperation, describeOperation, findOperation, listOperations, listOperationsSubmittedBy, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
-import type { OperationHistoryReader } from "@fleet/core/operations";
+import { AmbiguousOperationError, OPERATION_ID, OPERATION_STATES, cancelOperation, describeOperation, findOperation, listOperations, listSiteOperations, operationRef, showOperation, summarizeOperation } from "@fleet/core/operations";
+import type { ListCursor, OperationHistoryReader } from "@fleet/core/operations";
 import type { Redis } from "ioredis";
 import { parseRunAt } from "@fleet/core/runAt";
 import { webhookUrlProblem } from "@fleet/core/webhookSignature";
@@ -35,8 +35,6 @@ export interface OperationsApiOptions {
   history: { recorder: OperationRecorder; reader: OperationHistoryReader };
   /** Completion callbacks: the allow-list, and where a callback is recorded. */
   callbacks: { allowedUrls: readonly string[]; db: Queryable };
-  /** Each site's submitters (`token:<name>`), see siteScope.ts: a site's token sees only theirs. */
-  sites: ReadonlyMap<string, readonly string[]>;
 }
 
 // A client's id (opts.jobId): no ":" (BullMQ refuses it in custom ids); stored as api-<job>-<id>.
@@ -62,10 +60,14 @@ const submitBody = z
   })
   .strict();
 
+/** A site's listing resumes after `<createdAt ms>:<id>` (the `next` of the page before). */
+const LIST_CURSOR = /^(\d{1,15}):([A-Za-z0-9_.:@-]{1,200})$/;
+
 const listQuery = z
   .object({
     state: z.enum(OPERATION_STATES).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(50),
+    after: z.string().regex(LIST_CURSOR, "the next of an earlier page").optional(),
   })
   .strict();
 
@@ -96,7 +98,7 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     const def = catalogue.get(name);
     if (!def) return reply.code(400).send({ error: `unknown job "${name}"`, known: catalogue.names() });
     const principal = req.principal;
-    const site = siteViewOf(principal, options.sites);
+    const site = siteViewOf(principal);
     if (principal?.kind === "token" && !mayActOnJob(principal.scopes, name)) {
       req.log.warn({ token: principal.user, name }, "token scope refused");
       return reply.code(403).send({ error: `this token may not submit "${name}" (its scopes: ${formatScopes(principal.scopes)})` });
@@ -156,9 +158,9 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     let written = true;
     if (queuedAfter) {
       const ref = { ...operationRef(job), id: submission.id, createdAt: Date.now(), data: payload.data };
-      written = (await history.recorder.deferred?.(ref, queuedAfter, actorOf(req.principal)).then(() => true, notWritten)) ?? true;
+      written = (await history.recorder.deferred?.(ref, queuedAfter, actorOf(req.principal), site?.site).then(() => true, notWritten)) ?? true;
     } else if (!deduplicated) {
-      written = await history.recorder.submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal)).then(() => true, notWritten);
+      written = await history.recorder.submitted(operationRef(job), opts?.delayMs ? "DELAYED" : "WAITING", actorOf(req.principal), site?.site).then(() => true, notWritten);
     }
     if (site && !written) {
       // Only the history says an operation is the site's: unrecorded, its site could never see
@@ -180,15 +182,20 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
   app.get("/api/operations", async (req, reply) => {
     const query = listQuery.safeParse(req.query);
     if (!query.success) return invalid(reply, "invalid query", query.error);
-    const { state, limit } = query.data;
-    const site = siteViewOf(req.principal, options.sites);
-    if (site) return reply.send({ operations: await listOperationsSubmittedBy(queues, history.reader, site.submitters, state, limit) });
+    const { state, limit, after } = query.data;
+    const site = siteViewOf(req.principal);
+    if (site) {
+      const { operations, next } = await listSiteOperations(queues, history.reader, site.site, state, limit, after === undefined ? undefined : parseCursor(after));
+      return reply.send({ operations, ...(next ? { next: `${next.createdAt}:${next.id}` } : {}) });
+    }
+    // BullMQ's sets are not in creation order across queues: pages by cursor are a site's listing's (from the history).
+    if (after !== undefined) return reply.code(400).send({ error: "after pages a site's listing; without a site, narrow by state and limit", issues: [{ path: "after", message: "only for a site's token" }] });
     return reply.send({ operations: await listOperations(queues, state, limit, history.reader) });
   });
 
   app.get("/api/operations/:id", async (req, reply) => {
     const id = (req.params as { id: string }).id;
-    const site = siteViewOf(req.principal, options.sites);
+    const site = siteViewOf(req.principal);
     if (site) {
       // Answered as for an unknown id whenever the site did not submit it (an id naming jobs
       // in several queues included: which queues hold it is not the site's to know).
@@ -206,7 +213,7 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
 
   app.post("/api/operations/:id/cancel", async (req, reply) => {
     const id = (req.params as { id: string }).id;
-    const site = siteViewOf(req.principal, options.sites);
+    const site = siteViewOf(req.principal);
     const found = await findOperation(queues, id).catch(site ? notFoundIfAmbiguous : ambiguous(reply));
     if (found === AMBIGUOUS) return site ? reply.code(404).send({ error: "no such operation" }) : reply;
     // Before anything that tells what the operation is (its state, its job): another site's is unknown here.
@@ -259,6 +266,11 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
 
 function invalid(reply: FastifyReply, error: string, zodError: z.ZodError): FastifyReply {
   return reply.code(400).send({ error, issues: zodError.issues.map((i) => ({ path: i.path.join("."), message: i.message })) });
+}
+
+function parseCursor(text: string): ListCursor {
+  const [, createdAt, id] = LIST_CURSOR.exec(text)!;
+  return { createdAt: Number(createdAt), id: id! };
 }
 
 /** Where a client's opts.jobId goes: `api-<job>-<id>`, never one of Fleet's own ids. */

@@ -30,7 +30,6 @@ import { loginRoutes } from "./loginRoutes";
 import { createDashboardMetrics } from "./dashboardMetrics";
 import { metricsRoute } from "./metricsRoute";
 import { operationsApi } from "./operationsApi";
-import { siteSubmitters } from "./siteScope";
 import { progressRoutes } from "./progressPage";
 import type { SharedRead } from "./sharedRead";
 import { DoneNotices } from "./doneNotice";
@@ -288,7 +287,6 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     prefix: ctx.prefix,
     history: { recorder: new OperationHistory(ctx.db), reader: operationHistoryReader(ctx.db) },
     callbacks: { allowedUrls: config.WEBHOOK_ALLOWED_URLS, db: ctx.db },
-    sites: siteSubmitters(auth.tokens),
   });
   // The board's writes are recorded like the API's: per job in the operation history, queue-wide in migration_log.
   await mountQueueBoards(app, queues, { history: new OperationHistory(ctx.db), db: ctx.db });

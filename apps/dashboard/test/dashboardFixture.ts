@@ -15,7 +15,8 @@ import type { RunningDashboard } from "../src/startDashboard";
 /**
  * A real dashboard for one test file: its own database (migrated template clone), Redis
  * prefix, users and API token, listening on a free loopback port; every log line captured.
- * `replica()` starts a second dashboard on the same database, prefix and secret.
+ * `replica()` starts a second dashboard on the same database, prefix and secret; given
+ * variables, one configured with them instead (a dashboard redeployed with another config).
  */
 export const PASSWORDS = { alice: "alice-operator-pw-Ϡ", victor: "victor-viewer-pw" } as const;
 
@@ -30,7 +31,7 @@ export interface DashboardFixture {
   logText(): string;
   /** Every secret the fixture configured, to check that none reaches a log line. */
   secrets: string[];
-  replica(): Promise<RunningDashboard>;
+  replica(overrides?: Env): Promise<RunningDashboard>;
   close(): Promise<void>;
 }
 
@@ -66,8 +67,8 @@ export async function createDashboardFixture(label: string, overrides: Env = {})
   });
   const log = createLogger({ ...config, LOG_FORMAT: "json", name: "dashboard", destination: capture });
   const started: RunningDashboard[] = [];
-  const start = async () => {
-    const d = await startDashboard(config, log);
+  const start = async (changed: Env = {}) => {
+    const d = await startDashboard(Object.keys(changed).length === 0 ? config : loadDashboardConfig({ ...env, ...changed }), log);
     started.push(d);
     return d;
   };
@@ -87,7 +88,7 @@ export async function createDashboardFixture(label: string, overrides: Env = {})
     apiToken,
     logText: () => lines.join(""),
     secrets: [PASSWORDS.alice, PASSWORDS.victor, apiToken, sessionSecret],
-    replica: start,
+    replica: (changed?: Env) => start(changed),
     async close() {
       for (const d of started.reverse()) await d.close();
       await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));

@@ -19,14 +19,18 @@ export interface OperationRef {
 }
 
 export interface OperationRecorder {
-  /** A job was submitted (API, CLI): state WAITING or DELAYED, who submitted it. */
-  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null): Promise<void>;
+  /**
+   * A job was submitted (API, CLI): state WAITING or DELAYED, who submitted it, and the site it
+   * was submitted for (a `site:<name>` token's; what that site's tokens see, see the dashboard's
+   * siteScope.ts). Both are kept from the first submission that recorded a submitter.
+   */
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null, site?: string | null): Promise<void>;
   /**
    * A request waits for the running job `queuedAfter` (a keep-last kind): its job does not
    * exist yet. Recorded WAITING under the id it will run as; that job's first event takes the
    * row over and keeps who submitted it. Optional: a recorder without it records nothing.
    */
-  deferred?(op: OperationRef, queuedAfter: string, submittedBy: string | null): Promise<void>;
+  deferred?(op: OperationRef, queuedAfter: string, submittedBy: string | null, site?: string | null): Promise<void>;
   /** The runner started an attempt (1-based). */
   started(op: OperationRef, attempt: number): Promise<void>;
   /** Put back to delayed without using an attempt (window, exclusive gate, shutdown, DelayJob); recorded once per stretch. */

@@ -109,10 +109,19 @@ export interface OperationHistoryReader {
   find(id: string): Promise<OperationDetail | undefined>;
   /** Newest first; `state` in the API's names ("removed" exists only here). */
   list(state: string | undefined, limit: number): Promise<OperationSummary[]>;
-  /** The operations one of `submittedBy` submitted (the history's submitted_by), newest first, in the given states (all: undefined), after skipping `skip`. */
-  listSubmittedBy(submittedBy: readonly string[], states: readonly HistoryState[] | undefined, limit: number, skip: number): Promise<OperationSummary[]>;
-  /** Who submitted the operation recorded under `id`, and when its job was created; undefined if none is recorded. */
-  submitter(id: string): Promise<{ submittedBy: string | null; createdAt: number } | undefined>;
+  /**
+   * The operations submitted for `site` (recorded at submission), newest first (creation time,
+   * then id), in the given states (all: undefined), at most `limit`, strictly after `after`.
+   */
+  listSite(site: string, states: readonly HistoryState[] | undefined, limit: number, after?: ListCursor): Promise<OperationSummary[]>;
+  /** Who submitted the operation recorded under `id`, for which site, and when its job was created; undefined if none is recorded. */
+  submitter(id: string): Promise<{ submittedBy: string | null; site: string | null; createdAt: number } | undefined>;
+}
+
+/** A place in a site's listing (newest first): the operation last shown; the next page starts after it. */
+export interface ListCursor {
+  createdAt: number;
+  id: string;
 }
 
 /** The job in BullMQ if it is still there, else what the history recorded, else undefined. */
@@ -148,45 +157,63 @@ export async function listOperations(queues: readonly Queue[], state: OperationS
 }
 
 /**
- * The operations the given submitters submitted (the API's view for a site's token), newest
- * first. Read from the history, the one place that records who submitted a job, with BullMQ's
- * live view of each job still there (same id, same creation time; a row whose id BullMQ now
- * gives another job is left out, as GET answers 404 for it). The history's state can be
+ * The operations submitted for a site (the API's view for a site's token), newest first, and
+ * where the next page starts when there may be more. Read from the history, the one place that
+ * records who submitted a job for which site, with BullMQ's live view of each job still there
+ * (same id, same creation time; a row whose id BullMQ now gives another job is left out, as GET
+ * answers 404 for it).
+ *
+ * Exact under a state filter, however many operations the site has: the history's state can be
  * behind BullMQ's (a delayed job BullMQ has since promoted is still DELAYED there, a finish is
- * written a moment later), so a state filter takes every unfinished row as a candidate, filters
- * on the live state, and reads on page by page until it has `limit` or has read `maxRows` (a
- * filtered list of a site with more unfinished operations than that can come back short).
+ * written a moment later), so every unfinished row is a candidate, filtered on its live state,
+ * and the walk goes on, page after page from a cursor, until the page is full or the site's
+ * candidates are all read. There is no cap: a cap makes a filtered list of a site with more
+ * unfinished operations than it come back short, with nothing to say so. What a walk costs is
+ * one history page per `page` candidates (each page an index walk from the cursor) and one
+ * BullMQ look-up per candidate.
+ *
+ * A finished row is a candidate only for its own state (completed, failed): the one way back
+ * from there, a retry from the board, leaves the row finished until a worker starts the job, so
+ * until then such a job is listed unfiltered and under `waiting` it is not (see README, Sites).
  */
-export async function listOperationsSubmittedBy(
+export async function listSiteOperations(
   queues: readonly Queue[],
   history: OperationHistoryReader,
-  submittedBy: readonly string[],
+  site: string,
   state: OperationState | undefined,
   limit: number,
-  maxRows = 2_000,
-): Promise<OperationSummary[]> {
-  if (submittedBy.length === 0) return [];
-  // Filtered, pages of at least 200: a filter that matches few of the site's operations reads on in few round trips.
-  const page = state === undefined ? limit : Math.max(limit, 200);
+  after?: ListCursor,
+): Promise<{ operations: OperationSummary[]; next?: ListCursor }> {
+  // Filtered, pages of at least 500: a filter that matches few of the site's operations reads on in few round trips.
+  const page = state === undefined ? limit : Math.max(limit, 500);
   const unfinished: HistoryState[] = ["WAITING", "DELAYED", "ACTIVE"];
   const candidates = state === undefined ? undefined : state === "completed" ? [...unfinished, "COMPLETED" as const] : state === "failed" ? [...unfinished, "FAILED" as const] : unfinished;
   const shown: OperationSummary[] = [];
-  for (let skip = 0; shown.length < limit && skip < maxRows; skip += page) {
-    const rows = await history.listSubmittedBy(submittedBy, candidates, page, skip);
-    const live = await Promise.all(
-      rows.map(async (op) => {
-        const queue = queues.find((q) => q.name === op.queue);
-        const job = queue && op.id ? await queue.getJob(op.id).catch(() => undefined) : undefined;
-        if (!job || !isJob(job)) return op;
-        // Another job under a recycled id: the row is about one that is gone, and the id names the new one now.
-        return new Date(job.timestamp).toISOString() === op.createdAt ? summarizeOperation(job) : undefined;
-      }),
-    );
-    const known = live.filter((op): op is OperationSummary => op !== undefined);
-    shown.push(...(state ? known.filter((op) => op.state === state) : known));
-    if (rows.length < page) break;
+  for (let from = after; ; ) {
+    const rows = await history.listSite(site, candidates, page, from);
+    const live = await Promise.all(rows.map((op) => liveView(queues, op)));
+    for (const [i, op] of live.entries()) {
+      if (op === undefined || (state !== undefined && op.state !== state)) continue;
+      shown.push(op);
+      // Full: the next page starts right after the last one shown (rows read beyond it are read again then).
+      if (shown.length === limit) return { operations: shown, next: cursorOf(rows[i]!) };
+    }
+    if (rows.length < page) return { operations: shown };
+    from = cursorOf(rows[rows.length - 1]!);
   }
-  return shown.slice(0, limit);
+}
+
+/** A history row as BullMQ shows its job now; the row itself once BullMQ has no job; undefined when the id names another job. */
+async function liveView(queues: readonly Queue[], op: OperationSummary): Promise<OperationSummary | undefined> {
+  const queue = queues.find((q) => q.name === op.queue);
+  const job = queue && op.id ? await queue.getJob(op.id).catch(() => undefined) : undefined;
+  if (!job || !isJob(job)) return op;
+  // Another job under a recycled id: the row is about one that is gone, and the id names the new one now.
+  return new Date(job.timestamp).toISOString() === op.createdAt ? summarizeOperation(job) : undefined;
+}
+
+function cursorOf(row: OperationSummary): ListCursor {
+  return { createdAt: Date.parse(row.createdAt), id: row.id ?? "" };
 }
 
 export type CancelOutcome =

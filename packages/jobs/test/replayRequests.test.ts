@@ -15,7 +15,7 @@ import type { PipelineHarness } from "./pipelineHarness";
  * The rules of job_requests (remote commands kept in PostgreSQL), against real Redis and
  * PostgreSQL: a request is kept before its job is queued; one whose job ended is forgotten, never
  * queued again (a cancelled command must stay cancelled); one missing from Redis is queued again
- * only once passes have found it missing for the lock period, under its id, its submitter kept.
+ * only once passes have found it missing for the lock period, under its id, its submitter and site kept.
  */
 describe("durable requests (job_requests)", () => {
   let h: PipelineHarness;
@@ -28,7 +28,7 @@ describe("durable requests (job_requests)", () => {
 
   const submit = async (project: string) => {
     const { id, job } = await h.runtime.deps.jobs.submit("remote-command", { server: "nas1", command: "export", values: { project } });
-    await new OperationHistory(h.runtime.db).submitted(operationRef(job), "WAITING", "alice");
+    await new OperationHistory(h.runtime.db).submitted(operationRef(job), "WAITING", "alice", "north");
     return id;
   };
   const kept = async () => (await h.runtime.db.query<{ id: string; replays: number; missing: boolean }>("SELECT id, replays, missing_since IS NOT NULL AS missing FROM job_requests ORDER BY id")).rows;
@@ -66,8 +66,9 @@ describe("durable requests (job_requests)", () => {
     expect(await again!.getState()).toBe("waiting");
     expect(await queue().getJobState(cancelled)).toBe("unknown");
     expect(await kept()).toEqual(expect.arrayContaining([{ id: lost, replays: 1, missing: false }]));
-    const history = await h.runtime.db.query<{ state: string; submitted_by: string }>("SELECT state::text, submitted_by FROM operations WHERE id = $1", [lost]);
-    expect(history.rows).toEqual([{ state: "WAITING", submitted_by: "alice" }]);
+    // Its site's tokens go on seeing it (the new job's row would otherwise belong to no site).
+    const history = await h.runtime.db.query<{ state: string; submitted_by: string }>("SELECT state::text, submitted_by, submitted_site FROM operations WHERE id = $1", [lost]);
+    expect(history.rows).toEqual([{ state: "WAITING", submitted_by: "alice", submitted_site: "north" }]);
 
   });
 

@@ -52,8 +52,9 @@ export interface OpenJobRequest extends DurableRequest {
   attemptsMade: number;
   /** The history's state of its job (COMPLETED, FAILED, REMOVED: it ended), if it has a row. */
   historyState: string | null;
-  /** Who submitted it, from the history. */
+  /** Who submitted it, and for which site, from the history. */
   submittedBy: string | null;
+  submittedSite: string | null;
 }
 
 /** Every kept request, oldest first (at most `limit`). */
@@ -61,7 +62,7 @@ export async function openJobRequests(db: Queryable, limit = 10_000): Promise<Op
   const { rows } = await db.query<OpenJobRequest>(
     `SELECT r.id, r.name, r.queue, r.data, r.run_at AS "runAt", r.priority, r.created_at AS "createdAt",
             (EXTRACT(EPOCH FROM (now() - r.missing_since)) * 1000)::float8 AS "missingForMs", r.replays, r.attempts_made AS "attemptsMade",
-            o.state::text AS "historyState", o.submitted_by AS "submittedBy"
+            o.state::text AS "historyState", o.submitted_by AS "submittedBy", o.submitted_site AS "submittedSite"
        FROM job_requests r LEFT JOIN operations o ON o.id = r.id
       ORDER BY r.created_at, r.id
       LIMIT $1`,

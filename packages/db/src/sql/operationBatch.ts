@@ -246,8 +246,9 @@ WITH b AS (
     queue = CASE WHEN ${TAKEN_OVER} THEN b.queue ELSE o.queue END,
     data = CASE WHEN ${TAKEN_OVER} THEN b.data ELSE o.data END,
     max_attempts = CASE WHEN ${TAKEN_OVER} THEN b.max_attempts ELSE o.max_attempts END,
-    -- A deferred request's row keeps its submitter; an older job's row gives it up.
+    -- A deferred request's row keeps its submitter (and site); an older job's row gives them up.
     submitted_by = CASE WHEN o.queued_after IS NULL AND o.created_at < b.created_at THEN NULL ELSE o.submitted_by END,
+    submitted_site = CASE WHEN o.queued_after IS NULL AND o.created_at < b.created_at THEN NULL ELSE o.submitted_site END,
     queued_after = NULL,
     ${MUTABLE.map(mutableSql).join(",\n    ")},
     created_at = b.created_at,
@@ -340,16 +341,16 @@ export class BatchedOperationHistory implements OperationRecorder {
     this.maxBuffered = options.maxBuffered ?? 100_000;
   }
 
-  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null): Promise<void> {
-    return this.direct.submitted(op, state, submittedBy);
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", submittedBy: string | null, site?: string | null): Promise<void> {
+    return this.direct.submitted(op, state, submittedBy, site);
   }
 
   removed(op: OperationRef, by: string | null): Promise<void> {
     return this.direct.removed(op, by);
   }
 
-  deferred(op: OperationRef, queuedAfter: string, by: string | null): Promise<void> {
-    return this.direct.deferred(op, queuedAfter, by);
+  deferred(op: OperationRef, queuedAfter: string, by: string | null, site?: string | null): Promise<void> {
+    return this.direct.deferred(op, queuedAfter, by, site);
   }
 
   started(op: OperationRef, attempt: number): Promise<void> {

@@ -1,6 +1,6 @@
 import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
 import { historyText, summarizeForHistory } from "@fleet/core/operationRecorder";
-import type { OperationDetail, OperationHistoryReader, OperationSummary } from "@fleet/core/operations";
+import type { ListCursor, OperationDetail, OperationHistoryReader, OperationSummary } from "@fleet/core/operations";
 import type { DbPool, Queryable } from "../pool";
 import { prismaOf } from "../prismaClient";
 
@@ -21,9 +21,19 @@ import { prismaOf } from "../prismaClient";
  * the status rows stay (the id is derived from one run of another job, so no other job can
  * ever carry it).
  */
-type Column = "name" | "queue" | "data" | "state" | "attempts" | "max_attempts" | "submitted_by" | "progress" | "result" | "error" | "created_at" | "started_at" | "finished_at";
+type Column = "name" | "queue" | "data" | "state" | "attempts" | "max_attempts" | "submitted_by" | "submitted_site" | "progress" | "result" | "error" | "created_at" | "started_at" | "finished_at";
 
-const COLUMNS: readonly Column[] = ["name", "queue", "data", "state", "attempts", "max_attempts", "submitted_by", "progress", "result", "error", "created_at", "started_at", "finished_at"];
+const COLUMNS: readonly Column[] = ["name", "queue", "data", "state", "attempts", "max_attempts", "submitted_by", "submitted_site", "progress", "result", "error", "created_at", "started_at", "finished_at"];
+
+/**
+ * Who submitted a job, and for which site, once recorded, stay (a later submission of the same
+ * job, a runner's event, a deferred request's job taking its row over keep them): the site goes
+ * with the submitter it was recorded with, never with another one's.
+ */
+const KEPT_SUBMITTER = {
+  submitted_by: "COALESCE(o.submitted_by, EXCLUDED.submitted_by)",
+  submitted_site: "CASE WHEN o.submitted_by IS NULL THEN EXCLUDED.submitted_site ELSE o.submitted_site END",
+} as const;
 
 interface StatusRow {
   kind: "STATE" | "PROGRESS" | "LOG";
@@ -44,7 +54,7 @@ interface Event {
 }
 
 const CAST: Record<Column, string> = {
-  name: "text", queue: "text", data: "jsonb", state: "operation_state", attempts: "int", max_attempts: "int", submitted_by: "text",
+  name: "text", queue: "text", data: "jsonb", state: "operation_state", attempts: "int", max_attempts: "int", submitted_by: "text", submitted_site: "text",
   progress: "jsonb", result: "jsonb", error: "text", created_at: "timestamptz", started_at: "timestamptz", finished_at: "timestamptz",
 };
 
@@ -62,6 +72,7 @@ async function record(db: Queryable, op: OperationRef, event: Event): Promise<vo
     attempts: 0,
     max_attempts: op.maxAttempts,
     submitted_by: null,
+    submitted_site: null,
     progress: null,
     result: null,
     error: null,
@@ -80,8 +91,8 @@ async function record(db: Queryable, op: OperationRef, event: Event): Promise<vo
   const inserted = COLUMNS.map(placeholder);
   const recycled = "(o.created_at < EXCLUDED.created_at OR o.queued_after IS NOT NULL)";
   const sets = COLUMNS.map((c) =>
-    c === "submitted_by"
-      ? `${c} = CASE WHEN o.queued_after IS NOT NULL THEN COALESCE(o.${c}, EXCLUDED.${c}) WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`
+    c === "submitted_by" || c === "submitted_site"
+      ? `${c} = CASE WHEN o.queued_after IS NOT NULL THEN ${KEPT_SUBMITTER[c]} WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`
       : `${c} = CASE WHEN ${recycled} THEN EXCLUDED.${c} ELSE ${event.update[c] ?? `o.${c}`} END`,
   );
   const status = event.status;
@@ -108,12 +119,13 @@ async function record(db: Queryable, op: OperationRef, event: Event): Promise<vo
 export class OperationHistory implements OperationRecorder {
   constructor(private readonly db: Queryable) {}
 
-  submitted(op: OperationRef, state: "WAITING" | "DELAYED", by: string | null): Promise<void> {
+  submitted(op: OperationRef, state: "WAITING" | "DELAYED", by: string | null, site?: string | null): Promise<void> {
     const submittedBy = by === null ? null : historyText(by);
     return record(this.db, op, {
-      values: { state, submitted_by: submittedBy },
-      // A runner may have recorded the job already: keep its state, add who submitted it.
-      update: { submitted_by: "COALESCE(o.submitted_by, EXCLUDED.submitted_by)" },
+      // A site without a submitter would be a site's operation nobody can say who submitted.
+      values: { state, submitted_by: submittedBy, submitted_site: submittedBy === null ? null : (site ?? null) },
+      // A runner may have recorded the job already: keep its state, add who submitted it (and for which site).
+      update: KEPT_SUBMITTER,
       status: { kind: "STATE", state, message: submittedBy ? `submitted by ${submittedBy}` : "submitted" },
     });
   }
@@ -123,21 +135,22 @@ export class OperationHistory implements OperationRecorder {
    * was written for; the others are in its status rows), the data is the last one's (what
    * BullMQ runs). A row of the job itself (created meanwhile) only gains a submitter if it has none.
    */
-  async deferred(op: OperationRef, queuedAfter: string, by: string | null): Promise<void> {
+  async deferred(op: OperationRef, queuedAfter: string, by: string | null, site?: string | null): Promise<void> {
     const submittedBy = by === null ? null : historyText(by);
     const message = `${submittedBy ? `submitted by ${submittedBy}` : "submitted"}; runs once operation ${historyText(queuedAfter)} has ended`;
     await this.db.query(
       `WITH op AS (
-         INSERT INTO operations AS o (id, name, queue, data, state, attempts, max_attempts, submitted_by, created_at, queued_after, updated_at)
-         VALUES ($1, $2, $3, $4::jsonb, 'WAITING', 0, $5, $6, $7, $8, now())
+         INSERT INTO operations AS o (id, name, queue, data, state, attempts, max_attempts, submitted_by, submitted_site, created_at, queued_after, updated_at)
+         VALUES ($1, $2, $3, $4::jsonb, 'WAITING', 0, $5, $6, $10, $7, $8, now())
          ON CONFLICT (id) DO UPDATE SET
            data = CASE WHEN o.queued_after IS NOT NULL THEN EXCLUDED.data ELSE o.data END,
-           submitted_by = COALESCE(o.submitted_by, EXCLUDED.submitted_by),
+           submitted_by = ${KEPT_SUBMITTER.submitted_by},
+           submitted_site = ${KEPT_SUBMITTER.submitted_site},
            updated_at = now()
          RETURNING id
        )
        INSERT INTO operation_status (operation_id, kind, state, message) SELECT id, 'STATE', 'WAITING', $9 FROM op`,
-      [op.id, op.name, op.queue, json(op.data), op.maxAttempts, submittedBy, new Date(op.createdAt), historyText(queuedAfter), message],
+      [op.id, op.name, op.queue, json(op.data), op.maxAttempts, submittedBy, new Date(op.createdAt), historyText(queuedAfter), message, submittedBy === null ? null : (site ?? null)],
     );
   }
 
@@ -305,28 +318,28 @@ export async function listOperationHistory(db: DbPool, state: string | undefined
 }
 
 /**
- * A site's operations (submitted_by one of `submittedBy`), newest first: one query per
- * submitter, each a backward walk of operations_submitted_by_idx reading `skip + limit` rows,
- * merged here. Not `submitted_by IN (…) ORDER BY created_at` (Prisma's), nor one LATERAL join:
- * for those the planner walks operations_created_at_idx and filters, which for a site whose
- * operations are old reads most of the table (160–440 ms on 500,000 rows; 0.1–5 ms this way).
+ * A site's operations (submitted_site), newest first (created_at, then id), in the given history
+ * states (all: undefined), strictly after `after` in that order: one backward walk of
+ * operations_submitted_site_idx per state, from the cursor, each reading at most `limit` rows,
+ * merged by PostgreSQL (a top-N sort of at most 6 × limit rows). PostgreSQL orders and compares
+ * the ids, cursor included, so the pages a caller reads one after another meet exactly (a merge
+ * in JavaScript would order ids by code unit, the cursor's comparison by the collation).
+ * Not `state = ANY (…) ORDER BY created_at` in one walk: over several states the index cannot
+ * give created_at order, and the planner would read every matching row of the site and sort.
  */
-async function listOperationsSubmittedBy(db: Queryable, submittedBy: readonly string[], states: readonly HistoryState[] | undefined, limit: number, skip: number): Promise<Array<OperationSummary & { source: "history" }>> {
-  const each = await Promise.all(
-    [...new Set(submittedBy)].map(async (by) => {
-      const { rows } = await db.query<OperationRow>(
-        `SELECT id, name, queue, state, attempts, max_attempts AS "maxAttempts", submitted_by AS "submittedBy", progress, error,
-                created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", queued_after AS "queuedAfter"
-           FROM operations
-          WHERE submitted_by = $1 ${states ? "AND state = ANY ($3::operation_state[])" : ""}
-          ORDER BY created_at DESC, id DESC LIMIT $2`,
-        [by, skip + limit, ...(states ? [[...states]] : [])],
-      );
-      return rows;
-    }),
+async function listSiteOperations(db: Queryable, site: string, states: readonly HistoryState[] | undefined, limit: number, after?: ListCursor): Promise<Array<OperationSummary & { source: "history" }>> {
+  const params: unknown[] = [site, limit];
+  const from = after ? `AND (created_at, id) < ($${params.push(new Date(after.createdAt))}::timestamptz, $${params.push(after.id)}::text)` : "";
+  const walks = (states ?? STATES).map(
+    (state) =>
+      `(SELECT id, name, queue, state, attempts, max_attempts AS "maxAttempts", submitted_by AS "submittedBy", progress, error,
+               created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", queued_after AS "queuedAfter"
+          FROM operations
+         WHERE submitted_site = $1 AND state = $${params.push(state)}::operation_state ${from}
+         ORDER BY created_at DESC, id DESC LIMIT $2)`,
   );
-  const newestFirst = (a: OperationRow, b: OperationRow) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
-  return each.flat().sort(newestFirst).slice(skip, skip + limit).map(toSummary);
+  const { rows } = await db.query<OperationRow>(`${walks.join("\n UNION ALL\n")}\n ORDER BY "createdAt" DESC, id DESC LIMIT $2`, params);
+  return rows.map(toSummary);
 }
 
 export interface PruneOperationsResult {
@@ -367,10 +380,10 @@ export function operationHistoryReader(db: DbPool): OperationHistoryReader {
   return {
     find: (id) => findOperationHistory(db, id),
     list: (state, limit) => listOperationHistory(db, state, limit),
-    listSubmittedBy: (submittedBy, states, limit, skip) => listOperationsSubmittedBy(db, submittedBy, states, limit, skip),
+    listSite: (site, states, limit, after) => listSiteOperations(db, site, states, limit, after),
     submitter: async (id) => {
-      const row = await prismaOf(db).operation.findUnique({ where: { id }, select: { submittedBy: true, createdAt: true } });
-      return row ? { submittedBy: row.submittedBy, createdAt: row.createdAt.getTime() } : undefined;
+      const row = await prismaOf(db).operation.findUnique({ where: { id }, select: { submittedBy: true, submittedSite: true, createdAt: true } });
+      return row ? { submittedBy: row.submittedBy, site: row.submittedSite, createdAt: row.createdAt.getTime() } : undefined;
     },
   };
 }

@@ -57,7 +57,8 @@ function sameData(a: unknown, b: unknown): boolean {
  * does (the handler says so in its log; remote commands are meant to be safe to run again).
  * The new job gets only the attempts the request has left (`attempts_made`, written by the
  * runner as each attempt fails): BullMQ's count starts at 0 with it, so its attempt numbers do
- * too. The history's row of the job is taken over by the new one, with who submitted it.
+ * too. The history's row of the job is taken over by the new one, with who submitted it and for
+ * which site (its site's tokens go on seeing it).
  */
 export async function replayLostRequests(
   deps: { db: DbPool; jobs: JobClient<FleetJobs> },
@@ -124,7 +125,7 @@ export async function replayLostRequests(
       }
       replayed.push(request.id);
       await new OperationHistory(db)
-        .submitted({ id: request.id, name: request.name, queue: request.queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: request.data }, runAt > 0 ? "DELAYED" : "WAITING", request.submittedBy)
+        .submitted({ id: request.id, name: request.name, queue: request.queue, createdAt: job.timestamp, maxAttempts: job.opts.attempts ?? 1, data: request.data }, runAt > 0 ? "DELAYED" : "WAITING", request.submittedBy, request.submittedSite)
         .catch((err: unknown) => log.warn({ err, id: request.id }, "could not record the re-queued request in the operation history"));
     } catch (err) {
       if (err instanceof PermanentError) {

@@ -56,12 +56,12 @@ export function withCompletionWebhooks(inner: OperationRecorder, options: { db: 
   const { db, settings, jobs, log } = options;
   if (settings.allowedUrls.length === 0) return inner;
   return {
-    submitted: (op, state, by) => inner.submitted(op, state, by),
+    submitted: (op, state, by, site) => inner.submitted(op, state, by, site),
     started: (op, attempt) => inner.started(op, attempt),
     delayed: (op, reason) => inner.delayed(op, reason),
     progress: (op, value) => inner.progress(op, value),
     removed: (op, by) => inner.removed(op, by),
-    ...(inner.deferred ? { deferred: (op: OperationRef, after: string, by: string | null) => inner.deferred!(op, after, by) } : {}),
+    ...(inner.deferred ? { deferred: (op: OperationRef, after: string, by: string | null, site?: string | null) => inner.deferred!(op, after, by, site) } : {}),
     // A buffering history (the worker's) writes what it holds when the runner stops.
     ...(inner.flush ? { flush: () => inner.flush!() } : {}),
     async finished(op, outcome) {

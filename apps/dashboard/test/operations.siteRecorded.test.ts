@@ -1,0 +1,146 @@
+import { randomBytes } from "node:crypto";
+import { QUEUES } from "@fleet/jobs/contracts";
+import { createDashboardFixture, send } from "./dashboardFixture";
+import type { DashboardFixture } from "./dashboardFixture";
+
+/**
+ * An operation's site is recorded when it is submitted (the history's `submitted_site`) and a
+ * site's token lists, reads and cancels by it: before, the site was looked up from
+ * `submitted_by` (`token:<name>`) in the current token configuration, so moving a token to
+ * another site, or giving a retired token's name to another site's token, handed the
+ * operations it had submitted to the other site. And a site's filtered listing is exact however
+ * many unfinished operations it has: it stopped after 2,000 candidates, and a filter matching
+ * only older ones came back short.
+ */
+describe("operations API: an operation's site is the one recorded at submission", () => {
+  let fx: DashboardFixture;
+  const secret = () => randomBytes(24).toString("hex");
+  const tokens = { aCi: secret(), aWatch: secret(), bWatch: secret(), everyone: secret(), vCi: secret(), vWatch: secret(), newC: secret() };
+  const config = (...entries: string[]) => ({ DASHBOARD_API_TOKENS: entries.join(",") });
+  const first = config(
+    `a-ci:submit:hold+site:a:${tokens.aCi}`,
+    `a-watch:read+site:a:${tokens.aWatch}`,
+    `b-watch:read+site:b:${tokens.bWatch}`,
+    `everyone:read:${tokens.everyone}`,
+    `v-ci:submit:hold+site:v:${tokens.vCi}`,
+    `v-watch:read+site:v:${tokens.vWatch}`,
+  );
+  const as = (token: string) => ({ authorization: `Bearer ${token}` });
+  const submit = async (base: string, token: string, reason: string) => {
+    const res = await send(base, "/api/operations", {
+      method: "POST",
+      headers: { ...as(token), "content-type": "application/json" },
+      body: JSON.stringify({ name: "hold", data: { duration: 60_000, reason }, opts: { delayMs: 3_600_000 } }),
+    });
+    expect(res.status).toBe(202);
+    return ((await res.json()) as { id: string }).id;
+  };
+  const get = async (base: string, token: string, path: string) => {
+    const res = await send(base, path, { headers: as(token) });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  const cancel = async (base: string, token: string, id: string) => {
+    const res = await send(base, `/api/operations/${encodeURIComponent(id)}/cancel`, { method: "POST", headers: as(token) });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  const listed = async (base: string, token: string, query = "") => ((await get(base, token, `/api/operations${query}`)).body.operations as Array<{ id: string }>).map((o) => o.id);
+  const notFound = { status: 404, body: { error: "no such operation" } };
+
+  beforeAll(async () => {
+    fx = await createDashboardFixture("site-recorded", first);
+  });
+  afterAll(() => fx?.close());
+
+  it("keeps an operation its site's when the token that submitted it moves to another site", async () => {
+    const x = await submit(fx.dashboard.url, tokens.aCi, "submitted while a-ci was site A's");
+    // Redeployed with a-ci moved to site B (same name, same secret).
+    const moved = await fx.replica({
+      ...config(`a-ci:submit:hold+site:b:${tokens.aCi}`, `a-watch:read+site:a:${tokens.aWatch}`, `b-watch:read+site:b:${tokens.bWatch}`, `everyone:read:${tokens.everyone}`),
+    });
+    expect(await listed(moved.url, tokens.aWatch)).toEqual([x]);
+    expect(await get(moved.url, tokens.aWatch, `/api/operations/${x}`)).toMatchObject({ status: 200, body: { id: x, data: { reason: "submitted while a-ci was site A's" } } });
+    expect(await listed(moved.url, tokens.bWatch)).toEqual([]);
+    expect(await get(moved.url, tokens.bWatch, `/api/operations/${x}`)).toEqual(notFound);
+    // The token itself, now site B's, no longer reaches what it submitted for site A.
+    expect(await cancel(moved.url, tokens.aCi, x)).toEqual(notFound);
+    expect(await fx.dashboard.jobs.queue(QUEUES.maintenance).getJobState(x)).toBe("delayed");
+    // What it submits now is site B's.
+    const y = await submit(moved.url, tokens.aCi, "submitted as site B's");
+    expect(await listed(moved.url, tokens.bWatch)).toEqual([y]);
+    expect(await listed(moved.url, tokens.aWatch)).toEqual([x]);
+    expect(await cancel(moved.url, tokens.aCi, y)).toMatchObject({ status: 200, body: { cancelled: true } });
+  });
+
+  it("keeps a renamed token's operations its site's, and gives none to another site's token that takes the old name", async () => {
+    const x = await submit(fx.dashboard.url, tokens.aCi, "submitted as a-ci");
+    // a-ci renamed a-ci-2 (site A); its old name given to a new token of site C.
+    const renamed = await fx.replica({
+      ...config(`a-ci-2:submit:hold+site:a:${tokens.aCi}`, `a-watch:read+site:a:${tokens.aWatch}`, `a-ci:read+site:c:${tokens.newC}`, `everyone:read:${tokens.everyone}`),
+    });
+    expect(await listed(renamed.url, tokens.aWatch)).toContain(x);
+    expect(await get(renamed.url, tokens.aCi, `/api/operations/${x}`)).toMatchObject({ status: 200, body: { id: x } });
+    expect(await cancel(renamed.url, tokens.aCi, x)).toMatchObject({ status: 200, body: { cancelled: true } });
+    // The history keeps who submitted it: the name it had then.
+    expect(await get(renamed.url, tokens.aWatch, `/api/operations/${x}`)).toMatchObject({ status: 200, body: { source: "history", state: "removed", submittedBy: "token:a-ci" } });
+    expect(await listed(renamed.url, tokens.newC)).toEqual([]);
+    expect(await get(renamed.url, tokens.newC, `/api/operations/${x}`)).toEqual(notFound);
+  });
+
+  it("shows operations recorded before sites were (no submitted_site) to tokens without a site only", async () => {
+    // As an upgrade finds them: submitted by a site's token, with no site recorded.
+    await fx.dashboard.db.query(
+      `INSERT INTO operations (id, name, queue, state, submitted_by, created_at) VALUES ('legacy-op-1', 'hold', $1, 'COMPLETED', 'token:a-ci', now() - interval '1 day')`,
+      [QUEUES.maintenance],
+    );
+    expect(await listed(fx.dashboard.url, tokens.aWatch)).not.toContain("legacy-op-1");
+    expect(await get(fx.dashboard.url, tokens.aWatch, "/api/operations/legacy-op-1")).toEqual(notFound);
+    expect(await cancel(fx.dashboard.url, tokens.aCi, "legacy-op-1")).toEqual(notFound);
+    expect(await get(fx.dashboard.url, tokens.everyone, "/api/operations/legacy-op-1")).toMatchObject({ status: 200, body: { id: "legacy-op-1", submittedBy: "token:a-ci" } });
+  });
+
+  it("lists a site with more than 2,000 unfinished operations exactly under a state filter, page after page", async () => {
+    const base = fx.dashboard.url;
+    // A real job, submitted delayed and promoted since: the history still says DELAYED.
+    const promoted = await submit(base, tokens.vCi, "promoted");
+    await (await fx.dashboard.jobs.queue(QUEUES.maintenance).getJob(promoted))!.promote();
+    // Volume (set-up, not a fault): 3 older WAITING rows, then 2,500 newer DELAYED ones, and 20
+    // COMPLETED in between, all submitted for site v. Their jobs are gone from BullMQ (pruned):
+    // the history's state is theirs.
+    const t0 = Date.now() + 1_000;
+    await fx.dashboard.db.query(
+      `INSERT INTO operations (id, name, queue, state, submitted_by, submitted_site, created_at)
+       SELECT 'v-' || kind || '-' || lpad(n::text, 5, '0'), 'hold', $1, kind::operation_state, 'token:v-ci', 'v', to_timestamp(($2::float8 + at) / 1000)
+         FROM (SELECT 'WAITING' AS kind, n, n AS at FROM generate_series(1, 3) n
+               UNION ALL SELECT 'COMPLETED', n, 1000 + n FROM generate_series(1, 20) n
+               UNION ALL SELECT 'DELAYED', n, 10000 + n FROM generate_series(1, 2500) n) rows`,
+      [QUEUES.maintenance, t0],
+    );
+    await fx.dashboard.db.query("ANALYZE operations");
+    const waiting = ["v-WAITING-00003", "v-WAITING-00002", "v-WAITING-00001", promoted];
+    expect(await listed(base, tokens.vWatch, "?state=waiting&limit=50")).toEqual(waiting);
+    expect(await listed(base, tokens.vWatch, "?state=waiting&limit=2")).toEqual(waiting.slice(0, 2));
+    const completed = Array.from({ length: 20 }, (_, i) => `v-COMPLETED-${String(20 - i).padStart(5, "0")}`);
+    expect(await listed(base, tokens.vWatch, "?state=completed&limit=500")).toEqual(completed);
+    expect(await listed(base, tokens.vWatch, "?state=delayed&limit=1")).toEqual(["v-DELAYED-02500"]);
+
+    // Pages of 500 through the 2,500 delayed ones: each once, newest first, and nothing else.
+    const pages: string[][] = [];
+    let after = "";
+    for (;;) {
+      const page = await get(base, tokens.vWatch, `/api/operations?state=delayed&limit=500${after}`);
+      expect(page.status).toBe(200);
+      pages.push((page.body.operations as Array<{ id: string }>).map((o) => o.id));
+      if (page.body.next === undefined) break;
+      after = `&after=${encodeURIComponent(page.body.next as string)}`;
+      expect(pages.length).toBeLessThan(10);
+    }
+    const delayed = Array.from({ length: 2500 }, (_, i) => `v-DELAYED-${String(2500 - i).padStart(5, "0")}`);
+    expect(pages.flat()).toEqual(delayed);
+    // Unfiltered, from a cursor in the middle: the rows older than it, in order.
+    const middle = await get(base, tokens.vWatch, "/api/operations?limit=3&after=" + encodeURIComponent(`${t0 + 10_001}:v-DELAYED-00001`));
+    expect((middle.body.operations as Array<{ id: string }>).map((o) => o.id)).toEqual(completed.slice(0, 3));
+    // Other sites see none of it; a cursor is for a site's listing.
+    expect(await listed(base, tokens.aWatch, "?state=waiting")).toEqual([]);
+    expect((await get(base, tokens.everyone, "/api/operations?after=1:x")).status).toBe(400);
+  });
+});
