@@ -38,7 +38,7 @@ describe("batched operation history", () => {
   const ref = (id: string, createdAt: number, data: unknown = { n: 1 }): OperationRef => ({ id, name: "unpack", queue: "migration", createdAt, maxAttempts: 3, data });
   const T0 = Date.parse("2026-11-30T10:00:00.000Z");
   const row = async (id: string) =>
-    (await db.query(`SELECT name, queue, data, state, attempts, max_attempts, submitted_by, progress, result, error, created_at, started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished FROM operations WHERE id = $1`, [id])).rows[0] as Record<string, unknown> | undefined;
+    (await db.query(`SELECT name, queue, data, state, attempts, max_attempts, submitted_by, submitted_site, progress, result, error, created_at, started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished FROM operations WHERE id = $1`, [id])).rows[0] as Record<string, unknown> | undefined;
   const statuses = async (id: string) => (await db.query(`SELECT kind, state, attempt, progress, message FROM operation_status WHERE operation_id = $1 ORDER BY id`, [id])).rows;
 
   type Step = (h: OperationRecorder, op: (createdAt?: number) => OperationRef) => Promise<void>;
@@ -78,8 +78,8 @@ describe("batched operation history", () => {
       batch: [(h, op) => h.progress(op(), 7), (h, op) => h.started(op(), 1), (h, op) => h.finished(op(), { state: "FAILED", attempts: 1, error: "not-found: gone" })],
     },
     {
-      what: "a recycled id: the newer job replaces the row and its status rows",
-      before: [(h, op) => h.started(op(T0 - 86_400_000), 1), (h, op) => h.finished(op(T0 - 86_400_000), { state: "FAILED", attempts: 1, error: "permission-denied: no" })],
+      what: "a recycled id: the newer job replaces the row and its status rows (an older job's submitter and site are not the new one's)",
+      before: [(h, op) => h.submitted(op(T0 - 86_400_000), "WAITING", "token:north-ci", "north"), (h, op) => h.started(op(T0 - 86_400_000), 1), (h, op) => h.finished(op(T0 - 86_400_000), { state: "FAILED", attempts: 1, error: "permission-denied: no" })],
       batch: [(h, op) => h.started(op(), 1)],
     },
     {
@@ -94,7 +94,7 @@ describe("batched operation history", () => {
     },
     {
       what: "a deferred request's row (keep-last kinds) is taken over by its job, keeping the first submitter",
-      before: [(h, op) => h.deferred!(op(T0 + 5_000), "m1-aaaa", "alice"), (h, op) => h.deferred!({ ...op(T0 + 6_000), data: { n: 2 } }, "m1-aaaa", "bob")],
+      before: [(h, op) => h.deferred!(op(T0 + 5_000), "m1-aaaa", "alice", "north"), (h, op) => h.deferred!({ ...op(T0 + 6_000), data: { n: 2 } }, "m1-aaaa", "bob", "south")],
       batch: [(h, op) => h.started(op(), 1), (h, op) => h.finished(op(), { state: "COMPLETED", attempts: 1, result: 1 })],
     },
     {
