@@ -68,6 +68,7 @@ const listQuery = z
     state: z.enum(OPERATION_STATES).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(50),
     after: z.string().regex(LIST_CURSOR, "the next of an earlier page").optional(),
+    name: z.string().min(1).max(100).optional(),
   })
   .strict();
 
@@ -182,14 +183,16 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
   app.get("/api/operations", async (req, reply) => {
     const query = listQuery.safeParse(req.query);
     if (!query.success) return invalid(reply, "invalid query", query.error);
-    const { state, limit, after } = query.data;
+    const { state, limit, after, name } = query.data;
     const site = siteViewOf(req.principal);
     if (site) {
-      const { operations, next } = await listSiteOperations(queues, history.reader, site.site, state, limit, after === undefined ? undefined : parseCursor(after));
+      const { operations, next } = await listSiteOperations(queues, history.reader, site.site, { state, name }, limit, after === undefined ? undefined : parseCursor(after));
       return reply.send({ operations, ...(next ? { next: `${next.createdAt}:${next.id}` } : {}) });
     }
-    // BullMQ's sets are not in creation order across queues: pages by cursor are a site's listing's (from the history).
-    if (after !== undefined) return reply.code(400).send({ error: "after pages a site's listing; without a site, narrow by state and limit", issues: [{ path: "after", message: "only for a site's token" }] });
+    // BullMQ's sets are not in creation order across queues, nor by job: a page by cursor, or of
+    // one job, would come back short. Both are a site's listing's (from the history).
+    const siteOnly = after !== undefined ? "after" : name !== undefined ? "name" : undefined;
+    if (siteOnly) return reply.code(400).send({ error: `${siteOnly} narrows a site's listing; without a site, narrow by state and limit`, issues: [{ path: siteOnly, message: "only for a site's token" }] });
     return reply.send({ operations: await listOperations(queues, state, limit, history.reader) });
   });
 

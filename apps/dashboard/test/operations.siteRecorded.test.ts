@@ -98,7 +98,7 @@ describe("operations API: an operation's site is the one recorded at submission"
     expect(await get(fx.dashboard.url, tokens.everyone, "/api/operations/legacy-op-1")).toMatchObject({ status: 200, body: { id: "legacy-op-1", submittedBy: "token:a-ci" } });
   });
 
-  it("lists a site with more than 2,000 unfinished operations exactly under a state filter, page after page", async () => {
+  it("lists a site with more than 2,000 unfinished operations exactly under a state filter, one job's, page after page", async () => {
     const base = fx.dashboard.url;
     // A real job, submitted delayed and promoted since: the history still says DELAYED.
     const promoted = await submit(base, tokens.vCi, "promoted");
@@ -139,8 +139,23 @@ describe("operations API: an operation's site is the one recorded at submission"
     // Unfiltered, from a cursor in the middle: the rows older than it, in order.
     const middle = await get(base, tokens.vWatch, "/api/operations?limit=3&after=" + encodeURIComponent(`${t0 + 10_001}:v-DELAYED-00001`));
     expect((middle.body.operations as Array<{ id: string }>).map((o) => o.id)).toEqual(completed.slice(0, 3));
-    // Other sites see none of it; a cursor is for a site's listing.
+    // One job's operations (name), under a filter: 5 WAITING unpacks older than everything above.
+    await fx.dashboard.db.query(
+      `INSERT INTO operations (id, name, queue, state, submitted_by, submitted_site, created_at)
+       SELECT 'v-unpack-' || n, 'unpack', $1, 'WAITING'::operation_state, 'token:v-ci', 'v', to_timestamp(($2::float8 - 100000 + n) / 1000) FROM generate_series(1, 5) n
+       UNION ALL SELECT 'v-unpack-done', 'unpack', $1, 'COMPLETED', 'token:v-ci', 'v', to_timestamp(($2::float8 - 50000) / 1000)`,
+      [QUEUES.migration, t0],
+    );
+    const unpacks = ["v-unpack-5", "v-unpack-4", "v-unpack-3", "v-unpack-2", "v-unpack-1"];
+    expect(await listed(base, tokens.vWatch, "?state=waiting&name=unpack")).toEqual(unpacks);
+    expect(await listed(base, tokens.vWatch, "?state=waiting&name=hold")).toEqual(waiting);
+    expect(await listed(base, tokens.vWatch, "?name=unpack&limit=2")).toEqual(["v-unpack-done", "v-unpack-5"]);
+    const firstTwo = await get(base, tokens.vWatch, "/api/operations?state=waiting&name=unpack&limit=2");
+    expect(await listed(base, tokens.vWatch, `?state=waiting&name=unpack&after=${encodeURIComponent(firstTwo.body.next as string)}`)).toEqual(unpacks.slice(2));
+
+    // Other sites see none of it; a cursor, or one job's page, is for a site's listing.
     expect(await listed(base, tokens.aWatch, "?state=waiting")).toEqual([]);
     expect((await get(base, tokens.everyone, "/api/operations?after=1:x")).status).toBe(400);
+    expect((await get(base, tokens.everyone, "/api/operations?name=hold")).status).toBe(400);
   });
 });

@@ -111,11 +111,17 @@ export interface OperationHistoryReader {
   list(state: string | undefined, limit: number): Promise<OperationSummary[]>;
   /**
    * The operations submitted for `site` (recorded at submission), newest first (creation time,
-   * then id), in the given states (all: undefined), at most `limit`, strictly after `after`.
+   * then id), matching `filter`, at most `limit`, strictly after `after`.
    */
-  listSite(site: string, states: readonly HistoryState[] | undefined, limit: number, after?: ListCursor): Promise<OperationSummary[]>;
+  listSite(site: string, filter: SiteFilter, limit: number, after?: ListCursor): Promise<OperationSummary[]>;
   /** Who submitted the operation recorded under `id`, for which site, and when its job was created; undefined if none is recorded. */
   submitter(id: string): Promise<{ submittedBy: string | null; site: string | null; createdAt: number } | undefined>;
+}
+
+/** Which of a site's history rows to read: in these states (all: undefined), of this job (all: undefined). */
+export interface SiteFilter {
+  states?: readonly HistoryState[];
+  name?: string;
 }
 
 /** A place in a site's listing (newest first): the operation last shown; the next page starts after it. */
@@ -163,7 +169,8 @@ export async function listOperations(queues: readonly Queue[], state: OperationS
  * (same id, same creation time; a row whose id BullMQ now gives another job is left out, as GET
  * answers 404 for it).
  *
- * Exact under a state filter, however many operations the site has: the history's state can be
+ * Exact under a state filter (and a job's name, which the history always has right), however
+ * many operations the site has: the history's state can be
  * behind BullMQ's (a delayed job BullMQ has since promoted is still DELAYED there, a finish is
  * written a moment later), so every unfinished row is a candidate, filtered on its live state,
  * and the walk goes on, page after page from a cursor, until the page is full or the site's
@@ -180,17 +187,18 @@ export async function listSiteOperations(
   queues: readonly Queue[],
   history: OperationHistoryReader,
   site: string,
-  state: OperationState | undefined,
+  filter: { state?: OperationState; name?: string },
   limit: number,
   after?: ListCursor,
 ): Promise<{ operations: OperationSummary[]; next?: ListCursor }> {
+  const { state, name } = filter;
   // Filtered, pages of at least 500: a filter that matches few of the site's operations reads on in few round trips.
   const page = state === undefined ? limit : Math.max(limit, 500);
   const unfinished: HistoryState[] = ["WAITING", "DELAYED", "ACTIVE"];
   const candidates = state === undefined ? undefined : state === "completed" ? [...unfinished, "COMPLETED" as const] : state === "failed" ? [...unfinished, "FAILED" as const] : unfinished;
   const shown: OperationSummary[] = [];
   for (let from = after; ; ) {
-    const rows = await history.listSite(site, candidates, page, from);
+    const rows = await history.listSite(site, { states: candidates, name }, page, from);
     const live = await Promise.all(rows.map((op) => liveView(queues, op)));
     for (const [i, op] of live.entries()) {
       if (op === undefined || (state !== undefined && op.state !== state)) continue;

@@ -1,6 +1,6 @@
 import type { HistoryState, OperationRecorder, OperationRef } from "@fleet/core/operationRecorder";
 import { historyText, summarizeForHistory } from "@fleet/core/operationRecorder";
-import type { ListCursor, OperationDetail, OperationHistoryReader, OperationSummary } from "@fleet/core/operations";
+import type { ListCursor, OperationDetail, OperationHistoryReader, OperationSummary, SiteFilter } from "@fleet/core/operations";
 import type { DbPool, Queryable } from "../pool";
 import { prismaOf } from "../prismaClient";
 
@@ -319,7 +319,8 @@ export async function listOperationHistory(db: DbPool, state: string | undefined
 
 /**
  * A site's operations (submitted_site), newest first (created_at, then id), in the given history
- * states (all: undefined), strictly after `after` in that order: one backward walk of
+ * states (all: undefined), of one job (`name`; all: undefined), strictly after `after` in that
+ * order: one backward walk of
  * operations_submitted_site_idx per state, from the cursor, each reading at most `limit` rows,
  * merged by PostgreSQL (a top-N sort of at most 6 × limit rows). PostgreSQL orders and compares
  * the ids, cursor included, so the pages a caller reads one after another meet exactly (a merge
@@ -327,15 +328,17 @@ export async function listOperationHistory(db: DbPool, state: string | undefined
  * Not `state = ANY (…) ORDER BY created_at` in one walk: over several states the index cannot
  * give created_at order, and the planner would read every matching row of the site and sort.
  */
-async function listSiteOperations(db: Queryable, site: string, states: readonly HistoryState[] | undefined, limit: number, after?: ListCursor): Promise<Array<OperationSummary & { source: "history" }>> {
+async function listSiteOperations(db: Queryable, site: string, filter: SiteFilter, limit: number, after?: ListCursor): Promise<Array<OperationSummary & { source: "history" }>> {
   const params: unknown[] = [site, limit];
   const from = after ? `AND (created_at, id) < ($${params.push(new Date(after.createdAt))}::timestamptz, $${params.push(after.id)}::text)` : "";
-  const walks = (states ?? STATES).map(
+  // A job's name is not in the index: its rows are filtered in the walk (exact; a rare job reads further).
+  const named = filter.name !== undefined ? `AND name = $${params.push(filter.name)}` : "";
+  const walks = (filter.states ?? STATES).map(
     (state) =>
       `(SELECT id, name, queue, state, attempts, max_attempts AS "maxAttempts", submitted_by AS "submittedBy", progress, error,
                created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", queued_after AS "queuedAfter"
           FROM operations
-         WHERE submitted_site = $1 AND state = $${params.push(state)}::operation_state ${from}
+         WHERE submitted_site = $1 AND state = $${params.push(state)}::operation_state ${from} ${named}
          ORDER BY created_at DESC, id DESC LIMIT $2)`,
   );
   const { rows } = await db.query<OperationRow>(`${walks.join("\n UNION ALL\n")}\n ORDER BY "createdAt" DESC, id DESC LIMIT $2`, params);
@@ -380,7 +383,7 @@ export function operationHistoryReader(db: DbPool): OperationHistoryReader {
   return {
     find: (id) => findOperationHistory(db, id),
     list: (state, limit) => listOperationHistory(db, state, limit),
-    listSite: (site, states, limit, after) => listSiteOperations(db, site, states, limit, after),
+    listSite: (site, filter, limit, after) => listSiteOperations(db, site, filter, limit, after),
     submitter: async (id) => {
       const row = await prismaOf(db).operation.findUnique({ where: { id }, select: { submittedBy: true, submittedSite: true, createdAt: true } });
       return row ? { submittedBy: row.submittedBy, site: row.submittedSite, createdAt: row.createdAt.getTime() } : undefined;
