@@ -30,7 +30,10 @@ export function createStorage(url: string, connection: StorageConnection = {}): 
   if (zero) return new NullStorage({ zeroBytes: Number(zero[1] ?? 0) });
   const match = URL_LIKE.exec(url);
   const fsync = connection.fsync ?? true;
-  const mount = connection.mountRequiredBy !== undefined ? { mountRequiredBy: connection.mountRequiredBy } : {};
+  const mount = {
+    ...(connection.mountRequiredBy !== undefined ? { mountRequiredBy: connection.mountRequiredBy } : {}),
+    ...(connection.mountMemory !== undefined ? { mountMemory: connection.mountMemory } : {}),
+  };
   if (!match) return new LocalStorage({ root: path.resolve(url), fsync, ...mount });
   const scheme = (match[1] ?? "").toLowerCase();
   if (scheme !== "file" && connection.mountRequiredBy !== undefined) {

@@ -1,4 +1,5 @@
 import type { SshHostKey } from "@fleet/remote/sshHostKey";
+import type { MountMemory } from "./volumeRecords";
 
 /**
  * What a storage URL cannot say: credentials, host keys and tuning. A URL names a place and is
@@ -15,6 +16,12 @@ export interface StorageConnection {
    * errors, e.g. "SOURCE_REQUIRE_MOUNT"); unset: not required. Other storages refuse it.
    */
   mountRequiredBy?: string;
+  /**
+   * Local directories: the fleet's records of the volumes roots were seen on. A root once seen
+   * on a mounted volume must lie on that volume from then on (as with mountRequiredBy), and the
+   * first sighting is recorded. Other storages ignore it.
+   */
+  mountMemory?: MountMemory;
 }
 
 export interface S3Connection {

@@ -4,8 +4,9 @@ import path from "node:path";
 import { FleetError, PermanentError, RetryableError } from "@fleet/core/errors";
 import { statPath } from "../fsCallbacks";
 import { parentKey } from "../keys";
-import { HAS_MOUNT_TABLE, danglingLinkOf, danglingRootMessage, mountPointOf } from "./mounts";
+import { HAS_MOUNT_TABLE, danglingLinkOf, danglingRootMessage, isWithin, mountPointOf } from "./mounts";
 import { errorCode, toStorageError } from "../storageErrors";
+import type { MountMemory, VolumeRecord } from "../volumeRecords";
 
 /**
  * Keeps every path a LocalStorage touches inside its root, symlinks included.
@@ -45,6 +46,11 @@ export class ConfinedRoot {
   private volume: VolumeWatch | null | undefined;
   /** The setting that requires the root to lie on a mounted volume from the first look on (named in errors); undefined: not required. */
   private readonly mountRequiredBy: string | undefined;
+  /**
+   * The fleet's records of the volumes roots were seen on (see volumeOf): a root any worker once
+   * saw on a mounted volume must lie on that volume, as if mountRequiredBy were set.
+   */
+  private readonly mountMemory: MountMemory | undefined;
   /** Whether a volume check runs, and who waits for the next one (see volumeLeft). */
   private volumeChecking = false;
   private volumeWaiters: Array<(left: boolean) => void> = [];
@@ -53,15 +59,21 @@ export class ConfinedRoot {
   // folder costs one more realpath, nothing worse.
   private readonly dirs = new Map<string, Promise<void>>();
 
-  constructor(root: string, options: { maxDirs?: number; mountRequiredBy?: string } = {}) {
+  constructor(root: string, options: { maxDirs?: number; mountRequiredBy?: string; mountMemory?: MountMemory } = {}) {
     this.path = path.resolve(root);
     this.maxDirs = options.maxDirs ?? 4096;
     this.mountRequiredBy = options.mountRequiredBy;
+    this.mountMemory = options.mountMemory;
   }
 
-  /** Whether the root must lie on a mounted volume (see verifyVolume). */
-  get requiresMount(): boolean {
-    return this.mountRequiredBy !== undefined;
+  /**
+   * Whether the root must lie on a mounted volume (see volumeOf): a setting requires it, or the
+   * fleet recorded the root on one (a look at the records: callers ask when the root is
+   * missing, not per file).
+   */
+  async mountRequired(): Promise<boolean> {
+    if (this.mountRequiredBy !== undefined) return true;
+    return this.mountMemory !== undefined && (await this.mountMemory.records.recall(this.path)) !== undefined;
   }
 
   /** The absolute path of a normalised key ("" is the root). */
@@ -293,7 +305,7 @@ export class ConfinedRoot {
       if (errorCode(err) === "ENOENT") await this.throwIfDangling(key === "" ? "open" : JSON.stringify(key));
       if (!create || errorCode(err) !== "ENOENT") throw toStorageError(`open storage root ${this.path} for`, key, err);
       // Not created under the mount point of a volume that is away.
-      if (this.mountRequiredBy !== undefined) await this.requireVolume(await nearestExisting(this.path), key);
+      if (this.mountRequiredBy !== undefined || this.mountMemory !== undefined) await this.volumeOf(await nearestExisting(this.path), key);
       try {
         await mkdir(this.path, { recursive: true });
         real = await realpath(this.path);
@@ -302,13 +314,57 @@ export class ConfinedRoot {
       }
     }
     this.rootId = await identityOf(real);
-    if (this.volume === undefined) {
-      const volume = await watchVolume(real);
-      // Left unresolved: the next look tries again (the volume may be mounted by then).
-      if (!volume && this.mountRequiredBy !== undefined) await this.requireVolume(real, key);
-      this.volume = volume;
-    }
+    // Refused, the volume is left unresolved: the next look tries again (it may be mounted by then).
+    if (this.volume === undefined) this.volume = await this.volumeOf(real, key);
     return real;
+  }
+
+  /**
+   * The mounted volume `real` lies on (null: the root filesystem), unless the root may not be
+   * there: storage-unavailable when a mount is required (mountRequiredBy) and `real` is on the
+   * root filesystem, or when the fleet recorded the root on a volume (mountMemory) that is not
+   * mounted now — `real` then lies on the filesystem beneath its mount point, or on a volume
+   * mounted above it. A worker started while the volume is away would otherwise take the empty
+   * mount point for the root: write the destination's files onto the disk beneath (recorded
+   * migrated, hidden once the volume is back) or find every source file missing. A root found
+   * on a volume is recorded (the first sighting stays). Runs when the root is resolved (once
+   * per storage, again only after a failure), never per file.
+   */
+  private async volumeOf(real: string, key: string): Promise<VolumeWatch | null> {
+    const volume = await watchVolume(real);
+    const memory = this.mountMemory;
+    if (volume) {
+      const record = memory ? await memory.records.note(this.path, volume.mountPath) : undefined;
+      // A volume mounted at the recorded mount point, or one mounted further down, holds the root.
+      if (record && !isWithin(volume.mountPath, record.mountPoint)) throw this.volumeAway(record, volume.mountPath, key);
+      return volume;
+    }
+    if (this.mountRequiredBy !== undefined) await this.requireVolume(real, key);
+    const record = memory ? await memory.records.recall(this.path) : undefined;
+    if (record) throw this.volumeAway(record, undefined, key);
+    return null;
+  }
+
+  /**
+   * storage-unavailable naming the volume the root was recorded on, when the root is missing
+   * because that volume is away (the plain "root is gone" sent the operator looking for a
+   * deleted folder). Callers ask when the root is missing, not per file.
+   */
+  async throwIfVolumeAway(key: string): Promise<void> {
+    const record = this.mountMemory ? await this.mountMemory.records.recall(this.path) : undefined;
+    if (!record) return;
+    const current = HAS_MOUNT_TABLE ? await mountPointOf(await nearestExisting(this.path)) : undefined;
+    if (current === undefined || isWithin(current, record.mountPoint)) return;
+    throw this.volumeAway(record, current === "/" ? undefined : current, key);
+  }
+
+  /** What to tell an operator when the volume a root was recorded on is not mounted (`current`: the mount point the root is under now; undefined: none). */
+  private volumeAway(record: VolumeRecord, current: string | undefined, key: string): RetryableError {
+    const setting = this.mountMemory?.setting ?? "the REQUIRE_MOUNT setting";
+    return new RetryableError(
+      "storage-unavailable",
+      `${key === "" ? "open" : JSON.stringify(key)}: the storage root ${this.path} was seen on the volume mounted at ${record.mountPoint} (recorded ${record.seenAt.toISOString()} by ${record.seenBy}), and no volume is mounted there now (the root is ${current === undefined ? "on the root filesystem" : `on the volume mounted at ${current}`}): mount it; Fleet neither reads nor writes under the empty mount point until it is there. If the volume was moved on purpose: fleet volumes forget ${this.path} (or ${setting}=false, never to require a mounted volume)`,
+    );
   }
 
   /**

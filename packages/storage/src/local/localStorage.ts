@@ -23,6 +23,7 @@ import type { WalkEntry } from "../sortedWalk";
 import { DANGLING_SYMLINK, SYMLINK_LOOP, SYMLINK_OUT_OF_ROOT, kindOf, symlinkKindOf } from "../entryKinds";
 import { checkBufferSize, errorCode, isNotFound, throwIfAborted, toStorageError } from "../storageErrors";
 import { createTempNamer, isTempName, unguessableTempName } from "../tempNames";
+import type { MountMemory } from "../volumeRecords";
 
 export interface LocalStorageOptions {
   /** The directory every key lives under; created on the first write if missing. */
@@ -40,6 +41,11 @@ export interface LocalStorageOptions {
    * "DESTINATION_REQUIRE_MOUNT"; unset: not required (a volume seen mounted is still watched).
    */
   mountRequiredBy?: string;
+  /**
+   * The fleet's records of the volumes roots were seen on: a root once seen on a mounted volume
+   * (by any worker) must lie on it from then on, as with mountRequiredBy (see ConfinedRoot).
+   */
+  mountMemory?: MountMemory;
 }
 
 // Bytes the destination probe writes (and removes): a full disk or quota shows at once.
@@ -65,7 +71,10 @@ export class LocalStorage implements Storage {
   private readonly folders = new UsedFolders();
 
   constructor(options: LocalStorageOptions) {
-    this.root = new ConfinedRoot(options.root, options.mountRequiredBy !== undefined ? { mountRequiredBy: options.mountRequiredBy } : {});
+    this.root = new ConfinedRoot(options.root, {
+      ...(options.mountRequiredBy !== undefined ? { mountRequiredBy: options.mountRequiredBy } : {}),
+      ...(options.mountMemory !== undefined ? { mountMemory: options.mountMemory } : {}),
+    });
     this.label = options.label ?? `local:${this.root.path}`;
     this.fsync = options.fsync ?? true;
   }
@@ -105,7 +114,8 @@ export class LocalStorage implements Storage {
       // A root that must lie on a mounted volume may be missing because the volume is away: not
       // a configuration error (the worker starts, its reads and writes wait storage-unavailable),
       // and not created on the filesystem beneath (the first write creates it on the volume).
-      if (code === "ENOENT" && this.root.requiresMount) return;
+      // So may a root the fleet has seen on a volume (the worker's volume records).
+      if (code === "ENOENT" && (await this.root.mountRequired())) return;
       if (role === "destination" && code === "ENOENT") {
         await mkdir(path, { recursive: true }).catch((e: unknown) => {
           // The cause's own message is shown with it: naming only its code here (it was said twice).
@@ -245,8 +255,11 @@ export class LocalStorage implements Storage {
     try {
       await this.root.ensureDir(start, false, p);
     } catch (err) {
-      if (isNotFound(err)) return;
-      throw err;
+      if (!isNotFound(err)) throw err;
+      // A root missing because the volume it was recorded on is away is not an empty listing
+      // (a scan would have found every known file vanished, or a first one nothing at all).
+      await this.root.throwIfVolumeAway(p);
+      return;
     }
     yield* sortedWalk<LocalEntry>(
       {
@@ -378,6 +391,7 @@ export class LocalStorage implements Storage {
     }
     try {
       await this.root.throwIfDangling(`${operation} ${JSON.stringify(k)}`);
+      await this.root.throwIfVolumeAway(k);
     } catch (err) {
       return err as FleetError;
     }
@@ -456,13 +470,17 @@ export class LocalStorage implements Storage {
     } catch (err) {
       if (!isNotFound(err)) throw toStorageError("open storage root for", k, err);
     }
-    if (!info && role === "destination" && this.root.requiresMount && !this.rootSeen) {
+    const mountRequired = await this.root.mountRequired();
+    if (!info && role === "destination" && mountRequired && !this.rootSeen) {
       await this.root.ensureDir("", true, k);
       this.rootSeen = true;
       return;
     }
     if (!info?.isDirectory()) {
-      if (!info) await this.root.throwIfDangling(k);
+      if (!info) {
+        await this.root.throwIfDangling(k);
+        await this.root.throwIfVolumeAway(k);
+      }
       throw new RetryableError(
         "storage-unavailable",
         `${k}: the storage root ${this.root.path} is gone (deleted, or its volume unmounted?); Fleet does not re-create a root that vanished while it ran: bring it back, or restart the worker to have it created`,
@@ -470,7 +488,7 @@ export class LocalStorage implements Storage {
     }
     // A root that must be on a mounted volume and was never found on one (the worker started
     // while it was away) has no volume to check yet: resolving it decides.
-    if (this.root.requiresMount) await this.root.ensureDir("", false, k);
+    if (mountRequired) await this.root.ensureDir("", false, k);
     await this.root.verifyVolume("open", k);
   }
 }

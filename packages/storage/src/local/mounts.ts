@@ -41,7 +41,8 @@ export function unescapeMountPath(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
 }
 
-function isWithin(p: string, dir: string): boolean {
+/** Whether `p` is `dir` or lies under it. */
+export function isWithin(p: string, dir: string): boolean {
   if (dir === "/") return true;
   return p === dir || p.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
 }
