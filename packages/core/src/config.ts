@@ -116,6 +116,13 @@ export const envBool = (def: boolean) =>
     .default(def ? "true" : "false")
     .transform((v) => ["true", "1", "yes", "on"].includes(v));
 
+/** A yes/no whose absence means something of its own (unset or empty: undefined), so no default is shown. */
+export const envBoolOrUnset = () =>
+  z
+    .enum(["true", "false", "1", "0", "yes", "no", "on", "off", ""], { message: "expected true or false (or leave it unset)" })
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? undefined : ["true", "1", "yes", "on"].includes(v)));
+
 /** Comma-separated list, trimmed, empties dropped. */
 export const envList = (def: string) =>
   z

@@ -1,10 +1,11 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { envBool, envDuration, envInt } from "@fleet/core/config";
+import { envBool, envBoolOrUnset, envDuration, envInt } from "@fleet/core/config";
 import { secret } from "@fleet/core/secretFiles";
 import { ConfigError } from "@fleet/core/errors";
 import type { SshHostKey } from "@fleet/remote/sshHostKey";
 import type { StorageConnection } from "@fleet/storage/storageConnection";
+import type { VolumeRecords } from "@fleet/storage/volumeRecords";
 import { targetStoragesField } from "./storageTargets";
 
 /**
@@ -48,8 +49,8 @@ export const storageFields = {
   S3_QUEUE_SIZE: envInt(4, 1, 64).describe("Parts in flight per multipart upload (memory ≈ part size × (this + 1) per upload)"),
   S3_MAX_SOCKETS: envInt(128, 1, 4096).describe("HTTP keep-alive sockets per S3 endpoint"),
   S3_REQUEST_TIMEOUT: envDuration("60s").describe("An S3 request whose socket makes no progress this long fails (retryable timeout)"),
-  SOURCE_REQUIRE_MOUNT: envBool(false).describe("The source (a local folder) must lie on a mounted volume (its root or a folder above it is a mount point other than /): while it is not, its files are not read and the link waits (storage-unavailable), even for a worker started while the volume was away; without it, a volume is watched only once seen mounted"),
-  DESTINATION_REQUIRE_MOUNT: envBool(false).describe("The destination (a local folder) must lie on a mounted volume, as SOURCE_REQUIRE_MOUNT: nothing is written under an empty mount point, even by a worker started while the volume was away"),
+  SOURCE_REQUIRE_MOUNT: envBoolOrUnset().describe("Whether the source (a local folder) must lie on a mounted volume (its root or a folder above it is a mount point other than /); while it does not, its files are not read and the link waits (storage-unavailable). Unset: once any worker has seen the root on a mounted volume (remembered in PostgreSQL), on that volume, even for a worker started while it is away (`fleet volumes` lists, `fleet volumes forget ROOT` forgets); true: on a volume from the first look on; false: never (nothing remembered or looked up; a volume is watched only once this process saw it mounted)"),
+  DESTINATION_REQUIRE_MOUNT: envBoolOrUnset().describe("Whether the destination (a local folder) must lie on a mounted volume, as SOURCE_REQUIRE_MOUNT (unset: once seen on one; true: always; false: never): nothing is written under an empty mount point"),
   FSYNC_WRITES: envBool(true).describe("fsync each file written to a local or SFTP destination (fsync@openssh.com, when the server offers it) before it is published under its name, so a crash never leaves a published file shorter than what was recorded; false is faster (the bench measures it)"),
   SFTP_POOL_SIZE: envInt(8, 1, 256).describe("Most SSH connections per SFTP server and process"),
   SFTP_OPERATIONS_PER_CONNECTION: envInt(8, 1, 256).describe("SFTP operations pipelined on one connection"),
@@ -70,7 +71,7 @@ export type StorageRole = "source" | "destination";
  * The connection settings of one role, with key and known_hosts files read now: a missing or
  * unreadable file is a ConfigError naming the variable, at startup, not a failure per file.
  */
-export function toStorageConnection(c: StorageConfig, role: StorageRole, options: { readBack?: boolean } = {}): StorageConnection {
+export function toStorageConnection(c: StorageConfig, role: StorageRole, options: { readBack?: boolean; volumeRecords?: VolumeRecords } = {}): StorageConnection {
   const R = role === "source" ? "SOURCE" : "DESTINATION";
   const get = (name: RoleVar): string | undefined => c[`${R}_${name}` as keyof StorageConfig] as string | undefined;
   const accessKeyId = get("S3_ACCESS_KEY_ID");
@@ -98,7 +99,9 @@ export function toStorageConnection(c: StorageConfig, role: StorageRole, options
       readBack: options.readBack ?? false,
     },
     fsync: c.FSYNC_WRITES,
-    ...(c[`${R}_REQUIRE_MOUNT`] ? { mountRequiredBy: `${R}_REQUIRE_MOUNT` } : {}),
+    ...(c[`${R}_REQUIRE_MOUNT`] === true ? { mountRequiredBy: `${R}_REQUIRE_MOUNT` } : {}),
+    // false: never required, so the fleet's records are neither read nor added to.
+    ...(c[`${R}_REQUIRE_MOUNT`] !== false && options.volumeRecords ? { mountMemory: { records: options.volumeRecords, setting: `${R}_REQUIRE_MOUNT` } } : {}),
     ssh: {
       ...(keyFile ? { privateKey: readConfigFile(`${R}_SSH_KEY_FILE`, keyFile) } : {}),
       ...(get("SSH_KEY_PASSPHRASE") ? { passphrase: get("SSH_KEY_PASSPHRASE") } : {}),

@@ -23,6 +23,8 @@ import { toMigrationSettings } from "../settings";
 import type { migrationFields } from "../settings";
 import { toStorageConnection } from "../storageSettings";
 import { StorageTargets } from "../storageTargets";
+import { rootVolumeRecords } from "./rootVolumeRecords";
+import type { VolumeRecords } from "@fleet/storage/volumeRecords";
 import { createAccountServices } from "../accounts/accountServices";
 import { LinkGuard } from "../migration/linkGuard";
 import { LinkThrottle } from "../migration/linkThrottle";
@@ -92,10 +94,13 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
   });
   const remote = new RemoteServers(() => files.current().servers);
   const workflow = () => files.current().workflow;
-  const source = openStorage(config, "source");
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  // The pool is asked for on use, by the local storages' volume checks: it is created below.
+  const volumeRecords = rootVolumeRecords(() => db, `${options.role} ${workerId}`);
+  const source = openStorage(config, "source", volumeRecords);
   let destination: Storage;
   try {
-    destination = openStorage(config, "destination");
+    destination = openStorage(config, "destination", volumeRecords);
   } catch (err) {
     void source.close();
     throw err;
@@ -125,8 +130,7 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
     // Durable kinds' requests (remote commands) are kept in PostgreSQL before they reach Redis.
     { skipMetasUpdate: options.role === "cli", durableRequests: jobRequestStore(db) },
   );
-  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback" }));
+  const targets = new StorageTargets(config.TARGET_STORAGES ?? new Map(), config.DESTINATION_URL, toStorageConnection(config, "destination", { readBack: config.VERIFY === "readback", volumeRecords }));
   checkTargets(targets);
   const accounts = createAccountServices(accountSettings, workflow, redis, prefix);
   // Temp files this process writes carry its token; keeping it registered tells sweepers it lives.
@@ -197,10 +201,10 @@ export function createFleetRuntime(options: RuntimeOptions): FleetRuntime {
  * The adapter of one role. A bad URL or missing credential names the variable to fix: the
  * adapters' own messages say what is wrong, never the URL (it is config, and may hold secrets).
  */
-function openStorage(config: RuntimeConfig, role: StorageRole): Storage {
+function openStorage(config: RuntimeConfig, role: StorageRole, volumeRecords: VolumeRecords): Storage {
   const url = role === "source" ? config.SOURCE_URL : config.DESTINATION_URL;
   // VERIFY=readback on S3 downloads each object again; elsewhere copyFile re-reads it itself.
-  const connection = toStorageConnection(config, role, { readBack: role === "destination" && config.VERIFY === "readback" });
+  const connection = toStorageConnection(config, role, { readBack: role === "destination" && config.VERIFY === "readback", volumeRecords });
   try {
     return createStorage(url, connection);
   } catch (err) {
