@@ -15,6 +15,7 @@ import { registerInventoryCommands } from "./commands/inventoryCommands";
 import { registerMigrateCommands } from "./commands/migrateCommands";
 import { registerOperatorCommands } from "./commands/operatorCommands";
 import { registerSettingsCommands } from "./commands/settingsCommands";
+import { registerVolumeCommands } from "./commands/volumeCommands";
 import { jsonText, terminalSafe } from "./terminalText";
 
 /**
@@ -109,6 +110,7 @@ export function buildProgram(env: NodeJS.ProcessEnv = process.env): Command {
 
   registerOperatorCommands(program, run);
   registerSettingsCommands(program, run);
+  registerVolumeCommands(program, run);
   registerAccountCommands(program, run);
   registerDashboardCommands(program, run);
 

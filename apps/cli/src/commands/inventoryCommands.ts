@@ -5,6 +5,8 @@ import { Presets, SingleBar } from "cli-progress";
 import { createStorage } from "@fleet/storage/createStorage";
 import type { Storage } from "@fleet/storage/storage";
 import { toStorageConnection } from "@fleet/jobs/storageSettings";
+import { rootVolumeRecords } from "@fleet/jobs/runtime/rootVolumeRecords";
+import type { DbPool } from "@fleet/db/pool";
 import { formatOf, readRecords } from "@fleet/jobs/inventory/importFormats";
 import type { InventoryFormat } from "@fleet/jobs/inventory/importFormats";
 import { importInventory } from "@fleet/jobs/inventory/importInventory";
@@ -17,6 +19,7 @@ import type { CliContext } from "../context";
 import type { Run } from "../cliRun";
 import { ReportedFailure, UsageError, print } from "../cliRun";
 import { formatDuration } from "./durations";
+import { cliUser } from "./volumeCommands";
 import { fmtRate, formatBytes } from "./status";
 import { terminalSafe } from "../terminalText";
 
@@ -71,7 +74,7 @@ export function registerInventoryCommands(program: Command, run: Run): void {
         // The database and the one storage only: no job catalogue, no queues to load.
         const db = await ctx.database();
         const url = opts.source ?? ctx.config.SOURCE_URL;
-        const source = openSource(url, ctx);
+        const source = openSource(url, ctx, db);
         if (url !== ctx.config.SOURCE_URL) {
           process.stderr.write(`fleet: note: workers read files from SOURCE_URL; keys scanned from ${source.label} must exist there too\n`);
         }
@@ -154,11 +157,12 @@ async function queueMigrationOfNew(ctx: CliContext, files: number): Promise<void
 }
 
 /** A storage URL with the source's credentials; a bad URL names the setting, as the apps do. */
-function openSource(url: string, ctx: CliContext): Storage {
+function openSource(url: string, ctx: CliContext, db: DbPool): Storage {
   try {
-    // SOURCE_REQUIRE_MOUNT is about SOURCE_URL's folder, not another one named by --source.
-    const { mountRequiredBy, ...connection } = toStorageConnection(ctx.config, "source");
-    return createStorage(url, url === ctx.config.SOURCE_URL && mountRequiredBy !== undefined ? { ...connection, mountRequiredBy } : connection);
+    // SOURCE_REQUIRE_MOUNT (and the volume records it governs) is about SOURCE_URL's folder,
+    // not another one named by --source.
+    const { mountRequiredBy, mountMemory, ...connection } = toStorageConnection(ctx.config, "source", { volumeRecords: rootVolumeRecords(() => db, `cli ${cliUser()}`) });
+    return createStorage(url, url === ctx.config.SOURCE_URL ? { ...connection, ...(mountRequiredBy !== undefined ? { mountRequiredBy } : {}), ...(mountMemory !== undefined ? { mountMemory } : {}) } : connection);
   } catch (err) {
     if (err instanceof FleetError && err.category === "bad-config" && !(err instanceof ConfigError)) throw new ConfigError([`${url === ctx.config.SOURCE_URL ? "SOURCE_URL" : "--source"}: ${err.message}`]);
     throw err;
