@@ -2,7 +2,7 @@ import type { Queryable } from "../pool";
 
 /**
  * SQL over `root_volumes`: the mounted volume each local storage root was first seen on (see
- * the migration 20261216090000_root_volumes). A root's first sighting stays until an operator
+ * the migration 20261216100000_root_volumes). A root's first sighting stays until an operator
  * forgets it; the storage then requires the root on that volume.
  */
 
