@@ -1,6 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import { S3Client } from "@aws-sdk/client-s3";
+import { limitParsedAnswers } from "./s3ResponseLimit";
 
 /** What the S3 client needs; the defaults live in S3Storage. */
 export interface S3ClientSettings {
@@ -30,7 +31,7 @@ export function createS3Agents(maxSockets: number): S3Agents {
  * pool, so 64 files in flight reuse sockets instead of paying a TCP (and TLS) setup per file.
  */
 export function createS3Client(settings: S3ClientSettings, agents: S3Agents): S3Client {
-  return new S3Client({
+  const client = new S3Client({
     region: settings.region,
     endpoint: settings.endpoint,
     forcePathStyle: settings.forcePathStyle,
@@ -54,4 +55,7 @@ export function createS3Client(settings: S3ClientSettings, agents: S3Agents): S3
       socketTimeout: settings.requestTimeoutMs,
     },
   });
+  // A listing page that ignores max-keys is not read into memory whole (s3ResponseLimit.ts).
+  limitParsedAnswers(client);
+  return client;
 }

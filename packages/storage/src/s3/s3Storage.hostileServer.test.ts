@@ -17,7 +17,10 @@ interface Hostile {
 /** Answers a GET of an object (not a listing), or undefined for 404. */
 type GetAnswer = (res: import("node:http").ServerResponse) => void;
 
-async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }, get?: GetAnswer): Promise<Hostile> {
+/** Answers a listing request itself (instead of `page`). */
+type ListAnswer = (res: import("node:http").ServerResponse) => void;
+
+async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }, get?: GetAnswer, list?: ListAnswer): Promise<Hostile> {
   const state = { lists: 0 } as Hostile;
   state.server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
@@ -27,6 +30,7 @@ async function hostileS3(page: (n: number, token: string | null) => { keys: stri
       return;
     }
     const n = state.lists++;
+    if (list) return list(res);
     const { keys, next } = page(n, url.searchParams.get("continuation-token"));
     const contents = keys.map((k) => `<Contents><Key>${encodeURIComponent(k)}</Key><LastModified>2026-12-01T00:00:00.000Z</LastModified><ETag>"e"</ETag><Size>1</Size></Contents>`).join("");
     res.writeHead(200, { "content-type": "application/xml" });
@@ -52,13 +56,13 @@ function open(h: Hostile): S3Storage {
   return s3;
 }
 
-/** Lists until the listing ends, fails, or has asked 50 pages (the probe's own bound). */
-async function listAll(s3: Storage, h: Hostile): Promise<{ keys: string[]; error?: { category?: string; message: string } }> {
+/** Lists until the listing ends, fails, or has asked `maxPages` pages (the probe's own bound). */
+async function listAll(s3: Storage, h: Hostile, maxPages = 50): Promise<{ keys: string[]; error?: { category?: string; message: string } }> {
   const keys: string[] = [];
   try {
     for await (const o of s3.list("")) {
       keys.push(o.key);
-      if (h.lists > 50) return { keys, error: { message: "still listing after 50 pages" } };
+      if (h.lists > maxPages) return { keys, error: { message: `still listing after ${maxPages} pages` } };
     }
   } catch (err) {
     return { keys, error: { category: (err as { category?: string }).category, message: (err as Error).message } };
@@ -66,6 +70,17 @@ async function listAll(s3: Storage, h: Hostile): Promise<{ keys: string[]; error
   return { keys };
 }
 type Storage = Pick<S3Storage, "list">;
+
+/** listAll's answer, or "still listing" after `ms` (a page whose body never ends). */
+async function within(ms: number, listing: ReturnType<typeof listAll>): ReturnType<typeof listAll> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<Awaited<ReturnType<typeof listAll>>>((r) => (timer = setTimeout(() => r({ keys: [], error: { message: `still listing after ${ms / 1000} s` } }), ms)));
+  try {
+    return await Promise.race([listing, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 describe("S3 listings from a server that answers maliciously", () => {
   it("a continuation token that comes back (empty pages for ever) fails the listing", async () => {
@@ -84,6 +99,77 @@ describe("S3 listings from a server that answers maliciously", () => {
     expect(error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/not after "b"/) });
     expect(h.lists).toBe(2);
     expect(keys).toEqual(["a", "b"]);
+  });
+
+  it("a page that ignores max-keys (a listing without end) fails past 16 MiB, unread", async () => {
+    let sent = 0;
+    const h = await hostileS3(
+      () => ({ keys: [], next: null }),
+      undefined,
+      (res) => {
+        // The head of a page, then entries for ever (up to 256 MiB here): never a closing tag.
+        res.writeHead(200, { "content-type": "application/xml" });
+        res.write(`<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>`);
+        let i = 0;
+        const pump = () => {
+          while (!res.destroyed && sent < 256 * 1024 * 1024) {
+            const chunk = Array.from({ length: 500 }, () => `<Contents><Key>k${String(i++).padStart(12, "0")}</Key><Size>1</Size></Contents>`).join("");
+            sent += chunk.length;
+            if (!res.write(chunk)) return void res.once("drain", pump);
+          }
+        };
+        pump();
+      },
+    );
+    servers.push(h);
+    const outcome = await within(10_000, listAll(open(h), h));
+    expect(outcome.error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/ListObjectsV2: the server's answer went past 16,777,216 bytes.*ignores max-keys/) });
+    expect(outcome.keys).toEqual([]);
+    // Read up to the bound, then the connection closed: not the rest of the page.
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it("a page that announces more than 16 MiB fails without being read", async () => {
+    let sent = 0;
+    const h = await hostileS3(
+      () => ({ keys: [], next: null }),
+      undefined,
+      (res) => {
+        res.writeHead(200, { "content-type": "application/xml", "content-length": String(2 * 1024 ** 3) });
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = () => {
+          while (!res.destroyed && sent < 256 * 1024 * 1024) {
+            sent += chunk.length;
+            if (!res.write(chunk)) return void res.once("drain", pump);
+          }
+        };
+        pump();
+      },
+    );
+    servers.push(h);
+    const { keys, error } = await within(10_000, listAll(open(h), h));
+    expect(error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/announced 2,147,483,648 bytes/) });
+    expect(keys).toEqual([]);
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it("fresh tokens with empty pages for ever fail the listing after 1,000 empty pages in a row", async () => {
+    const h = await hostileS3((n) => ({ keys: n === 0 ? ["a"] : [], next: `t${n}` }));
+    servers.push(h);
+    // (listAll's page bound only counts where a key comes: empty pages yield none.)
+    const { keys, error } = await within(20_000, listAll(open(h), h));
+    expect(error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/1,000 empty pages in a row/) });
+    expect(h.lists).toBe(1_001);
+    expect(keys).toEqual(["a"]);
+  });
+
+  it("control: a few empty pages with fresh tokens between keys are a listing that goes on", async () => {
+    // Three empty pages after each key (a real S3 may skip delete markers so), then the end.
+    const h = await hostileS3((n) => ({ keys: n % 4 === 0 ? [`k${String(n).padStart(3, "0")}`] : [], next: n < 40 ? `t${n}` : null }));
+    servers.push(h);
+    const { keys, error } = await listAll(open(h), h, 100);
+    expect(error).toBeUndefined();
+    expect(keys).toHaveLength(11);
   });
 
   it("control: an honest listing of three pages ends", async () => {

@@ -30,6 +30,18 @@ export type { S3Location } from "./s3Url";
 export type { S3StorageOptions } from "./s3StorageOptions";
 
 const MAX_PARTS = 10_000;
+/** What every listing request asks for (S3's default, said out loud): a page holds no more. */
+const LIST_PAGE_KEYS = 1_000;
+/**
+ * Empty pages in a row, each with a fresh continuation token, after which a listing fails. S3
+ * may answer a page with no keys and IsTruncated (the entries it looked at were hidden from
+ * the listing: delete markers, expired objects), now and then; a thousand in a row stand for
+ * up to a million entries skipped without one shown (a limit chosen far above that, not
+ * measured against a real server). A server answering empty pages for ever with a new token
+ * each time would otherwise hold the scan for ever: each token is fresh, so the repeated-token
+ * check never fires (found by review). Retryable, as the listing's other defences.
+ */
+const MAX_EMPTY_PAGES_IN_A_ROW = 1_000;
 /** CopyObject's limit: larger objects keep no sha256 metadata (exists() then hashes them). */
 const MAX_COPY_BYTES = 5 * 1024 ** 3;
 
@@ -193,6 +205,7 @@ export class S3Storage implements Storage {
     // resumption relies on anyway.
     const tokens = new Set<string>();
     let last: Buffer | undefined;
+    let emptyInARow = 0;
     do {
       throwIfAborted(options.signal, "list", p);
       let page;
@@ -200,7 +213,7 @@ export class S3Storage implements Storage {
         page = await this.client.send(
           // URL-encoded keys survive XML (a key may hold "\n"); servers that ignore the
           // request say so by not echoing EncodingType, and their keys come raw.
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: listed || undefined, ContinuationToken: token, StartAfter: token ? undefined : startAfter, EncodingType: "url" }),
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: listed || undefined, ContinuationToken: token, StartAfter: token ? undefined : startAfter, MaxKeys: LIST_PAGE_KEYS, EncodingType: "url" }),
           { abortSignal: options.signal },
         );
       } catch (err) {
@@ -221,6 +234,10 @@ export class S3Storage implements Storage {
         yield { key, size: object.Size ?? 0, modifiedAt: object.LastModified, ...(etag ? { etag } : {}) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      emptyInARow = (page.Contents ?? []).length === 0 ? emptyInARow + 1 : 0;
+      if (token !== undefined && emptyInARow >= MAX_EMPTY_PAGES_IN_A_ROW) {
+        throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server answered ${emptyInARow.toLocaleString("en-US")} empty pages in a row, each with a new continuation token: its listing does not move (a broken or hostile S3 server); stopped`);
+      }
       if (token !== undefined) {
         if (tokens.has(token)) throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server gave the continuation token ${quoted(token)} again: its listing would never end (a broken or hostile S3 server); stopped`);
         tokens.add(token);
