@@ -19,7 +19,7 @@ import { withCompletionWebhooks } from "@fleet/jobs/webhooks/completionWebhooks"
 import type { WorkerConfig } from "./config";
 import { QUEUES } from "@fleet/jobs/jobRegistry";
 import { noteParkingWindow, wakeOtherWindowsParked, wakeWindowParked, windowFromDescription } from "./windowParkedJobs";
-import { namedLink, recordNamedLink } from "@fleet/jobs/migration/transferLabels";
+import { NAMED_LINK_REFRESH_MS, namedLink, pruneNamedLinks, recordNamedLink } from "@fleet/jobs/migration/transferLabels";
 
 export interface RunningWorker {
   runtime: FleetRuntime;
@@ -116,11 +116,22 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   // The dashboard names this link's outcomes by it, as the CLI does from its own configuration;
   // recorded again when Redis lost its data (the recovery watch's new epoch), or the page named
   // the links by their locations until every worker restarted (found by a review).
-  const recordLink = () =>
-    recordNamedLink(runtime.redis, runtime.prefix, namedLink(runtime.deps.source, runtime.deps.destination)).catch((err: unknown) =>
-      log.warn({ err }, "could not record this worker's link for the dashboard; it shows the link by its locations"),
-    );
+  // Recorded again every NAMED_LINK_REFRESH_MS too, and the links no worker recorded for
+  // NAMED_LINK_KEEP_MS forgotten: links once run stayed in the hash for good (found by a walk).
+  const recordLink = async () => {
+    try {
+      await recordNamedLink(runtime.redis, runtime.prefix, namedLink(runtime.deps.source, runtime.deps.destination));
+    } catch (err) {
+      log.warn({ err }, "could not record this worker's link for the dashboard; it shows the link by its locations");
+      return;
+    }
+    const pruned = await pruneNamedLinks(runtime.redis, runtime.prefix).catch((err: unknown) => void log.warn({ err }, "could not prune the links no worker runs any more"));
+    if (pruned) log.info({ pruned }, "links no worker recorded for a week forgotten");
+  };
   void recordLink();
+  const recordLinkTimer = setInterval(() => void recordLink(), NAMED_LINK_REFRESH_MS);
+  recordLinkTimer.unref();
+  shutdown.register("record-link", async () => clearInterval(recordLinkTimer));
   // What a killed worker's history lost (its last ~100 ms of events), BullMQ still knows.
   void reconcileOperationHistory(
     runtime.db,

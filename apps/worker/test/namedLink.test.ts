@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { namedLink, readNamedLinks } from "@fleet/jobs/migration/transferLabels";
+import { namedLink, readNamedLinks, recordNamedLink } from "@fleet/jobs/migration/transferLabels";
 import { createWorkerFixture } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
 
@@ -45,3 +45,25 @@ it("a worker records its link again once Redis lost its data", async () => {
   await w.exited;
   expect(again).toEqual(expected);
 }, 30_000);
+
+it("a worker forgets the links no worker recorded for a week, and keeps the others", async () => {
+  // Found by a walk: a link recorded once (a worker since redeployed elsewhere) stayed in the
+  // hash for good. Recorded as the workers record them, at their times.
+  const day = 24 * 3_600_000;
+  const gone = { source: "local:/old", destination: "local:/gone", sourceRoot: "file:///old/", destinationRoot: "file:///gone/" };
+  const recent = { source: "local:/other", destination: "local:/fleet", sourceRoot: "file:///other/", destinationRoot: "file:///fleet/" };
+  await recordNamedLink(fx.runtime.redis, fx.runtime.prefix, gone, Date.now() - 8 * day);
+  await recordNamedLink(fx.runtime.redis, fx.runtime.prefix, recent, Date.now() - 6 * day);
+  await fx.runtime.redis.hset(`${fx.runtime.prefix}:named-links`, "not JSON", "{");
+  const w = fx.spawnWorker("C");
+  await w.started();
+  const expected = namedLink(fx.runtime.deps.source, fx.runtime.deps.destination);
+  const sources = async () => (await readNamedLinks(fx.runtime.redis, fx.runtime.prefix)).map((l) => l.source);
+  const after = await fx.waitFor(async () => ((await sources()).includes("local:/old") ? undefined : await sources()), 5_000, "the old link forgotten").catch((err: unknown) => err);
+  const fields = await fx.runtime.redis.hkeys(`${fx.runtime.prefix}:named-links`);
+  w.signal("SIGKILL");
+  await w.exited;
+  expect(after).toEqual(expect.arrayContaining([expected.source, "local:/other"]));
+  expect(after).not.toContain("local:/old");
+  expect(fields).not.toContain("not JSON");
+});

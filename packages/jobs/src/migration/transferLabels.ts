@@ -29,6 +29,32 @@ export function namedLink(source: Storage, destination: Storage): NamedLink {
 // JSON, with `recordedAt`, ms since the epoch).
 const namedLinksKey = (prefix: string) => `${prefix}:named-links`;
 
+/** How often a running worker records its link again (and prunes the others'): the link's heartbeat. */
+export const NAMED_LINK_REFRESH_MS = 60 * 60_000;
+/**
+ * A link no worker recorded for this long is forgotten (pruneNamedLinks): every worker of a
+ * link still running records it each NAMED_LINK_REFRESH_MS, so only links whose workers are
+ * all gone (redeployed elsewhere, or the fleet stopped) age past it. A week, so that a finished
+ * migration's page keeps naming its links for a while after its workers stopped.
+ */
+export const NAMED_LINK_KEEP_MS = 7 * 24 * 3_600_000;
+
+// Deletes the fields whose recordedAt is older than ARGV[1] (or missing, or unreadable), in one
+// step: a worker recording its link again at the same moment either lands before the script,
+// and is kept, or after it, and is written anew; never read stale here and deleted fresh.
+const PRUNE = `
+local fields = redis.call('HGETALL', KEYS[1])
+local removed = 0
+for i = 1, #fields, 2 do
+  local ok, entry = pcall(cjson.decode, fields[i + 1])
+  local at = ok and type(entry) == 'table' and tonumber(entry['recordedAt']) or nil
+  if at == nil or at < tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], fields[i])
+    removed = removed + 1
+  end
+end
+return removed`;
+
 /**
  * Records the link a worker runs, so views without the storage configuration (the dashboard)
  * name its outcomes as the CLI does: the dashboard's progress page said `file:// → file://`
@@ -39,6 +65,15 @@ const namedLinksKey = (prefix: string) => `${prefix}:named-links`;
 export async function recordNamedLink(redis: Redis, prefix: string, link: NamedLink, now = Date.now()): Promise<void> {
   const { source, destination, sourceRoot, destinationRoot } = link;
   await redis.hset(namedLinksKey(prefix), `${source} → ${destination}`, JSON.stringify({ source, destination, sourceRoot, destinationRoot, recordedAt: now }));
+}
+
+/**
+ * Forgets the links not recorded since `keepMs` before `now` (their workers are gone: links
+ * recorded once stayed in the hash for good, found by a walk); returns how many. Safe with
+ * several workers pruning and recording at once (one script, see PRUNE).
+ */
+export async function pruneNamedLinks(redis: Redis, prefix: string, now = Date.now(), keepMs = NAMED_LINK_KEEP_MS): Promise<number> {
+  return Number(await redis.eval(PRUNE, 1, namedLinksKey(prefix), String(now - keepMs)));
 }
 
 /**
