@@ -62,3 +62,51 @@ describe("fleet migrate status: a link's rates mean what the run's mean", () => 
     expect(linkLine?.endsWith(`  ${runRate}`)).toBe(true);
   });
 });
+
+/**
+ * A link that fails every file: its success rate is 0, as a stalled link's is. Its failed files
+ * and their rate stand beside it (text and JSON), so the operator tells failing from stalled.
+ */
+describe("fleet migrate status: a link's failed files beside its rates", () => {
+  let database: TestDatabase;
+  let db: DbPool;
+  const prefix = uniquePrefix("status-link-failures");
+
+  beforeAll(async () => {
+    const queue = new Queue("migration", { connection: { url: testRedisUrl() }, prefix: bullPrefix(prefix) });
+    await queue.waitUntilReady();
+    await queue.close();
+    database = await createTestDatabase();
+    db = createPool({ connectionString: database.url, max: 2 });
+    // A run started 5 s ago: 600 files attempted, all failed (the destination refuses), 120 of them waiting for a retry.
+    await db.query(`INSERT INTO source_files (uri, name, size, owner) SELECT 'f' || i, 'f' || i, 1000, 't' FROM generate_series(1, 1000) i`);
+    await db.query(`INSERT INTO migration_ranges (min_id, max_id, status, created_at, started_at) VALUES (1, 1000, 'PROCESSING', now() - interval '10 seconds', now() - interval '5 seconds')`);
+    await db.query(
+      `INSERT INTO migration_files (file_id, range_id, old_uri, new_uri, file_name, size, status, error_category, error_message, retry_count, last_attempt_date)
+       SELECT i, 1, 'file:///data/f' || i, NULL, 'f' || i, 1000, CASE WHEN i <= 120 THEN 'RETRYING' ELSE 'FAIL' END::file_status, 'permission-denied', 'denied', 0, now() - interval '2 seconds'
+         FROM generate_series(1, 600) i`,
+    );
+  });
+
+  afterAll(async () => {
+    await db?.end();
+    await database?.drop();
+    await cleanupPrefix(testRedisUrl(), bullPrefix(prefix));
+  });
+
+  it("the link line and the JSON carry the link's failed files and their rate", async () => {
+    const env = { ...process.env, DATABASE_URL: database.url, REDIS_URL: testRedisUrl(), FLEET_PREFIX: prefix, FLEET_ENV_FILE: "/nonexistent" };
+    const { stdout } = await run(process.execPath, [CLI, "migrate", "status"], { env });
+    const linkLine = stdout.split("\n").find((l) => / → .*files, /.test(l));
+    process.stdout.write(`link: ${linkLine}\n`);
+    // The configured link (its source location holds the failures), 0 succeeded, 600 failed in a few seconds.
+    expect(linkLine).toMatch(/ 0 files, .* now 0 files\/s .* avg -  failed 600 files: now \d+ files\/s  avg \d+ files\/s$/);
+    const json = JSON.parse((await run(process.execPath, [CLI, "migrate", "status", "--json"], { env })).stdout) as { links: Array<Record<string, unknown>> };
+    expect(json.links).toHaveLength(1);
+    expect(json.links[0]).toMatchObject({ files: 0, failedFiles: 600, runFailedFiles: 600, lastMinuteFailedFiles: 600, rate: { lastMinute: { filesPerSec: 0 }, run: null } });
+    const failedRate = json.links[0]!.failedRate as { lastMinute: number; run: number };
+    expect(failedRate.lastMinute).toBeGreaterThan(10);
+    expect(failedRate.run).toBeGreaterThan(10);
+    expect(String(json.links[0]!.source)).not.toBe("file://");
+  });
+});

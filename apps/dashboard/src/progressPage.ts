@@ -69,14 +69,16 @@ ${n.vanished + n.superseded > 0 ? html`<tr><th>not counted</th><td class="n">${n
 </div>
 <section><h2>Throughput (files per minute, last ${charts.chartMinutes} min)</h2>${throughputChart(r.throughput.map((t) => ({ ...t, at: t.minute })), { buckets: charts.chartMinutes, unit: "minute" }, r.at)}</section>
 <section><h2>Throughput (files per hour, last ${charts.chartHours} h)</h2>${throughputChart(r.throughputHourly.map((t) => ({ ...t, at: t.hour })), { buckets: charts.chartHours, unit: "hour" }, r.at)}</section>
-<section><h2>Transfers by link (succeeded; rates as the run's: now over the last minute, average over the whole run)</h2>${table(
-    ["source → destination", "files", "bytes", "now", "average"],
+<section><h2>Transfers by link (succeeded; rates as the run's: now over the last minute, average over the whole run; failed: files whose last attempt failed)</h2>${table(
+    ["source → destination", "files", "bytes", "now", "average", "failed", "failed now"],
     r.links.map((l) => [
       html`<code>${l.source}</code> → <code>${l.destination}</code>`,
       num(l.files),
       bytes(l.bytes),
       rate(l.rate.lastMinute),
       rate(l.rate.run),
+      num(l.failedFiles),
+      l.failedRate.lastMinute === null ? "–" : `${formatFilesPerSec(l.failedRate.lastMinute)} files/s`,
     ]),
   )}</section>
 <section><h2>Link breakers</h2>${breakers === null ? html`<p class="muted">unknown: Redis could not be read</p>` : table(

@@ -107,7 +107,12 @@ describe("progress page", () => {
       { category: "network", files: 3, failed: 2, retrying: 1, killed: 0, final: 1, retryable: true, example: { fileId: 8, path: "in/f8.dat", message: "connection reset" } },
       { category: "not-found", files: 1, failed: 1, retrying: 0, killed: 0, final: 1, retryable: false, example: { fileId: 7, path: `in/${HOSTILE_NAME}`, message: HOSTILE_MESSAGE } },
     ]);
-    expect(r.links).toEqual([expect.objectContaining({ source: "sftp://u@h:22", destination: "s3://bkt", files: 6, bytes: 6000, runFiles: 6, lastMinuteFiles: 2, lastMinuteBytes: 2000 })]);
+    // The failures' sources are paths without a scheme (location "?"): a source of failures only,
+    // its destination unknown (a failed file has none), listed after the links that succeed.
+    expect(r.links).toEqual([
+      expect.objectContaining({ source: "sftp://u@h:22", destination: "s3://bkt", files: 6, bytes: 6000, runFiles: 6, lastMinuteFiles: 2, lastMinuteBytes: 2000, failedFiles: 0 }),
+      expect.objectContaining({ source: "?", destination: "?", files: 0, failedFiles: 4, runFailedFiles: 4, lastMinuteFailedFiles: 4 }),
+    ]);
     // The run's divisors: the link is all of the run's succeeded files.
     const n = r.numbers as { lastMinuteSeconds: number; elapsedSeconds: number };
     expect(r.links[0].rate.lastMinute).toEqual({ filesPerSec: 2 / n.lastMinuteSeconds, bytesPerSec: 2000 / n.lastMinuteSeconds });

@@ -9,7 +9,7 @@ import type { TestDatabase } from "@fleet/testing/testDatabase";
 
 /**
  * migration_file_counts, the counts the progress views read, kept by statement triggers on
- * migration_files (migration 20261209090000_file_counts), and the inventory's size kept on
+ * migration_files (migrations 20261209090000_file_counts, 20261217090000_file_counts_failed_links), and the inventory's size kept on
  * source_files: whatever writes the outcomes —
  * inserts of both kinds, updates of every column a view tells apart, deletes, TRUNCATE — and
  * however many writers at once, with folds in between, the counts are what a scan of
@@ -20,7 +20,7 @@ import type { TestDatabase } from "@fleet/testing/testDatabase";
 const SCAN = (grain: "second" | "minute") => `
   SELECT status::text, retry_count, status = 'FAIL' AND retry_requested_at IS NOT NULL AS retry_requested,
          CASE WHEN status <> 'SUCCESS' THEN coalesce(error_category, 'unknown') ELSE '' END AS error_category,
-         CASE WHEN status = 'SUCCESS' THEN fleet_location(old_uri) ELSE '' END AS source,
+         fleet_location(old_uri) AS source,
          CASE WHEN status = 'SUCCESS' THEN fleet_location(new_uri) ELSE '' END AS destination,
          date_trunc('${grain}', last_attempt_date) AS at, count(*)::int8 AS files, coalesce(sum(size), 0)::int8 AS bytes
     FROM migration_files GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7`;

@@ -25,7 +25,7 @@ export interface StatusReport {
   numbers: MigrationNumbers;
   /** Something could not be read (Redis down: whether the queue is paused is unknown). */
   warnings: string[];
-  /** Succeeded transfers per link, with rates that mean what the run's mean (linkRates). */
+  /** Succeeded transfers per link, with rates that mean what the run's mean (linkRates), and failed files per link with their rate. */
   links: LinkRates[];
   failures: FailureCategorySummary[];
   /** Every link's breaker (open ones first), or why they could not be read. */
@@ -103,9 +103,16 @@ export function formatFailures(rows: readonly FailureCategorySummary[]): string 
 export function formatLinks(links: readonly LinkRates[]): string {
   if (links.length === 0) return "";
   return [
-    "transfers by link (succeeded; rates as the run's: now over the last minute, avg over the whole run):",
-    ...links.map((l) => `  ${l.source} → ${l.destination}  ${num(l.files)} files, ${formatBytes(l.bytes)}  ${rateText(l)}`),
+    "transfers by link (succeeded; rates as the run's: now over the last minute, avg over the whole run; failed: files whose last attempt failed):",
+    ...links.map((l) => `  ${l.source} → ${l.destination}  ${num(l.files)} files, ${formatBytes(l.bytes)}  ${rateText(l)}${failedText(l)}`),
   ].join("\n");
+}
+
+/** "  failed 1,234 files: now 12 files/s  avg 3.4 files/s", beside a link's rates; "" when none failed. */
+function failedText(l: LinkRates): string {
+  if (l.failedFiles === 0) return "";
+  const r = (x: number | null) => (x === null ? "-" : `${fmtRate(x)} files/s`);
+  return `  failed ${num(l.failedFiles)} files: now ${r(l.failedRate.lastMinute)}  avg ${r(l.failedRate.run)}`;
 }
 
 const num = (n: number) => n.toLocaleString("en-US");

@@ -448,7 +448,11 @@ export async function foldFileCounts(db: Queryable, opts: { hourly?: boolean } =
  * A link's succeeded transfers (current versions): all of them, those of the current run, and
  * those of the run's last minute — the moments and the run exactly as migrationProgress tells
  * them, so a link's rates (linkRates in @fleet/jobs/status/migrationNumbers) are the run's rates
- * for that link.
+ * for that link. With its failed files (FAIL or RETRYING: the last attempt failed) counted the
+ * same three ways, so that a link failing every file is told from a stalled one (a success rate
+ * of 0 either way; found by a walk). A failed file has no destination URI: a link's failures are
+ * those of its source location, on the row of that source with the most files (a failing-only
+ * source gets a row of its own, destination "?").
  */
 export interface TransferLinkCounts {
   source: string;
@@ -459,6 +463,9 @@ export interface TransferLinkCounts {
   runBytes: number;
   lastMinuteFiles: number;
   lastMinuteBytes: number;
+  failedFiles: number;
+  runFailedFiles: number;
+  lastMinuteFailedFiles: number;
 }
 
 /**
@@ -479,32 +486,56 @@ export interface TransferLinkCounts {
 export async function transferLinkCounts(db: Queryable, runStartedAt: Date | null, named: readonly NamedLink[] = []): Promise<TransferLinkCounts[]> {
   const { rows } = await db.query<TransferLinkCounts>(
     `WITH run AS (SELECT $1::timestamptz AS started_at), b AS (
-       SELECT source, destination, ${countedAt("at", "(SELECT started_at FROM run)")} AS at, sum(files)::int8 AS files, sum(bytes)::int8 AS bytes, max(last_at) AS last_at
-         FROM (SELECT source, destination, at, files, bytes, last_at
-                 FROM migration_file_counts WHERE status = 'SUCCESS'
+       SELECT status = 'SUCCESS' AS ok, source, destination, ${countedAt("at", "(SELECT started_at FROM run)")} AS at,
+              sum(files)::int8 AS files, sum(bytes)::int8 AS bytes, max(last_at) AS last_at
+         FROM (SELECT status, source, destination, at, files, bytes, last_at
+                 FROM migration_file_counts WHERE status IN ('SUCCESS', 'FAIL', 'RETRYING')
                UNION ALL
-               SELECT fleet_location(m.old_uri), fleet_location(m.new_uri), date_trunc('second', m.last_attempt_date), -1, -coalesce(m.size, 0), NULL
+               SELECT m.status, fleet_location(m.old_uri), CASE WHEN m.status = 'SUCCESS' THEN fleet_location(m.new_uri) ELSE '' END,
+                      date_trunc('second', m.last_attempt_date), -1, -coalesce(m.size, 0), NULL
                  FROM source_files s JOIN migration_files m ON m.file_id = s.id
-                WHERE s.superseded_by IS NOT NULL AND m.status = 'SUCCESS') u
-        GROUP BY 1, 2, 3
+                WHERE s.superseded_by IS NOT NULL AND m.status IN ('SUCCESS', 'FAIL', 'RETRYING')) u
+        GROUP BY 1, 2, 3, 4
        HAVING sum(files) <> 0
      ), m AS (
-       SELECT source, destination, files, bytes,
+       SELECT ok, source, destination, files, bytes,
               coalesce(coalesce(last_at, at) >= (SELECT started_at FROM run), true) AS in_run,
               coalesce(last_at, at) > now() - interval '1 minute' AS last_minute
          FROM b
+     ), ok AS (
+       SELECT source, destination,
+              sum(files)::int8 AS files,
+              sum(bytes)::int8 AS bytes,
+              coalesce(sum(files) FILTER (WHERE in_run), 0)::int8 AS run_files,
+              coalesce(sum(bytes) FILTER (WHERE in_run), 0)::int8 AS run_bytes,
+              coalesce(sum(files) FILTER (WHERE in_run AND last_minute), 0)::int8 AS last_minute_files,
+              coalesce(sum(bytes) FILTER (WHERE in_run AND last_minute), 0)::int8 AS last_minute_bytes,
+              row_number() OVER (PARTITION BY source ORDER BY sum(files) DESC, destination) AS nth
+         FROM m WHERE ok
+        GROUP BY 1, 2
+       HAVING sum(files) <> 0
+     ), failed AS (
+       SELECT source,
+              sum(files)::int8 AS files,
+              coalesce(sum(files) FILTER (WHERE in_run), 0)::int8 AS run_files,
+              coalesce(sum(files) FILTER (WHERE in_run AND last_minute), 0)::int8 AS last_minute_files
+         FROM m WHERE NOT ok
+        GROUP BY 1
+       HAVING sum(files) <> 0
      )
-     SELECT source, destination,
-            sum(files)::int8 AS files,
-            sum(bytes)::int8 AS bytes,
-            coalesce(sum(files) FILTER (WHERE in_run), 0)::int8 AS "runFiles",
-            coalesce(sum(bytes) FILTER (WHERE in_run), 0)::int8 AS "runBytes",
-            coalesce(sum(files) FILTER (WHERE in_run AND last_minute), 0)::int8 AS "lastMinuteFiles",
-            coalesce(sum(bytes) FILTER (WHERE in_run AND last_minute), 0)::int8 AS "lastMinuteBytes"
-       FROM m
-      GROUP BY 1, 2
-     HAVING sum(files) <> 0
-      ORDER BY 3 DESC`,
+     SELECT coalesce(ok.source, failed.source) AS source,
+            coalesce(ok.destination, '?') AS destination,
+            coalesce(ok.files, 0) AS files,
+            coalesce(ok.bytes, 0) AS bytes,
+            coalesce(ok.run_files, 0) AS "runFiles",
+            coalesce(ok.run_bytes, 0) AS "runBytes",
+            coalesce(ok.last_minute_files, 0) AS "lastMinuteFiles",
+            coalesce(ok.last_minute_bytes, 0) AS "lastMinuteBytes",
+            coalesce(failed.files, 0) AS "failedFiles",
+            coalesce(failed.run_files, 0) AS "runFailedFiles",
+            coalesce(failed.last_minute_files, 0) AS "lastMinuteFailedFiles"
+       FROM ok FULL JOIN failed ON failed.source = ok.source AND ok.nth = 1
+      ORDER BY 3 DESC, 9 DESC, 1, 2`,
     [runStartedAt],
   );
   if (named.length === 0 || rows.length === 0) return rows;
@@ -513,7 +544,9 @@ export async function transferLinkCounts(db: Queryable, runStartedAt: Date | nul
     [named.map((n) => n.sourceRoot), named.map((n) => n.destinationRoot)],
   );
   return rows.map((row) => {
-    const i = ends.findIndex((e) => e.source === row.source && e.destination === row.destination);
+    // A failing-only source (no destination known) is the named link of that source.
+    const failingOnly = row.files === 0 && row.destination === "?";
+    const i = ends.findIndex((e) => e.source === row.source && (e.destination === row.destination || failingOnly));
     return i < 0 ? row : { ...row, source: named[i]!.source, destination: named[i]!.destination };
   });
 }

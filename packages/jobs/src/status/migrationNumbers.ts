@@ -109,9 +109,13 @@ export function migrationNumbers(p: MigrationProgress, blockers: readonly Blocke
   };
 }
 
-/** A link's succeeded transfers with its rates, which mean what the run's rates mean. */
+/**
+ * A link's succeeded transfers with its rates, which mean what the run's rates mean, and its
+ * failed files (the last attempt failed) with their rate the same way: files/s.
+ */
 export interface LinkRates extends TransferLinkCounts {
   rate: { lastMinute: Rate | null; run: Rate | null };
+  failedRate: { lastMinute: number | null; run: number | null };
 }
 
 /** Each link's rates over the run's last minute and the whole run, with the run's divisors. */
@@ -121,6 +125,10 @@ export function linkRates(links: readonly TransferLinkCounts[], n: MigrationNumb
     rate: {
       lastMinute: n.lastMinuteSeconds === null ? null : { filesPerSec: l.lastMinuteFiles / n.lastMinuteSeconds, bytesPerSec: l.lastMinuteBytes / n.lastMinuteSeconds },
       run: n.elapsedSeconds === null || l.runFiles === 0 ? null : { filesPerSec: l.runFiles / n.elapsedSeconds, bytesPerSec: l.runBytes / n.elapsedSeconds },
+    },
+    failedRate: {
+      lastMinute: n.lastMinuteSeconds === null ? null : l.lastMinuteFailedFiles / n.lastMinuteSeconds,
+      run: n.elapsedSeconds === null || l.runFailedFiles === 0 ? null : l.runFailedFiles / n.elapsedSeconds,
     },
   }));
 }
