@@ -145,6 +145,33 @@ asRoot("the volumes local roots were seen on, remembered fleet-wide", () => {
     expect(await readdir(mountPoint)).toEqual([]);
   });
 
+  it("first seen on the volume above (its own not mounted yet), then on its own: the record follows the volume the root is on, and its absence is refused", async () => {
+    // A container's /data (an emptyDir) holding the mount point of the archive's NFS volume,
+    // which is not up yet when the first worker starts: the only volume the root is on is /data.
+    const outer = path.join(base, "data");
+    await mkdir(outer);
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", outer);
+    const mountPoint = path.join(outer, "vol");
+    await mkdir(mountPoint);
+    const root = path.join(mountPoint, "out");
+    await open(root).write("early.txt", Buffer.from("early"));
+    expect(await listRootVolumes(db)).toEqual([expect.objectContaining({ root, mountPoint: outer })]);
+
+    // The volume comes up at its own mount point: the root is on it from now on.
+    const volume = path.join(base, "volume");
+    await mkdir(volume);
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", volume);
+    mount("--bind", volume, mountPoint);
+    await open(root).write("a.txt", Buffer.from("a"));
+    expect(await listRootVolumes(db)).toEqual([expect.objectContaining({ root, mountPoint })]);
+
+    // It goes away: a storage opened now must not take the folder left on /data for the root.
+    unmount(mountPoint);
+    const write = await rejectionOf(open(root).write("b.txt", Buffer.from("b")));
+    expect([write.category, write.message]).toEqual(["storage-unavailable", expect.stringContaining(`was seen on the volume mounted at ${mountPoint}`)]);
+    expect(await readdir(path.join(mountPoint, "out"))).toEqual(["early.txt"]);
+  });
+
   it("a root only ever seen on the root filesystem is unaffected, and nothing is recorded", async () => {
     const root = path.join(base, "plain", "out");
     const storage = open(root);

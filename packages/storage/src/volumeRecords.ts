@@ -9,10 +9,12 @@
 export interface VolumeRecords {
   /**
    * Notes that `root` lies on the volume mounted at `mountPoint`, unless a sighting is recorded
-   * already (the first one stays, until forgotten); resolves to the record that holds now.
+   * already (it stays, until forgotten — or replaced by this one when `mountPoint` lies under
+   * the recorded one: the root is on the volume mounted further down); resolves to the record
+   * that holds now.
    */
   note(root: string, mountPoint: string): Promise<VolumeRecord>;
-  /** The volume `root` was first seen on, or undefined when none is recorded (never seen on one, or forgotten). */
+  /** The volume `root` was seen on (see note), or undefined when none is recorded (never seen on one, or forgotten). */
   recall(root: string): Promise<VolumeRecord | undefined>;
 }
 

@@ -327,7 +327,8 @@ export class ConfinedRoot {
    * mounted above it. A worker started while the volume is away would otherwise take the empty
    * mount point for the root: write the destination's files onto the disk beneath (recorded
    * migrated, hidden once the volume is back) or find every source file missing. A root found
-   * on a volume is recorded (the first sighting stays). Runs when the root is resolved (once
+   * on a volume is recorded (a sighting stays; one on a volume mounted further down replaces
+   * it, see VolumeRecords.note). Runs when the root is resolved (once
    * per storage, again only after a failure), never per file.
    */
   private async volumeOf(real: string, key: string): Promise<VolumeWatch | null> {
@@ -335,7 +336,8 @@ export class ConfinedRoot {
     const memory = this.mountMemory;
     if (volume) {
       const record = memory ? await memory.records.note(this.path, volume.mountPath) : undefined;
-      // A volume mounted at the recorded mount point, or one mounted further down, holds the root.
+      // A volume mounted at the recorded mount point, or one mounted further down (recorded now
+      // in its place), holds the root.
       if (record && !isWithin(volume.mountPath, record.mountPoint)) throw this.volumeAway(record, volume.mountPath, key);
       return volume;
     }
