@@ -74,4 +74,16 @@ asRoot("fleet volumes, and a scan of a source whose recorded volume is away", ()
     expect([again.code, again.err]).toEqual([1, expect.stringContaining(`no volume is recorded for ${root}`)]);
     expect((await fleet(env, ["volumes", "forget", "s3://bucket/in"])).code).toBe(2);
   });
+
+  it("forgets a root named as its URL is configured, a trailing slash or a dot segment included", async () => {
+    // SOURCE_URL=file:///…/in/ is the root …/in (the storage resolves it): the record is under that.
+    const root = join(mountPoint, "again");
+    await mkdir(root, { recursive: true });
+    await db.query(`INSERT INTO root_volumes (root, mount_point, seen_by) VALUES ($1, $2, 'test'), ($3, $2, 'test')`, [root, mountPoint, join(mountPoint, "other")]);
+    const slash = await fleet(env, ["volumes", "forget", `file://${root}/`]);
+    expect([slash.code, slash.out]).toEqual([0, expect.stringContaining(`forgotten: ${root}  on the volume mounted at ${mountPoint}`)]);
+    const dotted = await fleet(env, ["volumes", "forget", `file://${mountPoint}/./x/../other`]);
+    expect(dotted.code).toBe(0);
+    expect(await fleetJson(env, ["volumes"])).toEqual([]);
+  });
 });

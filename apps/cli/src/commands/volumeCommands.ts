@@ -29,7 +29,9 @@ export function cliUser(): string {
 function rootOf(arg: string): string {
   if (/^file:/i.test(arg)) {
     try {
-      return fileURLToPath(arg);
+      // As the storage resolves its root (createStorage, ConfinedRoot): the record is keyed by
+      // that path, so …/in/ names the root …/in (a trailing slash matched no record).
+      return path.resolve(fileURLToPath(arg));
     } catch {
       throw new UsageError(`${JSON.stringify(arg)} is not a local file URL (file:///absolute/path)`);
     }
