@@ -61,7 +61,8 @@ const submitBody = z
   .strict();
 
 /** A site's listing resumes after `<createdAt ms>:<id>` (the `next` of the page before). */
-const LIST_CURSOR = /^(\d{1,15}):([A-Za-z0-9_.:@-]{1,200})$/;
+// Its id part is any operation's id (OPERATION_ID): a site's listing must go past every row it shows.
+const LIST_CURSOR = /^(\d{1,15}):([A-Za-z0-9_.:@-]{1,255})$/;
 
 const listQuery = z
   .object({

@@ -166,7 +166,10 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     trustProxy: trustProxyOption(config.DASHBOARD_TRUST_PROXY),
     // Request lines are logged by onResponse below, without query strings (they may carry `next=` paths).
     logController: new LogController({ disableRequestLogging: true }),
-    routerOptions: { ignoreTrailingSlash: false },
+    // An operation's id is a path parameter (/api/operations/:id): up to 255 characters, more once
+    // percent-encoded; Fastify's default of 100 answered 414 for every longer one (a client's own
+    // id of 150 included).
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 1024 },
     // Errors before routing (a malformed URL, a bad content type): Fastify's own answer quotes
     // the whole URL, so an error body could be far larger than the request line.
     frameworkErrors: (err, _req, res) => {

@@ -98,6 +98,38 @@ describe("operations API: an operation's site is the one recorded at submission"
     expect(await get(fx.dashboard.url, tokens.everyone, "/api/operations/legacy-op-1")).toMatchObject({ status: 200, body: { id: "legacy-op-1", submittedBy: "token:a-ci" } });
   });
 
+  it("takes a client's id only if the operation it names can be read, cancelled and paged past by its site", async () => {
+    // The longest site name (32) and a job name of 14: a client id of 150 made an id of 203
+    // characters, which GET and cancel answered 414 (Fastify's maxParamLength, 100), then 404
+    // (over OPERATION_ID's 200), and whose cursor the next page refused (400), so the site's
+    // listing could not go past it.
+    const site = "s".repeat(32);
+    const long = await fx.replica(config(`long-ci:submit:remote-command+site:${site}:${tokens.vCi}`, `long-watch:read+site:${site}:${tokens.vWatch}`));
+    const body = (jobId: string) => JSON.stringify({ name: "remote-command", data: { server: "nas1", command: "export" }, opts: { delayMs: 3_600_000, jobId } });
+    const post = (jobId: string) => send(long.url, "/api/operations", { method: "POST", headers: { ...as(tokens.vCi), "content-type": "application/json" }, body: body(jobId) });
+    const ids: string[] = [];
+    for (const jobId of ["x".repeat(150), "y".repeat(150), "z".repeat(140)]) {
+      const res = await post(jobId);
+      if (res.status === 202) ids.push(((await res.json()) as { id: string }).id);
+      else expect([res.status, ((await res.json()) as { error: string }).error]).toEqual([400, expect.stringContaining("opts.jobId")]);
+    }
+    expect(ids.length).toBeGreaterThan(0);
+    for (const id of ids) {
+      expect((await get(long.url, tokens.vWatch, `/api/operations/${id}`)).status).toBe(200);
+    }
+    const seen: string[] = [];
+    let after = "";
+    for (let pages = 0; pages <= ids.length; pages++) {
+      const page = await get(long.url, tokens.vWatch, `/api/operations?limit=1${after}`);
+      expect(page.status).toBe(200);
+      seen.push(...(page.body.operations as Array<{ id: string }>).map((o) => o.id));
+      if (page.body.next === undefined) break;
+      after = `&after=${encodeURIComponent(page.body.next as string)}`;
+    }
+    expect(seen.sort()).toEqual([...ids].sort());
+    for (const id of ids) expect((await cancel(long.url, tokens.vCi, id)).status).toBe(200);
+  });
+
   it("lists a site with more than 2,000 unfinished operations exactly under a state filter, one job's, page after page", async () => {
     const base = fx.dashboard.url;
     // A real job, submitted delayed and promoted since: the history still says DELAYED.

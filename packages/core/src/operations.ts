@@ -12,8 +12,12 @@ import type { JobClient } from "./jobClient";
 export const OPERATION_STATES = ["waiting", "active", "delayed", "prioritized", "waiting-children", "completed", "failed"] as const;
 export type OperationState = (typeof OPERATION_STATES)[number];
 
-/** Job ids Fleet derives or accepts: anything else is simply not an operation. */
-export const OPERATION_ID = /^[A-Za-z0-9_.:@-]{1,200}$/;
+/**
+ * Job ids Fleet derives or accepts: anything else is simply not an operation. Up to 255: the
+ * longest the API gives is a site client's, `site-<site, 32>-<job>-<client id, 150>` (210 with
+ * the longest job name today; 200 refused a site's own operation as unknown).
+ */
+export const OPERATION_ID = /^[A-Za-z0-9_.:@-]{1,255}$/;
 
 export interface OperationSummary {
   id: string | undefined;
