@@ -66,8 +66,17 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   await untilDependencies("redis policy", () => checkRedisPolicy(runtime.redis, log), dependencies, { log, signal: shutdown.signal });
 
   try {
-    await runtime.deps.source.check?.("source");
-    await runtime.deps.destination.check?.("destination");
+    // A local root that is missing is looked up in the volume records (PostgreSQL): a database
+    // that goes away meanwhile is waited for, as in every other start-up step, not an exit.
+    await untilDependencies(
+      "storage roots",
+      async () => {
+        await runtime.deps.source.check?.("source");
+        await runtime.deps.destination.check?.("destination");
+      },
+      dependencies,
+      { log, signal: shutdown.signal },
+    );
   } catch (err) {
     await runtime.close();
     throw err;

@@ -60,6 +60,37 @@ describe("waiting for dependencies", () => {
     expect(await w.exited).toMatchObject({ code: 0 });
   });
 
+  it("a worker whose storage root is missing, started into a PostgreSQL crash, waits for it (the root's volume record is read there) instead of exiting", async () => {
+    // The destination root is missing at start: its check asks the volume records (root_volumes)
+    // whether the root may be missing because its volume is away. That read is held on a lock
+    // here, only to have PostgreSQL crash at that very moment, as a crash-restart that begins
+    // between the dependency wait and the check does.
+    const destination = join(fx.destDir, "not-yet");
+    const [locker, watcher] = [new pg.Client({ connectionString: dbUrl }), new pg.Client({ connectionString: dbUrl })];
+    for (const c of [locker, watcher]) {
+      c.on("error", () => undefined); // the crash below ends them
+      await c.connect();
+    }
+    await locker.query("BEGIN");
+    await locker.query("LOCK TABLE root_volumes IN ACCESS EXCLUSIVE MODE");
+    const w = fx.spawnWorker("V", { DESTINATION_URL: destination });
+    await fx.waitFor(
+      async () => (await watcher.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%FROM root_volumes%' AND wait_event_type = 'Lock'`)).rows[0]!.n > 0,
+      30_000,
+      "the worker's check to wait for the volume records",
+    );
+    await postgres.stopServer("immediate");
+    await Promise.all([locker.end(), watcher.end()].map((p) => p.catch(() => undefined)));
+    await w.waitForLog((l) => l.msg === "waiting for dependencies" || l.msg === "a dependency went away during start-up: waiting for it, then trying again", 15_000, "the worker to wait for PostgreSQL").catch((err: Error) => {
+      throw new Error(`${err.message} (exit ${w.child.exitCode})\n${fx.diagnostics()}`);
+    });
+    expect(w.child.exitCode).toBeNull();
+    await postgres.startServer();
+    await w.started(30_000);
+    w.signal("SIGTERM");
+    expect(await w.exited).toMatchObject({ code: 0 });
+  });
+
   it("a never-migrated database is the one case that says `fleet db migrate`; the worker starts once it is migrated", async () => {
     const empty = unusedTestDatabase({ baseUrl: postgres.baseUrl });
     const admin = new pg.Client({ connectionString: postgres.baseUrl });
