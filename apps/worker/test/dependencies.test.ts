@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process";
-import { mkdir } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 import pg from "pg";
-import { migrateDatabase } from "@fleet/db/migrate";
+import { findMigrationsDir, migrateDatabase, newestMigration } from "@fleet/db/migrate";
 import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
 import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { unusedTestDatabase } from "@fleet/testing/testDatabase";
@@ -106,6 +107,29 @@ describe("waiting for dependencies", () => {
     w.signal("SIGTERM");
     expect(await w.exited).toMatchObject({ code: 0 });
     await empty.drop();
+  });
+
+  it("a database migrated by an older release makes a worker of this one wait for `fleet db migrate`, naming the migration it lacks; it starts once that is applied", async () => {
+    // An older release's schema: every migration but this build's newest, from a copy of the
+    // migrations folder without it, applied by the real runner.
+    const all = findMigrationsDir();
+    const newest = newestMigration(all)!;
+    const older = await mkdtemp(join(tmpdir(), "fleet-older-migrations-"));
+    for (const name of (await readdir(all, { withFileTypes: true })).filter((e) => e.isDirectory() && e.name !== newest).map((e) => e.name)) {
+      await cp(join(all, name), join(older, name), { recursive: true });
+    }
+    const behind = unusedTestDatabase({ baseUrl: postgres.baseUrl });
+    await migrateDatabase({ connectionString: behind.url, migrationsDir: older });
+    const w = fx.spawnWorker("B", { DATABASE_URL: behind.url });
+    const line = await w.waitForLog((l) => l.msg === "database schema missing: run `fleet db migrate`; waiting for it", 15_000, "the schema-behind line");
+    expect(line.reason).toContain(`its newest migration ${newest} is not applied`);
+    expect(w.child.exitCode).toBeNull();
+    await migrateDatabase({ connectionString: behind.url });
+    await w.started(30_000);
+    w.signal("SIGTERM");
+    expect(await w.exited).toMatchObject({ code: 0 });
+    await behind.drop();
+    await rm(older, { recursive: true, force: true });
   });
 
   it("the scheduler started while PostgreSQL is down waits and then puts its schedules in place", async () => {

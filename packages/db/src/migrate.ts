@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import pg from "pg";
@@ -75,6 +75,19 @@ export function findMigrationsDir(): string {
     );
   }
   return DEFAULT_MIGRATIONS_DIR;
+}
+
+/**
+ * The newest migration this build ships (the last folder of prisma/migrations in name order), or
+ * undefined where the folder is not shipped: the schema a process of this build needs
+ * (`postgresCheck` waits until it is applied).
+ */
+export function newestMigration(migrationsDir: string = DEFAULT_MIGRATIONS_DIR): string | undefined {
+  try {
+    return readdirSync(migrationsDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort().at(-1);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Every migration folder in name order, which is the order Prisma applies them in. */

@@ -1,12 +1,14 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "@fleet/core/logger";
+import { newestMigration } from "@fleet/db/migrate";
 import type { Queryable } from "@fleet/db/pool";
 
 /**
  * The services a fleet process cannot work without, and how to wait for them. A database
  * restarting or in recovery ("the database system is starting up"), Redis failing over, a
  * container started before its dependencies: each is a wait, never an exit. Only a schema that
- * was never migrated asks the operator to act (`fleet db migrate`), and it says so.
+ * was never migrated, or is older than this build, asks the operator to act (`fleet db
+ * migrate`), and it says so.
  */
 export interface DependencyCheck {
   name: string;
@@ -32,21 +34,45 @@ export function redisCheck(redis: Redis): DependencyCheck {
   };
 }
 
-/** The database answers and holds Fleet's schema (the table every process needs). */
-export function postgresCheck(db: Queryable, table = "migration_ranges"): DependencyCheck {
+/**
+ * The database answers and holds Fleet's schema (the table every process needs), at least as
+ * new as this build's: its newest migration (`newest`, read from the shipped prisma/migrations)
+ * is recorded as applied. A process of a new release started before the release's `fleet db
+ * migrate` (a rolling deploy whose migration Job has not run yet) waits for it: run on the old
+ * schema it failed on whatever the new code reads first (a missing table), as file failures, a
+ * waiting link or a restart loop (found by a review: a worker whose storage root was missing at
+ * start exited, again and again, until the migration ran). A database migrated further (an
+ * older process during a rollout) is fine; one with no migration history (`_prisma_migrations`,
+ * kept by `fleet db migrate` and Prisma alike) is judged by the table alone.
+ */
+export function postgresCheck(db: Queryable, table = "migration_ranges", newest: string | undefined = newestMigration()): DependencyCheck {
   return {
     name: "postgres",
     check: async () => {
-      let present: boolean;
+      let found: { present: boolean; history: boolean };
       try {
-        const { rows } = await db.query<{ present: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS present`, [`public.${table}`]);
-        present = rows[0]?.present === true;
+        const { rows } = await db.query<{ present: boolean; history: boolean }>(
+          `SELECT to_regclass($1) IS NOT NULL AS present, to_regclass('public._prisma_migrations') IS NOT NULL AS history`,
+          [`public.${table}`],
+        );
+        found = rows[0] ?? { present: false, history: false };
       } catch (err) {
         // 3D000: the database itself does not exist; `fleet db migrate` creates it.
         if ((err as { code?: string }).code === "3D000") throw new SchemaMissingError(`${(err as Error).message}: run \`fleet db migrate\` (it creates the database) or fix DATABASE_URL`);
         throw err;
       }
-      if (!present) throw new SchemaMissingError(`table ${table} does not exist: the database was never migrated; run \`fleet db migrate\``);
+      if (!found.present) throw new SchemaMissingError(`table ${table} does not exist: the database was never migrated; run \`fleet db migrate\``);
+      if (newest === undefined || !found.history) return;
+      const { rows } = await db.query<{ applied: boolean; latest: string | null }>(
+        `SELECT EXISTS (SELECT 1 FROM _prisma_migrations WHERE migration_name = $1 AND finished_at IS NOT NULL AND rolled_back_at IS NULL) AS applied,
+                (SELECT max(migration_name) FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL) AS latest`,
+        [newest],
+      );
+      if (rows[0]?.applied !== true) {
+        throw new SchemaMissingError(
+          `the database's schema is older than this build: its newest migration ${newest} is not applied (the newest applied is ${rows[0]?.latest ?? "none"}); run \`fleet db migrate\` with this release`,
+        );
+      }
     },
   };
 }
