@@ -60,10 +60,13 @@ export class StorageTargets {
     if (folder !== "" && !isValidFolder(folder)) {
       throw new PermanentError("invalid-payload", `target ${JSON.stringify(ref.slice(0, 200))}: the folder after "${name}" must be a relative path without '..' or control characters`);
     }
-    // DESTINATION_REQUIRE_MOUNT (and the volume records it governs) is about the destination's
-    // own folder, not the other targets'.
-    const { mountRequiredBy, mountMemory, ...others } = this.connection;
-    const storage = createStorage(url, name === DESTINATION_TARGET || (mountRequiredBy === undefined && mountMemory === undefined) ? this.connection : others);
+    // DESTINATION_REQUIRE_MOUNT=true (a volume required from the first look) is about the
+    // destination's own folder, not the other targets'. The fleet's volume records hold for
+    // every local root, the other targets' too (an unpack into a named target must not fill an
+    // empty mount point either: found by a review); DESTINATION_REQUIRE_MOUNT=false, which
+    // turns the records off, turns them off for all of them.
+    const { mountRequiredBy, ...others } = this.connection;
+    const storage = createStorage(url, name === DESTINATION_TARGET || mountRequiredBy === undefined ? this.connection : others);
     return folder === "" ? storage : new PrefixedStorage(storage, folder);
   }
 }

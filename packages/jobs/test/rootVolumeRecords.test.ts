@@ -14,6 +14,7 @@ import { createTestDatabase } from "@fleet/testing/testDatabase";
 import type { TestDatabase } from "@fleet/testing/testDatabase";
 import { rootVolumeRecords } from "../src/runtime/rootVolumeRecords";
 import { storageFields, toStorageConnection } from "../src/storageSettings";
+import { StorageTargets } from "../src/storageTargets";
 
 /**
  * A worker started while a volume is away took its empty mount point for the storage root —
@@ -126,6 +127,29 @@ asRoot("the volumes local roots were seen on, remembered fleet-wide", () => {
     await later.write("user01/b.txt", Buffer.from("b"));
     expect(await readFile(path.join(volume, "archive", "user01", "b.txt"), "utf8")).toBe("b");
     expect((await source.readBuffer("user01/a.txt")).toString()).toBe("a");
+  });
+
+  it("a TARGET_STORAGES target (an unpack's): its volume is remembered too, and nothing is written under its empty mount point", async () => {
+    const mountPoint = path.join(base, "restore");
+    const volume = await volumeAt(mountPoint);
+    const root = path.join(mountPoint, "out");
+    const connection = { mountRequiredBy: "DESTINATION_REQUIRE_MOUNT", mountMemory: { records, setting: "DESTINATION_REQUIRE_MOUNT" } };
+    const targets = () => new StorageTargets(new Map([["restore", root]]), path.join(base, "dest"), connection);
+    const first = targets().open("restore");
+    opened.push(first);
+    await first.write("user01/a.txt", Buffer.from("a"));
+    expect(await listRootVolumes(db)).toEqual([expect.objectContaining({ root, mountPoint })]);
+
+    unmount(mountPoint);
+    const later = targets().open("restore/user01");
+    opened.push(later);
+    const write = await rejectionOf(later.write("b.txt", Buffer.from("b")));
+    expect([write.category, write.message]).toEqual(["storage-unavailable", expect.stringContaining(`mounted at ${mountPoint}`)]);
+    expect(await readdir(mountPoint)).toEqual([]);
+
+    mount("--bind", volume, mountPoint);
+    await later.write("b.txt", Buffer.from("b"));
+    expect(await readFile(path.join(volume, "out", "user01", "b.txt"), "utf8")).toBe("b");
   });
 
   it("a root recorded on a volume, with another volume mounted above it: refused too, both named", async () => {
