@@ -3,7 +3,7 @@ import type { FastifyRequest } from "fastify";
 import { operationRef } from "@fleet/core/operations";
 import type { OperationRef } from "@fleet/core/operationRecorder";
 import type { Queryable } from "@fleet/db/pool";
-import { restoreJobRequests, takeJobRequests } from "@fleet/db/sql/jobRequests";
+import { keepRequestsRunAgain, restoreJobRequests, takeJobRequests } from "@fleet/db/sql/jobRequests";
 import type { TakenJobRequest } from "@fleet/db/sql/jobRequests";
 import { writeLog } from "@fleet/db/sql/log";
 import type { LogEntry } from "@fleet/db/sql/log";
@@ -36,6 +36,12 @@ import { actorOf } from "./auth";
  *   failed jobs takes out the requests of the jobs in that status only, not those of the
  *   queue's waiting and delayed jobs (ENDED_STATUSES). A request whose job vanished otherwise
  *   is a loss and is queued again (replayRequests.ts).
+ * - A retry (a job's, or a queue's by status) of durable jobs keeps their requests first, as a
+ *   submission does (keepRequestsRunAgain): the failed or completed job BullMQ puts back to wait
+ *   had no request any more (forgotten when it ended), so Redis losing it lost the retried
+ *   command for good, where the same command submitted anew would have been queued again. A
+ *   database that cannot keep them refuses the retry. A request kept for a job the retry left
+ *   where it was (ended) is forgotten by the next recovery pass, as any ended job's.
  *
  * Only writes that succeeded (2xx): a refused or failed one changed nothing, and the request
  * log has it with the user. Rows hold user names, queue names, job ids, the route pattern and
@@ -50,6 +56,8 @@ export interface BoardRecords {
   };
   /** Where queue-wide actions go (migration_log). */
   db: Queryable;
+  /** Whether a job kind is durable (its requests kept in job_requests until it ends). */
+  durable(name: string): boolean;
 }
 
 /** An allowed write, as learnt before bull-board runs it (a cleaned job is gone afterwards). */
@@ -96,6 +104,12 @@ const ENDED_STATUSES = new Set(["completed", "failed"]);
 /** A clean whose kept requests could not be taken out: it must be refused. */
 export class RequestsNotForgotten extends Error {}
 
+/** A retry of durable jobs whose requests could not be kept: it must be refused. */
+export class RequestsNotKept extends Error {}
+
+/** What a retry may put back to wait (bull-board retries only these). */
+const RETRIABLE = new Set(["failed", "completed"]);
+
 const params = (req: FastifyRequest) => (req.params ?? {}) as Record<string, string | undefined>;
 
 /**
@@ -103,7 +117,7 @@ const params = (req: FastifyRequest) => (req.params ?? {}) as Record<string, str
  * of the jobs it may remove are taken out first. Throws when they cannot be (the database down):
  * the clean must then be refused, or the recovery pass would queue the removed jobs again.
  */
-export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: Job | undefined, records: Pick<BoardRecords, "db">): Promise<PendingWrite> {
+export async function prepareBoardWrite(req: FastifyRequest, write: string, queue: Queue | undefined, job: Job | undefined, records: Pick<BoardRecords, "db" | "durable">): Promise<PendingWrite> {
   const status = params(req).queueStatus;
   const pending: PendingWrite = {
     write,
@@ -113,6 +127,7 @@ export async function prepareBoardWrite(req: FastifyRequest, write: string, queu
     taken: [],
   };
   if (!queue) return pending;
+  await keepRetriedRequests(write, status, queue, job, pending, records);
   const which = async (): Promise<{ ids: readonly string[] } | { olderThanMs: number } | undefined> => {
     if (write.endsWith("/:jobId/clean")) return pending.job ? { ids: [pending.job.id] } : undefined;
     if (!write.endsWith("/clean/:queueStatus") || !status) return undefined;
@@ -131,6 +146,27 @@ export async function prepareBoardWrite(req: FastifyRequest, write: string, queu
     });
   }
   return pending;
+}
+
+/**
+ * A retry of durable jobs: their requests kept before bull-board puts the jobs back to wait
+ * (see the file's comment). A retry by status lists the jobs in it first; one that ends in the
+ * status between this listing and bull-board's own is retried without its request (the window
+ * of a listing, milliseconds), as before this.
+ */
+async function keepRetriedRequests(write: string, status: string | undefined, queue: Queue, job: Job | undefined, pending: PendingWrite, records: Pick<BoardRecords, "db" | "durable">): Promise<void> {
+  let jobs: Job[];
+  if (write.endsWith("/:jobId/retry")) jobs = job && pending.job && RETRIABLE.has(pending.job.state) ? [job] : [];
+  else if (write.endsWith("/retry/:queueStatus") && status && RETRIABLE.has(status)) {
+    jobs = await queue.getJobs([status as "failed" | "completed"]).catch((err: unknown) => {
+      throw new RequestsNotKept("the jobs to retry could not be listed, so their requests could not be kept", { cause: err });
+    });
+  } else return;
+  const durable = jobs.filter((j) => j.id !== undefined && records.durable(j.name));
+  const requests = durable.map((j) => ({ id: j.id!, name: j.name, queue: queue.name, data: j.data as unknown, runAt: null, priority: j.opts.priority ?? null, createdAt: j.timestamp }));
+  await keepRequestsRunAgain(records.db, requests).catch((err: unknown) => {
+    throw new RequestsNotKept("the requests of the durable jobs to retry could not be kept", { cause: err });
+  });
 }
 
 /**

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { summarizeForHistory } from "@fleet/core/operationRecorder";
 import { isJob } from "@fleet/core/operations";
 import { deny } from "./auth";
-import { RequestsNotForgotten, prepareBoardWrite, recordBoardWrite, settleBoardWrite } from "./boardAudit";
+import { RequestsNotForgotten, RequestsNotKept, prepareBoardWrite, recordBoardWrite, settleBoardWrite } from "./boardAudit";
 import type { BoardRecords, PendingWrite } from "./boardAudit";
 import { boardFontRoutes, withLocalFonts } from "./boardFonts";
 
@@ -121,12 +121,14 @@ export async function mountQueueBoards(app: FastifyInstance, queues: readonly Qu
       }
       // What the record needs and bull-board may take away (a cleaned job, the count it cleaned).
       // A clean's kept requests are forgotten first: one that cannot be refuses the clean.
+      // A retry's durable jobs get their requests kept first: one that cannot refuses the retry.
       const prepared = await prepareBoardWrite(req, write, queue, job, records).catch((err: unknown) => {
-        if (!(err instanceof RequestsNotForgotten)) throw err;
-        req.log.warn({ err, route }, "board clean refused: the kept requests of its jobs could not be forgotten");
-        return undefined;
+        if (!(err instanceof RequestsNotForgotten) && !(err instanceof RequestsNotKept)) throw err;
+        req.log.warn({ err, route }, err instanceof RequestsNotKept ? "board retry refused: the requests of its durable jobs could not be kept" : "board clean refused: the kept requests of its jobs could not be forgotten");
+        return err as RequestsNotForgotten | RequestsNotKept;
       });
-      if (!prepared) return deny(reply, 503, "the jobs' kept requests could not be forgotten (database or Redis unavailable): nothing was removed; try again");
+      if (prepared instanceof RequestsNotKept) return deny(reply, 503, "the durable jobs' requests could not be kept in the database (database or Redis unavailable): nothing was retried; try again");
+      if (prepared instanceof RequestsNotForgotten) return deny(reply, 503, "the jobs' kept requests could not be forgotten (database or Redis unavailable): nothing was removed; try again");
       pending.set(req, prepared);
     }
   });

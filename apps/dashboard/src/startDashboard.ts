@@ -292,7 +292,7 @@ async function buildDashboardApp(ctx: AppContext): Promise<FastifyInstance> {
     callbacks: { allowedUrls: config.WEBHOOK_ALLOWED_URLS, db: ctx.db },
   });
   // The board's writes are recorded like the API's: per job in the operation history, queue-wide in migration_log.
-  await mountQueueBoards(app, queues, { history: new OperationHistory(ctx.db), db: ctx.db });
+  await mountQueueBoards(app, queues, { history: new OperationHistory(ctx.db), db: ctx.db, durable: (name) => ctx.jobs.contractOf(name)?.durable === true });
   return app;
 }
 

@@ -42,6 +42,21 @@ export async function forgetJobRequests(db: Queryable, ids: readonly string[]): 
   return rowCount ?? 0;
 }
 
+/**
+ * Forgets requests as a recovery pass saw them ended: only a row still kept since then (same
+ * `createdAt`). A request kept again meanwhile (a board retry of the failed job: its row starts
+ * over, keepRequestsRunAgain) is a new run and stays, even when it was kept again between the
+ * pass's read and this delete (PostgreSQL re-checks the updated row against the condition).
+ */
+export async function forgetJobRequestsAsSeen(db: Queryable, seen: ReadonlyArray<{ id: string; createdAt: Date }>): Promise<number> {
+  if (seen.length === 0) return 0;
+  const { rowCount } = await db.query(
+    "DELETE FROM job_requests r USING unnest($1::text[], $2::timestamptz[]) AS s(id, created_at) WHERE r.id = s.id AND r.created_at = s.created_at",
+    [seen.map((r) => r.id), seen.map((r) => r.createdAt)],
+  );
+  return rowCount ?? 0;
+}
+
 /** A kept request as the recovery pass sees it, with what the operation history says of its job. */
 export interface OpenJobRequest extends DurableRequest {
   createdAt: Date;
@@ -139,4 +154,38 @@ export async function takeJobRequests(db: Queryable, queue: string, which: { ids
 export async function restoreJobRequests(db: Queryable, taken: readonly TakenJobRequest[]): Promise<void> {
   if (taken.length === 0) return;
   await db.query("INSERT INTO job_requests SELECT * FROM jsonb_populate_recordset(NULL::job_requests, $1::jsonb) ON CONFLICT (id) DO NOTHING", [JSON.stringify(taken.map((t) => t.row))]);
+}
+
+/**
+ * Keeps the requests of durable jobs an operator runs again (a board retry of failed or completed
+ * jobs): BullMQ puts such a job back to wait, under its id, with its attempts at 0, and it must be
+ * as durable as when it was submitted. A request still kept (the recovery pass had not forgotten
+ * the ended job yet) starts over: its attempts, missing mark and time kept reset (a replay would
+ * otherwise find its attempts spent). The history's row of the job, ended, says WAITING again in
+ * the same statement: the recovery pass takes a request whose history says it ended for ended,
+ * and would forget the request of a retried job that Redis lost before it started. `createdAt`
+ * (the job's timestamp) keeps an older job of a recycled id out of it.
+ */
+export async function keepRequestsRunAgain(db: Queryable, requests: ReadonlyArray<DurableRequest & { createdAt: number }>): Promise<void> {
+  if (requests.length === 0) return;
+  await db.query(
+    `WITH kept AS (
+       INSERT INTO job_requests AS r (id, name, queue, data, run_at, priority)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[])
+       ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, queue = EXCLUDED.queue, data = EXCLUDED.data, run_at = EXCLUDED.run_at, priority = EXCLUDED.priority,
+         created_at = now(), missing_since = NULL, attempts_made = 0, attempts_before = 0
+       RETURNING r.id)
+     UPDATE operations o SET state = 'WAITING', finished_at = NULL, updated_at = now()
+       FROM unnest($1::text[], $7::timestamptz[]) AS j(id, created_at)
+      WHERE o.id = j.id AND o.created_at = j.created_at AND o.state IN ('COMPLETED', 'FAILED') AND o.id IN (SELECT id FROM kept)`,
+    [
+      requests.map((r) => r.id),
+      requests.map((r) => r.name),
+      requests.map((r) => r.queue),
+      requests.map((r) => JSON.stringify(r.data ?? null)),
+      requests.map((r) => r.runAt),
+      requests.map((r) => r.priority),
+      requests.map((r) => new Date(r.createdAt)),
+    ],
+  );
 }

@@ -2,7 +2,7 @@ import { PermanentError } from "@fleet/core/errors";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
 import type { DbPool } from "@fleet/db/pool";
-import { forgetJobRequests, countJobRequestReplays, markJobRequestsMissing, openJobRequests, recordJobRequestAttempts, startJobRequestReplay } from "@fleet/db/sql/jobRequests";
+import { forgetJobRequests, forgetJobRequestsAsSeen, countJobRequestReplays, markJobRequestsMissing, openJobRequests, recordJobRequestAttempts, startJobRequestReplay } from "@fleet/db/sql/jobRequests";
 import type { OpenJobRequest } from "@fleet/db/sql/jobRequests";
 import { writeLog } from "@fleet/db/sql/log";
 import { OperationHistory } from "@fleet/db/sql/operations";
@@ -67,18 +67,18 @@ export async function replayLostRequests(
 ): Promise<ReplayResult> {
   const { db, jobs } = deps;
   const open = await openJobRequests(db);
-  const ended = open.filter((r) => r.historyState !== null && ENDED.has(r.historyState)).map((r) => r.id);
+  const ended = open.filter((r) => r.historyState !== null && ENDED.has(r.historyState));
   const live = open.filter((r) => r.historyState === null || !ENDED.has(r.historyState));
   const states = await Promise.all(live.map((r) => jobs.queue(r.queue).getJobState(r.id)));
   const missing: OpenJobRequest[] = [];
   const found: string[] = [];
   live.forEach((request, i) => {
     const state = states[i];
-    if (state === "completed" || state === "failed") ended.push(request.id);
+    if (state === "completed" || state === "failed") ended.push(request);
     else if (state === "unknown") missing.push(request);
     else found.push(request.id);
   });
-  await forgetJobRequests(db, ended);
+  await forgetJobRequestsAsSeen(db, ended);
   const due = missing.filter((r) => r.missingForMs !== null && r.missingForMs >= options.missingMs);
   await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r)).map((r) => r.id), found);
   const replayed: string[] = [];
