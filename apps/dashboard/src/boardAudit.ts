@@ -1,5 +1,6 @@
 import type { Job, Queue } from "bullmq";
 import type { FastifyRequest } from "fastify";
+import { clearEndedNotes } from "@fleet/core/endedRequests";
 import { operationRef } from "@fleet/core/operations";
 import type { OperationRef } from "@fleet/core/operationRecorder";
 import type { Queryable } from "@fleet/db/pool";
@@ -166,6 +167,11 @@ async function keepRetriedRequests(write: string, status: string | undefined, qu
   const requests = durable.map((j) => ({ id: j.id!, name: j.name, queue: queue.name, data: j.data as unknown, runAt: null, priority: j.opts.priority ?? null, createdAt: j.timestamp }));
   await keepRequestsRunAgain(records.db, requests).catch((err: unknown) => {
     throw new RequestsNotKept("the requests of the durable jobs to retry could not be kept", { cause: err });
+  });
+  // A completed job noted ended (its request forgotten late, core/endedRequests.ts): its new run
+  // must not be taken for ended by the old note.
+  await clearEndedNotes(queue, requests.map((r) => r.id)).catch((err: unknown) => {
+    throw new RequestsNotKept("the durable jobs to retry could not be marked as running again", { cause: err });
   });
 }
 

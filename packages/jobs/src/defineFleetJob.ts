@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import type { FailedForGoodContext, JobContext, JobDefinition } from "@fleet/core/jobDefinition";
+import { noteRequestsEnded } from "@fleet/core/endedRequests";
 import { forgetJobRequests } from "@fleet/db/sql/jobRequests";
 import type { FleetDeps } from "./deps";
 import type { FleetJobs, JobName } from "./jobRegistry";
@@ -16,7 +17,9 @@ export type FleetJobDefinition<Name extends JobName, Result = unknown> = JobDefi
  * handler, typed from that contract (payload, `ctx.deps`). A durable kind's kept request
  * (job_requests) is forgotten as soon as its handler succeeds; a failure's goes once BullMQ or
  * the history says the job ended for good (the recovery pass), as does one left behind here
- * (the database down).
+ * (the database down): that one is noted ended in Redis (core/endedRequests.ts), so that the
+ * pass forgets it even once BullMQ has pruned the completed job and the worker that ran it is
+ * gone with its history's buffer.
  */
 export function defineFleetJob<Name extends JobName, Result>(
   name: Name,
@@ -34,7 +37,12 @@ export function defineFleetJob<Name extends JobName, Result>(
 function forgettingRequest<Payload, Result>(handle: (payload: Payload, ctx: JobContext<FleetDeps>) => Promise<Result>): (payload: Payload, ctx: JobContext<FleetDeps>) => Promise<Result> {
   return async (payload, ctx) => {
     const result = await handle(payload, ctx);
-    await forgetJobRequests(ctx.deps.db, [ctx.job.id]).catch((err: unknown) => ctx.log.warn({ err }, "could not forget the finished request; the recovery pass will"));
+    await forgetJobRequests(ctx.deps.db, [ctx.job.id]).catch(async (err: unknown) => {
+      ctx.log.warn({ err }, "could not forget the finished request: noted ended in Redis, the recovery pass forgets it");
+      // Redis refusing too: the job's completion, in the same Redis, is refused as well, and the
+      // job runs again as a stalled one would.
+      await noteRequestsEnded(ctx.deps.jobs.queue(ctx.job.queue), [ctx.job.id]).catch((noteErr: unknown) => ctx.log.warn({ err: noteErr }, "could not note the finished request ended in Redis either"));
+    });
     return result;
   };
 }

@@ -1,3 +1,4 @@
+import { clearEndedNotes, requestsNotedEnded } from "@fleet/core/endedRequests";
 import { PermanentError } from "@fleet/core/errors";
 import type { JobClient } from "@fleet/core/jobClient";
 import type { Logger } from "@fleet/core/logger";
@@ -29,6 +30,30 @@ export function durableAttemptRecorder(db: DbPool, log: Logger): (job: { id: str
   };
 }
 
+/** How long a note of a request ended whose request is not kept (any more) is left before it goes. */
+const STALE_NOTE_MS = 3_600_000;
+
+/** The requests noted ended in Redis (core/endedRequests.ts), per queue of the open requests. */
+async function endedNotes(jobs: JobClient<FleetJobs>, open: readonly OpenJobRequest[]): Promise<Map<string, Map<string, number>>> {
+  const queues = [...new Set(open.map((r) => r.queue))];
+  const notes = await Promise.all(queues.map((q) => requestsNotedEnded(jobs.queue(q))));
+  return new Map(queues.map((q, i) => [q, notes[i]!]));
+}
+
+/**
+ * Drops the notes of the requests this pass forgot, and those of requests no longer kept for an
+ * hour (forgotten some other way: a board clean); never a note younger, whose request may have
+ * been kept after this pass read the table.
+ */
+async function clearNotes(jobs: JobClient<FleetJobs>, notes: Map<string, Map<string, number>>, open: readonly OpenJobRequest[], ended: readonly OpenJobRequest[], log: Logger): Promise<void> {
+  const forgotten = new Set(ended.map((r) => r.id));
+  const kept = new Set(open.map((r) => r.id));
+  for (const [queue, noted] of notes) {
+    const done = [...noted].filter(([id, at]) => forgotten.has(id) || (!kept.has(id) && at < Date.now() - STALE_NOTE_MS)).map(([id]) => id);
+    await clearEndedNotes(jobs.queue(queue), done).catch((err: unknown) => log.warn({ err, queue }, "could not clear the notes of ended requests; the next pass does"));
+  }
+}
+
 /** Whether two payloads are the same, whatever the order of their keys (a jsonb column keeps none). */
 function sameData(a: unknown, b: unknown): boolean {
   const canonical = (v: unknown): unknown =>
@@ -53,6 +78,11 @@ function sameData(a: unknown, b: unknown): boolean {
  * (redis-cli DEL, a script) is taken for a loss too and runs again: remove jobs with `fleet ops
  * cancel` or the board.
  *
+ * A request whose job succeeded while PostgreSQL could not forget it was noted ended in Redis by
+ * its worker (core/endedRequests.ts): it is forgotten, not queued again, even once BullMQ has
+ * pruned the completed job and the history's record of the completion was lost with the
+ * worker that buffered it (stopped or killed during the outage).
+ *
  * A request whose run had started and left no outcome runs again, as a job whose worker died
  * does (the handler says so in its log; remote commands are meant to be safe to run again).
  * The new job gets only the attempts the request has left (`attempts_made`, written by the
@@ -72,13 +102,17 @@ export async function replayLostRequests(
   const states = await Promise.all(live.map((r) => jobs.queue(r.queue).getJobState(r.id)));
   const missing: OpenJobRequest[] = [];
   const found: string[] = [];
+  const notes = await endedNotes(jobs, open);
   live.forEach((request, i) => {
     const state = states[i];
     if (state === "completed" || state === "failed") ended.push(request);
+    // Succeeded with PostgreSQL down, and pruned by BullMQ since (see core/endedRequests.ts).
+    else if (state === "unknown" && notes.get(request.queue)?.has(request.id)) ended.push(request);
     else if (state === "unknown") missing.push(request);
     else found.push(request.id);
   });
   await forgetJobRequestsAsSeen(db, ended);
+  await clearNotes(jobs, notes, open, ended, log);
   const due = missing.filter((r) => r.missingForMs !== null && r.missingForMs >= options.missingMs);
   await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r)).map((r) => r.id), found);
   const replayed: string[] = [];
