@@ -1,6 +1,6 @@
 import { DelayedError, UnrecoverableError, WaitingChildrenError } from "bullmq";
 import { DelayJob } from "./delayJob";
-import { CANCEL_REASON, LOCK_UNRENEWED_REASON } from "./jobCancel";
+import { CANCEL_REASON, LOCK_LOST_REASON, LOCK_UNRENEWED_REASON } from "./jobCancel";
 import { DATABASE_RECHECK_MS, SHUTDOWN_REQUEUE_MS, decideOutcome } from "./jobOutcome";
 import type { JobEvent, Outcome } from "./jobOutcome";
 
@@ -81,6 +81,13 @@ const table: Row[] = [
 ];
 
 describe("decideOutcome", () => {
+  test("lock lost: stopped, nothing recorded, BullMQ not asked to move a job that is not the run's", () => {
+    const outcome = decideOutcome(threw(interrupted, 1, 3, LOCK_LOST_REASON), ctx);
+    expect(outcome).toMatchObject({ action: "delay", metric: "failed" });
+    expect([(outcome as { until?: number }).until, outcome.history]).toEqual([undefined, undefined]);
+    expect((outcome as { rethrow: unknown }).rethrow).toBeInstanceOf(DelayedError);
+  });
+
   test.each(table.map((row) => [row.what, row] as const))("%s", (_what, row) => {
     const outcome = decideOutcome(row.event, ctx);
     expect(outcome.action).toBe(row.action);

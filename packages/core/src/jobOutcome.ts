@@ -151,11 +151,13 @@ function decideFailure(event: Extract<JobEvent, { type: "threw" }>, now: number,
   }
   if (aborted === LOCK_LOST_REASON) {
     // Its lock is gone: the job is not this run's any more (Redis lost it, or BullMQ handed it
-    // on). No history: the run that has the job now writes it. The BullMQ move is refused (no
-    // lock); rethrowing lets BullMQ say so.
+    // on). No history: the run that has the job now writes it. BullMQ is not asked to move it
+    // (a DelayedError: "the job was moved already"): the move would be refused (no lock), and
+    // BullMQ logged the refusal as a worker error ("Missing key for job … moveToFinished") after
+    // this warning, which says it all.
     return {
       action: "delay",
-      rethrow: err,
+      rethrow: new DelayedError(`lock-lost: ${classified.message}`),
       log: { level: "warn", msg: "stopped: the job's lock was lost (Redis lost the job, or handed it on); the run that has it now records its outcome" },
       metric: "failed",
     };

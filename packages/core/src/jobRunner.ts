@@ -48,6 +48,8 @@ export class JobRunner<Deps> {
    * hand-back is taken by another slot): the first one's end must not forget the second.
    */
   private readonly durableRuns = new Map<string, number>();
+  /** Runs whose lost lock was told (`queue\0jobId`): told once per run, not at each failed renewal. */
+  private readonly lockLossTold = new Set<string>();
   /** The durable runs' lock deadlines: stopped before a lock Redis did not renew can lapse. */
   private readonly lockDeadlines = new LockDeadlines(
     (queue, jobId, unrenewedForMs) => this.onLockUnrenewed(queue, jobId, unrenewedForMs),
@@ -145,6 +147,7 @@ export class JobRunner<Deps> {
     try {
       return await this.admitAndRun(queue, job, token, abort);
     } finally {
+      this.lockLossTold.delete(`${queue}\0${job.id ?? ""}`);
       if (durable) {
         const left = (this.durableRuns.get(durable) ?? 1) - 1;
         if (left > 0) this.durableRuns.set(durable, left);
@@ -197,9 +200,17 @@ export class JobRunner<Deps> {
    * PostgreSQL (range claims, heartbeats), and stopping them would only redo it.
    */
   private onLockLost(queue: string, jobIds: readonly string[]): void {
+    // One warning per run, the only line of the event: BullMQ's error for it is not logged (see
+    // queueWorker.ts), and BullMQ tries again, failing, every quarter of the lock while the run
+    // lasts.
     for (const id of jobIds) {
-      if (!this.durableRuns.has(`${queue}\0${id}`)) continue;
-      if (this.signals.cancel(queue, id, LOCK_LOST_REASON)) this.options.log.warn({ queue, jobId: id }, "job's lock lost (Redis lost it, or it was handed on): stopping this run");
+      const key = `${queue}\0${id}`;
+      const durable = this.durableRuns.has(key);
+      if (durable && this.signals.cancel(queue, id, LOCK_LOST_REASON)) this.options.log.warn({ queue, jobId: id }, "job's lock lost (Redis lost it, or it was handed on): stopping this run");
+      else if (this.lockLossTold.has(key)) continue;
+      else if (durable) this.options.log.warn({ queue, jobId: id }, "job's lock lost (Redis lost it, or it was handed on): its run is stopping already");
+      else this.options.log.warn({ queue, jobId: id }, "job's lock lost (Redis lost it, or it was handed on): its run goes on (only durable kinds' runs are stopped)");
+      this.lockLossTold.add(key);
     }
   }
 

@@ -36,11 +36,22 @@ export function createQueueWorker<Deps>(
   });
   worker.on("failed", onFailed);
   worker.on("completed", (job) => options.metrics.jobTally.jobCompleted(consumer.queue, job.name));
-  worker.on("error", (err) => options.log.error({ err, queue: consumer.queue }, "worker error"));
+  worker.on("error", (err) => {
+    // BullMQ reports a lock it could not renew twice: `lockRenewalFailed` with the job ids (the
+    // runner's onLockLost acts on it and warns once per job, saying what it does) and then an
+    // error per job. That one is the same event, handled, not a failure of the worker: logged
+    // as "worker error" it read as one (an alert on every durable run stopped by the deadline).
+    // Every other error still is one.
+    if (LOCK_NOT_RENEWED.test(err.message)) return;
+    options.log.error({ err, queue: consumer.queue }, "worker error");
+  });
   worker.on("lockRenewalFailed", onLockLost);
   worker.on("stalled", (jobId) => options.log.warn({ queue: consumer.queue, jobId }, "job stalled: its worker stopped renewing the lock; it will run again unless it stalled too often"));
   return worker;
 }
+
+/** BullMQ's error for a job whose lock it could not renew (lock-manager.js), reported as `lockRenewalFailed` too. */
+const LOCK_NOT_RENEWED = /^could not renew lock for job /;
 
 /**
  * A Worker that says which lock renewals Redis confirmed and when each was sent. BullMQ's
