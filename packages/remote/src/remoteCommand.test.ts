@@ -25,6 +25,7 @@ beforeAll(async () => {
     fixtures: {
       "fleet-argv": ARGV_ECHO,
       "fleet-fail": "#!/bin/sh\necho \"partial output\"\necho \"$1\" >&2\nexit \"${2:-3}\"\n",
+      "fleet-selfkill": "#!/bin/sh\necho \"half done\"\nkill -s \"$1\" $$\nsleep 5\n",
     },
   });
   target = {
@@ -199,6 +200,29 @@ describe("runRemoteCommand", () => {
     expect((await rejectionOf(runRemoteCommand(target, ["fleet-fail", "odd", "145"], { timeoutMs: 10_000 }))).message).toContain("exited with code 145");
     const listed = await runRemoteCommand(target, ["fleet-fail", "stopped", "143"], { timeoutMs: 10_000, okExitCodes: [0, 143] });
     expect([listed.exitCode, listed.signal]).toEqual([143, undefined]);
+  });
+
+  it("tells a command that exits 128 + N itself from one killed by signal N, in argv and template form", async () => {
+    // The watchdog's shell reported both as its status 128 + N: a program that caught SIGINT,
+    // cleaned up and exited 130, as is customary, read as killed by SIGINT. One simple command
+    // is now exec'd and sshd reports how it really ended.
+    const exited = await rejectionOf(runRemoteCommand(target, ["fleet-fail", "cleaned up", "130"], { timeoutMs: 10_000 }));
+    expect(exited.message).toMatch(/ exited with code 130: cleaned up$/);
+    expect((exited.cause as RemoteCommandFailure).result).toMatchObject({ exitCode: 130 });
+    expect((exited.cause as RemoteCommandFailure).result.signal).toBeUndefined();
+    const template = await rejectionOf(runRemoteCommand(target, { template: "fleet-fail {msg} {code}", values: { msg: "stopped", code: "143" } }, { timeoutMs: 10_000 }));
+    expect(template.message).toContain("exited with code 143");
+
+    const killed = await rejectionOf(runRemoteCommand(target, ["fleet-selfkill", "INT"], { timeoutMs: 10_000 }));
+    expect(killed.message).toMatch(/ was killed by SIGINT: half done$/);
+    expect((killed.cause as RemoteCommandFailure).result).toMatchObject({ exitCode: null, signal: "SIGINT", stdout: "half done\n" });
+    const killedTemplate = await rejectionOf(runRemoteCommand(target, { template: "fleet-selfkill {sig}", values: { sig: "TERM" } }, { timeoutMs: 10_000 }));
+    expect(killedTemplate.message).toContain("was killed by SIGTERM");
+
+    // A compound template is run by the shell, whose status cannot tell the two apart: 128 + N
+    // still reads as signal N there (README says so).
+    const compound = await rejectionOf(runRemoteCommand(target, { template: "cd / && fleet-fail {msg} 130", values: { msg: "x" } }, { timeoutMs: 10_000 }));
+    expect(compound.message).toContain("was killed by SIGINT");
   });
 
   it("kills a command that runs past its timeout, children included", async () => {

@@ -6,7 +6,7 @@ import type { FleetError } from "@fleet/core/errors";
 import { DEFAULT_REMOTE_ERROR_PATTERNS, classifyRemoteExit } from "./remoteErrors";
 import type { RemoteErrorPatterns } from "./remoteErrors";
 import { BoundedOutput } from "./remoteOutput";
-import { commandLineOf, commandNameOf, shellQuote } from "./remoteShell";
+import { commandLineOf, commandNameOf, execLineOf, shellQuote } from "./remoteShell";
 import type { RemoteCommandSpec } from "./remoteShell";
 import { connectSsh } from "./sshConnect";
 import { targetLabel } from "./sshTarget";
@@ -52,8 +52,10 @@ export interface RemoteCommandOptions {
 
 export interface RemoteCommandResult {
   /**
-   * null when the command was killed by a signal. A status of 128 + N, N a signal that kills,
-   * counts as killed by signal N unless okExitCodes lists it: see signalOfShellStatus().
+   * null when the command was killed by a signal. One simple command (argv, or a template of
+   * plain words) is exec'd and reports its own exit; for any other line a status of 128 + N, N
+   * a signal that kills, counts as killed by signal N unless okExitCodes lists it: see
+   * signalOfShellStatus().
    */
   exitCode: number | null;
   /** e.g. "SIGKILL", when killed by a signal. */
@@ -95,14 +97,17 @@ export async function runRemoteCommand(
   options: RemoteCommandOptions,
 ): Promise<RemoteCommandResult> {
   if (!(options.timeoutMs > 0)) throw new PermanentError("invalid-payload", "remote command timeoutMs must be positive");
-  const line = commandLineOf(command);
+  // One simple command is exec'd (sshd then reports its own exit, or the signal that killed
+  // it); any other line is run by the shell, whose status 128 + N may be either.
+  const execLine = execLineOf(command);
+  const line = execLine ?? commandLineOf(command);
   const token = randomBytes(6).toString("hex");
-  const full = guardedCommandLine(token, `${exportsOf(options.env)}${line}`);
+  const full = guardedCommandLine(token, `${exportsOf(options.env)}${line}`, execLine !== undefined);
   const describe = `remote command ${options.label ?? commandNameOf(command)} on ${targetLabel(target)}`;
   if (options.signal?.aborted) throw new RetryableError("interrupted", `${describe}: aborted before it started`);
   const client = await connectSsh(target, options.signal);
   try {
-    return await execute(client, full, token, describe, options);
+    return await execute(client, full, token, describe, options, execLine !== undefined);
   } finally {
     client.end();
     setTimeout(() => client.destroy(), 1000).unref();
@@ -110,34 +115,32 @@ export async function runRemoteCommand(
 }
 
 /**
- * The line sshd's shell runs: the PID marker, then `line` in the background (stdin /dev/null:
- * Fleet never sends input) while a watchdog waits for the channel's stdin to end, which only
- * a lost connection does, and then kills the process group. The shell exits with the
- * command's status (a command killed by a signal: 128 + its number, which execute() reads back
- * as the signal), the watchdog killed.
- * `line` ends with a newline of its own before `)` so a trailing comment or here-document in a
- * template stays closed.
+ * The line sshd's shell runs: the PID marker, then a watchdog, detached (a child of a subshell
+ * that exits at once, so that the command has no child it did not start), that waits for the
+ * channel's stdin to end, which only a lost connection does, and then kills the process group
+ * if the shell (or what it exec'd) still runs. Then `line` runs in the shell itself, its stdin
+ * /dev/null (Fleet never sends input): a line `exec …` (one simple command, see execLineOf)
+ * replaces the shell by the program, so that sshd reports the program's own end — its exit
+ * status, or the signal that killed it, which a shell reports as 128 + N, the same as an exit
+ * with that status (a command that exits 130 itself read as killed by SIGINT). Any other line
+ * ends the shell with its status: it runs in a subshell `( … )` (which execs its last command),
+ * `line` ending with a newline of its own before `)` so a trailing comment or here-document in
+ * a template stays closed.
  *
- * A subshell `( … )`, not a group `{ … }`, and the wait's stderr discarded: bash reports a job
- * killed by a signal on stderr with its command line (`bash: line 3: PID Killed  pg_dump … 'value'`).
- * In a group, the forked shell ran a one-command template as its child and reported it; a
- * subshell execs it, and the report of the subshell's end goes to the wait's /dev/null. That
- * report put the arguments, and exported variables, into the captured stderr, the error's
- * excerpt (arguments are never shown) and the error patterns' input (found by review).
- * The wait's /dev/null was not enough: bash reports a job's end when it notices it, and a
- * command that died before the shell reached `wait` (at once, on a loaded host) was reported
- * on the shell's own stderr — the captured one (found by a test run under load). So the
- * shell's stderr is /dev/null from the launch on (`exec 4>&2 2>/dev/null`, on the line that
- * launches, so a template's parse error, reported while that line is read, still reaches the
- * captured stderr), and only the command gets the real one back (`2>&4`).
+ * The shell's stderr is /dev/null from the launch on (`exec 4>&2 2>/dev/null`, on the line
+ * that launches, so a template's parse error, reported while that line is read, still reaches
+ * the captured stderr), and only the command gets the real one back (`2>&4`, applied in the
+ * subshell or by the exec, never to the shell's own stderr): bash reports a command killed by a
+ * signal on its own stderr with its command line (`bash: line 3: PID Killed  pg_dump …
+ * 'value'`), which put the arguments, and exported variables, into the captured stderr, the
+ * error's excerpt (arguments are never shown) and the error patterns' input (found by review).
  */
-export function guardedCommandLine(token: string, line: string): string {
+export function guardedCommandLine(token: string, line: string, execd = false): string {
   return [
     `printf 'fleet-pid-${token} %s\\n' "$$" >&2; exec 3<&0 </dev/null`,
-    `exec 4>&2 2>/dev/null; ( ${line}`,
-    `) 2>&4 3<&- 4>&- & fleet_command=$!`,
-    `{ while read -r fleet_line <&3; do :; done; kill -s KILL -- -$$; } >/dev/null 2>&1 4>&- & fleet_watchdog=$!`,
-    `exec 3<&-; wait "$fleet_command" 2>/dev/null; fleet_status=$?; kill -s KILL "$fleet_watchdog" 2>/dev/null; exit "$fleet_status"`,
+    `( { while read -r fleet_line <&3; do :; done; kill -0 "$$" && kill -s KILL -- "-$$"; } >/dev/null 2>&1 & ); exec 3<&-`,
+    // exec'd: the redirections are the exec's own, made permanent as the program replaces the shell.
+    ...(execd ? [`exec 4>&2 2>/dev/null; ${line} 2>&4 4>&-`] : [`exec 4>&2 2>/dev/null; ( ${line}`, `) 2>&4 4>&-`]),
   ].join("\n");
 }
 
@@ -156,6 +159,8 @@ function execute(
   token: string,
   describe: string,
   options: RemoteCommandOptions,
+  /** The program was exec'd: sshd's exit status and signal are its own (see guardedCommandLine). */
+  execd: boolean,
 ): Promise<RemoteCommandResult> {
   const started = Date.now();
   const limit = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
@@ -269,7 +274,7 @@ function execute(
           if (stopping && marker.pid !== undefined) kill(); // the PID a stop was waiting for
         });
         opened.on("exit", (code: number | null, signalName?: string) => {
-          const killedBy = code === null ? undefined : signalOfShellStatus(code, options.okExitCodes ?? [0]);
+          const killedBy = code === null || execd ? undefined : signalOfShellStatus(code, options.okExitCodes ?? [0]);
           exitCode = killedBy ? null : code;
           exitSignal = killedBy ?? signalName;
         });
@@ -295,13 +300,13 @@ for (const [name, number] of Object.entries(constants.signals)) {
 }
 
 /**
- * The signal a shell status of 128 + N stands for, or undefined. The command runs in the
- * background of the watchdog's shell, and a shell reports a child killed by signal N as status
- * 128 + N: sshd saw that shell exit with 143, never the SIGTERM, so a command killed by a
- * signal was reported as "exited with code 143" (a known weakness of the watchdog). No shell
- * can tell that status from a command that itself exits with 128 + N, so the status is read as
- * the signal, as it always was for a compound command under sshd's `sh -c`; a caller for whom
- * such a code means something lists it in okExitCodes and gets it back as the exit code.
+ * The signal a shell status of 128 + N stands for, or undefined: for a line the shell runs
+ * itself (more than one simple command; one is exec'd and reports its own end, see
+ * guardedCommandLine). A shell reports a child killed by signal N as status 128 + N, and no
+ * shell can tell that status from a command that itself exits with 128 + N, so the status is
+ * read as the signal, as it always was for a compound command under sshd's `sh -c`; a caller
+ * for whom such a code means something lists it in okExitCodes and gets it back as the exit
+ * code, or makes the template one simple command.
  */
 function signalOfShellStatus(status: number, okExitCodes: readonly number[]): string | undefined {
   if (status <= 128 || okExitCodes.includes(status)) return undefined;

@@ -70,6 +70,37 @@ export function commandLineOf(spec: RemoteCommandSpec): string {
   return isArgv(spec) ? argvToCommand(spec) : renderCommand(spec.template, spec.values);
 }
 
+/**
+ * Words that start a command but name no program `exec` could run: reserved words, and builtins
+ * with no program of the same name (`exec cd /x` fails where `cd /x` works).
+ */
+const NOT_A_PROGRAM = new Set([
+  "!", "{", "}", "[[", "]]", "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "function", "time", "coproc",
+  ".", ":", "alias", "bg", "builtin", "cd", "command", "declare", "eval", "exec", "exit", "export", "fg", "getopts", "hash", "jobs", "let", "local", "read", "readonly",
+  "return", "set", "shift", "source", "trap", "typeset", "ulimit", "umask", "unalias", "unset", "wait",
+]);
+/** A template made of plain words and placeholders only: no quoting, expansion, operator, redirection or newline. */
+const PLAIN_TEMPLATE = /^[A-Za-z0-9_/.,:@%+=\- {}]*$/;
+const PROGRAM_WORD = /^[A-Za-z0-9_/.+-]+$/;
+
+/**
+ * The command line as one simple command run by `exec` (the shell replaced by the program), or
+ * undefined when it is more than one simple command. A program exec'd is the process sshd
+ * waits for, so sshd reports how it really ended (an exit status, or the signal that killed
+ * it); a shell running a compound command reports a child killed by signal N as status 128 + N,
+ * the same as a child that exits 128 + N itself. argv is always one command; a template only
+ * when it is plain words and placeholders whose first word is a program (conservative: a
+ * template with quotes, operators or redirections is run by the shell, as before).
+ */
+export function execLineOf(spec: RemoteCommandSpec): string | undefined {
+  if (isArgv(spec)) return `exec ${argvToCommand(spec)}`;
+  const template = spec.template.trim();
+  if (!PLAIN_TEMPLATE.test(template)) return undefined;
+  const first = template.split(/ +/)[0] ?? "";
+  if (!PROGRAM_WORD.test(first) || NOT_A_PROGRAM.has(first)) return undefined;
+  return `exec ${renderCommand(spec.template, spec.values)}`;
+}
+
 /** A short name for messages: the program, never the arguments (they may be sensitive). */
 export function commandNameOf(spec: RemoteCommandSpec): string {
   const first = isArgv(spec) ? (spec[0] ?? "") : (spec.template.trim().split(/\s/)[0] ?? "");
