@@ -4,6 +4,8 @@ import { createLogger } from "@fleet/core/logger";
 import { operationRef } from "@fleet/core/operations";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { replayLostRequests } from "@fleet/jobs/maintenance/replayRequests";
+import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
+import type { PrivatePostgres } from "@fleet/testing/privatePostgres";
 import { startPrivateRedis } from "@fleet/testing/privateRedis";
 import type { PrivateRedis } from "@fleet/testing/privateRedis";
 import { PASSWORDS, createDashboardFixture, login, send } from "./dashboardFixture";
@@ -89,4 +91,59 @@ describe("a board retry of durable jobs keeps their requests", () => {
       expect((await remote.getJob(id))!.data).toEqual({ server: "nas1", command: "export", values: { project: id === one ? "one" : "two" } });
     }
   }, 30_000);
+});
+
+/** The same retry while PostgreSQL (a private cluster) is down: refused, nothing retried. */
+describe("a board retry of durable jobs with the database down", () => {
+  let postgres: PrivatePostgres;
+  let fx: DashboardFixture;
+  let base: string;
+  let jar: CookieJar;
+
+  beforeAll(async () => {
+    const database = await startPrivateDatabase();
+    postgres = database.postgres;
+    fx = await createDashboardFixture("board-retry-pgdown", { DATABASE_URL: database.url });
+    base = fx.dashboard.url;
+    jar = (await login(base, "alice", PASSWORDS.alice)).jar;
+  }, 60_000);
+  afterAll(async () => {
+    await fx?.close();
+    await postgres?.destroy();
+  });
+
+  it("is refused (503) and leaves the job failed; once the database is back it is done, with the request kept", async () => {
+    const remote = fx.dashboard.jobs.queue("remote");
+    const job = await fx.dashboard.jobs.enqueue("remote-command", { server: "nas1", command: "export", values: { project: "down" } });
+    const connection = new Redis(fx.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const worker = new Worker("remote", null, { connection, prefix: `{${fx.prefix}}`, autorun: false });
+    try {
+      const taken = (await worker.getNextJob("test-token"))!;
+      await taken.moveToFailed(new UnrecoverableError("exit 2"), "test-token", false);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    // The recovery pass forgets the ended job's request.
+    const log = createLogger({ LOG_LEVEL: "silent", LOG_FORMAT: "json", name: "test" });
+    expect(await replayLostRequests({ db: fx.dashboard.db, jobs: fx.dashboard.jobs }, log, { job: "test", missingMs: 100 })).toEqual({ ended: 1, missing: 0, replayed: 0 });
+    const retry = () => send(base, `/queues/api/queues/remote/${job.id}/retry`, { method: "PUT", jar, headers: { "x-xsrf-token": jar.get("XSRF-TOKEN") ?? "", origin: base } });
+
+    await postgres.stopServer("fast");
+    try {
+      const refused = await retry();
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: string }).error).toMatch(/nothing was retried/);
+      expect(await remote.getJobState(job.id!)).toBe("failed");
+    } finally {
+      await postgres.startServer();
+    }
+    for (let i = 0; i < 50; i++) {
+      if ((await retry()).status === 204) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(await remote.getJobState(job.id!)).toBe("waiting");
+    expect((await fx.dashboard.db.query<{ id: string }>("SELECT id FROM job_requests")).rows).toEqual([{ id: job.id }]);
+    await remote.obliterate({ force: true });
+  }, 60_000);
 });
