@@ -15,8 +15,9 @@ import { bullPrefix } from "./redis";
  * A lock BullMQ could not renew (Redis — a private redis-server — emptied while jobs run) is
  * one warning per job, saying what the runner does with the run: BullMQ also emits an error
  * per job ("could not renew lock for job …"), which was logged as "worker error" at error
- * level for a loss Fleet handles (a durable run stopped, any other going on). Errors that are
- * failures (Redis gone: the connection refused) are still logged as worker errors.
+ * level for a loss Fleet handles (a durable run stopped, any other going on), again at every
+ * failed renewal, and the stopped run's end was refused by BullMQ, another worker error. Other
+ * errors (the end of a run that went on, refused: its job is gone) are still worker errors.
  */
 
 interface Line {
@@ -45,7 +46,7 @@ describe("a lost lock in the worker's log", () => {
   const handle = async (_payload: unknown, ctx: { job: { id: string }; signal: AbortSignal }) => {
     started.push(ctx.job.id);
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 8_000).unref();
+      const t = setTimeout(resolve, 3_000).unref();
       ctx.signal.addEventListener("abort", () => (stopped.push(ctx.job.id), clearTimeout(t), resolve()), { once: true });
     });
     if (ctx.signal.aborted) throw new Error(String(ctx.signal.reason));
@@ -93,7 +94,6 @@ describe("a lost lock in the worker's log", () => {
   });
 
   afterAll(async () => {
-    await redis.start().catch(() => undefined);
     await runner.stop(100).catch(() => undefined);
     await work.close();
     connection.disconnect();
@@ -101,7 +101,7 @@ describe("a lost lock in the worker's log", () => {
     await redis.stop();
   });
 
-  it("is one warning per job, not a worker error; Redis gone is still a worker error", async () => {
+  it("is one warning per job, not a worker error; other errors still are", async () => {
     await work.add("command", {}, { jobId: "cmd-1" });
     await work.add("plain", {}, { jobId: "plain-1" });
     await waitFor(() => started.length === 2, "both runs to start");
@@ -122,8 +122,8 @@ describe("a lost lock in the worker's log", () => {
     // The other run goes on, as before.
     expect(stopped).toEqual(["cmd-1"]);
 
-    // A real failure is not hidden: Redis gone.
-    await redis.kill();
-    await waitFor(() => lines.some((l) => l.level >= 50 && l.msg === "worker error"), "Redis gone to be logged as a worker error");
+    // Other errors are not hidden: the other run, which went on, ends, and BullMQ cannot record
+    // its end (Redis lost the job): a worker error, as before.
+    await waitFor(() => lines.some((l) => l.level >= 50 && l.msg === "worker error" && /^Missing key for job plain-1/.test(errorText(l))), "the other run's refused end to be logged as a worker error");
   }, 30_000);
 });
