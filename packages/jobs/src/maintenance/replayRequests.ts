@@ -114,6 +114,15 @@ export async function replayLostRequests(
   await forgetJobRequestsAsSeen(db, ended);
   await clearNotes(jobs, notes, open, ended, log);
   const due = missing.filter((r) => r.missingForMs !== null && r.missingForMs >= options.missingMs);
+  // Said once, when first seen: the replay comes a lock period later, and without this line a
+  // timeline of a loss had nothing between the loss and the replay (found diagnosing a flake).
+  const newlyMissing = missing.filter((r) => r.missingForMs === null);
+  if (newlyMissing.length > 0) {
+    log.info(
+      { count: newlyMissing.length, ids: newlyMissing.slice(0, 20).map((r) => r.id), replayAfterMs: options.missingMs },
+      "durable requests whose jobs are not in Redis: queued again if still missing after the lock period",
+    );
+  }
   await markJobRequestsMissing(db, missing.filter((r) => !due.includes(r)).map((r) => r.id), found);
   const replayed: string[] = [];
   const covered: string[] = [];
