@@ -27,14 +27,16 @@ export function siteViewOf(principal: Principal | undefined): SiteView | undefin
 }
 
 /**
- * Whether the operation under `id` was submitted for the site: the job BullMQ holds (when
+ * Whether the operation under `id` was submitted for the site (by someone: see below): the job BullMQ holds (when
  * given) must be the one the history's row is about (same creation time), since an id can be
  * recycled (a client's idempotent id, once the first job is pruned) and an older job's site says
  * nothing of the new one.
  */
 export async function siteSubmitted(view: SiteView, history: OperationHistoryReader, id: string, job?: Job): Promise<boolean> {
   const row = await history.submitter(id);
-  if (!row || row.site !== view.site) return false;
+  // A site without a submitter is an older job's left behind: writers from before sites were
+  // recorded give up the submitter of a recycled id's row and keep the column they do not know.
+  if (!row || row.submittedBy === null || row.site !== view.site) return false;
   return job === undefined || row.createdAt === job.timestamp;
 }
 

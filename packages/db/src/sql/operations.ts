@@ -325,6 +325,10 @@ export async function listOperationHistory(db: DbPool, state: string | undefined
  * merged by PostgreSQL (a top-N sort of at most 6 × limit rows). PostgreSQL orders and compares
  * the ids, cursor included, so the pages a caller reads one after another meet exactly (a merge
  * in JavaScript would order ids by code unit, the cursor's comparison by the collation).
+ * A row with a site and no submitter is left out: no writer of this version leaves one (a site
+ * goes with its submitter), but writers from before sites were recorded, still running in a
+ * rolling upgrade, give a recycled id's new job the row with the submitter cleared and the
+ * older job's site kept (a column they do not know), and that site must not see the new job.
  * Not `state = ANY (…) ORDER BY created_at` in one walk: over several states the index cannot
  * give created_at order, and the planner would read every matching row of the site and sort.
  */
@@ -338,7 +342,7 @@ async function listSiteOperations(db: Queryable, site: string, filter: SiteFilte
       `(SELECT id, name, queue, state, attempts, max_attempts AS "maxAttempts", submitted_by AS "submittedBy", progress, error,
                created_at AS "createdAt", started_at AS "startedAt", finished_at AS "finishedAt", queued_after AS "queuedAfter"
           FROM operations
-         WHERE submitted_site = $1 AND state = $${params.push(state)}::operation_state ${from} ${named}
+         WHERE submitted_site = $1 AND submitted_by IS NOT NULL AND state = $${params.push(state)}::operation_state ${from} ${named}
          ORDER BY created_at DESC, id DESC LIMIT $2)`,
   );
   const { rows } = await db.query<OperationRow>(`${walks.join("\n UNION ALL\n")}\n ORDER BY "createdAt" DESC, id DESC LIMIT $2`, params);
