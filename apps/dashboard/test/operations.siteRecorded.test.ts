@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { Queue } from "bullmq";
+import { SITE_LISTING_BUDGET } from "@fleet/core/operations";
 import { QUEUES } from "@fleet/jobs/contracts";
 import { createDashboardFixture, send } from "./dashboardFixture";
 import type { DashboardFixture } from "./dashboardFixture";
@@ -15,7 +17,7 @@ import type { DashboardFixture } from "./dashboardFixture";
 describe("operations API: an operation's site is the one recorded at submission", () => {
   let fx: DashboardFixture;
   const secret = () => randomBytes(24).toString("hex");
-  const tokens = { aCi: secret(), aWatch: secret(), bWatch: secret(), everyone: secret(), vCi: secret(), vWatch: secret(), newC: secret() };
+  const tokens = { aCi: secret(), aWatch: secret(), bWatch: secret(), everyone: secret(), vCi: secret(), vWatch: secret(), newC: secret(), wWatch: secret() };
   const config = (...entries: string[]) => ({ DASHBOARD_API_TOKENS: entries.join(",") });
   const first = config(
     `a-ci:submit:hold+site:a:${tokens.aCi}`,
@@ -45,6 +47,18 @@ describe("operations API: an operation's site is the one recorded at submission"
   };
   const listed = async (base: string, token: string, query = "") => ((await get(base, token, `/api/operations${query}`)).body.operations as Array<{ id: string }>).map((o) => o.id);
   const notFound = { status: 404, body: { error: "no such operation" } };
+  /** A listing followed page after page (its `next`) to the end: the pages' ids. */
+  const walk = async (base: string, token: string, query: string) => {
+    const pages: string[][] = [];
+    for (let after = ""; ; ) {
+      const page = await get(base, token, `/api/operations?${query}${after}`);
+      expect(page.status).toBe(200);
+      pages.push((page.body.operations as Array<{ id: string }>).map((o) => o.id));
+      if (page.body.next === undefined) return pages;
+      after = `&after=${encodeURIComponent(page.body.next as string)}`;
+      expect(pages.length).toBeLessThan(100);
+    }
+  };
 
   beforeAll(async () => {
     fx = await createDashboardFixture("site-recorded", first);
@@ -149,10 +163,14 @@ describe("operations API: an operation's site is the one recorded at submission"
     );
     await fx.dashboard.db.query("ANALYZE operations");
     const waiting = ["v-WAITING-00003", "v-WAITING-00002", "v-WAITING-00001", promoted];
-    expect(await listed(base, tokens.vWatch, "?state=waiting&limit=50")).toEqual(waiting);
-    expect(await listed(base, tokens.vWatch, "?state=waiting&limit=2")).toEqual(waiting.slice(0, 2));
+    // Behind 2,500 delayed ones: a request looks at SITE_LISTING_BUDGET of them, so the waiting
+    // ones come after short pages, each with the next.
+    expect((await walk(base, tokens.vWatch, "state=waiting&limit=50")).flat()).toEqual(waiting);
+    const twos = await walk(base, tokens.vWatch, "state=waiting&limit=2");
+    expect(twos.flat()).toEqual(waiting);
+    expect(twos.filter((p) => p.length > 0)).toEqual([waiting.slice(0, 2), waiting.slice(2)]);
     const completed = Array.from({ length: 20 }, (_, i) => `v-COMPLETED-${String(20 - i).padStart(5, "0")}`);
-    expect(await listed(base, tokens.vWatch, "?state=completed&limit=500")).toEqual(completed);
+    expect((await walk(base, tokens.vWatch, "state=completed&limit=500")).flat()).toEqual(completed);
     expect(await listed(base, tokens.vWatch, "?state=delayed&limit=1")).toEqual(["v-DELAYED-02500"]);
 
     // Pages of 500 through the 2,500 delayed ones: each once, newest first, and nothing else.
@@ -179,15 +197,89 @@ describe("operations API: an operation's site is the one recorded at submission"
       [QUEUES.migration, t0],
     );
     const unpacks = ["v-unpack-5", "v-unpack-4", "v-unpack-3", "v-unpack-2", "v-unpack-1"];
-    expect(await listed(base, tokens.vWatch, "?state=waiting&name=unpack")).toEqual(unpacks);
-    expect(await listed(base, tokens.vWatch, "?state=waiting&name=hold")).toEqual(waiting);
+    expect((await walk(base, tokens.vWatch, "state=waiting&name=unpack")).flat()).toEqual(unpacks);
+    expect((await walk(base, tokens.vWatch, "state=waiting&name=hold")).flat()).toEqual(waiting);
     expect(await listed(base, tokens.vWatch, "?name=unpack&limit=2")).toEqual(["v-unpack-done", "v-unpack-5"]);
-    const firstTwo = await get(base, tokens.vWatch, "/api/operations?state=waiting&name=unpack&limit=2");
-    expect(await listed(base, tokens.vWatch, `?state=waiting&name=unpack&after=${encodeURIComponent(firstTwo.body.next as string)}`)).toEqual(unpacks.slice(2));
+    const byTwo = await walk(base, tokens.vWatch, "state=waiting&name=unpack&limit=2");
+    expect(byTwo.filter((p) => p.length > 0)).toEqual([unpacks.slice(0, 2), unpacks.slice(2, 4), unpacks.slice(4)]);
 
     // Other sites see none of it; a cursor, or one job's page, is for a site's listing.
     expect(await listed(base, tokens.aWatch, "?state=waiting")).toEqual([]);
     expect((await get(base, tokens.everyone, "/api/operations?after=1:x")).status).toBe(400);
     expect((await get(base, tokens.everyone, "/api/operations?name=hold")).status).toBe(400);
+  });
+  it("looks at a bounded number of a site's operations per request, and the pages its next leads through are exact", async () => {
+    // A read-only site token asking for `waiting` made one request walk every unfinished row of
+    // its site, one BullMQ look-up each (100,000 delayed: 3-4 s of dashboard and Redis work).
+    const w = await fx.replica(config(`w-watch:read+site:w:${tokens.wWatch}`));
+    // Volume (set-up, not a fault): 2,600 DELAYED rows of site w whose jobs BullMQ has pruned, a
+    // WAITING one after every 400th, and 2 WAITING older than all of them.
+    const t0 = Date.now() - 3_600_000;
+    await fx.dashboard.db.query(
+      `INSERT INTO operations (id, name, queue, state, submitted_by, submitted_site, created_at)
+       SELECT 'w-' || kind || '-' || lpad(n::text, 5, '0'), 'hold', $1, kind::operation_state, 'token:w-ci', 'w', to_timestamp(($2::float8 + at) / 1000)
+         FROM (SELECT 'DELAYED' AS kind, n, 10 * n AS at FROM generate_series(1, 2600) n
+               UNION ALL SELECT 'WAITING', n, 4000 * n + 5 FROM generate_series(1, 6) n
+               UNION ALL SELECT 'WAITING', 100 + n, n - 10 FROM generate_series(1, 2) n) rows`,
+      [QUEUES.maintenance, t0],
+    );
+    await fx.dashboard.db.query("ANALYZE operations");
+    const waiting = ["w-WAITING-00006", "w-WAITING-00005", "w-WAITING-00004", "w-WAITING-00003", "w-WAITING-00002", "w-WAITING-00001", "w-WAITING-00102", "w-WAITING-00101"];
+    // Every BullMQ look-up the dashboard makes, counted (the real getJob still answers).
+    const lookups = jest.spyOn(Queue.prototype, "getJob");
+    try {
+      for (const limit of [50, 3]) {
+        const pages: string[][] = [];
+        const perRequest: number[] = [];
+        for (let after = ""; ; ) {
+          lookups.mockClear();
+          const page = await get(w.url, tokens.wWatch, `/api/operations?state=waiting&limit=${limit}${after}`);
+          perRequest.push(lookups.mock.calls.length);
+          expect(page.status).toBe(200);
+          pages.push((page.body.operations as Array<{ id: string }>).map((o) => o.id));
+          if (page.body.next === undefined) break;
+          after = `&after=${encodeURIComponent(page.body.next as string)}`;
+          expect(pages.length).toBeLessThan(20);
+        }
+        // Each once, in order, and nothing else; no request looked at more than the budget.
+        expect(pages.flat()).toEqual(waiting);
+        expect(Math.max(...perRequest)).toBeLessThanOrEqual(SITE_LISTING_BUDGET);
+        // 2,608 candidates: the walk took at least three requests and looked at each once or
+        // twice (a full page's next is its last shown row: the rows read beyond it are read again).
+        expect(perRequest.length).toBeGreaterThanOrEqual(3);
+        expect(perRequest.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(2_608);
+        expect(pages.every((p) => p.length <= limit)).toBe(true);
+      }
+    } finally {
+      lookups.mockRestore();
+    }
+  });
+
+  it("shows a site no operation whose row lost its submitter to a pre-upgrade writer (an older job's site left behind)", async () => {
+    // Writers from before submitted_site (a worker or dashboard of the previous release, still
+    // running during a rolling upgrade) give a recycled id's new job the row: every column they
+    // know is the new job's, submitted_by is cleared, and submitted_site, unknown to them, keeps
+    // the older job's site. The UPDATE below is what their statement does to such a row (the
+    // previous release's record(): on a newer created_at, EXCLUDED for each known column, NULL
+    // submitter for a runner's or the board's event); it stands in for running that release.
+    const base = fx.dashboard.url;
+    const queue = fx.dashboard.jobs.queue(QUEUES.maintenance);
+    const x = await submit(base, tokens.aCi, "site A's, since gone");
+    expect(await cancel(base, tokens.aCi, x)).toMatchObject({ status: 200, body: { cancelled: true } });
+    // A new job under the same id, queued by no site (the CLI, the board, the fleet).
+    const next = await queue.add("hold", { duration: 60_000, reason: "nobody's site" }, { jobId: x, delay: 3_600_000 });
+    await fx.dashboard.db.query(
+      `UPDATE operations SET created_at = $2, state = 'DELAYED', finished_at = NULL, data = $3::jsonb, submitted_by = NULL WHERE id = $1`,
+      [x, new Date(next.timestamp), JSON.stringify(next.data)],
+    );
+    expect((await fx.dashboard.db.query("SELECT submitted_by, submitted_site FROM operations WHERE id = $1", [x])).rows).toEqual([{ submitted_by: null, submitted_site: "a" }]);
+    expect(await get(base, tokens.aWatch, `/api/operations/${x}`)).toEqual(notFound);
+    expect(await cancel(base, tokens.aCi, x)).toEqual(notFound);
+    expect(await queue.getJobState(x)).toBe("delayed");
+    expect((await walk(base, tokens.aWatch, "limit=500")).flat()).not.toContain(x);
+    expect((await walk(base, tokens.aWatch, "state=delayed")).flat()).not.toContain(x);
+    // Tokens without a site see it, as every job nobody's site submitted.
+    expect(await get(base, tokens.everyone, `/api/operations/${x}`)).toMatchObject({ status: 200, body: { id: x, state: "delayed" } });
+    await next.remove();
   });
 });

@@ -167,6 +167,16 @@ export async function listOperations(queues: readonly Queue[], state: OperationS
 }
 
 /**
+ * How many of a site's history rows one listing request looks at, at most (each is one BullMQ
+ * look-up): a request that reaches it answers the page it has, short, with `next`, and the
+ * client goes on from there. A filter matching few of a site's many unfinished operations would
+ * otherwise walk all of them in one request (100,000 delayed operations under `waiting`: 3–4 s
+ * of dashboard and Redis work, asked for by a read-only token). At least the largest page (500),
+ * so a listing without a filter, which shows every row it looks at, never comes back short.
+ */
+export const SITE_LISTING_BUDGET = 1_000;
+
+/**
  * The operations submitted for a site (the API's view for a site's token), newest first, and
  * where the next page starts when there may be more. Read from the history, the one place that
  * records who submitted a job for which site, with BullMQ's live view of each job still there
@@ -177,11 +187,13 @@ export async function listOperations(queues: readonly Queue[], state: OperationS
  * many operations the site has: the history's state can be
  * behind BullMQ's (a delayed job BullMQ has since promoted is still DELAYED there, a finish is
  * written a moment later), so every unfinished row is a candidate, filtered on its live state,
- * and the walk goes on, page after page from a cursor, until the page is full or the site's
- * candidates are all read. There is no cap: a cap makes a filtered list of a site with more
- * unfinished operations than it come back short, with nothing to say so. What a walk costs is
- * one history page per `page` candidates (each page an index walk from the cursor) and one
- * BullMQ look-up per candidate.
+ * and the walk goes on from a cursor until the page is full or the site's candidates are all
+ * read. Not in one request, though: a request looks at `budget` candidates at most (one history
+ * page per `page` of them, each an index walk from the cursor, and one BullMQ look-up each), then
+ * answers the page so far, short or empty, with `next` just after the last candidate it looked
+ * at. The pages a client reads by following `next` are the walk's, in order: no row is skipped
+ * or shown twice, and the listing is over when a page has no `next`. A short page with `next`
+ * is not the end (README, Sites).
  *
  * A finished row is a candidate only for its own state (completed, failed): the one way back
  * from there, a retry from the board, leaves the row finished until a worker starts the job, so
@@ -194,6 +206,7 @@ export async function listSiteOperations(
   filter: { state?: OperationState; name?: string },
   limit: number,
   after?: ListCursor,
+  budget = SITE_LISTING_BUDGET,
 ): Promise<{ operations: OperationSummary[]; next?: ListCursor }> {
   const { state, name } = filter;
   // Filtered, pages of at least 500: a filter that matches few of the site's operations reads on in few round trips.
@@ -201,8 +214,12 @@ export async function listSiteOperations(
   const unfinished: HistoryState[] = ["WAITING", "DELAYED", "ACTIVE"];
   const candidates = state === undefined ? undefined : state === "completed" ? [...unfinished, "COMPLETED" as const] : state === "failed" ? [...unfinished, "FAILED" as const] : unfinished;
   const shown: OperationSummary[] = [];
+  let left = Math.max(budget, limit);
   for (let from = after; ; ) {
-    const rows = await history.listSite(site, { states: candidates, name }, page, from);
+    // Never more rows than the budget has look-ups left for.
+    const size = Math.min(page, left);
+    const rows = await history.listSite(site, { states: candidates, name }, size, from);
+    left -= rows.length;
     const live = await Promise.all(rows.map((op) => liveView(queues, op)));
     for (const [i, op] of live.entries()) {
       if (op === undefined || (state !== undefined && op.state !== state)) continue;
@@ -210,8 +227,10 @@ export async function listSiteOperations(
       // Full: the next page starts right after the last one shown (rows read beyond it are read again then).
       if (shown.length === limit) return { operations: shown, next: cursorOf(rows[i]!) };
     }
-    if (rows.length < page) return { operations: shown };
+    if (rows.length < size) return { operations: shown };
     from = cursorOf(rows[rows.length - 1]!);
+    // Out of look-ups: the next request goes on after the last row looked at.
+    if (left === 0) return { operations: shown, next: from };
   }
 }
 
