@@ -125,7 +125,8 @@ export function operationsApi(app: FastifyInstance, options: OperationsApiOption
     // What is queued may be another submission's job (a duplicate), or this request may wait for
     // a running job under the id every request of that run shares (JobClient.submit): answered
     // and recorded as it is.
-    const submission = await jobs.submit(name as keyof FleetJobs & string, payload.data as never, opts);
+    // Who and for which site go with a durable kind's kept request (a replay records them).
+    const submission = await jobs.submit(name as keyof FleetJobs & string, payload.data as never, { ...opts, submittedBy: actorOf(principal) ?? null, site: site?.site ?? null });
     const { job, deduplicated, queuedAfter } = submission;
     // A job that derives its id from its data (unpack of one manifest, the fleet's singletons)
     // can be one another submitter queued: a site's token is told so and shown nothing of it,

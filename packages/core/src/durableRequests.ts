@@ -14,6 +14,14 @@ export interface DurableRequest {
   /** A delayed submission's time to run; null: at once. */
   runAt: Date | null;
   priority: number | null;
+  /**
+   * The BullMQ timestamp its job is given (JobClient sets it): what tells this submission's
+   * history row from an older job's under the same id. Undefined: not known (matched by id).
+   */
+  jobCreatedAt?: Date;
+  /** Who submitted it and for which site, if anyone: a replay records them (the history may not have). */
+  submittedBy?: string | null;
+  site?: string | null;
 }
 
 export interface DurableRequestStore {

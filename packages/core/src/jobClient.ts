@@ -15,6 +15,12 @@ export interface EnqueueOptions {
   jobId?: string;
   /** Overrides the tries the job gets (a replayed request gets those it has left). */
   attempts?: number;
+  /**
+   * Who submits it (an API token, the CLI's user) and for which site: kept with a durable kind's
+   * request, so that a replay after a loss of Redis records them even if the history never did.
+   */
+  submittedBy?: string | null;
+  site?: string | null;
 }
 
 /** What `JobClient.submit` did with a request. */
@@ -90,7 +96,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     // The fleet's own wake-ups of a keep-last kind take the shared id too: BullMQ keeps only the
     // last request's id, and one under a fresh id would leave an API submitter's id unrun.
     if (opts.deduplication?.keepLastIfActive) return (await this.addKeepLast(name, def, data, opts)).job;
-    return this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts), (job) => [job.id]);
+    return this.durably(def, name, [{ data, opts, who: options }], async () => this.queue(def.queue).add(name, data, opts), (job) => [job.id]);
   }
 
   /**
@@ -106,7 +112,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     const { def, data } = this.prepare(name, payload);
     const opts = this.jobOptions(def, data, options);
     if (opts.deduplication?.keepLastIfActive) return this.addKeepLast(name, def, data, opts);
-    const added = await this.durably(def, name, [{ data, opts }], async () => this.queue(def.queue).add(name, data, opts), (job) => [job.id]);
+    const added = await this.durably(def, name, [{ data, opts, who: options }], async () => this.queue(def.queue).add(name, data, opts), (job) => [job.id]);
     return this.added(this.queue(def.queue), String(opts.jobId), added, data);
   }
 
@@ -121,18 +127,33 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
    * already waiting or running: `createdIds` does not name it) is forgotten too: its id never
    * gets a job, and the job that carries it is not its to replay.
    */
-  private async durably<T>(def: AnyJobContract, name: string, jobs: ReadonlyArray<{ data: unknown; opts: JobsOptions }>, add: () => Promise<T>, createdIds: (added: T) => ReadonlyArray<string | undefined>): Promise<T> {
+  private async durably<T>(
+    def: AnyJobContract,
+    name: string,
+    jobs: ReadonlyArray<{ data: unknown; opts: JobsOptions; who?: Pick<EnqueueOptions, "submittedBy" | "site"> }>,
+    add: () => Promise<T>,
+    createdIds: (added: T) => ReadonlyArray<string | undefined>,
+  ): Promise<T> {
     if (!def.durable) return add();
     const store = this.queueOptions.durableRequests;
     if (!store) throw new PermanentError("bad-config", `job "${name}" is kept in PostgreSQL until it ends, and this producer has no database to keep it in`);
-    const requests: DurableRequest[] = jobs.map(({ data, opts }) => ({
-      id: String(opts.jobId),
-      name,
-      queue: def.queue,
-      data,
-      runAt: opts.delay ? new Date(Date.now() + opts.delay) : null,
-      priority: opts.priority ?? null,
-    }));
+    const requests: DurableRequest[] = jobs.map(({ data, opts, who }) => {
+      // jobOptions gives a durable kind's job its timestamp: the request records it.
+      const at = opts.timestamp ?? Date.now();
+      const submittedBy = who?.submittedBy ?? null;
+      return {
+        id: String(opts.jobId),
+        name,
+        queue: def.queue,
+        data,
+        runAt: opts.delay ? new Date(at + opts.delay) : null,
+        priority: opts.priority ?? null,
+        ...(opts.timestamp !== undefined ? { jobCreatedAt: new Date(opts.timestamp) } : {}),
+        submittedBy,
+        // A site goes with a submitter, as in the history.
+        site: submittedBy === null ? null : (who?.site ?? null),
+      };
+    });
     const keptNow = await store.keep(requests);
     let added: T;
     try {
@@ -142,6 +163,16 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       throw err;
     }
     const created = new Set(createdIds(added));
+    // BullMQ answers an add under an id it still holds (an older job of a reused id, finished
+    // but kept) with that id, keeping the older job: this request is then not that job's, and
+    // its request must not stay to be queued again after a loss of Redis (the older job's
+    // history row is older than the request, so the recovery pass would not take it as ended).
+    for (const { opts } of jobs) {
+      const id = String(opts.jobId);
+      if (opts.timestamp === undefined || !keptNow.includes(id) || !created.has(id)) continue;
+      const stored = await this.queue(def.queue).getJob(id).catch(() => undefined);
+      if (stored && stored.timestamp !== opts.timestamp) created.delete(id);
+    }
     const deduplicated = keptNow.filter((id) => !created.has(id));
     // Best effort: one left over is forgotten by the recovery pass a minute later (its job never existed).
     if (deduplicated.length > 0) await store.forget(deduplicated).catch(() => undefined);
@@ -309,7 +340,7 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
     if (await job.remove().then(() => true, () => false)) return true;
     if (def?.durable) {
       const runAt = job.delay > 0 ? new Date(job.timestamp + job.delay) : null;
-      await this.queueOptions.durableRequests?.keep([{ id, name: job.name, queue: def.queue, data: job.data, runAt, priority: job.opts.priority ?? null }]).catch(() => undefined);
+      await this.queueOptions.durableRequests?.keep([{ id, name: job.name, queue: def.queue, data: job.data, runAt, priority: job.opts.priority ?? null, jobCreatedAt: new Date(job.timestamp) }]).catch(() => undefined);
     }
     return false;
   }
@@ -347,6 +378,8 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
       ...(dedupeId ? { deduplication: def.dedupeKeepLastIfActive ? { id: dedupeId, keepLastIfActive: true } : { id: dedupeId } } : {}),
       ...(priority ? { priority } : {}),
       ...(options.delayMs ? { delay: options.delayMs } : {}),
+      // A durable kind's request records the time its job is created (see durably).
+      ...(def.durable ? { timestamp: Date.now() } : {}),
     };
   }
 }

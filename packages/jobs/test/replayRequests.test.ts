@@ -1,8 +1,9 @@
 import { cancelOperation, findOperation, operationRef } from "@fleet/core/operations";
+import { Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { JobClient } from "@fleet/core/jobClient";
 import { tryInventoryLock } from "@fleet/db/sql/inventory";
-import { jobRequestStore } from "@fleet/db/sql/jobRequests";
+import { forgetJobRequests, jobRequestStore } from "@fleet/db/sql/jobRequests";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { testRedisUrl } from "@fleet/testing/testRedis";
 import { fleetContracts } from "../src/contracts";
@@ -70,6 +71,73 @@ describe("durable requests (job_requests)", () => {
     const history = await h.runtime.db.query<{ state: string; submitted_by: string }>("SELECT state::text, submitted_by, submitted_site FROM operations WHERE id = $1", [lost]);
     expect(history.rows).toEqual([{ state: "WAITING", submitted_by: "alice", submitted_site: "north" }]);
 
+  });
+
+  it("a request under a reused id is its own: not forgotten for an older job's end, queued again with its own submitter and site", async () => {
+    // Found by a review: the pass matched the history's row by id only. Under a reused id (a
+    // client's id, once its older job was pruned) whose new submission was not recorded in the
+    // history (the dashboard stopped between the add and the row, or PostgreSQL refused the
+    // row), the row was still the older job's: COMPLETED, so the new request was forgotten as
+    // ended, and Redis losing its job lost the command for good.
+    const jobs = h.runtime.deps.jobs;
+    const history = new OperationHistory(h.runtime.db);
+    const id = "api-remote-command-nightly-export";
+    const command = (project: string) => ({ server: "nas1", command: "export", values: { project } });
+    // The older job: alice's for site north, completed; its end forgot its request, and BullMQ pruned it.
+    const older = await jobs.submit("remote-command", command("older"), { jobId: id, submittedBy: "token:alice", site: "north" });
+    await history.submitted(operationRef(older.job), "WAITING", "token:alice", "north");
+    await history.finished(operationRef(older.job), { state: "COMPLETED", attempts: 1 });
+    await forgetJobRequests(h.runtime.db, [id]);
+    await older.job.remove();
+    await new Promise((r) => setTimeout(r, 5));
+    // The new request, bob's for site south: kept and queued; its history row never written.
+    const newer = await jobs.submit("remote-command", command("newer"), { jobId: id, submittedBy: "token:bob", site: "south" });
+    expect(newer.deduplicated).toBe(false);
+    expect(newer.job.timestamp).toBeGreaterThan(older.job.timestamp);
+    expect((await kept()).map((r) => r.id)).toEqual([id]);
+    // Redis loses its job.
+    await newer.job.remove();
+    const deps = { db: h.runtime.db, jobs };
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
+    const again = await queue().getJob(id);
+    expect(again?.data).toEqual(command("newer"));
+    // Its history row is the new job's, with who asked for it: bob, for south (not alice's north).
+    const row = await h.runtime.db.query<{ state: string; submitted_by: string; submitted_site: string; created_at: Date }>("SELECT state::text, submitted_by, submitted_site, created_at FROM operations WHERE id = $1", [id]);
+    expect(row.rows).toEqual([{ state: "WAITING", submitted_by: "token:bob", submitted_site: "south", created_at: new Date(again!.timestamp) }]);
+    // From now on the row is the request's job's: it ends with it.
+    await history.finished(operationRef(again!), { state: "COMPLETED", attempts: 1 });
+    await again!.remove();
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 1, missing: 0, replayed: 0 });
+    expect(await kept()).toEqual([]);
+  });
+
+  it("keeps no request for a submission BullMQ answered with the older job it still holds under the id", async () => {
+    // With the request matched to its own job's history row, one BullMQ deduplicated onto an
+    // older finished job (kept for KEEP_COMPLETED) would no longer be taken as ended by that
+    // job's row: it must not be kept at all, or a loss of Redis would queue it again.
+    const jobs = h.runtime.deps.jobs;
+    const id = "api-remote-command-weekly-export";
+    const command = (project: string) => ({ server: "nas1", command: "export", values: { project } });
+    const older = await jobs.submit("remote-command", command("older"), { jobId: id, submittedBy: "token:alice" });
+    // A worker takes it and completes it (BullMQ keeps it); its end forgets its request.
+    const connection = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    const worker = new Worker("remote", undefined, { connection, prefix: queue().opts.prefix, autorun: false });
+    try {
+      const taken = await worker.getNextJob("test-token");
+      expect(taken?.id).toBe(older.id);
+      await taken!.moveToCompleted("done", "test-token", false);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    await forgetJobRequests(h.runtime.db, [id]);
+    await new Promise((r) => setTimeout(r, 5));
+    const again = await jobs.submit("remote-command", command("again"), { jobId: id, submittedBy: "token:bob" });
+    expect(again).toMatchObject({ id, deduplicated: true });
+    expect(await queue().getJobState(id)).toBe("completed");
+    expect(await kept()).toEqual([]);
   });
 
   it("an operator's unpack, checksum audit and inventory scan are kept and queued again after a loss; a deduplicated submission keeps nothing", async () => {

@@ -158,8 +158,9 @@ export function registerOperatorCommands(program: Command, run: Run): void {
           delayMs = at.delayMs;
         }
         // The client checks the name against the catalogue and validates the payload.
-        const { id, job, deduplicated, queuedAfter, data } = await runtime.deps.jobs.submit(name as keyof FleetJobs & string, opts.data as never, delayMs ? { delayMs } : {});
         const by = `cli:${userInfo().username}`;
+        // Who submitted it goes with a durable kind's kept request too (a replay records it).
+        const { id, job, deduplicated, queuedAfter, data } = await runtime.deps.jobs.submit(name as keyof FleetJobs & string, opts.data as never, { ...(delayMs ? { delayMs } : {}), submittedBy: by });
         // The job is in Redis either way: a history that cannot be written now is filled in by
         // the runner. A duplicate leaves the record of the submission that queued the job as it
         // is. A request waiting for a running job has no job yet: its row is what `ops show`

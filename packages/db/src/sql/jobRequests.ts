@@ -14,8 +14,8 @@ export function jobRequestStore(db: Queryable): DurableRequestStore {
       // A request already kept under its id stays as it is: BullMQ, too, keeps the first job
       // under an id and drops a second add (a replay, or a submission deduplicated by its id).
       const { rows } = await db.query<{ id: string }>(
-        `INSERT INTO job_requests (id, name, queue, data, run_at, priority)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[])
+        `INSERT INTO job_requests (id, name, queue, data, run_at, priority, job_created_at, submitted_by, submitted_site)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[], $7::timestamptz[], $8::text[], $9::text[])
          ON CONFLICT (id) DO NOTHING
          RETURNING id`,
         [
@@ -25,6 +25,9 @@ export function jobRequestStore(db: Queryable): DurableRequestStore {
           requests.map((r) => JSON.stringify(r.data ?? null)),
           requests.map((r) => r.runAt),
           requests.map((r) => r.priority),
+          requests.map((r) => r.jobCreatedAt ?? null),
+          requests.map((r) => r.submittedBy ?? null),
+          requests.map((r) => (r.submittedBy ? (r.site ?? null) : null)),
         ],
       );
       return rows.map((r) => r.id);
@@ -65,20 +68,30 @@ export interface OpenJobRequest extends DurableRequest {
   replays: number;
   /** Attempts it has used across every job it was queued as (see recordJobRequestAttempts). */
   attemptsMade: number;
-  /** The history's state of its job (COMPLETED, FAILED, REMOVED: it ended), if it has a row. */
+  /** The history's state of its job (COMPLETED, FAILED, REMOVED: it ended), if the history has its job's row. */
   historyState: string | null;
-  /** Who submitted it, and for which site, from the history. */
+  /** Who submitted it, and for which site: the request's own, else its job's history row's. */
   submittedBy: string | null;
   submittedSite: string | null;
 }
 
-/** Every kept request, oldest first (at most `limit`). */
+/**
+ * Every kept request, oldest first (at most `limit`), with its job's history row. The row under
+ * its id is its job's only if created when its job was or later (a job queued again under the id,
+ * by a replay or a runner that found it gone): under a reused id the row can still be an older
+ * job's (the new submission's own not written yet, or never), whose end is not this request's and
+ * whose submitter and site are not its own (found by a review: such a request was forgotten as
+ * ended, or queued again as the older job's submitter's, visible to that one's site). Requests
+ * kept before their job's time was recorded are matched by id, as they were.
+ */
 export async function openJobRequests(db: Queryable, limit = 10_000): Promise<OpenJobRequest[]> {
   const { rows } = await db.query<OpenJobRequest>(
     `SELECT r.id, r.name, r.queue, r.data, r.run_at AS "runAt", r.priority, r.created_at AS "createdAt",
             (EXTRACT(EPOCH FROM (now() - r.missing_since)) * 1000)::float8 AS "missingForMs", r.replays, r.attempts_made AS "attemptsMade",
-            o.state::text AS "historyState", o.submitted_by AS "submittedBy", o.submitted_site AS "submittedSite"
-       FROM job_requests r LEFT JOIN operations o ON o.id = r.id
+            o.state::text AS "historyState",
+            COALESCE(r.submitted_by, o.submitted_by) AS "submittedBy",
+            CASE WHEN r.submitted_by IS NOT NULL THEN r.submitted_site ELSE o.submitted_site END AS "submittedSite"
+       FROM job_requests r LEFT JOIN operations o ON o.id = r.id AND (r.job_created_at IS NULL OR o.created_at >= r.job_created_at)
       ORDER BY r.created_at, r.id
       LIMIT $1`,
     [limit],

@@ -88,7 +88,9 @@ function sameData(a: unknown, b: unknown): boolean {
  * The new job gets only the attempts the request has left (`attempts_made`, written by the
  * runner as each attempt fails): BullMQ's count starts at 0 with it, so its attempt numbers do
  * too. The history's row of the job is taken over by the new one, with who submitted it and for
- * which site (its site's tokens go on seeing it).
+ * which site (its site's tokens go on seeing it): the request's own (kept with it by JobClient),
+ * else its job's row's. Only a history row of the request's own job counts, for its end as for
+ * its submitter (openJobRequests): under a reused id the row can still be an older job's.
  */
 export async function replayLostRequests(
   deps: { db: DbPool; jobs: JobClient<FleetJobs> },
