@@ -305,7 +305,8 @@ export class JobClient<Defs extends Record<string, AnyJobContract>> {
   /** Validated data and the BullMQ options a job would get (used for job scheduler templates). */
   prepareJob<K extends keyof Defs & string>(name: K, payload: PayloadOf<Defs[K]>): { queue: string; data: unknown; opts: JobsOptions } {
     const { def, data } = this.prepare(name, payload);
-    const { jobId: _jobId, deduplication: _dedupe, ...opts } = this.jobOptions(def, data, {});
+    // Nor the timestamp a durable kind's add gets: a template (a schedule, a flow) is not one add.
+    const { jobId: _jobId, deduplication: _dedupe, timestamp: _timestamp, ...opts } = this.jobOptions(def, data, {});
     return { queue: def.queue, data, opts };
   }
 

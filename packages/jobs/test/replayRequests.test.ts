@@ -140,6 +140,18 @@ describe("durable requests (job_requests)", () => {
     expect(await kept()).toEqual([]);
   });
 
+  it("gives a durable kind's add its timestamp, never a template's (a schedule, a flow)", async () => {
+    // The timestamp is what ties a kept request to its job's history row; a schedule's template
+    // (prepareJob) is many adds, and one fixed time in it would be every run's creation time.
+    const jobs = h.runtime.deps.jobs;
+    expect(jobs.prepareJob("inventory-scan", {}).opts).not.toHaveProperty("timestamp");
+    const before = Date.now();
+    const { job } = await jobs.submit("inventory-scan", { prefix: "t/" });
+    const row = await h.runtime.db.query<{ job_created_at: Date }>("SELECT job_created_at FROM job_requests WHERE id = $1", [job.id]);
+    expect(row.rows).toEqual([{ job_created_at: new Date((await jobs.queue("maintenance").getJob(job.id!))!.timestamp) }]);
+    expect(job.timestamp).toBeGreaterThanOrEqual(before);
+  });
+
   it("an operator's unpack, checksum audit and inventory scan are kept and queued again after a loss; a deduplicated submission keeps nothing", async () => {
     // Nothing in PostgreSQL re-derives these either: before, a loss of Redis lost them for good.
     const jobs = h.runtime.deps.jobs;
