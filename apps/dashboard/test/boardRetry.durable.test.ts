@@ -2,6 +2,7 @@ import { UnrecoverableError, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { createLogger } from "@fleet/core/logger";
 import { operationRef } from "@fleet/core/operations";
+import { forgetJobRequests } from "@fleet/db/sql/jobRequests";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { replayLostRequests } from "@fleet/jobs/maintenance/replayRequests";
 import { startPrivateDatabase } from "@fleet/testing/privateDatabase";
@@ -90,6 +91,54 @@ describe("a board retry of durable jobs keeps their requests", () => {
       expect(await remote.getJobState(id)).toBe("waiting");
       expect((await remote.getJob(id))!.data).toEqual({ server: "nas1", command: "export", values: { project: id === one ? "one" : "two" } });
     }
+  }, 30_000);
+
+  it("a retried job under a reused id is its own request's: the older job's history row does not end it", async () => {
+    // The request a retry keeps records its job's time: kept without it, it was matched with the
+    // history's row by id, and under a reused id whose row is still the older job's (COMPLETED;
+    // the new job's own row never written) the pass forgot the retried command as ended.
+    const jobs = fx.dashboard.jobs;
+    const remote = jobs.queue("remote");
+    const history = new OperationHistory(fx.dashboard.db);
+    const id = "api-remote-command-reused-by-retry";
+    const command = (project: string) => ({ server: "nas1", command: "export", values: { project } });
+    // The older job: completed, its request forgotten, pruned by BullMQ.
+    const older = await jobs.submit("remote-command", command("older"), { jobId: id, submittedBy: "token:ci" });
+    await history.submitted(operationRef(older.job), "WAITING", "token:ci");
+    await history.finished(operationRef(older.job), { state: "COMPLETED", attempts: 1 });
+    await older.job.remove();
+    await forgetJobRequests(fx.dashboard.db, [id]);
+    // The new job under the id, whose history row was never written, fails for good.
+    await new Promise((r) => setTimeout(r, 5));
+    await jobs.enqueue("remote-command", command("newer"), { jobId: id });
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const worker = new Worker("remote", null, { connection, prefix: `{${fx.prefix}}`, autorun: false });
+    try {
+      for (let taken = await worker.getNextJob("test-token"); taken; taken = await worker.getNextJob("test-token")) {
+        if (taken.id === id) {
+          await taken.moveToFailed(new UnrecoverableError("exit 2"), "test-token", false);
+          break;
+        }
+      }
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    expect(await remote.getJobState(id)).toBe("failed");
+    await pass();
+    expect((await kept()).map((r) => r.id)).not.toContain(id);
+
+    // Signed in again: the emptied Redis of the test before took the session with it.
+    jar = (await login(base, "alice", PASSWORDS.alice)).jar;
+    expect((await write("PUT", `/queues/api/queues/remote/${id}/retry`)).status).toBe(204);
+    expect((await kept()).map((r) => r.id)).toContain(id);
+    await redis.flushAll();
+    await pass();
+    expect((await kept()).map((r) => r.id)).toContain(id);
+    await new Promise((r) => setTimeout(r, 200));
+    await pass();
+    expect(await remote.getJobState(id)).toBe("waiting");
+    expect((await remote.getJob(id))!.data).toEqual(command("newer"));
   }, 30_000);
 });
 

@@ -177,16 +177,18 @@ export async function restoreJobRequests(db: Queryable, taken: readonly TakenJob
  * otherwise find its attempts spent). The history's row of the job, ended, says WAITING again in
  * the same statement: the recovery pass takes a request whose history says it ended for ended,
  * and would forget the request of a retried job that Redis lost before it started. `createdAt`
- * (the job's timestamp) keeps an older job of a recycled id out of it.
+ * (the job's timestamp) keeps an older job of a recycled id out of it, and is kept as the
+ * request's job's time (openJobRequests: the history row it is matched with). Who submitted it
+ * stays the request's, or, for one kept anew, its job's history row's.
  */
 export async function keepRequestsRunAgain(db: Queryable, requests: ReadonlyArray<DurableRequest & { createdAt: number }>): Promise<void> {
   if (requests.length === 0) return;
   await db.query(
     `WITH kept AS (
-       INSERT INTO job_requests AS r (id, name, queue, data, run_at, priority)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[])
+       INSERT INTO job_requests AS r (id, name, queue, data, run_at, priority, job_created_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int[], $7::timestamptz[])
        ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, queue = EXCLUDED.queue, data = EXCLUDED.data, run_at = EXCLUDED.run_at, priority = EXCLUDED.priority,
-         created_at = now(), missing_since = NULL, attempts_made = 0, attempts_before = 0
+         job_created_at = EXCLUDED.job_created_at, created_at = now(), missing_since = NULL, attempts_made = 0, attempts_before = 0
        RETURNING r.id)
      UPDATE operations o SET state = 'WAITING', finished_at = NULL, updated_at = now()
        FROM unnest($1::text[], $7::timestamptz[]) AS j(id, created_at)
