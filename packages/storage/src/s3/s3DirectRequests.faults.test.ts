@@ -14,7 +14,9 @@ describe("direct requests under faults", () => {
   let raw: S3Client;
   let recorder: Awaited<ReturnType<typeof startRecorder>>;
   /** Paths whose direct (non-SDK) requests the proxy answers itself. */
-  const rules = new Map<string, "reset" | "503" | "hold">();
+  const rules = new Map<string, "reset" | "503" | "hold" | "endless">();
+  /** The answers without end that the proxy is still writing (stopped after each test). */
+  const endless: NodeJS.Timeout[] = [];
   const opened: S3Storage[] = [];
   function open(options: Partial<S3StorageOptions> = {}): S3Storage {
     const s3 = new S3Storage({
@@ -47,6 +49,18 @@ describe("direct requests under faults", () => {
         return true;
       }
       if (rule === "hold") return false;
+      if (rule === "endless") {
+        if (seen.sdk || req.method !== "PUT") return false;
+        // A 200 whose body never ends, 64 KiB every 5 ms (never idle long enough to time out).
+        req.resume();
+        req.once("end", () => {
+          res.writeHead(200, { etag: '"e"', "content-type": "application/xml" });
+          const chunk = Buffer.alloc(64 * 1024, "x");
+          const timer = setInterval(() => (res.destroyed ? clearInterval(timer) : res.write(chunk)), 5);
+          endless.push(timer);
+        });
+        return true;
+      }
       seen.status = 503;
       req.resume();
       req.once("end", () => {
@@ -63,6 +77,7 @@ describe("direct requests under faults", () => {
       requestChecksumCalculation: "WHEN_REQUIRED",
     });
   });
+  afterEach(() => endless.splice(0).forEach(clearInterval));
   afterAll(async () => {
     await Promise.all(opened.map((s) => s.close()));
     raw?.destroy();
@@ -126,4 +141,25 @@ describe("direct requests under faults", () => {
     const puts = recorder.seen.filter((s) => s.method === "PUT" && s.path.startsWith(`/${BUCKET}/hold/k.bin`)).map((s) => (s.sdk ? "sdk" : "direct"));
     expect(puts).toEqual(["direct"]);
   });
+
+  it("a direct PUT answered with a body without end: cut, and the SDK (whose answers are bounded) sends it again", async () => {
+    // The direct path drained the answer's body to the end to free the socket: a server that
+    // never ends it (hostile, or broken) held the write for ever, the idle timeout never firing
+    // while bytes kept coming (found by review).
+    const s3 = open({ requestTimeoutMs: 5_000 });
+    await s3.write("warm5.bin", randomBytes(10));
+    rules.set(`/${BUCKET}/endless/k.bin`, "endless");
+    const body = randomBytes(1000);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve("still writing after 15 s"), 15_000)));
+    try {
+      expect(await Promise.race([s3.write("endless/k.bin", body), late])).toMatchObject({ sha256: sha256(body) });
+    } finally {
+      clearTimeout(timer);
+    }
+    const got = await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: "endless/k.bin" }));
+    expect(sha256(Buffer.from(await got.Body!.transformToByteArray()))).toBe(sha256(body));
+    const puts = recorder.seen.filter((s) => s.method === "PUT" && s.path.startsWith(`/${BUCKET}/endless/k.bin`)).map((s) => (s.sdk ? "sdk" : "direct"));
+    expect(puts).toEqual(["direct", "sdk"]);
+  }, 30_000);
 });

@@ -52,6 +52,12 @@ export interface DirectSettings {
 /** Bodies above this go through the SDK: the per-request cost no longer matters there. */
 export const DIRECT_PUT_MAX_BYTES = 1024 * 1024;
 
+/**
+ * The most of a direct answer's body read: HEAD and PUT answer with nothing, or an error
+ * document of a few hundred bytes. Past it the answer is cut and the SDK asks again.
+ */
+const MAX_DIRECT_ANSWER_BYTES = 64 * 1024;
+
 const NOT_HANDLED = { handled: false } as const;
 
 /** A conditional PUT's answer when the key already exists (412 Precondition Failed). */
@@ -199,8 +205,17 @@ export class S3DirectRequests {
           signal,
         },
         (res) => {
-          // The body (empty, or an error document the SDK will fetch again) frees the socket.
-          res.resume();
+          // The body (empty, or an error document the SDK will fetch again) is read to its end
+          // to free the socket, but only so much of it: a body without end (a hostile or broken
+          // server, never idle long enough for the timeout) held the request for ever. Cut,
+          // the answer is the SDK's to get, and the SDK's answers are bounded (s3ResponseLimit.ts).
+          let received = 0;
+          res.on("data", (chunk: Buffer) => {
+            received += chunk.length;
+            if (received <= MAX_DIRECT_ANSWER_BYTES) return;
+            res.destroy();
+            resolve(undefined);
+          });
           res.once("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
           res.once("error", () => resolve(undefined));
         },
