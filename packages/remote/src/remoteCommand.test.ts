@@ -225,6 +225,16 @@ describe("runRemoteCommand", () => {
     expect(compound.message).toContain("was killed by SIGINT");
   });
 
+  it("a template whose first word is a shell builtin with no program of its name is run by the shell, not exec'd", async () => {
+    // `type {name}`, a plausible server check, was exec'd as a program since one simple command
+    // is exec'd: bash has no /usr/bin/type, so the check failed with 127 where it had passed
+    // (found by review; `cd`, `command`, `hash` were already known, `type`, `shopt`, `times`… not).
+    for (const template of ["type {name}", "times", "shopt -q {name}", "dirs"]) {
+      const result = await runRemoteCommand(target, { template, values: { name: template.startsWith("shopt") ? "extglob" : "sh" } }, { timeoutMs: 10_000, okExitCodes: [0, 1] });
+      expect([template, result.exitCode, result.stderr]).toEqual([template, template.startsWith("shopt") ? 1 : 0, ""]);
+    }
+  });
+
   it("kills a command that runs past its timeout, children included", async () => {
     const tag = uniqueSleep();
     const started = Date.now();

@@ -71,13 +71,15 @@ export function commandLineOf(spec: RemoteCommandSpec): string {
 }
 
 /**
- * Words that start a command but name no program `exec` could run: reserved words, and builtins
- * with no program of the same name (`exec cd /x` fails where `cd /x` works).
+ * Words that start a command but name no program `exec` could run: reserved words, and bash's
+ * and dash's builtins with no program of the same name on Debian (`exec cd /x` fails where
+ * `cd /x` works; `exec type rsync`, a check, failed with 127 where `type rsync` passed).
  */
 const NOT_A_PROGRAM = new Set([
-  "!", "{", "}", "[[", "]]", "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "function", "time", "coproc",
-  ".", ":", "alias", "bg", "builtin", "cd", "command", "declare", "eval", "exec", "exit", "export", "fg", "getopts", "hash", "jobs", "let", "local", "read", "readonly",
-  "return", "set", "shift", "source", "trap", "typeset", "ulimit", "umask", "unalias", "unset", "wait",
+  "!", "{", "}", "[[", "]]", "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "coproc",
+  ".", ":", "alias", "bg", "bind", "break", "builtin", "caller", "cd", "chdir", "command", "compgen", "complete", "compopt", "continue", "declare", "dirs", "disown",
+  "enable", "eval", "exec", "exit", "export", "fc", "fg", "getopts", "hash", "help", "history", "jobs", "let", "local", "logout", "mapfile", "popd", "pushd", "read",
+  "readarray", "readonly", "return", "set", "shift", "shopt", "source", "suspend", "times", "trap", "type", "typeset", "ulimit", "umask", "unalias", "unset", "wait",
 ]);
 /** A template made of plain words and placeholders only: no quoting, expansion, operator, redirection or newline. */
 const PLAIN_TEMPLATE = /^[A-Za-z0-9_/.,:@%+=\- {}]*$/;
