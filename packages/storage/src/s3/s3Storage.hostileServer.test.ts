@@ -1,4 +1,6 @@
 import { createServer } from "node:http";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { S3Storage } from "./s3Storage";
@@ -22,7 +24,8 @@ type ListAnswer = (res: import("node:http").ServerResponse) => void;
 
 async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }, get?: GetAnswer, list?: ListAnswer): Promise<Hostile> {
   const state = { lists: 0 } as Hostile;
-  state.server = createServer((req, res) => {
+  // A hostile server takes any URL (a continuation token of megabytes comes back in the query).
+  state.server = createServer({ maxHeaderSize: 64 * 1024 * 1024 }, (req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (!url.searchParams.has("list-type")) {
       if (req.method === "GET" && get) get(res);
@@ -162,6 +165,51 @@ describe("S3 listings from a server that answers maliciously", () => {
     expect(h.lists).toBe(1_001);
     expect(keys).toEqual(["a"]);
   });
+
+  it("pages of entries without a key, with fresh tokens for ever, fail the listing like empty pages", async () => {
+    // `<Contents>` without `<Key>`: entries the listing skips, but a page holding them counted as
+    // not empty, so the 1,000-empty-pages rule never fired and the listing went on for ever
+    // (found by review).
+    let n = 0;
+    const h = await hostileS3(
+      () => ({ keys: [], next: null }),
+      undefined,
+      (res) => {
+        res.writeHead(200, { "content-type": "application/xml" });
+        res.end(
+          `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated><Contents><Size>1</Size></Contents><NextContinuationToken>t${n++}</NextContinuationToken></ListBucketResult>`,
+        );
+      },
+    );
+    servers.push(h);
+    const listing = listAll(open(h), h, 2_000);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([listing, new Promise<Awaited<typeof listing>>((r) => (timer = setInterval(() => h.lists > 2_000 && r({ keys: [], error: { message: "still listing after 2,000 pages" } }), 50)))]);
+    clearInterval(timer);
+    expect(outcome.error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/1,000 empty pages in a row/) });
+    expect(h.lists).toBe(1_000);
+  });
+
+  it("a listing that moves keeps no server's tokens past the next key: tokens of a megabyte each are not held for the scan", async () => {
+    // Every token given was kept for the repeated-token check, for the whole listing: a server
+    // answering one key per page with a fresh token of a few MiB (the answer's bound is 16 MiB)
+    // grew the worker's memory by that much per page until the scan ended (found by review).
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const big = (n: number) => `${n}-${"T".repeat(1024 * 1024)}`;
+    const h = await hostileS3((n) => ({ keys: [`k${String(n).padStart(4, "0")}`], next: n < 80 ? big(n) : null }));
+    servers.push(h);
+    const listing = open(h).list("")[Symbol.asyncIterator]();
+    await listing.next();
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 64; i++) expect((await listing.next()).done).toBe(false);
+    // The listing is suspended, holding what it holds.
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    expect(grown).toBeLessThan(24 * 1024 * 1024);
+    await listing.return?.(undefined);
+  }, 60_000);
 
   it("control: a few empty pages with fresh tokens between keys are a listing that goes on", async () => {
     // Three empty pages after each key (a real S3 may skip delete markers so), then the end.

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { addAbortSignal } from "node:stream";
 import type { Readable } from "node:stream";
 import { HeadBucketCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
@@ -39,7 +39,9 @@ const LIST_PAGE_KEYS = 1_000;
  * up to a million entries skipped without one shown (a limit chosen far above that, not
  * measured against a real server). A server answering empty pages for ever with a new token
  * each time would otherwise hold the scan for ever: each token is fresh, so the repeated-token
- * check never fires (found by review). Retryable, as the listing's other defences.
+ * check never fires (found by review). Retryable, as the listing's other defences. A page is
+ * empty when it lists no key after the last: entries without a key (`<Contents>` with no
+ * `<Key>`) count as none, else such pages went on for ever too (found by review).
  */
 const MAX_EMPTY_PAGES_IN_A_ROW = 1_000;
 /** CopyObject's limit: larger objects keep no sha256 metadata (exists() then hashes them). */
@@ -203,6 +205,10 @@ export class S3Storage implements Storage {
     // keys again and again (found by probing with a hostile server: a scan of such a source never
     // ended and held its job; docs/security.md). S3 lists in UTF-8 byte order, which the scan's
     // resumption relies on anyway.
+    // The tokens given since the listing last moved (a key listed after the last), as digests:
+    // a page that moves ends any cycle (a token coming back after it brings keys not after the
+    // last, or empty pages), so the set holds at most MAX_EMPTY_PAGES_IN_A_ROW of them, and a
+    // server's tokens (up to 16 MiB each, s3ResponseLimit.ts) are not kept for the whole scan.
     const tokens = new Set<string>();
     let last: Buffer | undefined;
     let emptyInARow = 0;
@@ -220,6 +226,7 @@ export class S3Storage implements Storage {
         throw s3Failure("list", p, err, options.signal);
       }
       const encoded = page.EncodingType === "url";
+      let moved = false;
       for (const object of page.Contents ?? []) {
         if (object.Key === undefined) continue;
         const objectKey = encoded ? decodeURIComponent(object.Key.replace(/\+/g, " ")) : object.Key;
@@ -228,19 +235,22 @@ export class S3Storage implements Storage {
           throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server listed ${quoted(objectKey)} not after ${quoted(last.toString())}: its listing is not in key order or went back (a broken or hostile S3 server); stopped`);
         }
         last = bytes;
+        moved = true;
         const key = objectKey.startsWith(this.prefix) ? objectKey.slice(this.prefix.length) : "";
         if (key === "" || key.endsWith("/") || PROBE_KEY.test(key)) continue;
         const etag = object.ETag?.replace(/"/g, "");
         yield { key, size: object.Size ?? 0, modifiedAt: object.LastModified, ...(etag ? { etag } : {}) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
-      emptyInARow = (page.Contents ?? []).length === 0 ? emptyInARow + 1 : 0;
+      emptyInARow = moved ? 0 : emptyInARow + 1;
+      if (moved) tokens.clear();
       if (token !== undefined && emptyInARow >= MAX_EMPTY_PAGES_IN_A_ROW) {
         throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server answered ${emptyInARow.toLocaleString("en-US")} empty pages in a row, each with a new continuation token: its listing does not move (a broken or hostile S3 server); stopped`);
       }
       if (token !== undefined) {
-        if (tokens.has(token)) throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server gave the continuation token ${quoted(token)} again: its listing would never end (a broken or hostile S3 server); stopped`);
-        tokens.add(token);
+        const digest = createHash("sha256").update(token).digest("base64");
+        if (tokens.has(digest)) throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server gave the continuation token ${quoted(token)} again: its listing would never end (a broken or hostile S3 server); stopped`);
+        tokens.add(digest);
       }
     } while (token);
   }
