@@ -211,6 +211,21 @@ describe("S3 listings from a server that answers maliciously", () => {
     await listing.return?.(undefined);
   }, 60_000);
 
+  it("a key that is not URL-encoding, in a listing said to be URL-encoded, fails it as the other defences do", async () => {
+    // decodeURIComponent threw its own URIError ("URI malformed"): no category, no operation, no
+    // key, out of the listing (found by review).
+    const h = await hostileS3((n) => ({ keys: n === 0 ? ["a"] : [], next: null }), undefined, (res) => {
+      res.writeHead(200, { "content-type": "application/xml" });
+      res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated><Contents><Key>a</Key><Size>1</Size></Contents><Contents><Key>b%E0%A4%A</Key><Size>1</Size></Contents></ListBucketResult>`,
+      );
+    });
+    servers.push(h);
+    const { keys, error } = await listAll(open(h), h);
+    expect(keys).toEqual(["a"]);
+    expect(error).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/^list "": the server listed the key "b%E0%A4%A", which is not URL-encoding/) });
+  });
+
   it("control: a few empty pages with fresh tokens between keys are a listing that goes on", async () => {
     // Three empty pages after each key (a real S3 may skip delete markers so), then the end.
     const h = await hostileS3((n) => ({ keys: n % 4 === 0 ? [`k${String(n).padStart(3, "0")}`] : [], next: n < 40 ? `t${n}` : null }));

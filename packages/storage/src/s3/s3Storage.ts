@@ -229,7 +229,7 @@ export class S3Storage implements Storage {
       let moved = false;
       for (const object of page.Contents ?? []) {
         if (object.Key === undefined) continue;
-        const objectKey = encoded ? decodeURIComponent(object.Key.replace(/\+/g, " ")) : object.Key;
+        const objectKey = encoded ? decodedKey(object.Key, p) : object.Key;
         const bytes = Buffer.from(objectKey);
         if (last !== undefined && Buffer.compare(bytes, last) <= 0) {
           throw new RetryableError("storage-unavailable", `list ${JSON.stringify(p)}: the server listed ${quoted(objectKey)} not after ${quoted(last.toString())}: its listing is not in key order or went back (a broken or hostile S3 server); stopped`);
@@ -475,6 +475,15 @@ function destinationExists(target: S3Key): PermanentError {
 }
 
 /** A server's text in a message: quoted, and at most 200 characters of it. */
+/** A key of a listing said to be URL-encoded; one that is not fails the listing as its other defences do. */
+function decodedKey(raw: string, listed: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, " "));
+  } catch (err) {
+    throw new RetryableError("storage-unavailable", `list ${JSON.stringify(listed)}: the server listed the key ${quoted(raw)}, which is not URL-encoding though the listing says it is (a broken or hostile S3 server); stopped`, { cause: err });
+  }
+}
+
 function quoted(text: string): string {
   return JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
 }
