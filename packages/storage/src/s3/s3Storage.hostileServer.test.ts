@@ -14,6 +14,8 @@ interface Hostile {
   server: Server;
   endpoint: string;
   lists: number;
+  /** GETs that are not object listings (object reads, listings of multipart uploads). */
+  gets: number;
 }
 
 /** Answers a GET of an object (not a listing), or undefined for 404. */
@@ -23,11 +25,12 @@ type GetAnswer = (res: import("node:http").ServerResponse) => void;
 type ListAnswer = (res: import("node:http").ServerResponse) => void;
 
 async function hostileS3(page: (n: number, token: string | null) => { keys: string[]; next: string | null }, get?: GetAnswer, list?: ListAnswer): Promise<Hostile> {
-  const state = { lists: 0 } as Hostile;
+  const state = { lists: 0, gets: 0 } as Hostile;
   // A hostile server takes any URL (a continuation token of megabytes comes back in the query).
   state.server = createServer({ maxHeaderSize: 64 * 1024 * 1024 }, (req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (!url.searchParams.has("list-type")) {
+      if (req.method === "GET") state.gets++;
       if (req.method === "GET" && get) get(res);
       else res.writeHead(404).end();
       return;
@@ -239,6 +242,58 @@ describe("S3 listings from a server that answers maliciously", () => {
     const h = await hostileS3((n) => ({ keys: [`k${n}a`, `k${n}b`], next: n < 2 ? `t${n}` : null }));
     servers.push(h);
     expect(await listAll(open(h), h)).toEqual({ keys: ["k0a", "k0b", "k1a", "k1b", "k2a", "k2b"] });
+  });
+});
+
+describe("S3 sweeps of incomplete multipart uploads from a server that answers maliciously", () => {
+  /** A ListMultipartUploads page: truncated, with the markers `next` gives for page n (undefined: none). */
+  function uploadsPage(next: (n: number) => { key?: string; uploadId?: string; end?: boolean }): (res: import("node:http").ServerResponse) => void {
+    let n = 0;
+    return (res) => {
+      const { key, uploadId, end } = next(n++);
+      res.writeHead(200, { "content-type": "application/xml" });
+      res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>${key === undefined ? "" : `<NextKeyMarker>${key}</NextKeyMarker>`}${uploadId === undefined ? "" : `<NextUploadIdMarker>${uploadId}</NextUploadIdMarker>`}<MaxUploads>1000</MaxUploads><IsTruncated>${end ? "false" : "true"}</IsTruncated></ListMultipartUploadsResult>`,
+      );
+    };
+  }
+
+  async function sweepWithin(h: Hostile, pages: number): Promise<{ category?: string; message: string }> {
+    let timer: NodeJS.Timeout | undefined;
+    const sweep = open(h)
+      .sweepTemps({ isLive: () => false, minAgeMs: 0 })
+      .then(
+        () => ({ message: "ended" }),
+        (err: Error & { category?: string }) => ({ category: err.category, message: err.message }),
+      );
+    const late = new Promise<{ message: string }>((r) => (timer = setInterval(() => h.gets > pages && r({ message: `still sweeping after ${pages} pages` }), 20)));
+    try {
+      return await Promise.race([sweep, late]);
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  it.each([
+    ["the same markers again", () => ({ key: "k", uploadId: "u" })],
+    ["no markers (the first page again)", () => ({})],
+    ["markers that go back", (n: number) => ({ key: n % 2 === 0 ? "m" : "k", uploadId: "u" })],
+  ])("%s: fails the sweep instead of listing for ever", async (_name, next) => {
+    // The sweep followed the server's markers with no check: a truncated page whose markers do
+    // not move (a broken server, or a hostile one) was asked for again for ever, where the
+    // object listing fails (found by review).
+    const h = await hostileS3(() => ({ keys: [], next: null }), uploadsPage(next));
+    servers.push(h);
+    expect(await sweepWithin(h, 50)).toMatchObject({ category: "storage-unavailable", message: expect.stringMatching(/^sweep: the server's listing of multipart uploads .* \(a broken or hostile S3 server\); stopped/) });
+    expect(h.gets).toBeLessThanOrEqual(3);
+  });
+
+  it("control: markers that move forward, by key or by upload of the same key, are a listing that goes on, and ends", async () => {
+    const markers = [{ key: "k0", uploadId: "u1" }, { key: "k0", uploadId: "u0" }, { key: "k1", uploadId: "u0" }, {}, { end: true }];
+    const h = await hostileS3(() => ({ keys: [], next: null }), uploadsPage((n) => (n === 3 ? { key: "k2" } : markers[n]!)));
+    servers.push(h);
+    expect(await sweepWithin(h, 50)).toEqual({ message: "ended" });
+    expect(h.gets).toBe(5);
   });
 });
 
