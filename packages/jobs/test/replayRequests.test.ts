@@ -3,7 +3,8 @@ import { Worker } from "bullmq";
 import { Redis } from "ioredis";
 import { JobClient } from "@fleet/core/jobClient";
 import { tryInventoryLock } from "@fleet/db/sql/inventory";
-import { forgetJobRequests, jobRequestStore } from "@fleet/db/sql/jobRequests";
+import { noteRequestsEnded } from "@fleet/core/endedRequests";
+import { forgetJobRequests, jobRequestStore, takeJobRequests } from "@fleet/db/sql/jobRequests";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { testRedisUrl } from "@fleet/testing/testRedis";
 import { fleetContracts } from "../src/contracts";
@@ -386,6 +387,31 @@ describe("durable requests (job_requests)", () => {
     expect(await kept()).toEqual([{ id: lost, replays: 0, missing: false }]);
     await producer.close().catch(() => undefined);
   }, 30_000);
+
+  it("a note that an earlier request under the same id ended does not end a request kept after it (lost work)", async () => {
+    // Found by review: the pass forgot any kept request whose job was gone and whose id had a
+    // note (core/endedRequests.ts), whenever the note was written. A note outlives its request
+    // when the board cleans the completed job (the clean takes the request, not the note) and
+    // stays for an hour, or for good while its queue has no other request kept; a submission
+    // deduplicated by the same id, queued after it and then lost by Redis, was forgotten.
+    const id = "r2-same-id";
+    const first = await h.runtime.deps.jobs.submit("remote-command", { server: "nas1", command: "export", values: { project: "first" } }, { jobId: id });
+    expect(first.id).toBe(id);
+    // Its run succeeds while PostgreSQL cannot forget it: the worker notes it ended. Then the
+    // board cleans the completed job: the request is taken, the job removed.
+    await noteRequestsEnded(queue(), [id]);
+    expect((await takeJobRequests(h.runtime.db, "remote", { ids: [id] })).map((t) => t.id)).toEqual([id]);
+    await (await queue().getJob(id))!.remove();
+    await new Promise((r) => setTimeout(r, 50));
+    // Submitted again under its id, and lost by Redis before it ran.
+    await h.runtime.deps.jobs.submit("remote-command", { server: "nas1", command: "export", values: { project: "second" } }, { jobId: id });
+    await (await queue().getJob(id))!.remove();
+    const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
+    expect(await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 })).toEqual({ ended: 0, missing: 1, replayed: 0 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
+    expect((await queue().getJob(id))?.data).toEqual({ server: "nas1", command: "export", values: { project: "second" } });
+  });
 
   it("forgets a kept request whose job Redis refused", async () => {
     // BullMQ refuses a custom id with ':' once the request is kept: the caller is told it

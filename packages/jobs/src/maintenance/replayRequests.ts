@@ -54,6 +54,20 @@ async function clearNotes(jobs: JobClient<FleetJobs>, notes: Map<string, Map<str
   }
 }
 
+/**
+ * Whether the request's own run was noted ended: a note written since it was kept. A note
+ * outlives its request (a board clean takes the request, not the note; a note is cleared
+ * only by a pass that sees the request), so an older one is of an earlier request under the
+ * same id (a submission deduplicated by it, kept anew and then lost by Redis was forgotten:
+ * found by review). Two clocks (Redis's note, PostgreSQL's created_at): a skew can only make
+ * a note of a run that ended within it not count, and that request run again, as it did
+ * before notes.
+ */
+function notedEndedSinceKept(notes: Map<string, Map<string, number>>, request: OpenJobRequest): boolean {
+  const at = notes.get(request.queue)?.get(request.id);
+  return at !== undefined && at >= request.createdAt.getTime();
+}
+
 /** Whether two payloads are the same, whatever the order of their keys (a jsonb column keeps none). */
 function sameData(a: unknown, b: unknown): boolean {
   const canonical = (v: unknown): unknown =>
@@ -109,7 +123,7 @@ export async function replayLostRequests(
     const state = states[i];
     if (state === "completed" || state === "failed") ended.push(request);
     // Succeeded with PostgreSQL down, and pruned by BullMQ since (see core/endedRequests.ts).
-    else if (state === "unknown" && notes.get(request.queue)?.has(request.id)) ended.push(request);
+    else if (state === "unknown" && notedEndedSinceKept(notes, request)) ended.push(request);
     else if (state === "unknown") missing.push(request);
     else found.push(request.id);
   });
