@@ -4,7 +4,7 @@ import { Redis } from "ioredis";
 import { JobClient } from "@fleet/core/jobClient";
 import { tryInventoryLock } from "@fleet/db/sql/inventory";
 import { noteRequestsEnded } from "@fleet/core/endedRequests";
-import { forgetJobRequests, jobRequestStore, takeJobRequests } from "@fleet/db/sql/jobRequests";
+import { forgetJobRequests, jobRequestStore, keepRequestsRunAgain, takeJobRequests } from "@fleet/db/sql/jobRequests";
 import { OperationHistory } from "@fleet/db/sql/operations";
 import { testRedisUrl } from "@fleet/testing/testRedis";
 import { fleetContracts } from "../src/contracts";
@@ -411,6 +411,37 @@ describe("durable requests (job_requests)", () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
     expect((await queue().getJob(id))?.data).toEqual({ server: "nas1", command: "export", values: { project: "second" } });
+  });
+
+  it("a pass between a board retry's keep and BullMQ's move of the job does not forget the request kept again", async () => {
+    // Found by review: the board keeps the request of a completed job it retries (WAITING in the
+    // history), then bull-board moves the job back to wait. A pass in between saw the job still
+    // completed in BullMQ, took the request for ended and forgot it, as kept: the retried job
+    // then ran with no request, lost for good if Redis lost it before it ran.
+    const id = await submit("retried");
+    const connection = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+    const worker = new Worker("remote", null, { connection, prefix: queue().opts.prefix });
+    try {
+      const taken = await worker.getNextJob("t1");
+      expect(taken?.id).toBe(id);
+      await taken!.moveToCompleted("done", "t1", false);
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    const job = (await queue().getJob(id))!;
+    expect(await job.getState()).toBe("completed");
+    // The board's retry, step by step: the request kept again, then (after the pass) the move.
+    await keepRequestsRunAgain(h.runtime.db, [{ id, name: job.name, queue: "remote", data: job.data, runAt: null, priority: null, createdAt: job.timestamp }]);
+    const deps = { db: h.runtime.db, jobs: h.runtime.deps.jobs };
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 0 });
+    await job.retry("completed");
+    expect(await kept()).toEqual([{ id, replays: 0, missing: false }]);
+    // Lost by Redis before it ran: queued again, as any lost request.
+    await (await queue().getJob(id))!.remove();
+    await replayLostRequests(deps, h.log, { ...afterLoss, missingMs: 100 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await replayLostRequests(deps, h.log, { ...later, missingMs: 100 })).toEqual({ ended: 0, missing: 0, replayed: 1 });
   });
 
   it("forgets a kept request whose job Redis refused", async () => {

@@ -63,6 +63,8 @@ export async function forgetJobRequestsAsSeen(db: Queryable, seen: ReadonlyArray
 /** A kept request as the recovery pass sees it, with what the operation history says of its job. */
 export interface OpenJobRequest extends DurableRequest {
   createdAt: Date;
+  /** How long it has been kept (or kept again, by a board retry), by the database's clock. */
+  keptForMs: number;
   /** How long recovery passes have found no job for it in Redis (the database's clock); null: not missing. */
   missingForMs: number | null;
   replays: number;
@@ -87,6 +89,7 @@ export interface OpenJobRequest extends DurableRequest {
 export async function openJobRequests(db: Queryable, limit = 10_000): Promise<OpenJobRequest[]> {
   const { rows } = await db.query<OpenJobRequest>(
     `SELECT r.id, r.name, r.queue, r.data, r.run_at AS "runAt", r.priority, r.created_at AS "createdAt",
+            (EXTRACT(EPOCH FROM (now() - r.created_at)) * 1000)::float8 AS "keptForMs",
             (EXTRACT(EPOCH FROM (now() - r.missing_since)) * 1000)::float8 AS "missingForMs", r.replays, r.attempts_made AS "attemptsMade",
             o.state::text AS "historyState",
             COALESCE(r.submitted_by, o.submitted_by) AS "submittedBy",

@@ -30,6 +30,26 @@ export function durableAttemptRecorder(db: DbPool, log: Logger): (job: { id: str
   };
 }
 
+/**
+ * A request kept less than this long ago is not taken for ended from BullMQ's state of its job:
+ * a board retry keeps the request of a completed or failed job again, then bull-board moves the
+ * job back to wait, and a pass in between forgot the request kept again (found by review: the
+ * retried job then ran with no request, lost for good if Redis lost it before it ran). The
+ * next pass judges it. A minute: far beyond the retry's two steps, far below the passes' period.
+ */
+const JUST_KEPT_MS = 60_000;
+
+/**
+ * Kept (again) less than JUST_KEPT_MS ago, no attempt used, its history WAITING: what a board
+ * retry leaves before BullMQ moves the job (it sets the attempts to 0 and the history's ended
+ * row to WAITING). A job that failed has its attempts recorded, one whose end the history
+ * recorded says so, and either is forgotten at once as before; one whose history has not caught
+ * up yet (it is written in batches) is judged by the next pass.
+ */
+function mayBeRetrying(request: OpenJobRequest): boolean {
+  return request.attemptsMade === 0 && request.keptForMs < JUST_KEPT_MS && request.historyState === "WAITING";
+}
+
 /** How long a note of a request ended whose request is not kept (any more) is left before it goes. */
 const STALE_NOTE_MS = 3_600_000;
 
@@ -121,7 +141,10 @@ export async function replayLostRequests(
   const notes = await endedNotes(jobs, open);
   live.forEach((request, i) => {
     const state = states[i];
-    if (state === "completed" || state === "failed") ended.push(request);
+    // Ended in BullMQ, unless it may be kept again by a board retry that has not moved the job
+    // back to wait yet (see JUST_KEPT_MS).
+    if ((state === "completed" || state === "failed") && !mayBeRetrying(request)) ended.push(request);
+    else if (state === "completed" || state === "failed") found.push(request.id);
     // Succeeded with PostgreSQL down, and pruned by BullMQ since (see core/endedRequests.ts).
     else if (state === "unknown" && notedEndedSinceKept(notes, request)) ended.push(request);
     else if (state === "unknown") missing.push(request);
