@@ -1,14 +1,11 @@
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
-import type { BreakerView } from "@fleet/core/linkBreakers";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { TestVolume, asRoot, openBreaker } from "./volumeFixture";
 
 /**
  * A worker started while the destination's volume is away (a network mount not up yet after a
@@ -19,24 +16,16 @@ import type { WorkerFixture } from "./workerFixture";
  * the link waits (storage-unavailable, no file failed), and the run finishes on the volume once
  * it is mounted. A real worker process and a real tmpfs (root only).
  */
-const asRoot = process.getuid?.() === 0 ? describe : describe.skip;
-
-async function openBreaker(fx: WorkerFixture): Promise<BreakerView | undefined> {
-  return (await breakerViews(new LinkBreakers(fx.runtime.redis, fx.runtime.prefix))).find((b) => b.open);
-}
-
 asRoot("a worker started while its destination volume is away (DESTINATION_REQUIRE_MOUNT)", () => {
   let fx: WorkerFixture;
   let files: SeededFile[];
+  let disk: TestVolume;
   let mountPoint: string;
   let volume: string;
-  const mounted: string[] = [];
 
   beforeAll(async () => {
-    mountPoint = await mkdtemp(join(tmpdir(), "fleet-mount-point-"));
-    volume = await mkdtemp(join(tmpdir(), "fleet-volume-"));
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=32m", "tmpfs", volume]);
-    mounted.push(volume);
+    disk = await TestVolume.create("fleet", { mounted: false });
+    ({ mountPoint, volume } = disk);
     fx = await createWorkerFixture("mount-required", {
       DESTINATION_URL: join(mountPoint, "archive"),
       DESTINATION_REQUIRE_MOUNT: "true",
@@ -51,9 +40,7 @@ asRoot("a worker started while its destination volume is away (DESTINATION_REQUI
   });
   afterAll(async () => {
     await fx?.close();
-    for (const dir of mounted.reverse()) execFileSync("umount", ["-l", dir]);
-    await rm(mountPoint, { recursive: true, force: true });
-    await rm(volume, { recursive: true, force: true });
+    await disk?.destroy();
   });
 
   it("writes nothing under the mount point, fails no file, and migrates every file onto the volume once it is mounted", async () => {
@@ -68,8 +55,7 @@ asRoot("a worker started while its destination volume is away (DESTINATION_REQUI
     const during = await outcomeSummary(fx.runtime);
     expect([during.SUCCESS, during.FAIL]).toEqual([0, 0]);
 
-    execFileSync("mount", ["--bind", volume, mountPoint]);
-    mounted.push(mountPoint);
+    disk.mount();
     await fx.waitFor(
       async () => {
         const o = await outcomeSummary(fx.runtime);
@@ -83,8 +69,7 @@ asRoot("a worker started while its destination volume is away (DESTINATION_REQUI
       expect(createHash("sha256").update(await readFile(join(volume, "archive", f.key))).digest("hex")).toBe(f.sha256);
     }
     // Nothing went to the disk beneath the mount point meanwhile.
-    execFileSync("umount", ["-l", mountPoint]);
-    mounted.splice(mounted.indexOf(mountPoint), 1);
+    disk.unmount();
     expect(await readdir(mountPoint)).toEqual([]);
     worker.signal("SIGTERM");
     expect(await worker.exited).toMatchObject({ code: 0 });

@@ -1,14 +1,11 @@
-import { execFileSync } from "node:child_process";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
-import type { BreakerView } from "@fleet/core/linkBreakers";
 import { listRootVolumes } from "@fleet/db/sql/rootVolumes";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, destinationMismatches, outcomeSummary, tempFilesUnder } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { TestVolume, asRoot, openBreaker } from "./volumeFixture";
 
 /**
  * A worker restarted while the destination's volume is away (a pod rescheduled before its NFS
@@ -20,26 +17,16 @@ import type { WorkerFixture } from "./workerFixture";
  * the link waits, and the run finishes on the volume once it is mounted again. Real worker
  * processes, a real SIGKILL, a real tmpfs bind-mounted and unmounted (root only).
  */
-const asRoot = process.getuid?.() === 0 ? describe : describe.skip;
-
-async function openBreaker(fx: WorkerFixture): Promise<BreakerView | undefined> {
-  return (await breakerViews(new LinkBreakers(fx.runtime.redis, fx.runtime.prefix))).find((b) => b.open);
-}
-
 asRoot("a worker started while the destination volume a worker saw is away (no REQUIRE_MOUNT set)", () => {
   let fx: WorkerFixture;
   let files: SeededFile[];
+  let disk: TestVolume;
   let mountPoint: string;
   let volume: string;
-  const mounted: string[] = [];
 
   beforeAll(async () => {
-    mountPoint = await mkdtemp(join(tmpdir(), "fleet-mount-point-"));
-    volume = await mkdtemp(join(tmpdir(), "fleet-volume-"));
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=32m", "tmpfs", volume]);
-    mounted.push(volume);
-    execFileSync("mount", ["--bind", volume, mountPoint]);
-    mounted.push(mountPoint);
+    disk = await TestVolume.create("fleet", { mounted: true });
+    ({ mountPoint, volume } = disk);
     fx = await createWorkerFixture("volume-remembered", {
       DESTINATION_URL: join(mountPoint, "archive"),
       BREAKER_THRESHOLD: "3",
@@ -54,9 +41,7 @@ asRoot("a worker started while the destination volume a worker saw is away (no R
   });
   afterAll(async () => {
     await fx?.close();
-    for (const dir of mounted.reverse()) execFileSync("umount", ["-l", dir]);
-    await rm(mountPoint, { recursive: true, force: true });
-    await rm(volume, { recursive: true, force: true });
+    await disk?.destroy();
   });
 
   it("writes nothing under the mount point, fails no file, and finishes every file once on the volume when it is back", async () => {
@@ -72,8 +57,7 @@ asRoot("a worker started while the destination volume a worker saw is away (no R
     expect(before.SUCCESS).toBeLessThan(files.length);
 
     // The volume goes away; a new worker starts, knowing nothing of it but the record.
-    execFileSync("umount", ["-l", mountPoint]);
-    mounted.splice(mounted.indexOf(mountPoint), 1);
+    disk.unmount();
     expect(await readdir(mountPoint)).toEqual([]);
     const b = fx.spawnWorker("B");
     await b.started();
@@ -89,8 +73,7 @@ asRoot("a worker started while the destination volume a worker saw is away (no R
     const during = await outcomeSummary(fx.runtime);
     expect([during.SUCCESS, during.FAIL]).toEqual([before.SUCCESS, 0]);
 
-    execFileSync("mount", ["--bind", volume, mountPoint]);
-    mounted.push(mountPoint);
+    disk.mount();
     await fx.waitFor(
       async () => {
         const o = await outcomeSummary(fx.runtime);
@@ -106,8 +89,7 @@ asRoot("a worker started while the destination volume a worker saw is away (no R
     // A's copies in flight when it died leave temp files; the sweep removes them once its lease lapsed.
     await fx.waitFor(async () => (await tempFilesUnder(join(volume, "archive"))).length === 0, 60_000, "the dead writer's temp files to be swept");
     // Nothing went to the disk beneath the mount point meanwhile.
-    execFileSync("umount", ["-l", mountPoint]);
-    mounted.splice(mounted.indexOf(mountPoint), 1);
+    disk.unmount();
     expect(await readdir(mountPoint)).toEqual([]);
     b.signal("SIGTERM");
     expect(await b.exited).toMatchObject({ code: 0 });

@@ -1,14 +1,10 @@
-import { execFileSync } from "node:child_process";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { LinkBreakers, breakerViews } from "@fleet/core/linkBreakers";
-import type { BreakerView } from "@fleet/core/linkBreakers";
+import { readdir } from "node:fs/promises";
 import { listRootVolumes } from "@fleet/db/sql/rootVolumes";
 import { seedSourceFiles } from "@fleet/testing/sourceFiles";
 import type { SeededFile } from "@fleet/testing/sourceFiles";
 import { createWorkerFixture, destinationMismatches, outcomeSummary } from "./workerFixture";
 import type { WorkerFixture } from "./workerFixture";
+import { TestVolume, asRoot, openBreaker } from "./volumeFixture";
 
 /**
  * The source's side of destinationVolumeRemembered.test.ts. The source root is the mount point
@@ -18,26 +14,16 @@ import type { WorkerFixture } from "./workerFixture";
  * file, the link waits, and the run finishes once the volume is back. Real worker processes, a
  * real SIGKILL, a real tmpfs bind-mounted and unmounted (root only).
  */
-const asRoot = process.getuid?.() === 0 ? describe : describe.skip;
-
-async function openBreaker(fx: WorkerFixture): Promise<BreakerView | undefined> {
-  return (await breakerViews(new LinkBreakers(fx.runtime.redis, fx.runtime.prefix))).find((b) => b.open);
-}
-
 asRoot("a worker started while the source volume a worker saw is away (no REQUIRE_MOUNT set)", () => {
   let fx: WorkerFixture;
   let files: SeededFile[];
+  let disk: TestVolume;
   let mountPoint: string;
   let volume: string;
-  const mounted: string[] = [];
 
   beforeAll(async () => {
-    mountPoint = await mkdtemp(join(tmpdir(), "fleet-source-mount-point-"));
-    volume = await mkdtemp(join(tmpdir(), "fleet-source-volume-"));
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=32m", "tmpfs", volume]);
-    mounted.push(volume);
-    execFileSync("mount", ["--bind", volume, mountPoint]);
-    mounted.push(mountPoint);
+    disk = await TestVolume.create("fleet-source", { mounted: true });
+    ({ mountPoint, volume } = disk);
     fx = await createWorkerFixture("source-volume-remembered", {
       SOURCE_URL: mountPoint,
       BREAKER_THRESHOLD: "3",
@@ -51,9 +37,7 @@ asRoot("a worker started while the source volume a worker saw is away (no REQUIR
   });
   afterAll(async () => {
     await fx?.close();
-    for (const dir of mounted.reverse()) execFileSync("umount", ["-l", dir]);
-    await rm(mountPoint, { recursive: true, force: true });
-    await rm(volume, { recursive: true, force: true });
+    await disk?.destroy();
   });
 
   it("fails no file as not-found, reads nothing under the mount point, and finishes once the volume is back", async () => {
@@ -66,8 +50,7 @@ asRoot("a worker started while the source volume a worker saw is away (no REQUIR
     expect(await listRootVolumes(fx.runtime.db)).toEqual([expect.objectContaining({ root: mountPoint, mountPoint })]);
     const before = await outcomeSummary(fx.runtime);
 
-    execFileSync("umount", ["-l", mountPoint]);
-    mounted.splice(mounted.indexOf(mountPoint), 1);
+    disk.unmount();
     expect(await readdir(mountPoint)).toEqual([]);
     const b = fx.spawnWorker("B");
     await b.started();
@@ -82,8 +65,7 @@ asRoot("a worker started while the source volume a worker saw is away (no REQUIR
     const notFound = await fx.runtime.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM migration_file_attempts WHERE error_category = 'not-found'`);
     expect(notFound.rows[0]!.n).toBe(0);
 
-    execFileSync("mount", ["--bind", volume, mountPoint]);
-    mounted.push(mountPoint);
+    disk.mount();
     await fx.waitFor(
       async () => {
         const o = await outcomeSummary(fx.runtime);
