@@ -62,7 +62,8 @@ describe("kept counts: the failures' sources, on a database that already holds f
     await db.query(`SELECT fold_file_counts(interval '0')`);
     expect((await db.query(`SELECT count(*)::int AS n FROM migration_file_counts WHERE status <> 'SUCCESS' AND source <> ''`)).rows[0].n).toBe(0);
 
-    expect((await migrateDatabase({ connectionString: database.url })).applied).toEqual([FAILED_LINKS_MIGRATION]);
+    // The upgrade applies this migration first (later ones follow it).
+    expect((await migrateDatabase({ connectionString: database.url })).applied[0]).toBe(FAILED_LINKS_MIGRATION);
     expect(await bySource(db, "kept")).toEqual(await bySource(db, "scan"));
     const links = async () => (await transferLinkCounts(db!, new Date(Date.now() - 4 * 3_600_000))).map((l) => [`${l.source} → ${l.destination}`, l.files, l.failedFiles]);
     expect(await links()).toEqual([
