@@ -143,8 +143,17 @@ describe("fleet inventory", () => {
     const backends = async (where: string) => (await db.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'fleet-cli' AND ${where}`)).rowCount ?? 0;
     const running = fleet(scanEnv, ["inventory", "scan", "--prefix", "k/"]);
     let thirdMergedBesideSecond = false;
+    const savedFiles = async () => {
+      const row = (await db.query(`SELECT cursor FROM sync_state WHERE key LIKE 'inventory-scan:%:k/'`)).rows[0] as { cursor: string } | undefined;
+      return row ? ((JSON.parse(row.cursor) as { counts?: { files?: number } }).counts?.files ?? 0) : 0;
+    };
     try {
       await waitUntil(async () => (await backends("wait_event_type = 'Lock'")) === 1);
+      // The first batch's write is not held: it commits and moves the cursor past it. On a
+      // loaded machine that commit can come after the second batch is already waiting on the
+      // held row (seen in CI: killed before it, the cursor was still at the start), so the
+      // kill waits for it; the two writes in flight are the second's and the third's.
+      await waitUntil(async () => (await savedFiles()) >= 10_000);
       // The third batch, merged, waiting for the second to commit first.
       thirdMergedBesideSecond = await waitUntil(async () => (await backends("state = 'idle in transaction'")) === 1, 10_000).then(
         () => true,
